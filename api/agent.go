@@ -1,0 +1,17 @@
+package api
+
+// ProtocolVersion is the version of the daemon ↔ agent protocol. The daemon
+// refuses agents whose version it does not support. Raise it on any
+// incompatible change and add a line below.
+//
+// History:
+//   - 1 (2026-11-21): first version: health, exec, exec/stream.
+const ProtocolVersion = 1
+
+// AgentHealth is the body of the agent's GET /health.
+type AgentHealth struct {
+	ProtocolVersion int    `json:"protocolVersion"`
+	Version         string `json:"version"`
+	// PID is the agent's PID inside the sandbox (1 when it is init).
+	PID int `json:"pid"`
+}
