@@ -1,0 +1,241 @@
+// Package cgroup splits a sandbox's cgroup in two: the OCI runtime creates
+// the sandbox cgroup S with the sandbox's limits; this package adds S/user,
+// where every user process runs under slightly lower limits, so that an OOM
+// or a fork bomb in user code is contained there and never takes the agent
+// (which stays in S, or S/agent on cgroup v2) with it.
+//
+// It works on cgroup v2 (unified) and v1 (including the hybrid layout). It
+// must never touch a cgroup outside the paths it is given.
+package cgroup
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// MountDir is where the user sub-cgroup directories appear inside a
+// sandbox: one directory per hierarchy, each with a cgroup.procs file that
+// the agent's spawn wrapper writes its own PID to.
+const MountDir = "/.sandboxd/cgroup"
+
+// splitControllers are the controllers whose limits are split between the
+// agent and user code.
+var splitControllers = []string{"memory", "pids"}
+
+// Host is the host's cgroup layout.
+type Host struct {
+	// Unified is the cgroup2 mount point when the host is cgroup v2 only.
+	Unified string
+	// V1 maps each split controller to its v1 hierarchy's mount point.
+	V1 map[string]string
+}
+
+// Detect reads the cgroup layout from /proc/self/mountinfo.
+func Detect() (*Host, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h := &Host{V1: map[string]string{}}
+	var unified string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint options optional... - fstype source superopts
+		fields := strings.Fields(sc.Text())
+		sep := -1
+		for i, f := range fields {
+			if f == "-" {
+				sep = i
+				break
+			}
+		}
+		if sep < 0 || sep+3 > len(fields) || len(fields) < 5 {
+			continue
+		}
+		mountPoint, fsType, superOpts := fields[4], fields[sep+1], fields[sep+3]
+		switch fsType {
+		case "cgroup2":
+			if mountPoint == "/sys/fs/cgroup" {
+				unified = mountPoint
+			}
+		case "cgroup":
+			for _, opt := range strings.Split(superOpts, ",") {
+				for _, c := range splitControllers {
+					if opt == c {
+						h.V1[c] = mountPoint
+					}
+				}
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if unified != "" {
+		h.Unified = unified
+		h.V1 = nil
+		return h, nil
+	}
+	for _, c := range splitControllers {
+		if h.V1[c] == "" {
+			return nil, fmt.Errorf("cgroup v1 controller %q is not mounted", c)
+		}
+	}
+	return h, nil
+}
+
+// Group is one sandbox's cgroup, S, at Path below every hierarchy's root.
+type Group struct {
+	host *Host
+	Path string
+}
+
+// Group returns the sandbox cgroup at path (the OCI cgroupsPath, absolute).
+func (h *Host) Group(path string) *Group { return &Group{host: h, Path: path} }
+
+// dirs maps a hierarchy name to S's directory in it.
+func (g *Group) dirs() map[string]string {
+	if g.host.Unified != "" {
+		return map[string]string{"unified": filepath.Join(g.host.Unified, g.Path)}
+	}
+	m := map[string]string{}
+	for c, mp := range g.host.V1 {
+		m[c] = filepath.Join(mp, g.Path)
+	}
+	return m
+}
+
+// PrepareUser creates S and S/user in every hierarchy, before the runtime
+// creates the container (so they can be bind-mounted), and returns the
+// mounts that expose each S/user inside the sandbox. No controllers are
+// enabled yet on v2: the runtime must still be able to put the init
+// process into S itself.
+func (g *Group) PrepareUser() ([]specs.Mount, error) {
+	var mounts []specs.Mount
+	for name, dir := range g.dirs() {
+		user := filepath.Join(dir, "user")
+		if err := os.MkdirAll(user, 0o755); err != nil {
+			return nil, fmt.Errorf("creating cgroup %s: %w", user, err)
+		}
+		mounts = append(mounts, specs.Mount{
+			Destination: filepath.Join(MountDir, name),
+			Type:        "bind",
+			Source:      user,
+			Options:     []string{"bind", "rw", "nosuid", "nodev", "noexec"},
+		})
+	}
+	return mounts, nil
+}
+
+// UserLimits are the limits of S/user.
+type UserLimits struct {
+	MemoryBytes int64
+	Pids        int64
+}
+
+// Split runs after the runtime created the container and before it starts
+// it. On v2 it moves the init process (host PID initPID) from S into
+// S/agent, because a v2 cgroup that hands controllers to its children may
+// hold no processes itself, then enables the controllers below S. On both
+// versions it sets the limits of S/user.
+func (g *Group) Split(initPID int, limits UserLimits) error {
+	if g.host.Unified != "" {
+		s := g.dirs()["unified"]
+		agent := filepath.Join(s, "agent")
+		if err := os.MkdirAll(agent, 0o755); err != nil {
+			return err
+		}
+		if err := writeFile(filepath.Join(agent, "cgroup.procs"), strconv.Itoa(initPID)); err != nil {
+			return fmt.Errorf("moving agent into %s: %w", agent, err)
+		}
+		if err := writeFile(filepath.Join(s, "cgroup.subtree_control"), "+memory +pids"); err != nil {
+			return fmt.Errorf("enabling controllers below %s: %w", s, err)
+		}
+		user := filepath.Join(s, "user")
+		if err := writeFile(filepath.Join(user, "memory.max"), strconv.FormatInt(limits.MemoryBytes, 10)); err != nil {
+			return err
+		}
+		// No swap for user code either; absent when swap accounting is off.
+		if err := writeFile(filepath.Join(user, "memory.swap.max"), "0"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return writeFile(filepath.Join(user, "pids.max"), strconv.FormatInt(limits.Pids, 10))
+	}
+	d := g.dirs()
+	if err := writeFile(filepath.Join(d["memory"], "user", "memory.limit_in_bytes"), strconv.FormatInt(limits.MemoryBytes, 10)); err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(d["pids"], "user", "pids.max"), strconv.FormatInt(limits.Pids, 10))
+}
+
+// RemoveChildren removes S/user and S/agent so that the runtime can then
+// remove S. The sandbox's processes must be dead or dying: removal is
+// retried for up to two seconds while the kernel finishes killing them.
+func (g *Group) RemoveChildren() error {
+	var errs []error
+	for _, dir := range g.dirs() {
+		for _, child := range []string{"user", "agent"} {
+			errs = append(errs, rmdirRetry(filepath.Join(dir, child)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Remove removes S/user, S/agent and S itself.
+func (g *Group) Remove() error {
+	errs := []error{g.RemoveChildren()}
+	for _, dir := range g.dirs() {
+		errs = append(errs, rmdirRetry(dir))
+	}
+	return errors.Join(errs...)
+}
+
+// Exists reports whether any part of the group exists.
+func (g *Group) Exists() bool {
+	for _, dir := range g.dirs() {
+		if _, err := os.Stat(dir); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+func rmdirRetry(dir string) error {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		err := os.Remove(dir)
+		if err == nil || errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("removing cgroup %s: %w", dir, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func writeFile(path, value string) error {
+	// cgroup files must be written in one write(2) without O_TRUNC games.
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(value)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing %q to %s: %w", value, path, err)
+	}
+	return nil
+}

@@ -1,0 +1,114 @@
+package rootfs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Overlay is a sandbox's root: the image layers read-only below, the
+// sandbox's own upper directory above.
+type Overlay struct {
+	Layers []string // lowest first
+	Upper  string
+	Work   string
+	Target string
+}
+
+// Mount mounts the overlay on Target unless something is already mounted
+// there (after a daemon restart the mount may still be in place).
+func (o Overlay) Mount() error {
+	for _, d := range []string{o.Upper, o.Work, o.Target} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if mounted, err := IsMountPoint(o.Target); err != nil {
+		return err
+	} else if mounted {
+		return nil
+	}
+	// overlayfs lists lower directories top first.
+	lowers := make([]string, len(o.Layers))
+	for i, l := range o.Layers {
+		if strings.ContainsAny(l, ":,") {
+			return fmt.Errorf("layer path %q has a character overlayfs cannot take", l)
+		}
+		lowers[len(o.Layers)-1-i] = l
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), o.Upper, o.Work)
+	if err := unix.Mount("overlay", o.Target, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("mounting overlay on %s: %w", o.Target, err)
+	}
+	return nil
+}
+
+// Unmount detaches the overlay; a target that is not mounted is fine.
+func (o Overlay) Unmount() error {
+	return Unmount(o.Target)
+}
+
+// Unmount detaches whatever is mounted on target, if anything. Lazy
+// (MNT_DETACH) so that a process still holding a file open inside cannot
+// make destroy fail; the kernel frees the mount when the last user goes.
+func Unmount(target string) error {
+	for {
+		err := unix.Unmount(target, unix.MNT_DETACH)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			return nil // not (or no longer) a mount point
+		}
+		if err != nil {
+			return fmt.Errorf("unmounting %s: %w", target, err)
+		}
+		// Loop: mounts may be stacked.
+	}
+}
+
+// IsMountPoint reports whether path is the root of a mount.
+func IsMountPoint(path string) (bool, error) {
+	var st, parent unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return false, err
+	}
+	if err := unix.Lstat(path+"/..", &parent); err != nil {
+		return false, err
+	}
+	if st.Dev != parent.Dev {
+		return true, nil
+	}
+	// Same device: may still be a bind mount of the same filesystem; check
+	// mountinfo to be sure.
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && unescapeMountPath(f[4]) == path {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func unescapeMountPath(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v int
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &v); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

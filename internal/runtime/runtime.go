@@ -1,0 +1,164 @@
+// Package runtime drives an OCI runtime (crun or runc) through its CLI and
+// builds the OCI spec of a sandbox container. It knows nothing of sandbox
+// IDs, registries or HTTP: it creates, starts, inspects and deletes
+// containers in bundles that its caller prepared.
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	runc "github.com/containerd/go-runc"
+)
+
+// ErrNotExist is returned for a container the runtime does not know.
+var ErrNotExist = errors.New("container does not exist")
+
+// Runtime is one OCI runtime binary with its own state directory.
+type Runtime struct {
+	// Name is "crun" or "runc".
+	Name string
+	// Path is the binary's absolute path.
+	Path string
+	rc   *runc.Runc
+}
+
+// New returns a Runtime for the binary at path keeping its container state
+// in root (a tmpfs such as /run, so it is gone after a reboot just like the
+// containers it describes).
+func New(name, path, root string) *Runtime {
+	return &Runtime{Name: name, Path: path, rc: &runc.Runc{Command: path, Root: root}}
+}
+
+// Create creates the container id from the bundle without starting it and
+// returns its init process's host PID. The container's stdout and stderr
+// (the agent's log) go to log, as do the runtime's own error messages,
+// which Create quotes when it fails.
+func (r *Runtime) Create(ctx context.Context, id, bundle string, log *os.File) (int, error) {
+	pidFile := filepath.Join(bundle, "init.pid")
+	os.Remove(pidFile)
+	offset, _ := log.Seek(0, io.SeekEnd)
+	err := r.rc.Create(ctx, id, bundle, &runc.CreateOpts{IO: fileIO{log}, PidFile: pidFile})
+	if err != nil {
+		return 0, fmt.Errorf("%s create: %w: %s", r.Name, err, tail(log, offset))
+	}
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		return 0, fmt.Errorf("reading init pid: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return 0, fmt.Errorf("parsing init pid %q: %w", data, err)
+	}
+	return pid, nil
+}
+
+// Start starts a created container.
+func (r *Runtime) Start(ctx context.Context, id string) error {
+	if err := r.rc.Start(ctx, id); err != nil {
+		return fmt.Errorf("%s start: %w", r.Name, err)
+	}
+	return nil
+}
+
+// State is what the runtime reports about a container.
+type State struct {
+	Status string // created, running, stopped, paused
+	PID    int
+}
+
+// State returns the container's state, or ErrNotExist.
+func (r *Runtime) State(ctx context.Context, id string) (State, error) {
+	c, err := r.rc.State(ctx, id)
+	if err != nil {
+		msg := err.Error()
+		if strings.Contains(msg, "does not exist") || strings.Contains(msg, "not exist") || strings.Contains(msg, "No such file") {
+			return State{}, ErrNotExist
+		}
+		return State{}, fmt.Errorf("%s state: %w", r.Name, err)
+	}
+	return State{Status: c.Status, PID: c.Pid}, nil
+}
+
+// Delete kills every process of the container and deletes it. A container
+// that does not exist is not an error.
+func (r *Runtime) Delete(ctx context.Context, id string) error {
+	st, err := r.State(ctx, id)
+	if errors.Is(err, ErrNotExist) {
+		return nil
+	}
+	if err == nil && st.PID > 0 && st.Status != "stopped" {
+		// Killing init kills the whole PID namespace. Wait for init to go so
+		// the cgroup is empty when the runtime removes it.
+		_ = r.rc.Kill(ctx, id, int(syscall.SIGKILL), &runc.KillOpts{All: true})
+		waitGone(ctx, st.PID, 5*time.Second)
+	}
+	if err := r.rc.Delete(ctx, id, &runc.DeleteOpts{Force: true}); err != nil {
+		if _, serr := r.State(ctx, id); errors.Is(serr, ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("%s delete: %w", r.Name, err)
+	}
+	return nil
+}
+
+// Kill sends sig to every process of the container.
+func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error {
+	return r.rc.Kill(ctx, id, int(sig), &runc.KillOpts{All: true})
+}
+
+func waitGone(ctx context.Context, pid int, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			return
+		}
+		if isZombie(pid) {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func isZombie(pid int) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	return i > 0 && i+2 < len(data) && data[i+2] == 'Z'
+}
+
+// fileIO hands a file to the runtime as the container's stdout and stderr.
+// A file, not a pipe: the container outlives the runtime CLI process and
+// the daemon, and must never block on or die from a closed pipe.
+type fileIO struct{ f *os.File }
+
+func (f fileIO) Close() error            { return nil }
+func (f fileIO) Stdin() io.WriteCloser   { return nil }
+func (f fileIO) Stdout() io.ReadCloser   { return nil }
+func (f fileIO) Stderr() io.ReadCloser   { return nil }
+func (f fileIO) Set(cmd *exec.Cmd)       { cmd.Stdout, cmd.Stderr = f.f, f.f }
+func (f fileIO) CloseAfterStart() error  { return nil }
+func tail(f *os.File, from int64) string { return readTail(f, from, 2048) }
+func readTail(f *os.File, from int64, max int64) string {
+	end, err := f.Seek(0, io.SeekEnd)
+	if err != nil || end <= from {
+		return ""
+	}
+	if end-from > max {
+		from = end - max
+	}
+	buf := make([]byte, end-from)
+	n, _ := f.ReadAt(buf, from)
+	return strings.TrimSpace(string(buf[:n]))
+}

@@ -1,0 +1,168 @@
+package runtime
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/moby/profiles/seccomp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// Paths inside every sandbox that belong to sandboxd.
+const (
+	// AgentPath is where the agent binary is bind-mounted, read-only.
+	AgentPath = "/.sandboxd/agent"
+	// RunDir is the agent's socket directory, bind-mounted from the host.
+	RunDir = "/.sandboxd/run"
+	// AgentSocket is the agent's unix socket inside RunDir.
+	AgentSocket = RunDir + "/agent.sock"
+)
+
+// defaultCaps is the capability set of every sandbox process: Docker's
+// default set without CAP_NET_RAW (no raw sockets, so no spoofed packets;
+// ping still works through ping_group_range) and without CAP_MKNOD.
+var defaultCaps = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER",
+	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+}
+
+// maskedPaths and readonlyPaths hide or freeze the parts of /proc and /sys
+// that leak host information or allow host-wide changes.
+var maskedPaths = []string{
+	"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+	"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+	"/sys/firmware", "/sys/devices/virtual/powercap", "/sys/kernel/debug",
+}
+
+var readonlyPaths = []string{
+	"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+}
+
+// ociVersion is the spec version sandboxd writes: the oldest that has
+// everything it uses, so that the crun and runc of stable distributions
+// (which reject versions newer than they know) accept it.
+const ociVersion = "1.0.2"
+
+// Resources are a sandbox's cgroup limits.
+type Resources struct {
+	MemoryBytes int64
+	MilliCPU    int64
+	Pids        int64
+}
+
+// SpecOptions describe one sandbox container.
+type SpecOptions struct {
+	Hostname    string
+	Rootfs      string
+	Args        []string
+	Env         []string
+	Mounts      []specs.Mount // after the standard ones, in order
+	NetnsPath   string
+	CgroupsPath string
+	Resources   Resources
+	Annotations map[string]string
+}
+
+// NewSpec returns the OCI runtime spec of a sandbox: its own mount, PID,
+// network, IPC, UTS and cgroup namespaces; cgroup limits; the default
+// seccomp profile; the default capability set; no_new_privs; masked /proc
+// and /sys paths. The process is the agent, as init, kept out of the OOM
+// killer's choice by its cgroup: user code runs in a child cgroup with lower
+// limits. (A negative oom_score_adj would need CAP_SYS_RESOURCE, which some
+// hosts, such as VMs that run sandboxd inside a container, do not grant.)
+func NewSpec(o SpecOptions) (*specs.Spec, error) {
+	swap := o.Resources.MemoryBytes // memory+swap == memory: no swap
+	period := uint64(100_000)
+	spec := &specs.Spec{
+		Version:  ociVersion,
+		Hostname: o.Hostname,
+		Root:     &specs.Root{Path: o.Rootfs},
+		Process: &specs.Process{
+			Args: o.Args,
+			Env:  o.Env,
+			Cwd:  "/",
+			User: specs.User{UID: 0, GID: 0},
+			Capabilities: &specs.LinuxCapabilities{
+				Bounding:  defaultCaps,
+				Effective: defaultCaps,
+				Permitted: defaultCaps,
+			},
+			Rlimits: []specs.POSIXRlimit{nofileLimit()},
+			NoNewPrivileges: true,
+		},
+		Mounts: append(standardMounts(), o.Mounts...),
+		Linux: &specs.Linux{
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace},
+				{Type: specs.NetworkNamespace, Path: o.NetnsPath},
+				{Type: specs.IPCNamespace},
+				{Type: specs.UTSNamespace},
+				{Type: specs.MountNamespace},
+				{Type: specs.CgroupNamespace},
+			},
+			CgroupsPath: o.CgroupsPath,
+			Resources: &specs.LinuxResources{
+				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
+				Memory:  &specs.LinuxMemory{Limit: &o.Resources.MemoryBytes, Swap: &swap},
+				Pids:    &specs.LinuxPids{Limit: &o.Resources.Pids},
+			},
+			MaskedPaths:   maskedPaths,
+			ReadonlyPaths: readonlyPaths,
+			Sysctl:        map[string]string{},
+		},
+		Annotations: o.Annotations,
+	}
+	if o.Resources.MilliCPU > 0 {
+		quota := o.Resources.MilliCPU * int64(period) / 1000
+		spec.Linux.Resources.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+	}
+	sc, err := defaultSeccomp(spec)
+	if err != nil {
+		return nil, err
+	}
+	spec.Linux.Seccomp = sc
+	return spec, nil
+}
+
+// nofileLimit allows up to 1Mi open files, or the daemon's own hard limit
+// if that is lower: raising a hard limit needs CAP_SYS_RESOURCE, which the
+// runtime may not have.
+func nofileLimit() specs.POSIXRlimit {
+	n := uint64(1 << 20)
+	var cur unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &cur); err == nil && cur.Max < n {
+		n = cur.Max
+	}
+	return specs.POSIXRlimit{Type: "RLIMIT_NOFILE", Hard: n, Soft: n}
+}
+
+func standardMounts() []specs.Mount {
+	return []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
+		{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755", "size=65536k"}},
+	}
+}
+
+// The seccomp profile depends only on the capability set, which is the
+// same for every sandbox, so it is computed once.
+var seccompOnce = sync.OnceValues(func() (*specs.LinuxSeccomp, error) {
+	return seccomp.GetDefaultProfile(&specs.Spec{Process: &specs.Process{
+		Capabilities: &specs.LinuxCapabilities{Bounding: defaultCaps},
+	}})
+})
+
+func defaultSeccomp(*specs.Spec) (*specs.LinuxSeccomp, error) {
+	sc, err := seccompOnce()
+	if err != nil {
+		return nil, fmt.Errorf("building the default seccomp profile: %w", err)
+	}
+	return sc, nil
+}
