@@ -89,7 +89,7 @@ func NewSpec(o SpecOptions) (*specs.Spec, error) {
 				Effective: defaultCaps,
 				Permitted: defaultCaps,
 			},
-			Rlimits: []specs.POSIXRlimit{nofileLimit()},
+			Rlimits:         []specs.POSIXRlimit{nofileLimit()},
 			NoNewPrivileges: true,
 		},
 		Mounts: append(standardMounts(), o.Mounts...),
