@@ -20,7 +20,6 @@ const (
 	CodeMethodNotAllowed  Code = "METHOD_NOT_ALLOWED" // route exists, method does not
 	CodeSandboxNotFound   Code = "SANDBOX_NOT_FOUND"  // read-only call on an unknown sandbox
 	CodeSandboxExists     Code = "SANDBOX_EXISTS"     // create-only call on an existing sandbox
-	CodeOptionsConflict   Code = "OPTIONS_CONFLICT"   // ensure with options that differ from the existing sandbox's
 	CodeCommandTimeout    Code = "COMMAND_TIMEOUT"    // command ran past its timeout and was killed
 	CodeSessionTerminated Code = "SESSION_TERMINATED" // the session's shell exited; the next call gets a fresh one
 	CodeSessionNotFound   Code = "SESSION_NOT_FOUND"  // no session with that ID
@@ -28,6 +27,7 @@ const (
 	CodeSessionBusy       Code = "SESSION_BUSY"       // too many commands queued on one session
 	CodeResourceExhausted Code = "RESOURCE_EXHAUSTED" // a per-sandbox or per-host count limit was reached
 	CodeCapacityExceeded  Code = "CAPACITY_EXCEEDED"  // the host cannot run another sandbox now
+	CodeImageNotFound     Code = "IMAGE_NOT_FOUND"    // the image named at creation is not in the image store
 
 	// Server-side problems (5xx).
 	CodeSandboxUnavailable Code = "SANDBOX_UNAVAILABLE" // the sandbox's agent cannot be reached or died mid-call
