@@ -1,0 +1,62 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// writeError answers with err as an api.Error. Errors the edge does not
+// recognise are internal: the user gets a generic message and the cause
+// goes to the log.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	e := s.classify(err)
+	if e.Code.HTTPStatus() >= 500 {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", err)
+	}
+	writeAPIError(w, e)
+}
+
+func writeAPIError(w http.ResponseWriter, e *api.Error) {
+	if e.Code == api.CodeUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="sandboxd"`)
+	}
+	writeJSON(w, e.Code.HTTPStatus(), e)
+}
+
+// classify maps a domain error to its wire form, once, here.
+func (s *Server) classify(err error) *api.Error {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	msg := err.Error()
+	switch {
+	case errors.Is(err, sandbox.ErrNotFound):
+		return &api.Error{Code: api.CodeSandboxNotFound, Message: msg}
+	case errors.Is(err, sandbox.ErrInvalid):
+		return &api.Error{Code: api.CodeValidationFailed, Message: strings.TrimPrefix(msg, sandbox.ErrInvalid.Error()+": ")}
+	case errors.Is(err, sandbox.ErrImageNotFound):
+		return &api.Error{Code: api.CodeImageNotFound, Message: msg}
+	case errors.Is(err, sandbox.ErrCapacity):
+		return &api.Error{Code: api.CodeCapacityExceeded, Message: msg}
+	case errors.Is(err, sandbox.ErrFailed):
+		return &api.Error{Code: api.CodeSandboxFailed, Message: msg}
+	case errors.Is(err, sandbox.ErrUnavailable):
+		return &api.Error{Code: api.CodeSandboxUnavailable, Message: msg}
+	}
+	return &api.Error{Code: api.CodeInternal, Message: "internal error; see the daemon's log"}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		slog.Debug("writing response", "err", err)
+	}
+}

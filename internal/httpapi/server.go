@@ -1,0 +1,147 @@
+package httpapi
+
+import (
+	"crypto/subtle"
+	_ "embed"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// Options configure the API server.
+type Options struct {
+	Manager *sandbox.Manager
+	// Token is the bearer token every /v1 call must carry.
+	Token   string
+	Version string
+	Runtime string
+	Log     *slog.Logger
+}
+
+// Server serves the public API.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+	mux  *http.ServeMux
+}
+
+// New returns the API server.
+func New(opts Options) *Server {
+	s := &Server{opts: opts, log: opts.Log, mux: http.NewServeMux()}
+	s.routes()
+	return s
+}
+
+// route is one entry of the routing table; the OpenAPI test walks it.
+type route struct {
+	pattern string
+	handler http.HandlerFunc
+	// public routes need no token.
+	public bool
+}
+
+func (s *Server) table() []route {
+	return []route{
+		{pattern: "GET /healthz", handler: s.healthz, public: true},
+		{pattern: "GET /v1/openapi.json", handler: s.openAPI, public: true},
+		{pattern: "GET /v1/health", handler: s.health},
+		{pattern: "GET /v1/sandboxes", handler: s.listSandboxes},
+		{pattern: "PUT /v1/sandboxes/{id}", handler: s.ensureSandbox},
+		{pattern: "GET /v1/sandboxes/{id}", handler: s.getSandbox},
+		{pattern: "DELETE /v1/sandboxes/{id}", handler: s.destroySandbox},
+		// Everything else below a sandbox is served by its agent.
+		{pattern: "/v1/sandboxes/{id}/{rest...}", handler: s.forward},
+	}
+}
+
+func (s *Server) routes() {
+	for _, rt := range s.table() {
+		h := rt.handler
+		if !rt.public {
+			h = s.authenticated(h)
+		}
+		s.mux.HandleFunc(rt.pattern, h)
+	}
+}
+
+// ServeHTTP recovers from panics, answers unknown routes and methods with
+// JSON errors and logs every request at debug level.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.log.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+			writeAPIError(w, &api.Error{Code: api.CodeInternal, Message: "internal error; see the daemon's log"})
+		}
+		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "took", time.Since(start))
+	}()
+	h, pattern := s.mux.Handler(r)
+	if pattern == "" {
+		s.noRoute(w, r)
+		return
+	}
+	h.ServeHTTP(w, r)
+}
+
+// noRoute tells "no such route" from "route exists, wrong method". The
+// mux answers both with plain text; the API answers with codes.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
+	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete, http.MethodPatch} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "" {
+			writeAPIError(w, api.Errorf(api.CodeMethodNotAllowed, "%s is not allowed on %s", r.Method, r.URL.Path))
+			return
+		}
+	}
+	writeAPIError(w, api.Errorf(api.CodeNotFound, "no route %s %s", r.Method, r.URL.Path))
+}
+
+// authenticated requires the bearer token.
+func (s *Server) authenticated(next http.HandlerFunc) http.HandlerFunc {
+	want := []byte(s.opts.Token)
+	return func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
+			writeAPIError(w, api.Errorf(api.CodeUnauthorized,
+				"missing or invalid bearer token: send \"Authorization: Bearer <token>\" (the local token is in <state-dir>/token)"))
+			return
+		}
+		next(w, r)
+	}
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	w.Write([]byte("ok\n"))
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Version: s.opts.Version, Runtime: s.opts.Runtime})
+}
+
+//go:embed openapi.json
+var openAPIDoc []byte
+
+func (s *Server) openAPI(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(openAPIDoc)
+}
+
+// sandboxID returns the validated {id} of the route, or answers the error.
+func sandboxID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("id")
+	if err := api.ValidateSandboxID(id); err != nil {
+		writeAPIError(w, err.(*api.Error))
+		return "", false
+	}
+	return id, true
+}

@@ -1,0 +1,204 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+)
+
+// Errors of the sandbox domain; the API edge maps each to a code.
+var (
+	ErrNotFound      = errors.New("sandbox not found")
+	ErrInvalid       = errors.New("invalid sandbox configuration")
+	ErrImageNotFound = errors.New("image not found")
+	ErrUnavailable   = errors.New("sandbox unavailable")
+	ErrFailed        = errors.New("sandbox failed to start")
+	ErrCapacity      = errors.New("capacity exceeded")
+)
+
+// Network modes.
+const (
+	NetworkNone     = "none"
+	NetworkInternet = "internet"
+)
+
+// Limits are a sandbox's cgroup limits. Zero means "the default".
+type Limits struct {
+	MemoryBytes int64 `json:"memoryBytes"`
+	MilliCPU    int64 `json:"milliCpu"`
+	Pids        int64 `json:"pids"`
+}
+
+// Minimums: below these the agent itself cannot work.
+const (
+	MinMemoryBytes = 64 << 20
+	MinMilliCPU    = 10
+	MinPids        = 32
+)
+
+// NetworkConfig is a sandbox's network configuration.
+type NetworkConfig struct {
+	Mode       string   `json:"mode"`
+	AllowCIDRs []string `json:"allowCidrs,omitempty"`
+}
+
+// Config is what a sandbox is created with. It is stored (as JSON) in the
+// registry and never changes after creation.
+type Config struct {
+	Image   string            `json:"image"`
+	Env     map[string]string `json:"env,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	Limits  Limits            `json:"limits"`
+	Network NetworkConfig     `json:"network"`
+}
+
+// Policy holds the daemon-wide defaults and caps applied to every Config.
+type Policy struct {
+	DefaultImage   string
+	DefaultLimits  Limits
+	MaxLimits      Limits
+	DefaultNetwork string
+}
+
+// Bounds of the free-form parts of a Config.
+const (
+	maxEnvVars     = 1024
+	maxEnvBytes    = 256 << 10
+	maxLabels      = 32
+	maxLabelKey    = 63
+	maxLabelValue  = 256
+	maxAllowCIDRs  = 64
+	maxImageLength = 256
+)
+
+var (
+	envName  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	labelKey = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$`)
+)
+
+// Resolve fills the defaults into c and checks every field against the
+// policy. Errors wrap ErrInvalid and say which field is wrong and why.
+func (p Policy) Resolve(c Config) (Config, error) {
+	if c.Image == "" {
+		c.Image = p.DefaultImage
+	}
+	if len(c.Image) > maxImageLength {
+		return c, invalid("image name is longer than %d bytes", maxImageLength)
+	}
+	if err := checkEnv(c.Env); err != nil {
+		return c, err
+	}
+	if err := checkLabels(c.Labels); err != nil {
+		return c, err
+	}
+	var err error
+	if c.Limits, err = p.resolveLimits(c.Limits); err != nil {
+		return c, err
+	}
+	if c.Network.Mode == "" {
+		c.Network.Mode = p.DefaultNetwork
+	}
+	if c.Network.Mode != NetworkNone && c.Network.Mode != NetworkInternet {
+		return c, invalid("network mode %q: want %q or %q", c.Network.Mode, NetworkNone, NetworkInternet)
+	}
+	if len(c.Network.AllowCIDRs) > maxAllowCIDRs {
+		return c, invalid("%d allowCidrs given; at most %d are allowed", len(c.Network.AllowCIDRs), maxAllowCIDRs)
+	}
+	if len(c.Network.AllowCIDRs) > 0 && c.Network.Mode != NetworkInternet {
+		return c, invalid("allowCidrs need network mode %q", NetworkInternet)
+	}
+	for i, s := range c.Network.AllowCIDRs {
+		pfx, err := parseCIDR(s)
+		if err != nil {
+			return c, invalid("allowCidrs[%d]: %v", i, err)
+		}
+		c.Network.AllowCIDRs[i] = pfx.String()
+	}
+	return c, nil
+}
+
+func (p Policy) resolveLimits(l Limits) (Limits, error) {
+	fields := []struct {
+		name     string
+		v        *int64
+		def, max int64
+		min      int64
+		unit     string
+	}{
+		{"memoryBytes", &l.MemoryBytes, p.DefaultLimits.MemoryBytes, p.MaxLimits.MemoryBytes, MinMemoryBytes, "bytes"},
+		{"milliCpu", &l.MilliCPU, p.DefaultLimits.MilliCPU, p.MaxLimits.MilliCPU, MinMilliCPU, "thousandths of a CPU"},
+		{"pids", &l.Pids, p.DefaultLimits.Pids, p.MaxLimits.Pids, MinPids, "tasks"},
+	}
+	for _, f := range fields {
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+		if *f.v < f.min || *f.v > f.max {
+			return l, invalid("limits.%s is %d %s; allowed: %d to %d", f.name, *f.v, f.unit, f.min, f.max)
+		}
+	}
+	return l, nil
+}
+
+func checkEnv(env map[string]string) error {
+	if len(env) > maxEnvVars {
+		return invalid("%d env vars given; at most %d are allowed", len(env), maxEnvVars)
+	}
+	size := 0
+	for k, v := range env {
+		if !envName.MatchString(k) {
+			return invalid("env var name %q is not a valid name ([A-Za-z_][A-Za-z0-9_]*)", k)
+		}
+		if hasNUL(v) {
+			return invalid("env var %s has a NUL byte in its value", k)
+		}
+		size += len(k) + len(v) + 2
+	}
+	if size > maxEnvBytes {
+		return invalid("env vars take %d bytes; at most %d are allowed", size, maxEnvBytes)
+	}
+	return nil
+}
+
+func checkLabels(labels map[string]string) error {
+	if len(labels) > maxLabels {
+		return invalid("%d labels given; at most %d are allowed", len(labels), maxLabels)
+	}
+	for k, v := range labels {
+		if len(k) > maxLabelKey || !labelKey.MatchString(k) {
+			return invalid("label key %q: want 1-%d of [A-Za-z0-9._/-], starting and ending alphanumeric", k, maxLabelKey)
+		}
+		if len(v) > maxLabelValue || hasNUL(v) {
+			return invalid("label %s: value longer than %d bytes or has a NUL byte", k, maxLabelValue)
+		}
+	}
+	return nil
+}
+
+func parseCIDR(s string) (netip.Prefix, error) {
+	if pfx, err := netip.ParsePrefix(s); err == nil {
+		if !pfx.Addr().Is4() {
+			return netip.Prefix{}, fmt.Errorf("%q: only IPv4 is supported", s)
+		}
+		return pfx.Masked(), nil
+	}
+	addr, err := netip.ParseAddr(s)
+	if err != nil || !addr.Is4() {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 address or CIDR", s)
+	}
+	return netip.PrefixFrom(addr, 32), nil
+}
+
+func hasNUL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,445 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/cgroup"
+	"github.com/sandboxd/sandboxd/internal/rootfs"
+	"github.com/sandboxd/sandboxd/internal/runtime"
+)
+
+// agentBootTimeout bounds how long a new container's agent may take to
+// answer its first health check.
+const agentBootTimeout = 15 * time.Second
+
+// agentReserve is the memory and the number of tasks kept for the agent:
+// user code gets the sandbox's limits minus these, in its own cgroup.
+const (
+	agentReserveBytes = 32 << 20
+	agentReservePids  = 16
+)
+
+// instance is a running container.
+type instance struct {
+	cid       string
+	pid       int
+	pidfd     int
+	endpoint  NetworkEndpoint
+	transport *http.Transport
+	inflight  atomic.Int64
+}
+
+// alive reports whether the container's init (the agent) is still running.
+// A pidfd becomes readable when its process exits, and, unlike a PID, can
+// never come to mean another process.
+func (inst *instance) alive() bool {
+	fds := []unix.PollFd{{Fd: int32(inst.pidfd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n == 0
+}
+
+func (inst *instance) close() {
+	inst.transport.CloseIdleConnections()
+	if inst.pidfd >= 0 {
+		unix.Close(inst.pidfd)
+		inst.pidfd = -1
+	}
+}
+
+// paths are a sandbox's places on the host.
+type paths struct {
+	dir, upper, work, rootfs, etc, bundle, log string // persistent, in StateDir
+	run, socket                                  string // in RunDir
+}
+
+func (m *Manager) paths(key string) paths {
+	dir := filepath.Join(m.opts.StateDir, "sandboxes", key)
+	run := filepath.Join(m.opts.RunDir, "sandboxes", key)
+	return paths{
+		dir: dir, upper: filepath.Join(dir, "upper"), work: filepath.Join(dir, "work"),
+		rootfs: filepath.Join(dir, "rootfs"), etc: filepath.Join(dir, "etc"),
+		bundle: filepath.Join(dir, "bundle"), log: filepath.Join(dir, "agent.log"),
+		run: run, socket: filepath.Join(run, "agent.sock"),
+	}
+}
+
+func containerID(key string) string { return "sandboxd-" + key }
+func cgroupPath(key string) string  { return "/sandboxd/" + key }
+
+// startLocked makes sure b's container is running, starting (or
+// restarting) it if needed, and records the outcome.
+func (m *Manager) startLocked(ctx context.Context, b *box) error {
+	if b.running != nil {
+		if b.running.alive() {
+			return nil
+		}
+		m.log.Warn("sandbox container died; restarting it", "sandbox", b.id)
+		if err := m.teardown(ctx, b); err != nil {
+			m.log.Error("cleaning up dead sandbox", "sandbox", b.id, "err", err)
+		}
+	}
+	start := m.now()
+	inst, err := m.boot(ctx, b)
+	if err != nil {
+		m.log.Error("sandbox failed to start", "sandbox", b.id, "err", err)
+		m.setStatus(b, StatusFailed, err.Error())
+		if errors.Is(err, ErrImageNotFound) || errors.Is(err, ErrCapacity) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", ErrFailed, err)
+	}
+	b.running = inst
+	m.setStatus(b, StatusRunning, "")
+	m.log.Info("sandbox started", "sandbox", b.id, "runtime", m.opts.Runtime.Name, "took", m.now().Sub(start))
+	return nil
+}
+
+func (m *Manager) setStatus(b *box, status, reason string) {
+	now := m.now().UTC()
+	if err := m.opts.Store.SetStatus(context.Background(), b.id, status, reason, now); err != nil {
+		m.log.Error("recording sandbox status", "sandbox", b.id, "status", status, "err", err)
+	}
+	b.rec.Status, b.rec.StatusReason, b.rec.StatusChangedAt = status, reason, now
+}
+
+// boot starts b's container: network, overlay, cgroups, container, agent.
+// On failure everything it did is undone.
+func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
+	key := b.rec.Key
+	p := m.paths(key)
+	img, err := m.opts.Images.Resolve(ctx, b.cfg.Image)
+	if err != nil {
+		return nil, err
+	}
+	var undo cleanupStack
+	defer func() {
+		if err != nil {
+			if cerr := undo.run(); cerr != nil {
+				m.log.Error("undoing failed sandbox start", "sandbox", b.id, "err", cerr)
+			}
+		}
+	}()
+	for _, d := range []string{p.dir, p.run} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	os.Remove(p.socket)
+	undo.push(func(context.Context) error { return os.RemoveAll(p.run) })
+
+	ep, err := m.opts.Network.Attach(ctx, key, m.networkRequest(b))
+	if err != nil {
+		return nil, fmt.Errorf("setting up network: %w", err)
+	}
+	undo.push(func(ctx context.Context) error { return m.opts.Network.Detach(ctx, key) })
+
+	ov := rootfs.Overlay{Layers: img.Layers, Upper: p.upper, Work: p.work, Target: p.rootfs}
+	if err := ov.Mount(); err != nil {
+		return nil, err
+	}
+	undo.push(func(context.Context) error { return ov.Unmount() })
+
+	cg := m.opts.Cgroups.Group(cgroupPath(key))
+	cgMounts, err := cg.PrepareUser()
+	if err != nil {
+		return nil, err
+	}
+	undo.push(func(context.Context) error { return cg.Remove() })
+
+	etcMounts, err := writeEtc(p.etc, b.id, b.cfg.Network.Mode, m.opts.Network.DNS())
+	if err != nil {
+		return nil, err
+	}
+	if err := m.writeBundle(b, img, p, ep, append(cgMounts, etcMounts...)); err != nil {
+		return nil, err
+	}
+	logf, err := openLog(p.log)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+
+	cid := containerID(key)
+	rt := m.opts.Runtime
+	rt.Delete(ctx, cid) // a leftover of a crash
+	pid, err := rt.Create(ctx, cid, p.bundle, logf)
+	if err != nil {
+		return nil, err
+	}
+	undo.push(func(ctx context.Context) error { return m.stopContainer(ctx, cid, cg) })
+	if err := cg.Split(pid, userLimits(b.cfg.Limits)); err != nil {
+		return nil, err
+	}
+	if err := rt.Start(ctx, cid); err != nil {
+		return nil, err
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("watching the agent (pid %d): %w", pid, err)
+	}
+	inst := &instance{cid: cid, pid: pid, pidfd: pidfd, endpoint: ep, transport: newAgentTransport(p.socket)}
+	undo.push(func(context.Context) error { inst.close(); return nil })
+	if err := waitAgent(ctx, inst, agentBootTimeout); err != nil {
+		return nil, fmt.Errorf("%w (agent log: %s)", err, logTail(p.log))
+	}
+	return inst, nil
+}
+
+func (m *Manager) networkRequest(b *box) NetworkRequest {
+	req := NetworkRequest{Mode: b.cfg.Network.Mode, Slot: int(b.netSlot.Load() - 1)}
+	for _, s := range b.cfg.Network.AllowCIDRs {
+		if pfx, err := netip.ParsePrefix(s); err == nil {
+			req.AllowCIDRs = append(req.AllowCIDRs, pfx)
+		}
+	}
+	return req
+}
+
+// userLimits are the limits of the user sub-cgroup: the sandbox's, minus
+// what the agent keeps for itself.
+func userLimits(l Limits) cgroup.UserLimits {
+	reserve := int64(agentReserveBytes)
+	if reserve > l.MemoryBytes/2 {
+		reserve = l.MemoryBytes / 2
+	}
+	pids := l.Pids - agentReservePids
+	if pids < agentReservePids {
+		pids = agentReservePids
+	}
+	return cgroup.UserLimits{MemoryBytes: l.MemoryBytes - reserve, Pids: pids}
+}
+
+func (m *Manager) writeBundle(b *box, img *rootfs.Image, p paths, ep NetworkEndpoint, extra []specs.Mount) error {
+	mounts := append([]specs.Mount{}, img.Mounts...)
+	mounts = append(mounts,
+		specs.Mount{Destination: runtime.AgentPath, Type: "bind", Source: m.opts.AgentPath,
+			Options: []string{"bind", "ro", "nosuid", "nodev"}},
+		specs.Mount{Destination: runtime.RunDir, Type: "bind", Source: p.run,
+			Options: []string{"bind", "rw", "nosuid", "nodev", "noexec"}},
+	)
+	mounts = append(mounts, extra...)
+	spec, err := runtime.NewSpec(runtime.SpecOptions{
+		Hostname:    b.id,
+		Rootfs:      p.rootfs,
+		Args:        []string{runtime.AgentPath, "--socket", runtime.AgentSocket},
+		Env:         mergeEnv(img.Env, b.cfg.Env),
+		Mounts:      mounts,
+		NetnsPath:   ep.NetnsPath,
+		CgroupsPath: cgroupPath(b.rec.Key),
+		Resources: runtime.Resources{
+			MemoryBytes: b.cfg.Limits.MemoryBytes, MilliCPU: b.cfg.Limits.MilliCPU, Pids: b.cfg.Limits.Pids,
+		},
+		Annotations: map[string]string{"dev.sandboxd.id": b.id},
+	})
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(p.bundle, 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(p.bundle, "config.json"), data, 0o600)
+}
+
+// mergeEnv lays env over the image's environment, sorted by name.
+func mergeEnv(image []string, env map[string]string) []string {
+	merged := map[string]string{}
+	for _, kv := range image {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			merged[k] = v
+		}
+	}
+	for k, v := range env {
+		merged[k] = v
+	}
+	out := make([]string, 0, len(merged))
+	for k, v := range merged {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// writeEtc writes the sandbox's own /etc/hosts, /etc/hostname and
+// /etc/resolv.conf and returns the bind mounts that put them in place.
+func writeEtc(dir, id, mode string, dns []netip.Addr) ([]specs.Mount, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var resolv strings.Builder
+	if mode == NetworkInternet {
+		for _, a := range dns {
+			fmt.Fprintf(&resolv, "nameserver %s\n", a)
+		}
+	}
+	files := map[string]string{
+		"hosts":       "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + id + "\n",
+		"hostname":    id + "\n",
+		"resolv.conf": resolv.String(),
+	}
+	var mounts []specs.Mount
+	for _, name := range []string{"hosts", "hostname", "resolv.conf"} {
+		path := filepath.Join(dir, name)
+		// Written once: after that the file is the sandbox's to edit.
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			if err := os.WriteFile(path, []byte(files[name]), 0o644); err != nil {
+				return nil, err
+			}
+		}
+		mounts = append(mounts, specs.Mount{Destination: "/etc/" + name, Type: "bind", Source: path,
+			Options: []string{"bind", "rw", "nosuid", "nodev", "noexec"}})
+	}
+	return mounts, nil
+}
+
+// maxLogBytes bounds an agent log: it is truncated at start when larger.
+const maxLogBytes = 1 << 20
+
+func openLog(path string) (*os.File, error) {
+	if fi, err := os.Stat(path); err == nil && fi.Size() > maxLogBytes {
+		os.Truncate(path, 0)
+	}
+	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+}
+
+func logTail(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := fi.Size() - 1024
+	if off < 0 {
+		off = 0
+	}
+	data, _ := io.ReadAll(io.NewSectionReader(f, off, 1024))
+	return strings.TrimSpace(string(data))
+}
+
+func newAgentTransport(socket string) *http.Transport {
+	return &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		MaxIdleConns:        64,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+}
+
+// waitAgent polls the agent's health endpoint until it answers, the
+// container dies, or limit passes, and checks the protocol version.
+func waitAgent(ctx context.Context, inst *instance, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	client := &http.Client{Transport: inst.transport}
+	delay := 500 * time.Microsecond
+	for {
+		h, err := agentHealth(ctx, client)
+		if err == nil {
+			if h.ProtocolVersion != api.ProtocolVersion {
+				return fmt.Errorf("agent speaks protocol %d, this daemon speaks %d", h.ProtocolVersion, api.ProtocolVersion)
+			}
+			return nil
+		}
+		if !inst.alive() {
+			return fmt.Errorf("agent exited during start-up")
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("agent did not answer within %s: %w", limit, err)
+		case <-time.After(delay):
+		}
+		if delay < 20*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
+
+func agentHealth(ctx context.Context, client *http.Client) (api.AgentHealth, error) {
+	var h api.AgentHealth
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/health", nil)
+	if err != nil {
+		return h, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return h, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return h, fmt.Errorf("agent health: status %d", resp.StatusCode)
+	}
+	return h, json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&h)
+}
+
+// stopContainer kills every process of the container, empties and removes
+// its sub-cgroups, deletes the container and removes what is left of its
+// cgroup. Each step tolerates an absent container.
+func (m *Manager) stopContainer(ctx context.Context, cid string, cg *cgroup.Group) error {
+	rt := m.opts.Runtime
+	var errs []error
+	if st, err := rt.State(ctx, cid); err == nil && st.Status != "stopped" {
+		// Killing init tears down the whole PID namespace.
+		if err := rt.Kill(ctx, cid, unix.SIGKILL); err != nil {
+			m.log.Debug("killing container", "container", cid, "err", err)
+		}
+	}
+	errs = append(errs, cg.RemoveChildren(), rt.Delete(ctx, cid), cg.Remove())
+	return errors.Join(errs...)
+}
+
+// teardown stops b's container and releases its mounts, network and run
+// directory, leaving its persistent files. It is safe on a sandbox that is
+// partly or not at all set up.
+func (m *Manager) teardown(ctx context.Context, b *box) error {
+	key := b.rec.Key
+	p := m.paths(key)
+	if b.running != nil {
+		b.running.close()
+		b.running = nil
+	}
+	errs := []error{
+		m.stopContainer(ctx, containerID(key), m.opts.Cgroups.Group(cgroupPath(key))),
+		rootfs.Unmount(p.rootfs),
+		m.opts.Network.Detach(ctx, key),
+		os.RemoveAll(p.run),
+	}
+	return errors.Join(errs...)
+}
+
+// removeFiles deletes a sandbox's persistent files. The overlay must be
+// unmounted: deleting through a mounted root would walk into the image.
+func (m *Manager) removeFiles(key string) error {
+	p := m.paths(key)
+	if mounted, err := rootfs.IsMountPoint(p.rootfs); err == nil && mounted {
+		return fmt.Errorf("root of %s is still mounted", key)
+	}
+	return os.RemoveAll(p.dir)
+}

@@ -1,0 +1,400 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sandboxd/sandboxd/internal/cgroup"
+	"github.com/sandboxd/sandboxd/internal/runtime"
+	"github.com/sandboxd/sandboxd/internal/store"
+)
+
+// Statuses of a sandbox, as stored.
+const (
+	StatusCreating = "creating"
+	StatusRunning  = "running"
+	StatusStopped  = "stopped"
+	StatusFailed   = "failed"
+)
+
+// Options configure a Manager.
+type Options struct {
+	// StateDir holds the registry and each sandbox's persistent files.
+	StateDir string
+	// RunDir holds what lives only while the host is up: agent sockets and
+	// the runtime's state.
+	RunDir string
+	// AgentPath is the agent binary on the host.
+	AgentPath string
+	Runtime   *runtime.Runtime
+	Store     *store.Store
+	Network   Network
+	Cgroups   *cgroup.Host
+	Images    Images
+	Policy    Policy
+	Log       *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Manager owns every sandbox of this host.
+type Manager struct {
+	opts Options
+	log  *slog.Logger
+	now  func() time.Time
+
+	mu sync.Mutex
+	// boxes holds every sandbox in the registry plus those being created.
+	boxes map[string]*box
+}
+
+// box is the in-memory side of one sandbox.
+type box struct {
+	id string
+
+	// mu serialises lifecycle changes (create, start, stop, destroy).
+	mu        sync.Mutex
+	rec       store.Sandbox // guarded by mu
+	cfg       Config        // guarded by mu
+	running   *instance     // guarded by mu; nil unless the container is up
+	destroyed bool          // guarded by mu; set when the row is gone
+
+	// netSlot is the sandbox's network slot plus one (0: none); read
+	// without mu when allocating slots for other sandboxes.
+	netSlot atomic.Int64
+
+	// lastUsed is read without mu by List and the flusher.
+	lastUsed  atomic.Int64 // unix nanos
+	flushedAt atomic.Int64 // lastUsed value last written to the store
+}
+
+// New returns a Manager. Call Recover before serving.
+func New(opts Options) *Manager {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Manager{opts: opts, log: opts.Log, now: opts.Now, boxes: map[string]*box{}}
+}
+
+// Info is a sandbox as reported to callers.
+type Info struct {
+	ID              string
+	Status          string
+	StatusReason    string
+	Image           string
+	Runtime         string
+	Config          Config
+	Address         string
+	Gateway         string
+	CreatedAt       time.Time
+	LastUsedAt      time.Time
+	StatusChangedAt time.Time
+}
+
+func (b *box) info() Info {
+	inf := Info{
+		ID: b.id, Status: b.rec.Status, StatusReason: b.rec.StatusReason, Image: b.rec.Image,
+		Runtime: b.rec.Runtime, Config: b.cfg, CreatedAt: b.rec.CreatedAt,
+		LastUsedAt: time.Unix(0, b.lastUsed.Load()).UTC(), StatusChangedAt: b.rec.StatusChangedAt,
+	}
+	if b.running != nil && b.running.endpoint.Address.IsValid() {
+		inf.Address = b.running.endpoint.Address.String()
+		inf.Gateway = b.running.endpoint.Gateway.String()
+	}
+	return inf
+}
+
+// lock returns the live box of id locked, or nil if there is none. It
+// retries when the box it waited for was destroyed meanwhile.
+func (m *Manager) lock(id string) *box {
+	for {
+		m.mu.Lock()
+		b := m.boxes[id]
+		m.mu.Unlock()
+		if b == nil {
+			return nil
+		}
+		b.mu.Lock()
+		if !b.destroyed {
+			return b
+		}
+		b.mu.Unlock()
+	}
+}
+
+// Ensure returns the sandbox id, creating it with cfg if it does not exist
+// (cfg is ignored otherwise), and makes sure it is running. created says
+// whether this call created it. Concurrent first calls create it once.
+func (m *Manager) Ensure(ctx context.Context, id string, cfg Config) (inf Info, created bool, err error) {
+	b, created, err := m.getOrCreate(ctx, id, cfg)
+	if err != nil {
+		return Info{}, false, err
+	}
+	defer b.mu.Unlock()
+	if err := m.startLocked(ctx, b); err != nil {
+		return b.info(), created, err
+	}
+	return b.info(), created, nil
+}
+
+// getOrCreate returns the box of id, locked, creating the sandbox's record
+// (status creating) if it does not exist yet.
+func (m *Manager) getOrCreate(ctx context.Context, id string, cfg Config) (*box, bool, error) {
+	for {
+		if b := m.lock(id); b != nil {
+			if b.rec.ID != "" {
+				return b, false, nil
+			}
+			// A placeholder whose creation failed: take it over.
+			if err := m.createLocked(ctx, b, cfg); err != nil {
+				m.dropPlaceholder(b)
+				b.mu.Unlock()
+				return nil, false, err
+			}
+			return b, true, nil
+		}
+		m.mu.Lock()
+		if m.boxes[id] != nil {
+			m.mu.Unlock()
+			continue // lost the race; lock the winner's box
+		}
+		b := &box{id: id}
+		b.mu.Lock()
+		m.boxes[id] = b
+		m.mu.Unlock()
+		if err := m.createLocked(ctx, b, cfg); err != nil {
+			m.dropPlaceholder(b)
+			b.mu.Unlock()
+			return nil, false, err
+		}
+		return b, true, nil
+	}
+}
+
+// dropPlaceholder forgets a box whose creation failed, so the ID is free.
+func (m *Manager) dropPlaceholder(b *box) {
+	b.destroyed = true
+	m.mu.Lock()
+	if m.boxes[b.id] == b {
+		delete(m.boxes, b.id)
+	}
+	m.mu.Unlock()
+}
+
+// createLocked validates cfg and writes the new sandbox's record.
+func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config) error {
+	cfg, err := m.opts.Policy.Resolve(cfg)
+	if err != nil {
+		return err
+	}
+	if _, err := m.opts.Images.Resolve(ctx, cfg.Image); err != nil {
+		return err
+	}
+	slot := -1
+	if cfg.Network.Mode == NetworkInternet {
+		if slot, err = m.allocateSlot(b); err != nil {
+			return err
+		}
+	}
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	now := m.now().UTC()
+	rec := store.Sandbox{
+		ID: b.id, Key: newKey(), Status: StatusCreating, Image: cfg.Image, Runtime: m.opts.Runtime.Name,
+		Config: data, NetSlot: slot, CreatedAt: now, LastUsedAt: now, StatusChangedAt: now,
+	}
+	if err := m.opts.Store.Insert(ctx, rec); err != nil {
+		return fmt.Errorf("recording sandbox %s: %w", b.id, err)
+	}
+	b.rec, b.cfg = rec, cfg
+	b.lastUsed.Store(now.UnixNano())
+	b.flushedAt.Store(now.UnixNano())
+	m.log.Info("sandbox created", "sandbox", b.id, "key", rec.Key, "image", cfg.Image, "network", cfg.Network.Mode)
+	return nil
+}
+
+// allocateSlot picks the lowest network slot no other sandbox holds.
+func (m *Manager) allocateSlot(self *box) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	used := map[int]bool{}
+	for _, b := range m.boxes {
+		if b != self {
+			if n := b.netSlot.Load(); n > 0 {
+				used[int(n-1)] = true
+			}
+		}
+	}
+	for s := 0; s < m.opts.Network.MaxSlots(); s++ {
+		if !used[s] {
+			self.netSlot.Store(int64(s) + 1)
+			return s, nil
+		}
+	}
+	return -1, fmt.Errorf("%w: all %d network address slots are in use", ErrCapacity, m.opts.Network.MaxSlots())
+}
+
+// Get returns the sandbox id without creating or starting it.
+func (m *Manager) Get(ctx context.Context, id string) (Info, error) {
+	b := m.lock(id)
+	if b == nil {
+		return Info{}, ErrNotFound
+	}
+	defer b.mu.Unlock()
+	if b.rec.ID == "" {
+		return Info{}, ErrNotFound
+	}
+	return b.info(), nil
+}
+
+// List returns every sandbox, ordered by ID. It does not wait for
+// sandboxes that are busy starting or stopping: it reports their last
+// recorded state.
+func (m *Manager) List(ctx context.Context) ([]Info, error) {
+	m.mu.Lock()
+	boxes := make([]*box, 0, len(m.boxes))
+	for _, b := range m.boxes {
+		boxes = append(boxes, b)
+	}
+	m.mu.Unlock()
+	var out []Info
+	for _, b := range boxes {
+		if !b.mu.TryLock() {
+			// Busy: report it from the registry rather than wait.
+			rec, err := m.opts.Store.Get(ctx, b.id)
+			if err != nil {
+				continue
+			}
+			var cfg Config
+			json.Unmarshal(rec.Config, &cfg)
+			tmp := &box{id: b.id, rec: rec, cfg: cfg}
+			tmp.lastUsed.Store(b.lastUsed.Load())
+			out = append(out, tmp.info())
+			continue
+		}
+		if b.rec.ID != "" && !b.destroyed {
+			out = append(out, b.info())
+		}
+		b.mu.Unlock()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Destroy stops the sandbox and deletes everything it has: container,
+// mounts, network, cgroups, files and registry row.
+func (m *Manager) Destroy(ctx context.Context, id string) error {
+	b := m.lock(id)
+	if b == nil {
+		return ErrNotFound
+	}
+	defer b.mu.Unlock()
+	if b.rec.ID == "" {
+		return ErrNotFound
+	}
+	if err := m.teardown(ctx, b); err != nil {
+		return fmt.Errorf("destroying %s: %w", id, err)
+	}
+	if err := m.removeFiles(b.rec.Key); err != nil {
+		return fmt.Errorf("destroying %s: %w", id, err)
+	}
+	if err := m.opts.Store.Delete(ctx, id); err != nil {
+		return err
+	}
+	b.destroyed = true
+	m.mu.Lock()
+	delete(m.boxes, id)
+	m.mu.Unlock()
+	m.log.Info("sandbox destroyed", "sandbox", id)
+	return nil
+}
+
+// Lease is the right to call a running sandbox's agent. Release it when
+// the call is over.
+type Lease struct {
+	// Transport reaches the agent; requests use the host "agent".
+	Transport http.RoundTripper
+	// Info is the sandbox at the time the lease was taken.
+	Info    Info
+	release func()
+}
+
+// Release ends the lease.
+func (l *Lease) Release() { l.release() }
+
+// Acquire returns a lease on the sandbox id's agent, creating the sandbox
+// with defaults if it does not exist and starting it if it is not running.
+func (m *Manager) Acquire(ctx context.Context, id string) (*Lease, error) {
+	b, _, err := m.getOrCreate(ctx, id, Config{})
+	if err != nil {
+		return nil, err
+	}
+	defer b.mu.Unlock()
+	if err := m.startLocked(ctx, b); err != nil {
+		return nil, err
+	}
+	b.touch(m.now())
+	inst := b.running
+	inst.inflight.Add(1)
+	return &Lease{Transport: inst.transport, Info: b.info(), release: func() {
+		b.touch(m.now())
+		inst.inflight.Add(-1)
+	}}, nil
+}
+
+func (b *box) touch(t time.Time) {
+	n := t.UnixNano()
+	for {
+		old := b.lastUsed.Load()
+		if n <= old || b.lastUsed.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// FlushLastUsed writes last-use times that changed to the registry. The
+// hot path (every API call) only updates memory; this runs periodically
+// and at shutdown.
+func (m *Manager) FlushLastUsed(ctx context.Context) error {
+	m.mu.Lock()
+	times := map[string]time.Time{}
+	var flushed []*box
+	for id, b := range m.boxes {
+		if v := b.lastUsed.Load(); v != b.flushedAt.Load() {
+			times[id] = time.Unix(0, v)
+			flushed = append(flushed, b)
+		}
+	}
+	m.mu.Unlock()
+	if err := m.opts.Store.TouchLastUsed(ctx, times); err != nil {
+		return err
+	}
+	for _, b := range flushed {
+		b.flushedAt.Store(times[b.id].UnixNano())
+	}
+	return nil
+}
+
+// newKey returns a short random key for host-side names: 10 characters of
+// [a-z0-9], so "sbx"+key fits a 15-byte interface name.
+func newKey() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	var raw [10]byte
+	rand.Read(raw[:])
+	for i := range raw {
+		raw[i] = alphabet[int(raw[i])%len(alphabet)]
+	}
+	return string(raw[:])
+}
+
+func recKey(key string) store.Sandbox { return store.Sandbox{Key: key} }

@@ -1,0 +1,125 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Recover loads the registry and reconciles it with the host after a
+// daemon start: a sandbox whose container is still running (the daemon was
+// restarted or killed) is reattached as is, processes and all; one whose
+// container is gone (the host rebooted, or it died meanwhile) is cleaned up
+// and marked stopped, and starts again on its next call. A sandbox that was
+// being created when the daemon died is cleaned up the same way and
+// completes on its next call. Host state that belongs to no registered
+// sandbox (netns, run and state directories) is removed.
+func (m *Manager) Recover(ctx context.Context) error {
+	rows, err := m.opts.Store.List(ctx)
+	if err != nil {
+		return err
+	}
+	known := map[string]bool{}
+	for _, rec := range rows {
+		var cfg Config
+		if err := json.Unmarshal(rec.Config, &cfg); err != nil {
+			return fmt.Errorf("sandbox %s has an unreadable configuration: %w", rec.ID, err)
+		}
+		b := &box{id: rec.ID, rec: rec, cfg: cfg}
+		b.netSlot.Store(int64(rec.NetSlot) + 1)
+		b.lastUsed.Store(rec.LastUsedAt.UnixNano())
+		b.flushedAt.Store(rec.LastUsedAt.UnixNano())
+		known[rec.Key] = true
+		m.mu.Lock()
+		m.boxes[rec.ID] = b
+		m.mu.Unlock()
+
+		switch rec.Status {
+		case StatusRunning:
+			if m.reattach(ctx, b) {
+				m.log.Info("sandbox reattached", "sandbox", b.id)
+				continue
+			}
+			m.cleanAfterCrash(ctx, b, "the container was gone when the daemon started")
+		case StatusCreating:
+			m.cleanAfterCrash(ctx, b, "creation was interrupted by a daemon restart")
+		}
+	}
+	m.collectOrphans(ctx, known)
+	return nil
+}
+
+func (m *Manager) cleanAfterCrash(ctx context.Context, b *box, reason string) {
+	if err := m.teardown(ctx, b); err != nil {
+		m.log.Warn("cleaning up sandbox remnants", "sandbox", b.id, "err", err)
+	}
+	m.setStatus(b, StatusStopped, reason)
+	m.log.Info("sandbox will start on its next call", "sandbox", b.id, "reason", reason)
+}
+
+// reattach adopts a container that survived a daemon restart.
+func (m *Manager) reattach(ctx context.Context, b *box) bool {
+	key := b.rec.Key
+	st, err := m.opts.Runtime.State(ctx, containerID(key))
+	if err != nil || st.Status != "running" || st.PID <= 0 {
+		return false
+	}
+	ep, err := m.opts.Network.Attach(ctx, key, m.networkRequest(b))
+	if err != nil {
+		m.log.Warn("reattaching sandbox network", "sandbox", b.id, "err", err)
+		return false
+	}
+	pidfd, err := unix.PidfdOpen(st.PID, 0)
+	if err != nil {
+		return false
+	}
+	inst := &instance{cid: containerID(key), pid: st.PID, pidfd: pidfd, endpoint: ep,
+		transport: newAgentTransport(m.paths(key).socket)}
+	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := agentHealth(hctx, &http.Client{Transport: inst.transport}); err != nil {
+		inst.close()
+		return false
+	}
+	b.running = inst
+	return true
+}
+
+// collectOrphans removes host state of sandboxes the registry does not
+// know: left by a crash between creating the state and recording it, or
+// between deleting the record and the state.
+func (m *Manager) collectOrphans(ctx context.Context, known map[string]bool) {
+	orphans := map[string]bool{}
+	if keys, err := m.opts.Network.Keys(); err == nil {
+		for _, k := range keys {
+			if !known[k] {
+				orphans[k] = true
+			}
+		}
+	}
+	for _, dir := range []string{filepath.Join(m.opts.StateDir, "sandboxes"), filepath.Join(m.opts.RunDir, "sandboxes")} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if !known[e.Name()] {
+				orphans[e.Name()] = true
+			}
+		}
+	}
+	for key := range orphans {
+		m.log.Info("removing state of an unregistered sandbox", "key", key)
+		b := &box{rec: recKey(key)}
+		if err := m.teardown(ctx, b); err != nil {
+			m.log.Warn("removing orphan", "key", key, "err", err)
+			continue
+		}
+		if err := m.removeFiles(key); err != nil {
+			m.log.Warn("removing orphan files", "key", key, "err", err)
+		}
+	}
+}
