@@ -1,0 +1,104 @@
+// Command sandboxd is the sandbox daemon: it runs isolated Linux sandboxes
+// addressed by caller-chosen IDs and serves the HTTP API that drives them.
+//
+//	sandboxd [serve] [--listen 127.0.0.1:7070] [--state-dir /var/lib/sandboxd] [--runtime auto|crun|runc]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	goruntime "runtime"
+	"strings"
+	"syscall"
+
+	"github.com/sandboxd/sandboxd/internal/bytesize"
+	"github.com/sandboxd/sandboxd/internal/daemon"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	args := os.Args[1:]
+	if len(args) > 0 && args[0] == "serve" {
+		args = args[1:]
+	}
+	if len(args) > 0 && (args[0] == "version" || args[0] == "--version") {
+		fmt.Println("sandboxd", version)
+		return
+	}
+	cfg, level, err := parseFlags(args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sandboxd:", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := daemon.Run(ctx, cfg, log); err != nil {
+		log.Error("sandboxd stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (daemon.Config, slog.Level, error) {
+	fs := flag.NewFlagSet("sandboxd", flag.ContinueOnError)
+	cfg := daemon.Config{Version: version}
+	var dns, logLevel string
+	var defMem, maxMem string
+	var defCPU, maxCPU float64
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address of the HTTP API")
+	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/sandboxd", "registry, token and sandbox disks")
+	fs.StringVar(&cfg.RunDir, "run-dir", "/run/sandboxd", "runtime state that does not outlive a reboot")
+	fs.StringVar(&cfg.Runtime, "runtime", "auto", "OCI runtime: auto (crun, else runc), crun or runc")
+	fs.StringVar(&cfg.AgentPath, "agent", "", "the static sandbox-agent binary (default: next to sandboxd)")
+	fs.StringVar(&cfg.DefaultNetwork, "default-network", sandbox.NetworkInternet, "network mode of sandboxes that do not choose: none or internet")
+	fs.StringVar(&cfg.Subnet, "subnet", "10.203.0.0/16", "IPv4 pool for internet-mode sandboxes")
+	fs.StringVar(&dns, "dns", "", "comma-separated name servers for sandboxes (default: the host's non-loopback ones)")
+	fs.StringVar(&cfg.NetTable, "nft-table", "sandboxd", "nftables table owned by the daemon")
+	fs.StringVar(&defMem, "default-memory", "1Gi", "memory limit of sandboxes that do not choose")
+	fs.StringVar(&maxMem, "max-memory", "", "largest memory limit a sandbox may ask for (default: host memory)")
+	fs.Float64Var(&defCPU, "default-cpus", 1, "CPU limit, in cores, of sandboxes that do not choose")
+	fs.Float64Var(&maxCPU, "max-cpus", float64(goruntime.NumCPU()), "largest CPU limit a sandbox may ask for")
+	fs.Int64Var(&cfg.DefaultLimits.Pids, "default-pids", 1024, "task limit of sandboxes that do not choose")
+	fs.Int64Var(&cfg.MaxLimits.Pids, "max-pids", 32768, "largest task limit a sandbox may ask for")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return cfg, 0, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, 0, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		return cfg, 0, fmt.Errorf("--log-level: %w", err)
+	}
+	var err error
+	if cfg.DefaultLimits.MemoryBytes, err = bytesize.Parse(defMem); err != nil {
+		return cfg, 0, fmt.Errorf("--default-memory: %w", err)
+	}
+	if maxMem == "" {
+		cfg.MaxLimits.MemoryBytes = hostMemory()
+	} else if cfg.MaxLimits.MemoryBytes, err = bytesize.Parse(maxMem); err != nil {
+		return cfg, 0, fmt.Errorf("--max-memory: %w", err)
+	}
+	cfg.DefaultLimits.MilliCPU = int64(defCPU * 1000)
+	cfg.MaxLimits.MilliCPU = int64(maxCPU * 1000)
+	if dns != "" {
+		cfg.DNS = strings.Split(dns, ",")
+	}
+	return cfg, level, cfg.Validate()
+}
+
+func hostMemory() int64 {
+	var info syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&info); err != nil {
+		return 1 << 30
+	}
+	return int64(info.Totalram) * int64(info.Unit)
+}

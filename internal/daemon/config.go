@@ -1,0 +1,125 @@
+// Package daemon wires sandboxd together: it validates the configuration,
+// prepares the host (state directory, token, OCI runtime, cgroups, host
+// image, network), recovers the registry, and serves the API until its
+// context ends. It owns the start-up and shutdown order and nothing else.
+package daemon
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// Config is everything sandboxd can be told, validated once by Validate.
+type Config struct {
+	// Listen is the API's TCP address.
+	Listen string
+	// StateDir holds the registry, the token and the sandboxes' disks.
+	StateDir string
+	// RunDir holds what must not outlive a reboot: agent sockets, netns
+	// mounts, the runtime's state.
+	RunDir string
+	// Runtime is auto, crun or runc.
+	Runtime string
+	// AgentPath is the static agent binary bind-mounted into sandboxes.
+	AgentPath string
+	// DefaultNetwork is the network mode of sandboxes that do not choose.
+	DefaultNetwork string
+	// Subnet is the pool of addresses of internet-mode sandboxes.
+	Subnet string
+	// DNS are the name servers of internet-mode sandboxes; empty means the
+	// host's non-loopback ones.
+	DNS []string
+	// NetTable is the nftables table the daemon owns.
+	NetTable string
+	// Limits: defaults for sandboxes that do not choose, and caps.
+	DefaultLimits, MaxLimits sandbox.Limits
+	Version                  string
+}
+
+// Validate checks c and fills in what can be derived.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Listen == "" {
+		errs = append(errs, errors.New("--listen is empty"))
+	}
+	for name, dir := range map[string]*string{"--state-dir": &c.StateDir, "--run-dir": &c.RunDir} {
+		if !filepath.IsAbs(*dir) {
+			errs = append(errs, fmt.Errorf("%s %q: need an absolute path", name, *dir))
+		}
+		*dir = filepath.Clean(*dir)
+	}
+	// Agent sockets live at <run-dir>/sandboxes/<key>/agent.sock, and a
+	// unix socket path has at most 107 bytes.
+	if len(c.RunDir) > 60 {
+		errs = append(errs, fmt.Errorf("--run-dir %q is too long for unix socket paths (at most 60 bytes)", c.RunDir))
+	}
+	switch c.Runtime {
+	case "auto", "crun", "runc":
+	default:
+		errs = append(errs, fmt.Errorf("--runtime %q: want auto, crun or runc", c.Runtime))
+	}
+	switch c.DefaultNetwork {
+	case sandbox.NetworkNone, sandbox.NetworkInternet:
+	default:
+		errs = append(errs, fmt.Errorf("--default-network %q: want none or internet", c.DefaultNetwork))
+	}
+	if c.AgentPath == "" {
+		exe, err := os.Executable()
+		if err == nil {
+			c.AgentPath = filepath.Join(filepath.Dir(exe), "sandbox-agent")
+		}
+	}
+	if fi, err := os.Stat(c.AgentPath); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		errs = append(errs, fmt.Errorf("agent binary %q not found or not executable: build it with `make build` or pass --agent", c.AgentPath))
+	}
+	if _, err := netip.ParsePrefix(c.Subnet); err != nil {
+		errs = append(errs, fmt.Errorf("--subnet %q: %w", c.Subnet, err))
+	}
+	for _, d := range c.DNS {
+		if _, err := netip.ParseAddr(d); err != nil {
+			errs = append(errs, fmt.Errorf("--dns %q: %w", d, err))
+		}
+	}
+	for _, l := range []struct {
+		name     string
+		def, max int64
+	}{
+		{"memory", c.DefaultLimits.MemoryBytes, c.MaxLimits.MemoryBytes},
+		{"cpu", c.DefaultLimits.MilliCPU, c.MaxLimits.MilliCPU},
+		{"pids", c.DefaultLimits.Pids, c.MaxLimits.Pids},
+	} {
+		if l.def <= 0 || l.max <= 0 || l.def > l.max {
+			errs = append(errs, fmt.Errorf("default %s limit %d must be positive and at most the maximum %d", l.name, l.def, l.max))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// hostDNS returns the IPv4 name servers of the host's resolv.conf that a
+// sandbox can use: loopback ones (a local stub resolver) cannot be reached
+// from a sandbox's namespace.
+func hostDNS() []netip.Addr {
+	f, err := os.Open("/etc/resolv.conf")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []netip.Addr
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "nameserver" {
+			if a, err := netip.ParseAddr(fields[1]); err == nil && a.Is4() && !a.IsLoopback() {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}

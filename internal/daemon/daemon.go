@@ -1,0 +1,230 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/cgroup"
+	"github.com/sandboxd/sandboxd/internal/httpapi"
+	"github.com/sandboxd/sandboxd/internal/network"
+	"github.com/sandboxd/sandboxd/internal/rootfs"
+	"github.com/sandboxd/sandboxd/internal/runtime"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/store"
+)
+
+// flushInterval is how often last-use times reach the registry.
+const flushInterval = 5 * time.Second
+
+// Run starts sandboxd and serves until ctx ends. Start-up order: state
+// directory and lock, token, registry, OCI runtime, cgroups, host image,
+// network, recovery of existing sandboxes, then the listener. Shutdown
+// order: stop accepting and finish requests (bounded), flush last-use
+// times, close the registry. Sandboxes keep running across a daemon
+// restart; the next start reattaches them.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if os.Geteuid() != 0 {
+		return errors.New("sandboxd must run as root: it creates namespaces, cgroups and mounts")
+	}
+	for _, d := range []string{cfg.StateDir, cfg.RunDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("creating %s: %w", d, err)
+		}
+		if err := os.Chmod(d, 0o700); err != nil {
+			return err
+		}
+	}
+	unlock, err := lockStateDir(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	token, err := loadOrCreateToken(filepath.Join(cfg.StateDir, "token"))
+	if err != nil {
+		return err
+	}
+	reg, err := store.Open(filepath.Join(cfg.StateDir, "registry.db"))
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+
+	rt, err := runtime.Detect(ctx, runtime.DetectOptions{
+		Want: cfg.Runtime, StateRoot: filepath.Join(cfg.RunDir, "runtime"),
+		ProbeDir: filepath.Join(cfg.StateDir, "probe"), Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("using OCI runtime", "runtime", rt.Name, "path", rt.Path)
+	cg, err := cgroup.Detect()
+	if err != nil {
+		return fmt.Errorf("reading the host's cgroup layout: %w", err)
+	}
+	hostImage, err := rootfs.PrepareHost(filepath.Join(cfg.StateDir, "images", "host"))
+	if err != nil {
+		return fmt.Errorf("preparing the host image: %w", err)
+	}
+	net, err := newNetwork(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer net.m.Close()
+
+	mgr := sandbox.New(sandbox.Options{
+		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: cfg.AgentPath,
+		Runtime: rt, Store: reg, Network: net, Cgroups: cg,
+		Images: sandbox.HostImages{Host: hostImage},
+		Policy: sandbox.Policy{
+			DefaultImage: rootfs.HostImageName, DefaultLimits: cfg.DefaultLimits,
+			MaxLimits: cfg.MaxLimits, DefaultNetwork: cfg.DefaultNetwork,
+		},
+		Log: log,
+	})
+	if err := mgr.Recover(ctx); err != nil {
+		return fmt.Errorf("recovering sandboxes: %w", err)
+	}
+	api := httpapi.New(httpapi.Options{Manager: mgr, Token: token, Version: cfg.Version, Runtime: rt.Name, Log: log})
+	return serve(ctx, cfg, api, mgr, log)
+}
+
+func serve(ctx context.Context, cfg Config, handler http.Handler, mgr *sandbox.Manager, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
+	log.Info("sandboxd serving", "listen", ln.Addr().String(), "state_dir", cfg.StateDir, "version", cfg.Version)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		t := time.NewTicker(flushInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+				if err := mgr.FlushLastUsed(gctx); err != nil {
+					log.Warn("recording last-use times", "err", err)
+				}
+			}
+		}
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close() // streams still open after the grace period
+		}
+		return mgr.FlushLastUsed(sctx)
+	})
+	return g.Wait()
+}
+
+// lockStateDir makes sure one daemon at a time uses a state directory.
+func lockStateDir(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, "sandboxd.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("state directory %s is in use by another sandboxd", dir)
+	}
+	return func() { f.Close() }, nil
+}
+
+// loadOrCreateToken returns the admin token, creating it (mode 0600) on
+// first start.
+func loadOrCreateToken(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err == nil {
+		tok := strings.TrimSpace(string(data))
+		if len(tok) < 32 {
+			return "", fmt.Errorf("token file %s holds a token shorter than 32 characters", path)
+		}
+		return tok, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	tok := hex.EncodeToString(raw)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("creating token file: %w", err)
+	}
+	if _, err := f.WriteString(tok + "\n"); err != nil {
+		f.Close()
+		return "", err
+	}
+	return tok, f.Close()
+}
+
+// netAdapter gives the sandbox manager the network package's services.
+type netAdapter struct {
+	m   *network.Manager
+	dns []netip.Addr
+}
+
+func newNetwork(ctx context.Context, cfg Config) (*netAdapter, error) {
+	subnet := netip.MustParsePrefix(cfg.Subnet)
+	dns := hostDNS()
+	if len(cfg.DNS) > 0 {
+		dns = nil
+		for _, d := range cfg.DNS {
+			dns = append(dns, netip.MustParseAddr(d))
+		}
+	}
+	m, err := network.New(network.Config{
+		NetnsDir: filepath.Join(cfg.RunDir, "netns"), Subnet: subnet, DNS: dns, Table: cfg.NetTable,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Setup(ctx); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return &netAdapter{m: m, dns: dns}, nil
+}
+
+func (n *netAdapter) Attach(ctx context.Context, key string, req sandbox.NetworkRequest) (sandbox.NetworkEndpoint, error) {
+	ep, err := n.m.Create(ctx, key, network.CreateOptions{
+		Mode: network.Mode(req.Mode), Slot: req.Slot, AllowCIDRs: req.AllowCIDRs,
+	})
+	if err != nil {
+		return sandbox.NetworkEndpoint{}, err
+	}
+	return sandbox.NetworkEndpoint{NetnsPath: ep.NetnsPath, Address: ep.Address, Gateway: ep.Gateway}, nil
+}
+
+func (n *netAdapter) Detach(ctx context.Context, key string) error { return n.m.Destroy(ctx, key) }
+func (n *netAdapter) Keys() ([]string, error)                      { return n.m.List() }
+func (n *netAdapter) MaxSlots() int                                { return n.m.SlotCount() }
+func (n *netAdapter) DNS() []netip.Addr                            { return n.dns }

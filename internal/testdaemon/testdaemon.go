@@ -1,0 +1,314 @@
+// Package testdaemon starts the real sandboxd binary on throwaway state for
+// end-to-end tests and benchmarks, and tears everything down afterwards. It
+// isolates each daemon it starts (state and run directories, nftables
+// table, address pool) so several can run at once, also beside a real
+// daemon on the same host. It is for tests only.
+package testdaemon
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/client"
+)
+
+// Options tune a daemon.
+type Options struct {
+	// Args are extra sandboxd flags.
+	Args []string
+	// Subnet overrides the address pool (default: a /22 unique to this
+	// daemon).
+	Subnet string
+}
+
+// Daemon is one running sandboxd.
+type Daemon struct {
+	URL      string
+	Token    string
+	StateDir string
+	RunDir   string
+	Table    string
+	Client   *client.Client
+	args     []string
+	log      *lockedBuffer
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+}
+
+// SkipUnlessRoot skips t when it cannot create namespaces, mounts and
+// cgroups.
+func SkipUnlessRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: starts real sandboxes (namespaces, cgroups, mounts)")
+	}
+}
+
+var seq atomic.Int32
+
+// Start builds (once) and starts a daemon, and registers its teardown.
+func Start(t testing.TB, o Options) *Daemon {
+	t.Helper()
+	SkipUnlessRoot(t)
+	bin := BinDir(t)
+	n := int(seq.Add(1))
+	state := t.TempDir()
+	// Short: agent socket paths must fit in 107 bytes.
+	run, err := os.MkdirTemp("/tmp", "sbd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A pool and table unique to this process and daemon.
+	pid := os.Getpid()
+	subnet := o.Subnet
+	if subnet == "" {
+		subnet = fmt.Sprintf("10.%d.%d.0/22", 100+(pid%100), (n*4)%256)
+	}
+	d := &Daemon{
+		StateDir: state, RunDir: run, Table: fmt.Sprintf("sbdtest%d_%d", pid, n), log: &lockedBuffer{},
+	}
+	d.args = append([]string{
+		"--state-dir", state, "--run-dir", run, "--listen", freeAddr(t),
+		"--agent", filepath.Join(bin, "sandbox-agent"), "--subnet", subnet, "--nft-table", d.Table,
+		"--default-memory", "512Mi", "--log-level", "debug",
+	}, o.Args...)
+	t.Cleanup(func() { d.teardown(t) })
+	d.start(t)
+	return d
+}
+
+func (d *Daemon) start(t testing.TB) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(BinDir(t), "sandboxd"), d.args...)
+	cmd.Stdout, cmd.Stderr = d.log, d.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	d.cmd = cmd
+	d.mu.Unlock()
+	addr := d.args[slicesIndex(d.args, "--listen")+1]
+	d.URL = "http://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if tok, err := os.ReadFile(filepath.Join(d.StateDir, "token")); err == nil {
+			if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
+				c.Close()
+				d.Token = strings.TrimSpace(string(tok))
+				break
+			}
+		}
+		if cmd.ProcessState != nil || time.Now().After(deadline) || !alive(cmd) {
+			t.Fatalf("sandboxd did not start:\n%s", d.Logs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c, err := client.New(d.URL, client.WithToken(d.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Client = c
+}
+
+func alive(cmd *exec.Cmd) bool { return cmd.Process.Signal(syscall.Signal(0)) == nil }
+
+// Logs returns what the daemon has logged so far.
+func (d *Daemon) Logs() string { return d.log.String() }
+
+// Stop stops the daemon with SIGTERM and waits for it.
+func (d *Daemon) Stop(t testing.TB) { d.signal(t, syscall.SIGTERM) }
+
+// Kill kills the daemon with SIGKILL, as a crash would.
+func (d *Daemon) Kill(t testing.TB) { d.signal(t, syscall.SIGKILL) }
+
+func (d *Daemon) signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	d.mu.Lock()
+	cmd := d.cmd
+	d.cmd = nil
+	d.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(sig)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Errorf("sandboxd did not stop within 20s of %v", sig)
+	}
+}
+
+// Restart starts the daemon again on the same state.
+func (d *Daemon) Restart(t testing.TB) {
+	t.Helper()
+	d.Stop(t)
+	d.start(t)
+}
+
+// Start starts a stopped daemon again on the same state.
+func (d *Daemon) Start(t testing.TB) { d.start(t) }
+
+// teardown destroys every sandbox, stops the daemon and removes what it
+// left on the host, so tests never leak mounts, netns or nft tables.
+func (d *Daemon) teardown(t testing.TB) {
+	d.mu.Lock()
+	running := d.cmd != nil
+	d.mu.Unlock()
+	if running {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		if list, err := d.Client.List(ctx); err == nil {
+			for _, sb := range list {
+				if err := d.Client.Sandbox(sb.ID).Destroy(ctx); err != nil {
+					t.Logf("teardown: destroying %s: %v", sb.ID, err)
+				}
+			}
+		}
+		cancel()
+		d.Stop(t)
+	}
+	// Whatever is still mounted below our directories (after a test that
+	// killed the daemon, say) is detached.
+	for _, m := range mountsBelow(d.StateDir, d.RunDir) {
+		syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+	exec.Command("nft", "delete", "table", "inet", d.Table).Run()
+	os.RemoveAll(d.RunDir)
+	if t.Failed() {
+		t.Logf("sandboxd log:\n%s", tail(d.Logs(), 8000))
+	}
+}
+
+func mountsBelow(dirs ...string) []string {
+	data, _ := os.ReadFile("/proc/self/mountinfo")
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		for _, d := range dirs {
+			if strings.HasPrefix(f[4], d+"/") {
+				out = append(out, f[4])
+			}
+		}
+	}
+	// Deepest first.
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out
+}
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// BinDir returns the directory with sandboxd, sandbox and sandbox-agent:
+// $SANDBOXD_BIN_DIR (set by `make test`), or binaries built once per test
+// process.
+func BinDir(t testing.TB) string {
+	t.Helper()
+	if dir := os.Getenv("SANDBOXD_BIN_DIR"); dir != "" {
+		return dir
+	}
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "sandboxd-bin")
+		if buildErr != nil {
+			return
+		}
+		root := moduleRoot()
+		for _, name := range []string{"sandboxd", "sandbox", "sandbox-agent"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, name), "./cmd/"+name)
+			cmd.Dir = root
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("building %s: %w\n%s", name, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildDir
+}
+
+func moduleRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(filepath.Dir(file)))
+}
+
+func freeAddr(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func slicesIndex(s []string, v string) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "...\n" + s[len(s)-n:]
+	}
+	return s
+}
+
+// lockedBuffer collects the daemon's log.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf.Len() > 16<<20 {
+		return len(p), nil // bounded
+	}
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// PID returns the daemon's PID, or 0 if it is not running.
+func (d *Daemon) PID() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
+}
