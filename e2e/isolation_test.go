@@ -1,0 +1,187 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/client"
+)
+
+// Each case is an attempt to break out of a sandbox; the command must
+// print "blocked" (or exit non-zero with no leak) for the test to pass.
+func TestSandboxCannotReachTheHost(t *testing.T) {
+	d := daemon(t)
+	sb := d.Client.Sandbox("jail")
+	run(t, sb, "true")
+	hostShadow, _ := os.ReadFile("/etc/shadow")
+	hostName, _ := os.Hostname()
+	port := strings.TrimPrefix(d.URL[strings.LastIndex(d.URL, ":"):], ":")
+
+	t.Run("host secrets are not visible", func(t *testing.T) {
+		shadow := run(t, sb, "cat /etc/shadow")
+		if len(hostShadow) > 0 && strings.Contains(shadow, strings.SplitN(string(hostShadow), "\n", 2)[0]) {
+			t.Errorf("the host's /etc/shadow is visible")
+		}
+		out := run(t, sb, "ls -A /root /home; ls "+d.StateDir+" 2>&1; cat "+d.StateDir+"/token 2>&1; ls /run 2>&1; ls /.sandboxd")
+		if strings.Contains(out, d.Token) || strings.Contains(out, "registry.db") {
+			t.Errorf("daemon state visible:\n%s", out)
+		}
+		if strings.Contains(run(t, sb, "cat /etc/passwd"), os.Getenv("USER")+":x:1000") {
+			t.Error("host users visible")
+		}
+	})
+	t.Run("host processes are not visible", func(t *testing.T) {
+		out := run(t, sb, "ls /proc | grep -c '^[0-9]'; cat /proc/1/cmdline | tr '\\0' ' '")
+		lines := strings.Split(trim(out), "\n")
+		var n int
+		fmt.Sscan(lines[0], &n)
+		if n > 20 {
+			t.Errorf("sandbox sees %d processes", n)
+		}
+		if !strings.Contains(lines[1], "/.sandboxd/agent") {
+			t.Errorf("PID 1 is %q, want the agent", lines[1])
+		}
+		if strings.Contains(run(t, sb, "cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' '"), "sandboxd --state-dir") {
+			t.Error("the daemon's process is visible")
+		}
+	})
+	t.Run("the daemon API is unreachable", func(t *testing.T) {
+		info, _ := sb.Info(ctxT(t, 10*time.Second))
+		targets := []string{"127.0.0.1"}
+		if info.Network.Gateway != "" {
+			targets = append(targets, info.Network.Gateway)
+		}
+		for _, host := range targets {
+			code, out := exitOf(t, sb, fmt.Sprintf(`python3 -c '
+import socket; s=socket.socket(); s.settimeout(2)
+try:
+    s.connect(("%s", %s)); print("CONNECTED")
+except OSError as e:
+    print("blocked", e)'`, host, port))
+			if code != 0 || strings.Contains(out, "CONNECTED") {
+				t.Errorf("daemon API at %s:%s reachable from the sandbox: %s", host, port, out)
+			}
+		}
+	})
+	privileged := map[string]string{
+		"mount":            "mount -t tmpfs none /mnt",
+		"load a module":    `python3 -c 'import ctypes,sys; libc=ctypes.CDLL(None, use_errno=True); r=libc.syscall(175, 0, 0, b""); sys.exit(0 if r==0 else 1)'`,
+		"set hostname":     "hostname evil-host",
+		"remount /usr":     "mount -o remount,rw /usr",
+		"write /usr":       "touch /usr/bin/evil",
+		"raw socket":       `python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)'`,
+		"change sysctl":    "echo 0 > /proc/sys/net/ipv4/ip_forward",
+		"mknod":            "mknod /tmp/sda b 8 0",
+		"raise limits":     "echo -1 > /sys/fs/cgroup/memory.max 2>/dev/null || echo -1 > /sys/fs/cgroup/memory/memory.limit_in_bytes",
+		"ptrace the agent": `python3 -c 'import ctypes,sys; libc=ctypes.CDLL(None); sys.exit(0 if libc.ptrace(16, 1, 0, 0)==0 else 1)'`,
+		"kill the agent":   "kill -9 1; sleep 0.2; kill -0 1 && exit 1; exit 0",
+	}
+	for name, cmd := range privileged {
+		t.Run("cannot "+name, func(t *testing.T) {
+			if code, out := exitOf(t, sb, cmd); code == 0 {
+				t.Errorf("%q succeeded inside the sandbox: %s", cmd, out)
+			}
+		})
+	}
+	if h, _ := os.Hostname(); h != hostName {
+		t.Errorf("host hostname changed from %q to %q", hostName, h)
+	}
+	if _, err := os.Stat("/usr/bin/evil"); err == nil {
+		os.Remove("/usr/bin/evil")
+		t.Error("sandbox wrote to the host's /usr")
+	}
+	// The sandbox still works after all that.
+	if got := trim(run(t, sb, "echo alive")); got != "alive" {
+		t.Errorf("sandbox broken after attacks: %q", got)
+	}
+}
+
+func TestSandboxesCannotSeeEachOther(t *testing.T) {
+	d := daemon(t)
+	a, b := d.Client.Sandbox("alpha"), d.Client.Sandbox("beta")
+	run(t, a, "echo secret-of-alpha > /workspace/secret; echo secret-of-alpha > /tmp/secret")
+	pa := mustStart(t, a, "exec -a alpha-marker sleep 300")
+	_ = pa
+	if code, out := exitOf(t, b, "cat /workspace/secret /tmp/secret"); code == 0 || strings.Contains(out, "secret-of-alpha") {
+		t.Errorf("beta reads alpha's files: %s", out)
+	}
+	if strings.Contains(run(t, b, "cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' '"), "alpha-marker") {
+		t.Error("beta sees alpha's processes")
+	}
+	ai, _ := a.Info(ctxT(t, 10*time.Second))
+	if ai.Network.Address != "" {
+		code, out := exitOf(t, b, fmt.Sprintf(`python3 -c '
+import socket; s=socket.socket(); s.settimeout(2)
+try:
+    s.connect(("%s", 22)); print("CONNECTED")
+except ConnectionRefusedError: print("REFUSED")
+except OSError as e: print("blocked", e)'`, ai.Network.Address))
+		if code != 0 || strings.Contains(out, "CONNECTED") || strings.Contains(out, "REFUSED") {
+			t.Errorf("beta reaches alpha's address %s: %s", ai.Network.Address, out)
+		}
+	}
+}
+
+// mustStart runs cmd in the background of sb's default session so that it
+// outlives the exec call.
+func mustStart(t *testing.T, sb *client.Sandbox, cmd string) string {
+	t.Helper()
+	return run(t, sb, "("+cmd+") >/dev/null 2>&1 & echo $!")
+}
+
+func TestMemoryHogIsKilledAndTheAgentSurvives(t *testing.T) {
+	d := daemon(t)
+	sb := d.Client.Sandbox("hog", client.WithLimits(api.Limits{MemoryBytes: 128 << 20}))
+	run(t, sb, "export MARK=kept")
+	code, out := exitOf(t, sb, `python3 -c '
+chunks = []
+while True:
+    chunks.append(bytearray(16 << 20))'`)
+	if code == 0 {
+		t.Fatalf("memory hog exited 0: %s", out)
+	}
+	if code != 137 {
+		t.Logf("memory hog exit code %d (want 137, SIGKILL by the OOM killer): %s", code, out)
+	}
+	if got := trim(run(t, sb, "echo $MARK; cat /proc/1/cmdline | tr '\\0' ' '")); !strings.HasPrefix(got, "kept\n/.sandboxd/agent") {
+		t.Errorf("after the OOM: %q (want the session and the agent alive)", got)
+	}
+}
+
+func TestForkBombIsBoundedByPids(t *testing.T) {
+	d := daemon(t)
+	bomb := d.Client.Sandbox("bomb", client.WithLimits(api.Limits{Pids: 64}))
+	other := d.Client.Sandbox("bystander")
+	run(t, bomb, "true")
+	run(t, other, "true")
+	done := make(chan error, 1)
+	go func() {
+		_, err := bomb.Exec(ctxT(t, 60*time.Second), "bomb() { bomb | bomb & }; bomb; sleep 5", client.WithTimeout(3*time.Second))
+		done <- err
+	}()
+	time.Sleep(time.Second)
+	start := time.Now()
+	if got := trim(run(t, other, "echo fine")); got != "fine" {
+		t.Errorf("bystander: %q", got)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("bystander exec took %v during the fork bomb", took)
+	}
+	<-done
+	// The bomb's sandbox recovers too.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		res, err := bomb.Exec(ctxT(t, 30*time.Second), "echo recovered", client.WithTimeout(5*time.Second))
+		if err == nil && trim(res.Stdout) == "recovered" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bomb sandbox did not recover: %v %+v", err, res)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}

@@ -1,0 +1,155 @@
+package e2e
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/testdaemon"
+)
+
+func TestConcurrentFirstCallsCreateOneSandbox(t *testing.T) {
+	d := daemon(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := d.Client.Sandbox("racer").Exec(ctxT(t, 60*time.Second), "echo $$ >> /workspace/pids")
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if got := trim(run(t, d.Client.Sandbox("racer"), "wc -l < /workspace/pids")); got != "8" {
+		t.Errorf("8 writers left %s lines: they did not share one sandbox", got)
+	}
+	list, _ := d.Client.List(ctxT(t, 10*time.Second))
+	if len(list) != 1 {
+		t.Errorf("%d sandboxes listed, want 1", len(list))
+	}
+}
+
+func TestStateSurvivesKill9OfTheDaemon(t *testing.T) {
+	d := daemon(t)
+	sb := d.Client.Sandbox("durable")
+	run(t, sb, "echo kept > /workspace/file && cd /tmp && export SESSION_VAR=still-here")
+	d.Kill(t)
+	d.Start(t)
+	sb = d.Client.Sandbox("durable")
+	list, err := d.Client.List(ctxT(t, 10*time.Second))
+	if err != nil || len(list) != 1 || list[0].ID != "durable" {
+		t.Fatalf("after kill -9: list = %v, %v", list, err)
+	}
+	// Reattached: files, and even the shell's state, are intact.
+	if got := trim(run(t, sb, "cat /workspace/file; pwd; echo $SESSION_VAR")); got != "kept\n/tmp\nstill-here" {
+		t.Errorf("after kill -9 and restart: %q", got)
+	}
+}
+
+func TestFilesSurviveAHostRebootSimulation(t *testing.T) {
+	d := daemon(t)
+	sb := d.Client.Sandbox("rebooted")
+	run(t, sb, "echo kept > /workspace/file")
+	// Simulate a reboot: the daemon and every sandbox process die, and
+	// everything in /run and every mount is gone.
+	d.Kill(t)
+	exec.Command("pkill", "-9", "-f", "/.sandboxd/agent").Run()
+	simulateReboot(t, d)
+	d.Start(t)
+	if got := trim(run(t, sb, "cat /workspace/file")); got != "kept" {
+		t.Errorf("after a simulated reboot: %q", got)
+	}
+}
+
+func simulateReboot(t *testing.T, d *testdaemon.Daemon) {
+	t.Helper()
+	time.Sleep(200 * time.Millisecond)
+	for _, m := range mounts(d.StateDir, d.RunDir) {
+		exec.Command("umount", "-l", m).Run()
+	}
+	entries, _ := os.ReadDir(d.RunDir)
+	for _, e := range entries {
+		os.RemoveAll(filepath.Join(d.RunDir, e.Name()))
+	}
+}
+
+func TestDestroyLeavesNothingBehind(t *testing.T) {
+	d := daemon(t)
+	before := hostState(t, d)
+	for _, id := range []string{"gone-none", "gone-net"} {
+		opts := []client.SandboxOption{}
+		sb := d.Client.Sandbox(id, opts...)
+		run(t, sb, "echo data > /workspace/f; sleep 300 >/dev/null 2>&1 &")
+	}
+	during := hostState(t, d)
+	if during == before {
+		t.Fatal("creating sandboxes left no trace to look for; the check is blind")
+	}
+	for _, id := range []string{"gone-none", "gone-net"} {
+		if err := d.Client.Sandbox(id).Destroy(ctxT(t, 60*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Client.Sandbox(id).Info(ctxT(t, 10*time.Second)); !errors.Is(err, client.ErrNotFound) {
+			t.Errorf("Info after destroy = %v", err)
+		}
+	}
+	if after := hostState(t, d); after != before {
+		t.Errorf("host state after destroy differs from before create:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if err := d.Client.Sandbox("gone-net").Destroy(ctxT(t, 10*time.Second)); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("destroying twice = %v, want ErrNotFound", err)
+	}
+}
+
+// hostState describes everything a sandbox leaves on the host: mounts,
+// network namespaces, links, cgroups, directories and containers.
+func hostState(t *testing.T, d *testdaemon.Daemon) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("mounts:\n" + strings.Join(mounts(d.StateDir, d.RunDir), "\n") + "\n")
+	links, _ := exec.Command("sh", "-c", "ip -o link show | awk -F': ' '{print $2}' | grep '^sbx' || true").Output()
+	b.WriteString("links:\n" + string(links))
+	cg, _ := exec.Command("sh", "-c", "find /sys/fs/cgroup -path '*sandboxd/*' -type d 2>/dev/null | sort").Output()
+	b.WriteString("cgroups:\n" + string(cg))
+	for _, dir := range []string{filepath.Join(d.StateDir, "sandboxes"), filepath.Join(d.RunDir, "sandboxes"), filepath.Join(d.RunDir, "netns")} {
+		entries, _ := os.ReadDir(dir)
+		b.WriteString(dir + ":")
+		for _, e := range entries {
+			b.WriteString(" " + e.Name())
+		}
+		b.WriteString("\n")
+	}
+	ctrs, _ := exec.Command("sh", "-c", "ls "+filepath.Join(d.RunDir, "runtime", "*")+" 2>/dev/null").Output()
+	b.WriteString("containers:\n" + string(ctrs))
+	return b.String()
+}
+
+func mounts(dirs ...string) []string {
+	data, _ := os.ReadFile("/proc/self/mountinfo")
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		for _, d := range dirs {
+			if strings.HasPrefix(f[4], d+"/") {
+				out = append(out, f[4])
+			}
+		}
+	}
+	return out
+}
