@@ -1,0 +1,219 @@
+package network
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"strings"
+	"time"
+)
+
+// blockedRanges are the private and special-purpose IPv4 ranges a sandbox may
+// not reach through the host unless allowed (the sandbox subnet is added).
+var blockedRanges = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("224.0.0.0/4"),
+	netip.MustParsePrefix("240.0.0.0/4"),
+}
+
+// allowEntry is what the allow set holds for one sandbox: pairs
+// (addr . cidr) for every cidr.
+type allowEntry struct {
+	addr  netip.Addr
+	cidrs []netip.Prefix
+}
+
+// ruleset is the whole table, as `nft -f` input. The first two lines make the
+// replacement atomic and idempotent: declaring the table creates it if it is
+// missing, so the delete cannot fail, and nft applies the file as one
+// transaction, so no packet ever sees the host without the table.
+func (m *Manager) ruleset(allows map[string]allowEntry) string {
+	var b strings.Builder
+	t := m.cfg.Table
+	sbx := fmt.Sprintf("%q", m.cfg.InterfacePrefix+"*")
+	subnet := m.cfg.Subnet.String()
+	blocked, _ := normalizeCIDRs(append(slices.Clone(blockedRanges), m.cfg.Subnet))
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+
+	p("table inet %s {}", t)
+	p("delete table inet %s", t)
+	p("table inet %s {", t)
+	p("\tcomment \"owned by sandboxd: rebuilt at daemon start, do not edit\"")
+	p("")
+	p("\t# (sandbox address . destination) pairs a sandbox may reach although the")
+	p("\t# rules below would drop them; elements come and go with sandboxes.")
+	p("\tset allow {")
+	p("\t\ttype ipv4_addr . ipv4_addr")
+	p("\t\tflags interval")
+	if elems := allowElements(allows); elems != "" {
+		p("\t\telements = { %s }", elems)
+	}
+	p("\t}")
+	p("")
+	p("\t# DNS servers sandboxes may query on port 53 wherever they are.")
+	p("\tset dns {")
+	p("\t\ttype ipv4_addr")
+	if len(m.cfg.DNS) > 0 {
+		p("\t\telements = { %s }", joinAddrs(m.cfg.DNS))
+	}
+	p("\t}")
+	p("")
+	p("\t# Private and special ranges, and the sandbox subnet itself.")
+	p("\tset blocked {")
+	p("\t\ttype ipv4_addr")
+	p("\t\tflags interval")
+	p("\t\telements = { %s }", joinPrefixes(blocked))
+	p("\t}")
+	p("")
+	p("\t# Before conntrack: no IPv6, and a sandbox may only send from the address")
+	p("\t# routed to its own veth (strict reverse path, whatever rp_filter says).")
+	p("\tchain prerouting {")
+	p("\t\ttype filter hook prerouting priority raw; policy accept;")
+	p("\t\tiifname %s meta nfproto ipv6 drop", sbx)
+	p("\t\tiifname %s ip saddr != %s drop", sbx, subnet)
+	p("\t\tiifname %s fib saddr . iif oif missing drop", sbx)
+	p("\t}")
+	p("")
+	p("\tchain input {")
+	p("\t\ttype filter hook input priority filter; policy accept;")
+	p("\t\tiifname %s jump sandbox_to_host", sbx)
+	p("\t}")
+	p("")
+	p("\tchain sandbox_to_host {")
+	p("\t\tct state established,related accept")
+	p("\t\tip daddr @dns meta l4proto { tcp, udp } th dport 53 accept")
+	p("\t\tip saddr . ip daddr @allow accept")
+	p("\t\tdrop")
+	p("\t}")
+	p("")
+	p("\tchain forward {")
+	p("\t\ttype filter hook forward priority filter; policy accept;")
+	p("\t\tiifname %s jump sandbox_egress", sbx)
+	p("\t\toifname %s jump sandbox_ingress", sbx)
+	p("\t}")
+	p("")
+	p("\tchain sandbox_egress {")
+	p("\t\tct state established,related accept")
+	p("\t\tct state invalid drop")
+	p("\t\tip daddr @dns meta l4proto { tcp, udp } th dport 53 accept")
+	p("\t\tip saddr . ip daddr @allow accept")
+	p("\t\toifname %s drop", sbx)
+	p("\t\tip daddr @blocked drop")
+	p("\t\taccept")
+	p("\t}")
+	p("")
+	p("\t# Nothing from outside opens a connection into a sandbox.")
+	p("\tchain sandbox_ingress {")
+	p("\t\tct state established,related accept")
+	p("\t\tdrop")
+	p("\t}")
+	p("")
+	p("\t# Nor does the host: the preview proxy dials inside the namespace instead.")
+	p("\tchain output {")
+	p("\t\ttype filter hook output priority filter; policy accept;")
+	p("\t\toifname %s ct state new drop", sbx)
+	p("\t}")
+	p("")
+	p("\tchain postrouting {")
+	p("\t\ttype nat hook postrouting priority srcnat; policy accept;")
+	p("\t\tip saddr %s oifname != %s masquerade", subnet, sbx)
+	p("\t}")
+	p("}")
+	return b.String()
+}
+
+// allowUpdate is the nft script that changes one sandbox's allow elements
+// from old to new (either may be empty). Deleting a missing element fails the
+// whole transaction, so each delete is preceded by an add of the same
+// element, which makes it a no-op if the element is already there; an add
+// followed by a delete of the same element removes it either way.
+func (m *Manager) allowUpdate(old, new allowEntry) string {
+	var dels, adds []string
+	keep := map[string]bool{}
+	for _, c := range new.cidrs {
+		keep[element(new.addr, c)] = true
+	}
+	have := map[string]bool{}
+	for _, c := range old.cidrs {
+		e := element(old.addr, c)
+		have[e] = true
+		if !keep[e] {
+			dels = append(dels, e)
+		}
+	}
+	for _, c := range new.cidrs {
+		if e := element(new.addr, c); !have[e] {
+			adds = append(adds, e)
+		}
+	}
+	var b strings.Builder
+	set := fmt.Sprintf("inet %s allow", m.cfg.Table)
+	if len(dels) > 0 {
+		fmt.Fprintf(&b, "add element %s { %s }\n", set, strings.Join(dels, ", "))
+		fmt.Fprintf(&b, "delete element %s { %s }\n", set, strings.Join(dels, ", "))
+	}
+	if len(adds) > 0 {
+		fmt.Fprintf(&b, "add element %s { %s }\n", set, strings.Join(adds, ", "))
+	}
+	return b.String()
+}
+
+func element(addr netip.Addr, cidr netip.Prefix) string {
+	return addr.String() + " . " + cidr.String()
+}
+
+func allowElements(allows map[string]allowEntry) string {
+	var es []string
+	for _, a := range allows {
+		for _, c := range a.cidrs {
+			es = append(es, element(a.addr, c))
+		}
+	}
+	slices.Sort(es)
+	return strings.Join(es, ", ")
+}
+
+func joinAddrs(as []netip.Addr) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// nftTimeout bounds one nft run, including one made while undoing a failed
+// Create after the caller's context is done.
+const nftTimeout = 30 * time.Second
+
+// runNft applies script with `nft -f -` as one transaction.
+func (m *Manager) runNft(ctx context.Context, script string) error {
+	ctx, cancel := context.WithTimeout(ctx, nftTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, m.nftPath, "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	var stderr bytes.Buffer
+	cmd.Stdout = &stderr
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = time.Second
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("nft: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
