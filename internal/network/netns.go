@@ -22,15 +22,23 @@ import (
 // be moved back, it stays locked: the Go runtime destroys a locked thread when
 // its goroutine exits, so nothing else ever runs in the other namespace. A
 // fresh goroutine (rather than the caller's) means a failed restore can never
-// strand the caller itself in the sandbox's namespace.
+// strand the caller itself in the sandbox's namespace. A panic in fn is
+// re-raised in the caller, where its recover (net/http's, say) can see it.
 func onNetnsThread(enter func() error, fn func() error) error {
-	errc := make(chan error, 1)
+	type result struct {
+		err      error
+		panicked bool
+		value    any
+	}
+	done := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread()
+		res := result{err: errors.New("function in network namespace called runtime.Goexit")}
+		defer func() { done <- res }()
 		orig, err := os.Open("/proc/thread-self/ns/net")
 		if err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("opening current network namespace: %w", err)
+			res.err = fmt.Errorf("opening current network namespace: %w", err)
 			return
 		}
 		defer orig.Close()
@@ -38,19 +46,27 @@ func onNetnsThread(enter func() error, fn func() error) error {
 		// changing it, so a failed enter leaves the thread where it was.
 		if err := enter(); err != nil {
 			runtime.UnlockOSThread()
-			errc <- err
+			res.err = err
 			return
 		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			// Deliberately no UnlockOSThread: see above.
-			errc <- errors.Join(ferr, fmt.Errorf("restoring network namespace: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
+		defer func() { // after fn, however it ended
+			if r := recover(); r != nil {
+				res.panicked, res.value = true, r
+			}
+			if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+				// Deliberately no UnlockOSThread: see above.
+				res.err = errors.Join(res.err, fmt.Errorf("restoring network namespace: %w", err))
+				return
+			}
+			runtime.UnlockOSThread()
+		}()
+		res.err = fn()
 	}()
-	return <-errc
+	res := <-done
+	if res.panicked {
+		panic(res.value)
+	}
+	return res.err
 }
 
 // setnsTo returns an enter func for onNetnsThread that joins the namespace

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -399,6 +400,29 @@ func TestDialContext(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestDoPanicsInCaller(t *testing.T) {
+	m := newTestManager(t)
+	key := randomKey(t)
+	mustCreate(t, m, key, CreateOptions{Mode: ModeNone})
+	func() {
+		defer func() {
+			if r := recover(); r != "boom" {
+				t.Errorf("recovered %v, want boom", r)
+			}
+		}()
+		m.Do(key, func() error { panic("boom") })
+		t.Error("Do returned after fn panicked")
+	}()
+	if err := m.Do(key, func() error { runtime.Goexit(); return nil }); err == nil {
+		t.Error("Do returned nil after fn called runtime.Goexit")
+	}
+	inner := errors.New("inner")
+	if err := m.Do(key, func() error { return inner }); !errors.Is(err, inner) {
+		t.Errorf("Do = %v, want fn's error", err)
+	}
+	// checkThreadsInHostNetns (in cleanup) verifies every thread came back.
 }
 
 func TestCreateIdempotent(t *testing.T) {
