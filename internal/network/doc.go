@@ -9,7 +9,8 @@
 // interfaces without its prefix, namespaces outside NetnsDir. The one host-wide
 // setting it changes is net.ipv4.ip_forward, which routing needs. It must never
 // leave an OS thread that other goroutines can run on inside a sandbox's
-// namespace, and it never runs anything inside a sandbox.
+// namespace, and it never starts a process in one (a child inherits the
+// namespace of the thread that forks it).
 //
 // # Policy
 //

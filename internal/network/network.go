@@ -396,7 +396,8 @@ func (m *Manager) forgetFlows(old, want allowEntry) error {
 // Destroy removes key's network: its allow elements, its veth, and its
 // namespace file (unmounted with MNT_DETACH, then removed). It is idempotent
 // and fine for keys that never existed. It tries every step and joins the
-// errors.
+// errors. Deleting a veth is slow in the kernel, not here: unregistering a
+// device waits for RCU grace periods (20-35 ms on a 2-vCPU VM), mostly idle.
 func (m *Manager) Destroy(ctx context.Context, key string) error {
 	if err := validKey(key); err != nil {
 		return fmt.Errorf("destroying network: %w", err)
