@@ -1,0 +1,155 @@
+// Package spawn is the wrapper through which the agent starts every user
+// program: the agent re-executes itself as `sandbox-agent spawn [flags] --
+// PROG ARGS...`, and the wrapper moves itself into the sandbox's user
+// cgroups, gives up the agent's OOM protection, and then replaces itself
+// with PROG (execve, same PID).
+//
+// Why a re-exec and not a fork hook: Go cannot run code between fork and
+// exec, and the cgroup move must happen before PROG runs its first
+// instruction, or a fork bomb or a memory hog could start in the agent's
+// cgroup and bring the agent down with it. A process that writes its own PID
+// to cgroup.procs moves itself, and its children follow.
+//
+// The wrapper must never outlive the exec or do anything after it: it only
+// prepares the process and becomes PROG. It never logs; errors go to one
+// file descriptor (stderr unless --errfd says otherwise) and become its exit
+// status.
+package spawn
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Arg is the sub-command name that selects the wrapper in the agent binary.
+const Arg = "spawn"
+
+// DefaultCgroupRoot is where the daemon bind-mounts the sandbox's user
+// sub-cgroup, one directory per hierarchy (cgroup v2: one; v1: several).
+const DefaultCgroupRoot = "/.sandboxd/cgroup"
+
+// Exit statuses of a wrapper that failed before PROG ran.
+const (
+	// ExitSetup: joining the user cgroup or resetting oom_score_adj failed.
+	// The wrapper fails closed: user code never runs outside its cgroup.
+	ExitSetup = 125
+	// ExitExec: PROG could not be found or executed (as in sh).
+	ExitExec = 127
+)
+
+// Options are the wrapper's flags.
+type Options struct {
+	// CgroupRoot holds one directory per cgroup hierarchy, each with a
+	// cgroup.procs file. A missing root or entry is skipped.
+	CgroupRoot string
+	// ErrFD is where errors are written; default 2.
+	ErrFD int
+	// Argv0 replaces PROG as argv[0] (bash reports its errors as "bash:").
+	Argv0 string
+}
+
+// Argv returns the command line that runs prog with args through the
+// wrapper of the agent binary self.
+func Argv(self string, o Options, prog string, args ...string) []string {
+	argv := []string{self, Arg}
+	if o.CgroupRoot != "" {
+		argv = append(argv, "--cgroup-root", o.CgroupRoot)
+	}
+	if o.ErrFD != 0 {
+		argv = append(argv, "--errfd", strconv.Itoa(o.ErrFD))
+	}
+	if o.Argv0 != "" {
+		argv = append(argv, "--argv0", o.Argv0)
+	}
+	argv = append(argv, "--", prog)
+	return append(argv, args...)
+}
+
+// Main runs the wrapper with the arguments after "spawn". It never returns.
+func Main(args []string) {
+	o, argv, err := parse(args)
+	if err != nil {
+		fail(2, ExitSetup, err)
+	}
+	if err := Prepare(o.CgroupRoot, "/proc/self/oom_score_adj"); err != nil {
+		fail(o.ErrFD, ExitSetup, err)
+	}
+	path := argv[0]
+	if !strings.Contains(path, "/") {
+		// Resolve against the PATH PROG will see, as execvp does.
+		if path, err = exec.LookPath(path); err != nil {
+			fail(o.ErrFD, ExitExec, err)
+		}
+	}
+	if o.Argv0 != "" {
+		argv[0] = o.Argv0
+	}
+	err = syscall.Exec(path, argv, os.Environ())
+	fail(o.ErrFD, ExitExec, fmt.Errorf("exec %s: %w", path, err))
+}
+
+func parse(args []string) (Options, []string, error) {
+	var o Options
+	set := flag.NewFlagSet(Arg, flag.ContinueOnError)
+	set.SetOutput(discard{})
+	set.StringVar(&o.CgroupRoot, "cgroup-root", DefaultCgroupRoot, "")
+	set.IntVar(&o.ErrFD, "errfd", 2, "")
+	set.StringVar(&o.Argv0, "argv0", "", "")
+	if err := set.Parse(args); err != nil {
+		return o, nil, fmt.Errorf("spawn: %w", err)
+	}
+	if set.NArg() == 0 {
+		return o, nil, errors.New("spawn: usage: spawn [--cgroup-root DIR] [--errfd N] [--argv0 NAME] -- PROG [ARGS...]")
+	}
+	return o, set.Args(), nil
+}
+
+// Prepare moves the calling process into every user cgroup under
+// cgroupRoot and sets its oom_score_adj to 0. The agent may run with a
+// negative score so that the OOM killer never picks it; user code must not
+// inherit that.
+func Prepare(cgroupRoot, oomScoreAdj string) error {
+	procs, err := filepath.Glob(filepath.Join(cgroupRoot, "*", "cgroup.procs"))
+	if err != nil {
+		return fmt.Errorf("spawn: listing cgroups: %w", err)
+	}
+	pid := strconv.Itoa(os.Getpid())
+	for _, p := range procs {
+		// O_TRUNC and no O_CREAT: a cgroup file is written, never created.
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // gone between the glob and the open
+		}
+		if err == nil {
+			_, err = f.WriteString(pid)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("spawn: joining cgroup %s: %w", filepath.Dir(p), err)
+		}
+	}
+	if err := os.WriteFile(oomScoreAdj, []byte("0"), 0); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("spawn: resetting oom_score_adj: %w", err)
+	}
+	return nil
+}
+
+func fail(fd, code int, err error) {
+	msg := err.Error() + "\n"
+	syscall.Write(fd, []byte(msg))
+	os.Exit(code)
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
