@@ -1,0 +1,174 @@
+// Package proctree finds and kills the processes below a process by walking
+// /proc. The agent uses it to kill what one command started in a session
+// shell without touching the shell itself or what earlier commands left
+// running in the background.
+//
+// It never waits on a process (that is the reaper's job) and never signals
+// anything it has not just found below the given root.
+//
+// Why pidfds: between reading /proc and sending the signal, a process can
+// exit, be reaped, and its PID be given to an unrelated process. Each victim
+// is opened as a pidfd first and its start time checked again through
+// /proc; a signal sent through that pidfd can only reach the process that
+// was checked.
+package proctree
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// ticksPerSecond is USER_HZ, the unit of starttime in /proc/PID/stat. The
+// kernel fixes it at 100 on every architecture Linux exports to user space
+// through /proc.
+const ticksPerSecond = 100
+
+// Proc is one process as seen in /proc/PID/stat.
+type Proc struct {
+	PID   int
+	PPID  int
+	State byte   // R, S, D, Z, T, ...
+	Start uint64 // clock ticks since boot (CLOCK_BOOTTIME)
+}
+
+// Now is the current time in the clock and unit of Proc.Start: a process
+// started after a call to Now has Start >= the value it returned.
+func Now() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0 // filters nothing out: errs towards killing more
+	}
+	return uint64(ts.Nano()) / (1e9 / ticksPerSecond)
+}
+
+// Descendants returns the live (non-zombie) processes below root, parents
+// before their children. A direct child of root that started before since,
+// and everything below it, is left out: it was started by an earlier
+// command. Pass since 0 to get every descendant.
+func Descendants(root int, since uint64) ([]Proc, error) {
+	procs, err := list()
+	if err != nil {
+		return nil, err
+	}
+	children := make(map[int][]Proc, len(procs))
+	for _, p := range procs {
+		children[p.PPID] = append(children[p.PPID], p)
+	}
+	var out []Proc
+	queue := []int{root}
+	for len(queue) > 0 {
+		parent := queue[0]
+		queue = queue[1:]
+		for _, c := range children[parent] {
+			if parent == root && c.Start < since {
+				continue
+			}
+			queue = append(queue, c.PID)
+			if c.State != 'Z' {
+				out = append(out, c)
+			}
+		}
+	}
+	return out, nil
+}
+
+// Kill sends SIGKILL to every process Descendants(root, since) returns and
+// reports how many it signalled. Processes keep forking while they are
+// being killed, so callers repeat Kill until it returns 0.
+func Kill(root int, since uint64) (int, error) {
+	victims, err := Descendants(root, since)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, p := range victims {
+		if signal(p, unix.SIGKILL) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// signal sends sig to p if p is still the process that was listed.
+func signal(p Proc, sig unix.Signal) bool {
+	fd, err := unix.PidfdOpen(p.PID, 0)
+	if errors.Is(err, unix.ENOSYS) {
+		// Kernels before 5.3: plain kill, with the small PID-reuse race
+		// that implies.
+		return unix.Kill(p.PID, sig) == nil
+	}
+	if err != nil {
+		return false // gone
+	}
+	defer unix.Close(fd)
+	now, err := stat(p.PID)
+	if err != nil || now.Start != p.Start {
+		return false // gone, and the PID already reused
+	}
+	return unix.PidfdSendSignal(fd, sig, nil, 0) == nil
+}
+
+func list() ([]Proc, error) {
+	d, err := os.Open("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("listing processes: %w", err)
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("listing processes: %w", err)
+	}
+	procs := make([]Proc, 0, len(names))
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
+		if err != nil {
+			continue
+		}
+		p, err := stat(pid)
+		if err != nil {
+			continue // exited while we looked
+		}
+		procs = append(procs, p)
+	}
+	return procs, nil
+}
+
+func stat(pid int) (Proc, error) {
+	var buf [1024]byte
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return Proc{}, err
+	}
+	n, err := f.Read(buf[:])
+	f.Close()
+	if err != nil {
+		return Proc{}, err
+	}
+	return parseStat(pid, buf[:n])
+}
+
+// parseStat parses a /proc/PID/stat line. The command name (field 2) is in
+// parentheses and may itself contain spaces and parentheses, so the fields
+// are counted from the last ')'.
+func parseStat(pid int, line []byte) (Proc, error) {
+	i := bytes.LastIndexByte(line, ')')
+	if i < 0 || i+2 >= len(line) {
+		return Proc{}, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	fields := bytes.Fields(line[i+2:])
+	// fields[0] is field 3 (state); ppid is field 4, starttime field 22.
+	if len(fields) < 20 || len(fields[0]) != 1 {
+		return Proc{}, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	ppid, err1 := strconv.Atoi(string(fields[1]))
+	start, err2 := strconv.ParseUint(string(fields[19]), 10, 64)
+	if err1 != nil || err2 != nil {
+		return Proc{}, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	return Proc{PID: pid, PPID: ppid, State: fields[0][0], Start: start}, nil
+}

@@ -1,0 +1,104 @@
+package proctree
+
+import (
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseStat(t *testing.T) {
+	tests := []struct {
+		line string
+		want Proc
+		ok   bool
+	}{
+		{"42 (sleep) S 7 42 7 0 -1 4194304 96 0 0 0 0 0 0 0 20 0 1 0 12345 5 6 7", Proc{42, 7, 'S', 12345}, true},
+		{"42 (a) b) (c) Z 9 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 0", Proc{42, 9, 'Z', 99}, true},
+		{"42 (x y", Proc{}, false},
+		{"42 (x) S 1 2", Proc{}, false},
+	}
+	for _, tt := range tests {
+		got, err := parseStat(42, []byte(tt.line))
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("parseStat(%q) = %+v, %v; want %+v ok=%v", tt.line, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestNowMatchesStartTimes(t *testing.T) {
+	before := Now()
+	cmd := exec.Command("sleep", "10")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	p, err := stat(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Start < before || p.Start > Now() {
+		t.Errorf("start %d outside [%d, %d]", p.Start, before, Now())
+	}
+}
+
+func cmdline(pid int) string {
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	return strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
+}
+
+func TestDescendantsAndKill(t *testing.T) {
+	// An "old" job, then (after since) a new one with a grandchild.
+	cmd := exec.Command("/bin/sh", "-c", "sleep 2001 & sleep 0.1; sh -c 'sleep 2002 & wait' & wait")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer cmd.Process.Kill()
+	time.Sleep(50 * time.Millisecond)
+	since := Now()
+	time.Sleep(200 * time.Millisecond)
+
+	var all, recent []string
+	procs, err := Descendants(cmd.Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range procs {
+		all = append(all, cmdline(p.PID))
+	}
+	procs, _ = Descendants(cmd.Process.Pid, since)
+	for _, p := range procs {
+		recent = append(recent, cmdline(p.PID))
+	}
+	if !slices.Contains(all, "sleep 2001") || !slices.Contains(all, "sleep 2002") {
+		t.Errorf("all descendants %q lack a sleep", all)
+	}
+	if slices.Contains(recent, "sleep 2001") || !slices.Contains(recent, "sleep 2002") || len(recent) != 2 {
+		t.Errorf("recent descendants = %q, want the new sh and its sleep 2002", recent)
+	}
+
+	for i := 0; ; i++ {
+		n, err := Kill(cmd.Process.Pid, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if i > 100 {
+			t.Fatal("descendants survive SIGKILL")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case <-done: // the shell's children died, so its wait returned
+	case <-time.After(3 * time.Second):
+		t.Fatal("root did not finish after its descendants were killed")
+	}
+}
