@@ -1,0 +1,396 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/agent/proctree"
+)
+
+// errNotDispatched: the command line could not be handed to the shell, so
+// the command certainly did not run.
+var errNotDispatched = errors.New("the shell is not reading commands")
+
+const (
+	// killInterval is how often, while a killed command winds down, its
+	// process tree is searched again for survivors and new forks.
+	killInterval = 20 * time.Millisecond
+	// reapTimeout bounds the wait for the reaper after the shell was
+	// SIGKILLed; only a wedged kernel or reaper exceeds it.
+	reapTimeout = 5 * time.Second
+)
+
+// run runs one command in s.sh. Called with the turn held and a live
+// shell.
+func (s *Session) run(ctx context.Context, cmd Command, out Output) (res Result, err error) {
+	sh := s.sh
+	s.seq++
+	n := s.seq
+	ns := strconv.FormatUint(n, 10)
+	r := &runner{
+		s: s, sh: sh, n: n, out: out,
+		fds:   [3]int{-1, -1, -1},
+		paths: [3]string{"", s.dir + "/o" + ns, s.dir + "/e" + ns},
+	}
+	defer r.cleanup()
+
+	// Fresh FIFOs, read ends opened first and non-blocking: opening a
+	// FIFO's read end never blocks, and once it is open the shell's
+	// blocking open of the write end returns at once.
+	for _, st := range []Stream{Stdout, Stderr} {
+		if err := unix.Mkfifo(r.paths[st], 0o600); err != nil {
+			return res, fmt.Errorf("creating %s FIFO: %w", st, err)
+		}
+		r.made = append(r.made, r.paths[st])
+		fd, err := unix.Open(r.paths[st], unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return res, fmt.Errorf("opening %s FIFO: %w", st, err)
+		}
+		r.fds[st] = fd
+		if err := epollAdd(s.ep, fd, unix.EPOLLIN); err != nil {
+			return res, err
+		}
+	}
+	cmdPath := s.dir + "/" + cmdFile
+	if err := r.writeFile(cmdPath, []byte(cmd.Text)); err != nil {
+		return res, err
+	}
+	wrapped := len(cmd.Env) > 0 || cmd.Cwd != ""
+	if wrapped {
+		script, err := wrapperScript(cmdPath, cmd.Env, cmd.Cwd)
+		if err != nil {
+			return res, err
+		}
+		if err := r.writeFile(s.dir+"/"+wrapperFile, script); err != nil {
+			return res, err
+		}
+	}
+	// Stdin is a regular file, not a FIFO: it needs no writer to stay
+	// around, cannot deadlock an open that happens after the agent gave up
+	// on the command, and the command sees EOF after the last byte.
+	if cmd.Stdin != nil {
+		if err := r.writeFile(s.dir+"/"+stdinFile, cmd.Stdin); err != nil {
+			return res, err
+		}
+	}
+
+	s.wake.reset()
+	stop := context.AfterFunc(ctx, s.wake.wake)
+	defer stop()
+
+	// Anything this command starts is younger than since; see
+	// proctree.Descendants.
+	r.since = proctree.Now()
+	r.start = time.Now()
+	if cmd.Timeout > 0 {
+		r.deadline = r.start.Add(cmd.Timeout)
+	}
+	if err := sh.send(s.dispatchLine(n, wrapped, cmd.Stdin != nil)); err != nil {
+		return res, fmt.Errorf("%w: %w", errNotDispatched, err)
+	}
+	r.loop(ctx, cmd.Timeout)
+	r.drainOutputs()
+
+	res = Result{ExitCode: r.code, Duration: time.Since(r.start)}
+	switch {
+	case r.abort != nil:
+		// The shell is lost if it never reported, or if it was killed
+		// (even if its status line slipped out just before).
+		lost := !r.done || !r.shellKilled.IsZero()
+		if lost {
+			if !sh.exited.Load() && !r.shellKilled.IsZero() {
+				// Only possible if the reaper is wedged.
+				s.m.cfg.Log.Error("killed shell was not reaped in time", "session", s.id, "pid", sh.pid)
+			}
+			s.m.cfg.Log.Info("session shell killed with its command; the next command gets a fresh shell", "session", s.id, "why", r.abort)
+			s.dropShell()
+		}
+		if !r.done {
+			res.ExitCode = 128 + int(unix.SIGKILL)
+		}
+		if r.timedOut {
+			return res, &TimeoutError{Timeout: cmd.Timeout, ShellRestarted: lost}
+		}
+		return res, r.abort
+	case r.done:
+		return res, nil
+	default: // the shell exited
+		res.ExitCode = int(sh.code.Load())
+		s.dropShell()
+		return res, ErrTerminated
+	}
+}
+
+// runner is the state of one command while it runs.
+type runner struct {
+	s   *Session
+	sh  *shell
+	n   uint64
+	out Output
+
+	fds   [3]int    // indexed by Stream; -1 once closed
+	paths [3]string // FIFO paths, indexed by Stream
+	made  []string  // files to remove afterwards
+
+	since    uint64
+	start    time.Time
+	deadline time.Time
+
+	done bool // the status line for n arrived
+	code int
+
+	abort       error // why the command is being killed, if it is
+	timedOut    bool
+	abortAt     time.Time
+	lastKill    time.Time
+	shellKilled time.Time
+}
+
+func (r *runner) writeFile(path string, data []byte) error {
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	r.made = append(r.made, path)
+	return nil
+}
+
+// loop waits for the command to finish: its status line, or the shell's
+// exit. Output is passed on as it arrives. On timeout or abort it kills
+// the command's processes, and if the shell still does not report within
+// KillGrace, the shell too.
+func (r *runner) loop(ctx context.Context, timeout time.Duration) {
+	s, sh := r.s, r.sh
+	events := make([]unix.EpollEvent, 8)
+	for {
+		if r.done {
+			return
+		}
+		if sh.exited.Load() {
+			// A status line written just before the exit still counts.
+			r.readStatus()
+			return
+		}
+		if r.abort == nil {
+			if err := ctx.Err(); err != nil {
+				r.startAbort(&AbortError{Cause: context.Cause(ctx)}, false)
+			} else if !r.deadline.IsZero() && !time.Now().Before(r.deadline) {
+				r.startAbort(&TimeoutError{Timeout: timeout}, true)
+			}
+		}
+		if r.abort != nil {
+			r.kill()
+			if !r.shellKilled.IsZero() && time.Since(r.shellKilled) > reapTimeout {
+				return
+			}
+		}
+
+		wait := -1
+		switch {
+		case r.abort != nil:
+			wait = int(killInterval / time.Millisecond)
+		case !r.deadline.IsZero():
+			wait = int((time.Until(r.deadline) + time.Millisecond - 1) / time.Millisecond)
+			wait = max(wait, 0)
+		}
+		nev, err := unix.EpollWait(s.ep, events, wait)
+		if err != nil && err != unix.EINTR {
+			s.m.cfg.Log.Error("epoll wait failed; killing the session's shell", "session", s.id, "err", err)
+			r.startAbort(fmt.Errorf("waiting for the command: %w", err), false)
+			continue
+		}
+		for _, ev := range events[:max(nev, 0)] {
+			switch fd := int(ev.Fd); fd {
+			case r.fds[Stdout]:
+				r.readOutput(Stdout, false)
+			case r.fds[Stderr]:
+				r.readOutput(Stderr, false)
+			case sh.status:
+				r.readStatus()
+			case s.wake.fd:
+				s.wake.reset()
+			}
+		}
+	}
+}
+
+func (r *runner) startAbort(why error, timedOut bool) {
+	r.abort, r.timedOut, r.abortAt = why, timedOut, time.Now()
+}
+
+// kill takes one step of killing the command: every killInterval the
+// processes it started are killed (again: they may have forked since);
+// after KillGrace without a status line the shell is frozen, its new
+// children killed, and the shell killed.
+func (r *runner) kill() {
+	now := time.Now()
+	if now.Sub(r.lastKill) < killInterval || !r.shellKilled.IsZero() {
+		return
+	}
+	r.lastKill = now
+	if now.Sub(r.abortAt) < r.s.m.cfg.KillGrace {
+		proctree.Kill(r.sh.pid, r.since)
+		return
+	}
+	// The shell has not reported: it is busy itself (a builtin loop such
+	// as `while :; do :; done`) or keeps starting processes. Stop it so
+	// it cannot start more, kill what it started, then kill it. Its
+	// children must die first: once the shell is gone they are re-parented
+	// and no longer found below it.
+	r.sh.signal(syscall.SIGSTOP)
+	for range 50 {
+		if n, _ := proctree.Kill(r.sh.pid, r.since); n == 0 {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	r.sh.signal(syscall.SIGKILL)
+	r.shellKilled = now
+}
+
+// readOutput reads what one FIFO holds: one read normally (level-triggered
+// epoll calls again if more is there), all of it when draining. It reports
+// whether the FIFO still has writers.
+func (r *runner) readOutput(st Stream, drain bool) (writers bool) {
+	fd := r.fds[st]
+	if fd < 0 {
+		return false
+	}
+	for {
+		n, err := unix.Read(fd, r.s.buf)
+		switch {
+		case n > 0:
+			if werr := r.out.Write(st, r.s.buf[:n]); werr != nil && r.abort == nil {
+				r.startAbort(&AbortError{Cause: werr}, false)
+			}
+			if !drain {
+				return true
+			}
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			return true
+		default: // EOF: every writer closed it; or an error, which ends it too
+			unix.EpollCtl(r.s.ep, unix.EPOLL_CTL_DEL, fd, nil)
+			unix.Close(fd)
+			r.fds[st] = -1
+			return false
+		}
+	}
+}
+
+// readStatus reads the status pipe and looks for the line of command n.
+func (r *runner) readStatus() {
+	sh := r.sh
+	if sh.eof {
+		return
+	}
+	var b [128]byte
+	for {
+		n, err := unix.Read(sh.status, b[:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			return
+		}
+		if n <= 0 {
+			// EOF: the shell exited (or exec'd another program), and so
+			// did everything else holding the pipe. The reaper will say.
+			sh.eof = true
+			unix.EpollCtl(r.s.ep, unix.EPOLL_CTL_DEL, sh.status, nil)
+			return
+		}
+		sh.line = append(sh.line, b[:n]...)
+		for {
+			i := indexNL(sh.line)
+			if i < 0 {
+				break
+			}
+			line := string(sh.line[:i])
+			sh.line = sh.line[i+1:]
+			r.statusLine(line)
+		}
+		if len(sh.line) > maxStatusLine {
+			r.protocolError("status line too long")
+			return
+		}
+	}
+}
+
+func (r *runner) statusLine(line string) {
+	seqText, codeText, ok := cut(line, ' ')
+	seq, err1 := strconv.ParseUint(seqText, 10, 64)
+	code, err2 := strconv.Atoi(codeText)
+	switch {
+	case !ok || err1 != nil || err2 != nil:
+		r.protocolError("malformed status line")
+	case seq == r.n:
+		r.done, r.code = true, code
+	case seq > r.n:
+		r.protocolError("status line from the future")
+	}
+	// seq < r.n: a line forged or delayed from an earlier command; it says
+	// nothing about this one.
+}
+
+// protocolError: something other than the agent's own lines reached the
+// status pipe. The shell cannot be trusted to report this command, so it
+// is killed; the command ends as ErrTerminated.
+func (r *runner) protocolError(why string) {
+	r.s.m.cfg.Log.Warn("session status pipe protocol error; killing the shell", "session", r.s.id, "why", why)
+	r.sh.line = r.sh.line[:0]
+	r.sh.killGroup()
+}
+
+// drainOutputs passes on what the FIFOs still hold. Whatever was written
+// before the status line is in them now. A FIFO that still has writers (a
+// background child) is handed to the drainer rather than closed, so that
+// the child does not die of SIGPIPE on its next write.
+func (r *runner) drainOutputs() {
+	for _, st := range []Stream{Stdout, Stderr} {
+		if r.readOutput(st, true) {
+			fd := r.fds[st]
+			unix.EpollCtl(r.s.ep, unix.EPOLL_CTL_DEL, fd, nil)
+			r.fds[st] = -1
+			r.s.m.linger.adopt(fd)
+		}
+	}
+}
+
+// cleanup closes what is still open and removes the command's files (the
+// command text and per-call environment may be secret).
+func (r *runner) cleanup() {
+	for _, st := range []Stream{Stdout, Stderr} {
+		if fd := r.fds[st]; fd >= 0 {
+			unix.EpollCtl(r.s.ep, unix.EPOLL_CTL_DEL, fd, nil)
+			unix.Close(fd)
+		}
+	}
+	for _, p := range r.made {
+		unix.Unlink(p)
+	}
+}
+
+func indexNL(b []byte) int {
+	for i, c := range b {
+		if c == '\n' {
+			return i
+		}
+	}
+	return -1
+}
+
+func cut(s string, sep byte) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}

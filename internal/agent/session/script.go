@@ -1,0 +1,120 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The shell code the agent generates is POSIX sh, so that it runs in bash
+// and in the /bin/sh fallback alike. It is defensive about the state user
+// commands leave behind: every expansion is quoted (a user may set IFS),
+// `command` skips user functions named cd or printf, ${VAR+x} and ${VAR-}
+// are safe under `set -u`, and `command .` keeps a syntax error in a
+// command from exiting a POSIX-mode shell.
+//
+// The line is read by the shell one byte at a time (a shell never reads
+// ahead on a pipe), so it is kept short: the command itself, and anything
+// large (per-call environment), lives in files the line sources.
+
+// Names of the per-command files in the session directory.
+const (
+	cmdFile     = "cmd" // the command text
+	wrapperFile = "w"   // per-call env and cwd, then sources cmd
+	stdinFile   = "in"  // the command's stdin
+)
+
+// quote makes s one shell word.
+func quote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// dispatchLine is the line that runs command n: source the command (or
+// its wrapper) with stdin and outputs redirected and the status pipe
+// closed, then report the exit status on the status pipe.
+func (s *Session) dispatchLine(n uint64, wrapped, stdin bool) []byte {
+	ns := strconv.FormatUint(n, 10)
+	b := make([]byte, 0, 3*len(s.dir)+96)
+	b = append(b, "command . "...)
+	script := cmdFile
+	if wrapped {
+		script = wrapperFile
+	}
+	b = append(b, quote(s.dir+"/"+script)...)
+	if stdin {
+		b = append(b, " <"...)
+		b = append(b, quote(s.dir+"/"+stdinFile)...)
+	} else {
+		b = append(b, " </dev/null"...)
+	}
+	b = append(b, " >"...)
+	b = append(b, quote(s.dir+"/o"+ns)...)
+	b = append(b, " 2>"...)
+	b = append(b, quote(s.dir+"/e"+ns)...)
+	b = append(b, " 3>&-; command printf '"...)
+	b = append(b, ns...)
+	b = append(b, ` %s\n' "$?" >&3`+"\n"...)
+	return b
+}
+
+// wrapperScript sets the per-call environment and working directory, runs
+// the command, and puts back what it changed: variables that were unset
+// are unset again, others get their old value; the old working directory
+// (and OLDPWD) is restored even if the command changed it. Everything else
+// the command did persists. The wrapper returns the command's status.
+//
+// A variable that was a plain (unexported) shell variable before stays
+// exported afterwards: POSIX sh cannot tell whether a variable is exported
+// without forking.
+func wrapperScript(cmdPath string, env map[string]string, cwd string) ([]byte, error) {
+	var b strings.Builder
+	names := make([]string, 0, len(env))
+	for k := range env {
+		if !ValidEnvName(k) {
+			return nil, fmt.Errorf("invalid environment variable name %q", k)
+		}
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, v := range env {
+		if strings.IndexByte(v, 0) >= 0 {
+			return nil, errors.New("environment value contains NUL")
+		}
+	}
+	if strings.IndexByte(cwd, 0) >= 0 {
+		return nil, errors.New("working directory contains NUL")
+	}
+	if cwd != "" {
+		b.WriteString("__sbx_pwd=$PWD __sbx_oldpwd=${OLDPWD-}\n")
+	}
+	for i, k := range names {
+		fmt.Fprintf(&b, "__sbx_s%d=${%s+x} __sbx_v%d=${%s-}\n", i, k, i, k)
+	}
+	for _, k := range names {
+		fmt.Fprintf(&b, "export %s=%s\n", k, quote(env[k]))
+	}
+	if cwd != "" {
+		fmt.Fprintf(&b, "command cd -- %s && ", quote(cwd))
+	}
+	fmt.Fprintf(&b, "command . %s\n__sbx_rc=$?\n", quote(cmdPath))
+	for i, k := range names {
+		fmt.Fprintf(&b, "case $__sbx_s%d in x) %s=$__sbx_v%d ;; *) unset %s ;; esac\n", i, k, i, k)
+	}
+	var tmp []string
+	if cwd != "" {
+		b.WriteString("command cd -- \"$__sbx_pwd\"; OLDPWD=$__sbx_oldpwd\n")
+		tmp = append(tmp, "__sbx_pwd", "__sbx_oldpwd")
+	}
+	for i := range names {
+		tmp = append(tmp, "__sbx_s"+strconv.Itoa(i), "__sbx_v"+strconv.Itoa(i))
+	}
+	if len(tmp) > 0 {
+		b.WriteString("unset " + strings.Join(tmp, " ") + "\n")
+	}
+	// Expanded before eval runs, so the variable can go and still be
+	// returned.
+	b.WriteString("eval \"unset __sbx_rc; return $__sbx_rc\"\n")
+	return []byte(b.String()), nil
+}

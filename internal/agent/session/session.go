@@ -1,0 +1,364 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Command is one command to run in a session.
+type Command struct {
+	// Text is the shell command line; never empty, never contains NUL.
+	Text string
+	// Env is set for this command only (names must pass ValidEnvName).
+	Env map[string]string
+	// Cwd is the working directory for this command only; empty: the
+	// session's current one.
+	Cwd string
+	// Stdin, when not nil, is the command's standard input; otherwise
+	// stdin is /dev/null.
+	Stdin []byte
+	// Timeout kills the command after this long; 0: the session's
+	// CommandTimeout, if any.
+	Timeout time.Duration
+}
+
+// Result is how a command ended. Exec fills it in also when it returns an
+// error, as far as it is known.
+type Result struct {
+	// ExitCode is the command's exit status (128+n when killed by signal
+	// n); for ErrTerminated, the shell's.
+	ExitCode int
+	// Duration is the time from Begin to the end of the command.
+	Duration time.Duration
+}
+
+// Stream says which output a chunk came from.
+type Stream int
+
+const (
+	Stdout Stream = 1
+	Stderr Stream = 2
+)
+
+func (s Stream) String() string {
+	if s == Stderr {
+		return "stderr"
+	}
+	return "stdout"
+}
+
+// Output receives a command's output as it is produced. Its methods are
+// called from the goroutine that called Exec, one at a time.
+type Output interface {
+	// Begin is called once, when the command is about to be handed to the
+	// shell (after waiting for its turn and starting the shell if needed).
+	Begin()
+	// Write gets the next chunk of one stream. p is only valid during the
+	// call. An error (the client went away) aborts the command like a
+	// cancelled context.
+	Write(s Stream, p []byte) error
+}
+
+// ErrTerminated is returned when the shell exited during the command
+// (`exit`, `exec`, a signal). The next command gets a fresh shell.
+var ErrTerminated = errors.New("the session's shell exited during the command")
+
+// TimeoutError is returned when a command ran past its timeout and was
+// killed with its process tree.
+type TimeoutError struct {
+	Timeout time.Duration
+	// ShellRestarted is set when killing the command's processes was not
+	// enough (a busy loop in the shell itself) and the shell was killed
+	// too: the session's state (cwd, variables, functions) is lost.
+	ShellRestarted bool
+}
+
+func (e *TimeoutError) Error() string {
+	msg := fmt.Sprintf("command timed out after %s and was killed", e.Timeout)
+	if e.ShellRestarted {
+		msg += "; the shell itself had to be killed, so the session's state (working directory, variables, functions, aliases) was lost"
+	}
+	return msg
+}
+
+// AbortError is returned when a command was killed because its caller went
+// away: the context was cancelled or Output.Write failed.
+type AbortError struct{ Cause error }
+
+func (e *AbortError) Error() string { return "command aborted: " + e.Cause.Error() }
+func (e *AbortError) Unwrap() error { return e.Cause }
+
+// Session is one persistent shell and the queue of commands for it.
+type Session struct {
+	m    *Manager
+	id   string
+	opts Options
+	dir  string // private directory under RunDir
+
+	// turn holds one token; whoever holds it runs the session's command.
+	// Blocked receivers are served in arrival order.
+	turn      chan struct{}
+	queued    atomic.Int32 // tickets not yet finished, including the running one
+	closed    chan struct{}
+	closeOnce sync.Once
+
+	// Owned by the holder of the turn.
+	ep   int // epoll instance: status pipe, wake eventfd, per-command FIFOs
+	wake *waker
+	seq  uint64
+	buf  []byte
+
+	// shMu guards sh for readers that do not hold the turn (close).
+	shMu sync.Mutex
+	sh   *shell
+}
+
+func newSession(m *Manager, id string, o Options) (*Session, error) {
+	dir := filepath.Join(m.cfg.RunDir, id)
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, fmt.Errorf("cleaning session directory: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating session directory: %w", err)
+	}
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("creating epoll: %w", err)
+	}
+	w, err := newWaker()
+	if err != nil {
+		unix.Close(ep)
+		return nil, err
+	}
+	if err := epollAdd(ep, w.fd, unix.EPOLLIN); err != nil {
+		unix.Close(ep)
+		w.close()
+		return nil, err
+	}
+	s := &Session{
+		m: m, id: id, opts: o, dir: dir,
+		turn:   make(chan struct{}, 1),
+		closed: make(chan struct{}),
+		ep:     ep,
+		wake:   w,
+		buf:    make([]byte, 64<<10),
+	}
+	s.turn <- struct{}{}
+	return s, nil
+}
+
+// ID is the session's name.
+func (s *Session) ID() string { return s.id }
+
+// Ticket is a place in a session's queue, used for one Exec.
+type Ticket struct {
+	s    *Session
+	used atomic.Bool
+}
+
+// Enqueue takes a place in the session's queue, or fails at once with
+// ErrBusy when MaxQueue commands are already waiting. The ticket must be
+// used with Exec or given back with Release.
+func (s *Session) Enqueue() (*Ticket, error) {
+	select {
+	case <-s.closed:
+		return nil, ErrClosed
+	default:
+	}
+	if int(s.queued.Add(1)) > s.m.cfg.MaxQueue+1 { // +1: the running one
+		s.queued.Add(-1)
+		return nil, ErrBusy
+	}
+	return &Ticket{s: s}, nil
+}
+
+// Release gives the place back without running anything. It is a no-op
+// after Exec.
+func (t *Ticket) Release() {
+	if t.used.CompareAndSwap(false, true) {
+		t.s.queued.Add(-1)
+	}
+}
+
+// Exec runs cmd through the queue; see Ticket.Exec.
+func (s *Session) Exec(ctx context.Context, cmd Command, out Output) (Result, error) {
+	t, err := s.Enqueue()
+	if err != nil {
+		return Result{}, err
+	}
+	return t.Exec(ctx, cmd, out)
+}
+
+// Exec waits for the ticket's turn, then runs cmd in the session's shell,
+// starting a shell first if there is none or the last one died. Output goes
+// to out as it is produced. A ticket runs one command.
+func (t *Ticket) Exec(ctx context.Context, cmd Command, out Output) (Result, error) {
+	s := t.s
+	if !t.used.CompareAndSwap(false, true) {
+		return Result{}, errors.New("session: ticket used twice")
+	}
+	defer s.queued.Add(-1)
+	select {
+	case <-s.turn:
+	case <-s.closed:
+		return Result{}, ErrClosed
+	case <-ctx.Done():
+		return Result{}, &AbortError{Cause: context.Cause(ctx)}
+	}
+	defer func() { s.turn <- struct{}{} }()
+	select {
+	case <-s.closed:
+		return Result{}, ErrClosed
+	default:
+	}
+	if cmd.Timeout == 0 {
+		cmd.Timeout = s.opts.CommandTimeout
+	}
+	began := false
+	for attempt := 0; ; attempt++ {
+		if err := s.ensureShell(ctx); err != nil {
+			return Result{}, err
+		}
+		if !began {
+			out.Begin()
+			began = true
+		}
+		res, err := s.run(ctx, cmd, out)
+		if errors.Is(err, errNotDispatched) && attempt == 0 {
+			// The shell died between commands and never saw this one:
+			// running it in a fresh shell is safe.
+			s.m.cfg.Log.Warn("session shell gone before dispatch; restarting it", "session", s.id, "err", err)
+			s.dropShell()
+			continue
+		}
+		return res, err
+	}
+}
+
+// Warm starts the session's shell now (if it has none), so that the first
+// command does not pay for it.
+func (s *Session) Warm(ctx context.Context) error {
+	select {
+	case <-s.turn:
+	case <-s.closed:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { s.turn <- struct{}{} }()
+	return s.ensureShell(ctx)
+}
+
+// ensureShell makes sure s.sh is a live shell. Called with the turn held.
+func (s *Session) ensureShell(ctx context.Context) error {
+	if s.sh != nil && !s.sh.exited.Load() {
+		return nil
+	}
+	if s.sh != nil {
+		s.dropShell()
+	}
+	sh, err := s.startShell(ctx)
+	if err != nil {
+		return fmt.Errorf("starting the shell of session %s: %w", s.id, err)
+	}
+	s.shMu.Lock()
+	s.sh = sh
+	s.shMu.Unlock()
+	return nil
+}
+
+// dropShell kills the current shell (if it still runs) and releases it.
+// Called with the turn held.
+func (s *Session) dropShell() {
+	s.shMu.Lock()
+	sh := s.sh
+	s.sh = nil
+	s.shMu.Unlock()
+	if sh != nil {
+		sh.release(s.ep)
+	}
+}
+
+// close kills the shell and its process group, waits (boundedly) for a
+// running command to notice, and releases the session's resources.
+func (s *Session) close() {
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		s.shMu.Lock()
+		if s.sh != nil {
+			s.sh.killGroup()
+		}
+		s.shMu.Unlock()
+		select {
+		case <-s.turn:
+		case <-time.After(5 * time.Second):
+			s.m.cfg.Log.Error("session command did not end after its shell was killed; leaking its resources", "session", s.id)
+			return
+		}
+		s.dropShell()
+		unix.Close(s.ep)
+		s.wake.close()
+		os.RemoveAll(s.dir)
+	})
+}
+
+// waker is an eventfd in the session's epoll set, written to interrupt a
+// command's wait: by the reaper when the shell exits, or when the caller's
+// context is cancelled. Writes after close are dropped, never sent to a
+// reused descriptor number.
+type waker struct {
+	mu sync.Mutex
+	fd int
+}
+
+func newWaker() (*waker, error) {
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("creating eventfd: %w", err)
+	}
+	return &waker{fd: fd}, nil
+}
+
+func (w *waker) wake() {
+	one := [8]byte{1}
+	w.mu.Lock()
+	if w.fd >= 0 {
+		unix.Write(w.fd, one[:])
+	}
+	w.mu.Unlock()
+}
+
+// reset consumes pending wake-ups. Only the turn holder calls it.
+func (w *waker) reset() {
+	var b [8]byte
+	w.mu.Lock()
+	if w.fd >= 0 {
+		unix.Read(w.fd, b[:])
+	}
+	w.mu.Unlock()
+}
+
+func (w *waker) close() {
+	w.mu.Lock()
+	if w.fd >= 0 {
+		unix.Close(w.fd)
+		w.fd = -1
+	}
+	w.mu.Unlock()
+}
+
+func epollAdd(ep, fd int, events uint32) error {
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return fmt.Errorf("epoll add: %w", err)
+	}
+	return nil
+}
