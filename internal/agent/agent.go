@@ -1,0 +1,266 @@
+// Package agent is the in-sandbox agent's edge: it wires the reaper and the
+// sessions together, serves the agent's HTTP API on a unix socket, decodes
+// and validates every request (they are hostile input), and turns domain
+// results and errors into wire types, codes and HTTP statuses. The daemon
+// forwards /v1/sandboxes/{id}/<rest> to the agent as /<rest> with the same
+// bodies, so the routes and bodies here are the public wire format.
+//
+// It must stay small and static: it imports no database, image or HTTP
+// framework package, and it never logs command text, environment values,
+// stdin or output.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sandboxd/sandboxd/internal/agent/reaper"
+	"github.com/sandboxd/sandboxd/internal/agent/session"
+	"github.com/sandboxd/sandboxd/internal/agent/spawn"
+)
+
+// Defaults of the agent's configuration.
+const (
+	DefaultSocket    = "/.sandboxd/run/agent.sock"
+	DefaultRunDir    = "/run/sandboxd-agent"
+	DefaultWorkspace = "/workspace"
+	// DefaultKeepalive is the longest an event stream stays silent.
+	DefaultKeepalive = 15 * time.Second
+)
+
+// PrivateEnvPrefix marks variables meant for the agent itself; they are
+// not passed on to user code.
+const PrivateEnvPrefix = "SANDBOXD_AGENT_"
+
+// baseEnv is what every shell starts with, unless the sandbox's own
+// environment says otherwise. TERM is dumb because sessions have no
+// terminal.
+var baseEnv = []string{
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"HOME=/root",
+	"LANG=C.UTF-8",
+	"TERM=dumb",
+}
+
+// Config is the agent's configuration.
+type Config struct {
+	// RunDir is the agent's private directory (FIFOs, scripts); it should
+	// be on a tmpfs. Default DefaultRunDir.
+	RunDir string
+	// Workspace is the default working directory, created if missing.
+	// Default DefaultWorkspace.
+	Workspace string
+	// CgroupRoot holds the user cgroup directories the spawn wrapper
+	// joins. Default spawn.DefaultCgroupRoot.
+	CgroupRoot string
+	// Shell overrides the session shell (default /bin/bash, else /bin/sh).
+	Shell string
+	// Self is the agent binary, re-executed as the spawn wrapper. Default
+	// /proc/self/exe.
+	Self string
+	// Env is the sandbox's environment, as the agent received it; private
+	// variables are dropped. Nil means os.Environ().
+	Env []string
+	// Version is reported by /health.
+	Version string
+	// Keepalive is the interval of SSE keepalive comments on a silent
+	// stream. Default DefaultKeepalive.
+	Keepalive time.Duration
+	// Reaper is the process's reaper. Nil: New makes one and Run runs it.
+	// (Tests that start several agents in one process share one: there
+	// may be only one waiter on a process's children.)
+	Reaper *reaper.Reaper
+	// Sessions tunes the session manager (limits, grace periods); its
+	// paths, shell, environment, reaper and logger are filled from the
+	// fields above.
+	Sessions session.Config
+	// Log is the operator log. Default: discard.
+	Log *slog.Logger
+}
+
+// Agent is one running agent.
+type Agent struct {
+	cfg       Config
+	reaper    *reaper.Reaper
+	ownReaper bool
+	sessions  *session.Manager
+	server    *server
+}
+
+// New prepares an agent: the reaper (when it must make one), the
+// workspace, the run directory and the session manager. Nothing is served
+// and no shell runs until Run.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RunDir == "" {
+		cfg.RunDir = DefaultRunDir
+	}
+	if cfg.Workspace == "" {
+		cfg.Workspace = DefaultWorkspace
+	}
+	if cfg.CgroupRoot == "" {
+		cfg.CgroupRoot = spawn.DefaultCgroupRoot
+	}
+	if cfg.Keepalive <= 0 {
+		cfg.Keepalive = DefaultKeepalive
+	}
+	if cfg.Env == nil {
+		cfg.Env = os.Environ()
+	}
+	if err := os.MkdirAll(cfg.Workspace, 0o755); err != nil {
+		return nil, fmt.Errorf("creating workspace: %w", err)
+	}
+	a := &Agent{cfg: cfg, reaper: cfg.Reaper}
+	if a.reaper == nil {
+		r, err := reaper.New(cfg.Log)
+		if err != nil {
+			return nil, err
+		}
+		a.reaper, a.ownReaper = r, true
+	}
+	if os.Getpid() == 1 {
+		protectFromOOM(cfg.Log)
+	}
+	sc := cfg.Sessions
+	sc.RunDir, sc.Workspace, sc.CgroupRoot = cfg.RunDir, cfg.Workspace, cfg.CgroupRoot
+	sc.Shell, sc.Self = cfg.Shell, cfg.Self
+	sc.BaseEnv = shellEnv(cfg.Env)
+	sc.Reaper, sc.Log = a.reaper, cfg.Log
+	m, err := session.NewManager(sc)
+	if err != nil {
+		return nil, err
+	}
+	a.sessions = m
+	a.server = &server{
+		log:          cfg.Log,
+		version:      cfg.Version,
+		sessions:     m,
+		keepalive:    cfg.Keepalive,
+		writeTimeout: 30 * time.Second,
+	}
+	return a, nil
+}
+
+// Handler is the agent's HTTP API.
+func (a *Agent) Handler() http.Handler { return a.server.routes() }
+
+// Run serves ln until ctx is done, then shuts down in this order:
+//  1. stop accepting connections (the HTTP server's Shutdown begins);
+//  2. kill every session's shell and process group, so that running
+//     commands end (their callers get SESSION_TERMINATED) and no new shell
+//     starts;
+//  3. wait for the HTTP handlers to finish, at most shutdownTimeout, then
+//     close the remaining connections;
+//  4. stop the reaper (if this agent runs it).
+//
+// As PID 1 the agent's exit then takes down whatever is left in the
+// sandbox.
+func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
+	const shutdownTimeout = 5 * time.Second
+	srv := &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(a.cfg.Log.Handler(), slog.LevelDebug),
+	}
+	reaperCtx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopReaper()
+	g, gctx := errgroup.WithContext(ctx)
+	if a.ownReaper {
+		g.Go(func() error { return a.reaper.Run(reaperCtx) })
+	}
+	g.Go(func() error {
+		// Start the default shell now so the first command does not wait
+		// for it. A failure is not fatal: the first command tries again
+		// and reports the error to its caller.
+		def, err := a.sessions.Get(session.Default)
+		if err == nil {
+			err = def.Warm(gctx)
+		}
+		if err != nil && gctx.Err() == nil {
+			a.cfg.Log.Warn("could not start the default session's shell", "err", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		a.cfg.Log.Info("agent serving", "socket", ln.Addr().String(), "pid", os.Getpid(), "version", a.cfg.Version)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serving: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		a.cfg.Log.Info("agent shutting down")
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		defer cancel()
+		shut := make(chan error, 1)
+		go func() { shut <- srv.Shutdown(sctx) }() // 1
+		a.sessions.Close()                         // 2
+		if err := <-shut; err != nil {             // 3
+			srv.Close()
+		}
+		stopReaper() // 4
+		return nil
+	})
+	return g.Wait()
+}
+
+// Listen opens the agent's unix socket at path, replacing a stale socket
+// left by an earlier agent.
+func Listen(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", path, err)
+	}
+	// Only the daemon (root, outside) talks to the agent; the directory
+	// is 0700 too.
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("securing %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// shellEnv is the base environment of shells: the defaults, overridden by
+// the sandbox's environment minus the agent's private variables and the
+// variables a shell manages itself.
+func shellEnv(env []string) []string {
+	out := append([]string(nil), baseEnv...)
+	for _, kv := range env {
+		name, _, ok := strings.Cut(kv, "=")
+		if !ok || strings.HasPrefix(name, PrivateEnvPrefix) {
+			continue
+		}
+		switch name {
+		case "PWD", "OLDPWD", "SHLVL", "_":
+			continue
+		}
+		out = append(out, kv) // later entries win in session.Manager
+	}
+	return out
+}
+
+// protectFromOOM asks the kernel never to pick the agent when the sandbox
+// runs out of memory. It needs CAP_SYS_RESOURCE, which sandboxes may not
+// have; the cgroup split protects the agent either way.
+func protectFromOOM(log *slog.Logger) {
+	if err := os.WriteFile("/proc/self/oom_score_adj", []byte("-1000"), 0); err != nil {
+		log.Debug("could not lower the agent's oom_score_adj", "err", err)
+	}
+}

@@ -1,0 +1,566 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/api/sse"
+)
+
+func TestHealth(t *testing.T) {
+	ta := startAgent(t)
+	resp, err := ta.client.Get("http://agent/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var h api.AgentHealth
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		t.Fatal(err)
+	}
+	want := api.AgentHealth{ProtocolVersion: api.ProtocolVersion, Version: "test", PID: os.Getpid()}
+	if diff := cmp.Diff(want, h); diff != "" {
+		t.Errorf("health (-want +got):\n%s", diff)
+	}
+}
+
+func TestShellStatePersists(t *testing.T) {
+	ta := startAgent(t)
+	dir := t.TempDir()
+	tests := []struct {
+		name       string
+		set, check string
+		want       string
+	}{
+		{"cd", "cd " + dir, "pwd", dir + "\n"},
+		{"export", "export GREETING=hello", "sh -c 'echo $GREETING'", "hello\n"},
+		{"shell variable", "count=41", "echo $((count+1))", "42\n"},
+		{"function", "greet() { echo \"hi $1\"; }", "greet bob", "hi bob\n"},
+		{"alias", "alias ll='echo listing'", "ll now", "listing now\n"},
+		{"associative array", "declare -A m=([k]=v)", "echo ${m[k]}", "v\n"},
+		{"shell option", "set -o noglob", "echo *", "*\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ta.run(t, tt.set)
+			if got := ta.run(t, tt.check); got != tt.want {
+				t.Errorf("%q after %q = %q, want %q", tt.check, tt.set, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestBaseEnvironment(t *testing.T) {
+	ta := startAgent(t)
+	got := ta.run(t, `echo "$PWD|$HOME|$LANG|$TERM|$SANDBOX_TEST_VAR|${SANDBOXD_AGENT_SECRET-unset}|$0"`)
+	want := ta.workspace + "|/root|C.UTF-8|dumb|base|unset|bash\n"
+	if got != want {
+		t.Errorf("environment = %q, want %q", got, want)
+	}
+}
+
+func TestPerCallEnvAndCwdDoNotLeak(t *testing.T) {
+	ta := startAgent(t)
+	dir := t.TempDir()
+	ta.run(t, "export KEPT=before; PLAIN=plain; unset GONE")
+	res := ta.exec(t, api.ExecRequest{
+		Command: `echo "$KEPT|$PLAIN|$GONE|$(pwd)"; sh -c 'echo "$KEPT|$PLAIN|$GONE"'; export OTHER=persists; cd /`,
+		Env:     map[string]string{"KEPT": "call", "PLAIN": "it's \"quoted\" $HOME\nline2", "GONE": "here"},
+		Cwd:     dir,
+	})
+	want := "call|it's \"quoted\" $HOME\nline2|here|" + dir + "\ncall|it's \"quoted\" $HOME\nline2|here\n"
+	if res.Stdout != want || res.ExitCode != 0 {
+		t.Fatalf("in the call: stdout %q (exit %d, stderr %q), want %q", res.Stdout, res.ExitCode, res.Stderr, want)
+	}
+	got := ta.run(t, `echo "$KEPT|$PLAIN|${GONE-unset}|$OTHER|$(pwd)"`)
+	if want := "before|plain|unset|persists|" + ta.workspace + "\n"; got != want {
+		t.Errorf("after the call: %q, want %q", got, want)
+	}
+}
+
+func TestCwdThatDoesNotExist(t *testing.T) {
+	ta := startAgent(t)
+	res := ta.exec(t, api.ExecRequest{Command: "echo ran", Cwd: "/no/such/dir"})
+	if res.ExitCode == 0 || res.Stdout != "" || !strings.Contains(res.Stderr, "/no/such/dir") {
+		t.Errorf("got exit %d stdout %q stderr %q; want failure naming the directory", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	if got := ta.run(t, "pwd"); got != ta.workspace+"\n" {
+		t.Errorf("cwd after = %q", got)
+	}
+}
+
+func TestStdin(t *testing.T) {
+	ta := startAgent(t)
+	binary := []byte{0, 1, 2, 0xff, 0xfe, '\n', 'x'}
+	tests := []struct {
+		name     string
+		req      api.ExecRequest
+		want     string
+		encoding string
+	}{
+		{"text", api.ExecRequest{Command: "cat", Stdin: "héllo\nworld"}, "héllo\nworld", ""},
+		{"utf-8 named", api.ExecRequest{Command: "wc -c", Stdin: "abc", StdinEncoding: "utf-8"}, "3\n", ""},
+		{"base64", api.ExecRequest{Command: "cat", Stdin: base64.StdEncoding.EncodeToString(binary), StdinEncoding: "base64"},
+			base64.StdEncoding.EncodeToString(binary), api.EncodingBase64},
+		{"none is empty", api.ExecRequest{Command: "cat; echo done"}, "done\n", ""},
+		{"read builtin", api.ExecRequest{Command: "read a b; echo \"$b-$a\"", Stdin: "one two\n"}, "two-one\n", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := ta.exec(t, tt.req)
+			if res.Stdout != tt.want || res.Encoding != tt.encoding {
+				t.Errorf("stdout %q encoding %q, want %q %q", res.Stdout, res.Encoding, tt.want, tt.encoding)
+			}
+		})
+	}
+	// `read` in the shell itself must not leave stdin redirected.
+	if got := ta.run(t, "echo $a"); got != "one\n" {
+		t.Errorf("variable read from stdin = %q", got)
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	ta := startAgent(t)
+	tests := []struct {
+		command string
+		code    int
+	}{
+		{"true", 0},
+		{"false", 1},
+		{"(exit 42)", 42},
+		{"no-such-command-xyz", 127},
+		{"sh -c 'kill -9 $$'", 137},
+		{"return 3", 3},
+		{"echo partial; if", 2}, // syntax error
+	}
+	for _, tt := range tests {
+		t.Run(tt.command, func(t *testing.T) {
+			res := ta.exec(t, api.ExecRequest{Command: tt.command})
+			if res.ExitCode != tt.code || res.Success != (tt.code == 0) {
+				t.Errorf("exit %d success %v, want %d; stderr %q", res.ExitCode, res.Success, tt.code, res.Stderr)
+			}
+		})
+	}
+	if !strings.Contains(ta.exec(t, api.ExecRequest{Command: "no-such-command-xyz"}).Stderr, "command not found") {
+		t.Error("unknown command: no 'command not found' on stderr")
+	}
+}
+
+func TestTimeoutKillsProcessTree(t *testing.T) {
+	ta := startAgent(t)
+	ta.run(t, "export STATE=kept; cd /tmp")
+	tests := []struct {
+		name, command, marker string
+	}{
+		{"background and foreground", "sleep 1001 & sleep 1001", "sleep 1001"},
+		{"nested shell", "bash -c 'sleep 1002 & wait'", "sleep 1002"},
+		{"pipeline", "echo started; sleep 1003 | cat", "sleep 1003"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			e := ta.execError(t, api.ExecRequest{Command: tt.command, Timeout: 300}, http.StatusRequestTimeout, api.CodeCommandTimeout)
+			if took := time.Since(start); took > 3*time.Second {
+				t.Errorf("timeout took %s", took)
+			}
+			for _, k := range []string{"stdout", "stderr", "encoding", "duration", "exitCode"} {
+				if _, ok := e.Details[k]; !ok {
+					t.Errorf("details lack %q: %v", k, e.Details)
+				}
+			}
+			if strings.Contains(e.Message, "lost") {
+				t.Errorf("message says state was lost: %s", e.Message)
+			}
+			eventually(t, 2*time.Second, tt.marker+" to die", func() bool { return len(processesMatching(t, tt.marker)) == 0 })
+			if got := ta.run(t, "echo $STATE; pwd"); got != "kept\n/tmp\n" {
+				t.Errorf("session state after timeout = %q", got)
+			}
+		})
+	}
+	e := ta.execError(t, api.ExecRequest{Command: "echo started; sleep 1004", Timeout: 300}, http.StatusRequestTimeout, api.CodeCommandTimeout)
+	if e.Details["stdout"] != "started\n" {
+		t.Errorf("output before the timeout = %q", e.Details["stdout"])
+	}
+}
+
+func TestTimeoutSparesEarlierBackgroundJobs(t *testing.T) {
+	ta := startAgent(t)
+	ta.run(t, "sleep 1010 &")
+	time.Sleep(30 * time.Millisecond) // older than the next command by a few clock ticks
+	ta.execError(t, api.ExecRequest{Command: "sleep 1011", Timeout: 200}, http.StatusRequestTimeout, api.CodeCommandTimeout)
+	if len(processesMatching(t, "sleep 1010")) != 1 {
+		t.Error("the earlier background job was killed with the timed-out command")
+	}
+	ta.run(t, "kill %1") // clean up
+}
+
+func TestBuiltinBusyLoopTimeout(t *testing.T) {
+	ta := startAgent(t)
+	ta.run(t, "export STATE=lost")
+	e := ta.execError(t, api.ExecRequest{Command: "echo spinning; while :; do :; done", Timeout: 200}, http.StatusRequestTimeout, api.CodeCommandTimeout)
+	if !strings.Contains(e.Message, "state") {
+		t.Errorf("message does not say the state was lost: %s", e.Message)
+	}
+	if e.Details["stdout"] != "spinning\n" {
+		t.Errorf("output before the timeout = %q", e.Details["stdout"])
+	}
+	if got := ta.run(t, "echo ${STATE-fresh}; pwd"); got != "fresh\n"+ta.workspace+"\n" {
+		t.Errorf("session after the shell was replaced = %q", got)
+	}
+}
+
+func TestExitTerminatesSession(t *testing.T) {
+	ta := startAgent(t)
+	ta.run(t, "cd /tmp; export STATE=old")
+	e := ta.execError(t, api.ExecRequest{Command: "echo bye; echo err >&2; exit 7"}, http.StatusGone, api.CodeSessionTerminated)
+	if e.Details["stdout"] != "bye\n" || e.Details["stderr"] != "err\n" || e.Details["exitCode"] != float64(7) {
+		t.Errorf("details = %v", e.Details)
+	}
+	if got := ta.run(t, "echo ${STATE-new}; pwd"); got != "new\n"+ta.workspace+"\n" {
+		t.Errorf("next command = %q, want a fresh shell in the workspace", got)
+	}
+	// exec replaces the shell: its output still arrives, then the session
+	// ends.
+	e = ta.execError(t, api.ExecRequest{Command: "exec sh -c 'sleep 0.1; echo replaced; exit 5'"}, http.StatusGone, api.CodeSessionTerminated)
+	if e.Details["stdout"] != "replaced\n" || e.Details["exitCode"] != float64(5) {
+		t.Errorf("exec: details = %v", e.Details)
+	}
+	ta.run(t, "true")
+}
+
+func TestBackgroundChildDoesNotHoldCompletion(t *testing.T) {
+	ta := startAgent(t)
+	start := time.Now()
+	res := ta.exec(t, api.ExecRequest{Command: "sleep 30 & echo started"})
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("command with a background child took %s", took)
+	}
+	if res.Stdout != "started\n" {
+		t.Errorf("stdout = %q", res.Stdout)
+	}
+	// Output of an earlier command's background child never shows up in
+	// a later command, and the child is not killed by a closed pipe.
+	ta.run(t, "(sleep 0.2; echo late; echo $? > "+ta.workspace+"/late-status) &")
+	got := ta.run(t, "sleep 0.4; echo now")
+	if got != "now\n" {
+		t.Errorf("later command's output = %q", got)
+	}
+	if status := ta.run(t, "cat late-status"); status != "0\n" {
+		t.Errorf("background child's echo status = %q, want 0 (not killed by SIGPIPE)", status)
+	}
+	ta.run(t, "kill %1 2>/dev/null; true")
+}
+
+func TestStreamOrderAndLatency(t *testing.T) {
+	ta := startAgent(t)
+	events := ta.stream(t, context.Background(), api.ExecRequest{Command: "echo a; sleep 0.3; echo b >&2; echo c"})
+	checkStreamShape(t, events)
+	var types []string
+	for _, ev := range events {
+		types = append(types, ev.Type+":"+ev.Data)
+	}
+	want := []string{"start:", "stdout:a\n", "stderr:b\n", "stdout:c\n", "complete:"}
+	if diff := cmp.Diff(want, types); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	last := events[len(events)-1]
+	if last.ExitCode == nil || *last.ExitCode != 0 {
+		t.Errorf("complete without exit code 0: %+v", last.ExecEvent)
+	}
+	if gap := last.at.Sub(events[1].at); gap < 250*time.Millisecond {
+		t.Errorf("first output arrived only %s before complete: not streamed", gap)
+	}
+	if d := events[1].at.Sub(events[0].at); d > 100*time.Millisecond {
+		t.Errorf("first output took %s after start", d)
+	}
+}
+
+func TestStreamFirstByteLatency(t *testing.T) {
+	ta := startAgent(t)
+	// The command writes a timestamp the moment it runs; the event must
+	// arrive well within 50ms of it.
+	events := ta.stream(t, context.Background(), api.ExecRequest{Command: "date +%s%N; sleep 0.2"})
+	checkStreamShape(t, events)
+	var ns int64
+	if _, err := fmt.Sscan(events[1].Data, &ns); err != nil {
+		t.Fatalf("first event %q: %v", events[1].Data, err)
+	}
+	if lag := events[1].at.Sub(time.Unix(0, ns)); lag > 50*time.Millisecond {
+		t.Errorf("first byte arrived %s after it was written", lag)
+	}
+}
+
+func TestStreamUTF8Split(t *testing.T) {
+	ta := startAgent(t)
+	events := ta.stream(t, context.Background(), api.ExecRequest{Command: `printf 'x\xe2\x82'; sleep 0.1; printf '\xac'; sleep 0.1; printf '\xf0\x9f'; sleep 0.1; printf '\x98\x80!'`})
+	checkStreamShape(t, events)
+	var chunks []string
+	for _, ev := range events {
+		if ev.Type == api.EventStdout {
+			if ev.Encoding != "" {
+				t.Errorf("chunk %q sent as %s", ev.Data, ev.Encoding)
+			}
+			chunks = append(chunks, ev.Data)
+		}
+	}
+	if diff := cmp.Diff([]string{"x", "€", "😀!"}, chunks); diff != "" {
+		t.Errorf("chunks (-want +got):\n%s", diff)
+	}
+}
+
+func TestBinaryOutputRoundTrips(t *testing.T) {
+	ta := startAgent(t)
+	data := make([]byte, 1000)
+	rand.Read(data)
+	data[0] = 0xff // never valid UTF-8
+	req := api.ExecRequest{Command: "cat", Stdin: base64.StdEncoding.EncodeToString(data), StdinEncoding: api.EncodingBase64}
+
+	res := ta.exec(t, req)
+	if res.Encoding != api.EncodingBase64 {
+		t.Fatalf("encoding %q", res.Encoding)
+	}
+	got, err := base64.StdEncoding.DecodeString(res.Stdout)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Errorf("buffered: output differs from input (err %v)", err)
+	}
+
+	events := ta.stream(t, context.Background(), req)
+	checkStreamShape(t, events)
+	if got := collectStream(t, events, api.EventStdout); !bytes.Equal(got, data) {
+		t.Errorf("stream: output differs from input (%d bytes, want %d)", len(got), len(data))
+	}
+
+	res = ta.exec(t, api.ExecRequest{Command: "head -c 1000 /dev/urandom | wc -c"})
+	if res.Stdout != "1000\n" {
+		t.Errorf("urandom: %q", res.Stdout)
+	}
+}
+
+func TestBufferedOutputTruncated(t *testing.T) {
+	ta := startAgent(t)
+	res := ta.exec(t, api.ExecRequest{Command: fmt.Sprintf("head -c %d /dev/zero | tr '\\0' a; echo tail >&2", api.MaxBufferedOutputBytes+4096)})
+	if !res.Truncated || len(res.Stdout) != api.MaxBufferedOutputBytes || res.Stderr != "tail\n" || res.ExitCode != 0 {
+		t.Errorf("truncated %v, stdout %d bytes, stderr %q, exit %d", res.Truncated, len(res.Stdout), res.Stderr, res.ExitCode)
+	}
+	if res := ta.exec(t, api.ExecRequest{Command: "echo small"}); res.Truncated {
+		t.Error("small output marked truncated")
+	}
+}
+
+func TestClientDisconnectKillsCommand(t *testing.T) {
+	ta := startAgent(t)
+	ta.run(t, "export STATE=kept")
+	ctx, cancel := context.WithCancel(context.Background())
+	resp := ta.openStream(t, ctx, api.ExecRequest{Command: "echo started; sleep 1020"})
+	readRaw(resp.Body, func(line string) bool { return !strings.Contains(line, "started") })
+	eventually(t, time.Second, "sleep to start", func() bool { return len(processesMatching(t, "sleep 1020")) == 1 })
+	cancel()
+	resp.Body.Close()
+	eventually(t, 3*time.Second, "sleep to die", func() bool { return len(processesMatching(t, "sleep 1020")) == 0 })
+	if got := ta.run(t, "echo $STATE"); got != "kept\n" {
+		t.Errorf("session after disconnect = %q", got)
+	}
+}
+
+func TestStreamErrorsAreEvents(t *testing.T) {
+	ta := startAgent(t)
+	events := ta.stream(t, context.Background(), api.ExecRequest{Command: "echo x; sleep 10", Timeout: 200})
+	checkStreamShape(t, events)
+	if last := events[len(events)-1]; last.Type != api.EventError || last.Code != api.CodeCommandTimeout {
+		t.Errorf("last event = %+v", last.ExecEvent)
+	}
+	events = ta.stream(t, context.Background(), api.ExecRequest{Command: "exit 3"})
+	checkStreamShape(t, events)
+	if last := events[len(events)-1]; last.Type != api.EventError || last.Code != api.CodeSessionTerminated {
+		t.Errorf("last event = %+v", last.ExecEvent)
+	}
+}
+
+func TestStreamKeepalive(t *testing.T) {
+	ta := startAgent(t, func(c *Config) { c.Keepalive = 50 * time.Millisecond })
+	resp := ta.openStream(t, context.Background(), api.ExecRequest{Command: "sleep 0.4"})
+	defer resp.Body.Close()
+	keepalives := 0
+	readRaw(resp.Body, func(line string) bool {
+		if strings.HasPrefix(line, ":") {
+			keepalives++
+		}
+		return !strings.HasPrefix(line, "event: complete")
+	})
+	if keepalives < 3 || keepalives > 10 {
+		t.Errorf("%d keepalives in 400ms at a 50ms interval", keepalives)
+	}
+}
+
+func TestCommandsRunOneAtATimeInOrder(t *testing.T) {
+	ta := startAgent(t)
+	ta.run(t, "n=0")
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ta.exec(t, api.ExecRequest{Command: "n=$((n+1)); v=$n; sleep 0.01; [ $v = $n ] || echo overlap >&2"})
+		}()
+	}
+	wg.Wait()
+	if got := ta.run(t, "echo $n"); got != "8\n" {
+		t.Errorf("n = %q after 8 increments", got)
+	}
+}
+
+func TestQueueBound(t *testing.T) {
+	ta := startAgent(t, func(c *Config) { c.Sessions.MaxQueue = 1 })
+	ctx, cancelRunning := context.WithCancel(context.Background())
+	defer cancelRunning()
+	running := ta.openStream(t, ctx, api.ExecRequest{Command: "sleep 1030"})
+	defer running.Body.Close()
+	// The queued stream is accepted (headers arrive) before its turn.
+	queued := ta.openStream(t, context.Background(), api.ExecRequest{Command: "echo finally"})
+	defer queued.Body.Close()
+	status, body := ta.post(t, "/exec", api.ExecRequest{Command: "true"})
+	if status != http.StatusTooManyRequests || !strings.Contains(string(body), string(api.CodeSessionBusy)) {
+		t.Errorf("third command: %d %s", status, body)
+	}
+	cancelRunning()
+	var got []string
+	r := sse.NewReader(queued.Body)
+	for {
+		ev, err := r.Next()
+		if err != nil {
+			break
+		}
+		got = append(got, ev.Name)
+	}
+	if diff := cmp.Diff([]string{"start", "stdout", "complete"}, got); diff != "" {
+		t.Errorf("queued stream (-want +got):\n%s", diff)
+	}
+}
+
+func TestZombiesAreReaped(t *testing.T) {
+	ta := startAgent(t)
+	for range 20 {
+		// Double fork: the sleep is orphaned and re-parented to the agent.
+		ta.run(t, "(sleep 0.01 &); true & wait; sh -c 'exit 1' || true")
+	}
+	eventually(t, 2*time.Second, "zombies to be reaped", func() bool {
+		return len(zombieChildren(t, os.Getpid())) == 0
+	})
+}
+
+// zombieChildren lists zombies whose parent is pid.
+func zombieChildren(t testing.TB, pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		f := strings.Fields(string(b[i+2:]))
+		if len(f) > 1 && f[0] == "Z" && f[1] == fmt.Sprint(pid) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func TestValidation(t *testing.T) {
+	ta := startAgent(t)
+	tooManyEnv := map[string]string{}
+	for i := range api.MaxEnvVars + 1 {
+		tooManyEnv[fmt.Sprintf("V%d", i)] = "x"
+	}
+	big := strings.Repeat("a", maxExecBody+1)
+	tests := []struct {
+		name   string
+		body   any
+		status int
+		code   api.Code
+	}{
+		{"empty body", "", 400, api.CodeInvalidJSON},
+		{"not JSON", "{command:", 400, api.CodeInvalidJSON},
+		{"trailing data", `{"command":"true"} {}`, 400, api.CodeInvalidJSON},
+		{"wrong type", `{"command":"true","timeout":"soon"}`, 400, api.CodeInvalidJSON},
+		{"array", `[]`, 400, api.CodeInvalidJSON},
+		{"too large", `{"command":"` + big + `"}`, 413, api.CodeRequestTooLarge},
+		{"no command", `{}`, 400, api.CodeValidationFailed},
+		{"blank command", api.ExecRequest{Command: " \n\t"}, 400, api.CodeValidationFailed},
+		{"NUL in command", api.ExecRequest{Command: "echo \x00"}, 400, api.CodeValidationFailed},
+		{"command too long", api.ExecRequest{Command: strings.Repeat("a", api.MaxCommandBytes+1)}, 400, api.CodeValidationFailed},
+		{"too many env vars", api.ExecRequest{Command: "true", Env: tooManyEnv}, 400, api.CodeValidationFailed},
+		{"env name with =", api.ExecRequest{Command: "true", Env: map[string]string{"A=B": "x"}}, 400, api.CodeValidationFailed},
+		{"env name injection", api.ExecRequest{Command: "true", Env: map[string]string{"A;touch /tmp/pwned;B": "x"}}, 400, api.CodeValidationFailed},
+		{"env name starts with digit", api.ExecRequest{Command: "true", Env: map[string]string{"1A": "x"}}, 400, api.CodeValidationFailed},
+		{"env name empty", api.ExecRequest{Command: "true", Env: map[string]string{"": "x"}}, 400, api.CodeValidationFailed},
+		{"env value NUL", api.ExecRequest{Command: "true", Env: map[string]string{"A": "\x00"}}, 400, api.CodeValidationFailed},
+		{"cwd NUL", api.ExecRequest{Command: "true", Cwd: "/tmp\x00"}, 400, api.CodeValidationFailed},
+		{"negative timeout", api.ExecRequest{Command: "true", Timeout: -1}, 400, api.CodeValidationFailed},
+		{"timeout too long", api.ExecRequest{Command: "true", Timeout: api.MaxTimeout.Milliseconds() + 1}, 400, api.CodeValidationFailed},
+		{"bad stdin encoding", api.ExecRequest{Command: "true", Stdin: "x", StdinEncoding: "latin1"}, 400, api.CodeValidationFailed},
+		{"bad base64", api.ExecRequest{Command: "true", Stdin: "!!!", StdinEncoding: "base64"}, 400, api.CodeValidationFailed},
+		{"stdin too large", api.ExecRequest{Command: "true", Stdin: strings.Repeat("a", api.MaxStdinBytes+1)}, 400, api.CodeValidationFailed},
+		{"bad session ID", api.ExecRequest{Command: "true", SessionID: "../etc"}, 400, api.CodeValidationFailed},
+		{"unknown session", api.ExecRequest{Command: "true", SessionID: "other"}, 404, api.CodeSessionNotFound},
+	}
+	for _, tt := range tests {
+		for _, path := range []string{"/exec", "/exec/stream"} {
+			t.Run(tt.name+path, func(t *testing.T) {
+				status, body := ta.post(t, path, tt.body)
+				var e api.Error
+				if err := json.Unmarshal(body, &e); err != nil {
+					t.Fatalf("status %d, body %.200s: %v", status, body, err)
+				}
+				if status != tt.status || e.Code != tt.code || e.Message == "" {
+					t.Errorf("got %d %s %q, want %d %s", status, e.Code, e.Message, tt.status, tt.code)
+				}
+			})
+		}
+	}
+	if _, err := os.Stat("/tmp/pwned"); err == nil {
+		t.Error("an env name was executed")
+	}
+	// The session still works.
+	ta.run(t, "true")
+}
+
+func TestRoutes(t *testing.T) {
+	ta := startAgent(t)
+	tests := []struct {
+		method, path string
+		status       int
+		code         api.Code
+	}{
+		{"GET", "/exec", 405, api.CodeMethodNotAllowed},
+		{"DELETE", "/health", 405, api.CodeMethodNotAllowed},
+		{"GET", "/nope", 404, api.CodeNotFound},
+		{"POST", "/exec/", 404, api.CodeNotFound},
+	}
+	for _, tt := range tests {
+		req, _ := http.NewRequest(tt.method, "http://agent"+tt.path, nil)
+		resp, err := ta.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e api.Error
+		json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != tt.status || e.Code != tt.code {
+			t.Errorf("%s %s: %d %s, want %d %s", tt.method, tt.path, resp.StatusCode, e.Code, tt.status, tt.code)
+		}
+	}
+}

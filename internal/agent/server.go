@@ -1,0 +1,208 @@
+package agent
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+	"unicode/utf8"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/agent/session"
+)
+
+// server holds the HTTP handlers.
+type server struct {
+	log          *slog.Logger
+	version      string
+	sessions     *session.Manager
+	keepalive    time.Duration
+	writeTimeout time.Duration // for one stream event to be accepted by the client
+}
+
+// routes is the agent's API. Method-qualified patterns serve the route;
+// the bare pattern beside each answers other methods with a JSON 405, and
+// "/" answers unknown paths with a JSON 404.
+func (s *server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", s.health)
+	mux.HandleFunc("/health", methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("POST /exec", s.exec)
+	mux.HandleFunc("/exec", methodNotAllowed("POST"))
+	mux.HandleFunc("POST /exec/stream", s.execStream)
+	mux.HandleFunc("/exec/stream", methodNotAllowed("POST"))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, api.Errorf(api.CodeNotFound, "no route %s", r.URL.Path))
+	})
+	return mux
+}
+
+func methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeError(w, api.Errorf(api.CodeMethodNotAllowed, "%s is not allowed here; use %s", r.Method, allow))
+	}
+}
+
+func (s *server) health(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, api.AgentHealth{
+		ProtocolVersion: api.ProtocolVersion,
+		Version:         s.version,
+		PID:             os.Getpid(),
+	})
+}
+
+// exec runs a command and answers with its whole output.
+func (s *server) exec(w http.ResponseWriter, r *http.Request) {
+	call, aerr := decodeExecRequest(w, r)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	sess, err := s.sessions.Get(call.sessionID)
+	if err != nil {
+		writeError(w, s.apiError(err))
+		return
+	}
+	out := &bufferedOutput{limit: api.MaxBufferedOutputBytes}
+	res, err := sess.Exec(r.Context(), call.cmd, out)
+	stdout, stderr, enc := out.encode()
+	if err != nil {
+		aerr := s.apiError(err)
+		if aerr.Code == api.CodeCommandTimeout || aerr.Code == api.CodeSessionTerminated {
+			// What the command printed before it was killed or the shell
+			// went away is the caller's best clue.
+			aerr.Details = map[string]any{
+				"stdout":   stdout,
+				"stderr":   stderr,
+				"encoding": enc,
+				"duration": res.Duration.Milliseconds(),
+				"exitCode": res.ExitCode,
+			}
+			if out.truncated {
+				aerr.Details["truncated"] = true
+			}
+		}
+		writeError(w, aerr)
+		return
+	}
+	s.log.Debug("exec", "session", call.sessionID, "exit", res.ExitCode, "took", res.Duration)
+	writeJSON(w, http.StatusOK, api.ExecResult{
+		Success:   res.ExitCode == 0,
+		ExitCode:  res.ExitCode,
+		Stdout:    stdout,
+		Stderr:    stderr,
+		Command:   call.command,
+		SessionID: call.sessionID,
+		Duration:  res.Duration.Milliseconds(),
+		Encoding:  encodingField(enc),
+		Truncated: out.truncated,
+	})
+}
+
+// bufferedOutput collects a command's output up to limit bytes per
+// stream. Beyond it the output is read and dropped, so the command never
+// blocks on a full pipe, and truncated is set.
+type bufferedOutput struct {
+	limit          int
+	stdout, stderr []byte
+	truncated      bool
+}
+
+func (b *bufferedOutput) Begin() {}
+
+func (b *bufferedOutput) Write(st session.Stream, p []byte) error {
+	dst := &b.stdout
+	if st == session.Stderr {
+		dst = &b.stderr
+	}
+	if room := b.limit - len(*dst); len(p) > room {
+		b.truncated = true
+		p = p[:max(room, 0)]
+	}
+	*dst = append(*dst, p...)
+	return nil
+}
+
+// encode returns both streams as text when both are valid UTF-8, and both
+// base64-encoded otherwise, with the encoding name. A stream cut at the
+// limit loses an incomplete trailing character rather than turning the
+// whole output into base64.
+func (b *bufferedOutput) encode() (stdout, stderr, encoding string) {
+	out, errb := b.stdout, b.stderr
+	if b.truncated {
+		out = out[:len(out)-partialRuneLen(out)]
+		errb = errb[:len(errb)-partialRuneLen(errb)]
+	}
+	if utf8.Valid(out) && utf8.Valid(errb) {
+		return string(out), string(errb), api.EncodingUTF8
+	}
+	return base64.StdEncoding.EncodeToString(b.stdout), base64.StdEncoding.EncodeToString(b.stderr), api.EncodingBase64
+}
+
+// encodingField is the ExecResult.Encoding value: set only for base64.
+func encodingField(enc string) string {
+	if enc == api.EncodingBase64 {
+		return enc
+	}
+	return ""
+}
+
+// partialRuneLen is the length of an incomplete UTF-8 sequence at the end
+// of p (0-3 bytes): bytes that may still become a character when more
+// output arrives.
+func partialRuneLen(p []byte) int {
+	for i := len(p) - 1; i >= 0 && i >= len(p)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(p[i]) {
+			if !utf8.FullRune(p[i:]) {
+				return len(p) - i
+			}
+			return 0
+		}
+	}
+	return 0
+}
+
+// apiError classifies an error of the session layer. Internal causes go
+// to the log; the caller sees a safe message.
+func (s *server) apiError(err error) *api.Error {
+	var timeout *session.TimeoutError
+	var abort *session.AbortError
+	switch {
+	case errors.As(err, &timeout):
+		return &api.Error{Code: api.CodeCommandTimeout, Message: timeout.Error()}
+	case errors.Is(err, session.ErrTerminated):
+		return api.Errorf(api.CodeSessionTerminated, "the session's shell exited during the command; the next command starts a fresh shell with the session's original options")
+	case errors.Is(err, session.ErrNotFound):
+		return api.Errorf(api.CodeSessionNotFound, "no such session")
+	case errors.Is(err, session.ErrBusy):
+		return api.Errorf(api.CodeSessionBusy, "too many commands are queued on this session")
+	case errors.Is(err, session.ErrExists):
+		return api.Errorf(api.CodeSessionExists, "the session already exists")
+	case errors.Is(err, session.ErrLimit):
+		return api.Errorf(api.CodeResourceExhausted, "too many sessions")
+	case errors.Is(err, session.ErrClosed):
+		return api.Errorf(api.CodeSandboxUnavailable, "the agent is shutting down")
+	case errors.As(err, &abort):
+		// The caller went away; this answer is for the log's sake.
+		s.log.Info("command aborted; its processes were killed", "why", abort.Cause)
+		return api.Errorf(api.CodeSandboxUnavailable, "the command was aborted because its caller went away")
+	}
+	s.log.Error("exec failed", "err", err)
+	return api.Errorf(api.CodeInternal, "internal error in the sandbox agent")
+}
+
+// writeError answers with e. This is the agent's one place where a code
+// becomes an HTTP status.
+func writeError(w http.ResponseWriter, e *api.Error) {
+	writeJSON(w, e.Code.HTTPStatus(), e)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
