@@ -61,6 +61,7 @@ func parseFlags(args []string) (daemon.Config, slog.Level, error) {
 	fs.StringVar(&cfg.Subnet, "subnet", "10.203.0.0/16", "IPv4 pool for internet-mode sandboxes")
 	fs.StringVar(&dns, "dns", "", "comma-separated name servers for sandboxes (default: the host's non-loopback ones)")
 	fs.StringVar(&cfg.NetTable, "nft-table", "sandboxd", "nftables table owned by the daemon")
+	fs.StringVar(&cfg.IfacePrefix, "iface-prefix", "sbx", "prefix of sandboxes' host interface names (1-3 letters; unique per daemon on a host)")
 	fs.StringVar(&defMem, "default-memory", "1Gi", "memory limit of sandboxes that do not choose")
 	fs.StringVar(&maxMem, "max-memory", "", "largest memory limit a sandbox may ask for (default: host memory)")
 	fs.Float64Var(&defCPU, "default-cpus", 1, "CPU limit, in cores, of sandboxes that do not choose")

@@ -38,6 +38,9 @@ type Config struct {
 	DNS []string
 	// NetTable is the nftables table the daemon owns.
 	NetTable string
+	// IfacePrefix starts the host-side interface name of every sandbox
+	// (1-3 letters). Two daemons on one host need different prefixes.
+	IfacePrefix string
 	// Limits: defaults for sandboxes that do not choose, and caps.
 	DefaultLimits, MaxLimits sandbox.Limits
 	Version                  string

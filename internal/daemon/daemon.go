@@ -203,6 +203,7 @@ func newNetwork(ctx context.Context, cfg Config) (*netAdapter, error) {
 	}
 	m, err := network.New(network.Config{
 		NetnsDir: filepath.Join(cfg.RunDir, "netns"), Subnet: subnet, DNS: dns, Table: cfg.NetTable,
+		InterfacePrefix: cfg.IfacePrefix,
 	})
 	if err != nil {
 		return nil, err

@@ -83,6 +83,7 @@ func Start(t testing.TB, o Options) *Daemon {
 	d.args = append([]string{
 		"--state-dir", state, "--run-dir", run, "--listen", freeAddr(t),
 		"--agent", filepath.Join(bin, "sandbox-agent"), "--subnet", subnet, "--nft-table", d.Table,
+		"--iface-prefix", ifacePrefix(pid, n),
 		"--default-memory", "512Mi", "--log-level", "debug",
 	}, o.Args...)
 	t.Cleanup(func() { d.teardown(t) })
@@ -121,6 +122,15 @@ func (d *Daemon) start(t testing.TB) {
 		t.Fatal(err)
 	}
 	d.Client = c
+}
+
+// ifacePrefix is unique per test daemon, and never the real daemon's
+// "sbx": each daemon's firewall rules apply to every interface with its
+// prefix.
+func ifacePrefix(pid, n int) string {
+	const letters = "abcdefghijklmnopqrstuvwxyz"
+	v := pid*31 + n
+	return "q" + string(letters[v%26]) + string(letters[(v/26)%26])
 }
 
 func alive(cmd *exec.Cmd) bool { return cmd.Process.Signal(syscall.Signal(0)) == nil }
