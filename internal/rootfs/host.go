@@ -50,6 +50,9 @@ var HostEnv = []string{
 // so it follows upgrades of the host's packages.
 func PrepareHost(dir string) (*Image, error) {
 	tmp := dir + ".new"
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return nil, err
+	}
 	if err := os.RemoveAll(tmp); err != nil {
 		return nil, fmt.Errorf("clearing %s: %w", tmp, err)
 	}

@@ -181,7 +181,7 @@ func (d *Daemon) teardown(t testing.TB) {
 	d.mu.Lock()
 	running := d.cmd != nil
 	d.mu.Unlock()
-	if running {
+	if running && d.Client != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		if list, err := d.Client.List(ctx); err == nil {
 			for _, sb := range list {
@@ -191,8 +191,8 @@ func (d *Daemon) teardown(t testing.TB) {
 			}
 		}
 		cancel()
-		d.Stop(t)
 	}
+	d.Stop(t)
 	// Whatever is still mounted below our directories (after a test that
 	// killed the daemon, say) is detached.
 	for _, m := range mountsBelow(d.StateDir, d.RunDir) {
