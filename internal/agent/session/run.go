@@ -121,6 +121,10 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output) (res Result,
 		return res, r.abort
 	case r.done:
 		return res, nil
+	case sh.unread() > 0:
+		// The shell died before it read this command (it was killed
+		// between commands and the reaper had not told yet).
+		return res, errNotDispatched
 	default: // the shell exited
 		res.ExitCode = int(sh.code.Load())
 		s.dropShell()

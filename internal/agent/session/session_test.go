@@ -32,7 +32,7 @@ func (c *capture) Write(s Stream, p []byte) error {
 func newTestManager(t *testing.T, tweak ...func(*Config)) *Manager {
 	t.Helper()
 	cfg := Config{
-		RunDir:     t.TempDir(),
+		RunDir:     runDir(t),
 		Workspace:  t.TempDir(),
 		CgroupRoot: filepath.Join(t.TempDir(), "none"),
 		BaseEnv:    []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/root", "LANG=C.UTF-8", "TERM=dumb"},
@@ -49,6 +49,20 @@ func newTestManager(t *testing.T, tweak ...func(*Config)) *Manager {
 	}
 	t.Cleanup(m.Close)
 	return m
+}
+
+// runDir is a private directory on a tmpfs, as /run is in a sandbox.
+func runDir(t *testing.T) string {
+	parent := ""
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		parent = "/dev/shm"
+	}
+	dir, err := os.MkdirTemp(parent, "session-run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 func mustRun(t *testing.T, s *Session, cmd Command) string {

@@ -30,6 +30,10 @@ type shell struct {
 	bash bool
 
 	in     int // write end of the shell's stdin, non-blocking
+	// inPeek is the agent's copy of the read end of the shell's stdin. It
+	// is never read: it tells whether a dead shell had read the last line
+	// (see unread), and it keeps writes from failing with EPIPE.
+	inPeek int
 	status int // read end of the status pipe (the shell's fd 3), non-blocking
 	line   []byte
 	eof    bool // the status pipe reached EOF
@@ -56,20 +60,24 @@ func (s *Session) startShell(ctx context.Context) (_ *shell, err error) {
 		unix.Close(st[1])
 		return nil, fmt.Errorf("creating stdin pipe: %w", err)
 	}
-	sh := &shell{status: st[0], in: in[1], bash: filepath.Base(cfg.Shell) == "bash"}
+	sh := &shell{status: st[0], in: in[1], inPeek: in[0], bash: filepath.Base(cfg.Shell) == "bash"}
 	defer func() {
 		if err != nil {
 			sh.killGroup()
 			unix.Close(sh.status)
 			unix.Close(sh.in)
+			unix.Close(sh.inPeek)
 			if sh.proc != nil {
 				sh.proc.Release()
 			}
 		}
 	}()
 	statusW := os.NewFile(uintptr(st[1]), "status")
-	stdin := os.NewFile(uintptr(in[0]), "stdin")
 	defer statusW.Close()
+	stdin, err := dupFile(in[0], "stdin")
+	if err != nil {
+		return nil, err
+	}
 	defer stdin.Close()
 
 	argv0 := filepath.Base(cfg.Shell)
@@ -181,6 +189,26 @@ func (s *Session) awaitReady(ctx context.Context, sh *shell) error {
 	}
 }
 
+// dupFile returns a copy of fd as an *os.File, to be handed to a child.
+func dupFile(fd int, name string) (*os.File, error) {
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("duplicating %s: %w", name, err)
+	}
+	return os.NewFile(uintptr(d), name), nil
+}
+
+// unread is the number of bytes written to the shell's stdin that it has
+// not read. The shell runs a line only after reading its newline, so a
+// shell that died with unread bytes never ran the last command.
+func (sh *shell) unread() int {
+	n, err := unix.IoctlGetInt(sh.inPeek, unix.TIOCINQ) // = FIONREAD, for pipes too
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
 // send writes one line to the shell's stdin. The line is far smaller than
 // the pipe buffer and the shell reads each line before the agent writes
 // the next, so a full pipe means the shell is not reading: gone, or
@@ -227,5 +255,6 @@ func (sh *shell) release(ep int) {
 	}
 	unix.Close(sh.status)
 	unix.Close(sh.in)
+	unix.Close(sh.inPeek)
 	sh.proc.Release()
 }
