@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/agent/reaper"
 	"github.com/sandboxd/sandboxd/internal/agent/session"
@@ -142,6 +143,10 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a.sessions = m
+	var fs unix.Statfs_t
+	if err := unix.Statfs(cfg.RunDir, &fs); err == nil && fs.Type != unix.TMPFS_MAGIC {
+		cfg.Log.Warn("the run directory is not on a tmpfs; every command will write to disk", "dir", cfg.RunDir)
+	}
 	a.server = &server{
 		log:          cfg.Log,
 		version:      cfg.Version,

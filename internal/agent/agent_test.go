@@ -74,7 +74,7 @@ func startAgent(t testing.TB, tweak ...func(*Config)) *testAgent {
 		level = slog.LevelDebug
 	}
 	cfg := Config{
-		RunDir:     filepath.Join(dir, "run"),
+		RunDir:     runDir(t),
 		Workspace:  ws,
 		CgroupRoot: filepath.Join(dir, "cgroup"),
 		Env:        []string{"SANDBOX_TEST_VAR=base", PrivateEnvPrefix + "SECRET=no"},
@@ -113,6 +113,21 @@ func startAgent(t testing.TB, tweak ...func(*Config)) *testAgent {
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &testAgent{client: &http.Client{Transport: tr}, workspace: ws, agent: a}
+}
+
+// runDir is a private directory on a tmpfs, as /run is in a sandbox:
+// FIFOs and small files on a disk file system cost a journal write each.
+func runDir(t testing.TB) string {
+	parent := ""
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		parent = "/dev/shm"
+	}
+	dir, err := os.MkdirTemp(parent, "agent-run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // post sends body to path and returns the status and raw response body.

@@ -91,6 +91,31 @@ func TestPerCallEnvAndCwdDoNotLeak(t *testing.T) {
 	}
 }
 
+func TestEnvValuesRoundTrip(t *testing.T) {
+	ta := startAgent(t)
+	var all strings.Builder
+	for c := 1; c < 128; c++ {
+		all.WriteByte(byte(c))
+	}
+	values := map[string]string{
+		"ALL_ASCII": all.String(),
+		"QUOTES":    `'"'\''"` + "`$(touch /tmp/pwned)`$HOME${HOME}",
+		"UNICODE":   "naïve 😀 \u2028",
+		"EMPTY":     "",
+		"TRAILING":  "x\n\n",
+		"BACKSLASH": `a\b\\c\`,
+	}
+	for name, value := range values {
+		res := ta.exec(t, api.ExecRequest{Command: `printf '%s' "$` + name + `"`, Env: map[string]string{name: value}})
+		if res.Stdout != value {
+			t.Errorf("%s: got %q, want %q", name, res.Stdout, value)
+		}
+	}
+	if _, err := os.Stat("/tmp/pwned"); err == nil {
+		t.Error("an env value was executed")
+	}
+}
+
 func TestCwdThatDoesNotExist(t *testing.T) {
 	ta := startAgent(t)
 	res := ta.exec(t, api.ExecRequest{Command: "echo ran", Cwd: "/no/such/dir"})
