@@ -1,0 +1,95 @@
+// Command sandbox-agent is the agent inside every sandbox: PID 1 of the
+// sandbox's container, it reaps orphans, runs the session shells and serves
+// the agent API to the daemon on a unix socket. It is statically linked
+// (CGO_ENABLED=0) so it runs in any image, and bind-mounted read-only.
+//
+// `sandbox-agent spawn -- PROG ARGS...` is the wrapper the agent re-executes
+// to start user programs in the sandbox's user cgroup (package spawn).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/sandboxd/sandboxd/internal/agent"
+	"github.com/sandboxd/sandboxd/internal/agent/spawn"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+type config struct {
+	socket     string
+	runDir     string
+	workspace  string
+	cgroupRoot string
+	logLevel   slog.Level
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == spawn.Arg {
+		spawn.Main(os.Args[2:]) // never returns
+	}
+	var cfg config
+	flag.StringVar(&cfg.socket, "socket", agent.DefaultSocket, "unix socket to serve the agent API on")
+	flag.StringVar(&cfg.runDir, "run-dir", agent.DefaultRunDir, "private directory for FIFOs and scripts (on a tmpfs)")
+	flag.StringVar(&cfg.workspace, "workspace", agent.DefaultWorkspace, "default working directory of sessions")
+	flag.StringVar(&cfg.cgroupRoot, "cgroup-root", spawn.DefaultCgroupRoot, "directory of the user cgroups that user programs join")
+	flag.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Parse()
+	if *showVersion {
+		fmt.Println(agentVersion())
+		return
+	}
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "sandbox-agent: unexpected arguments %q\n", flag.Args())
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+
+	// A write to a closed stderr must not kill init: with SIGPIPE
+	// notified, it is an EPIPE error instead. (signal.Ignore would be
+	// inherited by every program the agent starts.)
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error("agent failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg config, log *slog.Logger) error {
+	a, err := agent.New(agent.Config{
+		RunDir:     cfg.runDir,
+		Workspace:  cfg.workspace,
+		CgroupRoot: cfg.cgroupRoot,
+		Version:    agentVersion(),
+		Log:        log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := agent.Listen(cfg.socket)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx, ln)
+}
+
+func agentVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}

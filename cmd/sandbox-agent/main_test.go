@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"debug/buildinfo"
+	"debug/elf"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/api"
+)
+
+var agentBin string
+
+// TestMain builds the real, static agent binary once.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sandbox-agent-test")
+	if err != nil {
+		panic(err)
+	}
+	agentBin = filepath.Join(dir, "sandbox-agent")
+	build := exec.Command("go", "build", "-o", agentBin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the agent: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(agentBin, "--version").Output()
+	if err != nil || strings.TrimSpace(string(out)) == "" {
+		t.Errorf("--version: %q, %v", out, err)
+	}
+}
+
+func TestBadArguments(t *testing.T) {
+	for _, args := range [][]string{{"extra"}, {"--no-such-flag"}} {
+		cmd := exec.Command(agentBin, args...)
+		if err := cmd.Run(); cmd.ProcessState.ExitCode() != 2 {
+			t.Errorf("%q: exit %d (%v), want 2", args, cmd.ProcessState.ExitCode(), err)
+		}
+	}
+}
+
+// TestStaticAndSmall keeps the agent's promises: a static binary built
+// without cgo that links no database, image or HTTP framework module.
+func TestStaticAndSmall(t *testing.T) {
+	f, err := elf.Open(agentBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+			t.Errorf("the agent is dynamically linked (%s)", p.Type)
+		}
+	}
+	bi, err := buildinfo.ReadFile(agentBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "CGO_ENABLED" && s.Value != "0" {
+			t.Errorf("built with CGO_ENABLED=%s", s.Value)
+		}
+	}
+	allowed := map[string]bool{"golang.org/x/sys": true, "golang.org/x/sync": true}
+	for _, dep := range bi.Deps {
+		if !allowed[dep.Path] {
+			t.Errorf("the agent links %s; it must stay small (allowed: %v)", dep.Path, allowed)
+		}
+	}
+}
+
+// agentProc is the real agent binary serving on a temp socket.
+type agentProc struct {
+	cmd    *exec.Cmd
+	client *http.Client
+	dir    string
+	log    *strings.Builder
+	exited chan struct{}
+}
+
+func startBinary(t *testing.T) *agentProc {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "agb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "agent.sock")
+	cmd := exec.Command(agentBin, "--socket", sock, "--run-dir", filepath.Join(dir, "run"),
+		"--workspace", filepath.Join(dir, "ws"), "--cgroup-root", filepath.Join(dir, "cgroup"), "--log-level", "debug")
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "SANDBOX_VAR=from-sandbox", "SANDBOXD_AGENT_PRIVATE=x"}
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ap := &agentProc{cmd: cmd, dir: dir, log: &strings.Builder{}, exited: make(chan struct{})}
+	logDone := make(chan struct{})
+	go func() { io.Copy(ap.log, stderr); close(logDone) }()
+	go func() { <-logDone; cmd.Wait(); close(ap.exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-ap.exited
+		if t.Failed() {
+			t.Logf("agent log:\n%s", ap.log.String())
+		}
+	})
+	ap.client = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := ap.client.Get("http://agent/health")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent did not come up: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return ap
+}
+
+func (ap *agentProc) exec(t *testing.T, command string) api.ExecResult {
+	t.Helper()
+	body, _ := json.Marshal(api.ExecRequest{Command: command})
+	resp, err := ap.client.Post("http://agent/exec", "application/json", strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var res api.ExecResult
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("exec %q: status %d, %v", command, resp.StatusCode, err)
+	}
+	return res
+}
+
+func TestServeAndShutDown(t *testing.T) {
+	ap := startBinary(t)
+	resp, err := ap.client.Get("http://agent/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h api.AgentHealth
+	json.NewDecoder(resp.Body).Decode(&h)
+	resp.Body.Close()
+	if h.ProtocolVersion != api.ProtocolVersion || h.PID != ap.cmd.Process.Pid {
+		t.Errorf("health = %+v", h)
+	}
+	res := ap.exec(t, `echo "$SANDBOX_VAR ${SANDBOXD_AGENT_PRIVATE-hidden} $(pwd)"; sleep 1060 & echo $!`)
+	lines := strings.Split(strings.TrimSpace(res.Stdout), "\n")
+	if len(lines) != 2 || lines[0] != "from-sandbox hidden "+filepath.Join(ap.dir, "ws") {
+		t.Fatalf("stdout %q", res.Stdout)
+	}
+	bg, _ := strconv.Atoi(lines[1])
+
+	if err := ap.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ap.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("agent did not exit after SIGTERM")
+	}
+	if code := ap.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit status %d after SIGTERM, want 0", code)
+	}
+	// Shutting down killed the session, with its background job.
+	deadline := time.Now().Add(3 * time.Second)
+	for alive(bg) {
+		if time.Now().After(deadline) {
+			t.Fatalf("background job %d survived the agent", bg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(ap.dir, "agent.sock")); err == nil {
+		t.Error("socket left behind")
+	}
+}
+
+// alive reports whether pid runs (a zombie does not count).
+func alive(pid int) bool {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	line, _ := bufio.NewReader(f).ReadString('\n')
+	i := strings.LastIndexByte(line, ')')
+	return i > 0 && i+2 < len(line) && line[i+2] != 'Z'
+}
+
+func TestSpawnSubcommand(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "unified"), 0o755)
+	os.WriteFile(filepath.Join(root, "unified", "cgroup.procs"), nil, 0o644)
+	out, err := exec.Command(agentBin, "spawn", "--cgroup-root", root, "--", "/bin/sh", "-c", "echo $$").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	procs, _ := os.ReadFile(filepath.Join(root, "unified", "cgroup.procs"))
+	if strings.TrimSpace(string(out)) != string(procs) {
+		t.Errorf("program ran as %q, cgroup.procs got %q", out, procs)
+	}
+}
