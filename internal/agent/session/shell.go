@@ -29,7 +29,7 @@ type shell struct {
 	proc *os.Process // signals go through its pidfd: never to a reused PID
 	bash bool
 
-	in     int // write end of the shell's stdin, non-blocking
+	in int // write end of the shell's stdin, non-blocking
 	// inPeek is the agent's copy of the read end of the shell's stdin. It
 	// is never read: it tells whether a dead shell had read the last line
 	// (see unread), and it keeps writes from failing with EPIPE.
