@@ -187,7 +187,8 @@ func (c *Client) send(ctx context.Context, method, path string, in any, accept s
 		}
 		// The daemon could not be reached, or the connection broke before
 		// an answer: the caller may retry later.
-		return nil, fmt.Errorf("%s %s: %w: %w", method, path, ErrUnavailable, err)
+		// (err, a *url.Error, names the method and URL.)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		defer closeBody(resp.Body)

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sandboxd/sandboxd/client"
+)
+
+// env is what the CLI takes from its process: standard streams,
+// environment variables and the clock. Tests substitute all of them.
+type env struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+	now    func() time.Time
+}
+
+// globals holds the flags every command shares and builds the client.
+type globals struct {
+	e     *env
+	root  *cobra.Command
+	url   string
+	token string
+}
+
+// run executes the command line args. Its error decides the exit code (see
+// exitCode).
+func run(ctx context.Context, e *env, args []string) error {
+	root := newRootCommand(e)
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
+}
+
+func newRootCommand(e *env) *cobra.Command {
+	g := &globals{e: e}
+	root := &cobra.Command{
+		Use:   "sandbox",
+		Short: "Run code in isolated sandboxes on a sandboxd daemon",
+		Long: `sandbox talks to a sandboxd daemon. A sandbox is named by an ID you choose
+(a DNS label: 1-63 of a-z, 0-9 and '-'); the first command that names an ID
+creates the sandbox, later ones reuse it.
+
+The daemon is found with --url, else $SANDBOX_URL, else ` + client.DefaultURL + `.
+The token comes from --token, else $SANDBOX_TOKEN, else (for a daemon on this
+machine) the daemon's token file, $SANDBOXD_STATE_DIR/token or
+` + defaultStateDir + `/token.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	g.root = root
+	root.SetIn(e.stdin)
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &usageError{cmd: cmd.CommandPath(), err: err}
+	})
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.url, "url", "", "daemon URL (default $"+client.EnvURL+" or "+client.DefaultURL+")")
+	pf.StringVar(&g.token, "token", "", "API token (default $"+client.EnvToken+", else the local daemon's token file)")
+	root.AddCommand(
+		newExecCommand(g),
+		newCreateCommand(g),
+		newListCommand(g),
+		newInfoCommand(g),
+		newRemoveCommand(g),
+		newVersionCommand(g),
+	)
+	return root
+}
+
+// daemonURL returns the URL the commands talk to.
+func (g *globals) daemonURL() string {
+	if g.root.PersistentFlags().Changed("url") {
+		return g.url
+	}
+	if u := g.e.getenv(client.EnvURL); u != "" {
+		return u
+	}
+	return client.DefaultURL
+}
+
+// client returns an SDK client for the daemon the flags name.
+func (g *globals) client() (*client.Client, error) {
+	base := g.daemonURL()
+	token := resolveToken(tokenSources{
+		flag:    g.token,
+		flagSet: g.root.PersistentFlags().Changed("token"),
+		getenv:  g.e.getenv,
+		baseURL: base,
+	})
+	c, err := client.New(base, client.WithToken(token), client.WithUserAgent("sandbox-cli/"+version))
+	if err != nil {
+		return nil, &usageError{cmd: "sandbox", err: err}
+	}
+	return c, nil
+}
+
+// printJSON writes v as indented JSON.
+func printJSON(w io.Writer, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding JSON: %w", err)
+	}
+	_, err = fmt.Fprintf(w, "%s\n", data)
+	return err
+}
+
+// exactArgs is cobra.ExactArgs with the error marked as a usage error.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("want %d argument(s), got %d", n, len(args))}
+		}
+		return nil
+	}
+}
+
+// minArgs is cobra.MinimumNArgs with the error marked as a usage error.
+func minArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("want at least %d argument(s), got %d", n, len(args))}
+		}
+		return nil
+	}
+}
