@@ -414,6 +414,16 @@ func TestStreamErrorsAreEvents(t *testing.T) {
 	}
 }
 
+func TestStreamWriteDeadlineDoesNotOutliveTheStream(t *testing.T) {
+	ta := startAgent(t)
+	ta.agent.server.writeTimeout = 50 * time.Millisecond
+	checkStreamShape(t, ta.stream(t, context.Background(), api.ExecRequest{Command: "echo hi"}))
+	time.Sleep(150 * time.Millisecond)
+	// Same keep-alive connection, long after the stream's last deadline
+	// (net/http clears it after each request).
+	ta.run(t, "true")
+}
+
 func TestStreamKeepalive(t *testing.T) {
 	ta := startAgent(t, func(c *Config) { c.Keepalive = 50 * time.Millisecond })
 	resp := ta.openStream(t, context.Background(), api.ExecRequest{Command: "sleep 0.4"})

@@ -218,7 +218,7 @@ func (m *Manager) Get(id string) (*Session, error) {
 		return nil, ErrClosed
 	}
 	s, ok := m.sessions[id]
-	if !ok {
+	if !ok || s.isClosed() {
 		return nil, ErrNotFound
 	}
 	return s, nil
@@ -253,16 +253,22 @@ func (m *Manager) Create(id string, o Options) (*Session, error) {
 }
 
 // Delete kills the session's shell and everything it started, and forgets
-// the session.
+// the session. The ID stays taken (Create fails with ErrExists) until the
+// session's directory is gone, so a new session of the same name never
+// shares it with the old one.
 func (m *Manager) Delete(id string) error {
 	m.mu.Lock()
 	s, ok := m.sessions[id]
-	delete(m.sessions, id)
 	m.mu.Unlock()
-	if !ok {
+	if !ok || s.isClosed() {
 		return ErrNotFound
 	}
 	s.close()
+	m.mu.Lock()
+	if m.sessions[id] == s {
+		delete(m.sessions, id)
+	}
+	m.mu.Unlock()
 	return nil
 }
 

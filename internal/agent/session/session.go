@@ -287,6 +287,15 @@ func (s *Session) dropShell() {
 	}
 }
 
+func (s *Session) isClosed() bool {
+	select {
+	case <-s.closed:
+		return true
+	default:
+		return false
+	}
+}
+
 // close kills the shell and its process group, waits (boundedly) for a
 // running command to notice, and releases the session's resources.
 func (s *Session) close() {
