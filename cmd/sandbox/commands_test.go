@@ -222,9 +222,9 @@ func TestRemove(t *testing.T) {
 		{"several", []string{"rm", "a", "b"}, cliResult{"a\nb\n", "", 0}},
 		{"one unknown", []string{"rm", "gone"}, cliResult{"", "sandbox: SANDBOX_NOT_FOUND: no sandbox gone\n", 125}},
 		{"some unknown", []string{"rm", "a", "gone1", "b", "gone2"}, cliResult{"a\nb\n",
-			"sandbox: SANDBOX_NOT_FOUND: no sandbox gone1\nsandbox: SANDBOX_NOT_FOUND: no sandbox gone2\n", 125}},
+			"sandbox: gone1: SANDBOX_NOT_FOUND: no sandbox gone1\nsandbox: gone2: SANDBOX_NOT_FOUND: no sandbox gone2\n", 125}},
 		{"force", []string{"rm", "-f", "a", "gone"}, cliResult{"a\n", "", 0}},
-		{"invalid ID", []string{"rm", "a", "Bad"}, cliResult{"a\n", "sandbox: INVALID_SANDBOX_ID: sandbox ID \"Bad\" has the character 'B' at byte 0; only a-z, 0-9 and '-' are allowed\n", 125}},
+		{"invalid ID", []string{"rm", "a", "Bad"}, cliResult{"a\n", "sandbox: Bad: INVALID_SANDBOX_ID: sandbox ID \"Bad\" has the character 'B' at byte 0; only a-z, 0-9 and '-' are allowed\n", 125}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -17,7 +17,8 @@ func newRemoveCommand(g *globals) *cobra.Command {
 		Short:   "Destroy sandboxes and everything in them",
 		Long: `Destroy each sandbox named: its processes, its network, and its disk.
 Prints each ID removed. An unknown ID is an error (SANDBOX_NOT_FOUND) unless
--f is given; the other IDs are still removed, and sandbox exits 125.`,
+-f is given; the other IDs are still removed, each failure is reported as
+"sandbox: ID: CODE: message", and sandbox exits 125.`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
@@ -37,7 +38,8 @@ Prints each ID removed. An unknown ID is an error (SANDBOX_NOT_FOUND) unless
 					if ctxErr := cmd.Context().Err(); ctxErr != nil {
 						return ctxErr
 					}
-					fmt.Fprintf(g.e.stderr, "sandbox: %s\n", message(err))
+					// Several IDs: say which one failed.
+					fmt.Fprintf(g.e.stderr, "sandbox: %s: %s\n", id, message(err))
 					failed = true
 				}
 			}

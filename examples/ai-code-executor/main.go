@@ -30,8 +30,10 @@ import (
 	"github.com/sandboxd/sandboxd/client"
 )
 
-// defaultCode stands in for what the model would answer to the default
-// question.
+// defaultQuestion and defaultCode stand in for a question and what a model
+// would answer to it.
+const defaultQuestion = "What is the 10th Fibonacci number?"
+
 const defaultCode = `def fibonacci(n):
     a, b = 0, 1
     for _ in range(n):
@@ -53,7 +55,7 @@ type response struct {
 }
 
 func main() {
-	question := flag.String("question", "What is the 10th Fibonacci number?", "the question the code answers (only echoed: there is no LLM here)")
+	question := flag.String("question", "", "the question the code answers (only echoed: there is no LLM here)")
 	file := flag.String("file", "", "read the Python code from this file")
 	code := flag.String("code", "", "the Python code itself")
 	sandboxID := flag.String("sandbox", "demo-user", "the sandbox to run in (created on first use)")
@@ -71,6 +73,9 @@ func run(ctx context.Context, question, file, code, sandboxID string, timeout ti
 	src, err := readCode(file, code)
 	if err != nil {
 		return err
+	}
+	if src == defaultCode && question == "" {
+		question = defaultQuestion
 	}
 	c, err := client.FromEnv()
 	if err != nil {
