@@ -289,6 +289,21 @@ func TestBackgroundChildDoesNotHoldCompletion(t *testing.T) {
 	ta.run(t, "kill %1 2>/dev/null; true")
 }
 
+func TestBackgroundChildWritingNonStopDoesNotHoldCompletion(t *testing.T) {
+	ta := startAgent(t)
+	start := time.Now()
+	res := ta.exec(t, api.ExecRequest{Command: "yes spam & sleep 0.1; echo done >&2"})
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("took %s", took)
+	}
+	if res.Stderr != "done\n" || !strings.HasPrefix(res.Stdout, "spam\n") {
+		t.Errorf("stdout %.20q... stderr %q", res.Stdout, res.Stderr)
+	}
+	if got := ta.run(t, "kill %1; echo next"); got != "next\n" {
+		t.Errorf("next command: %q", got)
+	}
+}
+
 func TestStreamOrderAndLatency(t *testing.T) {
 	ta := startAgent(t)
 	events := ta.stream(t, context.Background(), api.ExecRequest{Command: "echo a; sleep 0.3; echo b >&2; echo c"})

@@ -259,12 +259,18 @@ func (r *runner) kill() {
 }
 
 // readOutput reads what one FIFO holds: one read normally (level-triggered
-// epoll calls again if more is there), all of it when draining. It reports
-// whether the FIFO still has writers.
+// epoll calls again if more is there); when draining, what it held when
+// the drain began, plus one more read to tell EOF from live writers (a
+// background child that writes without pause must not keep the drain
+// going for ever). It reports whether the FIFO still has writers.
 func (r *runner) readOutput(st Stream, drain bool) (writers bool) {
 	fd := r.fds[st]
 	if fd < 0 {
 		return false
+	}
+	budget := 0
+	if drain {
+		budget, _ = unix.IoctlGetInt(fd, unix.TIOCINQ) // = FIONREAD
 	}
 	for {
 		n, err := unix.Read(fd, r.s.buf)
@@ -273,7 +279,7 @@ func (r *runner) readOutput(st Stream, drain bool) (writers bool) {
 			if werr := r.out.Write(st, r.s.buf[:n]); werr != nil && r.abort == nil {
 				r.startAbort(&AbortError{Cause: werr}, false)
 			}
-			if !drain {
+			if budget -= n; !drain || budget < 0 {
 				return true
 			}
 		case err == unix.EINTR:

@@ -36,7 +36,8 @@ type Result struct {
 	// ExitCode is the command's exit status (128+n when killed by signal
 	// n); for ErrTerminated, the shell's.
 	ExitCode int
-	// Duration is the time from Begin to the end of the command.
+	// Duration is the time from handing the command to the shell to its
+	// end.
 	Duration time.Duration
 }
 
