@@ -257,6 +257,11 @@ func TestExitTerminatesSession(t *testing.T) {
 	if got := ta.run(t, "echo ${STATE-new}; pwd"); got != "new\n"+ta.workspace+"\n" {
 		t.Errorf("next command = %q, want a fresh shell in the workspace", got)
 	}
+	// Even a removed workspace does not keep the session from coming back.
+	ta.execError(t, api.ExecRequest{Command: "cd /; rm -rf " + ta.workspace + "; exit"}, http.StatusGone, api.CodeSessionTerminated)
+	if got := ta.run(t, "pwd"); got != ta.workspace+"\n" {
+		t.Errorf("after removing the workspace: %q", got)
+	}
 	// exec replaces the shell: its output still arrives, then the session
 	// ends.
 	e = ta.execError(t, api.ExecRequest{Command: "exec sh -c 'sleep 0.1; echo replaced; exit 5'"}, http.StatusGone, api.CodeSessionTerminated)

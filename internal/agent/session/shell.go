@@ -51,6 +51,16 @@ func (s *Session) startShell(ctx context.Context) (_ *shell, err error) {
 	if cwd == "" {
 		cwd = cfg.Workspace
 	}
+	// User code may have removed the directory; a session must still be
+	// able to start a shell, or one `rm -rf` would break it for good.
+	if _, err := os.Stat(cwd); err != nil {
+		if cwd == cfg.Workspace {
+			os.MkdirAll(cwd, 0o755)
+		} else {
+			s.m.cfg.Log.Warn("session working directory is gone; starting the shell in /", "session", s.id)
+			cwd = "/"
+		}
+	}
 	var st, in [2]int
 	if err := unix.Pipe2(st[:], unix.O_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("creating status pipe: %w", err)
