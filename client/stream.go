@@ -43,7 +43,8 @@ type ExecStream struct {
 
 // ExecStream starts command and returns its live output. The stream lives
 // as long as ctx: cancelling ctx ends it. The caller must Close it (All and
-// Collect do).
+// Collect do). WithCallbacks has no effect here; pass the callbacks to
+// Collect instead.
 func (s *Sandbox) ExecStream(ctx context.Context, command string, opts ...ExecOption) (*ExecStream, error) {
 	cfg, err := newExecConfig(command, opts)
 	if err != nil {
