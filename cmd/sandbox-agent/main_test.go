@@ -98,7 +98,9 @@ type agentProc struct {
 	exited chan struct{}
 }
 
-func startBinary(t *testing.T) *agentProc {
+// startBinary starts the agent binary, behind wrapper (a command line
+// that ends by running its arguments) if one is given.
+func startBinary(t *testing.T, wrapper ...string) *agentProc {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "agb")
 	if err != nil {
@@ -106,8 +108,9 @@ func startBinary(t *testing.T) *agentProc {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "agent.sock")
-	cmd := exec.Command(agentBin, "--socket", sock, "--run-dir", filepath.Join(dir, "run"),
+	argv := append(wrapper, agentBin, "--socket", sock, "--run-dir", filepath.Join(dir, "run"),
 		"--workspace", filepath.Join(dir, "ws"), "--cgroup-root", filepath.Join(dir, "cgroup"), "--log-level", "debug")
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "SANDBOX_VAR=from-sandbox", "SANDBOXD_AGENT_PRIVATE=x"}
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
@@ -225,4 +228,83 @@ func TestSpawnSubcommand(t *testing.T) {
 	if strings.TrimSpace(string(out)) != string(procs) {
 		t.Errorf("program ran as %q, cgroup.procs got %q", out, procs)
 	}
+}
+
+// TestAsPID1 runs the agent as init of a new PID namespace, as in a
+// sandbox: it must reap the orphans re-parented to it, kill command trees,
+// and exit cleanly on SIGTERM.
+func TestAsPID1(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (a new PID namespace)")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("no unshare(1)")
+	}
+	ap := startBinary(t, unshare, "--pid", "--fork", "--mount-proc", "--kill-child")
+	resp, err := ap.client.Get("http://agent/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h api.AgentHealth
+	json.NewDecoder(resp.Body).Decode(&h)
+	resp.Body.Close()
+	if h.PID != 1 {
+		t.Fatalf("agent PID %d in its namespace, want 1", h.PID)
+	}
+	for range 20 {
+		ap.exec(t, "(sleep 0.01 &); (true &); sh -c 'sleep 0.01 &'")
+	}
+	time.Sleep(300 * time.Millisecond)
+	// Zombies anywhere in the namespace (the agent's /proc is the
+	// namespace's own).
+	zombies := ap.exec(t, `for f in /proc/[0-9]*/stat; do read -r l < "$f" 2>/dev/null || continue; s=${l##*) }; [ "${s%% *}" = Z ] && echo "$l"; done; true`)
+	if zombies.Stdout != "" {
+		t.Errorf("zombies left:\n%s", zombies.Stdout)
+	}
+	// A timeout kills the command's tree inside the namespace.
+	body, _ := json.Marshal(api.ExecRequest{Command: "sleep 1070 & sleep 1070", Timeout: 200})
+	resp, err = ap.client.Post("http://agent/exec", "application/json", strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("timeout: status %d", resp.StatusCode)
+	}
+	if left := ap.exec(t, `for f in /proc/[0-9]*/cmdline; do tr '\0' ' ' < "$f" 2>/dev/null | grep -q '^sleep 1070' && echo "$f"; done; true`).Stdout; left != "" {
+		t.Errorf("sleeps left after the timeout: %q", left)
+	}
+
+	// SIGTERM from outside the namespace reaches init because it handles it.
+	agentPID := childOf(t, ap.cmd.Process.Pid)
+	if err := syscall.Kill(agentPID, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ap.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("agent did not exit after SIGTERM")
+	}
+	if code := ap.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit status %d, want 0", code)
+	}
+	if !strings.Contains(ap.log.String(), "agent shutting down") {
+		t.Errorf("no orderly shutdown in the log:\n%s", ap.log.String())
+	}
+}
+
+// childOf returns the only child of pid.
+func childOf(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 1 {
+		t.Fatalf("children of %d: %q", pid, b)
+	}
+	child, _ := strconv.Atoi(f[0])
+	return child
 }
