@@ -21,7 +21,6 @@ import (
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/api/sse"
 	"github.com/sandboxd/sandboxd/internal/agent/reaper"
-	"github.com/sandboxd/sandboxd/internal/agent/session"
 	"github.com/sandboxd/sandboxd/internal/agent/spawn"
 )
 
@@ -341,5 +340,3 @@ func readRaw(r io.Reader, line func(string) bool) {
 		}
 	}
 }
-
-var _ = session.Default

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -388,9 +389,16 @@ func TestBinaryOutputRoundTrips(t *testing.T) {
 		t.Errorf("stream: output differs from input (%d bytes, want %d)", len(got), len(data))
 	}
 
-	res = ta.exec(t, api.ExecRequest{Command: "head -c 1000 /dev/urandom | wc -c"})
-	if res.Stdout != "1000\n" {
-		t.Errorf("urandom: %q", res.Stdout)
+	// Random bytes straight from the command, compared with a copy it
+	// kept.
+	res = ta.exec(t, api.ExecRequest{Command: "head -c 1000 /dev/urandom | tee rand.bin"})
+	kept, err := os.ReadFile(filepath.Join(ta.workspace, "rand.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = base64.StdEncoding.DecodeString(res.Stdout)
+	if res.Encoding != api.EncodingBase64 || err != nil || len(kept) != 1000 || !bytes.Equal(got, kept) {
+		t.Errorf("urandom: encoding %q, %d bytes decoded (err %v), want the 1000 bytes written", res.Encoding, len(got), err)
 	}
 }
 

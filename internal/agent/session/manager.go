@@ -102,6 +102,10 @@ type Options struct {
 	Cwd string
 	// CommandTimeout applies to commands that set none; 0 means none.
 	CommandTimeout time.Duration
+	// User is the user the shell runs as; empty means root. Running as
+	// another user is not implemented yet (the spawn wrapper must join the
+	// cgroup as root, then drop privileges), so Create refuses it.
+	User string
 }
 
 // Manager is the registry of sessions.
@@ -233,6 +237,9 @@ func (m *Manager) Create(id string, o Options) (*Session, error) {
 		if !ValidEnvName(k) {
 			return nil, fmt.Errorf("invalid environment variable name %q", k)
 		}
+	}
+	if o.User != "" {
+		return nil, fmt.Errorf("session user %q: %w", o.User, errors.ErrUnsupported)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
