@@ -117,7 +117,7 @@ func TestStreamingDeliversOutputAsItIsProduced(t *testing.T) {
 	d := daemon(t)
 	sb := d.Client.Sandbox("stream")
 	run(t, sb, "true")
-	st, err := sb.ExecStream(ctxT(t, 30*time.Second), "echo one; sleep 0.6; echo two >&2; sleep 0.2; exit 5")
+	st, err := sb.ExecStream(ctxT(t, 30*time.Second), "echo one; sleep 0.6; echo two >&2; sleep 0.2; (exit 5)")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func TestStreamClientDisconnectKillsTheCommand(t *testing.T) {
 	d := daemon(t)
 	sb := d.Client.Sandbox("disconnect")
 	ctx := ctxT(t, 30*time.Second)
-	st, err := sb.ExecStream(ctx, "echo started; exec sleep 300")
+	st, err := sb.ExecStream(ctx, "echo started; sleep 300")
 	if err != nil {
 		t.Fatal(err)
 	}

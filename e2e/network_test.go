@@ -79,13 +79,13 @@ func TestNetworkInternetBlocksTheHostUnlessAllowed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port2 := hostServer(t, openInfo.Network.Gateway)
-	if out := run(t, open, fmt.Sprintf(connectScript, openInfo.Network.Gateway, port2)); !strings.Contains(out, "hello-from-host") {
-		t.Errorf("allowed host not reachable: %s", out)
+	// The allowlist names one host address: the server on it is reachable,
+	// the same host's other address (this sandbox's own gateway) is not.
+	if out := run(t, open, fmt.Sprintf(connectScript, gw, port)); !strings.Contains(out, "hello-from-host") {
+		t.Errorf("allowed host address not reachable: %s", out)
 	}
-	// The allowlist names one address, not the host: its own gateway
-	// address on another port is allowed, the other sandbox's gateway is not.
-	if code, out := exitOf(t, open, fmt.Sprintf(connectScript, gw, port)); code != 3 {
+	port2 := hostServer(t, openInfo.Network.Gateway)
+	if code, out := exitOf(t, open, fmt.Sprintf(connectScript, openInfo.Network.Gateway, port2)); code != 3 {
 		t.Errorf("address outside the allowlist reachable (exit %d): %s", code, out)
 	}
 	if got := trim(run(t, open, "ls /sys/class/net | sort | tr '\\n' ' '")); got != "eth0 lo" {
