@@ -1,0 +1,67 @@
+package httpapi
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+// chunked is an upstream that returns its chunks one Read at a time and
+// then err.
+type chunked struct {
+	chunks []string
+	err    error
+}
+
+func (c *chunked) Read(p []byte) (int, error) {
+	if len(c.chunks) == 0 {
+		return 0, c.err
+	}
+	n := copy(p, c.chunks[0])
+	c.chunks[0] = c.chunks[0][n:]
+	if c.chunks[0] == "" {
+		c.chunks = c.chunks[1:]
+	}
+	return n, nil
+}
+func (c *chunked) Close() error { return nil }
+
+func TestStreamGuard(t *testing.T) {
+	start := "event: start\ndata: {\"type\":\"start\"}\n\n"
+	out := "event: stdout\ndata: {\"type\":\"stdout\",\"data\":\"hi\"}\n\n"
+	done := "event: complete\ndata: {\"type\":\"complete\",\"exitCode\":0}\n\n"
+	tests := []struct {
+		name      string
+		upstream  *chunked
+		wantLost  bool
+		wantParts []string
+	}{
+		{"complete stream passes unchanged", &chunked{chunks: []string{start, out, done}, err: io.EOF}, false, []string{start, out, done}},
+		{"events split across reads", &chunked{chunks: []string{start[:5], start[5:] + out[:10], out[10:] + done}, err: io.EOF}, false, []string{start, out, done}},
+		{"cut after an event", &chunked{chunks: []string{start, out}, err: io.EOF}, true, []string{start, out}},
+		{"cut inside an event", &chunked{chunks: []string{start, out[:12]}, err: errors.New("connection reset")}, true, []string{start}},
+		{"error event is terminal", &chunked{chunks: []string{start, "event: error\ndata: {}\n\n"}, err: io.EOF}, false, []string{start}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data, err := io.ReadAll(&streamGuard{upstream: tt.upstream})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := string(data)
+			for _, p := range tt.wantParts {
+				if !strings.Contains(got, p) {
+					t.Errorf("output lacks %q:\n%s", p, got)
+				}
+			}
+			lost := strings.Contains(got, "SANDBOX_UNAVAILABLE")
+			if lost != tt.wantLost {
+				t.Errorf("lost-stream error event = %v, want %v:\n%s", lost, tt.wantLost, got)
+			}
+			if strings.Contains(got, out[:12]) && !strings.Contains(got, out) {
+				t.Errorf("a partial event was passed on:\n%s", got)
+			}
+		})
+	}
+}
