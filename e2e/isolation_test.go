@@ -76,7 +76,7 @@ except OSError as e:
 		"raw socket":       `python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)'`,
 		"change sysctl":    "echo 0 > /proc/sys/net/ipv4/ip_forward",
 		"mknod":            "mknod /tmp/sda b 8 0",
-		"raise limits":     "for f in /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids.max /sys/fs/cgroup/pids/pids.max; do [ -e $f ] && echo 999999999 > $f && exit 0; done; exit 1",
+		"raise limits":     "(for f in /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids.max /sys/fs/cgroup/pids/pids.max; do [ -e $f ] && echo 999999999 > $f && exit 0; done; exit 1)",
 		"ptrace the agent": `python3 -c 'import ctypes,sys; libc=ctypes.CDLL(None); sys.exit(0 if libc.ptrace(16, 1, 0, 0)==0 else 1)'`,
 		"kill the agent":   "kill -9 1; sleep 0.2; ! kill -0 1",
 	}

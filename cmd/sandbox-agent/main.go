@@ -17,6 +17,8 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sandboxd/sandboxd/internal/agent"
 	"github.com/sandboxd/sandboxd/internal/agent/spawn"
 )
@@ -53,6 +55,15 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+
+	// User code runs as root in the same namespaces as the agent, with the
+	// same capabilities, so the kernel would let it ptrace the agent (and
+	// stop or steer it, and every session with it). A non-dumpable process
+	// can only be traced with CAP_SYS_PTRACE, which sandboxes do not have.
+	// Programs the agent starts are dumpable again after their execve.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		log.Warn("could not make the agent non-dumpable", "err", err)
+	}
 
 	// A write to a closed stderr must not kill init: with SIGPIPE
 	// notified, it is an EPIPE error instead. (signal.Ignore would be
