@@ -29,6 +29,14 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer lease.Release()
+	// The agent may answer (an event stream's headers, say) before the
+	// transport has finished sending it the request body. Without full
+	// duplex, writing those headers makes the server discard the rest of
+	// the body under the transport's feet, which then drops the agent
+	// connection mid-stream.
+	if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+		s.log.Debug("full duplex unavailable", "err", err)
+	}
 	rest := r.PathValue("rest")
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -43,7 +51,12 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		},
 		Transport:      lease.Transport,
 		FlushInterval:  -1,
-		ModifyResponse: guardEventStream,
+		ModifyResponse: func(resp *http.Response) error {
+			guardEventStream(resp, func(err error) {
+				s.log.Warn("event stream from the agent ended without a terminal event", "sandbox", id, "path", rest, "err", err)
+			})
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
 				return // the client went away; nobody to answer
@@ -59,12 +72,10 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 // guardEventStream makes sure an event stream from an agent ends with a
 // terminal event: if the agent dies or the connection breaks first, the
 // client gets an `error` event rather than a stream that just stops.
-func guardEventStream(resp *http.Response) error {
-	if !strings.HasPrefix(resp.Header.Get("Content-Type"), sse.ContentType) {
-		return nil
+func guardEventStream(resp *http.Response, onLost func(error)) {
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), sse.ContentType) {
+		resp.Body = &streamGuard{upstream: resp.Body, onLost: onLost}
 	}
-	resp.Body = &streamGuard{upstream: resp.Body}
-	return nil
 }
 
 // streamGuard passes whole events through as soon as they are complete,
@@ -76,6 +87,7 @@ type streamGuard struct {
 	out      []byte // complete events ready for the reader
 	terminal bool
 	done     bool
+	onLost   func(error)
 }
 
 func (g *streamGuard) Read(p []byte) (int, error) {
@@ -91,6 +103,9 @@ func (g *streamGuard) Read(p []byte) (int, error) {
 			g.done = true
 			if !g.terminal {
 				g.out = append(g.out, lostStreamEvent()...)
+				if g.onLost != nil {
+					g.onLost(err)
+				}
 			}
 			if !errors.Is(err, io.EOF) && len(g.out) == 0 {
 				return 0, err

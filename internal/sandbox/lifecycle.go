@@ -66,7 +66,7 @@ func (inst *instance) close() {
 // paths are a sandbox's places on the host.
 type paths struct {
 	dir, upper, work, rootfs, etc, bundle, log string // persistent, in StateDir
-	run, socket                                  string // in RunDir
+	run, socket                                string // in RunDir
 }
 
 func (m *Manager) paths(key string) paths {
