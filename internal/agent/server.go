@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -23,17 +25,53 @@ type server struct {
 	writeTimeout time.Duration // for one stream event to be accepted by the client
 }
 
-// routes is the agent's API. Method-qualified patterns serve the route;
-// the bare pattern beside each answers other methods with a JSON 405, and
-// "/" answers unknown paths with a JSON 404.
+// route is one entry of the agent's API.
+type route struct {
+	method, path string
+	handler      http.HandlerFunc
+}
+
+// table is the agent's API. Every route is public: the daemon forwards
+// /v1/sandboxes/{id}/<path> here unchanged. Features add their routes here.
+func (s *server) table() []route {
+	return []route{
+		{"GET", "/health", s.health},
+		{"POST", "/exec", s.exec},
+		{"POST", "/exec/stream", s.execStream},
+	}
+}
+
+// Routes lists the agent's routes as "METHOD /path" patterns, for the
+// daemon's API description.
+func Routes() []string {
+	var out []string
+	for _, r := range (&server{}).table() {
+		out = append(out, r.method+" "+r.path)
+	}
+	return out
+}
+
+// routes serves the table. Method-qualified patterns serve a route; a bare
+// pattern per path answers other methods with a JSON 405, and "/" answers
+// unknown paths with a JSON 404.
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /health", s.health)
-	mux.HandleFunc("/health", methodNotAllowed("GET, HEAD"))
-	mux.HandleFunc("POST /exec", s.exec)
-	mux.HandleFunc("/exec", methodNotAllowed("POST"))
-	mux.HandleFunc("POST /exec/stream", s.execStream)
-	mux.HandleFunc("/exec/stream", methodNotAllowed("POST"))
+	allowed := map[string][]string{}
+	var paths []string
+	for _, r := range s.table() {
+		mux.HandleFunc(r.method+" "+r.path, r.handler)
+		if allowed[r.path] == nil {
+			paths = append(paths, r.path)
+		}
+		allowed[r.path] = append(allowed[r.path], r.method)
+	}
+	for _, p := range paths {
+		methods := allowed[p]
+		if slices.Contains(methods, "GET") {
+			methods = append(methods, "HEAD")
+		}
+		mux.HandleFunc(p, methodNotAllowed(strings.Join(methods, ", ")))
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, api.Errorf(api.CodeNotFound, "no route %s", r.URL.Path))
 	})

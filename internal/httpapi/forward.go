@@ -49,8 +49,8 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 			pr.Out.Header.Del("Authorization")
 			pr.Out.Header.Del("Cookie")
 		},
-		Transport:      lease.Transport,
-		FlushInterval:  -1,
+		Transport:     lease.Transport,
+		FlushInterval: -1,
 		ModifyResponse: func(resp *http.Response) error {
 			guardEventStream(resp, func(err error) {
 				s.log.Warn("event stream from the agent ended without a terminal event", "sandbox", id, "path", rest, "err", err)

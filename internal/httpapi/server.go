@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"crypto/subtle"
-	_ "embed"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -125,14 +124,6 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Version: s.opts.Version, Runtime: s.opts.Runtime})
-}
-
-//go:embed openapi.json
-var openAPIDoc []byte
-
-func (s *Server) openAPI(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(openAPIDoc)
 }
 
 // sandboxID returns the validated {id} of the route, or answers the error.
