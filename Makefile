@@ -39,7 +39,7 @@ vet:
 
 # Benchmarks; results with the machine they ran on go to bench/results/.
 bench: build
-	SANDBOXD_BIN_DIR=$(CURDIR)/$(BIN) $(GO) run ./bench/cmd/sandboxd-bench -out bench/results
+	bench/run.sh
 
 clean:
 	rm -rf $(BIN)

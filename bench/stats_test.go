@@ -1,0 +1,89 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// samples is a set of measured durations.
+type samples []time.Duration
+
+// percentile returns the p-th percentile (0-100), nearest rank.
+func (s samples) percentile(p float64) time.Duration {
+	if len(s) == 0 {
+		return 0
+	}
+	sorted := append(samples(nil), s...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	idx := int(float64(len(sorted))*p/100+0.5) - 1
+	if idx < 0 {
+		idx = 0
+	}
+	if idx >= len(sorted) {
+		idx = len(sorted) - 1
+	}
+	return sorted[idx]
+}
+
+// report publishes p50, p95 and p99 in milliseconds (and the count) as
+// benchmark metrics, and logs a one-line summary.
+func (s samples) report(b *testing.B) {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms(s.percentile(50)), "p50-ms")
+	b.ReportMetric(ms(s.percentile(95)), "p95-ms")
+	b.ReportMetric(ms(s.percentile(99)), "p99-ms")
+	b.ReportMetric(float64(len(s)), "samples")
+	b.ReportMetric(0, "ns/op") // the loop count is not the measurement
+	b.Logf("n=%d p50=%.2fms p95=%.2fms p99=%.2fms", len(s), ms(s.percentile(50)), ms(s.percentile(95)), ms(s.percentile(99)))
+}
+
+// sampleCount is how many samples each benchmark takes: BENCH_N, or 100.
+func sampleCount() int {
+	n := 100
+	if v := os.Getenv("BENCH_N"); v != "" {
+		fmt.Sscan(v, &n)
+	}
+	return n
+}
+
+// measure runs f n times and returns the durations.
+func measure(b *testing.B, n int, f func(i int)) samples {
+	b.Helper()
+	out := make(samples, 0, n)
+	for i := 0; i < n; i++ {
+		start := time.Now()
+		f(i)
+		out = append(out, time.Since(start))
+	}
+	return out
+}
+
+// once makes a benchmark body run exactly once whatever b.N is: the
+// benchmark takes its own samples.
+func once(b *testing.B, f func(b *testing.B)) {
+	b.Helper()
+	for i := 0; i < b.N; i++ {
+		if i == 0 {
+			f(b)
+		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var s samples
+	for i := 1; i <= 100; i++ {
+		s = append(s, time.Duration(i)*time.Millisecond)
+	}
+	for p, want := range map[float64]time.Duration{50: 50 * time.Millisecond, 95: 95 * time.Millisecond, 99: 99 * time.Millisecond} {
+		if got := s.percentile(p); got != want {
+			t.Errorf("p%v = %v, want %v", p, got, want)
+		}
+	}
+	if !strings.Contains(fmt.Sprint(samples{}.percentile(50)), "0") {
+		t.Error("empty")
+	}
+}
