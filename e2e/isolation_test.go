@@ -185,3 +185,20 @@ func TestForkBombIsBoundedByPids(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 }
+
+// TestSeccompAppliesToEverySandbox: the daemon hands crun the filter it
+// compiled for the first sandbox (run.oci.seccomp_bpf_data); later
+// sandboxes must be just as confined.
+func TestSeccompAppliesToEverySandbox(t *testing.T) {
+	d := daemon(t)
+	probe := `python3 -c '
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.syscall(248, 0, 0, 0, 0, 0)  # add_key: refused by the default profile
+print(r, ctypes.get_errno() == 1)'; grep -c "^Seccomp:.2" /proc/self/status`
+	for _, id := range []string{"sec-first", "sec-second", "sec-third"} {
+		if got := trim(run(t, d.Client.Sandbox(id), probe)); got != "-1 True\n1" {
+			t.Errorf("%s: seccomp probe = %q, want the syscall refused with EPERM and filter mode 2", id, got)
+		}
+	}
+}

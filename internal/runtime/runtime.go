@@ -6,6 +6,7 @@ package runtime
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,6 +32,10 @@ type Runtime struct {
 	// Path is the binary's absolute path.
 	Path string
 	rc   *runc.Runc
+
+	// seccompBPF is the default seccomp profile as compiled by crun for
+	// the first container, reused by later ones (see Annotations).
+	seccompBPF atomic.Pointer[string]
 }
 
 // New returns a Runtime for the binary at path keeping its container state
@@ -55,11 +61,44 @@ func (r *Runtime) Create(ctx context.Context, id, bundle string, log *os.File) (
 	if err != nil {
 		return 0, fmt.Errorf("reading init pid: %w", err)
 	}
+	r.keepSeccompBPF(id)
 	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
 	if err != nil {
 		return 0, fmt.Errorf("parsing init pid %q: %w", data, err)
 	}
 	return pid, nil
+}
+
+// Annotations returns runtime-specific annotations to add to every
+// container's spec.
+//
+// Compiling the default seccomp profile (about 350 rules, for three
+// architectures) with libseccomp is the largest single cost of `crun
+// create`: about 16 ms of a 37 ms `crun run` on a 2-vCPU VM. crun keeps the
+// compiled filter in its state directory and accepts a precompiled one in
+// the run.oci.seccomp_bpf_data annotation, so the filter crun compiled for
+// the first container is handed to the next ones. The profile is the same
+// for every sandbox (it depends only on the fixed capability set), so the
+// filter is too. The spec keeps its seccomp section as well, so a runtime
+// that ignores the annotation still applies the profile.
+func (r *Runtime) Annotations() map[string]string {
+	if bpf := r.seccompBPF.Load(); bpf != nil {
+		return map[string]string{"run.oci.seccomp_bpf_data": *bpf}
+	}
+	return nil
+}
+
+func (r *Runtime) keepSeccompBPF(id string) {
+	if r.Name != "crun" || r.seccompBPF.Load() != nil {
+		return
+	}
+	data, err := os.ReadFile(filepath.Join(r.rc.Root, id, "seccomp.bpf"))
+	// A filter is a whole number of 8-byte BPF instructions.
+	if err != nil || len(data) == 0 || len(data)%8 != 0 {
+		return
+	}
+	enc := base64.StdEncoding.EncodeToString(data)
+	r.seccompBPF.CompareAndSwap(nil, &enc)
 }
 
 // Start starts a created container.

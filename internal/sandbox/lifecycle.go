@@ -144,7 +144,10 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	os.Remove(p.socket)
 	undo.push(func(context.Context) error { return os.RemoveAll(p.run) })
 
+	steps := newStepTimer()
+	defer func() { m.log.Debug("sandbox boot", "sandbox", b.id, "steps", steps.String(), "err", err) }()
 	ep, err := m.opts.Network.Attach(ctx, key, m.networkRequest(b))
+	steps.mark("network")
 	if err != nil {
 		return nil, fmt.Errorf("setting up network: %w", err)
 	}
@@ -154,6 +157,7 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	if err := ov.Mount(); err != nil {
 		return nil, err
 	}
+	steps.mark("overlay")
 	undo.push(func(context.Context) error { return ov.Unmount() })
 
 	cg := m.opts.Cgroups.Group(cgroupPath(key))
@@ -170,6 +174,7 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	if err := m.writeBundle(b, img, p, ep, append(cgMounts, etcMounts...)); err != nil {
 		return nil, err
 	}
+	steps.mark("bundle")
 	logf, err := openLog(p.log)
 	if err != nil {
 		return nil, err
@@ -183,6 +188,7 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	if err != nil {
 		return nil, err
 	}
+	steps.mark("create")
 	undo.push(func(ctx context.Context) error { return m.stopContainer(ctx, cid, cg) })
 	if err := cg.Split(pid, userLimits(b.cfg.Limits)); err != nil {
 		return nil, err
@@ -190,6 +196,7 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	if err := rt.Start(ctx, cid); err != nil {
 		return nil, err
 	}
+	steps.mark("start")
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return nil, fmt.Errorf("watching the agent (pid %d): %w", pid, err)
@@ -199,6 +206,7 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	if err := waitAgent(ctx, inst, agentBootTimeout); err != nil {
 		return nil, fmt.Errorf("%w (agent log: %s)", err, logTail(p.log))
 	}
+	steps.mark("agent")
 	return inst, nil
 }
 
@@ -246,7 +254,7 @@ func (m *Manager) writeBundle(b *box, img *rootfs.Image, p paths, ep NetworkEndp
 		Resources: runtime.Resources{
 			MemoryBytes: b.cfg.Limits.MemoryBytes, MilliCPU: b.cfg.Limits.MilliCPU, Pids: b.cfg.Limits.Pids,
 		},
-		Annotations: map[string]string{"dev.sandboxd.id": b.id},
+		Annotations: annotations(b.id, m.opts.Runtime.Annotations()),
 	})
 	if err != nil {
 		return err
@@ -259,6 +267,14 @@ func (m *Manager) writeBundle(b *box, img *rootfs.Image, p paths, ep NetworkEndp
 		return err
 	}
 	return os.WriteFile(filepath.Join(p.bundle, "config.json"), data, 0o600)
+}
+
+func annotations(id string, runtime map[string]string) map[string]string {
+	a := map[string]string{"dev.sandboxd.id": id}
+	for k, v := range runtime {
+		a[k] = v
+	}
+	return a
 }
 
 // mergeEnv lays env over the image's environment, sorted by name.
@@ -359,7 +375,10 @@ func waitAgent(ctx context.Context, inst *instance, limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	client := &http.Client{Transport: inst.transport}
-	delay := 500 * time.Microsecond
+	// Poll fast at first: the agent is usually up within milliseconds,
+	// and every millisecond here is a millisecond of cold start.
+	delay := time.Millisecond
+	started := time.Now()
 	for {
 		h, err := agentHealth(ctx, client)
 		if err == nil {
@@ -376,7 +395,7 @@ func waitAgent(ctx context.Context, inst *instance, limit time.Duration) error {
 			return fmt.Errorf("agent did not answer within %s: %w", limit, err)
 		case <-time.After(delay):
 		}
-		if delay < 20*time.Millisecond {
+		if time.Since(started) > 200*time.Millisecond && delay < 20*time.Millisecond {
 			delay *= 2
 		}
 	}
@@ -443,3 +462,19 @@ func (m *Manager) removeFiles(key string) error {
 	}
 	return os.RemoveAll(p.dir)
 }
+
+// stepTimer records how long each step of a boot took, for the debug log.
+type stepTimer struct {
+	last  time.Time
+	steps []string
+}
+
+func newStepTimer() *stepTimer { return &stepTimer{last: time.Now()} }
+
+func (t *stepTimer) mark(name string) {
+	now := time.Now()
+	t.steps = append(t.steps, fmt.Sprintf("%s=%s", name, now.Sub(t.last).Round(100*time.Microsecond)))
+	t.last = now
+}
+
+func (t *stepTimer) String() string { return strings.Join(t.steps, " ") }
