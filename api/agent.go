@@ -15,3 +15,15 @@ type AgentHealth struct {
 	// PID is the agent's PID inside the sandbox (1 when it is init).
 	PID int `json:"pid"`
 }
+
+// AgentActivity is the body of the agent's GET /activity: whether anything
+// the agent runs on its own (not a call in flight, which the daemon already
+// sees) keeps the sandbox from being idle.
+type AgentActivity struct {
+	// Busy is true while any count below is non-zero.
+	Busy bool `json:"busy"`
+	// RunningProcesses counts background processes that are running.
+	RunningProcesses int `json:"runningProcesses"`
+	// RunningExecutions counts code-context runs in progress.
+	RunningExecutions int `json:"runningExecutions"`
+}

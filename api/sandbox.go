@@ -29,6 +29,23 @@ type SandboxOptions struct {
 	Limits *Limits `json:"limits,omitempty"`
 	// Network configures the sandbox's network namespace.
 	Network *NetworkOptions `json:"network,omitempty"`
+	// InstanceType is a preset of limits: "lite", "standard" or "heavy"
+	// (see docs/api.md). Fields of Limits override it.
+	InstanceType string `json:"instanceType,omitempty"`
+	// SleepAfter is how long, in milliseconds, the sandbox may be idle
+	// before it is put to sleep. Default: the daemon's --sleep-after (10
+	// minutes); at least 1000, at most the daemon's --max-sleep-after.
+	SleepAfter int64 `json:"sleepAfter,omitempty"`
+	// KeepAlive disables sleeping. Default false.
+	KeepAlive *bool `json:"keepAlive,omitempty"`
+}
+
+// SandboxUpdate is the body of PATCH /v1/sandboxes/{id}: the settings that
+// may change after creation. Absent fields stay as they are.
+type SandboxUpdate struct {
+	// SleepAfter in milliseconds.
+	SleepAfter *int64 `json:"sleepAfter,omitempty"`
+	KeepAlive  *bool  `json:"keepAlive,omitempty"`
 }
 
 // Limits are cgroup limits on a whole sandbox (agent and user code).
@@ -39,6 +56,9 @@ type Limits struct {
 	MilliCPU int64 `json:"milliCpu,omitempty"`
 	// Pids is the maximum number of tasks (processes and threads). Minimum 32.
 	Pids int64 `json:"pids,omitempty"`
+	// DiskBytes caps the sandbox's writable disk (its own filesystem; a
+	// full disk is ENOSPC inside). 0: no quota. Minimum 64 MiB.
+	DiskBytes int64 `json:"diskBytes,omitempty"`
 }
 
 // NetworkOptions configures a sandbox's network.
@@ -56,8 +76,15 @@ type SandboxStatus string
 const (
 	StatusCreating SandboxStatus = "creating"
 	StatusRunning  SandboxStatus = "running"
-	StatusStopped  SandboxStatus = "stopped"
-	StatusFailed   SandboxStatus = "failed"
+	// StatusSleeping: put to sleep when idle (or to make room). Disk, env,
+	// sessions' definitions and exposed ports are kept; any call wakes it.
+	StatusSleeping SandboxStatus = "sleeping"
+	// StatusStopped: stopped on request; any call starts it again.
+	StatusStopped SandboxStatus = "stopped"
+	// StatusFailed: could not start, or its agent died; StatusReason says
+	// why, and the next call tries again.
+	StatusFailed     SandboxStatus = "failed"
+	StatusDestroying SandboxStatus = "destroying"
 )
 
 // Sandbox describes one sandbox, as returned by ensure, get and list.
@@ -74,8 +101,38 @@ type Sandbox struct {
 	Network    NetworkInfo       `json:"network"`
 	CreatedAt  time.Time         `json:"createdAt"`
 	LastUsedAt time.Time         `json:"lastUsedAt"`
+	// StatusChangedAt is when Status last changed.
+	StatusChangedAt time.Time `json:"statusChangedAt"`
+	InstanceType    string    `json:"instanceType,omitempty"`
+	// SleepAfter in milliseconds; KeepAlive disables it.
+	SleepAfter int64 `json:"sleepAfter"`
+	KeepAlive  bool  `json:"keepAlive"`
+	// IdleDeadline is when a running sandbox will be put to sleep if
+	// nothing uses it; absent when not running or kept alive.
+	IdleDeadline *time.Time `json:"idleDeadline,omitempty"`
 	// Created is true in the answer to the call that created the sandbox.
 	Created bool `json:"created,omitempty"`
+}
+
+// Lifecycle event types, as sent by GET /v1/events.
+const (
+	LifecycleCreated   = "created"
+	LifecycleStarted   = "started"
+	LifecycleSlept     = "slept"
+	LifecycleWoke      = "woke"
+	LifecycleStopped   = "stopped"
+	LifecycleDestroyed = "destroyed"
+	LifecycleFailed    = "failed"
+)
+
+// LifecycleEvent is one event of GET /v1/events; the SSE event name is
+// Type.
+type LifecycleEvent struct {
+	Type      string        `json:"type"`
+	SandboxID string        `json:"sandboxId"`
+	Status    SandboxStatus `json:"status"`
+	Reason    string        `json:"reason,omitempty"`
+	Timestamp time.Time     `json:"timestamp"`
 }
 
 // NetworkInfo is a sandbox's network as configured.

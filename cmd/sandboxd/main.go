@@ -14,6 +14,7 @@ import (
 	goruntime "runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/sandboxd/sandboxd/internal/bytesize"
 	"github.com/sandboxd/sandboxd/internal/daemon"
@@ -50,7 +51,7 @@ func parseFlags(args []string) (daemon.Config, slog.Level, error) {
 	fs := flag.NewFlagSet("sandboxd", flag.ContinueOnError)
 	cfg := daemon.Config{Version: version}
 	var dns, logLevel string
-	var defMem, maxMem string
+	var defMem, maxMem, budget, maxDisk string
 	var defCPU, maxCPU float64
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address of the HTTP API")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/sandboxd", "registry, token and sandbox disks")
@@ -68,6 +69,13 @@ func parseFlags(args []string) (daemon.Config, slog.Level, error) {
 	fs.Float64Var(&maxCPU, "max-cpus", float64(goruntime.NumCPU()), "largest CPU limit a sandbox may ask for")
 	fs.Int64Var(&cfg.DefaultLimits.Pids, "default-pids", 1024, "task limit of sandboxes that do not choose")
 	fs.Int64Var(&cfg.MaxLimits.Pids, "max-pids", 32768, "largest task limit a sandbox may ask for")
+	fs.DurationVar(&cfg.SleepAfter, "sleep-after", 10*time.Minute, "idle time after which a sandbox sleeps, unless it chooses its own")
+	fs.DurationVar(&cfg.MaxSleepAfter, "max-sleep-after", 24*time.Hour, "longest idle time a sandbox may choose")
+	fs.DurationVar(&cfg.IdleCheck, "idle-check", time.Second, "how often idle sandboxes are looked for")
+	fs.IntVar(&cfg.Capacity.MaxRunning, "max-running", 0, "most sandboxes running at once (0: no limit but the memory budget)")
+	fs.IntVar(&cfg.Capacity.MaxTotal, "max-sandboxes", 10000, "most sandboxes that may exist (0: no limit)")
+	fs.StringVar(&budget, "memory-budget", "", "bound on the sum of running sandboxes' memory limits (default: host memory; 0: none)")
+	fs.StringVar(&maxDisk, "max-disk", "1Ti", "largest disk quota a sandbox may ask for")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return cfg, 0, err
@@ -87,6 +95,17 @@ func parseFlags(args []string) (daemon.Config, slog.Level, error) {
 		cfg.MaxLimits.MemoryBytes = hostMemory()
 	} else if cfg.MaxLimits.MemoryBytes, err = bytesize.Parse(maxMem); err != nil {
 		return cfg, 0, fmt.Errorf("--max-memory: %w", err)
+	}
+	switch budget {
+	case "":
+		cfg.Capacity.MemoryBudget = hostMemory()
+	default:
+		if cfg.Capacity.MemoryBudget, err = bytesize.Parse(budget); err != nil {
+			return cfg, 0, fmt.Errorf("--memory-budget: %w", err)
+		}
+	}
+	if cfg.MaxLimits.DiskBytes, err = bytesize.Parse(maxDisk); err != nil {
+		return cfg, 0, fmt.Errorf("--max-disk: %w", err)
 	}
 	cfg.DefaultLimits.MilliCPU = int64(defCPU * 1000)
 	cfg.MaxLimits.MilliCPU = int64(maxCPU * 1000)

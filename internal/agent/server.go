@@ -23,6 +23,9 @@ type server struct {
 	sessions     *session.Manager
 	keepalive    time.Duration
 	writeTimeout time.Duration // for one stream event to be accepted by the client
+	// activity lists what can keep the sandbox busy on its own; each
+	// source adds its counts (background processes, code runs).
+	activity []func(*api.AgentActivity)
 }
 
 // route is one entry of the agent's API.
@@ -36,6 +39,7 @@ type route struct {
 func (s *server) table() []route {
 	return []route{
 		{"GET", "/health", s.health},
+		{"GET", "/activity", s.activityReport},
 		{"POST", "/exec", s.exec},
 		{"POST", "/exec/stream", s.execStream},
 	}
@@ -91,6 +95,17 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 		Version:         s.version,
 		PID:             os.Getpid(),
 	})
+}
+
+// activityReport tells the daemon whether the sandbox is busy with work
+// that no API call is waiting for, so that it is not put to sleep.
+func (s *server) activityReport(w http.ResponseWriter, r *http.Request) {
+	var a api.AgentActivity
+	for _, add := range s.activity {
+		add(&a)
+	}
+	a.Busy = a.RunningProcesses > 0 || a.RunningExecutions > 0
+	writeJSON(w, http.StatusOK, a)
 }
 
 // exec runs a command and answers with its whole output.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -43,7 +44,14 @@ type Config struct {
 	IfacePrefix string
 	// Limits: defaults for sandboxes that do not choose, and caps.
 	DefaultLimits, MaxLimits sandbox.Limits
-	Version                  string
+	// SleepAfter is the default idle time before a sandbox sleeps;
+	// MaxSleepAfter caps what a sandbox may ask for.
+	SleepAfter, MaxSleepAfter time.Duration
+	// IdleCheck is how often idle sandboxes are looked for.
+	IdleCheck time.Duration
+	// Capacity bounds what the host runs.
+	Capacity sandbox.Capacity
+	Version  string
 }
 
 // Validate checks c and fills in what can be derived.
@@ -101,6 +109,15 @@ func (c *Config) Validate() error {
 		if l.def <= 0 || l.max <= 0 || l.def > l.max {
 			errs = append(errs, fmt.Errorf("default %s limit %d must be positive and at most the maximum %d", l.name, l.def, l.max))
 		}
+	}
+	if c.SleepAfter < sandbox.MinSleepAfter || c.SleepAfter > c.MaxSleepAfter {
+		errs = append(errs, fmt.Errorf("--sleep-after %s must be between %s and --max-sleep-after (%s)", c.SleepAfter, sandbox.MinSleepAfter, c.MaxSleepAfter))
+	}
+	if c.IdleCheck <= 0 {
+		errs = append(errs, fmt.Errorf("--idle-check %s must be positive", c.IdleCheck))
+	}
+	if c.Capacity.MemoryBudget != 0 && c.Capacity.MemoryBudget < c.DefaultLimits.MemoryBytes {
+		errs = append(errs, fmt.Errorf("--memory-budget %d is below the default sandbox memory %d: no sandbox could start", c.Capacity.MemoryBudget, c.DefaultLimits.MemoryBytes))
 	}
 	return errors.Join(errs...)
 }

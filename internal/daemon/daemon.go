@@ -21,6 +21,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/cgroup"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
+	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/network"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
 	"github.com/sandboxd/sandboxd/internal/runtime"
@@ -58,11 +59,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	reg, err := store.Open(filepath.Join(cfg.StateDir, "registry.db"))
+	db, err := store.Open(filepath.Join(cfg.StateDir, "registry.db"))
 	if err != nil {
 		return err
 	}
-	defer reg.Close()
+	defer db.Close()
 
 	rt, err := runtime.Detect(ctx, runtime.DetectOptions{
 		Want: cfg.Runtime, StateRoot: filepath.Join(cfg.RunDir, "runtime"),
@@ -86,20 +87,25 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer net.m.Close()
 
+	registry := metrics.NewRegistry()
 	mgr := sandbox.New(sandbox.Options{
 		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: cfg.AgentPath,
-		Runtime: rt, Store: reg, Network: net, Cgroups: cg,
+		Runtime: rt, Store: db, Network: net, Cgroups: cg,
 		Images: sandbox.HostImages{Host: hostImage},
 		Policy: sandbox.Policy{
 			DefaultImage: rootfs.HostImageName, DefaultLimits: cfg.DefaultLimits,
 			MaxLimits: cfg.MaxLimits, DefaultNetwork: cfg.DefaultNetwork,
+			DefaultSleepAfter: cfg.SleepAfter, MaxSleepAfter: cfg.MaxSleepAfter,
 		},
-		Log: log,
+		Capacity:  cfg.Capacity,
+		IdleCheck: cfg.IdleCheck,
+		Metrics:   registry,
+		Log:       log,
 	})
 	if err := mgr.Recover(ctx); err != nil {
 		return fmt.Errorf("recovering sandboxes: %w", err)
 	}
-	api := httpapi.New(httpapi.Options{Manager: mgr, Token: token, Version: cfg.Version, Runtime: rt.Name, Log: log})
+	api := httpapi.New(httpapi.Options{Manager: mgr, Token: token, Version: cfg.Version, Runtime: rt.Name, Log: log, Metrics: registry})
 	return serve(ctx, cfg, api, mgr, log)
 }
 
@@ -118,6 +124,7 @@ func serve(ctx context.Context, cfg Config, handler http.Handler, mgr *sandbox.M
 		}
 		return nil
 	})
+	g.Go(func() error { return mgr.Run(gctx) })
 	g.Go(func() error {
 		t := time.NewTicker(flushInterval)
 		defer t.Stop()

@@ -19,6 +19,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if e.Code.HTTPStatus() >= 500 {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", err)
 	}
+	if e.Code == api.CodeCapacityExceeded {
+		retryAfter(w)
+	}
+	s.countError(e.Code)
 	writeAPIError(w, e)
 }
 

@@ -23,6 +23,9 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	start := time.Now()
+	rest := r.PathValue("rest")
+	defer s.observeExec(rest, start)
 	lease, err := s.opts.Manager.Acquire(r.Context(), id)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -37,7 +40,6 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
 		s.log.Debug("full duplex unavailable", "err", err)
 	}
-	rest := r.PathValue("rest")
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
@@ -52,7 +54,9 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		Transport:     lease.Transport,
 		FlushInterval: -1,
 		ModifyResponse: func(resp *http.Response) error {
+			s.countAgentError(resp)
 			guardEventStream(resp, func(err error) {
+				s.countError(api.CodeSandboxUnavailable)
 				s.log.Warn("event stream from the agent ended without a terminal event", "sandbox", id, "path", rest, "err", err)
 			})
 			return nil
@@ -62,6 +66,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 				return // the client went away; nobody to answer
 			}
 			s.log.Warn("agent unreachable", "sandbox", id, "path", rest, "err", err)
+			s.countError(api.CodeSandboxUnavailable)
 			writeAPIError(w, api.Errorf(api.CodeSandboxUnavailable,
 				"the sandbox's agent did not answer; the call may not have run"))
 		},

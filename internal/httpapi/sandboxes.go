@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
@@ -72,9 +73,14 @@ func (s *Server) destroySandbox(w http.ResponseWriter, r *http.Request) {
 }
 
 func fromWire(o api.SandboxOptions) sandbox.Config {
-	c := sandbox.Config{Image: o.Image, Env: o.Env, Labels: o.Labels}
+	c := sandbox.Config{Image: o.Image, Env: o.Env, Labels: o.Labels, InstanceType: o.InstanceType,
+		SleepAfter: time.Duration(o.SleepAfter) * time.Millisecond}
+	if o.KeepAlive != nil {
+		c.KeepAlive = *o.KeepAlive
+	}
 	if o.Limits != nil {
-		c.Limits = sandbox.Limits{MemoryBytes: o.Limits.MemoryBytes, MilliCPU: o.Limits.MilliCPU, Pids: o.Limits.Pids}
+		c.Limits = sandbox.Limits{MemoryBytes: o.Limits.MemoryBytes, MilliCPU: o.Limits.MilliCPU, Pids: o.Limits.Pids,
+			DiskBytes: o.Limits.DiskBytes}
 	}
 	if o.Network != nil {
 		c.Network = sandbox.NetworkConfig{Mode: string(o.Network.Mode), AllowCIDRs: o.Network.AllowCIDRs}
@@ -83,15 +89,26 @@ func fromWire(o api.SandboxOptions) sandbox.Config {
 }
 
 func toWire(inf sandbox.Info) api.Sandbox {
+	var deadline *time.Time
+	if !inf.IdleDeadline.IsZero() {
+		d := inf.IdleDeadline.UTC()
+		deadline = &d
+	}
 	return api.Sandbox{
-		ID:           inf.ID,
-		Status:       api.SandboxStatus(inf.Status),
-		StatusReason: inf.StatusReason,
-		Image:        inf.Image,
-		Runtime:      inf.Runtime,
-		Labels:       inf.Config.Labels,
+		StatusChangedAt: inf.StatusChangedAt,
+		InstanceType:    inf.Config.InstanceType,
+		SleepAfter:      inf.Config.SleepAfter.Milliseconds(),
+		KeepAlive:       inf.Config.KeepAlive,
+		IdleDeadline:    deadline,
+		ID:              inf.ID,
+		Status:          api.SandboxStatus(inf.Status),
+		StatusReason:    inf.StatusReason,
+		Image:           inf.Image,
+		Runtime:         inf.Runtime,
+		Labels:          inf.Config.Labels,
 		Limits: api.Limits{
 			MemoryBytes: inf.Config.Limits.MemoryBytes, MilliCPU: inf.Config.Limits.MilliCPU, Pids: inf.Config.Limits.Pids,
+			DiskBytes: inf.Config.Limits.DiskBytes,
 		},
 		Network: api.NetworkInfo{
 			Mode: api.NetworkMode(inf.Config.Network.Mode), AllowCIDRs: inf.Config.Network.AllowCIDRs,

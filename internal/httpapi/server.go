@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
@@ -20,6 +21,8 @@ type Options struct {
 	Version string
 	Runtime string
 	Log     *slog.Logger
+	// Metrics receives the API's metrics and is served at /metrics.
+	Metrics *metrics.Registry
 }
 
 // Server serves the public API.
@@ -27,11 +30,16 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 	mux  *http.ServeMux
+	m    apiMetrics
 }
 
 // New returns the API server.
 func New(opts Options) *Server {
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.NewRegistry()
+	}
 	s := &Server{opts: opts, log: opts.Log, mux: http.NewServeMux()}
+	s.m = registerMetrics(opts.Metrics)
 	s.routes()
 	return s
 }
@@ -53,6 +61,13 @@ func (s *Server) table() []route {
 		{pattern: "PUT /v1/sandboxes/{id}", handler: s.ensureSandbox},
 		{pattern: "GET /v1/sandboxes/{id}", handler: s.getSandbox},
 		{pattern: "DELETE /v1/sandboxes/{id}", handler: s.destroySandbox},
+		{pattern: "PATCH /v1/sandboxes/{id}", handler: s.updateSandbox},
+		{pattern: "POST /v1/sandboxes/{id}/stop", handler: s.lifecycleAction(s.opts.Manager.Stop)},
+		{pattern: "POST /v1/sandboxes/{id}/start", handler: s.lifecycleAction(s.opts.Manager.Start)},
+		{pattern: "POST /v1/sandboxes/{id}/restart", handler: s.lifecycleAction(s.opts.Manager.Restart)},
+		{pattern: "POST /v1/sandboxes/{id}/renew", handler: s.lifecycleAction(s.opts.Manager.Renew)},
+		{pattern: "GET /v1/events", handler: s.events},
+		{pattern: "GET /metrics", handler: s.metricsPage},
 		// Everything else below a sandbox is served by its agent.
 		{pattern: "/v1/sandboxes/{id}/{rest...}", handler: s.forward},
 	}

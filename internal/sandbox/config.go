@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"time"
 )
 
 // Errors of the sandbox domain; the API edge maps each to a code.
@@ -28,6 +29,21 @@ type Limits struct {
 	MemoryBytes int64 `json:"memoryBytes"`
 	MilliCPU    int64 `json:"milliCpu"`
 	Pids        int64 `json:"pids"`
+	// DiskBytes caps the sandbox's writable layer; 0 means no quota (the
+	// state directory's filesystem is the limit).
+	DiskBytes int64 `json:"diskBytes,omitempty"`
+}
+
+// MinDiskBytes is the smallest disk quota (an ext4 filesystem needs room
+// for its own metadata).
+const MinDiskBytes = 64 << 20
+
+// InstanceTypes are named presets of limits, as in the reference's
+// configuration. Explicit limits override them.
+var InstanceTypes = map[string]Limits{
+	"lite":     {MemoryBytes: 256 << 20, MilliCPU: 250, Pids: 256, DiskBytes: 2 << 30},
+	"standard": {MemoryBytes: 1 << 30, MilliCPU: 1000, Pids: 1024, DiskBytes: 8 << 30},
+	"heavy":    {MemoryBytes: 4 << 30, MilliCPU: 2000, Pids: 4096, DiskBytes: 20 << 30},
 }
 
 // Minimums: below these the agent itself cannot work.
@@ -46,11 +62,17 @@ type NetworkConfig struct {
 // Config is what a sandbox is created with. It is stored (as JSON) in the
 // registry and never changes after creation.
 type Config struct {
-	Image   string            `json:"image"`
-	Env     map[string]string `json:"env,omitempty"`
-	Labels  map[string]string `json:"labels,omitempty"`
-	Limits  Limits            `json:"limits"`
-	Network NetworkConfig     `json:"network"`
+	Image        string            `json:"image"`
+	Env          map[string]string `json:"env,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	InstanceType string            `json:"instanceType,omitempty"`
+	Limits       Limits            `json:"limits"`
+	Network      NetworkConfig     `json:"network"`
+	// SleepAfter is how long the sandbox may be idle before it is put to
+	// sleep; changeable after creation.
+	SleepAfter time.Duration `json:"sleepAfter"`
+	// KeepAlive disables sleeping; changeable after creation.
+	KeepAlive bool `json:"keepAlive,omitempty"`
 }
 
 // Policy holds the daemon-wide defaults and caps applied to every Config.
@@ -59,6 +81,9 @@ type Policy struct {
 	DefaultLimits  Limits
 	MaxLimits      Limits
 	DefaultNetwork string
+	// DefaultSleepAfter applies when a sandbox does not choose;
+	// MaxSleepAfter caps what it may choose.
+	DefaultSleepAfter, MaxSleepAfter time.Duration
 }
 
 // Bounds of the free-form parts of a Config.
@@ -92,8 +117,20 @@ func (p Policy) Resolve(c Config) (Config, error) {
 	if err := checkLabels(c.Labels); err != nil {
 		return c, err
 	}
+	if c.InstanceType != "" {
+		preset, ok := InstanceTypes[c.InstanceType]
+		if !ok {
+			return c, invalid("instance type %q: want lite, standard or heavy", c.InstanceType)
+		}
+		// A preset is not the caller's explicit request: it shrinks to fit
+		// a smaller host rather than fail.
+		c.Limits = overlay(clamp(preset, p.MaxLimits), c.Limits)
+	}
 	var err error
 	if c.Limits, err = p.resolveLimits(c.Limits); err != nil {
+		return c, err
+	}
+	if c.SleepAfter, err = p.resolveSleepAfter(c.SleepAfter); err != nil {
 		return c, err
 	}
 	if c.Network.Mode == "" {
@@ -118,6 +155,40 @@ func (p Policy) Resolve(c Config) (Config, error) {
 	return c, nil
 }
 
+// overlay returns preset with every non-zero field of explicit laid over it.
+func overlay(preset, explicit Limits) Limits {
+	for _, f := range []struct{ dst, src *int64 }{
+		{&preset.MemoryBytes, &explicit.MemoryBytes}, {&preset.MilliCPU, &explicit.MilliCPU},
+		{&preset.Pids, &explicit.Pids}, {&preset.DiskBytes, &explicit.DiskBytes},
+	} {
+		if *f.src != 0 {
+			*f.dst = *f.src
+		}
+	}
+	return preset
+}
+
+func clamp(l, max Limits) Limits {
+	l.MemoryBytes = min(l.MemoryBytes, max.MemoryBytes)
+	l.MilliCPU = min(l.MilliCPU, max.MilliCPU)
+	l.Pids = min(l.Pids, max.Pids)
+	l.DiskBytes = min(l.DiskBytes, max.DiskBytes)
+	return l
+}
+
+// MinSleepAfter is the shortest idle time a sandbox may ask for.
+const MinSleepAfter = time.Second
+
+func (p Policy) resolveSleepAfter(d time.Duration) (time.Duration, error) {
+	if d == 0 {
+		d = p.DefaultSleepAfter
+	}
+	if d < MinSleepAfter || d > p.MaxSleepAfter {
+		return d, invalid("sleepAfter is %s; allowed: %s to %s", d, MinSleepAfter, p.MaxSleepAfter)
+	}
+	return d, nil
+}
+
 func (p Policy) resolveLimits(l Limits) (Limits, error) {
 	fields := []struct {
 		name     string
@@ -137,6 +208,9 @@ func (p Policy) resolveLimits(l Limits) (Limits, error) {
 		if *f.v < f.min || *f.v > f.max {
 			return l, invalid("limits.%s is %d %s; allowed: %d to %d", f.name, *f.v, f.unit, f.min, f.max)
 		}
+	}
+	if l.DiskBytes != 0 && (l.DiskBytes < MinDiskBytes || l.DiskBytes > p.MaxLimits.DiskBytes) {
+		return l, invalid("limits.diskBytes is %d bytes; allowed: %d to %d, or 0 for no quota", l.DiskBytes, int64(MinDiskBytes), p.MaxLimits.DiskBytes)
 	}
 	return l, nil
 }

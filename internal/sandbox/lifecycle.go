@@ -21,6 +21,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/cgroup"
+	"github.com/sandboxd/sandboxd/internal/failpoint"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
 	"github.com/sandboxd/sandboxd/internal/runtime"
 )
@@ -40,35 +41,72 @@ const (
 type instance struct {
 	cid       string
 	pid       int
-	pidfd     int
+	pidfd     *os.File // readable once init (the agent) has exited
 	endpoint  NetworkEndpoint
 	transport *http.Transport
-	inflight  atomic.Int64
+	closing   atomic.Bool
+}
+
+// newInstance watches the container's init process through a pidfd.
+func newInstance(cid string, pid int, ep NetworkEndpoint, socket string) (*instance, error) {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("watching the agent (pid %d): %w", pid, err)
+	}
+	return &instance{cid: cid, pid: pid, pidfd: os.NewFile(uintptr(fd), "pidfd"), endpoint: ep,
+		transport: newAgentTransport(socket)}, nil
 }
 
 // alive reports whether the container's init (the agent) is still running.
 // A pidfd becomes readable when its process exits, and, unlike a PID, can
 // never come to mean another process.
 func (inst *instance) alive() bool {
-	fds := []unix.PollFd{{Fd: int32(inst.pidfd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
-	return err == nil && n == 0
+	rc, err := inst.pidfd.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := false
+	rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		alive = err == nil && n == 0
+	})
+	return alive
+}
+
+// waitExit blocks until init exits (true) or the instance is closed
+// (false). It waits in the runtime's poller, not on a thread.
+func (inst *instance) waitExit() bool {
+	rc, err := inst.pidfd.SyscallConn()
+	if err != nil {
+		return false
+	}
+	exited := false
+	err = rc.Read(func(fd uintptr) bool {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, _ := unix.Poll(fds, 0)
+		exited = n > 0
+		return exited // false: wait for readability again
+	})
+	return err == nil && exited && !inst.closing.Load()
 }
 
 func (inst *instance) close() {
+	inst.closing.Store(true)
 	inst.transport.CloseIdleConnections()
-	if inst.pidfd >= 0 {
-		unix.Close(inst.pidfd)
-		inst.pidfd = -1
-	}
+	inst.pidfd.Close()
 }
 
 // paths are a sandbox's places on the host.
 type paths struct {
 	dir, upper, work, rootfs, etc, bundle, log string // persistent, in StateDir
+	disk, diskImage                            string // with a disk quota
 	run, socket                                string // in RunDir
 }
 
+// paths are a sandbox's places on the host. With a disk quota, the
+// writable layer (upper and work) lives on the sandbox's own filesystem,
+// mounted at disk from diskImage.
 func (m *Manager) paths(key string) paths {
 	dir := filepath.Join(m.opts.StateDir, "sandboxes", key)
 	run := filepath.Join(m.opts.RunDir, "sandboxes", key)
@@ -76,15 +114,23 @@ func (m *Manager) paths(key string) paths {
 		dir: dir, upper: filepath.Join(dir, "upper"), work: filepath.Join(dir, "work"),
 		rootfs: filepath.Join(dir, "rootfs"), etc: filepath.Join(dir, "etc"),
 		bundle: filepath.Join(dir, "bundle"), log: filepath.Join(dir, "agent.log"),
+		disk: filepath.Join(dir, "disk"), diskImage: filepath.Join(dir, "disk.img"),
 		run: run, socket: filepath.Join(run, "agent.sock"),
 	}
+}
+
+func (p paths) withQuota() paths {
+	p.upper = filepath.Join(p.disk, "upper")
+	p.work = filepath.Join(p.disk, "work")
+	return p
 }
 
 func containerID(key string) string { return "sandboxd-" + key }
 func cgroupPath(key string) string  { return "/sandboxd/" + key }
 
 // startLocked makes sure b's container is running, starting (or
-// restarting) it if needed, and records the outcome.
+// restarting) it if needed, and records the outcome. Starting a sleeping
+// or stopped sandbox is a wake.
 func (m *Manager) startLocked(ctx context.Context, b *box) error {
 	if b.running != nil {
 		if b.running.alive() {
@@ -95,20 +141,59 @@ func (m *Manager) startLocked(ctx context.Context, b *box) error {
 			m.log.Error("cleaning up dead sandbox", "sandbox", b.id, "err", err)
 		}
 	}
+	waking := b.rec.Status == StatusSleeping || b.rec.Status == StatusStopped
+	if err := m.reserve(ctx, b); err != nil {
+		return err
+	}
 	start := m.now()
 	inst, err := m.boot(ctx, b)
 	if err != nil {
+		m.release(b)
 		m.log.Error("sandbox failed to start", "sandbox", b.id, "err", err)
 		m.setStatus(b, StatusFailed, err.Error())
+		m.emit(b, EventFailed)
 		if errors.Is(err, ErrImageNotFound) || errors.Is(err, ErrCapacity) {
 			return err
 		}
 		return fmt.Errorf("%w: %v", ErrFailed, err)
 	}
 	b.running = inst
+	b.touch(m.now())
+	took := m.now().Sub(start)
 	m.setStatus(b, StatusRunning, "")
-	m.log.Info("sandbox started", "sandbox", b.id, "runtime", m.opts.Runtime.Name, "took", m.now().Sub(start))
+	go m.watch(b, inst)
+	if waking {
+		m.m.wakes.Inc("")
+		m.m.wakeSeconds.Observe(took.Seconds())
+		m.emit(b, EventWoke)
+	} else {
+		m.m.starts.Inc("")
+		m.m.startSeconds.Observe(took.Seconds())
+		m.emit(b, EventStarted)
+	}
+	m.log.Info("sandbox started", "sandbox", b.id, "runtime", m.opts.Runtime.Name, "wake", waking, "took", took)
 	return nil
+}
+
+// watch notices when a running sandbox's agent dies on its own (killed,
+// crashed, its processes killed from outside): in-flight calls fail with
+// their connections, and the sandbox is marked failed so that the next
+// call starts it again.
+func (m *Manager) watch(b *box, inst *instance) {
+	if !inst.waitExit() {
+		return // torn down on purpose
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.running != inst || b.destroyed {
+		return
+	}
+	m.log.Warn("sandbox agent exited unexpectedly; the next call restarts the sandbox", "sandbox", b.id, "agent_log", logTail(m.paths(b.rec.Key).log))
+	if err := m.teardown(context.Background(), b); err != nil {
+		m.log.Error("cleaning up after the agent died", "sandbox", b.id, "err", err)
+	}
+	m.setStatus(b, StatusFailed, "the sandbox's agent exited unexpectedly; the next call starts the sandbox again")
+	m.emit(b, EventFailed)
 }
 
 func (m *Manager) setStatus(b *box, status, reason string) {
@@ -117,6 +202,7 @@ func (m *Manager) setStatus(b *box, status, reason string) {
 		m.log.Error("recording sandbox status", "sandbox", b.id, "status", status, "err", err)
 	}
 	b.rec.Status, b.rec.StatusReason, b.rec.StatusChangedAt = status, reason, now
+	b.status.Store(status)
 }
 
 // boot starts b's container: network, overlay, cgroups, container, agent.
@@ -124,6 +210,9 @@ func (m *Manager) setStatus(b *box, status, reason string) {
 func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	key := b.rec.Key
 	p := m.paths(key)
+	if b.cfg.Limits.DiskBytes > 0 {
+		p = p.withQuota()
+	}
 	img, err := m.opts.Images.Resolve(ctx, b.cfg.Image)
 	if err != nil {
 		return nil, err
@@ -153,6 +242,12 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	}
 	undo.push(func(ctx context.Context) error { return m.opts.Network.Detach(ctx, key) })
 
+	if b.cfg.Limits.DiskBytes > 0 {
+		if err := mountDisk(ctx, p, b.cfg.Limits.DiskBytes); err != nil {
+			return nil, err
+		}
+		undo.push(func(context.Context) error { return rootfs.Unmount(p.disk) })
+	}
 	ov := rootfs.Overlay{Layers: img.Layers, Upper: p.upper, Work: p.work, Target: p.rootfs}
 	if err := ov.Mount(); err != nil {
 		return nil, err
@@ -189,6 +284,7 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 		return nil, err
 	}
 	steps.mark("create")
+	failpoint.Hit("boot-after-create")
 	undo.push(func(ctx context.Context) error { return m.stopContainer(ctx, cid, cg) })
 	if err := cg.Split(pid, userLimits(b.cfg.Limits)); err != nil {
 		return nil, err
@@ -197,11 +293,10 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 		return nil, err
 	}
 	steps.mark("start")
-	pidfd, err := unix.PidfdOpen(pid, 0)
+	inst, err := newInstance(cid, pid, ep, p.socket)
 	if err != nil {
-		return nil, fmt.Errorf("watching the agent (pid %d): %w", pid, err)
+		return nil, err
 	}
-	inst := &instance{cid: cid, pid: pid, pidfd: pidfd, endpoint: ep, transport: newAgentTransport(p.socket)}
 	undo.push(func(context.Context) error { inst.close(); return nil })
 	if err := waitAgent(ctx, inst, agentBootTimeout); err != nil {
 		return nil, fmt.Errorf("%w (agent log: %s)", err, logTail(p.log))
@@ -443,10 +538,12 @@ func (m *Manager) teardown(ctx context.Context, b *box) error {
 	if b.running != nil {
 		b.running.close()
 		b.running = nil
+		m.release(b)
 	}
 	errs := []error{
 		m.stopContainer(ctx, containerID(key), m.opts.Cgroups.Group(cgroupPath(key))),
 		rootfs.Unmount(p.rootfs),
+		rootfs.Unmount(p.disk),
 		m.opts.Network.Detach(ctx, key),
 		os.RemoveAll(p.run),
 	}

@@ -13,16 +13,29 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/cgroup"
+	"github.com/sandboxd/sandboxd/internal/failpoint"
+	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/runtime"
 	"github.com/sandboxd/sandboxd/internal/store"
 )
 
-// Statuses of a sandbox, as stored.
+// Statuses of a sandbox, as stored. The lifecycle:
+//
+//	creating → running ⇄ sleeping
+//	running → stopped (by request) → running (start, or any call)
+//	creating|running → failed (with the reason) → running (next call)
+//	any → destroying → (row deleted; event "destroyed")
+//
+// sleeping and stopped keep the disk, the registry row and everything
+// the agent persists; only the container (memory, processes) is gone.
+// Any call to a sleeping, stopped or failed sandbox starts it again.
 const (
-	StatusCreating = "creating"
-	StatusRunning  = "running"
-	StatusStopped  = "stopped"
-	StatusFailed   = "failed"
+	StatusCreating   = "creating"
+	StatusRunning    = "running"
+	StatusSleeping   = "sleeping"
+	StatusStopped    = "stopped"
+	StatusFailed     = "failed"
+	StatusDestroying = "destroying"
 )
 
 // Options configure a Manager.
@@ -43,6 +56,25 @@ type Options struct {
 	Log       *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Capacity bounds what the host runs at once.
+	Capacity Capacity
+	// IdleCheck is how often idle sandboxes are looked for (default 1s).
+	IdleCheck time.Duration
+	// Events receives lifecycle events; may be nil.
+	Events *Events
+	// Metrics registers the manager's metrics; may be nil.
+	Metrics *metrics.Registry
+}
+
+// Capacity is the daemon-wide limits on sandboxes. Zero means unlimited.
+type Capacity struct {
+	// MaxRunning is the most sandboxes with a running container.
+	MaxRunning int
+	// MaxTotal is the most sandboxes that exist.
+	MaxTotal int
+	// MemoryBudget bounds the sum of the memory limits of running
+	// sandboxes, so that the host can never be driven out of memory.
+	MemoryBudget int64
 }
 
 // Manager owns every sandbox of this host.
@@ -54,6 +86,13 @@ type Manager struct {
 	mu sync.Mutex
 	// boxes holds every sandbox in the registry plus those being created.
 	boxes map[string]*box
+	// running and runningMemory count sandboxes whose container is up or
+	// reserved to start, and the sum of their memory limits.
+	running       int
+	runningMemory int64
+
+	events *Events
+	m      managerMetrics
 }
 
 // box is the in-memory side of one sandbox.
@@ -74,6 +113,22 @@ type box struct {
 	// lastUsed is read without mu by List and the flusher.
 	lastUsed  atomic.Int64 // unix nanos
 	flushedAt atomic.Int64 // lastUsed value last written to the store
+
+	// Read without mu by the idle scan and capacity eviction:
+	leases     atomic.Int64 // calls, streams and connections in flight
+	up         atomic.Bool  // running != nil (or being started)
+	keepAlive  atomic.Bool
+	sleepAfter atomic.Int64 // nanoseconds
+	memory     int64        // the memory limit; set once at create or load
+	status     atomic.Value // string: rec.Status, for metrics
+}
+
+// setConfig stores cfg in the box and its lock-free mirrors.
+func (b *box) setConfig(cfg Config) {
+	b.cfg = cfg
+	b.keepAlive.Store(cfg.KeepAlive)
+	b.sleepAfter.Store(int64(cfg.SleepAfter))
+	b.memory = cfg.Limits.MemoryBytes
 }
 
 // New returns a Manager. Call Recover before serving.
@@ -81,7 +136,26 @@ func New(opts Options) *Manager {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Manager{opts: opts, log: opts.Log, now: opts.Now, boxes: map[string]*box{}}
+	if opts.IdleCheck == 0 {
+		opts.IdleCheck = time.Second
+	}
+	if opts.Events == nil {
+		opts.Events = NewEvents()
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.NewRegistry()
+	}
+	m := &Manager{opts: opts, log: opts.Log, now: opts.Now, boxes: map[string]*box{}, events: opts.Events}
+	m.m = m.registerMetrics(opts.Metrics)
+	return m
+}
+
+// Events returns the lifecycle event hub.
+func (m *Manager) Events() *Events { return m.events }
+
+// emit publishes a lifecycle event of b.
+func (m *Manager) emit(b *box, typ string) {
+	m.events.publish(Event{Type: typ, SandboxID: b.id, Status: b.rec.Status, Reason: b.rec.StatusReason, Time: m.now().UTC()})
 }
 
 // Info is a sandbox as reported to callers.
@@ -97,6 +171,9 @@ type Info struct {
 	CreatedAt       time.Time
 	LastUsedAt      time.Time
 	StatusChangedAt time.Time
+	// IdleDeadline is when the sandbox will be put to sleep if nothing
+	// uses it; zero when it is not running or kept alive.
+	IdleDeadline time.Time
 }
 
 func (b *box) info() Info {
@@ -108,6 +185,9 @@ func (b *box) info() Info {
 	if b.running != nil && b.running.endpoint.Address.IsValid() {
 		inf.Address = b.running.endpoint.Address.String()
 		inf.Gateway = b.running.endpoint.Gateway.String()
+	}
+	if b.running != nil && !b.cfg.KeepAlive {
+		inf.IdleDeadline = inf.LastUsedAt.Add(b.cfg.SleepAfter)
 	}
 	return inf
 }
@@ -198,6 +278,9 @@ func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config) error {
 	if _, err := m.opts.Images.Resolve(ctx, cfg.Image); err != nil {
 		return err
 	}
+	if err := m.checkTotal(); err != nil {
+		return err
+	}
 	slot := -1
 	if cfg.Network.Mode == NetworkInternet {
 		if slot, err = m.allocateSlot(b); err != nil {
@@ -216,10 +299,13 @@ func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config) error {
 	if err := m.opts.Store.Insert(ctx, rec); err != nil {
 		return fmt.Errorf("recording sandbox %s: %w", b.id, err)
 	}
-	b.rec, b.cfg = rec, cfg
+	b.rec = rec
+	b.setConfig(cfg)
 	b.lastUsed.Store(now.UnixNano())
 	b.flushedAt.Store(now.UnixNano())
 	m.log.Info("sandbox created", "sandbox", b.id, "key", rec.Key, "image", cfg.Image, "network", cfg.Network.Mode)
+	m.emit(b, EventCreated)
+	failpoint.Hit("create-after-record")
 	return nil
 }
 
@@ -302,20 +388,29 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 	if b.rec.ID == "" {
 		return ErrNotFound
 	}
+	return m.destroyLocked(ctx, b)
+}
+
+// destroyLocked deletes b. The status is recorded as destroying first, so
+// that a daemon that dies half-way finishes the job when it starts again.
+func (m *Manager) destroyLocked(ctx context.Context, b *box) error {
+	m.setStatus(b, StatusDestroying, "")
 	if err := m.teardown(ctx, b); err != nil {
-		return fmt.Errorf("destroying %s: %w", id, err)
+		return fmt.Errorf("destroying %s: %w", b.id, err)
 	}
+	failpoint.Hit("destroy-after-teardown")
 	if err := m.removeFiles(b.rec.Key); err != nil {
-		return fmt.Errorf("destroying %s: %w", id, err)
+		return fmt.Errorf("destroying %s: %w", b.id, err)
 	}
-	if err := m.opts.Store.Delete(ctx, id); err != nil {
+	if err := m.opts.Store.Delete(ctx, b.id); err != nil {
 		return err
 	}
 	b.destroyed = true
 	m.mu.Lock()
-	delete(m.boxes, id)
+	delete(m.boxes, b.id)
 	m.mu.Unlock()
-	m.log.Info("sandbox destroyed", "sandbox", id)
+	m.log.Info("sandbox destroyed", "sandbox", b.id)
+	m.emit(b, EventDestroyed)
 	return nil
 }
 
@@ -324,6 +419,8 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 type Lease struct {
 	// Transport reaches the agent; requests use the host "agent".
 	Transport http.RoundTripper
+	// NetnsPath is the sandbox's network namespace, for dialling into it.
+	NetnsPath string
 	// Info is the sandbox at the time the lease was taken.
 	Info    Info
 	release func()
@@ -345,10 +442,13 @@ func (m *Manager) Acquire(ctx context.Context, id string) (*Lease, error) {
 	}
 	b.touch(m.now())
 	inst := b.running
-	inst.inflight.Add(1)
-	return &Lease{Transport: inst.transport, Info: b.info(), release: func() {
-		b.touch(m.now())
-		inst.inflight.Add(-1)
+	b.leases.Add(1)
+	var once sync.Once
+	return &Lease{Transport: inst.transport, NetnsPath: inst.endpoint.NetnsPath, Info: b.info(), release: func() {
+		once.Do(func() {
+			b.touch(m.now())
+			b.leases.Add(-1)
+		})
 	}}, nil
 }
 

@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Recover loads the registry and reconciles it with the host after a
@@ -31,7 +29,9 @@ func (m *Manager) Recover(ctx context.Context) error {
 		if err := json.Unmarshal(rec.Config, &cfg); err != nil {
 			return fmt.Errorf("sandbox %s has an unreadable configuration: %w", rec.ID, err)
 		}
-		b := &box{id: rec.ID, rec: rec, cfg: cfg}
+		b := &box{id: rec.ID, rec: rec}
+		b.setConfig(cfg)
+		b.status.Store(rec.Status)
 		b.netSlot.Store(int64(rec.NetSlot) + 1)
 		b.lastUsed.Store(rec.LastUsedAt.UnixNano())
 		b.flushedAt.Store(rec.LastUsedAt.UnixNano())
@@ -46,9 +46,21 @@ func (m *Manager) Recover(ctx context.Context) error {
 				m.log.Info("sandbox reattached", "sandbox", b.id)
 				continue
 			}
-			m.cleanAfterCrash(ctx, b, "the container was gone when the daemon started")
+			m.cleanAfterCrash(ctx, b, "the container was gone when the daemon started (host reboot or crash)")
 		case StatusCreating:
 			m.cleanAfterCrash(ctx, b, "creation was interrupted by a daemon restart")
+		case StatusDestroying:
+			b.mu.Lock()
+			if err := m.destroyLocked(ctx, b); err != nil {
+				m.log.Error("finishing an interrupted destroy", "sandbox", b.id, "err", err)
+			}
+			b.mu.Unlock()
+			delete(known, rec.Key)
+		default:
+			// sleeping, stopped, failed: nothing should run; make sure.
+			if st, err := m.opts.Runtime.State(ctx, containerID(rec.Key)); err == nil && st.Status != "stopped" {
+				m.cleanAfterCrash(ctx, b, rec.StatusReason)
+			}
 		}
 	}
 	m.collectOrphans(ctx, known)
@@ -59,7 +71,8 @@ func (m *Manager) cleanAfterCrash(ctx context.Context, b *box, reason string) {
 	if err := m.teardown(ctx, b); err != nil {
 		m.log.Warn("cleaning up sandbox remnants", "sandbox", b.id, "err", err)
 	}
-	m.setStatus(b, StatusStopped, reason)
+	// Sleeping: the next call starts it again, as a wake.
+	m.setStatus(b, StatusSleeping, reason)
 	m.log.Info("sandbox will start on its next call", "sandbox", b.id, "reason", reason)
 }
 
@@ -75,19 +88,22 @@ func (m *Manager) reattach(ctx context.Context, b *box) bool {
 		m.log.Warn("reattaching sandbox network", "sandbox", b.id, "err", err)
 		return false
 	}
-	pidfd, err := unix.PidfdOpen(st.PID, 0)
+	inst, err := newInstance(containerID(key), st.PID, ep, m.paths(key).socket)
 	if err != nil {
 		return false
 	}
-	inst := &instance{cid: containerID(key), pid: st.PID, pidfd: pidfd, endpoint: ep,
-		transport: newAgentTransport(m.paths(key).socket)}
 	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if _, err := agentHealth(hctx, &http.Client{Transport: inst.transport}); err != nil {
 		inst.close()
 		return false
 	}
+	if err := m.reserve(ctx, b); err != nil {
+		m.log.Warn("reattaching over capacity", "sandbox", b.id, "err", err)
+		m.forceReserve(b)
+	}
 	b.running = inst
+	go m.watch(b, inst)
 	return true
 }
 

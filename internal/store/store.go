@@ -169,6 +169,11 @@ func (s *Store) SetStatus(ctx context.Context, id, status, reason string, at tim
 		status, reason, at.UnixNano(), id)
 }
 
+// SetConfig records a sandbox's changed configuration.
+func (s *Store) SetConfig(ctx context.Context, id string, config []byte) error {
+	return s.update(ctx, id, `UPDATE sandboxes SET config = ? WHERE id = ?`, config, id)
+}
+
 // SetRuntime records the OCI runtime a sandbox now runs under.
 func (s *Store) SetRuntime(ctx context.Context, id, runtime string) error {
 	return s.update(ctx, id, `UPDATE sandboxes SET runtime = ? WHERE id = ?`, runtime, id)

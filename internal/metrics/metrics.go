@@ -1,0 +1,175 @@
+// Package metrics is a minimal Prometheus text-format registry: counters,
+// gauges read at scrape time, and histograms with fixed buckets, all safe
+// for concurrent use and cheap on the hot path (atomics, no allocation).
+// It exists so the daemon needs no client library for /metrics.
+package metrics
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Registry holds metrics and writes them in the text exposition format.
+type Registry struct {
+	mu      sync.Mutex
+	metrics map[string]metric
+}
+
+type metric interface {
+	write(w io.Writer, name string)
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{metrics: map[string]metric{}} }
+
+func (r *Registry) add(name string, m metric) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.metrics[name]; dup {
+		panic("metrics: duplicate " + name)
+	}
+	r.metrics[name] = m
+}
+
+// Write writes every metric, sorted by name.
+func (r *Registry) Write(w io.Writer) {
+	r.mu.Lock()
+	names := make([]string, 0, len(r.metrics))
+	for n := range r.metrics {
+		names = append(names, n)
+	}
+	ms := r.metrics
+	r.mu.Unlock()
+	sort.Strings(names)
+	for _, n := range names {
+		ms[n].write(w, n)
+	}
+}
+
+// CounterVec is a counter with one label.
+type CounterVec struct {
+	help, label string
+	mu          sync.Mutex
+	values      map[string]*atomic.Int64
+}
+
+// NewCounterVec registers a counter with one label (label "" for none).
+func (r *Registry) NewCounterVec(name, help, label string) *CounterVec {
+	c := &CounterVec{help: help, label: label, values: map[string]*atomic.Int64{}}
+	r.add(name, c)
+	return c
+}
+
+// Inc adds one to the counter for the label value.
+func (c *CounterVec) Inc(value string) { c.get(value).Add(1) }
+
+// Value returns the count for the label value.
+func (c *CounterVec) Value(value string) int64 { return c.get(value).Load() }
+
+func (c *CounterVec) get(value string) *atomic.Int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v := c.values[value]
+	if v == nil {
+		v = &atomic.Int64{}
+		c.values[value] = v
+	}
+	return v
+}
+
+func (c *CounterVec) write(w io.Writer, name string) {
+	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", name, c.help, name)
+	c.mu.Lock()
+	keys := make([]string, 0, len(c.values))
+	for k := range c.values {
+		keys = append(keys, k)
+	}
+	c.mu.Unlock()
+	sort.Strings(keys)
+	if len(keys) == 0 && c.label == "" {
+		fmt.Fprintf(w, "%s 0\n", name)
+	}
+	for _, k := range keys {
+		fmt.Fprintf(w, "%s%s %d\n", name, labels(c.label, k), c.get(k).Load())
+	}
+}
+
+// GaugeFunc is a gauge whose values are read at scrape time.
+type GaugeFunc struct {
+	help, label string
+	read        func() map[string]float64
+}
+
+// NewGaugeFunc registers a gauge with one label; read returns the value
+// for each label value.
+func (r *Registry) NewGaugeFunc(name, help, label string, read func() map[string]float64) {
+	r.add(name, &GaugeFunc{help: help, label: label, read: read})
+}
+
+func (g *GaugeFunc) write(w io.Writer, name string) {
+	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n", name, g.help, name)
+	vals := g.read()
+	keys := make([]string, 0, len(vals))
+	for k := range vals {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "%s%s %g\n", name, labels(g.label, k), vals[k])
+	}
+}
+
+// Histogram counts observations (in seconds) into fixed buckets.
+type Histogram struct {
+	help    string
+	bounds  []float64
+	buckets []atomic.Int64 // counts per bucket, not cumulative
+	count   atomic.Int64
+	sumNano atomic.Int64
+}
+
+// DefaultLatencyBuckets suit operations from sub-millisecond to a minute.
+var DefaultLatencyBuckets = []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// NewHistogram registers a histogram of durations in seconds.
+func (r *Registry) NewHistogram(name, help string, bounds []float64) *Histogram {
+	h := &Histogram{help: help, bounds: bounds, buckets: make([]atomic.Int64, len(bounds)+1)}
+	r.add(name, h)
+	return h
+}
+
+// Observe records one duration in seconds.
+func (h *Histogram) Observe(seconds float64) {
+	i := sort.SearchFloat64s(h.bounds, seconds)
+	h.buckets[i].Add(1)
+	h.count.Add(1)
+	h.sumNano.Add(int64(math.Round(seconds * 1e9)))
+}
+
+// Count returns the number of observations.
+func (h *Histogram) Count() int64 { return h.count.Load() }
+
+func (h *Histogram) write(w io.Writer, name string) {
+	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s histogram\n", name, h.help, name)
+	var cum int64
+	for i, b := range h.bounds {
+		cum += h.buckets[i].Load()
+		fmt.Fprintf(w, "%s_bucket{le=\"%g\"} %d\n", name, b, cum)
+	}
+	cum += h.buckets[len(h.bounds)].Load()
+	fmt.Fprintf(w, "%s_bucket{le=\"+Inf\"} %d\n", name, cum)
+	fmt.Fprintf(w, "%s_sum %g\n%s_count %d\n", name, float64(h.sumNano.Load())/1e9, name, h.count.Load())
+}
+
+func labels(label, value string) string {
+	if label == "" {
+		return ""
+	}
+	value = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(value)
+	return fmt.Sprintf("{%s=\"%s\"}", label, value)
+}

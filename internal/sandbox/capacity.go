@@ -1,0 +1,110 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// reserve counts b as running before its container starts, within the
+// daemon's capacity. When the host is full, the least recently used idle
+// sandbox is put to sleep to make room; when no sandbox can be, the
+// answer is ErrCapacity. b.mu is held.
+func (m *Manager) reserve(ctx context.Context, b *box) error {
+	for attempt := 0; ; attempt++ {
+		m.mu.Lock()
+		if m.fits(b.memory) {
+			m.running++
+			m.runningMemory += b.memory
+			b.up.Store(true)
+			m.mu.Unlock()
+			return nil
+		}
+		victims := m.evictionCandidates(b)
+		m.mu.Unlock()
+		if attempt >= 3 || !m.evictOne(ctx, victims) {
+			return fmt.Errorf("%w: %d sandboxes run, using %d of %d bytes of the memory budget, and none is idle enough to sleep; retry later",
+				ErrCapacity, m.running, m.runningMemory, m.opts.Capacity.MemoryBudget)
+		}
+	}
+}
+
+// forceReserve counts b as running whatever the capacity (a container that
+// survived a daemon restart is running, like it or not).
+func (m *Manager) forceReserve(b *box) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !b.up.Swap(true) {
+		m.running++
+		m.runningMemory += b.memory
+	}
+}
+
+// release stops counting b as running.
+func (m *Manager) release(b *box) {
+	if !b.up.Swap(false) {
+		return
+	}
+	m.mu.Lock()
+	m.running--
+	m.runningMemory -= b.memory
+	m.mu.Unlock()
+}
+
+// fits reports whether one more sandbox with the given memory limit may
+// run. m.mu is held.
+func (m *Manager) fits(memory int64) bool {
+	c := m.opts.Capacity
+	if c.MaxRunning > 0 && m.running+1 > c.MaxRunning {
+		return false
+	}
+	return c.MemoryBudget == 0 || m.runningMemory+memory <= c.MemoryBudget
+}
+
+// evictionCandidates lists running sandboxes other than self that nothing
+// is using and that may sleep, least recently used first. m.mu is held.
+func (m *Manager) evictionCandidates(self *box) []*box {
+	var out []*box
+	for _, b := range m.boxes {
+		if b != self && b.up.Load() && b.leases.Load() == 0 && !b.keepAlive.Load() {
+			out = append(out, b)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].lastUsed.Load() < out[j].lastUsed.Load() })
+	return out
+}
+
+// evictOne puts the first of victims that is really idle to sleep. It
+// never waits for a sandbox's lock (the caller holds another one).
+func (m *Manager) evictOne(ctx context.Context, victims []*box) bool {
+	for _, v := range victims {
+		if !v.mu.TryLock() {
+			continue
+		}
+		ok := v.running != nil && !v.destroyed && v.leases.Load() == 0 && !m.agentBusy(ctx, v.running)
+		if ok {
+			m.log.Info("putting the least recently used idle sandbox to sleep to make room", "sandbox", v.id)
+			m.sleepLocked(ctx, v, StatusSleeping, "put to sleep to make room for another sandbox")
+		}
+		v.mu.Unlock()
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// checkTotal refuses a new sandbox when MaxTotal exist (the one being
+// created has its placeholder in boxes already).
+func (m *Manager) checkTotal() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if max := m.opts.Capacity.MaxTotal; max > 0 && len(m.boxes) > max {
+		return fmt.Errorf("%w: the host already has %d sandboxes, its maximum; destroy some first", ErrCapacity, max)
+	}
+	return nil
+}
+
+// RetryAfter is what a caller refused for capacity should wait.
+const RetryAfter = 5 * time.Second

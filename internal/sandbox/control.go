@@ -1,0 +1,111 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// lockExisting returns the locked box of an existing sandbox, or
+// ErrNotFound.
+func (m *Manager) lockExisting(id string) (*box, error) {
+	b := m.lock(id)
+	if b == nil {
+		return nil, ErrNotFound
+	}
+	if b.rec.ID == "" {
+		b.mu.Unlock()
+		return nil, ErrNotFound
+	}
+	return b, nil
+}
+
+// Stop stops the sandbox's container on request; it keeps its disk and
+// starts again on its next call, exactly as a wake.
+func (m *Manager) Stop(ctx context.Context, id string) (Info, error) {
+	b, err := m.lockExisting(id)
+	if err != nil {
+		return Info{}, err
+	}
+	defer b.mu.Unlock()
+	if b.running != nil {
+		err = m.sleepLocked(ctx, b, StatusStopped, "stopped by request")
+	} else if b.rec.Status != StatusStopped {
+		m.setStatus(b, StatusStopped, "stopped by request")
+		m.emit(b, EventStopped)
+	}
+	return b.info(), err
+}
+
+// Start starts an existing sandbox that is not running.
+func (m *Manager) Start(ctx context.Context, id string) (Info, error) {
+	b, err := m.lockExisting(id)
+	if err != nil {
+		return Info{}, err
+	}
+	defer b.mu.Unlock()
+	err = m.startLocked(ctx, b)
+	return b.info(), err
+}
+
+// Restart stops the sandbox's container (if it runs) and starts it again.
+func (m *Manager) Restart(ctx context.Context, id string) (Info, error) {
+	b, err := m.lockExisting(id)
+	if err != nil {
+		return Info{}, err
+	}
+	defer b.mu.Unlock()
+	if b.running != nil {
+		if err := m.sleepLocked(ctx, b, StatusStopped, "restarting"); err != nil {
+			return b.info(), err
+		}
+	}
+	err = m.startLocked(ctx, b)
+	return b.info(), err
+}
+
+// Renew resets the sandbox's idle timer, as a call would.
+func (m *Manager) Renew(ctx context.Context, id string) (Info, error) {
+	b, err := m.lockExisting(id)
+	if err != nil {
+		return Info{}, err
+	}
+	defer b.mu.Unlock()
+	b.touch(m.now())
+	return b.info(), nil
+}
+
+// Update are the settings that may change after creation; nil fields stay.
+type Update struct {
+	SleepAfter *time.Duration
+	KeepAlive  *bool
+}
+
+// Update changes a sandbox's sleepAfter and keepAlive.
+func (m *Manager) Update(ctx context.Context, id string, u Update) (Info, error) {
+	b, err := m.lockExisting(id)
+	if err != nil {
+		return Info{}, err
+	}
+	defer b.mu.Unlock()
+	cfg := b.cfg
+	if u.SleepAfter != nil {
+		if cfg.SleepAfter, err = m.opts.Policy.resolveSleepAfter(*u.SleepAfter); err != nil {
+			return Info{}, err
+		}
+	}
+	if u.KeepAlive != nil {
+		cfg.KeepAlive = *u.KeepAlive
+	}
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return Info{}, err
+	}
+	if err := m.opts.Store.SetConfig(ctx, id, data); err != nil {
+		return Info{}, fmt.Errorf("recording settings of %s: %w", id, err)
+	}
+	b.setConfig(cfg)
+	b.touch(m.now())
+	return b.info(), nil
+}

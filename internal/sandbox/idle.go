@@ -1,0 +1,131 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"syscall"
+	"time"
+
+	"github.com/sandboxd/sandboxd/api"
+)
+
+// Run puts idle sandboxes to sleep until ctx ends. A sandbox is idle when
+// it is not kept alive, no call, stream, terminal or connection holds a
+// lease on it, nothing used it for its sleepAfter, and its agent reports
+// nothing running on its own (background processes, code executions).
+func (m *Manager) Run(ctx context.Context) error {
+	t := time.NewTicker(m.opts.IdleCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			m.sleepIdle(ctx)
+		}
+	}
+}
+
+func (m *Manager) sleepIdle(ctx context.Context) {
+	now := m.now()
+	for _, b := range m.snapshot() {
+		if !b.up.Load() || b.keepAlive.Load() || b.leases.Load() > 0 {
+			continue
+		}
+		last := b.lastUsed.Load()
+		if now.Sub(time.Unix(0, last)) < time.Duration(b.sleepAfter.Load()) {
+			continue
+		}
+		m.sleepIfIdle(ctx, b, last)
+	}
+}
+
+func (m *Manager) snapshot() []*box {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*box, 0, len(m.boxes))
+	for _, b := range m.boxes {
+		out = append(out, b)
+	}
+	return out
+}
+
+// sleepIfIdle asks b's agent whether anything runs, without holding b's
+// lock during the question, and puts b to sleep if nothing does and
+// nothing used b meanwhile.
+func (m *Manager) sleepIfIdle(ctx context.Context, b *box, last int64) {
+	if !b.mu.TryLock() {
+		return // busy with a lifecycle change
+	}
+	inst := b.running
+	b.mu.Unlock()
+	if inst == nil {
+		return
+	}
+	if m.agentBusy(ctx, inst) {
+		b.touch(m.now())
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.running != inst || b.destroyed || b.leases.Load() > 0 || b.lastUsed.Load() != last || b.cfg.KeepAlive {
+		return
+	}
+	m.sleepLocked(ctx, b, StatusSleeping, fmt.Sprintf("idle for %s", b.cfg.SleepAfter))
+}
+
+// agentBusy asks the agent whether anything it runs keeps the sandbox
+// awake. An agent that cannot say is taken as idle.
+func (m *Manager) agentBusy(ctx context.Context, inst *instance) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/activity", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := (&http.Client{Transport: inst.transport}).Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var a api.AgentActivity
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&a) != nil {
+		return false
+	}
+	return a.Busy
+}
+
+// stopGrace is how long the agent gets to save its state and exit on
+// SIGTERM before everything in the sandbox is killed.
+const stopGrace = 3 * time.Second
+
+// sleepLocked stops b's container, keeping everything else, and records
+// status (sleeping or stopped) with reason. b.mu is held.
+func (m *Manager) sleepLocked(ctx context.Context, b *box, status, reason string) error {
+	if inst := b.running; inst != nil {
+		// Let the agent save what must survive (session definitions, env).
+		inst.closing.Store(true)
+		if err := m.opts.Runtime.Kill(ctx, inst.cid, syscall.SIGTERM); err == nil {
+			deadline := time.Now().Add(stopGrace)
+			for inst.alive() && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
+	err := m.teardown(ctx, b)
+	if err != nil {
+		m.log.Error("stopping sandbox", "sandbox", b.id, "err", err)
+	}
+	m.setStatus(b, status, reason)
+	if status == StatusSleeping {
+		m.m.sleeps.Inc("")
+		m.emit(b, EventSlept)
+	} else {
+		m.emit(b, EventStopped)
+	}
+	m.log.Info("sandbox "+status, "sandbox", b.id, "reason", reason)
+	return err
+}

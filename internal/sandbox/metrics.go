@@ -1,0 +1,31 @@
+package sandbox
+
+import "github.com/sandboxd/sandboxd/internal/metrics"
+
+type managerMetrics struct {
+	starts, wakes, sleeps     *metrics.CounterVec
+	startSeconds, wakeSeconds *metrics.Histogram
+}
+
+func (m *Manager) registerMetrics(r *metrics.Registry) managerMetrics {
+	r.NewGaugeFunc("sandboxd_sandboxes", "Sandboxes by status.", "status", m.countByStatus)
+	return managerMetrics{
+		starts:       r.NewCounterVec("sandboxd_sandbox_starts_total", "Sandboxes started (created or started on request or after a failure).", ""),
+		wakes:        r.NewCounterVec("sandboxd_sandbox_wakes_total", "Sleeping or stopped sandboxes started again by a call.", ""),
+		sleeps:       r.NewCounterVec("sandboxd_sandbox_sleeps_total", "Sandboxes put to sleep (idle, or to make room).", ""),
+		startSeconds: r.NewHistogram("sandboxd_sandbox_start_seconds", "Time to start a sandbox's container and agent.", metrics.DefaultLatencyBuckets),
+		wakeSeconds:  r.NewHistogram("sandboxd_sandbox_wake_seconds", "Time to wake a sleeping sandbox (container and agent up).", metrics.DefaultLatencyBuckets),
+	}
+}
+
+func (m *Manager) countByStatus() map[string]float64 {
+	counts := map[string]float64{
+		StatusCreating: 0, StatusRunning: 0, StatusSleeping: 0, StatusStopped: 0, StatusFailed: 0,
+	}
+	for _, b := range m.snapshot() {
+		if s, ok := b.status.Load().(string); ok {
+			counts[s]++
+		}
+	}
+	return counts
+}
