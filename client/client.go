@@ -165,7 +165,9 @@ func (c *Client) send(ctx context.Context, method, path string, in any, accept s
 		body = bytes.NewReader(data)
 	}
 	u := *c.base
-	u.Path += path
+	p, query, _ := strings.Cut(path, "?")
+	u.Path += p
+	u.RawQuery = query
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)

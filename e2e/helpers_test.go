@@ -47,3 +47,7 @@ func exitOf(t *testing.T, sb *client.Sandbox, cmd string) (int, string) {
 }
 
 func trim(s string) string { return strings.TrimSpace(s) }
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}

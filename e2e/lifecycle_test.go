@@ -94,7 +94,7 @@ func TestDestroyLeavesNothingBehind(t *testing.T) {
 		sb := d.Client.Sandbox(id, opts...)
 		run(t, sb, "echo data > /workspace/f; sleep 300 >/dev/null 2>&1 &")
 	}
-	during := hostState(t, d)
+	during := hostState(t, d) // also notes the sandboxes' keys
 	if during == before {
 		t.Fatal("creating sandboxes left no trace to look for; the check is blind")
 	}
@@ -114,16 +114,58 @@ func TestDestroyLeavesNothingBehind(t *testing.T) {
 	}
 }
 
-// hostState describes everything a sandbox leaves on the host: mounts,
-// network namespaces, links, cgroups, directories and containers.
+// seenKeys accumulates, per daemon, the sandbox keys it has had, so that
+// hostState can look for their cgroups after they are gone (other daemons
+// of other tests may have theirs meanwhile).
+var seenKeys = struct {
+	sync.Mutex
+	m map[*testdaemon.Daemon]map[string]bool
+}{m: map[*testdaemon.Daemon]map[string]bool{}}
+
+// noteKeys records the daemon's current sandbox keys.
+func noteKeys(d *testdaemon.Daemon) map[string]bool {
+	seenKeys.Lock()
+	defer seenKeys.Unlock()
+	if seenKeys.m[d] == nil {
+		seenKeys.m[d] = map[string]bool{}
+	}
+	for _, k := range d.Keys() {
+		seenKeys.m[d][k] = true
+	}
+	return seenKeys.m[d]
+}
+
+// hostState describes everything this daemon's sandboxes leave on the
+// host: mounts, network namespaces, links, cgroups, loop devices,
+// directories and containers.
 func hostState(t *testing.T, d *testdaemon.Daemon) string {
 	t.Helper()
+	keys := noteKeys(d)
 	var b strings.Builder
 	b.WriteString("mounts:\n" + strings.Join(mounts(d.StateDir, d.RunDir), "\n") + "\n")
-	links, _ := exec.Command("sh", "-c", "ip -o link show | awk -F': ' '{print $2}' | grep '^sbx' || true").Output()
-	b.WriteString("links:\n" + string(links))
-	cg, _ := exec.Command("sh", "-c", "find /sys/fs/cgroup -path '*sandboxd/*' -type d 2>/dev/null | sort").Output()
-	b.WriteString("cgroups:\n" + string(cg))
+	out, _ := exec.Command("ip", "-o", "link", "show").Output()
+	b.WriteString("links:\n")
+	for _, line := range strings.Split(string(out), "\n") {
+		for k := range keys {
+			if strings.Contains(line, k) {
+				b.WriteString(line + "\n")
+			}
+		}
+	}
+	b.WriteString("cgroups:\n")
+	for k := range keys {
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/sandboxd/" + k)
+		more, _ := filepath.Glob("/sys/fs/cgroup/sandboxd/" + k)
+		for _, dir := range append(dirs, more...) {
+			b.WriteString(dir + "\n")
+		}
+	}
+	loops, _ := exec.Command("losetup", "-a").Output()
+	for _, line := range strings.Split(string(loops), "\n") {
+		if strings.Contains(line, d.StateDir) {
+			b.WriteString("loop: " + line + "\n")
+		}
+	}
 	for _, dir := range []string{filepath.Join(d.StateDir, "sandboxes"), filepath.Join(d.RunDir, "sandboxes"), filepath.Join(d.RunDir, "netns")} {
 		entries, _ := os.ReadDir(dir)
 		b.WriteString(dir + ":")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +24,11 @@ type createFlags struct {
 	network string
 	allow   []string
 	json    bool
+
+	instanceType string
+	disk         string
+	sleepAfter   time.Duration
+	keepAlive    bool
 }
 
 func newCreateCommand(g *globals) *cobra.Command {
@@ -58,6 +64,10 @@ Prints the ID, or with --json the sandbox's description.`,
 	fl.StringVar(&f.network, "network", "", "network mode: none (loopback only) or internet")
 	fl.StringArrayVar(&f.allow, "allow", nil, "with internet: also allow this otherwise blocked `CIDR` or address (repeatable)")
 	fl.BoolVar(&f.json, "json", false, "print the sandbox as JSON")
+	fl.StringVar(&f.instanceType, "instance-type", "", "preset of limits: lite, standard or heavy (explicit limits override it)")
+	fl.StringVar(&f.disk, "disk", "", "disk quota for the sandbox's writable layer, e.g. 2Gi (default: none)")
+	fl.DurationVar(&f.sleepAfter, "sleep-after", 0, "idle time before the sandbox sleeps, e.g. 30m (default: the daemon's)")
+	fl.BoolVar(&f.keepAlive, "keep-alive", false, "never put the sandbox to sleep")
 	return cmd
 }
 
@@ -100,8 +110,26 @@ func (f *createFlags) options(cmd *cobra.Command, getenv func(string) string) (a
 		}
 		limits.Pids = f.pids
 	}
+	if cmd.Flags().Changed("disk") {
+		n, err := bytesize.Parse(f.disk)
+		if err != nil || n == 0 {
+			return o, fmt.Errorf("--disk %q: want a size such as 2Gi", f.disk)
+		}
+		limits.DiskBytes = n
+	}
 	if limits != (api.Limits{}) {
 		o.Limits = &limits
+	}
+	o.InstanceType = f.instanceType
+	if cmd.Flags().Changed("sleep-after") {
+		if f.sleepAfter <= 0 {
+			return o, fmt.Errorf("--sleep-after %s: want a positive duration", f.sleepAfter)
+		}
+		o.SleepAfter = f.sleepAfter.Milliseconds()
+	}
+	if cmd.Flags().Changed("keep-alive") {
+		keep := f.keepAlive
+		o.KeepAlive = &keep
 	}
 	if f.network != "" || len(f.allow) > 0 {
 		n := &api.NetworkOptions{Mode: api.NetworkMode(f.network)}

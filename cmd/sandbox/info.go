@@ -61,8 +61,21 @@ func printInfo(w io.Writer, now time.Time, sb *api.Sandbox) error {
 		return s
 	}
 	line("ID", sb.ID)
-	line("Status", string(sb.Status))
+	status := string(sb.Status)
+	if !sb.StatusChangedAt.IsZero() {
+		status += " since " + when(sb.StatusChangedAt)
+	}
+	line("Status", status)
 	line("Reason", sb.StatusReason)
+	switch {
+	case sb.KeepAlive:
+		line("Sleeps", "never (keep-alive)")
+	case sb.IdleDeadline != nil:
+		line("Sleeps", fmt.Sprintf("at %s if idle (after %s)", sb.IdleDeadline.In(now.Location()).Format("15:04:05 MST"), time.Duration(sb.SleepAfter)*time.Millisecond))
+	case sb.SleepAfter > 0:
+		line("Sleeps", fmt.Sprintf("after %s idle", time.Duration(sb.SleepAfter)*time.Millisecond))
+	}
+	line("Instance type", sb.InstanceType)
 	line("Image", sb.Image)
 	line("Runtime", sb.Runtime)
 	line("Created", when(sb.CreatedAt))
@@ -75,6 +88,9 @@ func printInfo(w io.Writer, now time.Time, sb *api.Sandbox) error {
 	}
 	if sb.Limits.Pids > 0 {
 		line("Pids", strconv.FormatInt(sb.Limits.Pids, 10))
+	}
+	if sb.Limits.DiskBytes > 0 {
+		line("Disk", bytesize.Format(sb.Limits.DiskBytes))
 	}
 	network := string(sb.Network.Mode)
 	if sb.Network.Address != "" {

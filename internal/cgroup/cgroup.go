@@ -37,6 +37,10 @@ type Host struct {
 	Unified string
 	// V1 maps each split controller to its v1 hierarchy's mount point.
 	V1 map[string]string
+	// hierarchies lists every cgroup mount point (v1 hierarchies and the
+	// v2 one, hybrid included): the runtime creates the sandbox's cgroup in
+	// all of them, and Remove removes it from all of them.
+	hierarchies []string
 }
 
 // Detect reads the cgroup layout from /proc/self/mountinfo.
@@ -63,6 +67,9 @@ func Detect() (*Host, error) {
 			continue
 		}
 		mountPoint, fsType, superOpts := fields[4], fields[sep+1], fields[sep+3]
+		if fsType == "cgroup" || fsType == "cgroup2" {
+			h.hierarchies = append(h.hierarchies, mountPoint)
+		}
 		switch fsType {
 		case "cgroup2":
 			if mountPoint == "/sys/fs/cgroup" {
@@ -191,10 +198,20 @@ func (g *Group) RemoveChildren() error {
 	return errors.Join(errs...)
 }
 
-// Remove removes S/user, S/agent and S itself.
+// Remove removes S/user, S/agent and S itself from every hierarchy. The
+// runtime removes what it created when it deletes the container, but not
+// always everything (crun gives up on the other hierarchies when one
+// removal fails), so this does not rely on it.
 func (g *Group) Remove() error {
 	errs := []error{g.RemoveChildren()}
-	for _, dir := range g.dirs() {
+	for _, mp := range g.host.hierarchies {
+		dir := filepath.Join(mp, g.Path)
+		if _, err := os.Stat(dir); err != nil {
+			continue
+		}
+		for _, child := range []string{"user", "agent"} {
+			errs = append(errs, rmdirRetry(filepath.Join(dir, child)))
+		}
 		errs = append(errs, rmdirRetry(dir))
 	}
 	return errors.Join(errs...)
@@ -202,6 +219,11 @@ func (g *Group) Remove() error {
 
 // Exists reports whether any part of the group exists.
 func (g *Group) Exists() bool {
+	for _, mp := range g.host.hierarchies {
+		if _, err := os.Stat(filepath.Join(mp, g.Path)); err == nil {
+			return true
+		}
+	}
 	for _, dir := range g.dirs() {
 		if _, err := os.Stat(dir); err == nil {
 			return true

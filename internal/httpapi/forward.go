@@ -5,19 +5,32 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/api/sse"
 )
 
+// maxBufferedBody is the largest request body forward reads into memory
+// before passing it on: enough for any JSON call (exec with its stdin).
+// Larger bodies and raw uploads stream.
+const maxBufferedBody = api.MaxCommandBytes + 2*api.MaxStdinBytes + 64<<10
+
 // forward serves /v1/sandboxes/{id}/{rest...} by passing the request to
 // the sandbox's agent as /{rest...}, creating or starting the sandbox
-// first if needed. Bodies stream both ways; event streams are flushed
-// event by event; WebSocket upgrades pass through.
+// first if needed. Responses stream, event streams are flushed event by
+// event, WebSocket upgrades pass through.
+//
+// JSON bodies are read first (they are bounded), which lets a call whose
+// agent turns out to be dead be retried once on a freshly started
+// sandbox: the agent can die between two calls without the daemon having
+// seen it yet (a dying init first waits for every other process of its
+// PID namespace), and that next call must not fail for it.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	id, ok := sandboxID(w, r)
 	if !ok {
@@ -26,20 +39,90 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rest := r.PathValue("rest")
 	defer s.observeExec(rest, start)
-	lease, err := s.opts.Manager.Acquire(r.Context(), id)
+	body, buffered, err := bufferBody(r)
 	if err != nil {
-		s.writeError(w, r, err)
+		writeAPIError(w, api.Errorf(api.CodeInvalidJSON, "reading request body: %v", err))
 		return
 	}
-	defer lease.Release()
-	// The agent may answer (an event stream's headers, say) before the
-	// transport has finished sending it the request body. Without full
-	// duplex, writing those headers makes the server discard the rest of
-	// the body under the transport's feet, which then drops the agent
-	// connection mid-stream.
-	if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
-		s.log.Debug("full duplex unavailable", "err", err)
+	if !buffered {
+		// A streamed body: the agent may answer (an event stream's headers,
+		// say) before the transport has sent all of it. Without full
+		// duplex, writing those headers makes the server discard the rest
+		// of the body under the transport's feet.
+		if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+			s.log.Debug("full duplex unavailable", "err", err)
+		}
 	}
+	for attempt := 1; ; attempt++ {
+		lease, err := s.opts.Manager.Acquire(r.Context(), id)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if buffered {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		failure := s.proxy(w, r, id, rest, lease.Transport, buffered && attempt == 1)
+		lease.Release()
+		if failure == reached {
+			return
+		}
+		// The agent could not be reached. Make sure the manager knows, then
+		// try once more on a fresh start — but only if the request cannot
+		// have run: it never connected, or the agent turns out to have died
+		// on its own (with everything it was running).
+		died := s.opts.Manager.Reset(r.Context(), id, lease)
+		if failure == notConnected || died {
+			s.log.Warn("agent unreachable; restarted the sandbox, retrying the call", "sandbox", id, "path", rest)
+			continue
+		}
+		s.countError(api.CodeSandboxUnavailable)
+		writeAPIError(w, api.Errorf(api.CodeSandboxUnavailable,
+			"the sandbox's agent did not answer; the call may not have run"))
+		return
+	}
+}
+
+// attempt outcomes of proxy.
+type failure int
+
+const (
+	reached      failure = iota // the agent answered (or the client left)
+	notConnected                // no connection to the agent could be made
+	cutOff                      // connected, but cut before any answer
+)
+
+// bufferBody reads a JSON body (bounded) into memory; other bodies are
+// left to stream.
+func bufferBody(r *http.Request) ([]byte, bool, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, true, nil
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return nil, false, nil
+	}
+	if r.ContentLength > maxBufferedBody {
+		return nil, false, nil // the agent answers REQUEST_TOO_LARGE
+	}
+	data, err := io.ReadAll(io.LimitReader(r.Body, maxBufferedBody+1))
+	if err != nil {
+		return nil, false, err
+	}
+	if len(data) > maxBufferedBody {
+		// Too large to buffer: pass on what was read and the rest.
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(data), r.Body), r.Body}
+		return nil, false, nil
+	}
+	return data, true, nil
+}
+
+// proxy passes one attempt of the request to the agent. When retryable and
+// the agent gave no answer at all, it writes nothing and says how it
+// failed, so the caller may retry.
+func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rest string, transport http.RoundTripper, retryable bool) (f failure) {
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
@@ -51,7 +134,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 			pr.Out.Header.Del("Authorization")
 			pr.Out.Header.Del("Cookie")
 		},
-		Transport:     lease.Transport,
+		Transport:     transport,
 		FlushInterval: -1,
 		ModifyResponse: func(resp *http.Response) error {
 			s.countAgentError(resp)
@@ -65,6 +148,14 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 			if r.Context().Err() != nil {
 				return // the client went away; nobody to answer
 			}
+			if retryable && isDialError(err) {
+				f = notConnected
+				return
+			}
+			if retryable && isCutOff(err) {
+				f = cutOff
+				return
+			}
 			s.log.Warn("agent unreachable", "sandbox", id, "path", rest, "err", err)
 			s.countError(api.CodeSandboxUnavailable)
 			writeAPIError(w, api.Errorf(api.CodeSandboxUnavailable,
@@ -72,6 +163,21 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		},
 	}
 	proxy.ServeHTTP(w, r)
+	return f
+}
+
+// isCutOff reports whether err means the connection to the agent broke
+// before any answer.
+func isCutOff(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// isDialError reports whether err means the request never reached the
+// agent: its socket was gone or refused the connection.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // guardEventStream makes sure an event stream from an agent ends with a

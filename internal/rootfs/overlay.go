@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -111,4 +112,23 @@ func unescapeMountPath(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// UnmountWait unmounts target, waiting up to limit for it to stop being
+// busy, and detaches it lazily if it stays busy. Nothing mounted is fine.
+func UnmountWait(target string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		err := unix.Unmount(target, 0)
+		switch {
+		case err == nil:
+			continue // stacked mounts: unmount the next one
+		case errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT):
+			return nil
+		case errors.Is(err, unix.EBUSY) && time.Now().Before(deadline):
+			time.Sleep(10 * time.Millisecond)
+		default:
+			return Unmount(target)
+		}
+	}
 }

@@ -109,3 +109,35 @@ func (m *Manager) Update(ctx context.Context, id string, u Update) (Info, error)
 	b.touch(m.now())
 	return b.info(), nil
 }
+
+// Reset is called when a lease's agent gave no answer at all: the agent is
+// dead or dying although its process has not been seen to exit yet (a
+// dying init first waits for every process of its PID namespace). Reset
+// waits briefly for the exit, else kills the container, and marks the
+// sandbox failed so that the next Acquire starts it again. It reports
+// whether the agent had died on its own. A sandbox restarted meanwhile by
+// another call is left alone (and reported as died: the lease's agent is
+// gone).
+func (m *Manager) Reset(ctx context.Context, id string, lease *Lease) (died bool) {
+	b := m.lock(id)
+	if b == nil {
+		return true
+	}
+	defer b.mu.Unlock()
+	inst := b.running
+	if inst == nil || inst.transport != lease.Transport {
+		return true
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for inst.alive() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	died = !inst.alive()
+	m.log.Warn("sandbox agent unreachable; restarting the sandbox", "sandbox", b.id)
+	if err := m.teardown(ctx, b); err != nil {
+		m.log.Error("cleaning up an unreachable sandbox", "sandbox", b.id, "err", err)
+	}
+	m.setStatus(b, StatusFailed, "the sandbox's agent stopped answering; the next call starts the sandbox again")
+	m.emit(b, EventFailed)
+	return died
+}

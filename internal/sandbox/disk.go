@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sandboxd/sandboxd/internal/rootfs"
 )
@@ -54,6 +55,26 @@ func makeDisk(ctx context.Context, path string, size int64) error {
 		"-E", "lazy_itable_init=1,lazy_journal_init=1", "-L", "sandbox", path, strconv.FormatInt(size/1024, 10)).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("formatting the sandbox's disk (mkfs.ext4, from e2fsprogs): %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// unmountDisk unmounts a sandbox's own filesystem and makes sure its loop
+// device is gone. A plain (not lazy) unmount is tried first, because a lazy
+// one keeps the loop device attached until the kernel lets the filesystem
+// go; losetup -d then detaches a device that stayed.
+func unmountDisk(ctx context.Context, p paths) error {
+	if err := rootfs.UnmountWait(p.disk, 2*time.Second); err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, "losetup", "-j", p.diskImage).Output()
+	if err != nil {
+		return nil // no losetup, or no image: nothing attached that we can see
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if dev, _, ok := strings.Cut(line, ":"); ok && strings.HasPrefix(dev, "/dev/loop") {
+			exec.CommandContext(ctx, "losetup", "-d", dev).Run()
+		}
 	}
 	return nil
 }

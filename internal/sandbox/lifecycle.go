@@ -246,7 +246,7 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 		if err := mountDisk(ctx, p, b.cfg.Limits.DiskBytes); err != nil {
 			return nil, err
 		}
-		undo.push(func(context.Context) error { return rootfs.Unmount(p.disk) })
+		undo.push(func(ctx context.Context) error { return unmountDisk(ctx, p) })
 	}
 	ov := rootfs.Overlay{Layers: img.Layers, Upper: p.upper, Work: p.work, Target: p.rootfs}
 	if err := ov.Mount(); err != nil {
@@ -542,8 +542,8 @@ func (m *Manager) teardown(ctx context.Context, b *box) error {
 	}
 	errs := []error{
 		m.stopContainer(ctx, containerID(key), m.opts.Cgroups.Group(cgroupPath(key))),
-		rootfs.Unmount(p.rootfs),
-		rootfs.Unmount(p.disk),
+		rootfs.UnmountWait(p.rootfs, 2*time.Second),
+		unmountDisk(ctx, p),
 		m.opts.Network.Detach(ctx, key),
 		os.RemoveAll(p.run),
 	}

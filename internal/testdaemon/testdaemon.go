@@ -8,6 +8,7 @@ package testdaemon
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -31,6 +32,8 @@ type Options struct {
 	// Subnet overrides the address pool (default: a /22 unique to this
 	// daemon).
 	Subnet string
+	// Env is added to the daemon's environment (e.g. a failpoint).
+	Env []string
 }
 
 // Daemon is one running sandboxd.
@@ -42,6 +45,7 @@ type Daemon struct {
 	Table    string
 	Client   *client.Client
 	args     []string
+	env      []string
 	log      *lockedBuffer
 
 	mu  sync.Mutex
@@ -79,6 +83,7 @@ func Start(t testing.TB, o Options) *Daemon {
 	}
 	d := &Daemon{
 		StateDir: state, RunDir: run, Table: fmt.Sprintf("sbdtest%d_%d", pid, n), log: &lockedBuffer{},
+		env: o.Env,
 	}
 	d.args = append([]string{
 		"--state-dir", state, "--run-dir", run, "--listen", freeAddr(t),
@@ -94,6 +99,7 @@ func Start(t testing.TB, o Options) *Daemon {
 func (d *Daemon) start(t testing.TB) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(BinDir(t), "sandboxd"), d.args...)
+	cmd.Env = append(os.Environ(), d.env...)
 	cmd.Stdout, cmd.Stderr = d.log, d.log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -174,6 +180,59 @@ func (d *Daemon) Restart(t testing.TB) {
 
 // Start starts a stopped daemon again on the same state.
 func (d *Daemon) Start(t testing.TB) { d.start(t) }
+
+// SetEnv replaces the extra environment of the daemon's next start.
+func (d *Daemon) SetEnv(env ...string) { d.env = env }
+
+// Exited waits up to limit for a daemon that should die on its own (a
+// failpoint) and reports whether it did.
+func (d *Daemon) Exited(limit time.Duration) bool {
+	d.mu.Lock()
+	cmd := d.cmd
+	d.mu.Unlock()
+	if cmd == nil {
+		return true
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+		d.mu.Lock()
+		d.cmd = nil
+		d.mu.Unlock()
+		return true
+	case <-time.After(limit):
+		return false
+	}
+}
+
+// AgentPID returns the host PID of the agent of the sandbox with the
+// given key, from the runtime's state.
+func (d *Daemon) AgentPID(t testing.TB, key string) int {
+	t.Helper()
+	for _, rt := range []string{"crun", "runc"} {
+		out, err := exec.Command(rt, "--root", filepath.Join(d.RunDir, "runtime", rt), "state", "sandboxd-"+key).Output()
+		if err != nil {
+			continue
+		}
+		var st struct{ Pid int }
+		if json.Unmarshal(out, &st) == nil && st.Pid > 0 {
+			return st.Pid
+		}
+	}
+	t.Fatalf("no running container for key %s", key)
+	return 0
+}
+
+// Keys lists the sandbox keys that have state directories.
+func (d *Daemon) Keys() []string {
+	entries, _ := os.ReadDir(filepath.Join(d.StateDir, "sandboxes"))
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
+}
 
 // teardown destroys every sandbox, stops the daemon and removes what it
 // left on the host, so tests never leak mounts, netns or nft tables.

@@ -1,0 +1,214 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/runtime"
+	"github.com/sandboxd/sandboxd/internal/testdaemon"
+)
+
+func ctxFor(b *testing.B) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	b.Cleanup(cancel)
+	return ctx
+}
+
+// BenchmarkColdStart: a new ID's first `exec true`, from nothing to the
+// result (create, network, overlay, container, agent, shell, exec), for
+// both network modes.
+func BenchmarkColdStart(b *testing.B) {
+	for _, mode := range []api.NetworkMode{api.NetworkNone, api.NetworkInternet} {
+		b.Run(string(mode), func(b *testing.B) {
+			once(b, func(b *testing.B) {
+				d := testdaemon.Start(b, testdaemon.Options{})
+				ctx := ctxFor(b)
+				n := sampleCount()
+				s := measure(b, n, func(i int) {
+					sb := d.Client.Sandbox(fmt.Sprintf("cold-%d", i), client.WithNetwork(api.NetworkOptions{Mode: mode}))
+					if res, err := sb.Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
+						b.Fatalf("exec: %v %+v", err, res)
+					}
+					b.StopTimer()
+				})
+				s.report(b)
+				// Destroy outside the measurement.
+				for i := 0; i < n; i++ {
+					d.Client.Sandbox(fmt.Sprintf("cold-%d", i)).Destroy(ctx)
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkWarmExec: round trip of `exec true` on a running sandbox's
+// default session, through the SDK, the daemon and the agent.
+func BenchmarkWarmExec(b *testing.B) {
+	once(b, func(b *testing.B) {
+		d := testdaemon.Start(b, testdaemon.Options{})
+		ctx := ctxFor(b)
+		sb := d.Client.Sandbox("warm")
+		for i := 0; i < 20; i++ { // warm up connections and the shell
+			sb.Exec(ctx, "true")
+		}
+		s := measure(b, sampleCount()*10, func(int) {
+			if res, err := sb.Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
+				b.Fatalf("exec: %v", err)
+			}
+		})
+		s.report(b)
+	})
+}
+
+// BenchmarkIdleMemory: host memory used per idle sandbox with 100 up
+// (each has run one command), measured as the growth of MemTotal -
+// MemAvailable, and as what the sandboxes' cgroups are charged.
+func BenchmarkIdleMemory(b *testing.B) {
+	once(b, func(b *testing.B) {
+		d := testdaemon.Start(b, testdaemon.Options{})
+		ctx := ctxFor(b)
+		const n = 100
+		// One sandbox first, so that shared costs (page cache of the agent
+		// and bash binaries) are not charged to the 100.
+		d.Client.Sandbox("idle-warmup").Exec(ctx, "true")
+		time.Sleep(time.Second)
+		before := usedMemory(b)
+		for i := 0; i < n; i++ {
+			if _, err := d.Client.Sandbox(fmt.Sprintf("idle-%d", i)).Exec(ctx, "true"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		time.Sleep(2 * time.Second)
+		after := usedMemory(b)
+		perHost := float64(after-before) / n / (1 << 20)
+		charged := cgroupCharged(b, d)
+		b.ReportMetric(perHost, "host-MiB/sandbox")
+		b.ReportMetric(charged/n/(1<<20), "cgroup-MiB/sandbox")
+		b.ReportMetric(0, "ns/op")
+		b.Logf("%d idle sandboxes: %.2f MiB of host memory each, %.2f MiB charged to each sandbox's cgroup", n, perHost, charged/n/(1<<20))
+	})
+}
+
+func usedMemory(b *testing.B) int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	var total, avail int64
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var v int64
+		if _, err := fmt.Sscanf(sc.Text(), "MemTotal: %d kB", &v); err == nil {
+			total = v
+		}
+		if _, err := fmt.Sscanf(sc.Text(), "MemAvailable: %d kB", &v); err == nil {
+			avail = v
+		}
+	}
+	return (total - avail) << 10
+}
+
+// cgroupCharged sums memory.usage of every sandbox cgroup of this daemon
+// (cgroup v1 memory hierarchy or v2).
+func cgroupCharged(b *testing.B, d *testdaemon.Daemon) float64 {
+	var sum float64
+	for _, pattern := range []string{"/sys/fs/cgroup/memory/sandboxd/*/memory.usage_in_bytes", "/sys/fs/cgroup/sandboxd/*/memory.current"} {
+		files, _ := filepath.Glob(pattern)
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			var v float64
+			fmt.Sscan(string(data), &v)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// BenchmarkRuntimeRun is the baseline beside the cold start: `<runtime>
+// run` of a container on the same kind of root (the host's /usr) running
+// /usr/bin/true, with the same namespaces, limits and seccomp profile. And
+// `podman run --rm` when podman is installed.
+func BenchmarkRuntimeRun(b *testing.B) {
+	testdaemon.SkipUnlessRoot(b)
+	for _, name := range []string{"crun", "runc"} {
+		path, err := exec.LookPath(name)
+		if err != nil {
+			continue
+		}
+		b.Run(name, func(b *testing.B) {
+			once(b, func(b *testing.B) {
+				bundle := probeBundle(b)
+				root := b.TempDir()
+				s := measure(b, sampleCount(), func(i int) {
+					id := fmt.Sprintf("bench-%d-%d", os.Getpid(), i)
+					out, err := exec.Command(path, "--root", root, "run", "--bundle", bundle, id).CombinedOutput()
+					if err != nil {
+						b.Fatalf("%s run: %v: %s", name, err, out)
+					}
+				})
+				s.report(b)
+			})
+		})
+	}
+	if podman, err := exec.LookPath("podman"); err == nil {
+		b.Run("podman", func(b *testing.B) {
+			once(b, func(b *testing.B) {
+				s := measure(b, sampleCount(), func(int) {
+					if out, err := exec.Command(podman, "run", "--rm", "--network=none", "--rootfs", "/", "/usr/bin/true").CombinedOutput(); err != nil {
+						b.Fatalf("podman: %v: %s", err, out)
+					}
+				})
+				s.report(b)
+			})
+		})
+	}
+}
+
+func probeBundle(b *testing.B) string {
+	bundle := b.TempDir()
+	rootfs := filepath.Join(bundle, "rootfs")
+	for _, d := range []string{"usr", "proc", "dev", "sys", "run", "tmp"} {
+		os.MkdirAll(filepath.Join(rootfs, d), 0o755)
+	}
+	for _, name := range []string{"bin", "lib", "lib64"} {
+		if target, err := os.Readlink("/" + name); err == nil {
+			os.Symlink(target, filepath.Join(rootfs, name))
+		}
+	}
+	spec, err := runtime.NewSpec(runtime.SpecOptions{
+		Hostname: "bench", Rootfs: rootfs, Args: []string{"/usr/bin/true"}, Env: []string{"PATH=/usr/bin"},
+		Mounts:      []specs.Mount{{Destination: "/usr", Type: "bind", Source: "/usr", Options: []string{"rbind", "ro"}}},
+		CgroupsPath: fmt.Sprintf("/sandboxd-bench/%d", os.Getpid()),
+		Resources:   runtime.Resources{MemoryBytes: 256 << 20, MilliCPU: 1000, Pids: 256},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			spec.Linux.Namespaces[i].Path = ""
+		}
+	}
+	data, _ := json.Marshal(spec)
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return bundle
+}
+
+

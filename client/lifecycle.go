@@ -1,0 +1,149 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"iter"
+	"mime"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/api/sse"
+)
+
+// WithSleepAfter sets how long the sandbox may be idle before it sleeps
+// (rounded up to milliseconds).
+func WithSleepAfter(d time.Duration) SandboxOption {
+	return sandboxOptionFunc(func(o *api.SandboxOptions) { o.SleepAfter = ceilMillis(d) })
+}
+
+// WithKeepAlive keeps the sandbox from ever sleeping.
+func WithKeepAlive(keep bool) SandboxOption {
+	return sandboxOptionFunc(func(o *api.SandboxOptions) { o.KeepAlive = &keep })
+}
+
+// WithInstanceType applies a preset of limits: "lite", "standard" or
+// "heavy". Limits given with WithLimits override its fields.
+func WithInstanceType(name string) SandboxOption {
+	return sandboxOptionFunc(func(o *api.SandboxOptions) { o.InstanceType = name })
+}
+
+func ceilMillis(d time.Duration) int64 {
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+// Stop stops the sandbox's container on request. Its disk, settings and
+// exposed ports stay; the next call starts it again, exactly as a wake.
+func (s *Sandbox) Stop(ctx context.Context) (*api.Sandbox, error) { return s.action(ctx, "stop") }
+
+// Start starts a sleeping, stopped or failed sandbox.
+func (s *Sandbox) Start(ctx context.Context) (*api.Sandbox, error) { return s.action(ctx, "start") }
+
+// Restart stops the sandbox's container, if it runs, and starts it again.
+func (s *Sandbox) Restart(ctx context.Context) (*api.Sandbox, error) {
+	return s.action(ctx, "restart")
+}
+
+// Renew resets the sandbox's idle timer, as any call does.
+func (s *Sandbox) Renew(ctx context.Context) (*api.Sandbox, error) { return s.action(ctx, "renew") }
+
+func (s *Sandbox) action(ctx context.Context, verb string) (*api.Sandbox, error) {
+	if err := validateID(s.id); err != nil {
+		return nil, err
+	}
+	var sb api.Sandbox
+	if err := s.c.doJSON(ctx, http.MethodPost, sandboxPath(s.id, "/"+verb), nil, &sb); err != nil {
+		return nil, err
+	}
+	return &sb, nil
+}
+
+// Update changes the settings that may change after creation: sleepAfter
+// and keepAlive. Nil fields stay as they are.
+func (s *Sandbox) Update(ctx context.Context, sleepAfter *time.Duration, keepAlive *bool) (*api.Sandbox, error) {
+	if err := validateID(s.id); err != nil {
+		return nil, err
+	}
+	var u api.SandboxUpdate
+	if sleepAfter != nil {
+		ms := ceilMillis(*sleepAfter)
+		u.SleepAfter = &ms
+	}
+	u.KeepAlive = keepAlive
+	var sb api.Sandbox
+	if err := s.c.doJSON(ctx, http.MethodPatch, sandboxPath(s.id, ""), &u, &sb); err != nil {
+		return nil, err
+	}
+	return &sb, nil
+}
+
+// EventStream is the daemon's stream of lifecycle events.
+type EventStream struct {
+	body io.ReadCloser
+	r    *sse.Reader
+}
+
+// Events opens the lifecycle event stream; with sandboxID non-empty, only
+// that sandbox's events. Close it when done; cancelling ctx ends it too.
+func (c *Client) Events(ctx context.Context, sandboxID string) (*EventStream, error) {
+	path := "/v1/events"
+	if sandboxID != "" {
+		if err := validateID(sandboxID); err != nil {
+			return nil, err
+		}
+		path += "?sandbox=" + url.QueryEscape(sandboxID)
+	}
+	resp, err := c.send(ctx, http.MethodGet, path, nil, sse.ContentType)
+	if err != nil {
+		return nil, err
+	}
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != sse.ContentType {
+		closeBody(resp.Body)
+		return nil, fmt.Errorf("GET %s: answer is not an event stream", path)
+	}
+	return &EventStream{body: resp.Body, r: sse.NewReader(resp.Body)}, nil
+}
+
+// Next returns the next lifecycle event. An error event (the client fell
+// behind) is returned as an *Error.
+func (es *EventStream) Next() (api.LifecycleEvent, error) {
+	for {
+		ev, err := es.r.Next()
+		if err != nil {
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return api.LifecycleEvent{}, &Error{Status: 0, Code: api.CodeSandboxUnavailable, Message: "event stream ended"}
+			}
+			return api.LifecycleEvent{}, err
+		}
+		if ev.Name == api.EventError {
+			var e api.ExecEvent
+			ev.Decode(&e)
+			return api.LifecycleEvent{}, &Error{Code: e.Code, Message: e.Message}
+		}
+		var le api.LifecycleEvent
+		if err := ev.Decode(&le); err != nil {
+			return api.LifecycleEvent{}, fmt.Errorf("decoding %s event: %w", ev.Name, err)
+		}
+		return le, nil
+	}
+}
+
+// All iterates over the events until the stream ends or the loop stops;
+// it closes the stream.
+func (es *EventStream) All() iter.Seq2[api.LifecycleEvent, error] {
+	return func(yield func(api.LifecycleEvent, error) bool) {
+		defer es.Close()
+		for {
+			ev, err := es.Next()
+			if !yield(ev, err) || err != nil {
+				return
+			}
+		}
+	}
+}
+
+// Close ends the stream.
+func (es *EventStream) Close() error { return es.body.Close() }
