@@ -210,5 +210,3 @@ func probeBundle(b *testing.B) string {
 	}
 	return bundle
 }
-
-
