@@ -10,6 +10,11 @@
 // cgroup and bring the agent down with it. A process that writes its own PID
 // to cgroup.procs moves itself, and its children follow.
 //
+// With --uid the wrapper then drops root: supplementary groups, group and
+// user, in that order (setuid last, because it takes the right to change
+// the others). The cgroup move must come first: a non-root process may not
+// write the cgroup's cgroup.procs.
+//
 // The wrapper must never outlive the exec or do anything after it: it only
 // prepares the process and becomes PROG. It never logs; errors go to one
 // file descriptor (stderr unless --errfd says otherwise) and become its exit
@@ -54,6 +59,11 @@ type Options struct {
 	ErrFD int
 	// Argv0 replaces PROG as argv[0] (bash reports its errors as "bash:").
 	Argv0 string
+	// CloseErrFD marks ErrFD close-on-exec, so that a starter reading it
+	// sees EOF once PROG runs, and an error message if it never does.
+	CloseErrFD bool
+	// User, when UID is not nil, is who PROG runs as.
+	UID, GID *int
 }
 
 // Argv returns the command line that runs prog with args through the
@@ -69,6 +79,12 @@ func Argv(self string, o Options, prog string, args ...string) []string {
 	if o.Argv0 != "" {
 		argv = append(argv, "--argv0", o.Argv0)
 	}
+	if o.CloseErrFD {
+		argv = append(argv, "--close-errfd")
+	}
+	if o.UID != nil && o.GID != nil {
+		argv = append(argv, "--uid", strconv.Itoa(*o.UID), "--gid", strconv.Itoa(*o.GID))
+	}
 	argv = append(argv, "--", prog)
 	return append(argv, args...)
 }
@@ -81,6 +97,14 @@ func Main(args []string) {
 	}
 	if err := Prepare(o.CgroupRoot, "/proc/self/oom_score_adj"); err != nil {
 		fail(o.ErrFD, ExitSetup, err)
+	}
+	if o.UID != nil {
+		if err := DropPrivileges(*o.UID, *o.GID); err != nil {
+			fail(o.ErrFD, ExitSetup, err)
+		}
+	}
+	if o.CloseErrFD {
+		syscall.CloseOnExec(o.ErrFD)
 	}
 	path := argv[0]
 	if !strings.Contains(path, "/") {
@@ -103,8 +127,17 @@ func parse(args []string) (Options, []string, error) {
 	set.StringVar(&o.CgroupRoot, "cgroup-root", DefaultCgroupRoot, "")
 	set.IntVar(&o.ErrFD, "errfd", 2, "")
 	set.StringVar(&o.Argv0, "argv0", "", "")
+	set.BoolVar(&o.CloseErrFD, "close-errfd", false, "")
+	uid := set.Int("uid", -1, "")
+	gid := set.Int("gid", -1, "")
 	if err := set.Parse(args); err != nil {
 		return o, nil, fmt.Errorf("spawn: %w", err)
+	}
+	if *uid >= 0 {
+		if *gid < 0 {
+			return o, nil, errors.New("spawn: --uid needs --gid")
+		}
+		o.UID, o.GID = uid, gid
 	}
 	if set.NArg() == 0 {
 		return o, nil, errors.New("spawn: usage: spawn [--cgroup-root DIR] [--errfd N] [--argv0 NAME] -- PROG [ARGS...]")
@@ -140,6 +173,22 @@ func Prepare(cgroupRoot, oomScoreAdj string) error {
 	}
 	if err := os.WriteFile(oomScoreAdj, []byte("0"), 0); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("spawn: resetting oom_score_adj: %w", err)
+	}
+	return nil
+}
+
+// DropPrivileges makes the calling process (every thread of it: Go's
+// syscall package applies set*id to all threads) run as uid and gid, with
+// gid as its only supplementary group.
+func DropPrivileges(uid, gid int) error {
+	if err := syscall.Setgroups([]int{gid}); err != nil {
+		return fmt.Errorf("spawn: setgroups: %w", err)
+	}
+	if err := syscall.Setgid(gid); err != nil {
+		return fmt.Errorf("spawn: setgid %d: %w", gid, err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return fmt.Errorf("spawn: setuid %d: %w", uid, err)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package spawn
 
 import (
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -115,5 +116,57 @@ func TestSpawnErrFD(t *testing.T) {
 	n, _ := r.Read(msg)
 	if len(out) != 0 || !strings.Contains(string(msg[:n]), "no-such-program-xyz") {
 		t.Errorf("stderr %q, fd 3 %q: the error belongs on fd 3", out, msg[:n])
+	}
+}
+
+func TestSpawnJoinsAsRootThenDropsToTheUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: drops privileges to another user")
+	}
+	// cgroup.procs is root's and 0644, as in a real cgroup: only a
+	// wrapper that joins before it drops root can write it.
+	root := fakeCgroups(t, "unified")
+	procs := filepath.Join(root, "unified", "cgroup.procs")
+	uid, gid := 4242, 4343
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/proc/self/exe", Argv("/proc/self/exe", Options{CgroupRoot: root, ErrFD: 3, CloseErrFD: true, UID: &uid, GID: &gid},
+		"sh", "-c", `echo "$(id -u) $(id -g) $(id -G)"; cat /proc/self/status | grep -i '^CapEff'`)[1:]...)
+	cmd.Env = append(os.Environ(), "PATH=/usr/bin:/bin")
+	cmd.ExtraFiles = []*os.File{errW}
+	out, err := cmd.Output()
+	errW.Close()
+	msg, _ := io.ReadAll(errR)
+	if err != nil || len(msg) > 0 {
+		t.Fatalf("spawn: %v: %s (errfd: %q)", err, out, msg)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 || lines[0] != "4242 4343 4343" {
+		t.Fatalf("identity = %q, want uid 4242, gid 4343, groups 4343", out)
+	}
+	if !strings.HasSuffix(lines[1], "0000000000000000") {
+		t.Errorf("the user kept capabilities: %s", lines[1])
+	}
+	joined, _ := os.ReadFile(procs)
+	if len(joined) == 0 {
+		t.Errorf("the wrapper did not join the cgroup")
+	}
+}
+
+func TestSpawnReportsAFailedExecOnTheErrFD(t *testing.T) {
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/proc/self/exe", Argv("/proc/self/exe", Options{CgroupRoot: t.TempDir(), ErrFD: 3, CloseErrFD: true},
+		"/no/such/program")[1:]...)
+	cmd.ExtraFiles = []*os.File{errW}
+	err = cmd.Run()
+	errW.Close()
+	msg, _ := io.ReadAll(errR)
+	if err == nil || !strings.Contains(string(msg), "/no/such/program") {
+		t.Fatalf("run = %v, errfd %q; want a failure naming the program", err, msg)
 	}
 }

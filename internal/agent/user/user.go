@@ -1,0 +1,207 @@
+// Package user finds the accounts of the sandbox's /etc/passwd and creates
+// missing ones on demand, so that sessions and processes can run as a
+// non-root user. It edits passwd, group and shadow (and gshadow when
+// present) of the sandbox only: the host image synthesises them, and the
+// sandbox's disk keeps the edits.
+//
+// It never runs programs (useradd may not exist in an image) and never
+// trusts a name it has not validated: names end up in files other tools
+// parse by colons and newlines.
+package user
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Account is one user of the sandbox.
+type Account struct {
+	Name string
+	UID  int
+	GID  int
+	Home string
+}
+
+// ErrInvalid: the name is not a valid user name.
+var ErrInvalid = errors.New("invalid user name")
+
+// ValidName reports whether name may name a user: [a-z_][a-z0-9_-]*, at
+// most 32 characters (the portable subset useradd accepts).
+func ValidName(name string) bool {
+	if name == "" || len(name) > 32 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c == '_':
+		case (c >= '0' && c <= '9' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// DB is the account database under one /etc and /home.
+type DB struct {
+	// Etc is the directory holding passwd, group, shadow; default /etc.
+	Etc string
+	// HomeRoot is where new home directories go; default /home.
+	HomeRoot string
+
+	mu sync.Mutex // serialises edits of the files
+}
+
+// Ensure returns the account name, creating it (with a group of the same
+// name and a home directory) if it does not exist.
+func (db *DB) Ensure(name string) (Account, error) {
+	if !ValidName(name) {
+		return Account{}, fmt.Errorf("%w: %q", ErrInvalid, name)
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	etc, homeRoot := db.Etc, db.HomeRoot
+	if etc == "" {
+		etc = "/etc"
+	}
+	if homeRoot == "" {
+		homeRoot = "/home"
+	}
+	passwd, err := readLines(filepath.Join(etc, "passwd"))
+	if err != nil {
+		return Account{}, err
+	}
+	usedUID := map[int]bool{}
+	for _, line := range passwd {
+		f := strings.Split(line, ":")
+		if len(f) < 7 {
+			continue
+		}
+		uid, err1 := strconv.Atoi(f[2])
+		gid, err2 := strconv.Atoi(f[3])
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		if f[0] == name {
+			return Account{Name: name, UID: uid, GID: gid, Home: f[5]}, nil
+		}
+		usedUID[uid] = true
+	}
+	group, err := readLines(filepath.Join(etc, "group"))
+	if err != nil {
+		return Account{}, err
+	}
+	usedGID := map[int]bool{}
+	gid := -1
+	for _, line := range group {
+		f := strings.Split(line, ":")
+		if len(f) < 3 {
+			continue
+		}
+		g, err := strconv.Atoi(f[2])
+		if err != nil {
+			continue
+		}
+		usedGID[g] = true
+		if f[0] == name {
+			gid = g
+		}
+	}
+	uid := 1000
+	for usedUID[uid] || (gid < 0 && usedGID[uid]) {
+		uid++
+		if uid > 59999 {
+			return Account{}, errors.New("no free user ID")
+		}
+	}
+	acct := Account{Name: name, UID: uid, GID: gid, Home: filepath.Join(homeRoot, name)}
+	if gid < 0 {
+		acct.GID = uid
+		if err := appendLine(filepath.Join(etc, "group"), fmt.Sprintf("%s:x:%d:", name, uid), 0o644); err != nil {
+			return Account{}, err
+		}
+		if _, err := os.Stat(filepath.Join(etc, "gshadow")); err == nil {
+			if err := appendLine(filepath.Join(etc, "gshadow"), name+":!::", 0o640); err != nil {
+				return Account{}, err
+			}
+		}
+	}
+	days := time.Now().Unix() / 86400
+	if err := appendLine(filepath.Join(etc, "shadow"), fmt.Sprintf("%s:!:%d:0:99999:7:::", name, days), 0o640); err != nil {
+		return Account{}, err
+	}
+	shell := "/bin/sh"
+	if _, err := os.Stat("/bin/bash"); err == nil {
+		shell = "/bin/bash"
+	}
+	if err := appendLine(filepath.Join(etc, "passwd"), fmt.Sprintf("%s:x:%d:%d::%s:%s", name, acct.UID, acct.GID, acct.Home, shell), 0o644); err != nil {
+		return Account{}, err
+	}
+	if err := os.MkdirAll(homeRoot, 0o755); err != nil {
+		return Account{}, fmt.Errorf("creating %s: %w", homeRoot, err)
+	}
+	if err := os.Mkdir(acct.Home, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
+		return Account{}, fmt.Errorf("creating home of %s: %w", name, err)
+	}
+	// Lchown: never follow a link someone planted at the home's path.
+	if err := os.Lchown(acct.Home, acct.UID, acct.GID); err != nil {
+		return Account{}, fmt.Errorf("giving %s its home: %w", name, err)
+	}
+	return acct, nil
+}
+
+func readLines(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	var lines []string
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	return lines, sc.Err()
+}
+
+// appendLine adds line to the file at path, creating it with mode if it
+// does not exist. The new content is written to a temporary file and
+// renamed over the old one, so readers never see half a file; where the
+// file is a mount point (rename fails), it is rewritten in place.
+func appendLine(path, line string, mode os.FileMode) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+	}
+	if len(old) > 0 && old[len(old)-1] != '\n' {
+		old = append(old, '\n')
+	}
+	data := append(old, line+"\n"...)
+	tmp := path + ".sandboxd-tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return fmt.Errorf("writing %s: %w", tmp, err)
+	}
+	os.Chmod(tmp, mode)
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		if err := os.WriteFile(path, data, mode); err != nil {
+			return fmt.Errorf("writing %s: %w", path, err)
+		}
+	}
+	return nil
+}

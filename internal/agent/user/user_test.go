@@ -1,0 +1,79 @@
+package user
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func TestValidName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"dev": true, "_svc": true, "a-b_1": true, "": false, "1abc": false, "-a": false,
+		"Dev": false, "a:b": false, "a\nb": false, "a b": false, strings.Repeat("a", 33): false, "../x": false,
+	} {
+		if got := ValidName(name); got != want {
+			t.Errorf("ValidName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestEnsureCreatesOnceWithAHome(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: chowns the home directory")
+	}
+	dir := t.TempDir()
+	etc := filepath.Join(dir, "etc")
+	os.Mkdir(etc, 0o755)
+	os.WriteFile(filepath.Join(etc, "passwd"), []byte("root:x:0:0:root:/root:/bin/bash\nold:x:1000:1000::/home/old:/bin/sh\n"), 0o644)
+	os.WriteFile(filepath.Join(etc, "group"), []byte("root:x:0:\nold:x:1000:\nusers:x:1001:\n"), 0o644)
+	os.WriteFile(filepath.Join(etc, "shadow"), []byte("root:*:19000:0:99999:7:::\n"), 0o640)
+	db := &DB{Etc: etc, HomeRoot: filepath.Join(dir, "home")}
+	var wg sync.WaitGroup
+	accts := make([]Account, 8)
+	for i := range accts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a, err := db.Ensure("agent")
+			if err != nil {
+				t.Error(err)
+			}
+			accts[i] = a
+		}()
+	}
+	wg.Wait()
+	for _, a := range accts[1:] {
+		if a != accts[0] {
+			t.Fatalf("concurrent Ensure disagree: %+v vs %+v", a, accts[0])
+		}
+	}
+	a := accts[0]
+	// 1000 is taken by a user, 1001 by a group.
+	if a.UID != 1002 || a.GID != 1002 || a.Home != filepath.Join(dir, "home", "agent") {
+		t.Fatalf("account = %+v", a)
+	}
+	passwd, _ := os.ReadFile(filepath.Join(etc, "passwd"))
+	if strings.Count(string(passwd), "agent:") != 1 {
+		t.Errorf("passwd:\n%s", passwd)
+	}
+	shadow, _ := os.ReadFile(filepath.Join(etc, "shadow"))
+	if !strings.Contains(string(shadow), "agent:!:") {
+		t.Errorf("shadow has no locked entry:\n%s", shadow)
+	}
+	if fi, err := os.Stat(filepath.Join(etc, "shadow")); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("shadow mode changed: %v %v", fi.Mode(), err)
+	}
+	fi, err := os.Stat(a.Home)
+	if err != nil || !fi.IsDir() {
+		t.Fatalf("home: %v", err)
+	}
+	old, err := db.Ensure("old")
+	if err != nil || old.UID != 1000 || old.Home != "/home/old" {
+		t.Errorf("existing user = %+v, %v", old, err)
+	}
+	if _, err := db.Ensure("bad:name"); err == nil {
+		t.Error("invalid name accepted")
+	}
+}
