@@ -55,7 +55,7 @@ func TestEnsureCreatesOnceWithAHome(t *testing.T) {
 		t.Fatalf("account = %+v", a)
 	}
 	passwd, _ := os.ReadFile(filepath.Join(etc, "passwd"))
-	if strings.Count(string(passwd), "agent:") != 1 {
+	if strings.Count(string(passwd), "\nagent:x:") != 1 {
 		t.Errorf("passwd:\n%s", passwd)
 	}
 	shadow, _ := os.ReadFile(filepath.Join(etc, "shadow"))
