@@ -34,11 +34,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/agent/reaper"
+	"github.com/sandboxd/sandboxd/internal/agent/user"
 )
 
 // Default is the ID of the session every sandbox has.
@@ -73,6 +73,9 @@ type Config struct {
 	BaseEnv []string
 	// Reaper collects the shells' exit statuses. Required.
 	Reaper *reaper.Reaper
+	// Users finds and creates the accounts sessions run as. Nil: sessions
+	// with a user are refused.
+	Users *user.DB
 	// Log gets operator messages; never command text, env values or output.
 	Log *slog.Logger
 
@@ -102,11 +105,13 @@ type Options struct {
 	Cwd string
 	// CommandTimeout applies to commands that set none; 0 means none.
 	CommandTimeout time.Duration
-	// User is the user the shell runs as; empty means root. Running as
-	// another user is not implemented yet (the spawn wrapper must join the
-	// cgroup as root, then drop privileges), so Create refuses it.
+	// User is the user the shell runs as, created on demand (see package
+	// user); empty means root.
 	User string
 }
+
+// ErrUser: the session's user is invalid or could not be created.
+var ErrUser = errors.New("session user")
 
 // Manager is the registry of sessions.
 type Manager struct {
@@ -117,6 +122,11 @@ type Manager struct {
 	mu       sync.Mutex
 	sessions map[string]*Session
 	closed   bool
+
+	// envMu guards the sandbox layer and every session's envState.
+	envMu          sync.Mutex
+	sandboxEnv     Layer
+	sandboxVersion uint64
 }
 
 // NewManager prepares the run directory and registers the default session
@@ -156,11 +166,14 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, errors.New("session: RunDir and Workspace must be absolute")
 	}
 	// The directory holds command text and per-command environment values:
-	// nobody but the agent (and the shells it starts) may look inside.
-	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
+	// nobody but the agent (and the shells it starts) may look inside. It
+	// is searchable (not readable) by all, because the shell of a session
+	// with a user must reach its own session directory, which is that
+	// user's and 0700; the others are root's and 0700.
+	if err := os.MkdirAll(cfg.RunDir, 0o711); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", cfg.RunDir, err)
 	}
-	if err := os.Chmod(cfg.RunDir, 0o700); err != nil {
+	if err := os.Chmod(cfg.RunDir, 0o711); err != nil {
 		return nil, fmt.Errorf("securing %s: %w", cfg.RunDir, err)
 	}
 	devNull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
@@ -170,8 +183,9 @@ func NewManager(cfg Config) (*Manager, error) {
 	m := &Manager{
 		cfg:      cfg,
 		devNull:  devNull,
-		linger:   newDrainer(cfg.MaxLingering),
-		sessions: make(map[string]*Session),
+		linger:     newDrainer(cfg.MaxLingering),
+		sessions:   make(map[string]*Session),
+		sandboxEnv: Layer{},
 	}
 	if _, err := m.Create(Default, Options{}); err != nil {
 		devNull.Close()
@@ -228,18 +242,85 @@ func (m *Manager) Get(id string) (*Session, error) {
 	return s, nil
 }
 
-// Create registers a session; its shell starts on first use.
+// Create registers a session; its shell starts on first use. A session
+// with a user gets that user now (created if needed).
 func (m *Manager) Create(id string, o Options) (*Session, error) {
+	return m.create(Definition{
+		ID: id, Cwd: o.Cwd, CommandTimeout: o.CommandTimeout, User: o.User,
+		Env: LayerOf(o.Env), CreatedAt: time.Now().UTC(),
+	}, false)
+}
+
+// Restore makes the sessions of an earlier agent again, and its sandbox
+// layer, before any shell starts. The default session takes its
+// definition's session layer and creation time; a definition that fails
+// (its user cannot be made any more, say) is skipped and reported.
+func (m *Manager) Restore(sandboxEnv Layer, defs []Definition) error {
+	m.envMu.Lock()
+	m.sandboxEnv = sandboxEnv.clone()
+	m.sandboxVersion++
+	m.envMu.Unlock()
+	var errs []error
+	for _, d := range defs {
+		if d.ID == Default {
+			def, err := m.Get(Default)
+			if err != nil {
+				return err
+			}
+			m.envMu.Lock()
+			def.env.session = d.Env.clone()
+			def.env.version++
+			m.envMu.Unlock()
+			if !d.CreatedAt.IsZero() {
+				def.created = d.CreatedAt
+			}
+			continue
+		}
+		if _, err := m.create(d, true); err != nil {
+			errs = append(errs, fmt.Errorf("session %s: %w", d.ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// List returns the sessions, ordered by ID.
+func (m *Manager) List() []*Session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Session, 0, len(m.sessions))
+	for _, s := range m.sessions {
+		if !s.isClosed() {
+			out = append(out, s)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	return out
+}
+
+// Count is the number of sessions.
+func (m *Manager) Count() int { return len(m.List()) }
+
+func (m *Manager) create(d Definition, restoring bool) (*Session, error) {
+	id := d.ID
 	if !ValidID(id) {
 		return nil, fmt.Errorf("invalid session ID %q", id)
 	}
-	for k := range o.Env {
+	for k := range d.Env {
 		if !ValidEnvName(k) {
 			return nil, fmt.Errorf("invalid environment variable name %q", k)
 		}
 	}
-	if o.User != "" {
-		return nil, fmt.Errorf("session user %q: %w", o.User, errors.ErrUnsupported)
+	o := Options{Cwd: d.Cwd, CommandTimeout: d.CommandTimeout, User: d.User}
+	var acct *user.Account
+	if o.User != "" && o.User != "root" {
+		if m.cfg.Users == nil {
+			return nil, fmt.Errorf("%w %q: %w", ErrUser, o.User, errors.ErrUnsupported)
+		}
+		a, err := m.cfg.Users.Ensure(o.User)
+		if err != nil {
+			return nil, fmt.Errorf("%w %q: %w", ErrUser, o.User, err)
+		}
+		acct = &a
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -251,10 +332,23 @@ func (m *Manager) Create(id string, o Options) (*Session, error) {
 	case len(m.sessions) >= m.cfg.MaxSessions:
 		return nil, ErrLimit
 	}
-	s, err := newSession(m, id, o)
+	s, err := newSession(m, id, o, acct)
 	if err != nil {
 		return nil, err
 	}
+	s.created = d.CreatedAt
+	m.envMu.Lock()
+	s.env.session = d.Env.clone()
+	if id != Default {
+		if restoring && d.SandboxEnv != nil {
+			s.env.sandbox = d.SandboxEnv.clone()
+		} else if restoring {
+			s.env.sandbox = Layer{}
+		} else {
+			s.env.sandbox = m.sandboxEnv.clone()
+		}
+	}
+	m.envMu.Unlock()
 	m.sessions[id] = s
 	return s, nil
 }
@@ -298,24 +392,4 @@ func (m *Manager) Close() {
 	wg.Wait()
 	m.linger.close()
 	m.devNull.Close()
-}
-
-// shellEnv is the environment of a session's shell: the base environment,
-// overridden by the session's own variables, sorted for stable output.
-func (m *Manager) shellEnv(o Options) []string {
-	merged := make(map[string]string, len(m.cfg.BaseEnv)+len(o.Env))
-	for _, kv := range m.cfg.BaseEnv {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			merged[k] = v
-		}
-	}
-	for k, v := range o.Env {
-		merged[k] = v
-	}
-	env := make([]string, 0, len(merged))
-	for k, v := range merged {
-		env = append(env, k+"="+v)
-	}
-	sort.Strings(env)
-	return env
 }

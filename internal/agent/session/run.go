@@ -29,8 +29,7 @@ const (
 
 // run runs one command in s.sh. Called with the turn held and a live
 // shell.
-func (s *Session) run(ctx context.Context, cmd Command, out Output) (res Result, err error) {
-	sh := s.sh
+func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (res Result, err error) {
 	s.seq++
 	n := s.seq
 	ns := strconv.FormatUint(n, 10)
@@ -49,6 +48,9 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output) (res Result,
 			return res, fmt.Errorf("creating %s FIFO: %w", st, err)
 		}
 		r.made = append(r.made, r.paths[st])
+		if err := s.own(r.paths[st]); err != nil {
+			return res, err
+		}
 		fd, err := unix.Open(r.paths[st], unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return res, fmt.Errorf("opening %s FIFO: %w", st, err)
@@ -62,9 +64,10 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output) (res Result,
 	if err := r.writeFile(cmdPath, []byte(cmd.Text)); err != nil {
 		return res, err
 	}
-	wrapped := len(cmd.Env) > 0 || cmd.Cwd != ""
+	persist, newEnv, newVersion := s.pendingEnv(sh)
+	wrapped := len(cmd.Env) > 0 || cmd.Cwd != "" || len(persist) > 0
 	if wrapped {
-		script, err := wrapperScript(cmdPath, cmd.Env, cmd.Cwd)
+		script, err := wrapperScript(cmdPath, cmd.Env, cmd.Cwd, persist)
 		if err != nil {
 			return res, err
 		}
@@ -94,6 +97,10 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output) (res Result,
 	}
 	if err := sh.send(s.dispatchLine(n, wrapped, cmd.Stdin != nil)); err != nil {
 		return res, fmt.Errorf("%w: %w", errNotDispatched, err)
+	}
+	if newEnv != nil {
+		// The wrapper sets it first thing.
+		sh.env, sh.envVersion = newEnv, newVersion
 	}
 	r.loop(ctx, cmd.Timeout)
 	r.drainOutputs()
@@ -162,7 +169,7 @@ func (r *runner) writeFile(path string, data []byte) error {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	r.made = append(r.made, path)
-	return nil
+	return r.s.own(path)
 }
 
 // loop waits for the command to finish: its status line, or the shell's

@@ -68,8 +68,24 @@ func (s *Session) dispatchLine(n uint64, wrapped, stdin bool) []byte {
 // A variable that was a plain (unexported) shell variable before stays
 // exported afterwards: POSIX sh cannot tell whether a variable is exported
 // without forking.
-func wrapperScript(cmdPath string, env map[string]string, cwd string) ([]byte, error) {
+//
+// persist comes first: changes of the session's own environment (see
+// pendingEnv), which stay.
+func wrapperScript(cmdPath string, env map[string]string, cwd string, persist []envChange) ([]byte, error) {
 	var b strings.Builder
+	for _, c := range persist {
+		if !ValidEnvName(c.name) {
+			return nil, fmt.Errorf("invalid environment variable name %q", c.name)
+		}
+		if c.value == nil {
+			fmt.Fprintf(&b, "unset %s\n", c.name)
+			continue
+		}
+		if strings.IndexByte(*c.value, 0) >= 0 {
+			return nil, errors.New("environment value contains NUL")
+		}
+		fmt.Fprintf(&b, "export %s=%s\n", c.name, quote(*c.value))
+	}
 	names := make([]string, 0, len(env))
 	for k := range env {
 		if !ValidEnvName(k) {

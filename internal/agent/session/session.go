@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/agent/user"
 )
 
 // Command is one command to run in a session.
@@ -99,10 +101,13 @@ func (e *AbortError) Unwrap() error { return e.Cause }
 
 // Session is one persistent shell and the queue of commands for it.
 type Session struct {
-	m    *Manager
-	id   string
-	opts Options
-	dir  string // private directory under RunDir
+	m       *Manager
+	id      string
+	opts    Options
+	acct    *user.Account // nil: root
+	dir     string        // private directory under RunDir
+	created time.Time
+	env     envState // guarded by m.envMu
 
 	// turn holds one token; whoever holds it runs the session's command.
 	// Blocked receivers are served in arrival order.
@@ -122,13 +127,20 @@ type Session struct {
 	sh   *shell
 }
 
-func newSession(m *Manager, id string, o Options) (*Session, error) {
+func newSession(m *Manager, id string, o Options, acct *user.Account) (*Session, error) {
 	dir := filepath.Join(m.cfg.RunDir, id)
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("cleaning session directory: %w", err)
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating session directory: %w", err)
+	}
+	if acct != nil {
+		// The shell opens its FIFOs and sources its command files here.
+		if err := os.Lchown(dir, acct.UID, acct.GID); err != nil {
+			os.Remove(dir)
+			return nil, fmt.Errorf("giving the session directory to %s: %w", acct.Name, err)
+		}
 	}
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -145,7 +157,8 @@ func newSession(m *Manager, id string, o Options) (*Session, error) {
 		return nil, err
 	}
 	s := &Session{
-		m: m, id: id, opts: o, dir: dir,
+		m: m, id: id, opts: o, acct: acct, dir: dir, created: time.Now().UTC(),
+		env:    envState{session: Layer{}},
 		turn:   make(chan struct{}, 1),
 		closed: make(chan struct{}),
 		ep:     ep,
@@ -158,6 +171,23 @@ func newSession(m *Manager, id string, o Options) (*Session, error) {
 
 // ID is the session's name.
 func (s *Session) ID() string { return s.id }
+
+// Account is the user the session runs as; nil for root.
+func (s *Session) Account() *user.Account { return s.acct }
+
+// CreatedAt is when the session was first created (before any restart).
+func (s *Session) CreatedAt() time.Time { return s.created }
+
+// own gives a file the session's shell must open to the session's user.
+func (s *Session) own(path string) error {
+	if s.acct == nil {
+		return nil
+	}
+	if err := os.Lchown(path, s.acct.UID, s.acct.GID); err != nil {
+		return fmt.Errorf("giving %s to the session user: %w", path, err)
+	}
+	return nil
+}
 
 // Ticket is a place in a session's queue, used for one Exec.
 type Ticket struct {
@@ -232,7 +262,7 @@ func (t *Ticket) Exec(ctx context.Context, cmd Command, out Output) (Result, err
 			out.Begin()
 			began = true
 		}
-		res, err := s.run(ctx, cmd, out)
+		res, err := s.run(ctx, cmd, out, s.sh)
 		if errors.Is(err, errNotDispatched) && attempt == 0 {
 			// The shell died between commands and never saw this one:
 			// running it in a fresh shell is safe.

@@ -185,11 +185,11 @@ func TestCloseEndsRunningAndQueuedCommands(t *testing.T) {
 
 func TestWrapperScriptRejectsBadNames(t *testing.T) {
 	for _, name := range []string{"", "1A", "A-B", "A;B", "A B", "A=B"} {
-		if _, err := wrapperScript("/x", map[string]string{name: "v"}, ""); err == nil {
+		if _, err := wrapperScript("/x", map[string]string{name: "v"}, "", nil); err == nil {
 			t.Errorf("name %q accepted", name)
 		}
 	}
-	if _, err := wrapperScript("/x", map[string]string{"OK_1": "v"}, "/tmp"); err != nil {
+	if _, err := wrapperScript("/x", map[string]string{"OK_1": "v"}, "/tmp", []envChange{{"P", new("x")}, {"U", nil}}); err != nil {
 		t.Error(err)
 	}
 }

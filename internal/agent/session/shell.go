@@ -14,6 +14,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/agent/reaper"
 	"github.com/sandboxd/sandboxd/internal/agent/spawn"
+	"github.com/sandboxd/sandboxd/internal/agent/user"
 )
 
 // statusFD is the shell's file descriptor for the status pipe.
@@ -37,6 +38,12 @@ type shell struct {
 	status int // read end of the status pipe (the shell's fd 3), non-blocking
 	line   []byte
 	eof    bool // the status pipe reached EOF
+
+	// acct is who the shell runs as (nil: root); env is its environment
+	// as the agent last set it, at version envVersion (see pendingEnv).
+	acct       *user.Account
+	env        map[string]string
+	envVersion uint64
 
 	// Set by the reaper.
 	exited atomic.Bool
@@ -71,6 +78,20 @@ func (s *Session) startShell(ctx context.Context) (_ *shell, err error) {
 		return nil, fmt.Errorf("creating stdin pipe: %w", err)
 	}
 	sh := &shell{status: st[0], in: in[1], inPeek: in[0], bash: filepath.Base(cfg.Shell) == "bash"}
+	acct := s.acct
+	if acct != nil && cfg.Users != nil {
+		// Again at every start: user code may have edited /etc/passwd.
+		a, err := cfg.Users.Ensure(acct.Name)
+		if err != nil {
+			return nil, fmt.Errorf("%w %q: %w", ErrUser, acct.Name, err)
+		}
+		acct = &a
+	}
+	sh.acct = acct
+	s.m.envMu.Lock()
+	sh.env = s.environLocked(acct)
+	sh.envVersion = s.envVersionLocked()
+	s.m.envMu.Unlock()
 	defer func() {
 		if err != nil {
 			sh.killGroup()
@@ -95,10 +116,14 @@ func (s *Session) startShell(ctx context.Context) (_ *shell, err error) {
 	if sh.bash {
 		args = []string{"--noprofile", "--norc"}
 	}
-	argv := spawn.Argv(cfg.Self, spawn.Options{CgroupRoot: cfg.CgroupRoot, ErrFD: statusFD, Argv0: argv0}, cfg.Shell, args...)
+	so := spawn.Options{CgroupRoot: cfg.CgroupRoot, ErrFD: statusFD, Argv0: argv0}
+	if acct != nil {
+		so.UID, so.GID = &acct.UID, &acct.GID
+	}
+	argv := spawn.Argv(cfg.Self, so, cfg.Shell, args...)
 	attr := &os.ProcAttr{
 		Dir: cwd,
-		Env: s.m.shellEnv(s.opts),
+		Env: envList(sh.env),
 		// The shell's own stdout and stderr go nowhere: commands get their
 		// own FIFOs, and what the shell says outside a command (a trace of
 		// the agent's own lines under `set -x`) belongs to nobody.
