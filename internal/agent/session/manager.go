@@ -181,8 +181,8 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{
-		cfg:      cfg,
-		devNull:  devNull,
+		cfg:        cfg,
+		devNull:    devNull,
 		linger:     newDrainer(cfg.MaxLingering),
 		sessions:   make(map[string]*Session),
 		sandboxEnv: Layer{},
