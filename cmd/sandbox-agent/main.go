@@ -31,6 +31,7 @@ type config struct {
 	runDir     string
 	workspace  string
 	cgroupRoot string
+	stateDir   string
 	logLevel   slog.Level
 }
 
@@ -43,6 +44,7 @@ func main() {
 	flag.StringVar(&cfg.runDir, "run-dir", agent.DefaultRunDir, "private directory for FIFOs and scripts (on a tmpfs)")
 	flag.StringVar(&cfg.workspace, "workspace", agent.DefaultWorkspace, "default working directory of sessions")
 	flag.StringVar(&cfg.cgroupRoot, "cgroup-root", spawn.DefaultCgroupRoot, "directory of the user cgroups that user programs join")
+	flag.StringVar(&cfg.stateDir, "state-dir", agent.DefaultStateDir, "directory on the sandbox's disk for sessions, environment and process logs that survive a restart")
 	flag.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
@@ -82,6 +84,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		RunDir:     cfg.runDir,
 		Workspace:  cfg.workspace,
 		CgroupRoot: cfg.cgroupRoot,
+		StateDir:   cfg.stateDir,
 		Version:    agentVersion(),
 		Log:        log,
 	})

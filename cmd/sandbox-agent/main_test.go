@@ -109,7 +109,7 @@ func startBinary(t *testing.T, wrapper ...string) *agentProc {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "agent.sock")
 	argv := append(wrapper, agentBin, "--socket", sock, "--run-dir", filepath.Join(dir, "run"),
-		"--workspace", filepath.Join(dir, "ws"), "--cgroup-root", filepath.Join(dir, "cgroup"), "--log-level", "debug")
+		"--workspace", filepath.Join(dir, "ws"), "--cgroup-root", filepath.Join(dir, "cgroup"), "--state-dir", filepath.Join(dir, "state"), "--log-level", "debug")
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "SANDBOX_VAR=from-sandbox", "SANDBOXD_AGENT_PRIVATE=x"}
 	stderr, _ := cmd.StderrPipe()

@@ -24,9 +24,12 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/agent/process"
 	"github.com/sandboxd/sandboxd/internal/agent/reaper"
 	"github.com/sandboxd/sandboxd/internal/agent/session"
 	"github.com/sandboxd/sandboxd/internal/agent/spawn"
+	"github.com/sandboxd/sandboxd/internal/agent/user"
 )
 
 // Defaults of the agent's configuration.
@@ -84,6 +87,16 @@ type Config struct {
 	// paths, shell, environment, reaper and logger are filled from the
 	// fields above.
 	Sessions session.Config
+	// Processes tunes the process manager (limits, log sizes); its paths,
+	// reaper and logger are filled from the fields above.
+	Processes process.Config
+	// StateDir keeps session definitions, the sandbox environment and
+	// process records and logs across agent restarts. Default
+	// DefaultStateDir.
+	StateDir string
+	// Users is the sandbox's account database, for sessions and processes
+	// with a user. Default: /etc and /home.
+	Users *user.DB
 	// Log is the operator log. Default: discard.
 	Log *slog.Logger
 }
@@ -94,6 +107,8 @@ type Agent struct {
 	reaper    *reaper.Reaper
 	ownReaper bool
 	sessions  *session.Manager
+	processes *process.Manager
+	state     *stateStore
 	server    *server
 }
 
@@ -119,6 +134,12 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Env == nil {
 		cfg.Env = os.Environ()
 	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = DefaultStateDir
+	}
+	if cfg.Users == nil {
+		cfg.Users = &user.DB{}
+	}
 	if err := os.MkdirAll(cfg.Workspace, 0o755); err != nil {
 		return nil, fmt.Errorf("creating workspace: %w", err)
 	}
@@ -137,12 +158,16 @@ func New(cfg Config) (*Agent, error) {
 	sc.RunDir, sc.Workspace, sc.CgroupRoot = cfg.RunDir, cfg.Workspace, cfg.CgroupRoot
 	sc.Shell, sc.Self = cfg.Shell, cfg.Self
 	sc.BaseEnv = shellEnv(cfg.Env)
-	sc.Reaper, sc.Log = a.reaper, cfg.Log
+	sc.Reaper, sc.Log, sc.Users = a.reaper, cfg.Log, cfg.Users
 	m, err := session.NewManager(sc)
 	if err != nil {
 		return nil, err
 	}
 	a.sessions = m
+	if err := a.newProcesses(); err != nil {
+		m.Close()
+		return nil, err
+	}
 	var fs unix.Statfs_t
 	if err := unix.Statfs(cfg.RunDir, &fs); err == nil && fs.Type != unix.TMPFS_MAGIC {
 		cfg.Log.Warn("the run directory is not on a tmpfs; every command will write to disk", "dir", cfg.RunDir)
@@ -151,9 +176,15 @@ func New(cfg Config) (*Agent, error) {
 		log:          cfg.Log,
 		version:      cfg.Version,
 		sessions:     m,
+		processes:    a.processes,
+		state:        a.state,
+		users:        cfg.Users,
 		keepalive:    cfg.Keepalive,
 		writeTimeout: 30 * time.Second,
 	}
+	a.server.activity = append(a.server.activity, func(act *api.AgentActivity) {
+		act.RunningProcesses += a.processes.Running()
+	})
 	return a, nil
 }
 
@@ -162,12 +193,13 @@ func (a *Agent) Handler() http.Handler { return a.server.routes() }
 
 // Run serves ln until ctx is done, then shuts down in this order:
 //  1. stop accepting connections (the HTTP server's Shutdown begins);
-//  2. kill every session's shell and process group, so that running
-//     commands end (their callers get SESSION_TERMINATED) and no new shell
-//     starts;
+//  2. kill every background process (its record says why), then every
+//     session's shell and process group, so that running commands end
+//     (their callers get SESSION_TERMINATED) and no new shell starts;
 //  3. wait for the HTTP handlers to finish, at most shutdownTimeout, then
 //     close the remaining connections;
-//  4. stop the reaper (if this agent runs it).
+//  4. save the state file a last time (before the sessions are closed:
+//     they are part of it); stop the reaper (if this agent runs it).
 //
 // As PID 1 the agent's exit then takes down whatever is left in the
 // sandbox.
@@ -183,6 +215,13 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	reaperCtx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopReaper()
 	g, gctx := errgroup.WithContext(ctx)
+	saverCtx, stopSaver := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSaver()
+	saved := make(chan struct{})
+	go func() {
+		defer close(saved)
+		a.state.run(saverCtx, func(err error) { a.cfg.Log.Error("saving agent state", "err", err) })
+	}()
 	if a.ownReaper {
 		g.Go(func() error { return a.reaper.Run(reaperCtx) })
 	}
@@ -213,8 +252,11 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		defer cancel()
 		shut := make(chan error, 1)
 		go func() { shut <- srv.Shutdown(sctx) }() // 1
-		a.sessions.Close()                         // 2
-		if err := <-shut; err != nil {             // 3
+		a.processes.Close()                        // 2
+		stopSaver()                                // 4, while the sessions are still registered
+		<-saved
+		a.sessions.Close()             // 2
+		if err := <-shut; err != nil { // 3
 			srv.Close()
 		}
 		stopReaper() // 4

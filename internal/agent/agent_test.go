@@ -22,6 +22,7 @@ import (
 	"github.com/sandboxd/sandboxd/api/sse"
 	"github.com/sandboxd/sandboxd/internal/agent/reaper"
 	"github.com/sandboxd/sandboxd/internal/agent/spawn"
+	"github.com/sandboxd/sandboxd/internal/agent/user"
 )
 
 // The test binary doubles as the agent binary: sessions re-execute
@@ -73,6 +74,8 @@ func startAgent(t testing.TB, tweak ...func(*Config)) *testAgent {
 		level = slog.LevelDebug
 	}
 	cfg := Config{
+		StateDir:   filepath.Join(dir, "state"),
+		Users:      &user.DB{Etc: testEtc(t, dir), HomeRoot: filepath.Join(dir, "home")},
 		RunDir:     runDir(t),
 		Workspace:  ws,
 		CgroupRoot: filepath.Join(dir, "cgroup"),
@@ -112,6 +115,17 @@ func startAgent(t testing.TB, tweak ...func(*Config)) *testAgent {
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &testAgent{client: &http.Client{Transport: tr}, workspace: ws, agent: a}
+}
+
+// testEtc makes an /etc with the host image's accounts for the agent's
+// user database: tests must never edit the host's own /etc/passwd.
+func testEtc(t testing.TB, dir string) string {
+	etc := filepath.Join(dir, "etc")
+	os.MkdirAll(etc, 0o755)
+	os.WriteFile(filepath.Join(etc, "passwd"), []byte("root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"), 0o644)
+	os.WriteFile(filepath.Join(etc, "group"), []byte("root:x:0:\nnogroup:x:65534:\n"), 0o644)
+	os.WriteFile(filepath.Join(etc, "shadow"), []byte("root:*:19000:0:99999:7:::\n"), 0o640)
+	return etc
 }
 
 // runDir is a private directory on a tmpfs, as /run is in a sandbox:

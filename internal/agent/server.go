@@ -13,7 +13,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/agent/process"
 	"github.com/sandboxd/sandboxd/internal/agent/session"
+	"github.com/sandboxd/sandboxd/internal/agent/user"
 )
 
 // server holds the HTTP handlers.
@@ -21,6 +23,9 @@ type server struct {
 	log          *slog.Logger
 	version      string
 	sessions     *session.Manager
+	processes    *process.Manager
+	state        *stateStore
+	users        *user.DB
 	keepalive    time.Duration
 	writeTimeout time.Duration // for one stream event to be accepted by the client
 	// activity lists what can keep the sandbox busy on its own; each
@@ -42,6 +47,25 @@ func (s *server) table() []route {
 		{"GET", "/activity", s.activityReport},
 		{"POST", "/exec", s.exec},
 		{"POST", "/exec/stream", s.execStream},
+		{"GET", "/env", s.getSandboxEnv},
+		{"POST", "/env", s.setSandboxEnv},
+		{"POST", "/sessions", s.createSession},
+		{"GET", "/sessions", s.listSessions},
+		{"GET", "/sessions/{sid}", s.getSession},
+		{"DELETE", "/sessions/{sid}", s.deleteSession},
+		{"POST", "/sessions/{sid}/env", s.setSessionEnv},
+		{"POST", "/processes", s.startProcess},
+		{"GET", "/processes", s.listProcesses},
+		{"DELETE", "/processes", s.killAllProcesses},
+		{"GET", "/processes/{pid}", s.getProcess},
+		{"DELETE", "/processes/{pid}", s.removeProcess},
+		{"POST", "/processes/{pid}/kill", s.killProcess},
+		{"GET", "/processes/{pid}/logs", s.processLogs},
+		{"GET", "/processes/{pid}/logs/stream", s.streamProcessLogs},
+		{"POST", "/processes/{pid}/wait/log", s.waitForLog},
+		{"POST", "/processes/{pid}/wait/port", s.waitForPort},
+		{"POST", "/processes/{pid}/wait/exit", s.waitForExit},
+		{"POST", "/processes/{pid}/stdin", s.processStdin},
 	}
 }
 
@@ -237,8 +261,19 @@ func (s *server) apiError(err error) *api.Error {
 		return api.Errorf(api.CodeSessionExists, "the session already exists")
 	case errors.Is(err, session.ErrLimit):
 		return api.Errorf(api.CodeResourceExhausted, "too many sessions")
-	case errors.Is(err, session.ErrClosed):
+	case errors.Is(err, session.ErrClosed), errors.Is(err, process.ErrClosed):
 		return api.Errorf(api.CodeSandboxUnavailable, "the agent is shutting down")
+	case errors.Is(err, session.ErrUser), errors.Is(err, user.ErrInvalid):
+		s.log.Warn("session user unavailable", "err", err)
+		return api.Errorf(api.CodeValidationFailed, "the user could not be found or created in the sandbox")
+	case errors.Is(err, process.ErrNotFound):
+		return api.Errorf(api.CodeProcessNotFound, "no such process")
+	case errors.Is(err, process.ErrExists):
+		return api.Errorf(api.CodeProcessExists, "a process with this ID exists")
+	case errors.Is(err, process.ErrLimit):
+		return api.Errorf(api.CodeResourceExhausted, "too many processes, or too many log streams and waits, in this sandbox")
+	case errors.Is(err, process.ErrNotRunning):
+		return api.Errorf(api.CodeProcessNotRunning, "the process has ended or its stdin is closed")
 	case errors.As(err, &abort):
 		// The caller went away; this answer is for the log's sake.
 		s.log.Info("command aborted; its processes were killed", "why", abort.Cause)

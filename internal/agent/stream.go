@@ -145,6 +145,11 @@ func (ew *eventWriter) send(name string, ev *api.ExecEvent) error {
 	return ew.write(func() error { return ew.sse.Send(name, ev) })
 }
 
+// sendEvent sends an event of another stream type (process logs).
+func (ew *eventWriter) sendEvent(name string, v any) error {
+	return ew.write(func() error { return ew.sse.Send(name, v) })
+}
+
 func (ew *eventWriter) keepalive() error { return ew.write(ew.sse.Keepalive) }
 
 func (ew *eventWriter) write(f func() error) error {
