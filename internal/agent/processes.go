@@ -92,6 +92,7 @@ func (s *server) startProcess(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.apiError(err))
 		return
 	}
+	s.saveNow() // its record must outlive an agent crash from now on
 	writeJSON(w, http.StatusCreated, processWire(p.Info()))
 }
 

@@ -1,0 +1,488 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/api/sse"
+)
+
+// call sends method path with body (nil: none) and decodes a JSON answer
+// into out (nil: discard); it returns the status.
+func (ta *testAgent) call(t testing.TB, method, path string, body, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, _ := http.NewRequest(method, "http://agent"+path, rd)
+	resp, err := ta.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			t.Fatalf("%s %s: decoding %q: %v", method, path, data, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// mustCall is call that expects want.
+func (ta *testAgent) mustCall(t testing.TB, want int, method, path string, body, out any) {
+	t.Helper()
+	var raw json.RawMessage
+	if status := ta.call(t, method, path, body, &raw); status != want {
+		t.Fatalf("%s %s: status %d, want %d: %s", method, path, status, want, raw)
+	}
+	if out != nil && len(raw) > 0 {
+		json.Unmarshal(raw, out)
+	}
+}
+
+// callError expects an API error with code.
+func (ta *testAgent) callError(t testing.TB, code api.Code, method, path string, body any) api.Error {
+	t.Helper()
+	var e api.Error
+	status := ta.call(t, method, path, body, &e)
+	if e.Code != code || status != code.HTTPStatus() {
+		t.Fatalf("%s %s: %d %s (%s), want %s", method, path, status, e.Code, e.Message, code)
+	}
+	return e
+}
+
+func (ta *testAgent) start(t testing.TB, req api.StartProcessRequest) api.Process {
+	t.Helper()
+	var p api.Process
+	ta.mustCall(t, http.StatusCreated, "POST", "/processes", req, &p)
+	return p
+}
+
+func (ta *testAgent) waitExit(t testing.TB, id string) api.Process {
+	t.Helper()
+	var p api.Process
+	ta.mustCall(t, http.StatusOK, "POST", "/processes/"+id+"/wait/exit", api.WaitForExitRequest{Timeout: 20000}, &p)
+	return p
+}
+
+func TestProcessLifecycleAndStatuses(t *testing.T) {
+	ta := startAgent(t)
+	tests := []struct {
+		cmd    string
+		status api.ProcessStatus
+		code   int
+	}{
+		{"echo hi", api.ProcessCompleted, 0},
+		{"exit 3", api.ProcessFailed, 3},
+		{"kill -KILL $$", api.ProcessKilled, 137},
+		{"no-such-program-xyz", api.ProcessFailed, 127},
+	}
+	for i, tt := range tests {
+		p := ta.start(t, api.StartProcessRequest{Command: tt.cmd, ProcessID: "p" + strconv.Itoa(i)})
+		if p.ID != "p"+strconv.Itoa(i) || p.PID <= 0 || p.SessionID != "default" || p.StartTime.IsZero() {
+			t.Errorf("%s: start answer %+v", tt.cmd, p)
+		}
+		end := ta.waitExit(t, p.ID)
+		if end.Status != tt.status || end.ExitCode == nil || *end.ExitCode != tt.code || end.EndTime == nil {
+			t.Errorf("%s: ended %+v, want %s %d", tt.cmd, end, tt.status, tt.code)
+		}
+	}
+	ta.callError(t, api.CodeProcessExists, "POST", "/processes", api.StartProcessRequest{Command: "true", ProcessID: "p0"})
+	ta.callError(t, api.CodeProcessNotFound, "GET", "/processes/nope", nil)
+	ta.callError(t, api.CodeProcessNotFound, "GET", "/processes/..%2f..", nil)
+	ta.callError(t, api.CodeSessionNotFound, "POST", "/processes", api.StartProcessRequest{Command: "true", SessionID: "ghost"})
+	ta.callError(t, api.CodeValidationFailed, "POST", "/processes", api.StartProcessRequest{Command: "true", ProcessID: "../x"})
+	ta.callError(t, api.CodeValidationFailed, "POST", "/processes", api.StartProcessRequest{Command: " "})
+	ta.callError(t, api.CodeValidationFailed, "POST", "/processes", api.StartProcessRequest{Command: "true", Cwd: "relative"})
+	// A working directory that does not exist: recorded as error.
+	p := ta.start(t, api.StartProcessRequest{Command: "true", Cwd: "/no/such/dir"})
+	if p.Status != api.ProcessError || p.StatusReason == "" {
+		t.Errorf("bad cwd: %+v", p)
+	}
+	var list api.ProcessList
+	ta.mustCall(t, 200, "GET", "/processes?status=failed", nil, &list)
+	if len(list.Processes) != 2 {
+		t.Errorf("failed processes = %+v", list.Processes)
+	}
+	ta.callError(t, api.CodeValidationFailed, "GET", "/processes?status=bogus", nil)
+}
+
+func TestProcessLogsOfFastCommandsAreComplete(t *testing.T) {
+	ta := startAgent(t)
+	for i := range 20 {
+		p := ta.start(t, api.StartProcessRequest{Command: fmt.Sprintf("seq 1 %d; echo err%d >&2", 1000+i, i)})
+		ta.waitExit(t, p.ID)
+		var logs api.ProcessLogs
+		ta.mustCall(t, 200, "GET", "/processes/"+p.ID+"/logs", nil, &logs)
+		lines := strings.Split(strings.TrimSpace(logs.Stdout), "\n")
+		if len(lines) != 1000+i || lines[len(lines)-1] != strconv.Itoa(1000+i) || logs.Stderr != fmt.Sprintf("err%d\n", i) {
+			t.Fatalf("run %d: %d lines, last %q, stderr %q", i, len(lines), lines[len(lines)-1], logs.Stderr)
+		}
+	}
+}
+
+func (ta *testAgent) streamLogs(t testing.TB, ctx context.Context, id string) []api.ProcessEvent {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://agent/processes/"+id+"/logs/stream", nil)
+	resp, err := ta.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("stream: %d %s", resp.StatusCode, body)
+	}
+	var out []api.ProcessEvent
+	r := sse.NewReader(resp.Body)
+	for {
+		ev, err := r.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("reading stream: %v", err)
+		}
+		var e api.ProcessEvent
+		if err := ev.Decode(&e); err != nil || e.Type != ev.Name {
+			t.Fatalf("event %s: %v %+v", ev.Name, err, e)
+		}
+		out = append(out, e)
+	}
+}
+
+func checkLogStream(t testing.TB, events []api.ProcessEvent) (stdout, stderr string, exit api.ProcessEvent) {
+	t.Helper()
+	if len(events) < 2 || events[0].Type != api.EventProcessInfo || events[0].Process == nil {
+		t.Fatalf("stream does not open with process_info: %+v", events)
+	}
+	for _, ev := range events[1 : len(events)-1] {
+		switch ev.Type {
+		case api.EventStdout:
+			stdout += ev.Data
+		case api.EventStderr:
+			stderr += ev.Data
+		default:
+			t.Fatalf("unexpected %s in the middle", ev.Type)
+		}
+	}
+	exit = events[len(events)-1]
+	if exit.Type != api.EventExit {
+		t.Fatalf("stream ends with %+v", exit)
+	}
+	return stdout, stderr, exit
+}
+
+func TestProcessLogStreamReplaysThenFollowsAndExitsOnce(t *testing.T) {
+	ta := startAgent(t)
+	p := ta.start(t, api.StartProcessRequest{Command: "echo early; sleep 0.3; echo late >&2; sleep 0.2; exit 4"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range 8 { // many readers at once, some from the start, some later
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i*40) * time.Millisecond)
+			out, errOut, exit := checkLogStream(t, ta.streamLogs(t, ctx, p.ID))
+			if out != "early\n" || errOut != "late\n" || exit.ExitCode == nil || *exit.ExitCode != 4 || exit.Status != api.ProcessFailed {
+				t.Errorf("reader %d: %q %q %+v", i, out, errOut, exit)
+			}
+		}()
+	}
+	wg.Wait()
+	// Ended already: replay and exit at once.
+	start := time.Now()
+	out, _, exit := checkLogStream(t, ta.streamLogs(t, ctx, p.ID))
+	if out != "early\n" || *exit.ExitCode != 4 || time.Since(start) > 2*time.Second {
+		t.Errorf("replay: %q %+v after %v", out, exit, time.Since(start))
+	}
+	// A reader that leaves does not affect the process.
+	p2 := ta.start(t, api.StartProcessRequest{Command: "for i in $(seq 1 30); do echo $i; sleep 0.01; done"})
+	rctx, rcancel := context.WithCancel(ctx)
+	req, _ := http.NewRequestWithContext(rctx, "GET", "http://agent/processes/"+p2.ID+"/logs/stream", nil)
+	resp, err := ta.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Read(make([]byte, 10))
+	rcancel()
+	resp.Body.Close()
+	if end := ta.waitExit(t, p2.ID); end.Status != api.ProcessCompleted {
+		t.Errorf("process after its reader left: %+v", end)
+	}
+}
+
+func TestProcessOutputBurstIsBoundedAndNeverBlocks(t *testing.T) {
+	ta := startAgent(t, func(c *Config) { c.Processes.MaxLogBytes = 1 << 20; c.Processes.TailBytes = 4096 })
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	// 100 MB as fast as head can write it; a slow reader follows.
+	p := ta.start(t, api.StartProcessRequest{Command: "head -c 100000000 /dev/zero | tr '\\0' x; echo; echo END"})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://agent/processes/"+p.ID+"/logs/stream", nil)
+	resp, err := ta.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	resp.Body.Read(make([]byte, 1)) // then stop reading
+	start := time.Now()
+	end := ta.waitExit(t, p.ID)
+	if end.Status != api.ProcessCompleted || !end.Truncated {
+		t.Fatalf("burst: %+v", end)
+	}
+	t.Logf("100 MB through the log in %v", time.Since(start))
+	var logs api.ProcessLogs
+	ta.mustCall(t, 200, "GET", "/processes/"+p.ID+"/logs", nil, &logs)
+	if !logs.Truncated || len(logs.Stdout) > 1<<20+4096 || !strings.HasSuffix(logs.Stdout, "x\nEND\n") || !strings.HasPrefix(logs.Stdout, "xxxx") {
+		t.Errorf("logs: truncated %v, %d bytes, tail %q", logs.Truncated, len(logs.Stdout), logs.Stdout[max(0, len(logs.Stdout)-10):])
+	}
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 32<<20 {
+		t.Errorf("heap grew by %d MiB", grew>>20)
+	}
+	if fi, err := os.Stat(ta.agent.cfg.StateDir + "/logs/" + p.ID + ".stdout"); err != nil || fi.Size() != 1<<20 {
+		t.Errorf("disk log: %v %v", fi, err)
+	}
+}
+
+func TestKillHonoursTheSignalAndKillsTheTree(t *testing.T) {
+	ta := startAgent(t)
+	marker := fmt.Sprintf("%d.%d", 1000+os.Getpid()%1000, os.Getpid())
+	// A deep tree, one branch in its own session (setsid).
+	p := ta.start(t, api.StartProcessRequest{Command: fmt.Sprintf(
+		"bash -c 'bash -c \"sleep %s & setsid sleep %s & wait\" & wait' & sleep %s; wait", marker, marker, marker)})
+	eventually(t, 5*time.Second, "the tree", func() bool { return len(sleepers(t, marker)) == 3 })
+	// SIGUSR1 is honoured: the shell dies of it (default action).
+	var got api.Process
+	ta.mustCall(t, 200, "POST", "/processes/"+p.ID+"/kill", api.KillProcessRequest{Signal: "SIGKILL"}, &got)
+	if got.Status != api.ProcessKilled || got.ExitCode == nil || *got.ExitCode != 137 || got.StatusReason != "signal SIGKILL" {
+		t.Errorf("after kill: %+v", got)
+	}
+	eventually(t, 5*time.Second, "the tree to die", func() bool { return len(sleepers(t, marker)) == 0 })
+
+	p = ta.start(t, api.StartProcessRequest{Command: "sleep 100"})
+	ta.mustCall(t, 200, "POST", "/processes/"+p.ID+"/kill", api.KillProcessRequest{Signal: "usr1"}, nil)
+	if end := ta.waitExit(t, p.ID); end.Status != api.ProcessKilled || *end.ExitCode != 128+10 {
+		t.Errorf("SIGUSR1: %+v", end)
+	}
+	ta.callError(t, api.CodeValidationFailed, "POST", "/processes/"+p.ID+"/kill", api.KillProcessRequest{Signal: "SIGNOPE"})
+}
+
+func TestSIGTERMEscalatesAfterTheGrace(t *testing.T) {
+	ta := startAgent(t)
+	p := ta.start(t, api.StartProcessRequest{Command: "trap 'echo got TERM' TERM; while :; do sleep 0.05; done"})
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	var got api.Process
+	ta.mustCall(t, 200, "POST", "/processes/"+p.ID+"/kill", api.KillProcessRequest{GracePeriod: 400}, &got)
+	took := time.Since(start)
+	if got.Status != api.ProcessKilled || *got.ExitCode != 137 || took < 400*time.Millisecond || took > 3*time.Second {
+		t.Errorf("after %v: %+v", took, got)
+	}
+	var logs api.ProcessLogs
+	ta.mustCall(t, 200, "GET", "/processes/"+p.ID+"/logs", nil, &logs)
+	if !strings.Contains(logs.Stdout, "got TERM") {
+		t.Errorf("the trap did not run: %q", logs.Stdout)
+	}
+	// A process that exits on SIGTERM is not waited for.
+	p = ta.start(t, api.StartProcessRequest{Command: "sleep 100"})
+	start = time.Now()
+	ta.mustCall(t, 200, "POST", "/processes/"+p.ID+"/kill", nil, &got)
+	if got.Status != api.ProcessKilled || *got.ExitCode != 143 || time.Since(start) > 2*time.Second {
+		t.Errorf("SIGTERM: %+v after %v", got, time.Since(start))
+	}
+}
+
+func TestKillAllUnderConcurrency(t *testing.T) {
+	ta := startAgent(t)
+	marker := fmt.Sprintf("%d.%d", 2000+os.Getpid()%1000, os.Getpid())
+	var wg sync.WaitGroup
+	for range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ta.start(t, api.StartProcessRequest{Command: fmt.Sprintf("sleep %s & sleep %s; wait", marker, marker)})
+		}()
+	}
+	wg.Wait()
+	var res api.KillAllResult
+	done := make(chan struct{})
+	go func() { // starts racing the kill
+		defer close(done)
+		for range 5 {
+			ta.call(t, "POST", "/processes", api.StartProcessRequest{Command: "sleep " + marker}, nil)
+		}
+	}()
+	ta.mustCall(t, 200, "DELETE", "/processes", api.KillProcessRequest{Signal: "KILL"}, &res)
+	<-done
+	if res.Killed < 12 {
+		t.Errorf("killed %d, want at least 12", res.Killed)
+	}
+	ta.mustCall(t, 200, "DELETE", "/processes", api.KillProcessRequest{Signal: "KILL"}, &res)
+	eventually(t, 5*time.Second, "no process left", func() bool { return len(sleepers(t, marker)) == 0 })
+	var list api.ProcessList
+	ta.mustCall(t, 200, "GET", "/processes?status=running", nil, &list)
+	if len(list.Processes) != 0 {
+		t.Errorf("running after kill-all: %+v", list.Processes)
+	}
+	var act api.Activity
+	ta.mustCall(t, 200, "GET", "/activity", nil, &act)
+	if act.RunningProcesses != 0 {
+		t.Errorf("activity: %+v", act)
+	}
+}
+
+func TestProcessTimeoutKillsAndRecords(t *testing.T) {
+	ta := startAgent(t)
+	p := ta.start(t, api.StartProcessRequest{Command: "sleep 100 & sleep 100", Timeout: 300})
+	end := ta.waitExit(t, p.ID)
+	if end.Status != api.ProcessKilled || end.StatusReason != "timeout" {
+		t.Errorf("timeout: %+v", end)
+	}
+}
+
+func TestReadinessWaits(t *testing.T) {
+	ta := startAgent(t)
+	port := freePort(t)
+	p := ta.start(t, api.StartProcessRequest{Command: fmt.Sprintf(
+		"echo booting; sleep 0.2; echo 'listening on %d' >&2; exec python3 -m http.server %d --bind 127.0.0.1", port, port)})
+	var line api.WaitForLogResult
+	ta.mustCall(t, 200, "POST", "/processes/"+p.ID+"/wait/log", api.WaitForLogRequest{Pattern: `listening on \d+`, Regex: true, Timeout: 10000}, &line)
+	if line.Line != fmt.Sprintf("listening on %d", port) || line.Stream != "stderr" {
+		t.Errorf("wait/log = %+v", line)
+	}
+	// Already printed: found in the output so far.
+	ta.mustCall(t, 200, "POST", "/processes/"+p.ID+"/wait/log", api.WaitForLogRequest{Pattern: "booting"}, &line)
+	var pr api.WaitForPortResult
+	ta.mustCall(t, 200, "POST", "/processes/"+p.ID+"/wait/port", api.WaitForPortRequest{Port: port, Mode: "http", Timeout: 10000}, &pr)
+	if pr.Status != 200 {
+		t.Errorf("wait/port = %+v", pr)
+	}
+	ta.mustCall(t, 200, "POST", "/processes/"+p.ID+"/wait/port", api.WaitForPortRequest{Port: port}, nil)
+	// A status outside the range never satisfies the wait.
+	e := ta.callError(t, api.CodeProcessReadyTimeout, "POST", "/processes/"+p.ID+"/wait/port",
+		api.WaitForPortRequest{Port: port, Mode: "http", Path: "/missing", StatusMin: 200, StatusMax: 299, Timeout: 300})
+	if e.Details["process"] == nil {
+		t.Errorf("timeout details: %+v", e)
+	}
+	ta.callError(t, api.CodeProcessReadyTimeout, "POST", "/processes/"+p.ID+"/wait/log", api.WaitForLogRequest{Pattern: "never", Timeout: 200})
+	ta.callError(t, api.CodeProcessReadyTimeout, "POST", "/processes/"+p.ID+"/wait/exit", api.WaitForExitRequest{Timeout: 200})
+	ta.callError(t, api.CodeValidationFailed, "POST", "/processes/"+p.ID+"/wait/log", api.WaitForLogRequest{Pattern: "(", Regex: true})
+	ta.callError(t, api.CodeValidationFailed, "POST", "/processes/"+p.ID+"/wait/port", api.WaitForPortRequest{Port: 70000})
+
+	// Exits before ready.
+	q := ta.start(t, api.StartProcessRequest{Command: "echo nope; exit 1"})
+	ta.callError(t, api.CodeProcessExitedBeforeReady, "POST", "/processes/"+q.ID+"/wait/log", api.WaitForLogRequest{Pattern: "ready", Timeout: 10000})
+	ta.callError(t, api.CodeProcessExitedBeforeReady, "POST", "/processes/"+q.ID+"/wait/port", api.WaitForPortRequest{Port: freePort(t), Timeout: 10000})
+	// The last line without a newline still counts.
+	r := ta.start(t, api.StartProcessRequest{Command: "printf 'almost ready'"})
+	ta.mustCall(t, 200, "POST", "/processes/"+r.ID+"/wait/log", api.WaitForLogRequest{Pattern: "ready", Timeout: 10000}, &line)
+	if line.Line != "almost ready" {
+		t.Errorf("last line = %+v", line)
+	}
+	var end api.Process
+	ta.mustCall(t, 200, "POST", "/processes/"+q.ID+"/wait/exit", nil, &end)
+	if *end.ExitCode != 1 {
+		t.Errorf("wait/exit = %+v", end)
+	}
+}
+
+func freePort(t testing.TB) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestProcessStdin(t *testing.T) {
+	ta := startAgent(t)
+	p := ta.start(t, api.StartProcessRequest{Command: "tr a-z A-Z"})
+	var res api.StdinResult
+	ta.mustCall(t, 200, "POST", "/processes/"+p.ID+"/stdin", api.StdinRequest{Data: "hello\n"}, &res)
+	ta.mustCall(t, 200, "POST", "/processes/"+p.ID+"/stdin", api.StdinRequest{Data: "d29ybGQK", Encoding: "base64", Close: true}, &res)
+	if res.Written != 6 || !res.Closed {
+		t.Errorf("stdin = %+v", res)
+	}
+	ta.waitExit(t, p.ID)
+	var logs api.ProcessLogs
+	ta.mustCall(t, 200, "GET", "/processes/"+p.ID+"/logs", nil, &logs)
+	if logs.Stdout != "HELLO\nWORLD\n" {
+		t.Errorf("stdout = %q", logs.Stdout)
+	}
+	ta.callError(t, api.CodeProcessNotRunning, "POST", "/processes/"+p.ID+"/stdin", api.StdinRequest{Data: "x"})
+	// A process that does not read: the write times out, nothing hangs.
+	q := ta.start(t, api.StartProcessRequest{Command: "sleep 100"})
+	e := ta.callError(t, api.CodeProcessStdinTimeout, "POST", "/processes/"+q.ID+"/stdin",
+		api.StdinRequest{Data: strings.Repeat("x", 1<<20), Timeout: 200})
+	if w, _ := e.Details["written"].(float64); w <= 0 || w >= 1<<20 {
+		t.Errorf("written = %v", e.Details["written"])
+	}
+}
+
+func TestProcessCapsAndAutoCleanup(t *testing.T) {
+	ta := startAgent(t, func(c *Config) {
+		c.Processes.MaxRunning = 3
+		c.Processes.MaxRecords = 5
+		c.Processes.AutoCleanupAfter = 100 * time.Millisecond
+	})
+	for range 3 {
+		ta.start(t, api.StartProcessRequest{Command: "sleep 100"})
+	}
+	ta.callError(t, api.CodeResourceExhausted, "POST", "/processes", api.StartProcessRequest{Command: "true"})
+	ta.mustCall(t, 200, "DELETE", "/processes", api.KillProcessRequest{Signal: "KILL"}, nil)
+	// Records beyond the cap push out the oldest finished ones.
+	for range 4 {
+		ta.waitExit(t, ta.start(t, api.StartProcessRequest{Command: "true"}).ID)
+	}
+	var list api.ProcessList
+	ta.mustCall(t, 200, "GET", "/processes", nil, &list)
+	if len(list.Processes) != 5 {
+		t.Errorf("%d records, want 5", len(list.Processes))
+	}
+	p := ta.start(t, api.StartProcessRequest{Command: "echo bye", AutoCleanup: true})
+	ta.waitExit(t, p.ID)
+	eventually(t, 5*time.Second, "the record to go", func() bool {
+		return ta.call(t, "GET", "/processes/"+p.ID, nil, nil) == http.StatusNotFound
+	})
+	if _, err := os.Stat(ta.agent.cfg.StateDir + "/logs/" + p.ID + ".stdout"); !os.IsNotExist(err) {
+		t.Errorf("log file left: %v", err)
+	}
+}
+
+// sleepers lists live sleep processes whose arguments contain marker.
+func sleepers(t testing.TB, marker string) []int {
+	var out []int
+	for _, pid := range processesMatching(t, marker) {
+		if comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); strings.TrimSpace(string(comm)) == "sleep" {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
