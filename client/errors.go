@@ -94,6 +94,8 @@ func classOfCode(code api.Code) error {
 		return ErrInvalid
 	case api.CodeResourceExhausted, api.CodeCapacityExceeded, api.CodeSessionBusy:
 		return ErrResourceExhausted
+	case api.CodeProcessExitedBeforeReady:
+		return ErrExitedBeforeReady
 	}
 	s := string(code)
 	switch {

@@ -109,17 +109,28 @@ type execConfig struct {
 	callbacks *Callbacks
 }
 
-// WithCwd runs the command in dir (for this command only).
-func WithCwd(dir string) ExecOption {
-	return execOptionFunc(func(c *execConfig) { c.req.Cwd = dir })
-}
+// CwdOption is returned by WithCwd; it serves Exec, StartProcess and
+// CreateSession.
+type CwdOption string
+
+func (d CwdOption) applyExec(c *execConfig) { c.req.Cwd = string(d) }
+
+// WithCwd sets the working directory: of one command (Exec), of a process
+// (StartProcess), or a session's initial one (CreateSession).
+func WithCwd(dir string) CwdOption { return CwdOption(dir) }
+
+// TimeoutOption is returned by WithTimeout; it serves Exec and
+// StartProcess.
+type TimeoutOption time.Duration
+
+func (d TimeoutOption) applyExec(c *execConfig) { c.timeout = time.Duration(d) }
 
 // WithTimeout makes the daemon kill the command after d. Exec then returns
 // an error matching ErrTimeout together with the output captured so far.
-// It is sent in whole milliseconds, rounded up; at most api.MaxTimeout.
-func WithTimeout(d time.Duration) ExecOption {
-	return execOptionFunc(func(c *execConfig) { c.timeout = d })
-}
+// Given to StartProcess, the process's tree is killed after d (status
+// killed, reason "timeout"). It is sent in whole milliseconds, rounded up;
+// at most api.MaxTimeout.
+func WithTimeout(d time.Duration) TimeoutOption { return TimeoutOption(d) }
 
 // WithStdin feeds data to the command's standard input, then closes it.
 // Without it, stdin is empty. At most api.MaxStdinBytes.
@@ -127,11 +138,15 @@ func WithStdin(data []byte) ExecOption {
 	return execOptionFunc(func(c *execConfig) { c.stdin = data })
 }
 
-// InSession runs the command in the named session (a persistent shell)
+// InSessionOption is returned by InSession; it serves Exec and
+// StartProcess.
+type InSessionOption string
+
+func (id InSessionOption) applyExec(c *execConfig) { c.req.SessionID = string(id) }
+
+// InSession runs the command (or starts the process) in the named session
 // instead of the default one.
-func InSession(id string) ExecOption {
-	return execOptionFunc(func(c *execConfig) { c.req.SessionID = id })
-}
+func InSession(id string) InSessionOption { return InSessionOption(id) }
 
 // WithCallbacks makes Exec stream the command and call cb as output
 // arrives, like the reference SDK's exec(cmd, {stream: true, onOutput}).
