@@ -72,11 +72,17 @@ machine) the daemon's token file, $SANDBOXD_STATE_DIR/token or
 		newRemoveCommand(g),
 		newVersionCommand(g),
 		newLifecycleCommand(g, "stop", "Stop a sandbox's container (its disk stays; the next call starts it again)"),
-		newLifecycleCommand(g, "start", "Start a sleeping, stopped or failed sandbox"),
 		newLifecycleCommand(g, "restart", "Stop and start a sandbox's container"),
 		newLifecycleCommand(g, "renew", "Reset a sandbox's idle timer"),
 		newUpdateCommand(g),
 		newEventsCommand(g),
+		newSessionCommand(g),
+		newEnvCommand(g),
+		newStartCommand(g),
+		newPsCommand(g),
+		newLogsCommand(g),
+		newKillCommand(g),
+		newWaitCommand(g),
 	)
 	return root
 }
