@@ -201,25 +201,9 @@ func (s *server) killAllProcesses(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) processLogs(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.pathProcess(w, r)
-	if !ok {
-		return
+	if p, ok := s.pathProcess(w, r); ok {
+		s.writeLogs(w, p)
 	}
-	stdout, stderr, truncated, err := p.Logs()
-	if err != nil {
-		s.log.Error("reading process logs", "process", p.ID(), "err", err)
-		writeError(w, api.Errorf(api.CodeInternal, "internal error in the sandbox agent"))
-		return
-	}
-	out := api.ProcessLogs{ID: p.ID(), Truncated: truncated}
-	if utf8.Valid(stdout) && utf8.Valid(stderr) {
-		out.Stdout, out.Stderr = string(stdout), string(stderr)
-	} else {
-		out.Stdout = base64.StdEncoding.EncodeToString(stdout)
-		out.Stderr = base64.StdEncoding.EncodeToString(stderr)
-		out.Encoding = api.EncodingBase64
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 // streamProcessLogs streams process_info, the output so far, live output,

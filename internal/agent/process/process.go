@@ -563,6 +563,13 @@ func (m *Manager) Remove(id string) error {
 // signalTree sends sig to the process's group, to the leader through its
 // pidfd, and to every descendant that left the group. It reports whether
 // anything was still there.
+//
+// Why the group is stopped first: a shell leader whose child dies before
+// the shell's own signal lands would report the child's death as its exit
+// status (137) instead of dying of the signal, and its children would be
+// re-parented before they are found. A stopped group cannot react: every
+// member gets the signal, and non-fatal-when-stopped signals are delivered
+// when the group continues, before any of it runs user code again.
 func (p *Proc) signalTree(sig unix.Signal) bool {
 	p.mu.Lock()
 	pid, proc := p.info.PID, p.proc
@@ -575,13 +582,17 @@ func (p *Proc) signalTree(sig unix.Signal) bool {
 	if pid <= 0 {
 		return false
 	}
-	// Descendants first: once the leader dies they are re-parented and no
-	// longer found below it. The group, named by the leader's PID, cannot
-	// be reused while the leader is unreaped (it is: done is not closed).
+	// The group, named by the leader's PID, cannot be reused while the
+	// leader is unreaped (it is: done is not closed).
+	unix.Kill(-pid, unix.SIGSTOP)
 	n, _ := proctree.Signal(pid, 0, sig)
 	unix.Kill(-pid, sig)
 	if proc != nil {
 		proc.Signal(sig)
+	}
+	if sig != unix.SIGKILL && sig != unix.SIGSTOP {
+		proctree.Signal(pid, 0, unix.SIGCONT)
+		unix.Kill(-pid, unix.SIGCONT)
 	}
 	return n > 0 || proc != nil
 }
@@ -671,19 +682,34 @@ func (m *Manager) KillSession(sessionID string) int {
 	return n
 }
 
-// Logs returns the stored output of both streams and whether one was
-// truncated.
-func (p *Proc) Logs() (stdout, stderr []byte, truncated bool, err error) {
-	stdout, err = p.logs[Stdout].readAll()
-	if err != nil {
-		return nil, nil, false, err
-	}
-	stderr, err = p.logs[Stderr].readAll()
-	if err != nil {
-		return nil, nil, false, err
-	}
-	return stdout, stderr, p.logs[Stdout].isTruncated() || p.logs[Stderr].isTruncated(), nil
+// LogReader reads the stored log of one stream from its start; a stream
+// still being written is read up to its end at each call. Read returns
+// io.EOF at the end of what is stored now; Close it.
+func (p *Proc) LogReader(st Stream) (*LogReader, error) {
+	ls := p.logs[st]
+	total, _, _ := ls.state()
+	return &LogReader{r: ls.reader(), end: total}, nil
 }
+
+// LogReader is a reader of a stored log.
+type LogReader struct {
+	r   *logReader
+	end int64
+}
+
+func (r *LogReader) Read(buf []byte) (int, error) {
+	if r.r.off >= r.end {
+		return 0, io.EOF
+	}
+	n, err := r.r.read(buf[:min(int64(len(buf)), r.end-r.r.off)])
+	if n == 0 && err == nil {
+		return 0, io.EOF
+	}
+	return n, err
+}
+
+// Close releases the reader.
+func (r *LogReader) Close() error { r.r.close(); return nil }
 
 // WriteStdin writes data to the process's stdin, waiting at most until
 // ctx is done for the process to take it, then closes stdin if asked. It
