@@ -40,15 +40,18 @@ func (s *server) writeLogs(w http.ResponseWriter, p *process.Proc) {
 	for _, st := range []process.Stream{process.Stdout, process.Stderr} {
 		bw.WriteString(`,"` + st.String() + `":"`)
 		if valid {
-			var held []byte
+			// One scratch buffer, reused: a log is read in hundreds of
+			// chunks, and garbage is memory the agent may not have.
+			var scratch []byte
+			held := 0
 			scanLog(p, st, func(chunk []byte) bool {
-				data := append(held, chunk...)
-				cut := len(data) - partialRuneLen(data)
-				writeJSONStringBody(bw, data[:cut])
-				held = append(held[:0:0], data[cut:]...)
+				scratch = append(scratch[:held], chunk...)
+				cut := len(scratch) - partialRuneLen(scratch)
+				writeJSONStringBody(bw, scratch[:cut])
+				held = copy(scratch, scratch[cut:])
 				return true
 			})
-			writeJSONStringBody(bw, held)
+			writeJSONStringBody(bw, scratch[:held])
 		} else {
 			enc := base64.NewEncoder(base64.StdEncoding, bw)
 			scanLog(p, st, func(chunk []byte) bool { enc.Write(chunk); return true })
@@ -89,27 +92,53 @@ func scanLog(p *process.Proc, st process.Stream, f func([]byte) bool) (bool, err
 	}
 }
 
-// utf8Check validates UTF-8 across chunk boundaries.
-type utf8Check struct{ held []byte }
+// utf8Check validates UTF-8 across chunk boundaries, with one reused
+// buffer.
+type utf8Check struct {
+	scratch []byte
+	held    int
+}
 
 func newUTF8Check() *utf8Check { return &utf8Check{} }
 
 func (c *utf8Check) write(chunk []byte) bool {
-	data := append(c.held, chunk...)
-	cut := len(data) - partialRuneLen(data)
-	if !utf8.Valid(data[:cut]) {
+	c.scratch = append(c.scratch[:c.held], chunk...)
+	cut := len(c.scratch) - partialRuneLen(c.scratch)
+	if !utf8.Valid(c.scratch[:cut]) {
 		return false
 	}
-	c.held = append(c.held[:0:0], data[cut:]...)
+	c.held = copy(c.scratch, c.scratch[cut:])
 	return true
 }
 
+const hexDigits = "0123456789abcdef"
+
 // writeJSONStringBody writes s, valid UTF-8, escaped as the inside of a
-// JSON string.
+// JSON string, without allocating.
 func writeJSONStringBody(w *bufio.Writer, s []byte) {
-	if len(s) == 0 {
-		return
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		w.Write(s[start:i])
+		switch c {
+		case '"', '\\':
+			w.WriteByte('\\')
+			w.WriteByte(c)
+		case '\n':
+			w.WriteString(`\n`)
+		case '\r':
+			w.WriteString(`\r`)
+		case '\t':
+			w.WriteString(`\t`)
+		default:
+			w.WriteString(`\u00`)
+			w.WriteByte(hexDigits[c>>4])
+			w.WriteByte(hexDigits[c&0xf])
+		}
+		start = i + 1
 	}
-	q, _ := json.Marshal(string(s))
-	w.Write(q[1 : len(q)-1])
+	w.Write(s[start:])
 }
