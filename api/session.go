@@ -72,19 +72,6 @@ type EnvInfo struct {
 	Unset []string `json:"unset,omitempty"`
 }
 
-// Activity is the body of GET /v1/sandboxes/{id}/activity: what keeps the
-// sandbox busy, for idle detection.
-type Activity struct {
-	// RunningProcesses counts background processes starting or running.
-	RunningProcesses int `json:"runningProcesses"`
-	// InflightExecs counts exec calls (buffered or streamed) not finished.
-	InflightExecs int `json:"inflightExecs"`
-	// LogStreams counts open process log streams and readiness waits.
-	LogStreams int `json:"logStreams"`
-	// Sessions counts the sessions, the default one included.
-	Sessions int `json:"sessions"`
-}
-
 // CodeSessionProtected: the default session cannot be deleted.
 const CodeSessionProtected Code = "SESSION_PROTECTED"
 

@@ -130,18 +130,6 @@ func (s *Sandbox) EnvVars(ctx context.Context) (*api.EnvInfo, error) {
 	return &out, nil
 }
 
-// Activity reports what keeps the sandbox busy.
-func (s *Sandbox) Activity(ctx context.Context) (*api.Activity, error) {
-	if err := s.prepare(ctx); err != nil {
-		return nil, err
-	}
-	var out api.Activity
-	if err := s.c.doJSON(ctx, http.MethodGet, sandboxPath(s.id, "/activity"), nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
-}
-
 func toLayer(set map[string]string, unset []string) map[string]*string {
 	l := make(map[string]*string, len(set)+len(unset))
 	for k, v := range set {

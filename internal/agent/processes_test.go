@@ -350,9 +350,9 @@ func TestKillAllUnderConcurrency(t *testing.T) {
 	if len(list.Processes) != 0 {
 		t.Errorf("running after kill-all: %+v", list.Processes)
 	}
-	var act api.Activity
+	var act api.AgentActivity
 	ta.mustCall(t, 200, "GET", "/activity", nil, &act)
-	if act.RunningProcesses != 0 {
+	if act.RunningProcesses != 0 || act.Busy {
 		t.Errorf("activity: %+v", act)
 	}
 }
