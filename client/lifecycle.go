@@ -17,7 +17,7 @@ import (
 // WithSleepAfter sets how long the sandbox may be idle before it sleeps
 // (rounded up to milliseconds).
 func WithSleepAfter(d time.Duration) SandboxOption {
-	return sandboxOptionFunc(func(o *api.SandboxOptions) { o.SleepAfter = ceilMillis(d) })
+	return sandboxOptionFunc(func(o *api.SandboxOptions) { o.SleepAfter = roundMillis(d) })
 }
 
 // WithKeepAlive keeps the sandbox from ever sleeping.
@@ -29,10 +29,6 @@ func WithKeepAlive(keep bool) SandboxOption {
 // "heavy". Limits given with WithLimits override its fields.
 func WithInstanceType(name string) SandboxOption {
 	return sandboxOptionFunc(func(o *api.SandboxOptions) { o.InstanceType = name })
-}
-
-func ceilMillis(d time.Duration) int64 {
-	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }
 
 // Stop stops the sandbox's container on request. Its disk, settings and
@@ -69,7 +65,7 @@ func (s *Sandbox) Update(ctx context.Context, sleepAfter *time.Duration, keepAli
 	}
 	var u api.SandboxUpdate
 	if sleepAfter != nil {
-		ms := ceilMillis(*sleepAfter)
+		ms := roundMillis(*sleepAfter)
 		u.SleepAfter = &ms
 	}
 	u.KeepAlive = keepAlive

@@ -304,3 +304,47 @@ func TestMetricsAndEvents(t *testing.T) {
 		t.Logf("/metrics:\n%s", body)
 	}
 }
+
+func TestRunningProcessKeepsASandboxAwake(t *testing.T) {
+	d := fastIdle(t)
+	sb := d.Client.Sandbox("worker", client.WithSleepAfter(time.Second))
+	if _, err := sb.StartProcess(ctxT(t, 30*time.Second), "sleep 2.5", client.WithProcessID("job")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if info, _ := sb.Info(ctxT(t, 10*time.Second)); info.Status != api.StatusRunning {
+		t.Fatalf("with a process running and sleepAfter 1s: %s", statusOf(info))
+	}
+	// Once it ends, the sandbox goes to sleep.
+	waitStatus(t, sb, api.StatusSleeping, 10*time.Second)
+}
+
+func TestWakeRestoresSessionsAndEnvButNotProcesses(t *testing.T) {
+	d := fastIdle(t)
+	sb := d.Client.Sandbox("restorer", client.WithSleepAfter(time.Second))
+	ctx := ctxT(t, 60*time.Second)
+	if err := sb.SetEnvVars(ctx, map[string]string{"SANDBOX_LEVEL": "sb"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sb.CreateSession(ctx, client.WithSessionID("build"), client.WithEnv(map[string]string{"SESSION_LEVEL": "s"}), client.WithCwd("/tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sb.StartProcess(ctx, "sleep 300", client.WithProcessID("long")); err != nil {
+		t.Fatal(err)
+	}
+	// A running process keeps it awake; stopping it on request kills it.
+	if _, err := sb.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := sb.Exec(ctx, "pwd; echo $SANDBOX_LEVEL $SESSION_LEVEL", client.InSession("build"))
+	if err != nil || trim(res.Stdout) != "/tmp\nsb s" {
+		t.Errorf("named session after stop and wake: %+v, %v", res, err)
+	}
+	p, err := sb.GetProcess(ctx, "long")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Status != api.ProcessKilled || p.StatusReason != "stopped" {
+		t.Errorf("process record after the stop: %s (%s), want killed (stopped)", p.Status, p.StatusReason)
+	}
+}

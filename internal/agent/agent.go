@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -110,6 +111,9 @@ type Agent struct {
 	processes *process.Manager
 	state     *stateStore
 	server    *server
+	// shutdownReason is what the daemon said when it asked the agent to
+	// stop (POST /shutdown); the records of killed processes give it.
+	shutdownReason atomic.Pointer[string]
 }
 
 // New prepares an agent: the reaper (when it must make one), the
@@ -205,6 +209,12 @@ func (a *Agent) Handler() http.Handler { return a.server.routes() }
 // sandbox.
 func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	const shutdownTimeout = 5 * time.Second
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	a.server.shutdown = func(reason string) {
+		a.shutdownReason.Store(&reason)
+		stop()
+	}
 	srv := &http.Server{
 		Handler:           a.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -252,8 +262,12 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		defer cancel()
 		shut := make(chan error, 1)
 		go func() { shut <- srv.Shutdown(sctx) }() // 1
-		a.processes.Close()                        // 2
-		stopSaver()                                // 4, while the sessions are still registered
+		reason := process.ReasonShutdown
+		if r := a.shutdownReason.Load(); r != nil {
+			reason = *r
+		}
+		a.processes.CloseWithReason(reason) // 2
+		stopSaver()                         // 4, while the sessions are still registered
 		<-saved
 		a.sessions.Close()             // 2
 		if err := <-shut; err != nil { // 3

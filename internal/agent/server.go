@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -28,6 +29,8 @@ type server struct {
 	users        *user.DB
 	keepalive    time.Duration
 	writeTimeout time.Duration // for one stream event to be accepted by the client
+	// shutdown stops the agent, giving the reason (set by Agent.Run).
+	shutdown func(reason string)
 	// activity lists what can keep the sandbox busy on its own; each
 	// source adds its counts (background processes, code runs).
 	activity []func(*api.AgentActivity)
@@ -45,6 +48,7 @@ func (s *server) table() []route {
 	return []route{
 		{"GET", "/health", s.health},
 		{"GET", "/activity", s.activityReport},
+		{"POST", "/shutdown", s.shutdownRequest},
 		{"POST", "/exec", s.exec},
 		{"POST", "/exec/stream", s.execStream},
 		{"GET", "/env", s.getSandboxEnv},
@@ -119,6 +123,24 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 		Version:         s.version,
 		PID:             os.Getpid(),
 	})
+}
+
+// shutdownRequest stops the agent the way SIGTERM does, but with a reason
+// ("slept", "stopped") that the records of killed processes keep. The
+// daemon calls it before stopping a sandbox's container; it never
+// forwards this route from the public API.
+func (s *server) shutdownRequest(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&body); err != nil || body.Reason == "" || len(body.Reason) > 200 {
+		writeError(w, api.Errorf(api.CodeValidationFailed, "body must be {\"reason\": \"...\"} with a reason of at most 200 bytes"))
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"status": "shutting down"})
+	if s.shutdown != nil {
+		go s.shutdown(body.Reason)
+	}
 }
 
 // activityReport tells the daemon whether the sandbox is busy with work

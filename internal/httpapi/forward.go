@@ -16,6 +16,10 @@ import (
 	"github.com/sandboxd/sandboxd/api/sse"
 )
 
+// agentInternal are agent routes only the daemon may call; they are not
+// forwarded.
+var agentInternal = map[string]bool{"health": true, "activity": true, "shutdown": true}
+
 // maxBufferedBody is the largest request body forward reads into memory
 // before passing it on: enough for any JSON call (exec with its stdin).
 // Larger bodies and raw uploads stream.
@@ -38,6 +42,10 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	rest := r.PathValue("rest")
+	if agentInternal[rest] {
+		writeAPIError(w, api.Errorf(api.CodeNotFound, "no route %s %s", r.Method, r.URL.Path))
+		return
+	}
 	defer s.observeExec(rest, start)
 	body, buffered, err := bufferBody(r)
 	if err != nil {

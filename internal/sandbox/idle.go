@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -98,6 +99,27 @@ func (m *Manager) agentBusy(ctx context.Context, inst *instance) bool {
 	return a.Busy
 }
 
+// agentShutdown asks the agent to stop, saying why.
+func agentShutdown(ctx context.Context, inst *instance, reason string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	body, _ := json.Marshal(map[string]string{"reason": reason})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent/shutdown", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Transport: inst.transport}).Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("agent shutdown: status %d", resp.StatusCode)
+	}
+	return nil
+}
+
 // stopGrace is how long the agent gets to save its state and exit on
 // SIGTERM before everything in the sandbox is killed.
 const stopGrace = 3 * time.Second
@@ -106,13 +128,19 @@ const stopGrace = 3 * time.Second
 // status (sleeping or stopped) with reason. b.mu is held.
 func (m *Manager) sleepLocked(ctx context.Context, b *box, status, reason string) error {
 	if inst := b.running; inst != nil {
-		// Let the agent save what must survive (session definitions, env).
+		// Let the agent save what must survive (session definitions, env)
+		// and record why its processes die; SIGTERM if it cannot be asked.
 		inst.closing.Store(true)
-		if err := m.opts.Runtime.Kill(ctx, inst.cid, syscall.SIGTERM); err == nil {
-			deadline := time.Now().Add(stopGrace)
-			for inst.alive() && time.Now().Before(deadline) {
-				time.Sleep(5 * time.Millisecond)
-			}
+		why := "slept"
+		if status == StatusStopped {
+			why = "stopped"
+		}
+		if agentShutdown(ctx, inst, why) != nil {
+			m.opts.Runtime.Kill(ctx, inst.cid, syscall.SIGTERM)
+		}
+		deadline := time.Now().Add(stopGrace)
+		for inst.alive() && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
 	err := m.teardown(ctx, b)

@@ -757,11 +757,15 @@ func (p *Proc) WriteStdin(ctx context.Context, data []byte, closeAfter bool) (in
 
 // Close kills every running process (their records say why), waits
 // (boundedly) for the bookkeeping to end, and refuses new processes.
-func (m *Manager) Close() {
+func (m *Manager) Close() { m.CloseWithReason(ReasonShutdown) }
+
+// CloseWithReason is Close with the reason the killed processes' records
+// give (e.g. "slept" when the sandbox is put to sleep).
+func (m *Manager) CloseWithReason(reason string) {
 	m.mu.Lock()
 	m.closed = true
 	m.mu.Unlock()
-	m.KillAll(context.Background(), unix.SIGKILL, 0, ReasonShutdown)
+	m.KillAll(context.Background(), unix.SIGKILL, 0, reason)
 	for _, p := range m.List() {
 		p.mu.Lock()
 		for _, f := range p.pipes {
