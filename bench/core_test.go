@@ -76,7 +76,9 @@ func BenchmarkWarmExec(b *testing.B) {
 // MemAvailable, and as what the sandboxes' cgroups are charged.
 func BenchmarkIdleMemory(b *testing.B) {
 	once(b, func(b *testing.B) {
-		d := testdaemon.Start(b, testdaemon.Options{})
+		// 128 MiB each, so 100 fit the default memory budget and none is
+		// put to sleep to make room.
+		d := testdaemon.Start(b, testdaemon.Options{Args: []string{"--default-memory", "128Mi"}})
 		ctx := ctxFor(b)
 		const n = 100
 		// One sandbox first, so that shared costs (page cache of the agent
