@@ -45,6 +45,9 @@ func TestBadInputGetsAClearError(t *testing.T) {
 		{"empty command", "POST", "/v1/sandboxes/emptycmd/exec", `{"command":""}`, false, 400, api.CodeValidationFailed},
 		{"negative timeout", "POST", "/v1/sandboxes/negtimeout/exec", `{"command":"true","timeout":-1}`, false, 400, api.CodeValidationFailed},
 		{"malformed exec JSON", "POST", "/v1/sandboxes/badexec/exec", `{"command":`, false, 400, api.CodeInvalidJSON},
+		{"internal agent route: shutdown", "POST", "/v1/sandboxes/internal/shutdown", `{"reason":"x"}`, false, 404, api.CodeNotFound},
+		{"internal agent route: health", "GET", "/v1/sandboxes/internal/health", "", false, 404, api.CodeNotFound},
+		{"internal agent route: activity", "GET", "/v1/sandboxes/internal/activity", "", false, 404, api.CodeNotFound},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
