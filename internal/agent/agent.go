@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/agent/interp"
 	"github.com/sandboxd/sandboxd/internal/agent/process"
 	"github.com/sandboxd/sandboxd/internal/agent/reaper"
 	"github.com/sandboxd/sandboxd/internal/agent/session"
@@ -98,6 +99,9 @@ type Config struct {
 	// Users is the sandbox's account database, for sessions and processes
 	// with a user. Default: /etc and /home.
 	Users *user.DB
+	// Code tunes the code interpreter (interpreters, grace periods); its
+	// paths, environment, reaper, logger and limits are filled in.
+	Code interp.Config
 	// Log is the operator log. Default: discard.
 	Log *slog.Logger
 }
@@ -110,6 +114,7 @@ type Agent struct {
 	sessions  *session.Manager
 	processes *process.Manager
 	state     *stateStore
+	code      *interp.Manager
 	server    *server
 	// shutdownReason is what the daemon said when it asked the agent to
 	// stop (POST /shutdown); the records of killed processes give it.
@@ -172,6 +177,10 @@ func New(cfg Config) (*Agent, error) {
 		m.Close()
 		return nil, err
 	}
+	if a.code, err = newCodeManager(&cfg, sc.BaseEnv); err != nil {
+		m.Close()
+		return nil, err
+	}
 	var fs unix.Statfs_t
 	if err := unix.Statfs(cfg.RunDir, &fs); err == nil && fs.Type != unix.TMPFS_MAGIC {
 		cfg.Log.Warn("the run directory is not on a tmpfs; every command will write to disk", "dir", cfg.RunDir)
@@ -183,6 +192,7 @@ func New(cfg Config) (*Agent, error) {
 		processes:    a.processes,
 		state:        a.state,
 		users:        cfg.Users,
+		code:         a.code,
 		keepalive:    cfg.Keepalive,
 		writeTimeout: 30 * time.Second,
 	}
@@ -200,6 +210,7 @@ func (a *Agent) Handler() http.Handler { return a.server.routes() }
 //  2. kill every background process (its record says why), then every
 //     session's shell and process group, so that running commands end
 //     (their callers get SESSION_TERMINATED) and no new shell starts;
+//     kill every code interpreter likewise (CONTEXT_TERMINATED);
 //  3. wait for the HTTP handlers to finish, at most shutdownTimeout, then
 //     close the remaining connections;
 //  4. save the state file a last time (before the sessions are closed:
@@ -270,6 +281,7 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		stopSaver()                         // 4, while the sessions are still registered
 		<-saved
 		a.sessions.Close()             // 2
+		a.code.Close()                 // 2
 		if err := <-shut; err != nil { // 3
 			srv.Close()
 		}

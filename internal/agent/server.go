@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/agent/interp"
 	"github.com/sandboxd/sandboxd/internal/agent/process"
 	"github.com/sandboxd/sandboxd/internal/agent/session"
 	"github.com/sandboxd/sandboxd/internal/agent/user"
@@ -27,6 +28,7 @@ type server struct {
 	processes    *process.Manager
 	state        *stateStore
 	users        *user.DB
+	code         *interp.Manager
 	keepalive    time.Duration
 	writeTimeout time.Duration // for one stream event to be accepted by the client
 	// shutdown stops the agent, giving the reason (set by Agent.Run).
@@ -70,6 +72,12 @@ func (s *server) table() []route {
 		{"POST", "/processes/{pid}/wait/port", s.waitForPort},
 		{"POST", "/processes/{pid}/wait/exit", s.waitForExit},
 		{"POST", "/processes/{pid}/stdin", s.processStdin},
+		{"POST", "/code/contexts", s.createCodeContext},
+		{"GET", "/code/contexts", s.listCodeContexts},
+		{"GET", "/code/contexts/{contextId}", s.getCodeContext},
+		{"DELETE", "/code/contexts/{contextId}", s.deleteCodeContext},
+		{"POST", "/code/run", s.runCode},
+		{"POST", "/code/run/stream", s.runCodeStream},
 	}
 }
 
@@ -122,6 +130,7 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 		ProtocolVersion: api.ProtocolVersion,
 		Version:         s.version,
 		PID:             os.Getpid(),
+		CodeRuns:        s.codeRuns(),
 	})
 }
 

@@ -355,7 +355,7 @@ func (m *Manager) start(ctx context.Context, rt Language, env map[string]string)
 		if err != nil {
 			return nil, &NotAvailableError{Language: Python, Reason: m.cfg.Python + " was not found", Hint: pythonHint}
 		}
-		argv = []string{prog, "-u", filepath.Join(dir, "driver.py")}
+		argv = []string{prog, filepath.Join(dir, "driver.py")}
 	default:
 		prog, err := lookPath(m.cfg.Node, merged)
 		if err != nil {

@@ -1,7 +1,7 @@
 # sandboxd Python driver: one code context's interpreter.
 #
 # The sandbox agent writes this file into its private run directory and
-# starts `python3 -u driver.py` through its spawn wrapper (so it runs in the
+# starts `python3 driver.py` through its spawn wrapper (so it runs in the
 # sandbox's user cgroup). File descriptors:
 #   0  /dev/null
 #   1  stdout of the user's code (a pipe read by the agent)
@@ -38,6 +38,11 @@ MAX_FRAME = 64 << 20
 # The largest representation sent for one result; larger ones are dropped
 # (the text form is cut instead) and the result is marked truncated.
 MAX_REPR = 16 << 20
+
+# User output is line-buffered, as on a terminal: a line is one write (and
+# one event), and what is left is flushed before every frame.
+sys.stdout.reconfigure(line_buffering=True)
+sys.stderr.reconfigure(line_buffering=True)
 
 # Children of user code must not inherit the protocol pipes.
 os.set_inheritable(REQ_FD, False)
