@@ -92,10 +92,12 @@ func classOfCode(code api.Code) error {
 		return ErrSessionTerminated
 	case api.CodeInvalidJSON, api.CodeValidationFailed, api.CodeRequestTooLarge:
 		return ErrInvalid
-	case api.CodeResourceExhausted, api.CodeCapacityExceeded, api.CodeSessionBusy:
+	case api.CodeResourceExhausted, api.CodeCapacityExceeded, api.CodeSessionBusy, api.CodeContextBusy:
 		return ErrResourceExhausted
 	case api.CodeProcessExitedBeforeReady:
 		return ErrExitedBeforeReady
+	case api.CodeContextTerminated:
+		return ErrContextTerminated
 	}
 	s := string(code)
 	switch {
@@ -107,6 +109,8 @@ func classOfCode(code api.Code) error {
 		return ErrConflict
 	case s == "TIMEOUT" || strings.HasSuffix(s, "_TIMEOUT"):
 		return ErrTimeout
+	case strings.HasSuffix(s, "_NOT_AVAILABLE"):
+		return ErrNotAvailable
 	case strings.HasSuffix(s, "_UNAVAILABLE"):
 		return ErrUnavailable
 	}
@@ -128,6 +132,8 @@ func classOfStatus(status int) error {
 		return ErrConflict
 	case 429:
 		return ErrResourceExhausted
+	case 501:
+		return ErrNotAvailable
 	case 502, 503, 504:
 		return ErrUnavailable
 	}
