@@ -70,6 +70,8 @@ machine) the daemon's token file, $SANDBOXD_STATE_DIR/token or
 		newListCommand(g),
 		newInfoCommand(g),
 		newRemoveCommand(g),
+		newRunCodeCommand(g),
+		newContextsCommand(g),
 		newVersionCommand(g),
 		newLifecycleCommand(g, "stop", "Stop a sandbox's container (its disk stays; the next call starts it again)"),
 		newLifecycleCommand(g, "restart", "Stop and start a sandbox's container"),
