@@ -177,7 +177,7 @@ func New(cfg Config) (*Agent, error) {
 		m.Close()
 		return nil, err
 	}
-	if a.code, err = newCodeManager(&cfg, sc.BaseEnv); err != nil {
+	if a.code, err = newCodeManager(&cfg, sc.BaseEnv, a.reaper); err != nil {
 		m.Close()
 		return nil, err
 	}

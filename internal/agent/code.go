@@ -13,6 +13,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/agent/interp"
+	"github.com/sandboxd/sandboxd/internal/agent/reaper"
 )
 
 // The code interpreter's edge: routes under /code, their validation, and
@@ -35,11 +36,11 @@ const codeDir = "_code"
 
 // newCodeManager makes the code interpreter's manager from the agent's
 // configuration.
-func newCodeManager(cfg *Config, shellEnv []string) (*interp.Manager, error) {
+func newCodeManager(cfg *Config, shellEnv []string, r *reaper.Reaper) (*interp.Manager, error) {
 	ic := cfg.Code
 	ic.Dir = filepath.Join(cfg.RunDir, codeDir)
 	ic.Workspace, ic.CgroupRoot, ic.Self = cfg.Workspace, cfg.CgroupRoot, cfg.Self
-	ic.BaseEnv, ic.Reaper, ic.Log = shellEnv, cfg.Reaper, cfg.Log
+	ic.BaseEnv, ic.Reaper, ic.Log = shellEnv, r, cfg.Log
 	ic.MaxContexts = api.MaxCodeContexts
 	ic.MaxOutputBytes = api.MaxCodeOutputBytes
 	return interp.NewManager(ic)
