@@ -73,8 +73,8 @@ type Manager struct {
 	mu       sync.Mutex
 	contexts map[string]*Context
 	creating int
-	spares   map[Language]*spare // by runtime: Python or JavaScript
-	refills  map[Language]bool   // a spare of this runtime is starting
+	spares   map[Language]*spare        // by runtime: Python or JavaScript
+	refills  map[Language]chan struct{} // closed when the spare being started is ready (or failed)
 	closed   bool
 }
 
@@ -131,7 +131,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		defaultSem: make(map[Language]chan struct{}),
 		contexts:   make(map[string]*Context),
 		spares:     make(map[Language]*spare),
-		refills:    make(map[Language]bool),
+		refills:    make(map[Language]chan struct{}),
 	}
 	for _, l := range []Language{Python, JavaScript, TypeScript} {
 		m.defaultSem[l] = make(chan struct{}, 1)
@@ -294,7 +294,22 @@ func (m *Manager) obtain(ctx context.Context, rt Language, env map[string]string
 		m.mu.Lock()
 		sp := m.spares[rt]
 		delete(m.spares, rt)
+		starting := m.refills[rt]
 		m.mu.Unlock()
+		if sp == nil && starting != nil {
+			// The spare is on its way: waiting for it costs no more than
+			// starting another, and the machine starts one interpreter,
+			// not two.
+			select {
+			case <-starting:
+			case <-ctx.Done():
+				return nil, context.Cause(ctx)
+			}
+			m.mu.Lock()
+			sp = m.spares[rt]
+			delete(m.spares, rt)
+			m.mu.Unlock()
+		}
 		if sp != nil {
 			select {
 			case <-sp.p.dead:
@@ -313,11 +328,12 @@ func (m *Manager) refill(rt Language) {
 		return
 	}
 	m.mu.Lock()
-	if m.closed || m.spares[rt] != nil || m.refills[rt] {
+	if m.closed || m.spares[rt] != nil || m.refills[rt] != nil {
 		m.mu.Unlock()
 		return
 	}
-	m.refills[rt] = true
+	ready := make(chan struct{})
+	m.refills[rt] = ready
 	m.bg.Add(1)
 	m.mu.Unlock()
 	go func() {
@@ -325,7 +341,8 @@ func (m *Manager) refill(rt Language) {
 		sp, err := m.start(m.bgCtx, rt, nil)
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		m.refills[rt] = false
+		delete(m.refills, rt)
+		defer close(ready)
 		if err != nil {
 			if m.bgCtx.Err() == nil {
 				m.cfg.Log.Warn("could not start a spare interpreter", "language", rt, "err", err)
