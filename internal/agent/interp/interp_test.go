@@ -82,6 +82,11 @@ func newTestManager(t testing.TB, tweak ...func(*Config)) *Manager {
 		KillGrace:  2 * time.Second,
 		NoSpares:   true,
 	}
+	// SANDBOXD_TEST_NODE runs the JavaScript tests with another Node.js,
+	// e.g. Debian 12's 18 on a machine whose node is newer.
+	if node := os.Getenv("SANDBOXD_TEST_NODE"); node != "" {
+		cfg.Node = node
+	}
 	for _, f := range tweak {
 		f(&cfg)
 	}
