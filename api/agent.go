@@ -14,10 +14,6 @@ type AgentHealth struct {
 	Version         string `json:"version"`
 	// PID is the agent's PID inside the sandbox (1 when it is init).
 	PID int `json:"pid"`
-	// CodeRuns is the number of code interpreter runs queued or executing
-	// (0: no code is running). Added without a protocol change: older
-	// agents omit it.
-	CodeRuns int `json:"codeRuns"`
 }
 
 // AgentActivity is the body of the agent's GET /activity: whether anything

@@ -199,6 +199,7 @@ func New(cfg Config) (*Agent, error) {
 	a.server.activity = append(a.server.activity, func(act *api.AgentActivity) {
 		act.RunningProcesses += a.processes.Running()
 	})
+	a.server.activity = append(a.server.activity, a.server.codeActivity)
 	return a, nil
 }
 

@@ -46,12 +46,12 @@ func newCodeManager(cfg *Config, shellEnv []string, r *reaper.Reaper) (*interp.M
 	return interp.NewManager(ic)
 }
 
-// codeRuns is the number of code runs queued or executing, for /health.
-func (s *server) codeRuns() int {
-	if s.code == nil {
-		return 0
+// codeActivity adds the code runs queued or executing to the agent's
+// activity report, so that a sandbox running code is not put to sleep.
+func (s *server) codeActivity(a *api.AgentActivity) {
+	if s.code != nil {
+		a.RunningExecutions += s.code.Active()
 	}
-	return s.code.Active()
 }
 
 // languageOf validates a language field; empty means python.

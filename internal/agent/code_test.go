@@ -211,26 +211,29 @@ func TestCodeRoutes(t *testing.T) {
 	}
 }
 
-func TestHealthCountsCodeRuns(t *testing.T) {
+func TestActivityCountsCodeRuns(t *testing.T) {
 	ta := startCodeAgent(t)
-	health := func() api.AgentHealth {
-		_, body := ta.do(t, "GET", "/health", nil)
-		return decodeInto[api.AgentHealth](t, body)
+	activity := func() api.AgentActivity {
+		_, body := ta.do(t, "GET", "/activity", nil)
+		return decodeInto[api.AgentActivity](t, body)
 	}
-	if h := health(); h.CodeRuns != 0 {
-		t.Fatalf("idle health %+v", h)
+	if a := activity(); a.Busy || a.RunningExecutions != 0 {
+		t.Fatalf("idle activity %+v", a)
 	}
 	done := make(chan []api.CodeEvent)
 	go func() {
 		done <- ta.codeStream(t, api.RunCodeRequest{Code: "import time; time.sleep(1.5)"})
 	}()
-	eventually(t, 60*time.Second, "a running code run is counted", func() bool { return health().CodeRuns == 1 })
+	eventually(t, 60*time.Second, "a running code run is counted", func() bool {
+		a := activity()
+		return a.Busy && a.RunningExecutions == 1
+	})
 	evs := <-done
 	if types(evs) != "start,complete" {
 		t.Errorf("events %s", types(evs))
 	}
-	if h := health(); h.CodeRuns != 0 {
-		t.Errorf("health after the run %+v", h)
+	if a := activity(); a.Busy || a.RunningExecutions != 0 {
+		t.Errorf("activity after the run %+v", a)
 	}
 }
 

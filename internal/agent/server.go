@@ -130,7 +130,6 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 		ProtocolVersion: api.ProtocolVersion,
 		Version:         s.version,
 		PID:             os.Getpid(),
-		CodeRuns:        s.codeRuns(),
 	})
 }
 
