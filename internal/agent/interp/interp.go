@@ -17,7 +17,9 @@
 // carrying the user code's stdout and stderr (so the output of
 // subprocesses and C extensions is caught too), 3 carries requests and 4
 // replies, both as frames (a 4-byte big-endian length, then JSON), and 5
-// acks. One goroutine per interpreter (the pump) polls 1, 2 and 4.
+// acks. Three goroutines per interpreter read 1, 2 and 4, parked in Go's
+// poller (no OS thread per interpreter: the agent's cgroup keeps only a
+// small reserve of tasks).
 //
 // Why acks: output and frames travel on different pipes, so the order in
 // which the pump reads them is not the order in which they were written.

@@ -2,7 +2,7 @@ package interp
 
 import (
 	"context"
-	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -33,34 +33,47 @@ const (
 )
 
 // listener gets what the pump reads from an interpreter. Its methods are
-// called on the pump's goroutine, one at a time, with the process's mu
-// held.
+// called with the process's mu held, so one at a time and never after the
+// listener was replaced.
 type listener interface {
 	output(st Stream, p []byte)
 	frame(f frame)
 }
 
 // process is one running interpreter and its pipes.
+//
+// Why the pump works as it does: the agent's own cgroup keeps only a
+// small reserve of tasks, so nothing here may hold an OS thread per
+// interpreter. The pipes are non-blocking and registered with Go's poller;
+// three goroutines (stdout, stderr, replies) park on them. Each read and
+// the delivery of what it read happen together under mu, and before the
+// replies goroutine hands on a frame it reads the output pipes itself
+// (plain non-blocking reads of the same descriptors, also under mu): so
+// output written before a frame is always delivered before it.
 type process struct {
 	lang Language // Python or JavaScript
 	pid  int
 	proc *os.Process // signals go through its pidfd: never to a reused PID
 
-	req               int // write end of the request pipe (driver's fd 3), non-blocking
-	ack               int // write end of the ack pipe (driver's fd 5), non-blocking
-	out, errOut, repl int // read ends of fds 1, 2 and 4, non-blocking
-	wake              int // eventfd written when the process exits
+	reqF              *os.File // write end of the request pipe (driver's fd 3)
+	outF, errF, replF *os.File // read ends of fds 1, 2 and 4
+	out, errOut, repl int      // their descriptors, for drains under mu
+	ack               int      // write end of the ack pipe (driver's fd 5), non-blocking
+	exitCh            chan struct{}
+	exited            atomic.Bool
+	status            atomic.Value // reaper.Status, once exited
+	broken            atomic.Value // string: why the agent killed it, if it did
+	readers           sync.WaitGroup
+	dead              chan struct{} // closed once the process exited and its pipes were drained and closed
 
-	exited atomic.Bool
-	status atomic.Value // reaper.Status, once exited
-	broken atomic.Value // string: why the agent killed it, if it did
-
-	dead chan struct{} // closed by the pump once the process exited and its pipes were drained
-
-	// mu is held while a listener is called and while it is changed, so
-	// a listener that was replaced is never called again.
-	mu sync.Mutex
-	l  listener
+	// mu is held while a pipe is read and what was read is delivered,
+	// and while the listener is changed.
+	mu      sync.Mutex
+	l       listener
+	closing bool // the pipes are being closed: no more reads
+	frames  frameReader
+	buf     []byte
+	outBuf  []byte
 }
 
 // startProcess starts an interpreter running argv through the spawn
@@ -81,16 +94,18 @@ func startProcess(cfg *Config, lang Language, env []string, dir string, argv []s
 		}
 		opened = append(opened, p[0], p[1])
 	}
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		closeAll(opened...)
-		return nil, fmt.Errorf("creating eventfd: %w", err)
+	ours := []int{reqP[1], outP[0], errP[0], repP[0], ackP[1]}
+	for _, fd := range ours {
+		if err := unix.SetNonblock(fd, true); err != nil {
+			closeAll(opened...)
+			return nil, fmt.Errorf("setting up pipes: %w", err)
+		}
 	}
 	p := &process{
-		lang: lang, req: reqP[1], ack: ackP[1], out: outP[0], errOut: errP[0], repl: repP[0], wake: wake,
-		dead: make(chan struct{}),
+		lang: lang, out: outP[0], errOut: errP[0], repl: repP[0], ack: ackP[1],
+		exitCh: make(chan struct{}), dead: make(chan struct{}),
+		buf: make([]byte, readChunk), outBuf: make([]byte, readChunk),
 	}
-	ours := []int{p.req, p.ack, p.out, p.errOut, p.repl, p.wake}
 	// The child's ends, as files: closing them (below) is the only close,
 	// so no finalizer can later close a reused descriptor number.
 	files := []*os.File{
@@ -134,23 +149,151 @@ func startProcess(cfg *Config, lang Language, env []string, dir string, argv []s
 	}, func(st reaper.Status) {
 		p.status.Store(st)
 		p.exited.Store(true)
-		var one [8]byte
-		binary.NativeEndian.PutUint64(one[:], 1)
-		unix.Write(p.wake, one[:])
+		close(p.exitCh)
 	})
 	if err != nil {
 		closeAll(ours...)
 		return nil, fmt.Errorf("starting the %s interpreter: %w", lang, err)
 	}
-	for _, fd := range []int{p.req, p.ack, p.out, p.errOut, p.repl} {
-		if err := unix.SetNonblock(fd, true); err != nil {
-			p.kill()
-			go p.pump() // still needed to notice the exit and close the fds
-			return nil, err
+	// Non-blocking descriptors become pollable files.
+	p.reqF = os.NewFile(uintptr(reqP[1]), "requests")
+	p.outF = os.NewFile(uintptr(outP[0]), "stdout")
+	p.errF = os.NewFile(uintptr(errP[0]), "stderr")
+	p.replF = os.NewFile(uintptr(repP[0]), "replies")
+	p.readers.Add(3)
+	go p.readLoop(p.outF, func() readState { return p.readOutput(p.out, Stdout, p.buf) })
+	go p.readLoop(p.errF, func() readState { return p.readOutput(p.errOut, Stderr, p.buf) })
+	go p.readLoop(p.replF, p.readReplies)
+	go p.finish()
+	return p, nil
+}
+
+// readState says what a read found.
+type readState int
+
+const (
+	readMore readState = iota // data: read again
+	readWait                  // nothing now: wait for the poller
+	readStop                  // EOF or an error: stop reading this pipe
+)
+
+// readLoop reads f until it is closed or at EOF. Each read runs with mu
+// held; between reads the goroutine is parked in the poller.
+func (p *process) readLoop(f *os.File, read func() readState) {
+	defer p.readers.Done()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	for {
+		stop := false
+		err := rc.Read(func(uintptr) bool {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.closing {
+				stop = true
+				return true
+			}
+			switch read() {
+			case readWait:
+				return false
+			case readStop:
+				stop = true
+			}
+			return true
+		})
+		if err != nil || stop {
+			return
 		}
 	}
-	go p.pump()
-	return p, nil
+}
+
+// readOutput reads once from an output pipe and hands the data on. mu is
+// held.
+func (p *process) readOutput(fd int, st Stream, buf []byte) readState {
+	n, err := unix.Read(fd, buf)
+	switch {
+	case n > 0:
+		if p.l != nil {
+			p.l.output(st, buf[:n])
+		}
+		return readMore
+	case err == unix.EAGAIN:
+		return readWait
+	case err == unix.EINTR:
+		return readMore
+	}
+	return readStop // EOF: every writer is gone; or an error to give up on
+}
+
+// drainOutput reads what the output pipes hold now and hands it on. mu is
+// held.
+func (p *process) drainOutput() {
+	for _, o := range []struct {
+		fd int
+		st Stream
+	}{{p.out, Stdout}, {p.errOut, Stderr}} {
+		for range drainReads {
+			if p.readOutput(o.fd, o.st, p.outBuf) != readMore {
+				break
+			}
+		}
+	}
+}
+
+// readReplies reads once from the reply pipe and hands on each complete
+// frame, draining the output pipes before each. mu is held.
+func (p *process) readReplies() readState {
+	n, err := unix.Read(p.repl, p.buf)
+	switch {
+	case err == unix.EAGAIN:
+		return readWait
+	case err == unix.EINTR:
+		return readMore
+	case n <= 0:
+		return readStop
+	}
+	frames, ferr := p.frames.add(p.buf[:n])
+	for _, f := range frames {
+		p.drainOutput()
+		if p.l != nil {
+			p.l.frame(f)
+		}
+		if f.Type == "result" || f.Type == "error" {
+			// The driver waits for this before it goes on, so that
+			// nothing it prints after the frame is read before it.
+			unix.Write(p.ack, []byte{1})
+		}
+	}
+	if ferr != nil {
+		p.fail(fmt.Sprintf("protocol error on the reply pipe: %v", ferr))
+		return readStop
+	}
+	return readMore
+}
+
+// finish waits for the interpreter to exit, hands on what its pipes still
+// hold, closes them and marks the process dead.
+func (p *process) finish() {
+	<-p.exitCh
+	p.mu.Lock()
+	for range drainReads {
+		if p.readReplies() != readMore {
+			break
+		}
+	}
+	p.drainOutput()
+	p.closing = true
+	p.mu.Unlock()
+	// Closing wakes the parked readers; they see closing and return.
+	p.outF.Close()
+	p.errF.Close()
+	p.replF.Close()
+	p.reqF.Close()
+	unix.Close(p.ack)
+	p.readers.Wait()
+	p.proc.Release()
+	close(p.dead)
 }
 
 // setListener makes l receive what the pump reads; nil drops it. It waits
@@ -159,116 +302,6 @@ func (p *process) setListener(l listener) {
 	p.mu.Lock()
 	p.l = l
 	p.mu.Unlock()
-}
-
-// pump reads the interpreter's output and replies until it exits. It
-// owns the read ends and the eventfd and closes them when it returns.
-func (p *process) pump() {
-	defer func() {
-		unix.Close(p.out)
-		unix.Close(p.errOut)
-		unix.Close(p.repl)
-		unix.Close(p.req)
-		unix.Close(p.ack)
-		unix.Close(p.wake)
-		if p.proc != nil {
-			p.proc.Release()
-		}
-		close(p.dead)
-	}()
-	fds := []unix.PollFd{
-		{Fd: int32(p.out), Events: unix.POLLIN},
-		{Fd: int32(p.errOut), Events: unix.POLLIN},
-		{Fd: int32(p.repl), Events: unix.POLLIN},
-		{Fd: int32(p.wake), Events: unix.POLLIN},
-	}
-	outBuf := make([]byte, readChunk)
-	replyBuf := make([]byte, readChunk)
-	var frames frameReader
-	for {
-		if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
-			p.fail(fmt.Sprintf("polling its pipes: %v", err))
-		}
-		exited := p.exited.Load() // before the reads: all it wrote is in the pipes
-		p.drainOutput(fds, outBuf)
-		p.readReplies(fds, replyBuf, outBuf, &frames)
-		if exited {
-			return
-		}
-		if fds[3].Revents != 0 {
-			var b [8]byte
-			unix.Read(p.wake, b[:])
-		}
-	}
-}
-
-// drainOutput reads what is in the stdout and stderr pipes and hands it
-// on. A pipe at EOF is taken out of the poll set.
-func (p *process) drainOutput(fds []unix.PollFd, buf []byte) {
-	for i, st := range []Stream{Stdout, Stderr} {
-		for range drainReads {
-			if fds[i].Fd < 0 {
-				break
-			}
-			n, err := unix.Read(int(fds[i].Fd), buf)
-			if err == unix.EINTR {
-				continue
-			}
-			if n == 0 && err == nil {
-				fds[i].Fd = -1 // EOF: every writer is gone
-				break
-			}
-			if n <= 0 {
-				break // EAGAIN, or an error to give up on
-			}
-			p.deliver(func(l listener) { l.output(st, buf[:n]) })
-			if n < len(buf) {
-				break
-			}
-		}
-	}
-}
-
-// readReplies reads the reply pipe and hands on each complete frame,
-// draining the output pipes before each.
-func (p *process) readReplies(fds []unix.PollFd, buf, outBuf []byte, fr *frameReader) {
-	for fds[2].Fd >= 0 {
-		n, err := unix.Read(int(fds[2].Fd), buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if n == 0 && err == nil {
-			fds[2].Fd = -1
-			return
-		}
-		if n <= 0 {
-			return
-		}
-		frames, ferr := fr.add(buf[:n])
-		for _, f := range frames {
-			p.drainOutput(fds, outBuf)
-			p.deliver(func(l listener) { l.frame(f) })
-			if f.Type == "result" || f.Type == "error" {
-				// The driver waits for this before it goes on, so that
-				// nothing it prints after the frame is read before it.
-				unix.Write(p.ack, []byte{1})
-			}
-		}
-		if ferr != nil {
-			p.fail(fmt.Sprintf("protocol error on the reply pipe: %v", ferr))
-			fds[2].Fd = -1
-			return
-		}
-	}
-}
-
-// deliver calls f with the current listener, if any.
-func (p *process) deliver(f func(listener)) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.l != nil {
-		f(p.l)
-	}
 }
 
 // fail kills the interpreter because the agent cannot go on talking to
@@ -315,34 +348,25 @@ func (p *process) stop(d time.Duration) {
 	}
 }
 
-// send writes a request. The pipe is non-blocking: a driver that does not
-// read (it is busy, or gone) cannot hold the caller beyond ctx.
+// send writes a request. The write parks in the poller while the pipe
+// is full; it gives up when ctx ends or the interpreter exits.
 func (p *process) send(ctx context.Context, r request) error {
 	data, err := encodeRequest(r)
 	if err != nil {
 		return err
 	}
-	for len(data) > 0 {
-		select {
-		case <-p.dead:
+	if p.exited.Load() {
+		return ErrTerminated
+	}
+	p.reqF.SetWriteDeadline(time.Time{})
+	stop := context.AfterFunc(ctx, func() { p.reqF.SetWriteDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if _, err := p.reqF.Write(data); err != nil {
+		if p.exited.Load() || errors.Is(err, syscall.EPIPE) || errors.Is(err, os.ErrClosed) {
 			return ErrTerminated
-		default:
 		}
-		n, err := unix.Write(p.req, data)
-		if n > 0 {
-			data = data[n:]
-			continue
-		}
-		switch err {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			if ctx.Err() != nil {
-				return context.Cause(ctx)
-			}
-			fds := []unix.PollFd{{Fd: int32(p.req), Events: unix.POLLOUT}}
-			unix.Poll(fds, 100)
-			continue
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
 		}
 		return fmt.Errorf("writing to the interpreter: %w", err)
 	}
