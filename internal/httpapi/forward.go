@@ -244,12 +244,28 @@ func (g *streamGuard) release() {
 			return
 		}
 		event := g.pending[:i+2]
-		if name, ok := eventName(event); ok && api.IsTerminal(name) {
+		if name, ok := eventName(event); ok && api.IsTerminal(name) && (name != api.EventError || hasCode(event)) {
+			// An error event without a code is a program's own exception
+			// (code runs report those and go on); only a coded one ends a
+			// stream.
 			g.terminal = true
 		}
 		g.out = append(g.out, event...)
 		g.pending = g.pending[i+2:]
 	}
+}
+
+// hasCode reports whether the event's data carries a non-empty "code".
+func hasCode(event []byte) bool {
+	for _, line := range bytes.Split(event, []byte("\n")) {
+		if data, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+			var v struct {
+				Code string `json:"code"`
+			}
+			return json.Unmarshal(data, &v) == nil && v.Code != ""
+		}
+	}
+	return false
 }
 
 func eventName(event []byte) (string, bool) {

@@ -41,7 +41,8 @@ func TestStreamGuard(t *testing.T) {
 		{"events split across reads", &chunked{chunks: []string{start[:5], start[5:] + out[:10], out[10:] + done}, err: io.EOF}, false, []string{start, out, done}},
 		{"cut after an event", &chunked{chunks: []string{start, out}, err: io.EOF}, true, []string{start, out}},
 		{"cut inside an event", &chunked{chunks: []string{start, out[:12]}, err: errors.New("connection reset")}, true, []string{start}},
-		{"error event is terminal", &chunked{chunks: []string{start, "event: error\ndata: {}\n\n"}, err: io.EOF}, false, []string{start}},
+		{"coded error event is terminal", &chunked{chunks: []string{start, "event: error\ndata: {\"code\":\"COMMAND_TIMEOUT\"}\n\n"}, err: io.EOF}, false, []string{start}},
+		{"a program's exception is not terminal", &chunked{chunks: []string{start, "event: error\ndata: {\"name\":\"ZeroDivisionError\"}\n\n"}, err: io.EOF}, true, []string{start}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
