@@ -65,13 +65,23 @@ func (inst *instance) alive() bool {
 	if err != nil {
 		return false
 	}
-	alive := false
-	rc.Control(func(fd uintptr) {
+	exited := false
+	rc.Control(func(fd uintptr) { exited = pidfdReadable(fd) })
+	return !exited
+}
+
+// pidfdReadable polls a pidfd without waiting. EINTR is retried: the Go
+// runtime's preemption signals interrupt syscalls, and a poll that failed
+// must not be taken for an exit.
+func pidfdReadable(fd uintptr) bool {
+	for {
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		n, err := unix.Poll(fds, 0)
-		alive = err == nil && n == 0
-	})
-	return alive
+		if err == unix.EINTR {
+			continue
+		}
+		return err == nil && n > 0 && fds[0].Revents&unix.POLLIN != 0
+	}
 }
 
 // waitExit blocks until init exits (true) or the instance is closed
@@ -83,9 +93,7 @@ func (inst *instance) waitExit() bool {
 	}
 	exited := false
 	err = rc.Read(func(fd uintptr) bool {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, _ := unix.Poll(fds, 0)
-		exited = n > 0
+		exited = pidfdReadable(fd)
 		return exited // false: wait for readability again
 	})
 	return err == nil && exited && !inst.closing.Load()
