@@ -94,6 +94,10 @@ type Sandbox struct {
 	// StatusReason says why the sandbox is in its status (e.g. the failure).
 	StatusReason string `json:"statusReason,omitempty"`
 	Image        string `json:"image"`
+	// ImageDigest is the config digest of the image the sandbox was
+	// created from; the sandbox keeps it even if the name moves on. Empty
+	// for the host image.
+	ImageDigest string `json:"imageDigest,omitempty"`
 	// Runtime is the OCI runtime that runs the sandbox (crun or runc).
 	Runtime    string            `json:"runtime"`
 	Labels     map[string]string `json:"labels,omitempty"`

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	goruntime "runtime"
 	"strings"
 
@@ -370,6 +371,38 @@ func (s *Store) ImportArchive(ctx context.Context, archive, name string) (Image,
 		return Image{}, err
 	}
 	return s.importFiles(ctx, fsys, name)
+}
+
+// ImportStream imports an archive (see ImportArchive) read from r, such as
+// an upload: it is spooled to the store's staging area first, and refused
+// with ErrTooLarge beyond Options.MaxImageBytes.
+func (s *Store) ImportStream(ctx context.Context, r io.Reader, name string) (Image, error) {
+	if name != "" {
+		if err := ValidateName(name); err != nil {
+			return Image{}, err
+		}
+	}
+	tmp, err := s.tmpDir("upload-")
+	if err != nil {
+		return Image{}, err
+	}
+	defer os.RemoveAll(tmp)
+	p := filepath.Join(tmp, "archive.tar")
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return Image{}, err
+	}
+	n, err := io.Copy(f, io.LimitReader(r, s.opts.MaxImageBytes+1))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return Image{}, fmt.Errorf("receiving the archive: %w", err)
+	}
+	if n > s.opts.MaxImageBytes {
+		return Image{}, fmt.Errorf("%w: the archive is larger than %d bytes", ErrTooLarge, s.opts.MaxImageBytes)
+	}
+	return s.ImportArchive(ctx, p, name)
 }
 
 // ImportLayout imports the OCI image layout in directory dir under name.

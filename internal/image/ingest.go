@@ -215,7 +215,7 @@ func (s *Store) ensureLayer(ctx context.Context, diffID v1.Hash, ls layerSource,
 	var blobHash hash.Hash
 	blobCount := &countWriter{}
 	var gz *gzip.Writer
-	mediaType := ls.mediaType
+	var mediaType types.MediaType
 	switch comp {
 	case "gzip", "zstd":
 		// Keep the blob as it came: its digest is the source's.
@@ -227,11 +227,11 @@ func (s *Store) ensureLayer(ctx context.Context, diffID v1.Hash, ls layerSource,
 		defer dec.Close()
 		tarStream = dec
 		blobHash, blobCount = rawHash, rawCount
-		if mediaType == "" || !mediaType.IsLayer() {
-			mediaType = types.OCILayer
-			if comp == "zstd" {
-				mediaType = types.OCILayerZStd
-			}
+		// The store's manifests are OCI ones: Docker media types are
+		// renamed to their OCI equivalents.
+		mediaType = types.OCILayer
+		if comp == "zstd" {
+			mediaType = types.OCILayerZStd
 		}
 	default:
 		// An uncompressed layer is kept gzipped.

@@ -54,6 +54,9 @@ type Options struct {
 	BuildRoot string
 	// RunRoot is buildah's run root (on a tmpfs). Default <BuildRoot>/run.
 	RunRoot string
+	// BuildRuntime is the OCI runtime binary buildah runs RUN steps with;
+	// empty: buildah's default.
+	BuildRuntime string
 	// CacheDir keeps base image tarballs between daemon state dirs; empty
 	// means no cache.
 	CacheDir string
@@ -82,6 +85,8 @@ type Store struct {
 
 	// buildMu serialises builds: buildah's storage is shared.
 	buildMu sync.Mutex
+	// baseMu serialises base image builds.
+	baseMu sync.Mutex
 }
 
 type keyedLock struct {

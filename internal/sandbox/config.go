@@ -73,6 +73,11 @@ type Config struct {
 	SleepAfter time.Duration `json:"sleepAfter"`
 	// KeepAlive disables sleeping; changeable after creation.
 	KeepAlive bool `json:"keepAlive,omitempty"`
+
+	// ImageDigest is the config digest the image name resolved to at
+	// creation (empty for the host image); the sandbox boots from it even
+	// if the name is later re-pointed.
+	ImageDigest string `json:"imageDigest,omitempty"`
 }
 
 // Policy holds the daemon-wide defaults and caps applied to every Config.

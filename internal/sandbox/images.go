@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/sandboxd/sandboxd/internal/rootfs"
+	"github.com/sandboxd/sandboxd/internal/runtime"
 )
 
 // Images resolves an image name to the layers a sandbox root is made of.
@@ -22,4 +23,25 @@ func (h HostImages) Resolve(_ context.Context, name string) (*rootfs.Image, erro
 		return h.Host, nil
 	}
 	return nil, fmt.Errorf("%w: %q (available: %q)", ErrImageNotFound, name, h.Host.Name)
+}
+
+// imageRef is what a sandbox's image is resolved by when it boots: the
+// digest recorded at creation, so that re-pointing the name does not
+// change an existing sandbox; the name for sandboxes without one (the host
+// image, or records older than digests).
+func imageRef(c Config) string {
+	if c.ImageDigest != "" {
+		return c.ImageDigest
+	}
+	return c.Image
+}
+
+// agentArgs is the agent's command line: the image's working directory
+// becomes the sessions' default one.
+func agentArgs(img *rootfs.Image) []string {
+	args := []string{runtime.AgentPath, "--socket", runtime.AgentSocket}
+	if img.WorkingDir != "" {
+		args = append(args, "--workspace", img.WorkingDir)
+	}
+	return args
 }

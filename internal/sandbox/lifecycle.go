@@ -221,7 +221,7 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	if b.cfg.Limits.DiskBytes > 0 {
 		p = p.withQuota()
 	}
-	img, err := m.opts.Images.Resolve(ctx, b.cfg.Image)
+	img, err := m.opts.Images.Resolve(ctx, imageRef(b.cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -349,7 +349,7 @@ func (m *Manager) writeBundle(b *box, img *rootfs.Image, p paths, ep NetworkEndp
 	spec, err := runtime.NewSpec(runtime.SpecOptions{
 		Hostname:    b.id,
 		Rootfs:      p.rootfs,
-		Args:        []string{runtime.AgentPath, "--socket", runtime.AgentSocket},
+		Args:        agentArgs(img),
 		Env:         mergeEnv(img.Env, b.cfg.Env),
 		Mounts:      mounts,
 		NetnsPath:   ep.NetnsPath,

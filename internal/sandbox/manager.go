@@ -275,9 +275,11 @@ func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if _, err := m.opts.Images.Resolve(ctx, cfg.Image); err != nil {
+	img, err := m.opts.Images.Resolve(ctx, cfg.Image)
+	if err != nil {
 		return err
 	}
+	cfg.ImageDigest = img.Digest
 	if err := m.checkTotal(); err != nil {
 		return err
 	}
