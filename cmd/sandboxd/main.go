@@ -51,7 +51,7 @@ func parseFlags(args []string) (daemon.Config, slog.Level, error) {
 	fs := flag.NewFlagSet("sandboxd", flag.ContinueOnError)
 	cfg := daemon.Config{Version: version}
 	var dns, logLevel string
-	var defMem, maxMem, budget, maxDisk string
+	var defMem, maxMem, budget, maxDisk, maxImage string
 	var defCPU, maxCPU float64
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address of the HTTP API")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/sandboxd", "registry, token and sandbox disks")
@@ -76,6 +76,10 @@ func parseFlags(args []string) (daemon.Config, slog.Level, error) {
 	fs.IntVar(&cfg.Capacity.MaxTotal, "max-sandboxes", 10000, "most sandboxes that may exist (0: no limit)")
 	fs.StringVar(&budget, "memory-budget", "", "bound on the sum of running sandboxes' memory limits (default: host memory; 0: none)")
 	fs.StringVar(&maxDisk, "max-disk", "1Ti", "largest disk quota a sandbox may ask for")
+	fs.StringVar(&cfg.DefaultImage, "default-image", "host", "image of sandboxes that do not choose: host, base or any stored image")
+	fs.StringVar(&cfg.RegistryAuth, "registry-auth", "", "docker config file with registry credentials for image pulls (default $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
+	fs.StringVar(&maxImage, "max-image-size", "32Gi", "largest image (unpacked) or image upload accepted")
+	fs.StringVar(&cfg.ImageCacheDir, "image-cache-dir", "/var/cache/sandboxd", "cache of base image builds, shared by state directories (empty: none)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return cfg, 0, err
@@ -106,6 +110,9 @@ func parseFlags(args []string) (daemon.Config, slog.Level, error) {
 	}
 	if cfg.MaxLimits.DiskBytes, err = bytesize.Parse(maxDisk); err != nil {
 		return cfg, 0, fmt.Errorf("--max-disk: %w", err)
+	}
+	if cfg.MaxImageBytes, err = bytesize.Parse(maxImage); err != nil || cfg.MaxImageBytes <= 0 {
+		return cfg, 0, fmt.Errorf("--max-image-size %q: want a size such as 32Gi", maxImage)
 	}
 	cfg.DefaultLimits.MilliCPU = int64(defCPU * 1000)
 	cfg.MaxLimits.MilliCPU = int64(maxCPU * 1000)

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sandboxd/sandboxd/internal/image"
+	"github.com/sandboxd/sandboxd/internal/rootfs"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
@@ -42,6 +44,17 @@ type Config struct {
 	// IfacePrefix starts the host-side interface name of every sandbox
 	// (1-3 letters). Two daemons on one host need different prefixes.
 	IfacePrefix string
+	// DefaultImage is the image of sandboxes that do not choose ("host",
+	// "base", or any stored image).
+	DefaultImage string
+	// RegistryAuth is the docker config file with registry credentials for
+	// image pulls; empty: $DOCKER_CONFIG or ~/.docker/config.json.
+	RegistryAuth string
+	// MaxImageBytes bounds an image's unpacked size and an upload's size.
+	MaxImageBytes int64
+	// ImageCacheDir caches base image builds across state directories;
+	// empty: no cache.
+	ImageCacheDir string
 	// Limits: defaults for sandboxes that do not choose, and caps.
 	DefaultLimits, MaxLimits sandbox.Limits
 	// SleepAfter is the default idle time before a sandbox sleeps;
@@ -89,6 +102,16 @@ func (c *Config) Validate() error {
 	}
 	if fi, err := os.Stat(c.AgentPath); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
 		errs = append(errs, fmt.Errorf("agent binary %q not found or not executable: build it with `make build` or pass --agent", c.AgentPath))
+	}
+	if c.DefaultImage == "" {
+		c.DefaultImage = rootfs.HostImageName
+	} else if c.DefaultImage != rootfs.HostImageName {
+		if err := image.ValidateName(c.DefaultImage); err != nil {
+			errs = append(errs, fmt.Errorf("--default-image: %w", err))
+		}
+	}
+	if c.ImageCacheDir != "" && !filepath.IsAbs(c.ImageCacheDir) {
+		errs = append(errs, fmt.Errorf("--image-cache-dir %q: need an absolute path", c.ImageCacheDir))
 	}
 	if _, err := netip.ParsePrefix(c.Subnet); err != nil {
 		errs = append(errs, fmt.Errorf("--subnet %q: %w", c.Subnet, err))

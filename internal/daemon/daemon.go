@@ -88,12 +88,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer net.m.Close()
 
 	registry := metrics.NewRegistry()
-	mgr := sandbox.New(sandbox.Options{
+	var mgr *sandbox.Manager
+	images, err := openImages(cfg, hostImage, rt, func(ctx context.Context) (map[string]bool, error) {
+		return imagesInUse(ctx, mgr)
+	}, log)
+	if err != nil {
+		return err
+	}
+	mgr = sandbox.New(sandbox.Options{
 		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: cfg.AgentPath,
 		Runtime: rt, Store: db, Network: net, Cgroups: cg,
-		Images: sandbox.HostImages{Host: hostImage},
+		Images: sandboxImages{images},
 		Policy: sandbox.Policy{
-			DefaultImage: rootfs.HostImageName, DefaultLimits: cfg.DefaultLimits,
+			DefaultImage: cfg.DefaultImage, DefaultLimits: cfg.DefaultLimits,
 			MaxLimits: cfg.MaxLimits, DefaultNetwork: cfg.DefaultNetwork,
 			DefaultSleepAfter: cfg.SleepAfter, MaxSleepAfter: cfg.MaxSleepAfter,
 		},
@@ -105,7 +112,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := mgr.Recover(ctx); err != nil {
 		return fmt.Errorf("recovering sandboxes: %w", err)
 	}
-	api := httpapi.New(httpapi.Options{Manager: mgr, Token: token, Version: cfg.Version, Runtime: rt.Name, Log: log, Metrics: registry})
+	collectImages(ctx, images, cfg, log)
+	api := httpapi.New(httpapi.Options{Manager: mgr, Images: images, Token: token, Version: cfg.Version, Runtime: rt.Name, Log: log, Metrics: registry})
 	return serve(ctx, cfg, api, mgr, log)
 }
 

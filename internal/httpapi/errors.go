@@ -39,6 +39,9 @@ func (s *Server) classify(err error) *api.Error {
 	if errors.As(err, &ae) {
 		return ae
 	}
+	if e := classifyImage(err); e != nil {
+		return e
+	}
 	msg := err.Error()
 	switch {
 	case errors.Is(err, sandbox.ErrNotFound):

@@ -104,6 +104,7 @@ func toWire(inf sandbox.Info) api.Sandbox {
 		Status:          api.SandboxStatus(inf.Status),
 		StatusReason:    inf.StatusReason,
 		Image:           inf.Image,
+		ImageDigest:     inf.Config.ImageDigest,
 		Runtime:         inf.Runtime,
 		Labels:          inf.Config.Labels,
 		Limits: api.Limits{

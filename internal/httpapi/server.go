@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/image"
 	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -16,6 +17,8 @@ import (
 // Options configure the API server.
 type Options struct {
 	Manager *sandbox.Manager
+	// Images is the image store; nil: no image routes answer.
+	Images *image.Store
 	// Token is the bearer token every /v1 call must carry.
 	Token   string
 	Version string
@@ -68,6 +71,14 @@ func (s *Server) table() []route {
 		{pattern: "POST /v1/sandboxes/{id}/renew", handler: s.lifecycleAction(s.opts.Manager.Renew)},
 		{pattern: "GET /v1/events", handler: s.events},
 		{pattern: "GET /metrics", handler: s.metricsPage},
+		// Images (images.go); {name...} takes the rest: names have '/' and ':'.
+		{pattern: "GET /v1/images", handler: s.listImages},
+		{pattern: "POST /v1/images/import", handler: s.importImage},
+		{pattern: "POST /v1/images/pull", handler: s.pullImage},
+		{pattern: "POST /v1/images/build", handler: s.buildImage},
+		{pattern: "POST /v1/images/build-base", handler: s.buildBaseImage},
+		{pattern: "GET /v1/images/{name...}", handler: s.inspectImage},
+		{pattern: "DELETE /v1/images/{name...}", handler: s.removeImage},
 		// Everything else below a sandbox is served by its agent.
 		{pattern: "/v1/sandboxes/{id}/{rest...}", handler: s.forward},
 	}

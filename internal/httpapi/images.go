@@ -1,0 +1,237 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/api/sse"
+	"github.com/sandboxd/sandboxd/internal/image"
+)
+
+// classifyImage maps the image domain's errors to wire errors; nil for
+// errors of other domains.
+func classifyImage(err error) *api.Error {
+	msg := err.Error()
+	codes := []struct {
+		target error
+		code   api.Code
+	}{
+		{image.ErrNotFound, api.CodeImageNotFound},
+		{image.ErrInvalidName, api.CodeInvalidImageName},
+		{image.ErrInvalid, api.CodeInvalidImage},
+		{image.ErrInUse, api.CodeImageInUse},
+		{image.ErrTooLarge, api.CodeImageTooLarge},
+		{image.ErrRegistryDenied, api.CodeRegistryDenied},
+		{image.ErrRegistry, api.CodeRegistryUnavailable},
+		{image.ErrBuildFailed, api.CodeImageBuildFailed},
+		{image.ErrBuilderMissing, api.CodeBuilderUnavailable},
+	}
+	for _, c := range codes {
+		if errors.Is(err, c.target) {
+			return &api.Error{Code: c.code, Message: msg}
+		}
+	}
+	return nil
+}
+
+func (s *Server) images(w http.ResponseWriter) (*image.Store, bool) {
+	if s.opts.Images == nil {
+		writeAPIError(w, api.Errorf(api.CodeNotFound, "this daemon has no image store"))
+		return nil, false
+	}
+	return s.opts.Images, true
+}
+
+func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
+	st, ok := s.images(w)
+	if !ok {
+		return
+	}
+	imgs, err := st.List(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := api.ImageList{Images: make([]api.Image, 0, len(imgs))}
+	for _, img := range imgs {
+		out.Images = append(out.Images, imageToWire(img))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) inspectImage(w http.ResponseWriter, r *http.Request) {
+	st, ok := s.images(w)
+	if !ok {
+		return
+	}
+	img, err := st.Inspect(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, imageToWire(img))
+}
+
+func (s *Server) removeImage(w http.ResponseWriter, r *http.Request) {
+	st, ok := s.images(w)
+	if !ok {
+		return
+	}
+	if err := st.Remove(r.Context(), r.PathValue("name")); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// importImage reads a docker save tarball or an OCI layout tar from the
+// body (bounded by the store's image size limit) and imports it.
+func (s *Server) importImage(w http.ResponseWriter, r *http.Request) {
+	st, ok := s.images(w)
+	if !ok {
+		return
+	}
+	img, err := st.ImportStream(r.Context(), r.Body, r.URL.Query().Get(api.ImportParamName))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, imageToWire(img))
+}
+
+func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) {
+	st, ok := s.images(w)
+	if !ok {
+		return
+	}
+	var req api.ImagePullRequest
+	if e := decodeJSON(r, &req, maxJSONBody, false); e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	img, err := st.Pull(r.Context(), req.Ref, req.Name)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, imageToWire(img))
+}
+
+// buildImage builds the Dockerfile of the tar context in the body and
+// streams the build's log as SSE, ending with complete or error.
+func (s *Server) buildImage(w http.ResponseWriter, r *http.Request) {
+	st, ok := s.images(w)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	args := map[string]string{}
+	for _, kv := range q[api.BuildParamArg] {
+		k, v, _ := strings.Cut(kv, "=")
+		args[k] = v
+	}
+	name := q.Get(api.BuildParamName)
+	if err := image.ValidateName(name); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.streamBuild(w, r, func(ctx context.Context, log image.LogFunc) (image.Image, error) {
+		return st.Build(ctx, image.BuildOptions{
+			Name: name, Context: r.Body, Dockerfile: q.Get(api.BuildParamDockerfile), Args: args, Log: log,
+		})
+	})
+}
+
+func (s *Server) buildBaseImage(w http.ResponseWriter, r *http.Request) {
+	st, ok := s.images(w)
+	if !ok {
+		return
+	}
+	var req api.ImageBuildBaseRequest
+	if e := decodeJSON(r, &req, maxJSONBody, true); e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	s.streamBuild(w, r, func(ctx context.Context, log image.LogFunc) (image.Image, error) {
+		return st.BuildBase(ctx, image.BaseOptions{Rebuild: req.Rebuild, Log: log})
+	})
+}
+
+// buildKeepalive is the longest a build stream stays silent.
+const buildKeepalive = 15 * time.Second
+
+// streamBuild runs build, streaming its log lines as events. A client that
+// goes away cancels the build. The stream always ends with one complete
+// or error event.
+func (s *Server) streamBuild(w http.ResponseWriter, r *http.Request, build func(context.Context, image.LogFunc) (image.Image, error)) {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	sw := sse.NewWriter(w)
+	w.WriteHeader(http.StatusOK)
+	send := func(ev api.BuildEvent) {
+		if err := sw.Send(ev.Type, ev); err != nil {
+			cancel() // the client is gone: stop the build
+		}
+	}
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(buildKeepalive)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if sw.Keepalive() != nil {
+					cancel()
+				}
+			}
+		}
+	}()
+	sw.Keepalive() // headers out now: builds may be silent for a while
+	img, err := build(ctx, func(stream, line string) {
+		send(api.BuildEvent{Type: api.BuildEventLog, Stream: stream, Data: line})
+	})
+	if err != nil {
+		e := s.classify(err)
+		if e.Code.HTTPStatus() >= 500 && e.Code != api.CodeBuilderUnavailable {
+			s.log.Error("image build failed", "err", err)
+		}
+		send(api.BuildEvent{Type: api.BuildEventError, Code: e.Code, Message: e.Message})
+		return
+	}
+	wire := imageToWire(img)
+	send(api.BuildEvent{Type: api.BuildEventComplete, Image: &wire})
+}
+
+func imageToWire(img image.Image) api.Image {
+	out := api.Image{
+		Names: img.Names, Digest: img.Digest, ManifestDigest: img.ManifestDigest, Size: img.Size,
+		BlobSize: img.BlobSize, Source: img.Source, OS: img.OS, Architecture: img.Architecture,
+		Config: api.ImageConfig{
+			Env: img.Config.Env, WorkingDir: img.Config.WorkingDir, User: img.Config.User,
+			Entrypoint: img.Config.Entrypoint, Cmd: img.Config.Cmd, ExposedPorts: img.Config.ExposedPorts,
+			Labels: img.Config.Labels, StopSignal: img.Config.StopSignal,
+		},
+	}
+	if out.Names == nil {
+		out.Names = []string{}
+	}
+	if !img.Created.IsZero() {
+		t := img.Created
+		out.Created = &t
+	}
+	if !img.ImportedAt.IsZero() {
+		t := img.ImportedAt
+		out.ImportedAt = &t
+	}
+	for _, l := range img.Layers {
+		out.Layers = append(out.Layers, api.ImageLayer{DiffID: l.DiffID, Blob: l.Blob, MediaType: l.MediaType, Size: l.Size, BlobSize: l.BlobSize})
+	}
+	return out
+}
