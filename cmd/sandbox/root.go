@@ -85,6 +85,7 @@ machine) the daemon's token file, $SANDBOXD_STATE_DIR/token or
 		newLogsCommand(g),
 		newKillCommand(g),
 		newWaitCommand(g),
+		newImageCommand(g),
 	)
 	return root
 }
