@@ -170,6 +170,10 @@ const buildKeepalive = 15 * time.Second
 func (s *Server) streamBuild(w http.ResponseWriter, r *http.Request, build func(context.Context, image.LogFunc) (image.Image, error)) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+	// The build context is read from the body while the log streams.
+	if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+		s.log.Debug("full duplex", "err", err)
+	}
 	sw := sse.NewWriter(w)
 	w.WriteHeader(http.StatusOK)
 	send := func(ev api.BuildEvent) {

@@ -28,8 +28,9 @@ const (
 	defaultMaxEntries    = 2 << 20
 	// pinFor is how long an image stays safe from garbage collection after
 	// a sandbox resolved it: the sandbox's row, which marks the image as
-	// used, is written just after.
-	pinFor = 10 * time.Minute
+	// used, is written just after (milliseconds later; the margin is for
+	// a loaded host).
+	pinFor = 5 * time.Second
 )
 
 // Options configure a Store.
