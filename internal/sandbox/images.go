@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"github.com/sandboxd/sandboxd/internal/rootfs"
@@ -44,4 +45,19 @@ func agentArgs(img *rootfs.Image) []string {
 		args = append(args, "--workspace", img.WorkingDir)
 	}
 	return args
+}
+
+// mainEnv hands the image's main process (Entrypoint then Cmd) to the
+// agent, which runs it as the supervised background process "main" once
+// it has a process manager. The variable is private to the agent
+// (agent.PrivateEnvPrefix): user code never sees it.
+func mainEnv(img *rootfs.Image) []string {
+	if len(img.Cmd) == 0 {
+		return nil
+	}
+	data, err := json.Marshal(img.Cmd)
+	if err != nil {
+		return nil
+	}
+	return []string{"SANDBOXD_AGENT_MAIN=" + string(data)}
 }

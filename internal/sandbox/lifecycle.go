@@ -350,7 +350,7 @@ func (m *Manager) writeBundle(b *box, img *rootfs.Image, p paths, ep NetworkEndp
 		Hostname:    b.id,
 		Rootfs:      p.rootfs,
 		Args:        agentArgs(img),
-		Env:         mergeEnv(img.Env, b.cfg.Env),
+		Env:         append(mergeEnv(img.Env, b.cfg.Env), mainEnv(img)...),
 		Mounts:      mounts,
 		NetnsPath:   ep.NetnsPath,
 		CgroupsPath: cgroupPath(b.rec.Key),
