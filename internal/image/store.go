@@ -24,7 +24,7 @@ import (
 // Defaults of Options.
 const (
 	DefaultMaxImageBytes = 32 << 30
-	DefaultMaxLayers     = 100
+	DefaultMaxLayers     = 127
 	defaultMaxEntries    = 2 << 20
 	// pinFor is how long an image stays safe from garbage collection after
 	// a sandbox resolved it: the sandbox's row, which marks the image as

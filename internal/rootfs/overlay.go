@@ -41,6 +41,9 @@ func (o Overlay) Mount() error {
 		lowers[len(o.Layers)-1-i] = l
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), o.Upper, o.Work)
+	if len(opts) > maxMountOptions {
+		return mountManyLayers(lowers, o.Upper, o.Work, o.Target)
+	}
 	if err := unix.Mount("overlay", o.Target, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("mounting overlay on %s: %w", o.Target, err)
 	}
