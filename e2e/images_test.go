@@ -346,6 +346,19 @@ func TestImageBuildOffline(t *testing.T) {
 	if got := trim(run(t, sb, "./greet.sh; cat stamp")); got != "hello sandboxd\nbuilt" {
 		t.Errorf("in the built image: %q", got)
 	}
+	// The image's CMD runs as the background process "main", with its
+	// logs like any process.
+	main := sb.Process("main")
+	if code, err := main.WaitForExit(ctx, 30*time.Second); err != nil || code != 0 {
+		t.Errorf("main: exit %d, %v", code, err)
+	}
+	if logs, err := main.Logs(ctx); err != nil || string(logs.Stdout) != "hello sandboxd\n" {
+		t.Errorf("main's logs = %+v, %v", logs, err)
+	}
+	procs, err := sb.ListProcesses(ctx)
+	if err != nil || len(procs) != 1 || procs[0].ID != "main" || procs[0].Command != "'/app/greet.sh'" {
+		t.Errorf("processes = %+v, %v", procs, err)
+	}
 	// The image's CMD goes to the agent, privately: user code does not see
 	// the variable that carries it.
 	if got := trim(run(t, sb, "env | grep -c SANDBOXD_AGENT || true")); got != "0" {

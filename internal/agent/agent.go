@@ -258,6 +258,7 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		if err != nil && gctx.Err() == nil {
 			a.cfg.Log.Warn("could not start the default session's shell", "err", err)
 		}
+		a.startMain(gctx)
 		return nil
 	})
 	g.Go(func() error {

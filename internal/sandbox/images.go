@@ -59,5 +59,5 @@ func mainEnv(img *rootfs.Image) []string {
 	if err != nil {
 		return nil
 	}
-	return []string{"SANDBOXD_AGENT_MAIN=" + string(data)}
+	return []string{"SANDBOXD_AGENT_MAIN=" + string(data)} // agent.MainEnv
 }
