@@ -183,6 +183,27 @@ CMD ["echo main; sleep 1000"]
 			t.Error("build from a missing image worked")
 		}
 	})
+	t.Run("context symlink to a host file", func(t *testing.T) {
+		// The context is the client's; a symlink in it must not copy a
+		// file of the daemon's host into the image.
+		ctxTar := bytes.NewReader(layerTar(t,
+			f("Dockerfile", "FROM bb\nCOPY secret /copied\nCOPY dir/ /dircopy/\n"),
+			sl("secret", "/etc/shadow"), sl("dir", "/etc")))
+		_, err := s.Build(ctx, BuildOptions{Name: "symlinks", Context: ctxTar})
+		if err == nil {
+			r, err := s.Resolve(ctx, "symlinks")
+			if err != nil {
+				t.Fatal(err)
+			}
+			root := mountImage(t, r)
+			host, _ := os.ReadFile("/etc/shadow")
+			for _, p := range []string{"copied", "dircopy/shadow"} {
+				if got, err := os.ReadFile(filepath.Join(root, p)); err == nil && len(host) > 0 && bytes.Equal(got, host) {
+					t.Errorf("the image's /%s is the host's /etc/shadow", p)
+				}
+			}
+		}
+	})
 	t.Run("context escaping", func(t *testing.T) {
 		var buf bytes.Buffer
 		tw := tar.NewWriter(&buf)
