@@ -264,6 +264,12 @@ func TestImageMuslAndSharing(t *testing.T) {
 	if len(layers) != 2 {
 		t.Errorf("%d layer directories for one two-layer image used by two sandboxes, want 2", len(layers))
 	}
+	// A sandbox that overwrites and deletes the image's files changes only
+	// its own view: the shared layers are read-only lowers.
+	run(t, d.Client.Sandbox("musl-a"), "echo tampered > /usr/bin/hello; rm /lib/ld-musl-x86_64.so.1")
+	if got := trim(run(t, d.Client.Sandbox("musl-b"), "hello")); got != "hello from musl" {
+		t.Errorf("musl-b after musl-a tampered with the image: %q", got)
+	}
 	// Each sandbox's writes are its own.
 	if code, _ := exitOf(t, d.Client.Sandbox("musl-b"), "test -e /tmp/musl-a"); code == 0 {
 		t.Error("musl-b sees a file musl-a wrote")
