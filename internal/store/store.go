@@ -61,6 +61,7 @@ var migrations = []string{
 		last_used_at      INTEGER NOT NULL,
 		status_changed_at INTEGER NOT NULL
 	)`,
+	migrationPorts,
 }
 
 // Open opens (creating if needed) the database at path and brings its

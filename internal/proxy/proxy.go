@@ -1,0 +1,175 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DialFunc connects to port inside sandbox id. Errors about the sandbox
+// itself (gone, failed to start) should be the sandbox package's, so that
+// the caller can tell them from a service that does not answer.
+type DialFunc func(ctx context.Context, id string, port int) (net.Conn, error)
+
+// Options configure a Proxy.
+type Options struct {
+	Dial DialFunc
+	Log  *slog.Logger
+	// IdleConnTimeout bounds how long an idle keep-alive connection to a
+	// sandbox's service is kept for the next request; default 60s.
+	IdleConnTimeout time.Duration
+}
+
+// Proxy forwards HTTP requests to services in sandboxes: every method,
+// bodies streamed both ways without a size limit, event streams and other
+// responses of unknown length flushed as they come, WebSocket and other
+// upgrades, and redirects passed back (never followed). Connections to a
+// service are kept alive and reused.
+type Proxy struct {
+	transport *http.Transport
+	log       *slog.Logger
+}
+
+// New returns a Proxy.
+func New(o Options) *Proxy {
+	if o.IdleConnTimeout <= 0 {
+		o.IdleConnTimeout = 60 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	dial := o.Dial
+	return &Proxy{
+		log: o.Log,
+		transport: &http.Transport{
+			// The transport's address is "<sandbox ID>:<port>" (see
+			// upstreamHost): idle connections are pooled per sandbox port.
+			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+				id, portText, err := net.SplitHostPort(addr)
+				if err != nil {
+					return nil, err
+				}
+				port, ok := parsePort(portText)
+				if !ok {
+					return nil, fmt.Errorf("bad upstream address %q", addr)
+				}
+				return dial(ctx, id, port)
+			},
+			MaxIdleConns:          1024,
+			MaxIdleConnsPerHost:   256,
+			IdleConnTimeout:       o.IdleConnTimeout,
+			DisableCompression:    true,
+			ExpectContinueTimeout: time.Second,
+		},
+	}
+}
+
+// Close drops the idle connections to services.
+func (p *Proxy) Close() { p.transport.CloseIdleConnections() }
+
+func upstreamHost(id string, port int) string { return id + ":" + strconv.Itoa(port) }
+
+// Request says where a request goes and what the service sees of it.
+type Request struct {
+	SandboxID string
+	Port      int
+	// Path, when set, replaces the request's path (the API's proxy routes
+	// carry the service's path after their own prefix).
+	Path string
+	// Host is the Host header the service gets.
+	Host string
+	// Scheme is what X-Forwarded-Proto says: the scheme of the URL the
+	// client used.
+	Scheme string
+	// TrustForwarded keeps the X-Forwarded-* headers of the request, for
+	// callers that authenticated it (a front-end server of the user's);
+	// otherwise they are replaced.
+	TrustForwarded bool
+	// StripAuthorization removes the Authorization header: it carried the
+	// API token, which never reaches a sandbox.
+	StripAuthorization bool
+}
+
+// Serve forwards r as req says. When the service cannot be reached or
+// breaks the connection before answering, onError is called to answer
+// (unless the client is gone).
+func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, req Request, onError func(http.ResponseWriter, *http.Request, error)) {
+	// A service may answer before it has read the whole body (an echo
+	// server streaming back what it gets); without full duplex the server
+	// would drop the rest of the body when the answer starts.
+	http.NewResponseController(w).EnableFullDuplex()
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = upstreamHost(req.SandboxID, req.Port)
+			if req.Path != "" {
+				pr.Out.URL.Path = req.Path
+				pr.Out.URL.RawPath = ""
+			}
+			pr.Out.Host = req.Host
+			if req.TrustForwarded {
+				for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+					if v := pr.In.Header.Values(h); len(v) > 0 {
+						pr.Out.Header[h] = v
+					}
+				}
+			}
+			host, proto := pr.Out.Header.Get("X-Forwarded-Host"), pr.Out.Header.Get("X-Forwarded-Proto")
+			pr.SetXForwarded() // appends the client's address to X-Forwarded-For
+			if host != "" {
+				pr.Out.Header.Set("X-Forwarded-Host", host)
+			}
+			switch {
+			case proto != "":
+				pr.Out.Header.Set("X-Forwarded-Proto", proto)
+			case req.Scheme != "":
+				pr.Out.Header.Set("X-Forwarded-Proto", req.Scheme)
+			}
+			if req.StripAuthorization {
+				pr.Out.Header.Del("Authorization")
+			}
+			stripCookie(pr.Out.Header, CookieName)
+		},
+		Transport: p.transport,
+		ErrorLog:  slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				return // the client went away: nobody to answer
+			}
+			onError(w, r, err)
+		},
+	}
+	rp.ServeHTTP(w, r)
+}
+
+// stripCookie removes every cookie called name from the Cookie headers of
+// h, keeping the others as they were.
+func stripCookie(h http.Header, name string) {
+	values := h.Values("Cookie")
+	if len(values) == 0 {
+		return
+	}
+	var kept []string
+	for _, line := range values {
+		var parts []string
+		for _, c := range strings.Split(line, ";") {
+			n, _, _ := strings.Cut(strings.TrimSpace(c), "=")
+			if n != name {
+				parts = append(parts, strings.TrimSpace(c))
+			}
+		}
+		if len(parts) > 0 {
+			kept = append(kept, strings.Join(parts, "; "))
+		}
+	}
+	h.Del("Cookie")
+	for _, v := range kept {
+		h.Add("Cookie", v)
+	}
+}

@@ -1,0 +1,271 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// backend is a service "in a sandbox": the proxy reaches it through the
+// dial function, which here dials loopback.
+func backend(t *testing.T) (addr string, mux *http.ServeMux) {
+	t.Helper()
+	mux = http.NewServeMux()
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String(), mux
+}
+
+// front serves the proxy for sandbox "demo" port 8080, mapped to addr.
+func front(t *testing.T, addr string, req Request) *httptest.Server {
+	t.Helper()
+	p := New(Options{Dial: func(ctx context.Context, id string, port int) (net.Conn, error) {
+		if id != "demo" || port != 8080 {
+			return nil, fmt.Errorf("dialled %s:%d", id, port)
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}})
+	t.Cleanup(p.Close)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rq := req
+		rq.SandboxID, rq.Port = "demo", 8080
+		if rq.Host == "" {
+			rq.Host = r.Host
+		}
+		p.Serve(w, r, rq, func(w http.ResponseWriter, r *http.Request, err error) {
+			http.Error(w, "upstream: "+err.Error(), http.StatusBadGateway)
+		})
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestProxyMethodsAndHeaders(t *testing.T) {
+	addr, mux := backend(t)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Method", r.Method)
+		w.Header().Set("X-Got-Host", r.Host)
+		w.Header().Set("X-Got-XFF", r.Header.Get("X-Forwarded-For"))
+		w.Header().Set("X-Got-XFH", r.Header.Get("X-Forwarded-Host"))
+		w.Header().Set("X-Got-XFP", r.Header.Get("X-Forwarded-Proto"))
+		w.Header().Set("X-Got-Auth", r.Header.Get("Authorization"))
+		w.Header().Set("X-Got-Cookie", strings.Join(r.Header.Values("Cookie"), "|"))
+		w.Header().Set("X-Got-Custom", r.Header.Get("X-Custom"))
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.RequestURI(), body)
+	})
+	srv := front(t, addr, Request{Scheme: "https", StripAuthorization: true})
+	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND", "HEAD"} {
+		req, _ := http.NewRequest(m, srv.URL+"/a/b?x=1&y=%20", strings.NewReader("body-"+m))
+		req.Host = "8080-demo-tok.localhost"
+		req.Header.Set("X-Forwarded-For", "6.6.6.6") // spoofed: replaced
+		req.Header.Set("X-Forwarded-Host", "evil")
+		req.Header.Set("Authorization", "Bearer api-token")
+		req.Header.Set("Cookie", "a=1; sandboxd_preview=secret; b=2")
+		req.Header.Set("X-Custom", "kept")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		h := resp.Header
+		if h.Get("X-Method") != m {
+			t.Errorf("%s: backend saw %q", m, h.Get("X-Method"))
+		}
+		if m != "HEAD" && string(body) != m+" /a/b?x=1&y=%20 body-"+m {
+			t.Errorf("%s: body %q", m, body)
+		}
+		want := map[string]string{
+			"X-Got-Host": "8080-demo-tok.localhost", "X-Got-XFF": "127.0.0.1", "X-Got-XFH": "8080-demo-tok.localhost",
+			"X-Got-XFP": "https", "X-Got-Auth": "", "X-Got-Cookie": "a=1; b=2", "X-Got-Custom": "kept",
+		}
+		for k, v := range want {
+			if got := h.Get(k); got != v {
+				t.Errorf("%s: %s = %q, want %q", m, k, got, v)
+			}
+		}
+	}
+}
+
+func TestProxyTrustedForwardedHeaders(t *testing.T) {
+	addr, mux := backend(t)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s|%s|%s|%s|%s", r.Host, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Host"),
+			r.Header.Get("X-Forwarded-Proto"), r.URL.Path)
+	})
+	srv := front(t, addr, Request{TrustForwarded: true, Host: "app.example.com", Path: "/rewritten", Scheme: "http"})
+	req, _ := http.NewRequest("GET", srv.URL+"/ignored", nil)
+	req.Header.Set("X-Forwarded-For", "203.0.113.9")
+	req.Header.Set("X-Forwarded-Host", "app.example.com")
+	req.Header.Set("X-Forwarded-Proto", "https")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "app.example.com|203.0.113.9, 127.0.0.1|app.example.com|https|/rewritten"; string(body) != want {
+		t.Errorf("got %q, want %q", body, want)
+	}
+}
+
+func TestProxyStreamsLargeBodiesBothWays(t *testing.T) {
+	addr, mux := backend(t)
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).EnableFullDuplex()
+		io.Copy(w, r.Body)
+	})
+	srv := front(t, addr, Request{})
+	const size = 64 << 20
+	src := io.LimitReader(rngReader{}, size)
+	h := sha256.New()
+	resp, err := http.Post(srv.URL+"/echo", "application/octet-stream", io.TeeReader(src, h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	h2 := sha256.New()
+	n, err := io.Copy(h2, resp.Body)
+	if err != nil || n != size {
+		t.Fatalf("echoed %d bytes, %v", n, err)
+	}
+	if string(h.Sum(nil)) != string(h2.Sum(nil)) {
+		t.Error("echoed bytes differ")
+	}
+}
+
+type rngReader struct{}
+
+func (rngReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(i*7 + i>>8)
+	}
+	return len(p), nil
+}
+
+func TestProxyEventStreamIsNotBuffered(t *testing.T) {
+	addr, mux := backend(t)
+	release := make(chan struct{})
+	mux.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		<-release
+		fmt.Fprint(w, "data: second\n\n")
+	})
+	srv := front(t, addr, Request{})
+	defer close(release)
+	resp, err := http.Get(srv.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line := make(chan string, 1)
+	go func() {
+		l, _ := bufio.NewReader(resp.Body).ReadString('\n')
+		line <- l
+	}()
+	select {
+	case l := <-line:
+		if l != "data: first\n" {
+			t.Errorf("first line %q", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first event did not arrive while the stream was open")
+	}
+}
+
+func TestProxyWebSocket(t *testing.T) {
+	addr, mux := backend(t)
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, data, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			c.Write(r.Context(), typ, append([]byte("echo:"), data...))
+		}
+	})
+	srv := front(t, addr, Request{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	for i := 0; i < 3; i++ {
+		msg := fmt.Sprintf("hello %d", i)
+		if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := c.Read(ctx)
+		if err != nil || string(got) != "echo:"+msg {
+			t.Fatalf("read %q %v", got, err)
+		}
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+}
+
+func TestProxyPassesRedirectsBack(t *testing.T) {
+	addr, mux := backend(t)
+	mux.HandleFunc("/old", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/new", http.StatusFound)
+	})
+	srv := front(t, addr, Request{})
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get(srv.URL + "/old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/new" {
+		t.Errorf("got %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
+func TestProxyReportsUnreachableService(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	srv := front(t, addr, Request{})
+	resp, err := http.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "refused") {
+		t.Errorf("got %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestStripCookie(t *testing.T) {
+	h := http.Header{}
+	h.Add("Cookie", "sandboxd_preview=x")
+	h.Add("Cookie", "a=1;sandboxd_preview=y; b=2")
+	stripCookie(h, CookieName)
+	if got := strings.Join(h.Values("Cookie"), "|"); got != "a=1; b=2" {
+		t.Errorf("got %q", got)
+	}
+}
