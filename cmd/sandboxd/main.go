@@ -80,6 +80,10 @@ func parseFlags(args []string) (daemon.Config, slog.Level, error) {
 	fs.StringVar(&cfg.RegistryAuth, "registry-auth", "", "docker config file with registry credentials for image pulls (default $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
 	fs.StringVar(&maxImage, "max-image-size", "32Gi", "largest image (unpacked) or image upload accepted")
 	fs.StringVar(&cfg.ImageCacheDir, "image-cache-dir", "/var/cache/sandboxd", "cache of base image builds, shared by state directories (empty: none)")
+	fs.StringVar(&cfg.PreviewDomain, "preview-domain", "localhost", "preview URLs are {port}-{sandbox}-{token}.DOMAIN (browsers send *.localhost to loopback)")
+	fs.StringVar(&cfg.PreviewScheme, "preview-scheme", "http", "scheme of preview URLs: http, or https behind a TLS proxy")
+	fs.StringVar(&cfg.PreviewListen, "preview-listen", "", "extra address that serves only preview traffic (default: previews come in on --listen)")
+	fs.IntVar(&cfg.PreviewPort, "preview-port", 0, "port in preview URLs (default: the preview listener's; 80 or 443 leave it out)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return cfg, 0, err

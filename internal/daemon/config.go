@@ -55,6 +55,11 @@ type Config struct {
 	// ImageCacheDir caches base image builds across state directories;
 	// empty: no cache.
 	ImageCacheDir string
+	// Preview URLs: {PreviewScheme}://{port}-{id}-{token}.{PreviewDomain}[:{PreviewPort}]/,
+	// served on PreviewListen (empty: the API listener) as well as on the
+	// API listener. PreviewPort 0 means the preview listener's port.
+	PreviewDomain, PreviewScheme, PreviewListen string
+	PreviewPort                                 int
 	// Limits: defaults for sandboxes that do not choose, and caps.
 	DefaultLimits, MaxLimits sandbox.Limits
 	// SleepAfter is the default idle time before a sandbox sleeps;
@@ -142,6 +147,7 @@ func (c *Config) Validate() error {
 	if c.Capacity.MemoryBudget != 0 && c.Capacity.MemoryBudget < c.DefaultLimits.MemoryBytes {
 		errs = append(errs, fmt.Errorf("--memory-budget %d is below the default sandbox memory %d: no sandbox could start", c.Capacity.MemoryBudget, c.DefaultLimits.MemoryBytes))
 	}
+	errs = append(errs, c.validatePreview()...)
 	return errors.Join(errs...)
 }
 

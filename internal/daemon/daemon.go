@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/cgroup"
+	"github.com/sandboxd/sandboxd/internal/console"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/network"
@@ -113,11 +114,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("recovering sandboxes: %w", err)
 	}
 	collectImages(ctx, images, cfg, log)
-	api := httpapi.New(httpapi.Options{Manager: mgr, Images: images, Token: token, Version: cfg.Version, Runtime: rt.Name, Log: log, Metrics: registry})
-	return serve(ctx, cfg, api, mgr, log)
+	pv, err := newPreview(ctx, cfg, db, mgr, log)
+	if err != nil {
+		return err
+	}
+	api := httpapi.New(httpapi.Options{Manager: mgr, Images: images, Token: token, Version: cfg.Version, Runtime: rt.Name, Log: log, Metrics: registry,
+		Ports: pv.ports, Proxy: pv.proxy, Signer: pv.signer, Preview: pv.options(cfg), Console: console.Handler()})
+	return serve(ctx, cfg, api, mgr, log, pv.tasks(api, log)...)
 }
 
-func serve(ctx context.Context, cfg Config, handler http.Handler, mgr *sandbox.Manager, log *slog.Logger) error {
+// serve runs the API listener, the last-use flusher and the tasks (each
+// must return when its context ends) until ctx ends.
+func serve(ctx context.Context, cfg Config, handler http.Handler, mgr *sandbox.Manager, log *slog.Logger, tasks ...func(context.Context) error) error {
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
@@ -126,6 +134,9 @@ func serve(ctx context.Context, cfg Config, handler http.Handler, mgr *sandbox.M
 	log.Info("sandboxd serving", "listen", ln.Addr().String(), "state_dir", cfg.StateDir, "version", cfg.Version)
 
 	g, gctx := errgroup.WithContext(ctx)
+	for _, task := range tasks {
+		g.Go(func() error { return task(gctx) })
+	}
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err

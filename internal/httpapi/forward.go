@@ -141,6 +141,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rest string, 
 			// The agent must never see the API token.
 			pr.Out.Header.Del("Authorization")
 			pr.Out.Header.Del("Cookie")
+			stripTokenSubprotocol(pr.Out.Header)
 		},
 		Transport:     transport,
 		FlushInterval: -1,

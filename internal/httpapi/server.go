@@ -11,6 +11,7 @@ import (
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/image"
 	"github.com/sandboxd/sandboxd/internal/metrics"
+	"github.com/sandboxd/sandboxd/internal/proxy"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
@@ -26,6 +27,14 @@ type Options struct {
 	Log     *slog.Logger
 	// Metrics receives the API's metrics and is served at /metrics.
 	Metrics *metrics.Registry
+	// Ports, Proxy and Signer serve exposed ports and preview URLs
+	// (ports.go); Preview says what preview URLs look like.
+	Ports   *proxy.Registry
+	Proxy   *proxy.Proxy
+	Signer  *proxy.Signer
+	Preview PreviewConfig
+	// Console serves the web console at / (nil: none).
+	Console http.Handler
 }
 
 // Server serves the public API.
@@ -56,7 +65,7 @@ type route struct {
 }
 
 func (s *Server) table() []route {
-	return []route{
+	return append([]route{
 		{pattern: "GET /healthz", handler: s.healthz, public: true},
 		{pattern: "GET /v1/openapi.json", handler: s.openAPI, public: true},
 		{pattern: "GET /v1/health", handler: s.health},
@@ -81,7 +90,7 @@ func (s *Server) table() []route {
 		{pattern: "DELETE /v1/images/{name...}", handler: s.removeImage},
 		// Everything else below a sandbox is served by its agent.
 		{pattern: "/v1/sandboxes/{id}/{rest...}", handler: s.forward},
-	}
+	}, s.portRoutes()...)
 }
 
 func (s *Server) routes() {
@@ -108,6 +117,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "took", time.Since(start))
 	}()
+	if s.servePreviewHost(w, r) || s.serveConsole(w, r) {
+		return
+	}
 	if _, pattern := s.mux.Handler(r); pattern == "" {
 		s.noRoute(w, r)
 		return
@@ -134,6 +146,9 @@ func (s *Server) authenticated(next http.HandlerFunc) http.HandlerFunc {
 	want := []byte(s.opts.Token)
 	return func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok {
+			got, ok = tokenFromSubprotocol(r) // browsers' WebSockets
+		}
 		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
 			writeAPIError(w, api.Errorf(api.CodeUnauthorized,
 				"missing or invalid bearer token: send \"Authorization: Bearer <token>\" (the local token is in <state-dir>/token)"))
