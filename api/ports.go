@@ -1,7 +1,10 @@
 package api
 
 import (
+	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -106,4 +109,69 @@ type PreviewLinkRequest struct {
 type PreviewLink struct {
 	URL       string    `json:"url"`
 	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// PreviewHost returns the preview host name of port of sandbox id with
+// token, on domain (without a port): {port}-{sandboxId}-{token}.{domain}.
+func PreviewHost(port int, sandboxID, token, domain string) string {
+	return strconv.Itoa(port) + "-" + sandboxID + "-" + token + "." + domain
+}
+
+// ParsePreviewHost parses host, a Host header (with or without a port), as
+// a preview host on domain: {port}-{sandboxId}-{token}.{domain}. Sandbox
+// IDs may contain '-', tokens and ports may not, so the port ends at the
+// first '-' and the token starts after the last. Upper case is folded
+// (host names are case-insensitive); a port with a leading zero is refused
+// so that every preview has one spelling.
+func ParsePreviewHost(host, domain string) (port int, sandboxID, token string, ok bool) {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	label, ok := strings.CutSuffix(host, "."+strings.ToLower(domain))
+	if !ok || label == "" || strings.Contains(label, ".") {
+		return 0, "", "", false
+	}
+	first := strings.IndexByte(label, '-')
+	last := strings.LastIndexByte(label, '-')
+	if first <= 0 || last-first < 2 {
+		return 0, "", "", false
+	}
+	portText, id, tok := label[:first], label[first+1:last], label[last+1:]
+	port, ok = ParsePort(portText)
+	if !ok || ValidateSandboxID(id) != nil || !ValidPreviewToken(tok) {
+		return 0, "", "", false
+	}
+	return port, id, tok, true
+}
+
+// ParsePort parses a port as it appears in host names and URL paths: a
+// decimal number 1-65535 without sign or leading zero.
+func ParsePort(s string) (int, bool) {
+	if s == "" || len(s) > 5 || s[0] == '0' {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n, n >= 1 && n <= 65535
+}
+
+// ValidPreviewToken reports whether s can be a preview token: 1-16 of a-z,
+// 0-9 and _.
+func ValidPreviewToken(s string) bool {
+	if s == "" || len(s) > MaxPreviewTokenBytes {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
 }

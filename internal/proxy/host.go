@@ -3,8 +3,6 @@ package proxy
 import (
 	"crypto/rand"
 	"fmt"
-	"net"
-	"strconv"
 	"strings"
 
 	"github.com/sandboxd/sandboxd/api"
@@ -20,70 +18,23 @@ type Address struct {
 
 // Host returns the preview host name of a on domain (without a port).
 func (a Address) Host(domain string) string {
-	return strconv.Itoa(a.Port) + "-" + a.SandboxID + "-" + a.Token + "." + domain
+	return api.PreviewHost(a.Port, a.SandboxID, a.Token, domain)
 }
 
-// ParseHost parses host, a Host header (with or without a port), as a
-// preview host on domain: {port}-{sandboxId}-{token}.{domain}. Sandbox IDs
-// may contain '-', tokens and ports may not, so the port ends at the first
-// '-' and the token starts after the last. Upper case is folded (host
-// names are case-insensitive); a port with a leading zero is refused so
-// that every preview has one spelling.
+// ParseHost parses host as a preview host on domain (see
+// api.ParsePreviewHost).
 func ParseHost(host, domain string) (Address, bool) {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	label, ok := strings.CutSuffix(host, "."+domain)
-	if !ok || label == "" || strings.Contains(label, ".") {
-		return Address{}, false
-	}
-	first := strings.IndexByte(label, '-')
-	last := strings.LastIndexByte(label, '-')
-	if first <= 0 || last-first < 2 {
-		return Address{}, false
-	}
-	portText, id, token := label[:first], label[first+1:last], label[last+1:]
-	port, ok := parsePort(portText)
-	if !ok || api.ValidateSandboxID(id) != nil || !ValidToken(token) {
-		return Address{}, false
-	}
-	return Address{Port: port, SandboxID: id, Token: token}, true
-}
-
-// parsePort parses a decimal port 1-65535 without sign or leading zero.
-func parsePort(s string) (int, bool) {
-	if s == "" || len(s) > 5 || s[0] == '0' {
-		return 0, false
-	}
-	n := 0
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return 0, false
-		}
-		n = n*10 + int(s[i]-'0')
-	}
-	return n, n >= 1 && n <= 65535
+	port, id, token, ok := api.ParsePreviewHost(host, domain)
+	return Address{Port: port, SandboxID: id, Token: token}, ok
 }
 
 // ParsePort parses a port from a URL path segment: 1-65535, plain
 // decimal.
-func ParsePort(s string) (int, bool) { return parsePort(s) }
+func ParsePort(s string) (int, bool) { return api.ParsePort(s) }
 
 // ValidToken reports whether s can be a preview token: 1-16 of a-z, 0-9
 // and _.
-func ValidToken(s string) bool {
-	if s == "" || len(s) > api.MaxPreviewTokenBytes {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
+func ValidToken(s string) bool { return api.ValidPreviewToken(s) }
 
 // tokenLength is the length of a generated token: 16 of 36 symbols, about
 // 82 bits.

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sandboxd/sandboxd/api"
 )
 
 // DialFunc connects to port inside sandbox id. Errors about the sandbox
@@ -55,7 +57,7 @@ func New(o Options) *Proxy {
 				if err != nil {
 					return nil, err
 				}
-				port, ok := parsePort(portText)
+				port, ok := api.ParsePort(portText)
 				if !ok {
 					return nil, fmt.Errorf("bad upstream address %q", addr)
 				}
