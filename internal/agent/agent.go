@@ -28,6 +28,7 @@ import (
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/agent/interp"
 	"github.com/sandboxd/sandboxd/internal/agent/process"
+	"github.com/sandboxd/sandboxd/internal/agent/pty"
 	"github.com/sandboxd/sandboxd/internal/agent/reaper"
 	"github.com/sandboxd/sandboxd/internal/agent/session"
 	"github.com/sandboxd/sandboxd/internal/agent/spawn"
@@ -185,6 +186,10 @@ func New(cfg Config) (*Agent, error) {
 	if err := unix.Statfs(cfg.RunDir, &fs); err == nil && fs.Type != unix.TMPFS_MAGIC {
 		cfg.Log.Warn("the run directory is not on a tmpfs; every command will write to disk", "dir", cfg.RunDir)
 	}
+	terms, err := pty.NewManager(pty.Config{Reaper: a.reaper, Self: cfg.Self, CgroupRoot: cfg.CgroupRoot, Log: cfg.Log})
+	if err != nil {
+		return nil, err
+	}
 	a.server = &server{
 		log:          cfg.Log,
 		version:      cfg.Version,
@@ -193,6 +198,9 @@ func New(cfg Config) (*Agent, error) {
 		state:        a.state,
 		users:        cfg.Users,
 		code:         a.code,
+		terminals:    terms,
+		termBaseEnv:  sc.BaseEnv,
+		workspace:    cfg.Workspace,
 		keepalive:    cfg.Keepalive,
 		writeTimeout: 30 * time.Second,
 	}
@@ -211,7 +219,8 @@ func (a *Agent) Handler() http.Handler { return a.server.routes() }
 //  2. kill every background process (its record says why), then every
 //     session's shell and process group, so that running commands end
 //     (their callers get SESSION_TERMINATED) and no new shell starts;
-//     kill every code interpreter likewise (CONTEXT_TERMINATED);
+//     kill every code interpreter likewise (CONTEXT_TERMINATED); hang up
+//     every terminal (their clients get the exit);
 //  3. wait for the HTTP handlers to finish, at most shutdownTimeout, then
 //     close the remaining connections;
 //  4. save the state file a last time (before the sessions are closed:
@@ -284,6 +293,7 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		<-saved
 		a.sessions.Close()             // 2
 		a.code.Close()                 // 2
+		a.server.terminals.Shutdown()  // 2
 		if err := <-shut; err != nil { // 3
 			srv.Close()
 		}

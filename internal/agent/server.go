@@ -16,6 +16,7 @@ import (
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/agent/interp"
 	"github.com/sandboxd/sandboxd/internal/agent/process"
+	"github.com/sandboxd/sandboxd/internal/agent/pty"
 	"github.com/sandboxd/sandboxd/internal/agent/session"
 	"github.com/sandboxd/sandboxd/internal/agent/user"
 )
@@ -29,6 +30,9 @@ type server struct {
 	state        *stateStore
 	users        *user.DB
 	code         *interp.Manager
+	terminals    *pty.Manager
+	termBaseEnv  []string // the environment of terminals outside sessions
+	workspace    string
 	keepalive    time.Duration
 	writeTimeout time.Duration // for one stream event to be accepted by the client
 	// shutdown stops the agent, giving the reason (set by Agent.Run).
@@ -78,6 +82,9 @@ func (s *server) table() []route {
 		{"DELETE", "/code/contexts/{contextId}", s.deleteCodeContext},
 		{"POST", "/code/run", s.runCode},
 		{"POST", "/code/run/stream", s.runCodeStream},
+		{"GET", "/terminal", s.terminal},
+		{"GET", "/terminals", s.listTerminals},
+		{"DELETE", "/terminals/{terminal}", s.closeTerminal},
 	}
 }
 

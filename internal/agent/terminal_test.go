@@ -1,0 +1,239 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/sandboxd/sandboxd/api"
+)
+
+// termConn is a test client of GET /terminal.
+type termConn struct {
+	t     *testing.T
+	c     *websocket.Conn
+	ready api.TerminalMessage
+	out   strings.Builder
+	exit  *int
+	errs  []api.TerminalMessage
+}
+
+func dialTerminal(t *testing.T, ta *testAgent, query string) *termConn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, "ws://agent/terminal?"+query, &websocket.DialOptions{
+		HTTPClient: ta.client, Subprotocols: []string{api.TerminalSubprotocol},
+	})
+	if err != nil {
+		t.Fatalf("dial terminal?%s: %v", query, err)
+	}
+	if resp.Header.Get("Sec-WebSocket-Protocol") != api.TerminalSubprotocol {
+		t.Errorf("subprotocol %q", resp.Header.Get("Sec-WebSocket-Protocol"))
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	tc := &termConn{t: t, c: c}
+	typ, data, err := c.Read(ctx)
+	if err != nil || typ != websocket.MessageText {
+		t.Fatalf("first frame: %v %v", typ, err)
+	}
+	json.Unmarshal(data, &tc.ready)
+	if tc.ready.Type != api.TerminalReady {
+		t.Fatalf("first frame %s", data)
+	}
+	return tc
+}
+
+func (tc *termConn) send(s string) {
+	tc.t.Helper()
+	if err := tc.c.Write(context.Background(), websocket.MessageBinary, []byte(s)); err != nil {
+		tc.t.Fatal(err)
+	}
+}
+
+func (tc *termConn) control(m api.TerminalMessage) {
+	tc.t.Helper()
+	data, _ := json.Marshal(m)
+	if err := tc.c.Write(context.Background(), websocket.MessageText, data); err != nil {
+		tc.t.Fatal(err)
+	}
+}
+
+// until reads frames until the output holds want, or, with want "", until
+// the exit frame.
+func (tc *termConn) until(want string) string {
+	tc.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for want == "" || !strings.Contains(tc.out.String(), want) {
+		typ, data, err := tc.c.Read(ctx)
+		if err != nil {
+			tc.t.Fatalf("waiting for %q: %v\noutput: %q", want, err, tc.out.String())
+		}
+		if typ == websocket.MessageBinary {
+			tc.out.Write(data)
+			continue
+		}
+		var m api.TerminalMessage
+		json.Unmarshal(data, &m)
+		switch m.Type {
+		case api.TerminalExit:
+			tc.exit = m.ExitCode
+			if want == "" {
+				return tc.out.String()
+			}
+		case api.TerminalError:
+			tc.errs = append(tc.errs, m)
+		}
+	}
+	return tc.out.String()
+}
+
+func TestTerminalOverWebSocket(t *testing.T) {
+	ta := startAgent(t)
+	// State of the default session carries into a terminal started in it.
+	ta.run(t, "cd /tmp && export SESSION_ONLY=from-session")
+	tc := dialTerminal(t, ta, "session=default&cols=100&rows=30")
+	if tc.ready.Terminal != "default" || tc.ready.Session != "default" || !tc.ready.Created || tc.ready.PID <= 0 ||
+		tc.ready.Cols != 100 || tc.ready.Rows != 30 {
+		t.Errorf("ready %+v", tc.ready)
+	}
+	tc.send("echo \"[$TERM|$SESSION_ONLY|$SANDBOX_TEST_VAR|$(pwd)|$(stty size)]\"\r")
+	tc.until("[xterm-256color|from-session|base|/tmp|30 100]")
+	if strings.Contains(tc.out.String(), PrivateEnvPrefix) {
+		t.Error("the agent's private variables reached the terminal")
+	}
+
+	// Resize reaches the program (stty asks the kernel).
+	tc.control(api.TerminalMessage{Type: api.TerminalResize, Cols: 120, Rows: 40})
+	tc.send("stty size\r")
+	tc.until("40 120")
+
+	// Bad control messages are answered, not fatal.
+	tc.control(api.TerminalMessage{Type: "launch-missiles"})
+	tc.c.Write(context.Background(), websocket.MessageText, []byte("not json"))
+	tc.control(api.TerminalMessage{Type: api.TerminalResize, Cols: 0, Rows: 5000})
+	tc.send("echo alive-$((2*21))\r")
+	tc.until("alive-42")
+	if len(tc.errs) != 3 {
+		t.Errorf("error frames: %+v", tc.errs)
+	}
+
+	// Ctrl-C interrupts the foreground program, not the shell.
+	tc.send("sleep 1000\r")
+	time.Sleep(200 * time.Millisecond)
+	tc.send("\x03")
+	tc.send("echo after-interrupt-$((5+5))\r")
+	tc.until("after-interrupt-10")
+
+	// A second client attaches to the same terminal and sees the replay.
+	other := dialTerminal(t, ta, "session=default")
+	if other.ready.Created {
+		t.Error("second client started a new shell")
+	}
+	other.until("alive-42")
+	other.send("exit 3\r")
+	tc.until("")
+	other.until("")
+	for _, c := range []*termConn{tc, other} {
+		if c.exit == nil || *c.exit != 3 {
+			t.Errorf("exit frame: %v", c.exit)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _, err := c.c.Read(ctx)
+		cancel()
+		if websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+			t.Errorf("after exit: %v, want a normal closure", err)
+		}
+	}
+}
+
+func TestTerminalRequestsAreValidated(t *testing.T) {
+	ta := startAgent(t)
+	for _, q := range []string{
+		"cols=0", "rows=1001", "cols=abc", "session=../x", "terminal=a%2Fb", "shell=bash", "shell=/nope/sh",
+		"idleTimeout=-1", "idleTimeout=999999999999", "unknown=1", "cols=80&cols=90",
+	} {
+		req, _ := http.NewRequest("GET", "http://agent/terminal?"+q, nil)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		req.Header.Set("Sec-WebSocket-Version", "13")
+		req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+		resp, err := ta.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e api.Error
+		json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || e.Code != api.CodeValidationFailed {
+			t.Errorf("%s: %d %+v", q, resp.StatusCode, e)
+		}
+	}
+	// Not a WebSocket.
+	resp, err := ta.client.Get("http://agent/terminal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Errorf("plain GET: %d", resp.StatusCode)
+	}
+	// An unknown session.
+	req, _ := http.NewRequest("GET", "http://agent/terminal?"+url.Values{"session": {"nosuch"}}.Encode(), nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	resp, err = ta.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Errorf("unknown session: %d", resp.StatusCode)
+	}
+}
+
+func TestTerminalListAndClose(t *testing.T) {
+	ta := startAgent(t)
+	tc := dialTerminal(t, ta, "terminal=work&shell=/bin/sh")
+	tc.send("echo up\r")
+	tc.until("up")
+	resp, err := ta.client.Get("http://agent/terminals")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list api.TerminalList
+	json.NewDecoder(resp.Body).Decode(&list)
+	resp.Body.Close()
+	if len(list.Terminals) != 1 || list.Terminals[0].ID != "work" || list.Terminals[0].Shell != "/bin/sh" || list.Terminals[0].Clients != 1 {
+		t.Fatalf("list %+v", list)
+	}
+	req, _ := http.NewRequest("DELETE", "http://agent/terminals/work", nil)
+	resp, err = ta.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 204 {
+		t.Errorf("close: %d", resp.StatusCode)
+	}
+	tc.until("")
+	if tc.exit == nil {
+		t.Error("no exit frame after close")
+	}
+	req, _ = http.NewRequest("DELETE", "http://agent/terminals/work", nil)
+	resp, err = ta.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Errorf("close again: %d", resp.StatusCode)
+	}
+}
