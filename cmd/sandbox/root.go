@@ -86,6 +86,8 @@ machine) the daemon's token file, $SANDBOXD_STATE_DIR/token or
 		newKillCommand(g),
 		newWaitCommand(g),
 		newImageCommand(g),
+		newExposeCommand(g), newPortsCommand(g), newUnexposeCommand(g), newLinkCommand(g),
+		newShellCommand(g),
 	)
 	return root
 }
