@@ -8,11 +8,11 @@ BIN       := bin
 STATE_DIR ?= /var/lib/sandboxd
 export CGO_ENABLED := 0
 
-.PHONY: all build run test test-short bench fmt vet check clean
+.PHONY: all build run test test-short bench fmt vet check clean console console-check
 
 all: build
 
-build:
+build: console
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sandboxd ./cmd/sandboxd
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sandbox ./cmd/sandbox
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sandbox-agent ./cmd/sandbox-agent
@@ -29,7 +29,24 @@ test: build check
 test-short: build
 	SANDBOXD_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -short ./...
 
-check: fmt vet
+check: fmt vet console-check
+
+# The web console (internal/console): npm packages pinned by
+# package-lock.json, bundled by esbuild into internal/console/dist, which
+# is committed so that `go build` works without npm. `make build` rebuilds
+# it; console-check fails if that changed anything.
+CONSOLE_WEB := internal/console/web
+console: $(CONSOLE_WEB)/node_modules/.installed
+	cd $(CONSOLE_WEB) && node build.mjs
+
+$(CONSOLE_WEB)/node_modules/.installed: $(CONSOLE_WEB)/package-lock.json
+	cd $(CONSOLE_WEB) && npm ci --no-audit --no-fund
+	touch $@
+
+console-check: console
+	@if git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet -- internal/console/dist; then \
+		echo "internal/console/dist differs from what make console builds; commit the rebuilt files:"; \
+		git diff --stat -- internal/console/dist; exit 1; fi
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
