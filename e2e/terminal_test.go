@@ -200,7 +200,9 @@ func (tm *tmux) run(args ...string) string {
 func (tm *tmux) keys(text string) { tm.run("send-keys", "-t", tm.target, "-l", text) }
 
 // key sends named keys (Enter, C-c, Escape...).
-func (tm *tmux) key(names ...string) { tm.run(append([]string{"send-keys", "-t", tm.target}, names...)...) }
+func (tm *tmux) key(names ...string) {
+	tm.run(append([]string{"send-keys", "-t", tm.target}, names...)...)
+}
 
 func (tm *tmux) screen() string { return tm.run("capture-pane", "-p", "-t", tm.target) }
 

@@ -1,0 +1,227 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+
+	"github.com/sandboxd/sandboxd/internal/testdaemon"
+)
+
+// chromiumPath is Debian's Chromium (apt-get install chromium); the tests
+// never download a browser.
+const chromiumPath = "/usr/bin/chromium"
+
+// artifactDir is where browser tests leave their screenshots
+// (e2e/testdata/artifacts/<test>, ignored by git).
+func artifactDir(t *testing.T) string {
+	dir := filepath.Join("testdata", "artifacts", t.Name())
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs(dir)
+	t.Logf("screenshots in %s", abs)
+	return abs
+}
+
+// browser starts a headless Chromium with a fresh profile and returns a
+// chromedp context for one tab.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	if _, err := exec.LookPath(chromiumPath); err != nil {
+		t.Skip("chromium is not installed (apt-get install chromium)")
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1400, 900),
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	ctx, cancelTimeout := context.WithTimeout(ctx, 4*time.Minute)
+	t.Cleanup(cancelTimeout)
+	return ctx
+}
+
+// waitText polls the text of the element sel until it contains want.
+func waitText(t *testing.T, ctx context.Context, sel, want string) string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		text, err := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(`(document.querySelector(%q) || {}).innerText || ""`, sel)))
+		if err != nil {
+			t.Fatalf("reading %s: %v", sel, err)
+		}
+		if strings.Contains(text, want) {
+			return text
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never showed %q; it shows:\n%s", sel, want, text)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func screenshot(t *testing.T, ctx context.Context, dir, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG; less is JPEG
+	if err != nil {
+		t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestConsoleInABrowser(t *testing.T) {
+	d := daemon(t)
+	ctx := browser(t)
+	shots := artifactDir(t)
+	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			screenshot(t, ctx, shots, "failed")
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+
+	// Sign in: a wrong token is refused, the right one lets us in.
+	do("open the console", chromedp.Navigate(d.URL+"/"), chromedp.WaitVisible(chromedp.ID("token")))
+	do("wrong token", chromedp.SendKeys(chromedp.ID("token"), "not-the-token"), chromedp.Click(chromedp.ID("login")))
+	waitText(t, ctx, "#login-error", "not valid")
+	screenshot(t, ctx, shots, "01-login-refused")
+	do("sign in",
+		chromedp.SetValue(chromedp.ID("token"), d.Token),
+		chromedp.Click(chromedp.ID("login")),
+		chromedp.WaitVisible(chromedp.ID("main-view")))
+
+	// Create a sandbox; it is listed and opens on its terminal.
+	do("create",
+		chromedp.SendKeys(chromedp.ID("new-id"), "browser"),
+		chromedp.Click(chromedp.ID("create")),
+		chromedp.WaitVisible(chromedp.CSS(`#sandbox-list li[data-sandbox="browser"]`)))
+	waitText(t, ctx, `#sandbox-list li[data-sandbox="browser"]`, "running")
+
+	// The terminal: type a command, see its output.
+	waitText(t, ctx, "#term-status", "terminal")
+	waitText(t, ctx, ".xterm-rows", "root@browser:/workspace#")
+	typeInTerminal(t, ctx, "echo hello-from-$((1+1))-browser")
+	rows := waitText(t, ctx, ".xterm-rows", "hello-from-2-browser")
+	if !strings.Contains(rows, "echo hello-from-$((1+1))-browser") {
+		t.Errorf("the terminal does not show the typed command:\n%s", rows)
+	}
+	screenshot(t, ctx, shots, "02-terminal")
+
+	// Files: upload a file into /workspace and see it listed; open it.
+	local := filepath.Join(t.TempDir(), "from-browser.txt")
+	os.WriteFile(local, []byte("uploaded through the console\n"), 0o644)
+	do("files tab", chromedp.Click(chromedp.CSS(`.tabs button[data-tab="files"]`)), chromedp.WaitVisible(chromedp.ID("tab-files")))
+	do("upload",
+		chromedp.SetUploadFiles(chromedp.ID("file-input"), []string{local}),
+		chromedp.Click(chromedp.ID("upload")),
+		chromedp.WaitVisible(chromedp.CSS(`#file-list tr[data-file="from-browser.txt"]`)))
+	do("view", chromedp.Click(chromedp.CSS(`#file-list tr[data-file="from-browser.txt"] a`)))
+	waitText(t, ctx, "#viewer-body", "uploaded through the console")
+	screenshot(t, ctx, shots, "03-files")
+	if got := trim(run(t, d.Client.Sandbox("browser"), "cat /workspace/from-browser.txt")); got != "uploaded through the console" {
+		t.Errorf("the sandbox has %q", got)
+	}
+
+	// Processes: run a command and watch its output arrive.
+	do("processes tab", chromedp.Click(chromedp.CSS(`.tabs button[data-tab="processes"]`)))
+	do("run", chromedp.SendKeys(chromedp.ID("run-command"), "for i in 1 2 3; do echo tick-$i; sleep 0.2; done"),
+		chromedp.Click(chromedp.ID("run")))
+	waitText(t, ctx, "#run-output", "[exit 0]")
+	waitText(t, ctx, "#run-output", "tick-3")
+	waitText(t, ctx, "#ps-list", "/.sandboxd/agent")
+	screenshot(t, ctx, shots, "04-processes")
+
+	// Ports: a service in the sandbox, exposed from the console, opened at
+	// its preview URL.
+	testdaemon.StartTestServer(t, d.Client.Sandbox("browser"), "0.0.0.0:8080")
+	do("ports tab", chromedp.Click(chromedp.CSS(`.tabs button[data-tab="ports"]`)))
+	do("expose",
+		chromedp.SendKeys(chromedp.ID("expose-port"), "8080"),
+		chromedp.SendKeys(chromedp.ID("expose-name"), "web"),
+		chromedp.Click(chromedp.ID("expose")),
+		chromedp.WaitVisible(chromedp.CSS(`#port-list a[data-port="8080"]`)))
+	screenshot(t, ctx, shots, "05-ports")
+	attr, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS(`#port-list a[data-port="8080"]`), "href"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	href := attr.Value
+	if !strings.Contains(href, "8080-browser-") || !strings.Contains(href, ".localhost:") {
+		t.Fatalf("preview link %q", href)
+	}
+	// *.localhost is loopback to the browser itself.
+	do("preview", chromedp.Navigate(href), chromedp.WaitVisible(chromedp.ID("greeting")))
+	waitText(t, ctx, "#greeting", "hello from browser")
+	screenshot(t, ctx, shots, "06-preview")
+
+	// Back in the console (signed in still: the token is kept for the tab),
+	// destroy the sandbox.
+	do("back", chromedp.Navigate(d.URL+"/"), chromedp.WaitVisible(chromedp.CSS(`#sandbox-list li[data-sandbox="browser"]`)),
+		chromedp.Click(chromedp.CSS(`#sandbox-list li[data-sandbox="browser"]`)))
+	// The terminal reattaches and shows the recent screen.
+	waitText(t, ctx, ".xterm-rows", "hello-from-2-browser")
+	screenshot(t, ctx, shots, "07-reattached")
+
+	// Destroy it (accepting the confirmation).
+	dialogs := chromedp.Events(ctx, page.JavascriptDialogOpening)
+	go func() {
+		for _, err := range dialogs {
+			if err != nil {
+				return
+			}
+			chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
+		}
+	}()
+	do("destroy", chromedp.Click(chromedp.ID("destroy")), chromedp.WaitVisible(chromedp.ID("empty")))
+	if _, err := d.Client.Sandbox("browser").Info(ctxT(t, 10*time.Second)); err == nil {
+		t.Error("the sandbox still exists after Destroy in the console")
+	}
+	screenshot(t, ctx, shots, "08-destroyed")
+}
+
+// typeInTerminal types a line into the xterm.js terminal as a user would:
+// the text as one input event, then the Enter key. (chromedp's SendKeys
+// sends both a key and a character event per key, which xterm.js takes as
+// two keystrokes.)
+func typeInTerminal(t *testing.T, ctx context.Context, line string) {
+	t.Helper()
+	if err := chromedp.Do(ctx, chromedp.Focus(chromedp.CSS(".xterm-helper-textarea"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, input.InsertText, input.InsertTextParams{Text: line}); err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeRawKeyDown, input.DispatchKeyEventTypeKeyUp} {
+		_, err := chromedp.Call(ctx, input.DispatchKeyEvent, input.DispatchKeyEventParams{
+			Type: typ, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
