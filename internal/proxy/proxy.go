@@ -3,12 +3,14 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
@@ -36,6 +38,7 @@ type Options struct {
 type Proxy struct {
 	transport *http.Transport
 	log       *slog.Logger
+	errorLog  *log.Logger
 }
 
 // New returns a Proxy.
@@ -48,7 +51,8 @@ func New(o Options) *Proxy {
 	}
 	dial := o.Dial
 	return &Proxy{
-		log: o.Log,
+		log:      o.Log,
+		errorLog: slog.NewLogLogger(o.Log.Handler(), slog.LevelDebug),
 		transport: &http.Transport{
 			// The transport's address is "<sandbox ID>:<port>" (see
 			// upstreamHost): idle connections are pooled per sandbox port.
@@ -138,8 +142,9 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, req Request, onErr
 			}
 			stripCookie(pr.Out.Header, CookieName)
 		},
-		Transport: p.transport,
-		ErrorLog:  slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		Transport:  p.transport,
+		BufferPool: bufferPool{},
+		ErrorLog:   p.errorLog,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
 				return // the client went away: nobody to answer
@@ -149,6 +154,15 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, req Request, onErr
 	}
 	rp.ServeHTTP(w, r)
 }
+
+// buffers are the copy buffers of response bodies, reused: a fresh 32 KiB
+// buffer per request is most of what a proxied request allocates.
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+type bufferPool struct{}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 
 // stripCookie removes every cookie called name from the Cookie headers of
 // h, keeping the others as they were.
