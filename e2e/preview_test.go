@@ -14,8 +14,12 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -687,5 +691,59 @@ func TestPreviewSurvivesDaemonRestart(t *testing.T) {
 	resp.Body.Close()
 	if status, body, _ := get(t, c, list[0].URL, nil); status != 200 || !strings.Contains(body, "hello from pv-restart") {
 		t.Errorf("after restart: %d %s", status, body)
+	}
+}
+
+// A preview request to a sandbox whose container is gone starts it again.
+func TestPreviewWakesTheSandbox(t *testing.T) {
+	d := daemon(t)
+	sb := d.Client.Sandbox("pv-wake")
+	testdaemon.StartTestServer(t, sb, "0.0.0.0:8080")
+	ctx := ctxT(t, 2*time.Minute)
+	p, err := sb.ExposePort(ctx, 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := previewClient(d)
+	if status, _, _ := get(t, c, p.URL, nil); status != 200 {
+		t.Fatalf("before: %d", status)
+	}
+	// Kill the sandbox's init (its agent): the container is gone, and its
+	// service with it. The agent is found by its cgroup, named after the
+	// sandbox's key, which names its network namespace too.
+	keys, _ := os.ReadDir(filepath.Join(d.RunDir, "netns"))
+	if len(keys) != 1 {
+		t.Fatalf("want one sandbox namespace, have %v", keys)
+	}
+	killed := 0
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, proc := range procs {
+		cg, err := os.ReadFile(proc + "/cgroup")
+		mine := "/sandboxd/" + keys[0].Name()
+		if err != nil || !(strings.Contains(string(cg), mine+"/") || strings.Contains(string(cg), mine+"\n")) {
+			continue
+		}
+		if cmd, _ := os.ReadFile(proc + "/cmdline"); strings.HasPrefix(string(cmd), "/.sandboxd/agent\x00") {
+			pid, _ := strconv.Atoi(filepath.Base(proc))
+			syscall.Kill(pid, syscall.SIGKILL)
+			killed++
+		}
+	}
+	if killed != 1 {
+		t.Fatalf("killed %d agents, want 1", killed)
+	}
+	time.Sleep(200 * time.Millisecond)
+	// The request starts the sandbox again; the service did not survive,
+	// so nothing answers on the port, but the sandbox runs.
+	status, body, _ := get(t, c, p.URL, nil)
+	if status != 502 || errorCode(body) != api.CodeServiceNotResponding {
+		t.Errorf("after the container died: %d %s", status, body)
+	}
+	info, err := sb.Info(ctx)
+	if err != nil || info.Status != api.StatusRunning {
+		t.Errorf("sandbox after the preview request: %+v %v", info, err)
+	}
+	if !strings.Contains(d.Logs(), "restarting it") {
+		t.Error("the daemon did not restart the sandbox")
 	}
 }
