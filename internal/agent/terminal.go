@@ -263,6 +263,13 @@ func (s *server) terminalEnv(ctx context.Context, o *pty.Options) error {
 		if env, dir, err = s.sessionSnapshot(ctx, o.Session); err != nil {
 			return err
 		}
+		// A session that runs as a user gets terminals as that user.
+		if sess, err := s.sessions.Get(o.Session); err == nil {
+			if acct := sess.Account(); acct != nil {
+				uid, gid := acct.UID, acct.GID
+				o.UID, o.GID = &uid, &gid
+			}
+		}
 	}
 	o.Env = terminalEnv(env, o.Shell)
 	o.Dir = dir

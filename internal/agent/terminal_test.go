@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -235,5 +237,22 @@ func TestTerminalListAndClose(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 404 {
 		t.Errorf("close again: %d", resp.StatusCode)
+	}
+}
+
+func TestTerminalOfAUserSessionRunsAsTheUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: runs a session as another user")
+	}
+	ta := startAgent(t)
+	os.Chmod(filepath.Dir(ta.workspace), 0o755) // the temp dir, for the user to reach its home
+	ta.mustCall(t, 201, "POST", "/sessions", api.CreateSessionRequest{ID: "dev", User: "coder"}, nil)
+	ta.runIn(t, "dev", "cd ~ && export IN_DEV=yes")
+	tc := dialTerminal(t, ta, "session=dev")
+	tc.send("echo \"<$(id -u) $IN_DEV $(pwd)>\"; test -O $(tty) && echo owns-$((1+1))-tty\r")
+	out := tc.until("owns-2-tty")
+	want := "<" + uidOf(t, ta, "coder") + " yes "
+	if !strings.Contains(out, want) || !strings.Contains(out, "/home/coder>") {
+		t.Errorf("terminal of a user session: %q, want %q...", out, want)
 	}
 }

@@ -113,6 +113,10 @@ type Options struct {
 	Cols, Rows int
 	// IdleTimeout is how long the terminal lives without clients.
 	IdleTimeout time.Duration
+	// UID and GID, when UID is not nil, are who the shell runs as (the
+	// spawn wrapper drops to them after joining the user cgroup); the
+	// terminal device is given to that user, as login does.
+	UID, GID *int
 }
 
 // Manager holds the agent's terminals.
@@ -307,7 +311,16 @@ func (m *Manager) start(o Options) (_ *Terminal, err error) {
 		clients: map[*Client]bool{}, exited: make(chan int, 1), readDone: make(chan struct{}),
 		done: make(chan struct{}),
 	}
-	argv := spawn.Argv(m.cfg.Self, spawn.Options{CgroupRoot: m.cfg.CgroupRoot, Argv0: filepath.Base(o.Shell)}, o.Shell, o.Args...)
+	so := spawn.Options{CgroupRoot: m.cfg.CgroupRoot, Argv0: filepath.Base(o.Shell)}
+	if o.UID != nil {
+		so.UID, so.GID = o.UID, o.GID
+		// Programs reopen their terminal by name (/dev/tty: less, ssh,
+		// sudo): the user must own it.
+		if err := tty.Chown(*o.UID, -1); err != nil {
+			return nil, fmt.Errorf("giving the terminal to uid %d: %w", *o.UID, err)
+		}
+	}
+	argv := spawn.Argv(m.cfg.Self, so, o.Shell, o.Args...)
 	attr := &os.ProcAttr{
 		Dir:   o.Dir,
 		Env:   o.Env,
