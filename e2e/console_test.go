@@ -147,12 +147,18 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Errorf("the sandbox has %q", got)
 	}
 
-	// Processes: run a command and watch its output arrive.
+	// Processes: start a background process and watch its logs arrive
+	// live; it is listed with its exit status.
 	do("processes tab", chromedp.Click(chromedp.CSS(`.tabs button[data-tab="processes"]`)))
-	do("run", chromedp.SendKeys(chromedp.ID("run-command"), "for i in 1 2 3; do echo tick-$i; sleep 0.2; done"),
-		chromedp.Click(chromedp.ID("run")))
-	waitText(t, ctx, "#run-output", "[exit 0]")
-	waitText(t, ctx, "#run-output", "tick-3")
+	do("start", chromedp.SendKeys(chromedp.ID("start-command"), "for i in 1 2 3; do echo tick-$i; sleep 0.3; done"),
+		chromedp.Click(chromedp.ID("start")))
+	waitText(t, ctx, "#log-output", "tick-1")
+	waitText(t, ctx, "#log-output", "[completed with status 0]")
+	if logs := waitText(t, ctx, "#log-output", "tick-3"); !strings.Contains(logs, "tick-2") {
+		t.Errorf("logs: %q", logs)
+	}
+	waitText(t, ctx, "#proc-list", "completed (0)")
+	do("all processes", chromedp.Click(chromedp.CSS("#ps-details summary")))
 	waitText(t, ctx, "#ps-list", "/.sandboxd/agent")
 	screenshot(t, ctx, shots, "04-processes")
 

@@ -51,32 +51,23 @@ export class API {
     return { ...res, stdoutBytes: decode(res.stdout), stderrBytes: decode(res.stderr) };
   }
 
-  // execStream runs a command and calls onEvent for each event of its
-  // stream until the stream ends or signal aborts it (which kills the
-  // command).
-  async execStream(id, command, onEvent, signal) {
-    const resp = await fetch(this.sandboxPath(id, "/exec/stream"), {
-      method: "POST",
-      headers: this.headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
-      body: JSON.stringify({ command }),
+  // Background processes.
+  processes(id) { return this.call("GET", this.sandboxPath(id, "/processes")); }
+  startProcess(id, command) { return this.call("POST", this.sandboxPath(id, "/processes"), { command }); }
+  killProcess(id, pid) {
+    return this.call("POST", this.sandboxPath(id, `/processes/${encodeURIComponent(pid)}/kill`), {});
+  }
+
+  // followProcess streams a process's output (what it printed so far, then
+  // live) and calls onEvent for each event until its exit event, or until
+  // signal aborts the stream (the process goes on).
+  async followProcess(id, pid, onEvent, signal) {
+    const resp = await fetch(this.sandboxPath(id, `/processes/${encodeURIComponent(pid)}/logs/stream`), {
+      headers: this.headers({ Accept: "text/event-stream" }),
       signal,
     });
     if (!resp.ok) throw await apiError(resp);
-    const reader = resp.body.getReader();
-    const decoder = new TextDecoder();
-    let buf = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += decoder.decode(value, { stream: true });
-      let i;
-      while ((i = buf.indexOf("\n\n")) >= 0) {
-        const raw = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        const data = raw.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
-        if (data) onEvent(JSON.parse(data));
-      }
-    }
+    await readEvents(resp, onEvent);
   }
 
   // terminalURL is the WebSocket address of a terminal. Browsers cannot
@@ -103,6 +94,26 @@ async function apiError(resp) {
     // not JSON: keep the status text
   }
   return new ApiError(resp.status, code, message);
+}
+
+// readEvents calls onEvent with the JSON data of each server-sent event of
+// resp until the stream ends. (EventSource cannot send the token.)
+async function readEvents(resp, onEvent) {
+  const reader = resp.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += decoder.decode(value, { stream: true });
+    let i;
+    while ((i = buf.indexOf("\n\n")) >= 0) {
+      const raw = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      const data = raw.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
+      if (data) onEvent(JSON.parse(data));
+    }
+  }
 }
 
 export function fromBase64(s) {

@@ -144,7 +144,10 @@ function select(id) {
   $("#sb-status").textContent = "";
   $("#sb-meta").textContent = "";
   refreshList().catch(() => {}); // fills in the status
-  $("#run-output").textContent = "";
+  stopFollowing();
+  $("#log-output").replaceChildren();
+  $("#log-title").textContent = "Logs";
+  $("#log-status").textContent = "";
   $("#viewer").hidden = true;
   $("#path").value = "/workspace";
   switchTab(state.tab, true);
@@ -159,7 +162,7 @@ function switchTab(tab, force = false) {
   for (const t of ["terminal", "files", "processes", "ports"]) $(`#tab-${t}`).hidden = t !== tab;
   if (tab === "terminal") openTerminal();
   if (tab === "files") listFiles().catch((err) => showError("#files-error", err));
-  if (tab === "processes") listProcesses().catch((err) => showError("#ps-error", err));
+  if (tab === "processes") listProcesses().catch((err) => showError("#proc-error", err));
   if (tab === "ports") listPorts().catch((err) => showError("#ports-error", err));
 }
 
@@ -390,10 +393,43 @@ $("#path-up").addEventListener("click", () => {
 $("#upload").addEventListener("click", () => uploadFiles().catch((err) => showError("#files-error", err)));
 
 // ---- processes ----
+//
+// Background processes through the process API: start, list, kill, and
+// their logs followed live (what they printed so far first).
 
-let running = null; // AbortController of the command being followed
+const logs = { controller: null, pid: null };
 
 async function listProcesses() {
+  showError("#proc-error", null);
+  const { processes } = await state.api.processes(state.selected);
+  $("#proc-list").replaceChildren(
+    ...processes.map((p) => {
+      const status = p.status + (p.exitCode !== undefined && p.exitCode !== null ? ` (${p.exitCode})` : "");
+      const actions = el("td", {},
+        el("button", { class: "link", onclick: () => followLogs(p.id) }, "Logs"),
+        p.status === "running" || p.status === "starting"
+          ? el("button", {
+            class: "link",
+            onclick: async () => {
+              try {
+                await state.api.killProcess(state.selected, p.id);
+                setTimeout(() => listProcesses().catch(() => {}), 300);
+              } catch (err) {
+                showError("#proc-error", err);
+              }
+            },
+          }, "Kill")
+          : "",
+      );
+      return el("tr", { dataset: { process: p.id } },
+        el("td", { class: "mono" }, p.id), el("td", {}, p.pid || ""), el("td", {}, status),
+        el("td", {}, new Date(p.startTime).toLocaleTimeString()), el("td", { class: "mono" }, p.command), actions);
+    }),
+  );
+  if ($("#ps-details").open) listAllProcesses().catch((err) => showError("#ps-error", err));
+}
+
+async function listAllProcesses() {
   showError("#ps-error", null);
   const res = await state.api.exec(state.selected, "ps -eo pid=,ppid=,user=,stat=,etime=,args= --sort=pid");
   if (res.exitCode !== 0) throw new Error(new TextDecoder().decode(res.stderrBytes).trim());
@@ -410,45 +446,60 @@ async function listProcesses() {
   );
 }
 
-$("#ps-refresh").addEventListener("click", () => listProcesses().catch((err) => showError("#ps-error", err)));
+function stopFollowing() {
+  logs.controller?.abort();
+  logs.controller = null;
+  logs.pid = null;
+}
 
-$("#run-form").addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  const command = $("#run-command").value.trim();
-  if (!command || running) return;
-  const out = $("#run-output");
-  out.textContent = `$ ${command}\n`;
-  running = new AbortController();
-  $("#run").disabled = true;
-  $("#run-stop").disabled = false;
+async function followLogs(pid) {
+  stopFollowing();
+  const controller = new AbortController();
+  logs.controller = controller;
+  logs.pid = pid;
+  const out = $("#log-output");
+  out.replaceChildren();
+  $("#log-title").textContent = `Logs of ${pid}`;
+  $("#log-status").textContent = "following…";
   const append = (text, cls) => {
-    const span = el("span", cls ? { class: cls } : {}, text);
-    out.append(span);
+    out.append(el("span", cls ? { class: cls } : {}, text));
     out.scrollTop = out.scrollHeight;
   };
+  const decode = (e) => (e.encoding === "base64" ? new TextDecoder().decode(Uint8Array.from(atob(e.data), (c) => c.charCodeAt(0))) : e.data);
   try {
-    await state.api.execStream(
-      state.selected,
-      command,
-      (e) => {
-        const data = e.encoding === "base64" ? atob(e.data) : e.data;
-        if (e.type === "stdout") append(data);
-        else if (e.type === "stderr") append(data, "stderr");
-        else if (e.type === "complete") append(`\n[exit ${e.exitCode}]\n`, "muted");
-        else if (e.type === "error") append(`\n[${e.code}: ${e.message}]\n`, "stderr");
-      },
-      running.signal,
-    );
+    await state.api.followProcess(state.selected, pid, (e) => {
+      if (controller !== logs.controller) return;
+      if (e.type === "stdout") append(decode(e));
+      else if (e.type === "stderr") append(decode(e), "stderr");
+      else if (e.type === "exit") {
+        append(`\n[${e.status}${e.exitCode !== undefined && e.exitCode !== null ? ` with status ${e.exitCode}` : ""}]\n`, "muted");
+        $("#log-status").textContent = "ended";
+        listProcesses().catch(() => {});
+      } else if (e.type === "error") append(`\n[${e.code}: ${e.message}]\n`, "stderr");
+    }, controller.signal);
   } catch (err) {
-    append(err.name === "AbortError" ? "\n[stopped]\n" : `\n[${err.message}]\n`, "stderr");
-  } finally {
-    running = null;
-    $("#run").disabled = false;
-    $("#run-stop").disabled = true;
-    listProcesses().catch(() => {});
+    if (err.name !== "AbortError") append(`\n[${err.message}]\n`, "stderr");
+  }
+}
+
+$("#start-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  showError("#proc-error", null);
+  const command = $("#start-command").value.trim();
+  if (!command) return;
+  try {
+    const p = await state.api.startProcess(state.selected, command);
+    $("#start-command").value = "";
+    await listProcesses();
+    followLogs(p.id);
+  } catch (err) {
+    showError("#proc-error", err);
   }
 });
-$("#run-stop").addEventListener("click", () => running?.abort());
+$("#proc-refresh").addEventListener("click", () => listProcesses().catch((err) => showError("#proc-error", err)));
+$("#ps-details").addEventListener("toggle", () => {
+  if ($("#ps-details").open) listAllProcesses().catch((err) => showError("#ps-error", err));
+});
 
 // ---- ports ----
 
