@@ -743,7 +743,7 @@ func TestPreviewWakesTheSandbox(t *testing.T) {
 	if err != nil || info.Status != api.StatusRunning {
 		t.Errorf("sandbox after the preview request: %+v %v", info, err)
 	}
-	if !strings.Contains(d.Logs(), "restarting it") {
-		t.Error("the daemon did not restart the sandbox")
+	if n := strings.Count(d.Logs(), `msg="sandbox started"`); n != 2 {
+		t.Errorf("the sandbox started %d times, want 2 (created, then by the preview request)", n)
 	}
 }
