@@ -747,3 +747,39 @@ func TestPreviewWakesTheSandbox(t *testing.T) {
 		t.Errorf("the sandbox started %d times, want 2 (created, then by the preview request)", n)
 	}
 }
+
+// With --preview-listen, previews have a listener of their own that serves
+// nothing else, and URLs name its port and the configured domain.
+func TestPreviewListenerAndDomain(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	previewAddr := ln.Addr().String()
+	ln.Close()
+	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--preview-listen", previewAddr, "--preview-domain", "Preview.Example.Test."}})
+	sb := d.Client.Sandbox("pv-listen")
+	testdaemon.StartTestServer(t, sb, "127.0.0.1:8080")
+	ctx := ctxT(t, time.Minute)
+	p, err := sb.ExposePort(ctx, 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(previewAddr)
+	if want := fmt.Sprintf("http://8080-pv-listen-%s.preview.example.test:%s/", p.Token, port); p.URL != want {
+		t.Errorf("URL %s, want %s", p.URL, want)
+	}
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var dl net.Dialer
+		return dl.DialContext(ctx, network, previewAddr)
+	}}}
+	if status, body, _ := get(t, c, p.URL, nil); status != 200 || !strings.Contains(body, "hello from pv-listen") {
+		t.Errorf("through the preview listener: %d %s", status, body)
+	}
+	// The preview listener serves no API, even with the token.
+	status, body, _ := get(t, c, "http://"+previewAddr+"/v1/sandboxes", http.Header{"Authorization": {"Bearer " + d.Token}})
+	if status != 404 || errorCode(body) != api.CodePreviewNotFound {
+		t.Errorf("API on the preview listener: %d %s", status, body)
+	}
+}
