@@ -129,6 +129,12 @@ func TestPreviewURLs(t *testing.T) {
 		if err != nil || len(list) != 2 || list[0].Port != 8080 || list[1].Port != 9090 {
 			t.Errorf("ExposedPorts = %+v, %v", list, err)
 		}
+		// A preview host never reaches the API, whatever the path and
+		// even with the token: the sandbox's service answers.
+		status, body, _ := get(t, c, wide.URL+"v1/sandboxes", http.Header{"Authorization": {"Bearer " + d.Token}})
+		if status != 200 || !strings.Contains(body, "GET /v1/sandboxes") || strings.Contains(body, `"sandboxes"`) {
+			t.Errorf("API path on a preview host: %d %s", status, body)
+		}
 	})
 
 	t.Run("expose is idempotent with the same options", func(t *testing.T) {
