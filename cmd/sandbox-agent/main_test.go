@@ -86,6 +86,8 @@ func TestStaticAndSmall(t *testing.T) {
 		// The code interpreter's TypeScript transpiler: pure Go, no cgo
 		// (+4.7 MB of binary, ~0.1 MB of heap at start).
 		"github.com/evanw/esbuild": true,
+		// Terminals: the PTY and its WebSocket. Pure Go, no cgo (+0.2 MB).
+		"github.com/creack/pty": true, "github.com/coder/websocket": true,
 	}
 	for _, dep := range bi.Deps {
 		if !allowed[dep.Path] {
