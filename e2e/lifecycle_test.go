@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,8 +66,14 @@ func TestFilesSurviveAHostRebootSimulation(t *testing.T) {
 	run(t, sb, "echo kept > /workspace/file")
 	// Simulate a reboot: the daemon and every sandbox process die, and
 	// everything in /run and every mount is gone.
+	pids := []int{}
+	for _, k := range d.Keys() {
+		pids = append(pids, d.AgentPID(t, k))
+	}
 	d.Kill(t)
-	exec.Command("pkill", "-9", "-f", "/.sandboxd/agent").Run()
+	for _, pid := range pids { // this daemon's sandboxes only
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
 	simulateReboot(t, d)
 	d.Start(t)
 	if got := trim(run(t, sb, "cat /workspace/file")); got != "kept" {
