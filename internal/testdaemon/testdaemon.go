@@ -260,7 +260,7 @@ func (d *Daemon) teardown(t testing.TB) {
 	exec.Command("nft", "delete", "table", "inet", d.Table).Run()
 	os.RemoveAll(d.RunDir)
 	if t.Failed() {
-		t.Logf("sandboxd log:\n%s", tail(d.Logs(), 8000))
+		t.Logf("sandboxd log (without request lines):\n%s", tail(withoutRequests(d.Logs()), 12000))
 	}
 }
 
@@ -342,6 +342,17 @@ func slicesIndex(s []string, v string) int {
 		}
 	}
 	return -1
+}
+
+// withoutRequests drops the per-request debug lines, which drown the rest.
+func withoutRequests(log string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, "level=DEBUG msg=request ") {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
 }
 
 func tail(s string, n int) string {
