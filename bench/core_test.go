@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,6 +53,48 @@ func BenchmarkColdStart(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkColdStartWarmPool: the same, when the daemon keeps a sandbox
+// started ahead (--warm-pool): a new ID takes it and names it. Each
+// sample waits (outside the measurement) for the pool to be refilled, so
+// this is the latency while the pool keeps up with the creation rate.
+func BenchmarkColdStartWarmPool(b *testing.B) {
+	once(b, func(b *testing.B) {
+		d := testdaemon.Start(b, testdaemon.Options{Args: []string{"--warm-pool", "1"}})
+		ctx := ctxFor(b)
+		n := sampleCount()
+		var s samples
+		for i := 0; i < n; i++ {
+			waitPoolReady(b, d)
+			start := time.Now()
+			if res, err := d.Client.Sandbox(fmt.Sprintf("pooled-%d", i)).Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
+				b.Fatalf("exec: %v", err)
+			}
+			s = append(s, time.Since(start))
+		}
+		s.report(b)
+		for i := 0; i < n; i++ {
+			d.Client.Sandbox(fmt.Sprintf("pooled-%d", i)).Destroy(ctx)
+		}
+	})
+}
+
+func waitPoolReady(b *testing.B, d *testdaemon.Daemon) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequest("GET", d.URL+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+d.Token)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(body), `sandboxd_warm_pool{state="ready"} 1`) {
+				return
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	b.Fatal("the warm pool was not refilled within 30s")
 }
 
 // BenchmarkWarmExec: round trip of `exec true` on a running sandbox's

@@ -72,6 +72,7 @@ func parseFlags(args []string) (daemon.Config, slog.Level, error) {
 	fs.DurationVar(&cfg.SleepAfter, "sleep-after", 10*time.Minute, "idle time after which a sandbox sleeps, unless it chooses its own")
 	fs.DurationVar(&cfg.MaxSleepAfter, "max-sleep-after", 24*time.Hour, "longest idle time a sandbox may choose")
 	fs.DurationVar(&cfg.IdleCheck, "idle-check", time.Second, "how often idle sandboxes are looked for")
+	fs.IntVar(&cfg.WarmPool, "warm-pool", 2, "sandboxes with the default options kept started ahead, so that creating one takes milliseconds (0: none)")
 	fs.IntVar(&cfg.Capacity.MaxRunning, "max-running", 0, "most sandboxes running at once (0: no limit but the memory budget)")
 	fs.IntVar(&cfg.Capacity.MaxTotal, "max-sandboxes", 10000, "most sandboxes that may exist (0: no limit)")
 	fs.StringVar(&budget, "memory-budget", "", "bound on the sum of running sandboxes' memory limits (default: host memory; 0: none)")

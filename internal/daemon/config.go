@@ -69,6 +69,8 @@ type Config struct {
 	IdleCheck time.Duration
 	// Capacity bounds what the host runs.
 	Capacity sandbox.Capacity
+	// WarmPool is how many default sandboxes are kept started ahead.
+	WarmPool int
 	Version  string
 }
 
@@ -140,6 +142,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SleepAfter < sandbox.MinSleepAfter || c.SleepAfter > c.MaxSleepAfter {
 		errs = append(errs, fmt.Errorf("--sleep-after %s must be between %s and --max-sleep-after (%s)", c.SleepAfter, sandbox.MinSleepAfter, c.MaxSleepAfter))
+	}
+	if c.WarmPool < 0 || c.WarmPool > 64 {
+		errs = append(errs, fmt.Errorf("--warm-pool %d: want 0 to 64", c.WarmPool))
 	}
 	if c.IdleCheck <= 0 {
 		errs = append(errs, fmt.Errorf("--idle-check %s must be positive", c.IdleCheck))

@@ -107,6 +107,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		},
 		Capacity:  cfg.Capacity,
 		IdleCheck: cfg.IdleCheck,
+		WarmPool:  cfg.WarmPool,
 		Metrics:   registry,
 		Log:       log,
 	})
@@ -166,6 +167,7 @@ func serve(ctx context.Context, cfg Config, handler http.Handler, mgr *sandbox.M
 		if err := srv.Shutdown(sctx); err != nil {
 			srv.Close() // streams still open after the grace period
 		}
+		mgr.Close()
 		return mgr.FlushLastUsed(sctx)
 	})
 	return g.Wait()

@@ -30,6 +30,19 @@ func (m *Manager) reserve(ctx context.Context, b *box) error {
 	}
 }
 
+// tryReserve counts b as running if it fits without making room.
+func (m *Manager) tryReserve(b *box) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.fits(b.memory) {
+		return false
+	}
+	m.running++
+	m.runningMemory += b.memory
+	b.up.Store(true)
+	return true
+}
+
 // forceReserve counts b as running whatever the capacity (a container that
 // survived a daemon restart is running, like it or not).
 func (m *Manager) forceReserve(b *box) {

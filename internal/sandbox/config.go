@@ -113,6 +113,17 @@ func (p Policy) Resolve(c Config) (Config, error) {
 	if c.Image == "" {
 		c.Image = p.DefaultImage
 	}
+	// Empty and absent are the same: keep one form, so that equal
+	// configurations compare equal (the warm pool relies on it).
+	if len(c.Env) == 0 {
+		c.Env = nil
+	}
+	if len(c.Labels) == 0 {
+		c.Labels = nil
+	}
+	if len(c.Network.AllowCIDRs) == 0 {
+		c.Network.AllowCIDRs = nil
+	}
 	if len(c.Image) > maxImageLength {
 		return c, invalid("image name is longer than %d bytes", maxImageLength)
 	}

@@ -17,15 +17,18 @@ import (
 // it is not kept alive, no call, stream, terminal or connection holds a
 // lease on it, nothing used it for its sleepAfter, and its agent reports
 // nothing running on its own (background processes, code executions).
+// It also keeps the warm pool filled.
 func (m *Manager) Run(ctx context.Context) error {
 	t := time.NewTicker(m.opts.IdleCheck)
 	defer t.Stop()
+	m.fillPool(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 			m.sleepIdle(ctx)
+			m.fillPool(ctx)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -350,7 +351,7 @@ func (m *Manager) writeBundle(b *box, img *rootfs.Image, p paths, ep NetworkEndp
 		Hostname:    b.id,
 		Rootfs:      p.rootfs,
 		Args:        agentArgs(img),
-		Env:         append(mergeEnv(img.Env, b.cfg.Env), mainEnv(img)...),
+		Env:         append(mergeEnv(append(slices.Clip(img.Env), "HOSTNAME="+b.id), b.cfg.Env), mainEnv(img)...),
 		Mounts:      mounts,
 		NetnsPath:   ep.NetnsPath,
 		CgroupsPath: cgroupPath(b.rec.Key),

@@ -64,6 +64,9 @@ type Options struct {
 	Events *Events
 	// Metrics registers the manager's metrics; may be nil.
 	Metrics *metrics.Registry
+	// WarmPool is how many sandboxes with the default configuration are
+	// kept started ahead of need, so that creating one is only naming it.
+	WarmPool int
 }
 
 // Capacity is the daemon-wide limits on sandboxes. Zero means unlimited.
@@ -93,6 +96,7 @@ type Manager struct {
 
 	events *Events
 	m      managerMetrics
+	pool   warmPool
 }
 
 // box is the in-memory side of one sandbox.
@@ -121,6 +125,7 @@ type box struct {
 	sleepAfter atomic.Int64 // nanoseconds
 	memory     int64        // the memory limit; set once at create or load
 	status     atomic.Value // string: rec.Status, for metrics
+
 }
 
 // setConfig stores cfg in the box and its lock-free mirrors.
@@ -283,6 +288,13 @@ func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config) error {
 	if err := m.checkTotal(); err != nil {
 		return err
 	}
+	if w := m.takeWarm(cfg); w != nil {
+		err := m.adopt(ctx, b, w, cfg)
+		if err == nil || b.rec.ID != "" {
+			return err
+		}
+		m.log.Warn("could not use a warm sandbox; creating one", "sandbox", b.id, "err", err)
+	}
 	slot := -1
 	if cfg.Network.Mode == NetworkInternet {
 		if slot, err = m.allocateSlot(b); err != nil {
@@ -322,6 +334,9 @@ func (m *Manager) allocateSlot(self *box) (int, error) {
 				used[int(n-1)] = true
 			}
 		}
+	}
+	for _, s := range m.pool.slots() {
+		used[s] = true
 	}
 	for s := 0; s < m.opts.Network.MaxSlots(); s++ {
 		if !used[s] {

@@ -9,6 +9,11 @@ type managerMetrics struct {
 
 func (m *Manager) registerMetrics(r *metrics.Registry) managerMetrics {
 	r.NewGaugeFunc("sandboxd_sandboxes", "Sandboxes by status.", "status", m.countByStatus)
+	r.NewGaugeFunc("sandboxd_warm_pool", "Sandboxes of the warm pool, by state.", "state", func() map[string]float64 {
+		m.pool.mu.Lock()
+		defer m.pool.mu.Unlock()
+		return map[string]float64{"ready": float64(len(m.pool.ready)), "starting": float64(len(m.pool.booting))}
+	})
 	return managerMetrics{
 		starts:       r.NewCounterVec("sandboxd_sandbox_starts_total", "Sandboxes started (created or started on request or after a failure).", ""),
 		wakes:        r.NewCounterVec("sandboxd_sandbox_wakes_total", "Sleeping or stopped sandboxes started again by a call.", ""),

@@ -90,6 +90,9 @@ func Start(t testing.TB, o Options) *Daemon {
 		"--agent", filepath.Join(bin, "sandbox-agent"), "--subnet", subnet, "--nft-table", d.Table,
 		"--iface-prefix", ifacePrefix(pid, n),
 		"--default-memory", "512Mi", "--log-level", "debug",
+		// No warm pool unless a test asks: pool sandboxes come and go on
+		// their own, which tests that count host state cannot tell from leaks.
+		"--warm-pool", "0",
 	}, o.Args...)
 	t.Cleanup(func() { d.teardown(t) })
 	d.start(t)

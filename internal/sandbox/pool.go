@@ -1,0 +1,305 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/store"
+)
+
+// The warm pool keeps a few sandboxes with the default configuration
+// started ahead of need. Creating a sandbox whose configuration is the
+// default one then takes a started one and names it: its registry row is
+// written, its hostname set (in its UTS namespace) and its /etc/hostname
+// and /etc/hosts rewritten, and its agent told HOSTNAME (which every
+// sandbox has in its environment, as containers usually do; the shell
+// started for the placeholder name picks the new value up before its next
+// command). Everything else about it — disk, network slot, cgroup,
+// container — is the same as if it had been created for the name, because
+// nothing else in it depends on the name.
+//
+// Warm sandboxes count against capacity like running ones. They have no
+// registry row, so a daemon that dies removes them at its next start
+// (their keys are unknown); a clean shutdown tears them down.
+type warmPool struct {
+	mu      sync.Mutex
+	ready   []*box
+	booting []*box
+	failed  time.Time // last failed start: back off
+}
+
+// slots lists the network slots the pool's sandboxes hold.
+func (p *warmPool) slots() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []int
+	for _, b := range append(append([]*box{}, p.ready...), p.booting...) {
+		if n := b.netSlot.Load(); n > 0 {
+			out = append(out, int(n-1))
+		}
+	}
+	return out
+}
+
+// warmConfig is the configuration of pool sandboxes: the defaults.
+func (m *Manager) warmConfig(ctx context.Context) (Config, error) {
+	cfg, err := m.opts.Policy.Resolve(Config{})
+	if err != nil {
+		return cfg, err
+	}
+	img, err := m.opts.Images.Resolve(ctx, cfg.Image)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.ImageDigest = img.Digest
+	return cfg, nil
+}
+
+// takeWarm hands out a started pool sandbox made with exactly cfg, if one
+// is ready.
+func (m *Manager) takeWarm(cfg Config) *box {
+	m.pool.mu.Lock()
+	defer m.pool.mu.Unlock()
+	var keep []*box
+	var taken *box
+	for _, w := range m.pool.ready {
+		switch {
+		case w.running == nil || !w.running.alive():
+			go m.discardWarm(w) // died while waiting
+		case taken == nil && reflect.DeepEqual(w.cfg, cfg):
+			taken = w
+		default:
+			keep = append(keep, w)
+		}
+	}
+	m.pool.ready = keep
+	return taken
+}
+
+// adopt gives the pool sandbox w the identity of b, which is locked and
+// has no record yet.
+func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err error) {
+	defer func() {
+		if err != nil {
+			m.discardWarm(w)
+		}
+		m.refillSoon()
+	}()
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	now := m.now().UTC()
+	rec := store.Sandbox{
+		ID: b.id, Key: w.rec.Key, Status: StatusCreating, Image: cfg.Image, Runtime: m.opts.Runtime.Name,
+		Config: data, NetSlot: w.rec.NetSlot, CreatedAt: now, LastUsedAt: now, StatusChangedAt: now,
+	}
+	inst := w.running
+	if err := nameSandbox(inst.pid, m.paths(rec.Key).etc, b.id); err != nil {
+		return fmt.Errorf("naming a warm sandbox: %w", err)
+	}
+	if err := agentSetEnv(ctx, inst, "HOSTNAME", b.id); err != nil {
+		return fmt.Errorf("naming a warm sandbox's agent: %w", err)
+	}
+	if err := m.opts.Store.Insert(ctx, rec); err != nil {
+		return fmt.Errorf("recording sandbox %s: %w", b.id, err)
+	}
+	b.rec = rec
+	b.setConfig(cfg)
+	b.netSlot.Store(int64(rec.NetSlot) + 1)
+	b.lastUsed.Store(now.UnixNano())
+	b.flushedAt.Store(now.UnixNano())
+	// The pool's capacity reservation becomes b's.
+	w.up.Store(false)
+	b.up.Store(true)
+	b.running = inst
+	m.log.Info("sandbox created from the warm pool", "sandbox", b.id, "key", rec.Key)
+	m.emit(b, EventCreated)
+	m.setStatus(b, StatusRunning, "")
+	go m.watch(b, inst)
+	m.m.starts.Inc("")
+	m.emit(b, EventStarted)
+	return nil
+}
+
+// agentSetEnv sets one sandbox-level environment variable in the agent.
+func agentSetEnv(ctx context.Context, inst *instance, name, value string) error {
+	body, _ := json.Marshal(map[string]map[string]string{"env": {name: value}})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent/env", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Transport: inst.transport}).Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("agent env: status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// nameSandbox sets the hostname of the sandbox whose init is pid, and
+// rewrites its /etc/hostname and /etc/hosts (bind-mounted from etcDir, so
+// rewriting the files in place shows through).
+func nameSandbox(pid int, etcDir, name string) error {
+	if err := setHostname(pid, name); err != nil {
+		return err
+	}
+	files := map[string]string{
+		"hostname": name + "\n",
+		"hosts":    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + name + "\n",
+	}
+	for file, content := range files {
+		if err := os.WriteFile(filepath.Join(etcDir, file), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setHostname enters the UTS namespace of pid on a locked thread, sets the
+// hostname and comes back. If it cannot come back, the thread stays
+// locked, so it dies with its goroutine instead of serving others from
+// the sandbox's namespace.
+func setHostname(pid int, name string) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		self, err := os.Open("/proc/thread-self/ns/uts")
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer self.Close()
+		target, err := os.Open(fmt.Sprintf("/proc/%d/ns/uts", pid))
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWUTS); err != nil {
+			errc <- err
+			return
+		}
+		err = unix.Sethostname([]byte(name))
+		if rerr := unix.Setns(int(self.Fd()), unix.CLONE_NEWUTS); rerr != nil {
+			errc <- fmt.Errorf("returning to the host's UTS namespace: %w", rerr)
+			return // thread stays locked and is discarded
+		}
+		runtime.UnlockOSThread()
+		errc <- err
+	}()
+	return <-errc
+}
+
+// refillSoon asks the pool to be filled on the next idle-loop tick or
+// now, whichever comes first.
+func (m *Manager) refillSoon() {
+	go m.fillPool(context.Background())
+}
+
+// fillPool starts pool sandboxes until there are WarmPool of them, one at a
+// time. It never exceeds capacity: a full host keeps a smaller pool.
+func (m *Manager) fillPool(ctx context.Context) {
+	for {
+		m.pool.mu.Lock()
+		need := m.opts.WarmPool - len(m.pool.ready) - len(m.pool.booting)
+		backoff := time.Since(m.pool.failed) < 30*time.Second
+		if need <= 0 || backoff || len(m.pool.booting) > 0 {
+			m.pool.mu.Unlock()
+			return
+		}
+		w := &box{}
+		m.pool.booting = append(m.pool.booting, w)
+		m.pool.mu.Unlock()
+
+		err := m.startWarm(ctx, w)
+		m.pool.mu.Lock()
+		for i, x := range m.pool.booting {
+			if x == w {
+				m.pool.booting = append(m.pool.booting[:i], m.pool.booting[i+1:]...)
+				break
+			}
+		}
+		if err == nil {
+			m.pool.ready = append(m.pool.ready, w)
+		} else {
+			m.pool.failed = time.Now()
+		}
+		m.pool.mu.Unlock()
+		if err != nil {
+			m.log.Warn("could not start a warm sandbox", "err", err)
+			return
+		}
+	}
+}
+
+// startWarm starts one pool sandbox.
+func (m *Manager) startWarm(ctx context.Context, w *box) error {
+	cfg, err := m.warmConfig(ctx)
+	if err != nil {
+		return err
+	}
+	w.rec = store.Sandbox{Key: newKey(), NetSlot: -1}
+	w.id = "warm-" + w.rec.Key
+	w.setConfig(cfg)
+	if cfg.Network.Mode == NetworkInternet {
+		slot, err := m.allocateSlot(w)
+		if err != nil {
+			return err
+		}
+		w.rec.NetSlot = slot
+	}
+	// Never make room for the pool: it takes only what is free.
+	if !m.tryReserve(w) {
+		return fmt.Errorf("%w: no room for a warm sandbox", ErrCapacity)
+	}
+	inst, err := m.boot(ctx, w)
+	if err != nil {
+		m.release(w)
+		m.removeFiles(w.rec.Key)
+		return err
+	}
+	w.running = inst
+	return nil
+}
+
+// discardWarm tears a pool sandbox down and deletes its files.
+func (m *Manager) discardWarm(w *box) {
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	if err := m.teardown(ctx, w); err != nil {
+		m.log.Warn("tearing down a warm sandbox", "key", w.rec.Key, "err", err)
+	}
+	m.release(w)
+	if err := m.removeFiles(w.rec.Key); err != nil {
+		m.log.Warn("removing a warm sandbox's files", "key", w.rec.Key, "err", err)
+	}
+}
+
+// Close tears down the warm pool. Named sandboxes keep running: the next
+// daemon reattaches them.
+func (m *Manager) Close() {
+	m.pool.mu.Lock()
+	ready := m.pool.ready
+	m.pool.ready = nil
+	m.pool.failed = time.Now().Add(time.Hour) // no refill from now on
+	m.pool.mu.Unlock()
+	for _, w := range ready {
+		m.discardWarm(w)
+	}
+}
