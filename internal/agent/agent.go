@@ -190,6 +190,12 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	fsvc, err := newFileService(cfg, sc)
+	if err != nil {
+		a.processes.Close()
+		m.Close()
+		return nil, err
+	}
 	a.server = &server{
 		log:          cfg.Log,
 		version:      cfg.Version,
@@ -201,6 +207,7 @@ func New(cfg Config) (*Agent, error) {
 		terminals:    terms,
 		termBaseEnv:  sc.BaseEnv,
 		workspace:    cfg.Workspace,
+		files:        fsvc,
 		keepalive:    cfg.Keepalive,
 		writeTimeout: 30 * time.Second,
 	}
@@ -220,9 +227,10 @@ func (a *Agent) Handler() http.Handler { return a.server.routes() }
 //     session's shell and process group, so that running commands end
 //     (their callers get SESSION_TERMINATED) and no new shell starts;
 //     kill every code interpreter likewise (CONTEXT_TERMINATED); hang up
-//     every terminal (their clients get the exit);
+//     every terminal (their clients get the exit); end every file watch
+//     (its stream gets an error event);
 //  3. wait for the HTTP handlers to finish, at most shutdownTimeout, then
-//     close the remaining connections;
+//     close the remaining connections and the file system's root;
 //  4. save the state file a last time (before the sessions are closed:
 //     they are part of it); stop the reaper (if this agent runs it).
 //
@@ -294,9 +302,11 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		a.sessions.Close()             // 2
 		a.code.Close()                 // 2
 		a.server.terminals.Shutdown()  // 2
+		a.server.files.hub.Close()     // 2: watch streams end
 		if err := <-shut; err != nil { // 3
 			srv.Close()
 		}
+		a.server.files.fs.Close()
 		stopReaper() // 4
 		return nil
 	})

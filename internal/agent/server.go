@@ -33,6 +33,7 @@ type server struct {
 	terminals    *pty.Manager
 	termBaseEnv  []string // the environment of terminals outside sessions
 	workspace    string
+	files        *fileService // files, watches and git (files_api.go)
 	keepalive    time.Duration
 	writeTimeout time.Duration // for one stream event to be accepted by the client
 	// shutdown stops the agent, giving the reason (set by Agent.Run).
@@ -85,6 +86,24 @@ func (s *server) table() []route {
 		{"GET", "/terminal", s.terminal},
 		{"GET", "/terminals", s.listTerminals},
 		{"DELETE", "/terminals/{terminal}", s.closeTerminal},
+		// Files, watches and git: files_api.go.
+		{"POST", "/files/write", s.writeFile},
+		{"POST", "/files/read", s.readFile},
+		{"POST", "/files/read/stream", s.readStream},
+		{"GET", "/files/raw", s.readRaw},
+		{"PUT", "/files/raw", s.writeRaw},
+		{"POST", "/files/mkdir", s.mkdir},
+		{"POST", "/files/delete", s.deleteFile},
+		{"POST", "/files/rename", s.rename},
+		{"POST", "/files/move", s.move},
+		{"POST", "/files/exists", s.exists},
+		{"POST", "/files/stat", s.stat},
+		{"POST", "/files/list", s.listFiles},
+		{"GET", "/files/archive", s.exportArchive},
+		{"PUT", "/files/archive", s.importArchive},
+		{"POST", "/files/watch", s.watchFiles},
+		{"POST", "/files/changes", s.checkChanges},
+		{"POST", "/git/checkout", s.gitCheckout},
 	}
 }
 
