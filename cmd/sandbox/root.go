@@ -88,6 +88,9 @@ machine) the daemon's token file, $SANDBOXD_STATE_DIR/token or
 		newImageCommand(g),
 		newExposeCommand(g), newPortsCommand(g), newUnexposeCommand(g), newLinkCommand(g),
 		newShellCommand(g),
+		newCopyCommand(g),
+		newFilesCommand(g),
+		newGitCommand(g),
 	)
 	return root
 }
