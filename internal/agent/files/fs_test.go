@@ -106,6 +106,26 @@ func TestWriteReadRoundTrip(t *testing.T) {
 	}
 }
 
+func TestWriteThroughSymlinks(t *testing.T) {
+	f := newTestFS(t)
+	os.MkdirAll(f.host("/etc"), 0o755)
+	os.MkdirAll(f.host("/workspace"), 0o755)
+	os.Symlink("/etc/target", f.host("/workspace/abs"))
+	os.Symlink("../etc/rel", f.host("/workspace/rel"))
+	os.Symlink("/workspace/loop", f.host("/workspace/loop"))
+	f.write(t, "/workspace/abs", "A")
+	f.write(t, "/workspace/rel", "R")
+	if data, _ := os.ReadFile(f.host("/etc/target")); string(data) != "A" {
+		t.Errorf("absolute dangling link: target holds %q", data)
+	}
+	if data, _ := os.ReadFile(f.host("/etc/rel")); string(data) != "R" {
+		t.Errorf("relative dangling link: target holds %q", data)
+	}
+	if _, _, err := f.Create("/workspace/loop", CreateOptions{UID: -1, GID: -1}); !errors.Is(err, unix.ELOOP) {
+		t.Errorf("link loop: %v", err)
+	}
+}
+
 func TestWriteModeAndOwner(t *testing.T) {
 	f := newTestFS(t)
 	uid, gid := -1, -1
@@ -335,8 +355,14 @@ func TestPrivateDirIsOffLimits(t *testing.T) {
 	if err := f.Rename("/workspace", "/.sandboxd", true); !errors.Is(err, ErrForbidden) {
 		t.Errorf("rename over /.sandboxd = %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(src, "agent.sock")); err != nil {
-		t.Errorf("the socket stand-in is gone: %v", err)
+	// A dangling symlink whose target is in the private mount.
+	os.Symlink("/.sandboxd/run/new", filepath.Join(dir, "workspace", "dangling"))
+	if file, _, err := f.Create("/workspace/dangling", CreateOptions{UID: -1, GID: -1}); err == nil {
+		file.Close()
+		t.Error("write through a dangling link into the private mount succeeded")
+	}
+	if entries, _ := os.ReadDir(src); len(entries) != 1 || entries[0].Name() != "agent.sock" {
+		t.Errorf("the private mount holds %v; a failed write must leave nothing behind", entries)
 	}
 }
 

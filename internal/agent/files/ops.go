@@ -145,7 +145,24 @@ type CreateOptions struct {
 // Create opens the regular file p for writing, truncated to zero, making
 // it if it does not exist. created says whether it did not exist. Writing
 // through a symlink writes its target (inside the sandbox).
+//
+// Why not one openat2 with O_CREAT: the kernel would make the file before
+// the descriptor could be checked, so a symlink into /proc or the agent's
+// mounts would leave a file there even though the call fails. A new file is
+// therefore only ever made by O_CREAT|O_EXCL under a parent directory that
+// was resolved and checked first; an existing one is opened without
+// O_CREAT and checked before it is truncated; and a dangling symlink is
+// followed by hand, one link at a time, to a path that gets the same
+// treatment.
 func (f *FS) Create(p string, o CreateOptions) (file *os.File, created bool, err error) {
+	return f.create(p, o, 0)
+}
+
+// maxLinks bounds the dangling symlinks Create follows, as the kernel's
+// own limit does.
+const maxLinks = 40
+
+func (f *FS) create(p string, o CreateOptions, links int) (*os.File, bool, error) {
 	if p == "/" {
 		return nil, false, pathErr("write", p, unix.EISDIR)
 	}
@@ -154,19 +171,22 @@ func (f *FS) Create(p string, o CreateOptions) (file *os.File, created bool, err
 			return nil, false, pathErr("write", p, err)
 		}
 	}
-	const base = unix.O_WRONLY | unix.O_NOCTTY | unix.O_NONBLOCK
-	var fd int
-	for attempt := 0; ; attempt++ {
-		// O_EXCL first, to know whether the file is new; it does not
-		// follow a final symlink, so a symlink is opened in the second
-		// step, and a dangling one is created through in the third.
-		fd, err = f.open("write", p, base|unix.O_CREAT|unix.O_EXCL, 0o644)
+	dirfd, name, err := f.openParent("write", p)
+	if err != nil {
+		return nil, false, err
+	}
+	defer unix.Close(dirfd)
+	const base = unix.O_WRONLY | unix.O_NOCTTY | unix.O_NONBLOCK | unix.O_CLOEXEC
+	created := false
+	fd := -1
+	for attempt := 0; fd < 0; attempt++ {
+		fd, err = unix.Openat(dirfd, name, base|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, 0o644)
 		if err == nil {
 			created = true
 			break
 		}
 		if !errors.Is(err, unix.EEXIST) {
-			return nil, false, err
+			return nil, false, pathErr("write", p, err)
 		}
 		fd, err = f.open("write", p, base, 0)
 		if err == nil {
@@ -175,14 +195,24 @@ func (f *FS) Create(p string, o CreateOptions) (file *os.File, created bool, err
 		if !errors.Is(err, unix.ENOENT) || attempt > 2 {
 			return nil, false, err
 		}
-		fd, err = f.open("write", p, base|unix.O_CREAT, 0o644)
-		if err == nil {
-			created = true
-			break
+		var st unix.Stat_t
+		if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			// A dangling symlink: create its target, resolved like any
+			// other path.
+			target, err := readlinkat(dirfd, name)
+			if err != nil {
+				return nil, false, pathErr("write", p, err)
+			}
+			if links >= maxLinks {
+				return nil, false, pathErr("write", p, unix.ELOOP)
+			}
+			if !path.IsAbs(target) {
+				target = path.Join(path.Dir(p), target)
+			}
+			o.CreateParents = false
+			return f.create(path.Clean(target), o, links+1)
 		}
-		if !errors.Is(err, unix.ENOENT) {
-			return nil, false, err
-		}
+		// Removed between the two opens: try again.
 	}
 	fail := func(err error) (*os.File, bool, error) {
 		unix.Close(fd)
