@@ -531,11 +531,12 @@ func (w *rangeErrorWriter) Write(p []byte) (int, error) {
 	return w.ResponseWriter.Write(p)
 }
 
+// ReadFrom copies the file with a large pooled buffer: the response's own
+// ReadFrom uses 32 KiB, and has no sendfile for a unix socket.
 func (w *rangeErrorWriter) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok && !w.swallow {
-		return rf.ReadFrom(r)
-	}
-	return io.Copy(onlyWriter{w}, r)
+	bufp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bufp)
+	return io.CopyBuffer(onlyWriter{w}, r, *bufp)
 }
 
 func (w *rangeErrorWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -576,7 +577,7 @@ func (s *server) writeRaw(w http.ResponseWriter, r *http.Request) {
 	bufp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bufp)
 	n, err := s.writeContent(p, o, func(f io.Writer) (int64, error) {
-		return io.CopyBuffer(onlyWriter{f}, r.Body, *bufp)
+		return copyFull(f, r.Body, *bufp)
 	})
 	if err != nil {
 		if r.Context().Err() != nil {
@@ -592,6 +593,36 @@ func (s *server) writeRaw(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, api.WriteFileResult{Success: true, Path: p, BytesWritten: n})
+}
+
+// copyFull copies src to dst in writes of len(buf) (but the last): a
+// socket hands out whatever has arrived, often a few kilobytes, and a file
+// system write costs far more per call than a socket read. Any read error
+// but io.EOF (a body cut short included) is returned.
+func copyFull(dst io.Writer, src io.Reader, buf []byte) (int64, error) {
+	var total int64
+	for {
+		n := 0
+		var rerr error
+		for n < len(buf) && rerr == nil {
+			var m int
+			m, rerr = src.Read(buf[n:])
+			n += m
+		}
+		if n > 0 {
+			w, werr := dst.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
 }
 
 func parseBool(s string) (bool, error) {

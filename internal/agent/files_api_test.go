@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -468,3 +469,44 @@ func TestFilesChanges(t *testing.T) {
 		t.Errorf("then = %+v", c)
 	}
 }
+
+// A body cut short is an error, and the file this call made is removed.
+func TestFilesRawUploadCutShort(t *testing.T) {
+	ta := startAgent(t)
+	p := filepath.Join(ta.workspace, "cut")
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write(make([]byte, 1000))
+		pw.CloseWithError(io.ErrUnexpectedEOF)
+	}()
+	req, _ := http.NewRequest(http.MethodPut, "http://agent/files/raw?path="+url.QueryEscape(p), pr)
+	req.ContentLength = 5000
+	resp, err := ta.client.Do(req)
+	if err == nil {
+		readAll(t, resp)
+		if resp.StatusCode == 200 {
+			t.Errorf("a short body was accepted")
+		}
+	}
+	eventually(t, 5*time.Second, "the partial file to be removed", func() bool {
+		_, err := os.Stat(p)
+		return os.IsNotExist(err)
+	})
+}
+
+func TestCopyFull(t *testing.T) {
+	var dst bytes.Buffer
+	src := io.MultiReader(strings.NewReader("abc"), strings.NewReader("defgh"), strings.NewReader("ij"))
+	n, err := copyFull(&dst, src, make([]byte, 4))
+	if err != nil || n != 10 || dst.String() != "abcdefghij" {
+		t.Errorf("%d %v %q", n, err, dst.String())
+	}
+	_, err = copyFull(&dst, io.MultiReader(strings.NewReader("ab"), iotest{}), make([]byte, 4))
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("cut body: %v", err)
+	}
+}
+
+type iotest struct{}
+
+func (iotest) Read([]byte) (int, error) { return 0, io.ErrUnexpectedEOF }
