@@ -11,13 +11,14 @@ import (
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/testdaemon"
 	"github.com/sandboxd/sandboxd/internal/testgit"
 )
 
 // gitSandbox starts a git server on the host side of a sandbox link and
 // returns a sandbox allowed to reach it (the pattern of the network tests:
 // a probe sandbox's gateway is the host address the server listens on).
-func gitSandbox(t *testing.T, name string) (*client.Sandbox, *testgit.Server, string) {
+func gitSandbox(t *testing.T, name string) (*testdaemon.Daemon, *client.Sandbox, *testgit.Server, string) {
 	t.Helper()
 	d := daemon(t)
 	probe, err := d.Client.Sandbox(name+"-probe", client.WithNetwork(api.NetworkOptions{Mode: api.NetworkInternet})).Ensure(ctxT(t, time.Minute))
@@ -35,11 +36,11 @@ func gitSandbox(t *testing.T, name string) (*client.Sandbox, *testgit.Server, st
 			t.Error("the daemon's log holds the git password")
 		}
 	})
-	return sb, srv, gw
+	return d, sb, srv, gw
 }
 
 func TestFilesGitCheckout(t *testing.T) {
-	sb, srv, gw := gitSandbox(t, "git")
+	d, sb, srv, gw := gitSandbox(t, "git")
 	ctx := ctxT(t, 3*time.Minute)
 
 	res, err := sb.GitCheckout(ctx, srv.URL+"/public.git")
@@ -72,6 +73,16 @@ func TestFilesGitCheckout(t *testing.T) {
 		}
 		if got := trim(run(t, sb, "cat /workspace/dev/DEVELOP")); got != "dev" {
 			t.Errorf("DEVELOP = %q", got)
+		}
+	})
+	t.Run("the CLI", func(t *testing.T) {
+		out, errOut, code := cli(t, d, "", "git", "clone", "--branch", "develop", "--depth", "1", "--dir", "/workspace/cli-clone", "git", srv.URL+"/public.git")
+		if code != 0 || !strings.HasPrefix(out, "cloned "+srv.URL+"/public.git (branch develop, commit ") || !strings.HasSuffix(out, ") into /workspace/cli-clone\n") {
+			t.Errorf("sandbox git clone: exit %d, %q %s", code, out, errOut)
+		}
+		_, errOut, code = cli(t, d, "", "git", "clone", "git", srv.URL+"/missing.git")
+		if code != 125 || !strings.Contains(errOut, "GIT_REPOSITORY_NOT_FOUND") {
+			t.Errorf("missing repository: exit %d, %s", code, errOut)
 		}
 	})
 	t.Run("private repository with credentials", func(t *testing.T) {
