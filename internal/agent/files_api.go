@@ -652,7 +652,7 @@ func (s *server) mkdir(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
-	if err := s.files.fs.Mkdir(p, perm, req.Recursive); err != nil {
+	if err := s.files.fs.Mkdir(p, perm, req.Recursive, nil); err != nil {
 		writeError(w, s.fileError(err))
 		return
 	}
@@ -1112,7 +1112,7 @@ func (s *server) gitCheckout(w http.ResponseWriter, r *http.Request) {
 			writeError(w, api.Errorf(api.CodeFileExists, "targetDir %s exists and is not an empty directory", dir))
 			return
 		}
-	} else if err := s.files.fs.Mkdir(path.Dir(dir), 0o755, true); err != nil {
+	} else if err := s.files.fs.Mkdir(path.Dir(dir), 0o755, true, nil); err != nil {
 		writeError(w, s.fileError(err))
 		return
 	}
@@ -1125,7 +1125,7 @@ func (s *server) gitCheckout(w http.ResponseWriter, r *http.Request) {
 		// Leave nothing half-cloned behind: remove what git made, or
 		// empty the directory that was there.
 		if rerr := s.files.fs.Remove(dir, true); rerr == nil && existed {
-			s.files.fs.Mkdir(dir, 0o755, false)
+			s.files.fs.Mkdir(dir, 0o755, false, nil)
 		}
 		if r.Context().Err() != nil {
 			return

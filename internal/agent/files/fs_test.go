@@ -147,6 +147,34 @@ func TestWriteModeAndOwner(t *testing.T) {
 	if uid >= 0 && (st.Uid != 1234 || st.Gid != 5678) {
 		t.Errorf("owner = %d:%d", st.Uid, st.Gid)
 	}
+	// A new file can be given to a user (a session's), with the parents
+	// the call makes; an existing one keeps its owner.
+	if uid >= 0 {
+		file, _, err := f.Create("/home/u/deep/f", CreateOptions{CreateParents: true, UID: -1, GID: -1, Owner: &Owner{1000, 1001}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		file.Close()
+		for _, p := range []string{"/home/u/deep/f", "/home/u/deep", "/home/u", "/home"} {
+			unix.Stat(f.host(p), &st)
+			if st.Uid != 1000 || st.Gid != 1001 {
+				t.Errorf("%s belongs to %d:%d", p, st.Uid, st.Gid)
+			}
+		}
+		file, _, _ = f.Create("/x", CreateOptions{UID: -1, GID: -1, Owner: &Owner{1000, 1001}, Perm: 0o2750 | 0, SetPerm: false})
+		file.Close()
+		unix.Stat(f.host("/x"), &st)
+		if st.Uid == 1000 {
+			t.Error("an existing file was given to the session's user")
+		}
+		if err := f.Mkdir("/owned", 0o700, false, &Owner{1000, 1001}); err != nil {
+			t.Fatal(err)
+		}
+		unix.Stat(f.host("/owned"), &st)
+		if st.Uid != 1000 || st.Mode&0o777 != 0o700 {
+			t.Errorf("mkdir with an owner: %d %o", st.Uid, st.Mode&0o777)
+		}
+	}
 	// An existing file keeps its mode when none is given.
 	file, created, err = f.Create("/x", CreateOptions{UID: -1, GID: -1})
 	if err != nil || created {
@@ -276,7 +304,7 @@ func TestSymlinkSwapDuringWrite(t *testing.T) {
 			file.WriteString("x")
 			file.Close()
 		}
-		f.Mkdir(fmt.Sprintf("/workspace/d/m%d", i), 0o755, false)
+		f.Mkdir(fmt.Sprintf("/workspace/d/m%d", i), 0o755, false, nil)
 		f.Remove(fmt.Sprintf("/workspace/d/f%d", i-1), false)
 	}
 	stop.Store(true)
@@ -368,26 +396,26 @@ func TestPrivateDirIsOffLimits(t *testing.T) {
 
 func TestMkdir(t *testing.T) {
 	f := newTestFS(t)
-	if err := f.Mkdir("/a", 0o700, false); err != nil {
+	if err := f.Mkdir("/a", 0o700, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	if fi, _ := os.Stat(f.host("/a")); fi.Mode().Perm() != 0o700 {
 		t.Errorf("mode %v", fi.Mode())
 	}
-	if err := f.Mkdir("/a", 0o755, false); !errors.Is(err, unix.EEXIST) {
+	if err := f.Mkdir("/a", 0o755, false, nil); !errors.Is(err, unix.EEXIST) {
 		t.Errorf("again: %v", err)
 	}
-	if err := f.Mkdir("/a", 0o755, true); err != nil {
+	if err := f.Mkdir("/a", 0o755, true, nil); err != nil {
 		t.Errorf("again, recursive: %v", err)
 	}
-	if err := f.Mkdir("/b/c/d", 0o755, false); !errors.Is(err, unix.ENOENT) {
+	if err := f.Mkdir("/b/c/d", 0o755, false, nil); !errors.Is(err, unix.ENOENT) {
 		t.Errorf("missing parent: %v", err)
 	}
-	if err := f.Mkdir("/b/c/d", 0o755, true); err != nil {
+	if err := f.Mkdir("/b/c/d", 0o755, true, nil); err != nil {
 		t.Errorf("recursive: %v", err)
 	}
 	f.write(t, "/file", "")
-	if err := f.Mkdir("/file/x", 0o755, true); !errors.Is(err, unix.ENOTDIR) {
+	if err := f.Mkdir("/file/x", 0o755, true, nil); !errors.Is(err, unix.ENOTDIR) {
 		t.Errorf("below a file: %v", err)
 	}
 }

@@ -129,6 +129,10 @@ func (f *FS) OpenRead(p string) (*os.File, Entry, error) {
 	return os.NewFile(uintptr(fd), p), newEntry(path.Base(p), p, "", &st), nil
 }
 
+// Owner is who owns the files and directories a call creates; a nil
+// *Owner leaves them to the agent (root).
+type Owner struct{ UID, GID int }
+
 // CreateOptions tune Create.
 type CreateOptions struct {
 	// CreateParents makes missing parent directories (mode 0755).
@@ -140,6 +144,9 @@ type CreateOptions struct {
 	SetPerm bool
 	// UID and GID set the owner; -1 leaves it.
 	UID, GID int
+	// Owner, when UID and GID are both -1, owns the file if this call
+	// creates it, and the parent directories it makes.
+	Owner *Owner
 }
 
 // Create opens the regular file p for writing, truncated to zero, making
@@ -167,7 +174,7 @@ func (f *FS) create(p string, o CreateOptions, links int) (*os.File, bool, error
 		return nil, false, pathErr("write", p, unix.EISDIR)
 	}
 	if o.CreateParents {
-		if err := f.mkdirAll(path.Dir(p), 0o755); err != nil {
+		if err := f.mkdirAll(path.Dir(p), 0o755, o.Owner); err != nil {
 			return nil, false, pathErr("write", p, err)
 		}
 	}
@@ -232,6 +239,9 @@ func (f *FS) create(p string, o CreateOptions, links int) (*os.File, bool, error
 			return fail(err)
 		}
 	}
+	if o.UID < 0 && o.GID < 0 && created && o.Owner != nil {
+		o.UID, o.GID = o.Owner.UID, o.Owner.GID
+	}
 	if o.UID >= 0 || o.GID >= 0 {
 		if err := unix.Fchown(fd, o.UID, o.GID); err != nil {
 			return fail(err)
@@ -270,11 +280,12 @@ func unixPerm(m fs.FileMode) uint32 {
 	return out
 }
 
-// Mkdir makes the directory p with mode perm. Recursive makes missing
-// parents too (mode 0755) and accepts an existing directory.
-func (f *FS) Mkdir(p string, perm fs.FileMode, recursive bool) error {
+// Mkdir makes the directory p with mode perm, owned by owner (nil: root).
+// Recursive makes missing parents too (mode 0755) and accepts an existing
+// directory.
+func (f *FS) Mkdir(p string, perm fs.FileMode, recursive bool, owner *Owner) error {
 	if recursive {
-		return pathErr("mkdir", p, f.mkdirAll(p, perm))
+		return pathErr("mkdir", p, f.mkdirAll(p, perm, owner))
 	}
 	if p == "/" {
 		return pathErr("mkdir", p, unix.EEXIST)
@@ -284,12 +295,12 @@ func (f *FS) Mkdir(p string, perm fs.FileMode, recursive bool) error {
 		return err
 	}
 	defer unix.Close(dirfd)
-	return pathErr("mkdir", p, mkdirat(dirfd, name, perm))
+	return pathErr("mkdir", p, mkdirat(dirfd, name, perm, owner))
 }
 
 // mkdirat makes name under dirfd with exactly perm (the umask is undone
-// on the new directory itself, never through a path).
-func mkdirat(dirfd int, name string, perm fs.FileMode) error {
+// on the new directory itself, never through a path), owned by owner.
+func mkdirat(dirfd int, name string, perm fs.FileMode, owner *Owner) error {
 	if err := unix.Mkdirat(dirfd, name, 0o700); err != nil {
 		return err
 	}
@@ -298,12 +309,17 @@ func mkdirat(dirfd int, name string, perm fs.FileMode) error {
 		return err
 	}
 	defer unix.Close(fd)
+	if owner != nil {
+		if err := unix.Fchown(fd, owner.UID, owner.GID); err != nil {
+			return err
+		}
+	}
 	return unix.Fchmod(fd, unixPerm(perm))
 }
 
 // mkdirAll makes p and its missing parents. Existing components are
 // followed (symlinks to directories included); new ones get perm.
-func (f *FS) mkdirAll(p string, perm fs.FileMode) error {
+func (f *FS) mkdirAll(p string, perm fs.FileMode, owner *Owner) error {
 	fd, err := f.open("mkdir", p, unix.O_PATH|unix.O_DIRECTORY, 0)
 	if err == nil {
 		unix.Close(fd)
@@ -312,7 +328,7 @@ func (f *FS) mkdirAll(p string, perm fs.FileMode) error {
 	if !errors.Is(err, unix.ENOENT) || p == "/" {
 		return err
 	}
-	if err := f.mkdirAll(path.Dir(p), perm); err != nil {
+	if err := f.mkdirAll(path.Dir(p), perm, owner); err != nil {
 		return err
 	}
 	dirfd, name, err := f.openParent("mkdir", p)
@@ -320,7 +336,7 @@ func (f *FS) mkdirAll(p string, perm fs.FileMode) error {
 		return err
 	}
 	defer unix.Close(dirfd)
-	err = mkdirat(dirfd, name, perm)
+	err = mkdirat(dirfd, name, perm, owner)
 	if errors.Is(err, unix.EEXIST) {
 		// Made by someone else meanwhile; fine if it is a directory.
 		var st unix.Stat_t

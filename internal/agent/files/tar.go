@@ -187,7 +187,7 @@ type ImportStats struct {
 // existing file or symlink is replaced; an existing directory is merged.
 func (f *FS) Import(ctx context.Context, dir string, r io.Reader) (ImportStats, error) {
 	var stats ImportStats
-	if err := f.mkdirAll(dir, 0o755); err != nil {
+	if err := f.mkdirAll(dir, 0o755, nil); err != nil {
 		return stats, pathErr("import", dir, err)
 	}
 	fd, err := f.open("import", dir, unix.O_PATH|unix.O_DIRECTORY, 0)
@@ -278,7 +278,7 @@ func (im *importer) parent(rel string) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	err = mkdirat(pfd, path.Base(d), 0o755)
+	err = mkdirat(pfd, path.Base(d), 0o755, nil)
 	unix.Close(pfd)
 	if err != nil && !errors.Is(err, unix.EEXIST) {
 		return -1, err
