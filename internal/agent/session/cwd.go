@@ -2,10 +2,14 @@ package session
 
 import (
 	"errors"
+	"io/fs"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrNoCwd is returned by CurrentDir when the shell's working directory
@@ -24,7 +28,11 @@ func (s *Session) CurrentDir() (string, error) {
 	sh := s.sh
 	s.shMu.Unlock()
 	if sh != nil && !sh.exited.Load() {
-		dir, err := os.Readlink("/proc/" + strconv.Itoa(sh.pid) + "/cwd")
+		link := "/proc/" + strconv.Itoa(sh.pid) + "/cwd"
+		dir, err := os.Readlink(link)
+		if errors.Is(err, fs.ErrPermission) && s.acct != nil {
+			dir, err = readlinkAs(link, s.acct.UID, s.acct.GID)
+		}
 		if err == nil && sh.proc.Signal(syscall.Signal(0)) == nil {
 			if strings.HasSuffix(dir, " (deleted)") {
 				return "", ErrNoCwd
@@ -33,4 +41,42 @@ func (s *Session) CurrentDir() (string, error) {
 		}
 	}
 	return s.Cwd(), nil
+}
+
+// readlinkAs reads the symlink path with the file system identity uid:gid.
+//
+// Why: /proc/<pid>/cwd of another user's process needs ptrace-read access,
+// which a sandbox's root (no CAP_SYS_PTRACE) has only when its file system
+// identity matches the process's. setfsuid and setfsgid change that
+// identity for the calling thread alone, so this runs on a thread locked
+// for the purpose, and gives the thread back only once the identity is
+// root's again; a thread that could not be restored ends with its
+// goroutine instead of serving other goroutines as that user.
+func readlinkAs(path string, uid, gid int) (string, error) {
+	type result struct {
+		dir string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		restored := false
+		defer func() {
+			if restored {
+				runtime.UnlockOSThread()
+			}
+		}()
+		prevGID, _ := unix.SetfsgidRetGid(gid)
+		prevUID, _ := unix.SetfsuidRetUid(uid)
+		dir, err := os.Readlink(path)
+		unix.SetfsuidRetUid(prevUID)
+		unix.SetfsgidRetGid(prevGID)
+		// -1 changes nothing and answers the current identity.
+		curUID, _ := unix.SetfsuidRetUid(-1)
+		curGID, _ := unix.SetfsgidRetGid(-1)
+		restored = curUID == prevUID && curGID == prevGID
+		done <- result{dir, err}
+	}()
+	r := <-done
+	return r.dir, r.err
 }
