@@ -119,6 +119,23 @@ func (s *server) resolve(sessionID, p, field string) (string, *api.Error) {
 	return clean, nil
 }
 
+// ownerOf is who owns what a call in the session sessionID creates: the
+// session's user, or nil (root) for the default session, a root session
+// or a session that does not exist (resolve reports that).
+func (s *server) ownerOf(sessionID string) *files.Owner {
+	if sessionID == "" {
+		return nil
+	}
+	sess, err := s.sessions.Get(sessionID)
+	if err != nil {
+		return nil
+	}
+	if a := sess.Account(); a != nil {
+		return &files.Owner{UID: a.UID, GID: a.GID}
+	}
+	return nil
+}
+
 // fileError classifies an error of package files, once, here.
 func (s *server) fileError(err error) *api.Error {
 	var ae *api.Error
@@ -276,11 +293,13 @@ func (s *server) writeFile(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
-	p, aerr := s.resolve(sessionOf(r, req.SessionID), req.Path, "path")
+	sid := sessionOf(r, req.SessionID)
+	p, aerr := s.resolve(sid, req.Path, "path")
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
+	o.Owner = s.ownerOf(sid)
 	n, err := s.writeContent(p, o, func(f io.Writer) (int64, error) {
 		n, err := f.Write(content)
 		return int64(n), err
@@ -569,11 +588,13 @@ func (s *server) writeRaw(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
-	p, aerr := s.resolve(r.Header.Get(api.SessionHeader), q.Get("path"), "path")
+	sid := r.Header.Get(api.SessionHeader)
+	p, aerr := s.resolve(sid, q.Get("path"), "path")
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
+	o.Owner = s.ownerOf(sid)
 	bufp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bufp)
 	n, err := s.writeContent(p, o, func(f io.Writer) (int64, error) {
@@ -647,12 +668,13 @@ func (s *server) mkdir(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	p, aerr := s.resolve(sessionOf(r, req.SessionID), req.Path, "path")
+	sid := sessionOf(r, req.SessionID)
+	p, aerr := s.resolve(sid, req.Path, "path")
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
-	if err := s.files.fs.Mkdir(p, perm, req.Recursive, nil); err != nil {
+	if err := s.files.fs.Mkdir(p, perm, req.Recursive, s.ownerOf(sid)); err != nil {
 		writeError(w, s.fileError(err))
 		return
 	}
@@ -1088,10 +1110,26 @@ func (s *server) gitCheckout(w http.ResponseWriter, r *http.Request) {
 	if target == "" {
 		target = path.Join(s.files.workspace, remote.Name())
 	}
-	dir, aerr := s.resolve(sessionOf(r, req.SessionID), target, "targetDir")
+	sid := sessionOf(r, req.SessionID)
+	dir, aerr := s.resolve(sid, target, "targetDir")
 	if aerr != nil {
 		writeError(w, aerr)
 		return
+	}
+	// Git runs as the session's user, with the session's environment.
+	sessID := sid
+	if sessID == "" {
+		sessID = session.Default
+	}
+	sess, err := s.sessions.Get(sessID)
+	if err != nil {
+		writeError(w, s.apiError(err))
+		return
+	}
+	var gitUser *git.User
+	var owner *files.Owner
+	if a := sess.Account(); a != nil {
+		gitUser, owner = &git.User{UID: a.UID, GID: a.GID}, &files.Owner{UID: a.UID, GID: a.GID}
 	}
 	if dir == "/" {
 		writeError(w, api.Errorf(api.CodeValidationFailed, "targetDir must not be /"))
@@ -1112,7 +1150,8 @@ func (s *server) gitCheckout(w http.ResponseWriter, r *http.Request) {
 			writeError(w, api.Errorf(api.CodeFileExists, "targetDir %s exists and is not an empty directory", dir))
 			return
 		}
-	} else if err := s.files.fs.Mkdir(path.Dir(dir), 0o755, true, nil); err != nil {
+	} else if err := s.files.fs.Mkdir(dir, 0o755, true, owner); err != nil {
+		// Made here, empty, so that a session's user can clone into it.
 		writeError(w, s.fileError(err))
 		return
 	}
@@ -1120,12 +1159,15 @@ func (s *server) gitCheckout(w http.ResponseWriter, r *http.Request) {
 	if timeout == 0 {
 		timeout = api.DefaultGitTimeout * time.Millisecond
 	}
-	res, err := s.files.git.Clone(r.Context(), git.Options{Remote: remote, Branch: req.Branch, Dir: dir, Depth: req.Depth, Timeout: timeout})
+	res, err := s.files.git.Clone(r.Context(), git.Options{
+		Remote: remote, Branch: req.Branch, Dir: dir, Depth: req.Depth, Timeout: timeout,
+		User: gitUser, Env: sess.Environ(sess.Account(), nil),
+	})
 	if err != nil {
-		// Leave nothing half-cloned behind: remove what git made, or
-		// empty the directory that was there.
+		// Leave nothing half-cloned behind: remove what git made, and the
+		// directory unless it was there before (then empty it).
 		if rerr := s.files.fs.Remove(dir, true); rerr == nil && existed {
-			s.files.fs.Mkdir(dir, 0o755, false, nil)
+			s.files.fs.Mkdir(dir, mode.Perm(), false, owner)
 		}
 		if r.Context().Err() != nil {
 			return

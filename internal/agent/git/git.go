@@ -201,7 +201,15 @@ type Options struct {
 	Dir     string
 	Depth   int
 	Timeout time.Duration
+	// User runs git as this user (nil: root), and Env replaces the
+	// cloner's base environment (nil: keep it), for a session with a user
+	// and environment of its own.
+	User *User
+	Env  []string
 }
+
+// User is a user to run git as.
+type User struct{ UID, GID int }
 
 // Result is what was checked out.
 type Result struct {
@@ -228,7 +236,7 @@ func (c *Cloner) Clone(ctx context.Context, o Options) (Result, error) {
 	}
 	args = append(args, "--", o.Remote.String(), o.Dir)
 	start := time.Now()
-	out, code, err := c.run(ctx, args, c.env(o.Remote))
+	out, code, err := c.run(ctx, args, c.env(o.Env, o.Remote), o.User)
 	scrubbed := o.Remote.scrub(out.stderr)
 	if err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -243,7 +251,7 @@ func (c *Cloner) Clone(ctx context.Context, o Options) (Result, error) {
 	res := Result{Branch: o.Branch}
 	// What was checked out: the commit, and the branch when none was
 	// asked for.
-	rp, code, err := c.run(ctx, []string{"-C", o.Dir, "rev-parse", "HEAD", "--abbrev-ref", "HEAD"}, c.env(nil))
+	rp, code, err := c.run(ctx, []string{"-C", o.Dir, "rev-parse", "HEAD", "--abbrev-ref", "HEAD"}, c.env(o.Env, nil), o.User)
 	if err == nil && code == 0 {
 		lines := strings.Fields(string(rp.stdout))
 		if len(lines) == 2 {
@@ -256,11 +264,15 @@ func (c *Cloner) Clone(ctx context.Context, o Options) (Result, error) {
 	return res, nil
 }
 
-// env is git's environment: the sandbox's, less whatever would change how
-// git talks or what it prints, plus the credentials for r's server.
-func (c *Cloner) env(r *Remote) []string {
+// env is git's environment: base (nil: the sandbox's), less whatever
+// would change how git talks or what it prints, plus the credentials for
+// r's server.
+func (c *Cloner) env(base []string, r *Remote) []string {
+	if base == nil {
+		base = c.cfg.Env
+	}
 	var env []string
-	for _, kv := range c.cfg.Env {
+	for _, kv := range base {
 		name, _, _ := strings.Cut(kv, "=")
 		switch {
 		case strings.HasPrefix(name, "GIT_CONFIG"), strings.HasPrefix(name, "GIT_TRACE"),
@@ -395,7 +407,7 @@ const maxOutput = 64 << 10
 
 // run runs git with args through the spawn wrapper, in a process group of
 // its own, and waits for it; ctx's end kills the whole group.
-func (c *Cloner) run(ctx context.Context, args []string, env []string) (output, int, error) {
+func (c *Cloner) run(ctx context.Context, args []string, env []string, u *User) (output, int, error) {
 	var out output
 	devNull, err := os.Open(os.DevNull)
 	if err != nil {
@@ -416,7 +428,11 @@ func (c *Cloner) run(ctx context.Context, args []string, env []string) (output, 
 	wg.Add(2)
 	go func() { defer wg.Done(); out.stdout = keepHead(outR) }()
 	go func() { defer wg.Done(); out.stderr = keepTail(errR) }()
-	argv := spawn.Argv(c.cfg.Self, spawn.Options{CgroupRoot: c.cfg.CgroupRoot, Argv0: "git"}, c.cfg.Git, args...)
+	so := spawn.Options{CgroupRoot: c.cfg.CgroupRoot, Argv0: "git"}
+	if u != nil {
+		so.UID, so.GID = &u.UID, &u.GID
+	}
+	argv := spawn.Argv(c.cfg.Self, so, c.cfg.Git, args...)
 	attr := &os.ProcAttr{
 		Dir:   "/",
 		Env:   env,
