@@ -281,3 +281,40 @@ func TestFileErrorClasses(t *testing.T) {
 		}
 	}
 }
+
+func TestSessionFileCallsNameTheSession(t *testing.T) {
+	var sessions []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/sandboxes/demo/files/mkdir", func(w http.ResponseWriter, r *http.Request) {
+		sessions = append(sessions, decodeBody[api.PathRequest](t, r).SessionID)
+		writeJSON(w, 200, api.PathResult{Success: true})
+	})
+	mux.HandleFunc("PUT /v1/sandboxes/demo/files/raw", func(w http.ResponseWriter, r *http.Request) {
+		sessions = append(sessions, r.Header.Get(api.SessionHeader))
+		io.Copy(io.Discard, r.Body)
+		writeJSON(w, 200, api.WriteFileResult{Success: true})
+	})
+	mux.HandleFunc("POST /v1/sandboxes/demo/git/checkout", func(w http.ResponseWriter, r *http.Request) {
+		sessions = append(sessions, decodeBody[api.GitCheckoutRequest](t, r).SessionID)
+		writeJSON(w, 200, api.GitCheckoutResult{Success: true})
+	})
+	se := newTestClient(t, mux).Sandbox("demo").Session("work")
+	ctx := context.Background()
+	opts := make([]FileOption, 1, 2)
+	opts[0] = Recursive()
+	if err := se.Mkdir(ctx, "a/b", opts...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := se.Upload(ctx, "f", strings.NewReader("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := se.GitCheckout(ctx, "https://h/r.git"); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(sessions, ",") != "work,work,work" {
+		t.Errorf("sessions named: %v", sessions)
+	}
+	if opts[:2][1] != nil {
+		t.Error("the caller's slice of options was written to")
+	}
+}
