@@ -75,6 +75,19 @@ func TestFilesGitCheckout(t *testing.T) {
 			t.Errorf("DEVELOP = %q", got)
 		}
 	})
+	t.Run("as a session's user", func(t *testing.T) {
+		se, err := sb.CreateSession(ctx, client.WithSessionID("bob-work"), client.AsUser("bob"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := se.GitCheckout(ctx, srv.URL+"/public.git", client.WithTargetDir("/workspace/bobs"))
+		if err != nil || res.TargetDir != "/workspace/bobs" {
+			t.Fatalf("clone = %+v, %v", res, err)
+		}
+		if got := trim(run(t, sb, "stat -c %U /workspace/bobs /workspace/bobs/README.md /workspace/bobs/.git/config")); got != "bob\nbob\nbob" {
+			t.Errorf("owners: %q", got)
+		}
+	})
 	t.Run("the CLI", func(t *testing.T) {
 		out, errOut, code := cli(t, d, "", "git", "clone", "--branch", "develop", "--depth", "1", "--dir", "/workspace/cli-clone", "git", srv.URL+"/public.git")
 		if code != 0 || !strings.HasPrefix(out, "cloned "+srv.URL+"/public.git (branch develop, commit ") || !strings.HasSuffix(out, ") into /workspace/cli-clone\n") {

@@ -154,6 +154,29 @@ func TestFilesFollowTheSessionDirectory(t *testing.T) {
 	if _, err := sb.ReadFile(ctx, "x", client.InSession("no-such-session")); codeOf(err) != api.CodeSessionNotFound {
 		t.Errorf("unknown session: %v", err)
 	}
+
+	// A session of its own, with a user: relative paths follow its cd,
+	// and what it creates belongs to its user.
+	se, err := sb.CreateSession(ctx, client.WithSessionID("alice-work"), client.AsUser("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := se.Exec(ctx, "mkdir -p ~/proj && cd ~/proj"); err != nil {
+		t.Fatal(err)
+	}
+	res, err = se.WriteFile(ctx, "notes/todo.txt", []byte("x"), client.CreateParents())
+	if err != nil || res.Path != "/home/alice/proj/notes/todo.txt" {
+		t.Fatalf("session write = %+v, %v", res, err)
+	}
+	if err := se.Mkdir(ctx, "build"); err != nil {
+		t.Fatal(err)
+	}
+	if out := run(t, sb, "stat -c %U /home/alice/proj/notes/todo.txt /home/alice/proj/notes /home/alice/proj/build"); out != "alice\nalice\nalice\n" {
+		t.Errorf("owners: %q", out)
+	}
+	if out, err := se.Exec(ctx, "echo more >> notes/todo.txt && cat notes/todo.txt"); err != nil || out.Stdout != "xmore\n" {
+		t.Errorf("the session's user cannot write its file: %+v %v", out, err)
+	}
 }
 
 // The attacks of the issue. Each must fail or stay inside the sandbox.
