@@ -295,8 +295,9 @@ func (s *Sandbox) Download(ctx context.Context, path string, w io.Writer, opts .
 
 // Upload streams r into the file at path, replacing its content: nothing
 // is held in memory, and there is no size cap but the sandbox's disk. When
-// r is a *bytes.Reader, *bytes.Buffer, *strings.Reader or a regular
-// *os.File, its length is sent ahead.
+// r has a Len() int method (*bytes.Reader, *bytes.Buffer, *strings.Reader)
+// or is a regular *os.File, its length is sent ahead, which costs less than
+// a chunked body.
 func (s *Sandbox) Upload(ctx context.Context, path string, r io.Reader, opts ...FileOption) (*api.WriteFileResult, error) {
 	if err := checkPath(path, "path"); err != nil {
 		return nil, err
@@ -329,11 +330,7 @@ func (s *Sandbox) Upload(ctx context.Context, path string, r io.Reader, opts ...
 // -1.
 func lengthOf(r io.Reader) int64 {
 	switch v := r.(type) {
-	case *bytes.Reader:
-		return int64(v.Len())
-	case *bytes.Buffer:
-		return int64(v.Len())
-	case *strings.Reader:
+	case interface{ Len() int }: // *bytes.Reader, *bytes.Buffer, *strings.Reader...
 		return int64(v.Len())
 	case interface {
 		Stat() (fs.FileInfo, error)
