@@ -466,3 +466,21 @@ func TestFilesConcurrentTransfers(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A full disk is NO_SPACE, the partial file is removed, and the sandbox
+// goes on working.
+func TestFilesDiskFull(t *testing.T) {
+	d := daemon(t)
+	sb := d.Client.Sandbox("files-tiny-disk", client.WithLimits(api.Limits{DiskBytes: 64 << 20}))
+	ctx := ctxT(t, 2*time.Minute)
+	_, err := sb.Upload(ctx, "/workspace/big.bin", newPatternReader(100<<20))
+	if codeOf(err) != api.CodeNoSpace {
+		t.Fatalf("100 MB into a 64 MiB disk: %v, want NO_SPACE", err)
+	}
+	if ok, err := sb.Exists(ctx, "/workspace/big.bin"); ok || err != nil {
+		t.Errorf("the partial file is left (%v, %v)", ok, err)
+	}
+	if _, err := sb.WriteFile(ctx, "/workspace/small", []byte("still works")); err != nil {
+		t.Errorf("after the full disk: %v", err)
+	}
+}
