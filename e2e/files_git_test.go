@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -34,6 +37,20 @@ func gitSandbox(t *testing.T, name string) (*testdaemon.Daemon, *client.Sandbox,
 	t.Cleanup(func() {
 		if logs := d.Logs(); strings.Contains(logs, testgit.Password) {
 			t.Error("the daemon's log holds the git password")
+		}
+		// The agents' logs, kept in the state directory.
+		logs := 0
+		filepath.WalkDir(d.StateDir, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && e.Name() == "agent.log" {
+				logs++
+				if data, _ := os.ReadFile(p); bytes.Contains(data, []byte(testgit.Password)) {
+					t.Errorf("%s holds the git password", p)
+				}
+			}
+			return nil
+		})
+		if logs == 0 {
+			t.Error("no agent log to check")
 		}
 	})
 	return d, sb, srv, gw
