@@ -202,3 +202,21 @@ print(r, ctypes.get_errno() == 1)'; grep -c "^Seccomp:.2" /proc/self/status`
 		}
 	}
 }
+
+// TestSandboxCannotFillTheHostsRunDirectory: the agent's socket directory
+// is writable from inside (the agent creates its socket there); it must
+// be a small filesystem of its own, not the host's /run.
+func TestSandboxCannotFillTheHostsRunDirectory(t *testing.T) {
+	d := daemon(t)
+	sb := d.Client.Sandbox("filler")
+	res, err := sb.Exec(ctxT(t, 60*time.Second), "head -c 10000000 /dev/zero > /.sandboxd/run/fill; echo exit=$?; rm -f /.sandboxd/run/fill")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(res.Stdout, "exit=1") || !strings.Contains(res.Stderr, "No space left") {
+		t.Errorf("writing 10 MB into the agent's socket directory: %+v", res)
+	}
+	if got := trim(run(t, sb, "echo still-works")); got != "still-works" {
+		t.Errorf("after: %q", got)
+	}
+}

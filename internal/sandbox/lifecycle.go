@@ -239,8 +239,11 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 			return nil, err
 		}
 	}
+	if err := mountRunDir(p.run); err != nil {
+		return nil, err
+	}
 	os.Remove(p.socket)
-	undo.push(func(context.Context) error { return os.RemoveAll(p.run) })
+	undo.push(func(context.Context) error { return removeRunDir(p.run) })
 
 	steps := newStepTimer()
 	defer func() { m.log.Debug("sandbox boot", "sandbox", b.id, "steps", steps.String(), "err", err) }()
@@ -554,9 +557,30 @@ func (m *Manager) teardown(ctx context.Context, b *box) error {
 		rootfs.UnmountWait(p.rootfs, 2*time.Second),
 		unmountDisk(ctx, p),
 		m.opts.Network.Detach(ctx, key),
-		os.RemoveAll(p.run),
+		removeRunDir(p.run),
 	}
 	return errors.Join(errs...)
+}
+
+// runDirOptions make the agent's socket directory a tiny filesystem of its
+// own. The directory is bind-mounted read-write into the sandbox (the
+// agent creates its socket there), so root user code can write to it:
+// without a size of its own it would write into the host's /run, which is
+// a tmpfs in host memory.
+const runDirOptions = "size=64k,nr_inodes=64,mode=0700"
+
+func mountRunDir(dir string) error {
+	if mounted, err := rootfs.IsMountPoint(dir); err == nil && mounted {
+		return nil
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, runDirOptions); err != nil {
+		return fmt.Errorf("mounting the agent's socket directory: %w", err)
+	}
+	return nil
+}
+
+func removeRunDir(dir string) error {
+	return errors.Join(rootfs.UnmountWait(dir, time.Second), os.RemoveAll(dir))
 }
 
 // removeFiles deletes a sandbox's persistent files. The overlay must be
