@@ -6,7 +6,10 @@ package api
 //
 // History:
 //   - 1 (2026-11-21): first version: health, exec, exec/stream.
-const ProtocolVersion = 1
+//   - 2 (2026-11-22): sessions, env, processes, files, watch, git, code
+//     contexts, terminals; activity and shutdown for the daemon; the
+//     image's main command in SANDBOXD_AGENT_MAIN.
+const ProtocolVersion = 2
 
 // AgentHealth is the body of the agent's GET /health.
 type AgentHealth struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/sandboxd/sandboxd/api"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -94,7 +95,17 @@ func (m *Manager) reattach(ctx context.Context, b *box) bool {
 	}
 	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if _, err := agentHealth(hctx, &http.Client{Transport: inst.transport}); err != nil {
+	h, err := agentHealth(hctx, &http.Client{Transport: inst.transport})
+	if err != nil {
+		inst.close()
+		return false
+	}
+	if h.ProtocolVersion != api.ProtocolVersion {
+		// An agent from before a daemon upgrade: it would not know this
+		// daemon's routes. The sandbox restarts (with the new agent) on its
+		// next call.
+		m.log.Info("sandbox runs an agent of another protocol version; it restarts on its next call",
+			"sandbox", b.id, "agent", h.ProtocolVersion, "daemon", api.ProtocolVersion)
 		inst.close()
 		return false
 	}
