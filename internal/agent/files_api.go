@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -326,27 +327,38 @@ func (s *server) writeContent(p string, o files.CreateOptions, fill func(io.Writ
 	return n, err
 }
 
-// readFile is POST /files/read: the whole file in JSON.
-func (s *server) readFile(w http.ResponseWriter, r *http.Request) {
+// openForRead decodes a read request (JSON or streamed), resolves its path
+// and opens the file. When it cannot, it answers the error and reports
+// false.
+func (s *server) openForRead(w http.ResponseWriter, r *http.Request) (api.ReadFileRequest, string, *os.File, files.Entry, bool) {
 	var req api.ReadFileRequest
 	if aerr := decodeBody(w, r, maxFileCallBody, &req, false); aerr != nil {
 		writeError(w, aerr)
-		return
+		return req, "", nil, files.Entry{}, false
 	}
 	switch req.Encoding {
 	case "", api.EncodingUTF8, api.EncodingBase64:
 	default:
 		writeError(w, api.Errorf(api.CodeValidationFailed, "encoding must be empty (auto), %q or %q", api.EncodingUTF8, api.EncodingBase64))
-		return
+		return req, "", nil, files.Entry{}, false
 	}
 	p, aerr := s.resolve(sessionOf(r, req.SessionID), req.Path, "path")
 	if aerr != nil {
 		writeError(w, aerr)
-		return
+		return req, "", nil, files.Entry{}, false
 	}
 	file, e, err := s.files.fs.OpenRead(p)
 	if err != nil {
 		writeError(w, s.fileError(err))
+		return req, "", nil, files.Entry{}, false
+	}
+	return req, p, file, e, true
+}
+
+// readFile is POST /files/read: the whole file in JSON.
+func (s *server) readFile(w http.ResponseWriter, r *http.Request) {
+	req, p, file, e, ok := s.openForRead(w, r)
+	if !ok {
 		return
 	}
 	defer file.Close()
@@ -395,25 +407,8 @@ const streamChunk = 64 << 10
 // or error, as Server-Sent Events. Errors before the file is open are
 // plain JSON errors.
 func (s *server) readStream(w http.ResponseWriter, r *http.Request) {
-	var req api.ReadFileRequest
-	if aerr := decodeBody(w, r, maxFileCallBody, &req, false); aerr != nil {
-		writeError(w, aerr)
-		return
-	}
-	switch req.Encoding {
-	case "", api.EncodingUTF8, api.EncodingBase64:
-	default:
-		writeError(w, api.Errorf(api.CodeValidationFailed, "encoding must be empty (auto), %q or %q", api.EncodingUTF8, api.EncodingBase64))
-		return
-	}
-	p, aerr := s.resolve(sessionOf(r, req.SessionID), req.Path, "path")
-	if aerr != nil {
-		writeError(w, aerr)
-		return
-	}
-	file, e, err := s.files.fs.OpenRead(p)
-	if err != nil {
-		writeError(w, s.fileError(err))
+	req, p, file, e, ok := s.openForRead(w, r)
+	if !ok {
 		return
 	}
 	defer file.Close()

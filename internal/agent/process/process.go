@@ -131,10 +131,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		cfg.Self = "/proc/self/exe"
 	}
 	if cfg.Shell == "" {
-		cfg.Shell = "/bin/bash"
-		if _, err := os.Stat(cfg.Shell); err != nil {
-			cfg.Shell = "/bin/sh"
-		}
+		cfg.Shell = spawn.DefaultShell()
 	}
 	if cfg.MaxRunning <= 0 {
 		cfg.MaxRunning = 64

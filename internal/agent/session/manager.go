@@ -30,6 +30,7 @@ package session
 import (
 	"errors"
 	"fmt"
+	"github.com/sandboxd/sandboxd/internal/agent/spawn"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -142,10 +143,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		cfg.Self = "/proc/self/exe"
 	}
 	if cfg.Shell == "" {
-		cfg.Shell = "/bin/bash"
-		if _, err := os.Stat(cfg.Shell); err != nil {
-			cfg.Shell = "/bin/sh"
-		}
+		cfg.Shell = spawn.DefaultShell()
 	}
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = 64

@@ -108,6 +108,7 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (
 	res = Result{ExitCode: r.code, Duration: time.Since(r.start)}
 	switch {
 	case r.abort != nil:
+		r.finishKill()
 		// The shell is lost if it never reported, or if it was killed
 		// (even if its status line slipped out just before).
 		lost := !r.done || !r.shellKilled.IsZero()
@@ -263,6 +264,22 @@ func (r *runner) kill() {
 	}
 	r.sh.signal(syscall.SIGKILL)
 	r.shellKilled = now
+}
+
+// finishKill makes sure an aborted command's processes are gone before
+// its caller hears so: SIGKILL is delivered asynchronously, and a busy
+// machine may not have run a victim's exit yet when the shell reports. It
+// kills what is left (again) until nothing is, for at most a second.
+func (r *runner) finishKill() {
+	if !r.shellKilled.IsZero() {
+		return // the shell and everything below it were killed
+	}
+	for range 500 {
+		if n, err := proctree.Kill(r.sh.pid, r.since); err != nil || n == 0 {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // readOutput reads what one FIFO holds: one read normally (level-triggered

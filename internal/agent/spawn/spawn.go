@@ -202,3 +202,12 @@ func fail(fd, code int, err error) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// DefaultShell is the shell sessions and processes run in: bash, or sh in
+// images that have no bash.
+func DefaultShell() string {
+	if _, err := os.Stat("/bin/bash"); err == nil {
+		return "/bin/bash"
+	}
+	return "/bin/sh"
+}
