@@ -348,3 +348,52 @@ func TestWakeRestoresSessionsAndEnvButNotProcesses(t *testing.T) {
 		t.Errorf("process record after the stop: %s (%s), want killed (stopped)", p.Status, p.StatusReason)
 	}
 }
+
+// TestWakeOnFileReadAndPreviewWithPortsIntact: a sleeping sandbox wakes
+// on a file read and on a preview request; its files, env and exposed
+// ports (URL and token) are as they were.
+func TestWakeOnFileReadAndPreviewWithPortsIntact(t *testing.T) {
+	d := fastIdle(t)
+	sb := d.Client.Sandbox("wakeful", client.WithSleepAfter(time.Second), client.WithEnv(map[string]string{"KEEP": "env"}))
+	ctx := ctxT(t, 2*time.Minute)
+	if _, err := sb.WriteFile(ctx, "/workspace/note.txt", []byte("written before sleep")); err != nil {
+		t.Fatal(err)
+	}
+	// Only the port's record is made now: services are processes, which do
+	// not survive a sleep; the record, URL and token do.
+	p, err := sb.ExposePort(ctx, 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	waitStatus(t, sb, api.StatusSleeping, 10*time.Second)
+	f, err := sb.ReadFile(ctx, "/workspace/note.txt")
+	if err != nil || string(f.Content) != "written before sleep" {
+		t.Fatalf("file read waking the sandbox: %v %+v", err, f)
+	}
+	if info, _ := sb.Info(ctx); info.Status != api.StatusRunning {
+		t.Errorf("after the file read: %s", statusOf(info))
+	}
+	if got := trim(run(t, sb, "echo $KEEP")); got != "env" {
+		t.Errorf("env after waking: %q", got)
+	}
+	ports, err := sb.ExposedPorts(ctx)
+	if err != nil || len(ports) != 1 || ports[0].URL != p.URL || ports[0].Token != p.Token {
+		t.Errorf("exposed ports after waking: %+v (%v), want %+v", ports, err, p)
+	}
+
+	// Asleep again, a preview request wakes it; with a server started on
+	// the port, the same URL answers.
+	waitStatus(t, sb, api.StatusSleeping, 10*time.Second)
+	c := previewClient(d)
+	if status, body, _ := get(t, c, p.URL, nil); status != 502 || errorCode(body) != api.CodeServiceNotResponding {
+		t.Errorf("preview of a sleeping sandbox without its server: %d %s", status, body)
+	}
+	if info, _ := sb.Info(ctx); info.Status != api.StatusRunning {
+		t.Errorf("after the preview request: %s", statusOf(info))
+	}
+	testdaemon.StartTestServer(t, sb, "0.0.0.0:8080")
+	if status, _, _ := get(t, c, p.URL, nil); status != 200 {
+		t.Errorf("preview after waking and starting the server: %d", status)
+	}
+}
