@@ -61,7 +61,7 @@ func BenchmarkColdStart(b *testing.B) {
 // this is the latency while the pool keeps up with the creation rate.
 func BenchmarkColdStartWarmPool(b *testing.B) {
 	once(b, func(b *testing.B) {
-		d := testdaemon.Start(b, testdaemon.Options{Args: []string{"--warm-pool", "1"}})
+		d := testdaemon.Start(b, testdaemon.Options{Args: []string{"--warm-pool", "1", "--default-memory", "128Mi"}})
 		ctx := ctxFor(b)
 		n := sampleCount()
 		var s samples

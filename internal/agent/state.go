@@ -166,8 +166,12 @@ func (a *Agent) newProcesses() error {
 	pm.Restore(old.Processes, process.ReasonAgentRestarted)
 	if len(old.Sessions) > 0 || len(old.Processes) > 0 || len(old.SandboxEnv) > 0 {
 		cfg.Log.Info("agent state restored", "sessions", len(old.Sessions), "processes", len(old.Processes))
+		// Save what changed in the records (killed, "agent restarted")
+		// soon, off the start-up path: a synced write costs milliseconds
+		// every sandbox start and wake would pay.
+		st.changed()
 	}
-	return st.save()
+	return nil
 }
 
 // snapshot is the state to persist.
