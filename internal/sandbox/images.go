@@ -3,7 +3,6 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 
 	"github.com/sandboxd/sandboxd/internal/rootfs"
 	"github.com/sandboxd/sandboxd/internal/runtime"
@@ -12,18 +11,6 @@ import (
 // Images resolves an image name to the layers a sandbox root is made of.
 type Images interface {
 	Resolve(ctx context.Context, name string) (*rootfs.Image, error)
-}
-
-// HostImages serves only the host image.
-type HostImages struct{ Host *rootfs.Image }
-
-// Resolve returns the host image for its name and ErrImageNotFound for any
-// other.
-func (h HostImages) Resolve(_ context.Context, name string) (*rootfs.Image, error) {
-	if name == h.Host.Name {
-		return h.Host, nil
-	}
-	return nil, fmt.Errorf("%w: %q (available: %q)", ErrImageNotFound, name, h.Host.Name)
 }
 
 // imageRef is what a sandbox's image is resolved by when it boots: the
