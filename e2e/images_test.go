@@ -457,3 +457,23 @@ func TestImageBase(t *testing.T) {
 		t.Errorf("the base image is not slimmed (man pages, docs, locales): %q", out)
 	}
 }
+
+// TestImageUserRunsTheDefaultSession: an image whose USER names a user
+// gets its default session as that user (made on demand when the image's
+// /etc does not have it); numeric and root users run as root.
+func TestImageUserRunsTheDefaultSession(t *testing.T) {
+	d := daemon(t)
+	layer := layerOf(t, append(busyboxFiles(t), dir("etc"), dir("srv"),
+		file{name: "etc/passwd", body: "root:x:0:0:root:/root:/bin/sh\n"},
+		file{name: "etc/group", body: "root:x:0:\n"})...)
+	importImage(t, d.Client, imageOf(t, v1.Config{Env: []string{"PATH=/bin"}, User: "app:app", WorkingDir: "/srv"}, layer), "as-app")
+	importImage(t, d.Client, imageOf(t, v1.Config{Env: []string{"PATH=/bin"}, User: "1000"}, layer), "as-uid")
+	app := d.Client.Sandbox("user-app", client.WithImage("as-app"))
+	if got := trim(run(t, app, "id -un; pwd")); got != "app\n/srv" {
+		t.Errorf("USER app: %q", got)
+	}
+	uid := d.Client.Sandbox("user-uid", client.WithImage("as-uid"))
+	if got := trim(run(t, uid, "id -u")); got != "0" {
+		t.Errorf("USER 1000 (numeric, not supported for sessions): %q", got)
+	}
+}

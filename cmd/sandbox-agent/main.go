@@ -33,6 +33,7 @@ type config struct {
 	cgroupRoot string
 	stateDir   string
 	logLevel   slog.Level
+	user       string
 }
 
 func main() {
@@ -46,6 +47,7 @@ func main() {
 	flag.StringVar(&cfg.cgroupRoot, "cgroup-root", spawn.DefaultCgroupRoot, "directory of the user cgroups that user programs join")
 	flag.StringVar(&cfg.stateDir, "state-dir", agent.DefaultStateDir, "directory on the sandbox's disk for sessions, environment and process logs that survive a restart")
 	flag.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	flag.StringVar(&cfg.user, "user", "", "user the default session runs as (the image's USER); empty: root")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *showVersion {
@@ -81,12 +83,13 @@ func main() {
 
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	a, err := agent.New(agent.Config{
-		RunDir:     cfg.runDir,
-		Workspace:  cfg.workspace,
-		CgroupRoot: cfg.cgroupRoot,
-		StateDir:   cfg.stateDir,
-		Version:    agentVersion(),
-		Log:        log,
+		RunDir:      cfg.runDir,
+		Workspace:   cfg.workspace,
+		CgroupRoot:  cfg.cgroupRoot,
+		StateDir:    cfg.stateDir,
+		DefaultUser: cfg.user,
+		Version:     agentVersion(),
+		Log:         log,
 	})
 	if err != nil {
 		return err

@@ -79,6 +79,9 @@ type Config struct {
 	Env []string
 	// Version is reported by /health.
 	Version string
+	// DefaultUser is the user the default session runs as: the image's
+	// USER, by name (empty: root).
+	DefaultUser string
 	// Keepalive is the interval of SSE keepalive comments on a silent
 	// stream. Default DefaultKeepalive.
 	Keepalive time.Duration
@@ -169,6 +172,7 @@ func New(cfg Config) (*Agent, error) {
 	sc.Shell, sc.Self = cfg.Shell, cfg.Self
 	sc.BaseEnv = shellEnv(cfg.Env)
 	sc.Reaper, sc.Log, sc.Users = a.reaper, cfg.Log, cfg.Users
+	sc.DefaultUser = cfg.DefaultUser
 	m, err := session.NewManager(sc)
 	if err != nil {
 		return nil, err

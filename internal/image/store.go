@@ -307,6 +307,7 @@ func (s *Store) Resolve(ctx context.Context, name string) (*rootfs.Image, error)
 		Env:        slices.Clone(r.Config.Env),
 		WorkingDir: r.Config.WorkingDir,
 		Cmd:        append(slices.Clone(r.Config.Entrypoint), r.Config.Cmd...),
+		User:       r.Config.User,
 	}
 	for _, l := range r.Layers {
 		dir, err := s.layerDir(l.DiffID)

@@ -24,4 +24,6 @@ type Image struct {
 	// Cmd is the image's Entrypoint followed by its Cmd: what the image
 	// runs as its main process, if anything.
 	Cmd []string
+	// User is the image's USER ("name", "name:group", "uid" ...).
+	User string
 }

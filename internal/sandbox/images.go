@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
+	"strings"
 
 	"github.com/sandboxd/sandboxd/internal/rootfs"
 	"github.com/sandboxd/sandboxd/internal/runtime"
@@ -31,6 +32,9 @@ func agentArgs(img *rootfs.Image) []string {
 	if img.WorkingDir != "" {
 		args = append(args, "--workspace", img.WorkingDir)
 	}
+	if u := imageUser(img.User); u != "" {
+		args = append(args, "--user", u)
+	}
 	return args
 }
 
@@ -47,4 +51,16 @@ func mainEnv(img *rootfs.Image) []string {
 		return nil
 	}
 	return []string{"SANDBOXD_AGENT_MAIN=" + string(data)} // agent.MainEnv
+}
+
+// imageUser is the user name an image's USER names for the default
+// session: "name" or "name:group" give the name (sessions get the user's
+// own group); "root", numeric IDs and anything else give "" (root), because
+// sessions run as users by name.
+func imageUser(user string) string {
+	name, _, _ := strings.Cut(user, ":")
+	if name == "" || name == "root" || strings.Trim(name, "0123456789") == "" {
+		return ""
+	}
+	return name
 }

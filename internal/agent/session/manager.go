@@ -72,6 +72,9 @@ type Config struct {
 	CgroupRoot string
 	// BaseEnv is the environment of every shell, before session options.
 	BaseEnv []string
+	// DefaultUser is the user the default session runs as (the image's
+	// USER); empty means root.
+	DefaultUser string
 	// Reaper collects the shells' exit statuses. Required.
 	Reaper *reaper.Reaper
 	// Users finds and creates the accounts sessions run as. Nil: sessions
@@ -185,7 +188,14 @@ func NewManager(cfg Config) (*Manager, error) {
 		sessions:   make(map[string]*Session),
 		sandboxEnv: Layer{},
 	}
-	if _, err := m.Create(Default, Options{}); err != nil {
+	_, err = m.Create(Default, Options{User: cfg.DefaultUser})
+	if errors.Is(err, ErrUser) {
+		// The image names a user that cannot be made: run as root rather
+		// than not at all, and say so.
+		cfg.Log.Warn("the default session runs as root: the image's user cannot be used", "err", err)
+		_, err = m.Create(Default, Options{})
+	}
+	if err != nil {
 		devNull.Close()
 		return nil, err
 	}
