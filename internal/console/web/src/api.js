@@ -51,6 +51,28 @@ export class API {
     return { ...res, stdoutBytes: decode(res.stdout), stderrBytes: decode(res.stderr) };
   }
 
+  // Files, through the file API: listing as JSON, contents as raw bytes
+  // streamed both ways (no size cap but the disk).
+  listFiles(id, path) {
+    return this.call("POST", this.sandboxPath(id, "/files/list"), { path, includeHidden: true });
+  }
+  async readFile(id, path, limit) {
+    const headers = this.headers();
+    if (limit) headers.Range = `bytes=0-${limit - 1}`;
+    const resp = await fetch(this.sandboxPath(id, `/files/raw?${new URLSearchParams({ path })}`), { headers });
+    if (!resp.ok) throw await apiError(resp);
+    return new Uint8Array(await resp.arrayBuffer());
+  }
+  async writeFile(id, path, blob) {
+    const resp = await fetch(this.sandboxPath(id, `/files/raw?${new URLSearchParams({ path })}`), {
+      method: "PUT",
+      headers: this.headers({ "Content-Type": "application/octet-stream" }),
+      body: blob,
+    });
+    if (!resp.ok) throw await apiError(resp);
+    return resp.json();
+  }
+
   // Background processes.
   processes(id) { return this.call("GET", this.sandboxPath(id, "/processes")); }
   startProcess(id, command) { return this.call("POST", this.sandboxPath(id, "/processes"), { command }); }
@@ -123,16 +145,3 @@ export function fromBase64(s) {
   return out;
 }
 
-export function toBase64(bytes) {
-  let bin = "";
-  const step = 0x8000;
-  for (let i = 0; i < bytes.length; i += step) {
-    bin += String.fromCharCode.apply(null, bytes.subarray(i, i + step));
-  }
-  return btoa(bin);
-}
-
-// shellQuote quotes s as one word for a POSIX shell.
-export function shellQuote(s) {
-  return `'${String(s).replace(/'/g, `'\\''`)}'`;
-}

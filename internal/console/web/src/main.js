@@ -4,7 +4,7 @@
 // the public API (api.js).
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
-import { API, toBase64, shellQuote } from "./api.js";
+import { API } from "./api.js";
 
 const $ = (sel) => document.querySelector(sel);
 const TOKEN_KEY = "sandboxd.token";
@@ -265,39 +265,24 @@ $("#term-reconnect").addEventListener("click", () => {
 
 // ---- files ----
 //
-// File operations run as commands through the exec API: listing with
-// find, reading and writing with cat. Uploads are sent in pieces within
-// the exec API's stdin limit; downloads are capped by its buffered output
-// limit (16 MiB).
-
-const UPLOAD_PIECE = 6 << 20;
+// Files through the file API: the listing as JSON, views and downloads as
+// raw bytes (a view reads only the first MiB), uploads streamed as raw
+// bytes.
 
 async function listFiles() {
   showError("#files-error", null);
   const dir = $("#path").value.trim() || "/";
-  // (No cd: commands run in the default session, whose state is the
-  // user's.)
-  const cmd = `find ${shellQuote(dir)} -mindepth 1 -maxdepth 1 -printf '%y\\t%s\\t%T@\\t%M\\t%f\\0'`;
-  const res = await state.api.exec(state.selected, cmd);
-  if (res.exitCode !== 0) throw new Error(new TextDecoder().decode(res.stderrBytes).trim() || `find exited ${res.exitCode}`);
-  const text = new TextDecoder().decode(res.stdoutBytes);
-  const entries = text
-    .split("\0")
-    .filter(Boolean)
-    .map((line) => {
-      const [type, size, mtime, mode, ...name] = line.split("\t");
-      return { type, size: Number(size), mtime: new Date(Number(mtime) * 1000), mode, name: name.join("\t") };
-    })
-    .sort((a, b) => (b.type === "d") - (a.type === "d") || a.name.localeCompare(b.name));
-  const join = (name) => (dir.endsWith("/") ? dir + name : `${dir}/${name}`);
+  const res = await state.api.listFiles(state.selected, dir);
+  const entries = res.files
+    .map((f) => ({ ...f, isDir: f.type === "directory" }))
+    .sort((a, b) => b.isDir - a.isDir || a.name.localeCompare(b.name));
   $("#file-list").replaceChildren(
     ...entries.map((e) => {
-      const path = join(e.name);
-      const isDir = e.type === "d";
-      const name = el("a", { href: "#", class: isDir ? "dir" : "file" }, isDir ? `${e.name}/` : e.name);
+      const path = e.absolutePath;
+      const name = el("a", { href: "#", class: e.isDir ? "dir" : "file" }, e.isDir ? `${e.name}/` : e.name);
       name.addEventListener("click", (ev) => {
         ev.preventDefault();
-        if (isDir) {
+        if (e.isDir) {
           $("#path").value = path;
           listFiles().catch((err) => showError("#files-error", err));
         } else {
@@ -305,7 +290,7 @@ async function listFiles() {
         }
       });
       const actions = el("td");
-      if (!isDir) {
+      if (!e.isDir) {
         actions.append(
           el("button", { class: "link", onclick: () => downloadFile(path).catch((err) => showError("#files-error", err)) }, "Download"),
         );
@@ -314,8 +299,8 @@ async function listFiles() {
         "tr",
         { dataset: { file: e.name } },
         el("td", {}, name),
-        el("td", {}, isDir ? "" : formatSize(e.size)),
-        el("td", {}, e.mtime.toLocaleString()),
+        el("td", {}, e.isDir ? "" : formatSize(e.size)),
+        el("td", {}, new Date(e.modifiedAt).toLocaleString()),
         el("td", { class: "mono" }, e.mode),
         actions,
       );
@@ -323,17 +308,9 @@ async function listFiles() {
   );
 }
 
-async function readFile(path, limit) {
-  const head = limit ? `head -c ${limit} -- ${shellQuote(path)}` : `cat -- ${shellQuote(path)}`;
-  const res = await state.api.exec(state.selected, head);
-  if (res.exitCode !== 0) throw new Error(new TextDecoder().decode(res.stderrBytes).trim());
-  if (res.truncated) throw new Error("the file is larger than the console can download (16 MiB)");
-  return res.stdoutBytes;
-}
-
 async function viewFile(path) {
   const limit = 1 << 20;
-  const bytes = await readFile(path, limit + 1);
+  const bytes = await state.api.readFile(state.selected, path, limit + 1);
   let text;
   try {
     text = new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(0, limit));
@@ -349,7 +326,7 @@ async function viewFile(path) {
 $("#viewer-close").addEventListener("click", () => ($("#viewer").hidden = true));
 
 async function downloadFile(path) {
-  const bytes = await readFile(path);
+  const bytes = await state.api.readFile(state.selected, path);
   const url = URL.createObjectURL(new Blob([bytes]));
   const a = el("a", { href: url, download: path.split("/").pop() });
   document.body.append(a);
@@ -363,19 +340,7 @@ async function uploadFiles() {
   const dir = $("#path").value.trim() || "/";
   for (const file of $("#file-input").files) {
     const target = dir.endsWith("/") ? dir + file.name : `${dir}/${file.name}`;
-    const bytes = new Uint8Array(await file.arrayBuffer());
-    const part = `${target}.part-upload`;
-    for (let off = 0; off === 0 || off < bytes.length; off += UPLOAD_PIECE) {
-      const chunk = bytes.subarray(off, off + UPLOAD_PIECE);
-      const op = off === 0 ? ">" : ">>";
-      const res = await state.api.exec(state.selected, `cat ${op} ${shellQuote(part)}`, {
-        stdin: toBase64(chunk),
-        stdinEncoding: "base64",
-      });
-      if (res.exitCode !== 0) throw new Error(new TextDecoder().decode(res.stderrBytes).trim());
-    }
-    const res = await state.api.exec(state.selected, `mv -f -- ${shellQuote(part)} ${shellQuote(target)}`);
-    if (res.exitCode !== 0) throw new Error(new TextDecoder().decode(res.stderrBytes).trim());
+    await state.api.writeFile(state.selected, target, file);
   }
   $("#file-input").value = "";
   await listFiles();
