@@ -422,10 +422,9 @@ func logLines(p []byte) []string {
 // incomplete trailing sequence waits for the next chunk of its stream);
 // a chunk that is not UTF-8 is sent base64-encoded.
 type codeStream struct {
-	ew      *eventWriter
-	began   bool
-	held    [3][]byte // indexed by interp.Stream
-	scratch []byte
+	ew    *eventWriter
+	began bool
+	runes runeHolder
 }
 
 func (o *codeStream) send(ev *api.CodeEvent) error {
@@ -439,25 +438,18 @@ func (o *codeStream) Begin(c *interp.Context) {
 }
 
 func (o *codeStream) Output(st interp.Stream, p []byte) error {
-	data := p
-	if held := o.held[st]; len(held) > 0 {
-		o.scratch = append(append(o.scratch[:0], held...), p...)
-		data = o.scratch
-	}
-	cut := len(data) - partialRuneLen(data)
-	o.held[st] = append(o.held[st][:0], data[cut:]...)
-	if cut == 0 {
+	data := o.runes.next(int(st), p)
+	if len(data) == 0 {
 		return o.ew.err()
 	}
-	return o.chunk(st, data[:cut])
+	return o.chunk(st, data)
 }
 
 // flush sends what is held back, as it is.
 func (o *codeStream) flush() {
 	for _, st := range []interp.Stream{interp.Stdout, interp.Stderr} {
-		if len(o.held[st]) > 0 {
-			o.chunk(st, o.held[st])
-			o.held[st] = o.held[st][:0]
+		if rest := o.runes.rest(int(st)); len(rest) > 0 {
+			o.chunk(st, rest)
 		}
 	}
 }

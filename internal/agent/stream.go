@@ -74,8 +74,7 @@ type streamOutput struct {
 	ew                 *eventWriter
 	sessionID, command string
 	began              bool
-	held               [3][]byte // indexed by session.Stream
-	scratch            []byte
+	runes              runeHolder
 }
 
 func (o *streamOutput) Begin() {
@@ -86,25 +85,18 @@ func (o *streamOutput) Begin() {
 }
 
 func (o *streamOutput) Write(st session.Stream, p []byte) error {
-	data := p
-	if held := o.held[st]; len(held) > 0 {
-		o.scratch = append(append(o.scratch[:0], held...), p...)
-		data = o.scratch
-	}
-	cut := len(data) - partialRuneLen(data)
-	o.held[st] = append(o.held[st][:0], data[cut:]...)
-	if cut == 0 {
+	data := o.runes.next(int(st), p)
+	if len(data) == 0 {
 		return o.ew.err()
 	}
-	return o.sendChunk(st, data[:cut])
+	return o.sendChunk(st, data)
 }
 
 // flush sends what is held back, as it is.
 func (o *streamOutput) flush() {
 	for _, st := range []session.Stream{session.Stdout, session.Stderr} {
-		if len(o.held[st]) > 0 {
-			o.sendChunk(st, o.held[st])
-			o.held[st] = o.held[st][:0]
+		if rest := o.runes.rest(int(st)); len(rest) > 0 {
+			o.sendChunk(st, rest)
 		}
 	}
 }
