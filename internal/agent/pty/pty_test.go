@@ -229,7 +229,10 @@ func TestSlowClientIsCutOffNotTheShell(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fast.Write([]byte("i=0; while [ $i -lt 3000 ]; do echo flood-line-$i; i=$((i+1)); done; echo fin-$((1))\n"))
+	// The flood pauses briefly every 100 lines, so that a client that reads
+	// along keeps up even on a busy machine; the slow one never reads and
+	// falls 16 KiB behind.
+	fast.Write([]byte("i=0; while [ $i -lt 3000 ]; do echo flood-line-$i; i=$((i+1)); [ $((i % 100)) -eq 0 ] && sleep 0.01; done; echo fin-$((1))\n"))
 	// The fast client reads along and sees the end: the shell was never
 	// held back by the slow one.
 	readUntil(t, fast, "fin-1")
