@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -353,4 +354,33 @@ func readRaw(r io.Reader, line func(string) bool) {
 			return
 		}
 	}
+}
+
+// runViaReaper runs a program to its end through the test process's one
+// reaper and returns its stdout and exit code. Tests of this package must
+// not use exec.Cmd's Wait: the shared reaper, once running, would take the
+// child's status from it (ECHILD).
+func runViaReaper(t *testing.T, name string, args ...string) (string, int) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := exec.Command(name, args...)
+	cmd.Stdout = w
+	done := make(chan reaper.Status, 1)
+	_, err = testReaper(t).Start(func() (int, error) {
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		return cmd.Process.Pid, nil
+	}, func(st reaper.Status) { done <- st })
+	w.Close()
+	if err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	out, _ := io.ReadAll(r)
+	st := <-done
+	return string(out), st.ExitCode()
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -17,8 +18,11 @@ import (
 
 func needCodeRuntimes(t *testing.T) {
 	t.Helper()
-	if err := exec.Command("/usr/bin/python3", "-c", "import IPython").Run(); err != nil {
-		t.Skip("needs /usr/bin/python3 with IPython (apt-get install python3-ipython):", err)
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		t.Skip("needs /usr/bin/python3 with IPython (apt-get install python3-ipython)")
+	}
+	if _, code := runViaReaper(t, "/usr/bin/python3", "-c", "import IPython"); code != 0 {
+		t.Skip("needs /usr/bin/python3 with IPython (apt-get install python3-ipython)")
 	}
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Skip("needs node (apt-get install nodejs)")

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"os/exec"
 	"slices"
 	"testing"
 )
@@ -30,9 +29,9 @@ func TestMainCommand(t *testing.T) {
 // and checks each argument arrives as it was.
 func TestShellQuoteRunsExactArguments(t *testing.T) {
 	argv := []string{"printf", "[%s]", "plain", "with space", "it's", `"double"`, "$HOME", "`id`", "a\nb", ""}
-	out, err := exec.Command("/bin/sh", "-c", shellQuote(argv)).Output()
-	if err != nil {
-		t.Fatal(err)
+	out, code := runViaReaper(t, "/bin/sh", "-c", shellQuote(argv))
+	if code != 0 {
+		t.Fatalf("sh exited %d", code)
 	}
 	want := "[plain][with space][it's][\"double\"][$HOME][`id`][a\nb][]"
 	if string(out) != want {

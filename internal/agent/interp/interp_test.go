@@ -27,8 +27,14 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == spawn.Arg {
 		spawn.Main(os.Args[2:])
 	}
+	// Checked before any test starts the shared reaper, which would take
+	// this child's status from exec.Cmd's Wait.
+	pythonErr = exec.Command("/usr/bin/python3", "-c", "import IPython").Run()
 	os.Exit(m.Run())
 }
+
+// pythonErr says why the system python3 with IPython is unusable, if it is.
+var pythonErr error
 
 var (
 	reaperOnce sync.Once
@@ -58,8 +64,8 @@ func needPython(t testing.TB) {
 	t.Helper()
 	// The sandbox's python3 is the system one; a developer's pyenv shim
 	// earlier in their own PATH does not count.
-	if err := exec.Command("/usr/bin/python3", "-c", "import IPython").Run(); err != nil {
-		t.Skip("needs /usr/bin/python3 with IPython (apt-get install python3-ipython):", err)
+	if pythonErr != nil {
+		t.Skip("needs /usr/bin/python3 with IPython (apt-get install python3-ipython):", pythonErr)
 	}
 }
 
