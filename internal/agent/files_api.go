@@ -674,16 +674,26 @@ func (s *server) mkdir(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.PathResult{Success: true, Path: p})
 }
 
-// deleteFile is POST /files/delete.
-func (s *server) deleteFile(w http.ResponseWriter, r *http.Request) {
+// decodePath decodes a PathRequest and resolves its path for the calling
+// session. When it cannot, it answers the error and reports false.
+func (s *server) decodePath(w http.ResponseWriter, r *http.Request) (api.PathRequest, string, bool) {
 	var req api.PathRequest
 	if aerr := decodeBody(w, r, maxFileCallBody, &req, false); aerr != nil {
 		writeError(w, aerr)
-		return
+		return req, "", false
 	}
 	p, aerr := s.resolve(sessionOf(r, req.SessionID), req.Path, "path")
 	if aerr != nil {
 		writeError(w, aerr)
+		return req, "", false
+	}
+	return req, p, true
+}
+
+// deleteFile is POST /files/delete.
+func (s *server) deleteFile(w http.ResponseWriter, r *http.Request) {
+	req, p, ok := s.decodePath(w, r)
+	if !ok {
 		return
 	}
 	if err := s.files.fs.Remove(p, req.Recursive); err != nil {
@@ -747,14 +757,8 @@ func (s *server) renameOrMove(w http.ResponseWriter, r *http.Request, move bool)
 
 // exists is POST /files/exists.
 func (s *server) exists(w http.ResponseWriter, r *http.Request) {
-	var req api.PathRequest
-	if aerr := decodeBody(w, r, maxFileCallBody, &req, false); aerr != nil {
-		writeError(w, aerr)
-		return
-	}
-	p, aerr := s.resolve(sessionOf(r, req.SessionID), req.Path, "path")
-	if aerr != nil {
-		writeError(w, aerr)
+	_, p, ok := s.decodePath(w, r)
+	if !ok {
 		return
 	}
 	ok, mode, err := s.files.fs.Exists(p)
@@ -771,14 +775,8 @@ func (s *server) exists(w http.ResponseWriter, r *http.Request) {
 
 // stat is POST /files/stat.
 func (s *server) stat(w http.ResponseWriter, r *http.Request) {
-	var req api.PathRequest
-	if aerr := decodeBody(w, r, maxFileCallBody, &req, false); aerr != nil {
-		writeError(w, aerr)
-		return
-	}
-	p, aerr := s.resolve(sessionOf(r, req.SessionID), req.Path, "path")
-	if aerr != nil {
-		writeError(w, aerr)
+	_, p, ok := s.decodePath(w, r)
+	if !ok {
 		return
 	}
 	e, err := s.files.fs.Stat(p)
