@@ -11,8 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
@@ -180,7 +178,7 @@ func (s *Sandbox) RunCodeStream(ctx context.Context, code string, o RunCodeOptio
 		closeBody(resp.Body)
 		return nil, fmt.Errorf("POST %s: answer is %q, not an event stream", path, resp.Header.Get("Content-Type"))
 	}
-	return &CodeStream{ctx: ctx, code: code, body: resp.Body, r: sse.NewReader(resp.Body)}, nil
+	return &CodeStream{eventStream: newEventStream("code stream", ctx, resp.Body), code: code}, nil
 }
 
 // CodeStream is the live event stream of one run: start, then stdout,
@@ -190,14 +188,8 @@ func (s *Sandbox) RunCodeStream(ctx context.Context, code string, o RunCodeOptio
 // Next, All and Collect must be called from one goroutine at a time; Close
 // may be called from any goroutine.
 type CodeStream struct {
-	ctx  context.Context
+	eventStream
 	code string
-	body io.ReadCloser
-	r    *sse.Reader
-
-	closeOnce sync.Once
-	closed    atomic.Bool
-	err       error // returned by Next once the stream has ended
 }
 
 // Next returns the next event. Output chunks come with Data holding the
@@ -242,39 +234,6 @@ func (st *CodeStream) Next() (api.CodeEvent, error) {
 		return api.CodeEvent{}, st.fail(fmt.Errorf("code stream: result event without result: %w", ErrUnavailable))
 	}
 	return ev, nil
-}
-
-func (st *CodeStream) readError(err error) error {
-	switch {
-	case st.ctx.Err() != nil:
-		return st.ctx.Err()
-	case st.closed.Load():
-		return errors.New("code stream closed")
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("code stream ended before its terminal event: %w", ErrUnavailable)
-	case errors.Is(err, sse.ErrEventTooLarge):
-		return fmt.Errorf("reading code stream: %w", err)
-	}
-	return fmt.Errorf("reading code stream: %w: %w", ErrUnavailable, err)
-}
-
-func (st *CodeStream) finish() {
-	st.err = io.EOF
-	st.closeOnce.Do(func() { closeBody(st.body) })
-}
-
-func (st *CodeStream) fail(err error) error {
-	st.err = err
-	st.closeOnce.Do(func() { _ = st.body.Close() })
-	return err
-}
-
-// Close ends the stream; a run still going is interrupted. It is
-// idempotent and returns nil.
-func (st *CodeStream) Close() error {
-	st.closed.Store(true)
-	st.closeOnce.Do(func() { _ = st.body.Close() })
-	return nil
 }
 
 // All returns an iterator over the events, for use with range. It yields

@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"iter"
@@ -17,9 +16,10 @@ import (
 	"github.com/sandboxd/sandboxd/api/sse"
 )
 
-// eventStream is the plumbing shared by Watch and FileStream: an SSE body
-// that ends with a terminal event, is closed once, and reports the context's
-// error when the context ends it.
+// eventStream is the plumbing every event stream of the SDK shares (exec,
+// code, watch, file streams): an SSE body that ends with a terminal event,
+// is closed once, and reports the context's error when the context ends
+// it. what names the stream in errors ("exec stream").
 type eventStream struct {
 	ctx       context.Context
 	body      io.ReadCloser
@@ -27,6 +27,10 @@ type eventStream struct {
 	what      string
 	closeOnce sync.Once
 	closed    atomic.Bool
+
+	// err is what Next returns once the stream has ended: io.EOF after its
+	// terminal event, otherwise the error that ended it.
+	err error
 }
 
 // openEvents posts in to suffix and returns the event stream.
@@ -43,34 +47,20 @@ func (s *Sandbox) openEvents(ctx context.Context, suffix string, in any, what st
 		closeBody(resp.Body)
 		return nil, fmt.Errorf("POST %s: answer is %q, not an event stream", path, resp.Header.Get("Content-Type"))
 	}
-	return &eventStream{ctx: ctx, body: resp.Body, r: sse.NewReader(resp.Body), what: what}, nil
+	es := newEventStream(what, ctx, resp.Body)
+	return &es, nil
 }
 
 // next decodes the next event into v and returns its name.
 func (es *eventStream) next(v any) (string, error) {
 	raw, err := es.r.Next()
 	if err != nil {
-		switch {
-		case es.ctx.Err() != nil:
-			return "", es.ctx.Err()
-		case es.closed.Load():
-			return "", fmt.Errorf("%s closed", es.what)
-		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-			return "", fmt.Errorf("%s ended before its terminal event: %w", es.what, ErrUnavailable)
-		case errors.Is(err, sse.ErrEventTooLarge):
-			return "", fmt.Errorf("reading %s: %w", es.what, err)
-		}
-		return "", fmt.Errorf("reading %s: %w: %w", es.what, ErrUnavailable, err)
+		return "", es.readError(err)
 	}
 	if err := raw.Decode(v); err != nil {
 		return "", fmt.Errorf("decoding %s %s event: %w", es.what, raw.Name, err)
 	}
 	return raw.Name, nil
-}
-
-func (es *eventStream) close() {
-	es.closed.Store(true)
-	es.closeOnce.Do(func() { _ = es.body.Close() })
 }
 
 // Watch is a live watch of a path: its events, in order, until the watch
@@ -104,17 +94,17 @@ func (s *Sandbox) Watch(ctx context.Context, path string, opts ...FileOption) (*
 	}
 	var first api.WatchEvent
 	if _, err := es.next(&first); err != nil {
-		es.close()
+		es.Close()
 		return nil, err
 	}
 	switch first.Type {
 	case api.WatchEventWatching:
 		return &Watch{es: es, Path: first.Path}, nil
 	case api.EventError:
-		es.close()
+		es.Close()
 		return nil, &Error{Code: first.Code, Message: first.Message}
 	}
-	es.close()
+	es.Close()
 	return nil, fmt.Errorf("watch stream opened with %q, not watching", first.Type)
 }
 
@@ -132,7 +122,7 @@ func (w *Watch) Next() (api.WatchEvent, error) {
 		name, err := w.es.next(&ev)
 		if err != nil {
 			w.err = err
-			w.es.close()
+			w.es.Close()
 			return api.WatchEvent{}, err
 		}
 		if ev.Type == "" {
@@ -143,7 +133,7 @@ func (w *Watch) Next() (api.WatchEvent, error) {
 			return ev, nil
 		case api.EventError:
 			w.err = &Error{Code: ev.Code, Message: ev.Message}
-			w.es.close()
+			w.es.Close()
 			return ev, w.err
 		}
 		// Unknown event types are for newer clients.
@@ -167,7 +157,7 @@ func (w *Watch) Events() iter.Seq2[api.WatchEvent, error] {
 
 // Close ends the watch. It is idempotent and always returns nil.
 func (w *Watch) Close() error {
-	w.es.close()
+	w.es.Close()
 	return nil
 }
 
@@ -215,11 +205,11 @@ func (s *Sandbox) ReadFileStream(ctx context.Context, path string, opts ...FileO
 	}
 	var meta api.FileStreamEvent
 	if _, err := es.next(&meta); err != nil {
-		es.close()
+		es.Close()
 		return nil, err
 	}
 	if meta.Type != api.FileEventMetadata {
-		es.close()
+		es.Close()
 		if meta.Type == api.EventError {
 			return nil, &Error{Code: meta.Code, Message: meta.Message}
 		}
@@ -253,10 +243,10 @@ func (f *FileStream) Read(p []byte) (int, error) {
 			}
 		case api.EventComplete:
 			f.err = io.EOF
-			f.es.close()
+			f.es.Close()
 		case api.EventError:
 			f.err = &Error{Code: ev.Code, Message: ev.Message}
-			f.es.close()
+			f.es.Close()
 		}
 	}
 	n := copy(p, f.buf)
@@ -266,7 +256,7 @@ func (f *FileStream) Read(p []byte) (int, error) {
 
 // Close ends the stream.
 func (f *FileStream) Close() error {
-	f.es.close()
+	f.es.Close()
 	return nil
 }
 

@@ -10,15 +10,51 @@ import (
 	"iter"
 	"mime"
 	"net/http"
-	"sync"
-	"sync/atomic"
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/api/sse"
 )
 
-// errStreamClosed is returned by Next after Close.
-var errStreamClosed = errors.New("exec stream closed")
+func newEventStream(what string, ctx context.Context, body io.ReadCloser) eventStream {
+	return eventStream{what: what, ctx: ctx, body: body, r: sse.NewReader(body)}
+}
+
+// readError explains why reading the stream failed.
+func (st *eventStream) readError(err error) error {
+	switch {
+	case st.ctx.Err() != nil:
+		return st.ctx.Err()
+	case st.closed.Load():
+		return fmt.Errorf("%s closed", st.what)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%s ended before its terminal event: %w", st.what, ErrUnavailable)
+	case errors.Is(err, sse.ErrEventTooLarge):
+		return fmt.Errorf("reading %s: %w", st.what, err)
+	}
+	return fmt.Errorf("reading %s: %w: %w", st.what, ErrUnavailable, err)
+}
+
+// finish marks the stream as ended after its terminal event.
+func (st *eventStream) finish() {
+	st.err = io.EOF
+	st.closeOnce.Do(func() { closeBody(st.body) })
+}
+
+// fail marks the stream as ended by err and returns err.
+func (st *eventStream) fail(err error) error {
+	st.err = err
+	st.closeOnce.Do(func() { _ = st.body.Close() })
+	return err
+}
+
+// Close ends the stream; what it was running on the daemon is stopped (a
+// command is killed, a code run interrupted). Close is idempotent and
+// always returns nil.
+func (st *eventStream) Close() error {
+	st.closed.Store(true)
+	st.closeOnce.Do(func() { _ = st.body.Close() })
+	return nil
+}
 
 // ExecStream is the live output of one command: a start event, any number
 // of stdout and stderr events, then exactly one terminal event, complete
@@ -29,16 +65,7 @@ var errStreamClosed = errors.New("exec stream closed")
 // Next, All and Collect must be called from one goroutine at a time; Close
 // may be called from any goroutine, also while Next waits.
 type ExecStream struct {
-	ctx  context.Context
-	body io.ReadCloser
-	r    *sse.Reader
-
-	closeOnce sync.Once
-	closed    atomic.Bool
-
-	// err is what every call to Next returns once the stream has ended:
-	// io.EOF after its terminal event, otherwise the error that ended it.
-	err error
+	eventStream
 }
 
 // ExecStream starts command and returns its live output. The stream lives
@@ -66,7 +93,7 @@ func (s *Sandbox) execStream(ctx context.Context, cfg *execConfig) (*ExecStream,
 		closeBody(resp.Body)
 		return nil, fmt.Errorf("POST %s: answer is %q, not an event stream", path, resp.Header.Get("Content-Type"))
 	}
-	return &ExecStream{ctx: ctx, body: resp.Body, r: sse.NewReader(resp.Body)}, nil
+	return &ExecStream{newEventStream("exec stream", ctx, resp.Body)}, nil
 }
 
 // Next returns the next event. Output chunks come with Data holding the raw
@@ -113,42 +140,6 @@ func (st *ExecStream) Next() (api.ExecEvent, error) {
 		return ev, &Error{Code: ev.Code, Message: ev.Message}
 	}
 	return ev, nil
-}
-
-// readError explains why reading the stream failed.
-func (st *ExecStream) readError(err error) error {
-	switch {
-	case st.ctx.Err() != nil:
-		return st.ctx.Err()
-	case st.closed.Load():
-		return errStreamClosed
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("exec stream ended before its terminal event: %w", ErrUnavailable)
-	case errors.Is(err, sse.ErrEventTooLarge):
-		return fmt.Errorf("reading exec stream: %w", err)
-	}
-	return fmt.Errorf("reading exec stream: %w: %w", ErrUnavailable, err)
-}
-
-// finish marks the stream as ended after its terminal event.
-func (st *ExecStream) finish() {
-	st.err = io.EOF
-	st.closeOnce.Do(func() { closeBody(st.body) })
-}
-
-// fail marks the stream as ended by err and returns err.
-func (st *ExecStream) fail(err error) error {
-	st.err = err
-	st.closeOnce.Do(func() { _ = st.body.Close() })
-	return err
-}
-
-// Close ends the stream. If the command is still running, the daemon kills
-// it. Close is idempotent and always returns nil.
-func (st *ExecStream) Close() error {
-	st.closed.Store(true)
-	st.closeOnce.Do(func() { _ = st.body.Close() })
-	return nil
 }
 
 // All returns an iterator over the stream's events, for use with range:
