@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -264,21 +262,15 @@ answer, {"contexts": [...]}.`,
 				return printJSON(g.e.stdout, api.CodeContextList{Contexts: list})
 			}
 			now := g.e.now()
-			var buf bytes.Buffer
-			tw := tabwriter.NewWriter(&buf, 0, 0, 3, ' ', 0)
-			fmt.Fprintln(tw, "ID\tLANGUAGE\tSTATUS\tRUNS\tCWD\tCREATED\tLAST-USED")
+			t := newTable("ID\tLANGUAGE\tSTATUS\tRUNS\tCWD\tCREATED\tLAST-USED")
 			for _, x := range list {
 				status := x.Status
 				if x.Running {
 					status += " (running)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", x.ID, x.Language, status, x.ExecutionCount, x.Cwd, ago(now, x.CreatedAt), ago(now, x.LastUsed))
+				t.row("%s\t%s\t%s\t%d\t%s\t%s\t%s", x.ID, x.Language, status, x.ExecutionCount, x.Cwd, ago(now, x.CreatedAt), ago(now, x.LastUsed))
 			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			_, err = g.e.stdout.Write(buf.Bytes())
-			return err
+			return t.write(g.e.stdout)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")

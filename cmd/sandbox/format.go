@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
+	"text/tabwriter"
 	"time"
 )
 
@@ -48,4 +51,36 @@ func formatLabels(labels map[string]string) string {
 		b.WriteString(k + "=" + labels[k])
 	}
 	return b.String()
+}
+
+// table is an aligned table for list commands: a header line, then rows,
+// with tabs between columns.
+type table struct {
+	buf bytes.Buffer
+	tw  *tabwriter.Writer
+}
+
+func newTable(header string) *table {
+	t := &table{}
+	t.tw = tabwriter.NewWriter(&t.buf, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(t.tw, header)
+	return t
+}
+
+// row adds one line; format separates the columns with \t and ends
+// without a newline.
+func (t *table) row(format string, args ...any) { fmt.Fprintf(t.tw, format+"\n", args...) }
+
+// write prints the table to w, without the padding tabwriter leaves after
+// a short last column.
+func (t *table) write(w io.Writer) error {
+	if err := t.tw.Flush(); err != nil {
+		return err
+	}
+	for line := range strings.Lines(t.buf.String()) {
+		if _, err := fmt.Fprintln(w, strings.TrimRight(line, " \n")); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -2,14 +2,12 @@ package main
 
 import (
 	"archive/tar"
-	"bytes"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -63,9 +61,7 @@ With --json, print the API's answer, {"images": [...]}.`,
 				return printJSON(g.e.stdout, api.ImageList{Images: imgs})
 			}
 			now := g.e.now()
-			var buf bytes.Buffer
-			tw := tabwriter.NewWriter(&buf, 0, 0, 3, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tDIGEST\tSIZE\tSOURCE\tCREATED")
+			t := newTable("NAME\tDIGEST\tSIZE\tSOURCE\tCREATED")
 			for _, img := range imgs {
 				names := img.Names
 				if len(names) == 0 {
@@ -76,18 +72,10 @@ With --json, print the API's answer, {"images": [...]}.`,
 					created = ago(now, *img.Created)
 				}
 				for _, n := range names {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n, shortDigest(img.Digest), formatSize(img.Size, img.Source), img.Source, created)
+					t.row("%s\t%s\t%s\t%s\t%s", n, shortDigest(img.Digest), formatSize(img.Size, img.Source), img.Source, created)
 				}
 			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			for line := range strings.Lines(buf.String()) {
-				if _, err := fmt.Fprintln(g.e.stdout, strings.TrimRight(line, " \n")); err != nil {
-					return err
-				}
-			}
-			return nil
+			return t.write(g.e.stdout)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")

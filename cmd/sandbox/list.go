@@ -1,11 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"fmt"
-	"strings"
-	"text/tabwriter"
-
 	"github.com/spf13/cobra"
 
 	"github.com/sandboxd/sandboxd/api"
@@ -37,23 +32,12 @@ API's answer, {"sandboxes": [...]}.`,
 				return printJSON(g.e.stdout, api.SandboxList{Sandboxes: list})
 			}
 			now := g.e.now()
-			var buf bytes.Buffer
-			tw := tabwriter.NewWriter(&buf, 0, 0, 3, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSTATUS\tIMAGE\tCREATED\tLAST-USED\tLABELS")
+			t := newTable("ID\tSTATUS\tIMAGE\tCREATED\tLAST-USED\tLABELS")
 			for _, sb := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", sb.ID, sb.Status, sb.Image,
+				t.row("%s\t%s\t%s\t%s\t%s\t%s", sb.ID, sb.Status, sb.Image,
 					ago(now, sb.CreatedAt), ago(now, sb.LastUsedAt), formatLabels(sb.Labels))
 			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			// An empty last column leaves padding behind; drop it.
-			for line := range strings.Lines(buf.String()) {
-				if _, err := fmt.Fprintln(g.e.stdout, strings.TrimRight(line, " \n")); err != nil {
-					return err
-				}
-			}
-			return nil
+			return t.write(g.e.stdout)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"strconv"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -103,9 +100,7 @@ func newPortsCommand(g *globals) *cobra.Command {
 				}
 				return printJSON(g.e.stdout, api.ExposedPortList{Ports: ports})
 			}
-			var buf bytes.Buffer
-			tw := tabwriter.NewWriter(&buf, 0, 0, 3, ' ', 0)
-			fmt.Fprintln(tw, "PORT\tNAME\tACCESS\tURL")
+			t := newTable("PORT\tNAME\tACCESS\tURL")
 			for _, p := range ports {
 				access := "public"
 				if !p.Public {
@@ -115,13 +110,9 @@ func newPortsCommand(g *globals) *cobra.Command {
 				if name == "" {
 					name = "-"
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", p.Port, oneLine(name), access, p.URL)
+				t.row("%d\t%s\t%s\t%s", p.Port, oneLine(name), access, p.URL)
 			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			_, err = g.e.stdout.Write([]byte(strings.TrimRight(buf.String(), " ")))
-			return err
+			return t.write(g.e.stdout)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")

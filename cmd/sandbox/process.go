@@ -6,7 +6,6 @@ import (
 	"io"
 	"regexp"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -125,8 +124,7 @@ func newPsCommand(g *globals) *cobra.Command {
 				}
 				return printJSON(g.e.stdout, api.ProcessList{Processes: list})
 			}
-			tw := tabwriter.NewWriter(g.e.stdout, 0, 0, 3, ' ', 0)
-			fmt.Fprintln(tw, "ID\tPID\tSTATUS\tEXIT\tSESSION\tSTARTED\tCOMMAND")
+			t := newTable("ID\tPID\tSTATUS\tEXIT\tSESSION\tSTARTED\tCOMMAND")
 			now := g.e.now()
 			for _, p := range list {
 				exit := "-"
@@ -137,9 +135,9 @@ func newPsCommand(g *globals) *cobra.Command {
 				if len(command) > 60 {
 					command = command[:57] + "..."
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.PID, p.Status, exit, p.SessionID, ago(now, p.StartTime), command)
+				t.row("%s\t%d\t%s\t%s\t%s\t%s\t%s", p.ID, p.PID, p.Status, exit, p.SessionID, ago(now, p.StartTime), command)
 			}
-			return tw.Flush()
+			return t.write(g.e.stdout)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")

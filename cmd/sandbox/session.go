@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -98,17 +97,16 @@ func newSessionListCommand(g *globals) *cobra.Command {
 				}
 				return printJSON(g.e.stdout, api.SessionList{Sessions: list})
 			}
-			tw := tabwriter.NewWriter(g.e.stdout, 0, 0, 3, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tUSER\tCWD\tCREATED\tENV")
+			t := newTable("NAME\tUSER\tCWD\tCREATED\tENV")
 			now := g.e.now()
 			for _, s := range list {
 				u := s.User
 				if u == "" {
 					u = "root"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.ID, u, s.Cwd, ago(now, s.CreatedAt), strings.Join(s.Env, ","))
+				t.row("%s\t%s\t%s\t%s\t%s", s.ID, u, s.Cwd, ago(now, s.CreatedAt), strings.Join(s.Env, ","))
 			}
-			return tw.Flush()
+			return t.write(g.e.stdout)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
