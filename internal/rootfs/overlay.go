@@ -72,7 +72,19 @@ func Unmount(target string) error {
 }
 
 // IsMountPoint reports whether path is the root of a mount.
+//
+// statx says so directly (STATX_ATTR_MOUNT_ROOT, Linux 5.8+). Older
+// kernels get a device comparison and, for a bind mount of the same
+// filesystem, a scan of /proc/self/mountinfo, which grows with every
+// sandbox and is read on every sandbox start.
 func IsMountPoint(path string) (bool, error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS, &stx); err != nil {
+		return false, err
+	}
+	if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 {
+		return stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
+	}
 	var st, parent unix.Stat_t
 	if err := unix.Lstat(path, &st); err != nil {
 		return false, err
