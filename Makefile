@@ -8,7 +8,12 @@ BIN       := bin
 STATE_DIR ?= /var/lib/sandboxd
 export CGO_ENABLED := 0
 
-.PHONY: all build run test test-short bench fmt vet check clean console console-check
+# Tools built from Go modules by scripts/deps.sh (runsc, test servers) come
+# first on PATH, so the daemon and the tests find them.
+TOOLS_BIN := $(shell scripts/deps.sh --print-bin)
+export PATH := $(TOOLS_BIN):/usr/local/go/bin:$(PATH)
+
+.PHONY: all build deps deps-run run test test-short bench fmt vet check clean console console-check
 
 all: build
 
@@ -17,13 +22,25 @@ build: console
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sandbox ./cmd/sandbox
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sandbox-agent ./cmd/sandbox-agent
 
-# Starts sandboxd on its embedded defaults (needs root).
-run: build
+# Installs what is missing (Debian packages, Go-built tools, npm packages):
+# silent and under a second when everything is there. deps-run is the part
+# `make run` needs; deps adds what the tests need.
+deps:
+	@scripts/deps.sh test
+
+deps-run:
+	@scripts/deps.sh run
+
+# Starts sandboxd on its embedded defaults (needs root), after installing
+# what is missing and building.
+run: deps-run
+	@$(MAKE) --no-print-directory build
 	$(BIN)/sandboxd --state-dir $(STATE_DIR)
 
 # The whole suite, real sandboxes included (they need root; without root
 # those tests skip and say so).
-test: build check
+test: deps
+	@$(MAKE) --no-print-directory build check
 	SANDBOXD_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 45m ./...
 
 test-short: build
@@ -41,7 +58,7 @@ console: $(CONSOLE_WEB)/node_modules/.installed
 
 $(CONSOLE_WEB)/node_modules/.installed: $(CONSOLE_WEB)/package-lock.json
 	cd $(CONSOLE_WEB) && npm ci --no-audit --no-fund
-	touch $@
+	cksum < $(CONSOLE_WEB)/package-lock.json > $@
 
 console-check: console
 	@if git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet -- internal/console/dist; then \
