@@ -48,7 +48,18 @@ func TestBadInputGetsAClearError(t *testing.T) {
 		{"internal agent route: shutdown", "POST", "/v1/sandboxes/internal/shutdown", `{"reason":"x"}`, false, 404, api.CodeNotFound},
 		{"internal agent route: health", "GET", "/v1/sandboxes/internal/health", "", false, 404, api.CodeNotFound},
 		{"internal agent route: activity", "GET", "/v1/sandboxes/internal/activity", "", false, 404, api.CodeNotFound},
+		// Issue 11, item 12.
+		{"unknown exec field", "POST", "/v1/sandboxes/emptycmd/exec", `{"command":"sleep 60","timout":100}`, false, 400, api.CodeValidationFailed},
+		{"invalid options for an existing sandbox", "PUT", "/v1/sandboxes/emptycmd", `{"limits":{"pids":5}}`, false, 400, api.CodeValidationFailed},
+		{"unknown field for an existing sandbox", "PUT", "/v1/sandboxes/emptycmd", `{"imagee":"host"}`, false, 400, api.CodeValidationFailed},
+		{"explicit zero pids", "PUT", "/v1/sandboxes/zeropids", `{"limits":{"pids":0}}`, false, 400, api.CodeValidationFailed},
+		{"explicit zero memory", "PUT", "/v1/sandboxes/zeromem", `{"limits":{"memoryBytes":0}}`, false, 400, api.CodeValidationFailed},
+		{"POST on a sandbox is no redirect", "POST", "/v1/sandboxes/emptycmd", `{}`, false, 405, api.CodeMethodNotAllowed},
+		{"empty path segment is no redirect", "POST", "/v1/sandboxes/emptycmd//exec", `{"command":"true"}`, false, 404, api.CodeNotFound},
+		{"dot segment is no redirect", "POST", "/v1/sandboxes/emptycmd/x/../exec", `{"command":"true"}`, false, 404, api.CodeNotFound},
 	}
+	// A redirect is not a clear error: see it rather than follow it.
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			req, _ := http.NewRequest(tc.method, d.URL+tc.path, strings.NewReader(tc.body))
@@ -56,7 +67,7 @@ func TestBadInputGetsAClearError(t *testing.T) {
 				req.Header.Set("Authorization", "Bearer "+d.Token)
 			}
 			req.Header.Set("Content-Type", "application/json")
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := hc.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -41,6 +41,9 @@ func decodeExecRequest(w http.ResponseWriter, r *http.Request) (execCall, *api.E
 func decodeExec(body io.Reader) (execCall, *api.Error) {
 	var req api.ExecRequest
 	dec := json.NewDecoder(body)
+	// A misspelt option ("timout") must be an error, not a command run
+	// without it.
+	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		return execCall{}, decodeError(err)
 	}
@@ -55,6 +58,10 @@ func decodeExec(body io.Reader) (execCall, *api.Error) {
 }
 
 func decodeError(err error) *api.Error {
+	// encoding/json has no typed error for an unknown field.
+	if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return api.Errorf(api.CodeValidationFailed, "unknown field %s", field)
+	}
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
 		return api.Errorf(api.CodeRequestTooLarge, "the body exceeds %d bytes", tooLarge.Limit)

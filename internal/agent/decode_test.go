@@ -23,6 +23,7 @@ func FuzzDecodeExec(f *testing.F) {
 		`{"command":"x","timeout":-5}`,
 		`{"command":"x","stdinEncoding":"utf-16"}`,
 		`{"command":"x"} trailing`,
+		`{"command":"x","timout":5}`,
 		`[]`, `null`, ``, `{`,
 	} {
 		f.Add([]byte(seed))
@@ -61,6 +62,24 @@ func FuzzDecodeExec(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDecodeExecRefusesUnknownFields: a misspelt option is an error, not a
+// command run without it (docs/api.md: unknown fields are refused).
+func TestDecodeExecRefusesUnknownFields(t *testing.T) {
+	for _, body := range []string{
+		`{"command":"sleep 100","timout":1000}`,
+		`{"command":"id","user":"root"}`,
+		`{"command":"id","env":{"A":"1"},"workdir":"/tmp"}`,
+	} {
+		_, aerr := decodeExec(strings.NewReader(body))
+		if aerr == nil || aerr.Code != api.CodeValidationFailed || !strings.Contains(aerr.Message, "unknown field") {
+			t.Errorf("%s: %v, want VALIDATION_FAILED naming the unknown field", body, aerr)
+		}
+	}
+	if _, aerr := decodeExec(strings.NewReader(`{"command":"id","sessionId":"default","timeout":5}`)); aerr != nil {
+		t.Errorf("known fields refused: %v", aerr)
+	}
 }
 
 func TestPartialRuneLen(t *testing.T) {

@@ -32,9 +32,6 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any, empt
 		if emptyOK && errors.Is(err, io.EOF) {
 			return nil
 		}
-		if strings.HasPrefix(err.Error(), "json: unknown field ") {
-			return api.Errorf(api.CodeValidationFailed, "unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
-		}
 		return decodeError(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {

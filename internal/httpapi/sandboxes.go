@@ -28,8 +28,13 @@ func (s *Server) ensureSandbox(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var opts api.SandboxOptions
-	if e := decodeJSON(r, &opts, maxJSONBody, true); e != nil {
+	var body sandboxOptionsBody
+	if e := decodeJSON(r, &body, maxJSONBody, true); e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	opts, e := body.options()
+	if e != nil {
 		writeAPIError(w, e)
 		return
 	}
@@ -70,6 +75,49 @@ func (s *Server) destroySandbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// sandboxOptionsBody is api.SandboxOptions as the daemon decodes it: its
+// limits tell an absent field (the default) from an explicit 0, which is
+// refused rather than taken for the default ("pids": 0 must not read as
+// "no limit" to the caller and "1024" to the daemon). diskBytes 0 keeps
+// its documented meaning, no quota.
+type sandboxOptionsBody struct {
+	api.SandboxOptions
+	Limits *limitsBody `json:"limits,omitempty"`
+}
+
+type limitsBody struct {
+	MemoryBytes *int64 `json:"memoryBytes"`
+	MilliCPU    *int64 `json:"milliCpu"`
+	Pids        *int64 `json:"pids"`
+	DiskBytes   int64  `json:"diskBytes"`
+}
+
+func (b sandboxOptionsBody) options() (api.SandboxOptions, *api.Error) {
+	o := b.SandboxOptions
+	if b.Limits == nil {
+		return o, nil
+	}
+	o.Limits = &api.Limits{DiskBytes: b.Limits.DiskBytes}
+	for _, f := range []struct {
+		name string
+		v    *int64
+		dst  *int64
+	}{
+		{"memoryBytes", b.Limits.MemoryBytes, &o.Limits.MemoryBytes},
+		{"milliCpu", b.Limits.MilliCPU, &o.Limits.MilliCPU},
+		{"pids", b.Limits.Pids, &o.Limits.Pids},
+	} {
+		if f.v == nil {
+			continue
+		}
+		if *f.v == 0 {
+			return o, api.Errorf(api.CodeValidationFailed, "limits.%s is 0; leave it out for the default", f.name)
+		}
+		*f.dst = *f.v
+	}
+	return o, nil
 }
 
 func fromWire(o api.SandboxOptions) sandbox.Config {

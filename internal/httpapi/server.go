@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"log/slog"
 	"net/http"
+	"path"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -101,6 +102,10 @@ func (s *Server) routes() {
 		}
 		s.mux.HandleFunc(rt.pattern, h)
 	}
+	// Without this, other methods on a sandbox's own path would match the
+	// forwarding route's "/v1/sandboxes/{id}/" and the mux would answer
+	// with a redirect there: a POST must get 405, never a 307.
+	s.mux.HandleFunc("/v1/sandboxes/{id}", s.authenticated(s.noRoute))
 }
 
 // ServeHTTP recovers from panics, answers unknown routes and methods with
@@ -120,11 +125,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.servePreviewHost(w, r) || s.serveConsole(w, r) {
 		return
 	}
+	if !cleanPath(r.URL.Path) {
+		// The mux would redirect to the cleaned path (307 for a POST),
+		// which a client may follow to a route it did not name.
+		writeAPIError(w, api.Errorf(api.CodeNotFound, "no route %s %s: the path has empty, '.' or '..' segments", r.Method, r.URL.Path))
+		return
+	}
 	if _, pattern := s.mux.Handler(r); pattern == "" {
 		s.noRoute(w, r)
 		return
 	}
 	s.mux.ServeHTTP(w, r) // (Handler does not fill in path values; ServeHTTP does)
+}
+
+// cleanPath reports whether p is in the form the mux matches without a
+// redirect: absolute, no empty, "." or ".." segments (a trailing slash is
+// kept).
+func cleanPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
 }
 
 // noRoute tells "no such route" from "route exists, wrong method". The

@@ -219,6 +219,12 @@ func (m *Manager) lock(id string) *box {
 // (cfg is ignored otherwise), and makes sure it is running. created says
 // whether this call created it. Concurrent first calls create it once.
 func (m *Manager) Ensure(ctx context.Context, id string, cfg Config) (inf Info, created bool, err error) {
+	// Options are checked even when the sandbox exists and they will not
+	// be used: a caller who sent a bad option must hear about it, not get
+	// the existing sandbox as if the option had been taken.
+	if _, err := m.opts.Policy.Resolve(cfg); err != nil {
+		return Info{}, false, err
+	}
 	b, created, err := m.getOrCreate(ctx, id, cfg)
 	if err != nil {
 		return Info{}, false, err
