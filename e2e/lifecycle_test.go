@@ -60,6 +60,38 @@ func TestStateSurvivesKill9OfTheDaemon(t *testing.T) {
 	}
 }
 
+// TestRestartKeepsTheRootOfRunningSandboxes: a daemon restart (SIGTERM,
+// then kill -9) rebuilds the host image; the running sandboxes it
+// reattaches must keep the skeleton below their overlay (it once emptied
+// their roots: `ls /` printed nothing, /tmp and /etc/passwd were gone).
+func TestRestartKeepsTheRootOfRunningSandboxes(t *testing.T) {
+	d := daemon(t)
+	sb := d.Client.Sandbox("rooted")
+	const probe = "ls / | wc -l; test -d /tmp && echo tmp; id -un; echo $MARK"
+	run(t, sb, "export MARK=reattached")
+	want := trim(run(t, sb, probe))
+	if !strings.HasSuffix(want, "tmp\nroot\nreattached") {
+		t.Fatalf("before any restart: %q", want)
+	}
+	for _, restart := range []struct {
+		name string
+		stop func(testing.TB)
+	}{{"SIGTERM", d.Stop}, {"kill -9", d.Kill}} {
+		restart.stop(t)
+		d.Start(t)
+		if got := trim(run(t, sb, probe)); got != want {
+			t.Errorf("after a restart by %s: %q, want %q", restart.name, got, want)
+		}
+	}
+	// An unchanged skeleton is reused, not rebuilt beside the old one.
+	if versions, _ := os.ReadDir(filepath.Join(d.StateDir, "images", "hostfs")); len(versions) != 1 {
+		t.Errorf("%d host image versions after two restarts, want 1", len(versions))
+	}
+	if got := trim(run(t, d.Client.Sandbox("fresh"), "ls / | wc -l; id -un")); got != strings.Join(strings.Split(want, "\n")[:1], "")+"\nroot" {
+		t.Errorf("a sandbox created after the restarts: %q", got)
+	}
+}
+
 func TestFilesSurviveAHostRebootSimulation(t *testing.T) {
 	d := daemon(t)
 	sb := d.Client.Sandbox("rebooted")

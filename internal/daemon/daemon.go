@@ -78,7 +78,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("reading the host's cgroup layout: %w", err)
 	}
-	hostImage, err := rootfs.PrepareHost(filepath.Join(cfg.StateDir, "images", "host"))
+	hostImage, err := rootfs.PrepareHost(hostImageDir(cfg))
 	if err != nil {
 		return fmt.Errorf("preparing the host image: %w", err)
 	}
@@ -114,6 +114,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := mgr.Recover(ctx); err != nil {
 		return fmt.Errorf("recovering sandboxes: %w", err)
 	}
+	collectHostImages(cfg, hostImage, log)
 	collectImages(ctx, images, cfg, log)
 	pv, err := newPreview(ctx, cfg, db, mgr, log)
 	if err != nil {

@@ -52,6 +52,26 @@ func imagesInUse(ctx context.Context, mgr *sandbox.Manager) (map[string]bool, er
 	return used, nil
 }
 
+// hostImageDir holds the host image's skeleton versions.
+func hostImageDir(cfg Config) string { return filepath.Join(cfg.StateDir, "images", "hostfs") }
+
+// collectHostImages removes host skeleton versions that no sandbox's
+// overlay uses any more, once recovery has reattached the sandboxes that
+// survived the restart (they keep theirs) and torn down the rest. Daemons
+// before versioned skeletons kept one at images/host (and host.old,
+// host.new while swapping); those go the same way.
+func collectHostImages(cfg Config, current *rootfs.Image, log *slog.Logger) {
+	images := filepath.Join(cfg.StateDir, "images")
+	stale := []string{filepath.Join(images, "host"), filepath.Join(images, "host.old"), filepath.Join(images, "host.new")}
+	removed, err := rootfs.CollectHost(hostImageDir(cfg), current, stale...)
+	for _, dir := range removed {
+		log.Info("unused host image version removed", "dir", dir)
+	}
+	if err != nil {
+		log.Warn("collecting unused host image versions", "err", err)
+	}
+}
+
 // collectImages runs the image store's garbage collection once the
 // sandboxes are known, and checks the default image.
 func collectImages(ctx context.Context, st *image.Store, cfg Config, log *slog.Logger) {

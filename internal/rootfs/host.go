@@ -1,12 +1,15 @@
 package rootfs
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -45,14 +48,21 @@ var HostEnv = []string{
 	"LANG=C.UTF-8",
 }
 
-// PrepareHost builds the host image's skeleton in dir (replacing any older
-// one) and returns the image. The skeleton is rebuilt at every daemon start
-// so it follows upgrades of the host's packages.
+// PrepareHost builds the host image's skeleton and installs it as a
+// version of its own in dir (dir/<content hash>), reusing the version
+// already there when nothing changed. The skeleton is rebuilt at every
+// daemon start so it follows upgrades of the host's packages.
+//
+// A version, once installed, is never changed or removed here: it is the
+// lower layer of every running sandbox booted from it, and those survive a
+// daemon restart. Deleting it would empty their roots under them (an
+// overlay does not pin its lower directory's contents). CollectHost
+// removes versions no overlay uses any more.
 func PrepareHost(dir string) (*Image, error) {
-	tmp := dir + ".new"
-	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return nil, err
 	}
+	tmp := filepath.Join(dir, ".new")
 	if err := os.RemoveAll(tmp); err != nil {
 		return nil, fmt.Errorf("clearing %s: %w", tmp, err)
 	}
@@ -65,24 +75,108 @@ func PrepareHost(dir string) (*Image, error) {
 		os.RemoveAll(tmp)
 		return nil, err
 	}
-	// Swap in the new skeleton. Running sandboxes keep the old one: an
-	// overlay holds its lower directory open, and we only rename it away.
-	old := dir + ".old"
-	os.RemoveAll(old)
-	if err := os.Rename(dir, old); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("moving old host image aside: %w", err)
+	version, err := treeHash(tmp)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("hashing the host image: %w", err)
 	}
-	if err := os.Rename(tmp, dir); err != nil {
+	layer := filepath.Join(dir, version)
+	if _, err := os.Lstat(layer); err == nil {
+		os.RemoveAll(tmp) // unchanged: running sandboxes and new ones share it
+	} else if err := os.Rename(tmp, layer); err != nil {
+		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("installing host image: %w", err)
 	}
-	os.RemoveAll(old)
 	return &Image{
 		Name:       HostImageName,
-		Layers:     []string{dir},
+		Layers:     []string{layer},
 		Mounts:     mounts,
 		Env:        HostEnv,
 		WorkingDir: "/workspace",
 	}, nil
+}
+
+// CollectHost removes the host skeleton versions in dir, and the given
+// stale skeletons (older daemons' unversioned ones), that no mounted
+// overlay uses as a lower layer; current's layers are always kept. Call it
+// after the sandboxes that survived a restart have been reattached and the
+// others torn down. It returns what it removed.
+func CollectHost(dir string, current *Image, stale ...string) ([]string, error) {
+	lowers, err := overlayLowers()
+	if err != nil {
+		return nil, fmt.Errorf("reading overlay mounts (collecting nothing): %w", err)
+	}
+	keep := map[string]bool{}
+	for _, l := range current.Layers {
+		keep[l] = true
+	}
+	candidates := slices.Clone(stale)
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			candidates = append(candidates, filepath.Join(dir, e.Name()))
+		}
+	}
+	var removed []string
+	for _, c := range candidates {
+		if keep[c] || lowers.uses(c) {
+			continue
+		}
+		if _, err := os.Lstat(c); err != nil {
+			continue
+		}
+		if err := os.RemoveAll(c); err != nil {
+			return removed, fmt.Errorf("removing unused host image %s: %w", c, err)
+		}
+		removed = append(removed, c)
+	}
+	return removed, nil
+}
+
+// treeHash is a digest of a directory tree: names, types, modes, link
+// targets and file contents, in lexical order. Two skeletons with the same
+// hash are interchangeable.
+func treeHash(root string) (string, error) {
+	h := sha256.New()
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		fmt.Fprintf(h, "%q %o ", rel, uint32(info.Mode()))
+		switch {
+		case info.Mode()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(h, "%q", target)
+		case info.Mode().IsRegular():
+			fmt.Fprintf(h, "%d ", info.Size())
+			f, err := os.Open(path)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(h, f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+		}
+		h.Write([]byte{'\n'})
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
 func buildSkeleton(root string) error {
