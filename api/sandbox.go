@@ -9,8 +9,9 @@ const (
 	// NetworkNone gives the sandbox only its own loopback.
 	NetworkNone NetworkMode = "none"
 	// NetworkInternet gives the sandbox a routed veth with NAT to the outside.
-	// The host itself, the daemon and private ranges stay unreachable unless
-	// listed in AllowCIDRs.
+	// Private ranges and the host's networks stay unreachable unless listed
+	// in AllowCIDRs, the host itself unless listed in AllowHostCIDRs; other
+	// sandboxes are never reachable.
 	NetworkInternet NetworkMode = "internet"
 )
 
@@ -65,9 +66,16 @@ type Limits struct {
 type NetworkOptions struct {
 	// Mode is "none" or "internet". Default: the daemon's --default-network.
 	Mode NetworkMode `json:"mode,omitempty"`
-	// AllowCIDRs are addresses otherwise blocked (the host, private ranges)
-	// that this sandbox may reach, e.g. "10.1.2.3/32". At most 64.
+	// AllowCIDRs are addresses beyond the host, otherwise blocked (private
+	// ranges, the host's networks), that this sandbox may reach, e.g.
+	// "10.1.2.3/32". They never open the host itself or another sandbox: an
+	// entry inside the daemon's sandbox subnet is refused, and one that
+	// contains it ("0.0.0.0/0") applies to the rest. At most 64.
 	AllowCIDRs []string `json:"allowCidrs,omitempty"`
+	// AllowHostCIDRs are addresses of the host itself (any of its
+	// interfaces, e.g. the sandbox's gateway) this sandbox may connect to,
+	// on any port. At most 64.
+	AllowHostCIDRs []string `json:"allowHostCidrs,omitempty"`
 }
 
 // SandboxStatus is where a sandbox is in its lifecycle.
@@ -141,8 +149,9 @@ type LifecycleEvent struct {
 
 // NetworkInfo is a sandbox's network as configured.
 type NetworkInfo struct {
-	Mode       NetworkMode `json:"mode"`
-	AllowCIDRs []string    `json:"allowCidrs,omitempty"`
+	Mode           NetworkMode `json:"mode"`
+	AllowCIDRs     []string    `json:"allowCidrs,omitempty"`
+	AllowHostCIDRs []string    `json:"allowHostCidrs,omitempty"`
 	// Address is the sandbox's IPv4 address in internet mode.
 	Address string `json:"address,omitempty"`
 	// Gateway is the host side of the sandbox's link in internet mode.

@@ -62,10 +62,10 @@ func WithLimits(l api.Limits) SandboxOption {
 
 // WithNetwork sets the sandbox's network mode and allowed addresses.
 func WithNetwork(n api.NetworkOptions) SandboxOption {
-	n.AllowCIDRs = slices.Clone(n.AllowCIDRs)
+	n.AllowCIDRs, n.AllowHostCIDRs = slices.Clone(n.AllowCIDRs), slices.Clone(n.AllowHostCIDRs)
 	return sandboxOptionFunc(func(o *api.SandboxOptions) {
 		n := n
-		n.AllowCIDRs = slices.Clone(n.AllowCIDRs)
+		n.AllowCIDRs, n.AllowHostCIDRs = slices.Clone(n.AllowCIDRs), slices.Clone(n.AllowHostCIDRs)
 		o.Network = &n
 	})
 }
@@ -86,7 +86,7 @@ func cloneSandboxOptions(o api.SandboxOptions) api.SandboxOptions {
 	}
 	if o.Network != nil {
 		n := *o.Network
-		n.AllowCIDRs = slices.Clone(n.AllowCIDRs)
+		n.AllowCIDRs, n.AllowHostCIDRs = slices.Clone(n.AllowCIDRs), slices.Clone(n.AllowHostCIDRs)
 		o.Network = &n
 	}
 	return o

@@ -33,7 +33,7 @@ func gitSandbox(t *testing.T, name string) (*testdaemon.Daemon, *client.Sandbox,
 		t.Fatalf("no gateway: %+v", probe.Network)
 	}
 	srv := testgit.Start(t, gw+":0")
-	sb := d.Client.Sandbox(name, client.WithNetwork(api.NetworkOptions{Mode: api.NetworkInternet, AllowCIDRs: []string{gw + "/32"}}))
+	sb := d.Client.Sandbox(name, client.WithNetwork(api.NetworkOptions{Mode: api.NetworkInternet, AllowHostCIDRs: []string{gw + "/32"}}))
 	t.Cleanup(func() {
 		if logs := d.Logs(); strings.Contains(logs, testgit.Password) {
 			t.Error("the daemon's log holds the git password")

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -73,7 +74,7 @@ func TestNetworkInternetBlocksTheHostUnlessAllowed(t *testing.T) {
 		t.Errorf("host reachable without an allowlist (exit %d): %s", code, out)
 	}
 	open := d.Client.Sandbox("egress-open", client.WithNetwork(api.NetworkOptions{
-		Mode: api.NetworkInternet, AllowCIDRs: []string{gw + "/32"},
+		Mode: api.NetworkInternet, AllowHostCIDRs: []string{gw + "/32"},
 	}))
 	openInfo, err := open.Ensure(ctxT(t, 60*time.Second))
 	if err != nil {
@@ -91,4 +92,72 @@ func TestNetworkInternetBlocksTheHostUnlessAllowed(t *testing.T) {
 	if got := trim(run(t, open, "ls /sys/class/net | sort | tr '\\n' ' '")); got != "eth0 lo" {
 		t.Errorf("interfaces = %q", got)
 	}
+}
+
+// greeterScript starts a server on every address of a sandbox that greets
+// whoever connects, in the background.
+const greeterScript = `nohup python3 -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", %d)); s.listen(16)
+while True:
+    c, _ = s.accept(); c.send(b"hello-from-sandbox"); c.close()' >/dev/null 2>&1 &
+sleep 0.2`
+
+// TestAllowCIDRsOpenNeitherOtherSandboxesNorTheHost repeats the attack of
+// issue 11 item 8: a sandbox that allows everything ("0.0.0.0/0") reached
+// another sandbox's port and a host port.
+func TestAllowCIDRsOpenNeitherOtherSandboxesNorTheHost(t *testing.T) {
+	d := daemon(t)
+	internet := client.WithNetwork(api.NetworkOptions{Mode: api.NetworkInternet})
+	victim := d.Client.Sandbox("victim", internet)
+	victimInfo, err := victim.Ensure(ctxT(t, 60*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const port = 8123
+	run(t, victim, fmt.Sprintf(greeterScript, port))
+	// The server works: the attack below fails because of the filter only.
+	if out := run(t, victim, fmt.Sprintf(connectScript, victimInfo.Network.Address, port)); !strings.Contains(out, "hello-from-sandbox") {
+		t.Fatalf("the victim's own server is not up: %s", out)
+	}
+	attacker := d.Client.Sandbox("attacker", client.WithNetwork(api.NetworkOptions{
+		Mode: api.NetworkInternet, AllowCIDRs: []string{"0.0.0.0/0"},
+	}))
+	attackerInfo, err := attacker.Ensure(ctxT(t, 60*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostPorts := map[string]int{
+		attackerInfo.Network.Gateway: hostServer(t, attackerInfo.Network.Gateway),
+		victimInfo.Network.Gateway:   hostServer(t, victimInfo.Network.Gateway),
+	}
+	if code, out := exitOf(t, attacker, fmt.Sprintf(connectScript, victimInfo.Network.Address, port)); code != 3 {
+		t.Errorf("another sandbox's port reachable with allowCidrs 0.0.0.0/0 (exit %d): %s", code, out)
+	}
+	for addr, p := range hostPorts {
+		if code, out := exitOf(t, attacker, fmt.Sprintf(connectScript, addr, p)); code != 3 {
+			t.Errorf("host port %s:%d reachable with allowCidrs 0.0.0.0/0 (exit %d): %s", addr, p, code, out)
+		}
+	}
+	// The other way round: the victim allowing everything does not reach
+	// the attacker either.
+	run(t, attacker, fmt.Sprintf(greeterScript, port))
+	if code, out := exitOf(t, victim, fmt.Sprintf(connectScript, attackerInfo.Network.Address, port)); code != 3 {
+		t.Errorf("sandbox reachable from another one (exit %d): %s", code, out)
+	}
+
+	t.Run("an entry inside the sandbox subnet is refused", func(t *testing.T) {
+		for _, opts := range []api.NetworkOptions{
+			{Mode: api.NetworkInternet, AllowCIDRs: []string{victimInfo.Network.Address + "/32"}},
+			{Mode: api.NetworkInternet, AllowCIDRs: []string{victimInfo.Network.Gateway}},
+			{Mode: api.NetworkNone, AllowHostCIDRs: []string{"10.0.0.1/32"}},
+			{Mode: api.NetworkInternet, AllowHostCIDRs: []string{"fd00::/8"}},
+		} {
+			_, err := d.Client.Sandbox("refused", client.WithNetwork(opts)).Ensure(ctxT(t, 60*time.Second))
+			if !errors.Is(err, client.ErrInvalid) {
+				t.Errorf("create with %+v: %v, want ErrInvalid", opts, err)
+			}
+		}
+	})
 }

@@ -31,14 +31,15 @@ func TestCreateFlagsMakeTheOptions(t *testing.T) {
 		{
 			"every flag",
 			[]string{"create", "ml", "--image", "base", "--env", "A=1", "-e", "TOKEN", "--label", "team=ml", "-l", "tier=gpu",
-				"--memory", "1.5Gi", "--cpus", "1.5", "--network", "internet", "--allow", "10.0.0.5/32", "--allow", "192.168.1.7"},
+				"--memory", "1.5Gi", "--cpus", "1.5", "--network", "internet", "--allow", "10.0.0.5/32", "--allow", "192.168.1.7", "--allow-host", "10.203.0.1"},
 			map[string]string{"TOKEN": "secret"},
 			api.SandboxOptions{
-				Image:   "base",
-				Env:     map[string]string{"A": "1", "TOKEN": "secret"},
-				Labels:  map[string]string{"team": "ml", "tier": "gpu"},
-				Limits:  &api.Limits{MemoryBytes: 3 << 29, MilliCPU: 1500},
-				Network: &api.NetworkOptions{Mode: api.NetworkInternet, AllowCIDRs: []string{"10.0.0.5/32", "192.168.1.7/32"}},
+				Image:  "base",
+				Env:    map[string]string{"A": "1", "TOKEN": "secret"},
+				Labels: map[string]string{"team": "ml", "tier": "gpu"},
+				Limits: &api.Limits{MemoryBytes: 3 << 29, MilliCPU: 1500},
+				Network: &api.NetworkOptions{Mode: api.NetworkInternet, AllowCIDRs: []string{"10.0.0.5/32", "192.168.1.7/32"},
+					AllowHostCIDRs: []string{"10.203.0.1/32"}},
 			},
 		},
 		{
@@ -84,6 +85,8 @@ func TestCreateRefusesBadFlags(t *testing.T) {
 		{"create", "x", "--network", "bridge"},
 		{"create", "x", "--network", "none", "--allow", "10.0.0.1/32"},
 		{"create", "x", "--allow", "not-a-cidr"},
+		{"create", "x", "--network", "none", "--allow-host", "10.0.0.1/32"},
+		{"create", "x", "--allow-host", "not-a-cidr"},
 		{"create", "x", "--label", "novalue"},
 		{"create", "x", "--env", "UNSET_HERE"},
 	} {

@@ -15,15 +15,16 @@ import (
 )
 
 type createFlags struct {
-	image   string
-	env     []string
-	labels  []string
-	memory  string
-	cpus    float64
-	pids    int64
-	network string
-	allow   []string
-	json    bool
+	image     string
+	env       []string
+	labels    []string
+	memory    string
+	cpus      float64
+	pids      int64
+	network   string
+	allow     []string
+	allowHost []string
+	json      bool
 
 	instanceType string
 	disk         string
@@ -62,7 +63,8 @@ Prints the ID, or with --json the sandbox's description.`,
 	fl.Float64Var(&f.cpus, "cpus", 0, "CPU limit in cores, e.g. 1.5")
 	fl.Int64Var(&f.pids, "pids", 0, "limit on processes and threads")
 	fl.StringVar(&f.network, "network", "", "network mode: none (loopback only) or internet")
-	fl.StringArrayVar(&f.allow, "allow", nil, "with internet: also allow this otherwise blocked `CIDR` or address (repeatable)")
+	fl.StringArrayVar(&f.allow, "allow", nil, "with internet: also allow this otherwise blocked `CIDR` or address beyond the host (repeatable; never another sandbox)")
+	fl.StringArrayVar(&f.allowHost, "allow-host", nil, "with internet: let the sandbox connect to this `CIDR` or address of the host itself (repeatable)")
 	fl.BoolVar(&f.json, "json", false, "print the sandbox as JSON")
 	fl.StringVar(&f.instanceType, "instance-type", "", "preset of limits: lite, standard or heavy (explicit limits override it)")
 	fl.StringVar(&f.disk, "disk", "", "disk quota for the sandbox's writable layer, e.g. 2Gi (default: none)")
@@ -131,38 +133,45 @@ func (f *createFlags) options(cmd *cobra.Command, getenv func(string) string) (a
 		keep := f.keepAlive
 		o.KeepAlive = &keep
 	}
-	if f.network != "" || len(f.allow) > 0 {
+	if f.network != "" || len(f.allow) > 0 || len(f.allowHost) > 0 {
 		n := &api.NetworkOptions{Mode: api.NetworkMode(f.network)}
 		switch n.Mode {
 		case "", api.NetworkNone, api.NetworkInternet:
 		default:
 			return o, fmt.Errorf("--network %q: want none or internet", f.network)
 		}
-		if n.Mode == api.NetworkNone && len(f.allow) > 0 {
-			return o, fmt.Errorf("--allow needs --network internet")
+		if n.Mode == api.NetworkNone && (len(f.allow) > 0 || len(f.allowHost) > 0) {
+			return o, fmt.Errorf("--allow and --allow-host need --network internet")
 		}
 		for _, a := range f.allow {
-			p, err := parseCIDR(a)
+			p, err := parseCIDR("--allow", a)
 			if err != nil {
 				return o, err
 			}
 			n.AllowCIDRs = append(n.AllowCIDRs, p)
+		}
+		for _, a := range f.allowHost {
+			p, err := parseCIDR("--allow-host", a)
+			if err != nil {
+				return o, err
+			}
+			n.AllowHostCIDRs = append(n.AllowHostCIDRs, p)
 		}
 		o.Network = n
 	}
 	return o, nil
 }
 
-// parseCIDR reads an --allow value: a CIDR, or a single address taken as
-// its host prefix (/32).
-func parseCIDR(s string) (string, error) {
+// parseCIDR reads an --allow or --allow-host value: a CIDR, or a single
+// address taken as its host prefix (/32).
+func parseCIDR(flag, s string) (string, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
 		return p.String(), nil
 	}
 	if a, err := netip.ParseAddr(s); err == nil {
 		return netip.PrefixFrom(a, a.BitLen()).String(), nil
 	}
-	return "", fmt.Errorf("--allow %q: want a CIDR such as 10.0.0.5/32 or an address", s)
+	return "", fmt.Errorf("%s %q: want a CIDR such as 10.0.0.5/32 or an address", flag, s)
 }
 
 func runCreate(ctx context.Context, g *globals, asJSON bool, id string, opts api.SandboxOptions) error {

@@ -101,6 +101,7 @@ func printInfo(w io.Writer, now time.Time, sb *api.Sandbox) error {
 	}
 	line("Network", network)
 	line("Allowed", strings.Join(sb.Network.AllowCIDRs, ", "))
+	line("Allowed host", strings.Join(sb.Network.AllowHostCIDRs, ", "))
 	line("Labels", formatLabels(sb.Labels))
 	return tw.Flush()
 }

@@ -102,7 +102,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Images: sandboxImages{images},
 		Policy: sandbox.Policy{
 			DefaultImage: cfg.DefaultImage, DefaultLimits: cfg.DefaultLimits,
-			MaxLimits: cfg.MaxLimits, DefaultNetwork: cfg.DefaultNetwork,
+			MaxLimits: cfg.MaxLimits, DefaultNetwork: cfg.DefaultNetwork, SandboxSubnet: netip.MustParsePrefix(cfg.Subnet).Masked(),
 			DefaultSleepAfter: cfg.SleepAfter, MaxSleepAfter: cfg.MaxSleepAfter,
 		},
 		Capacity:  cfg.Capacity,
@@ -246,7 +246,7 @@ func newNetwork(ctx context.Context, cfg Config) (*netAdapter, error) {
 
 func (n *netAdapter) Attach(ctx context.Context, key string, req sandbox.NetworkRequest) (sandbox.NetworkEndpoint, error) {
 	ep, err := n.m.Create(ctx, key, network.CreateOptions{
-		Mode: network.Mode(req.Mode), Slot: req.Slot, AllowCIDRs: req.AllowCIDRs,
+		Mode: network.Mode(req.Mode), Slot: req.Slot, AllowCIDRs: req.AllowCIDRs, AllowHostCIDRs: req.AllowHostCIDRs,
 	})
 	if err != nil {
 		return sandbox.NetworkEndpoint{}, err

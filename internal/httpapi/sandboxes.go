@@ -131,7 +131,8 @@ func fromWire(o api.SandboxOptions) sandbox.Config {
 			DiskBytes: o.Limits.DiskBytes}
 	}
 	if o.Network != nil {
-		c.Network = sandbox.NetworkConfig{Mode: string(o.Network.Mode), AllowCIDRs: o.Network.AllowCIDRs}
+		c.Network = sandbox.NetworkConfig{Mode: string(o.Network.Mode), AllowCIDRs: o.Network.AllowCIDRs,
+			AllowHostCIDRs: o.Network.AllowHostCIDRs}
 	}
 	return c
 }
@@ -161,7 +162,7 @@ func toWire(inf sandbox.Info) api.Sandbox {
 		},
 		Network: api.NetworkInfo{
 			Mode: api.NetworkMode(inf.Config.Network.Mode), AllowCIDRs: inf.Config.Network.AllowCIDRs,
-			Address: inf.Address, Gateway: inf.Gateway,
+			AllowHostCIDRs: inf.Config.Network.AllowHostCIDRs, Address: inf.Address, Gateway: inf.Gateway,
 		},
 		CreatedAt:  inf.CreatedAt,
 		LastUsedAt: inf.LastUsedAt,

@@ -124,3 +124,47 @@ func normalizeCIDRs(ps []netip.Prefix) ([]netip.Prefix, error) {
 	})
 	return out, nil
 }
+
+// withoutPrefix returns ps with every address of cut taken out: a prefix
+// inside cut is dropped, one that contains cut is split into the largest
+// prefixes around it (0.0.0.0/0 without 10.203.0.0/16 is sixteen prefixes),
+// others are kept. ps must be normalised (see normalizeCIDRs); so is the
+// result, apart from its order.
+func withoutPrefix(ps []netip.Prefix, cut netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		switch {
+		case !p.Overlaps(cut):
+			out = append(out, p)
+		case p.Bits() >= cut.Bits(): // inside cut
+		default:
+			out = append(out, splitAround(p, cut)...)
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	return out
+}
+
+// splitAround halves p until cut is one of the halves, keeping every half
+// that does not hold cut.
+func splitAround(p, cut netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for p.Bits() < cut.Bits() {
+		lo := netip.PrefixFrom(p.Addr(), p.Bits()+1)
+		hi := netip.PrefixFrom(lastAddr(lo).Next(), p.Bits()+1)
+		if lo.Contains(cut.Addr()) {
+			out, p = append(out, hi), lo
+		} else {
+			out, p = append(out, lo), hi
+		}
+	}
+	return out
+}
+
+// lastAddr is the highest address of the IPv4 prefix p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= uint32(1)<<(32-p.Bits()) - 1
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}

@@ -137,7 +137,7 @@ func TestRuleset(t *testing.T) {
 		DNS:    []netip.Addr{netip.MustParseAddr("192.168.1.1"), netip.MustParseAddr("1.1.1.1")},
 	}.withDefaults()}
 	allows := map[string]allowEntry{
-		"b": {addr: netip.MustParseAddr("10.203.0.6"), cidrs: []netip.Prefix{netip.MustParsePrefix("10.203.0.2/32")}},
+		"b": {addr: netip.MustParseAddr("10.203.0.6"), host: []netip.Prefix{netip.MustParsePrefix("10.203.0.5/32")}},
 		"a": {addr: netip.MustParseAddr("10.203.0.2"), cidrs: []netip.Prefix{
 			netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.168.1.10/32"),
 		}},
@@ -168,20 +168,58 @@ func TestAllowUpdate(t *testing.T) {
 		want     string
 	}{
 		{"nothing", allowEntry{}, allowEntry{}, ""},
-		{"add", allowEntry{}, allowEntry{a, []netip.Prefix{p("10.0.0.0/8")}},
+		{"add", allowEntry{}, allowEntry{addr: a, cidrs: []netip.Prefix{p("10.0.0.0/8")}},
 			"add element inet tbl allow { 10.203.0.2 . 10.0.0.0/8 }\n"},
-		{"remove", allowEntry{a, []netip.Prefix{p("10.0.0.0/8")}}, allowEntry{},
+		{"remove", allowEntry{addr: a, cidrs: []netip.Prefix{p("10.0.0.0/8")}}, allowEntry{},
 			"add element inet tbl allow { 10.203.0.2 . 10.0.0.0/8 }\n" +
 				"delete element inet tbl allow { 10.203.0.2 . 10.0.0.0/8 }\n"},
-		{"change keeps common", allowEntry{a, []netip.Prefix{p("10.0.0.0/8"), p("1.2.3.4/32")}}, allowEntry{a, []netip.Prefix{p("1.2.3.4/32"), p("5.6.7.8/32")}},
+		{"change keeps common", allowEntry{addr: a, cidrs: []netip.Prefix{p("10.0.0.0/8"), p("1.2.3.4/32")}}, allowEntry{addr: a, cidrs: []netip.Prefix{p("1.2.3.4/32"), p("5.6.7.8/32")}},
 			"add element inet tbl allow { 10.203.0.2 . 10.0.0.0/8 }\n" +
 				"delete element inet tbl allow { 10.203.0.2 . 10.0.0.0/8 }\n" +
 				"add element inet tbl allow { 10.203.0.2 . 5.6.7.8/32 }\n"},
+		{"host set apart", allowEntry{addr: a, cidrs: []netip.Prefix{p("1.2.3.4/32")}}, allowEntry{addr: a, cidrs: []netip.Prefix{p("1.2.3.4/32")}, host: []netip.Prefix{p("10.203.0.1/32")}},
+			"add element inet tbl allow_host { 10.203.0.2 . 10.203.0.1/32 }\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if diff := cmp.Diff(tt.want, m.allowUpdate(tt.old, tt.new)); diff != "" {
 				t.Errorf("allowUpdate (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestWithoutPrefix(t *testing.T) {
+	sub := netip.MustParsePrefix("10.203.0.0/16")
+	tests := []struct {
+		name string
+		in   []string
+		want []string
+	}{
+		{"disjoint kept", []string{"10.1.0.0/16", "192.0.2.0/24"}, []string{"10.1.0.0/16", "192.0.2.0/24"}},
+		{"inside dropped", []string{"10.203.0.6/32", "10.203.0.0/16", "1.2.3.4/32"}, []string{"1.2.3.4/32"}},
+		{"container split", []string{"10.0.0.0/8"}, []string{
+			"10.0.0.0/9", "10.128.0.0/10", "10.192.0.0/13", "10.200.0.0/15", "10.202.0.0/16",
+			"10.204.0.0/14", "10.208.0.0/12", "10.224.0.0/11",
+		}},
+		{"everything", []string{"0.0.0.0/0"}, []string{
+			"0.0.0.0/5", "8.0.0.0/7", "10.0.0.0/9", "10.128.0.0/10", "10.192.0.0/13", "10.200.0.0/15",
+			"10.202.0.0/16", "10.204.0.0/14", "10.208.0.0/12", "10.224.0.0/11", "11.0.0.0/8",
+			"12.0.0.0/6", "16.0.0.0/4", "32.0.0.0/3", "64.0.0.0/2", "128.0.0.0/1",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := withoutPrefix(prefixes(tt.in...), sub)
+			var gotS []string
+			for _, p := range got {
+				gotS = append(gotS, p.String())
+				if p.Overlaps(sub) {
+					t.Errorf("%s overlaps %s", p, sub)
+				}
+			}
+			if diff := cmp.Diff(tt.want, gotS); diff != "" {
+				t.Errorf("withoutPrefix(%v) (-want +got):\n%s", tt.in, diff)
 			}
 		})
 	}

@@ -21,15 +21,19 @@
 //     back through the interface it came in on (anti-spoofing, see below).
 //   - To the host itself (any host address, including the gateway and the
 //     daemon's API port): dropped, except replies (established, related), DNS to
-//     Config.DNS, and (sandbox address . destination) pairs in the allow set.
+//     Config.DNS, and (sandbox address . destination) pairs in the allow_host
+//     set (CreateOptions.AllowHostCIDRs, a separate and explicit choice).
 //   - Forwarded: replies and DNS to Config.DNS are accepted; then pairs in the
-//     allow set; then anything to another sandbox, to Config.Subnet or to a
+//     allow set (CreateOptions.AllowCIDRs, with Config.Subnet clipped out);
+//     then anything to another sandbox, to Config.Subnet or to a
 //     private or special range (10/8, 172.16/12, 192.168/16, 100.64/10,
 //     169.254/16, 127/8, 0/8, 224/4, 240/4) is dropped; the rest (the public
 //     internet) is accepted and masqueraded.
-//   - New connections into a sandbox (forwarded from elsewhere, or from the host
-//     itself) are dropped: inbound traffic reaches a sandbox only through the
-//     preview proxy, which dials inside the namespace.
+//   - New connections into a sandbox (forwarded from elsewhere, another
+//     sandbox included, or from the host itself) are dropped: inbound traffic
+//     reaches a sandbox only through the preview proxy, which dials inside the
+//     namespace. The ingress rule runs before the sender's egress rules,
+//     because an accept there ends the forward chain.
 //
 // An accept in this table does not override a drop in another one: every base
 // chain on a hook must accept a packet. A host with other firewalls (Docker sets

@@ -225,10 +225,16 @@ type CreateOptions struct {
 	// Slot picks the sandbox's link addresses in internet mode (LinkForSlot).
 	// The caller allocates slots; two live sandboxes must never share one.
 	Slot int
-	// AllowCIDRs are IPv4 destinations, otherwise blocked (the host, other
-	// sandboxes, private ranges), that the sandbox may reach. Internet mode
-	// only. Overlaps are merged.
+	// AllowCIDRs are IPv4 destinations beyond the host, otherwise blocked
+	// (private ranges, the host's networks), that the sandbox may reach.
+	// They never open the host itself or another sandbox: what overlaps
+	// Config.Subnet is clipped out, and the host's own addresses need
+	// AllowHostCIDRs. Internet mode only. Overlaps are merged.
 	AllowCIDRs []netip.Prefix
+	// AllowHostCIDRs are addresses of the host itself (its interfaces' and
+	// the sandboxes' gateways) that the sandbox may open connections to:
+	// whatever listens there, on any port. Internet mode only.
+	AllowHostCIDRs []netip.Prefix
 }
 
 // Endpoint is a sandbox's network as created.
@@ -243,9 +249,11 @@ type Endpoint struct {
 	Address       netip.Addr
 	Gateway       netip.Addr
 	HostInterface string
-	// AllowCIDRs is CreateOptions.AllowCIDRs normalised: masked, sorted,
-	// without duplicates or prefixes another one contains.
-	AllowCIDRs []netip.Prefix
+	// AllowCIDRs is CreateOptions.AllowCIDRs normalised (masked, sorted,
+	// without duplicates or prefixes another one contains) and without
+	// Config.Subnet; AllowHostCIDRs is CreateOptions.AllowHostCIDRs
+	// normalised.
+	AllowCIDRs, AllowHostCIDRs []netip.Prefix
 }
 
 // Create makes sure key's network exists as opts says and returns it. It is
@@ -263,14 +271,18 @@ func (m *Manager) Create(ctx context.Context, key string, opts CreateOptions) (_
 	var link Link
 	switch opts.Mode {
 	case ModeNone:
-		if len(opts.AllowCIDRs) > 0 {
-			return nil, fmt.Errorf("creating network for %s: AllowCIDRs need mode %q", key, ModeInternet)
+		if len(opts.AllowCIDRs) > 0 || len(opts.AllowHostCIDRs) > 0 {
+			return nil, fmt.Errorf("creating network for %s: AllowCIDRs and AllowHostCIDRs need mode %q", key, ModeInternet)
 		}
 	case ModeInternet:
 		if link, err = LinkForSlot(m.cfg.Subnet, opts.Slot); err != nil {
 			return nil, fmt.Errorf("creating network for %s: %w", key, err)
 		}
 		if ep.AllowCIDRs, err = normalizeCIDRs(opts.AllowCIDRs); err != nil {
+			return nil, fmt.Errorf("creating network for %s: %w", key, err)
+		}
+		ep.AllowCIDRs = withoutPrefix(ep.AllowCIDRs, m.cfg.Subnet)
+		if ep.AllowHostCIDRs, err = normalizeCIDRs(opts.AllowHostCIDRs); err != nil {
 			return nil, fmt.Errorf("creating network for %s: %w", key, err)
 		}
 		ep.Address, ep.Gateway = link.Address, link.Gateway
@@ -317,7 +329,7 @@ func (m *Manager) Create(ctx context.Context, key string, opts CreateOptions) (_
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := m.setAllows(ctx, key, allowEntry{addr: link.Address, cidrs: ep.AllowCIDRs}, &undo); err != nil {
+	if err := m.setAllows(ctx, key, allowEntry{addr: link.Address, cidrs: ep.AllowCIDRs, host: ep.AllowHostCIDRs}, &undo); err != nil {
 		return nil, err
 	}
 	if err := failpoint("allows"); err != nil {
@@ -338,13 +350,13 @@ func (m *Manager) isSetUp() bool {
 // elements let through and the new ones do not are removed from conntrack, or
 // "established" would keep them alive.
 func (m *Manager) setAllows(ctx context.Context, key string, want allowEntry, undo *cleanup) error {
-	if len(want.cidrs) == 0 {
+	if want.empty() {
 		want = allowEntry{}
 	}
 	m.nftMu.Lock()
 	defer m.nftMu.Unlock()
 	old := m.allows[key]
-	if old.addr == want.addr && slices.Equal(old.cidrs, want.cidrs) {
+	if old.equal(want) {
 		return nil
 	}
 	if !m.setUp {
@@ -355,7 +367,7 @@ func (m *Manager) setAllows(ctx context.Context, key string, want allowEntry, un
 			return fmt.Errorf("updating allow set: %w", err)
 		}
 	}
-	if len(want.cidrs) == 0 {
+	if want.empty() {
 		delete(m.allows, key)
 	} else {
 		m.allows[key] = want
@@ -370,8 +382,11 @@ func (m *Manager) setAllows(ctx context.Context, key string, want allowEntry, un
 // destinations that old allowed and want does not.
 func (m *Manager) forgetFlows(old, want allowEntry) error {
 	var filters []netlink.CustomConntrackFilter
-	for _, c := range old.cidrs {
-		if old.addr == want.addr && slices.Contains(want.cidrs, c) {
+	gone := func(c netip.Prefix, kept []netip.Prefix) bool {
+		return old.addr != want.addr || !slices.Contains(kept, c)
+	}
+	for _, c := range slices.Concat(old.cidrs, old.host) {
+		if !gone(c, want.cidrs) || !gone(c, want.host) {
 			continue
 		}
 		f := &netlink.ConntrackFilter{}

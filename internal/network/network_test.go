@@ -167,27 +167,63 @@ func TestInternetMode(t *testing.T) {
 	})
 
 	t.Run("allowed", func(t *testing.T) {
-		allow := []netip.Prefix{
-			netip.PrefixFrom(a.Gateway, 32), dummy,
-			netip.PrefixFrom(b.Address, 32), upstreamPrivate,
-			netip.MustParsePrefix("127.0.0.0/8"),
-		}
-		a2 := mustCreate(t, m, a.Key, CreateOptions{Mode: ModeInternet, Slot: 1, AllowCIDRs: allow})
+		a2 := mustCreate(t, m, a.Key, CreateOptions{
+			Mode: ModeInternet, Slot: 1,
+			AllowCIDRs:     []netip.Prefix{upstreamPrivate, netip.PrefixFrom(b.Address, 32)},
+			AllowHostCIDRs: []netip.Prefix{netip.PrefixFrom(a.Gateway, 32), dummy, netip.MustParsePrefix("127.0.0.0/8")},
+		})
 		wantReachable(t, a2, ownGateway)
 		wantReachable(t, a2, hostAddr)
-		wantReachable(t, a2, otherSandbox)
 		wantReachable(t, a2, private)
 		wantReachable(t, a2, public)
-		// Not named, so still blocked; and the host's loopback is never
-		// reachable, allowed or not.
+		// Not named, so still blocked; the host's loopback is never
+		// reachable, allowed or not; nor is another sandbox.
 		wantUnreachable(t, a2, otherGateway)
 		wantUnreachable(t, a2, hostLoopback)
+		wantUnreachable(t, a2, otherSandbox)
+		if !cmp.Equal(a2.AllowCIDRs, []netip.Prefix{upstreamPrivate}, cmpopts.EquateComparable(netip.Prefix{})) {
+			t.Errorf("AllowCIDRs = %v, want only %s (the other sandbox clipped out)", a2.AllowCIDRs, upstreamPrivate)
+		}
 		// The allow is a's, not b's.
 		wantUnreachable(t, b, ownGateway)
 		wantUnreachable(t, b, hostAddr)
 	})
 
+	t.Run("allowing everything opens neither the host nor other sandboxes", func(t *testing.T) {
+		everything := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+		a2 := mustCreate(t, m, a.Key, CreateOptions{Mode: ModeInternet, Slot: 1, AllowCIDRs: everything})
+		b2 := mustCreate(t, m, b.Key, CreateOptions{Mode: ModeInternet, Slot: 2, AllowCIDRs: everything})
+		aSrv := listenIn(t, a2.NetnsPath, "0.0.0.0:0")
+		wantReachable(t, a2, private)
+		wantReachable(t, a2, public)
+		for _, to := range []netip.AddrPort{ownGateway, otherGateway, hostAddr, hostLoopback, otherSandbox} {
+			wantUnreachable(t, a2, to)
+		}
+		wantUnreachable(t, b2, port(a2.Address, aSrv))
+		wantUnreachable(t, b2, otherGateway)
+		// Everything of the host, too: still no other sandbox.
+		a3 := mustCreate(t, m, a.Key, CreateOptions{Mode: ModeInternet, Slot: 1, AllowCIDRs: everything, AllowHostCIDRs: everything})
+		wantReachable(t, a3, ownGateway)
+		wantReachable(t, a3, otherGateway)
+		wantReachable(t, a3, hostAddr)
+		wantUnreachable(t, a3, otherSandbox)
+		wantUnreachable(t, b2, port(a3.Address, aSrv))
+	})
+
+	t.Run("ingress holds even if the allow set names a sandbox", func(t *testing.T) {
+		// Clipping keeps such elements out; the ingress chain must not
+		// depend on it.
+		a2 := mustCreate(t, m, a.Key, CreateOptions{Mode: ModeInternet, Slot: 1})
+		elem := fmt.Sprintf("{ %s . %s/32 }", a2.Address, b.Address)
+		if out, err := nftCmd("add", "element", "inet", m.cfg.Table, "allow", elem); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		defer nftCmd("delete", "element", "inet", m.cfg.Table, "allow", elem)
+		wantUnreachable(t, a2, otherSandbox)
+	})
+
 	t.Run("allow removed", func(t *testing.T) {
+		mustCreate(t, m, b.Key, CreateOptions{Mode: ModeInternet, Slot: 2})
 		a3 := mustCreate(t, m, a.Key, CreateOptions{Mode: ModeInternet, Slot: 1})
 		wantUnreachable(t, a3, ownGateway)
 		wantUnreachable(t, a3, hostAddr)
@@ -236,7 +272,7 @@ func TestAllowRemovedCutsOpenConnections(t *testing.T) {
 		}
 	}()
 	key := randomKey(t)
-	a := mustCreate(t, m, key, CreateOptions{Mode: ModeInternet, Slot: 1, AllowCIDRs: []netip.Prefix{target}})
+	a := mustCreate(t, m, key, CreateOptions{Mode: ModeInternet, Slot: 1, AllowHostCIDRs: []netip.Prefix{target}})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	c, err := DialContext(ctx, a.NetnsPath, "tcp", ln.Addr().String())
@@ -289,7 +325,7 @@ func TestSpoofedSourceDropped(t *testing.T) {
 	to := pc.LocalAddr().(*net.UDPAddr)
 
 	a := mustCreate(t, m, randomKey(t), CreateOptions{Mode: ModeInternet, Slot: 1})
-	b := mustCreate(t, m, randomKey(t), CreateOptions{Mode: ModeInternet, Slot: 2, AllowCIDRs: []netip.Prefix{target}})
+	b := mustCreate(t, m, randomKey(t), CreateOptions{Mode: ModeInternet, Slot: 2, AllowHostCIDRs: []netip.Prefix{target}})
 
 	send := func(ep *Endpoint, from netip.Addr, msg string) {
 		t.Helper()
@@ -642,6 +678,7 @@ func TestCreateFailureLeavesNothing(t *testing.T) {
 			{Mode: ""},
 			{Mode: "bridge"},
 			{Mode: ModeNone, AllowCIDRs: prefixes("10.0.0.0/8")},
+			{Mode: ModeNone, AllowHostCIDRs: prefixes("10.0.0.0/8")},
 			{Mode: ModeInternet, Slot: -1},
 			{Mode: ModeInternet, Slot: m.SlotCount()},
 			{Mode: ModeInternet, AllowCIDRs: prefixes("fd00::/8")},

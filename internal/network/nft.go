@@ -25,11 +25,22 @@ var blockedRanges = []netip.Prefix{
 	netip.MustParsePrefix("240.0.0.0/4"),
 }
 
-// allowEntry is what the allow set holds for one sandbox: pairs
-// (addr . cidr) for every cidr.
+// allowEntry is what the allow sets hold for one sandbox: pairs
+// (addr . cidr) for every cidr in the allow set (forwarded destinations),
+// and for every host prefix in the allow_host set (the host's own
+// addresses). Neither ever holds a pair whose destination is another
+// sandbox: cidrs are clipped to leave Config.Subnet out, and the host's
+// addresses are reached through the input hook only.
 type allowEntry struct {
 	addr  netip.Addr
 	cidrs []netip.Prefix
+	host  []netip.Prefix
+}
+
+func (a allowEntry) empty() bool { return len(a.cidrs) == 0 && len(a.host) == 0 }
+
+func (a allowEntry) equal(b allowEntry) bool {
+	return a.addr == b.addr && slices.Equal(a.cidrs, b.cidrs) && slices.Equal(a.host, b.host)
 }
 
 // ruleset is the whole table, as `nft -f` input. The first two lines make the
@@ -49,12 +60,23 @@ func (m *Manager) ruleset(allows map[string]allowEntry) string {
 	p("table inet %s {", t)
 	p("\tcomment \"owned by sandboxd: rebuilt at daemon start, do not edit\"")
 	p("")
-	p("\t# (sandbox address . destination) pairs a sandbox may reach although the")
-	p("\t# rules below would drop them; elements come and go with sandboxes.")
+	p("\t# (sandbox address . destination) pairs a sandbox may reach through the")
+	p("\t# host although the rules below would drop them (never another sandbox);")
+	p("\t# elements come and go with sandboxes.")
 	p("\tset allow {")
 	p("\t\ttype ipv4_addr . ipv4_addr")
 	p("\t\tflags interval")
-	if elems := allowElements(allows); elems != "" {
+	if elems := allowElements(allows, func(a allowEntry) []netip.Prefix { return a.cidrs }); elems != "" {
+		p("\t\telements = { %s }", elems)
+	}
+	p("\t}")
+	p("")
+	p("\t# (sandbox address . host address) pairs: the host's own services a")
+	p("\t# sandbox may connect to, a separate and explicit choice.")
+	p("\tset allow_host {")
+	p("\t\ttype ipv4_addr . ipv4_addr")
+	p("\t\tflags interval")
+	if elems := allowElements(allows, func(a allowEntry) []netip.Prefix { return a.host }); elems != "" {
 		p("\t\telements = { %s }", elems)
 	}
 	p("\t}")
@@ -91,14 +113,16 @@ func (m *Manager) ruleset(allows map[string]allowEntry) string {
 	p("\tchain sandbox_to_host {")
 	p("\t\tct state established,related accept")
 	p("\t\tip daddr @dns meta l4proto { tcp, udp } th dport 53 accept")
-	p("\t\tip saddr . ip daddr @allow accept")
+	p("\t\tip saddr . ip daddr @allow_host accept")
 	p("\t\tdrop")
 	p("\t}")
 	p("")
+	p("\t# Ingress first: an accept in sandbox_egress ends the chain, so a")
+	p("\t# destination's own protection must already have been applied.")
 	p("\tchain forward {")
 	p("\t\ttype filter hook forward priority filter; policy accept;")
-	p("\t\tiifname %s jump sandbox_egress", sbx)
 	p("\t\toifname %s jump sandbox_ingress", sbx)
+	p("\t\tiifname %s jump sandbox_egress", sbx)
 	p("\t}")
 	p("")
 	p("\tchain sandbox_egress {")
@@ -111,9 +135,10 @@ func (m *Manager) ruleset(allows map[string]allowEntry) string {
 	p("\t\taccept")
 	p("\t}")
 	p("")
-	p("\t# Nothing from outside opens a connection into a sandbox.")
+	p("\t# Nothing from outside, another sandbox included, opens a connection")
+	p("\t# into a sandbox, whatever the sender's allow elements say.")
 	p("\tchain sandbox_ingress {")
-	p("\t\tct state established,related accept")
+	p("\t\tct state established,related return")
 	p("\t\tdrop")
 	p("\t}")
 	p("")
@@ -132,49 +157,56 @@ func (m *Manager) ruleset(allows map[string]allowEntry) string {
 }
 
 // allowUpdate is the nft script that changes one sandbox's allow elements
-// from old to new (either may be empty). Deleting a missing element fails the
-// whole transaction, so each delete is preceded by an add of the same
-// element, which makes it a no-op if the element is already there; an add
-// followed by a delete of the same element removes it either way.
+// from old to new (either may be empty), in both sets.
 func (m *Manager) allowUpdate(old, new allowEntry) string {
+	var b strings.Builder
+	m.setUpdate(&b, "allow", old.addr, old.cidrs, new.addr, new.cidrs)
+	m.setUpdate(&b, "allow_host", old.addr, old.host, new.addr, new.host)
+	return b.String()
+}
+
+// setUpdate writes the commands that turn one sandbox's elements of set
+// from (oldAddr . old) into (newAddr . new). Deleting a missing element
+// fails the whole transaction, so each delete is preceded by an add of the
+// same element, which makes it a no-op if the element is already there; an
+// add followed by a delete of the same element removes it either way.
+func (m *Manager) setUpdate(b *strings.Builder, set string, oldAddr netip.Addr, old []netip.Prefix, newAddr netip.Addr, new []netip.Prefix) {
 	var dels, adds []string
 	keep := map[string]bool{}
-	for _, c := range new.cidrs {
-		keep[element(new.addr, c)] = true
+	for _, c := range new {
+		keep[element(newAddr, c)] = true
 	}
 	have := map[string]bool{}
-	for _, c := range old.cidrs {
-		e := element(old.addr, c)
+	for _, c := range old {
+		e := element(oldAddr, c)
 		have[e] = true
 		if !keep[e] {
 			dels = append(dels, e)
 		}
 	}
-	for _, c := range new.cidrs {
-		if e := element(new.addr, c); !have[e] {
+	for _, c := range new {
+		if e := element(newAddr, c); !have[e] {
 			adds = append(adds, e)
 		}
 	}
-	var b strings.Builder
-	set := fmt.Sprintf("inet %s allow", m.cfg.Table)
+	name := fmt.Sprintf("inet %s %s", m.cfg.Table, set)
 	if len(dels) > 0 {
-		fmt.Fprintf(&b, "add element %s { %s }\n", set, strings.Join(dels, ", "))
-		fmt.Fprintf(&b, "delete element %s { %s }\n", set, strings.Join(dels, ", "))
+		fmt.Fprintf(b, "add element %s { %s }\n", name, strings.Join(dels, ", "))
+		fmt.Fprintf(b, "delete element %s { %s }\n", name, strings.Join(dels, ", "))
 	}
 	if len(adds) > 0 {
-		fmt.Fprintf(&b, "add element %s { %s }\n", set, strings.Join(adds, ", "))
+		fmt.Fprintf(b, "add element %s { %s }\n", name, strings.Join(adds, ", "))
 	}
-	return b.String()
 }
 
 func element(addr netip.Addr, cidr netip.Prefix) string {
 	return addr.String() + " . " + cidr.String()
 }
 
-func allowElements(allows map[string]allowEntry) string {
+func allowElements(allows map[string]allowEntry, of func(allowEntry) []netip.Prefix) string {
 	var es []string
 	for _, a := range allows {
-		for _, c := range a.cidrs {
+		for _, c := range of(a) {
 			es = append(es, element(a.addr, c))
 		}
 	}

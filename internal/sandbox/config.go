@@ -57,6 +57,9 @@ const (
 type NetworkConfig struct {
 	Mode       string   `json:"mode"`
 	AllowCIDRs []string `json:"allowCidrs,omitempty"`
+	// AllowHostCIDRs are the host's own addresses the sandbox may connect
+	// to; AllowCIDRs never open the host.
+	AllowHostCIDRs []string `json:"allowHostCidrs,omitempty"`
 }
 
 // Config is what a sandbox is created with. It is stored (as JSON) in the
@@ -86,6 +89,9 @@ type Policy struct {
 	DefaultLimits  Limits
 	MaxLimits      Limits
 	DefaultNetwork string
+	// SandboxSubnet is the pool of sandbox addresses: an allowCidrs entry
+	// inside it is refused, because sandboxes never reach each other.
+	SandboxSubnet netip.Prefix
 	// DefaultSleepAfter applies when a sandbox does not choose;
 	// MaxSleepAfter caps what it may choose.
 	DefaultSleepAfter, MaxSleepAfter time.Duration
@@ -124,6 +130,9 @@ func (p Policy) Resolve(c Config) (Config, error) {
 	if len(c.Network.AllowCIDRs) == 0 {
 		c.Network.AllowCIDRs = nil
 	}
+	if len(c.Network.AllowHostCIDRs) == 0 {
+		c.Network.AllowHostCIDRs = nil
+	}
 	if len(c.Image) > maxImageLength {
 		return c, invalid("image name is longer than %d bytes", maxImageLength)
 	}
@@ -155,20 +164,41 @@ func (p Policy) Resolve(c Config) (Config, error) {
 	if c.Network.Mode != NetworkNone && c.Network.Mode != NetworkInternet {
 		return c, invalid("network mode %q: want %q or %q", c.Network.Mode, NetworkNone, NetworkInternet)
 	}
-	if len(c.Network.AllowCIDRs) > maxAllowCIDRs {
-		return c, invalid("%d allowCidrs given; at most %d are allowed", len(c.Network.AllowCIDRs), maxAllowCIDRs)
-	}
-	if len(c.Network.AllowCIDRs) > 0 && c.Network.Mode != NetworkInternet {
-		return c, invalid("allowCidrs need network mode %q", NetworkInternet)
-	}
-	for i, s := range c.Network.AllowCIDRs {
-		pfx, err := parseCIDR(s)
-		if err != nil {
-			return c, invalid("allowCidrs[%d]: %v", i, err)
-		}
-		c.Network.AllowCIDRs[i] = pfx.String()
+	if err := p.checkAllowCIDRs(c.Network); err != nil {
+		return c, err
 	}
 	return c, nil
+}
+
+// checkAllowCIDRs validates and masks n's allowCidrs and allowHostCidrs in
+// place.
+func (p Policy) checkAllowCIDRs(n NetworkConfig) error {
+	for _, f := range []struct {
+		name  string
+		cidrs []string
+	}{{"allowCidrs", n.AllowCIDRs}, {"allowHostCidrs", n.AllowHostCIDRs}} {
+		if len(f.cidrs) > maxAllowCIDRs {
+			return invalid("%d %s given; at most %d are allowed", len(f.cidrs), f.name, maxAllowCIDRs)
+		}
+		if len(f.cidrs) > 0 && n.Mode != NetworkInternet {
+			return invalid("%s need network mode %q", f.name, NetworkInternet)
+		}
+		for i, s := range f.cidrs {
+			pfx, err := parseCIDR(s)
+			if err != nil {
+				return invalid("%s[%d]: %v", f.name, i, err)
+			}
+			f.cidrs[i] = pfx.String()
+		}
+	}
+	// An entry that holds the subnet ("0.0.0.0/0") still means the rest;
+	// one inside it could only ever name another sandbox or a gateway.
+	for i, s := range n.AllowCIDRs {
+		if pfx := netip.MustParsePrefix(s); p.SandboxSubnet.IsValid() && p.SandboxSubnet.Contains(pfx.Addr()) && pfx.Bits() >= p.SandboxSubnet.Bits() {
+			return invalid("allowCidrs[%d]: %s is inside the sandbox subnet %s: sandboxes never reach each other, and the host's addresses need allowHostCidrs", i, s, p.SandboxSubnet)
+		}
+	}
+	return nil
 }
 
 // overlay returns preset with every non-zero field of explicit laid over it.

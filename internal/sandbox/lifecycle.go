@@ -324,6 +324,11 @@ func (m *Manager) networkRequest(b *box) NetworkRequest {
 			req.AllowCIDRs = append(req.AllowCIDRs, pfx)
 		}
 	}
+	for _, s := range b.cfg.Network.AllowHostCIDRs {
+		if pfx, err := netip.ParsePrefix(s); err == nil {
+			req.AllowHostCIDRs = append(req.AllowHostCIDRs, pfx)
+		}
+	}
 	return req
 }
 

@@ -23,9 +23,10 @@ type Network interface {
 
 // NetworkRequest says what network a sandbox gets.
 type NetworkRequest struct {
-	Mode       string
-	Slot       int
-	AllowCIDRs []netip.Prefix
+	Mode           string
+	Slot           int
+	AllowCIDRs     []netip.Prefix
+	AllowHostCIDRs []netip.Prefix
 }
 
 // NetworkEndpoint is a sandbox's network as set up.
