@@ -56,6 +56,8 @@ TEST_PACKAGES=(
 	chromium fonts-dejavu-core
 	# what the image tests assemble their busybox and musl images from
 	busybox-static musl-tools
+	# the Python SDK's tests (e2e TestSDKPython)
+	python3-pytest
 )
 
 # ---------------------------------------------------------------------------
@@ -262,8 +264,12 @@ build_go_tool() {
 # content differs from what was last installed there (a hash in
 # node_modules/.installed, so a fresh clone's timestamps do not matter).
 install_npm() {
-	local dir
-	for dir in internal/console/web; do
+	local dir dirs=(internal/console/web)
+	# The TypeScript SDK's compiler, for its tests (e2e TestSDKTypeScript).
+	if [[ $PROFILE == test ]]; then
+		dirs+=(sdk/typescript)
+	fi
+	for dir in "${dirs[@]}"; do
 		local lock="$dir/package-lock.json" stamp="$dir/node_modules/.installed"
 		local sum
 		sum=$(cksum <"$lock")

@@ -1,0 +1,85 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/internal/testdaemon"
+)
+
+// The TypeScript and Python SDKs are tested by their own suites (node
+// --test, pytest) against a real daemon that this harness starts, so both
+// run in `make test` on the project's own binaries. The suites find the
+// daemon through SANDBOX_URL and SANDBOX_TOKEN, as a user's program would.
+
+// repoRoot is the repository's top directory.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("cannot locate the test's source file")
+	}
+	return filepath.Dir(filepath.Dir(file))
+}
+
+// runSuite runs an SDK's test command against d in dir and fails with its
+// output (and the daemon's last words) when it fails.
+func runSuite(t *testing.T, d *testdaemon.Daemon, dir string, timeout time.Duration, name string, args ...string) {
+	t.Helper()
+	if err := runIn(t, dir, timeout, []string{"SANDBOX_URL=" + d.URL, "SANDBOX_TOKEN=" + d.Token}, name, args...); err != nil {
+		t.Fatalf("%s %v: %v (daemon log tail:\n%s)", name, args, err, tail(d.Logs(), 4000))
+	}
+}
+
+// runIn runs a command in dir with env added, logging its output.
+func runIn(t *testing.T, dir string, timeout time.Duration, env []string, name string, args ...string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	t.Logf("%s %v:\n%s", name, args, out.String())
+	return err
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// TestSDKTypeScript builds @sandboxd/sdk with its pinned TypeScript
+// (package-lock.json) and runs its node --test suite.
+func TestSDKTypeScript(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real sandboxes")
+	}
+	testdaemon.SkipUnlessRoot(t)
+	for _, tool := range []string{"node", "npm"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is missing: .ci/run installs it (nodejs, npm)", tool)
+		}
+	}
+	dir := filepath.Join(repoRoot(t), "sdk", "typescript")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", ".bin", "tsc")); err != nil {
+		if err := runIn(t, dir, 5*time.Minute, nil, "npm", "ci", "--no-audit", "--no-fund"); err != nil {
+			t.Fatalf("npm ci: %v", err)
+		}
+	}
+	if err := runIn(t, dir, 5*time.Minute, nil, "npm", "run", "build"); err != nil {
+		t.Fatalf("building the SDK: %v", err)
+	}
+	d := testdaemon.Start(t, testdaemon.Options{})
+	runSuite(t, d, dir, 20*time.Minute, "node", "--test", "--test-concurrency=1", "test/")
+}

@@ -1,0 +1,216 @@
+// The client: one daemon's URL and token, the HTTP plumbing every call goes
+// through, and the daemon-wide calls (health, list, images, events).
+
+import { errorFromResponse, SandboxError, UnavailableError } from "./errors.js";
+import { EventStream } from "./sse.js";
+import { Sandbox } from "./sandbox.js";
+import type { Health, ImageInfo, LifecycleEvent, SandboxInfo, SandboxOptions, SandboxStatus } from "./types.js";
+
+/** The daemon's address when SANDBOX_URL is not set. */
+export const DEFAULT_URL = "http://127.0.0.1:7070";
+
+/** Error bodies are read up to this size. */
+const MAX_ERROR_BODY = 1 << 20;
+
+export interface ClientOptions {
+  /** The daemon's base URL (default `http://127.0.0.1:7070`); a path is kept as a prefix. */
+  url?: string;
+  /** The API token (`<state-dir>/token` of the daemon). */
+  token?: string;
+  /** A fetch implementation (default: the global fetch). */
+  fetch?: typeof fetch;
+  /** Extra headers sent with every request. */
+  headers?: Record<string, string>;
+}
+
+/** Options every call takes. */
+export interface CallOptions {
+  /** Cancels the call; for a stream, ends it and closes its connection. */
+  signal?: AbortSignal;
+}
+
+export interface ListSandboxesOptions extends CallOptions {
+  /** Only sandboxes that carry every one of these labels (filtered in the client). */
+  labels?: Record<string, string>;
+  /** Only sandboxes in one of these states (filtered in the client). */
+  status?: SandboxStatus | SandboxStatus[];
+}
+
+/** @internal What a request needs. */
+export interface RequestInit2 extends CallOptions {
+  method: string;
+  path: string;
+  json?: unknown;
+  body?: BodyInit | ReadableStream<Uint8Array> | Uint8Array;
+  contentType?: string;
+  accept?: string;
+  headers?: Record<string, string>;
+  query?: Record<string, string | number | boolean | string[] | undefined>;
+}
+
+function envVar(name: string): string | undefined {
+  const g = globalThis as { process?: { env?: Record<string, string | undefined> }; Deno?: { env: { get(n: string): string | undefined } } };
+  try {
+    return g.process?.env?.[name] ?? g.Deno?.env.get(name);
+  } catch {
+    return undefined; // Deno without --allow-env
+  }
+}
+
+export class SandboxClient {
+  readonly url: string;
+  readonly #token: string | undefined;
+  readonly #fetch: typeof fetch;
+  readonly #headers: Record<string, string>;
+
+  constructor(options: ClientOptions = {}) {
+    const raw = options.url || DEFAULT_URL;
+    const u = new URL(raw);
+    if (u.protocol !== "http:" && u.protocol !== "https:") throw new TypeError(`sandboxd URL ${raw}: want http or https`);
+    this.url = u.toString().replace(/\/+$/, "");
+    this.#token = options.token || undefined;
+    this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.#headers = { ...(options.headers ?? {}) };
+  }
+
+  /** A client for `$SANDBOX_URL` (default `http://127.0.0.1:7070`) with `$SANDBOX_TOKEN`; `options` win. */
+  static fromEnv(options: ClientOptions = {}): SandboxClient {
+    return new SandboxClient({ url: envVar("SANDBOX_URL"), token: envVar("SANDBOX_TOKEN"), ...stripUndefined(options) });
+  }
+
+  /** A handle to the sandbox `id`, like the reference's getSandbox. No I/O: the first call creates it (with `options`). */
+  sandbox(id: string, options?: SandboxOptions): Sandbox {
+    return new Sandbox(this, id, options);
+  }
+
+  /** `{status, version, runtime}` of the daemon. */
+  health(options: CallOptions = {}): Promise<Health> {
+    return this.request<Health>({ method: "GET", path: "/v1/health", ...options });
+  }
+
+  /** Every sandbox of the daemon, ordered by ID; `labels` and `status` filter them. */
+  async listSandboxes(options: ListSandboxesOptions = {}): Promise<SandboxInfo[]> {
+    const { sandboxes } = await this.request<{ sandboxes: SandboxInfo[] }>({ method: "GET", path: "/v1/sandboxes", signal: options.signal });
+    const want = options.status === undefined ? undefined : new Set(Array.isArray(options.status) ? options.status : [options.status]);
+    return (sandboxes ?? []).filter(
+      (s) =>
+        (!want || want.has(s.status)) &&
+        Object.entries(options.labels ?? {}).every(([k, v]) => s.labels?.[k] === v),
+    );
+  }
+
+  /** The images the daemon has. */
+  async listImages(options: CallOptions = {}): Promise<ImageInfo[]> {
+    const r = await this.request<{ images: ImageInfo[] }>({ method: "GET", path: "/v1/images", ...options });
+    return r.images ?? [];
+  }
+
+  /** One image; NotFoundError (`IMAGE_NOT_FOUND`) if absent. */
+  getImage(name: string, options: CallOptions = {}): Promise<ImageInfo> {
+    return this.request<ImageInfo>({ method: "GET", path: `/v1/images/${encodeURIComponent(name)}`, ...options });
+  }
+
+  /** Removes an image. */
+  async deleteImage(name: string, options: CallOptions = {}): Promise<void> {
+    await this.request({ method: "DELETE", path: `/v1/images/${encodeURIComponent(name)}`, ...options });
+  }
+
+  /** Lifecycle events (created, started, slept, woke, stopped, destroyed, failed), of one sandbox or all. Open-ended: close it or abort. */
+  events(options: CallOptions & { sandbox?: string } = {}): Promise<EventStream<LifecycleEvent>> {
+    return this.stream<LifecycleEvent>({ method: "GET", path: "/v1/events", query: { sandbox: options.sandbox }, signal: options.signal }, "lifecycle events");
+  }
+
+  /** @internal Sends a request and returns its 2xx response; any other answer becomes a SandboxError. */
+  async send(req: RequestInit2): Promise<Response> {
+    let url = this.url + req.path;
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(req.query ?? {})) {
+      if (v === undefined || v === "" || v === false) continue;
+      for (const one of Array.isArray(v) ? v : [v]) q.append(k, String(one));
+    }
+    if ([...q.keys()].length > 0) url += (url.includes("?") ? "&" : "?") + q.toString();
+    const headers: Record<string, string> = { "User-Agent": "sandboxd-js-sdk", ...this.#headers, ...(req.headers ?? {}) };
+    if (this.#token) headers["Authorization"] = `Bearer ${this.#token}`;
+    if (req.accept) headers["Accept"] = req.accept;
+    let body: BodyInit | undefined;
+    if (req.json !== undefined) {
+      body = JSON.stringify(req.json);
+      headers["Content-Type"] = "application/json";
+    } else if (req.body !== undefined) {
+      body = req.body as BodyInit;
+      headers["Content-Type"] = req.contentType ?? "application/octet-stream";
+    }
+    const init: RequestInit & { duplex?: "half" } = { method: req.method, headers, body, signal: req.signal };
+    if (body instanceof ReadableStream) init.duplex = "half"; // fetch needs this to stream a request body
+    let resp: Response;
+    try {
+      resp = await this.#fetch(url, init);
+    } catch (err) {
+      if (req.signal?.aborted) throw req.signal.reason;
+      throw new UnavailableError("", `${req.method} ${req.path}: cannot reach sandboxd at ${this.url}: ${(err as Error)?.message ?? err}`, 0, {}, { cause: err });
+    }
+    if (resp.ok) return resp;
+    throw errorFromResponse(resp.status, resp.statusText, await readBounded(resp, MAX_ERROR_BODY, req.signal));
+  }
+
+  /** @internal A JSON call: sends `json`, parses the answer (undefined for 204). */
+  async request<T = unknown>(req: RequestInit2): Promise<T> {
+    const resp = await this.send({ accept: "application/json", ...req });
+    try {
+      if (resp.status === 204) return undefined as T;
+      const text = await resp.text();
+      return (text ? JSON.parse(text) : undefined) as T;
+    } catch (err) {
+      if (req.signal?.aborted) throw req.signal.reason;
+      if (err instanceof SandboxError) throw err;
+      throw new UnavailableError("", `${req.method} ${req.path}: reading the answer: ${(err as Error)?.message ?? err}`, 0, {}, { cause: err });
+    }
+  }
+
+  /** @internal Opens an event stream; `isTerminal` says which event ends it. */
+  async stream<T extends { type: string }>(req: RequestInit2, what: string, isTerminal?: (ev: T) => boolean): Promise<EventStream<T>> {
+    const resp = await this.send({ ...req, accept: "text/event-stream" });
+    const ct = resp.headers.get("Content-Type") ?? "";
+    if (!ct.startsWith("text/event-stream") || !resp.body) {
+      await resp.body?.cancel().catch(() => {});
+      throw new UnavailableError("", `${req.method} ${req.path}: the answer is not an event stream (${ct || "no Content-Type"})`, resp.status);
+    }
+    return new EventStream<T>(resp.body, what, isTerminal, req.signal);
+  }
+}
+
+/** The reference's getSandbox: a handle to sandbox `id` of `client`. */
+export function getSandbox(client: SandboxClient, id: string, options?: SandboxOptions): Sandbox {
+  return client.sandbox(id, options);
+}
+
+async function readBounded(resp: Response, limit: number, signal?: AbortSignal): Promise<string> {
+  if (!resp.body) return "";
+  const reader = resp.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  try {
+    while (n < limit) {
+      const r = await reader.read();
+      if (r.done) break;
+      chunks.push(r.value);
+      n += r.value.length;
+    }
+  } catch (err) {
+    if (signal?.aborted) throw signal.reason;
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  const all = new Uint8Array(Math.min(n, limit));
+  let off = 0;
+  for (const c of chunks) {
+    const part = c.subarray(0, Math.min(c.length, all.length - off));
+    all.set(part, off);
+    off += part.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,323 @@
+// Wire types of the sandboxd HTTP API (Go: package api). Durations are
+// milliseconds, times RFC 3339 strings. Fields the daemon adds later are
+// kept as they come: nothing here rejects unknown fields.
+
+export type SandboxStatus = "creating" | "running" | "sleeping" | "stopped" | "failed" | "destroying";
+
+export interface Limits {
+  memoryBytes?: number;
+  milliCpu?: number;
+  pids?: number;
+  diskBytes?: number;
+}
+
+export interface NetworkOptions {
+  mode?: "none" | "internet";
+  allowCidrs?: string[];
+}
+
+/** Options of a sandbox, applied only when a call creates it. */
+export interface SandboxOptions {
+  /** Root filesystem image (default `host`). */
+  image?: string;
+  env?: Record<string, string>;
+  labels?: Record<string, string>;
+  limits?: Limits;
+  network?: NetworkOptions;
+  /** `lite`, `standard` or `heavy`. */
+  instanceType?: string;
+  /** Idle time in ms before the sandbox sleeps. */
+  sleepAfter?: number;
+  /** Never sleep. */
+  keepAlive?: boolean;
+}
+
+export interface SandboxInfo {
+  id: string;
+  status: SandboxStatus;
+  statusReason?: string;
+  image: string;
+  imageDigest?: string;
+  runtime: string;
+  labels?: Record<string, string>;
+  limits: Limits;
+  network: { mode: string; allowCidrs?: string[]; address?: string; gateway?: string };
+  createdAt: string;
+  lastUsedAt: string;
+  statusChangedAt: string;
+  instanceType?: string;
+  sleepAfter: number;
+  keepAlive: boolean;
+  idleDeadline?: string;
+  /** Set by ensure: whether this call created the sandbox. */
+  created?: boolean;
+}
+
+export interface Health {
+  status: string;
+  version: string;
+  runtime: string;
+}
+
+export interface LifecycleEvent {
+  type: "created" | "started" | "slept" | "woke" | "stopped" | "destroyed" | "failed" | string;
+  sandboxId: string;
+  status: SandboxStatus;
+  reason?: string;
+  timestamp: string;
+}
+
+export interface ImageInfo {
+  name: string;
+  [field: string]: unknown;
+}
+
+/** The result of exec, as the reference's ExecResult. */
+export interface ExecResult {
+  success: boolean;
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  command: string;
+  sessionId: string;
+  /** Run time in ms. */
+  duration: number;
+  /** Set when a stream passed 16 MiB and the rest was dropped (buffered exec only). */
+  truncated?: boolean;
+}
+
+/** Events of execStream: `start`, `stdout`/`stderr` chunks, then exactly one `complete` or `error`. */
+export interface ExecEvent {
+  type: "start" | "stdout" | "stderr" | "complete" | "error";
+  timestamp: string;
+  command?: string;
+  sessionId?: string;
+  /** Output chunk; base64 when `encoding` is `base64`. */
+  data?: string;
+  encoding?: "base64";
+  exitCode?: number;
+  duration?: number;
+  /** The error event's stable code. */
+  code?: string;
+  message?: string;
+}
+
+export type ProcessStatus = "starting" | "running" | "completed" | "failed" | "killed" | "error";
+
+export interface ProcessInfo {
+  id: string;
+  pid: number;
+  command: string;
+  status: ProcessStatus;
+  sessionId: string;
+  user?: string;
+  startTime: string;
+  endTime?: string;
+  exitCode?: number;
+  statusReason?: string;
+  autoCleanup?: boolean;
+  truncated?: boolean;
+}
+
+export interface ProcessLogs {
+  processId: string;
+  stdout: string;
+  stderr: string;
+  truncated: boolean;
+}
+
+/** Events of streamProcessLogs: `process_info`, `stdout`/`stderr`, then exactly one `exit` (or `error`). */
+export interface LogEvent {
+  type: "process_info" | "stdout" | "stderr" | "exit" | "error";
+  timestamp: string;
+  process?: ProcessInfo;
+  data?: string;
+  encoding?: "base64";
+  exitCode?: number;
+  status?: ProcessStatus;
+  code?: string;
+  message?: string;
+}
+
+export interface FileInfo {
+  success: boolean;
+  path: string;
+  content: string;
+  encoding: "utf-8" | "base64";
+  mimeType: string;
+  size: number;
+  isBinary: boolean;
+}
+
+export interface FileEntry {
+  name: string;
+  absolutePath: string;
+  relativePath?: string;
+  type: "file" | "directory" | "symlink" | "other";
+  size: number;
+  modifiedAt: string;
+  mode: string;
+  octalMode: string;
+  permissions: { readable: boolean; writable: boolean; executable: boolean };
+  uid: number;
+  gid: number;
+  target?: string;
+}
+
+export interface ListFilesResult {
+  success: boolean;
+  path: string;
+  files: FileEntry[];
+  count: number;
+  truncated?: boolean;
+}
+
+export interface ExistsResult {
+  success: boolean;
+  exists: boolean;
+  type?: string;
+}
+
+export interface WriteFileResult {
+  success: boolean;
+  path: string;
+  bytesWritten: number;
+}
+
+/** Events of readFileStream: `metadata`, `chunk`..., then exactly one `complete` or `error`. */
+export interface FileStreamEvent {
+  type: "metadata" | "chunk" | "complete" | "error";
+  timestamp: string;
+  path?: string;
+  mimeType?: string;
+  size?: number;
+  isBinary?: boolean;
+  data?: string;
+  encoding?: "base64";
+  bytesRead?: number;
+  code?: string;
+  message?: string;
+}
+
+/** Events of watch: `watching` once the watch is in place, then one `event` per change; `error` ends it. */
+export interface WatchEvent {
+  type: "watching" | "event" | "error";
+  timestamp: string;
+  path?: string;
+  eventType?: "create" | "modify" | "delete" | "move_from" | "move_to" | "attrib";
+  isDirectory?: boolean;
+  cookie?: number;
+  code?: string;
+  message?: string;
+}
+
+export interface GitCheckoutResult {
+  success: boolean;
+  repoUrl: string;
+  branch: string;
+  targetDir: string;
+  commit: string;
+}
+
+export interface SessionInfo {
+  id: string;
+  cwd: string;
+  commandTimeout?: number;
+  user?: string;
+  /** Names of the session's variables; values are never returned. */
+  env: string[];
+  unset?: string[];
+  createdAt: string;
+}
+
+export interface ExposedPort {
+  port: number;
+  name?: string;
+  public: boolean;
+  /** The preview URL. */
+  url: string;
+  /** The preview URL, under the reference's name. */
+  exposedAt: string;
+  token: string;
+  createdAt: string;
+}
+
+export interface PreviewLink {
+  url: string;
+  expiresAt: string;
+}
+
+export type CodeLanguage = "python" | "javascript" | "typescript";
+
+export interface CodeContext {
+  id: string;
+  language: CodeLanguage;
+  cwd: string;
+  status: "ready" | "terminated" | string;
+  createdAt: string;
+  lastUsed: string;
+  running?: boolean;
+  executionCount: number;
+}
+
+/** One rich output: every representation the value offers. Images are base64. */
+export interface Result {
+  text?: string;
+  html?: string;
+  markdown?: string;
+  latex?: string;
+  json?: unknown;
+  javascript?: string;
+  svg?: string;
+  png?: string;
+  jpeg?: string;
+  isMainResult?: boolean;
+}
+
+export interface ExecutionError {
+  name: string;
+  value: string;
+  traceback: string[];
+}
+
+/** The result of runCode (the reference's ExecutionResult). */
+export interface ExecutionResult {
+  code: string;
+  contextId: string;
+  language: CodeLanguage;
+  logs: { stdout: string[]; stderr: string[] };
+  results: Result[];
+  /** The code's own error (ZeroDivisionError ...); API errors are thrown instead. */
+  error?: ExecutionError;
+  executionCount: number;
+  duration: number;
+  truncated?: boolean;
+}
+
+/** Events of runCodeStream: `start`, then `stdout`, `stderr`, `result`, `error` as they happen, then `complete` (or an `error` with a `code`). */
+export interface CodeEvent {
+  type: "start" | "stdout" | "stderr" | "result" | "error" | "complete";
+  timestamp: string;
+  contextId?: string;
+  language?: CodeLanguage;
+  data?: string;
+  encoding?: "base64";
+  result?: Result;
+  error?: ExecutionError;
+  executionCount?: number;
+  duration?: number;
+  truncated?: boolean;
+  code?: string;
+  message?: string;
+}
+
+export interface TerminalInfo {
+  id: string;
+  session?: string;
+  shell: string;
+  pid: number;
+  cols: number;
+  rows: number;
+  clients: number;
+  createdAt: string;
+}
