@@ -82,6 +82,19 @@ func TestBadInputGetsAClearError(t *testing.T) {
 			}
 		})
 	}
+	// Authentication schemes are case-insensitive (issue 11, item 14).
+	for _, scheme := range []string{"bearer", "BEARER", "Bearer"} {
+		req, _ := http.NewRequest("GET", d.URL+"/v1/health", nil)
+		req.Header.Set("Authorization", scheme+" "+d.Token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("scheme %q: %d, want 200", scheme, resp.StatusCode)
+		}
+	}
 	// None of the rejected creates left a sandbox behind.
 	list, err := d.Client.List(ctxT(t, 10e9))
 	if err != nil {

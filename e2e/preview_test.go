@@ -334,6 +334,9 @@ func TestPreviewURLs(t *testing.T) {
 			api.PreviewHost(8081, "pv", wide.Token, "localhost"),
 			api.PreviewHost(8080, "pv", "wrongtoken", "localhost"),
 			api.PreviewHost(8080, "pv", local.Token, "localhost"),
+			// Names below the preview domain that are no preview host
+			// get the same answer, not the console or the API.
+			"8080-pv.localhost", "console.localhost", "8080-pv-" + strings.ToUpper(wide.Token) + "x.localhost",
 		} {
 			status, body, _ := get(t, c, "http://"+host+":"+port+"/", nil)
 			if status != 404 || errorCode(body) != api.CodePreviewNotFound {

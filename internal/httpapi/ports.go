@@ -203,15 +203,22 @@ func (s *Server) previewURL(p proxy.Port) string {
 	return pc.Scheme + "://" + host + "/"
 }
 
-// servePreviewHost serves r if its Host is a preview host, and reports
-// whether it did. Requests to preview hosts never reach the API.
+// servePreviewHost serves r if its Host is below the preview domain, and
+// reports whether it did. Every name below the preview domain belongs to
+// previews: one that is not a valid preview host gets PREVIEW_NOT_FOUND,
+// never the API or the console, which must not share a site with the
+// pages sandboxes serve.
 func (s *Server) servePreviewHost(w http.ResponseWriter, r *http.Request) bool {
 	if s.opts.Ports == nil {
 		return false
 	}
 	a, ok := proxy.ParseHost(r.Host, s.opts.Preview.Domain)
 	if !ok {
-		return false
+		if !proxy.InDomain(r.Host, s.opts.Preview.Domain) {
+			return false
+		}
+		writeAPIError(w, errNoPreview())
+		return true
 	}
 	s.servePreview(w, r, a)
 	return true
@@ -337,8 +344,8 @@ func (s *Server) hasPreviewCookie(r *http.Request, p proxy.Port) bool {
 
 // hasAPIToken reports whether r carries the API token as a bearer token.
 func (s *Server) hasAPIToken(r *http.Request) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(s.opts.Token)) == 1
+	got, ok := bearerToken(r)
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) == 1
 }
 
 // proxyError answers a request the proxy could not complete.

@@ -170,17 +170,28 @@ func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
 func (s *Server) authenticated(next http.HandlerFunc) http.HandlerFunc {
 	want := []byte(s.opts.Token)
 	return func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got, ok := bearerToken(r)
 		if !ok {
 			got, ok = tokenFromSubprotocol(r) // browsers' WebSockets
 		}
-		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
+		if !ok || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
 			writeAPIError(w, api.Errorf(api.CodeUnauthorized,
 				"missing or invalid bearer token: send \"Authorization: Bearer <token>\" (the local token is in <state-dir>/token)"))
 			return
 		}
 		next(w, r)
 	}
+}
+
+// bearerToken returns the credentials of r's "Authorization: Bearer"
+// header. The scheme is case-insensitive (RFC 9110, 11.1): "bearer" and
+// "BEARER" are the same scheme.
+func bearerToken(r *http.Request) (string, bool) {
+	scheme, cred, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(cred), true
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

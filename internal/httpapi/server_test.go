@@ -1,13 +1,18 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/proxy"
+	"github.com/sandboxd/sandboxd/internal/store"
 )
 
 // testServer is a Server without a manager: enough for routes that answer
@@ -53,6 +58,86 @@ func TestCleanPath(t *testing.T) {
 	} {
 		if got := cleanPath(p); got != want {
 			t.Errorf("cleanPath(%q) = %v, want %v", p, got, want)
+		}
+	}
+}
+
+// TestBearerSchemeIsCaseInsensitive: "bearer" is the same scheme as
+// "Bearer" (RFC 9110, 11.1), on API routes and for private previews.
+func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
+	s := testServer()
+	for _, tt := range []struct {
+		header string
+		want   int
+	}{
+		{"Bearer s3cret", 200},
+		{"bearer s3cret", 200},
+		{"BEARER  s3cret ", 200},
+		{"Basic s3cret", 401},
+		{"Bearers3cret", 401},
+		{"bearer nope", 401},
+		{"s3cret", 401},
+	} {
+		r := httptest.NewRequest("GET", "http://127.0.0.1/v1/health", nil)
+		r.Header.Set("Authorization", tt.header)
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, r)
+		if rec.Code != tt.want {
+			t.Errorf("Authorization %q: %d, want %d", tt.header, rec.Code, tt.want)
+		}
+		if got := s.hasAPIToken(r); got != (tt.want == 200) {
+			t.Errorf("hasAPIToken with %q = %v", tt.header, got)
+		}
+	}
+}
+
+// TestPreviewDomainIsPreviewsOnly: every name below the preview domain
+// belongs to previews. One that is not a valid preview host gets
+// PREVIEW_NOT_FOUND, never the console or the API; other hosts keep them.
+func TestPreviewDomainIsPreviewsOnly(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ports, err := proxy.NewRegistry(context.Background(), st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	console := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("console")) })
+	s := New(Options{Token: "s3cret", Log: slog.New(slog.DiscardHandler), Ports: ports, Console: console,
+		Preview: PreviewConfig{Domain: "localhost", Scheme: "http"}})
+	for _, tt := range []struct {
+		host, path string
+		want       string // "console", "api" or a code
+	}{
+		{"127.0.0.1:7070", "/", "console"},
+		{"localhost:7070", "/", "console"},
+		{"sandboxd.example.com", "/", "console"},
+		{"127.0.0.1:7070", "/v1/health", "api"},
+		{"foo.localhost:7070", "/", string(api.CodePreviewNotFound)},
+		{"foo.localhost:7070", "/v1/health", string(api.CodePreviewNotFound)},
+		{"8080-demo.localhost", "/", string(api.CodePreviewNotFound)},
+		{"8080-demo-BAD!.localhost", "/console/", string(api.CodePreviewNotFound)},
+		{"a.b.localhost", "/v1/health", string(api.CodePreviewNotFound)},
+		{"8080-demo-abcdefghijklmnop.localhost", "/", string(api.CodePreviewNotFound)},
+	} {
+		r := httptest.NewRequest("GET", "http://"+tt.host+tt.path, nil)
+		r.Header.Set("Authorization", "Bearer s3cret")
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, r)
+		var got string
+		var e api.Error
+		switch {
+		case rec.Body.String() == "console":
+			got = "console"
+		case json.Unmarshal(rec.Body.Bytes(), &e) == nil && e.Code != "":
+			got = string(e.Code)
+		case rec.Code == 200:
+			got = "api"
+		}
+		if got != tt.want {
+			t.Errorf("Host %s, %s: got %q (%d %s), want %q", tt.host, tt.path, got, rec.Code, rec.Body, tt.want)
 		}
 	}
 }

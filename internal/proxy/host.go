@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/rand"
 	"fmt"
+	"net"
 	"strings"
 
 	"github.com/sandboxd/sandboxd/api"
@@ -26,6 +27,17 @@ func (a Address) Host(domain string) string {
 func ParseHost(host, domain string) (Address, bool) {
 	port, id, token, ok := api.ParsePreviewHost(host, domain)
 	return Address{Port: port, SandboxID: id, Token: token}, ok
+}
+
+// InDomain reports whether host (a Host header, with or without a port)
+// is a name below domain, such as x.y.{domain}; domain itself is not.
+func InDomain(host, domain string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	label, ok := strings.CutSuffix(host, "."+strings.ToLower(domain))
+	return ok && label != ""
 }
 
 // ParsePort parses a port from a URL path segment: 1-65535, plain

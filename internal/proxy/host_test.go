@@ -116,3 +116,25 @@ func TestSigner(t *testing.T) {
 		}
 	}
 }
+
+func TestInDomain(t *testing.T) {
+	for _, tt := range []struct {
+		host, domain string
+		want         bool
+	}{
+		{"8080-demo-tok.localhost", "localhost", true},
+		{"8080-demo-tok.localhost:7070", "localhost", true},
+		{"Foo.LocalHost.", "localhost", true},
+		{"a.b.preview.example.com", "preview.example.com", true},
+		{"localhost", "localhost", false},
+		{"localhost:7070", "localhost", false},
+		{"127.0.0.1:7070", "localhost", false},
+		{"notlocalhost", "localhost", false},
+		{"evil-localhost", "localhost", false},
+		{".localhost", "localhost", false},
+	} {
+		if got := InDomain(tt.host, tt.domain); got != tt.want {
+			t.Errorf("InDomain(%q, %q) = %v, want %v", tt.host, tt.domain, got, tt.want)
+		}
+	}
+}
