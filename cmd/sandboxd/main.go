@@ -2,6 +2,7 @@
 // addressed by caller-chosen IDs and serves the HTTP API that drives them.
 //
 //	sandboxd [serve] [--listen 127.0.0.1:7070] [--state-dir /var/lib/sandboxd] [--runtime auto|crun|runc]
+//	sandboxd doctor [--json] [the same flags]   checks the host (exit 1 when something required is missing)
 package main
 
 import (
@@ -26,30 +27,48 @@ var version = "dev"
 
 func main() {
 	args := os.Args[1:]
-	if len(args) > 0 && args[0] == "serve" {
-		args = args[1:]
+	command := "serve"
+	if len(args) > 0 {
+		switch args[0] {
+		case "serve", "doctor":
+			command, args = args[0], args[1:]
+		case "version", "--version":
+			fmt.Println("sandboxd", version)
+			return
+		}
 	}
-	if len(args) > 0 && (args[0] == "version" || args[0] == "--version") {
-		fmt.Println("sandboxd", version)
-		return
-	}
-	cfg, level, err := parseFlags(args)
+	o, err := parseFlags(command, args)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sandboxd:", err)
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.level}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := daemon.Run(ctx, cfg, log); err != nil {
+	if command == "doctor" {
+		os.Exit(runDoctor(ctx, o))
+	}
+	o.cfg.Banner = true
+	if err := daemon.Run(ctx, o.cfg, log); err != nil {
 		log.Error("sandboxd stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-func parseFlags(args []string) (daemon.Config, slog.Level, error) {
-	fs := flag.NewFlagSet("sandboxd", flag.ContinueOnError)
-	cfg := daemon.Config{Version: version}
+// options are the command line's (and config file's) settings.
+type options struct {
+	cfg   daemon.Config
+	level slog.Level
+	// json: doctor prints its report as JSON.
+	json bool
+	// configErr is what validating the configuration found (doctor only).
+	configErr error
+}
+
+func parseFlags(command string, args []string) (options, error) {
+	fs := flag.NewFlagSet("sandboxd "+command, flag.ContinueOnError)
+	o := options{cfg: daemon.Config{Version: version}}
+	cfg := &o.cfg
 	var dns, logLevel string
 	var defMem, maxMem, budget, maxDisk, maxImage string
 	var defCPU, maxCPU float64
@@ -86,45 +105,52 @@ func parseFlags(args []string) (daemon.Config, slog.Level, error) {
 	fs.StringVar(&cfg.PreviewListen, "preview-listen", "", "extra address that serves only preview traffic (default: previews come in on --listen)")
 	fs.IntVar(&cfg.PreviewPort, "preview-port", 0, "port in preview URLs (default: the preview listener's; 80 or 443 leave it out)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	if command == "doctor" {
+		fs.BoolVar(&o.json, "json", false, "print the report as JSON")
+	}
 	if err := fs.Parse(args); err != nil {
-		return cfg, 0, err
+		return o, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, 0, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+		return o, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-		return cfg, 0, fmt.Errorf("--log-level: %w", err)
+	if err := o.level.UnmarshalText([]byte(logLevel)); err != nil {
+		return o, fmt.Errorf("--log-level: %w", err)
 	}
 	var err error
 	if cfg.DefaultLimits.MemoryBytes, err = bytesize.Parse(defMem); err != nil {
-		return cfg, 0, fmt.Errorf("--default-memory: %w", err)
+		return o, fmt.Errorf("--default-memory: %w", err)
 	}
 	if maxMem == "" {
 		cfg.MaxLimits.MemoryBytes = hostMemory()
 	} else if cfg.MaxLimits.MemoryBytes, err = bytesize.Parse(maxMem); err != nil {
-		return cfg, 0, fmt.Errorf("--max-memory: %w", err)
+		return o, fmt.Errorf("--max-memory: %w", err)
 	}
 	switch budget {
 	case "":
 		cfg.Capacity.MemoryBudget = hostMemory()
 	default:
 		if cfg.Capacity.MemoryBudget, err = bytesize.Parse(budget); err != nil {
-			return cfg, 0, fmt.Errorf("--memory-budget: %w", err)
+			return o, fmt.Errorf("--memory-budget: %w", err)
 		}
 	}
 	if cfg.MaxLimits.DiskBytes, err = bytesize.Parse(maxDisk); err != nil {
-		return cfg, 0, fmt.Errorf("--max-disk: %w", err)
+		return o, fmt.Errorf("--max-disk: %w", err)
 	}
 	if cfg.MaxImageBytes, err = bytesize.Parse(maxImage); err != nil || cfg.MaxImageBytes <= 0 {
-		return cfg, 0, fmt.Errorf("--max-image-size %q: want a size such as 32Gi", maxImage)
+		return o, fmt.Errorf("--max-image-size %q: want a size such as 32Gi", maxImage)
 	}
 	cfg.DefaultLimits.MilliCPU = int64(defCPU * 1000)
 	cfg.MaxLimits.MilliCPU = int64(maxCPU * 1000)
 	if dns != "" {
 		cfg.DNS = strings.Split(dns, ",")
 	}
-	return cfg, level, cfg.Validate()
+	if command == "doctor" {
+		// The doctor reports a bad configuration as one of its findings.
+		o.configErr = cfg.Validate()
+		return o, nil
+	}
+	return o, cfg.Validate()
 }
 
 func hostMemory() int64 {

@@ -72,6 +72,9 @@ type Config struct {
 	// WarmPool is how many default sandboxes are kept started ahead.
 	WarmPool int
 	Version  string
+	// Banner: once listening, print for a person where the daemon is, where
+	// its token is and a first command (text logs only).
+	Banner bool
 }
 
 // Validate checks c and fills in what can be derived.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/cgroup"
 	"github.com/sandboxd/sandboxd/internal/console"
+	"github.com/sandboxd/sandboxd/internal/doctor"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/network"
@@ -56,6 +57,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer unlock()
+	// The same checks as `sandboxd doctor`: one log line per problem, so
+	// that a failure further on comes with its likely cause.
+	doctor.LogProblems(log, doctor.Run(ctx, doctor.Options{StateDir: cfg.StateDir, NetTable: cfg.NetTable}))
 	token, err := loadOrCreateToken(filepath.Join(cfg.StateDir, "token"))
 	if err != nil {
 		return err
@@ -134,6 +138,9 @@ func serve(ctx context.Context, cfg Config, handler http.Handler, mgr *sandbox.M
 	}
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
 	log.Info("sandboxd serving", "listen", ln.Addr().String(), "state_dir", cfg.StateDir, "version", cfg.Version)
+	if cfg.Banner {
+		writeBanner(os.Stderr, cfg, ln.Addr(), "http")
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	for _, task := range tasks {
