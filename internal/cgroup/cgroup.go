@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -123,10 +124,20 @@ func (g *Group) dirs() map[string]string {
 }
 
 // PrepareUser creates S and S/user in every hierarchy, before the runtime
-// creates the container (so they can be bind-mounted), and returns the
-// mounts that expose each S/user inside the sandbox. No controllers are
-// enabled yet on v2: the runtime must still be able to put the init
-// process into S itself.
+// creates the container, and returns the mounts that expose each S/user's
+// cgroup.procs file inside the sandbox. No controllers are enabled yet on
+// v2: the runtime must still be able to put the init process into S itself.
+//
+// Only the cgroup.procs file is mounted, never S/user's directory: root
+// user code could otherwise create sub-cgroups there. Each memory cgroup
+// (v1) takes one of the kernel's 65,535 memory cgroup IDs, shared by the
+// whole host, and dying ones keep theirs as long as pages are charged to
+// them: a few thousand mkdirs in one sandbox would leave every other
+// sandbox (and every other container on the host) unable to start. A
+// bind-mounted file gives no way to its directory (`..` from a mount's root
+// leads to the mount point's parent), so all user code can do with it is
+// move its own processes into S/user; S/user's limit files are not there
+// either. /sys/fs/cgroup inside is the runtime's read-only mount.
 func (g *Group) PrepareUser() ([]specs.Mount, error) {
 	var mounts []specs.Mount
 	for name, dir := range g.dirs() {
@@ -135,12 +146,13 @@ func (g *Group) PrepareUser() ([]specs.Mount, error) {
 			return nil, fmt.Errorf("creating cgroup %s: %w", user, err)
 		}
 		mounts = append(mounts, specs.Mount{
-			Destination: filepath.Join(MountDir, name),
+			Destination: filepath.Join(MountDir, name, "cgroup.procs"),
 			Type:        "bind",
-			Source:      user,
+			Source:      filepath.Join(user, "cgroup.procs"),
 			Options:     []string{"bind", "rw", "nosuid", "nodev", "noexec"},
 		})
 	}
+	sort.Slice(mounts, func(i, j int) bool { return mounts[i].Destination < mounts[j].Destination })
 	return mounts, nil
 }
 
@@ -169,6 +181,9 @@ func (g *Group) Split(initPID int, limits UserLimits) error {
 			return fmt.Errorf("enabling controllers below %s: %w", s, err)
 		}
 		user := filepath.Join(s, "user")
+		if err := forbidChildren(user); err != nil {
+			return err
+		}
 		if err := writeFile(filepath.Join(user, "memory.max"), strconv.FormatInt(limits.MemoryBytes, 10)); err != nil {
 			return err
 		}
@@ -194,6 +209,8 @@ func (g *Group) RemoveChildren() error {
 		for _, child := range []string{"user", "agent"} {
 			errs = append(errs, rmdirRetry(filepath.Join(dir, child)))
 		}
+		// The runtime removes S next, without freeing the agent's charges.
+		freeCharges(dir)
 	}
 	return errors.Join(errs...)
 }
@@ -235,6 +252,7 @@ func (g *Group) Exists() bool {
 func rmdirRetry(dir string) error {
 	deadline := time.Now().Add(2 * time.Second)
 	for {
+		freeCharges(dir)
 		err := os.Remove(dir)
 		if err == nil || errors.Is(err, fs.ErrNotExist) {
 			return nil

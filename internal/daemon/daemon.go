@@ -93,6 +93,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer net.m.Close()
 
 	registry := metrics.NewRegistry()
+	registerHostMetrics(registry, log)
 	var mgr *sandbox.Manager
 	images, err := openImages(cfg, hostImage, rt, func(ctx context.Context) (map[string]bool, error) {
 		return imagesInUse(ctx, mgr)
@@ -265,3 +266,16 @@ func (n *netAdapter) Detach(ctx context.Context, key string) error { return n.m.
 func (n *netAdapter) Keys() ([]string, error)                      { return n.m.List() }
 func (n *netAdapter) MaxSlots() int                                { return n.m.SlotCount() }
 func (n *netAdapter) DNS() []netip.Addr                            { return n.dns }
+
+// registerHostMetrics exports the host's cgroup counts per controller
+// (/proc/cgroups): the memory controller's count, dying cgroups included,
+// is what runs into the kernel's host-wide limit of 65,535 memory cgroups.
+func registerHostMetrics(r *metrics.Registry, log *slog.Logger) {
+	r.NewGaugeFunc("sandboxd_host_cgroups", "Cgroups on the host by controller, dying ones included (the kernel allows 65535 memory cgroups).", "controller", func() map[string]float64 {
+		counts, err := cgroup.HostCounts()
+		if err != nil {
+			log.Warn("reading /proc/cgroups", "err", err)
+		}
+		return counts
+	})
+}

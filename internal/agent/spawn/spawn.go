@@ -37,8 +37,9 @@ import (
 // Arg is the sub-command name that selects the wrapper in the agent binary.
 const Arg = "spawn"
 
-// DefaultCgroupRoot is where the daemon bind-mounts the sandbox's user
-// sub-cgroup, one directory per hierarchy (cgroup v2: one; v1: several).
+// DefaultCgroupRoot is where the daemon bind-mounts the cgroup.procs file
+// of the sandbox's user sub-cgroup, one directory per hierarchy (cgroup
+// v2: one; v1: several), never the sub-cgroup's own directory.
 const DefaultCgroupRoot = "/.sandboxd/cgroup"
 
 // Exit statuses of a wrapper that failed before PROG ran.
