@@ -46,8 +46,11 @@ const (
 	MaxExposedPorts = 32
 	// MaxPortNameBytes bounds an exposed port's name.
 	MaxPortNameBytes = 64
-	// MaxPreviewTokenBytes bounds a caller-chosen preview token; a token
-	// is 1-16 of a-z, 0-9 and _.
+	// MinPreviewTokenBytes and MaxPreviewTokenBytes bound a caller-chosen
+	// preview token: 12-16 of a-z, 0-9 and _ (at least 62 bits, when
+	// chosen at random). Hosts with shorter tokens still parse, so that
+	// ports exposed before the minimum keep working until re-exposed.
+	MinPreviewTokenBytes = 12
 	MaxPreviewTokenBytes = 16
 	// DefaultLinkExpiry and MaxLinkExpiry bound a signed preview link's
 	// life.
@@ -70,7 +73,7 @@ type ExposePortRequest struct {
 	// Name is a label for people, at most 64 bytes of printable text.
 	// Optional.
 	Name string `json:"name,omitempty"`
-	// Token is the secret part of the preview URL: 1-16 of a-z, 0-9 and
+	// Token is the secret part of the preview URL: 12-16 of a-z, 0-9 and
 	// _. Optional; by default a random 16-character token.
 	Token string `json:"token,omitempty"`
 	// Public says whether the preview URL alone grants access (default

@@ -23,7 +23,7 @@ func WithPortName(name string) ExposeOption {
 	return exposeOptionFunc(func(r *api.ExposePortRequest) { r.Name = name })
 }
 
-// WithPreviewToken chooses the secret part of the preview URL (1-16 of
+// WithPreviewToken chooses the secret part of the preview URL (12-16 of
 // a-z, 0-9 and _) instead of a random one, for a URL that stays the same
 // when the port is exposed again.
 func WithPreviewToken(token string) ExposeOption {

@@ -160,6 +160,14 @@ func TestPreviewURLs(t *testing.T) {
 		if status != 400 || errorCode(body) != api.CodeValidationFailed {
 			t.Errorf("bad token through the API: %d %s", status, body)
 		}
+		// A chosen token is the URL's only secret: too short to guess is
+		// refused (issue 11, item 13).
+		for _, tok := range []string{"a", "abc", "eleven_char"} {
+			status, body, _ = apiCall(t, d, "POST", "/v1/sandboxes/pv/ports", `{"port": 8081, "token": "`+tok+`"}`)
+			if status != 400 || errorCode(body) != api.CodeValidationFailed {
+				t.Errorf("token %q: %d %s", tok, status, body)
+			}
+		}
 	})
 
 	t.Run("methods and headers", func(t *testing.T) {

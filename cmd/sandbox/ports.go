@@ -70,7 +70,7 @@ token. Exposing a port again with the same options prints the same URL.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&name, "name", "", "a label for the port")
-	fl.StringVar(&token, "token", "", "the URL's token (1-16 of a-z, 0-9, _; default random)")
+	fl.StringVar(&token, "token", "", "the URL's token (12-16 of a-z, 0-9, _; default random)")
 	fl.BoolVar(&private, "private", false, "require the API token or a signed link as well as the URL")
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd

@@ -44,8 +44,9 @@ func InDomain(host, domain string) bool {
 // decimal.
 func ParsePort(s string) (int, bool) { return api.ParsePort(s) }
 
-// ValidToken reports whether s can be a preview token: 1-16 of a-z, 0-9
-// and _.
+// ValidToken reports whether s can be in a preview host: 1-16 of a-z,
+// 0-9 and _. A token chosen now must also be at least
+// api.MinPreviewTokenBytes long (checkOptions).
 func ValidToken(s string) bool { return api.ValidPreviewToken(s) }
 
 // tokenLength is the length of a generated token: 16 of 36 symbols, about

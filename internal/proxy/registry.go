@@ -146,8 +146,10 @@ func checkOptions(o ExposeOptions) error {
 			return fmt.Errorf("%w: name has the unprintable character %q", ErrInvalid, c)
 		}
 	}
-	if o.Token != "" && !ValidToken(o.Token) {
-		return fmt.Errorf("%w: token must be 1-%d of a-z, 0-9 and _", ErrInvalid, api.MaxPreviewTokenBytes)
+	// A chosen token is the only secret of a public preview URL: short
+	// ones could be guessed in a few thousand requests.
+	if o.Token != "" && (!ValidToken(o.Token) || len(o.Token) < api.MinPreviewTokenBytes) {
+		return fmt.Errorf("%w: token must be %d-%d of a-z, 0-9 and _", ErrInvalid, api.MinPreviewTokenBytes, api.MaxPreviewTokenBytes)
 	}
 	return nil
 }

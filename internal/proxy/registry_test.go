@@ -45,7 +45,7 @@ func TestRegistryExpose(t *testing.T) {
 			t.Errorf("port %d: got %v, want ErrInvalidPort", port, err)
 		}
 	}
-	for _, o := range []ExposeOptions{{Token: "UPPER"}, {Token: "has-dash"}, {Token: "seventeen_chars_x"}, {Name: "bell\a"}, {Name: string(make([]byte, 65))}} {
+	for _, o := range []ExposeOptions{{Token: "UPPER"}, {Token: "has-dash"}, {Token: "seventeen_chars_x"}, {Token: "a"}, {Token: "eleven_char"}, {Name: "bell\a"}, {Name: string(make([]byte, 65))}} {
 		if _, _, err := r.Expose(ctx, "a", gen, 8080, o); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%+v: got %v, want ErrInvalid", o, err)
 		}
@@ -64,7 +64,7 @@ func TestRegistryExpose(t *testing.T) {
 	if err != nil || created {
 		t.Errorf("expose again naming the token: %+v %v %v", again, created, err)
 	}
-	for _, o := range []ExposeOptions{{Name: "other", Public: true}, {Name: "web"}, {Name: "web", Public: true, Token: "other"}} {
+	for _, o := range []ExposeOptions{{Name: "other", Public: true}, {Name: "web"}, {Name: "web", Public: true, Token: "other_token_1"}} {
 		if _, _, err := r.Expose(ctx, "a", gen, 8080, o); !errors.Is(err, ErrAlreadyExposed) {
 			t.Errorf("%+v: got %v, want ErrAlreadyExposed", o, err)
 		}
@@ -169,5 +169,32 @@ func TestRegistryForgetsEarlierGenerations(t *testing.T) {
 	}
 	if r.Count("a") != 0 {
 		t.Error("reload kept ports of a deleted sandbox")
+	}
+}
+
+// TestRegistryChosenTokens: a chosen token must be 12-16 characters (a
+// short one could be guessed); a port exposed with a shorter one before
+// the minimum existed keeps working after a restart.
+func TestRegistryChosenTokens(t *testing.T) {
+	ctx := context.Background()
+	r, st, _ := newRegistry(t)
+	gen := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	addSandbox(t, st, "a", gen)
+	p, created, err := r.Expose(ctx, "a", gen, 8080, ExposeOptions{Public: true, Token: "twelve_chars"})
+	if err != nil || !created || p.Token != "twelve_chars" {
+		t.Fatalf("12-character token: %+v %v %v", p, created, err)
+	}
+	if _, _, err := r.Expose(ctx, "a", gen, 8081, ExposeOptions{Public: true, Token: "x"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("1-character token: %v, want ErrInvalid", err)
+	}
+	if err := st.InsertPort(ctx, &store.Port{SandboxID: "a", Port: 8082, Token: "old", Public: true, CreatedAt: gen}); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := NewRegistry(ctx, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r2.Lookup(Address{Port: 8082, SandboxID: "a", Token: "old"}); err != nil {
+		t.Errorf("a port exposed earlier with a short token: %v", err)
 	}
 }

@@ -166,7 +166,7 @@ export interface SessionOptions extends CallOptions {
 
 export interface ExposePortOptions extends CallOptions {
   name?: string;
-  /** The URL's token (1-16 of a-z0-9_); default random. */
+  /** The URL's token (12-16 of a-z0-9_); default random. */
   token?: string;
   /** false: the URL also needs the API token or a signed link. Default true. */
   public?: boolean;
