@@ -44,7 +44,8 @@ func runIn(t *testing.T, dir string, timeout time.Duration, env []string, name s
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
+	// No bytecode caches in the source tree.
+	cmd.Env = append(append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1"), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -68,7 +69,7 @@ func TestSDKTypeScript(t *testing.T) {
 	testdaemon.SkipUnlessRoot(t)
 	for _, tool := range []string{"node", "npm"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is missing: .ci/run installs it (nodejs, npm)", tool)
+			t.Fatalf("%s is missing: scripts/deps.sh installs it (nodejs, npm)", tool)
 		}
 	}
 	dir := filepath.Join(repoRoot(t), "sdk", "typescript")
@@ -82,4 +83,31 @@ func TestSDKTypeScript(t *testing.T) {
 	}
 	d := testdaemon.Start(t, testdaemon.Options{})
 	runSuite(t, d, dir, 20*time.Minute, "node", "--test", "--test-concurrency=1", "test/")
+
+}
+
+// TestSDKPython runs the Python SDK's pytest suite (Debian's python3-pytest)
+// against the sources in sdk/python, sync and asyncio clients alike.
+func TestSDKPython(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real sandboxes")
+	}
+	testdaemon.SkipUnlessRoot(t)
+	py := pythonWithPytest(t)
+	dir := filepath.Join(repoRoot(t), "sdk", "python")
+	d := testdaemon.Start(t, testdaemon.Options{})
+	runSuite(t, d, dir, 20*time.Minute, py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests")
+}
+
+// pythonWithPytest is Debian's python3 (which python3-pytest extends), else
+// the first python3 on PATH that can import pytest.
+func pythonWithPytest(t *testing.T) string {
+	t.Helper()
+	for _, c := range []string{"/usr/bin/python3", "python3"} {
+		if exec.Command(c, "-c", "import pytest").Run() == nil {
+			return c
+		}
+	}
+	t.Fatal("no python3 with pytest: scripts/deps.sh test installs python3-pytest")
+	return ""
 }
