@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,6 +85,41 @@ func TestSDKTypeScript(t *testing.T) {
 	d := testdaemon.Start(t, testdaemon.Options{})
 	runSuite(t, d, dir, 20*time.Minute, "node", "--test", "--test-concurrency=1", "test/")
 
+	// The tutorial's port type-checks against the SDK's declarations and
+	// answers the default question.
+	ex := filepath.Join(repoRoot(t), "examples", "ai-code-executor-ts")
+	if err := runIn(t, ex, 5*time.Minute, nil, "npm", "ci", "--no-audit", "--no-fund"); err != nil {
+		t.Fatalf("npm ci in the example: %v", err)
+	}
+	if err := runIn(t, ex, 5*time.Minute, nil, "npm", "run", "build"); err != nil {
+		t.Fatalf("building the example: %v", err)
+	}
+	checkExecutor(t, d, ex, "node", "dist/index.js")
+}
+
+// checkExecutor runs an AI code executor example with its built-in answer
+// and checks the JSON it prints: the 10th Fibonacci number, from a sandbox.
+func checkExecutor(t *testing.T, d *testdaemon.Daemon, dir, name string, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "SANDBOX_URL="+d.URL, "SANDBOX_TOKEN="+d.Token, "ANTHROPIC_API_KEY=", "PYTHONDONTWRITEBYTECODE=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	var got struct {
+		Success bool   `json:"success"`
+		Output  string `json:"output"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%s %v printed no JSON: %v\n%s", name, args, err, out)
+	}
+	if !got.Success || got.Output != "55\n" {
+		t.Fatalf("%s %v: success %v, output %q; want true, \"55\\n\"", name, args, got.Success, got.Output)
+	}
 }
 
 // TestSDKPython runs the Python SDK's pytest suite (Debian's python3-pytest)
@@ -97,6 +133,7 @@ func TestSDKPython(t *testing.T) {
 	dir := filepath.Join(repoRoot(t), "sdk", "python")
 	d := testdaemon.Start(t, testdaemon.Options{})
 	runSuite(t, d, dir, 20*time.Minute, py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests")
+	checkExecutor(t, d, filepath.Join(repoRoot(t), "examples", "ai-code-executor-py"), py, "main.py")
 }
 
 // pythonWithPytest is Debian's python3 (which python3-pytest extends), else

@@ -265,9 +265,10 @@ build_go_tool() {
 # node_modules/.installed, so a fresh clone's timestamps do not matter).
 install_npm() {
 	local dir dirs=(internal/console/web)
-	# The TypeScript SDK's compiler, for its tests (e2e TestSDKTypeScript).
+	# The TypeScript SDK's compiler and its example, for their tests (e2e
+	# TestSDKTypeScript).
 	if [[ $PROFILE == test ]]; then
-		dirs+=(sdk/typescript)
+		dirs+=(sdk/typescript examples/ai-code-executor-ts)
 	fi
 	for dir in "${dirs[@]}"; do
 		local lock="$dir/package-lock.json" stamp="$dir/node_modules/.installed"

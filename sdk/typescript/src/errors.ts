@@ -4,6 +4,8 @@
 // as the Go SDK's errors.Is does, so patterns such as *_NOT_FOUND also
 // cover codes added to the API later.
 
+import type { ExecResult } from "./types.js";
+
 /** The body of every non-2xx answer and the payload of `error` events. */
 export interface WireError {
   code: string;
@@ -19,6 +21,8 @@ export class SandboxError extends Error {
   readonly status: number;
   /** Code-specific data, e.g. the output captured before `COMMAND_TIMEOUT`. */
   readonly details: Record<string, unknown>;
+  /** For exec errors that come with output (timeout, session terminated): the partial result. */
+  result?: ExecResult;
 
   constructor(code: string, message: string, status = 0, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
     super(code ? `${code}: ${message}` : status ? `HTTP ${status}: ${message}` : message, options);
