@@ -3,7 +3,10 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -219,4 +222,117 @@ func TestSandboxCannotFillTheHostsRunDirectory(t *testing.T) {
 	if got := trim(run(t, sb, "echo still-works")); got != "still-works" {
 		t.Errorf("after: %q", got)
 	}
+}
+
+// TestSandboxCannotFillTheStateDiskThroughEtc: /etc/hosts, /etc/hostname
+// and /etc/resolv.conf were read-write bind mounts of files on the
+// host's state filesystem, outside the disk quota (a 64 MiB sandbox wrote
+// 200 MiB into /etc/hosts). They are the sandbox's own files now, on its
+// disk and under its quota.
+func TestSandboxCannotFillTheStateDiskThroughEtc(t *testing.T) {
+	d := daemon(t)
+	sb := d.Client.Sandbox("etc-filler", client.WithLimits(api.Limits{DiskBytes: 64 << 20}))
+	if got := trim(run(t, sb, "cat /etc/hostname; grep -c etc-filler /etc/hosts")); got != "etc-filler\n1" {
+		t.Errorf("the sandbox's own /etc/hostname and /etc/hosts: %q", got)
+	}
+	out := run(t, sb, `for f in hosts hostname resolv.conf; do
+		head -c 100000000 /dev/zero > /etc/$f 2>/dev/null; echo $f=$?; : > /etc/$f
+	done`)
+	if trim(out) != "hosts=1\nhostname=1\nresolv.conf=1" {
+		t.Errorf("writing 100 MB into each /etc file of a 64 MiB sandbox: %q, want every write to fail", out)
+	}
+	key := onlyKey(t, d)
+	assertNoBigHostFiles(t, filepath.Join(d.StateDir, "sandboxes", key), 1<<20)
+	run(t, sb, "echo 127.0.0.1 localhost > /etc/hosts")
+}
+
+// TestAgentLogStaysBounded: root in a sandbox can make its agent log a line
+// per request through the agent's socket (here: sessions for a user that
+// cannot be created, /etc/passwd being a directory). The log is a file on
+// the host's state filesystem; the agent keeps it under 1 MiB while it
+// runs, and nothing but the agent holds it open.
+func TestAgentLogStaysBounded(t *testing.T) {
+	d := daemon(t)
+	sb := d.Client.Sandbox("log-flooder")
+	run(t, sb, "sleep 600 >/dev/null 2>&1 &")
+	key := onlyKey(t, d)
+	logPath := filepath.Join(d.StateDir, "sandboxes", key, "agent.log")
+	agent := d.AgentPID(t, key)
+	if holders := openers(logPath); len(holders) != 1 || holders[0] != agent {
+		t.Errorf("the agent log is held open by %v; want only the agent (%d)", holders, agent)
+	}
+	const flood = `
+import http.client, json, socket
+class Agent(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect("/.sandboxd/run/agent.sock")
+c = Agent("agent")
+body = json.dumps({"user": "u" + "x" * 30})
+codes = set()
+for i in range(20000):
+    c.request("POST", "/sessions", body, {"Content-Type": "application/json"})
+    r = c.getresponse()
+    r.read()
+    codes.add(r.status)
+print(sorted(codes))
+`
+	run(t, sb, "mv /etc/passwd /etc/passwd.real && mkdir /etc/passwd")
+	res, err := sb.Exec(ctxT(t, 5*time.Minute), "python3 -", client.WithStdin([]byte(flood)))
+	if err != nil || res.ExitCode != 0 || trim(res.Stdout) != "[400]" {
+		t.Fatalf("flooding the agent's log: %+v, %v", res, err)
+	}
+	run(t, sb, "rmdir /etc/passwd && mv /etc/passwd.real /etc/passwd")
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) > 1<<20 {
+		t.Errorf("the agent log grew to %d bytes", len(data))
+	}
+	if !strings.Contains(string(data), "log cut at") {
+		t.Errorf("the flood (%d bytes of log left) never reached the bound; the check is blind", len(data))
+	}
+	if got := trim(run(t, sb, "echo still-works")); got != "still-works" {
+		t.Errorf("after: %q", got)
+	}
+}
+
+// assertNoBigHostFiles fails if a file in dir, outside the sandbox's
+// mounted root and disk and its disk image, takes more than limit bytes.
+func assertNoBigHostFiles(t *testing.T, dir string, limit int64) {
+	t.Helper()
+	filepath.WalkDir(dir, func(path string, e os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		switch rel, _ := filepath.Rel(dir, path); rel {
+		case "rootfs", "disk":
+			return filepath.SkipDir // mounts: the sandbox's own disk
+		case "disk.img":
+			return nil
+		}
+		var st syscall.Stat_t
+		if syscall.Lstat(path, &st) == nil && st.Blocks*512 > limit {
+			t.Errorf("%s takes %d bytes on the host's state filesystem", path, st.Blocks*512)
+		}
+		return nil
+	})
+}
+
+// openers lists the host PIDs with path open.
+func openers(path string) []int {
+	var pids []int
+	procs, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	seen := map[int]bool{}
+	for _, fd := range procs {
+		if target, err := os.Readlink(fd); err == nil && target == path {
+			pid, _ := strconv.Atoi(strings.Split(fd, "/")[2])
+			if !seen[pid] {
+				seen[pid] = true
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
 }

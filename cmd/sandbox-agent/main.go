@@ -11,6 +11,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -20,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/agent"
+	"github.com/sandboxd/sandboxd/internal/agent/agentlog"
 	"github.com/sandboxd/sandboxd/internal/agent/spawn"
 )
 
@@ -58,7 +60,11 @@ func main() {
 		fmt.Fprintf(os.Stderr, "sandbox-agent: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	// stderr is a file on the host (see agentlog): kept bounded while the
+	// agent runs, for the standard logger too (libraries).
+	logw := agentlog.New(os.Stderr, agentlog.DefaultMax)
+	stdlog.SetOutput(logw)
+	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: cfg.logLevel}))
 
 	// User code runs as root in the same namespaces as the agent, with the
 	// same capabilities, so the kernel would let it ptrace the agent (and

@@ -241,8 +241,8 @@ func roBind(src, dst string) specs.Mount {
 }
 
 // writeEtc writes the files that describe the sandbox rather than the host.
-// Per-sandbox files (hosts, hostname, resolv.conf) are bind-mounted over
-// these placeholders at container creation.
+// Per-sandbox files (hosts, hostname, resolv.conf) replace these
+// placeholders in each sandbox's own writable layer at its first boot.
 func writeEtc(etc string) error {
 	files := []struct {
 		name, content string

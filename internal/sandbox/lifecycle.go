@@ -108,9 +108,11 @@ func (inst *instance) close() {
 
 // paths are a sandbox's places on the host.
 type paths struct {
-	dir, upper, work, rootfs, etc, bundle, log string // persistent, in StateDir
-	disk, diskImage                            string // with a disk quota
-	run, socket                                string // in RunDir
+	dir, upper, work, rootfs, bundle, log string // persistent, in StateDir
+	etcWritten                            string // marker: /etc files written into the root
+	etc                                   string // where older daemons kept /etc files
+	disk, diskImage                       string // with a disk quota
+	run, socket                           string // in RunDir
 }
 
 // paths are a sandbox's places on the host. With a disk quota, the
@@ -121,7 +123,7 @@ func (m *Manager) paths(key string) paths {
 	run := filepath.Join(m.opts.RunDir, "sandboxes", key)
 	return paths{
 		dir: dir, upper: filepath.Join(dir, "upper"), work: filepath.Join(dir, "work"),
-		rootfs: filepath.Join(dir, "rootfs"), etc: filepath.Join(dir, "etc"),
+		rootfs: filepath.Join(dir, "rootfs"), etc: filepath.Join(dir, "etc"), etcWritten: filepath.Join(dir, "etc.written"),
 		bundle: filepath.Join(dir, "bundle"), log: filepath.Join(dir, "agent.log"),
 		disk: filepath.Join(dir, "disk"), diskImage: filepath.Join(dir, "disk.img"),
 		run: run, socket: filepath.Join(run, "agent.sock"),
@@ -274,11 +276,10 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	}
 	undo.push(func(context.Context) error { return cg.Remove() })
 
-	etcMounts, err := writeEtc(p.etc, b.id, b.cfg.Network.Mode, m.opts.Network.DNS())
-	if err != nil {
+	if err := initEtc(p, b.id, b.cfg.Network.Mode, m.opts.Network.DNS()); err != nil {
 		return nil, err
 	}
-	if err := m.writeBundle(b, img, p, ep, append(cgMounts, etcMounts...)); err != nil {
+	if err := m.writeBundle(b, img, p, ep, cgMounts); err != nil {
 		return nil, err
 	}
 	steps.mark("bundle")
@@ -406,38 +407,6 @@ func mergeEnv(image []string, env map[string]string) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// writeEtc writes the sandbox's own /etc/hosts, /etc/hostname and
-// /etc/resolv.conf and returns the bind mounts that put them in place.
-func writeEtc(dir, id, mode string, dns []netip.Addr) ([]specs.Mount, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	var resolv strings.Builder
-	if mode == NetworkInternet {
-		for _, a := range dns {
-			fmt.Fprintf(&resolv, "nameserver %s\n", a)
-		}
-	}
-	files := map[string]string{
-		"hosts":       "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + id + "\n",
-		"hostname":    id + "\n",
-		"resolv.conf": resolv.String(),
-	}
-	var mounts []specs.Mount
-	for _, name := range []string{"hosts", "hostname", "resolv.conf"} {
-		path := filepath.Join(dir, name)
-		// Written once: after that the file is the sandbox's to edit.
-		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			if err := os.WriteFile(path, []byte(files[name]), 0o644); err != nil {
-				return nil, err
-			}
-		}
-		mounts = append(mounts, specs.Mount{Destination: "/etc/" + name, Type: "bind", Source: path,
-			Options: []string{"bind", "rw", "nosuid", "nodev", "noexec"}})
-	}
-	return mounts, nil
 }
 
 // maxLogBytes bounds an agent log: it is truncated at start when larger.

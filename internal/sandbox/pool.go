@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"reflect"
 	"runtime"
 	"sync"
@@ -106,7 +105,7 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 		Config: data, NetSlot: w.rec.NetSlot, CreatedAt: now, LastUsedAt: now, StatusChangedAt: now,
 	}
 	inst := w.running
-	if err := nameSandbox(inst.pid, m.paths(rec.Key).etc, b.id); err != nil {
+	if err := nameSandbox(inst.pid, m.paths(rec.Key).rootfs, b.id); err != nil {
 		return fmt.Errorf("naming a warm sandbox: %w", err)
 	}
 	if err := agentSetEnv(ctx, inst, "HOSTNAME", b.id); err != nil {
@@ -153,22 +152,13 @@ func agentSetEnv(ctx context.Context, inst *instance, name, value string) error 
 }
 
 // nameSandbox sets the hostname of the sandbox whose init is pid, and
-// rewrites its /etc/hostname and /etc/hosts (bind-mounted from etcDir, so
-// rewriting the files in place shows through).
-func nameSandbox(pid int, etcDir, name string) error {
+// rewrites /etc/hostname and /etc/hosts in its root (mounted at rootDir;
+// the container sees the same overlay).
+func nameSandbox(pid int, rootDir, name string) error {
 	if err := setHostname(pid, name); err != nil {
 		return err
 	}
-	files := map[string]string{
-		"hostname": name + "\n",
-		"hosts":    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + name + "\n",
-	}
-	for file, content := range files {
-		if err := os.WriteFile(filepath.Join(etcDir, file), []byte(content), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+	return writeRootFiles(rootDir, map[string]string{"hostname": name + "\n", "hosts": hostsFile(name)})
 }
 
 // setHostname enters the UTS namespace of pid on a locked thread, sets the

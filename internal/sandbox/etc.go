@@ -1,0 +1,116 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// A sandbox's /etc/hosts, /etc/hostname and /etc/resolv.conf are written
+// into its own root, through the mounted overlay, so they land in its
+// writable layer: on its disk, under its quota. (They used to be
+// read-write bind mounts of files in the state directory, which a sandbox
+// could grow without bound on the filesystem that holds every other
+// sandbox, the registry and the images.) They are written at the first
+// boot only; after that they are the sandbox's to edit, like any file.
+
+// etcFiles are the files written, in order.
+var etcFiles = []string{"hosts", "hostname", "resolv.conf"}
+
+// maxLegacyEtcBytes bounds what is carried over from a file of the old
+// bind-mounted kind: more than this was never a real hosts file.
+const maxLegacyEtcBytes = 64 << 10
+
+// etcContents are the files of a sandbox called name.
+func etcContents(name, mode string, dns []netip.Addr) map[string]string {
+	var resolv strings.Builder
+	if mode == NetworkInternet {
+		for _, a := range dns {
+			fmt.Fprintf(&resolv, "nameserver %s\n", a)
+		}
+	}
+	return map[string]string{
+		"hosts":       hostsFile(name),
+		"hostname":    name + "\n",
+		"resolv.conf": resolv.String(),
+	}
+}
+
+func hostsFile(name string) string {
+	return "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + name + "\n"
+}
+
+// initEtc writes the sandbox's own files into its mounted root, unless a
+// boot before did (the marker in its state directory says so). A sandbox
+// made by an older daemon has them in legacyDir; their contents (bounded)
+// move into its root.
+func initEtc(p paths, name, mode string, dns []netip.Addr) error {
+	if _, err := os.Stat(p.etcWritten); err == nil {
+		return nil
+	}
+	files := etcContents(name, mode, dns)
+	for _, f := range etcFiles {
+		if data, err := readBounded(filepath.Join(p.etc, f), maxLegacyEtcBytes); err == nil {
+			files[f] = string(data)
+		}
+	}
+	if err := writeRootFiles(p.rootfs, files); err != nil {
+		return err
+	}
+	if err := os.WriteFile(p.etcWritten, nil, 0o600); err != nil {
+		return err
+	}
+	return os.RemoveAll(p.etc)
+}
+
+// writeRootFiles writes files into /etc of the root at rootDir. The root
+// belongs to the sandbox, so every path is resolved inside it (os.Root):
+// a symlink such as /etc/hosts → /etc/shadow stays in the sandbox, and one
+// that climbs out is refused. Whatever was there (a file, a symlink) is
+// replaced by a regular file.
+func writeRootFiles(rootDir string, files map[string]string) error {
+	root, err := os.OpenRoot(rootDir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if err := root.MkdirAll("etc", 0o755); err != nil {
+		return fmt.Errorf("creating /etc in the sandbox: %w", err)
+	}
+	for _, name := range etcFiles {
+		content, ok := files[name]
+		if !ok {
+			continue
+		}
+		path := "etc/" + name
+		if err := root.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("replacing /%s in the sandbox: %w", path, err)
+		}
+		f, err := root.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return fmt.Errorf("writing /%s in the sandbox: %w", path, err)
+		}
+		_, err = f.WriteString(content)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("writing /%s in the sandbox: %w", path, err)
+		}
+	}
+	return nil
+}
+
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit))
+}
