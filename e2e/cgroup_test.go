@@ -136,3 +136,63 @@ func metricsText(t *testing.T, d *testdaemon.Daemon) string {
 	body, _ := io.ReadAll(resp.Body)
 	return string(body)
 }
+
+// TestDestroyAndRestartWithNestedCgroups: sub-cgroups below the user
+// cgroup, several levels deep and with processes in them (what a tenant
+// could make before the user cgroup stopped being mounted, and what a
+// sandbox started by an older daemon may still hold), must not make
+// restart or destroy fail: every process is killed and the tree removed
+// deepest first.
+func TestDestroyAndRestartWithNestedCgroups(t *testing.T) {
+	d := daemon(t)
+	before := hostState(t, d)
+	sb := d.Client.Sandbox("nested")
+	run(t, sb, "echo kept > /workspace/f")
+	key := onlyKey(t, d)
+	nest := func() {
+		t.Helper()
+		mustStart(t, sb, "sleep 1000")
+		mustStart(t, sb, "sleep 1000")
+		users, _ := filepath.Glob("/sys/fs/cgroup/*/sandboxd/" + key + "/user")
+		if len(users) == 0 {
+			t.Fatal("no user cgroup on the host")
+		}
+		for _, user := range users {
+			procs, err := os.ReadFile(filepath.Join(user, "cgroup.procs"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pids := strings.Fields(string(procs))
+			for i, sub := range []string{"a/b/c", "x/y/z/w"} {
+				dir := filepath.Join(user, sub)
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if i < len(pids) {
+					if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(pids[len(pids)-1-i]), 0); err != nil {
+						t.Fatalf("moving %s into %s: %v", pids[len(pids)-1-i], dir, err)
+					}
+				}
+			}
+		}
+	}
+	nest()
+	if _, err := sb.Restart(ctxT(t, 60*time.Second)); err != nil {
+		t.Fatalf("restart with nested cgroups: %v", err)
+	}
+	if got := trim(run(t, sb, "cat /workspace/f; pgrep -c sleep || true")); got != "kept\n0" {
+		t.Errorf("after restart: %q, want the file kept and no old process", got)
+	}
+	for _, dir := range hostCgroups(key) {
+		if strings.Contains(dir, "/user/") {
+			t.Errorf("a sub-cgroup survived the restart: %s", dir)
+		}
+	}
+	nest()
+	if err := sb.Destroy(ctxT(t, 60*time.Second)); err != nil {
+		t.Fatalf("destroy with nested cgroups: %v", err)
+	}
+	if after := hostState(t, d); after != before {
+		t.Errorf("host state after destroy differs from before create:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}

@@ -200,68 +200,74 @@ func (g *Group) Split(initPID int, limits UserLimits) error {
 	return writeFile(filepath.Join(d["pids"], "user", "pids.max"), strconv.FormatInt(limits.Pids, 10))
 }
 
-// RemoveChildren removes S/user and S/agent so that the runtime can then
-// remove S. The sandbox's processes must be dead or dying: removal is
-// retried for up to two seconds while the kernel finishes killing them.
-func (g *Group) RemoveChildren() error {
+// RemoveChildren kills every process left in S's tree and removes every
+// cgroup below S, in every hierarchy, so that the runtime can then remove
+// S. It is only for a sandbox being torn down: the agent dies too.
+func (g *Group) RemoveChildren() error { return g.remove(true) }
+
+// Remove kills every process left in S's tree and removes S and everything
+// below it from every hierarchy. The runtime removes what it created when
+// it deletes the container, but not always everything (crun gives up on
+// the other hierarchies when one removal fails, and knows nothing of
+// S/user), so this does not rely on it.
+func (g *Group) Remove() error { return g.remove(false) }
+
+// remove empties and removes S's tree in every hierarchy, keeping S itself
+// when keepS, within one deadline for all of them.
+func (g *Group) remove(keepS bool) error {
+	if err := checkPath(g.Path); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(removeTimeout)
 	var errs []error
-	for _, dir := range g.dirs() {
-		for _, child := range []string{"user", "agent"} {
-			errs = append(errs, rmdirRetry(filepath.Join(dir, child)))
+	for _, dir := range g.allDirs() {
+		if _, err := os.Stat(dir); err != nil {
+			continue
 		}
-		// The runtime removes S next, without freeing the agent's charges.
-		freeCharges(dir)
+		errs = append(errs, removeTree(dir, g.Path, keepS, deadline))
 	}
 	return errors.Join(errs...)
 }
 
-// Remove removes S/user, S/agent and S itself from every hierarchy. The
-// runtime removes what it created when it deletes the container, but not
-// always everything (crun gives up on the other hierarchies when one
-// removal fails), so this does not rely on it.
-func (g *Group) Remove() error {
-	errs := []error{g.RemoveChildren()}
-	for _, mp := range g.host.hierarchies {
-		dir := filepath.Join(mp, g.Path)
-		if _, err := os.Stat(dir); err != nil {
-			continue
+// allDirs lists S's directory in every hierarchy the host has.
+func (g *Group) allDirs() []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(dir string) {
+		if !seen[dir] {
+			seen[dir] = true
+			out = append(out, dir)
 		}
-		for _, child := range []string{"user", "agent"} {
-			errs = append(errs, rmdirRetry(filepath.Join(dir, child)))
-		}
-		errs = append(errs, rmdirRetry(dir))
 	}
-	return errors.Join(errs...)
+	for _, mp := range g.host.hierarchies {
+		add(filepath.Join(mp, g.Path))
+	}
+	for _, dir := range g.dirs() {
+		add(dir)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// checkPath refuses a group path that is not at least two levels deep
+// (the daemon's parent and the sandbox's key): removing a tree kills every
+// process in it, and must never reach the daemon's parent or the root.
+func checkPath(path string) error {
+	clean := filepath.Clean("/" + path)
+	if clean != path || strings.Count(clean, "/") < 2 {
+		return fmt.Errorf("refusing to remove cgroup %q: not a sandbox's cgroup path", path)
+	}
+	return nil
 }
 
 // Exists reports whether any part of the group exists.
 func (g *Group) Exists() bool {
-	for _, mp := range g.host.hierarchies {
-		if _, err := os.Stat(filepath.Join(mp, g.Path)); err == nil {
-			return true
-		}
-	}
-	for _, dir := range g.dirs() {
+	for _, dir := range g.allDirs() {
 		if _, err := os.Stat(dir); err == nil {
 			return true
 		}
 	}
 	return false
-}
-
-func rmdirRetry(dir string) error {
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		freeCharges(dir)
-		err := os.Remove(dir)
-		if err == nil || errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("removing cgroup %s: %w", dir, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func writeFile(path, value string) error {

@@ -2,6 +2,7 @@ package cgroup
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -24,6 +25,17 @@ hugetlb	0	1	0
 	want := map[string]float64{"cpuset": 1, "memory": 56, "pids": 12}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("parseProcCgroups = %v, want %v", got, want)
+	}
+}
+
+func TestCheckPathRefusesShallowPaths(t *testing.T) {
+	for _, p := range []string{"", "/", "/sandboxd", "/sandboxd/", "sandboxd/k", "/sandboxd/../k", "/sandboxd//k"} {
+		if checkPath(p) == nil {
+			t.Errorf("checkPath(%q) accepted", p)
+		}
+	}
+	if err := checkPath("/sandboxd/abc123"); err != nil {
+		t.Errorf("checkPath of a sandbox's path: %v", err)
 	}
 }
 
@@ -74,6 +86,38 @@ func TestPrepareUserMountsOnlyCgroupProcs(t *testing.T) {
 	}
 }
 
+// TestRemoveKillsAndRemovesNestedCgroups repeats what a tenant with a
+// writable hierarchy could leave behind: sub-cgroups several levels deep
+// below S/user, each with a live process. Remove must kill them all and
+// remove the whole tree, deepest first.
+func TestRemoveKillsAndRemovesNestedCgroups(t *testing.T) {
+	h := testHost(t)
+	g := testGroup(t, h)
+	if _, err := g.PrepareUser(); err != nil {
+		t.Fatal(err)
+	}
+	var procs []*exec.Cmd
+	for name, dir := range g.dirs() {
+		for _, sub := range []string{"user/a", "user/a/b/c", "user/x/y"} {
+			d := filepath.Join(dir, sub)
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			cmd := startIn(t, d, "exec sleep 1000")
+			procs = append(procs, cmd)
+		}
+	}
+	if err := g.Remove(); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if g.Exists() {
+		t.Error("the group still exists after Remove")
+	}
+	for _, cmd := range procs {
+		waitDead(t, cmd)
+	}
+}
+
 // startIn starts sh -c script with the shell already in the cgroup dir (it
 // moves itself before running script).
 func startIn(t *testing.T, dir, script string) *exec.Cmd {
@@ -107,6 +151,21 @@ func contains(procs string, pid int) bool {
 		}
 	}
 	return false
+}
+
+func waitDead(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Errorf("process %d ended with %v, want SIGKILL", cmd.Process.Pid, err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("process %d still alive after Remove", cmd.Process.Pid)
+	}
 }
 
 // TestFreeChargesEmptiesAMemoryCgroup: page cache written from inside a
