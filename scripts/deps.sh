@@ -269,6 +269,9 @@ install_npm() {
 	# TestSDKTypeScript).
 	if [[ $PROFILE == test ]]; then
 		dirs+=(sdk/typescript examples/ai-code-executor-ts)
+		# The MCP server's end-to-end test drives it with the official
+		# TypeScript MCP client (e2e TestMCP).
+		dirs+=(e2e/testdata/mcpclient)
 	fi
 	for dir in "${dirs[@]}"; do
 		local lock="$dir/package-lock.json" stamp="$dir/node_modules/.installed"

@@ -91,6 +91,7 @@ machine) the daemon's token file, $SANDBOXD_STATE_DIR/token or
 		newCopyCommand(g),
 		newFilesCommand(g),
 		newGitCommand(g),
+		newMCPCommand(g),
 	)
 	return root
 }

@@ -125,14 +125,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	self := newSelfListener()
+	mcp, err := newMCP(self, token, cfg.Version, log)
+	if err != nil {
+		return err
+	}
 	api := httpapi.New(httpapi.Options{Manager: mgr, Images: images, Token: token, Version: cfg.Version, Runtime: rt.Name, Log: log, Metrics: registry,
-		Ports: pv.ports, Proxy: pv.proxy, Signer: pv.signer, Preview: pv.options(cfg), Console: console.Handler()})
-	return serve(ctx, cfg, api, mgr, log, pv.tasks(api, log)...)
+		Ports: pv.ports, Proxy: pv.proxy, Signer: pv.signer, Preview: pv.options(cfg), Console: console.Handler(), MCP: mcp})
+	return serve(ctx, cfg, api, self, mgr, log, pv.tasks(api, log)...)
 }
 
-// serve runs the API listener, the last-use flusher and the tasks (each
-// must return when its context ends) until ctx ends.
-func serve(ctx context.Context, cfg Config, handler http.Handler, mgr *sandbox.Manager, log *slog.Logger, tasks ...func(context.Context) error) error {
+// serve runs the API listener (and self, the in-memory listener of the
+// daemon's own MCP tools), the last-use flusher and the tasks (each must
+// return when its context ends) until ctx ends.
+func serve(ctx context.Context, cfg Config, handler http.Handler, self *selfListener, mgr *sandbox.Manager, log *slog.Logger, tasks ...func(context.Context) error) error {
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
@@ -147,12 +153,14 @@ func serve(ctx context.Context, cfg Config, handler http.Handler, mgr *sandbox.M
 	for _, task := range tasks {
 		g.Go(func() error { return task(gctx) })
 	}
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
+	for _, l := range []net.Listener{ln, self} {
+		g.Go(func() error {
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
 	g.Go(func() error { return mgr.Run(gctx) })
 	g.Go(func() error {
 		t := time.NewTicker(flushInterval)

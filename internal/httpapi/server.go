@@ -36,6 +36,9 @@ type Options struct {
 	Preview PreviewConfig
 	// Console serves the web console at / (nil: none).
 	Console http.Handler
+	// MCP serves the Model Context Protocol at /mcp, behind the token
+	// (nil: /mcp is not found).
+	MCP http.Handler
 }
 
 // Server serves the public API.
@@ -89,6 +92,10 @@ func (s *Server) table() []route {
 		{pattern: "POST /v1/images/build-base", handler: s.buildBaseImage},
 		{pattern: "GET /v1/images/{name...}", handler: s.inspectImage},
 		{pattern: "DELETE /v1/images/{name...}", handler: s.removeImage},
+		// The Model Context Protocol (docs/mcp.md), streamable HTTP.
+		{pattern: "POST /mcp", handler: s.mcp},
+		{pattern: "GET /mcp", handler: s.mcp},
+		{pattern: "DELETE /mcp", handler: s.mcp},
 		// Everything else below a sandbox is served by its agent.
 		{pattern: "/v1/sandboxes/{id}/{rest...}", handler: s.forward},
 	}, s.portRoutes()...)
@@ -192,6 +199,15 @@ func bearerToken(r *http.Request) (string, bool) {
 		return "", false
 	}
 	return strings.TrimSpace(cred), true
+}
+
+// mcp hands /mcp to the MCP server once the token has been checked.
+func (s *Server) mcp(w http.ResponseWriter, r *http.Request) {
+	if s.opts.MCP == nil {
+		writeAPIError(w, api.Errorf(api.CodeNotFound, "this daemon serves no MCP endpoint"))
+		return
+	}
+	s.opts.MCP.ServeHTTP(w, r)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
