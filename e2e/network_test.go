@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/testdaemon"
 )
 
 const connectScript = `python3 -c '
@@ -160,4 +163,73 @@ func TestAllowCIDRsOpenNeitherOtherSandboxesNorTheHost(t *testing.T) {
 			}
 		}
 	})
+}
+
+// hostLAN builds a network the host sits on, with public addresses as many
+// servers have: a namespace of the test's own behind a veth, the host at
+// 198.18.101.1/24, a neighbour at 198.18.101.2 that greets on port 8124.
+// It returns the neighbour's address.
+func hostLAN(t *testing.T) string {
+	t.Helper()
+	name := fmt.Sprintf("sbxe2elan%d", os.Getpid()%100000)
+	hostIf, peerIf := fmt.Sprintf("tel%d", os.Getpid()%100000), "lan0"
+	sh := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	if out, _ := exec.Command("ip", "-4", "route", "show", "198.18.101.0/24").Output(); len(out) > 0 {
+		t.Skipf("skipping: the host already routes 198.18.101.0/24: %s", out)
+	}
+	sh("netns", "add", name)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	sh("link", "add", hostIf, "type", "veth", "peer", "name", peerIf, "netns", name)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", hostIf).Run() })
+	sh("addr", "add", "198.18.101.1/24", "dev", hostIf)
+	sh("link", "set", hostIf, "up")
+	sh("-n", name, "addr", "add", "198.18.101.2/24", "dev", peerIf)
+	sh("-n", name, "link", "set", peerIf, "up")
+	srv := exec.Command("ip", "netns", "exec", name, "python3", "-c", `
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.18.101.2", 8124)); s.listen(16)
+while True:
+    c, _ = s.accept(); c.send(b"hello-from-lan"); c.close()`)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	return "198.18.101.2"
+}
+
+// TestHostNetworksAreBlocked repeats issue 11's item 9: the networks the
+// host sits on (and its gateway) were reachable from every sandbox when
+// their addresses were not private. --blocked-cidrs makes the set
+// configurable.
+func TestHostNetworksAreBlocked(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	neighbour := hostLAN(t)
+	internet := client.WithNetwork(api.NetworkOptions{Mode: api.NetworkInternet})
+	probe := fmt.Sprintf(connectScript, neighbour, 8124)
+
+	d := testdaemon.Start(t, testdaemon.Options{})
+	if !strings.Contains(d.Logs(), "198.18.101.0/24") {
+		t.Errorf("the daemon's start-up log does not list the host network 198.18.101.0/24 as blocked:\n%s", d.Logs())
+	}
+	sb := d.Client.Sandbox("lan-closed", internet)
+	if code, out := exitOf(t, sb, probe); code != 3 {
+		t.Errorf("the host's own network reachable (exit %d): %s", code, out)
+	}
+	allowed := d.Client.Sandbox("lan-allowed", client.WithNetwork(api.NetworkOptions{
+		Mode: api.NetworkInternet, AllowCIDRs: []string{neighbour + "/32"},
+	}))
+	if out := run(t, allowed, probe); !strings.Contains(out, "hello-from-lan") {
+		t.Errorf("allowed neighbour not reachable: %s", out)
+	}
+
+	open := testdaemon.Start(t, testdaemon.Options{Args: []string{"--blocked-cidrs", "private"}})
+	if out := run(t, open.Client.Sandbox("lan-open", internet), probe); !strings.Contains(out, "hello-from-lan") {
+		t.Errorf("--blocked-cidrs private: the host's network is still blocked: %s", out)
+	}
 }

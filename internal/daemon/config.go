@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/image"
+	"github.com/sandboxd/sandboxd/internal/network"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -39,6 +40,11 @@ type Config struct {
 	// DNS are the name servers of internet-mode sandboxes; empty means the
 	// host's non-loopback ones.
 	DNS []string
+	// Blocked are the destinations no sandbox reaches unless its
+	// allowCidrs name them: "private" (network.DefaultBlocked), "host"
+	// (the host's own subnets and gateways, found at start) and IPv4 CIDRs.
+	// nil means "private" and "host".
+	Blocked []string
 	// NetTable is the nftables table the daemon owns.
 	NetTable string
 	// IfacePrefix starts the host-side interface name of every sandbox
@@ -131,6 +137,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--dns %q: %w", d, err))
 		}
 	}
+	if _, _, err := blockedRanges(c.Blocked); err != nil {
+		errs = append(errs, err)
+	}
 	for _, l := range []struct {
 		name     string
 		def, max int64
@@ -179,4 +188,35 @@ func hostDNS() []netip.Addr {
 		}
 	}
 	return out
+}
+
+// blockedRanges reads Config.Blocked into the network package's terms: the
+// ranges to block, and whether the host's own networks are among them.
+func blockedRanges(entries []string) (ranges []netip.Prefix, hostNets bool, err error) {
+	if entries == nil {
+		entries = []string{"private", "host"}
+	}
+	ranges = []netip.Prefix{}
+	for _, e := range entries {
+		switch e = strings.TrimSpace(e); e {
+		case "private":
+			ranges = append(ranges, network.DefaultBlocked...)
+		case "host":
+			hostNets = true
+		default:
+			p, perr := netip.ParsePrefix(e)
+			if perr != nil {
+				a, aerr := netip.ParseAddr(e)
+				if aerr != nil {
+					return nil, false, fmt.Errorf("--blocked-cidrs %q: want private, host, or an IPv4 CIDR", e)
+				}
+				p = netip.PrefixFrom(a, a.BitLen())
+			}
+			if !p.Addr().Is4() {
+				return nil, false, fmt.Errorf("--blocked-cidrs %q: only IPv4 is supported", e)
+			}
+			ranges = append(ranges, p.Masked())
+		}
+	}
+	return ranges, hostNets, nil
 }

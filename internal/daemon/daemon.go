@@ -91,6 +91,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer net.m.Close()
+	log.Info("sandboxes reach these only if their allowCidrs name them", "blocked", net.m.Blocked())
 
 	registry := metrics.NewRegistry()
 	registerHostMetrics(registry, log)
@@ -246,9 +247,13 @@ func newNetwork(ctx context.Context, cfg Config) (*netAdapter, error) {
 			dns = append(dns, netip.MustParseAddr(d))
 		}
 	}
+	blocked, hostNets, err := blockedRanges(cfg.Blocked)
+	if err != nil {
+		return nil, err
+	}
 	m, err := network.New(network.Config{
 		NetnsDir: filepath.Join(cfg.RunDir, "netns"), Subnet: subnet, DNS: dns, Table: cfg.NetTable,
-		InterfacePrefix: cfg.IfacePrefix,
+		InterfacePrefix: cfg.IfacePrefix, Blocked: blocked, OpenHostNetworks: !hostNets,
 	})
 	if err != nil {
 		return nil, err

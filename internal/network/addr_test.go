@@ -113,6 +113,7 @@ func TestConfigValidate(t *testing.T) {
 		{"subnet too small", func(c *Config) { c.Subnet = netip.MustParsePrefix("10.0.0.0/31") }},
 		{"subnet host bits", func(c *Config) { c.Subnet = netip.MustParsePrefix("10.0.0.1/16") }},
 		{"ipv6 dns", func(c *Config) { c.DNS = []netip.Addr{netip.MustParseAddr("2001:db8::1")} }},
+		{"ipv6 blocked", func(c *Config) { c.Blocked = []netip.Prefix{netip.MustParsePrefix("fd00::/8")} }},
 		{"table with space", func(c *Config) { c.Table = "a b" }},
 		{"table starting with digit", func(c *Config) { c.Table = "1abc" }},
 		{"long prefix", func(c *Config) { c.InterfacePrefix = "sbxx" }},
@@ -142,6 +143,7 @@ func TestRuleset(t *testing.T) {
 			netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.168.1.10/32"),
 		}},
 	}
+	m.blocked = m.blockedSet(prefixes("192.0.2.0/24", "192.0.2.1/32", "198.51.100.7/32"))
 	got := m.ruleset(allows)
 	golden := filepath.Join("testdata", "ruleset.nft")
 	if *update {

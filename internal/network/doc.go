@@ -25,10 +25,11 @@
 //     set (CreateOptions.AllowHostCIDRs, a separate and explicit choice).
 //   - Forwarded: replies and DNS to Config.DNS are accepted; then pairs in the
 //     allow set (CreateOptions.AllowCIDRs, with Config.Subnet clipped out);
-//     then anything to another sandbox, to Config.Subnet or to a
-//     private or special range (10/8, 172.16/12, 192.168/16, 100.64/10,
-//     169.254/16, 127/8, 0/8, 224/4, 240/4) is dropped; the rest (the public
-//     internet) is accepted and masqueraded.
+//     then anything to another sandbox, to Config.Subnet, to Config.Blocked
+//     (by default the private and special ranges 10/8, 172.16/12, 192.168/16,
+//     100.64/10, 169.254/16, 127/8, 0/8, 224/4, 240/4) or to the host's own
+//     networks (its interfaces' subnets and its gateways, listed by Setup) is
+//     dropped; the rest (the public internet) is accepted and masqueraded.
 //   - New connections into a sandbox (forwarded from elsewhere, another
 //     sandbox included, or from the host itself) are dropped: inbound traffic
 //     reaches a sandbox only through the preview proxy, which dials inside the

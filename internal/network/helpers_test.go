@@ -43,6 +43,12 @@ func requireRoot(t testing.TB) {
 // NetnsDir, torn down (with all its sandboxes) when the test ends.
 func newTestManager(t testing.TB, dns ...netip.Addr) *Manager {
 	t.Helper()
+	return newTestManagerWith(t, func(c *Config) { c.DNS = dns })
+}
+
+// newTestManagerWith is newTestManager with edit applied to the Config.
+func newTestManagerWith(t testing.TB, edit func(*Config)) *Manager {
+	t.Helper()
 	requireRoot(t)
 	n := testSeq.Add(1)
 	b := make([]byte, 2)
@@ -51,13 +57,14 @@ func newTestManager(t testing.TB, dns ...netip.Addr) *Manager {
 	subnet := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 231, byte(n), 0}), 24)
 	requireUnusedRange(t, subnet)
 	restoreForwarding(t)
-	m, err := New(Config{
+	cfg := Config{
 		NetnsDir:        filepath.Join(t.TempDir(), "netns"),
 		Subnet:          subnet,
-		DNS:             dns,
 		Table:           fmt.Sprintf("sandboxd_test_%d_%d", os.Getpid(), n),
 		InterfacePrefix: prefix,
-	})
+	}
+	edit(&cfg)
+	m, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,4 +435,70 @@ func checkGone(t testing.TB, m *Manager, key string) {
 	if tracked {
 		t.Errorf("allow entries of %s still tracked", key)
 	}
+}
+
+// lan is a namespace that plays a network the host sits on, with public
+// addresses: the host has lanSubnet's first address on a veth to it, the
+// namespace the second (lan.neighbour), which is also the host's gateway to
+// lanBeyond, whose first address (lan.beyond) the namespace holds too.
+type lan struct {
+	netnsPath         string
+	neighbour, beyond netip.Addr
+}
+
+var (
+	lanSubnet = netip.MustParsePrefix("198.18.99.0/24")
+	lanBeyond = netip.MustParsePrefix("198.18.100.0/24")
+)
+
+func newLAN(t testing.TB, m *Manager) *lan {
+	t.Helper()
+	requireUnusedRange(t, lanSubnet)
+	requireUnusedRange(t, lanBeyond)
+	key := randomKey(t)
+	ep := mustCreate(t, m, key, CreateOptions{Mode: ModeNone})
+	ns, err := os.Open(ep.NetnsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	v := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: "tnl" + key[1:]},
+		PeerName:      "lan0",
+		PeerNamespace: netlink.NsFd(int(ns.Fd())),
+	}
+	if err := netlink.LinkAdd(v); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netlink.LinkDel(v) })
+	hostSide := lanSubnet.Addr().Next()
+	l := &lan{netnsPath: ep.NetnsPath, neighbour: hostSide.Next(), beyond: lanBeyond.Addr().Next()}
+	if err := netlink.AddrAdd(v, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(hostSide, lanSubnet.Bits()))}); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(v); err != nil {
+		t.Fatal(err)
+	}
+	err = m.Do(key, func() error {
+		peer, err := netlink.LinkByName("lan0")
+		if err != nil {
+			return err
+		}
+		if err := netlink.AddrAdd(peer, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(l.neighbour, lanSubnet.Bits()))}); err != nil {
+			return err
+		}
+		if err := netlink.AddrAdd(peer, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(l.beyond, 32))}); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(peer)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	route := &netlink.Route{Dst: ipNet(lanBeyond), Gw: l.neighbour.AsSlice()}
+	if err := netlink.RouteAdd(route); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netlink.RouteDel(route) })
+	return l
 }

@@ -60,6 +60,16 @@ type Config struct {
 	// one of its sandboxes, so two tables (a daemon and a test) must never
 	// share a prefix.
 	InterfacePrefix string
+	// Blocked are the destinations beyond the host that sandboxes may not
+	// reach unless a sandbox's AllowCIDRs name them. nil means
+	// DefaultBlocked; an empty, non-nil slice blocks none of them.
+	// Config.Subnet is always blocked.
+	Blocked []netip.Prefix
+	// OpenHostNetworks leaves the host's own networks (the subnets of its
+	// interfaces and its gateways, found by Setup) out of the blocked set.
+	// By default they are in it: the LAN and the router a host sits on are
+	// its neighbours, even when their addresses are public.
+	OpenHostNetworks bool
 }
 
 func (c Config) withDefaults() Config {
@@ -81,6 +91,10 @@ func (c Config) withDefaults() Config {
 	}
 	slices.SortFunc(c.DNS, netip.Addr.Compare)
 	c.DNS = slices.Compact(c.DNS)
+	if c.Blocked == nil {
+		c.Blocked = DefaultBlocked
+	}
+	c.Blocked = slices.Clone(c.Blocked)
 	return c
 }
 
@@ -98,6 +112,9 @@ func (c Config) validate() error {
 		if !a.Is4() {
 			return fmt.Errorf("DNS server %s: only IPv4 is supported", a)
 		}
+	}
+	if _, err := normalizeCIDRs(c.Blocked); err != nil {
+		return fmt.Errorf("blocked ranges: %w", err)
 	}
 	if !validName(c.Table, 64, true) {
 		return fmt.Errorf("table %q: need 1-64 of a-z, A-Z, 0-9, _, starting with a letter", c.Table)
@@ -138,6 +155,8 @@ type Manager struct {
 	// set and allows never disagree. It guards the fields below.
 	nftMu sync.Mutex
 	setUp bool
+	// blocked is the blocked set as Setup built it.
+	blocked []netip.Prefix
 	// allows is what the allow set holds, by key. Setup rebuilds the table
 	// from it, so it outlives a second Setup but not a daemon restart: after
 	// one, Create must be called again for every sandbox that is kept.
@@ -180,6 +199,9 @@ func (m *Manager) NetnsPath(key string) string {
 
 // Setup prepares the host at daemon start; it is idempotent. It creates
 // NetnsDir, enables IPv4 forwarding and atomically replaces the nftables table.
+// The blocked set takes the host's networks as they are now (unless
+// Config.OpenHostNetworks): a network that appears later is not in it until
+// the next Setup.
 // The allow set of the new table holds what this Manager has added; in a
 // fresh process that is nothing, so sandboxes that keep running across a
 // daemon restart lose their allowed destinations (fail closed) until Create is
@@ -193,8 +215,16 @@ func (m *Manager) Setup(ctx context.Context) error {
 			return fmt.Errorf("network setup: enabling forwarding: %w", err)
 		}
 	}
+	var hostNets []netip.Prefix
+	if !m.cfg.OpenHostNetworks {
+		var err error
+		if hostNets, err = m.hostNetworks(); err != nil {
+			return fmt.Errorf("network setup: %w", err)
+		}
+	}
 	m.nftMu.Lock()
 	defer m.nftMu.Unlock()
+	m.blocked = m.blockedSet(hostNets)
 	if err := m.runNft(ctx, m.ruleset(m.allows)); err != nil {
 		return fmt.Errorf("network setup: installing table %s: %w", m.cfg.Table, err)
 	}
@@ -336,6 +366,22 @@ func (m *Manager) Create(ctx context.Context, key string, opts CreateOptions) (_
 		return nil, err
 	}
 	return ep, nil
+}
+
+// blockedSet is Config.Blocked, the host's networks and Config.Subnet,
+// normalised.
+func (m *Manager) blockedSet(hostNets []netip.Prefix) []netip.Prefix {
+	// validate checked Config.Blocked, and hostNetworks returns IPv4 only.
+	out, _ := normalizeCIDRs(slices.Concat(m.cfg.Blocked, hostNets, []netip.Prefix{m.cfg.Subnet}))
+	return out
+}
+
+// Blocked returns the blocked set the last Setup installed: what no
+// sandbox reaches through the host unless its AllowCIDRs say so.
+func (m *Manager) Blocked() []netip.Prefix {
+	m.nftMu.Lock()
+	defer m.nftMu.Unlock()
+	return slices.Clone(m.blocked)
 }
 
 func (m *Manager) isSetUp() bool {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -295,6 +296,57 @@ func TestAllowRemovedCutsOpenConnections(t *testing.T) {
 	mustCreate(t, m, key, CreateOptions{Mode: ModeInternet, Slot: 1})
 	if err := echo("two"); err == nil {
 		t.Error("echo over a connection opened while allowed still works after the allow was removed")
+	}
+}
+
+// TestHostNetworksAreBlocked repeats issue 11's item 9: a network the host
+// sits on (here with public addresses, as on many servers) and its gateway
+// were reachable from every sandbox, because only private ranges were
+// blocked.
+func TestHostNetworksAreBlocked(t *testing.T) {
+	m := newTestManager(t)
+	l := newLAN(t, m) // after Setup: not blocked yet
+	srv := listenIn(t, l.netnsPath, "0.0.0.0:0")
+	neighbour := netip.AddrPortFrom(l.neighbour, srv.Port())
+	beyond := netip.AddrPortFrom(l.beyond, srv.Port())
+	a := mustCreate(t, m, randomKey(t), CreateOptions{Mode: ModeInternet, Slot: 1})
+	wantReachable(t, a, neighbour) // the hole, before the next Setup sees the network
+
+	if err := m.Setup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	blocked := m.Blocked()
+	for _, p := range []netip.Prefix{lanSubnet, m.cfg.Subnet, netip.MustParsePrefix("10.0.0.0/8")} {
+		if !slices.ContainsFunc(blocked, func(b netip.Prefix) bool { return b.Overlaps(p) && b.Bits() <= p.Bits() }) {
+			t.Errorf("blocked set %v does not cover %s", blocked, p)
+		}
+	}
+	wantUnreachable(t, a, neighbour) // the neighbour and gateway
+	wantReachable(t, a, beyond)      // behind the gateway is not the host's own network
+	a2 := mustCreate(t, m, a.Key, CreateOptions{Mode: ModeInternet, Slot: 1, AllowCIDRs: []netip.Prefix{netip.PrefixFrom(l.neighbour, 32)}})
+	wantReachable(t, a2, neighbour)
+}
+
+// TestBlockedIsConfigurable: Config.Blocked replaces the default ranges and
+// Config.OpenHostNetworks leaves the host's networks out.
+func TestBlockedIsConfigurable(t *testing.T) {
+	m := newTestManagerWith(t, func(c *Config) {
+		c.Blocked = []netip.Prefix{lanBeyond}
+		c.OpenHostNetworks = true
+	})
+	l := newLAN(t, m)
+	up := newUpstream(t, m)
+	if err := m.Setup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv := listenIn(t, l.netnsPath, "0.0.0.0:0")
+	upSrv := listenIn(t, up.netnsPath, "0.0.0.0:0")
+	a := mustCreate(t, m, randomKey(t), CreateOptions{Mode: ModeInternet, Slot: 1})
+	wantReachable(t, a, netip.AddrPortFrom(l.neighbour, srv.Port()))
+	wantReachable(t, a, netip.AddrPortFrom(up.private, upSrv.Port())) // 10/8 is no longer in the set
+	wantUnreachable(t, a, netip.AddrPortFrom(l.beyond, srv.Port()))
+	if diff := cmp.Diff([]netip.Prefix{m.cfg.Subnet, lanBeyond}, m.Blocked(), cmpopts.EquateComparable(netip.Prefix{})); diff != "" {
+		t.Errorf("Blocked() (-want +got):\n%s", diff)
 	}
 }
 

@@ -11,9 +11,10 @@ import (
 	"time"
 )
 
-// blockedRanges are the private and special-purpose IPv4 ranges a sandbox may
-// not reach through the host unless allowed (the sandbox subnet is added).
-var blockedRanges = []netip.Prefix{
+// DefaultBlocked are the private and special-purpose IPv4 ranges a sandbox
+// may not reach through the host unless allowed: Config.Blocked when it is
+// nil.
+var DefaultBlocked = []netip.Prefix{
 	netip.MustParsePrefix("0.0.0.0/8"),
 	netip.MustParsePrefix("10.0.0.0/8"),
 	netip.MustParsePrefix("100.64.0.0/10"),
@@ -52,7 +53,6 @@ func (m *Manager) ruleset(allows map[string]allowEntry) string {
 	t := m.cfg.Table
 	sbx := fmt.Sprintf("%q", m.cfg.InterfacePrefix+"*")
 	subnet := m.cfg.Subnet.String()
-	blocked, _ := normalizeCIDRs(append(slices.Clone(blockedRanges), m.cfg.Subnet))
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 
 	p("table inet %s {}", t)
@@ -89,11 +89,12 @@ func (m *Manager) ruleset(allows map[string]allowEntry) string {
 	}
 	p("\t}")
 	p("")
-	p("\t# Private and special ranges, and the sandbox subnet itself.")
+	p("\t# Private and special ranges (Config.Blocked), the host's own networks")
+	p("\t# as found at start, and the sandbox subnet itself.")
 	p("\tset blocked {")
 	p("\t\ttype ipv4_addr")
 	p("\t\tflags interval")
-	p("\t\telements = { %s }", joinPrefixes(blocked))
+	p("\t\telements = { %s }", joinPrefixes(m.blocked))
 	p("\t}")
 	p("")
 	p("\t# Before conntrack: no IPv6, and a sandbox may only send from the address")
