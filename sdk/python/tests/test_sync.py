@@ -66,6 +66,13 @@ def test_errors_carry_stable_codes(client, sb):
     assert e.value.code == "INVALID_PORT"
     with pytest.raises(sandboxd.UnavailableError):
         sandboxd.Client("http://127.0.0.1:1", "x").health()
+    ctx = sb.create_code_context("python")
+    with pytest.raises(sandboxd.ContextTerminatedError) as e:
+        sb.run_code("import os; os._exit(1)", context=ctx)
+    assert e.value.code == "CONTEXT_TERMINATED"
+    with pytest.raises(sandboxd.ContextTerminatedError):
+        sb.run_code("1", context=ctx, on_stdout=print)
+    sb.delete_code_context(ctx)
 
 
 def test_timeout_kills_and_keeps_the_output(sb):

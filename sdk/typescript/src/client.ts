@@ -73,6 +73,11 @@ export class SandboxClient {
     this.#headers = { ...(options.headers ?? {}) };
   }
 
+  /** @internal The API token, for WebSocket subprotocols. */
+  get token(): string | undefined {
+    return this.#token;
+  }
+
   /** A client for `$SANDBOX_URL` (default `http://127.0.0.1:7070`) with `$SANDBOX_TOKEN`; `options` win. */
   static fromEnv(options: ClientOptions = {}): SandboxClient {
     return new SandboxClient({ url: envVar("SANDBOX_URL"), token: envVar("SANDBOX_TOKEN"), ...stripUndefined(options) });

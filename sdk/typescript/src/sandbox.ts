@@ -657,18 +657,36 @@ export class Sandbox {
 
   /**
    * The WebSocket URL of an interactive terminal and the subprotocols to
-   * offer: `new WebSocket(t.url, t.protocols)` (browsers, Deno, Bun, Node ≥
-   * 22). The token travels as a subprotocol because browsers cannot set
-   * headers on a WebSocket: keep it out of pages you do not trust.
+   * offer, the API token among them (browsers cannot set headers on a
+   * WebSocket): `new WebSocket(t.url, t.protocols)`. Keep them out of pages
+   * you do not trust. Frames: [api-ports.md](../../docs/api-ports.md#terminals).
    */
-  terminal(options: TerminalOptions = {}, token?: string): { url: string; protocols: string[] } {
+  terminal(options: TerminalOptions = {}): { url: string; protocols: string[] } {
     const u = new URL(this.client.url + this.#path("/terminal"));
     u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
     const session = options.session ?? this.sessionId;
     for (const [k, v] of Object.entries({ ...options, session })) if (v !== undefined) u.searchParams.set(k, String(v));
     const protocols = ["sandboxd.terminal.v1"];
-    if (token) protocols.push(`sandboxd.token.${token}`);
+    if (this.client.token) protocols.push(`sandboxd.token.${this.client.token}`);
     return { url: u.toString(), protocols };
+  }
+
+  /**
+   * Opens an interactive terminal: a WebSocket (browsers, Deno, Bun, Node ≥
+   * 22, or Node 20 with --experimental-websocket) whose binary frames carry
+   * keystrokes in and terminal output out, and whose text frames carry
+   * `ready`, `resize`, `exit` and `error` messages. The sandbox is created
+   * first if need be.
+   */
+  async openTerminal(options: TerminalOptions & CallOptions = {}): Promise<WebSocket> {
+    const WS = (globalThis as { WebSocket?: typeof WebSocket }).WebSocket;
+    if (!WS) throw new Error("this runtime has no WebSocket (Node 20 needs --experimental-websocket)");
+    await this.#prepare(options.signal);
+    const { signal: _signal, ...rest } = options;
+    const t = this.terminal(rest);
+    const ws = new WS(t.url, t.protocols);
+    ws.binaryType = "arraybuffer";
+    return ws;
   }
 }
 

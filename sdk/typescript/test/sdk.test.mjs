@@ -18,6 +18,8 @@ import {
   ConflictError,
   TimeoutError,
   SessionTerminatedError,
+  ContextTerminatedError,
+  UnavailableError,
 } from "../dist/index.js";
 
 if (!process.env.SANDBOX_URL || !process.env.SANDBOX_TOKEN) {
@@ -119,6 +121,12 @@ test("errors are classes carrying the daemon's stable codes", async () => {
   const stranger = new SandboxClient({ url: process.env.SANDBOX_URL, token: "wrong" });
   await assert.rejects(stranger.listSandboxes(), (e) => e instanceof UnauthorizedError && e.code === "UNAUTHORIZED");
   await assert.rejects(sb.exposePort(80), (e) => e instanceof InvalidRequestError && e.code === "INVALID_PORT");
+  await assert.rejects(new SandboxClient({ url: "http://127.0.0.1:1" }).health(), (e) => e instanceof UnavailableError);
+  // An interpreter that dies ends its run with CONTEXT_TERMINATED, buffered or streamed.
+  const ctx = await sb.createCodeContext({ language: "python" });
+  await assert.rejects(sb.runCode("import os; os._exit(1)", { context: ctx }), (e) => e instanceof ContextTerminatedError && e.code === "CONTEXT_TERMINATED");
+  await assert.rejects(sb.runCode("1", { context: ctx, onStdout: () => {} }), (e) => e instanceof ContextTerminatedError);
+  await sb.deleteCodeContext(ctx.id);
 });
 
 test("a timeout kills the command and throws TimeoutError with the output so far", async () => {
