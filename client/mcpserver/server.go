@@ -100,9 +100,14 @@ const instructions = `sandboxd runs code in isolated Linux sandboxes. Every tool
 // DefaultSessionTimeout. Authentication is the caller's business: wrap it.
 func HTTPHandler(ms *mcp.Server, log *slog.Logger) http.Handler {
 	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return ms }, &mcp.StreamableHTTPOptions{
-		SessionTimeout:      DefaultSessionTimeout,
-		MaxRequestBodyBytes: maxMessageBytes,
-		Logger:              log,
+		SessionTimeout: DefaultSessionTimeout,
+		// The SDK's DNS-rebinding guard refuses requests that reach a
+		// loopback address with another Host, which is what a reverse
+		// proxy in front of the daemon sends. The bearer token, which a
+		// rebinding page cannot add, already stops those attacks.
+		DisableLocalhostProtection: true,
+		MaxRequestBodyBytes:        maxMessageBytes,
+		Logger:                     log,
 	})
 }
 

@@ -119,6 +119,23 @@ for (const [name, makeTransport] of Object.entries(transports)) {
       assert.equal(res.structuredContent.stdout, "me in /\n");
     });
 
+    test("cancelling an exec call ends the command in the sandbox", async () => {
+      const ac = new AbortController();
+      const marker = `mcp-cancel-${name}`;
+      const pending = call("exec", {
+        sandbox: sb, command: `echo started; bash -c 'exec -a ${marker} sleep 1000'`,
+      }, { signal: ac.signal, onprogress: (p) => { if ((p.message ?? "").includes("started")) ac.abort(); } });
+      await assert.rejects(pending);
+      // The command dies with its stream; give a loaded machine time.
+      let left;
+      for (let i = 0; i < 200; i++) {
+        left = ok(await call("exec", { sandbox: sb, command: `pgrep -f ${marker} || true` })).structuredContent.stdout;
+        if (left === "") break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(left, "", `the cancelled command still runs: ${left}`);
+    });
+
     test("long output is cut with a note, and the full output is in a file", async () => {
       const res = ok(await call("exec", { sandbox: sb, command: "seq 1 200000" }));
       const out = res.structuredContent;
