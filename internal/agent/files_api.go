@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/semaphore"
 	"golang.org/x/sys/unix"
@@ -603,10 +604,33 @@ func (s *server) writeRaw(w http.ResponseWriter, r *http.Request) {
 			writeError(w, api.Errorf(api.CodeValidationFailed, "reading the body failed after %d bytes: %v", n, err))
 			return
 		}
+		if isDiskFull(err) {
+			drainBody(w, r)
+		}
 		writeError(w, s.fileError(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, api.WriteFileResult{Success: true, Path: p, BytesWritten: n})
+}
+
+// Bounds of drainBody.
+const (
+	drainTimeout  = 30 * time.Second
+	maxDrainBytes = 4 << 30
+)
+
+// drainBody reads and discards the rest of a request body before an early
+// answer (a full disk). A server that answers without reading the body
+// closes the connection, and the daemon, still writing the body into it,
+// may see the broken connection before the answer: the client then got
+// SANDBOX_UNAVAILABLE instead of NO_SPACE. Discarding costs no disk and
+// runs at socket speed; a body beyond the bounds still gets the early
+// answer and a closed connection.
+func drainBody(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(drainTimeout))
+	io.Copy(io.Discard, io.LimitReader(r.Body, maxDrainBytes))
+	rc.SetReadDeadline(time.Time{})
 }
 
 // copyFull copies src to dst in writes of len(buf) (but the last): a

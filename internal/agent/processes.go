@@ -92,7 +92,13 @@ func (s *server) startProcess(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.apiError(err))
 		return
 	}
-	s.saveNow() // its record must outlive an agent crash from now on
+	// Its record must outlive an agent crash from now on: a process whose
+	// record could not be saved is killed and forgotten.
+	if e := s.saveNow(); e != nil {
+		s.processes.Remove(p.ID())
+		writeError(w, e)
+		return
+	}
 	writeJSON(w, http.StatusCreated, processWire(p.Info()))
 }
 

@@ -13,6 +13,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/agent/interp"
 	"github.com/sandboxd/sandboxd/internal/agent/process"
@@ -330,6 +332,8 @@ func (s *server) apiError(err error) *api.Error {
 		return api.Errorf(api.CodeResourceExhausted, "too many processes, or too many log streams and waits, in this sandbox")
 	case errors.Is(err, process.ErrNotRunning):
 		return api.Errorf(api.CodeProcessNotRunning, "the process has ended or its stdin is closed")
+	case isDiskFull(err):
+		return noSpace()
 	case errors.As(err, &abort):
 		// The caller went away; this answer is for the log's sake.
 		s.log.Info("command aborted; its processes were killed", "why", abort.Cause)
@@ -349,4 +353,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
+}
+
+// isDiskFull reports whether err is the sandbox's disk (or its quota)
+// being full.
+func isDiskFull(err error) bool {
+	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
+}
+
+func noSpace() *api.Error {
+	return api.Errorf(api.CodeNoSpace, "no space left on the sandbox's disk")
 }

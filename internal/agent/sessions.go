@@ -130,10 +130,27 @@ func sessionWire(s *session.Session) api.Session {
 }
 
 // saveNow persists the state before answering a change the caller must
-// find again after an agent restart.
-func (s *server) saveNow() {
-	if err := s.state.save(); err != nil {
-		s.log.Error("saving agent state", "err", err)
+// find again after an agent restart. A change that creates something
+// (a session, a process) is undone when this fails, and the caller told
+// why: NO_SPACE when the sandbox's disk is full.
+func (s *server) saveNow() *api.Error {
+	err := s.state.save()
+	if err == nil {
+		return nil
+	}
+	if isDiskFull(err) {
+		return noSpace()
+	}
+	s.log.Error("saving agent state", "err", err)
+	return api.Errorf(api.CodeInternal, "internal error in the sandbox agent: its state could not be saved")
+}
+
+// saveOrLog persists a change that is already in effect in the running
+// agent and cannot be taken back (environment, deleting a session): a
+// failure is logged, and the change holds until the agent restarts.
+func (s *server) saveOrLog() {
+	if e := s.saveNow(); e != nil {
+		s.log.Warn("agent state not saved; the change holds until the agent restarts", "code", e.Code)
 	}
 }
 
@@ -164,7 +181,12 @@ func (s *server) createSession(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.apiError(err))
 		return
 	}
-	s.saveNow()
+	if e := s.saveNow(); e != nil {
+		// A session the agent would forget at its next start is not made.
+		s.sessions.Delete(sess.ID())
+		writeError(w, e)
+		return
+	}
 	writeJSON(w, http.StatusCreated, sessionWire(sess))
 }
 
@@ -213,7 +235,7 @@ func (s *server) deleteSession(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.apiError(err))
 		return
 	}
-	s.saveNow()
+	s.saveOrLog()
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -249,7 +271,7 @@ func (s *server) setSessionEnv(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess.SetEnv(l)
-	s.saveNow()
+	s.saveOrLog()
 	writeJSON(w, http.StatusOK, envInfo(sess.Definition().Env))
 }
 
@@ -263,6 +285,6 @@ func (s *server) setSandboxEnv(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.sessions.SetSandboxEnv(l)
-	s.saveNow()
+	s.saveOrLog()
 	writeJSON(w, http.StatusOK, envInfo(s.sessions.SandboxEnv()))
 }
