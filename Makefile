@@ -13,14 +13,22 @@ export CGO_ENABLED := 0
 TOOLS_BIN := $(shell scripts/deps.sh --print-bin)
 export PATH := $(TOOLS_BIN):/usr/local/go/bin:$(PATH)
 
-.PHONY: all build deps deps-run run test test-short bench fmt vet check clean console console-check
+.PHONY: all build runsc deps deps-run run test test-short bench fmt vet check clean console console-check
 
 all: build
 
-build: console
+build: console runsc
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sandboxd ./cmd/sandboxd
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sandbox ./cmd/sandbox
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sandbox-agent ./cmd/sandbox-agent
+
+# gVisor's runsc, for sandboxes with the gvisor runtime: scripts/deps.sh
+# builds it from its Go module at the version pinned there into a cache
+# keyed by that version (minutes the first time, nothing after), and it is
+# copied next to sandboxd, where the daemon looks for it.
+runsc:
+	@SANDBOXD_SKIP_PACKAGES=1 scripts/deps.sh run
+	@mkdir -p $(BIN) && install -m 0755 $(TOOLS_BIN)/runsc $(BIN)/runsc
 
 # Installs what is missing (Debian packages, Go-built tools, npm packages):
 # silent and under a second when everything is there. deps-run is the part

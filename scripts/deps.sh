@@ -72,6 +72,8 @@ TEST_PACKAGES=(
 # takes, pinned (never @latest, so a cache entry never goes stale).
 go_tools() {
 	local profile=$1
+	# gVisor's runsc (Apache-2.0): the gvisor runtime. Debian has no package.
+	build_go_tool runsc gvisor.dev/gvisor/runsc@v0.0.0-20260905035102-160fafc42237
 	: "$profile" # run-time tools go above this line, test-only ones in the if
 	if [[ $profile == test ]]; then
 		:
