@@ -28,10 +28,14 @@ const (
 	CodeResourceExhausted Code = "RESOURCE_EXHAUSTED" // a per-sandbox or per-host count limit was reached
 	CodeCapacityExceeded  Code = "CAPACITY_EXCEEDED"  // the host cannot run another sandbox now
 	CodeImageNotFound     Code = "IMAGE_NOT_FOUND"    // the image named at creation is not in the image store
+	// CodeUnsupportedByRuntime: the sandbox's runtime (gVisor) cannot do
+	// what was asked; docs/security.md lists what.
+	CodeUnsupportedByRuntime Code = "UNSUPPORTED_BY_RUNTIME"
 
 	// Server-side problems (5xx).
 	CodeSandboxUnavailable Code = "SANDBOX_UNAVAILABLE" // the sandbox's agent cannot be reached or died mid-call
 	CodeSandboxFailed      Code = "SANDBOX_FAILED"      // the sandbox could not be created or started
+	CodeRuntimeUnavailable Code = "RUNTIME_UNAVAILABLE" // the runtime the sandbox names is not installed or failed its start-up probe
 	CodeProtocolMismatch   Code = "PROTOCOL_MISMATCH"   // the agent speaks a protocol this daemon does not
 	CodeInternal           Code = "INTERNAL_ERROR"      // a bug; details are in the daemon's log
 )

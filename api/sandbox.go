@@ -39,6 +39,12 @@ type SandboxOptions struct {
 	SleepAfter int64 `json:"sleepAfter,omitempty"`
 	// KeepAlive disables sleeping. Default false.
 	KeepAlive *bool `json:"keepAlive,omitempty"`
+	// Runtime runs the sandbox: "crun" or "runc" (a container on the
+	// host's kernel; only the one the daemon detected is available) or
+	// "gvisor" (runsc: the sandbox's system calls are served by gVisor's
+	// user-space kernel). Default: the daemon's --default-runtime. A
+	// runtime the host cannot run answers RUNTIME_UNAVAILABLE.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // SandboxUpdate is the body of PATCH /v1/sandboxes/{id}: the settings that
@@ -106,7 +112,7 @@ type Sandbox struct {
 	// created from; the sandbox keeps it even if the name moves on. Empty
 	// for the host image.
 	ImageDigest string `json:"imageDigest,omitempty"`
-	// Runtime is the OCI runtime that runs the sandbox (crun or runc).
+	// Runtime runs the sandbox: "crun", "runc" or "gvisor".
 	Runtime    string            `json:"runtime"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	Limits     Limits            `json:"limits"`
@@ -167,5 +173,8 @@ type SandboxList struct {
 type Health struct {
 	Status  string `json:"status"`
 	Version string `json:"version"`
+	// Runtime is the runtime of sandboxes that do not choose one.
 	Runtime string `json:"runtime"`
+	// Runtimes are the runtimes this daemon can run sandboxes with.
+	Runtimes []string `json:"runtimes,omitempty"`
 }

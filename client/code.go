@@ -25,8 +25,9 @@ var (
 	// RunCode that names no context.
 	ErrContextTerminated = errors.New("code context terminated")
 	// ErrNotAvailable: PYTHON_NOT_AVAILABLE, JAVASCRIPT_NOT_AVAILABLE, any
-	// *_NOT_AVAILABLE code; HTTP 501. The sandbox's image lacks what the
-	// call needs; the message says what to install.
+	// *_NOT_AVAILABLE code, UNSUPPORTED_BY_RUNTIME; HTTP 501. The
+	// sandbox's image lacks what the call needs (the message says what to
+	// install), or its runtime (gVisor) cannot do it.
 	ErrNotAvailable = errors.New("not available")
 )
 

@@ -98,6 +98,8 @@ func classOfCode(code api.Code) error {
 		return ErrExitedBeforeReady
 	case api.CodeContextTerminated:
 		return ErrContextTerminated
+	case api.CodeUnsupportedByRuntime:
+		return ErrNotAvailable
 	}
 	s := string(code)
 	switch {

@@ -31,6 +31,14 @@ func WithInstanceType(name string) SandboxOption {
 	return sandboxOptionFunc(func(o *api.SandboxOptions) { o.InstanceType = name })
 }
 
+// WithRuntime chooses the runtime that runs the sandbox: "crun" or "runc"
+// (a container on the host's kernel; the one the daemon detected) or
+// "gvisor" (gVisor's user-space kernel). Default: the daemon's
+// --default-runtime.
+func WithRuntime(name string) SandboxOption {
+	return sandboxOptionFunc(func(o *api.SandboxOptions) { o.Runtime = name })
+}
+
 // Stop stops the sandbox's container on request. Its disk, settings and
 // exposed ports stay; the next call starts it again, exactly as a wake.
 func (s *Sandbox) Stop(ctx context.Context) (*api.Sandbox, error) { return s.action(ctx, "stop") }

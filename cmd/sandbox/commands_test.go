@@ -140,7 +140,7 @@ func testSandboxes() []api.Sandbox {
 			LastUsedAt: testNow.Add(-1 * time.Second),
 		},
 		{
-			ID: "broken", Status: api.StatusFailed, StatusReason: "crun: cannot allocate memory", Image: "host",
+			ID: "broken", Status: api.StatusFailed, StatusReason: "gvisor: cannot allocate memory", Image: "host", Runtime: "gvisor",
 			CreatedAt: testNow.Add(-90 * 24 * time.Hour),
 		},
 	}

@@ -27,6 +27,7 @@ type createFlags struct {
 	json      bool
 
 	instanceType string
+	runtime      string
 	disk         string
 	sleepAfter   time.Duration
 	keepAlive    bool
@@ -45,7 +46,8 @@ already, it is left as it is (a note on stderr says so).
 Prints the ID, or with --json the sandbox's description.`,
 		Example: `  sandbox create offline --network none --memory 256Mi --pids 128
   sandbox create ml --image base --cpus 2 --memory 4Gi --label team=ml
-  sandbox create api-test --network internet --allow 10.0.0.5/32`,
+  sandbox create api-test --network internet --allow 10.0.0.5/32
+  sandbox create untrusted --runtime gvisor`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts, err := f.options(cmd, g.e.getenv)
@@ -67,6 +69,7 @@ Prints the ID, or with --json the sandbox's description.`,
 	fl.StringArrayVar(&f.allowHost, "allow-host", nil, "with internet: let the sandbox connect to this `CIDR` or address of the host itself (repeatable)")
 	fl.BoolVar(&f.json, "json", false, "print the sandbox as JSON")
 	fl.StringVar(&f.instanceType, "instance-type", "", "preset of limits: lite, standard or heavy (explicit limits override it)")
+	fl.StringVar(&f.runtime, "runtime", "", "runtime: crun or runc (the host's kernel), or gvisor (gVisor's user-space kernel) (default: the daemon's)")
 	fl.StringVar(&f.disk, "disk", "", "disk quota for the sandbox's writable layer, e.g. 2Gi (default: none)")
 	fl.DurationVar(&f.sleepAfter, "sleep-after", 0, "idle time before the sandbox sleeps, e.g. 30m (default: the daemon's)")
 	fl.BoolVar(&f.keepAlive, "keep-alive", false, "never put the sandbox to sleep")
@@ -123,6 +126,7 @@ func (f *createFlags) options(cmd *cobra.Command, getenv func(string) string) (a
 		o.Limits = &limits
 	}
 	o.InstanceType = f.instanceType
+	o.Runtime = f.runtime
 	if cmd.Flags().Changed("sleep-after") {
 		if f.sleepAfter <= 0 {
 			return o, fmt.Errorf("--sleep-after %s: want a positive duration", f.sleepAfter)

@@ -32,9 +32,9 @@ API's answer, {"sandboxes": [...]}.`,
 				return printJSON(g.e.stdout, api.SandboxList{Sandboxes: list})
 			}
 			now := g.e.now()
-			t := newTable("ID\tSTATUS\tIMAGE\tCREATED\tLAST-USED\tLABELS")
+			t := newTable("ID\tSTATUS\tIMAGE\tRUNTIME\tCREATED\tLAST-USED\tLABELS")
 			for _, sb := range list {
-				t.row("%s\t%s\t%s\t%s\t%s\t%s", sb.ID, sb.Status, sb.Image,
+				t.row("%s\t%s\t%s\t%s\t%s\t%s\t%s", sb.ID, sb.Status, sb.Image, sb.Runtime,
 					ago(now, sb.CreatedAt), ago(now, sb.LastUsedAt), formatLabels(sb.Labels))
 			}
 			return t.write(g.e.stdout)

@@ -11,12 +11,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/image"
 	"github.com/sandboxd/sandboxd/internal/network"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
+	"github.com/sandboxd/sandboxd/internal/runtime"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
@@ -29,8 +31,16 @@ type Config struct {
 	// RunDir holds what must not outlive a reboot: agent sockets, netns
 	// mounts, the runtime's state.
 	RunDir string
-	// Runtime is auto, crun or runc.
+	// Runtime is auto, crun or runc: the runtime of containers on the
+	// host's kernel.
 	Runtime string
+	// DefaultRuntime is the runtime of sandboxes that do not choose: crun,
+	// runc or gvisor; empty: the one Runtime picked.
+	DefaultRuntime string
+	// RunscPath is gVisor's runsc; empty: next to sandboxd, else $PATH.
+	RunscPath string
+	// GVisorPlatform is runsc's platform: auto, systrap, ptrace or kvm.
+	GVisorPlatform string
 	// AgentPath is the static agent binary bind-mounted into sandboxes.
 	AgentPath string
 	// DefaultNetwork is the network mode of sandboxes that do not choose.
@@ -104,6 +114,21 @@ func (c *Config) Validate() error {
 	case "auto", "crun", "runc":
 	default:
 		errs = append(errs, fmt.Errorf("--runtime %q: want auto, crun or runc", c.Runtime))
+	}
+	switch c.DefaultRuntime {
+	case "", sandbox.RuntimeGVisor:
+	case sandbox.RuntimeCrun, sandbox.RuntimeRunc:
+		// A crun or runc default is the host-kernel runtime to use.
+		if c.Runtime == "auto" {
+			c.Runtime = c.DefaultRuntime
+		} else if c.Runtime != c.DefaultRuntime {
+			errs = append(errs, fmt.Errorf("--default-runtime %s contradicts --runtime %s", c.DefaultRuntime, c.Runtime))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--default-runtime %q: want crun, runc or gvisor", c.DefaultRuntime))
+	}
+	if !slices.Contains(runtime.Platforms, c.GVisorPlatform) {
+		errs = append(errs, fmt.Errorf("--gvisor-platform %q: want one of %s", c.GVisorPlatform, strings.Join(runtime.Platforms, ", ")))
 	}
 	switch c.DefaultNetwork {
 	case sandbox.NetworkNone, sandbox.NetworkInternet:

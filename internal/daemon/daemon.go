@@ -78,6 +78,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	log.Info("using OCI runtime", "runtime", rt.Name, "path", rt.Path)
+	gv, runtimes, defaultRuntime, err := detectGVisor(ctx, cfg, rt, log)
+	if err != nil {
+		return err
+	}
+	if gv != nil {
+		defer gv.Close()
+	}
 	cg, err := cgroup.Detect()
 	if err != nil {
 		return fmt.Errorf("reading the host's cgroup layout: %w", err)
@@ -104,12 +111,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	mgr = sandbox.New(sandbox.Options{
 		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: cfg.AgentPath,
-		Runtime: rt, Store: db, Network: net, Cgroups: cg,
+		Runtime: rt, GVisor: gv, Store: db, Network: net, Cgroups: cg,
 		Images: sandboxImages{images},
 		Policy: sandbox.Policy{
 			DefaultImage: cfg.DefaultImage, DefaultLimits: cfg.DefaultLimits,
 			MaxLimits: cfg.MaxLimits, DefaultNetwork: cfg.DefaultNetwork, SandboxSubnet: netip.MustParsePrefix(cfg.Subnet).Masked(),
 			DefaultSleepAfter: cfg.SleepAfter, MaxSleepAfter: cfg.MaxSleepAfter,
+			DefaultRuntime: defaultRuntime, Runtimes: runtimes,
 		},
 		Capacity:  cfg.Capacity,
 		IdleCheck: cfg.IdleCheck,
@@ -131,7 +139,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	api := httpapi.New(httpapi.Options{Manager: mgr, Images: images, Token: token, Version: cfg.Version, Runtime: rt.Name, Log: log, Metrics: registry,
+	api := httpapi.New(httpapi.Options{Manager: mgr, Images: images, Token: token, Version: cfg.Version, Runtime: defaultRuntime, Runtimes: runtimes, Log: log, Metrics: registry,
 		Ports: pv.ports, Proxy: pv.proxy, Signer: pv.signer, Preview: pv.options(cfg), Console: console.Handler(), MCP: mcp})
 	return serve(ctx, cfg, api, self, mgr, log, pv.tasks(api, log)...)
 }
@@ -291,4 +299,29 @@ func registerHostMetrics(r *metrics.Registry, log *slog.Logger) {
 		}
 		return counts
 	})
+}
+
+// detectGVisor probes runsc. Without it the daemon still serves crun or
+// runc sandboxes, says why in one log line, and gvisor sandboxes answer
+// RUNTIME_UNAVAILABLE; but a daemon told to make gvisor its default
+// refuses to start rather than fail every sandbox.
+func detectGVisor(ctx context.Context, cfg Config, native *runtime.Runtime, log *slog.Logger) (*runtime.Runtime, []string, string, error) {
+	runtimes := []string{native.Name}
+	def := cfg.DefaultRuntime
+	if def == "" {
+		def = native.Name
+	}
+	gv, err := runtime.DetectGVisor(ctx, runtime.GVisorOptions{
+		Path: cfg.RunscPath, Platform: cfg.GVisorPlatform, StateRoot: filepath.Join(cfg.RunDir, "runtime"),
+		ProbeDir: filepath.Join(cfg.StateDir, "probe"),
+	})
+	if err != nil {
+		if def == sandbox.RuntimeGVisor {
+			return nil, nil, "", fmt.Errorf("--default-runtime gvisor: %w", err)
+		}
+		log.Warn("gVisor is not available; gvisor sandboxes will answer RUNTIME_UNAVAILABLE", "err", err)
+		return nil, runtimes, def, nil
+	}
+	log.Info("gVisor is available", "path", gv.Path, "platform", gv.Platform())
+	return gv, append(runtimes, sandbox.RuntimeGVisor), def, nil
 }

@@ -50,6 +50,10 @@ func (s *Server) classify(err error) *api.Error {
 		return &api.Error{Code: api.CodeValidationFailed, Message: strings.TrimPrefix(msg, sandbox.ErrInvalid.Error()+": ")}
 	case errors.Is(err, sandbox.ErrImageNotFound):
 		return &api.Error{Code: api.CodeImageNotFound, Message: msg}
+	case errors.Is(err, sandbox.ErrRuntimeUnavailable):
+		return &api.Error{Code: api.CodeRuntimeUnavailable, Message: msg}
+	case errors.Is(err, sandbox.ErrUnsupported):
+		return &api.Error{Code: api.CodeUnsupportedByRuntime, Message: msg}
 	case errors.Is(err, sandbox.ErrCapacity):
 		return &api.Error{Code: api.CodeCapacityExceeded, Message: msg}
 	case errors.Is(err, sandbox.ErrFailed):

@@ -122,7 +122,7 @@ func (b sandboxOptionsBody) options() (api.SandboxOptions, *api.Error) {
 
 func fromWire(o api.SandboxOptions) sandbox.Config {
 	c := sandbox.Config{Image: o.Image, Env: o.Env, Labels: o.Labels, InstanceType: o.InstanceType,
-		SleepAfter: time.Duration(o.SleepAfter) * time.Millisecond}
+		Runtime: o.Runtime, SleepAfter: time.Duration(o.SleepAfter) * time.Millisecond}
 	if o.KeepAlive != nil {
 		c.KeepAlive = *o.KeepAlive
 	}

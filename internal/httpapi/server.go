@@ -24,8 +24,10 @@ type Options struct {
 	// Token is the bearer token every /v1 call must carry.
 	Token   string
 	Version string
-	Runtime string
-	Log     *slog.Logger
+	// Runtime is the default runtime; Runtimes those available.
+	Runtime  string
+	Runtimes []string
+	Log      *slog.Logger
 	// Metrics receives the API's metrics and is served at /metrics.
 	Metrics *metrics.Registry
 	// Ports, Proxy and Signer serve exposed ports and preview URLs
@@ -216,7 +218,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Version: s.opts.Version, Runtime: s.opts.Runtime})
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Version: s.opts.Version, Runtime: s.opts.Runtime, Runtimes: s.opts.Runtimes})
 }
 
 // sandboxID returns the validated {id} of the route, or answers the error.

@@ -75,6 +75,58 @@ func Detect(ctx context.Context, o DetectOptions) (*Runtime, error) {
 		strings.Join(reasons, "; "))
 }
 
+// GVisorOptions configure DetectGVisor.
+type GVisorOptions struct {
+	// Path is runsc's path; empty: "runsc" next to the daemon's own
+	// binary (where `make build` puts it), else on $PATH.
+	Path string
+	// Platform is how gVisor intercepts system calls: "auto" (systrap),
+	// "systrap", "ptrace" or "kvm".
+	Platform string
+	// StateRoot and ProbeDir are as in DetectOptions.
+	StateRoot, ProbeDir string
+}
+
+// Platforms gVisor can be asked for. auto means systrap: it needs no
+// hardware support and works in VMs; kvm needs a /dev/kvm gVisor can
+// drive (it panics on some nested-virtualisation hosts), so it is only
+// used when asked for.
+var Platforms = []string{"auto", "systrap", "ptrace", "kvm"}
+
+// DetectGVisor finds runsc and runs a probe container with it, the same
+// kind of container a sandbox is. It fails when runsc is missing or cannot
+// run a container here; the daemon then runs without gVisor.
+func DetectGVisor(ctx context.Context, o GVisorOptions) (*Runtime, error) {
+	path := o.Path
+	if path == "" {
+		path = "runsc"
+		if exe, err := os.Executable(); err == nil {
+			if p := filepath.Join(filepath.Dir(exe), "runsc"); isExecutable(p) {
+				path = p
+			}
+		}
+	}
+	path, err := exec.LookPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("runsc not found (build it with `make build`, or pass --runsc): %w", err)
+	}
+	platform := o.Platform
+	if platform == "" || platform == "auto" {
+		platform = "systrap"
+	}
+	rt := NewGVisor(path, filepath.Join(o.StateRoot, "runsc"), platform)
+	if err := probe(ctx, rt, o.ProbeDir); err != nil {
+		rt.Close()
+		return nil, fmt.Errorf("runsc (platform %s): %w", platform, err)
+	}
+	return rt, nil
+}
+
+func isExecutable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+}
+
 // probe runs /usr/bin/true in a container with the same kind of spec a
 // sandbox gets (namespaces, cgroup limits, seccomp, capabilities).
 func probe(ctx context.Context, rt *Runtime, dir string) error {
@@ -119,7 +171,8 @@ func probe(ctx context.Context, rt *Runtime, dir string) error {
 		return err
 	}
 	rt.Delete(ctx, id) // a leftover of a crashed probe
-	out, err := exec.CommandContext(ctx, rt.Path, "--root", rt.rc.Root, "run", "--bundle", bundle, id).CombinedOutput()
+	args := append(rt.globalArgs(), "run", "--bundle", bundle, id)
+	out, err := exec.CommandContext(ctx, rt.Path, args...).CombinedOutput()
 	rt.Delete(ctx, id)
 	if err != nil {
 		return fmt.Errorf("probe container failed: %w: %s", err, strings.TrimSpace(string(out)))

@@ -31,3 +31,30 @@ func TestDetectRejectsUnknownRuntime(t *testing.T) {
 		t.Fatal("Detect(docker) succeeded")
 	}
 }
+
+func TestDetectGVisorRunsAProbeContainer(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root: runs a real probe container")
+	}
+	path := os.Getenv("SANDBOXD_BIN_DIR")
+	if path == "" {
+		t.Skip("SANDBOXD_BIN_DIR is not set: run through make test, which builds bin/runsc")
+	}
+	rt, err := DetectGVisor(context.Background(), GVisorOptions{
+		Path: path + "/runsc", StateRoot: t.TempDir(), ProbeDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatalf("DetectGVisor: %v", err)
+	}
+	t.Cleanup(rt.Close)
+	if rt.Name != GVisor || rt.Platform() != "systrap" {
+		t.Errorf("got runtime %s on platform %q, want gvisor on systrap", rt.Name, rt.Platform())
+	}
+}
+
+func TestDetectGVisorWithoutRunsc(t *testing.T) {
+	_, err := DetectGVisor(context.Background(), GVisorOptions{Path: "/nonexistent/runsc"})
+	if err == nil {
+		t.Fatal("DetectGVisor succeeded without runsc")
+	}
+}

@@ -1,4 +1,4 @@
-// Package runtime drives an OCI runtime (crun or runc) through its CLI and
+// Package runtime drives an OCI runtime (crun, runc or gVisor's runsc) through its CLI and
 // builds the OCI spec of a sandbox container. It knows nothing of sandbox
 // IDs, registries or HTTP: it creates, starts, inspects and deletes
 // containers in bundles that its caller prepared.
@@ -20,6 +20,7 @@ import (
 	"time"
 
 	runc "github.com/containerd/go-runc"
+	"golang.org/x/sys/unix"
 )
 
 // ErrNotExist is returned for a container the runtime does not know.
@@ -27,7 +28,7 @@ var ErrNotExist = errors.New("container does not exist")
 
 // Runtime is one OCI runtime binary with its own state directory.
 type Runtime struct {
-	// Name is "crun" or "runc".
+	// Name is "crun", "runc" or "gvisor" (runsc).
 	Name string
 	// Path is the binary's absolute path.
 	Path string
@@ -43,6 +44,57 @@ type Runtime struct {
 // containers it describes).
 func New(name, path, root string) *Runtime {
 	return &Runtime{Name: name, Path: path, rc: &runc.Runc{Command: path, Root: root}}
+}
+
+// GVisor is the Runtime name of runsc.
+const GVisor = "gvisor"
+
+// NewGVisor returns a Runtime for runsc at path on the given platform
+// (systrap, ptrace or kvm). The global flags are what sandboxd's design
+// needs of gVisor:
+//
+//   - --overlay2=none: writes go to the rootfs the daemon mounted (the
+//     sandbox's overlay, maybe on its quota filesystem), not to an
+//     in-memory overlay that a restart would lose;
+//   - --host-uds=create: the agent's socket, bound inside the sandbox in
+//     the bind-mounted socket directory, is a real host socket the daemon
+//     can connect to (otherwise it would exist only in gVisor's kernel).
+//
+// The network stays gVisor's own netstack (--network=sandbox): the sandbox
+// never talks to the host kernel's network stack.
+func NewGVisor(path, root, platform string) *Runtime {
+	return &Runtime{Name: GVisor, Path: path, rc: &runc.Runc{Command: path, Root: root, ExtraArgs: []string{
+		"--platform=" + platform, "--overlay2=none", "--host-uds=create",
+	}}}
+}
+
+// Close releases what the runtime keeps on the host between containers:
+// runsc pins an empty network namespace for its gofers at <root>/null-netns
+// (bind mounts, possibly stacked by concurrent creates), which would keep
+// the state directory from being removed. Running containers hold their
+// own references; runsc pins a new one when it needs it.
+func (r *Runtime) Close() {
+	if r.Name != GVisor {
+		return
+	}
+	path := filepath.Join(r.rc.Root, "null-netns")
+	for unix.Unmount(path, unix.MNT_DETACH) == nil {
+	}
+}
+
+// Platform is the gVisor platform the runtime runs on; empty for others.
+func (r *Runtime) Platform() string {
+	for _, a := range r.rc.ExtraArgs {
+		if p, ok := strings.CutPrefix(a, "--platform="); ok {
+			return p
+		}
+	}
+	return ""
+}
+
+// globalArgs are the arguments every command of this runtime starts with.
+func (r *Runtime) globalArgs() []string {
+	return append([]string{"--root", r.rc.Root}, r.rc.ExtraArgs...)
 }
 
 // Create creates the container id from the bundle without starting it and

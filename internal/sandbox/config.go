@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -16,6 +18,19 @@ var (
 	ErrUnavailable   = errors.New("sandbox unavailable")
 	ErrFailed        = errors.New("sandbox failed to start")
 	ErrCapacity      = errors.New("capacity exceeded")
+	// ErrRuntimeUnavailable: the sandbox names a runtime this host cannot
+	// run (not installed, or it failed the start-up probe).
+	ErrRuntimeUnavailable = errors.New("runtime unavailable")
+	// ErrUnsupported: the sandbox's runtime cannot do what was asked.
+	ErrUnsupported = errors.New("not supported by the sandbox's runtime")
+)
+
+// Runtime names. RuntimeGVisor is runsc; the others run containers on the
+// host's kernel.
+const (
+	RuntimeCrun   = "crun"
+	RuntimeRunc   = "runc"
+	RuntimeGVisor = "gvisor"
 )
 
 // Network modes.
@@ -76,6 +91,10 @@ type Config struct {
 	SleepAfter time.Duration `json:"sleepAfter"`
 	// KeepAlive disables sleeping; changeable after creation.
 	KeepAlive bool `json:"keepAlive,omitempty"`
+	// Runtime is crun, runc or gvisor. Sandboxes created before runtimes
+	// were chosen per sandbox have none here; their registry row names
+	// the runtime.
+	Runtime string `json:"runtime,omitempty"`
 
 	// ImageDigest is the config digest the image name resolved to at
 	// creation (empty for the host image); the sandbox boots from it even
@@ -95,6 +114,10 @@ type Policy struct {
 	// DefaultSleepAfter applies when a sandbox does not choose;
 	// MaxSleepAfter caps what it may choose.
 	DefaultSleepAfter, MaxSleepAfter time.Duration
+	// DefaultRuntime applies when a sandbox does not choose; Runtimes are
+	// those the host can run.
+	DefaultRuntime string
+	Runtimes       []string
 }
 
 // Bounds of the free-form parts of a Config.
@@ -158,6 +181,9 @@ func (p Policy) Resolve(c Config) (Config, error) {
 	if c.SleepAfter, err = p.resolveSleepAfter(c.SleepAfter); err != nil {
 		return c, err
 	}
+	if c.Runtime, err = p.resolveRuntime(c.Runtime); err != nil {
+		return c, err
+	}
 	if c.Network.Mode == "" {
 		c.Network.Mode = p.DefaultNetwork
 	}
@@ -199,6 +225,21 @@ func (p Policy) checkAllowCIDRs(n NetworkConfig) error {
 		}
 	}
 	return nil
+}
+
+func (p Policy) resolveRuntime(name string) (string, error) {
+	if name == "" {
+		name = p.DefaultRuntime
+	}
+	switch name {
+	case RuntimeCrun, RuntimeRunc, RuntimeGVisor:
+	default:
+		return name, invalid("runtime %q: want %s, %s or %s", name, RuntimeCrun, RuntimeRunc, RuntimeGVisor)
+	}
+	if !slices.Contains(p.Runtimes, name) {
+		return name, fmt.Errorf("%w: runtime %q is not available on this host (available: %s)", ErrRuntimeUnavailable, name, strings.Join(p.Runtimes, ", "))
+	}
+	return name, nil
 }
 
 // overlay returns preset with every non-zero field of explicit laid over it.

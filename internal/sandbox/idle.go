@@ -139,7 +139,9 @@ func (m *Manager) sleepLocked(ctx context.Context, b *box, status, reason string
 			why = "stopped"
 		}
 		if agentShutdown(ctx, inst, why) != nil {
-			m.opts.Runtime.Kill(ctx, inst.cid, syscall.SIGTERM)
+			if rt, err := m.runtimeOf(b); err == nil {
+				rt.Kill(ctx, inst.cid, syscall.SIGTERM)
+			}
 		}
 		deadline := time.Now().Add(stopGrace)
 		for inst.alive() && time.Now().Before(deadline) {

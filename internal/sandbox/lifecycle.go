@@ -163,7 +163,7 @@ func (m *Manager) startLocked(ctx context.Context, b *box) error {
 		m.log.Error("sandbox failed to start", "sandbox", b.id, "err", err)
 		m.setStatus(b, StatusFailed, err.Error())
 		m.emit(b, EventFailed)
-		if errors.Is(err, ErrImageNotFound) || errors.Is(err, ErrCapacity) {
+		if errors.Is(err, ErrImageNotFound) || errors.Is(err, ErrCapacity) || errors.Is(err, ErrRuntimeUnavailable) {
 			return err
 		}
 		return fmt.Errorf("%w: %v", ErrFailed, err)
@@ -182,7 +182,7 @@ func (m *Manager) startLocked(ctx context.Context, b *box) error {
 		m.m.startSeconds.Observe(took.Seconds())
 		m.emit(b, EventStarted)
 	}
-	m.log.Info("sandbox started", "sandbox", b.id, "runtime", m.opts.Runtime.Name, "wake", waking, "took", took)
+	m.log.Info("sandbox started", "sandbox", b.id, "runtime", b.runtimeName(), "wake", waking, "took", took)
 	return nil
 }
 
@@ -223,6 +223,10 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	p := m.paths(key)
 	if b.cfg.Limits.DiskBytes > 0 {
 		p = p.withQuota()
+	}
+	rt, err := m.runtimeOf(b)
+	if err != nil {
+		return nil, err
 	}
 	img, err := m.opts.Images.Resolve(ctx, imageRef(b.cfg))
 	if err != nil {
@@ -270,16 +274,22 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	undo.push(func(context.Context) error { return ov.Unmount() })
 
 	cg := m.opts.Cgroups.Group(cgroupPath(key))
-	cgMounts, err := cg.PrepareUser()
-	if err != nil {
-		return nil, err
+	// gVisor's sentry runs the whole sandbox inside its own kernel, in
+	// one host cgroup: the user/agent split (a host cgroup that user code
+	// joins) has no meaning there, and the sandbox's limit applies to the
+	// sandbox as a whole.
+	var cgMounts []specs.Mount
+	if !b.isGVisor() {
+		if cgMounts, err = cg.PrepareUser(); err != nil {
+			return nil, err
+		}
 	}
 	undo.push(func(context.Context) error { return cg.Remove() })
 
 	if err := initEtc(p, b.id, b.cfg.Network.Mode, m.opts.Network.DNS()); err != nil {
 		return nil, err
 	}
-	if err := m.writeBundle(b, img, p, ep, cgMounts); err != nil {
+	if err := m.writeBundle(b, rt, img, p, ep, cgMounts); err != nil {
 		return nil, err
 	}
 	steps.mark("bundle")
@@ -290,7 +300,6 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	defer logf.Close()
 
 	cid := containerID(key)
-	rt := m.opts.Runtime
 	rt.Delete(ctx, cid) // a leftover of a crash
 	pid, err := rt.Create(ctx, cid, p.bundle, logf)
 	if err != nil {
@@ -298,9 +307,11 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	}
 	steps.mark("create")
 	failpoint.Hit("boot-after-create")
-	undo.push(func(ctx context.Context) error { return m.stopContainer(ctx, cid, cg) })
-	if err := cg.Split(pid, userLimits(b.cfg.Limits)); err != nil {
-		return nil, err
+	undo.push(func(ctx context.Context) error { return m.stopContainer(ctx, rt, cid, cg) })
+	if !b.isGVisor() {
+		if err := cg.Split(pid, userLimits(b.cfg.Limits)); err != nil {
+			return nil, err
+		}
 	}
 	if err := rt.Start(ctx, cid); err != nil {
 		return nil, err
@@ -347,7 +358,7 @@ func userLimits(l Limits) cgroup.UserLimits {
 	return cgroup.UserLimits{MemoryBytes: l.MemoryBytes - reserve, Pids: pids}
 }
 
-func (m *Manager) writeBundle(b *box, img *rootfs.Image, p paths, ep NetworkEndpoint, extra []specs.Mount) error {
+func (m *Manager) writeBundle(b *box, rt *runtime.Runtime, img *rootfs.Image, p paths, ep NetworkEndpoint, extra []specs.Mount) error {
 	mounts := append([]specs.Mount{}, img.Mounts...)
 	mounts = append(mounts,
 		specs.Mount{Destination: runtime.AgentPath, Type: "bind", Source: m.opts.AgentPath,
@@ -367,7 +378,7 @@ func (m *Manager) writeBundle(b *box, img *rootfs.Image, p paths, ep NetworkEndp
 		Resources: runtime.Resources{
 			MemoryBytes: b.cfg.Limits.MemoryBytes, MilliCPU: b.cfg.Limits.MilliCPU, Pids: b.cfg.Limits.Pids,
 		},
-		Annotations: annotations(b.id, m.opts.Runtime.Annotations()),
+		Annotations: annotations(b.id, rt.Annotations()),
 	})
 	if err != nil {
 		return err
@@ -502,8 +513,7 @@ func agentHealth(ctx context.Context, client *http.Client) (api.AgentHealth, err
 // stopContainer kills every process of the container, empties and removes
 // its sub-cgroups, deletes the container and removes what is left of its
 // cgroup. Each step tolerates an absent container.
-func (m *Manager) stopContainer(ctx context.Context, cid string, cg *cgroup.Group) error {
-	rt := m.opts.Runtime
+func (m *Manager) stopContainer(ctx context.Context, rt *runtime.Runtime, cid string, cg *cgroup.Group) error {
 	var errs []error
 	if st, err := rt.State(ctx, cid); err == nil && st.Status != "stopped" {
 		// Killing init tears down the whole PID namespace.
@@ -526,13 +536,16 @@ func (m *Manager) teardown(ctx context.Context, b *box) error {
 		b.running = nil
 		m.release(b)
 	}
-	errs := []error{
-		m.stopContainer(ctx, containerID(key), m.opts.Cgroups.Group(cgroupPath(key))),
+	var errs []error
+	for _, rt := range m.runtimesOf(b) {
+		errs = append(errs, m.stopContainer(ctx, rt, containerID(key), m.opts.Cgroups.Group(cgroupPath(key))))
+	}
+	errs = append(errs,
 		rootfs.UnmountWait(p.rootfs, 2*time.Second),
 		unmountDisk(ctx, p),
 		m.opts.Network.Detach(ctx, key),
 		removeRunDir(p.run),
-	}
+	)
 	return errors.Join(errs...)
 }
 

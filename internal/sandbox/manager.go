@@ -47,13 +47,17 @@ type Options struct {
 	RunDir string
 	// AgentPath is the agent binary on the host.
 	AgentPath string
-	Runtime   *runtime.Runtime
-	Store     *store.Store
-	Network   Network
-	Cgroups   *cgroup.Host
-	Images    Images
-	Policy    Policy
-	Log       *slog.Logger
+	// Runtime runs crun and runc sandboxes (the one detected at start).
+	Runtime *runtime.Runtime
+	// GVisor runs gvisor sandboxes; nil when runsc is missing or failed
+	// its probe.
+	GVisor  *runtime.Runtime
+	Store   *store.Store
+	Network Network
+	Cgroups *cgroup.Host
+	Images  Images
+	Policy  Policy
+	Log     *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// Capacity bounds what the host runs at once.
@@ -313,7 +317,7 @@ func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config) error {
 	}
 	now := m.now().UTC()
 	rec := store.Sandbox{
-		ID: b.id, Key: newKey(), Status: StatusCreating, Image: cfg.Image, Runtime: m.opts.Runtime.Name,
+		ID: b.id, Key: newKey(), Status: StatusCreating, Image: cfg.Image, Runtime: cfg.Runtime,
 		Config: data, NetSlot: slot, CreatedAt: now, LastUsedAt: now, StatusChangedAt: now,
 	}
 	if err := m.opts.Store.Insert(ctx, rec); err != nil {
@@ -521,3 +525,43 @@ func newKey() string {
 }
 
 func recKey(key string) store.Sandbox { return store.Sandbox{Key: key} }
+
+// runtimeName is the runtime b runs on: its configuration's, or for a
+// sandbox created before runtimes were chosen per sandbox, its row's.
+func (b *box) runtimeName() string {
+	if b.cfg.Runtime != "" {
+		return b.cfg.Runtime
+	}
+	return b.rec.Runtime
+}
+
+// runtimeOf returns the runtime that runs b. crun and runc sandboxes run
+// on the runtime the daemon detected, whichever of the two it is: both
+// run the same spec on the host's kernel.
+func (m *Manager) runtimeOf(b *box) (*runtime.Runtime, error) {
+	if b.runtimeName() != RuntimeGVisor {
+		return m.opts.Runtime, nil
+	}
+	if m.opts.GVisor == nil {
+		return nil, fmt.Errorf("%w: sandbox %s runs on gvisor, which is not available on this host (see the daemon's log)", ErrRuntimeUnavailable, b.id)
+	}
+	return m.opts.GVisor, nil
+}
+
+// runtimesOf returns the runtimes that may hold b's container: its own,
+// or every available one for host state of an unknown sandbox.
+func (m *Manager) runtimesOf(b *box) []*runtime.Runtime {
+	if b.runtimeName() == "" {
+		if m.opts.GVisor != nil {
+			return []*runtime.Runtime{m.opts.Runtime, m.opts.GVisor}
+		}
+		return []*runtime.Runtime{m.opts.Runtime}
+	}
+	if rt, err := m.runtimeOf(b); err == nil {
+		return []*runtime.Runtime{rt}
+	}
+	return nil
+}
+
+// isGVisor reports whether b runs on gVisor.
+func (b *box) isGVisor() bool { return b.runtimeName() == RuntimeGVisor }

@@ -101,7 +101,7 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 	}
 	now := m.now().UTC()
 	rec := store.Sandbox{
-		ID: b.id, Key: w.rec.Key, Status: StatusCreating, Image: cfg.Image, Runtime: m.opts.Runtime.Name,
+		ID: b.id, Key: w.rec.Key, Status: StatusCreating, Image: cfg.Image, Runtime: cfg.Runtime,
 		Config: data, NetSlot: w.rec.NetSlot, CreatedAt: now, LastUsedAt: now, StatusChangedAt: now,
 	}
 	inst := w.running

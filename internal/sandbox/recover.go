@@ -59,8 +59,10 @@ func (m *Manager) Recover(ctx context.Context) error {
 			delete(known, rec.Key)
 		default:
 			// sleeping, stopped, failed: nothing should run; make sure.
-			if st, err := m.opts.Runtime.State(ctx, containerID(rec.Key)); err == nil && st.Status != "stopped" {
-				m.cleanAfterCrash(ctx, b, rec.StatusReason)
+			for _, rt := range m.runtimesOf(b) {
+				if st, err := rt.State(ctx, containerID(rec.Key)); err == nil && st.Status != "stopped" {
+					m.cleanAfterCrash(ctx, b, rec.StatusReason)
+				}
 			}
 		}
 	}
@@ -80,7 +82,12 @@ func (m *Manager) cleanAfterCrash(ctx context.Context, b *box, reason string) {
 // reattach adopts a container that survived a daemon restart.
 func (m *Manager) reattach(ctx context.Context, b *box) bool {
 	key := b.rec.Key
-	st, err := m.opts.Runtime.State(ctx, containerID(key))
+	rt, err := m.runtimeOf(b)
+	if err != nil {
+		m.log.Warn("cannot reattach sandbox", "sandbox", b.id, "err", err)
+		return false
+	}
+	st, err := rt.State(ctx, containerID(key))
 	if err != nil || st.Status != "running" || st.PID <= 0 {
 		return false
 	}
