@@ -73,6 +73,9 @@ def test_errors_carry_stable_codes(client, sb):
     with pytest.raises(sandboxd.ContextTerminatedError):
         sb.run_code("1", context=ctx, on_stdout=print)
     sb.delete_code_context(ctx)
+    with pytest.raises(sandboxd.InvalidRequestError) as e:
+        sb.files.git_checkout("file:///etc")
+    assert e.value.code == "INVALID_GIT_URL"
 
 
 def test_timeout_kills_and_keeps_the_output(sb):
@@ -197,6 +200,11 @@ def test_preview_url_answers(sb):
         return r.status, r.read().decode()
 
     assert get() == (200, "hello from the sandbox\n")
+    priv = sb.expose_port(8081, public=False)
+    assert priv.public is False
+    link = sb.preview_link(8081, expires_in=60)
+    assert "sandboxd_link=" in link["url"]
+    sb.unexpose_port(8081)
     sb.unexpose_port(8080)
     assert get()[0] == 404
     p.kill()
@@ -212,6 +220,9 @@ def test_sessions_and_env(sb):
     assert sb.get_session("prod").exec("pwd").stdout == "/workspace/prod\n"
     s.set_env_vars({"ONLY_HERE": "1"})
     assert s.exec('echo "$ONLY_HERE"').stdout == "1\n"
+    p = s.processes.start('echo "$APP_ENV $ONLY_HERE $(pwd)"').wait(timeout=30)
+    assert p.record["sessionId"] == "prod"
+    assert p.logs()["stdout"] == "production 1 /workspace/prod\n"
     with pytest.raises(sandboxd.SessionTerminatedError) as e:
         s.exec("echo bye; exit 4")
     assert e.value.result.stdout == "bye\n"
@@ -254,6 +265,7 @@ def test_options_labels_list_destroy(client):
     assert [x["id"] for x in client.list(labels={"team": "ml", "sdk": "py"})] == [sid]
     assert s.set_keep_alive(True)["keepAlive"] is True
     assert client.health()["status"] == "ok"
+    assert any("host" in im["names"] for im in client.list_images())
     s.destroy()
     with pytest.raises(sandboxd.NotFoundError):
         client.sandbox(sid).info()

@@ -67,8 +67,15 @@ export interface LifecycleEvent {
   timestamp: string;
 }
 
+/** An image of the daemon's store (docs/images.md). */
 export interface ImageInfo {
-  name: string;
+  /** Its names (`host`, `base`, what an import or build named it). */
+  names: string[];
+  digest?: string;
+  /** Bytes. */
+  size: number;
+  /** `host`, `import`, `pull`, `build` ... */
+  source: string;
   [field: string]: unknown;
 }
 

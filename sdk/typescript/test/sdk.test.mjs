@@ -127,6 +127,7 @@ test("errors are classes carrying the daemon's stable codes", async () => {
   await assert.rejects(sb.runCode("import os; os._exit(1)", { context: ctx }), (e) => e instanceof ContextTerminatedError && e.code === "CONTEXT_TERMINATED");
   await assert.rejects(sb.runCode("1", { context: ctx, onStdout: () => {} }), (e) => e instanceof ContextTerminatedError);
   await sb.deleteCodeContext(ctx.id);
+  await assert.rejects(sb.gitCheckout("file:///etc"), (e) => e instanceof InvalidRequestError && e.code === "INVALID_GIT_URL");
 });
 
 test("a timeout kills the command and throws TimeoutError with the output so far", async () => {
@@ -307,6 +308,12 @@ test("ports: a server in the sandbox answers at its preview URL", async () => {
     }).on("error", reject);
   });
   assert.deepEqual(await get(), { status: 200, body: "hello from the sandbox\n" });
+  // A private port: the URL alone is refused; a signed link opens it.
+  const priv = await sb.exposePort(8081, { public: false });
+  assert.equal(priv.public, false);
+  const link = await sb.getPreviewLink(8081, { expiresIn: 60000 });
+  assert.ok(link.url.includes("sandboxd_link=") && Date.parse(link.expiresAt) > Date.now(), JSON.stringify(link));
+  await sb.unexposePort(8081);
   await sb.unexposePort(8080);
   assert.equal((await get()).status, 404);
   await p.kill();
@@ -323,6 +330,11 @@ test("sessions isolate env and cwd; setEnvVars reaches the sandbox", async () =>
   assert.equal((await again.exec("pwd")).stdout, "/workspace/prod\n");
   await s.setEnvVars({ ONLY_HERE: "1" });
   assert.equal((await s.exec('echo "$ONLY_HERE"')).stdout, "1\n");
+  // A process started from the session handle runs in the session.
+  const p = await s.startProcess('echo "$NODE_ENV $ONLY_HERE $(pwd)"');
+  assert.equal(p.sessionId, `prod-${suffix}`);
+  await p.waitForExit({ timeout: 30000 });
+  assert.equal((await p.getLogs()).stdout, "production 1 /workspace/prod\n");
   assert.ok((await sb.listSessions()).some((x) => x.id === `prod-${suffix}`));
   await sb.deleteSession(`prod-${suffix}`);
   await assert.rejects(sb.getSession(`prod-${suffix}`), NotFoundError);
@@ -372,6 +384,7 @@ test("getSandbox with options creates it with them; list filters by label; destr
   assert.deepEqual(listed.map((x) => x.id), [id]);
   assert.equal((await s.setKeepAlive(true)).keepAlive, true);
   assert.equal((await client.health()).status, "ok");
+  assert.ok((await client.listImages()).some((im) => im.names.includes("host")));
   await s.destroy();
   await assert.rejects(client.sandbox(id).info(), (e) => e instanceof NotFoundError);
   assert.ok(!(await client.listSandboxes()).some((x) => x.id === id));
