@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -139,7 +140,8 @@ func errorOf(err error) (api.Code, string) {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return CodeCancelled, err.Error()
 	case errors.Is(err, client.ErrUnavailable):
-		return CodeUnavailable, err.Error()
+		// The SDK says "unavailable: <cause>"; the code already says the first part.
+		return CodeUnavailable, strings.TrimPrefix(err.Error(), client.ErrUnavailable.Error()+": ")
 	case errors.Is(err, client.ErrUnauthorized):
 		return api.CodeUnauthorized, err.Error()
 	}

@@ -214,3 +214,20 @@ func TestCaptureKeepsHeadAndTail(t *testing.T) {
 		t.Errorf("output within the bound: %q %q %q", text, note, c.path())
 	}
 }
+
+func TestErrorCodes(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		code api.Code
+		msg  string
+	}{
+		{&client.Error{Status: 404, Code: api.CodeFileNotFound, Message: "no /x"}, api.CodeFileNotFound, "no /x"},
+		{fmt.Errorf("%w: %w", client.ErrUnavailable, io.ErrUnexpectedEOF), CodeUnavailable, "unexpected EOF"},
+		{fmt.Errorf("exec: %w", context.Canceled), CodeCancelled, "exec: context canceled"},
+		{io.ErrClosedPipe, api.CodeInternal, "io: read/write on closed pipe"},
+	} {
+		if code, msg := errorOf(tc.err); code != tc.code || msg != tc.msg {
+			t.Errorf("errorOf(%v) = %s %q, want %s %q", tc.err, code, msg, tc.code, tc.msg)
+		}
+	}
+}
