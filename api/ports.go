@@ -26,6 +26,10 @@ const (
 	// connection on the port, or the service broke the connection before
 	// answering.
 	CodeServiceNotResponding Code = "SERVICE_NOT_RESPONDING"
+	// CodePreviewBusy: the sandbox's services, or the daemon's preview
+	// proxy as a whole, have as many requests in flight as allowed; the
+	// answer carries Retry-After.
+	CodePreviewBusy Code = "PREVIEW_BUSY"
 )
 
 func init() {
@@ -34,6 +38,7 @@ func init() {
 	RegisterStatus(CodePortNotExposed, http.StatusNotFound)
 	RegisterStatus(CodePreviewNotFound, http.StatusNotFound)
 	RegisterStatus(CodeServiceNotResponding, http.StatusBadGateway)
+	RegisterStatus(CodePreviewBusy, http.StatusServiceUnavailable)
 }
 
 // Limits of exposed ports, shared by the daemon and the SDK.

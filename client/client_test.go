@@ -171,6 +171,7 @@ func TestErrorMapping(t *testing.T) {
 		{"session terminated", 410, `{"code":"SESSION_TERMINATED","message":"m"}`, "", api.CodeSessionTerminated, "m", []error{ErrSessionTerminated}},
 		{"resource exhausted", 429, `{"code":"RESOURCE_EXHAUSTED","message":"m"}`, "", api.CodeResourceExhausted, "m", []error{ErrResourceExhausted}},
 		{"capacity exceeded", 503, `{"code":"CAPACITY_EXCEEDED","message":"m"}`, "", api.CodeCapacityExceeded, "m", []error{ErrResourceExhausted, ErrUnavailable}},
+		{"preview busy", 503, `{"code":"PREVIEW_BUSY","message":"m"}`, "", api.CodePreviewBusy, "m", []error{ErrResourceExhausted, ErrUnavailable}},
 		{"session busy", 429, `{"code":"SESSION_BUSY","message":"m"}`, "", api.CodeSessionBusy, "m", []error{ErrResourceExhausted}},
 		{"sandbox unavailable", 503, `{"code":"SANDBOX_UNAVAILABLE","message":"m"}`, "", api.CodeSandboxUnavailable, "m", []error{ErrUnavailable}},
 		{"internal", 500, `{"code":"INTERNAL_ERROR","message":"m"}`, "", api.CodeInternal, "m", nil},

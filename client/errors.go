@@ -92,7 +92,7 @@ func classOfCode(code api.Code) error {
 		return ErrSessionTerminated
 	case api.CodeInvalidJSON, api.CodeValidationFailed, api.CodeRequestTooLarge:
 		return ErrInvalid
-	case api.CodeResourceExhausted, api.CodeCapacityExceeded, api.CodeSessionBusy, api.CodeContextBusy:
+	case api.CodeResourceExhausted, api.CodeCapacityExceeded, api.CodeSessionBusy, api.CodeContextBusy, api.CodePreviewBusy:
 		return ErrResourceExhausted
 	case api.CodeProcessExitedBeforeReady:
 		return ErrExitedBeforeReady

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/bytesize"
 	"github.com/sandboxd/sandboxd/internal/daemon"
+	"github.com/sandboxd/sandboxd/internal/proxy"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
@@ -70,7 +71,7 @@ func parseFlags(command string, args []string) (options, error) {
 	o := options{cfg: daemon.Config{Version: version}}
 	cfg := &o.cfg
 	var dns, blocked, logLevel string
-	var defMem, maxMem, budget, maxDisk, maxImage string
+	var defMem, maxMem, budget, maxDisk, maxImage, previewHeaderBytes string
 	var defCPU, maxCPU float64
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address of the HTTP API")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/sandboxd", "registry, token and sandbox disks")
@@ -108,6 +109,10 @@ func parseFlags(command string, args []string) (options, error) {
 	fs.StringVar(&cfg.PreviewScheme, "preview-scheme", "http", "scheme of preview URLs: http, or https behind a TLS proxy")
 	fs.StringVar(&cfg.PreviewListen, "preview-listen", "", "extra address that serves only preview traffic (default: previews come in on --listen)")
 	fs.IntVar(&cfg.PreviewPort, "preview-port", 0, "port in preview URLs (default: the preview listener's; 80 or 443 leave it out)")
+	fs.StringVar(&previewHeaderBytes, "preview-max-header-bytes", "64Ki", "largest response headers a service in a sandbox may send through the preview proxy (4Ki to 16Mi)")
+	fs.DurationVar(&cfg.PreviewLimits.HeaderTimeout, "preview-header-timeout", proxy.DefaultHeaderTimeout, "longest a service in a sandbox may take to send its response headers through the preview proxy")
+	fs.IntVar(&cfg.PreviewLimits.MaxInFlightPerSandbox, "preview-max-inflight-per-sandbox", proxy.DefaultMaxInFlightPerSandbox, "most proxied requests (preview URLs, port proxy, WebSockets) in flight to one sandbox; more get 503 PREVIEW_BUSY")
+	fs.IntVar(&cfg.PreviewLimits.MaxInFlight, "preview-max-inflight", proxy.DefaultMaxInFlight, "most proxied requests in flight in all; more get 503 PREVIEW_BUSY")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if command == "doctor" {
 		fs.BoolVar(&o.json, "json", false, "print the report as JSON")
@@ -143,6 +148,9 @@ func parseFlags(command string, args []string) (options, error) {
 	}
 	if cfg.MaxImageBytes, err = bytesize.Parse(maxImage); err != nil || cfg.MaxImageBytes <= 0 {
 		return o, fmt.Errorf("--max-image-size %q: want a size such as 32Gi", maxImage)
+	}
+	if cfg.PreviewLimits.MaxHeaderBytes, err = bytesize.Parse(previewHeaderBytes); err != nil {
+		return o, fmt.Errorf("--preview-max-header-bytes: %w", err)
 	}
 	cfg.DefaultLimits.MilliCPU = int64(defCPU * 1000)
 	cfg.MaxLimits.MilliCPU = int64(maxCPU * 1000)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/image"
 	"github.com/sandboxd/sandboxd/internal/network"
+	"github.com/sandboxd/sandboxd/internal/proxy"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
 	"github.com/sandboxd/sandboxd/internal/runtime"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
@@ -76,6 +77,9 @@ type Config struct {
 	// API listener. PreviewPort 0 means the preview listener's port.
 	PreviewDomain, PreviewScheme, PreviewListen string
 	PreviewPort                                 int
+	// PreviewLimits bound the preview proxy: response header bytes, time
+	// to headers, requests in flight per sandbox and in all.
+	PreviewLimits proxy.Limits
 	// Limits: defaults for sandboxes that do not choose, and caps.
 	DefaultLimits, MaxLimits sandbox.Limits
 	// SleepAfter is the default idle time before a sandbox sleeps;

@@ -71,6 +71,16 @@ func (c *Config) validatePreview() []error {
 	if c.PreviewScheme != "http" && c.PreviewScheme != "https" {
 		errs = append(errs, fmt.Errorf("--preview-scheme %q: want http or https", c.PreviewScheme))
 	}
+	if l := c.PreviewLimits; l.MaxHeaderBytes < 4<<10 || l.MaxHeaderBytes > 16<<20 {
+		errs = append(errs, fmt.Errorf("--preview-max-header-bytes %d: want 4Ki to 16Mi", l.MaxHeaderBytes))
+	}
+	if l := c.PreviewLimits; l.HeaderTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("--preview-header-timeout %s: want at least 1s", l.HeaderTimeout))
+	}
+	if l := c.PreviewLimits; l.MaxInFlightPerSandbox < 1 || l.MaxInFlight < l.MaxInFlightPerSandbox {
+		errs = append(errs, fmt.Errorf("--preview-max-inflight-per-sandbox %d and --preview-max-inflight %d: want 1 <= per sandbox <= in all",
+			l.MaxInFlightPerSandbox, l.MaxInFlight))
+	}
 	if c.PreviewPort < 0 || c.PreviewPort > 65535 {
 		errs = append(errs, fmt.Errorf("--preview-port %d: want 0 to 65535", c.PreviewPort))
 	}
@@ -113,7 +123,7 @@ func newPreview(ctx context.Context, cfg Config, reg *store.Store, mgr *sandbox.
 	pv := &preview{
 		ports:  ports,
 		signer: proxy.NewSigner(key),
-		proxy:  proxy.New(proxy.Options{Dial: mgr.DialPort, Log: log}),
+		proxy:  proxy.New(proxy.Options{Dial: mgr.DialPort, Log: log, Limits: cfg.PreviewLimits}),
 	}
 	if cfg.PreviewListen != "" {
 		if pv.ln, err = net.Listen("tcp", cfg.PreviewListen); err != nil {

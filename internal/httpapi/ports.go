@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"runtime/debug"
@@ -293,6 +294,11 @@ func (s *Server) servePreview(w http.ResponseWriter, r *http.Request, a proxy.Ad
 			"this preview is private: open a signed link (POST /v1/sandboxes/{id}/ports/{port}/links) or send the API token"))
 		return
 	}
+	release, ok := s.admitProxied(w, p.SandboxID)
+	if !ok {
+		return
+	}
+	defer release()
 	lease, err := s.opts.Manager.AcquireExisting(r.Context(), p.SandboxID)
 	if errors.Is(err, sandbox.ErrNotFound) {
 		writeAPIError(w, errNoPreview())
@@ -348,17 +354,44 @@ func (s *Server) hasAPIToken(r *http.Request) bool {
 	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) == 1
 }
 
+// admitProxied takes an in-flight slot of the proxy for a request to
+// sandbox id, or answers 503 PREVIEW_BUSY and reports false.
+func (s *Server) admitProxied(w http.ResponseWriter, id string) (func(), bool) {
+	release, err := s.opts.Proxy.Admit(id)
+	if err != nil {
+		s.countError(api.CodePreviewBusy)
+		w.Header().Set("Retry-After", "1")
+		writeAPIError(w, api.Errorf(api.CodePreviewBusy,
+			"too many requests to this sandbox's services are in flight (at most %d per sandbox, %d in all); retry shortly",
+			s.opts.Proxy.Limits().MaxInFlightPerSandbox, s.opts.Proxy.Limits().MaxInFlight))
+		return nil, false
+	}
+	return release, true
+}
+
 // proxyError answers a request the proxy could not complete.
 func (s *Server) proxyError(id string, port int) func(http.ResponseWriter, *http.Request, error) {
 	return func(w http.ResponseWriter, r *http.Request, err error) {
+		var dialErr *proxy.DialError
+		var netErr net.Error
 		switch {
 		case errors.Is(err, sandbox.ErrNotFound), errors.Is(err, sandbox.ErrFailed), errors.Is(err, sandbox.ErrUnavailable),
 			errors.Is(err, sandbox.ErrCapacity), errors.Is(err, sandbox.ErrImageNotFound):
 			s.writeError(w, r, err)
-		default:
+		case errors.As(err, &dialErr):
 			s.log.Debug("service not responding", "sandbox", id, "port", port, "err", err)
 			writeAPIError(w, api.Errorf(api.CodeServiceNotResponding,
 				"nothing in the sandbox answered on port %d; is the service listening (on 0.0.0.0 or 127.0.0.1)?", port))
+		case errors.As(err, &netErr) && netErr.Timeout():
+			s.log.Debug("service too slow", "sandbox", id, "port", port, "err", err)
+			writeAPIError(w, api.Errorf(api.CodeServiceNotResponding,
+				"the service on port %d sent no response headers within %s", port, s.opts.Proxy.Limits().HeaderTimeout))
+		default:
+			// Go's transport has no typed error for headers over its limit.
+			s.log.Debug("service answered badly", "sandbox", id, "port", port, "err", err)
+			writeAPIError(w, api.Errorf(api.CodeServiceNotResponding,
+				"the service on port %d broke the connection or sent an invalid response (response headers are limited to %d bytes)",
+				port, s.opts.Proxy.Limits().MaxHeaderBytes))
 		}
 	}
 }
@@ -397,6 +430,11 @@ func (s *Server) portProxy(w http.ResponseWriter, r *http.Request) {
 		exposed = &p
 		r.Header.Del(api.PreviewTokenHeader)
 	}
+	release, ok := s.admitProxied(w, id)
+	if !ok {
+		return
+	}
+	defer release()
 	lease, err := s.opts.Manager.Acquire(r.Context(), id)
 	if err != nil {
 		s.writeError(w, r, err)

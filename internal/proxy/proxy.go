@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"log/slog"
@@ -28,7 +29,60 @@ type Options struct {
 	// IdleConnTimeout bounds how long an idle keep-alive connection to a
 	// sandbox's service is kept for the next request; default 60s.
 	IdleConnTimeout time.Duration
+	Limits          Limits
 }
+
+// Limits bound what a service in a sandbox, and the anonymous clients of
+// its preview URL, can make the daemon hold. Zero fields take the
+// defaults.
+type Limits struct {
+	// MaxHeaderBytes bounds a service's response headers (default 64 KiB;
+	// Go's own default is 10 MiB, held in memory per request).
+	MaxHeaderBytes int64
+	// HeaderTimeout bounds the time from the end of the request to the
+	// service's response headers (default 60s). Bodies, event streams and
+	// WebSockets are not bounded by it once their headers came.
+	HeaderTimeout time.Duration
+	// MaxInFlightPerSandbox and MaxInFlight bound the requests being
+	// served, WebSockets included, per sandbox (default 128) and in all
+	// (default 1024). More get ErrBusy.
+	MaxInFlightPerSandbox, MaxInFlight int
+}
+
+// Default limits.
+const (
+	DefaultMaxHeaderBytes        = 64 << 10
+	DefaultHeaderTimeout         = 60 * time.Second
+	DefaultMaxInFlightPerSandbox = 128
+	DefaultMaxInFlight           = 1024
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if l.HeaderTimeout <= 0 {
+		l.HeaderTimeout = DefaultHeaderTimeout
+	}
+	if l.MaxInFlightPerSandbox <= 0 {
+		l.MaxInFlightPerSandbox = DefaultMaxInFlightPerSandbox
+	}
+	if l.MaxInFlight <= 0 {
+		l.MaxInFlight = DefaultMaxInFlight
+	}
+	return l
+}
+
+// ErrBusy: the sandbox, or the proxy as a whole, is serving as many
+// requests as its limits allow.
+var ErrBusy = errors.New("too many requests in flight")
+
+// DialError is an error of the dial to the service: nothing accepted the
+// connection (or the sandbox is gone), so no request reached it.
+type DialError struct{ Err error }
+
+func (e *DialError) Error() string { return e.Err.Error() }
+func (e *DialError) Unwrap() error { return e.Err }
 
 // Proxy forwards HTTP requests to services in sandboxes: every method,
 // bodies streamed both ways without a size limit, event streams and other
@@ -37,6 +91,8 @@ type Options struct {
 // service are kept alive and reused.
 type Proxy struct {
 	transport *http.Transport
+	limits    Limits
+	inFlight  *inFlight
 	log       *slog.Logger
 	errorLog  *log.Logger
 }
@@ -50,7 +106,10 @@ func New(o Options) *Proxy {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	dial := o.Dial
+	limits := o.Limits.withDefaults()
 	return &Proxy{
+		limits:   limits,
+		inFlight: newInFlight(limits.MaxInFlightPerSandbox, limits.MaxInFlight),
 		log:      o.Log,
 		errorLog: slog.NewLogLogger(o.Log.Handler(), slog.LevelDebug),
 		transport: &http.Transport{
@@ -65,15 +124,36 @@ func New(o Options) *Proxy {
 				if !ok {
 					return nil, fmt.Errorf("bad upstream address %q", addr)
 				}
-				return dial(ctx, id, port)
+				conn, err := dial(ctx, id, port)
+				if err != nil {
+					return nil, &DialError{Err: err}
+				}
+				return conn, nil
 			},
-			MaxIdleConns:          1024,
-			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       o.IdleConnTimeout,
-			DisableCompression:    true,
-			ExpectContinueTimeout: time.Second,
+			MaxIdleConns:           1024,
+			MaxIdleConnsPerHost:    256,
+			IdleConnTimeout:        o.IdleConnTimeout,
+			DisableCompression:     true,
+			ExpectContinueTimeout:  time.Second,
+			MaxResponseHeaderBytes: limits.MaxHeaderBytes,
+			ResponseHeaderTimeout:  limits.HeaderTimeout,
 		},
 	}
+}
+
+// Limits returns the proxy's limits, defaults filled in.
+func (p *Proxy) Limits() Limits { return p.limits }
+
+// Admit takes one of the in-flight slots of sandbox id for a request, or
+// returns ErrBusy. Call it before anything else is spent on the request
+// (waking the sandbox included); release the slot when the request is
+// done.
+func (p *Proxy) Admit(id string) (release func(), err error) {
+	if !p.inFlight.acquire(id) {
+		return nil, ErrBusy
+	}
+	var once sync.Once
+	return func() { once.Do(func() { p.inFlight.release(id) }) }, nil
 }
 
 // Close drops the idle connections to services.

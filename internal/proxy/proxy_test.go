@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -267,5 +268,95 @@ func TestStripCookie(t *testing.T) {
 	stripCookie(h, CookieName)
 	if got := strings.Join(h.Values("Cookie"), "|"); got != "a=1; b=2" {
 		t.Errorf("got %q", got)
+	}
+}
+
+// TestProxyBoundsUpstreamAnswers: a service cannot make the proxy hold
+// more than MaxHeaderBytes of headers or wait for them longer than
+// HeaderTimeout; what it gets instead is an error that says which.
+func TestProxyBoundsUpstreamAnswers(t *testing.T) {
+	addr, mux := backend(t)
+	mux.HandleFunc("/huge", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Huge", strings.Repeat("x", 1<<20))
+		w.Write([]byte("never seen"))
+	})
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	mux.HandleFunc("/hang", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	})
+	mux.HandleFunc("/ok", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Fine", strings.Repeat("y", 16<<10))
+		w.Write([]byte("ok"))
+	})
+	p := New(Options{
+		Dial: func(ctx context.Context, id string, port int) (net.Conn, error) {
+			if port != 8080 {
+				return nil, fmt.Errorf("connection refused")
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr)
+		},
+		Limits: Limits{HeaderTimeout: 300 * time.Millisecond},
+	})
+	t.Cleanup(p.Close)
+	serve := func(path string, port int) (int, error) {
+		var got error
+		rec := httptest.NewRecorder()
+		r := httptest.NewRequest("GET", "http://8080-demo-tok.localhost"+path, nil)
+		p.Serve(rec, r, Request{SandboxID: "demo", Port: port, Host: r.Host}, func(w http.ResponseWriter, r *http.Request, err error) {
+			got = err
+			w.WriteHeader(http.StatusBadGateway)
+		})
+		return rec.Code, got
+	}
+	if code, err := serve("/ok", 8080); code != 200 || err != nil {
+		t.Errorf("16 KiB of headers: %d %v", code, err)
+	}
+	code, err := serve("/huge", 8080)
+	var dialErr *DialError
+	var netErr net.Error
+	if code != http.StatusBadGateway || err == nil || errors.As(err, &dialErr) || (errors.As(err, &netErr) && netErr.Timeout()) {
+		t.Errorf("1 MiB of headers: %d %v", code, err)
+	}
+	if code, err := serve("/hang", 8080); code != http.StatusBadGateway || !errors.As(err, &netErr) || !netErr.Timeout() {
+		t.Errorf("no headers: %d %v, want a timeout", code, err)
+	}
+	if code, err := serve("/ok", 9999); code != http.StatusBadGateway || !errors.As(err, &dialErr) {
+		t.Errorf("nothing listening: %d %v, want a DialError", code, err)
+	}
+}
+
+func TestProxyAdmitsBoundedRequests(t *testing.T) {
+	p := New(Options{Dial: nil, Limits: Limits{MaxInFlightPerSandbox: 2, MaxInFlight: 3}})
+	a1, err1 := p.Admit("a")
+	_, err2 := p.Admit("a")
+	if err1 != nil || err2 != nil {
+		t.Fatalf("first two: %v %v", err1, err2)
+	}
+	if _, err := p.Admit("a"); !errors.Is(err, ErrBusy) {
+		t.Errorf("third for one sandbox: %v, want ErrBusy", err)
+	}
+	b1, err := p.Admit("b")
+	if err != nil {
+		t.Fatalf("another sandbox: %v", err)
+	}
+	if _, err := p.Admit("c"); !errors.Is(err, ErrBusy) {
+		t.Errorf("fourth in all: %v, want ErrBusy", err)
+	}
+	a1()
+	a1() // releasing twice frees one slot only
+	if _, err := p.Admit("c"); err != nil {
+		t.Errorf("after a release: %v", err)
+	}
+	if _, err := p.Admit("c"); !errors.Is(err, ErrBusy) {
+		t.Errorf("a double release freed two slots: %v", err)
+	}
+	b1()
+	if n := len(p.inFlight.per); n != 2 {
+		t.Errorf("%d sandboxes counted, want 2 (a and c)", n)
 	}
 }

@@ -448,6 +448,9 @@ func logTail(path string) string {
 	return strings.TrimSpace(string(data))
 }
 
+// maxAgentHeaderBytes bounds the response headers of an agent call.
+const maxAgentHeaderBytes = 64 << 10
+
 func newAgentTransport(socket string) *http.Transport {
 	return &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -458,6 +461,12 @@ func newAgentTransport(socket string) *http.Transport {
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
+		// The agent's headers are small; whatever answers on its socket
+		// must not make the daemon hold Go's default 10 MiB per call.
+		// (Time to headers is the caller's: a buffered exec answers
+		// when its command ends, up to 24 h later; the daemon's own calls
+		// carry deadlines.)
+		MaxResponseHeaderBytes: maxAgentHeaderBytes,
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/coder/websocket"
@@ -34,6 +35,18 @@ func main() {
 	})
 	mux.HandleFunc("/ws", wsEcho)
 	mux.HandleFunc("/ok", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	// /hugeheader?bytes=N answers with a header of N bytes (default 9 MiB),
+	// as a hostile service would to grow the proxy's memory.
+	mux.HandleFunc("/hugeheader", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("bytes"))
+		if err != nil || n <= 0 || n > 64<<20 {
+			n = 9 << 20
+		}
+		w.Header().Set("X-Huge", strings.Repeat("x", n))
+		w.Write([]byte("huge"))
+	})
+	// /hang never answers; it returns when the client goes.
+	mux.HandleFunc("/hang", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		host, _ := os.Hostname()
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
