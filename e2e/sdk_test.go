@@ -82,6 +82,7 @@ func TestSDKTypeScript(t *testing.T) {
 	if err := runIn(t, dir, 5*time.Minute, nil, "npm", "run", "build"); err != nil {
 		t.Fatalf("building the SDK: %v", err)
 	}
+	checkPackage(t, dir)
 	d := testdaemon.Start(t, testdaemon.Options{})
 	args := []string{"--test", "--test-concurrency=1", "test/"}
 	// Node 20 has WebSocket (for the terminal test) behind a flag.
@@ -100,6 +101,42 @@ func TestSDKTypeScript(t *testing.T) {
 		t.Fatalf("building the example: %v", err)
 	}
 	checkExecutor(t, d, ex, "node", "dist/index.js")
+}
+
+// checkPackage packs the SDK as npm publishes it and imports it, by its
+// name, from a project that installed the tarball: the exports, the built
+// files and the type declarations are in the package.
+func checkPackage(t *testing.T, dir string) {
+	t.Helper()
+	tmp := t.TempDir()
+	if err := runIn(t, dir, 5*time.Minute, nil, "npm", "pack", "--pack-destination", tmp); err != nil {
+		t.Fatalf("npm pack: %v", err)
+	}
+	tgz, _ := filepath.Glob(filepath.Join(tmp, "sandboxd-sdk-*.tgz"))
+	if len(tgz) != 1 {
+		t.Fatalf("npm pack made %v", tgz)
+	}
+	app := filepath.Join(tmp, "app")
+	if err := os.MkdirAll(app, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(app, "package.json"), []byte(`{"name":"app","private":true,"type":"module"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := runIn(t, app, 5*time.Minute, nil, "npm", "install", "--no-audit", "--no-fund", "--offline", tgz[0]); err != nil {
+		t.Fatalf("installing the packed SDK: %v", err)
+	}
+	for _, f := range []string{"dist/index.js", "dist/index.d.ts", "README.md"} {
+		if _, err := os.Stat(filepath.Join(app, "node_modules", "@sandboxd", "sdk", f)); err != nil {
+			t.Errorf("the package lacks %s: %v", f, err)
+		}
+	}
+	probe := `import { SandboxClient, getSandbox, NotFoundError } from "@sandboxd/sdk";
+const sb = getSandbox(new SandboxClient({ url: "http://127.0.0.1:1" }), "x");
+if (typeof sb.exec !== "function" || !(new NotFoundError("X_NOT_FOUND", "m") instanceof Error)) process.exit(1);`
+	if err := runIn(t, app, time.Minute, nil, "node", "--input-type=module", "-e", probe); err != nil {
+		t.Fatalf("importing the packed SDK: %v", err)
+	}
 }
 
 // checkExecutor runs an AI code executor example with its built-in answer

@@ -151,6 +151,11 @@ def test_processes(sb):
     assert types[0] == "process_info" and types[-1] == "exit"
     assert sb.processes.get("srv").status == "killed"
     assert sb.processes.get("no-such-proc") is None
+    cat = sb.processes.start("cat")
+    cat.write_stdin("hello ")
+    cat.write_stdin(b"world\n", close=True)
+    assert cat.wait(timeout=30).exit_code == 0
+    assert cat.logs()["stdout"] == "hello world\n"
     done = sb.processes.start("exit 5").wait(timeout=30)
     assert (done.status, done.exit_code) == ("failed", 5)
     sb.processes.start("sleep 600")

@@ -30,6 +30,8 @@ export interface SandboxOptions {
   sleepAfter?: number;
   /** Never sleep. */
   keepAlive?: boolean;
+  /** `crun` or `runc` (the host's kernel), or `gvisor` (runsc's user-space kernel); default the daemon's. */
+  runtime?: string;
 }
 
 export interface SandboxInfo {

@@ -245,6 +245,11 @@ test("background processes: start, wait for a log line, logs, live log stream, k
   const q = await sb.startProcess("sleep 600");
   assert.ok((await sb.killAllProcesses()) >= 1);
   assert.equal(await q.getStatus(), "killed");
+  const cat = await sb.startProcess("cat");
+  await cat.writeStdin("hello ");
+  await cat.writeStdin(new Uint8Array([0x77, 0x6f, 0x72, 0x6c, 0x64, 0x0a]), { close: true });
+  assert.equal((await cat.waitForExit({ timeout: 30000 })).exitCode, 0);
+  assert.equal((await cat.getLogs()).stdout, "hello world\n");
   const done = await sb.startProcess("exit 5");
   const end = await done.waitForExit({ timeout: 30000 });
   assert.equal(end.exitCode, 5);

@@ -196,7 +196,8 @@ class Client:
 
     def sandbox(self, sandbox_id: str, **options: Any) -> "Sandbox":
         """A handle to sandbox ``sandbox_id``; no I/O. ``options`` (image, env,
-        labels, limits, network, instance_type, sleep_after, keep_alive) apply
+        labels, limits, network, instance_type, sleep_after, keep_alive,
+        runtime) apply
         when the first call creates it."""
         return Sandbox(self._t, sandbox_id, options or None)
 
