@@ -41,6 +41,8 @@ cd "$(dirname "$0")/.."
 RUN_PACKAGES=(
 	# OCI runtimes, networking, disk quotas, process tools
 	crun runc nftables iproute2 procps psmisc kmod e2fsprogs mount util-linux
+	# sandboxes' own /proc/meminfo, cpuinfo, stat and uptime (internal/lxcfs)
+	lxcfs
 	git ca-certificates curl make
 	# the host image: code interpreter and tools sandboxes find on /usr
 	python3

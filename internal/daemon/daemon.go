@@ -23,6 +23,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/console"
 	"github.com/sandboxd/sandboxd/internal/doctor"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
+	"github.com/sandboxd/sandboxd/internal/lxcfs"
 	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/network"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
@@ -109,10 +110,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	views := lxcfs.Start(ctx, lxcfs.Options{Dir: cfg.RunDir, Log: log})
 	mgr = sandbox.New(sandbox.Options{
 		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: cfg.AgentPath,
 		Runtime: rt, GVisor: gv, Store: db, Network: net, Cgroups: cg,
-		Images: sandboxImages{images},
+		Images: sandboxImages{images}, ProcViews: views,
 		Policy: sandbox.Policy{
 			DefaultImage: cfg.DefaultImage, DefaultLimits: cfg.DefaultLimits,
 			MaxLimits: cfg.MaxLimits, DefaultNetwork: cfg.DefaultNetwork, SandboxSubnet: netip.MustParsePrefix(cfg.Subnet).Masked(),

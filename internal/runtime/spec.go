@@ -50,6 +50,9 @@ type Resources struct {
 	MemoryBytes int64
 	MilliCPU    int64
 	Pids        int64
+	// CPUs is the cpuset ("0-1,3"), so that what nproc counts (the CPU
+	// affinity) matches the CPU limit; empty: every CPU.
+	CPUs string
 }
 
 // SpecOptions describe one sandbox container.
@@ -117,6 +120,12 @@ func NewSpec(o SpecOptions) (*specs.Spec, error) {
 	if o.Resources.MilliCPU > 0 {
 		quota := o.Resources.MilliCPU * int64(period) / 1000
 		spec.Linux.Resources.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+	}
+	if o.Resources.CPUs != "" {
+		if spec.Linux.Resources.CPU == nil {
+			spec.Linux.Resources.CPU = &specs.LinuxCPU{}
+		}
+		spec.Linux.Resources.CPU.Cpus = o.Resources.CPUs
 	}
 	sc, err := defaultSeccomp(spec)
 	if err != nil {

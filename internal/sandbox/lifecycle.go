@@ -289,7 +289,13 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	if err := initEtc(p, b.id, b.cfg.Network.Mode, m.opts.Network.DNS()); err != nil {
 		return nil, err
 	}
-	if err := m.writeBundle(b, rt, img, p, ep, cgMounts); err != nil {
+	extra := cgMounts
+	if m.opts.ProcViews != nil && rt.Name != runtime.GVisor {
+		// gVisor's own /proc describes the sandbox already; a FUSE file
+		// would reach it only through the gofer.
+		extra = append(extra, m.opts.ProcViews.Mounts(ctx)...)
+	}
+	if err := m.writeBundle(b, rt, img, p, ep, extra); err != nil {
 		return nil, err
 	}
 	steps.mark("bundle")
@@ -377,6 +383,7 @@ func (m *Manager) writeBundle(b *box, rt *runtime.Runtime, img *rootfs.Image, p 
 		CgroupsPath: cgroupPath(b.rec.Key),
 		Resources: runtime.Resources{
 			MemoryBytes: b.cfg.Limits.MemoryBytes, MilliCPU: b.cfg.Limits.MilliCPU, Pids: b.cfg.Limits.Pids,
+			CPUs: cpusFor(b.rec.Key, b.cfg.Limits.MilliCPU, m.hostCPUs),
 		},
 		Annotations: annotations(b.id, rt.Annotations()),
 	})

@@ -56,8 +56,11 @@ type Options struct {
 	Network Network
 	Cgroups *cgroup.Host
 	Images  Images
-	Policy  Policy
-	Log     *slog.Logger
+	// ProcViews gives sandboxes their own /proc/meminfo and the like; may
+	// be nil (they see the host's).
+	ProcViews ProcViews
+	Policy    Policy
+	Log       *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// Capacity bounds what the host runs at once.
@@ -89,6 +92,8 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 	now  func() time.Time
+	// hostCPUs are the CPUs sandboxes' cpusets are taken from.
+	hostCPUs []int
 
 	mu sync.Mutex
 	// boxes holds every sandbox in the registry plus those being created.
@@ -154,7 +159,7 @@ func New(opts Options) *Manager {
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.NewRegistry()
 	}
-	m := &Manager{opts: opts, log: opts.Log, now: opts.Now, boxes: map[string]*box{}, events: opts.Events}
+	m := &Manager{opts: opts, log: opts.Log, now: opts.Now, boxes: map[string]*box{}, events: opts.Events, hostCPUs: hostCPUs()}
 	m.m = m.registerMetrics(opts.Metrics)
 	return m
 }

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/lxcfs"
 )
 
 // Options tune a daemon.
@@ -255,6 +257,9 @@ func (d *Daemon) teardown(t testing.TB) {
 		cancel()
 	}
 	d.Stop(t)
+	// The daemon's lxcfs outlives it on purpose (running sandboxes keep
+	// their views across a restart); a test's must not.
+	stopLXCFS(d.RunDir)
 	// Whatever is still mounted below our directories (after a test that
 	// killed the daemon, say) is detached.
 	for _, m := range mountsBelow(d.StateDir, d.RunDir) {
@@ -394,4 +399,20 @@ func (d *Daemon) PID() int {
 		return 0
 	}
 	return d.cmd.Process.Pid
+}
+
+// stopLXCFS ends the lxcfs a daemon with run directory dir started, if its
+// pidfile names a live lxcfs.
+func stopLXCFS(dir string) {
+	b, err := os.ReadFile(lxcfs.PIDFile(dir))
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return
+	}
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "lxcfs" {
+		syscall.Kill(pid, syscall.SIGTERM)
+	}
 }
