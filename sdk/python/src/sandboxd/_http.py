@@ -102,11 +102,16 @@ class Transport:
         any other answer is raised as a SandboxError."""
         target = self._prefix + path
         if query:
-            pairs = []
+            pairs: List[Tuple[str, str]] = []
             for k, v in query.items():
                 if v is None or v is False or v == "":
                     continue
-                for one in v if isinstance(v, list) else [v]:
+                values: List[Any] = []
+                if isinstance(v, list):
+                    values.extend(v)
+                else:
+                    values.append(v)
+                for one in values:
                     pairs.append((k, "true" if one is True else str(one)))
             if pairs:
                 target += "?" + urllib.parse.urlencode(pairs)

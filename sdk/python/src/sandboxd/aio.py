@@ -32,7 +32,7 @@ async def _run(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
     ctx = contextvars.copy_context()
     ctx.run(_http._scope.set, scope)
     loop = asyncio.get_running_loop()
-    fut = loop.run_in_executor(None, functools.partial(ctx.run, fn, *args, **kw))
+    fut = loop.run_in_executor(None, lambda: ctx.run(fn, *args, **kw))
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
@@ -96,13 +96,13 @@ class AsyncEventStream:
     async def __anext__(self) -> Dict[str, Any]:
         sentinel = object()
         try:
-            ev = await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, next, self._sync, sentinel))
+            ev: Any = await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, next, self._sync, sentinel))
         except asyncio.CancelledError:
             self._sync.close()
             raise
         if ev is sentinel:
             raise StopAsyncIteration
-        return ev
+        return ev  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         self._sync.close()

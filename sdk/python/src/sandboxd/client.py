@@ -602,7 +602,8 @@ class Process:
     def wait_for_log(self, pattern: Union[str, "re.Pattern[str]"], *, timeout: Optional[float] = None) -> Dict[str, Any]:
         """Waits until a line of output contains ``pattern`` (a compiled regex: matches it, RE2 syntax)."""
         regex = isinstance(pattern, re.Pattern)
-        return self._sb._call("POST", self._p("/wait/log"), json_body={"pattern": pattern.pattern if regex else pattern, "regex": regex or None, "timeout": _ms(timeout)})
+        text = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+        return self._sb._call("POST", self._p("/wait/log"), json_body={"pattern": text, "regex": regex or None, "timeout": _ms(timeout)})
 
     def wait_for_port(self, port: int, *, http_path: Optional[str] = None, timeout: Optional[float] = None) -> Dict[str, Any]:
         """Waits until the port accepts connections (``http_path``: answers HTTP 2xx/3xx there)."""
@@ -727,7 +728,8 @@ def _lines(s: str) -> List[str]:
 
 def _collect_code(st: EventStream, code: str, language: str, on_stdout: Any, on_stderr: Any, on_result: Any, on_error: Any) -> Execution:
     res = Execution(code=code, context_id="", language=language)
-    out, err = [], []
+    out: List[str] = []
+    err: List[str] = []
     for ev in st:
         t = ev.get("type")
         if t == "start":
