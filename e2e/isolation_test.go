@@ -12,6 +12,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/testdaemon"
 )
 
 // Each case is an attempt to break out of a sandbox; the command must
@@ -187,6 +188,45 @@ func TestForkBombIsBoundedByPids(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+
+	// A bomb that detaches from its command: the exec answers at once and
+	// the bomb goes on, holding every task of the user cgroup. The next
+	// command finds the cgroup full and still failing to fork; the agent
+	// kills every user process, and the command runs.
+	run(t, bomb, "setsid bash -c 'bomb() { bomb | bomb & }; bomb' </dev/null >/dev/null 2>&1 &")
+	waitForFullUserCgroup(t, d)
+	res, err := bomb.Exec(ctxT(t, 60*time.Second), "echo recovered; ps -e --no-headers | wc -l", client.WithTimeout(30*time.Second))
+	if err != nil || res.ExitCode != 0 || !strings.HasPrefix(res.Stdout, "recovered\n") {
+		t.Fatalf("first command after a detached fork bomb: %v %+v", err, res)
+	}
+	if n, _ := strconv.Atoi(trim(strings.SplitN(res.Stdout, "\n", 2)[1])); n > 10 {
+		t.Errorf("%d processes left after the recovery, want the bomb gone", n)
+	}
+	if got := trim(run(t, other, "echo fine")); got != "fine" {
+		t.Errorf("bystander after the detached bomb: %q", got)
+	}
+}
+
+// waitForFullUserCgroup waits until the user cgroup of one of the daemon's
+// sandboxes holds at least 90% of its pids limit (a fork bomb took off).
+func waitForFullUserCgroup(t *testing.T, d *testdaemon.Daemon) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, key := range d.Keys() {
+			for _, dir := range []string{"/sys/fs/cgroup/pids/sandboxd/" + key + "/user", "/sys/fs/cgroup/sandboxd/" + key + "/user"} {
+				cur, err1 := os.ReadFile(dir + "/pids.current")
+				max, err2 := os.ReadFile(dir + "/pids.max")
+				c, _ := strconv.Atoi(trim(string(cur)))
+				m, _ := strconv.Atoi(trim(string(max)))
+				if err1 == nil && err2 == nil && m > 0 && c >= m-m/10 {
+					return
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("the detached fork bomb never filled the user cgroup")
 }
 
 // TestSeccompAppliesToEverySandbox: the daemon hands crun the filter it

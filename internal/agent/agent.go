@@ -27,6 +27,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/agent/interp"
+	"github.com/sandboxd/sandboxd/internal/agent/pidguard"
 	"github.com/sandboxd/sandboxd/internal/agent/process"
 	"github.com/sandboxd/sandboxd/internal/agent/pty"
 	"github.com/sandboxd/sandboxd/internal/agent/reaper"
@@ -214,6 +215,7 @@ func New(cfg Config) (*Agent, error) {
 		files:        fsvc,
 		keepalive:    cfg.Keepalive,
 		writeTimeout: 30 * time.Second,
+		pids:         pidguard.New(pidguard.DefaultRoot, cfg.Log),
 	}
 	a.server.activity = append(a.server.activity, func(act *api.AgentActivity) {
 		act.RunningProcesses += a.processes.Running()

@@ -83,6 +83,7 @@ func (s *server) startProcess(w http.ResponseWriter, r *http.Request) {
 	if cwd == "" {
 		cwd = sess.Cwd()
 	}
+	s.pids.Check()
 	p, err := s.processes.Start(r.Context(), process.StartOptions{
 		ID: req.ProcessID, Command: req.Command, Env: sess.Environ(acct, req.Env), Cwd: cwd,
 		SessionID: req.SessionID, Account: acct, AutoCleanup: req.AutoCleanup,

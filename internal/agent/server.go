@@ -17,6 +17,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/agent/interp"
+	"github.com/sandboxd/sandboxd/internal/agent/pidguard"
 	"github.com/sandboxd/sandboxd/internal/agent/process"
 	"github.com/sandboxd/sandboxd/internal/agent/pty"
 	"github.com/sandboxd/sandboxd/internal/agent/session"
@@ -25,17 +26,20 @@ import (
 
 // server holds the HTTP handlers.
 type server struct {
-	log          *slog.Logger
-	version      string
-	sessions     *session.Manager
-	processes    *process.Manager
-	state        *stateStore
-	users        *user.DB
-	code         *interp.Manager
-	terminals    *pty.Manager
-	termBaseEnv  []string // the environment of terminals outside sessions
-	workspace    string
-	files        *fileService // files, watches and git (files_api.go)
+	log         *slog.Logger
+	version     string
+	sessions    *session.Manager
+	processes   *process.Manager
+	state       *stateStore
+	users       *user.DB
+	code        *interp.Manager
+	terminals   *pty.Manager
+	termBaseEnv []string // the environment of terminals outside sessions
+	workspace   string
+	files       *fileService // files, watches and git (files_api.go)
+	// pids recovers the sandbox from a detached fork bomb before a
+	// command or process starts.
+	pids         *pidguard.Guard
 	keepalive    time.Duration
 	writeTimeout time.Duration // for one stream event to be accepted by the client
 	// shutdown stops the agent, giving the reason (set by Agent.Run).
@@ -197,6 +201,7 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
+	s.pids.Check()
 	sess, err := s.sessions.Get(call.sessionID)
 	if err != nil {
 		writeError(w, s.apiError(err))

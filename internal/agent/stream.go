@@ -23,6 +23,7 @@ func (s *server) execStream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
+	s.pids.Check()
 	sess, err := s.sessions.Get(call.sessionID)
 	if err != nil {
 		writeError(w, s.apiError(err))
