@@ -13,7 +13,10 @@ export interface Limits {
 
 export interface NetworkOptions {
   mode?: "none" | "internet";
+  /** Otherwise blocked CIDRs beyond the host; never the host or another sandbox. */
   allowCidrs?: string[];
+  /** Addresses of the host itself the sandbox may connect to. */
+  allowHostCidrs?: string[];
 }
 
 /** Options of a sandbox, applied only when a call creates it. */
@@ -43,7 +46,7 @@ export interface SandboxInfo {
   runtime: string;
   labels?: Record<string, string>;
   limits: Limits;
-  network: { mode: string; allowCidrs?: string[]; address?: string; gateway?: string };
+  network: { mode: string; allowCidrs?: string[]; allowHostCidrs?: string[]; address?: string; gateway?: string };
   createdAt: string;
   lastUsedAt: string;
   statusChangedAt: string;

@@ -232,7 +232,7 @@ def _sandbox_options(o: Mapping[str, Any]) -> Dict[str, Any]:
         if k == "limits" and isinstance(v, Mapping):
             v = {{"memory_bytes": "memoryBytes", "milli_cpu": "milliCpu", "disk_bytes": "diskBytes"}.get(a, a): b for a, b in v.items()}
         if k == "network" and isinstance(v, Mapping):
-            v = {{"allow_cidrs": "allowCidrs"}.get(a, a): b for a, b in v.items()}
+            v = {{"allow_cidrs": "allowCidrs", "allow_host_cidrs": "allowHostCidrs"}.get(a, a): b for a, b in v.items()}
         out[_OPTION_NAMES.get(k, k)] = v
     return out
 
