@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -15,6 +16,11 @@ import (
 // recognise are internal: the user gets a generic message and the cause
 // goes to the log.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		// The call failed because the client left (or half-closed its
+		// side): no answer, rather than a 500 it did not cause.
+		abortResponse()
+	}
 	e := s.classify(err)
 	if e.Code.HTTPStatus() >= 500 {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", err)

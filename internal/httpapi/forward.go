@@ -15,6 +15,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/api/sse"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
 // agentInternal are agent routes only the daemon may call; they are not
@@ -71,10 +72,12 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		if buffered {
 			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
-		failure := s.proxy(w, r, id, rest, lease.Transport, buffered && attempt == 1)
-		lease.Release()
-		if failure == reached {
+		failure := s.proxyLeased(w, r, id, rest, lease, buffered && attempt == 1)
+		switch failure {
+		case reached:
 			return
+		case clientGone:
+			abortResponse()
 		}
 		// The agent could not be reached. Make sure the manager knows, then
 		// try once more on a fresh start — but only if the request cannot
@@ -96,10 +99,27 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 type failure int
 
 const (
-	reached      failure = iota // the agent answered (or the client left)
+	reached      failure = iota // the agent answered
 	notConnected                // no connection to the agent could be made
 	cutOff                      // connected, but cut before any answer
+	clientGone                  // the client left (or half-closed) before any answer
 )
+
+// abortResponse ends the handler without an answer: the server closes
+// the connection instead of sending one. A handler that returns without
+// writing gets an implicit "200 OK" with an empty body, which a client
+// that half-closed its side (shutdown(SHUT_WR) after a complete request,
+// which cancels the request's context) would read as success although
+// its command never ran.
+func abortResponse() { panic(http.ErrAbortHandler) }
+
+// proxyLeased is proxy with the lease released however it ends (the
+// reverse proxy panics with http.ErrAbortHandler when a response breaks
+// mid-way).
+func (s *Server) proxyLeased(w http.ResponseWriter, r *http.Request, id, rest string, lease *sandbox.Lease, retryable bool) failure {
+	defer lease.Release()
+	return s.proxy(w, r, id, rest, lease.Transport, retryable)
+}
 
 // bufferBody reads a JSON body (bounded) into memory; other bodies are
 // left to stream.
@@ -157,7 +177,8 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rest string, 
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
-				return // the client went away; nobody to answer
+				f = clientGone // the client went away: nobody to answer
+				return
 			}
 			if retryable && isDialError(err) {
 				f = notConnected

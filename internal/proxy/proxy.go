@@ -227,7 +227,10 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, req Request, onErr
 		ErrorLog:   p.errorLog,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
-				return // the client went away: nobody to answer
+				// The client went away, or half-closed its side: no
+				// answer at all, rather than the implicit empty "200 OK"
+				// of a handler that writes nothing.
+				panic(http.ErrAbortHandler)
 			}
 			onError(w, r, err)
 		},
