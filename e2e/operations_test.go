@@ -3,10 +3,14 @@ package e2e
 import (
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sandboxd/sandboxd/internal/testdaemon"
 )
@@ -101,4 +105,70 @@ func TestDaemonLogsHostProblems(t *testing.T) {
 			t.Errorf("the doctor found %s %s, the daemon logged it %d times; want once", c.Name, c.Status, n)
 		}
 	}
+}
+
+// TestRequestIDAndJSONLogs: with --log-format json every log line is a JSON
+// object; a request's X-Request-Id comes back in the response and appears
+// in the daemon's log lines and in the agent's, which is where a command
+// killed on its timeout is recorded.
+func TestRequestIDAndJSONLogs(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--log-format", "json"}})
+	sb := d.Client.Sandbox("rid")
+	run(t, sb, "true") // created, so that the next call is only the exec
+
+	const id = "e2e-request-1"
+	req, err := http.NewRequestWithContext(ctxT(t, time.Minute), "POST", d.URL+"/v1/sandboxes/rid/exec",
+		strings.NewReader(`{"command":"sleep 60","timeout":500}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+d.Token)
+	req.Header.Set("X-Request-Id", id)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if got := resp.Header.Get("X-Request-Id"); got != id {
+		t.Errorf("X-Request-Id %q in the response, want the caller's %q", got, id)
+	}
+	if !strings.Contains(string(body), "COMMAND_TIMEOUT") {
+		t.Errorf("exec past its timeout answered %d %s", resp.StatusCode, body)
+	}
+
+	// A request without an ID gets one.
+	resp, err = http.Get(d.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("X-Request-Id") == "" {
+		t.Error("no X-Request-Id on a request that sent none")
+	}
+
+	var found bool
+	for _, line := range strings.Split(strings.TrimSpace(d.Logs()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("a log line is not JSON: %q", line)
+			continue
+		}
+		if rec["request_id"] == id {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no daemon log line with request_id %q", id)
+	}
+	agentLogs, _ := filepath.Glob(filepath.Join(d.StateDir, "sandboxes", "*", "agent.log"))
+	waitFor(t, 30*time.Second, func() bool {
+		for _, p := range agentLogs {
+			if data, _ := os.ReadFile(p); strings.Contains(string(data), "request_id="+id) {
+				return true
+			}
+		}
+		return false
+	}, "the request ID in the agent's log "+strings.Join(agentLogs, ", "))
 }

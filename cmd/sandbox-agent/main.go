@@ -23,6 +23,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/agent"
 	"github.com/sandboxd/sandboxd/internal/agent/agentlog"
 	"github.com/sandboxd/sandboxd/internal/agent/spawn"
+	"github.com/sandboxd/sandboxd/internal/requestid"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -61,10 +62,11 @@ func main() {
 		os.Exit(2)
 	}
 	// stderr is a file on the host (see agentlog): kept bounded while the
-	// agent runs, for the standard logger too (libraries).
+	// agent runs, for the standard logger too (libraries). Lines logged
+	// with a request's context carry the daemon's request ID.
 	logw := agentlog.New(os.Stderr, agentlog.DefaultMax)
 	stdlog.SetOutput(logw)
-	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: cfg.logLevel}))
+	log := slog.New(requestid.Handler(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: cfg.logLevel})))
 
 	// User code runs as root in the same namespaces as the agent, with the
 	// same capabilities, so the kernel would let it ptrace the agent (and

@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/bytesize"
 	"github.com/sandboxd/sandboxd/internal/daemon"
 	"github.com/sandboxd/sandboxd/internal/proxy"
+	"github.com/sandboxd/sandboxd/internal/requestid"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
@@ -43,13 +45,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "sandboxd:", err)
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.level}))
+	log := newLogger(o)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if command == "doctor" {
 		os.Exit(runDoctor(ctx, o))
 	}
-	o.cfg.Banner = true
+	// The banner is for a person reading a terminal; JSON logs go to tools.
+	o.cfg.Banner = o.logFormat == "text"
 	if err := daemon.Run(ctx, o.cfg, log); err != nil {
 		log.Error("sandboxd stopped", "err", err)
 		os.Exit(1)
@@ -60,15 +63,19 @@ func main() {
 type options struct {
 	cfg   daemon.Config
 	level slog.Level
+	// logFormat is text or json.
+	logFormat string
 	// json: doctor prints its report as JSON.
 	json bool
+	// flags are the flags parsed (a config file's keys).
+	flags *flag.FlagSet
 	// configErr is what validating the configuration found (doctor only).
 	configErr error
 }
 
 func parseFlags(command string, args []string) (options, error) {
 	fs := flag.NewFlagSet("sandboxd "+command, flag.ContinueOnError)
-	o := options{cfg: daemon.Config{Version: version}}
+	o := options{cfg: daemon.Config{Version: version}, flags: fs}
 	cfg := &o.cfg
 	var dns, blocked, logLevel string
 	var defMem, maxMem, budget, maxDisk, maxImage, previewHeaderBytes string
@@ -106,14 +113,18 @@ func parseFlags(command string, args []string) (options, error) {
 	fs.StringVar(&maxImage, "max-image-size", "32Gi", "largest image (unpacked) or image upload accepted")
 	fs.StringVar(&cfg.ImageCacheDir, "image-cache-dir", "/var/cache/sandboxd", "cache of base image builds, shared by state directories (empty: none)")
 	fs.StringVar(&cfg.PreviewDomain, "preview-domain", "localhost", "preview URLs are {port}-{sandbox}-{token}.DOMAIN (browsers send *.localhost to loopback)")
-	fs.StringVar(&cfg.PreviewScheme, "preview-scheme", "http", "scheme of preview URLs: http, or https behind a TLS proxy")
+	fs.StringVar(&cfg.PreviewScheme, "preview-scheme", "", "scheme of preview URLs: http or https (default: https with --tls-cert, else http; https behind a TLS proxy)")
 	fs.StringVar(&cfg.PreviewListen, "preview-listen", "", "extra address that serves only preview traffic (default: previews come in on --listen)")
 	fs.IntVar(&cfg.PreviewPort, "preview-port", 0, "port in preview URLs (default: the preview listener's; 80 or 443 leave it out)")
 	fs.StringVar(&previewHeaderBytes, "preview-max-header-bytes", "64Ki", "largest response headers a service in a sandbox may send through the preview proxy (4Ki to 16Mi)")
 	fs.DurationVar(&cfg.PreviewLimits.HeaderTimeout, "preview-header-timeout", proxy.DefaultHeaderTimeout, "longest a service in a sandbox may take to send its response headers through the preview proxy")
 	fs.IntVar(&cfg.PreviewLimits.MaxInFlightPerSandbox, "preview-max-inflight-per-sandbox", proxy.DefaultMaxInFlightPerSandbox, "most proxied requests (preview URLs, port proxy, WebSockets) in flight to one sandbox; more get 503 PREVIEW_BUSY")
 	fs.IntVar(&cfg.PreviewLimits.MaxInFlight, "preview-max-inflight", proxy.DefaultMaxInFlight, "most proxied requests in flight in all; more get 503 PREVIEW_BUSY")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate (chain) for the API and preview listeners; with --tls-key they serve HTTPS (reloaded on SIGHUP)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "text (key=value) or json (one JSON object per line)")
+	configFile := fs.String("config", defaultConfigFile, "YAML config file whose keys are these flags' names; flags given here override it (empty: none)")
 	if command == "doctor" {
 		fs.BoolVar(&o.json, "json", false, "print the report as JSON")
 	}
@@ -122,6 +133,19 @@ func parseFlags(command string, args []string) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if *configFile != "" {
+		explicit := false
+		fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+		if err := applyConfigFile(fs, *configFile, explicit); err != nil {
+			if command != "doctor" {
+				return o, err
+			}
+			o.configErr = err
+		}
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return o, fmt.Errorf("--log-format %q: want text or json", o.logFormat)
 	}
 	if err := o.level.UnmarshalText([]byte(logLevel)); err != nil {
 		return o, fmt.Errorf("--log-level: %w", err)
@@ -163,10 +187,21 @@ func parseFlags(command string, args []string) (options, error) {
 	}
 	if command == "doctor" {
 		// The doctor reports a bad configuration as one of its findings.
-		o.configErr = cfg.Validate()
+		o.configErr = errors.Join(o.configErr, cfg.Validate())
 		return o, nil
 	}
 	return o, cfg.Validate()
+}
+
+// newLogger builds the one logger of the process, in the chosen format.
+func newLogger(o options) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: o.level}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+	if o.logFormat == "json" {
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	}
+	// Lines logged with a request's context carry its X-Request-Id.
+	return slog.New(requestid.Handler(h))
 }
 
 func hostMemory() int64 {

@@ -34,6 +34,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/agent/session"
 	"github.com/sandboxd/sandboxd/internal/agent/spawn"
 	"github.com/sandboxd/sandboxd/internal/agent/user"
+	"github.com/sandboxd/sandboxd/internal/requestid"
 )
 
 // Defaults of the agent's configuration.
@@ -225,7 +226,9 @@ func New(cfg Config) (*Agent, error) {
 }
 
 // Handler is the agent's HTTP API.
-func (a *Agent) Handler() http.Handler { return a.server.routes() }
+func (a *Agent) Handler() http.Handler {
+	return requestid.Middleware(a.server.logRequests(a.server.routes()))
+}
 
 // Run serves ln until ctx is done, then shuts down in this order:
 //  1. stop accepting connections (the HTTP server's Shutdown begins);

@@ -938,7 +938,7 @@ func (s *server) exportArchive(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	if err := s.files.fs.Export(r.Context(), p, w, files.ExportOptions{Exclude: excl}); err != nil {
 		if r.Context().Err() == nil {
-			s.log.Warn("tar export failed mid-stream; cutting the connection", "err", err)
+			s.log.WarnContext(r.Context(), "tar export failed mid-stream; cutting the connection", "err", err)
 		}
 		panic(http.ErrAbortHandler)
 	}

@@ -229,7 +229,7 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
-	s.log.Debug("exec", "session", call.sessionID, "exit", res.ExitCode, "took", res.Duration)
+	s.log.DebugContext(r.Context(), "exec", "session", call.sessionID, "exit", res.ExitCode, "took", res.Duration)
 	writeJSON(w, http.StatusOK, api.ExecResult{
 		Success:   res.ExitCode == 0,
 		ExitCode:  res.ExitCode,

@@ -57,7 +57,7 @@ func (s *server) execStream(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	s.log.Debug("exec stream", "session", call.sessionID, "exit", res.ExitCode, "took", res.Duration)
+	s.log.DebugContext(r.Context(), "exec stream", "session", call.sessionID, "exit", res.ExitCode, "took", res.Duration)
 	code := res.ExitCode
 	ew.send(api.EventComplete, &api.ExecEvent{
 		Type: api.EventComplete, Timestamp: now(), ExitCode: &code, Duration: res.Duration.Milliseconds(),

@@ -150,7 +150,7 @@ func (s *server) terminal(w http.ResponseWriter, r *http.Request) {
 	defer conn.CloseNow()
 	conn.SetReadLimit(api.MaxTerminalFrameBytes)
 	info := client.Info()
-	s.log.Debug("terminal attached", "terminal", info.ID, "created", created)
+	s.log.DebugContext(r.Context(), "terminal attached", "terminal", info.ID, "created", created)
 
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()

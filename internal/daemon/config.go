@@ -92,6 +92,9 @@ type Config struct {
 	// WarmPool is how many default sandboxes are kept started ahead.
 	WarmPool int
 	Version  string
+	// TLSCert and TLSKey are PEM files; when both are set the API and
+	// preview listeners serve HTTPS, and SIGHUP reloads them.
+	TLSCert, TLSKey string
 	// Banner: once listening, print for a person where the daemon is, where
 	// its token is and a first command (text logs only).
 	Banner bool
@@ -193,6 +196,7 @@ func (c *Config) Validate() error {
 	if c.Capacity.MemoryBudget != 0 && c.Capacity.MemoryBudget < c.DefaultLimits.MemoryBytes {
 		errs = append(errs, fmt.Errorf("--memory-budget %d is below the default sandbox memory %d: no sandbox could start", c.Capacity.MemoryBudget, c.DefaultLimits.MemoryBytes))
 	}
+	errs = append(errs, c.validateTLS()...)
 	errs = append(errs, c.validatePreview()...)
 	return errors.Join(errs...)
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/lxcfs"
 	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/network"
+	"github.com/sandboxd/sandboxd/internal/requestid"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
 	"github.com/sandboxd/sandboxd/internal/runtime"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
@@ -136,6 +138,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	certs, err := loadCerts(cfg)
+	if err != nil {
+		return err
+	}
+	if certs != nil && pv.ln != nil {
+		pv.ln = tls.NewListener(pv.ln, certs.config())
+	}
 	self := newSelfListener()
 	mcp, err := newMCP(self, token, cfg.Version, log)
 	if err != nil {
@@ -143,21 +152,34 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	api := httpapi.New(httpapi.Options{Manager: mgr, Images: images, Token: token, Version: cfg.Version, Runtime: defaultRuntime, Runtimes: runtimes, Log: log, Metrics: registry,
 		Ports: pv.ports, Proxy: pv.proxy, Signer: pv.signer, Preview: pv.options(cfg), Console: console.Handler(), MCP: mcp})
-	return serve(ctx, cfg, api, self, mgr, log, pv.tasks(api, log)...)
+	tasks := append(pv.tasks(api, log), func(ctx context.Context) error { return watchSIGHUP(ctx, certs, log) })
+	return serve(ctx, cfg, certs, requestid.Middleware(api), self, mgr, log, tasks...)
+}
+
+// loadCerts returns the TLS certificate's reloader, or nil without TLS.
+func loadCerts(cfg Config) (*certReloader, error) {
+	if !cfg.TLS() {
+		return nil, nil
+	}
+	return newCertReloader(cfg.TLSCert, cfg.TLSKey)
 }
 
 // serve runs the API listener (and self, the in-memory listener of the
 // daemon's own MCP tools), the last-use flusher and the tasks (each must
 // return when its context ends) until ctx ends.
-func serve(ctx context.Context, cfg Config, handler http.Handler, self *selfListener, mgr *sandbox.Manager, log *slog.Logger, tasks ...func(context.Context) error) error {
+func serve(ctx context.Context, cfg Config, certs *certReloader, handler http.Handler, self *selfListener, mgr *sandbox.Manager, log *slog.Logger, tasks ...func(context.Context) error) error {
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
+	scheme := "http"
+	if certs != nil {
+		ln, scheme = tls.NewListener(ln, certs.config()), "https"
+	}
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
-	log.Info("sandboxd serving", "listen", ln.Addr().String(), "state_dir", cfg.StateDir, "version", cfg.Version)
+	log.Info("sandboxd serving", "listen", ln.Addr().String(), "scheme", scheme, "state_dir", cfg.StateDir, "version", cfg.Version)
 	if cfg.Banner {
-		writeBanner(os.Stderr, cfg, ln.Addr(), "http")
+		writeBanner(os.Stderr, cfg, ln.Addr(), scheme)
 	}
 
 	g, gctx := errgroup.WithContext(ctx)

@@ -67,6 +67,9 @@ func (c *Config) validatePreview() []error {
 	}
 	if c.PreviewScheme == "" {
 		c.PreviewScheme = "http"
+		if c.TLS() {
+			c.PreviewScheme = "https"
+		}
 	}
 	if c.PreviewScheme != "http" && c.PreviewScheme != "https" {
 		errs = append(errs, fmt.Errorf("--preview-scheme %q: want http or https", c.PreviewScheme))

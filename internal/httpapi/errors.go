@@ -23,7 +23,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	e := s.classify(err)
 	if e.Code.HTTPStatus() >= 500 {
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", err)
+		s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", err)
 	}
 	if e.Code == api.CodeCapacityExceeded {
 		retryAfter(w)

@@ -129,7 +129,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.log.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
 			writeAPIError(w, &api.Error{Code: api.CodeInternal, Message: "internal error; see the daemon's log"})
 		}
-		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "took", time.Since(start))
+		s.log.DebugContext(r.Context(), "request", "method", r.Method, "path", r.URL.Path, "took", time.Since(start))
 	}()
 	if s.servePreviewHost(w, r) || s.serveConsole(w, r) {
 		return
