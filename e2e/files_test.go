@@ -236,14 +236,14 @@ func TestFilesPathsStayInTheSandbox(t *testing.T) {
 		}
 	})
 	t.Run("the agent's own files", func(t *testing.T) {
-		for _, p := range []string{"/.sandboxd/run/agent.sock", "/.sandboxd/agent", "/.sandboxd"} {
+		for _, p := range []string{"/.sandboxd/agent", "/.sandboxd"} {
 			if err := sb.DeleteFile(ctx, p, client.Recursive()); codeOf(err) != api.CodePermissionDenied {
 				t.Errorf("delete %s: %v", p, err)
 			}
 		}
-		run(t, sb, "ln -sfn /.sandboxd/run /workspace/run")
-		if _, err := sb.WriteFile(ctx, "/workspace/run/planted", []byte("x")); codeOf(err) != api.CodePermissionDenied {
-			t.Errorf("write through a link into the agent's socket dir: %v", err)
+		run(t, sb, "ln -sfn /.sandboxd /workspace/private")
+		if _, err := sb.WriteFile(ctx, "/workspace/private/planted", []byte("x")); codeOf(err) != api.CodePermissionDenied {
+			t.Errorf("write through a link into the agent's directory: %v", err)
 		}
 		if _, err := sb.MoveFile(ctx, "/.sandboxd", "/tmp/moved"); codeOf(err) != api.CodePermissionDenied {
 			t.Errorf("move /.sandboxd: %v", err)
@@ -254,14 +254,13 @@ func TestFilesPathsStayInTheSandbox(t *testing.T) {
 	})
 	t.Run("symlink swaps during writes", func(t *testing.T) {
 		// User code exchanges /workspace/swap, atomically and as fast as
-		// it can, between a directory and a symlink to the agent's socket
-		// directory (a host directory), while files are written through
-		// it.
+		// it can, between a directory and a symlink to the agent's private
+		// directory, while files are written through it.
 		st, err := sb.ExecStream(ctx, `python3 -c '
 import ctypes, os, time
 libc = ctypes.CDLL(None, use_errno=True)
 os.chdir("/workspace"); os.makedirs("swap", exist_ok=True)
-if not os.path.lexists("swap.l"): os.symlink("/.sandboxd/run", "swap.l")
+if not os.path.lexists("swap.l"): os.symlink("/.sandboxd", "swap.l")
 n, end = 0, time.time() + 6
 while time.time() < end:
     if libc.renameat2(-100, b"swap", -100, b"swap.l", 2) == 0: n += 1
@@ -294,6 +293,9 @@ print(n)'`)
 			}
 			return nil
 		})
+		if got := trim(run(t, sb, "ls -A /.sandboxd | grep -c -e planted -e '^sub$' || true")); got != "0" {
+			t.Errorf("%s writes landed in the agent's directory", got)
+		}
 	})
 	t.Run("long names and paths", func(t *testing.T) {
 		long := strings.Repeat("n", 255)

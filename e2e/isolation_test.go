@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -246,22 +250,55 @@ print(r, ctypes.get_errno() == 1)'; grep -c "^Seccomp:.2" /proc/self/status`
 	}
 }
 
-// TestSandboxCannotFillTheHostsRunDirectory: the agent's socket directory
-// is writable from inside (the agent creates its socket there); it must
-// be a small filesystem of its own, not the host's /run.
-func TestSandboxCannotFillTheHostsRunDirectory(t *testing.T) {
+// TestAgentSocketCannotBeReplaced: the agent's socket used to sit in a
+// directory bind-mounted read-write into the sandbox, so root inside
+// could unlink it and listen in its place, and the daemon dialled the
+// impostor (which answered with huge headers, or never). The socket is
+// now bound on the host, in a directory the sandbox cannot see, and
+// handed to the agent as a descriptor; the sandbox has no host directory
+// it can write (the 10 MB below land on its own disk).
+func TestAgentSocketCannotBeReplaced(t *testing.T) {
 	d := daemon(t)
-	sb := d.Client.Sandbox("filler")
-	res, err := sb.Exec(ctxT(t, 60*time.Second), "head -c 10000000 /dev/zero > /.sandboxd/run/fill; echo exit=$?; rm -f /.sandboxd/run/fill")
-	if err != nil {
+	sb := d.Client.Sandbox("impostor")
+	const impostor = `
+import os, socket, threading
+os.makedirs("/.sandboxd/run", exist_ok=True)
+for p in ("/.sandboxd/run/agent.sock", "/run/agent.sock"):
+    try: os.unlink(p)
+    except FileNotFoundError: pass
+    s = socket.socket(socket.AF_UNIX); s.bind(p); s.listen(64)
+    def serve(s=s):
+        while True:
+            c, _ = s.accept()
+            c.recv(65536)
+            c.sendall(b"HTTP/1.1 200 OK\r\nX-Big: " + b"x" * (9 << 20) + b"\r\n\r\n")
+    threading.Thread(target=serve, daemon=True).start()
+print("listening", flush=True)
+threading.Event().wait()
+`
+	if _, err := sb.StartProcess(ctxT(t, 60*time.Second), "python3 -c '"+strings.ReplaceAll(impostor, "'", `'"'"'`)+"'"); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(res.Stdout, "exit=1") || !strings.Contains(res.Stderr, "No space left") {
-		t.Errorf("writing 10 MB into the agent's socket directory: %+v", res)
+	if got := trim(run(t, sb, "for i in $(seq 50); do ls /.sandboxd/run/agent.sock >/dev/null 2>&1 && break; sleep 0.1; done; "+
+		"head -c 10000000 /dev/zero > /.sandboxd/run/fill && echo filled; rm -f /.sandboxd/run/fill; ls /.sandboxd/run")); got != "filled\nagent.sock" {
+		t.Fatalf("planting the impostor: %q", got)
 	}
-	if got := trim(run(t, sb, "echo still-works")); got != "still-works" {
-		t.Errorf("after: %q", got)
+	key := onlyKey(t, d)
+	check := func(when string) {
+		t.Helper()
+		for i := 0; i < 5; i++ {
+			if got := trim(run(t, sb, "echo real-agent")); got != "real-agent" {
+				t.Errorf("%s: exec answered %q", when, got)
+			}
+		}
+		entries, _ := os.ReadDir(filepath.Join(d.RunDir, "sandboxes", key))
+		if len(entries) != 1 || entries[0].Name() != "agent.sock" {
+			t.Errorf("%s: the host's socket directory holds %v, want only agent.sock", when, entries)
+		}
 	}
+	check("with an impostor listening inside")
+	d.Restart(t) // a restarted daemon finds the agent by its path again
+	check("after a daemon restart")
 }
 
 // TestSandboxCannotFillTheStateDiskThroughEtc: /etc/hosts, /etc/hostname
@@ -286,9 +323,9 @@ func TestSandboxCannotFillTheStateDiskThroughEtc(t *testing.T) {
 	run(t, sb, "echo 127.0.0.1 localhost > /etc/hosts")
 }
 
-// TestAgentLogStaysBounded: root in a sandbox can make its agent log a line
-// per request through the agent's socket (here: sessions for a user that
-// cannot be created, /etc/passwd being a directory). The log is a file on
+// TestAgentLogStaysBounded: a sandbox can make its agent log a line per
+// request (here: sessions for a user that cannot be created, /etc/passwd
+// being a directory). The log is a file on
 // the host's state filesystem; the agent keeps it under 1 MiB while it
 // runs, and nothing but the agent holds it open.
 func TestAgentLogStaysBounded(t *testing.T) {
@@ -301,26 +338,23 @@ func TestAgentLogStaysBounded(t *testing.T) {
 	if holders := openers(logPath); len(holders) != 1 || holders[0] != agent {
 		t.Errorf("the agent log is held open by %v; want only the agent (%d)", holders, agent)
 	}
-	const flood = `
-import http.client, json, socket
-class Agent(http.client.HTTPConnection):
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect("/.sandboxd/run/agent.sock")
-c = Agent("agent")
-body = json.dumps({"user": "u" + "x" * 30})
-codes = set()
-for i in range(20000):
-    c.request("POST", "/sessions", body, {"Content-Type": "application/json"})
-    r = c.getresponse()
-    r.read()
-    codes.add(r.status)
-print(sorted(codes))
-`
+	// Through the agent's socket on the host, as the daemon forwards
+	// requests (the sandbox itself cannot reach the socket any more).
+	agentClient := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(d.RunDir, "sandboxes", key, "agent.sock"))
+	}}}
 	run(t, sb, "mv /etc/passwd /etc/passwd.real && mkdir /etc/passwd")
-	res, err := sb.Exec(ctxT(t, 5*time.Minute), "python3 -", client.WithStdin([]byte(flood)))
-	if err != nil || res.ExitCode != 0 || trim(res.Stdout) != "[400]" {
-		t.Fatalf("flooding the agent's log: %+v, %v", res, err)
+	body := `{"user":"u` + strings.Repeat("x", 30) + `"}`
+	for i := 0; i < 20000; i++ {
+		resp, err := agentClient.Post("http://agent/sessions", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("request %d: status %d, want 400 (user cannot be created)", i, resp.StatusCode)
+		}
 	}
 	run(t, sb, "rmdir /etc/passwd && mv /etc/passwd.real /etc/passwd")
 	data, err := os.ReadFile(logPath)

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	stdlog "log"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -31,6 +32,7 @@ var version = ""
 
 type config struct {
 	socket     string
+	listenFD   int
 	runDir     string
 	workspace  string
 	cgroupRoot string
@@ -44,7 +46,8 @@ func main() {
 		spawn.Main(os.Args[2:]) // never returns
 	}
 	var cfg config
-	flag.StringVar(&cfg.socket, "socket", agent.DefaultSocket, "unix socket to serve the agent API on")
+	flag.StringVar(&cfg.socket, "socket", agent.DefaultSocket, "unix socket to serve the agent API on, unless --listen-fd is given")
+	flag.IntVar(&cfg.listenFD, "listen-fd", -1, "inherited descriptor of a listening unix socket to serve the agent API on (the daemon's)")
 	flag.StringVar(&cfg.runDir, "run-dir", agent.DefaultRunDir, "private directory for FIFOs and scripts (on a tmpfs)")
 	flag.StringVar(&cfg.workspace, "workspace", agent.DefaultWorkspace, "default working directory of sessions")
 	flag.StringVar(&cfg.cgroupRoot, "cgroup-root", spawn.DefaultCgroupRoot, "directory of the user cgroups that user programs join")
@@ -60,6 +63,12 @@ func main() {
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "sandbox-agent: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
+	}
+	// Before anything else can start a program that would inherit it.
+	ln, err := listen(cfg)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sandbox-agent: %v\n", err)
+		os.Exit(1)
 	}
 	// stderr is a file on the host (see agentlog): kept bounded while the
 	// agent runs, for the standard logger too (libraries). Lines logged
@@ -83,13 +92,20 @@ func main() {
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, cfg, log); err != nil {
+	if err := run(ctx, cfg, ln, log); err != nil {
 		log.Error("agent failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, cfg config, log *slog.Logger) error {
+func listen(cfg config) (net.Listener, error) {
+	if cfg.listenFD >= 0 {
+		return agent.ListenFD(cfg.listenFD)
+	}
+	return agent.Listen(cfg.socket)
+}
+
+func run(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) error {
 	a, err := agent.New(agent.Config{
 		RunDir:      cfg.runDir,
 		Workspace:   cfg.workspace,
@@ -100,10 +116,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		Log:         log,
 	})
 	if err != nil {
-		return err
-	}
-	ln, err := agent.Listen(cfg.socket)
-	if err != nil {
+		ln.Close()
 		return err
 	}
 	return a.Run(ctx, ln)

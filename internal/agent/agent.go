@@ -322,8 +322,30 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	return g.Wait()
 }
 
+// ListenFD takes over the listening socket the daemon handed to the agent
+// as descriptor fd (bound on the host, where the sandbox cannot replace
+// it). Call it before starting anything: the descriptor is inherited
+// without close-on-exec, and a program that inherited it could accept the
+// daemon's connections. The listener keeps a close-on-exec copy.
+func ListenFD(fd int) (net.Listener, error) {
+	f := os.NewFile(uintptr(fd), "agent-listener")
+	if f == nil {
+		return nil, fmt.Errorf("descriptor %d is not open", fd)
+	}
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("descriptor %d is not a listening socket: %w", fd, err)
+	}
+	if _, ok := ln.(*net.UnixListener); !ok {
+		ln.Close()
+		return nil, fmt.Errorf("descriptor %d is not a unix socket", fd)
+	}
+	return ln, nil
+}
+
 // Listen opens the agent's unix socket at path, replacing a stale socket
-// left by an earlier agent.
+// left by an earlier agent (tests; sandboxes get theirs from ListenFD).
 func Listen(path string) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		os.Remove(path)

@@ -97,17 +97,25 @@ func (r *Runtime) globalArgs() []string {
 	return append([]string{"--root", r.rc.Root}, r.rc.ExtraArgs...)
 }
 
+// CreateOptions are what Create passes to a container besides its bundle.
+type CreateOptions struct {
+	// Log receives the container's stdout and stderr (the agent's log), as
+	// well as the runtime's own error messages, which Create quotes when it
+	// fails.
+	Log *os.File
+	// ExtraFiles are handed to the container's init as descriptors 3, 4...
+	ExtraFiles []*os.File
+}
+
 // Create creates the container id from the bundle without starting it and
-// returns its init process's host PID. The container's stdout and stderr
-// (the agent's log) go to log, as do the runtime's own error messages,
-// which Create quotes when it fails.
-func (r *Runtime) Create(ctx context.Context, id, bundle string, log *os.File) (int, error) {
+// returns its init process's host PID.
+func (r *Runtime) Create(ctx context.Context, id, bundle string, opts CreateOptions) (int, error) {
 	pidFile := filepath.Join(bundle, "init.pid")
 	os.Remove(pidFile)
-	offset, _ := log.Seek(0, io.SeekEnd)
-	err := r.rc.Create(ctx, id, bundle, &runc.CreateOpts{IO: fileIO{log}, PidFile: pidFile})
+	offset, _ := opts.Log.Seek(0, io.SeekEnd)
+	err := r.rc.Create(ctx, id, bundle, &runc.CreateOpts{IO: fileIO{opts.Log}, PidFile: pidFile, ExtraFiles: opts.ExtraFiles})
 	if err != nil {
-		return 0, fmt.Errorf("%s create: %w: %s", r.Name, err, tail(log, offset))
+		return 0, fmt.Errorf("%s create: %w: %s", r.Name, err, tail(opts.Log, offset))
 	}
 	data, err := os.ReadFile(pidFile)
 	if err != nil {

@@ -13,11 +13,20 @@ import (
 const (
 	// AgentPath is where the agent binary is bind-mounted, read-only.
 	AgentPath = "/.sandboxd/agent"
-	// RunDir is the agent's socket directory, bind-mounted from the host.
-	RunDir = "/.sandboxd/run"
-	// AgentSocket is the agent's unix socket inside RunDir.
-	AgentSocket = RunDir + "/agent.sock"
+	// GVisorRunDir is the agent's socket directory in gVisor sandboxes,
+	// bind-mounted from the host: runsc cannot hand the agent a
+	// descriptor (it has no --preserve-fds), so there the agent binds its
+	// socket itself (a host socket through --host-uds=create).
+	GVisorRunDir = "/.sandboxd/run"
+	// GVisorAgentSocket is the agent's socket inside GVisorRunDir.
+	GVisorAgentSocket = GVisorRunDir + "/agent.sock"
 )
+
+// AgentListenFD is the descriptor on which the agent finds its listening
+// socket: the daemon binds the socket on the host, in a directory the
+// sandbox cannot see, and hands it to the container's init, so nothing in
+// the sandbox can replace it.
+const AgentListenFD = 3
 
 // defaultCaps is the capability set of every sandbox process: Docker's
 // default set without CAP_NET_RAW (no raw sockets, so no spoofed packets;

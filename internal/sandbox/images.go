@@ -25,10 +25,11 @@ func imageRef(c Config) string {
 	return c.Image
 }
 
-// agentArgs is the agent's command line: the image's working directory
-// becomes the sessions' default one.
-func agentArgs(img *rootfs.Image) []string {
-	args := []string{runtime.AgentPath, "--socket", runtime.AgentSocket}
+// agentArgs is the agent's command line: where it finds its socket
+// (listen), and the image's working directory, which becomes the
+// sessions' default one.
+func agentArgs(img *rootfs.Image, listen []string) []string {
+	args := append([]string{runtime.AgentPath}, listen...)
 	if img.WorkingDir != "" {
 		args = append(args, "--workspace", img.WorkingDir)
 	}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -245,11 +246,12 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 			return nil, err
 		}
 	}
-	if err := mountRunDir(p.run); err != nil {
+	undo.push(func(context.Context) error { return removeRunDir(p.run) })
+	sock, err := m.agentSocket(b, p)
+	if err != nil {
 		return nil, err
 	}
-	os.Remove(p.socket)
-	undo.push(func(context.Context) error { return removeRunDir(p.run) })
+	defer sock.close() // the container has its own copy
 
 	steps := newStepTimer()
 	defer func() { m.log.Debug("sandbox boot", "sandbox", b.id, "steps", steps.String(), "err", err) }()
@@ -295,7 +297,7 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 		// would reach it only through the gofer.
 		extra = append(extra, m.opts.ProcViews.Mounts(ctx)...)
 	}
-	if err := m.writeBundle(b, rt, img, p, ep, extra); err != nil {
+	if err := m.writeBundle(b, rt, img, p, ep, sock, extra); err != nil {
 		return nil, err
 	}
 	steps.mark("bundle")
@@ -307,7 +309,7 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 
 	cid := containerID(key)
 	rt.Delete(ctx, cid) // a leftover of a crash
-	pid, err := rt.Create(ctx, cid, p.bundle, logf)
+	pid, err := rt.Create(ctx, cid, p.bundle, runtime.CreateOptions{Log: logf, ExtraFiles: sock.files})
 	if err != nil {
 		return nil, err
 	}
@@ -364,19 +366,18 @@ func userLimits(l Limits) cgroup.UserLimits {
 	return cgroup.UserLimits{MemoryBytes: l.MemoryBytes - reserve, Pids: pids}
 }
 
-func (m *Manager) writeBundle(b *box, rt *runtime.Runtime, img *rootfs.Image, p paths, ep NetworkEndpoint, extra []specs.Mount) error {
+func (m *Manager) writeBundle(b *box, rt *runtime.Runtime, img *rootfs.Image, p paths, ep NetworkEndpoint, sock agentSocket, extra []specs.Mount) error {
 	mounts := append([]specs.Mount{}, img.Mounts...)
 	mounts = append(mounts,
 		specs.Mount{Destination: runtime.AgentPath, Type: "bind", Source: m.opts.AgentPath,
 			Options: []string{"bind", "ro", "nosuid", "nodev"}},
-		specs.Mount{Destination: runtime.RunDir, Type: "bind", Source: p.run,
-			Options: []string{"bind", "rw", "nosuid", "nodev", "noexec"}},
 	)
+	mounts = append(mounts, sock.mounts...)
 	mounts = append(mounts, extra...)
 	spec, err := runtime.NewSpec(runtime.SpecOptions{
 		Hostname:    b.id,
 		Rootfs:      p.rootfs,
-		Args:        agentArgs(img),
+		Args:        agentArgs(img, sock.args),
 		Env:         append(mergeEnv(append(slices.Clip(img.Env), "HOSTNAME="+b.id), b.cfg.Env), mainEnv(img)...),
 		Mounts:      mounts,
 		NetnsPath:   ep.NetnsPath,
@@ -565,11 +566,44 @@ func (m *Manager) teardown(ctx context.Context, b *box) error {
 	return errors.Join(errs...)
 }
 
-// runDirOptions make the agent's socket directory a tiny filesystem of its
-// own. The directory is bind-mounted read-write into the sandbox (the
-// agent creates its socket there), so root user code can write to it:
-// without a size of its own it would write into the host's /run, which is
-// a tmpfs in host memory.
+// agentSocket is how a sandbox's agent gets its socket: a listening
+// descriptor (files, for the runtime to pass on), or, on gVisor, a
+// directory bind-mounted into the sandbox (mounts) where it binds one.
+type agentSocket struct {
+	files  []*os.File
+	mounts []specs.Mount
+	args   []string
+}
+
+func (s agentSocket) close() {
+	for _, f := range s.files {
+		f.Close()
+	}
+}
+
+// agentSocket prepares b's agent socket at p.socket.
+func (m *Manager) agentSocket(b *box, p paths) (agentSocket, error) {
+	if b.isGVisor() {
+		if err := mountRunDir(p.run); err != nil {
+			return agentSocket{}, err
+		}
+		os.Remove(p.socket)
+		return agentSocket{
+			mounts: []specs.Mount{{Destination: runtime.GVisorRunDir, Type: "bind", Source: p.run,
+				Options: []string{"bind", "rw", "nosuid", "nodev", "noexec"}}},
+			args: []string{"--socket", runtime.GVisorAgentSocket},
+		}, nil
+	}
+	f, err := listenAgent(p.socket)
+	if err != nil {
+		return agentSocket{}, err
+	}
+	return agentSocket{files: []*os.File{f}, args: []string{"--listen-fd", strconv.Itoa(runtime.AgentListenFD)}}, nil
+}
+
+// runDirOptions make a gVisor agent's socket directory a tiny filesystem
+// of its own: it is writable from inside, and must not fill the host's
+// /run (a tmpfs in host memory).
 const runDirOptions = "size=64k,nr_inodes=64,mode=0700"
 
 func mountRunDir(dir string) error {
@@ -582,6 +616,33 @@ func mountRunDir(dir string) error {
 	return nil
 }
 
+// listenAgent binds the agent's socket at path, on the host, and returns
+// the listening socket for the container's init (runtime.AgentListenFD).
+// The socket's directory is never mounted into the sandbox: root in the
+// sandbox used to be able to unlink the socket in its bind-mounted
+// directory and listen in its place, and the daemon then dialled the
+// impostor. The path outlives a daemon restart, so a restarted daemon
+// reaches the same agent by it.
+func listenAgent(path string) (*os.File, error) {
+	os.Remove(path)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("agent socket: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("binding the agent socket %s: %w", path, err)
+	}
+	if err := errors.Join(os.Chmod(path, 0o600), unix.Listen(fd, 128)); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("listening on the agent socket %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// removeRunDir removes a sandbox's socket directory, unmounting its tmpfs
+// (gVisor sandboxes, and sandboxes of daemons before listenAgent).
 func removeRunDir(dir string) error {
 	return errors.Join(rootfs.UnmountWait(dir, time.Second), os.RemoveAll(dir))
 }

@@ -1,9 +1,9 @@
 // Package agentlog bounds the agent's own log while the agent runs.
 //
 // The agent's stderr is a file on the host's state filesystem (the daemon
-// opens <state>/sandboxes/<key>/agent.log for the container), and root in
-// the sandbox can make the agent log a line per request through its
-// socket. The daemon trims the file only when a sandbox starts, so without
+// opens <state>/sandboxes/<key>/agent.log for the container), and a
+// caller can make the agent log a line per request (a session for a user
+// that the sandbox's own root made impossible to create). The daemon trims the file only when a sandbox starts, so without
 // a bound here a sandbox could grow it, at the speed of its requests, on
 // the disk that holds every other sandbox. The agent is the only writer:
 // programs it starts never inherit its stderr, and it is not dumpable, so
