@@ -30,6 +30,22 @@ runsc:
 	@SANDBOXD_SKIP_PACKAGES=1 scripts/deps.sh run
 	@mkdir -p $(BIN) && install -m 0755 $(TOOLS_BIN)/runsc $(BIN)/runsc
 
+# Installs the binaries (the agent beside sandboxd, where it looks for it),
+# the systemd unit, the docs, and /etc/sandboxd/config.yaml unless one is
+# there already; runsc too when scripts/deps.sh built it. DESTDIR and PREFIX
+# as usual. Then: systemctl enable --now sandboxd.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/sandboxd $(DESTDIR)/etc/systemd/system $(DESTDIR)$(PREFIX)/share/doc/sandboxd
+	install -m 0755 $(BIN)/sandboxd $(BIN)/sandbox $(BIN)/sandbox-agent $(DESTDIR)$(PREFIX)/bin/
+	if [ -x "$(TOOLS_BIN)/runsc" ]; then install -m 0755 "$(TOOLS_BIN)/runsc" $(DESTDIR)$(PREFIX)/bin/; fi
+	sed 's|/usr/local/|$(PREFIX)/|g' deploy/systemd/sandboxd.service > $(DESTDIR)/etc/systemd/system/sandboxd.service
+	install -m 0644 docs/operations.md docs/getting-started.md $(DESTDIR)$(PREFIX)/share/doc/sandboxd/
+	[ -e $(DESTDIR)/etc/sandboxd/config.yaml ] || install -m 0644 deploy/config.yaml $(DESTDIR)/etc/sandboxd/config.yaml
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "installed; start it with: systemctl enable --now sandboxd (settings: /etc/sandboxd/config.yaml)"
+
 # Installs what is missing (Debian packages, Go-built tools, npm packages):
 # silent and under a second when everything is there. deps-run is the part
 # `make run` needs; deps adds what the tests need.
