@@ -47,6 +47,26 @@ func TestRunCodeStreamsAndSavesImages(t *testing.T) {
 	}
 }
 
+// TestRunCodeJSONKeepsHTML: --json prints HTML as it is (a pandas table, a
+// figure's repr), not Go's \u003c escapes, so a person or grep finds it.
+func TestRunCodeJSONKeepsHTML(t *testing.T) {
+	f := newFakeDaemon(t)
+	f.HandleFunc("POST /v1/sandboxes/{id}/code/run/stream", func(w http.ResponseWriter, r *http.Request) {
+		sw := sse.NewWriter(w)
+		sw.Send("start", api.CodeEvent{Type: "start"})
+		sw.Send("result", api.CodeEvent{Type: "result", Result: &api.CodeResult{Text: "<Figure>", HTML: "<table><tr><td>a & b</td></tr></table>", IsMainResult: true}})
+		sw.Send("complete", api.CodeEvent{Type: "complete", ExecutionCount: 1})
+	})
+	res := runCLI(t, f, cliRun{args: []string{"run-code", "--json", "demo"}, stdin: "df"})
+	if res.code != 0 {
+		t.Fatalf("exit %d: %s", res.code, res.stderr)
+	}
+	if strings.Contains(res.stdout, `\u003c`) || strings.Contains(res.stdout, `\u0026`) ||
+		!strings.Contains(res.stdout, `"<table><tr><td>a & b</td></tr></table>"`) || !strings.Contains(res.stdout, `"<Figure>"`) {
+		t.Errorf("--json escaped HTML:\n%s", res.stdout)
+	}
+}
+
 func TestRunCodeErrorExitsOne(t *testing.T) {
 	f := newFakeDaemon(t)
 	f.HandleFunc("POST /v1/sandboxes/{id}/code/run/stream", func(w http.ResponseWriter, r *http.Request) {

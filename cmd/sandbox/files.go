@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -667,11 +666,7 @@ place. -r watches the whole tree. --json prints each event as a JSON line.`,
 					return err
 				}
 				if asJSON {
-					data, err := json.Marshal(ev)
-					if err != nil {
-						return err
-					}
-					if _, err := fmt.Fprintf(g.e.stdout, "%s\n", data); err != nil {
+					if err := encodeJSON(g.e.stdout, ev, ""); err != nil {
 						return err
 					}
 					continue

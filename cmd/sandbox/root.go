@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -123,13 +124,23 @@ func (g *globals) client() (*client.Client, error) {
 	return c, nil
 }
 
-// printJSON writes v as indented JSON.
+// printJSON writes v as indented JSON, without Go's HTML escaping: a
+// person reading it, or grep, expects <div>, not \u003cdiv\u003e.
 func printJSON(w io.Writer, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
+	return encodeJSON(w, v, "  ")
+}
+
+// encodeJSON writes v as one JSON document (indented with indent, or on one
+// line when indent is empty) and a newline, without HTML escaping.
+func encodeJSON(w io.Writer, v any, indent string) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", indent)
+	if err := enc.Encode(v); err != nil {
 		return fmt.Errorf("encoding JSON: %w", err)
 	}
-	_, err = fmt.Fprintf(w, "%s\n", data)
+	_, err := w.Write(buf.Bytes())
 	return err
 }
 
