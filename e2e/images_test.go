@@ -477,3 +477,21 @@ func TestImageUserRunsTheDefaultSession(t *testing.T) {
 		t.Errorf("USER 1000 (numeric, not supported for sessions): %q", got)
 	}
 }
+
+// TestImageWithoutTmp: an image with no /tmp gives its sandbox one, a
+// directory with mode 1777 in the sandbox's writable layer, that a user
+// program can write to.
+func TestImageWithoutTmp(t *testing.T) {
+	d := daemon(t)
+	var files []file
+	for _, f := range busyboxFiles(t) {
+		if f.name != "tmp" {
+			files = append(files, f)
+		}
+	}
+	importImage(t, d.Client, imageOf(t, v1.Config{Env: []string{"PATH=/bin"}}, layerOf(t, files...)), "notmp")
+	sb := d.Client.Sandbox("notmp", client.WithImage("notmp"))
+	if got := trim(run(t, sb, "stat -c '%a %F' /tmp && echo written > /tmp/f && cat /tmp/f")); got != "1777 directory\nwritten" {
+		t.Errorf("/tmp in an image without one: %q, want a 1777 directory one can write to", got)
+	}
+}

@@ -3,7 +3,9 @@ package rootfs
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -40,12 +42,42 @@ func (o Overlay) Mount() error {
 		}
 		lowers[len(o.Layers)-1-i] = l
 	}
+	if err := o.provideTmp(); err != nil {
+		return err
+	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), o.Upper, o.Work)
 	if len(opts) > maxMountOptions {
 		return mountManyLayers(lowers, o.Upper, o.Work, o.Target)
 	}
 	if err := unix.Mount("overlay", o.Target, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("mounting overlay on %s: %w", o.Target, err)
+	}
+	return nil
+}
+
+// provideTmp gives a root whose image has no /tmp (scratch-based and
+// distroless images often have none) a /tmp in its writable layer, mode
+// 1777, as other container engines effectively do: many programs fail
+// without one. An entry named tmp in any layer, or in the upper directory
+// (whatever it is: a symlink, a whiteout, a file), is left alone. It runs
+// before the overlay is mounted, when nothing inside the sandbox runs.
+func (o Overlay) provideTmp() error {
+	for _, dir := range append([]string{o.Upper}, o.Layers...) {
+		if _, err := os.Lstat(filepath.Join(dir, "tmp")); !errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+	}
+	root, err := os.OpenRoot(o.Upper)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if err := root.Mkdir("tmp", 0o755); err != nil {
+		return fmt.Errorf("giving the sandbox a /tmp: %w", err)
+	}
+	// Mkdir's mode passes through the umask, which also drops the sticky bit.
+	if err := root.Chmod("tmp", 0o777|os.ModeSticky); err != nil {
+		return fmt.Errorf("giving the sandbox a /tmp: %w", err)
 	}
 	return nil
 }

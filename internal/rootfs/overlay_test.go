@@ -37,3 +37,42 @@ func TestOverlayManyLayers(t *testing.T) {
 		}
 	}
 }
+
+// TestOverlayProvidesTmp: an image without /tmp gets one in the sandbox's
+// writable layer (a directory, mode 1777); an image whose /tmp is anything
+// else, here a symlink, keeps it as it is.
+func TestOverlayProvidesTmp(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts an overlay")
+	}
+	for _, tc := range []struct {
+		name  string
+		image func(layer string)
+		want  func(t *testing.T, tmp string)
+	}{
+		{"no tmp", func(string) {}, func(t *testing.T, tmp string) {
+			fi, err := os.Lstat(tmp)
+			if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o777 || fi.Mode()&os.ModeSticky == 0 {
+				t.Errorf("/tmp: %v %v, want a directory with mode 1777", fi, err)
+			}
+		}},
+		{"tmp is a symlink", func(layer string) { os.Symlink("var/tmp", filepath.Join(layer, "tmp")) }, func(t *testing.T, tmp string) {
+			if target, err := os.Readlink(tmp); err != nil || target != "var/tmp" {
+				t.Errorf("/tmp: %q %v, want the image's symlink to var/tmp", target, err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			layer := filepath.Join(dir, "layer")
+			os.MkdirAll(filepath.Join(layer, "bin"), 0o755)
+			tc.image(layer)
+			ov := Overlay{Layers: []string{layer}, Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work"), Target: filepath.Join(dir, "root")}
+			if err := ov.Mount(); err != nil {
+				t.Fatal(err)
+			}
+			defer ov.Unmount()
+			tc.want(t, filepath.Join(ov.Target, "tmp"))
+		})
+	}
+}
