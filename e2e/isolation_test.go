@@ -197,11 +197,13 @@ func TestForkBombIsBoundedByPids(t *testing.T) {
 	// the bomb goes on, holding every task of the user cgroup. The next
 	// command finds the cgroup full and still failing to fork; the agent
 	// kills every user process, and the command runs.
+	before := forkFailures(d)
 	run(t, bomb, "setsid bash -c 'bomb() { bomb | bomb & }; bomb' </dev/null >/dev/null 2>&1 &")
-	waitForFullUserCgroup(t, d)
-	res, err := bomb.Exec(ctxT(t, 60*time.Second), "echo recovered; ps -e --no-headers | wc -l", client.WithTimeout(30*time.Second))
+	key := waitForBomb(t, d, before)
+	res, err := bomb.Exec(ctxT(t, 90*time.Second), "echo recovered; ps -e --no-headers | wc -l", client.WithTimeout(60*time.Second))
 	if err != nil || res.ExitCode != 0 || !strings.HasPrefix(res.Stdout, "recovered\n") {
-		t.Fatalf("first command after a detached fork bomb: %v %+v", err, res)
+		log, _ := os.ReadFile(filepath.Join(d.StateDir, "sandboxes", key, "agent.log"))
+		t.Fatalf("first command after a detached fork bomb: %v %+v\nagent log:\n%s", err, res, log)
 	}
 	if n, _ := strconv.Atoi(trim(strings.SplitN(res.Stdout, "\n", 2)[1])); n > 10 {
 		t.Errorf("%d processes left after the recovery, want the bomb gone", n)
@@ -211,26 +213,53 @@ func TestForkBombIsBoundedByPids(t *testing.T) {
 	}
 }
 
-// waitForFullUserCgroup waits until the user cgroup of one of the daemon's
-// sandboxes holds at least 90% of its pids limit (a fork bomb took off).
-func waitForFullUserCgroup(t *testing.T, d *testdaemon.Daemon) {
+// userPids lists the user cgroup directories of the daemon's sandboxes in
+// the pids hierarchy (cgroup v1 or v2), by key.
+func userPids(d *testdaemon.Daemon) map[string]string {
+	out := map[string]string{}
+	for _, key := range d.Keys() {
+		for _, dir := range []string{"/sys/fs/cgroup/pids/sandboxd/" + key + "/user", "/sys/fs/cgroup/sandboxd/" + key + "/user"} {
+			if _, err := os.Stat(dir + "/pids.max"); err == nil {
+				out[key] = dir
+			}
+		}
+	}
+	return out
+}
+
+// forkFailures is each sandbox's count of forks its user cgroup refused.
+func forkFailures(d *testdaemon.Daemon) map[string]int {
+	out := map[string]int{}
+	for key, dir := range userPids(d) {
+		data, _ := os.ReadFile(dir + "/pids.events")
+		var n int
+		fmt.Sscanf(string(data), "max %d", &n)
+		out[key] = n
+	}
+	return out
+}
+
+// waitForBomb waits until a sandbox's user cgroup holds at least 90% of
+// its pids limit and refused forks since before (a fork bomb took off and
+// hit the limit), and returns its key.
+func waitForBomb(t *testing.T, d *testdaemon.Daemon, before map[string]int) string {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		for _, key := range d.Keys() {
-			for _, dir := range []string{"/sys/fs/cgroup/pids/sandboxd/" + key + "/user", "/sys/fs/cgroup/sandboxd/" + key + "/user"} {
-				cur, err1 := os.ReadFile(dir + "/pids.current")
-				max, err2 := os.ReadFile(dir + "/pids.max")
-				c, _ := strconv.Atoi(trim(string(cur)))
-				m, _ := strconv.Atoi(trim(string(max)))
-				if err1 == nil && err2 == nil && m > 0 && c >= m-m/10 {
-					return
-				}
+		failures := forkFailures(d)
+		for key, dir := range userPids(d) {
+			cur, _ := os.ReadFile(dir + "/pids.current")
+			max, _ := os.ReadFile(dir + "/pids.max")
+			c, _ := strconv.Atoi(trim(string(cur)))
+			m, _ := strconv.Atoi(trim(string(max)))
+			if m > 0 && c >= m-m/10 && failures[key] > before[key] {
+				return key
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatal("the detached fork bomb never filled the user cgroup")
+	return ""
 }
 
 // TestSeccompAppliesToEverySandbox: the daemon hands crun the filter it

@@ -33,7 +33,11 @@ const DefaultRoot = "/sys/fs/cgroup"
 
 // killTimeout bounds a recovery: rounds of SIGKILL until the user cgroup
 // is empty (a bomb forks into the slots its dead free).
-const killTimeout = 5 * time.Second
+const killTimeout = 30 * time.Second
+
+// watchWindow is how long the guard watches a user cgroup that is full, or
+// whose forks failed, for the other sign.
+const watchWindow = 500 * time.Millisecond
 
 // Guard watches one user cgroup.
 type Guard struct {
@@ -60,12 +64,13 @@ func New(root string, log *slog.Logger) *Guard {
 }
 
 // Check recovers the sandbox if user code is at its pids limit and forks
-// have failed for that limit since the previous check, and reports whether
-// it did. Why "since the previous check" and not "right now": bash retries
-// a failed fork after 1, 2, 4, 8 and 16 s, so a bomb's failures come in
+// fail for that limit, and reports whether it did. A failure counts if it
+// happened since the previous check, not only right now: bash retries a
+// failed fork after 1, 2, 4, 8 and 16 s, so a bomb's failures come in
 // bursts. A sandbox in that state cannot run the command about to start
 // (its shell must fork), so nothing that could still work is lost. It
-// costs three small file reads.
+// costs three small file reads, and up to watchWindow when the cgroup is
+// full or forks failed.
 func (g *Guard) Check() bool {
 	if g == nil || g.dir == "" {
 		return false
@@ -76,15 +81,26 @@ func (g *Guard) Check() bool {
 	if !ok {
 		return false
 	}
-	failed := failures > g.failures
+	failed, full := failures > g.failures, g.full()
+	// A bomb's processes come and go (they exit when their retries run
+	// out, and are replaced at once): watch both signs for a moment.
+	deadline := time.Now().Add(watchWindow)
+	for (failed || full) && !(failed && full) && time.Now().Before(deadline) {
+		time.Sleep(watchWindow / 10)
+		if f, ok := g.forkFailures(); ok && f > g.failures {
+			failures, failed = f, true
+		}
+		full = full || g.full()
+	}
 	g.failures = failures
-	if !failed || !g.full() {
+	if !failed || !full {
 		return false
 	}
-	n := g.killAll()
+	start := time.Now()
+	n, empty := g.killAll()
 	g.failures, _ = g.forkFailures()
 	g.log.Warn("user code held every task of the pids limit and failed to fork; killed every user process (a fork bomb?)",
-		"killed", n)
+		"killed", n, "took", time.Since(start), "emptied", empty)
 	return true
 }
 
@@ -114,20 +130,21 @@ func (g *Guard) forkFailures() (int64, bool) {
 
 // killAll sends SIGKILL to every process in the user cgroup, in rounds,
 // until it is empty or killTimeout passes, and returns how many signals
-// it sent. Each PID is signalled through a pidfd opened before checking
+// it sent and whether the cgroup was emptied. (The bomb shares the
+// sandbox's CPU quota with the agent, so rounds can be slow.) Each PID is signalled through a pidfd opened before checking
 // that the process is still in the user cgroup, so a PID reused meanwhile
 // is never hit.
-func (g *Guard) killAll() int {
+func (g *Guard) killAll() (int, bool) {
 	n := 0
 	deadline := time.Now().Add(killTimeout)
 	for time.Now().Before(deadline) {
 		data, err := os.ReadFile(filepath.Join(g.dir, "cgroup.procs"))
 		if err != nil {
-			return n
+			return n, false
 		}
 		pids := strings.Fields(string(data))
 		if len(pids) == 0 {
-			return n
+			return n, true
 		}
 		for _, f := range pids {
 			if pid, err := strconv.Atoi(f); err == nil && pid > 1 && killIfUser(pid) {
@@ -136,7 +153,7 @@ func (g *Guard) killAll() int {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return n
+	return n, false
 }
 
 func killIfUser(pid int) bool {

@@ -34,7 +34,7 @@ func TestCheckActsOnlyWhenFullAndFailing(t *testing.T) {
 	}{
 		{10, 0, false},  // idle
 		{48, 0, false},  // full, but nothing failed: a workload at its limit
-		{20, 5, false},  // forks failed, but it is not full any more
+		{20, 5, false},  // forks failed, but it is not full any more (for fullWindow)
 		{47, 9, true},   // full and failing since the last check: a bomb
 		{47, 9, false},  // no new failure since
 		{44, 12, true},  // within 10% of the limit counts as full
