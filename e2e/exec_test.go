@@ -95,6 +95,15 @@ func TestTimeoutKillsTheTreeAndKeepsTheSession(t *testing.T) {
 	if res == nil || !strings.Contains(res.Stdout, "before") {
 		t.Errorf("partial output = %+v", res)
 	}
+	// The shell's report of the killed job ("<agent path>/cmd: line 1: 18
+	// Killed sleep 60") is not the user's output.
+	if res != nil && (strings.Contains(res.Stderr, "Killed") || strings.Contains(res.Stderr, "sandboxd-agent")) {
+		t.Errorf("stderr after the timeout shows the shell's job report: %q", res.Stderr)
+	}
+	res, err = sb.Exec(ctxT(t, 30*time.Second), "echo on-stderr >&2; sleep 60", client.WithTimeout(500*time.Millisecond))
+	if !errors.Is(err, client.ErrTimeout) || res == nil || res.Stderr != "on-stderr\n" {
+		t.Errorf("sleep 60 past its timeout: err %v, result %+v; want ErrTimeout and only the command's own stderr", err, res)
+	}
 	if got := trim(run(t, sb, "echo $KEEP; pgrep -c sleep || true")); got != "me\n0" {
 		t.Errorf("after timeout: %q (want the session state and no sleep left)", got)
 	}

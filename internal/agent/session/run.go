@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -300,8 +301,14 @@ func (r *runner) readOutput(st Stream, drain bool) (writers bool) {
 		n, err := unix.Read(fd, r.s.buf)
 		switch {
 		case n > 0:
-			if werr := r.out.Write(st, r.s.buf[:n]); werr != nil && r.abort == nil {
-				r.startAbort(&AbortError{Cause: werr}, false)
+			data := r.s.buf[:n]
+			if st == Stderr {
+				data = dropJobReports(data, r.s.dir)
+			}
+			if len(data) > 0 {
+				if werr := r.out.Write(st, data); werr != nil && r.abort == nil {
+					r.startAbort(&AbortError{Cause: werr}, false)
+				}
 			}
 			if budget -= n; !drain || budget < 0 {
 				return true
@@ -427,4 +434,52 @@ func cut(s string, sep byte) (string, string, bool) {
 		}
 	}
 	return s, "", false
+}
+
+// dropJobReports removes from stderr the lines in which the session's shell
+// reports a process killed by SIGKILL or SIGTERM, such as
+// "/run/sandboxd-agent/default/cmd: line 1:    18 Killed    sleep 60": an
+// internal path and a job-control report the caller did not ask for (the
+// result already says the command timed out or was aborted; a background
+// job killed with it is reported during the next command). Only such
+// reports on the agent's own scripts are dropped: "command not found", a
+// syntax error or a segmentation fault stay. A shell writes a report in one
+// write, so it never straddles two reads.
+func dropJobReports(data []byte, dir string) []byte {
+	var out []byte
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line = data[:i+1]
+		}
+		data = data[len(line):]
+		if !isJobReport(line, dir) {
+			out = append(out, line...)
+		}
+	}
+	return out
+}
+
+// isJobReport matches "<dir>/<cmd|w>: line N: <spaces>PID Killed|Terminated ...".
+func isJobReport(line []byte, dir string) bool {
+	rest, ok := bytes.CutPrefix(line, []byte(dir+"/"))
+	if !ok {
+		return false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(cmdFile+": line ")); !ok {
+		if rest, ok = bytes.CutPrefix(rest, []byte(wrapperFile+": line ")); !ok {
+			return false
+		}
+	}
+	_, rest, ok = bytes.Cut(rest, []byte(": "))
+	if !ok {
+		return false
+	}
+	rest = bytes.TrimLeft(rest, " ")
+	digits := len(rest) - len(bytes.TrimLeft(rest, "0123456789"))
+	if digits == 0 {
+		return false
+	}
+	rest = bytes.TrimLeft(rest[digits:], " ")
+	return bytes.HasPrefix(rest, []byte("Killed")) || bytes.HasPrefix(rest, []byte("Terminated"))
 }
