@@ -28,6 +28,7 @@ const (
 	CodeResourceExhausted Code = "RESOURCE_EXHAUSTED" // a per-sandbox or per-host count limit was reached
 	CodeCapacityExceeded  Code = "CAPACITY_EXCEEDED"  // the host cannot run another sandbox now
 	CodeImageNotFound     Code = "IMAGE_NOT_FOUND"    // the image named at creation is not in the image store
+	CodeRequestTimeout    Code = "REQUEST_TIMEOUT"    // the request's body did not arrive in time
 	// CodeUnsupportedByRuntime: the sandbox's runtime (gVisor) cannot do
 	// what was asked; docs/security.md lists what.
 	CodeUnsupportedByRuntime Code = "UNSUPPORTED_BY_RUNTIME"

@@ -22,6 +22,7 @@ var statusOf = map[Code]int{
 	CodeResourceExhausted:    http.StatusTooManyRequests,
 	CodeCapacityExceeded:     http.StatusServiceUnavailable,
 	CodeImageNotFound:        http.StatusNotFound,
+	CodeRequestTimeout:       http.StatusRequestTimeout,
 	CodeUnsupportedByRuntime: http.StatusNotImplemented,
 	CodeRuntimeUnavailable:   http.StatusServiceUnavailable,
 	CodeSandboxUnavailable:   http.StatusServiceUnavailable,

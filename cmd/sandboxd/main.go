@@ -20,6 +20,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/bytesize"
 	"github.com/sandboxd/sandboxd/internal/daemon"
+	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/proxy"
 	"github.com/sandboxd/sandboxd/internal/requestid"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
@@ -116,6 +117,7 @@ func parseFlags(command string, args []string) (options, error) {
 	fs.StringVar(&cfg.PreviewScheme, "preview-scheme", "", "scheme of preview URLs: http or https (default: https with --tls-cert, else http; https behind a TLS proxy)")
 	fs.StringVar(&cfg.PreviewListen, "preview-listen", "", "extra address that serves only preview traffic (default: previews come in on --listen)")
 	fs.IntVar(&cfg.PreviewPort, "preview-port", 0, "port in preview URLs (default: the preview listener's; 80 or 443 leave it out)")
+	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", httpapi.DefaultBodyTimeout, "longest a client may take to send a JSON request body (streamed uploads are not bounded)")
 	fs.StringVar(&previewHeaderBytes, "preview-max-header-bytes", "64Ki", "largest response headers a service in a sandbox may send through the preview proxy (4Ki to 16Mi)")
 	fs.DurationVar(&cfg.PreviewLimits.HeaderTimeout, "preview-header-timeout", proxy.DefaultHeaderTimeout, "longest a service in a sandbox may take to send its response headers through the preview proxy")
 	fs.IntVar(&cfg.PreviewLimits.MaxInFlightPerSandbox, "preview-max-inflight-per-sandbox", proxy.DefaultMaxInFlightPerSandbox, "most proxied requests (preview URLs, port proxy, WebSockets) in flight to one sandbox; more get 503 PREVIEW_BUSY")

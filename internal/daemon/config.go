@@ -77,6 +77,9 @@ type Config struct {
 	// API listener. PreviewPort 0 means the preview listener's port.
 	PreviewDomain, PreviewScheme, PreviewListen string
 	PreviewPort                                 int
+	// BodyTimeout bounds the time to read a request body the daemon reads
+	// whole (JSON); streamed bodies are not bounded.
+	BodyTimeout time.Duration
 	// PreviewLimits bound the preview proxy: response header bytes, time
 	// to headers, requests in flight per sandbox and in all.
 	PreviewLimits proxy.Limits
@@ -197,6 +200,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--memory-budget %d is below the default sandbox memory %d: no sandbox could start", c.Capacity.MemoryBudget, c.DefaultLimits.MemoryBytes))
 	}
 	errs = append(errs, c.validateTLS()...)
+	if c.BodyTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("--body-timeout %s: want at least 1s", c.BodyTimeout))
+	}
 	errs = append(errs, c.validatePreview()...)
 	return errors.Join(errs...)
 }

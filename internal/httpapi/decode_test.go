@@ -29,7 +29,7 @@ func TestDecodeJSON(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := httptest.NewRequest("PUT", "/", strings.NewReader(tt.body))
 			var v api.SandboxOptions
-			e := decodeJSON(r, &v, 1024, tt.allowEmpty)
+			e := (&Server{}).decodeJSON(httptest.NewRecorder(), r, &v, 1024, tt.allowEmpty)
 			if tt.code == "" && e != nil || tt.code != "" && (e == nil || e.Code != tt.code) {
 				t.Errorf("decodeJSON(%.40q) = %v, want code %q", tt.body, e, tt.code)
 			}
@@ -46,7 +46,7 @@ func FuzzDecodeJSON(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r := httptest.NewRequest("PUT", "/", bytes.NewReader(body))
 		var v api.SandboxOptions
-		if e := decodeJSON(r, &v, 4096, true); e != nil {
+		if e := (&Server{}).decodeJSON(httptest.NewRecorder(), r, &v, 4096, true); e != nil {
 			if s := e.Code.HTTPStatus(); s < 400 || s >= 500 || e.Message == "" {
 				t.Fatalf("decodeJSON(%q) = %v (status %d)", body, e, s)
 			}

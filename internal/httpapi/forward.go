@@ -49,8 +49,12 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.observeExec(rest, start)
-	body, buffered, err := bufferBody(r)
+	body, buffered, err := s.bufferBody(w, r)
 	if err != nil {
+		if e := bodyTimeoutError(err, s.bodyTimeout()); e != nil {
+			writeAPIError(w, e)
+			return
+		}
 		writeAPIError(w, api.Errorf(api.CodeInvalidJSON, "reading request body: %v", err))
 		return
 	}
@@ -121,9 +125,9 @@ func (s *Server) proxyLeased(w http.ResponseWriter, r *http.Request, id, rest st
 	return s.proxy(w, r, id, rest, lease.Transport, retryable)
 }
 
-// bufferBody reads a JSON body (bounded) into memory; other bodies are
-// left to stream.
-func bufferBody(r *http.Request) ([]byte, bool, error) {
+// bufferBody reads a JSON body (bounded in size and time) into memory;
+// other bodies are left to stream.
+func (s *Server) bufferBody(w http.ResponseWriter, r *http.Request) ([]byte, bool, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, true, nil
 	}
@@ -133,12 +137,13 @@ func bufferBody(r *http.Request) ([]byte, bool, error) {
 	if r.ContentLength > maxBufferedBody {
 		return nil, false, nil // the agent answers REQUEST_TOO_LARGE
 	}
-	data, err := io.ReadAll(io.LimitReader(r.Body, maxBufferedBody+1))
+	data, err := s.readBody(w, r, maxBufferedBody+1)
 	if err != nil {
 		return nil, false, err
 	}
 	if len(data) > maxBufferedBody {
 		// Too large to buffer: pass on what was read and the rest.
+		liftBodyDeadline(w)
 		r.Body = struct {
 			io.Reader
 			io.Closer

@@ -109,7 +109,7 @@ func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req api.ImagePullRequest
-	if e := decodeJSON(r, &req, maxJSONBody, false); e != nil {
+	if e := s.decodeJSON(w, r, &req, maxJSONBody, false); e != nil {
 		writeAPIError(w, e)
 		return
 	}
@@ -152,7 +152,7 @@ func (s *Server) buildBaseImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req api.ImageBuildBaseRequest
-	if e := decodeJSON(r, &req, maxJSONBody, true); e != nil {
+	if e := s.decodeJSON(w, r, &req, maxJSONBody, true); e != nil {
 		writeAPIError(w, e)
 		return
 	}

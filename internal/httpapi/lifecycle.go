@@ -18,7 +18,7 @@ func (s *Server) updateSandbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var u api.SandboxUpdate
-	if e := decodeJSON(r, &u, maxJSONBody, false); e != nil {
+	if e := s.decodeJSON(w, r, &u, maxJSONBody, false); e != nil {
 		writeAPIError(w, e)
 		return
 	}

@@ -89,7 +89,7 @@ func (s *Server) exposePort(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req api.ExposePortRequest
-	if e := decodeJSON(r, &req, maxJSONBody, false); e != nil {
+	if e := s.decodeJSON(w, r, &req, maxJSONBody, false); e != nil {
 		writeAPIError(w, e)
 		return
 	}
@@ -163,7 +163,7 @@ func (s *Server) createPreviewLink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req api.PreviewLinkRequest
-	if e := decodeJSON(r, &req, maxJSONBody, true); e != nil {
+	if e := s.decodeJSON(w, r, &req, maxJSONBody, true); e != nil {
 		writeAPIError(w, e)
 		return
 	}

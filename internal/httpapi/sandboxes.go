@@ -29,7 +29,7 @@ func (s *Server) ensureSandbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var body sandboxOptionsBody
-	if e := decodeJSON(r, &body, maxJSONBody, true); e != nil {
+	if e := s.decodeJSON(w, r, &body, maxJSONBody, true); e != nil {
 		writeAPIError(w, e)
 		return
 	}

@@ -36,6 +36,10 @@ type Options struct {
 	Proxy   *proxy.Proxy
 	Signer  *proxy.Signer
 	Preview PreviewConfig
+	// BodyTimeout bounds the time to read a body the daemon reads whole
+	// (JSON routes, forwarded JSON calls); 0: DefaultBodyTimeout.
+	// Streamed bodies are not bounded.
+	BodyTimeout time.Duration
 	// Console serves the web console at / (nil: none).
 	Console http.Handler
 	// MCP serves the Model Context Protocol at /mcp, behind the token
