@@ -33,6 +33,9 @@ func (s *Session) CurrentDir() (string, error) {
 		if errors.Is(err, fs.ErrPermission) && s.acct != nil {
 			dir, err = readlinkAs(link, s.acct.UID, s.acct.GID)
 		}
+		if errors.Is(err, fs.ErrPermission) && s.acct != nil {
+			dir, err = readlinkAsReal(link, s.acct.UID, s.acct.GID)
+		}
 		if err == nil && sh.proc.Signal(syscall.Signal(0)) == nil {
 			if strings.HasSuffix(dir, " (deleted)") {
 				return "", ErrNoCwd
@@ -75,6 +78,55 @@ func readlinkAs(path string, uid, gid int) (string, error) {
 		curUID, _ := unix.SetfsuidRetUid(-1)
 		curGID, _ := unix.SetfsgidRetGid(-1)
 		restored = curUID == prevUID && curGID == prevGID
+		done <- result{dir, err}
+	}()
+	r := <-done
+	return r.dir, r.err
+}
+
+// readlinkAsReal reads the symlink path with the real and effective IDs
+// uid:gid, keeping root as the saved IDs so that the thread can come back.
+//
+// Why: gVisor checks ptrace-read access with the caller's real IDs (Linux's
+// PTRACE_MODE_REALCREDS; it does not implement PTRACE_MODE_FSCREDS), so the
+// file system identity of readlinkAs is not enough there. The raw
+// setresuid/setresgid system calls change the calling thread alone (Go's
+// syscall.Setresuid would change every thread). While the thread is the
+// user, the user's processes may signal it (a kill of the agent, which root
+// user code can do anyway); they cannot ptrace it: its saved ID is root's
+// and the agent is not dumpable. The thread is given back only once all
+// its IDs are root's again; otherwise it ends with its goroutine.
+func readlinkAsReal(path string, uid, gid int) (string, error) {
+	type result struct {
+		dir string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		restored := false
+		defer func() {
+			if restored {
+				runtime.UnlockOSThread()
+			}
+		}()
+		// Group first: changing it needs CAP_SETGID, which the thread
+		// loses with a non-root effective UID.
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), 0); e != 0 {
+			done <- result{"", e}
+			restored = true
+			return
+		}
+		var dir string
+		var err error = fs.ErrPermission
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), 0); e == 0 {
+			dir, err = os.Readlink(path)
+		}
+		_, _, e1 := unix.RawSyscall(unix.SYS_SETRESUID, 0, 0, 0)
+		_, _, e2 := unix.RawSyscall(unix.SYS_SETRESGID, 0, 0, 0)
+		ruid, euid, suid := unix.Getresuid()
+		rgid, egid, sgid := unix.Getresgid()
+		restored = e1 == 0 && e2 == 0 && ruid == 0 && euid == 0 && suid == 0 && rgid == 0 && egid == 0 && sgid == 0
 		done <- result{dir, err}
 	}()
 	r := <-done
