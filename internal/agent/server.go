@@ -62,6 +62,7 @@ func (s *server) table() []route {
 		{"GET", "/health", s.health},
 		{"GET", "/activity", s.activityReport},
 		{"POST", "/shutdown", s.shutdownRequest},
+		{"GET", "/dial", s.dialPort},
 		{"POST", "/exec", s.exec},
 		{"POST", "/exec/stream", s.execStream},
 		{"GET", "/env", s.getSandboxEnv},

@@ -20,7 +20,7 @@ import (
 
 // agentInternal are agent routes only the daemon may call; they are not
 // forwarded.
-var agentInternal = map[string]bool{"health": true, "activity": true, "shutdown": true}
+var agentInternal = map[string]bool{"health": true, "activity": true, "shutdown": true, "dial": true}
 
 // maxBufferedBody is the largest request body forward reads into memory
 // before passing it on: enough for any JSON call (exec with its stdin).

@@ -1,13 +1,18 @@
 package sandbox
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -70,6 +75,9 @@ func (m *Manager) DialPort(ctx context.Context, id string, port int) (net.Conn, 
 		return nil, err
 	}
 	defer lease.Release()
+	if lease.Info.Runtime == RuntimeGVisor {
+		return dialThroughAgent(ctx, lease.Transport, port)
+	}
 	d, ok := m.opts.Network.(PortDialer)
 	if !ok {
 		return nil, fmt.Errorf("%w: this host's network cannot dial into sandboxes", ErrUnavailable)
@@ -93,4 +101,61 @@ func (m *Manager) DialPort(ctx context.Context, id string, port int) (net.Conn, 
 		}
 	}
 	return nil, first
+}
+
+// dialThroughAgent connects to port in a gVisor sandbox through its agent
+// (GET /dial, upgraded to a raw stream): gVisor's network stack lives in
+// its Sentry, out of reach of a dial in the sandbox's network namespace.
+// A port nothing listens on is ECONNREFUSED, as a direct dial would be.
+func dialThroughAgent(ctx context.Context, rt http.RoundTripper, port int) (net.Conn, error) {
+	tr, ok := rt.(*http.Transport)
+	if !ok || tr.DialContext == nil {
+		return nil, fmt.Errorf("%w: no connection to the agent", ErrUnavailable)
+	}
+	c, err := tr.DialContext(ctx, "unix", "agent")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	c.SetDeadline(deadline)
+	req := fmt.Sprintf("GET /dial?port=%d HTTP/1.1\r\nHost: agent\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n", port)
+	if _, err := io.WriteString(c, req); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		c.Close()
+		if resp.StatusCode == http.StatusBadGateway {
+			return nil, fmt.Errorf("%s: %w", strings.TrimSpace(string(msg)), unix.ECONNREFUSED)
+		}
+		return nil, fmt.Errorf("%w: agent dial: status %d", ErrUnavailable, resp.StatusCode)
+	}
+	c.SetDeadline(time.Time{})
+	return &bufferedConn{Conn: c, r: br}, nil
+}
+
+// bufferedConn is a connection whose first bytes may already sit in r.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// CloseWrite passes a half-close on to the agent.
+func (c *bufferedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
