@@ -82,6 +82,21 @@ func (r *Runtime) Close() {
 	}
 }
 
+// ExecAdmin runs args in the running container id with CAP_SYS_ADMIN added
+// to the process's capabilities, and waits for it (runsc only: it is how
+// the daemon changes what lives in gVisor's kernel, such as the hostname).
+func (r *Runtime) ExecAdmin(ctx context.Context, id string, args ...string) error {
+	if r.Name != GVisor {
+		return fmt.Errorf("%s: ExecAdmin is for gVisor only", r.Name)
+	}
+	cmdArgs := append(r.globalArgs(), "exec", "--cap", "CAP_SYS_ADMIN", id)
+	out, err := exec.CommandContext(ctx, r.Path, append(cmdArgs, args...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("runsc exec: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 // Platform is the gVisor platform the runtime runs on; empty for others.
 func (r *Runtime) Platform() string {
 	for _, a := range r.rc.ExtraArgs {

@@ -570,3 +570,17 @@ func (m *Manager) runtimesOf(b *box) []*runtime.Runtime {
 
 // isGVisor reports whether b runs on gVisor.
 func (b *box) isGVisor() bool { return b.runtimeName() == RuntimeGVisor }
+
+// nameWarm gives the warm sandbox w the name. A gVisor sandbox's hostname
+// and files live in gVisor's kernel, so the agent binary does it from
+// inside, run by runsc with CAP_SYS_ADMIN (which user code never has).
+func (m *Manager) nameWarm(ctx context.Context, w *box, inst *instance, name string) error {
+	if !w.isGVisor() {
+		return nameSandbox(inst.pid, m.paths(w.rec.Key).rootfs, name)
+	}
+	rt, err := m.runtimeOf(w)
+	if err != nil {
+		return err
+	}
+	return rt.ExecAdmin(ctx, inst.cid, runtime.AgentPath, "rename", name)
+}

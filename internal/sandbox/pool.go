@@ -105,7 +105,7 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 		Config: data, NetSlot: w.rec.NetSlot, CreatedAt: now, LastUsedAt: now, StatusChangedAt: now,
 	}
 	inst := w.running
-	if err := nameSandbox(inst.pid, m.paths(rec.Key).rootfs, b.id); err != nil {
+	if err := m.nameWarm(ctx, w, inst, b.id); err != nil {
 		return fmt.Errorf("naming a warm sandbox: %w", err)
 	}
 	if err := agentSetEnv(ctx, inst, "HOSTNAME", b.id); err != nil {
