@@ -58,61 +58,64 @@ func mainText(res *api.RunCodeResult) string {
 
 // The reference's examples, verbatim.
 func TestCodeReferenceExamples(t *testing.T) {
-	_, sb := codeSandbox(t, "code-ref")
-	ctx := ctxT(t, 2*time.Minute)
-	c, err := sb.CreateCodeContext(ctx, client.CodeContextOptions{Language: api.LanguagePython})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Language != "python" || c.Cwd != "/workspace" || c.ID == "" || c.CreatedAt.IsZero() {
-		t.Errorf("context %+v", c)
-	}
-	in := client.RunCodeOptions{Context: c.ID}
-	runCode(t, sb, "import math; radius = 5", in)
-	if got := runCode(t, sb, "math.pi * radius ** 2", in); got.Results[0].Text != "78.53981633974483" {
-		t.Errorf("area = %+v", got.Results)
-	}
+	needCodeRuntimes(t)
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		sb := d.Client.Sandbox("code-ref")
+		ctx := ctxT(t, 2*time.Minute)
+		c, err := sb.CreateCodeContext(ctx, client.CodeContextOptions{Language: api.LanguagePython})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Language != "python" || c.Cwd != "/workspace" || c.ID == "" || c.CreatedAt.IsZero() {
+			t.Errorf("context %+v", c)
+		}
+		in := client.RunCodeOptions{Context: c.ID}
+		runCode(t, sb, "import math; radius = 5", in)
+		if got := runCode(t, sb, "math.pi * radius ** 2", in); got.Results[0].Text != "78.53981633974483" {
+			t.Errorf("area = %+v", got.Results)
+		}
 
-	res := runCode(t, sb, "\ndata = [1, 2, 3, 4, 5]\nprint(f\"Sum: {sum(data)}\")\nsum(data)\n", client.RunCodeOptions{Language: "python"})
-	if fmt.Sprint(res.Logs.Stdout) != "[Sum: 15]" || res.Results[0].Text != "15" {
-		t.Errorf("print + last expression: %+v", res)
-	}
+		res := runCode(t, sb, "\ndata = [1, 2, 3, 4, 5]\nprint(f\"Sum: {sum(data)}\")\nsum(data)\n", client.RunCodeOptions{Language: "python"})
+		if fmt.Sprint(res.Logs.Stdout) != "[Sum: 15]" || res.Results[0].Text != "15" {
+			t.Errorf("print + last expression: %+v", res)
+		}
 
-	res = runCode(t, sb, "x = 1 / 0", client.RunCodeOptions{Language: "python"})
-	if res.Error == nil || res.Error.Name != "ZeroDivisionError" || res.Error.Value != "division by zero" || len(res.Error.Traceback) == 0 {
-		t.Errorf("error = %+v", res.Error)
-	}
+		res = runCode(t, sb, "x = 1 / 0", client.RunCodeOptions{Language: "python"})
+		if res.Error == nil || res.Error.Name != "ZeroDivisionError" || res.Error.Value != "division by zero" || len(res.Error.Traceback) == 0 {
+			t.Errorf("error = %+v", res.Error)
+		}
 
-	res = runCode(t, sb, "\nimport matplotlib.pyplot as plt\nimport numpy as np\n\n\nx = np.linspace(0, 10, 100)\nplt.plot(x, np.sin(x))\nplt.show()\n", client.RunCodeOptions{Language: "python"})
-	if len(res.Results) == 0 || res.Results[0].PNG == "" {
-		t.Fatalf("sine chart: %+v (stderr %q)", res.Results, res.Logs.Stderr)
-	}
-	raw, err := base64.StdEncoding.DecodeString(res.Results[0].PNG)
-	if err != nil || !bytes.HasPrefix(raw, []byte("\x89PNG\r\n\x1a\n")) {
-		t.Fatalf("not a PNG: %v", err)
-	}
-	if img, err := png.Decode(bytes.NewReader(raw)); err != nil || img.Bounds().Dx() < 100 {
-		t.Errorf("decoding the chart: %v", err)
-	}
+		res = runCode(t, sb, "\nimport matplotlib.pyplot as plt\nimport numpy as np\n\n\nx = np.linspace(0, 10, 100)\nplt.plot(x, np.sin(x))\nplt.show()\n", client.RunCodeOptions{Language: "python"})
+		if len(res.Results) == 0 || res.Results[0].PNG == "" {
+			t.Fatalf("sine chart: %+v (stderr %q)", res.Results, res.Logs.Stderr)
+		}
+		raw, err := base64.StdEncoding.DecodeString(res.Results[0].PNG)
+		if err != nil || !bytes.HasPrefix(raw, []byte("\x89PNG\r\n\x1a\n")) {
+			t.Fatalf("not a PNG: %v", err)
+		}
+		if img, err := png.Decode(bytes.NewReader(raw)); err != nil || img.Bounds().Dx() < 100 {
+			t.Errorf("decoding the chart: %v", err)
+		}
 
-	res = runCode(t, sb, "\nimport pandas as pd\ndf = pd.DataFrame({'Name': ['Alice', 'Bob'], 'Age': [25, 30]})\ndf\n", client.RunCodeOptions{Language: "python"})
-	if len(res.Results) != 1 || !strings.Contains(res.Results[0].HTML, "<table") || !strings.Contains(res.Results[0].HTML, "Alice") || !strings.Contains(res.Results[0].Text, "Bob") {
-		t.Errorf("DataFrame: %+v", res.Results)
-	}
+		res = runCode(t, sb, "\nimport pandas as pd\ndf = pd.DataFrame({'Name': ['Alice', 'Bob'], 'Age': [25, 30]})\ndf\n", client.RunCodeOptions{Language: "python"})
+		if len(res.Results) != 1 || !strings.Contains(res.Results[0].HTML, "<table") || !strings.Contains(res.Results[0].HTML, "Alice") || !strings.Contains(res.Results[0].Text, "Bob") {
+			t.Errorf("DataFrame: %+v", res.Results)
+		}
 
-	list, err := sb.ListCodeContexts(ctx)
-	if err != nil || len(list) != 2 || list[0].ID != c.ID || list[1].ID != "default-python" {
-		t.Errorf("list = %+v, %v", list, err)
-	}
-	if err := sb.DeleteCodeContext(ctx, c.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := sb.DeleteCodeContext(ctx, c.ID); !errors.Is(err, client.ErrNotFound) {
-		t.Errorf("second delete: %v", err)
-	}
-	if _, err := sb.RunCode(ctx, "1", client.RunCodeOptions{Context: c.ID}); !errors.Is(err, client.ErrNotFound) {
-		t.Errorf("run in a deleted context: %v", err)
-	}
+		list, err := sb.ListCodeContexts(ctx)
+		if err != nil || len(list) != 2 || list[0].ID != c.ID || list[1].ID != "default-python" {
+			t.Errorf("list = %+v, %v", list, err)
+		}
+		if err := sb.DeleteCodeContext(ctx, c.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := sb.DeleteCodeContext(ctx, c.ID); !errors.Is(err, client.ErrNotFound) {
+			t.Errorf("second delete: %v", err)
+		}
+		if _, err := sb.RunCode(ctx, "1", client.RunCodeOptions{Context: c.ID}); !errors.Is(err, client.ErrNotFound) {
+			t.Errorf("run in a deleted context: %v", err)
+		}
+	})
 }
 
 func TestCodeStreamsLive(t *testing.T) {
@@ -141,30 +144,33 @@ func TestCodeStreamsLive(t *testing.T) {
 }
 
 func TestCodeJavaScriptAndTypeScript(t *testing.T) {
-	_, sb := codeSandbox(t, "code-js")
-	js := client.RunCodeOptions{Language: api.LanguageJavaScript}
-	runCode(t, sb, "const base = await Promise.resolve(40); let n = 1;", js)
-	res := runCode(t, sb, "n += 1; console.log('n is', n); ({total: base + n})", js)
-	if len(res.Results) != 1 || string(res.Results[0].JSON) != `{"total":42}` || fmt.Sprint(res.Logs.Stdout) != "[n is 2]" {
-		t.Errorf("js: %+v", res)
-	}
-	ts := client.RunCodeOptions{Language: api.LanguageTypeScript}
-	res = runCode(t, sb, "interface Point { x: number; y: number }\nconst p: Point = { x: 3, y: 4 };\nconst len: number = Math.hypot(p.x, p.y);\nlen", ts)
-	if mainText(res) != "5" || res.Error != nil {
-		t.Errorf("ts: %+v", res)
-	}
-	res = runCode(t, sb, "const wrong: string = 42; wrong", ts)
-	if mainText(res) != "42" {
-		t.Errorf("a type error blocked the run: %+v", res)
-	}
-	res = runCode(t, sb, "const = 1", ts)
-	if res.Error == nil || res.Error.Name != "SyntaxError" {
-		t.Errorf("syntax error: %+v", res.Error)
-	}
-	// JS and TS default contexts are separate processes.
-	if res := runCode(t, sb, "typeof base", ts); mainText(res) != "'undefined'" {
-		t.Errorf("ts sees js state: %+v", res)
-	}
+	needCodeRuntimes(t)
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		sb := d.Client.Sandbox("code-js")
+		js := client.RunCodeOptions{Language: api.LanguageJavaScript}
+		runCode(t, sb, "const base = await Promise.resolve(40); let n = 1;", js)
+		res := runCode(t, sb, "n += 1; console.log('n is', n); ({total: base + n})", js)
+		if len(res.Results) != 1 || string(res.Results[0].JSON) != `{"total":42}` || fmt.Sprint(res.Logs.Stdout) != "[n is 2]" {
+			t.Errorf("js: %+v", res)
+		}
+		ts := client.RunCodeOptions{Language: api.LanguageTypeScript}
+		res = runCode(t, sb, "interface Point { x: number; y: number }\nconst p: Point = { x: 3, y: 4 };\nconst len: number = Math.hypot(p.x, p.y);\nlen", ts)
+		if mainText(res) != "5" || res.Error != nil {
+			t.Errorf("ts: %+v", res)
+		}
+		res = runCode(t, sb, "const wrong: string = 42; wrong", ts)
+		if mainText(res) != "42" {
+			t.Errorf("a type error blocked the run: %+v", res)
+		}
+		res = runCode(t, sb, "const = 1", ts)
+		if res.Error == nil || res.Error.Name != "SyntaxError" {
+			t.Errorf("syntax error: %+v", res.Error)
+		}
+		// JS and TS default contexts are separate processes.
+		if res := runCode(t, sb, "typeof base", ts); mainText(res) != "'undefined'" {
+			t.Errorf("ts sees js state: %+v", res)
+		}
+	})
 }
 
 func TestCodeTimeoutKeepsStateAndCrashKillsOnlyItsContext(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/testdaemon"
 )
 
 func TestFirstExecCreatesTheSandbox(t *testing.T) {
@@ -39,74 +40,77 @@ func TestFirstExecCreatesTheSandbox(t *testing.T) {
 }
 
 func TestSessionStatePersistsAndPerCallOptionsDoNot(t *testing.T) {
-	d := daemon(t)
-	sb := d.Client.Sandbox("state")
-	run(t, sb, "mkdir -p /tmp/app && cd /tmp/app && export GREETING=hello && greet() { echo \"$GREETING, $1\"; } && alias ll='echo aliased'")
-	if got := trim(run(t, sb, "pwd; greet world; ll")); got != "/tmp/app\nhello, world\naliased" {
-		t.Errorf("state across calls = %q", got)
-	}
-	got := trim(run(t, sb, "pwd; echo $GREETING $ONLY_HERE", client.WithCwd("/"),
-		client.WithEnv(map[string]string{"GREETING": "bye", "ONLY_HERE": "x"})))
-	if got != "/\nbye x" {
-		t.Errorf("per-call cwd/env = %q", got)
-	}
-	if got := trim(run(t, sb, "pwd; echo \"[$GREETING][$ONLY_HERE]\"")); got != "/tmp/app\n[hello][]" {
-		t.Errorf("per-call options leaked into the session: %q", got)
-	}
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		sb := d.Client.Sandbox("state")
+		run(t, sb, "mkdir -p /tmp/app && cd /tmp/app && export GREETING=hello && greet() { echo \"$GREETING, $1\"; } && alias ll='echo aliased'")
+		if got := trim(run(t, sb, "pwd; greet world; ll")); got != "/tmp/app\nhello, world\naliased" {
+			t.Errorf("state across calls = %q", got)
+		}
+		got := trim(run(t, sb, "pwd; echo $GREETING $ONLY_HERE", client.WithCwd("/"),
+			client.WithEnv(map[string]string{"GREETING": "bye", "ONLY_HERE": "x"})))
+		if got != "/\nbye x" {
+			t.Errorf("per-call cwd/env = %q", got)
+		}
+		if got := trim(run(t, sb, "pwd; echo \"[$GREETING][$ONLY_HERE]\"")); got != "/tmp/app\n[hello][]" {
+			t.Errorf("per-call options leaked into the session: %q", got)
+		}
+	})
 }
 
 func TestExitCodesStdinAndOutput(t *testing.T) {
-	d := daemon(t)
-	sb := d.Client.Sandbox("codes")
-	for cmd, want := range map[string]int{"true": 0, "false": 1, "sh -c 'exit 42'": 42, "no-such-command-xyz": 127} {
-		if code, out := exitOf(t, sb, cmd); code != want {
-			t.Errorf("%s: exit %d, want %d (%s)", cmd, code, want, out)
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		sb := d.Client.Sandbox("codes")
+		for cmd, want := range map[string]int{"true": 0, "false": 1, "sh -c 'exit 42'": 42, "no-such-command-xyz": 127} {
+			if code, out := exitOf(t, sb, cmd); code != want {
+				t.Errorf("%s: exit %d, want %d (%s)", cmd, code, want, out)
+			}
 		}
-	}
-	res, err := sb.Exec(ctxT(t, 30*time.Second), "tr a-z A-Z; echo err >&2", client.WithStdin([]byte("hello\n")))
-	if err != nil || res.Stdout != "HELLO\n" || res.Stderr != "err\n" || !res.Success {
-		t.Errorf("stdin: %+v, %v", res, err)
-	}
-	// Binary output comes back byte for byte.
-	res, err = sb.Exec(ctxT(t, 30*time.Second), "printf '\\000\\377\\376abc'")
-	if err != nil || res.Stdout != "\x00\xff\xfeabc" {
-		t.Errorf("binary stdout = %q, %v", res.Stdout, err)
-	}
-	// A multi-byte character split across writes is intact.
-	res, err = sb.Exec(ctxT(t, 30*time.Second), "printf '\\342\\202'; sleep 0.1; printf '\\254'")
-	if err != nil || res.Stdout != "€" {
-		t.Errorf("split UTF-8 = %q, %v", res.Stdout, err)
-	}
+		res, err := sb.Exec(ctxT(t, 30*time.Second), "tr a-z A-Z; echo err >&2", client.WithStdin([]byte("hello\n")))
+		if err != nil || res.Stdout != "HELLO\n" || res.Stderr != "err\n" || !res.Success {
+			t.Errorf("stdin: %+v, %v", res, err)
+		}
+		// Binary output comes back byte for byte.
+		res, err = sb.Exec(ctxT(t, 30*time.Second), "printf '\\000\\377\\376abc'")
+		if err != nil || res.Stdout != "\x00\xff\xfeabc" {
+			t.Errorf("binary stdout = %q, %v", res.Stdout, err)
+		}
+		// A multi-byte character split across writes is intact.
+		res, err = sb.Exec(ctxT(t, 30*time.Second), "printf '\\342\\202'; sleep 0.1; printf '\\254'")
+		if err != nil || res.Stdout != "€" {
+			t.Errorf("split UTF-8 = %q, %v", res.Stdout, err)
+		}
+	})
 }
 
 func TestTimeoutKillsTheTreeAndKeepsTheSession(t *testing.T) {
-	d := daemon(t)
-	sb := d.Client.Sandbox("timeout")
-	run(t, sb, "export KEEP=me")
-	start := time.Now()
-	res, err := sb.Exec(ctxT(t, 30*time.Second), "echo before; sleep 100 & bash -c 'sleep 100 & wait' & sleep 100",
-		client.WithTimeout(500*time.Millisecond))
-	if !errors.Is(err, client.ErrTimeout) {
-		t.Fatalf("err = %v, want ErrTimeout", err)
-	}
-	if took := time.Since(start); took > 10*time.Second {
-		t.Errorf("timeout took %v", took)
-	}
-	if res == nil || !strings.Contains(res.Stdout, "before") {
-		t.Errorf("partial output = %+v", res)
-	}
-	// The shell's report of the killed job ("<agent path>/cmd: line 1: 18
-	// Killed sleep 60") is not the user's output.
-	if res != nil && (strings.Contains(res.Stderr, "Killed") || strings.Contains(res.Stderr, "sandboxd-agent")) {
-		t.Errorf("stderr after the timeout shows the shell's job report: %q", res.Stderr)
-	}
-	res, err = sb.Exec(ctxT(t, 30*time.Second), "echo on-stderr >&2; sleep 60", client.WithTimeout(500*time.Millisecond))
-	if !errors.Is(err, client.ErrTimeout) || res == nil || res.Stderr != "on-stderr\n" {
-		t.Errorf("sleep 60 past its timeout: err %v, result %+v; want ErrTimeout and only the command's own stderr", err, res)
-	}
-	if got := trim(run(t, sb, "echo $KEEP; pgrep -c sleep || true")); got != "me\n0" {
-		t.Errorf("after timeout: %q (want the session state and no sleep left)", got)
-	}
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		sb := d.Client.Sandbox("timeout")
+		run(t, sb, "export KEEP=me")
+		start := time.Now()
+		res, err := sb.Exec(ctxT(t, 30*time.Second), "echo before; sleep 100 & bash -c 'sleep 100 & wait' & sleep 100",
+			client.WithTimeout(500*time.Millisecond))
+		if !errors.Is(err, client.ErrTimeout) {
+			t.Fatalf("err = %v, want ErrTimeout", err)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("timeout took %v", took)
+		}
+		if res == nil || !strings.Contains(res.Stdout, "before") {
+			t.Errorf("partial output = %+v", res)
+		}
+		// The shell's report of the killed job ("<agent path>/cmd: line 1: 18
+		// Killed sleep 60") is not the user's output.
+		if res != nil && (strings.Contains(res.Stderr, "Killed") || strings.Contains(res.Stderr, "sandboxd-agent")) {
+			t.Errorf("stderr after the timeout shows the shell's job report: %q", res.Stderr)
+		}
+		res, err = sb.Exec(ctxT(t, 30*time.Second), "echo on-stderr >&2; sleep 60", client.WithTimeout(500*time.Millisecond))
+		if !errors.Is(err, client.ErrTimeout) || res == nil || res.Stderr != "on-stderr\n" {
+			t.Errorf("sleep 60 past its timeout: err %v, result %+v; want ErrTimeout and only the command's own stderr", err, res)
+		}
+		if got := trim(run(t, sb, "echo $KEEP; pgrep -c sleep || true")); got != "me\n0" {
+			t.Errorf("after timeout: %q (want the session state and no sleep left)", got)
+		}
+	})
 }
 
 func TestExitEndsTheSessionAndTheNextCallGetsAFreshOne(t *testing.T) {
@@ -123,45 +127,46 @@ func TestExitEndsTheSessionAndTheNextCallGetsAFreshOne(t *testing.T) {
 }
 
 func TestStreamingDeliversOutputAsItIsProduced(t *testing.T) {
-	d := daemon(t)
-	sb := d.Client.Sandbox("stream")
-	run(t, sb, "true")
-	st, err := sb.ExecStream(ctxT(t, 30*time.Second), "echo one; sleep 0.6; echo two >&2; sleep 0.2; (exit 5)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var types []string
-	var firstOut, complete time.Time
-	var exit int
-	for {
-		ev, err := st.Next()
-		if err == io.EOF {
-			break
-		}
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		sb := d.Client.Sandbox("stream")
+		run(t, sb, "true")
+		st, err := sb.ExecStream(ctxT(t, 30*time.Second), "echo one; sleep 0.6; echo two >&2; sleep 0.2; (exit 5)")
 		if err != nil {
 			t.Fatal(err)
 		}
-		types = append(types, ev.Type)
-		switch ev.Type {
-		case api.EventStdout:
-			if firstOut.IsZero() {
-				firstOut = time.Now()
+		defer st.Close()
+		var types []string
+		var firstOut, complete time.Time
+		var exit int
+		for {
+			ev, err := st.Next()
+			if err == io.EOF {
+				break
 			}
-		case api.EventComplete:
-			complete = time.Now()
-			exit = *ev.ExitCode
+			if err != nil {
+				t.Fatal(err)
+			}
+			types = append(types, ev.Type)
+			switch ev.Type {
+			case api.EventStdout:
+				if firstOut.IsZero() {
+					firstOut = time.Now()
+				}
+			case api.EventComplete:
+				complete = time.Now()
+				exit = *ev.ExitCode
+			}
 		}
-	}
-	if got := strings.Join(types, ","); got != "start,stdout,stderr,complete" {
-		t.Errorf("events = %s", got)
-	}
-	if exit != 5 {
-		t.Errorf("exit code = %d", exit)
-	}
-	if gap := complete.Sub(firstOut); gap < 600*time.Millisecond {
-		t.Errorf("first stdout came only %v before complete: output was not streamed live", gap)
-	}
+		if got := strings.Join(types, ","); got != "start,stdout,stderr,complete" {
+			t.Errorf("events = %s", got)
+		}
+		if exit != 5 {
+			t.Errorf("exit code = %d", exit)
+		}
+		if gap := complete.Sub(firstOut); gap < 600*time.Millisecond {
+			t.Errorf("first stdout came only %v before complete: output was not streamed live", gap)
+		}
+	})
 }
 
 func TestStreamClientDisconnectKillsTheCommand(t *testing.T) {

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -51,3 +53,33 @@ func trim(s string) string { return strings.TrimSpace(s) }
 func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
 }
+
+// runtimes lists the runtimes the core tests run on: the one the daemon
+// picks for the host's kernel (crun, else runc) and, when runsc was built
+// beside sandboxd (make build always builds it), gvisor.
+func runtimes(t *testing.T) []string {
+	rts := []string{"host-kernel"}
+	if _, err := os.Stat(filepath.Join(testdaemon.BinDir(t), "runsc")); err == nil {
+		rts = append(rts, "gvisor")
+	}
+	return rts
+}
+
+// forEachRuntime runs fn once per runtime, as a subtest named after it,
+// each with its own daemon whose default runtime it is: every sandbox the
+// test makes runs on that runtime.
+func forEachRuntime(t *testing.T, fn func(t *testing.T, d *testdaemon.Daemon), extraArgs ...string) {
+	testdaemon.SkipUnlessRoot(t)
+	for _, rt := range runtimes(t) {
+		t.Run(rt, func(t *testing.T) {
+			args := append([]string{}, extraArgs...)
+			if rt == "gvisor" {
+				args = append(args, "--default-runtime", "gvisor")
+			}
+			fn(t, testdaemon.Start(t, testdaemon.Options{Args: args}))
+		})
+	}
+}
+
+// onGVisor reports whether t is a forEachRuntime subtest on gVisor.
+func onGVisor(t *testing.T) bool { return strings.HasSuffix(t.Name(), "/gvisor") }

@@ -22,116 +22,140 @@ import (
 // Each case is an attempt to break out of a sandbox; the command must
 // print "blocked" (or exit non-zero with no leak) for the test to pass.
 func TestSandboxCannotReachTheHost(t *testing.T) {
-	d := daemon(t)
-	sb := d.Client.Sandbox("jail")
-	run(t, sb, "true")
-	hostShadow, _ := os.ReadFile("/etc/shadow")
-	hostName, _ := os.Hostname()
-	port := strings.TrimPrefix(d.URL[strings.LastIndex(d.URL, ":"):], ":")
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		sb := d.Client.Sandbox("jail")
+		run(t, sb, "true")
+		hostShadow, _ := os.ReadFile("/etc/shadow")
+		hostName, _ := os.Hostname()
+		port := strings.TrimPrefix(d.URL[strings.LastIndex(d.URL, ":"):], ":")
 
-	t.Run("host secrets are not visible", func(t *testing.T) {
-		shadow := run(t, sb, "cat /etc/shadow")
-		if len(hostShadow) > 0 && strings.Contains(shadow, strings.SplitN(string(hostShadow), "\n", 2)[0]) {
-			t.Errorf("the host's /etc/shadow is visible")
-		}
-		out := run(t, sb, "ls -A /root /home; ls "+d.StateDir+" 2>&1; cat "+d.StateDir+"/token 2>&1; ls /run 2>&1; ls /.sandboxd")
-		if strings.Contains(out, d.Token) || strings.Contains(out, "registry.db") {
-			t.Errorf("daemon state visible:\n%s", out)
-		}
-		if strings.Contains(run(t, sb, "cat /etc/passwd"), os.Getenv("USER")+":x:1000") {
-			t.Error("host users visible")
-		}
-	})
-	t.Run("host processes are not visible", func(t *testing.T) {
-		out := run(t, sb, "ls /proc | grep -c '^[0-9]'; cat /proc/1/cmdline | tr '\\0' ' '")
-		lines := strings.Split(trim(out), "\n")
-		var n int
-		fmt.Sscan(lines[0], &n)
-		if n > 20 {
-			t.Errorf("sandbox sees %d processes", n)
-		}
-		if !strings.Contains(lines[1], "/.sandboxd/agent") {
-			t.Errorf("PID 1 is %q, want the agent", lines[1])
-		}
-		if strings.Contains(run(t, sb, "cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' '"), "sandboxd --state-dir") {
-			t.Error("the daemon's process is visible")
-		}
-	})
-	t.Run("the daemon API is unreachable", func(t *testing.T) {
-		info, _ := sb.Info(ctxT(t, 10*time.Second))
-		targets := []string{"127.0.0.1"}
-		if info.Network.Gateway != "" {
-			targets = append(targets, info.Network.Gateway)
-		}
-		for _, host := range targets {
-			code, out := exitOf(t, sb, fmt.Sprintf(`python3 -c '
+		t.Run("host secrets are not visible", func(t *testing.T) {
+			shadow := run(t, sb, "cat /etc/shadow")
+			if len(hostShadow) > 0 && strings.Contains(shadow, strings.SplitN(string(hostShadow), "\n", 2)[0]) {
+				t.Errorf("the host's /etc/shadow is visible")
+			}
+			out := run(t, sb, "ls -A /root /home; ls "+d.StateDir+" 2>&1; cat "+d.StateDir+"/token 2>&1; ls /run 2>&1; ls /.sandboxd")
+			if strings.Contains(out, d.Token) || strings.Contains(out, "registry.db") {
+				t.Errorf("daemon state visible:\n%s", out)
+			}
+			if strings.Contains(run(t, sb, "cat /etc/passwd"), os.Getenv("USER")+":x:1000") {
+				t.Error("host users visible")
+			}
+		})
+		t.Run("host processes are not visible", func(t *testing.T) {
+			out := run(t, sb, "ls /proc | grep -c '^[0-9]'; cat /proc/1/cmdline | tr '\\0' ' '")
+			lines := strings.Split(trim(out), "\n")
+			var n int
+			fmt.Sscan(lines[0], &n)
+			if n > 20 {
+				t.Errorf("sandbox sees %d processes", n)
+			}
+			if !strings.Contains(lines[1], "/.sandboxd/agent") {
+				t.Errorf("PID 1 is %q, want the agent", lines[1])
+			}
+			if strings.Contains(run(t, sb, "cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' '"), "sandboxd --state-dir") {
+				t.Error("the daemon's process is visible")
+			}
+		})
+		t.Run("the daemon API is unreachable", func(t *testing.T) {
+			info, _ := sb.Info(ctxT(t, 10*time.Second))
+			targets := []string{"127.0.0.1"}
+			if info.Network.Gateway != "" {
+				targets = append(targets, info.Network.Gateway)
+			}
+			for _, host := range targets {
+				code, out := exitOf(t, sb, fmt.Sprintf(`python3 -c '
 import socket; s=socket.socket(); s.settimeout(2)
 try:
     s.connect(("%s", %s)); print("CONNECTED")
 except OSError as e:
     print("blocked", e)'`, host, port))
-			if code != 0 || strings.Contains(out, "CONNECTED") {
-				t.Errorf("daemon API at %s:%s reachable from the sandbox: %s", host, port, out)
-			}
-		}
-	})
-	privileged := map[string]string{
-		"mount":            "mount -t tmpfs none /mnt",
-		"load a module":    `python3 -c 'import ctypes,sys; libc=ctypes.CDLL(None, use_errno=True); r=libc.syscall(175, 0, 0, b""); sys.exit(0 if r==0 else 1)'`,
-		"set hostname":     "hostname evil-host",
-		"remount /usr":     "mount -o remount,rw /usr",
-		"write /usr":       "touch /usr/bin/evil",
-		"raw socket":       `python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)'`,
-		"change sysctl":    "echo 0 > /proc/sys/net/ipv4/ip_forward",
-		"mknod":            "mknod /tmp/sda b 8 0",
-		"raise limits":     "(for f in /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids.max /sys/fs/cgroup/pids/pids.max; do [ -e $f ] && echo 999999999 > $f && exit 0; done; exit 1)",
-		"ptrace the agent": `python3 -c 'import ctypes,sys; libc=ctypes.CDLL(None); sys.exit(0 if libc.ptrace(16, 1, 0, 0)==0 else 1)'`,
-		"kill the agent":   "kill -9 1; sleep 0.2; ! kill -0 1",
-	}
-	for name, cmd := range privileged {
-		t.Run("cannot "+name, func(t *testing.T) {
-			if code, out := exitOf(t, sb, cmd); code == 0 {
-				t.Errorf("%q succeeded inside the sandbox: %s", cmd, out)
+				if code != 0 || strings.Contains(out, "CONNECTED") {
+					t.Errorf("daemon API at %s:%s reachable from the sandbox: %s", host, port, out)
+				}
 			}
 		})
-	}
-	if h, _ := os.Hostname(); h != hostName {
-		t.Errorf("host hostname changed from %q to %q", hostName, h)
-	}
-	if _, err := os.Stat("/usr/bin/evil"); err == nil {
-		os.Remove("/usr/bin/evil")
-		t.Error("sandbox wrote to the host's /usr")
-	}
-	// The sandbox still works after all that.
-	if got := trim(run(t, sb, "echo alive")); got != "alive" {
-		t.Errorf("sandbox broken after attacks: %q", got)
-	}
+		privileged := map[string]string{
+			"mount":            "mount -t tmpfs none /mnt",
+			"load a module":    `python3 -c 'import ctypes,sys; libc=ctypes.CDLL(None, use_errno=True); r=libc.syscall(175, 0, 0, b""); sys.exit(0 if r==0 else 1)'`,
+			"set hostname":     "hostname evil-host",
+			"remount /usr":     "mount -o remount,rw /usr",
+			"write /usr":       "touch /usr/bin/evil",
+			"raw socket":       `python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)'`,
+			"change sysctl":    "echo 0 > /proc/sys/net/ipv4/ip_forward",
+			"mknod":            "mknod /tmp/sda b 8 0",
+			"raise limits":     "(for f in /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids.max /sys/fs/cgroup/pids/pids.max; do [ -e $f ] && echo 999999999 > $f && exit 0; done; exit 1)",
+			"ptrace the agent": `python3 -c 'import ctypes,sys; libc=ctypes.CDLL(None); sys.exit(0 if libc.ptrace(16, 1, 0, 0)==0 else 1)'`,
+			"kill the agent":   "kill -9 1; sleep 0.2; ! kill -0 1",
+		}
+		if onGVisor(t) {
+			// /proc/sys and the cgroup files are gVisor's own: a write
+			// changes the sandbox's view of its kernel, never the host's
+			// (checked here), and root may kill PID 1, which stops the
+			// sandbox until its next call (as kill -TERM 1 does anywhere).
+			for _, name := range []string{"change sysctl", "raise limits", "kill the agent"} {
+				delete(privileged, name)
+			}
+			t.Run("sysctl and cgroup writes stay in gVisor", func(t *testing.T) {
+				exitOf(t, sb, "echo 0 > /proc/sys/net/ipv4/ip_forward; echo 999999999 > /sys/fs/cgroup/memory/memory.limit_in_bytes")
+				if fwd, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); trim(string(fwd)) != "1" {
+					t.Errorf("the host's ip_forward is %q after the sandbox wrote 0", fwd)
+				}
+				for _, k := range d.Keys() {
+					for _, f := range []string{"/sys/fs/cgroup/memory/sandboxd/" + k + "/memory.limit_in_bytes", "/sys/fs/cgroup/sandboxd/" + k + "/memory.max"} {
+						if v, err := os.ReadFile(f); err == nil && trim(string(v)) != strconv.Itoa(512<<20) {
+							t.Errorf("the host's memory limit of the sandbox is %s, want %d", v, 512<<20)
+						}
+					}
+				}
+			})
+		}
+		for name, cmd := range privileged {
+			t.Run("cannot "+name, func(t *testing.T) {
+				if code, out := exitOf(t, sb, cmd); code == 0 {
+					t.Errorf("%q succeeded inside the sandbox: %s", cmd, out)
+				}
+			})
+		}
+		if h, _ := os.Hostname(); h != hostName {
+			t.Errorf("host hostname changed from %q to %q", hostName, h)
+		}
+		if _, err := os.Stat("/usr/bin/evil"); err == nil {
+			os.Remove("/usr/bin/evil")
+			t.Error("sandbox wrote to the host's /usr")
+		}
+		// The sandbox still works after all that.
+		if got := trim(run(t, sb, "echo alive")); got != "alive" {
+			t.Errorf("sandbox broken after attacks: %q", got)
+		}
+	})
 }
 
 func TestSandboxesCannotSeeEachOther(t *testing.T) {
-	d := daemon(t)
-	a, b := d.Client.Sandbox("alpha"), d.Client.Sandbox("beta")
-	run(t, a, "echo secret-of-alpha > /workspace/secret; echo secret-of-alpha > /tmp/secret")
-	pa := mustStart(t, a, "exec -a alpha-marker sleep 300")
-	_ = pa
-	if code, out := exitOf(t, b, "cat /workspace/secret /tmp/secret"); code == 0 || strings.Contains(out, "secret-of-alpha") {
-		t.Errorf("beta reads alpha's files: %s", out)
-	}
-	if strings.Contains(run(t, b, "cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' '"), "alpha-marker") {
-		t.Error("beta sees alpha's processes")
-	}
-	ai, _ := a.Info(ctxT(t, 10*time.Second))
-	if ai.Network.Address != "" {
-		code, out := exitOf(t, b, fmt.Sprintf(`python3 -c '
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		a, b := d.Client.Sandbox("alpha"), d.Client.Sandbox("beta")
+		run(t, a, "echo secret-of-alpha > /workspace/secret; echo secret-of-alpha > /tmp/secret")
+		pa := mustStart(t, a, "exec -a alpha-marker sleep 300")
+		_ = pa
+		if code, out := exitOf(t, b, "cat /workspace/secret /tmp/secret"); code == 0 || strings.Contains(out, "secret-of-alpha") {
+			t.Errorf("beta reads alpha's files: %s", out)
+		}
+		if strings.Contains(run(t, b, "cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' '"), "alpha-marker") {
+			t.Error("beta sees alpha's processes")
+		}
+		ai, _ := a.Info(ctxT(t, 10*time.Second))
+		if ai.Network.Address != "" {
+			code, out := exitOf(t, b, fmt.Sprintf(`python3 -c '
 import socket; s=socket.socket(); s.settimeout(2)
 try:
     s.connect(("%s", 22)); print("CONNECTED")
 except ConnectionRefusedError: print("REFUSED")
 except OSError as e: print("blocked", e)'`, ai.Network.Address))
-		if code != 0 || strings.Contains(out, "CONNECTED") || strings.Contains(out, "REFUSED") {
-			t.Errorf("beta reaches alpha's address %s: %s", ai.Network.Address, out)
+			if code != 0 || strings.Contains(out, "CONNECTED") || strings.Contains(out, "REFUSED") {
+				t.Errorf("beta reaches alpha's address %s: %s", ai.Network.Address, out)
+			}
 		}
-	}
+	})
 }
 
 // mustStart runs cmd in the background of sb's default session so that it

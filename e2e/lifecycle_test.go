@@ -44,20 +44,21 @@ func TestConcurrentFirstCallsCreateOneSandbox(t *testing.T) {
 }
 
 func TestStateSurvivesKill9OfTheDaemon(t *testing.T) {
-	d := daemon(t)
-	sb := d.Client.Sandbox("durable")
-	run(t, sb, "echo kept > /workspace/file && cd /tmp && export SESSION_VAR=still-here")
-	d.Kill(t)
-	d.Start(t)
-	sb = d.Client.Sandbox("durable")
-	list, err := d.Client.List(ctxT(t, 10*time.Second))
-	if err != nil || len(list) != 1 || list[0].ID != "durable" {
-		t.Fatalf("after kill -9: list = %v, %v", list, err)
-	}
-	// Reattached: files, and even the shell's state, are intact.
-	if got := trim(run(t, sb, "cat /workspace/file; pwd; echo $SESSION_VAR")); got != "kept\n/tmp\nstill-here" {
-		t.Errorf("after kill -9 and restart: %q", got)
-	}
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		sb := d.Client.Sandbox("durable")
+		run(t, sb, "echo kept > /workspace/file && cd /tmp && export SESSION_VAR=still-here")
+		d.Kill(t)
+		d.Start(t)
+		sb = d.Client.Sandbox("durable")
+		list, err := d.Client.List(ctxT(t, 10*time.Second))
+		if err != nil || len(list) != 1 || list[0].ID != "durable" {
+			t.Fatalf("after kill -9: list = %v, %v", list, err)
+		}
+		// Reattached: files, and even the shell's state, are intact.
+		if got := trim(run(t, sb, "cat /workspace/file; pwd; echo $SESSION_VAR")); got != "kept\n/tmp\nstill-here" {
+			t.Errorf("after kill -9 and restart: %q", got)
+		}
+	})
 }
 
 // TestRestartKeepsTheRootOfRunningSandboxes: a daemon restart (SIGTERM,
@@ -65,31 +66,32 @@ func TestStateSurvivesKill9OfTheDaemon(t *testing.T) {
 // reattaches must keep the skeleton below their overlay (it once emptied
 // their roots: `ls /` printed nothing, /tmp and /etc/passwd were gone).
 func TestRestartKeepsTheRootOfRunningSandboxes(t *testing.T) {
-	d := daemon(t)
-	sb := d.Client.Sandbox("rooted")
-	const probe = "ls / | wc -l; test -d /tmp && echo tmp; id -un; echo $MARK"
-	run(t, sb, "export MARK=reattached")
-	want := trim(run(t, sb, probe))
-	if !strings.HasSuffix(want, "tmp\nroot\nreattached") {
-		t.Fatalf("before any restart: %q", want)
-	}
-	for _, restart := range []struct {
-		name string
-		stop func(testing.TB)
-	}{{"SIGTERM", d.Stop}, {"kill -9", d.Kill}} {
-		restart.stop(t)
-		d.Start(t)
-		if got := trim(run(t, sb, probe)); got != want {
-			t.Errorf("after a restart by %s: %q, want %q", restart.name, got, want)
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		sb := d.Client.Sandbox("rooted")
+		const probe = "ls / | wc -l; test -d /tmp && echo tmp; id -un; echo $MARK"
+		run(t, sb, "export MARK=reattached")
+		want := trim(run(t, sb, probe))
+		if !strings.HasSuffix(want, "tmp\nroot\nreattached") {
+			t.Fatalf("before any restart: %q", want)
 		}
-	}
-	// An unchanged skeleton is reused, not rebuilt beside the old one.
-	if versions, _ := os.ReadDir(filepath.Join(d.StateDir, "images", "hostfs")); len(versions) != 1 {
-		t.Errorf("%d host image versions after two restarts, want 1", len(versions))
-	}
-	if got := trim(run(t, d.Client.Sandbox("fresh"), "ls / | wc -l; id -un")); got != strings.Join(strings.Split(want, "\n")[:1], "")+"\nroot" {
-		t.Errorf("a sandbox created after the restarts: %q", got)
-	}
+		for _, restart := range []struct {
+			name string
+			stop func(testing.TB)
+		}{{"SIGTERM", d.Stop}, {"kill -9", d.Kill}} {
+			restart.stop(t)
+			d.Start(t)
+			if got := trim(run(t, sb, probe)); got != want {
+				t.Errorf("after a restart by %s: %q, want %q", restart.name, got, want)
+			}
+		}
+		// An unchanged skeleton is reused, not rebuilt beside the old one.
+		if versions, _ := os.ReadDir(filepath.Join(d.StateDir, "images", "hostfs")); len(versions) != 1 {
+			t.Errorf("%d host image versions after two restarts, want 1", len(versions))
+		}
+		if got := trim(run(t, d.Client.Sandbox("fresh"), "ls / | wc -l; id -un")); got != strings.Join(strings.Split(want, "\n")[:1], "")+"\nroot" {
+			t.Errorf("a sandbox created after the restarts: %q", got)
+		}
+	})
 }
 
 func TestFilesSurviveAHostRebootSimulation(t *testing.T) {

@@ -108,342 +108,343 @@ func previewSandbox(t *testing.T, d *testdaemon.Daemon, id string) (sb *client.S
 }
 
 func TestPreviewURLs(t *testing.T) {
-	d := daemon(t)
-	sb, wide, local := previewSandbox(t, d, "pv")
-	c := previewClient(d)
-	ctx := ctxT(t, 5*time.Minute)
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		sb, wide, local := previewSandbox(t, d, "pv")
+		c := previewClient(d)
+		ctx := ctxT(t, 5*time.Minute)
 
-	t.Run("format and both bindings", func(t *testing.T) {
-		port := strings.TrimPrefix(d.URL, "http://127.0.0.1:")
-		want := fmt.Sprintf("http://8080-pv-%s.localhost:%s/", wide.Token, port)
-		if wide.URL != want || wide.Name != "web" || !wide.Public || len(wide.Token) != 16 {
-			t.Errorf("exposed port = %+v, want URL %s", wide, want)
-		}
-		for _, p := range []*api.ExposedPort{wide, local} {
-			status, body, _ := get(t, c, p.URL, nil)
-			if status != 200 || !strings.Contains(body, "hello from pv") {
-				t.Errorf("%s: %d %q", p.URL, status, body)
+		t.Run("format and both bindings", func(t *testing.T) {
+			port := strings.TrimPrefix(d.URL, "http://127.0.0.1:")
+			want := fmt.Sprintf("http://8080-pv-%s.localhost:%s/", wide.Token, port)
+			if wide.URL != want || wide.Name != "web" || !wide.Public || len(wide.Token) != 16 {
+				t.Errorf("exposed port = %+v, want URL %s", wide, want)
 			}
-		}
-		list, err := sb.ExposedPorts(ctx)
-		if err != nil || len(list) != 2 || list[0].Port != 8080 || list[1].Port != 9090 {
-			t.Errorf("ExposedPorts = %+v, %v", list, err)
-		}
-		// A preview host never reaches the API, whatever the path and
-		// even with the token: the sandbox's service answers.
-		status, body, _ := get(t, c, wide.URL+"v1/sandboxes", http.Header{"Authorization": {"Bearer " + d.Token}})
-		if status != 200 || !strings.Contains(body, "GET /v1/sandboxes") || strings.Contains(body, `"sandboxes"`) {
-			t.Errorf("API path on a preview host: %d %s", status, body)
-		}
-	})
+			for _, p := range []*api.ExposedPort{wide, local} {
+				status, body, _ := get(t, c, p.URL, nil)
+				if status != 200 || !strings.Contains(body, "hello from pv") {
+					t.Errorf("%s: %d %q", p.URL, status, body)
+				}
+			}
+			list, err := sb.ExposedPorts(ctx)
+			if err != nil || len(list) != 2 || list[0].Port != 8080 || list[1].Port != 9090 {
+				t.Errorf("ExposedPorts = %+v, %v", list, err)
+			}
+			// A preview host never reaches the API, whatever the path and
+			// even with the token: the sandbox's service answers.
+			status, body, _ := get(t, c, wide.URL+"v1/sandboxes", http.Header{"Authorization": {"Bearer " + d.Token}})
+			if status != 200 || !strings.Contains(body, "GET /v1/sandboxes") || strings.Contains(body, `"sandboxes"`) {
+				t.Errorf("API path on a preview host: %d %s", status, body)
+			}
+		})
 
-	t.Run("expose is idempotent with the same options", func(t *testing.T) {
-		again, err := sb.ExposePort(ctx, 8080, client.WithPortName("web"))
-		if err != nil || again.Token != wide.Token {
-			t.Errorf("again: %+v %v", again, err)
-		}
-		_, err = sb.ExposePort(ctx, 8080, client.WithPortName("other"))
-		if !errors.Is(err, client.ErrConflict) || !strings.Contains(err.Error(), "PORT_ALREADY_EXPOSED") {
-			t.Errorf("other options: %v", err)
-		}
-		for _, port := range []int{80, 1023, 65536} {
-			if _, err := sb.ExposePort(ctx, port); !errors.Is(err, client.ErrInvalid) {
-				t.Errorf("port %d: %v", port, err)
+		t.Run("expose is idempotent with the same options", func(t *testing.T) {
+			again, err := sb.ExposePort(ctx, 8080, client.WithPortName("web"))
+			if err != nil || again.Token != wide.Token {
+				t.Errorf("again: %+v %v", again, err)
 			}
-		}
-		// The daemon checks too, whatever the SDK does.
-		status, body, _ := apiCall(t, d, "POST", "/v1/sandboxes/pv/ports", `{"port": 22}`)
-		if status != 400 || errorCode(body) != api.CodeInvalidPort {
-			t.Errorf("port 22 through the API: %d %s", status, body)
-		}
-		status, body, _ = apiCall(t, d, "POST", "/v1/sandboxes/pv/ports", `{"port": 8081, "token": "Bad-Token"}`)
-		if status != 400 || errorCode(body) != api.CodeValidationFailed {
-			t.Errorf("bad token through the API: %d %s", status, body)
-		}
-		// A chosen token is the URL's only secret: too short to guess is
-		// refused (issue 11, item 13).
-		for _, tok := range []string{"a", "abc", "eleven_char"} {
-			status, body, _ = apiCall(t, d, "POST", "/v1/sandboxes/pv/ports", `{"port": 8081, "token": "`+tok+`"}`)
+			_, err = sb.ExposePort(ctx, 8080, client.WithPortName("other"))
+			if !errors.Is(err, client.ErrConflict) || !strings.Contains(err.Error(), "PORT_ALREADY_EXPOSED") {
+				t.Errorf("other options: %v", err)
+			}
+			for _, port := range []int{80, 1023, 65536} {
+				if _, err := sb.ExposePort(ctx, port); !errors.Is(err, client.ErrInvalid) {
+					t.Errorf("port %d: %v", port, err)
+				}
+			}
+			// The daemon checks too, whatever the SDK does.
+			status, body, _ := apiCall(t, d, "POST", "/v1/sandboxes/pv/ports", `{"port": 22}`)
+			if status != 400 || errorCode(body) != api.CodeInvalidPort {
+				t.Errorf("port 22 through the API: %d %s", status, body)
+			}
+			status, body, _ = apiCall(t, d, "POST", "/v1/sandboxes/pv/ports", `{"port": 8081, "token": "Bad-Token"}`)
 			if status != 400 || errorCode(body) != api.CodeValidationFailed {
-				t.Errorf("token %q: %d %s", tok, status, body)
+				t.Errorf("bad token through the API: %d %s", status, body)
 			}
-		}
-	})
-
-	t.Run("methods and headers", func(t *testing.T) {
-		for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND"} {
-			req, _ := http.NewRequestWithContext(ctx, m, wide.URL+"echo/a%20b?q=1&r=%2F", strings.NewReader("payload"))
-			req.Header.Set("X-Forwarded-For", "203.0.113.66")
-			req.Header.Set("X-Custom", "yes")
-			req.Header.Set("Authorization", "Bearer "+d.Token) // the API token: never forwarded
-			resp, err := c.Do(req)
-			if err != nil {
-				t.Fatal(err)
+			// A chosen token is the URL's only secret: too short to guess is
+			// refused (issue 11, item 13).
+			for _, tok := range []string{"a", "abc", "eleven_char"} {
+				status, body, _ = apiCall(t, d, "POST", "/v1/sandboxes/pv/ports", `{"port": 8081, "token": "`+tok+`"}`)
+				if status != 400 || errorCode(body) != api.CodeValidationFailed {
+					t.Errorf("token %q: %d %s", tok, status, body)
+				}
 			}
-			var e echoReply
-			json.NewDecoder(resp.Body).Decode(&e)
-			resp.Body.Close()
-			host := strings.TrimSuffix(strings.TrimPrefix(wide.URL, "http://"), "/")
-			h := http.Header(e.Header)
-			switch {
-			case resp.StatusCode != 200 || e.Method != m:
-				t.Errorf("%s: %d, service saw %q", m, resp.StatusCode, e.Method)
-			case e.Path != "/echo/a b" || e.Query != "q=1&r=%2F" || e.BodyLen != 7:
-				t.Errorf("%s: path %q query %q body %d", m, e.Path, e.Query, e.BodyLen)
-			case e.Host != host || h.Get("X-Forwarded-Host") != host || h.Get("X-Forwarded-Proto") != "http":
-				t.Errorf("%s: host %q, X-Forwarded-Host %q, proto %q", m, e.Host, h.Get("X-Forwarded-Host"), h.Get("X-Forwarded-Proto"))
-			case h.Get("X-Forwarded-For") != "127.0.0.1":
-				t.Errorf("%s: X-Forwarded-For %q: a client's own value must not pass", m, h.Get("X-Forwarded-For"))
-			case h.Get("Authorization") != "" || h.Get("X-Custom") != "yes":
-				t.Errorf("%s: Authorization %q (must be gone), X-Custom %q", m, h.Get("Authorization"), h.Get("X-Custom"))
-			}
-		}
-		// An app's own Authorization header passes.
-		status, body, _ := get(t, c, wide.URL+"echo/", http.Header{"Authorization": {"Bearer app-secret"}})
-		if status != 200 || !strings.Contains(body, "app-secret") {
-			t.Errorf("app Authorization: %d %s", status, body)
-		}
-	})
+		})
 
-	t.Run("large bodies both ways", func(t *testing.T) {
-		const size = 96 << 20
-		src := io.LimitReader(pattern{}, size)
-		sent := sha256.New()
-		req, _ := http.NewRequestWithContext(ctx, "POST", wide.URL+"stream", io.TeeReader(src, sent))
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := sha256.New()
-		n, err := io.Copy(got, resp.Body)
-		resp.Body.Close()
-		if err != nil || n != size || hex.EncodeToString(got.Sum(nil)) != hex.EncodeToString(sent.Sum(nil)) {
-			t.Errorf("streamed echo: %d bytes of %d, %v", n, size, err)
-		}
-		resp, err = c.Get(wide.URL + fmt.Sprintf("big?n=%d", size))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err != nil || n != size {
-			t.Errorf("download: %d bytes of %d, %v", n, size, err)
-		}
-	})
-
-	t.Run("event stream is not buffered", func(t *testing.T) {
-		start := time.Now()
-		resp, err := c.Get(wide.URL + "sse?n=3&delay=3s")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		r := bufio.NewReader(resp.Body)
-		line, err := r.ReadString('\n')
-		if err != nil || line != "id: 0\n" {
-			t.Fatalf("first line %q %v", line, err)
-		}
-		r.ReadString('\n')
-		if took := time.Since(start); took > 2500*time.Millisecond {
-			t.Errorf("first event took %s: the proxy held it back", took)
-		}
-		rest, _ := io.ReadAll(r)
-		if !strings.Contains(string(rest), "data: event 2") {
-			t.Errorf("rest of stream: %q", rest)
-		}
-	})
-
-	t.Run("redirects are passed back", func(t *testing.T) {
-		status, _, h := get(t, c, wide.URL+"redirect", nil)
-		if status != 302 || h.Get("Location") != "/target?from=redirect" {
-			t.Errorf("got %d Location %q", status, h.Get("Location"))
-		}
-	})
-
-	t.Run("websocket", func(t *testing.T) {
-		wsURL := "ws" + strings.TrimPrefix(wide.URL, "http") + "ws"
-		conn, _, err := websocket.Dial(ctx, wsURL, wsOptions(d, nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.CloseNow()
-		wsEcho(t, ctx, conn)
-	})
-
-	t.Run("wsConnect", func(t *testing.T) {
-		// The raw route, with the API token.
-		u := "ws" + strings.TrimPrefix(d.URL, "http") + "/v1/sandboxes/pv/ports/9090/ws/ws"
-		if _, _, err := websocket.Dial(ctx, u, nil); err == nil {
-			t.Error("wsConnect without the token worked")
-		}
-		conn, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + d.Token}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		wsEcho(t, ctx, conn)
-		conn.Close(websocket.StatusNormalClosure, "")
-
-		// The SDK's WSConnect, from a user's own server.
-		front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			sb.WSConnect(w, r, 8080)
-		}))
-		defer front.Close()
-		conn, _, err = websocket.Dial(ctx, "ws"+strings.TrimPrefix(front.URL, "http")+"/ws", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		wsEcho(t, ctx, conn)
-		conn.Close(websocket.StatusNormalClosure, "")
-
-		// A plain request is not a WebSocket.
-		status, body, _ := apiCall(t, d, "GET", "/v1/sandboxes/pv/ports/9090/ws/ws", "")
-		if status != 400 || errorCode(body) != api.CodeValidationFailed {
-			t.Errorf("wsConnect without an upgrade: %d %s", status, body)
-		}
-	})
-
-	t.Run("PreviewHandler", func(t *testing.T) {
-		front := httptest.NewServer(d.Client.PreviewHandler("preview.example.test", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Write([]byte("my own route"))
-		})))
-		defer front.Close()
-		fc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-		do := func(host, path string) (int, string) {
-			req, _ := http.NewRequestWithContext(ctx, "GET", front.URL+path, nil)
-			req.Host = host
-			resp, err := fc.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			return resp.StatusCode, string(b)
-		}
-		host := api.PreviewHost(8080, "pv", wide.Token, "preview.example.test")
-		if status, body := do(host, "/echo/x"); status != 200 || !strings.Contains(body, `"X-Forwarded-Host":["`+host+`"]`) {
-			t.Errorf("preview through the handler: %d %s", status, body)
-		}
-		if status, body := do(api.PreviewHost(8080, "pv", "wrongtoken", "preview.example.test"), "/"); status != 404 || errorCode(body) != api.CodePreviewNotFound {
-			t.Errorf("wrong token through the handler: %d %s", status, body)
-		}
-		if status, body := do("app.example.test", "/"); status != 200 || body != "my own route" {
-			t.Errorf("other host: %d %s", status, body)
-		}
-		if status, _ := do(host, "/redirect"); status != 302 {
-			t.Errorf("redirect through the handler: %d", status)
-		}
-	})
-
-	t.Run("not found says nothing more", func(t *testing.T) {
-		port := strings.TrimPrefix(d.URL, "http://127.0.0.1:")
-		var bodies []string
-		for _, host := range []string{
-			api.PreviewHost(8080, "nosuchsandbox", wide.Token, "localhost"),
-			api.PreviewHost(8081, "pv", wide.Token, "localhost"),
-			api.PreviewHost(8080, "pv", "wrongtoken", "localhost"),
-			api.PreviewHost(8080, "pv", local.Token, "localhost"),
-			// Names below the preview domain that are no preview host
-			// get the same answer, not the console or the API.
-			"8080-pv.localhost", "console.localhost", "8080-pv-" + strings.ToUpper(wide.Token) + "x.localhost",
-		} {
-			status, body, _ := get(t, c, "http://"+host+":"+port+"/", nil)
-			if status != 404 || errorCode(body) != api.CodePreviewNotFound {
-				t.Errorf("%s: %d %s", host, status, body)
-			}
-			bodies = append(bodies, body)
-		}
-		for _, b := range bodies[1:] {
-			if b != bodies[0] {
-				t.Errorf("404 bodies differ, telling which part was wrong: %q vs %q", b, bodies[0])
-			}
-		}
-		// A preview request never creates a sandbox.
-		if _, err := d.Client.Sandbox("nosuchsandbox").Info(ctx); !errors.Is(err, client.ErrNotFound) {
-			t.Errorf("a preview request created a sandbox: %v", err)
-		}
-	})
-
-	t.Run("nothing listening is 502", func(t *testing.T) {
-		p, err := sb.ExposePort(ctx, 8081)
-		if err != nil {
-			t.Fatal(err)
-		}
-		status, body, _ := get(t, c, p.URL, nil)
-		if status != 502 || errorCode(body) != api.CodeServiceNotResponding {
-			t.Errorf("got %d %s", status, body)
-		}
-	})
-
-	t.Run("token rotation", func(t *testing.T) {
-		p, err := sb.ExposePort(ctx, 9090)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i < 2; i++ { // idempotent
-			if err := sb.UnexposePort(ctx, 9090); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if status, _, _ := get(t, c, p.URL, nil); status != 404 {
-			t.Errorf("unexposed port answers %d", status)
-		}
-		p2, err := sb.ExposePort(ctx, 9090)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p2.Token == p.Token {
-			t.Error("exposing again reused the token")
-		}
-		if status, _, _ := get(t, c, p.URL, nil); status != 404 {
-			t.Errorf("old URL answers %d after rotation", status)
-		}
-		if status, _, _ := get(t, c, p2.URL, nil); status != 200 {
-			t.Errorf("new URL answers %d", status)
-		}
-	})
-
-	t.Run("many concurrent connections", func(t *testing.T) {
-		var wg sync.WaitGroup
-		errs := make(chan error, 300)
-		for i := 0; i < 200; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				resp, err := c.Get(wide.URL + fmt.Sprintf("echo/%d", i))
+		t.Run("methods and headers", func(t *testing.T) {
+			for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND"} {
+				req, _ := http.NewRequestWithContext(ctx, m, wide.URL+"echo/a%20b?q=1&r=%2F", strings.NewReader("payload"))
+				req.Header.Set("X-Forwarded-For", "203.0.113.66")
+				req.Header.Set("X-Custom", "yes")
+				req.Header.Set("Authorization", "Bearer "+d.Token) // the API token: never forwarded
+				resp, err := c.Do(req)
 				if err != nil {
-					errs <- err
-					return
+					t.Fatal(err)
 				}
 				var e echoReply
 				json.NewDecoder(resp.Body).Decode(&e)
 				resp.Body.Close()
-				if resp.StatusCode != 200 || e.Path != fmt.Sprintf("/echo/%d", i) {
-					errs <- fmt.Errorf("request %d: %d %q", i, resp.StatusCode, e.Path)
+				host := strings.TrimSuffix(strings.TrimPrefix(wide.URL, "http://"), "/")
+				h := http.Header(e.Header)
+				switch {
+				case resp.StatusCode != 200 || e.Method != m:
+					t.Errorf("%s: %d, service saw %q", m, resp.StatusCode, e.Method)
+				case e.Path != "/echo/a b" || e.Query != "q=1&r=%2F" || e.BodyLen != 7:
+					t.Errorf("%s: path %q query %q body %d", m, e.Path, e.Query, e.BodyLen)
+				case e.Host != host || h.Get("X-Forwarded-Host") != host || h.Get("X-Forwarded-Proto") != "http":
+					t.Errorf("%s: host %q, X-Forwarded-Host %q, proto %q", m, e.Host, h.Get("X-Forwarded-Host"), h.Get("X-Forwarded-Proto"))
+				case h.Get("X-Forwarded-For") != "127.0.0.1":
+					t.Errorf("%s: X-Forwarded-For %q: a client's own value must not pass", m, h.Get("X-Forwarded-For"))
+				case h.Get("Authorization") != "" || h.Get("X-Custom") != "yes":
+					t.Errorf("%s: Authorization %q (must be gone), X-Custom %q", m, h.Get("Authorization"), h.Get("X-Custom"))
 				}
-			}()
-		}
-		for i := 0; i < 50; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(wide.URL, "http")+"ws", wsOptions(d, nil))
+			}
+			// An app's own Authorization header passes.
+			status, body, _ := get(t, c, wide.URL+"echo/", http.Header{"Authorization": {"Bearer app-secret"}})
+			if status != 200 || !strings.Contains(body, "app-secret") {
+				t.Errorf("app Authorization: %d %s", status, body)
+			}
+		})
+
+		t.Run("large bodies both ways", func(t *testing.T) {
+			const size = 96 << 20
+			src := io.LimitReader(pattern{}, size)
+			sent := sha256.New()
+			req, _ := http.NewRequestWithContext(ctx, "POST", wide.URL+"stream", io.TeeReader(src, sent))
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := sha256.New()
+			n, err := io.Copy(got, resp.Body)
+			resp.Body.Close()
+			if err != nil || n != size || hex.EncodeToString(got.Sum(nil)) != hex.EncodeToString(sent.Sum(nil)) {
+				t.Errorf("streamed echo: %d bytes of %d, %v", n, size, err)
+			}
+			resp, err = c.Get(wide.URL + fmt.Sprintf("big?n=%d", size))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err != nil || n != size {
+				t.Errorf("download: %d bytes of %d, %v", n, size, err)
+			}
+		})
+
+		t.Run("event stream is not buffered", func(t *testing.T) {
+			start := time.Now()
+			resp, err := c.Get(wide.URL + "sse?n=3&delay=3s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			r := bufio.NewReader(resp.Body)
+			line, err := r.ReadString('\n')
+			if err != nil || line != "id: 0\n" {
+				t.Fatalf("first line %q %v", line, err)
+			}
+			r.ReadString('\n')
+			if took := time.Since(start); took > 2500*time.Millisecond {
+				t.Errorf("first event took %s: the proxy held it back", took)
+			}
+			rest, _ := io.ReadAll(r)
+			if !strings.Contains(string(rest), "data: event 2") {
+				t.Errorf("rest of stream: %q", rest)
+			}
+		})
+
+		t.Run("redirects are passed back", func(t *testing.T) {
+			status, _, h := get(t, c, wide.URL+"redirect", nil)
+			if status != 302 || h.Get("Location") != "/target?from=redirect" {
+				t.Errorf("got %d Location %q", status, h.Get("Location"))
+			}
+		})
+
+		t.Run("websocket", func(t *testing.T) {
+			wsURL := "ws" + strings.TrimPrefix(wide.URL, "http") + "ws"
+			conn, _, err := websocket.Dial(ctx, wsURL, wsOptions(d, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.CloseNow()
+			wsEcho(t, ctx, conn)
+		})
+
+		t.Run("wsConnect", func(t *testing.T) {
+			// The raw route, with the API token.
+			u := "ws" + strings.TrimPrefix(d.URL, "http") + "/v1/sandboxes/pv/ports/9090/ws/ws"
+			if _, _, err := websocket.Dial(ctx, u, nil); err == nil {
+				t.Error("wsConnect without the token worked")
+			}
+			conn, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + d.Token}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wsEcho(t, ctx, conn)
+			conn.Close(websocket.StatusNormalClosure, "")
+
+			// The SDK's WSConnect, from a user's own server.
+			front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				sb.WSConnect(w, r, 8080)
+			}))
+			defer front.Close()
+			conn, _, err = websocket.Dial(ctx, "ws"+strings.TrimPrefix(front.URL, "http")+"/ws", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wsEcho(t, ctx, conn)
+			conn.Close(websocket.StatusNormalClosure, "")
+
+			// A plain request is not a WebSocket.
+			status, body, _ := apiCall(t, d, "GET", "/v1/sandboxes/pv/ports/9090/ws/ws", "")
+			if status != 400 || errorCode(body) != api.CodeValidationFailed {
+				t.Errorf("wsConnect without an upgrade: %d %s", status, body)
+			}
+		})
+
+		t.Run("PreviewHandler", func(t *testing.T) {
+			front := httptest.NewServer(d.Client.PreviewHandler("preview.example.test", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Write([]byte("my own route"))
+			})))
+			defer front.Close()
+			fc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			do := func(host, path string) (int, string) {
+				req, _ := http.NewRequestWithContext(ctx, "GET", front.URL+path, nil)
+				req.Host = host
+				resp, err := fc.Do(req)
 				if err != nil {
-					errs <- err
-					return
+					t.Fatal(err)
 				}
-				defer conn.CloseNow()
-				msg := fmt.Sprintf("socket %d", i)
-				conn.Write(ctx, websocket.MessageText, []byte(msg))
-				if _, got, err := conn.Read(ctx); err != nil || string(got) != msg {
-					errs <- fmt.Errorf("socket %d: %q %v", i, got, err)
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return resp.StatusCode, string(b)
+			}
+			host := api.PreviewHost(8080, "pv", wide.Token, "preview.example.test")
+			if status, body := do(host, "/echo/x"); status != 200 || !strings.Contains(body, `"X-Forwarded-Host":["`+host+`"]`) {
+				t.Errorf("preview through the handler: %d %s", status, body)
+			}
+			if status, body := do(api.PreviewHost(8080, "pv", "wrongtoken", "preview.example.test"), "/"); status != 404 || errorCode(body) != api.CodePreviewNotFound {
+				t.Errorf("wrong token through the handler: %d %s", status, body)
+			}
+			if status, body := do("app.example.test", "/"); status != 200 || body != "my own route" {
+				t.Errorf("other host: %d %s", status, body)
+			}
+			if status, _ := do(host, "/redirect"); status != 302 {
+				t.Errorf("redirect through the handler: %d", status)
+			}
+		})
+
+		t.Run("not found says nothing more", func(t *testing.T) {
+			port := strings.TrimPrefix(d.URL, "http://127.0.0.1:")
+			var bodies []string
+			for _, host := range []string{
+				api.PreviewHost(8080, "nosuchsandbox", wide.Token, "localhost"),
+				api.PreviewHost(8081, "pv", wide.Token, "localhost"),
+				api.PreviewHost(8080, "pv", "wrongtoken", "localhost"),
+				api.PreviewHost(8080, "pv", local.Token, "localhost"),
+				// Names below the preview domain that are no preview host
+				// get the same answer, not the console or the API.
+				"8080-pv.localhost", "console.localhost", "8080-pv-" + strings.ToUpper(wide.Token) + "x.localhost",
+			} {
+				status, body, _ := get(t, c, "http://"+host+":"+port+"/", nil)
+				if status != 404 || errorCode(body) != api.CodePreviewNotFound {
+					t.Errorf("%s: %d %s", host, status, body)
 				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Error(err)
-		}
+				bodies = append(bodies, body)
+			}
+			for _, b := range bodies[1:] {
+				if b != bodies[0] {
+					t.Errorf("404 bodies differ, telling which part was wrong: %q vs %q", b, bodies[0])
+				}
+			}
+			// A preview request never creates a sandbox.
+			if _, err := d.Client.Sandbox("nosuchsandbox").Info(ctx); !errors.Is(err, client.ErrNotFound) {
+				t.Errorf("a preview request created a sandbox: %v", err)
+			}
+		})
+
+		t.Run("nothing listening is 502", func(t *testing.T) {
+			p, err := sb.ExposePort(ctx, 8081)
+			if err != nil {
+				t.Fatal(err)
+			}
+			status, body, _ := get(t, c, p.URL, nil)
+			if status != 502 || errorCode(body) != api.CodeServiceNotResponding {
+				t.Errorf("got %d %s", status, body)
+			}
+		})
+
+		t.Run("token rotation", func(t *testing.T) {
+			p, err := sb.ExposePort(ctx, 9090)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 2; i++ { // idempotent
+				if err := sb.UnexposePort(ctx, 9090); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if status, _, _ := get(t, c, p.URL, nil); status != 404 {
+				t.Errorf("unexposed port answers %d", status)
+			}
+			p2, err := sb.ExposePort(ctx, 9090)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p2.Token == p.Token {
+				t.Error("exposing again reused the token")
+			}
+			if status, _, _ := get(t, c, p.URL, nil); status != 404 {
+				t.Errorf("old URL answers %d after rotation", status)
+			}
+			if status, _, _ := get(t, c, p2.URL, nil); status != 200 {
+				t.Errorf("new URL answers %d", status)
+			}
+		})
+
+		t.Run("many concurrent connections", func(t *testing.T) {
+			var wg sync.WaitGroup
+			errs := make(chan error, 300)
+			for i := 0; i < 200; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp, err := c.Get(wide.URL + fmt.Sprintf("echo/%d", i))
+					if err != nil {
+						errs <- err
+						return
+					}
+					var e echoReply
+					json.NewDecoder(resp.Body).Decode(&e)
+					resp.Body.Close()
+					if resp.StatusCode != 200 || e.Path != fmt.Sprintf("/echo/%d", i) {
+						errs <- fmt.Errorf("request %d: %d %q", i, resp.StatusCode, e.Path)
+					}
+				}()
+			}
+			for i := 0; i < 50; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(wide.URL, "http")+"ws", wsOptions(d, nil))
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer conn.CloseNow()
+					msg := fmt.Sprintf("socket %d", i)
+					conn.Write(ctx, websocket.MessageText, []byte(msg))
+					if _, got, err := conn.Read(ctx); err != nil || string(got) != msg {
+						errs <- fmt.Errorf("socket %d: %q %v", i, got, err)
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+		})
 	})
 }
 

@@ -133,41 +133,42 @@ func TestKeepAliveNeverSleeps(t *testing.T) {
 }
 
 func TestStopStartRestartRenew(t *testing.T) {
-	d := daemon(t)
-	sb := d.Client.Sandbox("controlled")
-	run(t, sb, "echo persisted > /workspace/f")
-	info, err := sb.Stop(ctxT(t, 30*time.Second))
-	if err != nil || info.Status != api.StatusStopped {
-		t.Fatalf("stop: %s, %v", statusOf(info), err)
-	}
-	// Any call starts it again, exactly as a wake.
-	if got := trim(run(t, sb, "cat /workspace/f")); got != "persisted" {
-		t.Errorf("after stop and a call: %q", got)
-	}
-	run(t, sb, "sleep 300 >/dev/null 2>&1 &")
-	if info, err = sb.Restart(ctxT(t, 30*time.Second)); err != nil || info.Status != api.StatusRunning {
-		t.Fatalf("restart: %s, %v", statusOf(info), err)
-	}
-	if got := trim(run(t, sb, "cat /workspace/f; pgrep -c -x sleep || true")); got != "persisted\n0" {
-		t.Errorf("after restart: %q (want the file, and no process from before)", got)
-	}
-	if _, err := sb.Stop(ctxT(t, 30*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	if info, err = sb.Start(ctxT(t, 30*time.Second)); err != nil || info.Status != api.StatusRunning {
-		t.Fatalf("start: %s, %v", statusOf(info), err)
-	}
-	before := *info.IdleDeadline
-	time.Sleep(20 * time.Millisecond)
-	if info, err = sb.Renew(ctxT(t, 10*time.Second)); err != nil || !info.IdleDeadline.After(before) {
-		t.Errorf("renew did not move the idle deadline: %v -> %v (%v)", before, info.IdleDeadline, err)
-	}
-	for _, verb := range []string{"stop", "start", "restart", "renew"} {
-		_, err := lifecycleVerb(d.Client.Sandbox("never-made"), verb)
-		if !errors.Is(err, client.ErrNotFound) {
-			t.Errorf("%s on an unknown sandbox = %v, want ErrNotFound", verb, err)
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		sb := d.Client.Sandbox("controlled")
+		run(t, sb, "echo persisted > /workspace/f")
+		info, err := sb.Stop(ctxT(t, 30*time.Second))
+		if err != nil || info.Status != api.StatusStopped {
+			t.Fatalf("stop: %s, %v", statusOf(info), err)
 		}
-	}
+		// Any call starts it again, exactly as a wake.
+		if got := trim(run(t, sb, "cat /workspace/f")); got != "persisted" {
+			t.Errorf("after stop and a call: %q", got)
+		}
+		run(t, sb, "sleep 300 >/dev/null 2>&1 &")
+		if info, err = sb.Restart(ctxT(t, 30*time.Second)); err != nil || info.Status != api.StatusRunning {
+			t.Fatalf("restart: %s, %v", statusOf(info), err)
+		}
+		if got := trim(run(t, sb, "cat /workspace/f; pgrep -c -x sleep || true")); got != "persisted\n0" {
+			t.Errorf("after restart: %q (want the file, and no process from before)", got)
+		}
+		if _, err := sb.Stop(ctxT(t, 30*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if info, err = sb.Start(ctxT(t, 30*time.Second)); err != nil || info.Status != api.StatusRunning {
+			t.Fatalf("start: %s, %v", statusOf(info), err)
+		}
+		before := *info.IdleDeadline
+		time.Sleep(20 * time.Millisecond)
+		if info, err = sb.Renew(ctxT(t, 10*time.Second)); err != nil || !info.IdleDeadline.After(before) {
+			t.Errorf("renew did not move the idle deadline: %v -> %v (%v)", before, info.IdleDeadline, err)
+		}
+		for _, verb := range []string{"stop", "start", "restart", "renew"} {
+			_, err := lifecycleVerb(d.Client.Sandbox("never-made"), verb)
+			if !errors.Is(err, client.ErrNotFound) {
+				t.Errorf("%s on an unknown sandbox = %v, want ErrNotFound", verb, err)
+			}
+		}
+	})
 }
 
 func lifecycleVerb(sb *client.Sandbox, verb string) (*api.Sandbox, error) {

@@ -34,36 +34,36 @@ func waitWarm(t testing.TB, d *testdaemon.Daemon, n int) {
 }
 
 func TestWarmPoolHandsOutNamedSandboxes(t *testing.T) {
-	testdaemon.SkipUnlessRoot(t)
-	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--warm-pool", "1"}})
-	waitWarm(t, d, 1)
-	start := time.Now()
-	sb := d.Client.Sandbox("from-pool")
-	got := trim(run(t, sb, "hostname; echo $HOSTNAME; cat /etc/hostname; grep -c from-pool /etc/hosts; pwd"))
-	t.Logf("create + first exec from the pool: %v", time.Since(start))
-	if got != "from-pool\nfrom-pool\nfrom-pool\n1\n/workspace" {
-		t.Errorf("a pooled sandbox's identity: %q", got)
-	}
-	// The pool refills; a second sandbox also comes from it, and the two
-	// are distinct.
-	waitWarm(t, d, 1)
-	other := d.Client.Sandbox("also-pooled")
-	run(t, sb, "echo mine > /workspace/f")
-	if code, _ := exitOf(t, other, "test -e /workspace/f"); code == 0 {
-		t.Error("two pooled sandboxes share a disk")
-	}
-	// Options other than the defaults do not take from the pool, and work.
-	custom := d.Client.Sandbox("custom", client.WithEnv(map[string]string{"X": "1"}))
-	if got := trim(run(t, custom, "hostname; echo $X")); got != "custom\n1" {
-		t.Errorf("custom sandbox: %q", got)
-	}
-	// Pooled sandboxes are ordinary: they survive a restart of the daemon.
-	d.Restart(t)
-	if got := trim(run(t, sb, "cat /workspace/f; hostname")); got != "mine\nfrom-pool" {
-		t.Errorf("pooled sandbox after a daemon restart: %q", got)
-	}
-	list, _ := d.Client.List(ctxT(t, 10*time.Second))
-	if len(list) != 3 {
-		t.Errorf("listed %d sandboxes, want 3 (pool members are not listed): %v", len(list), list)
-	}
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		waitWarm(t, d, 1)
+		start := time.Now()
+		sb := d.Client.Sandbox("from-pool")
+		got := trim(run(t, sb, "hostname; echo $HOSTNAME; cat /etc/hostname; grep -c from-pool /etc/hosts; pwd"))
+		t.Logf("create + first exec from the pool: %v", time.Since(start))
+		if got != "from-pool\nfrom-pool\nfrom-pool\n1\n/workspace" {
+			t.Errorf("a pooled sandbox's identity: %q", got)
+		}
+		// The pool refills; a second sandbox also comes from it, and the two
+		// are distinct.
+		waitWarm(t, d, 1)
+		other := d.Client.Sandbox("also-pooled")
+		run(t, sb, "echo mine > /workspace/f")
+		if code, _ := exitOf(t, other, "test -e /workspace/f"); code == 0 {
+			t.Error("two pooled sandboxes share a disk")
+		}
+		// Options other than the defaults do not take from the pool, and work.
+		custom := d.Client.Sandbox("custom", client.WithEnv(map[string]string{"X": "1"}))
+		if got := trim(run(t, custom, "hostname; echo $X")); got != "custom\n1" {
+			t.Errorf("custom sandbox: %q", got)
+		}
+		// Pooled sandboxes are ordinary: they survive a restart of the daemon.
+		d.Restart(t)
+		if got := trim(run(t, sb, "cat /workspace/f; hostname")); got != "mine\nfrom-pool" {
+			t.Errorf("pooled sandbox after a daemon restart: %q", got)
+		}
+		list, _ := d.Client.List(ctxT(t, 10*time.Second))
+		if len(list) != 3 {
+			t.Errorf("listed %d sandboxes, want 3 (pool members are not listed): %v", len(list), list)
+		}
+	}, "--warm-pool", "1")
 }
