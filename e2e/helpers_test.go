@@ -81,5 +81,6 @@ func forEachRuntime(t *testing.T, fn func(t *testing.T, d *testdaemon.Daemon), e
 	}
 }
 
-// onGVisor reports whether t is a forEachRuntime subtest on gVisor.
-func onGVisor(t *testing.T) bool { return strings.HasSuffix(t.Name(), "/gvisor") }
+// onGVisor reports whether t is (or is below) a forEachRuntime subtest on
+// gVisor.
+func onGVisor(t *testing.T) bool { return strings.Contains(t.Name()+"/", "/gvisor/") }

@@ -38,13 +38,10 @@ func (s *server) dialPort(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer target.Close()
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		http.Error(w, "connection cannot be taken over", http.StatusInternalServerError)
-		return
-	}
-	conn, buf, err := hj.Hijack()
+	// The controller finds the connection below wrappers (the request log's).
+	conn, buf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
+		http.Error(w, "connection cannot be taken over", http.StatusInternalServerError)
 		return
 	}
 	defer conn.Close()

@@ -113,6 +113,16 @@ func dialThroughAgent(ctx context.Context, rt http.RoundTripper, port int) (net.
 		return nil, fmt.Errorf("%w: no connection to the agent", ErrUnavailable)
 	}
 	c, err := tr.DialContext(ctx, "unix", "agent")
+	// A unix socket's connect fails with EAGAIN, rather than wait, while
+	// its backlog is full (a burst of preview connections): retry briefly.
+	for delay := time.Millisecond; errors.Is(err, unix.EAGAIN) && delay < time.Second; delay *= 2 {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		c, err = tr.DialContext(ctx, "unix", "agent")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
