@@ -171,7 +171,7 @@ func usedMemory(b *testing.B) int64 {
 // (cgroup v1 memory hierarchy or v2).
 func cgroupCharged(b *testing.B, d *testdaemon.Daemon) float64 {
 	var sum float64
-	for _, pattern := range []string{"/sys/fs/cgroup/memory/sandboxd/*/memory.usage_in_bytes", "/sys/fs/cgroup/sandboxd/*/memory.current"} {
+	for _, pattern := range []string{"/sys/fs/cgroup/memory/" + d.CgroupParent + "/*/memory.usage_in_bytes", "/sys/fs/cgroup/" + d.CgroupParent + "/*/memory.current"} {
 		files, _ := filepath.Glob(pattern)
 		for _, f := range files {
 			data, err := os.ReadFile(f)

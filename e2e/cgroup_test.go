@@ -90,8 +90,8 @@ func inUserCgroup(procSelfCgroup string) bool {
 // hostCgroups lists every cgroup directory of the sandbox with key, in
 // every hierarchy, relative to /sys/fs/cgroup.
 func hostCgroups(key string) []string {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*/sandboxd/" + key)
-	more, _ := filepath.Glob("/sys/fs/cgroup/sandboxd/" + key)
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/*/" + key)
+	more, _ := filepath.Glob("/sys/fs/cgroup/*/" + key)
 	var out []string
 	for _, root := range append(roots, more...) {
 		filepath.WalkDir(root, func(path string, e os.DirEntry, err error) error {
@@ -153,7 +153,7 @@ func TestDestroyAndRestartWithNestedCgroups(t *testing.T) {
 		t.Helper()
 		mustStart(t, sb, "sleep 1000")
 		mustStart(t, sb, "sleep 1000")
-		users, _ := filepath.Glob("/sys/fs/cgroup/*/sandboxd/" + key + "/user")
+		users, _ := filepath.Glob("/sys/fs/cgroup/*/*/" + key + "/user")
 		if len(users) == 0 {
 			t.Fatal("no user cgroup on the host")
 		}

@@ -90,8 +90,8 @@ func TestSandboxProcessesKilledFromOutsideAreRecovered(t *testing.T) {
 	defer st.Close()
 	key := onlyKey(t, d)
 	killed := 0
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/sandboxd/" + key)
-	dirs2, _ := filepath.Glob("/sys/fs/cgroup/sandboxd/" + key)
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/*/" + key)
+	dirs2, _ := filepath.Glob("/sys/fs/cgroup/*/" + key)
 	for _, dir := range append(dirs, dirs2...) {
 		filepath.Walk(dir, func(path string, fi os.FileInfo, err error) error {
 			if err == nil && fi.Name() == "cgroup.procs" {
@@ -192,4 +192,17 @@ func TestDaemonKilledMidExecKeepsFilesAndReattaches(t *testing.T) {
 func bg() context.Context {
 	ctx, _ := contextWithTimeout(30 * time.Second) //nolint:govet // ends with the test process
 	return ctx
+}
+
+// TestAgentExitStatusIsLogged: when a sandbox's agent dies, the daemon
+// says how (an agent once exited twice without a line in any log).
+func TestAgentExitStatusIsLogged(t *testing.T) {
+	d := daemon(t)
+	sb := d.Client.Sandbox("logged-death")
+	run(t, sb, "true")
+	syscall.Kill(d.AgentPID(t, onlyKey(t, d)), syscall.SIGKILL)
+	waitStatus(t, sb, api.StatusFailed, 30*time.Second)
+	if !strings.Contains(d.Logs(), `status="killed by signal 9 (SIGKILL)"`) {
+		t.Errorf("the daemon did not log the agent's exit status:\n%s", d.Logs())
+	}
 }

@@ -242,7 +242,7 @@ func TestForkBombIsBoundedByPids(t *testing.T) {
 func userPids(d *testdaemon.Daemon) map[string]string {
 	out := map[string]string{}
 	for _, key := range d.Keys() {
-		for _, dir := range []string{"/sys/fs/cgroup/pids/sandboxd/" + key + "/user", "/sys/fs/cgroup/sandboxd/" + key + "/user"} {
+		for _, dir := range []string{"/sys/fs/cgroup/pids/" + d.CgroupParent + "/" + key + "/user", "/sys/fs/cgroup/" + d.CgroupParent + "/" + key + "/user"} {
 			if _, err := os.Stat(dir + "/pids.max"); err == nil {
 				out[key] = dir
 			}

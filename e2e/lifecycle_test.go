@@ -195,8 +195,8 @@ func hostState(t *testing.T, d *testdaemon.Daemon) string {
 	}
 	b.WriteString("cgroups:\n")
 	for k := range keys {
-		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/sandboxd/" + k)
-		more, _ := filepath.Glob("/sys/fs/cgroup/sandboxd/" + k)
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/*/" + k)
+		more, _ := filepath.Glob("/sys/fs/cgroup/*/" + k)
 		for _, dir := range append(dirs, more...) {
 			b.WriteString(dir + "\n")
 		}

@@ -742,7 +742,7 @@ func TestPreviewWakesTheSandbox(t *testing.T) {
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, proc := range procs {
 		cg, err := os.ReadFile(proc + "/cgroup")
-		mine := "/sandboxd/" + keys[0].Name()
+		mine := "/" + d.CgroupParent + "/" + keys[0].Name()
 		if err != nil || !(strings.Contains(string(cg), mine+"/") || strings.Contains(string(cg), mine+"\n")) {
 			continue
 		}

@@ -93,6 +93,7 @@ func parseFlags(command string, args []string) (options, error) {
 	fs.StringVar(&cfg.Subnet, "subnet", "10.203.0.0/16", "IPv4 pool for internet-mode sandboxes")
 	fs.StringVar(&dns, "dns", "", "comma-separated name servers for sandboxes (default: the host's non-loopback ones)")
 	fs.StringVar(&blocked, "blocked-cidrs", "private,host", "comma-separated destinations no sandbox reaches unless its allowCidrs name them: private (10/8, 172.16/12, 192.168/16, 100.64/10, 169.254/16, 127/8, 0/8, 224/4, 240/4), host (the host's own subnets and gateways, found at start) and IPv4 CIDRs; the sandbox subnet is always blocked")
+	fs.StringVar(&cfg.CgroupParent, "cgroup-parent", "sandboxd", "cgroup that holds the sandboxes' cgroups (unique per daemon on a host)")
 	fs.StringVar(&cfg.NetTable, "nft-table", "sandboxd", "nftables table owned by the daemon")
 	fs.StringVar(&cfg.IfacePrefix, "iface-prefix", "sbx", "prefix of sandboxes' host interface names (1-3 letters; unique per daemon on a host)")
 	fs.StringVar(&defMem, "default-memory", "1Gi", "memory limit of sandboxes that do not choose")

@@ -56,6 +56,10 @@ type Config struct {
 	// (the host's own subnets and gateways, found at start) and IPv4 CIDRs.
 	// nil means "private" and "host".
 	Blocked []string
+	// CgroupParent is the cgroup (one name, below every hierarchy's root)
+	// that holds the daemon's sandbox cgroups. Two daemons on one host
+	// need different ones.
+	CgroupParent string
 	// NetTable is the nftables table the daemon owns.
 	NetTable string
 	// IfacePrefix starts the host-side interface name of every sandbox
@@ -119,6 +123,15 @@ func (c *Config) Validate() error {
 	// unix socket path has at most 107 bytes.
 	if len(c.RunDir) > 60 {
 		errs = append(errs, fmt.Errorf("--run-dir %q is too long for unix socket paths (at most 60 bytes)", c.RunDir))
+	}
+	if !validLockName(c.CgroupParent) {
+		errs = append(errs, fmt.Errorf("--cgroup-parent %q: want 1-64 letters, digits, '.', '_' or '-'", c.CgroupParent))
+	}
+	if !validLockName(c.NetTable) {
+		errs = append(errs, fmt.Errorf("--nft-table %q: want 1-64 letters, digits, '.', '_' or '-'", c.NetTable))
+	}
+	if !validLockName(c.IfacePrefix) {
+		errs = append(errs, fmt.Errorf("--iface-prefix %q: want letters", c.IfacePrefix))
 	}
 	switch c.Runtime {
 	case "auto", "crun", "runc":
@@ -258,4 +271,20 @@ func blockedRanges(entries []string) (ranges []netip.Prefix, hostNets bool, err 
 		}
 	}
 	return ranges, hostNets, nil
+}
+
+// validLockName reports whether s can name a host-wide lock file (and a
+// cgroup): 1-64 characters of letters, digits, '.', '_', '-', not a dot
+// path.
+func validLockName(s string) bool {
+	if s == "" || len(s) > 64 || s == "." || s == ".." {
+		return false
+	}
+	for _, r := range s {
+		ok := r == '.' || r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
+		if !ok {
+			return false
+		}
+	}
+	return true
 }

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/cgroup"
 	"github.com/sandboxd/sandboxd/internal/console"
@@ -55,7 +54,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return err
 		}
 	}
-	unlock, err := lockStateDir(cfg.StateDir)
+	unlock, err := hostLocks(cfg, HostLockDir)
 	if err != nil {
 		return err
 	}
@@ -114,7 +113,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	views := lxcfs.Start(ctx, lxcfs.Options{Dir: cfg.RunDir, Log: log})
 	mgr = sandbox.New(sandbox.Options{
-		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: cfg.AgentPath,
+		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: cfg.AgentPath, CgroupParent: cfg.CgroupParent,
 		Runtime: rt, GVisor: gv, Store: db, Network: net, Cgroups: cg,
 		Images: sandboxImages{images}, ProcViews: views,
 		Policy: sandbox.Policy{
@@ -221,19 +220,6 @@ func serve(ctx context.Context, cfg Config, certs *certReloader, handler http.Ha
 		return mgr.FlushLastUsed(sctx)
 	})
 	return g.Wait()
-}
-
-// lockStateDir makes sure one daemon at a time uses a state directory.
-func lockStateDir(dir string) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(dir, "sandboxd.lock"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("state directory %s is in use by another sandboxd", dir)
-	}
-	return func() { f.Close() }, nil
 }
 
 // loadOrCreateToken returns the admin token, creating it (mode 0600) on

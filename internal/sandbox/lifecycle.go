@@ -138,7 +138,9 @@ func (p paths) withQuota() paths {
 }
 
 func containerID(key string) string { return "sandboxd-" + key }
-func cgroupPath(key string) string  { return "/sandboxd/" + key }
+
+// cgroupPath is the cgroup of the sandbox with key.
+func (m *Manager) cgroupPath(key string) string { return "/" + m.opts.CgroupParent + "/" + key }
 
 // startLocked makes sure b's container is running, starting (or
 // restarting) it if needed, and records the outcome. Starting a sleeping
@@ -195,12 +197,14 @@ func (m *Manager) watch(b *box, inst *instance) {
 	if !inst.waitExit() {
 		return // torn down on purpose
 	}
+	status := inst.exitStatus() // before the lock: it may wait for the reaping
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.running != inst || b.destroyed {
 		return
 	}
-	m.log.Warn("sandbox agent exited unexpectedly; the next call restarts the sandbox", "sandbox", b.id, "agent_log", logTail(m.paths(b.rec.Key).log))
+	m.log.Warn("sandbox agent exited unexpectedly; the next call restarts the sandbox", "sandbox", b.id,
+		"status", status, "agent_log", logTail(m.paths(b.rec.Key).log))
 	if err := m.teardown(context.Background(), b); err != nil {
 		m.log.Error("cleaning up after the agent died", "sandbox", b.id, "err", err)
 	}
@@ -275,7 +279,7 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	steps.mark("overlay")
 	undo.push(func(context.Context) error { return ov.Unmount() })
 
-	cg := m.opts.Cgroups.Group(cgroupPath(key))
+	cg := m.opts.Cgroups.Group(m.cgroupPath(key))
 	// gVisor's sentry runs the whole sandbox inside its own kernel, in
 	// one host cgroup: the user/agent split (a host cgroup that user code
 	// joins) has no meaning there, and the sandbox's limit applies to the
@@ -381,7 +385,7 @@ func (m *Manager) writeBundle(b *box, rt *runtime.Runtime, img *rootfs.Image, p 
 		Env:         append(mergeEnv(append(slices.Clip(img.Env), "HOSTNAME="+b.id), b.cfg.Env), mainEnv(img)...),
 		Mounts:      mounts,
 		NetnsPath:   ep.NetnsPath,
-		CgroupsPath: cgroupPath(b.rec.Key),
+		CgroupsPath: m.cgroupPath(b.rec.Key),
 		Resources: runtime.Resources{
 			MemoryBytes: b.cfg.Limits.MemoryBytes, MilliCPU: b.cfg.Limits.MilliCPU, Pids: b.cfg.Limits.Pids,
 			CPUs: cpusFor(b.rec.Key, b.cfg.Limits.MilliCPU, m.hostCPUs),
@@ -555,7 +559,7 @@ func (m *Manager) teardown(ctx context.Context, b *box) error {
 	}
 	var errs []error
 	for _, rt := range m.runtimesOf(b) {
-		errs = append(errs, m.stopContainer(ctx, rt, containerID(key), m.opts.Cgroups.Group(cgroupPath(key))))
+		errs = append(errs, m.stopContainer(ctx, rt, containerID(key), m.opts.Cgroups.Group(m.cgroupPath(key))))
 	}
 	errs = append(errs,
 		rootfs.UnmountWait(p.rootfs, 2*time.Second),

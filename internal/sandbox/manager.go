@@ -45,6 +45,9 @@ type Options struct {
 	// RunDir holds what lives only while the host is up: agent sockets and
 	// the runtime's state.
 	RunDir string
+	// CgroupParent is the cgroup below every hierarchy's root that holds
+	// the sandboxes' cgroups; "sandboxd" when empty.
+	CgroupParent string
 	// AgentPath is the agent binary on the host.
 	AgentPath string
 	// Runtime runs crun and runc sandboxes (the one detected at start).
@@ -149,6 +152,9 @@ func (b *box) setConfig(cfg Config) {
 func New(opts Options) *Manager {
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.CgroupParent == "" {
+		opts.CgroupParent = "sandboxd"
 	}
 	if opts.IdleCheck == 0 {
 		opts.IdleCheck = time.Second

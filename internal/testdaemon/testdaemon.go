@@ -45,10 +45,14 @@ type Daemon struct {
 	StateDir string
 	RunDir   string
 	Table    string
-	Client   *client.Client
-	args     []string
-	env      []string
-	log      *lockedBuffer
+	// CgroupParent is the cgroup below every hierarchy's root that holds
+	// this daemon's sandbox cgroups (unique per test daemon).
+	CgroupParent string
+	IfacePrefix  string
+	Client       *client.Client
+	args         []string
+	env          []string
+	log          *lockedBuffer
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -85,12 +89,13 @@ func Start(t testing.TB, o Options) *Daemon {
 	}
 	d := &Daemon{
 		StateDir: state, RunDir: run, Table: fmt.Sprintf("sbdtest%d_%d", pid, n), log: &lockedBuffer{},
+		CgroupParent: fmt.Sprintf("sbdtest%d_%d", pid, n), IfacePrefix: ifacePrefix(pid, n),
 		env: o.Env,
 	}
 	d.args = append([]string{
 		"--state-dir", state, "--run-dir", run, "--listen", freeAddr(t),
 		"--agent", filepath.Join(bin, "sandbox-agent"), "--subnet", subnet, "--nft-table", d.Table,
-		"--iface-prefix", ifacePrefix(pid, n),
+		"--iface-prefix", d.IfacePrefix, "--cgroup-parent", d.CgroupParent,
 		"--default-memory", "512Mi", "--log-level", "debug",
 		// No warm pool unless a test asks: pool sandboxes come and go on
 		// their own, which tests that count host state cannot tell from leaks.
@@ -266,6 +271,11 @@ func (d *Daemon) teardown(t testing.TB) {
 		syscall.Unmount(m, syscall.MNT_DETACH)
 	}
 	exec.Command("nft", "delete", "table", "inet", d.Table).Run()
+	// The daemon's cgroup parent, empty once its sandboxes are gone.
+	parents, _ := filepath.Glob("/sys/fs/cgroup/*/" + d.CgroupParent)
+	for _, p := range append(parents, "/sys/fs/cgroup/"+d.CgroupParent) {
+		os.Remove(p)
+	}
 	os.RemoveAll(d.RunDir)
 	if t.Failed() {
 		t.Logf("sandboxd log (without request lines):\n%s", tail(withoutRequests(d.Logs()), 12000))

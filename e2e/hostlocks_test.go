@@ -1,0 +1,60 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/internal/testdaemon"
+)
+
+// TestDaemonsDoNotShareHostNames: a second daemon that names the run
+// directory, cgroup parent, interface prefix or nftables table of a
+// running one refuses to start, saying which, before it touches anything
+// (once, two daemons sharing the default run directory collected each
+// other's containers as orphans). The running daemon's sandbox is
+// untouched.
+func TestDaemonsDoNotShareHostNames(t *testing.T) {
+	d := daemon(t)
+	sb := d.Client.Sandbox("first")
+	run(t, sb, "echo kept > /workspace/f; sleep 600 >/dev/null 2>&1 &")
+	bin := testdaemon.BinDir(t)
+	for _, c := range []struct{ flag, value, says string }{
+		{"--run-dir", d.RunDir, "run directory"},
+		{"--cgroup-parent", d.CgroupParent, "cgroup parent"},
+		{"--iface-prefix", d.IfacePrefix, "interface prefix"},
+		{"--nft-table", d.Table, "nftables table"},
+	} {
+		t.Run(strings.TrimPrefix(c.flag, "--"), func(t *testing.T) {
+			run, err := os.MkdirTemp("/tmp", "sbd")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer os.RemoveAll(run)
+			args := map[string]string{
+				"--state-dir": t.TempDir(), "--run-dir": run, "--listen": "127.0.0.1:0",
+				"--agent": filepath.Join(bin, "sandbox-agent"), "--nft-table": "sbdlock" + d.Table,
+				"--iface-prefix": "zzz", "--cgroup-parent": "sbdlock" + d.CgroupParent, "--warm-pool": "0",
+			}
+			args[c.flag] = c.value
+			var argv []string
+			for k, v := range args {
+				argv = append(argv, k, v)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, filepath.Join(bin, "sandboxd"), argv...).CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "the "+c.says+" "+c.value+" ") ||
+				!strings.Contains(string(out), "in use by another running sandboxd (pid ") {
+				t.Errorf("a second daemon with %s %s: %v\n%s", c.flag, c.value, err, out)
+			}
+		})
+	}
+	if got := trim(run(t, sb, "cat /workspace/f; pgrep -c sleep")); got != "kept\n1" {
+		t.Errorf("the first daemon's sandbox after the refusals: %q", got)
+	}
+}
