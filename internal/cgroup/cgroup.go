@@ -285,3 +285,30 @@ func writeFile(path, value string) error {
 	}
 	return nil
 }
+
+// EnsureParent creates the cgroup name (one path element) below the root
+// of every hierarchy, where the daemon's sandbox cgroups go. crun creates
+// missing parents itself; runsc does not. A new v1 cpuset cgroup starts
+// with no CPUs and no memory nodes, so it gets its parent's.
+func (h *Host) EnsureParent(name string) error {
+	for _, mp := range h.hierarchies {
+		dir := filepath.Join(mp, name)
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("creating cgroup %s: %w", dir, err)
+		}
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			cur, err := os.ReadFile(filepath.Join(dir, f))
+			if err != nil || strings.TrimSpace(string(cur)) != "" {
+				continue // not a v1 cpuset, or already set
+			}
+			parent, err := os.ReadFile(filepath.Join(mp, f))
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(dir, f), parent, 0o644); err != nil {
+				return fmt.Errorf("setting %s of cgroup %s: %w", f, dir, err)
+			}
+		}
+	}
+	return nil
+}

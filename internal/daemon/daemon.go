@@ -91,6 +91,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("reading the host's cgroup layout: %w", err)
 	}
+	if err := cg.EnsureParent(cfg.CgroupParent); err != nil {
+		return err
+	}
 	hostImage, err := rootfs.PrepareHost(hostImageDir(cfg))
 	if err != nil {
 		return fmt.Errorf("preparing the host image: %w", err)
