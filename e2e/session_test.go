@@ -148,11 +148,13 @@ func TestNonRootSessionInASandbox(t *testing.T) {
 	}
 	// Everything root's stays out of reach.
 	for what, cmd := range map[string]string{
-		"agent state":         "cat /var/lib/sandboxd-agent/state.json",
-		"default session env": "cat /proc/$(pgrep -u root -x bash | head -1)/environ",
-		"agent environ":       "cat /proc/1/environ",
-		"shadow":              "cat /etc/shadow",
-		"user cgroup":         "echo $$ > /.sandboxd/cgroup/*/cgroup.procs",
+		"agent state":          "cat /var/lib/sandboxd-agent/state.json",
+		"default session env":  "cat /proc/$(pgrep -u root -x bash | head -1)/environ",
+		"agent environ":        "cat /proc/1/environ",
+		"root's command lines": "cat /proc/1/cmdline; for p in $(pgrep -u root); do cat /proc/$p/cmdline; done | grep .",
+		"root's processes":     "ps -u root -o pid= | grep .",
+		"shadow":               "cat /etc/shadow",
+		"user cgroup":          "echo $$ > /.sandboxd/cgroup/*/cgroup.procs",
 	} {
 		res, err := dev.Exec(ctx, cmd)
 		if err != nil {

@@ -75,7 +75,16 @@ type SpecOptions struct {
 	CgroupsPath string
 	Resources   Resources
 	Annotations map[string]string
+	// ProcOptions are extra mount options of /proc (see HidePIDOptions).
+	ProcOptions []string
 }
+
+// HidePIDOptions mount /proc so that a process sees only the processes of
+// its own user, unless it is in group 0 (the agent and root user code):
+// a non-root session user cannot read root's command lines or
+// environments, nor list root's processes. runsc refuses these options
+// (gVisor's /proc is its own).
+var HidePIDOptions = []string{"hidepid=2", "gid=0"}
 
 // NewSpec returns the OCI runtime spec of a sandbox: its own mount, PID,
 // network, IPC, UTS and cgroup namespaces; cgroup limits; the default
@@ -104,7 +113,7 @@ func NewSpec(o SpecOptions) (*specs.Spec, error) {
 			Rlimits:         []specs.POSIXRlimit{nofileLimit()},
 			NoNewPrivileges: true,
 		},
-		Mounts: append(standardMounts(), o.Mounts...),
+		Mounts: append(standardMounts(o.ProcOptions), o.Mounts...),
 		Linux: &specs.Linux{
 			Namespaces: []specs.LinuxNamespace{
 				{Type: specs.PIDNamespace},
@@ -156,9 +165,9 @@ func nofileLimit() specs.POSIXRlimit {
 	return specs.POSIXRlimit{Type: "RLIMIT_NOFILE", Hard: n, Soft: n}
 }
 
-func standardMounts() []specs.Mount {
+func standardMounts(procOptions []string) []specs.Mount {
 	return []specs.Mount{
-		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: append([]string{"nosuid", "noexec", "nodev"}, procOptions...)},
 		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
 		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
 		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},

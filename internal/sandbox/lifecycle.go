@@ -378,7 +378,12 @@ func (m *Manager) writeBundle(b *box, rt *runtime.Runtime, img *rootfs.Image, p 
 	)
 	mounts = append(mounts, sock.mounts...)
 	mounts = append(mounts, extra...)
+	var procOptions []string
+	if !b.isGVisor() {
+		procOptions = runtime.HidePIDOptions
+	}
 	spec, err := runtime.NewSpec(runtime.SpecOptions{
+		ProcOptions: procOptions,
 		Hostname:    b.id,
 		Rootfs:      p.rootfs,
 		Args:        agentArgs(img, sock.args),
