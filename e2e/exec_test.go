@@ -113,6 +113,27 @@ func TestTimeoutKillsTheTreeAndKeepsTheSession(t *testing.T) {
 	})
 }
 
+// TestTimeoutStopsTheRestOfTheCommand: the shell does not go on with the
+// rest of a timed-out command line, and keeps its state.
+func TestTimeoutStopsTheRestOfTheCommand(t *testing.T) {
+	d := daemon(t)
+	sb := d.Client.Sandbox("timeout-rest")
+	run(t, sb, "export KEEP=me; rm -f /tmp/x")
+	res, err := sb.Exec(ctxT(t, 30*time.Second), "echo before; sleep 20; echo after; echo after > /tmp/x",
+		client.WithTimeout(1500*time.Millisecond))
+	var apiErr *client.Error
+	if !errors.As(err, &apiErr) || apiErr.Code != api.CodeCommandTimeout {
+		t.Fatalf("err = %v, want %s", err, api.CodeCommandTimeout)
+	}
+	if res == nil || res.Stdout != "before\n" {
+		t.Errorf("output = %+v, want only before", res)
+	}
+	time.Sleep(2 * time.Second) // the rest of the line would have run by now
+	if got := trim(run(t, sb, "echo $KEEP; test -e /tmp/x && echo x-exists || echo no-x")); got != "me\nno-x" {
+		t.Errorf("after the timeout: %q (want the session state and no /tmp/x)", got)
+	}
+}
+
 func TestExitEndsTheSessionAndTheNextCallGetsAFreshOne(t *testing.T) {
 	d := daemon(t)
 	sb := d.Client.Sandbox("exiter")

@@ -233,18 +233,84 @@ func TestTimeoutSparesEarlierBackgroundJobs(t *testing.T) {
 	ta.run(t, "kill %1") // clean up
 }
 
-func TestBuiltinBusyLoopTimeout(t *testing.T) {
+// TestTimeoutStopsTheWholeCommand: after a timeout nothing more of the
+// command runs, wherever in it the shell was (a function, a loop, a file it
+// sourced, a loop of builtins), and the session keeps its state. Each
+// command would leave a file behind if the shell went on with it.
+func TestTimeoutStopsTheWholeCommand(t *testing.T) {
 	ta := startAgent(t)
+	dir := t.TempDir()
+	// A DEBUG trap of the user's own survives across commands only with
+	// set -T; the unwinding borrows both and must give them back.
+	ta.run(t, "export STATE=kept; cd /tmp; set -T; trap ': user' DEBUG")
+	inner := filepath.Join(dir, "inner.sh")
+	if err := os.WriteFile(inner, []byte("sleep 1031; echo x > "+dir+"/inner\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, command string
+		env           map[string]string
+		cwd           string
+	}{
+		{"list", "echo before; sleep 1030; echo x > " + dir + "/list", nil, ""},
+		{"function", "f() { sleep 1030; echo x > " + dir + "/f1; }; g() { f; echo x > " + dir + "/f2; }; echo before; g; echo x > " + dir + "/f3", nil, ""},
+		{"loop", "echo before; while :; do sleep 1030; echo x >> " + dir + "/loop; done", nil, ""},
+		{"or list", "echo before; sleep 1030 || echo x > " + dir + "/or", nil, ""},
+		{"sourced file", "echo before; . " + inner + "; echo x > " + dir + "/sourced", nil, ""},
+		{"eval", "echo before; eval 'sleep 1030; echo x > " + dir + "/eval1'; echo x > " + dir + "/eval2", nil, ""},
+		{"pipeline", "echo before; sleep 1030 | cat; echo x > " + dir + "/pipe", nil, ""},
+		{"builtin loop", "echo before; while :; do :; done; echo x > " + dir + "/busy", nil, ""},
+		{"per-call env and cwd", "echo before; sleep 1030; echo x > " + dir + "/wrapped", map[string]string{"STATE": "call", "PERCALL": "1"}, "/"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := ta.execError(t, api.ExecRequest{Command: tt.command, Env: tt.env, Cwd: tt.cwd, Timeout: 300}, http.StatusRequestTimeout, api.CodeCommandTimeout)
+			if e.Details["stdout"] != "before\n" {
+				t.Errorf("output = %q, want only what came before the timeout", e.Details["stdout"])
+			}
+			if strings.Contains(e.Message, "lost") {
+				t.Errorf("message says the state was lost: %s", e.Message)
+			}
+			eventually(t, 2*time.Second, "sleeps to die", func() bool {
+				return len(processesMatching(t, "sleep 1030")) == 0 && len(processesMatching(t, "sleep 1031")) == 0
+			})
+			// Any later line would have run by now.
+			time.Sleep(200 * time.Millisecond)
+			if left, _ := os.ReadDir(dir); len(left) != 1 { // inner.sh
+				t.Errorf("the command went on after its timeout: %v", left)
+			}
+			if got := ta.run(t, "echo $STATE ${PERCALL-unset}; pwd; trap -p DEBUG; echo $-"); got != "kept unset\n/tmp\ntrap -- ': user' DEBUG\nhBTs\n" {
+				t.Errorf("session state after the timeout = %q", got)
+			}
+		})
+	}
+}
+
+// TestTimeoutWithoutTheTrapRestartsTheShell: a command that reset the
+// agent's trap cannot be unwound; its shell is killed (so nothing more of
+// it runs either) and the message says the state was lost.
+func TestTimeoutWithoutTheTrapRestartsTheShell(t *testing.T) {
+	ta := startAgent(t)
+	dir := t.TempDir()
 	ta.run(t, "export STATE=lost")
-	e := ta.execError(t, api.ExecRequest{Command: "echo spinning; while :; do :; done", Timeout: 200}, http.StatusRequestTimeout, api.CodeCommandTimeout)
-	if !strings.Contains(e.Message, "state") {
-		t.Errorf("message does not say the state was lost: %s", e.Message)
-	}
-	if e.Details["stdout"] != "spinning\n" {
-		t.Errorf("output before the timeout = %q", e.Details["stdout"])
-	}
-	if got := ta.run(t, "echo ${STATE-fresh}; pwd"); got != "fresh\n"+ta.workspace+"\n" {
-		t.Errorf("session after the shell was replaced = %q", got)
+	for _, reset := range []string{"trap - 64", "trap '' 64"} {
+		t.Run(reset, func(t *testing.T) {
+			e := ta.execError(t, api.ExecRequest{Command: "echo spinning; " + reset + "; sleep 1032; echo x > " + dir + "/after", Timeout: 300}, http.StatusRequestTimeout, api.CodeCommandTimeout)
+			if !strings.Contains(e.Message, "state") {
+				t.Errorf("message does not say the state was lost: %s", e.Message)
+			}
+			if e.Details["stdout"] != "spinning\n" {
+				t.Errorf("output before the timeout = %q", e.Details["stdout"])
+			}
+			eventually(t, 2*time.Second, "sleep to die", func() bool { return len(processesMatching(t, "sleep 1032")) == 0 })
+			time.Sleep(200 * time.Millisecond)
+			if _, err := os.Stat(dir + "/after"); err == nil {
+				t.Error("the command went on after its timeout")
+			}
+			if got := ta.run(t, "echo ${STATE-fresh}; pwd"); got != "fresh\n"+ta.workspace+"\n" {
+				t.Errorf("session after the shell was replaced = %q", got)
+			}
+		})
 	}
 }
 
@@ -417,14 +483,18 @@ func TestClientDisconnectKillsCommand(t *testing.T) {
 	ta := startAgent(t)
 	ta.run(t, "export STATE=kept")
 	ctx, cancel := context.WithCancel(context.Background())
-	resp := ta.openStream(t, ctx, api.ExecRequest{Command: "echo started; sleep 1020"})
+	after := filepath.Join(t.TempDir(), "after")
+	resp := ta.openStream(t, ctx, api.ExecRequest{Command: "echo started; sleep 1020; echo x > " + after})
 	readRaw(resp.Body, func(line string) bool { return !strings.Contains(line, "started") })
 	eventually(t, time.Second, "sleep to start", func() bool { return len(processesMatching(t, "sleep 1020")) == 1 })
 	cancel()
 	resp.Body.Close()
 	eventually(t, 3*time.Second, "sleep to die", func() bool { return len(processesMatching(t, "sleep 1020")) == 0 })
-	if got := ta.run(t, "echo $STATE"); got != "kept\n" {
+	if got := ta.run(t, "echo $STATE; echo $-; trap -p DEBUG"); got != "kept\nhBs\n" {
 		t.Errorf("session after disconnect = %q", got)
+	}
+	if _, err := os.Stat(after); err == nil {
+		t.Error("the command went on after the client went away")
 	}
 }
 

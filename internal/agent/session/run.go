@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -237,25 +238,74 @@ func (r *runner) startAbort(why error, timedOut bool) {
 	r.abort, r.timedOut, r.abortAt = why, timedOut, time.Now()
 }
 
-// kill takes one step of killing the command: every killInterval the
-// processes it started are killed (again: they may have forked since);
-// after KillGrace without a status line the shell is frozen, its new
-// children killed, and the shell killed.
+// kill takes one step of killing the command. The first step tells the
+// shell to unwind (see unwindInit), so that it runs nothing more of the
+// command once its processes are dead; a shell that cannot be told is
+// killed at once. Then every killInterval the processes the command
+// started are killed (again: they may have forked since); after KillGrace
+// without a status line the shell is frozen, its new children killed, and
+// the shell killed.
 func (r *runner) kill() {
 	now := time.Now()
 	if now.Sub(r.lastKill) < killInterval || !r.shellKilled.IsZero() {
 		return
 	}
+	first := r.lastKill.IsZero()
 	r.lastKill = now
+	if first && !r.unwind() {
+		r.killShell(now)
+		return
+	}
 	if now.Sub(r.abortAt) < r.s.m.cfg.KillGrace {
 		proctree.Kill(r.sh.pid, r.since)
 		return
 	}
-	// The shell has not reported: it is busy itself (a builtin loop such
-	// as `while :; do :; done`) or keeps starting processes. Stop it so
-	// it cannot start more, kill what it started, then kill it. Its
-	// children must die first: once the shell is gone they are re-parented
-	// and no longer found below it.
+	r.killShell(now)
+}
+
+// unwind asks the shell to stop the command once its current child is
+// dead. It must come before the kill: a shell whose child dies first would
+// go on with the command's next line. It reports false when the shell
+// cannot unwind: not bash, or the command reset or ignored the trap (then
+// the signal would kill the shell or do nothing).
+func (r *runner) unwind() bool {
+	if !r.sh.bash || !catches(r.sh.pid, unwindSignal) {
+		return false
+	}
+	marker := r.s.dir + "/" + unwindFile
+	if err := r.writeFile(marker, nil); err != nil {
+		r.s.m.cfg.Log.Error("cannot mark the command as stopping; killing the shell", "session", r.s.id, "err", err)
+		return false
+	}
+	r.made = append(r.made, r.s.dir+"/"+savedTrapFile)
+	r.sh.signal(syscall.Signal(unwindSignal))
+	return true
+}
+
+// catches reports whether process pid has a handler for sig, from the
+// SigCgt mask in /proc/PID/status. Where the kernel does not say (gVisor's
+// status file has no SigCgt) it assumes so: if the trap was reset the
+// signal kills the shell, which also stops the command.
+func catches(pid int, sig int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return true
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err != nil || mask&(1<<(sig-1)) != 0
+		}
+	}
+	return true
+}
+
+// killShell: the shell has not reported, or cannot unwind. It is busy
+// itself (a loop of builtins whose trap was reset) or keeps starting
+// processes. Stop it so it cannot start more, kill what it started, then
+// kill it. Its children must die first: once the shell is gone they are
+// re-parented and no longer found below it.
+func (r *runner) killShell(now time.Time) {
 	r.sh.signal(syscall.SIGSTOP)
 	for range 50 {
 		if n, _ := proctree.Kill(r.sh.pid, r.since); n == 0 {

@@ -134,3 +134,52 @@ func wrapperScript(cmdPath string, env map[string]string, cwd string, persist []
 	b.WriteString("eval \"unset __sbx_rc; return $__sbx_rc\"\n")
 	return []byte(b.String()), nil
 }
+
+// Stopping a command without losing the shell (bash only).
+//
+// A timed-out or aborted command runs in the shell itself, sourced from
+// DIR/cmd. Killing the processes it started is not enough: the shell
+// would go on with the rest of the file (`sleep 20; echo after`). So
+// before killing them the agent creates DIR/k and sends the shell
+// unwindSignal. Bash runs the trap below once the foreground child it
+// waits for is dead (or, in a loop of builtins, before the next command).
+// The trap installs a DEBUG trap (inherited by functions through set -T)
+// that runs `return` before every command until the shell is back at its
+// top level, where it removes itself and puts back the user's DEBUG trap
+// and -T. Each `return` ends one function or sourced file, so nothing more
+// of the command runs. The wrapper (DIR/w) is not unwound: it puts the
+// per-call environment and working directory back.
+//
+// DIR/k keeps a late or forged signal from stopping a later command: the
+// agent removes it before it sends the next one.
+
+// unwindSignal is SIGRTMAX (64 on Linux): user scripts trap SIGINT, SIGTERM
+// or SIGUSR1/2; nobody traps the last real-time signal.
+const unwindSignal = 64
+
+// Names of the session directory's files used while a command unwinds.
+const (
+	unwindFile    = "k" // exists while the agent stops a command
+	savedTrapFile = "t" // the user's DEBUG trap, while the command unwinds
+)
+
+// unwindInit is shell code, run once when a bash session starts, that
+// defines the unwinding trap.
+func unwindInit(dir string) string {
+	marker := quote(dir + "/" + unwindFile)
+	saved := quote(dir + "/" + savedTrapFile)
+	restore := `trap - DEBUG; command . ` + saved + `; command test -n "$__sbx_dT" || set +T; unset __sbx_dT`
+	// At the top level the trap waits for the status line's printf, or,
+	// if the signal came before the command began, unwinds the command
+	// from its first line; a marker already gone means the command had
+	// ended and the signal came late.
+	unwind := `if command test "${#BASH_SOURCE[@]}" -gt 0; then ` +
+		`if command test "${BASH_SOURCE[0]}" != ` + quote(dir+"/"+wrapperFile) + `; then return 137; fi; ` +
+		`else case $BASH_COMMAND in "command printf "*) ` + restore + ` ;; ` +
+		`*) command test -e ` + marker + ` || { ` + restore + `; } ;; esac; fi`
+	handler := `if command test -e ` + marker + `; then ` +
+		`trap -p DEBUG >| ` + saved + `; ` +
+		`case $- in *T*) __sbx_dT=1 ;; *) __sbx_dT= ;; esac; ` +
+		`trap "$__sbx_unwind" DEBUG; set -T; eval "$__sbx_unwind"; fi`
+	return "__sbx_unwind=" + quote(unwind) + "; trap " + quote(handler) + " " + strconv.Itoa(unwindSignal) + "; "
+}

@@ -78,9 +78,10 @@ var ErrTerminated = errors.New("the session's shell exited during the command")
 // killed with its process tree.
 type TimeoutError struct {
 	Timeout time.Duration
-	// ShellRestarted is set when killing the command's processes was not
-	// enough (a busy loop in the shell itself) and the shell was killed
-	// too: the session's state (cwd, variables, functions) is lost.
+	// ShellRestarted is set when the shell could not be made to stop the
+	// command (not bash, the trap reset, or no answer within KillGrace;
+	// see unwindInit) and was killed too: the session's state (cwd,
+	// variables, functions) is lost.
 	ShellRestarted bool
 }
 

@@ -103,6 +103,19 @@ func TestPOSIXShellFallback(t *testing.T) {
 		t.Errorf("syntax error: exit %d err %v", res.ExitCode, err)
 	}
 	mustRun(t, s, Command{Text: "true"}) // a syntax error does not end the shell
+
+	// sh has no DEBUG trap to unwind a command with: a timeout kills the
+	// shell, so that nothing more of the command runs.
+	after := filepath.Join(t.TempDir(), "after")
+	_, err = s.Exec(context.Background(), Command{Text: "sleep 1040; echo x > " + after, Timeout: 200 * time.Millisecond}, &capture{})
+	var te *TimeoutError
+	if !errors.As(err, &te) || !te.ShellRestarted {
+		t.Errorf("timeout in sh: %v, want a TimeoutError with ShellRestarted", err)
+	}
+	mustRun(t, s, Command{Text: "true"})
+	if _, err := os.Stat(after); err == nil {
+		t.Error("the command went on after its timeout")
+	}
 }
 
 func TestNamedSessionsAreIsolated(t *testing.T) {

@@ -165,7 +165,7 @@ func (s *Session) startShell(ctx context.Context) (_ *shell, err error) {
 	}()
 	init := "command printf 'ready\\n' >&3\n"
 	if sh.bash {
-		init = "shopt -s expand_aliases; " + init
+		init = "shopt -s expand_aliases; " + unwindInit(s.dir) + init
 	}
 	if err := sh.send([]byte(init)); err != nil {
 		return nil, fmt.Errorf("talking to the shell: %w", err)
