@@ -24,9 +24,9 @@ const MaxEventBytes = 8 << 20
 // Writer writes events to an HTTP response and flushes each one, so the
 // client sees it at once. It is safe for concurrent use.
 type Writer struct {
-	mu      sync.Mutex
-	w       io.Writer
-	flusher http.Flusher
+	mu sync.Mutex
+	w  io.Writer
+	rc *http.ResponseController
 }
 
 // NewWriter sets the stream headers on w and returns a Writer. It does not
@@ -36,8 +36,10 @@ func NewWriter(w http.ResponseWriter) *Writer {
 	h.Set("Content-Type", ContentType)
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
-	f, _ := w.(http.Flusher)
-	return &Writer{w: w, flusher: f}
+	// A ResponseController, not a type assertion to http.Flusher: it
+	// reaches the real writer through wrappers' Unwrap methods (request
+	// logging, status recording), which a type assertion does not.
+	return &Writer{w: w, rc: http.NewResponseController(w)}
 }
 
 // Send writes one event named name whose data is v as JSON.
@@ -71,8 +73,10 @@ func (s *Writer) write(p []byte) error {
 	if _, err := s.w.Write(p); err != nil {
 		return err
 	}
-	if s.flusher != nil {
-		s.flusher.Flush()
+	// A writer that cannot flush (http.ErrNotSupported) still gets the
+	// bytes; any other error is the connection's.
+	if err := s.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
 	}
 	return nil
 }
