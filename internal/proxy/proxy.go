@@ -44,8 +44,8 @@ type Limits struct {
 	// WebSockets are not bounded by it once their headers came.
 	HeaderTimeout time.Duration
 	// MaxInFlightPerSandbox and MaxInFlight bound the requests being
-	// served, WebSockets included, per sandbox (default 128) and in all
-	// (default 1024). More get ErrBusy.
+	// served, WebSockets included, per sandbox (default 512) and in all
+	// (default 2048): with 64 KiB of headers each, at most 128 MiB. More get ErrBusy.
 	MaxInFlightPerSandbox, MaxInFlight int
 }
 
@@ -53,8 +53,8 @@ type Limits struct {
 const (
 	DefaultMaxHeaderBytes        = 64 << 10
 	DefaultHeaderTimeout         = 60 * time.Second
-	DefaultMaxInFlightPerSandbox = 128
-	DefaultMaxInFlight           = 1024
+	DefaultMaxInFlightPerSandbox = 512
+	DefaultMaxInFlight           = 2048
 )
 
 func (l Limits) withDefaults() Limits {
