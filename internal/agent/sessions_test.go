@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -75,7 +76,10 @@ func TestSessionsRunInParallelAndSerialiseWithin(t *testing.T) {
 	for _, id := range []string{"a", "b"} {
 		ta.mustCall(t, 201, "POST", "/sessions", api.CreateSessionRequest{ID: id}, nil)
 	}
-	start := time.Now()
+	// Each command notes when it ran in a file of its own, so the test
+	// judges order by what happened rather than by how long it took
+	// (which a loaded machine stretches).
+	dir := t.TempDir()
 	var wg sync.WaitGroup
 	outs := make([]string, 4)
 	for i := range 4 {
@@ -83,20 +87,32 @@ func TestSessionsRunInParallelAndSerialiseWithin(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			id := []string{"a", "b"}[i%2]
-			outs[i] = ta.runIn(t, id, "for n in 1 2 3; do echo "+id+"$n; sleep 0.1; done")
+			span := fmt.Sprintf("%s/%d", dir, i)
+			outs[i] = ta.runIn(t, id, "date +%s%N > "+span+"; for n in 1 2 3; do echo "+id+"$n; sleep 0.1; done; date +%s%N >> "+span)
 		}()
 	}
 	wg.Wait()
-	took := time.Since(start)
+	spans := make([][2]int64, 4)
 	for i, out := range outs {
 		id := []string{"a", "b"}[i%2]
 		if out != id+"1\n"+id+"2\n"+id+"3" {
 			t.Errorf("output mixed: %q", out)
 		}
+		b, err := os.ReadFile(fmt.Sprintf("%s/%d", dir, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fmt.Sscan(string(b), &spans[i][0], &spans[i][1]); err != nil {
+			t.Fatalf("span %d: %q: %v", i, b, err)
+		}
 	}
-	// Two commands per session of 0.3s each, sessions in parallel: ~0.6s.
-	if took < 550*time.Millisecond || took > 1100*time.Millisecond {
-		t.Errorf("took %v; want serial within a session and parallel across", took)
+	overlap := func(x, y [2]int64) bool { return x[0] < y[1] && y[0] < x[1] }
+	// Commands 0 and 2 ran in session a, 1 and 3 in b.
+	if overlap(spans[0], spans[2]) || overlap(spans[1], spans[3]) {
+		t.Errorf("two commands of one session overlapped: %v", spans)
+	}
+	if !overlap(spans[0], spans[1]) && !overlap(spans[0], spans[3]) && !overlap(spans[2], spans[1]) && !overlap(spans[2], spans[3]) {
+		t.Errorf("the two sessions never ran at once: %v", spans)
 	}
 	// A background process never blocks an exec.
 	ta.start(t, api.StartProcessRequest{Command: "sleep 100", SessionID: "a"})
