@@ -1,0 +1,143 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/internal/testdaemon"
+)
+
+// The gVisor benchmarks are the core ones on a daemon whose default
+// runtime is gvisor (so every sandbox, pool members included, runs on
+// runsc), beside the raw `runsc run` baseline of BenchmarkRuntimeRun.
+
+var gvisorArgs = []string{"--default-runtime", "gvisor"}
+
+func needRunsc(b *testing.B) string {
+	testdaemon.SkipUnlessRoot(b)
+	path := filepath.Join(testdaemon.BinDir(b), "runsc")
+	if _, err := os.Stat(path); err != nil {
+		b.Skip("no runsc beside sandboxd: make build builds bin/runsc")
+	}
+	return path
+}
+
+// BenchmarkGVisorColdStart: a new ID's first `exec true` on gVisor,
+// network mode none.
+func BenchmarkGVisorColdStart(b *testing.B) {
+	needRunsc(b)
+	once(b, func(b *testing.B) {
+		d := testdaemon.Start(b, testdaemon.Options{Args: append(gvisorArgs, "--default-network", "none")})
+		ctx := ctxFor(b)
+		n := sampleCount()
+		s := measure(b, n, func(i int) {
+			if res, err := d.Client.Sandbox(fmt.Sprintf("gcold-%d", i)).Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
+				b.Fatalf("exec: %v %+v", err, res)
+			}
+		})
+		s.report(b)
+		for i := 0; i < n; i++ {
+			d.Client.Sandbox(fmt.Sprintf("gcold-%d", i)).Destroy(ctx)
+		}
+	})
+}
+
+// BenchmarkGVisorColdStartWarmPool: the same with a pool of one gVisor
+// sandbox (each sample waits for the refill outside the measurement).
+func BenchmarkGVisorColdStartWarmPool(b *testing.B) {
+	needRunsc(b)
+	once(b, func(b *testing.B) {
+		d := testdaemon.Start(b, testdaemon.Options{Args: append(gvisorArgs, "--warm-pool", "1", "--default-memory", "128Mi", "--default-network", "none")})
+		ctx := ctxFor(b)
+		n := sampleCount()
+		var s samples
+		for i := 0; i < n; i++ {
+			waitPoolReady(b, d)
+			start := time.Now()
+			if res, err := d.Client.Sandbox(fmt.Sprintf("gpooled-%d", i)).Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
+				b.Fatalf("exec: %v", err)
+			}
+			s = append(s, time.Since(start))
+		}
+		s.report(b)
+		for i := 0; i < n; i++ {
+			d.Client.Sandbox(fmt.Sprintf("gpooled-%d", i)).Destroy(ctx)
+		}
+	})
+}
+
+// BenchmarkGVisorWarmExec: `exec true` round trip on a running gVisor
+// sandbox.
+func BenchmarkGVisorWarmExec(b *testing.B) {
+	needRunsc(b)
+	once(b, func(b *testing.B) {
+		d := testdaemon.Start(b, testdaemon.Options{Args: gvisorArgs})
+		ctx := ctxFor(b)
+		sb := d.Client.Sandbox("gwarm")
+		for i := 0; i < 20; i++ {
+			sb.Exec(ctx, "true")
+		}
+		s := measure(b, sampleCount()*10, func(int) {
+			if res, err := sb.Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
+				b.Fatalf("exec: %v", err)
+			}
+		})
+		s.report(b)
+	})
+}
+
+// BenchmarkGVisorIdleMemory: host memory per idle gVisor sandbox (each
+// has run one command), as BenchmarkIdleMemory; BENCH_IDLE_N of them
+// (default 20: a gVisor sandbox costs far more than a container).
+func BenchmarkGVisorIdleMemory(b *testing.B) {
+	needRunsc(b)
+	once(b, func(b *testing.B) {
+		d := testdaemon.Start(b, testdaemon.Options{Args: append(gvisorArgs, "--default-memory", "128Mi", "--default-network", "none")})
+		ctx := ctxFor(b)
+		n := 20
+		if v := os.Getenv("BENCH_IDLE_N"); v != "" {
+			fmt.Sscan(v, &n)
+		}
+		d.Client.Sandbox("gidle-warmup").Exec(ctx, "true")
+		time.Sleep(time.Second)
+		before := usedMemory(b)
+		for i := 0; i < n; i++ {
+			if _, err := d.Client.Sandbox(fmt.Sprintf("gidle-%d", i)).Exec(ctx, "true"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		time.Sleep(2 * time.Second)
+		after := usedMemory(b)
+		perHost := float64(after-before) / float64(n) / (1 << 20)
+		charged := cgroupCharged(b, d) / float64(n+1) / (1 << 20)
+		b.ReportMetric(perHost, "host-MiB/sandbox")
+		b.ReportMetric(charged, "cgroup-MiB/sandbox")
+		b.ReportMetric(0, "ns/op")
+		b.Logf("%d idle gVisor sandboxes: %.2f MiB of host memory each, %.2f MiB charged to each sandbox's cgroup", n, perHost, charged)
+	})
+}
+
+// BenchmarkGVisorRuntimeRun is the baseline: `runsc run` of /usr/bin/true
+// with the spec BenchmarkRuntimeRun gives crun and runc, and the flags the
+// daemon uses.
+func BenchmarkGVisorRuntimeRun(b *testing.B) {
+	runsc := needRunsc(b)
+	once(b, func(b *testing.B) {
+		bundle := probeBundle(b)
+		root := b.TempDir()
+		b.Cleanup(func() { exec.Command("umount", "-l", filepath.Join(root, "null-netns")).Run() })
+		s := measure(b, sampleCount(), func(i int) {
+			id := fmt.Sprintf("gbench-%d-%d", os.Getpid(), i)
+			out, err := exec.Command(runsc, "--root", root, "--platform=systrap", "--overlay2=none", "--host-uds=create",
+				"run", "--bundle", bundle, id).CombinedOutput()
+			if err != nil {
+				b.Fatalf("runsc run: %v: %s", err, out)
+			}
+		})
+		s.report(b)
+	})
+}
