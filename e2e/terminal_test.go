@@ -59,83 +59,84 @@ func (r *termReader) waitFor(t *testing.T, want string) {
 }
 
 func TestTerminalThroughTheDaemon(t *testing.T) {
-	d := daemon(t)
-	sb := d.Client.Sandbox("term")
-	run(t, sb, "cd /tmp && export FROM_SESSION=yes")
-	ctx := ctxT(t, 2*time.Minute)
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		sb := d.Client.Sandbox("term")
+		run(t, sb, "cd /tmp && export FROM_SESSION=yes")
+		ctx := ctxT(t, 2*time.Minute)
 
-	term, err := sb.Terminal(ctx, client.TerminalOptions{Session: "default", Cols: 90, Rows: 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info := term.Info()
-	if info.Terminal != "default" || !info.Created || info.PID <= 1 {
-		t.Errorf("ready %+v", info)
-	}
-	out := readTerminal(term)
-	io.WriteString(term, "echo \"<$TERM $FROM_SESSION $(pwd) $(stty size)>\"\r")
-	out.waitFor(t, "<xterm-256color yes /tmp 20 90>")
-	if err := term.Resize(132, 43); err != nil {
-		t.Fatal(err)
-	}
-	io.WriteString(term, "stty size\r")
-	out.waitFor(t, "43 132")
-	// The shell runs in the user cgroup, like every user program.
-	io.WriteString(term, "echo \"cg:$(cat /proc/self/cgroup)\"\r")
-	out.waitFor(t, "cg:")
-
-	// Detach; the shell lives on. A new client gets the recent screen and
-	// shares the terminal with a third.
-	term.Close()
-	list, err := sb.Terminals(ctx)
-	if err != nil || len(list) != 1 || list[0].ID != "default" {
-		t.Fatalf("terminals after detach: %+v %v", list, err)
-	}
-	again, err := sb.Terminal(ctx, client.TerminalOptions{Session: "default"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if again.Info().Created {
-		t.Error("attach started a new shell")
-	}
-	againOut := readTerminal(again)
-	againOut.waitFor(t, "43 132")
-	third, err := sb.Terminal(ctx, client.TerminalOptions{Session: "default"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	thirdOut := readTerminal(third)
-	io.WriteString(third, "echo from-third-$((40+2))\r")
-	againOut.waitFor(t, "from-third-42")
-	thirdOut.waitFor(t, "from-third-42")
-
-	// The shell's exit ends every client with its status.
-	io.WriteString(again, "exit 9\r")
-	for _, c := range []*client.Terminal{again, third} {
-		code, err := c.Wait(ctx)
-		if err != nil || code != 9 {
-			t.Errorf("exit: %d %v", code, err)
+		term, err := sb.Terminal(ctx, client.TerminalOptions{Session: "default", Cols: 90, Rows: 20})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if err := <-againOut.done; !errors.Is(err, io.EOF) {
-		t.Errorf("read after exit: %v", err)
-	}
+		info := term.Info()
+		if info.Terminal != "default" || !info.Created || info.PID <= 1 {
+			t.Errorf("ready %+v", info)
+		}
+		out := readTerminal(term)
+		io.WriteString(term, "echo \"<$TERM $FROM_SESSION $(pwd) $(stty size)>\"\r")
+		out.waitFor(t, "<xterm-256color yes /tmp 20 90>")
+		if err := term.Resize(132, 43); err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(term, "stty size\r")
+		out.waitFor(t, "43 132")
+		// The shell runs in the user cgroup, like every user program.
+		io.WriteString(term, "echo \"cg:$(cat /proc/self/cgroup)\"\r")
+		out.waitFor(t, "cg:")
 
-	// Errors come back before any output.
-	if _, err := sb.Terminal(ctx, client.TerminalOptions{Session: "nosuch"}); !errors.Is(err, client.ErrNotFound) {
-		t.Errorf("unknown session: %v", err)
-	}
-	if _, err := sb.Terminal(ctx, client.TerminalOptions{Shell: "/bin/nonexistent"}); !errors.Is(err, client.ErrInvalid) {
-		t.Errorf("missing shell: %v", err)
-	}
-	if err := sb.CloseTerminal(ctx, "nosuch"); !errors.Is(err, client.ErrNotFound) {
-		t.Errorf("close unknown: %v", err)
-	}
-	// Without the token: refused.
-	anon, _ := client.New(d.URL)
-	if _, err := anon.Sandbox("term").Terminal(ctx, client.TerminalOptions{}); !errors.Is(err, client.ErrUnauthorized) {
-		t.Errorf("terminal without a token: %v", err)
-	}
+		// Detach; the shell lives on. A new client gets the recent screen and
+		// shares the terminal with a third.
+		term.Close()
+		list, err := sb.Terminals(ctx)
+		if err != nil || len(list) != 1 || list[0].ID != "default" {
+			t.Fatalf("terminals after detach: %+v %v", list, err)
+		}
+		again, err := sb.Terminal(ctx, client.TerminalOptions{Session: "default"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again.Info().Created {
+			t.Error("attach started a new shell")
+		}
+		againOut := readTerminal(again)
+		againOut.waitFor(t, "43 132")
+		third, err := sb.Terminal(ctx, client.TerminalOptions{Session: "default"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		thirdOut := readTerminal(third)
+		io.WriteString(third, "echo from-third-$((40+2))\r")
+		againOut.waitFor(t, "from-third-42")
+		thirdOut.waitFor(t, "from-third-42")
+
+		// The shell's exit ends every client with its status.
+		io.WriteString(again, "exit 9\r")
+		for _, c := range []*client.Terminal{again, third} {
+			code, err := c.Wait(ctx)
+			if err != nil || code != 9 {
+				t.Errorf("exit: %d %v", code, err)
+			}
+		}
+		if err := <-againOut.done; !errors.Is(err, io.EOF) {
+			t.Errorf("read after exit: %v", err)
+		}
+
+		// Errors come back before any output.
+		if _, err := sb.Terminal(ctx, client.TerminalOptions{Session: "nosuch"}); !errors.Is(err, client.ErrNotFound) {
+			t.Errorf("unknown session: %v", err)
+		}
+		if _, err := sb.Terminal(ctx, client.TerminalOptions{Shell: "/bin/nonexistent"}); !errors.Is(err, client.ErrInvalid) {
+			t.Errorf("missing shell: %v", err)
+		}
+		if err := sb.CloseTerminal(ctx, "nosuch"); !errors.Is(err, client.ErrNotFound) {
+			t.Errorf("close unknown: %v", err)
+		}
+		// Without the token: refused.
+		anon, _ := client.New(d.URL)
+		if _, err := anon.Sandbox("term").Terminal(ctx, client.TerminalOptions{}); !errors.Is(err, client.ErrUnauthorized) {
+			t.Errorf("terminal without a token: %v", err)
+		}
+	})
 }
 
 func TestTerminalIdleTimeout(t *testing.T) {
