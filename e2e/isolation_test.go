@@ -42,6 +42,23 @@ func TestSandboxCannotReachTheHost(t *testing.T) {
 				t.Error("host users visible")
 			}
 		})
+		t.Run("the mount table names no host path", func(t *testing.T) {
+			// The overlay's directories are given relative to the
+			// sandbox's directory, so neither the state directory nor
+			// the sandbox's key shows in its options.
+			out := run(t, sb, "cat /proc/self/mountinfo")
+			if strings.Contains(out, d.StateDir) {
+				t.Errorf("the state directory %s shows in the sandbox's mount table:\n%s", d.StateDir, out)
+			}
+			if onGVisor(t) {
+				return // gVisor's own cgroupfs names the container, key and all
+			}
+			for _, key := range d.Keys() {
+				if strings.Contains(out, key) {
+					t.Errorf("sandbox key %s shows in the sandbox's mount table:\n%s", key, out)
+				}
+			}
+		})
 		t.Run("host processes are not visible", func(t *testing.T) {
 			out := run(t, sb, "ls /proc | grep -c '^[0-9]'; cat /proc/1/cmdline | tr '\\0' ' '")
 			lines := strings.Split(trim(out), "\n")

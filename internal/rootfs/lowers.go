@@ -3,6 +3,7 @@ package rootfs
 import (
 	"bufio"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -34,10 +35,16 @@ func overlayLowers() (*lowerSet, error) {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		// id parent major:minor root mountpoint options optional... - fstype source superopts
-		_, after, ok := strings.Cut(sc.Text(), " - ")
+		before, after, ok := strings.Cut(sc.Text(), " - ")
 		fields := strings.Fields(after)
 		if !ok || len(fields) < 3 || fields[0] != "overlay" {
 			continue
+		}
+		// Overlay.Mount gives its directories relative to the mount
+		// point's parent.
+		var base string
+		if f := strings.Fields(before); len(f) > 4 {
+			base = filepath.Dir(unescapeMountPath(f[4]))
 		}
 		for _, opt := range strings.Split(fields[2], ",") {
 			key, value, _ := strings.Cut(opt, "=")
@@ -45,9 +52,14 @@ func overlayLowers() (*lowerSet, error) {
 				continue
 			}
 			for _, l := range strings.Split(value, ":") {
-				if l != "" {
-					set.add(unescapeMountPath(l))
+				if l == "" {
+					continue
 				}
+				l = unescapeMountPath(l)
+				if !filepath.IsAbs(l) && base != "" {
+					l = filepath.Join(base, l)
+				}
+				set.add(l)
 			}
 		}
 	}

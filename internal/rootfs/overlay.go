@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"time"
 
@@ -34,25 +35,65 @@ func (o Overlay) Mount() error {
 	} else if mounted {
 		return nil
 	}
+	// The directories are given relative to the target's parent (the
+	// sandbox's directory), from a thread whose working directory that
+	// is: the kernel shows the option string as given in every
+	// mountinfo, the sandbox's own included, and relative paths tell it
+	// neither where the state directory is nor the sandbox's key.
+	// overlayLowers resolves them again from the mount point.
+	base := filepath.Dir(o.Target)
 	// overlayfs lists lower directories top first.
 	lowers := make([]string, len(o.Layers))
 	for i, l := range o.Layers {
 		if strings.ContainsAny(l, ":,") {
 			return fmt.Errorf("layer path %q has a character overlayfs cannot take", l)
 		}
-		lowers[len(o.Layers)-1-i] = l
+		lowers[len(o.Layers)-1-i] = relativeTo(base, l)
 	}
 	if err := o.provideTmp(); err != nil {
 		return err
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), o.Upper, o.Work)
-	if len(opts) > maxMountOptions {
-		return mountManyLayers(lowers, o.Upper, o.Work, o.Target)
+	upper, work := relativeTo(base, o.Upper), relativeTo(base, o.Work)
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), upper, work)
+	return inDir(base, func() error {
+		if len(opts) > maxMountOptions {
+			return mountManyLayers(lowers, upper, work, o.Target)
+		}
+		if err := unix.Mount("overlay", o.Target, "overlay", 0, opts); err != nil {
+			return fmt.Errorf("mounting overlay on %s: %w", o.Target, err)
+		}
+		return nil
+	})
+}
+
+// relativeTo is path relative to base, or path itself when it has none.
+func relativeTo(base, path string) string {
+	if rel, err := filepath.Rel(base, path); err == nil {
+		return rel
 	}
-	if err := unix.Mount("overlay", o.Target, "overlay", 0, opts); err != nil {
-		return fmt.Errorf("mounting overlay on %s: %w", o.Target, err)
-	}
-	return nil
+	return path
+}
+
+// inDir runs fn on a thread of its own whose working directory is dir,
+// leaving the process's untouched: the thread stops sharing its
+// filesystem attributes (unshare CLONE_FS) before chdir, and is thrown
+// away afterwards (a goroutine that ends locked to its thread takes the
+// thread with it).
+func inDir(dir string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		goruntime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			errc <- fmt.Errorf("a thread of its own for mounting: %w", err)
+			return
+		}
+		if err := unix.Chdir(dir); err != nil {
+			errc <- fmt.Errorf("mounting from %s: %w", dir, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
 }
 
 // provideTmp gives a root whose image has no /tmp (scratch-based and
