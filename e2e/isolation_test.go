@@ -44,11 +44,14 @@ func TestSandboxCannotReachTheHost(t *testing.T) {
 		})
 		t.Run("the mount table names no host path", func(t *testing.T) {
 			// The overlay's directories are given relative to the
-			// sandbox's directory, so neither the state directory nor
-			// the sandbox's key shows in its options.
+			// sandbox's directory and the agent is a copy on a tmpfs of
+			// its own, so neither the state and run directories, the
+			// binaries' directory nor the sandbox's key shows.
 			out := run(t, sb, "cat /proc/self/mountinfo")
-			if strings.Contains(out, d.StateDir) {
-				t.Errorf("the state directory %s shows in the sandbox's mount table:\n%s", d.StateDir, out)
+			for _, host := range []string{d.StateDir, d.RunDir, testdaemon.BinDir(t)} {
+				if strings.Contains(out, host) {
+					t.Errorf("host path %s shows in the sandbox's mount table:\n%s", host, out)
+				}
 			}
 			if onGVisor(t) {
 				return // gVisor's own cgroupfs names the container, key and all

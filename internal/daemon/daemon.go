@@ -115,8 +115,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	views := lxcfs.Start(ctx, lxcfs.Options{Dir: cfg.RunDir, Log: log})
+	agentPath, err := rootfs.ShareAgent(filepath.Join(cfg.RunDir, "agent"), cfg.AgentPath)
+	if err != nil {
+		return err
+	}
 	mgr = sandbox.New(sandbox.Options{
-		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: cfg.AgentPath, CgroupParent: cfg.CgroupParent,
+		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: agentPath, CgroupParent: cfg.CgroupParent,
 		Runtime: rt, GVisor: gv, Store: db, Network: net, Cgroups: cg,
 		Images: sandboxImages{images}, ProcViews: views,
 		Policy: sandbox.Policy{

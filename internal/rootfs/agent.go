@@ -1,0 +1,95 @@
+package rootfs
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// ShareAgent copies the agent binary src onto a read-only tmpfs of its own
+// at dir and returns the copy's path, which sandboxes bind-mount.
+//
+// Why a copy: a bind mount shows, in the mount table of everyone who can
+// see it (the sandbox included), the path of its source within the source's
+// filesystem, so binding src itself tells a sandbox where sandboxd is
+// installed. The copy's path within its tmpfs is only its name.
+//
+// The tmpfs outlives the daemon, as running sandboxes' bind mounts do
+// anyway: a restarted daemon reuses it when it holds the same binary, and
+// otherwise detaches it (sandboxes already started keep theirs) and mounts
+// a fresh one.
+func ShareAgent(dir, src string) (string, error) {
+	sum, size, err := hashFile(src)
+	if err != nil {
+		return "", fmt.Errorf("reading the agent binary: %w", err)
+	}
+	dst := filepath.Join(dir, "sandbox-agent-"+sum[:16])
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	mounted, err := IsMountPoint(dir)
+	if err != nil {
+		return "", err
+	}
+	if mounted {
+		if _, err := os.Stat(dst); err == nil {
+			return dst, nil
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+		if err := Unmount(dir); err != nil {
+			return "", err
+		}
+	}
+	// Room for the binary and a page of slack; two inodes (root, binary).
+	opts := fmt.Sprintf("size=%d,nr_inodes=4,mode=0755", size+1<<20)
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		return "", fmt.Errorf("mounting a tmpfs for the agent on %s: %w", dir, err)
+	}
+	if err := copyAgent(src, dst, size); err != nil {
+		Unmount(dir)
+		return "", err
+	}
+	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		Unmount(dir)
+		return "", fmt.Errorf("making the agent's tmpfs read-only: %w", err)
+	}
+	return dst, nil
+}
+
+func hashFile(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// copyAgent copies src to dst and checks that all size bytes arrived
+// (copyFile skips a source it cannot open).
+func copyAgent(src, dst string, size int64) error {
+	if err := copyFile(src, dst, 0o755); err != nil {
+		return fmt.Errorf("copying the agent to %s: %w", dst, err)
+	}
+	fi, err := os.Stat(dst)
+	if err != nil {
+		return fmt.Errorf("copying the agent to %s: %w", dst, err)
+	}
+	if fi.Size() != size {
+		return fmt.Errorf("copying the agent to %s: %d of %d bytes", dst, fi.Size(), size)
+	}
+	return nil
+}
