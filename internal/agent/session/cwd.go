@@ -56,19 +56,7 @@ func (s *Session) CurrentDir() (string, error) {
 // root's again; a thread that could not be restored ends with its
 // goroutine instead of serving other goroutines as that user.
 func readlinkAs(path string, uid, gid int) (string, error) {
-	type result struct {
-		dir string
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		restored := false
-		defer func() {
-			if restored {
-				runtime.UnlockOSThread()
-			}
-		}()
+	return onOwnThread(func() (string, bool, error) {
 		prevGID, _ := unix.SetfsgidRetGid(gid)
 		prevUID, _ := unix.SetfsuidRetUid(uid)
 		dir, err := os.Readlink(path)
@@ -77,11 +65,8 @@ func readlinkAs(path string, uid, gid int) (string, error) {
 		// -1 changes nothing and answers the current identity.
 		curUID, _ := unix.SetfsuidRetUid(-1)
 		curGID, _ := unix.SetfsgidRetGid(-1)
-		restored = curUID == prevUID && curGID == prevGID
-		done <- result{dir, err}
-	}()
-	r := <-done
-	return r.dir, r.err
+		return dir, curUID == prevUID && curGID == prevGID, err
+	})
 }
 
 // readlinkAsReal reads the symlink path with the real and effective IDs
@@ -97,25 +82,11 @@ func readlinkAs(path string, uid, gid int) (string, error) {
 // and the agent is not dumpable. The thread is given back only once all
 // its IDs are root's again; otherwise it ends with its goroutine.
 func readlinkAsReal(path string, uid, gid int) (string, error) {
-	type result struct {
-		dir string
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		restored := false
-		defer func() {
-			if restored {
-				runtime.UnlockOSThread()
-			}
-		}()
+	return onOwnThread(func() (string, bool, error) {
 		// Group first: changing it needs CAP_SETGID, which the thread
 		// loses with a non-root effective UID.
 		if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), 0); e != 0 {
-			done <- result{"", e}
-			restored = true
-			return
+			return "", true, e
 		}
 		var dir string
 		var err error = fs.ErrPermission
@@ -126,7 +97,26 @@ func readlinkAsReal(path string, uid, gid int) (string, error) {
 		_, _, e2 := unix.RawSyscall(unix.SYS_SETRESGID, 0, 0, 0)
 		ruid, euid, suid := unix.Getresuid()
 		rgid, egid, sgid := unix.Getresgid()
-		restored = e1 == 0 && e2 == 0 && ruid == 0 && euid == 0 && suid == 0 && rgid == 0 && egid == 0 && sgid == 0
+		restored := e1 == 0 && e2 == 0 && ruid == 0 && euid == 0 && suid == 0 && rgid == 0 && egid == 0 && sgid == 0
+		return dir, restored, err
+	})
+}
+
+// onOwnThread runs fn on a goroutine locked to its thread, for fn to change
+// that thread's identity. The thread serves other goroutines again only if
+// fn reports its identity restored; otherwise it ends with the goroutine.
+func onOwnThread(fn func() (dir string, restored bool, err error)) (string, error) {
+	type result struct {
+		dir string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		dir, restored, err := fn()
+		if restored {
+			runtime.UnlockOSThread()
+		}
 		done <- result{dir, err}
 	}()
 	r := <-done
