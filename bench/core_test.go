@@ -99,11 +99,15 @@ func waitPoolReady(b *testing.B, d *testdaemon.Daemon) {
 
 // BenchmarkWarmExec: round trip of `exec true` on a running sandbox's
 // default session, through the SDK, the daemon and the agent.
-func BenchmarkWarmExec(b *testing.B) {
+func BenchmarkWarmExec(b *testing.B) { warmExec(b, testdaemon.Options{}, "warm") }
+
+// warmExec measures `exec true` round trips on the sandbox id of a daemon
+// started with opts.
+func warmExec(b *testing.B, opts testdaemon.Options, id string) {
 	once(b, func(b *testing.B) {
-		d := testdaemon.Start(b, testdaemon.Options{})
+		d := testdaemon.Start(b, opts)
 		ctx := ctxFor(b)
-		sb := d.Client.Sandbox("warm")
+		sb := d.Client.Sandbox(id)
 		for i := 0; i < 20; i++ { // warm up connections and the shell
 			sb.Exec(ctx, "true")
 		}

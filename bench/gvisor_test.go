@@ -74,20 +74,7 @@ func BenchmarkGVisorColdStartWarmPool(b *testing.B) {
 // sandbox.
 func BenchmarkGVisorWarmExec(b *testing.B) {
 	needRunsc(b)
-	once(b, func(b *testing.B) {
-		d := testdaemon.Start(b, testdaemon.Options{Args: gvisorArgs})
-		ctx := ctxFor(b)
-		sb := d.Client.Sandbox("gwarm")
-		for i := 0; i < 20; i++ {
-			sb.Exec(ctx, "true")
-		}
-		s := measure(b, sampleCount()*10, func(int) {
-			if res, err := sb.Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
-				b.Fatalf("exec: %v", err)
-			}
-		})
-		s.report(b)
-	})
+	warmExec(b, testdaemon.Options{Args: gvisorArgs}, "gwarm")
 }
 
 // BenchmarkGVisorIdleMemory: host memory per idle gVisor sandbox (each
