@@ -69,8 +69,9 @@ func New(root string, log *slog.Logger) *Guard {
 // failed fork after 1, 2, 4, 8 and 16 s, so a bomb's failures come in
 // bursts. A sandbox in that state cannot run the command about to start
 // (its shell must fork), so nothing that could still work is lost. It
-// costs three small file reads, and up to watchWindow when the cgroup is
-// full or forks failed.
+// costs three small file reads, and up to watchWindow only after a refused
+// fork: a cgroup that is merely nearly full (a big build, a JVM's threads)
+// costs every command nothing more.
 func (g *Guard) Check() bool {
 	if g == nil || g.dir == "" {
 		return false
@@ -83,14 +84,12 @@ func (g *Guard) Check() bool {
 	}
 	failed, full := failures > g.failures, g.full()
 	// A bomb's processes come and go (they exit when their retries run
-	// out, and are replaced at once): watch both signs for a moment.
+	// out, and are replaced at once): after a refused fork, watch for a
+	// moment whether the cgroup fills.
 	deadline := time.Now().Add(watchWindow)
-	for (failed || full) && !(failed && full) && time.Now().Before(deadline) {
+	for failed && !full && time.Now().Before(deadline) {
 		time.Sleep(watchWindow / 10)
-		if f, ok := g.forkFailures(); ok && f > g.failures {
-			failures, failed = f, true
-		}
-		full = full || g.full()
+		full = g.full()
 	}
 	g.failures = failures
 	if !failed || !full {
