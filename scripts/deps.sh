@@ -50,6 +50,9 @@ RUN_PACKAGES=(
 	tmux vim-tiny
 	# images: Dockerfile builds (buildah) and the base image recipe (mmdebstrap)
 	buildah mmdebstrap
+	# bucket mounts (docs/storage.md): the FUSE client the daemon mounts
+	# S3-compatible buckets with, and fusermount3 to detach them
+	s3fs fuse3
 )
 
 # What only the test suite needs.
@@ -78,7 +81,10 @@ go_tools() {
 	build_go_tool runsc gvisor.dev/gvisor/runsc@v0.0.0-20260905035102-160fafc42237
 	: "$profile" # run-time tools go above this line, test-only ones in the if
 	if [[ $profile == test ]]; then
-		:
+		# versitygw (Apache-2.0): the S3-compatible server the bucket mount
+		# and backup tests start on loopback with a POSIX backend
+		# (internal/s3test).
+		build_go_tool versitygw github.com/versity/versitygw/cmd/versitygw@v1.8.0
 	fi
 }
 
