@@ -32,6 +32,10 @@ const (
 	// CodeUnsupportedByRuntime: the sandbox's runtime (gVisor) cannot do
 	// what was asked; docs/security.md lists what.
 	CodeUnsupportedByRuntime Code = "UNSUPPORTED_BY_RUNTIME"
+	// CodeSandboxStateConflict: the sandbox's status does not allow the
+	// call (starting one whose destroy failed half-way, stopping one that
+	// is being created).
+	CodeSandboxStateConflict Code = "SANDBOX_STATE_CONFLICT"
 
 	// Server-side problems (5xx).
 	CodeSandboxUnavailable Code = "SANDBOX_UNAVAILABLE" // the sandbox's agent cannot be reached or died mid-call

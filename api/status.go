@@ -14,6 +14,7 @@ var statusOf = map[Code]int{
 	CodeMethodNotAllowed:     http.StatusMethodNotAllowed,
 	CodeSandboxNotFound:      http.StatusNotFound,
 	CodeSandboxExists:        http.StatusConflict,
+	CodeSandboxStateConflict: http.StatusConflict,
 	CodeCommandTimeout:       http.StatusRequestTimeout,
 	CodeSessionTerminated:    http.StatusGone,
 	CodeSessionNotFound:      http.StatusNotFound,

@@ -2,9 +2,12 @@ package httpapi
 
 import (
 	"encoding/json"
-	"github.com/sandboxd/sandboxd/internal/agent"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/sandboxd/sandboxd/internal/agent"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
 // agentInternal are agent routes the daemon uses itself and does not
@@ -50,6 +53,34 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 	for r := range documented {
 		if !routed[r] {
 			t.Errorf("openapi.json documents %s, which is not routed", r)
+		}
+	}
+}
+
+// TestOpenAPIStatusesMatchLifecycle keeps the document's status enums the
+// lifecycle's statuses, so that a client generated from it accepts every
+// status the daemon reports.
+func TestOpenAPIStatusesMatchLifecycle(t *testing.T) {
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]struct {
+					Enum []string `json:"enum"`
+				} `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(openAPIDoc, &doc); err != nil {
+		t.Fatalf("openapi.json: %v", err)
+	}
+	var want []string
+	for _, s := range sandbox.Statuses() {
+		want = append(want, string(s))
+	}
+	for _, schema := range []string{"Sandbox", "LifecycleEvent"} {
+		got := doc.Components.Schemas[schema].Properties["status"].Enum
+		if !slices.Equal(got, want) {
+			t.Errorf("openapi.json %s.status enum = %q, want the lifecycle's %q", schema, got, want)
 		}
 	}
 }

@@ -22,18 +22,25 @@ func (m *Manager) lockExisting(id string) (*box, error) {
 }
 
 // Stop stops the sandbox's container on request; it keeps its disk and
-// starts again on its next call, exactly as a wake.
+// starts again on its next call, exactly as a wake. A sandbox that runs
+// nothing already (stopped, or failed: it keeps its reason) is left as it
+// is; one that is being created or destroyed is refused with ErrConflict.
 func (m *Manager) Stop(ctx context.Context, id string) (Info, error) {
 	b, err := m.lockExisting(id)
 	if err != nil {
 		return Info{}, err
 	}
 	defer b.mu.Unlock()
-	if b.running != nil {
+	switch b.state() {
+	case StatusRunning:
 		err = m.sleepLocked(ctx, b, StatusStopped, "stopped by request")
-	} else if b.rec.Status != StatusStopped {
-		m.setStatus(b, StatusStopped, "stopped by request")
-		m.emit(b, EventStopped)
+	case StatusSleeping:
+		if err = m.changeStatus(ctx, b, StatusStopped, "stopped by request"); err == nil {
+			m.emit(b, EventStopped)
+		}
+	case StatusStopped, StatusFailed:
+	default:
+		err = requireStatus(b, "stop", StatusRunning, StatusSleeping, StatusStopped, StatusFailed)
 	}
 	return b.info(), err
 }
@@ -56,7 +63,7 @@ func (m *Manager) Restart(ctx context.Context, id string) (Info, error) {
 		return Info{}, err
 	}
 	defer b.mu.Unlock()
-	if b.running != nil {
+	if b.state() == StatusRunning {
 		if err := m.sleepLocked(ctx, b, StatusStopped, "restarting"); err != nil {
 			return b.info(), err
 		}
@@ -134,10 +141,6 @@ func (m *Manager) Reset(ctx context.Context, id string, lease *Lease) (died bool
 	}
 	died = !inst.alive()
 	m.log.Warn("sandbox agent unreachable; restarting the sandbox", "sandbox", b.id)
-	if err := m.teardown(ctx, b); err != nil {
-		m.log.Error("cleaning up an unreachable sandbox", "sandbox", b.id, "err", err)
-	}
-	m.setStatus(b, StatusFailed, "the sandbox's agent stopped answering; the next call starts the sandbox again")
-	m.emit(b, EventFailed)
+	m.failLocked(ctx, b, "the sandbox's agent stopped answering; the next call starts the sandbox again")
 	return died
 }

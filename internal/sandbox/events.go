@@ -20,7 +20,7 @@ const (
 type Event struct {
 	Type      string
 	SandboxID string
-	Status    string
+	Status    Status
 	Reason    string
 	Time      time.Time
 }

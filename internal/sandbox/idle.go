@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -128,8 +129,13 @@ func agentShutdown(ctx context.Context, inst *instance, reason string) error {
 const stopGrace = 3 * time.Second
 
 // sleepLocked stops b's container, keeping everything else, and records
-// status (sleeping or stopped) with reason. b.mu is held.
-func (m *Manager) sleepLocked(ctx context.Context, b *box, status, reason string) error {
+// status (sleeping or stopped) with reason once the container is gone. If
+// the registry cannot be written, b stays running without a container,
+// which its next start records as a failure. b.mu is held.
+func (m *Manager) sleepLocked(ctx context.Context, b *box, status Status, reason string) error {
+	if err := requireStatus(b, "stop", StatusRunning); err != nil {
+		return err
+	}
 	if inst := b.running; inst != nil {
 		// Let the agent save what must survive (session definitions, env)
 		// and record why its processes die; SIGTERM if it cannot be asked.
@@ -152,13 +158,15 @@ func (m *Manager) sleepLocked(ctx context.Context, b *box, status, reason string
 	if err != nil {
 		m.log.Error("stopping sandbox", "sandbox", b.id, "err", err)
 	}
-	m.setStatus(b, status, reason)
+	if serr := m.changeStatus(ctx, b, status, reason); serr != nil {
+		return errors.Join(err, serr)
+	}
 	if status == StatusSleeping {
 		m.m.sleeps.Inc("")
 		m.emit(b, EventSlept)
 	} else {
 		m.emit(b, EventStopped)
 	}
-	m.log.Info("sandbox "+status, "sandbox", b.id, "reason", reason)
+	m.log.Info("sandbox "+string(status), "sandbox", b.id, "reason", reason)
 	return err
 }

@@ -146,16 +146,19 @@ func (m *Manager) cgroupPath(key string) string { return "/" + m.opts.CgroupPare
 // restarting) it if needed, and records the outcome. Starting a sleeping
 // or stopped sandbox is a wake.
 func (m *Manager) startLocked(ctx context.Context, b *box) error {
-	if b.running != nil {
-		if b.running.alive() {
+	if b.state() == StatusRunning {
+		if b.running != nil && b.running.alive() {
 			return nil
 		}
 		m.log.Warn("sandbox container died; restarting it", "sandbox", b.id)
-		if err := m.teardown(ctx, b); err != nil {
-			m.log.Error("cleaning up dead sandbox", "sandbox", b.id, "err", err)
+		if err := m.failLocked(ctx, b, "the sandbox's container died; the next call starts it again"); err != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 	}
-	waking := b.rec.Status == StatusSleeping || b.rec.Status == StatusStopped
+	if err := requireStatus(b, "start", StatusCreating, StatusSleeping, StatusStopped, StatusFailed); err != nil {
+		return err
+	}
+	waking := b.state() == StatusSleeping || b.state() == StatusStopped
 	if err := m.reserve(ctx, b); err != nil {
 		return err
 	}
@@ -164,17 +167,26 @@ func (m *Manager) startLocked(ctx context.Context, b *box) error {
 	if err != nil {
 		m.release(b)
 		m.log.Error("sandbox failed to start", "sandbox", b.id, "err", err)
-		m.setStatus(b, StatusFailed, err.Error())
-		m.emit(b, EventFailed)
+		if m.changeStatus(ctx, b, StatusFailed, err.Error()) == nil {
+			m.emit(b, EventFailed)
+		}
 		if errors.Is(err, ErrImageNotFound) || errors.Is(err, ErrCapacity) || errors.Is(err, ErrRuntimeUnavailable) {
 			return err
 		}
 		return fmt.Errorf("%w: %v", ErrFailed, err)
 	}
+	if err := m.changeStatus(ctx, b, StatusRunning, ""); err != nil {
+		// A container the registry does not know of would outlive a
+		// daemon restart unseen: stop it, and keep the old status.
+		b.running = inst
+		if terr := m.teardown(ctx, b); terr != nil {
+			m.log.Error("stopping a sandbox whose start could not be recorded", "sandbox", b.id, "err", terr)
+		}
+		return fmt.Errorf("%w: %w", ErrFailed, err)
+	}
 	b.running = inst
 	b.touch(m.now())
 	took := m.now().Sub(start)
-	m.setStatus(b, StatusRunning, "")
 	go m.watch(b, inst)
 	if waking {
 		m.m.wakes.Inc("")
@@ -205,20 +217,7 @@ func (m *Manager) watch(b *box, inst *instance) {
 	}
 	m.log.Warn("sandbox agent exited unexpectedly; the next call restarts the sandbox", "sandbox", b.id,
 		"status", status, "agent_log", logTail(m.paths(b.rec.Key).log))
-	if err := m.teardown(context.Background(), b); err != nil {
-		m.log.Error("cleaning up after the agent died", "sandbox", b.id, "err", err)
-	}
-	m.setStatus(b, StatusFailed, "the sandbox's agent exited unexpectedly; the next call starts the sandbox again")
-	m.emit(b, EventFailed)
-}
-
-func (m *Manager) setStatus(b *box, status, reason string) {
-	now := m.now().UTC()
-	if err := m.opts.Store.SetStatus(context.Background(), b.id, status, reason, now); err != nil {
-		m.log.Error("recording sandbox status", "sandbox", b.id, "status", status, "err", err)
-	}
-	b.rec.Status, b.rec.StatusReason, b.rec.StatusChangedAt = status, reason, now
-	b.status.Store(status)
+	m.failLocked(context.Background(), b, "the sandbox's agent exited unexpectedly; the next call starts the sandbox again")
 }
 
 // boot starts b's container: network, overlay, cgroups, container, agent.

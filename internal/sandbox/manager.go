@@ -19,25 +19,6 @@ import (
 	"github.com/sandboxd/sandboxd/internal/store"
 )
 
-// Statuses of a sandbox, as stored. The lifecycle:
-//
-//	creating → running ⇄ sleeping
-//	running → stopped (by request) → running (start, or any call)
-//	creating|running → failed (with the reason) → running (next call)
-//	any → destroying → (row deleted; event "destroyed")
-//
-// sleeping and stopped keep the disk, the registry row and everything
-// the agent persists; only the container (memory, processes) is gone.
-// Any call to a sleeping, stopped or failed sandbox starts it again.
-const (
-	StatusCreating   = "creating"
-	StatusRunning    = "running"
-	StatusSleeping   = "sleeping"
-	StatusStopped    = "stopped"
-	StatusFailed     = "failed"
-	StatusDestroying = "destroying"
-)
-
 // Options configure a Manager.
 type Options struct {
 	// StateDir holds the registry and each sandbox's persistent files.
@@ -116,11 +97,15 @@ type box struct {
 	id string
 
 	// mu serialises lifecycle changes (create, start, stop, destroy).
-	mu        sync.Mutex
-	rec       store.Sandbox // guarded by mu
-	cfg       Config        // guarded by mu
-	running   *instance     // guarded by mu; nil unless the container is up
-	destroyed bool          // guarded by mu; set when the row is gone
+	mu  sync.Mutex
+	rec store.Sandbox // guarded by mu
+	cfg Config        // guarded by mu
+	// running is the container, guarded by mu. It is set only while the
+	// status is running; running with no container means the container
+	// went away and the registry could not be told, which the next start
+	// records as a failure.
+	running   *instance
+	destroyed bool // guarded by mu; set when the row is gone
 
 	// netSlot is the sandbox's network slot plus one (0: none); read
 	// without mu when allocating slots for other sandboxes.
@@ -136,7 +121,7 @@ type box struct {
 	keepAlive  atomic.Bool
 	sleepAfter atomic.Int64 // nanoseconds
 	memory     int64        // the memory limit; set once at create or load
-	status     atomic.Value // string: rec.Status, for metrics
+	status     atomic.Value // Status: rec.Status, for metrics
 
 }
 
@@ -175,13 +160,13 @@ func (m *Manager) Events() *Events { return m.events }
 
 // emit publishes a lifecycle event of b.
 func (m *Manager) emit(b *box, typ string) {
-	m.events.publish(Event{Type: typ, SandboxID: b.id, Status: b.rec.Status, Reason: b.rec.StatusReason, Time: m.now().UTC()})
+	m.events.publish(Event{Type: typ, SandboxID: b.id, Status: b.state(), Reason: b.rec.StatusReason, Time: m.now().UTC()})
 }
 
 // Info is a sandbox as reported to callers.
 type Info struct {
 	ID              string
-	Status          string
+	Status          Status
 	StatusReason    string
 	Image           string
 	Runtime         string
@@ -198,7 +183,7 @@ type Info struct {
 
 func (b *box) info() Info {
 	inf := Info{
-		ID: b.id, Status: b.rec.Status, StatusReason: b.rec.StatusReason, Image: b.rec.Image,
+		ID: b.id, Status: b.state(), StatusReason: b.rec.StatusReason, Image: b.rec.Image,
 		Runtime: b.rec.Runtime, Config: b.cfg, CreatedAt: b.rec.CreatedAt,
 		LastUsedAt: time.Unix(0, b.lastUsed.Load()).UTC(), StatusChangedAt: b.rec.StatusChangedAt,
 	}
@@ -328,13 +313,14 @@ func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config) error {
 	}
 	now := m.now().UTC()
 	rec := store.Sandbox{
-		ID: b.id, Key: newKey(), Status: StatusCreating, Image: cfg.Image, Runtime: cfg.Runtime,
+		ID: b.id, Key: newKey(), Status: string(StatusCreating), Image: cfg.Image, Runtime: cfg.Runtime,
 		Config: data, NetSlot: slot, CreatedAt: now, LastUsedAt: now, StatusChangedAt: now,
 	}
 	if err := m.opts.Store.Insert(ctx, rec); err != nil {
 		return fmt.Errorf("recording sandbox %s: %w", b.id, err)
 	}
 	b.rec = rec
+	b.status.Store(StatusCreating)
 	b.setConfig(cfg)
 	b.lastUsed.Store(now.UnixNano())
 	b.flushedAt.Store(now.UnixNano())
@@ -432,7 +418,9 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 // destroyLocked deletes b. The status is recorded as destroying first, so
 // that a daemon that dies half-way finishes the job when it starts again.
 func (m *Manager) destroyLocked(ctx context.Context, b *box) error {
-	m.setStatus(b, StatusDestroying, "")
+	if err := m.changeStatus(ctx, b, StatusDestroying, ""); err != nil {
+		return fmt.Errorf("destroying %s: %w", b.id, err)
+	}
 	if err := m.teardown(ctx, b); err != nil {
 		return fmt.Errorf("destroying %s: %w", b.id, err)
 	}

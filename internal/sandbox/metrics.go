@@ -24,12 +24,13 @@ func (m *Manager) registerMetrics(r *metrics.Registry) managerMetrics {
 }
 
 func (m *Manager) countByStatus() map[string]float64 {
-	counts := map[string]float64{
-		StatusCreating: 0, StatusRunning: 0, StatusSleeping: 0, StatusStopped: 0, StatusFailed: 0,
+	counts := map[string]float64{}
+	for _, s := range Statuses() {
+		counts[string(s)] = 0
 	}
 	for _, b := range m.snapshot() {
-		if s, ok := b.status.Load().(string); ok {
-			counts[s]++
+		if s, ok := b.status.Load().(Status); ok {
+			counts[string(s)]++
 		}
 	}
 	return counts

@@ -101,7 +101,7 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 	}
 	now := m.now().UTC()
 	rec := store.Sandbox{
-		ID: b.id, Key: w.rec.Key, Status: StatusCreating, Image: cfg.Image, Runtime: cfg.Runtime,
+		ID: b.id, Key: w.rec.Key, Status: string(StatusCreating), Image: cfg.Image, Runtime: cfg.Runtime,
 		Config: data, NetSlot: w.rec.NetSlot, CreatedAt: now, LastUsedAt: now, StatusChangedAt: now,
 	}
 	inst := w.running
@@ -115,17 +115,20 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 		return fmt.Errorf("recording sandbox %s: %w", b.id, err)
 	}
 	b.rec = rec
+	b.status.Store(StatusCreating)
 	b.setConfig(cfg)
 	b.netSlot.Store(int64(rec.NetSlot) + 1)
 	b.lastUsed.Store(now.UnixNano())
 	b.flushedAt.Store(now.UnixNano())
+	m.log.Info("sandbox created from the warm pool", "sandbox", b.id, "key", rec.Key)
+	m.emit(b, EventCreated)
+	if err := m.changeStatus(ctx, b, StatusRunning, ""); err != nil {
+		return err // the pool sandbox is discarded
+	}
 	// The pool's capacity reservation becomes b's.
 	w.up.Store(false)
 	b.up.Store(true)
 	b.running = inst
-	m.log.Info("sandbox created from the warm pool", "sandbox", b.id, "key", rec.Key)
-	m.emit(b, EventCreated)
-	m.setStatus(b, StatusRunning, "")
 	go m.watch(b, inst)
 	m.m.starts.Inc("")
 	m.emit(b, EventStarted)

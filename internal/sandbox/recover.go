@@ -32,7 +32,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 		}
 		b := &box{id: rec.ID, rec: rec}
 		b.setConfig(cfg)
-		b.status.Store(rec.Status)
+		b.status.Store(Status(rec.Status))
 		b.netSlot.Store(int64(rec.NetSlot) + 1)
 		b.lastUsed.Store(rec.LastUsedAt.UnixNano())
 		b.flushedAt.Store(rec.LastUsedAt.UnixNano())
@@ -41,7 +41,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 		m.boxes[rec.ID] = b
 		m.mu.Unlock()
 
-		switch rec.Status {
+		switch Status(rec.Status) {
 		case StatusRunning:
 			if m.reattach(ctx, b) {
 				m.log.Info("sandbox reattached", "sandbox", b.id)
@@ -58,10 +58,13 @@ func (m *Manager) Recover(ctx context.Context) error {
 			b.mu.Unlock()
 			delete(known, rec.Key)
 		default:
-			// sleeping, stopped, failed: nothing should run; make sure.
+			// sleeping, stopped, failed: nothing should run; make sure,
+			// keeping the status and its reason.
 			for _, rt := range m.runtimesOf(b) {
 				if st, err := rt.State(ctx, containerID(rec.Key)); err == nil && st.Status != "stopped" {
-					m.cleanAfterCrash(ctx, b, rec.StatusReason)
+					if err := m.teardown(ctx, b); err != nil {
+						m.log.Warn("cleaning up sandbox remnants", "sandbox", b.id, "err", err)
+					}
 				}
 			}
 		}
@@ -75,7 +78,9 @@ func (m *Manager) cleanAfterCrash(ctx context.Context, b *box, reason string) {
 		m.log.Warn("cleaning up sandbox remnants", "sandbox", b.id, "err", err)
 	}
 	// Sleeping: the next call starts it again, as a wake.
-	m.setStatus(b, StatusSleeping, reason)
+	if err := m.changeStatus(ctx, b, StatusSleeping, reason); err != nil {
+		return // it stays running (or creating) with no container: the next start fails it and starts it again
+	}
 	m.log.Info("sandbox will start on its next call", "sandbox", b.id, "reason", reason)
 }
 
