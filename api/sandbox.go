@@ -45,6 +45,11 @@ type SandboxOptions struct {
 	// user-space kernel). Default: the daemon's --default-runtime. A
 	// runtime the host cannot run answers RUNTIME_UNAVAILABLE.
 	Runtime string `json:"runtime,omitempty"`
+	// FromSnapshot creates the sandbox from a snapshot (docs/snapshots.md):
+	// its files, image and runtime are the snapshot's (Image and Runtime
+	// may repeat them, not change them); everything else is the new
+	// sandbox's own. An unknown name answers SNAPSHOT_NOT_FOUND.
+	FromSnapshot string `json:"fromSnapshot,omitempty"`
 }
 
 // SandboxUpdate is the body of PATCH /v1/sandboxes/{id}: the settings that
@@ -113,12 +118,14 @@ type Sandbox struct {
 	// for the host image.
 	ImageDigest string `json:"imageDigest,omitempty"`
 	// Runtime runs the sandbox: "crun", "runc" or "gvisor".
-	Runtime    string            `json:"runtime"`
-	Labels     map[string]string `json:"labels,omitempty"`
-	Limits     Limits            `json:"limits"`
-	Network    NetworkInfo       `json:"network"`
-	CreatedAt  time.Time         `json:"createdAt"`
-	LastUsedAt time.Time         `json:"lastUsedAt"`
+	Runtime string `json:"runtime"`
+	// FromSnapshot is the snapshot the sandbox was created from, if any.
+	FromSnapshot string            `json:"fromSnapshot,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Limits       Limits            `json:"limits"`
+	Network      NetworkInfo       `json:"network"`
+	CreatedAt    time.Time         `json:"createdAt"`
+	LastUsedAt   time.Time         `json:"lastUsedAt"`
 	// StatusChangedAt is when Status last changed.
 	StatusChangedAt time.Time `json:"statusChangedAt"`
 	InstanceType    string    `json:"instanceType,omitempty"`

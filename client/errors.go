@@ -98,8 +98,10 @@ func classOfCode(code api.Code) error {
 		return ErrExitedBeforeReady
 	case api.CodeContextTerminated:
 		return ErrContextTerminated
-	case api.CodeUnsupportedByRuntime:
+	case api.CodeUnsupportedByRuntime, api.CodeMemorySnapshotUnsupported:
 		return ErrNotAvailable
+	case api.CodeSnapshotInUse:
+		return ErrConflict
 	}
 	s := string(code)
 	switch {

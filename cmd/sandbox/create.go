@@ -31,6 +31,7 @@ type createFlags struct {
 	disk         string
 	sleepAfter   time.Duration
 	keepAlive    bool
+	fromSnapshot string
 }
 
 func newCreateCommand(g *globals) *cobra.Command {
@@ -47,7 +48,8 @@ Prints the ID, or with --json the sandbox's description.`,
 		Example: `  sandbox create offline --network none --memory 256Mi --pids 128
   sandbox create ml --image base --cpus 2 --memory 4Gi --label team=ml
   sandbox create api-test --network internet --allow 10.0.0.5/32
-  sandbox create untrusted --runtime gvisor`,
+  sandbox create untrusted --runtime gvisor
+  sandbox create --from-snapshot deps-installed fork-1`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts, err := f.options(cmd, g.e.getenv)
@@ -73,6 +75,7 @@ Prints the ID, or with --json the sandbox's description.`,
 	fl.StringVar(&f.disk, "disk", "", "disk quota for the sandbox's writable layer, e.g. 2Gi (default: none)")
 	fl.DurationVar(&f.sleepAfter, "sleep-after", 0, "idle time before the sandbox sleeps, e.g. 30m (default: the daemon's)")
 	fl.BoolVar(&f.keepAlive, "keep-alive", false, "never put the sandbox to sleep")
+	fl.StringVar(&f.fromSnapshot, "from-snapshot", "", "start from this snapshot's files (and its image and runtime): sandbox snapshot ls")
 	return cmd
 }
 
@@ -127,6 +130,7 @@ func (f *createFlags) options(cmd *cobra.Command, getenv func(string) string) (a
 	}
 	o.InstanceType = f.instanceType
 	o.Runtime = f.runtime
+	o.FromSnapshot = f.fromSnapshot
 	if cmd.Flags().Changed("sleep-after") {
 		if f.sleepAfter <= 0 {
 			return o, fmt.Errorf("--sleep-after %s: want a positive duration", f.sleepAfter)
@@ -187,7 +191,7 @@ func runCreate(ctx context.Context, g *globals, asJSON bool, id string, opts api
 	if err != nil {
 		return err
 	}
-	optionsGiven := opts.Image != "" || opts.Env != nil || opts.Labels != nil || opts.Limits != nil || opts.Network != nil
+	optionsGiven := opts.Image != "" || opts.Env != nil || opts.Labels != nil || opts.Limits != nil || opts.Network != nil || opts.FromSnapshot != ""
 	if !sb.Created && optionsGiven {
 		fmt.Fprintf(g.e.stderr, "sandbox: %s exists already; its options were left as they are\n", sb.ID)
 	}

@@ -87,6 +87,7 @@ machine) the daemon's token file, $SANDBOXD_STATE_DIR/token or
 		newKillCommand(g),
 		newWaitCommand(g),
 		newImageCommand(g),
+		newSnapshotCommand(g),
 		newExposeCommand(g), newPortsCommand(g), newUnexposeCommand(g), newLinkCommand(g),
 		newShellCommand(g),
 		newCopyCommand(g),

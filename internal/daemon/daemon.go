@@ -30,6 +30,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/rootfs"
 	"github.com/sandboxd/sandboxd/internal/runtime"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/snapshot"
 	"github.com/sandboxd/sandboxd/internal/store"
 )
 
@@ -114,6 +115,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	snaps, err := snapshot.Open(filepath.Join(cfg.StateDir, "snapshots"))
+	if err != nil {
+		return fmt.Errorf("opening the snapshot store: %w", err)
+	}
 	views := lxcfs.Start(ctx, lxcfs.Options{Dir: cfg.RunDir, Log: log})
 	agentPath, err := rootfs.ShareAgent(filepath.Join(cfg.RunDir, "agent"), cfg.AgentPath)
 	if err != nil {
@@ -132,6 +137,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Capacity:  cfg.Capacity,
 		IdleCheck: cfg.IdleCheck,
 		WarmPool:  cfg.WarmPool,
+		Snapshots: snaps,
 		Metrics:   registry,
 		Log:       log,
 	})

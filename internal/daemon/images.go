@@ -34,7 +34,8 @@ func openImages(cfg Config, host *rootfs.Image, rt *runtime.Runtime, inUse func(
 	return st, nil
 }
 
-// imagesInUse returns the config digests of every sandbox's image.
+// imagesInUse returns the config digests of every sandbox's image and
+// every snapshot's (a fork boots from its snapshot's image).
 func imagesInUse(ctx context.Context, mgr *sandbox.Manager) (map[string]bool, error) {
 	if mgr == nil {
 		return nil, errors.New("sandbox manager not ready")
@@ -47,6 +48,15 @@ func imagesInUse(ctx context.Context, mgr *sandbox.Manager) (map[string]bool, er
 	for _, inf := range infos {
 		if d := inf.Config.ImageDigest; d != "" {
 			used[d] = true
+		}
+	}
+	snaps, err := mgr.ListSnapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, snap := range snaps {
+		if snap.ImageDigest != "" {
+			used[snap.ImageDigest] = true
 		}
 	}
 	return used, nil

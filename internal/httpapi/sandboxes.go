@@ -122,7 +122,7 @@ func (b sandboxOptionsBody) options() (api.SandboxOptions, *api.Error) {
 
 func fromWire(o api.SandboxOptions) sandbox.Config {
 	c := sandbox.Config{Image: o.Image, Env: o.Env, Labels: o.Labels, InstanceType: o.InstanceType,
-		Runtime: o.Runtime, SleepAfter: time.Duration(o.SleepAfter) * time.Millisecond}
+		Runtime: o.Runtime, SleepAfter: time.Duration(o.SleepAfter) * time.Millisecond, Snapshot: o.FromSnapshot}
 	if o.KeepAlive != nil {
 		c.KeepAlive = *o.KeepAlive
 	}
@@ -155,6 +155,7 @@ func toWire(inf sandbox.Info) api.Sandbox {
 		Image:           inf.Image,
 		ImageDigest:     inf.Config.ImageDigest,
 		Runtime:         inf.Runtime,
+		FromSnapshot:    inf.Config.Snapshot,
 		Labels:          inf.Config.Labels,
 		Limits: api.Limits{
 			MemoryBytes: inf.Config.Limits.MemoryBytes, MilliCPU: inf.Config.Limits.MilliCPU, Pids: inf.Config.Limits.Pids,

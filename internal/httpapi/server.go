@@ -88,6 +88,11 @@ func (s *Server) table() []route {
 		{pattern: "POST /v1/sandboxes/{id}/start", handler: s.lifecycleAction(s.opts.Manager.Start)},
 		{pattern: "POST /v1/sandboxes/{id}/restart", handler: s.lifecycleAction(s.opts.Manager.Restart)},
 		{pattern: "POST /v1/sandboxes/{id}/renew", handler: s.lifecycleAction(s.opts.Manager.Renew)},
+		// Snapshots (snapshots.go).
+		{pattern: "POST /v1/sandboxes/{id}/snapshots", handler: s.createSnapshot},
+		{pattern: "GET /v1/snapshots", handler: s.listSnapshots},
+		{pattern: "GET /v1/snapshots/{name}", handler: s.inspectSnapshot},
+		{pattern: "DELETE /v1/snapshots/{name}", handler: s.removeSnapshot},
 		{pattern: "GET /v1/events", handler: s.events},
 		{pattern: "GET /metrics", handler: s.metricsPage},
 		// Images (images.go); {name...} takes the rest: names have '/' and ':'.

@@ -276,3 +276,20 @@ func readTail(f *os.File, from int64, max int64) string {
 	n, _ := f.ReadAt(buf, from)
 	return strings.TrimSpace(string(buf[:n]))
 }
+
+// Pause freezes every process of the container (the cgroup freezer; runsc
+// stops its sentry's tasks), for a moment in which its files do not move.
+func (r *Runtime) Pause(ctx context.Context, id string) error {
+	if err := r.rc.Pause(ctx, id); err != nil {
+		return fmt.Errorf("%s pause: %w", r.Name, err)
+	}
+	return nil
+}
+
+// Resume thaws a container Pause froze.
+func (r *Runtime) Resume(ctx context.Context, id string) error {
+	if err := r.rc.Resume(ctx, id); err != nil {
+		return fmt.Errorf("%s resume: %w", r.Name, err)
+	}
+	return nil
+}

@@ -100,6 +100,11 @@ type Config struct {
 	// creation (empty for the host image); the sandbox boots from it even
 	// if the name is later re-pointed.
 	ImageDigest string `json:"imageDigest,omitempty"`
+
+	// Snapshot is the snapshot the sandbox was forked from, and
+	// SnapshotLayer its layer, mounted above the image's layers.
+	Snapshot      string `json:"snapshot,omitempty"`
+	SnapshotLayer string `json:"snapshotLayer,omitempty"`
 }
 
 // Policy holds the daemon-wide defaults and caps applied to every Config.

@@ -271,7 +271,11 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 		}
 		undo.push(func(ctx context.Context) error { return unmountDisk(ctx, p) })
 	}
-	ov := rootfs.Overlay{Layers: img.Layers, Upper: p.upper, Work: p.work, Target: p.rootfs}
+	layers, err := m.snapshotLayers(b, img.Layers)
+	if err != nil {
+		return nil, err
+	}
+	ov := rootfs.Overlay{Layers: layers, Upper: p.upper, Work: p.work, Target: p.rootfs}
 	if err := ov.Mount(); err != nil {
 		return nil, err
 	}

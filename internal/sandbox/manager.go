@@ -16,6 +16,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/failpoint"
 	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/runtime"
+	"github.com/sandboxd/sandboxd/internal/snapshot"
 	"github.com/sandboxd/sandboxd/internal/store"
 )
 
@@ -58,6 +59,9 @@ type Options struct {
 	// WarmPool is how many sandboxes with the default configuration are
 	// kept started ahead of need, so that creating one is only naming it.
 	WarmPool int
+	// Snapshots keeps snapshots and the layers forks boot from; nil: no
+	// snapshots.
+	Snapshots *snapshot.Store
 }
 
 // Capacity is the daemon-wide limits on sandboxes. Zero means unlimited.
@@ -90,6 +94,10 @@ type Manager struct {
 	events *Events
 	m      managerMetrics
 	pool   warmPool
+
+	// snapMu keeps a snapshot from being removed between a fork reading
+	// it and the fork's record naming it.
+	snapMu sync.Mutex
 }
 
 // box is the in-memory side of one sandbox.
@@ -282,11 +290,20 @@ func (m *Manager) dropPlaceholder(b *box) {
 
 // createLocked validates cfg and writes the new sandbox's record.
 func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config) error {
-	cfg, err := m.opts.Policy.Resolve(cfg)
+	if cfg.Snapshot != "" {
+		// Held until the record names the snapshot (RemoveSnapshot).
+		m.snapMu.Lock()
+		defer m.snapMu.Unlock()
+	}
+	cfg, err := m.fromSnapshot(cfg)
 	if err != nil {
 		return err
 	}
-	img, err := m.opts.Images.Resolve(ctx, cfg.Image)
+	if cfg, err = m.opts.Policy.Resolve(cfg); err != nil {
+		return err
+	}
+	// A fork's image is its snapshot's, by digest.
+	img, err := m.opts.Images.Resolve(ctx, imageRef(cfg))
 	if err != nil {
 		return err
 	}

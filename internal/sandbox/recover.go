@@ -93,6 +93,15 @@ func (m *Manager) reattach(ctx context.Context, b *box) bool {
 		return false
 	}
 	st, err := rt.State(ctx, containerID(key))
+	if err == nil && st.Status == "paused" {
+		// The daemon died while a snapshot had the container frozen.
+		if rerr := rt.Resume(ctx, containerID(key)); rerr != nil {
+			m.log.Warn("thawing a sandbox frozen by an interrupted snapshot", "sandbox", b.id, "err", rerr)
+		} else {
+			m.log.Info("sandbox thawed after an interrupted snapshot", "sandbox", b.id)
+			st.Status = "running"
+		}
+	}
 	if err != nil || st.Status != "running" || st.PID <= 0 {
 		return false
 	}

@@ -1,0 +1,181 @@
+package e2e
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/testdaemon"
+)
+
+// TestSnapshotFork snapshots a sandbox's files and forks sandboxes from
+// the snapshot: they see the parent's files (written and deleted), each
+// has its own name, address and writes, they share one layer on disk, the
+// contract's errors answer, and nothing is left after the snapshot and
+// its forks are gone.
+func TestSnapshotFork(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		ctx := ctxT(t, 3*time.Minute)
+		c := d.Client
+		parent := c.Sandbox("parent", client.WithNetwork(api.NetworkOptions{Mode: api.NetworkInternet}))
+		run(t, parent, "mkdir -p /workspace/proj && echo parent-data > /workspace/proj/file && rm /etc/nsswitch.conf")
+		// A secret the parent got through the API, and an exposed port.
+		if err := parent.SetEnvVars(ctx, map[string]string{"PARENT_SECRET": "s3cret"}); err != nil {
+			t.Fatal(err)
+		}
+		if got := trim(run(t, parent, "echo $PARENT_SECRET")); got != "s3cret" {
+			t.Fatalf("parent's env: %q", got)
+		}
+		if _, err := parent.ExposePort(ctx, 8000); err != nil {
+			t.Fatal(err)
+		}
+		pinfo, err := parent.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		snap, err := parent.Snapshot(ctx, "snap-1", client.SnapshotOptions{})
+		if err != nil {
+			t.Fatalf("snapshot: %v", err)
+		}
+		if snap.Name != "snap-1" || snap.Sandbox != "parent" || !strings.HasPrefix(snap.Layer, "sha256-") || snap.Size == 0 || snap.Memory {
+			t.Fatalf("snapshot = %+v", snap)
+		}
+		t.Logf("snapshot of %d bytes in %d files, frozen %.1f ms", snap.Size, snap.Files, snap.FrozenMs)
+		// The parent runs on, and what it writes now is not in the snapshot.
+		run(t, parent, "echo later > /workspace/proj/later")
+
+		t.Run("errors", func(t *testing.T) {
+			if _, err := parent.Snapshot(ctx, "snap-1", client.SnapshotOptions{}); codeOf(err) != api.CodeSnapshotExists {
+				t.Errorf("same name again: %v, want SNAPSHOT_EXISTS", err)
+			}
+			for _, bad := range []string{"Bad", "a/b", "..", "-x", strings.Repeat("a", 64), ""} {
+				if _, err := parent.Snapshot(ctx, bad, client.SnapshotOptions{}); codeOf(err) != api.CodeInvalidSnapshotName {
+					t.Errorf("name %q: %v, want INVALID_SNAPSHOT_NAME", bad, err)
+				}
+			}
+			if _, err := c.Sandbox("nobody").Snapshot(ctx, "x", client.SnapshotOptions{}); codeOf(err) != api.CodeSandboxNotFound {
+				t.Errorf("unknown sandbox: %v, want SANDBOX_NOT_FOUND", err)
+			}
+			if _, err := parent.Snapshot(ctx, "mem", client.SnapshotOptions{Memory: true}); codeOf(err) != api.CodeMemorySnapshotUnsupported {
+				t.Errorf("memory snapshot: %v, want MEMORY_SNAPSHOT_UNSUPPORTED", err)
+			}
+			if _, err := c.Sandbox("orphan", client.WithFromSnapshot("no-such")).Ensure(ctx); codeOf(err) != api.CodeSnapshotNotFound {
+				t.Errorf("fork of an unknown snapshot: %v, want SNAPSHOT_NOT_FOUND", err)
+			}
+			if _, err := c.Snapshot(ctx, "no-such"); !errors.Is(err, client.ErrNotFound) {
+				t.Errorf("inspect unknown: %v, want not found", err)
+			}
+		})
+
+		forks := []*client.Sandbox{
+			c.Sandbox("fork-1", client.WithFromSnapshot("snap-1"), client.WithNetwork(api.NetworkOptions{Mode: api.NetworkInternet})),
+			c.Sandbox("fork-2", client.WithFromSnapshot("snap-1"), client.WithNetwork(api.NetworkOptions{Mode: api.NetworkInternet})),
+		}
+		for i, f := range forks {
+			inf, err := f.Ensure(ctx)
+			if err != nil {
+				t.Fatalf("fork: %v", err)
+			}
+			if inf.FromSnapshot != "snap-1" || inf.Runtime != pinfo.Runtime || inf.Image != pinfo.Image {
+				t.Errorf("fork = %+v", inf)
+			}
+			if inf.Network.Address == "" || inf.Network.Address == pinfo.Network.Address {
+				t.Errorf("fork address %q, parent's %q: want a new one", inf.Network.Address, pinfo.Network.Address)
+			}
+			got := run(t, f, "cat /workspace/proj/file; test -e /workspace/proj/later && echo later-leaked; test -e /etc/nsswitch.conf && echo whiteout-lost; hostname; echo \"[$PARENT_SECRET]\"")
+			want := "parent-data\n" + f.ID() + "\n[]\n"
+			if got != want {
+				t.Errorf("fork %d sees %q, want %q", i, got, want)
+			}
+			if ports, err := f.ExposedPorts(ctx); err != nil || len(ports) != 0 {
+				t.Errorf("fork's exposed ports: %+v, %v; want none", ports, err)
+			}
+			run(t, f, "echo "+f.ID()+" > /workspace/proj/file")
+		}
+		// Each fork's writes are its own.
+		if got := trim(run(t, forks[0], "cat /workspace/proj/file")); got != "fork-1" {
+			t.Errorf("fork-1 reads %q", got)
+		}
+		if got := trim(run(t, parent, "cat /workspace/proj/file")); got != "parent-data" {
+			t.Errorf("parent reads %q after the forks wrote", got)
+		}
+		layers := filepath.Join(d.StateDir, "snapshots", "layers")
+		if entries, _ := os.ReadDir(layers); len(entries) != 1 {
+			t.Errorf("%d layers for one snapshot and two forks, want 1 shared", len(entries))
+		}
+		list, err := c.ListSnapshots(ctx)
+		if err != nil || len(list) != 1 || list[0].Name != "snap-1" {
+			t.Errorf("list = %+v, %v", list, err)
+		}
+
+		if err := c.RemoveSnapshot(ctx, "snap-1"); codeOf(err) != api.CodeSnapshotInUse {
+			t.Fatalf("rm while forks exist: %v, want SNAPSHOT_IN_USE", err)
+		}
+		for _, f := range forks {
+			if err := f.Destroy(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.RemoveSnapshot(ctx, "snap-1"); err != nil {
+			t.Fatalf("rm: %v", err)
+		}
+		if entries, _ := os.ReadDir(layers); len(entries) != 0 {
+			t.Errorf("layers left after rm: %v", entries)
+		}
+		if err := parent.Destroy(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if keys := d.Keys(); len(keys) != 0 {
+			t.Errorf("sandbox state left after destroy: %v", keys)
+		}
+	})
+}
+
+// TestDaemonKilledMidSnapshot kills the daemon while a snapshot has the
+// sandbox frozen: the restarted daemon thaws it (its background process
+// keeps running and answering), records no snapshot, and keeps no copy.
+func TestDaemonKilledMidSnapshot(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	d := testdaemon.Start(t, testdaemon.Options{Env: []string{"SANDBOXD_FAILPOINT=snapshot-frozen"}})
+	sb := d.Client.Sandbox("frozen")
+	run(t, sb, "echo kept > /workspace/f; (while :; do date +%s%N > /tmp/tick; sleep 0.05; done) >/dev/null 2>&1 &")
+	if _, err := sb.Snapshot(bg(), "never", client.SnapshotOptions{}); err == nil {
+		t.Fatal("the snapshot succeeded; the failpoint did not fire")
+	}
+	if !d.Exited(10 * time.Second) {
+		t.Fatal("the daemon did not die at the failpoint")
+	}
+	d.SetEnv()
+	d.Start(t)
+	ctx := ctxT(t, time.Minute)
+	info, err := sb.Info(ctx)
+	if err != nil || info.Status != api.StatusRunning {
+		t.Fatalf("after restart: %+v, %v (want the frozen container thawed and reattached)", info, err)
+	}
+	// The loop started before the crash still runs: its tick moves.
+	first := trim(run(t, sb, "cat /tmp/tick"))
+	deadline := time.Now().Add(30 * time.Second)
+	for trim(run(t, sb, "cat /tmp/tick")) == first {
+		if time.Now().After(deadline) {
+			t.Fatal("the background loop does not run after the restart: still frozen?")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := trim(run(t, sb, "cat /workspace/f")); got != "kept" {
+		t.Errorf("files: %q", got)
+	}
+	if list, err := d.Client.ListSnapshots(ctx); err != nil || len(list) != 0 {
+		t.Errorf("snapshots after the crash: %+v, %v", list, err)
+	}
+	for _, dir := range []string{"tmp", "layers"} {
+		if entries, _ := os.ReadDir(filepath.Join(d.StateDir, "snapshots", dir)); len(entries) != 0 {
+			t.Errorf("snapshots/%s holds %v after the restart", dir, entries)
+		}
+	}
+}

@@ -1,0 +1,93 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/snapshot"
+)
+
+// classifySnapshot maps the snapshot domain's errors to wire errors; nil
+// for errors of other domains.
+func classifySnapshot(err error) *api.Error {
+	codes := []struct {
+		target error
+		code   api.Code
+	}{
+		{snapshot.ErrNotFound, api.CodeSnapshotNotFound},
+		{snapshot.ErrExists, api.CodeSnapshotExists},
+		{snapshot.ErrInUse, api.CodeSnapshotInUse},
+		{snapshot.ErrInvalidName, api.CodeInvalidSnapshotName},
+		{sandbox.ErrMemoryUnsupported, api.CodeMemorySnapshotUnsupported},
+	}
+	for _, c := range codes {
+		if errors.Is(err, c.target) {
+			return &api.Error{Code: c.code, Message: err.Error()}
+		}
+	}
+	return nil
+}
+
+// createSnapshot serves POST /v1/sandboxes/{id}/snapshots. It does not
+// create unknown sandboxes.
+func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
+	id, ok := sandboxID(w, r)
+	if !ok {
+		return
+	}
+	var req api.SnapshotRequest
+	if e := s.decodeJSON(w, r, &req, maxJSONBody, false); e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	if err := snapshot.ValidateName(req.Name); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	snap, err := s.opts.Manager.Snapshot(r.Context(), id, req.Name, sandbox.SnapshotOptions{Memory: req.Memory})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, snapshotToWire(snap))
+}
+
+func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {
+	snaps, err := s.opts.Manager.ListSnapshots(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := api.SnapshotList{Snapshots: make([]api.Snapshot, 0, len(snaps))}
+	for _, snap := range snaps {
+		out.Snapshots = append(out.Snapshots, snapshotToWire(snap))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) inspectSnapshot(w http.ResponseWriter, r *http.Request) {
+	snap, err := s.opts.Manager.GetSnapshot(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, snapshotToWire(snap))
+}
+
+func (s *Server) removeSnapshot(w http.ResponseWriter, r *http.Request) {
+	if err := s.opts.Manager.RemoveSnapshot(r.Context(), r.PathValue("name")); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func snapshotToWire(snap snapshot.Snapshot) api.Snapshot {
+	return api.Snapshot{
+		Name: snap.Name, Sandbox: snap.Sandbox, Image: snap.Image, ImageDigest: snap.ImageDigest,
+		Runtime: snap.Runtime, Layer: snap.Layer, Size: snap.Size, Files: snap.Files, Memory: snap.Memory,
+		FrozenMs: float64(snap.Frozen.Microseconds()) / 1000, CreatedAt: snap.CreatedAt,
+	}
+}

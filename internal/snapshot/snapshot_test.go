@@ -1,0 +1,125 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestValidateName(t *testing.T) {
+	for _, ok := range []string{"a", "app-ready", "v1.2_3", "0"} {
+		if err := ValidateName(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "A", "a/b", "..", "a..b", "-a", "a-", ".a", "a b", string(make([]byte, 64))} {
+		if err := ValidateName(bad); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("%q: %v, want ErrInvalidName", bad, err)
+		}
+	}
+}
+
+// makeUpper writes a small writable layer: files, a directory, a symlink.
+func makeUpper(t *testing.T, content string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "work", "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "work", "sub", "f"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("sub/f", filepath.Join(dir, "work", "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "var", "lib", "sandboxd-agent"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "var", "lib", "sandboxd-agent", "state.json"), []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func capture(t *testing.T, s *Store, upper string) Sealed {
+	t.Helper()
+	ctx := context.Background()
+	cp, err := s.CopyLayer(ctx, upper, "var/lib/sandboxd-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := cp.Seal(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sealed
+}
+
+// TestLayerIsContentAddressed: equal files give one layer, other files
+// another; excluded paths are not copied; a layer goes with its last
+// record; leftovers of a crash are removed at Open.
+func TestLayerIsContentAddressed(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := capture(t, s, makeUpper(t, "one"))
+	b := capture(t, s, makeUpper(t, "one"))
+	c := capture(t, s, makeUpper(t, "two"))
+	if a.Layer != b.Layer || a.Layer == c.Layer {
+		t.Fatalf("layers %s %s %s: want the first two equal, the third different", a.Layer, b.Layer, c.Layer)
+	}
+	if a.Size != 3 {
+		t.Errorf("size %d, want 3", a.Size)
+	}
+	if _, err := os.Lstat(filepath.Join(s.LayerPath(a.Layer), "var", "lib", "sandboxd-agent")); !os.IsNotExist(err) {
+		t.Errorf("the excluded agent state was copied: %v", err)
+	}
+	if target, err := os.Readlink(filepath.Join(s.LayerPath(a.Layer), "work", "link")); err != nil || target != "sub/f" {
+		t.Errorf("symlink: %q, %v", target, err)
+	}
+	now := time.Now().UTC()
+	for _, snap := range []Snapshot{{Name: "x", Layer: a.Layer, CreatedAt: now}, {Name: "y", Layer: a.Layer, CreatedAt: now}, {Name: "z", Layer: c.Layer, CreatedAt: now}} {
+		if err := s.Add(snap); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Add(Snapshot{Name: "x", Layer: a.Layer}); !errors.Is(err, ErrExists) {
+		t.Errorf("second x: %v, want ErrExists", err)
+	}
+	if err := s.Remove("x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.LayerPath(a.Layer)); err != nil {
+		t.Errorf("layer of y removed with x: %v", err)
+	}
+	if err := s.Remove("y"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.LayerPath(a.Layer)); !os.IsNotExist(err) {
+		t.Errorf("layer kept after its last record: %v", err)
+	}
+	if _, err := s.Get("y"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("get removed: %v", err)
+	}
+
+	// A crash left a copy in tmp and a layer without a record.
+	os.MkdirAll(filepath.Join(s.tmpDir(), "copy-1"), 0o700)
+	os.MkdirAll(s.LayerPath("sha256-orphan"), 0o700)
+	s2, err := Open(s.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s2.LayerPath("sha256-orphan")); !os.IsNotExist(err) {
+		t.Errorf("orphan layer kept: %v", err)
+	}
+	if entries, _ := os.ReadDir(s2.tmpDir()); len(entries) != 0 {
+		t.Errorf("tmp not emptied: %v", entries)
+	}
+	if list, err := s2.List(); err != nil || len(list) != 1 || list[0].Name != "z" {
+		t.Errorf("list = %+v, %v", list, err)
+	}
+}
