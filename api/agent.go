@@ -9,9 +9,12 @@ package api
 //   - 2 (2026-11-22): sessions, env, processes, files, watch, git, code
 //     contexts, terminals; activity and shutdown for the daemon; the
 //     image's main command in SANDBOXD_AGENT_MAIN.
-const ProtocolVersion = 2
+//   - 3 (2026-12-05): the daemon's own routes (health, activity, shutdown,
+//     dial) moved under /internal/, declared with every other route in
+//     internal/agentapi. An agent of version 2 answers 404 to health.
+const ProtocolVersion = 3
 
-// AgentHealth is the body of the agent's GET /health.
+// AgentHealth is the body of the agent's GET /internal/health.
 type AgentHealth struct {
 	ProtocolVersion int    `json:"protocolVersion"`
 	Version         string `json:"version"`
@@ -19,7 +22,7 @@ type AgentHealth struct {
 	PID int `json:"pid"`
 }
 
-// AgentActivity is the body of the agent's GET /activity: whether anything
+// AgentActivity is the body of the agent's GET /internal/activity: whether anything
 // the agent runs on its own (not a call in flight, which the daemon already
 // sees) keeps the sandbox from being idle.
 type AgentActivity struct {
@@ -29,4 +32,11 @@ type AgentActivity struct {
 	RunningProcesses int `json:"runningProcesses"`
 	// RunningExecutions counts code-context runs in progress.
 	RunningExecutions int `json:"runningExecutions"`
+}
+
+// AgentShutdownRequest is the body of the agent's POST /internal/shutdown.
+type AgentShutdownRequest struct {
+	// Reason is kept by the records of the processes the shutdown kills
+	// ("slept", "stopped"); 1 to 200 bytes.
+	Reason string `json:"reason"`
 }

@@ -140,7 +140,7 @@ func startBinary(t *testing.T, wrapper ...string) *agentProc {
 	}}}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := ap.client.Get("http://agent/health")
+		resp, err := ap.client.Get("http://agent/internal/health")
 		if err == nil {
 			resp.Body.Close()
 			break
@@ -170,7 +170,7 @@ func (ap *agentProc) exec(t *testing.T, command string) api.ExecResult {
 
 func TestServeAndShutDown(t *testing.T) {
 	ap := startBinary(t)
-	resp, err := ap.client.Get("http://agent/health")
+	resp, err := ap.client.Get("http://agent/internal/health")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func TestAsPID1(t *testing.T) {
 		t.Skip("no unshare(1)")
 	}
 	ap := startBinary(t, unshare, "--pid", "--fork", "--mount-proc", "--kill-child")
-	resp, err := ap.client.Get("http://agent/health")
+	resp, err := ap.client.Get("http://agent/internal/health")
 	if err != nil {
 		t.Fatal(err)
 	}

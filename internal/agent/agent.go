@@ -123,7 +123,7 @@ type Agent struct {
 	code      *interp.Manager
 	server    *server
 	// shutdownReason is what the daemon said when it asked the agent to
-	// stop (POST /shutdown); the records of killed processes give it.
+	// stop (POST /internal/shutdown); the records of killed processes give it.
 	shutdownReason atomic.Pointer[string]
 }
 

@@ -218,7 +218,7 @@ func TestCodeRoutes(t *testing.T) {
 func TestActivityCountsCodeRuns(t *testing.T) {
 	ta := startCodeAgent(t)
 	activity := func() api.AgentActivity {
-		_, body := ta.do(t, "GET", "/activity", nil)
+		_, body := ta.do(t, "GET", "/internal/activity", nil)
 		return decodeInto[api.AgentActivity](t, body)
 	}
 	if a := activity(); a.Busy || a.RunningExecutions != 0 {

@@ -15,7 +15,7 @@ import (
 // dialTimeout bounds one connection attempt to a port in the sandbox.
 const dialTimeout = 10 * time.Second
 
-// dialPort serves GET /dial?port=N, an internal route the daemon never
+// dialPort serves GET /internal/dial?port=N, an internal route the daemon never
 // forwards: it connects to port N inside the sandbox and then turns the
 // request's connection into that TCP stream (101 Switching Protocols,
 // then raw bytes both ways). The daemon's preview proxy uses it for

@@ -23,7 +23,7 @@ import (
 
 func TestHealth(t *testing.T) {
 	ta := startAgent(t)
-	resp, err := ta.client.Get("http://agent/health")
+	resp, err := ta.client.Get("http://agent/internal/health")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -683,7 +683,8 @@ func TestRoutes(t *testing.T) {
 		code         api.Code
 	}{
 		{"GET", "/exec", 405, api.CodeMethodNotAllowed},
-		{"DELETE", "/health", 405, api.CodeMethodNotAllowed},
+		{"DELETE", "/internal/health", 405, api.CodeMethodNotAllowed},
+		{"GET", "/health", 404, api.CodeNotFound}, // internal routes live under /internal/ only
 		{"GET", "/nope", 404, api.CodeNotFound},
 		{"POST", "/exec/", 404, api.CodeNotFound},
 	}

@@ -351,7 +351,7 @@ func TestKillAllUnderConcurrency(t *testing.T) {
 		t.Errorf("running after kill-all: %+v", list.Processes)
 	}
 	var act api.AgentActivity
-	ta.mustCall(t, 200, "GET", "/activity", nil, &act)
+	ta.mustCall(t, 200, "GET", "/internal/activity", nil, &act)
 	if act.RunningProcesses != 0 || act.Busy {
 		t.Errorf("activity: %+v", act)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/agent/pty"
 	"github.com/sandboxd/sandboxd/internal/agent/session"
 	"github.com/sandboxd/sandboxd/internal/agent/user"
+	"github.com/sandboxd/sandboxd/internal/agentapi"
 )
 
 // server holds the HTTP handlers.
@@ -49,94 +50,90 @@ type server struct {
 	activity []func(*api.AgentActivity)
 }
 
-// route is one entry of the agent's API.
-type route struct {
-	method, path string
-	handler      http.HandlerFunc
-}
-
-// table is the agent's API. Every route is public: the daemon forwards
-// /v1/sandboxes/{id}/<path> here unchanged. Features add their routes here.
-func (s *server) table() []route {
-	return []route{
-		{"GET", "/health", s.health},
-		{"GET", "/activity", s.activityReport},
-		{"POST", "/shutdown", s.shutdownRequest},
-		{"GET", "/dial", s.dialPort},
-		{"POST", "/exec", s.exec},
-		{"POST", "/exec/stream", s.execStream},
-		{"GET", "/env", s.getSandboxEnv},
-		{"POST", "/env", s.setSandboxEnv},
-		{"POST", "/sessions", s.createSession},
-		{"GET", "/sessions", s.listSessions},
-		{"GET", "/sessions/{sid}", s.getSession},
-		{"DELETE", "/sessions/{sid}", s.deleteSession},
-		{"POST", "/sessions/{sid}/env", s.setSessionEnv},
-		{"POST", "/processes", s.startProcess},
-		{"GET", "/processes", s.listProcesses},
-		{"DELETE", "/processes", s.killAllProcesses},
-		{"GET", "/processes/{pid}", s.getProcess},
-		{"DELETE", "/processes/{pid}", s.removeProcess},
-		{"POST", "/processes/{pid}/kill", s.killProcess},
-		{"GET", "/processes/{pid}/logs", s.processLogs},
-		{"GET", "/processes/{pid}/logs/stream", s.streamProcessLogs},
-		{"POST", "/processes/{pid}/wait/log", s.waitForLog},
-		{"POST", "/processes/{pid}/wait/port", s.waitForPort},
-		{"POST", "/processes/{pid}/wait/exit", s.waitForExit},
-		{"POST", "/processes/{pid}/stdin", s.processStdin},
-		{"POST", "/code/contexts", s.createCodeContext},
-		{"GET", "/code/contexts", s.listCodeContexts},
-		{"GET", "/code/contexts/{contextId}", s.getCodeContext},
-		{"DELETE", "/code/contexts/{contextId}", s.deleteCodeContext},
-		{"POST", "/code/run", s.runCode},
-		{"POST", "/code/run/stream", s.runCodeStream},
-		{"GET", "/terminal", s.terminal},
-		{"GET", "/terminals", s.listTerminals},
-		{"DELETE", "/terminals/{terminal}", s.closeTerminal},
+// handlers maps each route of agentapi.Routes, by pattern, to its handler.
+// The table of routes and what the daemon may do with them is agentapi's;
+// this is only who serves them.
+func (s *server) handlers() map[string]http.HandlerFunc {
+	return map[string]http.HandlerFunc{
+		"GET " + agentapi.PathHealth:        s.health,
+		"GET " + agentapi.PathActivity:      s.activityReport,
+		"POST " + agentapi.PathShutdown:     s.shutdownRequest,
+		"GET " + agentapi.PathDial:          s.dialPort,
+		"POST /exec":                        s.exec,
+		"POST /exec/stream":                 s.execStream,
+		"GET /env":                          s.getSandboxEnv,
+		"POST /env":                         s.setSandboxEnv,
+		"POST /sessions":                    s.createSession,
+		"GET /sessions":                     s.listSessions,
+		"GET /sessions/{sid}":               s.getSession,
+		"DELETE /sessions/{sid}":            s.deleteSession,
+		"POST /sessions/{sid}/env":          s.setSessionEnv,
+		"POST /processes":                   s.startProcess,
+		"GET /processes":                    s.listProcesses,
+		"DELETE /processes":                 s.killAllProcesses,
+		"GET /processes/{pid}":              s.getProcess,
+		"DELETE /processes/{pid}":           s.removeProcess,
+		"POST /processes/{pid}/kill":        s.killProcess,
+		"GET /processes/{pid}/logs":         s.processLogs,
+		"GET /processes/{pid}/logs/stream":  s.streamProcessLogs,
+		"POST /processes/{pid}/wait/log":    s.waitForLog,
+		"POST /processes/{pid}/wait/port":   s.waitForPort,
+		"POST /processes/{pid}/wait/exit":   s.waitForExit,
+		"POST /processes/{pid}/stdin":       s.processStdin,
+		"POST /code/contexts":               s.createCodeContext,
+		"GET /code/contexts":                s.listCodeContexts,
+		"GET /code/contexts/{contextId}":    s.getCodeContext,
+		"DELETE /code/contexts/{contextId}": s.deleteCodeContext,
+		"POST /code/run":                    s.runCode,
+		"POST /code/run/stream":             s.runCodeStream,
+		"GET /terminal":                     s.terminal,
+		"GET /terminals":                    s.listTerminals,
+		"DELETE /terminals/{terminal}":      s.closeTerminal,
 		// Files, watches and git: files_api.go.
-		{"POST", "/files/write", s.writeFile},
-		{"POST", "/files/read", s.readFile},
-		{"POST", "/files/read/stream", s.readStream},
-		{"GET", "/files/raw", s.readRaw},
-		{"PUT", "/files/raw", s.writeRaw},
-		{"POST", "/files/mkdir", s.mkdir},
-		{"POST", "/files/delete", s.deleteFile},
-		{"POST", "/files/rename", s.rename},
-		{"POST", "/files/move", s.move},
-		{"POST", "/files/exists", s.exists},
-		{"POST", "/files/stat", s.stat},
-		{"POST", "/files/list", s.listFiles},
-		{"GET", "/files/archive", s.exportArchive},
-		{"PUT", "/files/archive", s.importArchive},
-		{"POST", "/files/watch", s.watchFiles},
-		{"POST", "/files/changes", s.checkChanges},
-		{"POST", "/git/checkout", s.gitCheckout},
+		"POST /files/write":       s.writeFile,
+		"POST /files/read":        s.readFile,
+		"POST /files/read/stream": s.readStream,
+		"GET /files/raw":          s.readRaw,
+		"PUT /files/raw":          s.writeRaw,
+		"POST /files/mkdir":       s.mkdir,
+		"POST /files/delete":      s.deleteFile,
+		"POST /files/rename":      s.rename,
+		"POST /files/move":        s.move,
+		"POST /files/exists":      s.exists,
+		"POST /files/stat":        s.stat,
+		"POST /files/list":        s.listFiles,
+		"GET /files/archive":      s.exportArchive,
+		"PUT /files/archive":      s.importArchive,
+		"POST /files/watch":       s.watchFiles,
+		"POST /files/changes":     s.checkChanges,
+		"POST /git/checkout":      s.gitCheckout,
 	}
 }
 
-// Routes lists the agent's routes as "METHOD /path" patterns, for the
-// daemon's API description.
-func Routes() []string {
-	var out []string
-	for _, r := range (&server{}).table() {
-		out = append(out, r.method+" "+r.path)
-	}
-	return out
-}
-
-// routes serves the table. Method-qualified patterns serve a route; a bare
-// pattern per path answers other methods with a JSON 405, and "/" answers
-// unknown paths with a JSON 404.
+// routes serves agentapi.Routes with the handlers. Method-qualified
+// patterns serve a route; a bare pattern per path answers other methods
+// with a JSON 405, and "/" answers unknown paths with a JSON 404. A route
+// without a handler, or a handler without a route, is a build defect:
+// routes panics (every test of the agent starts one).
 func (s *server) routes() http.Handler {
+	handlers := s.handlers()
 	mux := http.NewServeMux()
 	allowed := map[string][]string{}
 	var paths []string
-	for _, r := range s.table() {
-		mux.HandleFunc(r.method+" "+r.path, r.handler)
-		if allowed[r.path] == nil {
-			paths = append(paths, r.path)
+	for _, r := range agentapi.Routes {
+		h := handlers[r.Pattern()]
+		if h == nil {
+			panic("agent: no handler for route " + r.Pattern())
 		}
-		allowed[r.path] = append(allowed[r.path], r.method)
+		delete(handlers, r.Pattern())
+		mux.HandleFunc(r.Pattern(), h)
+		if allowed[r.Path] == nil {
+			paths = append(paths, r.Path)
+		}
+		allowed[r.Path] = append(allowed[r.Path], r.Method)
+	}
+	for pattern := range handlers {
+		panic("agent: handler for " + pattern + ", which agentapi.Routes does not declare")
 	}
 	for _, p := range paths {
 		methods := allowed[p]
@@ -168,12 +165,10 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 
 // shutdownRequest stops the agent the way SIGTERM does, but with a reason
 // ("slept", "stopped") that the records of killed processes keep. The
-// daemon calls it before stopping a sandbox's container; it never
-// forwards this route from the public API.
+// daemon calls it before stopping a sandbox's container; it is internal
+// (agentapi), never forwarded from the public API.
 func (s *server) shutdownRequest(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Reason string `json:"reason"`
-	}
+	var body api.AgentShutdownRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&body); err != nil || body.Reason == "" || len(body.Reason) > 200 {
 		writeError(w, api.Errorf(api.CodeValidationFailed, "body must be {\"reason\": \"...\"} with a reason of at most 200 bytes"))
 		return

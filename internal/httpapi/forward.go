@@ -15,12 +15,9 @@ import (
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/api/sse"
+	"github.com/sandboxd/sandboxd/internal/agentapi"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
-
-// agentInternal are agent routes only the daemon may call; they are not
-// forwarded.
-var agentInternal = map[string]bool{"health": true, "activity": true, "shutdown": true, "dial": true}
 
 // maxBufferedBody is the largest request body forward reads into memory
 // before passing it on: enough for any JSON call (exec with its stdin).
@@ -29,8 +26,13 @@ const maxBufferedBody = api.MaxCommandBytes + 2*api.MaxStdinBytes + 64<<10
 
 // forward serves /v1/sandboxes/{id}/{rest...} by passing the request to
 // the sandbox's agent as /{rest...}, creating or starting the sandbox
-// first if needed. Responses stream, event streams are flushed event by
-// event, WebSocket upgrades pass through.
+// first if needed, when it matches a public route of agentapi.Routes:
+// anything else is answered here (404, or 405 with Allow) and never
+// reaches, creates or wakes a sandbox. The route's entry decides the rest:
+// its metric, its copy buffers, whether its event stream is guarded, and
+// whether a call cut off before any answer is sent again. Responses
+// stream, event streams are flushed event by event, WebSocket upgrades
+// pass through.
 //
 // JSON bodies are read first (they are bounded), which lets a call whose
 // agent turns out to be dead be retried once on a freshly started
@@ -44,11 +46,17 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	rest := r.PathValue("rest")
-	if agentInternal[rest] {
+	route, allow, ok := agentapi.Match(r.Method, "/"+rest)
+	if !ok {
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeAPIError(w, api.Errorf(api.CodeMethodNotAllowed, "%s is not allowed here; use %s", r.Method, strings.Join(allow, ", ")))
+			return
+		}
 		writeAPIError(w, api.Errorf(api.CodeNotFound, "no route %s %s", r.Method, r.URL.Path))
 		return
 	}
-	defer s.observeExec(rest, start)
+	defer s.observeExec(route.Metric, start)
 	body, buffered, err := s.bufferBody(w, r)
 	if err != nil {
 		if e := bodyTimeoutError(err, s.bodyTimeout()); e != nil {
@@ -76,7 +84,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		if buffered {
 			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
-		failure := s.proxyLeased(w, r, id, rest, lease, buffered && attempt == 1)
+		failure := s.proxyLeased(w, r, id, rest, route, lease, buffered && attempt == 1)
 		switch failure {
 		case reached:
 			return
@@ -85,10 +93,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		}
 		// The agent could not be reached. Make sure the manager knows, then
 		// try once more on a fresh start — but only if the request cannot
-		// have run: it never connected, or the agent turns out to have died
-		// on its own (with everything it was running).
+		// have run (it never connected, or the agent turns out to have died
+		// on its own, with everything it was running), or if running it
+		// twice does no harm.
 		died := s.opts.Manager.Reset(r.Context(), id, lease)
-		if failure == notConnected || died {
+		if failure == notConnected || died || route.Idempotent {
 			s.log.Warn("agent unreachable; restarted the sandbox, retrying the call", "sandbox", id, "path", rest)
 			continue
 		}
@@ -120,9 +129,9 @@ func abortResponse() { panic(http.ErrAbortHandler) }
 // proxyLeased is proxy with the lease released however it ends (the
 // reverse proxy panics with http.ErrAbortHandler when a response breaks
 // mid-way).
-func (s *Server) proxyLeased(w http.ResponseWriter, r *http.Request, id, rest string, lease *sandbox.Lease, retryable bool) failure {
+func (s *Server) proxyLeased(w http.ResponseWriter, r *http.Request, id, rest string, route agentapi.Route, lease *sandbox.Lease, retryable bool) failure {
 	defer lease.Release()
-	return s.proxy(w, r, id, rest, lease.Transport, retryable)
+	return s.proxy(w, r, id, rest, route, lease.Transport, retryable)
 }
 
 // bufferBody reads a JSON body (bounded in size and time) into memory;
@@ -156,7 +165,11 @@ func (s *Server) bufferBody(w http.ResponseWriter, r *http.Request) ([]byte, boo
 // proxy passes one attempt of the request to the agent. When retryable and
 // the agent gave no answer at all, it writes nothing and says how it
 // failed, so the caller may retry.
-func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rest string, transport http.RoundTripper, retryable bool) (f failure) {
+func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rest string, route agentapi.Route, transport http.RoundTripper, retryable bool) (f failure) {
+	var buffers httputil.BufferPool
+	if route.Bulk {
+		buffers = bulkBuffers{}
+	}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
@@ -171,13 +184,15 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rest string, 
 		},
 		Transport:     transport,
 		FlushInterval: -1,
-		BufferPool:    bufferPoolFor(rest),
+		BufferPool:    buffers,
 		ModifyResponse: func(resp *http.Response) error {
 			s.countAgentError(resp)
-			guardEventStream(resp, func(err error) {
-				s.countError(api.CodeSandboxUnavailable)
-				s.log.Warn("event stream from the agent ended without a terminal event", "sandbox", id, "path", rest, "err", err)
-			})
+			if route.Stream {
+				guardEventStream(resp, func(err error) {
+					s.countError(api.CodeSandboxUnavailable)
+					s.log.Warn("event stream from the agent ended without a terminal event", "sandbox", id, "path", rest, "err", err)
+				})
+			}
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -231,62 +246,85 @@ func guardEventStream(resp *http.Response, onLost func(error)) {
 // terminal event went by.
 type streamGuard struct {
 	upstream io.ReadCloser
-	pending  []byte // bytes read but not yet past an event boundary
-	out      []byte // complete events ready for the reader
-	terminal bool
-	done     bool
-	onLost   func(error)
+	// buf holds what was read from upstream: buf[:sent] went to the
+	// reader, buf[sent:ready] are complete events not yet passed on, and
+	// buf[ready:] is a partial event, searched for its end up to scanned.
+	buf                  []byte
+	sent, ready, scanned int
+	terminal             bool
+	done                 bool
+	onLost               func(error)
 }
 
+// Read fills p with complete events. It reads upstream into p itself, so
+// a stream costs no buffer beyond its partial event.
 func (g *streamGuard) Read(p []byte) (int, error) {
-	for len(g.out) == 0 {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for g.sent == g.ready {
 		if g.done {
 			return 0, io.EOF
 		}
-		buf := make([]byte, 32<<10)
-		n, err := g.upstream.Read(buf)
-		g.pending = append(g.pending, buf[:n]...)
+		g.compact()
+		n, err := g.upstream.Read(p)
+		g.buf = append(g.buf, p[:n]...)
 		g.release()
 		if err != nil {
 			g.done = true
 			if !g.terminal {
-				g.out = append(g.out, lostStreamEvent()...)
+				g.buf = append(g.buf[:g.ready], lostStreamEvent()...)
+				g.ready = len(g.buf)
 				if g.onLost != nil {
 					g.onLost(err)
 				}
 			}
-			if !errors.Is(err, io.EOF) && len(g.out) == 0 {
+			if !errors.Is(err, io.EOF) && g.sent == g.ready {
 				return 0, err
 			}
 		}
 	}
-	n := copy(p, g.out)
-	g.out = g.out[n:]
+	n := copy(p, g.buf[g.sent:g.ready])
+	g.sent += n
 	return n, nil
 }
 
-// release moves every complete event from pending to out.
+// compact drops what was passed on, keeping the partial event.
+func (g *streamGuard) compact() {
+	if g.sent == 0 {
+		return
+	}
+	n := copy(g.buf, g.buf[g.sent:])
+	g.buf = g.buf[:n]
+	g.ready -= g.sent
+	g.scanned -= g.sent
+	g.sent = 0
+}
+
+// release marks every complete event in buf as ready.
 func (g *streamGuard) release() {
 	for {
-		i := bytes.Index(g.pending, []byte("\n\n"))
+		from := max(g.scanned-1, g.ready) // "\n\n" may straddle two reads
+		i := bytes.Index(g.buf[from:], []byte("\n\n"))
 		if i < 0 {
+			g.scanned = len(g.buf)
 			return
 		}
-		event := g.pending[:i+2]
+		end := from + i + 2
+		event := g.buf[g.ready:end]
 		if name, ok := eventName(event); ok && api.IsTerminal(name) && (name != api.EventError || hasCode(event)) {
 			// An error event without a code is a program's own exception
 			// (code runs report those and go on); only a coded one ends a
 			// stream.
 			g.terminal = true
 		}
-		g.out = append(g.out, event...)
-		g.pending = g.pending[i+2:]
+		g.ready, g.scanned = end, end
 	}
 }
 
 // hasCode reports whether the event's data carries a non-empty "code".
 func hasCode(event []byte) bool {
-	for _, line := range bytes.Split(event, []byte("\n")) {
+	for line := range bytes.SplitSeq(event, []byte("\n")) {
 		if data, ok := bytes.CutPrefix(line, []byte("data:")); ok {
 			var v struct {
 				Code string `json:"code"`
@@ -298,7 +336,7 @@ func hasCode(event []byte) bool {
 }
 
 func eventName(event []byte) (string, bool) {
-	for _, line := range bytes.Split(event, []byte("\n")) {
+	for line := range bytes.SplitSeq(event, []byte("\n")) {
 		if name, ok := bytes.CutPrefix(line, []byte("event:")); ok {
 			return string(bytes.TrimSpace(name)), true
 		}
@@ -318,23 +356,18 @@ func lostStreamEvent() []byte {
 	return []byte("event: error\ndata: " + string(data) + "\n\n")
 }
 
-// bufferPoolFor lends the proxy 256 KiB copy buffers for the routes that
-// move file contents (files/raw, files/archive), instead of its default
-// 32 KiB: with a flush after every write, a 1 GiB download then costs 8
-// times fewer read, write and flush rounds (a third less of the daemon's
-// CPU per GiB in bench.BenchmarkFileTransfer). Other routes, event streams
-// among them, keep the small default: a buffer is held for as long as the
-// response lasts.
-func bufferPoolFor(rest string) httputil.BufferPool {
-	if strings.HasPrefix(rest, "files/raw") || strings.HasPrefix(rest, "files/archive") {
-		return bulkBuffers{}
-	}
-	return nil
-}
-
+// bulkBuffers lends the proxy 256 KiB copy buffers for the routes that
+// move file contents (agentapi.Route.Bulk: files/raw, files/archive),
+// instead of its default 32 KiB: with a flush after every write, a 1 GiB
+// download then costs 8 times fewer read, write and flush rounds (a third
+// less of the daemon's CPU per GiB in bench.BenchmarkFileTransfer). Other
+// routes, event streams among them, keep the small default: a buffer is
+// held for as long as the response lasts.
 type bulkBuffers struct{}
 
-var bulkBufferPool = sync.Pool{New: func() any { return make([]byte, 256<<10) }}
+// bulkBufferPool holds *[]byte: a pointer fits an interface without an
+// allocation, a slice header does not.
+var bulkBufferPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
-func (bulkBuffers) Get() []byte  { return bulkBufferPool.Get().([]byte) }
-func (bulkBuffers) Put(b []byte) { bulkBufferPool.Put(b) }
+func (bulkBuffers) Get() []byte  { return *bulkBufferPool.Get().(*[]byte) }
+func (bulkBuffers) Put(b []byte) { bulkBufferPool.Put(&b) }

@@ -39,6 +39,7 @@ func TestStreamGuard(t *testing.T) {
 	}{
 		{"complete stream passes unchanged", &chunked{chunks: []string{start, out, done}, err: io.EOF}, false, []string{start, out, done}},
 		{"events split across reads", &chunked{chunks: []string{start[:5], start[5:] + out[:10], out[10:] + done}, err: io.EOF}, false, []string{start, out, done}},
+		{"event boundary split across reads", &chunked{chunks: []string{start[:len(start)-1], "\n" + out[:len(out)-1], "\n" + done}, err: io.EOF}, false, []string{start, out, done}},
 		{"cut after an event", &chunked{chunks: []string{start, out}, err: io.EOF}, true, []string{start, out}},
 		{"cut inside an event", &chunked{chunks: []string{start, out[:12]}, err: errors.New("connection reset")}, true, []string{start}},
 		{"coded error event is terminal", &chunked{chunks: []string{start, "event: error\ndata: {\"code\":\"COMMAND_TIMEOUT\"}\n\n"}, err: io.EOF}, false, []string{start}},

@@ -28,16 +28,14 @@ func registerMetrics(r *metrics.Registry) apiMetrics {
 
 func (s *Server) countError(code api.Code) { s.m.errors.Inc(string(code)) }
 
-// observeExec records an exec call's count and latency when it ends.
-func (s *Server) observeExec(rest string, start time.Time) {
-	switch rest {
-	case "exec":
-		s.m.execs.Inc("buffered")
-	case "exec/stream":
-		s.m.execs.Inc("stream")
-	default:
+// observeExec records the count and latency of a call whose route has a
+// metric kind (agentapi.Route.Metric: exec's "buffered" and "stream")
+// when it ends.
+func (s *Server) observeExec(kind string, start time.Time) {
+	if kind == "" {
 		return
 	}
+	s.m.execs.Inc(kind)
 	s.m.execSeconds.Observe(time.Since(start).Seconds())
 }
 

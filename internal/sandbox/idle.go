@@ -1,17 +1,11 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"syscall"
 	"time"
-
-	"github.com/sandboxd/sandboxd/api"
 )
 
 // Run puts idle sandboxes to sleep until ctx ends. A sandbox is idle when
@@ -87,41 +81,15 @@ func (m *Manager) sleepIfIdle(ctx context.Context, b *box, last int64) {
 func (m *Manager) agentBusy(ctx context.Context, inst *instance) bool {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/activity", nil)
-	if err != nil {
-		return false
-	}
-	resp, err := (&http.Client{Transport: inst.transport}).Do(req)
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	var a api.AgentActivity
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&a) != nil {
-		return false
-	}
-	return a.Busy
+	a, err := inst.agent.Activity(ctx)
+	return err == nil && a.Busy
 }
 
 // agentShutdown asks the agent to stop, saying why.
 func agentShutdown(ctx context.Context, inst *instance, reason string) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	body, _ := json.Marshal(map[string]string{"reason": reason})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent/shutdown", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Transport: inst.transport}).Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("agent shutdown: status %d", resp.StatusCode)
-	}
-	return nil
+	return inst.agent.Shutdown(ctx, reason)
 }
 
 // stopGrace is how long the agent gets to save its state and exit on

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/agentapi"
 	"github.com/sandboxd/sandboxd/internal/cgroup"
 	"github.com/sandboxd/sandboxd/internal/failpoint"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
@@ -46,6 +47,7 @@ type instance struct {
 	pidfd     *os.File // readable once init (the agent) has exited
 	endpoint  NetworkEndpoint
 	transport *http.Transport
+	agent     *agentapi.Client // the agent's internal routes, over transport
 	closing   atomic.Bool
 }
 
@@ -55,8 +57,9 @@ func newInstance(cid string, pid int, ep NetworkEndpoint, socket string) (*insta
 	if err != nil {
 		return nil, fmt.Errorf("watching the agent (pid %d): %w", pid, err)
 	}
+	tr := newAgentTransport(socket)
 	return &instance{cid: cid, pid: pid, pidfd: os.NewFile(uintptr(fd), "pidfd"), endpoint: ep,
-		transport: newAgentTransport(socket)}, nil
+		transport: tr, agent: agentapi.NewClient(tr)}, nil
 }
 
 // alive reports whether the container's init (the agent) is still running.
@@ -495,13 +498,12 @@ func newAgentTransport(socket string) *http.Transport {
 func waitAgent(ctx context.Context, inst *instance, limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	client := &http.Client{Transport: inst.transport}
 	// Poll fast at first: the agent is usually up within milliseconds,
 	// and every millisecond here is a millisecond of cold start.
 	delay := time.Millisecond
 	started := time.Now()
 	for {
-		h, err := agentHealth(ctx, client)
+		h, err := inst.agent.Health(ctx)
 		if err == nil {
 			if h.ProtocolVersion != api.ProtocolVersion {
 				return fmt.Errorf("agent speaks protocol %d, this daemon speaks %d", h.ProtocolVersion, api.ProtocolVersion)
@@ -520,23 +522,6 @@ func waitAgent(ctx context.Context, inst *instance, limit time.Duration) error {
 			delay *= 2
 		}
 	}
-}
-
-func agentHealth(ctx context.Context, client *http.Client) (api.AgentHealth, error) {
-	var h api.AgentHealth
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/health", nil)
-	if err != nil {
-		return h, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return h, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return h, fmt.Errorf("agent health: status %d", resp.StatusCode)
-	}
-	return h, json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&h)
 }
 
 // stopContainer kills every process of the container, empties and removes

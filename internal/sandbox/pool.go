@@ -1,11 +1,9 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"reflect"
 	"runtime"
@@ -108,7 +106,7 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 	if err := m.nameWarm(ctx, w, inst, b.id); err != nil {
 		return fmt.Errorf("naming a warm sandbox: %w", err)
 	}
-	if err := agentSetEnv(ctx, inst, "HOSTNAME", b.id); err != nil {
+	if err := inst.agent.SetEnv(ctx, map[string]string{"HOSTNAME": b.id}); err != nil {
 		return fmt.Errorf("naming a warm sandbox's agent: %w", err)
 	}
 	if err := m.opts.Store.Insert(ctx, rec); err != nil {
@@ -132,25 +130,6 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 	go m.watch(b, inst)
 	m.m.starts.Inc("")
 	m.emit(b, EventStarted)
-	return nil
-}
-
-// agentSetEnv sets one sandbox-level environment variable in the agent.
-func agentSetEnv(ctx context.Context, inst *instance, name, value string) error {
-	body, _ := json.Marshal(map[string]map[string]string{"env": {name: value}})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent/env", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Transport: inst.transport}).Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("agent env: status %d", resp.StatusCode)
-	}
 	return nil
 }
 

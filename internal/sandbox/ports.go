@@ -1,19 +1,17 @@
 package sandbox
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/sandboxd/sandboxd/internal/agentapi"
 	"golang.org/x/sys/unix"
 )
 
@@ -104,9 +102,9 @@ func (m *Manager) DialPort(ctx context.Context, id string, port int) (net.Conn, 
 }
 
 // dialThroughAgent connects to port in a gVisor sandbox through its agent
-// (GET /dial, upgraded to a raw stream): gVisor's network stack lives in
-// its Sentry, out of reach of a dial in the sandbox's network namespace.
-// A port nothing listens on is ECONNREFUSED, as a direct dial would be.
+// (agentapi.Dial): gVisor's network stack lives in its Sentry, out of
+// reach of a dial in the sandbox's network namespace. A port nothing
+// listens on is ECONNREFUSED, as a direct dial would be.
 func dialThroughAgent(ctx context.Context, rt http.RoundTripper, port int) (net.Conn, error) {
 	tr, ok := rt.(*http.Transport)
 	if !ok || tr.DialContext == nil {
@@ -124,48 +122,11 @@ func dialThroughAgent(ctx context.Context, rt http.RoundTripper, port int) (net.
 		c, err = tr.DialContext(ctx, "unix", "agent")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
+	conn, err := agentapi.Dial(ctx, c, port)
+	if err != nil && !errors.Is(err, unix.ECONNREFUSED) {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	c.SetDeadline(deadline)
-	req := fmt.Sprintf("GET /dial?port=%d HTTP/1.1\r\nHost: agent\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n", port)
-	if _, err := io.WriteString(c, req); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		c.Close()
-		if resp.StatusCode == http.StatusBadGateway {
-			return nil, fmt.Errorf("%s: %w", strings.TrimSpace(string(msg)), unix.ECONNREFUSED)
-		}
-		return nil, fmt.Errorf("%w: agent dial: status %d", ErrUnavailable, resp.StatusCode)
-	}
-	c.SetDeadline(time.Time{})
-	return &bufferedConn{Conn: c, r: br}, nil
-}
-
-// bufferedConn is a connection whose first bytes may already sit in r.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
-// CloseWrite passes a half-close on to the agent.
-func (c *bufferedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
+	return conn, err
 }

@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/sandboxd/sandboxd/api"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/sandboxd/sandboxd/api"
 )
 
 // Recover loads the registry and reconciles it with the host after a
@@ -116,7 +116,7 @@ func (m *Manager) reattach(ctx context.Context, b *box) bool {
 	}
 	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	h, err := agentHealth(hctx, &http.Client{Transport: inst.transport})
+	h, err := inst.agent.Health(hctx)
 	if err != nil {
 		inst.close()
 		return false

@@ -1,0 +1,168 @@
+package agentapi
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sandboxd/sandboxd/api"
+)
+
+// maxAnswerBytes bounds what the client reads of an internal route's
+// answer: they are small JSON objects.
+const maxAnswerBytes = 64 << 10
+
+// StatusError is an agent's answer with an unexpected HTTP status.
+type StatusError struct {
+	Path   string
+	Status int
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("agent %s: status %d", e.Path, e.Status)
+}
+
+// Client calls one agent over its transport (the sandbox's socket). It
+// holds no connection of its own; the transport pools them.
+type Client struct {
+	transport http.RoundTripper
+}
+
+// NewClient returns a client of the agent behind transport.
+func NewClient(transport http.RoundTripper) *Client { return &Client{transport: transport} }
+
+// Health answers whether the agent is up and which protocol it speaks. An
+// agent of an older protocol, which has no such route, answers a
+// StatusError with status 404.
+func (c *Client) Health(ctx context.Context) (api.AgentHealth, error) {
+	var h api.AgentHealth
+	err := c.do(ctx, http.MethodGet, PathHealth, nil, http.StatusOK, &h)
+	return h, err
+}
+
+// Activity asks whether anything the agent runs on its own keeps the
+// sandbox busy.
+func (c *Client) Activity(ctx context.Context) (api.AgentActivity, error) {
+	var a api.AgentActivity
+	err := c.do(ctx, http.MethodGet, PathActivity, nil, http.StatusOK, &a)
+	return a, err
+}
+
+// Shutdown asks the agent to stop, saying why ("slept", "stopped"); its
+// records of the processes it kills keep the reason. It answers before
+// the agent is gone.
+func (c *Client) Shutdown(ctx context.Context, reason string) error {
+	return c.do(ctx, http.MethodPost, PathShutdown, &api.AgentShutdownRequest{Reason: reason}, http.StatusAccepted, nil)
+}
+
+// SetEnv sets sandbox-level environment variables (the public POST /env).
+func (c *Client) SetEnv(ctx context.Context, env map[string]string) error {
+	req := api.SetEnvRequest{Env: make(map[string]*string, len(env))}
+	for k, v := range env {
+		req.Env[k] = &v
+	}
+	return c.do(ctx, http.MethodPost, "/env", &req, http.StatusOK, nil)
+}
+
+// do sends one call with body as JSON (none when nil) and decodes an
+// answer of status want into out (skipped when nil).
+func (c *Client) do(ctx context.Context, method, path string, body any, want int, out any) error {
+	var rd io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("agent %s: encoding the request: %w", path, err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://agent"+path, rd)
+	if err != nil {
+		return fmt.Errorf("agent %s: %w", path, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.transport.RoundTrip(req)
+	if err != nil {
+		return fmt.Errorf("agent %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != want {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswerBytes))
+		return &StatusError{Path: path, Status: resp.StatusCode}
+	}
+	if out == nil {
+		_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswerBytes))
+	} else {
+		err = json.NewDecoder(io.LimitReader(resp.Body, maxAnswerBytes)).Decode(out)
+	}
+	if err != nil {
+		return fmt.Errorf("agent %s: reading the answer: %w", path, err)
+	}
+	return nil
+}
+
+// Dial connects to port inside the sandbox through the agent (GET
+// PathDial, upgraded to a raw stream), over conn, a fresh connection to
+// the agent's socket, which it takes over: on success the returned
+// connection wraps it, on failure it is closed. Nothing listening on the
+// port is an error matching syscall.ECONNREFUSED, as a direct dial's. The upgrade must complete within
+// ctx's deadline (30 s at most); the stream then has none.
+func Dial(ctx context.Context, conn net.Conn, port int) (net.Conn, error) {
+	if port < 1 || port > 65535 {
+		conn.Close()
+		return nil, fmt.Errorf("agent dial: port %d out of range", port)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	conn.SetDeadline(deadline)
+	req := "GET " + PathDial + "?port=" + strconv.Itoa(port) +
+		" HTTP/1.1\r\nHost: agent\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+	if _, err := io.WriteString(conn, req); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("agent dial: %w", err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("agent dial: %w", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		conn.Close()
+		if resp.StatusCode == http.StatusBadGateway {
+			return nil, fmt.Errorf("%s: %w", strings.TrimSpace(string(msg)), syscall.ECONNREFUSED)
+		}
+		return nil, &StatusError{Path: PathDial, Status: resp.StatusCode}
+	}
+	conn.SetDeadline(time.Time{})
+	return &bufferedConn{Conn: conn, r: br}, nil
+}
+
+// bufferedConn is a connection whose first bytes may already sit in r.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// CloseWrite passes a half-close on to the agent.
+func (c *bufferedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
