@@ -94,6 +94,7 @@ machine) the daemon's token file, $SANDBOXD_STATE_DIR/token or
 		newFilesCommand(g),
 		newGitCommand(g),
 		newMCPCommand(g),
+		newMountCommand(g), newUnmountCommand(g), newMountsCommand(g), newSecretCommand(g),
 	)
 	return root
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/proxy"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/secret"
 )
 
 // Options configure the API server.
@@ -45,6 +46,8 @@ type Options struct {
 	// MCP serves the Model Context Protocol at /mcp, behind the token
 	// (nil: /mcp is not found).
 	MCP http.Handler
+	// Secrets are the daemon's named secrets (storage.go); nil: none.
+	Secrets *secret.Store
 }
 
 // Server serves the public API.
@@ -109,7 +112,7 @@ func (s *Server) table() []route {
 		{pattern: "DELETE /mcp", handler: s.mcp},
 		// Everything else below a sandbox is served by its agent.
 		{pattern: "/v1/sandboxes/{id}/{rest...}", handler: s.forward},
-	}, s.portRoutes()...)
+	}, append(s.portRoutes(), s.storageRoutes()...)...)
 }
 
 func (s *Server) routes() {

@@ -188,6 +188,7 @@ func (m *Manager) startLocked(ctx context.Context, b *box) error {
 		return fmt.Errorf("%w: %w", ErrFailed, err)
 	}
 	b.running = inst
+	m.restoreMounts(ctx, b)
 	b.touch(m.now())
 	took := m.now().Sub(start)
 	go m.watch(b, inst)
@@ -555,6 +556,7 @@ func (m *Manager) teardown(ctx context.Context, b *box) error {
 		errs = append(errs, m.stopContainer(ctx, rt, containerID(key), m.opts.Cgroups.Group(m.cgroupPath(key))))
 	}
 	errs = append(errs,
+		m.releaseMounts(key),
 		rootfs.UnmountWait(p.rootfs, 2*time.Second),
 		unmountDisk(ctx, p),
 		m.opts.Network.Detach(ctx, key),

@@ -1,0 +1,327 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/s3test"
+	"github.com/sandboxd/sandboxd/internal/testdaemon"
+)
+
+// s3fsProcesses lists the s3fs processes whose mount point is below dir.
+func s3fsProcesses(dir string) []string {
+	var out []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
+		if len(args) > 2 && filepath.Base(args[0]) == "s3fs" && strings.HasPrefix(args[2], dir+"/") {
+			out = append(out, p+": "+strings.Join(args, " "))
+		}
+	}
+	return out
+}
+
+// hostMountsBelow lists the host's mount points below dir.
+func hostMountsBelow(dir string) []string {
+	data, _ := os.ReadFile("/proc/self/mountinfo")
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+// eventually polls cond until it holds or limit passes (s3fs writes objects
+// when a file is closed, and caches listings for a moment).
+func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, limit)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestBucketMount mounts buckets of a real S3 server (versitygw on
+// loopback) into running sandboxes and checks what a user would: data in
+// both directions, prefixes, read-only, the errors, that the sandbox can
+// neither see the credentials nor unmount the bucket, that mounts survive
+// a restart of the sandbox and of the daemon, and that nothing is left
+// after destroy.
+func TestBucketMount(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	srv := s3test.Start(t)
+	srv.Bucket(t, "data")
+	srv.Bucket(t, "other")
+	ctx := ctxT(t, 5*time.Minute)
+	s3c := srv.Client()
+	if err := s3c.PutObject(ctx, "data", "hello.txt", []byte("from s3\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s3c.PutObject(ctx, "data", "team/a/notes.txt", []byte("prefixed\n")); err != nil {
+		t.Fatal(err)
+	}
+	d := testdaemon.Start(t, testdaemon.Options{})
+	sb := d.Client.Sandbox("bucket-one")
+	run(t, sb, "true")
+	creds := &api.BucketCredentials{AccessKeyID: srv.Creds.AccessKeyID, SecretAccessKey: srv.Creds.SecretAccessKey}
+	opts := client.MountOptions{Endpoint: srv.Endpoint, Credentials: creds}
+
+	t.Run("read and write both ways", func(t *testing.T) {
+		m, err := sb.MountBucket(ctx, "data", "/mnt/data", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Status != api.MountStatusMounted || m.Path != "/mnt/data" {
+			t.Fatalf("mount = %+v", m)
+		}
+		if got := run(t, sb, "cat /mnt/data/hello.txt"); got != "from s3\n" {
+			t.Fatalf("object read in the sandbox = %q", got)
+		}
+		run(t, sb, "echo from sandbox > /mnt/data/written.txt")
+		eventually(t, 30*time.Second, "file written in the sandbox as an object", func() bool {
+			got, err := s3c.GetObject(ctx, "data", "written.txt", 1<<20)
+			return err == nil && string(got) == "from sandbox\n"
+		})
+		if err := s3c.PutObject(ctx, "data", "later.txt", []byte("put later\n")); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "object put later visible in the sandbox", func() bool {
+			code, out := exitOf(t, sb, "cat /mnt/data/later.txt")
+			return code == 0 && out == "put later\n"
+		})
+		if got := trim(run(t, sb, "stat -c %u:%g /mnt/data/hello.txt")); got != "0:0" {
+			t.Errorf("owner in the sandbox = %s; want the sandbox's root, 0:0", got)
+		}
+	})
+
+	t.Run("credentials never inside", func(t *testing.T) {
+		secret := srv.Creds.SecretAccessKey
+		// Everything a process in the sandbox can read that could carry
+		// them: environments and command lines of every process, the
+		// mount tables, and the files outside the bucket itself.
+		script := fmt.Sprintf(`grep -rsF -l %q /proc/[0-9]*/environ /proc/[0-9]*/cmdline /proc/self/mountinfo /proc/mounts /etc /root /tmp /workspace /var /.sandboxd /run /home 2>/dev/null; env | grep -F %q; grep -F s3fs /proc/self/mountinfo`, secret, secret)
+		code, out := exitOf(t, sb, script)
+		if strings.Contains(out, secret) || strings.Contains(out, "/proc/") || strings.Contains(out, "/etc") {
+			t.Fatalf("the secret is visible inside the sandbox (exit %d):\n%s", code, out)
+		}
+		if strings.Contains(out, d.StateDir) || strings.Contains(out, d.RunDir) {
+			t.Errorf("the mount table names the daemon's directories:\n%s", out)
+		}
+		// On the host the credentials file is 0600.
+		files, _ := filepath.Glob(filepath.Join(d.StateDir, "sandboxes", "*", "mounts", "*.cred"))
+		if len(files) == 0 {
+			t.Fatal("no credentials file on the host")
+		}
+		for _, f := range files {
+			if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Errorf("%s: mode %v, %v; want 0600", f, fi.Mode(), err)
+			}
+		}
+	})
+
+	t.Run("sandbox cannot unmount or remount", func(t *testing.T) {
+		for _, cmd := range []string{"umount /mnt/data", "umount -l /mnt/data", "mount -o remount,ro /mnt/data"} {
+			if code, out := exitOf(t, sb, cmd); code == 0 {
+				t.Errorf("%q succeeded in the sandbox: %s", cmd, out)
+			}
+		}
+		run(t, sb, "test -f /mnt/data/hello.txt")
+	})
+
+	t.Run("prefix and read-only", func(t *testing.T) {
+		ro := opts
+		ro.Prefix, ro.ReadOnly = "team/a", true
+		if _, err := sb.MountBucket(ctx, "data", "/mnt/team", ro); err != nil {
+			t.Fatal(err)
+		}
+		if got := run(t, sb, "ls /mnt/team"); trim(got) != "notes.txt" {
+			t.Errorf("ls of the prefix mount = %q; want notes.txt only", got)
+		}
+		code, out := exitOf(t, sb, "echo x > /mnt/team/new.txt")
+		if code == 0 || !strings.Contains(out, "Read-only file system") {
+			t.Errorf("write to a read-only mount: exit %d, %q; want EROFS", code, out)
+		}
+	})
+
+	t.Run("errors", func(t *testing.T) {
+		bad := opts
+		bad.Credentials = &api.BucketCredentials{AccessKeyID: srv.Creds.AccessKeyID, SecretAccessKey: "wrong-secret"}
+		down := opts
+		down.Endpoint = "http://127.0.0.1:1"
+		cases := []struct {
+			name, bucket, path string
+			opts               client.MountOptions
+			want               api.Code
+		}{
+			{"wrong credentials", "data", "/mnt/x", bad, api.CodeBucketAuthFailed},
+			{"no such bucket", "nope", "/mnt/x", opts, api.CodeBucketNotFound},
+			{"endpoint down", "data", "/mnt/x", down, api.CodeBucketUnreachable},
+			{"relative path", "data", "mnt/x", opts, api.CodeMountPathInvalid},
+			{"over /proc", "data", "/proc/x", opts, api.CodeMountPathInvalid},
+			{"over /usr", "data", "/usr/lib/x", opts, api.CodeMountPathInvalid},
+			{"agent files", "data", "/.sandboxd/x", opts, api.CodeMountPathInvalid},
+			{"dot-dot", "data", "/mnt/../proc", opts, api.CodeMountPathInvalid},
+			{"in use", "other", "/mnt/data", opts, api.CodeMountPathInUse},
+			{"below a mount", "other", "/mnt/data/sub", opts, api.CodeMountPathInUse},
+		}
+		for _, c := range cases {
+			_, err := sb.MountBucket(ctx, c.bucket, c.path, c.opts)
+			if got := codeOf(err); got != c.want {
+				t.Errorf("%s: error %v; want %s", c.name, err, c.want)
+			}
+		}
+		// A symlink planted by the sandbox does not lead the mount out of
+		// it or over a system tree.
+		run(t, sb, "ln -sfn /proc /tmp/link")
+		if _, err := sb.MountBucket(ctx, "other", "/tmp/link/x", opts); codeOf(err) != api.CodeMountPathInvalid {
+			t.Errorf("mount through a symlink: %v; want MOUNT_PATH_INVALID", err)
+		}
+		if err := sb.UnmountBucket(ctx, "/mnt/none"); codeOf(err) != api.CodeMountNotFound {
+			t.Errorf("unmount of nothing: %v; want MOUNT_NOT_FOUND", err)
+		}
+	})
+
+	t.Run("two sandboxes one bucket", func(t *testing.T) {
+		sb2 := d.Client.Sandbox("bucket-two")
+		if _, err := sb2.MountBucket(ctx, "data", "/data", opts); err != nil {
+			t.Fatal(err)
+		}
+		run(t, sb2, "echo two > /data/two.txt")
+		eventually(t, 30*time.Second, "the second sandbox's file in the first", func() bool {
+			code, out := exitOf(t, sb, "cat /mnt/data/two.txt")
+			return code == 0 && out == "two\n"
+		})
+	})
+
+	t.Run("CLI and named secrets", func(t *testing.T) {
+		env := []string{"AWS_ACCESS_KEY_ID=" + srv.Creds.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + srv.Creds.SecretAccessKey}
+		sandboxCLI := func(withEnv bool, args ...string) string {
+			t.Helper()
+			cmd := exec.Command(filepath.Join(testdaemon.BinDir(t), "sandbox"), append([]string{"--url", d.URL, "--token", d.Token}, args...)...)
+			cmd.Env = os.Environ()
+			if withEnv {
+				cmd.Env = append(cmd.Env, env...)
+			}
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("sandbox %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			return string(out)
+		}
+		sandboxCLI(true, "secret", "set", "s3test", "--from-env", "AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY")
+		ls := sandboxCLI(false, "secret", "ls", "--json")
+		if !strings.Contains(ls, `"s3test"`) || !strings.Contains(ls, "AWS_SECRET_ACCESS_KEY") || strings.Contains(ls, srv.Creds.SecretAccessKey) {
+			t.Fatalf("secret ls = %s; want the name and variable names, never the value", ls)
+		}
+		sandboxCLI(false, "mount", "bucket-one", "s3://other", "/mnt/other", "--endpoint", srv.Endpoint, "--credentials", "s3test")
+		sandboxCLI(true, "mount", "bucket-one", "s3://data/team", "/mnt/envcreds", "--endpoint", srv.Endpoint, "--read-only", "--json")
+		table := sandboxCLI(false, "mounts", "bucket-one")
+		for _, want := range []string{"/mnt/other", "s3://other", "/mnt/envcreds", "s3://data/team", "ro", "mounted"} {
+			if !strings.Contains(table, want) {
+				t.Errorf("sandbox mounts: no %q in\n%s", want, table)
+			}
+		}
+		run(t, sb, "ls /mnt/envcreds/a && echo via-secret > /mnt/other/x.txt")
+		sandboxCLI(false, "unmount", "bucket-one", "/mnt/other")
+		sandboxCLI(false, "unmount", "bucket-one", "/mnt/envcreds")
+		sandboxCLI(false, "secret", "rm", "s3test")
+		if err := d.Client.RemoveSecret(ctx, "s3test"); codeOf(err) != api.CodeSecretNotFound {
+			t.Errorf("removing a removed secret: %v; want SECRET_NOT_FOUND", err)
+		}
+		if _, err := sb.MountBucket(ctx, "other", "/mnt/other", client.MountOptions{Endpoint: srv.Endpoint, Secret: "s3test"}); codeOf(err) != api.CodeSecretNotFound {
+			t.Errorf("mount with a removed secret: %v; want SECRET_NOT_FOUND", err)
+		}
+	})
+
+	t.Run("dead FUSE client is restarted", func(t *testing.T) {
+		procs := s3fsProcesses(d.RunDir)
+		if len(procs) == 0 {
+			t.Fatal("no s3fs process")
+		}
+		var pid int
+		fmt.Sscanf(strings.TrimPrefix(procs[0], "/proc/"), "%d", &pid)
+		p, _ := os.FindProcess(pid)
+		p.Kill()
+		eventually(t, 10*time.Second, "s3fs gone", func() bool { return !alivePID(pid) })
+		for _, s := range []*client.Sandbox{sb, d.Client.Sandbox("bucket-two")} {
+			mounts, err := s.Mounts(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range mounts {
+				if m.Status != api.MountStatusMounted {
+					t.Errorf("after the FUSE client died: %s is %s (%s)", m.Path, m.Status, m.Reason)
+				}
+			}
+		}
+		run(t, sb, "cat /mnt/data/hello.txt /mnt/team/notes.txt")
+		run(t, d.Client.Sandbox("bucket-two"), "cat /data/hello.txt")
+	})
+
+	t.Run("restart and daemon restart keep mounts", func(t *testing.T) {
+		if _, err := sb.Restart(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := run(t, sb, "cat /mnt/data/hello.txt"); got != "from s3\n" {
+			t.Fatalf("after restart: %q", got)
+		}
+		run(t, sb, "echo kept > /tmp/state-marker")
+		d.Restart(t)
+		if got := run(t, sb, "cat /tmp/state-marker /mnt/data/hello.txt"); got != "kept\nfrom s3\n" {
+			t.Fatalf("after a daemon restart: %q", got)
+		}
+		mounts, err := sb.Mounts(ctx)
+		if err != nil || len(mounts) != 2 {
+			t.Fatalf("mounts after a daemon restart = %+v, %v", mounts, err)
+		}
+	})
+
+	t.Run("unmount", func(t *testing.T) {
+		if err := sb.UnmountBucket(ctx, "/mnt/team"); err != nil {
+			t.Fatal(err)
+		}
+		if code, _ := exitOf(t, sb, "grep -q ' /mnt/team ' /proc/self/mountinfo"); code == 0 {
+			t.Error("/mnt/team is still mounted in the sandbox")
+		}
+		mounts, _ := sb.Mounts(ctx)
+		if len(mounts) != 1 {
+			t.Errorf("mounts after unmount = %+v", mounts)
+		}
+	})
+
+	t.Run("destroy leaves nothing", func(t *testing.T) {
+		for _, id := range []string{"bucket-one", "bucket-two"} {
+			if err := d.Client.Sandbox(id).Destroy(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Destroy stops the FUSE clients before it answers.
+		if left := s3fsProcesses(d.RunDir); len(left) != 0 {
+			t.Errorf("s3fs processes left after destroy: %v", left)
+		}
+		if left := hostMountsBelow(filepath.Join(d.RunDir, "buckets")); len(left) != 0 {
+			t.Errorf("host mounts left after destroy: %v", left)
+		}
+	})
+}
+
+func alivePID(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return err == nil && !strings.Contains(string(data), ") Z ")
+}

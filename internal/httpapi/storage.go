@@ -1,0 +1,198 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/bucket"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/secret"
+)
+
+// storageRoutes are the routes of bucket mounts and secrets
+// (docs/storage.md).
+func (s *Server) storageRoutes() []route {
+	return []route{
+		{pattern: "POST /v1/sandboxes/{id}/mounts", handler: s.mountBucket},
+		{pattern: "GET /v1/sandboxes/{id}/mounts", handler: s.listMounts},
+		{pattern: "DELETE /v1/sandboxes/{id}/mounts", handler: s.unmountBucket},
+		{pattern: "GET /v1/secrets", handler: s.listSecrets},
+		{pattern: "PUT /v1/secrets/{name}", handler: s.setSecret},
+		{pattern: "DELETE /v1/secrets/{name}", handler: s.removeSecret},
+	}
+}
+
+// maxSecretBody bounds a secret's body: MaxKeys values of MaxValueBytes.
+const maxSecretBody = secret.MaxKeys*(secret.MaxValueBytes+256) + 1024
+
+func (s *Server) mountBucket(w http.ResponseWriter, r *http.Request) {
+	id, ok := sandboxID(w, r)
+	if !ok {
+		return
+	}
+	var req api.MountRequest
+	if e := s.decodeJSON(w, r, &req, maxJSONBody, false); e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	creds, e := s.mountCredentials(req)
+	if e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	src := bucket.Source{Bucket: req.Bucket, Prefix: strings.Trim(req.Prefix, "/"), Endpoint: req.Endpoint, Region: req.Region, ReadOnly: req.ReadOnly}
+	bm, err := s.opts.Manager.Mount(r.Context(), id, sandbox.MountRequest{Path: req.Path, Source: src, Creds: creds, Secret: req.Secret})
+	if err != nil {
+		s.writeError(w, r, storageError(err))
+		return
+	}
+	writeJSON(w, http.StatusCreated, wireMount(bm))
+}
+
+// mountCredentials takes the request's credentials, or the named secret's.
+func (s *Server) mountCredentials(req api.MountRequest) (bucket.Credentials, *api.Error) {
+	switch {
+	case req.Credentials != nil && req.Secret != "":
+		return bucket.Credentials{}, api.Errorf(api.CodeValidationFailed, "send credentials or the name of a secret, not both")
+	case req.Credentials != nil:
+		c := req.Credentials
+		return bucket.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken}, nil
+	case req.Secret != "":
+		if s.opts.Secrets == nil {
+			return bucket.Credentials{}, api.Errorf(api.CodeSecretNotFound, "this daemon keeps no secrets")
+		}
+		sec, err := s.opts.Secrets.Get(req.Secret)
+		if err != nil {
+			return bucket.Credentials{}, api.Errorf(api.CodeSecretNotFound, "no secret named %q", req.Secret)
+		}
+		v := sec.Values
+		if v["AWS_ACCESS_KEY_ID"] == "" || v["AWS_SECRET_ACCESS_KEY"] == "" {
+			return bucket.Credentials{}, api.Errorf(api.CodeValidationFailed, "secret %q has no AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", req.Secret)
+		}
+		return bucket.Credentials{AccessKeyID: v["AWS_ACCESS_KEY_ID"], SecretAccessKey: v["AWS_SECRET_ACCESS_KEY"], SessionToken: v["AWS_SESSION_TOKEN"]}, nil
+	}
+	return bucket.Credentials{}, api.Errorf(api.CodeValidationFailed, "credentials are required: send credentials or the name of a secret")
+}
+
+func (s *Server) listMounts(w http.ResponseWriter, r *http.Request) {
+	id, ok := sandboxID(w, r)
+	if !ok {
+		return
+	}
+	list, err := s.opts.Manager.Mounts(r.Context(), id)
+	if err != nil {
+		s.writeError(w, r, storageError(err))
+		return
+	}
+	out := api.MountList{Mounts: []api.Mount{}}
+	for _, bm := range list {
+		out.Mounts = append(out.Mounts, wireMount(bm))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) unmountBucket(w http.ResponseWriter, r *http.Request) {
+	id, ok := sandboxID(w, r)
+	if !ok {
+		return
+	}
+	p := r.URL.Query().Get("path")
+	if err := sandbox.ValidateMountPath(p); err != nil {
+		s.writeError(w, r, storageError(err))
+		return
+	}
+	if err := s.opts.Manager.Unmount(r.Context(), id, p); err != nil {
+		s.writeError(w, r, storageError(err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func wireMount(bm sandbox.BucketMount) api.Mount {
+	return api.Mount{
+		Path: bm.Path, Bucket: bm.Source.Bucket, Prefix: bm.Source.Prefix, Endpoint: bm.Source.Endpoint,
+		Region: bm.Source.Region, ReadOnly: bm.Source.ReadOnly, Secret: bm.Secret,
+		Status: bm.Status, Reason: bm.Reason, CreatedAt: bm.CreatedAt,
+	}
+}
+
+// storageError gives the storage domain's errors their codes; others go
+// on to classify.
+func storageError(err error) error {
+	codes := []struct {
+		target error
+		code   api.Code
+	}{
+		{sandbox.ErrMountPathInvalid, api.CodeMountPathInvalid},
+		{sandbox.ErrMountPathInUse, api.CodeMountPathInUse},
+		{sandbox.ErrMountNotFound, api.CodeMountNotFound},
+		{sandbox.ErrBucketUnreachable, api.CodeBucketUnreachable},
+		{sandbox.ErrBucketAuth, api.CodeBucketAuthFailed},
+		{sandbox.ErrBucketNotFound, api.CodeBucketNotFound},
+		{sandbox.ErrLimit, api.CodeResourceExhausted},
+		{secret.ErrNotFound, api.CodeSecretNotFound},
+		{secret.ErrInvalid, api.CodeValidationFailed},
+		{secret.ErrLimit, api.CodeResourceExhausted},
+	}
+	for _, c := range codes {
+		if errors.Is(err, c.target) {
+			return &api.Error{Code: c.code, Message: err.Error()}
+		}
+	}
+	return err
+}
+
+func (s *Server) listSecrets(w http.ResponseWriter, r *http.Request) {
+	out := api.SecretList{Secrets: []api.Secret{}}
+	if s.opts.Secrets != nil {
+		list, err := s.opts.Secrets.List()
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		for _, sec := range list {
+			out.Secrets = append(out.Secrets, api.Secret{Name: sec.Name, Keys: sec.Keys(), UpdatedAt: sec.UpdatedAt})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) setSecret(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := secret.ValidateName(name); err != nil {
+		s.writeError(w, r, storageError(err))
+		return
+	}
+	var req api.SecretRequest
+	if e := s.decodeJSON(w, r, &req, maxSecretBody, false); e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	if s.opts.Secrets == nil {
+		writeAPIError(w, api.Errorf(api.CodeInternal, "this daemon keeps no secrets"))
+		return
+	}
+	if err := s.opts.Secrets.Set(name, req.Values, time.Now()); err != nil {
+		s.writeError(w, r, storageError(err))
+		return
+	}
+	s.log.Info("secret set", "name", name, "keys", len(req.Values))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) removeSecret(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if s.opts.Secrets == nil {
+		writeAPIError(w, api.Errorf(api.CodeSecretNotFound, "no secret named %q", name))
+		return
+	}
+	if err := s.opts.Secrets.Remove(name); err != nil {
+		s.writeError(w, r, storageError(err))
+		return
+	}
+	s.log.Info("secret removed", "name", name)
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,361 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sandboxd/sandboxd/internal/bucket"
+	"github.com/sandboxd/sandboxd/internal/nsmount"
+	"github.com/sandboxd/sandboxd/internal/s3"
+)
+
+// Errors of bucket mounts; the API edge maps each to its code.
+var (
+	ErrMountPathInvalid  = errors.New("mount path invalid")
+	ErrMountPathInUse    = errors.New("mount path in use")
+	ErrMountNotFound     = errors.New("no mount at that path")
+	ErrBucketUnreachable = errors.New("bucket endpoint unreachable")
+	ErrBucketAuth        = errors.New("bucket credentials refused")
+	ErrBucketNotFound    = errors.New("bucket not found")
+	// ErrLimit: a per-sandbox count limit was reached.
+	ErrLimit = errors.New("limit reached")
+)
+
+// MaxMounts bounds the bucket mounts of one sandbox: each is an s3fs
+// process on the host.
+const MaxMounts = 8
+
+// maxMountPath bounds a mount path.
+const maxMountPath = 256
+
+// Mount statuses, as reported by Mounts.
+const (
+	MountMounted = "mounted"
+	// MountBroken: the FUSE client died and could not be restarted (the
+	// reason says why); the next Mounts call tries again.
+	MountBroken = "broken"
+	// MountIdle: the sandbox is not running; the mount comes back when it
+	// starts.
+	MountIdle = "idle"
+)
+
+// BucketMount is one bucket mounted into a sandbox. Its credentials are
+// never part of it: they stay in a 0600 file of the daemon.
+type BucketMount struct {
+	// N numbers the mount's files on the host.
+	N      int           `json:"n"`
+	Path   string        `json:"path"`
+	Source bucket.Source `json:"source"`
+	// Secret is the named secret the credentials came from; empty when
+	// they were sent with the request.
+	Secret    string    `json:"secret,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+	// Status and Reason are filled in by Mounts, never stored.
+	Status string `json:"-"`
+	Reason string `json:"-"`
+}
+
+// MountRequest asks for a bucket mount.
+type MountRequest struct {
+	Path   string
+	Source bucket.Source
+	Creds  bucket.Credentials
+	// Secret names the credentials when they came from a named secret.
+	Secret string
+}
+
+// reservedMountPaths are the sandbox's own trees: a bucket may not be
+// mounted at or under them.
+var reservedMountPaths = []string{"/proc", "/sys", "/dev", "/.sandboxd", "/usr", "/bin", "/sbin",
+	"/lib", "/lib32", "/lib64", "/libx32", "/etc", "/boot", "/run", "/var/lib/sandboxd-agent"}
+
+// ValidateMountPath checks a mount path: absolute, clean, not / and not in
+// or over one of the sandbox's system trees.
+func ValidateMountPath(p string) error {
+	switch {
+	case p == "" || p[0] != '/':
+		return fmt.Errorf("%w: %q: want an absolute path", ErrMountPathInvalid, p)
+	case len(p) > maxMountPath || strings.ContainsAny(p, "\x00\n\r\\,"):
+		return fmt.Errorf("%w: %q: up to %d bytes, no NUL, newline, backslash or comma", ErrMountPathInvalid, p, maxMountPath)
+	case path.Clean(p) != p:
+		return fmt.Errorf("%w: %q: want a clean path (no '.', '..', '//' or trailing '/')", ErrMountPathInvalid, p)
+	case p == "/":
+		return fmt.Errorf("%w: cannot mount over the sandbox's root", ErrMountPathInvalid)
+	}
+	for _, r := range reservedMountPaths {
+		if p == r || strings.HasPrefix(p, r+"/") {
+			return fmt.Errorf("%w: %s is inside %s, which belongs to the system", ErrMountPathInvalid, p, r)
+		}
+	}
+	return nil
+}
+
+// overlaps reports whether one of a and b is the other or inside it.
+func overlaps(a, b string) bool {
+	return a == b || strings.HasPrefix(a, b+"/") || strings.HasPrefix(b, a+"/")
+}
+
+// mountFiles are where a sandbox's mounts live on the host.
+type mountFiles struct {
+	list   string // <state>/sandboxes/<key>/mounts/mounts.json
+	dir    string // <state>/sandboxes/<key>/mounts
+	hosted string // <run>/buckets/<key>: the host FUSE mounts
+}
+
+func (m *Manager) mountFiles(key string) mountFiles {
+	dir := filepath.Join(m.paths(key).dir, "mounts")
+	return mountFiles{list: filepath.Join(dir, "mounts.json"), dir: dir, hosted: bucket.Dir(m.opts.RunDir, key)}
+}
+
+func (f mountFiles) cred(n int) string          { return filepath.Join(f.dir, strconv.Itoa(n)+".cred") }
+func (f mountFiles) log(n int) string           { return filepath.Join(f.dir, strconv.Itoa(n)+".log") }
+func (f mountFiles) host(n int) string          { return filepath.Join(f.hosted, strconv.Itoa(n)) }
+func (f mountFiles) load() []BucketMount        { return loadMounts(f.list) }
+func (f mountFiles) save(l []BucketMount) error { return saveMounts(f.list, l) }
+
+func loadMounts(file string) []BucketMount {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil
+	}
+	var l []BucketMount
+	json.Unmarshal(data, &l)
+	return l
+}
+
+func saveMounts(file string, l []BucketMount) error {
+	data, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	tmp := file + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, file)
+}
+
+// Mount mounts a bucket into the running sandbox id at req.Path, starting
+// the sandbox if it is not running. The mount is part of the sandbox's
+// state: it comes back after sleep, restart and reboot.
+func (m *Manager) Mount(ctx context.Context, id string, req MountRequest) (BucketMount, error) {
+	if err := ValidateMountPath(req.Path); err != nil {
+		return BucketMount{}, err
+	}
+	if err := req.Source.Validate(); err != nil {
+		return BucketMount{}, fmt.Errorf("%w: %v", ErrInvalid, strings.TrimPrefix(err.Error(), bucket.ErrInvalid.Error()+": "))
+	}
+	if err := bucket.ValidateCredentials(req.Creds); err != nil {
+		return BucketMount{}, fmt.Errorf("%w: %v", ErrInvalid, strings.TrimPrefix(err.Error(), bucket.ErrInvalid.Error()+": "))
+	}
+	b, _, err := m.getOrCreate(ctx, id, Config{})
+	if err != nil {
+		return BucketMount{}, err
+	}
+	defer b.mu.Unlock()
+	if b.isGVisor() {
+		return BucketMount{}, fmt.Errorf("%w: bucket mounts into gVisor sandboxes are not built yet (docs/storage.md)", ErrUnsupported)
+	}
+	f := m.mountFiles(b.rec.Key)
+	list := f.load()
+	if len(list) >= MaxMounts {
+		return BucketMount{}, fmt.Errorf("%w: a sandbox has at most %d bucket mounts", ErrLimit, MaxMounts)
+	}
+	for _, bm := range list {
+		if overlaps(bm.Path, req.Path) {
+			return BucketMount{}, fmt.Errorf("%w: %s overlaps the bucket mount at %s", ErrMountPathInUse, req.Path, bm.Path)
+		}
+	}
+	if err := checkBucket(ctx, req.Source, req.Creds); err != nil {
+		return BucketMount{}, err
+	}
+	if err := m.startLocked(ctx, b); err != nil {
+		return BucketMount{}, err
+	}
+	bm := BucketMount{N: nextMountN(list), Path: req.Path, Source: req.Source, Secret: req.Secret, CreatedAt: m.now().UTC()}
+	if err := os.MkdirAll(f.dir, 0o700); err != nil {
+		return BucketMount{}, err
+	}
+	if err := bucket.WriteCredentials(f.cred(bm.N), req.Creds); err != nil {
+		return BucketMount{}, err
+	}
+	if err := m.attachMount(ctx, b, f, bm); err != nil {
+		os.Remove(f.cred(bm.N))
+		return BucketMount{}, err
+	}
+	if err := f.save(append(list, bm)); err != nil {
+		m.detachMount(b, f, bm)
+		os.Remove(f.cred(bm.N))
+		return BucketMount{}, err
+	}
+	m.log.Info("bucket mounted", "sandbox", id, "path", bm.Path, "bucket", bm.Source.Bucket, "endpoint", bm.Source.Endpoint, "readonly", bm.Source.ReadOnly)
+	bm.Status = MountMounted
+	return bm, nil
+}
+
+func nextMountN(list []BucketMount) int {
+	n := 0
+	for _, bm := range list {
+		n = max(n, bm.N+1)
+	}
+	return n
+}
+
+// checkBucket maps the S3 client's classification to the domain's.
+func checkBucket(ctx context.Context, s bucket.Source, c bucket.Credentials) error {
+	err := bucket.Check(ctx, s, c)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, s3.ErrUnreachable):
+		return fmt.Errorf("%w: %s: %v", ErrBucketUnreachable, s.Endpoint, err)
+	case errors.Is(err, s3.ErrAuth):
+		return fmt.Errorf("%w: bucket %s at %s", ErrBucketAuth, s.Bucket, s.Endpoint)
+	case errors.Is(err, s3.ErrNotFound):
+		return fmt.Errorf("%w: %s at %s", ErrBucketNotFound, s.Bucket, s.Endpoint)
+	}
+	return fmt.Errorf("%w: %s: %v", ErrBucketUnreachable, s.Endpoint, err)
+}
+
+// attachMount mounts bm on the host (unless it is mounted there and
+// healthy) and moves a copy into b's running container.
+func (m *Manager) attachMount(ctx context.Context, b *box, f mountFiles, bm BucketMount) error {
+	host := f.host(bm.N)
+	if bucket.Healthy(host) != nil {
+		bucket.Unmount(host)
+		if err := os.MkdirAll(f.hosted, 0o700); err != nil {
+			return err
+		}
+		creds, err := bucket.ReadCredentials(f.cred(bm.N))
+		if err != nil {
+			return err
+		}
+		err = bucket.Mount(ctx, bm.Source, host, bucket.MountOptions{Creds: creds, Log: f.log(bm.N), Owner: m.mountOwner(b)})
+		if err != nil {
+			m.log.Error("s3fs failed", "sandbox", b.id, "path", bm.Path, "err", err)
+			return fmt.Errorf("%w: the FUSE client could not mount %s (see the daemon's log)", ErrBucketUnreachable, bm.Source.Bucket)
+		}
+	}
+	err := nsmount.Attach(b.running.pid, host, bm.Path, nsmount.Options{ReadOnly: bm.Source.ReadOnly})
+	if err != nil {
+		bucket.Unmount(host)
+		if errors.Is(err, nsmount.ErrPathInvalid) {
+			return fmt.Errorf("%w: %v", ErrMountPathInvalid, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// mountOwner is the host UID and GID the sandbox's root has.
+func (m *Manager) mountOwner(b *box) bucket.Owner { return bucket.Owner{} }
+
+// detachMount takes bm out of b's container (if it runs) and off the host.
+func (m *Manager) detachMount(b *box, f mountFiles, bm BucketMount) {
+	if b.running != nil {
+		if err := nsmount.Detach(b.running.pid, bm.Path); err != nil {
+			m.log.Warn("unmounting a bucket in the sandbox", "sandbox", b.id, "path", bm.Path, "err", err)
+		}
+	}
+	if err := bucket.Unmount(f.host(bm.N)); err != nil {
+		m.log.Warn("unmounting a bucket on the host", "sandbox", b.id, "path", bm.Path, "err", err)
+	}
+}
+
+// Unmount removes the bucket mount at p from sandbox id.
+func (m *Manager) Unmount(ctx context.Context, id, p string) error {
+	b, err := m.lockExisting(id)
+	if err != nil {
+		return err
+	}
+	defer b.mu.Unlock()
+	f := m.mountFiles(b.rec.Key)
+	list := f.load()
+	for i, bm := range list {
+		if bm.Path != p {
+			continue
+		}
+		m.detachMount(b, f, bm)
+		if err := f.save(append(list[:i:i], list[i+1:]...)); err != nil {
+			return err
+		}
+		os.Remove(f.cred(bm.N))
+		os.Remove(f.log(bm.N))
+		m.log.Info("bucket unmounted", "sandbox", id, "path", p)
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrMountNotFound, p)
+}
+
+// Mounts lists the bucket mounts of sandbox id with their status. A mount
+// whose FUSE client died is mounted again (on the host and in the
+// sandbox); when that fails it is reported broken.
+func (m *Manager) Mounts(ctx context.Context, id string) ([]BucketMount, error) {
+	b, err := m.lockExisting(id)
+	if err != nil {
+		return nil, err
+	}
+	defer b.mu.Unlock()
+	f := m.mountFiles(b.rec.Key)
+	list := f.load()
+	for i := range list {
+		list[i].Status = MountIdle
+		if b.running == nil {
+			continue
+		}
+		list[i].Status = MountMounted
+		if err := bucket.Healthy(f.host(list[i].N)); err != nil {
+			m.log.Warn("bucket mount is broken; mounting it again", "sandbox", id, "path", list[i].Path, "err", err)
+			if err := m.remount(ctx, b, f, list[i]); err != nil {
+				list[i].Status, list[i].Reason = MountBroken, err.Error()
+			}
+		}
+	}
+	return list, nil
+}
+
+// remount replaces a broken mount: out of the sandbox, off the host, then
+// mounted and attached again.
+func (m *Manager) remount(ctx context.Context, b *box, f mountFiles, bm BucketMount) error {
+	m.detachMount(b, f, bm)
+	return m.attachMount(ctx, b, f, bm)
+}
+
+// restoreMounts brings b's recorded mounts into its freshly started
+// container. A mount that fails is logged and reported broken by Mounts;
+// the sandbox starts anyway.
+func (m *Manager) restoreMounts(ctx context.Context, b *box) {
+	if b.isGVisor() || b.running == nil {
+		return
+	}
+	f := m.mountFiles(b.rec.Key)
+	for _, bm := range f.load() {
+		if err := m.attachMount(ctx, b, f, bm); err != nil {
+			m.log.Error("restoring a bucket mount", "sandbox", b.id, "path", bm.Path, "err", err)
+		}
+	}
+}
+
+// releaseMounts unmounts every host mount of the sandbox with key (its
+// container is gone or going): the FUSE clients exit with them.
+func (m *Manager) releaseMounts(key string) error {
+	f := m.mountFiles(key)
+	entries, err := os.ReadDir(f.hosted)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	var errs []error
+	for _, e := range entries {
+		errs = append(errs, bucket.Unmount(filepath.Join(f.hosted, e.Name())))
+	}
+	errs = append(errs, os.Remove(f.hosted))
+	return errors.Join(errs...)
+}
