@@ -282,6 +282,9 @@ install_npm() {
 		# The MCP server's end-to-end test drives it with the official
 		# TypeScript MCP client (e2e TestMCP).
 		dirs+=(e2e/testdata/mcpclient)
+		# The E2B layer's end-to-end test drives it with the official,
+		# unchanged E2B SDK (e2e TestE2B).
+		dirs+=(e2e/testdata/e2bclient)
 	fi
 	for dir in "${dirs[@]}"; do
 		local lock="$dir/package-lock.json" stamp="$dir/node_modules/.installed"

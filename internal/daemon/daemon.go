@@ -167,9 +167,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	e2bServer, err := newE2B(self, token, cfg, log)
+	if err != nil {
+		return err
+	}
 	api := httpapi.New(httpapi.Options{Manager: mgr, Secrets: secrets, Images: images, Token: token, Version: cfg.Version, Runtime: defaultRuntime, Runtimes: runtimes, Log: log, Metrics: registry,
-		Ports: pv.ports, Proxy: pv.proxy, Signer: pv.signer, Preview: pv.options(cfg), Console: console.Handler(), MCP: mcp, BodyTimeout: cfg.BodyTimeout})
-	tasks := append(pv.tasks(api, log), func(ctx context.Context) error { return watchSIGHUP(ctx, certs, log) })
+		Ports: pv.ports, Proxy: pv.proxy, Signer: pv.signer, Preview: pv.options(cfg), Console: console.Handler(), MCP: mcp, E2B: e2bServer, BodyTimeout: cfg.BodyTimeout})
+	tasks := append(pv.tasks(api, log), func(ctx context.Context) error { return watchSIGHUP(ctx, certs, log) }, e2bServer.Run)
 	return serve(ctx, cfg, certs, requestid.Middleware(api), self, mgr, log, tasks...)
 }
 

@@ -5,10 +5,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
+	"strconv"
 	"sync"
 
 	"github.com/sandboxd/sandboxd/client"
 	"github.com/sandboxd/sandboxd/client/mcpserver"
+	"github.com/sandboxd/sandboxd/internal/e2b"
 )
 
 // selfURL is the base URL of the daemon's own API as its MCP tools see
@@ -33,6 +36,22 @@ func newMCP(self *selfListener, token, version string, log *slog.Logger) (http.H
 	}
 	log = log.With("component", "mcp")
 	return mcpserver.HTTPHandler(mcpserver.New(c, mcpserver.Options{Version: version, Log: log}), log), nil
+}
+
+// newE2B returns the E2B compatibility layer (docs/e2b.md): E2B's
+// control plane and envd under /e2b, over the daemon's own API reached
+// through self, like the MCP tools. Its domain, the create answer's, is
+// where its host names resolve: the preview domain and port.
+func newE2B(self *selfListener, token string, cfg Config, log *slog.Logger) (*e2b.Server, error) {
+	domain := cfg.PreviewDomain
+	if p := cfg.PreviewPort; p != 0 && !(cfg.PreviewScheme == "http" && p == 80) && !(cfg.PreviewScheme == "https" && p == 443) {
+		domain += ":" + strconv.Itoa(p)
+	}
+	return e2b.New(e2b.Options{
+		Transport: &http.Transport{DialContext: self.DialContext, MaxIdleConnsPerHost: 64, DisableCompression: true},
+		BaseURL:   selfURL, Token: token, StateDir: filepath.Join(cfg.StateDir, "e2b"),
+		Domain: domain, PreviewDomain: cfg.PreviewDomain, Log: log,
+	})
 }
 
 // selfListener is a net.Listener in memory: DialContext hands one end of

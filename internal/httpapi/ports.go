@@ -213,6 +213,9 @@ func (s *Server) servePreviewHost(w http.ResponseWriter, r *http.Request) bool {
 	if s.opts.Ports == nil {
 		return false
 	}
+	if s.opts.E2B != nil && proxy.InDomain(r.Host, s.opts.Preview.Domain) && s.opts.E2B.ServeHost(w, r) {
+		return true
+	}
 	a, ok := proxy.ParseHost(r.Host, s.opts.Preview.Domain)
 	if !ok {
 		if !proxy.InDomain(r.Host, s.opts.Preview.Domain) {

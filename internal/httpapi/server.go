@@ -48,6 +48,19 @@ type Options struct {
 	MCP http.Handler
 	// Secrets are the daemon's named secrets (storage.go); nil: none.
 	Secrets *secret.Store
+	// E2B serves E2B's protocols below /e2b (it checks its own keys) and
+	// E2B's host names below the preview domain (nil: neither).
+	E2B E2BHandler
+}
+
+// E2BHandler is the E2B compatibility layer (package e2b) as the API
+// server mounts it.
+type E2BHandler interface {
+	// ServeHTTP serves a request whose path is /e2b or below.
+	http.Handler
+	// ServeHost serves a request to an E2B host name below the preview
+	// domain (<port>-<id>), reporting whether the host was one.
+	ServeHost(w http.ResponseWriter, r *http.Request) bool
 }
 
 // Server serves the public API.
@@ -144,6 +157,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.log.DebugContext(r.Context(), "request", "method", r.Method, "path", r.URL.Path, "took", time.Since(start))
 	}()
 	if s.servePreviewHost(w, r) || s.serveConsole(w, r) {
+		return
+	}
+	// /files: the E2B SDK's signed file URLs drop the /e2b prefix.
+	if s.opts.E2B != nil && (r.URL.Path == "/e2b" || strings.HasPrefix(r.URL.Path, "/e2b/") || r.URL.Path == "/files") {
+		s.opts.E2B.ServeHTTP(w, r)
 		return
 	}
 	if !cleanPath(r.URL.Path) {

@@ -1,0 +1,59 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/internal/testdaemon"
+)
+
+// e2bClientDir holds the E2B layer's test, with the official E2B JS SDK
+// pinned by its package-lock.json.
+const e2bClientDir = "testdata/e2bclient"
+
+// TestE2B runs the unchanged E2B SDK (npm "e2b") against a real daemon's
+// /e2b (testdata/e2bclient/e2b.test.mjs): sandbox lifecycle (create,
+// connect, list with filters and paging, getInfo, setTimeout, timeouts
+// that kill or pause, pause/resume, getMetrics, isRunning, kill),
+// commands (foreground, streaming order, envs, cwd, users, timeouts,
+// background handles, stdin, list, connect, kill), PTYs, files (read,
+// write, list with depth, makeDir, exists, getInfo, rename, remove,
+// watchDir, signed URLs), getHost and the host-routed envd name, and the
+// SDK's typed errors for unknown sandboxes, missing files, non-zero exits
+// and timeouts.
+func TestE2B(t *testing.T) {
+	if _, err := exec.LookPath("npm"); err != nil {
+		t.Skip("needs npm (.ci/run installs it) for the E2B SDK")
+	}
+	installNPMPackages(t, e2bClientDir)
+	testdaemon.SkipUnlessRoot(t)
+	// A warm pool: E2B's create answers from it as sandboxd's does.
+	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--warm-pool", "2"}})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "--test", "--test-reporter=tap", "e2b.test.mjs")
+	cmd.Dir = e2bClientDir
+	cmd.Env = append(os.Environ(),
+		"E2B_API_KEY="+d.Token, "E2B_API_URL="+d.URL+"/e2b", "E2B_SANDBOX_URL="+d.URL+"/e2b",
+		"E2B_TEST_LISTEN="+strings.TrimPrefix(d.URL, "http://"),
+		"E2B_DOMAIN=", "E2B_DEBUG=",
+	)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	t.Logf("node --test e2b.test.mjs:\n%s", out.String())
+	if err != nil {
+		t.Fatalf("the E2B SDK's tests failed: %v", err)
+	}
+	// Guard against a run that passed because it ran nothing.
+	if m := regexp.MustCompile(`(?m)^# pass (\d+)$`).FindStringSubmatch(out.String()); m == nil || m[1] == "0" {
+		t.Fatalf("node --test reported no passing tests")
+	}
+}

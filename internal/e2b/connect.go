@@ -1,0 +1,267 @@
+package e2b
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sandboxd/sandboxd/api"
+)
+
+// The Connect protocol (connectrpc.com, protocol version 1) with the JSON
+// codec, as E2B's SDKs speak it to envd: unary calls are a JSON body
+// answered by a JSON body; server streams are length-prefixed envelopes
+// (flag byte, 4-byte big-endian length, JSON) ended by one envelope with
+// flagEndStream carrying {} or {"error": ...}. Written by hand (about the
+// size of a generated codec's glue) so the daemon takes no protobuf
+// dependency; only the JSON mapping of the messages below is spoken.
+
+const (
+	flagEndStream = 0x02
+	flagCompress  = 0x01
+	// maxRPCMessage bounds one request message (SendInput carries stdin).
+	maxRPCMessage = 8 << 20
+)
+
+// Connect error codes (the subset the SDK tells apart).
+const (
+	codeCanceled           = "canceled"
+	codeInvalidArgument    = "invalid_argument"
+	codeDeadlineExceeded   = "deadline_exceeded"
+	codeNotFound           = "not_found"
+	codeAlreadyExists      = "already_exists"
+	codePermissionDenied   = "permission_denied"
+	codeResourceExhausted  = "resource_exhausted"
+	codeFailedPrecondition = "failed_precondition"
+	codeUnimplemented      = "unimplemented"
+	codeInternal           = "internal"
+	codeUnavailable        = "unavailable"
+	codeUnauthenticated    = "unauthenticated"
+)
+
+// rpcError is a Connect error: a code and a message.
+type rpcError struct {
+	Code    string `json:"code"`
+	Message string `json:"message,omitempty"`
+}
+
+func (e *rpcError) Error() string { return e.Code + ": " + e.Message }
+
+func rpcErrorf(code, format string, args ...any) *rpcError {
+	return &rpcError{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// httpStatusOf is the HTTP status of a unary error, as the Connect
+// protocol maps codes.
+func httpStatusOf(code string) int {
+	switch code {
+	case codeCanceled:
+		return 499
+	case codeInvalidArgument, codeFailedPrecondition:
+		return http.StatusBadRequest
+	case codeDeadlineExceeded:
+		return http.StatusGatewayTimeout
+	case codeNotFound:
+		return http.StatusNotFound
+	case codeAlreadyExists:
+		return http.StatusConflict
+	case codePermissionDenied:
+		return http.StatusForbidden
+	case codeResourceExhausted:
+		return http.StatusTooManyRequests
+	case codeUnimplemented:
+		return http.StatusNotImplemented
+	case codeUnavailable:
+		return http.StatusServiceUnavailable
+	case codeUnauthenticated:
+		return http.StatusUnauthorized
+	}
+	return http.StatusInternalServerError
+}
+
+// toRPCError classifies an error of the daemon's API (or of this layer)
+// as a Connect error; this is the one place sandboxd codes meet Connect's.
+func toRPCError(err error) *rpcError {
+	var re *rpcError
+	if errors.As(err, &re) {
+		return re
+	}
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		return &rpcError{Code: codeInternal, Message: err.Error()}
+	}
+	code := codeInternal
+	switch ae.Code {
+	case api.CodeFileNotFound, api.CodeSandboxNotFound, api.CodeProcessNotFound, api.CodeSessionNotFound, api.CodeTerminalNotFound:
+		code = codeNotFound
+	case api.CodeValidationFailed, api.CodeInvalidJSON, api.CodeNotDirectory, api.CodeIsDirectory, api.CodeNameTooLong, api.CodeRequestTooLarge:
+		code = codeInvalidArgument
+	case api.CodeFileExists, api.CodeProcessExists:
+		code = codeAlreadyExists
+	case api.CodePermissionDenied:
+		code = codePermissionDenied
+	case api.CodeResourceExhausted, api.CodeNoSpace, api.CodeCapacityExceeded:
+		code = codeResourceExhausted
+	case api.CodeSandboxUnavailable, api.CodeSandboxFailed:
+		code = codeUnavailable
+	case api.CodeCommandTimeout, api.CodeProcessStdinTimeout:
+		code = codeDeadlineExceeded
+	case api.CodeProcessNotRunning:
+		code = codeFailedPrecondition
+	case api.CodeUnauthorized:
+		code = codeUnauthenticated
+	}
+	return &rpcError{Code: code, Message: ae.Message}
+}
+
+// writeUnaryError answers a unary call with err.
+func writeUnaryError(w http.ResponseWriter, err error) {
+	re := toRPCError(err)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(httpStatusOf(re.Code))
+	_ = json.NewEncoder(w).Encode(re)
+}
+
+// writeUnary answers a unary call with msg.
+func writeUnary(w http.ResponseWriter, msg any) {
+	b, err := json.Marshal(msg)
+	if err != nil {
+		writeUnaryError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	_, _ = w.Write(b)
+}
+
+// readUnary decodes the request message of a unary call.
+func readUnary(r *http.Request, msg any) error {
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+		return rpcErrorf(codeInvalidArgument, "unary calls take Content-Type application/json (the Connect JSON codec), not %q", ct)
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxRPCMessage+1))
+	if err != nil {
+		return rpcErrorf(codeInvalidArgument, "reading the request: %v", err)
+	}
+	return decodeMessage(b, msg)
+}
+
+func decodeMessage(b []byte, msg any) error {
+	if len(b) > maxRPCMessage {
+		return rpcErrorf(codeResourceExhausted, "request message over %d bytes", maxRPCMessage)
+	}
+	if len(b) == 0 {
+		return nil // proto3 JSON: an empty message may be sent as nothing
+	}
+	if err := json.Unmarshal(b, msg); err != nil {
+		return rpcErrorf(codeInvalidArgument, "request message is not valid JSON for this method: %v", err)
+	}
+	return nil
+}
+
+// readStreamRequest decodes the one enveloped request message of a
+// server-streaming call.
+func readStreamRequest(r *http.Request, msg any) error {
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/connect+json" {
+		return rpcErrorf(codeInvalidArgument, "streaming calls take Content-Type application/connect+json, not %q", ct)
+	}
+	var hdr [5]byte
+	if _, err := io.ReadFull(r.Body, hdr[:]); err != nil {
+		return rpcErrorf(codeInvalidArgument, "reading the request envelope: %v", err)
+	}
+	if hdr[0]&flagCompress != 0 {
+		return rpcErrorf(codeUnimplemented, "compressed request messages are not supported")
+	}
+	n := binary.BigEndian.Uint32(hdr[1:])
+	if n > maxRPCMessage {
+		return rpcErrorf(codeResourceExhausted, "request message of %d bytes; at most %d", n, maxRPCMessage)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r.Body, b); err != nil {
+		return rpcErrorf(codeInvalidArgument, "reading the request message: %v", err)
+	}
+	return decodeMessage(b, msg)
+}
+
+// deadlineOf reads Connect-Timeout-Ms: 0 when absent.
+func deadlineOf(r *http.Request) (time.Duration, error) {
+	v := r.Header.Get("Connect-Timeout-Ms")
+	if v == "" {
+		return 0, nil
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ms <= 0 || len(v) > 10 {
+		return 0, rpcErrorf(codeInvalidArgument, "Connect-Timeout-Ms %q is not a positive number of at most 10 digits", v)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// streamWriter writes the answer of a server-streaming call. Its methods
+// may be called from several goroutines (a keepalive ticker beside the
+// pump).
+type streamWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+
+	mu    sync.Mutex
+	ended bool
+}
+
+func newStreamWriter(w http.ResponseWriter) *streamWriter {
+	w.Header().Set("Content-Type", "application/connect+json")
+	w.WriteHeader(http.StatusOK)
+	return &streamWriter{w: w, rc: http.NewResponseController(w)}
+}
+
+func (s *streamWriter) envelope(flag byte, msg any) error {
+	b, err := json.Marshal(msg)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return io.ErrClosedPipe
+	}
+	if flag == flagEndStream {
+		s.ended = true
+	}
+	var hdr [5]byte
+	hdr[0] = flag
+	binary.BigEndian.PutUint32(hdr[1:], uint32(len(b)))
+	if _, err := s.w.Write(hdr[:]); err != nil {
+		return err
+	}
+	if _, err := s.w.Write(b); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+// send writes one response message.
+func (s *streamWriter) send(msg any) error { return s.envelope(0, msg) }
+
+// end writes the end-of-stream message: success when err is nil.
+func (s *streamWriter) end(err error) {
+	if err == nil {
+		_ = s.envelope(flagEndStream, struct{}{})
+		return
+	}
+	_ = s.envelope(flagEndStream, struct {
+		Error *rpcError `json:"error"`
+	}{toRPCError(err)})
+}
+
+// writeStreamError answers a streaming call that fails before it starts:
+// the error goes in the end-of-stream message, the only place the SDK
+// reads it from.
+func writeStreamError(w http.ResponseWriter, err error) {
+	newStreamWriter(w).end(err)
+}
