@@ -64,6 +64,14 @@ type Snapshot struct {
 	CreatedAt time.Time `json:"createdAt"`
 }
 
+// PauseRequest is the (optional) body of POST /v1/sandboxes/{id}/pause.
+type PauseRequest struct {
+	// FilesystemOnly pauses without memory: the container stops, its files
+	// stay (as POST .../stop). Without it, a runtime that cannot keep
+	// memory and processes answers MEMORY_SNAPSHOT_UNSUPPORTED.
+	FilesystemOnly bool `json:"filesystemOnly,omitempty"`
+}
+
 // SnapshotList is the body of GET /v1/snapshots.
 type SnapshotList struct {
 	Snapshots []Snapshot `json:"snapshots"`

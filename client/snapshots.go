@@ -62,3 +62,27 @@ func (c *Client) Snapshot(ctx context.Context, name string) (*api.Snapshot, erro
 func (c *Client) RemoveSnapshot(ctx context.Context, name string) error {
 	return c.doJSON(ctx, http.MethodDelete, "/v1/snapshots/"+url.PathEscape(name), nil, nil)
 }
+
+// PauseOptions configure Sandbox.Pause.
+type PauseOptions struct {
+	// FilesystemOnly pauses without memory: the container stops and the
+	// files stay, as Stop. Without it, a runtime that cannot keep memory
+	// and processes fails with MEMORY_SNAPSHOT_UNSUPPORTED (matching
+	// ErrNotAvailable).
+	FilesystemOnly bool
+}
+
+// Pause pauses the sandbox (docs/snapshots.md#pause-and-resume).
+func (s *Sandbox) Pause(ctx context.Context, o PauseOptions) (*api.Sandbox, error) {
+	if err := validateID(s.id); err != nil {
+		return nil, err
+	}
+	var sb api.Sandbox
+	if err := s.c.doJSON(ctx, http.MethodPost, sandboxPath(s.id, "/pause"), api.PauseRequest{FilesystemOnly: o.FilesystemOnly}, &sb); err != nil {
+		return nil, err
+	}
+	return &sb, nil
+}
+
+// Resume starts a paused sandbox again.
+func (s *Sandbox) Resume(ctx context.Context) (*api.Sandbox, error) { return s.action(ctx, "resume") }

@@ -128,8 +128,48 @@ func TestSnapshotFork(t *testing.T) {
 		if entries, _ := os.ReadDir(layers); len(entries) != 0 {
 			t.Errorf("layers left after rm: %v", entries)
 		}
+		t.Run("pause and resume", func(t *testing.T) {
+			// No runtime here keeps memory yet: the contract's error, and
+			// --filesystem-only behaves like stop.
+			_, errOut, code := cli(t, d, "", "pause", "parent")
+			if code == 0 || !strings.Contains(errOut, string(api.CodeMemorySnapshotUnsupported)) {
+				t.Errorf("sandbox pause parent: exit %d, %q; want MEMORY_SNAPSHOT_UNSUPPORTED", code, errOut)
+			}
+			out, errOut, code := cli(t, d, "", "pause", "--filesystem-only", "parent")
+			if code != 0 || out != "parent\tstopped\n" {
+				t.Fatalf("sandbox pause --filesystem-only parent: %q %q exit %d", out, errOut, code)
+			}
+			if out, errOut, code = cli(t, d, "", "resume", "parent"); code != 0 || out != "parent\trunning\n" {
+				t.Fatalf("sandbox resume parent: %q %q exit %d", out, errOut, code)
+			}
+			if got := trim(run(t, parent, "cat /workspace/proj/file")); got != "parent-data" {
+				t.Errorf("files after pause and resume: %q", got)
+			}
+		})
+		// The snapshot CLI, as the contract spells it.
+		if out, errOut, code := cli(t, d, "", "snapshot", "create", "parent", "snap-cli"); code != 0 || out != "snap-cli\n" {
+			t.Fatalf("sandbox snapshot create: %q %q exit %d", out, errOut, code)
+		}
+		if out, _, code := cli(t, d, "", "snapshot", "ls"); code != 0 || !strings.Contains(out, "snap-cli") {
+			t.Errorf("sandbox snapshot ls: %q exit %d", out, code)
+		}
+		if out, _, code := cli(t, d, "", "create", "--from-snapshot", "snap-cli", "fork-cli"); code != 0 || out != "fork-cli\n" {
+			t.Errorf("sandbox create --from-snapshot: %q exit %d", out, code)
+		}
+		if _, errOut, code := cli(t, d, "", "snapshot", "rm", "snap-cli"); code == 0 || !strings.Contains(errOut, string(api.CodeSnapshotInUse)) {
+			t.Errorf("sandbox snapshot rm while in use: exit %d %q", code, errOut)
+		}
+		if _, _, code := cli(t, d, "", "rm", "fork-cli"); code != 0 {
+			t.Errorf("rm fork-cli: exit %d", code)
+		}
+		if _, errOut, code := cli(t, d, "", "snapshot", "rm", "snap-cli"); code != 0 {
+			t.Errorf("sandbox snapshot rm: exit %d %q", code, errOut)
+		}
 		if err := parent.Destroy(ctx); err != nil {
 			t.Fatal(err)
+		}
+		if entries, _ := os.ReadDir(layers); len(entries) != 0 {
+			t.Errorf("layers left after every snapshot was removed: %v", entries)
 		}
 		if keys := d.Keys(); len(keys) != 0 {
 			t.Errorf("sandbox state left after destroy: %v", keys)

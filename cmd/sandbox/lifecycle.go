@@ -11,10 +11,12 @@ import (
 	"github.com/sandboxd/sandboxd/client"
 )
 
-// newLifecycleCommand makes stop, start, restart and renew: each takes one
-// or more IDs, never creates a sandbox, and prints the new status.
+// newLifecycleCommand makes stop, start, restart, renew, pause and resume:
+// each takes one or more IDs, never creates a sandbox, and prints the new
+// status.
 func newLifecycleCommand(g *globals, verb, short string) *cobra.Command {
 	var asJSON bool
+	var pause client.PauseOptions
 	cmd := &cobra.Command{
 		Use:   verb + " [--json] ID...",
 		Short: short,
@@ -25,7 +27,7 @@ func newLifecycleCommand(g *globals, verb, short string) *cobra.Command {
 				return err
 			}
 			for _, id := range args {
-				sb, err := lifecycleAction(cmd.Context(), c.Sandbox(id), verb)
+				sb, err := lifecycleAction(cmd.Context(), c.Sandbox(id), verb, pause)
 				if err != nil {
 					return err
 				}
@@ -41,11 +43,23 @@ func newLifecycleCommand(g *globals, verb, short string) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print each sandbox as JSON")
+	if verb == "pause" {
+		cmd.Use = "pause [--filesystem-only] [--json] ID..."
+		cmd.Long = `Pause a sandbox. Keeping its memory and processes needs a runtime that can
+checkpoint them; where none can (crun and runc on this kernel; gVisor for now) the
+answer is MEMORY_SNAPSHOT_UNSUPPORTED. With --filesystem-only the sandbox is paused
+without memory, exactly as stop: its files stay, resume (or any call) starts it.`
+		cmd.Flags().BoolVar(&pause.FilesystemOnly, "filesystem-only", false, "pause without memory: stop the container, keep the files")
+	}
 	return cmd
 }
 
-func lifecycleAction(ctx context.Context, sb *client.Sandbox, verb string) (*api.Sandbox, error) {
+func lifecycleAction(ctx context.Context, sb *client.Sandbox, verb string, pause client.PauseOptions) (*api.Sandbox, error) {
 	switch verb {
+	case "pause":
+		return sb.Pause(ctx, pause)
+	case "resume":
+		return sb.Resume(ctx)
 	case "stop":
 		return sb.Stop(ctx)
 	case "start":

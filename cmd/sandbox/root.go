@@ -77,6 +77,8 @@ machine) the daemon's token file, $SANDBOXD_STATE_DIR/token or
 		newLifecycleCommand(g, "stop", "Stop a sandbox's container (its disk stays; the next call starts it again)"),
 		newLifecycleCommand(g, "restart", "Stop and start a sandbox's container"),
 		newLifecycleCommand(g, "renew", "Reset a sandbox's idle timer"),
+		newLifecycleCommand(g, "pause", "Pause a sandbox (with --filesystem-only: as stop)"),
+		newLifecycleCommand(g, "resume", "Resume a paused sandbox"),
 		newUpdateCommand(g),
 		newEventsCommand(g),
 		newSessionCommand(g),

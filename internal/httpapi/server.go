@@ -104,6 +104,8 @@ func (s *Server) table() []route {
 		{pattern: "POST /v1/sandboxes/{id}/start", handler: s.lifecycleAction(s.opts.Manager.Start)},
 		{pattern: "POST /v1/sandboxes/{id}/restart", handler: s.lifecycleAction(s.opts.Manager.Restart)},
 		{pattern: "POST /v1/sandboxes/{id}/renew", handler: s.lifecycleAction(s.opts.Manager.Renew)},
+		{pattern: "POST /v1/sandboxes/{id}/pause", handler: s.pauseSandbox},
+		{pattern: "POST /v1/sandboxes/{id}/resume", handler: s.lifecycleAction(s.opts.Manager.Start)},
 		// Snapshots (snapshots.go).
 		{pattern: "POST /v1/sandboxes/{id}/snapshots", handler: s.createSnapshot},
 		{pattern: "GET /v1/snapshots", handler: s.listSnapshots},

@@ -91,3 +91,18 @@ func snapshotToWire(snap snapshot.Snapshot) api.Snapshot {
 		FrozenMs: float64(snap.Frozen.Microseconds()) / 1000, CreatedAt: snap.CreatedAt,
 	}
 }
+
+// pauseSandbox serves POST /v1/sandboxes/{id}/pause.
+func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request) {
+	id, ok := sandboxID(w, r)
+	if !ok {
+		return
+	}
+	var req api.PauseRequest
+	if e := s.decodeJSON(w, r, &req, maxJSONBody, true); e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	inf, err := s.opts.Manager.Pause(r.Context(), id, sandbox.PauseOptions{FilesystemOnly: req.FilesystemOnly})
+	s.answerSandbox(w, r, inf, err)
+}
