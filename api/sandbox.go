@@ -137,6 +137,24 @@ type Sandbox struct {
 	IdleDeadline *time.Time `json:"idleDeadline,omitempty"`
 	// Created is true in the answer to the call that created the sandbox.
 	Created bool `json:"created,omitempty"`
+	// Isolation says what separates the sandbox from the host.
+	Isolation Isolation `json:"isolation"`
+}
+
+// Isolation is what separates a sandbox from the host (docs/security.md).
+type Isolation struct {
+	// Runtime runs the sandbox: "crun", "runc" or "gvisor".
+	Runtime string `json:"runtime"`
+	// UserNamespace says whether the sandbox runs in a user namespace of
+	// its own, its root an unprivileged host UID. False for sandboxes made
+	// before user namespaces or with them off, and for gVisor sandboxes
+	// (whose root is gVisor's kernel's; runsc runs it in a user namespace
+	// of its own).
+	UserNamespace bool `json:"userNamespace"`
+	// HostUIDBase is the host UID of the sandbox's root; UID n inside is
+	// HostUIDBase+n, for 65536 IDs (GIDs alike). Absent without a user
+	// namespace.
+	HostUIDBase uint32 `json:"hostUidBase,omitempty"`
 }
 
 // Lifecycle event types, as sent by GET /v1/events.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -30,29 +31,37 @@ func ctxFor(b *testing.B) context.Context {
 
 // BenchmarkColdStart: a new ID's first `exec true`, from nothing to the
 // result (create, network, overlay, container, agent, shell, exec), for
-// both network modes.
+// both network modes, with a user namespace per sandbox (the default:
+// idmapped layers, a sysfs of its own) and without (--userns=false), side
+// by side.
 func BenchmarkColdStart(b *testing.B) {
 	for _, mode := range []api.NetworkMode{api.NetworkNone, api.NetworkInternet} {
-		b.Run(string(mode), func(b *testing.B) {
-			once(b, func(b *testing.B) {
-				d := testdaemon.Start(b, testdaemon.Options{})
-				ctx := ctxFor(b)
-				n := sampleCount()
-				s := measure(b, n, func(i int) {
-					sb := d.Client.Sandbox(fmt.Sprintf("cold-%d", i), client.WithNetwork(api.NetworkOptions{Mode: mode}))
-					if res, err := sb.Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
-						b.Fatalf("exec: %v %+v", err, res)
-					}
-					b.StopTimer()
-				})
-				s.report(b)
-				// Destroy outside the measurement.
-				for i := 0; i < n; i++ {
-					d.Client.Sandbox(fmt.Sprintf("cold-%d", i)).Destroy(ctx)
-				}
+		for _, userns := range []string{"userns", "no-userns"} {
+			b.Run(string(mode)+"/"+userns, func(b *testing.B) {
+				coldStart(b, mode, "--userns="+strconv.FormatBool(userns == "userns"))
 			})
-		})
+		}
 	}
+}
+
+func coldStart(b *testing.B, mode api.NetworkMode, args ...string) {
+	once(b, func(b *testing.B) {
+		d := testdaemon.Start(b, testdaemon.Options{Args: args})
+		ctx := ctxFor(b)
+		n := sampleCount()
+		s := measure(b, n, func(i int) {
+			sb := d.Client.Sandbox(fmt.Sprintf("cold-%d", i), client.WithNetwork(api.NetworkOptions{Mode: mode}))
+			if res, err := sb.Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
+				b.Fatalf("exec: %v %+v", err, res)
+			}
+			b.StopTimer()
+		})
+		s.report(b)
+		// Destroy outside the measurement.
+		for i := 0; i < n; i++ {
+			d.Client.Sandbox(fmt.Sprintf("cold-%d", i)).Destroy(ctx)
+		}
+	})
 }
 
 // BenchmarkColdStartWarmPool: the same, when the daemon keeps a sandbox

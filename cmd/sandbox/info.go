@@ -78,6 +78,11 @@ func printInfo(w io.Writer, now time.Time, sb *api.Sandbox) error {
 	line("Instance type", sb.InstanceType)
 	line("Image", sb.Image)
 	line("Runtime", sb.Runtime)
+	if sb.Isolation.UserNamespace {
+		line("User namespace", fmt.Sprintf("root is host UID %d (%d-%d)", sb.Isolation.HostUIDBase, sb.Isolation.HostUIDBase, uint64(sb.Isolation.HostUIDBase)+65535))
+	} else if sb.Isolation.Runtime != "" && sb.Isolation.Runtime != "gvisor" {
+		line("User namespace", "none: root is the host's root")
+	}
 	line("Created", when(sb.CreatedAt))
 	line("Last used", when(sb.LastUsedAt))
 	if sb.Limits.MemoryBytes > 0 {

@@ -105,6 +105,8 @@ func parseFlags(command string, args []string) (options, error) {
 	fs.DurationVar(&cfg.SleepAfter, "sleep-after", 10*time.Minute, "idle time after which a sandbox sleeps, unless it chooses its own")
 	fs.DurationVar(&cfg.MaxSleepAfter, "max-sleep-after", 24*time.Hour, "longest idle time a sandbox may choose")
 	fs.DurationVar(&cfg.IdleCheck, "idle-check", time.Second, "how often idle sandboxes are looked for")
+	fs.BoolVar(&cfg.UserNS, "userns", true, "run each new crun sandbox in a user namespace of its own, its root an unprivileged host UID (off when the kernel cannot; the start-up log says so)")
+	fs.UintVar(&cfg.UserNSBase, "userns-base", sandbox.DefaultUserNSBase, "first host UID of the sandboxes' UID ranges (65536 IDs each)")
 	fs.IntVar(&cfg.WarmPool, "warm-pool", 2, "sandboxes with the default options kept started ahead, so that creating one takes milliseconds (0: none)")
 	fs.IntVar(&cfg.Capacity.MaxRunning, "max-running", 0, "most sandboxes running at once (0: no limit but the memory budget)")
 	fs.IntVar(&cfg.Capacity.MaxTotal, "max-sandboxes", 10000, "most sandboxes that may exist (0: no limit)")

@@ -98,7 +98,12 @@ type Config struct {
 	Capacity sandbox.Capacity
 	// WarmPool is how many default sandboxes are kept started ahead.
 	WarmPool int
-	Version  string
+	// UserNS gives new crun sandboxes a user namespace of their own, when
+	// the kernel can (probed at start); UserNSBase is the first host UID
+	// of their ranges.
+	UserNS     bool
+	UserNSBase uint
+	Version    string
 	// TLSCert and TLSKey are PEM files; when both are set the API and
 	// preview listeners serve HTTPS, and SIGHUP reloads them.
 	TLSCert, TLSKey string
@@ -202,6 +207,12 @@ func (c *Config) Validate() error {
 	}
 	if c.SleepAfter < sandbox.MinSleepAfter || c.SleepAfter > c.MaxSleepAfter {
 		errs = append(errs, fmt.Errorf("--sleep-after %s must be between %s and --max-sleep-after (%s)", c.SleepAfter, sandbox.MinSleepAfter, c.MaxSleepAfter))
+	}
+	if c.UserNSBase == 0 {
+		c.UserNSBase = sandbox.DefaultUserNSBase
+	}
+	if c.UserNSBase < rootfs.IDRangeSize || c.UserNSBase > 1<<32-1-rootfs.IDRangeSize {
+		errs = append(errs, fmt.Errorf("--userns-base %d: want %d to %d", c.UserNSBase, rootfs.IDRangeSize, uint64(1<<32-1-rootfs.IDRangeSize)))
 	}
 	if c.WarmPool < 0 || c.WarmPool > 64 {
 		errs = append(errs, fmt.Errorf("--warm-pool %d: want 0 to 64", c.WarmPool))

@@ -135,12 +135,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			DefaultSleepAfter: cfg.SleepAfter, MaxSleepAfter: cfg.MaxSleepAfter,
 			DefaultRuntime: defaultRuntime, Runtimes: runtimes,
 		},
-		Capacity:  cfg.Capacity,
-		IdleCheck: cfg.IdleCheck,
-		WarmPool:  cfg.WarmPool,
-		Snapshots: snaps,
-		Metrics:   registry,
-		Log:       log,
+		Capacity:   cfg.Capacity,
+		IdleCheck:  cfg.IdleCheck,
+		WarmPool:   cfg.WarmPool,
+		Snapshots:  snaps,
+		UserNS:     probeUserNS(cfg, rt.Name, log),
+		UserNSBase: uint32(cfg.UserNSBase),
+		Metrics:    registry,
+		Log:        log,
 	})
 	if err := mgr.Recover(ctx); err != nil {
 		return fmt.Errorf("recovering sandboxes: %w", err)

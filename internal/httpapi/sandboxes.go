@@ -167,5 +167,8 @@ func toWire(inf sandbox.Info) api.Sandbox {
 		},
 		CreatedAt:  inf.CreatedAt,
 		LastUsedAt: inf.LastUsedAt,
+		Isolation: api.Isolation{
+			Runtime: inf.Runtime, UserNamespace: inf.HostUIDBase != 0, HostUIDBase: inf.HostUIDBase,
+		},
 	}
 }

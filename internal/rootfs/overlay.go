@@ -20,6 +20,13 @@ type Overlay struct {
 	Upper  string
 	Work   string
 	Target string
+	// IDs, when set, is the sandbox's host ID range: each layer is
+	// mounted idmapped for it (see mountIDMapped) below the target's
+	// parent, and the upper directory's root belongs to the range's root.
+	// An idmapped upper layer would make the overlay read-only
+	// (EOVERFLOW), and an overlay cannot itself be idmapped (EINVAL), so
+	// the upper layer holds the range's IDs on disk.
+	IDs *IDRange
 }
 
 // Mount mounts the overlay on Target unless something is already mounted
@@ -42,9 +49,16 @@ func (o Overlay) Mount() error {
 	// neither where the state directory is nor the sandbox's key.
 	// overlayLowers resolves them again from the mount point.
 	base := filepath.Dir(o.Target)
+	layers := o.Layers
+	if o.IDs != nil {
+		var err error
+		if layers, err = mountIDMappedLayers(base, o.Layers, *o.IDs); err != nil {
+			return err
+		}
+	}
 	// overlayfs lists lower directories top first.
-	lowers := make([]string, len(o.Layers))
-	for i, l := range o.Layers {
+	lowers := make([]string, len(layers))
+	for i, l := range layers {
 		if strings.ContainsAny(l, ":,") {
 			return fmt.Errorf("layer path %q has a character overlayfs cannot take", l)
 		}
@@ -52,6 +66,11 @@ func (o Overlay) Mount() error {
 	}
 	if err := o.provideTmp(); err != nil {
 		return err
+	}
+	if o.IDs != nil {
+		if err := ownUpper(o.Upper, *o.IDs); err != nil {
+			return err
+		}
 	}
 	upper, work := relativeTo(base, o.Upper), relativeTo(base, o.Work)
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), upper, work)
@@ -123,9 +142,13 @@ func (o Overlay) provideTmp() error {
 	return nil
 }
 
-// Unmount detaches the overlay; a target that is not mounted is fine.
+// Unmount detaches the overlay and its idmapped layers, if any; a target
+// that is not mounted is fine.
 func (o Overlay) Unmount() error {
-	return Unmount(o.Target)
+	if err := Unmount(o.Target); err != nil {
+		return err
+	}
+	return UnmountIDMapped(filepath.Dir(o.Target))
 }
 
 // Unmount detaches whatever is mounted on target, if anything. Lazy

@@ -77,7 +77,19 @@ type SpecOptions struct {
 	Annotations map[string]string
 	// ProcOptions are extra mount options of /proc (see HidePIDOptions).
 	ProcOptions []string
+	// HostUIDBase, when not zero, runs the sandbox in a user namespace of
+	// its own: UIDs and GIDs 0-65535 inside are HostUIDBase and up on the
+	// host, so its root is an unprivileged user of the host.
+	HostUIDBase uint32
+	// Sysfs, when set, is a sysfs the daemon mounted for the sandbox
+	// (rootfs.MountSysfs), bound read-only at /sys instead of a sysfs the
+	// runtime mounts: a runtime cannot mount one in a user namespace that
+	// does not own the sandbox's network namespace.
+	Sysfs string
 }
+
+// UserNSSize is how many IDs a sandbox's user namespace maps.
+const UserNSSize = 65536
 
 // HidePIDOptions mount /proc so that a process sees only the processes of
 // its own user, unless it is in group 0 (the agent and root user code):
@@ -113,7 +125,7 @@ func NewSpec(o SpecOptions) (*specs.Spec, error) {
 			Rlimits:         []specs.POSIXRlimit{nofileLimit()},
 			NoNewPrivileges: true,
 		},
-		Mounts: append(standardMounts(o.ProcOptions), o.Mounts...),
+		Mounts: append(standardMounts(o.ProcOptions, o.Sysfs), o.Mounts...),
 		Linux: &specs.Linux{
 			Namespaces: []specs.LinuxNamespace{
 				{Type: specs.PIDNamespace},
@@ -145,6 +157,11 @@ func NewSpec(o SpecOptions) (*specs.Spec, error) {
 		}
 		spec.Linux.Resources.CPU.Cpus = o.Resources.CPUs
 	}
+	if o.HostUIDBase != 0 {
+		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: o.HostUIDBase, Size: UserNSSize}}
+		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		spec.Linux.UIDMappings, spec.Linux.GIDMappings = m, m
+	}
 	sc, err := defaultSeccomp(spec)
 	if err != nil {
 		return nil, err
@@ -165,14 +182,18 @@ func nofileLimit() specs.POSIXRlimit {
 	return specs.POSIXRlimit{Type: "RLIMIT_NOFILE", Hard: n, Soft: n}
 }
 
-func standardMounts(procOptions []string) []specs.Mount {
+func standardMounts(procOptions []string, sysfs string) []specs.Mount {
+	sys := specs.Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}}
+	if sysfs != "" {
+		sys = specs.Mount{Destination: "/sys", Type: "bind", Source: sysfs, Options: []string{"bind", "nosuid", "noexec", "nodev", "ro"}}
+	}
 	return []specs.Mount{
 		{Destination: "/proc", Type: "proc", Source: "proc", Options: append([]string{"nosuid", "noexec", "nodev"}, procOptions...)},
 		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
 		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
 		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
 		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
-		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		sys,
 		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 		{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755", "size=65536k"}},
 	}

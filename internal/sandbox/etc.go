@@ -48,8 +48,9 @@ func hostsFile(name string) string {
 // initEtc writes the sandbox's own files into its mounted root, unless a
 // boot before did (the marker in its state directory says so). A sandbox
 // made by an older daemon has them in legacyDir; their contents (bounded)
-// move into its root.
-func initEtc(p paths, name, mode string, dns []netip.Addr) error {
+// move into its root. owner is the host UID (and GID) that the files get,
+// the sandbox's root's, or -1 for the host's root.
+func initEtc(p paths, name, mode string, dns []netip.Addr, owner int) error {
 	if _, err := os.Stat(p.etcWritten); err == nil {
 		return nil
 	}
@@ -59,7 +60,7 @@ func initEtc(p paths, name, mode string, dns []netip.Addr) error {
 			files[f] = string(data)
 		}
 	}
-	if err := writeRootFiles(p.rootfs, files); err != nil {
+	if err := writeRootFiles(p.rootfs, files, owner); err != nil {
 		return err
 	}
 	if err := os.WriteFile(p.etcWritten, nil, 0o600); err != nil {
@@ -72,8 +73,8 @@ func initEtc(p paths, name, mode string, dns []netip.Addr) error {
 // belongs to the sandbox, so every path is resolved inside it (os.Root):
 // a symlink such as /etc/hosts → /etc/shadow stays in the sandbox, and one
 // that climbs out is refused. Whatever was there (a file, a symlink) is
-// replaced by a regular file.
-func writeRootFiles(rootDir string, files map[string]string) error {
+// replaced by a regular file, owned by owner (see initEtc).
+func writeRootFiles(rootDir string, files map[string]string, owner int) error {
 	root, err := os.OpenRoot(rootDir)
 	if err != nil {
 		return err
@@ -96,6 +97,9 @@ func writeRootFiles(rootDir string, files map[string]string) error {
 			return fmt.Errorf("writing /%s in the sandbox: %w", path, err)
 		}
 		_, err = f.WriteString(content)
+		if err == nil && owner >= 0 {
+			err = f.Chown(owner, owner)
+		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}

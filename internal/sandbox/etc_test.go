@@ -26,7 +26,7 @@ func TestInitEtcWritesIntoTheSandboxRootOnce(t *testing.T) {
 	os.WriteFile(filepath.Join(p.etc, "hosts"), make([]byte, 10<<20), 0o644)
 
 	dns := []netip.Addr{netip.MustParseAddr("192.0.2.53")}
-	if err := initEtc(p, "box", NetworkInternet, dns); err != nil {
+	if err := initEtc(p, "box", NetworkInternet, dns, -1); err != nil {
 		t.Fatal(err)
 	}
 	read := func(name string) string {
@@ -51,7 +51,7 @@ func TestInitEtcWritesIntoTheSandboxRootOnce(t *testing.T) {
 
 	// Later boots leave the sandbox's edits alone.
 	os.WriteFile(filepath.Join(p.rootfs, "etc", "hostname"), []byte("mine\n"), 0o644)
-	if err := initEtc(p, "box", NetworkInternet, dns); err != nil {
+	if err := initEtc(p, "box", NetworkInternet, dns, -1); err != nil {
 		t.Fatal(err)
 	}
 	if got := read("hostname"); got != "mine\n" {
@@ -63,7 +63,7 @@ func TestInitEtcWritesIntoTheSandboxRootOnce(t *testing.T) {
 	q.rootfs, q.etcWritten = filepath.Join(dir, "rootfs2"), filepath.Join(dir, "etc2.written")
 	os.MkdirAll(q.rootfs, 0o755)
 	os.Symlink("../../", filepath.Join(q.rootfs, "etc"))
-	if err := initEtc(q, "box", NetworkNone, nil); err == nil {
+	if err := initEtc(q, "box", NetworkNone, nil, -1); err == nil {
 		t.Error("writing through an /etc that climbs out of the root succeeded")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "hostname")); err == nil {

@@ -279,7 +279,7 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	if err != nil {
 		return nil, err
 	}
-	ov := rootfs.Overlay{Layers: layers, Upper: p.upper, Work: p.work, Target: p.rootfs}
+	ov := rootfs.Overlay{Layers: layers, Upper: p.upper, Work: p.work, Target: p.rootfs, IDs: b.hostIDs()}
 	if err := ov.Mount(); err != nil {
 		return nil, err
 	}
@@ -296,10 +296,13 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 		if cgMounts, err = cg.PrepareUser(); err != nil {
 			return nil, err
 		}
+		if err := giveToRange(cgMounts, b.hostIDs()); err != nil {
+			return nil, err
+		}
 	}
 	undo.push(func(context.Context) error { return cg.Remove() })
 
-	if err := initEtc(p, b.id, b.cfg.Network.Mode, m.opts.Network.DNS()); err != nil {
+	if err := initEtc(p, b.id, b.cfg.Network.Mode, m.opts.Network.DNS(), rootOwner(b.hostIDs())); err != nil {
 		return nil, err
 	}
 	extra := cgMounts
@@ -378,7 +381,8 @@ func userLimits(l Limits) cgroup.UserLimits {
 }
 
 func (m *Manager) writeBundle(b *box, rt *runtime.Runtime, img *rootfs.Image, p paths, ep NetworkEndpoint, sock agentSocket, extra []specs.Mount) error {
-	mounts := append([]specs.Mount{}, img.Mounts...)
+	ids := b.hostIDs()
+	mounts := idmapMounts(img.Mounts, ids)
 	mounts = append(mounts,
 		specs.Mount{Destination: runtime.AgentPath, Type: "bind", Source: m.opts.AgentPath,
 			Options: []string{"bind", "ro", "nosuid", "nodev"}},
@@ -389,10 +393,10 @@ func (m *Manager) writeBundle(b *box, rt *runtime.Runtime, img *rootfs.Image, p 
 	if !b.isGVisor() {
 		procOptions = runtime.HidePIDOptions
 	}
-	spec, err := runtime.NewSpec(runtime.SpecOptions{
+	opts := runtime.SpecOptions{
 		ProcOptions: procOptions,
 		Hostname:    b.id,
-		Rootfs:      p.rootfs,
+		Rootfs:      rootPath(p, ids),
 		Args:        agentArgs(img, sock.args),
 		Env:         append(mergeEnv(append(slices.Clip(img.Env), "HOSTNAME="+b.id), b.cfg.Env), mainEnv(img)...),
 		Mounts:      mounts,
@@ -403,7 +407,15 @@ func (m *Manager) writeBundle(b *box, rt *runtime.Runtime, img *rootfs.Image, p 
 			CPUs: cpusFor(b.rec.Key, b.cfg.Limits.MilliCPU, m.hostCPUs),
 		},
 		Annotations: annotations(b.id, rt.Annotations()),
-	})
+	}
+	if ids != nil {
+		opts.HostUIDBase = ids.Base
+		opts.Sysfs = p.sysfs()
+		if err := rootfs.MountSysfs(ep.NetnsPath, opts.Sysfs); err != nil {
+			return err
+		}
+	}
+	spec, err := runtime.NewSpec(opts)
 	if err != nil {
 		return err
 	}
@@ -412,6 +424,9 @@ func (m *Manager) writeBundle(b *box, rt *runtime.Runtime, img *rootfs.Image, p 
 		return err
 	}
 	if err := os.MkdirAll(p.bundle, 0o700); err != nil {
+		return err
+	}
+	if err := letRangeReachRoot(p, ids); err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(p.bundle, "config.json"), data, 0o600)
@@ -558,6 +573,7 @@ func (m *Manager) teardown(ctx context.Context, b *box) error {
 	errs = append(errs,
 		m.releaseMounts(key),
 		rootfs.UnmountWait(p.rootfs, 2*time.Second),
+		rootfs.UnmountIDMapped(p.dir),
 		unmountDisk(ctx, p),
 		m.opts.Network.Detach(ctx, key),
 		removeRunDir(p.run),
@@ -641,8 +657,12 @@ func listenAgent(path string) (*os.File, error) {
 }
 
 // removeRunDir removes a sandbox's socket directory, unmounting its tmpfs
-// (gVisor sandboxes, and sandboxes of daemons before listenAgent).
+// (gVisor sandboxes, and sandboxes of daemons before listenAgent) and its
+// sysfs (sandboxes in a user namespace).
 func removeRunDir(dir string) error {
+	if err := rootfs.Unmount(filepath.Join(dir, sysfsDir)); err != nil {
+		return err
+	}
 	return errors.Join(rootfs.UnmountWait(dir, time.Second), os.RemoveAll(dir))
 }
 
@@ -652,6 +672,11 @@ func (m *Manager) removeFiles(key string) error {
 	p := m.paths(key)
 	if mounted, err := rootfs.IsMountPoint(p.rootfs); err == nil && mounted {
 		return fmt.Errorf("root of %s is still mounted", key)
+	}
+	// Its image layers, idmapped below its directory, are read-only
+	// mounts; they are detached here in case a teardown could not.
+	if err := rootfs.UnmountIDMapped(p.dir); err != nil {
+		return err
 	}
 	return os.RemoveAll(p.dir)
 }

@@ -62,6 +62,11 @@ type Options struct {
 	// Snapshots keeps snapshots and the layers forks boot from; nil: no
 	// snapshots.
 	Snapshots *snapshot.Store
+	// UserNS gives crun sandboxes created from now on a user
+	// namespace of their own (see userns.go); UserNSBase is the first host
+	// UID of their ranges (DefaultUserNSBase when 0).
+	UserNS     bool
+	UserNSBase uint32
 }
 
 // Capacity is the daemon-wide limits on sandboxes. Zero means unlimited.
@@ -118,6 +123,9 @@ type box struct {
 	// netSlot is the sandbox's network slot plus one (0: none); read
 	// without mu when allocating slots for other sandboxes.
 	netSlot atomic.Int64
+	// uidBase is rec.HostUIDBase (0: none); read without mu when
+	// allocating ranges for other sandboxes.
+	uidBase atomic.Int64
 
 	// lastUsed is read without mu by List and the flusher.
 	lastUsed  atomic.Int64 // unix nanos
@@ -187,6 +195,9 @@ type Info struct {
 	// IdleDeadline is when the sandbox will be put to sleep if nothing
 	// uses it; zero when it is not running or kept alive.
 	IdleDeadline time.Time
+	// HostUIDBase is the host UID of the sandbox's root in its user
+	// namespace; 0 without one.
+	HostUIDBase uint32
 }
 
 func (b *box) info() Info {
@@ -194,6 +205,9 @@ func (b *box) info() Info {
 		ID: b.id, Status: b.state(), StatusReason: b.rec.StatusReason, Image: b.rec.Image,
 		Runtime: b.rec.Runtime, Config: b.cfg, CreatedAt: b.rec.CreatedAt,
 		LastUsedAt: time.Unix(0, b.lastUsed.Load()).UTC(), StatusChangedAt: b.rec.StatusChangedAt,
+	}
+	if ids := b.hostIDs(); ids != nil {
+		inf.HostUIDBase = ids.Base
 	}
 	if b.running != nil && b.running.endpoint.Address.IsValid() {
 		inf.Address = b.running.endpoint.Address.String()
@@ -324,6 +338,10 @@ func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config) error {
 			return err
 		}
 	}
+	uidBase, err := m.allocateIDs(b, cfg.Runtime)
+	if err != nil {
+		return err
+	}
 	data, err := json.Marshal(cfg)
 	if err != nil {
 		return err
@@ -331,7 +349,7 @@ func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config) error {
 	now := m.now().UTC()
 	rec := store.Sandbox{
 		ID: b.id, Key: newKey(), Status: string(StatusCreating), Image: cfg.Image, Runtime: cfg.Runtime,
-		Config: data, NetSlot: slot, CreatedAt: now, LastUsedAt: now, StatusChangedAt: now,
+		Config: data, NetSlot: slot, CreatedAt: now, LastUsedAt: now, StatusChangedAt: now, HostUIDBase: uidBase,
 	}
 	if err := m.opts.Store.Insert(ctx, rec); err != nil {
 		return fmt.Errorf("recording sandbox %s: %w", b.id, err)
@@ -587,7 +605,7 @@ func (b *box) isGVisor() bool { return b.runtimeName() == RuntimeGVisor }
 // inside, run by runsc with CAP_SYS_ADMIN (which user code never has).
 func (m *Manager) nameWarm(ctx context.Context, w *box, inst *instance, name string) error {
 	if !w.isGVisor() {
-		return nameSandbox(inst.pid, m.paths(w.rec.Key).rootfs, name)
+		return nameSandbox(inst.pid, m.paths(w.rec.Key).rootfs, name, rootOwner(w.hostIDs()))
 	}
 	rt, err := m.runtimeOf(w)
 	if err != nil {

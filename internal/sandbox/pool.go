@@ -49,6 +49,19 @@ func (p *warmPool) slots() []int {
 	return out
 }
 
+// uidBases lists the host UID ranges the pool's sandboxes hold.
+func (p *warmPool) uidBases() []uint32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []uint32
+	for _, b := range append(append([]*box{}, p.ready...), p.booting...) {
+		if n := b.uidBase.Load(); n > 0 {
+			out = append(out, uint32(n))
+		}
+	}
+	return out
+}
+
 // warmConfig is the configuration of pool sandboxes: the defaults.
 func (m *Manager) warmConfig(ctx context.Context) (Config, error) {
 	cfg, err := m.opts.Policy.Resolve(Config{})
@@ -101,6 +114,7 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 	rec := store.Sandbox{
 		ID: b.id, Key: w.rec.Key, Status: string(StatusCreating), Image: cfg.Image, Runtime: cfg.Runtime,
 		Config: data, NetSlot: w.rec.NetSlot, CreatedAt: now, LastUsedAt: now, StatusChangedAt: now,
+		HostUIDBase: w.rec.HostUIDBase,
 	}
 	inst := w.running
 	if err := m.nameWarm(ctx, w, inst, b.id); err != nil {
@@ -116,6 +130,7 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 	b.status.Store(StatusCreating)
 	b.setConfig(cfg)
 	b.netSlot.Store(int64(rec.NetSlot) + 1)
+	b.uidBase.Store(int64(rec.HostUIDBase))
 	b.lastUsed.Store(now.UnixNano())
 	b.flushedAt.Store(now.UnixNano())
 	m.log.Info("sandbox created from the warm pool", "sandbox", b.id, "key", rec.Key)
@@ -136,11 +151,11 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 // nameSandbox sets the hostname of the sandbox whose init is pid, and
 // rewrites /etc/hostname and /etc/hosts in its root (mounted at rootDir;
 // the container sees the same overlay).
-func nameSandbox(pid int, rootDir, name string) error {
+func nameSandbox(pid int, rootDir, name string, owner int) error {
 	if err := setHostname(pid, name); err != nil {
 		return err
 	}
-	return writeRootFiles(rootDir, map[string]string{"hostname": name + "\n", "hosts": hostsFile(name)})
+	return writeRootFiles(rootDir, map[string]string{"hostname": name + "\n", "hosts": hostsFile(name)}, owner)
 }
 
 // setHostname enters the UTS namespace of pid on a locked thread, sets the
@@ -235,6 +250,9 @@ func (m *Manager) startWarm(ctx context.Context, w *box) error {
 			return err
 		}
 		w.rec.NetSlot = slot
+	}
+	if w.rec.HostUIDBase, err = m.allocateIDs(w, cfg.Runtime); err != nil {
+		return err
 	}
 	// Never make room for the pool: it takes only what is free.
 	if !m.tryReserve(w) {

@@ -34,6 +34,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 		b.setConfig(cfg)
 		b.status.Store(Status(rec.Status))
 		b.netSlot.Store(int64(rec.NetSlot) + 1)
+		b.uidBase.Store(int64(rec.HostUIDBase))
 		b.lastUsed.Store(rec.LastUsedAt.UnixNano())
 		b.flushedAt.Store(rec.LastUsedAt.UnixNano())
 		known[rec.Key] = true

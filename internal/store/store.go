@@ -34,7 +34,12 @@ type Sandbox struct {
 	// owner.
 	Config []byte
 	// NetSlot is the index of the sandbox's address block, -1 for none.
-	NetSlot         int
+	NetSlot int
+	// HostUIDBase is the first host UID (and GID) of the sandbox's user
+	// namespace, whose 65536 IDs are its alone while the row exists; 0:
+	// the sandbox has no user namespace (made before they existed, with
+	// --userns=false, or on gVisor).
+	HostUIDBase     uint32
 	CreatedAt       time.Time
 	LastUsedAt      time.Time
 	StatusChangedAt time.Time
@@ -62,6 +67,7 @@ var migrations = []string{
 		status_changed_at INTEGER NOT NULL
 	)`,
 	migrationPorts,
+	`ALTER TABLE sandboxes ADD COLUMN host_uid_base INTEGER NOT NULL DEFAULT 0`,
 }
 
 // Open opens (creating if needed) the database at path and brings its
@@ -114,13 +120,13 @@ func (s *Store) migrate() error {
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-const columns = `id, key, status, status_reason, image, runtime, config, net_slot, created_at, last_used_at, status_changed_at`
+const columns = `id, key, status, status_reason, image, runtime, config, net_slot, created_at, last_used_at, status_changed_at, host_uid_base`
 
 // Insert adds a new row; ErrExists if the ID is taken.
 func (s *Store) Insert(ctx context.Context, sb Sandbox) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO sandboxes (`+columns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?)`,
+	_, err := s.db.ExecContext(ctx, `INSERT INTO sandboxes (`+columns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`,
 		sb.ID, sb.Key, sb.Status, sb.StatusReason, sb.Image, sb.Runtime, sb.Config, sb.NetSlot,
-		sb.CreatedAt.UnixNano(), sb.LastUsedAt.UnixNano(), sb.StatusChangedAt.UnixNano())
+		sb.CreatedAt.UnixNano(), sb.LastUsedAt.UnixNano(), sb.StatusChangedAt.UnixNano(), sb.HostUIDBase)
 	if err != nil {
 		if exists, _ := s.exists(ctx, sb.ID); exists {
 			return ErrExists
@@ -243,7 +249,7 @@ func scan(r scanner) (Sandbox, error) {
 	var sb Sandbox
 	var created, used, changed int64
 	err := r.Scan(&sb.ID, &sb.Key, &sb.Status, &sb.StatusReason, &sb.Image, &sb.Runtime, &sb.Config,
-		&sb.NetSlot, &created, &used, &changed)
+		&sb.NetSlot, &created, &used, &changed, &sb.HostUIDBase)
 	if err != nil {
 		return Sandbox{}, err
 	}

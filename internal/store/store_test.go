@@ -32,6 +32,7 @@ func TestRoundTripAndReopen(t *testing.T) {
 	ctx := context.Background()
 	s, path := openTemp(t)
 	want := sample("demo", "k1", 3)
+	want.HostUIDBase = 1_065_536
 	if err := s.Insert(ctx, want); err != nil {
 		t.Fatal(err)
 	}

@@ -191,6 +191,10 @@ func (d *Daemon) Restart(t testing.TB) {
 // Start starts a stopped daemon again on the same state.
 func (d *Daemon) Start(t testing.TB) { d.start(t) }
 
+// AddArgs appends flags to those of the daemon's next start (a flag given
+// twice takes the later value).
+func (d *Daemon) AddArgs(args ...string) { d.args = append(d.args, args...) }
+
 // SetEnv replaces the extra environment of the daemon's next start.
 func (d *Daemon) SetEnv(env ...string) { d.env = env }
 

@@ -1,0 +1,270 @@
+package rootfs
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// IDRangeSize is how many host UIDs (and GIDs) a sandbox's user namespace
+// maps: 0-65535 inside, as a distribution's tools expect.
+const IDRangeSize = 65536
+
+// IDRange is a sandbox's host UID and GID range: root inside is Base on
+// the host, UID n inside is Base+n, for IDRangeSize IDs.
+type IDRange struct {
+	Base uint32
+}
+
+// Valid reports whether r is a range that leaves the host's own IDs
+// (0-65535) alone and fits in 32 bits.
+func (r IDRange) Valid() bool {
+	return r.Base >= IDRangeSize && uint64(r.Base)+IDRangeSize <= 1<<32-1
+}
+
+// idmappedDir is where a sandbox's idmapped lower layers are attached,
+// below the overlay target's parent (the sandbox's directory).
+const idmappedDir = "lower"
+
+// OpenUserNS returns a descriptor of a user namespace that maps r: what
+// mount_setattr(MOUNT_ATTR_IDMAP) takes. A process can only set up the
+// maps of a namespace it did not create itself from a multithreaded Go
+// program through a child, so a child is started in a new user namespace
+// (Go writes its uid_map and gid_map before it execs), its namespace
+// opened, and the child ended. The child is the host's cat(1) waiting on
+// a pipe: it never runs anything of the sandbox's.
+func (r IDRange) OpenUserNS() (*os.File, error) {
+	if !r.Valid() {
+		return nil, fmt.Errorf("host ID range %d is invalid", r.Base)
+	}
+	cat, err := exec.LookPath("cat")
+	if err != nil {
+		return nil, fmt.Errorf("a user namespace for the ID map needs cat(1): %w", err)
+	}
+	cmd := exec.Command(cat)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(r.Base), Size: IDRangeSize}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:                 unix.CLONE_NEWUSER,
+		UidMappings:                m,
+		GidMappings:                m,
+		GidMappingsEnableSetgroups: false,
+		Pdeathsig:                  unix.SIGKILL,
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting a process in a new user namespace: %w", err)
+	}
+	defer func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	f, err := os.Open("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/user")
+	if err != nil {
+		return nil, fmt.Errorf("opening the ID map's user namespace: %w", err)
+	}
+	return f, nil
+}
+
+// mountIDMapped attaches a read-only, idmapped copy of the mount at src on
+// target: files owned by host UID n appear owned by r.Base+n, so the
+// sandbox's root owns what the host's root owns in its image, while the
+// image on disk stays unchanged and shared. Read-only so that nothing,
+// not even a recursive delete of the sandbox's directory that reached it,
+// can change the image through it.
+func mountIDMapped(src, target string, userns *os.File) error {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("cloning %s for an idmapped mount: %w", src, err)
+	}
+	defer unix.Close(fd)
+	attr := unix.MountAttr{
+		Attr_set:  unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_RDONLY,
+		Userns_fd: uint64(userns.Fd()),
+	}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+		return fmt.Errorf("idmapping %s: %w", src, err)
+	}
+	if err := os.MkdirAll(target, 0o700); err != nil {
+		return err
+	}
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attaching idmapped %s on %s: %w", src, target, err)
+	}
+	return nil
+}
+
+// mountIDMappedLayers attaches each layer, idmapped for r, at
+// <base>/lower/<i> (unless already there: a daemon restart leaves them)
+// and returns those paths in the same order.
+func mountIDMappedLayers(base string, layers []string, r IDRange) (_ []string, err error) {
+	var userns *os.File
+	defer func() {
+		if userns != nil {
+			userns.Close()
+		}
+	}()
+	out := make([]string, len(layers))
+	for i, l := range layers {
+		target := filepath.Join(base, idmappedDir, strconv.Itoa(i))
+		out[i] = target
+		if err := os.MkdirAll(target, 0o700); err != nil {
+			return nil, err
+		}
+		if mounted, err := IsMountPoint(target); err != nil {
+			return nil, err
+		} else if mounted {
+			continue
+		}
+		if userns == nil {
+			if userns, err = r.OpenUserNS(); err != nil {
+				return nil, err
+			}
+		}
+		if err := mountIDMapped(l, target, userns); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// UnmountIDMapped detaches every idmapped layer of the sandbox whose
+// directory is dir and removes their mount points; a sandbox without them
+// is fine.
+func UnmountIDMapped(dir string) error {
+	root := filepath.Join(dir, idmappedDir)
+	entries, err := os.ReadDir(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		p := filepath.Join(root, e.Name())
+		if err := Unmount(p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// Remove, never RemoveAll: if the unmount did not take, this
+		// fails on a non-empty directory instead of walking the image.
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		os.Remove(root)
+	}
+	return errors.Join(errs...)
+}
+
+// ownUpper gives the upper directory's root (the sandbox's /), and a /tmp
+// the daemon made there, to the range's root, so that root inside owns
+// them; overlayfs takes the root directory's owner from the upper layer.
+// Only entries still owned by the host's root change: a sandbox's own
+// chown of / is kept.
+func ownUpper(upper string, r IDRange) error {
+	for _, p := range []string{upper, filepath.Join(upper, "tmp")} {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			return err
+		}
+		if st.Uid != 0 || st.Gid != 0 {
+			continue
+		}
+		if err := unix.Lchown(p, int(r.Base), int(r.Base)); err != nil {
+			return fmt.Errorf("giving %s to the sandbox's root: %w", p, err)
+		}
+		// chown may clear set-ID bits; put the mode back as it was.
+		if err := unix.Chmod(p, st.Mode&0o7777); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ProbeIDMap checks, in a scratch directory below dir (on the state
+// directory's filesystem, where layers live), that this kernel gives a
+// user namespace mapping r and an overlay on an idmapped lower layer whose
+// files belong to r's root. Everything it mounts is gone when it returns.
+func ProbeIDMap(dir string, r IDRange) error {
+	scratch := filepath.Join(dir, "idmap")
+	os.RemoveAll(scratch) // a leftover of a crash: nothing is mounted there any more
+	layer := filepath.Join(scratch, "layer")
+	if err := os.MkdirAll(layer, 0o755); err != nil {
+		return err
+	}
+	defer os.RemoveAll(scratch)
+	if err := os.WriteFile(filepath.Join(layer, "f"), nil, 0o644); err != nil {
+		return err
+	}
+	ov := Overlay{Layers: []string{layer}, Upper: filepath.Join(scratch, "upper"), Work: filepath.Join(scratch, "work"),
+		Target: filepath.Join(scratch, "root"), IDs: &r}
+	if err := ov.Mount(); err != nil {
+		return err
+	}
+	defer ov.Unmount()
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(ov.Target, "f"), &st); err != nil {
+		return err
+	}
+	if st.Uid != r.Base {
+		return fmt.Errorf("a layer's root-owned file shows as owned by %d through the overlay, not by %d", st.Uid, r.Base)
+	}
+	return nil
+}
+
+// MountSysfs mounts, read-only on target, a sysfs whose network part is
+// the network namespace at netnsPath's. A runtime cannot mount sysfs for
+// a container in a user namespace that does not own the container's
+// network namespace (the daemon made that one, so the host owns it), and
+// crun then binds the host's /sys instead, which lists every host and
+// sandbox interface. The daemon mounts it for the container, from a
+// thread that enters the network namespace (sysfs takes its network view
+// from the mounting thread) and that is thrown away afterwards. Nothing
+// is done when target is already a mount point.
+func MountSysfs(netnsPath, target string) error {
+	if err := os.MkdirAll(target, 0o700); err != nil {
+		return err
+	}
+	if mounted, err := IsMountPoint(target); err != nil {
+		return err
+	} else if mounted {
+		return nil
+	}
+	ns, err := os.Open(netnsPath)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	errc := make(chan error, 1)
+	go func() {
+		goruntime.LockOSThread() // never unlocked: the thread dies in the sandbox's netns
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("entering the sandbox's network namespace: %w", err)
+			return
+		}
+		flags := uintptr(unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+		if err := unix.Mount("sysfs", target, "sysfs", flags, ""); err != nil {
+			errc <- fmt.Errorf("mounting a sysfs for the sandbox: %w", err)
+			return
+		}
+		errc <- nil
+	}()
+	return <-errc
+}

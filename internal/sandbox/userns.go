@@ -1,0 +1,156 @@
+package sandbox
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sandboxd/sandboxd/internal/rootfs"
+)
+
+// User namespaces. Every crun sandbox created while they are on
+// runs in a user namespace of its own: root inside is the first host UID
+// of a range of rootfs.IDRangeSize IDs that belongs to that sandbox alone,
+// so a process that escaped its other walls would be an unprivileged
+// user of the host. Ranges are allocated from Options.UserNSBase upward,
+// recorded in the sandbox's registry row (store.Sandbox.HostUIDBase) and
+// freed with it. A sandbox keeps the mode it was created with: one made
+// before user namespaces (or with them off) runs without, and says so in
+// its info; one that has a range always runs in it.
+//
+// gVisor sandboxes get none: runsc already runs its Sentry and gofer in a
+// user namespace of their own as an unprivileged host user, and the
+// sandbox's root is gVisor's, not the host kernel's.
+
+// DefaultUserNSBase is the first host UID of sandbox ranges by default:
+// above the IDs a host hands out to its own users and to subordinate ID
+// ranges (/etc/subuid starts at 100000 and grows by 65536 per user).
+const DefaultUserNSBase = 1_000_000
+
+// hostIDs is b's host ID range, or nil when b has no user namespace.
+func (b *box) hostIDs() *rootfs.IDRange {
+	if b.rec.HostUIDBase == 0 || b.isGVisor() {
+		return nil
+	}
+	return &rootfs.IDRange{Base: b.rec.HostUIDBase}
+}
+
+// allocateIDs picks for self the lowest range at or above the base that
+// overlaps no other sandbox's (registered, being created, or in the warm
+// pool), and marks it taken in self; 0 when self, to run on runtimeName,
+// gets no user namespace.
+func (m *Manager) allocateIDs(self *box, runtimeName string) (uint32, error) {
+	if !m.opts.UserNS || runtimeName == RuntimeGVisor {
+		return 0, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var used []uint32
+	for _, b := range m.boxes {
+		if b != self {
+			if n := b.uidBase.Load(); n > 0 {
+				used = append(used, uint32(n))
+			}
+		}
+	}
+	used = append(used, m.pool.uidBases()...)
+	base := uint64(m.opts.UserNSBase)
+	if base == 0 {
+		base = DefaultUserNSBase
+	}
+	for c := base; c+rootfs.IDRangeSize <= 1<<32-1; c += rootfs.IDRangeSize {
+		if !overlapsAny(c, used) {
+			self.uidBase.Store(int64(c))
+			return uint32(c), nil
+		}
+	}
+	return 0, fmt.Errorf("%w: every host UID range from %d up is in use", ErrCapacity, base)
+}
+
+// overlapsAny reports whether the range starting at c overlaps one of
+// the ranges starting at used (ranges recorded under another base need
+// not be aligned with this one's).
+func overlapsAny(c uint64, used []uint32) bool {
+	for _, u := range used {
+		if c < uint64(u)+rootfs.IDRangeSize && uint64(u) < c+rootfs.IDRangeSize {
+			return true
+		}
+	}
+	return false
+}
+
+// rootOwner is the host UID of the sandbox's root: ids's base, or -1
+// (the host's root, left as it is) without a user namespace.
+func rootOwner(ids *rootfs.IDRange) int {
+	if ids == nil {
+		return -1
+	}
+	return int(ids.Base)
+}
+
+// idmapMounts returns the image's mounts (the host's /usr) idmapped for
+// ids by the runtime, so that the host's root-owned files are the
+// sandbox's root's inside, as the image's layers are.
+func idmapMounts(mounts []specs.Mount, ids *rootfs.IDRange) []specs.Mount {
+	if ids == nil {
+		return mounts
+	}
+	out := make([]specs.Mount, len(mounts))
+	for i, mt := range mounts {
+		mt.Options = append(append([]string{}, mt.Options...), "idmap")
+		out[i] = mt
+	}
+	return out
+}
+
+// giveToRange makes the host files the sandbox's root must write
+// (bind-mounted cgroup.procs files) belong to its range's root.
+func giveToRange(mounts []specs.Mount, ids *rootfs.IDRange) error {
+	if ids == nil {
+		return nil
+	}
+	for _, mt := range mounts {
+		if err := os.Lchown(mt.Source, int(ids.Base), int(ids.Base)); err != nil {
+			return fmt.Errorf("giving %s to the sandbox's root: %w", filepath.Base(mt.Source), err)
+		}
+	}
+	return nil
+}
+
+// rootPath is the root's path in the spec. With a user namespace, the
+// runtime sets the root up as the sandbox's root, an unprivileged host
+// user who may not search the state directory's ancestors (0700 here);
+// a path relative to the bundle, the runtime's working directory, needs
+// only the bundle and the sandbox's directory (letRangeReachRoot).
+func rootPath(p paths, ids *rootfs.IDRange) string {
+	if ids == nil {
+		return p.rootfs
+	}
+	return filepath.Join("..", filepath.Base(p.rootfs))
+}
+
+// letRangeReachRoot lets the range's root, and no other host user,
+// search the sandbox's directory and bundle (root:base, 0710): enough to
+// reach the root from the bundle, not to list or read anything else.
+func letRangeReachRoot(p paths, ids *rootfs.IDRange) error {
+	if ids == nil {
+		return nil
+	}
+	for _, d := range []string{p.dir, p.bundle} {
+		if err := os.Lchown(d, 0, int(ids.Base)); err != nil {
+			return err
+		}
+		if err := os.Chmod(d, 0o710); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sysfsDir is where, in its run directory, a sandbox in a user namespace
+// has the sysfs the daemon mounted for it (rootfs.MountSysfs).
+const sysfsDir = "sys"
+
+func (p paths) sysfs() string { return filepath.Join(p.run, sysfsDir) }
