@@ -117,6 +117,7 @@ type paths struct {
 	etc                                   string // where older daemons kept /etc files
 	disk, diskImage                       string // with a disk quota
 	run, socket                           string // in RunDir
+	sysfs                                 string // in RunDir: see MountSysfs
 }
 
 // paths are a sandbox's places on the host. With a disk quota, the
@@ -131,6 +132,7 @@ func (m *Manager) paths(key string) paths {
 		bundle: filepath.Join(dir, "bundle"), log: filepath.Join(dir, "agent.log"),
 		disk: filepath.Join(dir, "disk"), diskImage: filepath.Join(dir, "disk.img"),
 		run: run, socket: filepath.Join(run, "agent.sock"),
+		sysfs: filepath.Join(m.opts.RunDir, "sysfs", key),
 	}
 }
 
@@ -410,7 +412,7 @@ func (m *Manager) writeBundle(b *box, rt *runtime.Runtime, img *rootfs.Image, p 
 	}
 	if ids != nil {
 		opts.HostUIDBase = ids.Base
-		opts.Sysfs = p.sysfs()
+		opts.Sysfs = p.sysfs
 		if err := rootfs.MountSysfs(ep.NetnsPath, opts.Sysfs); err != nil {
 			return err
 		}
@@ -577,6 +579,7 @@ func (m *Manager) teardown(ctx context.Context, b *box) error {
 		unmountDisk(ctx, p),
 		m.opts.Network.Detach(ctx, key),
 		removeRunDir(p.run),
+		removeSysfs(p.sysfs),
 	)
 	return errors.Join(errs...)
 }
@@ -657,12 +660,8 @@ func listenAgent(path string) (*os.File, error) {
 }
 
 // removeRunDir removes a sandbox's socket directory, unmounting its tmpfs
-// (gVisor sandboxes, and sandboxes of daemons before listenAgent) and its
-// sysfs (sandboxes in a user namespace).
+// (gVisor sandboxes, and sandboxes of daemons before listenAgent).
 func removeRunDir(dir string) error {
-	if err := rootfs.Unmount(filepath.Join(dir, sysfsDir)); err != nil {
-		return err
-	}
 	return errors.Join(rootfs.UnmountWait(dir, time.Second), os.RemoveAll(dir))
 }
 

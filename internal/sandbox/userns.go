@@ -1,7 +1,9 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -149,8 +151,15 @@ func letRangeReachRoot(p paths, ids *rootfs.IDRange) error {
 	return nil
 }
 
-// sysfsDir is where, in its run directory, a sandbox in a user namespace
-// has the sysfs the daemon mounted for it (rootfs.MountSysfs).
-const sysfsDir = "sys"
-
-func (p paths) sysfs() string { return filepath.Join(p.run, sysfsDir) }
+// removeSysfs unmounts the sysfs the daemon mounted for a sandbox in a
+// user namespace and removes its mount point (never RemoveAll: that would
+// walk a sysfs still mounted).
+func removeSysfs(dir string) error {
+	if err := rootfs.Unmount(dir); err != nil {
+		return err
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
