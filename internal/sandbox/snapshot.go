@@ -118,6 +118,13 @@ func (m *Manager) copyFrozen(ctx context.Context, b *box) (*snapshot.Copy, time.
 	if cerr != nil {
 		return nil, 0, cerr
 	}
+	if ids := b.hostIDs(); ids != nil {
+		// Layers are stored 0-based, whichever range they came from.
+		if err := cp.ShiftOwners(ids.Base); err != nil {
+			cp.Discard()
+			return nil, 0, err
+		}
+	}
 	if rerr != nil {
 		cp.Discard()
 		return nil, 0, fmt.Errorf("thawing %s: %w", b.id, rerr)

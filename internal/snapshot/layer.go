@@ -201,3 +201,39 @@ func hashXattrs(h hash.Hash, path string) error {
 	}
 	return nil
 }
+
+// ShiftOwners stores the copy of a sandbox that runs in a user namespace
+// whose root is host UID base as a layer whose owners are 0-based, like an
+// image's: every owner (UID, and GID alike) in [base, base+65536) becomes
+// its ID inside the sandbox. A fork then mounts the layer idmapped for its
+// own range, or as it is without one. Set-ID bits, which chown clears, are
+// put back.
+func (c *Copy) ShiftOwners(base uint32) error {
+	const size = 65536
+	shift := func(id uint32) int {
+		if id >= base && uint64(id) < uint64(base)+size {
+			return int(id - base)
+		}
+		return int(id)
+	}
+	return filepath.WalkDir(c.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(path, &st); err != nil {
+			return err
+		}
+		uid, gid := shift(st.Uid), shift(st.Gid)
+		if uid == int(st.Uid) && gid == int(st.Gid) {
+			return nil
+		}
+		if err := unix.Lchown(path, uid, gid); err != nil {
+			return fmt.Errorf("shifting the owner of %s: %w", path, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFLNK && st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+			return unix.Chmod(path, st.Mode&0o7777)
+		}
+		return nil
+	})
+}
