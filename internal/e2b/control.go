@@ -137,9 +137,11 @@ type newSandboxRequest struct {
 		AllowOut           []string `json:"allowOut"`
 		DenyOut            []string `json:"denyOut"`
 	} `json:"network"`
-	AutoPause    *bool             `json:"autoPause"`
-	VolumeMounts []json.RawMessage `json:"volumeMounts"`
-	MCP          json.RawMessage   `json:"mcp"`
+	AutoPause *bool `json:"autoPause"`
+	// AutoPauseMemory false pauses at the timeout without memory.
+	AutoPauseMemory *bool             `json:"autoPauseMemory"`
+	VolumeMounts    []json.RawMessage `json:"volumeMounts"`
+	MCP             json.RawMessage   `json:"mcp"`
 }
 
 // sandboxAnswer is E2B's Sandbox (create and connect answers).
@@ -194,7 +196,8 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 	if len(req.EnvVars) > maxEnvs {
 		return controlErrorf(http.StatusBadRequest, "at most %d envVars", maxEnvs)
 	}
-	e := entry{TemplateID: req.TemplateID, AutoPause: req.AutoPause != nil && *req.AutoPause}
+	e := entry{TemplateID: req.TemplateID, AutoPause: req.AutoPause != nil && *req.AutoPause,
+		AutoPauseNoMemory: req.AutoPauseMemory != nil && !*req.AutoPauseMemory}
 	if req.Network != nil {
 		if len(req.Network.AllowOut) > 0 || len(req.Network.DenyOut) > 0 {
 			return controlErrorf(http.StatusBadRequest, "network allowOut/denyOut rules are not supported by sandboxd's E2B layer yet; use allowInternetAccess")
@@ -314,6 +317,9 @@ type sandboxDetail struct {
 		AutoResume bool   `json:"autoResume"`
 	} `json:"lifecycle"`
 }
+
+// errMemoryNotAsked marks a pause that was asked without memory.
+var errMemoryNotAsked = errors.New("pause without memory")
 
 // state is E2B's state of a sandbox: paused while this layer paused it
 // (stopped); running otherwise, sleeping included (sleep is transparent).
@@ -574,7 +580,7 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request, id string) erro
 	}
 	status := http.StatusOK
 	if state(e, sb) == "paused" {
-		if err := s.up.call(r.Context(), http.MethodPost, sandboxPath(id, "start"), nil, nil); err != nil {
+		if err := s.up.call(r.Context(), http.MethodPost, sandboxPath(id, "resume"), nil, nil); err != nil {
 			return err
 		}
 		status = http.StatusCreated
@@ -601,7 +607,13 @@ func (s *Server) pauseRoute(w http.ResponseWriter, r *http.Request, id string) e
 	if state(e, sb) == "paused" {
 		return controlErrorf(http.StatusConflict, "sandbox %q is already paused", id)
 	}
-	if err := s.pause(r.Context(), id); err != nil {
+	var req struct {
+		Memory *bool `json:"memory"`
+	}
+	if err := decodeControl(r, &req); err != nil {
+		return err
+	}
+	if err := s.pause(r.Context(), id, req.Memory == nil || *req.Memory); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -610,12 +622,25 @@ func (s *Server) pauseRoute(w http.ResponseWriter, r *http.Request, id string) e
 
 // pause stops a sandbox, keeping its files (sandboxd's stop: processes
 // and memory are not kept), and stops its deadline.
-func (s *Server) pause(ctx context.Context, id string) error {
-	if err := s.up.call(ctx, http.MethodPost, sandboxPath(id, "stop"), nil, nil); err != nil {
-		return err
+func (s *Server) pause(ctx context.Context, id string, keepMemory bool) error {
+	// sandboxd's pause keeps memory where the runtime can; where it cannot
+	// (MEMORY_SNAPSHOT_UNSUPPORTED, today on every runtime) E2B's pause
+	// falls back to a filesystem-only pause, which is what E2B's
+	// keepMemory: false asks for anyway: files kept, processes not.
+	err := errMemoryNotAsked
+	if keepMemory {
+		err = s.up.call(ctx, http.MethodPost, sandboxPath(id, "pause"), api.PauseRequest{}, nil)
+	}
+	if err != nil {
+		if !isCode(err, api.CodeMemorySnapshotUnsupported) && err != errMemoryNotAsked {
+			return err
+		}
+		if err := s.up.call(ctx, http.MethodPost, sandboxPath(id, "pause"), api.PauseRequest{FilesystemOnly: true}, nil); err != nil {
+			return err
+		}
 	}
 	s.forget(id)
-	_, _, err := s.table.update(id, false, func(e *entry) { e.Paused = true })
+	_, _, err = s.table.update(id, false, func(e *entry) { e.Paused = true })
 	return err
 }
 

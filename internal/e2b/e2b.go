@@ -203,7 +203,7 @@ func (s *Server) expire(ctx context.Context) {
 	for _, e := range s.table.expired(s.now()) {
 		var err error
 		if e.AutoPause {
-			err = s.pause(ctx, e.ID)
+			err = s.pause(ctx, e.ID, !e.AutoPauseNoMemory)
 		} else {
 			err = s.kill(ctx, e.ID)
 		}

@@ -27,6 +27,8 @@ type entry struct {
 	// EndAt is when the sandbox is killed, or paused with AutoPause.
 	EndAt     time.Time `json:"endAt"`
 	AutoPause bool      `json:"autoPause,omitempty"`
+	// AutoPauseNoMemory: the timeout's pause keeps files only.
+	AutoPauseNoMemory bool `json:"autoPauseNoMemory,omitempty"`
 	// Paused is set while the sandbox is paused by this layer (stopped);
 	// its deadline does not run then.
 	Paused bool `json:"paused,omitempty"`
