@@ -15,7 +15,8 @@ import (
 // BenchmarkE2B measures the E2B layer with the official E2B JS SDK
 // (e2e/testdata/e2bclient/bench.mjs, installed by `scripts/deps.sh test`):
 // commands.run('true') through /e2b beside sandboxd's own exec of `true`
-// from the same Node process, and Sandbox.create to the first command's
+// and beside the same work (a bash -l -c true process and its log stream)
+// through sandboxd's process API, from the same Node process, and Sandbox.create to the first command's
 // result with a warm pool of one (refilled outside the measurement).
 func BenchmarkE2B(b *testing.B) {
 	dir, err := filepath.Abs("../e2e/testdata/e2bclient")
@@ -39,7 +40,7 @@ func BenchmarkE2B(b *testing.B) {
 		}
 		type pcts struct{ P50, P95, P99, N float64 }
 		var res struct {
-			Run, Exec, CreateToFirstResult pcts
+			Run, Exec, Process, CreateToFirstResult pcts
 		}
 		if err := json.Unmarshal(out, &res); err != nil {
 			b.Fatalf("reading %q: %v", out, err)
@@ -48,11 +49,13 @@ func BenchmarkE2B(b *testing.B) {
 		b.ReportMetric(res.Run.P95, "run-p95-ms")
 		b.ReportMetric(res.Exec.P50, "exec-p50-ms")
 		b.ReportMetric(res.Exec.P95, "exec-p95-ms")
+		b.ReportMetric(res.Process.P50, "process-p50-ms")
 		b.ReportMetric(res.Run.P50/res.Exec.P50, "run/exec-p50")
+		b.ReportMetric(res.Run.P50/res.Process.P50, "run/process-p50")
 		b.ReportMetric(res.CreateToFirstResult.P50, "create-to-result-p50-ms")
 		b.ReportMetric(res.CreateToFirstResult.P95, "create-to-result-p95-ms")
 		b.ReportMetric(0, "ns/op")
-		b.Logf("n=%v commands.run('true') p50=%.2fms p95=%.2fms; sandboxd exec p50=%.2fms p95=%.2fms; create to first result p50=%.2fms p95=%.2fms",
-			res.Run.N, res.Run.P50, res.Run.P95, res.Exec.P50, res.Exec.P95, res.CreateToFirstResult.P50, res.CreateToFirstResult.P95)
+		b.Logf("n=%v commands.run('true') p50=%.2fms p95=%.2fms; sandboxd exec p50=%.2fms p95=%.2fms; sandboxd process (bash -l -c true) p50=%.2fms p95=%.2fms; create to first result p50=%.2fms p95=%.2fms",
+			res.Run.N, res.Run.P50, res.Run.P95, res.Exec.P50, res.Exec.P95, res.Process.P50, res.Process.P95, res.CreateToFirstResult.P50, res.CreateToFirstResult.P95)
 	})
 }

@@ -2,7 +2,8 @@
 // commands.run('true') through /e2b beside sandboxd's own exec of `true`
 // (POST /v1/sandboxes/{id}/exec, from the same Node process and HTTP
 // stack), and Sandbox.create to the first command's result with the warm
-// pool (waiting, outside the measurement, for the pool to refill).
+// pool (waiting, outside the measurement, for the pool to refill); and
+// the same work as an E2B command through sandboxd's process API.
 // Prints one JSON line of milliseconds.
 import { Sandbox } from 'e2b'
 
@@ -34,7 +35,22 @@ const exec = async () => {
   const body = await res.json()
   if (body.exitCode !== 0) throw new Error(JSON.stringify(body))
 }
-for (let i = 0; i < 10; i++) await exec()
+// The same work as an E2B command through sandboxd's own process API: a
+// background process running bash -l -c true as user, and its log
+// stream to the exit. run minus this is what the layer adds.
+const auth = { authorization: `Bearer ${token}` }
+const proc = async () => {
+  const res = await fetch(`${base}/v1/sandboxes/${sbx.sandboxId}/processes`, {
+    method: 'POST', headers: { ...auth, 'content-type': 'application/json' },
+    body: JSON.stringify({ command: "exec '/bin/bash' '-l' '-c' 'true'", user: 'user', cwd: '/home/user', autoCleanup: true }),
+  })
+  const p = await res.json()
+  const logs = await fetch(`${base}/v1/sandboxes/${sbx.sandboxId}/processes/${p.id}/logs/stream`, { headers: auth })
+  const text = await logs.text()
+  if (!text.includes('event: exit')) throw new Error(text)
+}
+const own2 = []
+for (let i = 0; i < 10; i++) { await exec(); await proc() }
 for (let i = 0; i < n; i++) {
   let t = performance.now()
   await sbx.commands.run('true')
@@ -42,6 +58,9 @@ for (let i = 0; i < n; i++) {
   t = performance.now()
   await exec()
   own.push(performance.now() - t)
+  t = performance.now()
+  await proc()
+  own2.push(performance.now() - t)
 }
 await sbx.kill()
 
@@ -54,4 +73,4 @@ for (let i = 0; i < n; i++) {
   create.push(performance.now() - t)
   await s.kill()
 }
-console.log(JSON.stringify({ run: summary(e2b), exec: summary(own), createToFirstResult: summary(create) }))
+console.log(JSON.stringify({ run: summary(e2b), exec: summary(own), process: summary(own2), createToFirstResult: summary(create) }))
