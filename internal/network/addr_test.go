@@ -134,10 +134,15 @@ func TestConfigValidate(t *testing.T) {
 // deliberate change and review the diff.
 func TestRuleset(t *testing.T) {
 	m := &Manager{cfg: Config{
-		Subnet: DefaultSubnet,
-		DNS:    []netip.Addr{netip.MustParseAddr("192.168.1.1"), netip.MustParseAddr("1.1.1.1")},
+		Subnet:  DefaultSubnet,
+		DNS:     []netip.Addr{netip.MustParseAddr("192.168.1.1"), netip.MustParseAddr("1.1.1.1")},
+		DNSPort: 5353, CheckPort: 5354,
 	}.withDefaults()}
 	allows := map[string]allowEntry{
+		"c": {addr: netip.MustParseAddr("10.203.0.10"), egress: Egress{
+			AllowDomains: []string{"*.pythonhosted.org", "pypi.org"}, DefaultDeny: true,
+			DenyCIDRs: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")},
+		}},
 		"b": {addr: netip.MustParseAddr("10.203.0.6"), host: []netip.Prefix{netip.MustParsePrefix("10.203.0.5/32")}},
 		"a": {addr: netip.MustParseAddr("10.203.0.2"), cidrs: []netip.Prefix{
 			netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.168.1.10/32"),

@@ -30,6 +30,17 @@
 //     100.64/10, 169.254/16, 127/8, 0/8, 224/4, 240/4) or to the host's own
 //     networks (its interfaces' subnets and its gateways, listed by Setup) is
 //     dropped; the rest (the public internet) is accepted and masqueraded.
+//   - With Config.DNSPort set, a sandbox's DNS to Config.DNS is redirected to
+//     the daemon's forwarder (internal/egress) and DNS anywhere else is
+//     dropped; then each sandbox's Egress applies in the forward chain, in
+//     this order: its denyCidrs (deny set), its allowCidrs (allow set), the
+//     blocked ranges, addresses DNS answers closed (dns_deny) or opened
+//     (dns_allow, both with timeouts from the TTL, filled through Resolved),
+//     and default_deny. What a policy drops goes through the denied chain,
+//     which counts it per sandbox (counted set). TCP 80/443 to an address
+//     in the dns sets is redirected to the name checker (Config.CheckPort).
+//     SetPolicy replaces a running sandbox's policy in one transaction and
+//     deletes the conntrack entries of what the new one denies (egress.go).
 //   - New connections into a sandbox (forwarded from elsewhere, another
 //     sandbox included, or from the host itself) are dropped: inbound traffic
 //     reaches a sandbox only through the preview proxy, which dials inside the

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -70,6 +71,16 @@ type Config struct {
 	// By default they are in it: the LAN and the router a host sits on are
 	// its neighbours, even when their addresses are public.
 	OpenHostNetworks bool
+	// DNSPort, when not 0, is the port of the daemon's DNS forwarder on the
+	// host (udp and tcp, every address): a sandbox's DNS to the servers in
+	// DNS is redirected there, and its DNS to any other server is dropped.
+	// 0 lets sandboxes query the servers in DNS directly (no domain policy).
+	DNSPort uint16
+	// CheckPort, when not 0 (and DNSPort is set), is the port of the
+	// daemon's name checker (TCP, every address): a sandbox's connections
+	// to ports 80 and 443 of addresses in the dns sets are redirected
+	// there, to be let through by the name they carry.
+	CheckPort uint16
 }
 
 func (c Config) withDefaults() Config {
@@ -161,6 +172,11 @@ type Manager struct {
 	// from it, so it outlives a second Setup but not a daemon restart: after
 	// one, Create must be called again for every sandbox that is kept.
 	allows map[string]allowEntry
+	// byAddr finds a sandbox's key by its address, for the DNS forwarder.
+	byAddr map[netip.Addr]string
+	// resolved are the addresses each sandbox's DNS answers opened or
+	// closed (egress.go), by key.
+	resolved map[string]resolvedAddrs
 }
 
 // New checks cfg and returns a Manager. It changes nothing on the host; call
@@ -179,7 +195,8 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("network: netlink handle: %w", err)
 	}
-	return &Manager{cfg: cfg, nftPath: nftPath, host: h, allows: map[string]allowEntry{}}, nil
+	return &Manager{cfg: cfg, nftPath: nftPath, host: h, allows: map[string]allowEntry{},
+		byAddr: map[netip.Addr]string{}, resolved: map[string]resolvedAddrs{}}, nil
 }
 
 // Close releases the Manager's netlink sockets. It changes nothing on the
@@ -225,6 +242,8 @@ func (m *Manager) Setup(ctx context.Context) error {
 	m.nftMu.Lock()
 	defer m.nftMu.Unlock()
 	m.blocked = m.blockedSet(hostNets)
+	// The rebuilt table's dns sets are empty: forget what they held.
+	clear(m.resolved)
 	if err := m.runNft(ctx, m.ruleset(m.allows)); err != nil {
 		return fmt.Errorf("network setup: installing table %s: %w", m.cfg.Table, err)
 	}
@@ -245,6 +264,8 @@ func (m *Manager) Teardown(ctx context.Context) error {
 	}
 	m.setUp = false
 	clear(m.allows)
+	clear(m.byAddr)
+	clear(m.resolved)
 	return nil
 }
 
@@ -265,6 +286,9 @@ type CreateOptions struct {
 	// the sandboxes' gateways) that the sandbox may open connections to:
 	// whatever listens there, on any port. Internet mode only.
 	AllowHostCIDRs []netip.Prefix
+	// Egress is the sandbox's policy by name and address. Internet mode
+	// only; domains must be canonical (ParseDomain).
+	Egress Egress
 }
 
 // Endpoint is a sandbox's network as created.
@@ -284,6 +308,8 @@ type Endpoint struct {
 	// Config.Subnet; AllowHostCIDRs is CreateOptions.AllowHostCIDRs
 	// normalised.
 	AllowCIDRs, AllowHostCIDRs []netip.Prefix
+	// Egress is CreateOptions.Egress normalised.
+	Egress Egress
 }
 
 // Create makes sure key's network exists as opts says and returns it. It is
@@ -301,8 +327,8 @@ func (m *Manager) Create(ctx context.Context, key string, opts CreateOptions) (_
 	var link Link
 	switch opts.Mode {
 	case ModeNone:
-		if len(opts.AllowCIDRs) > 0 || len(opts.AllowHostCIDRs) > 0 {
-			return nil, fmt.Errorf("creating network for %s: AllowCIDRs and AllowHostCIDRs need mode %q", key, ModeInternet)
+		if len(opts.AllowCIDRs) > 0 || len(opts.AllowHostCIDRs) > 0 || !opts.Egress.empty() {
+			return nil, fmt.Errorf("creating network for %s: AllowCIDRs, AllowHostCIDRs and Egress need mode %q", key, ModeInternet)
 		}
 	case ModeInternet:
 		if link, err = LinkForSlot(m.cfg.Subnet, opts.Slot); err != nil {
@@ -313,6 +339,9 @@ func (m *Manager) Create(ctx context.Context, key string, opts CreateOptions) (_
 		}
 		ep.AllowCIDRs = withoutPrefix(ep.AllowCIDRs, m.cfg.Subnet)
 		if ep.AllowHostCIDRs, err = normalizeCIDRs(opts.AllowHostCIDRs); err != nil {
+			return nil, fmt.Errorf("creating network for %s: %w", key, err)
+		}
+		if ep.Egress, err = normalizeEgress(opts.Egress); err != nil {
 			return nil, fmt.Errorf("creating network for %s: %w", key, err)
 		}
 		ep.Address, ep.Gateway = link.Address, link.Gateway
@@ -359,7 +388,7 @@ func (m *Manager) Create(ctx context.Context, key string, opts CreateOptions) (_
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := m.setAllows(ctx, key, allowEntry{addr: link.Address, cidrs: ep.AllowCIDRs, host: ep.AllowHostCIDRs}, &undo); err != nil {
+	if err := m.setAllows(ctx, key, allowEntry{addr: link.Address, cidrs: ep.AllowCIDRs, host: ep.AllowHostCIDRs, egress: ep.Egress}, &undo); err != nil {
 		return nil, err
 	}
 	if err := failpoint("allows"); err != nil {
@@ -396,11 +425,21 @@ func (m *Manager) isSetUp() bool {
 // elements let through and the new ones do not are removed from conntrack, or
 // "established" would keep them alive.
 func (m *Manager) setAllows(ctx context.Context, key string, want allowEntry, undo *cleanup) error {
+	m.nftMu.Lock()
+	defer m.nftMu.Unlock()
+	// Every sandbox with an address is known to the DNS forwarder, policy
+	// or not; a sandbox without an address (destroyed, mode none) is not.
+	for a, k := range m.byAddr {
+		if k == key && a != want.addr {
+			delete(m.byAddr, a)
+		}
+	}
+	if want.addr.IsValid() {
+		m.byAddr[want.addr] = key
+	}
 	if want.empty() {
 		want = allowEntry{}
 	}
-	m.nftMu.Lock()
-	defer m.nftMu.Unlock()
 	old := m.allows[key]
 	if old.equal(want) {
 		return nil
@@ -408,20 +447,49 @@ func (m *Manager) setAllows(ctx context.Context, key string, want allowEntry, un
 	if !m.setUp {
 		return errors.New("updating allow set: Setup has not run")
 	}
-	if script := m.allowUpdate(old, want); script != "" {
-		if err := m.runNft(ctx, script); err != nil {
+	// The dns sets' elements were decided under the old policy: decide them
+	// again under the new one, in the same transaction. A new address
+	// (another slot) or a policy without names starts afresh.
+	now := time.Now()
+	r := m.resolved[key]
+	r.prune(now)
+	oldAllow, oldDeny := r.verdicts(old.egress, now)
+	if old.addr != want.addr || !want.egress.hasDomains() {
+		r = nil
+	}
+	newAllow, newDeny := r.verdicts(want.egress, now)
+	var b strings.Builder
+	b.WriteString(m.allowUpdate(old, want))
+	if old.addr != want.addr {
+		m.dnsUpdate(&b, old.addr, oldAllow, oldDeny, nil, nil, now, false)
+		m.dnsUpdate(&b, want.addr, nil, nil, newAllow, newDeny, now, false)
+	} else {
+		m.dnsUpdate(&b, want.addr, oldAllow, oldDeny, newAllow, newDeny, now, false)
+	}
+	if b.Len() > 0 {
+		if err := m.runNft(ctx, b.String()); err != nil {
 			return fmt.Errorf("updating allow set: %w", err)
 		}
 	}
 	if want.empty() {
 		delete(m.allows, key)
+		delete(m.resolved, key)
 	} else {
 		m.allows[key] = want
+		if r == nil {
+			delete(m.resolved, key)
+		}
 	}
 	if undo != nil {
 		undo.push(func() error { return m.setAllows(context.Background(), key, old, nil) })
 	}
-	return m.forgetFlows(old, want)
+	if err := m.forgetFlows(old, want); err != nil {
+		return err
+	}
+	if old.addr == want.addr && !want.egress.empty() {
+		return m.cutDenied(want, newAllow, newDeny)
+	}
+	return nil
 }
 
 // forgetFlows deletes the conntrack entries of connections from old.addr to

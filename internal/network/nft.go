@@ -36,12 +36,16 @@ type allowEntry struct {
 	addr  netip.Addr
 	cidrs []netip.Prefix
 	host  []netip.Prefix
+	// egress is the sandbox's policy by name and address: its DenyCIDRs
+	// go into the deny set, DefaultDeny puts addr into default_deny, and
+	// every sandbox with a policy is in the counted set.
+	egress Egress
 }
 
-func (a allowEntry) empty() bool { return len(a.cidrs) == 0 && len(a.host) == 0 }
+func (a allowEntry) empty() bool { return len(a.cidrs) == 0 && len(a.host) == 0 && a.egress.empty() }
 
 func (a allowEntry) equal(b allowEntry) bool {
-	return a.addr == b.addr && slices.Equal(a.cidrs, b.cidrs) && slices.Equal(a.host, b.host)
+	return a.addr == b.addr && slices.Equal(a.cidrs, b.cidrs) && slices.Equal(a.host, b.host) && a.egress.equal(b.egress)
 }
 
 // ruleset is the whole table, as `nft -f` input. The first two lines make the
@@ -53,6 +57,7 @@ func (m *Manager) ruleset(allows map[string]allowEntry) string {
 	t := m.cfg.Table
 	sbx := fmt.Sprintf("%q", m.cfg.InterfacePrefix+"*")
 	subnet := m.cfg.Subnet.String()
+	fwd := m.cfg.DNSPort != 0
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 
 	p("table inet %s {}", t)
@@ -81,6 +86,44 @@ func (m *Manager) ruleset(allows map[string]allowEntry) string {
 	}
 	p("\t}")
 	p("")
+	p("\t# (sandbox address . destination) pairs a sandbox never reaches: its")
+	p("\t# policy's denyCidrs, which win over everything else.")
+	p("\tset deny {")
+	p("\t\ttype ipv4_addr . ipv4_addr")
+	p("\t\tflags interval")
+	if elems := allowElements(allows, func(a allowEntry) []netip.Prefix { return a.egress.DenyCIDRs }); elems != "" {
+		p("\t\telements = { %s }", elems)
+	}
+	p("\t}")
+	p("")
+	p("\t# Sandboxes whose policy's default is deny, and those with any policy")
+	p("\t# (their denied packets are counted per sandbox).")
+	p("\tset default_deny {")
+	p("\t\ttype ipv4_addr")
+	if elems := addrElements(allows, func(a allowEntry) bool { return a.egress.DefaultDeny }); elems != "" {
+		p("\t\telements = { %s }", elems)
+	}
+	p("\t}")
+	p("\tset counted {")
+	p("\t\ttype ipv4_addr")
+	p("\t\tcounter")
+	if elems := addrElements(allows, func(a allowEntry) bool { return !a.egress.empty() }); elems != "" {
+		p("\t\telements = { %s }", elems)
+	}
+	p("\t}")
+	p("")
+	p("\t# (sandbox address . address) pairs that DNS answers to the sandbox")
+	p("\t# opened (allowed names) or closed (denied names), each for its TTL;")
+	p("\t# filled by the daemon's DNS forwarder. A daemon restart empties them.")
+	p("\tset dns_allow {")
+	p("\t\ttype ipv4_addr . ipv4_addr")
+	p("\t\tflags timeout")
+	p("\t}")
+	p("\tset dns_deny {")
+	p("\t\ttype ipv4_addr . ipv4_addr")
+	p("\t\tflags timeout")
+	p("\t}")
+	p("")
 	p("\t# DNS servers sandboxes may query on port 53 wherever they are.")
 	p("\tset dns {")
 	p("\t\ttype ipv4_addr")
@@ -104,16 +147,47 @@ func (m *Manager) ruleset(allows map[string]allowEntry) string {
 	p("\t\tiifname %s meta nfproto ipv6 drop", sbx)
 	p("\t\tiifname %s ip saddr != %s drop", sbx, subnet)
 	p("\t\tiifname %s fib saddr . iif oif missing drop", sbx)
+	if fwd {
+		p("\t\t# Nor does anything else send from a sandbox's address.")
+		p("\t\tiifname != \"lo\" iifname != %s ip saddr %s drop", sbx, subnet)
+	}
 	p("\t}")
 	p("")
+	if fwd {
+		p("\t# A sandbox's DNS to its name servers goes to the daemon's forwarder,")
+		p("\t# which answers by the sandbox's policy and fills the dns sets.")
+		p("\tchain dns_redirect {")
+		p("\t\ttype nat hook prerouting priority dstnat; policy accept;")
+		p("\t\tiifname %s ip daddr @dns meta l4proto { tcp, udp } th dport 53 redirect to :%d", sbx, m.cfg.DNSPort)
+		if m.cfg.CheckPort != 0 {
+			p("\t\t# Ports 80 and 443 of addresses names opened or closed: by name.")
+			p("\t\tiifname %s ip saddr . ip daddr @dns_allow tcp dport { 80, 443 } redirect to :%d", sbx, m.cfg.CheckPort)
+			p("\t\tiifname %s ip saddr . ip daddr @dns_deny tcp dport { 80, 443 } redirect to :%d", sbx, m.cfg.CheckPort)
+		}
+		p("\t}")
+		p("")
+	}
 	p("\tchain input {")
 	p("\t\ttype filter hook input priority filter; policy accept;")
 	p("\t\tiifname %s jump sandbox_to_host", sbx)
+	if fwd {
+		p("\t\tmeta l4proto { tcp, udp } th dport %d drop", m.cfg.DNSPort)
+		if m.cfg.CheckPort != 0 {
+			p("\t\ttcp dport %d drop", m.cfg.CheckPort)
+		}
+	}
 	p("\t}")
 	p("")
 	p("\tchain sandbox_to_host {")
 	p("\t\tct state established,related accept")
-	p("\t\tip daddr @dns meta l4proto { tcp, udp } th dport 53 accept")
+	if fwd {
+		p("\t\tct status dnat meta l4proto { tcp, udp } th dport %d accept", m.cfg.DNSPort)
+		if m.cfg.CheckPort != 0 {
+			p("\t\tct status dnat tcp dport %d accept", m.cfg.CheckPort)
+		}
+	} else {
+		p("\t\tip daddr @dns meta l4proto { tcp, udp } th dport 53 accept")
+	}
 	p("\t\tip saddr . ip daddr @allow_host accept")
 	p("\t\tdrop")
 	p("\t}")
@@ -129,11 +203,26 @@ func (m *Manager) ruleset(allows map[string]allowEntry) string {
 	p("\tchain sandbox_egress {")
 	p("\t\tct state established,related accept")
 	p("\t\tct state invalid drop")
-	p("\t\tip daddr @dns meta l4proto { tcp, udp } th dport 53 accept")
+	if fwd {
+		p("\t\t# DNS only through the forwarder (redirected before this chain).")
+		p("\t\tmeta l4proto { tcp, udp } th dport 53 goto denied")
+	} else {
+		p("\t\tip daddr @dns meta l4proto { tcp, udp } th dport 53 accept")
+	}
+	p("\t\tip saddr . ip daddr @deny goto denied")
 	p("\t\tip saddr . ip daddr @allow accept")
 	p("\t\toifname %s drop", sbx)
 	p("\t\tip daddr @blocked drop")
+	p("\t\tip saddr . ip daddr @dns_deny goto denied")
+	p("\t\tip saddr . ip daddr @dns_allow accept")
+	p("\t\tip saddr @default_deny goto denied")
 	p("\t\taccept")
+	p("\t}")
+	p("")
+	p("\t# What a sandbox's policy denies: counted per sandbox, then dropped.")
+	p("\tchain denied {")
+	p("\t\tip saddr @counted drop")
+	p("\t\tdrop")
 	p("\t}")
 	p("")
 	p("\t# Nothing from outside, another sandbox included, opens a connection")
@@ -163,7 +252,38 @@ func (m *Manager) allowUpdate(old, new allowEntry) string {
 	var b strings.Builder
 	m.setUpdate(&b, "allow", old.addr, old.cidrs, new.addr, new.cidrs)
 	m.setUpdate(&b, "allow_host", old.addr, old.host, new.addr, new.host)
+	m.setUpdate(&b, "deny", old.addr, old.egress.DenyCIDRs, new.addr, new.egress.DenyCIDRs)
+	m.addrUpdate(&b, "default_deny", old.addr, old.egress.DefaultDeny, new.addr, new.egress.DefaultDeny)
+	m.addrUpdate(&b, "counted", old.addr, !old.egress.empty(), new.addr, !new.egress.empty())
 	return b.String()
+}
+
+// addrUpdate writes the commands that take oldAddr out of set (if had) and
+// put newAddr in (if has), leaving an unchanged element alone (the counted
+// set's counters live in its elements).
+func (m *Manager) addrUpdate(b *strings.Builder, set string, oldAddr netip.Addr, had bool, newAddr netip.Addr, has bool) {
+	if had == has && (oldAddr == newAddr || !has) {
+		return
+	}
+	name := fmt.Sprintf("inet %s %s", m.cfg.Table, set)
+	if had {
+		fmt.Fprintf(b, "add element %s { %s }\n", name, oldAddr)
+		fmt.Fprintf(b, "delete element %s { %s }\n", name, oldAddr)
+	}
+	if has {
+		fmt.Fprintf(b, "add element %s { %s }\n", name, newAddr)
+	}
+}
+
+func addrElements(allows map[string]allowEntry, in func(allowEntry) bool) string {
+	var es []string
+	for _, a := range allows {
+		if in(a) {
+			es = append(es, a.addr.String())
+		}
+	}
+	slices.Sort(es)
+	return strings.Join(es, ", ")
 }
 
 // setUpdate writes the commands that turn one sandbox's elements of set
