@@ -87,6 +87,12 @@ type NetworkOptions struct {
 	// interfaces, e.g. the sandbox's gateway) this sandbox may connect to,
 	// on any port. At most 64.
 	AllowHostCIDRs []string `json:"allowHostCidrs,omitempty"`
+	// AllowDomains, DenyDomains, DenyCIDRs and Default are the egress
+	// policy by name (see NetworkPolicy and docs/network.md).
+	AllowDomains []string `json:"allowDomains,omitempty"`
+	DenyDomains  []string `json:"denyDomains,omitempty"`
+	DenyCIDRs    []string `json:"denyCidrs,omitempty"`
+	Default      string   `json:"default,omitempty"`
 }
 
 // SandboxStatus is where a sandbox is in its lifecycle.
@@ -183,6 +189,11 @@ type NetworkInfo struct {
 	Mode           NetworkMode `json:"mode"`
 	AllowCIDRs     []string    `json:"allowCidrs,omitempty"`
 	AllowHostCIDRs []string    `json:"allowHostCidrs,omitempty"`
+	AllowDomains   []string    `json:"allowDomains,omitempty"`
+	DenyDomains    []string    `json:"denyDomains,omitempty"`
+	DenyCIDRs      []string    `json:"denyCidrs,omitempty"`
+	// Default is "allow" or "deny" in internet mode.
+	Default string `json:"default,omitempty"`
 	// Address is the sandbox's IPv4 address in internet mode.
 	Address string `json:"address,omitempty"`
 	// Gateway is the host side of the sandbox's link in internet mode.

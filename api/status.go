@@ -7,6 +7,7 @@ import "net/http"
 var statusOf = map[Code]int{
 	CodeInvalidJSON:          http.StatusBadRequest,
 	CodeValidationFailed:     http.StatusBadRequest,
+	CodeInvalidNetworkPolicy: http.StatusBadRequest,
 	CodeInvalidSandboxID:     http.StatusBadRequest,
 	CodeRequestTooLarge:      http.StatusRequestEntityTooLarge,
 	CodeUnauthorized:         http.StatusUnauthorized,

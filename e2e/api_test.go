@@ -37,7 +37,7 @@ func TestBadInputGetsAClearError(t *testing.T) {
 		{"memory too large", "PUT", "/v1/sandboxes/huge", `{"limits":{"memoryBytes":1e18}}`, false, 400, api.CodeValidationFailed},
 		{"negative pids", "PUT", "/v1/sandboxes/neg", `{"limits":{"pids":-5}}`, false, 400, api.CodeValidationFailed},
 		{"bad network mode", "PUT", "/v1/sandboxes/netmode", `{"network":{"mode":"bridge"}}`, false, 400, api.CodeValidationFailed},
-		{"bad cidr", "PUT", "/v1/sandboxes/cidr", `{"network":{"mode":"internet","allowCidrs":["10.0.0.0/99"]}}`, false, 400, api.CodeValidationFailed},
+		{"bad cidr", "PUT", "/v1/sandboxes/cidr", `{"network":{"mode":"internet","allowCidrs":["10.0.0.0/99"]}}`, false, 400, api.CodeInvalidNetworkPolicy},
 		{"bad env name", "PUT", "/v1/sandboxes/envname", `{"env":{"A-B":"x"}}`, false, 400, api.CodeValidationFailed},
 		{"unknown image", "PUT", "/v1/sandboxes/img", `{"image":"nope"}`, false, 404, api.CodeImageNotFound},
 		{"oversized body", "PUT", "/v1/sandboxes/oversized", `{"labels":{"a":"` + strings.Repeat("x", 2<<20) + `"}}`, false, 413, api.CodeRequestTooLarge},

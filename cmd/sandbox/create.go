@@ -22,7 +22,7 @@ type createFlags struct {
 	cpus      float64
 	pids      int64
 	network   string
-	allow     []string
+	policy    policyFlags
 	allowHost []string
 	json      bool
 
@@ -48,6 +48,7 @@ Prints the ID, or with --json the sandbox's description.`,
 		Example: `  sandbox create offline --network none --memory 256Mi --pids 128
   sandbox create ml --image base --cpus 2 --memory 4Gi --label team=ml
   sandbox create api-test --network internet --allow 10.0.0.5/32
+  sandbox create agent --allow-domain pypi.org --allow-domain '*.pythonhosted.org'
   sandbox create untrusted --runtime gvisor
   sandbox create --from-snapshot deps-installed fork-1`,
 		Args: exactArgs(1),
@@ -67,7 +68,7 @@ Prints the ID, or with --json the sandbox's description.`,
 	fl.Float64Var(&f.cpus, "cpus", 0, "CPU limit in cores, e.g. 1.5")
 	fl.Int64Var(&f.pids, "pids", 0, "limit on processes and threads")
 	fl.StringVar(&f.network, "network", "", "network mode: none (loopback only) or internet")
-	fl.StringArrayVar(&f.allow, "allow", nil, "with internet: also allow this otherwise blocked `CIDR` or address beyond the host (repeatable; never another sandbox)")
+	f.policy.register(fl)
 	fl.StringArrayVar(&f.allowHost, "allow-host", nil, "with internet: let the sandbox connect to this `CIDR` or address of the host itself (repeatable)")
 	fl.BoolVar(&f.json, "json", false, "print the sandbox as JSON")
 	fl.StringVar(&f.instanceType, "instance-type", "", "preset of limits: lite, standard or heavy (explicit limits override it)")
@@ -141,23 +142,21 @@ func (f *createFlags) options(cmd *cobra.Command, getenv func(string) string) (a
 		keep := f.keepAlive
 		o.KeepAlive = &keep
 	}
-	if f.network != "" || len(f.allow) > 0 || len(f.allowHost) > 0 {
+	if f.network != "" || f.policy.given() || len(f.allowHost) > 0 {
 		n := &api.NetworkOptions{Mode: api.NetworkMode(f.network)}
 		switch n.Mode {
 		case "", api.NetworkNone, api.NetworkInternet:
 		default:
 			return o, fmt.Errorf("--network %q: want none or internet", f.network)
 		}
-		if n.Mode == api.NetworkNone && (len(f.allow) > 0 || len(f.allowHost) > 0) {
-			return o, fmt.Errorf("--allow and --allow-host need --network internet")
+		if n.Mode == api.NetworkNone && (f.policy.given() || len(f.allowHost) > 0) {
+			return o, fmt.Errorf("--allow, --deny, --allow-domain, --deny-domain, --egress-default and --allow-host need --network internet")
 		}
-		for _, a := range f.allow {
-			p, err := parseCIDR("--allow", a)
-			if err != nil {
-				return o, err
-			}
-			n.AllowCIDRs = append(n.AllowCIDRs, p)
+		pol, err := f.policy.policy()
+		if err != nil {
+			return o, err
 		}
+		n.AllowCIDRs, n.DenyCIDRs, n.AllowDomains, n.DenyDomains, n.Default = pol.AllowCIDRs, pol.DenyCIDRs, pol.AllowDomains, pol.DenyDomains, pol.Default
 		for _, a := range f.allowHost {
 			p, err := parseCIDR("--allow-host", a)
 			if err != nil {

@@ -105,7 +105,11 @@ func printInfo(w io.Writer, now time.Time, sb *api.Sandbox) error {
 		}
 	}
 	line("Network", network)
+	line("Egress default", sb.Network.Default)
+	line("Allowed domains", strings.Join(sb.Network.AllowDomains, ", "))
+	line("Denied domains", strings.Join(sb.Network.DenyDomains, ", "))
 	line("Allowed", strings.Join(sb.Network.AllowCIDRs, ", "))
+	line("Denied", strings.Join(sb.Network.DenyCIDRs, ", "))
 	line("Allowed host", strings.Join(sb.Network.AllowHostCIDRs, ", "))
 	line("Labels", formatLabels(sb.Labels))
 	return tw.Flush()

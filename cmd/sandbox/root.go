@@ -70,6 +70,7 @@ machine) the daemon's token file, $SANDBOXD_STATE_DIR/token or
 		newCreateCommand(g),
 		newListCommand(g),
 		newInfoCommand(g),
+		newNetworkCommand(g),
 		newRemoveCommand(g),
 		newRunCodeCommand(g),
 		newContextsCommand(g),

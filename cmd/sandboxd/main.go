@@ -78,7 +78,7 @@ func parseFlags(command string, args []string) (options, error) {
 	fs := flag.NewFlagSet("sandboxd "+command, flag.ContinueOnError)
 	o := options{cfg: daemon.Config{Version: version}, flags: fs}
 	cfg := &o.cfg
-	var dns, blocked, logLevel string
+	var dns, dnsUpstream, blocked, logLevel string
 	var defMem, maxMem, budget, maxDisk, maxImage, previewHeaderBytes string
 	var defCPU, maxCPU float64
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address of the HTTP API")
@@ -92,6 +92,7 @@ func parseFlags(command string, args []string) (options, error) {
 	fs.StringVar(&cfg.DefaultNetwork, "default-network", sandbox.NetworkInternet, "network mode of sandboxes that do not choose: none or internet")
 	fs.StringVar(&cfg.Subnet, "subnet", "10.203.0.0/16", "IPv4 pool for internet-mode sandboxes")
 	fs.StringVar(&dns, "dns", "", "comma-separated name servers for sandboxes (default: the host's non-loopback ones)")
+	fs.StringVar(&dnsUpstream, "dns-upstream", "", "comma-separated servers (IPv4[:port]) the daemon's DNS forwarder asks for sandboxes; every sandbox's DNS goes through it, by its egress policy (default: the --dns servers on port 53)")
 	fs.StringVar(&blocked, "blocked-cidrs", "private,host", "comma-separated destinations no sandbox reaches unless its allowCidrs name them: private (10/8, 172.16/12, 192.168/16, 100.64/10, 169.254/16, 127/8, 0/8, 224/4, 240/4), host (the host's own subnets and gateways, found at start) and IPv4 CIDRs; the sandbox subnet is always blocked")
 	fs.StringVar(&cfg.CgroupParent, "cgroup-parent", "sandboxd", "cgroup that holds the sandboxes' cgroups (unique per daemon on a host)")
 	fs.StringVar(&cfg.NetTable, "nft-table", "sandboxd", "nftables table owned by the daemon")
@@ -185,6 +186,9 @@ func parseFlags(command string, args []string) (options, error) {
 	cfg.MaxLimits.MilliCPU = int64(maxCPU * 1000)
 	if dns != "" {
 		cfg.DNS = strings.Split(dns, ",")
+	}
+	if dnsUpstream != "" {
+		cfg.DNSUpstream = strings.Split(dnsUpstream, ",")
 	}
 	cfg.Blocked = []string{}
 	if blocked != "" {

@@ -51,6 +51,9 @@ type Config struct {
 	// DNS are the name servers of internet-mode sandboxes; empty means the
 	// host's non-loopback ones.
 	DNS []string
+	// DNSUpstream are the servers (IPv4, optionally with ":port") the DNS
+	// forwarder asks; empty means the DNS servers on port 53.
+	DNSUpstream []string
 	// Blocked are the destinations no sandbox reaches unless its
 	// allowCidrs name them: "private" (network.DefaultBlocked), "host"
 	// (the host's own subnets and gateways, found at start) and IPv4 CIDRs.
@@ -189,6 +192,9 @@ func (c *Config) Validate() error {
 		if _, err := netip.ParseAddr(d); err != nil {
 			errs = append(errs, fmt.Errorf("--dns %q: %w", d, err))
 		}
+	}
+	if _, err := parseUpstreams(c.DNSUpstream); err != nil {
+		errs = append(errs, err)
 	}
 	if _, _, err := blockedRanges(c.Blocked); err != nil {
 		errs = append(errs, err)

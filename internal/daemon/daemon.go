@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -100,15 +101,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("preparing the host image: %w", err)
 	}
-	net, err := newNetwork(ctx, cfg)
+	net, err := newNetwork(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer net.m.Close()
+	defer net.close()
 	log.Info("sandboxes reach these only if their allowCidrs name them", "blocked", net.m.Blocked())
 
 	registry := metrics.NewRegistry()
 	registerHostMetrics(registry, log)
+	registerEgressMetrics(registry, net, log)
 	var mgr *sandbox.Manager
 	images, err := openImages(cfg, hostImage, rt, func(ctx context.Context) (map[string]bool, error) {
 		return imagesInUse(ctx, mgr)
@@ -174,7 +176,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	api := httpapi.New(httpapi.Options{Manager: mgr, Secrets: secrets, Images: images, Token: token, Version: cfg.Version, Runtime: defaultRuntime, Runtimes: runtimes, Log: log, Metrics: registry,
-		Ports: pv.ports, Proxy: pv.proxy, Signer: pv.signer, Preview: pv.options(cfg), Console: console.Handler(), MCP: mcp, E2B: e2bServer, BodyTimeout: cfg.BodyTimeout})
+		Ports: pv.ports, Proxy: pv.proxy, Signer: pv.signer, Preview: pv.options(cfg), Console: console.Handler(), MCP: mcp, E2B: e2bServer, BodyTimeout: cfg.BodyTimeout, Egress: net})
 	tasks := append(pv.tasks(api, log), func(ctx context.Context) error { return watchSIGHUP(ctx, certs, log) }, e2bServer.Run)
 	return serve(ctx, cfg, certs, requestid.Middleware(api), self, mgr, log, tasks...)
 }
@@ -278,9 +280,16 @@ func loadOrCreateToken(path string) (string, error) {
 type netAdapter struct {
 	m   *network.Manager
 	dns []netip.Addr
+	// egress is the DNS forwarder and name checker; nil without DNS.
+	egress *egressService
+
+	// idsMu guards ids: the sandbox ID of each attached key, for the
+	// egress metric and summary.
+	idsMu sync.Mutex
+	ids   map[string]string
 }
 
-func newNetwork(ctx context.Context, cfg Config) (*netAdapter, error) {
+func newNetwork(ctx context.Context, cfg Config, log *slog.Logger) (*netAdapter, error) {
 	subnet := netip.MustParsePrefix(cfg.Subnet)
 	dns := hostDNS()
 	if len(cfg.DNS) > 0 {
@@ -293,34 +302,98 @@ func newNetwork(ctx context.Context, cfg Config) (*netAdapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := network.New(network.Config{
-		NetnsDir: filepath.Join(cfg.RunDir, "netns"), Subnet: subnet, DNS: dns, Table: cfg.NetTable,
-		InterfacePrefix: cfg.IfacePrefix, Blocked: blocked, OpenHostNetworks: !hostNets,
-	})
+	upstreams, err := parseUpstreams(cfg.DNSUpstream)
 	if err != nil {
 		return nil, err
 	}
-	if err := m.Setup(ctx); err != nil {
-		m.Close()
+	if len(upstreams) == 0 {
+		for _, d := range dns {
+			upstreams = append(upstreams, netip.AddrPortFrom(d, 53))
+		}
+	}
+	eg, err := listenEgress(upstreams, log)
+	if err != nil {
 		return nil, err
 	}
-	return &netAdapter{m: m, dns: dns}, nil
+	ncfg := network.Config{
+		NetnsDir: filepath.Join(cfg.RunDir, "netns"), Subnet: subnet, DNS: dns, Table: cfg.NetTable,
+		InterfacePrefix: cfg.IfacePrefix, Blocked: blocked, OpenHostNetworks: !hostNets,
+	}
+	if eg != nil {
+		ncfg.DNSPort, ncfg.CheckPort = eg.fwd.Port(), eg.chk.Port()
+	}
+	m, err := network.New(ncfg)
+	if err == nil {
+		if err = m.Setup(ctx); err != nil {
+			m.Close()
+		}
+	}
+	if err != nil {
+		if eg != nil {
+			eg.close()
+		}
+		return nil, err
+	}
+	if eg != nil {
+		eg.serve(m)
+	}
+	return &netAdapter{m: m, dns: dns, egress: eg, ids: map[string]string{}}, nil
+}
+
+// close stops the forwarder and checker (sandboxes' DNS stops until the
+// next daemon start) and releases the manager's sockets.
+func (n *netAdapter) close() {
+	if n.egress != nil {
+		n.egress.close()
+	}
+	n.m.Close()
 }
 
 func (n *netAdapter) Attach(ctx context.Context, key string, req sandbox.NetworkRequest) (sandbox.NetworkEndpoint, error) {
 	ep, err := n.m.Create(ctx, key, network.CreateOptions{
 		Mode: network.Mode(req.Mode), Slot: req.Slot, AllowCIDRs: req.AllowCIDRs, AllowHostCIDRs: req.AllowHostCIDRs,
+		Egress: egressOf(req),
 	})
 	if err != nil {
 		return sandbox.NetworkEndpoint{}, err
 	}
+	n.idsMu.Lock()
+	n.ids[key] = req.SandboxID
+	n.idsMu.Unlock()
 	return sandbox.NetworkEndpoint{NetnsPath: ep.NetnsPath, Address: ep.Address, Gateway: ep.Gateway}, nil
 }
 
-func (n *netAdapter) Detach(ctx context.Context, key string) error { return n.m.Destroy(ctx, key) }
-func (n *netAdapter) Keys() ([]string, error)                      { return n.m.List() }
-func (n *netAdapter) MaxSlots() int                                { return n.m.SlotCount() }
-func (n *netAdapter) DNS() []netip.Addr                            { return n.dns }
+func egressOf(req sandbox.NetworkRequest) network.Egress {
+	return network.Egress{AllowDomains: req.AllowDomains, DenyDomains: req.DenyDomains, DenyCIDRs: req.DenyCIDRs, DefaultDeny: req.DefaultDeny}
+}
+
+// SetPolicy replaces a running sandbox's egress policy, then cuts the
+// connections through the name checker that it now denies.
+func (n *netAdapter) SetPolicy(ctx context.Context, key string, req sandbox.NetworkRequest) error {
+	if err := n.m.SetPolicy(ctx, key, req.AllowCIDRs, egressOf(req)); err != nil {
+		return err
+	}
+	if n.egress != nil {
+		if addr, ok := n.m.AddressOf(key); ok {
+			n.egress.chk.Recheck(addr)
+		}
+	}
+	return nil
+}
+
+func (n *netAdapter) Detach(ctx context.Context, key string) error {
+	if n.egress != nil {
+		n.egress.denials.Forget(key)
+	}
+	n.idsMu.Lock()
+	delete(n.ids, key)
+	n.idsMu.Unlock()
+	return n.m.Destroy(ctx, key)
+}
+
+func (n *netAdapter) Keys() ([]string, error) { return n.m.List() }
+func (n *netAdapter) MaxSlots() int           { return n.m.SlotCount() }
+func (n *netAdapter) DNS() []netip.Addr       { return n.dns }
 
 // registerHostMetrics exports the host's cgroup counts per controller
 // (/proc/cgroups): the memory controller's count, dying cgroups included,

@@ -52,6 +52,11 @@ func (s *Server) classify(err error) *api.Error {
 		return e
 	}
 	msg := err.Error()
+	var pe *sandbox.PolicyError
+	if errors.As(err, &pe) {
+		return &api.Error{Code: api.CodeInvalidNetworkPolicy, Message: pe.Error(),
+			Details: map[string]any{"entry": pe.Entry, "value": pe.Value}}
+	}
 	switch {
 	case errors.Is(err, sandbox.ErrNotFound):
 		return &api.Error{Code: api.CodeSandboxNotFound, Message: msg}

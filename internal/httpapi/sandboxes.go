@@ -132,7 +132,8 @@ func fromWire(o api.SandboxOptions) sandbox.Config {
 	}
 	if o.Network != nil {
 		c.Network = sandbox.NetworkConfig{Mode: string(o.Network.Mode), AllowCIDRs: o.Network.AllowCIDRs,
-			AllowHostCIDRs: o.Network.AllowHostCIDRs}
+			AllowHostCIDRs: o.Network.AllowHostCIDRs, AllowDomains: o.Network.AllowDomains,
+			DenyDomains: o.Network.DenyDomains, DenyCIDRs: o.Network.DenyCIDRs, Default: o.Network.Default}
 	}
 	return c
 }
@@ -164,6 +165,8 @@ func toWire(inf sandbox.Info) api.Sandbox {
 		Network: api.NetworkInfo{
 			Mode: api.NetworkMode(inf.Config.Network.Mode), AllowCIDRs: inf.Config.Network.AllowCIDRs,
 			AllowHostCIDRs: inf.Config.Network.AllowHostCIDRs, Address: inf.Address, Gateway: inf.Gateway,
+			AllowDomains: inf.Config.Network.AllowDomains, DenyDomains: inf.Config.Network.DenyDomains,
+			DenyCIDRs: inf.Config.Network.DenyCIDRs, Default: defaultOf(inf.Config.Network),
 		},
 		CreatedAt:  inf.CreatedAt,
 		LastUsedAt: inf.LastUsedAt,

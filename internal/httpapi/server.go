@@ -48,6 +48,8 @@ type Options struct {
 	MCP http.Handler
 	// Secrets are the daemon's named secrets (storage.go); nil: none.
 	Secrets *secret.Store
+	// Egress reports what sandboxes' egress policies refused (nil: nothing).
+	Egress EgressReporter
 	// E2B serves E2B's protocols below /e2b (it checks its own keys) and
 	// E2B's host names below the preview domain (nil: neither).
 	E2B E2BHandler
@@ -111,6 +113,8 @@ func (s *Server) table() []route {
 		{pattern: "GET /v1/snapshots", handler: s.listSnapshots},
 		{pattern: "GET /v1/snapshots/{name}", handler: s.inspectSnapshot},
 		{pattern: "DELETE /v1/snapshots/{name}", handler: s.removeSnapshot},
+		{pattern: "GET /v1/sandboxes/{id}/network", handler: s.getNetwork},
+		{pattern: "PUT /v1/sandboxes/{id}/network", handler: s.setNetwork},
 		{pattern: "GET /v1/events", handler: s.events},
 		{pattern: "GET /metrics", handler: s.metricsPage},
 		// Images (images.go); {name...} takes the rest: names have '/' and ':'.

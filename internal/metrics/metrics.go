@@ -173,3 +173,28 @@ func labels(label, value string) string {
 	value = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(value)
 	return fmt.Sprintf("{%s=\"%s\"}", label, value)
 }
+
+// CounterFunc is a counter whose values are read at scrape time.
+type CounterFunc struct {
+	help, label string
+	read        func() map[string]float64
+}
+
+// NewCounterFunc registers a counter with one label; read returns the
+// value for each label value.
+func (r *Registry) NewCounterFunc(name, help, label string, read func() map[string]float64) {
+	r.add(name, &CounterFunc{help: help, label: label, read: read})
+}
+
+func (c *CounterFunc) write(w io.Writer, name string) {
+	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", name, c.help, name)
+	vals := c.read()
+	keys := make([]string, 0, len(vals))
+	for k := range vals {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "%s%s %g\n", name, labels(c.label, k), vals[k])
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sandboxd/sandboxd/internal/network"
 )
 
 // Errors of the sandbox domain; the API edge maps each to a code.
@@ -68,13 +70,58 @@ const (
 	MinPids        = 32
 )
 
-// NetworkConfig is a sandbox's network configuration.
+// NetworkConfig is a sandbox's network configuration. Its egress policy
+// (allowCidrs, denyCidrs, the domain lists and the default) may change
+// after creation (Manager.SetNetworkPolicy); mode and allowHostCidrs may not.
 type NetworkConfig struct {
 	Mode       string   `json:"mode"`
 	AllowCIDRs []string `json:"allowCidrs,omitempty"`
 	// AllowHostCIDRs are the host's own addresses the sandbox may connect
 	// to; AllowCIDRs never open the host.
 	AllowHostCIDRs []string `json:"allowHostCidrs,omitempty"`
+	// AllowDomains and DenyDomains are domain patterns ("a.example",
+	// "*.a.example"), canonical and sorted.
+	AllowDomains []string `json:"allowDomains,omitempty"`
+	DenyDomains  []string `json:"denyDomains,omitempty"`
+	// DenyCIDRs are destinations never reached, whatever else allows them.
+	DenyCIDRs []string `json:"denyCidrs,omitempty"`
+	// Default is "allow" or "deny": what happens to destinations no entry
+	// names. Resolve sets it ("deny" when an allow list is given); a
+	// config stored before policies existed has none, which means allow.
+	Default string `json:"default,omitempty"`
+}
+
+// Egress defaults.
+const (
+	EgressAllow = "allow"
+	EgressDeny  = "deny"
+)
+
+// MaxPolicyEntries bounds the entries of a network policy: allowDomains,
+// denyDomains, allowCidrs and denyCidrs together.
+const MaxPolicyEntries = 256
+
+// PolicyError is an invalid network policy, naming the offending entry.
+type PolicyError struct {
+	// Entry is the field and index, e.g. "allowDomains[2]", or the field.
+	Entry string
+	// Value is the entry's value as given ("" for the field as a whole).
+	Value  string
+	Reason string
+}
+
+func (e *PolicyError) Error() string {
+	if e.Value == "" {
+		return fmt.Sprintf("network policy: %s: %s", e.Entry, e.Reason)
+	}
+	return fmt.Sprintf("network policy: %s %q: %s", e.Entry, e.Value, e.Reason)
+}
+
+// Unwrap makes a PolicyError an ErrInvalid.
+func (e *PolicyError) Unwrap() error { return ErrInvalid }
+
+func policyErr(entry, value, format string, args ...any) error {
+	return &PolicyError{Entry: entry, Value: value, Reason: fmt.Sprintf(format, args...)}
 }
 
 // Config is what a sandbox is created with. It is stored (as JSON) in the
@@ -161,6 +208,7 @@ func (p Policy) Resolve(c Config) (Config, error) {
 	if len(c.Network.AllowHostCIDRs) == 0 {
 		c.Network.AllowHostCIDRs = nil
 	}
+	c.Network = compactPolicy(c.Network)
 	if len(c.Image) > maxImageLength {
 		return c, invalid("image name is longer than %d bytes", maxImageLength)
 	}
@@ -195,29 +243,53 @@ func (p Policy) Resolve(c Config) (Config, error) {
 	if c.Network.Mode != NetworkNone && c.Network.Mode != NetworkInternet {
 		return c, invalid("network mode %q: want %q or %q", c.Network.Mode, NetworkNone, NetworkInternet)
 	}
-	if err := p.checkAllowCIDRs(c.Network); err != nil {
+	if c.Network, err = p.resolveNetwork(c.Network); err != nil {
 		return c, err
 	}
 	return c, nil
 }
 
-// checkAllowCIDRs validates and masks n's allowCidrs and allowHostCidrs in
-// place.
-func (p Policy) checkAllowCIDRs(n NetworkConfig) error {
+// compactPolicy makes empty lists absent, so that equal configurations
+// compare equal.
+func compactPolicy(n NetworkConfig) NetworkConfig {
+	for _, l := range []*[]string{&n.AllowCIDRs, &n.AllowHostCIDRs, &n.AllowDomains, &n.DenyDomains, &n.DenyCIDRs} {
+		if len(*l) == 0 {
+			*l = nil
+		}
+	}
+	return n
+}
+
+// resolveNetwork validates n's policy and returns it canonical: CIDRs
+// masked, domains in canonical form, sorted and without duplicates, and the
+// default filled in ("deny" when allowDomains or allowCidrs are given,
+// "allow" otherwise). Errors are *PolicyError naming the entry.
+func (p Policy) resolveNetwork(n NetworkConfig) (NetworkConfig, error) {
+	n = compactPolicy(n)
+	if total := len(n.AllowDomains) + len(n.DenyDomains) + len(n.AllowCIDRs) + len(n.DenyCIDRs); total > MaxPolicyEntries {
+		return n, policyErr("network", "", "%d entries in allowDomains, denyDomains, allowCidrs and denyCidrs; at most %d are allowed", total, MaxPolicyEntries)
+	}
+	if len(n.AllowHostCIDRs) > maxAllowCIDRs {
+		return n, policyErr("allowHostCidrs", "", "%d given; at most %d are allowed", len(n.AllowHostCIDRs), maxAllowCIDRs)
+	}
+	if n.Mode != NetworkInternet {
+		for _, f := range []struct {
+			name string
+			n    int
+		}{{"allowCidrs", len(n.AllowCIDRs)}, {"allowHostCidrs", len(n.AllowHostCIDRs)}, {"allowDomains", len(n.AllowDomains)}, {"denyDomains", len(n.DenyDomains)}, {"denyCidrs", len(n.DenyCIDRs)}} {
+			if f.n > 0 {
+				return n, policyErr(f.name, "", "needs network mode %q", NetworkInternet)
+			}
+		}
+	}
 	for _, f := range []struct {
 		name  string
 		cidrs []string
-	}{{"allowCidrs", n.AllowCIDRs}, {"allowHostCidrs", n.AllowHostCIDRs}} {
-		if len(f.cidrs) > maxAllowCIDRs {
-			return invalid("%d %s given; at most %d are allowed", len(f.cidrs), f.name, maxAllowCIDRs)
-		}
-		if len(f.cidrs) > 0 && n.Mode != NetworkInternet {
-			return invalid("%s need network mode %q", f.name, NetworkInternet)
-		}
+	}{{"allowCidrs", n.AllowCIDRs}, {"allowHostCidrs", n.AllowHostCIDRs}, {"denyCidrs", n.DenyCIDRs}} {
 		for i, s := range f.cidrs {
 			pfx, err := parseCIDR(s)
 			if err != nil {
-				return invalid("%s[%d]: %v", f.name, i, err)
+				return n, policyErr(fmt.Sprintf("%s[%d]", f.name, i), s, "%v", err)
 			}
 			f.cidrs[i] = pfx.String()
 		}
@@ -226,10 +298,40 @@ func (p Policy) checkAllowCIDRs(n NetworkConfig) error {
 	// one inside it could only ever name another sandbox or a gateway.
 	for i, s := range n.AllowCIDRs {
 		if pfx := netip.MustParsePrefix(s); p.SandboxSubnet.IsValid() && p.SandboxSubnet.Contains(pfx.Addr()) && pfx.Bits() >= p.SandboxSubnet.Bits() {
-			return invalid("allowCidrs[%d]: %s is inside the sandbox subnet %s: sandboxes never reach each other, and the host's addresses need allowHostCidrs", i, s, p.SandboxSubnet)
+			return n, policyErr(fmt.Sprintf("allowCidrs[%d]", i), s, "inside the sandbox subnet %s: sandboxes never reach each other, and the host's addresses need allowHostCidrs", p.SandboxSubnet)
 		}
 	}
-	return nil
+	for _, f := range []struct {
+		name string
+		l    *[]string
+	}{{"allowDomains", &n.AllowDomains}, {"denyDomains", &n.DenyDomains}} {
+		for i, s := range *f.l {
+			d, err := network.ParseDomain(s)
+			if err != nil {
+				return n, policyErr(fmt.Sprintf("%s[%d]", f.name, i), s, "%v", err)
+			}
+			(*f.l)[i] = d
+		}
+		slices.Sort(*f.l)
+		*f.l = slices.Compact(*f.l)
+	}
+	switch n.Default {
+	case "":
+		n.Default = EgressAllow
+		if len(n.AllowDomains) > 0 || len(n.AllowCIDRs) > 0 {
+			n.Default = EgressDeny
+		}
+		if n.Mode != NetworkInternet {
+			n.Default = ""
+		}
+	case EgressAllow, EgressDeny:
+		if n.Mode != NetworkInternet {
+			return n, policyErr("default", n.Default, "needs network mode %q", NetworkInternet)
+		}
+	default:
+		return n, policyErr("default", n.Default, "want %q or %q", EgressAllow, EgressDeny)
+	}
+	return n, nil
 }
 
 func (p Policy) resolveRuntime(name string) (string, error) {

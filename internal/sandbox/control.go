@@ -117,6 +117,42 @@ func (m *Manager) Update(ctx context.Context, id string, u Update) (Info, error)
 	return b.info(), nil
 }
 
+// SetNetworkPolicy replaces the egress policy of a sandbox (allowCidrs,
+// denyCidrs, the domain lists, the default) with n's; n.Mode, when given,
+// must be the sandbox's, and allowHostCidrs stay as created. The policy is
+// stored first, then applied to the running sandbox's network at once (a
+// sleeping or stopped one gets it when it starts). Errors are
+// *PolicyError for an invalid policy.
+func (m *Manager) SetNetworkPolicy(ctx context.Context, id string, n NetworkConfig) (Info, error) {
+	b, err := m.lockExisting(id)
+	if err != nil {
+		return Info{}, err
+	}
+	defer b.mu.Unlock()
+	cfg := b.cfg
+	if n.Mode != "" && n.Mode != cfg.Network.Mode {
+		return Info{}, policyErr("mode", n.Mode, "the sandbox's network mode is %q and cannot change", cfg.Network.Mode)
+	}
+	n.Mode, n.AllowHostCIDRs = cfg.Network.Mode, cfg.Network.AllowHostCIDRs
+	if cfg.Network, err = m.opts.Policy.resolveNetwork(n); err != nil {
+		return Info{}, err
+	}
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return Info{}, err
+	}
+	if err := m.opts.Store.SetConfig(ctx, id, data); err != nil {
+		return Info{}, fmt.Errorf("recording the network policy of %s: %w", id, err)
+	}
+	b.setConfig(cfg)
+	if b.running != nil && cfg.Network.Mode == NetworkInternet {
+		if err := m.opts.Network.SetPolicy(ctx, b.rec.Key, m.networkRequest(b)); err != nil {
+			return b.info(), fmt.Errorf("applying the network policy of %s: %w", id, err)
+		}
+	}
+	return b.info(), nil
+}
+
 // Reset is called when a lease's agent gave no answer at all: the agent is
 // dead or dying although its process has not been seen to exit yet (a
 // dying init first waits for every process of its PID namespace). Reset

@@ -354,17 +354,20 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 }
 
 func (m *Manager) networkRequest(b *box) NetworkRequest {
-	req := NetworkRequest{Mode: b.cfg.Network.Mode, Slot: int(b.netSlot.Load() - 1)}
-	for _, s := range b.cfg.Network.AllowCIDRs {
-		if pfx, err := netip.ParsePrefix(s); err == nil {
-			req.AllowCIDRs = append(req.AllowCIDRs, pfx)
-		}
+	n := b.cfg.Network
+	req := NetworkRequest{
+		Mode: n.Mode, Slot: int(b.netSlot.Load() - 1), SandboxID: b.id,
+		AllowDomains: n.AllowDomains, DenyDomains: n.DenyDomains, DefaultDeny: n.Default == EgressDeny,
 	}
-	for _, s := range b.cfg.Network.AllowHostCIDRs {
-		if pfx, err := netip.ParsePrefix(s); err == nil {
-			req.AllowHostCIDRs = append(req.AllowHostCIDRs, pfx)
+	prefixes := func(ss []string) (out []netip.Prefix) {
+		for _, s := range ss {
+			if pfx, err := netip.ParsePrefix(s); err == nil {
+				out = append(out, pfx)
+			}
 		}
+		return out
 	}
+	req.AllowCIDRs, req.AllowHostCIDRs, req.DenyCIDRs = prefixes(n.AllowCIDRs), prefixes(n.AllowHostCIDRs), prefixes(n.DenyCIDRs)
 	return req
 }
 

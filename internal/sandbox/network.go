@@ -19,6 +19,9 @@ type Network interface {
 	MaxSlots() int
 	// DNS lists the name servers sandboxes in internet mode may use.
 	DNS() []netip.Addr
+	// SetPolicy replaces the egress policy of key's attached network in
+	// internet mode (req's Mode, Slot and AllowHostCIDRs are ignored).
+	SetPolicy(ctx context.Context, key string, req NetworkRequest) error
 }
 
 // NetworkRequest says what network a sandbox gets.
@@ -27,6 +30,13 @@ type NetworkRequest struct {
 	Slot           int
 	AllowCIDRs     []netip.Prefix
 	AllowHostCIDRs []netip.Prefix
+	// SandboxID names the sandbox (for what the network records of it).
+	SandboxID string
+	// The egress policy by name and address: domain patterns (canonical),
+	// denied destinations and the default.
+	AllowDomains, DenyDomains []string
+	DenyCIDRs                 []netip.Prefix
+	DefaultDeny               bool
 }
 
 // NetworkEndpoint is a sandbox's network as set up.

@@ -1,0 +1,90 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// EgressReporter says what a sandbox's egress policy refused: a count and
+// the last names, newest first.
+type EgressReporter interface {
+	Denied(sandboxID string) (count int64, last []api.DeniedName)
+}
+
+// getNetwork serves GET /v1/sandboxes/{id}/network: the sandbox's policy
+// and what it refused. It does not create unknown sandboxes.
+func (s *Server) getNetwork(w http.ResponseWriter, r *http.Request) {
+	id, ok := sandboxID(w, r)
+	if !ok {
+		return
+	}
+	inf, err := s.opts.Manager.Get(r.Context(), id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.networkStatus(inf))
+}
+
+// setNetwork serves PUT /v1/sandboxes/{id}/network: it replaces the
+// sandbox's egress policy, running or not.
+func (s *Server) setNetwork(w http.ResponseWriter, r *http.Request) {
+	id, ok := sandboxID(w, r)
+	if !ok {
+		return
+	}
+	var p api.NetworkPolicy
+	if e := s.decodeJSON(w, r, &p, maxJSONBody, false); e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	inf, err := s.opts.Manager.SetNetworkPolicy(r.Context(), id, sandbox.NetworkConfig{
+		Mode: string(p.Mode), AllowDomains: p.AllowDomains, DenyDomains: p.DenyDomains,
+		AllowCIDRs: p.AllowCIDRs, DenyCIDRs: p.DenyCIDRs, Default: p.Default,
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.networkStatus(inf))
+}
+
+func (s *Server) networkStatus(inf sandbox.Info) api.NetworkStatus {
+	n := inf.Config.Network
+	st := api.NetworkStatus{
+		Policy: api.NetworkPolicy{
+			Mode: api.NetworkMode(n.Mode), AllowDomains: orEmpty(n.AllowDomains), DenyDomains: orEmpty(n.DenyDomains),
+			AllowCIDRs: orEmpty(n.AllowCIDRs), DenyCIDRs: orEmpty(n.DenyCIDRs), Default: defaultOf(n),
+		},
+		AllowHostCIDRs: n.AllowHostCIDRs, Address: inf.Address, Gateway: inf.Gateway,
+		LastDenied: []api.DeniedName{},
+	}
+	if s.opts.Egress != nil {
+		st.Denied, st.LastDenied = s.opts.Egress.Denied(inf.ID)
+		if st.LastDenied == nil {
+			st.LastDenied = []api.DeniedName{}
+		}
+	}
+	return st
+}
+
+// defaultOf is the policy's default as the wire says it: a sandbox
+// created before policies existed has none stored, which means allow.
+func defaultOf(n sandbox.NetworkConfig) string {
+	if n.Mode != sandbox.NetworkInternet {
+		return ""
+	}
+	if n.Default == "" {
+		return api.EgressAllow
+	}
+	return n.Default
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
