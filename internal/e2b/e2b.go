@@ -85,6 +85,10 @@ type Server struct {
 	// lastCPU is each sandbox's previous CPU sample, for getMetrics.
 	metricsMu sync.Mutex
 	lastCPU   map[string]cpuSample
+
+	// retryAt is, for sandboxes whose end at the timeout failed, when to
+	// try again (owned by Run's goroutine).
+	retryAt map[string]time.Time
 }
 
 // New returns the E2B server.
@@ -108,7 +112,7 @@ func New(opts Options) (*Server, error) {
 		up:    &upstream{hc: hc, base: opts.BaseURL, token: opts.Token},
 		table: t, log: opts.Log.With("component", "e2b"), now: now,
 		procs: newProcessBook(), users: map[string]bool{}, ptys: newPTYBook(),
-		watchers: newWatcherBook(), names: newNameCache(), lastCPU: map[string]cpuSample{},
+		watchers: newWatcherBook(), names: newNameCache(), lastCPU: map[string]cpuSample{}, retryAt: map[string]time.Time{},
 	}
 	return s, nil
 }
@@ -200,7 +204,11 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 func (s *Server) expire(ctx context.Context) {
-	for _, e := range s.table.expired(s.now()) {
+	now := s.now()
+	for _, e := range s.table.expired(now) {
+		if t, ok := s.retryAt[e.ID]; ok && now.Before(t) {
+			continue
+		}
 		var err error
 		if e.AutoPause {
 			err = s.pause(ctx, e.ID, !e.AutoPauseNoMemory)
@@ -208,9 +216,17 @@ func (s *Server) expire(ctx context.Context) {
 			err = s.kill(ctx, e.ID)
 		}
 		if err != nil {
-			s.log.Warn("ending a sandbox at its E2B timeout", "sandbox", e.ID, "pause", e.AutoPause, "err", err)
+			// Retried, but not every second: a sandbox that cannot be
+			// ended now (its runtime failing) would flood the log.
+			s.retryAt[e.ID] = now.Add(expireRetry)
+			s.log.Warn("ending a sandbox at its E2B timeout", "sandbox", e.ID, "pause", e.AutoPause, "err", err, "retry_in", expireRetry)
 			continue
 		}
+		delete(s.retryAt, e.ID)
 		s.log.Info("sandbox reached its E2B timeout", "sandbox", e.ID, "paused", e.AutoPause)
 	}
 }
+
+// expireRetry is how long a sandbox that could not be ended at its
+// timeout waits before the next attempt.
+const expireRetry = 30 * time.Second
