@@ -100,12 +100,22 @@ func (m *Manager) copyFrozen(ctx context.Context, b *box) (*snapshot.Copy, time.
 		p = p.withQuota()
 	}
 	cid := b.running.cid
+	// Copy while the sandbox runs, then freeze it only to copy again what
+	// changed meanwhile: the freeze lasts as long as the changes take to
+	// copy, not the whole layer. (A second of slack: the kernel stamps
+	// ctimes from a coarse clock.)
+	since := time.Now().Add(-time.Second)
+	cp, err := m.opts.Snapshots.CopyLayer(ctx, p.upper, agentStateDir)
+	if err != nil {
+		return nil, 0, err
+	}
 	start := time.Now()
 	if err := rt.Pause(ctx, cid); err != nil {
+		cp.Discard()
 		return nil, 0, fmt.Errorf("freezing %s: %w", b.id, err)
 	}
 	failpoint.Hit("snapshot-frozen")
-	cp, cerr := m.opts.Snapshots.CopyLayer(ctx, p.upper, agentStateDir)
+	refreshed, cerr := cp.Refresh(ctx, p.upper, since, agentStateDir)
 	// Thaw with a context of its own: a caller that went away must not
 	// leave the sandbox frozen.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -116,6 +126,7 @@ func (m *Manager) copyFrozen(ctx context.Context, b *box) (*snapshot.Copy, time.
 		m.log.Error("thawing sandbox after a snapshot", "sandbox", b.id, "err", rerr)
 	}
 	if cerr != nil {
+		cp.Discard()
 		return nil, 0, cerr
 	}
 	if ids := b.hostIDs(); ids != nil {
@@ -129,6 +140,7 @@ func (m *Manager) copyFrozen(ctx context.Context, b *box) (*snapshot.Copy, time.
 		cp.Discard()
 		return nil, 0, fmt.Errorf("thawing %s: %w", b.id, rerr)
 	}
+	m.log.Debug("snapshot copy refreshed while frozen", "sandbox", b.id, "entries", refreshed, "frozen", frozen)
 	return cp, frozen, nil
 }
 

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestValidateName(t *testing.T) {
@@ -121,5 +124,72 @@ func TestLayerIsContentAddressed(t *testing.T) {
 	}
 	if list, err := s2.List(); err != nil || len(list) != 1 || list[0].Name != "z" {
 		t.Errorf("list = %+v, %v", list, err)
+	}
+}
+
+// TestRefreshCatchesUpWithChanges: a copy made before changes, refreshed,
+// has the hash of a copy made after them: changed, added, removed,
+// replaced and renamed entries, an opaque directory and a whiteout.
+func TestRefreshCatchesUpWithChanges(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: whiteouts are device nodes, opaque directories trusted.* attributes")
+	}
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	upper := makeUpper(t, "before")
+	os.WriteFile(filepath.Join(upper, "work", "gone"), []byte("x"), 0o644)
+	os.MkdirAll(filepath.Join(upper, "olddir", "inner"), 0o755)
+	os.WriteFile(filepath.Join(upper, "olddir", "inner", "f"), []byte("moved"), 0o644)
+	since := time.Now().Add(-time.Second)
+	cp, err := s.CopyLayer(ctx, upper, "var/lib/sandboxd-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.Discard()
+
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(upper, "work", "sub", "f"), []byte("after!"), 0o600))
+	must(os.Remove(filepath.Join(upper, "work", "gone")))
+	must(os.WriteFile(filepath.Join(upper, "work", "new"), []byte("new"), 0o644))
+	must(os.Remove(filepath.Join(upper, "work", "link")))
+	must(os.Mkdir(filepath.Join(upper, "work", "link"), 0o711))
+	must(os.Rename(filepath.Join(upper, "olddir"), filepath.Join(upper, "newdir")))
+	must(os.Mkdir(filepath.Join(upper, "opaque"), 0o755))
+	must(unix.Lsetxattr(filepath.Join(upper, "opaque"), "trusted.overlay.opaque", []byte("y"), 0))
+	must(unix.Mknod(filepath.Join(upper, "whiteout"), unix.S_IFCHR, 0))
+	must(os.Chown(filepath.Join(upper, "work", "new"), 1000, 1000))
+	must(os.WriteFile(filepath.Join(upper, "var", "lib", "sandboxd-agent", "state.json"), []byte("newer secret"), 0o600))
+
+	n, err := cp.Refresh(ctx, upper, since, "var/lib/sandboxd-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, _, err := hashTree(ctx, cp.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := s.CopyLayer(ctx, upper, "var/lib/sandboxd-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Discard()
+	want, _, _, err := hashTree(ctx, fresh.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		out, _ := exec.Command("diff", "-r", "--no-dereference", cp.dir, fresh.dir).CombinedOutput()
+		t.Fatalf("refreshed copy (%d entries refreshed) differs from a fresh copy:\n%s", n, out)
+	}
+	if _, err := os.Lstat(filepath.Join(cp.dir, "var", "lib", "sandboxd-agent")); !os.IsNotExist(err) {
+		t.Errorf("the excluded agent state came back: %v", err)
 	}
 }

@@ -274,3 +274,26 @@ def test_options_labels_list_destroy(client):
     s.destroy()
     with pytest.raises(sandboxd.NotFoundError):
         client.sandbox(sid).info()
+
+
+def test_snapshot_and_fork(client, sb):
+    name = f"py-snap-{os.getpid()}"
+    sb.exec("echo from-parent > /workspace/snap.txt")
+    snap = sb.create_snapshot(name)
+    assert snap["name"] == name and snap["layer"].startswith("sha256-")
+    assert any(s["name"] == name for s in client.list_snapshots())
+    fork = client.sandbox(f"py-fork-{os.getpid()}", from_snapshot=name)
+    try:
+        assert fork.exec("cat /workspace/snap.txt").stdout == "from-parent\n"
+        assert fork.info()["fromSnapshot"] == name
+        with pytest.raises(sandboxd.ConflictError) as e:
+            client.delete_snapshot(name)
+        assert e.value.code == "SNAPSHOT_IN_USE"
+        with pytest.raises(sandboxd.SandboxError) as e:
+            sb.create_snapshot(name + "-m", memory=True)
+        assert e.value.code == "MEMORY_SNAPSHOT_UNSUPPORTED"
+        with pytest.raises(sandboxd.NotFoundError):
+            client.get_snapshot("no-such-snapshot")
+    finally:
+        fork.destroy()
+    client.delete_snapshot(name)

@@ -4,7 +4,7 @@
 import { errorFromResponse, SandboxError, UnavailableError } from "./errors.js";
 import { EventStream } from "./sse.js";
 import { Sandbox } from "./sandbox.js";
-import type { Health, ImageInfo, LifecycleEvent, SandboxInfo, SandboxOptions, SandboxStatus } from "./types.js";
+import type { Health, ImageInfo, LifecycleEvent, SandboxInfo, SandboxOptions, SandboxStatus, SnapshotInfo } from "./types.js";
 
 /** The daemon's address when SANDBOX_URL is not set. */
 export const DEFAULT_URL = "http://127.0.0.1:7070";
@@ -118,6 +118,22 @@ export class SandboxClient {
   /** Removes an image. */
   async deleteImage(name: string, options: CallOptions = {}): Promise<void> {
     await this.request({ method: "DELETE", path: `/v1/images/${encodeURIComponent(name)}`, ...options });
+  }
+
+  /** Every snapshot, by name. */
+  async listSnapshots(options: CallOptions = {}): Promise<SnapshotInfo[]> {
+    const r = await this.request<{ snapshots: SnapshotInfo[] }>({ method: "GET", path: "/v1/snapshots", ...options });
+    return r.snapshots ?? [];
+  }
+
+  /** One snapshot; NotFoundError (`SNAPSHOT_NOT_FOUND`) if absent. */
+  getSnapshot(name: string, options: CallOptions = {}): Promise<SnapshotInfo> {
+    return this.request<SnapshotInfo>({ method: "GET", path: `/v1/snapshots/${encodeURIComponent(name)}`, ...options });
+  }
+
+  /** Removes a snapshot; ConflictError (`SNAPSHOT_IN_USE`) while a sandbox was created from it. */
+  async deleteSnapshot(name: string, options: CallOptions = {}): Promise<void> {
+    await this.request({ method: "DELETE", path: `/v1/snapshots/${encodeURIComponent(name)}`, ...options });
   }
 
   /** Lifecycle events (created, started, slept, woke, stopped, destroyed, failed), of one sandbox or all. Open-ended: close it or abort. */

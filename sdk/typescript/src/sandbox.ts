@@ -31,6 +31,7 @@ import type {
   SandboxInfo,
   SandboxOptions,
   SessionInfo,
+  SnapshotInfo,
   TerminalInfo,
   WatchEvent,
   WriteFileResult,
@@ -323,6 +324,23 @@ export class Sandbox {
   /** Resets the idle timer. */
   renew(options: CallOptions = {}): Promise<SandboxInfo> {
     return this.#call<SandboxInfo>({ method: "POST", path: "/renew", ...options });
+  }
+
+  /** Snapshots the sandbox's files as `name` (frozen while they are copied). `memory: true` is `MEMORY_SNAPSHOT_UNSUPPORTED` where the runtime cannot keep memory. */
+  createSnapshot(name: string, options: CallOptions & { memory?: boolean } = {}): Promise<SnapshotInfo> {
+    const { memory, ...call } = options;
+    return this.#call<SnapshotInfo>({ method: "POST", path: "/snapshots", json: { name, memory }, ...call });
+  }
+
+  /** Pauses the sandbox. Without `filesystemOnly`, `MEMORY_SNAPSHOT_UNSUPPORTED` where memory cannot be kept; with it, as stop. */
+  pause(options: CallOptions & { filesystemOnly?: boolean } = {}): Promise<SandboxInfo> {
+    const { filesystemOnly, ...call } = options;
+    return this.#call<SandboxInfo>({ method: "POST", path: "/pause", json: { filesystemOnly }, ...call });
+  }
+
+  /** Resumes a paused sandbox. */
+  resume(options: CallOptions = {}): Promise<SandboxInfo> {
+    return this.#call<SandboxInfo>({ method: "POST", path: "/resume", ...options });
   }
 
   // ---- commands

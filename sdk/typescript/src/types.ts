@@ -35,6 +35,27 @@ export interface SandboxOptions {
   keepAlive?: boolean;
   /** `crun` or `runc` (the host's kernel), or `gvisor` (runsc's user-space kernel); default the daemon's. */
   runtime?: string;
+  /** Start from this snapshot's files, image and runtime (docs/snapshots.md); NotFoundError (`SNAPSHOT_NOT_FOUND`) if absent. */
+  fromSnapshot?: string;
+}
+
+/** A snapshot of a sandbox's files (docs/snapshots.md). */
+export interface SnapshotInfo {
+  name: string;
+  /** The sandbox it was taken of. */
+  sandbox: string;
+  image: string;
+  imageDigest?: string;
+  runtime: string;
+  /** Content address of its files, `sha256-<hex>`. */
+  layer: string;
+  /** Bytes of regular files. */
+  size: number;
+  files: number;
+  memory: boolean;
+  /** How long the sandbox was frozen, ms. */
+  frozenMs: number;
+  createdAt: string;
 }
 
 export interface SandboxInfo {
@@ -44,6 +65,8 @@ export interface SandboxInfo {
   image: string;
   imageDigest?: string;
   runtime: string;
+  /** The snapshot it was created from, if any. */
+  fromSnapshot?: string;
   labels?: Record<string, string>;
   limits: Limits;
   network: { mode: string; allowCidrs?: string[]; allowHostCidrs?: string[]; address?: string; gateway?: string };

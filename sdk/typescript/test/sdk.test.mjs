@@ -395,3 +395,20 @@ test("getSandbox with options creates it with them; list filters by label; destr
   assert.ok(!(await client.listSandboxes()).some((x) => x.id === id));
   assert.ok(SandboxError.prototype.isPrototypeOf(new NotFoundError("X_NOT_FOUND", "m")));
 });
+
+test("snapshots: a fork starts with the parent's files; in use, unknown and memory answer their codes", async () => {
+  const name = `ts-snap-${suffix}`;
+  await sb.writeFile("/workspace/snap.txt", "from-parent");
+  const snap = await sb.createSnapshot(name);
+  assert.equal(snap.name, name);
+  assert.match(snap.layer, /^sha256-/);
+  assert.ok((await client.listSnapshots()).some((s) => s.name === name));
+  const fork = getSandbox(client, `ts-fork-${suffix}`, { fromSnapshot: name, labels: { sdk: "ts" } });
+  assert.equal((await fork.exec("cat /workspace/snap.txt")).stdout, "from-parent");
+  assert.equal((await fork.info()).fromSnapshot, name);
+  await assert.rejects(client.deleteSnapshot(name), (e) => e instanceof ConflictError && e.code === "SNAPSHOT_IN_USE");
+  await assert.rejects(sb.createSnapshot(`${name}-m`, { memory: true }), (e) => e.code === "MEMORY_SNAPSHOT_UNSUPPORTED");
+  await assert.rejects(client.getSnapshot("no-such-snapshot"), (e) => e instanceof NotFoundError && e.code === "SNAPSHOT_NOT_FOUND");
+  await fork.destroy();
+  await client.deleteSnapshot(name);
+});

@@ -197,7 +197,7 @@ class Client:
     def sandbox(self, sandbox_id: str, **options: Any) -> "Sandbox":
         """A handle to sandbox ``sandbox_id``; no I/O. ``options`` (image, env,
         labels, limits, network, instance_type, sleep_after, keep_alive,
-        runtime) apply
+        runtime, from_snapshot) apply
         when the first call creates it."""
         return Sandbox(self._t, sandbox_id, options or None)
 
@@ -213,6 +213,18 @@ class Client:
             if (want is None or s.get("status") in want) and all((s.get("labels") or {}).get(k) == v for k, v in (labels or {}).items())
         ]
 
+    def list_snapshots(self) -> List[Dict[str, Any]]:
+        """Every snapshot, by name (docs/snapshots.md)."""
+        return self._t.request("GET", "/v1/snapshots").get("snapshots") or []
+
+    def get_snapshot(self, name: str) -> Dict[str, Any]:
+        """One snapshot; NotFoundError (SNAPSHOT_NOT_FOUND) if absent."""
+        return self._t.request("GET", "/v1/snapshots/" + _q(name))
+
+    def delete_snapshot(self, name: str) -> None:
+        """Removes a snapshot; ConflictError (SNAPSHOT_IN_USE) while a sandbox was created from it."""
+        self._t.request("DELETE", "/v1/snapshots/" + _q(name))
+
     def list_images(self) -> List[Dict[str, Any]]:
         return self._t.request("GET", "/v1/images").get("images") or []
 
@@ -221,7 +233,7 @@ class Client:
         return self._t.stream("GET", "/v1/events", "lifecycle events", None, query={"sandbox": sandbox})
 
 
-_OPTION_NAMES = {"instance_type": "instanceType", "sleep_after": "sleepAfter", "keep_alive": "keepAlive"}
+_OPTION_NAMES = {"instance_type": "instanceType", "sleep_after": "sleepAfter", "keep_alive": "keepAlive", "from_snapshot": "fromSnapshot"}
 
 
 def _sandbox_options(o: Mapping[str, Any]) -> Dict[str, Any]:
@@ -312,6 +324,19 @@ class Sandbox:
 
     def renew(self) -> Dict[str, Any]:
         return self._call("POST", "/renew")
+
+    def create_snapshot(self, name: str, *, memory: bool = False) -> Dict[str, Any]:
+        """Snapshots the sandbox's files as ``name``; ``memory=True`` is
+        MEMORY_SNAPSHOT_UNSUPPORTED where the runtime cannot keep memory."""
+        return self._call("POST", "/snapshots", json_body={"name": name, "memory": memory or None})
+
+    def pause(self, *, filesystem_only: bool = False) -> Dict[str, Any]:
+        """Pauses the sandbox: MEMORY_SNAPSHOT_UNSUPPORTED where memory cannot
+        be kept; with ``filesystem_only``, as stop."""
+        return self._call("POST", "/pause", json_body={"filesystemOnly": filesystem_only or None})
+
+    def resume(self) -> Dict[str, Any]:
+        return self._call("POST", "/resume")
 
     # ---- commands
 
