@@ -110,7 +110,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	registry := metrics.NewRegistry()
 	registerHostMetrics(registry, log)
-	registerEgressMetrics(registry, net, log)
+	registerEgressMetrics(registry, net)
 	var mgr *sandbox.Manager
 	images, err := openImages(cfg, hostImage, rt, func(ctx context.Context) (map[string]bool, error) {
 		return imagesInUse(ctx, mgr)
@@ -287,6 +287,12 @@ type netAdapter struct {
 	// egress metric and summary.
 	idsMu sync.Mutex
 	ids   map[string]string
+
+	log *slog.Logger
+	// pktMu guards the last read of the denied packet counters.
+	pktMu sync.Mutex
+	pkts  map[string]uint64
+	pktAt time.Time
 }
 
 func newNetwork(ctx context.Context, cfg Config, log *slog.Logger) (*netAdapter, error) {
@@ -337,7 +343,7 @@ func newNetwork(ctx context.Context, cfg Config, log *slog.Logger) (*netAdapter,
 	if eg != nil {
 		eg.serve(m)
 	}
-	return &netAdapter{m: m, dns: dns, egress: eg, ids: map[string]string{}}, nil
+	return &netAdapter{m: m, dns: dns, egress: eg, ids: map[string]string{}, log: log}, nil
 }
 
 // close stops the forwarder and checker (sandboxes' DNS stops until the

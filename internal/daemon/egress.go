@@ -103,9 +103,7 @@ func (n *netAdapter) Denied(sandboxID string) (int64, []api.DeniedName) {
 		return 0, nil
 	}
 	count, last := n.egress.denials.Get(key)
-	if pkts, err := n.m.DeniedPackets(context.Background()); err == nil {
-		count += int64(pkts[key])
-	}
+	count += int64(n.deniedPackets()[key])
 	out := make([]api.DeniedName, len(last))
 	for i, d := range last {
 		out[i] = api.DeniedName{Name: d.Name, Reason: d.Reason, At: d.At.UTC()}
@@ -124,17 +122,36 @@ func (n *netAdapter) keyOf(sandboxID string) (string, bool) {
 	return "", false
 }
 
+// packetsTTL is how long a read of the denied packet counters serves:
+// reading them runs nft, which costs more than a policy change on a busy
+// host, and a summary a second old is as good.
+const packetsTTL = 2 * time.Second
+
+// deniedPackets returns the table's denied packet counters by key, read
+// at most every packetsTTL.
+func (n *netAdapter) deniedPackets() map[string]uint64 {
+	n.pktMu.Lock()
+	defer n.pktMu.Unlock()
+	if time.Since(n.pktAt) < packetsTTL {
+		return n.pkts
+	}
+	pkts, err := n.m.DeniedPackets(context.Background())
+	if err != nil {
+		n.log.Warn("reading denied packet counters", "err", err)
+		return n.pkts
+	}
+	n.pkts, n.pktAt = pkts, time.Now()
+	return pkts
+}
+
 // registerEgressMetrics exports sandboxd_egress_denied_total by sandbox.
-func registerEgressMetrics(r *metrics.Registry, n *netAdapter, log *slog.Logger) {
+func registerEgressMetrics(r *metrics.Registry, n *netAdapter) {
 	r.NewCounterFunc("sandboxd_egress_denied_total", "Egress a sandbox's policy refused: lookups answered NXDOMAIN, connections refused by name, packets of new connections dropped.", "sandbox", func() map[string]float64 {
 		out := map[string]float64{}
 		if n.egress == nil {
 			return out
 		}
-		pkts, err := n.m.DeniedPackets(context.Background())
-		if err != nil {
-			log.Warn("reading denied packet counters", "err", err)
-		}
+		pkts := n.deniedPackets()
 		counts := n.egress.denials.Counts()
 		n.idsMu.Lock()
 		defer n.idsMu.Unlock()
