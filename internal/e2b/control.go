@@ -97,6 +97,8 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request, p string) 
 		err = s.connect(w, r, seg[1])
 	case len(seg) == 3 && r.Method == http.MethodPost && seg[2] == "pause":
 		err = s.pauseRoute(w, r, seg[1])
+	case len(seg) == 3 && r.Method == http.MethodPut && seg[2] == "network":
+		err = s.updateNetwork(w, r, seg[1])
 	case len(seg) == 3 && r.Method == http.MethodGet && seg[2] == "metrics":
 		err = s.metrics(w, r, seg[1])
 	default:
@@ -133,9 +135,8 @@ type newSandboxRequest struct {
 	EnvVars             map[string]string `json:"envVars"`
 	AllowInternetAccess *bool             `json:"allow_internet_access"`
 	Network             *struct {
-		AllowPublicTraffic *bool    `json:"allowPublicTraffic"`
-		AllowOut           []string `json:"allowOut"`
-		DenyOut            []string `json:"denyOut"`
+		egressRequest
+		AllowPublicTraffic *bool `json:"allowPublicTraffic"`
 	} `json:"network"`
 	AutoPause *bool `json:"autoPause"`
 	// AutoPauseMemory false pauses at the timeout without memory.
@@ -199,10 +200,14 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 	e := entry{TemplateID: req.TemplateID, AutoPause: req.AutoPause != nil && *req.AutoPause,
 		AutoPauseNoMemory: req.AutoPauseMemory != nil && !*req.AutoPauseMemory}
 	if req.Network != nil {
-		if len(req.Network.AllowOut) > 0 || len(req.Network.DenyOut) > 0 {
-			return controlErrorf(http.StatusBadRequest, "network allowOut/denyOut rules are not supported by sandboxd's E2B layer yet; use allowInternetAccess")
-		}
 		e.PrivateTraffic = req.Network.AllowPublicTraffic != nil && !*req.Network.AllowPublicTraffic
+		if !req.Network.empty() || len(req.Network.Rules) > 0 || len(req.Network.EgressProxy) > 0 {
+			no, err := req.Network.networkOptions()
+			if err != nil {
+				return err
+			}
+			opts.Network = no
+		}
 	}
 	if req.AllowInternetAccess != nil && !*req.AllowInternetAccess {
 		opts.Network = &api.NetworkOptions{Mode: api.NetworkNone}

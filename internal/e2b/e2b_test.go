@@ -309,3 +309,28 @@ func TestControlNeedsKey(t *testing.T) {
 		t.Errorf("unknown sandbox health: %d", w.Code)
 	}
 }
+
+func TestEgressPolicy(t *testing.T) {
+	p, err := egressRequest{AllowOut: []string{"1.1.1.1", "10.0.0.0/8", "pypi.org", "*.example.com"}, DenyOut: []string{allTraffic, "8.8.8.8", "ads.example.com"}}.policy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := api.NetworkPolicy{Mode: api.NetworkInternet, Default: "deny",
+		AllowCIDRs: []string{"1.1.1.1/32", "10.0.0.0/8"}, AllowDomains: []string{"pypi.org", "*.example.com"},
+		DenyCIDRs: []string{"8.8.8.8/32"}, DenyDomains: []string{"ads.example.com"}}
+	if diff := cmp.Diff(want, p); diff != "" {
+		t.Errorf("policy (-want +got):\n%s", diff)
+	}
+	if p, _ := (egressRequest{DenyOut: []string{"9.9.9.9"}}).policy(); p.Default != "allow" {
+		t.Errorf("without ALL_TRAFFIC in denyOut the default is %q", p.Default)
+	}
+	for _, bad := range []egressRequest{
+		{Rules: json.RawMessage(`{"a.com":[{"transform":{}}]}`)},
+		{EgressProxy: json.RawMessage(`{"address":"x"}`)},
+		{AllowOut: make([]string, maxEgressEntries+1)},
+	} {
+		if _, err := bad.policy(); err == nil {
+			t.Errorf("policy(%+v) accepted", bad)
+		}
+	}
+}

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict'
 import http from 'node:http'
 import {
   Sandbox, CommandExitError, TimeoutError, SandboxNotFoundError, NotFoundError,
-  FileNotFoundError, FileType, FilesystemEventType, AuthenticationError,
+  FileNotFoundError, FileType, FilesystemEventType, AuthenticationError, ALL_TRAFFIC,
 } from 'e2b'
 
 const listen = process.env.E2B_TEST_LISTEN
@@ -316,6 +316,28 @@ describe('lifecycle', () => {
       assert.equal(running.length, 2)
     } finally {
       await Promise.all(made.map((x) => x.kill()))
+    }
+  })
+
+  test('network allowOut/denyOut become the egress policy, at create and by updateNetwork', async () => {
+    const api = process.env.E2B_API_URL.replace(/\/e2b$/, '')
+    const policy = async (id) => (await (await fetch(`${api}/v1/sandboxes/${id}/network`, {
+      headers: { authorization: `Bearer ${process.env.E2B_API_KEY}` },
+    })).json()).policy
+    const s = await Sandbox.create({ timeoutMs: 60_000, network: { denyOut: [ALL_TRAFFIC], allowOut: ['1.1.1.1', 'example.com'] } })
+    try {
+      let p = await policy(s.sandboxId)
+      assert.equal(p.default, 'deny')
+      assert.deepEqual(p.allowCidrs, ['1.1.1.1/32'])
+      assert.deepEqual(p.allowDomains, ['example.com'])
+      await s.updateNetwork({ denyOut: ['10.1.2.0/24', 'ads.example.com'] })
+      p = await policy(s.sandboxId)
+      assert.equal(p.default, 'allow')
+      assert.deepEqual(p.denyCidrs, ['10.1.2.0/24'])
+      assert.deepEqual(p.denyDomains, ['ads.example.com'])
+      assert.deepEqual(p.allowDomains ?? [], [])
+    } finally {
+      await s.kill()
     }
   })
 
