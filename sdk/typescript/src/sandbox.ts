@@ -22,6 +22,8 @@ import type {
   FileStreamEvent,
   GitCheckoutResult,
   ListFilesResult,
+  NetworkPolicy,
+  NetworkStatus,
   LogEvent,
   PreviewLink,
   ProcessInfo,
@@ -319,6 +321,16 @@ export class Sandbox {
 
   restart(options: CallOptions = {}): Promise<SandboxInfo> {
     return this.#call<SandboxInfo>({ method: "POST", path: "/restart", ...options });
+  }
+
+  /** The sandbox's egress policy and what it refused (docs/network.md). NotFoundError as info. */
+  network(options: CallOptions = {}): Promise<NetworkStatus> {
+    return this.#call<NetworkStatus>({ method: "GET", path: "/network", ...options });
+  }
+
+  /** Replaces the egress policy, at once if the sandbox runs; INVALID_NETWORK_POLICY names the entry in `details.entry`. */
+  setNetwork(policy: NetworkPolicy, options: CallOptions = {}): Promise<NetworkStatus> {
+    return this.#call<NetworkStatus>({ method: "PUT", path: "/network", json: policy, ...options });
   }
 
   /** Resets the idle timer. */

@@ -69,7 +69,17 @@ export interface SandboxInfo {
   fromSnapshot?: string;
   labels?: Record<string, string>;
   limits: Limits;
-  network: { mode: string; allowCidrs?: string[]; allowHostCidrs?: string[]; address?: string; gateway?: string };
+  network: {
+    mode: string;
+    allowCidrs?: string[];
+    allowHostCidrs?: string[];
+    allowDomains?: string[];
+    denyDomains?: string[];
+    denyCidrs?: string[];
+    default?: "allow" | "deny";
+    address?: string;
+    gateway?: string;
+  };
   createdAt: string;
   lastUsedAt: string;
   statusChangedAt: string;
@@ -79,6 +89,32 @@ export interface SandboxInfo {
   idleDeadline?: string;
   /** Set by ensure: whether this call created the sandbox. */
   created?: boolean;
+}
+
+/** A sandbox's egress policy (docs/network.md): PUT /v1/sandboxes/{id}/network replaces it as a whole. */
+export interface NetworkPolicy {
+  /** Must be the sandbox's mode if given. */
+  mode?: "none" | "internet";
+  /** Names (`pypi.org`) or every name below one (`*.pythonhosted.org`) the sandbox may resolve and reach. */
+  allowDomains?: string[];
+  /** Names it may not; they win over allowDomains. */
+  denyDomains?: string[];
+  allowCidrs?: string[];
+  denyCidrs?: string[];
+  /** Default: "deny" when allowDomains or allowCidrs are given, else "allow". */
+  default?: "allow" | "deny";
+}
+
+/** GET /v1/sandboxes/{id}/network: the policy and what it refused. */
+export interface NetworkStatus {
+  policy: Required<Omit<NetworkPolicy, "mode">> & { mode: string };
+  allowHostCidrs?: string[];
+  address?: string;
+  gateway?: string;
+  /** Lookups answered NXDOMAIN, connections refused by name, packets of new connections dropped. */
+  denied: number;
+  /** The last names refused, newest first (at most 16). */
+  lastDenied: { name: string; reason: "dns" | "sni" | "host" | "head" | string; at: string }[];
 }
 
 export interface Health {

@@ -325,6 +325,33 @@ class Sandbox:
     def renew(self) -> Dict[str, Any]:
         return self._call("POST", "/renew")
 
+    def network(self) -> Dict[str, Any]:
+        """The sandbox's egress policy and what it refused (docs/network.md):
+        ``{"policy": {...}, "denied": N, "lastDenied": [...]}``."""
+        return self._call("GET", "/network")
+
+    def set_network(
+        self,
+        *,
+        allow_domains: Optional[List[str]] = None,
+        deny_domains: Optional[List[str]] = None,
+        allow_cidrs: Optional[List[str]] = None,
+        deny_cidrs: Optional[List[str]] = None,
+        default: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """Replaces the whole egress policy (absent lists are empty), at once
+        if the sandbox runs; INVALID_NETWORK_POLICY names the entry in
+        ``details["entry"]``."""
+        policy = {
+            "allowDomains": allow_domains or [],
+            "denyDomains": deny_domains or [],
+            "allowCidrs": allow_cidrs or [],
+            "denyCidrs": deny_cidrs or [],
+        }
+        if default is not None:
+            policy["default"] = default
+        return self._call("PUT", "/network", json_body=policy)
+
     def create_snapshot(self, name: str, *, memory: bool = False) -> Dict[str, Any]:
         """Snapshots the sandbox's files as ``name``; ``memory=True`` is
         MEMORY_SNAPSHOT_UNSUPPORTED where the runtime cannot keep memory."""
