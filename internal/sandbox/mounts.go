@@ -255,8 +255,15 @@ func (m *Manager) attachMount(ctx context.Context, b *box, f mountFiles, bm Buck
 	return nil
 }
 
-// mountOwner is the host UID and GID the sandbox's root has.
-func (m *Manager) mountOwner(b *box) bucket.Owner { return bucket.Owner{} }
+// mountOwner is the host UID and GID the sandbox's root has: its range's
+// first in a user namespace (so the bucket's files are root's inside),
+// else the host's root.
+func (m *Manager) mountOwner(b *box) bucket.Owner {
+	if ids := b.hostIDs(); ids != nil {
+		return bucket.Owner{UID: int(ids.Base), GID: int(ids.Base)}
+	}
+	return bucket.Owner{}
+}
 
 // detachMount takes bm out of b's container (if it runs) and off the host.
 func (m *Manager) detachMount(b *box, f mountFiles, bm BucketMount) {
