@@ -164,6 +164,26 @@ func TestUserNamespaces(t *testing.T) {
 		}
 	})
 
+	t.Run("a fork maps its parent's files into its own range", func(t *testing.T) {
+		ctx := ctxT(t, 2*time.Minute)
+		run(t, one, "mkdir -p /workspace/f && echo data > /workspace/f/root-file && touch /workspace/f/alice-file && chown alice: /workspace/f/alice-file")
+		if _, err := one.Snapshot(ctx, "userns-snap", client.SnapshotOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		fork := d.Client.Sandbox("userns-fork", client.WithFromSnapshot("userns-snap"))
+		iso := isolationOf(t, fork)
+		if !iso.UserNamespace || iso.HostUIDBase == iso1.HostUIDBase || iso.HostUIDBase == iso2.HostUIDBase {
+			t.Fatalf("fork's isolation %+v, want a range of its own", iso)
+		}
+		got := trim(run(t, fork, "stat -c %U /workspace/f/root-file /workspace/f/alice-file; echo more >> /workspace/f/root-file && cat /workspace/f/root-file"))
+		if got != "root\nalice\ndata\nmore" {
+			t.Errorf("in the fork: %q, want the files root's and alice's, writable", got)
+		}
+		if err := fork.Destroy(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("the range survives a restart and is freed on destroy", func(t *testing.T) {
 		d.Restart(t)
 		if got := isolationOf(t, one); got != iso1 {

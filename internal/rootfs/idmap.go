@@ -77,6 +77,39 @@ func (r IDRange) OpenUserNS() (*os.File, error) {
 	return f, nil
 }
 
+// PendingUserNS is a user namespace being opened in the background
+// (OpenUserNS starts and ends a process, the slowest step of mounting an
+// idmapped root), so that a sandbox's start can do other things meanwhile.
+type PendingUserNS struct {
+	done chan struct{}
+	f    *os.File
+	err  error
+}
+
+// OpenUserNSAsync starts opening r's user namespace. The caller must Close
+// the result.
+func (r IDRange) OpenUserNSAsync() *PendingUserNS {
+	p := &PendingUserNS{done: make(chan struct{})}
+	go func() {
+		p.f, p.err = r.OpenUserNS()
+		close(p.done)
+	}()
+	return p
+}
+
+// Wait returns the namespace once it is open; it stays p's to close.
+func (p *PendingUserNS) Wait() (*os.File, error) {
+	<-p.done
+	return p.f, p.err
+}
+
+// Close waits for the namespace and closes it.
+func (p *PendingUserNS) Close() {
+	if f, err := p.Wait(); err == nil {
+		f.Close()
+	}
+}
+
 // mountIDMapped attaches a read-only, idmapped copy of the mount at src on
 // target: files owned by host UID n appear owned by r.Base+n, so the
 // sandbox's root owns what the host's root owns in its image, while the
@@ -108,10 +141,10 @@ func mountIDMapped(src, target string, userns *os.File) error {
 // mountIDMappedLayers attaches each layer, idmapped for r, at
 // <base>/lower/<i> (unless already there: a daemon restart leaves them)
 // and returns those paths in the same order.
-func mountIDMappedLayers(base string, layers []string, r IDRange) (_ []string, err error) {
+func mountIDMappedLayers(base string, layers []string, r IDRange, pending *PendingUserNS) (_ []string, err error) {
 	var userns *os.File
 	defer func() {
-		if userns != nil {
+		if userns != nil && pending == nil {
 			userns.Close()
 		}
 	}()
@@ -126,6 +159,11 @@ func mountIDMappedLayers(base string, layers []string, r IDRange) (_ []string, e
 			return nil, err
 		} else if mounted {
 			continue
+		}
+		if userns == nil && pending != nil {
+			if userns, err = pending.Wait(); err != nil {
+				return nil, err
+			}
 		}
 		if userns == nil {
 			if userns, err = r.OpenUserNS(); err != nil {

@@ -112,7 +112,7 @@ func TestIDMappedLayersAreReadOnly(t *testing.T) {
 	os.MkdirAll(layer, 0o755)
 	os.WriteFile(filepath.Join(layer, "f"), nil, 0o644)
 	box := filepath.Join(dir, "box")
-	lowers, err := mountIDMappedLayers(box, []string{layer}, IDRange{Base: testBase})
+	lowers, err := mountIDMappedLayers(box, []string{layer}, IDRange{Base: testBase}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

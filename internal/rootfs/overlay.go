@@ -27,6 +27,9 @@ type Overlay struct {
 	// (EOVERFLOW), and an overlay cannot itself be idmapped (EINVAL), so
 	// the upper layer holds the range's IDs on disk.
 	IDs *IDRange
+	// UserNS, when set, is IDs's user namespace opened ahead; the caller
+	// closes it.
+	UserNS *PendingUserNS
 }
 
 // Mount mounts the overlay on Target unless something is already mounted
@@ -52,7 +55,7 @@ func (o Overlay) Mount() error {
 	layers := o.Layers
 	if o.IDs != nil {
 		var err error
-		if layers, err = mountIDMappedLayers(base, o.Layers, *o.IDs); err != nil {
+		if layers, err = mountIDMappedLayers(base, o.Layers, *o.IDs, o.UserNS); err != nil {
 			return err
 		}
 	}

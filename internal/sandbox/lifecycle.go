@@ -242,6 +242,13 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	if err != nil {
 		return nil, err
 	}
+	ids := b.hostIDs()
+	var userns *rootfs.PendingUserNS
+	if ids != nil {
+		// Opened while the network is set up: it takes a process.
+		userns = ids.OpenUserNSAsync()
+		defer userns.Close()
+	}
 	var undo cleanupStack
 	defer func() {
 		if err != nil {
@@ -281,7 +288,7 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	if err != nil {
 		return nil, err
 	}
-	ov := rootfs.Overlay{Layers: layers, Upper: p.upper, Work: p.work, Target: p.rootfs, IDs: b.hostIDs()}
+	ov := rootfs.Overlay{Layers: layers, Upper: p.upper, Work: p.work, Target: p.rootfs, IDs: ids, UserNS: userns}
 	if err := ov.Mount(); err != nil {
 		return nil, err
 	}
