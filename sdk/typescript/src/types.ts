@@ -87,6 +87,9 @@ export interface SandboxInfo {
   sleepAfter: number;
   keepAlive: boolean;
   idleDeadline?: string;
+  /** What separates the sandbox from the host: its runtime, and whether its root is an unprivileged
+   * host UID of a user namespace of its own (`hostUidBase`, absent without one). */
+  isolation?: { runtime: string; userNamespace: boolean; hostUidBase?: number };
   /** Set by ensure: whether this call created the sandbox. */
   created?: boolean;
 }
