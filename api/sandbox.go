@@ -50,6 +50,10 @@ type SandboxOptions struct {
 	// may repeat them, not change them); everything else is the new
 	// sandbox's own. An unknown name answers SNAPSHOT_NOT_FOUND.
 	FromSnapshot string `json:"fromSnapshot,omitempty"`
+	// Volumes are named volumes (POST /v1/volumes) mounted into the
+	// sandbox whenever it starts; at most 8, at paths that follow the
+	// rules of bucket mounts. An unknown name answers VOLUME_NOT_FOUND.
+	Volumes []VolumeMount `json:"volumes,omitempty"`
 }
 
 // SandboxUpdate is the body of PATCH /v1/sandboxes/{id}: the settings that
@@ -126,12 +130,14 @@ type Sandbox struct {
 	// Runtime runs the sandbox: "crun", "runc" or "gvisor".
 	Runtime string `json:"runtime"`
 	// FromSnapshot is the snapshot the sandbox was created from, if any.
-	FromSnapshot string            `json:"fromSnapshot,omitempty"`
-	Labels       map[string]string `json:"labels,omitempty"`
-	Limits       Limits            `json:"limits"`
-	Network      NetworkInfo       `json:"network"`
-	CreatedAt    time.Time         `json:"createdAt"`
-	LastUsedAt   time.Time         `json:"lastUsedAt"`
+	FromSnapshot string `json:"fromSnapshot,omitempty"`
+	// Volumes are the named volumes the sandbox mounts.
+	Volumes    []VolumeMount     `json:"volumes,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	Limits     Limits            `json:"limits"`
+	Network    NetworkInfo       `json:"network"`
+	CreatedAt  time.Time         `json:"createdAt"`
+	LastUsedAt time.Time         `json:"lastUsedAt"`
 	// StatusChangedAt is when Status last changed.
 	StatusChangedAt time.Time `json:"statusChangedAt"`
 	InstanceType    string    `json:"instanceType,omitempty"`

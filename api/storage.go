@@ -124,3 +124,37 @@ type Secret struct {
 type SecretList struct {
 	Secrets []Secret `json:"secrets"`
 }
+
+// VolumeMount puts a named volume at Path of a sandbox.
+type VolumeMount struct {
+	Name string `json:"name"`
+	// Path is absolute, clean, outside the system trees.
+	Path string `json:"path"`
+	// ReadOnly: writes in the sandbox fail with EROFS.
+	ReadOnly bool `json:"readOnly,omitempty"`
+}
+
+// VolumeRequest is the body of POST /v1/volumes.
+type VolumeRequest struct {
+	// Name: 1-63 of a-z, 0-9, '_', '.', '-'.
+	Name string `json:"name"`
+	// SizeBytes is the volume's quota; default 10 GiB, from 64 MiB to
+	// 1 TiB. The host's disk holds only what is written.
+	SizeBytes int64 `json:"sizeBytes,omitempty"`
+}
+
+// Volume is a named volume.
+type Volume struct {
+	Name      string `json:"name"`
+	SizeBytes int64  `json:"sizeBytes"`
+	// UsedBytes is what its files take now.
+	UsedBytes int64 `json:"usedBytes"`
+	// Sandboxes are the IDs of the sandboxes that mount it.
+	Sandboxes []string  `json:"sandboxes"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// VolumeList is the answer of GET /v1/volumes.
+type VolumeList struct {
+	Volumes []Volume `json:"volumes"`
+}

@@ -89,3 +89,36 @@ func (c *Client) Secrets(ctx context.Context) ([]api.Secret, error) {
 func (c *Client) RemoveSecret(ctx context.Context, name string) error {
 	return c.doJSON(ctx, http.MethodDelete, "/v1/secrets/"+url.PathEscape(name), nil, nil)
 }
+
+// WithVolume mounts the named volume at path of a sandbox this call
+// creates (repeatable; readOnly: writes fail with EROFS).
+func WithVolume(name, path string, readOnly bool) SandboxOption {
+	return sandboxOptionFunc(func(o *api.SandboxOptions) {
+		o.Volumes = append(o.Volumes, api.VolumeMount{Name: name, Path: path, ReadOnly: readOnly})
+	})
+}
+
+// CreateVolume creates the named volume with a quota of sizeBytes (0: the
+// daemon's default, 10 GiB). VOLUME_EXISTS (ErrConflict) if it exists.
+func (c *Client) CreateVolume(ctx context.Context, name string, sizeBytes int64) (*api.Volume, error) {
+	var out api.Volume
+	if err := c.doJSON(ctx, http.MethodPost, "/v1/volumes", &api.VolumeRequest{Name: name, SizeBytes: sizeBytes}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Volumes lists the daemon's volumes.
+func (c *Client) Volumes(ctx context.Context) ([]api.Volume, error) {
+	var out api.VolumeList
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/volumes", nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Volumes, nil
+}
+
+// RemoveVolume deletes the named volume and its files; VOLUME_IN_USE
+// (ErrConflict) while a sandbox names it.
+func (c *Client) RemoveVolume(ctx context.Context, name string) error {
+	return c.doJSON(ctx, http.MethodDelete, "/v1/volumes/"+url.PathEscape(name), nil, nil)
+}

@@ -325,3 +325,67 @@ func alivePID(pid int) bool {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	return err == nil && !strings.Contains(string(data), ") Z ")
 }
+
+// TestVolumes shares a named volume between two running sandboxes (one
+// read-only), checks its quota, its persistence across a restart, that it
+// cannot be removed while used, and that removing it leaves nothing.
+func TestVolumes(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	d := testdaemon.Start(t, testdaemon.Options{})
+	ctx := ctxT(t, 5*time.Minute)
+	if out, errOut, code := cli(t, d, "", "volume", "create", "shared", "--size", "128Mi"); code != 0 {
+		t.Fatalf("volume create: %s%s", out, errOut)
+	}
+	if _, err := d.Client.CreateVolume(ctx, "shared", 0); codeOf(err) != api.CodeVolumeExists {
+		t.Errorf("creating it again: %v; want VOLUME_EXISTS", err)
+	}
+	if out, errOut, code := cli(t, d, "", "create", "--volume", "shared:/shared", "vol-one"); code != 0 {
+		t.Fatalf("create --volume: %s%s", out, errOut)
+	}
+	one := d.Client.Sandbox("vol-one")
+	two := d.Client.Sandbox("vol-two", client.WithVolume("shared", "/data", true))
+	run(t, one, "echo shared > /shared/x")
+	if got := run(t, two, "cat /data/x"); got != "shared\n" {
+		t.Fatalf("the second sandbox reads %q", got)
+	}
+	if code, out := exitOf(t, two, "echo no > /data/y"); code == 0 || !strings.Contains(out, "Read-only file system") {
+		t.Errorf("write to a read-only volume: exit %d, %q; want EROFS", code, out)
+	}
+	if code, out := exitOf(t, one, "dd if=/dev/zero of=/shared/big bs=1M count=200"); code == 0 || !strings.Contains(out, "No space left") {
+		t.Errorf("writing past the volume's quota: exit %d, %q; want ENOSPC", code, out)
+	}
+	run(t, one, "rm /shared/big")
+	if _, err := d.Client.Sandbox("vol-bad", client.WithVolume("nope", "/x", false)).Exec(ctx, "true"); codeOf(err) != api.CodeVolumeNotFound {
+		t.Errorf("a sandbox naming an unknown volume: %v; want VOLUME_NOT_FOUND", err)
+	}
+	if _, err := d.Client.Sandbox("vol-bad2", client.WithVolume("shared", "/proc/x", false)).Exec(ctx, "true"); codeOf(err) != api.CodeMountPathInvalid {
+		t.Errorf("a volume over /proc: %v; want MOUNT_PATH_INVALID", err)
+	}
+	if err := d.Client.RemoveVolume(ctx, "shared"); codeOf(err) != api.CodeVolumeInUse {
+		t.Errorf("removing a volume in use: %v; want VOLUME_IN_USE", err)
+	}
+	vols, err := d.Client.Volumes(ctx)
+	if err != nil || len(vols) != 1 || strings.Join(vols[0].Sandboxes, ",") != "vol-one,vol-two" || vols[0].SizeBytes != 128<<20 {
+		t.Errorf("volumes = %+v, %v", vols, err)
+	}
+	if _, err := one.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(t, one, "cat /shared/x"); got != "shared\n" {
+		t.Errorf("after a restart: %q", got)
+	}
+	for _, sb := range []*client.Sandbox{one, two} {
+		if err := sb.Destroy(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, errOut, code := cli(t, d, "", "volume", "rm", "shared"); code != 0 {
+		t.Fatalf("volume rm: %s%s", out, errOut)
+	}
+	if left := hostMountsBelow(filepath.Join(d.RunDir, "volumes")); len(left) != 0 {
+		t.Errorf("mounts left after volume rm: %v", left)
+	}
+	if _, err := os.Stat(filepath.Join(d.StateDir, "volumes", "shared")); !os.IsNotExist(err) {
+		t.Errorf("the volume's files are still there: %v", err)
+	}
+}

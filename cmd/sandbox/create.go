@@ -32,6 +32,7 @@ type createFlags struct {
 	sleepAfter   time.Duration
 	keepAlive    bool
 	fromSnapshot string
+	volumes      []string
 }
 
 func newCreateCommand(g *globals) *cobra.Command {
@@ -50,7 +51,8 @@ Prints the ID, or with --json the sandbox's description.`,
   sandbox create api-test --network internet --allow 10.0.0.5/32
   sandbox create agent --allow-domain pypi.org --allow-domain '*.pythonhosted.org'
   sandbox create untrusted --runtime gvisor
-  sandbox create --from-snapshot deps-installed fork-1`,
+  sandbox create --from-snapshot deps-installed fork-1
+  sandbox create --volume cache:/cache --volume datasets:/data:ro worker-1`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts, err := f.options(cmd, g.e.getenv)
@@ -76,6 +78,7 @@ Prints the ID, or with --json the sandbox's description.`,
 	fl.StringVar(&f.disk, "disk", "", "disk quota for the sandbox's writable layer, e.g. 2Gi (default: none)")
 	fl.DurationVar(&f.sleepAfter, "sleep-after", 0, "idle time before the sandbox sleeps, e.g. 30m (default: the daemon's)")
 	fl.BoolVar(&f.keepAlive, "keep-alive", false, "never put the sandbox to sleep")
+	fl.StringArrayVar(&f.volumes, "volume", nil, "mount the named volume: `NAME:/PATH[:ro]` (repeatable; sandbox volume create)")
 	fl.StringVar(&f.fromSnapshot, "from-snapshot", "", "start from this snapshot's files (and its image and runtime): sandbox snapshot ls")
 	return cmd
 }
@@ -132,6 +135,13 @@ func (f *createFlags) options(cmd *cobra.Command, getenv func(string) string) (a
 	o.InstanceType = f.instanceType
 	o.Runtime = f.runtime
 	o.FromSnapshot = f.fromSnapshot
+	for _, v := range f.volumes {
+		vm, err := parseVolumeFlag(v)
+		if err != nil {
+			return o, err
+		}
+		o.Volumes = append(o.Volumes, vm)
+	}
 	if cmd.Flags().Changed("sleep-after") {
 		if f.sleepAfter <= 0 {
 			return o, fmt.Errorf("--sleep-after %s: want a positive duration", f.sleepAfter)

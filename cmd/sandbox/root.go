@@ -97,7 +97,7 @@ machine) the daemon's token file, $SANDBOXD_STATE_DIR/token or
 		newFilesCommand(g),
 		newGitCommand(g),
 		newMCPCommand(g),
-		newMountCommand(g), newUnmountCommand(g), newMountsCommand(g), newSecretCommand(g),
+		newMountCommand(g), newUnmountCommand(g), newMountsCommand(g), newSecretCommand(g), newVolumeCommand(g),
 	)
 	return root
 }

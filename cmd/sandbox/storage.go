@@ -8,6 +8,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/bytesize"
 )
 
 // parseBucketURL splits s3://BUCKET[/PREFIX].
@@ -219,5 +220,100 @@ Their values are sent once and never returned.`,
 		},
 	}
 	cmd.AddCommand(set, ls, rm)
+	return cmd
+}
+
+// parseVolumeFlag reads --volume NAME:/PATH[:ro].
+func parseVolumeFlag(s string) (api.VolumeMount, error) {
+	name, rest, ok := strings.Cut(s, ":")
+	if !ok || name == "" || rest == "" {
+		return api.VolumeMount{}, fmt.Errorf("--volume %q: want NAME:/PATH[:ro]", s)
+	}
+	vm := api.VolumeMount{Name: name, Path: rest}
+	if p, mode, ok := strings.Cut(rest, ":"); ok {
+		if mode != "ro" && mode != "rw" {
+			return api.VolumeMount{}, fmt.Errorf("--volume %q: the mode after the path is ro or rw", s)
+		}
+		vm.Path, vm.ReadOnly = p, mode == "ro"
+	}
+	return vm, nil
+}
+
+func newVolumeCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "volume",
+		Short: "Manage named volumes (persistent directories shared by sandboxes)",
+		Long: `A volume is a persistent directory on the daemon's host with a quota of its
+own, that outlives sandboxes and can be mounted into several at once:
+'sandbox create --volume NAME:/PATH[:ro] ID'.`,
+	}
+	var size string
+	create := &cobra.Command{
+		Use:     "create NAME [--size 10Gi]",
+		Short:   "Create a volume",
+		Example: `  sandbox volume create cache --size 2Gi`,
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var n int64
+			if size != "" {
+				var err error
+				if n, err = bytesize.Parse(size); err != nil {
+					return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("--size %q: want a size such as 10Gi", size)}
+				}
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			_, err = c.CreateVolume(cmd.Context(), args[0], n)
+			return err
+		},
+	}
+	create.Flags().StringVar(&size, "size", "", "the volume's quota, e.g. 10Gi (default 10Gi)")
+	var asJSON bool
+	ls := &cobra.Command{
+		Use:   "ls [--json]",
+		Short: "List volumes",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			vols, err := c.Volumes(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if vols == nil {
+					vols = []api.Volume{}
+				}
+				return printJSON(g.e.stdout, api.VolumeList{Volumes: vols})
+			}
+			t := newTable("NAME\tSIZE\tUSED\tSANDBOXES")
+			for _, v := range vols {
+				users := strings.Join(v.Sandboxes, ",")
+				if users == "" {
+					users = "-"
+				}
+				t.row("%s\t%s\t%s\t%s", v.Name, bytesize.Format(v.SizeBytes), bytesize.Format(v.UsedBytes), users)
+			}
+			return t.write(g.e.stdout)
+		},
+	}
+	ls.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	rm := &cobra.Command{
+		Use:   "rm NAME",
+		Short: "Remove a volume and its files (VOLUME_IN_USE while a sandbox uses it)",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			return c.RemoveVolume(cmd.Context(), args[0])
+		},
+	}
+	cmd.AddCommand(create, ls, rm)
 	return cmd
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/secret"
 	"github.com/sandboxd/sandboxd/internal/snapshot"
 	"github.com/sandboxd/sandboxd/internal/store"
+	"github.com/sandboxd/sandboxd/internal/volume"
 )
 
 // flushInterval is how often last-use times reach the registry.
@@ -127,6 +128,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	volumes, err := volume.Open(cfg.StateDir, cfg.RunDir)
+	if err != nil {
+		return fmt.Errorf("opening the volume store: %w", err)
+	}
 	mgr = sandbox.New(sandbox.Options{
 		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: agentPath, CgroupParent: cfg.CgroupParent,
 		Runtime: rt, GVisor: gv, Store: db, Network: net, Cgroups: cg,
@@ -141,6 +146,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		IdleCheck:  cfg.IdleCheck,
 		WarmPool:   cfg.WarmPool,
 		Snapshots:  snaps,
+		Volumes:    volumes,
 		UserNS:     probeUserNS(cfg, rt.Name, log),
 		UserNSBase: uint32(cfg.UserNSBase),
 		Metrics:    registry,
@@ -175,7 +181,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	api := httpapi.New(httpapi.Options{Manager: mgr, Secrets: secrets, Images: images, Token: token, Version: cfg.Version, Runtime: defaultRuntime, Runtimes: runtimes, Log: log, Metrics: registry,
+	api := httpapi.New(httpapi.Options{Manager: mgr, Secrets: secrets, Volumes: volumes, Images: images, Token: token, Version: cfg.Version, Runtime: defaultRuntime, Runtimes: runtimes, Log: log, Metrics: registry,
 		Ports: pv.ports, Proxy: pv.proxy, Signer: pv.signer, Preview: pv.options(cfg), Console: console.Handler(), MCP: mcp, E2B: e2bServer, BodyTimeout: cfg.BodyTimeout, Egress: net})
 	tasks := append(pv.tasks(api, log), func(ctx context.Context) error { return watchSIGHUP(ctx, certs, log) }, e2bServer.Run)
 	return serve(ctx, cfg, certs, requestid.Middleware(api), self, mgr, log, tasks...)

@@ -48,6 +48,9 @@ func (s *Server) classify(err error) *api.Error {
 	if e := classifyImage(err); e != nil {
 		return e
 	}
+	if e := classifyStorage(err); e != nil {
+		return e
+	}
 	if e := classifySnapshot(err); e != nil {
 		return e
 	}

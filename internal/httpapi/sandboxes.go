@@ -130,6 +130,9 @@ func fromWire(o api.SandboxOptions) sandbox.Config {
 		c.Limits = sandbox.Limits{MemoryBytes: o.Limits.MemoryBytes, MilliCPU: o.Limits.MilliCPU, Pids: o.Limits.Pids,
 			DiskBytes: o.Limits.DiskBytes}
 	}
+	for _, v := range o.Volumes {
+		c.Volumes = append(c.Volumes, sandbox.VolumeMount{Name: v.Name, Path: v.Path, ReadOnly: v.ReadOnly})
+	}
 	if o.Network != nil {
 		c.Network = sandbox.NetworkConfig{Mode: string(o.Network.Mode), AllowCIDRs: o.Network.AllowCIDRs,
 			AllowHostCIDRs: o.Network.AllowHostCIDRs, AllowDomains: o.Network.AllowDomains,
@@ -157,6 +160,7 @@ func toWire(inf sandbox.Info) api.Sandbox {
 		ImageDigest:     inf.Config.ImageDigest,
 		Runtime:         inf.Runtime,
 		FromSnapshot:    inf.Config.Snapshot,
+		Volumes:         wireVolumeMounts(inf.Config.Volumes),
 		Labels:          inf.Config.Labels,
 		Limits: api.Limits{
 			MemoryBytes: inf.Config.Limits.MemoryBytes, MilliCPU: inf.Config.Limits.MilliCPU, Pids: inf.Config.Limits.Pids,

@@ -15,6 +15,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/proxy"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/secret"
+	"github.com/sandboxd/sandboxd/internal/volume"
 )
 
 // Options configure the API server.
@@ -50,6 +51,8 @@ type Options struct {
 	Secrets *secret.Store
 	// Egress reports what sandboxes' egress policies refused (nil: nothing).
 	Egress EgressReporter
+	// Volumes are the daemon's named volumes (storage.go); nil: none.
+	Volumes *volume.Store
 	// E2B serves E2B's protocols below /e2b (it checks its own keys) and
 	// E2B's host names below the preview domain (nil: neither).
 	E2B E2BHandler

@@ -10,6 +10,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/bucket"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/secret"
+	"github.com/sandboxd/sandboxd/internal/volume"
 )
 
 // storageRoutes are the routes of bucket mounts and secrets
@@ -22,6 +23,9 @@ func (s *Server) storageRoutes() []route {
 		{pattern: "GET /v1/secrets", handler: s.listSecrets},
 		{pattern: "PUT /v1/secrets/{name}", handler: s.setSecret},
 		{pattern: "DELETE /v1/secrets/{name}", handler: s.removeSecret},
+		{pattern: "POST /v1/volumes", handler: s.createVolume},
+		{pattern: "GET /v1/volumes", handler: s.listVolumes},
+		{pattern: "DELETE /v1/volumes/{name}", handler: s.removeVolume},
 	}
 }
 
@@ -119,9 +123,18 @@ func wireMount(bm sandbox.BucketMount) api.Mount {
 	}
 }
 
-// storageError gives the storage domain's errors their codes; others go
-// on to classify.
+// storageError is err, classified by classifyStorage when it is a storage
+// error.
 func storageError(err error) error {
+	if e := classifyStorage(err); e != nil {
+		return e
+	}
+	return err
+}
+
+// classifyStorage gives the storage domain's errors their codes; nil for
+// others.
+func classifyStorage(err error) *api.Error {
 	codes := []struct {
 		target error
 		code   api.Code
@@ -136,13 +149,18 @@ func storageError(err error) error {
 		{secret.ErrNotFound, api.CodeSecretNotFound},
 		{secret.ErrInvalid, api.CodeValidationFailed},
 		{secret.ErrLimit, api.CodeResourceExhausted},
+		{sandbox.ErrVolumeNotFound, api.CodeVolumeNotFound},
+		{volume.ErrNotFound, api.CodeVolumeNotFound},
+		{volume.ErrExists, api.CodeVolumeExists},
+		{volume.ErrInvalid, api.CodeValidationFailed},
+		{volume.ErrLimit, api.CodeResourceExhausted},
 	}
 	for _, c := range codes {
 		if errors.Is(err, c.target) {
 			return &api.Error{Code: c.code, Message: err.Error()}
 		}
 	}
-	return err
+	return nil
 }
 
 func (s *Server) listSecrets(w http.ResponseWriter, r *http.Request) {
@@ -194,5 +212,73 @@ func (s *Server) removeSecret(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("secret removed", "name", name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func wireVolumeMounts(vols []sandbox.VolumeMount) []api.VolumeMount {
+	var out []api.VolumeMount
+	for _, v := range vols {
+		out = append(out, api.VolumeMount{Name: v.Name, Path: v.Path, ReadOnly: v.ReadOnly})
+	}
+	return out
+}
+
+func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) {
+	var req api.VolumeRequest
+	if e := s.decodeJSON(w, r, &req, maxJSONBody, false); e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	if s.opts.Volumes == nil {
+		writeAPIError(w, api.Errorf(api.CodeInternal, "this daemon keeps no volumes"))
+		return
+	}
+	v, err := s.opts.Volumes.Create(r.Context(), req.Name, req.SizeBytes, time.Now())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("volume created", "name", v.Name, "size", v.SizeBytes)
+	writeJSON(w, http.StatusCreated, api.Volume{Name: v.Name, SizeBytes: v.SizeBytes, Sandboxes: []string{}, CreatedAt: v.CreatedAt})
+}
+
+func (s *Server) listVolumes(w http.ResponseWriter, r *http.Request) {
+	out := api.VolumeList{Volumes: []api.Volume{}}
+	if s.opts.Volumes != nil {
+		list, err := s.opts.Volumes.List()
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		for _, v := range list {
+			users := s.opts.Manager.VolumeUsers(v.Name)
+			if users == nil {
+				users = []string{}
+			}
+			out.Volumes = append(out.Volumes, api.Volume{Name: v.Name, SizeBytes: v.SizeBytes, UsedBytes: v.UsedBytes, Sandboxes: users, CreatedAt: v.CreatedAt})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) removeVolume(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if s.opts.Volumes == nil || !s.opts.Volumes.Exists(name) {
+		writeAPIError(w, api.Errorf(api.CodeVolumeNotFound, "no volume named %q", name))
+		return
+	}
+	// A sandbox that names the volume mounts it whenever it runs, so the
+	// volume is in use for as long as the sandbox exists. (A sandbox being
+	// created with it at this moment may slip past this check and fail to
+	// start with VOLUME_NOT_FOUND.)
+	if users := s.opts.Manager.VolumeUsers(name); len(users) > 0 {
+		writeAPIError(w, api.Errorf(api.CodeVolumeInUse, "volume %s is used by %s", name, strings.Join(users, ", ")))
+		return
+	}
+	if err := s.opts.Volumes.Remove(r.Context(), name); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("volume removed", "name", name)
 	w.WriteHeader(http.StatusNoContent)
 }

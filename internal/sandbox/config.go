@@ -152,6 +152,10 @@ type Config struct {
 	// SnapshotLayer its layer, mounted above the image's layers.
 	Snapshot      string `json:"snapshot,omitempty"`
 	SnapshotLayer string `json:"snapshotLayer,omitempty"`
+
+	// Volumes are the named volumes mounted into the sandbox whenever it
+	// starts (docs/storage.md).
+	Volumes []VolumeMount `json:"volumes,omitempty"`
 }
 
 // Policy holds the daemon-wide defaults and caps applied to every Config.
@@ -244,6 +248,12 @@ func (p Policy) Resolve(c Config) (Config, error) {
 		return c, invalid("network mode %q: want %q or %q", c.Network.Mode, NetworkNone, NetworkInternet)
 	}
 	if c.Network, err = p.resolveNetwork(c.Network); err != nil {
+		return c, err
+	}
+	if len(c.Volumes) == 0 {
+		c.Volumes = nil
+	}
+	if err := checkVolumes(c.Volumes); err != nil {
 		return c, err
 	}
 	return c, nil

@@ -314,7 +314,11 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	if err := initEtc(p, b.id, b.cfg.Network.Mode, m.opts.Network.DNS(), rootOwner(b.hostIDs())); err != nil {
 		return nil, err
 	}
-	extra := cgMounts
+	vols, err := m.volumeMounts(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	extra := append(cgMounts, vols...)
 	if m.opts.ProcViews != nil && rt.Name != runtime.GVisor {
 		// gVisor's own /proc describes the sandbox already; a FUSE file
 		// would reach it only through the gofer.

@@ -67,6 +67,9 @@ type Options struct {
 	// UID of their ranges (DefaultUserNSBase when 0).
 	UserNS     bool
 	UserNSBase uint32
+	// Volumes are the named volumes sandboxes mount; may be nil (no
+	// sandbox can name one).
+	Volumes Volumes
 }
 
 // Capacity is the daemon-wide limits on sandboxes. Zero means unlimited.
@@ -322,6 +325,9 @@ func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config) error {
 		return err
 	}
 	cfg.ImageDigest = img.Digest
+	if err := m.checkVolumesExist(cfg.Volumes); err != nil {
+		return err
+	}
 	if err := m.checkTotal(); err != nil {
 		return err
 	}

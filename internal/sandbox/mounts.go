@@ -174,6 +174,11 @@ func (m *Manager) Mount(ctx context.Context, id string, req MountRequest) (Bucke
 			return BucketMount{}, fmt.Errorf("%w: %s overlaps the bucket mount at %s", ErrMountPathInUse, req.Path, bm.Path)
 		}
 	}
+	for _, v := range b.cfg.Volumes {
+		if overlaps(v.Path, req.Path) {
+			return BucketMount{}, fmt.Errorf("%w: %s overlaps the volume %s at %s", ErrMountPathInUse, req.Path, v.Name, v.Path)
+		}
+	}
 	if err := checkBucket(ctx, req.Source, req.Creds); err != nil {
 		return BucketMount{}, err
 	}
