@@ -345,6 +345,9 @@ func TestVolumes(t *testing.T) {
 	one := d.Client.Sandbox("vol-one")
 	two := d.Client.Sandbox("vol-two", client.WithVolume("shared", "/data", true))
 	run(t, one, "echo shared > /shared/x")
+	if got := trim(run(t, two, "stat -c %u:%g /data/x /data")); got != "0:0\n0:0" {
+		t.Errorf("owners in the second sandbox = %q; want its root, 0:0", got)
+	}
 	if got := run(t, two, "cat /data/x"); got != "shared\n" {
 		t.Fatalf("the second sandbox reads %q", got)
 	}

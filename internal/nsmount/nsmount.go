@@ -38,6 +38,9 @@ type Options struct {
 	// ReadOnly makes the sandbox's copy read-only (MOUNT_ATTR_RDONLY), on
 	// top of whatever the source enforces.
 	ReadOnly bool
+	// UID and GID own the directories Attach creates: the host IDs of
+	// the sandbox's root (its user namespace's range, or 0).
+	UID, GID int
 }
 
 // Attach mounts a copy of the host mount source at target (absolute,
@@ -57,7 +60,7 @@ func Attach(pid int, source, target string, o Options) error {
 		return fmt.Errorf("mount_setattr: %w", err)
 	}
 	return inNamespace(pid, func() error {
-		dir, err := mkdirAll(target)
+		dir, err := mkdirAll(target, o.UID, o.GID)
 		if err != nil {
 			return err
 		}
@@ -145,7 +148,7 @@ func openDir(dir string, sameMount bool) (int, error) {
 // mkdirAll opens target, creating missing directories one by one, each
 // opened relative to its parent so that nothing can be swapped in
 // between. It returns an O_PATH descriptor of target.
-func mkdirAll(target string) (int, error) {
+func mkdirAll(target string, uid, gid int) (int, error) {
 	root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
@@ -162,6 +165,9 @@ func mkdirAll(target string) (int, error) {
 				unix.Close(cur)
 				return -1, fmt.Errorf("%w: creating %s: %v", ErrPathInvalid, target, err)
 			}
+			// Created by the daemon (host root): give it to the sandbox's
+			// root, or a sandbox in a user namespace sees an unmapped owner.
+			unix.Fchownat(cur, part, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
 			next, err = unix.Openat2(cur, part, how)
 		}
 		unix.Close(cur)

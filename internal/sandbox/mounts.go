@@ -249,7 +249,8 @@ func (m *Manager) attachMount(ctx context.Context, b *box, f mountFiles, bm Buck
 			return fmt.Errorf("%w: the FUSE client could not mount %s (see the daemon's log)", ErrBucketUnreachable, bm.Source.Bucket)
 		}
 	}
-	err := nsmount.Attach(b.running.pid, host, bm.Path, nsmount.Options{ReadOnly: bm.Source.ReadOnly})
+	owner := m.mountOwner(b)
+	err := nsmount.Attach(b.running.pid, host, bm.Path, nsmount.Options{ReadOnly: bm.Source.ReadOnly, UID: owner.UID, GID: owner.GID})
 	if err != nil {
 		bucket.Unmount(host)
 		if errors.Is(err, nsmount.ErrPathInvalid) {
@@ -260,9 +261,8 @@ func (m *Manager) attachMount(ctx context.Context, b *box, f mountFiles, bm Buck
 	return nil
 }
 
-// mountOwner is the host UID and GID the sandbox's root has: its range's
-// first in a user namespace (so the bucket's files are root's inside),
-// else the host's root.
+// mountOwner is the host UID and GID the sandbox's root has: 0 without
+// a user namespace, its range's first ID with one.
 func (m *Manager) mountOwner(b *box) bucket.Owner {
 	if ids := b.hostIDs(); ids != nil {
 		return bucket.Owner{UID: int(ids.Base), GID: int(ids.Base)}

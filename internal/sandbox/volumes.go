@@ -79,8 +79,14 @@ func (m *Manager) volumeMounts(ctx context.Context, b *box) ([]specs.Mount, erro
 		if v.ReadOnly {
 			mode = "ro"
 		}
-		out = append(out, specs.Mount{Destination: v.Path, Type: "bind", Source: host,
-			Options: []string{"bind", mode, "nosuid", "nodev"}})
+		opts := []string{"bind", mode, "nosuid", "nodev"}
+		if b.hostIDs() != nil {
+			// One volume, many sandboxes with different ID ranges: the
+			// runtime idmaps the mount, so each sandbox's root is the
+			// volume's root (host 0) and what it writes is stored as such.
+			opts = append(opts, "idmap")
+		}
+		out = append(out, specs.Mount{Destination: v.Path, Type: "bind", Source: host, Options: opts})
 	}
 	return out, nil
 }
