@@ -97,13 +97,13 @@ func (e *egressService) close() {
 }
 
 // Denied implements httpapi.EgressReporter over the netAdapter's keys.
-func (n *netAdapter) Denied(sandboxID string) (int64, []api.DeniedName) {
+func (n *netAdapter) Denied(sandboxID string, cached bool) (int64, []api.DeniedName) {
 	key, ok := n.keyOf(sandboxID)
 	if !ok || n.egress == nil {
 		return 0, nil
 	}
 	count, last := n.egress.denials.Get(key)
-	count += int64(n.deniedPackets()[key])
+	count += int64(n.deniedPackets(cached)[key])
 	out := make([]api.DeniedName, len(last))
 	for i, d := range last {
 		out[i] = api.DeniedName{Name: d.Name, Reason: d.Reason, At: d.At.UTC()}
@@ -128,11 +128,11 @@ func (n *netAdapter) keyOf(sandboxID string) (string, bool) {
 const packetsTTL = 2 * time.Second
 
 // deniedPackets returns the table's denied packet counters by key, read
-// at most every packetsTTL.
-func (n *netAdapter) deniedPackets() map[string]uint64 {
+// at most every packetsTTL; with cached, whatever was read last.
+func (n *netAdapter) deniedPackets(cached bool) map[string]uint64 {
 	n.pktMu.Lock()
 	defer n.pktMu.Unlock()
-	if time.Since(n.pktAt) < packetsTTL {
+	if cached || time.Since(n.pktAt) < packetsTTL {
 		return n.pkts
 	}
 	pkts, err := n.m.DeniedPackets(context.Background())
@@ -151,7 +151,7 @@ func registerEgressMetrics(r *metrics.Registry, n *netAdapter) {
 		if n.egress == nil {
 			return out
 		}
-		pkts := n.deniedPackets()
+		pkts := n.deniedPackets(false)
 		counts := n.egress.denials.Counts()
 		n.idsMu.Lock()
 		defer n.idsMu.Unlock()
