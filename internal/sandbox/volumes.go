@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -91,7 +92,7 @@ func (m *Manager) volumeMounts(ctx context.Context, b *box) ([]specs.Mount, erro
 	return out, nil
 }
 
-// VolumeUsers returns the IDs of the sandboxes whose configuration names
+// VolumeUsers returns the IDs of the sandboxes, sorted, whose configuration names
 // volume name (running or not: a sleeping one mounts it when it wakes).
 func (m *Manager) VolumeUsers(name string) []string {
 	m.mu.Lock()
@@ -113,5 +114,6 @@ func (m *Manager) VolumeUsers(name string) []string {
 		}
 		b.mu.Unlock()
 	}
+	sort.Strings(ids)
 	return ids
 }
