@@ -132,9 +132,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("opening the volume store: %w", err)
 	}
+	var gvisor sandbox.Runtime // nil, not a nil *runtime.Runtime, when runsc is unavailable
+	if gv != nil {
+		gvisor = gv
+	}
 	mgr = sandbox.New(sandbox.Options{
 		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: agentPath, CgroupParent: cfg.CgroupParent,
-		Runtime: rt, GVisor: gv, Store: db, Network: net, Cgroups: cg,
+		Runtime: rt, GVisor: gvisor, Store: db, Network: net, Cgroups: sandbox.HostCgroups(cg),
 		Images: sandboxImages{images}, ProcViews: views,
 		Policy: sandbox.Policy{
 			DefaultImage: cfg.DefaultImage, DefaultLimits: cfg.DefaultLimits,

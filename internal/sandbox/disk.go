@@ -63,9 +63,12 @@ func makeDisk(ctx context.Context, path string, size int64) error {
 // device is gone. A plain (not lazy) unmount is tried first, because a lazy
 // one keeps the loop device attached until the kernel lets the filesystem
 // go; losetup -d then detaches a device that stayed.
-func unmountDisk(ctx context.Context, p paths) error {
-	if err := rootfs.UnmountWait(p.disk, 2*time.Second); err != nil {
+func (m *Manager) unmountDisk(ctx context.Context, p paths) error {
+	if err := m.opts.Mounts.Unmount(p.disk, 2*time.Second); err != nil {
 		return err
+	}
+	if _, err := os.Stat(p.diskImage); err != nil {
+		return nil // no quota: no loop device to look for
 	}
 	out, err := exec.CommandContext(ctx, "losetup", "-j", p.diskImage).Output()
 	if err != nil {

@@ -262,7 +262,7 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 			return nil, err
 		}
 	}
-	undo.push(func(context.Context) error { return removeRunDir(p.run) })
+	undo.push(func(context.Context) error { return m.removeRunDir(p.run) })
 	sock, err := m.agentSocket(b, p)
 	if err != nil {
 		return nil, err
@@ -282,18 +282,18 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 		if err := mountDisk(ctx, p, b.cfg.Limits.DiskBytes); err != nil {
 			return nil, err
 		}
-		undo.push(func(ctx context.Context) error { return unmountDisk(ctx, p) })
+		undo.push(func(ctx context.Context) error { return m.unmountDisk(ctx, p) })
 	}
 	layers, err := m.snapshotLayers(b, img.Layers)
 	if err != nil {
 		return nil, err
 	}
 	ov := rootfs.Overlay{Layers: layers, Upper: p.upper, Work: p.work, Target: p.rootfs, IDs: ids, UserNS: userns}
-	if err := ov.Mount(); err != nil {
+	if err := m.opts.Mounts.MountOverlay(ov); err != nil {
 		return nil, err
 	}
 	steps.mark("overlay")
-	undo.push(func(context.Context) error { return ov.Unmount() })
+	undo.push(func(context.Context) error { return m.opts.Mounts.Unmount(ov.Target, 0) })
 
 	cg := m.opts.Cgroups.Group(m.cgroupPath(key))
 	// gVisor's sentry runs the whole sandbox inside its own kernel, in
@@ -319,7 +319,7 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 		return nil, err
 	}
 	extra := append(cgMounts, vols...)
-	if m.opts.ProcViews != nil && rt.Name != runtime.GVisor {
+	if m.opts.ProcViews != nil && !b.isGVisor() {
 		// gVisor's own /proc describes the sandbox already; a FUSE file
 		// would reach it only through the gofer.
 		extra = append(extra, m.opts.ProcViews.Mounts(ctx)...)
@@ -396,7 +396,7 @@ func userLimits(l Limits) cgroup.UserLimits {
 	return cgroup.UserLimits{MemoryBytes: l.MemoryBytes - reserve, Pids: pids}
 }
 
-func (m *Manager) writeBundle(b *box, rt *runtime.Runtime, img *rootfs.Image, p paths, ep NetworkEndpoint, sock agentSocket, extra []specs.Mount) error {
+func (m *Manager) writeBundle(b *box, rt Runtime, img *rootfs.Image, p paths, ep NetworkEndpoint, sock agentSocket, extra []specs.Mount) error {
 	ids := b.hostIDs()
 	mounts := idmapMounts(img.Mounts, ids)
 	mounts = append(mounts,
@@ -559,7 +559,7 @@ func waitAgent(ctx context.Context, inst *instance, limit time.Duration) error {
 // stopContainer kills every process of the container, empties and removes
 // its sub-cgroups, deletes the container and removes what is left of its
 // cgroup. Each step tolerates an absent container.
-func (m *Manager) stopContainer(ctx context.Context, rt *runtime.Runtime, cid string, cg *cgroup.Group) error {
+func (m *Manager) stopContainer(ctx context.Context, rt Runtime, cid string, cg Cgroup) error {
 	var errs []error
 	if st, err := rt.State(ctx, cid); err == nil && st.Status != "stopped" {
 		// Killing init tears down the whole PID namespace.
@@ -588,11 +588,11 @@ func (m *Manager) teardown(ctx context.Context, b *box) error {
 	}
 	errs = append(errs,
 		m.releaseMounts(key),
-		rootfs.UnmountWait(p.rootfs, 2*time.Second),
+		m.opts.Mounts.Unmount(p.rootfs, 2*time.Second),
 		rootfs.UnmountIDMapped(p.dir),
-		unmountDisk(ctx, p),
+		m.unmountDisk(ctx, p),
 		m.opts.Network.Detach(ctx, key),
-		removeRunDir(p.run),
+		m.removeRunDir(p.run),
 		removeSysfs(p.sysfs),
 	)
 	return errors.Join(errs...)
@@ -675,8 +675,8 @@ func listenAgent(path string) (*os.File, error) {
 
 // removeRunDir removes a sandbox's socket directory, unmounting its tmpfs
 // (gVisor sandboxes, and sandboxes of daemons before listenAgent).
-func removeRunDir(dir string) error {
-	return errors.Join(rootfs.UnmountWait(dir, time.Second), os.RemoveAll(dir))
+func (m *Manager) removeRunDir(dir string) error {
+	return errors.Join(m.opts.Mounts.Unmount(dir, time.Second), os.RemoveAll(dir))
 }
 
 // removeFiles deletes a sandbox's persistent files. The overlay must be

@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sandboxd/sandboxd/internal/cgroup"
 	"github.com/sandboxd/sandboxd/internal/failpoint"
 	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/runtime"
@@ -33,14 +32,16 @@ type Options struct {
 	// AgentPath is the agent binary on the host.
 	AgentPath string
 	// Runtime runs crun and runc sandboxes (the one detected at start).
-	Runtime *runtime.Runtime
+	Runtime Runtime
 	// GVisor runs gvisor sandboxes; nil when runsc is missing or failed
 	// its probe.
-	GVisor  *runtime.Runtime
-	Store   *store.Store
+	GVisor  Runtime
+	Store   Registry
 	Network Network
-	Cgroups *cgroup.Host
-	Images  Images
+	Cgroups Cgroups
+	// Mounts mounts sandboxes' roots; HostMounts when nil.
+	Mounts Mounts
+	Images Images
 	// ProcViews gives sandboxes their own /proc/meminfo and the like; may
 	// be nil (they see the host's).
 	ProcViews ProcViews
@@ -159,6 +160,9 @@ func New(opts Options) *Manager {
 	}
 	if opts.CgroupParent == "" {
 		opts.CgroupParent = "sandboxd"
+	}
+	if opts.Mounts == nil {
+		opts.Mounts = HostMounts{}
 	}
 	if opts.IdleCheck == 0 {
 		opts.IdleCheck = time.Second
@@ -578,7 +582,7 @@ func (b *box) runtimeName() string {
 // runtimeOf returns the runtime that runs b. crun and runc sandboxes run
 // on the runtime the daemon detected, whichever of the two it is: both
 // run the same spec on the host's kernel.
-func (m *Manager) runtimeOf(b *box) (*runtime.Runtime, error) {
+func (m *Manager) runtimeOf(b *box) (Runtime, error) {
 	if b.runtimeName() != RuntimeGVisor {
 		return m.opts.Runtime, nil
 	}
@@ -590,15 +594,15 @@ func (m *Manager) runtimeOf(b *box) (*runtime.Runtime, error) {
 
 // runtimesOf returns the runtimes that may hold b's container: its own,
 // or every available one for host state of an unknown sandbox.
-func (m *Manager) runtimesOf(b *box) []*runtime.Runtime {
+func (m *Manager) runtimesOf(b *box) []Runtime {
 	if b.runtimeName() == "" {
 		if m.opts.GVisor != nil {
-			return []*runtime.Runtime{m.opts.Runtime, m.opts.GVisor}
+			return []Runtime{m.opts.Runtime, m.opts.GVisor}
 		}
-		return []*runtime.Runtime{m.opts.Runtime}
+		return []Runtime{m.opts.Runtime}
 	}
 	if rt, err := m.runtimeOf(b); err == nil {
-		return []*runtime.Runtime{rt}
+		return []Runtime{rt}
 	}
 	return nil
 }
@@ -611,7 +615,7 @@ func (b *box) isGVisor() bool { return b.runtimeName() == RuntimeGVisor }
 // inside, run by runsc with CAP_SYS_ADMIN (which user code never has).
 func (m *Manager) nameWarm(ctx context.Context, w *box, inst *instance, name string) error {
 	if !w.isGVisor() {
-		return nameSandbox(inst.pid, m.paths(w.rec.Key).rootfs, name, rootOwner(w.hostIDs()))
+		return m.nameSandbox(inst.pid, m.paths(w.rec.Key).rootfs, name, rootOwner(w.hostIDs()))
 	}
 	rt, err := m.runtimeOf(w)
 	if err != nil {

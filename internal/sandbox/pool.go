@@ -151,8 +151,8 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 // nameSandbox sets the hostname of the sandbox whose init is pid, and
 // rewrites /etc/hostname and /etc/hosts in its root (mounted at rootDir;
 // the container sees the same overlay).
-func nameSandbox(pid int, rootDir, name string, owner int) error {
-	if err := setHostname(pid, name); err != nil {
+func (m *Manager) nameSandbox(pid int, rootDir, name string, owner int) error {
+	if err := m.opts.Mounts.SetHostname(pid, name); err != nil {
 		return err
 	}
 	return writeRootFiles(rootDir, map[string]string{"hostname": name + "\n", "hosts": hostsFile(name)}, owner)

@@ -1,0 +1,390 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var bg = context.Background()
+
+func TestLifecycleCreateStopStartDestroy(t *testing.T) {
+	h := newHarness(t, nil)
+	inf, created, err := h.m.Ensure(bg, "a", Config{})
+	if err != nil || !created || inf.Status != StatusRunning {
+		t.Fatalf("Ensure = %+v, created %v, %v; want a created running sandbox", inf, created, err)
+	}
+	key := h.keyOf("a")
+	if got := h.row("a").Status; got != string(StatusRunning) {
+		t.Errorf("registry status %q, want running", got)
+	}
+	if !h.net.isAttached(key) || h.rt.live() != 1 {
+		t.Errorf("network attached %v, containers %d; want attached and 1", h.net.isAttached(key), h.rt.live())
+	}
+	if _, created, _ := h.m.Ensure(bg, "a", Config{}); created {
+		t.Error("a second Ensure created the sandbox again")
+	}
+
+	if inf, err := h.m.Stop(bg, "a"); err != nil || inf.Status != StatusStopped {
+		t.Fatalf("Stop = %s, %v; want stopped", inf.Status, err)
+	}
+	if h.rt.live() != 0 || h.net.isAttached(key) {
+		t.Errorf("after stop: %d containers, network attached %v", h.rt.live(), h.net.isAttached(key))
+	}
+	if got := h.row("a"); got.Status != string(StatusStopped) || got.StatusReason != "stopped by request" {
+		t.Errorf("registry after stop: %q %q", got.Status, got.StatusReason)
+	}
+
+	lease, err := h.m.Acquire(bg, "a") // any call starts it again
+	if err != nil {
+		t.Fatalf("Acquire a stopped sandbox: %v", err)
+	}
+	lease.Release()
+	if inf, _ := h.m.Get(bg, "a"); inf.Status != StatusRunning {
+		t.Errorf("after a call: %s, want running", inf.Status)
+	}
+
+	if err := h.m.Destroy(bg, "a"); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+	if _, err := h.m.Get(bg, "a"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get after destroy: %v, want ErrNotFound", err)
+	}
+	if _, err := h.reg.Registry.Get(bg, "a"); err == nil {
+		t.Error("registry row survived destroy")
+	}
+	if _, err := os.Stat(h.m.paths(key).dir); !os.IsNotExist(err) {
+		t.Errorf("state directory survived destroy: %v", err)
+	}
+	if h.rt.live() != 0 || h.net.isAttached(key) {
+		t.Errorf("after destroy: %d containers, network attached %v", h.rt.live(), h.net.isAttached(key))
+	}
+	want := []string{EventCreated, EventStarted, EventStopped, EventWoke, EventDestroyed}
+	if diff := cmp.Diff(want, h.nextEvents()); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+}
+
+// TestStopKeepsAFailedSandboxFailed: stopping a sandbox that runs nothing
+// because it failed must not hide the failure behind "stopped".
+func TestStopKeepsAFailedSandboxFailed(t *testing.T) {
+	h := newHarness(t, nil)
+	h.rt.failCreates(errors.New("no container for you"))
+	_, _, err := h.m.Ensure(bg, "a", Config{})
+	if !errors.Is(err, ErrFailed) {
+		t.Fatalf("Ensure with a failing runtime: %v, want ErrFailed", err)
+	}
+	before := h.row("a")
+	if before.Status != string(StatusFailed) {
+		t.Fatalf("status %q, want failed", before.Status)
+	}
+	inf, err := h.m.Stop(bg, "a")
+	if err != nil || inf.Status != StatusFailed || inf.StatusReason != before.StatusReason {
+		t.Errorf("Stop of a failed sandbox = %s %q, %v; want failed with its reason kept", inf.Status, inf.StatusReason, err)
+	}
+	if got := h.row("a"); got.Status != string(StatusFailed) {
+		t.Errorf("registry after stop: %q, want failed", got.Status)
+	}
+	h.rt.failCreates(nil)
+	if inf := h.ensure("a", Config{}); inf.Status != StatusRunning {
+		t.Errorf("the next call: %s, want running", inf.Status)
+	}
+}
+
+// TestRegistryFailureChangesNothing: a status the registry could not
+// record is not shown in memory or announced; the sandbox recovers on the
+// next call once the registry works again.
+func TestRegistryFailureChangesNothing(t *testing.T) {
+	h := newHarness(t, nil)
+	h.ensure("a", Config{})
+	h.nextEvents()
+	h.reg.fail(&h.reg.failStatus, true)
+	if _, err := h.m.Stop(bg, "a"); !errors.Is(err, errInjected) {
+		t.Fatalf("Stop with a failing registry: %v, want the registry's error", err)
+	}
+	if inf, _ := h.m.Get(bg, "a"); inf.Status != StatusRunning {
+		t.Errorf("memory says %s after a failed write, want running (as the registry)", inf.Status)
+	}
+	if got := h.row("a").Status; got != string(StatusRunning) {
+		t.Errorf("registry says %q", got)
+	}
+	if evs := h.nextEvents(); len(evs) != 0 {
+		t.Errorf("events published for an unrecorded change: %v", evs)
+	}
+	h.reg.fail(&h.reg.failStatus, false)
+	lease, err := h.m.Acquire(bg, "a")
+	if err != nil {
+		t.Fatalf("Acquire once the registry works: %v", err)
+	}
+	lease.Release()
+	if got := h.row("a").Status; got != string(StatusRunning) {
+		t.Errorf("registry after the restart: %q, want running", got)
+	}
+	if h.rt.live() != 1 {
+		t.Errorf("%d containers run, want 1", h.rt.live())
+	}
+	want := []string{EventFailed, EventStarted}
+	if diff := cmp.Diff(want, h.nextEvents()); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+}
+
+// TestHalfDestroyedSandboxIsNotStartedAgain: a destroy that failed after
+// recording "destroying" leaves a sandbox that refuses to start and is
+// finished by the next destroy.
+func TestHalfDestroyedSandboxIsNotStartedAgain(t *testing.T) {
+	h := newHarness(t, nil)
+	h.ensure("a", Config{})
+	h.reg.fail(&h.reg.failDelet, true)
+	if err := h.m.Destroy(bg, "a"); err == nil {
+		t.Fatal("Destroy succeeded with a failing registry")
+	}
+	if _, err := h.m.Acquire(bg, "a"); !errors.Is(err, ErrConflict) {
+		t.Errorf("Acquire of a half-destroyed sandbox: %v, want ErrConflict", err)
+	}
+	if _, err := h.m.Stop(bg, "a"); !errors.Is(err, ErrConflict) {
+		t.Errorf("Stop of a half-destroyed sandbox: %v, want ErrConflict", err)
+	}
+	if h.rt.live() != 0 {
+		t.Errorf("%d containers run", h.rt.live())
+	}
+	h.reg.fail(&h.reg.failDelet, false)
+	if err := h.m.Destroy(bg, "a"); err != nil {
+		t.Fatalf("second Destroy: %v", err)
+	}
+	if _, err := h.m.Get(bg, "a"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get after destroy: %v", err)
+	}
+}
+
+func TestAgentDeathMarksFailedAndTheNextCallRestarts(t *testing.T) {
+	h := newHarness(t, nil)
+	h.ensure("a", Config{})
+	pid := h.pidOf("a")
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ev := h.waitEvent("a", EventFailed)
+	if ev.Status != StatusFailed {
+		t.Errorf("failed event carries status %s", ev.Status)
+	}
+	if got := h.row("a").Status; got != string(StatusFailed) {
+		t.Errorf("registry: %q, want failed", got)
+	}
+	lease, err := h.m.Acquire(bg, "a")
+	if err != nil {
+		t.Fatalf("Acquire after the agent died: %v", err)
+	}
+	lease.Release()
+	if h.pidOf("a") == pid {
+		t.Error("the dead container was not replaced")
+	}
+}
+
+func TestIdleSandboxSleepsUnlessUsedBusyOrKeptAlive(t *testing.T) {
+	h := newHarness(t, nil)
+	keep := true
+	h.ensure("idle", Config{SleepAfter: time.Second})
+	h.ensure("leased", Config{SleepAfter: time.Second})
+	h.ensure("busy", Config{SleepAfter: time.Second})
+	h.ensure("kept", Config{SleepAfter: time.Second, KeepAlive: keep})
+	h.ensure("fresh", Config{SleepAfter: time.Hour})
+	lease, err := h.m.Acquire(bg, "leased")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lease.Release()
+	busyBundle := h.m.paths(h.keyOf("busy")).bundle
+	if err := os.WriteFile(filepath.Join(busyBundle, "busy"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	h.clock.Advance(2 * time.Second)
+	h.m.sleepIdle(bg)
+	want := map[string]Status{"idle": StatusSleeping, "leased": StatusRunning, "busy": StatusRunning,
+		"kept": StatusRunning, "fresh": StatusRunning}
+	for id, status := range want {
+		if inf, _ := h.m.Get(bg, id); inf.Status != status {
+			t.Errorf("%s: %s, want %s", id, inf.Status, status)
+		}
+	}
+	if got := h.row("idle"); got.Status != string(StatusSleeping) || got.StatusReason != "idle for 1s" {
+		t.Errorf("registry of idle: %q %q", got.Status, got.StatusReason)
+	}
+	// A busy agent counts as a use: the sandbox's idle time starts again.
+	if inf, _ := h.m.Get(bg, "busy"); !inf.LastUsedAt.Equal(h.clock.Now()) {
+		t.Errorf("busy sandbox last used %s, want now (%s)", inf.LastUsedAt, h.clock.Now())
+	}
+}
+
+func TestCapacityPutsTheLeastRecentlyUsedToSleepOrRefuses(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.Capacity.MaxRunning = 2 })
+	h.ensure("old", Config{})
+	h.clock.Advance(time.Second)
+	h.ensure("new", Config{})
+	h.clock.Advance(time.Second)
+	h.ensure("third", Config{})
+	if inf, _ := h.m.Get(bg, "old"); inf.Status != StatusSleeping {
+		t.Errorf("least recently used: %s, want sleeping", inf.Status)
+	}
+	if inf, _ := h.m.Get(bg, "new"); inf.Status != StatusRunning {
+		t.Errorf("more recently used: %s, want running", inf.Status)
+	}
+	// Both running sandboxes in use: no room, and nothing is put to sleep.
+	for _, id := range []string{"new", "third"} {
+		lease, err := h.m.Acquire(bg, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lease.Release()
+	}
+	if _, err := h.m.Acquire(bg, "old"); !errors.Is(err, ErrCapacity) {
+		t.Errorf("Acquire on a full host: %v, want ErrCapacity", err)
+	}
+	if h.rt.live() != 2 {
+		t.Errorf("%d containers run, want 2", h.rt.live())
+	}
+}
+
+func TestWarmPoolHandsOutAStartedSandbox(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.WarmPool = 1 })
+	h.m.fillPool(bg)
+	if n := h.rt.creates(); n != 1 {
+		t.Fatalf("%d containers created for the pool, want 1", n)
+	}
+	inf := h.ensure("named", Config{})
+	if inf.Status != StatusRunning || h.rt.creates() != 1 {
+		t.Fatalf("Ensure from the pool: %s with %d creates; want running, no new container", inf.Status, h.rt.creates())
+	}
+	pid := h.pidOf("named")
+	if got := h.mounts.hostname(pid); got != "named" {
+		t.Errorf("hostname of the adopted container: %q", got)
+	}
+	root := h.m.paths(h.keyOf("named")).rootfs
+	if data, err := os.ReadFile(filepath.Join(root, "etc", "hostname")); err != nil || string(data) != "named\n" {
+		t.Errorf("/etc/hostname: %q, %v", data, err)
+	}
+	want := []string{EventCreated, EventStarted}
+	if diff := cmp.Diff(want, h.nextEvents()); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	// A configuration other than the default never takes a pool sandbox.
+	warm := h.waitWarm()
+	h.ensure("custom", Config{Env: map[string]string{"A": "1"}})
+	if h.keyOf("custom") == warm {
+		t.Error("a custom sandbox took the pool sandbox")
+	}
+	if got := h.waitWarm(); got != warm {
+		t.Errorf("the pool holds %s, want %s still", got, warm)
+	}
+}
+
+// waitWarm waits until the pool has a started sandbox (the pool refills
+// in the background) and returns its key.
+func (h *harness) waitWarm() string {
+	h.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		h.m.fillPool(bg)
+		h.m.pool.mu.Lock()
+		var key string
+		if len(h.m.pool.ready) > 0 {
+			key = h.m.pool.ready[0].rec.Key
+		}
+		h.m.pool.mu.Unlock()
+		if key != "" {
+			return key
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatal("the pool was not refilled")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRecoverReattachesCleansAndFinishes(t *testing.T) {
+	h := newHarness(t, nil)
+	h.ensure("alive", Config{})
+	h.ensure("died", Config{})
+	h.ensure("stopped", Config{})
+	if _, err := h.m.Stop(bg, "stopped"); err != nil {
+		t.Fatal(err)
+	}
+	alivePID, diedPID := h.pidOf("alive"), h.pidOf("died")
+	h.m.Close()
+	abandon(h.m) // the daemon is killed: containers keep running
+	if err := syscall.Kill(diedPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if st, _ := h.rt.State(bg, containerID(h.keyOf("died"))); st.Status == "stopped" {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	orphan := filepath.Join(h.opts.StateDir, "sandboxes", "orphankey0")
+	if err := os.MkdirAll(orphan, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	h.start()
+	creates := h.rt.creates()
+	if inf, _ := h.m.Get(bg, "alive"); inf.Status != StatusRunning || h.pidOf("alive") != alivePID {
+		t.Errorf("alive: %s; want reattached, running, same container", inf.Status)
+	}
+	lease, err := h.m.Acquire(bg, "alive")
+	if err != nil || h.rt.creates() != creates {
+		t.Fatalf("Acquire of a reattached sandbox: %v, %d new containers", err, h.rt.creates()-creates)
+	}
+	lease.Release()
+	if inf, _ := h.m.Get(bg, "died"); inf.Status != StatusSleeping {
+		t.Errorf("died: %s, want sleeping (starts on its next call)", inf.Status)
+	}
+	if inf, _ := h.m.Get(bg, "stopped"); inf.Status != StatusStopped {
+		t.Errorf("stopped: %s, want stopped", inf.Status)
+	}
+	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
+		t.Errorf("orphan state survived recovery: %v", err)
+	}
+	if inf := h.ensure("died", Config{}); inf.Status != StatusRunning {
+		t.Errorf("died after a call: %s", inf.Status)
+	}
+}
+
+// TestRecoverFinishesInterruptedCreateAndDestroy: rows a killed daemon
+// left in creating or destroying.
+func TestRecoverFinishesInterruptedCreateAndDestroy(t *testing.T) {
+	h := newHarness(t, nil)
+	h.ensure("creating", Config{})
+	h.ensure("destroying", Config{})
+	for id, status := range map[string]Status{"creating": StatusCreating, "destroying": StatusDestroying} {
+		if err := h.reg.Registry.SetStatus(bg, id, string(status), "", h.clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.restart()
+	if inf, _ := h.m.Get(bg, "creating"); inf.Status != StatusSleeping {
+		t.Errorf("interrupted create: %s, want sleeping", inf.Status)
+	}
+	if _, err := h.m.Get(bg, "destroying"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("interrupted destroy: %v, want it finished", err)
+	}
+	if h.rt.live() != 0 {
+		t.Errorf("%d containers run after recovery, want 0", h.rt.live())
+	}
+	ids := []string{}
+	infos, _ := h.m.List(bg)
+	for _, inf := range infos {
+		ids = append(ids, inf.ID)
+	}
+	if !slices.Equal(ids, []string{"creating"}) {
+		t.Errorf("List = %v", ids)
+	}
+}
