@@ -77,7 +77,9 @@ func BenchmarkBucketMount(b *testing.B) {
 		write := func(dir, name string) string {
 			return fmt.Sprintf("dd if=/dev/zero of=%s/%s bs=1M count=%d conv=fsync status=none", dir, name, mib)
 		}
-		read := func(dir, name string) string { return fmt.Sprintf("dd if=%s/%s of=/dev/null bs=1M status=none", dir, name) }
+		read := func(dir, name string) string {
+			return fmt.Sprintf("dd if=%s/%s of=/dev/null bs=1M status=none", dir, name)
+		}
 		rate := func(t time.Duration) float64 { return float64(mib) / t.Seconds() }
 		// Alternate sandbox and host, twice each, and keep the best of
 		// each: the machine is shared, so the best run is the least
