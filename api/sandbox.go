@@ -118,7 +118,10 @@ const (
 
 // Sandbox describes one sandbox, as returned by ensure, get and list.
 type Sandbox struct {
-	ID     string        `json:"id"`
+	ID string `json:"id"`
+	// Tenant owns the sandbox: the name of its key, or "default" for the
+	// admin namespace. IDs are per tenant.
+	Tenant string        `json:"tenant,omitempty"`
 	Status SandboxStatus `json:"status"`
 	// StatusReason says why the sandbox is in its status (e.g. the failure).
 	StatusReason string `json:"statusReason,omitempty"`
@@ -183,8 +186,11 @@ const (
 // LifecycleEvent is one event of GET /v1/events; the SSE event name is
 // Type.
 type LifecycleEvent struct {
-	Type      string        `json:"type"`
-	SandboxID string        `json:"sandboxId"`
+	Type      string `json:"type"`
+	SandboxID string `json:"sandboxId"`
+	// Tenant owns the sandbox ("default": the admin namespace). A
+	// tenant's stream carries only its own sandboxes' events.
+	Tenant    string        `json:"tenant,omitempty"`
 	Status    SandboxStatus `json:"status"`
 	Reason    string        `json:"reason,omitempty"`
 	Timestamp time.Time     `json:"timestamp"`
@@ -209,7 +215,14 @@ type NetworkInfo struct {
 // SandboxList is the body of GET /v1/sandboxes.
 type SandboxList struct {
 	Sandboxes []Sandbox `json:"sandboxes"`
+	// NextPageToken, when set, asks for the next page
+	// (?pageToken=...); absent on the last page.
+	NextPageToken string `json:"nextPageToken,omitempty"`
 }
+
+// MaxListLimit is the most sandboxes one page of GET /v1/sandboxes holds
+// (?limit=, default 1000).
+const MaxListLimit = 1000
 
 // Health is the body of GET /v1/health.
 type Health struct {

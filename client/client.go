@@ -42,6 +42,7 @@ type Client struct {
 	token     string
 	http      *http.Client
 	userAgent string
+	tenant    string
 }
 
 // Option configures a Client.
@@ -87,6 +88,11 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	for _, opt := range opts {
 		opt(c)
 	}
+	if c.tenant != "" {
+		hc := *c.http
+		hc.Transport = tenantTransport{tenant: c.tenant, next: hc.Transport}
+		c.http = &hc
+	}
 	return c, nil
 }
 
@@ -117,13 +123,10 @@ func (c *Client) Health(ctx context.Context) (*api.Health, error) {
 	return &h, nil
 }
 
-// List returns every sandbox the daemon knows, in the daemon's order.
+// List returns every sandbox the caller may see, in the daemon's order
+// (every page of ListPage).
 func (c *Client) List(ctx context.Context) ([]api.Sandbox, error) {
-	var l api.SandboxList
-	if err := c.doJSON(ctx, http.MethodGet, "/v1/sandboxes", nil, &l); err != nil {
-		return nil, err
-	}
-	return l.Sandboxes, nil
+	return c.ListAll(ctx, ListOptions{})
 }
 
 // sandboxPath returns the API path of sandbox id plus suffix.

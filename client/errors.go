@@ -86,13 +86,14 @@ func classOfCode(code api.Code) error {
 	switch code {
 	case "":
 		return nil
-	case api.CodeUnauthorized:
+	case api.CodeUnauthorized, api.CodeForbidden:
 		return ErrUnauthorized
 	case api.CodeSessionTerminated:
 		return ErrSessionTerminated
 	case api.CodeInvalidJSON, api.CodeValidationFailed, api.CodeRequestTooLarge:
 		return ErrInvalid
-	case api.CodeResourceExhausted, api.CodeCapacityExceeded, api.CodeSessionBusy, api.CodeContextBusy, api.CodePreviewBusy:
+	case api.CodeResourceExhausted, api.CodeCapacityExceeded, api.CodeSessionBusy, api.CodeContextBusy, api.CodePreviewBusy,
+		api.CodeQuotaExceeded:
 		return ErrResourceExhausted
 	case api.CodeProcessExitedBeforeReady:
 		return ErrExitedBeforeReady

@@ -61,6 +61,7 @@ func printInfo(w io.Writer, now time.Time, sb *api.Sandbox) error {
 		return s
 	}
 	line("ID", sb.ID)
+	line("Tenant", sb.Tenant)
 	status := string(sb.Status)
 	if !sb.StatusChangedAt.IsZero() {
 		status += " since " + when(sb.StatusChangedAt)

@@ -25,10 +25,11 @@ type env struct {
 
 // globals holds the flags every command shares and builds the client.
 type globals struct {
-	e     *env
-	root  *cobra.Command
-	url   string
-	token string
+	e      *env
+	root   *cobra.Command
+	url    string
+	token  string
+	tenant string
 }
 
 // run executes the command line args. Its error decides the exit code (see
@@ -65,6 +66,7 @@ machine) the daemon's token file, $SANDBOXD_STATE_DIR/token or
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.url, "url", "", "daemon URL (default $"+client.EnvURL+" or "+client.DefaultURL+")")
 	pf.StringVar(&g.token, "token", "", "API token (default $"+client.EnvToken+", else the local daemon's token file)")
+	pf.StringVar(&g.tenant, "tenant", "", "act in tenant `NAME`'s namespace (admin keys only; \"default\" is the admin namespace)")
 	root.AddCommand(
 		newExecCommand(g),
 		newCreateCommand(g),
@@ -98,6 +100,7 @@ machine) the daemon's token file, $SANDBOXD_STATE_DIR/token or
 		newGitCommand(g),
 		newMCPCommand(g),
 		newMountCommand(g), newUnmountCommand(g), newMountsCommand(g), newSecretCommand(g), newVolumeCommand(g),
+		newKeyCommand(g),
 	)
 	return root
 }
@@ -122,7 +125,11 @@ func (g *globals) client() (*client.Client, error) {
 		getenv:  g.e.getenv,
 		baseURL: base,
 	})
-	c, err := client.New(base, client.WithToken(token), client.WithUserAgent("sandbox-cli/"+version))
+	opts := []client.Option{client.WithToken(token), client.WithUserAgent("sandbox-cli/" + version)}
+	if g.tenant != "" {
+		opts = append(opts, client.WithTenant(g.tenant))
+	}
+	c, err := client.New(base, opts...)
 	if err != nil {
 		return nil, &usageError{cmd: "sandbox", err: err}
 	}

@@ -34,6 +34,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/secret"
 	"github.com/sandboxd/sandboxd/internal/snapshot"
 	"github.com/sandboxd/sandboxd/internal/store"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 	"github.com/sandboxd/sandboxd/internal/volume"
 )
 
@@ -75,6 +76,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer db.Close()
+	keys, err := tenant.OpenKeys(ctx, db)
+	if err != nil {
+		return err
+	}
 
 	rt, err := runtime.Detect(ctx, runtime.DetectOptions{
 		Want: cfg.Runtime, StateRoot: filepath.Join(cfg.RunDir, "runtime"),
@@ -147,6 +152,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			DefaultRuntime: defaultRuntime, Runtimes: runtimes,
 		},
 		Capacity:   cfg.Capacity,
+		Quotas:     keys.QuotaOf,
 		IdleCheck:  cfg.IdleCheck,
 		WarmPool:   cfg.WarmPool,
 		Snapshots:  snaps,
@@ -186,7 +192,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	api := httpapi.New(httpapi.Options{Manager: mgr, Secrets: secrets, Volumes: volumes, Images: images, Token: token, Version: cfg.Version, Runtime: defaultRuntime, Runtimes: runtimes, Log: log, Metrics: registry,
-		Ports: pv.ports, Proxy: pv.proxy, Signer: pv.signer, Preview: pv.options(cfg), Console: console.Handler(), MCP: mcp, E2B: e2bServer, BodyTimeout: cfg.BodyTimeout, Egress: net})
+		Ports: pv.ports, Proxy: pv.proxy, Signer: pv.signer, Preview: pv.options(cfg), Console: console.Handler(), MCP: mcp, E2B: e2bServer, BodyTimeout: cfg.BodyTimeout, Egress: net,
+		Keys: keys})
 	tasks := append(pv.tasks(api, log), func(ctx context.Context) error { return watchSIGHUP(ctx, certs, log) }, e2bServer.Run)
 	return serve(ctx, cfg, certs, requestid.Middleware(api), self, mgr, log, tasks...)
 }

@@ -22,6 +22,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		abortResponse()
 	}
 	e := s.classify(err)
+	e.Message = localMessage(r, e.Message)
 	if e.Code.HTTPStatus() >= 500 {
 		s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", err)
 	}
@@ -52,6 +53,9 @@ func (s *Server) classify(err error) *api.Error {
 		return e
 	}
 	if e := classifySnapshot(err); e != nil {
+		return e
+	}
+	if e := classifyTenancy(err); e != nil {
 		return e
 	}
 	msg := err.Error()

@@ -9,6 +9,7 @@ import (
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/api/sse"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
 // updateSandbox changes the settings that may change after creation.
@@ -66,7 +67,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			writeAPIError(w, err.(*api.Error))
 			return
 		}
+		only = scopeName(r, only)
 	}
+	caller := callerOf(r)
 	sub := s.opts.Manager.Events().Subscribe()
 	defer sub.Cancel()
 	sw := sse.NewWriter(w)
@@ -88,10 +91,10 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 					Code: api.CodeResourceExhausted, Message: "this client fell too far behind the event stream; reconnect"})
 				return
 			}
-			if only != "" && ev.SandboxID != only {
+			if (only != "" && ev.SandboxID != only) || !caller.Owns(ev.SandboxID) {
 				continue
 			}
-			if sw.Send(ev.Type, api.LifecycleEvent{Type: ev.Type, SandboxID: ev.SandboxID,
+			if sw.Send(ev.Type, api.LifecycleEvent{Type: ev.Type, SandboxID: tenant.Local(ev.SandboxID), Tenant: wireTenant(ev.SandboxID),
 				Status: api.SandboxStatus(ev.Status), Reason: ev.Reason, Timestamp: ev.Time}) != nil {
 				return
 			}

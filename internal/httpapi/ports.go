@@ -281,7 +281,10 @@ func (s *Server) servePreview(w http.ResponseWriter, r *http.Request, a proxy.Ad
 		writeAPIError(w, errNoPreview())
 		return
 	}
-	apiToken := s.hasAPIToken(r)
+	// A key opens the private previews of its own tenant's sandboxes
+	// only; any valid key is kept from the sandbox's service.
+	caller, hasKey := s.bearerCaller(r)
+	apiToken := hasKey && caller.Owns(p.SandboxID)
 	if cred := r.URL.Query().Get(proxy.LinkParam); cred != "" {
 		if expires, ok := s.opts.Signer.Verify(cred, p.Address(), time.Now()); ok {
 			s.setPreviewCookie(w, r, cred, expires)
@@ -317,7 +320,7 @@ func (s *Server) servePreview(w http.ResponseWriter, r *http.Request, a proxy.Ad
 		return
 	}
 	s.opts.Proxy.Serve(w, r, proxy.Request{
-		SandboxID: p.SandboxID, Port: p.Port, Host: r.Host, Scheme: s.opts.Preview.Scheme, StripAuthorization: apiToken,
+		SandboxID: p.SandboxID, Port: p.Port, Host: r.Host, Scheme: s.opts.Preview.Scheme, StripAuthorization: hasKey,
 	}, s.proxyError(p.SandboxID, p.Port))
 }
 
@@ -425,7 +428,7 @@ func (s *Server) portProxy(w http.ResponseWriter, r *http.Request) {
 	}
 	var exposed *proxy.Port
 	if tok := r.Header.Get(api.PreviewTokenHeader); tok != "" {
-		p, err := s.opts.Ports.Lookup(proxy.Address{Port: port, SandboxID: id, Token: tok})
+		p, err := s.opts.Ports.LookupOf(id, port, tok)
 		if err != nil {
 			writeAPIError(w, errNoPreview())
 			return

@@ -6,17 +6,26 @@ import (
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
+// listSandboxes serves GET /v1/sandboxes: the caller's sandboxes (an
+// admin's: every tenant's, or ?tenant=NAME's), filtered by ?label=k=v
+// (repeatable, all must match) and ?status=S, a page of ?limit=N at a
+// time, continued with ?pageToken= from the previous page (list.go).
 func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
-	infos, err := s.opts.Manager.List(r.Context())
-	if err != nil {
-		s.writeError(w, r, err)
+	q, e := parseListQuery(r)
+	if e != nil {
+		writeAPIError(w, e)
 		return
 	}
+	infos, more := s.opts.Manager.Page(r.Context(), q)
 	out := api.SandboxList{Sandboxes: make([]api.Sandbox, 0, len(infos))}
 	for _, inf := range infos {
 		out.Sandboxes = append(out.Sandboxes, toWire(inf))
+	}
+	if more {
+		out.NextPageToken = encodePageToken(infos[len(infos)-1].ID)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -153,7 +162,8 @@ func toWire(inf sandbox.Info) api.Sandbox {
 		SleepAfter:      inf.Config.SleepAfter.Milliseconds(),
 		KeepAlive:       inf.Config.KeepAlive,
 		IdleDeadline:    deadline,
-		ID:              inf.ID,
+		ID:              tenant.Local(inf.ID),
+		Tenant:          wireTenant(inf.ID),
 		Status:          api.SandboxStatus(inf.Status),
 		StatusReason:    inf.StatusReason,
 		Image:           inf.Image,

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"crypto/subtle"
 	"log/slog"
 	"net/http"
 	"path"
@@ -15,6 +14,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/proxy"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/secret"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 	"github.com/sandboxd/sandboxd/internal/volume"
 )
 
@@ -44,6 +44,8 @@ type Options struct {
 	BodyTimeout time.Duration
 	// Console serves the web console at / (nil: none).
 	Console http.Handler
+	// Keys are the API keys of tenants (nil: only Token authenticates).
+	Keys *tenant.Keys
 	// MCP serves the Model Context Protocol at /mcp, behind the token
 	// (nil: /mcp is not found).
 	MCP http.Handler
@@ -119,7 +121,7 @@ func (s *Server) table() []route {
 		{pattern: "GET /v1/sandboxes/{id}/network", handler: s.getNetwork},
 		{pattern: "PUT /v1/sandboxes/{id}/network", handler: s.setNetwork},
 		{pattern: "GET /v1/events", handler: s.events},
-		{pattern: "GET /metrics", handler: s.metricsPage},
+		{pattern: "GET /metrics", handler: s.adminOnly(s.metricsPage)},
 		// Images (images.go); {name...} takes the rest: names have '/' and ':'.
 		{pattern: "GET /v1/images", handler: s.listImages},
 		{pattern: "POST /v1/images/import", handler: s.importImage},
@@ -129,9 +131,16 @@ func (s *Server) table() []route {
 		{pattern: "GET /v1/images/{name...}", handler: s.inspectImage},
 		{pattern: "DELETE /v1/images/{name...}", handler: s.removeImage},
 		// The Model Context Protocol (docs/mcp.md), streamable HTTP.
-		{pattern: "POST /mcp", handler: s.mcp},
-		{pattern: "GET /mcp", handler: s.mcp},
-		{pattern: "DELETE /mcp", handler: s.mcp},
+		// Its tools call the daemon with the admin token, so only admins
+		// may use it.
+		{pattern: "POST /mcp", handler: s.adminOnly(s.mcp)},
+		{pattern: "GET /mcp", handler: s.adminOnly(s.mcp)},
+		{pattern: "DELETE /mcp", handler: s.adminOnly(s.mcp)},
+		// API keys (keys.go), admins only.
+		{pattern: "POST /v1/keys", handler: s.adminOnly(s.createKey)},
+		{pattern: "GET /v1/keys", handler: s.adminOnly(s.listKeys)},
+		{pattern: "DELETE /v1/keys/{name}", handler: s.adminOnly(s.removeKey)},
+		{pattern: "POST /v1/keys/{name}/rotate", handler: s.adminOnly(s.rotateKey)},
 		// Everything else below a sandbox is served by its agent.
 		{pattern: "/v1/sandboxes/{id}/{rest...}", handler: s.forward},
 	}, append(s.portRoutes(), s.storageRoutes()...)...)
@@ -214,20 +223,21 @@ func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
 	writeAPIError(w, api.Errorf(api.CodeNotFound, "no route %s %s", r.Method, r.URL.Path))
 }
 
-// authenticated requires the bearer token.
+// authenticated requires the bearer token or an API key, and puts the
+// caller in the request's context (tenants.go).
 func (s *Server) authenticated(next http.HandlerFunc) http.HandlerFunc {
-	want := []byte(s.opts.Token)
 	return func(w http.ResponseWriter, r *http.Request) {
-		got, ok := bearerToken(r)
+		c, ok := s.authenticate(r)
 		if !ok {
-			got, ok = tokenFromSubprotocol(r) // browsers' WebSockets
-		}
-		if !ok || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
 			writeAPIError(w, api.Errorf(api.CodeUnauthorized,
 				"missing or invalid bearer token: send \"Authorization: Bearer <token>\" (the local token is in <state-dir>/token)"))
 			return
 		}
-		next(w, r)
+		if e := actAs(&c, r); e != nil {
+			writeAPIError(w, e)
+			return
+		}
+		next(w, r.WithContext(tenant.WithCaller(r.Context(), c)))
 	}
 }
 
@@ -260,12 +270,15 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Version: s.opts.Version, Runtime: s.opts.Runtime, Runtimes: s.opts.Runtimes})
 }
 
-// sandboxID returns the validated {id} of the route, or answers the error.
+// sandboxID returns the validated {id} of the route scoped to the
+// caller's tenant (tenants.go), or answers the error. Every route that
+// names a sandbox takes its ID from here, and so only ever reaches the
+// caller's own sandboxes.
 func sandboxID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id := r.PathValue("id")
 	if err := api.ValidateSandboxID(id); err != nil {
 		writeAPIError(w, err.(*api.Error))
 		return "", false
 	}
-	return id, true
+	return scopeName(r, id), true
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/store"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
 // Errors of the registry; internal/httpapi maps each to a code.
@@ -49,8 +51,11 @@ type Port struct {
 }
 
 // Address is the port's preview address.
+// Sandbox IDs in the registry are scoped (package tenant); a preview
+// address names the sandbox as its tenant does, so tenant A's "demo" and
+// tenant B's "demo" differ only by token.
 func (p Port) Address() Address {
-	return Address{Port: p.Port, SandboxID: p.SandboxID, Token: p.Token}
+	return Address{Port: p.Port, SandboxID: tenant.Local(p.SandboxID), Token: p.Token}
 }
 
 // ExposeOptions are the options of Expose.
@@ -80,12 +85,32 @@ type Registry struct {
 	mu    sync.RWMutex
 	ports map[portKey]Port // guarded by mu
 	count map[string]int   // guarded by mu; exposed ports per sandbox
+	// local finds the ports a preview host may name: by the ID as its
+	// tenant sees it, every tenant's port of that ID and number.
+	local map[portKey][]portKey // guarded by mu
+}
+
+// link and unlink keep local in step with ports; mu is held.
+func (r *Registry) link(k portKey) {
+	l := portKey{tenant.Local(k.id), k.port}
+	r.local[l] = append(r.local[l], k)
+}
+
+func (r *Registry) unlink(k portKey) {
+	l := portKey{tenant.Local(k.id), k.port}
+	keys := slices.DeleteFunc(r.local[l], func(x portKey) bool { return x == k })
+	if len(keys) == 0 {
+		delete(r.local, l)
+	} else {
+		r.local[l] = keys
+	}
 }
 
 // NewRegistry loads the exposed ports of st. Ports in reserved cannot be
 // exposed.
 func NewRegistry(ctx context.Context, st *store.Store, reserved []int) (*Registry, error) {
-	r := &Registry{store: st, reserved: map[int]bool{}, now: time.Now, ports: map[portKey]Port{}, count: map[string]int{}}
+	r := &Registry{store: st, reserved: map[int]bool{}, now: time.Now, ports: map[portKey]Port{}, count: map[string]int{},
+		local: map[portKey][]portKey{}}
 	for _, p := range reserved {
 		r.reserved[p] = true
 	}
@@ -110,6 +135,7 @@ func (r *Registry) add(p Port) {
 	k := portKey{p.SandboxID, p.Port}
 	if _, ok := r.ports[k]; !ok {
 		r.count[p.SandboxID]++
+		r.link(k)
 	}
 	r.ports[k] = p
 }
@@ -120,6 +146,7 @@ func (r *Registry) remove(id string, port int) {
 	k := portKey{id, port}
 	if _, ok := r.ports[k]; ok {
 		delete(r.ports, k)
+		r.unlink(k)
 		if r.count[id]--; r.count[id] <= 0 {
 			delete(r.count, id)
 		}
@@ -180,6 +207,10 @@ func (r *Registry) Expose(ctx context.Context, id string, gen time.Time, port in
 	token := o.Token
 	if token == "" {
 		token = NewToken()
+	} else if _, err := r.Lookup(Address{Port: port, SandboxID: tenant.Local(id), Token: token}); err == nil {
+		// Another tenant's sandbox of the same name has this port with
+		// this token: the preview host would name both.
+		return Port{}, false, fmt.Errorf("%w: choose another token", ErrInvalid)
 	}
 	row := store.Port{SandboxID: id, Port: port, Name: o.Name, Token: token, Public: o.Public, CreatedAt: r.now().UTC()}
 	switch err := r.store.InsertPort(ctx, &row); {
@@ -211,6 +242,7 @@ func (r *Registry) purge(id string, gen time.Time) {
 	for k, p := range r.ports {
 		if k.id == id && !p.Generation.Equal(gen) {
 			delete(r.ports, k)
+			r.unlink(k)
 			if r.count[id]--; r.count[id] <= 0 {
 				delete(r.count, id)
 			}
@@ -259,11 +291,30 @@ func (r *Registry) List(id string, gen time.Time) []Port {
 	return out
 }
 
-// Lookup returns the port a preview address opens, or ErrNotFound. The
-// token is compared in constant time.
+// Lookup returns the port a preview address (whose ID is as its tenant
+// sees it) opens, or ErrNotFound. Tokens are compared in constant time.
 func (r *Registry) Lookup(a Address) (Port, error) {
-	p, ok := r.Get(a.SandboxID, a.Port)
-	if !ok || subtle.ConstantTimeCompare([]byte(p.Token), []byte(a.Token)) != 1 {
+	r.mu.RLock()
+	keys := r.local[portKey{a.SandboxID, a.Port}]
+	var found *Port
+	for _, k := range keys {
+		p := r.ports[k]
+		if subtle.ConstantTimeCompare([]byte(p.Token), []byte(a.Token)) == 1 {
+			found = &p
+		}
+	}
+	r.mu.RUnlock()
+	if found == nil {
+		return Port{}, ErrNotFound
+	}
+	return *found, nil
+}
+
+// LookupOf returns port of sandbox id (scoped) if it is exposed with
+// token, compared in constant time; else ErrNotFound.
+func (r *Registry) LookupOf(id string, port int, token string) (Port, error) {
+	p, ok := r.Get(id, port)
+	if !ok || subtle.ConstantTimeCompare([]byte(p.Token), []byte(token)) != 1 {
 		return Port{}, ErrNotFound
 	}
 	return p, nil
@@ -292,15 +343,15 @@ func (r *Registry) Reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ports := make(map[portKey]Port, len(rows))
-	count := map[string]int{}
+	r.mu.Lock()
+	r.ports, r.count, r.local = make(map[portKey]Port, len(rows)), map[string]int{}, map[portKey][]portKey{}
 	for _, row := range rows {
 		p := fromRow(row)
-		ports[portKey{p.SandboxID, p.Port}] = p
-		count[p.SandboxID]++
+		k := portKey{p.SandboxID, p.Port}
+		r.ports[k] = p
+		r.count[p.SandboxID]++
+		r.link(k)
 	}
-	r.mu.Lock()
-	r.ports, r.count = ports, count
 	r.mu.Unlock()
 	return nil
 }

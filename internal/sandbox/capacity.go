@@ -14,6 +14,12 @@ import (
 func (m *Manager) reserve(ctx context.Context, b *box) error {
 	for attempt := 0; ; attempt++ {
 		m.mu.Lock()
+		if err := m.checkRunningLocked(b); err != nil {
+			// A tenant's quota never makes room by putting others to
+			// sleep: it is the tenant's own bound.
+			m.mu.Unlock()
+			return err
+		}
 		if m.fits(b.memory) {
 			m.running++
 			m.runningMemory += b.memory

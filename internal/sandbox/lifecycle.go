@@ -27,6 +27,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/failpoint"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
 	"github.com/sandboxd/sandboxd/internal/runtime"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
 // agentBootTimeout bounds how long a new container's agent may take to
@@ -311,7 +312,7 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	}
 	undo.push(func(context.Context) error { return cg.Remove() })
 
-	if err := initEtc(p, b.id, b.cfg.Network.Mode, m.opts.Network.DNS(), rootOwner(b.hostIDs())); err != nil {
+	if err := initEtc(p, tenant.Local(b.id), b.cfg.Network.Mode, m.opts.Network.DNS(), rootOwner(b.hostIDs())); err != nil {
 		return nil, err
 	}
 	vols, err := m.volumeMounts(ctx, b)
@@ -411,10 +412,10 @@ func (m *Manager) writeBundle(b *box, rt Runtime, img *rootfs.Image, p paths, ep
 	}
 	opts := runtime.SpecOptions{
 		ProcOptions: procOptions,
-		Hostname:    b.id,
+		Hostname:    tenant.Local(b.id),
 		Rootfs:      rootPath(p, ids),
 		Args:        agentArgs(img, sock.args),
-		Env:         append(mergeEnv(append(slices.Clip(img.Env), "HOSTNAME="+b.id), b.cfg.Env), mainEnv(img)...),
+		Env:         append(mergeEnv(append(slices.Clip(img.Env), "HOSTNAME="+tenant.Local(b.id)), b.cfg.Env), mainEnv(img)...),
 		Mounts:      mounts,
 		NetnsPath:   ep.NetnsPath,
 		CgroupsPath: m.cgroupPath(b.rec.Key),

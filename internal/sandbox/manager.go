@@ -17,6 +17,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/runtime"
 	"github.com/sandboxd/sandboxd/internal/snapshot"
 	"github.com/sandboxd/sandboxd/internal/store"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
 // Options configure a Manager.
@@ -57,6 +58,9 @@ type Options struct {
 	Events *Events
 	// Metrics registers the manager's metrics; may be nil.
 	Metrics *metrics.Registry
+	// Quotas returns a tenant's quota (nil: no tenant has one). Sandbox
+	// IDs are scoped (package tenant): "acme/demo" is tenant acme's.
+	Quotas func(tenant string) tenant.Quota
 	// WarmPool is how many sandboxes with the default configuration are
 	// kept started ahead of need, so that creating one is only naming it.
 	WarmPool int
@@ -335,7 +339,10 @@ func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config) error {
 	if err := m.checkTotal(); err != nil {
 		return err
 	}
-	if w := m.takeWarm(cfg); w != nil {
+	if err := m.checkCount(b); err != nil {
+		return err
+	}
+	if w := m.takeWarmFor(b, cfg); w != nil {
 		err := m.adopt(ctx, b, w, cfg)
 		if err == nil || b.rec.ID != "" {
 			return err

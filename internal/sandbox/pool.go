@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/store"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
 // The warm pool keeps a few sandboxes with the default configuration
@@ -117,10 +118,10 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 		HostUIDBase: w.rec.HostUIDBase,
 	}
 	inst := w.running
-	if err := m.nameWarm(ctx, w, inst, b.id); err != nil {
+	if err := m.nameWarm(ctx, w, inst, tenant.Local(b.id)); err != nil {
 		return fmt.Errorf("naming a warm sandbox: %w", err)
 	}
-	if err := inst.agent.SetEnv(ctx, map[string]string{"HOSTNAME": b.id}); err != nil {
+	if err := inst.agent.SetEnv(ctx, map[string]string{"HOSTNAME": tenant.Local(b.id)}); err != nil {
 		return fmt.Errorf("naming a warm sandbox's agent: %w", err)
 	}
 	if err := m.opts.Store.Insert(ctx, rec); err != nil {

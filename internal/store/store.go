@@ -68,6 +68,7 @@ var migrations = []string{
 	)`,
 	migrationPorts,
 	`ALTER TABLE sandboxes ADD COLUMN host_uid_base INTEGER NOT NULL DEFAULT 0`,
+	migrationKeys,
 }
 
 // Open opens (creating if needed) the database at path and brings its

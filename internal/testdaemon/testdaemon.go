@@ -258,7 +258,12 @@ func (d *Daemon) teardown(t testing.TB) {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		if list, err := d.Client.List(ctx); err == nil {
 			for _, sb := range list {
-				if err := d.Client.Sandbox(sb.ID).Destroy(ctx); err != nil {
+				c := d.Client
+				if sb.Tenant != "" && sb.Tenant != "default" {
+					// A tenant's sandbox: the admin acts as its tenant.
+					c, _ = client.New(d.URL, client.WithToken(d.Token), client.WithTenant(sb.Tenant))
+				}
+				if err := c.Sandbox(sb.ID).Destroy(ctx); err != nil {
 					t.Logf("teardown: destroying %s: %v", sb.ID, err)
 				}
 			}

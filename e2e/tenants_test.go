@@ -1,0 +1,323 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/testdaemon"
+)
+
+// tenantClient creates the API key name on d and returns a client that
+// uses it.
+func tenantClient(t *testing.T, d *testdaemon.Daemon, req api.KeyCreateRequest) (*client.Client, string) {
+	t.Helper()
+	k, err := d.Client.CreateKey(ctxT(t, time.Minute), req)
+	if err != nil {
+		t.Fatalf("creating key %s: %v", req.Name, err)
+	}
+	if k.Name != req.Name || !strings.HasPrefix(k.Key, "sbx_") {
+		t.Fatalf("created key %+v", k)
+	}
+	c, err := client.New(d.URL, client.WithToken(k.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, k.Key
+}
+
+func wantCode(t *testing.T, what string, err error, code api.Code) {
+	t.Helper()
+	var e *client.Error
+	if !errors.As(err, &e) || e.Code != code {
+		t.Errorf("%s: got %v, want %s", what, err, code)
+	}
+}
+
+// TestTenantsCannotReachEachOther gives two tenants a sandbox of the same
+// ID and tenant A one more, and has B try every route family on A's.
+func TestTenantsCannotReachEachOther(t *testing.T) {
+	d := daemon(t)
+	ctx := ctxT(t, 5*time.Minute)
+	ca, keyA := tenantClient(t, d, api.KeyCreateRequest{Name: "team-a"})
+	cb, keyB := tenantClient(t, d, api.KeyCreateRequest{Name: "team-b"})
+
+	// B listens for lifecycle events before A does anything.
+	evB, err := cb.Events(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evB.Close()
+
+	aDemo, bDemo := ca.Sandbox("demo"), cb.Sandbox("demo")
+	run(t, aDemo, "echo team-a > /workspace/owner")
+	run(t, bDemo, "echo team-b > /workspace/owner")
+	only := ca.Sandbox("a-only")
+	run(t, only, "echo secret > /workspace/secret")
+
+	t.Run("same ID, different sandboxes", func(t *testing.T) {
+		if got := trim(run(t, aDemo, "cat /workspace/owner; hostname")); got != "team-a\ndemo" {
+			t.Errorf("A's demo: %q", got)
+		}
+		if got := trim(run(t, bDemo, "cat /workspace/owner; hostname")); got != "team-b\ndemo" {
+			t.Errorf("B's demo: %q", got)
+		}
+		ia, err := aDemo.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ib, err := bDemo.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ia.ID != "demo" || ia.Tenant != "team-a" || ib.Tenant != "team-b" || ia.CreatedAt.Equal(ib.CreatedAt) && ia.Network.Address == ib.Network.Address {
+			t.Errorf("infos: A %+v, B %+v", ia, ib)
+		}
+	})
+
+	t.Run("list", func(t *testing.T) {
+		for _, tc := range []struct {
+			c    *client.Client
+			want string
+		}{{ca, "a-only,demo"}, {cb, "demo"}} {
+			list, err := tc.c.List(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, sb := range list {
+				ids = append(ids, sb.ID)
+			}
+			if got := strings.Join(ids, ","); got != tc.want {
+				t.Errorf("list: %s, want %s", got, tc.want)
+			}
+		}
+		// The admin sees both tenants, with the tenant.
+		all, err := d.Client.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, sb := range all {
+			got = append(got, sb.Tenant+"/"+sb.ID)
+		}
+		if strings.Join(got, ",") != "team-a/a-only,team-a/demo,team-b/demo" {
+			t.Errorf("admin list: %v", got)
+		}
+		onlyB, err := d.Client.ListAll(ctx, client.ListOptions{Tenant: "team-b"})
+		if err != nil || len(onlyB) != 1 || onlyB[0].Tenant != "team-b" {
+			t.Errorf("admin list of team-b: %+v %v", onlyB, err)
+		}
+	})
+
+	t.Run("read-only routes answer 404", func(t *testing.T) {
+		other := cb.Sandbox("a-only")
+		_, err := other.Info(ctx)
+		wantCode(t, "info", err, api.CodeSandboxNotFound)
+		_, err = other.Stop(ctx)
+		wantCode(t, "stop", err, api.CodeSandboxNotFound)
+		_, err = other.Restart(ctx)
+		wantCode(t, "restart", err, api.CodeSandboxNotFound)
+		keep := true
+		_, err = other.Update(ctx, nil, &keep)
+		wantCode(t, "update", err, api.CodeSandboxNotFound)
+		wantCode(t, "destroy", other.Destroy(ctx), api.CodeSandboxNotFound)
+		if _, err := only.Info(ctx); err != nil {
+			t.Errorf("A's sandbox after B's attempts: %v", err)
+		}
+	})
+
+	t.Run("exec and files reach the caller's own sandbox", func(t *testing.T) {
+		// The forwarding routes (exec, files, processes, sessions, code,
+		// terminals) take the same scoped ID: B's exec in "demo" runs in
+		// B's demo, and nothing of A's is visible.
+		if code, out := exitOf(t, bDemo, "cat /workspace/secret"); code == 0 {
+			t.Errorf("B read A's file: %s", out)
+		}
+		f, err := bDemo.ReadFile(ctx, "/workspace/owner")
+		if err != nil || trim(string(f.Content)) != "team-b" {
+			t.Errorf("B's file: %+v %v", f, err)
+		}
+	})
+
+	t.Run("expose and preview", func(t *testing.T) {
+		testdaemon.StartTestServer(t, aDemo, "0.0.0.0:8080")
+		pa, err := aDemo.ExposePort(ctx, 8080, client.Private())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if list, err := bDemo.ExposedPorts(ctx); err != nil || len(list) != 0 {
+			t.Errorf("B's demo lists ports %+v %v", list, err)
+		}
+		c := previewClient(d)
+		for _, tc := range []struct {
+			key  string
+			want int
+		}{{keyA, 200}, {keyB, 401}, {"", 401}, {d.Token, 200}} {
+			h := http.Header{}
+			if tc.key != "" {
+				h.Set("Authorization", "Bearer "+tc.key)
+			}
+			status, body, _ := get(t, c, pa.URL+"echo/", h)
+			if status != tc.want {
+				t.Errorf("A's private preview with key %.8s: %d, want %d", tc.key, status, tc.want)
+			}
+			if status == 200 && (!strings.Contains(body, `"hostname":"demo"`) || strings.Contains(body, "sbx_") || strings.Contains(body, d.Token)) {
+				t.Errorf("preview body: %s", body)
+			}
+		}
+		// B's demo exposing the same port gets another preview host, and
+		// cannot choose A's token to collide with A's.
+		testdaemon.StartTestServer(t, bDemo, "0.0.0.0:8080")
+		_, err = bDemo.ExposePort(ctx, 8080, client.WithPreviewToken(pa.Token))
+		wantCode(t, "B exposing with A's token", err, api.CodeValidationFailed)
+		pb, err := bDemo.ExposePort(ctx, 8080, client.Private())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pb.URL == pa.URL {
+			t.Fatalf("same preview URL for both tenants' demo: %s", pb.URL)
+		}
+		h := http.Header{"Authorization": {"Bearer " + keyB}}
+		if status, body, _ := get(t, c, pb.URL+"echo/", h); status != 200 {
+			t.Errorf("B's own preview: %d %s", status, body)
+		}
+	})
+
+	t.Run("events", func(t *testing.T) {
+		// B's stream, open since before A made anything, must carry
+		// none of A's events up to B's marker, made after all of A's.
+		if _, err := cb.Sandbox("b-marker").Ensure(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			ev, err := evB.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.Tenant != "team-b" || ev.SandboxID == "a-only" {
+				t.Errorf("B saw %+v", ev)
+			}
+			if ev.SandboxID == "b-marker" {
+				break
+			}
+		}
+	})
+
+	t.Run("admin-only routes", func(t *testing.T) {
+		_, err := cb.ListKeys(ctx)
+		wantCode(t, "key ls with a tenant key", err, api.CodeForbidden)
+		_, err = cb.CreateKey(ctx, api.KeyCreateRequest{Name: "escalate", Admin: true})
+		wantCode(t, "key create with a tenant key", err, api.CodeForbidden)
+		cbAs, _ := client.New(d.URL, client.WithToken(keyB), client.WithTenant("team-a"))
+		_, err = cbAs.Sandbox("a-only").Info(ctx)
+		wantCode(t, "Sandbox-Tenant with a tenant key", err, api.CodeForbidden)
+		// An admin acting as team-a reaches A's sandbox.
+		admA, _ := client.New(d.URL, client.WithToken(d.Token), client.WithTenant("team-a"))
+		if got := trim(run(t, admA.Sandbox("a-only"), "cat /workspace/secret")); got != "secret" {
+			t.Errorf("admin as team-a: %q", got)
+		}
+		req, _ := http.NewRequestWithContext(ctx, "GET", d.URL+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+keyB)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("/metrics with a tenant key: %d", resp.StatusCode)
+		}
+	})
+
+	t.Run("destroy", func(t *testing.T) {
+		if err := bDemo.Destroy(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := trim(run(t, aDemo, "cat /workspace/owner")); got != "team-a" {
+			t.Errorf("A's demo after B destroyed its own: %q", got)
+		}
+	})
+}
+
+// TestRevokedKeyStopsAtOnce removes and rotates keys and checks that the
+// old secret fails on the very next call.
+func TestRevokedKeyStopsAtOnce(t *testing.T) {
+	d := daemon(t)
+	ctx := ctxT(t, time.Minute)
+	c, _ := tenantClient(t, d, api.KeyCreateRequest{Name: "gone"})
+	if _, err := c.List(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Client.RemoveKey(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.List(ctx)
+	wantCode(t, "after rm", err, api.CodeUnauthorized)
+	wantCode(t, "rm again", d.Client.RemoveKey(ctx, "gone"), api.CodeKeyNotFound)
+
+	c2, _ := tenantClient(t, d, api.KeyCreateRequest{Name: "rot"})
+	k, err := d.Client.RotateKey(ctx, "rot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c2.List(ctx)
+	wantCode(t, "old secret after rotate", err, api.CodeUnauthorized)
+	c3, _ := client.New(d.URL, client.WithToken(k.Key))
+	if _, err := c3.List(ctx); err != nil {
+		t.Errorf("new secret: %v", err)
+	}
+	// The registry holds hashes only.
+	keys, err := d.Client.ListKeys(ctx)
+	if err != nil || len(keys) != 1 || keys[0].Name != "rot" {
+		t.Errorf("keys: %+v %v", keys, err)
+	}
+	_, err = d.Client.CreateKey(ctx, api.KeyCreateRequest{Name: "rot"})
+	wantCode(t, "duplicate name", err, api.CodeKeyExists)
+	_, err = d.Client.CreateKey(ctx, api.KeyCreateRequest{Name: "default"})
+	wantCode(t, "reserved name", err, api.CodeValidationFailed)
+}
+
+// TestQuotasHoldUnderConcurrentCreates fires 50 creates at once at a
+// tenant allowed 4 sandboxes, 2 of them running.
+func TestQuotasHoldUnderConcurrentCreates(t *testing.T) {
+	d := daemon(t)
+	ctx := ctxT(t, 5*time.Minute)
+	c, _ := tenantClient(t, d, api.KeyCreateRequest{Name: "small", Quotas: api.Quotas{MaxSandboxes: 4, MaxRunning: 2}})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, refused := 0, map[string]int{}
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.Sandbox(fmt.Sprintf("q%d", i), client.WithNetwork(api.NetworkOptions{Mode: api.NetworkNone})).Ensure(ctx)
+			mu.Lock()
+			defer mu.Unlock()
+			var e *client.Error
+			switch {
+			case err == nil:
+				ok++
+			case errors.As(err, &e) && e.Code == api.CodeQuotaExceeded && e.Status == http.StatusTooManyRequests:
+				refused[fmt.Sprint(e.Details["quota"])]++
+			default:
+				t.Errorf("create q%d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	keys, err := d.Client.ListKeys(ctx)
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("keys %+v %v", keys, err)
+	}
+	u := keys[0].Usage
+	t.Logf("created and running %d, refused %v, usage %+v", ok, refused, u)
+	if ok != 2 || u.Running != 2 || u.Sandboxes != 4 || refused["maxSandboxes"] != 46 || refused["maxRunning"] != 2 {
+		t.Errorf("quotas did not hold: %d ran, refused %v, usage %+v", ok, refused, u)
+	}
+}

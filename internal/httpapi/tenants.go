@@ -1,0 +1,116 @@
+package httpapi
+
+import (
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/tenant"
+)
+
+// Tenancy at the edge (docs/tenants.md). authenticated puts the caller in
+// the request's context; sandboxID scopes the {id} of every route to the
+// caller's tenant, so a route that takes its ID from sandboxID cannot
+// reach another tenant's sandbox: the scoped ID names none, and the
+// answer is the 404 of an ID nobody has. Routes that name other things a
+// tenant owns scope them with scopeName; answers give names back with
+// tenant.Local.
+
+// authenticate returns the caller r's credentials name: the token file's
+// key (an admin of the admin namespace) or an API key.
+func (s *Server) authenticate(r *http.Request) (tenant.Caller, bool) {
+	got, ok := bearerToken(r)
+	if !ok {
+		got, ok = tokenFromSubprotocol(r) // browsers' WebSockets
+	}
+	if !ok || got == "" {
+		return tenant.Caller{}, false
+	}
+	if subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) == 1 {
+		return tenant.Caller{Admin: true}, true
+	}
+	return s.opts.Keys.Authenticate(got)
+}
+
+// actAs lets an admin act in a tenant's namespace with the header
+// Sandbox-Tenant: NAME ("default": the admin namespace). A tenant's key
+// cannot: FORBIDDEN.
+func actAs(c *tenant.Caller, r *http.Request) *api.Error {
+	t := r.Header.Get(api.TenantHeader)
+	if t == "" {
+		return nil
+	}
+	if !c.Admin {
+		return api.Errorf(api.CodeForbidden, "the %s header needs an admin key", api.TenantHeader)
+	}
+	if t == tenant.Default {
+		return nil
+	}
+	if err := tenant.ValidateName(t); err != nil {
+		return err.(*api.Error)
+	}
+	c.As = t
+	return nil
+}
+
+// callerOf is the caller of an authenticated request.
+func callerOf(r *http.Request) tenant.Caller { return tenant.FromContext(r.Context()) }
+
+// scopeName turns a name a tenant chose (a sandbox ID, a snapshot's,
+// volume's or secret's name) into the daemon-wide name: the one call a
+// route makes before it looks anything up.
+func scopeName(r *http.Request, name string) string { return callerOf(r).Scope(name) }
+
+// adminOnly answers FORBIDDEN unless the caller is an admin.
+func (s *Server) adminOnly(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !callerOf(r).Admin {
+			writeAPIError(w, api.Errorf(api.CodeForbidden, "%s %s needs an admin key", r.Method, r.URL.Path))
+			return
+		}
+		next(w, r)
+	}
+}
+
+// wireTenant is the tenant of a scoped ID as the wire shows it.
+func wireTenant(scoped string) string { return tenant.Display(tenant.Of(scoped)) }
+
+// classifyTenancy gives the errors of tenancy their codes; nil for others.
+func classifyTenancy(err error) *api.Error {
+	var q *sandbox.QuotaError
+	switch {
+	case errors.As(err, &q):
+		return &api.Error{Code: api.CodeQuotaExceeded, Message: q.Error(),
+			Details: map[string]any{"quota": q.Quota, "limit": q.Limit, "used": q.Used}}
+	case errors.Is(err, tenant.ErrKeyNotFound):
+		return &api.Error{Code: api.CodeKeyNotFound, Message: err.Error()}
+	case errors.Is(err, tenant.ErrKeyExists):
+		return &api.Error{Code: api.CodeKeyExists, Message: err.Error()}
+	}
+	return nil
+}
+
+// localMessage removes the caller's own tenant prefix from IDs in an
+// error message ("acme/demo" → "demo"), so a tenant reads its own names.
+func localMessage(r *http.Request, msg string) string {
+	if ns := callerOf(r).Namespace(); ns != "" {
+		return strings.ReplaceAll(msg, ns+tenant.Sep, "")
+	}
+	return msg
+}
+
+// bearerCaller is authenticate for the Authorization header alone (what
+// preview requests may carry).
+func (s *Server) bearerCaller(r *http.Request) (tenant.Caller, bool) {
+	got, ok := bearerToken(r)
+	if !ok || got == "" {
+		return tenant.Caller{}, false
+	}
+	if subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) == 1 {
+		return tenant.Caller{Admin: true}, true
+	}
+	return s.opts.Keys.Authenticate(got)
+}

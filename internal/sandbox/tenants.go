@@ -1,0 +1,121 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/sandboxd/sandboxd/internal/bytesize"
+	"github.com/sandboxd/sandboxd/internal/tenant"
+)
+
+// ErrQuota is a tenant's quota refusing a sandbox, or refusing to run it.
+var ErrQuota = errors.New("quota exceeded")
+
+// QuotaError names the quota that refused.
+type QuotaError struct {
+	Tenant string
+	// Quota is "maxSandboxes", "maxRunning" or "maxMemory".
+	Quota string
+	Limit int64
+	Used  int64
+}
+
+func (e *QuotaError) Error() string {
+	if e.Quota == "maxMemory" {
+		return fmt.Sprintf("quota maxMemory of tenant %s exceeded: its running sandboxes' memory limits add up to %s of %s",
+			e.Tenant, bytesize.Format(e.Used), bytesize.Format(e.Limit))
+	}
+	return fmt.Sprintf("quota %s of tenant %s exceeded: %d of %d", e.Quota, e.Tenant, e.Used, e.Limit)
+}
+
+func (e *QuotaError) Unwrap() error { return ErrQuota }
+
+// Usage is what one tenant holds.
+type Usage struct {
+	Sandboxes int
+	Running   int
+	// Memory is the sum of the memory limits of its running sandboxes.
+	Memory int64
+}
+
+// quota is the quota of b's tenant.
+func (m *Manager) quota(t string) tenant.Quota {
+	if m.opts.Quotas == nil || t == "" {
+		return tenant.Quota{}
+	}
+	return m.opts.Quotas(t)
+}
+
+// usageLocked counts what tenant t holds; m.mu is held. Boxes being
+// created count, so concurrent creates cannot overshoot a quota.
+func (m *Manager) usageLocked(t string) Usage {
+	var u Usage
+	for id, b := range m.boxes {
+		if tenant.Of(id) != t {
+			continue
+		}
+		u.Sandboxes++
+		if b.up.Load() {
+			u.Running++
+			u.Memory += b.memory
+		}
+	}
+	return u
+}
+
+// Usage returns what tenant t ("" for the admin namespace) holds.
+func (m *Manager) Usage(t string) Usage {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.usageLocked(t)
+}
+
+// checkCount refuses a new sandbox of b's tenant past its maxSandboxes
+// (b's placeholder is in boxes already).
+func (m *Manager) checkCount(b *box) error {
+	t := tenant.Of(b.id)
+	q := m.quota(t)
+	if q.MaxSandboxes == 0 {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if u := m.usageLocked(t); u.Sandboxes > q.MaxSandboxes {
+		return &QuotaError{Tenant: t, Quota: "maxSandboxes", Limit: int64(q.MaxSandboxes), Used: int64(u.Sandboxes - 1)}
+	}
+	return nil
+}
+
+// checkRunningLocked refuses to run b past its tenant's maxRunning or
+// maxMemory; m.mu is held, and b is not counted as running yet.
+func (m *Manager) checkRunningLocked(b *box) error {
+	t := tenant.Of(b.id)
+	q := m.quota(t)
+	if q.MaxRunning == 0 && q.MaxMemory == 0 {
+		return nil
+	}
+	u := m.usageLocked(t)
+	if q.MaxRunning > 0 && u.Running+1 > q.MaxRunning {
+		return &QuotaError{Tenant: t, Quota: "maxRunning", Limit: int64(q.MaxRunning), Used: int64(u.Running)}
+	}
+	if q.MaxMemory > 0 && u.Memory+b.memory > q.MaxMemory {
+		return &QuotaError{Tenant: t, Quota: "maxMemory", Limit: q.MaxMemory, Used: u.Memory}
+	}
+	return nil
+}
+
+// mayTakeWarm reports whether b may be made from a warm sandbox: not when
+// its tenant's running sandboxes are bounded, since a warm sandbox is
+// already running and taking it would pass the bound unchecked.
+func (m *Manager) mayTakeWarm(b *box) bool {
+	q := m.quota(tenant.Of(b.id))
+	return q.MaxRunning == 0 && q.MaxMemory == 0
+}
+
+// takeWarmFor is takeWarm for b, when b's tenant may have one.
+func (m *Manager) takeWarmFor(b *box, cfg Config) *box {
+	if !m.mayTakeWarm(b) {
+		return nil
+	}
+	return m.takeWarm(cfg)
+}
