@@ -43,6 +43,9 @@ type SnapshotRequest struct {
 // Snapshot describes one snapshot.
 type Snapshot struct {
 	Name string `json:"name"`
+	// Tenant owns the snapshot ("default": the admin namespace); names
+	// are per tenant, like sandbox IDs.
+	Tenant string `json:"tenant,omitempty"`
 	// Sandbox is the ID of the sandbox it was taken of (it may be gone).
 	Sandbox string `json:"sandbox"`
 	// Image and ImageDigest are the image below the snapshot's files;

@@ -190,6 +190,43 @@ func TestTenantsCannotReachEachOther(t *testing.T) {
 		}
 	})
 
+	t.Run("snapshots and forks", func(t *testing.T) {
+		snap, err := only.Snapshot(ctx, "ready", client.SnapshotOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if snap.Name != "ready" || snap.Sandbox != "a-only" || snap.Tenant != "team-a" {
+			t.Errorf("A's snapshot: %+v", snap)
+		}
+		_, err = cb.Sandbox("a-only").Snapshot(ctx, "mine", client.SnapshotOptions{})
+		wantCode(t, "B snapshots A's sandbox", err, api.CodeSandboxNotFound)
+		if list, err := cb.ListSnapshots(ctx); err != nil || len(list) != 0 {
+			t.Errorf("B lists snapshots %+v %v", list, err)
+		}
+		_, err = cb.Snapshot(ctx, "ready")
+		wantCode(t, "B inspects A's snapshot", err, api.CodeSnapshotNotFound)
+		wantCode(t, "B removes A's snapshot", cb.RemoveSnapshot(ctx, "ready"), api.CodeSnapshotNotFound)
+		_, err = cb.Sandbox("fork", client.WithFromSnapshot("ready")).Ensure(ctx)
+		wantCode(t, "B forks A's snapshot", err, api.CodeSnapshotNotFound)
+		_, err = cb.Sandbox("fork", client.WithFromSnapshot("team-a.-ready")).Ensure(ctx)
+		wantCode(t, "B names A's snapshot as stored", err, api.CodeInvalidSnapshotName)
+		// A forks its own; the admin sees the snapshot with its tenant.
+		fork := ca.Sandbox("a-fork", client.WithFromSnapshot("ready"))
+		if got := trim(run(t, fork, "cat /workspace/secret")); got != "secret" {
+			t.Errorf("A's fork: %q", got)
+		}
+		all, err := d.Client.ListSnapshots(ctx)
+		if err != nil || len(all) != 1 || all[0].Tenant != "team-a" || all[0].Name != "ready" {
+			t.Errorf("admin's snapshots: %+v %v", all, err)
+		}
+		if err := fork.Destroy(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := ca.RemoveSnapshot(ctx, "ready"); err != nil {
+			t.Error(err)
+		}
+	})
+
 	t.Run("events", func(t *testing.T) {
 		// B's stream, open since before A made anything, must carry
 		// none of A's events up to B's marker, made after all of A's.

@@ -47,7 +47,15 @@ func (s *Server) ensureSandbox(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, e)
 		return
 	}
-	inf, created, err := s.opts.Manager.Ensure(r.Context(), id, fromWire(opts))
+	cfg := fromWire(opts)
+	if cfg.Snapshot != "" {
+		var e *api.Error
+		if cfg.Snapshot, e = scopeSnapshot(r, cfg.Snapshot); e != nil {
+			writeAPIError(w, e)
+			return
+		}
+	}
+	inf, created, err := s.opts.Manager.Ensure(r.Context(), id, cfg)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -169,7 +177,7 @@ func toWire(inf sandbox.Info) api.Sandbox {
 		Image:           inf.Image,
 		ImageDigest:     inf.Config.ImageDigest,
 		Runtime:         inf.Runtime,
-		FromSnapshot:    inf.Config.Snapshot,
+		FromSnapshot:    localSnapshot(inf.Config.Snapshot),
 		Volumes:         wireVolumeMounts(inf.Config.Volumes),
 		Labels:          inf.Config.Labels,
 		Limits: api.Limits{

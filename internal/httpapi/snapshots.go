@@ -7,6 +7,7 @@ import (
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/snapshot"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
 // classifySnapshot maps the snapshot domain's errors to wire errors; nil
@@ -46,7 +47,12 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	snap, err := s.opts.Manager.Snapshot(r.Context(), id, req.Name, sandbox.SnapshotOptions{Memory: req.Memory})
+	name, e := scopeSnapshot(r, req.Name)
+	if e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	snap, err := s.opts.Manager.Snapshot(r.Context(), id, name, sandbox.SnapshotOptions{Memory: req.Memory})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -61,14 +67,22 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := api.SnapshotList{Snapshots: make([]api.Snapshot, 0, len(snaps))}
+	caller := callerOf(r)
 	for _, snap := range snaps {
-		out.Snapshots = append(out.Snapshots, snapshotToWire(snap))
+		if t, _ := splitSnapshot(snap.Name); caller.Sees(t) {
+			out.Snapshots = append(out.Snapshots, snapshotToWire(snap))
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) inspectSnapshot(w http.ResponseWriter, r *http.Request) {
-	snap, err := s.opts.Manager.GetSnapshot(r.Context(), r.PathValue("name"))
+	name, e := scopeSnapshot(r, r.PathValue("name"))
+	if e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	snap, err := s.opts.Manager.GetSnapshot(r.Context(), name)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -77,7 +91,12 @@ func (s *Server) inspectSnapshot(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) removeSnapshot(w http.ResponseWriter, r *http.Request) {
-	if err := s.opts.Manager.RemoveSnapshot(r.Context(), r.PathValue("name")); err != nil {
+	name, e := scopeSnapshot(r, r.PathValue("name"))
+	if e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	if err := s.opts.Manager.RemoveSnapshot(r.Context(), name); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -86,7 +105,7 @@ func (s *Server) removeSnapshot(w http.ResponseWriter, r *http.Request) {
 
 func snapshotToWire(snap snapshot.Snapshot) api.Snapshot {
 	return api.Snapshot{
-		Name: snap.Name, Sandbox: snap.Sandbox, Image: snap.Image, ImageDigest: snap.ImageDigest,
+		Name: localSnapshot(snap.Name), Tenant: tenant.Display(tenantOfSnapshot(snap.Name)), Sandbox: tenant.Local(snap.Sandbox), Image: snap.Image, ImageDigest: snap.ImageDigest,
 		Runtime: snap.Runtime, Layer: snap.Layer, Size: snap.Size, Files: snap.Files, Memory: snap.Memory,
 		FrozenMs: float64(snap.Frozen.Microseconds()) / 1000, CreatedAt: snap.CreatedAt,
 	}
