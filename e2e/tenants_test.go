@@ -227,6 +227,28 @@ func TestTenantsCannotReachEachOther(t *testing.T) {
 		}
 	})
 
+	t.Run("mounts and secrets", func(t *testing.T) {
+		aws := map[string]string{"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}
+		if err := ca.SetSecret(ctx, "aws", aws); err != nil {
+			t.Fatal(err)
+		}
+		if list, err := cb.Secrets(ctx); err != nil || len(list) != 0 {
+			t.Errorf("B lists secrets %+v %v", list, err)
+		}
+		wantCode(t, "B removes A's secret", cb.RemoveSecret(ctx, "aws"), api.CodeSecretNotFound)
+		_, err := bDemo.MountBucket(ctx, "bucket", "/mnt/b", client.MountOptions{Endpoint: "http://127.0.0.1:1", Secret: "aws"})
+		wantCode(t, "B mounts with A's secret", err, api.CodeSecretNotFound)
+		_, err = cb.Sandbox("a-only").Mounts(ctx)
+		wantCode(t, "B lists A's mounts", err, api.CodeSandboxNotFound)
+		wantCode(t, "B unmounts in A's sandbox", cb.Sandbox("a-only").UnmountBucket(ctx, "/mnt/x"), api.CodeSandboxNotFound)
+		if list, err := ca.Secrets(ctx); err != nil || len(list) != 1 || list[0].Name != "aws" {
+			t.Errorf("A's secrets %+v %v", list, err)
+		}
+		if err := ca.RemoveSecret(ctx, "aws"); err != nil {
+			t.Error(err)
+		}
+	})
+
 	t.Run("events", func(t *testing.T) {
 		// B's stream, open since before A made anything, must carry
 		// none of A's events up to B's marker, made after all of A's.

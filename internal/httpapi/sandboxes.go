@@ -177,7 +177,7 @@ func toWire(inf sandbox.Info) api.Sandbox {
 		Image:           inf.Image,
 		ImageDigest:     inf.Config.ImageDigest,
 		Runtime:         inf.Runtime,
-		FromSnapshot:    localSnapshot(inf.Config.Snapshot),
+		FromSnapshot:    localFlat(inf.Config.Snapshot),
 		Volumes:         wireVolumeMounts(inf.Config.Volumes),
 		Labels:          inf.Config.Labels,
 		Limits: api.Limits{

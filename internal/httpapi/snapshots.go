@@ -69,7 +69,7 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {
 	out := api.SnapshotList{Snapshots: make([]api.Snapshot, 0, len(snaps))}
 	caller := callerOf(r)
 	for _, snap := range snaps {
-		if t, _ := splitSnapshot(snap.Name); caller.Sees(t) {
+		if t, _ := splitFlat(snap.Name); caller.Sees(t) {
 			out.Snapshots = append(out.Snapshots, snapshotToWire(snap))
 		}
 	}
@@ -105,7 +105,7 @@ func (s *Server) removeSnapshot(w http.ResponseWriter, r *http.Request) {
 
 func snapshotToWire(snap snapshot.Snapshot) api.Snapshot {
 	return api.Snapshot{
-		Name: localSnapshot(snap.Name), Tenant: tenant.Display(tenantOfSnapshot(snap.Name)), Sandbox: tenant.Local(snap.Sandbox), Image: snap.Image, ImageDigest: snap.ImageDigest,
+		Name: localFlat(snap.Name), Tenant: tenant.Display(tenantOfFlat(snap.Name)), Sandbox: tenant.Local(snap.Sandbox), Image: snap.Image, ImageDigest: snap.ImageDigest,
 		Runtime: snap.Runtime, Layer: snap.Layer, Size: snap.Size, Files: snap.Files, Memory: snap.Memory,
 		FrozenMs: float64(snap.Frozen.Microseconds()) / 1000, CreatedAt: snap.CreatedAt,
 	}

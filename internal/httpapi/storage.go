@@ -42,7 +42,7 @@ func (s *Server) mountBucket(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, e)
 		return
 	}
-	creds, e := s.mountCredentials(req)
+	creds, e := s.mountCredentials(r, req)
 	if e != nil {
 		writeAPIError(w, e)
 		return
@@ -57,7 +57,7 @@ func (s *Server) mountBucket(w http.ResponseWriter, r *http.Request) {
 }
 
 // mountCredentials takes the request's credentials, or the named secret's.
-func (s *Server) mountCredentials(req api.MountRequest) (bucket.Credentials, *api.Error) {
+func (s *Server) mountCredentials(r *http.Request, req api.MountRequest) (bucket.Credentials, *api.Error) {
 	switch {
 	case req.Credentials != nil && req.Secret != "":
 		return bucket.Credentials{}, api.Errorf(api.CodeValidationFailed, "send credentials or the name of a secret, not both")
@@ -68,7 +68,11 @@ func (s *Server) mountCredentials(req api.MountRequest) (bucket.Credentials, *ap
 		if s.opts.Secrets == nil {
 			return bucket.Credentials{}, api.Errorf(api.CodeSecretNotFound, "this daemon keeps no secrets")
 		}
-		sec, err := s.opts.Secrets.Get(req.Secret)
+		name, e := scopeSecret(r, req.Secret)
+		if e != nil {
+			return bucket.Credentials{}, e
+		}
+		sec, err := s.opts.Secrets.Get(name)
 		if err != nil {
 			return bucket.Credentials{}, api.Errorf(api.CodeSecretNotFound, "no secret named %q", req.Secret)
 		}
@@ -118,7 +122,7 @@ func (s *Server) unmountBucket(w http.ResponseWriter, r *http.Request) {
 func wireMount(bm sandbox.BucketMount) api.Mount {
 	return api.Mount{
 		Path: bm.Path, Bucket: bm.Source.Bucket, Prefix: bm.Source.Prefix, Endpoint: bm.Source.Endpoint,
-		Region: bm.Source.Region, ReadOnly: bm.Source.ReadOnly, Secret: bm.Secret,
+		Region: bm.Source.Region, ReadOnly: bm.Source.ReadOnly, Secret: localFlat(bm.Secret),
 		Status: bm.Status, Reason: bm.Reason, CreatedAt: bm.CreatedAt,
 	}
 }
@@ -171,8 +175,11 @@ func (s *Server) listSecrets(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, err)
 			return
 		}
+		caller := callerOf(r)
 		for _, sec := range list {
-			out.Secrets = append(out.Secrets, api.Secret{Name: sec.Name, Keys: sec.Keys(), UpdatedAt: sec.UpdatedAt})
+			if t, name := splitFlat(sec.Name); caller.Sees(t) {
+				out.Secrets = append(out.Secrets, api.Secret{Name: name, Keys: sec.Keys(), UpdatedAt: sec.UpdatedAt})
+			}
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -193,7 +200,12 @@ func (s *Server) setSecret(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, api.Errorf(api.CodeInternal, "this daemon keeps no secrets"))
 		return
 	}
-	if err := s.opts.Secrets.Set(name, req.Values, time.Now()); err != nil {
+	scoped, e := scopeSecret(r, name)
+	if e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	if err := s.opts.Secrets.Set(scoped, req.Values, time.Now()); err != nil {
 		s.writeError(w, r, storageError(err))
 		return
 	}
@@ -207,7 +219,12 @@ func (s *Server) removeSecret(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, api.Errorf(api.CodeSecretNotFound, "no secret named %q", name))
 		return
 	}
-	if err := s.opts.Secrets.Remove(name); err != nil {
+	scoped, e := scopeSecret(r, name)
+	if e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	if err := s.opts.Secrets.Remove(scoped); err != nil {
 		s.writeError(w, r, storageError(err))
 		return
 	}

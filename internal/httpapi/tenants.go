@@ -8,6 +8,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/secret"
 	"github.com/sandboxd/sandboxd/internal/snapshot"
 	"github.com/sandboxd/sandboxd/internal/tenant"
 )
@@ -98,7 +99,7 @@ func classifyTenancy(err error) *api.Error {
 // error message ("acme/demo" → "demo"), so a tenant reads its own names.
 func localMessage(r *http.Request, msg string) string {
 	if ns := callerOf(r).Namespace(); ns != "" {
-		return strings.NewReplacer(ns+tenant.Sep, "", ns+snapshotSep, "").Replace(msg)
+		return strings.NewReplacer(ns+tenant.Sep, "", ns+flatSep, "").Replace(msg)
 	}
 	return msg
 }
@@ -116,35 +117,45 @@ func (s *Server) bearerCaller(r *http.Request) (tenant.Caller, bool) {
 	return s.opts.Keys.Authenticate(got)
 }
 
-// snapshotSep separates a tenant from its snapshot's name in the snapshot
-// store, whose names are file names (no '/'). Names a caller chooses may
-// not contain it, so the admin namespace's names never look scoped.
-const snapshotSep = ".-"
+// flatSep separates a tenant from a name in stores whose names are file
+// names (no '/'): snapshots and secrets. Names a caller chooses may not
+// contain it, so the admin namespace's names never look scoped.
+const flatSep = ".-"
 
-// scopeSnapshot is scopeName for snapshot names.
-func scopeSnapshot(r *http.Request, name string) (string, *api.Error) {
-	if strings.Contains(name, snapshotSep) {
-		return "", api.Errorf(api.CodeInvalidSnapshotName, "snapshot name %.80q: %q is reserved", name, snapshotSep)
+// scopeFlat is scopeName for a store of file names, whose names valid
+// checks; a bad name is code.
+func scopeFlat(r *http.Request, name string, valid func(string) error, code api.Code) (string, *api.Error) {
+	if strings.Contains(name, flatSep) {
+		return "", api.Errorf(code, "name %.80q: %q is reserved", name, flatSep)
 	}
 	ns := callerOf(r).Namespace()
 	if ns == "" {
 		return name, nil
 	}
-	scoped := ns + snapshotSep + name
-	if err := snapshot.ValidateName(scoped); err != nil {
-		return "", api.Errorf(api.CodeInvalidSnapshotName, "snapshot name %q is too long for tenant %s: at most %d characters", name, ns, 63-len(ns)-len(snapshotSep))
+	scoped := ns + flatSep + name
+	if err := valid(scoped); err != nil {
+		return "", api.Errorf(code, "name %q is too long for tenant %s: at most %d characters", name, ns, 63-len(ns)-len(flatSep))
 	}
 	return scoped, nil
 }
 
-// splitSnapshot splits a stored snapshot name into its tenant and name.
-func splitSnapshot(scoped string) (t, name string) {
-	if t, name, ok := strings.Cut(scoped, snapshotSep); ok && tenant.ValidateName(t) == nil {
+// splitFlat splits a name scoped by scopeFlat into its tenant and name.
+func splitFlat(scoped string) (t, name string) {
+	if t, name, ok := strings.Cut(scoped, flatSep); ok && tenant.ValidateName(t) == nil {
 		return t, name
 	}
 	return "", scoped
 }
 
-func localSnapshot(scoped string) string { _, n := splitSnapshot(scoped); return n }
+func localFlat(scoped string) string { _, n := splitFlat(scoped); return n }
 
-func tenantOfSnapshot(scoped string) string { t, _ := splitSnapshot(scoped); return t }
+// scopeSnapshot and scopeSecret scope snapshot and secret names.
+func scopeSnapshot(r *http.Request, name string) (string, *api.Error) {
+	return scopeFlat(r, name, snapshot.ValidateName, api.CodeInvalidSnapshotName)
+}
+
+func scopeSecret(r *http.Request, name string) (string, *api.Error) {
+	return scopeFlat(r, name, secret.ValidateName, api.CodeValidationFailed)
+}
+
+func tenantOfFlat(scoped string) string { t, _ := splitFlat(scoped); return t }
