@@ -247,6 +247,11 @@ func TestTenantsCannotReachEachOther(t *testing.T) {
 		if err := ca.RemoveSecret(ctx, "aws"); err != nil {
 			t.Error(err)
 		}
+		// Volume names are daemon-wide for now: tenants cannot use them.
+		_, err = cb.Volumes(ctx)
+		wantCode(t, "B lists volumes", err, api.CodeForbidden)
+		_, err = cb.Sandbox("with-vol", client.WithVolume("shared", "/data", false)).Ensure(ctx)
+		wantCode(t, "B mounts a volume", err, api.CodeForbidden)
 	})
 
 	t.Run("events", func(t *testing.T) {

@@ -48,6 +48,12 @@ func (s *Server) ensureSandbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cfg := fromWire(opts)
+	if len(cfg.Volumes) > 0 && !callerOf(r).Admin {
+		// Volume names are daemon-wide for now: a tenant must not attach
+		// another's volume.
+		writeAPIError(w, api.Errorf(api.CodeForbidden, "volumes need an admin key for now"))
+		return
+	}
 	if cfg.Snapshot != "" {
 		var e *api.Error
 		if cfg.Snapshot, e = scopeSnapshot(r, cfg.Snapshot); e != nil {
