@@ -12,7 +12,9 @@ package api
 //   - 3 (2026-12-05): the daemon's own routes (health, activity, shutdown,
 //     dial) moved under /internal/, declared with every other route in
 //     internal/agentapi. An agent of version 2 answers 404 to health.
-const ProtocolVersion = 3
+//   - 4 (2026-12-05): one end-of-stream rule: a code run's own exception
+//     is an execution_error event; error always ends a stream.
+const ProtocolVersion = 4
 
 // AgentHealth is the body of the agent's GET /internal/health.
 type AgentHealth struct {

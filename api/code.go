@@ -203,18 +203,19 @@ type RunCodeResult struct {
 }
 
 // Code run stream event types. A stream carries one start, then stdout,
-// stderr, result and error events in the order they happened, then
-// exactly one terminal event: complete, or an error event carrying a
-// code (the run's fate is then an API error such as CONTEXT_TERMINATED,
-// not an error raised by the code). An error event without a code is the
-// code's own error and is followed by complete.
+// stderr, result and execution_error events in the order they happened,
+// then exactly one terminal event (IsTerminal): complete, or error with a
+// code (the run's fate is then an API error such as CONTEXT_TERMINATED).
+// An error raised by the code itself is an execution_error event, which
+// is followed by complete.
 const (
-	CodeEventStart    = "start"
-	CodeEventStdout   = "stdout"
-	CodeEventStderr   = "stderr"
-	CodeEventResult   = "result"
-	CodeEventError    = "error"
-	CodeEventComplete = "complete"
+	CodeEventStart          = "start"
+	CodeEventStdout         = "stdout"
+	CodeEventStderr         = "stderr"
+	CodeEventResult         = "result"
+	CodeEventExecutionError = "execution_error"
+	CodeEventError          = "error"
+	CodeEventComplete       = "complete"
 )
 
 // CodeEvent is one Server-Sent Event of a code run. The SSE event name
@@ -231,18 +232,16 @@ type CodeEvent struct {
 	Encoding string `json:"encoding,omitempty"`
 	// Result is set on result.
 	Result *CodeResult `json:"result,omitempty"`
-	// Error is set on an error event raised by the code.
+	// Error is set on execution_error: the error the code raised.
 	Error *ExecutionError `json:"error,omitempty"`
 	// ExecutionCount, Duration (ms) and Truncated are set on complete.
 	ExecutionCount int   `json:"executionCount,omitempty"`
 	Duration       int64 `json:"duration,omitempty"`
 	Truncated      bool  `json:"truncated,omitempty"`
-	// Code and Message are set on a terminal error event.
+	// Code and Message are set on error.
 	Code    Code   `json:"code,omitempty"`
 	Message string `json:"message,omitempty"`
 }
 
 // Terminal reports whether ev ends its stream.
-func (ev *CodeEvent) Terminal() bool {
-	return ev.Type == CodeEventComplete || (ev.Type == CodeEventError && ev.Code != "")
-}
+func (ev *CodeEvent) Terminal() bool { return IsTerminal(ev.Type) }

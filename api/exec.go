@@ -102,8 +102,14 @@ type ExecEvent struct {
 	Message string `json:"message,omitempty"`
 }
 
-// IsTerminal reports whether an event type ends a stream. Every stream of
-// the API ends with exactly one terminal event.
+// IsTerminal is the one end-of-stream rule of every event stream of the API
+// (exec, code runs, process logs, file reads, watches, image builds,
+// lifecycle events): an event named complete, exit or error ends its
+// stream, whatever it carries, and nothing follows it. Events that report
+// a failure without ending the stream have other names (a code run's
+// execution_error). A stream that stops without a terminal event was cut:
+// its outcome is unknown (the daemon appends an error event with
+// SANDBOX_UNAVAILABLE when an agent's stream is cut).
 func IsTerminal(eventType string) bool {
 	switch eventType {
 	case EventComplete, EventError, "exit":

@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -183,8 +182,9 @@ func (s *Sandbox) RunCodeStream(ctx context.Context, code string, o RunCodeOptio
 }
 
 // CodeStream is the live event stream of one run: start, then stdout,
-// stderr, result and error events in the order they happened, then
-// exactly one terminal event: complete, or an error event carrying a code.
+// stderr, result and execution_error events in the order they happened,
+// then exactly one terminal event: complete, or error (an API error with
+// its code).
 //
 // Next, All and Collect must be called from one goroutine at a time; Close
 // may be called from any goroutine.
@@ -200,39 +200,32 @@ type CodeStream struct {
 // stream that ends without a terminal event gives an error matching
 // ErrUnavailable.
 func (st *CodeStream) Next() (api.CodeEvent, error) {
-	if st.err != nil {
-		return api.CodeEvent{}, st.err
-	}
-	raw, err := st.r.Next()
-	if err != nil {
-		return api.CodeEvent{}, st.fail(st.readError(err))
-	}
 	var ev api.CodeEvent
-	if err := raw.Decode(&ev); err != nil {
-		return api.CodeEvent{}, st.fail(fmt.Errorf("decoding code stream %s event: %w", raw.Name, err))
+	name, err := st.next(&ev)
+	if err != nil {
+		return api.CodeEvent{}, err
 	}
-	if ev.Type == "" {
-		ev.Type = raw.Name
-	}
-	switch {
-	case ev.Type == api.CodeEventStdout || ev.Type == api.CodeEventStderr:
-		if ev.Encoding == api.EncodingBase64 {
-			data, err := base64.StdEncoding.DecodeString(ev.Data)
-			if err != nil {
-				return api.CodeEvent{}, st.fail(fmt.Errorf("decoding code stream %s chunk: %w", ev.Type, err))
-			}
-			ev.Data = string(data)
+	ev.Type = name
+	switch name {
+	case api.CodeEventStdout, api.CodeEventStderr:
+		if err := st.decodeChunk(&ev.Data, &ev.Encoding); err != nil {
+			return api.CodeEvent{}, err
 		}
-		ev.Encoding = ""
-	case ev.Type == api.CodeEventComplete:
-		st.finish()
-	case ev.Type == api.CodeEventError && ev.Code != "":
-		st.finish()
+	case api.CodeEventError:
 		return ev, &Error{Code: ev.Code, Message: ev.Message}
-	case ev.Type == api.CodeEventError && ev.Error == nil:
-		return api.CodeEvent{}, st.fail(fmt.Errorf("code stream: error event without error or code: %w", ErrUnavailable))
-	case ev.Type == api.CodeEventResult && ev.Result == nil:
-		return api.CodeEvent{}, st.fail(fmt.Errorf("code stream: result event without result: %w", ErrUnavailable))
+	case api.CodeEventExecutionError:
+		if ev.Error == nil {
+			return api.CodeEvent{}, st.fail(fmt.Errorf("code stream: execution_error event without error: %w", ErrUnavailable))
+		}
+	case api.CodeEventResult:
+		if ev.Result == nil {
+			return api.CodeEvent{}, st.fail(fmt.Errorf("code stream: result event without result: %w", ErrUnavailable))
+		}
+	case api.CodeEventComplete:
+	default:
+		if api.IsTerminal(name) {
+			return api.CodeEvent{}, st.fail(fmt.Errorf("code stream ended with %q: %w", name, ErrUnavailable))
+		}
 	}
 	return ev, nil
 }
@@ -292,7 +285,7 @@ func (st *CodeStream) Collect(cb CodeCallbacks) (*api.RunCodeResult, error) {
 			if cb.OnResult != nil {
 				cb.OnResult(*ev.Result)
 			}
-		case api.CodeEventError:
+		case api.CodeEventExecutionError:
 			e := *ev.Error
 			res.Error = &e
 			if cb.OnError != nil {

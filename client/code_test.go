@@ -43,7 +43,7 @@ func TestRunCodeCollects(t *testing.T) {
 		api.CodeEvent{Type: "stdout", Data: "MTUKYg==", Encoding: "base64"}, // "15\nb"
 		api.CodeEvent{Type: "stderr", Data: "warn\n"},
 		api.CodeEvent{Type: "result", Result: &api.CodeResult{Text: "15", IsMainResult: true}},
-		api.CodeEvent{Type: "error", Error: &api.ExecutionError{Name: "E", Value: "v", Traceback: []string{"t"}}},
+		api.CodeEvent{Type: "execution_error", Error: &api.ExecutionError{Name: "E", Value: "v", Traceback: []string{"t"}}},
 		api.CodeEvent{Type: "complete", ExecutionCount: 3, Duration: 7},
 	)
 	var got []string

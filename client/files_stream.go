@@ -17,9 +17,11 @@ import (
 )
 
 // eventStream is the plumbing every event stream of the SDK shares (exec,
-// code, watch, file streams): an SSE body that ends with a terminal event,
-// is closed once, and reports the context's error when the context ends
-// it. what names the stream in errors ("exec stream").
+// code, process logs, watch, file reads, image builds, lifecycle events):
+// an SSE body that ends with its terminal event by the one rule of the
+// API (api.IsTerminal: complete, exit or error, by name alone), is closed
+// once, and reports the context's error when the context ends it. what
+// names the stream in errors ("exec stream").
 type eventStream struct {
 	ctx       context.Context
 	body      io.ReadCloser
@@ -51,16 +53,46 @@ func (s *Sandbox) openEvents(ctx context.Context, suffix string, in any, what st
 	return &es, nil
 }
 
-// next decodes the next event into v and returns its name.
-func (es *eventStream) next(v any) (string, error) {
+// nextRaw returns the next event. After a terminal event the stream is
+// over: its body is closed and later calls return io.EOF. A stream that
+// breaks, or ends without a terminal event, ends with readError's error.
+func (es *eventStream) nextRaw() (sse.Event, error) {
+	if es.err != nil {
+		return sse.Event{}, es.err
+	}
 	raw, err := es.r.Next()
 	if err != nil {
-		return "", es.readError(err)
+		return sse.Event{}, es.fail(es.readError(err))
+	}
+	if api.IsTerminal(raw.Name) {
+		es.finish()
+	}
+	return raw, nil
+}
+
+// next decodes the next event into v and returns its name (see nextRaw).
+func (es *eventStream) next(v any) (string, error) {
+	raw, err := es.nextRaw()
+	if err != nil {
+		return "", err
 	}
 	if err := raw.Decode(v); err != nil {
-		return "", fmt.Errorf("decoding %s %s event: %w", es.what, raw.Name, err)
+		return "", es.fail(fmt.Errorf("decoding %s %s event: %w", es.what, raw.Name, err))
 	}
 	return raw.Name, nil
+}
+
+// decodeChunk turns an output chunk's data into raw bytes.
+func (es *eventStream) decodeChunk(data *string, encoding *string) error {
+	if *encoding == api.EncodingBase64 {
+		b, err := base64.StdEncoding.DecodeString(*data)
+		if err != nil {
+			return es.fail(fmt.Errorf("decoding %s chunk: %w", es.what, err))
+		}
+		*data = string(b)
+	}
+	*encoding = ""
+	return nil
 }
 
 // Watch is a live watch of a path: its events, in order, until the watch
@@ -128,13 +160,16 @@ func (w *Watch) Next() (api.WatchEvent, error) {
 		if ev.Type == "" {
 			ev.Type = name
 		}
-		switch ev.Type {
-		case api.WatchEventEvent:
-			return ev, nil
-		case api.EventError:
+		switch {
+		case name == api.EventError:
 			w.err = &Error{Code: ev.Code, Message: ev.Message}
-			w.es.Close()
 			return ev, w.err
+		case api.IsTerminal(name):
+			// No other terminal event is defined for a watch.
+			w.err = fmt.Errorf("watch stream ended with %q: %w", name, ErrUnavailable)
+			return api.WatchEvent{}, w.err
+		case ev.Type == api.WatchEventEvent:
+			return ev, nil
 		}
 		// Unknown event types are for newer clients.
 	}
@@ -225,28 +260,26 @@ func (f *FileStream) Read(p []byte) (int, error) {
 			return 0, f.err
 		}
 		var ev api.FileStreamEvent
-		if _, err := f.es.next(&ev); err != nil {
+		name, err := f.es.next(&ev)
+		if err != nil {
 			f.err = err
 			continue
 		}
-		switch ev.Type {
+		switch name {
 		case api.FileEventChunk:
-			if ev.Encoding == api.EncodingBase64 {
-				data, err := base64.StdEncoding.DecodeString(ev.Data)
-				if err != nil {
-					f.err = fmt.Errorf("decoding file stream chunk: %w", err)
-					continue
-				}
-				f.buf = data
-			} else {
-				f.buf = []byte(ev.Data)
+			if err := f.es.decodeChunk(&ev.Data, &ev.Encoding); err != nil {
+				f.err = err
+				continue
 			}
+			f.buf = []byte(ev.Data)
 		case api.EventComplete:
 			f.err = io.EOF
-			f.es.Close()
 		case api.EventError:
 			f.err = &Error{Code: ev.Code, Message: ev.Message}
-			f.es.Close()
+		default:
+			if api.IsTerminal(name) {
+				f.err = fmt.Errorf("file stream ended with %q: %w", name, ErrUnavailable)
+			}
 		}
 	}
 	n := copy(p, f.buf)

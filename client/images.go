@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -127,26 +126,16 @@ func readBuildStream(ctx context.Context, resp *http.Response, onLog func(stream
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != sse.ContentType {
 		return nil, fmt.Errorf("build: answer is %q, not an event stream", resp.Header.Get("Content-Type"))
 	}
-	r := sse.NewReader(resp.Body)
+	es := newEventStream("build stream", ctx, resp.Body)
+	defer es.Close()
 	for {
-		raw, err := r.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return nil, fmt.Errorf("build stream ended before its terminal event: %w", ErrUnavailable)
-			}
-			return nil, fmt.Errorf("reading build stream: %w: %w", ErrUnavailable, err)
-		}
 		var ev api.BuildEvent
-		if err := raw.Decode(&ev); err != nil {
-			return nil, fmt.Errorf("decoding build %s event: %w", raw.Name, err)
+		name, err := es.next(&ev)
+		if err != nil {
+			return nil, err
 		}
-		if ev.Type == "" {
-			ev.Type = raw.Name
-		}
-		switch ev.Type {
+		ev.Type = name
+		switch name {
 		case api.BuildEventLog:
 			if onLog != nil {
 				onLog(ev.Stream, ev.Data)
@@ -158,6 +147,10 @@ func readBuildStream(ctx context.Context, resp *http.Response, onLog func(stream
 			return ev.Image, nil
 		case api.BuildEventError:
 			return nil, &Error{Code: ev.Code, Message: ev.Message}
+		default:
+			if api.IsTerminal(name) {
+				return nil, fmt.Errorf("build stream ended with %q: %w", name, ErrUnavailable)
+			}
 		}
 	}
 }

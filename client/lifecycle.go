@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"fmt"
-	"io"
 	"iter"
 	"mime"
 	"net/http"
@@ -84,10 +83,11 @@ func (s *Sandbox) Update(ctx context.Context, sleepAfter *time.Duration, keepAli
 	return &sb, nil
 }
 
-// EventStream is the daemon's stream of lifecycle events.
+// EventStream is the daemon's stream of lifecycle events. It has no
+// natural end: it ends with an error event (the client fell behind), when
+// closed, or when its context ends.
 type EventStream struct {
-	body io.ReadCloser
-	r    *sse.Reader
+	eventStream
 }
 
 // Events opens the lifecycle event stream; with sandboxID non-empty, only
@@ -108,31 +108,29 @@ func (c *Client) Events(ctx context.Context, sandboxID string) (*EventStream, er
 		closeBody(resp.Body)
 		return nil, fmt.Errorf("GET %s: answer is not an event stream", path)
 	}
-	return &EventStream{body: resp.Body, r: sse.NewReader(resp.Body)}, nil
+	return &EventStream{newEventStream("lifecycle event stream", ctx, resp.Body)}, nil
 }
 
 // Next returns the next lifecycle event. An error event (the client fell
-// behind) is returned as an *Error.
+// behind) is returned as an *Error; a stream that ends otherwise gives an
+// error matching ErrUnavailable.
 func (es *EventStream) Next() (api.LifecycleEvent, error) {
-	for {
-		ev, err := es.r.Next()
-		if err != nil {
-			if err == io.EOF || err == io.ErrUnexpectedEOF {
-				return api.LifecycleEvent{}, &Error{Status: 0, Code: api.CodeSandboxUnavailable, Message: "event stream ended"}
-			}
-			return api.LifecycleEvent{}, err
-		}
-		if ev.Name == api.EventError {
-			var e api.ExecEvent
-			ev.Decode(&e)
-			return api.LifecycleEvent{}, &Error{Code: e.Code, Message: e.Message}
-		}
-		var le api.LifecycleEvent
-		if err := ev.Decode(&le); err != nil {
-			return api.LifecycleEvent{}, fmt.Errorf("decoding %s event: %w", ev.Name, err)
-		}
-		return le, nil
+	raw, err := es.nextRaw()
+	if err != nil {
+		return api.LifecycleEvent{}, err
 	}
+	if api.IsTerminal(raw.Name) {
+		var e api.Error
+		if raw.Name != api.EventError || raw.Decode(&e) != nil {
+			return api.LifecycleEvent{}, es.fail(fmt.Errorf("lifecycle event stream ended with %q: %w", raw.Name, ErrUnavailable))
+		}
+		return api.LifecycleEvent{}, &Error{Code: e.Code, Message: e.Message}
+	}
+	var le api.LifecycleEvent
+	if err := raw.Decode(&le); err != nil {
+		return api.LifecycleEvent{}, es.fail(fmt.Errorf("decoding %s event: %w", raw.Name, err))
+	}
+	return le, nil
 }
 
 // All iterates over the events until the stream ends or the loop stops;
@@ -148,6 +146,3 @@ func (es *EventStream) All() iter.Seq2[api.LifecycleEvent, error] {
 		}
 	}
 }
-
-// Close ends the stream.
-func (es *EventStream) Close() error { return es.body.Close() }

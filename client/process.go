@@ -5,12 +5,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"net/url"
 	"regexp"
-	"sync"
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
@@ -322,12 +320,7 @@ func (p *Process) stdin(ctx context.Context, data []byte, closeAfter bool) error
 // output so far, live output, then exactly one exit event. Closing it (or
 // cancelling its context) never affects the process.
 type LogStream struct {
-	ctx  context.Context
-	body io.ReadCloser
-	r    *sse.Reader
-
-	closeOnce sync.Once
-	err       error
+	eventStream
 }
 
 // StreamLogs opens the process's log stream. The caller must Close it.
@@ -344,7 +337,7 @@ func (p *Process) StreamLogs(ctx context.Context) (*LogStream, error) {
 		closeBody(resp.Body)
 		return nil, fmt.Errorf("GET %s: answer is not an event stream", path)
 	}
-	return &LogStream{ctx: ctx, body: resp.Body, r: sse.NewReader(resp.Body)}, nil
+	return &LogStream{newEventStream("log stream", ctx, resp.Body)}, nil
 }
 
 // Next returns the next event; output chunks carry raw bytes in Data
@@ -352,55 +345,24 @@ func (p *Process) StreamLogs(ctx context.Context) (*LogStream, error) {
 // event is returned with an *Error; a stream cut before exit gives an
 // error matching ErrUnavailable.
 func (ls *LogStream) Next() (api.ProcessEvent, error) {
-	if ls.err != nil {
-		return api.ProcessEvent{}, ls.err
-	}
-	raw, err := ls.r.Next()
-	if err != nil {
-		switch {
-		case ls.ctx.Err() != nil:
-			err = ls.ctx.Err()
-		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-			err = fmt.Errorf("log stream ended before its exit event: %w", ErrUnavailable)
-		default:
-			err = fmt.Errorf("reading log stream: %w: %w", ErrUnavailable, err)
-		}
-		return api.ProcessEvent{}, ls.end(err)
-	}
 	var ev api.ProcessEvent
-	if err := raw.Decode(&ev); err != nil {
-		return api.ProcessEvent{}, ls.end(fmt.Errorf("decoding log stream %s event: %w", raw.Name, err))
+	name, err := ls.next(&ev)
+	if err != nil {
+		return api.ProcessEvent{}, err
 	}
-	if ev.Type == "" {
-		ev.Type = raw.Name
-	}
-	switch ev.Type {
+	ev.Type = name
+	switch name {
 	case api.EventStdout, api.EventStderr:
-		if ev.Encoding == api.EncodingBase64 {
-			data, err := base64.StdEncoding.DecodeString(ev.Data)
-			if err != nil {
-				return api.ProcessEvent{}, ls.end(fmt.Errorf("decoding log chunk: %w", err))
-			}
-			ev.Data = string(data)
+		if err := ls.decodeChunk(&ev.Data, &ev.Encoding); err != nil {
+			return api.ProcessEvent{}, err
 		}
-		ev.Encoding = ""
-	case api.EventExit:
-		ls.end(io.EOF)
 	case api.EventError:
-		ls.end(io.EOF)
 		return ev, &Error{Code: ev.Code, Message: ev.Message}
+	case api.EventExit:
+	default:
+		if api.IsTerminal(name) {
+			return api.ProcessEvent{}, ls.fail(fmt.Errorf("log stream ended with %q: %w", name, ErrUnavailable))
+		}
 	}
 	return ev, nil
-}
-
-func (ls *LogStream) end(err error) error {
-	ls.err = err
-	ls.Close()
-	return err
-}
-
-// Close ends the stream. It is idempotent and always returns nil.
-func (ls *LogStream) Close() error {
-	ls.closeOnce.Do(func() { _ = ls.body.Close() })
-	return nil
 }

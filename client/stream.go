@@ -3,7 +3,6 @@ package client
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -106,38 +105,27 @@ func (s *Sandbox) execStream(ctx context.Context, cfg *execConfig) (*ExecStream,
 // fate is unknown, and it is never reported as completed. After the context
 // is cancelled, Next returns the context's error.
 func (st *ExecStream) Next() (api.ExecEvent, error) {
-	if st.err != nil {
-		return api.ExecEvent{}, st.err
-	}
-	raw, err := st.r.Next()
-	if err != nil {
-		return api.ExecEvent{}, st.fail(st.readError(err))
-	}
 	var ev api.ExecEvent
-	if err := raw.Decode(&ev); err != nil {
-		return api.ExecEvent{}, st.fail(fmt.Errorf("decoding exec stream %s event: %w", raw.Name, err))
+	name, err := st.next(&ev)
+	if err != nil {
+		return api.ExecEvent{}, err
 	}
-	if ev.Type == "" {
-		ev.Type = raw.Name
-	}
-	switch ev.Type {
+	ev.Type = name
+	switch name {
 	case api.EventStdout, api.EventStderr:
-		if ev.Encoding == api.EncodingBase64 {
-			data, err := base64.StdEncoding.DecodeString(ev.Data)
-			if err != nil {
-				return api.ExecEvent{}, st.fail(fmt.Errorf("decoding exec stream %s chunk: %w", ev.Type, err))
-			}
-			ev.Data = string(data)
+		if err := st.decodeChunk(&ev.Data, &ev.Encoding); err != nil {
+			return api.ExecEvent{}, err
 		}
-		ev.Encoding = ""
 	case api.EventComplete:
 		if ev.ExitCode == nil {
 			return api.ExecEvent{}, st.fail(fmt.Errorf("exec stream: complete event without exit code: %w", ErrUnavailable))
 		}
-		st.finish()
 	case api.EventError:
-		st.finish()
 		return ev, &Error{Code: ev.Code, Message: ev.Message}
+	default:
+		if api.IsTerminal(name) {
+			return api.ExecEvent{}, st.fail(fmt.Errorf("exec stream ended with %q: %w", name, ErrUnavailable))
+		}
 	}
 	return ev, nil
 }

@@ -153,7 +153,7 @@ func (s *server) runCode(ctx context.Context, req *mcp.CallToolRequest, in runCo
 			prog.output("stderr", []byte(ev.Data))
 		case api.CodeEventResult:
 			cc.add(*ev.Result)
-		case api.CodeEventError:
+		case api.CodeEventExecutionError:
 			e := *ev.Error
 			res.ExecutionError = &e
 		case api.CodeEventComplete:

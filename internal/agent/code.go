@@ -475,5 +475,5 @@ func (o *codeStream) Result(r interp.Result) error {
 
 func (o *codeStream) Error(e interp.ExecError) error {
 	o.flush()
-	return o.send(&api.CodeEvent{Type: api.CodeEventError, Error: errorWire(e)})
+	return o.send(&api.CodeEvent{Type: api.CodeEventExecutionError, Error: errorWire(e)})
 }

@@ -150,7 +150,7 @@ func TestCodeRoutes(t *testing.T) {
 
 	// An execution error is an event followed by complete.
 	evs = ta.codeStream(t, api.RunCodeRequest{Code: "print('a'); raise ValueError('v')"})
-	if types(evs) != "start,stdout,error,complete" || evs[2].Error.Name != "ValueError" || evs[2].Code != "" {
+	if types(evs) != "start,stdout,execution_error,complete" || evs[2].Error.Name != "ValueError" || evs[2].Code != "" {
 		t.Errorf("error events %s %+v", types(evs), evs)
 	}
 

@@ -243,7 +243,8 @@ func guardEventStream(resp *http.Response, onLost func(error)) {
 
 // streamGuard passes whole events through as soon as they are complete,
 // holding back only a trailing partial event, and remembers whether a
-// terminal event went by.
+// terminal event went by: by its name alone (api.IsTerminal), the one
+// end-of-stream rule, so the guard never reads an event's data.
 type streamGuard struct {
 	upstream io.ReadCloser
 	// buf holds what was read from upstream: buf[:sent] went to the
@@ -311,28 +312,11 @@ func (g *streamGuard) release() {
 			return
 		}
 		end := from + i + 2
-		event := g.buf[g.ready:end]
-		if name, ok := eventName(event); ok && api.IsTerminal(name) && (name != api.EventError || hasCode(event)) {
-			// An error event without a code is a program's own exception
-			// (code runs report those and go on); only a coded one ends a
-			// stream.
+		if name, ok := eventName(g.buf[g.ready:end]); ok && api.IsTerminal(name) {
 			g.terminal = true
 		}
 		g.ready, g.scanned = end, end
 	}
-}
-
-// hasCode reports whether the event's data carries a non-empty "code".
-func hasCode(event []byte) bool {
-	for line := range bytes.SplitSeq(event, []byte("\n")) {
-		if data, ok := bytes.CutPrefix(line, []byte("data:")); ok {
-			var v struct {
-				Code string `json:"code"`
-			}
-			return json.Unmarshal(data, &v) == nil && v.Code != ""
-		}
-	}
-	return false
 }
 
 func eventName(event []byte) (string, bool) {

@@ -43,7 +43,9 @@ func TestStreamGuard(t *testing.T) {
 		{"cut after an event", &chunked{chunks: []string{start, out}, err: io.EOF}, true, []string{start, out}},
 		{"cut inside an event", &chunked{chunks: []string{start, out[:12]}, err: errors.New("connection reset")}, true, []string{start}},
 		{"coded error event is terminal", &chunked{chunks: []string{start, "event: error\ndata: {\"code\":\"COMMAND_TIMEOUT\"}\n\n"}, err: io.EOF}, false, []string{start}},
-		{"a program's exception is not terminal", &chunked{chunks: []string{start, "event: error\ndata: {\"name\":\"ZeroDivisionError\"}\n\n"}, err: io.EOF}, true, []string{start}},
+		{"an error event is terminal whatever it carries", &chunked{chunks: []string{start, "event: error\ndata: {}\n\n"}, err: io.EOF}, false, []string{start}},
+		{"exit is terminal", &chunked{chunks: []string{start, "event: exit\ndata: {\"type\":\"exit\"}\n\n"}, err: io.EOF}, false, []string{start}},
+		{"a program's exception is not terminal", &chunked{chunks: []string{start, "event: execution_error\ndata: {\"error\":{\"name\":\"ZeroDivisionError\"}}\n\n"}, err: io.EOF}, true, []string{start}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -138,7 +138,7 @@ export class SandboxClient {
 
   /** Lifecycle events (created, started, slept, woke, stopped, destroyed, failed), of one sandbox or all. Open-ended: close it or abort. */
   events(options: CallOptions & { sandbox?: string } = {}): Promise<EventStream<LifecycleEvent>> {
-    return this.stream<LifecycleEvent>({ method: "GET", path: "/v1/events", query: { sandbox: options.sandbox }, signal: options.signal }, "lifecycle events");
+    return this.stream<LifecycleEvent>({ method: "GET", path: "/v1/events", query: { sandbox: options.sandbox }, signal: options.signal }, "lifecycle events", false);
   }
 
   /** @internal Sends a request and returns its 2xx response; any other answer becomes a SandboxError. */
@@ -188,15 +188,15 @@ export class SandboxClient {
     }
   }
 
-  /** @internal Opens an event stream; `isTerminal` says which event ends it. */
-  async stream<T extends { type: string }>(req: RequestInit2, what: string, isTerminal?: (ev: T) => boolean): Promise<EventStream<T>> {
+  /** @internal Opens an event stream; `mustEnd`: a stream that stops before its terminal event is an error (the lifecycle stream has none). */
+  async stream<T extends { type: string }>(req: RequestInit2, what: string, mustEnd = true): Promise<EventStream<T>> {
     const resp = await this.send({ ...req, accept: "text/event-stream" });
     const ct = resp.headers.get("Content-Type") ?? "";
     if (!ct.startsWith("text/event-stream") || !resp.body) {
       await resp.body?.cancel().catch(() => {});
       throw new UnavailableError("", `${req.method} ${req.path}: the answer is not an event stream (${ct || "no Content-Type"})`, resp.status);
     }
-    return new EventStream<T>(resp.body, what, isTerminal, req.signal);
+    return new EventStream<T>(resp.body, what, mustEnd, req.signal);
   }
 }
 

@@ -34,7 +34,7 @@ export type {
   OutputMessage,
   TerminalOptions,
 } from "./sandbox.js";
-export { EventStream, parseSSEStream, readSSE } from "./sse.js";
+export { EventStream, isTerminal, parseSSEStream, readSSE } from "./sse.js";
 export type { RawEvent, TypedEvent } from "./sse.js";
 export {
   SandboxError,

@@ -272,9 +272,9 @@ export class Sandbox {
     return this.client.request<T>({ ...req, path: this.#path(req.path) });
   }
 
-  async #stream<T extends { type: string }>(req: RequestInit2, what: string, isTerminal?: (ev: T) => boolean): Promise<EventStream<T>> {
+  async #stream<T extends { type: string }>(req: RequestInit2, what: string): Promise<EventStream<T>> {
     await this.#prepare(req.signal);
-    return this.client.stream<T>({ ...req, path: this.#path(req.path) }, what, isTerminal);
+    return this.client.stream<T>({ ...req, path: this.#path(req.path) }, what);
   }
 
   #session(explicit: string | undefined): string | undefined {
@@ -383,7 +383,7 @@ export class Sandbox {
     try {
       let res: ExecResult;
       if (options.stream || options.onOutput) {
-        res = await collectExec(await this.#stream<ExecEvent>({ method: "POST", path: "/exec/stream", json: body, signal: options.signal }, "exec stream", execTerminal), command, options.onOutput);
+        res = await collectExec(await this.#stream<ExecEvent>({ method: "POST", path: "/exec/stream", json: body, signal: options.signal }, "exec stream"), command, options.onOutput);
       } else {
         res = decodeExec(await this.#call<ExecResult & { encoding?: string }>({ method: "POST", path: "/exec", json: body, signal: options.signal }));
       }
@@ -404,7 +404,7 @@ export class Sandbox {
   /** Runs a command and streams its events: `start`, `stdout`/`stderr`, then `complete` or `error`. */
   execStream(command: string, options: ExecOptions = {}): Promise<EventStream<ExecEvent>> {
     const body = this.#execBody(command, options);
-    return this.#stream<ExecEvent>({ method: "POST", path: "/exec/stream", json: body, signal: options.signal }, "exec stream", execTerminal);
+    return this.#stream<ExecEvent>({ method: "POST", path: "/exec/stream", json: body, signal: options.signal }, "exec stream");
   }
 
   // ---- background processes
@@ -455,7 +455,7 @@ export class Sandbox {
 
   /** Live logs: `process_info`, the output so far, live output, then `exit`. */
   streamProcessLogs(id: string, options: CallOptions = {}): Promise<EventStream<LogEvent>> {
-    return this.#stream<LogEvent>({ method: "GET", path: `/processes/${encodeURIComponent(id)}/logs/stream`, ...options }, "process log stream", (ev) => ev.type === "exit" || ev.type === "error");
+    return this.#stream<LogEvent>({ method: "GET", path: `/processes/${encodeURIComponent(id)}/logs/stream`, ...options }, "process log stream");
   }
 
   /** Waits, inside the sandbox, until the process's port accepts connections (or answers HTTP). */
@@ -510,7 +510,7 @@ export class Sandbox {
 
   /** A file as events: `metadata`, `chunk`s (≤ 64 KiB), then `complete` or `error`. */
   readFileStream(path: string, options: PathOptions = {}): Promise<EventStream<FileStreamEvent>> {
-    return this.#stream<FileStreamEvent>({ method: "POST", path: "/files/read/stream", json: { path, sessionId: this.#session(options.sessionId) }, signal: options.signal }, "file stream", (ev) => ev.type === "complete" || ev.type === "error");
+    return this.#stream<FileStreamEvent>({ method: "POST", path: "/files/read/stream", json: { path, sessionId: this.#session(options.sessionId) }, signal: options.signal }, "file stream");
   }
 
   /** A file's bytes as a web stream, straight from the raw route (no size cap; `range` as `[start, end]` bytes, end inclusive). */
@@ -564,7 +564,7 @@ export class Sandbox {
 
   /** Watches a path: `watching` once in place, then one `event` per change, until closed (or an `error`). */
   watch(path: string, options: WatchOptions = {}): Promise<EventStream<WatchEvent>> {
-    return this.#stream<WatchEvent>({ method: "POST", path: "/files/watch", json: { path, recursive: options.recursive, include: options.include, exclude: options.exclude, sessionId: this.#session(options.sessionId) }, signal: options.signal }, "watch", (ev) => ev.type === "error");
+    return this.#stream<WatchEvent>({ method: "POST", path: "/files/watch", json: { path, recursive: options.recursive, include: options.include, exclude: options.exclude, sessionId: this.#session(options.sessionId) }, signal: options.signal }, "watch");
   }
 
   /** Clones a repository into the sandbox. */
@@ -664,13 +664,13 @@ export class Sandbox {
     if (!(options.onStdout || options.onStderr || options.onResult || options.onError)) {
       return this.#call<ExecutionResult>({ method: "POST", path: "/code/run", json: body, signal: options.signal });
     }
-    const st = await this.#stream<CodeEvent>({ method: "POST", path: "/code/run/stream", json: body, signal: options.signal }, "code stream", codeTerminal);
+    const st = await this.#stream<CodeEvent>({ method: "POST", path: "/code/run/stream", json: body, signal: options.signal }, "code stream");
     return collectCode(st, code, options);
   }
 
   /** Runs code and streams its events: `start`, `stdout`, `stderr`, `result`, `error`, then `complete`. */
   runCodeStream(code: string, options: RunCodeOptions = {}): Promise<EventStream<CodeEvent>> {
-    return this.#stream<CodeEvent>({ method: "POST", path: "/code/run/stream", json: this.#runBody(code, options), signal: options.signal }, "code stream", codeTerminal);
+    return this.#stream<CodeEvent>({ method: "POST", path: "/code/run/stream", json: this.#runBody(code, options), signal: options.signal }, "code stream");
   }
 
   // ---- terminals
@@ -811,15 +811,6 @@ export class Process implements ProcessInfo {
 
 // ---- helpers
 
-function execTerminal(ev: ExecEvent): boolean {
-  return ev.type === "complete" || ev.type === "error";
-}
-
-/** A code stream's `error` event ends it only when it carries an API code; the code's own error is followed by complete. */
-function codeTerminal(ev: CodeEvent): boolean {
-  return ev.type === "complete" || (ev.type === "error" && !!ev.code);
-}
-
 function withExposedAt(p: ExposedPort): ExposedPort {
   return { ...p, exposedAt: p.url };
 }
@@ -925,13 +916,14 @@ async function collectCode(st: EventStream<CodeEvent>, code: string, o: RunCodeO
           await o.onResult?.(ev.result);
         }
         break;
-      case "error":
-        if (ev.code) throw errorFromCode(ev.code, ev.message ?? "code run failed");
+      case "execution_error":
         if (ev.error) {
           res.error = ev.error;
           o.onError?.(ev.error);
         }
         break;
+      case "error":
+        throw errorFromCode(ev.code ?? "", ev.message ?? "code run failed");
       case "complete":
         res.executionCount = ev.executionCount ?? 0;
         res.duration = ev.duration ?? 0;

@@ -95,6 +95,16 @@ export async function* readSSE(body: ReadableStream<Uint8Array>): AsyncGenerator
   }
 }
 
+/**
+ * The one end-of-stream rule of every stream of the API: an event named
+ * `complete`, `exit` or `error` ends its stream, whatever it carries, and
+ * nothing follows it. Events that report a failure without ending the
+ * stream have other names (a code run's `execution_error`).
+ */
+export function isTerminal(eventName: string): boolean {
+  return eventName === "complete" || eventName === "exit" || eventName === "error";
+}
+
 /** Every event of the daemon's streams carries its `type`. */
 export interface TypedEvent {
   type: string;
@@ -103,8 +113,8 @@ export interface TypedEvent {
 
 /**
  * A live stream of the daemon's events: an async iterable that yields each
- * event as it arrives. It ends after the stream's terminal event (for
- * example `complete` or `error` of an exec). A stream cut before that
+ * event as it arrives. It ends after the stream's terminal event (see
+ * isTerminal: `complete`, `exit` or `error`). A stream cut before that
  * throws an UnavailableError, never a made-up completion; an aborted signal
  * throws the signal's reason. Leaving a `for await` loop early, `close()`,
  * or aborting the signal closes the connection, and the daemon then stops
@@ -113,16 +123,16 @@ export interface TypedEvent {
  */
 export class EventStream<T extends TypedEvent> implements AsyncIterable<T> {
   readonly #body: ReadableStream<Uint8Array>;
-  readonly #isTerminal: ((ev: T) => boolean) | undefined;
+  readonly #mustEnd: boolean;
   readonly #what: string;
   readonly #signal: AbortSignal | undefined;
   #used = false;
 
   /** @internal */
-  constructor(body: ReadableStream<Uint8Array>, what: string, isTerminal?: (ev: T) => boolean, signal?: AbortSignal) {
+  constructor(body: ReadableStream<Uint8Array>, what: string, mustEnd = true, signal?: AbortSignal) {
     this.#body = body;
     this.#what = what;
-    this.#isTerminal = isTerminal;
+    this.#mustEnd = mustEnd;
     this.#signal = signal;
   }
 
@@ -159,7 +169,7 @@ export class EventStream<T extends TypedEvent> implements AsyncIterable<T> {
         if (typeof ev !== "object" || ev === null) continue;
         if (!ev.type) (ev as { type: string }).type = raw.event;
         yield ev;
-        if (this.#isTerminal?.(ev)) return;
+        if (isTerminal(raw.event)) return;
       }
     } catch (err) {
       if (signal?.aborted) throw signal.reason;
@@ -167,7 +177,7 @@ export class EventStream<T extends TypedEvent> implements AsyncIterable<T> {
       throw new UnavailableError("", `${this.#what} broke: ${String((err as Error)?.message ?? err)}`, 0, {}, { cause: err });
     }
     if (signal?.aborted) throw signal.reason;
-    if (this.#isTerminal) throw new UnavailableError("", `${this.#what} ended before its terminal event`);
+    if (this.#mustEnd) throw new UnavailableError("", `${this.#what} ended before its terminal event`);
   }
 }
 

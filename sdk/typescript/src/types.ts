@@ -368,9 +368,9 @@ export interface ExecutionResult {
   truncated?: boolean;
 }
 
-/** Events of runCodeStream: `start`, then `stdout`, `stderr`, `result`, `error` as they happen, then `complete` (or an `error` with a `code`). */
+/** Events of runCodeStream: `start`, then `stdout`, `stderr`, `result`, `execution_error` (the code's own error) as they happen, then exactly one `complete` or `error` (an API error with its `code`). */
 export interface CodeEvent {
-  type: "start" | "stdout" | "stderr" | "result" | "error" | "complete";
+  type: "start" | "stdout" | "stderr" | "result" | "execution_error" | "error" | "complete";
   timestamp: string;
   contextId?: string;
   language?: CodeLanguage;

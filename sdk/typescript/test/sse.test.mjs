@@ -2,7 +2,7 @@
 // split across chunks at every byte, and the size bound.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readSSE, EventStream, UnavailableError } from "../dist/index.js";
+import { readSSE, EventStream, UnavailableError, isTerminal } from "../dist/index.js";
 
 function streamOf(chunks) {
   const enc = new TextEncoder();
@@ -40,12 +40,27 @@ test("an event split at every byte boundary, UTF-8 included", async () => {
 });
 
 test("a stream cut before its terminal event is an UnavailableError, not a completion", async () => {
-  const st = new EventStream(streamOf(['event: start\ndata: {"type":"start"}\n\n']), "exec stream", (ev) => ev.type === "complete");
+  const st = new EventStream(streamOf(['event: start\ndata: {"type":"start"}\n\n']), "exec stream");
   const seen = [];
   await assert.rejects(async () => {
     for await (const ev of st) seen.push(ev.type);
   }, UnavailableError);
   assert.deepEqual(seen, ["start"]);
+});
+
+test("every stream ends at its first complete, exit or error event, by name alone", async () => {
+  for (const end of ["complete", "exit", "error"]) {
+    const st = new EventStream(streamOf([
+      'event: start\ndata: {"type":"start"}\n\n',
+      'event: execution_error\ndata: {"error":{"name":"ZeroDivisionError"}}\n\n',
+      `event: ${end}\ndata: {}\n\n`,
+      'event: stdout\ndata: {"data":"after the end"}\n\n',
+    ]), "stream");
+    const seen = [];
+    for await (const ev of st) seen.push(ev.type);
+    assert.deepEqual(seen, ["start", "execution_error", end]);
+  }
+  assert.deepEqual(["complete", "exit", "error", "execution_error", "stdout"].map(isTerminal), [true, true, true, false, false]);
 });
 
 test("an endless line is refused, not buffered without bound", async () => {

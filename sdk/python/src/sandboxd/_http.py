@@ -168,13 +168,13 @@ class Transport:
             return None
         return json.loads(raw)
 
-    def stream(self, method: str, path: str, what: str, terminal: Optional[Callable[[Dict[str, Any]], bool]] = None, **kw: Any) -> "EventStream":
+    def stream(self, method: str, path: str, what: str, must_end: bool = True, **kw: Any) -> "EventStream":
         conn, resp = self.send(method, path, accept="text/event-stream", **kw)
         ct = resp.getheader("Content-Type", "")
         if not ct.startswith("text/event-stream"):
             conn.close()
             raise UnavailableError("", f"{method} {path}: the answer is not an event stream ({ct or 'no Content-Type'})", resp.status)
-        return EventStream(conn, resp, what, terminal)
+        return EventStream(conn, resp, what, must_end)
 
 
 def _chunks(f: Any) -> Iterator[bytes]:
@@ -234,19 +234,30 @@ def read_sse(resp: Any) -> Iterator[Tuple[str, str]]:
 T = TypeVar("T")
 
 
+def is_terminal(event_name: str) -> bool:
+    """The one end-of-stream rule of every stream of the API: an event named
+    ``complete``, ``exit`` or ``error`` ends its stream, whatever it carries,
+    and nothing follows it. Events that report a failure without ending the
+    stream have other names (a code run's ``execution_error``)."""
+    return event_name in ("complete", "exit", "error")
+
+
 class EventStream(Generic[T]):
     """A live stream of the daemon's events (dicts with a ``type``), yielded
-    as they arrive. Iteration ends after the stream's terminal event; a
+    as they arrive. Iteration ends after the stream's terminal event
+    (is_terminal); a
     stream cut before it raises UnavailableError, never a made-up completion.
     ``close()`` (or leaving a ``with`` block) closes the connection, and the
     daemon then stops what the stream follows (a command is killed, a code
     run interrupted). close() may be called from another thread."""
 
-    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, what: str, terminal: Optional[Callable[[Dict[str, Any]], bool]]) -> None:
+    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, what: str, must_end: bool = True) -> None:
         self._conn = conn
         self._resp = resp
         self._what = what
-        self._terminal = terminal
+        # must_end: a stream that stops before its terminal event is an
+        # error (the lifecycle stream has none).
+        self._must_end = must_end
         self._closed = False
         self._done = False
         self._it = read_sse(resp)
@@ -265,7 +276,7 @@ class EventStream(Generic[T]):
                     self._finish()
                     if self._closed:
                         raise
-                    if self._terminal is not None:
+                    if self._must_end:
                         raise UnavailableError("", f"{self._what} ended before its terminal event") from None
                     raise
                 try:
@@ -275,7 +286,7 @@ class EventStream(Generic[T]):
                 if not isinstance(ev, dict):
                     continue
                 ev.setdefault("type", name)
-                if self._terminal is not None and self._terminal(ev):
+                if is_terminal(name):
                     self._finish()
                 return ev
         except SandboxError:

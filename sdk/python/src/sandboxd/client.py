@@ -230,7 +230,7 @@ class Client:
 
     def events(self, sandbox: Optional[str] = None) -> EventStream:
         """Lifecycle events (open-ended: close the stream when done)."""
-        return self._t.stream("GET", "/v1/events", "lifecycle events", None, query={"sandbox": sandbox})
+        return self._t.stream("GET", "/v1/events", "lifecycle events", False, query={"sandbox": sandbox})
 
 
 _OPTION_NAMES = {"instance_type": "instanceType", "sleep_after": "sleepAfter", "keep_alive": "keepAlive", "from_snapshot": "fromSnapshot"}
@@ -283,9 +283,9 @@ class Sandbox:
         self._prepare()
         return self._t.request(method, self._path(suffix), **kw)
 
-    def _stream(self, method: str, suffix: str, what: str, terminal: Optional[Callable[[Event], bool]], **kw: Any) -> EventStream:
+    def _stream(self, method: str, suffix: str, what: str, **kw: Any) -> EventStream:
         self._prepare()
-        return self._t.stream(method, self._path(suffix), what, terminal, **kw)
+        return self._t.stream(method, self._path(suffix), what, **kw)
 
     def _session(self, explicit: Optional[str]) -> Optional[str]:
         return explicit if explicit is not None else self.session_id
@@ -400,7 +400,7 @@ class Sandbox:
         sid = body.get("sessionId") or "default"
         try:
             if on_output is not None:
-                with self._stream("POST", "/exec/stream", "exec stream", _exec_terminal, json_body=body) as st:
+                with self._stream("POST", "/exec/stream", "exec stream", json_body=body) as st:
                     return _collect_exec(st, command, sid, on_output)
             return ExecResult._from_wire(self._call("POST", "/exec", json_body=body), command, sid)
         except SandboxError as e:
@@ -412,7 +412,7 @@ class Sandbox:
         """Runs a command and streams its events: ``start``, ``stdout``/``stderr``
         (``data``), then exactly one ``complete`` (``exitCode``) or ``error``
         (``code``, ``message``). Closing the stream kills the command."""
-        return self._stream("POST", "/exec/stream", "exec stream", _exec_terminal, json_body=self._exec_body(command, env, cwd, timeout, stdin, session))
+        return self._stream("POST", "/exec/stream", "exec stream", json_body=self._exec_body(command, env, cwd, timeout, stdin, session))
 
     # ---- sessions and environment
 
@@ -498,12 +498,12 @@ class Sandbox:
         body = self._run_body(code, language, context, timeout)
         if not (on_stdout or on_stderr or on_result or on_error):
             return Execution._from_wire(self._call("POST", "/code/run", json_body=body))
-        with self._stream("POST", "/code/run/stream", "code stream", _code_terminal, json_body=body) as st:
+        with self._stream("POST", "/code/run/stream", "code stream", json_body=body) as st:
             return _collect_code(st, code, language or "python", on_stdout, on_stderr, on_result, on_error)
 
     def run_code_stream(self, code: str, language: Optional[str] = None, *, context: Optional[Union[str, Mapping[str, Any]]] = None, timeout: Optional[float] = None) -> EventStream:
-        """Runs code and streams its events: ``start``, ``stdout``, ``stderr``, ``result``, ``error``, then ``complete``."""
-        return self._stream("POST", "/code/run/stream", "code stream", _code_terminal, json_body=self._run_body(code, language, context, timeout))
+        """Runs code and streams its events: ``start``, ``stdout``, ``stderr``, ``result``, ``execution_error`` (the code's own error), then exactly one ``complete`` or ``error`` (an API error with its ``code``)."""
+        return self._stream("POST", "/code/run/stream", "code stream", json_body=self._run_body(code, language, context, timeout))
 
     # ---- terminals
 
@@ -558,7 +558,7 @@ class Files:
 
     def read_stream(self, path: str, *, session: Optional[str] = None) -> EventStream:
         """A file as events: ``metadata``, ``chunk``s, then ``complete`` or ``error``."""
-        return self._sb._stream("POST", "/files/read/stream", "file stream", lambda e: e.get("type") in ("complete", "error"), json_body=self._body(path=path, session=session))
+        return self._sb._stream("POST", "/files/read/stream", "file stream", json_body=self._body(path=path, session=session))
 
     def mkdir(self, path: str, *, recursive: bool = False, mode: Optional[str] = None, session: Optional[str] = None) -> None:
         self._sb._call("POST", "/files/mkdir", json_body=self._body(path=path, recursive=recursive or None, mode=mode, session=session))
@@ -585,7 +585,7 @@ class Files:
 
     def watch(self, path: str, *, recursive: bool = False, include: Optional[List[str]] = None, exclude: Optional[List[str]] = None, session: Optional[str] = None) -> EventStream:
         """``watching`` once the watch is in place, then one ``event`` per change, until closed."""
-        return self._sb._stream("POST", "/files/watch", "watch", lambda e: e.get("type") == "error", json_body=self._body(path=path, recursive=recursive or None, include=include, exclude=exclude, session=session))
+        return self._sb._stream("POST", "/files/watch", "watch", json_body=self._body(path=path, recursive=recursive or None, include=include, exclude=exclude, session=session))
 
     def git_checkout(self, repo_url: str, *, branch: Optional[str] = None, target_dir: Optional[str] = None, depth: Optional[int] = None, timeout: Optional[float] = None, session: Optional[str] = None) -> Dict[str, Any]:
         return self._sb._call("POST", "/git/checkout", json_body=self._body(repoUrl=repo_url, branch=branch, targetDir=target_dir, depth=depth, timeout=_ms(timeout), session=session))
@@ -649,7 +649,7 @@ class Process:
 
     def stream_logs(self) -> EventStream:
         """``process_info``, the output so far, live output, then ``exit``."""
-        return self._sb._stream("GET", self._p("/logs/stream"), "process log stream", lambda e: e.get("type") in ("exit", "error"))
+        return self._sb._stream("GET", self._p("/logs/stream"), "process log stream")
 
     def wait_for_log(self, pattern: Union[str, "re.Pattern[str]"], *, timeout: Optional[float] = None) -> Dict[str, Any]:
         """Waits until a line of output contains ``pattern`` (a compiled regex: matches it, RE2 syntax)."""
@@ -712,15 +712,6 @@ class Processes:
 
 
 # ---- helpers
-
-
-def _exec_terminal(ev: Event) -> bool:
-    return ev.get("type") in ("complete", "error")
-
-
-def _code_terminal(ev: Event) -> bool:
-    """A code stream's error event ends it only with an API code; the code's own error is followed by complete."""
-    return ev.get("type") == "complete" or (ev.get("type") == "error" and bool(ev.get("code")))
 
 
 class _Capped:
@@ -799,8 +790,8 @@ def _collect_code(st: EventStream, code: str, language: str, on_stdout: Any, on_
             if on_result:
                 on_result(r)
         elif t == "error":
-            if ev.get("code"):
-                raise error_from_code(ev["code"], ev.get("message", "code run failed"))
+            raise error_from_code(ev.get("code", ""), ev.get("message", "code run failed"))
+        elif t == "execution_error":
             e = ev.get("error") or {}
             res.error = ExecutionError(e.get("name", ""), e.get("value", ""), list(e.get("traceback") or []))
             if on_error:
