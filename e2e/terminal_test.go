@@ -305,9 +305,9 @@ sleep 600
 	// exit: the CLI returns the shell's status and restores the terminal.
 	tm.keys("exit 5")
 	tm.key("Enter")
-	screen := tm.waitFor("EXITED:5")
+	tm.waitFor("EXITED:5")
 	tm.waitFor("MODE:")
-	if screen = tm.screen(); !strings.Contains(screen, "MODE:icanon") {
+	if screen := tm.screen(); !strings.Contains(screen, "MODE:icanon") {
 		t.Errorf("terminal not restored to cooked mode:\n%s", screen)
 	}
 }

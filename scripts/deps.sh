@@ -85,6 +85,10 @@ go_tools() {
 		# and backup tests start on loopback with a POSIX backend
 		# (internal/s3test).
 		build_go_tool versitygw github.com/versity/versitygw/cmd/versitygw@v1.8.0
+		# staticcheck (MIT): `make check`'s linter (dead code, ignored
+		# results, deprecated APIs, allocation traps). Debian's package is
+		# too old for this Go.
+		build_go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
 	fi
 }
 

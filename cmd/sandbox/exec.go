@@ -79,13 +79,13 @@ command's own; 124 when --timeout killed it; 125 when sandbox itself failed;
 func splitExecArgs(args []string, dash int) (id string, words []string, err error) {
 	switch {
 	case len(args) == 0:
-		return "", nil, errors.New("missing sandbox ID and command: sandbox exec ID -- COMMAND...")
+		return "", nil, errors.New("missing sandbox ID and command (sandbox exec ID -- COMMAND...)")
 	case dash == 0:
 		return "", nil, errors.New("missing sandbox ID before --")
 	case dash > 1:
 		return "", nil, fmt.Errorf("want one sandbox ID before --, got %d words", dash)
 	case len(args) == 1:
-		return "", nil, errors.New("missing command: sandbox exec ID -- COMMAND...")
+		return "", nil, errors.New("missing command (sandbox exec ID -- COMMAND...)")
 	}
 	return args[0], args[1:], nil
 }

@@ -65,7 +65,7 @@ func indexTar(f *os.File) (*tarFiles, error) {
 		if len(t.members) >= maxArchiveMembers {
 			return nil, fmt.Errorf("%w: the archive has more than %d files", ErrTooLarge, maxArchiveMembers)
 		}
-		if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA {
+		if hdr.Typeflag != tar.TypeReg { // tar.Reader reports legacy TypeRegA as TypeReg
 			continue
 		}
 		if hdr.Size < 0 {

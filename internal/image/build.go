@@ -447,7 +447,7 @@ func extractContext(ctx context.Context, r io.Reader, dir string) error {
 				return fmt.Errorf("%w: context path %q: %v", ErrInvalid, name, err)
 			}
 			root.Chmod(name, mode|0o700)
-		case tar.TypeReg, tar.TypeRegA:
+		case tar.TypeReg: // tar.Reader reports legacy TypeRegA as TypeReg
 			if total += hdr.Size; hdr.Size < 0 || total > maxContextBytes {
 				return fmt.Errorf("%w: the build context is larger than %d bytes", ErrTooLarge, maxContextBytes)
 			}

@@ -28,7 +28,6 @@ type entry struct {
 	uid, gid int
 	link     string
 	xattrs   map[string]string
-	size     int64 // overrides len(body) in the header when set
 }
 
 func f(name, body string) entry { return entry{name: name, body: body, mode: 0o644} }

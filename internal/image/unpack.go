@@ -137,7 +137,7 @@ func unpackLayer(ctx context.Context, r io.Reader, dir string, lim unpackLimits)
 			continue
 		case tar.TypeXGlobalHeader:
 			continue
-		case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo:
+		case tar.TypeDir, tar.TypeReg, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo:
 		default:
 			st.Skipped++
 			continue
@@ -245,7 +245,7 @@ func createEntry(root *os.Root, pdir *os.File, name, base string, hdr *tar.Heade
 				return 0, errLayer(name, "mkdir: %v", err)
 			}
 		}
-	case tar.TypeReg, tar.TypeRegA:
+	case tar.TypeReg: // tar.Reader reports legacy TypeRegA as TypeReg
 		if hdr.Size < 0 {
 			return 0, errLayer(name, "negative size")
 		}
@@ -387,7 +387,7 @@ func makeWhiteout(root *os.Root, parent, target string) error {
 			return errLayer(name, "replacing with a whiteout: %v", err)
 		}
 	}
-	if err := unix.Mknodat(int(pdir.Fd()), target, unix.S_IFCHR|0o000, 0); err != nil {
+	if err := unix.Mknodat(int(pdir.Fd()), target, unix.S_IFCHR, 0); err != nil {
 		return errLayer(name, "whiteout: %v", err)
 	}
 	return nil

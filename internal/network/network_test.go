@@ -585,7 +585,7 @@ func TestCreateIdempotent(t *testing.T) {
 		if addrs, _ := netlink.AddrList(h, netlink.FAMILY_V4); len(addrs) != 1 || !addrs[0].IP.Equal(want.Gateway.AsSlice()) {
 			t.Errorf("slot 5 -> 6: host addresses %v, want %s", addrs, want.Gateway)
 		}
-		ep = mustCreate(t, m, k, CreateOptions{Mode: ModeNone})
+		mustCreate(t, m, k, CreateOptions{Mode: ModeNone})
 		if _, err := netlink.LinkByName(m.cfg.InterfacePrefix + k); !isNotFound(err) {
 			t.Errorf("internet -> none: host link still there (err %v)", err)
 		}

@@ -161,7 +161,7 @@ func TestWriteModeAndOwner(t *testing.T) {
 				t.Errorf("%s belongs to %d:%d", p, st.Uid, st.Gid)
 			}
 		}
-		file, _, _ = f.Create("/x", CreateOptions{UID: -1, GID: -1, Owner: &Owner{1000, 1001}, Perm: 0o2750 | 0, SetPerm: false})
+		file, _, _ = f.Create("/x", CreateOptions{UID: -1, GID: -1, Owner: &Owner{1000, 1001}, Perm: 0o2750, SetPerm: false})
 		file.Close()
 		unix.Stat(f.host("/x"), &st)
 		if st.Uid == 1000 {

@@ -66,9 +66,8 @@ type Manager struct {
 
 	defaultSem map[Language]chan struct{} // serialises the creation of each default context
 
-	filesMu  sync.Mutex
-	filesOK  bool
-	filesErr error
+	filesMu sync.Mutex
+	filesOK bool
 
 	mu       sync.Mutex
 	contexts map[string]*Context

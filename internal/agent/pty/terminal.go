@@ -217,7 +217,6 @@ type Client struct {
 	queue    [][]byte
 	queued   int
 	overflow bool
-	detached bool
 }
 
 // push queues chunk for c. Called with t.mu held.
