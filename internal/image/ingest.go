@@ -21,6 +21,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/sandboxd/sandboxd/internal/atomicfile"
 )
 
 // Bounds of the JSON documents of an image.
@@ -154,7 +156,7 @@ func (s *Store) putBlob(data []byte) (string, error) {
 	if _, err := os.Stat(p); err == nil {
 		return "sha256:" + h, nil
 	}
-	if err := writeFileAtomic(p, data, 0o600); err != nil {
+	if err := atomicfile.Write(p, data, 0o600); err != nil {
 		return "", fmt.Errorf("storing blob: %w", err)
 	}
 	return "sha256:" + h, nil

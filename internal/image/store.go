@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 
+	"github.com/sandboxd/sandboxd/internal/atomicfile"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
 )
 
@@ -203,7 +204,7 @@ func (s *Store) writeRecord(r *record) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.recordPath(r.Digest), data, 0o600)
+	return atomicfile.Write(s.recordPath(r.Digest), data, 0o600)
 }
 
 // names reads names.json: name → config digest. Call with mu held.
@@ -235,7 +236,7 @@ func (s *Store) setNames(names map[string]string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(s.dir, "names.json"), data, 0o600)
+	return atomicfile.Write(filepath.Join(s.dir, "names.json"), data, 0o600)
 }
 
 // tag points name at digest, whose record must exist.
@@ -688,38 +689,6 @@ func (s *Store) lockLayer(hex string) func() {
 		}
 		s.layerMu.Unlock()
 	}
-}
-
-// writeFileAtomic writes data to path through a temporary file and a
-// rename, with fsyncs, so a crash leaves the old or the new content.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }
 
 // removeContents empties dir.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sandboxd/sandboxd/internal/atomicfile"
 	"github.com/sandboxd/sandboxd/internal/bucket"
 	"github.com/sandboxd/sandboxd/internal/nsmount"
 	"github.com/sandboxd/sandboxd/internal/s3"
@@ -136,11 +137,7 @@ func saveMounts(file string, l []BucketMount) error {
 	if err != nil {
 		return err
 	}
-	tmp := file + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, file)
+	return atomicfile.Write(file, data, 0o600)
 }
 
 // Mount mounts a bucket into the running sandbox id at req.Path, starting

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sandboxd/sandboxd/internal/atomicfile"
 )
 
 // Limits on what a caller may store.
@@ -112,11 +114,7 @@ func (s *Store) Set(name string, values map[string]string, now time.Time) error 
 	if err != nil {
 		return err
 	}
-	tmp := s.path(name) + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, s.path(name))
+	return atomicfile.Write(s.path(name), data, 0o600)
 }
 
 // Get returns the secret name, values included: for the daemon only.

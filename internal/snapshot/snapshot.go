@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sandboxd/sandboxd/internal/atomicfile"
 )
 
 // Errors of the snapshot domain; the API edge maps each to a code.
@@ -165,7 +167,7 @@ func (s *Store) Add(snap Snapshot) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, data)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // Exists reports whether a snapshot name is recorded.
@@ -215,28 +217,4 @@ func (s *Store) collectLocked() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// writeFileAtomic writes data to path through a synced temporary file and
-// a rename, so that a crash leaves the old file or the new one.
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }
