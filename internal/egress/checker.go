@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -78,27 +77,7 @@ func ListenChecker(pol Policies, denials *Denials, log *slog.Logger) (*Checker, 
 func (c *Checker) Port() uint16 { return uint16(c.ln.Addr().(*net.TCPAddr).Port) }
 
 // Serve handles connections until Close.
-func (c *Checker) Serve() {
-	for {
-		conn, err := c.ln.AcceptTCP()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				time.Sleep(100 * time.Millisecond)
-			}
-			continue
-		}
-		c.sem <- struct{}{}
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			defer func() { <-c.sem }()
-			c.handle(conn)
-		}()
-	}
-}
+func (c *Checker) Serve() { serveTCP(c.ln, c.sem, &c.wg, c.handle) }
 
 // Close stops accepting, cuts every connection and waits for them.
 func (c *Checker) Close() error {

@@ -134,10 +134,12 @@ func TestForwarderAnswersByPolicy(t *testing.T) {
 // keeping every byte for the destination.
 func TestSniff(t *testing.T) {
 	a, b := net.Pipe()
-	go func() {
+	// Each writer gets its pipe end as an argument: a and b are reused below,
+	// and a closure over the variable would close or write the next pipe.
+	go func(a net.Conn) {
 		tls.Client(a, &tls.Config{ServerName: "Files.Example.org", InsecureSkipVerify: true}).Handshake()
 		a.Close()
-	}()
+	}(a)
 	rec := &recorder{r: b}
 	if name, reason := sniff(rec); name != "files.example.org" || reason != "sni" {
 		t.Errorf("TLS: %q %q", name, reason)
@@ -149,7 +151,7 @@ func TestSniff(t *testing.T) {
 
 	a, b = net.Pipe()
 	req := "GET / HTTP/1.1\r\nHost: pypi.org:80\r\n\r\n"
-	go func() { io.WriteString(a, req); a.Close() }()
+	go func(a net.Conn) { io.WriteString(a, req); a.Close() }(a)
 	rec = &recorder{r: b}
 	if name, reason := sniff(rec); name != "pypi.org" || reason != "host" {
 		t.Errorf("HTTP: %q %q", name, reason)
@@ -159,7 +161,7 @@ func TestSniff(t *testing.T) {
 	}
 
 	a, b = net.Pipe()
-	go func() { a.Write(make([]byte, 2*maxHead)); a.Close() }()
+	go func(a net.Conn) { a.Write(make([]byte, 2*maxHead)); a.Close() }(a)
 	if name, _ := sniff(&recorder{r: b}); name != "" {
 		t.Errorf("an endless head gave name %q", name)
 	}

@@ -132,8 +132,19 @@ func (f *Forwarder) serveUDP() {
 }
 
 func (f *Forwarder) serveTCP() {
+	serveTCP(f.tcp, f.sem, &f.wg, func(c *net.TCPConn) {
+		defer c.Close()
+		f.serveConn(c)
+	})
+}
+
+// serveTCP accepts on ln until it is closed and handles each connection on
+// its own goroutine, at most cap(sem) at once (accepting waits for a free
+// slot) and counted in wg. Running out of descriptors pauses accepting
+// briefly instead of spinning.
+func serveTCP(ln *net.TCPListener, sem chan struct{}, wg *sync.WaitGroup, handle func(*net.TCPConn)) {
 	for {
-		c, err := f.tcp.AcceptTCP()
+		conn, err := ln.AcceptTCP()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -143,13 +154,12 @@ func (f *Forwarder) serveTCP() {
 			}
 			continue
 		}
-		f.sem <- struct{}{}
-		f.wg.Add(1)
+		sem <- struct{}{}
+		wg.Add(1)
 		go func() {
-			defer f.wg.Done()
-			defer func() { <-f.sem }()
-			defer c.Close()
-			f.serveConn(c)
+			defer wg.Done()
+			defer func() { <-sem }()
+			handle(conn)
 		}()
 	}
 }
