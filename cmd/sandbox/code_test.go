@@ -72,7 +72,7 @@ func TestRunCodeErrorExitsOne(t *testing.T) {
 	f.HandleFunc("POST /v1/sandboxes/{id}/code/run/stream", func(w http.ResponseWriter, r *http.Request) {
 		sw := sse.NewWriter(w)
 		sw.Send("start", api.CodeEvent{Type: "start"})
-		sw.Send("error", api.CodeEvent{Type: "error", Error: &api.ExecutionError{Name: "ZeroDivisionError", Value: "division by zero", Traceback: []string{"Cell In [1], line 1"}}})
+		sw.Send("execution_error", api.CodeEvent{Type: "execution_error", Error: &api.ExecutionError{Name: "ZeroDivisionError", Value: "division by zero", Traceback: []string{"Cell In [1], line 1"}}})
 		sw.Send("complete", api.CodeEvent{Type: "complete", ExecutionCount: 1})
 	})
 	code := filepath.Join(t.TempDir(), "cell.py")
