@@ -106,7 +106,11 @@ for (const [name, makeTransport] of Object.entries(transports)) {
       const streamed = progress.map((p) => p.message ?? "").join("");
       assert.match(streamed, /line1\n/);
       assert.match(streamed, /line3\n/);
-      assert.match(streamed, /oops/);
+      // Not /oops/: it is printed just before the command ends, and the MCP
+      // TypeScript SDK runs progress handlers a microtask late but drops a
+      // call's progress handler as soon as its result arrives, so a
+      // notification read in the same chunk as the result is lost client-side
+      // (the server sent it first). The result above has the stderr.
       assert.ok(progress.length >= 2, `progress notifications: ${progress.length}`);
       for (let i = 1; i < progress.length; i++) assert.ok(progress[i].progress > progress[i - 1].progress);
     });
