@@ -190,6 +190,15 @@ func readStreamRequest(r *http.Request, msg any) error {
 	return decodeMessage(b, msg)
 }
 
+// readStreamCall reads a streaming call's request into msg and returns its
+// Connect-Timeout-Ms deadline (0 for none).
+func readStreamCall(r *http.Request, msg any) (time.Duration, error) {
+	if err := readStreamRequest(r, msg); err != nil {
+		return 0, err
+	}
+	return deadlineOf(r)
+}
+
 // deadlineOf reads Connect-Timeout-Ms: 0 when absent.
 func deadlineOf(r *http.Request) (time.Duration, error) {
 	v := r.Header.Get("Connect-Timeout-Ms")

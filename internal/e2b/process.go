@@ -264,16 +264,12 @@ func commandLine(pc processConfig) string {
 // (its own bash, as envd's) and its log stream is relayed as events.
 func (c *call) start(w http.ResponseWriter, r *http.Request) {
 	var req startRequest
-	if err := readStreamRequest(r, &req); err != nil {
+	deadline, err := readStreamCall(r, &req)
+	if err != nil {
 		writeStreamError(w, err)
 		return
 	}
 	if err := validateStart(&req); err != nil {
-		writeStreamError(w, err)
-		return
-	}
-	deadline, err := deadlineOf(r)
-	if err != nil {
 		writeStreamError(w, err)
 		return
 	}
@@ -327,11 +323,7 @@ func (c *call) start(w http.ResponseWriter, r *http.Request) {
 // before is skipped), then its end.
 func (c *call) attach(w http.ResponseWriter, r *http.Request) {
 	var req selectorRequest
-	if err := readStreamRequest(r, &req); err != nil {
-		writeStreamError(w, err)
-		return
-	}
-	deadline, err := deadlineOf(r)
+	deadline, err := readStreamCall(r, &req)
 	if err != nil {
 		writeStreamError(w, err)
 		return
