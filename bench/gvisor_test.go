@@ -51,22 +51,7 @@ func BenchmarkGVisorColdStart(b *testing.B) {
 func BenchmarkGVisorColdStartWarmPool(b *testing.B) {
 	needRunsc(b)
 	once(b, func(b *testing.B) {
-		d := testdaemon.Start(b, testdaemon.Options{Args: append(gvisorArgs, "--warm-pool", "1", "--default-memory", "128Mi", "--default-network", "none")})
-		ctx := ctxFor(b)
-		n := sampleCount()
-		var s samples
-		for i := 0; i < n; i++ {
-			waitPoolReady(b, d)
-			start := time.Now()
-			if res, err := d.Client.Sandbox(fmt.Sprintf("gpooled-%d", i)).Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
-				b.Fatalf("exec: %v", err)
-			}
-			s = append(s, time.Since(start))
-		}
-		s.report(b)
-		for i := 0; i < n; i++ {
-			d.Client.Sandbox(fmt.Sprintf("gpooled-%d", i)).Destroy(ctx)
-		}
+		measurePooledStarts(b, append(gvisorArgs, "--warm-pool", "1", "--default-memory", "128Mi", "--default-network", "none"), "gpooled")
 	})
 }
 
