@@ -54,13 +54,18 @@ func BenchmarkColdStart(b *testing.B) {
 // coldStarts takes sampleCount cold starts from a daemon with user
 // namespaces and as many from one without, alternately.
 func coldStarts(b *testing.B, mode api.NetworkMode) (with, without samples) {
-	daemons := []*testdaemon.Daemon{
+	sets := interleavedColdStarts(b, mode,
 		testdaemon.Start(b, testdaemon.Options{Args: []string{"--userns=true"}}),
-		testdaemon.Start(b, testdaemon.Options{Args: []string{"--userns=false"}}),
-	}
+		testdaemon.Start(b, testdaemon.Options{Args: []string{"--userns=false"}}))
+	return sets[0], sets[1]
+}
+
+// interleavedColdStarts takes sampleCount cold starts in mode from each
+// of daemons, one from each in turn, and returns each daemon's.
+func interleavedColdStarts(b *testing.B, mode api.NetworkMode, daemons ...*testdaemon.Daemon) []samples {
 	ctx := ctxFor(b)
 	n := sampleCount()
-	sets := make([]samples, 2)
+	sets := make([]samples, len(daemons))
 	for i := 0; i < n; i++ {
 		for k, d := range daemons {
 			sb := d.Client.Sandbox(fmt.Sprintf("cold-%d", i), client.WithNetwork(api.NetworkOptions{Mode: mode}))
@@ -71,13 +76,74 @@ func coldStarts(b *testing.B, mode api.NetworkMode) (with, without samples) {
 			sets[k] = append(sets[k], time.Since(start))
 		}
 	}
+	for k, d := range daemons {
+		b.Logf("daemon %d of %d, boot steps p50: %s", k+1, len(daemons), bootSteps(d.Logs()))
+	}
 	// Destroy outside the measurement.
 	for _, d := range daemons {
 		for i := 0; i < n; i++ {
 			d.Client.Sandbox(fmt.Sprintf("cold-%d", i)).Destroy(ctx)
 		}
 	}
-	return sets[0], sets[1]
+	return sets
+}
+
+// bootSteps is the median of each step of the starts a daemon's debug
+// log reports ("sandbox boot" lines: steps="network=1.2ms overlay=...").
+func bootSteps(log string) string {
+	var order []string
+	took := map[string]samples{}
+	for _, line := range strings.Split(log, "\n") {
+		_, rest, ok := strings.Cut(line, `msg="sandbox boot"`)
+		if !ok {
+			continue
+		}
+		_, steps, _ := strings.Cut(rest, `steps="`)
+		steps, _, _ = strings.Cut(steps, `"`)
+		for _, kv := range strings.Fields(steps) {
+			name, v, _ := strings.Cut(kv, "=")
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				continue
+			}
+			if _, seen := took[name]; !seen {
+				order = append(order, name)
+			}
+			took[name] = append(took[name], d)
+		}
+	}
+	var out []string
+	for _, name := range order {
+		out = append(out, fmt.Sprintf("%s=%.1fms", name, float64(took[name].percentile(50))/1e6))
+	}
+	return strings.Join(out, " ")
+}
+
+// BenchmarkColdStartBaseline: BenchmarkColdStart's default (user
+// namespaces on) against another build of sandboxd, BENCH_BASELINE (say,
+// main's before a change), sample by sample in one run, so that a change
+// to the start path is measured before and after on the same loaded
+// machine. Skipped without BENCH_BASELINE.
+func BenchmarkColdStartBaseline(b *testing.B) {
+	baseline := os.Getenv("BENCH_BASELINE")
+	if baseline == "" {
+		b.Skip("BENCH_BASELINE names no sandboxd build to compare with")
+	}
+	for _, mode := range []api.NetworkMode{api.NetworkNone, api.NetworkInternet} {
+		var before, after samples
+		b.Run(string(mode)+"/baseline", func(b *testing.B) {
+			once(b, func(b *testing.B) {
+				sets := interleavedColdStarts(b, mode,
+					testdaemon.Start(b, testdaemon.Options{Binary: baseline}),
+					testdaemon.Start(b, testdaemon.Options{}))
+				before, after = sets[0], sets[1]
+				before.report(b)
+			})
+		})
+		b.Run(string(mode)+"/this", func(b *testing.B) {
+			once(b, func(b *testing.B) { after.report(b) })
+		})
+	}
 }
 
 // BenchmarkColdStartWarmPool: the same, when the daemon keeps a sandbox

@@ -205,6 +205,7 @@ func (m *Manager) startLocked(ctx context.Context, b *box) error {
 		m.emit(b, EventStarted)
 	}
 	m.log.Info("sandbox started", "sandbox", b.id, "runtime", b.runtimeName(), "wake", waking, "took", took)
+	m.prefetchIDs(b.rec.HostUIDBase)
 	return nil
 }
 
@@ -246,8 +247,9 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	ids := b.hostIDs()
 	var userns *rootfs.PendingUserNS
 	if ids != nil {
-		// Opened while the network is set up: it takes a process.
-		userns = ids.OpenUserNSAsync()
+		// Kept from an earlier start or opened ahead (prefetchIDs);
+		// otherwise opened while the network is set up: it takes a process.
+		userns = m.userns.Open(*ids)
 		defer userns.Close()
 	}
 	var undo cleanupStack

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/failpoint"
 	"github.com/sandboxd/sandboxd/internal/metrics"
+	"github.com/sandboxd/sandboxd/internal/rootfs"
 	"github.com/sandboxd/sandboxd/internal/runtime"
 	"github.com/sandboxd/sandboxd/internal/snapshot"
 	"github.com/sandboxd/sandboxd/internal/store"
@@ -107,6 +108,8 @@ type Manager struct {
 	events *Events
 	m      managerMetrics
 	pool   warmPool
+	// userns keeps host ID ranges' user namespaces open (userns.go).
+	userns *rootfs.UserNSCache
 
 	// snapMu keeps a snapshot from being removed between a fork reading
 	// it and the fork's record naming it.
@@ -177,7 +180,8 @@ func New(opts Options) *Manager {
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.NewRegistry()
 	}
-	m := &Manager{opts: opts, log: opts.Log, now: opts.Now, boxes: map[string]*box{}, events: opts.Events, hostCPUs: hostCPUs()}
+	m := &Manager{opts: opts, log: opts.Log, now: opts.Now, boxes: map[string]*box{}, events: opts.Events, hostCPUs: hostCPUs(),
+		userns: rootfs.NewUserNSCache(maxKeptUserNS)}
 	m.m = m.registerMetrics(opts.Metrics)
 	return m
 }

@@ -293,4 +293,5 @@ func (m *Manager) Close() {
 	for _, w := range ready {
 		m.discardWarm(w)
 	}
+	m.userns.Close()
 }

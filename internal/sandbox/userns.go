@@ -31,6 +31,10 @@ import (
 // ranges (/etc/subuid starts at 100000 and grows by 65536 per user).
 const DefaultUserNSBase = 1_000_000
 
+// maxKeptUserNS bounds the user namespaces the manager keeps open (see
+// rootfs.UserNSCache): far more than the sandboxes a host runs at once.
+const maxKeptUserNS = 4096
+
 // hostIDs is b's host ID range, or nil when b has no user namespace.
 func (b *box) hostIDs() *rootfs.IDRange {
 	if b.rec.HostUIDBase == 0 || b.isGVisor() {
@@ -49,6 +53,24 @@ func (m *Manager) allocateIDs(self *box, runtimeName string) (uint32, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	c, ok := m.lowestFreeIDs(self)
+	if !ok {
+		return 0, fmt.Errorf("%w: every host UID range from %d up is in use", ErrCapacity, m.userNSBase())
+	}
+	self.uidBase.Store(int64(c))
+	return c, nil
+}
+
+func (m *Manager) userNSBase() uint64 {
+	if m.opts.UserNSBase == 0 {
+		return DefaultUserNSBase
+	}
+	return uint64(m.opts.UserNSBase)
+}
+
+// lowestFreeIDs is the lowest range at or above the base that overlaps
+// no sandbox's but self's. m.mu must be held.
+func (m *Manager) lowestFreeIDs(self *box) (uint32, bool) {
 	var used []uint32
 	for _, b := range m.boxes {
 		if b != self {
@@ -58,17 +80,29 @@ func (m *Manager) allocateIDs(self *box, runtimeName string) (uint32, error) {
 		}
 	}
 	used = append(used, m.pool.uidBases()...)
-	base := uint64(m.opts.UserNSBase)
-	if base == 0 {
-		base = DefaultUserNSBase
-	}
-	for c := base; c+rootfs.IDRangeSize <= 1<<32-1; c += rootfs.IDRangeSize {
+	for c := m.userNSBase(); c+rootfs.IDRangeSize <= 1<<32-1; c += rootfs.IDRangeSize {
 		if !overlapsAny(c, used) {
-			self.uidBase.Store(int64(c))
-			return uint32(c), nil
+			return uint32(c), true
 		}
 	}
-	return 0, fmt.Errorf("%w: every host UID range from %d up is in use", ErrCapacity, base)
+	return 0, false
+}
+
+// prefetchIDs has the user namespace of the range the next sandbox would
+// get opened in the background, after a start that used the range at
+// base (0: none, and nothing to do), so that the next start of a new
+// sandbox finds it ready. Called once a start is done, so that the
+// process it takes does not compete with the start.
+func (m *Manager) prefetchIDs(base uint32) {
+	if base == 0 {
+		return
+	}
+	m.mu.Lock()
+	next, ok := m.lowestFreeIDs(nil)
+	m.mu.Unlock()
+	if ok {
+		m.userns.Prefetch(rootfs.IDRange{Base: next})
+	}
 }
 
 // overlapsAny reports whether the range starting at c overlaps one of

@@ -36,6 +36,9 @@ type Options struct {
 	Subnet string
 	// Env is added to the daemon's environment (e.g. a failpoint).
 	Env []string
+	// Binary is the sandboxd to run (default: BinDir's): another build,
+	// for a benchmark of before and after a change, side by side.
+	Binary string
 }
 
 // Daemon is one running sandboxd.
@@ -52,6 +55,7 @@ type Daemon struct {
 	Client       *client.Client
 	args         []string
 	env          []string
+	binary       string
 	log          *lockedBuffer
 
 	mu  sync.Mutex
@@ -90,7 +94,7 @@ func Start(t testing.TB, o Options) *Daemon {
 	d := &Daemon{
 		StateDir: state, RunDir: run, Table: fmt.Sprintf("sbdtest%d_%d", pid, n), log: &lockedBuffer{},
 		CgroupParent: fmt.Sprintf("sbdtest%d_%d", pid, n), IfacePrefix: ifacePrefix(pid, n),
-		env: o.Env,
+		env: o.Env, binary: o.Binary,
 	}
 	d.args = append([]string{
 		"--state-dir", state, "--run-dir", run, "--listen", freeAddr(t),
@@ -108,7 +112,11 @@ func Start(t testing.TB, o Options) *Daemon {
 
 func (d *Daemon) start(t testing.TB) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(BinDir(t), "sandboxd"), d.args...)
+	bin := d.binary
+	if bin == "" {
+		bin = filepath.Join(BinDir(t), "sandboxd")
+	}
+	cmd := exec.Command(bin, d.args...)
 	cmd.Env = append(os.Environ(), d.env...)
 	cmd.Stdout, cmd.Stderr = d.log, d.log
 	if err := cmd.Start(); err != nil {
