@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -62,7 +63,8 @@ func eventually(t *testing.T, limit time.Duration, what string, cond func() bool
 // both directions, prefixes, read-only, the errors, that the sandbox can
 // neither see the credentials nor unmount the bucket, that mounts survive
 // a restart of the sandbox and of the daemon, and that nothing is left
-// after destroy.
+// after destroy. The core cases run once
+// per runtime, in sandboxes of one daemon.
 func TestBucketMount(t *testing.T) {
 	testdaemon.SkipUnlessRoot(t)
 	srv := s3test.Start(t)
@@ -81,83 +83,26 @@ func TestBucketMount(t *testing.T) {
 	run(t, sb, "true")
 	creds := &api.BucketCredentials{AccessKeyID: srv.Creds.AccessKeyID, SecretAccessKey: srv.Creds.SecretAccessKey}
 	opts := client.MountOptions{Endpoint: srv.Endpoint, Credentials: creds}
-
-	t.Run("read and write both ways", func(t *testing.T) {
-		m, err := sb.MountBucket(ctx, "data", "/mnt/data", opts)
-		if err != nil {
-			t.Fatal(err)
+	// One sandbox per runtime; gv is the gVisor one, when runsc is built.
+	var gv *client.Sandbox
+	boxes := []*client.Sandbox{sb}
+	for _, rt := range runtimes(t) {
+		if rt == "gvisor" {
+			gv = d.Client.Sandbox("bucket-gv", client.WithRuntime("gvisor"))
+			run(t, gv, "true")
+			boxes = append(boxes, gv)
 		}
-		if m.Status != api.MountStatusMounted || m.Path != "/mnt/data" {
-			t.Fatalf("mount = %+v", m)
+	}
+	for _, sb := range boxes {
+		name := "host-kernel"
+		if sb == gv {
+			name = "gvisor"
 		}
-		if got := run(t, sb, "cat /mnt/data/hello.txt"); got != "from s3\n" {
-			t.Fatalf("object read in the sandbox = %q", got)
-		}
-		run(t, sb, "echo from sandbox > /mnt/data/written.txt")
-		eventually(t, 30*time.Second, "file written in the sandbox as an object", func() bool {
-			got, err := s3c.GetObject(ctx, "data", "written.txt", 1<<20)
-			return err == nil && string(got) == "from sandbox\n"
-		})
-		if err := s3c.PutObject(ctx, "data", "later.txt", []byte("put later\n")); err != nil {
-			t.Fatal(err)
-		}
-		eventually(t, 30*time.Second, "object put later visible in the sandbox", func() bool {
-			code, out := exitOf(t, sb, "cat /mnt/data/later.txt")
-			return code == 0 && out == "put later\n"
-		})
-		if got := trim(run(t, sb, "stat -c %u:%g /mnt/data/hello.txt")); got != "0:0" {
-			t.Errorf("owner in the sandbox = %s; want the sandbox's root, 0:0", got)
-		}
-	})
-
-	t.Run("credentials never inside", func(t *testing.T) {
-		secret := srv.Creds.SecretAccessKey
-		// Everything a process in the sandbox can read that could carry
-		// them: environments and command lines of every process, the
-		// mount tables, and the files outside the bucket itself.
-		script := fmt.Sprintf(`grep -rsF -l %q /proc/[0-9]*/environ /proc/[0-9]*/cmdline /proc/self/mountinfo /proc/mounts /etc /root /tmp /workspace /var /.sandboxd /run /home 2>/dev/null; env | grep -F %q; grep -F s3fs /proc/self/mountinfo`, secret, secret)
-		code, out := exitOf(t, sb, script)
-		if strings.Contains(out, secret) || strings.Contains(out, "/proc/") || strings.Contains(out, "/etc") {
-			t.Fatalf("the secret is visible inside the sandbox (exit %d):\n%s", code, out)
-		}
-		if strings.Contains(out, d.StateDir) || strings.Contains(out, d.RunDir) {
-			t.Errorf("the mount table names the daemon's directories:\n%s", out)
-		}
-		// On the host the credentials file is 0600.
-		files, _ := filepath.Glob(filepath.Join(d.StateDir, "sandboxes", "*", "mounts", "*.cred"))
-		if len(files) == 0 {
-			t.Fatal("no credentials file on the host")
-		}
-		for _, f := range files {
-			if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
-				t.Errorf("%s: mode %v, %v; want 0600", f, fi.Mode(), err)
-			}
-		}
-	})
-
-	t.Run("sandbox cannot unmount or remount", func(t *testing.T) {
-		for _, cmd := range []string{"umount /mnt/data", "umount -l /mnt/data", "mount -o remount,ro /mnt/data"} {
-			if code, out := exitOf(t, sb, cmd); code == 0 {
-				t.Errorf("%q succeeded in the sandbox: %s", cmd, out)
-			}
-		}
-		run(t, sb, "test -f /mnt/data/hello.txt")
-	})
-
-	t.Run("prefix and read-only", func(t *testing.T) {
-		ro := opts
-		ro.Prefix, ro.ReadOnly = "team/a", true
-		if _, err := sb.MountBucket(ctx, "data", "/mnt/team", ro); err != nil {
-			t.Fatal(err)
-		}
-		if got := run(t, sb, "ls /mnt/team"); trim(got) != "notes.txt" {
-			t.Errorf("ls of the prefix mount = %q; want notes.txt only", got)
-		}
-		code, out := exitOf(t, sb, "echo x > /mnt/team/new.txt")
-		if code == 0 || !strings.Contains(out, "Read-only file system") {
-			t.Errorf("write to a read-only mount: exit %d, %q; want EROFS", code, out)
-		}
-	})
+		t.Run(name, func(t *testing.T) { bucketCoreCases(t, d, srv, sb, opts) })
+	}
+	if t.Failed() {
+		return
+	}
 
 	t.Run("errors", func(t *testing.T) {
 		bad := opts
@@ -185,12 +130,6 @@ func TestBucketMount(t *testing.T) {
 			if got := codeOf(err); got != c.want {
 				t.Errorf("%s: error %v; want %s", c.name, err, c.want)
 			}
-		}
-		// A symlink planted by the sandbox does not lead the mount out of
-		// it or over a system tree.
-		run(t, sb, "ln -sfn /proc /tmp/link")
-		if _, err := sb.MountBucket(ctx, "other", "/tmp/link/x", opts); codeOf(err) != api.CodeMountPathInvalid {
-			t.Errorf("mount through a symlink: %v; want MOUNT_PATH_INVALID", err)
 		}
 		if err := sb.UnmountBucket(ctx, "/mnt/none"); codeOf(err) != api.CodeMountNotFound {
 			t.Errorf("unmount of nothing: %v; want MOUNT_NOT_FOUND", err)
@@ -249,65 +188,80 @@ func TestBucketMount(t *testing.T) {
 		}
 	})
 
-	t.Run("dead FUSE client is restarted", func(t *testing.T) {
-		procs := s3fsProcesses(d.RunDir)
-		if len(procs) == 0 {
-			t.Fatal("no s3fs process")
-		}
-		var pid int
-		fmt.Sscanf(strings.TrimPrefix(procs[0], "/proc/"), "%d", &pid)
-		p, _ := os.FindProcess(pid)
-		p.Kill()
-		eventually(t, 10*time.Second, "s3fs gone", func() bool { return !alivePID(pid) })
-		for _, s := range []*client.Sandbox{sb, d.Client.Sandbox("bucket-two")} {
+	// allMounted checks that every bucket mount of every sandbox in boxes
+	// is mounted, and can be read in the sandbox.
+	allMounted := func(t *testing.T, what string, boxes ...*client.Sandbox) {
+		t.Helper()
+		for _, s := range boxes {
 			mounts, err := s.Mounts(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, m := range mounts {
 				if m.Status != api.MountStatusMounted {
-					t.Errorf("after the FUSE client died: %s is %s (%s)", m.Path, m.Status, m.Reason)
+					t.Errorf("%s: %s's %s is %s (%s)", what, s.ID(), m.Path, m.Status, m.Reason)
 				}
+				run(t, s, "ls "+m.Path+" >/dev/null")
 			}
 		}
+	}
+	two := d.Client.Sandbox("bucket-two")
+	all := append([]*client.Sandbox{two}, boxes...)
+
+	t.Run("dead FUSE clients are restarted", func(t *testing.T) {
+		procs := s3fsProcesses(d.RunDir)
+		if len(procs) < len(all) {
+			t.Fatalf("s3fs processes: %v", procs)
+		}
+		for _, proc := range procs {
+			var pid int
+			fmt.Sscanf(strings.TrimPrefix(proc, "/proc/"), "%d", &pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+			eventually(t, 10*time.Second, "s3fs gone", func() bool { return !alivePID(pid) })
+		}
+		allMounted(t, "after the FUSE clients died", all...)
 		run(t, sb, "cat /mnt/data/hello.txt /mnt/team/notes.txt")
-		run(t, d.Client.Sandbox("bucket-two"), "cat /data/hello.txt")
 	})
 
 	t.Run("restart and daemon restart keep mounts", func(t *testing.T) {
-		if _, err := sb.Restart(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if got := run(t, sb, "cat /mnt/data/hello.txt"); got != "from s3\n" {
-			t.Fatalf("after restart: %q", got)
+		for _, s := range boxes {
+			if _, err := s.Restart(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := run(t, s, "cat /mnt/data/hello.txt"); got != "from s3\n" {
+				t.Fatalf("%s after restart: %q", s.ID(), got)
+			}
 		}
 		run(t, sb, "echo kept > /tmp/state-marker")
 		d.Restart(t)
 		if got := run(t, sb, "cat /tmp/state-marker /mnt/data/hello.txt"); got != "kept\nfrom s3\n" {
 			t.Fatalf("after a daemon restart: %q", got)
 		}
-		mounts, err := sb.Mounts(ctx)
-		if err != nil || len(mounts) != 2 {
-			t.Fatalf("mounts after a daemon restart = %+v, %v", mounts, err)
+		for _, s := range boxes {
+			if mounts, err := s.Mounts(ctx); err != nil || len(mounts) != 2 {
+				t.Fatalf("%s's mounts after a daemon restart = %+v, %v", s.ID(), mounts, err)
+			}
 		}
+		allMounted(t, "after a daemon restart", all...)
 	})
 
 	t.Run("unmount", func(t *testing.T) {
-		if err := sb.UnmountBucket(ctx, "/mnt/team"); err != nil {
-			t.Fatal(err)
-		}
-		if code, _ := exitOf(t, sb, "grep -q ' /mnt/team ' /proc/self/mountinfo"); code == 0 {
-			t.Error("/mnt/team is still mounted in the sandbox")
-		}
-		mounts, _ := sb.Mounts(ctx)
-		if len(mounts) != 1 {
-			t.Errorf("mounts after unmount = %+v", mounts)
+		for _, s := range boxes {
+			if err := s.UnmountBucket(ctx, "/mnt/team"); err != nil {
+				t.Fatal(err)
+			}
+			if code, _ := exitOf(t, s, "grep -q ' /mnt/team ' /proc/self/mountinfo"); code == 0 {
+				t.Errorf("/mnt/team is still mounted in %s", s.ID())
+			}
+			if mounts, _ := s.Mounts(ctx); len(mounts) != 1 {
+				t.Errorf("%s's mounts after unmount = %+v", s.ID(), mounts)
+			}
 		}
 	})
 
 	t.Run("destroy leaves nothing", func(t *testing.T) {
-		for _, id := range []string{"bucket-one", "bucket-two"} {
-			if err := d.Client.Sandbox(id).Destroy(ctx); err != nil {
+		for _, s := range all {
+			if err := s.Destroy(ctx); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -317,6 +271,11 @@ func TestBucketMount(t *testing.T) {
 		}
 		if left := hostMountsBelow(filepath.Join(d.RunDir, "buckets")); len(left) != 0 {
 			t.Errorf("host mounts left after destroy: %v", left)
+		}
+		if _, err := os.Stat(filepath.Join(d.RunDir, "buckets")); err == nil {
+			if entries, _ := os.ReadDir(filepath.Join(d.RunDir, "buckets")); len(entries) != 0 {
+				t.Errorf("bucket directories left after destroy: %v", entries)
+			}
 		}
 	})
 }
@@ -391,4 +350,100 @@ func TestVolumes(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(d.StateDir, "volumes", "shared")); !os.IsNotExist(err) {
 		t.Errorf("the volume's files are still there: %v", err)
 	}
+}
+
+// bucketCoreCases are what every runtime must do with bucket mounts, in
+// the running sandbox sb: the bucket "data" at /mnt/data (read-write) and
+// its prefix team/a at /mnt/team (read-only) stay mounted afterwards.
+func bucketCoreCases(t *testing.T, d *testdaemon.Daemon, srv *s3test.Server, sb *client.Sandbox, opts client.MountOptions) {
+	ctx := ctxT(t, 3*time.Minute)
+	s3c := srv.Client()
+	written, later := sb.ID()+"-written.txt", sb.ID()+"-later.txt"
+
+	t.Run("read and write both ways", func(t *testing.T) {
+		m, err := sb.MountBucket(ctx, "data", "/mnt/data", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Status != api.MountStatusMounted || m.Path != "/mnt/data" {
+			t.Fatalf("mount = %+v", m)
+		}
+		if got := run(t, sb, "cat /mnt/data/hello.txt"); got != "from s3\n" {
+			t.Fatalf("object read in the sandbox = %q", got)
+		}
+		run(t, sb, "echo from sandbox > /mnt/data/"+written)
+		eventually(t, 30*time.Second, "file written in the sandbox as an object", func() bool {
+			got, err := s3c.GetObject(ctx, "data", written, 1<<20)
+			return err == nil && string(got) == "from sandbox\n"
+		})
+		if err := s3c.PutObject(ctx, "data", later, []byte("put later\n")); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "object put later visible in the sandbox", func() bool {
+			code, out := exitOf(t, sb, "cat /mnt/data/"+later)
+			return code == 0 && out == "put later\n"
+		})
+		if got := trim(run(t, sb, "stat -c %u:%g /mnt/data/hello.txt")); got != "0:0" {
+			t.Errorf("owner in the sandbox = %s; want the sandbox's root, 0:0", got)
+		}
+	})
+
+	t.Run("credentials never inside", func(t *testing.T) {
+		secret := srv.Creds.SecretAccessKey
+		// Everything a process in the sandbox can read that could carry
+		// them: environments and command lines of every process, the
+		// mount tables, and the files outside the bucket itself.
+		script := fmt.Sprintf(`grep -rsF -l %q /proc/[0-9]*/environ /proc/[0-9]*/cmdline /proc/self/mountinfo /proc/mounts /etc /root /tmp /workspace /var /.sandboxd/agent /.sandboxd/run /run /home 2>/dev/null; env | grep -F %q; grep -F s3fs /proc/self/mountinfo`, secret, secret)
+		code, out := exitOf(t, sb, script)
+		if strings.Contains(out, secret) || strings.Contains(out, "/proc/") || strings.Contains(out, "/etc") {
+			t.Fatalf("the secret is visible inside the sandbox (exit %d):\n%s", code, out)
+		}
+		if strings.Contains(out, d.StateDir) || strings.Contains(out, d.RunDir) {
+			t.Errorf("the mount table names the daemon's directories:\n%s", out)
+		}
+		// On the host the credentials file is 0600.
+		files, _ := filepath.Glob(filepath.Join(d.StateDir, "sandboxes", "*", "mounts", "*.cred"))
+		if len(files) == 0 {
+			t.Fatal("no credentials file on the host")
+		}
+		for _, f := range files {
+			if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Errorf("%s: mode %v, %v; want 0600", f, fi.Mode(), err)
+			}
+		}
+	})
+
+	t.Run("sandbox cannot unmount or remount", func(t *testing.T) {
+		// On gVisor the host directory of the sandbox's bucket mounts is
+		// in it at /.sandboxd/buckets, read-only: a symlink planted there
+		// would lead the daemon's next mount anywhere on the host.
+		for _, cmd := range []string{"umount /mnt/data", "umount -l /mnt/data", "mount -o remount,ro /mnt/data",
+			"ln -s /etc /.sandboxd/buckets/7", "mkdir /.sandboxd/buckets/7", "touch /.sandboxd/buckets/0/x"} {
+			if code, out := exitOf(t, sb, cmd); code == 0 {
+				t.Errorf("%q succeeded in the sandbox: %s", cmd, out)
+			}
+		}
+		run(t, sb, "test -f /mnt/data/hello.txt")
+	})
+
+	t.Run("prefix and read-only", func(t *testing.T) {
+		ro := opts
+		ro.Prefix, ro.ReadOnly = "team/a", true
+		if _, err := sb.MountBucket(ctx, "data", "/mnt/team", ro); err != nil {
+			t.Fatal(err)
+		}
+		if got := run(t, sb, "ls /mnt/team"); trim(got) != "notes.txt" {
+			t.Errorf("ls of the prefix mount = %q; want notes.txt only", got)
+		}
+		code, out := exitOf(t, sb, "echo x > /mnt/team/new.txt")
+		if code == 0 || !strings.Contains(out, "Read-only file system") {
+			t.Errorf("write to a read-only mount: exit %d, %q; want EROFS", code, out)
+		}
+		// A symlink planted by the sandbox does not lead a mount out of
+		// its path or over a system tree.
+		run(t, sb, "ln -sfn /proc /tmp/link")
+		if _, err := sb.MountBucket(ctx, "other", "/tmp/link/x", opts); codeOf(err) != api.CodeMountPathInvalid {
+			t.Errorf("mount through a symlink: %v; want MOUNT_PATH_INVALID", err)
+		}
+	})
 }

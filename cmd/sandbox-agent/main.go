@@ -23,6 +23,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/agent"
 	"github.com/sandboxd/sandboxd/internal/agent/agentlog"
+	"github.com/sandboxd/sandboxd/internal/agent/bindmount"
 	"github.com/sandboxd/sandboxd/internal/agent/rename"
 	"github.com/sandboxd/sandboxd/internal/agent/spawn"
 	"github.com/sandboxd/sandboxd/internal/requestid"
@@ -48,6 +49,9 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == rename.Arg {
 		rename.Main(os.Args[2:]) // never returns
+	}
+	if len(os.Args) > 1 && os.Args[1] == bindmount.Arg {
+		bindmount.Main(os.Args[2:]) // never returns
 	}
 	var cfg config
 	flag.StringVar(&cfg.socket, "socket", agent.DefaultSocket, "unix socket to serve the agent API on, unless --listen-fd is given")

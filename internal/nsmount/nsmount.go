@@ -14,8 +14,10 @@
 // thread is never returned to the Go scheduler (it exits with its
 // goroutine), so no other goroutine ever runs in the sandbox's namespace.
 //
-// It must never be used on a gVisor sandbox: its mounts live in gVisor's
-// kernel, not in a host mount namespace.
+// Attach and Detach must never be used on a gVisor sandbox: its mounts
+// live in gVisor's kernel, not in a host mount namespace. There the agent
+// binary makes the mount from inside (internal/agent/bindmount), creating
+// its target with MkdirAll, whose rules are the same.
 package nsmount
 
 import (
@@ -60,7 +62,7 @@ func Attach(pid int, source, target string, o Options) error {
 		return fmt.Errorf("mount_setattr: %w", err)
 	}
 	return inNamespace(pid, func() error {
-		dir, err := mkdirAll(target, o.UID, o.GID)
+		dir, err := MkdirAll(target, o.UID, o.GID)
 		if err != nil {
 			return err
 		}
@@ -145,10 +147,12 @@ func openDir(dir string, sameMount bool) (int, error) {
 	return fd, nil
 }
 
-// mkdirAll opens target, creating missing directories one by one, each
-// opened relative to its parent so that nothing can be swapped in
-// between. It returns an O_PATH descriptor of target.
-func mkdirAll(target string, uid, gid int) (int, error) {
+// MkdirAll opens target (absolute, from the calling thread's root),
+// creating missing directories one by one, each opened relative to its
+// parent so that nothing can be swapped in between; no component may be
+// a symlink or cross a mount (ErrPathInvalid). It returns an O_PATH
+// descriptor of target.
+func MkdirAll(target string, uid, gid int) (int, error) {
 	root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, err

@@ -327,6 +327,14 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 		// would reach it only through the gofer.
 		extra = append(extra, m.opts.ProcViews.Mounts(ctx)...)
 	}
+	if b.isGVisor() {
+		buckets, err := m.gvisorBuckets(key)
+		if err != nil {
+			return nil, err
+		}
+		undo.push(func(context.Context) error { return m.releaseMounts(key) })
+		extra = append(extra, buckets)
+	}
 	if err := m.writeBundle(b, rt, img, p, ep, sock, extra); err != nil {
 		return nil, err
 	}

@@ -6,15 +6,22 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/agent/bindmount"
 	"github.com/sandboxd/sandboxd/internal/atomicfile"
 	"github.com/sandboxd/sandboxd/internal/bucket"
 	"github.com/sandboxd/sandboxd/internal/nsmount"
+	"github.com/sandboxd/sandboxd/internal/rootfs"
+	"github.com/sandboxd/sandboxd/internal/runtime"
 	"github.com/sandboxd/sandboxd/internal/s3"
 )
 
@@ -158,9 +165,6 @@ func (m *Manager) Mount(ctx context.Context, id string, req MountRequest) (Bucke
 		return BucketMount{}, err
 	}
 	defer b.mu.Unlock()
-	if b.isGVisor() {
-		return BucketMount{}, fmt.Errorf("%w: bucket mounts into gVisor sandboxes are not built yet (docs/storage.md)", ErrUnsupported)
-	}
 	f := m.mountFiles(b.rec.Key)
 	list := f.load()
 	if len(list) >= MaxMounts {
@@ -182,6 +186,11 @@ func (m *Manager) Mount(ctx context.Context, id string, req MountRequest) (Bucke
 	if err := m.startLocked(ctx, b); err != nil {
 		return BucketMount{}, err
 	}
+	if b.isGVisor() {
+		if shared, _ := rootfs.IsMountPoint(f.hosted); !shared {
+			return BucketMount{}, fmt.Errorf("%w: this gVisor sandbox was started before bucket mounts reached gVisor; restart it to mount buckets", ErrUnsupported)
+		}
+	}
 	bm := BucketMount{N: nextMountN(list), Path: req.Path, Source: req.Source, Secret: req.Secret, CreatedAt: m.now().UTC()}
 	if err := os.MkdirAll(f.dir, 0o700); err != nil {
 		return BucketMount{}, err
@@ -194,7 +203,7 @@ func (m *Manager) Mount(ctx context.Context, id string, req MountRequest) (Bucke
 		return BucketMount{}, err
 	}
 	if err := f.save(append(list, bm)); err != nil {
-		m.detachMount(b, f, bm)
+		m.detachMount(ctx, b, f, bm)
 		os.Remove(f.cred(bm.N))
 		return BucketMount{}, err
 	}
@@ -246,8 +255,13 @@ func (m *Manager) attachMount(ctx context.Context, b *box, f mountFiles, bm Buck
 			return fmt.Errorf("%w: the FUSE client could not mount %s (see the daemon's log)", ErrBucketUnreachable, bm.Source.Bucket)
 		}
 	}
-	owner := m.mountOwner(b)
-	err := nsmount.Attach(b.running.pid, host, bm.Path, nsmount.Options{ReadOnly: bm.Source.ReadOnly, UID: owner.UID, GID: owner.GID})
+	var err error
+	if b.isGVisor() {
+		err = m.bindInGVisor(ctx, b, bm)
+	} else {
+		owner := m.mountOwner(b)
+		err = nsmount.Attach(b.running.pid, host, bm.Path, nsmount.Options{ReadOnly: bm.Source.ReadOnly, UID: owner.UID, GID: owner.GID})
+	}
 	if err != nil {
 		bucket.Unmount(host)
 		if errors.Is(err, nsmount.ErrPathInvalid) {
@@ -256,6 +270,56 @@ func (m *Manager) attachMount(ctx context.Context, b *box, f mountFiles, bm Buck
 		return err
 	}
 	return nil
+}
+
+// bindInGVisor binds bm's host mount, which gVisor sees below
+// bindmount.Dir, at bm.Path in gVisor's kernel: the agent binary does it
+// from inside, run by runsc with CAP_SYS_ADMIN (user code never has it).
+func (m *Manager) bindInGVisor(ctx context.Context, b *box, bm BucketMount) error {
+	rt, err := m.runtimeOf(b)
+	if err != nil {
+		return err
+	}
+	args := []string{bindmount.Arg, strconv.Itoa(bm.N), bm.Path}
+	if bm.Source.ReadOnly {
+		args = append(args, "ro")
+	}
+	err = rt.ExecAdmin(ctx, b.running.cid, append([]string{runtime.AgentPath}, args...)...)
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) && ee.ExitCode() == bindmount.ExitPathInvalid {
+		return fmt.Errorf("%w: %v", nsmount.ErrPathInvalid, err)
+	}
+	return err
+}
+
+// gvisorBuckets prepares the host directory of the bucket mounts of the
+// gVisor sandbox with key and returns the spec mount that shows it to
+// the sandbox at bindmount.Dir. The directory is a shared mount, so the
+// copy runsc's gofer makes of it (a slave, in the gofer's own mount
+// namespace) receives the FUSE mounts the daemon later makes below it;
+// rbind carries the ones already there. It is read-only in the sandbox
+// (the agent makes each bucket's own bind read-write when it may be):
+// root in a gVisor sandbox writes to host directories through the gofer,
+// and a symlink it planted at Dir/N would lead the daemon's next mount of
+// mount N anywhere on the host. dcache=0 makes gVisor drop a
+// file's dentry, and with it its host descriptor, once the sandbox closes
+// it: s3fs uploads a file when its last descriptor closes, and gVisor
+// would otherwise keep it open in its cache (a write would reach the
+// bucket only when the dentry happened to be evicted).
+func (m *Manager) gvisorBuckets(key string) (specs.Mount, error) {
+	dir := m.mountFiles(key).hosted
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return specs.Mount{}, err
+	}
+	if shared, err := rootfs.IsMountPoint(dir); err != nil || !shared {
+		if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+			return specs.Mount{}, fmt.Errorf("binding %s: %w", dir, err)
+		}
+	}
+	if err := unix.Mount("", dir, "", unix.MS_SHARED, ""); err != nil {
+		return specs.Mount{}, fmt.Errorf("making %s shared: %w", dir, err)
+	}
+	return specs.Mount{Destination: bindmount.Dir, Type: "bind", Source: dir,
+		Options: []string{"rbind", "ro", "nosuid", "nodev", "dcache=0"}}, nil
 }
 
 // mountOwner is the host UID and GID the sandbox's root has: 0 without
@@ -268,15 +332,30 @@ func (m *Manager) mountOwner(b *box) bucket.Owner {
 }
 
 // detachMount takes bm out of b's container (if it runs) and off the host.
-func (m *Manager) detachMount(b *box, f mountFiles, bm BucketMount) {
+func (m *Manager) detachMount(ctx context.Context, b *box, f mountFiles, bm BucketMount) {
 	if b.running != nil {
-		if err := nsmount.Detach(b.running.pid, bm.Path); err != nil {
+		var err error
+		if b.isGVisor() {
+			err = m.unbindInGVisor(ctx, b, bm.Path)
+		} else {
+			err = nsmount.Detach(b.running.pid, bm.Path)
+		}
+		if err != nil {
 			m.log.Warn("unmounting a bucket in the sandbox", "sandbox", b.id, "path", bm.Path, "err", err)
 		}
 	}
 	if err := bucket.Unmount(f.host(bm.N)); err != nil {
 		m.log.Warn("unmounting a bucket on the host", "sandbox", b.id, "path", bm.Path, "err", err)
 	}
+}
+
+// unbindInGVisor undoes bindInGVisor.
+func (m *Manager) unbindInGVisor(ctx context.Context, b *box, p string) error {
+	rt, err := m.runtimeOf(b)
+	if err != nil {
+		return err
+	}
+	return rt.ExecAdmin(ctx, b.running.cid, runtime.AgentPath, bindmount.Arg, "--unmount", p)
 }
 
 // Unmount removes the bucket mount at p from sandbox id.
@@ -292,7 +371,7 @@ func (m *Manager) Unmount(ctx context.Context, id, p string) error {
 		if bm.Path != p {
 			continue
 		}
-		m.detachMount(b, f, bm)
+		m.detachMount(ctx, b, f, bm)
 		if err := f.save(append(list[:i:i], list[i+1:]...)); err != nil {
 			return err
 		}
@@ -334,7 +413,7 @@ func (m *Manager) Mounts(ctx context.Context, id string) ([]BucketMount, error) 
 // remount replaces a broken mount: out of the sandbox, off the host, then
 // mounted and attached again.
 func (m *Manager) remount(ctx context.Context, b *box, f mountFiles, bm BucketMount) error {
-	m.detachMount(b, f, bm)
+	m.detachMount(ctx, b, f, bm)
 	return m.attachMount(ctx, b, f, bm)
 }
 
@@ -342,7 +421,7 @@ func (m *Manager) remount(ctx context.Context, b *box, f mountFiles, bm BucketMo
 // container. A mount that fails is logged and reported broken by Mounts;
 // the sandbox starts anyway.
 func (m *Manager) restoreMounts(ctx context.Context, b *box) {
-	if b.isGVisor() || b.running == nil {
+	if b.running == nil {
 		return
 	}
 	f := m.mountFiles(b.rec.Key)
@@ -354,7 +433,8 @@ func (m *Manager) restoreMounts(ctx context.Context, b *box) {
 }
 
 // releaseMounts unmounts every host mount of the sandbox with key (its
-// container is gone or going): the FUSE clients exit with them.
+// container is gone or going): the FUSE clients exit with them, and a
+// gVisor sandbox's shared directory goes last.
 func (m *Manager) releaseMounts(key string) error {
 	f := m.mountFiles(key)
 	entries, err := os.ReadDir(f.hosted)
@@ -364,6 +444,9 @@ func (m *Manager) releaseMounts(key string) error {
 	var errs []error
 	for _, e := range entries {
 		errs = append(errs, bucket.Unmount(filepath.Join(f.hosted, e.Name())))
+	}
+	if err := unix.Unmount(f.hosted, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+		errs = append(errs, fmt.Errorf("unmounting %s: %w", f.hosted, err))
 	}
 	errs = append(errs, os.Remove(f.hosted))
 	return errors.Join(errs...)
