@@ -62,8 +62,8 @@ func eventually(t *testing.T, limit time.Duration, what string, cond func() bool
 // loopback) into running sandboxes and checks what a user would: data in
 // both directions, prefixes, read-only, the errors, that the sandbox can
 // neither see the credentials nor unmount the bucket, that mounts survive
-// a restart of the sandbox and of the daemon, and that nothing is left
-// after destroy. The core cases run once
+// a restart of the sandbox, sleep, a restart of the daemon and a host
+// reboot, and that nothing is left after destroy. The core cases run once
 // per runtime, in sandboxes of one daemon.
 func TestBucketMount(t *testing.T) {
 	testdaemon.SkipUnlessRoot(t)
@@ -78,7 +78,7 @@ func TestBucketMount(t *testing.T) {
 	if err := s3c.PutObject(ctx, "data", "team/a/notes.txt", []byte("prefixed\n")); err != nil {
 		t.Fatal(err)
 	}
-	d := testdaemon.Start(t, testdaemon.Options{})
+	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--idle-check", "100ms"}})
 	sb := d.Client.Sandbox("bucket-one")
 	run(t, sb, "true")
 	creds := &api.BucketCredentials{AccessKeyID: srv.Creds.AccessKeyID, SecretAccessKey: srv.Creds.SecretAccessKey}
@@ -243,6 +243,69 @@ func TestBucketMount(t *testing.T) {
 			}
 		}
 		allMounted(t, "after a daemon restart", all...)
+	})
+
+	t.Run("sleep and wake keep mounts", func(t *testing.T) {
+		second, keep := time.Second, time.Hour
+		for _, s := range boxes {
+			if _, err := s.Update(ctx, &second, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, s := range boxes {
+			waitStatus(t, s, api.StatusSleeping, 30*time.Second)
+			mounts, err := s.Mounts(ctx)
+			if err != nil || len(mounts) != 2 || mounts[0].Status != api.MountStatusIdle {
+				t.Errorf("%s's mounts while it sleeps = %+v, %v; want 2, idle", s.ID(), mounts, err)
+			}
+		}
+		if got := len(s3fsProcesses(d.RunDir)); got != 1 {
+			t.Errorf("%d s3fs processes while the sandboxes sleep; want bucket-two's only", got)
+		}
+		for _, s := range boxes {
+			if got := run(t, s, "cat /mnt/data/hello.txt"); got != "from s3\n" {
+				t.Errorf("%s after waking: %q", s.ID(), got)
+			}
+			if _, err := s.Update(ctx, &keep, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		allMounted(t, "after waking", boxes...)
+	})
+
+	t.Run("host reboot keeps mounts", func(t *testing.T) {
+		// A stopped sandbox goes through the reboot too (the only way
+		// here for a gVisor one: its processes are not the agent's).
+		if gv != nil {
+			if _, err := gv.Stop(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var pids []int
+		for _, k := range d.Keys() {
+			for _, rt := range []string{"crun", "runc"} {
+				if _, err := os.Stat(filepath.Join(d.RunDir, "runtime", rt, "sandboxd-"+k)); err == nil {
+					pids = append(pids, d.AgentPID(t, k))
+				}
+			}
+		}
+		d.Kill(t)
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		for _, proc := range s3fsProcesses(d.RunDir) {
+			var pid int
+			fmt.Sscanf(strings.TrimPrefix(proc, "/proc/"), "%d", &pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		simulateReboot(t, d)
+		d.Start(t)
+		for _, s := range all {
+			if got := run(t, s, "cat /mnt/data/hello.txt 2>/dev/null || cat /data/hello.txt"); got != "from s3\n" {
+				t.Errorf("%s after a reboot: %q", s.ID(), got)
+			}
+		}
+		allMounted(t, "after a reboot", all...)
 	})
 
 	t.Run("unmount", func(t *testing.T) {
