@@ -64,6 +64,27 @@ func TestShellStatePersists(t *testing.T) {
 	}
 }
 
+// TestDispatchSurvivesUserCode: the shell's dispatch text is readonly;
+// a command that tries to change or unset it (or the FIFO number) does
+// not break the commands after it, with stdin, env and cwd or without.
+func TestDispatchSurvivesUserCode(t *testing.T) {
+	ta := startAgent(t)
+	for _, cmd := range []string{
+		"__sbx_c='echo hijacked'; __sbx_w=; __sbx_ci=; __sbx_wi=",
+		"unset __sbx_c __sbx_w __sbx_ci __sbx_wi",
+		"__sbx_n=99",
+	} {
+		ta.exec(t, api.ExecRequest{Command: cmd})
+		if got := ta.run(t, "echo ok"); got != "ok\n" {
+			t.Fatalf("after %q: echo ok = %q", cmd, got)
+		}
+		res := ta.exec(t, api.ExecRequest{Command: "cat; echo $X; pwd", Stdin: "in\n", Env: map[string]string{"X": "x"}, Cwd: "/"})
+		if res.ExitCode != 0 || res.Stdout != "in\nx\n/\n" {
+			t.Fatalf("after %q: got %+v", cmd, res)
+		}
+	}
+}
+
 func TestBaseEnvironment(t *testing.T) {
 	ta := startAgent(t)
 	got := ta.run(t, `echo "$PWD|$HOME|$LANG|$TERM|$SANDBOX_TEST_VAR|${SANDBOXD_AGENT_SECRET-unset}|$0"`)

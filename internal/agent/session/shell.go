@@ -163,7 +163,7 @@ func (s *Session) startShell(ctx context.Context) (_ *shell, err error) {
 			unix.EpollCtl(s.ep, unix.EPOLL_CTL_DEL, sh.status, nil)
 		}
 	}()
-	init := "command printf 'ready\\n' >&3\n"
+	init := dispatchInit(s.dir) + "command printf 'ready\\n' >&3\n"
 	if sh.bash {
 		init = "shopt -s expand_aliases; " + unwindInit(s.dir) + init
 	}
