@@ -3,6 +3,7 @@ package e2e
 import (
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +43,16 @@ func TestWarmPoolHandsOutNamedSandboxes(t *testing.T) {
 		t.Logf("create + first exec from the pool: %v", time.Since(start))
 		if got != "from-pool\nfrom-pool\nfrom-pool\n1\n/workspace" {
 			t.Errorf("a pooled sandbox's identity: %q", got)
+		}
+		// What named it (on gVisor a process started with CAP_SYS_ADMIN
+		// while the sandbox waited) is gone: nothing in the sandbox holds
+		// CAP_SYS_ADMIN.
+		caps := trim(run(t, sb, "cat /proc/[0-9]*/status | grep -E '^(CapEff|CapPrm):' | cut -f2"))
+		for _, c := range strings.Fields(caps) {
+			if v, err := strconv.ParseUint(c, 16, 64); err != nil || v&(1<<21) != 0 {
+				t.Errorf("a process in the pooled sandbox holds CAP_SYS_ADMIN (or says %q):\n%s", c, run(t, sb, "ps -eo pid,args"))
+				break
+			}
 		}
 		// The pool refills; a second sandbox also comes from it, and the two
 		// are distinct.

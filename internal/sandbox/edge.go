@@ -49,6 +49,10 @@ type Runtime interface {
 	// ExecAdmin runs a command in the container with privileges user code
 	// never has (gVisor only).
 	ExecAdmin(ctx context.Context, id string, args ...string) error
+	// StartAdmin starts such a command and leaves it running, to be
+	// talked to over its stdin and stdout, once it says it is ready
+	// (gVisor only).
+	StartAdmin(ctx context.Context, id string, args ...string) (*runtime.AdminProcess, error)
 	// Annotations are the spec annotations the runtime needs.
 	Annotations() map[string]string
 }

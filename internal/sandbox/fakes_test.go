@@ -204,6 +204,10 @@ func (r *fakeRuntime) ExecAdmin(ctx context.Context, id string, args ...string) 
 	return errors.New("fake runtime: no admin exec")
 }
 
+func (r *fakeRuntime) StartAdmin(ctx context.Context, id string, args ...string) (*runtime.AdminProcess, error) {
+	return nil, errors.New("fake runtime: no admin exec")
+}
+
 func (r *fakeRuntime) Annotations() map[string]string { return nil }
 
 // live counts containers whose process runs.

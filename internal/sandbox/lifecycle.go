@@ -49,7 +49,10 @@ type instance struct {
 	endpoint  NetworkEndpoint
 	transport *http.Transport
 	agent     *agentapi.Client // the agent's internal routes, over transport
-	closing   atomic.Bool
+	// namer names a warm gVisor sandbox when it is handed out (see
+	// startNamer); nil for others, or when it could not be started.
+	namer   *runtime.AdminProcess
+	closing atomic.Bool
 }
 
 // newInstance watches the container's init process through a pidfd.
@@ -109,6 +112,9 @@ func (inst *instance) close() {
 	inst.closing.Store(true)
 	inst.transport.CloseIdleConnections()
 	inst.pidfd.Close()
+	if inst.namer != nil {
+		inst.namer.Close()
+	}
 }
 
 // paths are a sandbox's places on the host.

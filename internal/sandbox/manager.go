@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sandboxd/sandboxd/internal/agent/rename"
 	"github.com/sandboxd/sandboxd/internal/failpoint"
 	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
@@ -623,14 +624,45 @@ func (b *box) isGVisor() bool { return b.runtimeName() == RuntimeGVisor }
 
 // nameWarm gives the warm sandbox w the name. A gVisor sandbox's hostname
 // and files live in gVisor's kernel, so the agent binary does it from
-// inside, run by runsc with CAP_SYS_ADMIN (which user code never has).
+// inside, run by runsc with CAP_SYS_ADMIN (which user code never has):
+// the namer started while the sandbox waited in the pool, or, if there is
+// none, a runsc exec now.
 func (m *Manager) nameWarm(ctx context.Context, w *box, inst *instance, name string) error {
 	if !w.isGVisor() {
 		return m.nameSandbox(inst.pid, m.paths(w.rec.Key).rootfs, name, rootOwner(w.hostIDs()))
+	}
+	if inst.namer != nil {
+		answer, err := inst.namer.Call(ctx, name)
+		if err != nil {
+			return err
+		}
+		if answer != "ok" {
+			return fmt.Errorf("naming the sandbox: %s", answer)
+		}
+		return nil
 	}
 	rt, err := m.runtimeOf(w)
 	if err != nil {
 		return err
 	}
-	return rt.ExecAdmin(ctx, inst.cid, runtime.AgentPath, "rename", name)
+	return rt.ExecAdmin(ctx, inst.cid, runtime.AgentPath, rename.Arg, name)
+}
+
+// startNamer starts, in the warm gVisor sandbox w, the process that will
+// name it when it is handed out (`sandbox-agent rename --stdin`), so that
+// handing it out costs a pipe round trip instead of a runsc exec. The
+// sandbox joins the pool once the namer runs. Without it (runsc failed),
+// naming falls back to a runsc exec.
+func (m *Manager) startNamer(ctx context.Context, w *box, rt Runtime) {
+	if !w.isGVisor() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, agentBootTimeout)
+	defer cancel()
+	namer, err := rt.StartAdmin(ctx, w.running.cid, runtime.AgentPath, rename.Arg, rename.StdinFlag)
+	if err != nil {
+		m.log.Warn("starting a warm sandbox's namer; naming it will take a runsc exec", "key", w.rec.Key, "err", err)
+		return
+	}
+	w.running.namer = namer
 }

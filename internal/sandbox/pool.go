@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/store"
@@ -118,15 +119,31 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 		HostUIDBase: w.rec.HostUIDBase,
 	}
 	inst := w.running
-	if err := m.nameWarm(ctx, w, inst, tenant.Local(b.id)); err != nil {
-		return fmt.Errorf("naming a warm sandbox: %w", err)
+	steps := newStepTimer()
+	defer func() { m.log.Debug("sandbox adopted", "sandbox", b.id, "steps", steps.String(), "err", err) }()
+	// The name and the agent's HOSTNAME are independent: on gVisor each
+	// is a round trip into the sandbox, so they go at once.
+	var g errgroup.Group
+	g.Go(func() error {
+		if err := m.nameWarm(ctx, w, inst, tenant.Local(b.id)); err != nil {
+			return fmt.Errorf("naming a warm sandbox: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := inst.agent.SetEnv(ctx, map[string]string{"HOSTNAME": tenant.Local(b.id)}); err != nil {
+			return fmt.Errorf("naming a warm sandbox's agent: %w", err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return err
 	}
-	if err := inst.agent.SetEnv(ctx, map[string]string{"HOSTNAME": tenant.Local(b.id)}); err != nil {
-		return fmt.Errorf("naming a warm sandbox's agent: %w", err)
-	}
+	steps.mark("name")
 	if err := m.opts.Store.Insert(ctx, rec); err != nil {
 		return fmt.Errorf("recording sandbox %s: %w", b.id, err)
 	}
+	steps.mark("insert")
 	b.rec = rec
 	b.status.Store(StatusCreating)
 	b.setConfig(cfg)
@@ -139,6 +156,7 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 	if err := m.changeStatus(ctx, b, StatusRunning, ""); err != nil {
 		return err // the pool sandbox is discarded
 	}
+	steps.mark("running")
 	// The pool's capacity reservation becomes b's.
 	w.up.Store(false)
 	b.up.Store(true)
@@ -266,6 +284,9 @@ func (m *Manager) startWarm(ctx context.Context, w *box) error {
 		return err
 	}
 	w.running = inst
+	if rt, err := m.runtimeOf(w); err == nil {
+		m.startNamer(ctx, w, rt)
+	}
 	return nil
 }
 
