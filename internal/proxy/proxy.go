@@ -90,6 +90,8 @@ func (e *DialError) Unwrap() error { return e.Err }
 // upgrades, and redirects passed back (never followed). Connections to a
 // service are kept alive and reused.
 type Proxy struct {
+	dial      DialFunc
+	pool      *pool
 	transport *http.Transport
 	limits    Limits
 	inFlight  *inFlight
@@ -108,6 +110,8 @@ func New(o Options) *Proxy {
 	dial := o.Dial
 	limits := o.Limits.withDefaults()
 	return &Proxy{
+		dial:     dial,
+		pool:     &pool{idleTimeout: o.IdleConnTimeout, max: 1024},
 		limits:   limits,
 		inFlight: newInFlight(limits.MaxInFlightPerSandbox, limits.MaxInFlight),
 		log:      o.Log,
@@ -157,7 +161,10 @@ func (p *Proxy) Admit(id string) (release func(), err error) {
 }
 
 // Close drops the idle connections to services.
-func (p *Proxy) Close() { p.transport.CloseIdleConnections() }
+func (p *Proxy) Close() {
+	p.transport.CloseIdleConnections()
+	p.pool.close()
+}
 
 func upstreamHost(id string, port int) string { return id + ":" + strconv.Itoa(port) }
 
@@ -186,42 +193,16 @@ type Request struct {
 // breaks the connection before answering, onError is called to answer
 // (unless the client is gone).
 func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, req Request, onError func(http.ResponseWriter, *http.Request, error)) {
+	if directEligible(r) {
+		p.serveDirect(w, r, req, onError)
+		return
+	}
 	// A service may answer before it has read the whole body (an echo
 	// server streaming back what it gets); without full duplex the server
 	// would drop the rest of the body when the answer starts.
 	http.NewResponseController(w).EnableFullDuplex()
 	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = upstreamHost(req.SandboxID, req.Port)
-			if req.Path != "" {
-				pr.Out.URL.Path = req.Path
-				pr.Out.URL.RawPath = ""
-			}
-			pr.Out.Host = req.Host
-			if req.TrustForwarded {
-				for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-					if v := pr.In.Header.Values(h); len(v) > 0 {
-						pr.Out.Header[h] = v
-					}
-				}
-			}
-			host, proto := pr.Out.Header.Get("X-Forwarded-Host"), pr.Out.Header.Get("X-Forwarded-Proto")
-			pr.SetXForwarded() // appends the client's address to X-Forwarded-For
-			if host != "" {
-				pr.Out.Header.Set("X-Forwarded-Host", host)
-			}
-			switch {
-			case proto != "":
-				pr.Out.Header.Set("X-Forwarded-Proto", proto)
-			case req.Scheme != "":
-				pr.Out.Header.Set("X-Forwarded-Proto", req.Scheme)
-			}
-			if req.StripAuthorization {
-				pr.Out.Header.Del("Authorization")
-			}
-			stripCookie(pr.Out.Header, CookieName)
-		},
+		Rewrite:    func(pr *httputil.ProxyRequest) { p.rewrite(pr, req) },
 		Transport:  p.transport,
 		BufferPool: bufferPool{},
 		ErrorLog:   p.errorLog,
@@ -236,6 +217,40 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, req Request, onErr
 		},
 	}
 	rp.ServeHTTP(w, r)
+}
+
+// rewrite makes the request the service gets: its address, path and Host,
+// the X-Forwarded-* headers, and no API token or preview cookie.
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest, req Request) {
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = upstreamHost(req.SandboxID, req.Port)
+	if req.Path != "" {
+		pr.Out.URL.Path = req.Path
+		pr.Out.URL.RawPath = ""
+	}
+	pr.Out.Host = req.Host
+	if req.TrustForwarded {
+		for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+			if v := pr.In.Header.Values(h); len(v) > 0 {
+				pr.Out.Header[h] = v
+			}
+		}
+	}
+	host, proto := pr.Out.Header.Get("X-Forwarded-Host"), pr.Out.Header.Get("X-Forwarded-Proto")
+	pr.SetXForwarded() // appends the client's address to X-Forwarded-For
+	if host != "" {
+		pr.Out.Header.Set("X-Forwarded-Host", host)
+	}
+	switch {
+	case proto != "":
+		pr.Out.Header.Set("X-Forwarded-Proto", proto)
+	case req.Scheme != "":
+		pr.Out.Header.Set("X-Forwarded-Proto", req.Scheme)
+	}
+	if req.StripAuthorization {
+		pr.Out.Header.Del("Authorization")
+	}
+	stripCookie(pr.Out.Header, CookieName)
 }
 
 // buffers are the copy buffers of response bodies, reused: a fresh 32 KiB

@@ -360,3 +360,57 @@ func TestProxyAdmitsBoundedRequests(t *testing.T) {
 		t.Errorf("%d sandboxes counted, want 2 (a and c)", n)
 	}
 }
+
+// TestProxyDirectPathPoolsConnections: GETs take the direct path, which
+// reuses one connection per sandbox port for requests in a row and, when
+// the service closed an idle one, sends the request again on a new one.
+func TestProxyDirectPathPoolsConnections(t *testing.T) {
+	addr, mux := backend(t)
+	mux.HandleFunc("/who", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "X-Hop")
+		w.Header().Set("X-Hop", "not forwarded")
+		fmt.Fprintf(w, "%s %s %q", r.RemoteAddr, r.Header.Get("X-Forwarded-For"), r.Header.Get("Authorization"))
+	})
+	// /bye answers as if the connection stayed open, then closes it.
+	mux.HandleFunc("/bye", func(w http.ResponseWriter, r *http.Request) {
+		c, bw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		bw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye")
+		bw.Flush()
+		c.Close()
+	})
+	var dials int
+	p := New(Options{Dial: func(ctx context.Context, id string, port int) (net.Conn, error) {
+		dials++
+		return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	}})
+	t.Cleanup(p.Close)
+	get := func(path string) (string, http.Header) {
+		rec := httptest.NewRecorder()
+		r := httptest.NewRequest("GET", "http://8080-demo-tok.localhost"+path, nil)
+		r.Header.Set("Authorization", "Bearer secret")
+		p.Serve(rec, r, Request{SandboxID: "demo", Port: 8080, Host: r.Host, StripAuthorization: true}, func(w http.ResponseWriter, r *http.Request, err error) {
+			t.Errorf("proxy error: %v", err)
+		})
+		if rec.Code != 200 {
+			t.Fatalf("status %d", rec.Code)
+		}
+		return rec.Body.String(), rec.Header()
+	}
+	first, h := get("/who")
+	if !strings.HasSuffix(first, ` 192.0.2.1 ""`) || h.Get("X-Hop") != "" {
+		t.Errorf("first answer %q, headers %v: want X-Forwarded-For of the client, no Authorization, no hop header", first, h)
+	}
+	if second, _ := get("/who"); second != first || dials != 1 {
+		t.Errorf("second answer %q after %d dials, want %q over the same connection", second, dials, first)
+	}
+	if bye, _ := get("/bye"); bye != "bye" || dials != 1 {
+		t.Errorf("/bye: %q after %d dials", bye, dials)
+	}
+	if third, _ := get("/who"); third == first || dials != 2 {
+		t.Errorf("after the connection broke: %q after %d dials, want a new connection", third, dials)
+	}
+}

@@ -1,0 +1,341 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The direct path serves the commonest preview request, a GET or HEAD
+// without a body and without an upgrade, in the handler's own goroutine:
+// it takes an idle connection to the service from the proxy's own pool
+// (per sandbox port), writes the request, reads the answer and copies it
+// to the client. http.Transport hands every request to two goroutines of
+// its connection (one writes, one reads) and back, and on a loaded host
+// those wake-ups, not the proxy's own work, were most of what a small
+// answer cost (BenchmarkPreview). Everything else (bodies, which may
+// stream both ways at once; upgrades; other methods, which may not be
+// re-sent on a fresh connection) takes httputil.ReverseProxy and the
+// transport.
+
+// directEligible reports whether r can take the direct path.
+func directEligible(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+		r.ContentLength == 0 && len(r.TransferEncoding) == 0 &&
+		r.Header.Get("Upgrade") == "" && r.ProtoMajor == 1
+}
+
+// upstream is one idle keep-alive connection to a service.
+type upstream struct {
+	conn  net.Conn
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	limit *headerLimit
+	idle  time.Time
+}
+
+// headerLimit bounds what a response's headers may read: it fails reads
+// past n bytes while armed.
+type headerLimit struct {
+	r     io.Reader
+	armed bool
+	n     int64
+}
+
+var errHeadersTooLarge = errors.New("the service's response headers are too large")
+
+func (l *headerLimit) Read(p []byte) (int, error) {
+	if !l.armed {
+		return l.r.Read(p)
+	}
+	if l.n <= 0 {
+		return 0, errHeadersTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+// pool holds idle connections to services per sandbox port ("id:port").
+type pool struct {
+	idleTimeout time.Duration
+	max         int
+
+	mu     sync.Mutex
+	idle   map[string][]*upstream
+	count  int
+	sweep  *time.Timer
+	closed bool
+}
+
+func (p *pool) get(key string, now time.Time) *upstream {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for list := p.idle[key]; len(list) > 0; list = p.idle[key] {
+		u := list[len(list)-1]
+		p.idle[key] = list[:len(list)-1]
+		p.count--
+		if now.Sub(u.idle) < p.idleTimeout {
+			return u
+		}
+		u.conn.Close()
+	}
+	return nil
+}
+
+func (p *pool) put(key string, u *upstream, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.count >= p.max || len(p.idle[key]) >= p.max/4 {
+		u.conn.Close()
+		return
+	}
+	u.idle = now
+	if p.idle == nil {
+		p.idle = map[string][]*upstream{}
+	}
+	p.idle[key] = append(p.idle[key], u)
+	p.count++
+	if p.sweep == nil {
+		p.sweep = time.AfterFunc(p.idleTimeout, p.expire)
+	}
+}
+
+// expire closes connections idle for longer than the timeout (those of a
+// sandbox that went to sleep or away among them); it runs while any
+// connection is idle.
+func (p *pool) expire() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	for key, list := range p.idle {
+		kept := list[:0]
+		for _, u := range list {
+			if now.Sub(u.idle) < p.idleTimeout {
+				kept = append(kept, u)
+			} else {
+				u.conn.Close()
+				p.count--
+			}
+		}
+		if len(kept) == 0 {
+			delete(p.idle, key)
+		} else {
+			p.idle[key] = kept
+		}
+	}
+	p.sweep = nil
+	if p.count > 0 && !p.closed {
+		p.sweep = time.AfterFunc(p.idleTimeout/2, p.expire)
+	}
+}
+
+func (p *pool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for _, list := range p.idle {
+		for _, u := range list {
+			u.conn.Close()
+		}
+	}
+	p.idle, p.count = nil, 0
+	if p.sweep != nil {
+		p.sweep.Stop()
+	}
+}
+
+// serveDirect forwards r (directEligible) as req says, on a pooled
+// connection or a new one. A pooled connection that breaks before any
+// answer (the service closed it while idle) is replaced once: GET and
+// HEAD may be sent twice.
+func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request, req Request, onError func(http.ResponseWriter, *http.Request, error)) {
+	key := upstreamHost(req.SandboxID, req.Port)
+	out := r.Clone(r.Context())
+	out.Header = r.Header.Clone()
+	removeHopHeaders(out.Header)
+	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		out.Header.Del(h)
+	}
+	p.rewrite(&httputil.ProxyRequest{In: r, Out: out}, req)
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header.Set("User-Agent", "") // no Go default
+	}
+	out.Close = false
+	for attempt := 0; ; attempt++ {
+		u := p.pool.get(key, time.Now())
+		reused := u != nil
+		if u == nil {
+			conn, err := p.dial(r.Context(), req.SandboxID, req.Port)
+			if err != nil {
+				p.fail(w, r, &DialError{Err: err}, onError)
+				return
+			}
+			u = p.newUpstream(conn)
+		}
+		resp, err := p.roundTrip(r.Context(), u, out)
+		if err != nil {
+			u.conn.Close()
+			if reused && attempt == 0 && r.Context().Err() == nil && isConnReset(err) {
+				continue
+			}
+			p.fail(w, r, err, onError)
+			return
+		}
+		if p.copyResponse(w, r, resp, u) && !resp.Close && !r.Close {
+			p.pool.put(key, u, time.Now())
+		} else {
+			u.conn.Close()
+		}
+		return
+	}
+}
+
+func (p *Proxy) newUpstream(conn net.Conn) *upstream {
+	l := &headerLimit{r: conn}
+	return &upstream{conn: conn, br: bufio.NewReaderSize(l, 4<<10), bw: bufio.NewWriterSize(conn, 4<<10), limit: l}
+}
+
+// roundTrip writes out on u and reads the response headers, within the
+// header timeout and the header size limit; it gives up when the client
+// goes away.
+func (p *Proxy) roundTrip(ctx context.Context, u *upstream, out *http.Request) (*http.Response, error) {
+	stop := context.AfterFunc(ctx, func() { u.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := out.Write(u.bw); err != nil {
+		return nil, err
+	}
+	if err := u.bw.Flush(); err != nil {
+		return nil, err
+	}
+	u.conn.SetReadDeadline(time.Now().Add(p.limits.HeaderTimeout))
+	u.limit.armed, u.limit.n = true, p.limits.MaxHeaderBytes
+	var resp *http.Response
+	var err error
+	for {
+		resp, err = http.ReadResponse(u.br, out)
+		// 1xx answers other than 101 come before the real one: skip them
+		// (a GET without a body expects no 100 Continue).
+		if err != nil || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+	}
+	u.limit.armed = false
+	if err != nil {
+		return nil, err
+	}
+	if !stop() {
+		resp.Body.Close()
+		return nil, context.Cause(ctx)
+	}
+	u.conn.SetReadDeadline(time.Time{})
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		resp.Body.Close()
+		return nil, errors.New("the service switched protocols on a request that asked for no upgrade")
+	}
+	return resp, nil
+}
+
+// copyResponse sends resp to the client, flushing as it comes when its
+// length is unknown (event streams), and reports whether the upstream
+// connection is ready for another request.
+func (p *Proxy) copyResponse(w http.ResponseWriter, r *http.Request, resp *http.Response, u *upstream) bool {
+	defer resp.Body.Close()
+	removeHopHeaders(resp.Header)
+	h := w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	if len(resp.Trailer) > 0 {
+		names := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			names = append(names, k)
+		}
+		h["Trailer"] = []string{strings.Join(names, ", ")}
+	}
+	w.WriteHeader(resp.StatusCode)
+	stop := context.AfterFunc(r.Context(), func() { u.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	var dst io.Writer = w
+	if resp.ContentLength < 0 {
+		dst = flushWriter{w: w, rc: http.NewResponseController(w)}
+	}
+	buf := bufferPool{}.Get()
+	_, err := io.CopyBuffer(dst, onlyReader{resp.Body}, buf)
+	bufferPool{}.Put(buf)
+	if !stop() {
+		// The client went away: the connection's deadline is past.
+		return false
+	}
+	if err != nil {
+		if r.Context().Err() == nil {
+			p.log.Debug("copying a preview response", "err", err)
+		}
+		// The client gets a cut answer, as from the transport.
+		panic(http.ErrAbortHandler)
+	}
+	for k, v := range resp.Trailer {
+		h[http.TrailerPrefix+k] = v
+	}
+	return true
+}
+
+// onlyReader hides WriterTo/ReaderFrom so that CopyBuffer uses buf.
+type onlyReader struct{ io.Reader }
+
+type flushWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (f flushWriter) Write(b []byte) (int, error) {
+	n, err := f.w.Write(b)
+	if err == nil {
+		err = f.rc.Flush()
+	}
+	return n, err
+}
+
+func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, err error, onError func(http.ResponseWriter, *http.Request, error)) {
+	if r.Context().Err() != nil {
+		panic(http.ErrAbortHandler)
+	}
+	onError(w, r, err)
+}
+
+// isConnReset reports whether err is a pooled connection found closed:
+// the service went away or closed it while idle, before any answer.
+func isConnReset(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// hopHeaders are the hop-by-hop headers (RFC 9110 section 7.6.1), which a
+// proxy never forwards.
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func removeHopHeaders(h http.Header) {
+	for _, f := range h["Connection"] {
+		for _, name := range strings.Split(f, ",") {
+			if name = textproto.TrimString(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, name := range hopHeaders {
+		h.Del(name)
+	}
+}
