@@ -103,7 +103,14 @@ func (c *Client) GetObject(ctx context.Context, bucket, key string, limit int64)
 // ErrUnreachable, 401/403 ErrAuth, 404 ErrNotFound (NoSuchKey too), other
 // non-2xx statuses an error with the server's code.
 func (c *Client) do(ctx context.Context, method, bucket, key string, q url.Values, body []byte) (*http.Response, error) {
-	req, err := c.request(ctx, method, bucket, key, q, body)
+	sum := sha256.Sum256(body)
+	return c.doStream(ctx, method, bucket, key, q, bytes.NewReader(body), int64(len(body)), hex.EncodeToString(sum[:]))
+}
+
+// doStream is do with a body read from r: length bytes whose SHA-256 is
+// payload (hex).
+func (c *Client) doStream(ctx context.Context, method, bucket, key string, q url.Values, r io.Reader, length int64, payload string) (*http.Response, error) {
+	req, err := c.request(ctx, method, bucket, key, q, r, length, payload)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +165,7 @@ func xmlField(doc []byte, name string) string {
 }
 
 // request builds a path-style request signed with Signature Version 4.
-func (c *Client) request(ctx context.Context, method, bucket, key string, q url.Values, body []byte) (*http.Request, error) {
+func (c *Client) request(ctx context.Context, method, bucket, key string, q url.Values, body io.Reader, length int64, payload string) (*http.Request, error) {
 	base, err := url.Parse(c.Endpoint)
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
 		return nil, fmt.Errorf("endpoint %q: want an http or https URL", c.Endpoint)
@@ -170,12 +177,15 @@ func (c *Client) request(ctx context.Context, method, bucket, key string, q url.
 	}
 	u.RawPath = uriEncode(u.Path, false)
 	u.RawQuery = canonicalQuery(q)
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
 		return nil, err
 	}
-	req.ContentLength = int64(len(body))
-	c.sign(req, body, time.Now().UTC())
+	req.ContentLength = length
+	if length == 0 {
+		req.Body = http.NoBody
+	}
+	c.sign(req, payload, time.Now().UTC())
 	return req, nil
 }
 
@@ -187,9 +197,7 @@ func (c *Client) region() string {
 }
 
 // sign adds the SigV4 headers to req.
-func (c *Client) sign(req *http.Request, body []byte, now time.Time) {
-	sum := sha256.Sum256(body)
-	payload := hex.EncodeToString(sum[:])
+func (c *Client) sign(req *http.Request, payload string, now time.Time) {
 	amzDate := now.Format("20060102T150405Z")
 	day := now.Format("20060102")
 	req.Header.Set("X-Amz-Date", amzDate)
