@@ -53,6 +53,9 @@ RUN_PACKAGES=(
 	# bucket mounts (docs/storage.md): the FUSE client the daemon mounts
 	# S3-compatible buckets with, and fusermount3 to detach them
 	s3fs fuse3
+	# backups of a directory (docs/snapshots.md): tar2sqfs packs the agent's
+	# tar stream into a squashfs image (the kernel mounts it)
+	squashfs-tools-ng
 )
 
 # What only the test suite needs.
@@ -63,6 +66,8 @@ TEST_PACKAGES=(
 	busybox-static musl-tools
 	# the Python SDK's tests (e2e TestSDKPython)
 	python3-pytest
+	# unsquashfs lists backup images in internal/backup's tests
+	squashfs-tools
 )
 
 # ---------------------------------------------------------------------------

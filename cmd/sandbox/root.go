@@ -93,6 +93,7 @@ machine) the daemon's token file, $SANDBOXD_STATE_DIR/token or
 		newWaitCommand(g),
 		newImageCommand(g),
 		newSnapshotCommand(g),
+		newBackupCommand(g),
 		newExposeCommand(g), newPortsCommand(g), newUnexposeCommand(g), newLinkCommand(g),
 		newShellCommand(g),
 		newCopyCommand(g),
@@ -171,6 +172,16 @@ func minArgs(n int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) < n {
 			return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("want at least %d argument(s), got %d", n, len(args))}
+		}
+		return nil
+	}
+}
+
+// rangeArgs is cobra.RangeArgs with the error marked as a usage error.
+func rangeArgs(lo, hi int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < lo || len(args) > hi {
+			return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("want %d to %d arguments, got %d", lo, hi, len(args))}
 		}
 		return nil
 	}

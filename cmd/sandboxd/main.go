@@ -116,6 +116,12 @@ func parseFlags(command string, args []string) (options, error) {
 	fs.StringVar(&cfg.DefaultImage, "default-image", "host", "image of sandboxes that do not choose: host, base or any stored image")
 	fs.StringVar(&cfg.RegistryAuth, "registry-auth", "", "docker config file with registry credentials for image pulls (default $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
 	fs.StringVar(&maxImage, "max-image-size", "32Gi", "largest image (unpacked) or image upload accepted")
+	var maxBackup string
+	fs.StringVar(&maxBackup, "max-backup-size", "4Gi", "largest directory (its tar stream) a backup takes, at most 4Gi")
+	fs.StringVar(&cfg.BackupStore, "backup-store", "", "where backups live: empty for the state directory, or s3://BUCKET[/PREFIX]")
+	fs.StringVar(&cfg.BackupStoreEndpoint, "backup-store-endpoint", "", "the S3 endpoint URL of an s3:// --backup-store")
+	fs.StringVar(&cfg.BackupStoreRegion, "backup-store-region", "", "the S3 region of an s3:// --backup-store (default us-east-1)")
+	fs.StringVar(&cfg.BackupStoreSecret, "backup-store-secret", "", "the daemon's secret (sandbox secret set) with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for an s3:// --backup-store")
 	fs.StringVar(&cfg.ImageCacheDir, "image-cache-dir", "/var/cache/sandboxd", "cache of base image builds, shared by state directories (empty: none)")
 	fs.StringVar(&cfg.PreviewDomain, "preview-domain", "localhost", "preview URLs are {port}-{sandbox}-{token}.DOMAIN (browsers send *.localhost to loopback)")
 	fs.StringVar(&cfg.PreviewScheme, "preview-scheme", "", "scheme of preview URLs: http or https (default: https with --tls-cert, else http; https behind a TLS proxy)")
@@ -175,6 +181,9 @@ func parseFlags(command string, args []string) (options, error) {
 	}
 	if cfg.MaxLimits.DiskBytes, err = bytesize.Parse(maxDisk); err != nil {
 		return o, fmt.Errorf("--max-disk: %w", err)
+	}
+	if cfg.MaxBackupBytes, err = bytesize.Parse(maxBackup); err != nil || cfg.MaxBackupBytes <= 0 {
+		return o, fmt.Errorf("--max-backup-size %q: want a size such as 4Gi", maxBackup)
 	}
 	if cfg.MaxImageBytes, err = bytesize.Parse(maxImage); err != nil || cfg.MaxImageBytes <= 0 {
 		return o, fmt.Errorf("--max-image-size %q: want a size such as 32Gi", maxImage)

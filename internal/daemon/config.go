@@ -76,6 +76,14 @@ type Config struct {
 	RegistryAuth string
 	// MaxImageBytes bounds an image's unpacked size and an upload's size.
 	MaxImageBytes int64
+	// MaxBackupBytes bounds one backup's tar stream (at most 4 GiB: one
+	// S3 PUT takes 5).
+	MaxBackupBytes int64
+	// BackupStore is where backups live: "" for <state>/backups, or
+	// s3://BUCKET[/PREFIX] at BackupStoreEndpoint (region
+	// BackupStoreRegion) with the credentials of the daemon's secret
+	// BackupStoreSecret.
+	BackupStore, BackupStoreEndpoint, BackupStoreRegion, BackupStoreSecret string
 	// ImageCacheDir caches base image builds across state directories;
 	// empty: no cache.
 	ImageCacheDir string
@@ -209,6 +217,19 @@ func (c *Config) Validate() error {
 	} {
 		if l.def <= 0 || l.max <= 0 || l.def > l.max {
 			errs = append(errs, fmt.Errorf("default %s limit %d must be positive and at most the maximum %d", l.name, l.def, l.max))
+		}
+	}
+	if c.MaxBackupBytes > maxBackupBytes {
+		errs = append(errs, fmt.Errorf("--max-backup-size %d: at most 4Gi", c.MaxBackupBytes))
+	}
+	if c.MaxBackupBytes <= 0 {
+		c.MaxBackupBytes = maxBackupBytes
+	}
+	if c.BackupStore != "" {
+		if _, err := parseBackupStore(c.BackupStore); err != nil {
+			errs = append(errs, err)
+		} else if c.BackupStoreEndpoint == "" || c.BackupStoreSecret == "" {
+			errs = append(errs, errors.New("an s3:// --backup-store needs --backup-store-endpoint and --backup-store-secret"))
 		}
 	}
 	if c.SleepAfter < sandbox.MinSleepAfter || c.SleepAfter > c.MaxSleepAfter {

@@ -128,6 +128,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("opening the snapshot store: %w", err)
 	}
+	secrets, err := secret.Open(filepath.Join(cfg.StateDir, "secrets"))
+	if err != nil {
+		return err
+	}
+	backups, err := openBackups(cfg, secrets)
+	if err != nil {
+		return fmt.Errorf("opening the backup store: %w", err)
+	}
 	views := lxcfs.Start(ctx, lxcfs.Options{Dir: cfg.RunDir, Log: log})
 	agentPath, err := rootfs.ShareAgent(filepath.Join(cfg.RunDir, "agent"), cfg.AgentPath)
 	if err != nil {
@@ -151,11 +159,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			DefaultSleepAfter: cfg.SleepAfter, MaxSleepAfter: cfg.MaxSleepAfter,
 			DefaultRuntime: defaultRuntime, Runtimes: runtimes,
 		},
-		Capacity:   cfg.Capacity,
-		Quotas:     keys.QuotaOf,
-		IdleCheck:  cfg.IdleCheck,
-		WarmPool:   cfg.WarmPool,
-		Snapshots:  snaps,
+		Capacity:  cfg.Capacity,
+		Quotas:    keys.QuotaOf,
+		IdleCheck: cfg.IdleCheck,
+		WarmPool:  cfg.WarmPool,
+		Snapshots: snaps,
+		Backups:   backups, MaxBackupBytes: cfg.MaxBackupBytes,
 		Volumes:    volumes,
 		UserNS:     probeUserNS(cfg, rt.Name, log),
 		UserNSBase: uint32(cfg.UserNSBase),
@@ -183,10 +192,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	secrets, err := secret.Open(filepath.Join(cfg.StateDir, "secrets"))
-	if err != nil {
-		return err
-	}
 	e2bServer, err := newE2B(self, token, cfg, log)
 	if err != nil {
 		return err
@@ -194,7 +199,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	api := httpapi.New(httpapi.Options{Manager: mgr, Secrets: secrets, Volumes: volumes, Images: images, Token: token, Version: cfg.Version, Runtime: defaultRuntime, Runtimes: runtimes, Log: log, Metrics: registry,
 		Ports: pv.ports, Proxy: pv.proxy, Signer: pv.signer, Preview: pv.options(cfg), Console: console.Handler(), MCP: mcp, E2B: e2bServer, BodyTimeout: cfg.BodyTimeout, Egress: net,
 		Keys: keys})
-	tasks := append(pv.tasks(api, log), func(ctx context.Context) error { return watchSIGHUP(ctx, certs, log) }, e2bServer.Run)
+	tasks := append(pv.tasks(api, log), func(ctx context.Context) error { return watchSIGHUP(ctx, certs, log) }, e2bServer.Run,
+		collectBackups(backups, log))
 	return serve(ctx, cfg, certs, requestid.Middleware(api), self, mgr, log, tasks...)
 }
 

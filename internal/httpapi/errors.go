@@ -55,6 +55,9 @@ func (s *Server) classify(err error) *api.Error {
 	if e := classifySnapshot(err); e != nil {
 		return e
 	}
+	if e := classifyBackup(err); e != nil {
+		return e
+	}
 	if e := classifyTenancy(err); e != nil {
 		return e
 	}

@@ -45,6 +45,8 @@ var wireTypes = map[string]any{
 	"NetworkPolicy": api.NetworkPolicy{}, "NetworkStatus": api.NetworkStatus{},
 	"Volume": api.Volume{}, "VolumeMount": api.VolumeMount{}, "VolumeRequest": api.VolumeRequest{},
 	"Key": api.Key{}, "KeyCreated": api.KeyCreated{}, "Quotas": api.Quotas{},
+	"Backup": api.Backup{}, "BackupList": api.BackupList{}, "BackupRequest": api.BackupRequest{},
+	"Restore": api.Restore{}, "RestoreRequest": api.RestoreRequest{},
 }
 
 type openAPISchema struct {

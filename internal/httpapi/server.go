@@ -143,7 +143,7 @@ func (s *Server) table() []route {
 		{pattern: "POST /v1/keys/{name}/rotate", handler: s.adminOnly(s.rotateKey)},
 		// Everything else below a sandbox is served by its agent.
 		{pattern: "/v1/sandboxes/{id}/{rest...}", handler: s.forward},
-	}, append(s.portRoutes(), s.storageRoutes()...)...)
+	}, append(append(s.portRoutes(), s.storageRoutes()...), s.backupRoutes()...)...)
 }
 
 func (s *Server) routes() {

@@ -306,3 +306,15 @@ func MountSysfs(netnsPath, target string) error {
 	}()
 	return <-errc
 }
+
+// MountIDMapped attaches a read-only copy of the mount at src on target,
+// idmapped for r (host UID n shows as r.Base+n): a backup's image below a
+// sandbox in a user namespace.
+func MountIDMapped(src, target string, r IDRange) error {
+	userns, err := r.OpenUserNS()
+	if err != nil {
+		return err
+	}
+	defer userns.Close()
+	return mountIDMapped(src, target, userns)
+}

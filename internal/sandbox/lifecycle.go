@@ -198,6 +198,7 @@ func (m *Manager) startLocked(ctx context.Context, b *box) error {
 	}
 	b.running = inst
 	m.restoreMounts(ctx, b)
+	m.restoreBackups(ctx, b)
 	b.touch(m.now())
 	took := m.now().Sub(start)
 	go m.watch(b, inst)
@@ -605,6 +606,7 @@ func (m *Manager) teardown(ctx context.Context, b *box) error {
 	}
 	errs = append(errs,
 		m.releaseMounts(key),
+		m.releaseRestores(key),
 		m.opts.Mounts.Unmount(p.rootfs, 2*time.Second),
 		rootfs.UnmountIDMapped(p.dir),
 		m.unmountDisk(ctx, p),

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/agent/rename"
+	"github.com/sandboxd/sandboxd/internal/backup"
 	"github.com/sandboxd/sandboxd/internal/failpoint"
 	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
@@ -69,6 +70,10 @@ type Options struct {
 	// Snapshots keeps snapshots and the layers forks boot from; nil: no
 	// snapshots.
 	Snapshots *snapshot.Store
+	// Backups keeps backups of directories (backups.go); nil: none.
+	// MaxBackupBytes bounds one backup's tar stream.
+	Backups        *backup.Store
+	MaxBackupBytes int64
 	// UserNS gives crun sandboxes created from now on a user
 	// namespace of their own (see userns.go); UserNSBase is the first host
 	// UID of their ranges (DefaultUserNSBase when 0).
