@@ -121,15 +121,26 @@ type CreateOptions struct {
 	Log *os.File
 	// ExtraFiles are handed to the container's init as descriptors 3, 4...
 	ExtraFiles []*os.File
+	// Start starts the container as well (`run --detach`): one runtime
+	// process instead of two (a runsc start is a Go program's start and a
+	// call to its sandbox), for a caller with nothing to do in between.
+	Start bool
 }
 
-// Create creates the container id from the bundle without starting it and
-// returns its init process's host PID.
+// Create creates the container id from the bundle without starting it
+// (unless opts.Start) and returns its init process's host PID.
 func (r *Runtime) Create(ctx context.Context, id, bundle string, opts CreateOptions) (int, error) {
 	pidFile := filepath.Join(bundle, "init.pid")
 	os.Remove(pidFile)
 	offset, _ := opts.Log.Seek(0, io.SeekEnd)
-	err := r.rc.Create(ctx, id, bundle, &runc.CreateOpts{IO: fileIO{opts.Log}, PidFile: pidFile, ExtraFiles: opts.ExtraFiles})
+	copts := &runc.CreateOpts{IO: fileIO{opts.Log}, PidFile: pidFile, ExtraFiles: opts.ExtraFiles}
+	var err error
+	if opts.Start {
+		copts.Detach = true
+		_, err = r.rc.Run(ctx, id, bundle, copts)
+	} else {
+		err = r.rc.Create(ctx, id, bundle, copts)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("%s create: %w: %s", r.Name, err, tail(opts.Log, offset))
 	}

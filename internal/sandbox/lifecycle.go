@@ -354,7 +354,9 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 
 	cid := containerID(key)
 	rt.Delete(ctx, cid) // a leftover of a crash
-	pid, err := rt.Create(ctx, cid, p.bundle, runtime.CreateOptions{Log: logf, ExtraFiles: sock.files})
+	// A gVisor sandbox has nothing to do between create and start (no
+	// cgroup split), so one `runsc run --detach` does both.
+	pid, err := rt.Create(ctx, cid, p.bundle, runtime.CreateOptions{Log: logf, ExtraFiles: sock.files, Start: b.isGVisor()})
 	if err != nil {
 		return nil, err
 	}
@@ -365,11 +367,11 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 		if err := cg.Split(pid, userLimits(b.cfg.Limits)); err != nil {
 			return nil, err
 		}
+		if err := rt.Start(ctx, cid); err != nil {
+			return nil, err
+		}
+		steps.mark("start")
 	}
-	if err := rt.Start(ctx, cid); err != nil {
-		return nil, err
-	}
-	steps.mark("start")
 	inst, err := newInstance(cid, pid, ep, p.socket)
 	if err != nil {
 		return nil, err
