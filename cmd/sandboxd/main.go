@@ -79,7 +79,7 @@ func parseFlags(command string, args []string) (options, error) {
 	o := options{cfg: daemon.Config{Version: version}, flags: fs}
 	cfg := &o.cfg
 	var dns, dnsUpstream, blocked, logLevel string
-	var defMem, maxMem, budget, maxDisk, maxImage, previewHeaderBytes string
+	var defMem, maxMem, budget, reserve, maxDisk, maxImage, previewHeaderBytes string
 	var defCPU, maxCPU float64
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address of the HTTP API")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/sandboxd", "registry, token and sandbox disks")
@@ -109,9 +109,11 @@ func parseFlags(command string, args []string) (options, error) {
 	fs.BoolVar(&cfg.UserNS, "userns", true, "run each new crun sandbox in a user namespace of its own, its root an unprivileged host UID (off when the kernel cannot; the start-up log says so)")
 	fs.UintVar(&cfg.UserNSBase, "userns-base", sandbox.DefaultUserNSBase, "first host UID of the sandboxes' UID ranges (65536 IDs each)")
 	fs.IntVar(&cfg.WarmPool, "warm-pool", 2, "sandboxes with the default options kept started ahead, so that creating one takes milliseconds (0: none)")
-	fs.IntVar(&cfg.Capacity.MaxRunning, "max-running", 0, "most sandboxes running at once (0: no limit but the memory budget)")
+	fs.IntVar(&cfg.Capacity.MaxRunning, "max-running", 0, "most sandboxes running at once (0: no limit but memory)")
 	fs.IntVar(&cfg.Capacity.MaxTotal, "max-sandboxes", 10000, "most sandboxes that may exist (0: no limit)")
-	fs.StringVar(&budget, "memory-budget", "", "bound on the sum of running sandboxes' memory limits (default: host memory; 0: none)")
+	fs.StringVar(&budget, "memory-budget", "0", "bound on the sum of running sandboxes' memory limits (0: none; admission is by real use, --memory-reserve)")
+	fs.StringVar(&reserve, "memory-reserve", "", "memory kept available to the host: below it no sandbox starts and idle ones are put to sleep, least recently used first (default: 5% of host memory, at least 256Mi; 0: not checked)")
+	fs.Float64Var(&cfg.Capacity.MemoryPressure, "memory-pressure", 20, "memory pressure (PSI some avg10, percent) above which the host counts as short of memory like under --memory-reserve (0: not checked)")
 	fs.StringVar(&maxDisk, "max-disk", "1Ti", "largest disk quota a sandbox may ask for")
 	fs.StringVar(&cfg.DefaultImage, "default-image", "host", "image of sandboxes that do not choose: host, base or any stored image")
 	fs.StringVar(&cfg.RegistryAuth, "registry-auth", "", "docker config file with registry credentials for image pulls (default $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
@@ -171,13 +173,16 @@ func parseFlags(command string, args []string) (options, error) {
 	} else if cfg.MaxLimits.MemoryBytes, err = bytesize.Parse(maxMem); err != nil {
 		return o, fmt.Errorf("--max-memory: %w", err)
 	}
-	switch budget {
-	case "":
-		cfg.Capacity.MemoryBudget = hostMemory()
-	default:
-		if cfg.Capacity.MemoryBudget, err = bytesize.Parse(budget); err != nil {
-			return o, fmt.Errorf("--memory-budget: %w", err)
-		}
+	if cfg.Capacity.MemoryBudget, err = bytesize.Parse(budget); err != nil {
+		return o, fmt.Errorf("--memory-budget: %w", err)
+	}
+	if reserve == "" {
+		cfg.Capacity.MemoryReserve = max(hostMemory()/20, 256<<20)
+	} else if cfg.Capacity.MemoryReserve, err = bytesize.Parse(reserve); err != nil {
+		return o, fmt.Errorf("--memory-reserve: %w", err)
+	}
+	if p := cfg.Capacity.MemoryPressure; p < 0 || p > 100 {
+		return o, fmt.Errorf("--memory-pressure %g: want a percentage from 0 to 100", p)
 	}
 	if cfg.MaxLimits.DiskBytes, err = bytesize.Parse(maxDisk); err != nil {
 		return o, fmt.Errorf("--max-disk: %w", err)

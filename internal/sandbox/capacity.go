@@ -10,9 +10,14 @@ import (
 // reserve counts b as running before its container starts, within the
 // daemon's capacity. When the host is full, the least recently used idle
 // sandbox is put to sleep to make room; when no sandbox can be, the
-// answer is ErrCapacity. b.mu is held.
+// answer is ErrCapacity. b.mu is held. A nil error counts b as booting
+// until bootEnded.
 func (m *Manager) reserve(ctx context.Context, b *box) error {
 	for attempt := 0; ; attempt++ {
+		m.mu.Lock()
+		booting := m.booting
+		m.mu.Unlock()
+		why, _ := m.memoryShort(booting + 1)
 		m.mu.Lock()
 		if err := m.checkRunningLocked(b); err != nil {
 			// A tenant's quota never makes room by putting others to
@@ -20,33 +25,52 @@ func (m *Manager) reserve(ctx context.Context, b *box) error {
 			m.mu.Unlock()
 			return err
 		}
-		if m.fits(b.memory) {
+		if why == "" {
+			why = m.fullLocked(b.memory)
+		}
+		if why == "" {
 			m.running++
 			m.runningMemory += b.memory
+			m.booting++
 			b.up.Store(true)
 			m.mu.Unlock()
 			return nil
 		}
 		victims := m.evictionCandidates(b)
 		m.mu.Unlock()
-		if attempt >= 3 || !m.evictOne(ctx, victims) {
-			return fmt.Errorf("%w: %d sandboxes run, using %d of %d bytes of the memory budget, and none is idle enough to sleep; retry later",
-				ErrCapacity, m.running, m.runningMemory, m.opts.Capacity.MemoryBudget)
+		if attempt >= memoryRelief || !m.evictOne(ctx, victims, "put to sleep to make room for another sandbox") {
+			return fmt.Errorf("%w: %s, and no sandbox is idle enough to sleep; retry later", ErrCapacity, why)
 		}
 	}
 }
 
-// tryReserve counts b as running if it fits without making room.
+// tryReserve counts b as running (and booting) if it fits without making
+// room.
 func (m *Manager) tryReserve(b *box) bool {
 	m.mu.Lock()
+	booting := m.booting
+	m.mu.Unlock()
+	if why, _ := m.memoryShort(booting + 1); why != "" {
+		return false
+	}
+	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.fits(b.memory) {
+	if m.fullLocked(b.memory) != "" {
 		return false
 	}
 	m.running++
 	m.runningMemory += b.memory
+	m.booting++
 	b.up.Store(true)
 	return true
+}
+
+// bootEnded ends the booting count that a successful reserve or
+// tryReserve began.
+func (m *Manager) bootEnded() {
+	m.mu.Lock()
+	m.booting--
+	m.mu.Unlock()
 }
 
 // forceReserve counts b as running whatever the capacity (a container that
@@ -71,14 +95,17 @@ func (m *Manager) release(b *box) {
 	m.mu.Unlock()
 }
 
-// fits reports whether one more sandbox with the given memory limit may
-// run. m.mu is held.
-func (m *Manager) fits(memory int64) bool {
+// fullLocked says why one more sandbox with the given memory limit may not
+// run by count or by the budget of limits, or "" if it may. m.mu is held.
+func (m *Manager) fullLocked(memory int64) string {
 	c := m.opts.Capacity
 	if c.MaxRunning > 0 && m.running+1 > c.MaxRunning {
-		return false
+		return fmt.Sprintf("%d sandboxes run, the most this host runs at once", m.running)
 	}
-	return c.MemoryBudget == 0 || m.runningMemory+memory <= c.MemoryBudget
+	if c.MemoryBudget != 0 && m.runningMemory+memory > c.MemoryBudget {
+		return fmt.Sprintf("%d sandboxes run, using %d of %d bytes of the memory budget", m.running, m.runningMemory, c.MemoryBudget)
+	}
+	return ""
 }
 
 // evictionCandidates lists running sandboxes other than self that nothing
@@ -94,17 +121,18 @@ func (m *Manager) evictionCandidates(self *box) []*box {
 	return out
 }
 
-// evictOne puts the first of victims that is really idle to sleep. It
-// never waits for a sandbox's lock (the caller holds another one).
-func (m *Manager) evictOne(ctx context.Context, victims []*box) bool {
+// evictOne puts the first of victims that is really idle to sleep, for
+// reason. It never waits for a sandbox's lock (the caller holds another
+// one).
+func (m *Manager) evictOne(ctx context.Context, victims []*box, reason string) bool {
 	for _, v := range victims {
 		if !v.mu.TryLock() {
 			continue
 		}
 		ok := v.running != nil && !v.destroyed && v.leases.Load() == 0 && !m.agentBusy(ctx, v.running)
 		if ok {
-			m.log.Info("putting the least recently used idle sandbox to sleep to make room", "sandbox", v.id)
-			m.sleepLocked(ctx, v, StatusSleeping, "put to sleep to make room for another sandbox")
+			m.log.Info("putting the least recently used idle sandbox to sleep", "sandbox", v.id, "reason", reason)
+			m.sleepLocked(ctx, v, StatusSleeping, reason)
 		}
 		v.mu.Unlock()
 		if ok {

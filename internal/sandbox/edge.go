@@ -31,6 +31,17 @@ type Registry interface {
 	Delete(ctx context.Context, id string) error
 }
 
+// HostMemory is what the host's kernel says of its memory (ProcMemory).
+type HostMemory interface {
+	// Available is the memory available for new work without swapping
+	// (MemAvailable), in bytes.
+	Available() (int64, error)
+	// Pressure is PSI's "some avg10" of memory: the share of the last
+	// 10 s, in percent, in which some task waited for memory. ok is false
+	// when the kernel does not report it.
+	Pressure() (pct float64, ok bool)
+}
+
 // Runtime runs containers from OCI bundles (*runtime.Runtime: crun, runc
 // or runsc).
 type Runtime interface {

@@ -23,6 +23,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			m.sleepIdle(ctx)
+			m.relieveMemory(ctx)
 			m.fillPool(ctx)
 		}
 	}

@@ -176,6 +176,7 @@ func (m *Manager) startLocked(ctx context.Context, b *box) error {
 	}
 	start := m.now()
 	inst, err := m.boot(ctx, b)
+	m.bootEnded()
 	if err != nil {
 		m.release(b)
 		m.log.Error("sandbox failed to start", "sandbox", b.id, "err", err)

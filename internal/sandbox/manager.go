@@ -82,6 +82,9 @@ type Options struct {
 	// Volumes are the named volumes sandboxes mount; may be nil (no
 	// sandbox can name one).
 	Volumes Volumes
+	// HostMemory reports the host's available memory and pressure for
+	// Capacity.MemoryReserve and MemoryPressure (nil: ProcMemory).
+	HostMemory HostMemory
 }
 
 // Capacity is the daemon-wide limits on sandboxes. Zero means unlimited.
@@ -91,8 +94,19 @@ type Capacity struct {
 	// MaxTotal is the most sandboxes that exist.
 	MaxTotal int
 	// MemoryBudget bounds the sum of the memory limits of running
-	// sandboxes, so that the host can never be driven out of memory.
+	// sandboxes (0: none). Limits are far above what idle sandboxes use,
+	// so the daemon admits by real use (MemoryReserve) by default.
 	MemoryBudget int64
+	// MemoryReserve is the memory kept available to the host (the
+	// kernel's MemAvailable): a sandbox starts only while more than this
+	// plus what the starts in flight may take is available, and below it
+	// idle sandboxes are put to sleep, least recently used first, at the
+	// next start and in the background (0: not checked).
+	MemoryReserve int64
+	// MemoryPressure is the share of time, in percent over the last 10 s,
+	// in which some task waited for memory (PSI "some avg10") above which
+	// the host counts as short of memory too (0: not checked).
+	MemoryPressure float64
 }
 
 // Manager owns every sandbox of this host.
@@ -107,9 +121,11 @@ type Manager struct {
 	// boxes holds every sandbox in the registry plus those being created.
 	boxes map[string]*box
 	// running and runningMemory count sandboxes whose container is up or
-	// reserved to start, and the sum of their memory limits.
+	// reserved to start, and the sum of their memory limits; booting
+	// counts those reserved whose start has not ended yet.
 	running       int
 	runningMemory int64
+	booting       int
 
 	events *Events
 	m      managerMetrics
@@ -185,6 +201,9 @@ func New(opts Options) *Manager {
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.NewRegistry()
+	}
+	if opts.HostMemory == nil {
+		opts.HostMemory = ProcMemory{}
 	}
 	m := &Manager{opts: opts, log: opts.Log, now: opts.Now, boxes: map[string]*box{}, events: opts.Events, hostCPUs: hostCPUs(),
 		userns: rootfs.NewUserNSCache(maxKeptUserNS)}

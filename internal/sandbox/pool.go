@@ -278,6 +278,7 @@ func (m *Manager) startWarm(ctx context.Context, w *box) error {
 		return fmt.Errorf("%w: no room for a warm sandbox", ErrCapacity)
 	}
 	inst, err := m.boot(ctx, w)
+	m.bootEnded()
 	if err != nil {
 		m.release(w)
 		m.removeFiles(w.rec.Key)

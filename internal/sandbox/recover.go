@@ -134,6 +134,8 @@ func (m *Manager) reattach(ctx context.Context, b *box) bool {
 	if err := m.reserve(ctx, b); err != nil {
 		m.log.Warn("reattaching over capacity", "sandbox", b.id, "err", err)
 		m.forceReserve(b)
+	} else {
+		m.bootEnded() // it was running already
 	}
 	b.running = inst
 	go m.watch(b, inst)
