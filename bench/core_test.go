@@ -144,6 +144,36 @@ func BenchmarkColdStartBaseline(b *testing.B) {
 			once(b, func(b *testing.B) { after.report(b) })
 		})
 	}
+	// From the warm pool, as BenchmarkColdStartWarmPool.
+	var before, after samples
+	b.Run("pooled/baseline", func(b *testing.B) {
+		once(b, func(b *testing.B) {
+			args := []string{"--warm-pool", "1", "--default-memory", "128Mi"}
+			daemons := []*testdaemon.Daemon{
+				testdaemon.Start(b, testdaemon.Options{Binary: baseline, Args: args}),
+				testdaemon.Start(b, testdaemon.Options{Args: args}),
+			}
+			ctx := ctxFor(b)
+			sets := make([]samples, len(daemons))
+			for i := 0; i < sampleCount(); i++ {
+				for k, d := range daemons {
+					for _, d := range daemons { // one's refill would slow the other's start
+						waitPoolReady(b, d)
+					}
+					start := time.Now()
+					if res, err := d.Client.Sandbox(fmt.Sprintf("pooled-%d", i)).Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
+						b.Fatalf("exec: %v", err)
+					}
+					sets[k] = append(sets[k], time.Since(start))
+				}
+			}
+			before, after = sets[0], sets[1]
+			before.report(b)
+		})
+	})
+	b.Run("pooled/this", func(b *testing.B) {
+		once(b, func(b *testing.B) { after.report(b) })
+	})
 }
 
 // BenchmarkColdStartWarmPool: the same, when the daemon keeps a sandbox
