@@ -95,7 +95,7 @@ func (s *server) startProcess(w http.ResponseWriter, r *http.Request) {
 	}
 	// Its record must outlive an agent crash from now on: a process whose
 	// record could not be saved is killed and forgotten.
-	if e := s.saveNow(); e != nil {
+	if e := s.saveFast(); e != nil {
 		s.processes.Remove(p.ID())
 		writeError(w, e)
 		return

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -485,4 +486,73 @@ func sleepers(t testing.TB, marker string) []int {
 		}
 	}
 	return out
+}
+
+// spareWrapper waits for the agent's spare spawn wrapper (a child of this
+// test process waiting for its request) to start, and returns its PID.
+func spareWrapper(t *testing.T) int {
+	t.Helper()
+	self := strconv.Itoa(os.Getpid())
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		dirs, _ := os.ReadDir("/proc")
+		for _, d := range dirs {
+			pid, err := strconv.Atoi(d.Name())
+			if err != nil {
+				continue
+			}
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			// stat: pid (comm) state ppid ...
+			f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+			if len(f) > 1 && f[1] == self && bytes.Contains(cmdline, []byte("--request-fd")) {
+				return pid
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no spare spawn wrapper started after the first process")
+	return 0
+}
+
+func TestProcessStartsInTheSpareWrapper(t *testing.T) {
+	ta := startAgent(t)
+	ta.waitExit(t, ta.start(t, api.StartProcessRequest{Command: "true"}).ID)
+	// The next process is the spare, with its own directory, environment
+	// and OOM score, and it leads its own session.
+	spare := spareWrapper(t)
+	p := ta.start(t, api.StartProcessRequest{Command: `echo "$PWD $FOO $(cat /proc/self/oom_score_adj) $(ps -o sid= -p $$)"`,
+		Cwd: "/tmp", Env: map[string]string{"FOO": "bar"}})
+	if p.PID != spare {
+		t.Errorf("process PID %d, want the spare's %d", p.PID, spare)
+	}
+	if end := ta.waitExit(t, p.ID); end.Status != api.ProcessCompleted {
+		t.Fatalf("ended %+v", end)
+	}
+	var logs api.ProcessLogs
+	ta.mustCall(t, 200, "GET", "/processes/"+p.ID+"/logs", nil, &logs)
+	if want := fmt.Sprintf("/tmp bar 0 %d\n", spare); strings.Join(strings.Fields(logs.Stdout), " ")+"\n" != want {
+		t.Errorf("stdout %q, want %q", logs.Stdout, want)
+	}
+	// A working directory that does not exist: an error, as without a spare.
+	spare = spareWrapper(t)
+	if p := ta.start(t, api.StartProcessRequest{Command: "true", Cwd: "/no/such/dir"}); p.Status != api.ProcessError ||
+		p.StatusReason != "the working directory does not exist or cannot be entered" || p.PID != spare {
+		t.Errorf("bad cwd from the spare %d: %+v", spare, p)
+	}
+	// A spare that died (the pid guard kills every user process) is not
+	// used: the process is forked as without one.
+	spare = spareWrapper(t)
+	if err := syscall.Kill(spare, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", spare)); err != nil {
+			break
+		}
+	}
+	p = ta.start(t, api.StartProcessRequest{Command: "echo fine"})
+	if end := ta.waitExit(t, p.ID); end.Status != api.ProcessCompleted || p.PID == spare {
+		t.Fatalf("after the spare died: %+v (spare was %d)", end, spare)
+	}
 }

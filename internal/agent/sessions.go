@@ -134,7 +134,16 @@ func sessionWire(s *session.Session) api.Session {
 // (a session, a process) is undone when this fails, and the caller told
 // why: NO_SPACE when the sandbox's disk is full.
 func (s *server) saveNow() *api.Error {
-	err := s.state.save()
+	return s.saveError(s.state.save())
+}
+
+// saveFast is saveNow for a change that must survive an agent crash but
+// need not wait for an fsync (see stateStore.saveFast): a process start.
+func (s *server) saveFast() *api.Error {
+	return s.saveError(s.state.saveFast())
+}
+
+func (s *server) saveError(err error) *api.Error {
 	if err == nil {
 		return nil
 	}

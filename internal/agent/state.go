@@ -20,13 +20,19 @@ import (
 // sandbox's own disk, root's and 0700: it holds environment values.
 const DefaultStateDir = "/var/lib/sandboxd-agent"
 
-// stateFile is the name of the state file in the state directory.
-const stateFile = "state.json"
+// stateFile is the name of the state file in the state directory;
+// fastFile that of its unsynced companion (see saveFast).
+const (
+	stateFile = "state.json"
+	fastFile  = "state.fast.json"
+)
 
 // persisted is the state file's content. Processes do not survive a
 // restart, only their records and logs.
 type persisted struct {
-	Version    int                  `json:"version"`
+	Version int `json:"version"`
+	// Seq orders the writes of both files: the later one wins at load.
+	Seq        uint64               `json:"seq,omitempty"`
 	SandboxEnv session.Layer        `json:"sandboxEnv,omitempty"`
 	Sessions   []session.Definition `json:"sessions"`
 	Processes  []process.Info       `json:"processes"`
@@ -36,10 +42,11 @@ type persisted struct {
 // must find again (sessions, environment), and in the background, at most
 // every saveDelay, for process records.
 type stateStore struct {
-	path     string
-	snapshot func() persisted
+	path, fastPath string
+	snapshot       func() persisted
 
 	mu    sync.Mutex // serialises writes
+	seq   uint64
 	dirty chan struct{}
 }
 
@@ -52,21 +59,35 @@ func newStateStore(dir string, snapshot func() persisted) (*stateStore, error) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("securing state directory: %w", err)
 	}
-	return &stateStore{path: filepath.Join(dir, stateFile), snapshot: snapshot, dirty: make(chan struct{}, 1)}, nil
+	return &stateStore{path: filepath.Join(dir, stateFile), fastPath: filepath.Join(dir, fastFile),
+		snapshot: snapshot, dirty: make(chan struct{}, 1)}, nil
 }
 
-// load reads the state file; a missing file is an empty state.
+// load reads the later of the state file and its unsynced companion; a
+// missing file is an empty state, and a companion that cannot be read
+// (torn by a host crash) is ignored.
 func (st *stateStore) load() (persisted, error) {
+	p, err := readState(st.path)
+	if fast, ferr := readState(st.fastPath); ferr == nil && fast.Seq > p.Seq {
+		p, err = fast, nil
+	}
+	st.mu.Lock()
+	st.seq = max(st.seq, p.Seq)
+	st.mu.Unlock()
+	return p, err
+}
+
+func readState(path string) (persisted, error) {
 	var p persisted
-	data, err := os.ReadFile(st.path)
+	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return p, nil
 	}
 	if err != nil {
-		return p, fmt.Errorf("reading %s: %w", st.path, err)
+		return p, fmt.Errorf("reading %s: %w", path, err)
 	}
 	if err := json.Unmarshal(data, &p); err != nil {
-		return persisted{}, fmt.Errorf("decoding %s: %w", st.path, err)
+		return persisted{}, fmt.Errorf("decoding %s: %w", path, err)
 	}
 	return p, nil
 }
@@ -74,28 +95,58 @@ func (st *stateStore) load() (persisted, error) {
 // save writes the current state now: a temporary file, synced, renamed
 // over the old one.
 func (st *stateStore) save() error {
+	return st.write(st.path, durable)
+}
+
+// saveFast writes the current state to the companion file without
+// syncing it, and asks for a synced save of the state file soon (within
+// saveDelay). A process start answers after this, not after an fsync.
+//
+// Why a process record still survives what it must: the agent is the
+// sandbox's PID 1, so an agent crash ends the sandbox and its processes,
+// and the restarted agent reads the companion from the page cache of the
+// same host kernel, where the completed write is, synced or not; a full
+// disk still fails the write (NO_SPACE). Only a host crash within those
+// milliseconds can lose the write, and then the process died with the
+// host; the companion may then be torn, and load ignores it in favour of
+// the state file, which only synced writes replace. A synced file never
+// waits on this one.
+func (st *stateStore) saveFast() error {
+	err := st.write(st.fastPath, 0)
+	st.changed()
+	return err
+}
+
+// syncMode says whether a write is synced before it replaces the file.
+type syncMode int
+
+const durable syncMode = 1
+
+func (st *stateStore) write(path string, mode syncMode) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	p := st.snapshot()
 	p.Version = 1
+	st.seq++
+	p.Seq = st.seq
 	data, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("encoding state: %w", err)
 	}
-	tmp := st.path + ".tmp"
+	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("writing state: %w", err)
 	}
 	_, err = f.Write(data)
-	if err == nil {
+	if err == nil && mode == durable {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, st.path)
+		err = os.Rename(tmp, path)
 	}
 	if err != nil {
 		os.Remove(tmp)

@@ -117,6 +117,12 @@ type Manager struct {
 	running int
 	readers int
 	closed  bool
+
+	// The spare wrapper (spare.go).
+	spareMu       sync.Mutex
+	spare         *spare
+	spareStarting bool
+	spareClosed   bool
 }
 
 // NewManager prepares the log directory.
@@ -289,6 +295,7 @@ func (m *Manager) Start(ctx context.Context, o StartOptions) (*Proc, error) {
 		old.removeFiles()
 	}
 	p.start(o)
+	m.startSpare()
 	m.cfg.OnChange()
 	return p, nil
 }
@@ -331,11 +338,21 @@ func (p *Proc) removeFiles() {
 	}
 }
 
-// start forks the process through the spawn wrapper. It always closes
-// p.started, and records status error if the program never ran.
+// start starts the process in the spare wrapper, or forks it through the
+// spawn wrapper when there is no spare. It always closes p.started, and
+// records status error if the program never ran.
 func (p *Proc) start(o StartOptions) {
-	m := p.m
 	defer close(p.started)
+	if sp := p.m.claimSpare(p); sp != nil {
+		p.startFromSpare(o, sp)
+		return
+	}
+	p.fork(o)
+}
+
+// fork starts the process through a spawn wrapper forked for it.
+func (p *Proc) fork(o StartOptions) {
+	m := p.m
 	fail := func(why string) {
 		p.m.cfg.Log.Info("process could not be started", "process", p.id, "why", why)
 		p.mu.Lock()
@@ -404,24 +421,30 @@ func (p *Proc) start(o StartOptions) {
 		fail(startError(err))
 		return
 	}
+	p.run(o, proc, pid, files[0][1], [2]*os.File{files[1][0], files[2][0]}, files[3][0])
+}
+
+// run follows a started wrapper: it records the process and its pipes,
+// starts the pumps, and waits for the exec (or the wrapper's error).
+func (p *Proc) run(o StartOptions, proc *os.Process, pid int, stdin *os.File, out [2]*os.File, errR *os.File) {
+	m := p.m
 	p.mu.Lock()
 	p.proc = proc
 	p.info.PID = pid
-	p.pipes = [2]*os.File{files[1][0], files[2][0]}
-	p.stdin = files[0][1]
+	p.pipes = out
+	p.stdin = stdin
 	p.mu.Unlock()
 	for i := range p.logs {
 		m.wg.Add(1)
-		go func() { defer m.wg.Done(); p.logs[i].pump(files[i+1][0]) }()
+		go func() { defer m.wg.Done(); p.logs[i].pump(out[i]) }()
 	}
 	// The wrapper writes why it failed to the error pipe; a successful
 	// exec closes it (close-on-exec) without a word.
-	errR := files[3][0]
 	errR.SetReadDeadline(time.Now().Add(m.cfg.StartTimeout))
 	msg, _ := io.ReadAll(io.LimitReader(errR, 4096))
 	errR.Close()
 	p.mu.Lock()
-	if len(msg) > 0 {
+	if len(msg) > 0 && p.info.Status != Error {
 		p.info.Reason = strings.TrimSpace(string(msg))
 		p.info.Status = Error // final once the wrapper is reaped
 	} else if p.info.Status == Starting {
@@ -440,7 +463,7 @@ func (p *Proc) start(o StartOptions) {
 func startError(err error) string {
 	var pe *os.PathError
 	if errors.As(err, &pe) && pe.Op == "chdir" {
-		return "the working directory does not exist or cannot be entered"
+		return spawn.WorkDirError
 	}
 	return "starting the process: " + err.Error()
 }
@@ -762,6 +785,7 @@ func (m *Manager) CloseWithReason(reason string) {
 	m.mu.Lock()
 	m.closed = true
 	m.mu.Unlock()
+	m.closeSpare()
 	m.KillAll(context.Background(), unix.SIGKILL, 0, reason)
 	for _, p := range m.List() {
 		p.mu.Lock()

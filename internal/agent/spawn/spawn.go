@@ -15,6 +15,14 @@
 // the others). The cgroup move must come first: a non-root process may not
 // write the cgroup's cgroup.procs.
 //
+// A spare (--request-fd) is a wrapper started ahead of need: it joins the
+// cgroups and resets its OOM score at once, then waits for a Request (what
+// to run, as whom, where, with which environment) on that descriptor, and
+// goes on from there as a wrapper started for it would. The Go runtime's
+// start-up, which costs milliseconds (tens on a loaded host) in a binary
+// of this size, is then paid before the process is asked for, not while a
+// caller waits for it.
+//
 // The wrapper must never outlive the exec or do anything after it: it only
 // prepares the process and becomes PROG. It never logs; errors go to one
 // file descriptor (stderr unless --errfd says otherwise) and become its exit
@@ -22,9 +30,11 @@
 package spawn
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -65,7 +75,33 @@ type Options struct {
 	CloseErrFD bool
 	// User, when UID is not nil, is who PROG runs as.
 	UID, GID *int
+	// RequestFD, when not 0, makes the wrapper a spare: PROG, its user,
+	// directory and environment come as a Request on this descriptor
+	// (read to EOF), and the command line names no PROG.
+	RequestFD int
 }
+
+// Request is what a spare runs.
+type Request struct {
+	// Argv is PROG and its arguments.
+	Argv []string `json:"argv"`
+	// Env is PROG's whole environment.
+	Env []string `json:"env"`
+	// Dir is the working directory, entered before privileges are dropped
+	// (as os.StartProcess enters it before the wrapper runs); "" keeps /.
+	Dir string `json:"dir,omitempty"`
+	// UID and GID, when not nil, are who PROG runs as.
+	UID *int `json:"uid,omitempty"`
+	GID *int `json:"gid,omitempty"`
+}
+
+// maxRequest bounds a Request: a command and an environment, each bounded
+// by the agent's API far below this.
+const maxRequest = 16 << 20
+
+// WorkDirError is what a start that cannot enter its working directory
+// reports.
+const WorkDirError = "the working directory does not exist or cannot be entered"
 
 // Argv returns the command line that runs prog with args through the
 // wrapper of the agent binary self.
@@ -86,8 +122,30 @@ func Argv(self string, o Options, prog string, args ...string) []string {
 	if o.UID != nil && o.GID != nil {
 		argv = append(argv, "--uid", strconv.Itoa(*o.UID), "--gid", strconv.Itoa(*o.GID))
 	}
+	if o.RequestFD != 0 {
+		return append(argv, "--request-fd", strconv.Itoa(o.RequestFD))
+	}
 	argv = append(argv, "--", prog)
 	return append(argv, args...)
+}
+
+// SpareArgv returns the command line of a spare of the agent binary self,
+// which reads its Request from o.RequestFD.
+func SpareArgv(self string, o Options) []string {
+	if o.RequestFD == 0 {
+		panic("spawn: SpareArgv needs a RequestFD")
+	}
+	return Argv(self, o, "")
+}
+
+// WriteRequest hands a spare what to run. The caller closes w after it.
+func WriteRequest(w io.Writer, req Request) error {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(data)
+	return err
 }
 
 // Main runs the wrapper with the arguments after "spawn". It never returns.
@@ -98,6 +156,12 @@ func Main(args []string) {
 	}
 	if err := Prepare(o.CgroupRoot, "/proc/self/oom_score_adj"); err != nil {
 		fail(o.ErrFD, ExitSetup, err)
+	}
+	env := os.Environ()
+	if o.RequestFD != 0 {
+		if argv, env, err = awaitRequest(&o); err != nil {
+			fail(o.ErrFD, ExitSetup, err)
+		}
 	}
 	if o.UID != nil {
 		if err := DropPrivileges(*o.UID, *o.GID); err != nil {
@@ -110,6 +174,7 @@ func Main(args []string) {
 	path := argv[0]
 	if !strings.Contains(path, "/") {
 		// Resolve against the PATH PROG will see, as execvp does.
+		os.Setenv("PATH", lookupEnv(env, "PATH"))
 		if path, err = exec.LookPath(path); err != nil {
 			fail(o.ErrFD, ExitExec, err)
 		}
@@ -117,8 +182,46 @@ func Main(args []string) {
 	if o.Argv0 != "" {
 		argv[0] = o.Argv0
 	}
-	err = syscall.Exec(path, argv, os.Environ())
+	err = syscall.Exec(path, argv, env)
 	fail(o.ErrFD, ExitExec, fmt.Errorf("exec %s: %w", path, err))
+}
+
+// awaitRequest makes the process a spare until its Request arrives, then
+// enters the request's directory and takes its user into o. While it
+// waits it is not dumpable, so no process of the sandbox can trace it and
+// change what the next process runs.
+func awaitRequest(o *Options) ([]string, []string, error) {
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 0, 0); errno != 0 {
+		return nil, nil, fmt.Errorf("spawn: prctl: %w", errno)
+	}
+	f := os.NewFile(uintptr(o.RequestFD), "request")
+	data, err := io.ReadAll(io.LimitReader(f, maxRequest))
+	f.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("spawn: reading the request: %w", err)
+	}
+	var req Request
+	if err := json.Unmarshal(data, &req); err != nil || len(req.Argv) == 0 {
+		return nil, nil, errors.New("spawn: the spare got no request")
+	}
+	if req.Dir != "" {
+		if err := syscall.Chdir(req.Dir); err != nil {
+			return nil, nil, errors.New(WorkDirError)
+		}
+	}
+	if req.UID != nil && req.GID != nil {
+		o.UID, o.GID = req.UID, req.GID
+	}
+	return req.Argv, req.Env, nil
+}
+
+func lookupEnv(env []string, name string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], name+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 func parse(args []string) (Options, []string, error) {
@@ -129,6 +232,7 @@ func parse(args []string) (Options, []string, error) {
 	set.IntVar(&o.ErrFD, "errfd", 2, "")
 	set.StringVar(&o.Argv0, "argv0", "", "")
 	set.BoolVar(&o.CloseErrFD, "close-errfd", false, "")
+	set.IntVar(&o.RequestFD, "request-fd", 0, "")
 	uid := set.Int("uid", -1, "")
 	gid := set.Int("gid", -1, "")
 	if err := set.Parse(args); err != nil {
@@ -139,6 +243,12 @@ func parse(args []string) (Options, []string, error) {
 			return o, nil, errors.New("spawn: --uid needs --gid")
 		}
 		o.UID, o.GID = uid, gid
+	}
+	if o.RequestFD != 0 {
+		if set.NArg() != 0 {
+			return o, nil, errors.New("spawn: a spare (--request-fd) takes no PROG")
+		}
+		return o, nil, nil
 	}
 	if set.NArg() == 0 {
 		return o, nil, errors.New("spawn: usage: spawn [--cgroup-root DIR] [--errfd N] [--argv0 NAME] -- PROG [ARGS...]")
