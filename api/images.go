@@ -47,6 +47,10 @@ type Image struct {
 	// Names point at the image; empty for an image kept only because a
 	// sandbox was created from it before its name moved on.
 	Names []string `json:"names"`
+	// Shared is set, for a tenant's key, on an image of the admin
+	// namespace (or the host image): every tenant sees and uses it, only
+	// an admin removes it (docs/tenants.md).
+	Shared bool `json:"shared,omitempty"`
 	// Digest is the image ID: the digest of its config ("sha256:..").
 	// Empty for the built-in "host" image.
 	Digest string `json:"digest,omitempty"`

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/client"
 	"github.com/sandboxd/sandboxd/internal/testdaemon"
@@ -252,6 +254,71 @@ func TestTenantsCannotReachEachOther(t *testing.T) {
 		wantCode(t, "B lists volumes", err, api.CodeForbidden)
 		_, err = cb.Sandbox("with-vol", client.WithVolume("shared", "/data", false)).Ensure(ctx)
 		wantCode(t, "B mounts a volume", err, api.CodeForbidden)
+	})
+
+	t.Run("images", func(t *testing.T) {
+		bb := layerOf(t, busyboxFiles(t)...)
+		aImg := importImage(t, ca, imageOf(t, v1.Config{Env: []string{"PATH=/bin", "WHO=team-a"}}, bb), "tool")
+		shared := importImage(t, d.Client, imageOf(t, v1.Config{Env: []string{"PATH=/bin", "WHO=admin"}}, bb), "shared-tool")
+		names := func(c *client.Client) map[string]bool {
+			list, err := c.ListImages(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := map[string]bool{}
+			for _, img := range list {
+				for _, n := range img.Names {
+					out[fmt.Sprintf("%s shared=%v", n, img.Shared)] = true
+				}
+			}
+			return out
+		}
+		if got := names(ca); !got["tool shared=false"] || !got["shared-tool shared=true"] || !got["host shared=true"] {
+			t.Errorf("A's images: %v", got)
+		}
+		if got := names(cb); got["tool shared=false"] || !got["shared-tool shared=true"] {
+			t.Errorf("B's images: %v", got)
+		}
+		if got := names(d.Client); !got["team-a~tool shared=false"] || !got["shared-tool shared=false"] {
+			t.Errorf("the admin's images: %v", got)
+		}
+		_, err := cb.Image(ctx, "tool")
+		wantCode(t, "B inspects A's image", err, api.CodeImageNotFound)
+		_, err = cb.Image(ctx, aImg.Digest)
+		wantCode(t, "B inspects A's image by digest", err, api.CodeImageNotFound)
+		_, err = cb.Sandbox("from-a", client.WithImage("tool")).Ensure(ctx)
+		wantCode(t, "B creates from A's image", err, api.CodeImageNotFound)
+		_, err = cb.Sandbox("from-a", client.WithImage(aImg.Digest)).Ensure(ctx)
+		wantCode(t, "B creates from A's image by digest", err, api.CodeImageNotFound)
+		wantCode(t, "B removes A's image", cb.RemoveImage(ctx, "tool"), api.CodeImageNotFound)
+		wantCode(t, "B removes a shared image", cb.RemoveImage(ctx, "shared-tool"), api.CodeForbidden)
+		wantCode(t, "B removes by digest", cb.RemoveImage(ctx, shared.Digest), api.CodeInvalidImageName)
+		// B's own "tool" is another image; A's stays A's.
+		bImg := importImage(t, cb, imageOf(t, v1.Config{Env: []string{"PATH=/bin", "WHO=team-b"}}, bb), "tool")
+		if got, err := ca.Image(ctx, "tool"); err != nil || got.Digest != aImg.Digest || bImg.Digest == aImg.Digest {
+			t.Errorf("A's tool after B imported one: %+v %v", got, err)
+		}
+		// Each tenant's sandbox runs its own "tool"; B uses the shared one too.
+		fromA := ca.Sandbox("from-tool", client.WithImage("tool"))
+		if got := trim(run(t, fromA, "echo $WHO")); got != "team-a" {
+			t.Errorf("A's sandbox of tool: %q", got)
+		}
+		if got := trim(run(t, cb.Sandbox("from-shared", client.WithImage("shared-tool")), "echo $WHO")); got != "admin" {
+			t.Errorf("B's sandbox of shared-tool: %q", got)
+		}
+		if inf, err := fromA.Info(ctx); err != nil || inf.Image != "tool" || inf.ImageDigest != aImg.Digest {
+			t.Errorf("A's sandbox's image: %+v %v", inf, err)
+		}
+		// B removes its own tool; an image A's sandbox uses stays refused.
+		if err := cb.RemoveImage(ctx, "tool"); err != nil {
+			t.Error(err)
+		}
+		wantCode(t, "A removes the image its sandbox uses", ca.RemoveImage(ctx, "tool"), api.CodeImageInUse)
+		for _, sb := range []*client.Sandbox{fromA, cb.Sandbox("from-shared")} {
+			if err := sb.Destroy(ctx); err != nil {
+				t.Error(err)
+			}
+		}
 	})
 
 	t.Run("events", func(t *testing.T) {

@@ -58,9 +58,48 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
 	}
 	out := api.ImageList{Images: make([]api.Image, 0, len(imgs))}
 	for _, img := range imgs {
-		out.Images = append(out.Images, imageToWire(img))
+		if wire, ok := imageForCaller(r, img); ok {
+			out.Images = append(out.Images, wire)
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// Images per tenant (docs/tenants.md): a tenant's image names are its own
+// (image.Scoped, the image store's scopeName), and the admin namespace's
+// images are shared with every tenant. scopeImage is the one call a route
+// makes to turn an image name from a URL or body into the store's name.
+
+// scopeImage returns the store's name of the image the caller means by
+// name, and whether it is a shared one; another tenant's image is
+// IMAGE_NOT_FOUND, as is an image nobody has.
+func scopeImage(r *http.Request, st *image.Store, name string) (string, bool, error) {
+	return st.Find(callerOf(r).Namespace(), name)
+}
+
+// newImageName is the store's name for an image the caller imports,
+// pulls or builds as name ("": the name the image gives).
+func newImageName(r *http.Request, name string) (string, error) {
+	if name != "" {
+		if err := image.ValidateName(name); err != nil {
+			return "", err
+		}
+	}
+	return image.Scoped(callerOf(r).Namespace(), name), nil
+}
+
+// imageForCaller is img as the caller sees it: with the names it knows it
+// by; false when it names none (another tenant's image).
+func imageForCaller(r *http.Request, img image.Image) (api.Image, bool) {
+	ns := callerOf(r).Namespace()
+	own, shared := image.Visible(ns, img.Names)
+	if ns != "" && len(own)+len(shared) == 0 {
+		return api.Image{}, false
+	}
+	img.Names = append(own, shared...)
+	wire := imageToWire(img)
+	wire.Shared = ns != "" && len(own) == 0
+	return wire, true
 }
 
 func (s *Server) inspectImage(w http.ResponseWriter, r *http.Request) {
@@ -68,20 +107,44 @@ func (s *Server) inspectImage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	img, err := st.Inspect(r.Context(), r.PathValue("name"))
+	key, _, err := scopeImage(r, st, r.PathValue("name"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, imageToWire(img))
+	img, err := st.Inspect(r.Context(), key)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	wire, _ := imageForCaller(r, img)
+	writeJSON(w, http.StatusOK, wire)
 }
 
+// removeImage removes an image name. A tenant removes its own names only:
+// a shared image is an admin's to remove (FORBIDDEN: the tenant sees it),
+// and a digest, which would remove every name of the image, other
+// tenants' included, is refused.
 func (s *Server) removeImage(w http.ResponseWriter, r *http.Request) {
 	st, ok := s.images(w)
 	if !ok {
 		return
 	}
-	if err := st.Remove(r.Context(), r.PathValue("name")); err != nil {
+	name := r.PathValue("name")
+	if callerOf(r).Namespace() != "" && image.IsDigest(name) {
+		writeAPIError(w, api.Errorf(api.CodeInvalidImageName, "remove a tenant's image by its name, not by digest"))
+		return
+	}
+	key, shared, err := scopeImage(r, st, name)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if shared {
+		writeAPIError(w, api.Errorf(api.CodeForbidden, "image %q is shared by every tenant; an admin key removes it", name))
+		return
+	}
+	if err := st.Remove(r.Context(), key); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -95,12 +158,18 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	img, err := st.ImportStream(r.Context(), r.Body, r.URL.Query().Get(api.ImportParamName))
+	name, err := newImageName(r, r.URL.Query().Get(api.ImportParamName))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, imageToWire(img))
+	img, err := st.ImportStream(r.Context(), r.Body, name)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	wire, _ := imageForCaller(r, img)
+	writeJSON(w, http.StatusCreated, wire)
 }
 
 func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) {
@@ -113,12 +182,18 @@ func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, e)
 		return
 	}
-	img, err := st.Pull(r.Context(), req.Ref, req.Name)
+	name, err := newImageName(r, req.Name)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, imageToWire(img))
+	img, err := st.Pull(r.Context(), req.Ref, name)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	wire, _ := imageForCaller(r, img)
+	writeJSON(w, http.StatusCreated, wire)
 }
 
 // buildImage builds the Dockerfile of the tar context in the body and
@@ -134,11 +209,12 @@ func (s *Server) buildImage(w http.ResponseWriter, r *http.Request) {
 		k, v, _ := strings.Cut(kv, "=")
 		args[k] = v
 	}
-	name := q.Get(api.BuildParamName)
-	if err := image.ValidateName(name); err != nil {
+	local := q.Get(api.BuildParamName)
+	if err := image.ValidateName(local); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	name, _ := newImageName(r, local)
 	s.streamBuild(w, r, func(ctx context.Context, log image.LogFunc) (image.Image, error) {
 		return st.Build(ctx, image.BuildOptions{
 			Name: name, Context: r.Body, Dockerfile: q.Get(api.BuildParamDockerfile), Args: args, Log: log,
@@ -209,7 +285,7 @@ func (s *Server) streamBuild(w http.ResponseWriter, r *http.Request, build func(
 		send(api.BuildEvent{Type: api.BuildEventError, Code: e.Code, Message: e.Message})
 		return
 	}
-	wire := imageToWire(img)
+	wire, _ := imageForCaller(r, img)
 	send(api.BuildEvent{Type: api.BuildEventComplete, Image: &wire})
 }
 

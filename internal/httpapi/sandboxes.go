@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/image"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/tenant"
 )
@@ -53,6 +54,13 @@ func (s *Server) ensureSandbox(w http.ResponseWriter, r *http.Request) {
 		// another's volume.
 		writeAPIError(w, api.Errorf(api.CodeForbidden, "volumes need an admin key for now"))
 		return
+	}
+	if cfg.Image != "" && s.opts.Images != nil {
+		var err error
+		if cfg.Image, _, err = scopeImage(r, s.opts.Images, cfg.Image); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 	}
 	if cfg.Snapshot != "" {
 		var e *api.Error
@@ -180,7 +188,7 @@ func toWire(inf sandbox.Info) api.Sandbox {
 		Tenant:          wireTenant(inf.ID),
 		Status:          api.SandboxStatus(inf.Status),
 		StatusReason:    inf.StatusReason,
-		Image:           inf.Image,
+		Image:           localImage(inf.ID, inf.Image),
 		ImageDigest:     inf.Config.ImageDigest,
 		Runtime:         inf.Runtime,
 		FromSnapshot:    localFlat(inf.Config.Snapshot),
@@ -202,4 +210,13 @@ func toWire(inf sandbox.Info) api.Sandbox {
 			Runtime: inf.Runtime, UserNamespace: inf.HostUIDBase != 0, HostUIDBase: inf.HostUIDBase,
 		},
 	}
+}
+
+// localImage is a sandbox's image name as its tenant calls it: without the
+// tenant's prefix when the image is the tenant's own.
+func localImage(id, img string) string {
+	if ns, name := image.SplitScoped(img); ns != "" && ns == tenant.Of(id) {
+		return name
+	}
+	return img
 }

@@ -127,7 +127,8 @@ func (s *Server) table() []route {
 		{pattern: "POST /v1/images/import", handler: s.importImage},
 		{pattern: "POST /v1/images/pull", handler: s.pullImage},
 		{pattern: "POST /v1/images/build", handler: s.buildImage},
-		{pattern: "POST /v1/images/build-base", handler: s.buildBaseImage},
+		// The base image is shared by every tenant: admins build it.
+		{pattern: "POST /v1/images/build-base", handler: s.adminOnly(s.buildBaseImage)},
 		{pattern: "GET /v1/images/{name...}", handler: s.inspectImage},
 		{pattern: "DELETE /v1/images/{name...}", handler: s.removeImage},
 		// The Model Context Protocol (docs/mcp.md), streamable HTTP.

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/image"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/secret"
 	"github.com/sandboxd/sandboxd/internal/snapshot"
@@ -99,7 +100,7 @@ func classifyTenancy(err error) *api.Error {
 // error message ("acme/demo" → "demo"), so a tenant reads its own names.
 func localMessage(r *http.Request, msg string) string {
 	if ns := callerOf(r).Namespace(); ns != "" {
-		return strings.NewReplacer(ns+tenant.Sep, "", ns+flatSep, "").Replace(msg)
+		return strings.NewReplacer(ns+tenant.Sep, "", ns+flatSep, "", ns+image.TenantSep, "").Replace(msg)
 	}
 	return msg
 }

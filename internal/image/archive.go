@@ -354,10 +354,11 @@ func checkBlob(data []byte, d v1.Descriptor) error {
 
 // ImportArchive imports the image in the archive at path (a docker save
 // tarball or an OCI image layout as a tar) under name; an empty name takes
-// the name the archive gives, if any. It returns the image.
+// the name the archive gives, if any; name may be a tenant's (Scoped), and
+// Scoped(ns, "") takes the archive's name in ns. It returns the image.
 func (s *Store) ImportArchive(ctx context.Context, archive, name string) (Image, error) {
-	if name != "" {
-		if err := ValidateName(name); err != nil {
+	if _, local := SplitScoped(name); local != "" {
+		if err := validateKey(name); err != nil {
 			return Image{}, err
 		}
 	}
@@ -377,8 +378,8 @@ func (s *Store) ImportArchive(ctx context.Context, archive, name string) (Image,
 // an upload: it is spooled to the store's staging area first, and refused
 // with ErrTooLarge beyond Options.MaxImageBytes.
 func (s *Store) ImportStream(ctx context.Context, r io.Reader, name string) (Image, error) {
-	if name != "" {
-		if err := ValidateName(name); err != nil {
+	if _, local := SplitScoped(name); local != "" {
+		if err := validateKey(name); err != nil {
 			return Image{}, err
 		}
 	}
@@ -416,18 +417,20 @@ func (s *Store) ImportLayout(ctx context.Context, dir, name string) (Image, erro
 }
 
 func (s *Store) importFiles(ctx context.Context, fsys files, name string) (Image, error) {
-	src, suggested, err := archiveSource(fsys, name)
+	_, want := SplitScoped(name)
+	src, suggested, err := archiveSource(fsys, want)
 	if err != nil {
 		return Image{}, err
 	}
-	if name == "" {
-		name = normalizeSuggested(suggested)
-		if name == "" {
+	if ns, local := SplitScoped(name); local == "" {
+		local = normalizeSuggested(suggested)
+		if local == "" {
 			return Image{}, fmt.Errorf("%w: the archive does not name its image; give it a name", ErrInvalidName)
 		}
-		if err := ValidateName(name); err != nil {
+		if err := ValidateName(local); err != nil {
 			return Image{}, err
 		}
+		name = Scoped(ns, local)
 	}
 	r, err := s.ingest(ctx, src)
 	if err != nil {

@@ -28,7 +28,8 @@ const (
 
 // BuildOptions describe a Dockerfile build.
 type BuildOptions struct {
-	// Name is what the result is stored under. Required.
+	// Name is what the result is stored under (a tenant's: Scoped, and its
+	// FROM lines see what that tenant sees). Required.
 	Name string
 	// Context is the build context as a tar stream (bounded to 2 GiB).
 	Context io.Reader
@@ -54,7 +55,7 @@ var buildArgName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // when its registry is reachable, so builds from local images work
 // offline. RUN steps have no network. Builds run one at a time.
 func (s *Store) Build(ctx context.Context, opts BuildOptions) (Image, error) {
-	if err := ValidateName(opts.Name); err != nil {
+	if err := validateKey(opts.Name); err != nil {
 		return Image{}, err
 	}
 	if opts.Dockerfile == "" {
@@ -111,8 +112,9 @@ func (s *Store) Build(ctx context.Context, opts BuildOptions) (Image, error) {
 		return Image{}, err
 	}
 	b.prune(ctx)
+	ns, _ := SplitScoped(opts.Name)
 	for _, ref := range froms {
-		if err := b.load(ctx, ref, tmp, opts.Log); err != nil {
+		if err := b.load(ctx, ns, ref, tmp, opts.Log); err != nil {
 			return Image{}, err
 		}
 	}
@@ -215,15 +217,21 @@ func (b *buildah) quiet(ctx context.Context, args ...string) error {
 
 // load makes the image ref (a store name or a registry reference) available
 // to buildah under that name.
-func (b *buildah) load(ctx context.Context, ref, tmp string, log LogFunc) error {
+func (b *buildah) load(ctx context.Context, ns, ref, tmp string, log LogFunc) error {
 	s := b.store
 	if ref == HostName {
 		return fmt.Errorf("%w: FROM host: the host image is not an OCI image and cannot be built from; use base or another image", ErrInvalid)
 	}
-	img, err := s.Inspect(ctx, ref)
+	// A tenant's build sees what the tenant sees (Find), and what it
+	// pulls is the tenant's.
+	key, _, err := s.Find(ns, ref)
+	var img Image
+	if err == nil {
+		img, err = s.Inspect(ctx, key)
+	}
 	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalidName) {
 		log("stdout", fmt.Sprintf("%s is not in the image store; pulling it", ref))
-		if img, err = s.Pull(ctx, ref, ""); err != nil {
+		if img, err = s.Pull(ctx, ref, Scoped(ns, "")); err != nil {
 			return fmt.Errorf("FROM %s: not in the image store, and pulling it failed: %w", ref, err)
 		}
 	} else if err != nil {

@@ -24,7 +24,8 @@ const maxRefLength = 512
 // Pull fetches the image ref from its registry (for linux and this host's
 // architecture when ref names an index) and stores it under name; an empty
 // name means the reference as given. Registry credentials come from the
-// store's keychain (a docker config file).
+// store's keychain (a docker config file). as may be a tenant's name
+// (Scoped); Scoped(ns, "") means the reference as given, in ns.
 func (s *Store) Pull(ctx context.Context, ref, as string) (Image, error) {
 	if ref == "" || len(ref) > maxRefLength {
 		return Image{}, fmt.Errorf("%w: reference must be 1-%d bytes", ErrInvalidName, maxRefLength)
@@ -33,10 +34,10 @@ func (s *Store) Pull(ctx context.Context, ref, as string) (Image, error) {
 	if err != nil {
 		return Image{}, fmt.Errorf("%w: %q is not an image reference: %v", ErrInvalidName, ref, err)
 	}
-	if as == "" {
-		as = ref
+	if ns, local := SplitScoped(as); local == "" {
+		as = Scoped(ns, ref)
 	}
-	if err := ValidateName(as); err != nil {
+	if err := validateKey(as); err != nil {
 		return Image{}, err
 	}
 	img, err := remote.Image(r,

@@ -241,7 +241,7 @@ func (s *Store) setNames(names map[string]string) error {
 
 // tag points name at digest, whose record must exist.
 func (s *Store) tag(name, digest string) error {
-	if err := ValidateName(name); err != nil {
+	if err := validateKey(name); err != nil {
 		return err
 	}
 	s.mu.Lock()
