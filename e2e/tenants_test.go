@@ -3,6 +3,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -354,15 +355,44 @@ func TestTenantsCannotReachEachOther(t *testing.T) {
 		if got := trim(run(t, admA.Sandbox("a-only"), "cat /workspace/secret")); got != "secret" {
 			t.Errorf("admin as team-a: %q", got)
 		}
-		req, _ := http.NewRequestWithContext(ctx, "GET", d.URL+"/metrics", nil)
-		req.Header.Set("Authorization", "Bearer "+keyB)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		scrape := func(key string) string {
+			req, _ := http.NewRequestWithContext(ctx, "GET", d.URL+"/metrics", nil)
+			req.Header.Set("Authorization", "Bearer "+key)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("/metrics: %d %s", resp.StatusCode, body)
+			}
+			return string(body)
 		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusForbidden {
-			t.Errorf("/metrics with a tenant key: %d", resp.StatusCode)
+		// A has a-only and demo; B has demo (and b-marker).
+		a, b, all := scrape(keyA), scrape(keyB), scrape(d.Token)
+		for _, want := range []string{`sandboxd_tenant_sandboxes{tenant="team-a"} 2`, `sandboxd_tenant_running{tenant="team-a"} `, `sandboxd_tenant_memory_bytes{tenant="team-a"} `} {
+			if !strings.Contains(a, want) || !strings.Contains(all, want) {
+				t.Errorf("A's and the admin's metrics lack %s:\n%s", want, a)
+			}
+		}
+		if !strings.Contains(all, `sandboxd_tenant_sandboxes{tenant="team-b"}`) || !strings.Contains(all, "sandboxd_sandboxes{") {
+			t.Errorf("the admin's metrics lack B's usage or the daemon's:\n%s", all)
+		}
+		for _, series := range strings.Split(a+b, "\n") {
+			if series == "" || strings.HasPrefix(series, "#") {
+				continue
+			}
+			// A tenant sees series of its own tenant or its sandboxes only.
+			if !strings.Contains(series, `{tenant="team-`) && !strings.Contains(series, `{sandbox="`) {
+				t.Errorf("a tenant sees the daemon-wide series %q", series)
+			}
+		}
+		if strings.Contains(a, "team-b") || strings.Contains(b, "team-a") || strings.Contains(b, "a-only") {
+			t.Errorf("a tenant sees another's series:\nA:\n%s\nB:\n%s", a, b)
 		}
 	})
 

@@ -102,10 +102,28 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// metricsPage serves the Prometheus text exposition.
+// metricsPage serves the Prometheus text exposition: every series for
+// admins, and for a tenant (or an admin acting as one) only the series
+// labelled with that tenant or one of its sandboxes (its usage, its
+// sandboxes' egress denials), sandboxes by their local IDs. Daemon-wide
+// metrics (host cgroups, all sandboxes by status, latencies) say
+// something of other tenants, so a tenant sees none of them.
 func (s *Server) metricsPage(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	s.opts.Metrics.Write(w)
+	ns := callerOf(r).Namespace()
+	if ns == "" {
+		s.opts.Metrics.Write(w)
+		return
+	}
+	s.opts.Metrics.WriteView(w, func(label, value string) (string, bool) {
+		switch label {
+		case "tenant":
+			return value, value == ns
+		case "sandbox":
+			return tenant.Local(value), tenant.Of(value) == ns
+		}
+		return "", false
+	})
 }
 
 func retryAfter(w http.ResponseWriter) {

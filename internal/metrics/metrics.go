@@ -21,7 +21,39 @@ type Registry struct {
 }
 
 type metric interface {
-	write(w io.Writer, name string)
+	write(w io.Writer, name string, view View)
+}
+
+// View chooses the series a reader may see: given a metric's label and a
+// series' label value, the value to show and whether to show it. Metrics
+// without a label, and histograms, are daemon-wide: a view shows none of
+// them. A nil View shows everything.
+type View func(label, value string) (string, bool)
+
+// series returns the label values of vals that view shows (sorted), with
+// the values to show; false when the metric is not to be written.
+func series[T any](vals map[string]T, label string, view View) (keys, shown []string, ok bool) {
+	if view != nil && label == "" {
+		return nil, nil, false
+	}
+	for k := range vals {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	kept := keys[:0]
+	for _, k := range keys {
+		s := k
+		if view != nil {
+			var ok bool
+			if s, ok = view(label, k); !ok {
+				continue
+			}
+		}
+		kept = append(kept, k)
+		shown = append(shown, s)
+	}
+	// A view's reader is not told of metrics it has no series of.
+	return kept, shown, view == nil || len(kept) > 0
 }
 
 // NewRegistry returns an empty registry.
@@ -37,7 +69,10 @@ func (r *Registry) add(name string, m metric) {
 }
 
 // Write writes every metric, sorted by name.
-func (r *Registry) Write(w io.Writer) {
+func (r *Registry) Write(w io.Writer) { r.WriteView(w, nil) }
+
+// WriteView writes the series view shows, sorted by metric name.
+func (r *Registry) WriteView(w io.Writer, view View) {
 	r.mu.Lock()
 	names := make([]string, 0, len(r.metrics))
 	for n := range r.metrics {
@@ -47,7 +82,7 @@ func (r *Registry) Write(w io.Writer) {
 	r.mu.Unlock()
 	sort.Strings(names)
 	for _, n := range names {
-		ms[n].write(w, n)
+		ms[n].write(w, n, view)
 	}
 }
 
@@ -82,20 +117,19 @@ func (c *CounterVec) get(value string) *atomic.Int64 {
 	return v
 }
 
-func (c *CounterVec) write(w io.Writer, name string) {
-	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", name, c.help, name)
+func (c *CounterVec) write(w io.Writer, name string, view View) {
 	c.mu.Lock()
-	keys := make([]string, 0, len(c.values))
-	for k := range c.values {
-		keys = append(keys, k)
-	}
+	keys, shown, ok := series(c.values, c.label, view)
 	c.mu.Unlock()
-	sort.Strings(keys)
+	if !ok {
+		return
+	}
+	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", name, c.help, name)
 	if len(keys) == 0 && c.label == "" {
 		fmt.Fprintf(w, "%s 0\n", name)
 	}
-	for _, k := range keys {
-		fmt.Fprintf(w, "%s%s %d\n", name, labels(c.label, k), c.get(k).Load())
+	for i, k := range keys {
+		fmt.Fprintf(w, "%s%s %d\n", name, labels(c.label, shown[i]), c.get(k).Load())
 	}
 }
 
@@ -111,16 +145,22 @@ func (r *Registry) NewGaugeFunc(name, help, label string, read func() map[string
 	r.add(name, &GaugeFunc{help: help, label: label, read: read})
 }
 
-func (g *GaugeFunc) write(w io.Writer, name string) {
-	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n", name, g.help, name)
-	vals := g.read()
-	keys := make([]string, 0, len(vals))
-	for k := range vals {
-		keys = append(keys, k)
+func (g *GaugeFunc) write(w io.Writer, name string, view View) {
+	if view != nil && g.label == "" {
+		return
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		fmt.Fprintf(w, "%s%s %g\n", name, labels(g.label, k), vals[k])
+	writeRead(w, name, "gauge", g.help, g.label, g.read(), view)
+}
+
+// writeRead writes the values of a metric read at scrape time.
+func writeRead(w io.Writer, name, typ, help, label string, vals map[string]float64, view View) {
+	keys, shown, ok := series(vals, label, view)
+	if !ok {
+		return
+	}
+	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+	for i, k := range keys {
+		fmt.Fprintf(w, "%s%s %g\n", name, labels(label, shown[i]), vals[k])
 	}
 }
 
@@ -154,7 +194,10 @@ func (h *Histogram) Observe(seconds float64) {
 // Count returns the number of observations.
 func (h *Histogram) Count() int64 { return h.count.Load() }
 
-func (h *Histogram) write(w io.Writer, name string) {
+func (h *Histogram) write(w io.Writer, name string, view View) {
+	if view != nil {
+		return
+	}
 	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s histogram\n", name, h.help, name)
 	var cum int64
 	for i, b := range h.bounds {
@@ -186,15 +229,9 @@ func (r *Registry) NewCounterFunc(name, help, label string, read func() map[stri
 	r.add(name, &CounterFunc{help: help, label: label, read: read})
 }
 
-func (c *CounterFunc) write(w io.Writer, name string) {
-	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", name, c.help, name)
-	vals := c.read()
-	keys := make([]string, 0, len(vals))
-	for k := range vals {
-		keys = append(keys, k)
+func (c *CounterFunc) write(w io.Writer, name string, view View) {
+	if view != nil && c.label == "" {
+		return
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		fmt.Fprintf(w, "%s%s %g\n", name, labels(c.label, k), vals[k])
-	}
+	writeRead(w, name, "counter", c.help, c.label, c.read(), view)
 }

@@ -36,3 +36,39 @@ func TestExposition(t *testing.T) {
 		}
 	}
 }
+
+// TestView: a view shows only the series it keeps, under the values it
+// gives, and no daemon-wide metric.
+func TestView(t *testing.T) {
+	r := NewRegistry()
+	r.NewGaugeFunc("sandboxd_tenant_running", "Running by tenant.", "tenant", func() map[string]float64 {
+		return map[string]float64{"team-a": 2, "team-b": 5}
+	})
+	r.NewCounterFunc("sandboxd_egress_denied_total", "Denied by sandbox.", "sandbox", func() map[string]float64 {
+		return map[string]float64{"team-a/demo": 1, "team-b/demo": 7, "plain": 3}
+	})
+	r.NewCounterVec("sandboxd_errors_total", "Errors by code.", "code").Inc("X")
+	r.NewCounterVec("sandboxd_sandbox_starts_total", "Starts.", "")
+	r.NewHistogram("sandboxd_wake_seconds", "Wake latency.", []float64{0.1}).Observe(1)
+	var b strings.Builder
+	r.WriteView(&b, func(label, value string) (string, bool) {
+		switch label {
+		case "tenant":
+			return value, value == "team-a"
+		case "sandbox":
+			local, ok := strings.CutPrefix(value, "team-a/")
+			return local, ok
+		}
+		return "", false
+	})
+	want := `# HELP sandboxd_egress_denied_total Denied by sandbox.
+# TYPE sandboxd_egress_denied_total counter
+sandboxd_egress_denied_total{sandbox="demo"} 1
+# HELP sandboxd_tenant_running Running by tenant.
+# TYPE sandboxd_tenant_running gauge
+sandboxd_tenant_running{tenant="team-a"} 2
+`
+	if got := b.String(); got != want {
+		t.Errorf("view:\n%s\nwant:\n%s", got, want)
+	}
+}

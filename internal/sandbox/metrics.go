@@ -1,6 +1,9 @@
 package sandbox
 
-import "github.com/sandboxd/sandboxd/internal/metrics"
+import (
+	"github.com/sandboxd/sandboxd/internal/metrics"
+	"github.com/sandboxd/sandboxd/internal/tenant"
+)
 
 type managerMetrics struct {
 	starts, wakes, sleeps     *metrics.CounterVec
@@ -14,6 +17,24 @@ func (m *Manager) registerMetrics(r *metrics.Registry) managerMetrics {
 		defer m.pool.mu.Unlock()
 		return map[string]float64{"ready": float64(len(m.pool.ready)), "starting": float64(len(m.pool.booting))}
 	})
+	// Usage by tenant ("default": the admin namespace), what quotas bound
+	// (docs/tenants.md); a tenant's key sees its own series.
+	for _, g := range []struct {
+		name, help string
+		value      func(Usage) float64
+	}{
+		{"sandboxd_tenant_sandboxes", "Sandboxes a tenant has, in any status.", func(u Usage) float64 { return float64(u.Sandboxes) }},
+		{"sandboxd_tenant_running", "Sandboxes a tenant runs.", func(u Usage) float64 { return float64(u.Running) }},
+		{"sandboxd_tenant_memory_bytes", "The sum of the memory limits of a tenant's running sandboxes.", func(u Usage) float64 { return float64(u.Memory) }},
+	} {
+		r.NewGaugeFunc(g.name, g.help, "tenant", func() map[string]float64 {
+			out := map[string]float64{}
+			for t, u := range m.usageByTenant() {
+				out[tenant.Display(t)] = g.value(u)
+			}
+			return out
+		})
+	}
 	return managerMetrics{
 		starts:       r.NewCounterVec("sandboxd_sandbox_starts_total", "Sandboxes started (created or started on request or after a failure).", ""),
 		wakes:        r.NewCounterVec("sandboxd_sandbox_wakes_total", "Sleeping or stopped sandboxes started again by a call.", ""),

@@ -70,6 +70,24 @@ func (m *Manager) Usage(t string) Usage {
 	return m.usageLocked(t)
 }
 
+// usageByTenant is what every tenant holds ("" the admin namespace).
+func (m *Manager) usageByTenant() map[string]Usage {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]Usage{}
+	for id, b := range m.boxes {
+		t := tenant.Of(id)
+		u := out[t]
+		u.Sandboxes++
+		if b.up.Load() {
+			u.Running++
+			u.Memory += b.memory
+		}
+		out[t] = u
+	}
+	return out
+}
+
 // checkCount refuses a new sandbox of b's tenant past its maxSandboxes
 // (b's placeholder is in boxes already).
 func (m *Manager) checkCount(b *box) error {
