@@ -145,7 +145,10 @@ type VolumeRequest struct {
 
 // Volume is a named volume.
 type Volume struct {
-	Name      string `json:"name"`
+	Name string `json:"name"`
+	// Tenant owns the volume ("default": the admin namespace); a tenant's
+	// volume names are its own, and only its sandboxes mount them.
+	Tenant    string `json:"tenant,omitempty"`
 	SizeBytes int64  `json:"sizeBytes"`
 	// UsedBytes is what its files take now.
 	UsedBytes int64 `json:"usedBytes"`

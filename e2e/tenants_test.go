@@ -250,11 +250,57 @@ func TestTenantsCannotReachEachOther(t *testing.T) {
 		if err := ca.RemoveSecret(ctx, "aws"); err != nil {
 			t.Error(err)
 		}
-		// Volume names are daemon-wide for now: tenants cannot use them.
-		_, err = cb.Volumes(ctx)
-		wantCode(t, "B lists volumes", err, api.CodeForbidden)
-		_, err = cb.Sandbox("with-vol", client.WithVolume("shared", "/data", false)).Ensure(ctx)
-		wantCode(t, "B mounts a volume", err, api.CodeForbidden)
+	})
+
+	t.Run("volumes", func(t *testing.T) {
+		// Both tenants have a "data"; only A has "a-vol".
+		for _, v := range []struct {
+			c    *client.Client
+			name string
+		}{{ca, "data"}, {ca, "a-vol"}, {cb, "data"}} {
+			if got, err := v.c.CreateVolume(ctx, v.name, 64<<20); err != nil || got.Name != v.name {
+				t.Fatalf("creating %s: %+v %v", v.name, got, err)
+			}
+		}
+		aVol := ca.Sandbox("a-vol-user", client.WithVolume("data", "/data", false))
+		bVol := cb.Sandbox("b-vol-user", client.WithVolume("data", "/data", false))
+		run(t, aVol, "echo team-a > /data/owner")
+		if got := trim(run(t, bVol, "cat /data/owner 2>&1; ls -A /data")); strings.Contains(got, "team-a") {
+			t.Errorf("B's data shows A's files: %q", got)
+		}
+		_, err := cb.Sandbox("b-steals", client.WithVolume("a-vol", "/data", false)).Ensure(ctx)
+		wantCode(t, "B mounts A's volume", err, api.CodeVolumeNotFound)
+		_, err = cb.Sandbox("b-steals", client.WithVolume("team-a.-a-vol", "/data", false)).Ensure(ctx)
+		wantCode(t, "B names A's volume as stored", err, api.CodeValidationFailed)
+		wantCode(t, "B removes A's volume", cb.RemoveVolume(ctx, "a-vol"), api.CodeVolumeNotFound)
+		list, err := cb.Volumes(ctx)
+		if err != nil || len(list) != 1 || list[0].Name != "data" || strings.Join(list[0].Sandboxes, ",") != "b-vol-user" {
+			t.Errorf("B's volumes: %+v %v", list, err)
+		}
+		all, err := d.Client.Volumes(ctx)
+		var got []string
+		for _, v := range all {
+			got = append(got, v.Tenant+"/"+v.Name)
+		}
+		if err != nil || strings.Join(got, ",") != "team-a/a-vol,team-a/data,team-b/data" {
+			t.Errorf("the admin's volumes: %v %v", got, err)
+		}
+		if inf, err := aVol.Info(ctx); err != nil || len(inf.Volumes) != 1 || inf.Volumes[0].Name != "data" {
+			t.Errorf("A's sandbox's volumes: %+v %v", inf, err)
+		}
+		for _, sb := range []*client.Sandbox{aVol, bVol} {
+			if err := sb.Destroy(ctx); err != nil {
+				t.Error(err)
+			}
+		}
+		for _, v := range []struct {
+			c    *client.Client
+			name string
+		}{{ca, "data"}, {ca, "a-vol"}, {cb, "data"}} {
+			if err := v.c.RemoveVolume(ctx, v.name); err != nil {
+				t.Error(err)
+			}
+		}
 	})
 
 	t.Run("images", func(t *testing.T) {

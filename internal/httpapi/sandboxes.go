@@ -49,10 +49,8 @@ func (s *Server) ensureSandbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cfg := fromWire(opts)
-	if len(cfg.Volumes) > 0 && !callerOf(r).Admin {
-		// Volume names are daemon-wide for now: a tenant must not attach
-		// another's volume.
-		writeAPIError(w, api.Errorf(api.CodeForbidden, "volumes need an admin key for now"))
+	if e := scopeVolumeMounts(r, cfg.Volumes); e != nil {
+		writeAPIError(w, e)
 		return
 	}
 	if cfg.Image != "" && s.opts.Images != nil {

@@ -105,7 +105,7 @@ func (s *Server) removeSnapshot(w http.ResponseWriter, r *http.Request) {
 
 func snapshotToWire(snap snapshot.Snapshot) api.Snapshot {
 	return api.Snapshot{
-		Name: localFlat(snap.Name), Tenant: tenant.Display(tenantOfFlat(snap.Name)), Sandbox: tenant.Local(snap.Sandbox), Image: snap.Image, ImageDigest: snap.ImageDigest,
+		Name: localFlat(snap.Name), Tenant: tenant.Display(tenantOfFlat(snap.Name)), Sandbox: tenant.Local(snap.Sandbox), Image: localImage(snap.Sandbox, snap.Image), ImageDigest: snap.ImageDigest,
 		Runtime: snap.Runtime, Layer: snap.Layer, Size: snap.Size, Files: snap.Files, Memory: snap.Memory,
 		FrozenMs: float64(snap.Frozen.Microseconds()) / 1000, CreatedAt: snap.CreatedAt,
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/bucket"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/secret"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 	"github.com/sandboxd/sandboxd/internal/volume"
 )
 
@@ -23,10 +24,10 @@ func (s *Server) storageRoutes() []route {
 		{pattern: "GET /v1/secrets", handler: s.listSecrets},
 		{pattern: "PUT /v1/secrets/{name}", handler: s.setSecret},
 		{pattern: "DELETE /v1/secrets/{name}", handler: s.removeSecret},
-		// Volume names are not per tenant yet (docs/tenants.md): admins only.
-		{pattern: "POST /v1/volumes", handler: s.adminOnly(s.createVolume)},
-		{pattern: "GET /v1/volumes", handler: s.adminOnly(s.listVolumes)},
-		{pattern: "DELETE /v1/volumes/{name}", handler: s.adminOnly(s.removeVolume)},
+		// Volume names are per tenant (scopeVolume).
+		{pattern: "POST /v1/volumes", handler: s.createVolume},
+		{pattern: "GET /v1/volumes", handler: s.listVolumes},
+		{pattern: "DELETE /v1/volumes/{name}", handler: s.removeVolume},
 	}
 }
 
@@ -236,9 +237,30 @@ func (s *Server) removeSecret(w http.ResponseWriter, r *http.Request) {
 func wireVolumeMounts(vols []sandbox.VolumeMount) []api.VolumeMount {
 	var out []api.VolumeMount
 	for _, v := range vols {
-		out = append(out, api.VolumeMount{Name: v.Name, Path: v.Path, ReadOnly: v.ReadOnly})
+		out = append(out, api.VolumeMount{Name: localFlat(v.Name), Path: v.Path, ReadOnly: v.ReadOnly})
 	}
 	return out
+}
+
+// scopeVolume scopes a volume name: a tenant's volumes are its own, and
+// another tenant's name is one nobody has (VOLUME_NOT_FOUND).
+func scopeVolume(r *http.Request, name string) (string, *api.Error) {
+	if err := volume.ValidateName(name); err != nil {
+		return "", api.Errorf(api.CodeValidationFailed, "%s", err.Error())
+	}
+	return scopeFlat(r, name, volume.ValidateName, api.CodeValidationFailed)
+}
+
+// scopeVolumeMounts scopes the volumes a new sandbox names.
+func scopeVolumeMounts(r *http.Request, vols []sandbox.VolumeMount) *api.Error {
+	for i := range vols {
+		scoped, e := scopeVolume(r, vols[i].Name)
+		if e != nil {
+			return e
+		}
+		vols[i].Name = scoped
+	}
+	return nil
 }
 
 func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) {
@@ -251,13 +273,18 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, api.Errorf(api.CodeInternal, "this daemon keeps no volumes"))
 		return
 	}
-	v, err := s.opts.Volumes.Create(r.Context(), req.Name, req.SizeBytes, time.Now())
+	name, e := scopeVolume(r, req.Name)
+	if e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	v, err := s.opts.Volumes.Create(r.Context(), name, req.SizeBytes, time.Now())
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	s.log.Info("volume created", "name", v.Name, "size", v.SizeBytes)
-	writeJSON(w, http.StatusCreated, api.Volume{Name: v.Name, SizeBytes: v.SizeBytes, Sandboxes: []string{}, CreatedAt: v.CreatedAt})
+	writeJSON(w, http.StatusCreated, api.Volume{Name: localFlat(v.Name), SizeBytes: v.SizeBytes, Sandboxes: []string{}, CreatedAt: v.CreatedAt})
 }
 
 func (s *Server) listVolumes(w http.ResponseWriter, r *http.Request) {
@@ -268,19 +295,29 @@ func (s *Server) listVolumes(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, err)
 			return
 		}
+		caller := callerOf(r)
 		for _, v := range list {
-			users := s.opts.Manager.VolumeUsers(v.Name)
-			if users == nil {
-				users = []string{}
+			t, name := splitFlat(v.Name)
+			if !caller.Sees(t) {
+				continue
 			}
-			out.Volumes = append(out.Volumes, api.Volume{Name: v.Name, SizeBytes: v.SizeBytes, UsedBytes: v.UsedBytes, Sandboxes: users, CreatedAt: v.CreatedAt})
+			// Only the volume's own tenant's sandboxes can name it.
+			users := []string{}
+			for _, id := range s.opts.Manager.VolumeUsers(v.Name) {
+				users = append(users, tenant.Local(id))
+			}
+			out.Volumes = append(out.Volumes, api.Volume{Name: name, Tenant: tenant.Display(t), SizeBytes: v.SizeBytes, UsedBytes: v.UsedBytes, Sandboxes: users, CreatedAt: v.CreatedAt})
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) removeVolume(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
+	name, e := scopeVolume(r, r.PathValue("name"))
+	if e != nil {
+		writeAPIError(w, e)
+		return
+	}
 	if s.opts.Volumes == nil || !s.opts.Volumes.Exists(name) {
 		writeAPIError(w, api.Errorf(api.CodeVolumeNotFound, "no volume named %q", name))
 		return
