@@ -102,8 +102,9 @@ var errTooLarge = errors.New("over the limit")
 // image. nobody cannot reach the daemon's state directory: the image is
 // created here, given to nobody, and passed as descriptor 3, which
 // tar2sqfs opens as /proc/self/fd/3 (a reopen checks the file's own
-// permissions, not its path's). zstd: smaller than lz4 and as fast to
-// read back, far faster to write than xz.
+// permissions, not its path's). zstd at level 1: tar2sqfs's default
+// level (15) packed 10 MiB in 14 s on the loaded 2-vCPU test machine,
+// level 1 in 0.7 s; reads back are as fast either way.
 func pack(ctx context.Context, tool string, tr io.Reader, image string, limit int64) (int64, error) {
 	out, err := os.OpenFile(image, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -114,7 +115,7 @@ func pack(ctx context.Context, tool string, tr io.Reader, image string, limit in
 		return 0, err
 	}
 	cr := &countingReader{r: tr, limit: limit}
-	cmd := exec.CommandContext(ctx, tool, "--quiet", "--no-skip", "--force", "--compressor", "zstd",
+	cmd := exec.CommandContext(ctx, tool, "--quiet", "--no-skip", "--force", "--compressor", "zstd", "--comp-extra", "level=1",
 		"--defaults", "uid=0,gid=0,mode=0755", "/proc/self/fd/3")
 	cmd.ExtraFiles = []*os.File{out}
 	cmd.Stdin = cr

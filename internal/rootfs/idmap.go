@@ -308,13 +308,13 @@ func MountSysfs(netnsPath, target string) error {
 }
 
 // MountIDMapped attaches a read-only copy of the mount at src on target,
-// idmapped for r (host UID n shows as r.Base+n): a backup's image below a
-// sandbox in a user namespace.
-func MountIDMapped(src, target string, r IDRange) error {
-	userns, err := r.OpenUserNS()
+// idmapped by the user namespace userns maps (host UID n shows as
+// Base+n): a backup's image below a sandbox in a user namespace. userns
+// stays the caller's to close.
+func MountIDMapped(src, target string, userns *PendingUserNS) error {
+	ns, err := userns.Wait()
 	if err != nil {
 		return err
 	}
-	defer userns.Close()
-	return mountIDMapped(src, target, userns)
+	return mountIDMapped(src, target, ns)
 }

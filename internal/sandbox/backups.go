@@ -357,7 +357,10 @@ func (m *Manager) attachRestore(ctx context.Context, b *box, f restoreFiles, r R
 	}
 	owner := m.mountOwner(b)
 	if ids := b.hostIDs(); ids != nil {
-		if err := rootfs.MountIDMapped(image, lower, *ids); err != nil {
+		userns := m.userns.Open(*ids)
+		err := rootfs.MountIDMapped(image, lower, userns)
+		userns.Close()
+		if err != nil {
 			return err
 		}
 	} else {
