@@ -4,7 +4,7 @@
 import { errorFromResponse, SandboxError, UnavailableError } from "./errors.js";
 import { EventStream } from "./sse.js";
 import { Sandbox } from "./sandbox.js";
-import type { Health, ImageInfo, LifecycleEvent, SandboxInfo, SandboxOptions, SandboxStatus, SnapshotInfo } from "./types.js";
+import type { BackupInfo, Health, ImageInfo, LifecycleEvent, SandboxInfo, SandboxOptions, SandboxStatus, SnapshotInfo } from "./types.js";
 
 /** The daemon's address when SANDBOX_URL is not set. */
 export const DEFAULT_URL = "http://127.0.0.1:7070";
@@ -118,6 +118,22 @@ export class SandboxClient {
   /** Removes an image. */
   async deleteImage(name: string, options: CallOptions = {}): Promise<void> {
     await this.request({ method: "DELETE", path: `/v1/images/${encodeURIComponent(name)}`, ...options });
+  }
+
+  /** The caller's backups that have not expired, oldest first. */
+  async listBackups(options: CallOptions = {}): Promise<BackupInfo[]> {
+    const r = await this.request<{ backups: BackupInfo[] }>({ method: "GET", path: "/v1/backups", ...options });
+    return r.backups ?? [];
+  }
+
+  /** One backup; NotFoundError (`BACKUP_NOT_FOUND`) if absent. */
+  getBackup(id: string, options: CallOptions = {}): Promise<BackupInfo> {
+    return this.request<BackupInfo>({ method: "GET", path: `/v1/backups/${encodeURIComponent(id)}`, ...options });
+  }
+
+  /** Removes a backup; sandboxes it was restored into keep their copy. */
+  async deleteBackup(id: string, options: CallOptions = {}): Promise<void> {
+    await this.request({ method: "DELETE", path: `/v1/backups/${encodeURIComponent(id)}`, ...options });
   }
 
   /** Every snapshot, by name. */

@@ -34,6 +34,8 @@ import type {
   SandboxOptions,
   SessionInfo,
   SnapshotInfo,
+  BackupInfo,
+  RestoreInfo,
   TerminalInfo,
   WatchEvent,
   WriteFileResult,
@@ -336,6 +338,18 @@ export class Sandbox {
   /** Resets the idle timer. */
   renew(options: CallOptions = {}): Promise<SandboxInfo> {
     return this.#call<SandboxInfo>({ method: "POST", path: "/renew", ...options });
+  }
+
+  /** Backs up the directory `dir` (absolute); `ttl` is a duration such as "1h" (default 72h). `BACKUP_TOO_LARGE`, `BACKUP_STORE_UNAVAILABLE`. */
+  createBackup(dir: string, options: CallOptions & { name?: string; ttl?: string } = {}): Promise<BackupInfo> {
+    const { name, ttl, ...call } = options;
+    return this.#call<BackupInfo>({ method: "POST", path: "/backups", json: { dir, name, ttl }, ...call });
+  }
+
+  /** Mounts the backup copy-on-write at `dir` (default: its own directory). NotFoundError (`BACKUP_NOT_FOUND`), `BACKUP_EXPIRED`. */
+  restoreBackup(backup: string, options: CallOptions & { dir?: string } = {}): Promise<RestoreInfo> {
+    const { dir, ...call } = options;
+    return this.#call<RestoreInfo>({ method: "POST", path: "/backups/restore", json: { backup, dir }, ...call });
   }
 
   /** Snapshots the sandbox's files as `name` (frozen while they are copied). `memory: true` is `MEMORY_SNAPSHOT_UNSUPPORTED` where the runtime cannot keep memory. */

@@ -58,6 +58,29 @@ export interface SnapshotInfo {
   createdAt: string;
 }
 
+/** A backup of a sandbox's directory (docs/snapshots.md#backups-of-a-directory). */
+export interface BackupInfo {
+  /** `bk-` and 16 hex digits. */
+  id: string;
+  tenant?: string;
+  /** The sandbox it was taken from, and the directory (where a restore mounts it by default). */
+  sandbox: string;
+  dir: string;
+  name?: string;
+  /** Bytes in the store (a compressed squashfs image). */
+  size: number;
+  createdAt: string;
+  expiresAt: string;
+}
+
+/** A backup restored into a sandbox. */
+export interface RestoreInfo {
+  backup: string;
+  sandbox: string;
+  dir: string;
+  createdAt: string;
+}
+
 export interface SandboxInfo {
   id: string;
   status: SandboxStatus;

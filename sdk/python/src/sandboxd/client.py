@@ -213,6 +213,18 @@ class Client:
             if (want is None or s.get("status") in want) and all((s.get("labels") or {}).get(k) == v for k, v in (labels or {}).items())
         ]
 
+    def list_backups(self) -> List[Dict[str, Any]]:
+        """The caller's backups that have not expired, oldest first."""
+        return self._t.request("GET", "/v1/backups").get("backups") or []
+
+    def get_backup(self, backup_id: str) -> Dict[str, Any]:
+        """One backup; NotFoundError (BACKUP_NOT_FOUND) if absent."""
+        return self._t.request("GET", "/v1/backups/" + _q(backup_id))
+
+    def delete_backup(self, backup_id: str) -> None:
+        """Removes a backup; sandboxes it was restored into keep their copy."""
+        self._t.request("DELETE", "/v1/backups/" + _q(backup_id))
+
     def list_snapshots(self) -> List[Dict[str, Any]]:
         """Every snapshot, by name (docs/snapshots.md)."""
         return self._t.request("GET", "/v1/snapshots").get("snapshots") or []
@@ -351,6 +363,16 @@ class Sandbox:
         if default is not None:
             policy["default"] = default
         return self._call("PUT", "/network", json_body=policy)
+
+    def create_backup(self, dir: str, *, name: Optional[str] = None, ttl: Optional[str] = None) -> Dict[str, Any]:
+        """Backs up the directory ``dir`` (absolute); ``ttl`` is a duration
+        such as "1h" (default 72h)."""
+        return self._call("POST", "/backups", json_body={"dir": dir, "name": name, "ttl": ttl})
+
+    def restore_backup(self, backup: str, dir: Optional[str] = None) -> Dict[str, Any]:
+        """Mounts the backup copy-on-write at ``dir`` (default: its own
+        directory); NotFoundError (BACKUP_NOT_FOUND) if absent."""
+        return self._call("POST", "/backups/restore", json_body={"backup": backup, "dir": dir})
 
     def create_snapshot(self, name: str, *, memory: bool = False) -> Dict[str, Any]:
         """Snapshots the sandbox's files as ``name``; ``memory=True`` is
