@@ -176,6 +176,59 @@ func BenchmarkColdStartBaseline(b *testing.B) {
 	})
 }
 
+// BenchmarkColdStartNetworkModes: the cost of internet networking at a
+// cold start (issue 19: at most 1.2x the none case), measured as a new
+// ID's first `exec true` in mode none and in mode internet from one
+// daemon with default flags, a sample of each in turn, so that both see
+// the same load. BenchmarkColdStart measures each mode in a pass of its
+// own, whose ratio a loaded machine's drift can bend.
+func BenchmarkColdStartNetworkModes(b *testing.B) {
+	var none, internet samples
+	b.Run("none", func(b *testing.B) {
+		once(b, func(b *testing.B) {
+			d := testdaemon.Start(b, testdaemon.Options{})
+			ctx := ctxFor(b)
+			modes := []api.NetworkMode{api.NetworkNone, api.NetworkInternet}
+			sets := make([]samples, len(modes))
+			n := sampleCount()
+			for i := 0; i < n; i++ {
+				for k, mode := range modes {
+					sb := d.Client.Sandbox(fmt.Sprintf("%s-%d", mode, i), client.WithNetwork(api.NetworkOptions{Mode: mode}))
+					start := time.Now()
+					if res, err := sb.Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
+						b.Fatalf("exec: %v %+v", err, res)
+					}
+					sets[k] = append(sets[k], time.Since(start))
+				}
+			}
+			for _, mode := range modes {
+				var lines []string
+				for _, l := range strings.Split(d.Logs(), "\n") {
+					if strings.Contains(l, "sandbox="+string(mode)+"-") {
+						lines = append(lines, l)
+					}
+				}
+				b.Logf("%s, boot steps p50: %s", mode, bootSteps(strings.Join(lines, "\n")))
+			}
+			for i := 0; i < n; i++ {
+				for _, mode := range modes {
+					d.Client.Sandbox(fmt.Sprintf("%s-%d", mode, i)).Destroy(ctx)
+				}
+			}
+			none, internet = sets[0], sets[1]
+			none.report(b)
+		})
+	})
+	b.Run("internet", func(b *testing.B) {
+		once(b, func(b *testing.B) {
+			internet.report(b)
+			if p := none.percentile(50); p > 0 {
+				b.ReportMetric(float64(internet.percentile(50))/float64(p), "internet/none-p50")
+			}
+		})
+	})
+}
+
 // BenchmarkColdStartWarmPool: the same, when the daemon keeps a sandbox
 // started ahead (--warm-pool): a new ID takes it and names it. Each
 // sample waits (outside the measurement) for the pool to be refilled, so
