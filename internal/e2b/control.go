@@ -189,8 +189,8 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 		return controlErrorf(http.StatusBadRequest, "the MCP gateway is not supported by sandboxd's E2B layer")
 	}
 	// Env is set after creation, and keepAlive is not set: a sandbox
-	// created with the default configuration comes from the warm pool
-	// (metadata, which are labels fixed at creation, take it out of it).
+	// created with the default configuration comes from the warm pool,
+	// metadata (labels, written with its registry row) or not.
 	// Idle sleep needs no turning off: running processes keep a sandbox
 	// awake, and a sleeping one wakes on its next call with its files.
 	opts := api.SandboxOptions{Labels: req.Metadata}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -275,8 +276,18 @@ func TestWarmPoolHandsOutAStartedSandbox(t *testing.T) {
 	if diff := cmp.Diff(want, h.nextEvents()); diff != "" {
 		t.Errorf("events (-want +got):\n%s", diff)
 	}
-	// A configuration other than the default never takes a pool sandbox.
+	// Labels do not keep a create out of the pool; they are the new
+	// sandbox's, not the pool's.
 	warm := h.waitWarm()
+	labelled := h.ensure("labelled", Config{Labels: map[string]string{"team": "a"}})
+	if h.keyOf("labelled") != warm || labelled.Config.Labels["team"] != "a" {
+		t.Errorf("a labelled create: key %s (pool's %s), labels %v", h.keyOf("labelled"), warm, labelled.Config.Labels)
+	}
+	if rec, err := h.m.opts.Store.Get(bg, "labelled"); err != nil || !strings.Contains(string(rec.Config), `"team":"a"`) {
+		t.Errorf("registry row of the labelled sandbox: %s, %v", rec.Config, err)
+	}
+	// A configuration other than the default never takes a pool sandbox.
+	warm = h.waitWarm()
 	h.ensure("custom", Config{Env: map[string]string{"A": "1"}})
 	if h.keyOf("custom") == warm {
 		t.Error("a custom sandbox took the pool sandbox")

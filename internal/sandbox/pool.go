@@ -89,7 +89,7 @@ func (m *Manager) takeWarm(cfg Config) *box {
 		switch {
 		case w.running == nil || !w.running.alive():
 			go m.discardWarm(w) // died while waiting
-		case taken == nil && reflect.DeepEqual(w.cfg, cfg):
+		case taken == nil && reflect.DeepEqual(w.cfg, poolable(cfg)):
 			taken = w
 		default:
 			keep = append(keep, w)
@@ -97,6 +97,15 @@ func (m *Manager) takeWarm(cfg Config) *box {
 	}
 	m.pool.ready = keep
 	return taken
+}
+
+// poolable is cfg as far as a warm sandbox depends on it. Labels are
+// not: they live in the registry row only, which adopt writes with the
+// sandbox's own configuration, so a labelled create takes a warm sandbox
+// too (E2B's metadata are labels).
+func poolable(cfg Config) Config {
+	cfg.Labels = nil
+	return cfg
 }
 
 // adopt gives the pool sandbox w the identity of b, which is locked and
