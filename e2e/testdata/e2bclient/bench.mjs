@@ -1,8 +1,9 @@
 // Measures the E2B layer with the official SDK (run by bench.BenchmarkE2B):
 // commands.run('true') through /e2b beside sandboxd's own exec of `true`
 // (POST /v1/sandboxes/{id}/exec, from the same Node process and HTTP
-// stack), and Sandbox.create to the first command's result with the warm
-// pool (waiting, outside the measurement, for the pool to refill); and
+// stack), and Sandbox.create (with metadata and a timeout, as E2B's
+// programs create) to the first command's result with the warm pool
+// (waiting, outside the measurement, for the pool to refill); and
 // the same work as an E2B command through sandboxd's process API.
 // Prints one JSON line of milliseconds.
 import { Sandbox } from 'e2b'
@@ -68,7 +69,7 @@ const create = []
 for (let i = 0; i < n; i++) {
   await poolReady()
   const t = performance.now()
-  const s = await Sandbox.create()
+  const s = await Sandbox.create({ metadata: { bench: 'e2b' }, timeoutMs: 60_000 })
   await s.commands.run('true')
   create.push(performance.now() - t)
   await s.kill()
