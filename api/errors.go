@@ -40,6 +40,9 @@ const (
 	// Server-side problems (5xx).
 	CodeSandboxUnavailable Code = "SANDBOX_UNAVAILABLE" // the sandbox's agent cannot be reached or died mid-call
 	CodeSandboxFailed      Code = "SANDBOX_FAILED"      // the sandbox could not be created or started
+	// CodeSandboxLost: the sandbox's files vanished behind the daemon's
+	// back (status lost); destroy it and create it again.
+	CodeSandboxLost        Code = "SANDBOX_LOST"
 	CodeRuntimeUnavailable Code = "RUNTIME_UNAVAILABLE" // the runtime the sandbox names is not installed or failed its start-up probe
 	CodeProtocolMismatch   Code = "PROTOCOL_MISMATCH"   // the agent speaks a protocol this daemon does not
 	CodeInternal           Code = "INTERNAL_ERROR"      // a bug; details are in the daemon's log

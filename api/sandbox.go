@@ -114,6 +114,10 @@ const (
 	// why, and the next call tries again.
 	StatusFailed     SandboxStatus = "failed"
 	StatusDestroying SandboxStatus = "destroying"
+	// StatusLost: its files (disk) vanished behind the daemon's back, so
+	// it cannot start again; calls answer SANDBOX_LOST, and it can only be
+	// destroyed.
+	StatusLost SandboxStatus = "lost"
 )
 
 // Sandbox describes one sandbox, as returned by ensure, get and list.

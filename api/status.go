@@ -29,6 +29,7 @@ var statusOf = map[Code]int{
 	CodeRuntimeUnavailable:   http.StatusServiceUnavailable,
 	CodeSandboxUnavailable:   http.StatusServiceUnavailable,
 	CodeSandboxFailed:        http.StatusInternalServerError,
+	CodeSandboxLost:          http.StatusGone,
 	CodeProtocolMismatch:     http.StatusBadGateway,
 	CodeInternal:             http.StatusInternalServerError,
 }

@@ -5,12 +5,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/client"
 	"github.com/sandboxd/sandboxd/internal/testdaemon"
 )
@@ -98,6 +100,17 @@ func TestFilesSurviveAHostRebootSimulation(t *testing.T) {
 	d := daemon(t)
 	sb := d.Client.Sandbox("rebooted")
 	run(t, sb, "echo kept > /workspace/file")
+	// A second sandbox whose files an operator removes while the host is
+	// down: it is lost, not started again on an empty disk.
+	keptKeys := d.Keys()
+	lost := d.Client.Sandbox("vanished")
+	run(t, lost, "echo gone > /workspace/file")
+	var lostKey string
+	for _, k := range d.Keys() {
+		if !slices.Contains(keptKeys, k) {
+			lostKey = k
+		}
+	}
 	// Simulate a reboot: the daemon and every sandbox process die, and
 	// everything in /run and every mount is gone.
 	pids := []int{}
@@ -109,9 +122,23 @@ func TestFilesSurviveAHostRebootSimulation(t *testing.T) {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
 	simulateReboot(t, d)
+	if err := os.RemoveAll(filepath.Join(d.StateDir, "sandboxes", lostKey)); err != nil || lostKey == "" {
+		t.Fatalf("removing the second sandbox's files (key %q): %v", lostKey, err)
+	}
 	d.Start(t)
 	if got := trim(run(t, sb, "cat /workspace/file")); got != "kept" {
 		t.Errorf("after a simulated reboot: %q", got)
+	}
+	ctx := ctxT(t, 60*time.Second)
+	if inf, err := lost.Info(ctx); err != nil || inf.Status != api.StatusLost {
+		t.Errorf("sandbox whose files were removed: %+v %v, want lost", inf, err)
+	}
+	var apiErr *client.Error
+	if _, err := lost.Exec(ctx, "cat /workspace/file"); !errors.As(err, &apiErr) || apiErr.Code != api.CodeSandboxLost {
+		t.Errorf("exec on a lost sandbox: %v, want SANDBOX_LOST", err)
+	}
+	if err := lost.Destroy(ctx); err != nil {
+		t.Errorf("destroying a lost sandbox: %v", err)
 	}
 }
 

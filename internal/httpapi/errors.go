@@ -78,6 +78,8 @@ func (s *Server) classify(err error) *api.Error {
 		return &api.Error{Code: api.CodeRuntimeUnavailable, Message: msg}
 	case errors.Is(err, sandbox.ErrUnsupported):
 		return &api.Error{Code: api.CodeUnsupportedByRuntime, Message: msg}
+	case errors.Is(err, sandbox.ErrLost):
+		return &api.Error{Code: api.CodeSandboxLost, Message: msg}
 	case errors.Is(err, sandbox.ErrConflict):
 		return &api.Error{Code: api.CodeSandboxStateConflict, Message: msg}
 	case errors.Is(err, sandbox.ErrCapacity):

@@ -170,8 +170,14 @@ func (m *Manager) startLocked(ctx context.Context, b *box) error {
 	if err := requireStatus(b, "start", StatusCreating, StatusSleeping, StatusStopped, StatusFailed); err != nil {
 		return err
 	}
+	if b.state() != StatusCreating {
+		if err := m.checkLost(ctx, b); err != nil {
+			return err
+		}
+	}
 	waking := b.state() == StatusSleeping || b.state() == StatusStopped
 	if err := m.reserve(ctx, b); err != nil {
+		m.failCreate(ctx, b, err)
 		return err
 	}
 	start := m.now()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -308,8 +309,7 @@ func (m *Manager) getOrCreate(ctx context.Context, id string, cfg Config) (*box,
 			}
 			// A placeholder whose creation failed: take it over.
 			if err := m.createLocked(ctx, b, cfg); err != nil {
-				m.dropPlaceholder(b)
-				b.mu.Unlock()
+				m.createFailed(ctx, b, err)
 				return nil, false, err
 			}
 			return b, true, nil
@@ -324,11 +324,35 @@ func (m *Manager) getOrCreate(ctx context.Context, id string, cfg Config) (*box,
 		m.boxes[id] = b
 		m.mu.Unlock()
 		if err := m.createLocked(ctx, b, cfg); err != nil {
-			m.dropPlaceholder(b)
-			b.mu.Unlock()
+			m.createFailed(ctx, b, err)
 			return nil, false, err
 		}
 		return b, true, nil
+	}
+}
+
+// createFailed unlocks b, whose creation failed with err: a placeholder
+// without a row is forgotten, so that the ID is free; one whose row was
+// written (a warm sandbox's adoption failed after it) is kept and marked
+// failed, so that the registry does not keep it creating.
+func (m *Manager) createFailed(ctx context.Context, b *box, err error) {
+	if b.rec.ID == "" {
+		m.dropPlaceholder(b)
+	} else {
+		m.failCreate(ctx, b, err)
+	}
+	b.mu.Unlock()
+}
+
+// failCreate records that b, still creating, could not start (err): it is
+// failed, with err as its reason, and the next call tries again. It
+// changes nothing for a sandbox past creating. b.mu is held.
+func (m *Manager) failCreate(ctx context.Context, b *box, err error) {
+	if b.state() != StatusCreating {
+		return
+	}
+	if m.changeStatus(ctx, b, StatusFailed, err.Error()) == nil {
+		m.emit(b, EventFailed)
 	}
 }
 
@@ -402,6 +426,11 @@ func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config) error {
 	}
 	b.rec = rec
 	b.status.Store(StatusCreating)
+	// The directory exists from the row on: a sandbox without it is lost
+	// (lost.go).
+	if err := os.MkdirAll(m.paths(rec.Key).dir, 0o700); err != nil {
+		m.log.Warn("making a sandbox's directory", "sandbox", b.id, "err", err)
+	}
 	b.setConfig(cfg)
 	b.lastUsed.Store(now.UnixNano())
 	b.flushedAt.Store(now.UnixNano())

@@ -48,9 +48,19 @@ func (m *Manager) Recover(ctx context.Context) error {
 				m.log.Info("sandbox reattached", "sandbox", b.id)
 				continue
 			}
+			if m.checkLost(ctx, b) != nil {
+				continue
+			}
 			m.cleanAfterCrash(ctx, b, "the container was gone when the daemon started (host reboot or crash)")
 		case StatusCreating:
+			// Nothing of it can be lost yet; its directory is made with
+			// its row, but the crash may have come between the two.
+			if err := os.MkdirAll(m.paths(rec.Key).dir, 0o700); err != nil {
+				m.log.Warn("making a sandbox's directory", "sandbox", b.id, "err", err)
+			}
 			m.cleanAfterCrash(ctx, b, "creation was interrupted by a daemon restart")
+		case StatusLost:
+			// Stays lost until destroyed.
 		case StatusDestroying:
 			b.mu.Lock()
 			if err := m.destroyLocked(ctx, b); err != nil {
@@ -68,6 +78,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 					}
 				}
 			}
+			_ = m.checkLost(ctx, b) // logged; a lost sandbox stays lost
 		}
 	}
 	m.collectOrphans(ctx, known)

@@ -24,6 +24,9 @@ const (
 	StatusStopped    Status = "stopped"
 	StatusFailed     Status = "failed"
 	StatusDestroying Status = "destroying"
+	// StatusLost: the sandbox's files vanished behind the daemon's back
+	// (lost.go); it can only be destroyed.
+	StatusLost Status = "lost"
 )
 
 // lifecycle is the state machine: each status and the statuses it may
@@ -35,17 +38,19 @@ const (
 //	running → sleeping (idle, evicted, recovery) | stopped (request) | failed (agent died)
 //	sleeping | stopped | failed → running (any call) | failed (the start failed)
 //	sleeping → stopped (request)
+//	running | sleeping | stopped | failed → lost (its files are gone)
 //	any → destroying → (row deleted; event "destroyed")
 var lifecycle = []struct {
 	status Status
 	next   []Status
 }{
 	{StatusCreating, []Status{StatusRunning, StatusFailed, StatusSleeping, StatusDestroying}},
-	{StatusRunning, []Status{StatusSleeping, StatusStopped, StatusFailed, StatusDestroying}},
-	{StatusSleeping, []Status{StatusRunning, StatusStopped, StatusFailed, StatusDestroying}},
-	{StatusStopped, []Status{StatusRunning, StatusFailed, StatusDestroying}},
-	{StatusFailed, []Status{StatusRunning, StatusFailed, StatusDestroying}},
+	{StatusRunning, []Status{StatusSleeping, StatusStopped, StatusFailed, StatusDestroying, StatusLost}},
+	{StatusSleeping, []Status{StatusRunning, StatusStopped, StatusFailed, StatusDestroying, StatusLost}},
+	{StatusStopped, []Status{StatusRunning, StatusFailed, StatusDestroying, StatusLost}},
+	{StatusFailed, []Status{StatusRunning, StatusFailed, StatusDestroying, StatusLost}},
 	{StatusDestroying, []Status{StatusDestroying}},
+	{StatusLost, []Status{StatusDestroying}},
 }
 
 // Statuses lists every status, in lifecycle order.
@@ -82,6 +87,9 @@ func (b *box) state() Status { return Status(b.rec.Status) }
 func requireStatus(b *box, op string, allowed ...Status) error {
 	if slices.Contains(allowed, b.state()) {
 		return nil
+	}
+	if b.state() == StatusLost {
+		return fmt.Errorf("%w: cannot %s sandbox %s: %s; destroy it", ErrLost, op, b.id, b.rec.StatusReason)
 	}
 	return fmt.Errorf("%w: cannot %s sandbox %s while it is %s", ErrConflict, op, b.id, b.state())
 }

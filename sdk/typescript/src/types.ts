@@ -2,7 +2,7 @@
 // milliseconds, times RFC 3339 strings. Fields the daemon adds later are
 // kept as they come: nothing here rejects unknown fields.
 
-export type SandboxStatus = "creating" | "running" | "sleeping" | "stopped" | "failed" | "destroying";
+export type SandboxStatus = "creating" | "running" | "sleeping" | "stopped" | "failed" | "destroying" | "lost";
 
 export interface Limits {
   memoryBytes?: number;
