@@ -93,6 +93,45 @@ func BenchmarkGVisorIdleMemory(b *testing.B) {
 	})
 }
 
+// BenchmarkGVisorColdStartVsRuntimeRun interleaves the two, sample by
+// sample (a cold `exec true` on a new ID, then a raw `runsc run`), so that
+// their ratio holds on a loaded machine, where runs minutes apart see
+// different loads.
+func BenchmarkGVisorColdStartVsRuntimeRun(b *testing.B) {
+	runsc := needRunsc(b)
+	once(b, func(b *testing.B) {
+		d := testdaemon.Start(b, testdaemon.Options{Args: append(gvisorArgs, "--default-network", "none")})
+		ctx := ctxFor(b)
+		bundle := probeBundle(b)
+		root := b.TempDir()
+		b.Cleanup(func() { exec.Command("umount", "-l", filepath.Join(root, "null-netns")).Run() })
+		var cold, raw samples
+		for i := 0; i < sampleCount(); i++ {
+			start := time.Now()
+			if res, err := d.Client.Sandbox(fmt.Sprintf("gratio-%d", i)).Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
+				b.Fatalf("exec: %v %+v", err, res)
+			}
+			cold = append(cold, time.Since(start))
+			start = time.Now()
+			id := fmt.Sprintf("gratio-%d-%d", os.Getpid(), i)
+			out, err := exec.Command(runsc, "--root", root, "--platform=systrap", "--overlay2=none", "--host-uds=create",
+				"run", "--bundle", bundle, id).CombinedOutput()
+			if err != nil {
+				b.Fatalf("runsc run: %v: %s", err, out)
+			}
+			raw = append(raw, time.Since(start))
+			d.Client.Sandbox(fmt.Sprintf("gratio-%d", i)).Destroy(ctx)
+		}
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		c, r := cold.percentile(50), raw.percentile(50)
+		b.ReportMetric(ms(c), "cold-p50-ms")
+		b.ReportMetric(ms(r), "run-p50-ms")
+		b.ReportMetric(float64(c)/float64(r), "cold/run-p50")
+		b.ReportMetric(0, "ns/op")
+		b.Logf("n=%d interleaved: cold start p50=%.2fms, raw runsc run p50=%.2fms, ratio %.2f", len(cold), ms(c), ms(r), float64(c)/float64(r))
+	})
+}
+
 // BenchmarkGVisorRuntimeRun is the baseline: `runsc run` of /usr/bin/true
 // with the spec BenchmarkRuntimeRun gives crun and runc, and the flags the
 // daemon uses.
