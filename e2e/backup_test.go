@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -167,6 +168,35 @@ func TestBackups(t *testing.T) {
 		run(t, src, "mkdir -p /work/big && head -c 9437184 /dev/urandom > /work/big/blob")
 		_, err = src.Backup(ctx, "/work/big", client.BackupOptions{})
 		wantCode(t, "directory over --max-backup-size", err, api.CodeBackupTooLarge)
+	})
+
+	t.Run("cli", func(t *testing.T) {
+		out, errOut, code := cli(t, d, "", "backup", "create", "bk-src", "/work/app", "--name", "cli", "--ttl", "1h", "--json")
+		if code != 0 {
+			t.Fatalf("backup create: exit %d: %s", code, errOut)
+		}
+		var h map[string]any
+		if err := json.Unmarshal([]byte(out), &h); err != nil {
+			t.Fatalf("backup create --json: %v: %s", err, out)
+		}
+		for _, k := range []string{"id", "sandbox", "dir", "name", "size", "createdAt", "expiresAt"} {
+			if _, ok := h[k]; !ok {
+				t.Errorf("the handle lacks %q: %s", k, out)
+			}
+		}
+		id, _ := h["id"].(string)
+		if out, _, _ := cli(t, d, "", "backup", "ls", "--json"); !strings.Contains(out, id) {
+			t.Errorf("backup ls --json lacks %s: %s", id, out)
+		}
+		if out, errOut, code := cli(t, d, "", "backup", "restore", "bk-dst", id, "/srv/cli"); code != 0 || strings.TrimSpace(out) != "/srv/cli" {
+			t.Errorf("backup restore: exit %d, %q, %s", code, out, errOut)
+		}
+		if got := run(t, dst, "cat /srv/cli/sub/f"); got != "hello\n" {
+			t.Errorf("restored through the CLI: %q", got)
+		}
+		if _, errOut, code := cli(t, d, "", "backup", "rm", id); code != 0 {
+			t.Errorf("backup rm: exit %d: %s", code, errOut)
+		}
 	})
 
 	t.Run("expired backup gone", func(t *testing.T) {
