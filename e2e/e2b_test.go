@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/testdaemon"
 )
 
@@ -26,7 +27,8 @@ const e2bClientDir = "testdata/e2bclient"
 // write, list with depth, makeDir, exists, getInfo, rename, remove,
 // watchDir, signed URLs), getHost and the host-routed envd name, and the
 // SDK's typed errors for unknown sandboxes, missing files, non-zero exits
-// and timeouts.
+// and timeouts, and tenants' API keys as E2B API keys that reach only
+// their own sandboxes.
 func TestE2B(t *testing.T) {
 	if _, err := exec.LookPath("npm"); err != nil {
 		t.Skip("needs npm (.ci/run installs it) for the E2B SDK")
@@ -35,6 +37,9 @@ func TestE2B(t *testing.T) {
 	testdaemon.SkipUnlessRoot(t)
 	// A warm pool: E2B's create answers from it as sandboxd's does.
 	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--warm-pool", "2"}})
+	// Two tenants' keys, E2B API keys of their own (auth › a tenant's key...).
+	_, keyA := tenantClient(t, d, api.KeyCreateRequest{Name: "team-a"})
+	_, keyB := tenantClient(t, d, api.KeyCreateRequest{Name: "team-b"})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -43,7 +48,7 @@ func TestE2B(t *testing.T) {
 	cmd.Env = append(os.Environ(),
 		"E2B_API_KEY="+d.Token, "E2B_API_URL="+d.URL+"/e2b", "E2B_SANDBOX_URL="+d.URL+"/e2b",
 		"E2B_TEST_LISTEN="+strings.TrimPrefix(d.URL, "http://"),
-		"E2B_DOMAIN=", "E2B_DEBUG=",
+		"E2B_DOMAIN=", "E2B_DEBUG=", "E2B_TENANT_KEY_A="+keyA, "E2B_TENANT_KEY_B="+keyB,
 	)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -192,7 +192,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	e2bServer, err := newE2B(self, token, cfg, log)
+	e2bServer, err := newE2B(self, token, keys, cfg, log)
 	if err != nil {
 		return err
 	}

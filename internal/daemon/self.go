@@ -12,6 +12,7 @@ import (
 	"github.com/sandboxd/sandboxd/client"
 	"github.com/sandboxd/sandboxd/client/mcpserver"
 	"github.com/sandboxd/sandboxd/internal/e2b"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
 // selfURL is the base URL of the daemon's own API as its MCP tools see
@@ -42,14 +43,14 @@ func newMCP(self *selfListener, token, version string, log *slog.Logger) (http.H
 // control plane and envd under /e2b, over the daemon's own API reached
 // through self, like the MCP tools. Its domain, the create answer's, is
 // where its host names resolve: the preview domain and port.
-func newE2B(self *selfListener, token string, cfg Config, log *slog.Logger) (*e2b.Server, error) {
+func newE2B(self *selfListener, token string, keys *tenant.Keys, cfg Config, log *slog.Logger) (*e2b.Server, error) {
 	domain := cfg.PreviewDomain
 	if p := cfg.PreviewPort; p != 0 && !(cfg.PreviewScheme == "http" && p == 80) && !(cfg.PreviewScheme == "https" && p == 443) {
 		domain += ":" + strconv.Itoa(p)
 	}
 	return e2b.New(e2b.Options{
 		Transport: &http.Transport{DialContext: self.DialContext, MaxIdleConnsPerHost: 64, DisableCompression: true},
-		BaseURL:   selfURL, Token: token, StateDir: filepath.Join(cfg.StateDir, "e2b"),
+		BaseURL:   selfURL, Token: token, Keys: keys, StateDir: filepath.Join(cfg.StateDir, "e2b"),
 		Domain: domain, PreviewDomain: cfg.PreviewDomain, Log: log,
 	})
 }

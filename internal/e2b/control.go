@@ -69,13 +69,22 @@ func writeControlJSON(w http.ResponseWriter, status int, v any) {
 
 // serveControl serves the control plane (path without the prefix).
 func (s *Server) serveControl(w http.ResponseWriter, r *http.Request, p string) {
-	if !s.apiKeyOK(r) {
+	ns, ok := s.callerNamespace(r)
+	if !ok {
 		writeControlError(w, controlErrorf(http.StatusUnauthorized, "missing or invalid API key: send X-API-KEY with a sandboxd API key"))
 		return
 	}
+	r = r.WithContext(withTenant(r.Context(), ns))
 	seg := strings.Split(strings.Trim(p, "/"), "/")
 	if len(seg) > 0 && seg[0] == "v2" {
 		seg = seg[1:]
+	}
+	if len(seg) >= 2 && seg[0] == "sandboxes" {
+		// Another tenant's sandbox is one this caller does not have.
+		if e, ok := s.table.get(seg[1]); ok && e.Tenant != ns {
+			writeControlError(w, controlErrorf(http.StatusNotFound, "sandbox %q not found", seg[1]))
+			return
+		}
 	}
 	if len(seg) == 0 || seg[0] != "sandboxes" {
 		writeControlError(w, controlErrorf(http.StatusNotFound, "no route %s %s", r.Method, p))
@@ -197,7 +206,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 	if len(req.EnvVars) > maxEnvs {
 		return controlErrorf(http.StatusBadRequest, "at most %d envVars", maxEnvs)
 	}
-	e := entry{TemplateID: req.TemplateID, AutoPause: req.AutoPause != nil && *req.AutoPause,
+	e := entry{Tenant: tenantOf(r.Context()), TemplateID: req.TemplateID, AutoPause: req.AutoPause != nil && *req.AutoPause,
 		AutoPauseNoMemory: req.AutoPauseMemory != nil && !*req.AutoPauseMemory}
 	if req.Network != nil {
 		e.PrivateTraffic = req.Network.AllowPublicTraffic != nil && !*req.Network.AllowPublicTraffic
@@ -493,7 +502,11 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) error {
 	page := []listedSandbox{}
 	skipping := lq.after != ""
 	next := ""
+	ns := tenantOf(r.Context())
 	for _, e := range entries {
+		if e.Tenant != ns {
+			continue
+		}
 		if skipping {
 			skipping = e.ID != lq.after
 			continue

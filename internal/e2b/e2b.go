@@ -17,7 +17,6 @@ package e2b
 
 import (
 	"context"
-	"crypto/subtle"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -46,8 +45,12 @@ type Options struct {
 	Transport http.RoundTripper
 	// BaseURL is the daemon's API base URL as Transport reaches it.
 	BaseURL string
-	// Token is the admin token: the E2B API key, and the daemon API's.
+	// Token is the admin token: an E2B API key (the admin namespace's),
+	// and the daemon API's.
 	Token string
+	// Keys authenticate tenants' API keys, E2B API keys of their tenants
+	// (nil: only Token).
+	Keys KeyAuth
 	// StateDir keeps the layer's table and key.
 	StateDir string
 	// Domain is what sandboxes' host-routed names end in: the preview
@@ -101,7 +104,7 @@ func New(opts Options) (*Server, error) {
 	if now == nil {
 		now = time.Now
 	}
-	hc := &http.Client{Transport: opts.Transport}
+	hc := &http.Client{Transport: tenantTransport{opts.Transport}}
 	sdk, err := client.New(opts.BaseURL, client.WithToken(opts.Token), client.WithHTTPClient(hc), client.WithUserAgent("sandboxd-e2b"))
 	if err != nil {
 		return nil, err
@@ -168,23 +171,13 @@ func (s *Server) ServeHost(w http.ResponseWriter, r *http.Request) bool {
 	if !ok {
 		return false
 	}
+	r = r.WithContext(withTenant(r.Context(), e.Tenant))
 	if port == EnvdPort {
 		s.serveEnvd(w, r, id, r.URL.Path)
 		return true
 	}
 	s.servePort(w, r, e, port)
 	return true
-}
-
-// apiKeyOK checks the control plane's X-API-KEY.
-func (s *Server) apiKeyOK(r *http.Request) bool {
-	key := r.Header.Get("X-API-KEY")
-	if key == "" {
-		if v, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-			key = v
-		}
-	}
-	return key != "" && subtle.ConstantTimeCompare([]byte(key), []byte(s.opts.Token)) == 1
 }
 
 // Run enforces deadlines until ctx ends: an expired sandbox is killed,
@@ -210,6 +203,7 @@ func (s *Server) expire(ctx context.Context) {
 			continue
 		}
 		var err error
+		ctx := withTenant(ctx, e.Tenant)
 		if e.AutoPause {
 			err = s.pause(ctx, e.ID, !e.AutoPauseNoMemory)
 		} else {

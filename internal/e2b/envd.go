@@ -23,6 +23,7 @@ func (s *Server) serveEnvd(w http.ResponseWriter, r *http.Request, id, p string)
 		writeControlJSON(w, http.StatusBadGateway, controlErrorf(http.StatusBadGateway, "sandbox %q not found or not running", id))
 		return
 	}
+	r = r.WithContext(withTenant(r.Context(), e.Tenant))
 	tokenOK := subtle.ConstantTimeCompare([]byte(r.Header.Get("X-Access-Token")), []byte(s.table.token("envd", id))) == 1
 	switch {
 	case p == "/health" && r.Method == http.MethodGet:

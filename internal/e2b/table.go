@@ -21,7 +21,10 @@ import (
 // which it is killed or paused), the template it was asked for, and
 // whether its ports are public.
 type entry struct {
-	ID         string    `json:"id"`
+	ID string `json:"id"`
+	// Tenant owns the sandbox ("" the admin namespace): its sandboxd ID
+	// is ID in that tenant's namespace.
+	Tenant     string    `json:"tenant,omitempty"`
 	TemplateID string    `json:"templateId"`
 	StartedAt  time.Time `json:"startedAt"`
 	// EndAt is when the sandbox is killed, or paused with AutoPause.

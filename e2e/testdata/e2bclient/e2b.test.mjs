@@ -402,4 +402,33 @@ describe('auth', () => {
       await s.kill()
     }
   })
+
+  test("a tenant's key is an E2B API key: its sandboxes are its own", async () => {
+    const keyA = process.env.E2B_TENANT_KEY_A
+    const keyB = process.env.E2B_TENANT_KEY_B
+    const v1 = process.env.E2B_API_URL.replace(/\/e2b$/, '') + '/v1/sandboxes/'
+    const ids = async (opts) => (await Sandbox.list(opts).nextItems()).map((s) => s.sandboxId)
+    const a = await Sandbox.create({ apiKey: keyA, timeoutMs: 120_000 })
+    try {
+      assert.equal((await a.commands.run('echo mine')).stdout, 'mine\n')
+      // In sandboxd it is team-a's sandbox, which team-b's key cannot name.
+      const asA = await fetch(v1 + a.sandboxId, { headers: { authorization: `Bearer ${keyA}` } })
+      assert.equal(asA.status, 200)
+      assert.equal((await asA.json()).tenant, 'team-a')
+      assert.equal((await fetch(v1 + a.sandboxId, { headers: { authorization: `Bearer ${keyB}` } })).status, 404)
+      assert.ok((await ids({ apiKey: keyA })).includes(a.sandboxId))
+      assert.ok(!(await ids({ apiKey: keyB })).includes(a.sandboxId))
+      assert.ok(!(await ids()).includes(a.sandboxId), 'the admin namespace lists it')
+      await assert.rejects(Sandbox.getInfo(a.sandboxId, { apiKey: keyB }), SandboxNotFoundError)
+      await assert.rejects(Sandbox.connect(a.sandboxId, { apiKey: keyB }), SandboxNotFoundError)
+      await assert.rejects(Sandbox.setTimeout(a.sandboxId, 1000, { apiKey: keyB }))
+      assert.equal(await Sandbox.kill(a.sandboxId, { apiKey: keyB }), false)
+      assert.equal(await Sandbox.kill(a.sandboxId), false)
+      assert.equal((await a.commands.run('echo still')).stdout, 'still\n')
+      const info = await Sandbox.getInfo(a.sandboxId, { apiKey: keyA })
+      assert.equal(info.state, 'running')
+    } finally {
+      assert.equal(await Sandbox.kill(a.sandboxId, { apiKey: keyA }), true)
+    }
+  })
 })
