@@ -108,9 +108,14 @@ func TestProcessTreeKillAndEscalation(t *testing.T) {
 			t.Errorf("%s sleeps survived the tree kill", got)
 		}
 		// A process that traps SIGTERM gets SIGKILL after the grace.
-		q, err := sb.StartProcess(ctx, "trap 'echo caught' TERM; while :; do sleep 0.05; done")
+		q, err := sb.StartProcess(ctx, "trap 'echo caught' TERM; echo armed; while :; do sleep 0.05; done")
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The start answers once bash runs, not once it has set its trap:
+		// a SIGTERM before that ends it like any process.
+		if _, err := q.WaitForLog(ctx, "armed", 30*time.Second); err != nil {
+			t.Fatalf("waiting for the trap: %v", err)
 		}
 		if _, err := q.WaitForLog(ctx, "never", 200*time.Millisecond); !errors.Is(err, client.ErrTimeout) {
 			t.Errorf("wait/log timeout: %v", err)

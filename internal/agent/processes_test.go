@@ -296,8 +296,9 @@ func TestKillHonoursTheSignalAndKillsTheTree(t *testing.T) {
 
 func TestSIGTERMEscalatesAfterTheGrace(t *testing.T) {
 	ta := startAgent(t)
-	p := ta.start(t, api.StartProcessRequest{Command: "trap 'echo got TERM' TERM; while :; do sleep 0.05; done"})
-	time.Sleep(100 * time.Millisecond)
+	p := ta.start(t, api.StartProcessRequest{Command: "trap 'echo got TERM' TERM; echo armed; while :; do sleep 0.05; done"})
+	// The start answers once bash runs, not once it has set its trap.
+	ta.mustCall(t, 200, "POST", "/processes/"+p.ID+"/wait/log", api.WaitForLogRequest{Pattern: "armed", Timeout: 20000}, nil)
 	start := time.Now()
 	var got api.Process
 	ta.mustCall(t, 200, "POST", "/processes/"+p.ID+"/kill", api.KillProcessRequest{GracePeriod: 400}, &got)
