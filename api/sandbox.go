@@ -108,6 +108,10 @@ const (
 	// StatusSleeping: put to sleep when idle (or to make room). Disk, env,
 	// sessions' definitions and exposed ports are kept; any call wakes it.
 	StatusSleeping SandboxStatus = "sleeping"
+	// StatusPaused (gVisor only): memory and processes checkpointed to
+	// disk, on request or instead of sleeping; any call restores it,
+	// processes, sessions and code contexts included.
+	StatusPaused SandboxStatus = "paused"
 	// StatusStopped: stopped on request; any call starts it again.
 	StatusStopped SandboxStatus = "stopped"
 	// StatusFailed: could not start, or its agent died; StatusReason says
@@ -182,6 +186,8 @@ const (
 	LifecycleStarted   = "started"
 	LifecycleSlept     = "slept"
 	LifecycleWoke      = "woke"
+	LifecyclePaused    = "paused"
+	LifecycleResumed   = "resumed"
 	LifecycleStopped   = "stopped"
 	LifecycleDestroyed = "destroyed"
 	LifecycleFailed    = "failed"

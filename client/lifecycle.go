@@ -42,7 +42,7 @@ func WithRuntime(name string) SandboxOption {
 // exposed ports stay; the next call starts it again, exactly as a wake.
 func (s *Sandbox) Stop(ctx context.Context) (*api.Sandbox, error) { return s.action(ctx, "stop") }
 
-// Start starts a sleeping, stopped or failed sandbox.
+// Start starts a sleeping, paused, stopped or failed sandbox.
 func (s *Sandbox) Start(ctx context.Context) (*api.Sandbox, error) { return s.action(ctx, "start") }
 
 // Restart stops the sandbox's container, if it runs, and starts it again.

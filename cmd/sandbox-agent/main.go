@@ -114,7 +114,12 @@ func listen(cfg config) (net.Listener, error) {
 }
 
 func run(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) error {
+	socket := cfg.socket
+	if cfg.listenFD >= 0 {
+		socket = "" // the daemon's, bound on the host: never bound again here
+	}
 	a, err := agent.New(agent.Config{
+		Socket:      socket,
 		RunDir:      cfg.runDir,
 		Workspace:   cfg.workspace,
 		CgroupRoot:  cfg.cgroupRoot,

@@ -69,7 +69,7 @@ print the API's answer, {"sandboxes": [...], "nextPageToken": ...}.`,
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().StringArrayVarP(&labels, "label", "l", nil, "only sandboxes with label `K=V` (repeatable)")
-	cmd.Flags().StringVar(&status, "status", "", "only sandboxes in status `S` (creating, running, sleeping, stopped, failed)")
+	cmd.Flags().StringVar(&status, "status", "", "only sandboxes in status `S` (creating, running, sleeping, paused, stopped, failed)")
 	cmd.Flags().IntVar(&limit, "limit", 0, "one page of at most `N` sandboxes (1-1000)")
 	cmd.Flags().StringVar(&pageToken, "page-token", "", "continue after a previous page (with --limit)")
 	return cmd

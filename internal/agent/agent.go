@@ -108,6 +108,10 @@ type Config struct {
 	// Code tunes the code interpreter (interpreters, grace periods); its
 	// paths, environment, reaper, logger and limits are filled in.
 	Code interp.Config
+	// Socket is the path the agent bound its socket at itself (gVisor),
+	// where it can bind it again after letting go of it for a checkpoint
+	// (suspend.go); empty when the daemon handed the socket over.
+	Socket string
 	// Log is the operator log. Default: discard.
 	Log *slog.Logger
 }
@@ -252,6 +256,12 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	a.server.shutdown = func(reason string) {
 		a.shutdownReason.Store(&reason)
 		stop()
+	}
+	sl := newSuspendableListener(ln, a.cfg.Socket, func(msg string, args ...any) { a.cfg.Log.Warn(msg, args...) })
+	ln = sl
+	if a.cfg.Socket != "" {
+		a.server.suspend = sl.suspend
+		sl.watchResume(ctx)
 	}
 	srv := &http.Server{
 		Handler:           a.Handler(),

@@ -45,6 +45,9 @@ type server struct {
 	writeTimeout time.Duration // for one stream event to be accepted by the client
 	// shutdown stops the agent, giving the reason (set by Agent.Run).
 	shutdown func(reason string)
+	// suspend lets go of the agent's socket before a gVisor checkpoint
+	// (suspend.go); nil when the socket was inherited.
+	suspend func() error
 	// activity lists what can keep the sandbox busy on its own; each
 	// source adds its counts (background processes, code runs).
 	activity []func(*api.AgentActivity)
@@ -59,6 +62,7 @@ func (s *server) handlers() map[string]http.HandlerFunc {
 		"GET " + agentapi.PathActivity:      s.activityReport,
 		"POST " + agentapi.PathShutdown:     s.shutdownRequest,
 		"GET " + agentapi.PathDial:          s.dialPort,
+		"POST " + agentapi.PathSuspend:      s.suspendRequest,
 		"POST /exec":                        s.exec,
 		"POST /exec/stream":                 s.execStream,
 		"GET /env":                          s.getSandboxEnv,

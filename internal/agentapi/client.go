@@ -64,6 +64,13 @@ func (c *Client) Shutdown(ctx context.Context, reason string) error {
 	return c.do(ctx, http.MethodPost, PathShutdown, &api.AgentShutdownRequest{Reason: reason}, http.StatusAccepted, nil)
 }
 
+// Suspend asks the agent to close its socket and every connection to it
+// before a gVisor checkpoint; it answers first. ResumeSignal, sent
+// through the runtime, makes it bind the socket again.
+func (c *Client) Suspend(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, PathSuspend, nil, http.StatusAccepted, nil)
+}
+
 // SetEnv sets sandbox-level environment variables (the public POST /env).
 func (c *Client) SetEnv(ctx context.Context, env map[string]string) error {
 	req := api.SetEnvRequest{Env: make(map[string]*string, len(env))}

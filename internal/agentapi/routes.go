@@ -6,7 +6,10 @@
 // binaries import it, and the agent stays small and static.
 package agentapi
 
-import "strings"
+import (
+	"strings"
+	"syscall"
+)
 
 // InternalPrefix starts the path of every internal route. The daemon never
 // forwards a path under it, whatever the table says, so a route added
@@ -19,7 +22,14 @@ const (
 	PathActivity = InternalPrefix + "activity"
 	PathShutdown = InternalPrefix + "shutdown"
 	PathDial     = InternalPrefix + "dial"
+	PathSuspend  = InternalPrefix + "suspend"
 )
+
+// ResumeSignal, sent to the agent (init) through the runtime, makes an
+// agent that let go of its socket for a checkpoint (PathSuspend) bind it
+// again. Root code in the sandbox can send it too; all that can do is make
+// a checkpoint of its own sandbox fail.
+const ResumeSignal = syscall.SIGUSR2
 
 // Route is one route of the agent, with what the daemon does with it.
 type Route struct {
@@ -56,6 +66,7 @@ var Routes = []Route{
 	{Method: "GET", Path: PathActivity, Idempotent: true},
 	{Method: "POST", Path: PathShutdown},
 	{Method: "GET", Path: PathDial},
+	{Method: "POST", Path: PathSuspend},
 
 	{Method: "POST", Path: "/exec", Public: true, Metric: "buffered"},
 	{Method: "POST", Path: "/exec/stream", Public: true, Stream: true, Metric: "stream"},

@@ -156,7 +156,7 @@ func TestOpenAPIEnumsMatchWireConstants(t *testing.T) {
 	schemas := openAPISchemas(t)
 	langs := []string{string(api.LanguagePython), string(api.LanguageJavaScript), string(api.LanguageTypeScript)}
 	lifecycle := []string{sandbox.EventCreated, sandbox.EventStarted, sandbox.EventSlept, sandbox.EventWoke,
-		sandbox.EventStopped, sandbox.EventDestroyed, sandbox.EventFailed}
+		sandbox.EventPaused, sandbox.EventResumed, sandbox.EventStopped, sandbox.EventDestroyed, sandbox.EventFailed}
 	enums := map[string][]string{
 		"CodeEvent.type": {api.CodeEventStart, api.CodeEventStdout, api.CodeEventStderr, api.CodeEventResult,
 			api.CodeEventExecutionError, api.CodeEventError, api.CodeEventComplete},

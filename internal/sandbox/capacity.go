@@ -132,7 +132,7 @@ func (m *Manager) evictOne(ctx context.Context, victims []*box, reason string) b
 		ok := v.running != nil && !v.destroyed && v.leases.Load() == 0 && !m.agentBusy(ctx, v.running)
 		if ok {
 			m.log.Info("putting the least recently used idle sandbox to sleep", "sandbox", v.id, "reason", reason)
-			m.sleepLocked(ctx, v, StatusSleeping, reason)
+			m.sleepOrPause(ctx, v, reason)
 		}
 		v.mu.Unlock()
 		if ok {

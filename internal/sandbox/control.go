@@ -34,15 +34,32 @@ func (m *Manager) Stop(ctx context.Context, id string) (Info, error) {
 	switch b.state() {
 	case StatusRunning:
 		err = m.sleepLocked(ctx, b, StatusStopped, "stopped by request")
-	case StatusSleeping:
-		if err = m.changeStatus(ctx, b, StatusStopped, "stopped by request"); err == nil {
-			m.emit(b, EventStopped)
-		}
+	case StatusSleeping, StatusPaused:
+		err = m.stopNotRunning(ctx, b)
 	case StatusStopped, StatusFailed:
 	default:
-		err = requireStatus(b, "stop", StatusRunning, StatusSleeping, StatusStopped, StatusFailed)
+		err = requireStatus(b, "stop", StatusRunning, StatusSleeping, StatusPaused, StatusStopped, StatusFailed)
 	}
 	return b.info(), err
+}
+
+// stopNotRunning records a sleeping or paused b as stopped; a paused
+// sandbox's checkpoint is dropped (a stopped sandbox starts afresh).
+// b.mu is held.
+func (m *Manager) stopNotRunning(ctx context.Context, b *box) error {
+	paused := b.state() == StatusPaused
+	reason := "stopped by request"
+	if paused {
+		reason = "stopped by request; its memory was dropped"
+	}
+	if err := m.changeStatus(ctx, b, StatusStopped, reason); err != nil {
+		return err
+	}
+	if paused {
+		m.dropCheckpoint(b)
+	}
+	m.emit(b, EventStopped)
+	return nil
 }
 
 // Start starts an existing sandbox that is not running.
@@ -63,8 +80,13 @@ func (m *Manager) Restart(ctx context.Context, id string) (Info, error) {
 		return Info{}, err
 	}
 	defer b.mu.Unlock()
-	if b.state() == StatusRunning {
+	switch b.state() {
+	case StatusRunning:
 		if err := m.sleepLocked(ctx, b, StatusStopped, "restarting"); err != nil {
+			return b.info(), err
+		}
+	case StatusPaused:
+		if err := m.stopNotRunning(ctx, b); err != nil {
 			return b.info(), err
 		}
 	}

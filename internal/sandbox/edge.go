@@ -57,6 +57,12 @@ type Runtime interface {
 	// Pause freezes every process of the container; Resume thaws them.
 	Pause(ctx context.Context, id string) error
 	Resume(ctx context.Context, id string) error
+	// Checkpoint saves the container's memory and processes into a
+	// directory, Restore starts it again from there, and SignalInit
+	// signals its init alone (gVisor only: checkpoint.go).
+	Checkpoint(ctx context.Context, id, image string, o runtime.CheckpointOptions) error
+	Restore(ctx context.Context, id, bundle, image string, opts runtime.CreateOptions) (int, error)
+	SignalInit(ctx context.Context, id string, sig syscall.Signal) error
 	// ExecAdmin runs a command in the container with privileges user code
 	// never has (gVisor only).
 	ExecAdmin(ctx context.Context, id string, args ...string) error

@@ -11,6 +11,8 @@ const (
 	EventStarted   = "started"
 	EventSlept     = "slept"
 	EventWoke      = "woke"
+	EventPaused    = "paused"  // checkpointed with memory (gVisor)
+	EventResumed   = "resumed" // restored from its checkpoint
 	EventStopped   = "stopped"
 	EventDestroyed = "destroyed"
 	EventFailed    = "failed"

@@ -210,6 +210,18 @@ func (r *fakeRuntime) StartAdmin(ctx context.Context, id string, args ...string)
 
 func (r *fakeRuntime) Annotations() map[string]string { return nil }
 
+func (r *fakeRuntime) Checkpoint(ctx context.Context, id, image string, o runtime.CheckpointOptions) error {
+	return runtime.ErrCheckpointUnsupported
+}
+
+func (r *fakeRuntime) Restore(ctx context.Context, id, bundle, image string, opts runtime.CreateOptions) (int, error) {
+	return 0, runtime.ErrCheckpointUnsupported
+}
+
+func (r *fakeRuntime) SignalInit(ctx context.Context, id string, sig syscall.Signal) error {
+	return nil
+}
+
 // live counts containers whose process runs.
 func (r *fakeRuntime) live() int {
 	r.mu.Lock()

@@ -74,7 +74,7 @@ func (m *Manager) sleepIfIdle(ctx context.Context, b *box, last int64) {
 	if b.running != inst || b.destroyed || b.leases.Load() > 0 || b.lastUsed.Load() != last || b.cfg.KeepAlive {
 		return
 	}
-	m.sleepLocked(ctx, b, StatusSleeping, fmt.Sprintf("idle for %s", b.cfg.SleepAfter))
+	m.sleepOrPause(ctx, b, fmt.Sprintf("idle for %s", b.cfg.SleepAfter))
 }
 
 // agentBusy asks the agent whether anything it runs keeps the sandbox

@@ -167,7 +167,7 @@ func (m *Manager) startLocked(ctx context.Context, b *box) error {
 			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 	}
-	if err := requireStatus(b, "start", StatusCreating, StatusSleeping, StatusStopped, StatusFailed); err != nil {
+	if err := requireStatus(b, "start", StatusCreating, StatusSleeping, StatusPaused, StatusStopped, StatusFailed); err != nil {
 		return err
 	}
 	if b.state() != StatusCreating {
@@ -176,6 +176,7 @@ func (m *Manager) startLocked(ctx context.Context, b *box) error {
 		}
 	}
 	waking := b.state() == StatusSleeping || b.state() == StatusStopped
+	resuming := b.state() == StatusPaused
 	if err := m.reserve(ctx, b); err != nil {
 		m.failCreate(ctx, b, err)
 		return err
@@ -186,7 +187,14 @@ func (m *Manager) startLocked(ctx context.Context, b *box) error {
 	if err != nil {
 		m.release(b)
 		m.log.Error("sandbox failed to start", "sandbox", b.id, "err", err)
-		if m.changeStatus(ctx, b, StatusFailed, err.Error()) == nil {
+		reason := err.Error()
+		if resuming {
+			// A checkpoint that did not restore is not tried again: the
+			// next call starts the sandbox afresh, from its files.
+			m.dropCheckpoint(b)
+			reason = "restoring its memory failed (memory and processes are lost; files are kept): " + reason
+		}
+		if m.changeStatus(ctx, b, StatusFailed, reason) == nil {
 			m.emit(b, EventFailed)
 		}
 		if errors.Is(err, ErrImageNotFound) || errors.Is(err, ErrCapacity) || errors.Is(err, ErrRuntimeUnavailable) {
@@ -209,7 +217,12 @@ func (m *Manager) startLocked(ctx context.Context, b *box) error {
 	b.touch(m.now())
 	took := m.now().Sub(start)
 	go m.watch(b, inst)
-	if waking {
+	if resuming {
+		m.dropCheckpoint(b)
+		m.m.resumes.Inc("")
+		m.m.resumeSeconds.Observe(took.Seconds())
+		m.emit(b, EventResumed)
+	} else if waking {
 		m.m.wakes.Inc("")
 		m.m.wakeSeconds.Observe(took.Seconds())
 		m.emit(b, EventWoke)
@@ -218,7 +231,7 @@ func (m *Manager) startLocked(ctx context.Context, b *box) error {
 		m.m.startSeconds.Observe(took.Seconds())
 		m.emit(b, EventStarted)
 	}
-	m.log.Info("sandbox started", "sandbox", b.id, "runtime", b.runtimeName(), "wake", waking, "took", took)
+	m.log.Info("sandbox started", "sandbox", b.id, "runtime", b.runtimeName(), "wake", waking, "resume", resuming, "took", took)
 	m.prefetchIDs(b.rec.HostUIDBase)
 	return nil
 }
@@ -362,8 +375,9 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	cid := containerID(key)
 	rt.Delete(ctx, cid) // a leftover of a crash
 	// A gVisor sandbox has nothing to do between create and start (no
-	// cgroup split), so one `runsc run --detach` does both.
-	pid, err := rt.Create(ctx, cid, p.bundle, runtime.CreateOptions{Log: logf, ExtraFiles: sock.files, Start: b.isGVisor()})
+	// cgroup split), so one `runsc run --detach` does both; a paused one
+	// is restored instead.
+	pid, restored, err := m.createOrRestore(ctx, b, rt, cid, p, runtime.CreateOptions{Log: logf, ExtraFiles: sock.files, Start: b.isGVisor()})
 	if err != nil {
 		return nil, err
 	}
@@ -384,6 +398,12 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 		return nil, err
 	}
 	undo.push(func(context.Context) error { inst.close(); return nil })
+	if restored {
+		// The agent let go of its socket before the checkpoint.
+		if err := rt.SignalInit(ctx, cid, agentapi.ResumeSignal); err != nil {
+			return nil, fmt.Errorf("waking the restored agent: %w", err)
+		}
+	}
 	if err := waitAgent(ctx, inst, agentBootTimeout); err != nil {
 		return nil, fmt.Errorf("%w (agent log: %s)", err, logTail(p.log))
 	}

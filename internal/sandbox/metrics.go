@@ -6,8 +6,10 @@ import (
 )
 
 type managerMetrics struct {
-	starts, wakes, sleeps     *metrics.CounterVec
-	startSeconds, wakeSeconds *metrics.Histogram
+	starts, wakes, sleeps       *metrics.CounterVec
+	pauses, resumes             *metrics.CounterVec
+	startSeconds, wakeSeconds   *metrics.Histogram
+	pauseSeconds, resumeSeconds *metrics.Histogram
 }
 
 func (m *Manager) registerMetrics(r *metrics.Registry) managerMetrics {
@@ -36,11 +38,15 @@ func (m *Manager) registerMetrics(r *metrics.Registry) managerMetrics {
 		})
 	}
 	return managerMetrics{
-		starts:       r.NewCounterVec("sandboxd_sandbox_starts_total", "Sandboxes started (created or started on request or after a failure).", ""),
-		wakes:        r.NewCounterVec("sandboxd_sandbox_wakes_total", "Sleeping or stopped sandboxes started again by a call.", ""),
-		sleeps:       r.NewCounterVec("sandboxd_sandbox_sleeps_total", "Sandboxes put to sleep (idle, or to make room).", ""),
-		startSeconds: r.NewHistogram("sandboxd_sandbox_start_seconds", "Time to start a sandbox's container and agent.", metrics.DefaultLatencyBuckets),
-		wakeSeconds:  r.NewHistogram("sandboxd_sandbox_wake_seconds", "Time to wake a sleeping sandbox (container and agent up).", metrics.DefaultLatencyBuckets),
+		starts:        r.NewCounterVec("sandboxd_sandbox_starts_total", "Sandboxes started (created or started on request or after a failure).", ""),
+		wakes:         r.NewCounterVec("sandboxd_sandbox_wakes_total", "Sleeping or stopped sandboxes started again by a call.", ""),
+		sleeps:        r.NewCounterVec("sandboxd_sandbox_sleeps_total", "Sandboxes put to sleep (idle, or to make room).", ""),
+		pauses:        r.NewCounterVec("sandboxd_sandbox_pauses_total", "gVisor sandboxes checkpointed with their memory (on request, idle or to make room).", ""),
+		resumes:       r.NewCounterVec("sandboxd_sandbox_resumes_total", "Paused sandboxes restored from their checkpoint.", ""),
+		pauseSeconds:  r.NewHistogram("sandboxd_sandbox_pause_seconds", "Time to checkpoint a sandbox (agent suspended, memory saved, container down).", metrics.DefaultLatencyBuckets),
+		resumeSeconds: r.NewHistogram("sandboxd_sandbox_resume_seconds", "Time to restore a paused sandbox (container restored, agent answering).", metrics.DefaultLatencyBuckets),
+		startSeconds:  r.NewHistogram("sandboxd_sandbox_start_seconds", "Time to start a sandbox's container and agent.", metrics.DefaultLatencyBuckets),
+		wakeSeconds:   r.NewHistogram("sandboxd_sandbox_wake_seconds", "Time to wake a sleeping sandbox (container and agent up).", metrics.DefaultLatencyBuckets),
 	}
 }
 

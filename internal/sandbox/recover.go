@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/agentapi"
 )
 
 // Recover loads the registry and reconciles it with the host after a
@@ -89,6 +90,8 @@ func (m *Manager) cleanAfterCrash(ctx context.Context, b *box, reason string) {
 	if err := m.teardown(ctx, b); err != nil {
 		m.log.Warn("cleaning up sandbox remnants", "sandbox", b.id, "err", err)
 	}
+	// A checkpoint of a pause the daemon did not live to record.
+	m.dropCheckpoint(b)
 	// Sleeping: the next call starts it again, as a wake.
 	if err := m.changeStatus(ctx, b, StatusSleeping, reason); err != nil {
 		return // it stays running (or creating) with no container: the next start fails it and starts it again
@@ -129,6 +132,17 @@ func (m *Manager) reattach(ctx context.Context, b *box) bool {
 	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	h, err := inst.agent.Health(hctx)
+	if err != nil && b.isGVisor() {
+		// The daemon may have died while a pause had the agent let go of
+		// its socket (checkpoint.go): the agent binds it again when told.
+		if rt.SignalInit(ctx, containerID(key), agentapi.ResumeSignal) == nil {
+			err = waitAgent(ctx, inst, 5*time.Second)
+			if err == nil {
+				m.log.Info("sandbox's agent took its socket back after an interrupted pause", "sandbox", b.id)
+				h, err = inst.agent.Health(ctx)
+			}
+		}
+	}
 	if err != nil {
 		inst.close()
 		return false

@@ -79,10 +79,9 @@ func (m *Manager) Snapshot(ctx context.Context, id, name string, o SnapshotOptio
 // memoryUnsupported is the error for a memory snapshot of b.
 func (m *Manager) memoryUnsupported(b *box) error {
 	if b.isGVisor() {
-		// runsc checkpoint refuses to save a socket bound on the host
-		// (the agent's, --host-uds=create), and a restore of a sandbox
-		// without it did not complete here: see docs/snapshots.md.
-		return fmt.Errorf("%w: keeping the memory of gVisor sandboxes is not built yet (runsc checkpoint cannot save the agent's host socket); use the filesystem only", ErrMemoryUnsupported)
+		// Pause keeps a gVisor sandbox's memory (checkpoint.go); a
+		// snapshot that keeps it, for forks, is not built yet.
+		return fmt.Errorf("%w: memory snapshots of gVisor sandboxes are not built yet (pause keeps memory); take a filesystem snapshot", ErrMemoryUnsupported)
 	}
 	return fmt.Errorf("%w: sandbox %s runs on %s, whose processes cannot be checkpointed on this host (CRIU); take a filesystem snapshot, or use --runtime gvisor",
 		ErrMemoryUnsupported, b.id, b.runtimeName())
@@ -232,17 +231,25 @@ type PauseOptions struct {
 	FilesystemOnly bool
 }
 
-// Pause pauses the sandbox id. Keeping memory and processes needs a
-// checkpoint, which no runtime here can take yet (ErrMemoryUnsupported,
-// saying why); with FilesystemOnly it is Stop. Resume is Start.
+// Pause pauses the sandbox id with its memory and processes: a gVisor
+// sandbox is checkpointed to disk (checkpoint.go); other runtimes cannot
+// (ErrMemoryUnsupported). A paused sandbox stays paused. With
+// FilesystemOnly it is Stop. Resume is Start.
 func (m *Manager) Pause(ctx context.Context, id string, o PauseOptions) (Info, error) {
-	if !o.FilesystemOnly {
-		b, err := m.lockExisting(id)
-		if err != nil {
-			return Info{}, err
-		}
-		defer b.mu.Unlock()
+	if o.FilesystemOnly {
+		return m.Stop(ctx, id)
+	}
+	b, err := m.lockExisting(id)
+	if err != nil {
+		return Info{}, err
+	}
+	defer b.mu.Unlock()
+	if !b.isGVisor() {
 		return b.info(), m.memoryUnsupported(b)
 	}
-	return m.Stop(ctx, id)
+	if b.state() == StatusPaused {
+		return b.info(), nil
+	}
+	err = m.pauseLocked(ctx, b, "paused by request")
+	return b.info(), err
 }

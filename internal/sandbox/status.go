@@ -12,8 +12,10 @@ import (
 // OpenAPI enum and the SDKs' lists are checked against lifecycle by tests.
 //
 // sleeping and stopped keep the disk, the registry row and everything the
-// agent persists; only the container (memory, processes) is gone. Any
-// call to a sleeping, stopped or failed sandbox starts it again.
+// agent persists; only the container (memory, processes) is gone. paused
+// (gVisor only) keeps memory and processes too, in a checkpoint on disk.
+// Any call to a sleeping, paused, stopped or failed sandbox starts it
+// again.
 type Status string
 
 // Statuses of a sandbox, as stored.
@@ -21,6 +23,7 @@ const (
 	StatusCreating   Status = "creating"
 	StatusRunning    Status = "running"
 	StatusSleeping   Status = "sleeping"
+	StatusPaused     Status = "paused"
 	StatusStopped    Status = "stopped"
 	StatusFailed     Status = "failed"
 	StatusDestroying Status = "destroying"
@@ -36,17 +39,20 @@ const (
 //
 //	creating → running (booted, or a warm sandbox adopted) | failed | sleeping (recovery)
 //	running → sleeping (idle, evicted, recovery) | stopped (request) | failed (agent died)
+//	running → paused (gVisor: checkpointed to disk, by request, idle or evicted)
+//	paused → running (restored) | stopped (request: the checkpoint is dropped) | failed (restore failed)
 //	sleeping | stopped | failed → running (any call) | failed (the start failed)
 //	sleeping → stopped (request)
-//	running | sleeping | stopped | failed → lost (its files are gone)
+//	running | sleeping | paused | stopped | failed → lost (its files are gone)
 //	any → destroying → (row deleted; event "destroyed")
 var lifecycle = []struct {
 	status Status
 	next   []Status
 }{
 	{StatusCreating, []Status{StatusRunning, StatusFailed, StatusSleeping, StatusDestroying}},
-	{StatusRunning, []Status{StatusSleeping, StatusStopped, StatusFailed, StatusDestroying, StatusLost}},
+	{StatusRunning, []Status{StatusSleeping, StatusPaused, StatusStopped, StatusFailed, StatusDestroying, StatusLost}},
 	{StatusSleeping, []Status{StatusRunning, StatusStopped, StatusFailed, StatusDestroying, StatusLost}},
+	{StatusPaused, []Status{StatusRunning, StatusStopped, StatusFailed, StatusDestroying, StatusLost}},
 	{StatusStopped, []Status{StatusRunning, StatusFailed, StatusDestroying, StatusLost}},
 	{StatusFailed, []Status{StatusRunning, StatusFailed, StatusDestroying, StatusLost}},
 	{StatusDestroying, []Status{StatusDestroying}},

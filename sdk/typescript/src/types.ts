@@ -2,7 +2,7 @@
 // milliseconds, times RFC 3339 strings. Fields the daemon adds later are
 // kept as they come: nothing here rejects unknown fields.
 
-export type SandboxStatus = "creating" | "running" | "sleeping" | "stopped" | "failed" | "destroying" | "lost";
+export type SandboxStatus = "creating" | "running" | "sleeping" | "paused" | "stopped" | "failed" | "destroying" | "lost";
 
 export interface Limits {
   memoryBytes?: number;
@@ -150,7 +150,7 @@ export interface Health {
 }
 
 export interface LifecycleEvent {
-  type: "created" | "started" | "slept" | "woke" | "stopped" | "destroyed" | "failed" | string;
+  type: "created" | "started" | "slept" | "woke" | "paused" | "resumed" | "stopped" | "destroyed" | "failed" | string;
   sandboxId: string;
   status: SandboxStatus;
   reason?: string;

@@ -1,0 +1,232 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"time"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/agentapi"
+)
+
+// Letting go of the socket for a gVisor checkpoint.
+//
+// runsc checkpoint refuses to save a sandbox that holds a socket of the
+// host ("Cannot save endpoint with bound host socket"), and the agent's
+// listening socket on gVisor is one (--host-uds=create), as is every
+// connection it accepted. So before a checkpoint the daemon asks the
+// agent (POST /internal/suspend) to close its listener, unlink the socket
+// and close every connection it holds; the agent answers first. After the
+// restore (or when the checkpoint is called off, or left the sandbox
+// running) the daemon sends the agent agentapi.ResumeSignal through the runtime,
+// and the agent binds the socket again at the same path. Nothing else in
+// the sandbox changes: sessions, processes and code contexts live on in
+// the checkpoint.
+//
+// A daemon that dies between the two leaves the agent without a socket;
+// the agent binds it again by itself after suspendLimit, so a restarted
+// daemon finds it (a checkpoint takes milliseconds to seconds, and the
+// sandbox's kernel, timers included, stands still while it is saved).
+
+// suspendLimit is how long the agent stays without its socket when no
+// resume comes.
+const suspendLimit = 60 * time.Second
+
+// errNotRebindable: the agent's socket was handed over by the daemon
+// (bound on the host), so the agent could not bind it again.
+var errNotRebindable = errors.New("the agent's socket was inherited; it cannot be bound again")
+
+// suspendableListener is the agent's listener, which can close its socket
+// and every connection it accepted, and later bind the socket again.
+type suspendableListener struct {
+	path string // where to bind again; empty: not rebindable
+	log  func(msg string, args ...any)
+
+	mu        sync.Mutex
+	ln        net.Listener
+	suspended bool
+	resumed   chan struct{} // closed on resume or close, while suspended
+	closed    bool
+	conns     map[net.Conn]struct{}
+	timer     *time.Timer
+}
+
+func newSuspendableListener(ln net.Listener, path string, log func(string, ...any)) *suspendableListener {
+	return &suspendableListener{ln: ln, path: path, log: log, conns: map[net.Conn]struct{}{}}
+}
+
+// Accept waits for the next connection, across suspensions.
+func (l *suspendableListener) Accept() (net.Conn, error) {
+	for {
+		l.mu.Lock()
+		ln, closed, suspended, resumed := l.ln, l.closed, l.suspended, l.resumed
+		l.mu.Unlock()
+		if closed {
+			return nil, net.ErrClosed
+		}
+		if suspended {
+			<-resumed
+			continue
+		}
+		c, err := ln.Accept()
+		l.mu.Lock()
+		if err != nil {
+			retry := !l.closed && (l.suspended || l.ln != ln)
+			l.mu.Unlock()
+			if retry {
+				continue
+			}
+			return nil, err
+		}
+		if l.suspended || l.closed {
+			l.mu.Unlock()
+			c.Close()
+			continue
+		}
+		tc := &trackedConn{Conn: c, l: l}
+		l.conns[tc] = struct{}{}
+		l.mu.Unlock()
+		return tc, nil
+	}
+}
+
+// Close closes the listener for good.
+func (l *suspendableListener) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	if l.suspended {
+		close(l.resumed)
+		l.stopTimer()
+		return nil
+	}
+	return l.ln.Close()
+}
+
+func (l *suspendableListener) Addr() net.Addr {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ln.Addr()
+}
+
+// suspend closes the listener (unlinking its socket) and every accepted
+// connection.
+func (l *suspendableListener) suspend() error {
+	if l.path == "" {
+		return errNotRebindable
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return net.ErrClosed
+	}
+	if l.suspended {
+		return nil
+	}
+	l.suspended, l.resumed = true, make(chan struct{})
+	// Connections first: the daemon takes the socket's disappearance for
+	// the sign that nothing of the host is held any more.
+	for c := range l.conns {
+		c.(*trackedConn).Conn.Close()
+	}
+	clear(l.conns)
+	err := l.ln.Close()
+	if rerr := os.Remove(l.path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+		err = errors.Join(err, rerr)
+	}
+	l.timer = time.AfterFunc(suspendLimit, func() {
+		l.log("no resume came; binding the agent's socket again")
+		l.resume()
+	})
+	return err
+}
+
+// resume binds the socket again. Resuming a listener that is not
+// suspended does nothing.
+func (l *suspendableListener) resume() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.suspended || l.closed {
+		return nil
+	}
+	ln, err := Listen(l.path)
+	if err != nil {
+		return err
+	}
+	l.ln, l.suspended = ln, false
+	close(l.resumed)
+	l.stopTimer()
+	return nil
+}
+
+func (l *suspendableListener) stopTimer() {
+	if l.timer != nil {
+		l.timer.Stop()
+		l.timer = nil
+	}
+}
+
+// trackedConn leaves its listener's set when closed.
+type trackedConn struct {
+	net.Conn
+	l    *suspendableListener
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// watchResume binds the socket again on every agentapi.ResumeSignal until ctx ends.
+func (l *suspendableListener) watchResume(ctx context.Context) {
+	if l.path == "" {
+		return
+	}
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, agentapi.ResumeSignal)
+	go func() {
+		defer signal.Stop(ch)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ch:
+				if err := l.resume(); err != nil {
+					l.log("binding the agent's socket again", "err", err)
+				}
+			}
+		}
+	}()
+}
+
+// suspendRequest answers, then lets go of the socket and every connection
+// (this one included): see the top of this file. Internal (agentapi).
+func (s *server) suspendRequest(w http.ResponseWriter, r *http.Request) {
+	if s.suspend == nil {
+		writeError(w, api.Errorf(api.CodeUnsupportedByRuntime, "this agent cannot let go of its socket"))
+		return
+	}
+	// An empty answer of known length, on its way before the connection
+	// is closed (a chunked body would lose its end).
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusAccepted)
+	if err := http.NewResponseController(w).Flush(); err != nil {
+		s.log.Warn("sending the suspend answer", "err", err)
+	}
+	if err := s.suspend(); err != nil {
+		s.log.Error("letting go of the agent's socket", "err", err)
+	}
+}

@@ -1,0 +1,193 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sandboxd/sandboxd/internal/agentapi"
+	"github.com/sandboxd/sandboxd/internal/failpoint"
+	"github.com/sandboxd/sandboxd/internal/runtime"
+)
+
+// Pause with memory (gVisor): the sandbox is checkpointed to disk with
+// runsc checkpoint, which saves its kernel's memory and every process and
+// stops it, freeing its RAM; status paused. The next call (or resume)
+// starts it again with runsc restore from the same bundle, processes,
+// sessions' shells and code contexts as they were. Idle sleep and
+// eviction of a gVisor sandbox pause it the same way.
+//
+// runsc refuses to save a sandbox that holds a socket of the host, and the
+// agent's socket is one (--host-uds=create), so the agent first lets go of
+// it (agentapi.PathSuspend: it closes its connections and its listener and
+// unlinks the socket); a failed checkpoint kills the sandbox, so nothing
+// of the host may be held when it starts. After the restore, or when the
+// checkpoint failed and left the sandbox running, the agent is told to bind
+// its socket again (agentapi.ResumeSignal, through runsc).
+//
+// runsc takes the network's addresses from the network namespace and
+// removes them from it when it starts a sandbox, so a restore needs a
+// namespace set up afresh: the pause tears down everything but the files
+// (as sleep does), and the restore is a boot that restores instead of
+// creating.
+//
+// Crash safety: the status becomes paused only once the checkpoint is
+// complete, and the checkpoint is deleted only once the restored agent
+// answers. A daemon killed before the checkpoint completed finds the
+// sandbox running (its agent, without a socket, is told to bind it again)
+// or gone (it is cleaned up and sleeps, memory lost, files kept); one
+// killed during a restore finds it paused and restores it again on the
+// next call.
+
+// checkpointDir is where a paused sandbox's checkpoint lives.
+func checkpointDir(p paths) string { return filepath.Join(p.dir, "memory") }
+
+// agentSuspendTimeout bounds how long the agent may take to let go of its
+// socket.
+const agentSuspendTimeout = 5 * time.Second
+
+// pauseLocked checkpoints b, which must be a running gVisor sandbox, and
+// records it paused with reason. b.mu is held.
+func (m *Manager) pauseLocked(ctx context.Context, b *box, reason string) error {
+	if err := requireStatus(b, "pause", StatusRunning); err != nil {
+		return err
+	}
+	if !b.isGVisor() {
+		return m.memoryUnsupported(b)
+	}
+	inst := b.running
+	if inst == nil || !inst.alive() {
+		if err := m.failLocked(ctx, b, "the sandbox's container died; the next call starts it again"); err != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		return fmt.Errorf("%w: sandbox %s's container had died; it starts again on its next call", ErrUnavailable, b.id)
+	}
+	rt, err := m.runtimeOf(b)
+	if err != nil {
+		return err
+	}
+	p := m.paths(b.rec.Key)
+	image := checkpointDir(p)
+	if err := os.RemoveAll(image); err != nil {
+		return fmt.Errorf("removing an old checkpoint of %s: %w", b.id, err)
+	}
+	start := m.now()
+	if err := m.suspendAgent(ctx, inst, p.socket); err != nil {
+		m.resumeAgent(ctx, rt, inst)
+		return fmt.Errorf("%w: pausing %s: %w", ErrUnavailable, b.id, err)
+	}
+	failpoint.Hit("pause-suspended")
+	// A caller that goes away must not cut a checkpoint short.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+	defer cancel()
+	if err := rt.Checkpoint(cctx, inst.cid, image, runtime.CheckpointOptions{}); err != nil {
+		os.RemoveAll(image)
+		m.log.Error("checkpoint failed", "sandbox", b.id, "err", err)
+		if inst.alive() && m.resumeAgent(ctx, rt, inst) == nil {
+			return fmt.Errorf("%w: checkpointing %s failed; it runs on", ErrFailed, b.id)
+		}
+		if ferr := m.failLocked(ctx, b, "a checkpoint failed and took the sandbox down; the next call starts it again"); ferr != nil {
+			return errors.Join(err, ferr)
+		}
+		return fmt.Errorf("%w: checkpointing %s failed and took it down; the next call starts it again", ErrFailed, b.id)
+	}
+	failpoint.Hit("pause-after-checkpoint")
+	if err := m.changeStatus(ctx, b, StatusPaused, reason); err != nil {
+		// The container has stopped: without the record, the checkpoint
+		// is of no use.
+		os.RemoveAll(image)
+		return errors.Join(err, m.failLocked(ctx, b, "the pause could not be recorded; the next call starts the sandbox again"))
+	}
+	if err := m.teardown(ctx, b); err != nil {
+		m.log.Error("tearing down a paused sandbox", "sandbox", b.id, "err", err)
+	}
+	took := m.now().Sub(start)
+	m.m.pauses.Inc("")
+	m.m.pauseSeconds.Observe(took.Seconds())
+	m.emit(b, EventPaused)
+	m.log.Info("sandbox paused", "sandbox", b.id, "reason", reason, "took", took, "bytes", dirSize(image))
+	return nil
+}
+
+// suspendAgent asks the agent to let go of its socket and waits until it
+// has: the socket is gone once the agent closed every connection.
+func (m *Manager) suspendAgent(ctx context.Context, inst *instance, socket string) error {
+	ctx, cancel := context.WithTimeout(ctx, agentSuspendTimeout)
+	defer cancel()
+	if err := inst.agent.Suspend(ctx); err != nil {
+		return fmt.Errorf("asking the agent to let go of its socket: %w", err)
+	}
+	inst.transport.CloseIdleConnections()
+	for {
+		if _, err := os.Lstat(socket); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the agent kept its socket: %w", ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// resumeAgent tells a suspended agent to bind its socket again and waits
+// for it to answer.
+func (m *Manager) resumeAgent(ctx context.Context, rt Runtime, inst *instance) error {
+	ctx = context.WithoutCancel(ctx)
+	if err := rt.SignalInit(ctx, inst.cid, agentapi.ResumeSignal); err != nil {
+		return err
+	}
+	return waitAgent(ctx, inst, agentBootTimeout)
+}
+
+// createOrRestore creates b's container from its bundle, or, for a paused
+// sandbox, restores it from its checkpoint; it returns init's host PID.
+// The caller starts a created container (restored ones run).
+func (m *Manager) createOrRestore(ctx context.Context, b *box, rt Runtime, cid string, p paths, opts runtime.CreateOptions) (pid int, restored bool, err error) {
+	if b.state() != StatusPaused {
+		pid, err = rt.Create(ctx, cid, p.bundle, opts)
+		return pid, false, err
+	}
+	pid, err = rt.Restore(ctx, cid, p.bundle, checkpointDir(p), opts)
+	if err != nil {
+		return 0, false, err
+	}
+	failpoint.Hit("resume-after-restore")
+	return pid, true, nil
+}
+
+// dropCheckpoint deletes b's checkpoint: it was restored, or it cannot be.
+func (m *Manager) dropCheckpoint(b *box) {
+	if err := os.RemoveAll(checkpointDir(m.paths(b.rec.Key))); err != nil {
+		m.log.Warn("removing a checkpoint", "sandbox", b.id, "err", err)
+	}
+}
+
+// dirSize is the bytes of the files in dir, for the log.
+func dirSize(dir string) int64 {
+	var n int64
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
+// sleepOrPause puts an idle or evicted b to sleep: a gVisor sandbox is
+// paused, keeping its memory and processes, unless that fails, when it
+// sleeps as the others do. b.mu is held.
+func (m *Manager) sleepOrPause(ctx context.Context, b *box, reason string) error {
+	if b.isGVisor() {
+		err := m.pauseLocked(ctx, b, reason)
+		if err == nil || b.state() != StatusRunning {
+			return err
+		}
+		m.log.Warn("pausing failed; the sandbox sleeps without its memory", "sandbox", b.id, "err", err)
+	}
+	return m.sleepLocked(ctx, b, StatusSleeping, reason)
+}
