@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
 func TestDecodeJSON(t *testing.T) {
@@ -52,4 +53,17 @@ func FuzzDecodeJSON(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestListStatusFilterTakesEveryLifecycleStatus: the list's status filter
+// takes the lifecycle's statuses, lost included, and nothing else.
+func TestListStatusFilterTakesEveryLifecycleStatus(t *testing.T) {
+	for _, s := range sandbox.Statuses() {
+		if !validStatus(string(s)) {
+			t.Errorf("status %q refused", s)
+		}
+	}
+	if !validStatus("lost") || validStatus("paused-ish") {
+		t.Error("lost refused, or an unknown status taken")
+	}
 }

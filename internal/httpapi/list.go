@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/base64"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -77,12 +78,10 @@ func parseListQuery(r *http.Request) (sandbox.ListQuery, *api.Error) {
 	return q, nil
 }
 
+// validStatus reports whether s is a status of the lifecycle (the one list
+// of them).
 func validStatus(s string) bool {
-	switch api.SandboxStatus(s) {
-	case api.StatusCreating, api.StatusRunning, api.StatusSleeping, api.StatusStopped, api.StatusFailed, api.StatusDestroying:
-		return true
-	}
-	return false
+	return slices.Contains(sandbox.Statuses(), sandbox.Status(s))
 }
 
 // encodePageToken makes the token of the page after the scoped ID last.
