@@ -336,7 +336,8 @@ type sandboxDetail struct {
 var errMemoryNotAsked = errors.New("pause without memory")
 
 // state is E2B's state of a sandbox: paused while this layer paused it
-// (stopped); running otherwise, sleeping included (sleep is transparent).
+// (sandboxd's paused, or stopped where memory could not be kept); running
+// otherwise, sleeping and idle pauses included (they are transparent).
 func state(e entry, sb api.Sandbox) string {
 	if e.Paused || sb.Status == api.StatusStopped {
 		return "paused"
@@ -638,17 +639,19 @@ func (s *Server) pauseRoute(w http.ResponseWriter, r *http.Request, id string) e
 	return nil
 }
 
-// pause stops a sandbox, keeping its files (sandboxd's stop: processes
-// and memory are not kept), and stops its deadline.
+// pause pauses a sandbox and stops its deadline: with its memory where
+// the runtime keeps it (gVisor: processes, shells and code contexts live
+// on), otherwise keeping its files only.
 func (s *Server) pause(ctx context.Context, id string, keepMemory bool) error {
 	// sandboxd's pause keeps memory where the runtime can; where it cannot
-	// (MEMORY_SNAPSHOT_UNSUPPORTED, today on every runtime) E2B's pause
-	// falls back to a filesystem-only pause, which is what E2B's
-	// keepMemory: false asks for anyway: files kept, processes not.
+	// (MEMORY_SNAPSHOT_UNSUPPORTED: crun and runc) E2B's pause falls back
+	// to a filesystem-only pause, which is what E2B's keepMemory: false
+	// asks for anyway: files kept, processes not.
 	err := errMemoryNotAsked
 	if keepMemory {
 		err = s.up.call(ctx, http.MethodPost, sandboxPath(id, "pause"), api.PauseRequest{}, nil)
 	}
+	kept := err == nil
 	if err != nil {
 		if !isCode(err, api.CodeMemorySnapshotUnsupported) && err != errMemoryNotAsked {
 			return err
@@ -657,7 +660,14 @@ func (s *Server) pause(ctx context.Context, id string, keepMemory bool) error {
 			return err
 		}
 	}
-	s.forget(id)
+	if kept {
+		// Its processes live on; only the layer's connections to the
+		// sandbox (PTYs, watchers) were cut by the pause.
+		s.ptys.forget(id)
+		s.watchers.forget(id)
+	} else {
+		s.forget(id)
+	}
 	_, _, err = s.table.update(id, false, func(e *entry) { e.Paused = true })
 	return err
 }
