@@ -297,3 +297,35 @@ def test_snapshot_and_fork(client, sb):
     finally:
         fork.destroy()
     client.delete_snapshot(name)
+
+
+def test_keys_tenant_client_list_pages_rotate_remove(client):
+    name = f"py-key-{os.getpid()}"
+    created = client.create_key(name, max_sandboxes=5)
+    assert created["key"].startswith("sbx_") and created["quotas"]["maxSandboxes"] == 5
+    tenant = sandboxd.Client(client.url, created["key"])
+    rotated = None
+    try:
+        for sid in ("p1", "p2", "p3"):
+            tenant.sandbox(sid, labels={"suite": "py-page"}).exec("true")
+        first = tenant.list_page(labels={"suite": "py-page"}, limit=2)
+        assert [s["id"] for s in first["sandboxes"]] == ["p1", "p2"] and first["nextPageToken"]
+        rest = tenant.list_page(labels={"suite": "py-page"}, limit=2, page_token=first["nextPageToken"])
+        assert [s["id"] for s in rest["sandboxes"]] == ["p3"] and not rest.get("nextPageToken")
+        assert [s["id"] for s in tenant.list(status="running")] == ["p1", "p2", "p3"]
+        assert tenant.list(labels={"suite": "none"}) == []
+        mine = [k for k in client.list_keys() if k["name"] == name][0]
+        assert mine["usage"]["sandboxes"] == 3
+        with pytest.raises(sandboxd.SandboxError) as e:
+            tenant.list_keys()
+        assert e.value.code == "FORBIDDEN"
+        rotated = client.rotate_key(name)
+        with pytest.raises(sandboxd.UnauthorizedError):
+            tenant.list()
+        again = sandboxd.Client(client.url, rotated["key"])
+        for sid in ("p1", "p2", "p3"):
+            again.sandbox(sid).destroy()
+    finally:
+        client.delete_key(name)
+    with pytest.raises(sandboxd.UnauthorizedError):
+        sandboxd.Client(client.url, rotated["key"]).list()

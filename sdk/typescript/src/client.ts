@@ -4,7 +4,10 @@
 import { errorFromResponse, SandboxError, UnavailableError } from "./errors.js";
 import { EventStream } from "./sse.js";
 import { Sandbox } from "./sandbox.js";
-import type { BackupInfo, Health, ImageInfo, LifecycleEvent, SandboxInfo, SandboxOptions, SandboxStatus, SnapshotInfo } from "./types.js";
+import type {
+  BackupInfo, Health, ImageInfo, KeyCreated, KeyInfo, LifecycleEvent, Quotas, SandboxInfo, SandboxOptions, SandboxPage, SandboxStatus,
+  SnapshotInfo,
+} from "./types.js";
 
 /** The daemon's address when SANDBOX_URL is not set. */
 export const DEFAULT_URL = "http://127.0.0.1:7070";
@@ -30,10 +33,26 @@ export interface CallOptions {
 }
 
 export interface ListSandboxesOptions extends CallOptions {
-  /** Only sandboxes that carry every one of these labels (filtered in the client). */
+  /** Only sandboxes that carry every one of these labels (at most 16; filtered by the daemon). */
   labels?: Record<string, string>;
-  /** Only sandboxes in one of these states (filtered in the client). */
+  /** Only sandboxes in this state (by the daemon), or in one of these states. */
   status?: SandboxStatus | SandboxStatus[];
+}
+
+export interface ListPageOptions extends CallOptions {
+  labels?: Record<string, string>;
+  status?: SandboxStatus;
+  /** 1 to 1000 (the daemon's default: 1000). */
+  limit?: number;
+  /** The previous page's nextPageToken. */
+  pageToken?: string;
+  /** Admins: one tenant's sandboxes ("default": the admin namespace's). */
+  tenant?: string;
+}
+
+export interface CreateKeyOptions extends CallOptions, Quotas {
+  /** An admin key: the admin namespace, every tenant, no quotas. */
+  admin?: boolean;
 }
 
 /** @internal What a request needs. */
@@ -93,15 +112,52 @@ export class SandboxClient {
     return this.request<Health>({ method: "GET", path: "/v1/health", ...options });
   }
 
-  /** Every sandbox of the daemon, ordered by ID; `labels` and `status` filter them. */
+  /** Every sandbox the key sees, ordered by ID, every page; `labels` and `status` filter them. */
   async listSandboxes(options: ListSandboxesOptions = {}): Promise<SandboxInfo[]> {
-    const { sandboxes } = await this.request<{ sandboxes: SandboxInfo[] }>({ method: "GET", path: "/v1/sandboxes", signal: options.signal });
-    const want = options.status === undefined ? undefined : new Set(Array.isArray(options.status) ? options.status : [options.status]);
-    return (sandboxes ?? []).filter(
-      (s) =>
-        (!want || want.has(s.status)) &&
-        Object.entries(options.labels ?? {}).every(([k, v]) => s.labels?.[k] === v),
-    );
+    const many = Array.isArray(options.status) ? new Set(options.status) : undefined;
+    const status = Array.isArray(options.status) ? undefined : options.status;
+    const out: SandboxInfo[] = [];
+    let pageToken: string | undefined;
+    do {
+      const page = await this.listSandboxesPage({ labels: options.labels, status, pageToken, signal: options.signal });
+      out.push(...page.sandboxes.filter((s) => !many || many.has(s.status)));
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    return out;
+  }
+
+  /** One page of sandboxes (docs/tenants.md#list-filter-and-page). */
+  async listSandboxesPage(options: ListPageOptions = {}): Promise<SandboxPage> {
+    const page = await this.request<SandboxPage>({
+      method: "GET", path: "/v1/sandboxes", signal: options.signal,
+      query: {
+        label: Object.entries(options.labels ?? {}).map(([k, v]) => `${k}=${v}`),
+        status: options.status, limit: options.limit, pageToken: options.pageToken, tenant: options.tenant,
+      },
+    });
+    return { sandboxes: page.sandboxes ?? [], nextPageToken: page.nextPageToken || undefined };
+  }
+
+  /** Creates the API key `name` (admin keys only); its secret is in the answer, once. */
+  createKey(name: string, options: CreateKeyOptions = {}): Promise<KeyCreated> {
+    const { signal, admin, ...quotas } = options;
+    return this.request<KeyCreated>({ method: "POST", path: "/v1/keys", json: { name, admin: admin || undefined, quotas }, signal });
+  }
+
+  /** The API keys, with quotas and usage, never secrets (admin keys only). */
+  async listKeys(options: CallOptions = {}): Promise<KeyInfo[]> {
+    const r = await this.request<{ keys: KeyInfo[] }>({ method: "GET", path: "/v1/keys", ...options });
+    return r.keys ?? [];
+  }
+
+  /** Removes a key: it fails from the next request on; its sandboxes stay. */
+  async deleteKey(name: string, options: CallOptions = {}): Promise<void> {
+    await this.request({ method: "DELETE", path: `/v1/keys/${encodeURIComponent(name)}`, ...options });
+  }
+
+  /** Gives a key a new secret; the old one fails from the next request on. */
+  rotateKey(name: string, options: CallOptions = {}): Promise<KeyCreated> {
+    return this.request<KeyCreated>({ method: "POST", path: `/v1/keys/${encodeURIComponent(name)}/rotate`, ...options });
   }
 
   /** The images the daemon has. */

@@ -10,7 +10,7 @@
 // Zero runtime dependencies: fetch, web streams, its own SSE parser.
 
 export { SandboxClient, getSandbox, DEFAULT_URL } from "./client.js";
-export type { ClientOptions, CallOptions, ListSandboxesOptions } from "./client.js";
+export type { ClientOptions, CallOptions, ListSandboxesOptions, ListPageOptions, CreateKeyOptions } from "./client.js";
 export { Sandbox, ExecutionSession, Process } from "./sandbox.js";
 export type {
   ExecOptions,

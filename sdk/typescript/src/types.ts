@@ -418,3 +418,35 @@ export interface TerminalInfo {
   clients: number;
   createdAt: string;
 }
+
+/** Quotas bound what a tenant holds (docs/tenants.md); 0 or absent is unlimited. */
+export interface Quotas {
+  maxSandboxes?: number;
+  maxRunning?: number;
+  /** Bytes: the sum of the memory limits of its running sandboxes. */
+  maxMemory?: number;
+}
+
+/** An API key as listed (never its secret): GET /v1/keys. */
+export interface KeyInfo {
+  name: string;
+  admin?: boolean;
+  quotas: Quotas;
+  usage: { sandboxes: number; running: number; memory: number };
+  createdAt: string;
+  rotatedAt: string;
+}
+
+/** A key just created or rotated: `key` is its secret, shown once. */
+export interface KeyCreated {
+  name: string;
+  key: string;
+  quotas: Quotas;
+  admin?: boolean;
+}
+
+/** One page of GET /v1/sandboxes; pass nextPageToken as pageToken for the next. */
+export interface SandboxPage {
+  sandboxes: SandboxInfo[];
+  nextPageToken?: string;
+}

@@ -412,3 +412,35 @@ test("snapshots: a fork starts with the parent's files; in use, unknown and memo
   await fork.destroy();
   await client.deleteSnapshot(name);
 });
+
+test("keys: a tenant's client, list filters and pages, rotate and remove", async () => {
+  const name = `ts-key-${suffix}`;
+  const created = await client.createKey(name, { maxSandboxes: 5 });
+  assert.ok(created.key.startsWith("sbx_"));
+  assert.equal(created.quotas.maxSandboxes, 5);
+  const tenant = new SandboxClient({ url: client.url, token: created.key });
+  let rotated;
+  try {
+    for (const id of ["p1", "p2", "p3"]) await tenant.sandbox(id, { labels: { suite: "ts-page" } }).exec("true");
+    const first = await tenant.listSandboxesPage({ labels: { suite: "ts-page" }, limit: 2 });
+    assert.deepEqual(first.sandboxes.map((s) => s.id), ["p1", "p2"]);
+    assert.ok(first.nextPageToken);
+    const next = await tenant.listSandboxesPage({ labels: { suite: "ts-page" }, limit: 2, pageToken: first.nextPageToken });
+    assert.deepEqual(next.sandboxes.map((s) => s.id), ["p3"]);
+    assert.equal(next.nextPageToken, undefined);
+    assert.deepEqual((await tenant.listSandboxes({ status: "running" })).map((s) => s.id), ["p1", "p2", "p3"]);
+    assert.deepEqual(await tenant.listSandboxes({ labels: { suite: "none" } }), []);
+    // The admin sees the tenant's usage; the tenant cannot manage keys.
+    const mine = (await client.listKeys()).find((k) => k.name === name);
+    assert.equal(mine.usage.sandboxes, 3);
+    assert.equal(mine.quotas.maxSandboxes, 5);
+    await assert.rejects(tenant.listKeys(), (e) => e.code === "FORBIDDEN");
+    rotated = await client.rotateKey(name);
+    await assert.rejects(tenant.listSandboxes(), UnauthorizedError);
+    const again = new SandboxClient({ url: client.url, token: rotated.key });
+    for (const id of ["p1", "p2", "p3"]) await again.sandbox(id).destroy();
+  } finally {
+    await client.deleteKey(name);
+  }
+  await assert.rejects(new SandboxClient({ url: client.url, token: rotated.key }).listSandboxes(), UnauthorizedError);
+});

@@ -205,13 +205,65 @@ class Client:
         return self._t.request("GET", "/v1/health")
 
     def list(self, *, labels: Optional[Mapping[str, str]] = None, status: Optional[Union[str, Iterable[str]]] = None) -> List[Dict[str, Any]]:
-        """Every sandbox, ordered by ID; ``labels`` (all must match) and ``status`` filter in the client."""
-        out = self._t.request("GET", "/v1/sandboxes").get("sandboxes") or []
-        want = None if status is None else ({status} if isinstance(status, str) else set(status))
-        return [
-            s for s in out
-            if (want is None or s.get("status") in want) and all((s.get("labels") or {}).get(k) == v for k, v in (labels or {}).items())
-        ]
+        """Every sandbox the key sees, ordered by ID, every page; ``labels``
+        (all must match) and ``status`` (one, by the daemon; several, in the
+        client) filter them."""
+        one = status if isinstance(status, str) else None
+        many = None if status is None or one is not None else set(status)
+        out: List[Dict[str, Any]] = []
+        token: Optional[str] = None
+        while True:
+            page = self.list_page(labels=labels, status=one, page_token=token)
+            out.extend(s for s in page["sandboxes"] if many is None or s.get("status") in many)
+            token = page.get("nextPageToken")
+            if not token:
+                return out
+
+    def list_page(
+        self,
+        *,
+        labels: Optional[Mapping[str, str]] = None,
+        status: Optional[str] = None,
+        limit: Optional[int] = None,
+        page_token: Optional[str] = None,
+        tenant: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """One page of sandboxes: ``{"sandboxes": [...], "nextPageToken": ...}``
+        (docs/tenants.md); ``limit`` 1 to 1000; pass ``nextPageToken`` as
+        ``page_token`` for the next page; ``tenant`` (admins) one tenant's."""
+        q = {"label": [f"{k}={v}" for k, v in (labels or {}).items()], "status": status, "limit": limit, "pageToken": page_token, "tenant": tenant}
+        page = self._t.request("GET", "/v1/sandboxes", query=q)
+        page["sandboxes"] = page.get("sandboxes") or []
+        return page
+
+    def create_key(
+        self,
+        name: str,
+        *,
+        max_sandboxes: Optional[int] = None,
+        max_running: Optional[int] = None,
+        max_memory: Optional[int] = None,
+        admin: bool = False,
+    ) -> Dict[str, Any]:
+        """Creates API key ``name`` (admin keys only): ``{"name", "key", "quotas"}``,
+        the key shown once (docs/tenants.md). ``max_memory`` in bytes."""
+        quotas = {k: v for k, v in (("maxSandboxes", max_sandboxes), ("maxRunning", max_running), ("maxMemory", max_memory)) if v}
+        body: Dict[str, Any] = {"name": name, "quotas": quotas}
+        if admin:
+            body["admin"] = True
+        return self._t.request("POST", "/v1/keys", json_body=body)
+
+    def list_keys(self) -> List[Dict[str, Any]]:
+        """The API keys with quotas and usage, never secrets (admin keys only)."""
+        return self._t.request("GET", "/v1/keys").get("keys") or []
+
+    def delete_key(self, name: str) -> None:
+        """Removes a key: it fails from the next request on; its sandboxes stay."""
+        self._t.request("DELETE", "/v1/keys/" + _q(name))
+
+    def rotate_key(self, name: str) -> Dict[str, Any]:
+        """A new secret for key ``name``; the old one fails from the next request on."""
+        return self._t.request("POST", f"/v1/keys/{_q(name)}/rotate")
 
     def list_backups(self) -> List[Dict[str, Any]]:
         """The caller's backups that have not expired, oldest first."""
