@@ -267,3 +267,66 @@ func TestDaemonKilledMidSnapshot(t *testing.T) {
 		}
 	}
 }
+
+// TestDaemonKilledMidPause kills the daemon while a pause has the agent
+// without its socket (before the checkpoint), then while a resume has just
+// restored the container: the first restart gives the agent its socket
+// back and the sandbox runs on; the second finds it paused and restores it
+// on the next call. Its background loop and shell state survive both.
+func TestDaemonKilledMidPause(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	requireGVisor(t)
+	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--default-runtime", "gvisor", "--warm-pool", "0"},
+		Env: []string{"SANDBOXD_FAILPOINT=pause-suspended"}})
+	sb := d.Client.Sandbox("mid-pause")
+	run(t, sb, "export KEPT=yes; (while :; do date +%s%N > /tmp/tick; sleep 0.05; done) >/dev/null 2>&1 &")
+	ticking := func(when string) {
+		t.Helper()
+		first := trim(run(t, sb, "cat /tmp/tick"))
+		deadline := time.Now().Add(30 * time.Second)
+		for trim(run(t, sb, "cat /tmp/tick")) == first {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the background loop does not run", when)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if got := trim(run(t, sb, "echo $KEPT")); got != "yes" {
+			t.Errorf("%s: shell variable %q", when, got)
+		}
+	}
+	if _, err := sb.Pause(bg(), client.PauseOptions{}); err == nil {
+		t.Fatal("the pause succeeded; the failpoint did not fire")
+	}
+	if !d.Exited(10 * time.Second) {
+		t.Fatal("the daemon did not die at the failpoint")
+	}
+	d.SetEnv("SANDBOXD_FAILPOINT=resume-after-restore")
+	d.Start(t)
+	ctx := ctxT(t, 3*time.Minute)
+	if info, err := sb.Info(ctx); err != nil || info.Status != api.StatusRunning {
+		t.Fatalf("after a crash mid-pause: %+v, %v (want it reattached, running)", info, err)
+	}
+	ticking("after a crash mid-pause")
+
+	if info, err := sb.Pause(ctx, client.PauseOptions{}); err != nil || info.Status != api.StatusPaused {
+		t.Fatalf("pause: %+v, %v", info, err)
+	}
+	if _, err := sb.Exec(bg(), "true"); err == nil {
+		t.Fatal("the resume succeeded; the failpoint did not fire")
+	}
+	if !d.Exited(10 * time.Second) {
+		t.Fatal("the daemon did not die at the failpoint")
+	}
+	d.SetEnv()
+	d.Start(t)
+	if info, err := sb.Info(ctx); err != nil || info.Status != api.StatusPaused {
+		t.Fatalf("after a crash mid-resume: %+v, %v (want it still paused)", info, err)
+	}
+	ticking("after a crash mid-resume")
+	if err := sb.Destroy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if keys := d.Keys(); len(keys) != 0 {
+		t.Errorf("sandbox state left after destroy: %v", keys)
+	}
+}
