@@ -227,7 +227,8 @@ func (c *call) startPTY(w http.ResponseWriter, r *http.Request, req startRequest
 	}
 	sb := c.s.sdk.Sandbox(c.id)
 	dropSession := func() {
-		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		// Not cancelled with the request, but still for its tenant.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		_ = c.s.up.call(dctx, http.MethodDelete, sandboxPath(c.id, "sessions/"+sid), nil, nil)
 	}
