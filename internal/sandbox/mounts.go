@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -180,12 +181,11 @@ func (m *Manager) Mount(ctx context.Context, id string, req MountRequest) (Bucke
 			return BucketMount{}, fmt.Errorf("%w: %s overlaps the volume %s at %s", ErrMountPathInUse, req.Path, v.Name, v.Path)
 		}
 	}
-	if err := checkBucket(ctx, req.Source, req.Creds); err != nil {
-		return BucketMount{}, err
-	}
+	steps := newStepTimer()
 	if err := m.startLocked(ctx, b); err != nil {
 		return BucketMount{}, err
 	}
+	steps.mark("start")
 	if b.isGVisor() {
 		if shared, _ := rootfs.IsMountPoint(f.hosted); !shared {
 			return BucketMount{}, fmt.Errorf("%w: this gVisor sandbox was started before bucket mounts reached gVisor; restart it to mount buckets", ErrUnsupported)
@@ -195,19 +195,23 @@ func (m *Manager) Mount(ctx context.Context, id string, req MountRequest) (Bucke
 	if err := os.MkdirAll(f.dir, 0o700); err != nil {
 		return BucketMount{}, err
 	}
-	if err := bucket.WriteCredentials(f.cred(bm.N), req.Creds); err != nil {
+	if err := m.checkWhileMounting(ctx, b, f, bm, req.Creds, steps); err != nil {
+		os.Remove(f.cred(bm.N))
+		os.Remove(f.log(bm.N))
 		return BucketMount{}, err
 	}
 	if err := m.attachMount(ctx, b, f, bm); err != nil {
 		os.Remove(f.cred(bm.N))
 		return BucketMount{}, err
 	}
+	steps.mark("attach")
 	if err := f.save(append(list, bm)); err != nil {
 		m.detachMount(ctx, b, f, bm)
 		os.Remove(f.cred(bm.N))
 		return BucketMount{}, err
 	}
-	m.log.Info("bucket mounted", "sandbox", id, "path", bm.Path, "bucket", bm.Source.Bucket, "endpoint", bm.Source.Endpoint, "readonly", bm.Source.ReadOnly)
+	steps.mark("save")
+	m.log.Info("bucket mounted", "sandbox", id, "path", bm.Path, "bucket", bm.Source.Bucket, "endpoint", bm.Source.Endpoint, "readonly", bm.Source.ReadOnly, "steps", steps.String())
 	bm.Status = MountMounted
 	return bm, nil
 }
@@ -218,6 +222,39 @@ func nextMountN(list []BucketMount) int {
 		n = max(n, bm.N+1)
 	}
 	return n
+}
+
+// checkWhileMounting checks the bucket with the daemon's own client and
+// writes the credentials file (synced: a reboot restores the mount from
+// it) while s3fs starts and mounts the bucket on the host. The check is
+// what gives a bad endpoint, bucket or credentials its error code, but
+// waiting for it before starting s3fs (a process that takes tens of
+// milliseconds to load, then makes the same request itself) added its
+// round trip, a TLS handshake for https endpoints, to every mount. When
+// the check fails, the mount is cancelled (s3fs, which fails its own
+// check, would leave an unanswering mount behind) and the check's error
+// is returned.
+func (m *Manager) checkWhileMounting(ctx context.Context, b *box, f mountFiles, bm BucketMount, creds bucket.Credentials, steps *stepTimer) error {
+	mountCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	checked, written := make(chan error, 1), make(chan error, 1)
+	go func() {
+		err := checkBucket(ctx, bm.Source, creds)
+		if err != nil {
+			cancel()
+		}
+		checked <- err
+	}()
+	go func() { written <- bucket.WriteCredentials(f.cred(bm.N), creds) }()
+	mountErr := m.mountHost(mountCtx, b, f, bm, creds)
+	steps.mark("s3fs")
+	checkErr, writeErr := <-checked, <-written
+	steps.mark("check")
+	if err := cmp.Or(checkErr, writeErr, mountErr); err != nil {
+		bucket.Unmount(f.host(bm.N))
+		return err
+	}
+	return nil
 }
 
 // checkBucket maps the S3 client's classification to the domain's.
@@ -236,25 +273,43 @@ func checkBucket(ctx context.Context, s bucket.Source, c bucket.Credentials) err
 	return fmt.Errorf("%w: %s: %v", ErrBucketUnreachable, s.Endpoint, err)
 }
 
+// mountHost mounts bm on the host with s3fs, with creds, unless it is
+// mounted there and healthy.
+func (m *Manager) mountHost(ctx context.Context, b *box, f mountFiles, bm BucketMount, creds bucket.Credentials) error {
+	host := f.host(bm.N)
+	switch err := bucket.Healthy(host); {
+	case err == nil:
+		return nil
+	case !errors.Is(err, os.ErrNotExist):
+		// Something is left there (a dead client's mount): Unmount finds
+		// its clients by reading every process's command line, which a
+		// fresh mount point (always absent: Unmount removes it) skips.
+		bucket.Unmount(host)
+	}
+	if err := os.MkdirAll(f.hosted, 0o700); err != nil {
+		return err
+	}
+	err := bucket.Mount(ctx, bm.Source, host, bucket.MountOptions{Creds: creds, Log: f.log(bm.N), Owner: m.mountOwner(b)})
+	if err != nil {
+		m.log.Error("s3fs failed", "sandbox", b.id, "path", bm.Path, "err", err)
+		return fmt.Errorf("%w: the FUSE client could not mount %s (see the daemon's log)", ErrBucketUnreachable, bm.Source.Bucket)
+	}
+	return nil
+}
+
 // attachMount mounts bm on the host (unless it is mounted there and
 // healthy) and moves a copy into b's running container.
 func (m *Manager) attachMount(ctx context.Context, b *box, f mountFiles, bm BucketMount) error {
-	host := f.host(bm.N)
-	if bucket.Healthy(host) != nil {
-		bucket.Unmount(host)
-		if err := os.MkdirAll(f.hosted, 0o700); err != nil {
-			return err
-		}
+	if bucket.Healthy(f.host(bm.N)) != nil {
 		creds, err := bucket.ReadCredentials(f.cred(bm.N))
 		if err != nil {
 			return err
 		}
-		err = bucket.Mount(ctx, bm.Source, host, bucket.MountOptions{Creds: creds, Log: f.log(bm.N), Owner: m.mountOwner(b)})
-		if err != nil {
-			m.log.Error("s3fs failed", "sandbox", b.id, "path", bm.Path, "err", err)
-			return fmt.Errorf("%w: the FUSE client could not mount %s (see the daemon's log)", ErrBucketUnreachable, bm.Source.Bucket)
+		if err := m.mountHost(ctx, b, f, bm, creds); err != nil {
+			return err
 		}
 	}
+	host := f.host(bm.N)
 	var err error
 	if b.isGVisor() {
 		err = m.bindInGVisor(ctx, b, bm)
