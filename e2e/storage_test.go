@@ -252,6 +252,8 @@ func TestBucketMount(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// An idle gVisor sandbox with bucket mounts sleeps: it cannot be
+		// paused with its memory (docs/storage.md).
 		for _, s := range boxes {
 			waitStatus(t, s, api.StatusSleeping, 30*time.Second)
 			mounts, err := s.Mounts(ctx)

@@ -58,6 +58,11 @@ func (m *Manager) pauseLocked(ctx context.Context, b *box, reason string) error 
 	if !b.isGVisor() {
 		return m.memoryUnsupported(b)
 	}
+	if len(m.mountFiles(b.rec.Key).load()) > 0 {
+		// runsc restore fails on the FUSE mounts the gofer served
+		// (docs/storage.md): idle sleep falls back to sleeping.
+		return fmt.Errorf("%w: a gVisor sandbox with bucket mounts cannot be paused with its memory; unmount them first", ErrUnsupported)
+	}
 	inst := b.running
 	if inst == nil || !inst.alive() {
 		if err := m.failLocked(ctx, b, "the sandbox's container died; the next call starts it again"); err != nil {
