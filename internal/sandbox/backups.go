@@ -9,10 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -64,25 +62,14 @@ type Restore struct {
 // Backups is the backup store; nil when the daemon has none.
 func (m *Manager) Backups() *backup.Store { return m.opts.Backups }
 
+// backupReservedPaths are the trees a backup may not be taken of: the
+// kernel's and the agent's.
+var backupReservedPaths = []string{"/proc", "/sys", "/dev", "/.sandboxd", "/var/lib/sandboxd-agent"}
+
 // ValidateBackupDir checks the directory of a backup: absolute, clean,
 // not / and not in the kernel's trees.
 func ValidateBackupDir(p string) error {
-	switch {
-	case p == "" || p[0] != '/':
-		return fmt.Errorf("%w: %q: want an absolute path", ErrMountPathInvalid, p)
-	case len(p) > maxMountPath || strings.ContainsAny(p, "\x00\n\r\\,"):
-		return fmt.Errorf("%w: %q: up to %d bytes, no NUL, newline, backslash or comma", ErrMountPathInvalid, p, maxMountPath)
-	case path.Clean(p) != p:
-		return fmt.Errorf("%w: %q: want a clean path", ErrMountPathInvalid, p)
-	case p == "/":
-		return fmt.Errorf("%w: back up a directory, not the whole sandbox (take a snapshot)", ErrMountPathInvalid)
-	}
-	for _, r := range []string{"/proc", "/sys", "/dev", "/.sandboxd", "/var/lib/sandboxd-agent"} {
-		if p == r || strings.HasPrefix(p, r+"/") {
-			return fmt.Errorf("%w: %s is inside %s", ErrMountPathInvalid, p, r)
-		}
-	}
-	return nil
+	return validateSandboxPath(p, backupReservedPaths, "back up a directory, not the whole sandbox (take a snapshot)")
 }
 
 // CreateBackup backs up the directory dir of the sandbox id (started if

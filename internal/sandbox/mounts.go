@@ -89,6 +89,14 @@ var reservedMountPaths = []string{"/proc", "/sys", "/dev", "/.sandboxd", "/usr",
 // ValidateMountPath checks a mount path: absolute, clean, not / and not in
 // or over one of the sandbox's system trees.
 func ValidateMountPath(p string) error {
+	return validateSandboxPath(p, reservedMountPaths, "cannot mount over the sandbox's root")
+}
+
+// validateSandboxPath checks a path inside a sandbox that the daemon acts
+// on from the host: absolute, clean, bounded, without characters that
+// mount options or records would misread, not / (whyNotRoot says why) and
+// not at or under one of the reserved trees.
+func validateSandboxPath(p string, reserved []string, whyNotRoot string) error {
 	switch {
 	case p == "" || p[0] != '/':
 		return fmt.Errorf("%w: %q: want an absolute path", ErrMountPathInvalid, p)
@@ -97,9 +105,9 @@ func ValidateMountPath(p string) error {
 	case path.Clean(p) != p:
 		return fmt.Errorf("%w: %q: want a clean path (no '.', '..', '//' or trailing '/')", ErrMountPathInvalid, p)
 	case p == "/":
-		return fmt.Errorf("%w: cannot mount over the sandbox's root", ErrMountPathInvalid)
+		return fmt.Errorf("%w: %s", ErrMountPathInvalid, whyNotRoot)
 	}
-	for _, r := range reservedMountPaths {
+	for _, r := range reserved {
 		if p == r || strings.HasPrefix(p, r+"/") {
 			return fmt.Errorf("%w: %s is inside %s, which belongs to the system", ErrMountPathInvalid, p, r)
 		}
