@@ -81,24 +81,12 @@ func BenchmarkIdleAtScale(b *testing.B) {
 	samplesN := sampleCount() * 2
 	made := 0
 	grow := func(b *testing.B, to int) {
-		var wg sync.WaitGroup
-		next := make(chan int)
-		for range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range next {
-					if res, err := d.Client.Sandbox(fmt.Sprintf("idle-%d", i)).Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
-						b.Errorf("creating idle-%d: %v", i, err)
-					}
-				}
-			}()
-		}
-		for ; made < to; made++ {
-			next <- made
-		}
-		close(next)
-		wg.Wait()
+		eightAtATime(made, to, func(i int) {
+			if res, err := d.Client.Sandbox(fmt.Sprintf("idle-%d", i)).Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
+				b.Errorf("creating idle-%d: %v", i, err)
+			}
+		})
+		made = max(made, to)
 	}
 	measureAt := func(b *testing.B, n int) (list, exec samples) {
 		grow(b, n)
@@ -147,6 +135,11 @@ func BenchmarkIdleAtScale(b *testing.B) {
 // destroyAll destroys the sandboxes format % 0..n-1, 8 at a time.
 func destroyAll(b *testing.B, d *testdaemon.Daemon, format string, n int) {
 	ctx := ctxFor(b)
+	eightAtATime(0, n, func(i int) { d.Client.Sandbox(fmt.Sprintf(format, i)).Destroy(ctx) })
+}
+
+// eightAtATime calls f for from..to-1 on 8 goroutines and waits for all.
+func eightAtATime(from, to int, f func(i int)) {
 	var wg sync.WaitGroup
 	next := make(chan int)
 	for range 8 {
@@ -154,11 +147,11 @@ func destroyAll(b *testing.B, d *testdaemon.Daemon, format string, n int) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				d.Client.Sandbox(fmt.Sprintf(format, i)).Destroy(ctx)
+				f(i)
 			}
 		}()
 	}
-	for i := range n {
+	for i := from; i < to; i++ {
 		next <- i
 	}
 	close(next)
