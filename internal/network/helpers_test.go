@@ -23,12 +23,15 @@ import (
 )
 
 // These tests change the host for real, as root: namespaces, veths and
-// nftables tables. Each Manager gets its own table, its own random interface
-// prefix ("q" and two letters, where the daemon uses "sbx"; a table treats
-// every interface with its prefix as its own, so two Managers must never share
-// one), its own /24 in 10.231.0.0/16 and a NetnsDir under t.TempDir(). Tests
-// remove everything they made, and test traffic only goes to loopback and to
-// links and namespaces the test creates.
+// nftables tables. Each Manager gets its own table, its own interface prefix ("n" and two
+// letters from the process ID and a sequence number, where the daemon uses
+// "sbx" and test daemons "q"; a Manager treats every interface with its prefix
+// as its own, and its cleanup destroys them, so no two Managers, here or in a
+// test daemon running beside these tests, may share one), its own /24 in
+// 10.231.0.0/16 and a NetnsDir under t.TempDir(). Tests remove everything they
+// made, and test traffic only goes to loopback and to links and namespaces the
+// test creates. They leave net.ipv4.ip_forward on: turning it back off would
+// cut the sandboxes of daemons running beside them (the e2e tests').
 
 var testSeq atomic.Int32
 
@@ -51,12 +54,10 @@ func newTestManagerWith(t testing.TB, edit func(*Config)) *Manager {
 	t.Helper()
 	requireRoot(t)
 	n := testSeq.Add(1)
-	b := make([]byte, 2)
-	rand.Read(b)
-	prefix := fmt.Sprintf("q%c%c", 'a'+b[0]%26, 'a'+b[1]%26)
+	v := os.Getpid()*31 + int(n)
+	prefix := fmt.Sprintf("n%c%c", 'a'+v%26, 'a'+(v/26)%26)
 	subnet := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 231, byte(n), 0}), 24)
 	requireUnusedRange(t, subnet)
-	restoreForwarding(t)
 	cfg := Config{
 		NetnsDir:        filepath.Join(t.TempDir(), "netns"),
 		Subnet:          subnet,
@@ -88,24 +89,6 @@ func newTestManagerWith(t testing.TB, edit func(*Config)) *Manager {
 		t.Fatal(err)
 	}
 	return m
-}
-
-// restoreForwarding puts net.ipv4.ip_forward back after the test if Setup
-// turned it on.
-func restoreForwarding(t testing.TB) {
-	t.Helper()
-	v, err := readSysctl("net/ipv4/ip_forward")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.TrimSpace(v) == "1" {
-		return
-	}
-	t.Cleanup(func() {
-		if err := writeSysctl("net/ipv4/ip_forward", "0"); err != nil {
-			t.Errorf("restoring ip_forward: %v", err)
-		}
-	})
 }
 
 // requireUnusedRange skips the test if the host already routes into p: test

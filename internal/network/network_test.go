@@ -744,7 +744,7 @@ func TestCreateFailureLeavesNothing(t *testing.T) {
 	})
 
 	t.Run("before Setup", func(t *testing.T) {
-		m2, err := New(Config{NetnsDir: t.TempDir(), Table: "sandboxd_test_nosetup", InterfacePrefix: "qzz"})
+		m2, err := New(Config{NetnsDir: t.TempDir(), Table: "sandboxd_test_nosetup", InterfacePrefix: "nzz"})
 		if err != nil {
 			t.Fatal(err)
 		}
