@@ -162,6 +162,9 @@ type Sandbox struct {
 	Created bool `json:"created,omitempty"`
 	// Isolation says what separates the sandbox from the host.
 	Isolation Isolation `json:"isolation"`
+	// Node is the cluster node the sandbox is placed on, as a cluster's
+	// gateway answers (docs/cluster.md); absent from a single host.
+	Node string `json:"node,omitempty"`
 }
 
 // Isolation is what separates a sandbox from the host (docs/security.md).

@@ -62,6 +62,7 @@ func printInfo(w io.Writer, now time.Time, sb *api.Sandbox) error {
 	}
 	line("ID", sb.ID)
 	line("Tenant", sb.Tenant)
+	line("Node", sb.Node)
 	status := string(sb.Status)
 	if !sb.StatusChangedAt.IsZero() {
 		status += " since " + when(sb.StatusChangedAt)

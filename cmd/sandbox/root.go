@@ -102,6 +102,7 @@ machine) the daemon's token file, $SANDBOXD_STATE_DIR/token or
 		newMCPCommand(g),
 		newMountCommand(g), newUnmountCommand(g), newMountsCommand(g), newSecretCommand(g), newVolumeCommand(g),
 		newKeyCommand(g),
+		newNodeCommand(g),
 	)
 	return root
 }

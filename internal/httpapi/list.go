@@ -91,6 +91,10 @@ func encodePageToken(last string) string {
 	return pageTokenPrefix + base64.RawURLEncoding.EncodeToString([]byte(last))
 }
 
+// PageToken is the token of the page after the scoped ID last, as a
+// daemon gives it out: a cluster's gateway makes it for the merged list.
+func PageToken(last string) string { return encodePageToken(last) }
+
 func decodePageToken(t string) (string, bool) {
 	rest, ok := strings.CutPrefix(t, pageTokenPrefix)
 	if !ok || len(t) > maxPageTokenBytes {

@@ -115,6 +115,8 @@ export interface SandboxInfo {
   isolation?: { runtime: string; userNamespace: boolean; hostUidBase?: number };
   /** Set by ensure: whether this call created the sandbox. */
   created?: boolean;
+  /** The cluster node it is placed on, as a cluster's gateway answers (docs/cluster.md); absent from a single host. */
+  node?: string;
 }
 
 /** A sandbox's egress policy (docs/network.md): PUT /v1/sandboxes/{id}/network replaces it as a whole. */

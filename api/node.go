@@ -1,0 +1,68 @@
+package api
+
+import "time"
+
+// Codes of a cluster (docs/cluster.md), answered by its gateway.
+const (
+	// CodeNodeUnavailable: the node the sandbox is placed on does not
+	// answer (its Lease expired, or it refused the connection); retry
+	// after the Retry-After header's seconds.
+	CodeNodeUnavailable Code = "NODE_UNAVAILABLE"
+	// CodeNodeNotFound: no node of that name is registered.
+	CodeNodeNotFound Code = "NODE_NOT_FOUND"
+)
+
+func init() {
+	RegisterStatus(CodeNodeUnavailable, 503)
+	RegisterStatus(CodeNodeNotFound, 404)
+}
+
+// Node states.
+const (
+	// NodeReady: its Lease is current and it takes new sandboxes.
+	NodeReady = "ready"
+	// NodeCordoned: its Lease is current, its sandboxes answer, and no
+	// new sandbox is placed on it.
+	NodeCordoned = "cordoned"
+	// NodeUnavailable: its Lease expired; its sandboxes answer
+	// NODE_UNAVAILABLE until it renews it.
+	NodeUnavailable = "unavailable"
+)
+
+// Node is one sandboxd host of a cluster, as GET /v1/nodes lists it.
+type Node struct {
+	Name string `json:"name"`
+	// URL is where the gateway reaches the node's API.
+	URL string `json:"url"`
+	// State is ready, cordoned or unavailable.
+	State string `json:"state"`
+	// Cordoned is set by `sandbox node drain` and cleared by uncordon; an
+	// unavailable node may be cordoned too.
+	Cordoned bool `json:"cordoned"`
+	// Running and Total count the node's sandboxes (running; in any status)
+	// as of its last heartbeat.
+	Running int `json:"running"`
+	Total   int `json:"total"`
+	// MaxRunning is the node's --max-running (0: no limit but memory).
+	MaxRunning int `json:"maxRunning,omitempty"`
+	// MemoryBudgetBytes is the node's --memory-budget (0: none);
+	// MemoryUsedBytes the sum of its running sandboxes' memory limits.
+	MemoryBudgetBytes int64 `json:"memoryBudgetBytes,omitempty"`
+	MemoryUsedBytes   int64 `json:"memoryUsedBytes"`
+	// HeartbeatAt is when the node last renewed its Lease.
+	HeartbeatAt time.Time `json:"heartbeatAt"`
+}
+
+// NodeList is the answer of GET /v1/nodes, ordered by name.
+type NodeList struct {
+	Nodes []Node `json:"nodes"`
+}
+
+// DrainResult is the answer of POST /v1/nodes/{name}/drain.
+type DrainResult struct {
+	Node Node `json:"node"`
+	// Stopped are the IDs of the sandboxes the drain stopped.
+	Stopped []string `json:"stopped"`
+	// Failed maps the IDs of sandboxes that could not be stopped to why.
+	Failed map[string]string `json:"failed,omitempty"`
+}

@@ -1,0 +1,54 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Directory is what the gateway needs of the cluster's shared state: the
+// nodes and where each sandbox is placed. The Kubernetes implementation
+// keeps them as Leases and Sandbox resources; any number of gateways share
+// one directory.
+type Directory interface {
+	// Nodes returns every registered node.
+	Nodes(ctx context.Context) ([]Node, error)
+	// Placement returns the node sandbox id is placed on, or ErrNotPlaced.
+	Placement(ctx context.Context, id string) (string, error)
+	// Claim places sandbox id on node unless it is placed already,
+	// atomically across gateways, and returns the node it is placed on
+	// (another one if another claim came first). options are the create's
+	// body (nil for an implicit create), recorded with the placement.
+	Claim(ctx context.Context, id, node string, options []byte) (string, error)
+	// Release forgets where sandbox id was placed (it was destroyed); a
+	// missing placement is not an error.
+	Release(ctx context.Context, id string) error
+	// SetCordoned marks a node as taking no new sandboxes, or clears the
+	// mark; ErrNodeNotFound for an unknown node.
+	SetCordoned(ctx context.Context, node string, cordoned bool) error
+}
+
+// Errors of a Directory.
+var (
+	ErrNotPlaced    = errors.New("sandbox is not placed on any node")
+	ErrNodeNotFound = errors.New("no such node")
+)
+
+// Node is one node as the directory knows it.
+type Node struct {
+	Name string
+	// URL is the base URL of the node's API (http://host:port).
+	URL string
+	// Ready: its heartbeat is current.
+	Ready    bool
+	Cordoned bool
+	// What the node reported at ReportedAt.
+	Running, Total int
+	// MaxRunning, MaxTotal: 0 is no limit.
+	MaxRunning, MaxTotal int
+	// MemoryBudget (0: none) bounds MemoryUsed, the sum of its running
+	// sandboxes' memory limits; DefaultMemory is the limit of a sandbox
+	// that does not choose one.
+	MemoryBudget, MemoryUsed, DefaultMemory int64
+	ReportedAt                              time.Time
+}
