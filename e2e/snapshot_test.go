@@ -270,9 +270,10 @@ func TestDaemonKilledMidSnapshot(t *testing.T) {
 
 // TestDaemonKilledMidPause kills the daemon while a pause has the agent
 // without its socket (before the checkpoint), then while a resume has just
-// restored the container: the first restart gives the agent its socket
-// back and the sandbox runs on; the second finds it paused and restores it
-// on the next call. Its background loop and shell state survive both.
+// restored the container, then after a checkpoint is saved but before the
+// pause is recorded: the first restart gives the agent its socket back and
+// the sandbox runs on; the second and third find it paused and restore it
+// on the next call. Its background loop and shell state survive all three.
 func TestDaemonKilledMidPause(t *testing.T) {
 	testdaemon.SkipUnlessRoot(t)
 	requireGVisor(t)
@@ -317,12 +318,25 @@ func TestDaemonKilledMidPause(t *testing.T) {
 	if !d.Exited(10 * time.Second) {
 		t.Fatal("the daemon did not die at the failpoint")
 	}
-	d.SetEnv()
+	d.SetEnv("SANDBOXD_FAILPOINT=pause-after-checkpoint")
 	d.Start(t)
 	if info, err := sb.Info(ctx); err != nil || info.Status != api.StatusPaused {
 		t.Fatalf("after a crash mid-resume: %+v, %v (want it still paused)", info, err)
 	}
 	ticking("after a crash mid-resume")
+
+	if _, err := sb.Pause(bg(), client.PauseOptions{}); err == nil {
+		t.Fatal("the pause succeeded; the failpoint did not fire")
+	}
+	if !d.Exited(10 * time.Second) {
+		t.Fatal("the daemon did not die at the failpoint")
+	}
+	d.SetEnv()
+	d.Start(t)
+	if info, err := sb.Info(ctx); err != nil || info.Status != api.StatusPaused {
+		t.Fatalf("after a crash between the checkpoint and its record: %+v, %v (want it paused, memory kept)", info, err)
+	}
+	ticking("after a crash between the checkpoint and its record")
 	if err := sb.Destroy(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -38,12 +38,22 @@ import (
 // complete, and the checkpoint is deleted only once the restored agent
 // answers. A daemon killed before the checkpoint completed finds the
 // sandbox running (its agent, without a socket, is told to bind it again)
-// or gone (it is cleaned up and sleeps, memory lost, files kept); one
-// killed during a restore finds it paused and restores it again on the
-// next call.
+// or gone (it is cleaned up and sleeps, memory lost, files kept), unless
+// the checkpoint was complete: then it is recorded paused. One killed
+// during a restore finds it paused and restores it again on the next call.
 
-// checkpointDir is where a paused sandbox's checkpoint lives.
+// checkpointDir is where a paused sandbox's checkpoint lives. A checkpoint
+// is written into checkpointDir+partialSuffix and renamed into place once
+// runsc has saved all of it, and renamed to checkpointDir+restoredSuffix
+// once restored, before the sandbox is recorded running: so after a crash
+// checkpointDir holds a complete checkpoint that was never restored, and
+// nothing else (recoverPause).
 func checkpointDir(p paths) string { return filepath.Join(p.dir, "memory") }
+
+const (
+	partialSuffix  = ".partial"
+	restoredSuffix = ".restored"
+)
 
 // agentSuspendTimeout bounds how long the agent may take to let go of its
 // socket.
@@ -76,7 +86,7 @@ func (m *Manager) pauseLocked(ctx context.Context, b *box, reason string) error 
 	}
 	p := m.paths(b.rec.Key)
 	image := checkpointDir(p)
-	if err := os.RemoveAll(image); err != nil {
+	if err := removeCheckpoints(p); err != nil {
 		return fmt.Errorf("removing an old checkpoint of %s: %w", b.id, err)
 	}
 	start := m.now()
@@ -88,8 +98,8 @@ func (m *Manager) pauseLocked(ctx context.Context, b *box, reason string) error 
 	// A caller that goes away must not cut a checkpoint short.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 	defer cancel()
-	if err := rt.Checkpoint(cctx, inst.cid, image, runtime.CheckpointOptions{}); err != nil {
-		os.RemoveAll(image)
+	if err := rt.Checkpoint(cctx, inst.cid, image+partialSuffix, runtime.CheckpointOptions{}); err != nil {
+		os.RemoveAll(image + partialSuffix)
 		m.log.Error("checkpoint failed", "sandbox", b.id, "err", err)
 		if inst.alive() && m.resumeAgent(ctx, rt, inst) == nil {
 			return fmt.Errorf("%w: checkpointing %s failed; it runs on", ErrFailed, b.id)
@@ -98,6 +108,10 @@ func (m *Manager) pauseLocked(ctx context.Context, b *box, reason string) error 
 			return errors.Join(err, ferr)
 		}
 		return fmt.Errorf("%w: checkpointing %s failed and took it down; the next call starts it again", ErrFailed, b.id)
+	}
+	if err := os.Rename(image+partialSuffix, image); err != nil {
+		os.RemoveAll(image + partialSuffix)
+		return errors.Join(err, m.failLocked(ctx, b, "the checkpoint could not be kept; the next call starts the sandbox again"))
 	}
 	failpoint.Hit("pause-after-checkpoint")
 	if err := m.changeStatus(ctx, b, StatusPaused, reason); err != nil {
@@ -166,9 +180,46 @@ func (m *Manager) createOrRestore(ctx context.Context, b *box, rt Runtime, cid s
 
 // dropCheckpoint deletes b's checkpoint: it was restored, or it cannot be.
 func (m *Manager) dropCheckpoint(b *box) {
-	if err := os.RemoveAll(checkpointDir(m.paths(b.rec.Key))); err != nil {
+	if err := removeCheckpoints(m.paths(b.rec.Key)); err != nil {
 		m.log.Warn("removing a checkpoint", "sandbox", b.id, "err", err)
 	}
+}
+
+// markRestored sets b's restored checkpoint aside, so that a crash before
+// it is deleted cannot take it for one still to restore. The restored
+// sandbox holds the checkpoint's files open while it reads them.
+func (m *Manager) markRestored(b *box) error {
+	image := checkpointDir(m.paths(b.rec.Key))
+	return os.Rename(image, image+restoredSuffix)
+}
+
+func removeCheckpoints(p paths) error {
+	image := checkpointDir(p)
+	return errors.Join(os.RemoveAll(image), os.RemoveAll(image+partialSuffix), os.RemoveAll(image+restoredSuffix))
+}
+
+// recoverPause finds, at start-up, a running sandbox whose container is
+// gone but whose checkpoint is complete and was never restored: the daemon
+// died after runsc saved it and before the pause was recorded. It is
+// recorded paused, memory kept; the next call restores it.
+func (m *Manager) recoverPause(ctx context.Context, b *box) bool {
+	if !b.isGVisor() {
+		return false
+	}
+	p := m.paths(b.rec.Key)
+	if _, err := os.Stat(filepath.Join(checkpointDir(p), "checkpoint.img")); err != nil {
+		return false
+	}
+	if err := m.teardown(ctx, b); err != nil {
+		m.log.Warn("cleaning up a sandbox paused before a crash", "sandbox", b.id, "err", err)
+	}
+	os.RemoveAll(checkpointDir(p) + partialSuffix)
+	os.RemoveAll(checkpointDir(p) + restoredSuffix)
+	if err := m.changeStatus(ctx, b, StatusPaused, "paused; the daemon restarted before it recorded the pause"); err != nil {
+		return false
+	}
+	m.log.Info("sandbox paused before a daemon restart keeps its memory", "sandbox", b.id)
+	return true
 }
 
 // dirSize is the bytes of the files in dir, for the log.

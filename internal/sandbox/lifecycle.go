@@ -202,6 +202,11 @@ func (m *Manager) startLocked(ctx context.Context, b *box) error {
 		}
 		return fmt.Errorf("%w: %v", ErrFailed, err)
 	}
+	if resuming {
+		if err := m.markRestored(b); err != nil {
+			m.log.Warn("setting a restored checkpoint aside", "sandbox", b.id, "err", err)
+		}
+	}
 	if err := m.changeStatus(ctx, b, StatusRunning, ""); err != nil {
 		// A container the registry does not know of would outlive a
 		// daemon restart unseen: stop it, and keep the old status.

@@ -49,7 +49,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 				m.log.Info("sandbox reattached", "sandbox", b.id)
 				continue
 			}
-			if m.checkLost(ctx, b) != nil {
+			if m.checkLost(ctx, b) != nil || m.recoverPause(ctx, b) {
 				continue
 			}
 			m.cleanAfterCrash(ctx, b, "the container was gone when the daemon started (host reboot or crash)")
@@ -164,6 +164,11 @@ func (m *Manager) reattach(ctx context.Context, b *box) bool {
 	}
 	b.running = inst
 	go m.watch(b, inst)
+	if b.isGVisor() {
+		// Left by a crash during a pause that failed or a resume that
+		// completed.
+		m.dropCheckpoint(b)
+	}
 	return true
 }
 
