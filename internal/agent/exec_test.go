@@ -65,7 +65,7 @@ func TestShellStatePersists(t *testing.T) {
 }
 
 // TestDispatchSurvivesUserCode: the shell's dispatch text is readonly;
-// a command that tries to change or unset it (or the FIFO number) does
+// a command that tries to change or unset it (or the old FIFO number) does
 // not break the commands after it, with stdin, env and cwd or without.
 func TestDispatchSurvivesUserCode(t *testing.T) {
 	ta := startAgent(t)

@@ -34,11 +34,10 @@ const (
 func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (res Result, err error) {
 	s.seq++
 	n := s.seq
-	ns := strconv.FormatUint(n, 10)
 	r := &runner{
 		s: s, sh: sh, n: n, out: out,
 		fds:   [3]int{-1, -1, -1},
-		paths: [3]string{"", s.dir + "/o" + ns, s.dir + "/e" + ns},
+		paths: [3]string{"", s.dir + "/" + stdoutFIFO, s.dir + "/" + stderrFIFO},
 	}
 	defer r.cleanup()
 
@@ -46,7 +45,7 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (
 	// FIFO's read end never blocks, and once it is open the shell's
 	// blocking open of the write end returns at once.
 	for _, st := range []Stream{Stdout, Stderr} {
-		if err := unix.Mkfifo(r.paths[st], 0o600); err != nil {
+		if err := mkfifo(r.paths[st]); err != nil {
 			return res, fmt.Errorf("creating %s FIFO: %w", st, err)
 		}
 		r.made = append(r.made, r.paths[st])
@@ -140,6 +139,19 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (
 		s.dropShell()
 		return res, ErrTerminated
 	}
+}
+
+// mkfifo makes a FIFO at path, replacing what is there: the last
+// command's FIFO if its cleanup could not remove it, or a file user code
+// put there.
+func mkfifo(path string) error {
+	err := unix.Mkfifo(path, 0o600)
+	if err == unix.EEXIST {
+		if err = unix.Unlink(path); err == nil {
+			err = unix.Mkfifo(path, 0o600)
+		}
+	}
+	return err
 }
 
 // runner is the state of one command while it runs.
@@ -414,8 +426,10 @@ func (r *runner) readStatus() {
 	}
 }
 
+// statusLine handles one line of the status pipe: "STATUS N" (see
+// dispatchInit).
 func (r *runner) statusLine(line string) {
-	seqText, codeText, ok := cut(line, ' ')
+	codeText, seqText, ok := cut(line, ' ')
 	seq, err1 := strconv.ParseUint(seqText, 10, 64)
 	code, err2 := strconv.Atoi(codeText)
 	switch {

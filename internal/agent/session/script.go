@@ -25,6 +25,11 @@ const (
 	cmdFile     = "cmd" // the command text
 	wrapperFile = "w"   // per-call env and cwd, then sources cmd
 	stdinFile   = "in"  // the command's stdin
+	// The command's output FIFOs. Each command gets new ones at the same
+	// paths: a background child of an earlier command keeps the FIFO it
+	// was given, which is unlinked by then.
+	stdoutFIFO = "o"
+	stderrFIFO = "e"
 )
 
 // quote makes s one shell word.
@@ -32,22 +37,20 @@ func quote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// dispatchLine is the line that runs command n: set the number that
-// names its FIFOs, evaluate the readonly command that sources the command
-// (or its wrapper) with stdin and outputs redirected and the status pipe
-// closed (see dispatchInit), then report the exit status on the status
-// pipe. The status line's number is literal: user code cannot change it.
+// dispatchLine is the line that runs command n: evaluate the readonly
+// command (see dispatchInit) that sources the command (or its wrapper)
+// with stdin and outputs redirected and the status pipe closed, then
+// reports the exit status on the status pipe. eval joins its arguments,
+// so the n after the variable becomes the status line's last word: the
+// number is literal, user code cannot change it, and no assignment is
+// needed to carry it.
 func (s *Session) dispatchLine(n uint64, wrapped, stdin bool) []byte {
-	ns := strconv.FormatUint(n, 10)
-	b := make([]byte, 0, 64)
-	b = append(b, "__sbx_n="...)
-	b = append(b, ns...)
-	b = append(b, "; command eval \"$"...)
+	b := make([]byte, 0, 32)
+	b = append(b, `command eval "$`...)
 	b = append(b, dispatchVar(wrapped, stdin)...)
-	b = append(b, "\"; command printf '"...)
-	b = append(b, ns...)
-	b = append(b, ` %s\n' "$?" >&3`+"\n"...)
-	return b
+	b = append(b, `" `...)
+	b = strconv.AppendUint(b, n, 10)
+	return append(b, '\n')
 }
 
 // dispatchVar names the readonly variable that holds the command the
@@ -65,13 +68,16 @@ func dispatchVar(wrapped, stdin bool) string {
 
 // dispatchInit defines, once per shell, the readonly variables the
 // dispatch lines evaluate. Their text is the long part of a dispatch
-// (the session directory's paths, four times): sent once here instead of
-// with every command, it keeps the line that the shell reads byte by byte
-// short. Each read is a system call, and on gVisor a system call costs
-// tens of microseconds: a 160-byte line cost about 15 ms of each command
-// there. readonly: user code in the shell cannot change or unset them.
-// eval keeps the command at the top level (a function would make the
-// user's declare local and hide the shell's positional parameters).
+// (the session directory's paths, four times, and the status report):
+// sent once here instead of with every command, it keeps the line that
+// the shell reads byte by byte short. Each read is a system call, and on
+// gVisor a system call costs tens of microseconds (hundreds on a loaded
+// host): a 160-byte line cost about 15 ms of each command there, and the
+// 28-byte line is less than half of the shell's system calls per command.
+// readonly: user code in the shell cannot change or unset them. eval keeps
+// the command at the top level (a function would make the user's declare
+// local and hide the shell's positional parameters). The status report is
+// "STATUS N", N appended by the dispatch line.
 func dispatchInit(dir string) string {
 	var b strings.Builder
 	b.WriteString("readonly")
@@ -85,7 +91,8 @@ func dispatchInit(dir string) string {
 				in = dir + "/" + stdinFile
 			}
 			text := "command . " + quote(dir+"/"+script) + " <" + quote(in) +
-				" >" + quote(dir+"/o") + `"$__sbx_n" 2>` + quote(dir+"/e") + `"$__sbx_n" 3>&-`
+				" >" + quote(dir+"/"+stdoutFIFO) + " 2>" + quote(dir+"/"+stderrFIFO) + " 3>&-; " +
+				`command printf >&3 '%s %s\n' "$?"`
 			b.WriteString(" " + dispatchVar(wrapped, stdin) + "=" + quote(text))
 		}
 	}
