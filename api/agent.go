@@ -36,6 +36,13 @@ type AgentActivity struct {
 	RunningExecutions int `json:"runningExecutions"`
 }
 
+// AgentNameRequest is the body of the agent's POST /internal/name.
+type AgentNameRequest struct {
+	// Name is the sandbox's new hostname, which its commands see as
+	// HOSTNAME from the next one on; 1 to 253 bytes.
+	Name string `json:"name"`
+}
+
 // AgentShutdownRequest is the body of the agent's POST /internal/shutdown.
 type AgentShutdownRequest struct {
 	// Reason is kept by the records of the processes the shutdown kills

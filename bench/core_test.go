@@ -90,11 +90,15 @@ func interleavedColdStarts(b *testing.B, mode api.NetworkMode, daemons ...*testd
 
 // bootSteps is the median of each step of the starts a daemon's debug
 // log reports ("sandbox boot" lines: steps="network=1.2ms overlay=...").
-func bootSteps(log string) string {
+func bootSteps(log string) string { return logSteps(log, "sandbox boot") }
+
+// logSteps is the median of each step of a daemon's debug log lines with
+// message msg (steps="a=1.2ms b=...").
+func logSteps(log, msg string) string {
 	var order []string
 	took := map[string]samples{}
 	for _, line := range strings.Split(log, "\n") {
-		_, rest, ok := strings.Cut(line, `msg="sandbox boot"`)
+		_, rest, ok := strings.Cut(line, `msg="`+msg+`"`)
 		if !ok {
 			continue
 		}
@@ -438,6 +442,7 @@ func measurePooledStarts(b *testing.B, args []string, prefix string) {
 		s = append(s, time.Since(start))
 	}
 	s.report(b)
+	b.Logf("take steps p50: %s", logSteps(d.Logs(), "sandbox adopted"))
 	for i := 0; i < n; i++ {
 		d.Client.Sandbox(fmt.Sprintf("%s-%d", prefix, i)).Destroy(ctx)
 	}

@@ -72,6 +72,14 @@ func TestWarmPoolHandsOutNamedSandboxes(t *testing.T) {
 		if got := trim(run(t, sb, "cat /workspace/f; hostname")); got != "mine\nfrom-pool" {
 			t.Errorf("pooled sandbox after a daemon restart: %q", got)
 		}
+		// The agent was told the name without saving it: a new start of
+		// the container has it in its own environment.
+		if _, err := sb.Stop(ctxT(t, 30*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if got := trim(run(t, sb, "echo $HOSTNAME; hostname")); got != "from-pool\nfrom-pool" {
+			t.Errorf("pooled sandbox after a stop and a new start: %q", got)
+		}
 		list, _ := d.Client.List(ctxT(t, 10*time.Second))
 		if len(list) != 3 {
 			t.Errorf("listed %d sandboxes, want 3 (pool members are not listed): %v", len(list), list)

@@ -12,7 +12,7 @@ import (
 )
 
 // The daemon's typed client against the real agent: every internal route
-// and the env call the warm pool makes.
+// the warm pool's naming call among them.
 func TestDaemonClient(t *testing.T) {
 	ta := startAgent(t)
 	c := agentapi.NewClient(ta.client.Transport)
@@ -27,13 +27,16 @@ func TestDaemonClient(t *testing.T) {
 	if err != nil || a.Busy {
 		t.Fatalf("Activity = %+v, %v; want idle", a, err)
 	}
-	if err := c.SetEnv(ctx, map[string]string{"HOSTNAME": "named-by-the-pool"}); err != nil {
+	// The default shell started under the placeholder name; its next
+	// command sees the new one.
+	ta.mustCall(t, 200, "POST", "/exec", api.ExecRequest{Command: "true"}, nil)
+	if err := c.Name(ctx, "named-by-the-pool"); err != nil {
 		t.Fatal(err)
 	}
 	var env api.EnvInfo
 	ta.mustCall(t, 200, "GET", "/env", nil, &env)
 	if len(env.Env) != 1 || env.Env[0] != "HOSTNAME" {
-		t.Errorf("sandbox env after SetEnv: %+v", env)
+		t.Errorf("sandbox env after Name: %+v", env)
 	}
 	var res api.ExecResult
 	ta.mustCall(t, 200, "POST", "/exec", api.ExecRequest{Command: "echo $HOSTNAME"}, &res)
@@ -41,8 +44,13 @@ func TestDaemonClient(t *testing.T) {
 		t.Errorf("a command sees HOSTNAME=%q", res.Stdout)
 	}
 
-	// A shutdown without a reason is refused before anything stops.
 	var se *agentapi.StatusError
+	// A name that is no environment value is refused.
+	if err := c.Name(ctx, ""); !errors.As(err, &se) || se.Status != http.StatusBadRequest {
+		t.Errorf("Name(\"\"): %v, want a 400 StatusError", err)
+	}
+
+	// A shutdown without a reason is refused before anything stops.
 	if err := c.Shutdown(ctx, ""); !errors.As(err, &se) || se.Status != http.StatusBadRequest {
 		t.Errorf("Shutdown without a reason: %v, want a 400 StatusError", err)
 	}

@@ -63,6 +63,7 @@ func (s *server) handlers() map[string]http.HandlerFunc {
 		"POST " + agentapi.PathShutdown:     s.shutdownRequest,
 		"GET " + agentapi.PathDial:          s.dialPort,
 		"POST " + agentapi.PathSuspend:      s.suspendRequest,
+		"POST " + agentapi.PathName:         s.nameRequest,
 		"POST /exec":                        s.exec,
 		"POST /exec/stream":                 s.execStream,
 		"GET /env":                          s.getSandboxEnv,
@@ -181,6 +182,26 @@ func (s *server) shutdownRequest(w http.ResponseWriter, r *http.Request) {
 	if s.shutdown != nil {
 		go s.shutdown(body.Reason)
 	}
+}
+
+// nameRequest gives a warm sandbox's commands the name it was handed out
+// under as HOSTNAME (the daemon sets the hostname itself). It is not
+// saved: the state file would cost a sync on the way of the sandbox's
+// first call, and every later start of the container has the name in its
+// own environment, below the sandbox layer. A later save keeps it anyway.
+func (s *server) nameRequest(w http.ResponseWriter, r *http.Request) {
+	var body api.AgentNameRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&body); err != nil || body.Name == "" || len(body.Name) > 253 {
+		writeError(w, api.Errorf(api.CodeValidationFailed, "body must be {\"name\": \"...\"} with a name of at most 253 bytes"))
+		return
+	}
+	l := session.Layer{"HOSTNAME": &body.Name}
+	if e := validateLayer(l); e != nil {
+		writeError(w, e)
+		return
+	}
+	s.sessions.SetSandboxEnv(l)
+	writeJSON(w, http.StatusOK, map[string]string{"name": body.Name})
 }
 
 // activityReport tells the daemon whether the sandbox is busy with work

@@ -71,13 +71,12 @@ func (c *Client) Suspend(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, PathSuspend, nil, http.StatusAccepted, nil)
 }
 
-// SetEnv sets sandbox-level environment variables (the public POST /env).
-func (c *Client) SetEnv(ctx context.Context, env map[string]string) error {
-	req := api.SetEnvRequest{Env: make(map[string]*string, len(env))}
-	for k, v := range env {
-		req.Env[k] = &v
-	}
-	return c.do(ctx, http.MethodPost, "/env", &req, http.StatusOK, nil)
+// Name tells the agent of a warm sandbox the name it was handed out
+// under: its commands see it as HOSTNAME from the next one on. Unlike the
+// public POST /env it writes nothing to disk: the daemon puts the name in
+// the container's own environment at every later start.
+func (c *Client) Name(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodPost, PathName, &api.AgentNameRequest{Name: name}, http.StatusOK, nil)
 }
 
 // do sends one call with body as JSON (none when nil) and decodes an

@@ -23,6 +23,7 @@ const (
 	PathShutdown = InternalPrefix + "shutdown"
 	PathDial     = InternalPrefix + "dial"
 	PathSuspend  = InternalPrefix + "suspend"
+	PathName     = InternalPrefix + "name"
 )
 
 // ResumeSignal, sent to the agent (init) through the runtime, makes an
@@ -67,6 +68,7 @@ var Routes = []Route{
 	{Method: "POST", Path: PathShutdown},
 	{Method: "GET", Path: PathDial},
 	{Method: "POST", Path: PathSuspend},
+	{Method: "POST", Path: PathName, Idempotent: true},
 
 	{Method: "POST", Path: "/exec", Public: true, Metric: "buffered"},
 	{Method: "POST", Path: "/exec/stream", Public: true, Stream: true, Metric: "stream"},

@@ -64,7 +64,7 @@ func runFakeAgent(bundle string) {
 		_, err := os.Stat(filepath.Join(bundle, "busy"))
 		json.NewEncoder(w).Encode(api.AgentActivity{Busy: err == nil})
 	})
-	mux.HandleFunc("POST /env", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+agentapi.PathName, func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.WriteHeader(http.StatusOK)
 	})

@@ -122,8 +122,11 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 		return err
 	}
 	now := m.now().UTC()
+	// The row is written once, as running: the container is up and
+	// named by then, and a daemon that dies before the write leaves no
+	// row, so the next one collects the container as an orphan.
 	rec := store.Sandbox{
-		ID: b.id, Key: w.rec.Key, Status: string(StatusCreating), Image: cfg.Image, Runtime: cfg.Runtime,
+		ID: b.id, Key: w.rec.Key, Status: string(StatusRunning), Image: cfg.Image, Runtime: cfg.Runtime,
 		Config: data, NetSlot: w.rec.NetSlot, CreatedAt: now, LastUsedAt: now, StatusChangedAt: now,
 		HostUIDBase: w.rec.HostUIDBase,
 	}
@@ -140,7 +143,7 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 		return nil
 	})
 	g.Go(func() error {
-		if err := inst.agent.SetEnv(ctx, map[string]string{"HOSTNAME": tenant.Local(b.id)}); err != nil {
+		if err := inst.agent.Name(ctx, tenant.Local(b.id)); err != nil {
 			return fmt.Errorf("naming a warm sandbox's agent: %w", err)
 		}
 		return nil
@@ -154,7 +157,7 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 	}
 	steps.mark("insert")
 	b.rec = rec
-	b.status.Store(StatusCreating)
+	b.status.Store(StatusRunning)
 	b.setConfig(cfg)
 	b.netSlot.Store(int64(rec.NetSlot) + 1)
 	b.uidBase.Store(int64(rec.HostUIDBase))
@@ -162,10 +165,6 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 	b.flushedAt.Store(now.UnixNano())
 	m.log.Info("sandbox created from the warm pool", "sandbox", b.id, "key", rec.Key)
 	m.emit(b, EventCreated)
-	if err := m.changeStatus(ctx, b, StatusRunning, ""); err != nil {
-		return err // the pool sandbox is discarded
-	}
-	steps.mark("running")
 	// The pool's capacity reservation becomes b's.
 	w.up.Store(false)
 	b.up.Store(true)
