@@ -14,7 +14,9 @@ package api
 //     internal/agentapi. An agent of version 2 answers 404 to health.
 //   - 4 (2026-12-05): one end-of-stream rule: a code run's own exception
 //     is an execution_error event; error always ends a stream.
-const ProtocolVersion = 4
+//   - 5 (2026-12-05): login processes (StartProcessRequest.Login); an
+//     agent of version 4 would run their commands without the profile.
+const ProtocolVersion = 5
 
 // AgentHealth is the body of the agent's GET /internal/health.
 type AgentHealth struct {

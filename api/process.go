@@ -90,6 +90,11 @@ type StartProcessRequest struct {
 	// AutoCleanup removes the record and logs AutoCleanupAfter after the
 	// process ends.
 	AutoCleanup bool `json:"autoCleanup,omitempty"`
+	// Login runs the command as a login shell (bash -l -c): /etc/profile,
+	// /etc/profile.d and the user's ~/.bash_profile, ~/.bash_login or
+	// ~/.profile run first, in the same shell, as E2B's envd runs
+	// commands. Default false.
+	Login bool `json:"login,omitempty"`
 }
 
 // Process describes a background process.

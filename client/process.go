@@ -42,6 +42,12 @@ func WithProcessID(id string) ProcessOption {
 	return processOptionFunc(func(r *api.StartProcessRequest) { r.ProcessID = id })
 }
 
+// AsLogin runs the command as a login shell (bash -l -c): the login
+// profile runs first, in the same shell.
+func AsLogin() ProcessOption {
+	return processOptionFunc(func(r *api.StartProcessRequest) { r.Login = true })
+}
+
 // WithAutoCleanup removes the process's record and logs a while
 // (api.AutoCleanupAfter) after it ends.
 func WithAutoCleanup() ProcessOption {

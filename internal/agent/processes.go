@@ -86,7 +86,7 @@ func (s *server) startProcess(w http.ResponseWriter, r *http.Request) {
 	s.pids.Check()
 	p, err := s.processes.Start(r.Context(), process.StartOptions{
 		ID: req.ProcessID, Command: req.Command, Env: sess.Environ(acct, req.Env), Cwd: cwd,
-		SessionID: req.SessionID, Account: acct, AutoCleanup: req.AutoCleanup,
+		SessionID: req.SessionID, Account: acct, AutoCleanup: req.AutoCleanup, Login: req.Login,
 		Timeout: time.Duration(req.Timeout) * time.Millisecond,
 	})
 	if err != nil {

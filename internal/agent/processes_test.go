@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -557,3 +558,92 @@ func TestProcessStartsInTheSpareWrapper(t *testing.T) {
 		t.Fatalf("after the spare died: %+v (spare was %d)", end, spare)
 	}
 }
+
+// loginSpareShell waits for the agent's login spare (a login shell, child
+// of this test process, waiting for its command) and returns its PID.
+func loginSpareShell(t *testing.T, not int) int {
+	t.Helper()
+	self := strconv.Itoa(os.Getpid())
+	var found int
+	eventually(t, 30*time.Second, "a login spare", func() bool {
+		for _, pid := range processesMatching(t, "__sandboxd_cmd") {
+			stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+			if len(f) > 1 && f[1] == self && pid != not {
+				found = pid
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// TestLoginProcessIsALoginShell: a login process (how the E2B layer runs
+// the SDK's bash -l -c CMD) sees what a login shell started for it would,
+// whether it runs in the login spare or not: the same environment, the
+// profile's variables and functions, its exit status, its kill, its
+// stdin; and a change to the profile reaches the next process.
+func TestLoginProcessIsALoginShell(t *testing.T) {
+	ta := startAgent(t)
+	// The user must reach its home (below the test's private directory).
+	if err := os.Chmod(filepath.Dir(ta.workspace), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run := func(req api.StartProcessRequest) (api.Process, api.Process, string) {
+		t.Helper()
+		req.User, req.Cwd = "tester", "/tmp"
+		p := ta.start(t, req)
+		end := ta.waitExit(t, p.ID)
+		var logs api.ProcessLogs
+		ta.mustCall(t, 200, "GET", "/processes/"+p.ID+"/logs", nil, &logs)
+		return p, end, logs.Stdout
+	}
+	// The first one has no spare; the reference is the E2B path before
+	// login processes: bash -c exec bash -l -c, never a spare.
+	const envCmd = `env | grep -v '^_=' | sort; shopt login_shell; echo "$0 $SHLVL $(id -un) $PWD"`
+	_, _, first := run(api.StartProcessRequest{Command: envCmd, Login: true, Env: map[string]string{"FOO": "bar"}})
+	_, _, ref := run(api.StartProcessRequest{Command: "exec /bin/bash -l -c " + shellQuoteTest(envCmd), Env: map[string]string{"FOO": "bar"}})
+	spare := loginSpareShell(t, 0)
+	p, _, second := run(api.StartProcessRequest{Command: envCmd, Login: true, Env: map[string]string{"FOO": "bar"}})
+	if p.PID != spare {
+		t.Errorf("the second login process ran as PID %d, not in the login spare %d", p.PID, spare)
+	}
+	if first != ref || second != ref || !strings.Contains(ref, "FOO=bar") || !strings.Contains(ref, "\ton\n/bin/bash 1 ") {
+		t.Errorf("environments differ:\nlogin, no spare:\n%s\nlogin, spare:\n%s\nbash -l -c:\n%s", first, second, ref)
+	}
+	// A profile change reaches the next command, spare or not.
+	spare = loginSpareShell(t, spare)
+	home := filepath.Join(filepath.Dir(ta.workspace), "home", "tester")
+	if err := os.WriteFile(filepath.Join(home, ".profile"), []byte("export FROM_PROFILE=1\ngreet() { echo hi; }\nshopt -s extglob\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const profileCmd = `echo "$FROM_PROFILE $(greet) $(shopt -p extglob)"`
+	for i := range 2 {
+		if _, _, out := run(api.StartProcessRequest{Command: profileCmd, Login: true, Env: map[string]string{"FOO": "bar"}}); out != "1 hi shopt -s extglob\n" {
+			t.Errorf("run %d after the profile changed: %q", i, out)
+		}
+	}
+	// Exit status, a kill of its tree, stdin, from the spare.
+	loginSpareShell(t, spare)
+	if _, end, _ := run(api.StartProcessRequest{Command: "exit 7", Login: true}); end.Status != api.ProcessFailed || *end.ExitCode != 7 {
+		t.Errorf("exit 7: %+v", end)
+	}
+	loginSpareShell(t, 0)
+	q := ta.start(t, api.StartProcessRequest{Command: "sleep 100; echo not", Login: true, User: "tester", Cwd: "/tmp"})
+	ta.mustCall(t, 200, "POST", "/processes/"+q.ID+"/kill", api.KillProcessRequest{Signal: "SIGKILL"}, nil)
+	if end := ta.waitExit(t, q.ID); end.Status != api.ProcessKilled || *end.ExitCode != 137 {
+		t.Errorf("killed: %+v", end)
+	}
+	loginSpareShell(t, 0)
+	q = ta.start(t, api.StartProcessRequest{Command: "tr a-z A-Z", Login: true, User: "tester", Cwd: "/tmp"})
+	ta.mustCall(t, 200, "POST", "/processes/"+q.ID+"/stdin", api.StdinRequest{Data: "hello\n", Close: true}, nil)
+	ta.waitExit(t, q.ID)
+	var logs api.ProcessLogs
+	ta.mustCall(t, 200, "GET", "/processes/"+q.ID+"/logs", nil, &logs)
+	if logs.Stdout != "HELLO\n" {
+		t.Errorf("stdin: stdout %q", logs.Stdout)
+	}
+}
+
+func shellQuoteTest(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

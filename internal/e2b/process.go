@@ -260,6 +260,16 @@ func commandLine(pc processConfig) string {
 	return b.String()
 }
 
+// loginCommand returns CMD when pc is `/bin/bash -l -c CMD`, how the SDK's
+// commands.run starts every command.
+func loginCommand(pc processConfig) (string, bool) {
+	if pc.Cmd != "/bin/bash" || len(pc.Args) != 3 || pc.Args[0] != "-l" || pc.Args[1] != "-c" ||
+		strings.TrimSpace(pc.Args[2]) == "" || strings.IndexByte(pc.Args[2], 0) >= 0 {
+		return "", false
+	}
+	return pc.Args[2], true
+}
+
 // start serves Start: the process runs as a sandboxd background process
 // (its own bash, as envd's) and its log stream is relayed as events.
 func (c *call) start(w http.ResponseWriter, r *http.Request) {
@@ -292,6 +302,11 @@ func (c *call) start(w http.ResponseWriter, r *http.Request) {
 	preq := api.StartProcessRequest{
 		Command: commandLine(req.Process), ProcessID: recordID, Env: req.Process.Envs, Cwd: cwd,
 		User: c.user, Timeout: deadline.Milliseconds(), AutoCleanup: true,
+	}
+	if cmd, ok := loginCommand(req.Process); ok {
+		// The SDK's form: sandboxd's login process runs it in a login
+		// shell started ahead of it.
+		preq.Command, preq.Login = cmd, true
 	}
 	if c.user == "root" {
 		preq.User = ""

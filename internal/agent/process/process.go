@@ -118,10 +118,12 @@ type Manager struct {
 	readers int
 	closed  bool
 
-	// The spare wrapper (spare.go).
+	// The spare wrapper (spare.go) and the login spare (login.go).
 	spareMu       sync.Mutex
 	spare         *spare
 	spareStarting bool
+	login         *loginSpare
+	loginStarting bool
 	spareClosed   bool
 }
 
@@ -182,6 +184,9 @@ type StartOptions struct {
 	Account     *user.Account
 	Timeout     time.Duration
 	AutoCleanup bool
+	// Login runs Command as a login shell does (bash -l -c): the login
+	// profile runs first, in the same shell. See loginSpare.
+	Login bool
 }
 
 // Info is a process's record.
@@ -213,6 +218,10 @@ type Proc struct {
 	stdin   *os.File    // write end; nil when closed
 	stdinMu sync.Mutex  // serialises writers
 	timer   *time.Timer
+
+	// login is set for a login process: what the next login spare is
+	// started with when it ends.
+	login *StartOptions
 
 	started chan struct{} // closed when the start sequence is over
 	done    chan struct{} // closed when the final status is recorded
@@ -252,6 +261,9 @@ func (m *Manager) Start(ctx context.Context, o StartOptions) (*Proc, error) {
 		StartTime: time.Now().UTC(), AutoCleanup: o.AutoCleanup}
 	if o.Account != nil {
 		p.info.User = o.Account.Name
+	}
+	if o.Login {
+		p.login = &StartOptions{Env: o.Env, Cwd: o.Cwd, Account: o.Account, Login: true}
 	}
 	m.mu.Lock()
 	switch {
@@ -343,6 +355,12 @@ func (p *Proc) removeFiles() {
 // records status error if the program never ran.
 func (p *Proc) start(o StartOptions) {
 	defer close(p.started)
+	if o.Login {
+		if sp := p.m.claimLogin(p, o); sp != nil {
+			p.startFromLogin(o, sp)
+			return
+		}
+	}
 	if sp := p.m.claimSpare(p); sp != nil {
 		p.startFromSpare(o, sp)
 		return
@@ -386,7 +404,7 @@ func (p *Proc) fork(o StartOptions) {
 	if o.Account != nil {
 		so.UID, so.GID = &o.Account.UID, &o.Account.GID
 	}
-	argv := spawn.Argv(m.cfg.Self, so, m.cfg.Shell, "-c", o.Command)
+	argv := spawn.Argv(m.cfg.Self, so, m.cfg.Shell, loginArgs(o)...)
 	attr := &os.ProcAttr{
 		Dir:   o.Cwd,
 		Env:   o.Env,
@@ -523,6 +541,9 @@ func (p *Proc) finish(st reaper.Status) {
 	close(p.done)
 	p.scheduleCleanup()
 	p.m.cfg.OnChange()
+	if p.login != nil {
+		p.m.startLoginSpare(*p.login)
+	}
 }
 
 func (p *Proc) scheduleCleanup() {

@@ -136,12 +136,15 @@ func (m *Manager) spareExited(sp *spare, st reaper.Status) {
 	m.spareMu.Lock()
 	owner := sp.owner
 	// Kept: its files are set (it was published); otherwise startSpare
-	// finds it dead and closes them.
-	kept := m.spare == sp
+	// (or startLoginSpare) finds it dead and closes them.
+	kept := m.spare == sp || m.login != nil && m.login.sp == sp
 	if owner == nil {
 		sp.dead = true
-		if kept {
+		if m.spare == sp {
 			m.spare = nil
+		}
+		if m.login != nil && m.login.sp == sp {
+			m.login = nil
 		}
 	}
 	m.spareMu.Unlock()
@@ -176,16 +179,19 @@ func (m *Manager) claimSpare(p *Proc) *spare {
 	return sp
 }
 
-// closeSpare stops keeping a spare and kills the one there is.
+// closeSpare stops keeping spares and kills the ones there are.
 func (m *Manager) closeSpare() {
 	m.spareMu.Lock()
 	m.spareClosed = true
-	sp := m.spare
-	m.spare = nil
+	sp, ls := m.spare, m.login
+	m.spare, m.login = nil, nil
 	m.spareMu.Unlock()
 	if sp != nil {
 		sp.proc.Signal(syscall.SIGKILL)
 		sp.closeFiles()
+	}
+	if ls != nil {
+		ls.discard()
 	}
 }
 
@@ -193,7 +199,7 @@ func (m *Manager) closeSpare() {
 // process forked for o. A spare that died before it took the request
 // makes the process an error.
 func (p *Proc) startFromSpare(o StartOptions, sp *spare) {
-	req := spawn.Request{Argv: []string{p.m.cfg.Shell, "-c", o.Command}, Env: o.Env, Dir: o.Cwd}
+	req := spawn.Request{Argv: append([]string{p.m.cfg.Shell}, loginArgs(o)...), Env: o.Env, Dir: o.Cwd}
 	if o.Account != nil {
 		req.UID, req.GID = &o.Account.UID, &o.Account.GID
 	}
