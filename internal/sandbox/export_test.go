@@ -20,7 +20,7 @@ func (m *Manager) LoadRowsForTest(rows []store.Sandbox) error {
 		b.status.Store(Status(rec.Status))
 		b.lastUsed.Store(rec.LastUsedAt.UnixNano())
 		m.mu.Lock()
-		m.boxes[rec.ID] = b
+		m.addBoxLocked(b)
 		m.mu.Unlock()
 	}
 	return nil

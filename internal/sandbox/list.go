@@ -3,7 +3,8 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
-	"sort"
+	"slices"
+	"strings"
 
 	"github.com/sandboxd/sandboxd/internal/tenant"
 )
@@ -29,37 +30,93 @@ type ListQuery struct {
 // whether sandboxes after the last one returned also match. Like List, it
 // never waits for a busy sandbox.
 func (m *Manager) Page(ctx context.Context, q ListQuery) (out []Info, more bool) {
-	m.mu.Lock()
-	ids := make([]string, 0, len(m.boxes))
-	for id := range m.boxes {
-		if (q.AllTenants || tenant.Of(id) == q.Tenant) && id > q.After {
-			ids = append(ids, id)
+	after := q.After
+	for {
+		// Boxes are taken from the index a batch at a time, so that the
+		// manager's lock is held for a page's worth of IDs, not for all.
+		want := listBatch
+		if q.Limit > 0 {
+			want = max(q.Limit+1-len(out), 1)
+		}
+		batch, end := m.boxesAfter(q, after, want)
+		for _, b := range batch {
+			after = b.id
+			inf, ok := m.peek(ctx, b)
+			if !ok || !inf.matches(q) {
+				continue
+			}
+			if q.Limit > 0 && len(out) == q.Limit {
+				return out, true
+			}
+			out = append(out, inf)
+		}
+		if end {
+			return out, false
 		}
 	}
-	boxes := make(map[string]*box, len(ids))
-	for _, id := range ids {
-		boxes[id] = m.boxes[id]
+}
+
+// listBatch is how many boxes a list without a limit takes at a time.
+const listBatch = 256
+
+// boxesAfter returns up to n boxes of q's tenant (or every tenant's) whose
+// IDs sort after after, in ID order, skipping those whose status is not
+// q's; end reports that the index has no more. A tenant's scoped IDs
+// ("t/...") sort together, so its boxes are found without walking the
+// others'.
+func (m *Manager) boxesAfter(q ListQuery, after string, n int) (out []*box, end bool) {
+	prefix := ""
+	if !q.AllTenants && q.Tenant != "" {
+		prefix = tenant.Scope(q.Tenant, "")
+		after = max(after, prefix)
 	}
-	m.mu.Unlock()
-	sort.Strings(ids)
-	for _, id := range ids {
-		b := boxes[id]
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	i, found := slices.BinarySearch(m.ids, after)
+	if found {
+		i++
+	}
+	for ; i < len(m.ids); i++ {
+		id := m.ids[i]
+		if prefix != "" && !strings.HasPrefix(id, prefix) {
+			return out, true
+		}
+		if !q.AllTenants && tenant.Of(id) != q.Tenant {
+			continue
+		}
+		b := m.boxes[id]
 		if q.Status != "" {
 			// A cheap first cut without the box's lock; matches checks.
 			if st, ok := b.status.Load().(Status); ok && st != q.Status {
 				continue
 			}
 		}
-		inf, ok := m.peek(ctx, b)
-		if !ok || !inf.matches(q) {
-			continue
+		if len(out) == n {
+			return out, false
 		}
-		if q.Limit > 0 && len(out) == q.Limit {
-			return out, true
-		}
-		out = append(out, inf)
+		out = append(out, b)
 	}
-	return out, false
+	return out, true
+}
+
+// addBoxLocked registers b in boxes and the sorted index. m.mu is held.
+func (m *Manager) addBoxLocked(b *box) {
+	if _, ok := m.boxes[b.id]; !ok {
+		i, _ := slices.BinarySearch(m.ids, b.id)
+		m.ids = slices.Insert(m.ids, i, b.id)
+	}
+	m.boxes[b.id] = b
+}
+
+// removeBoxLocked forgets id in boxes and the sorted index. m.mu is held.
+func (m *Manager) removeBoxLocked(id string) {
+	if _, ok := m.boxes[id]; !ok {
+		return
+	}
+	delete(m.boxes, id)
+	if i, found := slices.BinarySearch(m.ids, id); found {
+		m.ids = slices.Delete(m.ids, i, i+1)
+	}
 }
 
 // peek returns b's info without waiting for its lock: a busy sandbox is

@@ -40,7 +40,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 		b.flushedAt.Store(rec.LastUsedAt.UnixNano())
 		known[rec.Key] = true
 		m.mu.Lock()
-		m.boxes[rec.ID] = b
+		m.addBoxLocked(b)
 		m.mu.Unlock()
 
 		switch Status(rec.Status) {
