@@ -644,6 +644,13 @@ func TestLoginProcessIsALoginShell(t *testing.T) {
 	if logs.Stdout != "HELLO\n" {
 		t.Errorf("stdin: stdout %q", logs.Stdout)
 	}
+	// Back to back: the next one waits for the spare being forked rather
+	// than starting without it.
+	for i := range 3 {
+		if _, _, out := run(api.StartProcessRequest{Command: `tr '\0' ' ' </proc/$$/cmdline`, Login: true}); !strings.Contains(out, "__sandboxd_cmd") {
+			t.Errorf("back-to-back login process %d did not run in the login spare: %q", i, out)
+		}
+	}
 }
 
 func shellQuoteTest(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

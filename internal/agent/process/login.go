@@ -143,13 +143,14 @@ func lookupEnv(env []string, name string) string {
 // manager is closed.
 func (m *Manager) startLoginSpare(o StartOptions) {
 	m.spareMu.Lock()
-	if m.loginStarting || m.spareClosed {
+	if m.loginStarting != nil || m.spareClosed {
 		m.spareMu.Unlock()
 		return
 	}
 	old := m.login
 	m.login = nil
-	m.loginStarting = true
+	started := make(chan struct{})
+	m.loginStarting = started
 	m.wg.Add(1) // under spareMu, as in startSpare
 	m.spareMu.Unlock()
 	if old != nil {
@@ -157,9 +158,10 @@ func (m *Manager) startLoginSpare(o StartOptions) {
 	}
 	go func() {
 		defer m.wg.Done()
+		defer close(started)
 		ls := m.newLoginSpare(o)
 		m.spareMu.Lock()
-		m.loginStarting = false
+		m.loginStarting = nil
 		keep := ls != nil && !m.spareClosed && !ls.sp.dead
 		if keep {
 			m.login = ls
@@ -242,9 +244,21 @@ func (m *Manager) claimLogin(p *Proc, o StartOptions) *spare {
 		return nil
 	}
 	m.spareMu.Lock()
-	ls := m.login
+	ls, starting := m.login, m.loginStarting
 	m.login = nil
 	m.spareMu.Unlock()
+	if ls == nil && starting != nil {
+		// One is being forked (the last login process just ended): waiting
+		// for the fork costs less than a start of our own, which would
+		// also compete with it for the CPU.
+		select {
+		case <-starting:
+		case <-time.After(m.cfg.StartTimeout):
+		}
+		m.spareMu.Lock()
+		ls, m.login = m.login, nil
+		m.spareMu.Unlock()
+	}
 	if ls == nil {
 		return nil
 	}

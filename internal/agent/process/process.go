@@ -123,7 +123,7 @@ type Manager struct {
 	spare         *spare
 	spareStarting bool
 	login         *loginSpare
-	loginStarting bool
+	loginStarting chan struct{} // closed when the login spare's fork is over
 	spareClosed   bool
 }
 
@@ -538,12 +538,14 @@ func (p *Proc) finish(st reaper.Status) {
 	p.m.mu.Lock()
 	p.m.running--
 	p.m.mu.Unlock()
+	if p.login != nil {
+		// Before anyone hears of the end, so that a next login process
+		// sent right after it finds the spare starting and waits for it.
+		p.m.startLoginSpare(*p.login)
+	}
 	close(p.done)
 	p.scheduleCleanup()
 	p.m.cfg.OnChange()
-	if p.login != nil {
-		p.m.startLoginSpare(*p.login)
-	}
 }
 
 func (p *Proc) scheduleCleanup() {
