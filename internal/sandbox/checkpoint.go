@@ -90,10 +90,12 @@ func (m *Manager) pauseLocked(ctx context.Context, b *box, reason string) error 
 		return fmt.Errorf("removing an old checkpoint of %s: %w", b.id, err)
 	}
 	start := m.now()
+	steps := newStepTimer()
 	if err := m.suspendAgent(ctx, inst, p.socket); err != nil {
 		m.resumeAgent(ctx, rt, inst)
 		return fmt.Errorf("%w: pausing %s: %w", ErrUnavailable, b.id, err)
 	}
+	steps.mark("suspend")
 	failpoint.Hit("pause-suspended")
 	// A caller that goes away must not cut a checkpoint short.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
@@ -109,6 +111,7 @@ func (m *Manager) pauseLocked(ctx context.Context, b *box, reason string) error 
 		}
 		return fmt.Errorf("%w: checkpointing %s failed and took it down; the next call starts it again", ErrFailed, b.id)
 	}
+	steps.mark("checkpoint")
 	if err := os.Rename(image+partialSuffix, image); err != nil {
 		os.RemoveAll(image + partialSuffix)
 		return errors.Join(err, m.failLocked(ctx, b, "the checkpoint could not be kept; the next call starts the sandbox again"))
@@ -120,14 +123,16 @@ func (m *Manager) pauseLocked(ctx context.Context, b *box, reason string) error 
 		os.RemoveAll(image)
 		return errors.Join(err, m.failLocked(ctx, b, "the pause could not be recorded; the next call starts the sandbox again"))
 	}
+	steps.mark("record")
 	if err := m.teardown(ctx, b); err != nil {
 		m.log.Error("tearing down a paused sandbox", "sandbox", b.id, "err", err)
 	}
+	steps.mark("teardown")
 	took := m.now().Sub(start)
 	m.m.pauses.Inc("")
 	m.m.pauseSeconds.Observe(took.Seconds())
 	m.emit(b, EventPaused)
-	m.log.Info("sandbox paused", "sandbox", b.id, "reason", reason, "took", took, "bytes", dirSize(image))
+	m.log.Info("sandbox paused", "sandbox", b.id, "reason", reason, "took", took, "steps", steps.String(), "bytes", dirSize(image))
 	return nil
 }
 
