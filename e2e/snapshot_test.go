@@ -277,7 +277,7 @@ func TestDaemonKilledMidSnapshot(t *testing.T) {
 func TestDaemonKilledMidPause(t *testing.T) {
 	testdaemon.SkipUnlessRoot(t)
 	requireGVisor(t)
-	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--default-runtime", "gvisor", "--warm-pool", "0"},
+	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--default-runtime", "gvisor", "--warm-pool", "0", "--idle-check", "100ms"},
 		Env: []string{"SANDBOXD_FAILPOINT=pause-suspended"}})
 	sb := d.Client.Sandbox("mid-pause")
 	run(t, sb, "export KEPT=yes; (while :; do date +%s%N > /tmp/tick; sleep 0.05; done) >/dev/null 2>&1 &")
@@ -338,6 +338,27 @@ func TestDaemonKilledMidPause(t *testing.T) {
 	}
 	ticking("after a crash between the checkpoint and its record")
 	if err := sb.Destroy(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Idle with a process running: paused with it, which then runs on.
+	idle := d.Client.Sandbox("idle-worker", client.WithSleepAfter(time.Second))
+	if _, err := idle.StartProcess(ctx, "while :; do date +%s%N > /tmp/tick; sleep 0.05; done", client.WithProcessID("loop")); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, idle, api.StatusPaused, 2*time.Minute)
+	first := trim(run(t, idle, "cat /tmp/tick"))
+	deadline := time.Now().Add(30 * time.Second)
+	for trim(run(t, idle, "cat /tmp/tick")) == first {
+		if time.Now().After(deadline) {
+			t.Fatal("the process started before the idle pause does not run after it")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if p, err := idle.GetProcess(ctx, "loop"); err != nil || p.Status != api.ProcessRunning {
+		t.Errorf("process after the idle pause: %+v, %v", p, err)
+	}
+	if err := idle.Destroy(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if keys := d.Keys(); len(keys) != 0 {

@@ -61,11 +61,15 @@ func (m *Manager) sleepIfIdle(ctx context.Context, b *box, last int64) {
 		return // busy with a lifecycle change
 	}
 	inst := b.running
+	keepsMemory := m.pausesWithMemory(b)
 	b.mu.Unlock()
 	if inst == nil {
 		return
 	}
-	if m.agentBusy(ctx, inst) {
+	// A sandbox paused with its memory keeps its processes: they stand
+	// still while it is paused and go on when it resumes, so they do not
+	// keep it awake (docs/snapshots.md). Elsewhere sleep would kill them.
+	if !keepsMemory && m.agentBusy(ctx, inst) {
 		b.touch(m.now())
 		return
 	}
@@ -74,7 +78,29 @@ func (m *Manager) sleepIfIdle(ctx context.Context, b *box, last int64) {
 	if b.running != inst || b.destroyed || b.leases.Load() > 0 || b.lastUsed.Load() != last || b.cfg.KeepAlive {
 		return
 	}
-	m.sleepOrPause(ctx, b, fmt.Sprintf("idle for %s", b.cfg.SleepAfter))
+	reason := fmt.Sprintf("idle for %s", b.cfg.SleepAfter)
+	if !keepsMemory {
+		m.sleepOrPause(ctx, b, reason)
+		return
+	}
+	err := m.pauseLocked(ctx, b, reason)
+	if err == nil || b.state() != StatusRunning {
+		return
+	}
+	// Sleeping instead would kill what runs.
+	if m.agentBusy(ctx, inst) {
+		m.log.Warn("pausing an idle sandbox failed; it stays up while its processes run", "sandbox", b.id, "err", err)
+		b.touch(m.now())
+		return
+	}
+	m.log.Warn("pausing failed; the sandbox sleeps without its memory", "sandbox", b.id, "err", err)
+	m.sleepLocked(ctx, b, StatusSleeping, reason)
+}
+
+// pausesWithMemory: b's idle sleep is a pause that keeps its memory and
+// processes (gVisor without bucket mounts, checkpoint.go). b.mu is held.
+func (m *Manager) pausesWithMemory(b *box) bool {
+	return b.isGVisor() && len(m.mountFiles(b.rec.Key).load()) == 0
 }
 
 // agentBusy asks the agent whether anything it runs keeps the sandbox
