@@ -54,6 +54,17 @@ func TestSessionStatePersistsAndPerCallOptionsDoNot(t *testing.T) {
 		if got := trim(run(t, sb, "pwd; echo \"[$GREETING][$ONLY_HERE]\"")); got != "/tmp/app\n[hello][]" {
 			t.Errorf("per-call options leaked into the session: %q", got)
 		}
+		// A session's shell, started without the spawn wrapper on gVisor:
+		// its user with that user's group alone, a session of its own.
+		ctx := ctxT(t, time.Minute)
+		se, err := sb.CreateSession(ctx, client.WithSessionID("coder"), client.AsUser("coder"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := se.Exec(ctx, `read -r pid comm state ppid pgrp sid rest </proc/$$/stat; echo "$0 $((sid == $$)) $(id -un) $(id -G) $(id -g)"`)
+		if f := strings.Fields(res.Stdout); err != nil || len(f) != 5 || f[0] != "bash" || f[1] != "1" || f[2] != "coder" || f[3] != f[4] || f[3] == "0" {
+			t.Errorf("user session shell: %v %q, want bash 1 coder GID GID", err, res.Stdout)
+		}
 	})
 }
 

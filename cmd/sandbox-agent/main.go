@@ -113,6 +113,16 @@ func listen(cfg config) (net.Listener, error) {
 	return agent.Listen(cfg.socket)
 }
 
+// onGVisor reports whether the agent runs in a gVisor sandbox: the daemon
+// hands every other sandbox's agent a listening descriptor, and asks a
+// gVisor one (--host-uds=create) to bind its socket itself at the default
+// path. Told by the command line the daemon already gives, not by a new
+// flag: a paused gVisor sandbox is restored only with the command line it
+// was checkpointed with.
+func onGVisor(cfg config) bool {
+	return cfg.listenFD < 0 && cfg.socket == agent.DefaultSocket
+}
+
 func run(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) error {
 	socket := cfg.socket
 	if cfg.listenFD >= 0 {
@@ -125,6 +135,7 @@ func run(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) err
 		CgroupRoot:  cfg.cgroupRoot,
 		StateDir:    cfg.stateDir,
 		DefaultUser: cfg.user,
+		GVisor:      onGVisor(cfg),
 		Version:     agentVersion(),
 		Log:         log,
 	})

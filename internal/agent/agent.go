@@ -108,6 +108,14 @@ type Config struct {
 	// Code tunes the code interpreter (interpreters, grace periods); its
 	// paths, environment, reaper, logger and limits are filled in.
 	Code interp.Config
+	// GVisor: the sandbox runs on gVisor. Its Sentry runs the whole
+	// sandbox in one host cgroup (there is no user cgroup to join) and has
+	// no OOM killer of its own (the host's sees only the Sentry), so the
+	// agent's oom_score_adj protects nothing and user programs have
+	// nothing to undo: session shells start directly, without the spawn
+	// wrapper, whose re-exec of this binary (a Go runtime's start-up, then
+	// a second execve) costs as much as the shell's own start there.
+	GVisor bool
 	// Socket is the path the agent bound its socket at itself (gVisor),
 	// where it can bind it again after letting go of it for a checkpoint
 	// (suspend.go); empty when the daemon handed the socket over.
@@ -170,7 +178,7 @@ func New(cfg Config) (*Agent, error) {
 		}
 		a.reaper, a.ownReaper = r, true
 	}
-	if os.Getpid() == 1 {
+	if os.Getpid() == 1 && !cfg.GVisor {
 		protectFromOOM(cfg.Log)
 	}
 	sc := cfg.Sessions
@@ -179,6 +187,7 @@ func New(cfg Config) (*Agent, error) {
 	sc.BaseEnv = shellEnv(cfg.Env)
 	sc.Reaper, sc.Log, sc.Users = a.reaper, cfg.Log, cfg.Users
 	sc.DefaultUser = cfg.DefaultUser
+	sc.DirectSpawn = cfg.GVisor
 	m, err := session.NewManager(sc)
 	if err != nil {
 		return nil, err

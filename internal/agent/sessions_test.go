@@ -324,3 +324,27 @@ func uidOf(t testing.TB, ta *testAgent, name string) string {
 	t.Fatalf("no %s in passwd:\n%s", name, passwd)
 	return ""
 }
+
+// TestGVisorShellsStartWithoutTheWrapper: with GVisor set, session shells
+// start directly (the agent binary named as the wrapper does not exist
+// here), yet as the wrapper would make them: argv[0] "bash", a session of
+// their own, the session's user with its group as the only one.
+func TestGVisorShellsStartWithoutTheWrapper(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: runs a session as another user")
+	}
+	ta := startAgent(t, func(c *Config) {
+		c.GVisor = true
+		c.Self = "/nonexistent/sandbox-agent"
+	})
+	os.Chmod(filepath.Dir(ta.workspace), 0o755)
+	probe := `read -r pid comm state ppid pgrp sid rest </proc/$$/stat; echo "$0 $((sid == $$)) $(id -u) $(id -G)"`
+	if got, want := ta.run(t, probe), "bash 1 0 0\n"; got != want {
+		t.Errorf("root shell: %q, want %q", got, want)
+	}
+	ta.mustCall(t, 201, "POST", "/sessions", api.CreateSessionRequest{ID: "dev", User: "coder"}, nil)
+	uid := uidOf(t, ta, "coder")
+	if got, want := ta.runIn(t, "dev", probe), "bash 1 "+uid+" "+uid; got != want {
+		t.Errorf("user shell: %q, want %q (uid and gid alike)", got, want)
+	}
+}

@@ -70,6 +70,9 @@ type Config struct {
 	Self string
 	// CgroupRoot is passed to the spawn wrapper (see package spawn).
 	CgroupRoot string
+	// DirectSpawn starts shells without the spawn wrapper, for a sandbox
+	// in which it has nothing to do (gVisor: see agent.Config.GVisor).
+	DirectSpawn bool
 	// BaseEnv is the environment of every shell, before session options.
 	BaseEnv []string
 	// DefaultUser is the user the default session runs as (the image's

@@ -121,6 +121,7 @@ func (s *Session) startShell(ctx context.Context) (_ *shell, err error) {
 		so.UID, so.GID = &acct.UID, &acct.GID
 	}
 	argv := spawn.Argv(cfg.Self, so, cfg.Shell, args...)
+	prog := argv[0]
 	attr := &os.ProcAttr{
 		Dir: cwd,
 		Env: envList(sh.env),
@@ -132,8 +133,17 @@ func (s *Session) startShell(ctx context.Context) (_ *shell, err error) {
 		// reaches the shell's process group, never the agent.
 		Sys: &syscall.SysProcAttr{Setsid: true},
 	}
+	if cfg.DirectSpawn {
+		// Without the wrapper: the shell itself, as the wrapper would
+		// have made it (argv[0], user). A failed start is StartProcess's
+		// error instead of a message on the status pipe.
+		prog, argv = cfg.Shell, append([]string{argv0}, args...)
+		if acct != nil {
+			attr.Sys.Credential = spawn.Credential(acct.UID, acct.GID)
+		}
+	}
 	_, err = cfg.Reaper.Start(func() (int, error) {
-		p, err := os.StartProcess(argv[0], argv, attr)
+		p, err := os.StartProcess(prog, argv, attr)
 		if err != nil {
 			return 0, err
 		}

@@ -288,6 +288,13 @@ func Prepare(cgroupRoot, oomScoreAdj string) error {
 	return nil
 }
 
+// Credential is the user a program started without the wrapper runs as:
+// uid and gid, with gid as its only supplementary group, as
+// DropPrivileges leaves the wrapper.
+func Credential(uid, gid int) *syscall.Credential {
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{uint32(gid)}}
+}
+
 // DropPrivileges makes the calling process (every thread of it: Go's
 // syscall package applies set*id to all threads) run as uid and gid, with
 // gid as its only supplementary group.
