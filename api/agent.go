@@ -45,6 +45,16 @@ type AgentNameRequest struct {
 	Name string `json:"name"`
 }
 
+// AgentForkRequest is the body of the agent's POST /internal/fork, sent once
+// to the agent of a sandbox restored from a memory snapshot of another.
+type AgentForkRequest struct {
+	// Env is the fork's own base environment ("NAME=value", as a
+	// process's): shells, terminals and interpreters started from now on
+	// take it in place of the parent's, and the environment the parent
+	// was given through the API is dropped. At most 4096 entries.
+	Env []string `json:"env"`
+}
+
 // AgentShutdownRequest is the body of the agent's POST /internal/shutdown.
 type AgentShutdownRequest struct {
 	// Reason is kept by the records of the processes the shutdown kills

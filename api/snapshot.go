@@ -35,9 +35,14 @@ type SnapshotRequest struct {
 	// Name names the snapshot: 1-63 characters of [a-z0-9._-], starting
 	// and ending with a letter or digit. Required; unique.
 	Name string `json:"name"`
-	// Memory asks for memory and processes as well as files. Default
-	// false. A runtime that cannot answers MEMORY_SNAPSHOT_UNSUPPORTED.
+	// Memory requires memory and processes as well as files: a runtime
+	// that cannot keep them (crun, runc) answers
+	// MEMORY_SNAPSHOT_UNSUPPORTED. Without it or FilesystemOnly, a gVisor
+	// sandbox's snapshot keeps its memory and others keep files alone.
 	Memory bool `json:"memory,omitempty"`
+	// FilesystemOnly keeps the files alone, on any runtime. Not with
+	// Memory.
+	FilesystemOnly bool `json:"filesystemOnly,omitempty"`
 }
 
 // Snapshot describes one snapshot.

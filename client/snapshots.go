@@ -16,14 +16,19 @@ func WithFromSnapshot(name string) SandboxOption {
 }
 
 // SnapshotOptions configure Sandbox.Snapshot.
+// Without either option, a gVisor sandbox's snapshot keeps its memory and
+// processes, and other runtimes' keep files alone.
 type SnapshotOptions struct {
-	// Memory asks for memory and processes as well as files; a runtime
+	// Memory requires memory and processes as well as files; a runtime
 	// that cannot fails with MEMORY_SNAPSHOT_UNSUPPORTED (matching
 	// ErrNotAvailable).
 	Memory bool
+	// FilesystemOnly keeps the files alone, on any runtime.
+	FilesystemOnly bool
 }
 
-// Snapshot takes a snapshot called name of the sandbox's files. The
+// Snapshot takes a snapshot called name of the sandbox (its files; on
+// gVisor its memory and processes too). The
 // sandbox is frozen while its files are copied and runs on afterwards. A
 // name in use fails with SNAPSHOT_EXISTS (ErrConflict); a bad one with
 // INVALID_SNAPSHOT_NAME (ErrInvalid).
@@ -32,7 +37,7 @@ func (s *Sandbox) Snapshot(ctx context.Context, name string, o SnapshotOptions) 
 		return nil, err
 	}
 	var snap api.Snapshot
-	if err := s.c.doJSON(ctx, http.MethodPost, sandboxPath(s.id, "/snapshots"), api.SnapshotRequest{Name: name, Memory: o.Memory}, &snap); err != nil {
+	if err := s.c.doJSON(ctx, http.MethodPost, sandboxPath(s.id, "/snapshots"), api.SnapshotRequest{Name: name, Memory: o.Memory, FilesystemOnly: o.FilesystemOnly}, &snap); err != nil {
 		return nil, err
 	}
 	return &snap, nil

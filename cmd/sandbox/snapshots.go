@@ -26,14 +26,15 @@ changes. See docs/snapshots.md.`,
 }
 
 func newSnapshotCreateCommand(g *globals) *cobra.Command {
-	var asJSON, memory bool
+	var asJSON, memory, filesOnly bool
 	cmd := &cobra.Command{
 		Use:   "create ID NAME [--json]",
 		Short: "Snapshot a sandbox's files under NAME",
-		Long: `Snapshot the files of the sandbox ID under NAME (1-63 characters of a-z, 0-9,
-'.', '_' and '-'). The sandbox is frozen while its writable layer is copied
-(the answer says how long) and runs on afterwards; a sleeping sandbox is started
-first. Prints NAME, or with --json the snapshot's description.`,
+		Long: `Snapshot the sandbox ID under NAME (1-63 characters of a-z, 0-9, '.', '_'
+and '-'): its files, and on gVisor its memory and processes too (forks restore
+them). The sandbox is frozen while its writable layer is copied (the answer says
+how long) and runs on afterwards; a sleeping sandbox is started first. Prints
+NAME, or with --json the snapshot's description.`,
 		Example: `  sandbox snapshot create dev deps-installed
   sandbox create --from-snapshot deps-installed dev-2`,
 		Args: exactArgs(2),
@@ -42,7 +43,7 @@ first. Prints NAME, or with --json the snapshot's description.`,
 			if err != nil {
 				return err
 			}
-			snap, err := c.Sandbox(args[0]).Snapshot(cmd.Context(), args[1], client.SnapshotOptions{Memory: memory})
+			snap, err := c.Sandbox(args[0]).Snapshot(cmd.Context(), args[1], client.SnapshotOptions{Memory: memory, FilesystemOnly: filesOnly})
 			if err != nil {
 				return err
 			}
@@ -54,7 +55,8 @@ first. Prints NAME, or with --json the snapshot's description.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the snapshot as JSON")
-	cmd.Flags().BoolVar(&memory, "memory", false, "keep memory and processes too (MEMORY_SNAPSHOT_UNSUPPORTED where the runtime cannot)")
+	cmd.Flags().BoolVar(&memory, "memory", false, "require memory and processes (MEMORY_SNAPSHOT_UNSUPPORTED where the runtime cannot; gVisor keeps them by default)")
+	cmd.Flags().BoolVar(&filesOnly, "filesystem-only", false, "keep the files alone, also on gVisor")
 	return cmd
 }
 

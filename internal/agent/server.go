@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -35,6 +36,7 @@ type server struct {
 	users       *user.DB
 	code        *interp.Manager
 	terminals   *pty.Manager
+	termEnvMu   sync.Mutex
 	termBaseEnv []string // the environment of terminals outside sessions
 	workspace   string
 	files       *fileService // files, watches and git (files_api.go)
@@ -64,6 +66,7 @@ func (s *server) handlers() map[string]http.HandlerFunc {
 		"GET " + agentapi.PathDial:          s.dialPort,
 		"POST " + agentapi.PathSuspend:      s.suspendRequest,
 		"POST " + agentapi.PathName:         s.nameRequest,
+		"POST " + agentapi.PathFork:         s.forkRequest,
 		"POST /exec":                        s.exec,
 		"POST /exec/stream":                 s.execStream,
 		"GET /env":                          s.getSandboxEnv,

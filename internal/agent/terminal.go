@@ -257,7 +257,9 @@ func writeControl(ctx context.Context, conn *websocket.Conn, msg api.TerminalMes
 // the sandbox's environment in the workspace, or, for a session, the
 // session's current exported variables and working directory.
 func (s *server) terminalEnv(ctx context.Context, o *pty.Options) error {
+	s.termEnvMu.Lock()
 	env, dir := s.termBaseEnv, s.workspace
+	s.termEnvMu.Unlock()
 	if o.Session != "" {
 		var err error
 		if env, dir, err = s.sessionSnapshot(ctx, o.Session); err != nil {

@@ -79,6 +79,12 @@ func (c *Client) Name(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodPost, PathName, &api.AgentNameRequest{Name: name}, http.StatusOK, nil)
 }
 
+// Fork gives the agent of a sandbox restored from another's memory
+// snapshot its own base environment, dropping the parent's API-set one.
+func (c *Client) Fork(ctx context.Context, env []string) error {
+	return c.do(ctx, http.MethodPost, PathFork, &api.AgentForkRequest{Env: env}, http.StatusNoContent, nil)
+}
+
 // do sends one call with body as JSON (none when nil) and decodes an
 // answer of status want into out (skipped when nil).
 func (c *Client) do(ctx context.Context, method, path string, body any, want int, out any) error {

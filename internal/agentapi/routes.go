@@ -24,6 +24,7 @@ const (
 	PathDial     = InternalPrefix + "dial"
 	PathSuspend  = InternalPrefix + "suspend"
 	PathName     = InternalPrefix + "name"
+	PathFork     = InternalPrefix + "fork"
 )
 
 // ResumeSignal, sent to the agent (init) through the runtime, makes an
@@ -69,6 +70,7 @@ var Routes = []Route{
 	{Method: "GET", Path: PathDial},
 	{Method: "POST", Path: PathSuspend},
 	{Method: "POST", Path: PathName, Idempotent: true},
+	{Method: "POST", Path: PathFork},
 
 	{Method: "POST", Path: "/exec", Public: true, Metric: "buffered"},
 	{Method: "POST", Path: "/exec/stream", Public: true, Stream: true, Metric: "stream"},

@@ -52,7 +52,7 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, e)
 		return
 	}
-	snap, err := s.opts.Manager.Snapshot(r.Context(), id, name, sandbox.SnapshotOptions{Memory: req.Memory})
+	snap, err := s.opts.Manager.Snapshot(r.Context(), id, name, sandbox.SnapshotOptions{Memory: req.Memory, FilesystemOnly: req.FilesystemOnly})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

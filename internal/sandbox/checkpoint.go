@@ -171,6 +171,10 @@ func (m *Manager) resumeAgent(ctx context.Context, rt Runtime, inst *instance) e
 // sandbox, restores it from its checkpoint; it returns init's host PID.
 // The caller starts a created container (restored ones run).
 func (m *Manager) createOrRestore(ctx context.Context, b *box, rt Runtime, cid string, p paths, opts runtime.CreateOptions) (pid int, restored bool, err error) {
+	if m.forkRestores(b) {
+		pid, err = m.restoreFork(ctx, b, rt, cid, p, opts)
+		return pid, err == nil, err
+	}
 	if b.state() != StatusPaused {
 		pid, err = rt.Create(ctx, cid, p.bundle, opts)
 		return pid, false, err

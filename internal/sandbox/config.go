@@ -152,6 +152,9 @@ type Config struct {
 	// SnapshotLayer its layer, mounted above the image's layers.
 	Snapshot      string `json:"snapshot,omitempty"`
 	SnapshotLayer string `json:"snapshotLayer,omitempty"`
+	// SnapshotMemory says the snapshot holds memory (gVisor): the fork's
+	// first start restores it (memfork.go).
+	SnapshotMemory bool `json:"snapshotMemory,omitempty"`
 
 	// Volumes are the named volumes mounted into the sandbox whenever it
 	// starts (docs/storage.md).

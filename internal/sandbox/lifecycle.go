@@ -413,6 +413,12 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 		return nil, fmt.Errorf("%w (agent log: %s)", err, logTail(p.log))
 	}
 	steps.mark("agent")
+	if restored && m.forkRestores(b) {
+		if err := m.forkIdentity(ctx, b, rt, inst, m.specEnv(b, img)); err != nil {
+			return nil, err
+		}
+		steps.mark("identity")
+	}
 	return inst, nil
 }
 
@@ -466,7 +472,7 @@ func (m *Manager) writeBundle(b *box, rt Runtime, img *rootfs.Image, p paths, ep
 		Hostname:    tenant.Local(b.id),
 		Rootfs:      rootPath(p, ids),
 		Args:        agentArgs(img, sock.args),
-		Env:         append(mergeEnv(append(slices.Clip(img.Env), "HOSTNAME="+tenant.Local(b.id)), b.cfg.Env), mainEnv(img)...),
+		Env:         m.specEnv(b, img),
 		Mounts:      mounts,
 		NetnsPath:   ep.NetnsPath,
 		CgroupsPath: m.cgroupPath(b.rec.Key),
@@ -498,6 +504,12 @@ func (m *Manager) writeBundle(b *box, rt Runtime, img *rootfs.Image, p paths, ep
 		return err
 	}
 	return os.WriteFile(filepath.Join(p.bundle, "config.json"), data, 0o600)
+}
+
+// specEnv is the environment of b's agent: the image's, HOSTNAME, the
+// sandbox's own variables, and what the image's main process needs.
+func (m *Manager) specEnv(b *box, img *rootfs.Image) []string {
+	return append(mergeEnv(append(slices.Clip(img.Env), "HOSTNAME="+tenant.Local(b.id)), b.cfg.Env), mainEnv(img)...)
 }
 
 func annotations(id string, runtime map[string]string) map[string]string {

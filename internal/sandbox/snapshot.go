@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/failpoint"
@@ -21,9 +22,14 @@ var ErrMemoryUnsupported = errors.New("memory snapshots are not supported")
 const agentStateDir = "var/lib/sandboxd-agent"
 
 // SnapshotOptions are what Snapshot takes besides the sandbox and name.
+// Without either, a snapshot keeps memory and processes where the runtime
+// can (gVisor) and files alone elsewhere.
 type SnapshotOptions struct {
-	// Memory asks for memory and processes as well as files.
+	// Memory requires memory and processes as well as files:
+	// ErrMemoryUnsupported where the runtime cannot keep them.
 	Memory bool
+	// FilesystemOnly keeps the files alone, on any runtime.
+	FilesystemOnly bool
 }
 
 // Snapshots is the snapshot store; nil when the daemon has none.
@@ -50,39 +56,53 @@ func (m *Manager) Snapshot(ctx context.Context, id, name string, o SnapshotOptio
 		return snapshot.Snapshot{}, err
 	}
 	defer b.mu.Unlock()
-	if o.Memory {
-		return snapshot.Snapshot{}, m.memoryUnsupported(b)
+	if o.Memory && o.FilesystemOnly {
+		return snapshot.Snapshot{}, invalid("memory and filesystemOnly exclude each other")
+	}
+	memory, err := m.snapshotMemory(b, o)
+	if err != nil {
+		return snapshot.Snapshot{}, err
 	}
 	if err := m.startLocked(ctx, b); err != nil {
 		return snapshot.Snapshot{}, err
 	}
 	b.touch(m.now())
-	cp, frozen, err := m.copyFrozen(ctx, b)
+	var cp *snapshot.Copy
+	var frozen time.Duration
+	var image string
+	if memory {
+		cp, image, frozen, err = m.copyCheckpointed(ctx, b)
+	} else {
+		cp, frozen, err = m.copyFrozen(ctx, b)
+	}
 	if err != nil {
 		return snapshot.Snapshot{}, err
 	}
 	sealed, err := cp.Seal(ctx)
 	if err != nil {
+		os.RemoveAll(image)
 		return snapshot.Snapshot{}, fmt.Errorf("sealing snapshot %s: %w", name, err)
 	}
 	snap := snapshot.Snapshot{
 		Name: name, Sandbox: b.id, Image: b.cfg.Image, ImageDigest: b.cfg.ImageDigest, Runtime: b.runtimeName(),
-		Layer: sealed.Layer, Size: sealed.Size, Files: sealed.Files, Frozen: frozen, CreatedAt: m.now().UTC(),
+		Layer: sealed.Layer, Size: sealed.Size, Files: sealed.Files, Memory: memory, Frozen: frozen, CreatedAt: m.now().UTC(),
+	}
+	if memory {
+		if err := st.AddMemory(name, image); err != nil {
+			os.RemoveAll(image)
+			return snapshot.Snapshot{}, err
+		}
 	}
 	if err := st.Add(snap); err != nil {
 		return snapshot.Snapshot{}, err
 	}
-	m.log.Info("snapshot taken", "sandbox", b.id, "snapshot", name, "layer", sealed.Layer, "bytes", sealed.Size, "frozen", frozen)
+	m.log.Info("snapshot taken", "sandbox", b.id, "snapshot", name, "layer", sealed.Layer, "bytes", sealed.Size, "memory", memory, "frozen", frozen)
 	return snap, nil
 }
 
-// memoryUnsupported is the error for a memory snapshot of b.
+// memoryUnsupported is the error for a memory snapshot or pause of b,
+// which does not run on gVisor.
 func (m *Manager) memoryUnsupported(b *box) error {
-	if b.isGVisor() {
-		// Pause keeps a gVisor sandbox's memory (checkpoint.go); a
-		// snapshot that keeps it, for forks, is not built yet.
-		return fmt.Errorf("%w: memory snapshots of gVisor sandboxes are not built yet (pause keeps memory); take a filesystem snapshot", ErrMemoryUnsupported)
-	}
 	return fmt.Errorf("%w: sandbox %s runs on %s, whose processes cannot be checkpointed on this host (CRIU); take a filesystem snapshot, or use --runtime gvisor",
 		ErrMemoryUnsupported, b.id, b.runtimeName())
 }
@@ -209,6 +229,7 @@ func (m *Manager) fromSnapshot(cfg Config) (Config, error) {
 		return cfg, invalid("runtime %q differs from snapshot %s's runtime %q; leave it out", cfg.Runtime, snap.Name, snap.Runtime)
 	}
 	cfg.Image, cfg.Runtime, cfg.ImageDigest, cfg.SnapshotLayer = snap.Image, snap.Runtime, snap.ImageDigest, snap.Layer
+	cfg.SnapshotMemory = snap.Memory
 	return cfg, nil
 }
 

@@ -49,7 +49,8 @@ type Snapshot struct {
 	Size int64 `json:"size"`
 	// Files is the number of entries in the layer.
 	Files int64 `json:"files"`
-	// Memory says whether the snapshot holds memory and processes.
+	// Memory says whether the snapshot holds memory and processes: a
+	// checkpoint of a gVisor sandbox at MemoryPath(Name).
 	Memory bool `json:"memory"`
 	// Frozen is how long the sandbox was frozen while its files were
 	// copied.
@@ -72,8 +73,9 @@ func ValidateName(name string) error {
 	return nil
 }
 
-// Store keeps snapshots in a directory: records/<name>.json, layers/<layer>
-// and tmp/ for copies in progress (emptied at Open).
+// Store keeps snapshots in a directory: records/<name>.json, layers/<layer>,
+// memory/<name> (memory.go) and tmp/ for copies in progress (emptied at
+// Open).
 type Store struct {
 	dir string
 
@@ -216,5 +218,6 @@ func (s *Store) collectLocked() error {
 			errs = append(errs, os.RemoveAll(s.LayerPath(e.Name())))
 		}
 	}
+	errs = append(errs, s.collectMemoryLocked(snaps))
 	return errors.Join(errs...)
 }

@@ -193,3 +193,51 @@ func TestRefreshCatchesUpWithChanges(t *testing.T) {
 		t.Errorf("the excluded agent state came back: %v", err)
 	}
 }
+
+// TestMemoryImageFollowsItsRecord: a memory image moves in with its
+// snapshot, goes with its removal, and one left without a record (a crash
+// between the two) is removed when the store opens.
+func TestMemoryImageFollowsItsRecord(t *testing.T) {
+	dir := t.TempDir()
+	st, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addMemory := func(name string) {
+		t.Helper()
+		img, err := st.NewMemoryDir()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(img, "checkpoint.img"), []byte("state"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.AddMemory(name, img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	layer := filepath.Join(st.layersDir(), "sha256-x")
+	if err := os.MkdirAll(layer, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	addMemory("kept")
+	if err := st.Add(Snapshot{Name: "kept", Layer: "sha256-x", Memory: true}); err != nil {
+		t.Fatal(err)
+	}
+	addMemory("orphan") // no record: a crash before Add
+	if _, err := Open(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(st.MemoryPath("kept"), "checkpoint.img")); err != nil {
+		t.Errorf("the image of a recorded snapshot: %v", err)
+	}
+	if _, err := os.Stat(st.MemoryPath("orphan")); !os.IsNotExist(err) {
+		t.Errorf("an image without a record survived Open: %v", err)
+	}
+	if err := st.Remove("kept"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(st.MemoryPath("kept")); !os.IsNotExist(err) {
+		t.Errorf("the image survived its snapshot's removal: %v", err)
+	}
+}

@@ -69,6 +69,8 @@ type Manager struct {
 	filesMu sync.Mutex
 	filesOK bool
 
+	baseEnvMu sync.Mutex // guards cfg.BaseEnv, which SetBaseEnv replaces
+
 	mu       sync.Mutex
 	contexts map[string]*Context
 	creating int
@@ -456,11 +458,23 @@ func (m *Manager) writeDrivers() (string, error) {
 	return m.cfg.Dir, nil
 }
 
+// SetBaseEnv replaces the base environment of interpreters started from
+// now on (a restored fork takes its own: memfork in the daemon). Running
+// contexts and spares keep theirs.
+func (m *Manager) SetBaseEnv(env []string) {
+	m.baseEnvMu.Lock()
+	m.cfg.BaseEnv = slices.Clone(env)
+	m.baseEnvMu.Unlock()
+}
+
 // env is the environment of an interpreter: the base environment,
 // overridden by extra.
 func (m *Manager) env(extra map[string]string) []string {
-	merged := make(map[string]string, len(m.cfg.BaseEnv)+len(extra))
-	for _, kv := range m.cfg.BaseEnv {
+	m.baseEnvMu.Lock()
+	base := m.cfg.BaseEnv
+	m.baseEnvMu.Unlock()
+	merged := make(map[string]string, len(base)+len(extra))
+	for _, kv := range base {
 		if k, v, ok := strings.Cut(kv, "="); ok {
 			merged[k] = v
 		}

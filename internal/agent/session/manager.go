@@ -34,6 +34,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -292,6 +293,28 @@ func (m *Manager) Restore(sandboxEnv Layer, defs []Definition) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Rebase gives every shell a new base environment and drops the sandbox
+// layer, the default session's and the copies other sessions took: a
+// restored fork of a memory snapshot starts from its own environment,
+// without what the parent was given through the API. Session layers stay
+// (they are the session's own options). Shells take the change before
+// their next command, as for SetEnv.
+func (m *Manager) Rebase(base []string) {
+	m.mu.Lock() // before envMu, as create takes them
+	defer m.mu.Unlock()
+	m.envMu.Lock()
+	defer m.envMu.Unlock()
+	m.cfg.BaseEnv = slices.Clone(base)
+	m.sandboxEnv = Layer{}
+	m.sandboxVersion++
+	for _, s := range m.sessions {
+		if s.env.sandbox != nil {
+			s.env.sandbox = Layer{}
+		}
+		s.env.version++
+	}
 }
 
 // List returns the sessions, ordered by ID.

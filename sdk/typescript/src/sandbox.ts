@@ -352,10 +352,10 @@ export class Sandbox {
     return this.#call<RestoreInfo>({ method: "POST", path: "/backups/restore", json: { backup, dir }, ...call });
   }
 
-  /** Snapshots the sandbox's files as `name` (frozen while they are copied). `memory: true` is `MEMORY_SNAPSHOT_UNSUPPORTED` where the runtime cannot keep memory. */
-  createSnapshot(name: string, options: CallOptions & { memory?: boolean } = {}): Promise<SnapshotInfo> {
-    const { memory, ...call } = options;
-    return this.#call<SnapshotInfo>({ method: "POST", path: "/snapshots", json: { name, memory }, ...call });
+  /** Snapshots the sandbox as `name` (frozen while it is taken): its files, and on gVisor its memory and processes too. `memory: true` requires memory (`MEMORY_SNAPSHOT_UNSUPPORTED` where the runtime cannot keep it); `filesystemOnly: true` keeps the files alone. */
+  createSnapshot(name: string, options: CallOptions & { memory?: boolean; filesystemOnly?: boolean } = {}): Promise<SnapshotInfo> {
+    const { memory, filesystemOnly, ...call } = options;
+    return this.#call<SnapshotInfo>({ method: "POST", path: "/snapshots", json: { name, memory, filesystemOnly }, ...call });
   }
 
   /** Pauses the sandbox. Without `filesystemOnly`, `MEMORY_SNAPSHOT_UNSUPPORTED` where memory cannot be kept; with it, as stop. */

@@ -426,10 +426,13 @@ class Sandbox:
         directory); NotFoundError (BACKUP_NOT_FOUND) if absent."""
         return self._call("POST", "/backups/restore", json_body={"backup": backup, "dir": dir})
 
-    def create_snapshot(self, name: str, *, memory: bool = False) -> Dict[str, Any]:
-        """Snapshots the sandbox's files as ``name``; ``memory=True`` is
-        MEMORY_SNAPSHOT_UNSUPPORTED where the runtime cannot keep memory."""
-        return self._call("POST", "/snapshots", json_body={"name": name, "memory": memory or None})
+    def create_snapshot(self, name: str, *, memory: bool = False, filesystem_only: bool = False) -> Dict[str, Any]:
+        """Snapshots the sandbox as ``name``: its files, and on gVisor its
+        memory and processes too. ``memory=True`` requires memory
+        (MEMORY_SNAPSHOT_UNSUPPORTED where the runtime cannot keep it);
+        ``filesystem_only=True`` keeps the files alone."""
+        return self._call("POST", "/snapshots", json_body={"name": name, "memory": memory or None,
+                                                           "filesystemOnly": filesystem_only or None})
 
     def pause(self, *, filesystem_only: bool = False) -> Dict[str, Any]:
         """Pauses the sandbox: MEMORY_SNAPSHOT_UNSUPPORTED where memory cannot
