@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -30,7 +31,11 @@ import (
 //     BUCKET_ROUNDS times each (default 3), alternating sandbox and host,
 //     the best of each kept. Each dd is timed by the same shell line on
 //     both sides (date before and after), so the sandbox's figure does
-//     not include the exec call that runs it.
+//     not include the exec call that runs it. The read is also run on the
+//     host pinned to one CPU (host-1cpu-MiB/s), as the sandbox's cpuset
+//     pins its dd, and each sandbox read logs what its cgroup counted
+//     meanwhile: CFS periods throttled (its CPU quota) and memory limit
+//     hits and refaults (the FUSE page cache is charged to the reader).
 func BenchmarkBucketMount(b *testing.B) {
 	testdaemon.SkipUnlessRoot(b)
 	once(b, func(b *testing.B) {
@@ -128,19 +133,32 @@ func BenchmarkBucketMount(b *testing.B) {
 		rate := func(t time.Duration) float64 { return float64(mib) / t.Seconds() }
 		// Alternate sandbox and host and keep the best of each: the
 		// machine is shared, so the best run is the least disturbed one.
-		var sw, hw, sr, hr time.Duration
+		var sw, hw, sr, hr, hr1 time.Duration
 		best := func(cur *time.Duration, t time.Duration) {
 			if *cur == 0 || t < *cur {
 				*cur = t
 			}
 		}
+		var readStats []cgroupStats
 		for i := 0; i < envInt("BUCKET_ROUNDS", 3); i++ {
 			best(&sw, inSandbox(write("/data", "s.bin")))
 			best(&hw, onHost(write(host, "h.bin")))
 			dropCaches()
+			before := sandboxCgroupStats(b, sb)
 			best(&sr, inSandbox(read("/data", "h.bin")))
+			readStats = append(readStats, sandboxCgroupStats(b, sb).since(before))
 			dropCaches()
 			best(&hr, onHost(read(host, "s.bin")))
+			// The host's dd pinned to one CPU, as the sandbox's cpuset
+			// (1 CPU by default) pins its dd.
+			dropCaches()
+			best(&hr1, onHost("taskset -c 0 "+read(host, "s.bin")))
+		}
+		// What the sandbox's limits did to its reads: CPU throttling
+		// (1 CPU by default) and memory reclaim (the FUSE page cache is
+		// charged to the reader's cgroup).
+		for i, st := range readStats {
+			b.Logf("sandbox read %d: %s", i+1, st)
 		}
 		b.Run("seq-write", func(b *testing.B) {
 			once(b, func(b *testing.B) {
@@ -154,7 +172,56 @@ func BenchmarkBucketMount(b *testing.B) {
 				b.ReportMetric(rate(sr), "sandbox-MiB/s")
 				b.ReportMetric(rate(hr), "host-MiB/s")
 				b.ReportMetric(100*rate(sr)/rate(hr), "pct-of-host")
+				b.ReportMetric(rate(hr1), "host-1cpu-MiB/s")
+				b.ReportMetric(100*rate(sr)/rate(hr1), "pct-of-host-1cpu")
 			})
 		})
 	})
+}
+
+// cgroupStats are a sandbox's cgroup counters, as the sandbox reads them
+// (cgroup v1 or v2): cpu.stat, memory.stat, memory.events (v2) and
+// memory.failcnt (v1).
+type cgroupStats map[string]int64
+
+// sandboxCgroupStats reads sb's cgroup counters from inside it.
+func sandboxCgroupStats(b *testing.B, sb *client.Sandbox) cgroupStats {
+	const cmd = `cd /sys/fs/cgroup; cat cpu/cpu.stat cpu.stat memory/memory.stat memory.stat 2>/dev/null;
+sed 's/^/events_/' memory.events 2>/dev/null; echo failcnt $(cat memory/memory.failcnt 2>/dev/null || echo 0)`
+	res, err := sb.Exec(context.Background(), cmd)
+	if err != nil {
+		b.Fatalf("reading the sandbox's cgroup: %v", err)
+	}
+	st := cgroupStats{}
+	for _, line := range strings.Split(res.Stdout, "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok {
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+				st[k] = n
+			}
+		}
+	}
+	return st
+}
+
+// since returns the counters' growth since before.
+func (st cgroupStats) since(before cgroupStats) cgroupStats {
+	out := cgroupStats{}
+	for k, v := range st {
+		out[k] = v - before[k]
+	}
+	return out
+}
+
+// String names the counters that tell throttling and reclaim apart, under
+// either cgroup version's names.
+func (st cgroupStats) String() string {
+	var parts []string
+	for _, k := range []string{"nr_periods", "nr_throttled", "throttled_time", "throttled_usec",
+		"failcnt", "events_high", "events_max", "pgscan", "pgsteal", "total_pgmajfault", "pgmajfault",
+		"workingset_refault_file", "total_cache", "file"} {
+		if v, ok := st[k]; ok {
+			parts = append(parts, fmt.Sprintf("%s=%d", k, v))
+		}
+	}
+	return strings.Join(parts, " ")
 }
