@@ -15,7 +15,7 @@ import (
 // BenchmarkE2B measures the E2B layer with the official E2B JS SDK
 // (e2e/testdata/e2bclient/bench.mjs, installed by `scripts/deps.sh test`):
 // commands.run('true') through /e2b beside sandboxd's own exec of `true`
-// and beside the same work (a bash -l -c true process and its log stream)
+// and beside the same work (a login process of true and its log stream)
 // through sandboxd's process API, from the same Node process, and Sandbox.create to the first command's
 // result with a warm pool of one (refilled outside the measurement).
 func BenchmarkE2B(b *testing.B) {

@@ -37,13 +37,13 @@ const exec = async () => {
   if (body.exitCode !== 0) throw new Error(JSON.stringify(body))
 }
 // The same work as an E2B command through sandboxd's own process API: a
-// background process running bash -l -c true as user, and its log
-// stream to the exit. run minus this is what the layer adds.
+// login process (bash -l -c true) as user, and its log stream to the
+// exit. run minus this is what the layer adds.
 const auth = { authorization: `Bearer ${token}` }
 const proc = async () => {
   const res = await fetch(`${base}/v1/sandboxes/${sbx.sandboxId}/processes`, {
     method: 'POST', headers: { ...auth, 'content-type': 'application/json' },
-    body: JSON.stringify({ command: "exec '/bin/bash' '-l' '-c' 'true'", user: 'user', cwd: '/home/user', autoCleanup: true }),
+    body: JSON.stringify({ command: 'true', login: true, user: 'user', cwd: '/home/user', autoCleanup: true }),
   })
   const p = await res.json()
   const logs = await fetch(`${base}/v1/sandboxes/${sbx.sandboxId}/processes/${p.id}/logs/stream`, { headers: auth })
