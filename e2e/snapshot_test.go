@@ -433,8 +433,28 @@ func TestDaemonKilledMidPause(t *testing.T) {
 	if p, err := idle.GetProcess(ctx, "loop"); err != nil || p.Status != api.ProcessRunning {
 		t.Errorf("process after the idle pause: %+v, %v", p, err)
 	}
-	if err := idle.Destroy(ctx); err != nil {
-		t.Fatal(err)
+
+	// Root in a sandbox sends its agent the signal that rebinds its socket
+	// (agentapi.ResumeSignal) without end: its pause fails, and that harms
+	// no one else; the sandbox answers its next call.
+	rogue := d.Client.Sandbox("usr2-loop")
+	run(t, rogue, `nohup sh -c 'while :; do kill -USR2 1; done' >/dev/null 2>&1 &`)
+	if got := trim(run(t, rogue, "pgrep -fc 'kill -USR2'")); got == "0" {
+		t.Fatal("the signal loop does not run")
+	}
+	if _, err := rogue.Pause(ctx, client.PauseOptions{}); err == nil {
+		t.Log("the pause succeeded despite the signals")
+	}
+	if got := trim(run(t, rogue, "echo up")); got != "up" {
+		t.Errorf("the sandbox after its failed pause: %q", got)
+	}
+	if got := trim(run(t, idle, "echo up")); got != "up" {
+		t.Errorf("another sandbox after the failed pause: %q", got)
+	}
+	for _, s := range []*client.Sandbox{idle, rogue} {
+		if err := s.Destroy(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if keys := d.Keys(); len(keys) != 0 {
 		t.Errorf("sandbox state left after destroy: %v", keys)
