@@ -1,4 +1,4 @@
-package gateway
+package gateway_test
 
 import (
 	"context"
@@ -18,6 +18,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/gateway"
+	"github.com/sandboxd/sandboxd/internal/gateway/gatewaytest"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 )
 
@@ -27,77 +29,6 @@ import (
 // nodes) is covered end to end in e2e/cluster_test.go.
 
 const token = "t0ken"
-
-// memDirectory is a Directory in memory; Claim is atomic like the
-// apiserver's create.
-type memDirectory struct {
-	mu     sync.Mutex
-	nodes  map[string]*Node
-	placed map[string]string
-}
-
-func newMemDirectory() *memDirectory {
-	return &memDirectory{nodes: map[string]*Node{}, placed: map[string]string{}}
-}
-
-func (d *memDirectory) add(n Node) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.nodes[n.Name] = &n
-}
-
-func (d *memDirectory) set(name string, f func(*Node)) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	f(d.nodes[name])
-}
-
-func (d *memDirectory) Nodes(context.Context) ([]Node, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var out []Node
-	for _, n := range d.nodes {
-		out = append(out, *n)
-	}
-	return out, nil
-}
-
-func (d *memDirectory) Placement(_ context.Context, id string) (string, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if n, ok := d.placed[id]; ok {
-		return n, nil
-	}
-	return "", ErrNotPlaced
-}
-
-func (d *memDirectory) Claim(_ context.Context, id, node string, _ []byte) (string, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if n, ok := d.placed[id]; ok {
-		return n, nil
-	}
-	d.placed[id] = node
-	return node, nil
-}
-
-func (d *memDirectory) Release(_ context.Context, id string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.placed, id)
-	return nil
-}
-
-func (d *memDirectory) SetCordoned(_ context.Context, node string, c bool) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	n, ok := d.nodes[node]
-	if !ok {
-		return ErrNodeNotFound
-	}
-	n.Cordoned = c
-	return nil
-}
 
 // fakeNode answers the routes the tests use, remembering what it saw.
 type fakeNode struct {
@@ -230,23 +161,23 @@ var allIDs = func() []string {
 }()
 
 type cluster struct {
-	dir      *memDirectory
+	dir      *gatewaytest.Directory
 	nodes    map[string]*fakeNode
-	gateways []*Server
+	gateways []*gateway.Server
 }
 
 func newCluster(t *testing.T, names ...string) *cluster {
-	c := &cluster{dir: newMemDirectory(), nodes: map[string]*fakeNode{}}
+	c := &cluster{dir: gatewaytest.New(), nodes: map[string]*fakeNode{}}
 	for _, name := range names {
 		n := startNode(t, name)
 		c.nodes[name] = n
-		c.dir.add(Node{Name: name, URL: n.srv.URL, Ready: true, ReportedAt: time.Now()})
+		c.dir.Add(gateway.Node{Name: name, URL: n.srv.URL, Ready: true, ReportedAt: time.Now()})
 	}
 	return c
 }
 
 func (c *cluster) gateway(t *testing.T) *httptest.Server {
-	s := New(Options{Directory: c.dir, Token: token, PreviewDomain: "example.test",
+	s := gateway.New(gateway.Options{Directory: c.dir, Token: token, PreviewDomain: "example.test",
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	c.gateways = append(c.gateways, s)
 	srv := httptest.NewServer(s)
@@ -289,8 +220,8 @@ func TestPlacementSpreadsAndAnswersNode(t *testing.T) {
 		}
 		var sb api.Sandbox
 		json.Unmarshal(b, &sb)
-		if sb.Node == "" || c.dir.placed[allIDs[i]] != sb.Node {
-			t.Fatalf("answer's node %q, placed on %q", sb.Node, c.dir.placed[allIDs[i]])
+		if sb.Node == "" || c.dir.PlacedOn(allIDs[i]) != sb.Node {
+			t.Fatalf("answer's node %q, placed on %q", sb.Node, c.dir.PlacedOn(allIDs[i]))
 		}
 	}
 	for name, n := range c.nodes {
@@ -302,15 +233,15 @@ func TestPlacementSpreadsAndAnswersNode(t *testing.T) {
 	resp, b := call(t, "GET", gw.URL+"/v1/sandboxes/"+allIDs[0], "")
 	var sb api.Sandbox
 	json.Unmarshal(b, &sb)
-	if resp.StatusCode != 200 || sb.Node != c.dir.placed[allIDs[0]] {
+	if resp.StatusCode != 200 || sb.Node != c.dir.PlacedOn(allIDs[0]) {
 		t.Fatalf("get: %s %s", resp.Status, b)
 	}
 }
 
 func TestPlacementFitsAndCapacity(t *testing.T) {
 	c := newCluster(t, "n1", "n2")
-	c.dir.set("n1", func(n *Node) { n.MemoryBudget, n.MemoryUsed = 4<<30, 3<<30 })
-	c.dir.set("n2", func(n *Node) { n.Cordoned = true })
+	c.dir.Update("n1", func(n *gateway.Node) { n.MemoryBudget, n.MemoryUsed = 4<<30, 3<<30 })
+	c.dir.Update("n2", func(n *gateway.Node) { n.Cordoned = true })
 	gw := c.gateway(t)
 	// 2 GiB fits nowhere: n1's budget is short, n2 is cordoned.
 	resp, b := call(t, "PUT", gw.URL+"/v1/sandboxes/big", `{"limits":{"memoryBytes":2147483648}}`)
@@ -318,7 +249,7 @@ func TestPlacementFitsAndCapacity(t *testing.T) {
 		t.Fatalf("create past every node's budget: %s %s", resp.Status, b)
 	}
 	resp, b = call(t, "PUT", gw.URL+"/v1/sandboxes/small", `{"limits":{"memoryBytes":536870912}}`)
-	if resp.StatusCode != 201 || c.dir.placed["small"] != "n1" {
+	if resp.StatusCode != 201 || c.dir.PlacedOn("small") != "n1" {
 		t.Fatalf("create that fits n1: %s %s", resp.Status, b)
 	}
 	// Unknown sandboxes are not created by reads.
@@ -384,7 +315,7 @@ func TestForwardStreamsAndWebSockets(t *testing.T) {
 	if !strings.Contains(string(rest), "complete") {
 		t.Fatalf("stream's end: %q", rest)
 	}
-	if c.dir.placed["s1"] != "n1" {
+	if c.dir.PlacedOn("s1") != "n1" {
 		t.Fatalf("an exec on a new ID did not place it")
 	}
 
@@ -410,7 +341,7 @@ func TestPreviewHostsAndForwardedHeaders(t *testing.T) {
 	c := newCluster(t, "n1", "n2")
 	gw := c.gateway(t)
 	call(t, "PUT", gw.URL+"/v1/sandboxes/web", "{}")
-	node := c.nodes[c.dir.placed["web"]]
+	node := c.nodes[c.dir.PlacedOn("web")]
 	req, _ := http.NewRequest("GET", gw.URL+"/page", nil)
 	req.Host = "8000-web-abcdefgh.example.test"
 	req.Header.Set("X-Forwarded-For", "6.6.6.6")
@@ -458,9 +389,9 @@ func TestNodeUnavailable(t *testing.T) {
 	call(t, "PUT", gw.URL+"/v1/sandboxes/a", "{}")
 	call(t, "PUT", gw.URL+"/v1/sandboxes/b", "{}")
 	// One node's Lease expires; the other is killed before it does.
-	c.dir.set(c.dir.placed["a"], func(n *Node) { n.Ready = false })
-	c.nodes[c.dir.placed["b"]].srv.Close()
-	c.gateways[0].place.invalidate() // its node list is at most nodesTTL old
+	c.dir.Update(c.dir.PlacedOn("a"), func(n *gateway.Node) { n.Ready = false })
+	c.nodes[c.dir.PlacedOn("b")].srv.Close()
+	call(t, "GET", gw.URL+"/v1/nodes", "") // reads the nodes afresh (else they are at most 1 s old)
 	for _, id := range []string{"a", "b"} {
 		resp, b := call(t, "POST", gw.URL+"/v1/sandboxes/"+id+"/exec", `{"command":"true"}`)
 		if resp.StatusCode != 503 || errorCode(t, b) != api.CodeNodeUnavailable || resp.Header.Get("Retry-After") == "" {
@@ -489,8 +420,8 @@ func TestListMergesPages(t *testing.T) {
 		var page api.SandboxList
 		json.Unmarshal(b, &page)
 		for _, sb := range page.Sandboxes {
-			if sb.Node != c.dir.placed[sb.ID] {
-				t.Errorf("%s: node %q, placed on %q", sb.ID, sb.Node, c.dir.placed[sb.ID])
+			if sb.Node != c.dir.PlacedOn(sb.ID) {
+				t.Errorf("%s: node %q, placed on %q", sb.ID, sb.Node, c.dir.PlacedOn(sb.ID))
 			}
 			got = append(got, sb.ID)
 		}
@@ -517,8 +448,8 @@ func TestNodesDrainUncordon(t *testing.T) {
 	}
 	// New sandboxes go elsewhere while n1 is cordoned.
 	call(t, "PUT", gw.URL+"/v1/sandboxes/after", "{}")
-	if c.dir.placed["after"] != "n2" {
-		t.Fatalf("placed on cordoned %s", c.dir.placed["after"])
+	if c.dir.PlacedOn("after") != "n2" {
+		t.Fatalf("placed on cordoned %s", c.dir.PlacedOn("after"))
 	}
 	resp, b = call(t, "POST", gw.URL+"/v1/nodes/n1/uncordon", "")
 	if resp.StatusCode != 200 || !strings.Contains(string(b), `"state":"ready"`) {
@@ -544,8 +475,8 @@ func TestAuthAndHostileInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 401 || len(c.dir.placed) != 0 {
-		t.Fatalf("unauthenticated exec: %s, placed %v", resp.Status, c.dir.placed)
+	if resp.StatusCode != 401 || c.dir.Placements() != 0 {
+		t.Fatalf("unauthenticated exec: %s, placed %d", resp.Status, c.dir.Placements())
 	}
 	for path, code := range map[string]api.Code{
 		"/v1/sandboxes/Bad_ID/exec": api.CodeInvalidSandboxID,
@@ -557,8 +488,14 @@ func TestAuthAndHostileInput(t *testing.T) {
 			t.Errorf("%s: %s %s, want %s", path, resp.Status, b, code)
 		}
 	}
-	resp, b := call(t, "PUT", gw.URL+"/v1/sandboxes/big", strings.Repeat(" ", maxCreateBody+1))
-	if resp.StatusCode != 413 || errorCode(t, b) != api.CodeRequestTooLarge || len(c.dir.placed) != 0 {
+	resp, b := call(t, "PUT", gw.URL+"/v1/sandboxes/big", strings.Repeat(" ", 1<<20+1))
+	if resp.StatusCode != 413 || errorCode(t, b) != api.CodeRequestTooLarge || c.dir.Placements() != 0 {
 		t.Fatalf("oversized create: %s %s", resp.Status, b)
 	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
 }

@@ -39,6 +39,9 @@ type Options struct {
 	// Binary is the sandboxd to run (default: BinDir's): another build,
 	// for a benchmark of before and after a change, side by side.
 	Binary string
+	// Token is the daemon's API token (default: the one it makes): the
+	// nodes of a test cluster share one.
+	Token string
 }
 
 // Daemon is one running sandboxd.
@@ -105,6 +108,11 @@ func Start(t testing.TB, o Options) *Daemon {
 		// their own, which tests that count host state cannot tell from leaks.
 		"--warm-pool", "0",
 	}, o.Args...)
+	if o.Token != "" {
+		if err := os.WriteFile(filepath.Join(state, "token"), []byte(o.Token+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	t.Cleanup(func() { d.teardown(t) })
 	d.start(t)
 	return d
