@@ -177,13 +177,19 @@ func (m *Manager) startLocked(ctx context.Context, b *box) error {
 	}
 	waking := b.state() == StatusSleeping || b.state() == StatusStopped
 	resuming := b.state() == StatusPaused
+	if err := m.enterBoot(ctx); err != nil {
+		m.failCreate(ctx, b, err)
+		return err
+	}
 	if err := m.reserve(ctx, b); err != nil {
+		m.leaveBoot()
 		m.failCreate(ctx, b, err)
 		return err
 	}
 	start := m.now()
 	inst, err := m.boot(ctx, b)
 	m.bootEnded()
+	m.leaveBoot()
 	if err != nil {
 		m.release(b)
 		m.log.Error("sandbox failed to start", "sandbox", b.id, "err", err)

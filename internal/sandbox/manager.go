@@ -86,6 +86,9 @@ type Options struct {
 	// HostMemory reports the host's available memory and pressure for
 	// Capacity.MemoryReserve and MemoryPressure (nil: ProcMemory).
 	HostMemory HostMemory
+	// MaxBoots is how many container starts run at once (0: two per
+	// CPU the daemon may use); the others wait their turn (bootgate.go).
+	MaxBoots int
 }
 
 // Capacity is the daemon-wide limits on sandboxes. Zero means unlimited.
@@ -135,6 +138,8 @@ type Manager struct {
 	events *Events
 	m      managerMetrics
 	pool   warmPool
+	// boots admits container starts, MaxBoots at a time (bootgate.go).
+	boots chan struct{}
 	// userns keeps host ID ranges' user namespaces open (userns.go).
 	userns *rootfs.UserNSCache
 
@@ -212,6 +217,10 @@ func New(opts Options) *Manager {
 	}
 	m := &Manager{opts: opts, log: opts.Log, now: opts.Now, boxes: map[string]*box{}, events: opts.Events, hostCPUs: hostCPUs(),
 		userns: rootfs.NewUserNSCache(maxKeptUserNS)}
+	if m.opts.MaxBoots <= 0 {
+		m.opts.MaxBoots = 2 * max(1, len(m.hostCPUs))
+	}
+	m.boots = make(chan struct{}, m.opts.MaxBoots)
 	m.m = m.registerMetrics(opts.Metrics)
 	return m
 }

@@ -290,6 +290,10 @@ func (m *Manager) startWarm(ctx context.Context, w *box) error {
 	if w.rec.HostUIDBase, err = m.allocateIDs(w, cfg.Runtime); err != nil {
 		return err
 	}
+	if err := m.enterBoot(ctx); err != nil {
+		return err
+	}
+	defer m.leaveBoot()
 	// Never make room for the pool: it takes only what is free.
 	if !m.tryReserve(w) {
 		return fmt.Errorf("%w: no room for a warm sandbox", ErrCapacity)
