@@ -16,6 +16,7 @@ package api
 //     is an execution_error event; error always ends a stream.
 //   - 5 (2026-12-05): login processes (StartProcessRequest.Login); an
 //     agent of version 4 would run their commands without the profile.
+//     StartProcessRequest.CloseStdin.
 const ProtocolVersion = 5
 
 // AgentHealth is the body of the agent's GET /internal/health.

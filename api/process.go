@@ -95,6 +95,10 @@ type StartProcessRequest struct {
 	// ~/.profile run first, in the same shell, as E2B's envd runs
 	// commands. Default false.
 	Login bool `json:"login,omitempty"`
+	// CloseStdin closes the process's stdin as it starts (it reads end of
+	// file), saving a stdin call for a process that takes no input.
+	// Default false: stdin stays open for POST …/stdin.
+	CloseStdin bool `json:"closeStdin,omitempty"`
 }
 
 // Process describes a background process.

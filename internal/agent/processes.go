@@ -100,6 +100,10 @@ func (s *server) startProcess(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
+	if req.CloseStdin {
+		// A process that already ended has no stdin to close.
+		_, _ = p.WriteStdin(r.Context(), nil, true)
+	}
 	writeJSON(w, http.StatusCreated, processWire(p.Info()))
 }
 

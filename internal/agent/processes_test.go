@@ -654,3 +654,19 @@ func TestLoginProcessIsALoginShell(t *testing.T) {
 }
 
 func shellQuoteTest(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func TestProcessCloseStdinAtStart(t *testing.T) {
+	ta := startAgent(t)
+	for _, login := range []bool{false, true, true} {
+		p := ta.start(t, api.StartProcessRequest{Command: "cat; echo done", CloseStdin: true, Login: login})
+		if end := ta.waitExit(t, p.ID); end.Status != api.ProcessCompleted {
+			t.Fatalf("login %v: ended %+v", login, end)
+		}
+		var logs api.ProcessLogs
+		ta.mustCall(t, 200, "GET", "/processes/"+p.ID+"/logs", nil, &logs)
+		if logs.Stdout != "done\n" {
+			t.Errorf("login %v: stdout %q", login, logs.Stdout)
+		}
+		ta.callError(t, api.CodeProcessNotRunning, "POST", "/processes/"+p.ID+"/stdin", api.StdinRequest{Data: "x"})
+	}
+}

@@ -299,9 +299,11 @@ func (c *call) start(w http.ResponseWriter, r *http.Request) {
 	if req.Tag != nil {
 		recordID = *req.Tag
 	}
+	// envd gives a process started without stdin /dev/null; sandboxd
+	// gives every process a pipe, closed here as it starts.
 	preq := api.StartProcessRequest{
 		Command: commandLine(req.Process), ProcessID: recordID, Env: req.Process.Envs, Cwd: cwd,
-		User: c.user, Timeout: deadline.Milliseconds(), AutoCleanup: true,
+		User: c.user, Timeout: deadline.Milliseconds(), AutoCleanup: true, CloseStdin: req.Stdin == nil || !*req.Stdin,
 	}
 	if cmd, ok := loginCommand(req.Process); ok {
 		// The SDK's form: sandboxd's login process runs it in a login
@@ -321,16 +323,6 @@ func (c *call) start(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.s.procs.add(c.id, &bookedProcess{recordID: p.ID, pid: uint32(p.PID), tag: req.Tag, config: req.Process})
-	if req.Stdin == nil || !*req.Stdin {
-		// envd gives such a process /dev/null; sandboxd gives every
-		// process a pipe, closed here before the program can read it
-		// (in parallel with the stream, which does not wait for it).
-		go func() {
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			defer cancel()
-			_ = c.s.up.call(cctx, http.MethodPost, sandboxPath(c.id, "processes/"+p.ID+"/stdin"), api.StdinRequest{Close: true}, nil)
-		}()
-	}
 	c.relay(w, r, p, deadline, nil)
 }
 
