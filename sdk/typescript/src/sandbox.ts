@@ -79,6 +79,10 @@ export interface ProcessOptions extends CallOptions {
   user?: string;
   /** Remove the record and logs 5 minutes after the process ends. */
   autoCleanup?: boolean;
+  /** Run the command as a login shell (bash -l -c), as E2B's envd does. */
+  login?: boolean;
+  /** Close stdin as the process starts (it reads end of file). */
+  closeStdin?: boolean;
   sessionId?: string;
 }
 
@@ -429,7 +433,7 @@ export class Sandbox {
     checkTimeout("timeout", options.timeout);
     const info = await this.#call<ProcessInfo>({
       method: "POST", path: "/processes", signal: options.signal,
-      json: { command, processId: options.processId, env: options.env, cwd: options.cwd, sessionId: this.#session(options.sessionId), timeout: ms(options.timeout), user: options.user, autoCleanup: options.autoCleanup },
+      json: { command, processId: options.processId, env: options.env, cwd: options.cwd, sessionId: this.#session(options.sessionId), timeout: ms(options.timeout), user: options.user, autoCleanup: options.autoCleanup, login: options.login, closeStdin: options.closeStdin },
     });
     return new Process(this, info);
   }
