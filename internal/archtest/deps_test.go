@@ -31,6 +31,7 @@ func TestDependencyRules(t *testing.T) {
 			"github.com/spf13/cobra", "github.com/containerd/", "github.com/opencontainers/",
 			"github.com/vishvananda/", mod + "internal/store", mod + "internal/sandbox",
 			mod + "internal/httpapi", mod + "internal/runtime", mod + "internal/network", mod + "client",
+			mod + "internal/kube", // the cluster client (and kubenode, kubetest)
 		}},
 	}
 	for _, r := range rules {

@@ -118,6 +118,8 @@ type Config struct {
 	// TLSCert and TLSKey are PEM files; when both are set the API and
 	// preview listeners serve HTTPS, and SIGHUP reloads them.
 	TLSCert, TLSKey string
+	// Cluster makes the daemon a node of a cluster (docs/cluster.md).
+	Cluster Cluster
 	// Banner: once listening, print for a person where the daemon is, where
 	// its token is and a first command (text logs only).
 	Banner bool
@@ -255,6 +257,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--body-timeout %s: want at least 1s", c.BodyTimeout))
 	}
 	errs = append(errs, c.validatePreview()...)
+	errs = append(errs, c.validateCluster()...)
 	return errors.Join(errs...)
 }
 

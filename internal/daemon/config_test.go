@@ -40,3 +40,40 @@ func TestBlockedRanges(t *testing.T) {
 		})
 	}
 }
+
+func TestValidateCluster(t *testing.T) {
+	tests := []struct {
+		name    string
+		listen  string
+		tls     bool
+		cl      Cluster
+		wantURL string
+		err     bool
+	}{
+		{"single host", "127.0.0.1:7070", false, Cluster{}, "", false},
+		{"url alone", "127.0.0.1:7070", false, Cluster{NodeURL: "http://h:1"}, "", true},
+		{"derived", "10.0.0.5:7070", false, Cluster{NodeName: "n1"}, "http://10.0.0.5:7070", false},
+		{"derived tls", "node.example:7443", true, Cluster{NodeName: "n1", Kubeconfig: "/k"}, "https://node.example:7443", false},
+		{"wildcard", "0.0.0.0:7070", false, Cluster{NodeName: "n1"}, "", true},
+		{"no host", ":7070", false, Cluster{NodeName: "n1"}, "", true},
+		{"wildcard with url", ":7070", false, Cluster{NodeName: "n1", NodeURL: "http://10.0.0.5:7070"}, "http://10.0.0.5:7070", false},
+		{"kubeconfig without name", "127.0.0.1:7070", false, Cluster{Kubeconfig: "/k"}, "", true},
+		{"bad name", "127.0.0.1:7070", false, Cluster{NodeName: "Node_1"}, "", true},
+		{"bad url", "127.0.0.1:7070", false, Cluster{NodeName: "n1", NodeURL: "http://h:1/path?q"}, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &Config{Listen: tt.listen, Cluster: tt.cl}
+			if tt.tls {
+				c.TLSCert, c.TLSKey = "/c", "/k"
+			}
+			errs := c.validateCluster()
+			if (len(errs) > 0) != tt.err {
+				t.Fatalf("errors %v, want error %v", errs, tt.err)
+			}
+			if !tt.err && c.Cluster.NodeURL != tt.wantURL {
+				t.Errorf("node URL %q, want %q", c.Cluster.NodeURL, tt.wantURL)
+			}
+		})
+	}
+}

@@ -174,6 +174,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := mgr.Recover(ctx); err != nil {
 		return fmt.Errorf("recovering sandboxes: %w", err)
 	}
+	node, err := joinCluster(ctx, cfg, mgr, log)
+	if err != nil {
+		return err
+	}
 	collectHostImages(cfg, hostImage, log)
 	collectImages(ctx, images, cfg, log)
 	pv, err := newPreview(ctx, cfg, db, mgr, log)
@@ -201,6 +205,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Keys: keys})
 	tasks := append(pv.tasks(api, log), func(ctx context.Context) error { return watchSIGHUP(ctx, certs, log) }, e2bServer.Run,
 		collectBackups(backups, log))
+	if node != nil {
+		tasks = append(tasks, node)
+	}
 	return serve(ctx, cfg, certs, requestid.Middleware(api), self, mgr, log, tasks...)
 }
 

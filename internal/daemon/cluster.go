@@ -1,0 +1,98 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+
+	"github.com/sandboxd/sandboxd/internal/kube"
+	"github.com/sandboxd/sandboxd/internal/kubenode"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// Cluster is a node's cluster membership (docs/cluster.md). Without a
+// NodeName the daemon is a single host and none of this runs.
+type Cluster struct {
+	// Kubeconfig is the kubeconfig file of the Kubernetes API; empty: the
+	// in-cluster configuration of the pod the daemon runs in.
+	Kubeconfig string
+	// NodeName is the node's name in the cluster (a DNS label).
+	NodeName string
+	// NodeURL is where the gateway reaches this daemon's API; empty: the
+	// --listen address, when it names a host.
+	NodeURL string
+}
+
+// Enabled reports whether the daemon is a cluster node.
+func (c Cluster) Enabled() bool { return c.NodeName != "" || c.Kubeconfig != "" }
+
+// validateCluster checks the cluster flags and derives the node URL.
+func (c *Config) validateCluster() []error {
+	cl := &c.Cluster
+	if !cl.Enabled() {
+		if cl.NodeURL != "" {
+			return []error{errors.New("--node-url needs --node-name")}
+		}
+		return nil
+	}
+	var errs []error
+	if cl.NodeName == "" {
+		errs = append(errs, errors.New("--cluster-kubeconfig needs --node-name"))
+	} else if err := kube.ValidateNodeName(cl.NodeName); err != nil {
+		errs = append(errs, fmt.Errorf("--node-name: %w", err))
+	}
+	if cl.NodeURL == "" {
+		host, _, err := net.SplitHostPort(c.Listen)
+		addr, aerr := netip.ParseAddr(host)
+		if err != nil || host == "" || (aerr == nil && addr.IsUnspecified()) {
+			errs = append(errs, fmt.Errorf("--listen %s names no host the gateway could reach: give --node-url", c.Listen))
+		} else {
+			scheme := "http"
+			if c.TLS() {
+				scheme = "https"
+			}
+			cl.NodeURL = scheme + "://" + c.Listen
+		}
+	}
+	if cl.NodeURL != "" {
+		if err := kube.ValidateNodeURL(cl.NodeURL); err != nil {
+			errs = append(errs, fmt.Errorf("--node-url: %w", err))
+		}
+	}
+	return errs
+}
+
+// joinCluster registers the daemon as a node and returns the task that
+// keeps it registered; nil without a cluster.
+func joinCluster(ctx context.Context, cfg Config, mgr *sandbox.Manager, log *slog.Logger) (func(context.Context) error, error) {
+	if !cfg.Cluster.Enabled() {
+		return nil, nil
+	}
+	var kcfg *kube.Config
+	var err error
+	if cfg.Cluster.Kubeconfig != "" {
+		kcfg, err = kube.LoadKubeconfig(cfg.Cluster.Kubeconfig)
+	} else {
+		kcfg, err = kube.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the cluster's Kubernetes API: %w", err)
+	}
+	client, err := kube.New(kcfg)
+	if err != nil {
+		return nil, fmt.Errorf("the cluster's Kubernetes API: %w", err)
+	}
+	node, err := kubenode.Register(ctx, kubenode.Options{
+		Client: client, Name: cfg.Cluster.NodeName, URL: cfg.Cluster.NodeURL, Version: cfg.Version,
+		Sandboxes: mgr, Capacity: cfg.Capacity, DefaultMemory: cfg.DefaultLimits.MemoryBytes, Log: log.With("node", cfg.Cluster.NodeName),
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("registered as a cluster node", "node", cfg.Cluster.NodeName, "url", cfg.Cluster.NodeURL,
+		"api", kcfg.Server, "namespace", client.Namespace())
+	return node.Run, nil
+}

@@ -1,0 +1,258 @@
+// Package kubenode is the node side of a sandboxd cluster (docs/cluster.md):
+// it registers the daemon as a node, renews its Lease with its capacity
+// and load, and keeps the phase of the Sandbox resources placed on it
+// (status.node == its name) equal to its sandboxes' statuses. It reads the
+// sandbox manager and writes only the Kubernetes API; it never starts,
+// stops or creates a sandbox.
+package kubenode
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/sandboxd/sandboxd/internal/kube"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/tenant"
+)
+
+// Sandboxes is what the node reads of the sandbox manager.
+type Sandboxes interface {
+	Get(ctx context.Context, id string) (sandbox.Info, error)
+	List(ctx context.Context) ([]sandbox.Info, error)
+	Events() *sandbox.Events
+}
+
+// Options configure a node.
+type Options struct {
+	Client *kube.Client
+	// Name is the node's name (a DNS label); URL where the gateway
+	// reaches its API.
+	Name, URL, Version string
+	Sandboxes          Sandboxes
+	Capacity           sandbox.Capacity
+	// DefaultMemory is the memory limit of sandboxes that do not choose.
+	DefaultMemory int64
+	Log           *slog.Logger
+	// RenewInterval and LeaseDuration override kube's defaults (tests).
+	RenewInterval, LeaseDuration time.Duration
+}
+
+// Node is a registered node.
+type Node struct {
+	o  Options
+	hb *kube.Heartbeat
+
+	// mu guards objs (the Sandboxes placed on this node, by object
+	// name, as last seen), dirty (names whose phase is to be checked)
+	// and destroyed (when a sandbox of that name was destroyed here).
+	mu        sync.Mutex
+	objs      map[string]kube.Sandbox
+	dirty     map[string]struct{}
+	destroyed map[string]time.Time
+	wake      chan struct{}
+}
+
+// Register checks the options and registers the node (its Lease), so
+// that a daemon with a bad cluster configuration fails at start.
+func Register(ctx context.Context, o Options) (*Node, error) {
+	if err := kube.ValidateNodeName(o.Name); err != nil {
+		return nil, err
+	}
+	if err := kube.ValidateNodeURL(o.URL); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		o: o, objs: map[string]kube.Sandbox{}, dirty: map[string]struct{}{},
+		destroyed: map[string]time.Time{}, wake: make(chan struct{}, 1),
+	}
+	n.hb = &kube.Heartbeat{
+		Client: o.Client, Name: o.Name, Status: n.status, Log: o.Log,
+		Interval: o.RenewInterval, Duration: o.LeaseDuration,
+	}
+	if err := n.hb.Renew(ctx); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Run renews the Lease and keeps the phases current until ctx ends.
+func (n *Node) Run(ctx context.Context) error {
+	sub := n.o.Sandboxes.Events().Subscribe()
+	var wg sync.WaitGroup
+	wg.Go(func() { n.hb.Run(ctx) })
+	wg.Go(func() {
+		n.o.Client.FollowSandboxes(ctx, kube.LabelNode+"="+n.o.Name, n.observe)
+	})
+	wg.Go(func() { n.reconcileLoop(ctx) })
+	n.events(ctx, sub)
+	wg.Wait()
+	return nil
+}
+
+// status is what the node reports with each renewal.
+func (n *Node) status() kube.NodeStatus {
+	st := kube.NodeStatus{
+		URL: n.o.URL, Version: n.o.Version, MemoryBudget: n.o.Capacity.MemoryBudget,
+		MaxRunning: n.o.Capacity.MaxRunning, MaxTotal: n.o.Capacity.MaxTotal, DefaultMemory: n.o.DefaultMemory,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	infos, err := n.o.Sandboxes.List(ctx)
+	if err != nil {
+		return st
+	}
+	st.Total = len(infos)
+	for _, inf := range infos {
+		if inf.Status == sandbox.StatusRunning || inf.Status == sandbox.StatusCreating {
+			st.Running++
+			st.MemoryCommitted += inf.Config.Limits.MemoryBytes
+		}
+	}
+	return st
+}
+
+// observe records what the watch of this node's Sandboxes saw.
+func (n *Node) observe(ev kube.Event[kube.Sandbox]) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch ev.Type {
+	case kube.Sync:
+		clear(n.objs)
+		for _, s := range ev.Items {
+			n.objs[s.Metadata.Name] = s
+			n.dirty[s.Metadata.Name] = struct{}{}
+		}
+	case kube.Added, kube.Modified:
+		n.objs[ev.Object.Metadata.Name] = *ev.Object
+		n.dirty[ev.Object.Metadata.Name] = struct{}{}
+	case kube.Deleted:
+		delete(n.objs, ev.Object.Metadata.Name)
+	}
+	n.poke()
+}
+
+// events marks the Sandbox of each lifecycle event dirty; when the
+// subscription is dropped for falling behind, it subscribes again and
+// marks every one dirty.
+func (n *Node) events(ctx context.Context, sub *sandbox.Subscription) {
+	defer func() { sub.Cancel() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-sub.C:
+			if !ok {
+				sub = n.o.Sandboxes.Events().Subscribe()
+				n.markAll()
+				continue
+			}
+			t, id := tenant.Split(ev.SandboxID)
+			name := kube.ObjectName(t, id)
+			n.mu.Lock()
+			if ev.Type == sandbox.EventDestroyed {
+				n.destroyed[name] = ev.Time
+			}
+			n.dirty[name] = struct{}{}
+			n.poke()
+			n.mu.Unlock()
+		}
+	}
+}
+
+func (n *Node) markAll() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for name := range n.objs {
+		n.dirty[name] = struct{}{}
+	}
+	n.poke()
+}
+
+// poke wakes the reconciler (n.mu held).
+func (n *Node) poke() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// reconcileLoop brings the dirty Sandboxes' phases up to date, and every
+// minute all of them (a write that failed is tried again then).
+func (n *Node) reconcileLoop(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.markAll()
+		case <-n.wake:
+		}
+		n.mu.Lock()
+		names := make([]string, 0, len(n.dirty))
+		for name := range n.dirty {
+			names = append(names, name)
+		}
+		clear(n.dirty)
+		n.mu.Unlock()
+		for _, name := range names {
+			if err := n.reconcile(ctx, name); err != nil && ctx.Err() == nil {
+				n.o.Log.Warn("updating a Sandbox resource's phase", "sandbox", name, "err", err)
+			}
+		}
+	}
+}
+
+// reconcile sets one Sandbox's phase to its sandbox's status here:
+// pending when this node does not have it, and deletes the resource when
+// the sandbox was destroyed here after the resource was made.
+func (n *Node) reconcile(ctx context.Context, name string) error {
+	n.mu.Lock()
+	obj, ok := n.objs[name]
+	destroyedAt, wasDestroyed := n.destroyed[name]
+	delete(n.destroyed, name)
+	n.mu.Unlock()
+	if !ok {
+		return nil // not placed here (or not seen yet: its Added marks it again)
+	}
+	phase := kube.PhasePending
+	inf, err := n.o.Sandboxes.Get(ctx, tenant.Scope(obj.Spec.Tenant, obj.Spec.ID))
+	switch {
+	case err == nil:
+		phase = string(inf.Status)
+	case !errors.Is(err, sandbox.ErrNotFound):
+		return err
+	case wasDestroyed && obj.Metadata.CreationTimestamp != nil && obj.Metadata.CreationTimestamp.Before(destroyedAt.Truncate(time.Second)):
+		// Destroyed here: the resource goes too, unless it is a newer
+		// one (another UID) by now.
+		err := n.o.Client.DeleteSandbox(ctx, name, kube.Preconditions{UID: obj.Metadata.UID})
+		if errors.Is(err, kube.ErrNotFound) || errors.Is(err, kube.ErrConflict) {
+			return nil
+		}
+		return err
+	}
+	if obj.Status.Phase == phase {
+		return nil
+	}
+	obj.Status.Phase = phase
+	out, err := n.o.Client.UpdateSandbox(ctx, &obj)
+	switch {
+	case errors.Is(err, kube.ErrConflict):
+		// Changed meanwhile: its watch event marks it dirty again.
+		return nil
+	case errors.Is(err, kube.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	n.mu.Lock()
+	if cur, ok := n.objs[name]; ok && cur.Metadata.UID == out.Metadata.UID {
+		n.objs[name] = *out
+	}
+	n.mu.Unlock()
+	return nil
+}
