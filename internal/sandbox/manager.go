@@ -138,6 +138,7 @@ type Manager struct {
 	events *Events
 	m      managerMetrics
 	pool   warmPool
+	forks  forkPools // warm forks of snapshots (forkpool.go)
 	// boots admits container starts, MaxBoots at a time (bootgate.go).
 	boots chan struct{}
 	// userns keeps host ID ranges' user namespaces open (userns.go).
@@ -222,6 +223,7 @@ func New(opts Options) *Manager {
 	}
 	m.boots = make(chan struct{}, m.opts.MaxBoots)
 	m.m = m.registerMetrics(opts.Metrics)
+	m.registerForkPoolMetrics(opts.Metrics)
 	return m
 }
 
@@ -408,6 +410,7 @@ func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config) error {
 	if err := m.checkCount(b); err != nil {
 		return err
 	}
+	m.noteFork(cfg)
 	if w := m.takeWarmFor(b, cfg); w != nil {
 		err := m.adopt(ctx, b, w, cfg)
 		if err == nil || b.rec.ID != "" {
@@ -465,7 +468,8 @@ func (m *Manager) allocateSlot(self *box) (int, error) {
 			}
 		}
 	}
-	for _, s := range m.pool.slots() {
+	forkSlots, _ := m.forkHeld()
+	for _, s := range append(m.pool.slots(), forkSlots...) {
 		used[s] = true
 	}
 	for s := 0; s < m.opts.Network.MaxSlots(); s++ {

@@ -277,6 +277,12 @@ func (m *Manager) startWarm(ctx context.Context, w *box) error {
 	if err != nil {
 		return err
 	}
+	return m.startWarmWith(ctx, w, cfg)
+}
+
+// startWarmWith starts the sandbox w, of no name yet, with cfg, to be
+// adopted later (the pool's, or a snapshot's warm fork).
+func (m *Manager) startWarmWith(ctx context.Context, w *box, cfg Config) (err error) {
 	w.rec = store.Sandbox{Key: newKey(), NetSlot: -1}
 	w.id = "warm-" + w.rec.Key
 	w.setConfig(cfg)
@@ -336,5 +342,6 @@ func (m *Manager) Close() {
 	for _, w := range ready {
 		m.discardWarm(w)
 	}
+	m.closeForkPools()
 	m.userns.Close()
 }

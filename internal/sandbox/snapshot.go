@@ -204,6 +204,7 @@ func (m *Manager) RemoveSnapshot(ctx context.Context, name string) error {
 	if len(users) > 0 {
 		return fmt.Errorf("%w: sandboxes %v were created from %s; destroy them first", snapshot.ErrInUse, users, name)
 	}
+	m.dropForkPool(name)
 	return st.Remove(name)
 }
 

@@ -135,5 +135,8 @@ func (m *Manager) takeWarmFor(b *box, cfg Config) *box {
 	if !m.mayTakeWarm(b) {
 		return nil
 	}
+	if cfg.Snapshot != "" {
+		return m.takeForkWarm(cfg)
+	}
 	return m.takeWarm(cfg)
 }

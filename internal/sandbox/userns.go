@@ -79,7 +79,8 @@ func (m *Manager) lowestFreeIDs(self *box) (uint32, bool) {
 			}
 		}
 	}
-	used = append(used, m.pool.uidBases()...)
+	_, forkUIDs := m.forkHeld()
+	used = append(append(used, m.pool.uidBases()...), forkUIDs...)
 	for c := m.userNSBase(); c+rootfs.IDRangeSize <= 1<<32-1; c += rootfs.IDRangeSize {
 		if !overlapsAny(c, used) {
 			return uint32(c), true
