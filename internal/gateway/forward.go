@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -52,7 +53,6 @@ const maxSandboxJSON = 1 << 20
 
 func newForwarder(s *Server) *forwarder {
 	tr := &http.Transport{
-		Proxy:                 nil,
 		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
@@ -67,7 +67,9 @@ func newForwarder(s *Server) *forwarder {
 		FlushInterval:  -1,
 		ErrorHandler:   f.failed,
 		ModifyResponse: f.modify,
-		ErrorLog:       nil,
+		// The proxy's own complaints (a copy cut short by a client that
+		// left) are not the operator's business above debug.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	return f
 }

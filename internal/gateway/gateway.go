@@ -45,6 +45,9 @@ const RetryAfter = 5 * time.Second
 
 // New returns a gateway.
 func New(opts Options) *Server {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
 	s := &Server{opts: opts, log: opts.Log, place: newPlacer(opts.Directory), mux: http.NewServeMux()}
 	s.fwd = newForwarder(s)
 	auth := s.authenticated
