@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -92,18 +93,21 @@ func (m *Manager) lowestFreeIDs(self *box) (uint32, bool) {
 // prefetchIDs has the user namespace of the range the next sandbox would
 // get opened in the background, after a start that used the range at
 // base (0: none, and nothing to do), so that the next start of a new
-// sandbox finds it ready. Called once a start is done, so that the
-// process it takes does not compete with the start.
+// sandbox finds it ready. It waits refillDelay after the start, as the
+// pool's refill does: opening one takes a fork of the daemon, and a new
+// sandbox's first call follows its start at once.
 func (m *Manager) prefetchIDs(base uint32) {
 	if base == 0 {
 		return
 	}
-	m.mu.Lock()
-	next, ok := m.lowestFreeIDs(nil)
-	m.mu.Unlock()
-	if ok {
-		m.userns.Prefetch(rootfs.IDRange{Base: next})
-	}
+	time.AfterFunc(refillDelay, func() {
+		m.mu.Lock()
+		next, ok := m.lowestFreeIDs(nil)
+		m.mu.Unlock()
+		if ok {
+			m.userns.Prefetch(rootfs.IDRange{Base: next})
+		}
+	})
 }
 
 // overlapsAny reports whether the range starting at c overlaps one of
