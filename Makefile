@@ -13,7 +13,7 @@ export CGO_ENABLED := 0
 TOOLS_BIN := $(shell scripts/deps.sh --print-bin)
 export PATH := $(TOOLS_BIN):/usr/local/go/bin:$(PATH)
 
-.PHONY: all build runsc deps deps-run run test test-short bench fmt vet staticcheck check clean console console-check
+.PHONY: all build runsc deps deps-run run test test-short bench fmt vet staticcheck check clean console console-check cluster-up cluster-down
 
 all: build
 
@@ -60,6 +60,20 @@ deps-run:
 run: deps-run
 	@$(MAKE) --no-print-directory build
 	$(BIN)/sandboxd --state-dir $(STATE_DIR)
+
+# A cluster on this machine (docs/cluster.md): etcd, kube-apiserver, three
+# sandboxd nodes and a gateway, owned by a supervisor in the background.
+# cluster-up prints SANDBOX_URL=... and SANDBOX_TOKEN=... (also in
+# $(CLUSTER_DIR)/env); cluster-down removes everything it made.
+CLUSTER_DIR ?= /tmp/sandboxd-cluster
+cluster-up: deps
+	@$(MAKE) --no-print-directory build
+	@$(GO) build -trimpath -o $(BIN)/sandbox-cluster ./scripts/cluster
+	@$(BIN)/sandbox-cluster up --dir $(CLUSTER_DIR) --bin $(BIN)
+
+cluster-down:
+	@$(GO) build -trimpath -o $(BIN)/sandbox-cluster ./scripts/cluster
+	@$(BIN)/sandbox-cluster down --dir $(CLUSTER_DIR)
 
 # The whole suite, real sandboxes included (they need root; without root
 # those tests skip and say so).

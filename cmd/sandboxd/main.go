@@ -3,6 +3,7 @@
 //
 //	sandboxd [serve] [--listen 127.0.0.1:7070] [--state-dir /var/lib/sandboxd] [--runtime auto|crun|runc]
 //	sandboxd doctor [--json] [the same flags]   checks the host (exit 1 when something required is missing)
+//	sandboxd gateway --kubeconfig FILE --listen ADDR   a cluster's gateway (docs/cluster.md)
 package main
 
 import (
@@ -36,6 +37,8 @@ func main() {
 		switch args[0] {
 		case "serve", "doctor":
 			command, args = args[0], args[1:]
+		case "gateway":
+			os.Exit(gatewayMain(args[1:]))
 		case "version", "--version":
 			fmt.Println("sandboxd", version)
 			return

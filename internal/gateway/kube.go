@@ -1,0 +1,95 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sandboxd/sandboxd/internal/kube"
+)
+
+// KubeDirectory is the directory of a cluster on Kubernetes
+// (internal/kube): a node is its Lease (heartbeat, status annotation,
+// cordon), a placement is the sandbox's Sandbox resource, whose create is
+// the atomic claim (two gateways creating one name: one gets
+// AlreadyExists and reads the winner's node).
+type KubeDirectory struct {
+	Client *kube.Client
+}
+
+var _ Directory = KubeDirectory{}
+
+// Nodes reads every node's Lease.
+func (d KubeDirectory) Nodes(ctx context.Context) ([]Node, error) {
+	kn, err := d.Client.ListNodes(ctx, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Node, 0, len(kn))
+	for _, n := range kn {
+		st := n.Status
+		out = append(out, Node{
+			Name: n.Name, URL: st.URL, Ready: n.State != kube.NodeUnavailable, Cordoned: n.Cordoned,
+			Running: st.Running, Total: st.Total, MaxRunning: st.MaxRunning, MaxTotal: st.MaxTotal,
+			MemoryBudget: st.MemoryBudget, MemoryUsed: st.MemoryCommitted, DefaultMemory: st.DefaultMemory, ReportedAt: n.RenewTime,
+		})
+	}
+	return out, nil
+}
+
+// Placement reads the sandbox's resource.
+func (d KubeDirectory) Placement(ctx context.Context, id string) (string, error) {
+	sb, err := d.Client.GetSandbox(ctx, kube.ObjectName("", id))
+	if errors.Is(err, kube.ErrNotFound) {
+		return "", ErrNotPlaced
+	}
+	if err != nil {
+		return "", err
+	}
+	if sb.Status.Node == "" {
+		return "", ErrNotPlaced
+	}
+	return sb.Status.Node, nil
+}
+
+// Claim creates the sandbox's resource with status.node set; when it
+// exists, the node it names wins.
+func (d KubeDirectory) Claim(ctx context.Context, id, node string, options []byte) (string, error) {
+	var opts json.RawMessage
+	if len(options) > 0 && json.Valid(options) {
+		opts = options
+	}
+	sb, err := kube.NewSandbox("", id, node, opts)
+	if err != nil {
+		return "", err
+	}
+	_, err = d.Client.CreateSandbox(ctx, sb)
+	if errors.Is(err, kube.ErrAlreadyExists) {
+		got, err := d.Placement(ctx, id)
+		if err != nil {
+			return "", fmt.Errorf("reading the placement that won: %w", err)
+		}
+		return got, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return node, nil
+}
+
+// Release does nothing: the node deletes a destroyed sandbox's resource
+// itself, with its UID as a precondition, so that it never deletes a
+// later claim of the same ID (which a delete from here, racing with
+// another gateway's create, could).
+func (d KubeDirectory) Release(context.Context, string) error { return nil }
+
+// SetCordoned marks the node's Lease.
+func (d KubeDirectory) SetCordoned(ctx context.Context, node string, cordoned bool) error {
+	err := d.Client.SetCordoned(ctx, node, cordoned)
+	if errors.Is(err, kube.ErrNotFound) || err != nil && kube.ValidateNodeName(node) != nil {
+		return fmt.Errorf("%w: %q", ErrNodeNotFound, node)
+	}
+	return err
+}
