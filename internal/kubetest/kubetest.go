@@ -216,9 +216,12 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin, etcdURL string) error
 		return err
 	}
 	c.Server = "https://127.0.0.1:" + strconv.Itoa(ports[0])
+	// --endpoint-reconciler-type=none: the reconciler of the "kubernetes"
+	// Service's endpoints refuses a loopback advertise address and the
+	// server exits; nothing here uses that Service.
 	c.apiserver, err = startProcess(bin, filepath.Join(c.Dir, "kube-apiserver.log"),
 		"--etcd-servers="+etcdURL,
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port="+strconv.Itoa(ports[0]),
+		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none", "--secure-port="+strconv.Itoa(ports[0]),
 		"--tls-cert-file="+filepath.Join(pki, "serving.crt"), "--tls-private-key-file="+filepath.Join(pki, "serving.key"),
 		"--cert-dir="+pki,
 		"--token-auth-file="+tokens, "--authorization-mode=RBAC", "--anonymous-auth=false",
