@@ -167,6 +167,9 @@ func supervise(dir, bin string, n int) (err error) {
 		teardown(kc, nodes, gw, token)
 		os.RemoveAll(dir)
 	}()
+	if err := os.MkdirAll(filepath.Join(dir, "kube"), 0o700); err != nil {
+		return err
+	}
 	kc, err = kubetest.Run(ctx, kubetest.Options{Dir: filepath.Join(dir, "kube")})
 	if err != nil {
 		return err
