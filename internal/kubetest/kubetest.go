@@ -231,8 +231,6 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin, etcdURL string) error
 		"--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
 		"--enable-priority-and-fairness=false", "--disable-admission-plugins=ServiceAccount",
 		"--profiling=false", "--v=0",
-		// Loopback has no kubernetes Service endpoint to keep.
-		"--endpoint-reconciler-type=none",
 	)
 	if err != nil {
 		return err
