@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,7 +23,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/client"
-	"github.com/sandboxd/sandboxd/internal/lxcfs"
+	"github.com/sandboxd/sandboxd/internal/leftovers"
 )
 
 // Options tune a daemon.
@@ -287,45 +286,12 @@ func (d *Daemon) teardown(t testing.TB) {
 		cancel()
 	}
 	d.Stop(t)
-	// The daemon's lxcfs outlives it on purpose (running sandboxes keep
-	// their views across a restart); a test's must not.
-	stopLXCFS(d.RunDir)
-	// Whatever is still mounted below our directories (after a test that
-	// killed the daemon, say) is detached.
-	for _, m := range mountsBelow(d.StateDir, d.RunDir) {
-		syscall.Unmount(m, syscall.MNT_DETACH)
-	}
-	exec.Command("nft", "delete", "table", "inet", d.Table).Run()
-	// The daemon's cgroup parent, empty once its sandboxes are gone.
-	parents, _ := filepath.Glob("/sys/fs/cgroup/*/" + d.CgroupParent)
-	for _, p := range append(parents, "/sys/fs/cgroup/"+d.CgroupParent) {
-		os.Remove(p)
-	}
-	os.RemoveAll(d.RunDir)
+	// What the daemon leaves on the host (its lxcfs, on purpose; mounts
+	// after a test that killed it) a test's daemon must not.
+	leftovers.Remove(leftovers.Daemon{StateDir: d.StateDir, RunDir: d.RunDir, Table: d.Table, CgroupParent: d.CgroupParent})
 	if t.Failed() {
 		t.Logf("sandboxd log (without request lines):\n%s", tail(withoutRequests(d.Logs()), 12000))
 	}
-}
-
-func mountsBelow(dirs ...string) []string {
-	data, _ := os.ReadFile("/proc/self/mountinfo")
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		for _, d := range dirs {
-			if strings.HasPrefix(f[4], d+"/") {
-				out = append(out, f[4])
-			}
-		}
-	}
-	// Deepest first.
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
-	}
-	return out
 }
 
 var (
@@ -434,20 +400,4 @@ func (d *Daemon) PID() int {
 		return 0
 	}
 	return d.cmd.Process.Pid
-}
-
-// stopLXCFS ends the lxcfs a daemon with run directory dir started, if its
-// pidfile names a live lxcfs.
-func stopLXCFS(dir string) {
-	b, err := os.ReadFile(lxcfs.PIDFile(dir))
-	if err != nil {
-		return
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return
-	}
-	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "lxcfs" {
-		syscall.Kill(pid, syscall.SIGTERM)
-	}
 }

@@ -34,7 +34,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/kubetest"
-	"github.com/sandboxd/sandboxd/internal/lxcfs"
+	"github.com/sandboxd/sandboxd/internal/leftovers"
 )
 
 const defaultDir = "/tmp/sandboxd-cluster"
@@ -300,16 +300,7 @@ func teardown(kc *kubetest.Cluster, nodes []*node, gw *exec.Cmd, token string) {
 			nd.cmd.Process.Signal(syscall.SIGTERM)
 			waitOrKill(nd.cmd, 30*time.Second)
 		}
-		stopLXCFS(nd.run)
-		for _, m := range mountsBelow(nd.state, nd.run) {
-			syscall.Unmount(m, syscall.MNT_DETACH)
-		}
-		exec.Command("nft", "delete", "table", "inet", nd.table).Run()
-		parents, _ := filepath.Glob("/sys/fs/cgroup/*/" + nd.cgroup)
-		for _, p := range append(parents, "/sys/fs/cgroup/"+nd.cgroup) {
-			os.Remove(p)
-		}
-		os.RemoveAll(nd.run)
+		leftovers.Remove(leftovers.Daemon{StateDir: nd.state, RunDir: nd.run, Table: nd.table, CgroupParent: nd.cgroup})
 	}
 	if kc != nil {
 		kc.Stop()
@@ -346,41 +337,6 @@ func waitOrKill(cmd *exec.Cmd, d time.Duration) {
 		cmd.Process.Kill()
 		<-done
 	}
-}
-
-func stopLXCFS(runDir string) {
-	b, err := os.ReadFile(lxcfs.PIDFile(runDir))
-	if err != nil {
-		return
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return
-	}
-	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "lxcfs" {
-		syscall.Kill(pid, syscall.SIGTERM)
-	}
-}
-
-// mountsBelow lists the mount points below dirs, deepest first.
-func mountsBelow(dirs ...string) []string {
-	data, _ := os.ReadFile("/proc/self/mountinfo")
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		for _, d := range dirs {
-			if strings.HasPrefix(f[4], d+"/") {
-				out = append(out, f[4])
-			}
-		}
-	}
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
-	}
-	return out
 }
 
 func getJSON(ctx context.Context, url, token string, out any) error {
