@@ -8,7 +8,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sandboxd/sandboxd/internal/agent/reaper"
 	"github.com/sandboxd/sandboxd/internal/agent/spawn"
 )
 
@@ -176,23 +175,6 @@ func (m *Manager) startLoginSpare(o StartOptions) {
 // newLoginSpare forks a login spare for processes like o, or returns nil
 // when it cannot.
 func (m *Manager) newLoginSpare(o StartOptions) *loginSpare {
-	var files [5][2]*os.File // stdin, stdout, stderr, errors, request: [read, write]
-	closeAll := func() {
-		for _, f := range files {
-			if f[0] != nil {
-				f[0].Close()
-				f[1].Close()
-			}
-		}
-	}
-	for i := range files {
-		r, w, err := os.Pipe()
-		if err != nil {
-			closeAll()
-			return nil
-		}
-		files[i] = [2]*os.File{r, w}
-	}
 	// Stamped before the shell can read them: a change after this is seen
 	// at the claim.
 	ls := &loginSpare{sp: &spare{}, key: keyOf(o), stamps: loginFilesOf(o)}
@@ -201,32 +183,9 @@ func (m *Manager) newLoginSpare(o StartOptions) *loginSpare {
 		so.UID, so.GID = &o.Account.UID, &o.Account.GID
 	}
 	argv := spawn.Argv(m.cfg.Self, so, m.cfg.Shell, "-l", "-c", loginLoader)
-	attr := &os.ProcAttr{
-		Dir:   o.Cwd,
-		Env:   o.Env,
-		Files: []*os.File{files[0][0], files[1][1], files[2][1], files[3][1], files[4][0]},
-		Sys:   &syscall.SysProcAttr{Setsid: true},
-	}
-	sp := ls.sp
-	pid, err := m.cfg.Reaper.Start(func() (int, error) {
-		p, err := os.StartProcess(argv[0], argv, attr)
-		if err != nil {
-			return 0, err
-		}
-		sp.proc = p
-		return p.Pid, nil
-	}, func(st reaper.Status) { m.spareExited(sp, st) })
-	for _, f := range []*os.File{files[0][0], files[1][1], files[2][1], files[3][1], files[4][0]} {
-		f.Close()
-	}
-	if err != nil {
-		for _, f := range []*os.File{files[0][1], files[1][0], files[2][0], files[3][0], files[4][1]} {
-			f.Close()
-		}
+	if !m.startSpareProcess(ls.sp, argv, o.Cwd, o.Env) {
 		return nil
 	}
-	sp.pid = pid
-	sp.stdin, sp.stdout, sp.stderr, sp.errR, sp.req = files[0][1], files[1][0], files[2][0], files[3][0], files[4][1]
 	return ls
 }
 

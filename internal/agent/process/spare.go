@@ -81,33 +81,42 @@ func (m *Manager) startSpare() {
 
 // newSpare forks a spare, or returns nil when it cannot.
 func (m *Manager) newSpare() *spare {
-	var files [5][2]*os.File // stdin, stdout, stderr, errors, request: [read, write]
-	closeAll := func() {
-		for _, f := range files {
-			if f[0] != nil {
-				f[0].Close()
-				f[1].Close()
-			}
-		}
-	}
-	for i := range files {
-		r, w, err := os.Pipe()
-		if err != nil {
-			closeAll()
-			return nil
-		}
-		files[i] = [2]*os.File{r, w}
-	}
 	sp := &spare{}
 	argv := spawn.SpareArgv(m.cfg.Self, spawn.Options{CgroupRoot: m.cfg.CgroupRoot, ErrFD: spareErrFD,
 		CloseErrFD: true, RequestFD: spareRequestFD})
-	attr := &os.ProcAttr{
-		Dir: "/",
-		Env: []string{},
-		// The child's fds 0-4, in the order of the const block above.
-		Files: []*os.File{files[0][0], files[1][1], files[2][1], files[3][1], files[4][0]},
-		Sys:   &syscall.SysProcAttr{Setsid: true},
+	if !m.startSpareProcess(sp, argv, "/", []string{}) {
+		return nil
 	}
+	return sp
+}
+
+// startSpareProcess starts argv as sp's process, in its own session, with
+// a fresh pipe on each of its fds 0-4 (in the order of the const block
+// above), and keeps the agent's ends in sp. False when it could not.
+func (m *Manager) startSpareProcess(sp *spare, argv []string, dir string, env []string) bool {
+	var child, agent [5]*os.File
+	closeAll := func() {
+		for i := range child {
+			if child[i] != nil {
+				child[i].Close()
+				agent[i].Close()
+			}
+		}
+	}
+	for i := range child {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll()
+			return false
+		}
+		// The child reads its stdin and the request pipe and writes the rest.
+		if i == 0 || i == 4 {
+			child[i], agent[i] = r, w
+		} else {
+			child[i], agent[i] = w, r
+		}
+	}
+	attr := &os.ProcAttr{Dir: dir, Env: env, Files: child[:], Sys: &syscall.SysProcAttr{Setsid: true}}
 	pid, err := m.cfg.Reaper.Start(func() (int, error) {
 		p, err := os.StartProcess(argv[0], argv, attr)
 		if err != nil {
@@ -118,16 +127,14 @@ func (m *Manager) newSpare() *spare {
 	}, func(st reaper.Status) { m.spareExited(sp, st) })
 	if err != nil {
 		closeAll()
-		return nil
+		return false
 	}
-	files[0][0].Close()
-	files[1][1].Close()
-	files[2][1].Close()
-	files[3][1].Close()
-	files[4][0].Close()
+	for _, f := range child {
+		f.Close()
+	}
 	sp.pid = pid
-	sp.stdin, sp.stdout, sp.stderr, sp.errR, sp.req = files[0][1], files[1][0], files[2][0], files[3][0], files[4][1]
-	return sp
+	sp.stdin, sp.stdout, sp.stderr, sp.errR, sp.req = agent[0], agent[1], agent[2], agent[3], agent[4]
+	return true
 }
 
 // spareExited hands the spare's exit to its process, or retires it. It
