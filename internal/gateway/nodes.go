@@ -62,21 +62,29 @@ func nodeName(w http.ResponseWriter, r *http.Request) (string, bool) {
 
 // uncordonNode is POST /v1/nodes/{name}/uncordon.
 func (s *Server) uncordonNode(w http.ResponseWriter, r *http.Request) {
+	if n, ok := s.setCordoned(w, r, false); ok {
+		writeJSON(w, http.StatusOK, wireNode(n))
+	}
+}
+
+// setCordoned cordons or uncordons the route's node and returns it as
+// placement sees it afterwards, or answers the error.
+func (s *Server) setCordoned(w http.ResponseWriter, r *http.Request, cordoned bool) (Node, bool) {
 	name, ok := nodeName(w, r)
 	if !ok {
-		return
+		return Node{}, false
 	}
-	if err := s.opts.Directory.SetCordoned(r.Context(), name, false); err != nil {
+	if err := s.opts.Directory.SetCordoned(r.Context(), name, cordoned); err != nil {
 		s.writeFailure(w, r, err)
-		return
+		return Node{}, false
 	}
 	s.place.invalidate()
 	n, err := s.place.node(r.Context(), name)
 	if err != nil {
 		s.writeFailure(w, r, err)
-		return
+		return Node{}, false
 	}
-	writeJSON(w, http.StatusOK, wireNode(n))
+	return n, true
 }
 
 // drainNode is POST /v1/nodes/{name}/drain: the node is cordoned (no new
@@ -84,20 +92,11 @@ func (s *Server) uncordonNode(w http.ResponseWriter, r *http.Request) {
 // kept. They stay placed on the node: a later call starts them there
 // again. Moving them to other nodes is not built yet (docs/cluster.md).
 func (s *Server) drainNode(w http.ResponseWriter, r *http.Request) {
-	name, ok := nodeName(w, r)
+	n, ok := s.setCordoned(w, r, true)
 	if !ok {
 		return
 	}
-	if err := s.opts.Directory.SetCordoned(r.Context(), name, true); err != nil {
-		s.writeFailure(w, r, err)
-		return
-	}
-	s.place.invalidate()
-	n, err := s.place.node(r.Context(), name)
-	if err != nil {
-		s.writeFailure(w, r, err)
-		return
-	}
+	name := n.Name
 	if !n.Ready {
 		writeError(w, nodeUnavailable(name))
 		return
