@@ -14,6 +14,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/leftovers"
 	"github.com/sandboxd/sandboxd/internal/testdaemon"
 )
 
@@ -145,7 +146,7 @@ func TestFilesSurviveAHostRebootSimulation(t *testing.T) {
 func simulateReboot(t *testing.T, d *testdaemon.Daemon) {
 	t.Helper()
 	time.Sleep(200 * time.Millisecond)
-	for _, m := range mounts(d.StateDir, d.RunDir) {
+	for _, m := range leftovers.MountsBelow(d.StateDir, d.RunDir) {
 		exec.Command("umount", "-l", m).Run()
 	}
 	entries, _ := os.ReadDir(d.RunDir)
@@ -210,7 +211,7 @@ func hostState(t *testing.T, d *testdaemon.Daemon) string {
 	t.Helper()
 	keys := noteKeys(d)
 	var b strings.Builder
-	b.WriteString("mounts:\n" + strings.Join(mounts(d.StateDir, d.RunDir), "\n") + "\n")
+	b.WriteString("mounts:\n" + strings.Join(leftovers.MountsBelow(d.StateDir, d.RunDir), "\n") + "\n")
 	out, _ := exec.Command("ip", "-o", "link", "show").Output()
 	b.WriteString("links:\n")
 	for _, line := range strings.Split(string(out), "\n") {
@@ -245,21 +246,4 @@ func hostState(t *testing.T, d *testdaemon.Daemon) string {
 	ctrs, _ := exec.Command("sh", "-c", "ls "+filepath.Join(d.RunDir, "runtime", "*")+" 2>/dev/null").Output()
 	b.WriteString("containers:\n" + string(ctrs))
 	return b.String()
-}
-
-func mounts(dirs ...string) []string {
-	data, _ := os.ReadFile("/proc/self/mountinfo")
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		for _, d := range dirs {
-			if strings.HasPrefix(f[4], d+"/") {
-				out = append(out, f[4])
-			}
-		}
-	}
-	return out
 }

@@ -30,7 +30,7 @@ type Daemon struct {
 // and the next one still runs.
 func Remove(d Daemon) {
 	stopLXCFS(d.RunDir)
-	for _, m := range mountsBelow(d.StateDir, d.RunDir) {
+	for _, m := range MountsBelow(d.StateDir, d.RunDir) {
 		syscall.Unmount(m, syscall.MNT_DETACH)
 	}
 	exec.Command("nft", "delete", "table", "inet", d.Table).Run()
@@ -57,8 +57,8 @@ func stopLXCFS(runDir string) {
 	}
 }
 
-// mountsBelow lists the mount points below dirs, deepest first.
-func mountsBelow(dirs ...string) []string {
+// MountsBelow lists the mount points below dirs, deepest first.
+func MountsBelow(dirs ...string) []string {
 	data, _ := os.ReadFile("/proc/self/mountinfo")
 	var out []string
 	for _, line := range strings.Split(string(data), "\n") {
