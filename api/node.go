@@ -10,11 +10,16 @@ const (
 	CodeNodeUnavailable Code = "NODE_UNAVAILABLE"
 	// CodeNodeNotFound: no node of that name is registered.
 	CodeNodeNotFound Code = "NODE_NOT_FOUND"
+	// CodeClusterUnavailable: the gateway cannot reach the cluster's
+	// state (the Kubernetes API is unreachable, slow or failing); retry
+	// after the Retry-After header's seconds.
+	CodeClusterUnavailable Code = "CLUSTER_UNAVAILABLE"
 )
 
 func init() {
 	RegisterStatus(CodeNodeUnavailable, 503)
 	RegisterStatus(CodeNodeNotFound, 404)
+	RegisterStatus(CodeClusterUnavailable, 503)
 }
 
 // Node states.

@@ -32,6 +32,9 @@ type Directory interface {
 var (
 	ErrNotPlaced    = errors.New("sandbox is not placed on any node")
 	ErrNodeNotFound = errors.New("no such node")
+	// ErrUnavailable: the directory cannot be read or written now (its
+	// store is unreachable or failing); a later try may succeed.
+	ErrUnavailable = errors.New("the cluster's directory is unavailable")
 )
 
 // Node is one node as the directory knows it.

@@ -194,6 +194,9 @@ func (s *Server) writeFailure(w http.ResponseWriter, r *http.Request, err error)
 		e = api.Errorf(api.CodeSandboxNotFound, "sandbox %s not found", r.PathValue("id"))
 	case errors.Is(err, ErrNodeNotFound):
 		e = api.Errorf(api.CodeNodeNotFound, "%v", err)
+	case errors.Is(err, ErrUnavailable):
+		s.log.WarnContext(r.Context(), "cluster state unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		e = api.Errorf(api.CodeClusterUnavailable, "the cluster's state (the Kubernetes API) cannot be reached now; retry later")
 	case errors.Is(err, errNoFit):
 		e = api.Errorf(api.CodeCapacityExceeded, "no node of the cluster can run another sandbox now: every node is full, cordoned or unavailable")
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
@@ -206,7 +209,7 @@ func (s *Server) writeFailure(w http.ResponseWriter, r *http.Request, err error)
 }
 
 func writeError(w http.ResponseWriter, e *api.Error) {
-	if e.Code == api.CodeNodeUnavailable || e.Code == api.CodeCapacityExceeded {
+	if e.Code == api.CodeNodeUnavailable || e.Code == api.CodeCapacityExceeded || e.Code == api.CodeClusterUnavailable {
 		w.Header().Set("Retry-After", strconv.Itoa(int(RetryAfter.Seconds())))
 	}
 	writeJSON(w, e.Code.HTTPStatus(), e)

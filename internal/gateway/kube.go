@@ -25,7 +25,7 @@ var _ Directory = KubeDirectory{}
 func (d KubeDirectory) Nodes(ctx context.Context) ([]Node, error) {
 	kn, err := d.Client.ListNodes(ctx, time.Now())
 	if err != nil {
-		return nil, err
+		return nil, kubeErr(err)
 	}
 	out := make([]Node, 0, len(kn))
 	for _, n := range kn {
@@ -46,7 +46,7 @@ func (d KubeDirectory) Placement(ctx context.Context, id string) (string, error)
 		return "", ErrNotPlaced
 	}
 	if err != nil {
-		return "", err
+		return "", kubeErr(err)
 	}
 	if sb.Status.Node == "" {
 		return "", ErrNotPlaced
@@ -74,7 +74,7 @@ func (d KubeDirectory) Claim(ctx context.Context, id, node string, options []byt
 		return got, nil
 	}
 	if err != nil {
-		return "", err
+		return "", kubeErr(err)
 	}
 	return node, nil
 }
@@ -90,6 +90,15 @@ func (d KubeDirectory) SetCordoned(ctx context.Context, node string, cordoned bo
 	err := d.Client.SetCordoned(ctx, node, cordoned)
 	if errors.Is(err, kube.ErrNotFound) || err != nil && kube.ValidateNodeName(node) != nil {
 		return fmt.Errorf("%w: %q", ErrNodeNotFound, node)
+	}
+	return kubeErr(err)
+}
+
+// kubeErr marks an error of an API server that cannot serve now as the
+// directory's ErrUnavailable (503 CLUSTER_UNAVAILABLE, not a 500).
+func kubeErr(err error) error {
+	if errors.Is(err, kube.ErrUnavailable) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
 }

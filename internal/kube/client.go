@@ -97,6 +97,10 @@ var (
 	ErrUnauthorized = errors.New("unauthorized")
 	ErrForbidden    = errors.New("forbidden")
 	ErrInvalid      = errors.New("invalid object")
+	// ErrUnavailable: the API server could not be reached, did not
+	// answer in time, or answered that it cannot serve now (5xx, 429);
+	// a later try may succeed.
+	ErrUnavailable = errors.New("kubernetes API unavailable")
 )
 
 // APIError is a failed request's status (the API's metav1.Status).
@@ -130,6 +134,8 @@ func (e *APIError) Is(target error) bool {
 		return e.StatusCode == http.StatusForbidden
 	case ErrInvalid:
 		return e.StatusCode == http.StatusUnprocessableEntity
+	case ErrUnavailable:
+		return e.StatusCode >= 500 || e.StatusCode == http.StatusTooManyRequests
 	}
 	return false
 }
@@ -207,7 +213,10 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes API %s %s: %w", r.method, r.path, err)
+		if errors.Is(ctx.Err(), context.Canceled) { // the caller left: not the API's fault
+			return nil, fmt.Errorf("kubernetes API %s %s: %w", r.method, r.path, err)
+		}
+		return nil, fmt.Errorf("kubernetes API %s %s: %w: %w", r.method, r.path, ErrUnavailable, err)
 	}
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
