@@ -22,8 +22,9 @@ import (
 // flushed as they arrive (FlushInterval -1): SSE streams, raw file streams
 // and exec output reach the caller as the node writes them, and nothing is
 // held beyond the copy buffer. WebSocket upgrades are spliced both ways by
-// the proxy. Hop-by-hop headers are dropped both ways, and X-Forwarded-For,
-// -Host and -Proto are set afresh (whatever the caller sent is dropped).
+// the proxy. Hop-by-hop headers are dropped both ways. X-Forwarded-For,
+// -Host and -Proto are set afresh on preview hosts; an API call's own pass
+// (see rewrite).
 type forwarder struct {
 	s     *Server
 	proxy *httputil.ReverseProxy
@@ -79,9 +80,28 @@ func (f *forwarder) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(t.base)
 	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
 	if t.keepHost {
+		// A preview host: anyone may call it, so what it says of itself
+		// is replaced.
 		pr.Out.Host = pr.In.Host
+		pr.SetXForwarded()
+		return
+	}
+	// An API call carries the cluster's token, with which a node trusts a
+	// caller's own X-Forwarded-* (its ports' proxy routes hand them to the
+	// service: a user's front-end server, such as the SDK's PreviewHandler,
+	// names its own host). They pass as the node would take them, with
+	// the caller's address added to X-Forwarded-For.
+	host, proto := pr.In.Header.Get("X-Forwarded-Host"), pr.In.Header.Get("X-Forwarded-Proto")
+	if v := pr.In.Header.Values("X-Forwarded-For"); len(v) > 0 {
+		pr.Out.Header["X-Forwarded-For"] = v
 	}
 	pr.SetXForwarded()
+	if host != "" {
+		pr.Out.Header.Set("X-Forwarded-Host", host)
+	}
+	if proto != "" {
+		pr.Out.Header.Set("X-Forwarded-Proto", proto)
+	}
 }
 
 // forward sends r to node. The node must be ready.
@@ -96,6 +116,11 @@ func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, node Node, t
 		return
 	}
 	t.node, t.base = node, base
+	// A node may answer before it has read the whole body (a preview's
+	// service echoing an upload as it arrives); without full duplex the
+	// server would cut the rest of the body off once the answer starts.
+	// (HTTP/2 is always full duplex and says it cannot.)
+	http.NewResponseController(w).EnableFullDuplex()
 	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), targetKey{}, &t)))
 }
 
