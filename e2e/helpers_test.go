@@ -12,9 +12,17 @@ import (
 	"github.com/sandboxd/sandboxd/internal/testdaemon"
 )
 
+// clusterGateway is set while TestClusterCore runs the core tests against
+// a cluster: daemon and forEachRuntime hand out its gateway instead of
+// starting a daemon, so the same test bodies run through a gateway.
+var clusterGateway *testdaemon.Daemon
+
 func daemon(t *testing.T) *testdaemon.Daemon {
 	t.Helper()
 	testdaemon.SkipUnlessRoot(t)
+	if clusterGateway != nil {
+		return clusterGateway
+	}
 	return testdaemon.Start(t, testdaemon.Options{})
 }
 
@@ -67,9 +75,15 @@ func runtimes(t *testing.T) []string {
 
 // forEachRuntime runs fn once per runtime, as a subtest named after it,
 // each with its own daemon whose default runtime it is: every sandbox the
-// test makes runs on that runtime.
+// test makes runs on that runtime. Under TestClusterCore it runs fn once,
+// against the cluster's gateway.
 func forEachRuntime(t *testing.T, fn func(t *testing.T, d *testdaemon.Daemon), extraArgs ...string) {
 	testdaemon.SkipUnlessRoot(t)
+	if clusterGateway != nil {
+		// The cluster's nodes run the host's runtime.
+		t.Run("cluster", func(t *testing.T) { fn(t, clusterGateway) })
+		return
+	}
 	for _, rt := range runtimes(t) {
 		t.Run(rt, func(t *testing.T) {
 			args := append([]string{}, extraArgs...)
