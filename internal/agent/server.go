@@ -45,6 +45,9 @@ type server struct {
 	pids         *pidguard.Guard
 	keepalive    time.Duration
 	writeTimeout time.Duration // for one stream event to be accepted by the client
+	// started is closed when the agent's start-up work is done (Agent.Run):
+	// the default session's shell runs, the image's main command started.
+	started chan struct{}
 	// shutdown stops the agent, giving the reason (set by Agent.Run).
 	shutdown func(reason string)
 	// suspend lets go of the agent's socket before a gVisor checkpoint
@@ -67,6 +70,7 @@ func (s *server) handlers() map[string]http.HandlerFunc {
 		"POST " + agentapi.PathSuspend:      s.suspendRequest,
 		"POST " + agentapi.PathName:         s.nameRequest,
 		"POST " + agentapi.PathFork:         s.forkRequest,
+		"GET " + agentapi.PathReady:         s.readyRequest,
 		"POST /exec":                        s.exec,
 		"POST /exec/stream":                 s.execStream,
 		"GET /env":                          s.getSandboxEnv,
@@ -184,6 +188,19 @@ func (s *server) shutdownRequest(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]string{"status": "shutting down"})
 	if s.shutdown != nil {
 		go s.shutdown(body.Reason)
+	}
+}
+
+// readyRequest answers 204 once the agent's start-up work is done (Run
+// ends it early when the agent stops). The daemon waits on it before a warm
+// sandbox joins the pool, so that the sandbox's first command neither
+// waits for the shell nor shares the CPU with the rest of the start-up.
+func (s *server) readyRequest(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-s.started:
+		w.WriteHeader(http.StatusNoContent)
+	case <-r.Context().Done(): // the daemon gave up waiting
+		writeError(w, api.Errorf(api.CodeSandboxUnavailable, "the agent is still starting"))
 	}
 }
 

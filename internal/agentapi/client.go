@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -69,6 +70,20 @@ func (c *Client) Shutdown(ctx context.Context, reason string) error {
 // through the runtime, makes it bind the socket again.
 func (c *Client) Suspend(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, PathSuspend, nil, http.StatusAccepted, nil)
+}
+
+// Ready waits until the agent has finished starting up: its default
+// session's shell runs and the image's main command was started. Until
+// then the agent answers calls, but its first command waits for the shell
+// and competes with the rest of its start-up for the CPU. An agent
+// without the route (older than the daemon) counts as ready.
+func (c *Client) Ready(ctx context.Context) error {
+	err := c.do(ctx, http.MethodGet, PathReady, nil, http.StatusNoContent, nil)
+	var se *StatusError
+	if errors.As(err, &se) && se.Status == http.StatusNotFound {
+		return nil
+	}
+	return err
 }
 
 // Name tells the agent of a warm sandbox the name it was handed out

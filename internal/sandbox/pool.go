@@ -315,7 +315,23 @@ func (m *Manager) startWarmWith(ctx context.Context, w *box, cfg Config) (err er
 	if rt, err := m.runtimeOf(w); err == nil {
 		m.startNamer(ctx, w, rt)
 	}
+	m.awaitSettled(ctx, w, inst)
 	return nil
+}
+
+// awaitSettled waits, still holding the boot turn, until the agent of the
+// warm sandbox w has finished starting up (its default shell runs): a
+// sandbox handed out before that made its first command wait for the
+// shell and share the CPU with the rest of the start-up (a take right
+// after the pool refilled: 138 ms p50 at load 14 against 16 ms for one
+// that had settled). An agent that does not settle in time still joins
+// the pool: it answers, only its first command is slower.
+func (m *Manager) awaitSettled(ctx context.Context, w *box, inst *instance) {
+	ctx, cancel := context.WithTimeout(ctx, agentBootTimeout)
+	defer cancel()
+	if err := inst.agent.Ready(ctx); err != nil {
+		m.log.Warn("a warm sandbox's agent did not finish starting up", "key", w.rec.Key, "err", err)
+	}
 }
 
 // discardWarm tears a pool sandbox down and deletes its files.
