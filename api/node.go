@@ -14,12 +14,17 @@ const (
 	// state (the Kubernetes API is unreachable, slow or failing); retry
 	// after the Retry-After header's seconds.
 	CodeClusterUnavailable Code = "CLUSTER_UNAVAILABLE"
+	// CodeSandboxMoving: a node's answer for a sandbox that a drain is
+	// moving to another node, or has moved there (details.node); retry
+	// after the Retry-After header's seconds, through the gateway.
+	CodeSandboxMoving Code = "SANDBOX_MOVING"
 )
 
 func init() {
 	RegisterStatus(CodeNodeUnavailable, 503)
 	RegisterStatus(CodeNodeNotFound, 404)
 	RegisterStatus(CodeClusterUnavailable, 503)
+	RegisterStatus(CodeSandboxMoving, 503)
 }
 
 // Node states.
@@ -66,8 +71,21 @@ type NodeList struct {
 // DrainResult is the answer of POST /v1/nodes/{name}/drain.
 type DrainResult struct {
 	Node Node `json:"node"`
-	// Stopped are the IDs of the sandboxes the drain stopped.
+	// Stopped are the IDs of the sandboxes the drain stopped (running or
+	// paused ones, before their move).
 	Stopped []string `json:"stopped"`
-	// Failed maps the IDs of sandboxes that could not be stopped to why.
+	// Moved are the sandboxes the drain moved, with their files, and the
+	// node each is on now.
+	Moved []DrainMove `json:"moved"`
+	// Failed maps the IDs of sandboxes that could not be stopped or
+	// moved to why; they stay on the drained node. A drain run again
+	// tries them again.
 	Failed map[string]string `json:"failed,omitempty"`
+}
+
+// DrainMove is one sandbox a drain moved.
+type DrainMove struct {
+	ID string `json:"id"`
+	// Node is where it is now.
+	Node string `json:"node"`
 }

@@ -19,8 +19,9 @@ func (c *Client) Nodes(ctx context.Context) ([]api.Node, error) {
 	return out.Nodes, nil
 }
 
-// DrainNode cordons node name (no new sandbox is placed on it) and stops
-// its running sandboxes, keeping their files.
+// DrainNode cordons node name (no new sandbox is placed on it), stops its
+// running sandboxes and moves its sandboxes, with their files, to other
+// nodes; the result lists each moved (and where) and each that failed.
 func (c *Client) DrainNode(ctx context.Context, name string) (*api.DrainResult, error) {
 	var out api.DrainResult
 	if err := c.doJSON(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(name)+"/drain", nil, &out); err != nil {

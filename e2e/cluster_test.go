@@ -31,7 +31,10 @@ type testCluster struct {
 	token    string
 	nodes    []*testdaemon.Daemon
 	gateways []string // base URLs
-	client   *client.Client
+	// gatewayCmds are the gateways' processes; tokenFile their token.
+	gatewayCmds []*exec.Cmd
+	tokenFile   string
+	client      *client.Client
 }
 
 // startCluster starts n nodes and two gateways; nodes' preview URLs name
@@ -53,8 +56,9 @@ func startCluster(t *testing.T, n int) *testCluster {
 	if err := os.WriteFile(tokenFile, []byte(c.token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	c.tokenFile = tokenFile
 	for _, addr := range gwAddrs {
-		startGateway(t, kc.Kubeconfig, tokenFile, addr)
+		c.gatewayCmds = append(c.gatewayCmds, startGateway(t, kc.Kubeconfig, tokenFile, addr))
 		c.gateways = append(c.gateways, "http://"+addr)
 	}
 	var err error
@@ -75,7 +79,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 	return c
 }
 
-func startGateway(t *testing.T, kubeconfig, tokenFile, addr string) {
+func startGateway(t *testing.T, kubeconfig, tokenFile, addr string) *exec.Cmd {
 	t.Helper()
 	var logs lockedLog
 	cmd := exec.Command(filepath.Join(testdaemon.BinDir(t), "sandboxd"), "gateway", "--kubeconfig", kubeconfig,
@@ -98,6 +102,7 @@ func startGateway(t *testing.T, kubeconfig, tokenFile, addr string) {
 		}
 		return err == nil
 	}, "the gateway listening")
+	return cmd
 }
 
 type lockedLog struct {
@@ -295,4 +300,7 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("after the node's restart: %+v %v", f, err)
 		}
 	})
+
+	t.Run("drain moves a sandbox with its files", func(t *testing.T) { testDrainMoves(t, ctx, c) })
+	t.Run("a gateway restart loses nothing", func(t *testing.T) { testGatewayRestart(t, ctx, c) })
 }

@@ -67,11 +67,12 @@ func newNodeDrainCommand(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "drain [--json] NODE",
-		Short: "Cordon a node and stop its running sandboxes",
-		Long: `Cordon NODE (no new sandbox is placed on it) and stop its running sandboxes,
-keeping their files; prints the IDs stopped. Stopped sandboxes stay on NODE:
-a later call starts them there again. Moving them to other nodes is not built
-yet (docs/cluster.md). Undo the cordon with "sandbox node uncordon NODE".`,
+		Short: "Cordon a node and move its sandboxes, with their files, to other nodes",
+		Long: `Cordon NODE (no new sandbox is placed on it), stop its running sandboxes, and
+move every one of its sandboxes, with its files, to the least loaded other node
+that fits; prints each sandbox moved and where, and each that failed and why
+(those stay on NODE; run the drain again to try them again: it is idempotent).
+Undo the cordon with "sandbox node uncordon NODE".`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
@@ -85,9 +86,9 @@ yet (docs/cluster.md). Undo the cordon with "sandbox node uncordon NODE".`,
 			if asJSON {
 				return printJSON(g.e.stdout, res)
 			}
-			fmt.Fprintf(g.e.stdout, "%s cordoned; %d sandboxes stopped\n", res.Node.Name, len(res.Stopped))
-			for _, id := range res.Stopped {
-				fmt.Fprintln(g.e.stdout, "stopped", id)
+			fmt.Fprintf(g.e.stdout, "%s cordoned; %d sandboxes stopped, %d moved\n", res.Node.Name, len(res.Stopped), len(res.Moved))
+			for _, mv := range res.Moved {
+				fmt.Fprintf(g.e.stdout, "moved %s to %s\n", mv.ID, mv.Node)
 			}
 			ids := make([]string, 0, len(res.Failed))
 			for id := range res.Failed {
@@ -95,7 +96,7 @@ yet (docs/cluster.md). Undo the cordon with "sandbox node uncordon NODE".`,
 			}
 			sort.Strings(ids)
 			for _, id := range ids {
-				fmt.Fprintf(g.e.stderr, "not stopped %s: %s\n", id, res.Failed[id])
+				fmt.Fprintf(g.e.stderr, "not moved %s: %s\n", id, res.Failed[id])
 			}
 			if len(ids) > 0 {
 				return reportedError{}

@@ -28,7 +28,8 @@ func nodeDaemon(t *testing.T) *fakeDaemon {
 		}
 		n := nodes[0]
 		n.State, n.Cordoned = api.NodeCordoned, true
-		writeJSON(w, 200, api.DrainResult{Node: n, Stopped: []string{"x", "y"}, Failed: map[string]string{"z": "SANDBOX_STATE_CONFLICT: busy"}})
+		writeJSON(w, 200, api.DrainResult{Node: n, Stopped: []string{"x"}, Moved: []api.DrainMove{{ID: "x", Node: "node-b"}, {ID: "y", Node: "node-c"}},
+			Failed: map[string]string{"z": "copying it to node-b: IMAGE_NOT_FOUND: image base"}})
 	})
 	f.HandleFunc("POST /v1/nodes/{name}/uncordon", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, nodes[0])
@@ -50,8 +51,8 @@ func TestNodeCommands(t *testing.T) {
 		t.Errorf("node ls --json: %+v", res)
 	}
 	res = runCLI(t, f, cliRun{args: []string{"node", "drain", "node-a"}})
-	if res.code != exitFailure || res.stdout != "node-a cordoned; 2 sandboxes stopped\nstopped x\nstopped y\n" ||
-		res.stderr != "not stopped z: SANDBOX_STATE_CONFLICT: busy\n" {
+	if res.code != exitFailure || res.stdout != "node-a cordoned; 1 sandboxes stopped, 2 moved\nmoved x to node-b\nmoved y to node-c\n" ||
+		res.stderr != "not moved z: copying it to node-b: IMAGE_NOT_FOUND: image base\n" {
 		t.Errorf("node drain: %+v", res)
 	}
 	res = runCLI(t, f, cliRun{args: []string{"node", "drain", "nope"}})

@@ -65,9 +65,9 @@ func (c *Config) validateCluster() []error {
 	return errs
 }
 
-// joinCluster registers the daemon as a node and returns the task that
-// keeps it registered; nil without a cluster.
-func joinCluster(ctx context.Context, cfg Config, mgr *sandbox.Manager, log *slog.Logger) (func(context.Context) error, error) {
+// joinCluster registers the daemon as a node and returns it (its Run
+// keeps it registered; its Handler serves moves); nil without a cluster.
+func joinCluster(ctx context.Context, cfg Config, mgr *sandbox.Manager, log *slog.Logger) (*kubenode.Node, error) {
 	if !cfg.Cluster.Enabled() {
 		return nil, nil
 	}
@@ -87,12 +87,12 @@ func joinCluster(ctx context.Context, cfg Config, mgr *sandbox.Manager, log *slo
 	}
 	node, err := kubenode.Register(ctx, kubenode.Options{
 		Client: client, Name: cfg.Cluster.NodeName, URL: cfg.Cluster.NodeURL, Version: cfg.Version,
-		Sandboxes: mgr, Capacity: cfg.Capacity, DefaultMemory: cfg.DefaultLimits.MemoryBytes, Log: log.With("node", cfg.Cluster.NodeName),
+		Sandboxes: mgr, Moves: mgr, Capacity: cfg.Capacity, DefaultMemory: cfg.DefaultLimits.MemoryBytes, Log: log.With("node", cfg.Cluster.NodeName),
 	})
 	if err != nil {
 		return nil, err
 	}
 	log.Info("registered as a cluster node", "node", cfg.Cluster.NodeName, "url", cfg.Cluster.NodeURL,
 		"api", kcfg.Server, "namespace", client.Namespace())
-	return node.Run, nil
+	return node, nil
 }

@@ -205,10 +205,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Keys: keys})
 	tasks := append(pv.tasks(api, log), func(ctx context.Context) error { return watchSIGHUP(ctx, certs, log) }, e2bServer.Run,
 		collectBackups(backups, log))
+	var handler http.Handler = api
 	if node != nil {
-		tasks = append(tasks, node)
+		tasks = append(tasks, node.Run)
+		handler = node.Handler(api, token)
 	}
-	return serve(ctx, cfg, certs, requestid.Middleware(api), self, mgr, log, tasks...)
+	return serve(ctx, cfg, certs, requestid.Middleware(handler), self, mgr, log, tasks...)
 }
 
 // loadCerts returns the TLS certificate's reloader, or nil without TLS.

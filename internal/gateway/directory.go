@@ -26,6 +26,11 @@ type Directory interface {
 	// SetCordoned marks a node as taking no new sandboxes, or clears the
 	// mark; ErrNodeNotFound for an unknown node.
 	SetCordoned(ctx context.Context, node string, cordoned bool) error
+	// Move places sandbox id on node to instead of from, atomically
+	// across gateways: only if it is still placed on from
+	// (ErrPlacementChanged otherwise, ErrNotPlaced when it is not
+	// placed). It is the moment a drain's move takes effect.
+	Move(ctx context.Context, id, from, to string) error
 }
 
 // Errors of a Directory.
@@ -35,6 +40,9 @@ var (
 	// ErrUnavailable: the directory cannot be read or written now (its
 	// store is unreachable or failing); a later try may succeed.
 	ErrUnavailable = errors.New("the cluster's directory is unavailable")
+	// ErrPlacementChanged: a Move found the sandbox placed elsewhere, or
+	// its placement changed while it was being moved.
+	ErrPlacementChanged = errors.New("the sandbox's placement changed")
 )
 
 // Node is one node as the directory knows it.

@@ -41,6 +41,8 @@ type target struct {
 	// withNode: the answer is a Sandbox (or a list of them) whose "node"
 	// the gateway fills in.
 	withNode bool
+	// sandbox is the ID the call is about ("" for preview hosts).
+	sandbox string
 }
 
 type targetKey struct{}
@@ -115,7 +117,7 @@ func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, node Node, t
 		writeError(w, nodeUnavailable(node.Name))
 		return
 	}
-	t.node, t.base = node, base
+	t.node, t.base, t.sandbox = node, base, r.PathValue("id")
 	// A node may answer before it has read the whole body (a preview's
 	// service echoing an upload as it arrives); without full duplex the
 	// server would cut the rest of the body off once the answer starts.
@@ -142,9 +144,15 @@ func (f *forwarder) failed(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, nodeUnavailable(t.node.Name))
 }
 
-// modify fills in "node" in Sandbox answers.
+// modify fills in "node" in Sandbox answers, and forgets the cached
+// placement of a sandbox whose node answered 503.
 func (f *forwarder) modify(resp *http.Response) error {
 	t := resp.Request.Context().Value(targetKey{}).(*target)
+	if resp.StatusCode == http.StatusServiceUnavailable && t.sandbox != "" {
+		// SANDBOX_MOVING among others: the sandbox may be on another
+		// node by the client's retry, which must not meet this cache.
+		f.s.place.forget(t.sandbox)
+	}
 	if !t.withNode || resp.StatusCode/100 != 2 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 		return nil
 	}

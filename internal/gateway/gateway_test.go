@@ -41,6 +41,11 @@ type fakeNode struct {
 	headers http.Header
 	// release ends a stream the test holds open.
 	release chan struct{}
+	// moves are the move steps the node saw ("hold x", "move-in x
+	// from n1", ...); failMoveIn makes its move-ins fail, as a node that
+	// dies while it receives the files.
+	moves      []string
+	failMoveIn bool
 }
 
 func startNode(t *testing.T, name string) *fakeNode {
@@ -57,6 +62,28 @@ func startNode(t *testing.T, name string) *fakeNode {
 		writeJSON(w, http.StatusOK, api.Sandbox{ID: r.PathValue("id"), Status: api.StatusRunning})
 	})
 	mux.HandleFunc("DELETE /v1/sandboxes/{id}", func(w http.ResponseWriter, r *http.Request) {
+		n.mu.Lock()
+		delete(n.created, r.PathValue("id"))
+		n.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	// The move steps of a drain (kubenode/move.go), without files.
+	mux.HandleFunc("/v1/cluster/sandboxes/{id}/{step}", func(w http.ResponseWriter, r *http.Request) {
+		id, step := r.PathValue("id"), r.PathValue("step")
+		var req struct{ Node, From string }
+		json.NewDecoder(r.Body).Decode(&req)
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		n.moves = append(n.moves, strings.TrimSpace(fmt.Sprintf("%s %s %s %s%s", r.Method, step, id, req.Node, req.From)))
+		switch {
+		case step == "move-in" && n.failMoveIn:
+			writeJSON(w, http.StatusInternalServerError, api.Error{Code: api.CodeInternal, Message: "receiving the files: connection reset"})
+			return
+		case step == "move-in":
+			n.created[id]++
+		case step == "finish":
+			delete(n.created, id)
+		}
 		w.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("POST /v1/sandboxes/{id}/stop", func(w http.ResponseWriter, r *http.Request) {
@@ -440,11 +467,32 @@ func TestNodesDrainUncordon(t *testing.T) {
 	for _, id := range allIDs[:4] {
 		call(t, "PUT", gw.URL+"/v1/sandboxes/"+id, "{}")
 	}
+	var onN1 []string
+	for _, id := range allIDs[:4] {
+		if c.dir.PlacedOn(id) == "n1" {
+			onN1 = append(onN1, id)
+		}
+	}
 	resp, b := call(t, "POST", gw.URL+"/v1/nodes/n1/drain", "")
 	var dr api.DrainResult
 	json.Unmarshal(b, &dr)
-	if resp.StatusCode != 200 || dr.Node.State != api.NodeCordoned || len(dr.Stopped) != 2 {
+	if resp.StatusCode != 200 || dr.Node.State != api.NodeCordoned || len(dr.Stopped) != 2 || len(dr.Moved) != 2 || len(dr.Failed) != 0 {
 		t.Fatalf("drain: %s %s", resp.Status, b)
+	}
+	for i, id := range onN1 {
+		if dr.Moved[i] != (api.DrainMove{ID: id, Node: "n2"}) || c.dir.PlacedOn(id) != "n2" {
+			t.Errorf("%s: moved %+v, placed on %s", id, dr.Moved[i], c.dir.PlacedOn(id))
+		}
+		want := []string{"POST hold " + id + " n2", "POST finish " + id}
+		if got := c.nodes["n1"].movesOf(id); !slices.Equal(got, want) {
+			t.Errorf("%s: n1 saw %q, want %q", id, got, want)
+		}
+		if got := c.nodes["n2"].movesOf(id); !slices.Equal(got, []string{"POST move-in " + id + " n1"}) {
+			t.Errorf("%s: n2 saw %q", id, got)
+		}
+	}
+	if c.nodes["n1"].count() != 0 || c.nodes["n2"].count() != 4 {
+		t.Errorf("after the drain n1 has %d sandboxes, n2 %d", c.nodes["n1"].count(), c.nodes["n2"].count())
 	}
 	// New sandboxes go elsewhere while n1 is cordoned.
 	call(t, "PUT", gw.URL+"/v1/sandboxes/after", "{}")
@@ -465,6 +513,77 @@ func TestNodesDrainUncordon(t *testing.T) {
 	if resp.StatusCode != 404 || errorCode(t, b) != api.CodeNodeNotFound {
 		t.Fatalf("drain of an unknown node: %s %s", resp.Status, b)
 	}
+}
+
+// TestDrainMoveFails: the target fails while it receives the files (as a
+// node that dies mid-move): the sandbox stays placed on its node, which
+// keeps it and releases the hold; the target keeps no copy. A drain run
+// again, once the target works, moves it.
+func TestDrainMoveFails(t *testing.T) {
+	c := newCluster(t, "n1", "n2")
+	c.dir.Update("n2", func(n *gateway.Node) { n.Cordoned = true })
+	gw := c.gateway(t)
+	call(t, "PUT", gw.URL+"/v1/sandboxes/a", "{}")
+	c.dir.Update("n2", func(n *gateway.Node) { n.Cordoned = false })
+	c.nodes["n2"].failMoveIn = true
+	resp, b := call(t, "POST", gw.URL+"/v1/nodes/n1/drain", "")
+	var dr api.DrainResult
+	json.Unmarshal(b, &dr)
+	if resp.StatusCode != 200 || len(dr.Moved) != 0 || !strings.Contains(dr.Failed["a"], "copying it to n2") {
+		t.Fatalf("drain: %s %s", resp.Status, b)
+	}
+	if c.dir.PlacedOn("a") != "n1" || c.nodes["n1"].count() != 1 || c.nodes["n2"].count() != 0 {
+		t.Fatalf("after a failed move: placed on %s, n1 has %d, n2 %d", c.dir.PlacedOn("a"), c.nodes["n1"].count(), c.nodes["n2"].count())
+	}
+	if got := c.nodes["n1"].movesOf("a"); !slices.Equal(got, []string{"POST hold a n2", "DELETE hold a"}) {
+		t.Fatalf("n1 saw %q", got)
+	}
+	c.nodes["n2"].failMoveIn = false
+	_, b = call(t, "POST", gw.URL+"/v1/nodes/n1/drain", "")
+	dr = api.DrainResult{}
+	json.Unmarshal(b, &dr)
+	if len(dr.Moved) != 1 || c.dir.PlacedOn("a") != "n2" {
+		t.Fatalf("drain run again: %s, placed on %s", b, c.dir.PlacedOn("a"))
+	}
+}
+
+// TestDrainFinishesAFlippedMove: a gateway that died after the placement
+// flipped left the old copy on the drained node; a drain run again
+// removes it there and copies nothing.
+func TestDrainFinishesAFlippedMove(t *testing.T) {
+	c := newCluster(t, "n1", "n2")
+	c.dir.Update("n2", func(n *gateway.Node) { n.Cordoned = true })
+	gw := c.gateway(t)
+	call(t, "PUT", gw.URL+"/v1/sandboxes/a", "{}")
+	c.dir.Update("n2", func(n *gateway.Node) { n.Cordoned = false })
+	c.nodes["n2"].created["a"] = 1
+	if err := c.dir.Move(context.Background(), "a", "n1", "n2"); err != nil {
+		t.Fatal(err)
+	}
+	_, b := call(t, "POST", gw.URL+"/v1/nodes/n1/drain", "")
+	var dr api.DrainResult
+	json.Unmarshal(b, &dr)
+	if len(dr.Moved) != 1 || dr.Moved[0].Node != "n2" || c.nodes["n1"].count() != 0 || len(c.nodes["n2"].movesOf("a")) != 0 {
+		t.Fatalf("drain: %s; n1 has %d; n2 saw %q", b, c.nodes["n1"].count(), c.nodes["n2"].movesOf("a"))
+	}
+}
+
+func (n *fakeNode) movesOf(id string) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []string
+	for _, m := range n.moves {
+		if f := strings.Fields(m); len(f) > 2 && f[2] == id {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (n *fakeNode) count() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.created)
 }
 
 func TestAuthAndHostileInput(t *testing.T) {

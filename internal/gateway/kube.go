@@ -102,3 +102,32 @@ func kubeErr(err error) error {
 	}
 	return err
 }
+
+// Move changes the resource's status.node and node label with its
+// resourceVersion as read: a concurrent change (another gateway's move, a
+// destroy and a new claim) makes the update conflict, and nothing moves.
+func (d KubeDirectory) Move(ctx context.Context, id, from, to string) error {
+	sb, err := d.Client.GetSandbox(ctx, kube.ObjectName("", id))
+	if errors.Is(err, kube.ErrNotFound) {
+		return ErrNotPlaced
+	}
+	if err != nil {
+		return kubeErr(err)
+	}
+	if sb.Status.Node != from {
+		return fmt.Errorf("%w: %s is placed on %q, not %s", ErrPlacementChanged, id, sb.Status.Node, from)
+	}
+	sb.Status.Node = to
+	if sb.Metadata.Labels == nil {
+		sb.Metadata.Labels = map[string]string{}
+	}
+	sb.Metadata.Labels[kube.LabelNode] = to
+	_, err = d.Client.UpdateSandbox(ctx, sb)
+	switch {
+	case errors.Is(err, kube.ErrConflict):
+		return fmt.Errorf("%w: %s changed while it was moved", ErrPlacementChanged, id)
+	case errors.Is(err, kube.ErrNotFound):
+		return ErrNotPlaced
+	}
+	return kubeErr(err)
+}

@@ -1,12 +1,15 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,10 +17,10 @@ import (
 	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
-// Bounds of a drain: the sandboxes stopped at once, and the time one stop
-// may take.
+// Bounds of a drain: the sandboxes stopped and moved at once (a move
+// copies files on both nodes' disks), and the time one stop may take.
 const (
-	drainParallel = 4
+	drainParallel = 2
 	stopTimeout   = 2 * time.Minute
 )
 
@@ -88,9 +91,11 @@ func (s *Server) setCordoned(w http.ResponseWriter, r *http.Request, cordoned bo
 }
 
 // drainNode is POST /v1/nodes/{name}/drain: the node is cordoned (no new
-// sandbox is placed on it), then its running sandboxes are stopped, files
-// kept. They stay placed on the node: a later call starts them there
-// again. Moving them to other nodes is not built yet (docs/cluster.md).
+// sandbox is placed on it), then each of its sandboxes is stopped if it
+// runs and moved, with its files, to the least loaded other node that
+// fits (move.go). The answer lists what was stopped, moved (and where)
+// and what failed (and why); those stay on the node, and a drain run
+// again tries them again.
 func (s *Server) drainNode(w http.ResponseWriter, r *http.Request) {
 	n, ok := s.setCordoned(w, r, true)
 	if !ok {
@@ -101,31 +106,39 @@ func (s *Server) drainNode(w http.ResponseWriter, r *http.Request) {
 		writeError(w, nodeUnavailable(name))
 		return
 	}
-	running, err := s.runningOn(r.Context(), n)
+	all, err := s.sandboxesOn(r.Context(), n, "")
 	if err != nil {
 		s.log.WarnContext(r.Context(), "listing a drained node's sandboxes", "node", name, "err", err)
 		writeError(w, nodeUnavailable(name))
 		return
 	}
-	out := api.DrainResult{Stopped: []string{}, Failed: map[string]string{}}
+	out := api.DrainResult{Stopped: []string{}, Moved: []api.DrainMove{}, Failed: map[string]string{}}
 	var mu sync.Mutex
 	sem := make(chan struct{}, drainParallel)
 	var wg sync.WaitGroup
-	for _, sb := range running {
+	// A move that started finishes (or is undone) even if the caller
+	// leaves: half a move would leave the sandbox held.
+	ctx := context.WithoutCancel(r.Context())
+	for _, sb := range all {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			err := s.stopOn(r.Context(), n, sb)
+			res := s.drainOne(ctx, n, sb)
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil {
-				out.Failed[sb.ID] = err.Error()
-			} else {
+			if res.stopped {
 				out.Stopped = append(out.Stopped, sb.ID)
+			}
+			if res.err != nil {
+				out.Failed[sb.ID] = res.err.Error()
+			} else {
+				out.Moved = append(out.Moved, api.DrainMove{ID: sb.ID, Node: res.to})
 			}
 		})
 	}
 	wg.Wait()
+	slices.Sort(out.Stopped)
+	slices.SortFunc(out.Moved, func(a, b api.DrainMove) int { return strings.Compare(a.ID, b.ID) })
 	if n2, err := s.place.node(r.Context(), name); err == nil {
 		n = n2
 	}
@@ -135,16 +148,24 @@ func (s *Server) drainNode(w http.ResponseWriter, r *http.Request) {
 
 // listed is a sandbox as the gateway needs it from a node's list.
 type listed struct {
-	ID     string `json:"id"`
-	Tenant string `json:"tenant"`
+	ID     string            `json:"id"`
+	Tenant string            `json:"tenant"`
+	Status api.SandboxStatus `json:"status"`
+	Limits struct {
+		MemoryBytes int64 `json:"memoryBytes"`
+	} `json:"limits"`
 }
 
-// runningOn lists node n's running sandboxes, page by page.
-func (s *Server) runningOn(ctx context.Context, n Node) ([]listed, error) {
+// sandboxesOn lists node n's sandboxes (with status, when status is set),
+// page by page.
+func (s *Server) sandboxesOn(ctx context.Context, n Node, status api.SandboxStatus) ([]listed, error) {
 	var all []listed
 	token := ""
 	for range 1000 { // at most a million sandboxes
-		q := url.Values{"status": {string(api.StatusRunning)}}
+		q := url.Values{}
+		if status != "" {
+			q.Set("status", string(status))
+		}
 		if token != "" {
 			q.Set("pageToken", token)
 		}
@@ -181,9 +202,25 @@ func (s *Server) stopOn(ctx context.Context, n Node, sb listed) error {
 // admin (acting as tenant t when t is set), and decodes a 2xx answer into
 // out (nil: the answer is dropped).
 func (s *Server) callNode(ctx context.Context, n Node, method, path, t string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, n.URL+path, nil)
+	return s.callNodeWith(ctx, n, method, path, t, nil, out)
+}
+
+// callNodeWith is callNode with in, when not nil, as the JSON body.
+func (s *Server) callNodeWith(ctx context.Context, n Node, method, path, t string, in, out any) error {
+	var reqBody io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		reqBody = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, n.URL+path, reqBody)
 	if err != nil {
 		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Authorization", "Bearer "+s.opts.Token)
 	if t != "" {

@@ -118,22 +118,9 @@ func (p *placer) place(ctx context.Context, id string, memory int64, options []b
 	if !errors.Is(err, ErrNotPlaced) {
 		return node, err
 	}
-	nodes, err := p.list(ctx)
+	choice, err := p.chooseNode(ctx, memory)
 	if err != nil {
 		return "", err
-	}
-	p.mu.Lock()
-	choice, ok := p.choose(nodes, memory)
-	if ok {
-		mem := memory
-		if mem == 0 {
-			mem = choice.DefaultMemory
-		}
-		p.pending[choice.Name] = append(p.pending[choice.Name], claim{at: p.now(), memory: mem})
-	}
-	p.mu.Unlock()
-	if !ok {
-		return "", errNoFit
 	}
 	got, err := p.dir.Claim(ctx, id, choice.Name, options)
 	if err != nil {
@@ -141,6 +128,28 @@ func (p *placer) place(ctx context.Context, id string, memory int64, options []b
 	}
 	p.remember(id, got)
 	return got, nil
+}
+
+// chooseNode picks the node a new sandbox (or one moved by a drain) that
+// needs memory bytes (0: the node's default) goes to, and counts it there
+// until the node's next report; errNoFit when none fits.
+func (p *placer) chooseNode(ctx context.Context, memory int64) (Node, error) {
+	nodes, err := p.list(ctx)
+	if err != nil {
+		return Node{}, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	choice, ok := p.choose(nodes, memory)
+	if !ok {
+		return Node{}, errNoFit
+	}
+	mem := memory
+	if mem == 0 {
+		mem = choice.DefaultMemory
+	}
+	p.pending[choice.Name] = append(p.pending[choice.Name], claim{at: p.now(), memory: mem})
+	return choice, nil
 }
 
 // choose picks the ready, uncordoned node that fits with the fewest

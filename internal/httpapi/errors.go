@@ -26,7 +26,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if e.Code.HTTPStatus() >= 500 {
 		s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", err)
 	}
-	if e.Code == api.CodeCapacityExceeded {
+	if e.Code == api.CodeCapacityExceeded || e.Code == api.CodeSandboxMoving {
 		retryAfter(w)
 	}
 	s.countError(e.Code)
@@ -62,6 +62,10 @@ func (s *Server) classify(err error) *api.Error {
 		return e
 	}
 	msg := err.Error()
+	var me *sandbox.MovingError
+	if errors.As(err, &me) {
+		return &api.Error{Code: api.CodeSandboxMoving, Message: me.Error(), Details: map[string]any{"node": me.Node}}
+	}
 	var pe *sandbox.PolicyError
 	if errors.As(err, &pe) {
 		return &api.Error{Code: api.CodeInvalidNetworkPolicy, Message: pe.Error(),

@@ -8,8 +8,11 @@ package kubenode
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
+	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -32,10 +35,15 @@ type Options struct {
 	// reaches its API.
 	Name, URL, Version string
 	Sandboxes          Sandboxes
-	Capacity           sandbox.Capacity
+	// Moves serves moves of sandboxes to and from other nodes (move.go).
+	Moves    Mover
+	Capacity sandbox.Capacity
 	// DefaultMemory is the memory limit of sandboxes that do not choose.
 	DefaultMemory int64
 	Log           *slog.Logger
+	// TLS configures calls to other nodes (their API's certificates);
+	// nil: the system's roots.
+	TLS *tls.Config
 	// RenewInterval and LeaseDuration override kube's defaults (tests).
 	RenewInterval, LeaseDuration time.Duration
 }
@@ -44,6 +52,8 @@ type Options struct {
 type Node struct {
 	o  Options
 	hb *kube.Heartbeat
+	// http fetches moving sandboxes from other nodes.
+	http *http.Client
 
 	// mu guards objs (the Sandboxes placed on this node, by object
 	// name, as last seen), dirty (names whose phase is to be checked)
@@ -67,6 +77,10 @@ func Register(ctx context.Context, o Options) (*Node, error) {
 	n := &Node{
 		o: o, objs: map[string]kube.Sandbox{}, dirty: map[string]struct{}{},
 		destroyed: map[string]time.Time{}, wake: make(chan struct{}, 1),
+		http: &http.Client{Transport: &http.Transport{
+			DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext, ResponseHeaderTimeout: time.Minute,
+			TLSClientConfig: o.TLS,
+		}},
 	}
 	n.hb = &kube.Heartbeat{
 		Client: o.Client, Name: o.Name, Status: n.status, Log: o.Log,
@@ -227,13 +241,7 @@ func (n *Node) reconcile(ctx context.Context, name string) error {
 	case !errors.Is(err, sandbox.ErrNotFound):
 		return err
 	case wasDestroyed && obj.Metadata.CreationTimestamp != nil && obj.Metadata.CreationTimestamp.Before(destroyedAt.Truncate(time.Second)):
-		// Destroyed here: the resource goes too, unless it is a newer
-		// one (another UID) by now.
-		err := n.o.Client.DeleteSandbox(ctx, name, kube.Preconditions{UID: obj.Metadata.UID})
-		if errors.Is(err, kube.ErrNotFound) || errors.Is(err, kube.ErrConflict) {
-			return nil
-		}
-		return err
+		return n.deleteDestroyed(ctx, name, obj)
 	}
 	if obj.Status.Phase == phase {
 		return nil
@@ -254,5 +262,35 @@ func (n *Node) reconcile(ctx context.Context, name string) error {
 		n.objs[name] = *out
 	}
 	n.mu.Unlock()
+	return nil
+}
+
+// deleteDestroyed deletes the resource of a sandbox destroyed here, as
+// last seen (obj), unless it is a newer one (another UID) or no longer
+// names this node: a drain moves a sandbox by changing its resource's
+// node, then destroys the copy here, and this node's view of the resource
+// may not have caught up yet. The resourceVersion precondition catches
+// that; a resource changed otherwise (a phase) is read again once.
+func (n *Node) deleteDestroyed(ctx context.Context, name string, obj kube.Sandbox) error {
+	for range 2 {
+		err := n.o.Client.DeleteSandbox(ctx, name, kube.Preconditions{UID: obj.Metadata.UID, ResourceVersion: obj.Metadata.ResourceVersion})
+		if errors.Is(err, kube.ErrNotFound) {
+			return nil
+		}
+		if !errors.Is(err, kube.ErrConflict) {
+			return err
+		}
+		cur, err := n.o.Client.GetSandbox(ctx, name)
+		if errors.Is(err, kube.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if cur.Metadata.UID != obj.Metadata.UID || cur.Status.Node != n.o.Name {
+			return nil
+		}
+		obj = *cur
+	}
 	return nil
 }

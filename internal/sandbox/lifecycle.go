@@ -158,6 +158,9 @@ func (m *Manager) cgroupPath(key string) string { return "/" + m.opts.CgroupPare
 // restarting) it if needed, and records the outcome. Starting a sleeping
 // or stopped sandbox is a wake.
 func (m *Manager) startLocked(ctx context.Context, b *box) error {
+	if b.moving != "" {
+		return &MovingError{ID: b.id, Node: b.moving}
+	}
 	if b.state() == StatusRunning {
 		if b.running != nil && b.running.alive() {
 			return nil

@@ -136,9 +136,11 @@ type Manager struct {
 	booting       int
 
 	events *Events
-	m      managerMetrics
-	pool   warmPool
-	forks  forkPools // warm forks of snapshots (forkpool.go)
+	// moves remembers sandboxes that moved to other nodes (move.go).
+	moves moves
+	m     managerMetrics
+	pool  warmPool
+	forks forkPools // warm forks of snapshots (forkpool.go)
 	// boots admits container starts, MaxBoots at a time (bootgate.go).
 	boots chan struct{}
 	// userns keeps host ID ranges' user namespaces open (userns.go).
@@ -163,6 +165,9 @@ type box struct {
 	// records as a failure.
 	running   *instance
 	destroyed bool // guarded by mu; set when the row is gone
+	// moving is the node the sandbox is held for a move to (move.go);
+	// guarded by mu. Nothing starts or destroys it meanwhile.
+	moving string
 
 	// netSlot is the sandbox's network slot plus one (0: none); read
 	// without mu when allocating slots for other sandboxes.
@@ -328,6 +333,9 @@ func (m *Manager) getOrCreate(ctx context.Context, id string, cfg Config) (*box,
 				return nil, false, err
 			}
 			return b, true, nil
+		}
+		if err := m.moves.check(id, m.now()); err != nil {
+			return nil, false, err
 		}
 		m.mu.Lock()
 		if m.boxes[id] != nil {
@@ -538,6 +546,9 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 	defer b.mu.Unlock()
 	if b.rec.ID == "" {
 		return ErrNotFound
+	}
+	if b.moving != "" {
+		return &MovingError{ID: b.id, Node: b.moving}
 	}
 	return m.destroyLocked(ctx, b)
 }

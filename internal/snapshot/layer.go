@@ -209,14 +209,49 @@ func hashXattrs(h hash.Hash, path string) error {
 // own range, or as it is without one. Set-ID bits, which chown clears, are
 // put back.
 func (c *Copy) ShiftOwners(base uint32) error {
-	const size = 65536
-	shift := func(id uint32) int {
-		if id >= base && uint64(id) < uint64(base)+size {
+	return shiftOwners(c.dir, func(id uint32) int {
+		if id >= base && uint64(id) < uint64(base)+idRangeSize {
 			return int(id - base)
 		}
 		return int(id)
+	})
+}
+
+// Dir is where the copy is; it stays there until Seal or Discard.
+func (c *Copy) Dir() string { return c.dir }
+
+// idRangeSize is the size of a sandbox's host ID range.
+const idRangeSize = 65536
+
+// OwnTree gives the tree at dir, whose owners are 0-based as in a layer
+// (ShiftOwners), to the sandbox whose user namespace's root is host UID
+// base: every owner below 65536 becomes base plus it, and any other
+// (which a layer from elsewhere may carry) nobody (65534) of the range,
+// never a host ID outside it. It is ShiftOwners undone, for a writable
+// layer moved in from another node. base 0 (no user namespace) keeps
+// owners as they are.
+func OwnTree(dir string, base uint32) error {
+	if base == 0 {
+		return nil
 	}
-	return filepath.WalkDir(c.dir, func(path string, d fs.DirEntry, err error) error {
+	return shiftOwners(dir, func(id uint32) int {
+		if id < idRangeSize {
+			return int(base + id)
+		}
+		return int(base + idRangeSize - 2)
+	})
+}
+
+// TempDir makes an empty directory in the store's tmp directory (on the
+// store's file system, so that it can be renamed into a sandbox's).
+func (s *Store) TempDir(prefix string) (string, error) {
+	return os.MkdirTemp(s.tmpDir(), prefix)
+}
+
+// shiftOwners changes every owner (UID, and GID alike) below dir with
+// shift, keeping set-ID bits, which chown clears.
+func shiftOwners(dir string, shift func(uint32) int) error {
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -239,5 +240,40 @@ func TestMemoryImageFollowsItsRecord(t *testing.T) {
 	}
 	if _, err := os.Stat(st.MemoryPath("kept")); !os.IsNotExist(err) {
 		t.Errorf("the image survived its snapshot's removal: %v", err)
+	}
+}
+
+// TestOwnTreeKeepsOwnersInTheRange: a layer moved in from another node is
+// given to the sandbox's host ID range; an owner outside the 0-based
+// range (which a hostile layer may carry, such as another sandbox's host
+// IDs) becomes the range's nobody, never a host ID outside the range.
+func TestOwnTreeKeepsOwnersInTheRange(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (chown)")
+	}
+	dir := t.TempDir()
+	const base = 3_000_000
+	for name, id := range map[string]int{"root": 0, "user": 1000, "stranger": 1_065_536} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, nil, 0o4755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(p, id, id); err != nil {
+			t.Fatal(err)
+		}
+		unix.Chmod(p, 0o4755)
+	}
+	if err := OwnTree(dir, base); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]uint32{"root": base, "user": base + 1000, "stranger": base + 65534} {
+		fi, err := os.Lstat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != want || st.Gid != want || fi.Mode()&os.ModeSetuid == 0 {
+			t.Errorf("%s: owner %d:%d mode %v, want %d and setuid kept", name, st.Uid, st.Gid, fi.Mode(), want)
+		}
 	}
 }

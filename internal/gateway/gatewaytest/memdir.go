@@ -105,3 +105,18 @@ func (d *Directory) SetCordoned(_ context.Context, node string, cordoned bool) e
 	n.Cordoned = cordoned
 	return nil
 }
+
+// Move implements gateway.Directory.
+func (d *Directory) Move(_ context.Context, id, from, to string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, ok := d.placed[id]
+	if !ok {
+		return gateway.ErrNotPlaced
+	}
+	if n != from {
+		return gateway.ErrPlacementChanged
+	}
+	d.placed[id] = to
+	return nil
+}
