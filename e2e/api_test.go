@@ -50,6 +50,7 @@ func TestBadInputGetsAClearError(t *testing.T) {
 		{"internal agent route: activity", "GET", "/v1/sandboxes/internal/activity", "", false, 404, api.CodeNotFound},
 		{"internal agent route: health below a sandbox", "GET", "/v1/sandboxes/emptycmd/internal/health", "", false, 404, api.CodeNotFound},
 		{"internal agent route: shutdown below a sandbox", "POST", "/v1/sandboxes/emptycmd/internal/shutdown", `{"reason":"x"}`, false, 404, api.CodeNotFound},
+		{"internal agent route: ready below a sandbox", "GET", "/v1/sandboxes/emptycmd/internal/ready", "", false, 404, api.CodeNotFound},
 		{"internal agent route: dial below a sandbox", "GET", "/v1/sandboxes/emptycmd/internal/dial?port=22", "", false, 404, api.CodeNotFound},
 		{"undeclared agent route: old health path", "GET", "/v1/sandboxes/emptycmd/health", "", false, 404, api.CodeNotFound},
 		{"undeclared agent route: unknown path", "POST", "/v1/sandboxes/emptycmd/no-such-route", `{}`, false, 404, api.CodeNotFound},

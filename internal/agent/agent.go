@@ -230,6 +230,7 @@ func New(cfg Config) (*Agent, error) {
 		keepalive:    cfg.Keepalive,
 		writeTimeout: 30 * time.Second,
 		pids:         pidguard.New(pidguard.DefaultRoot, cfg.Log),
+		started:      make(chan struct{}),
 	}
 	a.server.activity = append(a.server.activity, func(act *api.AgentActivity) {
 		act.RunningProcesses += a.processes.Running()
@@ -304,6 +305,7 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 			a.cfg.Log.Warn("could not start the default session's shell", "err", err)
 		}
 		a.startMain(gctx)
+		close(a.server.started)
 		return nil
 	})
 	g.Go(func() error {

@@ -21,6 +21,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/agent/pidguard"
 	"github.com/sandboxd/sandboxd/internal/agent/process"
 	"github.com/sandboxd/sandboxd/internal/agent/pty"
+	"github.com/sandboxd/sandboxd/internal/agent/rename"
 	"github.com/sandboxd/sandboxd/internal/agent/session"
 	"github.com/sandboxd/sandboxd/internal/agent/user"
 	"github.com/sandboxd/sandboxd/internal/agentapi"
@@ -45,6 +46,9 @@ type server struct {
 	pids         *pidguard.Guard
 	keepalive    time.Duration
 	writeTimeout time.Duration // for one stream event to be accepted by the client
+	// started is closed when the agent's start-up work is done (Agent.Run):
+	// the default session's shell runs, the image's main command started.
+	started chan struct{}
 	// shutdown stops the agent, giving the reason (set by Agent.Run).
 	shutdown func(reason string)
 	// suspend lets go of the agent's socket before a gVisor checkpoint
@@ -67,6 +71,7 @@ func (s *server) handlers() map[string]http.HandlerFunc {
 		"POST " + agentapi.PathSuspend:      s.suspendRequest,
 		"POST " + agentapi.PathName:         s.nameRequest,
 		"POST " + agentapi.PathFork:         s.forkRequest,
+		"GET " + agentapi.PathReady:         s.readyRequest,
 		"POST /exec":                        s.exec,
 		"POST /exec/stream":                 s.execStream,
 		"GET /env":                          s.getSandboxEnv,
@@ -187,6 +192,19 @@ func (s *server) shutdownRequest(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// readyRequest answers 204 once the agent's start-up work is done (Run
+// ends it early when the agent stops). The daemon waits on it before a warm
+// sandbox joins the pool, so that the sandbox's first command neither
+// waits for the shell nor shares the CPU with the rest of the start-up.
+func (s *server) readyRequest(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-s.started:
+		w.WriteHeader(http.StatusNoContent)
+	case <-r.Context().Done(): // the daemon gave up waiting
+		writeError(w, api.Errorf(api.CodeSandboxUnavailable, "the agent is still starting"))
+	}
+}
+
 // nameRequest gives a warm sandbox's commands the name it was handed out
 // under as HOSTNAME (the daemon sets the hostname itself). It is not
 // saved: the state file would cost a sync on the way of the sandbox's
@@ -202,6 +220,19 @@ func (s *server) nameRequest(w http.ResponseWriter, r *http.Request) {
 	if e := validateLayer(l); e != nil {
 		writeError(w, e)
 		return
+	}
+	if body.Files {
+		// The files go first: a command that follows the answer must see
+		// them. A failure leaves HOSTNAME as it was.
+		if !rename.ValidName(body.Name) {
+			writeError(w, api.Errorf(api.CodeValidationFailed, "a name whose files are written is at most 64 bytes"))
+			return
+		}
+		if err := rename.WriteFiles(body.Name); err != nil {
+			s.log.Error("writing the hostname files", "err", err)
+			writeError(w, api.Errorf(api.CodeInternal, "could not write /etc/hostname and /etc/hosts"))
+			return
+		}
 	}
 	s.sessions.SetSandboxEnv(l)
 	writeJSON(w, http.StatusOK, map[string]string{"name": body.Name})

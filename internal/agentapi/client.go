@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -71,12 +72,33 @@ func (c *Client) Suspend(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, PathSuspend, nil, http.StatusAccepted, nil)
 }
 
+// Ready waits until the agent has finished starting up: its default
+// session's shell runs and the image's main command was started. Until
+// then the agent answers calls, but its first command waits for the shell
+// and competes with the rest of its start-up for the CPU. An agent
+// without the route (older than the daemon) counts as ready.
+func (c *Client) Ready(ctx context.Context) error {
+	err := c.do(ctx, http.MethodGet, PathReady, nil, http.StatusNoContent, nil)
+	var se *StatusError
+	if errors.As(err, &se) && se.Status == http.StatusNotFound {
+		return nil
+	}
+	return err
+}
+
+// NameOptions says what else the agent does when it is told its name.
+type NameOptions struct {
+	// Files: also write /etc/hostname and /etc/hosts (gVisor).
+	Files bool
+}
+
 // Name tells the agent of a warm sandbox the name it was handed out
 // under: its commands see it as HOSTNAME from the next one on. Unlike the
-// public POST /env it writes nothing to disk: the daemon puts the name in
-// the container's own environment at every later start.
-func (c *Client) Name(ctx context.Context, name string) error {
-	return c.do(ctx, http.MethodPost, PathName, &api.AgentNameRequest{Name: name}, http.StatusOK, nil)
+// public POST /env it keeps no state on disk: the daemon puts the name in
+// the container's own environment at every later start. With opts.Files
+// it writes the sandbox's hostname files too.
+func (c *Client) Name(ctx context.Context, name string, opts NameOptions) error {
+	return c.do(ctx, http.MethodPost, PathName, &api.AgentNameRequest{Name: name, Files: opts.Files}, http.StatusOK, nil)
 }
 
 // Fork gives the agent of a sandbox restored from another's memory

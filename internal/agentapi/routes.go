@@ -25,6 +25,7 @@ const (
 	PathSuspend  = InternalPrefix + "suspend"
 	PathName     = InternalPrefix + "name"
 	PathFork     = InternalPrefix + "fork"
+	PathReady    = InternalPrefix + "ready"
 )
 
 // ResumeSignal, sent to the agent (init) through the runtime, makes an
@@ -71,6 +72,7 @@ var Routes = []Route{
 	{Method: "POST", Path: PathSuspend},
 	{Method: "POST", Path: PathName, Idempotent: true},
 	{Method: "POST", Path: PathFork},
+	{Method: "GET", Path: PathReady, Idempotent: true},
 
 	{Method: "POST", Path: "/exec", Public: true, Metric: "buffered"},
 	{Method: "POST", Path: "/exec/stream", Public: true, Stream: true, Metric: "stream"},

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
+	"github.com/sandboxd/sandboxd/internal/agentapi"
 	"github.com/sandboxd/sandboxd/internal/store"
 	"github.com/sandboxd/sandboxd/internal/tenant"
 )
@@ -143,7 +144,11 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 		return nil
 	})
 	g.Go(func() error {
-		if err := inst.agent.Name(ctx, tenant.Local(b.id)); err != nil {
+		// With a namer (gVisor), the namer sets only the hostname and
+		// the agent writes the hostname files, so that neither waits for
+		// the other's work.
+		files := w.isGVisor() && inst.namer != nil
+		if err := inst.agent.Name(ctx, tenant.Local(b.id), agentapi.NameOptions{Files: files}); err != nil {
 			return fmt.Errorf("naming a warm sandbox's agent: %w", err)
 		}
 		return nil
@@ -315,7 +320,23 @@ func (m *Manager) startWarmWith(ctx context.Context, w *box, cfg Config) (err er
 	if rt, err := m.runtimeOf(w); err == nil {
 		m.startNamer(ctx, w, rt)
 	}
+	m.awaitSettled(ctx, w, inst)
 	return nil
+}
+
+// awaitSettled waits, still holding the boot turn, until the agent of the
+// warm sandbox w has finished starting up (its default shell runs): a
+// sandbox handed out before that made its first command wait for the
+// shell and share the CPU with the rest of the start-up (a take right
+// after the pool refilled: 138 ms p50 at load 14 against 16 ms for one
+// that had settled). An agent that does not settle in time still joins
+// the pool: it answers, only its first command is slower.
+func (m *Manager) awaitSettled(ctx context.Context, w *box, inst *instance) {
+	ctx, cancel := context.WithTimeout(ctx, agentBootTimeout)
+	defer cancel()
+	if err := inst.agent.Ready(ctx); err != nil {
+		m.log.Warn("a warm sandbox's agent did not finish starting up", "key", w.rec.Key, "err", err)
+	}
 }
 
 // discardWarm tears a pool sandbox down and deletes its files.

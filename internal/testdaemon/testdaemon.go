@@ -166,18 +166,6 @@ func ifacePrefix(pid, n int) string {
 
 func alive(cmd *exec.Cmd) bool { return cmd.Process.Signal(syscall.Signal(0)) == nil }
 
-// Gateway stands for a cluster's gateway at url as a Daemon: its URL,
-// Token and Client name the gateway, so tests written against a daemon's
-// API run against the cluster. It has no process, state or log of its
-// own: Start, Stop, Kill, Restart, AgentPID and Keys are not for it.
-func Gateway(url, token string) (*Daemon, error) {
-	c, err := client.New(url, client.WithToken(token))
-	if err != nil {
-		return nil, err
-	}
-	return &Daemon{URL: url, Token: token, Client: c, log: &lockedBuffer{}}, nil
-}
-
 // Logs returns what the daemon has logged so far.
 func (d *Daemon) Logs() string { return d.log.String() }
 

@@ -1,0 +1,60 @@
+package testdaemon
+
+import (
+	"net"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/client"
+)
+
+// Gateway stands for a cluster's gateway at url as a Daemon: its URL,
+// Token and Client name the gateway, so tests written against a daemon's
+// API run against the cluster. It has no process, state or log of its
+// own: Start, Stop, Kill, Restart, AgentPID and Keys are not for it.
+func Gateway(url, token string) (*Daemon, error) {
+	c, err := client.New(url, client.WithToken(token))
+	if err != nil {
+		return nil, err
+	}
+	return &Daemon{URL: url, Token: token, Client: c, log: &lockedBuffer{}}, nil
+}
+
+// StartGateway starts `sandboxd gateway` on addr (host:port) in front of
+// the cluster whose kubeconfig it is given, with the token in tokenFile,
+// and stops it when t ends (its log is shown when t failed).
+func StartGateway(t testing.TB, kubeconfig, tokenFile, addr string) {
+	t.Helper()
+	log := &lockedBuffer{}
+	cmd := exec.Command(filepath.Join(BinDir(t), "sandboxd"), "gateway", "--kubeconfig", kubeconfig,
+		"--token-file", tokenFile, "--listen", addr, "--log-level", "info")
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("gateway %s log:\n%s", addr, tail(log.String(), 12000))
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err == nil {
+			conn.Close()
+			return
+		}
+		if time.Now().After(deadline) || !alive(cmd) {
+			t.Fatalf("the gateway did not start listening on %s:\n%s", addr, log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// FreeAddr returns a loopback address with a port free at the time of the
+// call.
+func FreeAddr(t testing.TB) string { return freeAddr(t) }
