@@ -559,13 +559,14 @@ func TestProcessStartsInTheSpareWrapper(t *testing.T) {
 	}
 }
 
-// loginSpareShell waits for the agent's login spare (a login shell, child
-// of this test process, waiting for its command) and returns its PID.
-func loginSpareShell(t *testing.T, not int) int {
+// loginShell waits for the agent's login shell (the fork server, or a
+// login spare: a login shell, child of this test process, that reads its
+// commands from a pipe) and returns its PID; not: one to ignore.
+func loginShell(t *testing.T, not int) int {
 	t.Helper()
 	self := strconv.Itoa(os.Getpid())
 	var found int
-	eventually(t, 30*time.Second, "a login spare", func() bool {
+	eventually(t, 30*time.Second, "a login shell", func() bool {
 		for _, pid := range processesMatching(t, "__sandboxd_cmd") {
 			stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 			f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
@@ -581,8 +582,8 @@ func loginSpareShell(t *testing.T, not int) int {
 
 // TestLoginProcessIsALoginShell: a login process (how the E2B layer runs
 // the SDK's bash -l -c CMD) sees what a login shell started for it would,
-// whether it runs in the login spare or not: the same environment, the
-// profile's variables and functions, its exit status, its kill, its
+// whether it is forked by the fork server or not: the same environment,
+// the profile's variables and functions, its exit status, its kill, its
 // stdin; and a change to the profile reaches the next process.
 func TestLoginProcessIsALoginShell(t *testing.T) {
 	ta := startAgent(t)
@@ -599,43 +600,54 @@ func TestLoginProcessIsALoginShell(t *testing.T) {
 		ta.mustCall(t, 200, "GET", "/processes/"+p.ID+"/logs", nil, &logs)
 		return p, end, logs.Stdout
 	}
-	// The first one has no spare; the reference is the E2B path before
-	// login processes: bash -c exec bash -l -c, never a spare.
+	foo := map[string]string{"FOO": "bar"}
+	// The first one has no fork server; the reference is the E2B path
+	// before login processes: bash -c exec bash -l -c, never a spare.
 	const envCmd = `env | grep -v '^_=' | sort; shopt login_shell; echo "$0 $SHLVL $(id -un) $PWD"`
-	_, _, first := run(api.StartProcessRequest{Command: envCmd, Login: true, Env: map[string]string{"FOO": "bar"}})
-	_, _, ref := run(api.StartProcessRequest{Command: "exec /bin/bash -l -c " + shellQuoteTest(envCmd), Env: map[string]string{"FOO": "bar"}})
-	spare := loginSpareShell(t, 0)
-	p, _, second := run(api.StartProcessRequest{Command: envCmd, Login: true, Env: map[string]string{"FOO": "bar"}})
-	if p.PID != spare {
-		t.Errorf("the second login process ran as PID %d, not in the login spare %d", p.PID, spare)
-	}
+	_, _, first := run(api.StartProcessRequest{Command: envCmd, Login: true, Env: foo})
+	_, _, ref := run(api.StartProcessRequest{Command: "exec /bin/bash -l -c " + shellQuoteTest(envCmd), Env: foo})
+	server := loginShell(t, 0)
+	_, _, second := run(api.StartProcessRequest{Command: envCmd, Login: true, Env: foo})
 	if first != ref || second != ref || !strings.Contains(ref, "FOO=bar") || !strings.Contains(ref, "\ton\n/bin/bash 1 ") {
-		t.Errorf("environments differ:\nlogin, no spare:\n%s\nlogin, spare:\n%s\nbash -l -c:\n%s", first, second, ref)
+		t.Errorf("environments differ:\nlogin, no fork server:\n%s\nlogin, fork server:\n%s\nbash -l -c:\n%s", first, second, ref)
 	}
-	// A profile change reaches the next command, spare or not.
-	spare = loginSpareShell(t, spare)
+	// Forked by the server: $$ is the server's, BASHPID the process's own,
+	// which leads its own process group.
+	p, _, ids := run(api.StartProcessRequest{Command: `echo $$ $BASHPID $(cut -d' ' -f5 /proc/$BASHPID/stat)`, Login: true, Env: foo})
+	if want := fmt.Sprintf("%d %d %d\n", server, p.PID, p.PID); ids != want {
+		t.Errorf("$$ BASHPID PGID = %q, want %q (forked by the fork server %d)", ids, want, server)
+	}
+	// A profile change reaches the next command, forked or not.
 	home := filepath.Join(filepath.Dir(ta.workspace), "home", "tester")
 	if err := os.WriteFile(filepath.Join(home, ".profile"), []byte("export FROM_PROFILE=1\ngreet() { echo hi; }\nshopt -s extglob\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	const profileCmd = `echo "$FROM_PROFILE $(greet) $(shopt -p extglob)"`
 	for i := range 2 {
-		if _, _, out := run(api.StartProcessRequest{Command: profileCmd, Login: true, Env: map[string]string{"FOO": "bar"}}); out != "1 hi shopt -s extglob\n" {
+		if _, _, out := run(api.StartProcessRequest{Command: profileCmd, Login: true, Env: foo}); out != "1 hi shopt -s extglob\n" {
 			t.Errorf("run %d after the profile changed: %q", i, out)
 		}
 	}
-	// Exit status, a kill of its tree, stdin, from the spare.
-	loginSpareShell(t, spare)
-	if _, end, _ := run(api.StartProcessRequest{Command: "exit 7", Login: true}); end.Status != api.ProcessFailed || *end.ExitCode != 7 {
-		t.Errorf("exit 7: %+v", end)
+	// Exit statuses (an exit code of 137 is not a kill), a kill of its
+	// tree, stdin, from the new fork server.
+	loginShell(t, server)
+	for _, c := range []struct {
+		cmd    string
+		status api.ProcessStatus
+		code   int
+	}{{"exit 7", api.ProcessFailed, 7}, {"exit 137", api.ProcessFailed, 137}, {"kill -KILL $BASHPID", api.ProcessKilled, 137}} {
+		if _, end, _ := run(api.StartProcessRequest{Command: c.cmd, Login: true}); end.Status != c.status || *end.ExitCode != c.code {
+			t.Errorf("%s: %+v", c.cmd, end)
+		}
 	}
-	loginSpareShell(t, 0)
-	q := ta.start(t, api.StartProcessRequest{Command: "sleep 100; echo not", Login: true, User: "tester", Cwd: "/tmp"})
+	q := ta.start(t, api.StartProcessRequest{Command: "sleep 4321 & sleep 4321; echo not", Login: true, User: "tester", Cwd: "/tmp"})
 	ta.mustCall(t, 200, "POST", "/processes/"+q.ID+"/kill", api.KillProcessRequest{Signal: "SIGKILL"}, nil)
 	if end := ta.waitExit(t, q.ID); end.Status != api.ProcessKilled || *end.ExitCode != 137 {
 		t.Errorf("killed: %+v", end)
 	}
-	loginSpareShell(t, 0)
+	eventually(t, 10*time.Second, "the killed process's tree gone", func() bool {
+		return len(processesMatching(t, "sleep 4321")) == 0
+	})
 	q = ta.start(t, api.StartProcessRequest{Command: "tr a-z A-Z", Login: true, User: "tester", Cwd: "/tmp"})
 	ta.mustCall(t, 200, "POST", "/processes/"+q.ID+"/stdin", api.StdinRequest{Data: "hello\n", Close: true}, nil)
 	ta.waitExit(t, q.ID)
@@ -644,11 +656,47 @@ func TestLoginProcessIsALoginShell(t *testing.T) {
 	if logs.Stdout != "HELLO\n" {
 		t.Errorf("stdin: stdout %q", logs.Stdout)
 	}
-	// Back to back: the next one waits for the spare being forked rather
-	// than starting without it.
+	// Back to back, and two at once: each is forked by the server, none
+	// waits for a shell to start.
 	for i := range 3 {
 		if _, _, out := run(api.StartProcessRequest{Command: `tr '\0' ' ' </proc/$$/cmdline`, Login: true}); !strings.Contains(out, "__sandboxd_cmd") {
-			t.Errorf("back-to-back login process %d did not run in the login spare: %q", i, out)
+			t.Errorf("back-to-back login process %d was not forked by the fork server: %q", i, out)
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, end, out := run(api.StartProcessRequest{Command: fmt.Sprintf("echo %d; echo err >&2", i), Login: true}); out != fmt.Sprintf("%d\n", i) || end.Status != api.ProcessCompleted {
+				t.Errorf("concurrent login process %d: %q %+v", i, out, end)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestLoginProfileThatPrints: a profile that writes output cannot be run
+// once for many commands (bash -l -c prints it first each time): its
+// login processes run in login spares, and each prints it.
+func TestLoginProfileThatPrints(t *testing.T) {
+	ta := startAgent(t)
+	if err := os.Chmod(filepath.Dir(ta.workspace), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	home := filepath.Join(filepath.Dir(ta.workspace), "home", "tester")
+	ta.start(t, api.StartProcessRequest{Command: "true", User: "tester"}) // makes the home
+	eventually(t, 10*time.Second, "the home", func() bool { _, err := os.Stat(home); return err == nil })
+	if err := os.WriteFile(filepath.Join(home, ".profile"), []byte("echo welcome\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		p := ta.start(t, api.StartProcessRequest{Command: "echo $BASHPID", Login: true, User: "tester", Cwd: "/tmp"})
+		ta.waitExit(t, p.ID)
+		var logs api.ProcessLogs
+		ta.mustCall(t, 200, "GET", "/processes/"+p.ID+"/logs", nil, &logs)
+		if want := fmt.Sprintf("welcome\n%d\n", p.PID); logs.Stdout != want {
+			t.Errorf("run %d: stdout %q, want %q", i, logs.Stdout, want)
 		}
 	}
 }

@@ -192,7 +192,7 @@ func (a *Agent) newProcesses() error {
 	pc := cfg.Processes
 	pc.Self, pc.CgroupRoot, pc.Shell = cfg.Self, cfg.CgroupRoot, cfg.Shell
 	pc.LogDir = filepath.Join(cfg.StateDir, "logs")
-	pc.Reaper, pc.Log = a.reaper, cfg.Log
+	pc.Reaper, pc.Log, pc.RunDir = a.reaper, cfg.Log, cfg.RunDir
 	st, err := newStateStore(cfg.StateDir, a.snapshot)
 	if err != nil {
 		return err

@@ -8,12 +8,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sandboxd/sandboxd/internal/agent/reaper"
 	"github.com/sandboxd/sandboxd/internal/agent/spawn"
 )
 
 // A login spare is a login shell started ahead of the next login process
 // (StartOptions.Login: `bash -l -c CMD`, as E2B's envd runs every
-// command). It is the spawn wrapper's exec of `bash -l -c LOADER` as the
+// command) where the fork server (forkserver.go) cannot serve: when the
+// login profile prints. It is the spawn wrapper's exec of `bash -l -c LOADER` as the
 // user, in the user cgroup, in its own session, with the directory and
 // environment of the last login process, and with the process's pipes:
 // the login profile (/etc/profile, profile.d, ~/.profile ...) has run
@@ -183,7 +185,7 @@ func (m *Manager) newLoginSpare(o StartOptions) *loginSpare {
 		so.UID, so.GID = &o.Account.UID, &o.Account.GID
 	}
 	argv := spawn.Argv(m.cfg.Self, so, m.cfg.Shell, "-l", "-c", loginLoader)
-	if !m.startSpareProcess(ls.sp, argv, o.Cwd, o.Env) {
+	if !m.startSpareProcess(ls.sp, argv, o.Cwd, o.Env, func(st reaper.Status) { m.spareExited(ls.sp, st) }) {
 		return nil
 	}
 	return ls

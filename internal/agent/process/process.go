@@ -101,6 +101,10 @@ type Config struct {
 	AutoCleanupAfter time.Duration
 	// StartTimeout bounds the wait for the spawn wrapper to exec.
 	StartTimeout time.Duration
+	// RunDir is the agent's private directory (on a tmpfs); the FIFOs of
+	// processes forked by a fork server are made below it. Empty: login
+	// processes use the login spare only.
+	RunDir string
 	// OnChange is called (never under a lock) when records changed, so
 	// they can be persisted.
 	OnChange func()
@@ -125,6 +129,12 @@ type Manager struct {
 	login         *loginSpare
 	loginStarting chan struct{} // closed when the login spare's fork is over
 	spareClosed   bool
+	// The fork server (forkserver.go).
+	fork         *forkServer
+	forkStarting chan struct{} // closed when its start is over
+	forkVeto     *forkVeto
+
+	forkDir string // RunDir/login: its commands' FIFOs
 }
 
 // NewManager prepares the log directory.
@@ -168,7 +178,21 @@ func NewManager(cfg Config) (*Manager, error) {
 	if err := os.Chmod(cfg.LogDir, 0o700); err != nil {
 		return nil, fmt.Errorf("securing %s: %w", cfg.LogDir, err)
 	}
-	return &Manager{cfg: cfg, procs: make(map[string]*Proc)}, nil
+	m := &Manager{cfg: cfg, procs: make(map[string]*Proc)}
+	if cfg.RunDir != "" {
+		// Root's, listable by root only: the FIFOs in it are the users'.
+		// Emptied: FIFOs an earlier agent left belong to no process now.
+		dir := filepath.Join(cfg.RunDir, "login")
+		os.RemoveAll(dir)
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			return nil, fmt.Errorf("creating %s: %w", dir, err)
+		}
+		if err := os.Chmod(dir, 0o711); err != nil {
+			return nil, fmt.Errorf("securing %s: %w", dir, err)
+		}
+		m.forkDir = dir
+	}
+	return m, nil
 }
 
 // StartOptions describe a process to start.
@@ -219,9 +243,11 @@ type Proc struct {
 	stdinMu sync.Mutex  // serialises writers
 	timer   *time.Timer
 
-	// login is set for a login process: what the next login spare is
+	// login is set for a login process: what the next login shell is
 	// started with when it ends.
 	login *StartOptions
+	// forked is set for a process a fork server forked.
+	forked *forkedProc
 
 	started chan struct{} // closed when the start sequence is over
 	done    chan struct{} // closed when the final status is recorded
@@ -356,6 +382,9 @@ func (p *Proc) removeFiles() {
 func (p *Proc) start(o StartOptions) {
 	defer close(p.started)
 	if o.Login {
+		if fs := p.m.claimForkServer(o); fs != nil && p.startFromForkServer(o, fs) == nil {
+			return
+		}
 		if sp := p.m.claimLogin(p, o); sp != nil {
 			p.startFromLogin(o, sp)
 			return
@@ -371,22 +400,7 @@ func (p *Proc) start(o StartOptions) {
 // fork starts the process through a spawn wrapper forked for it.
 func (p *Proc) fork(o StartOptions) {
 	m := p.m
-	fail := func(why string) {
-		p.m.cfg.Log.Info("process could not be started", "process", p.id, "why", why)
-		p.mu.Lock()
-		p.info.Status, p.info.Reason = Error, why
-		now := time.Now().UTC()
-		p.info.EndTime = &now
-		p.mu.Unlock()
-		for _, ls := range p.logs {
-			ls.end()
-		}
-		m.mu.Lock()
-		m.running--
-		m.mu.Unlock()
-		close(p.done)
-		p.scheduleCleanup()
-	}
+	fail := p.failStart
 	var files [4][2]*os.File // stdin, stdout, stderr, errfd: [read, write]
 	for i := range files {
 		r, w, err := os.Pipe()
@@ -442,8 +456,28 @@ func (p *Proc) fork(o StartOptions) {
 	p.run(o, proc, pid, files[0][1], [2]*os.File{files[1][0], files[2][0]}, files[3][0])
 }
 
+// failStart records that the process never ran, and why; it is over.
+func (p *Proc) failStart(why string) {
+	p.m.cfg.Log.Info("process could not be started", "process", p.id, "why", why)
+	p.mu.Lock()
+	p.info.Status, p.info.Reason = Error, why
+	now := time.Now().UTC()
+	p.info.EndTime = &now
+	p.mu.Unlock()
+	for _, ls := range p.logs {
+		ls.end()
+	}
+	p.m.mu.Lock()
+	p.m.running--
+	p.m.mu.Unlock()
+	close(p.done)
+	p.scheduleCleanup()
+}
+
 // run follows a started wrapper: it records the process and its pipes,
-// starts the pumps, and waits for the exec (or the wrapper's error).
+// starts the pumps, and waits for the exec (or the wrapper's error). A
+// nil errR: there is no wrapper (the process runs); a nil stream: there
+// is no output to pump.
 func (p *Proc) run(o StartOptions, proc *os.Process, pid int, stdin *os.File, out [2]*os.File, errR *os.File) {
 	m := p.m
 	p.mu.Lock()
@@ -453,14 +487,21 @@ func (p *Proc) run(o StartOptions, proc *os.Process, pid int, stdin *os.File, ou
 	p.stdin = stdin
 	p.mu.Unlock()
 	for i := range p.logs {
+		if out[i] == nil {
+			p.logs[i].end()
+			continue
+		}
 		m.wg.Add(1)
 		go func() { defer m.wg.Done(); p.logs[i].pump(out[i]) }()
 	}
 	// The wrapper writes why it failed to the error pipe; a successful
 	// exec closes it (close-on-exec) without a word.
-	errR.SetReadDeadline(time.Now().Add(m.cfg.StartTimeout))
-	msg, _ := io.ReadAll(io.LimitReader(errR, 4096))
-	errR.Close()
+	var msg []byte
+	if errR != nil {
+		errR.SetReadDeadline(time.Now().Add(m.cfg.StartTimeout))
+		msg, _ = io.ReadAll(io.LimitReader(errR, 4096))
+		errR.Close()
+	}
 	p.mu.Lock()
 	if len(msg) > 0 && p.info.Status != Error {
 		p.info.Reason = strings.TrimSpace(string(msg))
@@ -491,8 +532,11 @@ func startError(err error) string {
 func (p *Proc) finish(st reaper.Status) {
 	<-p.started
 	p.mu.Lock()
-	pipes := p.pipes
+	pipes, fp := p.pipes, p.forked
 	p.mu.Unlock()
+	if fp != nil {
+		p.release(fp)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	var wg sync.WaitGroup
 	for i, ls := range p.logs {
@@ -541,7 +585,7 @@ func (p *Proc) finish(st reaper.Status) {
 	if p.login != nil {
 		// Before anyone hears of the end, so that a next login process
 		// sent right after it finds the spare starting and waits for it.
-		p.m.startLoginSpare(*p.login)
+		p.m.loginEnded(*p.login)
 	}
 	close(p.done)
 	p.scheduleCleanup()
@@ -615,7 +659,7 @@ func (m *Manager) Remove(id string) error {
 // when the group continues, before any of it runs user code again.
 func (p *Proc) signalTree(sig unix.Signal) bool {
 	p.mu.Lock()
-	pid, proc := p.info.PID, p.proc
+	pid, proc, fp := p.info.PID, p.proc, p.forked
 	p.mu.Unlock()
 	select {
 	case <-p.done:
@@ -624,6 +668,9 @@ func (p *Proc) signalTree(sig unix.Signal) bool {
 	}
 	if pid <= 0 {
 		return false
+	}
+	if fp != nil {
+		fp.handOver()
 	}
 	// The group, named by the leader's PID, cannot be reused while the
 	// leader is unreaped (it is: done is not closed).
@@ -761,6 +808,14 @@ func (p *Proc) WriteStdin(ctx context.Context, data []byte, closeAfter bool) (in
 	<-p.started
 	p.stdinMu.Lock()
 	defer p.stdinMu.Unlock()
+	p.mu.Lock()
+	fp := p.forked
+	p.mu.Unlock()
+	if fp != nil {
+		if closed, err := p.waitStdin(ctx, fp, len(data) == 0 && closeAfter); closed || err != nil {
+			return 0, err
+		}
+	}
 	p.mu.Lock()
 	f := p.stdin
 	p.mu.Unlock()

@@ -84,7 +84,7 @@ func (m *Manager) newSpare() *spare {
 	sp := &spare{}
 	argv := spawn.SpareArgv(m.cfg.Self, spawn.Options{CgroupRoot: m.cfg.CgroupRoot, ErrFD: spareErrFD,
 		CloseErrFD: true, RequestFD: spareRequestFD})
-	if !m.startSpareProcess(sp, argv, "/", []string{}) {
+	if !m.startSpareProcess(sp, argv, "/", []string{}, func(st reaper.Status) { m.spareExited(sp, st) }) {
 		return nil
 	}
 	return sp
@@ -92,8 +92,9 @@ func (m *Manager) newSpare() *spare {
 
 // startSpareProcess starts argv as sp's process, in its own session, with
 // a fresh pipe on each of its fds 0-4 (in the order of the const block
-// above), and keeps the agent's ends in sp. False when it could not.
-func (m *Manager) startSpareProcess(sp *spare, argv []string, dir string, env []string) bool {
+// above), and keeps the agent's ends in sp; onExit gets its status. False
+// when it could not.
+func (m *Manager) startSpareProcess(sp *spare, argv []string, dir string, env []string, onExit func(reaper.Status)) bool {
 	var child, agent [5]*os.File
 	closeAll := func() {
 		for i := range child {
@@ -124,7 +125,7 @@ func (m *Manager) startSpareProcess(sp *spare, argv []string, dir string, env []
 		}
 		sp.proc = p
 		return p.Pid, nil
-	}, func(st reaper.Status) { m.spareExited(sp, st) })
+	}, onExit)
 	if err != nil {
 		closeAll()
 		return false
@@ -190,8 +191,8 @@ func (m *Manager) claimSpare(p *Proc) *spare {
 func (m *Manager) closeSpare() {
 	m.spareMu.Lock()
 	m.spareClosed = true
-	sp, ls := m.spare, m.login
-	m.spare, m.login = nil, nil
+	sp, ls, fs := m.spare, m.login, m.fork
+	m.spare, m.login, m.fork = nil, nil, nil
 	m.spareMu.Unlock()
 	if sp != nil {
 		sp.proc.Signal(syscall.SIGKILL)
@@ -199,6 +200,9 @@ func (m *Manager) closeSpare() {
 	}
 	if ls != nil {
 		ls.discard()
+	}
+	if fs != nil {
+		fs.discard()
 	}
 }
 

@@ -180,8 +180,12 @@ func (r *Reaper) Start(start func() (int, error), onExit func(Status)) (int, err
 }
 
 // Forget drops interest in pid; its status will be reaped and discarded.
-func (r *Reaper) Forget(pid int) {
+// It reports whether the interest was still there (false: onExit has
+// been called, or is being called).
+func (r *Reaper) Forget(pid int) bool {
 	r.mu.Lock()
+	_, ok := r.watchers[pid]
 	delete(r.watchers, pid)
 	r.mu.Unlock()
+	return ok
 }

@@ -1,0 +1,519 @@
+package process
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/agent/reaper"
+	"github.com/sandboxd/sandboxd/internal/agent/spawn"
+)
+
+// A fork server is the long-lived login shell that login processes
+// (StartOptions.Login: `bash -l -c CMD`, as E2B's envd runs every command)
+// are forked from. The spawn wrapper starts it once, as the user, in the
+// user cgroup, in its own session, with the directory and environment of
+// a login process: the login profile (/etc/profile, profile.d,
+// ~/.profile ...) runs once, and then the shell reads commands from a
+// pipe and forks a child for each, which opens its own stdin, stdout and
+// stderr (FIFOs the agent made for it), leads a process group of its own,
+// and evaluates the command. A builtin (true) then costs two forks of a
+// warm shell, and any other command one exec more: no Go start-up and no
+// profile on the caller's time, and no wait for a spare between two
+// commands sent back to back.
+//
+// Each command is forked twice (a subshell with job control that forks
+// the command's process into a group of its own and exits): the
+// command's process is re-parented to the agent, whose reaper stays its
+// only waiter and sees its real wait status (exit code or signal). The
+// process waits for the agent before it runs anything: its open of its
+// stdin FIFO returns only once the agent saw it re-parented and opened
+// the FIFO's other end, so that no status can be reaped by the subshell.
+//
+// What the command sees is what the login spare gave it (the shell
+// after the profile: its variables, functions and options), in a
+// subshell of that shell: $$ and PPID name the fork server (BASHPID is
+// the command's own PID), BASH_SUBSHELL is 2, the EXIT trap of a profile
+// does not run, and the process shares the server's session. The server
+// is used only for processes of the same user, directory and environment
+// (the profile ran with them), only while none of the profile's files
+// changed since it started (loginFiles, stat'ed at each use), and only if
+// its profile wrote nothing (output a fresh `bash -l -c` would print
+// first on every command's stdout): otherwise login processes use the
+// login spare (login.go).
+type forkServer struct {
+	sp     *spare // its process, request pipe (fd 4) and answers (stdout)
+	key    loginKey
+	stamps []fileStamp
+	dir    string // where its commands' FIFOs are made
+
+	reqMu   sync.Mutex // one request and its answer at a time
+	answers *lineReader
+	once    sync.Once // closes its files
+}
+
+// forkServerScript runs in the login shell once its profile ran: it says
+// it is ready on stdout, keeps stdout as fd 5 for its answers and gives up
+// its stdio, and forks each command that comes on fd 4 as a FIFO path
+// prefix and the command, both ended by NUL. For each, a subshell with job
+// control (set -m: the command's process leads a group of its own, and
+// gets SIGINT and SIGQUIT as a foreground command would) holds the .mid
+// FIFO open, forks the command's process, answers its PID and exits. The
+// process first waits for that exit (end of file on .mid), so that it is
+// the agent's before it runs anything; then it opens its stdin, stdout and
+// stderr and evaluates the command. The variable names start as the login
+// spare's (both loaders are found by them), and the command sees none.
+const forkServerScript = `printf 'sandboxd-fork-server\n'; exec 5>&1 </dev/null >/dev/null 2>&1
+while IFS= read -r -d '' __sandboxd_fifo <&4 && IFS= read -r -d '' __sandboxd_cmd <&4; do
+(set -m; exec 6<>"$__sandboxd_fifo.mid"
+(set +m; exec 4<&- 5>&- 6<"$__sandboxd_fifo.mid"; read -r -u 6 __sandboxd_mid || :
+exec 6<&- <"$__sandboxd_fifo.in" >"$__sandboxd_fifo.out" 2>"$__sandboxd_fifo.err"
+eval "unset __sandboxd_fifo __sandboxd_cmd __sandboxd_mid; $__sandboxd_cmd") &
+printf '%d\n' "$!" >&5)
+done`
+
+// forkServerReady is what the script prints when its profile ran.
+const forkServerReady = "sandboxd-fork-server\n"
+
+// forkVeto remembers a profile that wrote output, so that the next login
+// processes of that key use the login spare rather than forking servers
+// that cannot be used.
+type forkVeto struct {
+	key    loginKey
+	stamps []fileStamp
+}
+
+// usableForFork reports whether a command can be handed to a fork server.
+func usableForFork(o StartOptions) bool {
+	return len(o.Command) <= maxLoginCommand && strings.IndexByte(o.Command, 0) < 0
+}
+
+// loginEnded keeps a login shell ready for the next login process like o:
+// the fork server, or the login spare where a fork server cannot serve.
+func (m *Manager) loginEnded(o StartOptions) {
+	if m.forkDir == "" || m.forkVetoed(o) {
+		m.startLoginSpare(o)
+		return
+	}
+	m.startForkServer(o)
+}
+
+func (m *Manager) forkVetoed(o StartOptions) bool {
+	m.spareMu.Lock()
+	v := m.forkVeto
+	m.spareMu.Unlock()
+	return v != nil && v.key.equal(keyOf(o)) && slices.Equal(v.stamps, loginFilesOf(o))
+}
+
+// startForkServer starts a fork server for processes like o in the
+// background, unless one is starting or one serves them already; a
+// server for other processes is replaced.
+func (m *Manager) startForkServer(o StartOptions) {
+	key := keyOf(o)
+	m.spareMu.Lock()
+	if m.forkStarting != nil || m.spareClosed {
+		m.spareMu.Unlock()
+		return
+	}
+	old := m.fork
+	if old != nil && old.key.equal(key) && slices.Equal(old.stamps, loginFilesOf(o)) {
+		m.spareMu.Unlock()
+		return
+	}
+	m.fork = nil
+	started := make(chan struct{})
+	m.forkStarting = started
+	m.wg.Add(1) // under spareMu, as in startSpare
+	m.spareMu.Unlock()
+	if old != nil {
+		old.discard()
+	}
+	go func() {
+		defer m.wg.Done()
+		defer close(started)
+		fs, printed := m.newForkServer(o)
+		m.spareMu.Lock()
+		m.forkStarting = nil
+		keep := fs != nil && !m.spareClosed && !fs.sp.dead
+		if keep {
+			m.fork = fs
+		}
+		if printed {
+			m.forkVeto = &forkVeto{key: key, stamps: loginFilesOf(o)}
+		}
+		m.spareMu.Unlock()
+		if fs != nil && !keep {
+			fs.discard()
+		}
+		if printed {
+			m.startLoginSpare(o)
+		}
+	}()
+}
+
+// newForkServer starts a fork server for processes like o and waits for
+// its profile to run. It returns nil when it could not, and whether that
+// was because the profile wrote output.
+func (m *Manager) newForkServer(o StartOptions) (*forkServer, bool) {
+	fs := &forkServer{sp: &spare{}, key: keyOf(o), stamps: loginFilesOf(o), dir: m.forkDir}
+	so := spawn.Options{CgroupRoot: m.cfg.CgroupRoot, ErrFD: spareErrFD, CloseErrFD: true}
+	if o.Account != nil {
+		so.UID, so.GID = &o.Account.UID, &o.Account.GID
+	}
+	argv := spawn.Argv(m.cfg.Self, so, m.cfg.Shell, "-l", "-c", forkServerScript)
+	sp := fs.sp
+	if !m.startSpareProcess(sp, argv, o.Cwd, o.Env, func(st reaper.Status) { m.forkServerExited(fs) }) {
+		return nil, false
+	}
+	sp.stdin.Close()
+	// The wrapper's error pipe to its end (the exec closes it), the first
+	// line on stdout, and stderr to its end (the script closes it once the
+	// profile ran): the ready line must be all the profile wrote.
+	deadline := time.Now().Add(m.cfg.StartTimeout)
+	sp.errR.SetReadDeadline(deadline)
+	wrapperErr, _ := io.ReadAll(io.LimitReader(sp.errR, 4096))
+	sp.errR.Close()
+	sp.stdout.SetReadDeadline(deadline)
+	fs.answers = &lineReader{f: sp.stdout}
+	first, err := fs.answers.next()
+	sp.stderr.SetReadDeadline(deadline)
+	stderr, _ := io.ReadAll(io.LimitReader(sp.stderr, 4096))
+	sp.stderr.Close()
+	if len(wrapperErr) > 0 || err != nil || first+"\n" != forkServerReady || len(stderr) > 0 {
+		fs.discard()
+		printed := len(wrapperErr) == 0 && (len(stderr) > 0 || strings.HasSuffix(first+"\n", forkServerReady))
+		return nil, printed
+	}
+	return fs, false
+}
+
+// forkServerExited forgets a fork server that died. It runs on the
+// reaper's goroutine.
+func (m *Manager) forkServerExited(fs *forkServer) {
+	m.spareMu.Lock()
+	fs.sp.dead = true
+	if m.fork == fs {
+		m.fork = nil
+	}
+	m.spareMu.Unlock()
+	fs.closeFiles()
+}
+
+// discard kills the fork server. The processes it forked are the agent's.
+func (fs *forkServer) discard() {
+	fs.sp.proc.Signal(syscall.SIGKILL)
+	fs.closeFiles()
+}
+
+func (fs *forkServer) closeFiles() {
+	fs.once.Do(func() { fs.sp.closeFiles() })
+}
+
+// claimForkServer returns the fork server when it serves processes like
+// o, waiting for one that is starting; a server started for other
+// processes, or before the profile's files changed, is killed.
+func (m *Manager) claimForkServer(o StartOptions) *forkServer {
+	if m.forkDir == "" || !usableForFork(o) {
+		return nil
+	}
+	m.spareMu.Lock()
+	fs, starting := m.fork, m.forkStarting
+	m.spareMu.Unlock()
+	if fs == nil && starting != nil {
+		select {
+		case <-starting:
+		case <-time.After(m.cfg.StartTimeout):
+		}
+		m.spareMu.Lock()
+		fs = m.fork
+		m.spareMu.Unlock()
+	}
+	if fs == nil {
+		return nil
+	}
+	if fs.key.equal(keyOf(o)) && slices.Equal(fs.stamps, loginFilesOf(o)) {
+		return fs
+	}
+	m.spareMu.Lock()
+	if m.fork == fs {
+		m.fork = nil
+	}
+	m.spareMu.Unlock()
+	fs.discard()
+	return nil
+}
+
+// fork hands the server one command, whose process opens the FIFOs at
+// base plus .mid, .in, .out and .err, and returns the process's PID.
+func (fs *forkServer) fork(base, command string, deadline time.Time) (int, error) {
+	fs.reqMu.Lock()
+	defer fs.reqMu.Unlock()
+	fs.sp.req.SetWriteDeadline(deadline)
+	if _, err := fs.sp.req.WriteString(base + "\x00" + command + "\x00"); err != nil {
+		return 0, err
+	}
+	fs.sp.stdout.SetReadDeadline(deadline)
+	line, err := fs.answers.next()
+	if err != nil {
+		return 0, err
+	}
+	pid, err := strconv.Atoi(line)
+	if err != nil || pid <= 1 {
+		return 0, fmt.Errorf("the fork server answered %q", line)
+	}
+	return pid, nil
+}
+
+// A forkedProc is what the agent keeps of a process a fork server forked
+// while it starts: its FIFOs, until it ends.
+type forkedProc struct {
+	base   string   // FIFO path prefix
+	made   []string // FIFOs to remove at the end
+	pid    int
+	holds  [2]*os.File // write ends of stdout's and stderr's FIFOs, see start
+	expiry time.Time   // of the hand-over wait
+
+	handover sync.Once
+	// stdinDone is closed when the agent's open of the stdin FIFO
+	// returned (the process opened its end, or finish unblocked it).
+	stdinDone chan struct{}
+	// Guarded by Proc.mu.
+	stdinOpened, closeStdinOnOpen bool
+}
+
+func (fp *forkedProc) mkfifo(name string, o StartOptions) (string, error) {
+	path := fp.base + "." + name
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		return "", fmt.Errorf("creating a FIFO: %w", err)
+	}
+	fp.made = append(fp.made, path)
+	if o.Account != nil {
+		if err := os.Lchown(path, o.Account.UID, o.Account.GID); err != nil {
+			return "", fmt.Errorf("giving a FIFO to the user: %w", err)
+		}
+	}
+	return path, nil
+}
+
+// openFIFO opens a FIFO the agent made, non-blocking: a read end never
+// waits, a write end fails unless there is a reader.
+func openFIFO(path string, flag int) (*os.File, error) {
+	fd, err := unix.Open(path, flag|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening a FIFO: %w", err)
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// errNotForked: the fork server did not fork the command; it can start
+// another way.
+var errNotForked = errors.New("the fork server did not take the command")
+
+// startFromForkServer runs o's command in a process the fork server fs
+// forks. It returns errNotForked when the command certainly never ran
+// (the caller starts it another way).
+//
+// Only the fork and its answer are on the caller's time: the process
+// opens its FIFOs when it runs. The agent holds a write end of stdout's
+// and stderr's until the process ends, so that the pumps, which start at
+// once, never see an end of file before the process opened its own; and
+// it opens the stdin FIFO's write end in the background, an open that
+// returns when the process opens the read end (a FIFO's two ends meet).
+func (p *Proc) startFromForkServer(o StartOptions, fs *forkServer) error {
+	m := p.m
+	var name [8]byte
+	rand.Read(name[:])
+	fp := &forkedProc{base: filepath.Join(fs.dir, hex.EncodeToString(name[:])), stdinDone: make(chan struct{})}
+	var out [2]*os.File
+	fail := func() error {
+		for _, f := range append(out[:], fp.holds[:]...) {
+			if f != nil {
+				f.Close()
+			}
+		}
+		fp.remove()
+		return errNotForked
+	}
+	if _, err := fp.mkfifo("mid", o); err != nil {
+		return fail()
+	}
+	for i, n := range []string{"out", "err"} {
+		path, err := fp.mkfifo(n, o)
+		if err != nil {
+			return fail()
+		}
+		if out[i], err = openFIFO(path, unix.O_RDONLY); err != nil {
+			return fail()
+		}
+		if fp.holds[i], err = openFIFO(path, unix.O_WRONLY); err != nil {
+			return fail()
+		}
+	}
+	inPath, err := fp.mkfifo("in", o)
+	if err != nil {
+		return fail()
+	}
+	deadline := time.Now().Add(m.cfg.StartTimeout)
+	pid, err := m.cfg.Reaper.Start(func() (int, error) {
+		return fs.fork(fp.base, o.Command, deadline)
+	}, func(st reaper.Status) {
+		m.wg.Add(1)
+		go func() { defer m.wg.Done(); p.finish(st) }()
+	})
+	if err != nil {
+		// A server that forks nothing in StartTimeout is of no use. (A
+		// process it forked after that waits for its stdin as the user
+		// until the sandbox stops: only a wedged server leaves one.)
+		m.dropForkServer(fs)
+		return fail()
+	}
+	fp.pid, fp.expiry = pid, deadline
+	p.mu.Lock()
+	p.forked = fp
+	p.mu.Unlock()
+	proc, _ := os.FindProcess(pid)
+	p.run(o, proc, pid, nil, out, nil)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		f, err := os.OpenFile(inPath, os.O_WRONLY|syscall.O_CLOEXEC, 0)
+		p.mu.Lock()
+		fp.stdinOpened = true
+		switch {
+		case err != nil:
+		case fp.closeStdinOnOpen:
+			f.Close()
+		default:
+			p.stdin = f
+		}
+		p.mu.Unlock()
+		close(fp.stdinDone)
+	}()
+	return nil
+}
+
+// handOver waits (once, boundedly) until the process is the agent's:
+// its parent, the fork server's subshell, exits right after the fork,
+// and a signal that killed the process before that would leave its
+// status to the subshell.
+func (fp *forkedProc) handOver() {
+	fp.handover.Do(func() { waitReparented(fp.pid, fp.expiry) })
+}
+
+// waitStdin waits until the process opened its stdin, or ctx is done. A
+// bare close (closeStdin at start) is recorded for the open instead, and
+// then reported done.
+func (p *Proc) waitStdin(ctx context.Context, fp *forkedProc, bareClose bool) (closed bool, err error) {
+	p.mu.Lock()
+	if !fp.stdinOpened && bareClose {
+		fp.closeStdinOnOpen = true
+		p.mu.Unlock()
+		return true, nil
+	}
+	p.mu.Unlock()
+	select {
+	case <-fp.stdinDone:
+		return false, nil
+	case <-ctx.Done():
+		return false, ErrTimeout
+	}
+}
+
+// release ends what the agent holds for the process once it ended: the
+// write ends it kept (the pumps then end with the process's last
+// writer), an open of stdin the process never met, and the FIFOs.
+func (p *Proc) release(fp *forkedProc) {
+	for _, f := range fp.holds {
+		f.Close()
+	}
+	p.mu.Lock()
+	opened := fp.stdinOpened
+	fp.closeStdinOnOpen = true
+	p.mu.Unlock()
+	if !opened {
+		if r, err := openFIFO(fp.base+".in", unix.O_RDONLY); err == nil {
+			select {
+			case <-fp.stdinDone:
+			case <-time.After(5 * time.Second):
+			}
+			r.Close()
+		}
+	}
+	fp.remove()
+}
+
+func (fp *forkedProc) remove() {
+	for _, path := range fp.made {
+		os.Remove(path)
+	}
+	fp.made = nil
+}
+
+// dropForkServer forgets and kills a fork server that failed a request.
+func (m *Manager) dropForkServer(fs *forkServer) {
+	m.spareMu.Lock()
+	if m.fork == fs {
+		m.fork = nil
+	}
+	m.spareMu.Unlock()
+	fs.discard()
+}
+
+// waitReparented waits until pid's parent is the agent, it is gone, or
+// the deadline passed.
+func waitReparented(pid int, deadline time.Time) {
+	self := strconv.Itoa(os.Getpid())
+	stat := "/proc/" + strconv.Itoa(pid) + "/stat"
+	for wait := 50 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			return
+		}
+		// pid (comm) state ppid ...: comm may hold anything but ')'.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 2 || f[1] == self || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(wait)
+	}
+}
+
+// lineReader reads lines from a pipe, without reading past what was
+// written (the writer writes one line at a time).
+type lineReader struct {
+	f   *os.File
+	buf []byte
+}
+
+func (r *lineReader) next() (string, error) {
+	var b [64]byte
+	for {
+		if i := bytes.IndexByte(r.buf, '\n'); i >= 0 {
+			line := string(r.buf[:i])
+			r.buf = r.buf[i+1:]
+			return line, nil
+		}
+		if len(r.buf) > 4096 {
+			return "", errors.New("an answer too long")
+		}
+		n, err := r.f.Read(b[:])
+		r.buf = append(r.buf, b[:n]...)
+		if err != nil && n == 0 {
+			return "", err
+		}
+	}
+}
