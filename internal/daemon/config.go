@@ -23,6 +23,12 @@ import (
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
+// maxWarmPool bounds --warm-pool. A pool sandbox idles in a few MB of
+// host memory and holds capacity like a running one (a full host keeps a
+// smaller pool), so a pool sized for the bursts of creates the host must
+// answer at once, hundreds, is fine; the bound only catches typos.
+const maxWarmPool = 4096
+
 // Config is everything sandboxd can be told, validated once by Validate.
 type Config struct {
 	// Listen is the API's TCP address.
@@ -243,8 +249,8 @@ func (c *Config) Validate() error {
 	if c.UserNSBase < rootfs.IDRangeSize || c.UserNSBase > 1<<32-1-rootfs.IDRangeSize {
 		errs = append(errs, fmt.Errorf("--userns-base %d: want %d to %d", c.UserNSBase, rootfs.IDRangeSize, uint64(1<<32-1-rootfs.IDRangeSize)))
 	}
-	if c.WarmPool < 0 || c.WarmPool > 64 {
-		errs = append(errs, fmt.Errorf("--warm-pool %d: want 0 to 64", c.WarmPool))
+	if c.WarmPool < 0 || c.WarmPool > maxWarmPool {
+		errs = append(errs, fmt.Errorf("--warm-pool %d: want 0 to %d", c.WarmPool, maxWarmPool))
 	}
 	if c.IdleCheck <= 0 {
 		errs = append(errs, fmt.Errorf("--idle-check %s must be positive", c.IdleCheck))

@@ -297,6 +297,27 @@ func TestWarmPoolHandsOutAStartedSandbox(t *testing.T) {
 	}
 }
 
+// A burst of takes is answered before the pool refills: no refill starts
+// while a take is less than refillDelay old, whoever asks (the idle loop's
+// tick included); once the takes stop, the pool fills again.
+func TestWarmPoolRefillWaitsForTheBurstToEnd(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.WarmPool = 2 })
+	h.m.pool.mu.Lock()
+	h.m.pool.lastTake = time.Now().Add(time.Hour) // a burst goes on
+	h.m.pool.mu.Unlock()
+	h.m.fillPool(bg) // the idle loop's tick
+	if n := h.rt.creates(); n != 0 {
+		t.Fatalf("%d containers created for the pool during a burst, want none", n)
+	}
+	h.m.pool.mu.Lock()
+	h.m.pool.lastTake = time.Now().Add(-refillDelay) // it is over
+	h.m.pool.mu.Unlock()
+	h.m.refillAfterTakes() // refillSoon's timer
+	if n := h.rt.creates(); n != 2 {
+		t.Fatalf("%d containers created for the pool after the burst, want 2", n)
+	}
+}
+
 // waitWarm waits until the pool has a started sandbox (the pool refills
 // in the background) and returns its key.
 func (h *harness) waitWarm() string {
