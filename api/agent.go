@@ -44,11 +44,6 @@ type AgentNameRequest struct {
 	// Name is the sandbox's new hostname, which its commands see as
 	// HOSTNAME from the next one on; 1 to 253 bytes.
 	Name string `json:"name"`
-	// Files, when true, makes the agent also write the sandbox's
-	// /etc/hostname and /etc/hosts for Name (then at most 64 bytes): a
-	// gVisor sandbox, whose files the daemon cannot write from the host.
-	// Optional, default false.
-	Files bool `json:"files,omitempty"`
 }
 
 // AgentForkRequest is the body of the agent's POST /internal/fork, sent once

@@ -30,7 +30,7 @@ func TestDaemonClient(t *testing.T) {
 	// The default shell started under the placeholder name; its next
 	// command sees the new one.
 	ta.mustCall(t, 200, "POST", "/exec", api.ExecRequest{Command: "true"}, nil)
-	if err := c.Name(ctx, "named-by-the-pool", agentapi.NameOptions{}); err != nil {
+	if err := c.Name(ctx, "named-by-the-pool"); err != nil {
 		t.Fatal(err)
 	}
 	var env api.EnvInfo
@@ -46,7 +46,7 @@ func TestDaemonClient(t *testing.T) {
 
 	var se *agentapi.StatusError
 	// A name that is no environment value is refused.
-	if err := c.Name(ctx, "", agentapi.NameOptions{}); !errors.As(err, &se) || se.Status != http.StatusBadRequest {
+	if err := c.Name(ctx, ""); !errors.As(err, &se) || se.Status != http.StatusBadRequest {
 		t.Errorf("Name(\"\"): %v, want a 400 StatusError", err)
 	}
 

@@ -21,7 +21,6 @@ import (
 	"github.com/sandboxd/sandboxd/internal/agent/pidguard"
 	"github.com/sandboxd/sandboxd/internal/agent/process"
 	"github.com/sandboxd/sandboxd/internal/agent/pty"
-	"github.com/sandboxd/sandboxd/internal/agent/rename"
 	"github.com/sandboxd/sandboxd/internal/agent/session"
 	"github.com/sandboxd/sandboxd/internal/agent/user"
 	"github.com/sandboxd/sandboxd/internal/agentapi"
@@ -220,19 +219,6 @@ func (s *server) nameRequest(w http.ResponseWriter, r *http.Request) {
 	if e := validateLayer(l); e != nil {
 		writeError(w, e)
 		return
-	}
-	if body.Files {
-		// The files go first: a command that follows the answer must see
-		// them. A failure leaves HOSTNAME as it was.
-		if !rename.ValidName(body.Name) {
-			writeError(w, api.Errorf(api.CodeValidationFailed, "a name whose files are written is at most 64 bytes"))
-			return
-		}
-		if err := rename.WriteFiles(body.Name); err != nil {
-			s.log.Error("writing the hostname files", "err", err)
-			writeError(w, api.Errorf(api.CodeInternal, "could not write /etc/hostname and /etc/hosts"))
-			return
-		}
 	}
 	s.sessions.SetSandboxEnv(l)
 	writeJSON(w, http.StatusOK, map[string]string{"name": body.Name})

@@ -86,19 +86,12 @@ func (c *Client) Ready(ctx context.Context) error {
 	return err
 }
 
-// NameOptions says what else the agent does when it is told its name.
-type NameOptions struct {
-	// Files: also write /etc/hostname and /etc/hosts (gVisor).
-	Files bool
-}
-
 // Name tells the agent of a warm sandbox the name it was handed out
 // under: its commands see it as HOSTNAME from the next one on. Unlike the
-// public POST /env it keeps no state on disk: the daemon puts the name in
-// the container's own environment at every later start. With opts.Files
-// it writes the sandbox's hostname files too.
-func (c *Client) Name(ctx context.Context, name string, opts NameOptions) error {
-	return c.do(ctx, http.MethodPost, PathName, &api.AgentNameRequest{Name: name, Files: opts.Files}, http.StatusOK, nil)
+// public POST /env it writes nothing to disk: the daemon puts the name in
+// the container's own environment at every later start.
+func (c *Client) Name(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodPost, PathName, &api.AgentNameRequest{Name: name}, http.StatusOK, nil)
 }
 
 // Fork gives the agent of a sandbox restored from another's memory

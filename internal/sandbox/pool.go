@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
-	"github.com/sandboxd/sandboxd/internal/agentapi"
 	"github.com/sandboxd/sandboxd/internal/store"
 	"github.com/sandboxd/sandboxd/internal/tenant"
 )
@@ -156,11 +155,7 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 	})
 	g.Go(func() error {
 		defer func() { agent = time.Since(began) }()
-		// With a namer (gVisor), the namer sets only the hostname and
-		// the agent writes the hostname files, so that neither waits for
-		// the other's work.
-		files := w.isGVisor() && inst.namer != nil
-		if err := inst.agent.Name(ctx, tenant.Local(b.id), agentapi.NameOptions{Files: files}); err != nil {
+		if err := inst.agent.Name(ctx, tenant.Local(b.id)); err != nil {
 			return fmt.Errorf("naming a warm sandbox's agent: %w", err)
 		}
 		return nil

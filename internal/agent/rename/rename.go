@@ -3,19 +3,14 @@
 // it through `runsc exec` with CAP_SYS_ADMIN when it hands out a warm
 // gVisor sandbox: gVisor's UTS namespace lives in its own kernel, where the
 // daemon's setns cannot reach, and it caches the sandbox's files, so they
-// are written from inside. Main never runs as part of the agent (the
-// agent only calls WriteFiles, which needs no capability).
+// are written from inside. It never runs as part of the agent.
 //
 // `sandbox-agent rename NAME` names the sandbox and exits. `sandbox-agent
 // rename --stdin` is started while the sandbox waits in the pool, off the
 // path of any call: it says "ready" on stdout, reads the name as one line on stdin when the
-// sandbox is handed out, sets the hostname, answers "ok" (or "error: ...") on
+// sandbox is handed out, names it, answers "ok" (or "error: ...") on
 // stdout and exits, so that naming costs a pipe round trip instead of a
 // runsc exec (about 200 ms). At EOF it exits without naming anything.
-// It leaves the two files to the agent (WriteFiles, in the agent's name
-// call that goes at the same time): they need no privilege beyond root's,
-// and each is a round trip to gVisor's gofer, which made the namer the
-// slower of the two.
 package rename
 
 import (
@@ -60,7 +55,7 @@ func Main(args []string) {
 	if err != nil {
 		os.Exit(1) // EOF: the sandbox was discarded, or the daemon went away
 	}
-	if err := setHostname(name); err != nil {
+	if err := run(name); err != nil {
 		fmt.Fprintln(os.Stdout, "error:", err)
 		os.Exit(1)
 	}
@@ -75,41 +70,21 @@ func readName(r io.Reader) (string, error) {
 		return "", err
 	}
 	name := strings.TrimSuffix(line, "\n")
-	if !ValidName(name) {
+	if name == "" || len(name) > maxName {
 		return "", fmt.Errorf("bad name %q", name)
 	}
 	return name, nil
 }
 
 func run(name string) error {
-	if err := setHostname(name); err != nil {
-		return err
-	}
-	return WriteFiles(name)
-}
-
-// setHostname sets the hostname, then gives up every capability before
-// the daemon hears back, so that nothing with CAP_SYS_ADMIN is left while
-// this process exits.
-func setHostname(name string) error {
 	if err := unix.Sethostname([]byte(name)); err != nil {
 		return fmt.Errorf("setting the hostname: %w", err)
 	}
-	return dropCapabilities()
-}
-
-// ValidName reports whether name fits a hostname's size (the daemon's
-// sandbox IDs are DNS labels; this bounds what reaches the files).
-func ValidName(name string) bool {
-	return name != "" && len(name) <= maxName && !strings.ContainsAny(name, "\n\x00")
-}
-
-// WriteFiles writes the sandbox's /etc/hostname and /etc/hosts for name.
-// It needs root but no capability beyond its file ones: the agent calls it
-// when the daemon names a warm gVisor sandbox (see the package comment).
-func WriteFiles(name string) error {
-	if !ValidName(name) {
-		return fmt.Errorf("bad name %q", name)
+	// The files need no privilege beyond root's: give up every capability
+	// before touching them and before the daemon hears back, so that
+	// nothing with CAP_SYS_ADMIN is left while this process exits.
+	if err := dropCapabilities(); err != nil {
+		return err
 	}
 	files := map[string]string{
 		"/etc/hostname": name + "\n",
@@ -124,10 +99,9 @@ func WriteFiles(name string) error {
 }
 
 // writeFile replaces the content of path with three system calls (open,
-// write, close; os.OpenFile would add the Go poller's), each a round trip
-// to gVisor's gofer for these files on the sandbox's disk. O_NOFOLLOW: the
-// files are the daemon's, written before user code ran, but never follow
-// a link out of them.
+// write, close; os.OpenFile would add the Go poller's), on the path of a
+// warm sandbox's hand-out. O_NOFOLLOW: the files are the daemon's, written
+// before user code ran, but never follow a link out of them.
 func writeFile(path, content string) error {
 	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
 	if err != nil {
