@@ -255,6 +255,10 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("tenants' keys work across the cluster and a forged identity is refused", func(t *testing.T) {
+		testClusterTenants(ctx, t, c)
+	})
+
 	t.Run("a killed node answers NODE_UNAVAILABLE and comes back with its files", func(t *testing.T) {
 		info, err := c.client.Sandbox("through").Info(ctx)
 		if err != nil {

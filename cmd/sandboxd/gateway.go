@@ -16,6 +16,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/gateway"
 	"github.com/sandboxd/sandboxd/internal/kube"
+	"github.com/sandboxd/sandboxd/internal/kubekeys"
 	"github.com/sandboxd/sandboxd/internal/proxy"
 	"github.com/sandboxd/sandboxd/internal/requestid"
 )
@@ -79,8 +80,16 @@ func runGateway(ctx context.Context, o gatewayOptions, log *slog.Logger) error {
 	if token == "" {
 		return fmt.Errorf("the token file %s is empty", o.tokenFile)
 	}
+	keys, err := kubekeys.Open(ctx, kc)
+	if err != nil {
+		return fmt.Errorf("the cluster's API keys: %w", err)
+	}
+	fctx, stopFollow := context.WithCancel(ctx)
+	followed := make(chan struct{})
+	go func() { defer close(followed); kubekeys.Follow(fctx, kc, keys, log) }()
+	defer func() { stopFollow(); <-followed }()
 	gw := gateway.New(gateway.Options{Directory: gateway.KubeDirectory{Client: kc}, Token: token,
-		PreviewDomain: o.previewDomain, Version: version, Log: log})
+		PreviewDomain: o.previewDomain, Keys: keys, Version: version, Log: log})
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return err

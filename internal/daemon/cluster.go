@@ -9,8 +9,11 @@ import (
 	"net/netip"
 
 	"github.com/sandboxd/sandboxd/internal/kube"
+	"github.com/sandboxd/sandboxd/internal/kubekeys"
 	"github.com/sandboxd/sandboxd/internal/kubenode"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/store"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
 // Cluster is a node's cluster membership (docs/cluster.md). Without a
@@ -65,9 +68,9 @@ func (c *Config) validateCluster() []error {
 	return errs
 }
 
-// joinCluster registers the daemon as a node and returns it (its Run
-// keeps it registered; its Handler serves moves); nil without a cluster.
-func joinCluster(ctx context.Context, cfg Config, mgr *sandbox.Manager, log *slog.Logger) (*kubenode.Node, error) {
+// clusterClient returns the client of the cluster's Kubernetes API; nil
+// without a cluster.
+func clusterClient(cfg Config) (*kube.Client, error) {
 	if !cfg.Cluster.Enabled() {
 		return nil, nil
 	}
@@ -85,6 +88,34 @@ func joinCluster(ctx context.Context, cfg Config, mgr *sandbox.Manager, log *slo
 	if err != nil {
 		return nil, fmt.Errorf("the cluster's Kubernetes API: %w", err)
 	}
+	return client, nil
+}
+
+// openKeys opens the API keys: the registry's on a single host; on a
+// node, the cluster's (Secrets in Kubernetes, shared with every node and
+// gateway), with the task that keeps them current. A node ignores the
+// keys of its own registry.
+func openKeys(ctx context.Context, db *store.Store, client *kube.Client, log *slog.Logger) (*tenant.Keys, func(context.Context) error, error) {
+	if client == nil {
+		keys, err := tenant.OpenKeys(ctx, db)
+		return keys, nil, err
+	}
+	keys, err := kubekeys.Open(ctx, client)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the cluster's API keys: %w", err)
+	}
+	return keys, func(ctx context.Context) error {
+		kubekeys.Follow(ctx, client, keys, log)
+		return nil
+	}, nil
+}
+
+// joinCluster registers the daemon as a node and returns it (its Run
+// keeps it registered; its Handler serves moves); nil without a cluster.
+func joinCluster(ctx context.Context, cfg Config, client *kube.Client, mgr *sandbox.Manager, log *slog.Logger) (*kubenode.Node, error) {
+	if client == nil {
+		return nil, nil
+	}
 	node, err := kubenode.Register(ctx, kubenode.Options{
 		Client: client, Name: cfg.Cluster.NodeName, URL: cfg.Cluster.NodeURL, Version: cfg.Version,
 		Sandboxes: mgr, Moves: mgr, Capacity: cfg.Capacity, DefaultMemory: cfg.DefaultLimits.MemoryBytes, Log: log.With("node", cfg.Cluster.NodeName),
@@ -93,6 +124,6 @@ func joinCluster(ctx context.Context, cfg Config, mgr *sandbox.Manager, log *slo
 		return nil, err
 	}
 	log.Info("registered as a cluster node", "node", cfg.Cluster.NodeName, "url", cfg.Cluster.NodeURL,
-		"api", kcfg.Server, "namespace", client.Namespace())
+		"namespace", client.Namespace())
 	return node, nil
 }

@@ -34,7 +34,6 @@ import (
 	"github.com/sandboxd/sandboxd/internal/secret"
 	"github.com/sandboxd/sandboxd/internal/snapshot"
 	"github.com/sandboxd/sandboxd/internal/store"
-	"github.com/sandboxd/sandboxd/internal/tenant"
 	"github.com/sandboxd/sandboxd/internal/volume"
 )
 
@@ -76,7 +75,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer db.Close()
-	keys, err := tenant.OpenKeys(ctx, db)
+	kc, err := clusterClient(cfg)
+	if err != nil {
+		return err
+	}
+	keys, keysTask, err := openKeys(ctx, db, kc, log)
 	if err != nil {
 		return err
 	}
@@ -174,7 +177,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := mgr.Recover(ctx); err != nil {
 		return fmt.Errorf("recovering sandboxes: %w", err)
 	}
-	node, err := joinCluster(ctx, cfg, mgr, log)
+	node, err := joinCluster(ctx, cfg, kc, mgr, log)
 	if err != nil {
 		return err
 	}
@@ -207,7 +210,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		collectBackups(backups, log))
 	var handler http.Handler = api
 	if node != nil {
-		tasks = append(tasks, node.Run)
+		tasks = append(tasks, node.Run, keysTask)
 		handler = node.Handler(api, token)
 	}
 	return serve(ctx, cfg, certs, requestid.Middleware(handler), self, mgr, log, tasks...)

@@ -9,7 +9,8 @@ import (
 // Directory is what the gateway needs of the cluster's shared state: the
 // nodes and where each sandbox is placed. The Kubernetes implementation
 // keeps them as Leases and Sandbox resources; any number of gateways share
-// one directory.
+// one directory. Sandbox IDs are scoped to their tenant (tenant.Scope:
+// "team-a/demo"; the admin namespace's are bare).
 type Directory interface {
 	// Nodes returns every registered node.
 	Nodes(ctx context.Context) ([]Node, error)

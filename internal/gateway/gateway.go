@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
 // Options configure a gateway.
@@ -26,8 +26,11 @@ type Options struct {
 	// PreviewDomain is the domain of preview hosts
 	// ({port}-{id}-{token}.DOMAIN), the nodes' --preview-domain.
 	PreviewDomain string
-	Version       string
-	Log           *slog.Logger
+	// Keys are the cluster's API keys (internal/kubekeys), which the
+	// nodes read too; nil: only Token authenticates.
+	Keys    *tenant.Keys
+	Version string
+	Log     *slog.Logger
 }
 
 // Server is the gateway's HTTP handler.
@@ -60,9 +63,10 @@ func New(opts Options) *Server {
 	s.mux.HandleFunc("DELETE /v1/sandboxes/{id}", auth(s.destroySandbox))
 	s.mux.HandleFunc("/v1/sandboxes/{id}", auth(s.noRoute))
 	s.mux.HandleFunc("/v1/sandboxes/{id}/{rest...}", auth(s.sandboxCall))
-	s.mux.HandleFunc("GET /v1/nodes", auth(s.listNodes))
-	s.mux.HandleFunc("POST /v1/nodes/{name}/drain", auth(s.drainNode))
-	s.mux.HandleFunc("POST /v1/nodes/{name}/uncordon", auth(s.uncordonNode))
+	s.mux.HandleFunc("GET /v1/nodes", auth(adminOnly(s.listNodes)))
+	s.mux.HandleFunc("POST /v1/nodes/{name}/drain", auth(adminOnly(s.drainNode)))
+	s.mux.HandleFunc("POST /v1/nodes/{name}/uncordon", auth(adminOnly(s.uncordonNode)))
+	s.keyRoutes()
 	return s
 }
 
@@ -118,25 +122,24 @@ func cleanPath(p string) bool {
 	return c == p
 }
 
-// authenticated requires the cluster's token, as a bearer token or, on a
-// WebSocket, as the sandboxd.token.<token> subprotocol browsers use.
-// Tenants' API keys are not served yet: they live in each node's registry.
+// authenticated requires the cluster's token or an API key of the
+// cluster (Options.Keys), as a bearer token or, on a WebSocket, as the
+// sandboxd.token.<token> subprotocol browsers use, and puts the caller
+// in the request's context (tenants.go). The credentials are forwarded
+// unchanged: the node checks them again against the same keys.
 func (s *Server) authenticated(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		got, ok := bearerToken(r)
+		c, ok := s.authenticate(r)
 		if !ok {
-			got, ok = tokenFromSubprotocol(r)
-		}
-		if !ok || got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sandboxd"`)
-			writeError(w, api.Errorf(api.CodeUnauthorized, "missing or invalid bearer token: send \"Authorization: Bearer <token>\" (the cluster's token)"))
+			writeError(w, api.Errorf(api.CodeUnauthorized, "missing or invalid bearer token: send \"Authorization: Bearer <token>\" (the cluster's token or an API key)"))
 			return
 		}
-		if r.Header.Get(api.TenantHeader) != "" {
-			writeError(w, api.Errorf(api.CodeValidationFailed, "the %s header is not served by a cluster's gateway yet (docs/cluster.md)", api.TenantHeader))
+		if e := actAs(&c, r); e != nil {
+			writeError(w, e)
 			return
 		}
-		next(w, r)
+		next(w, r.WithContext(tenant.WithCaller(r.Context(), c)))
 	}
 }
 
@@ -171,7 +174,9 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Version: s.opts.Version})
 }
 
-// sandboxID returns the validated {id} of the route, or answers the error.
+// sandboxID returns the validated {id} of the route scoped to the
+// caller's tenant ("team-a/demo": what placements are keyed by), or
+// answers the error.
 func sandboxID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id := r.PathValue("id")
 	if err := api.ValidateSandboxID(id); err != nil {
@@ -182,7 +187,7 @@ func sandboxID(w http.ResponseWriter, r *http.Request) (string, bool) {
 		writeError(w, e)
 		return "", false
 	}
-	return id, true
+	return tenant.ScopeContext(r.Context(), id), true
 }
 
 // writeFailure answers err, classified once here.

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/kube"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
 // KubeDirectory is the directory of a cluster on Kubernetes
@@ -39,9 +41,16 @@ func (d KubeDirectory) Nodes(ctx context.Context) ([]Node, error) {
 	return out, nil
 }
 
-// Placement reads the sandbox's resource.
+// objectName is the resource name of a scoped sandbox ID ("team-a/demo"
+// is team-a.demo).
+func objectName(scoped string) string {
+	t, id := tenant.Split(scoped)
+	return kube.ObjectName(t, id)
+}
+
+// Placement reads the sandbox's resource; id is scoped to its tenant.
 func (d KubeDirectory) Placement(ctx context.Context, id string) (string, error) {
-	sb, err := d.Client.GetSandbox(ctx, kube.ObjectName("", id))
+	sb, err := d.Client.GetSandbox(ctx, objectName(id))
 	if errors.Is(err, kube.ErrNotFound) {
 		return "", ErrNotPlaced
 	}
@@ -61,7 +70,8 @@ func (d KubeDirectory) Claim(ctx context.Context, id, node string, options []byt
 	if len(options) > 0 && json.Valid(options) {
 		opts = options
 	}
-	sb, err := kube.NewSandbox("", id, node, opts)
+	t, local := tenant.Split(id)
+	sb, err := kube.NewSandbox(t, local, node, opts)
 	if err != nil {
 		return "", err
 	}
@@ -77,6 +87,24 @@ func (d KubeDirectory) Claim(ctx context.Context, id, node string, options []byt
 		return "", kubeErr(err)
 	}
 	return node, nil
+}
+
+// PlacementsOf returns the nodes of the sandboxes of every tenant whose
+// own ID is id (a preview host names no tenant), by the resources' ID
+// label.
+func (d KubeDirectory) PlacementsOf(ctx context.Context, id string) ([]string, error) {
+	list, _, err := d.Client.ListSandboxes(ctx, kube.ListOptions{LabelSelector: kube.LabelID + "=" + id})
+	if err != nil {
+		return nil, kubeErr(err)
+	}
+	var nodes []string
+	for _, sb := range list {
+		if sb.Status.Node != "" && !slices.Contains(nodes, sb.Status.Node) {
+			nodes = append(nodes, sb.Status.Node)
+		}
+	}
+	slices.Sort(nodes)
+	return nodes, nil
 }
 
 // Release does nothing: the node deletes a destroyed sandbox's resource

@@ -119,7 +119,7 @@ func (s *Server) listNode(r *http.Request, n Node) nodePage {
 	if err != nil {
 		return nodePage{unavailable: true}
 	}
-	req.Header.Set("Authorization", "Bearer "+s.opts.Token)
+	credentials(req, r) // the node lists what the caller may see
 	resp, err := s.fwd.client.Do(req)
 	if err != nil {
 		s.log.WarnContext(r.Context(), "node did not answer a list", "node", n.Name, "err", err)

@@ -207,6 +207,9 @@ func (s *Server) servePreviewHost(w http.ResponseWriter, r *http.Request) bool {
 	}
 	node, err := s.placedOn(r, id)
 	if errors.Is(err, ErrNotPlaced) {
+		node, err = s.tenantPreviewNode(r, id)
+	}
+	if errors.Is(err, ErrNotPlaced) {
 		writeError(w, api.Errorf(api.CodePreviewNotFound, "no preview at this address"))
 		return true
 	}

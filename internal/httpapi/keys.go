@@ -22,7 +22,8 @@ func (s *Server) keys(w http.ResponseWriter) (*tenant.Keys, bool) {
 	return s.opts.Keys, true
 }
 
-func checkQuotas(q api.Quotas) *api.Error {
+// CheckQuotas checks a key's quotas (the gateway's key routes use it too).
+func CheckQuotas(q api.Quotas) *api.Error {
 	for _, f := range []struct {
 		name string
 		v    int64
@@ -46,7 +47,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, e)
 		return
 	}
-	if e := checkQuotas(req.Quotas); e != nil {
+	if e := CheckQuotas(req.Quotas); e != nil {
 		writeAPIError(w, e)
 		return
 	}

@@ -23,6 +23,9 @@ const (
 	LabelNode = "sandboxd.dev/node"
 	// LabelTenant is a Sandbox's tenant (absent for the admin namespace).
 	LabelTenant = "sandboxd.dev/tenant"
+	// LabelID is a Sandbox's ID within its tenant: a preview host names
+	// only that, so a gateway finds a tenant's sandbox by it.
+	LabelID = "sandboxd.dev/id"
 )
 
 var sandboxes = kind{
@@ -87,7 +90,7 @@ func NewSandbox(tenant, id, node string, options json.RawMessage) (*Sandbox, err
 	if err := api.ValidateSandboxID(id); err != nil {
 		return nil, err
 	}
-	labels := map[string]string{}
+	labels := map[string]string{LabelID: id}
 	if tenant != "" {
 		if err := api.ValidateSandboxID(tenant); err != nil {
 			return nil, err

@@ -43,13 +43,35 @@ type Key struct {
 // secret scanners can be taught it).
 const keyPrefix = "sbx_"
 
-// Keys are the daemon's API keys: rows in the registry (hashed), and a
+// KeyStore keeps the keys' rows (hashes, never secrets): a single host's
+// registry (*store.Store), or a cluster's Kubernetes Secrets
+// (internal/kubekeys), which every node and gateway of the cluster read.
+type KeyStore interface {
+	// Keys returns every row, ordered by name.
+	Keys(ctx context.Context) ([]store.Key, error)
+	// InsertKey adds a row; store.ErrKeyExists when the name is taken.
+	InsertKey(ctx context.Context, k store.Key) error
+	// SetKeyHash replaces a row's hash; store.ErrKeyNotFound when none.
+	SetKeyHash(ctx context.Context, name string, hash []byte, at time.Time) error
+	// DeleteKey removes a row; store.ErrKeyNotFound when none.
+	DeleteKey(ctx context.Context, name string) error
+}
+
+// Keys are the daemon's API keys: rows in a KeyStore (hashed), and a
 // copy in memory so that authenticating a request never waits for the
-// database. Removing or rotating a key changes the copy before the call
-// returns: the old secret stops working at once. Safe for concurrent use.
+// store. Removing or rotating a key changes the copy before the call
+// returns: the old secret stops working at once. A store others change
+// too (a cluster's) calls Refresh when it learns of a change. Safe for
+// concurrent use.
 type Keys struct {
-	store *store.Store
+	store KeyStore
 	now   func() time.Time
+
+	// missMu serialises the reloads of RefreshOnMiss; lastMiss is when
+	// the last one started.
+	missMu   sync.Mutex
+	lastMiss time.Time
+	missGap  time.Duration // 0: a miss reloads nothing
 
 	// writeMu serialises changes, so the database and the copy agree.
 	writeMu sync.Mutex
@@ -60,7 +82,7 @@ type Keys struct {
 }
 
 // OpenKeys loads the keys of st.
-func OpenKeys(ctx context.Context, st *store.Store) (*Keys, error) {
+func OpenKeys(ctx context.Context, st KeyStore) (*Keys, error) {
 	k := &Keys{store: st, now: time.Now}
 	if err := k.load(ctx); err != nil {
 		return nil, err
@@ -165,19 +187,64 @@ func (k *Keys) notFound(err error, name string) error {
 	return err
 }
 
+// Refresh reloads the keys from the store: a store that others change
+// calls it when they did.
+func (k *Keys) Refresh(ctx context.Context) error {
+	k.writeMu.Lock()
+	defer k.writeMu.Unlock()
+	return k.load(ctx)
+}
+
+// RefreshOnMiss makes an unknown secret of the right form reload the keys
+// once before it is refused, at most once per gap: a key just created
+// elsewhere in a cluster works before the change reaches this copy. The
+// gap bounds what a caller sending made-up keys costs the store.
+func (k *Keys) RefreshOnMiss(gap time.Duration) {
+	k.missMu.Lock()
+	defer k.missMu.Unlock()
+	k.missGap = gap
+}
+
+// missTimeout bounds a reload on a miss.
+const missTimeout = 5 * time.Second
+
 // Authenticate returns the caller a secret belongs to.
 func (k *Keys) Authenticate(secret string) (Caller, bool) {
 	if k == nil || len(secret) < len(keyPrefix) || secret[:len(keyPrefix)] != keyPrefix {
 		return Caller{}, false
 	}
 	h := hash(secret)
-	k.mu.RLock()
-	key, ok := k.byHash[h]
-	k.mu.RUnlock()
+	if key, ok := k.byHashOf(h); ok {
+		return Caller{Name: key.Name, Admin: key.Admin}, true
+	}
+	k.reloadOnMiss() // a concurrent miss's reload counts too: look again
+	key, ok := k.byHashOf(h)
 	if !ok {
 		return Caller{}, false
 	}
 	return Caller{Name: key.Name, Admin: key.Admin}, true
+}
+
+func (k *Keys) byHashOf(h [sha256.Size]byte) (Key, bool) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	key, ok := k.byHash[h]
+	return key, ok
+}
+
+// reloadOnMiss reloads the keys if RefreshOnMiss asked for it and the
+// last reload of a miss is older than its gap; concurrent misses wait
+// for one reload.
+func (k *Keys) reloadOnMiss() {
+	k.missMu.Lock()
+	defer k.missMu.Unlock()
+	if k.missGap == 0 || k.now().Sub(k.lastMiss) < k.missGap {
+		return
+	}
+	k.lastMiss = k.now()
+	ctx, cancel := context.WithTimeout(context.Background(), missTimeout)
+	defer cancel()
+	k.Refresh(ctx) // a failure leaves the copy as it was: the key is refused
 }
 
 // Get returns key name.
