@@ -267,6 +267,16 @@ func pauseWithMemory(t *testing.T, d *testdaemon.Daemon, sb *client.Sandbox) {
 	if res, err := sb.RunCode(ctx, "held = 41", client.RunCodeOptions{}); err != nil || res.Error != nil {
 		t.Fatalf("run-code: %+v, %v", res, err)
 	}
+	// 64 MiB of random bytes: every page of them must come back as it was.
+	const digestCode = "import hashlib; hashlib.sha256(big).hexdigest()"
+	if res, err := sb.RunCode(ctx, "import os; big = bytearray(os.urandom(64 << 20))", client.RunCodeOptions{}); err != nil || res.Error != nil {
+		t.Fatalf("run-code: %+v, %v", res, err)
+	}
+	res, err := sb.RunCode(ctx, digestCode, client.RunCodeOptions{})
+	digest := mainText(res)
+	if err != nil || len(digest) < 64 {
+		t.Fatalf("run-code: %+v, %v", res, err)
+	}
 	out, errOut, code := cli(t, d, "", "pause", "parent")
 	if code != 0 || out != "parent\tpaused\n" {
 		t.Fatalf("sandbox pause parent: %q %q exit %d", out, errOut, code)
@@ -290,9 +300,15 @@ func pauseWithMemory(t *testing.T, d *testdaemon.Daemon, sb *client.Sandbox) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	res, err := sb.RunCode(ctx, "held + 1", client.RunCodeOptions{})
+	res, err = sb.RunCode(ctx, "held + 1", client.RunCodeOptions{})
 	if err != nil || mainText(res) != "42" {
 		t.Errorf("the Python variable after resume: %+v, %v", res, err)
+	}
+	if res, err := sb.RunCode(ctx, digestCode, client.RunCodeOptions{}); err != nil || mainText(res) != digest {
+		t.Errorf("the 64 MiB held in Python after resume: sha256 %q, %v; want %q as before the pause", mainText(res), err, digest)
+	}
+	if _, err := sb.RunCode(ctx, "del big", client.RunCodeOptions{}); err != nil {
+		t.Errorf("run-code: %v", err)
 	}
 	if entries, _ := filepath.Glob(filepath.Join(d.StateDir, "sandboxes", "*", "memory")); len(entries) != 0 {
 		t.Errorf("checkpoints left after the resume: %v", entries)
