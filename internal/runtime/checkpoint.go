@@ -81,6 +81,25 @@ func (r *Runtime) Restore(ctx context.Context, id, bundle, image string, opts Cr
 	return pid, nil
 }
 
+// RestoreInto restores the checkpoint in image into the container id,
+// which runsc create made ahead (Create without Start): the sandbox's boot
+// (its processes, gofer, network set-up) is already done, so what is left
+// is loading the checkpoint. The container's init keeps the PID Create
+// returned.
+func (r *Runtime) RestoreInto(ctx context.Context, id, image string, opts CreateOptions) error {
+	if r.Name != GVisor {
+		return ErrCheckpointUnsupported
+	}
+	offset, _ := opts.Log.Seek(0, io.SeekEnd)
+	args := append(r.globalArgs(), "restore", "--detach", "--image-path", image, id)
+	cmd := exec.CommandContext(ctx, r.Path, args...)
+	cmd.Stdout, cmd.Stderr = opts.Log, opts.Log
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("runsc restore into a created container: %w: %s", err, tail(opts.Log, offset))
+	}
+	return nil
+}
+
 // SignalInit sends sig to the container's init process only.
 func (r *Runtime) SignalInit(ctx context.Context, id string, sig syscall.Signal) error {
 	if err := r.rc.Kill(ctx, id, int(sig), &runc.KillOpts{}); err != nil {

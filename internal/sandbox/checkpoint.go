@@ -128,6 +128,8 @@ func (m *Manager) pauseLocked(ctx context.Context, b *box, reason string) error 
 		m.log.Error("tearing down a paused sandbox", "sandbox", b.id, "err", err)
 	}
 	steps.mark("teardown")
+	m.prepareResume(ctx, b)
+	steps.mark("prepare")
 	took := m.now().Sub(start)
 	m.m.pauses.Inc("")
 	m.m.pauseSeconds.Observe(took.Seconds())
@@ -170,7 +172,11 @@ func (m *Manager) resumeAgent(ctx context.Context, rt Runtime, inst *instance) e
 // createOrRestore creates b's container from its bundle, or, for a paused
 // sandbox, restores it from its checkpoint; it returns init's host PID.
 // The caller starts a created container (restored ones run).
-func (m *Manager) createOrRestore(ctx context.Context, b *box, rt Runtime, cid string, p paths, opts runtime.CreateOptions) (pid int, restored bool, err error) {
+func (m *Manager) createOrRestore(ctx context.Context, b *box, rt Runtime, cid string, p paths, mode bootMode, opts runtime.CreateOptions) (pid int, restored bool, err error) {
+	if mode == bootPrepare {
+		pid, err = rt.Create(ctx, cid, p.bundle, opts)
+		return pid, false, err
+	}
 	if m.forkRestores(b) {
 		pid, err = m.restoreFork(ctx, b, rt, cid, p, opts)
 		return pid, err == nil, err

@@ -62,6 +62,8 @@ type Runtime interface {
 	// signals its init alone (gVisor only: checkpoint.go).
 	Checkpoint(ctx context.Context, id, image string, o runtime.CheckpointOptions) error
 	Restore(ctx context.Context, id, bundle, image string, opts runtime.CreateOptions) (int, error)
+	// RestoreInto restores into a container created ahead (resume.go).
+	RestoreInto(ctx context.Context, id, image string, opts runtime.CreateOptions) error
 	SignalInit(ctx context.Context, id string, sig syscall.Signal) error
 	// ExecAdmin runs a command in the container with privileges user code
 	// never has (gVisor only).

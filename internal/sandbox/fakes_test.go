@@ -214,6 +214,10 @@ func (r *fakeRuntime) Checkpoint(ctx context.Context, id, image string, o runtim
 	return runtime.ErrCheckpointUnsupported
 }
 
+func (r *fakeRuntime) RestoreInto(ctx context.Context, id, image string, opts runtime.CreateOptions) error {
+	return runtime.ErrCheckpointUnsupported
+}
+
 func (r *fakeRuntime) Restore(ctx context.Context, id, bundle, image string, opts runtime.CreateOptions) (int, error) {
 	return 0, runtime.ErrCheckpointUnsupported
 }

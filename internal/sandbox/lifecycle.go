@@ -270,8 +270,35 @@ func (m *Manager) watch(b *box, inst *instance) {
 }
 
 // boot starts b's container: network, overlay, cgroups, container, agent.
-// On failure everything it did is undone.
-func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
+// On failure everything it did is undone. A paused sandbox whose container
+// was created ahead (resume.go) is restored into it.
+func (m *Manager) boot(ctx context.Context, b *box) (*instance, error) {
+	if b.prepared != nil {
+		inst, err := m.resumePrepared(ctx, b)
+		if err == nil {
+			return inst, nil
+		}
+		m.log.Warn("restoring into the container created ahead failed; restoring afresh", "sandbox", b.id, "err", err)
+		if terr := m.teardown(ctx, b); terr != nil {
+			return nil, errors.Join(err, terr)
+		}
+	}
+	return m.bootAs(ctx, b, bootStart)
+}
+
+// bootMode says how far bootAs goes.
+type bootMode int
+
+const (
+	// bootStart starts the container (or restores a paused one) and
+	// waits for its agent.
+	bootStart bootMode = iota
+	// bootPrepare only creates the container of a paused gVisor sandbox,
+	// for its resume to restore into (resume.go).
+	bootPrepare
+)
+
+func (m *Manager) bootAs(ctx context.Context, b *box, mode bootMode) (_ *instance, err error) {
 	key := b.rec.Key
 	p := m.paths(key)
 	if b.cfg.Limits.DiskBytes > 0 {
@@ -314,7 +341,13 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	defer sock.close() // the container has its own copy
 
 	steps := newStepTimer()
-	defer func() { m.log.Debug("sandbox boot", "sandbox", b.id, "steps", steps.String(), "err", err) }()
+	defer func() {
+		msg := "sandbox boot"
+		if mode == bootPrepare {
+			msg = "sandbox created ahead of its resume"
+		}
+		m.log.Debug(msg, "sandbox", b.id, "steps", steps.String(), "err", err)
+	}()
 	ep, err := m.opts.Network.Attach(ctx, key, m.networkRequest(b))
 	steps.mark("network")
 	if err != nil {
@@ -391,7 +424,7 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 	// A gVisor sandbox has nothing to do between create and start (no
 	// cgroup split), so one `runsc run --detach` does both; a paused one
 	// is restored instead.
-	pid, restored, err := m.createOrRestore(ctx, b, rt, cid, p, runtime.CreateOptions{Log: logf, ExtraFiles: sock.files, Start: b.isGVisor()})
+	pid, restored, err := m.createOrRestore(ctx, b, rt, cid, p, mode, runtime.CreateOptions{Log: logf, ExtraFiles: sock.files, Start: b.isGVisor() && mode == bootStart})
 	if err != nil {
 		return nil, err
 	}
@@ -412,6 +445,9 @@ func (m *Manager) boot(ctx context.Context, b *box) (_ *instance, err error) {
 		return nil, err
 	}
 	undo.push(func(context.Context) error { inst.close(); return nil })
+	if mode == bootPrepare {
+		return inst, nil
+	}
 	if restored {
 		// The agent let go of its socket before the checkpoint.
 		if err := rt.SignalInit(ctx, cid, agentapi.ResumeSignal); err != nil {
@@ -654,6 +690,10 @@ func (m *Manager) teardown(ctx context.Context, b *box) error {
 		b.running.close()
 		b.running = nil
 		m.release(b)
+	}
+	if b.prepared != nil {
+		b.prepared.close()
+		b.prepared = nil
 	}
 	var errs []error
 	for _, rt := range m.runtimesOf(b) {

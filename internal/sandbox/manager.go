@@ -168,6 +168,9 @@ type box struct {
 	// moving is the node the sandbox is held for a move to (move.go);
 	// guarded by mu. Nothing starts or destroys it meanwhile.
 	moving string
+	// prepared is a paused gVisor sandbox's container, created ahead for
+	// its resume to restore into (resume.go); guarded by mu.
+	prepared *instance
 
 	// netSlot is the sandbox's network slot plus one (0: none); read
 	// without mu when allocating slots for other sandboxes.

@@ -69,6 +69,13 @@ func (m *Manager) Recover(ctx context.Context) error {
 			}
 			b.mu.Unlock()
 			delete(known, rec.Key)
+		case StatusPaused:
+			// Its container may have been created ahead of its resume, or
+			// been halfway there (resume.go): the resume sets it up afresh.
+			if err := m.teardown(ctx, b); err != nil {
+				m.log.Warn("cleaning up a paused sandbox's remnants", "sandbox", b.id, "err", err)
+			}
+			_ = m.checkLost(ctx, b)
 		default:
 			// sleeping, stopped, failed: nothing should run; make sure,
 			// keeping the status and its reason.

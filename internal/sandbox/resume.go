@@ -1,0 +1,83 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sandboxd/sandboxd/internal/agentapi"
+	"github.com/sandboxd/sandboxd/internal/failpoint"
+	"github.com/sandboxd/sandboxd/internal/runtime"
+)
+
+// A paused gVisor sandbox's container is created ahead of its resume.
+//
+// Most of a `runsc restore` from nothing is the boot of a new gVisor
+// sandbox (its process, the gofer, the network taken from the namespace)
+// before any of the checkpoint is read; runsc can instead restore into a
+// container `runsc create` made earlier. So once a pause has checkpointed
+// and torn the sandbox down, it sets the sandbox up again as a boot would
+// (network, overlay, bundle) and creates its container without starting
+// it (b.prepared); the resume is then the restore itself and the agent's
+// socket. The created container holds no user code and none of the
+// checkpoint's memory: only the gVisor sandbox's own processes, waiting.
+//
+// Nothing of it is recorded: a daemon that restarts tears down whatever a
+// paused sandbox had set up (Recover), and its resume restores from
+// nothing as before. A restore into the created container that fails is
+// tried once more from nothing, so the container created ahead can only
+// cost time, never the sandbox's memory.
+
+// prepareResume creates paused b's container ahead of its resume; a
+// failure only logs, and the resume restores from nothing. b.mu is held.
+func (m *Manager) prepareResume(ctx context.Context, b *box) {
+	if err := m.enterBoot(ctx); err != nil {
+		return
+	}
+	defer m.leaveBoot()
+	inst, err := m.bootAs(ctx, b, bootPrepare)
+	if err != nil {
+		m.log.Warn("creating a paused sandbox's container ahead of its resume", "sandbox", b.id, "err", err)
+		return
+	}
+	b.prepared = inst
+}
+
+// resumePrepared restores paused b into its container created ahead and
+// waits for its agent. On failure the caller tears down what is left.
+// b.mu is held.
+func (m *Manager) resumePrepared(ctx context.Context, b *box) (_ *instance, err error) {
+	inst := b.prepared
+	steps := newStepTimer()
+	defer func() {
+		m.log.Debug("sandbox boot", "sandbox", b.id, "prepared", true, "steps", steps.String(), "err", err)
+	}()
+	if !inst.alive() {
+		return nil, fmt.Errorf("the container created ahead exited")
+	}
+	rt, err := m.runtimeOf(b)
+	if err != nil {
+		return nil, err
+	}
+	p := m.paths(b.rec.Key)
+	logf, err := openLog(p.log)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	if err := rt.RestoreInto(ctx, inst.cid, checkpointDir(p), runtime.CreateOptions{Log: logf}); err != nil {
+		return nil, err
+	}
+	steps.mark("restore")
+	failpoint.Hit("resume-after-restore")
+	// The agent let go of its socket before the checkpoint.
+	if err := rt.SignalInit(ctx, inst.cid, agentapi.ResumeSignal); err != nil {
+		return nil, fmt.Errorf("waking the restored agent: %w", err)
+	}
+	steps.mark("signal")
+	if err := waitAgent(ctx, inst, agentBootTimeout); err != nil {
+		return nil, fmt.Errorf("%w (agent log: %s)", err, logTail(p.log))
+	}
+	steps.mark("agent")
+	b.prepared = nil
+	return inst, nil
+}
