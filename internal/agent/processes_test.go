@@ -601,7 +601,7 @@ func TestLoginProcessIsALoginShell(t *testing.T) {
 		return p, end, logs.Stdout
 	}
 	foo := map[string]string{"FOO": "bar"}
-	// The first one has no fork server; the reference is the E2B path
+	// The first one starts the fork server; the reference is the E2B path
 	// before login processes: bash -c exec bash -l -c, never a spare.
 	const envCmd = `env | grep -v '^_=' | sort; shopt login_shell; echo "$0 $SHLVL $(id -un) $PWD"`
 	_, _, first := run(api.StartProcessRequest{Command: envCmd, Login: true, Env: foo})
@@ -609,7 +609,7 @@ func TestLoginProcessIsALoginShell(t *testing.T) {
 	server := loginShell(t, 0)
 	_, _, second := run(api.StartProcessRequest{Command: envCmd, Login: true, Env: foo})
 	if first != ref || second != ref || !strings.Contains(ref, "FOO=bar") || !strings.Contains(ref, "\ton\n/bin/bash 1 ") {
-		t.Errorf("environments differ:\nlogin, no fork server:\n%s\nlogin, fork server:\n%s\nbash -l -c:\n%s", first, second, ref)
+		t.Errorf("environments differ:\nlogin, first:\n%s\nlogin, fork server:\n%s\nbash -l -c:\n%s", first, second, ref)
 	}
 	// Forked by the server: $$ is the server's, BASHPID the process's own,
 	// which leads its own process group.

@@ -256,7 +256,31 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	writeControlJSON(w, http.StatusCreated, s.answer(e))
+	s.warmUp(context.WithoutCancel(r.Context()), e.ID)
 	return nil
+}
+
+// warmUpID is the process ID of a sandbox's warm-up (see warmUp); the
+// layer's process list leaves it out.
+const warmUpID = "e2b-warm-up"
+
+// warmUp starts, in the background, a login process of `:` as the
+// default user with what the SDK's commands use (its home, no envs), as
+// the first command would: the agent creates the user and starts the
+// login shell its commands are forked from now, while the create's answer
+// travels, rather than when the first command comes.
+func (s *Server) warmUp(ctx context.Context, id string) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		preq := api.StartProcessRequest{Command: ":", Login: true, ProcessID: warmUpID, User: defaultUser,
+			Cwd: home(defaultUser), AutoCleanup: true, CloseStdin: true}
+		if err := s.up.call(ctx, http.MethodPost, sandboxPath(id, "processes"), preq, nil); err != nil {
+			s.log.Debug("warm-up of a new sandbox failed", "sandbox", id, "err", err)
+		}
+	}()
 }
 
 // templateImage maps a template ID onto an image: a sandboxd image of

@@ -92,6 +92,10 @@ type Server struct {
 	// retryAt is, for sandboxes whose end at the timeout failed, when to
 	// try again (owned by Run's goroutine).
 	retryAt map[string]time.Time
+
+	// bg counts the background warm-ups of new sandboxes (bounded in
+	// time); Run waits for them when it returns.
+	bg sync.WaitGroup
 }
 
 // New returns the E2B server.
@@ -186,6 +190,7 @@ func (s *Server) ServeHost(w http.ResponseWriter, r *http.Request) bool {
 func (s *Server) Run(ctx context.Context) error {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	defer s.bg.Wait()
 	for {
 		select {
 		case <-ctx.Done():

@@ -541,7 +541,7 @@ func (c *call) listProcesses(ctx context.Context) (any, error) {
 	}
 	out := []processInfo{}
 	for _, p := range list.Processes {
-		if p.Status.Done() {
+		if p.Status.Done() || p.ID == warmUpID {
 			continue
 		}
 		info := processInfo{PID: uint32(p.PID), Config: processConfig{Cmd: "/bin/bash", Args: []string{"-c", p.Command}}}

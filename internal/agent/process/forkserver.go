@@ -224,8 +224,11 @@ func (fs *forkServer) closeFiles() {
 }
 
 // claimForkServer returns the fork server when it serves processes like
-// o, waiting for one that is starting; a server started for other
-// processes, or before the profile's files changed, is killed.
+// o, waiting for one that is starting, or starting one when there is
+// none (the first login process then pays the server's start instead of
+// a start of its own, and the next one does not wait for a second); a
+// server started for other processes, or before the profile's files
+// changed, is killed.
 func (m *Manager) claimForkServer(o StartOptions) *forkServer {
 	if m.forkDir == "" || !usableForFork(o) {
 		return nil
@@ -233,6 +236,12 @@ func (m *Manager) claimForkServer(o StartOptions) *forkServer {
 	m.spareMu.Lock()
 	fs, starting := m.fork, m.forkStarting
 	m.spareMu.Unlock()
+	if fs == nil && starting == nil && !m.forkVetoed(o) {
+		m.startForkServer(o)
+		m.spareMu.Lock()
+		fs, starting = m.fork, m.forkStarting
+		m.spareMu.Unlock()
+	}
 	if fs == nil && starting != nil {
 		select {
 		case <-starting:
