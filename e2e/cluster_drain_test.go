@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -69,8 +70,8 @@ func testDrainMoves(t *testing.T, ctx context.Context, c *testCluster) {
 
 // testGatewayRestart kills a gateway with SIGKILL and starts a new one on
 // its address: every sandbox answers through it, with its files, on the
-// node it was on.
-func testGatewayRestart(t *testing.T, ctx context.Context, c *testCluster) {
+// node it was on. The new gateway lives as long as outer.
+func testGatewayRestart(t, outer *testing.T, ctx context.Context, c *testCluster) {
 	list, err := c.client.List(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +94,7 @@ func testGatewayRestart(t *testing.T, ctx context.Context, c *testCluster) {
 		}
 		return err != nil
 	}, "the killed gateway's port closed")
-	c.gatewayCmds[0] = startGateway(t, c.kube.Kubeconfig, c.tokenFile, addr)
+	c.gatewayCmds[0] = startGateway(outer, c.kube.Kubeconfig, c.tokenFile, addr)
 	for id, node := range placed {
 		info, err := c.client.Sandbox(id).Info(ctx)
 		if err != nil || info.Node != node {
@@ -117,4 +118,56 @@ func (c *testCluster) node(t *testing.T, name string) *testdaemon.Daemon {
 	}
 	t.Fatalf("no node %q", name)
 	return nil
+}
+
+// testWatchedPlacements destroys a sandbox through one gateway and checks
+// that the other, which had its placement cached, sees it gone once its
+// node deleted the Sandbox resource (the resources' watch), not after its
+// 5 s cache: it answers SANDBOX_NOT_FOUND itself (no node's X-Request-Id),
+// and its next call claims the ID again, so the sandbox has a resource (a
+// call sent to the old node by a stale cache would make it there without
+// one).
+func testWatchedPlacements(t *testing.T, ctx context.Context, c *testCluster) {
+	other, err := client.New(c.gateways[1], client.WithToken(c.token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.client.Sandbox("watched").Exec(ctx, "true"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Sandbox("watched").Info(ctx); err != nil { // cached there now
+		t.Fatal(err)
+	}
+	kc := c.kube.Client(t)
+	if err := c.client.Sandbox("watched").Destroy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	destroyed := time.Now()
+	waitFor(t, 30*time.Second, func() bool {
+		_, err := kc.GetSandbox(ctx, "watched")
+		return errors.Is(err, kube.ErrNotFound)
+	}, "the node deleting the Sandbox resource")
+	gone := time.Now()
+	waitFor(t, 30*time.Second, func() bool {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.gateways[1]+"/v1/sandboxes/watched", nil)
+		req.Header.Set("Authorization", "Bearer "+c.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusNotFound && resp.Header.Get("X-Request-Id") == ""
+	}, "the other gateway knowing the sandbox is not placed")
+	seen := time.Now()
+	t.Logf("destroyed through one gateway: resource deleted by its node %s later; the other gateway saw it %s after that (its cache alone: up to 5 s)",
+		gone.Sub(destroyed).Round(time.Millisecond), seen.Sub(gone).Round(time.Millisecond))
+	if seen.Sub(destroyed) >= 5*time.Second {
+		t.Logf("(slower than the cache's 5 s on this loaded machine: the watch did not help here)")
+	}
+	if _, err := other.Sandbox("watched").Exec(ctx, "true"); err != nil {
+		t.Fatal(err)
+	}
+	if obj, err := kc.GetSandbox(ctx, "watched"); err != nil || obj.Status.Node == "" {
+		t.Fatalf("the sandbox made again through the other gateway has no placement: %+v %v", obj, err)
+	}
 }

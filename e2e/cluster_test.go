@@ -306,5 +306,7 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("drain moves a sandbox with its files", func(t *testing.T) { testDrainMoves(t, ctx, c) })
-	t.Run("a gateway restart loses nothing", func(t *testing.T) { testGatewayRestart(t, ctx, c) })
+	outer := t // the restarted gateway serves the subtests after it
+	t.Run("a gateway restart loses nothing", func(t *testing.T) { testGatewayRestart(t, outer, ctx, c) })
+	t.Run("a destroy through one gateway is seen by the other at once", func(t *testing.T) { testWatchedPlacements(t, ctx, c) })
 }

@@ -99,6 +99,9 @@ func runGateway(ctx context.Context, o gatewayOptions, log *slog.Logger) error {
 	log.Info("sandboxd gateway serving", "listen", ln.Addr().String(), "namespace", kc.Namespace())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	// Placements through the Sandbox resources' watch: a destroy or move
+	// through another gateway is seen at once.
+	go gw.Follow(ctx)
 	select {
 	case err := <-errc:
 		return err

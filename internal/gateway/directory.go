@@ -64,3 +64,26 @@ type Node struct {
 	MemoryBudget, MemoryUsed, DefaultMemory int64
 	ReportedAt                              time.Time
 }
+
+// PlacementFollower is a Directory that can tell a gateway of every
+// placement change as it happens (KubeDirectory: a watch of the Sandbox
+// resources). A gateway that follows one sees a sandbox destroyed or
+// moved through another gateway at once, rather than after its
+// placement cache's 5 s.
+type PlacementFollower interface {
+	// FollowPlacements calls fn with every placement (Sync) and then with
+	// each change, until ctx ends, resuming by itself after errors.
+	FollowPlacements(ctx context.Context, fn func(PlacementEvent)) error
+}
+
+// PlacementEvent is one change of the directory's placements.
+type PlacementEvent struct {
+	// Sync: All holds every placement (sandbox ID to node), replacing
+	// what was known.
+	Sync bool
+	All  map[string]string
+	// Otherwise sandbox ID is placed on Node, or no longer placed
+	// (Deleted).
+	ID, Node string
+	Deleted  bool
+}

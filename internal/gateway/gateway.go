@@ -70,6 +70,18 @@ func New(opts Options) *Server {
 	return s
 }
 
+// Follow keeps the gateway's view of placements current through the
+// directory's watch, when it has one (PlacementFollower), until ctx
+// ends; without it placements are cached for 5 s.
+func (s *Server) Follow(ctx context.Context) error {
+	f, ok := s.opts.Directory.(PlacementFollower)
+	if !ok {
+		<-ctx.Done()
+		return nil
+	}
+	return s.place.follow(ctx, f)
+}
+
 // ServeHTTP serves preview hosts by their sandbox's node and everything
 // else by route; it answers unknown routes with JSON errors.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -618,3 +618,54 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
 }
+
+// followedDir is the in-memory directory with a watch the test drives.
+type followedDir struct {
+	*gatewaytest.Directory
+	events chan gateway.PlacementEvent
+}
+
+func (d followedDir) FollowPlacements(ctx context.Context, fn func(gateway.PlacementEvent)) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev := <-d.events:
+			fn(ev)
+		}
+	}
+}
+
+// TestFollowedPlacementsNeedNoTTL: a gateway that follows the directory's
+// watch routes by a move made through another gateway as soon as the
+// watch reports it, where its 5 s placement cache would still name the
+// old node.
+func TestFollowedPlacementsNeedNoTTL(t *testing.T) {
+	c := newCluster(t, "n1", "n2")
+	c.dir.Update("n2", func(n *gateway.Node) { n.Cordoned = true })
+	dir := followedDir{Directory: c.dir, events: make(chan gateway.PlacementEvent)}
+	s := gateway.New(gateway.Options{Directory: dir, Token: token, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	gw := httptest.NewServer(s)
+	t.Cleanup(gw.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go s.Follow(ctx)
+	call(t, "PUT", gw.URL+"/v1/sandboxes/a", "{}") // placed on n1, cached
+	dir.events <- gateway.PlacementEvent{Sync: true, All: map[string]string{"a": "n1"}}
+	if err := c.dir.Move(ctx, "a", "n1", "n2"); err != nil {
+		t.Fatal(err)
+	}
+	dir.events <- gateway.PlacementEvent{ID: "a", Node: "n2"}
+	dir.events <- gateway.PlacementEvent{ID: "b", Node: "n1"} // handled once "a" is
+	_, b := call(t, "GET", gw.URL+"/v1/sandboxes/a", "")
+	if !strings.Contains(string(b), `"node":"n2"`) {
+		t.Fatalf("after the watch reported the move: %s", b)
+	}
+	dir.events <- gateway.PlacementEvent{ID: "a", Deleted: true}
+	dir.events <- gateway.PlacementEvent{ID: "b", Deleted: true}
+	c.dir.Release(ctx, "a")
+	resp, b := call(t, "GET", gw.URL+"/v1/sandboxes/a", "")
+	if resp.StatusCode != 404 {
+		t.Fatalf("after the watch reported the delete: %s %s", resp.Status, b)
+	}
+}

@@ -159,3 +159,26 @@ func (d KubeDirectory) Move(ctx context.Context, id, from, to string) error {
 	}
 	return kubeErr(err)
 }
+
+// FollowPlacements watches every Sandbox resource of the admin namespace
+// (the gateway serves no tenants yet).
+func (d KubeDirectory) FollowPlacements(ctx context.Context, fn func(PlacementEvent)) error {
+	return d.Client.FollowSandboxes(ctx, "", func(ev kube.Event[kube.Sandbox]) {
+		switch ev.Type {
+		case kube.Sync:
+			all := make(map[string]string, len(ev.Items))
+			for _, sb := range ev.Items {
+				if sb.Spec.Tenant == "" && sb.Status.Node != "" {
+					all[sb.Spec.ID] = sb.Status.Node
+				}
+			}
+			fn(PlacementEvent{Sync: true, All: all})
+		case kube.Added, kube.Modified, kube.Deleted:
+			sb := ev.Object
+			if sb == nil || sb.Spec.Tenant != "" {
+				return
+			}
+			fn(PlacementEvent{ID: sb.Spec.ID, Node: sb.Status.Node, Deleted: ev.Type == kube.Deleted || sb.Status.Node == ""})
+		}
+	})
+}

@@ -30,6 +30,9 @@ type placer struct {
 	pending map[string][]claim
 	// placed caches placements for placementTTL.
 	placed map[string]placement
+	// followed are every placement as a watch of the directory reports
+	// them (follow), once it has synced; a hit there needs no TTL.
+	followed map[string]string
 }
 
 type claim struct {
@@ -47,8 +50,10 @@ const (
 	// between a Lease expiring and calls answering NODE_UNAVAILABLE.
 	nodesTTL = time.Second
 	// placementTTL is how long a placement is believed without asking
-	// the directory. A sandbox destroyed and created again on another
-	// node through another gateway within it still reaches the old node.
+	// the directory, when the directory's watch (follow) has not shown
+	// it. Without a watch, a sandbox destroyed and created again on
+	// another node through another gateway within it still reaches the
+	// old node.
 	placementTTL = 5 * time.Second
 	// maxPlaced bounds the placement cache.
 	maxPlaced = 100_000
@@ -94,6 +99,10 @@ func (p *placer) node(ctx context.Context, name string) (Node, error) {
 // lookup returns the node sandbox id is placed on, or ErrNotPlaced.
 func (p *placer) lookup(ctx context.Context, id string) (string, error) {
 	p.mu.Lock()
+	if node, ok := p.followed[id]; ok {
+		p.mu.Unlock()
+		return node, nil
+	}
 	pl, ok := p.placed[id]
 	p.mu.Unlock()
 	if ok && p.now().Sub(pl.at) < placementTTL {
@@ -216,6 +225,7 @@ func (p *placer) forget(id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.placed, id)
+	delete(p.followed, id)
 }
 
 // invalidate makes the next list ask the directory.
@@ -223,4 +233,29 @@ func (p *placer) invalidate() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.nodes = nil
+}
+
+// follow keeps p.followed equal to the directory's placements until ctx
+// ends. A placement the watch has not shown yet (another gateway's claim
+// a moment ago) is a miss there, which lookup answers as before: from the
+// TTL cache, else the directory. A change also drops the TTL cache's
+// entry, so that a destroy or move through another gateway is seen as
+// soon as the watch reports it.
+func (p *placer) follow(ctx context.Context, f PlacementFollower) error {
+	return f.FollowPlacements(ctx, func(ev PlacementEvent) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		switch {
+		case ev.Sync:
+			p.followed = ev.All
+			clear(p.placed)
+		case p.followed == nil:
+		case ev.Deleted:
+			delete(p.followed, ev.ID)
+			delete(p.placed, ev.ID)
+		default:
+			p.followed[ev.ID] = ev.Node
+			delete(p.placed, ev.ID)
+		}
+	})
 }
