@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
 // forwarder sends calls to nodes through one reverse proxy. Responses are
@@ -117,7 +118,10 @@ func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, node Node, t
 		writeError(w, nodeUnavailable(node.Name))
 		return
 	}
-	t.node, t.base, t.sandbox = node, base, r.PathValue("id")
+	t.node, t.base = node, base
+	if id := r.PathValue("id"); id != "" {
+		t.sandbox = tenant.ScopeContext(r.Context(), id)
+	}
 	// A node may answer before it has read the whole body (a preview's
 	// service echoing an upload as it arrives); without full duplex the
 	// server would cut the rest of the body off once the answer starts.

@@ -135,7 +135,7 @@ func kubeErr(err error) error {
 // resourceVersion as read: a concurrent change (another gateway's move, a
 // destroy and a new claim) makes the update conflict, and nothing moves.
 func (d KubeDirectory) Move(ctx context.Context, id, from, to string) error {
-	sb, err := d.Client.GetSandbox(ctx, kube.ObjectName("", id))
+	sb, err := d.Client.GetSandbox(ctx, objectName(id))
 	if errors.Is(err, kube.ErrNotFound) {
 		return ErrNotPlaced
 	}
@@ -160,25 +160,26 @@ func (d KubeDirectory) Move(ctx context.Context, id, from, to string) error {
 	return kubeErr(err)
 }
 
-// FollowPlacements watches every Sandbox resource of the admin namespace
-// (the gateway serves no tenants yet).
+// FollowPlacements watches every Sandbox resource; placements are keyed
+// by scoped ID, as the gateway looks them up.
 func (d KubeDirectory) FollowPlacements(ctx context.Context, fn func(PlacementEvent)) error {
 	return d.Client.FollowSandboxes(ctx, "", func(ev kube.Event[kube.Sandbox]) {
 		switch ev.Type {
 		case kube.Sync:
 			all := make(map[string]string, len(ev.Items))
 			for _, sb := range ev.Items {
-				if sb.Spec.Tenant == "" && sb.Status.Node != "" {
-					all[sb.Spec.ID] = sb.Status.Node
+				if sb.Status.Node != "" {
+					all[tenant.Scope(sb.Spec.Tenant, sb.Spec.ID)] = sb.Status.Node
 				}
 			}
 			fn(PlacementEvent{Sync: true, All: all})
 		case kube.Added, kube.Modified, kube.Deleted:
 			sb := ev.Object
-			if sb == nil || sb.Spec.Tenant != "" {
+			if sb == nil {
 				return
 			}
-			fn(PlacementEvent{ID: sb.Spec.ID, Node: sb.Status.Node, Deleted: ev.Type == kube.Deleted || sb.Status.Node == ""})
+			fn(PlacementEvent{ID: tenant.Scope(sb.Spec.Tenant, sb.Spec.ID), Node: sb.Status.Node,
+				Deleted: ev.Type == kube.Deleted || sb.Status.Node == ""})
 		}
 	})
 }

@@ -42,9 +42,14 @@ const moveTimeout = 30 * time.Minute
 // moveStepTimeout bounds the other steps of a move.
 const moveStepTimeout = time.Minute
 
-// movePath is the node's route of a move step (kubenode.MovePrefix).
-func movePath(id, step string) string {
-	return "/v1/cluster/sandboxes/" + url.PathEscape(id) + "/" + step
+// movePath is the node's route of a move step (kubenode.MovePrefix) for
+// tenant t's sandbox id ("" is the admin namespace).
+func movePath(t, id, step string) string {
+	p := "/v1/cluster/sandboxes/" + url.PathEscape(id) + "/" + step
+	if t != "" {
+		p += "?tenant=" + url.QueryEscape(t)
+	}
+	return p
 }
 
 // drained is what happened to one sandbox of a drain.
@@ -56,10 +61,12 @@ type drained struct {
 
 // drainOne stops (if it runs) and moves one sandbox of node n.
 func (s *Server) drainOne(ctx context.Context, n Node, sb listed) drained {
-	if sb.Tenant != "" && sb.Tenant != tenant.Default {
-		return drained{err: errors.New("a tenant's sandbox is not moved: the gateway does not serve tenants yet")}
+	t := sb.Tenant
+	if t == tenant.Default {
+		t = ""
 	}
-	placed, err := s.opts.Directory.Placement(ctx, sb.ID)
+	scoped := tenant.Scope(t, sb.ID)
+	placed, err := s.opts.Directory.Placement(ctx, scoped)
 	switch {
 	case errors.Is(err, ErrNotPlaced):
 		return drained{err: errors.New("not placed in the cluster (made on the node directly); left alone")}
@@ -67,7 +74,7 @@ func (s *Server) drainOne(ctx context.Context, n Node, sb listed) drained {
 		return drained{err: fmt.Errorf("reading its placement: %w", err)}
 	case placed != n.Name:
 		// An earlier move flipped the placement but did not finish.
-		if err := s.finishMove(ctx, n, sb.ID, placed); err != nil {
+		if err := s.finishMove(ctx, n, t, sb.ID, placed); err != nil {
 			return drained{err: err}
 		}
 		return drained{to: placed}
@@ -89,23 +96,23 @@ func (s *Server) drainOne(ctx context.Context, n Node, sb listed) drained {
 		res.err = err
 		return res
 	}
-	res.err = s.move(ctx, sb.ID, n, to)
+	res.err = s.move(ctx, t, sb.ID, n, to)
 	if res.err == nil {
 		res.to = to.Name
 	}
 	return res
 }
 
-// move moves the stopped sandbox id from node from to node to (steps in
-// the comment above).
-func (s *Server) move(ctx context.Context, id string, from, to Node) error {
+// move moves tenant t's stopped sandbox id from node from to node to
+// (steps in the comment above).
+func (s *Server) move(ctx context.Context, t, id string, from, to Node) error {
 	step := func(ctx context.Context, n Node, method, path string, in any) error {
 		ctx, cancel := context.WithTimeout(ctx, moveStepTimeout)
 		defer cancel()
-		return s.callNodeWith(ctx, n, method, path, "", in, nil)
+		return s.callNodeWith(ctx, n, method, path, t, in, nil)
 	}
 	release := func() {
-		if err := step(ctx, from, http.MethodDelete, movePath(id, "hold"), nil); err != nil {
+		if err := step(ctx, from, http.MethodDelete, movePath(t, id, "hold"), nil); err != nil {
 			s.log.ErrorContext(ctx, "releasing the hold of a move that failed; a drain run again releases it", "sandbox", id, "node", from.Name, "err", err)
 		}
 	}
@@ -116,7 +123,7 @@ func (s *Server) move(ctx context.Context, id string, from, to Node) error {
 		}
 		return err
 	}
-	if err := step(ctx, from, http.MethodPost, movePath(id, "hold"), map[string]string{"node": to.Name}); err != nil {
+	if err := step(ctx, from, http.MethodPost, movePath(t, id, "hold"), map[string]string{"node": to.Name}); err != nil {
 		return fmt.Errorf("holding it on %s: %w", from.Name, err)
 	}
 	if err := dropTargetCopy(); err != nil {
@@ -124,7 +131,7 @@ func (s *Server) move(ctx context.Context, id string, from, to Node) error {
 		return fmt.Errorf("removing an unplaced copy of it from %s: %w", to.Name, err)
 	}
 	mctx, cancel := context.WithTimeout(ctx, moveTimeout)
-	err := s.callNodeWith(mctx, to, http.MethodPost, movePath(id, "move-in"), "", map[string]string{"from": from.Name}, nil)
+	err := s.callNodeWith(mctx, to, http.MethodPost, movePath(t, id, "move-in"), t, map[string]string{"from": from.Name}, nil)
 	cancel()
 	if err != nil {
 		if derr := dropTargetCopy(); derr != nil {
@@ -133,15 +140,16 @@ func (s *Server) move(ctx context.Context, id string, from, to Node) error {
 		release()
 		return fmt.Errorf("copying it to %s: %w", to.Name, err)
 	}
-	if err := s.opts.Directory.Move(ctx, id, from.Name, to.Name); err != nil {
+	scoped := tenant.Scope(t, id)
+	if err := s.opts.Directory.Move(ctx, scoped, from.Name, to.Name); err != nil {
 		if derr := dropTargetCopy(); derr != nil {
 			s.log.ErrorContext(ctx, "removing the copy of a move that failed", "sandbox", id, "node", to.Name, "err", derr)
 		}
 		release()
 		return fmt.Errorf("placing it on %s: %w", to.Name, err)
 	}
-	s.place.remember(id, to.Name)
-	if err := step(ctx, from, http.MethodPost, movePath(id, "finish"), nil); err != nil {
+	s.place.remember(scoped, to.Name)
+	if err := step(ctx, from, http.MethodPost, movePath(t, id, "finish"), nil); err != nil {
 		// Moved all the same: the copy left on the source is held (it
 		// answers SANDBOX_MOVING) and not placed; a drain run again
 		// removes it.
@@ -151,16 +159,16 @@ func (s *Server) move(ctx context.Context, id string, from, to Node) error {
 	return nil
 }
 
-// finishMove removes from node n the copy of sandbox id, which the
-// directory places on node placed: a move that flipped its placement and
-// stopped before its last step.
-func (s *Server) finishMove(ctx context.Context, n Node, id, placed string) error {
+// finishMove removes from node n the copy of tenant t's sandbox id,
+// which the directory places on node placed: a move that flipped its
+// placement and stopped before its last step.
+func (s *Server) finishMove(ctx context.Context, n Node, t, id, placed string) error {
 	ctx, cancel := context.WithTimeout(ctx, moveStepTimeout)
 	defer cancel()
-	if err := s.callNodeWith(ctx, n, http.MethodPost, movePath(id, "hold"), "", map[string]string{"node": placed}, nil); err != nil {
+	if err := s.callNodeWith(ctx, n, http.MethodPost, movePath(t, id, "hold"), t, map[string]string{"node": placed}, nil); err != nil {
 		return fmt.Errorf("it is placed on %s; holding its old copy here: %w", placed, err)
 	}
-	if err := s.callNodeWith(ctx, n, http.MethodPost, movePath(id, "finish"), "", nil, nil); err != nil {
+	if err := s.callNodeWith(ctx, n, http.MethodPost, movePath(t, id, "finish"), t, nil, nil); err != nil {
 		return fmt.Errorf("it is placed on %s; removing its old copy here: %w", placed, err)
 	}
 	return nil

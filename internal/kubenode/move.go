@@ -25,6 +25,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/kube"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/snapshot"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
 // Mover is what a node needs of the sandbox manager to move sandboxes to
@@ -103,14 +104,26 @@ func (n *Node) Handler(next http.Handler, token string) http.Handler {
 
 func (n *Node) mover() Mover { return n.o.Moves }
 
-// routeID returns the route's validated sandbox ID.
+// routeID returns the route's validated sandbox ID, scoped to the tenant
+// of the query's tenant= (none: the admin namespace), as the sandbox
+// manager names it.
 func routeID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id := r.PathValue("id")
 	if err := api.ValidateSandboxID(id); err != nil {
 		writeErr(w, api.Errorf(api.CodeInvalidSandboxID, "%v", err))
 		return "", false
 	}
-	return id, true
+	t := r.URL.Query().Get("tenant")
+	if t == tenant.Default {
+		t = ""
+	}
+	if t != "" {
+		if err := tenant.ValidateName(t); err != nil {
+			writeErr(w, api.Errorf(api.CodeValidationFailed, "tenant %.64q: %v", t, err))
+			return "", false
+		}
+	}
+	return tenant.Scope(t, id), true
 }
 
 // readMove reads a bounded MoveRequest.
@@ -253,9 +266,14 @@ func (n *Node) pull(ctx context.Context, id, from, auth string) (sandbox.Info, e
 	if err != nil {
 		return sandbox.Info{}, err
 	}
-	prefix := base + MovePrefix + url.PathEscape(id)
+	t, local := tenant.Split(id)
+	prefix := base + MovePrefix + url.PathEscape(local)
+	query := ""
+	if t != "" {
+		query = "?tenant=" + url.QueryEscape(t)
+	}
 	var mc moveConfig
-	if err := n.getJSON(ctx, prefix+"/config", auth, &mc); err != nil {
+	if err := n.getJSON(ctx, prefix+"/config"+query, auth, &mc); err != nil {
 		return sandbox.Info{}, fmt.Errorf("reading the sandbox's configuration from %s: %w", from, err)
 	}
 	dir, err := n.mover().NewMoveDir()
@@ -263,7 +281,7 @@ func (n *Node) pull(ctx context.Context, id, from, auth string) (sandbox.Info, e
 		return sandbox.Info{}, err
 	}
 	defer os.RemoveAll(dir) // MoveIn took it, or the move failed
-	if err := n.receive(ctx, prefix+"/files", auth, dir); err != nil {
+	if err := n.receive(ctx, prefix+"/files"+query, auth, dir); err != nil {
 		return sandbox.Info{}, fmt.Errorf("receiving the sandbox's files from %s: %w", from, err)
 	}
 	return n.mover().MoveIn(ctx, id, mc.Config, mc.CreatedAt, dir)
