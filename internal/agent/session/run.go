@@ -405,7 +405,8 @@ func (r *runner) readOutput(st Stream, drain bool) (writers bool) {
 		case err == unix.EAGAIN:
 			return true
 		default: // EOF: every writer closed it; or an error, which ends it too
-			unix.Close(fd) // leaves the epoll set with it (see cleanup)
+			unix.EpollCtl(r.s.ep, unix.EPOLL_CTL_DEL, fd, nil)
+			unix.Close(fd)
 			r.fds[st] = -1
 			return false
 		}
@@ -497,10 +498,14 @@ func (r *runner) drainOutputs() {
 // command text and per-call environment may be secret).
 func (r *runner) cleanup() {
 	for _, st := range []Stream{Stdout, Stderr} {
-		// Closing the only descriptor of the FIFO's open file also takes
-		// it out of the epoll set: no EPOLL_CTL_DEL (one system call
-		// fewer per stream and command).
+		// EPOLL_CTL_DEL before the close, although the close alone
+		// usually takes the FIFO out of the epoll set: a child the agent
+		// forks at that moment holds a copy of the descriptor until its
+		// exec, and the stale entry could then report events under the
+		// number the next command's FIFO gets (whose read, before the
+		// shell opens it, says EOF).
 		if fd := r.fds[st]; fd >= 0 {
+			unix.EpollCtl(r.s.ep, unix.EPOLL_CTL_DEL, fd, nil)
 			unix.Close(fd)
 		}
 	}
