@@ -13,7 +13,7 @@ export CGO_ENABLED := 0
 TOOLS_BIN := $(shell scripts/deps.sh --print-bin)
 export PATH := $(TOOLS_BIN):/usr/local/go/bin:$(PATH)
 
-.PHONY: all build runsc deps deps-run run test test-short bench fmt vet staticcheck check clean console console-check cluster-up cluster-down
+.PHONY: all build runsc deps deps-run run test test-short bench fmt vet staticcheck check clean console console-check cluster-up cluster-down image
 
 all: build
 
@@ -74,6 +74,14 @@ cluster-up: deps
 cluster-down:
 	@$(GO) build -trimpath -o $(BIN)/sandbox-cluster ./scripts/cluster
 	@$(BIN)/sandbox-cluster down --dir $(CLUSTER_DIR)
+
+# sandboxd's container image, which deploy/kubernetes runs (docs/cluster.md):
+# buildah, on a Debian 12 root file system made by mmdebstrap and cached.
+# It installs nothing: without buildah or mmdebstrap it says so. IMAGE names
+# it (also tagged sandboxd:$(VERSION)); ARCHIVE=FILE writes an OCI archive too.
+IMAGE ?= sandboxd:dev
+image: build
+	@IMAGE=$(IMAGE) VERSION=$(VERSION) scripts/image.sh $(BIN)
 
 # The whole suite, real sandboxes included (they need root; without root
 # those tests skip and say so).

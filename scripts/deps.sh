@@ -10,6 +10,8 @@
 #           for the console tests, the image tests' busybox and musl, the
 #           test servers built from Go modules)
 #   --check install nothing: list what is missing and exit 1 if anything is
+#   --print-run-packages  print RUN_PACKAGES, one a line (scripts/image.sh
+#           installs them in sandboxd's container image)
 #
 # Idempotent and quiet: when everything is present it prints nothing and
 # takes well under a second (one dpkg-query, a few stat calls). It prints
@@ -434,11 +436,15 @@ main() {
 			echo "$(tools_dir)/bin"
 			return 0
 			;;
+		--print-run-packages)
+			printf '%s\n' "${RUN_PACKAGES[@]}"
+			return 0
+			;;
 		-h | --help)
 			sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
 			return 0
 			;;
-		*) die "unknown argument '$arg' (usage: scripts/deps.sh [run|test] [--check] [--print-bin])" ;;
+		*) die "unknown argument '$arg' (usage: scripts/deps.sh [run|test] [--check] [--print-bin] [--print-run-packages])" ;;
 		esac
 	done
 	if [[ -z ${SANDBOXD_SKIP_PACKAGES:-} ]]; then

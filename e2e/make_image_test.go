@@ -1,0 +1,73 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sandboxd/sandboxd/internal/testdaemon"
+)
+
+// TestMakeImage builds sandboxd's container image as `make image` does
+// (scripts/image.sh, into a buildah storage of its own) and checks what
+// the deploy/kubernetes manifests rely on: sandboxd runs from the image and
+// is its entry point, sandbox-agent sits beside it, and the tools a node
+// runs (crun, nft, lxcfs) and its sandboxes' host image (python3) are
+// there. The first build on a machine downloads the Debian packages
+// (minutes); after that the root file system is cached.
+func TestMakeImage(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	if testing.Short() {
+		t.Skip("builds a 1.4 GB image: minutes")
+	}
+	for _, tool := range []string{"buildah", "mmdebstrap"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s (scripts/deps.sh run installs it)", tool)
+		}
+	}
+	root := t.TempDir()
+	storage := []string{"--root", filepath.Join(root, "storage"), "--runroot", filepath.Join(root, "run")}
+	buildah := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("buildah", append(storage, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("buildah %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	t.Cleanup(func() {
+		exec.Command("buildah", append(storage, "rm", "--all")...).Run()
+		exec.Command("buildah", append(storage, "rmi", "--all", "--force")...).Run()
+	})
+	archive := filepath.Join(root, "sandboxd.oci.tar")
+	cmd := exec.Command("scripts/image.sh", testdaemon.BinDir(t))
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "BUILDAH_ROOT="+storage[1], "BUILDAH_RUNROOT="+storage[3], "ARCHIVE="+archive)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/image.sh: %v\n%s", err, out)
+	}
+	if st, err := os.Stat(archive); err != nil || st.Size() < 10<<20 {
+		t.Errorf("the OCI archive: %v %v", st, err)
+	}
+
+	if got := buildah("inspect", "--type", "image", "--format", "{{.OCIv1.Config.Entrypoint}}", "sandboxd:dev"); got != "[/usr/local/bin/sandboxd]" {
+		t.Errorf("entry point %s", got)
+	}
+	ctr := buildah("from", "--quiet", "sandboxd:dev")
+	run := func(args ...string) string {
+		t.Helper()
+		return buildah(append([]string{"run", "--isolation", "chroot", ctr, "--"}, args...)...)
+	}
+	if got := run("sandboxd", "--version"); !strings.HasPrefix(got, "sandboxd ") {
+		t.Errorf("sandboxd --version in the image: %q", got)
+	}
+	if got := run("sh", "-c", "sandboxd gateway --help 2>&1 || true"); !strings.Contains(got, "-kubeconfig") {
+		t.Errorf("sandboxd gateway --help in the image: %q", got)
+	}
+	// What a node runs, and its sandboxes' host image.
+	if got := run("sh", "-c", "ls /usr/local/bin/sandbox-agent && for c in crun runc nft lxcfs python3 ip; do command -v $c; done"); strings.Count(got, "\n") != 6 {
+		t.Errorf("tools in the image:\n%s", got)
+	}
+}
