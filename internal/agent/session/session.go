@@ -301,9 +301,17 @@ func (s *Session) ensureShell(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("starting the shell of session %s: %w", s.id, err)
 	}
+	// close takes shMu after marking the session closed and kills the
+	// shell it finds; a shell that was still starting then is not there
+	// yet, so it is killed here instead of outliving the session.
 	s.shMu.Lock()
+	defer s.shMu.Unlock()
+	if s.isClosed() {
+		sh.killGroup()
+		sh.release(s.ep)
+		return ErrClosed
+	}
 	s.sh = sh
-	s.shMu.Unlock()
 	return nil
 }
 
