@@ -52,17 +52,27 @@ func cmdline(pid int) string {
 }
 
 func TestDescendantsAndKill(t *testing.T) {
-	// An "old" job, then (after since) a new one with a grandchild.
-	cmd := exec.Command("/bin/sh", "-c", "sleep 2001 & sleep 0.1; sh -c 'sleep 2002 & wait' & wait")
+	// An "old" job, then (after since) a new one with a grandchild. The
+	// shell starts the new job only when told, so that since falls
+	// between the two however slowly a loaded machine starts them.
+	cmd := exec.Command("/bin/sh", "-c", "sleep 2001 & read go; sh -c 'sleep 2002 & wait' & wait")
+	release, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	defer cmd.Process.Kill()
-	time.Sleep(50 * time.Millisecond)
+	waitForDescendant(t, cmd.Process.Pid, "sleep 2001")
+	tick := time.Second / ticksPerSecond
+	time.Sleep(2 * tick) // start times count whole ticks
 	since := Now()
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(2 * tick)
+	release.Write([]byte("go\n"))
+	waitForDescendant(t, cmd.Process.Pid, "sleep 2002")
 
 	var all, recent []string
 	procs, err := Descendants(cmd.Process.Pid, 0)
@@ -101,4 +111,22 @@ func TestDescendantsAndKill(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("root did not finish after its descendants were killed")
 	}
+}
+
+// waitForDescendant waits until a descendant of root runs the command line
+// want (a forked child shows its parent's until it execs).
+func waitForDescendant(t *testing.T, root int, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		procs, err := Descendants(root, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range procs {
+			if cmdline(p.PID) == want {
+				return
+			}
+		}
+	}
+	t.Fatalf("no descendant of %d runs %q", root, want)
 }
