@@ -38,6 +38,12 @@ func (m *Manager) reserve(ctx context.Context, b *box) error {
 		}
 		victims := m.evictionCandidates(b)
 		m.mu.Unlock()
+		if m.dropWarm() {
+			// A pool sandbox made room before any named one sleeps. Not an
+			// attempt: the pool is finite and refills only into free room.
+			attempt--
+			continue
+		}
 		if attempt >= memoryRelief || !m.evictOne(ctx, victims, "put to sleep to make room for another sandbox") {
 			return fmt.Errorf("%w: %s, and no sandbox is idle enough to sleep; retry later", ErrCapacity, why)
 		}

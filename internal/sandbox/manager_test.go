@@ -318,6 +318,24 @@ func TestWarmPoolRefillWaitsForTheBurstToEnd(t *testing.T) {
 	}
 }
 
+// On a full host a named sandbox takes the room of a pool sandbox, not of
+// another named one (which would be put to sleep) and never fails for it.
+func TestFullHostDropsAWarmSandboxBeforeANamedOne(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.WarmPool = 1; o.Capacity.MaxRunning = 2 })
+	h.ensure("named", Config{})
+	h.m.pool.mu.Lock()
+	h.m.pool.lastTake = time.Time{} // no burst: refill now
+	h.m.pool.mu.Unlock()
+	h.waitWarm()
+	custom := h.ensure("custom", Config{Env: map[string]string{"A": "1"}})
+	if custom.Status != StatusRunning {
+		t.Fatalf("the second named sandbox: %s, want running", custom.Status)
+	}
+	if inf, err := h.m.Get(bg, "named"); err != nil || inf.Status != StatusRunning {
+		t.Errorf("the first named sandbox: %+v, %v; want it still running", inf.Status, err)
+	}
+}
+
 // waitWarm waits until the pool has a started sandbox (the pool refills
 // in the background) and returns its key.
 func (h *harness) waitWarm() string {

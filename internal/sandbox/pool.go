@@ -369,6 +369,24 @@ func (m *Manager) awaitSettled(ctx context.Context, w *box, inst *instance) {
 	}
 }
 
+// dropWarm tears down one ready pool sandbox, if there is one, to make
+// room for a named sandbox on a full host: a pool sized for bursts must
+// never cost a named sandbox its start or put another to sleep. It says
+// whether it freed one. The pool refills only into room that is free.
+func (m *Manager) dropWarm() bool {
+	m.pool.mu.Lock()
+	if len(m.pool.ready) == 0 {
+		m.pool.mu.Unlock()
+		return false
+	}
+	w := m.pool.ready[len(m.pool.ready)-1]
+	m.pool.ready = m.pool.ready[:len(m.pool.ready)-1]
+	m.pool.mu.Unlock()
+	m.log.Info("dropped a warm sandbox to make room for a named one", "key", w.rec.Key)
+	m.discardWarm(w)
+	return true
+}
+
 // discardWarm tears a pool sandbox down and deletes its files.
 func (m *Manager) discardWarm(w *box) {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
