@@ -59,6 +59,9 @@ type Node struct {
 	// MemoryUsedBytes the sum of its running sandboxes' memory limits.
 	MemoryBudgetBytes int64 `json:"memoryBudgetBytes,omitempty"`
 	MemoryUsedBytes   int64 `json:"memoryUsedBytes"`
+	// Labels are the node's --node-label flags, what a create's
+	// nodeSelector matches.
+	Labels map[string]string `json:"labels,omitempty"`
 	// HeartbeatAt is when the node last renewed its Lease.
 	HeartbeatAt time.Time `json:"heartbeatAt"`
 }

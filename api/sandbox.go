@@ -26,6 +26,10 @@ type SandboxOptions struct {
 	// Labels are free-form key/value pairs for the caller's bookkeeping.
 	// At most 32 labels; keys up to 63 bytes, values up to 256 bytes.
 	Labels map[string]string `json:"labels,omitempty"`
+	// NodeSelector, on a cluster, places the sandbox only on a node with
+	// every one of these labels (its --node-label flags); no such node is
+	// NO_MATCHING_NODE. At most 16. A single host ignores it.
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
 	// Limits caps the sandbox's resources; zero fields take the defaults.
 	Limits *Limits `json:"limits,omitempty"`
 	// Network configures the sandbox's network namespace.

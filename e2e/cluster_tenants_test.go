@@ -104,3 +104,24 @@ func testClusterTenants(ctx context.Context, t *testing.T, c *testCluster) {
 		t.Errorf("an admin acting as team-a destroys its demo: %v", err)
 	}
 }
+
+// testClusterNodeSelector is TestCluster's subtest of node selectors:
+// node-i has --node-label zone=zi.
+func testClusterNodeSelector(ctx context.Context, t *testing.T, c *testCluster) {
+	nodes, err := c.client.Nodes(ctx)
+	if err != nil || len(nodes) != len(c.nodes) || nodes[1].Labels["zone"] != "z1" {
+		t.Fatalf("nodes' labels: %+v %v", nodes, err)
+	}
+	sb, err := c.client.Sandbox("zoned", client.WithOptions(api.SandboxOptions{NodeSelector: map[string]string{"zone": "z1"}})).Ensure(ctx)
+	if err != nil || sb.Node != "node-1" {
+		t.Fatalf("create with zone=z1: %+v %v, want on node-1", sb, err)
+	}
+	var apiErr *client.Error
+	_, err = c.client.Sandbox("unzoned", client.WithOptions(api.SandboxOptions{NodeSelector: map[string]string{"zone": "nowhere"}})).Ensure(ctx)
+	if !errors.As(err, &apiErr) || apiErr.Code != api.CodeNoMatchingNode {
+		t.Errorf("create with zone=nowhere: %v, want NO_MATCHING_NODE", err)
+	}
+	if err := c.client.Sandbox("zoned").Destroy(ctx); err != nil {
+		t.Error(err)
+	}
+}

@@ -49,7 +49,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 	for i := range n {
 		c.nodes = append(c.nodes, testdaemon.Start(t, testdaemon.Options{Token: c.token, Args: []string{
 			"--cluster-kubeconfig", kc.Kubeconfig, "--node-name", fmt.Sprintf("node-%d", i),
-			"--preview-port", gwPort, "--default-memory", "256Mi",
+			"--preview-port", gwPort, "--default-memory", "256Mi", "--node-label", fmt.Sprintf("zone=z%d", i),
 		}}))
 	}
 	tokenFile := filepath.Join(t.TempDir(), "token")
@@ -254,6 +254,8 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("the sandbox exists on %d nodes, want 1", on)
 		}
 	})
+
+	t.Run("placement honours a nodeSelector", func(t *testing.T) { testClusterNodeSelector(ctx, t, c) })
 
 	t.Run("tenants' keys work across the cluster and a forged identity is refused", func(t *testing.T) {
 		testClusterTenants(ctx, t, c)

@@ -18,6 +18,7 @@ type createFlags struct {
 	image     string
 	env       []string
 	labels    []string
+	selector  []string
 	memory    string
 	cpus      float64
 	pids      int64
@@ -66,6 +67,7 @@ Prints the ID, or with --json the sandbox's description.`,
 	fl.StringVar(&f.image, "image", "", `root filesystem image (default "host": the host's /usr, read-only)`)
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "environment variable for every command: `K=V`, or K to pass on the local value (repeatable)")
 	fl.StringArrayVarP(&f.labels, "label", "l", nil, "label `K=V` (repeatable)")
+	fl.StringArrayVar(&f.selector, "node-selector", nil, "on a cluster: place the sandbox on a node labelled `K=V` (repeatable: every one must match)")
 	fl.StringVar(&f.memory, "memory", "", "memory limit, e.g. 512Mi or 2Gi")
 	fl.Float64Var(&f.cpus, "cpus", 0, "CPU limit in cores, e.g. 1.5")
 	fl.Int64Var(&f.pids, "pids", 0, "limit on processes and threads")
@@ -101,6 +103,17 @@ func (f *createFlags) options(cmd *cobra.Command, getenv func(string) string) (a
 			return o, err
 		}
 		o.Labels = labels
+	}
+	if len(f.selector) > 0 {
+		o.NodeSelector = map[string]string{}
+		for _, kv := range f.selector {
+			if err := api.ParseNodeLabel(kv, o.NodeSelector); err != nil {
+				return o, fmt.Errorf("--node-selector %w", err)
+			}
+		}
+		if err := api.ValidateNodeLabels("--node-selector", o.NodeSelector); err != nil {
+			return o, err
+		}
 	}
 	var limits api.Limits
 	if cmd.Flags().Changed("memory") {
@@ -200,7 +213,7 @@ func runCreate(ctx context.Context, g *globals, asJSON bool, id string, opts api
 	if err != nil {
 		return err
 	}
-	optionsGiven := opts.Image != "" || opts.Env != nil || opts.Labels != nil || opts.Limits != nil || opts.Network != nil || opts.FromSnapshot != ""
+	optionsGiven := opts.Image != "" || opts.Env != nil || opts.Labels != nil || opts.NodeSelector != nil || opts.Limits != nil || opts.Network != nil || opts.FromSnapshot != ""
 	if !sb.Created && optionsGiven {
 		fmt.Fprintf(g.e.stderr, "sandbox: %s exists already; its options were left as they are\n", sb.ID)
 	}

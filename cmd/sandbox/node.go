@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -51,10 +52,10 @@ renewal). With --json, print the API's answer, {"nodes": [...]}.`,
 			}
 			sort.Slice(nodes, func(i, j int) bool { return nodes[i].Name < nodes[j].Name })
 			now := g.e.now()
-			t := newTable("NAME\tSTATE\tRUNNING\tSANDBOXES\tMEMORY\tHEARTBEAT")
+			t := newTable("NAME\tSTATE\tRUNNING\tSANDBOXES\tMEMORY\tHEARTBEAT\tLABELS")
 			for _, n := range nodes {
-				t.row("%s\t%s\t%d/%s\t%d\t%s/%s\t%s", n.Name, n.State, n.Running, quotaText(int64(n.MaxRunning), false),
-					n.Total, bytesize.Format(n.MemoryUsedBytes), quotaText(n.MemoryBudgetBytes, true), ago(now, n.HeartbeatAt))
+				t.row("%s\t%s\t%d/%s\t%d\t%s/%s\t%s\t%s", n.Name, n.State, n.Running, quotaText(int64(n.MaxRunning), false),
+					n.Total, bytesize.Format(n.MemoryUsedBytes), quotaText(n.MemoryBudgetBytes, true), ago(now, n.HeartbeatAt), nodeLabels(n.Labels))
 			}
 			return t.write(g.e.stdout)
 		},
@@ -127,4 +128,20 @@ func newNodeUncordonCommand(g *globals) *cobra.Command {
 		},
 	}
 	return cmd
+}
+
+// nodeLabels shows a node's labels as k=v,k=v in key order ("-": none).
+func nodeLabels(labels map[string]string) string {
+	if len(labels) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + labels[k]
+	}
+	return strings.Join(keys, ",")
 }

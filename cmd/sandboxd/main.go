@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/bytesize"
 	"github.com/sandboxd/sandboxd/internal/daemon"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
@@ -141,6 +142,12 @@ func parseFlags(command string, args []string) (options, error) {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&cfg.Cluster.Kubeconfig, "cluster-kubeconfig", "", "kubeconfig of the Kubernetes API of the cluster this daemon is a node of (with --node-name; without it, a node in a pod uses the pod's service account)")
 	fs.StringVar(&cfg.Cluster.NodeName, "node-name", "", "this node's name in the cluster (a DNS label); makes the daemon a cluster node (docs/cluster.md)")
+	fs.Func("node-label", "a label of this node, KEY=VALUE (repeatable): a create's nodeSelector places sandboxes on nodes with its labels", func(kv string) error {
+		if cfg.Cluster.Labels == nil {
+			cfg.Cluster.Labels = map[string]string{}
+		}
+		return api.ParseNodeLabel(kv, cfg.Cluster.Labels)
+	})
 	fs.StringVar(&cfg.Cluster.NodeURL, "node-url", "", "URL at which the cluster's gateway reaches this node's API (default: the --listen address, when it names a host)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text (key=value) or json (one JSON object per line)")

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/kube"
 	"github.com/sandboxd/sandboxd/internal/kubekeys"
 	"github.com/sandboxd/sandboxd/internal/kubenode"
@@ -27,6 +28,9 @@ type Cluster struct {
 	// NodeURL is where the gateway reaches this daemon's API; empty: the
 	// --listen address, when it names a host.
 	NodeURL string
+	// Labels are the node's --node-label flags, published with its
+	// status for placement by nodeSelector.
+	Labels map[string]string
 }
 
 // Enabled reports whether the daemon is a cluster node.
@@ -39,9 +43,15 @@ func (c *Config) validateCluster() []error {
 		if cl.NodeURL != "" {
 			return []error{errors.New("--node-url needs --node-name")}
 		}
+		if len(cl.Labels) > 0 {
+			return []error{errors.New("--node-label needs --node-name")}
+		}
 		return nil
 	}
 	var errs []error
+	if err := api.ValidateNodeLabels("--node-label", cl.Labels); err != nil {
+		errs = append(errs, err)
+	}
 	if cl.NodeName == "" {
 		errs = append(errs, errors.New("--cluster-kubeconfig needs --node-name"))
 	} else if err := kube.ValidateNodeName(cl.NodeName); err != nil {
@@ -118,7 +128,7 @@ func joinCluster(ctx context.Context, cfg Config, client *kube.Client, mgr *sand
 	}
 	node, err := kubenode.Register(ctx, kubenode.Options{
 		Client: client, Name: cfg.Cluster.NodeName, URL: cfg.Cluster.NodeURL, Version: cfg.Version,
-		Sandboxes: mgr, Moves: mgr, Capacity: cfg.Capacity, DefaultMemory: cfg.DefaultLimits.MemoryBytes, Log: log.With("node", cfg.Cluster.NodeName),
+		Sandboxes: mgr, Moves: mgr, Capacity: cfg.Capacity, DefaultMemory: cfg.DefaultLimits.MemoryBytes, Labels: cfg.Cluster.Labels, Log: log.With("node", cfg.Cluster.NodeName),
 	})
 	if err != nil {
 		return nil, err

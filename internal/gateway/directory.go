@@ -62,7 +62,9 @@ type Node struct {
 	// sandboxes' memory limits; DefaultMemory is the limit of a sandbox
 	// that does not choose one.
 	MemoryBudget, MemoryUsed, DefaultMemory int64
-	ReportedAt                              time.Time
+	// Labels are the node's --node-label flags (nodeSelector matches).
+	Labels     map[string]string
+	ReportedAt time.Time
 }
 
 // PlacementFollower is a Directory that can tell a gateway of every

@@ -214,6 +214,8 @@ func (s *Server) writeFailure(w http.ResponseWriter, r *http.Request, err error)
 	case errors.Is(err, ErrUnavailable):
 		s.log.WarnContext(r.Context(), "cluster state unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
 		e = api.Errorf(api.CodeClusterUnavailable, "the cluster's state (the Kubernetes API) cannot be reached now; retry later")
+	case errors.Is(err, errNoMatch):
+		e = api.Errorf(api.CodeNoMatchingNode, "no node of the cluster has every label of the nodeSelector (GET /v1/nodes lists nodes' labels)")
 	case errors.Is(err, errNoFit):
 		e = api.Errorf(api.CodeCapacityExceeded, "no node of the cluster can run another sandbox now: every node is full, cordoned or unavailable")
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:

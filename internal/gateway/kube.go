@@ -36,6 +36,7 @@ func (d KubeDirectory) Nodes(ctx context.Context) ([]Node, error) {
 			Name: n.Name, URL: st.URL, Ready: n.State != kube.NodeUnavailable, Cordoned: n.Cordoned,
 			Running: st.Running, Total: st.Total, MaxRunning: st.MaxRunning, MaxTotal: st.MaxTotal,
 			MemoryBudget: st.MemoryBudget, MemoryUsed: st.MemoryCommitted, DefaultMemory: st.DefaultMemory, ReportedAt: n.RenewTime,
+			Labels: st.Labels,
 		})
 	}
 	return out, nil

@@ -87,7 +87,7 @@ func (s *Server) drainOne(ctx context.Context, n Node, sb listed) drained {
 		}
 		res.stopped = true
 	}
-	to, err := s.place.chooseNode(ctx, sb.Limits.MemoryBytes)
+	to, err := s.place.chooseNode(ctx, sb.Limits.MemoryBytes, nil)
 	if errors.Is(err, errNoFit) {
 		res.err = errors.New("no other node is ready, uncordoned and has room for it")
 		return res

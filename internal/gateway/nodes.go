@@ -34,7 +34,7 @@ func wireNode(n Node) api.Node {
 	}
 	return api.Node{Name: n.Name, URL: n.URL, State: state, Cordoned: n.Cordoned,
 		Running: n.Running, Total: n.Total, MaxRunning: n.MaxRunning,
-		MemoryBudgetBytes: n.MemoryBudget, MemoryUsedBytes: n.MemoryUsed, HeartbeatAt: n.ReportedAt.UTC()}
+		MemoryBudgetBytes: n.MemoryBudget, MemoryUsedBytes: n.MemoryUsed, Labels: n.Labels, HeartbeatAt: n.ReportedAt.UTC()}
 }
 
 // listNodes is GET /v1/nodes.

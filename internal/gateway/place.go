@@ -8,10 +8,15 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sandboxd/sandboxd/api"
 )
 
 // errNoFit: no ready, uncordoned node has room for the sandbox.
 var errNoFit = errors.New("no node has room for the sandbox")
+
+// errNoMatch: no node has the labels a create's nodeSelector asks for.
+var errNoMatch = errors.New("no node has the labels of the nodeSelector")
 
 // placer chooses nodes for new sandboxes and remembers placements.
 //
@@ -122,12 +127,12 @@ func (p *placer) lookup(ctx context.Context, id string) (string, error) {
 // place returns the node of sandbox id, claiming it with options on the
 // least loaded node that fits memory bytes (0: the node's default) when
 // it has none.
-func (p *placer) place(ctx context.Context, id string, memory int64, options []byte) (string, error) {
+func (p *placer) place(ctx context.Context, id string, memory int64, selector map[string]string, options []byte) (string, error) {
 	node, err := p.lookup(ctx, id)
 	if !errors.Is(err, ErrNotPlaced) {
 		return node, err
 	}
-	choice, err := p.chooseNode(ctx, memory)
+	choice, err := p.chooseNode(ctx, memory, selector)
 	if err != nil {
 		return "", err
 	}
@@ -140,12 +145,20 @@ func (p *placer) place(ctx context.Context, id string, memory int64, options []b
 }
 
 // chooseNode picks the node a new sandbox (or one moved by a drain) that
-// needs memory bytes (0: the node's default) goes to, and counts it there
-// until the node's next report; errNoFit when none fits.
-func (p *placer) chooseNode(ctx context.Context, memory int64) (Node, error) {
+// needs memory bytes (0: the node's default) goes to, among the nodes
+// with selector's labels, and counts it there until the node's next
+// report; errNoMatch when no node has the labels, errNoFit when none of
+// those fits.
+func (p *placer) chooseNode(ctx context.Context, memory int64, selector map[string]string) (Node, error) {
 	nodes, err := p.list(ctx)
 	if err != nil {
 		return Node{}, err
+	}
+	if len(selector) > 0 {
+		nodes = slices.DeleteFunc(slices.Clone(nodes), func(n Node) bool { return !api.NodeLabelsMatch(n.Labels, selector) })
+		if len(nodes) == 0 {
+			return Node{}, errNoMatch
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

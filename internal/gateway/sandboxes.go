@@ -36,7 +36,12 @@ func (s *Server) ensureSandbox(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	node, err := s.placeOn(r, id, requestedMemory(body), body)
+	want, e := createWants(body)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	node, err := s.placeOn(r, id, want, body)
 	if err != nil {
 		s.writeFailure(w, r, err)
 		return
@@ -61,25 +66,36 @@ func readCreateBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	return b, nil
 }
 
-// requestedMemory is the memory limit a create body asks for, 0 when it
-// names none (or is not valid JSON: the node refuses it with the code).
-// An instance type's memory is the node's business; it counts as the
-// node's default.
-func requestedMemory(body []byte) int64 {
+// wants is what placement needs of a create: the memory limit it asks
+// for (0: the node's default; an instance type's memory is the node's
+// business and counts as its default) and its nodeSelector.
+type wants struct {
+	memory   int64
+	selector map[string]string
+}
+
+// createWants reads a create body's wants. A body that is not valid JSON
+// wants nothing (the node refuses it with its code); a malformed
+// nodeSelector is refused here, before anything is placed.
+func createWants(body []byte) (wants, *api.Error) {
 	var o struct {
 		Limits struct {
 			MemoryBytes int64 `json:"memoryBytes"`
 		} `json:"limits"`
+		NodeSelector map[string]string `json:"nodeSelector"`
 	}
-	if json.Unmarshal(body, &o) != nil || o.Limits.MemoryBytes < 0 {
-		return 0
+	if json.Unmarshal(body, &o) != nil {
+		return wants{}, nil
 	}
-	return o.Limits.MemoryBytes
+	if err := api.ValidateNodeLabels("nodeSelector", o.NodeSelector); err != nil {
+		return wants{}, err.(*api.Error)
+	}
+	return wants{memory: max(o.Limits.MemoryBytes, 0), selector: o.NodeSelector}, nil
 }
 
 // placeOn returns the node sandbox id is on, placing it if it is new.
-func (s *Server) placeOn(r *http.Request, id string, memory int64, options []byte) (Node, error) {
-	name, err := s.place.place(r.Context(), id, memory, options)
+func (s *Server) placeOn(r *http.Request, id string, want wants, options []byte) (Node, error) {
+	name, err := s.place.place(r.Context(), id, want.memory, want.selector, options)
 	if err != nil {
 		return Node{}, err
 	}
@@ -165,7 +181,7 @@ func (s *Server) sandboxCall(w http.ResponseWriter, r *http.Request) {
 	if lifecycleRoutes[key] || noCreateRoutes[key] {
 		node, err = s.placedOn(r, id)
 	} else {
-		node, err = s.placeOn(r, id, 0, nil)
+		node, err = s.placeOn(r, id, wants{}, nil)
 	}
 	if err != nil {
 		s.writeFailure(w, r, err)

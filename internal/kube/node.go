@@ -56,6 +56,9 @@ type NodeStatus struct {
 	Total      int `json:"total"`
 	MaxRunning int `json:"maxRunning"`
 	MaxTotal   int `json:"maxTotal"`
+	// Labels are the node's --node-label flags (a create's nodeSelector
+	// matches them).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // NodeState is a node's state as the cluster sees it.

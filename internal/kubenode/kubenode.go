@@ -40,7 +40,9 @@ type Options struct {
 	Capacity sandbox.Capacity
 	// DefaultMemory is the memory limit of sandboxes that do not choose.
 	DefaultMemory int64
-	Log           *slog.Logger
+	// Labels are published with the node's status (--node-label).
+	Labels map[string]string
+	Log    *slog.Logger
 	// TLS configures calls to other nodes (their API's certificates);
 	// nil: the system's roots.
 	TLS *tls.Config
@@ -111,6 +113,7 @@ func (n *Node) status() kube.NodeStatus {
 	st := kube.NodeStatus{
 		URL: n.o.URL, Version: n.o.Version, MemoryBudget: n.o.Capacity.MemoryBudget,
 		MaxRunning: n.o.Capacity.MaxRunning, MaxTotal: n.o.Capacity.MaxTotal, DefaultMemory: n.o.DefaultMemory,
+		Labels: n.o.Labels,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

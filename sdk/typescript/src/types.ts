@@ -25,6 +25,8 @@ export interface SandboxOptions {
   image?: string;
   env?: Record<string, string>;
   labels?: Record<string, string>;
+  /** On a cluster: place only on a node with every one of these labels (`--node-label`); none is `NO_MATCHING_NODE`. A single host ignores it. */
+  nodeSelector?: Record<string, string>;
   limits?: Limits;
   network?: NetworkOptions;
   /** `lite`, `standard` or `heavy`. */
