@@ -21,9 +21,13 @@ import (
 // `exec true`, from a paused sandbox (restore, agent back, exec): the
 // issue's "resume to first exec result" (goal <= 150 ms). The resume
 // sub-benchmark also logs the p50 of each step of the restore as the
-// daemon times them (network, overlay, bundle, create = runsc restore,
-// agent = its socket back and answering), and the pause one those of the
-// pause (suspend, checkpoint, record, teardown).
+// daemon times them (restore = runsc restore into the container created
+// ahead, signal = runsc kill to the agent, agent = its socket back and
+// answering; network, overlay, bundle and create = runsc restore from
+// nothing when there is no such container), and the pause one those of the
+// pause (suspend, checkpoint, record) and of what follows it in the
+// background (teardown, prepare = the container created ahead). Each
+// resume is timed once that background work is done (waitSettled).
 //
 // With BENCH_BASELINE_BIN_DIR=DIR (a directory holding another build's
 // sandboxd, say main's before a change), that daemon runs beside this
@@ -62,6 +66,7 @@ func BenchmarkGVisorPauseResume(b *testing.B) {
 					b.Fatalf("%spause: %v", s.name, err)
 				}
 				s.pause = append(s.pause, time.Since(start))
+				waitSettled(b, s.d, len(s.pause))
 				start = time.Now()
 				if res, err := s.sb.Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
 					b.Fatalf("%sexec after pause: %v %+v", s.name, err, res)
@@ -79,6 +84,7 @@ func BenchmarkGVisorPauseResume(b *testing.B) {
 			b.Run(s.name+"pause", func(b *testing.B) {
 				s.pause.report(b)
 				b.Logf("pause steps p50: %s", stepMedians(logs, `msg="sandbox paused" sandbox=gpause`, 0))
+				b.Logf("after the pause, in the background, p50: %s", stepMedians(logs, `msg="paused sandbox settled" sandbox=gpause`, 0))
 			})
 			b.Run(s.name+"resume", func(b *testing.B) {
 				s.resume.report(b)
@@ -87,6 +93,30 @@ func BenchmarkGVisorPauseResume(b *testing.B) {
 			})
 		}
 	})
+}
+
+// waitSettled waits until the daemon has finished its n-th pause in the
+// background (the stopped container torn down and the next one created,
+// internal/sandbox/resume.go), so that the resume measured is that of a
+// sandbox paused for a while; a resume right after a pause waits for that
+// work first. A daemon that does not do it (a baseline build from before)
+// is not waited for.
+func waitSettled(b *testing.B, d *testdaemon.Daemon, n int) {
+	const settled = `msg="paused sandbox settled" sandbox=gpause`
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		logs := d.Logs()
+		if strings.Count(logs, settled) >= n {
+			return
+		}
+		if !strings.Contains(logs, "paused sandbox settled") && strings.Contains(logs, "teardown=") {
+			return // a build that tears down before it answers
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("pause %d did not settle", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // holdMemory starts a Python process that holds 200 MiB of touched memory

@@ -124,12 +124,7 @@ func (m *Manager) pauseLocked(ctx context.Context, b *box, reason string) error 
 		return errors.Join(err, m.failLocked(ctx, b, "the pause could not be recorded; the next call starts the sandbox again"))
 	}
 	steps.mark("record")
-	if err := m.teardown(ctx, b); err != nil {
-		m.log.Error("tearing down a paused sandbox", "sandbox", b.id, "err", err)
-	}
-	steps.mark("teardown")
-	m.prepareResume(ctx, b)
-	steps.mark("prepare")
+	m.settleLater(b)
 	took := m.now().Sub(start)
 	m.m.pauses.Inc("")
 	m.m.pauseSeconds.Observe(took.Seconds())

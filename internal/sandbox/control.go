@@ -56,7 +56,7 @@ func (m *Manager) stopNotRunning(ctx context.Context, b *box) error {
 		return err
 	}
 	if paused {
-		if b.prepared != nil {
+		if b.prepared != nil || b.unsettled {
 			if err := m.teardown(ctx, b); err != nil {
 				m.log.Warn("removing a stopped sandbox's container created ahead", "sandbox", b.id, "err", err)
 			}

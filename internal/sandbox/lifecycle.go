@@ -273,6 +273,12 @@ func (m *Manager) watch(b *box, inst *instance) {
 // On failure everything it did is undone. A paused sandbox whose container
 // was created ahead (resume.go) is restored into it.
 func (m *Manager) boot(ctx context.Context, b *box) (*instance, error) {
+	if b.unsettled {
+		// Resumed before its pause was done with it (resume.go).
+		if err := m.teardown(ctx, b); err != nil {
+			return nil, err
+		}
+	}
 	if b.prepared != nil {
 		inst, err := m.resumePrepared(ctx, b)
 		if err == nil {
@@ -695,6 +701,7 @@ func (m *Manager) teardown(ctx context.Context, b *box) error {
 		b.prepared.close()
 		b.prepared = nil
 	}
+	b.unsettled = false
 	var errs []error
 	for _, rt := range m.runtimesOf(b) {
 		errs = append(errs, m.stopContainer(ctx, rt, containerID(key), m.opts.Cgroups.Group(m.cgroupPath(key))))

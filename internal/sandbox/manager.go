@@ -121,6 +121,10 @@ type Manager struct {
 	// hostCPUs are the CPUs sandboxes' cpusets are taken from.
 	hostCPUs []int
 
+	// settles are the paused sandboxes being torn down and set up again
+	// for their resume in the background (resume.go).
+	settles sync.WaitGroup
+
 	mu sync.Mutex
 	// boxes holds every sandbox in the registry plus those being created;
 	// ids holds their IDs sorted, so that a page of the list starts with a
@@ -171,6 +175,9 @@ type box struct {
 	// prepared is a paused gVisor sandbox's container, created ahead for
 	// its resume to restore into (resume.go); guarded by mu.
 	prepared *instance
+	// unsettled: paused, and its stopped container not yet torn down
+	// (resume.go); guarded by mu.
+	unsettled bool
 
 	// netSlot is the sandbox's network slot plus one (0: none); read
 	// without mu when allocating slots for other sandboxes.

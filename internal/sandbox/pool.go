@@ -412,5 +412,6 @@ func (m *Manager) Close() {
 		m.discardWarm(w)
 	}
 	m.closeForkPools()
+	m.settles.Wait()
 	m.userns.Close()
 }

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/sandboxd/sandboxd/internal/agentapi"
 	"github.com/sandboxd/sandboxd/internal/failpoint"
@@ -21,11 +22,55 @@ import (
 // socket. The created container holds no user code and none of the
 // checkpoint's memory: only the gVisor sandbox's own processes, waiting.
 //
+// The tear-down and the creation run in the background once the pause
+// is recorded (settleLater): the caller waits only for the checkpoint. A
+// resume that comes first tears down and restores from nothing.
+//
 // Nothing of it is recorded: a daemon that restarts tears down whatever a
 // paused sandbox had set up (Recover), and its resume restores from
 // nothing as before. A restore into the created container that fails is
 // tried once more from nothing, so the container created ahead can only
 // cost time, never the sandbox's memory.
+
+// settleLater finishes b's pause off the caller's path: the checkpoint
+// is complete and recorded, so the caller is answered while the stopped
+// container is torn down and the next one created (settle), under b.mu
+// as every lifecycle change. Whoever takes b.mu first does the tear-down:
+// the settle, or a resume, stop or destroy that came before it (teardown
+// clears unsettled). b.mu is held.
+func (m *Manager) settleLater(b *box) {
+	// At once, so that the watcher does not take the checkpoint's exit for
+	// a crash.
+	if b.running != nil {
+		b.running.close()
+		b.running = nil
+		m.release(b)
+	}
+	b.unsettled = true
+	m.settles.Add(1)
+	go func() {
+		defer m.settles.Done()
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if !b.unsettled || b.destroyed || b.state() != StatusPaused {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+		defer cancel()
+		steps := newStepTimer()
+		if err := m.teardown(ctx, b); err != nil {
+			m.log.Error("tearing down a paused sandbox", "sandbox", b.id, "err", err)
+		}
+		steps.mark("teardown")
+		m.prepareResume(ctx, b)
+		steps.mark("prepare")
+		m.log.Debug("paused sandbox settled", "sandbox", b.id, "prepared", b.prepared != nil, "steps", steps.String())
+	}()
+}
+
+// settleTimeout bounds a pause's tear-down and the creation of the next
+// container.
+const settleTimeout = 5 * time.Minute
 
 // prepareResume creates paused b's container ahead of its resume; a
 // failure only logs, and the resume restores from nothing. b.mu is held.
