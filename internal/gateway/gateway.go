@@ -66,6 +66,7 @@ func New(opts Options) *Server {
 	s.mux.HandleFunc("GET /v1/nodes", auth(adminOnly(s.listNodes)))
 	s.mux.HandleFunc("POST /v1/nodes/{name}/drain", auth(adminOnly(s.drainNode)))
 	s.mux.HandleFunc("POST /v1/nodes/{name}/uncordon", auth(adminOnly(s.uncordonNode)))
+	s.mux.HandleFunc("GET /v1/events", auth(s.events))
 	s.keyRoutes()
 	return s
 }
