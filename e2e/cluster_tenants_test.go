@@ -89,6 +89,38 @@ func testClusterTenants(ctx context.Context, t *testing.T, c *testCluster) {
 		}
 	}
 
+	// The merged event stream through the gateway: a tenant sees its own
+	// sandboxes' events, from whichever node, and never another's.
+	ectx, cancel := context.WithTimeout(ctx, time.Minute)
+	es, err := ta.Events(ectx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.Sandbox("b-evt").Exec(ctx, "true"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ta.Sandbox("a-evt").Exec(ctx, "true"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev, err := es.Next()
+		if err != nil {
+			t.Fatalf("team-a's merged events ended before a-evt's: %v", err)
+		}
+		if ev.SandboxID == "b-evt" {
+			t.Fatalf("team-a saw team-b's event: %+v", ev)
+		}
+		if ev.SandboxID == "a-evt" {
+			break
+		}
+	}
+	cancel()
+	for _, sb := range []*client.Sandbox{ta.Sandbox("a-evt"), tb.Sandbox("b-evt")} {
+		if err := sb.Destroy(ctx); err != nil {
+			t.Error(err)
+		}
+	}
+
 	if err := c.client.RemoveKey(ctx, "team-a"); err != nil {
 		t.Fatal(err)
 	}
