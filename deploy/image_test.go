@@ -1,4 +1,7 @@
-package e2e
+// Package deploy holds the test of the container image the manifests in
+// deploy/kubernetes run. It is a package of its own so that `go test ./...`
+// builds the image beside the e2e suite instead of after it.
+package deploy
 
 import (
 	"os"
@@ -16,7 +19,9 @@ import (
 // is its entry point, sandbox-agent sits beside it, and the tools a node
 // runs (crun, nft, lxcfs) and its sandboxes' host image (python3) are
 // there. The first build on a machine downloads the Debian packages
-// (minutes); after that the root file system is cached.
+// (minutes); after that the root file system is cached. It writes no OCI
+// archive (ARCHIVE=): compressing 1.4 GB costs minutes and tests buildah,
+// not sandboxd.
 func TestMakeImage(t *testing.T) {
 	testdaemon.SkipUnlessRoot(t)
 	if testing.Short() {
@@ -41,15 +46,11 @@ func TestMakeImage(t *testing.T) {
 		exec.Command("buildah", append(storage, "rm", "--all")...).Run()
 		exec.Command("buildah", append(storage, "rmi", "--all", "--force")...).Run()
 	})
-	archive := filepath.Join(root, "sandboxd.oci.tar")
 	cmd := exec.Command("scripts/image.sh", testdaemon.BinDir(t))
 	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "BUILDAH_ROOT="+storage[1], "BUILDAH_RUNROOT="+storage[3], "ARCHIVE="+archive)
+	cmd.Env = append(os.Environ(), "BUILDAH_ROOT="+storage[1], "BUILDAH_RUNROOT="+storage[3])
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("scripts/image.sh: %v\n%s", err, out)
-	}
-	if st, err := os.Stat(archive); err != nil || st.Size() < 10<<20 {
-		t.Errorf("the OCI archive: %v %v", st, err)
 	}
 
 	if got := buildah("inspect", "--type", "image", "--format", "{{.OCIv1.Config.Entrypoint}}", "sandboxd:dev"); got != "[/usr/local/bin/sandboxd]" {
