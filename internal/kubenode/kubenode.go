@@ -59,11 +59,11 @@ type Node struct {
 
 	// mu guards objs (the Sandboxes placed on this node, by object
 	// name, as last seen), dirty (names whose phase is to be checked)
-	// and destroyed (when a sandbox of that name was destroyed here).
+	// and destroyed (a sandbox of that name destroyed here).
 	mu        sync.Mutex
 	objs      map[string]kube.Sandbox
 	dirty     map[string]struct{}
-	destroyed map[string]time.Time
+	destroyed map[string]destroyal
 	wake      chan struct{}
 }
 
@@ -78,7 +78,7 @@ func Register(ctx context.Context, o Options) (*Node, error) {
 	}
 	n := &Node{
 		o: o, objs: map[string]kube.Sandbox{}, dirty: map[string]struct{}{},
-		destroyed: map[string]time.Time{}, wake: make(chan struct{}, 1),
+		destroyed: map[string]destroyal{}, wake: make(chan struct{}, 1),
 		http: &http.Client{Transport: &http.Transport{
 			DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext, ResponseHeaderTimeout: time.Minute,
 			TLSClientConfig: o.TLS,
@@ -170,7 +170,7 @@ func (n *Node) events(ctx context.Context, sub *sandbox.Subscription) {
 			name := kube.ObjectName(t, id)
 			n.mu.Lock()
 			if ev.Type == sandbox.EventDestroyed {
-				n.destroyed[name] = ev.Time
+				n.destroyed[name] = destroyal{at: ev.Time, uid: n.objs[name].Metadata.UID}
 			}
 			n.dirty[name] = struct{}{}
 			n.poke()
@@ -224,13 +224,34 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 	}
 }
 
+// destroyal is a sandbox destroyed here: when, and the UID of its
+// resource as this node saw it then ("" when it had not seen it yet).
+type destroyal struct {
+	at  time.Time
+	uid string
+}
+
+// ends reports whether the destroy ended the sandbox that obj places here,
+// rather than an older one of the same name. The UID seen at the destroy
+// says so exactly; without one, a resource made no later than the destroy
+// is the destroyed sandbox's. Creation times count whole seconds, so
+// compare them with the destroy's second: a sandbox created and destroyed
+// within one second is still its resource's.
+func (d destroyal) ends(obj kube.Sandbox) bool {
+	if d.uid != "" {
+		return obj.Metadata.UID == d.uid
+	}
+	created := obj.Metadata.CreationTimestamp
+	return created != nil && !created.After(d.at.Truncate(time.Second))
+}
+
 // reconcile sets one Sandbox's phase to its sandbox's status here:
 // pending when this node does not have it, and deletes the resource when
 // the sandbox was destroyed here after the resource was made.
 func (n *Node) reconcile(ctx context.Context, name string) error {
 	n.mu.Lock()
 	obj, ok := n.objs[name]
-	destroyedAt, wasDestroyed := n.destroyed[name]
+	destroyed, wasDestroyed := n.destroyed[name]
 	delete(n.destroyed, name)
 	n.mu.Unlock()
 	if !ok {
@@ -243,7 +264,7 @@ func (n *Node) reconcile(ctx context.Context, name string) error {
 		phase = string(inf.Status)
 	case !errors.Is(err, sandbox.ErrNotFound):
 		return err
-	case wasDestroyed && obj.Metadata.CreationTimestamp != nil && obj.Metadata.CreationTimestamp.Before(destroyedAt.Truncate(time.Second)):
+	case wasDestroyed && destroyed.ends(obj):
 		return n.deleteDestroyed(ctx, name, obj)
 	}
 	if obj.Status.Phase == phase {
