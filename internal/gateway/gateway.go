@@ -148,7 +148,7 @@ func (s *Server) authenticated(next http.HandlerFunc) http.HandlerFunc {
 			writeError(w, api.Errorf(api.CodeUnauthorized, "missing or invalid bearer token: send \"Authorization: Bearer <token>\" (the cluster's token or an API key)"))
 			return
 		}
-		if e := actAs(&c, r); e != nil {
+		if e := tenant.ActAs(&c, r.Header.Get(api.TenantHeader)); e != nil {
 			writeError(w, e)
 			return
 		}

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/subtle"
 	"net/http"
 
 	"github.com/sandboxd/sandboxd/api"
@@ -25,33 +24,10 @@ func (s *Server) authenticate(r *http.Request) (tenant.Caller, bool) {
 	if !ok {
 		got, ok = tokenFromSubprotocol(r)
 	}
-	if !ok || got == "" {
+	if !ok {
 		return tenant.Caller{}, false
 	}
-	if subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) == 1 {
-		return tenant.Caller{Admin: true}, true
-	}
-	return s.opts.Keys.Authenticate(got)
-}
-
-// actAs lets an admin act as a tenant with the Sandbox-Tenant header, as
-// on a node; a tenant's key sending it is FORBIDDEN.
-func actAs(c *tenant.Caller, r *http.Request) *api.Error {
-	t := r.Header.Get(api.TenantHeader)
-	if t == "" {
-		return nil
-	}
-	if !c.Admin {
-		return api.Errorf(api.CodeForbidden, "the %s header needs an admin key", api.TenantHeader)
-	}
-	if t == tenant.Default {
-		return nil
-	}
-	if err := tenant.ValidateName(t); err != nil {
-		return err.(*api.Error)
-	}
-	c.As = t
-	return nil
+	return tenant.Identify(got, s.opts.Token, s.opts.Keys)
 }
 
 // adminOnly answers FORBIDDEN unless the caller is an admin.

@@ -234,7 +234,7 @@ func (s *Server) authenticated(next http.HandlerFunc) http.HandlerFunc {
 				"missing or invalid bearer token: send \"Authorization: Bearer <token>\" (the local token is in <state-dir>/token)"))
 			return
 		}
-		if e := actAs(&c, r); e != nil {
+		if e := tenant.ActAs(&c, r.Header.Get(api.TenantHeader)); e != nil {
 			writeAPIError(w, e)
 			return
 		}

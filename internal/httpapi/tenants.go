@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"crypto/subtle"
 	"errors"
 	"net/http"
 	"strings"
@@ -29,34 +28,10 @@ func (s *Server) authenticate(r *http.Request) (tenant.Caller, bool) {
 	if !ok {
 		got, ok = tokenFromSubprotocol(r) // browsers' WebSockets
 	}
-	if !ok || got == "" {
+	if !ok {
 		return tenant.Caller{}, false
 	}
-	if subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) == 1 {
-		return tenant.Caller{Admin: true}, true
-	}
-	return s.opts.Keys.Authenticate(got)
-}
-
-// actAs lets an admin act in a tenant's namespace with the header
-// Sandbox-Tenant: NAME ("default": the admin namespace). A tenant's key
-// cannot: FORBIDDEN.
-func actAs(c *tenant.Caller, r *http.Request) *api.Error {
-	t := r.Header.Get(api.TenantHeader)
-	if t == "" {
-		return nil
-	}
-	if !c.Admin {
-		return api.Errorf(api.CodeForbidden, "the %s header needs an admin key", api.TenantHeader)
-	}
-	if t == tenant.Default {
-		return nil
-	}
-	if err := tenant.ValidateName(t); err != nil {
-		return err.(*api.Error)
-	}
-	c.As = t
-	return nil
+	return tenant.Identify(got, s.opts.Token, s.opts.Keys)
 }
 
 // callerOf is the caller of an authenticated request.
@@ -109,13 +84,10 @@ func localMessage(r *http.Request, msg string) string {
 // preview requests may carry).
 func (s *Server) bearerCaller(r *http.Request) (tenant.Caller, bool) {
 	got, ok := bearerToken(r)
-	if !ok || got == "" {
+	if !ok {
 		return tenant.Caller{}, false
 	}
-	if subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) == 1 {
-		return tenant.Caller{Admin: true}, true
-	}
-	return s.opts.Keys.Authenticate(got)
+	return tenant.Identify(got, s.opts.Token, s.opts.Keys)
 }
 
 // flatSep separates a tenant from a name in stores whose names are file

@@ -9,6 +9,7 @@ package tenant
 
 import (
 	"context"
+	"crypto/subtle"
 	"strings"
 
 	"github.com/sandboxd/sandboxd/api"
@@ -123,5 +124,38 @@ func ValidateName(name string) error {
 	if err := api.ValidateSandboxID(name); err != nil {
 		return api.Errorf(api.CodeValidationFailed, "key name %q: a DNS label of a-z, 0-9 and '-' is needed", name)
 	}
+	return nil
+}
+
+// Identify returns the caller a presented credential names: the holder of
+// adminToken (an admin of the admin namespace) or an API key of keys (nil:
+// no keys). Nodes and gateways identify callers the same way.
+func Identify(got, adminToken string, keys *Keys) (Caller, bool) {
+	if got == "" {
+		return Caller{}, false
+	}
+	if subtle.ConstantTimeCompare([]byte(got), []byte(adminToken)) == 1 {
+		return Caller{Admin: true}, true
+	}
+	return keys.Authenticate(got)
+}
+
+// ActAs lets an admin act in a tenant's namespace when a request's
+// Sandbox-Tenant header names one (header; "default": the admin
+// namespace). A tenant's key cannot: FORBIDDEN.
+func ActAs(c *Caller, header string) *api.Error {
+	if header == "" {
+		return nil
+	}
+	if !c.Admin {
+		return api.Errorf(api.CodeForbidden, "the %s header needs an admin key", api.TenantHeader)
+	}
+	if header == Default {
+		return nil
+	}
+	if err := ValidateName(header); err != nil {
+		return err.(*api.Error)
+	}
+	c.As = header
 	return nil
 }
