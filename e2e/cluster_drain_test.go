@@ -94,7 +94,7 @@ func testGatewayRestart(t, outer *testing.T, ctx context.Context, c *testCluster
 		}
 		return err != nil
 	}, "the killed gateway's port closed")
-	c.gatewayCmds[0] = startGateway(outer, c.kube.Kubeconfig, c.tokenFile, addr)
+	c.gatewayCmds[0] = testdaemon.StartGateway(outer, c.kube.Kubeconfig, c.tokenFile, addr)
 	for id, node := range placed {
 		info, err := c.client.Sandbox(id).Info(ctx)
 		if err != nil || info.Node != node {

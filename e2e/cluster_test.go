@@ -58,7 +58,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 	}
 	c.tokenFile = tokenFile
 	for _, addr := range gwAddrs {
-		c.gatewayCmds = append(c.gatewayCmds, startGateway(t, kc.Kubeconfig, tokenFile, addr))
+		c.gatewayCmds = append(c.gatewayCmds, testdaemon.StartGateway(t, kc.Kubeconfig, tokenFile, addr))
 		c.gateways = append(c.gateways, "http://"+addr)
 	}
 	var err error
@@ -77,52 +77,6 @@ func startCluster(t *testing.T, n int) *testCluster {
 		return err == nil && ready == n
 	}, "every node ready")
 	return c
-}
-
-func startGateway(t *testing.T, kubeconfig, tokenFile, addr string) *exec.Cmd {
-	t.Helper()
-	var logs lockedLog
-	cmd := exec.Command(filepath.Join(testdaemon.BinDir(t), "sandboxd"), "gateway", "--kubeconfig", kubeconfig,
-		"--token-file", tokenFile, "--listen", addr, "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("gateway %s log:\n%s", addr, logs.String())
-		}
-	})
-	waitFor(t, 30*time.Second, func() bool {
-		conn, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err == nil {
-			conn.Close()
-		}
-		return err == nil
-	}, "the gateway listening")
-	return cmd
-}
-
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 1<<20 {
-		return len(p), nil
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func randomToken(t *testing.T) string {

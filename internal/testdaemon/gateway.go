@@ -24,12 +24,13 @@ func Gateway(url, token string) (*Daemon, error) {
 
 // StartGateway starts `sandboxd gateway` on addr (host:port) in front of
 // the cluster whose kubeconfig it is given, with the token in tokenFile,
-// and stops it when t ends (its log is shown when t failed).
-func StartGateway(t testing.TB, kubeconfig, tokenFile, addr string) {
+// and stops it when t ends (its log is shown when t failed). It returns
+// the gateway's process, for tests that kill it.
+func StartGateway(t testing.TB, kubeconfig, tokenFile, addr string) *exec.Cmd {
 	t.Helper()
 	log := &lockedBuffer{}
 	cmd := exec.Command(filepath.Join(BinDir(t), "sandboxd"), "gateway", "--kubeconfig", kubeconfig,
-		"--token-file", tokenFile, "--listen", addr, "--log-level", "info")
+		"--token-file", tokenFile, "--listen", addr, "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -46,7 +47,7 @@ func StartGateway(t testing.TB, kubeconfig, tokenFile, addr string) {
 		conn, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
 		if err == nil {
 			conn.Close()
-			return
+			return cmd
 		}
 		if time.Now().After(deadline) || !alive(cmd) {
 			t.Fatalf("the gateway did not start listening on %s:\n%s", addr, log.String())
