@@ -697,10 +697,7 @@ func (m *Manager) teardown(ctx context.Context, b *box) error {
 		b.running = nil
 		m.release(b)
 	}
-	if b.prepared != nil {
-		b.prepared.close()
-		b.prepared = nil
-	}
+	m.dropPrepared(b)
 	b.unsettled = false
 	var errs []error
 	for _, rt := range m.runtimesOf(b) {

@@ -124,6 +124,9 @@ type Manager struct {
 	// settles are the paused sandboxes being torn down and set up again
 	// for their resume in the background (resume.go).
 	settles sync.WaitGroup
+	// prepared counts the paused sandboxes holding a container created
+	// ahead of their resume, at most maxPrepared (resume.go).
+	prepared atomic.Int32
 
 	mu sync.Mutex
 	// boxes holds every sandbox in the registry plus those being created;

@@ -438,3 +438,13 @@ func TestRecoverFinishesInterruptedCreateAndDestroy(t *testing.T) {
 		t.Errorf("List = %v", ids)
 	}
 }
+
+func TestContainersCreatedAheadOfResumesAreBounded(t *testing.T) {
+	h := newHarness(t, nil)
+	h.m.prepared.Store(maxPrepared)
+	b := &box{id: "paused-beyond-the-bound"}
+	h.m.prepareResume(bg, b)
+	if b.prepared != nil || h.m.prepared.Load() != maxPrepared {
+		t.Errorf("a pause beyond the bound got a container created ahead (count %d)", h.m.prepared.Load())
+	}
+}

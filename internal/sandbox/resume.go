@@ -72,19 +72,43 @@ func (m *Manager) settleLater(b *box) {
 // container.
 const settleTimeout = 5 * time.Minute
 
-// prepareResume creates paused b's container ahead of its resume; a
-// failure only logs, and the resume restores from nothing. b.mu is held.
+// maxPrepared bounds the containers created ahead of resumes. Each holds
+// about 11 MiB and a network slot while its sandbox is paused; a host with
+// hundreds of idle gVisor sandboxes paused would otherwise hold that for
+// every one, against the pause's point of freeing memory. Pauses beyond
+// the bound resume from nothing, as before.
+const maxPrepared = 16
+
+// prepareResume creates paused b's container ahead of its resume, unless
+// maxPrepared others hold one; a failure only logs, and the resume
+// restores from nothing. b.mu is held.
 func (m *Manager) prepareResume(ctx context.Context, b *box) {
+	if m.prepared.Add(1) > maxPrepared {
+		m.prepared.Add(-1)
+		m.log.Debug("no container created ahead of this resume: enough paused sandboxes hold one", "sandbox", b.id, "max", maxPrepared)
+		return
+	}
 	if err := m.enterBoot(ctx); err != nil {
+		m.prepared.Add(-1)
 		return
 	}
 	defer m.leaveBoot()
 	inst, err := m.bootAs(ctx, b, bootPrepare)
 	if err != nil {
+		m.prepared.Add(-1)
 		m.log.Warn("creating a paused sandbox's container ahead of its resume", "sandbox", b.id, "err", err)
 		return
 	}
 	b.prepared = inst
+}
+
+// dropPrepared closes b's container created ahead, if any. b.mu is held.
+func (m *Manager) dropPrepared(b *box) {
+	if b.prepared != nil {
+		b.prepared.close()
+		b.prepared = nil
+		m.prepared.Add(-1)
+	}
 }
 
 // resumePrepared restores paused b into its container created ahead and
@@ -123,6 +147,7 @@ func (m *Manager) resumePrepared(ctx context.Context, b *box) (_ *instance, err 
 		return nil, fmt.Errorf("%w (agent log: %s)", err, logTail(p.log))
 	}
 	steps.mark("agent")
-	b.prepared = nil
+	b.prepared = nil // it is the running instance now
+	m.prepared.Add(-1)
 	return inst, nil
 }
