@@ -66,7 +66,10 @@ type Image struct {
 	ImportedAt *time.Time `json:"importedAt,omitempty"`
 	// Source: "host", "docker-archive", "oci-layout", "registry REF",
 	// "build" or "base".
-	Source       string       `json:"source"`
+	Source string `json:"source"`
+	// Nodes, on a cluster's gateway, are the ready nodes that have the
+	// image (docs/cluster.md); a node's own answer has none.
+	Nodes        []string     `json:"nodes,omitempty"`
 	OS           string       `json:"os,omitempty"`
 	Architecture string       `json:"architecture,omitempty"`
 	Config       ImageConfig  `json:"config"`

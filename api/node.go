@@ -18,6 +18,10 @@ const (
 	// moving to another node, or has moved there (details.node); retry
 	// after the Retry-After header's seconds, through the gateway.
 	CodeSandboxMoving Code = "SANDBOX_MOVING"
+	// CodeNotSupportedOnGateway: the route is served by a node, not by a
+	// cluster's gateway (image builds: build on a node, import through
+	// the gateway).
+	CodeNotSupportedOnGateway Code = "NOT_SUPPORTED_ON_GATEWAY"
 )
 
 func init() {
@@ -25,6 +29,7 @@ func init() {
 	RegisterStatus(CodeNodeNotFound, 404)
 	RegisterStatus(CodeClusterUnavailable, 503)
 	RegisterStatus(CodeSandboxMoving, 503)
+	RegisterStatus(CodeNotSupportedOnGateway, 501)
 }
 
 // Node states.

@@ -210,6 +210,7 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("placement honours a nodeSelector", func(t *testing.T) { testClusterNodeSelector(ctx, t, c) })
+	t.Run("images imported through the gateway are on every node", func(t *testing.T) { testClusterImages(ctx, t, c) })
 
 	t.Run("tenants' keys work across the cluster and a forged identity is refused", func(t *testing.T) {
 		testClusterTenants(ctx, t, c)

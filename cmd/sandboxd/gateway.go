@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sandboxd/sandboxd/internal/bytesize"
 	"github.com/sandboxd/sandboxd/internal/gateway"
 	"github.com/sandboxd/sandboxd/internal/kube"
 	"github.com/sandboxd/sandboxd/internal/kubekeys"
@@ -29,16 +30,20 @@ type gatewayOptions struct {
 	previewDomain string
 	level         slog.Level
 	logFormat     string
+	maxImage      int64
+	spoolDir      string
 }
 
 func parseGatewayFlags(args []string) (gatewayOptions, error) {
 	fs := flag.NewFlagSet("sandboxd gateway", flag.ContinueOnError)
 	var o gatewayOptions
-	var logLevel string
+	var logLevel, maxImage string
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster's Kubernetes API (default: the pod's service account, in a pod)")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:7080", "address of the gateway's HTTP API")
 	fs.StringVar(&o.tokenFile, "token-file", "/var/lib/sandboxd/token", "the cluster's API token, the same file as every node's <state-dir>/token")
 	fs.StringVar(&o.previewDomain, "preview-domain", "localhost", "the nodes' --preview-domain: preview hosts below it go to their sandbox's node")
+	fs.StringVar(&maxImage, "max-image-size", "32Gi", "largest image archive imported through the gateway (the nodes' --max-image-size)")
+	fs.StringVar(&o.spoolDir, "spool-dir", "", "directory that holds an imported image archive while it is copied to the nodes (default: $TMPDIR or /tmp)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text (key=value) or json")
 	if err := fs.Parse(args); err != nil {
@@ -46,6 +51,10 @@ func parseGatewayFlags(args []string) (gatewayOptions, error) {
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	var err error
+	if o.maxImage, err = bytesize.Parse(maxImage); err != nil || o.maxImage <= 0 {
+		return o, fmt.Errorf("--max-image-size %q: want a size such as 32Gi", maxImage)
 	}
 	if o.logFormat != "text" && o.logFormat != "json" {
 		return o, fmt.Errorf("--log-format %q: want text or json", o.logFormat)
@@ -89,7 +98,8 @@ func runGateway(ctx context.Context, o gatewayOptions, log *slog.Logger) error {
 	go func() { defer close(followed); kubekeys.Follow(fctx, kc, keys, log) }()
 	defer func() { stopFollow(); <-followed }()
 	gw := gateway.New(gateway.Options{Directory: gateway.KubeDirectory{Client: kc}, Token: token,
-		PreviewDomain: o.previewDomain, Keys: keys, Version: version, Log: log})
+		PreviewDomain: o.previewDomain, Keys: keys, Version: version, Log: log,
+		MaxImageBytes: o.maxImage, SpoolDir: o.spoolDir})
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return err

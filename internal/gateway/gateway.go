@@ -28,9 +28,15 @@ type Options struct {
 	PreviewDomain string
 	// Keys are the cluster's API keys (internal/kubekeys), which the
 	// nodes read too; nil: only Token authenticates.
-	Keys    *tenant.Keys
-	Version string
-	Log     *slog.Logger
+	Keys *tenant.Keys
+	// MaxImageBytes bounds an image archive imported through the gateway,
+	// the nodes' --max-image-size (0: their default, 32 GiB).
+	MaxImageBytes int64
+	// SpoolDir holds an imported archive while it is copied to the nodes
+	// ("": the system's temporary directory).
+	SpoolDir string
+	Version  string
+	Log      *slog.Logger
 }
 
 // Server is the gateway's HTTP handler.
@@ -68,6 +74,7 @@ func New(opts Options) *Server {
 	s.mux.HandleFunc("POST /v1/nodes/{name}/uncordon", auth(adminOnly(s.uncordonNode)))
 	s.mux.HandleFunc("GET /v1/events", auth(s.events))
 	s.keyRoutes()
+	s.imageRoutes()
 	return s
 }
 
