@@ -600,7 +600,7 @@ func TestAuthAndHostileInput(t *testing.T) {
 	for path, code := range map[string]api.Code{
 		"/v1/sandboxes/Bad_ID/exec": api.CodeInvalidSandboxID,
 		"/v1/sandboxes/a/../b/exec": api.CodeNotFound,
-		"/v1/images":                api.CodeNotFound,
+		"/v1/volumes":               api.CodeNotFound,
 	} {
 		resp, b := call(t, "POST", gw.URL+path, "{}")
 		if errorCode(t, b) != code {
