@@ -207,12 +207,18 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) {
 	defer os.Remove(f.Name())
 	defer f.Close()
 	limit := s.maxImageBytes()
-	n, err := io.Copy(f, io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		if r.Context().Err() != nil {
-			return
-		}
+	body := &readErr{r: io.LimitReader(r.Body, limit+1)}
+	n, err := io.Copy(f, body)
+	switch {
+	case err == nil:
+	case r.Context().Err() != nil:
+		return
+	case body.err != nil:
 		writeError(w, api.Errorf(api.CodeInvalidImage, "reading the archive: %v", err))
+		return
+	default:
+		// The gateway's own disk (full, or no --spool-dir it may write).
+		s.writeFailure(w, r, fmt.Errorf("spooling an imported archive: %w", err))
 		return
 	}
 	if n > limit {
@@ -224,6 +230,21 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) {
 		return g, n, err
 	}
 	s.answerImage(w, s.fanOut(r, nodes, http.MethodPost, "/v1/images/import", open))
+}
+
+// readErr remembers its reader's error, which io.Copy does not tell
+// from its writer's.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErr) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		e.err = err
+	}
+	return n, err
 }
 
 // pullImage is POST /v1/images/pull: every ready node that takes
