@@ -259,3 +259,19 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version without a daemon: %+v", res)
 	}
 }
+
+// TestImageListNodes: through a cluster's gateway, image ls names each
+// image's nodes.
+func TestImageListNodes(t *testing.T) {
+	f := newFakeDaemon(t)
+	f.HandleFunc("GET /v1/images", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, api.ImageList{Images: []api.Image{
+			{Names: []string{"app"}, Digest: "sha256:0123456789abcdef", Size: 1 << 20, Source: "docker-archive", Nodes: []string{"node-0", "node-1"}},
+		}})
+	})
+	res := runCLI(t, f, cliRun{args: []string{"image", "ls"}})
+	lines := strings.Split(strings.TrimSpace(res.stdout), "\n")
+	if res.code != 0 || len(lines) != 2 || !strings.HasSuffix(lines[0], "NODES") || !strings.HasSuffix(lines[1], "node-0,node-1") {
+		t.Errorf("image ls through a gateway: %+v", res)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -61,7 +62,13 @@ With --json, print the API's answer, {"images": [...]}.`,
 				return printJSON(g.e.stdout, api.ImageList{Images: imgs})
 			}
 			now := g.e.now()
-			t := newTable("NAME\tDIGEST\tSIZE\tSOURCE\tCREATED")
+			// Through a cluster's gateway each image names its nodes.
+			cluster := slices.ContainsFunc(imgs, func(img api.Image) bool { return len(img.Nodes) > 0 })
+			header := "NAME\tDIGEST\tSIZE\tSOURCE\tCREATED"
+			if cluster {
+				header += "\tNODES"
+			}
+			t := newTable(header)
 			for _, img := range imgs {
 				names := img.Names
 				if len(names) == 0 {
@@ -72,7 +79,11 @@ With --json, print the API's answer, {"images": [...]}.`,
 					created = ago(now, *img.Created)
 				}
 				for _, n := range names {
-					t.row("%s\t%s\t%s\t%s\t%s", n, shortDigest(img.Digest), formatSize(img.Size, img.Source), img.Source, created)
+					row := fmt.Sprintf("%s\t%s\t%s\t%s\t%s", n, shortDigest(img.Digest), formatSize(img.Size, img.Source), img.Source, created)
+					if cluster {
+						row += "\t" + strings.Join(img.Nodes, ",")
+					}
+					t.row("%s", row)
 				}
 			}
 			return t.write(g.e.stdout)
