@@ -62,8 +62,10 @@ func testClusterImages(ctx context.Context, t *testing.T, c *testCluster) {
 				t.Errorf("create from the image on %s: %+v %v", node, info, err)
 				return
 			}
-			if out := trim(run(t, sb, "cat /srv/mark")); out != "seeded" {
-				t.Errorf("in the sandbox on %s: %q", node, out)
+			// Not run(): t.Fatal belongs to the test's own goroutine.
+			res, err := sb.Exec(ctx, "cat /srv/mark")
+			if err != nil || res.ExitCode != 0 || trim(res.Stdout) != "seeded" {
+				t.Errorf("in the sandbox on %s: %+v %v", node, res, err)
 			}
 		})
 	}
