@@ -274,6 +274,14 @@ func (s *Server) answerImage(w http.ResponseWriter, answers []nodeAnswer) {
 	if failedOn(w, answers, "added") {
 		return
 	}
+	writeMostHeldImage(w, http.StatusCreated, answers)
+}
+
+// writeMostHeldImage answers with status and the image of answers (each
+// one node's image) that most nodes have, its "nodes" naming them: nodes
+// may hold different images under one name (a tag that moved during a
+// pull).
+func writeMostHeldImage(w http.ResponseWriter, status int, answers []nodeAnswer) {
 	merged, err := mergeImages(answers, func(b []byte) ([]api.Image, error) {
 		var img api.Image
 		err := json.Unmarshal(b, &img)
@@ -283,10 +291,8 @@ func (s *Server) answerImage(w http.ResponseWriter, answers []nodeAnswer) {
 		writeError(w, api.Errorf(api.CodeInternal, "a node answered an image the gateway cannot read"))
 		return
 	}
-	// A tag that moved during a pull gives nodes different images: the
-	// answer is the one most nodes have, and its "nodes" says which.
 	slices.SortStableFunc(merged, func(a, b api.Image) int { return len(b.Nodes) - len(a.Nodes) })
-	writeJSON(w, http.StatusCreated, merged[0])
+	writeJSON(w, status, merged[0])
 }
 
 // listImages is GET /v1/images: the images of every ready node, merged by
@@ -329,27 +335,14 @@ func (s *Server) inspectImage(w http.ResponseWriter, r *http.Request) {
 			found = append(found, a)
 		}
 	}
-	if len(found) == 0 {
-		for _, a := range answers {
-			writeError(w, a.err)
-			return
-		}
+	switch {
+	case len(found) > 0:
+		writeMostHeldImage(w, http.StatusOK, found)
+	case len(answers) > 0:
+		writeError(w, answers[0].err)
+	default:
 		writeError(w, nodeUnavailable(nodes[0].Name))
-		return
 	}
-	merged, err := mergeImages(found, func(b []byte) ([]api.Image, error) {
-		var img api.Image
-		err := json.Unmarshal(b, &img)
-		return []api.Image{img}, err
-	})
-	if err != nil || len(merged) == 0 {
-		writeError(w, api.Errorf(api.CodeInternal, "a node answered an image the gateway cannot read"))
-		return
-	}
-	// Nodes may hold different images under one name: the one most
-	// nodes have first.
-	slices.SortStableFunc(merged, func(a, b api.Image) int { return len(b.Nodes) - len(a.Nodes) })
-	writeJSON(w, http.StatusOK, merged[0])
 }
 
 // removeImage is DELETE /v1/images/{name}, on every ready node at once.
