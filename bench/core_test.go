@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -251,21 +249,9 @@ func BenchmarkColdStartWarmPool(b *testing.B) {
 	})
 }
 
+// waitPoolReady waits until the daemon's warm pool holds a started sandbox.
 func waitPoolReady(b *testing.B, d *testdaemon.Daemon) {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		req, _ := http.NewRequest("GET", d.URL+"/metrics", nil)
-		req.Header.Set("Authorization", "Bearer "+d.Token)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if strings.Contains(string(body), `sandboxd_warm_pool{state="ready"} 1`) {
-				return
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	b.Fatal("the warm pool was not refilled within 30s")
+	waitGauge(b, d, `sandboxd_warm_pool{state="ready"} 1`)
 }
 
 // BenchmarkWarmExec: round trip of `exec true` on a running sandbox's
