@@ -12,6 +12,10 @@ const (
 	CodeBucketUnreachable Code = "BUCKET_UNREACHABLE"
 	// CodeBucketAuthFailed: the endpoint refused the credentials.
 	CodeBucketAuthFailed Code = "BUCKET_AUTH_FAILED"
+	// CodeBucketEndpointForbidden: a tenant's mount names an endpoint that
+	// resolves to an address kept out of tenants' reach (loopback,
+	// link-local, the host's own addresses, the sandbox subnet).
+	CodeBucketEndpointForbidden Code = "BUCKET_ENDPOINT_FORBIDDEN"
 	// CodeBucketNotFound: the endpoint has no such bucket.
 	CodeBucketNotFound Code = "BUCKET_NOT_FOUND"
 	// CodeMountPathInvalid: the path is relative, not clean, a system
@@ -35,6 +39,7 @@ const (
 func init() {
 	RegisterStatus(CodeBucketUnreachable, http.StatusBadGateway)
 	RegisterStatus(CodeBucketAuthFailed, http.StatusForbidden)
+	RegisterStatus(CodeBucketEndpointForbidden, http.StatusForbidden)
 	RegisterStatus(CodeBucketNotFound, http.StatusNotFound)
 	RegisterStatus(CodeMountPathInvalid, http.StatusBadRequest)
 	RegisterStatus(CodeMountPathInUse, http.StatusConflict)

@@ -33,7 +33,8 @@ type MountOptions struct {
 // sandbox, like the reference SDK's mountBucket, without restarting it.
 // The mount is part of the sandbox: it comes back after sleep, restart and
 // a host reboot. Errors: BUCKET_UNREACHABLE (ErrUnavailable),
-// BUCKET_AUTH_FAILED, BUCKET_NOT_FOUND (ErrNotFound), MOUNT_PATH_INVALID
+// BUCKET_AUTH_FAILED, BUCKET_ENDPOINT_FORBIDDEN (a tenant's endpoint only
+// the host reaches), BUCKET_NOT_FOUND (ErrNotFound), MOUNT_PATH_INVALID
 // (ErrInvalid), MOUNT_PATH_IN_USE (ErrConflict).
 func (s *Sandbox) MountBucket(ctx context.Context, bucket, path string, opts MountOptions) (*api.Mount, error) {
 	if err := s.prepare(ctx); err != nil {

@@ -252,6 +252,30 @@ func TestTenantsCannotReachEachOther(t *testing.T) {
 		}
 	})
 
+	t.Run("a tenant's bucket mount cannot make the host reach what only the host reaches", func(t *testing.T) {
+		creds := &api.BucketCredentials{AccessKeyID: "a", SecretAccessKey: "b"}
+		info, err := bDemo.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		endpoints := []string{"http://127.0.0.1:7070", "http://localhost:9000", "http://[::1]:9000",
+			"http://169.254.169.254", "http://0.0.0.0:9000"}
+		if info.Network.Address != "" { // another sandbox
+			endpoints = append(endpoints, "http://"+info.Network.Address+":8080")
+		}
+		for _, ep := range endpoints {
+			_, err := aDemo.MountBucket(ctx, "bucket", "/mnt/b", client.MountOptions{Endpoint: ep, Credentials: creds})
+			wantCode(t, "A mounts "+ep, err, api.CodeBucketEndpointForbidden)
+		}
+		// The admin is the operator: its mounts may name any endpoint (this
+		// one does not answer).
+		_, err = d.Client.Sandbox("admin-bucket").MountBucket(ctx, "bucket", "/mnt/b", client.MountOptions{Endpoint: "http://127.0.0.1:1", Credentials: creds})
+		wantCode(t, "the admin mounts a loopback endpoint", err, api.CodeBucketUnreachable)
+		if err := d.Client.Sandbox("admin-bucket").Destroy(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+
 	t.Run("volumes", func(t *testing.T) {
 		// Both tenants have a "data"; only A has "a-vol".
 		for _, v := range []struct {

@@ -82,7 +82,7 @@ func parseFlags(command string, args []string) (options, error) {
 	fs := flag.NewFlagSet("sandboxd "+command, flag.ContinueOnError)
 	o := options{cfg: daemon.Config{Version: version}, flags: fs}
 	cfg := &o.cfg
-	var dns, dnsUpstream, blocked, logLevel string
+	var dns, dnsUpstream, blocked, bucketAllow, logLevel string
 	var defMem, maxMem, budget, reserve, maxDisk, maxImage, previewHeaderBytes string
 	var defCPU, maxCPU float64
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address of the HTTP API")
@@ -98,6 +98,7 @@ func parseFlags(command string, args []string) (options, error) {
 	fs.StringVar(&dns, "dns", "", "comma-separated name servers for sandboxes (default: the host's non-loopback ones)")
 	fs.StringVar(&dnsUpstream, "dns-upstream", "", "comma-separated servers (IPv4[:port]) the daemon's DNS forwarder asks for sandboxes; every sandbox's DNS goes through it, by its egress policy (default: the --dns servers on port 53)")
 	fs.StringVar(&blocked, "blocked-cidrs", "private,host", "comma-separated destinations no sandbox reaches unless its allowCidrs name them: private (10/8, 172.16/12, 192.168/16, 100.64/10, 169.254/16, 127/8, 0/8, 224/4, 240/4), host (the host's own subnets and gateways, found at start) and IPv4 CIDRs; the sandbox subnet is always blocked")
+	fs.StringVar(&bucketAllow, "bucket-endpoint-allow", "", "comma-separated IP addresses and CIDRs a tenant's bucket mount may name although they are out of tenants' reach (loopback, link-local, the host's own addresses, the sandbox subnet); the admin's mounts may name any endpoint")
 	fs.StringVar(&cfg.CgroupParent, "cgroup-parent", "sandboxd", "cgroup that holds the sandboxes' cgroups (unique per daemon on a host)")
 	fs.StringVar(&cfg.NetTable, "nft-table", "sandboxd", "nftables table owned by the daemon")
 	fs.StringVar(&cfg.IfacePrefix, "iface-prefix", "sbx", "prefix of sandboxes' host interface names (1-3 letters; unique per daemon on a host)")
@@ -220,6 +221,9 @@ func parseFlags(command string, args []string) (options, error) {
 	cfg.Blocked = []string{}
 	if blocked != "" {
 		cfg.Blocked = strings.Split(blocked, ",")
+	}
+	if bucketAllow != "" {
+		cfg.BucketEndpointAllow = strings.Split(bucketAllow, ",")
 	}
 	if command == "doctor" {
 		// The doctor reports a bad configuration as one of its findings.

@@ -65,6 +65,11 @@ type Config struct {
 	// (the host's own subnets and gateways, found at start) and IPv4 CIDRs.
 	// nil means "private" and "host".
 	Blocked []string
+	// BucketEndpointAllow are addresses and CIDRs (IPv4 or IPv6) a
+	// tenant's bucket mount may name although they are kept out of
+	// tenants' reach (loopback, link-local, the host's own addresses, the
+	// sandbox subnet; bucket.EndpointGuard).
+	BucketEndpointAllow []string
 	// CgroupParent is the cgroup (one name, below every hierarchy's root)
 	// that holds the daemon's sandbox cgroups. Two daemons on one host
 	// need different ones.
@@ -215,6 +220,9 @@ func (c *Config) Validate() error {
 	if _, _, err := blockedRanges(c.Blocked); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := prefixes("--bucket-endpoint-allow", c.BucketEndpointAllow); err != nil {
+		errs = append(errs, err)
+	}
 	for _, l := range []struct {
 		name     string
 		def, max int64
@@ -318,6 +326,24 @@ func blockedRanges(entries []string) (ranges []netip.Prefix, hostNets bool, err 
 		}
 	}
 	return ranges, hostNets, nil
+}
+
+// prefixes reads addresses and CIDRs (IPv4 or IPv6) given to flag.
+func prefixes(flag string, entries []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, e := range entries {
+		e = strings.TrimSpace(e)
+		p, err := netip.ParsePrefix(e)
+		if err != nil {
+			a, aerr := netip.ParseAddr(e)
+			if aerr != nil {
+				return nil, fmt.Errorf("%s %q: want an IP address or CIDR", flag, e)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // validLockName reports whether s can name a host-wide lock file (and a

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -75,5 +76,15 @@ func TestValidateCluster(t *testing.T) {
 				t.Errorf("node URL %q, want %q", c.Cluster.NodeURL, tt.wantURL)
 			}
 		})
+	}
+}
+
+func TestBucketEndpointAllow(t *testing.T) {
+	got, err := prefixes("--bucket-endpoint-allow", []string{"127.0.0.1", " 10.0.0.0/8", "::1", "fd00::/8"})
+	if err != nil || fmt.Sprint(got) != "[127.0.0.1/32 10.0.0.0/8 ::1/128 fd00::/8]" {
+		t.Errorf("prefixes: %v %v", got, err)
+	}
+	if _, err := prefixes("--bucket-endpoint-allow", []string{"localhost"}); err == nil {
+		t.Error("a name is not an address")
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sandboxd/sandboxd/internal/bucket"
 	"github.com/sandboxd/sandboxd/internal/cgroup"
 	"github.com/sandboxd/sandboxd/internal/console"
 	"github.com/sandboxd/sandboxd/internal/doctor"
@@ -152,6 +153,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if gv != nil {
 		gvisor = gv
 	}
+	bucketAllow, _ := prefixes("--bucket-endpoint-allow", cfg.BucketEndpointAllow) // checked by Validate
 	mgr = sandbox.New(sandbox.Options{
 		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: agentPath, CgroupParent: cfg.CgroupParent,
 		Runtime: rt, GVisor: gvisor, Store: db, Network: net, Cgroups: sandbox.HostCgroups(cg),
@@ -166,6 +168,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Quotas:    keys.QuotaOf,
 		IdleCheck: cfg.IdleCheck,
 		WarmPool:  cfg.WarmPool,
+		BucketEndpoints: bucket.EndpointGuard{
+			Refuse: []netip.Prefix{netip.MustParsePrefix(cfg.Subnet).Masked()},
+			Allow:  bucketAllow,
+		},
 		Snapshots: snaps,
 		Backups:   backups, MaxBackupBytes: cfg.MaxBackupBytes,
 		Volumes:    volumes,

@@ -151,6 +151,7 @@ func classifyStorage(err error) *api.Error {
 		{sandbox.ErrBucketUnreachable, api.CodeBucketUnreachable},
 		{sandbox.ErrBucketAuth, api.CodeBucketAuthFailed},
 		{sandbox.ErrBucketNotFound, api.CodeBucketNotFound},
+		{bucket.ErrEndpointForbidden, api.CodeBucketEndpointForbidden},
 		{sandbox.ErrLimit, api.CodeResourceExhausted},
 		{secret.ErrNotFound, api.CodeSecretNotFound},
 		{secret.ErrInvalid, api.CodeValidationFailed},

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/agent/rename"
 	"github.com/sandboxd/sandboxd/internal/backup"
+	"github.com/sandboxd/sandboxd/internal/bucket"
 	"github.com/sandboxd/sandboxd/internal/failpoint"
 	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
@@ -65,6 +66,9 @@ type Options struct {
 	// Quotas returns a tenant's quota (nil: no tenant has one). Sandbox
 	// IDs are scoped (package tenant): "acme/demo" is tenant acme's.
 	Quotas func(tenant string) tenant.Quota
+	// BucketEndpoints decides which endpoints tenants' bucket mounts may
+	// name.
+	BucketEndpoints bucket.EndpointGuard
 	// WarmPool is how many sandboxes with the default configuration are
 	// kept started ahead of need, so that creating one is only naming it.
 	WarmPool int

@@ -24,6 +24,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/rootfs"
 	"github.com/sandboxd/sandboxd/internal/runtime"
 	"github.com/sandboxd/sandboxd/internal/s3"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
 // Errors of bucket mounts; the API edge maps each to its code.
@@ -200,6 +201,9 @@ func (m *Manager) Mount(ctx context.Context, id string, req MountRequest) (Bucke
 		}
 	}
 	bm := BucketMount{N: nextMountN(list), Path: req.Path, Source: req.Source, Secret: req.Secret, CreatedAt: m.now().UTC()}
+	if err := m.guardEndpoint(ctx, b, bm.Source); err != nil {
+		return BucketMount{}, err
+	}
 	if err := os.MkdirAll(f.dir, 0o700); err != nil {
 		return BucketMount{}, err
 	}
@@ -265,6 +269,21 @@ func (m *Manager) checkWhileMounting(ctx context.Context, b *box, f mountFiles, 
 	return nil
 }
 
+// guardEndpoint refuses a tenant's endpoint that resolves to an address
+// kept out of tenants' reach (bucket.EndpointGuard), before the daemon's
+// check or s3fs connects to it. The admin's mounts are not guarded: the
+// admin is the operator.
+func (m *Manager) guardEndpoint(ctx context.Context, b *box, s bucket.Source) error {
+	if tenant.Of(b.id) == "" {
+		return nil
+	}
+	err := m.opts.BucketEndpoints.Check(ctx, s.Endpoint)
+	if errors.Is(err, bucket.ErrUnresolvable) {
+		return fmt.Errorf("%w: %v", ErrBucketUnreachable, err)
+	}
+	return err
+}
+
 // checkBucket maps the S3 client's classification to the domain's.
 func checkBucket(ctx context.Context, s bucket.Source, c bucket.Credentials) error {
 	err := bucket.Check(ctx, s, c)
@@ -309,6 +328,11 @@ func (m *Manager) mountHost(ctx context.Context, b *box, f mountFiles, bm Bucket
 // healthy) and moves a copy into b's running container.
 func (m *Manager) attachMount(ctx context.Context, b *box, f mountFiles, bm BucketMount) error {
 	if bucket.Healthy(f.host(bm.N)) != nil {
+		// The name is checked again: what it resolves to may have changed
+		// since the mount was made.
+		if err := m.guardEndpoint(ctx, b, bm.Source); err != nil {
+			return err
+		}
 		creds, err := bucket.ReadCredentials(f.cred(bm.N))
 		if err != nil {
 			return err
