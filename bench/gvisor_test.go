@@ -97,30 +97,51 @@ func BenchmarkGVisorIdleMemory(b *testing.B) {
 // sample (a cold `exec true` on a new ID, then a raw `runsc run`), so that
 // their ratio holds on a loaded machine, where runs minutes apart see
 // different loads.
+//
+// With BENCH_BASELINE_BIN_DIR=DIR (another build's sandboxd and
+// sandbox-agent, say main's before a change), a daemon of that build runs
+// beside this one and takes its cold start in each sample too, reported
+// as baseline-cold-p50-ms and baseline-cold/run-p50.
 func BenchmarkGVisorColdStartVsRuntimeRun(b *testing.B) {
 	runsc := needRunsc(b)
 	once(b, func(b *testing.B) {
-		d := testdaemon.Start(b, testdaemon.Options{Args: append(gvisorArgs, "--default-network", "none")})
+		args := append(gvisorArgs, "--default-network", "none")
+		d := testdaemon.Start(b, testdaemon.Options{Args: args})
+		var base *testdaemon.Daemon
+		if o, ok := baselineOptions(args); ok {
+			base = testdaemon.Start(b, o)
+		}
 		ctx := ctxFor(b)
 		bundle := probeBundle(b)
 		root := b.TempDir()
 		b.Cleanup(func() { exec.Command("umount", "-l", filepath.Join(root, "null-netns")).Run() })
-		var cold, raw samples
-		for i := 0; i < sampleCount(); i++ {
+		coldOf := func(d *testdaemon.Daemon, id string) time.Duration {
 			start := time.Now()
-			if res, err := d.Client.Sandbox(fmt.Sprintf("gratio-%d", i)).Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
+			if res, err := d.Client.Sandbox(id).Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
 				b.Fatalf("exec: %v %+v", err, res)
 			}
-			cold = append(cold, time.Since(start))
-			start = time.Now()
-			id := fmt.Sprintf("gratio-%d-%d", os.Getpid(), i)
+			took := time.Since(start)
+			d.Client.Sandbox(id).Destroy(ctx)
+			return took
+		}
+		var cold, raw, baseCold samples
+		for i := 0; i < sampleCount(); i++ {
+			id := fmt.Sprintf("gratio-%d", i)
+			if base != nil && i%2 == 1 {
+				baseCold = append(baseCold, coldOf(base, id))
+			}
+			cold = append(cold, coldOf(d, id))
+			start := time.Now()
+			rid := fmt.Sprintf("gratio-%d-%d", os.Getpid(), i)
 			out, err := exec.Command(runsc, "--root", root, "--platform=systrap", "--overlay2=none", "--host-uds=create",
-				"run", "--bundle", bundle, id).CombinedOutput()
+				"run", "--bundle", bundle, rid).CombinedOutput()
 			if err != nil {
 				b.Fatalf("runsc run: %v: %s", err, out)
 			}
 			raw = append(raw, time.Since(start))
-			d.Client.Sandbox(fmt.Sprintf("gratio-%d", i)).Destroy(ctx)
+			if base != nil && i%2 == 0 {
+				baseCold = append(baseCold, coldOf(base, id))
+			}
 		}
 		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 		c, r := cold.percentile(50), raw.percentile(50)
@@ -129,7 +150,27 @@ func BenchmarkGVisorColdStartVsRuntimeRun(b *testing.B) {
 		b.ReportMetric(float64(c)/float64(r), "cold/run-p50")
 		b.ReportMetric(0, "ns/op")
 		b.Logf("n=%d interleaved: cold start p50=%.2fms, raw runsc run p50=%.2fms, ratio %.2f", len(cold), ms(c), ms(r), float64(c)/float64(r))
+		if base != nil {
+			bc := baseCold.percentile(50)
+			b.ReportMetric(ms(bc), "baseline-cold-p50-ms")
+			b.ReportMetric(float64(bc)/float64(r), "baseline-cold/run-p50")
+			b.Logf("baseline %s: cold start p50=%.2fms, ratio %.2f", os.Getenv("BENCH_BASELINE_BIN_DIR"), ms(bc), float64(bc)/float64(r))
+		}
 	})
+}
+
+// baselineOptions start a daemon of the build in BENCH_BASELINE_BIN_DIR,
+// its own agent included (a daemon otherwise gets this build's), with
+// args; false without BENCH_BASELINE_BIN_DIR.
+func baselineOptions(args []string) (testdaemon.Options, bool) {
+	dir := os.Getenv("BENCH_BASELINE_BIN_DIR")
+	if dir == "" {
+		return testdaemon.Options{}, false
+	}
+	return testdaemon.Options{
+		Binary: filepath.Join(dir, "sandboxd"),
+		Args:   append(append([]string(nil), args...), "--agent", filepath.Join(dir, "sandbox-agent")),
+	}, true
 }
 
 // BenchmarkGVisorRuntimeRun is the baseline: `runsc run` of /usr/bin/true

@@ -122,9 +122,13 @@ func (s *Session) startShell(ctx context.Context) (_ *shell, err error) {
 	}
 	argv := spawn.Argv(cfg.Self, so, cfg.Shell, args...)
 	prog := argv[0]
+	init := dispatchInit(s.dir) + "command printf 'ready\\n' >&3\n"
+	if sh.bash {
+		init = "shopt -s expand_aliases; " + unwindInit(s.dir) + init
+	}
 	attr := &os.ProcAttr{
 		Dir: cwd,
-		Env: envList(sh.env),
+		Env: withInit(envList(sh.env), init),
 		// The shell's own stdout and stderr go nowhere: commands get their
 		// own FIFOs, and what the shell says outside a command (a trace of
 		// the agent's own lines under `set -x`) belongs to nobody.
@@ -173,17 +177,37 @@ func (s *Session) startShell(ctx context.Context) (_ *shell, err error) {
 			unix.EpollCtl(s.ep, unix.EPOLL_CTL_DEL, sh.status, nil)
 		}
 	}()
-	init := dispatchInit(s.dir) + "command printf 'ready\\n' >&3\n"
-	if sh.bash {
-		init = "shopt -s expand_aliases; " + unwindInit(s.dir) + init
-	}
-	if err := sh.send([]byte(init)); err != nil {
+	if err := sh.send([]byte(initLine)); err != nil {
 		return nil, fmt.Errorf("talking to the shell: %w", err)
 	}
 	if err := s.awaitReady(ctx, sh); err != nil {
 		return nil, err
 	}
 	return sh, nil
+}
+
+// initVar carries the shell's start-up text (the dispatch variables, the
+// unwind trap, the ready line) in its environment, and initLine, the
+// shell's first line, runs it and drops the variable before anything else
+// runs. A shell reads its stdin, a pipe, one byte (one system call) at a
+// time: sent as a line, the ~1.8 KB text cost as many reads, tens of
+// microseconds each on gVisor (a cold start's first command waits for
+// them), where an environment variable costs none.
+const (
+	initVar  = "__sbx_init"
+	initLine = `command eval "$` + initVar + `"; command unset ` + initVar + "\n"
+)
+
+// withInit returns env with initVar set to init, replacing any value the
+// sandbox's environment gave it (the __sbx_ names are the agent's).
+func withInit(env []string, init string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, initVar+"=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, initVar+"="+init)
 }
 
 // awaitReady waits for the shell's "ready" line. Anything else on the
