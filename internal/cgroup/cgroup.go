@@ -162,10 +162,18 @@ type UserLimits struct {
 	Pids        int64
 }
 
+// SplitNeedsInit reports whether Split needs the container's init: on v2
+// it moves init into S/agent, so it runs between the runtime's create and
+// start. On v1 init stays in S and Split only limits S/user, which exists
+// from PrepareUser on, so Split may run before the runtime does, and one
+// `run --detach` can replace create and start.
+func (g *Group) SplitNeedsInit() bool { return g.host.Unified != "" }
+
 // Split runs after the runtime created the container and before it starts
-// it. On v2 it moves the init process (host PID initPID) from S into
-// S/agent, because a v2 cgroup that hands controllers to its children may
-// hold no processes itself, then enables the controllers below S. On both
+// it (on v1 it may run before the runtime does: see SplitNeedsInit). On v2
+// it moves the init process (host PID initPID) from S into S/agent,
+// because a v2 cgroup that hands controllers to its children may hold no
+// processes itself, then enables the controllers below S. On both
 // versions it sets the limits of S/user.
 func (g *Group) Split(initPID int, limits UserLimits) error {
 	if g.host.Unified != "" {

@@ -88,6 +88,9 @@ type Cgroup interface {
 	PrepareUser() ([]specs.Mount, error)
 	// Split moves everything but init into the user sub-cgroup, limited.
 	Split(initPID int, limits cgroup.UserLimits) error
+	// SplitNeedsInit reports whether Split needs the created container's
+	// init (cgroup v2); if not, it runs before the runtime does.
+	SplitNeedsInit() bool
 	RemoveChildren() error
 	Remove() error
 }

@@ -341,6 +341,7 @@ type fakeCgroup struct{}
 
 func (fakeCgroup) PrepareUser() ([]specs.Mount, error) { return nil, nil }
 func (fakeCgroup) Split(int, cgroup.UserLimits) error  { return nil }
+func (fakeCgroup) SplitNeedsInit() bool                { return true }
 func (fakeCgroup) RemoveChildren() error               { return nil }
 func (fakeCgroup) Remove() error                       { return nil }
 

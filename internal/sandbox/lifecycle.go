@@ -384,6 +384,11 @@ func (m *Manager) bootAs(ctx context.Context, b *box, mode bootMode) (_ *instanc
 	// joins) has no meaning there, and the sandbox's limit applies to the
 	// sandbox as a whole.
 	var cgMounts []specs.Mount
+	// splitAfterCreate: the split needs the created container's init (cgroup
+	// v2), so create and start are two runtime processes with the split
+	// between them. Otherwise (v1, or gVisor with no split) nothing happens
+	// between them and one `run --detach` does both: a crun process less.
+	splitAfterCreate := false
 	if !b.isGVisor() {
 		if cgMounts, err = cg.PrepareUser(); err != nil {
 			return nil, err
@@ -391,8 +396,16 @@ func (m *Manager) bootAs(ctx context.Context, b *box, mode bootMode) (_ *instanc
 		if err := giveToRange(cgMounts, b.hostIDs()); err != nil {
 			return nil, err
 		}
+		splitAfterCreate = cg.SplitNeedsInit()
 	}
 	undo.push(func(context.Context) error { return cg.Remove() })
+	if !b.isGVisor() && !splitAfterCreate {
+		// Before the runtime runs: S/user is limited before init exists,
+		// let alone anything that could join S/user.
+		if err := cg.Split(0, userLimits(b.cfg.Limits)); err != nil {
+			return nil, err
+		}
+	}
 
 	if err := initEtc(p, tenant.Local(b.id), b.cfg.Network.Mode, m.opts.Network.DNS(), rootOwner(b.hostIDs())); err != nil {
 		return nil, err
@@ -427,17 +440,17 @@ func (m *Manager) bootAs(ctx context.Context, b *box, mode bootMode) (_ *instanc
 
 	cid := containerID(key)
 	rt.Delete(ctx, cid) // a leftover of a crash
-	// A gVisor sandbox has nothing to do between create and start (no
-	// cgroup split), so one `runsc run --detach` does both; a paused one
-	// is restored instead.
-	pid, restored, err := m.createOrRestore(ctx, b, rt, cid, p, mode, runtime.CreateOptions{Log: logf, ExtraFiles: sock.files, Start: b.isGVisor() && mode == bootStart})
+	// A sandbox with nothing to do between create and start (gVisor: no
+	// cgroup split; cgroup v1: the split was made above) is created and
+	// started by one `run --detach`; a paused one is restored instead.
+	pid, restored, err := m.createOrRestore(ctx, b, rt, cid, p, mode, runtime.CreateOptions{Log: logf, ExtraFiles: sock.files, Start: !splitAfterCreate && mode == bootStart})
 	if err != nil {
 		return nil, err
 	}
 	steps.mark("create")
 	failpoint.Hit("boot-after-create")
 	undo.push(func(ctx context.Context) error { return m.stopContainer(ctx, rt, cid, cg) })
-	if !b.isGVisor() {
+	if splitAfterCreate {
 		if err := cg.Split(pid, userLimits(b.cfg.Limits)); err != nil {
 			return nil, err
 		}
