@@ -84,25 +84,24 @@ func (s *server) startProcess(w http.ResponseWriter, r *http.Request) {
 		cwd = sess.Cwd()
 	}
 	s.pids.Check()
+	// Its record must outlive an agent crash from the answer on: it is
+	// saved while the process starts (its first record says starting), and
+	// a process whose record could not be saved is killed and forgotten.
+	saved := make(chan *api.Error, 1)
 	p, err := s.processes.Start(r.Context(), process.StartOptions{
 		ID: req.ProcessID, Command: req.Command, Env: sess.Environ(acct, req.Env), Cwd: cwd,
 		SessionID: req.SessionID, Account: acct, AutoCleanup: req.AutoCleanup, Login: req.Login,
-		Timeout: time.Duration(req.Timeout) * time.Millisecond,
+		Timeout: time.Duration(req.Timeout) * time.Millisecond, CloseStdin: req.CloseStdin,
+		Registered: func() { go func() { saved <- s.saveFast() }() },
 	})
 	if err != nil {
 		writeError(w, s.apiError(err))
 		return
 	}
-	// Its record must outlive an agent crash from now on: a process whose
-	// record could not be saved is killed and forgotten.
-	if e := s.saveFast(); e != nil {
+	if e := <-saved; e != nil {
 		s.processes.Remove(p.ID())
 		writeError(w, e)
 		return
-	}
-	if req.CloseStdin {
-		// A process that already ended has no stdin to close.
-		_, _ = p.WriteStdin(r.Context(), nil, true)
 	}
 	writeJSON(w, http.StatusCreated, processWire(p.Info()))
 }

@@ -69,20 +69,24 @@ type forkServer struct {
 // forkServerScript runs in the login shell once its profile ran: it says
 // it is ready on stdout, keeps stdout as fd 5 for its answers and gives up
 // its stdio, and forks each command that comes on fd 4 as a FIFO path
-// prefix and the command, both ended by NUL. For each, a subshell with job
-// control (set -m: the command's process leads a group of its own, and
-// gets SIGINT and SIGQUIT as a foreground command would) holds the .mid
-// FIFO open, forks the command's process, answers its PID and exits. The
-// process first waits for that exit (end of file on .mid), so that it is
-// the agent's before it runs anything; then it opens its stdin, stdout and
-// stderr and evaluates the command. The variable names start as the login
-// spare's (both loaders are found by them), and the command sees none.
+// prefix, the path of its stdin (the .in FIFO, or /dev/null) and the
+// command, each ended by NUL. For each, a subshell with job control (set
+// -m: the command's process leads a group of its own, and gets SIGINT and
+// SIGQUIT as a foreground command would) holds the .mid FIFO open, forks
+// the command's process, answers its PID and exits. The process first
+// waits for that exit (end of file on .mid), so that it is the agent's
+// before it runs anything; then it opens its stdin, stdout and stderr and
+// evaluates the command, unless its stdout is not the FIFO (the agent
+// gave up on a wedged server and removed the FIFOs, and the open made a
+// file): a process forked too late never runs. The variable names start
+// as the login spare's (both loaders are found by them), and the command
+// sees none.
 const forkServerScript = `printf 'sandboxd-fork-server\n'; exec 5>&1 </dev/null >/dev/null 2>&1
-while IFS= read -r -d '' __sandboxd_fifo <&4 && IFS= read -r -d '' __sandboxd_cmd <&4; do
+while IFS= read -r -d '' __sandboxd_fifo <&4 && IFS= read -r -d '' __sandboxd_in <&4 && IFS= read -r -d '' __sandboxd_cmd <&4; do
 (set -m; exec 6<>"$__sandboxd_fifo.mid"
 (set +m; exec 4<&- 5>&- 6<"$__sandboxd_fifo.mid"; read -r -u 6 __sandboxd_mid || :
-exec 6<&- <"$__sandboxd_fifo.in" >"$__sandboxd_fifo.out" 2>"$__sandboxd_fifo.err"
-eval "unset __sandboxd_fifo __sandboxd_cmd __sandboxd_mid; $__sandboxd_cmd") &
+exec 6<&- <"$__sandboxd_in" >"$__sandboxd_fifo.out" 2>"$__sandboxd_fifo.err"; [ -p /dev/fd/1 ] || exit 1
+eval "unset __sandboxd_fifo __sandboxd_in __sandboxd_cmd __sandboxd_mid; $__sandboxd_cmd") &
 printf '%d\n' "$!" >&5)
 done`
 
@@ -267,12 +271,12 @@ func (m *Manager) claimForkServer(o StartOptions) *forkServer {
 }
 
 // fork hands the server one command, whose process opens the FIFOs at
-// base plus .mid, .in, .out and .err, and returns the process's PID.
-func (fs *forkServer) fork(base, command string, deadline time.Time) (int, error) {
+// base plus .mid, .out and .err, and stdin, and returns the process's PID.
+func (fs *forkServer) fork(base, stdin, command string, deadline time.Time) (int, error) {
 	fs.reqMu.Lock()
 	defer fs.reqMu.Unlock()
 	fs.sp.req.SetWriteDeadline(deadline)
-	if _, err := fs.sp.req.WriteString(base + "\x00" + command + "\x00"); err != nil {
+	if _, err := fs.sp.req.WriteString(base + "\x00" + stdin + "\x00" + command + "\x00"); err != nil {
 		return 0, err
 	}
 	fs.sp.stdout.SetReadDeadline(deadline)
@@ -295,6 +299,9 @@ type forkedProc struct {
 	pid    int
 	holds  [2]*os.File // write ends of stdout's and stderr's FIFOs, see start
 	expiry time.Time   // of the hand-over wait
+	// devNull: the process's stdin is /dev/null (CloseStdin), and there
+	// is no .in FIFO.
+	devNull bool
 
 	handover sync.Once
 	// stdinDone is closed when the agent's open of the stdin FIFO
@@ -372,13 +379,19 @@ func (p *Proc) startFromForkServer(o StartOptions, fs *forkServer) error {
 			return fail()
 		}
 	}
-	inPath, err := fp.mkfifo("in", o)
-	if err != nil {
-		return fail()
+	inPath := os.DevNull
+	if o.CloseStdin {
+		fp.devNull, fp.stdinOpened = true, true
+		close(fp.stdinDone)
+	} else {
+		var err error
+		if inPath, err = fp.mkfifo("in", o); err != nil {
+			return fail()
+		}
 	}
 	deadline := time.Now().Add(m.cfg.StartTimeout)
 	pid, err := m.cfg.Reaper.Start(func() (int, error) {
-		return fs.fork(fp.base, o.Command, deadline)
+		return fs.fork(fp.base, inPath, o.Command, deadline)
 	}, func(st reaper.Status) {
 		m.wg.Add(1)
 		go func() { defer m.wg.Done(); p.finish(st) }()
@@ -396,6 +409,9 @@ func (p *Proc) startFromForkServer(o StartOptions, fs *forkServer) error {
 	p.mu.Unlock()
 	proc, _ := os.FindProcess(pid)
 	p.run(o, proc, pid, nil, out, nil)
+	if fp.devNull {
+		return nil
+	}
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()

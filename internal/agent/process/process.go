@@ -211,6 +211,16 @@ type StartOptions struct {
 	// Login runs Command as a login shell does (bash -l -c): the login
 	// profile runs first, in the same shell. See loginSpare.
 	Login bool
+	// CloseStdin closes the process's stdin as it starts: a process a
+	// fork server forks opens /dev/null instead (as E2B's envd gives a
+	// process started without stdin), so that it waits for nothing of the
+	// agent; any other has its pipe's write end closed before Start
+	// returns.
+	CloseStdin bool
+	// Registered, when set, is called once the process's record is in
+	// the registry, before the process starts: the agent saves its state
+	// meanwhile, while the process starts.
+	Registered func()
 }
 
 // Info is a process's record.
@@ -332,7 +342,13 @@ func (m *Manager) Start(ctx context.Context, o StartOptions) (*Proc, error) {
 	for _, old := range evicted {
 		old.removeFiles()
 	}
+	if o.Registered != nil {
+		o.Registered()
+	}
 	p.start(o)
+	if o.CloseStdin {
+		p.closeStdinAtStart(ctx)
+	}
 	m.startSpare()
 	m.cfg.OnChange()
 	return p, nil
@@ -800,6 +816,20 @@ func (r *LogReader) Read(buf []byte) (int, error) {
 
 // Close releases the reader.
 func (r *LogReader) Close() error { r.r.close(); return nil }
+
+// closeStdinAtStart closes the stdin of a process started with
+// CloseStdin, unless it has none (a fork server's process reads
+// /dev/null).
+func (p *Proc) closeStdinAtStart(ctx context.Context) {
+	p.mu.Lock()
+	fp := p.forked
+	p.mu.Unlock()
+	if fp != nil && fp.devNull {
+		return
+	}
+	// A process that already ended has no stdin to close.
+	_, _ = p.WriteStdin(ctx, nil, true)
+}
 
 // WriteStdin writes data to the process's stdin, waiting at most until
 // ctx is done for the process to take it, then closes stdin if asked. It
