@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -227,6 +228,23 @@ func (r *fakeRuntime) SignalInit(ctx context.Context, id string, sig syscall.Sig
 }
 
 // live counts containers whose process runs.
+// runsIn reports whether a live container has its bundle in the
+// directory of the sandbox key.
+func (r *fakeRuntime) runsIn(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.containers {
+		select {
+		case <-c.exited:
+		default:
+			if strings.Contains(c.bundle, key) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func (r *fakeRuntime) live() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -350,6 +368,8 @@ func (fakeCgroup) Remove() error                       { return nil }
 type fakeMounts struct {
 	mu        sync.Mutex
 	hostnames map[int]string
+	// failHostname, when set, is what SetHostname returns.
+	failHostname error
 }
 
 func (f *fakeMounts) MountOverlay(ov rootfs.Overlay) error {
@@ -366,6 +386,9 @@ func (f *fakeMounts) Unmount(dir string, limit time.Duration) error { return nil
 func (f *fakeMounts) SetHostname(pid int, name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.failHostname != nil {
+		return f.failHostname
+	}
 	f.hostnames[pid] = name
 	return nil
 }

@@ -297,6 +297,42 @@ func TestWarmPoolHandsOutAStartedSandbox(t *testing.T) {
 	}
 }
 
+// A take writes the registry row beside the naming. When the naming fails,
+// the row it wrote is deleted and the create goes on as a cold start under
+// a row of its own; if that row cannot be deleted, the create fails like
+// any other, recorded as failed.
+func TestWarmPoolTakeWhoseNamingFails(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.WarmPool = 1 })
+	h.m.fillPool(bg)
+	warm := h.waitWarm()
+	h.mounts.mu.Lock()
+	h.mounts.failHostname = errors.New("injected hostname failure")
+	h.mounts.mu.Unlock()
+	inf := h.ensure("named", Config{})
+	if inf.Status != StatusRunning || h.keyOf("named") == warm || h.row("named").Key != h.keyOf("named") {
+		t.Fatalf("after a failed take: %s, key %s (pool's %s), row key %s; want a cold start under its own row",
+			inf.Status, h.keyOf("named"), warm, h.row("named").Key)
+	}
+	if h.rt.runsIn(warm) {
+		t.Error("the pool sandbox whose naming failed still runs")
+	}
+	if _, err := os.Stat(h.m.paths(warm).dir); !os.IsNotExist(err) {
+		t.Errorf("the files of the pool sandbox whose naming failed: %v", err)
+	}
+
+	h.m.pool.mu.Lock()
+	h.m.pool.lastTake = time.Time{} // no burst: refill now
+	h.m.pool.mu.Unlock()
+	h.waitWarm()
+	h.reg.fail(&h.reg.failDelet, true)
+	if _, _, err := h.m.Ensure(bg, "other", Config{}); err == nil {
+		t.Fatal("Ensure succeeded with the naming and the deletion of its row failing")
+	}
+	if row := h.row("other"); row.Status != string(StatusFailed) {
+		t.Errorf("row of the failed take: %q, want failed", row.Status)
+	}
+}
+
 // A burst of takes is answered before the pool refills: no refill starts
 // while a take is less than refillDelay old, whoever asks (the idle loop's
 // tick included); once the takes stop, the pool fills again.
