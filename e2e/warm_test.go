@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/leftovers"
 	"github.com/sandboxd/sandboxd/internal/testdaemon"
 )
 
@@ -85,4 +86,39 @@ func TestWarmPoolHandsOutNamedSandboxes(t *testing.T) {
 			t.Errorf("listed %d sandboxes, want 3 (pool members are not listed): %v", len(list), list)
 		}
 	}, "--warm-pool", "1")
+}
+
+// A daemon stopped while its warm pool is starting a sandbox leaves
+// nothing of the pool on the host: no container, cgroup, mount, link or
+// directory. The pool of 2 starts one sandbox at a time, so the second
+// start begins as the first joins the pool, and the stop lands in it.
+func TestStopWhileThePoolStartsLeavesNothing(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	if clusterGateway != nil {
+		t.Skip("stops a daemon of its own")
+	}
+	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--warm-pool", "2"}})
+	waitWarm(t, d, 1)
+	keys := noteKeys(d)
+	d.Stop(t)
+	if !strings.Contains(d.Logs(), "start was cut short by the shutdown") {
+		t.Log("the second pool start ended before the stop (a loaded host); only the ready one was checked")
+	}
+	if len(keys) == 0 {
+		t.Fatal("the pool left no state directory to look for; the check is blind")
+	}
+	state := hostState(t, d)
+	for key := range keys {
+		if strings.Contains(state, key) {
+			t.Errorf("the stopped daemon's pool sandbox %s left host state:\n%s", key, state)
+		}
+	}
+	// The agent's and lxcfs's mounts are the daemon's, kept for the next.
+	for _, m := range leftovers.MountsBelow(d.StateDir, d.RunDir) {
+		for key := range keys {
+			if strings.Contains(m, key) {
+				t.Errorf("the stopped daemon's pool sandbox %s left a mount: %s", key, m)
+			}
+		}
+	}
 }

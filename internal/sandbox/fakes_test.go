@@ -41,6 +41,10 @@ import (
 // report activity.
 const fakeAgentEnv = "SANDBOXD_TEST_FAKE_AGENT"
 
+// fakeHoldReadyEnv, set, makes the fake agent never answer GET
+// /internal/ready: a warm sandbox's start then waits until it is cancelled.
+const fakeHoldReadyEnv = "SANDBOXD_TEST_FAKE_AGENT_HOLD_READY"
+
 func TestMain(m *testing.M) {
 	if bundle := os.Getenv(fakeAgentEnv); bundle != "" {
 		runFakeAgent(bundle)
@@ -65,6 +69,13 @@ func runFakeAgent(bundle string) {
 		_, err := os.Stat(filepath.Join(bundle, "busy"))
 		json.NewEncoder(w).Encode(api.AgentActivity{Busy: err == nil})
 	})
+	mux.HandleFunc("GET "+agentapi.PathReady, func(w http.ResponseWriter, r *http.Request) {
+		if os.Getenv(fakeHoldReadyEnv) != "" {
+			<-r.Context().Done() // never settles
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("POST "+agentapi.PathName, func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.WriteHeader(http.StatusOK)
@@ -85,6 +96,8 @@ type fakeRuntime struct {
 	created    int
 	// failCreate, when set, is what the next Creates return.
 	failCreate error
+	// holdReady makes the next containers' agents never settle.
+	holdReady bool
 }
 
 // creates counts the containers created so far.
@@ -124,6 +137,9 @@ func (r *fakeRuntime) Create(ctx context.Context, id, bundle string, opts runtim
 	}
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), fakeAgentEnv+"="+bundle)
+	if r.holdReady {
+		cmd.Env = append(cmd.Env, fakeHoldReadyEnv+"=1")
+	}
 	cmd.ExtraFiles = opts.ExtraFiles
 	cmd.Stdout, cmd.Stderr = opts.Log, opts.Log
 	if err := cmd.Start(); err != nil {

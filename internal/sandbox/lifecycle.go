@@ -428,6 +428,10 @@ func (m *Manager) bootAs(ctx context.Context, b *box, mode bootMode) (_ *instanc
 		undo.push(func(context.Context) error { return m.releaseMounts(key) })
 		extra = append(extra, buckets)
 	}
+	// writeBundle mounts the sandbox's own sysfs (user namespaces): a
+	// start that fails after it, or is cancelled (a daemon stopping while
+	// its pool starts), must not leave the mount behind.
+	undo.push(func(context.Context) error { return removeSysfs(p.sysfs) })
 	if err := m.writeBundle(b, rt, img, p, ep, sock, extra); err != nil {
 		return nil, err
 	}

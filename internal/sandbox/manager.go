@@ -239,7 +239,7 @@ func New(opts Options) *Manager {
 		opts.HostMemory = ProcMemory{}
 	}
 	m := &Manager{opts: opts, log: opts.Log, now: opts.Now, boxes: map[string]*box{}, events: opts.Events, hostCPUs: hostCPUs(),
-		userns: rootfs.NewUserNSCache(maxKeptUserNS)}
+		userns: rootfs.NewUserNSCache(maxKeptUserNS), pool: newWarmPool()}
 	if m.opts.MaxBoots <= 0 {
 		m.opts.MaxBoots = 2 * max(1, len(m.hostCPUs))
 	}

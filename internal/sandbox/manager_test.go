@@ -333,6 +333,48 @@ func TestWarmPoolTakeWhoseNamingFails(t *testing.T) {
 	}
 }
 
+// A daemon that stops while a pool sandbox is starting leaves nothing of
+// it behind: Close cancels the start and waits for it, and what the start
+// made is torn down (container, network, files) instead of joining a pool
+// that no one will empty.
+func TestCloseTearsDownAPoolStartInFlight(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.WarmPool = 1 })
+	h.rt.mu.Lock()
+	h.rt.holdReady = true // the start waits for its agent to settle
+	h.rt.mu.Unlock()
+	filled := make(chan struct{})
+	go func() {
+		h.m.fillPool(bg)
+		close(filled)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for h.rt.live() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the pool sandbox's container never started")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.m.Close()
+	select {
+	case <-filled:
+	default:
+		t.Error("Close returned before the pool's start in flight ended")
+	}
+	if n := h.rt.live(); n != 0 {
+		t.Errorf("%d containers run after Close, want 0", n)
+	}
+	if keys, _ := h.net.Keys(); len(keys) != 0 {
+		t.Errorf("network still attached after Close: %v", keys)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(h.opts.StateDir, "sandboxes")); len(entries) != 0 {
+		t.Errorf("sandbox files left after Close: %v", entries)
+	}
+	h.m.fillPool(bg) // the idle loop's tick, or a refill timer, after Close
+	if n := h.rt.creates(); n != 1 {
+		t.Errorf("%d containers created, want 1: a closed pool starts nothing", n)
+	}
+}
+
 // A burst of takes is answered before the pool refills: no refill starts
 // while a take is less than refillDelay old, whoever asks (the idle loop's
 // tick included); once the takes stop, the pool fills again.

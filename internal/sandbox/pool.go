@@ -32,7 +32,14 @@ import (
 // registry row, so a daemon that dies removes them at its next start
 // (their keys are unknown); a clean shutdown tears them down.
 type warmPool struct {
+	// closing ends when the manager closes: it cancels the starts in
+	// flight, which starts waits for (each discards what it made).
+	closing context.Context
+	close   context.CancelFunc
+	starts  sync.WaitGroup
+
 	mu      sync.Mutex
+	closed  bool // no start begins, and none joins the pool
 	ready   []*box
 	booting []*box
 	failed  time.Time // last failed start: back off
@@ -40,6 +47,12 @@ type warmPool struct {
 	// timer that refills the pool refillDelay after it (refillSoon).
 	lastTake time.Time
 	refill   *time.Timer
+}
+
+// newWarmPool returns an empty pool, open.
+func newWarmPool() warmPool {
+	ctx, cancel := context.WithCancel(context.Background())
+	return warmPool{closing: ctx, close: cancel}
 }
 
 // slots lists the network slots the pool's sandboxes hold.
@@ -311,15 +324,16 @@ func (m *Manager) fillPool(ctx context.Context) {
 		// Takes in the last refillDelay are a burst still being answered:
 		// refillAfterTakes fills the pool once it is over.
 		busy := time.Since(m.pool.lastTake) < refillDelay
-		if need <= 0 || backoff || busy || len(m.pool.booting) > 0 {
+		if m.pool.closed || need <= 0 || backoff || busy || len(m.pool.booting) > 0 {
 			m.pool.mu.Unlock()
 			return
 		}
 		w := &box{}
 		m.pool.booting = append(m.pool.booting, w)
+		m.pool.starts.Add(1) // under mu: Close waits for it
 		m.pool.mu.Unlock()
 
-		err := m.startWarm(ctx, w)
+		err := m.startPoolSandbox(ctx, w)
 		m.pool.mu.Lock()
 		for i, x := range m.pool.booting {
 			if x == w {
@@ -327,17 +341,42 @@ func (m *Manager) fillPool(ctx context.Context) {
 				break
 			}
 		}
-		if err == nil {
+		closed := m.pool.closed
+		switch {
+		case closed:
+		case err == nil:
 			m.pool.ready = append(m.pool.ready, w)
-		} else {
+		default:
 			m.pool.failed = time.Now()
 		}
 		m.pool.mu.Unlock()
+		if closed {
+			m.log.Info("a warm sandbox's start was cut short by the shutdown", "key", w.rec.Key, "err", err)
+		}
+		if closed && err == nil {
+			m.discardWarm(w) // the manager closed during the start
+		}
+		m.pool.starts.Done()
+		if closed {
+			return
+		}
 		if err != nil {
 			m.log.Warn("could not start a warm sandbox", "err", err)
 			return
 		}
 	}
+}
+
+// startPoolSandbox starts the pool sandbox w, cancelled if the manager
+// closes meanwhile: a daemon that stops must not leave behind a container,
+// cgroup or mount that no one will tear down (a failed start undoes its
+// own; one that started is discarded by its caller).
+func (m *Manager) startPoolSandbox(ctx context.Context, w *box) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(m.pool.closing, cancel)
+	defer stop()
+	return m.startWarm(ctx, w)
 }
 
 // startWarm starts one pool sandbox.
@@ -434,17 +473,23 @@ func (m *Manager) discardWarm(w *box) {
 	}
 }
 
-// Close tears down the warm pool. Named sandboxes keep running: the next
+// Close tears down the warm pool, its starts in flight included (they
+// are cancelled and waited for). Named sandboxes keep running: the next
 // daemon reattaches them.
 func (m *Manager) Close() {
 	m.pool.mu.Lock()
+	m.pool.closed = true // no refill from now on
 	ready := m.pool.ready
 	m.pool.ready = nil
-	m.pool.failed = time.Now().Add(time.Hour) // no refill from now on
+	if m.pool.refill != nil {
+		m.pool.refill.Stop()
+	}
 	m.pool.mu.Unlock()
+	m.pool.close()
 	for _, w := range ready {
 		m.discardWarm(w)
 	}
+	m.pool.starts.Wait()
 	m.closeForkPools()
 	m.settles.Wait()
 	m.userns.Close()
