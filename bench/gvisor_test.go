@@ -1,13 +1,19 @@
 package bench
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/agentapi"
 	"github.com/sandboxd/sandboxd/internal/testdaemon"
 )
 
@@ -56,10 +62,90 @@ func BenchmarkGVisorColdStartWarmPool(b *testing.B) {
 }
 
 // BenchmarkGVisorWarmExec: `exec true` round trip on a running gVisor
-// sandbox.
+// sandbox (p50-ms...). Beside it, sample by sample, the floor under any
+// call through the agent: the agent's health call straight to its socket
+// (no daemon, no shell; agent-health-p50-ms), and both again on a crun
+// sandbox of the same daemon (crun-exec-p50-ms, crun-agent-health-p50-ms),
+// so that what gVisor adds is read off one run.
 func BenchmarkGVisorWarmExec(b *testing.B) {
 	needRunsc(b)
-	warmExec(b, testdaemon.Options{Args: gvisorArgs}, "gwarm")
+	once(b, func(b *testing.B) {
+		d := testdaemon.Start(b, testdaemon.Options{Args: gvisorArgs})
+		ctx := ctxFor(b)
+		type side struct {
+			sb           *client.Sandbox
+			agent        *http.Client
+			exec, health samples
+		}
+		var sides []*side
+		for _, rt := range []string{"gvisor", "crun"} {
+			before, _ := filepath.Glob(filepath.Join(d.RunDir, "sandboxes", "*", "agent.sock"))
+			sb := d.Client.Sandbox("gwarm-"+rt, client.WithRuntime(rt))
+			if res, err := sb.Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
+				b.Fatalf("exec on %s: %v %+v", rt, err, res)
+			}
+			after, _ := filepath.Glob(filepath.Join(d.RunDir, "sandboxes", "*", "agent.sock"))
+			sock := newPath(before, after)
+			if sock == "" {
+				b.Fatalf("no new agent socket under %s", d.RunDir)
+			}
+			agent := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+			}}}
+			sides = append(sides, &side{sb: sb, agent: agent})
+		}
+		health := func(s *side) {
+			resp, err := s.agent.Get("http://agent" + agentapi.PathHealth)
+			if err != nil {
+				b.Fatalf("agent health: %v", err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Fatalf("agent health: %s", resp.Status)
+			}
+		}
+		for i := 0; i < 20; i++ { // warm up connections and the shells
+			for _, s := range sides {
+				s.sb.Exec(ctx, "true")
+				health(s)
+			}
+		}
+		for i := 0; i < sampleCount()*10; i++ {
+			for _, s := range sides {
+				start := time.Now()
+				if res, err := s.sb.Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
+					b.Fatalf("exec: %v", err)
+				}
+				s.exec = append(s.exec, time.Since(start))
+				start = time.Now()
+				health(s)
+				s.health = append(s.health, time.Since(start))
+			}
+		}
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		g, c := sides[0], sides[1]
+		g.exec.report(b)
+		b.ReportMetric(ms(g.health.percentile(50)), "agent-health-p50-ms")
+		b.ReportMetric(ms(c.exec.percentile(50)), "crun-exec-p50-ms")
+		b.ReportMetric(ms(c.health.percentile(50)), "crun-agent-health-p50-ms")
+		b.Logf("interleaved p50: gVisor exec %.2fms, agent health %.2fms; crun exec %.2fms, agent health %.2fms",
+			ms(g.exec.percentile(50)), ms(g.health.percentile(50)), ms(c.exec.percentile(50)), ms(c.health.percentile(50)))
+	})
+}
+
+// newPath is the one path in after that is not in before ("" if none).
+func newPath(before, after []string) string {
+	seen := map[string]bool{}
+	for _, p := range before {
+		seen[p] = true
+	}
+	for _, p := range after {
+		if !seen[p] {
+			return p
+		}
+	}
+	return ""
 }
 
 // BenchmarkGVisorIdleMemory: host memory per idle gVisor sandbox (each
