@@ -17,7 +17,10 @@ package api
 //   - 5 (2026-12-05): login processes (StartProcessRequest.Login); an
 //     agent of version 4 would run their commands without the profile.
 //     StartProcessRequest.CloseStdin.
-const ProtocolVersion = 5
+//   - 6 (2026-12-06): POST /processes/start/stream starts a process and
+//     streams its log in one call (the E2B layer's commands); an agent of
+//     version 5 answers 404.
+const ProtocolVersion = 6
 
 // AgentHealth is the body of the agent's GET /internal/health.
 type AgentHealth struct {

@@ -27,10 +27,28 @@ func processWire(info process.Info) api.Process {
 }
 
 func (s *server) startProcess(w http.ResponseWriter, r *http.Request) {
+	if p, ok := s.startRequested(w, r); ok {
+		writeJSON(w, http.StatusCreated, processWire(p.Info()))
+	}
+}
+
+// startProcessStream starts a process as POST /processes does and streams
+// its log as GET /processes/{pid}/logs/stream does, in one call: what a
+// caller that follows every process it starts (the E2B layer) would
+// otherwise spend a second round trip through the daemon on.
+func (s *server) startProcessStream(w http.ResponseWriter, r *http.Request) {
+	if p, ok := s.startRequested(w, r); ok {
+		s.followProcess(w, r, p)
+	}
+}
+
+// startRequested starts the process a start request describes, or answers
+// why not.
+func (s *server) startRequested(w http.ResponseWriter, r *http.Request) (*process.Proc, bool) {
 	var req api.StartProcessRequest
 	if e := decodeBody(w, r, maxExecBody, &req, false); e != nil {
 		writeError(w, e)
-		return
+		return nil, false
 	}
 	invalid := func(format string, args ...any) {
 		writeError(w, api.Errorf(api.CodeValidationFailed, format, args...))
@@ -38,34 +56,34 @@ func (s *server) startProcess(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case strings.TrimSpace(req.Command) == "":
 		invalid("command is empty")
-		return
+		return nil, false
 	case len(req.Command) > api.MaxCommandBytes:
 		invalid("command exceeds %d bytes", api.MaxCommandBytes)
-		return
+		return nil, false
 	case strings.IndexByte(req.Command, 0) >= 0:
 		invalid("command contains a NUL byte")
-		return
+		return nil, false
 	case req.ProcessID != "" && !session.ValidID(req.ProcessID):
 		invalid("processId must be 1-64 characters of letters, digits, '.', '_' and '-', starting with a letter or digit")
-		return
+		return nil, false
 	}
 	if req.SessionID == "" {
 		req.SessionID = session.Default
 	}
 	if !session.ValidID(req.SessionID) {
 		writeError(w, api.Errorf(api.CodeSessionNotFound, "no such session"))
-		return
+		return nil, false
 	}
 	for _, e := range []*api.Error{validateEnv(req.Env), validateCwd(req.Cwd), validateUser(req.User), validateTimeout("timeout", req.Timeout)} {
 		if e != nil {
 			writeError(w, e)
-			return
+			return nil, false
 		}
 	}
 	sess, err := s.sessions.Get(req.SessionID)
 	if err != nil {
 		writeError(w, s.apiError(err))
-		return
+		return nil, false
 	}
 	acct := sess.Account()
 	if req.User != "" {
@@ -74,7 +92,7 @@ func (s *server) startProcess(w http.ResponseWriter, r *http.Request) {
 			a, err := s.users.Ensure(req.User)
 			if err != nil {
 				writeError(w, s.apiError(err))
-				return
+				return nil, false
 			}
 			acct = &a
 		}
@@ -96,14 +114,14 @@ func (s *server) startProcess(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		writeError(w, s.apiError(err))
-		return
+		return nil, false
 	}
 	if e := <-saved; e != nil {
 		s.processes.Remove(p.ID())
 		writeError(w, e)
-		return
+		return nil, false
 	}
-	writeJSON(w, http.StatusCreated, processWire(p.Info()))
+	return p, true
 }
 
 func (s *server) listProcesses(w http.ResponseWriter, r *http.Request) {
@@ -221,10 +239,13 @@ func (s *server) processLogs(w http.ResponseWriter, r *http.Request) {
 // reader never affects the process: a reader that falls behind loses what
 // the log no longer holds, and one that leaves only closes its stream.
 func (s *server) streamProcessLogs(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.pathProcess(w, r)
-	if !ok {
-		return
+	if p, ok := s.pathProcess(w, r); ok {
+		s.followProcess(w, r, p)
 	}
+}
+
+// followProcess streams p's log events: see streamProcessLogs.
+func (s *server) followProcess(w http.ResponseWriter, r *http.Request, p *process.Proc) {
 	f, err := p.Follow()
 	if err != nil {
 		writeError(w, s.apiError(err))

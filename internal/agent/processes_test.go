@@ -149,6 +149,12 @@ func (ta *testAgent) streamLogs(t testing.TB, ctx context.Context, id string) []
 	if err != nil {
 		t.Fatal(err)
 	}
+	return readProcessEvents(t, resp)
+}
+
+// readProcessEvents reads a process log stream to its end.
+func readProcessEvents(t testing.TB, resp *http.Response) []api.ProcessEvent {
+	t.Helper()
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
 		body, _ := io.ReadAll(resp.Body)
@@ -717,4 +723,28 @@ func TestProcessCloseStdinAtStart(t *testing.T) {
 		}
 		ta.callError(t, api.CodeProcessNotRunning, "POST", "/processes/"+p.ID+"/stdin", api.StdinRequest{Data: "x"})
 	}
+}
+
+// POST /processes/start/stream starts a process and streams its log in one
+// call: process_info with the started record, its output, one exit; a
+// request that starts nothing is answered as POST /processes answers it.
+func TestProcessStartStream(t *testing.T) {
+	ta := startAgent(t)
+	for _, login := range []bool{false, true} {
+		body, _ := json.Marshal(api.StartProcessRequest{Command: "echo out; echo err >&2; exit 3", Login: login, CloseStdin: true, ProcessID: fmt.Sprintf("ss-%v", login)})
+		resp, err := ta.client.Post("http://agent/processes/start/stream", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		events := readProcessEvents(t, resp)
+		stdout, stderr, exit := checkLogStream(t, events)
+		if info := events[0].Process; info.ID != fmt.Sprintf("ss-%v", login) || info.PID <= 0 {
+			t.Errorf("login %v: process_info %+v", login, info)
+		}
+		if stdout != "out\n" || stderr != "err\n" || exit.ExitCode == nil || *exit.ExitCode != 3 || exit.Status != api.ProcessFailed {
+			t.Errorf("login %v: stdout %q stderr %q exit %+v", login, stdout, stderr, exit)
+		}
+	}
+	ta.callError(t, api.CodeValidationFailed, "POST", "/processes/start/stream", api.StartProcessRequest{Command: " "})
+	ta.callError(t, api.CodeProcessExists, "POST", "/processes/start/stream", api.StartProcessRequest{Command: "true", ProcessID: "ss-false"})
 }

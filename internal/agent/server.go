@@ -81,6 +81,7 @@ func (s *server) handlers() map[string]http.HandlerFunc {
 		"DELETE /sessions/{sid}":            s.deleteSession,
 		"POST /sessions/{sid}/env":          s.setSessionEnv,
 		"POST /processes":                   s.startProcess,
+		"POST /processes/start/stream":      s.startProcessStream,
 		"GET /processes":                    s.listProcesses,
 		"DELETE /processes":                 s.killAllProcesses,
 		"GET /processes/{pid}":              s.getProcess,

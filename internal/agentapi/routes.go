@@ -84,6 +84,7 @@ var Routes = []Route{
 	{Method: "DELETE", Path: "/sessions/{sid}", Public: true},
 	{Method: "POST", Path: "/sessions/{sid}/env", Public: true, Idempotent: true},
 	{Method: "POST", Path: "/processes", Public: true},
+	{Method: "POST", Path: "/processes/start/stream", Public: true, Stream: true},
 	{Method: "GET", Path: "/processes", Public: true, Idempotent: true},
 	{Method: "DELETE", Path: "/processes", Public: true},
 	{Method: "GET", Path: "/processes/{pid}", Public: true, Idempotent: true},

@@ -313,17 +313,29 @@ func (c *call) start(w http.ResponseWriter, r *http.Request) {
 	if c.user == "root" {
 		preq.User = ""
 	}
-	var p api.Process
-	if err := c.s.up.call(ctx, http.MethodPost, sandboxPath(c.id, "processes"), preq, &p); err != nil {
+	// One call starts the process and streams its log, which opens with
+	// the started record.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	resp, err := c.s.up.stream(ctx, http.MethodPost, sandboxPath(c.id, "processes/start/stream"), preq)
+	if err != nil {
 		writeStreamError(w, err)
 		return
 	}
+	defer resp.Body.Close()
+	rd := sse.NewReader(resp.Body)
+	var first api.ProcessEvent
+	if ev, err := rd.Next(); err != nil || ev.Decode(&first) != nil || first.Type != api.EventProcessInfo || first.Process == nil {
+		writeStreamError(w, rpcErrorf(codeUnavailable, "the process's output stream broke before its start"))
+		return
+	}
+	p := *first.Process
 	if p.Status == api.ProcessError {
 		writeStreamError(w, rpcErrorf(codeInvalidArgument, "starting the process: %s", p.StatusReason))
 		return
 	}
 	c.s.procs.add(c.id, &bookedProcess{recordID: p.ID, pid: uint32(p.PID), tag: req.Tag, config: req.Process})
-	c.relay(w, r, p, deadline, nil)
+	c.relayFrom(w, r, rd, p, deadline, nil)
 }
 
 // attach serves Connect: live output of a running process (what it wrote
@@ -373,13 +385,20 @@ func (c *call) relay(w http.ResponseWriter, r *http.Request, p api.Process, dead
 		return
 	}
 	defer resp.Body.Close()
+	c.relayFrom(w, r, sse.NewReader(resp.Body), p, deadline, skip)
+}
+
+// relayFrom is relay on a log stream already open (its process_info
+// event, if still unread, is skipped).
+func (c *call) relayFrom(w http.ResponseWriter, r *http.Request, rd *sse.Reader, p api.Process, deadline time.Duration, skip *[2]int) {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
 	sw := newStreamWriter(w)
 	if err := sw.send(eventMessage{Event: processEvent{Start: &startEvent{PID: uint32(p.PID)}}}); err != nil {
 		return
 	}
 	stopKeepalive := keepalive(ctx, r, sw, func() any { return eventMessage{Event: processEvent{Keepalive: &struct{}{}}} })
 	defer stopKeepalive()
-	rd := sse.NewReader(resp.Body)
 	for {
 		ev, err := rd.Next()
 		if err != nil {
