@@ -18,6 +18,10 @@ import (
 // and beside the same work (a login process of true and its log stream)
 // through sandboxd's process API, from the same Node process, and Sandbox.create to the first command's
 // result with a warm pool of one (refilled outside the measurement).
+// With BENCH_BASELINE_BIN_DIR=DIR (a directory holding another build's
+// sandboxd and sandbox-agent, say main's before a change), a daemon of
+// that build is measured too, sample by sample in turn with this one's,
+// and reported with the metrics' names prefixed "baseline-".
 func BenchmarkE2B(b *testing.B) {
 	dir, err := filepath.Abs("../e2e/testdata/e2bclient")
 	if err != nil {
@@ -27,35 +31,61 @@ func BenchmarkE2B(b *testing.B) {
 		b.Skip("needs the E2B SDK: scripts/deps.sh test installs it")
 	}
 	once(b, func(b *testing.B) {
-		d := testdaemon.Start(b, testdaemon.Options{Args: []string{"--warm-pool", "1", "--default-memory", "128Mi"}})
+		args := []string{"--warm-pool", "1", "--default-memory", "128Mi"}
+		type target struct {
+			Name  string `json:"name"`
+			URL   string `json:"url"`
+			Token string `json:"token"`
+		}
+		d := testdaemon.Start(b, testdaemon.Options{Args: args})
+		targets := []target{{"", d.URL, d.Token}}
+		if base := os.Getenv("BENCH_BASELINE_BIN_DIR"); base != "" {
+			bd := testdaemon.Start(b, testdaemon.Options{Binary: filepath.Join(base, "sandboxd"),
+				Args: append(args, "--agent", filepath.Join(base, "sandbox-agent"))})
+			targets = append(targets, target{"baseline", bd.URL, bd.Token})
+		}
+		list, _ := json.Marshal(targets)
 		cmd := exec.CommandContext(ctxFor(b), "node", "bench.mjs")
 		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "BENCH_N="+strconv.Itoa(sampleCount()), "SANDBOX_URL="+d.URL,
-			"E2B_API_KEY="+d.Token, "E2B_API_URL="+d.URL+"/e2b", "E2B_SANDBOX_URL="+d.URL+"/e2b")
+		cmd.Env = append(os.Environ(), "BENCH_N="+strconv.Itoa(sampleCount()), "BENCH_TARGETS="+string(list))
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
 		if err != nil {
 			b.Fatalf("node bench.mjs: %v\n%s", err, stderr.String())
 		}
-		type pcts struct{ P50, P95, P99, N float64 }
 		var res struct {
-			Run, Exec, Process, CreateToFirstResult pcts
+			e2bResult
+			Baseline *e2bResult `json:"baseline"`
 		}
 		if err := json.Unmarshal(out, &res); err != nil {
 			b.Fatalf("reading %q: %v", out, err)
 		}
-		b.ReportMetric(res.Run.P50, "run-p50-ms")
-		b.ReportMetric(res.Run.P95, "run-p95-ms")
-		b.ReportMetric(res.Exec.P50, "exec-p50-ms")
-		b.ReportMetric(res.Exec.P95, "exec-p95-ms")
-		b.ReportMetric(res.Process.P50, "process-p50-ms")
-		b.ReportMetric(res.Run.P50/res.Exec.P50, "run/exec-p50")
-		b.ReportMetric(res.Run.P50/res.Process.P50, "run/process-p50")
-		b.ReportMetric(res.CreateToFirstResult.P50, "create-to-result-p50-ms")
-		b.ReportMetric(res.CreateToFirstResult.P95, "create-to-result-p95-ms")
+		res.report(b, "")
+		if res.Baseline != nil {
+			res.Baseline.report(b, "baseline-")
+		}
 		b.ReportMetric(0, "ns/op")
-		b.Logf("n=%v commands.run('true') p50=%.2fms p95=%.2fms; sandboxd exec p50=%.2fms p95=%.2fms; sandboxd process (bash -l -c true) p50=%.2fms p95=%.2fms; create to first result p50=%.2fms p95=%.2fms",
-			res.Run.N, res.Run.P50, res.Run.P95, res.Exec.P50, res.Exec.P95, res.Process.P50, res.Process.P95, res.CreateToFirstResult.P50, res.CreateToFirstResult.P95)
 	})
+}
+
+type e2bPcts struct{ P50, P95, P99, N float64 }
+
+// e2bResult is what bench.mjs measured of one daemon, in milliseconds.
+type e2bResult struct {
+	Run, Exec, Process, CreateToFirstResult e2bPcts
+}
+
+func (r e2bResult) report(b *testing.B, prefix string) {
+	b.ReportMetric(r.Run.P50, prefix+"run-p50-ms")
+	b.ReportMetric(r.Run.P95, prefix+"run-p95-ms")
+	b.ReportMetric(r.Exec.P50, prefix+"exec-p50-ms")
+	b.ReportMetric(r.Exec.P95, prefix+"exec-p95-ms")
+	b.ReportMetric(r.Process.P50, prefix+"process-p50-ms")
+	b.ReportMetric(r.Run.P50/r.Exec.P50, prefix+"run/exec-p50")
+	b.ReportMetric(r.Run.P50/r.Process.P50, prefix+"run/process-p50")
+	b.ReportMetric(r.CreateToFirstResult.P50, prefix+"create-to-result-p50-ms")
+	b.ReportMetric(r.CreateToFirstResult.P95, prefix+"create-to-result-p95-ms")
+	b.Logf("%sn=%v commands.run('true') p50=%.2fms p95=%.2fms; sandboxd exec p50=%.2fms p95=%.2fms; sandboxd process (bash -l -c true) p50=%.2fms p95=%.2fms; create to first result p50=%.2fms p95=%.2fms",
+		prefix, r.Run.N, r.Run.P50, r.Run.P95, r.Exec.P50, r.Exec.P95, r.Process.P50, r.Process.P95, r.CreateToFirstResult.P50, r.CreateToFirstResult.P95)
 }

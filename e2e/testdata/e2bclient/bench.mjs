@@ -5,32 +5,39 @@
 // programs create) to the first command's result with the warm pool
 // (waiting, outside the measurement, for the pool to refill); and
 // the same work as an E2B command through sandboxd's process API.
-// Prints one JSON line of milliseconds.
+// BENCH_TARGETS (a JSON list of {name, url, token}) measures several
+// daemons (say, two builds) sample by sample in turn; without it, the one
+// daemon at SANDBOX_URL with E2B_API_KEY. Prints one JSON line of
+// milliseconds: the first target's fields, and each other target's under
+// its name.
 import { Sandbox } from 'e2b'
 
 const n = Number(process.env.BENCH_N || 100)
-const base = process.env.SANDBOX_URL
-const token = process.env.E2B_API_KEY
+const targets = process.env.BENCH_TARGETS
+  ? JSON.parse(process.env.BENCH_TARGETS)
+  : [{ name: '', url: process.env.SANDBOX_URL, token: process.env.E2B_API_KEY }]
 const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.max(0, Math.round(s.length * p / 100) - 1))] }
 const summary = (xs) => ({ p50: pct(xs, 50), p95: pct(xs, 95), p99: pct(xs, 99), n: xs.length })
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
-async function poolReady() {
+for (const t of targets) {
+  t.conn = { apiKey: t.token, apiUrl: `${t.url}/e2b`, sandboxUrl: `${t.url}/e2b` }
+  t.auth = { authorization: `Bearer ${t.token}` }
+  t.run = []; t.exec = []; t.proc = []; t.create = []
+}
+
+async function poolReady(t) {
   for (let i = 0; i < 600; i++) {
-    const res = await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${token}` } })
+    const res = await fetch(`${t.url}/metrics`, { headers: t.auth })
     const m = (await res.text()).match(/^sandboxd_warm_pool\{state="ready"\} (\d+)/m)
     if (m && Number(m[1]) > 0) return
     await sleep(50)
   }
 }
 
-const sbx = await Sandbox.create({ timeoutMs: 3_600_000 })
-const e2b = []
-const own = []
-for (let i = 0; i < 10; i++) await sbx.commands.run('true') // warm up both paths
-const exec = async () => {
-  const res = await fetch(`${base}/v1/sandboxes/${sbx.sandboxId}/exec`, {
-    method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+const exec = async (t) => {
+  const res = await fetch(`${t.url}/v1/sandboxes/${t.sbx.sandboxId}/exec`, {
+    method: 'POST', headers: { ...t.auth, 'content-type': 'application/json' },
     body: JSON.stringify({ command: 'true' }),
   })
   const body = await res.json()
@@ -39,39 +46,48 @@ const exec = async () => {
 // The same work as an E2B command through sandboxd's own process API: a
 // login process (bash -l -c true) as user, and its log stream to the
 // exit. run minus this is what the layer adds.
-const auth = { authorization: `Bearer ${token}` }
-const proc = async () => {
-  const res = await fetch(`${base}/v1/sandboxes/${sbx.sandboxId}/processes`, {
-    method: 'POST', headers: { ...auth, 'content-type': 'application/json' },
+const proc = async (t) => {
+  const res = await fetch(`${t.url}/v1/sandboxes/${t.sbx.sandboxId}/processes`, {
+    method: 'POST', headers: { ...t.auth, 'content-type': 'application/json' },
     body: JSON.stringify({ command: 'true', login: true, user: 'user', cwd: '/home/user', autoCleanup: true }),
   })
   const p = await res.json()
-  const logs = await fetch(`${base}/v1/sandboxes/${sbx.sandboxId}/processes/${p.id}/logs/stream`, { headers: auth })
+  const logs = await fetch(`${t.url}/v1/sandboxes/${t.sbx.sandboxId}/processes/${p.id}/logs/stream`, { headers: t.auth })
   const text = await logs.text()
   if (!text.includes('event: exit')) throw new Error(text)
 }
-const own2 = []
-for (let i = 0; i < 10; i++) { await exec(); await proc() }
-for (let i = 0; i < n; i++) {
-  let t = performance.now()
-  await sbx.commands.run('true')
-  e2b.push(performance.now() - t)
-  t = performance.now()
-  await exec()
-  own.push(performance.now() - t)
-  t = performance.now()
-  await proc()
-  own2.push(performance.now() - t)
-}
-await sbx.kill()
 
-const create = []
-for (let i = 0; i < n; i++) {
-  await poolReady()
-  const t = performance.now()
-  const s = await Sandbox.create({ metadata: { bench: 'e2b' }, timeoutMs: 60_000 })
-  await s.commands.run('true')
-  create.push(performance.now() - t)
-  await s.kill()
+for (const t of targets) {
+  t.sbx = await Sandbox.create({ ...t.conn, timeoutMs: 3_600_000 })
+  for (let i = 0; i < 10; i++) await t.sbx.commands.run('true') // warm up both paths
+  for (let i = 0; i < 10; i++) { await exec(t); await proc(t) }
 }
-console.log(JSON.stringify({ run: summary(e2b), exec: summary(own), process: summary(own2), createToFirstResult: summary(create) }))
+for (let i = 0; i < n; i++) {
+  for (const t of targets) {
+    let s = performance.now()
+    await t.sbx.commands.run('true')
+    t.run.push(performance.now() - s)
+    s = performance.now()
+    await exec(t)
+    t.exec.push(performance.now() - s)
+    s = performance.now()
+    await proc(t)
+    t.proc.push(performance.now() - s)
+  }
+}
+for (const t of targets) await t.sbx.kill()
+
+for (let i = 0; i < n; i++) {
+  for (const t of targets) {
+    for (const u of targets) await poolReady(u) // one's refill would slow the other's create
+    const s = performance.now()
+    const sbx = await Sandbox.create({ ...t.conn, metadata: { bench: 'e2b' }, timeoutMs: 60_000 })
+    await sbx.commands.run('true')
+    t.create.push(performance.now() - s)
+    await sbx.kill()
+  }
+}
+const result = (t) => ({ run: summary(t.run), exec: summary(t.exec), process: summary(t.proc), createToFirstResult: summary(t.create) })
+const out = result(targets[0])
+for (const t of targets.slice(1)) out[t.name] = result(t)
+console.log(JSON.stringify(out))
