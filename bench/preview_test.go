@@ -37,7 +37,11 @@ import (
 // same turns: before and after a change, side by side in one run.
 func BenchmarkPreview(b *testing.B) {
 	// Info level: the test daemon logs every request at debug level.
-	d := testdaemon.Start(b, testdaemon.Options{Args: []string{"--log-level", "info"}})
+	// --preview-join: the client's connections are joined to the
+	// service's after their first request (a BENCH_BASELINE daemon runs
+	// without it, so the same build there measures the proxy serving
+	// every request itself).
+	d := testdaemon.Start(b, testdaemon.Options{Args: []string{"--log-level", "info", "--preview-join"}})
 	url, netns := previewTarget(b, d)
 	direct := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

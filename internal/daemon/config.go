@@ -109,6 +109,9 @@ type Config struct {
 	// PreviewLimits bound the preview proxy: response header bytes, time
 	// to headers, requests in flight per sandbox and in all.
 	PreviewLimits proxy.Limits
+	// PreviewJoin joins public previews' client connections to their
+	// services' in the kernel after the first request (proxy.Options).
+	PreviewJoin bool
 	// Limits: defaults for sandboxes that do not choose, and caps.
 	DefaultLimits, MaxLimits sandbox.Limits
 	// SleepAfter is the default idle time before a sandbox sleeps;

@@ -28,6 +28,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/lxcfs"
 	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/network"
+	"github.com/sandboxd/sandboxd/internal/proxy"
 	"github.com/sandboxd/sandboxd/internal/requestid"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
 	"github.com/sandboxd/sandboxd/internal/runtime"
@@ -242,7 +243,9 @@ func serve(ctx context.Context, cfg Config, certs *certReloader, handler http.Ha
 	if certs != nil {
 		ln, scheme = tls.NewListener(ln, certs.config()), "https"
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
+	// ConnContext: the preview proxy may join a client's connection
+	// (proxy.WithConn).
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, ConnContext: proxy.WithConn}
 	log.Info("sandboxd serving", "listen", ln.Addr().String(), "scheme", scheme, "state_dir", cfg.StateDir, "version", cfg.Version)
 	if cfg.Banner {
 		writeBanner(os.Stderr, cfg, ln.Addr(), scheme)

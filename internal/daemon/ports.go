@@ -126,7 +126,7 @@ func newPreview(ctx context.Context, cfg Config, reg *store.Store, mgr *sandbox.
 	pv := &preview{
 		ports:  ports,
 		signer: proxy.NewSigner(key),
-		proxy:  proxy.New(proxy.Options{Dial: mgr.DialPort, Log: log, Limits: cfg.PreviewLimits}),
+		proxy:  proxy.New(proxy.Options{Dial: mgr.DialPort, Log: log, Limits: cfg.PreviewLimits, JoinConnections: cfg.PreviewJoin}),
 	}
 	if cfg.PreviewListen != "" {
 		if pv.ln, err = net.Listen("tcp", cfg.PreviewListen); err != nil {
@@ -159,7 +159,7 @@ func (pv *preview) tasks(api *httpapi.Server, log *slog.Logger) []func(context.C
 		}
 	}}
 	if pv.ln != nil {
-		srv := &http.Server{Handler: api.PreviewHandler(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
+		srv := &http.Server{Handler: api.PreviewHandler(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, ConnContext: proxy.WithConn}
 		log.Info("serving previews", "listen", pv.ln.Addr().String())
 		tasks = append(tasks, func(ctx context.Context) error {
 			go func() {

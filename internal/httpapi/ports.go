@@ -150,6 +150,8 @@ func (s *Server) unexposePort(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// Joined connections were authorised by the address that is gone.
+	s.opts.Proxy.DropJoined(id, port)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -319,9 +321,19 @@ func (s *Server) servePreview(w http.ResponseWriter, r *http.Request, a proxy.Ad
 		writeAPIError(w, errNoPreview())
 		return
 	}
-	s.opts.Proxy.Serve(w, r, proxy.Request{
-		SandboxID: p.SandboxID, Port: p.Port, Host: r.Host, Scheme: s.opts.Preview.Scheme, StripAuthorization: hasKey,
-	}, s.proxyError(p.SandboxID, p.Port))
+	req := proxy.Request{SandboxID: p.SandboxID, Port: p.Port, Host: r.Host, Scheme: s.opts.Preview.Scheme, StripAuthorization: hasKey}
+	if p.Public && !hasKey && len(r.CookiesNamed(proxy.CookieName)) == 0 {
+		// A public preview's connection may be joined to the service's
+		// (--preview-join): nothing on it is removed from requests.
+		req.Hold = func() (func(), error) {
+			l, err := s.opts.Manager.AcquireExisting(r.Context(), p.SandboxID)
+			if err != nil {
+				return nil, err
+			}
+			return l.Release, nil
+		}
+	}
+	s.opts.Proxy.Serve(w, r, req, s.proxyError(p.SandboxID, p.Port))
 }
 
 // setPreviewCookie answers a signed link: it stores the credential in a

@@ -194,6 +194,9 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request, req Request,
 			p.fail(w, r, err, onError)
 			return
 		}
+		if req.Hold != nil && p.tryJoin(w, r, req, resp, u, onError) {
+			return
+		}
 		if p.copyResponse(w, r, resp, u) && !resp.Close && !r.Close {
 			p.pool.put(key, u, time.Now())
 		} else {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/sockjoin"
 )
 
 // DialFunc connects to port inside sandbox id. Errors about the sandbox
@@ -30,6 +31,11 @@ type Options struct {
 	// sandbox's service is kept for the next request; default 60s.
 	IdleConnTimeout time.Duration
 	Limits          Limits
+	// JoinConnections lets the proxy join a client's connection to the
+	// service's in the kernel after its first request (join.go), for
+	// requests that allow it (Request.Hold). When the kernel does not
+	// allow it, the proxy logs why and serves every request itself.
+	JoinConnections bool
 }
 
 // Limits bound what a service in a sandbox, and the anonymous clients of
@@ -95,6 +101,7 @@ type Proxy struct {
 	transport *http.Transport
 	limits    Limits
 	inFlight  *inFlight
+	joins     *joins // nil: no joined connections
 	log       *slog.Logger
 	errorLog  *log.Logger
 }
@@ -109,7 +116,7 @@ func New(o Options) *Proxy {
 	}
 	dial := o.Dial
 	limits := o.Limits.withDefaults()
-	return &Proxy{
+	p := &Proxy{
 		dial:     dial,
 		pool:     &pool{idleTimeout: o.IdleConnTimeout, max: 1024},
 		limits:   limits,
@@ -143,6 +150,29 @@ func New(o Options) *Proxy {
 			ResponseHeaderTimeout:  limits.HeaderTimeout,
 		},
 	}
+	if o.JoinConnections {
+		j, err := sockjoin.New(limits.MaxInFlight)
+		if err != nil {
+			o.Log.Warn("preview connections cannot be joined in the kernel; the proxy serves every request itself", "err", err)
+		} else {
+			if p.joins, err = newJoins(j, o.IdleConnTimeout, limits, o.Log); err != nil {
+				j.Close()
+				o.Log.Warn("preview connections cannot be joined in the kernel; the proxy serves every request itself", "err", err)
+			}
+		}
+	}
+	return p
+}
+
+// Joining reports whether the proxy joins connections in the kernel.
+func (p *Proxy) Joining() bool { return p.joins != nil }
+
+// DropJoined closes the joined connections to port of sandbox id (port 0:
+// to any of its ports): its preview address changed or went away.
+func (p *Proxy) DropJoined(id string, port int) {
+	if p.joins != nil {
+		p.joins.drop(id, port)
+	}
 }
 
 // Limits returns the proxy's limits, defaults filled in.
@@ -164,6 +194,9 @@ func (p *Proxy) Admit(id string) (release func(), err error) {
 func (p *Proxy) Close() {
 	p.transport.CloseIdleConnections()
 	p.pool.close()
+	if p.joins != nil {
+		p.joins.close()
+	}
 }
 
 func upstreamHost(id string, port int) string { return id + ":" + strconv.Itoa(port) }
@@ -187,6 +220,12 @@ type Request struct {
 	// StripAuthorization removes the Authorization header: it carried the
 	// API token, which never reaches a sandbox.
 	StripAuthorization bool
+	// Hold, when set, allows the proxy to join the client's connection to
+	// the service's after this request (Options.JoinConnections): the
+	// connection's later requests then reach the same sandbox port
+	// unread. It takes what keeps the sandbox up while the connection is
+	// joined; release lets it go.
+	Hold func() (release func(), err error)
 }
 
 // Serve forwards r as req says. When the service cannot be reached or
