@@ -62,8 +62,11 @@ for (const t of targets) {
   for (let i = 0; i < 10; i++) await t.sbx.commands.run('true') // warm up both paths
   for (let i = 0; i < 10; i++) { await exec(t); await proc(t) }
 }
+// The targets take turns going first, so that neither always follows
+// the other's work.
+const turn = (i) => targets.map((_, k) => targets[(i + k) % targets.length])
 for (let i = 0; i < n; i++) {
-  for (const t of targets) {
+  for (const t of turn(i)) {
     let s = performance.now()
     await t.sbx.commands.run('true')
     t.run.push(performance.now() - s)
@@ -78,7 +81,7 @@ for (let i = 0; i < n; i++) {
 for (const t of targets) await t.sbx.kill()
 
 for (let i = 0; i < n; i++) {
-  for (const t of targets) {
+  for (const t of turn(i)) {
     for (const u of targets) await poolReady(u) // one's refill would slow the other's create
     const s = performance.now()
     const sbx = await Sandbox.create({ ...t.conn, metadata: { bench: 'e2b' }, timeoutMs: 60_000 })
