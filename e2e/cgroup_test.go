@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxd/sandboxd/client"
 	"github.com/sandboxd/sandboxd/internal/testdaemon"
 )
 
@@ -194,5 +195,43 @@ func TestDestroyAndRestartWithNestedCgroups(t *testing.T) {
 	}
 	if after := hostState(t, d); after != before {
 		t.Errorf("host state after destroy differs from before create:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// TestSpawnWrapperCannotBeReplaced: root user code tries to put a program
+// of its own where the agent's spawn wrapper is mounted (/.sandboxd/spawn):
+// writing over it, moving the directory that holds it aside and planting
+// one, binding one over it. A session started afterwards must still run in
+// the user cgroup, and the planted program must never have run (the agent
+// executes the wrapper through the descriptor it opened at start).
+func TestSpawnWrapperCannotBeReplaced(t *testing.T) {
+	d := daemon(t)
+	ctx := ctxT(t, 120*time.Second)
+	sb := d.Client.Sandbox("spawn-swap")
+	if got := trim(run(t, sb, "grep -c ' /.sandboxd/spawn ' /proc/self/mountinfo")); got != "1" {
+		t.Fatalf("the spawn wrapper's binary is not mounted at /.sandboxd/spawn: %q", got)
+	}
+	run(t, sb, `printf '#!/bin/sh\ntouch /tmp/replaced\nexec "$@"\n' > /tmp/evil; chmod +x /tmp/evil
+cat /tmp/evil > /.sandboxd/spawn 2>/dev/null
+mount --bind /tmp/evil /.sandboxd/spawn 2>/dev/null
+if mv /.sandboxd /.sandboxd-aside 2>/dev/null; then mkdir -p /.sandboxd && cp /tmp/evil /.sandboxd/spawn; fi
+true`)
+	s, err := sb.CreateSession(ctx, client.WithSessionID("after"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// cgroup v1: the memory and pids lines; v2: the unified one.
+	res, err := s.Exec(ctx, `l=$(grep -E ':(memory|pids):' /proc/self/cgroup); [ -n "$l" ] || l=$(grep '^0::' /proc/self/cgroup); echo "$l"
+test -e /tmp/replaced && echo REPLACED; true`)
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("exec in a new session: %+v %v", res, err)
+	}
+	if strings.Contains(res.Stdout, "REPLACED") {
+		t.Fatalf("the planted wrapper ran:\n%s", res.Stdout)
+	}
+	for _, line := range strings.Split(trim(res.Stdout), "\n") {
+		if !strings.HasSuffix(line, "/user") {
+			t.Errorf("the new session's shell is outside the user cgroup: %q", line)
+		}
 	}
 }

@@ -5,7 +5,7 @@
 #   scripts/image.sh BIN_DIR
 #
 # The image is what the node DaemonSet and the gateway Deployment of
-# deploy/kubernetes run: sandboxd, sandbox, sandbox-agent (and runsc when
+# deploy/kubernetes run: sandboxd, sandbox, sandbox-agent, sandbox-spawn (and runsc when
 # `make build` built it) in /usr/local/bin, on a Debian 12 (bookworm) root
 # file system made by mmdebstrap with the packages a host needs
 # (scripts/deps.sh's RUN_PACKAGES: crun and runc, nftables, iproute2,
@@ -46,7 +46,7 @@ for tool in buildah mmdebstrap; do
 done
 [[ ${#missing[@]} -eq 0 ]] || die "needs ${missing[*]} (Debian: apt-get install ${missing[*]}; or scripts/deps.sh run)"
 [[ $(id -u) -eq 0 ]] || die "needs root (mmdebstrap's root mode, buildah's storage)"
-for f in sandboxd sandbox sandbox-agent; do
+for f in sandboxd sandbox sandbox-agent sandbox-spawn; do
 	[[ -x $bin/$f ]] || die "$bin/$f is missing: run make build first"
 done
 
@@ -85,7 +85,7 @@ fi
 ctr=$(bah from --quiet scratch)
 trap 'bah rm "$ctr" >/dev/null 2>&1 || true' EXIT
 bah add --quiet "$ctr" "$rootfs" /
-bins=("$bin/sandboxd" "$bin/sandbox" "$bin/sandbox-agent")
+bins=("$bin/sandboxd" "$bin/sandbox" "$bin/sandbox-agent" "$bin/sandbox-spawn")
 [[ -x $bin/runsc ]] && bins+=("$bin/runsc")
 bah copy --quiet "$ctr" "${bins[@]}" /usr/local/bin/
 version=$("$bin/sandboxd" --version 2>/dev/null | awk '{print $NF}' || true)

@@ -41,6 +41,7 @@ type config struct {
 	stateDir   string
 	logLevel   slog.Level
 	user       string
+	spawn      string
 }
 
 func main() {
@@ -62,6 +63,7 @@ func main() {
 	flag.StringVar(&cfg.stateDir, "state-dir", agent.DefaultStateDir, "directory on the sandbox's disk for sessions, environment and process logs that survive a restart")
 	flag.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	flag.StringVar(&cfg.user, "user", "", "user the default session runs as (the image's USER); empty: root")
+	flag.StringVar(&cfg.spawn, "spawn", "", "the spawn wrapper's own binary (sandbox-spawn), which starts user programs faster than the agent re-executing itself")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *showVersion {
@@ -129,6 +131,7 @@ func run(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) err
 		socket = "" // the daemon's, bound on the host: never bound again here
 	}
 	a, err := agent.New(agent.Config{
+		Self:        spawnBinary(cfg.spawn, log),
 		Socket:      socket,
 		RunDir:      cfg.runDir,
 		Workspace:   cfg.workspace,
@@ -145,6 +148,47 @@ func run(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) err
 	}
 	return a.Run(ctx, ln)
 }
+
+// spawnBinary opens the spawn wrapper's binary the daemon mounted at path
+// and returns how children execute it: through the agent's descriptor
+// (/proc/self/fd/N; a child resolves it in its own table, which still
+// holds the descriptor when it calls execve), so that user code, which
+// may rename the directory holding the mount and put a program of its own
+// at path, can never make the agent start that program as root outside
+// the user cgroup. "" (the agent re-executes itself) when there is none.
+func spawnBinary(path string, log *slog.Logger) string {
+	if path == "" {
+		return ""
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err == nil {
+		var fi os.FileInfo
+		if fi, err = f.Stat(); err == nil && !fi.Mode().IsRegular() {
+			err = fmt.Errorf("not a regular file")
+		}
+	}
+	if err != nil {
+		log.Warn("the spawn wrapper's binary is unusable; the agent starts programs through itself", "path", path, "err", err)
+		if f != nil {
+			f.Close()
+		}
+		return ""
+	}
+	defer f.Close()
+	// A high number, open for the agent's life: a child's execve runs
+	// after its own descriptors were moved to 0, 1, 2..., which must not
+	// replace this one.
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, spawnFD)
+	if err != nil {
+		log.Warn("the spawn wrapper's binary is unusable; the agent starts programs through itself", "path", path, "err", err)
+		return ""
+	}
+	return fmt.Sprintf("/proc/self/fd/%d", fd)
+}
+
+// spawnFD is the lowest descriptor spawnBinary keeps the wrapper's binary
+// at: above any child's list of descriptors.
+const spawnFD = 100
 
 func agentVersion() string {
 	if version != "" {

@@ -50,6 +50,10 @@ type Config struct {
 	GVisorPlatform string
 	// AgentPath is the static agent binary bind-mounted into sandboxes.
 	AgentPath string
+	// SpawnPath is the spawn wrapper's binary (sandbox-spawn) beside
+	// AgentPath, bind-mounted into crun and runc sandboxes; "" when there
+	// is none. Set by Validate, never by a flag.
+	SpawnPath string
 	// DefaultNetwork is the network mode of sandboxes that do not choose.
 	DefaultNetwork string
 	// Subnet is the pool of addresses of internet-mode sandboxes.
@@ -198,6 +202,13 @@ func (c *Config) Validate() error {
 	}
 	if fi, err := os.Stat(c.AgentPath); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
 		errs = append(errs, fmt.Errorf("agent binary %q not found or not executable: build it with `make build` or pass --agent", c.AgentPath))
+	}
+	// The spawn wrapper's own binary, beside the agent; without it the
+	// agent re-executes itself as the wrapper (slower to start).
+	c.SpawnPath = ""
+	spawnPath := filepath.Join(filepath.Dir(c.AgentPath), "sandbox-spawn")
+	if fi, err := os.Stat(spawnPath); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+		c.SpawnPath = spawnPath
 	}
 	if c.DefaultImage == "" {
 		c.DefaultImage = rootfs.HostImageName

@@ -146,6 +146,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	var spawnPath string
+	if cfg.SpawnPath != "" {
+		if spawnPath, err = rootfs.ShareBinary(filepath.Join(cfg.RunDir, "spawn"), cfg.SpawnPath, "sandbox-spawn"); err != nil {
+			return err
+		}
+	}
 	volumes, err := volume.Open(cfg.StateDir, cfg.RunDir)
 	if err != nil {
 		return fmt.Errorf("opening the volume store: %w", err)
@@ -156,7 +162,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	bucketAllow, _ := prefixes("--bucket-endpoint-allow", cfg.BucketEndpointAllow) // checked by Validate
 	mgr = sandbox.New(sandbox.Options{
-		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: agentPath, CgroupParent: cfg.CgroupParent,
+		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: agentPath, SpawnPath: spawnPath, CgroupParent: cfg.CgroupParent,
 		Runtime: rt, GVisor: gvisor, Store: db, Network: net, Cgroups: sandbox.HostCgroups(cg),
 		Images: sandboxImages{images}, ProcViews: views,
 		Policy: sandbox.Policy{

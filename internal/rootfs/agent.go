@@ -25,12 +25,16 @@ import (
 // anyway: a restarted daemon reuses it when it holds the same binary, and
 // otherwise detaches it (sandboxes already started keep theirs) and mounts
 // a fresh one.
-func ShareAgent(dir, src string) (string, error) {
+func ShareAgent(dir, src string) (string, error) { return ShareBinary(dir, src, "sandbox-agent") }
+
+// ShareBinary is ShareAgent for another binary that sandboxes bind-mount
+// (the spawn wrapper), on a tmpfs of its own at dir, named name-<hash>.
+func ShareBinary(dir, src, name string) (string, error) {
 	sum, size, err := hashFile(src)
 	if err != nil {
-		return "", fmt.Errorf("reading the agent binary: %w", err)
+		return "", fmt.Errorf("reading the %s binary: %w", name, err)
 	}
-	dst := filepath.Join(dir, "sandbox-agent-"+sum[:16])
+	dst := filepath.Join(dir, name+"-"+sum[:16])
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}

@@ -13,6 +13,10 @@ import (
 const (
 	// AgentPath is where the agent binary is bind-mounted, read-only.
 	AgentPath = "/.sandboxd/agent"
+	// SpawnPath is where the spawn wrapper's binary is bind-mounted,
+	// read-only, in crun and runc sandboxes (the agent's --spawn flag names it to
+	// the agent).
+	SpawnPath = "/.sandboxd/spawn"
 	// GVisorRunDir is the agent's socket directory in gVisor sandboxes,
 	// bind-mounted from the host: runsc cannot hand the agent a
 	// descriptor (it has no --preserve-fds), so there the agent binds its

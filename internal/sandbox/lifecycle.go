@@ -529,6 +529,13 @@ func (m *Manager) writeBundle(b *box, rt Runtime, img *rootfs.Image, p paths, ep
 		specs.Mount{Destination: runtime.AgentPath, Type: "bind", Source: m.opts.AgentPath,
 			Options: []string{"bind", "ro", "nosuid", "nodev"}},
 	)
+	args := agentArgs(img, sock.args)
+	if m.opts.SpawnPath != "" && !b.isGVisor() {
+		// gVisor sandboxes start programs without the wrapper.
+		mounts = append(mounts, specs.Mount{Destination: runtime.SpawnPath, Type: "bind", Source: m.opts.SpawnPath,
+			Options: []string{"bind", "ro", "nosuid", "nodev"}})
+		args = append(args, "--spawn", runtime.SpawnPath)
+	}
 	mounts = append(mounts, sock.mounts...)
 	mounts = append(mounts, extra...)
 	var procOptions []string
@@ -539,7 +546,7 @@ func (m *Manager) writeBundle(b *box, rt Runtime, img *rootfs.Image, p paths, ep
 		ProcOptions: procOptions,
 		Hostname:    tenant.Local(b.id),
 		Rootfs:      rootPath(p, ids),
-		Args:        agentArgs(img, sock.args),
+		Args:        args,
 		Env:         m.specEnv(b, img),
 		Mounts:      mounts,
 		NetnsPath:   ep.NetnsPath,

@@ -37,6 +37,10 @@ type Options struct {
 	CgroupParent string
 	// AgentPath is the agent binary on the host.
 	AgentPath string
+	// SpawnPath is the spawn wrapper's binary on the host, mounted beside
+	// the agent in crun and runc sandboxes; "": the agent re-executes
+	// itself as the wrapper.
+	SpawnPath string
 	// Runtime runs crun and runc sandboxes (the one detected at start).
 	Runtime Runtime
 	// GVisor runs gvisor sandboxes; nil when runsc is missing or failed
