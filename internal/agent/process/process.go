@@ -651,6 +651,8 @@ func (m *Manager) Remove(id string) error {
 	case <-p.done:
 	case <-time.After(5 * time.Second):
 	}
+	// The files go first: whoever sees the record gone finds no files.
+	p.removeFiles()
 	m.mu.Lock()
 	if m.procs[id] != p {
 		m.mu.Unlock()
@@ -658,7 +660,6 @@ func (m *Manager) Remove(id string) error {
 	}
 	m.removeLocked(p)
 	m.mu.Unlock()
-	p.removeFiles()
 	m.cfg.OnChange()
 	return nil
 }
