@@ -127,11 +127,19 @@ func TestPreviewJoinedConnections(t *testing.T) {
 		}
 	})
 
-	t.Run("requests that carry credentials are not joined", func(t *testing.T) {
+	t.Run("requests that carry credentials or come through a proxy are not joined", func(t *testing.T) {
 		rc := dialRaw(t, d)
 		rc.echo(hostA, "/echo/", "Authorization: Bearer "+d.Token)
 		if e := rc.echo(hostA, "/echo/", "Authorization: Bearer "+d.Token); http.Header(e.Header).Get("Authorization") != "" {
 			t.Errorf("the API token reached the service: %+v", e)
+		}
+		// A proxy in front (a cluster's gateway) says so with
+		// X-Forwarded-For: it may mix preview hosts on one connection.
+		rc = dialRaw(t, d)
+		rc.echo(hostA, "/echo/", "X-Forwarded-For: 203.0.113.9")
+		// b is private: the daemon, not a's service, answers.
+		if resp, body, err := rc.do(hostB, "/echo/", "X-Forwarded-For: 203.0.113.9"); err != nil || resp.StatusCode != 401 {
+			t.Errorf("b's Host after a proxied request: %v %v %s", resp, err, body)
 		}
 	})
 

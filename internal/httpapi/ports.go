@@ -322,7 +322,7 @@ func (s *Server) servePreview(w http.ResponseWriter, r *http.Request, a proxy.Ad
 		return
 	}
 	req := proxy.Request{SandboxID: p.SandboxID, Port: p.Port, Host: r.Host, Scheme: s.opts.Preview.Scheme, StripAuthorization: hasKey}
-	if p.Public && !hasKey && len(r.CookiesNamed(proxy.CookieName)) == 0 {
+	if p.Public && !hasKey && len(r.CookiesNamed(proxy.CookieName)) == 0 && !viaProxy(r) {
 		// A public preview's connection may be joined to the service's
 		// (--preview-join): nothing on it is removed from requests.
 		req.Hold = func() (func(), error) {
@@ -334,6 +334,19 @@ func (s *Server) servePreview(w http.ResponseWriter, r *http.Request, a proxy.Ad
 		}
 	}
 	s.opts.Proxy.Serve(w, r, req, s.proxyError(p.SandboxID, p.Port))
+}
+
+// viaProxy reports whether r says it came through a proxy (a cluster's
+// gateway, nginx): a proxy may send requests for several preview hosts
+// over one connection, which a joined connection would all hand to the
+// first one's service.
+func viaProxy(r *http.Request) bool {
+	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "Forwarded", "Via"} {
+		if _, ok := r.Header[h]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // setPreviewCookie answers a signed link: it stores the credential in a
