@@ -32,6 +32,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+SANDBOXD_ROOT=$PWD
 
 # ---------------------------------------------------------------------------
 # 1. Debian packages
@@ -85,7 +86,10 @@ TEST_PACKAGES=(
 go_tools() {
 	local profile=$1
 	# gVisor's runsc (Apache-2.0): the gvisor runtime. Debian has no package.
-	build_go_tool runsc gvisor.dev/gvisor/runsc@v0.0.0-20260905035102-160fafc42237
+	# Built from gVisor's module with the Sentry's seccomp programs compiled
+	# ahead, as gVisor's own (Bazel) releases are (runsc_precompile_seccomp).
+	build_go_tool_from_source runsc gvisor.dev/gvisor@v0.0.0-20260905035102-160fafc42237 \
+		./runsc runsc_precompile_seccomp "" precompiled-seccomp
 	: "$profile" # run-time tools go above this line, test-only ones in the if
 	if [[ $profile == test ]]; then
 		# versitygw (Apache-2.0): the S3-compatible server the bucket mount
@@ -304,13 +308,14 @@ build_go_tool() {
 	ln -sfn "$dir/$name" "$tools/bin/$name"
 }
 
-# tool_present NAME MODULE@VERSION: whether the built tool is in the cache
-# (linked into $TOOLS/bin, which it does when only the link is missing).
-# Under --check it records what is missing instead.
+# tool_present NAME MODULE@VERSION [KEY]: whether the built tool is in the
+# cache under KEY (the version by default; linked into $TOOLS/bin, which it
+# does when only the link is missing). Under --check it records what is
+# missing instead.
 tool_present() {
-	local name=$1 modver=$2 tools dir
+	local name=$1 modver=$2 key=${3:-${2##*@}} tools dir
 	tools=$(tools_dir)
-	dir="$tools/$name/${modver##*@}"
+	dir="$tools/$name/$key"
 	if [[ ! -x $dir/$name ]]; then
 		[[ $CHECK_ONLY -eq 1 ]] && MISSING+=("Go tool $name ($modver)")
 		return 1
@@ -336,7 +341,7 @@ local_replaces() {
 	' go.mod
 }
 
-# build_go_tool_from_source NAME MODULE@VERSION PACKAGE FIXUP [LDFLAGS] builds
+# build_go_tool_from_source NAME MODULE@VERSION PACKAGE FIXUP [LDFLAGS [VARIANT]] builds
 # PACKAGE (relative to the module's root) of a module that `go install`
 # refuses because its go.mod replaces modules with directories of its own
 # repository, which the module zip does not hold. It copies the module's
@@ -344,18 +349,21 @@ local_replaces() {
 # are published at the versions go.mod requires), its go.work and vendor
 # directory, runs FIXUP VERSION there (a function, or : for nothing), and
 # builds with -mod=mod, checksums checked against the sum database as usual.
-# Cached like build_go_tool: once per version.
+# Cached like build_go_tool: once per version (VERSION+VARIANT with a
+# VARIANT, naming what FIXUP changes, so that a changed build never reuses
+# the plain one's cache entry).
 build_go_tool_from_source() {
-	local name=$1 modver=$2 pkg=$3 fixup=$4 ldflags=${5:-}
+	local name=$1 modver=$2 pkg=$3 fixup=$4 ldflags=${5:-} variant=${6:-}
 	local version=${modver##*@}
 	[[ $modver == *@* && -n $version && $version != latest ]] ||
 		die "build_go_tool_from_source $name: pin a version (MODULE@VERSION), got '$modver'"
-	tool_present "$name" "$modver" && return 0
+	local key=$version${variant:++$variant}
+	tool_present "$name" "$modver" "$key" && return 0
 	[[ $CHECK_ONLY -eq 1 ]] && return 0
 	check_go
 	local tools dir tmp start=$SECONDS
 	tools=$(tools_dir)
-	dir="$tools/$name/$version"
+	dir="$tools/$name/$key"
 	say "building $name from $modver (source, local replaces dropped) into $dir"
 	mkdir -p "$tools"
 	tmp=$(mktemp -d "$tools/.build-$name.XXXXXX")
@@ -393,6 +401,20 @@ build_from_source_in() (
 	CGO_ENABLED=0 GOWORK=off GOFLAGS="-trimpath -mod=mod" \
 		go build -ldflags "-s -w $ldflags" -o "$tmp/$name" "$pkg" >&2
 )
+
+# runsc_precompile_seccomp runs in gVisor's source: it compiles the Sentry's
+# seccomp programs ahead into runsc/boot/filter/filter_precompiled.go (empty
+# in the module: precompiling is a step of gVisor's Bazel build), with
+# scripts/runsc-seccomp. runsc then loads its filter at each boot and
+# restore instead of compiling it (same rules, same code; see
+# docs/security.md). Its directory is this script's, one level up.
+runsc_precompile_seccomp() {
+	local gen=$SANDBOXD_ROOT/scripts/runsc-seccomp
+	cp "$gen/precompile.go" runsc/boot/filter/config/sandboxd_precompile.go &&
+		mkdir -p sandboxd-precompile && cp "$gen/main.go" sandboxd-precompile/main.go &&
+		CGO_ENABLED=0 GOWORK=off GOFLAGS="-trimpath -mod=mod" \
+			go run -tags sandboxd_precompile ./sandboxd-precompile runsc/boot/filter/filter_precompiled.go >&2
+}
 
 # install_npm runs npm ci in each directory with a package-lock.json whose
 # content differs from what was last installed there (a hash in
