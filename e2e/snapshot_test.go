@@ -288,10 +288,13 @@ func pauseWithMemory(t *testing.T, d *testdaemon.Daemon, sb *client.Sandbox) {
 	if out, _, _ := cli(t, d, "", "ls"); !strings.Contains(out, "paused") {
 		t.Errorf("sandbox ls does not show paused:\n%s", out)
 	}
+	key := pausedKey(t, d, "parent")
+	limit := cpuLimit(t, key)
 	// The next call restores it, transparently.
 	if got := trim(run(t, sb, "echo $PAUSED_VAR $(pwd); kill -0 $(cat /tmp/loop.pid) && echo alive")); got != "kept /workspace/proj\nalive" {
 		t.Errorf("shell state and process after resume: %q", got)
 	}
+	checkCPULimitBack(t, d, "parent", key, limit)
 	before := trim(run(t, sb, "cat /tmp/count"))
 	deadline := time.Now().Add(30 * time.Second)
 	for trim(run(t, sb, "cat /tmp/count")) == before {

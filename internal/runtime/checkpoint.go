@@ -86,12 +86,21 @@ func (r *Runtime) Restore(ctx context.Context, id, bundle, image string, opts Cr
 // (its processes, gofer, network set-up) is already done, so what is left
 // is loading the checkpoint. The container's init keeps the PID Create
 // returned.
+//
+// Pages load in the background (--background): runsc returns once the
+// kernel's state is loaded, and the sandbox runs while the rest of its
+// memory is read in (a page touched first is read first). That gains
+// only when the page load and the kernel load have a CPU each (the caller
+// lifts the sandbox's CPU limit for the restore: internal/sandbox,
+// resumecpu.go). A page load that fails later kills the sandbox, as a
+// restore that fails does (the checkpoint is gone either way: the caller
+// drops it on a failed restore).
 func (r *Runtime) RestoreInto(ctx context.Context, id, image string, opts CreateOptions) error {
 	if r.Name != GVisor {
 		return ErrCheckpointUnsupported
 	}
 	offset, _ := opts.Log.Seek(0, io.SeekEnd)
-	args := append(r.globalArgs(), "restore", "--detach", "--image-path", image, id)
+	args := append(r.globalArgs(), "restore", "--detach", "--background", "--image-path", image, id)
 	cmd := exec.CommandContext(ctx, r.Path, args...)
 	cmd.Stdout, cmd.Stderr = opts.Log, opts.Log
 	if err := cmd.Run(); err != nil {

@@ -133,6 +133,9 @@ func (m *Manager) resumePrepared(ctx context.Context, b *box) (_ *instance, err 
 		return nil, err
 	}
 	defer logf.Close()
+	// Every CPU for the restore, the sandbox's limit again once the agent
+	// answers or the resume fails (resumecpu.go).
+	defer m.widenCPU(b)()
 	if err := rt.RestoreInto(ctx, inst.cid, checkpointDir(p), runtime.CreateOptions{Log: logf}); err != nil {
 		return nil, err
 	}
