@@ -12,6 +12,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/bucket"
 	"github.com/sandboxd/sandboxd/internal/s3test"
 	"github.com/sandboxd/sandboxd/internal/testdaemon"
 )
@@ -221,6 +222,25 @@ func TestBucketMount(t *testing.T) {
 		}
 		allMounted(t, "after the FUSE clients died", all...)
 		run(t, sb, "cat /mnt/data/hello.txt /mnt/team/notes.txt")
+	})
+
+	// The readahead window the daemon sets on each s3fs mount (1 MiB, not
+	// FUSE's 128 KiB; see bucket.ReadaheadKB), checked after the
+	// remounts above so that a restarted FUSE client gets it too.
+	t.Run("readahead", func(t *testing.T) {
+		n := 0
+		for _, m := range hostMountsBelow(filepath.Join(d.RunDir, "buckets")) {
+			if bucket.Healthy(m) != nil {
+				continue // gVisor's bind of the directory, not a FUSE mount
+			}
+			n++
+			if kb, err := bucket.Readahead(m); err != nil || kb != bucket.ReadaheadKB {
+				t.Errorf("readahead of %s: %d KiB, %v; want %d", m, kb, err, bucket.ReadaheadKB)
+			}
+		}
+		if n < len(all) {
+			t.Errorf("%d s3fs mounts below %s; want at least %d", n, d.RunDir, len(all))
+		}
 	})
 
 	t.Run("restart and daemon restart keep mounts", func(t *testing.T) {
