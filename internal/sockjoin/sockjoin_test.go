@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-func tcpPair(t *testing.T) (client, server *net.TCPConn) {
+func tcpPair(t testing.TB) (client, server *net.TCPConn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -82,4 +82,51 @@ func TestJoinForwardsBothWays(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the daemon's end did not see the client's close")
 	}
+}
+
+// BenchmarkRoundTrip is the kernel's floor of a joined connection: a
+// two-byte message and a two-byte answer over a joined pair (client ->
+// joined socket -> its peer -> service and back), against the same over
+// one loopback connection.
+func BenchmarkRoundTrip(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root (CAP_BPF)")
+	}
+	j, err := New(4)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer j.Close()
+	run := func(b *testing.B, client, service net.Conn) {
+		go func() {
+			buf := make([]byte, 2)
+			for {
+				if _, err := io.ReadFull(service, buf); err != nil {
+					return
+				}
+				service.Write(buf)
+			}
+		}()
+		buf := make([]byte, 2)
+		for b.Loop() {
+			client.Write([]byte("ok"))
+			if _, err := io.ReadFull(client, buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("direct", func(b *testing.B) {
+		client, service := tcpPair(b)
+		run(b, client, service)
+	})
+	b.Run("joined", func(b *testing.B) {
+		client, front := tcpPair(b)
+		back, service := tcpPair(b)
+		p, err := j.Join(front, back)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Unjoin()
+		run(b, client, service)
+	})
 }
