@@ -86,6 +86,22 @@ func (c *Client) Ready(ctx context.Context) error {
 	return err
 }
 
+// WarmShell runs the empty command `:` in the default session, so that
+// the next command finds a shell, an agent and a connection that have
+// each served one already (the daemon's warm pool: a sandbox's first
+// command took twice as long as its later ones). It leaves nothing a
+// caller could see: no output, no variable, no state.
+func (c *Client) WarmShell(ctx context.Context) error {
+	var res api.ExecResult
+	if err := c.do(ctx, http.MethodPost, "/exec", &api.ExecRequest{Command: ":"}, http.StatusOK, &res); err != nil {
+		return err
+	}
+	if res.ExitCode != 0 {
+		return fmt.Errorf("agent /exec: `:` exited %d", res.ExitCode)
+	}
+	return nil
+}
+
 // Name tells the agent of a warm sandbox the name it was handed out
 // under: its commands see it as HOSTNAME from the next one on. Unlike the
 // public POST /env it writes nothing to disk: the daemon puts the name in

@@ -76,6 +76,10 @@ func runFakeAgent(bundle string) {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	mux.HandleFunc("POST /exec", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // the warm pool's warm-up, `:`
+		json.NewEncoder(w).Encode(api.ExecResult{})
+	})
 	mux.HandleFunc("POST "+agentapi.PathName, func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.WriteHeader(http.StatusOK)

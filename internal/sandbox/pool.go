@@ -423,8 +423,25 @@ func (m *Manager) startWarmWith(ctx context.Context, w *box, cfg Config) (err er
 	if rt, err := m.runtimeOf(w); err == nil {
 		m.startNamer(ctx, w, rt)
 	}
-	m.awaitSettled(ctx, w, inst)
+	if m.awaitSettled(ctx, w, inst) {
+		m.warmShell(ctx, w, inst)
+	}
 	return nil
+}
+
+// warmShell runs an empty command in the warm sandbox w before it joins
+// its pool, still in the boot turn. A sandbox's first command cost about
+// twice its later ones, in the agent (its exec path's first run) and in
+// the shell (its first command line), and the first command of a taken
+// sandbox is its taker's create: with one run ahead, that create's exec
+// is a second one (at load 25, p50 11.3 ms against 20.5 ms without,
+// interleaved). A warm-up that fails costs only that.
+func (m *Manager) warmShell(ctx context.Context, w *box, inst *instance) {
+	ctx, cancel := context.WithTimeout(ctx, agentBootTimeout)
+	defer cancel()
+	if err := inst.agent.WarmShell(ctx); err != nil && ctx.Err() == nil {
+		m.log.Warn("warming up a warm sandbox's shell", "key", w.rec.Key, "err", err)
+	}
 }
 
 // awaitSettled waits, still holding the boot turn, until the agent of the
@@ -433,13 +450,16 @@ func (m *Manager) startWarmWith(ctx context.Context, w *box, cfg Config) (err er
 // shell and share the CPU with the rest of the start-up (a take right
 // after the pool refilled: 138 ms p50 at load 14 against 16 ms for one
 // that had settled). An agent that does not settle in time still joins
-// the pool: it answers, only its first command is slower.
-func (m *Manager) awaitSettled(ctx context.Context, w *box, inst *instance) {
+// the pool: it answers, only its first command is slower. It says whether
+// the agent settled.
+func (m *Manager) awaitSettled(ctx context.Context, w *box, inst *instance) bool {
 	ctx, cancel := context.WithTimeout(ctx, agentBootTimeout)
 	defer cancel()
 	if err := inst.agent.Ready(ctx); err != nil {
 		m.log.Warn("a warm sandbox's agent did not finish starting up", "key", w.rec.Key, "err", err)
+		return false
 	}
+	return true
 }
 
 // dropWarm tears down one ready pool sandbox, if there is one, to make
