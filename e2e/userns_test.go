@@ -29,20 +29,27 @@ func isolationOf(t *testing.T, sb *client.Sandbox) api.Isolation {
 
 // hostUIDOf returns the host UID of the host process whose command line
 // is args, as ps on the host shows it.
+//
+// A started process's answer may come before its shell has exec'd the
+// command (the record is saved while it starts), so the process is waited
+// for, up to 10 s.
 func hostUIDOf(t *testing.T, args string) int {
 	t.Helper()
-	out, err := exec.Command("ps", "-eo", "uid=,args=").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 1 && strings.Join(f[1:], " ") == args {
-			uid, _ := strconv.Atoi(f[0])
-			return uid
+	var out []byte
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		var err error
+		if out, err = exec.Command("ps", "-eo", "uid=,args=").Output(); err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 1 && strings.Join(f[1:], " ") == args {
+				uid, _ := strconv.Atoi(f[0])
+				return uid
+			}
 		}
 	}
-	t.Fatalf("no host process %q in ps:\n%s", args, out)
+	t.Fatalf("no host process %q in ps within 10 s:\n%s", args, out)
 	return -1
 }
 
