@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -180,7 +179,7 @@ func BenchmarkBucketMount(b *testing.B) {
 		// Each round's figures, in the order they were taken, and every
 		// figure of each kind, for the medians.
 		var round []string
-		every := map[*time.Duration][]time.Duration{}
+		every := map[*time.Duration]samples{}
 		best := func(cur *time.Duration, label string, t time.Duration) {
 			round = append(round, fmt.Sprintf("%s %.0f", label, rate(t)))
 			every[cur] = append(every[cur], t)
@@ -249,7 +248,7 @@ func BenchmarkBucketMount(b *testing.B) {
 				b.ReportMetric(100*rate(sr)/rate(hr1), "pct-of-host-1cpu")
 				// Best against best compares the two extremes of a few
 				// samples; the medians compare the typical read.
-				b.ReportMetric(100*rate(median(every[&sr]))/rate(median(every[&hr])), "median-pct-of-host")
+				b.ReportMetric(100*rate(every[&sr].percentile(50))/rate(every[&hr].percentile(50)), "median-pct-of-host")
 			})
 		})
 		if baseRA > 0 {
@@ -262,20 +261,6 @@ func BenchmarkBucketMount(b *testing.B) {
 			})
 		}
 	})
-}
-
-// median returns the middle of ds (the mean of the two middle ones for
-// an even count).
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 0 {
-		return (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return s[len(s)/2]
 }
 
 // s3fsMountBelow returns the s3fs mount point below dir (the daemon's
