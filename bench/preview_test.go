@@ -31,17 +31,19 @@ import (
 //	throughput-*: BENCH_CONCURRENCY (default 16) clients for BENCH_SECONDS (default 5) s
 //	              per target, the targets taking turns every 250 ms; req/s
 //
-// With BENCH_BASELINE=PATH (another build's sandboxd), a second daemon of
-// that build serves the same service in a sandbox of its own, and its
-// preview URL is a third target ("preview-baseline"), measured in the
-// same turns: before and after a change, side by side in one run.
+// With BENCH_BASELINE_BIN_DIR=DIR (another build's sandboxd and
+// sandbox-agent) or BENCH_BASELINE=PATH (another build's sandboxd, with
+// this build's agent), a second daemon of that build serves the same
+// service in a sandbox of its own, and its preview URL is a third target
+// ("preview-baseline"), measured in the same turns: before and after a
+// change, side by side in one run. BENCH_BASELINE_ARGS adds flags to the
+// baseline daemon (say, --preview-join=false for this build serving every
+// request itself).
 func BenchmarkPreview(b *testing.B) {
-	// Info level: the test daemon logs every request at debug level.
-	// --preview-join: the client's connections are joined to the
-	// service's after their first request (a BENCH_BASELINE daemon runs
-	// without it, so the same build there measures the proxy serving
-	// every request itself).
-	d := testdaemon.Start(b, testdaemon.Options{Args: []string{"--log-level", "info", "--preview-join"}})
+	// Info level: the test daemon logs every request at debug level. The
+	// daemon's default flags: the client's connections are joined to the
+	// service's after their first request (--preview-join).
+	d := testdaemon.Start(b, testdaemon.Options{Args: []string{"--log-level", "info"}})
 	url, netns := previewTarget(b, d)
 	direct := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -59,8 +61,13 @@ func BenchmarkPreview(b *testing.B) {
 		{"direct", direct, "http://127.0.0.1:8080/ok", 0},
 		{"preview", previewClient(d), url + "ok", d.PID()},
 	}
-	if baseline := os.Getenv("BENCH_BASELINE"); baseline != "" {
-		bd := testdaemon.Start(b, testdaemon.Options{Binary: baseline, Args: []string{"--log-level", "info"}})
+	baseArgs := append([]string{"--log-level", "info"}, strings.Fields(os.Getenv("BENCH_BASELINE_ARGS"))...)
+	bo, ok := baselineOptions(baseArgs)
+	if baseline := os.Getenv("BENCH_BASELINE"); !ok && baseline != "" {
+		bo, ok = testdaemon.Options{Binary: baseline, Args: baseArgs}, true
+	}
+	if ok {
+		bd := testdaemon.Start(b, bo)
 		burl, _ := previewTarget(b, bd)
 		targets = append(targets, target{"preview-baseline", previewClient(bd), burl + "ok", bd.PID()})
 	}
@@ -130,8 +137,8 @@ func BenchmarkPreview(b *testing.B) {
 		fmt.Printf("BenchmarkPreview summary: throughput preview/direct %.0f%% (small answers), %.0f%% (1 MiB answers); added latency at p50 %s\n",
 			100*rates["preview"]/rates["direct"], 100*rates["1MiB-preview"]/rates["1MiB-direct"], medians["preview"]-medians["direct"])
 		if _, ok := rates["preview-baseline"]; ok {
-			fmt.Printf("BenchmarkPreview baseline (%s): throughput preview/direct %.0f%% (small answers), %.0f%% (1 MiB answers); added latency at p50 %s\n",
-				os.Getenv("BENCH_BASELINE"), 100*rates["preview-baseline"]/rates["direct"], 100*rates["1MiB-preview-baseline"]/rates["1MiB-direct"],
+			fmt.Printf("BenchmarkPreview baseline (%s%s %s): throughput preview/direct %.0f%% (small answers), %.0f%% (1 MiB answers); added latency at p50 %s\n",
+				os.Getenv("BENCH_BASELINE_BIN_DIR"), os.Getenv("BENCH_BASELINE"), os.Getenv("BENCH_BASELINE_ARGS"), 100*rates["preview-baseline"]/rates["direct"], 100*rates["1MiB-preview-baseline"]/rates["1MiB-direct"],
 				medians["preview-baseline"]-medians["direct"])
 		}
 	}

@@ -71,15 +71,16 @@ func hostOf(u string) string {
 	return strings.TrimSuffix(strings.TrimPrefix(u, "http://"), "/")
 }
 
-// With --preview-join, a public preview's connection is joined to the
-// service's after its first request: what docs/security.md#preview-urls
-// says changes, and what does not.
+// By default (--preview-join), a public preview's connection is joined to
+// the service's after its first request: later requests that need
+// nothing of the daemon pass in the kernel, the others are checked and
+// rewritten as on a new connection (docs/security.md).
 func TestPreviewJoinedConnections(t *testing.T) {
 	testdaemon.SkipUnlessRoot(t)
 	if clusterGateway != nil {
-		t.Skip("a daemon flag of its own")
+		t.Skip("a daemon of its own")
 	}
-	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--preview-join"}})
+	d := testdaemon.Start(t, testdaemon.Options{})
 	a, b := d.Client.Sandbox("join-a"), d.Client.Sandbox("join-b")
 	testdaemon.StartTestServer(t, a, "0.0.0.0:8080")
 	testdaemon.StartTestServer(t, b, "0.0.0.0:8080")
@@ -93,24 +94,73 @@ func TestPreviewJoinedConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	hostA, hostB := hostOf(pa.URL), hostOf(pb.URL)
-
-	t.Run("a connection to a never reaches b", func(t *testing.T) {
+	// joined returns a connection whose first request was answered and
+	// whose second passed in the kernel (no X-Forwarded-For added).
+	joined := func(t *testing.T) *rawConn {
 		rc := dialRaw(t, d)
 		first := rc.echo(hostA, "/echo/1")
 		if first.Hostname != "join-a" || http.Header(first.Header).Get("X-Forwarded-For") == "" {
 			t.Fatalf("first request: %+v", first)
 		}
-		// The daemon no longer reads this connection (the service gets the
-		// request as sent, without X-Forwarded-For): b's Host, b's API
-		// token, an absolute URL naming b all stay on a's service.
-		for _, extra := range [][]string{nil, {"Authorization: Bearer " + d.Token}} {
-			e := rc.echo(hostB, "/echo/2", extra...)
-			if e.Hostname != "join-a" || e.Host != hostB || http.Header(e.Header).Get("X-Forwarded-For") != "" {
-				t.Errorf("b's Host on a's connection: %+v", e)
+		if e := rc.echo(hostA, "/echo/2"); http.Header(e.Header).Get("X-Forwarded-For") != "" {
+			t.Fatalf("second request was not joined: %+v", e)
+		}
+		return rc
+	}
+
+	t.Run("a connection to a never reaches b", func(t *testing.T) {
+		// b's Host, with or without b's credentials, or an absolute URL
+		// naming b: the connection ends; neither a's service nor b's
+		// answers on it.
+		for _, tc := range []struct {
+			target string
+			extra  []string
+		}{
+			{"/echo/3", nil},
+			{"/echo/3", []string{"Authorization: Bearer " + d.Token}},
+		} {
+			rc := joined(t)
+			if resp, body, err := rc.do(hostB, tc.target, tc.extra...); err == nil {
+				t.Errorf("b's Host on a's connection %v: %d %s", tc.extra, resp.StatusCode, body)
 			}
 		}
-		if e := rc.echo(hostA, "http://"+hostB+"/echo/3"); e.Hostname != "join-a" {
-			t.Errorf("b's URL on a's connection: %+v", e)
+		rc := joined(t)
+		if resp, body, err := rc.do(hostA, "http://"+hostB+"/echo/3"); err == nil {
+			t.Errorf("b's URL on a's connection: %d %s", resp.StatusCode, body)
+		}
+		// A new connection reaches b as its checks say.
+		if resp, _, err := dialRaw(t, d).do(hostB, "/echo/"); err != nil || resp.StatusCode != 401 {
+			t.Errorf("b on a new connection: %v %v", resp, err)
+		}
+	})
+
+	t.Run("later requests that need the daemon are checked and rewritten", func(t *testing.T) {
+		rc := joined(t)
+		e := rc.echo(hostA, "/echo/3", "Authorization: Bearer "+d.Token, "X-Forwarded-For: 203.0.113.9", "Cookie: a=1; sandboxd_preview=x")
+		h := http.Header(e.Header)
+		if e.Hostname != "join-a" || h.Get("Authorization") != "" || h.Get("X-Forwarded-For") != "127.0.0.1" ||
+			h.Get("X-Forwarded-Host") != hostA || h.Get("Cookie") != "a=1" {
+			t.Errorf("the API token, X-Forwarded-For and the preview cookie on a joined connection: %+v", e)
+		}
+		// The rest of the connection is the daemon's.
+		if e := rc.echo(hostA, "/echo/4"); http.Header(e.Header).Get("X-Forwarded-For") != "127.0.0.1" {
+			t.Errorf("after a diverted request: %+v", e)
+		}
+		// A header split across two writes does not slip past the scan.
+		rc = joined(t)
+		req := "GET /echo/5 HTTP/1.1\r\nHost: " + hostA + "\r\nAuthoriz"
+		io.WriteString(rc.c, req)
+		time.Sleep(50 * time.Millisecond)
+		io.WriteString(rc.c, "ation: Bearer "+d.Token+"\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n")
+		resp, err := http.ReadResponse(rc.br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got echoReply
+		json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if h := http.Header(got.Header); got.Path != "/echo/5" || h.Get("Authorization") != "" || h.Get("X-Forwarded-For") != "127.0.0.1" {
+			t.Errorf("a split Authorization header: %+v", got)
 		}
 	})
 

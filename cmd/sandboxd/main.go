@@ -139,7 +139,7 @@ func parseFlags(command string, args []string) (options, error) {
 	fs.DurationVar(&cfg.PreviewLimits.HeaderTimeout, "preview-header-timeout", proxy.DefaultHeaderTimeout, "longest a service in a sandbox may take to send its response headers through the preview proxy")
 	fs.IntVar(&cfg.PreviewLimits.MaxInFlightPerSandbox, "preview-max-inflight-per-sandbox", proxy.DefaultMaxInFlightPerSandbox, "most proxied requests (preview URLs, port proxy, WebSockets) in flight to one sandbox; more get 503 PREVIEW_BUSY")
 	fs.IntVar(&cfg.PreviewLimits.MaxInFlight, "preview-max-inflight", proxy.DefaultMaxInFlight, "most proxied requests in flight in all; more get 503 PREVIEW_BUSY")
-	fs.BoolVar(&cfg.PreviewJoin, "preview-join", false, "join a public preview's client connection to the service's in the kernel after its first request, so later requests on it are checked per connection, not per request (docs/security.md#preview-urls)")
+	fs.BoolVar(&cfg.PreviewJoin, "preview-join", true, "join a public preview's client connection to the service's in the kernel after its first request: later requests that need nothing of the daemon pass in the kernel, the others are checked per request (docs/security.md#joined-preview-connections); false serves every request in the daemon")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate (chain) for the API and preview listeners; with --tls-key they serve HTTPS (reloaded on SIGHUP)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&cfg.Cluster.Kubeconfig, "cluster-kubeconfig", "", "kubeconfig of the Kubernetes API of the cluster this daemon is a node of (with --node-name; without it, a node in a pod uses the pod's service account)")

@@ -114,7 +114,8 @@ type Config struct {
 	// to headers, requests in flight per sandbox and in all.
 	PreviewLimits proxy.Limits
 	// PreviewJoin joins public previews' client connections to their
-	// services' in the kernel after the first request (proxy.Options).
+	// services' in the kernel after the first request (proxy.Options);
+	// on by default.
 	PreviewJoin bool
 	// Limits: defaults for sandboxes that do not choose, and caps.
 	DefaultLimits, MaxLimits sandbox.Limits

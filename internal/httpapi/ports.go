@@ -324,7 +324,8 @@ func (s *Server) servePreview(w http.ResponseWriter, r *http.Request, a proxy.Ad
 	req := proxy.Request{SandboxID: p.SandboxID, Port: p.Port, Host: r.Host, Scheme: s.opts.Preview.Scheme, StripAuthorization: hasKey}
 	if p.Public && !hasKey && len(r.CookiesNamed(proxy.CookieName)) == 0 && !viaProxy(r) {
 		// A public preview's connection may be joined to the service's
-		// (--preview-join): nothing on it is removed from requests.
+		// (--preview-join): the kernel sends on later requests that need
+		// nothing of the daemon, and keeps the others for Recheck.
 		req.Hold = func() (func(), error) {
 			l, err := s.opts.Manager.AcquireExisting(r.Context(), p.SandboxID)
 			if err != nil {
@@ -332,8 +333,25 @@ func (s *Server) servePreview(w http.ResponseWriter, r *http.Request, a proxy.Ad
 			}
 			return l.Release, nil
 		}
+		req.Recheck = func(r *http.Request) (proxy.Request, bool) { return s.recheckJoined(r, a, p) }
 	}
 	s.opts.Proxy.Serve(w, r, req, s.proxyError(p.SandboxID, p.Port))
+}
+
+// recheckJoined is servePreview's decision for a later request r on a
+// connection joined after a request to address a (port p): r may go to
+// the same service only when it names the same public preview and holds
+// no signed link; an API token or key in it is kept from the service.
+func (s *Server) recheckJoined(r *http.Request, a proxy.Address, p proxy.Port) (proxy.Request, bool) {
+	if b, ok := proxy.ParseHost(r.Host, s.opts.Preview.Domain); !ok || b != a || r.URL.Query().Has(proxy.LinkParam) {
+		return proxy.Request{}, false
+	}
+	now, err := s.opts.Ports.Lookup(a)
+	if err != nil || !now.Public || now.SandboxID != p.SandboxID || now.Port != p.Port {
+		return proxy.Request{}, false
+	}
+	_, hasKey := s.bearerCaller(r)
+	return proxy.Request{SandboxID: p.SandboxID, Port: p.Port, Host: r.Host, Scheme: s.opts.Preview.Scheme, StripAuthorization: hasKey}, true
 }
 
 // viaProxy reports whether r says it came through a proxy (a cluster's

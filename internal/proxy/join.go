@@ -23,9 +23,10 @@ import (
 // pass between the two sockets without waking the daemon, which a proxy
 // that reads each request cannot do (on a small VM two wake-ups and four
 // socket calls per request were most of a small answer's cost,
-// bench/results/preview-urls.txt). What this changes for users is in
-// docs/security.md#preview-urls: the checks of the first request hold for
-// the whole connection.
+// bench/results/preview-urls.txt). The kernel sends on only the later
+// requests that need nothing of the daemon; the others come back to the
+// proxy (divert.go). What this changes for users is in
+// docs/security.md#joined-preview-connections---preview-join.
 //
 // The switch happens at a moment when neither side can be sending: the
 // service has sent its whole answer (read by the proxy, Content-Length
@@ -58,12 +59,13 @@ type joins struct {
 
 	poller *endPoller
 
-	mu     sync.Mutex
-	pairs  map[*joined]struct{}
-	sides  map[uint64]*side // by poller key
-	nextID uint64
-	sweep  *time.Timer
-	closed bool
+	mu       sync.Mutex
+	pairs    map[*joined]struct{}
+	sides    map[uint64]*side   // by poller key
+	byCookie map[uint64]*joined // by the client socket's cookie
+	nextID   uint64
+	sweep    *time.Timer
+	closed   bool
 }
 
 // joined is one client connection joined to a service's.
@@ -75,8 +77,21 @@ type joined struct {
 	pair            *sockjoin.Pair
 	release         func() // the sandbox's lease and the join's slot
 
+	// The ordinary path's checks and rewriting, for the requests the
+	// kernel kept (divert.go).
+	proxy   *Proxy
+	recheck func(*http.Request) (Request, bool)
+	remote  string
+
 	eofs atomic.Int32
 	once sync.Once
+
+	divertOnce sync.Once
+	diverting  atomic.Bool
+	// mu guards the connections the diversion reads and writes.
+	mu       sync.Mutex
+	divConns []io.Closer
+	over     bool
 }
 
 // side is one socket of a joined pair.
@@ -103,8 +118,9 @@ func newJoins(j *sockjoin.Joiner, idle time.Duration, l Limits, log *slog.Logger
 		return nil, err
 	}
 	js := &joins{joiner: j, idle: idle, slots: newInFlight(l.MaxInFlightPerSandbox, l.MaxInFlight), log: log,
-		pairs: map[*joined]struct{}{}, poller: ep, sides: map[uint64]*side{}}
+		pairs: map[*joined]struct{}{}, poller: ep, sides: map[uint64]*side{}, byCookie: map[uint64]*joined{}}
 	go ep.run(js.ended)
+	go js.watchDiverted()
 	return js, nil
 }
 
@@ -165,7 +181,7 @@ func (p *Proxy) tryJoin(w http.ResponseWriter, r *http.Request, req Request, res
 	}
 	var pair *sockjoin.Pair
 	if brw.Reader.Buffered() == 0 && !pending(client) {
-		pair, err = js.joiner.Join(client, service)
+		pair, err = js.joiner.Join(client, service, r.Host)
 		if err != nil {
 			js.log.Debug("joining a preview connection", "err", err)
 		} else if pending(client) {
@@ -188,7 +204,8 @@ func (p *Proxy) tryJoin(w http.ResponseWriter, r *http.Request, req Request, res
 		return true
 	}
 	clientBase.written += uint64(len(out))
-	jc := &joined{js: js, id: req.SandboxID, port: req.Port, pair: pair, release: release}
+	jc := &joined{js: js, id: req.SandboxID, port: req.Port, pair: pair, release: release,
+		proxy: p, recheck: req.Recheck, remote: r.RemoteAddr}
 	jc.client = side{jc: jc, base: clientBase}
 	jc.service = side{jc: jc, base: serviceBase}
 	// The sockets leave the Go runtime's poller, which the kernel would
@@ -306,9 +323,12 @@ func (js *joins) add(jc *joined) bool {
 		js.sides[s.key] = s
 	}
 	js.pairs[jc] = struct{}{}
+	js.byCookie[jc.pair.Client()] = jc
 	if js.sweep == nil {
 		js.sweep = time.AfterFunc(js.idle/4, js.expire)
 	}
+	// The kernel may have kept a request before the pair was known here.
+	go jc.checkDiverted()
 	return true
 }
 
@@ -323,6 +343,10 @@ func (js *joins) ended(key uint64, failed bool) {
 	}
 	if failed {
 		go s.jc.end()
+		return
+	}
+	if s == &s.jc.client && s.jc.checkDiverted() {
+		// The diversion reads the client's stream to its end.
 		return
 	}
 	if !s.eof.Swap(true) {
@@ -381,10 +405,19 @@ func (jc *joined) end() {
 		js := jc.js
 		js.mu.Lock()
 		delete(js.pairs, jc)
+		if js.byCookie[jc.pair.Client()] == jc {
+			delete(js.byCookie, jc.pair.Client())
+		}
 		for _, s := range []*side{&jc.client, &jc.service} {
 			delete(js.sides, s.key)
 		}
 		js.mu.Unlock()
+		jc.mu.Lock()
+		jc.over = true
+		for _, c := range jc.divConns {
+			c.Close()
+		}
+		jc.mu.Unlock()
 		for _, s := range []*side{&jc.client, &jc.service} {
 			if s.fd >= 0 {
 				unix.Close(int(s.fd)) // also leaves the poller
@@ -398,8 +431,9 @@ func (jc *joined) end() {
 // while any pair is joined.
 func (js *joins) expire() {
 	js.mu.Lock()
-	var idle []*joined
+	var idle, all []*joined
 	for jc := range js.pairs {
+		all = append(all, jc)
 		if _, info := jc.client.fd.counts(); info == nil ||
 			time.Duration(min(info.Last_data_recv, info.Last_data_sent))*time.Millisecond >= js.idle {
 			idle = append(idle, jc)
@@ -412,6 +446,10 @@ func (js *joins) expire() {
 	js.mu.Unlock()
 	for _, jc := range idle {
 		jc.end()
+	}
+	// A kept request whose news the ring buffer dropped (it was full).
+	for _, jc := range all {
+		jc.checkDiverted()
 	}
 }
 

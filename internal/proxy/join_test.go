@@ -34,6 +34,11 @@ func joinFront(t *testing.T, addr string, held *atomic.Int32) *httptest.Server {
 		p.Serve(w, r, Request{SandboxID: "demo", Port: 8080, Host: r.Host, Hold: func() (func(), error) {
 			held.Add(1)
 			return func() { held.Add(-1) }, nil
+		}, Recheck: func(r *http.Request) (Request, bool) {
+			// As the preview path: the same host only; the key is kept
+			// from the service.
+			return Request{SandboxID: "demo", Port: 8080, Host: r.Host, Scheme: "http",
+				StripAuthorization: r.Header.Get("Authorization") == "Bearer key"}, r.Host == "demo"
 		}}, func(w http.ResponseWriter, r *http.Request, err error) {
 			http.Error(w, "upstream: "+err.Error(), http.StatusBadGateway)
 		})
@@ -95,6 +100,90 @@ func TestJoinedConnectionsPassEndsOfStreamOn(t *testing.T) {
 	for deadline := time.Now().Add(30 * time.Second); held.Load() != 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d holds left after the connection ended", held.Load())
+		}
+	}
+}
+
+// A joined connection's requests that need the daemon are served by it,
+// checked and rewritten as on the ordinary path, on the same connection;
+// one for another host ends the connection without reaching the service.
+func TestJoinedConnectionsDivertWhatNeedsTheDaemon(t *testing.T) {
+	addr, mux := backend(t)
+	var seen atomic.Int32
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		seen.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s xff=%q auth=%q host=%s body=%d", r.URL.Path, r.Header.Get("X-Forwarded-For"), r.Header.Get("Authorization"), r.Host, len(body))
+	})
+	var held atomic.Int32
+	srv := joinFront(t, addr, &held)
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	br := bufio.NewReader(c)
+	do := func(writes ...string) string {
+		t.Helper()
+		for i, w := range writes {
+			if i > 0 {
+				time.Sleep(50 * time.Millisecond) // separate buffers
+			}
+			io.WriteString(c, w)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%q: %v", writes, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	get := "GET /%s HTTP/1.1\r\nHost: demo\r\n%s\r\n"
+	for _, step := range []struct {
+		name   string
+		writes []string
+		want   string
+	}{
+		{"first", []string{fmt.Sprintf(get, "1", "")}, `/1 xff="127.0.0.1" auth="" host=demo body=0`},
+		{"joined", []string{fmt.Sprintf(get, "2", "")}, `/2 xff="" auth="" host=demo body=0`},
+		{"app's own Authorization", []string{fmt.Sprintf(get, "3", "Authorization: Basic app\r\n")}, `/3 xff="127.0.0.1" auth="Basic app" host=demo body=0`},
+		{"the key and X-Forwarded-For", []string{fmt.Sprintf(get, "4", "Authorization: Bearer key\r\nX-Forwarded-For: 203.0.113.9\r\n")}, `/4 xff="127.0.0.1" auth="" host=demo body=0`},
+		{"a plain one after", []string{fmt.Sprintf(get, "5", "")}, `/5 xff="127.0.0.1" auth="" host=demo body=0`},
+		{"a body", []string{"POST /6 HTTP/1.1\r\nHost: demo\r\nContent-Length: 3\r\n\r\nabc"}, `/6 xff="127.0.0.1" auth="" host=demo body=3`},
+	} {
+		if got := do(step.writes...); got != step.want {
+			t.Errorf("%s: service saw %s, want %s", step.name, got, step.want)
+		}
+	}
+	before := seen.Load()
+	fmt.Fprintf(c, "GET /7 HTTP/1.1\r\nHost: other\r\n\r\n")
+	if n, err := br.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Errorf("another host on a joined connection: %d bytes, %v; want its end", n, err)
+	}
+	if seen.Load() != before {
+		t.Errorf("the request for another host reached the service")
+	}
+
+	// A header split across two writes is caught.
+	c2, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c, br = c2, bufio.NewReader(c2)
+	c.SetDeadline(time.Now().Add(time.Minute))
+	do(fmt.Sprintf(get, "1", ""))
+	do(fmt.Sprintf(get, "2", ""))
+	split := fmt.Sprintf(get, "3", "Authorization: Bearer key\r\n")
+	cut := strings.Index(split, "Author") + 6
+	if got, want := do(split[:cut], split[cut:]), `/3 xff="127.0.0.1" auth="" host=demo body=0`; got != want {
+		t.Errorf("split header: service saw %s, want %s", got, want)
+	}
+	c2.Close()
+	for deadline := time.Now().Add(30 * time.Second); held.Load() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d holds left after the connections ended", held.Load())
 		}
 	}
 }

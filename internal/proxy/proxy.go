@@ -226,6 +226,11 @@ type Request struct {
 	// unread. It takes what keeps the sandbox up while the connection is
 	// joined; release lets it go.
 	Hold func() (release func(), err error)
+	// Recheck, with Hold, checks a later request of a joined connection
+	// that the kernel kept for the daemon (divert.go): it returns what
+	// the ordinary path would make of r, and false when r may not go to
+	// the same sandbox port (another preview, a signed link to answer).
+	Recheck func(r *http.Request) (Request, bool)
 }
 
 // Serve forwards r as req says. When the service cannot be reached or

@@ -1,0 +1,254 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Diverted connections. The kernel sends a joined client's requests on to
+// the service only while they need nothing of the daemon (sockjoin's scan:
+// no credentials, X-Forwarded-*, preview cookie or link, body or upgrade,
+// and the first request's Host). From the first buffer that does, it keeps
+// the client's bytes on the client's socket, and the proxy serves the rest
+// of the connection request by request: each request is read, checked as
+// the ordinary path checks it (Request.Recheck), rewritten as it rewrites
+// it (X-Forwarded-*, no API token, no preview cookie, no hop-by-hop
+// headers) and written to the same service connection. The service's
+// answers still reach the client through the kernel: the service answers
+// in order, so they stay in order whatever the client pipelined. A
+// request that cannot go to this service (another Host, a signed link,
+// one the parser refuses) ends the client's half of the connection: the
+// service gets an end of stream after the requests before it, and the
+// client, once it has their answers, gets its own (a client retries such
+// a request on a new connection, where the daemon answers it).
+
+// maxDivertedHeader bounds a diverted request's line and headers, as
+// http.Server bounds them.
+const maxDivertedHeader = http.DefaultMaxHeaderBytes + 4096
+
+// checkDiverted starts the diversion when the kernel keeps the client's
+// bytes, and reports whether it does.
+func (jc *joined) checkDiverted() bool {
+	if jc.diverting.Load() {
+		return true
+	}
+	diverted, _, err := jc.pair.Diverted()
+	if err != nil || !diverted {
+		return false
+	}
+	jc.startDivert()
+	return true
+}
+
+func (jc *joined) startDivert() {
+	jc.divertOnce.Do(func() {
+		jc.diverting.Store(true)
+		go jc.divert()
+	})
+}
+
+// watchDiverted starts the diversion of each client the kernel reports.
+func (js *joins) watchDiverted() {
+	for {
+		cookie, err := js.joiner.NextDiverted()
+		if err != nil {
+			return
+		}
+		js.mu.Lock()
+		jc := js.byCookie[cookie]
+		js.mu.Unlock()
+		if jc != nil {
+			jc.startDivert()
+		}
+	}
+}
+
+// divert serves the client's kept stream request by request, until it
+// ends or a request cannot go to this service; then it ends the service's
+// incoming stream.
+func (jc *joined) divert() {
+	defer jc.closeServiceWrite()
+	_, redirected, err := jc.pair.Diverted()
+	// The service must have been handed every byte the kernel sent on
+	// before the daemon writes its first.
+	if err != nil || jc.recheck == nil || !jc.service.handed(redirected) {
+		go jc.end()
+		return
+	}
+	cc, err := jc.client.fd.conn()
+	if err != nil {
+		go jc.end()
+		return
+	}
+	sw := &sockWriter{fd: jc.service.fd, timeout: jc.js.idle}
+	jc.mu.Lock()
+	if jc.over {
+		jc.mu.Unlock()
+		cc.Close()
+		return
+	}
+	jc.divConns = append(jc.divConns, cc)
+	jc.mu.Unlock()
+	lr := &io.LimitedReader{R: cc}
+	br := bufio.NewReaderSize(lr, 4<<10)
+	bw := bufio.NewWriterSize(sw, 4<<10)
+	for {
+		lr.N = maxDivertedHeader
+		r, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		lr.N = math.MaxInt64
+		req, ok := jc.recheck(r)
+		if !ok || req.SandboxID != jc.id || req.Port != jc.port {
+			return
+		}
+		r.RemoteAddr = jc.remote
+		out := divertedRequest(jc.proxy, r, req)
+		if err := out.Write(bw); err != nil {
+			return
+		}
+		if err := bw.Flush(); err != nil {
+			return
+		}
+		if out.Header.Get("Upgrade") != "" {
+			// The rest is the new protocol's, both ways.
+			if br.Buffered() > 0 {
+				b, _ := br.Peek(br.Buffered())
+				if _, err := sw.Write(b); err != nil {
+					return
+				}
+			}
+			io.Copy(sw, cc)
+			return
+		}
+		if r.Close {
+			return
+		}
+	}
+}
+
+// divertedRequest is r as the ordinary path sends it on (serveDirect).
+func divertedRequest(p *Proxy, r *http.Request, req Request) *http.Request {
+	out := r.Clone(r.Context())
+	out.Header = r.Header.Clone()
+	upgrade := ""
+	if headerHasToken(r.Header, "Connection", "upgrade") {
+		upgrade = r.Header.Get("Upgrade")
+	}
+	removeHopHeaders(out.Header)
+	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		out.Header.Del(h)
+	}
+	p.rewrite(&httputil.ProxyRequest{In: r, Out: out}, req)
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header.Set("User-Agent", "") // no Go default
+	}
+	if upgrade != "" {
+		out.Header.Set("Connection", "Upgrade")
+		out.Header.Set("Upgrade", upgrade)
+	}
+	return out
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// closeServiceWrite ends the service's incoming stream: the client's
+// half of the connection is over.
+func (jc *joined) closeServiceWrite() {
+	unix.Shutdown(int(jc.service.fd), unix.SHUT_WR)
+	jc.client.eof.Store(true)
+	if jc.eofs.Add(1) == 2 {
+		jc.end()
+	}
+}
+
+// handed waits until the socket s has been given to send n bytes more
+// than the daemon gave it before the join, and reports whether it was
+// before the idle timeout passed without progress.
+func (s *side) handed(n uint64) bool {
+	last, since := uint64(0), time.Now()
+	for wait := 100 * time.Microsecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		out, info := s.fd.counts()
+		if info == nil {
+			return false
+		}
+		sent := out.written - s.base.written
+		if sent >= n {
+			return true
+		}
+		if sent != last {
+			last, since = sent, time.Now()
+		} else if time.Since(since) > s.jc.js.idle {
+			return false
+		}
+		time.Sleep(wait)
+	}
+}
+
+// conn returns a net.Conn of its own on s's socket (for reading the
+// bytes the kernel kept on it).
+func (s sock) conn() (io.ReadCloser, error) {
+	fd, err := unix.FcntlInt(uintptr(s), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "joined")
+	c, err := net.FileConn(f)
+	f.Close()
+	return c, err
+}
+
+// sockWriter writes to a joined socket outside the Go runtime's poller
+// (which the kernel would wake for every answer it carries the other
+// way), waiting for room with poll(2).
+type sockWriter struct {
+	fd      sock
+	timeout time.Duration
+}
+
+var errWriteTimeout = errors.New("the service took nothing for the idle timeout")
+
+func (w *sockWriter) Write(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := unix.Write(int(w.fd), b[n:])
+		if m > 0 {
+			n += m
+		}
+		switch {
+		case err == unix.EAGAIN:
+			fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLOUT}}
+			k, err := unix.Poll(fds, int(w.timeout.Milliseconds()))
+			if err != nil && err != unix.EINTR {
+				return n, err
+			}
+			if k == 0 {
+				return n, errWriteTimeout
+			}
+		case err == unix.EINTR:
+		case err != nil:
+			return n, err
+		}
+	}
+	return n, nil
+}
