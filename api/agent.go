@@ -49,6 +49,16 @@ type AgentNameRequest struct {
 	Name string `json:"name"`
 }
 
+// AgentLoginRequest is the body of the agent's POST /internal/login,
+// which a warm pool's sandbox gets before it joins the pool.
+type AgentLoginRequest struct {
+	// User is the account whose login processes (StartProcessRequest.Login,
+	// in its home, with no env of their own) are to start fast: it is
+	// created if missing, and the login shell they are forked from is
+	// started in its home. A user name; "root" for root.
+	User string `json:"user"`
+}
+
 // AgentForkRequest is the body of the agent's POST /internal/fork, sent once
 // to the agent of a sandbox restored from a memory snapshot of another.
 type AgentForkRequest struct {

@@ -15,6 +15,7 @@ import (
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/agent/process"
 	"github.com/sandboxd/sandboxd/internal/agent/session"
+	"github.com/sandboxd/sandboxd/internal/agent/user"
 )
 
 // processWire describes a process on the wire.
@@ -122,6 +123,42 @@ func (s *server) startRequested(w http.ResponseWriter, r *http.Request) (*proces
 		return nil, false
 	}
 	return p, true
+}
+
+// loginRequest prepares the agent for login processes of a user in its
+// home with the default session's environment (what the E2B layer's
+// commands are): the account is created and the fork server started, so
+// that neither is on the first command's time. The daemon sends it to a
+// warm pool's sandbox before the sandbox joins the pool. It answers once
+// the fork server is ready, or, when there can be none (its profile
+// prints), once the account exists.
+func (s *server) loginRequest(w http.ResponseWriter, r *http.Request) {
+	var req api.AgentLoginRequest
+	if e := decodeBody(w, r, maxSmallBody, &req, false); e != nil {
+		writeError(w, e)
+		return
+	}
+	if e := validateUser(req.User); e != nil || req.User == "" {
+		writeError(w, api.Errorf(api.CodeValidationFailed, "user must be root or a name of [a-z_][a-z0-9_-]*, at most %d characters", api.MaxUserNameLength))
+		return
+	}
+	sess, err := s.sessions.Get(session.Default)
+	if err != nil {
+		writeError(w, s.apiError(err))
+		return
+	}
+	var acct *user.Account
+	cwd := "/root"
+	if req.User != "root" {
+		a, err := s.users.Ensure(req.User)
+		if err != nil {
+			writeError(w, s.apiError(err))
+			return
+		}
+		acct, cwd = &a, a.Home
+	}
+	s.processes.PrepareLogin(r.Context(), process.StartOptions{Env: sess.Environ(acct, nil), Cwd: cwd, Account: acct, Login: true})
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *server) listProcesses(w http.ResponseWriter, r *http.Request) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/api/sse"
+	"github.com/sandboxd/sandboxd/internal/agentapi"
 )
 
 // call sends method path with body (nil: none) and decodes a JSON answer
@@ -706,6 +707,37 @@ func TestLoginProfileThatPrints(t *testing.T) {
 		ta.mustCall(t, 200, "GET", "/processes/"+p.ID+"/logs", nil, &logs)
 		if want := fmt.Sprintf("welcome\n%d\n", p.PID); logs.Stdout != want {
 			t.Errorf("run %d: stdout %q, want %q", i, logs.Stdout, want)
+		}
+	}
+}
+
+// TestPrepareLoginSurvivesTheName: a warm pool's sandbox is made ready for
+// login processes of a user before it is handed out (POST /internal/login:
+// the account is created and the fork server started); the name it gets
+// when it is taken changes HOSTNAME, and its first login process is still
+// forked by that server, with the new HOSTNAME, as a login shell started
+// then would see it.
+func TestPrepareLoginSurvivesTheName(t *testing.T) {
+	ta := startAgent(t)
+	if err := os.Chmod(filepath.Dir(ta.workspace), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ta.mustCall(t, http.StatusOK, "POST", agentapi.PathName, api.AgentNameRequest{Name: "warm-1"}, nil)
+	for _, bad := range []string{"", "Bad User", "x;y"} {
+		ta.callError(t, api.CodeValidationFailed, "POST", agentapi.PathLogin, api.AgentLoginRequest{User: bad})
+	}
+	ta.mustCall(t, http.StatusNoContent, "POST", agentapi.PathLogin, api.AgentLoginRequest{User: "tester"}, nil)
+	server := loginShell(t, 0)
+	ta.mustCall(t, http.StatusOK, "POST", agentapi.PathName, api.AgentNameRequest{Name: "it's taken"}, nil)
+	home := filepath.Join(filepath.Dir(ta.workspace), "home", "tester")
+	for i := range 2 {
+		p := ta.start(t, api.StartProcessRequest{Command: `echo "$HOSTNAME|$(printenv HOSTNAME)|$$|$USER|$PWD"`,
+			Login: true, User: "tester", Cwd: home, CloseStdin: true})
+		ta.waitExit(t, p.ID)
+		var logs api.ProcessLogs
+		ta.mustCall(t, http.StatusOK, "GET", "/processes/"+p.ID+"/logs", nil, &logs)
+		if want := fmt.Sprintf("it's taken|it's taken|%d|tester|%s\n", server, home); logs.Stdout != want {
+			t.Errorf("login process %d: %q, want %q (forked by the prepared server %d)", i, logs.Stdout, want, server)
 		}
 	}
 }

@@ -71,6 +71,7 @@ func (s *server) handlers() map[string]http.HandlerFunc {
 		"POST " + agentapi.PathName:         s.nameRequest,
 		"POST " + agentapi.PathFork:         s.forkRequest,
 		"GET " + agentapi.PathReady:         s.readyRequest,
+		"POST " + agentapi.PathLogin:        s.loginRequest,
 		"POST /exec":                        s.exec,
 		"POST /exec/stream":                 s.execStream,
 		"GET /env":                          s.getSandboxEnv,

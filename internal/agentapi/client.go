@@ -102,6 +102,15 @@ func (c *Client) WarmShell(ctx context.Context) error {
 	return nil
 }
 
+// PrepareLogin makes the agent of a warm sandbox ready for login
+// processes of user in its home (the E2B layer's commands): the account
+// exists and the login shell they are forked from runs. It returns once
+// that shell is ready. An agent older than this call answers 404, which
+// costs only the speed.
+func (c *Client) PrepareLogin(ctx context.Context, user string) error {
+	return c.do(ctx, http.MethodPost, PathLogin, &api.AgentLoginRequest{User: user}, http.StatusNoContent, nil)
+}
+
 // Name tells the agent of a warm sandbox the name it was handed out
 // under: its commands see it as HOSTNAME from the next one on. Unlike the
 // public POST /env it writes nothing to disk: the daemon puts the name in

@@ -26,6 +26,7 @@ const (
 	PathName     = InternalPrefix + "name"
 	PathFork     = InternalPrefix + "fork"
 	PathReady    = InternalPrefix + "ready"
+	PathLogin    = InternalPrefix + "login"
 )
 
 // ResumeSignal, sent to the agent (init) through the runtime, makes an
@@ -73,6 +74,7 @@ var Routes = []Route{
 	{Method: "POST", Path: PathName, Idempotent: true},
 	{Method: "POST", Path: PathFork},
 	{Method: "GET", Path: PathReady, Idempotent: true},
+	{Method: "POST", Path: PathLogin, Idempotent: true},
 
 	{Method: "POST", Path: "/exec", Public: true, Metric: "buffered"},
 	{Method: "POST", Path: "/exec/stream", Public: true, Stream: true, Metric: "stream"},

@@ -24,6 +24,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/cgroup"
 	"github.com/sandboxd/sandboxd/internal/console"
 	"github.com/sandboxd/sandboxd/internal/doctor"
+	"github.com/sandboxd/sandboxd/internal/e2b"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/lxcfs"
 	"github.com/sandboxd/sandboxd/internal/metrics"
@@ -175,6 +176,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Quotas:    keys.QuotaOf,
 		IdleCheck: cfg.IdleCheck,
 		WarmPool:  cfg.WarmPool,
+		// The E2B layer's commands are login processes of its default
+		// user: pooled sandboxes are made ready for them.
+		PoolLoginUser: e2b.DefaultUser,
 		BucketEndpoints: bucket.EndpointGuard{
 			Refuse: []netip.Prefix{netip.MustParsePrefix(cfg.Subnet).Masked()},
 			Allow:  bucketAllow,

@@ -70,7 +70,11 @@ type call struct {
 
 // defaultUser is the user envd runs commands and file operations as when
 // the request names none, as on E2B's templates.
-const defaultUser = "user"
+const defaultUser = DefaultUser
+
+// DefaultUser is the user E2B's SDK runs commands as: the daemon's warm
+// pool makes its sandboxes ready for its login processes.
+const DefaultUser = "user"
 
 // userOf reads the user of an envd call from "Authorization: Basic
 // base64(<user>:)"; none is defaultUser.

@@ -80,6 +80,12 @@ func runFakeAgent(bundle string) {
 		io.Copy(io.Discard, r.Body) // the warm pool's warm-up, `:`
 		json.NewEncoder(w).Encode(api.ExecResult{})
 	})
+	mux.HandleFunc("POST "+agentapi.PathLogin, func(w http.ResponseWriter, r *http.Request) {
+		var req api.AgentLoginRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		os.WriteFile(filepath.Join(bundle, "login"), []byte(req.User), 0o644) // what the test reads
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("POST "+agentapi.PathName, func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.WriteHeader(http.StatusOK)

@@ -94,6 +94,10 @@ type Options struct {
 	// HostMemory reports the host's available memory and pressure for
 	// Capacity.MemoryReserve and MemoryPressure (nil: ProcMemory).
 	HostMemory HostMemory
+	// PoolLoginUser, when set, is the user whose login processes the warm
+	// pool's sandboxes are made ready for before they join the pool (the
+	// E2B layer's default user): see prepareLogin.
+	PoolLoginUser string
 	// MaxBoots is how many container starts run at once (0: two per
 	// CPU the daemon may use); the others wait their turn (bootgate.go).
 	MaxBoots int

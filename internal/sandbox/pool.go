@@ -385,7 +385,11 @@ func (m *Manager) startWarm(ctx context.Context, w *box) error {
 	if err != nil {
 		return err
 	}
-	return m.startWarmWith(ctx, w, cfg)
+	if err := m.startWarmWith(ctx, w, cfg); err != nil {
+		return err
+	}
+	m.prepareLogin(ctx, w)
+	return nil
 }
 
 // startWarmWith starts the sandbox w, of no name yet, with cfg, to be

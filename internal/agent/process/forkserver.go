@@ -134,7 +134,7 @@ func (m *Manager) startForkServer(o StartOptions) {
 		return
 	}
 	old := m.fork
-	if old != nil && old.key.equal(key) && slices.Equal(old.stamps, loginFilesOf(o)) {
+	if old != nil && old.key.servesLike(key) && slices.Equal(old.stamps, loginFilesOf(o)) {
 		m.spareMu.Unlock()
 		return
 	}
@@ -205,6 +205,31 @@ func (m *Manager) newForkServer(o StartOptions) (*forkServer, bool) {
 	return fs, false
 }
 
+// PrepareLogin starts the fork server for login processes like o ahead
+// of the first (o's Command is not used), and waits until it is ready or
+// ctx is done. It reports whether one is ready: false when there is no
+// fork server (no RunDir, or the profile prints), which is no error, the
+// processes start another way.
+func (m *Manager) PrepareLogin(ctx context.Context, o StartOptions) bool {
+	if m.forkDir == "" || m.forkVetoed(o) {
+		return false
+	}
+	m.startForkServer(o)
+	m.spareMu.Lock()
+	starting := m.forkStarting
+	m.spareMu.Unlock()
+	if starting != nil {
+		select {
+		case <-starting:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	m.spareMu.Lock()
+	defer m.spareMu.Unlock()
+	return m.fork != nil && m.fork.key.servesLike(keyOf(o))
+}
+
 // forkServerExited forgets a fork server that died. It runs on the
 // reaper's goroutine.
 func (m *Manager) forkServerExited(fs *forkServer) {
@@ -258,7 +283,7 @@ func (m *Manager) claimForkServer(o StartOptions) *forkServer {
 	if fs == nil {
 		return nil
 	}
-	if fs.key.equal(keyOf(o)) && slices.Equal(fs.stamps, loginFilesOf(o)) {
+	if fs.key.servesLike(keyOf(o)) && slices.Equal(fs.stamps, loginFilesOf(o)) {
 		return fs
 	}
 	m.spareMu.Lock()
@@ -391,7 +416,7 @@ func (p *Proc) startFromForkServer(o StartOptions, fs *forkServer) error {
 	}
 	deadline := time.Now().Add(m.cfg.StartTimeout)
 	pid, err := m.cfg.Reaper.Start(func() (int, error) {
-		return fs.fork(fp.base, inPath, o.Command, deadline)
+		return fs.fork(fp.base, inPath, hostnamePrelude(fs.key, keyOf(o))+o.Command, deadline)
 	}, func(st reaper.Status) {
 		m.wg.Add(1)
 		go func() { defer m.wg.Done(); p.finish(st) }()

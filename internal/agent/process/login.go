@@ -65,6 +65,47 @@ func (k loginKey) equal(o loginKey) bool {
 	return k.uid == o.uid && k.gid == o.gid && k.cwd == o.cwd && slices.Equal(k.env, o.env)
 }
 
+// servesLike reports whether a fork server whose profile ran with k can
+// serve a process of o: the same key, but for the value of HOSTNAME when
+// both have one, which the forked process exports (see hostnamePrelude).
+// A warm pool's sandbox gets its name, and HOSTNAME, when it is taken,
+// after its fork server for the E2B layer's default user started
+// (PrepareLogin); no login profile of the supported images reads it.
+func (k loginKey) servesLike(o loginKey) bool {
+	if k.uid != o.uid || k.gid != o.gid || k.cwd != o.cwd || len(k.env) != len(o.env) {
+		return false
+	}
+	for i, kv := range k.env {
+		if kv != o.env[i] && !(strings.HasPrefix(kv, hostnameEq) && strings.HasPrefix(o.env[i], hostnameEq)) {
+			return false
+		}
+	}
+	return true
+}
+
+const hostnameEq = "HOSTNAME="
+
+// hostnamePrelude is what a process forked by a server whose profile ran
+// with k runs before its command so that it sees o's HOSTNAME: nothing
+// when they agree. It ends with "; ", so that the command's line numbers
+// stay as they are.
+func hostnamePrelude(k, o loginKey) string {
+	v, ok := strings.CutPrefix(lookupEnvLine(o.env, hostnameEq), hostnameEq)
+	if !ok || lookupEnvLine(k.env, hostnameEq) == hostnameEq+v {
+		return ""
+	}
+	return "export HOSTNAME='" + strings.ReplaceAll(v, "'", `'\''`) + "'; "
+}
+
+func lookupEnvLine(env []string, prefix string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if strings.HasPrefix(env[i], prefix) {
+			return env[i]
+		}
+	}
+	return ""
+}
+
 // loginLoader is the script the login shell runs once its profile ran:
 // read the command from fd 4 to its end, close it, and evaluate the
 // command in this shell with no trace of the loader's variable.
