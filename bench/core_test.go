@@ -125,18 +125,29 @@ func logSteps(log, msg string) string {
 // namespaces on) against another build of sandboxd, BENCH_BASELINE (say,
 // main's before a change), sample by sample in one run, so that a change
 // to the start path is measured before and after on the same loaded
-// machine. Skipped without BENCH_BASELINE.
+// machine. With BENCH_BASELINE_BIN_DIR=DIR instead, the baseline is that
+// build's sandboxd with its own agent and spawn wrapper (needed when the
+// change is in the agent, or the agent protocol moved). Skipped without
+// either.
 func BenchmarkColdStartBaseline(b *testing.B) {
-	baseline := os.Getenv("BENCH_BASELINE")
-	if baseline == "" {
-		b.Skip("BENCH_BASELINE names no sandboxd build to compare with")
+	base, ok := baselineOptions(nil)
+	if !ok {
+		base = testdaemon.Options{Binary: os.Getenv("BENCH_BASELINE")}
+	}
+	if base.Binary == "" {
+		b.Skip("neither BENCH_BASELINE nor BENCH_BASELINE_BIN_DIR names a sandboxd build to compare with")
+	}
+	withArgs := func(args ...string) testdaemon.Options {
+		o := base
+		o.Args = append(append([]string(nil), base.Args...), args...)
+		return o
 	}
 	for _, mode := range []api.NetworkMode{api.NetworkNone, api.NetworkInternet} {
 		var before, after samples
 		b.Run(string(mode)+"/baseline", func(b *testing.B) {
 			once(b, func(b *testing.B) {
 				sets := interleavedColdStarts(b, mode,
-					testdaemon.Start(b, testdaemon.Options{Binary: baseline}),
+					testdaemon.Start(b, withArgs()),
 					testdaemon.Start(b, testdaemon.Options{}))
 				before, after = sets[0], sets[1]
 				before.report(b)
@@ -152,7 +163,7 @@ func BenchmarkColdStartBaseline(b *testing.B) {
 		once(b, func(b *testing.B) {
 			args := []string{"--warm-pool", "1", "--default-memory", "128Mi"}
 			daemons := []*testdaemon.Daemon{
-				testdaemon.Start(b, testdaemon.Options{Binary: baseline, Args: args}),
+				testdaemon.Start(b, withArgs(args...)),
 				testdaemon.Start(b, testdaemon.Options{Args: args}),
 			}
 			ctx := ctxFor(b)
