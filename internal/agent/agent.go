@@ -134,6 +134,10 @@ type Agent struct {
 	state     *stateStore
 	code      *interp.Manager
 	server    *server
+	// bootShell: the default shell starts without the spawn wrapper at
+	// start-up (session.WarmAtBoot): the agent is the sandbox's init, so
+	// no user program can run yet, and user programs join a user cgroup.
+	bootShell bool
 	// shutdownReason is what the daemon said when it asked the agent to
 	// stop (POST /internal/shutdown); the records of killed processes give it.
 	shutdownReason atomic.Pointer[string]
@@ -180,6 +184,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if os.Getpid() == 1 && !cfg.GVisor {
 		protectFromOOM(cfg.Log)
+		a.bootShell = true
 	}
 	sc := cfg.Sessions
 	sc.RunDir, sc.Workspace, sc.CgroupRoot = cfg.RunDir, cfg.Workspace, cfg.CgroupRoot
@@ -293,12 +298,22 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	if a.ownReaper {
 		g.Go(func() error { return a.reaper.Run(reaperCtx) })
 	}
+	// launched is closed once the default shell started below runs in
+	// the user cgroups: nothing is served before, so no user program runs
+	// beside a boot shell that is still outside them (WarmAtBoot).
+	launched := make(chan struct{})
 	g.Go(func() error {
 		// Start the default shell now so the first command does not wait
 		// for it. A failure is not fatal: the first command tries again
 		// and reports the error to its caller.
 		def, err := a.sessions.Get(session.Default)
-		if err == nil {
+		switch {
+		case err != nil:
+			close(launched)
+		case a.bootShell:
+			err = def.WarmAtBoot(gctx, func() { close(launched) })
+		default:
+			close(launched)
 			err = def.Warm(gctx)
 		}
 		if err != nil && gctx.Err() == nil {
@@ -309,6 +324,10 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		return nil
 	})
 	g.Go(func() error {
+		select {
+		case <-launched:
+		case <-gctx.Done():
+		}
 		a.cfg.Log.Info("agent serving", "socket", ln.Addr().String(), "pid", os.Getpid(), "version", a.cfg.Version)
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serving: %w", err)

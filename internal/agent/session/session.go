@@ -289,15 +289,53 @@ func (s *Session) Warm(ctx context.Context) error {
 	return s.ensureShell(ctx)
 }
 
+// WarmAtBoot is Warm for the agent's start-up, before it serves anything
+// and before any user program runs in the sandbox: a root shell whose
+// environment names no start-up file (BASH_ENV, ENV) starts without the
+// spawn wrapper, and the agent moves it into the user cgroups itself
+// (spawn.Adopt) before the shell reads its first line. launched is called
+// once the shell is in its cgroups, or as soon as it is known that it
+// starts otherwise or not at all; the caller serves requests only after
+// it, so no user program can exist while the shell is still outside its
+// cgroup (and trace it into forking there).
+//
+// Why: the wrapper is a Go program of its own, and its start-up on the
+// sandbox's one CPU was about half of the time from the agent's first
+// instruction to the answer of a sandbox's first command. The shell
+// itself runs no code of anyone's before its first line: bash reads
+// neither profile nor rc file (--noprofile --norc), and the start-up
+// file a non-interactive bash reads (BASH_ENV) sends the start through
+// the wrapper.
+func (s *Session) WarmAtBoot(ctx context.Context, launched func()) error {
+	var once sync.Once
+	done := func() { once.Do(launched) }
+	defer done()
+	select {
+	case <-s.turn:
+	case <-s.closed:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { s.turn <- struct{}{} }()
+	return s.ensureShellWith(ctx, done)
+}
+
 // ensureShell makes sure s.sh is a live shell. Called with the turn held.
 func (s *Session) ensureShell(ctx context.Context) error {
+	return s.ensureShellWith(ctx, nil)
+}
+
+// ensureShellWith is ensureShell; a non-nil launched asks for the boot
+// start of WarmAtBoot.
+func (s *Session) ensureShellWith(ctx context.Context, launched func()) error {
 	if s.sh != nil && !s.sh.exited.Load() {
 		return nil
 	}
 	if s.sh != nil {
 		s.dropShell()
 	}
-	sh, err := s.startShell(ctx)
+	sh, err := s.startShell(ctx, launched)
 	if err != nil {
 		return fmt.Errorf("starting the shell of session %s: %w", s.id, err)
 	}

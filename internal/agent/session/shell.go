@@ -51,8 +51,9 @@ type shell struct {
 }
 
 // startShell starts a shell through the spawn wrapper and waits until it
-// answers on the status pipe.
-func (s *Session) startShell(ctx context.Context) (_ *shell, err error) {
+// answers on the status pipe. A non-nil launched asks for WarmAtBoot's
+// start, and is called once the shell runs in its cgroups.
+func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, err error) {
 	cfg := &s.m.cfg
 	cwd := s.opts.Cwd
 	if cwd == "" {
@@ -137,7 +138,10 @@ func (s *Session) startShell(ctx context.Context) (_ *shell, err error) {
 		// reaches the shell's process group, never the agent.
 		Sys: &syscall.SysProcAttr{Setsid: true},
 	}
-	if cfg.DirectSpawn {
+	// adopt: the boot shell of WarmAtBoot, started directly and moved
+	// into the user cgroups by the agent before it reads its first line.
+	adopt := launched != nil && !cfg.DirectSpawn && acct == nil && sh.env["BASH_ENV"] == "" && sh.env["ENV"] == ""
+	if cfg.DirectSpawn || adopt {
 		// Without the wrapper: the shell itself, as the wrapper would
 		// have made it (argv[0], user). A failed start is StartProcess's
 		// error instead of a message on the status pipe.
@@ -163,6 +167,15 @@ func (s *Session) startShell(ctx context.Context) (_ *shell, err error) {
 	}
 	statusW.Close()
 	stdin.Close()
+	if adopt {
+		// Fails closed: the deferred clean-up kills the shell.
+		if err := spawn.Adopt(cfg.CgroupRoot, sh.pid); err != nil {
+			return nil, err
+		}
+	}
+	if launched != nil {
+		launched()
+	}
 	if err := unix.SetNonblock(sh.status, true); err != nil {
 		return nil, err
 	}

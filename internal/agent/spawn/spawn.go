@@ -8,7 +8,10 @@
 // exec, and the cgroup move must happen before PROG runs its first
 // instruction, or a fork bomb or a memory hog could start in the agent's
 // cgroup and bring the agent down with it. A process that writes its own PID
-// to cgroup.procs moves itself, and its children follow.
+// to cgroup.procs moves itself, and its children follow. The one exception
+// is the agent's boot shell, which runs nothing of anyone's before its
+// first line and is moved by the agent (Adopt) before it gets that line:
+// see session.WarmAtBoot.
 //
 // With --uid the wrapper then drops root: supplementary groups, group and
 // user, in that order (setuid last, because it takes the right to change
@@ -261,11 +264,25 @@ func parse(args []string) (Options, []string, error) {
 // negative score so that the OOM killer never picks it; user code must not
 // inherit that.
 func Prepare(cgroupRoot, oomScoreAdj string) error {
+	return prepare(cgroupRoot, strconv.Itoa(os.Getpid()), oomScoreAdj)
+}
+
+// Adopt does for the process pid, a child of the caller that has not run
+// anything it was not told to yet, what Prepare does for the caller: it
+// moves pid into every user cgroup under cgroupRoot and sets its
+// oom_score_adj to 0. The agent's boot shell starts without the wrapper
+// and is adopted before it reads its first line (session.WarmAtBoot).
+// The caller must be root or pid's user (cgroup v1 lets no one else move
+// a process).
+func Adopt(cgroupRoot string, pid int) error {
+	return prepare(cgroupRoot, strconv.Itoa(pid), fmt.Sprintf("/proc/%d/oom_score_adj", pid))
+}
+
+func prepare(cgroupRoot, pid, oomScoreAdj string) error {
 	procs, err := filepath.Glob(filepath.Join(cgroupRoot, "*", "cgroup.procs"))
 	if err != nil {
 		return fmt.Errorf("spawn: listing cgroups: %w", err)
 	}
-	pid := strconv.Itoa(os.Getpid())
 	for _, p := range procs {
 		// O_TRUNC and no O_CREAT: a cgroup file is written, never created.
 		f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
