@@ -44,7 +44,11 @@ import (
 // and beside them a sandboxd cold start of a new ID (`exec true`, as
 // BenchmarkColdStart/none/no-userns) and `crun run` of /usr/bin/true in
 // BenchmarkRuntimeRun's minimal bundle (the goal's denominator).
-// FLOOR_VARIANTS="true go ..." runs only those variants.
+// FLOOR_VARIANTS="true go ..." runs only those variants. With
+// BENCH_BASELINE_BIN_DIR=DIR (another build's sandbox-agent and
+// sandbox-spawn), agent-exec-baseline is agent-exec with that build's
+// agent and wrapper mounted instead: a change to the agent's start
+// measured before and after, sample by sample.
 func BenchmarkColdStartFloor(b *testing.B) {
 	crun, err := exec.LookPath("crun")
 	if err != nil {
@@ -72,6 +76,10 @@ func BenchmarkColdStartFloor(b *testing.B) {
 			dir: b.TempDir(), parent: "/" + d.CgroupParent}
 
 		variants := []string{"true", "go", "agent-health", "agent-exec"}
+		f.baseline = os.Getenv("BENCH_BASELINE_BIN_DIR")
+		if f.baseline != "" {
+			variants = append(variants, "agent-exec-baseline")
+		}
 		if v := os.Getenv("FLOOR_VARIANTS"); v != "" {
 			variants = strings.Fields(v)
 		}
@@ -124,6 +132,8 @@ type floor struct {
 	netns   string
 	dir     string
 	parent  string
+	// baseline is BENCH_BASELINE_BIN_DIR: another build's agent and wrapper.
+	baseline string
 }
 
 // floorBundle is a running sandbox's spec and the host image it boots.
@@ -206,8 +216,13 @@ func (f *floor) sample(name, variant string) (started, answered time.Duration) {
 		if strings.HasPrefix(m.Destination, "/.sandboxd/cgroup/") {
 			continue
 		}
-		if m.Destination == runtime.AgentPath && variant == "go" {
+		switch {
+		case m.Destination == runtime.AgentPath && variant == "go":
 			m.Source = f.minimal
+		case m.Destination == runtime.AgentPath && variant == "agent-exec-baseline":
+			m.Source = filepath.Join(f.baseline, "sandbox-agent")
+		case m.Destination == runtime.SpawnPath && variant == "agent-exec-baseline":
+			m.Source = filepath.Join(f.baseline, "sandbox-spawn")
 		}
 		mounts = append(mounts, m)
 	}
@@ -266,7 +281,7 @@ func (f *floor) sample(name, variant string) (started, answered time.Duration) {
 		if _, err := agentapi.NewClient(floorTransport(sockPath)).Health(f.ctx); err != nil {
 			b.Fatalf("agent health: %v (log: %s)", err, readFile(logf.Name()))
 		}
-	case "agent-exec":
+	case "agent-exec", "agent-exec-baseline":
 		if err := agentExecTrue(f.ctx, sockPath); err != nil {
 			b.Fatalf("agent exec: %v (log: %s)", err, readFile(logf.Name()))
 		}
