@@ -1,6 +1,9 @@
 package api
 
-import "time"
+import (
+	"net/http"
+	"time"
+)
 
 // Egress defaults: what happens to destinations no entry of a policy names.
 const (
@@ -16,6 +19,13 @@ const MaxPolicyEntries = 256
 // bounds or does not fit the sandbox; Details["entry"] names it (e.g.
 // "allowDomains[2]") and Details["value"] holds it.
 const CodeInvalidNetworkPolicy Code = "INVALID_NETWORK_POLICY"
+
+// CodeHostAccessForbidden: a tenant's sandbox names host addresses in
+// allowHostCidrs that the operator has not opened to tenants (sandboxd
+// --host-access-allow). 403.
+const CodeHostAccessForbidden Code = "HOST_ACCESS_FORBIDDEN"
+
+func init() { RegisterStatus(CodeHostAccessForbidden, http.StatusForbidden) }
 
 // NetworkPolicy is a sandbox's egress policy: the body of
 // PUT /v1/sandboxes/{id}/network, which replaces the whole policy of a

@@ -93,7 +93,8 @@ type NetworkOptions struct {
 	AllowCIDRs []string `json:"allowCidrs,omitempty"`
 	// AllowHostCIDRs are addresses of the host itself (any of its
 	// interfaces, e.g. the sandbox's gateway) this sandbox may connect to,
-	// on any port. At most 64.
+	// on any port. At most 64. A tenant's sandbox may name only addresses
+	// inside the daemon's --host-access-allow (HOST_ACCESS_FORBIDDEN).
 	AllowHostCIDRs []string `json:"allowHostCidrs,omitempty"`
 	// AllowDomains, DenyDomains, DenyCIDRs and Default are the egress
 	// policy by name (see NetworkPolicy and docs/network.md).

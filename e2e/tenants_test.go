@@ -276,6 +276,49 @@ func TestTenantsCannotReachEachOther(t *testing.T) {
 		}
 	})
 
+	t.Run("a tenant's sandbox cannot open the host's own addresses", func(t *testing.T) {
+		// allowHostCidrs opens every port at the host addresses it names
+		// (other tenants' services on the host, the daemon's API): without
+		// --host-access-allow no tenant sandbox may name one, however it
+		// asks. The admin's own sandboxes may
+		// (TestNetworkInternetBlocksTheHostUnlessAllowed).
+		admA, _ := client.New(d.URL, client.WithToken(d.Token), client.WithTenant("team-a"))
+		for _, tc := range []struct {
+			what string
+			sb   *client.Sandbox
+		}{
+			{"a new sandbox", ca.Sandbox("host-peek", client.WithNetwork(api.NetworkOptions{
+				Mode: api.NetworkInternet, AllowHostCIDRs: []string{"10.0.0.1/32"}}))},
+			{"everything", ca.Sandbox("host-peek", client.WithNetwork(api.NetworkOptions{
+				Mode: api.NetworkInternet, AllowHostCIDRs: []string{"0.0.0.0/0"}}))},
+			{"an existing sandbox's options", ca.Sandbox("demo", client.WithNetwork(api.NetworkOptions{
+				Mode: api.NetworkInternet, AllowHostCIDRs: []string{"10.0.0.1/32"}}))},
+			// The sandbox is the tenant's, and so is the code it runs; the
+			// E2B layer calls this way for a tenant's key.
+			{"an admin acting as the tenant", admA.Sandbox("host-peek", client.WithNetwork(api.NetworkOptions{
+				Mode: api.NetworkInternet, AllowHostCIDRs: []string{"10.0.0.1/32"}}))},
+		} {
+			_, err := tc.sb.Ensure(ctx)
+			wantCode(t, tc.what, err, api.CodeHostAccessForbidden)
+		}
+		if _, err := ca.Sandbox("host-peek").Info(ctx); !errors.Is(err, client.ErrNotFound) {
+			t.Errorf("a refused create made a sandbox: %v", err)
+		}
+		// The policy a running sandbox may change has no host addresses.
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, d.URL+"/v1/sandboxes/demo/network",
+			strings.NewReader(`{"allowHostCidrs":["10.0.0.1/32"]}`))
+		req.Header.Set("Authorization", "Bearer "+keyA)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "allowHostCidrs") {
+			t.Errorf("a network update naming host addresses: %d %s", resp.StatusCode, body)
+		}
+	})
+
 	t.Run("volumes", func(t *testing.T) {
 		// Both tenants have a "data"; only A has "a-vol".
 		for _, v := range []struct {
@@ -550,5 +593,28 @@ func TestQuotasHoldUnderConcurrentCreates(t *testing.T) {
 	t.Logf("created and running %d, refused %v, usage %+v", ok, refused, u)
 	if ok != 2 || u.Running != 2 || u.Sandboxes != 4 || refused["maxSandboxes"] != 46 || refused["maxRunning"] != 2 {
 		t.Errorf("quotas did not hold: %d ran, refused %v, usage %+v", ok, refused, u)
+	}
+}
+
+// TestTenantHostAccessFollowsTheOperator: with --host-access-allow a
+// tenant's sandbox may name host addresses inside it in allowHostCidrs,
+// and reaches them; an entry outside it is still HOST_ACCESS_FORBIDDEN.
+func TestTenantHostAccessFollowsTheOperator(t *testing.T) {
+	// Every test daemon's address pool is inside 10.0.0.0/8.
+	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--host-access-allow", "10.0.0.0/8"}})
+	ctx := ctxT(t, 3*time.Minute)
+	ca, _ := tenantClient(t, d, api.KeyCreateRequest{Name: "team-a"})
+	_, err := ca.Sandbox("loopback", client.WithNetwork(api.NetworkOptions{
+		Mode: api.NetworkInternet, AllowHostCIDRs: []string{"127.0.0.1/32"}})).Ensure(ctx)
+	wantCode(t, "an entry outside --host-access-allow", err, api.CodeHostAccessForbidden)
+	sb := ca.Sandbox("gateway", client.WithNetwork(api.NetworkOptions{
+		Mode: api.NetworkInternet, AllowHostCIDRs: []string{"10.0.0.0/8"}}))
+	info, err := sb.Ensure(ctx)
+	if err != nil {
+		t.Fatalf("an entry inside --host-access-allow: %v", err)
+	}
+	gw := info.Network.Gateway
+	if out := run(t, sb, fmt.Sprintf(connectScript, gw, hostServer(t, gw))); !strings.Contains(out, "hello-from-host") {
+		t.Errorf("the allowed host address is not reachable: %s", out)
 	}
 }

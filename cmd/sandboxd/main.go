@@ -82,7 +82,7 @@ func parseFlags(command string, args []string) (options, error) {
 	fs := flag.NewFlagSet("sandboxd "+command, flag.ContinueOnError)
 	o := options{cfg: daemon.Config{Version: version}, flags: fs}
 	cfg := &o.cfg
-	var dns, dnsUpstream, blocked, bucketAllow, logLevel string
+	var dns, dnsUpstream, blocked, bucketAllow, hostAccessAllow, logLevel string
 	var defMem, maxMem, budget, reserve, maxDisk, maxImage, previewHeaderBytes string
 	var defCPU, maxCPU float64
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address of the HTTP API")
@@ -99,6 +99,7 @@ func parseFlags(command string, args []string) (options, error) {
 	fs.StringVar(&dnsUpstream, "dns-upstream", "", "comma-separated servers (IPv4[:port]) the daemon's DNS forwarder asks for sandboxes; every sandbox's DNS goes through it, by its egress policy (default: the --dns servers on port 53)")
 	fs.StringVar(&blocked, "blocked-cidrs", "private,host", "comma-separated destinations no sandbox reaches unless its allowCidrs name them: private (10/8, 172.16/12, 192.168/16, 100.64/10, 169.254/16, 127/8, 0/8, 224/4, 240/4), host (the host's own subnets and gateways, found at start) and IPv4 CIDRs; the sandbox subnet is always blocked")
 	fs.StringVar(&bucketAllow, "bucket-endpoint-allow", "", "comma-separated IP addresses and CIDRs a tenant's bucket mount may name although they are out of tenants' reach (loopback, link-local, the host's own addresses, the sandbox subnet); the admin's mounts may name any endpoint")
+	fs.StringVar(&hostAccessAllow, "host-access-allow", "", "comma-separated IPv4 addresses and CIDRs of the host a tenant's sandbox may name in network.allowHostCidrs (every port at them opens to it); without it tenants' allowHostCidrs are refused (HOST_ACCESS_FORBIDDEN); the admin's sandboxes may name any")
 	fs.StringVar(&cfg.CgroupParent, "cgroup-parent", "sandboxd", "cgroup that holds the sandboxes' cgroups (unique per daemon on a host)")
 	fs.StringVar(&cfg.NetTable, "nft-table", "sandboxd", "nftables table owned by the daemon")
 	fs.StringVar(&cfg.IfacePrefix, "iface-prefix", "sbx", "prefix of sandboxes' host interface names (1-3 letters; unique per daemon on a host)")
@@ -225,6 +226,9 @@ func parseFlags(command string, args []string) (options, error) {
 	}
 	if bucketAllow != "" {
 		cfg.BucketEndpointAllow = strings.Split(bucketAllow, ",")
+	}
+	if hostAccessAllow != "" {
+		cfg.HostAccessAllow = strings.Split(hostAccessAllow, ",")
 	}
 	if command == "doctor" {
 		// The doctor reports a bad configuration as one of its findings.

@@ -74,6 +74,10 @@ type Config struct {
 	// tenants' reach (loopback, link-local, the host's own addresses, the
 	// sandbox subnet; bucket.EndpointGuard).
 	BucketEndpointAllow []string
+	// HostAccessAllow are IPv4 addresses and CIDRs of the host a tenant's
+	// sandbox may name in its network's allowHostCidrs; nil: none (only
+	// the admin's sandboxes may name host addresses).
+	HostAccessAllow []string
 	// CgroupParent is the cgroup (one name, below every hierarchy's root)
 	// that holds the daemon's sandbox cgroups. Two daemons on one host
 	// need different ones.
@@ -238,6 +242,9 @@ func (c *Config) Validate() error {
 	if _, err := prefixes("--bucket-endpoint-allow", c.BucketEndpointAllow); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := hostAccessPrefixes(c.HostAccessAllow); err != nil {
+		errs = append(errs, err)
+	}
 	for _, l := range []struct {
 		name     string
 		def, max int64
@@ -359,6 +366,21 @@ func prefixes(flag string, entries []string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
+}
+
+// hostAccessPrefixes reads --host-access-allow: IPv4 only, as
+// allowHostCidrs are.
+func hostAccessPrefixes(entries []string) ([]netip.Prefix, error) {
+	ps, err := prefixes("--host-access-allow", entries)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ps {
+		if !p.Addr().Is4() {
+			return nil, fmt.Errorf("--host-access-allow %s: want an IPv4 address or CIDR", p)
+		}
+	}
+	return ps, nil
 }
 
 // validLockName reports whether s can name a host-wide lock file (and a

@@ -88,3 +88,15 @@ func TestBucketEndpointAllow(t *testing.T) {
 		t.Error("a name is not an address")
 	}
 }
+
+func TestHostAccessAllow(t *testing.T) {
+	got, err := hostAccessPrefixes([]string{"192.0.2.7", " 10.203.0.0/16"})
+	if err != nil || fmt.Sprint(got) != "[192.0.2.7/32 10.203.0.0/16]" {
+		t.Errorf("hostAccessPrefixes: %v %v", got, err)
+	}
+	for _, bad := range []string{"::1", "fd00::/8", "localhost"} {
+		if _, err := hostAccessPrefixes([]string{bad}); err == nil {
+			t.Errorf("%q accepted: allowHostCidrs are IPv4 addresses", bad)
+		}
+	}
+}

@@ -162,6 +162,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		gvisor = gv
 	}
 	bucketAllow, _ := prefixes("--bucket-endpoint-allow", cfg.BucketEndpointAllow) // checked by Validate
+	hostAccessAllow, _ := hostAccessPrefixes(cfg.HostAccessAllow)                  // checked by Validate
 	mgr = sandbox.New(sandbox.Options{
 		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: agentPath, SpawnPath: spawnPath, CgroupParent: cfg.CgroupParent,
 		Runtime: rt, GVisor: gvisor, Store: db, Network: net, Cgroups: sandbox.HostCgroups(cg),
@@ -183,8 +184,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			Refuse: []netip.Prefix{netip.MustParsePrefix(cfg.Subnet).Masked()},
 			Allow:  bucketAllow,
 		},
-		Snapshots: snaps,
-		Backups:   backups, MaxBackupBytes: cfg.MaxBackupBytes,
+		HostAccessAllow: hostAccessAllow,
+		Snapshots:       snaps,
+		Backups:         backups, MaxBackupBytes: cfg.MaxBackupBytes,
 		Volumes:    volumes,
 		UserNS:     probeUserNS(cfg, rt.Name, log),
 		UserNSBase: uint32(cfg.UserNSBase),

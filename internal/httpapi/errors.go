@@ -72,6 +72,8 @@ func (s *Server) classify(err error) *api.Error {
 			Details: map[string]any{"entry": pe.Entry, "value": pe.Value}}
 	}
 	switch {
+	case errors.Is(err, sandbox.ErrHostAccessForbidden):
+		return &api.Error{Code: api.CodeHostAccessForbidden, Message: msg}
 	case errors.Is(err, sandbox.ErrNotFound):
 		return &api.Error{Code: api.CodeSandboxNotFound, Message: msg}
 	case errors.Is(err, sandbox.ErrInvalid):

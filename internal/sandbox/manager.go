@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"sort"
 	"sync"
@@ -73,6 +74,9 @@ type Options struct {
 	// BucketEndpoints decides which endpoints tenants' bucket mounts may
 	// name.
 	BucketEndpoints bucket.EndpointGuard
+	// HostAccessAllow are the host addresses a tenant's sandbox may name
+	// in allowHostCidrs (checkHostAccess); nil: none.
+	HostAccessAllow []netip.Prefix
 	// WarmPool is how many sandboxes with the default configuration are
 	// kept started ahead of need, so that creating one is only naming it.
 	WarmPool int
@@ -330,7 +334,11 @@ func (m *Manager) Ensure(ctx context.Context, id string, cfg Config) (inf Info, 
 	// Options are checked even when the sandbox exists and they will not
 	// be used: a caller who sent a bad option must hear about it, not get
 	// the existing sandbox as if the option had been taken.
-	if _, err := m.opts.Policy.Resolve(cfg); err != nil {
+	resolved, err := m.opts.Policy.Resolve(cfg)
+	if err != nil {
+		return Info{}, false, err
+	}
+	if err := m.checkHostAccess(id, resolved.Network); err != nil {
 		return Info{}, false, err
 	}
 	b, created, err := m.getOrCreate(ctx, id, cfg)
@@ -426,6 +434,9 @@ func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config) error {
 		return err
 	}
 	if cfg, err = m.opts.Policy.Resolve(cfg); err != nil {
+		return err
+	}
+	if err := m.checkHostAccess(b.id, cfg.Network); err != nil {
 		return err
 	}
 	// A fork's image is its snapshot's, by digest.

@@ -63,3 +63,30 @@ func TestResolveNetwork(t *testing.T) {
 		}
 	}
 }
+
+func TestTenantsHostAccessNeedsTheOperator(t *testing.T) {
+	m := &Manager{opts: Options{HostAccessAllow: []netip.Prefix{
+		netip.MustParsePrefix("10.203.0.0/16"), netip.MustParsePrefix("192.0.2.7/32")}}}
+	for _, tc := range []struct {
+		id    string
+		cidrs []string
+		ok    bool
+	}{
+		{"demo", []string{"127.0.0.1/32", "0.0.0.0/0"}, true}, // the admin namespace: the operator's own
+		{"acme/demo", nil, true},
+		{"acme/demo", []string{"10.203.4.1/32", "10.203.0.0/16", "192.0.2.7/32"}, true},
+		{"acme/demo", []string{"127.0.0.1/32"}, false},
+		{"acme/demo", []string{"10.203.4.1/32", "192.0.2.8/32"}, false}, // one entry outside is enough
+		{"acme/demo", []string{"10.0.0.0/8"}, false},                    // wider than what is allowed
+		{"acme/demo", []string{"0.0.0.0/0"}, false},
+	} {
+		err := m.checkHostAccess(tc.id, NetworkConfig{Mode: NetworkInternet, AllowHostCIDRs: tc.cidrs})
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrHostAccessForbidden)) {
+			t.Errorf("%s %v: %v, want ok=%v", tc.id, tc.cidrs, err, tc.ok)
+		}
+	}
+	m.opts.HostAccessAllow = nil
+	if err := m.checkHostAccess("acme/demo", NetworkConfig{Mode: NetworkInternet, AllowHostCIDRs: []string{"10.203.4.1/32"}}); !errors.Is(err, ErrHostAccessForbidden) {
+		t.Errorf("without --host-access-allow: %v", err)
+	}
+}

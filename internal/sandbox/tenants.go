@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/sandboxd/sandboxd/internal/bytesize"
 	"github.com/sandboxd/sandboxd/internal/tenant"
@@ -139,4 +140,44 @@ func (m *Manager) takeWarmFor(b *box, cfg Config) *box {
 		return m.takeForkWarm(cfg)
 	}
 	return m.takeWarm(cfg)
+}
+
+// ErrHostAccessForbidden: a tenant's sandbox names host addresses in
+// allowHostCidrs that the operator has not opened to tenants.
+var ErrHostAccessForbidden = errors.New("host access not allowed for tenants")
+
+// checkHostAccess refuses allowHostCidrs entries of a tenant's sandbox id
+// that are not inside the operator's Options.HostAccessAllow. An entry
+// opens every port of the host's addresses it names: other tenants'
+// services on the host and the daemon's own API among them, which on a
+// host shared by tenants is the operator's decision, not a tenant's. The
+// owner of the sandbox decides, not the caller: an admin acting as a
+// tenant (Sandbox-Tenant, as the E2B layer does for a tenant's key) makes
+// a sandbox whose code is the tenant's. The admin namespace's sandboxes
+// may name any host address. n's CIDRs are canonical (resolveNetwork).
+func (m *Manager) checkHostAccess(id string, n NetworkConfig) error {
+	if tenant.Of(id) == "" {
+		return nil
+	}
+	for i, s := range n.AllowHostCIDRs {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return policyErr(fmt.Sprintf("allowHostCidrs[%d]", i), s, "%v", err)
+		}
+		if !insideAny(p, m.opts.HostAccessAllow) {
+			return fmt.Errorf("%w: allowHostCidrs[%d] %s opens host addresses the operator has not opened to tenants (sandboxd --host-access-allow)",
+				ErrHostAccessForbidden, i, s)
+		}
+	}
+	return nil
+}
+
+// insideAny reports whether p lies wholly inside one of allow.
+func insideAny(p netip.Prefix, allow []netip.Prefix) bool {
+	for _, a := range allow {
+		if a.Addr().Is4() == p.Addr().Is4() && a.Bits() <= p.Bits() && a.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
 }
