@@ -23,14 +23,46 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	e := s.classify(err)
 	e.Message = localMessage(r, e.Message)
-	if e.Code.HTTPStatus() >= 500 {
-		s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", err)
-	}
+	s.logFailure(r.Context(), "request failed", e.Code, err, "method", r.Method, "path", r.URL.Path)
 	if e.Code == api.CodeCapacityExceeded || e.Code == api.CodeSandboxMoving {
 		retryAfter(w)
 	}
 	s.countError(e.Code)
 	writeAPIError(w, e)
+}
+
+// logLevel is the level a failed call with code is logged at: the one
+// place that decides it. Error is for what the daemon itself got wrong
+// (a bug, a sandbox that would not start, an agent speaking another
+// protocol), the lines an operator is paged for. Other 5xx answers are
+// expected in operation, warnings: the host or a node is full or busy, a
+// sandbox is moving, an outside server (a bucket, a registry, a git host,
+// a sandbox's own service) did not answer, a runtime is not installed. A
+// 4xx is the caller's doing, and debug.
+func logLevel(code api.Code) slog.Level {
+	switch code {
+	case api.CodeInternal, api.CodeSandboxFailed, api.CodeProtocolMismatch:
+		return slog.LevelError
+	}
+	if code.HTTPStatus() >= 500 {
+		return slog.LevelWarn
+	}
+	return slog.LevelDebug
+}
+
+// logFailure logs a call that failed with code at logLevel(code); the
+// cause goes with it from warning up (a 4xx cause may quote what the
+// caller sent).
+func (s *Server) logFailure(ctx context.Context, msg string, code api.Code, err error, args ...any) {
+	level := logLevel(code)
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	args = append(args, "code", code)
+	if level >= slog.LevelWarn {
+		args = append(args, "err", err)
+	}
+	s.log.Log(ctx, level, msg, args...)
 }
 
 func writeAPIError(w http.ResponseWriter, e *api.Error) {

@@ -279,9 +279,7 @@ func (s *Server) streamBuild(w http.ResponseWriter, r *http.Request, build func(
 	})
 	if err != nil {
 		e := s.classify(err)
-		if e.Code.HTTPStatus() >= 500 && e.Code != api.CodeBuilderUnavailable {
-			s.log.Error("image build failed", "err", err)
-		}
+		s.logFailure(r.Context(), "image build failed", e.Code, err)
 		send(api.BuildEvent{Type: api.BuildEventError, Code: e.Code, Message: e.Message})
 		return
 	}
