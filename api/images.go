@@ -29,6 +29,22 @@ const (
 	// CodeBuilderUnavailable: the builder (buildah, mmdebstrap) is not
 	// installed on the daemon's host.
 	CodeBuilderUnavailable Code = "BUILDER_UNAVAILABLE"
+	// CodeTooManyImageJobs: the caller's tenant has MaxImageJobsPerTenant
+	// imports, pulls and builds in flight on the daemon (or the cluster's
+	// gateway); retry when one has ended (Retry-After).
+	CodeTooManyImageJobs Code = "TOO_MANY_IMAGE_JOBS"
+	// CodeImageJobsBusy: the daemon (or gateway) has MaxImageJobs imports,
+	// pulls and builds in flight in all; retry later (Retry-After).
+	CodeImageJobsBusy Code = "IMAGE_JOBS_BUSY"
+)
+
+// Bounds of image work in flight: imports, pulls and builds (each may
+// spool gigabytes to disk and hold a connection for minutes) per tenant
+// (the admin namespace counts as one) and in all, on a daemon and on a
+// cluster's gateway. Past them a call is refused at once, never queued.
+const (
+	MaxImageJobsPerTenant = 2
+	MaxImageJobs          = 4
 )
 
 func init() {
@@ -40,6 +56,8 @@ func init() {
 	RegisterStatus(CodeRegistryDenied, http.StatusForbidden)
 	RegisterStatus(CodeImageBuildFailed, http.StatusUnprocessableEntity)
 	RegisterStatus(CodeBuilderUnavailable, http.StatusServiceUnavailable)
+	RegisterStatus(CodeTooManyImageJobs, http.StatusTooManyRequests)
+	RegisterStatus(CodeImageJobsBusy, http.StatusServiceUnavailable)
 }
 
 // Image is one image of the daemon's store, as listed and inspected.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/inflight"
 	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
@@ -46,6 +47,8 @@ type Server struct {
 	place *placer
 	fwd   *forwarder
 	mux   *http.ServeMux
+	// imageJobs bounds imports and pulls in flight (imageJob).
+	imageJobs *inflight.Limiter
 }
 
 // RetryAfter is what NODE_UNAVAILABLE and CAPACITY_EXCEEDED answers ask a
@@ -57,7 +60,8 @@ func New(opts Options) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	s := &Server{opts: opts, log: opts.Log, place: newPlacer(opts.Directory), mux: http.NewServeMux()}
+	s := &Server{opts: opts, log: opts.Log, place: newPlacer(opts.Directory), mux: http.NewServeMux(),
+		imageJobs: inflight.New(api.MaxImageJobsPerTenant, api.MaxImageJobs)}
 	s.fwd = newForwarder(s)
 	auth := s.authenticated
 	s.mux.HandleFunc("GET /healthz", s.healthz)
@@ -224,6 +228,11 @@ func (s *Server) writeFailure(w http.ResponseWriter, r *http.Request, err error)
 		e = api.Errorf(api.CodeClusterUnavailable, "the cluster's state (the Kubernetes API) cannot be reached now; retry later")
 	case errors.Is(err, errNoMatch):
 		e = api.Errorf(api.CodeNoMatchingNode, "no node of the cluster has every label of the nodeSelector (GET /v1/nodes lists nodes' labels)")
+	case errors.Is(err, inflight.ErrTenantBusy):
+		e = api.Errorf(api.CodeTooManyImageJobs, "%v", err)
+	case errors.Is(err, inflight.ErrBusy):
+		s.log.WarnContext(r.Context(), "image calls refused", "method", r.Method, "path", r.URL.Path, "err", err)
+		e = api.Errorf(api.CodeImageJobsBusy, "%v", err)
 	case errors.Is(err, errNoFit):
 		e = api.Errorf(api.CodeCapacityExceeded, "no node of the cluster can run another sandbox now: every node is full, cordoned or unavailable")
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
@@ -236,7 +245,8 @@ func (s *Server) writeFailure(w http.ResponseWriter, r *http.Request, err error)
 }
 
 func writeError(w http.ResponseWriter, e *api.Error) {
-	if e.Code == api.CodeNodeUnavailable || e.Code == api.CodeCapacityExceeded || e.Code == api.CodeClusterUnavailable {
+	switch e.Code {
+	case api.CodeNodeUnavailable, api.CodeCapacityExceeded, api.CodeClusterUnavailable, api.CodeTooManyImageJobs, api.CodeImageJobsBusy:
 		w.Header().Set("Retry-After", strconv.Itoa(int(RetryAfter.Seconds())))
 	}
 	writeJSON(w, e.Code.HTTPStatus(), e)

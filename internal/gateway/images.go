@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
 // Images on a cluster (docs/cluster.md, "Images"): each node keeps its own
@@ -39,12 +40,32 @@ const maxPullBody = 1 << 20
 func (s *Server) imageRoutes() {
 	auth := s.authenticated
 	s.mux.HandleFunc("GET /v1/images", auth(s.listImages))
-	s.mux.HandleFunc("POST /v1/images/import", auth(s.importImage))
-	s.mux.HandleFunc("POST /v1/images/pull", auth(s.pullImage))
+	s.mux.HandleFunc("POST /v1/images/import", auth(s.imageJob(s.importImage)))
+	s.mux.HandleFunc("POST /v1/images/pull", auth(s.imageJob(s.pullImage)))
 	s.mux.HandleFunc("POST /v1/images/build", auth(s.buildOnNode))
 	s.mux.HandleFunc("POST /v1/images/build-base", auth(s.buildOnNode))
 	s.mux.HandleFunc("GET /v1/images/{name...}", auth(s.inspectImage))
 	s.mux.HandleFunc("DELETE /v1/images/{name...}", auth(s.removeImage))
+}
+
+// imageJob bounds next, an import or pull, as a node bounds them
+// (api.MaxImageJobsPerTenant of the caller's tenant, api.MaxImageJobs in
+// all): an import is spooled to the gateway's disk whole, up to the
+// nodes' --max-image-size, before it goes to the nodes. (Builds are not
+// served by a gateway.)
+func (s *Server) imageJob(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		release, err := s.imageJobs.Acquire(tenant.FromContext(r.Context()).Namespace())
+		if err != nil {
+			// Answer without reading the upload: net/http would read up
+			// to 256 KiB of it first, which a stalled upload never sends.
+			w.Header().Set("Connection", "close")
+			s.writeFailure(w, r, fmt.Errorf("%w: at most %d imports and pulls of a tenant and %d in all at once", err, api.MaxImageJobsPerTenant, api.MaxImageJobs))
+			return
+		}
+		defer release()
+		next(w, r)
+	}
 }
 
 // nodeAnswer is one node's answer to a fanned-out image call.

@@ -145,3 +145,61 @@ func TestImagesFanOut(t *testing.T) {
 		}
 	}
 }
+
+// TestImageJobsAreBoundedOnTheGateway: while a caller has
+// api.MaxImageJobsPerTenant pulls in flight (its node has not answered
+// them), its next import or pull is 429 TOO_MANY_IMAGE_JOBS at once,
+// before anything is spooled or sent to a node; once they end, it is
+// taken again.
+func TestImageJobsAreBoundedOnTheGateway(t *testing.T) {
+	dir := gatewaytest.New()
+	arrived, release := make(chan struct{}, 8), make(chan struct{})
+	var asked sync.Mutex
+	imports := 0
+	node := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/images/pull" {
+			arrived <- struct{}{}
+			<-release
+		} else {
+			asked.Lock()
+			imports++
+			asked.Unlock()
+		}
+		w.WriteHeader(http.StatusCreated)
+		json.NewEncoder(w).Encode(api.Image{Names: []string{"x"}, Digest: "sha256:aa"})
+	}))
+	t.Cleanup(node.Close)
+	dir.Add(gateway.Node{Name: "n1", URL: node.URL, Ready: true, ReportedAt: time.Now()})
+	gw := httptest.NewServer(gateway.New(gateway.Options{Directory: dir, Token: token, SpoolDir: t.TempDir(),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}))
+	t.Cleanup(gw.Close)
+
+	var wg sync.WaitGroup
+	for range api.MaxImageJobsPerTenant {
+		wg.Go(func() {
+			// Not call(): t.Fatal belongs to the test's own goroutine.
+			req, _ := http.NewRequest("POST", gw.URL+"/v1/images/pull", strings.NewReader(`{"ref":"example.com/x"}`))
+			req.Header.Set("Authorization", "Bearer "+token)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		})
+		<-arrived
+	}
+	for _, path := range []string{"/v1/images/import?name=x", "/v1/images/pull"} {
+		resp, b := call(t, "POST", gw.URL+path, `{"ref":"example.com/x"}`)
+		if resp.StatusCode != http.StatusTooManyRequests || errorCode(t, b) != api.CodeTooManyImageJobs || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("%s past the bound: %s %s", path, resp.Status, b)
+		}
+	}
+	asked.Lock()
+	if imports != 0 {
+		t.Errorf("a refused import reached the node")
+	}
+	asked.Unlock()
+	close(release)
+	wg.Wait()
+	if resp, b := call(t, "POST", gw.URL+"/v1/images/import?name=x", "archive"); resp.StatusCode != http.StatusCreated {
+		t.Errorf("an import once the pulls ended: %s %s", resp.Status, b)
+	}
+}

@@ -24,7 +24,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e := s.classify(err)
 	e.Message = localMessage(r, e.Message)
 	s.logFailure(r.Context(), "request failed", e.Code, err, "method", r.Method, "path", r.URL.Path)
-	if e.Code == api.CodeCapacityExceeded || e.Code == api.CodeSandboxMoving {
+	switch e.Code {
+	case api.CodeCapacityExceeded, api.CodeSandboxMoving, api.CodeTooManyImageJobs, api.CodeImageJobsBusy:
 		retryAfter(w)
 	}
 	s.countError(e.Code)

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/api/sse"
 	"github.com/sandboxd/sandboxd/internal/image"
+	"github.com/sandboxd/sandboxd/internal/inflight"
 )
 
 // classifyImage maps the image domain's errors to wire errors; nil for
@@ -29,6 +31,8 @@ func classifyImage(err error) *api.Error {
 		{image.ErrRegistry, api.CodeRegistryUnavailable},
 		{image.ErrBuildFailed, api.CodeImageBuildFailed},
 		{image.ErrBuilderMissing, api.CodeBuilderUnavailable},
+		{inflight.ErrTenantBusy, api.CodeTooManyImageJobs},
+		{inflight.ErrBusy, api.CodeImageJobsBusy},
 	}
 	for _, c := range codes {
 		if errors.Is(err, c.target) {
@@ -36,6 +40,26 @@ func classifyImage(err error) *api.Error {
 		}
 	}
 	return nil
+}
+
+// imageJob bounds next, an import, pull or build, by api.MaxImageJobsPerTenant
+// of the caller's tenant and api.MaxImageJobs in all: each may spool up to
+// --max-image-size to disk and hold a connection for minutes, so a tenant
+// must not be able to start them without end. Past the bounds the call is
+// refused at once.
+func (s *Server) imageJob(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		release, err := s.imageJobs.Acquire(callerOf(r).Namespace())
+		if err != nil {
+			// Answer without reading the upload: net/http would read up
+			// to 256 KiB of it first, which a stalled upload never sends.
+			w.Header().Set("Connection", "close")
+			s.writeError(w, r, fmt.Errorf("%w: at most %d imports, pulls and builds of a tenant and %d in all at once", err, api.MaxImageJobsPerTenant, api.MaxImageJobs))
+			return
+		}
+		defer release()
+		next(w, r)
+	}
 }
 
 func (s *Server) images(w http.ResponseWriter) (*image.Store, bool) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/image"
+	"github.com/sandboxd/sandboxd/internal/inflight"
 	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/proxy"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
@@ -76,6 +77,8 @@ type Server struct {
 	log  *slog.Logger
 	mux  *http.ServeMux
 	m    apiMetrics
+	// imageJobs bounds imports, pulls and builds in flight (imageJob).
+	imageJobs *inflight.Limiter
 }
 
 // New returns the API server.
@@ -83,7 +86,8 @@ func New(opts Options) *Server {
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.NewRegistry()
 	}
-	s := &Server{opts: opts, log: opts.Log, mux: http.NewServeMux()}
+	s := &Server{opts: opts, log: opts.Log, mux: http.NewServeMux(),
+		imageJobs: inflight.New(api.MaxImageJobsPerTenant, api.MaxImageJobs)}
 	s.m = registerMetrics(opts.Metrics)
 	s.routes()
 	return s
@@ -124,11 +128,11 @@ func (s *Server) table() []route {
 		{pattern: "GET /metrics", handler: s.metricsPage},
 		// Images (images.go); {name...} takes the rest: names have '/' and ':'.
 		{pattern: "GET /v1/images", handler: s.listImages},
-		{pattern: "POST /v1/images/import", handler: s.importImage},
-		{pattern: "POST /v1/images/pull", handler: s.pullImage},
-		{pattern: "POST /v1/images/build", handler: s.buildImage},
+		{pattern: "POST /v1/images/import", handler: s.imageJob(s.importImage)},
+		{pattern: "POST /v1/images/pull", handler: s.imageJob(s.pullImage)},
+		{pattern: "POST /v1/images/build", handler: s.imageJob(s.buildImage)},
 		// The base image is shared by every tenant: admins build it.
-		{pattern: "POST /v1/images/build-base", handler: s.adminOnly(s.buildBaseImage)},
+		{pattern: "POST /v1/images/build-base", handler: s.adminOnly(s.imageJob(s.buildBaseImage))},
 		{pattern: "GET /v1/images/{name...}", handler: s.inspectImage},
 		{pattern: "DELETE /v1/images/{name...}", handler: s.removeImage},
 		// The Model Context Protocol (docs/mcp.md), streamable HTTP.
