@@ -64,21 +64,25 @@ func BenchmarkGVisorColdStartWarmPool(b *testing.B) {
 // BenchmarkGVisorWarmExec: `exec true` round trip on a running gVisor
 // sandbox (p50-ms...). Beside it, sample by sample, the floor under any
 // call through the agent: the agent's health call straight to its socket
-// (no daemon, no shell; agent-health-p50-ms), and both again on a crun
-// sandbox of the same daemon (crun-exec-p50-ms, crun-agent-health-p50-ms),
-// so that what gVisor adds is read off one run.
+// (no daemon, no shell; agent-health-p50-ms), a call the daemon forwards
+// to the agent that runs no shell (GET env; forward-p50-ms: what an exec
+// costs without its command), and all three again on a crun sandbox of
+// the same daemon (crun-exec-p50-ms, crun-agent-health-p50-ms,
+// crun-forward-p50-ms), so that what gVisor adds is read off one run.
+// With BENCH_BASELINE_BIN_DIR=DIR (another build's sandboxd and
+// sandbox-agent), a daemon of that build runs beside this one and its
+// gVisor exec is sampled in turn too (baseline-exec-p50-ms).
 func BenchmarkGVisorWarmExec(b *testing.B) {
 	needRunsc(b)
 	once(b, func(b *testing.B) {
 		d := testdaemon.Start(b, testdaemon.Options{Args: gvisorArgs})
 		ctx := ctxFor(b)
 		type side struct {
-			sb           *client.Sandbox
-			agent        *http.Client
-			exec, health samples
+			sb                *client.Sandbox
+			agent             *http.Client
+			exec, health, fwd samples
 		}
-		var sides []*side
-		for _, rt := range []string{"gvisor", "crun"} {
+		open := func(d *testdaemon.Daemon, rt string) *side {
 			before, _ := filepath.Glob(filepath.Join(d.RunDir, "sandboxes", "*", "agent.sock"))
 			sb := d.Client.Sandbox("gwarm-"+rt, client.WithRuntime(rt))
 			if res, err := sb.Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
@@ -92,7 +96,13 @@ func BenchmarkGVisorWarmExec(b *testing.B) {
 			agent := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 			}}}
-			sides = append(sides, &side{sb: sb, agent: agent})
+			return &side{sb: sb, agent: agent}
+		}
+		sides := []*side{open(d, "gvisor"), open(d, "crun")}
+		var base *side
+		if o, ok := baselineOptions(gvisorArgs); ok {
+			base = open(testdaemon.Start(b, o), "gvisor")
+			sides = append(sides, base)
 		}
 		health := func(s *side) {
 			resp, err := s.agent.Get("http://agent" + agentapi.PathHealth)
@@ -105,10 +115,16 @@ func BenchmarkGVisorWarmExec(b *testing.B) {
 				b.Fatalf("agent health: %s", resp.Status)
 			}
 		}
+		forward := func(s *side) {
+			if _, err := s.sb.EnvVars(ctx); err != nil {
+				b.Fatalf("env: %v", err)
+			}
+		}
 		for i := 0; i < 20; i++ { // warm up connections and the shells
 			for _, s := range sides {
 				s.sb.Exec(ctx, "true")
 				health(s)
+				forward(s)
 			}
 		}
 		for i := 0; i < sampleCount()*10; i++ {
@@ -121,16 +137,28 @@ func BenchmarkGVisorWarmExec(b *testing.B) {
 				start = time.Now()
 				health(s)
 				s.health = append(s.health, time.Since(start))
+				start = time.Now()
+				forward(s)
+				s.fwd = append(s.fwd, time.Since(start))
 			}
 		}
 		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 		g, c := sides[0], sides[1]
 		g.exec.report(b)
 		b.ReportMetric(ms(g.health.percentile(50)), "agent-health-p50-ms")
+		b.ReportMetric(ms(g.fwd.percentile(50)), "forward-p50-ms")
 		b.ReportMetric(ms(c.exec.percentile(50)), "crun-exec-p50-ms")
 		b.ReportMetric(ms(c.health.percentile(50)), "crun-agent-health-p50-ms")
-		b.Logf("interleaved p50: gVisor exec %.2fms, agent health %.2fms; crun exec %.2fms, agent health %.2fms",
-			ms(g.exec.percentile(50)), ms(g.health.percentile(50)), ms(c.exec.percentile(50)), ms(c.health.percentile(50)))
+		b.ReportMetric(ms(c.fwd.percentile(50)), "crun-forward-p50-ms")
+		b.Logf("interleaved p50: gVisor exec %.2fms, agent health %.2fms, forwarded env %.2fms; crun exec %.2fms, agent health %.2fms, forwarded env %.2fms",
+			ms(g.exec.percentile(50)), ms(g.health.percentile(50)), ms(g.fwd.percentile(50)),
+			ms(c.exec.percentile(50)), ms(c.health.percentile(50)), ms(c.fwd.percentile(50)))
+		if base != nil {
+			b.ReportMetric(ms(base.exec.percentile(50)), "baseline-exec-p50-ms")
+			b.ReportMetric(ms(base.health.percentile(50)), "baseline-agent-health-p50-ms")
+			b.Logf("baseline %s: gVisor exec %.2fms, agent health %.2fms, forwarded env %.2fms", os.Getenv("BENCH_BASELINE_BIN_DIR"),
+				ms(base.exec.percentile(50)), ms(base.health.percentile(50)), ms(base.fwd.percentile(50)))
+		}
 	})
 }
 

@@ -1,0 +1,298 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// BenchmarkShellFloor measures, in whatever kernel runs it, what one
+// command's round trip between the agent and a running shell costs at
+// the least, beside what a command costs today. Run inside a gVisor
+// sandbox (bench.BenchmarkGVisorShellFloor does) it is the floor under
+// BenchmarkGVisorWarmExec's shell part:
+//
+//   - pipe: one byte to an already running `cat` and back, over pipes, the
+//     agent side waiting in epoll as a session does;
+//   - bash-read: one short line to bash's `read` builtin and back with
+//     printf (bash reads a pipe a byte at a time);
+//   - exec: Session.Exec of `true`, the agent's whole session path without
+//     HTTP;
+//   - shell-line, shell-frame: the shell's own part of a command
+//     (redirections, sourcing the command file, the status printf) as it
+//     was when each command came as a line, and as it is (a frame),
+//     looped inside one bash: no agent, no pipe round trip (mean-us);
+//   - syscalls: single system calls of a dispatch, made by Go (-us each).
+//
+// Each reports p50-us (and p90-us) per round trip.
+func BenchmarkShellFloor(b *testing.B) {
+	b.Run("pipe", func(b *testing.B) {
+		pp := startPingPong(b, []string{"cat"}, "cat")
+		defer pp.close()
+		roundTrips(b, func() { pp.roundTrip(b, []byte("x"), 1) })
+	})
+	b.Run("bash-read", func(b *testing.B) {
+		pp := startPingPong(b, []string{"bash", "--noprofile", "--norc", "-c", `while IFS= read -r l; do printf '%s\n' "$l"; done`}, "bash")
+		defer pp.close()
+		roundTrips(b, func() { pp.roundTrip(b, []byte("x\n"), 2) })
+	})
+	// The shell's own part of a dispatch, per command, looped inside one
+	// bash (no agent, no pipe round trip), in a directory on a tmpfs as
+	// the session directory is; less a loop of `:` (the loop itself).
+	shellLoop := func(b *testing.B, body string) {
+		dir, err := os.MkdirTemp("/dev/shm", "floor")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		for _, f := range []string{"cmd", "o", "e", "s"} {
+			if err := os.WriteFile(filepath.Join(dir, f), []byte("true\n"), 0o600); err != nil {
+				b.Fatal(err)
+			}
+		}
+		loop := func(body string) time.Duration {
+			script := fmt.Sprintf(`cd %s; exec 3>/dev/null 4>/dev/null; i=0; while [ $i -lt %d ]; do %s; i=$((i+1)); done`, dir, b.N, body)
+			start := time.Now()
+			if out, err := execCommand("bash", "--noprofile", "--norc", "-c", script); err != nil {
+				b.Fatalf("%v: %s", err, out)
+			}
+			return time.Since(start)
+		}
+		per := (loop(body) - loop(":")) / time.Duration(b.N)
+		b.ReportMetric(float64(per.Nanoseconds())/1000, "mean-us")
+		b.ReportMetric(0, "ns/op")
+	}
+	for _, v := range []struct{ name, body string }{
+		// The shell's part of a command as a line (before 6th Dec 2026):
+		// redirections saved and put back around the sourcing, and around
+		// the status printf.
+		{"shell-line", `command . ./cmd </dev/null >./o 2>./e 3>&-; command printf >&3 '%s %s\n' "$?" $i`},
+		// As a frame (dispatchVariants), less the two reads of the frame.
+		{"shell-frame", `command exec >./o; for a in 1; do for b in 1; do command . ./cmd 2>./e; done; done; s=$?; command exec >./s </dev/null; command printf '%s %s\n' "$s" $i`},
+	} {
+		b.Run(v.name, func(b *testing.B) { shellLoop(b, v.body) })
+	}
+	// What single system calls of a dispatch cost, made by Go directly.
+	b.Run("syscalls", func(b *testing.B) {
+		dir, err := os.MkdirTemp("/dev/shm", "floor")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		path := filepath.Join(dir, "o")
+		fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT, 0o600)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer unix.Close(fd)
+		var p [2]int
+		unix.Pipe(p[:])
+		one := []byte{'x'}
+		for _, c := range []struct {
+			name string
+			f    func()
+		}{
+			{"getppid", func() { unix.Getppid() }},
+			{"open-trunc-close", func() {
+				f, _ := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o600)
+				unix.Close(f)
+			}},
+			{"open-close", func() {
+				f, _ := unix.Open(path, unix.O_WRONLY, 0)
+				unix.Close(f)
+			}},
+			{"dupfd-close", func() {
+				f, _ := unix.FcntlInt(uintptr(fd), unix.F_DUPFD, 10)
+				unix.Close(f)
+			}},
+			{"dup2", func() { unix.Dup2(fd, 20) }},
+			{"setfd", func() { unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC) }},
+			{"pipe-write-read", func() { unix.Write(p[1], one); unix.Read(p[0], one) }},
+		} {
+			n := max(b.N, 1)
+			start := time.Now()
+			for range n {
+				c.f()
+			}
+			b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(n)/1000, c.name+"-us")
+		}
+		b.ReportMetric(0, "ns/op")
+	})
+	b.Run("exec", func(b *testing.B) {
+		m := floorManager(b)
+		s, err := m.Get(Default)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx := context.Background()
+		run := func() {
+			var out capture
+			if res, err := s.Exec(ctx, Command{Text: "true"}, &out); err != nil || res.ExitCode != 0 {
+				b.Fatalf("exec: %v %+v", err, res)
+			}
+		}
+		for range 10 {
+			run()
+		}
+		roundTrips(b, run)
+	})
+}
+
+// roundTrips runs f b.N times, after 20 runs to warm up, and reports
+// its percentiles.
+func roundTrips(b *testing.B, f func()) {
+	n := b.N
+	took := make([]time.Duration, 0, n)
+	for range 20 {
+		f()
+	}
+	for range n {
+		start := time.Now()
+		f()
+		took = append(took, time.Since(start))
+	}
+	slices.Sort(took)
+	us := func(p int) float64 { return float64(took[len(took)*p/100].Nanoseconds()) / 1000 }
+	b.ReportMetric(us(50), "p50-us")
+	b.ReportMetric(us(90), "p90-us")
+	b.ReportMetric(0, "ns/op")
+}
+
+func execCommand(name string, args ...string) ([]byte, error) {
+	path, err := lookPath(name)
+	if err != nil {
+		return nil, err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	p, err := os.StartProcess(path, append([]string{name}, args...), &os.ProcAttr{Files: []*os.File{nil, w, w}})
+	w.Close()
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	out := make([]byte, 0, 512)
+	buf := make([]byte, 512)
+	for {
+		n, err := r.Read(buf)
+		out = append(out, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	r.Close()
+	st, err := p.Wait()
+	if err == nil && !st.Success() {
+		err = fmt.Errorf("%s: %s", name, st)
+	}
+	return out, err
+}
+
+func lookPath(name string) (string, error) {
+	for _, d := range []string{"/usr/bin", "/bin"} {
+		if _, err := os.Stat(d + "/" + name); err == nil {
+			return d + "/" + name, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found", name)
+}
+
+// pingPong is a process whose stdin and stdout are pipes of the caller's,
+// read and written the way a session does: non-blocking, through epoll.
+type pingPong struct {
+	in, out, ep int
+	proc        *os.Process
+	buf         []byte
+}
+
+func startPingPong(b *testing.B, argv []string, name string) *pingPong {
+	path, err := lookPath(name)
+	if err != nil {
+		b.Skip(err)
+	}
+	var in, out [2]int
+	if err := unix.Pipe2(in[:], unix.O_CLOEXEC); err != nil {
+		b.Fatal(err)
+	}
+	if err := unix.Pipe2(out[:], unix.O_CLOEXEC); err != nil {
+		b.Fatal(err)
+	}
+	stdin, stdout := os.NewFile(uintptr(in[0]), "in"), os.NewFile(uintptr(out[1]), "out")
+	p, err := os.StartProcess(path, argv, &os.ProcAttr{Files: []*os.File{stdin, stdout, os.Stderr}})
+	stdin.Close()
+	stdout.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		b.Fatal(err)
+	}
+	unix.SetNonblock(in[1], true)
+	unix.SetNonblock(out[0], true)
+	if err := epollAdd(ep, out[0], unix.EPOLLIN); err != nil {
+		b.Fatal(err)
+	}
+	return &pingPong{in: in[1], out: out[0], ep: ep, proc: p, buf: make([]byte, 64)}
+}
+
+func (pp *pingPong) roundTrip(b *testing.B, msg []byte, want int) {
+	if _, err := unix.Write(pp.in, msg); err != nil {
+		b.Fatal(err)
+	}
+	events := make([]unix.EpollEvent, 2)
+	for got := 0; got < want; {
+		n, err := unix.Read(pp.out, pp.buf)
+		if n > 0 {
+			got += n
+			continue
+		}
+		if err != unix.EAGAIN && err != unix.EINTR {
+			b.Fatalf("read: %d %v", n, err)
+		}
+		if _, err := unix.EpollWait(pp.ep, events, -1); err != nil && err != unix.EINTR {
+			b.Fatal(err)
+		}
+	}
+}
+
+func (pp *pingPong) close() {
+	unix.Close(pp.in)
+	pp.proc.Wait()
+	unix.Close(pp.out)
+	unix.Close(pp.ep)
+}
+
+func floorManager(b *testing.B) *Manager {
+	dir := "/dev/shm"
+	if _, err := os.Stat(dir); err != nil {
+		dir = ""
+	}
+	run, err := os.MkdirTemp(dir, "floor-run")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(run) })
+	m, err := NewManager(Config{
+		RunDir:      run,
+		Workspace:   b.TempDir(),
+		DirectSpawn: true,
+		BaseEnv:     []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/root", "LANG=C.UTF-8", "TERM=dumb"},
+		Reaper:      sharedReaper(b),
+		Log:         slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(m.Close)
+	return m
+}
