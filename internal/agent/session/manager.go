@@ -10,21 +10,25 @@
 // environment values, stdin or output.
 //
 // How a command runs. Each shell is `bash --noprofile --norc` (or /bin/sh
-// where there is no bash) started through the spawn wrapper, with stdin a
-// pipe from the agent and fd 3 a "status" pipe back to it. For every
-// command the agent writes the command text to a file, creates fresh FIFOs
-// for stdout and stderr, and writes one line to the shell:
+// where there is no bash) started through the spawn wrapper, with its
+// stdin a pipe from the agent and its stdout a FIFO back to it (the status
+// FIFO). Its first line moves the pipe to a descriptor of its own, makes
+// stdin /dev/null and runs a loop, given once in its environment, that
+// reads one fixed-size frame per command from the pipe (bash: two reads of
+// `read -N`, one system call each) and evaluates a readonly text for it:
 //
-//	command . DIR/cmd </dev/null >DIR/o7 2>DIR/e7 3>&-; command printf '7 %s\n' "$?" >&3
+//	exec >DIR/o; . DIR/cmd 2>DIR/e; __sbx_s=$?; exec >DIR/s </dev/null; printf '%s 7\n' "$__sbx_s"
 //
-// Sourcing runs the command in the shell itself, so its state persists and
-// `exit` exits the shell. The status line on fd 3 (closed for the command
-// itself) says the command finished, with its exit code. Completion never
-// waits for EOF on the output FIFOs, because a background child (`sleep 100
-// &`) may hold them open for ever: once the status line is in, whatever the
-// FIFOs hold is drained and the command is complete. Fresh FIFOs per command
-// keep late output of an earlier command's background children out of a
-// later command's output.
+// For every command the agent writes the command text to a file, creates
+// fresh FIFOs for stdout and stderr, and writes the frame. Sourcing runs
+// the command in the shell itself, so its state persists and `exit` exits
+// the shell. The status line (on the status FIFO, which is not open while
+// the command runs) says the command finished, with its exit code.
+// Completion never waits for EOF on the output FIFOs, because a
+// background child (`sleep 100 &`) may hold them open for ever: once the
+// status line is in, whatever the FIFOs hold is drained and the command is
+// complete. Fresh FIFOs per command keep late output of an earlier
+// command's background children out of a later command's output.
 package session
 
 import (

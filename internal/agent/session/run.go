@@ -96,7 +96,7 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (
 	if cmd.Timeout > 0 {
 		r.deadline = r.start.Add(cmd.Timeout)
 	}
-	if err := sh.send(s.dispatchLine(n, wrapped, cmd.Stdin != nil)); err != nil {
+	if err := sh.send(frame(n, wrapped, cmd.Stdin != nil)); err != nil {
 		return res, fmt.Errorf("%w: %w", errNotDispatched, err)
 	}
 	if newEnv != nil {
@@ -452,8 +452,8 @@ func (r *runner) readStatus() {
 	}
 }
 
-// statusLine handles one line of the status pipe: "STATUS N" (see
-// dispatchInit).
+// statusLine handles one line of the status FIFO: "STATUS N" (see
+// dispatchVariants).
 func (r *runner) statusLine(line string) {
 	codeText, seqText, ok := cut(line, ' ')
 	seq, err1 := strconv.ParseUint(seqText, 10, 64)

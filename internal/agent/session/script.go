@@ -15,10 +15,15 @@ import (
 // are safe under `set -u`, and `command .` keeps a syntax error in a
 // command from exiting a POSIX-mode shell.
 //
-// The line is read by the shell one byte at a time (a shell never reads
-// ahead on a pipe), so it is kept short: the command itself, and anything
-// large (per-call environment), lives in files the line sources, and the
-// sourcing itself is text the shell was given once (dispatchInit).
+// How a shell takes its commands (see dispatchLoop). Every system call of
+// the shell or the agent on a command's way is a trip through gVisor's
+// Sentry (tens of microseconds quiet, hundreds loaded), and bash reads a
+// pipe one byte per call, so the shell reads each command as one
+// fixed-size frame (`read -N`, one call) from a pipe of its own, runs a
+// loop that was parsed once, and moves its descriptors with `exec` rather
+// than with redirections that are saved and put back around every
+// command. The command itself, and anything large (per-call environment),
+// lives in files the loop sources.
 
 // Names of the per-command files in the session directory.
 const (
@@ -30,73 +35,140 @@ const (
 	// was given, which is unlinked by then.
 	stdoutFIFO = "o"
 	stderrFIFO = "e"
+	// statusFIFO is where the shell reports "ready" and each command's
+	// status: its stdout between commands. The agent holds it open for
+	// reading and writing for the shell's life, so the shell's opening it
+	// never blocks and it never reports end of file.
+	statusFIFO = "s"
 )
+
+// frameFD is the shell's descriptor for the pipe its frames come on, its
+// stdin at start, which the loop moves here. Not 0: commands get /dev/null
+// or their stdin file there without a redirection per command. For bash 10: above the descriptors scripts use
+// by habit (3-9), and bash gives its own saved descriptors and {var}
+// redirections the lowest free one from 10 up, so it never takes this
+// one. dash, the /bin/sh fallback, takes only one digit: 9 there.
+// Children inherit it (a shell cannot mark a descriptor close-on-exec);
+// reading it would take frames meant for the shell, which only a program
+// told to do so does.
+func frameFD(bash bool) int {
+	if bash {
+		return 10
+	}
+	return 9
+}
+
+// frameLen is the length of a frame: a variant letter, the command's
+// number in 15 digits, and a newline (which the /bin/sh fallback reads
+// lines by; bash reads the letter, then the rest, one system call each).
+const frameLen = 17
 
 // quote makes s one shell word.
 func quote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// dispatchLine is the line that runs command n: evaluate the readonly
-// command (see dispatchInit) that sources the command (or its wrapper)
-// with stdin and outputs redirected and the status pipe closed, then
-// reports the exit status on the status pipe. eval joins its arguments,
-// so the n after the variable becomes the status line's last word: the
-// number is literal, user code cannot change it, and no assignment is
-// needed to carry it.
-func (s *Session) dispatchLine(n uint64, wrapped, stdin bool) []byte {
-	b := make([]byte, 0, 32)
-	b = append(b, `command eval "$`...)
-	b = append(b, dispatchVar(wrapped, stdin)...)
-	b = append(b, `" `...)
-	b = strconv.AppendUint(b, n, 10)
+// frame is what the agent writes to the shell to run command n: the
+// variant (see dispatchVariants) and the number its status line carries.
+func frame(n uint64, wrapped, stdin bool) []byte {
+	v := byte('c')
+	switch {
+	case wrapped && stdin:
+		v = 'j'
+	case wrapped:
+		v = 'w'
+	case stdin:
+		v = 'i'
+	}
+	b := make([]byte, 0, frameLen)
+	b = append(b, v)
+	b = fmt.Appendf(b, "%015d", n%1e15)
 	return append(b, '\n')
 }
 
-// dispatchVar names the readonly variable that holds the command the
-// dispatch line evaluates.
-func dispatchVar(wrapped, stdin bool) string {
-	v := "__sbx_c"
-	if wrapped {
-		v = "__sbx_w"
-	}
-	if stdin {
-		v += "i"
-	}
-	return v
-}
-
-// dispatchInit defines, once per shell, the readonly variables the
-// dispatch lines evaluate. Their text is the long part of a dispatch
-// (the session directory's paths, four times, and the status report):
-// sent once here instead of with every command, it keeps the line that
-// the shell reads byte by byte short. Each read is a system call, and on
-// gVisor a system call costs tens of microseconds (hundreds on a loaded
-// host): a 160-byte line cost about 15 ms of each command there, and the
-// 28-byte line is less than half of the shell's system calls per command.
-// readonly: user code in the shell cannot change or unset them. eval keeps
-// the command at the top level (a function would make the user's declare
-// local and hide the shell's positional parameters). The status report is
-// "STATUS N", N appended by the dispatch line.
-func dispatchInit(dir string) string {
-	var b strings.Builder
-	b.WriteString("readonly")
+// dispatchVariants are the texts the loop evaluates for each frame
+// letter, readonly variables set once per shell: user code in the shell
+// cannot change or unset them. eval joins its arguments, so the command's
+// number, appended by the loop from the frame, becomes the status line's
+// last word; it is read before the command runs, so the command cannot
+// change it. eval keeps the command at the top level (a function would
+// make the user's declare local and hide the shell's positional
+// parameters).
+//
+// Per command the shell makes about 18 system calls where the line
+// protocol before made 83 (28 one-byte reads of the line, a save and a
+// restore of four descriptors around the sourcing, one more for the status
+// printf):
+//
+//	exec >o                 stdout is the command's FIFO (open, dup2, close)
+//	. cmd 2>e [<in]         stderr by redirection, put back afterwards, so
+//	                        that `set -x` traces the agent's lines below
+//	                        nowhere; stdin only when the call gives one
+//	__sbx_s=$?
+//	exec >s </dev/null      stdout back to the status FIFO; stdin back to
+//	                        /dev/null, if the command moved it with exec
+//	printf '%s %s\n' "$__sbx_s" N   the status line ("STATUS N")
+//
+// Two one-pass loops around the sourcing take a `break` or `continue` in
+// the command (even `break 2`), which would otherwise reach the dispatch
+// loop and skip the status line.
+func dispatchVariants(dir string) map[byte]string {
+	out := map[byte]string{}
 	for _, wrapped := range []bool{false, true} {
 		for _, stdin := range []bool{false, true} {
-			script, in := cmdFile, "/dev/null"
+			script := cmdFile
 			if wrapped {
 				script = wrapperFile
 			}
+			in := ""
 			if stdin {
-				in = dir + "/" + stdinFile
+				in = " <" + quote(dir+"/"+stdinFile)
 			}
-			text := "command . " + quote(dir+"/"+script) + " <" + quote(in) +
-				" >" + quote(dir+"/"+stdoutFIFO) + " 2>" + quote(dir+"/"+stderrFIFO) + " 3>&-; " +
-				`command printf >&3 '%s %s\n' "$?"`
-			b.WriteString(" " + dispatchVar(wrapped, stdin) + "=" + quote(text))
+			text := "command exec >" + quote(dir+"/"+stdoutFIFO) + "; " +
+				"for __sbx_a in 1; do for __sbx_b in 1; do " +
+				"command . " + quote(dir+"/"+script) + " 2>" + quote(dir+"/"+stderrFIFO) + in + "; done; done; " +
+				"__sbx_s=$?; command exec >" + quote(dir+"/"+statusFIFO) + " </dev/null; " +
+				`command printf '%s %s\n' "$__sbx_s"`
+			out[frame(0, wrapped, stdin)[0]] = text
 		}
 	}
-	b.WriteString("; ")
+	return out
+}
+
+// dispatchLoop is the shell code that defines the variants (see
+// dispatchVariants), says "ready", and then runs one frame after another
+// until the agent closes the pipe. It is parsed once, when the shell
+// starts: nothing of it is read per command. A read interrupted by a
+// signal (a late unwind, see unwindInit, in POSIX mode) is tried again;
+// at end of file the shell exits, as it did at the end of its input.
+func dispatchLoop(dir string, bash bool) string {
+	var b strings.Builder
+	b.WriteString("readonly")
+	vars := map[byte]string{}
+	for _, v := range []byte("cwij") {
+		name := "__sbx_" + string(v)
+		vars[v] = name
+		b.WriteString(" " + name + "=" + quote(dispatchVariants(dir)[v]))
+	}
+	b.WriteString("; command printf 'ready\\n'; while :; do ")
+	if bash {
+		// The letter and the rest in two reads: a shell killed while it
+		// waits can still take what arrives before it dies, and it must
+		// leave most of the frame unread (see shell.unread).
+		fmt.Fprintf(&b, `command read -r -N 1 -u %d __sbx_v || { if command test "$?" -gt 128; then continue; fi; command exit 0; }; `, frameFD(bash))
+		fmt.Fprintf(&b, `command read -r -N %d -u %d __sbx_f || command exit 0; `, frameLen-1, frameFD(bash))
+		b.WriteString(`case $__sbx_v in `)
+		for _, v := range []byte("cwij") {
+			fmt.Fprintf(&b, `%c) command eval "$%s" "$__sbx_f" ;; `, v, vars[v])
+		}
+	} else {
+		fmt.Fprintf(&b, `IFS= command read -r __sbx_f <&%d || { if command test "$?" -gt 128; then continue; fi; command exit 0; }; `, frameFD(bash))
+		b.WriteString(`case $__sbx_f in `)
+		for _, v := range []byte("cwij") {
+			fmt.Fprintf(&b, `%c*) command eval "$%s" "${__sbx_f#?}" ;; `, v, vars[v])
+		}
+	}
+	b.WriteString("*) command exit 70 ;; esac; done; command exit 71\n")
 	return b.String()
 }
 

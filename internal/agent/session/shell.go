@@ -17,9 +17,6 @@ import (
 	"github.com/sandboxd/sandboxd/internal/agent/user"
 )
 
-// statusFD is the shell's file descriptor for the status pipe.
-const statusFD = 3
-
 // maxStatusLine bounds a status line; a longer one means the protocol is
 // broken and the shell is killed.
 const maxStatusLine = 256
@@ -30,14 +27,16 @@ type shell struct {
 	proc *os.Process // signals go through its pidfd: never to a reused PID
 	bash bool
 
-	in int // write end of the shell's stdin, non-blocking
-	// inPeek is the agent's copy of the read end of the shell's stdin. It
-	// is never read: it tells whether a dead shell had read the last line
+	in int // write end of the shell's frame pipe (its frameFD), non-blocking
+	// inPeek is the agent's copy of the read end of the frame pipe. It is
+	// never read: it tells whether a dead shell had read the last frame
 	// (see unread), and it keeps writes from failing with EPIPE.
 	inPeek int
-	status int // read end of the status pipe (the shell's fd 3), non-blocking
+	// status is the status FIFO (see statusFIFO), open for reading and
+	// writing, non-blocking: the shell's stdout between commands.
+	status int
 	line   []byte
-	eof    bool // the status pipe reached EOF
+	eof    bool // the status FIFO reported end of file (only if it failed)
 
 	// acct is who the shell runs as (nil: root); env is its environment
 	// as the agent last set it, at version envVersion (see pendingEnv).
@@ -69,16 +68,6 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 			cwd = "/"
 		}
 	}
-	var st, in [2]int
-	if err := unix.Pipe2(st[:], unix.O_CLOEXEC); err != nil {
-		return nil, fmt.Errorf("creating status pipe: %w", err)
-	}
-	if err := unix.Pipe2(in[:], unix.O_CLOEXEC); err != nil {
-		unix.Close(st[0])
-		unix.Close(st[1])
-		return nil, fmt.Errorf("creating stdin pipe: %w", err)
-	}
-	sh := &shell{status: st[0], in: in[1], inPeek: in[0], bash: filepath.Base(cfg.Shell) == "bash"}
 	acct := s.acct
 	if acct != nil && cfg.Users != nil {
 		// Again at every start: user code may have edited /etc/passwd.
@@ -88,6 +77,26 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 		}
 		acct = &a
 	}
+	// The status FIFO: the agent's end open for reading and writing, so
+	// that the shell's opening it (at every command's end) never blocks
+	// and its closing it (at every command's start) is no end of file.
+	statusPath := s.dir + "/" + statusFIFO
+	if err := mkfifo(statusPath); err != nil {
+		return nil, fmt.Errorf("creating the status FIFO: %w", err)
+	}
+	if err := s.own(statusPath); err != nil {
+		return nil, err
+	}
+	status, err := unix.Open(statusPath, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening the status FIFO: %w", err)
+	}
+	var in [2]int
+	if err := unix.Pipe2(in[:], unix.O_CLOEXEC); err != nil {
+		unix.Close(status)
+		return nil, fmt.Errorf("creating the frame pipe: %w", err)
+	}
+	sh := &shell{status: status, in: in[1], inPeek: in[0], bash: filepath.Base(cfg.Shell) == "bash"}
 	sh.acct = acct
 	s.m.envMu.Lock()
 	sh.env = s.environLocked(acct)
@@ -104,36 +113,45 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 			}
 		}
 	}()
-	statusW := os.NewFile(uintptr(st[1]), "status")
+	w, err := unix.Open(statusPath, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening the status FIFO: %w", err)
+	}
+	statusW := os.NewFile(uintptr(w), "status")
 	defer statusW.Close()
-	stdin, err := dupFile(in[0], "stdin")
+	frames, err := dupFile(in[0], "frames")
 	if err != nil {
 		return nil, err
 	}
-	defer stdin.Close()
+	defer frames.Close()
 
 	argv0 := filepath.Base(cfg.Shell)
+	init := dispatchLoop(s.dir, sh.bash)
+	if sh.bash {
+		init = "shopt -s expand_aliases; " + unwindInit(s.dir) + init
+	}
+	init = "command unset " + initVar + "; " + init
 	var args []string
 	if sh.bash {
 		args = []string{"--noprofile", "--norc"}
 	}
-	so := spawn.Options{CgroupRoot: cfg.CgroupRoot, ErrFD: statusFD, Argv0: argv0}
+	// Errors of the spawn wrapper go to the status FIFO, where the agent
+	// waits for "ready".
+	so := spawn.Options{CgroupRoot: cfg.CgroupRoot, ErrFD: 1, Argv0: argv0}
 	if acct != nil {
 		so.UID, so.GID = &acct.UID, &acct.GID
 	}
 	argv := spawn.Argv(cfg.Self, so, cfg.Shell, args...)
 	prog := argv[0]
-	init := dispatchInit(s.dir) + "command printf 'ready\\n' >&3\n"
-	if sh.bash {
-		init = "shopt -s expand_aliases; " + unwindInit(s.dir) + init
-	}
 	attr := &os.ProcAttr{
 		Dir: cwd,
 		Env: withInit(envList(sh.env), init),
-		// The shell's own stdout and stderr go nowhere: commands get their
-		// own FIFOs, and what the shell says outside a command (a trace of
-		// the agent's own lines under `set -x`) belongs to nobody.
-		Files: []*os.File{stdin, s.m.devNull, s.m.devNull, statusW},
+		// stdin the frame pipe, which the loop moves to frameFD; stdout
+		// the status FIFO; stderr nowhere: what the shell says outside a
+		// command (a trace of the agent's lines under `set -x`) belongs
+		// to nobody, and the loop closes it (commands get their own
+		// FIFOs).
+		Files: []*os.File{frames, statusW, s.m.devNull},
 		// A session of its own: `kill 0` or a terminal signal in user code
 		// reaches the shell's process group, never the agent.
 		Sys: &syscall.SysProcAttr{Setsid: true},
@@ -166,7 +184,7 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 		return nil, fmt.Errorf("starting %s: %w", cfg.Shell, err)
 	}
 	statusW.Close()
-	stdin.Close()
+	frames.Close()
 	if adopt {
 		// Fails closed: the deferred clean-up kills the shell.
 		if err := spawn.Adopt(cfg.CgroupRoot, sh.pid); err != nil {
@@ -175,9 +193,6 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 	}
 	if launched != nil {
 		launched()
-	}
-	if err := unix.SetNonblock(sh.status, true); err != nil {
-		return nil, err
 	}
 	if err := unix.SetNonblock(sh.in, true); err != nil {
 		return nil, err
@@ -190,7 +205,7 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 			unix.EpollCtl(s.ep, unix.EPOLL_CTL_DEL, sh.status, nil)
 		}
 	}()
-	if err := sh.send([]byte(initLine)); err != nil {
+	if err := sh.send(initLine(sh.bash)); err != nil {
 		return nil, fmt.Errorf("talking to the shell: %w", err)
 	}
 	if err := s.awaitReady(ctx, sh); err != nil {
@@ -200,16 +215,23 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 }
 
 // initVar carries the shell's start-up text (the dispatch variables, the
-// unwind trap, the ready line) in its environment, and initLine, the
-// shell's first line, runs it and drops the variable before anything else
-// runs. A shell reads its stdin, a pipe, one byte (one system call) at a
-// time: sent as a line, the ~1.8 KB text cost as many reads, tens of
-// microseconds each on gVisor (a cold start's first command waits for
+// unwind trap, the ready line, the dispatch loop) in its environment, and
+// initLine, the shell's first line on its stdin, runs it (the text drops
+// the variable first). A shell reads a pipe one byte (one system call) at
+// a time: sent as a line, the ~2.5 KB text would cost as many reads, tens
+// of microseconds each on gVisor (a cold start's first command waits for
 // them), where an environment variable costs none.
-const (
-	initVar  = "__sbx_init"
-	initLine = `command eval "$` + initVar + `"; command unset ` + initVar + "\n"
-)
+const initVar = "__sbx_init"
+
+// initLine moves the pipe the line came on (the shell's stdin, on which
+// frames follow) to frameFD, makes stdin /dev/null and closes stderr, and
+// runs the start-up text, whose loop never returns to the shell's own
+// reading of stdin (`$-` still says s, as when each command came as a
+// line). The move is done here, at the top level: bash 5.2 crashes when
+// it moves the descriptor its input comes from inside an eval.
+func initLine(bash bool) []byte {
+	return fmt.Appendf(nil, "command exec %d<&0 </dev/null 2>&-; command eval \"$%s\"\n", frameFD(bash), initVar)
+}
 
 // withInit returns env with initVar set to init, replacing any value the
 // sandbox's environment gave it (the __sbx_ names are the agent's).
