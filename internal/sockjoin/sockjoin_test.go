@@ -5,9 +5,12 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 func tcpPair(t testing.TB) (client, server *net.TCPConn) {
@@ -163,49 +166,135 @@ func TestJoinKeepsWhatNeedsTheDaemon(t *testing.T) {
 }
 
 // BenchmarkRoundTrip is the kernel's floor of a joined connection: a
-// two-byte message and a two-byte answer over a joined pair (client ->
-// joined socket -> its peer -> service and back), against the same over
-// one loopback connection.
-func BenchmarkRoundTrip(b *testing.B) {
+// small request (what the scan passes) and a two-byte answer, one at a
+// time, over a joined pair (client -> joined socket -> its peer ->
+// service and back), against the same over one loopback connection and
+// over the alternatives to a socket-map redirect:
+//
+//	direct:           one loopback connection, no proxy
+//	joined:           SK_SKB verdict, egress redirects, the client's buffers scanned
+//	joined-unscanned: the same without the scan (its cost)
+//	joined-answers-by-sk-msg: joined, and the service's answers sent from its
+//	                  own sendmsg by an SK_MSG program (skmsg_test.go): a floor
+//	                  for a design that takes the service's socket
+//	spliced:          a user-space relay, one goroutine per direction, io.Copy
+//	                  between the TCP sockets (splice(2) through a pipe)
+//	copied:           the same with read(2)/write(2) through a buffer
+func BenchmarkRoundTrip(b *testing.B) { roundTrips(b, false) }
+
+// BenchmarkRoundTripParallel is BenchmarkRoundTrip with 16 pairs at once
+// (as BenchmarkPreview's 16 clients), each its own connections: the
+// throughput the variants allow when their hand-offs overlap.
+func BenchmarkRoundTripParallel(b *testing.B) { roundTrips(b, true) }
+
+func roundTrips(b *testing.B, parallel bool) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root (CAP_BPF)")
 	}
-	j, err := New(4)
+	j, err := New(64)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer j.Close()
-	run := func(b *testing.B, client, service net.Conn) {
-		go func() {
-			buf := make([]byte, len(request("/ok")))
-			for {
-				if _, err := io.ReadFull(service, buf); err != nil {
-					return
-				}
-				service.Write([]byte("ok"))
+	req := []byte(request("/ok"))
+	serve := func(service net.Conn) {
+		buf := make([]byte, len(req))
+		for {
+			if _, err := io.ReadFull(service, buf); err != nil {
+				return
 			}
-		}()
-		buf := make([]byte, 2)
-		req := []byte(request("/ok"))
-		for b.Loop() {
-			client.Write(req)
-			if _, err := io.ReadFull(client, buf); err != nil {
-				b.Fatal(err)
-			}
+			service.Write([]byte("ok"))
 		}
 	}
-	b.Run("direct", func(b *testing.B) {
-		client, service := tcpPair(b)
-		run(b, client, service)
-	})
-	b.Run("joined", func(b *testing.B) {
-		client, front := tcpPair(b)
-		back, service := tcpPair(b)
-		p, err := j.Join(front, back, testHost)
-		if err != nil {
+	roundTrip := func(b *testing.B, client net.Conn, buf []byte) {
+		client.Write(req)
+		if _, err := io.ReadFull(client, buf); err != nil {
+			b.Error(err)
+		}
+	}
+	// Each variant makes a client connection whose requests reach a
+	// service connection, and returns them.
+	variants := []struct {
+		name string
+		pair func(b *testing.B) (client, service net.Conn)
+	}{
+		{"direct", func(b *testing.B) (net.Conn, net.Conn) { return tcpPair(b) }},
+		{"joined", func(b *testing.B) (net.Conn, net.Conn) { return joinedPair(b, j, true) }},
+		{"joined-unscanned", func(b *testing.B) (net.Conn, net.Conn) { return joinedPair(b, j, false) }},
+		{"joined-answers-by-sk-msg", func(b *testing.B) (net.Conn, net.Conn) {
+			client, front := tcpPair(b)
+			back, service := tcpPair(b)
+			b.Cleanup(joinWithMsg(b, front, back, service))
+			return client, service
+		}},
+		{"spliced", func(b *testing.B) (net.Conn, net.Conn) {
+			return relayPair(b, func(dst, src *net.TCPConn) { io.Copy(dst, src) })
+		}},
+		{"copied", func(b *testing.B) (net.Conn, net.Conn) {
+			return relayPair(b, func(dst, src *net.TCPConn) {
+				io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, make([]byte, 32<<10))
+			})
+		}},
+	}
+	for _, v := range variants {
+		// The parallel pairs are made once and live as long as the
+		// parent: b.Run calls its function again for each b.N it tries,
+		// and runs its cleanups after each.
+		var all []net.Conn
+		parent := b
+		b.Run(v.name, func(b *testing.B) {
+			if !parallel {
+				client, service := v.pair(b)
+				go serve(service)
+				buf := make([]byte, 2)
+				for b.Loop() {
+					roundTrip(b, client, buf)
+				}
+				return
+			}
+			const pairs = 16
+			for len(all) < pairs {
+				client, service := v.pair(parent)
+				go serve(service)
+				all = append(all, client)
+			}
+			clients := make(chan net.Conn, pairs)
+			for _, c := range all {
+				clients <- c
+			}
+			b.SetParallelism(pairs / runtime.GOMAXPROCS(0))
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				client := <-clients
+				buf := make([]byte, 2)
+				for pb.Next() {
+					roundTrip(b, client, buf)
+				}
+			})
+		})
+	}
+}
+
+func joinedPair(b *testing.B, j *Joiner, scan bool) (net.Conn, net.Conn) {
+	client, front := tcpPair(b)
+	back, service := tcpPair(b)
+	p, err := j.Join(front, back, testHost)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(p.Unjoin)
+	if !scan {
+		if err := j.peers.Update(p.client, peerValue(p.service, 0, 0), ebpf.UpdateExist); err != nil {
 			b.Fatal(err)
 		}
-		defer p.Unjoin()
-		run(b, client, service)
-	})
+	}
+	return client, service
+}
+
+func relayPair(b *testing.B, cp func(dst, src *net.TCPConn)) (net.Conn, net.Conn) {
+	client, front := tcpPair(b)
+	back, service := tcpPair(b)
+	go cp(back, front)
+	go cp(front, back)
+	return client, service
 }
