@@ -580,7 +580,9 @@ func loginShell(t *testing.T, not int) int {
 		for _, pid := range processesMatching(t, "__sandboxd_cmd") {
 			stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 			f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-			if len(f) > 1 && f[1] == self && pid != not {
+			// The server leads its session; the process it forked
+			// ahead of the next command (the agent's too) does not.
+			if len(f) > 3 && f[1] == self && f[3] == strconv.Itoa(pid) && pid != not {
 				found = pid
 				return true
 			}

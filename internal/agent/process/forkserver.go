@@ -21,6 +21,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/agent/reaper"
 	"github.com/sandboxd/sandboxd/internal/agent/spawn"
+	"github.com/sandboxd/sandboxd/internal/agent/user"
 )
 
 // A fork server is the long-lived login shell that login processes
@@ -60,32 +61,44 @@ type forkServer struct {
 	key    loginKey
 	stamps []fileStamp
 	dir    string // where its commands' FIFOs are made
+	// account owns its processes' FIFOs; nil: root.
+	account *user.Account
 
 	reqMu   sync.Mutex // one request and its answer at a time
 	answers *lineReader
 	once    sync.Once // closes its files
+
+	// The process forked ahead for the next command (see readyProc).
+	readyMu  sync.Mutex
+	ready    *readyProc
+	readying chan struct{} // closed when the fork ahead in flight is over
+	closed   bool
 }
 
 // forkServerScript runs in the login shell once its profile ran: it says
 // it is ready on stdout, keeps stdout as fd 5 for its answers and gives up
-// its stdio, and forks each command that comes on fd 4 as a FIFO path
-// prefix, the path of its stdin (the .in FIFO, or /dev/null) and the
-// command, each ended by NUL. For each, a subshell with job control (set
-// -m: the command's process leads a group of its own, and gets SIGINT and
-// SIGQUIT as a foreground command would) holds the .mid FIFO open, forks
-// the command's process, answers its PID and exits. The process first
-// waits for that exit (end of file on .mid), so that it is the agent's
-// before it runs anything; then it opens its stdin, stdout and stderr and
-// evaluates the command, unless its stdout is not the FIFO (the agent
-// gave up on a wedged server and removed the FIFOs, and the open made a
-// file): a process forked too late never runs. The variable names start
+// its stdio, and forks a process for each FIFO path prefix that comes on
+// fd 4, ended by NUL: ahead of the command that process will run (see
+// readyProc). For each, a subshell with job control (set -m: the
+// process leads a group of its own, and gets SIGINT and SIGQUIT as a
+// foreground command would) holds the .mid FIFO open, forks the process,
+// answers its PID and exits. The process first waits for that exit (end
+// of file on .mid), so that it is the agent's before it runs anything;
+// then it opens its stdout and stderr and the .cmd FIFO, and waits there
+// for its stdin's path (the .in FIFO, or /dev/null) and its command, each
+// ended by NUL; it opens its stdin and evaluates the command, unless its
+// stdout is not the FIFO. A process whose FIFOs the agent removed (it gave
+// up on it) cannot open them (only root may create files in their
+// directory) and exits without running anything. The variable names start
 // as the login spare's (both loaders are found by them), and the command
 // sees none.
 const forkServerScript = `printf 'sandboxd-fork-server\n'; exec 5>&1 </dev/null >/dev/null 2>&1
-while IFS= read -r -d '' __sandboxd_fifo <&4 && IFS= read -r -d '' __sandboxd_in <&4 && IFS= read -r -d '' __sandboxd_cmd <&4; do
+while IFS= read -r -d '' __sandboxd_fifo <&4; do
 (set -m; exec 6<>"$__sandboxd_fifo.mid"
 (set +m; exec 4<&- 5>&- 6<"$__sandboxd_fifo.mid"; read -r -u 6 __sandboxd_mid || :
-exec 6<&- <"$__sandboxd_in" >"$__sandboxd_fifo.out" 2>"$__sandboxd_fifo.err"; [ -p /dev/fd/1 ] || exit 1
+exec 6<&- 7<"$__sandboxd_fifo.cmd" >"$__sandboxd_fifo.out" 2>"$__sandboxd_fifo.err" || exit 1
+IFS= read -r -d '' -u 7 __sandboxd_in && IFS= read -r -d '' -u 7 __sandboxd_cmd || exit 1
+exec 7<&- <"$__sandboxd_in"; [ -p /dev/fd/1 ] || exit 1
 eval "unset __sandboxd_fifo __sandboxd_in __sandboxd_cmd __sandboxd_mid; $__sandboxd_cmd") &
 printf '%d\n' "$!" >&5)
 done`
@@ -136,6 +149,7 @@ func (m *Manager) startForkServer(o StartOptions) {
 	old := m.fork
 	if old != nil && old.key.servesLike(key) && slices.Equal(old.stamps, loginFilesOf(o)) {
 		m.spareMu.Unlock()
+		m.refillReady(old) // the next process, while this one's end travels
 		return
 	}
 	m.fork = nil
@@ -163,6 +177,9 @@ func (m *Manager) startForkServer(o StartOptions) {
 		if fs != nil && !keep {
 			fs.discard()
 		}
+		if keep {
+			m.refillReady(fs)
+		}
 		if printed {
 			m.startLoginSpare(o)
 		}
@@ -173,7 +190,7 @@ func (m *Manager) startForkServer(o StartOptions) {
 // its profile to run. It returns nil when it could not, and whether that
 // was because the profile wrote output.
 func (m *Manager) newForkServer(o StartOptions) (*forkServer, bool) {
-	fs := &forkServer{sp: &spare{}, key: keyOf(o), stamps: loginFilesOf(o), dir: m.forkDir}
+	fs := &forkServer{sp: &spare{}, key: keyOf(o), stamps: loginFilesOf(o), dir: m.forkDir, account: o.Account}
 	so := spawn.Options{CgroupRoot: m.cfg.CgroupRoot, ErrFD: spareErrFD, CloseErrFD: true}
 	if o.Account != nil {
 		so.UID, so.GID = &o.Account.UID, &o.Account.GID
@@ -226,8 +243,22 @@ func (m *Manager) PrepareLogin(ctx context.Context, o StartOptions) bool {
 		}
 	}
 	m.spareMu.Lock()
-	defer m.spareMu.Unlock()
-	return m.fork != nil && m.fork.key.servesLike(keyOf(o))
+	fs := m.fork
+	m.spareMu.Unlock()
+	if fs == nil || !fs.key.servesLike(keyOf(o)) {
+		return false
+	}
+	m.refillReady(fs)
+	fs.readyMu.Lock()
+	readying := fs.readying
+	fs.readyMu.Unlock()
+	if readying != nil {
+		select {
+		case <-readying:
+		case <-ctx.Done():
+		}
+	}
+	return true
 }
 
 // forkServerExited forgets a fork server that died. It runs on the
@@ -248,8 +279,20 @@ func (fs *forkServer) discard() {
 	fs.closeFiles()
 }
 
+// closeFiles closes the server's files, and kills its ready process: it
+// is of use only through the server.
 func (fs *forkServer) closeFiles() {
-	fs.once.Do(func() { fs.sp.closeFiles() })
+	fs.once.Do(func() {
+		fs.sp.closeFiles()
+		fs.readyMu.Lock()
+		fs.closed = true
+		rp := fs.ready
+		fs.ready = nil
+		fs.readyMu.Unlock()
+		if rp != nil {
+			rp.discard()
+		}
+	})
 }
 
 // claimForkServer returns the fork server when it serves processes like
@@ -295,13 +338,13 @@ func (m *Manager) claimForkServer(o StartOptions) *forkServer {
 	return nil
 }
 
-// fork hands the server one command, whose process opens the FIFOs at
-// base plus .mid, .out and .err, and stdin, and returns the process's PID.
-func (fs *forkServer) fork(base, stdin, command string, deadline time.Time) (int, error) {
+// fork has the server fork a process whose FIFOs are at base plus .mid,
+// .cmd, .out and .err, and returns its PID.
+func (fs *forkServer) fork(base string, deadline time.Time) (int, error) {
 	fs.reqMu.Lock()
 	defer fs.reqMu.Unlock()
 	fs.sp.req.SetWriteDeadline(deadline)
-	if _, err := fs.sp.req.WriteString(base + "\x00" + stdin + "\x00" + command + "\x00"); err != nil {
+	if _, err := fs.sp.req.WriteString(base + "\x00"); err != nil {
 		return 0, err
 	}
 	fs.sp.stdout.SetReadDeadline(deadline)
@@ -316,6 +359,183 @@ func (fs *forkServer) fork(base, stdin, command string, deadline time.Time) (int
 	return pid, nil
 }
 
+// A readyProc is a process the fork server forked ahead of the command it
+// will run: it waits, re-parented to the agent, its stdout and stderr
+// open, for its stdin's path and its command on its .cmd FIFO. A login
+// process takes the one that is ready (its start is then one write to
+// that FIFO: no fork, no wait for the server's answer or for the
+// process's hand-over), and the next is forked when it ends, while its
+// exit travels to the caller. What it runs in is what a fork at the
+// command's start would give it: the server's shell, which changes
+// nothing between its requests; its key and the profile's stamps are
+// checked at the take as for the server.
+type readyProc struct {
+	fp  *forkedProc
+	out [2]*os.File // read ends of stdout's and stderr's FIFOs
+
+	mu    sync.Mutex
+	owner *Proc          // the process it runs, once taken
+	ended *reaper.Status // it ended before it was taken
+}
+
+// forkReady forks a process ahead (see readyProc). Its status goes to
+// its owner once it is taken; one that ends before is cleaned up.
+func (m *Manager) forkReady(fs *forkServer) (*readyProc, error) {
+	var name [8]byte
+	rand.Read(name[:])
+	rp := &readyProc{fp: &forkedProc{base: filepath.Join(fs.dir, hex.EncodeToString(name[:])), stdinDone: make(chan struct{})}}
+	fp := rp.fp
+	fail := func(err error) (*readyProc, error) {
+		rp.closeFiles()
+		fp.remove()
+		return nil, err
+	}
+	o := StartOptions{Account: fs.account}
+	for _, n := range []string{"mid", "cmd"} {
+		if _, err := fp.mkfifo(n, o); err != nil {
+			return fail(err)
+		}
+	}
+	var err error
+	if fp.cmd, err = openFIFO(fp.base+".cmd", unix.O_RDWR); err != nil {
+		return fail(err)
+	}
+	for i, n := range []string{"out", "err"} {
+		path, err := fp.mkfifo(n, o)
+		if err != nil {
+			return fail(err)
+		}
+		if rp.out[i], err = openFIFO(path, unix.O_RDONLY); err != nil {
+			return fail(err)
+		}
+		if fp.holds[i], err = openFIFO(path, unix.O_WRONLY); err != nil {
+			return fail(err)
+		}
+	}
+	deadline := time.Now().Add(m.cfg.StartTimeout)
+	pid, err := m.cfg.Reaper.Start(func() (int, error) {
+		return fs.fork(fp.base, deadline)
+	}, rp.exited)
+	if err != nil {
+		// A server that forks nothing in StartTimeout is of no use. (A
+		// process it forked after that cannot open its FIFOs.)
+		m.dropForkServer(fs)
+		return fail(err)
+	}
+	fp.pid, fp.expiry = pid, deadline
+	return rp, nil
+}
+
+// exited takes the process's status: its owner's, or the end of a process
+// that was never taken. It runs on the reaper's goroutine.
+func (rp *readyProc) exited(st reaper.Status) {
+	rp.mu.Lock()
+	p := rp.owner
+	if p == nil {
+		rp.ended = &st
+	}
+	rp.mu.Unlock()
+	if p != nil {
+		p.m.wg.Add(1)
+		go func() { defer p.m.wg.Done(); p.finish(st) }()
+		return
+	}
+	rp.closeFiles()
+	rp.fp.remove()
+}
+
+// take makes p the process's owner, unless it already ended.
+func (rp *readyProc) take(p *Proc) bool {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if rp.ended != nil {
+		return false
+	}
+	rp.owner = p
+	return true
+}
+
+// discard kills a process that was never taken; exited cleans up.
+func (rp *readyProc) discard() {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if rp.owner == nil && rp.ended == nil {
+		// Not reaped yet: the PID is still this process's.
+		unix.Kill(rp.fp.pid, unix.SIGKILL)
+	}
+}
+
+func (rp *readyProc) closeFiles() {
+	for _, f := range append(rp.out[:], append(rp.fp.holds[:], rp.fp.cmd)...) {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// refillReady forks the next ready process in the background, unless one
+// is ready or being forked, or the server is closed.
+func (m *Manager) refillReady(fs *forkServer) {
+	fs.readyMu.Lock()
+	if fs.ready != nil || fs.readying != nil || fs.closed {
+		fs.readyMu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	fs.readying = done
+	m.wg.Add(1)
+	fs.readyMu.Unlock()
+	go func() {
+		defer m.wg.Done()
+		rp, err := m.forkReady(fs)
+		fs.readyMu.Lock()
+		fs.readying = nil
+		keep := err == nil && !fs.closed
+		if keep {
+			fs.ready = rp
+		}
+		fs.readyMu.Unlock()
+		close(done)
+		if err == nil && !keep {
+			rp.discard()
+		}
+	}()
+}
+
+// takeReady returns the ready process for p, waiting for one being
+// forked, or forking one now when there is none. It returns nil when
+// the server could not fork one.
+func (m *Manager) takeReady(fs *forkServer, p *Proc) *readyProc {
+	for range 2 {
+		fs.readyMu.Lock()
+		rp, waiting := fs.ready, fs.readying
+		fs.ready = nil
+		closed := fs.closed
+		fs.readyMu.Unlock()
+		if closed {
+			return nil
+		}
+		if rp == nil && waiting != nil {
+			select {
+			case <-waiting:
+			case <-time.After(m.cfg.StartTimeout):
+				return nil
+			}
+			continue
+		}
+		if rp == nil {
+			var err error
+			if rp, err = m.forkReady(fs); err != nil {
+				return nil
+			}
+		}
+		if rp.take(p) {
+			return rp
+		}
+	}
+	return nil
+}
+
 // A forkedProc is what the agent keeps of a process a fork server forked
 // while it starts: its FIFOs, until it ends.
 type forkedProc struct {
@@ -323,6 +543,7 @@ type forkedProc struct {
 	made   []string // FIFOs to remove at the end
 	pid    int
 	holds  [2]*os.File // write ends of stdout's and stderr's FIFOs, see start
+	cmd    *os.File    // the .cmd FIFO, opened read-write (see readyProc)
 	expiry time.Time   // of the hand-over wait
 	// devNull: the process's stdin is /dev/null (CloseStdin), and there
 	// is no .in FIFO.
@@ -364,46 +585,23 @@ func openFIFO(path string, flag int) (*os.File, error) {
 // another way.
 var errNotForked = errors.New("the fork server did not take the command")
 
-// startFromForkServer runs o's command in a process the fork server fs
-// forks. It returns errNotForked when the command certainly never ran
-// (the caller starts it another way).
+// startFromForkServer runs o's command in the process the fork server fs
+// forked ahead (readyProc). It returns errNotForked when the command
+// certainly never ran (the caller starts it another way).
 //
-// Only the fork and its answer are on the caller's time: the process
-// opens its FIFOs when it runs. The agent holds a write end of stdout's
-// and stderr's until the process ends, so that the pumps, which start at
-// once, never see an end of file before the process opened its own; and
-// it opens the stdin FIFO's write end in the background, an open that
-// returns when the process opens the read end (a FIFO's two ends meet).
+// Only a write to the process's .cmd FIFO is on the caller's time. The
+// agent holds a write end of stdout's and stderr's FIFOs until the
+// process ends, so that the pumps never see an end of file before the
+// process opened its own; and it opens the stdin FIFO's write end in the
+// background, an open that returns when the process opens the read end
+// (a FIFO's two ends meet).
 func (p *Proc) startFromForkServer(o StartOptions, fs *forkServer) error {
 	m := p.m
-	var name [8]byte
-	rand.Read(name[:])
-	fp := &forkedProc{base: filepath.Join(fs.dir, hex.EncodeToString(name[:])), stdinDone: make(chan struct{})}
-	var out [2]*os.File
-	fail := func() error {
-		for _, f := range append(out[:], fp.holds[:]...) {
-			if f != nil {
-				f.Close()
-			}
-		}
-		fp.remove()
+	rp := m.takeReady(fs, p)
+	if rp == nil {
 		return errNotForked
 	}
-	if _, err := fp.mkfifo("mid", o); err != nil {
-		return fail()
-	}
-	for i, n := range []string{"out", "err"} {
-		path, err := fp.mkfifo(n, o)
-		if err != nil {
-			return fail()
-		}
-		if out[i], err = openFIFO(path, unix.O_RDONLY); err != nil {
-			return fail()
-		}
-		if fp.holds[i], err = openFIFO(path, unix.O_WRONLY); err != nil {
-			return fail()
-		}
-	}
+	fp := rp.fp
 	inPath := os.DevNull
 	if o.CloseStdin {
 		fp.devNull, fp.stdinOpened = true, true
@@ -411,29 +609,26 @@ func (p *Proc) startFromForkServer(o StartOptions, fs *forkServer) error {
 	} else {
 		var err error
 		if inPath, err = fp.mkfifo("in", o); err != nil {
-			return fail()
+			// The process is p's now: it ends as an error.
+			p.failForked(rp, err)
+			return nil
 		}
 	}
-	deadline := time.Now().Add(m.cfg.StartTimeout)
-	pid, err := m.cfg.Reaper.Start(func() (int, error) {
-		return fs.fork(fp.base, inPath, hostnamePrelude(fs.key, keyOf(o))+o.Command, deadline)
-	}, func(st reaper.Status) {
-		m.wg.Add(1)
-		go func() { defer m.wg.Done(); p.finish(st) }()
-	})
+	// It fits the FIFO's buffer (maxLoginCommand): the write never waits
+	// for the process. The agent keeps its end open until the process
+	// ends: a FIFO that no one holds open drops what it holds, and the
+	// process may not have opened it yet.
+	fp.cmd.SetWriteDeadline(time.Now().Add(m.cfg.StartTimeout))
+	_, err := fp.cmd.WriteString(inPath + "\x00" + hostnamePrelude(fs.key, keyOf(o)) + o.Command + "\x00")
 	if err != nil {
-		// A server that forks nothing in StartTimeout is of no use. (A
-		// process it forked after that waits for its stdin as the user
-		// until the sandbox stops: only a wedged server leaves one.)
-		m.dropForkServer(fs)
-		return fail()
+		p.failForked(rp, err)
+		return nil
 	}
-	fp.pid, fp.expiry = pid, deadline
 	p.mu.Lock()
 	p.forked = fp
 	p.mu.Unlock()
-	proc, _ := os.FindProcess(pid)
-	p.run(o, proc, pid, nil, out, nil)
+	proc, _ := os.FindProcess(fp.pid)
+	p.run(o, proc, fp.pid, nil, rp.out, nil)
 	if fp.devNull {
 		return nil
 	}
@@ -454,6 +649,23 @@ func (p *Proc) startFromForkServer(o StartOptions, fs *forkServer) error {
 		close(fp.stdinDone)
 	}()
 	return nil
+}
+
+// failForked records that the taken process rp could not be given its
+// command: it is killed, and p ends as an error once it is reaped.
+func (p *Proc) failForked(rp *readyProc, err error) {
+	fp := rp.fp
+	p.mu.Lock()
+	p.forked = fp
+	p.info.Status, p.info.Reason = Error, "starting the process: "+err.Error()
+	if !fp.stdinOpened {
+		fp.stdinOpened = true
+		close(fp.stdinDone)
+	}
+	p.mu.Unlock()
+	unix.Kill(fp.pid, unix.SIGKILL)
+	proc, _ := os.FindProcess(fp.pid)
+	p.run(StartOptions{}, proc, fp.pid, nil, rp.out, nil)
 }
 
 // handOver waits (once, boundedly) until the process is the agent's:
@@ -487,8 +699,10 @@ func (p *Proc) waitStdin(ctx context.Context, fp *forkedProc, bareClose bool) (c
 // write ends it kept (the pumps then end with the process's last
 // writer), an open of stdin the process never met, and the FIFOs.
 func (p *Proc) release(fp *forkedProc) {
-	for _, f := range fp.holds {
-		f.Close()
+	for _, f := range append(fp.holds[:], fp.cmd) {
+		if f != nil {
+			f.Close()
+		}
 	}
 	p.mu.Lock()
 	opened := fp.stdinOpened
