@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 
 	runc "github.com/containerd/go-runc"
+	"golang.org/x/sys/unix"
 )
 
 // Checkpoints of gVisor sandboxes: runsc saves the whole sandbox (its
@@ -89,22 +91,73 @@ func (r *Runtime) Restore(ctx context.Context, id, bundle, image string, opts Cr
 //
 // Pages load in the background (--background): runsc returns once the
 // kernel's state is loaded, and the sandbox runs while the rest of its
-// memory is read in (a page touched first is read first). That gains
-// only when the page load and the kernel load have a CPU each (the caller
-// lifts the sandbox's CPU limit for the restore: internal/sandbox,
-// resumecpu.go). A page load that fails later kills the sandbox, as a
-// restore that fails does (the checkpoint is gone either way: the caller
-// drops it on a failed restore).
+// memory is read in (a page touched first is read first). A page load
+// that fails later kills the sandbox, as a restore that fails does (the
+// checkpoint is gone either way: the caller drops it on a failed
+// restore).
+//
+// And they load with O_DIRECT (--direct) where the image's file system
+// allows it. runsc reads the pages file with 128 reads in flight, each on
+// a thread of its own; from the page cache each is a copy in the host
+// kernel, so on a host with few CPUs those threads take nearly all of the
+// CPU from the kernel state's load, which runsc needs before it returns:
+// the restore ended with the page load although no page was waited for
+// (bench/results/pause.txt). With O_DIRECT the disk (its DMA) does the
+// copying and the threads mostly wait. The caller flushes the pages file
+// to disk first (FlushCheckpoint), or each read would write it back.
 func (r *Runtime) RestoreInto(ctx context.Context, id, image string, opts CreateOptions) error {
 	if r.Name != GVisor {
 		return ErrCheckpointUnsupported
 	}
 	offset, _ := opts.Log.Seek(0, io.SeekEnd)
-	args := append(r.globalArgs(), "restore", "--detach", "--background", "--image-path", image, id)
+	args := append(r.globalArgs(), "restore", "--detach", "--background")
+	if directReads(image) {
+		args = append(args, "--direct")
+	}
+	args = append(args, "--image-path", image, id)
 	cmd := exec.CommandContext(ctx, r.Path, args...)
 	cmd.Stdout, cmd.Stderr = opts.Log, opts.Log
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("runsc restore into a created container: %w: %s", err, tail(opts.Log, offset))
+	}
+	return nil
+}
+
+// pagesFile is the file of a checkpoint (runsc's default, uncompressed
+// format) that holds its memory's pages.
+const pagesFile = "pages.img"
+
+// directReads reports whether the pages file of the checkpoint in image
+// can be opened with O_DIRECT (not on every file system: tmpfs before
+// Linux 6.6, for one, refuses it).
+func directReads(image string) bool {
+	fd, err := unix.Open(filepath.Join(image, pagesFile), unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	unix.Close(fd)
+	return true
+}
+
+// FlushCheckpoint writes the pages of the checkpoint in image to disk and
+// drops them from the host's page cache: a checkpoint on disk holds no
+// memory of the host's while its sandbox is paused, and a restore that
+// reads it with O_DIRECT (RestoreInto) need not write it back first. A
+// checkpoint without a pages file (compressed) is left as it is.
+func FlushCheckpoint(image string) error {
+	f, err := os.Open(filepath.Join(image, pagesFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("opening the checkpoint's pages: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		return fmt.Errorf("writing the checkpoint's pages to disk: %w", err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		return fmt.Errorf("dropping the checkpoint's pages from the page cache: %w", err)
 	}
 	return nil
 }

@@ -22,9 +22,10 @@ import (
 // socket. The created container holds no user code and none of the
 // checkpoint's memory: only the gVisor sandbox's own processes, waiting.
 //
-// The tear-down and the creation run in the background once the pause
-// is recorded (settleLater): the caller waits only for the checkpoint. A
-// resume that comes first tears down and restores from nothing.
+// The tear-down, the checkpoint's flush to disk and the creation run in
+// the background once the pause is recorded (settleLater): the caller
+// waits only for the checkpoint. A resume that comes first tears down and
+// restores from nothing.
 //
 // Nothing of it is recorded: a daemon that restarts tears down whatever a
 // paused sandbox had set up (Recover), and its resume restores from
@@ -62,6 +63,11 @@ func (m *Manager) settleLater(b *box) {
 			m.log.Error("tearing down a paused sandbox", "sandbox", b.id, "err", err)
 		}
 		steps.mark("teardown")
+		// Before the resume reads it with O_DIRECT (RestoreInto).
+		if err := runtime.FlushCheckpoint(checkpointDir(m.paths(b.rec.Key))); err != nil {
+			m.log.Warn("flushing a paused sandbox's checkpoint", "sandbox", b.id, "err", err)
+		}
+		steps.mark("flush")
 		m.prepareResume(ctx, b)
 		steps.mark("prepare")
 		m.log.Debug("paused sandbox settled", "sandbox", b.id, "prepared", b.prepared != nil, "steps", steps.String())
@@ -154,3 +160,4 @@ func (m *Manager) resumePrepared(ctx context.Context, b *box) (_ *instance, err 
 	m.prepared.Add(-1)
 	return inst, nil
 }
+
