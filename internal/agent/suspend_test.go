@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -88,4 +89,56 @@ func TestSuspendNeedsARebindableSocket(t *testing.T) {
 	if err := l.suspend(); !errors.Is(err, errNotRebindable) {
 		t.Errorf("suspend: %v, want errNotRebindable", err)
 	}
+}
+
+// TestSuspendedListenerWakesAtTheCheckpointsEnd: a suspended listener
+// binds its socket again by itself once gVisor's checkpoint file (here a
+// pipe standing for it) reports the end of the checkpoint, with no
+// signal; a listener resumed otherwise first lets go of the file.
+func TestSuspendedListenerWakesAtTheCheckpointsEnd(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newSuspendableListener(ln, path, t.Logf)
+	defer l.Close()
+	var report *os.File // the pipe's write end: gVisor's side
+	l.openCheckpoint = func() (*os.File, error) {
+		r, w, err := os.Pipe()
+		report = w
+		return r, err
+	}
+
+	if err := l.suspend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := report.WriteString("restore\n"); err != nil {
+		t.Fatal(err)
+	}
+	report.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("unix", path)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no socket after the checkpoint's end: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	// Suspended again and resumed by the signal: the file is let go of.
+	if err := l.suspend(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.resume(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := report.WriteString("restore\n"); !errors.Is(err, syscall.EPIPE) {
+		t.Errorf("writing to the checkpoint file after a resume: %v, want EPIPE (closed)", err)
+	}
+	report.Close()
 }

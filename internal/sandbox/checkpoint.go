@@ -25,8 +25,10 @@ import (
 // it (agentapi.PathSuspend: it closes its connections and its listener and
 // unlinks the socket); a failed checkpoint kills the sandbox, so nothing
 // of the host may be held when it starts. After the restore, or when the
-// checkpoint failed and left the sandbox running, the agent is told to bind
-// its socket again (agentapi.ResumeSignal, through runsc).
+// checkpoint failed and left the sandbox running, the agent binds its
+// socket again: by itself once gVisor reports the checkpoint's end
+// (internal/agent, suspend.go), or when told (agentapi.ResumeSignal,
+// through runsc; wakeRestored).
 //
 // runsc takes the network's addresses from the network namespace and
 // removes them from it when it starts a sandbox, so a restore needs a

@@ -473,11 +473,11 @@ func (m *Manager) bootAs(ctx context.Context, b *box, mode bootMode) (_ *instanc
 	}
 	if restored {
 		// The agent let go of its socket before the checkpoint.
-		if err := rt.SignalInit(ctx, cid, agentapi.ResumeSignal); err != nil {
-			return nil, fmt.Errorf("waking the restored agent: %w", err)
-		}
+		err = wakeRestored(ctx, rt, inst)
+	} else {
+		err = waitAgent(ctx, inst, agentBootTimeout)
 	}
-	if err := waitAgent(ctx, inst, agentBootTimeout); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("%w (agent log: %s)", err, logTail(p.log))
 	}
 	steps.mark("agent")

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/agentapi"
@@ -147,12 +148,7 @@ func (m *Manager) resumePrepared(ctx context.Context, b *box) (_ *instance, err 
 	}
 	steps.mark("restore")
 	failpoint.Hit("resume-after-restore")
-	// The agent let go of its socket before the checkpoint.
-	if err := rt.SignalInit(ctx, inst.cid, agentapi.ResumeSignal); err != nil {
-		return nil, fmt.Errorf("waking the restored agent: %w", err)
-	}
-	steps.mark("signal")
-	if err := waitAgent(ctx, inst, agentBootTimeout); err != nil {
+	if err := wakeRestored(ctx, rt, inst); err != nil {
 		return nil, fmt.Errorf("%w (agent log: %s)", err, logTail(p.log))
 	}
 	steps.mark("agent")
@@ -161,3 +157,29 @@ func (m *Manager) resumePrepared(ctx context.Context, b *box) (_ *instance, err 
 	return inst, nil
 }
 
+// initSignaler is the part of Runtime that wakeRestored uses.
+type initSignaler interface {
+	SignalInit(ctx context.Context, id string, sig syscall.Signal) error
+}
+
+// selfWakeGrace is how long a restored agent has to bind its socket again
+// by itself before the daemon sends it agentapi.ResumeSignal.
+const selfWakeGrace = time.Second
+
+// wakeRestored waits for restored inst's agent to answer. The agent let
+// go of its socket before the checkpoint and binds it again by itself as
+// soon as gVisor reports the restore (internal/agent, suspend.go), so the
+// resume's path holds no `runsc kill`. An agent that has not answered
+// within selfWakeGrace (a checkpoint of an agent from before it did so)
+// is sent agentapi.ResumeSignal through the runtime, as it expects, and
+// given agentBootTimeout more.
+func wakeRestored(ctx context.Context, rt initSignaler, inst *instance) error {
+	err := waitAgent(ctx, inst, selfWakeGrace)
+	if err == nil || !inst.alive() || ctx.Err() != nil {
+		return err
+	}
+	if err := rt.SignalInit(ctx, inst.cid, agentapi.ResumeSignal); err != nil {
+		return fmt.Errorf("waking the restored agent: %w", err)
+	}
+	return waitAgent(ctx, inst, agentBootTimeout)
+}
