@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ type termConn struct {
 
 func dialTerminal(t *testing.T, ta *testAgent, query string) *termConn {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, resp, err := websocket.Dial(ctx, "ws://agent/terminal?"+query, &websocket.DialOptions{
 		HTTPClient: ta.client, Subprotocols: []string{api.TerminalSubprotocol},
@@ -71,7 +72,7 @@ func (tc *termConn) control(m api.TerminalMessage) {
 // the exit frame.
 func (tc *termConn) until(want string) string {
 	tc.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for want == "" || !strings.Contains(tc.out.String(), want) {
 		typ, data, err := tc.c.Read(ctx)
@@ -95,6 +96,62 @@ func (tc *termConn) until(want string) string {
 		}
 	}
 	return tc.out.String()
+}
+
+// procStat is what /proc/PID/stat says of a process: its name, session
+// and process group, and the foreground process group of its terminal.
+type procStat struct {
+	comm                 string
+	session, pgrp, tpgid int
+}
+
+func readProcStat(pid string) (procStat, bool) {
+	data, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+	if err != nil {
+		return procStat{}, false
+	}
+	// "pid (comm) state ppid pgrp session tty_nr tpgid ...": comm may
+	// hold spaces and parentheses, so it ends at the last ')'.
+	s := string(data)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return procStat{}, false
+	}
+	f := strings.Fields(s[end+1:])
+	if len(f) < 6 {
+		return procStat{}, false
+	}
+	var st procStat
+	st.comm = s[open+1 : end]
+	for i, dst := range []*int{&st.pgrp, &st.session, nil, &st.tpgid} {
+		if dst != nil {
+			*dst, err = strconv.Atoi(f[2+i])
+			if err != nil {
+				return procStat{}, false
+			}
+		}
+	}
+	return st, true
+}
+
+// waitForeground waits until a process named comm in the session of the
+// terminal whose shell is shellPID is its terminal's foreground process
+// group, the one a ^C typed now reaches.
+func waitForeground(t *testing.T, shellPID int, comm string) {
+	t.Helper()
+	shell, ok := readProcStat(strconv.Itoa(shellPID))
+	if !ok {
+		t.Fatalf("no process %d", shellPID)
+	}
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			if st, ok := readProcStat(e.Name()); ok && st.comm == comm && st.session == shell.session && st.pgrp == st.tpgid {
+				return
+			}
+		}
+	}
+	t.Fatalf("%s did not become the foreground job of session %d", comm, shell.session)
 }
 
 func TestTerminalOverWebSocket(t *testing.T) {
@@ -128,8 +185,11 @@ func TestTerminalOverWebSocket(t *testing.T) {
 	}
 
 	// Ctrl-C interrupts the foreground program, not the shell.
+	// The ^C is sent once sleep is the terminal's foreground job: sent
+	// earlier (a loaded machine), it would reach the shell instead, or
+	// flush the line before the shell read it, and sleep would run on.
 	tc.send("sleep 1000\r")
-	time.Sleep(200 * time.Millisecond)
+	waitForeground(t, tc.ready.PID, "sleep")
 	tc.send("\x03")
 	tc.send("echo after-interrupt-$((5+5))\r")
 	tc.until("after-interrupt-10")
