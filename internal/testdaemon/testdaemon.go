@@ -300,9 +300,9 @@ var (
 	buildErr  error
 )
 
-// BinDir returns the directory with sandboxd, sandbox and sandbox-agent:
-// $SANDBOXD_BIN_DIR (set by `make test`), or binaries built once per test
-// process.
+// BinDir returns the directory with sandboxd, sandbox, sandbox-agent and
+// sandbox-spawn: $SANDBOXD_BIN_DIR (set by `make test`), or binaries built
+// once per test process.
 func BinDir(t testing.TB) string {
 	t.Helper()
 	if dir := os.Getenv("SANDBOXD_BIN_DIR"); dir != "" {
@@ -314,7 +314,7 @@ func BinDir(t testing.TB) string {
 			return
 		}
 		root := moduleRoot()
-		for _, name := range []string{"sandboxd", "sandbox", "sandbox-agent"} {
+		for _, name := range []string{"sandboxd", "sandbox", "sandbox-agent", "sandbox-spawn"} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, name), "./cmd/"+name)
 			cmd.Dir = root
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
