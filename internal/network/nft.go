@@ -171,9 +171,13 @@ func (m *Manager) ruleset(allows map[string]allowEntry) string {
 	p("\t\ttype filter hook input priority filter; policy accept;")
 	p("\t\tiifname %s jump sandbox_to_host", sbx)
 	if fwd {
-		p("\t\tmeta l4proto { tcp, udp } th dport %d drop", m.cfg.DNSPort)
+		// Other hosts may not use the forwarder and the checker (they listen
+		// on every address for the redirects). The host itself is not kept
+		// out: a table left by a killed daemon would otherwise blackhole
+		// whatever local service is later given the same port.
+		p("\t\tiifname != \"lo\" meta l4proto { tcp, udp } th dport %d drop", m.cfg.DNSPort)
 		if m.cfg.CheckPort != 0 {
-			p("\t\ttcp dport %d drop", m.cfg.CheckPort)
+			p("\t\tiifname != \"lo\" tcp dport %d drop", m.cfg.CheckPort)
 		}
 	}
 	p("\t}")
