@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/sandboxd/sandboxd/internal/bounded"
 )
 
 // defaultConfigFile is read when it exists and --config is not given.
@@ -30,7 +31,7 @@ var notInConfig = map[string]bool{"config": true, "json": true}
 // values go through the flags' own parsing, so the file is validated exactly
 // as the command line is; errors name the file and line.
 func applyConfigFile(flags *flag.FlagSet, path string, required bool) error {
-	data, err := readConfig(path)
+	data, err := bounded.ReadFile(path, maxConfigBytes)
 	if errors.Is(err, fs.ErrNotExist) && !required {
 		return nil
 	}
@@ -108,20 +109,4 @@ func scalarText(n *yaml.Node) (string, error) {
 		return strings.Join(parts, ","), nil
 	}
 	return "", errors.New("want a value or a list of values")
-}
-
-func readConfig(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxConfigBytes {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxConfigBytes)
-	}
-	return data, nil
 }

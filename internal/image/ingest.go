@@ -23,6 +23,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/sandboxd/sandboxd/internal/atomicfile"
+	"github.com/sandboxd/sandboxd/internal/bounded"
 )
 
 // Bounds of the JSON documents of an image.
@@ -361,14 +362,12 @@ type countWriter struct{ n int64 }
 
 func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
-// readBounded reads at most max bytes of r; more is ErrTooLarge.
+// readBounded reads at most max bytes of r; more is ErrTooLarge (the
+// image's: IMAGE_TOO_LARGE).
 func readBounded(r io.Reader, max int64, what string) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(r, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > max {
+	data, err := bounded.Read(r, max, what)
+	if errors.Is(err, bounded.ErrTooLarge) {
 		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrTooLarge, what, max)
 	}
-	return data, nil
+	return data, err
 }

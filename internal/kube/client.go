@@ -72,7 +72,7 @@ func (c *Client) bearer() (string, error) {
 	if c.tokenFile == "" || time.Since(c.tokenRead) < tokenRefresh {
 		return c.token, nil
 	}
-	data, err := readBounded(c.tokenFile)
+	data, err := readFile(c.tokenFile)
 	if err != nil {
 		if c.token != "" {
 			return c.token, nil // keep the last token; the server says when it expired

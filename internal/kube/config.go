@@ -13,7 +13,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"os"
@@ -21,6 +20,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/sandboxd/sandboxd/internal/bounded"
 )
 
 // DefaultNamespace is the namespace of sandboxd's objects when the
@@ -83,7 +84,7 @@ type kubeconfig struct {
 // server, CA, token or client certificate (inline or as files, relative to
 // the kubeconfig's directory) and namespace (DefaultNamespace when none).
 func LoadKubeconfig(path string) (*Config, error) {
-	data, err := readBounded(path)
+	data, err := readFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading kubeconfig: %w", err)
 	}
@@ -159,7 +160,7 @@ func InClusterConfig() (*Config, error) {
 	if host == "" || port == "" {
 		return nil, ErrNotInCluster
 	}
-	ca, err := readBounded(filepath.Join(serviceAccountDir, "ca.crt"))
+	ca, err := readFile(filepath.Join(serviceAccountDir, "ca.crt"))
 	if err != nil {
 		return nil, fmt.Errorf("in-cluster CA: %w", err)
 	}
@@ -167,7 +168,7 @@ func InClusterConfig() (*Config, error) {
 		Server: "https://" + net.JoinHostPort(host, port), CAData: ca,
 		TokenFile: filepath.Join(serviceAccountDir, "token"), Namespace: DefaultNamespace,
 	}
-	if ns, err := readBounded(filepath.Join(serviceAccountDir, "namespace")); err == nil && strings.TrimSpace(string(ns)) != "" {
+	if ns, err := readFile(filepath.Join(serviceAccountDir, "namespace")); err == nil && strings.TrimSpace(string(ns)) != "" {
 		cfg.Namespace = strings.TrimSpace(string(ns))
 	}
 	return cfg, cfg.validate()
@@ -207,6 +208,9 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
+// readFile reads a kubeconfig, token or certificate file, bounded.
+func readFile(path string) ([]byte, error) { return bounded.ReadFile(path, maxConfigBytes) }
+
 // inlineOrFile returns base64 data when set, else the file's content.
 func inlineOrFile(b64, file string) ([]byte, error) {
 	if b64 != "" {
@@ -215,21 +219,5 @@ func inlineOrFile(b64, file string) ([]byte, error) {
 	if file == "" {
 		return nil, nil
 	}
-	return readBounded(file)
-}
-
-func readBounded(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxConfigBytes {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxConfigBytes)
-	}
-	return data, nil
+	return readFile(file)
 }

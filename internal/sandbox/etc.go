@@ -3,12 +3,13 @@ package sandbox
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/sandboxd/sandboxd/internal/bounded"
 )
 
 // A sandbox's /etc/hosts, /etc/hostname and /etc/resolv.conf are written
@@ -56,7 +57,8 @@ func initEtc(p paths, name, mode string, dns []netip.Addr, owner int) error {
 	}
 	files := etcContents(name, mode, dns)
 	for _, f := range etcFiles {
-		if data, err := readBounded(filepath.Join(p.etc, f), maxLegacyEtcBytes); err == nil {
+		// What fits the bound is carried over.
+		if data, err := bounded.ReadFile(filepath.Join(p.etc, f), maxLegacyEtcBytes); err == nil || errors.Is(err, bounded.ErrTooLarge) {
 			files[f] = string(data)
 		}
 	}
@@ -108,13 +110,4 @@ func writeRootFiles(rootDir string, files map[string]string, owner int) error {
 		}
 	}
 	return nil
-}
-
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, limit))
 }
