@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/sandboxd/sandboxd/internal/bounded"
 )
@@ -110,4 +111,59 @@ func writeRootFiles(rootDir string, files map[string]string, owner int) error {
 		}
 	}
 	return nil
+}
+
+// rewriteRootFiles is writeRootFiles for files that the daemon wrote
+// itself and no caller's code touched since: a warm sandbox's, renamed
+// when it is handed out. It writes each in place when it is still a
+// regular file of one link, which on an overlay needs no whiteout:
+// replacing a file that the image's layer has too makes overlayfs create
+// one and rename over it, under the upper filesystem's rename lock, which
+// every rename on that filesystem shares (/etc/hosts's replacement alone
+// took 1.9 ms p50 of a take at load 28, most of the take). Anything else
+// is replaced the safe way (writeRootFiles).
+func rewriteRootFiles(rootDir string, files map[string]string, owner int) error {
+	root, err := os.OpenRoot(rootDir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	rest := map[string]string{}
+	for _, name := range etcFiles {
+		content, ok := files[name]
+		if !ok {
+			continue
+		}
+		if err := rewriteInPlace(root, "etc/"+name, content); err != nil {
+			rest[name] = content
+		}
+	}
+	if len(rest) == 0 {
+		return nil
+	}
+	return writeRootFiles(rootDir, rest, owner)
+}
+
+// rewriteInPlace overwrites the regular file path of root with content.
+// It refuses (and writes nothing) when path is a symlink or anything but a
+// regular file of one link.
+func rewriteInPlace(root *os.Root, path, content string) error {
+	f, err := root.OpenFile(path, os.O_WRONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !fi.Mode().IsRegular() || !ok || st.Nlink != 1 {
+		return fmt.Errorf("/%s is not a regular file of its own", path)
+	}
+	// Truncating to zero first would make ext4 write the file back at
+	// close (its replace-by-truncate heuristic): write, then cut the tail.
+	if _, err := f.WriteAt([]byte(content), 0); err != nil {
+		return err
+	}
+	return f.Truncate(int64(len(content)))
 }

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -68,5 +69,67 @@ func TestInitEtcWritesIntoTheSandboxRootOnce(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "hostname")); err == nil {
 		t.Error("a file was written outside the root")
+	}
+}
+
+// TestRewriteRootFilesInPlace: a warm sandbox's files are rewritten in
+// place (same inode, no whiteout on an overlay), shorter or longer; a
+// symlink or a hard link is never written through, but replaced by a
+// file of the sandbox's own.
+func TestRewriteRootFilesInPlace(t *testing.T) {
+	dir := t.TempDir()
+	rootfs := filepath.Join(dir, "rootfs")
+	etc := filepath.Join(rootfs, "etc")
+	os.MkdirAll(etc, 0o755)
+	if err := writeRootFiles(rootfs, map[string]string{"hostname": "warm-0123456789\n", "hosts": hostsFile("warm-0123456789")}, -1); err != nil {
+		t.Fatal(err)
+	}
+	inode := func(name string) uint64 {
+		fi, err := os.Lstat(filepath.Join(etc, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	read := func(name string) string {
+		data, _ := os.ReadFile(filepath.Join(etc, name))
+		return string(data)
+	}
+	before := inode("hosts")
+	for _, name := range []string{"a", "a-much-longer-name-than-the-placeholder-had"} {
+		if err := rewriteRootFiles(rootfs, map[string]string{"hostname": name + "\n", "hosts": hostsFile(name)}, -1); err != nil {
+			t.Fatal(err)
+		}
+		if got := read("hostname"); got != name+"\n" {
+			t.Errorf("hostname = %q, want %q", got, name+"\n")
+		}
+		if got := read("hosts"); got != hostsFile(name) {
+			t.Errorf("hosts = %q", got)
+		}
+	}
+	if inode("hosts") != before {
+		t.Error("hosts was replaced, not rewritten in place")
+	}
+
+	outside := filepath.Join(dir, "host-file")
+	os.WriteFile(outside, []byte("host\n"), 0o600)
+	os.Remove(filepath.Join(etc, "hosts"))
+	os.Symlink("../../host-file", filepath.Join(etc, "hosts"))
+	other := filepath.Join(rootfs, "other")
+	os.Link(filepath.Join(etc, "hostname"), other)
+	if err := rewriteRootFiles(rootfs, map[string]string{"hostname": "b\n", "hosts": hostsFile("b")}, -1); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(outside); string(data) != "host\n" {
+		t.Errorf("a write followed a symlink out of the root: the host file holds %q", data)
+	}
+	if data, _ := os.ReadFile(other); string(data) == "b\n" {
+		t.Error("a write went through a hard link")
+	}
+	if fi, err := os.Lstat(filepath.Join(etc, "hosts")); err != nil || !fi.Mode().IsRegular() || read("hosts") != hostsFile("b") {
+		t.Errorf("hosts after a symlink: %v, %v, %q", fi, err, read("hosts"))
+	}
+	if read("hostname") != "b\n" {
+		t.Errorf("hostname after a hard link: %q", read("hostname"))
 	}
 }

@@ -234,14 +234,15 @@ func (m *Manager) unrecordAdopted(ctx context.Context, b *box, rec store.Sandbox
 	}
 }
 
-// nameSandbox sets the hostname of the sandbox whose init is pid, and
-// rewrites /etc/hostname and /etc/hosts in its root (mounted at rootDir;
-// the container sees the same overlay).
+// nameSandbox sets the hostname of the warm sandbox whose init is pid,
+// and rewrites /etc/hostname and /etc/hosts in its root (mounted at
+// rootDir; the container sees the same overlay), in place: they are the
+// ones its first boot wrote (rewriteRootFiles).
 func (m *Manager) nameSandbox(pid int, rootDir, name string, owner int) error {
 	if err := m.opts.Mounts.SetHostname(pid, name); err != nil {
 		return err
 	}
-	return writeRootFiles(rootDir, map[string]string{"hostname": name + "\n", "hosts": hostsFile(name)}, owner)
+	return rewriteRootFiles(rootDir, map[string]string{"hostname": name + "\n", "hosts": hostsFile(name)}, owner)
 }
 
 // setHostname enters the UTS namespace of pid on a locked thread, sets the
