@@ -20,7 +20,12 @@ package api
 //   - 6 (2026-12-06): POST /processes/start/stream starts a process and
 //     streams its log in one call (the E2B layer's commands); an agent of
 //     version 5 answers 404.
-const ProtocolVersion = 6
+//   - 7 (2026-12-06): a warm sandbox's name travels in a header of the
+//     daemon's first calls (agentapi.NameHeader), which the agent applies
+//     before serving the call; POST /internal/name is gone. An agent of
+//     version 6 would ignore the header and keep the placeholder's
+//     HOSTNAME.
+const ProtocolVersion = 7
 
 // AgentHealth is the body of the agent's GET /internal/health.
 type AgentHealth struct {
@@ -40,13 +45,6 @@ type AgentActivity struct {
 	RunningProcesses int `json:"runningProcesses"`
 	// RunningExecutions counts code-context runs in progress.
 	RunningExecutions int `json:"runningExecutions"`
-}
-
-// AgentNameRequest is the body of the agent's POST /internal/name.
-type AgentNameRequest struct {
-	// Name is the sandbox's new hostname, which its commands see as
-	// HOSTNAME from the next one on; 1 to 253 bytes.
-	Name string `json:"name"`
 }
 
 // AgentLoginRequest is the body of the agent's POST /internal/login,

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -8,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/agentapi"
 	"github.com/sandboxd/sandboxd/internal/leftovers"
 	"github.com/sandboxd/sandboxd/internal/testdaemon"
 )
@@ -40,10 +44,16 @@ func TestWarmPoolHandsOutNamedSandboxes(t *testing.T) {
 		waitWarm(t, d, 1)
 		start := time.Now()
 		sb := d.Client.Sandbox("from-pool")
-		got := trim(run(t, sb, "hostname; echo $HOSTNAME; cat /etc/hostname; grep -c from-pool /etc/hosts; pwd"))
+		// The create's own call carries the name to the agent; one that a
+		// caller tries to name through the daemon's internal header runs
+		// under the sandbox's own name all the same.
+		got := trim(execNaming(t, d, "from-pool", "evil", "hostname; echo $HOSTNAME; cat /etc/hostname; grep -c from-pool /etc/hosts; pwd"))
 		t.Logf("create + first exec from the pool: %v", time.Since(start))
 		if got != "from-pool\nfrom-pool\nfrom-pool\n1\n/workspace" {
 			t.Errorf("a pooled sandbox's identity: %q", got)
+		}
+		if got := trim(execNaming(t, d, "from-pool", "evil", "echo $HOSTNAME")); got != "from-pool" {
+			t.Errorf("a later call with the internal name header: HOSTNAME=%q", got)
 		}
 		// What named it (on gVisor a process started with CAP_SYS_ADMIN
 		// while the sandbox waited) is gone: nothing in the sandbox holds
@@ -68,6 +78,10 @@ func TestWarmPoolHandsOutNamedSandboxes(t *testing.T) {
 		if got := trim(run(t, custom, "hostname; echo $X")); got != "custom\n1" {
 			t.Errorf("custom sandbox: %q", got)
 		}
+		// Nor can a caller name a sandbox that did not come from the pool.
+		if got := trim(execNaming(t, d, "custom", "evil", "echo $HOSTNAME")); got != "custom" {
+			t.Errorf("a cold-started sandbox's call with the internal name header: HOSTNAME=%q", got)
+		}
 		// Pooled sandboxes are ordinary: they survive a restart of the daemon.
 		d.Restart(t)
 		if got := trim(run(t, sb, "cat /workspace/f; hostname")); got != "mine\nfrom-pool" {
@@ -86,6 +100,28 @@ func TestWarmPoolHandsOutNamedSandboxes(t *testing.T) {
 			t.Errorf("listed %d sandboxes, want 3 (pool members are not listed): %v", len(list), list)
 		}
 	}, "--warm-pool", "1")
+}
+
+// execNaming runs command in the sandbox id through the API with the
+// agent's internal name header set to name, as a caller trying to rename
+// the sandbox would, and returns its stdout.
+func execNaming(t *testing.T, d *testdaemon.Daemon, id, name, command string) string {
+	t.Helper()
+	body, _ := json.Marshal(api.ExecRequest{Command: command})
+	req, _ := http.NewRequestWithContext(ctxT(t, 60*time.Second), "POST", d.URL+"/v1/sandboxes/"+id+"/exec", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+d.Token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(agentapi.NameHeader, name)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var res api.ExecResult
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil || resp.StatusCode != http.StatusOK || res.ExitCode != 0 {
+		t.Fatalf("exec %q: status %d, %+v, %v", command, resp.StatusCode, res, err)
+	}
+	return res.Stdout
 }
 
 // A daemon stopped while its warm pool is starting a sandbox leaves

@@ -246,7 +246,7 @@ func New(cfg Config) (*Agent, error) {
 
 // Handler is the agent's HTTP API.
 func (a *Agent) Handler() http.Handler {
-	return requestid.Middleware(a.server.logRequests(a.server.routes()))
+	return requestid.Middleware(a.server.logRequests(a.server.takeName(a.server.routes())))
 }
 
 // Run serves ln until ctx is done, then shuts down in this order:

@@ -716,7 +716,7 @@ func TestLoginProfileThatPrints(t *testing.T) {
 // TestPrepareLoginSurvivesTheName: a warm pool's sandbox is made ready for
 // login processes of a user before it is handed out (POST /internal/login:
 // the account is created and the fork server started); the name it gets
-// when it is taken changes HOSTNAME, and its first login process is still
+// when it is taken (agentapi.NameHeader) changes HOSTNAME, and its first login process is still
 // forked by that server, with the new HOSTNAME, as a login shell started
 // then would see it.
 func TestPrepareLoginSurvivesTheName(t *testing.T) {
@@ -724,13 +724,21 @@ func TestPrepareLoginSurvivesTheName(t *testing.T) {
 	if err := os.Chmod(filepath.Dir(ta.workspace), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ta.mustCall(t, http.StatusOK, "POST", agentapi.PathName, api.AgentNameRequest{Name: "warm-1"}, nil)
+	// The placeholder's name, which a warm sandbox's container starts with.
+	ta.mustCall(t, http.StatusOK, "POST", "/env", api.SetEnvRequest{Env: map[string]*string{"HOSTNAME": new("warm-1")}}, nil)
 	for _, bad := range []string{"", "Bad User", "x;y"} {
 		ta.callError(t, api.CodeValidationFailed, "POST", agentapi.PathLogin, api.AgentLoginRequest{User: bad})
 	}
 	ta.mustCall(t, http.StatusNoContent, "POST", agentapi.PathLogin, api.AgentLoginRequest{User: "tester"}, nil)
 	server := loginShell(t, 0)
-	ta.mustCall(t, http.StatusOK, "POST", agentapi.PathName, api.AgentNameRequest{Name: "it's taken"}, nil)
+	// The take: the daemon's first call carries the name.
+	req, _ := http.NewRequest("GET", "http://agent/env", nil)
+	req.Header.Set(agentapi.NameHeader, "it's taken")
+	resp, err := ta.client.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the naming call: %v, %v", resp, err)
+	}
+	resp.Body.Close()
 	home := filepath.Join(filepath.Dir(ta.workspace), "home", "tester")
 	for i := range 2 {
 		p := ta.start(t, api.StartProcessRequest{Command: `echo "$HOSTNAME|$(printenv HOSTNAME)|$$|$USER|$PWD"`,

@@ -56,6 +56,10 @@ type server struct {
 	// activity lists what can keep the sandbox busy on its own; each
 	// source adds its counts (background processes, code runs).
 	activity []func(*api.AgentActivity)
+
+	// named is set once a name from the daemon was applied (takeName).
+	nameMu sync.Mutex
+	named  bool
 }
 
 // handlers maps each route of agentapi.Routes, by pattern, to its handler.
@@ -68,7 +72,6 @@ func (s *server) handlers() map[string]http.HandlerFunc {
 		"POST " + agentapi.PathShutdown:     s.shutdownRequest,
 		"GET " + agentapi.PathDial:          s.dialPort,
 		"POST " + agentapi.PathSuspend:      s.suspendRequest,
-		"POST " + agentapi.PathName:         s.nameRequest,
 		"POST " + agentapi.PathFork:         s.forkRequest,
 		"GET " + agentapi.PathReady:         s.readyRequest,
 		"POST " + agentapi.PathLogin:        s.loginRequest,
@@ -206,24 +209,47 @@ func (s *server) readyRequest(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// nameRequest gives a warm sandbox's commands the name it was handed out
-// under as HOSTNAME (the daemon sets the hostname itself). It is not
-// saved: the state file would cost a sync on the way of the sandbox's
-// first call, and every later start of the container has the name in its
-// own environment, below the sandbox layer. A later save keeps it anyway.
-func (s *server) nameRequest(w http.ResponseWriter, r *http.Request) {
-	var body api.AgentNameRequest
-	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&body); err != nil || body.Name == "" || len(body.Name) > 253 {
-		writeError(w, api.Errorf(api.CodeValidationFailed, "body must be {\"name\": \"...\"} with a name of at most 253 bytes"))
-		return
+// takeName applies the name the daemon sends in agentapi.NameHeader on
+// its first calls to a warm sandbox it handed out: the sandbox's commands
+// see it as HOSTNAME from this call on (the daemon sets the hostname and
+// /etc files itself). It is applied before the call is served, so the
+// call that created the sandbox already runs under its name, and once:
+// an agent is handed out once, and a later header (a second call sent
+// before the first was answered) must not undo what a call did to
+// HOSTNAME meanwhile. It is not saved: the state file would cost a sync
+// on the way of the sandbox's first call, and every later start of the
+// container has the name in its own environment, below the sandbox
+// layer. A later save keeps it anyway.
+func (s *server) takeName(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if name := r.Header.Get(agentapi.NameHeader); name != "" {
+			if aerr := s.applyName(name); aerr != nil {
+				writeError(w, aerr)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// applyName sets HOSTNAME to name in the sandbox layer, unless a name was
+// applied before.
+func (s *server) applyName(name string) *api.Error {
+	s.nameMu.Lock()
+	defer s.nameMu.Unlock()
+	if s.named {
+		return nil
 	}
-	l := session.Layer{"HOSTNAME": &body.Name}
+	if len(name) > 253 {
+		return api.Errorf(api.CodeValidationFailed, "%s must be a name of at most 253 bytes", agentapi.NameHeader)
+	}
+	l := session.Layer{"HOSTNAME": &name}
 	if e := validateLayer(l); e != nil {
-		writeError(w, e)
-		return
+		return e
 	}
 	s.sessions.SetSandboxEnv(l)
-	writeJSON(w, http.StatusOK, map[string]string{"name": body.Name})
+	s.named = true
+	return nil
 }
 
 // activityReport tells the daemon whether the sandbox is busy with work

@@ -111,14 +111,6 @@ func (c *Client) PrepareLogin(ctx context.Context, user string) error {
 	return c.do(ctx, http.MethodPost, PathLogin, &api.AgentLoginRequest{User: user}, http.StatusNoContent, nil)
 }
 
-// Name tells the agent of a warm sandbox the name it was handed out
-// under: its commands see it as HOSTNAME from the next one on. Unlike the
-// public POST /env it writes nothing to disk: the daemon puts the name in
-// the container's own environment at every later start.
-func (c *Client) Name(ctx context.Context, name string) error {
-	return c.do(ctx, http.MethodPost, PathName, &api.AgentNameRequest{Name: name}, http.StatusOK, nil)
-}
-
 // Fork gives the agent of a sandbox restored from another's memory
 // snapshot its own base environment, dropping the parent's API-set one.
 func (c *Client) Fork(ctx context.Context, env []string) error {

@@ -23,11 +23,18 @@ const (
 	PathShutdown = InternalPrefix + "shutdown"
 	PathDial     = InternalPrefix + "dial"
 	PathSuspend  = InternalPrefix + "suspend"
-	PathName     = InternalPrefix + "name"
 	PathFork     = InternalPrefix + "fork"
 	PathReady    = InternalPrefix + "ready"
 	PathLogin    = InternalPrefix + "login"
 )
+
+// NameHeader carries, on the daemon's first calls to the agent of a warm
+// sandbox it just handed out, the name it was handed out under: the agent
+// sets HOSTNAME in the sandbox's environment before it serves the call, so
+// the name costs no round trip of its own. The agent takes a name once in
+// its life. The daemon sets it only on calls it makes itself and strips it
+// from every call it forwards, so no API caller can rename a sandbox.
+const NameHeader = "X-Sandboxd-Agent-Name"
 
 // ResumeSignal, sent to the agent (init) through the runtime, makes an
 // agent that let go of its socket for a checkpoint (PathSuspend) bind it
@@ -71,7 +78,6 @@ var Routes = []Route{
 	{Method: "POST", Path: PathShutdown},
 	{Method: "GET", Path: PathDial},
 	{Method: "POST", Path: PathSuspend},
-	{Method: "POST", Path: PathName, Idempotent: true},
 	{Method: "POST", Path: PathFork},
 	{Method: "GET", Path: PathReady, Idempotent: true},
 	{Method: "POST", Path: PathLogin, Idempotent: true},

@@ -76,7 +76,10 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	for attempt := 1; ; attempt++ {
-		lease, err := s.opts.Manager.Acquire(r.Context(), id)
+		// The call goes to the agent at once even when it creates the
+		// sandbox from the warm pool: its answer waits for the sandbox's
+		// registry row instead (proxy, Lease.Settle).
+		lease, err := s.opts.Manager.AcquireForCall(r.Context(), id)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
@@ -131,7 +134,7 @@ func abortResponse() { panic(http.ErrAbortHandler) }
 // mid-way).
 func (s *Server) proxyLeased(w http.ResponseWriter, r *http.Request, id, rest string, route agentapi.Route, lease *sandbox.Lease, retryable bool) failure {
 	defer lease.Release()
-	return s.proxy(w, r, id, rest, route, lease.Transport, retryable)
+	return s.proxy(w, r, id, rest, route, lease, retryable)
 }
 
 // bufferBody reads a JSON body (bounded in size and time) into memory;
@@ -165,11 +168,19 @@ func (s *Server) bufferBody(w http.ResponseWriter, r *http.Request) ([]byte, boo
 // proxy passes one attempt of the request to the agent. When retryable and
 // the agent gave no answer at all, it writes nothing and says how it
 // failed, so the caller may retry.
-func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rest string, route agentapi.Route, transport http.RoundTripper, retryable bool) (f failure) {
+//
+// A call that created its sandbox from the warm pool names the agent
+// (agentapi.NameHeader, which callers can never send: it is stripped from
+// every request) and reaches it while the sandbox's registry row is still
+// being written. Nothing of the agent's answer passes before the row is
+// (Lease.Settle in ModifyResponse, so an event stream's first byte waits
+// too); if it could not be written, the caller gets that error instead.
+func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rest string, route agentapi.Route, lease *sandbox.Lease, retryable bool) (f failure) {
 	var buffers httputil.BufferPool
 	if route.Bulk {
 		buffers = bulkBuffers{}
 	}
+	name := lease.AgentName()
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
@@ -181,11 +192,21 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rest string, 
 			pr.Out.Header.Del("Authorization")
 			pr.Out.Header.Del("Cookie")
 			stripTokenSubprotocol(pr.Out.Header)
+			pr.Out.Header.Del(agentapi.NameHeader)
+			if name != "" {
+				pr.Out.Header.Set(agentapi.NameHeader, name)
+			}
 		},
-		Transport:     transport,
+		Transport:     lease.Transport,
 		FlushInterval: -1,
 		BufferPool:    buffers,
 		ModifyResponse: func(resp *http.Response) error {
+			if name != "" {
+				lease.AgentNamed(name)
+			}
+			if err := lease.Settle(r.Context()); err != nil {
+				return &unsettledError{err}
+			}
 			s.countAgentError(resp)
 			if route.Stream {
 				guardEventStream(resp, func(err error) {
@@ -198,6 +219,18 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rest string, 
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
 				f = clientGone // the client went away: nobody to answer
+				return
+			}
+			// A create whose row could not be written tore its sandbox
+			// down, which may be why the agent did not answer: the
+			// create's error is the answer.
+			var unsettled *unsettledError
+			if errors.As(err, &unsettled) {
+				s.writeError(w, r, unsettled.err)
+				return
+			}
+			if serr := lease.Settle(r.Context()); serr != nil {
+				s.writeError(w, r, serr)
 				return
 			}
 			if retryable && isDialError(err) {
@@ -217,6 +250,13 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rest string, 
 	proxy.ServeHTTP(w, r)
 	return f
 }
+
+// unsettledError is the error of a create that failed after its first
+// call reached the agent (Lease.Settle).
+type unsettledError struct{ err error }
+
+func (e *unsettledError) Error() string { return e.err.Error() }
+func (e *unsettledError) Unwrap() error { return e.err }
 
 // isCutOff reports whether err means the connection to the agent broke
 // before any answer.

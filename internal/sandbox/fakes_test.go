@@ -78,17 +78,14 @@ func runFakeAgent(bundle string) {
 	})
 	mux.HandleFunc("POST /exec", func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body) // the warm pool's warm-up, `:`
-		json.NewEncoder(w).Encode(api.ExecResult{})
+		// What a command would see as HOSTNAME, when a call names the agent.
+		json.NewEncoder(w).Encode(api.ExecResult{Stdout: r.Header.Get(agentapi.NameHeader)})
 	})
 	mux.HandleFunc("POST "+agentapi.PathLogin, func(w http.ResponseWriter, r *http.Request) {
 		var req api.AgentLoginRequest
 		json.NewDecoder(r.Body).Decode(&req)
 		os.WriteFile(filepath.Join(bundle, "login"), []byte(req.User), 0o644) // what the test reads
 		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("POST "+agentapi.PathName, func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.WriteHeader(http.StatusOK)
 	})
 	mux.HandleFunc("POST "+agentapi.PathShutdown, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
@@ -301,8 +298,8 @@ func (r *fakeRuntime) killAll() {
 // can be made to fail.
 type faultyRegistry struct {
 	Registry
-	mu                    sync.Mutex
-	failStatus, failDelet bool
+	mu                                sync.Mutex
+	failStatus, failDelet, failInsert bool
 }
 
 var errInjected = errors.New("injected registry failure")
@@ -324,6 +321,13 @@ func (f *faultyRegistry) SetStatus(ctx context.Context, id, status, reason strin
 		return errInjected
 	}
 	return f.Registry.SetStatus(ctx, id, status, reason, at)
+}
+
+func (f *faultyRegistry) Insert(ctx context.Context, rec store.Sandbox) error {
+	if f.failing(&f.failInsert) {
+		return errInjected
+	}
+	return f.Registry.Insert(ctx, rec)
 }
 
 func (f *faultyRegistry) Delete(ctx context.Context, id string) error {
@@ -417,6 +421,18 @@ func (f *fakeMounts) SetHostname(pid int, name string) error {
 	}
 	f.hostnames[pid] = name
 	return nil
+}
+
+// gave reports whether some container was given the hostname name.
+func (f *fakeMounts) gave(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, n := range f.hostnames {
+		if n == name {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *fakeMounts) hostname(pid int) string {

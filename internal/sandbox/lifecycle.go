@@ -51,7 +51,10 @@ type instance struct {
 	agent     *agentapi.Client // the agent's internal routes, over transport
 	// namer names a warm gVisor sandbox when it is handed out (see
 	// startNamer); nil for others, or when it could not be started.
-	namer   *runtime.AdminProcess
+	namer *runtime.AdminProcess
+	// name is the name of a sandbox just taken from the warm pool until
+	// its agent answered a call that carried it (Lease.AgentName).
+	name    atomic.Pointer[string]
 	closing atomic.Bool
 }
 

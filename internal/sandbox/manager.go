@@ -138,7 +138,8 @@ type Manager struct {
 	hostCPUs []int
 
 	// settles are the paused sandboxes being torn down and set up again
-	// for their resume in the background (resume.go).
+	// for their resume in the background (resume.go), and the warm takes
+	// whose registry rows are being written (adoptForCall).
 	settles sync.WaitGroup
 	// prepared counts the paused sandboxes holding a container created
 	// ahead of their resume, at most maxPrepared (resume.go).
@@ -355,13 +356,31 @@ func (m *Manager) Ensure(ctx context.Context, id string, cfg Config) (inf Info, 
 // getOrCreate returns the box of id, locked, creating the sandbox's record
 // (status creating) if it does not exist yet.
 func (m *Manager) getOrCreate(ctx context.Context, id string, cfg Config) (*box, bool, error) {
+	return m.getOrCreateWith(ctx, id, cfg, nil)
+}
+
+// createOptions change how getOrCreateWith creates a sandbox.
+type createOptions struct {
+	// forCall: the caller sends the sandbox's agent a call at once, and
+	// answers nothing before the lease's Settle. A create from the warm
+	// pool then hands out lease before its registry row is written
+	// (adoptForCall).
+	forCall bool
+	// lease is set when such a create took a warm sandbox. getOrCreateWith
+	// then returns the box locked by the row's write, which unlocks it:
+	// its caller must neither touch nor unlock it.
+	lease *Lease
+}
+
+// getOrCreateWith is getOrCreate with options (nil: none).
+func (m *Manager) getOrCreateWith(ctx context.Context, id string, cfg Config, co *createOptions) (*box, bool, error) {
 	for {
 		if b := m.lock(id); b != nil {
 			if b.rec.ID != "" {
 				return b, false, nil
 			}
 			// A placeholder whose creation failed: take it over.
-			if err := m.createLocked(ctx, b, cfg); err != nil {
+			if err := m.createLocked(ctx, b, cfg, co); err != nil {
 				m.createFailed(ctx, b, err)
 				return nil, false, err
 			}
@@ -379,7 +398,7 @@ func (m *Manager) getOrCreate(ctx context.Context, id string, cfg Config) (*box,
 		b.mu.Lock()
 		m.addBoxLocked(b)
 		m.mu.Unlock()
-		if err := m.createLocked(ctx, b, cfg); err != nil {
+		if err := m.createLocked(ctx, b, cfg, co); err != nil {
 			m.createFailed(ctx, b, err)
 			return nil, false, err
 		}
@@ -422,8 +441,9 @@ func (m *Manager) dropPlaceholder(b *box) {
 	m.mu.Unlock()
 }
 
-// createLocked validates cfg and writes the new sandbox's record.
-func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config) error {
+// createLocked validates cfg and writes the new sandbox's record (co may
+// be nil).
+func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config, co *createOptions) error {
 	if cfg.Snapshot != "" {
 		// Held until the record names the snapshot (RemoveSnapshot).
 		m.snapMu.Lock()
@@ -456,7 +476,7 @@ func (m *Manager) createLocked(ctx context.Context, b *box, cfg Config) error {
 	}
 	m.noteFork(cfg)
 	if w := m.takeWarmFor(b, cfg); w != nil {
-		err := m.adopt(ctx, b, w, cfg)
+		err := m.adopt(ctx, b, w, cfg, co)
 		if err == nil || b.rec.ID != "" {
 			return err
 		}
@@ -623,33 +643,98 @@ type Lease struct {
 	NetnsPath string
 	// Info is the sandbox at the time the lease was taken.
 	Info    Info
+	inst    *instance
 	release func()
+	// adoption, when set, is the registry row's write of the sandbox
+	// that AcquireForCall just took from the warm pool (adoptForCall).
+	adoption *adoption
 }
 
 // Release ends the lease.
 func (l *Lease) Release() { l.release() }
 
+// Settle waits until the sandbox the lease is on is recorded, which
+// matters only for a lease of AcquireForCall that took a warm sandbox:
+// the caller must pass nothing of the agent's answer on before Settle
+// returns nil. An error means the create failed after all (its row could
+// not be written): the sandbox is gone, torn down with whatever the call
+// started in it, and the caller answers the error instead.
+func (l *Lease) Settle(ctx context.Context) error {
+	if l.adoption == nil {
+		return nil
+	}
+	select {
+	case <-l.adoption.done:
+		return l.adoption.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// AgentName is the name that the agent of a sandbox just taken from the
+// warm pool has not been told yet: the caller sends it in
+// agentapi.NameHeader, and calls AgentNamed once the agent answered a
+// call that carried it. "" when the agent knows its name.
+func (l *Lease) AgentName() string {
+	if l.inst == nil {
+		return ""
+	}
+	if n := l.inst.name.Load(); n != nil {
+		return *n
+	}
+	return ""
+}
+
+// AgentNamed records that the agent answered a call that carried name.
+func (l *Lease) AgentNamed(name string) {
+	if l.inst == nil {
+		return
+	}
+	if n := l.inst.name.Load(); n != nil && *n == name {
+		l.inst.name.CompareAndSwap(n, nil)
+	}
+}
+
 // Acquire returns a lease on the sandbox id's agent, creating the sandbox
 // with defaults if it does not exist and starting it if it is not running.
 func (m *Manager) Acquire(ctx context.Context, id string) (*Lease, error) {
-	b, _, err := m.getOrCreate(ctx, id, Config{})
+	return m.acquire(ctx, id, nil)
+}
+
+// AcquireForCall is Acquire for a caller that sends the agent one call at
+// once and holds its answer until the lease's Settle: a create from the
+// warm pool then writes the sandbox's registry row beside that call
+// instead of before it.
+func (m *Manager) AcquireForCall(ctx context.Context, id string) (*Lease, error) {
+	return m.acquire(ctx, id, &createOptions{forCall: true})
+}
+
+func (m *Manager) acquire(ctx context.Context, id string, co *createOptions) (*Lease, error) {
+	b, _, err := m.getOrCreateWith(ctx, id, Config{}, co)
 	if err != nil {
 		return nil, err
+	}
+	if co != nil && co.lease != nil {
+		return co.lease, nil // b is the row's write's to unlock
 	}
 	defer b.mu.Unlock()
 	if err := m.startLocked(ctx, b); err != nil {
 		return nil, err
 	}
+	return m.newLease(b, b.running), nil
+}
+
+// newLease leases b, whose container is inst. b.mu is held.
+func (m *Manager) newLease(b *box, inst *instance) *Lease {
 	b.touch(m.now())
-	inst := b.running
 	b.leases.Add(1)
 	var once sync.Once
-	return &Lease{Transport: inst.transport, NetnsPath: inst.endpoint.NetnsPath, Info: b.info(), release: func() {
+	return &Lease{Transport: inst.transport, NetnsPath: inst.endpoint.NetnsPath, Info: b.info(), inst: inst, release: func() {
 		once.Do(func() {
 			b.touch(m.now())
 			b.leases.Add(-1)
 		})
-	}}, nil
+	}}
 }
 
 func (b *box) touch(t time.Time) {

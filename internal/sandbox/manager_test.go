@@ -2,7 +2,9 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +14,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/agentapi"
 )
 
 var bg = context.Background()
@@ -330,6 +335,89 @@ func TestWarmPoolTakeWhoseNamingFails(t *testing.T) {
 	}
 	if row := h.row("other"); row.Status != string(StatusFailed) {
 		t.Errorf("row of the failed take: %q, want failed", row.Status)
+	}
+}
+
+// A take for a call hands out its lease before the registry row is
+// written, carrying the name for the agent; the row is written by the
+// time Settle returns, and only then is the sandbox published. The name
+// goes with every call until one is answered.
+func TestWarmPoolTakeForACall(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.WarmPool = 1 })
+	h.m.fillPool(bg)
+	warm := h.waitWarm()
+	h.nextEvents()
+	lease, err := h.m.AcquireForCall(bg, "named")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lease.Release()
+	if got := lease.AgentName(); got != "named" {
+		t.Errorf("AgentName = %q, want the new name", got)
+	}
+	if !h.mounts.gave("named") {
+		t.Error("no hostname set when the lease is handed out; it must be set before the call runs")
+	}
+	req, _ := http.NewRequest("POST", "http://agent/exec", strings.NewReader(`{"command":"true"}`))
+	req.Header.Set(agentapi.NameHeader, lease.AgentName())
+	resp, err := lease.Transport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res api.ExecResult
+	json.NewDecoder(resp.Body).Decode(&res)
+	resp.Body.Close()
+	if res.Stdout != "named" {
+		t.Errorf("the agent got the name %q", res.Stdout)
+	}
+	if err := lease.Settle(bg); err != nil {
+		t.Fatalf("Settle: %v", err)
+	}
+	lease.AgentNamed("named")
+	if got := lease.AgentName(); got != "" {
+		t.Errorf("AgentName after an answered call = %q, want none", got)
+	}
+	if row := h.row("named"); row.Key != warm || row.Status != string(StatusRunning) {
+		t.Errorf("row: key %s status %s; want the pool's %s, running", row.Key, row.Status, warm)
+	}
+	if diff := cmp.Diff([]string{EventCreated, EventStarted}, h.nextEvents()); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	if inf := h.ensure("named", Config{}); inf.Status != StatusRunning || h.rt.creates() != 1 {
+		t.Errorf("after the take: %s with %d creates", inf.Status, h.rt.creates())
+	}
+}
+
+// A take for a call whose registry row cannot be written fails after its
+// lease was handed out: Settle returns the error, the pool sandbox is
+// torn down (with whatever the call started in it), nothing is recorded
+// or published, and the ID is free for the next call.
+func TestWarmPoolTakeForACallWhoseRowFails(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.WarmPool = 1 })
+	h.m.fillPool(bg)
+	warm := h.waitWarm()
+	h.nextEvents()
+	h.reg.fail(&h.reg.failInsert, true)
+	lease, err := h.m.AcquireForCall(bg, "named")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lease.Settle(bg); !errors.Is(err, errInjected) {
+		t.Fatalf("Settle = %v, want the registry's error", err)
+	}
+	lease.Release()
+	if h.rt.runsIn(warm) {
+		t.Error("the pool sandbox whose row could not be written still runs")
+	}
+	if _, err := h.m.Get(bg, "named"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get after the failed take: %v, want ErrNotFound", err)
+	}
+	if evs := h.nextEvents(); len(evs) != 0 {
+		t.Errorf("events of a take that failed: %v", evs)
+	}
+	h.reg.fail(&h.reg.failInsert, false)
+	if inf := h.ensure("named", Config{}); inf.Status != StatusRunning || h.keyOf("named") == warm {
+		t.Errorf("the next create: %s, key %s (the failed take's %s)", inf.Status, h.keyOf("named"), warm)
 	}
 }
 

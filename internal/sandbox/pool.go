@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/store"
@@ -22,9 +21,10 @@ import (
 // default one then takes a started one and names it: its registry row is
 // written, its hostname set (in its UTS namespace) and its /etc/hostname
 // and /etc/hosts rewritten, and its agent told HOSTNAME (which every
-// sandbox has in its environment, as containers usually do; the shell
-// started for the placeholder name picks the new value up before its next
-// command). Everything else about it — disk, network slot, cgroup,
+// sandbox has in its environment, as containers usually do) in a header of
+// the first call the daemon makes to it (agentapi.NameHeader; the shell
+// started for the placeholder name picks the new value up before that
+// call's command). Everything else about it — disk, network slot, cgroup,
 // container — is the same as if it had been created for the name, because
 // nothing else in it depends on the name.
 //
@@ -126,16 +126,13 @@ func poolable(cfg Config) Config {
 }
 
 // adopt gives the pool sandbox w the identity of b, which is locked and
-// has no record yet.
-func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err error) {
-	defer func() {
-		if err != nil {
-			m.discardWarm(w)
-		}
-		m.refillSoon()
-	}()
+// has no record yet. With co.forCall, the take ends before the registry
+// row is written: see adoptForCall.
+func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config, co *createOptions) (err error) {
+	defer m.refillSoon()
 	data, err := json.Marshal(cfg)
 	if err != nil {
+		m.discardWarm(w)
 		return err
 	}
 	now := m.now().UTC()
@@ -143,68 +140,112 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 	// container is up, and a daemon that dies before the write leaves no
 	// row, so the next one collects the container as an orphan. One that
 	// dies between the write and the end of the naming leaves a running
-	// sandbox whose hostname and HOSTNAME may still be the placeholder's
-	// until its next start, which puts the name in the container's own
-	// configuration.
+	// sandbox whose hostname may still be the placeholder's until its next
+	// start, which puts the name in the container's own configuration.
 	rec := store.Sandbox{
 		ID: b.id, Key: w.rec.Key, Status: string(StatusRunning), Image: cfg.Image, Runtime: cfg.Runtime,
 		Config: data, NetSlot: w.rec.NetSlot, CreatedAt: now, LastUsedAt: now, StatusChangedAt: now,
 		HostUIDBase: w.rec.HostUIDBase,
 	}
-	inst := w.running
-	steps := newStepTimer()
-	// How long each of the three round trips took, for the debug line
-	// (the benchmarks read its steps): the slowest one is the take step.
-	var namer, agent, insert time.Duration
-	defer func() {
-		parts := fmt.Sprintf(" namer=%s agent=%s insert=%s", namer.Round(10*time.Microsecond),
-			agent.Round(10*time.Microsecond), insert.Round(10*time.Microsecond))
-		m.log.Debug("sandbox adopted", "sandbox", b.id, "steps", steps.String()+parts, "err", err)
-	}()
-	// The name, the agent's HOSTNAME and the registry row are
-	// independent, so they go at once: the take costs the slowest of the
-	// three instead of their sum. Nothing is published before all three
-	// are done, so the answer still follows the durable row.
-	var g errgroup.Group
-	began := time.Now()
-	g.Go(func() error {
-		defer func() { namer = time.Since(began) }()
-		if err := m.nameWarm(ctx, w, inst, tenant.Local(b.id)); err != nil {
-			return fmt.Errorf("naming a warm sandbox: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		defer func() { agent = time.Since(began) }()
-		if err := inst.agent.Name(ctx, tenant.Local(b.id)); err != nil {
-			return fmt.Errorf("naming a warm sandbox's agent: %w", err)
-		}
-		return nil
-	})
-	var inserted bool
-	g.Go(func() error {
-		defer func() { insert = time.Since(began) }()
-		if err := m.opts.Store.Insert(ctx, rec); err != nil {
-			return fmt.Errorf("recording sandbox %s: %w", b.id, err)
-		}
-		inserted = true
-		return nil
-	})
-	if err := g.Wait(); err != nil {
-		if inserted {
-			m.unrecordAdopted(ctx, b, rec, err)
-		}
-		return err
-	}
-	steps.mark("take")
-	b.rec = rec
-	b.status.Store(StatusRunning)
-	b.setConfig(cfg)
+	// b holds w's network slot and UID range from now on: w left the
+	// pool, whose slots and ranges the allocators no longer see.
 	b.netSlot.Store(int64(rec.NetSlot) + 1)
 	b.uidBase.Store(int64(rec.HostUIDBase))
+	inst := w.running
+	steps := newStepTimer()
+	began := time.Now()
+	// The row's write and the naming are independent, so they go at once.
+	inserted := make(chan error, 1)
+	var insert time.Duration
+	go func() {
+		err := m.opts.Store.Insert(context.WithoutCancel(ctx), rec)
+		insert = time.Since(began)
+		if err != nil {
+			err = fmt.Errorf("recording sandbox %s: %w", b.id, err)
+		}
+		inserted <- err
+	}()
+	logged := func(err error) {
+		m.log.Debug("sandbox adopted", "sandbox", b.id, "steps",
+			steps.String()+" insert="+insert.Round(10*time.Microsecond).String(), "err", err)
+	}
+	name := tenant.Local(b.id)
+	if err := m.nameWarm(ctx, w, inst, name); err != nil {
+		err = fmt.Errorf("naming a warm sandbox: %w", err)
+		if <-inserted == nil {
+			m.unrecordAdopted(ctx, b, rec, err)
+		}
+		m.discardWarm(w)
+		if b.rec.ID == "" {
+			forgetTake(b)
+		}
+		logged(err)
+		return err
+	}
+	// The agent learns HOSTNAME from the header of the first call the
+	// daemon makes to it (Lease.AgentName): no round trip of its own.
+	inst.name.Store(&name)
+	steps.mark("name")
+	b.rec = rec
+	b.setConfig(cfg)
 	b.lastUsed.Store(now.UnixNano())
 	b.flushedAt.Store(now.UnixNano())
-	m.log.Info("sandbox created from the warm pool", "sandbox", b.id, "key", rec.Key)
+	if co != nil && co.forCall {
+		steps.mark("take")
+		m.adoptForCall(ctx, b, w, inst, co, inserted, func(err error) {
+			steps.mark("settle")
+			logged(err)
+		})
+		return nil
+	}
+	err = <-inserted
+	steps.mark("row")
+	logged(err)
+	if err != nil {
+		m.discardWarm(w)
+		forgetTake(b)
+		return err
+	}
+	m.publishAdopted(b, w, inst)
+	return nil
+}
+
+// adoptForCall ends the take of w by b for a caller that sends the agent
+// a call at once (co.forCall): it hands the caller its lease now, with
+// the row's write still going on, so that the call runs beside the write
+// instead of after it. The caller's answer waits for the write
+// (Lease.Settle): nothing is told before the row is durable. b.mu is held
+// until the write ends, so every other call on b waits for it too. A
+// write that fails tears w down (killing whatever the call started in
+// it), forgets b, and Settle returns the error. done is told how it
+// ended.
+func (m *Manager) adoptForCall(ctx context.Context, b *box, w *box, inst *instance, co *createOptions, inserted <-chan error, done func(error)) {
+	a := &adoption{done: make(chan struct{})}
+	b.status.Store(StatusRunning)
+	co.lease = m.newLease(b, inst)
+	co.lease.adoption = a
+	m.settles.Add(1)
+	go func() {
+		defer m.settles.Done()
+		defer b.mu.Unlock()
+		a.err = <-inserted
+		if a.err == nil {
+			m.publishAdopted(b, w, inst)
+		} else {
+			m.log.Warn("a warm sandbox's take failed after its first call began; tearing it down", "sandbox", b.id, "err", a.err)
+			m.discardWarm(w)
+			m.dropPlaceholder(b)
+		}
+		done(a.err)
+		close(a.done)
+	}()
+}
+
+// publishAdopted makes b, whose row is written, the running sandbox of
+// the pool sandbox w's container inst.
+func (m *Manager) publishAdopted(b *box, w *box, inst *instance) {
+	b.status.Store(StatusRunning)
+	m.log.Info("sandbox created from the warm pool", "sandbox", b.id, "key", b.rec.Key)
 	m.emit(b, EventCreated)
 	// The pool's capacity reservation becomes b's.
 	w.up.Store(false)
@@ -213,8 +254,21 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config) (err er
 	go m.watch(b, inst)
 	m.m.starts.Inc("")
 	m.emit(b, EventStarted)
-	steps.mark("publish")
-	return nil
+}
+
+// forgetTake undoes what a take that failed set in b before its row was
+// written, so that b's create may go on as a cold start.
+func forgetTake(b *box) {
+	b.rec = store.Sandbox{}
+	b.netSlot.Store(0)
+	b.uidBase.Store(0)
+}
+
+// adoption is the end of a take for a call (adoptForCall): the registry
+// row's write and what follows it.
+type adoption struct {
+	done chan struct{}
+	err  error // set before done is closed
 }
 
 // unrecordAdopted deletes the row that adopt wrote for b when naming the

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/agentapi"
@@ -44,17 +43,8 @@ func (m *Manager) acquireExisting(ctx context.Context, id string) (*Lease, Netwo
 	if err := m.startLocked(ctx, b); err != nil {
 		return nil, NetworkEndpoint{}, err
 	}
-	b.touch(m.now())
 	inst := b.running
-	b.leases.Add(1)
-	var once sync.Once
-	lease := &Lease{Transport: inst.transport, NetnsPath: inst.endpoint.NetnsPath, Info: b.info(), release: func() {
-		once.Do(func() {
-			b.touch(m.now())
-			b.leases.Add(-1)
-		})
-	}}
-	return lease, inst.endpoint, nil
+	return m.newLease(b, inst), inst.endpoint, nil
 }
 
 // DialPort connects to port of the existing sandbox id from inside its
