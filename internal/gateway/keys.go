@@ -12,7 +12,6 @@ import (
 	"sync"
 
 	"github.com/sandboxd/sandboxd/api"
-	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
@@ -55,22 +54,18 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 		writeError(w, api.Errorf(api.CodeInvalidJSON, "the body is not a key's JSON: %v", err))
 		return
 	}
-	if e := httpapi.CheckQuotas(req.Quotas); e != nil {
+	q, e := tenant.QuotaOfRequest(req)
+	if e != nil {
 		writeError(w, e)
 		return
 	}
-	if req.Admin && req.Quotas != (api.Quotas{}) {
-		writeError(w, api.Errorf(api.CodeValidationFailed, "an admin key has no quotas"))
-		return
-	}
-	q := tenant.Quota{MaxSandboxes: req.Quotas.MaxSandboxes, MaxRunning: req.Quotas.MaxRunning, MaxMemory: req.Quotas.MaxMemory}
 	k, secret, err := keys.Create(r.Context(), req.Name, req.Admin, q)
 	if err != nil {
 		s.keyFailure(w, r, err)
 		return
 	}
 	s.log.Info("API key created", "name", k.Name, "admin", k.Admin)
-	writeJSON(w, http.StatusCreated, api.KeyCreated{Name: k.Name, Key: secret, Quotas: req.Quotas, Admin: k.Admin})
+	writeJSON(w, http.StatusCreated, k.Created(secret))
 }
 
 func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
@@ -84,7 +79,7 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("API key rotated", "name", k.Name)
-	writeJSON(w, http.StatusOK, api.KeyCreated{Name: k.Name, Key: secret, Quotas: wireQuota(k.Quota), Admin: k.Admin})
+	writeJSON(w, http.StatusOK, k.Created(secret))
 }
 
 func (s *Server) removeKey(w http.ResponseWriter, r *http.Request) {
@@ -121,7 +116,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	out := api.KeyList{Keys: make([]api.Key, 0, len(list))}
 	for _, k := range list {
-		wk := api.Key{Name: k.Name, Admin: k.Admin, Quotas: wireQuota(k.Quota), CreatedAt: k.CreatedAt, RotatedAt: k.RotatedAt}
+		wk := k.Wire()
 		if !k.Admin {
 			wk.Usage = usage[k.Name]
 		}
@@ -210,8 +205,4 @@ func (s *Server) keyFailure(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	writeError(w, e)
-}
-
-func wireQuota(q tenant.Quota) api.Quotas {
-	return api.Quotas{MaxSandboxes: q.MaxSandboxes, MaxRunning: q.MaxRunning, MaxMemory: q.MaxMemory}
 }

@@ -7,34 +7,12 @@ import (
 	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
-// Bounds of a quota field: far above any host, low enough that sums of
-// them cannot overflow.
-const (
-	maxQuotaCount  = 1 << 20
-	maxQuotaMemory = 1 << 50
-)
-
 func (s *Server) keys(w http.ResponseWriter) (*tenant.Keys, bool) {
 	if s.opts.Keys == nil {
 		writeAPIError(w, api.Errorf(api.CodeNotFound, "this daemon has no API keys"))
 		return nil, false
 	}
 	return s.opts.Keys, true
-}
-
-// CheckQuotas checks a key's quotas (the gateway's key routes use it too).
-func CheckQuotas(q api.Quotas) *api.Error {
-	for _, f := range []struct {
-		name string
-		v    int64
-		max  int64
-	}{{"maxSandboxes", int64(q.MaxSandboxes), maxQuotaCount}, {"maxRunning", int64(q.MaxRunning), maxQuotaCount},
-		{"maxMemory", q.MaxMemory, maxQuotaMemory}} {
-		if f.v < 0 || f.v > f.max {
-			return api.Errorf(api.CodeValidationFailed, "quotas.%s is %d; want 0 (unlimited) to %d", f.name, f.v, f.max)
-		}
-	}
-	return nil
 }
 
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
@@ -47,21 +25,18 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, e)
 		return
 	}
-	if e := CheckQuotas(req.Quotas); e != nil {
+	q, e := tenant.QuotaOfRequest(req)
+	if e != nil {
 		writeAPIError(w, e)
 		return
 	}
-	if req.Admin && req.Quotas != (api.Quotas{}) {
-		writeAPIError(w, api.Errorf(api.CodeValidationFailed, "an admin key has no quotas"))
-		return
-	}
-	k, secret, err := keys.Create(r.Context(), req.Name, req.Admin, quotaFromWire(req.Quotas))
+	k, secret, err := keys.Create(r.Context(), req.Name, req.Admin, q)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	s.log.Info("API key created", "name", k.Name, "admin", k.Admin)
-	writeJSON(w, http.StatusCreated, api.KeyCreated{Name: k.Name, Key: secret, Quotas: quotaToWire(k.Quota), Admin: k.Admin})
+	writeJSON(w, http.StatusCreated, k.Created(secret))
 }
 
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
@@ -76,7 +51,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	out := api.KeyList{Keys: make([]api.Key, 0, len(list))}
 	for _, k := range list {
-		wk := api.Key{Name: k.Name, Admin: k.Admin, Quotas: quotaToWire(k.Quota), CreatedAt: k.CreatedAt, RotatedAt: k.RotatedAt}
+		wk := k.Wire()
 		if !k.Admin {
 			u := s.opts.Manager.Usage(k.Name)
 			wk.Usage = api.Usage{Sandboxes: u.Sandboxes, Running: u.Running, Memory: u.Memory}
@@ -111,13 +86,5 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("API key rotated", "name", k.Name)
-	writeJSON(w, http.StatusOK, api.KeyCreated{Name: k.Name, Key: secret, Quotas: quotaToWire(k.Quota), Admin: k.Admin})
-}
-
-func quotaFromWire(q api.Quotas) tenant.Quota {
-	return tenant.Quota{MaxSandboxes: q.MaxSandboxes, MaxRunning: q.MaxRunning, MaxMemory: q.MaxMemory}
-}
-
-func quotaToWire(q tenant.Quota) api.Quotas {
-	return api.Quotas{MaxSandboxes: q.MaxSandboxes, MaxRunning: q.MaxRunning, MaxMemory: q.MaxMemory}
+	writeJSON(w, http.StatusOK, k.Created(secret))
 }

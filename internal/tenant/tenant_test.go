@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/store"
 )
 
@@ -121,5 +122,22 @@ func TestKeysAreStoredHashed(t *testing.T) {
 	}
 	if _, ok := k.Authenticate("sbx_"); ok {
 		t.Error("an empty key works")
+	}
+}
+
+func TestQuotaOfRequest(t *testing.T) {
+	q, e := QuotaOfRequest(api.KeyCreateRequest{Name: "a", Quotas: api.Quotas{MaxSandboxes: 4, MaxRunning: 2, MaxMemory: 1 << 30}})
+	if e != nil || q != (Quota{MaxSandboxes: 4, MaxRunning: 2, MaxMemory: 1 << 30}) || q.Wire() != (api.Quotas{MaxSandboxes: 4, MaxRunning: 2, MaxMemory: 1 << 30}) {
+		t.Errorf("quotas: %+v %v", q, e)
+	}
+	for _, bad := range []api.KeyCreateRequest{
+		{Name: "a", Quotas: api.Quotas{MaxSandboxes: -1}},
+		{Name: "a", Quotas: api.Quotas{MaxRunning: 1<<20 + 1}},
+		{Name: "a", Quotas: api.Quotas{MaxMemory: 1<<50 + 1}},
+		{Name: "a", Admin: true, Quotas: api.Quotas{MaxSandboxes: 1}},
+	} {
+		if _, e := QuotaOfRequest(bad); e == nil || e.Code != api.CodeValidationFailed {
+			t.Errorf("%+v: %v, want VALIDATION_FAILED", bad, e)
+		}
 	}
 }
