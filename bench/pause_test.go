@@ -51,7 +51,10 @@ func BenchmarkGVisorPauseResume(b *testing.B) {
 		for _, s := range sides {
 			o := testdaemon.Options{Args: append(gvisorArgs, "--warm-pool", "0", "--default-network", "none")}
 			if s.name != "" {
-				o.Binary = filepath.Join(os.Getenv("BENCH_BASELINE_BIN_DIR"), "sandboxd")
+				// The baseline's own agent: a build's daemon refuses another protocol's.
+				dir := os.Getenv("BENCH_BASELINE_BIN_DIR")
+				o.Binary = filepath.Join(dir, "sandboxd")
+				o.Args = append(o.Args, "--agent", filepath.Join(dir, "sandbox-agent"))
 			}
 			s.d = testdaemon.Start(b, o)
 			s.sb = s.d.Client.Sandbox("gpause")
