@@ -12,10 +12,14 @@ import "context"
 // to the first command's result). Its cost is the pool's: a pooled sandbox
 // holds the account and one idle shell of it, whoever takes it. It runs
 // after the boot turn was given back; a failure costs only that speed.
+//
+// Not in a gVisor sandbox: there the idle login shell made every take
+// slower (the take's naming p50 7 -> 23 ms, the whole take 23 -> 38 ms,
+// quiet, bench/results/gvisor.txt), more than it saves an E2B create.
 func (m *Manager) prepareLogin(ctx context.Context, w *box) {
 	user := m.opts.PoolLoginUser
 	inst := w.running
-	if user == "" || inst == nil || inst.agent == nil {
+	if user == "" || inst == nil || inst.agent == nil || w.isGVisor() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, agentBootTimeout)
