@@ -186,23 +186,7 @@ func (jc *joined) closeServiceWrite() {
 // than the daemon gave it before the join, and reports whether it was
 // before the idle timeout passed without progress.
 func (s *side) handed(n uint64) bool {
-	last, since := uint64(0), time.Now()
-	for wait := 100 * time.Microsecond; ; wait = min(2*wait, 100*time.Millisecond) {
-		out, info := s.fd.counts()
-		if info == nil {
-			return false
-		}
-		sent := out.written - s.base.written
-		if sent >= n {
-			return true
-		}
-		if sent != last {
-			last, since = sent, time.Now()
-		} else if time.Since(since) > s.jc.js.idle {
-			return false
-		}
-		time.Sleep(wait)
-	}
+	return s.written(n, 100*time.Microsecond)
 }
 
 // conn returns a net.Conn of its own on s's socket (for reading the

@@ -378,15 +378,22 @@ func (s *side) drained(p *side) bool {
 		return false
 	}
 	// The end of stream counts as a byte received.
-	want := in.received - s.base.received - 1
+	return p.written(in.received-s.base.received-1, time.Millisecond)
+}
+
+// written waits, polling from every firstWait up to every 100 ms, until
+// the kernel has written n bytes to the socket s more than the daemon did
+// before the join, and reports whether it did before the idle timeout
+// passed without progress.
+func (s *side) written(n uint64, firstWait time.Duration) bool {
 	last, since := uint64(0), time.Now()
-	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
-		out, info := p.fd.counts()
+	for wait := firstWait; ; wait = min(2*wait, 100*time.Millisecond) {
+		out, info := s.fd.counts()
 		if info == nil {
 			return false
 		}
-		sent := out.written - p.base.written
-		if sent >= want {
+		sent := out.written - s.base.written
+		if sent >= n {
 			return true
 		}
 		if sent != last {
