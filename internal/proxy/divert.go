@@ -77,28 +77,35 @@ func (js *joins) watchDiverted() {
 // ends or a request cannot go to this service; then it ends the service's
 // incoming stream.
 func (jc *joined) divert() {
-	defer jc.closeServiceWrite()
-	_, redirected, err := jc.pair.Diverted()
-	// The service must have been handed every byte the kernel sent on
-	// before the daemon writes its first.
-	if err != nil || jc.recheck == nil || !jc.service.handed(redirected) {
-		go jc.end()
-		return
-	}
-	cc, err := jc.client.fd.conn()
-	if err != nil {
-		go jc.end()
-		return
-	}
-	sw := &sockWriter{fd: jc.service.fd, timeout: jc.js.idle}
+	// Descriptors of its own, taken while the pair is not over: end()
+	// closes the pair's, and a number it freed may be another socket's.
 	jc.mu.Lock()
 	if jc.over {
 		jc.mu.Unlock()
-		cc.Close()
 		return
 	}
-	jc.divConns = append(jc.divConns, cc)
+	sfd, err := unix.FcntlInt(uintptr(jc.service.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		jc.mu.Unlock()
+		go jc.end()
+		return
+	}
+	svc := sock(sfd)
+	jc.divConns = append(jc.divConns, fdCloser(sfd))
+	cc, err := jc.client.fd.conn()
+	if err == nil {
+		jc.divConns = append(jc.divConns, cc)
+	}
 	jc.mu.Unlock()
+	defer jc.closeServiceWrite(svc)
+	_, redirected, derr := jc.pair.Diverted()
+	// The service must have been handed every byte the kernel sent on
+	// before the daemon writes its first.
+	if err != nil || derr != nil || jc.recheck == nil || !jc.service.written(svc, redirected, 100*time.Microsecond) {
+		go jc.end()
+		return
+	}
+	sw := &sockWriter{fd: svc, timeout: jc.js.idle}
 	lr := &io.LimitedReader{R: cc}
 	br := bufio.NewReaderSize(lr, 4<<10)
 	bw := bufio.NewWriterSize(sw, 4<<10)
@@ -113,23 +120,18 @@ func (jc *joined) divert() {
 		if !ok || req.SandboxID != jc.id || req.Port != jc.port {
 			return
 		}
+		// The service's answer travels through the kernel, so the daemon
+		// cannot see whether it switched protocols: an upgrade ends the
+		// connection, and the client makes it on a new one.
+		if headerHasToken(r.Header, "Connection", "upgrade") || r.Header.Get("Upgrade") != "" {
+			return
+		}
 		r.RemoteAddr = jc.remote
 		out := divertedRequest(jc.proxy, r, req)
 		if err := out.Write(bw); err != nil {
 			return
 		}
 		if err := bw.Flush(); err != nil {
-			return
-		}
-		if out.Header.Get("Upgrade") != "" {
-			// The rest is the new protocol's, both ways.
-			if br.Buffered() > 0 {
-				b, _ := br.Peek(br.Buffered())
-				if _, err := sw.Write(b); err != nil {
-					return
-				}
-			}
-			io.Copy(sw, cc)
 			return
 		}
 		if r.Close {
@@ -142,10 +144,6 @@ func (jc *joined) divert() {
 func divertedRequest(p *Proxy, r *http.Request, req Request) *http.Request {
 	out := r.Clone(r.Context())
 	out.Header = r.Header.Clone()
-	upgrade := ""
-	if headerHasToken(r.Header, "Connection", "upgrade") {
-		upgrade = r.Header.Get("Upgrade")
-	}
 	removeHopHeaders(out.Header)
 	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
 		out.Header.Del(h)
@@ -154,39 +152,24 @@ func divertedRequest(p *Proxy, r *http.Request, req Request) *http.Request {
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header.Set("User-Agent", "") // no Go default
 	}
-	if upgrade != "" {
-		out.Header.Set("Connection", "Upgrade")
-		out.Header.Set("Upgrade", upgrade)
-	}
 	return out
 }
 
-func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
-}
+// fdCloser closes a descriptor the divert took.
+type fdCloser int
+
+func (fd fdCloser) Close() error { return unix.Close(int(fd)) }
 
 // closeServiceWrite ends the service's incoming stream: the client's
 // half of the connection is over.
-func (jc *joined) closeServiceWrite() {
-	unix.Shutdown(int(jc.service.fd), unix.SHUT_WR)
-	jc.client.eof.Store(true)
+func (jc *joined) closeServiceWrite(svc sock) {
+	if jc.client.eof.Swap(true) {
+		return // passEOF counted it
+	}
+	unix.Shutdown(int(svc), unix.SHUT_WR)
 	if jc.eofs.Add(1) == 2 {
 		jc.end()
 	}
-}
-
-// handed waits until the socket s has been given to send n bytes more
-// than the daemon gave it before the join, and reports whether it was
-// before the idle timeout passed without progress.
-func (s *side) handed(n uint64) bool {
-	return s.written(n, 100*time.Microsecond)
 }
 
 // conn returns a net.Conn of its own on s's socket (for reading the
@@ -235,4 +218,15 @@ func (w *sockWriter) Write(b []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }

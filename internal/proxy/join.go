@@ -378,17 +378,17 @@ func (s *side) drained(p *side) bool {
 		return false
 	}
 	// The end of stream counts as a byte received.
-	return p.written(in.received-s.base.received-1, time.Millisecond)
+	return p.written(p.fd, in.received-s.base.received-1, time.Millisecond)
 }
 
 // written waits, polling from every firstWait up to every 100 ms, until
-// the kernel has written n bytes to the socket s more than the daemon did
-// before the join, and reports whether it did before the idle timeout
-// passed without progress.
-func (s *side) written(n uint64, firstWait time.Duration) bool {
+// the kernel has written n bytes to s's socket (fd, the side's own or a
+// duplicate of it) more than the daemon did before the join, and reports
+// whether it did before the idle timeout passed without progress.
+func (s *side) written(fd sock, n uint64, firstWait time.Duration) bool {
 	last, since := uint64(0), time.Now()
 	for wait := firstWait; ; wait = min(2*wait, 100*time.Millisecond) {
-		out, info := s.fd.counts()
+		out, info := fd.counts()
 		if info == nil {
 			return false
 		}
