@@ -50,8 +50,18 @@ func (m *Manager) settleLater(b *box) {
 	}
 	b.unsettled = true
 	m.settles.Add(1)
+	image := checkpointDir(m.paths(b.rec.Key))
 	go func() {
 		defer m.settles.Done()
+		// Before the resume reads it with O_DIRECT (RestoreInto), and
+		// outside b.mu: it waits for the disk, which no call should. A
+		// resume or destroy meanwhile is safe (O_DIRECT reads see dirty
+		// pages; a removed file syncs or is gone).
+		flushed := time.Now()
+		if err := runtime.FlushCheckpoint(image); err != nil {
+			m.log.Warn("flushing a paused sandbox's checkpoint", "sandbox", b.id, "err", err)
+		}
+		flush := time.Since(flushed)
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		if !b.unsettled || b.destroyed || b.state() != StatusPaused {
@@ -64,14 +74,9 @@ func (m *Manager) settleLater(b *box) {
 			m.log.Error("tearing down a paused sandbox", "sandbox", b.id, "err", err)
 		}
 		steps.mark("teardown")
-		// Before the resume reads it with O_DIRECT (RestoreInto).
-		if err := runtime.FlushCheckpoint(checkpointDir(m.paths(b.rec.Key))); err != nil {
-			m.log.Warn("flushing a paused sandbox's checkpoint", "sandbox", b.id, "err", err)
-		}
-		steps.mark("flush")
 		m.prepareResume(ctx, b)
 		steps.mark("prepare")
-		m.log.Debug("paused sandbox settled", "sandbox", b.id, "prepared", b.prepared != nil, "steps", steps.String())
+		m.log.Debug("paused sandbox settled", "sandbox", b.id, "prepared", b.prepared != nil, "flush", flush, "steps", steps.String())
 	}()
 }
 
