@@ -145,11 +145,9 @@ func dispatchVariants(dir string) map[byte]string {
 func dispatchLoop(dir string, bash bool) string {
 	var b strings.Builder
 	b.WriteString("readonly")
-	vars := map[byte]string{}
+	variants := dispatchVariants(dir)
 	for _, v := range []byte("cwij") {
-		name := "__sbx_" + string(v)
-		vars[v] = name
-		b.WriteString(" " + name + "=" + quote(dispatchVariants(dir)[v]))
+		b.WriteString(" " + dispatchVar(v) + "=" + quote(variants[v]))
 	}
 	b.WriteString("; command printf 'ready\\n'; while :; do ")
 	if bash {
@@ -160,18 +158,21 @@ func dispatchLoop(dir string, bash bool) string {
 		fmt.Fprintf(&b, `command read -r -N %d -u %d __sbx_f || command exit 0; `, frameLen-1, frameFD(bash))
 		b.WriteString(`case $__sbx_v in `)
 		for _, v := range []byte("cwij") {
-			fmt.Fprintf(&b, `%c) command eval "$%s" "$__sbx_f" ;; `, v, vars[v])
+			fmt.Fprintf(&b, `%c) command eval "$%s" "$__sbx_f" ;; `, v, dispatchVar(v))
 		}
 	} else {
 		fmt.Fprintf(&b, `IFS= command read -r __sbx_f <&%d || { if command test "$?" -gt 128; then continue; fi; command exit 0; }; `, frameFD(bash))
 		b.WriteString(`case $__sbx_f in `)
 		for _, v := range []byte("cwij") {
-			fmt.Fprintf(&b, `%c*) command eval "$%s" "${__sbx_f#?}" ;; `, v, vars[v])
+			fmt.Fprintf(&b, `%c*) command eval "$%s" "${__sbx_f#?}" ;; `, v, dispatchVar(v))
 		}
 	}
 	b.WriteString("*) command exit 70 ;; esac; done; command exit 71\n")
 	return b.String()
 }
+
+// dispatchVar names the shell variable that holds variant v's code.
+func dispatchVar(v byte) string { return "__sbx_" + string(v) }
 
 // wrapperScript sets the per-call environment and working directory, runs
 // the command, and puts back what it changed: variables that were unset
