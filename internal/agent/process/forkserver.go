@@ -455,6 +455,13 @@ func (rp *readyProc) take(p *Proc) bool {
 	return true
 }
 
+// hasEnded reports whether the process ended before it was taken.
+func (rp *readyProc) hasEnded() bool {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return rp.ended != nil
+}
+
 // discard kills a process that was never taken; exited cleans up.
 func (rp *readyProc) discard() {
 	rp.mu.Lock()
@@ -477,7 +484,9 @@ func (rp *readyProc) closeFiles() {
 // is ready or being forked, or the server is closed.
 func (m *Manager) refillReady(fs *forkServer) {
 	fs.readyMu.Lock()
-	if fs.ready != nil || fs.readying != nil || fs.closed {
+	// One that ended before it was taken (exited cleaned it up) is
+	// replaced, or the next process would pay its fork on its own time.
+	if (fs.ready != nil && !fs.ready.hasEnded()) || fs.readying != nil || fs.closed {
 		fs.readyMu.Unlock()
 		return
 	}
