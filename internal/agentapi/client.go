@@ -67,9 +67,15 @@ func (c *Client) Shutdown(ctx context.Context, reason string) error {
 
 // Suspend asks the agent to close its socket and every connection to it
 // before a gVisor checkpoint; it answers first. ResumeSignal, sent
-// through the runtime, makes it bind the socket again.
-func (c *Client) Suspend(ctx context.Context) error {
-	return c.do(ctx, http.MethodPost, PathSuspend, nil, http.StatusAccepted, nil)
+// through the runtime, makes it bind the socket again. name, when not "",
+// is a name the agent has not been told yet (NameHeader): a checkpoint
+// must not keep the warm pool's placeholder.
+func (c *Client) Suspend(ctx context.Context, name string) error {
+	var header http.Header
+	if name != "" {
+		header = http.Header{NameHeader: {name}}
+	}
+	return c.doWith(ctx, http.MethodPost, PathSuspend, header, nil, http.StatusAccepted, nil)
 }
 
 // Ready waits until the agent has finished starting up: its default
@@ -120,6 +126,11 @@ func (c *Client) Fork(ctx context.Context, env []string) error {
 // do sends one call with body as JSON (none when nil) and decodes an
 // answer of status want into out (skipped when nil).
 func (c *Client) do(ctx context.Context, method, path string, body any, want int, out any) error {
+	return c.doWith(ctx, method, path, nil, body, want, out)
+}
+
+// doWith is do with header added to the request.
+func (c *Client) doWith(ctx context.Context, method, path string, header http.Header, body any, want int, out any) error {
 	var rd io.Reader
 	if body != nil {
 		data, err := json.Marshal(body)
@@ -131,6 +142,9 @@ func (c *Client) do(ctx context.Context, method, path string, body any, want int
 	req, err := http.NewRequestWithContext(ctx, method, "http://agent"+path, rd)
 	if err != nil {
 		return fmt.Errorf("agent %s: %w", path, err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")

@@ -140,8 +140,14 @@ func (m *Manager) pauseLocked(ctx context.Context, b *box, reason string) error 
 func (m *Manager) suspendAgent(ctx context.Context, inst *instance, socket string) error {
 	ctx, cancel := context.WithTimeout(ctx, agentSuspendTimeout)
 	defer cancel()
-	if err := inst.agent.Suspend(ctx); err != nil {
+	// A sandbox taken from the pool whose agent no call named yet (a
+	// create with no forwarded call since) gets its name now.
+	name := inst.name.Load()
+	if err := inst.agent.Suspend(ctx, derefOr(name)); err != nil {
 		return fmt.Errorf("asking the agent to let go of its socket: %w", err)
+	}
+	if name != nil {
+		inst.name.CompareAndSwap(name, nil)
 	}
 	inst.transport.CloseIdleConnections()
 	for {
@@ -258,4 +264,12 @@ func (m *Manager) sleepOrPause(ctx context.Context, b *box, reason string) error
 		m.log.Warn("pausing failed; the sandbox sleeps without its memory", "sandbox", b.id, "err", err)
 	}
 	return m.sleepLocked(ctx, b, StatusSleeping, reason)
+}
+
+// derefOr is *p, or "" for nil.
+func derefOr(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }
