@@ -33,9 +33,6 @@ func New(perTenant, total int) *Limiter {
 	return &Limiter{perTenant: perTenant, total: total, byTenant: map[string]int{}}
 }
 
-// Limits are the bounds l was made with.
-func (l *Limiter) Limits() (perTenant, total int) { return l.perTenant, l.total }
-
 // Acquire counts a call of tenant ("" for the admin namespace, bounded
 // like any other) in flight, or refuses it with ErrTenantBusy or ErrBusy.
 // release, called exactly once when the call ends, gives its place back.
