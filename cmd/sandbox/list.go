@@ -22,8 +22,8 @@ func newListCommand(g *globals) *cobra.Command {
 		Aliases: []string{"list"},
 		Short:   "List sandboxes",
 		Long: `List your sandboxes (an admin key's: every tenant's, or with --tenant one
-tenant's), ordered by ID, as a table: ID, STATUS, IMAGE, CREATED, LAST-USED and
-LABELS, and TENANT when more than one tenant shows. --label K=V (repeatable)
+tenant's), ordered by ID, as a table: ID, STATUS, IMAGE, RUNTIME, CREATED,
+LAST-USED and LABELS, and TENANT when more than one tenant shows. --label K=V (repeatable)
 keeps sandboxes with all those labels, --status S those in status S. Without
 --limit every page is fetched; with --limit N one page of N, and the token of
 the next page is printed to stderr (continue with --page-token). With --json,
