@@ -18,9 +18,11 @@ import (
 
 // TestRuntimeIsChosenPerSandbox: one daemon runs a sandbox on the host's
 // kernel and one on gVisor, side by side; info, ls and health say which.
+// An instance type may name the runtime (--instance-type-runtimes).
 func TestRuntimeIsChosenPerSandbox(t *testing.T) {
 	requireGVisor(t)
-	d := daemon(t)
+	testdaemon.SkipUnlessRoot(t)
+	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--instance-type-runtimes", "lite=gvisor"}})
 	ctx := ctxT(t, 2*time.Minute)
 	h, err := d.Client.Health(ctx)
 	if err != nil {
@@ -57,6 +59,28 @@ func TestRuntimeIsChosenPerSandbox(t *testing.T) {
 	if !isCode(err, api.CodeValidationFailed) {
 		t.Errorf("runtime docker: %v, want VALIDATION_FAILED", err)
 	}
+
+	t.Run("an instance type names its runtime", func(t *testing.T) {
+		if _, stderr, code := cli(t, d, "", "create", "--instance-type", "lite", "gv-lite"); code != 0 {
+			t.Fatalf("sandbox create --instance-type lite: exit %d: %s", code, stderr)
+		}
+		// A sandbox's own runtime wins over its instance type's.
+		if _, err := d.Client.Sandbox("lite-own", client.WithInstanceType("lite"), client.WithRuntime(h.Runtime)).Ensure(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for id, want := range map[string]string{"gv-lite": "gvisor", "lite-own": h.Runtime} {
+			info, err := d.Client.Sandbox(id).Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Runtime != want || info.InstanceType != "lite" {
+				t.Errorf("%s: runtime %q, instance type %q; want %q, lite", id, info.Runtime, info.InstanceType, want)
+			}
+		}
+		if out := run(t, d.Client.Sandbox("gv-lite"), "dmesg | head -1"); !strings.Contains(out, "gVisor") {
+			t.Errorf("the lite sandbox does not run on gVisor: %s", out)
+		}
+	})
 }
 
 // TestGVisorUnavailable: without a working runsc the daemon serves its

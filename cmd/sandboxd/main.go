@@ -82,7 +82,7 @@ func parseFlags(command string, args []string) (options, error) {
 	fs := flag.NewFlagSet("sandboxd "+command, flag.ContinueOnError)
 	o := options{cfg: daemon.Config{Version: version}, flags: fs}
 	cfg := &o.cfg
-	var dns, dnsUpstream, blocked, bucketAllow, hostAccessAllow, logLevel string
+	var dns, dnsUpstream, blocked, bucketAllow, hostAccessAllow, typeRuntimes, logLevel string
 	var defMem, maxMem, budget, reserve, maxDisk, maxImage, previewHeaderBytes string
 	var defCPU, maxCPU float64
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address of the HTTP API")
@@ -91,6 +91,7 @@ func parseFlags(command string, args []string) (options, error) {
 	fs.StringVar(&cfg.Runtime, "runtime", "auto", "OCI runtime of containers on the host's kernel: auto (crun, else runc), crun or runc")
 	fs.StringVar(&cfg.DefaultRuntime, "default-runtime", "", "runtime of sandboxes that do not choose: crun, runc or gvisor (default: the one --runtime picks)")
 	fs.StringVar(&cfg.RunscPath, "runsc", "", "gVisor's runsc binary (default: next to sandboxd, else on $PATH)")
+	fs.StringVar(&typeRuntimes, "instance-type-runtimes", "", "comma-separated TYPE=RUNTIME pairs (lite=gvisor): a sandbox of that instance type that names no runtime runs on that runtime (crun, runc or gvisor)")
 	fs.StringVar(&cfg.GVisorPlatform, "gvisor-platform", "auto", "gVisor platform: auto (systrap), systrap, ptrace or kvm")
 	fs.StringVar(&cfg.AgentPath, "agent", "", "the static sandbox-agent binary (default: next to sandboxd)")
 	fs.StringVar(&cfg.DefaultNetwork, "default-network", sandbox.NetworkInternet, "network mode of sandboxes that do not choose: none or internet")
@@ -229,6 +230,9 @@ func parseFlags(command string, args []string) (options, error) {
 	}
 	if hostAccessAllow != "" {
 		cfg.HostAccessAllow = strings.Split(hostAccessAllow, ",")
+	}
+	if typeRuntimes != "" {
+		cfg.InstanceTypeRuntimes = strings.Split(typeRuntimes, ",")
 	}
 	if command == "doctor" {
 		// The doctor reports a bad configuration as one of its findings.

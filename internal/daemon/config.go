@@ -78,6 +78,10 @@ type Config struct {
 	// sandbox may name in its network's allowHostCidrs; nil: none (only
 	// the admin's sandboxes may name host addresses).
 	HostAccessAllow []string
+	// InstanceTypeRuntimes are TYPE=RUNTIME pairs: a sandbox created with
+	// that instance type and no runtime of its own runs on that runtime
+	// (crun, runc or gvisor). nil: instance types name no runtime.
+	InstanceTypeRuntimes []string
 	// CgroupParent is the cgroup (one name, below every hierarchy's root)
 	// that holds the daemon's sandbox cgroups. Two daemons on one host
 	// need different ones.
@@ -245,6 +249,9 @@ func (c *Config) Validate() error {
 	if _, err := hostAccessPrefixes(c.HostAccessAllow); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := instanceTypeRuntimes(c.InstanceTypeRuntimes); err != nil {
+		errs = append(errs, err)
+	}
 	for _, l := range []struct {
 		name     string
 		def, max int64
@@ -397,4 +404,29 @@ func validLockName(s string) bool {
 		}
 	}
 	return true
+}
+
+// instanceTypeRuntimes parses --instance-type-runtimes: TYPE=RUNTIME pairs
+// of a known instance type and crun, runc or gvisor, each type at most once.
+func instanceTypeRuntimes(pairs []string) (map[string]string, error) {
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, pair := range pairs {
+		typ, rt, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if _, known := sandbox.InstanceTypes[typ]; !ok || !known {
+			return nil, fmt.Errorf("--instance-type-runtimes %q: want TYPE=RUNTIME, TYPE lite, standard or heavy", pair)
+		}
+		switch rt {
+		case sandbox.RuntimeCrun, sandbox.RuntimeRunc, sandbox.RuntimeGVisor:
+		default:
+			return nil, fmt.Errorf("--instance-type-runtimes %q: runtime %q: want crun, runc or gvisor", pair, rt)
+		}
+		if _, dup := out[typ]; dup {
+			return nil, fmt.Errorf("--instance-type-runtimes: %s is named twice", typ)
+		}
+		out[typ] = rt
+	}
+	return out, nil
 }

@@ -100,3 +100,18 @@ func TestHostAccessAllow(t *testing.T) {
 		}
 	}
 }
+
+func TestInstanceTypeRuntimes(t *testing.T) {
+	got, err := instanceTypeRuntimes([]string{"lite=gvisor", " heavy=crun"})
+	if err != nil || len(got) != 2 || got["lite"] != "gvisor" || got["heavy"] != "crun" {
+		t.Errorf("instanceTypeRuntimes = %v, %v", got, err)
+	}
+	if got, err := instanceTypeRuntimes(nil); got != nil || err != nil {
+		t.Errorf("none: %v, %v", got, err)
+	}
+	for _, bad := range [][]string{{"lite"}, {"tiny=gvisor"}, {"lite=docker"}, {"lite=gvisor", "lite=crun"}, {""}} {
+		if _, err := instanceTypeRuntimes(bad); err == nil {
+			t.Errorf("instanceTypeRuntimes(%q) accepted", bad)
+		}
+	}
+}

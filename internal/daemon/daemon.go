@@ -163,6 +163,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	bucketAllow, _ := prefixes("--bucket-endpoint-allow", cfg.BucketEndpointAllow) // checked by Validate
 	hostAccessAllow, _ := hostAccessPrefixes(cfg.HostAccessAllow)                  // checked by Validate
+	typeRuntimes, _ := instanceTypeRuntimes(cfg.InstanceTypeRuntimes)              // checked by Validate
 	mgr = sandbox.New(sandbox.Options{
 		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: agentPath, SpawnPath: spawnPath, CgroupParent: cfg.CgroupParent,
 		Runtime: rt, GVisor: gvisor, Store: db, Network: net, Cgroups: sandbox.HostCgroups(cg),
@@ -171,7 +172,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			DefaultImage: cfg.DefaultImage, DefaultLimits: cfg.DefaultLimits,
 			MaxLimits: cfg.MaxLimits, DefaultNetwork: cfg.DefaultNetwork, SandboxSubnet: netip.MustParsePrefix(cfg.Subnet).Masked(),
 			DefaultSleepAfter: cfg.SleepAfter, MaxSleepAfter: cfg.MaxSleepAfter,
-			DefaultRuntime: defaultRuntime, Runtimes: runtimes,
+			DefaultRuntime: defaultRuntime, Runtimes: runtimes, InstanceTypeRuntimes: typeRuntimes,
 		},
 		Capacity:  cfg.Capacity,
 		Quotas:    keys.QuotaOf,

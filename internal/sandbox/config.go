@@ -177,6 +177,9 @@ type Policy struct {
 	// those the host can run.
 	DefaultRuntime string
 	Runtimes       []string
+	// InstanceTypeRuntimes name the runtime of an instance type's
+	// sandboxes that name none themselves (--instance-type-runtimes).
+	InstanceTypeRuntimes map[string]string
 }
 
 // Bounds of the free-form parts of a Config.
@@ -233,6 +236,9 @@ func (p Policy) Resolve(c Config) (Config, error) {
 		// A preset is not the caller's explicit request: it shrinks to fit
 		// a smaller host rather than fail.
 		c.Limits = overlay(clamp(preset, p.MaxLimits), c.Limits)
+		if c.Runtime == "" {
+			c.Runtime = p.InstanceTypeRuntimes[c.InstanceType]
+		}
 	}
 	var err error
 	if c.Limits, err = p.resolveLimits(c.Limits); err != nil {

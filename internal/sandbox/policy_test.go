@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -88,5 +89,38 @@ func TestTenantsHostAccessNeedsTheOperator(t *testing.T) {
 	m.opts.HostAccessAllow = nil
 	if err := m.checkHostAccess("acme/demo", NetworkConfig{Mode: NetworkInternet, AllowHostCIDRs: []string{"10.203.4.1/32"}}); !errors.Is(err, ErrHostAccessForbidden) {
 		t.Errorf("without --host-access-allow: %v", err)
+	}
+}
+
+// TestInstanceTypesMayNameARuntime: with --instance-type-runtimes, a
+// sandbox of that instance type that names no runtime gets the type's; one
+// that names its own keeps it; other types keep the default; a type's
+// runtime the host cannot run is RUNTIME_UNAVAILABLE, never another one.
+func TestInstanceTypesMayNameARuntime(t *testing.T) {
+	p := Policy{
+		DefaultImage: "host", DefaultNetwork: NetworkNone, DefaultRuntime: RuntimeCrun,
+		Runtimes:             []string{RuntimeCrun, RuntimeGVisor},
+		MaxLimits:            Limits{MemoryBytes: 8 << 30, MilliCPU: 4000, Pids: 32768, DiskBytes: 1 << 40},
+		DefaultLimits:        Limits{MemoryBytes: 1 << 30, MilliCPU: 1000, Pids: 1024},
+		DefaultSleepAfter:    time.Minute,
+		MaxSleepAfter:        time.Hour,
+		InstanceTypeRuntimes: map[string]string{"lite": RuntimeGVisor, "heavy": RuntimeRunc},
+	}
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{InstanceType: "lite"}, RuntimeGVisor},
+		{Config{InstanceType: "lite", Runtime: RuntimeCrun}, RuntimeCrun},
+		{Config{InstanceType: "standard"}, RuntimeCrun},
+		{Config{}, RuntimeCrun},
+	} {
+		got, err := p.Resolve(tc.cfg)
+		if err != nil || got.Runtime != tc.want {
+			t.Errorf("Resolve(%+v).Runtime = %q, %v; want %q", tc.cfg, got.Runtime, err, tc.want)
+		}
+	}
+	if _, err := p.Resolve(Config{InstanceType: "heavy"}); !errors.Is(err, ErrRuntimeUnavailable) {
+		t.Errorf("heavy (runc, not available): %v, want ErrRuntimeUnavailable", err)
 	}
 }
