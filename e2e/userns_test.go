@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"syscall"
@@ -117,6 +119,45 @@ func TestUserNamespaces(t *testing.T) {
 		if got := trim(run(t, one, "stat -c %u:%g /root/by-api /etc/hosts /usr/bin/env")); got != "0:0\n0:0\n0:0" {
 			t.Errorf("owners inside: %q, want root's", got)
 		}
+	})
+
+	t.Run("sandbox info --json shows the isolation", func(t *testing.T) {
+		out, errOut, code := cli(t, d, "", "info", "--json", "userns-one")
+		if code != 0 {
+			t.Fatalf("sandbox info --json: exit %d: %s", code, errOut)
+		}
+		var got struct {
+			Isolation map[string]any `json:"isolation"`
+		}
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatalf("sandbox info --json: %v\n%s", err, out)
+		}
+		want := map[string]any{"runtime": iso1.Runtime, "userNamespace": true, "hostUidBase": float64(iso1.HostUIDBase)}
+		if !reflect.DeepEqual(got.Isolation, want) {
+			t.Errorf(`"isolation": %v, want %v`, got.Isolation, want)
+		}
+	})
+
+	t.Run("the image's setuid binaries keep their owner and bit", func(t *testing.T) {
+		// The host image's /usr is an idmapped bind: a set-user-ID file of
+		// the host's root is the sandbox's root's, still set-user-ID, and
+		// runs for root and for other users (no_new_privs: it gains
+		// nothing, but it is not refused).
+		var bin string
+		for _, p := range []string{"/usr/bin/mount", "/usr/bin/su", "/usr/bin/umount"} {
+			if fi, err := os.Stat(p); err == nil && fi.Mode()&os.ModeSetuid != 0 && fi.Sys().(*syscall.Stat_t).Uid == 0 {
+				bin = p
+				break
+			}
+		}
+		if bin == "" {
+			t.Skip("no set-user-ID root binary among mount, su, umount on this host")
+		}
+		if got := trim(run(t, one, "stat -c '%A %u:%g' "+bin)); got != "-rwsr-xr-x 0:0" {
+			t.Errorf("%s inside: %q, want -rwsr-xr-x 0:0", bin, got)
+		}
+		run(t, one, bin+" --version >/dev/null")
+		run(t, one, "setpriv --reuid=65534 --regid=65534 --clear-groups "+bin+" --version >/dev/null")
 	})
 
 	t.Run("no capability over the host's namespaces", func(t *testing.T) {
