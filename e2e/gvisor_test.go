@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,9 +12,12 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/client"
 	"github.com/sandboxd/sandboxd/internal/testdaemon"
+	"github.com/sandboxd/sandboxd/internal/testgit"
 )
 
 // TestRuntimeIsChosenPerSandbox: one daemon runs a sandbox on the host's
@@ -133,4 +137,147 @@ func shortTempDir(t *testing.T) string {
 func isCode(err error, code api.Code) bool {
 	var ce *client.Error
 	return errors.As(err, &ce) && ce.Code == code
+}
+
+// TestGVisorRunsWhatTheCoreTestsDoNot: the features issue 12 lists for a
+// gVisor sandbox that the core tests (forEachRuntime) do not cover, on one
+// daemon whose default runtime is gvisor: both network modes, allowCidrs
+// and allowHostCidrs, an imported image, a disk quota, git and `sandbox
+// shell`.
+func TestGVisorRunsWhatTheCoreTestsDoNot(t *testing.T) {
+	requireGVisor(t)
+	testdaemon.SkipUnlessRoot(t)
+	// A network the host sits on, made before the daemon starts so that
+	// the daemon blocks it (TestHostNetworksAreBlocked).
+	neighbour := hostLAN(t)
+	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--default-runtime", "gvisor"}})
+	internet := client.WithNetwork(api.NetworkOptions{Mode: api.NetworkInternet})
+	ensure := func(t *testing.T, sb *client.Sandbox) *api.Sandbox {
+		t.Helper()
+		info, err := sb.Ensure(ctxT(t, 2*time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Runtime != "gvisor" {
+			t.Fatalf("%s runs on %q, want gvisor", info.ID, info.Runtime)
+		}
+		return info
+	}
+
+	t.Run("network none has only loopback", func(t *testing.T) {
+		sb := d.Client.Sandbox("gv-offline", client.WithNetwork(api.NetworkOptions{Mode: api.NetworkNone}))
+		ensure(t, sb)
+		if got := trim(run(t, sb, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '")); got != "lo" {
+			t.Errorf("interfaces = %q, want only lo", got)
+		}
+		out := run(t, sb, `python3 -c '
+import socket, threading
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+threading.Thread(target=lambda: srv.accept()[0].send(b"loop-ok"), daemon=True).start()
+c = socket.create_connection(srv.getsockname()); print(c.recv(10).decode())'`)
+		if trim(out) != "loop-ok" {
+			t.Errorf("loopback: %q", out)
+		}
+	})
+
+	closed := d.Client.Sandbox("gv-closed", internet)
+	gw := ensure(t, closed).Network.Gateway
+	hostPort := hostServer(t, gw)
+
+	t.Run("the host is unreachable unless allowHostCidrs names it", func(t *testing.T) {
+		if code, out := exitOf(t, closed, fmt.Sprintf(connectScript, gw, hostPort)); code != 3 {
+			t.Errorf("host reachable without an allowlist (exit %d): %s", code, out)
+		}
+		open := d.Client.Sandbox("gv-host-open", client.WithNetwork(api.NetworkOptions{
+			Mode: api.NetworkInternet, AllowHostCIDRs: []string{gw + "/32"},
+		}))
+		ensure(t, open)
+		if out := run(t, open, fmt.Sprintf(connectScript, gw, hostPort)); !strings.Contains(out, "hello-from-host") {
+			t.Errorf("allowed host address not reachable: %s", out)
+		}
+	})
+
+	t.Run("allowCidrs opens what it names and never another sandbox or the host", func(t *testing.T) {
+		probe := fmt.Sprintf(connectScript, neighbour, 8124)
+		if code, out := exitOf(t, closed, probe); code != 3 {
+			t.Errorf("the host's own network reachable without allowCidrs (exit %d): %s", code, out)
+		}
+		allowed := d.Client.Sandbox("gv-lan-allowed", client.WithNetwork(api.NetworkOptions{
+			Mode: api.NetworkInternet, AllowCIDRs: []string{neighbour + "/32"},
+		}))
+		ensure(t, allowed)
+		if out := run(t, allowed, probe); !strings.Contains(out, "hello-from-lan") {
+			t.Errorf("allowed neighbour not reachable: %s", out)
+		}
+		const port = 8123
+		victim := closed
+		victimAddr := ensure(t, victim).Network.Address
+		run(t, victim, fmt.Sprintf(greeterScript, port))
+		if out := run(t, victim, fmt.Sprintf(connectScript, victimAddr, port)); !strings.Contains(out, "hello-from-sandbox") {
+			t.Fatalf("the victim's own server is not up: %s", out)
+		}
+		attacker := d.Client.Sandbox("gv-attacker", client.WithNetwork(api.NetworkOptions{
+			Mode: api.NetworkInternet, AllowCIDRs: []string{"0.0.0.0/0"},
+		}))
+		attackerGW := ensure(t, attacker).Network.Gateway
+		if code, out := exitOf(t, attacker, fmt.Sprintf(connectScript, victimAddr, port)); code != 3 {
+			t.Errorf("another sandbox's port reachable with allowCidrs 0.0.0.0/0 (exit %d): %s", code, out)
+		}
+		if code, out := exitOf(t, attacker, fmt.Sprintf(connectScript, attackerGW, hostServer(t, attackerGW))); code != 3 {
+			t.Errorf("a host port reachable with allowCidrs 0.0.0.0/0 (exit %d): %s", code, out)
+		}
+	})
+
+	t.Run("git clone", func(t *testing.T) {
+		srv := testgit.Start(t, gw+":0")
+		sb := d.Client.Sandbox("gv-git", client.WithNetwork(api.NetworkOptions{Mode: api.NetworkInternet, AllowHostCIDRs: []string{gw + "/32"}}))
+		ensure(t, sb)
+		res, err := sb.GitCheckout(ctxT(t, 3*time.Minute), srv.URL+"/public.git")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.TargetDir != "/workspace/public" || res.Branch != "main" || len(res.Commit) != 40 {
+			t.Errorf("result = %+v", res)
+		}
+		if got := trim(run(t, sb, "git -C /workspace/public rev-list --count HEAD")); got != "3" {
+			t.Errorf("%s commits in the clone, want 3", got)
+		}
+	})
+
+	t.Run("an imported image", func(t *testing.T) {
+		if _, err := os.Stat("/bin/busybox"); err != nil {
+			t.Skip("needs the static busybox of busybox-static at /bin/busybox")
+		}
+		importImage(t, d.Client, imageOf(t, v1.Config{Env: []string{"PATH=/bin", "FROM_IMAGE=yes"}, WorkingDir: "/tmp"},
+			layerOf(t, busyboxFiles(t)...)), "gv-busybox")
+		sb := d.Client.Sandbox("gv-image", client.WithImage("gv-busybox"))
+		ensure(t, sb)
+		if got := trim(run(t, sb, "echo $0 $FROM_IMAGE; pwd; readlink /bin/ls")); got != "sh yes\n/tmp\nbusybox" {
+			t.Errorf("busybox image on gVisor: %q", got)
+		}
+	})
+
+	t.Run("a disk quota is ENOSPC inside", func(t *testing.T) {
+		tiny := d.Client.Sandbox("gv-tiny-disk", client.WithLimits(api.Limits{DiskBytes: 64 << 20}))
+		ensure(t, tiny)
+		res, err := tiny.Exec(ctxT(t, 2*time.Minute), "head -c 100000000 /dev/zero > /workspace/big; echo exit=$?")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(res.Stdout, "exit=1") || !strings.Contains(res.Stderr, "No space left") {
+			t.Errorf("writing 100 MB into a 64 MiB disk: %+v", res)
+		}
+		run(t, tiny, "rm /workspace/big && echo ok > /workspace/small")
+	})
+
+	t.Run("sandbox shell", func(t *testing.T) {
+		cmd := exec.CommandContext(ctxT(t, 2*time.Minute), filepath.Join(testdaemon.BinDir(t), "sandbox"), "shell", "gv-shell", "--terminal", "scripted")
+		cmd.Env = append(os.Environ(), "SANDBOX_URL="+d.URL, "SANDBOX_TOKEN="+d.Token)
+		cmd.Stdin = strings.NewReader("echo piped-$((2+3)); dmesg | head -1\nexit 4\n")
+		out, err := cmd.Output()
+		var exitErr *exec.ExitError
+		if !errors.As(err, &exitErr) || exitErr.ExitCode() != 4 || !strings.Contains(string(out), "piped-5") || !strings.Contains(string(out), "gVisor") {
+			t.Errorf("sandbox shell on gVisor: err %v, output %q", err, out)
+		}
+	})
 }
