@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/testdaemon"
 )
@@ -25,7 +27,8 @@ const e2bClientDir = "testdata/e2bclient"
 // commands (foreground, streaming order, envs, cwd, users, timeouts,
 // background handles, stdin, list, connect, kill), PTYs, files (read,
 // write, list with depth, makeDir, exists, getInfo, rename, remove,
-// watchDir, signed URLs), getHost and the host-routed envd name, and the
+// watchDir, signed URLs), getHost and the host-routed envd name (signed
+// URLs through it too), templates as sandboxd images, and the
 // SDK's typed errors for unknown sandboxes, missing files, non-zero exits
 // and timeouts, and tenants' API keys as E2B API keys that reach only
 // their own sandboxes.
@@ -40,6 +43,14 @@ func TestE2B(t *testing.T) {
 	// Two tenants' keys, E2B API keys of their own (auth › a tenant's key...).
 	_, keyA := tenantClient(t, d, api.KeyCreateRequest{Name: "team-a"})
 	_, keyB := tenantClient(t, d, api.KeyCreateRequest{Name: "team-b"})
+	// A template is a sandboxd image (lifecycle › a template names...): a
+	// busybox image with a file of its own.
+	template := ""
+	if _, err := os.Stat("/bin/busybox"); err == nil {
+		template = "e2b-template"
+		layer := layerOf(t, append(busyboxFiles(t), file{name: "etc/e2b-template", body: "from the template\n"})...)
+		importImage(t, d.Client, imageOf(t, v1.Config{Env: []string{"PATH=/bin"}}, layer), template)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -49,6 +60,7 @@ func TestE2B(t *testing.T) {
 		"E2B_API_KEY="+d.Token, "E2B_API_URL="+d.URL+"/e2b", "E2B_SANDBOX_URL="+d.URL+"/e2b",
 		"E2B_TEST_LISTEN="+strings.TrimPrefix(d.URL, "http://"),
 		"E2B_DOMAIN=", "E2B_DEBUG=", "E2B_TENANT_KEY_A="+keyA, "E2B_TENANT_KEY_B="+keyB,
+		"E2B_TEST_TEMPLATE="+template,
 	)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -249,6 +249,14 @@ describe('files', () => {
     // An expiring one works until it expires.
     const soon = await sbx.downloadUrl('/home/user/signed.txt', { useSignatureExpiration: 60 })
     assert.equal((await fetch(soon)).status, 200)
+    // The host-routed envd name (the SDK's form without sandboxUrl) serves
+    // signed URLs too, and refuses a tampered one.
+    const envd = `49983-${sbx.sandboxId}.${sbx.sandboxDomain}`
+    const signed = new URL(down)
+    const routed = await hostRequest(envd, '/files' + signed.search)
+    assert.equal(routed.status, 200, routed.body)
+    assert.equal(routed.body, 'via signed url')
+    assert.equal((await hostRequest(envd, '/files' + bad.search)).status, 401)
   })
 })
 
@@ -284,6 +292,14 @@ describe('lifecycle', () => {
       assert.equal(metrics.length, 1)
       assert.ok(metrics[0].memUsed > 0 && metrics[0].memTotal >= metrics[0].memUsed, JSON.stringify(metrics))
       assert.ok(metrics[0].diskTotal > 0 && metrics[0].cpuCount >= 1, JSON.stringify(metrics))
+      assert.ok(typeof metrics[0].cpuUsedPct === 'number' && metrics[0].cpuUsedPct >= 0, JSON.stringify(metrics))
+      // Metadata are the sandbox's sandboxd labels.
+      const api = process.env.E2B_API_URL.replace(/\/e2b$/, '')
+      const own = await (await fetch(`${api}/v1/sandboxes/${s.sandboxId}`, {
+        headers: { authorization: `Bearer ${process.env.E2B_API_KEY}` },
+      })).json()
+      assert.equal(own.labels?.suite, 'e2b', JSON.stringify(own.labels))
+      assert.equal(own.labels?.role, 'info', JSON.stringify(own.labels))
       assert.equal(await s.isRunning(), true)
     } finally {
       assert.equal(await s.kill(), true)
@@ -295,6 +311,33 @@ describe('lifecycle', () => {
     await assert.rejects(Sandbox.connect(s.sandboxId), SandboxNotFoundError)
     // E2B's SDK reads envd's 502 for a sandbox that is gone as this.
     await assert.rejects(s.commands.run('true'), SandboxNotFoundError)
+  })
+
+  test('a create without a timeout lives 300 s', async () => {
+    // The SDK always sends one; E2B's API defaults it to 300 s.
+    const api = process.env.E2B_API_URL
+    const headers = { 'x-api-key': process.env.E2B_API_KEY, 'content-type': 'application/json' }
+    const res = await fetch(`${api}/sandboxes`, { method: 'POST', headers, body: '{}' })
+    assert.equal(res.status, 201, await res.clone().text())
+    const { sandboxID } = await res.json()
+    try {
+      const info = await Sandbox.getInfo(sandboxID)
+      assert.equal(info.endAt - info.startedAt, 300_000)
+    } finally {
+      assert.equal(await Sandbox.kill(sandboxID), true)
+    }
+  })
+
+  test('a template names a sandboxd image', { skip: !process.env.E2B_TEST_TEMPLATE && 'no template image (needs busybox-static)' }, async () => {
+    const tpl = process.env.E2B_TEST_TEMPLATE
+    const s = await Sandbox.create(tpl, { timeoutMs: 60_000 })
+    try {
+      assert.equal((await s.getInfo()).templateId, tpl)
+      assert.equal(await s.files.read('/etc/e2b-template', { user: 'root' }), 'from the template\n')
+    } finally {
+      await s.kill()
+    }
+    await assert.rejects(Sandbox.create('no-such-template', { timeoutMs: 60_000 }))
   })
 
   test('list filters by metadata and state and pages with X-Next-Token', async () => {
