@@ -142,8 +142,9 @@ func isCode(err error, code api.Code) bool {
 // TestGVisorRunsWhatTheCoreTestsDoNot: the features issue 12 lists for a
 // gVisor sandbox that the core tests (forEachRuntime) do not cover, on one
 // daemon whose default runtime is gvisor: both network modes, allowCidrs
-// and allowHostCidrs, an imported image, a disk quota, git and `sandbox
-// shell`.
+// and allowHostCidrs, an imported image, a disk quota, git, backups (and
+// the clear error of what gVisor cannot: restoring one into it) and
+// `sandbox shell`.
 func TestGVisorRunsWhatTheCoreTestsDoNot(t *testing.T) {
 	requireGVisor(t)
 	testdaemon.SkipUnlessRoot(t)
@@ -270,6 +271,32 @@ c = socket.create_connection(srv.getsockname()); print(c.recv(10).decode())'`)
 		run(t, tiny, "rm /workspace/big && echo ok > /workspace/small")
 	})
 
+	t.Run("a backup of a gVisor sandbox; restoring into one is UNSUPPORTED_BY_RUNTIME", func(t *testing.T) {
+		if _, err := exec.LookPath("tar2sqfs"); err != nil {
+			t.Skip("tar2sqfs (squashfs-tools-ng) not installed: run scripts/deps.sh")
+		}
+		ctx := ctxT(t, 3*time.Minute)
+		src := d.Client.Sandbox("gv-backup")
+		ensure(t, src)
+		run(t, src, "mkdir -p /work/app && echo backed-up > /work/app/f")
+		bk, err := src.Backup(ctx, "/work/app", client.BackupOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = src.RestoreBackup(ctx, bk.ID, "/work/restored")
+		wantCode(t, "restoring a backup into a gVisor sandbox", err, api.CodeUnsupportedByRuntime)
+		native := d.Client.Sandbox("native-restore", client.WithRuntime(mustHostRuntime(t, d)))
+		if _, err := native.Ensure(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := native.RestoreBackup(ctx, bk.ID, ""); err != nil {
+			t.Fatalf("restoring the gVisor sandbox's backup on the host's kernel: %v", err)
+		}
+		if got := trim(run(t, native, "cat /work/app/f")); got != "backed-up" {
+			t.Errorf("restored file: %q", got)
+		}
+	})
+
 	t.Run("sandbox shell", func(t *testing.T) {
 		cmd := exec.CommandContext(ctxT(t, 2*time.Minute), filepath.Join(testdaemon.BinDir(t), "sandbox"), "shell", "gv-shell", "--terminal", "scripted")
 		cmd.Env = append(os.Environ(), "SANDBOX_URL="+d.URL, "SANDBOX_TOKEN="+d.Token)
@@ -280,4 +307,21 @@ c = socket.create_connection(srv.getsockname()); print(c.recv(10).decode())'`)
 			t.Errorf("sandbox shell on gVisor: err %v, output %q", err, out)
 		}
 	})
+}
+
+// mustHostRuntime returns the runtime d runs on the host's kernel (crun or
+// runc), whatever its default.
+func mustHostRuntime(t *testing.T, d *testdaemon.Daemon) string {
+	t.Helper()
+	h, err := d.Client.Health(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rt := range h.Runtimes {
+		if rt == "crun" || rt == "runc" {
+			return rt
+		}
+	}
+	t.Fatalf("no host-kernel runtime in %v", h.Runtimes)
+	return ""
 }
