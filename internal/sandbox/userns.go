@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -72,7 +73,7 @@ func (m *Manager) userNSBase() uint64 {
 // lowestFreeIDs is the lowest range at or above the base that overlaps
 // no sandbox's but self's. m.mu must be held.
 func (m *Manager) lowestFreeIDs(self *box) (uint32, bool) {
-	var used []uint32
+	used := make([]uint32, 0, len(m.boxes)+4)
 	for _, b := range m.boxes {
 		if b != self {
 			if n := b.uidBase.Load(); n > 0 {
@@ -82,12 +83,34 @@ func (m *Manager) lowestFreeIDs(self *box) (uint32, bool) {
 	}
 	_, forkUIDs := m.forkHeld()
 	used = append(append(used, m.pool.uidBases()...), forkUIDs...)
-	for c := m.userNSBase(); c+rootfs.IDRangeSize <= 1<<32-1; c += rootfs.IDRangeSize {
-		if !overlapsAny(c, used) {
-			return uint32(c), true
+	return lowestFree(m.userNSBase(), used)
+}
+
+// lowestFree is the lowest range start base + k*rootfs.IDRangeSize that
+// overlaps none of the ranges starting at used (which it sorts). One pass
+// over the sorted starts finds it: checking each candidate against every
+// range, as this did before, held the manager's lock for millions of
+// comparisons on every create at 2,000 sandboxes (O(N²)), and every call
+// (an exec's lease, a list's page) waits for that lock.
+func lowestFree(base uint64, used []uint32) (uint32, bool) {
+	const size = rootfs.IDRangeSize
+	slices.Sort(used)
+	c := base
+	for _, u := range used {
+		start := uint64(u)
+		if start+size <= c {
+			continue // wholly below the candidate, and below every later one
 		}
+		if start >= c+size {
+			break // neither this range nor any later one reaches c
+		}
+		// It overlaps: the next candidate that starts at or past its end.
+		c += (start + size - c + size - 1) / size * size
 	}
-	return 0, false
+	if c+size > 1<<32-1 {
+		return 0, false
+	}
+	return uint32(c), true
 }
 
 // prefetchIDs has the user namespace of the range the next sandbox would
@@ -108,18 +131,6 @@ func (m *Manager) prefetchIDs(base uint32) {
 			m.userns.Prefetch(rootfs.IDRange{Base: next})
 		}
 	})
-}
-
-// overlapsAny reports whether the range starting at c overlaps one of
-// the ranges starting at used (ranges recorded under another base need
-// not be aligned with this one's).
-func overlapsAny(c uint64, used []uint32) bool {
-	for _, u := range used {
-		if c < uint64(u)+rootfs.IDRangeSize && uint64(u) < c+rootfs.IDRangeSize {
-			return true
-		}
-	}
-	return false
 }
 
 // rootOwner is the host UID of the sandbox's root: ids's base, or -1
