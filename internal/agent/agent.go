@@ -34,6 +34,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/agent/session"
 	"github.com/sandboxd/sandboxd/internal/agent/spawn"
 	"github.com/sandboxd/sandboxd/internal/agent/user"
+	"github.com/sandboxd/sandboxd/internal/agentapi"
 	"github.com/sandboxd/sandboxd/internal/requestid"
 )
 
@@ -278,8 +279,15 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		a.server.suspend = sl.suspend
 		sl.watchResume(ctx)
 	}
+	// launched is closed once the default shell started below runs in
+	// the user cgroups: until then only the health check is answered, so
+	// no user program runs beside a boot shell that is still outside them
+	// (WarmAtBoot), while the daemon, which waits for the health answer
+	// before it answers its caller, learns the agent is up before the
+	// shell's start rather than after it.
+	launched := make(chan struct{})
 	srv := &http.Server{
-		Handler:           a.Handler(),
+		Handler:           healthFirst(launched, a.Handler()),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -298,10 +306,6 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	if a.ownReaper {
 		g.Go(func() error { return a.reaper.Run(reaperCtx) })
 	}
-	// launched is closed once the default shell started below runs in
-	// the user cgroups: nothing is served before, so no user program runs
-	// beside a boot shell that is still outside them (WarmAtBoot).
-	launched := make(chan struct{})
 	g.Go(func() error {
 		// Start the default shell now so the first command does not wait
 		// for it. A failure is not fatal: the first command tries again
@@ -324,10 +328,6 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		return nil
 	})
 	g.Go(func() error {
-		select {
-		case <-launched:
-		case <-gctx.Done():
-		}
 		a.cfg.Log.Info("agent serving", "socket", ln.Addr().String(), "pid", os.Getpid(), "version", a.cfg.Version)
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serving: %w", err)
@@ -360,6 +360,21 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// healthFirst serves the health check at once and holds every other call
+// until launched is closed (or its caller goes away).
+func healthFirst(launched <-chan struct{}, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || r.URL.Path != agentapi.PathHealth {
+			select {
+			case <-launched:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // ListenFD takes over the listening socket the daemon handed to the agent
