@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +64,26 @@ func TestCLITour(t *testing.T) {
 	}
 	if out, _, code := cli(t, d, "", "start", "demo"); code != 0 || !strings.Contains(out, "running") {
 		t.Errorf("sandbox start: %q", out)
+	}
+	// The README's offline sandbox and preview link.
+	if _, errOut, code := cli(t, d, "", "create", "offline", "--network", "none", "--memory", "256Mi", "--pids", "128"); code != 0 {
+		t.Errorf("sandbox create offline --network none --memory 256Mi --pids 128: exit %d %s", code, errOut)
+	}
+	if out, _, _ := cli(t, d, "", "exec", "offline", "--", "ls", "/sys/class/net"); out != "lo\n" {
+		t.Errorf("ls /sys/class/net in the offline sandbox: %q, want lo", out)
+	}
+	if out, _, code := cli(t, d, "", "info", "offline", "--json"); code != 0 || !strings.Contains(out, `"memoryBytes": 268435456`) || !strings.Contains(out, `"pids": 128`) {
+		t.Errorf("sandbox info offline --json: exit %d %s", code, out)
+	}
+	// expose's own --token is the URL's token: the API token comes from
+	// the environment, as in the README (or the token file).
+	expose := exec.Command(filepath.Join(testdaemon.BinDir(t), "sandbox"), "--url", d.URL, "expose", "demo", "8000")
+	expose.Env = append(os.Environ(), "SANDBOX_TOKEN="+d.Token)
+	if out, err := expose.Output(); err != nil || !regexp.MustCompile(`^http://8000-demo-[a-z0-9]+\.localhost(:\d+)?/\n$`).Match(out) {
+		t.Errorf("sandbox expose demo 8000: %v %q", err, out)
+	}
+	if _, _, code := cli(t, d, "", "rm", "offline"); code != 0 {
+		t.Errorf("sandbox rm offline: exit %d", code)
 	}
 	if _, errOut, code := cli(t, d, "", "info", "Not_Valid"); code != 125 || !strings.Contains(errOut, "INVALID_SANDBOX_ID") {
 		t.Errorf("invalid ID: exit %d %q", code, errOut)
