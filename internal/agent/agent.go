@@ -274,6 +274,9 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		stop()
 	}
 	sl := newSuspendableListener(ln, a.cfg.Socket, func(msg string, args ...any) { a.cfg.Log.Warn(msg, args...) })
+	if a.cfg.GVisor {
+		sl.wrap = wrapRaw
+	}
 	ln = sl
 	if a.cfg.Socket != "" {
 		a.server.suspend = sl.suspend

@@ -74,6 +74,8 @@ type suspendableListener struct {
 	timer     *time.Timer
 	// checkpoint is what openCheckpoint opened, while suspended.
 	checkpoint *os.File
+	// wrap, when set, wraps each accepted connection (see wrapRaw).
+	wrap func(net.Conn) net.Conn
 }
 
 func newSuspendableListener(ln net.Listener, path string, log func(string, ...any)) *suspendableListener {
@@ -111,6 +113,9 @@ func (l *suspendableListener) Accept() (net.Conn, error) {
 			l.mu.Unlock()
 			c.Close()
 			continue
+		}
+		if l.wrap != nil {
+			c = l.wrap(c)
 		}
 		tc := &trackedConn{Conn: c, l: l}
 		l.conns[tc] = struct{}{}

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -38,9 +39,13 @@ type Proc struct {
 
 // Now is the current time in the clock and unit of Proc.Start: a process
 // started after a call to Now has Start >= the value it returned.
+//
+// The call is raw (it returns at once): a session calls Now on every
+// command's way, where unix.ClockGettime would wake the Go runtime's
+// monitor thread (see internal/agent/session's raw system calls).
 func Now() uint64 {
 	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+	if _, _, e := unix.RawSyscall(unix.SYS_CLOCK_GETTIME, unix.CLOCK_BOOTTIME, uintptr(unsafe.Pointer(&ts)), 0); e != 0 {
 		return 0 // filters nothing out: errs towards killing more
 	}
 	return uint64(ts.Nano()) / (1e9 / ticksPerSecond)

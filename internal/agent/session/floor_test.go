@@ -46,7 +46,7 @@ func BenchmarkShellFloor(b *testing.B) {
 	// The shell's own part of a dispatch, per command, looped inside one
 	// bash (no agent, no pipe round trip), in a directory on a tmpfs as
 	// the session directory is; less a loop of `:` (the loop itself).
-	shellLoop := func(b *testing.B, body string) {
+	shellLoop := func(b *testing.B, setup, body string) {
 		dir, err := os.MkdirTemp("/dev/shm", "floor")
 		if err != nil {
 			b.Fatal(err)
@@ -58,7 +58,7 @@ func BenchmarkShellFloor(b *testing.B) {
 			}
 		}
 		loop := func(body string) time.Duration {
-			script := fmt.Sprintf(`cd %s; exec 3>/dev/null 4>/dev/null; i=0; while [ $i -lt %d ]; do %s; i=$((i+1)); done`, dir, b.N, body)
+			script := fmt.Sprintf(`cd %s; exec 3>/dev/null 4>/dev/null; %s i=0; while [ $i -lt %d ]; do %s; i=$((i+1)); done`, dir, setup, b.N, body)
 			start := time.Now()
 			if out, err := execCommand("bash", "--noprofile", "--norc", "-c", script); err != nil {
 				b.Fatalf("%v: %s", err, out)
@@ -69,15 +69,19 @@ func BenchmarkShellFloor(b *testing.B) {
 		b.ReportMetric(float64(per.Nanoseconds())/1000, "mean-us")
 		b.ReportMetric(0, "ns/op")
 	}
-	for _, v := range []struct{ name, body string }{
+	for _, v := range []struct{ name, setup, body string }{
 		// The shell's part of a command as a line (before 6th Dec 2026):
 		// redirections saved and put back around the sourcing, and around
 		// the status printf.
-		{"shell-line", `command . ./cmd </dev/null >./o 2>./e 3>&-; command printf >&3 '%s %s\n' "$?" $i`},
-		// As a frame (dispatchVariants), less the two reads of the frame.
-		{"shell-frame", `command exec >./o; for a in 1; do for b in 1; do command . ./cmd 2>./e; done; done; s=$?; command exec >./s </dev/null; command printf '%s %s\n' "$s" $i`},
+		{"shell-line", "", `command . ./cmd </dev/null >./o 2>./e 3>&-; command printf >&3 '%s %s\n' "$?" $i`},
+		// As a frame with stdout moved by exec (6th Dec 2026), less the
+		// two reads of the frame.
+		{"shell-frame-exec", "", `command exec >./o; for a in 1; do for b in 1; do command . ./cmd 2>./e; done; done; s=$?; command exec >./s </dev/null; command printf '%s %s\n' "$s" $i`},
+		// As a frame now (dispatchVariants): stdin, stdout and stderr
+		// closed between commands.
+		{"shell-frame", "exec <&- >&- 2>&-;", `{ for a in 1; do for b in 1; do command . ./cmd 2>./e; done; done >./o; s=$?; command printf '%s %s\n' "$s" >./s $i; } </dev/null`},
 	} {
-		b.Run(v.name, func(b *testing.B) { shellLoop(b, v.body) })
+		b.Run(v.name, func(b *testing.B) { shellLoop(b, v.setup, v.body) })
 	}
 	// What single system calls of a dispatch cost, made by Go directly.
 	b.Run("syscalls", func(b *testing.B) {

@@ -36,30 +36,15 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (
 	n := s.seq
 	r := &runner{
 		s: s, sh: sh, n: n, out: out,
-		fds:   [3]int{-1, -1, -1},
-		paths: [3]string{"", s.dir + "/" + stdoutFIFO, s.dir + "/" + stderrFIFO},
+		fds: [3]int{-1, -1, -1},
 	}
 	defer r.cleanup()
 
-	// Fresh FIFOs, read ends opened first and non-blocking: opening a
-	// FIFO's read end never blocks, and once it is open the shell's
-	// blocking open of the write end returns at once.
 	for _, st := range []Stream{Stdout, Stderr} {
-		if err := mkfifo(r.paths[st]); err != nil {
-			return res, fmt.Errorf("creating %s FIFO: %w", st, err)
-		}
-		r.made = append(r.made, r.paths[st])
-		if err := s.own(r.paths[st]); err != nil {
+		if err := s.openOutput(st); err != nil {
 			return res, err
 		}
-		fd, err := unix.Open(r.paths[st], unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return res, fmt.Errorf("opening %s FIFO: %w", st, err)
-		}
-		r.fds[st] = fd
-		if err := epollAdd(s.ep, fd, unix.EPOLLIN); err != nil {
-			return res, err
-		}
+		r.fds[st] = s.outs[st].r
 	}
 	cmdPath := s.dir + "/" + cmdFile
 	if err := r.writeFile(cmdPath, []byte(cmd.Text)); err != nil {
@@ -161,9 +146,8 @@ type runner struct {
 	n   uint64
 	out Output
 
-	fds   [3]int    // indexed by Stream; -1 once closed
-	paths [3]string // FIFO paths, indexed by Stream
-	made  []string  // files to remove afterwards
+	fds  [3]int   // the output FIFOs' read ends (s.outs), indexed by Stream; -1 once let go
+	made []string // files to remove afterwards
 
 	since    uint64
 	start    time.Time
@@ -195,22 +179,22 @@ func (r *runner) writeFile(path string, data []byte) error {
 // writeSmallFile creates or truncates path (never following a link: the
 // directory is the agent's) and writes data to it.
 func writeSmallFile(path string, data []byte) error {
-	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	fd, err := rawOpen(path, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
 	for len(data) > 0 {
-		n, err := unix.Write(fd, data)
+		n, err := rawWrite(fd, data)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			unix.Close(fd)
+			rawClose(fd)
 			return err
 		}
 		data = data[n:]
 	}
-	return unix.Close(fd)
+	return rawClose(fd)
 }
 
 // loop waits for the command to finish: its status line, or the shell's
@@ -243,15 +227,14 @@ func (r *runner) loop(ctx context.Context, timeout time.Duration) {
 			}
 		}
 
-		wait := -1
+		var until time.Time
 		switch {
 		case r.abort != nil:
-			wait = int(killInterval / time.Millisecond)
+			until = time.Now().Add(killInterval)
 		case !r.deadline.IsZero():
-			wait = int((time.Until(r.deadline) + time.Millisecond - 1) / time.Millisecond)
-			wait = max(wait, 0)
+			until = r.deadline
 		}
-		nev, err := unix.EpollWait(s.ep, events, wait)
+		nev, err := s.wait(events, until)
 		if err != nil && err != unix.EINTR {
 			s.m.cfg.Log.Error("epoll wait failed; killing the session's shell", "session", s.id, "err", err)
 			r.startAbort(fmt.Errorf("waiting for the command: %w", err), false)
@@ -260,9 +243,9 @@ func (r *runner) loop(ctx context.Context, timeout time.Duration) {
 		for _, ev := range events[:max(nev, 0)] {
 			switch fd := int(ev.Fd); fd {
 			case r.fds[Stdout]:
-				r.readOutput(Stdout, false)
+				r.readOutput(Stdout)
 			case r.fds[Stderr]:
-				r.readOutput(Stderr, false)
+				r.readOutput(Stderr)
 			case sh.status:
 				r.readStatus()
 			case s.wake.fd:
@@ -371,44 +354,75 @@ func (r *runner) finishKill() {
 	}
 }
 
-// readOutput reads what one FIFO holds: one read normally (level-triggered
-// epoll calls again if more is there); when draining, what it held when
-// the drain began, plus one more read to tell EOF from live writers (a
-// background child that writes without pause must not keep the drain
-// going for ever). It reports whether the FIFO still has writers.
-func (r *runner) readOutput(st Stream, drain bool) (writers bool) {
+// readOutput reads what one FIFO holds, one read (level-triggered epoll
+// calls again if more is there). While the command runs the agent holds a
+// write end of its own (outFIFO.hold), so the FIFO cannot reach end of
+// file; if it does anyway (an error), it is let go of like a FIFO a
+// background child keeps.
+func (r *runner) readOutput(st Stream) {
 	fd := r.fds[st]
 	if fd < 0 {
-		return false
-	}
-	budget := 0
-	if drain {
-		budget, _ = unix.IoctlGetInt(fd, unix.TIOCINQ) // = FIONREAD
+		return
 	}
 	for {
-		n, err := unix.Read(fd, r.s.buf)
+		n, err := rawRead(fd, r.s.buf)
 		switch {
 		case n > 0:
-			data := r.s.buf[:n]
-			if st == Stderr {
-				data = dropJobReports(data, r.s.dir)
-			}
-			if len(data) > 0 {
-				if werr := r.out.Write(st, data); werr != nil && r.abort == nil {
-					r.startAbort(&AbortError{Cause: werr}, false)
+			r.pass(st, r.s.buf[:n])
+			return
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			return
+		default:
+			r.s.outs[st].letGo(r.s, st, false)
+			r.fds[st] = -1
+			return
+		}
+	}
+}
+
+// pass hands a chunk of output to the caller.
+func (r *runner) pass(st Stream, data []byte) {
+	if st == Stderr {
+		data = dropJobReports(data, r.s.dir)
+	}
+	if len(data) > 0 {
+		if werr := r.out.Write(st, data); werr != nil && r.abort == nil {
+			r.startAbort(&AbortError{Cause: werr}, false)
+		}
+	}
+}
+
+// drainOutput passes on what FIFO st holds once the command has ended,
+// with the agent's own write end closed, and reports whether anything
+// else still writes to it (a background child of the command): it reads
+// what the FIFO held when the drain began, plus one more read that tells
+// end of file from live writers (a child that writes without pause must
+// not keep the drain going for ever). A read that comes back short
+// emptied the FIFO, so the size is asked for only after a full one.
+func (r *runner) drainOutput(st Stream) (writers bool) {
+	fd := r.fds[st]
+	budget := -1 // bytes left of what the FIFO held; -1: not known yet
+	for {
+		n, err := rawRead(fd, r.s.buf)
+		switch {
+		case n > 0:
+			r.pass(st, r.s.buf[:n])
+			switch {
+			case budget >= 0:
+				if budget -= n; budget < 0 {
+					return true
 				}
-			}
-			if budget -= n; !drain || budget < 0 {
-				return true
+			case n < len(r.s.buf):
+				budget = 0
+			default:
+				budget, _ = unix.IoctlGetInt(fd, unix.TIOCINQ) // = FIONREAD
 			}
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:
 			return true
-		default: // EOF: every writer closed it; or an error, which ends it too
-			unix.EpollCtl(r.s.ep, unix.EPOLL_CTL_DEL, fd, nil)
-			unix.Close(fd)
-			r.fds[st] = -1
-			return false
+		default: // end of file: no writer is left; or an error
+			return err != nil
 		}
 	}
 }
@@ -421,7 +435,7 @@ func (r *runner) readStatus() {
 	}
 	var b [128]byte
 	for {
-		n, err := unix.Read(sh.status, b[:])
+		n, err := rawRead(sh.status, b[:])
 		if err == unix.EINTR {
 			continue
 		}
@@ -447,6 +461,11 @@ func (r *runner) readStatus() {
 		}
 		if len(sh.line) > maxStatusLine {
 			r.protocolError("status line too long")
+			return
+		}
+		if r.done {
+			// What else the FIFO holds is read with the next command
+			// (level-triggered): one read less on every command's way.
 			return
 		}
 	}
@@ -480,37 +499,143 @@ func (r *runner) protocolError(why string) {
 }
 
 // drainOutputs passes on what the FIFOs still hold. Whatever was written
-// before the status line is in them now. A FIFO that still has writers (a
+// before the status line is in them now. A FIFO that nothing but the shell
+// wrote to serves the next command; one that still has writers (a
 // background child) is handed to the drainer rather than closed, so that
-// the child does not die of SIGPIPE on its next write.
+// the child does not die of SIGPIPE on its next write, and the next
+// command gets a fresh one.
 func (r *runner) drainOutputs() {
 	for _, st := range []Stream{Stdout, Stderr} {
-		if r.readOutput(st, true) {
-			fd := r.fds[st]
-			unix.EpollCtl(r.s.ep, unix.EPOLL_CTL_DEL, fd, nil)
-			r.fds[st] = -1
-			r.s.m.linger.adopt(fd)
+		if r.fds[st] < 0 {
+			continue
 		}
+		o := &r.s.outs[st]
+		o.closeHold()
+		if r.drainOutput(st) {
+			o.letGo(r.s, st, true)
+		} else if err := o.openHold(r.s, st); err != nil {
+			r.s.m.cfg.Log.Warn("cannot keep the output FIFO; the next command gets a fresh one", "session", r.s.id, "err", err)
+			o.letGo(r.s, st, false)
+		}
+		r.fds[st] = -1
 	}
 }
 
-// cleanup closes what is still open and removes the command's files (the
-// command text and per-call environment may be secret).
+// cleanup removes the command's files (the command text and per-call
+// environment may be secret).
 func (r *runner) cleanup() {
-	for _, st := range []Stream{Stdout, Stderr} {
-		// EPOLL_CTL_DEL before the close, although the close alone
-		// usually takes the FIFO out of the epoll set: a child the agent
-		// forks at that moment holds a copy of the descriptor until its
-		// exec, and the stale entry could then report events under the
-		// number the next command's FIFO gets (whose read, before the
-		// shell opens it, says EOF).
-		if fd := r.fds[st]; fd >= 0 {
-			unix.EpollCtl(r.s.ep, unix.EPOLL_CTL_DEL, fd, nil)
-			unix.Close(fd)
-		}
-	}
 	for _, p := range r.made {
-		unix.Unlink(p)
+		rawUnlink(p)
+	}
+}
+
+// outFIFO is one of a session's output FIFOs (DIR/o, DIR/e), kept from
+// one command to the next while nothing but the shell writes to it:
+// making, opening, watching and removing two FIFOs per command, and the
+// wake-ups when the shell closed them, were a third of the agent's system
+// calls per command, each a trip through gVisor's Sentry. The agent
+// holds the read end (r, non-blocking, in the session's epoll set) and,
+// except while it drains, a write end of its own (hold): the shell's
+// closing the FIFO at a command's end is then no end of file, which would
+// wake the agent's wait before the status line, and a FIFO without
+// writers reports a hang-up to epoll for as long as it has none. The
+// drain closes hold and reads to the end of file, which comes only if no
+// background child of the command kept the FIFO (see drainOutputs).
+type outFIFO struct {
+	r, hold int // -1: not open
+}
+
+// fifoPath is the path of output FIFO st.
+func (s *Session) fifoPath(st Stream) string {
+	if st == Stderr {
+		return s.dir + "/" + stderrFIFO
+	}
+	return s.dir + "/" + stdoutFIFO
+}
+
+// openOutput makes sure output FIFO st exists with both of the agent's
+// ends open. A new one replaces whatever is at its path: user code may
+// have put a file there.
+func (s *Session) openOutput(st Stream) error {
+	o := &s.outs[st]
+	if o.r >= 0 {
+		return nil
+	}
+	path := s.fifoPath(st)
+	if err := mkfifo(path); err != nil {
+		return fmt.Errorf("creating %s FIFO: %w", st, err)
+	}
+	if err := s.own(path); err != nil {
+		unix.Unlink(path)
+		return err
+	}
+	// The read end first, non-blocking: opening it never blocks, and once
+	// it is open neither does any opening of the write end.
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Unlink(path)
+		return fmt.Errorf("opening %s FIFO: %w", st, err)
+	}
+	if err := epollAdd(s.ep, fd, unix.EPOLLIN); err != nil {
+		unix.Close(fd)
+		unix.Unlink(path)
+		return err
+	}
+	o.r = fd
+	if err := o.openHold(s, st); err != nil {
+		o.letGo(s, st, false)
+		return fmt.Errorf("opening %s FIFO: %w", st, err)
+	}
+	return nil
+}
+
+// openHold opens the agent's own write end. Through the path: user code
+// that replaced the FIFO there gets a fresh one at the next command.
+func (o *outFIFO) openHold(s *Session, st Stream) error {
+	fd, err := rawOpen(s.fifoPath(st), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	o.hold = fd
+	return nil
+}
+
+func (o *outFIFO) closeHold() {
+	if o.hold >= 0 {
+		rawClose(o.hold)
+		o.hold = -1
+	}
+}
+
+// letGo stops using the FIFO: its read end goes to the drainer when
+// something still writes to it (linger), and is closed otherwise; its
+// path is removed, so that a later open by path cannot reach it.
+func (o *outFIFO) letGo(s *Session, st Stream, linger bool) {
+	o.closeHold()
+	if o.r < 0 {
+		return
+	}
+	// EPOLL_CTL_DEL before the close, although the close alone usually
+	// takes the FIFO out of the epoll set: a child the agent forks at that
+	// moment holds a copy of the descriptor until its exec, and the stale
+	// entry could then report events under the number the next FIFO gets.
+	unix.EpollCtl(s.ep, unix.EPOLL_CTL_DEL, o.r, nil)
+	if linger {
+		s.m.linger.adopt(o.r)
+	} else {
+		unix.Close(o.r)
+	}
+	o.r = -1
+	unix.Unlink(s.fifoPath(st))
+}
+
+// close releases the FIFO when the session ends.
+func (o *outFIFO) close(ep int) {
+	o.closeHold()
+	if o.r >= 0 {
+		unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, o.r, nil)
+		unix.Close(o.r)
+		o.r = -1
 	}
 }
 

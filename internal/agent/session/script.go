@@ -30,9 +30,10 @@ const (
 	cmdFile     = "cmd" // the command text
 	wrapperFile = "w"   // per-call env and cwd, then sources cmd
 	stdinFile   = "in"  // the command's stdin
-	// The command's output FIFOs. Each command gets new ones at the same
-	// paths: a background child of an earlier command keeps the FIFO it
-	// was given, which is unlinked by then.
+	// The commands' output FIFOs, kept from one command to the next while
+	// only the shell writes to them (see outFIFO); a background child of
+	// a command keeps the FIFO it was given, which is then unlinked, and
+	// the next command gets a new one at the same path.
 	stdoutFIFO = "o"
 	stderrFIFO = "e"
 	// statusFIFO is where the shell reports "ready" and each command's
@@ -95,20 +96,30 @@ func frame(n uint64, wrapped, stdin bool) []byte {
 // make the user's declare local and hide the shell's positional
 // parameters).
 //
-// Per command the shell makes about 37 system calls where the line
-// protocol before made 83 (strace -c, 100 commands: 28 one-byte reads of
-// the line, and 48 for saving and restoring four descriptors around the
-// sourcing and one around the status printf, where the exec moves below
-// take 33: 12 fcntl, 8 close, 5 open, 3 dup2 ...):
+// Between commands the shell's stdin, stdout and stderr are closed, so
+// that each redirection of a command opens its file straight onto the
+// descriptor it is for: bash then neither saves the descriptor nor moves
+// the new one (dup2), and putting it back is one close. A redirection
+// onto an open descriptor costs five calls more (save, dup2, close of the
+// copy...), and `exec`'s own redirections are saved too, in case a
+// command given to exec fails. Per command the shell makes about 25
+// system calls (runsc --strace), against 43 when it moved stdout with
+// exec and 83 when each command came as a line:
 //
-//	exec >o                 stdout is the command's FIFO (open, dup2, close)
-//	. cmd 2>e [<in]         stderr by redirection, put back afterwards, so
-//	                        that `set -x` traces the agent's lines below
-//	                        nowhere; stdin only when the call gives one
+//	{                       stdin (below) first: the lowest free descriptor
+//	for..for.. . cmd 2>e; done; done >o
+//	                        stdout and stderr of the command, each one open
+//	                        and one close; stderr on the sourcing, so that
+//	                        `set -x` traces the agent's lines below nowhere
 //	__sbx_s=$?
-//	exec >s </dev/null      stdout back to the status FIFO; stdin back to
-//	                        /dev/null, if the command moved it with exec
-//	printf '%s %s\n' "$__sbx_s" N   the status line ("STATUS N")
+//	printf '%s %s\n' "$__sbx_s" >s N   the status line ("STATUS N") on the
+//	                        status FIFO, whose open lands on stdout
+//	} </dev/null            or <in when the call gives stdin
+//
+// The group's stdin is opened for every command, so that a command's
+// `exec <file` does not become the next command's stdin. The number N is
+// appended by the loop, between the text up to the status line and the
+// closing of the group (dispatchSuffix).
 //
 // Two one-pass loops around the sourcing take a `break` or `continue` in
 // the command (even `break 2`), which would otherwise reach the dispatch
@@ -121,19 +132,24 @@ func dispatchVariants(dir string) map[byte]string {
 			if wrapped {
 				script = wrapperFile
 			}
-			in := ""
-			if stdin {
-				in = " <" + quote(dir+"/"+stdinFile)
-			}
-			text := "command exec >" + quote(dir+"/"+stdoutFIFO) + "; " +
-				"for __sbx_a in 1; do for __sbx_b in 1; do " +
-				"command . " + quote(dir+"/"+script) + " 2>" + quote(dir+"/"+stderrFIFO) + in + "; done; done; " +
-				"__sbx_s=$?; command exec >" + quote(dir+"/"+statusFIFO) + " </dev/null; " +
-				`command printf '%s %s\n' "$__sbx_s"`
+			text := "{ for __sbx_a in 1; do for __sbx_b in 1; do " +
+				"command . " + quote(dir+"/"+script) + " 2>" + quote(dir+"/"+stderrFIFO) + "; " +
+				"done; done >" + quote(dir+"/"+stdoutFIFO) + "; " +
+				"__sbx_s=$?; " +
+				`command printf '%s %s\n' "$__sbx_s" >` + quote(dir+"/"+statusFIFO)
 			out[frame(0, wrapped, stdin)[0]] = text
 		}
 	}
 	return out
+}
+
+// dispatchSuffix is what follows the number after a variant's text: the
+// end of the group, with its stdin.
+func dispatchSuffix(dir string, stdin bool) string {
+	if stdin {
+		return "; } <" + quote(dir+"/"+stdinFile)
+	}
+	return "; } </dev/null"
 }
 
 // dispatchLoop is the shell code that defines the variants (see
@@ -149,7 +165,12 @@ func dispatchLoop(dir string, bash bool) string {
 	for _, v := range []byte("cwij") {
 		b.WriteString(" " + dispatchVar(v) + "=" + quote(variants[v]))
 	}
-	b.WriteString("; command printf 'ready\\n'; while :; do ")
+	b.WriteString(" __sbx_z=" + quote(dispatchSuffix(dir, false)) + " __sbx_zi=" + quote(dispatchSuffix(dir, true)))
+	// Stdout (the status FIFO) and stdin are closed once "ready" is out:
+	// see dispatchVariants.
+	b.WriteString("; command printf 'ready\\n'; command exec >&- <&-; while :; do ")
+	// The number: the frame less its letter and newline.
+	number := `"${__sbx_f%?}"`
 	if bash {
 		// The letter and the rest in two reads: a shell killed while it
 		// waits can still take what arrives before it dies, and it must
@@ -157,15 +178,21 @@ func dispatchLoop(dir string, bash bool) string {
 		fmt.Fprintf(&b, `command read -r -N 1 -u %d __sbx_v || { if command test "$?" -gt 128; then continue; fi; command exit 0; }; `, frameFD(bash))
 		fmt.Fprintf(&b, `command read -r -N %d -u %d __sbx_f || command exit 0; `, frameLen-1, frameFD(bash))
 		b.WriteString(`case $__sbx_v in `)
-		for _, v := range []byte("cwij") {
-			fmt.Fprintf(&b, `%c) command eval "$%s" "$__sbx_f" ;; `, v, dispatchVar(v))
-		}
 	} else {
 		fmt.Fprintf(&b, `IFS= command read -r __sbx_f <&%d || { if command test "$?" -gt 128; then continue; fi; command exit 0; }; `, frameFD(bash))
 		b.WriteString(`case $__sbx_f in `)
-		for _, v := range []byte("cwij") {
-			fmt.Fprintf(&b, `%c*) command eval "$%s" "${__sbx_f#?}" ;; `, v, dispatchVar(v))
+		number = `"${__sbx_f#?}"` // a line: the letter, no newline
+	}
+	for _, v := range []byte("cwij") {
+		suffix := "$__sbx_z"
+		if v == 'i' || v == 'j' {
+			suffix = "$__sbx_zi"
 		}
+		pattern := string(v)
+		if !bash {
+			pattern += "*"
+		}
+		fmt.Fprintf(&b, `%s) command eval "$%s" %s "%s" ;; `, pattern, dispatchVar(v), number, suffix)
 	}
 	b.WriteString("*) command exit 70 ;; esac; done; command exit 71\n")
 	return b.String()

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -118,10 +119,17 @@ type Session struct {
 	closeOnce sync.Once
 
 	// Owned by the holder of the turn.
-	ep   int // epoll instance: status pipe, wake eventfd, per-command FIFOs
+	ep int // epoll instance: status pipe, wake eventfd, output FIFOs
+	// epw is ep in the Go runtime's poller, which wait blocks in (see
+	// wait).
+	epw  syscall.RawConn
+	epf  *os.File
 	wake *waker
 	seq  uint64
 	buf  []byte
+	// outs are the output FIFOs DIR/o and DIR/e, indexed by Stream, kept
+	// from one command to the next (see outFIFO).
+	outs [3]outFIFO
 
 	// shMu guards sh for readers that do not hold the turn (close).
 	shMu sync.Mutex
@@ -147,13 +155,18 @@ func newSession(m *Manager, id string, o Options, acct *user.Account) (*Session,
 	if err != nil {
 		return nil, fmt.Errorf("creating epoll: %w", err)
 	}
-	w, err := newWaker()
+	epf, epw, err := pollable(ep)
 	if err != nil {
 		unix.Close(ep)
 		return nil, err
 	}
+	w, err := newWaker()
+	if err != nil {
+		epf.Close()
+		return nil, err
+	}
 	if err := epollAdd(ep, w.fd, unix.EPOLLIN); err != nil {
-		unix.Close(ep)
+		epf.Close()
 		w.close()
 		return nil, err
 	}
@@ -163,8 +176,11 @@ func newSession(m *Manager, id string, o Options, acct *user.Account) (*Session,
 		turn:   make(chan struct{}, 1),
 		closed: make(chan struct{}),
 		ep:     ep,
+		epf:    epf,
+		epw:    epw,
 		wake:   w,
 		buf:    make([]byte, 64<<10),
+		outs:   [3]outFIFO{{-1, -1}, {-1, -1}, {-1, -1}},
 	}
 	s.turn <- struct{}{}
 	return s, nil
@@ -334,6 +350,12 @@ func (s *Session) ensureShellWith(ctx context.Context, launched func()) error {
 	}
 	if s.sh != nil {
 		s.dropShell()
+		// Fresh output FIFOs with the fresh shell: if user code replaced
+		// one at its path, the shell opens the replacement, and a new
+		// shell is the way out.
+		for _, st := range []Stream{Stdout, Stderr} {
+			s.outs[st].letGo(s, st, false)
+		}
 	}
 	sh, err := s.startShell(ctx, launched)
 	if err != nil {
@@ -391,7 +413,10 @@ func (s *Session) close() {
 			return
 		}
 		s.dropShell()
-		unix.Close(s.ep)
+		for st := range s.outs {
+			s.outs[st].close(s.ep)
+		}
+		s.epf.Close()
 		s.wake.close()
 		os.RemoveAll(s.dir)
 	})
@@ -404,6 +429,10 @@ func (s *Session) close() {
 type waker struct {
 	mu sync.Mutex
 	fd int
+	// pending: a wake-up was written and not yet consumed, so reset reads
+	// only then (every command resets: a read of an empty eventfd would be
+	// one more system call on its way).
+	pending bool
 }
 
 func newWaker() (*waker, error) {
@@ -419,6 +448,7 @@ func (w *waker) wake() {
 	w.mu.Lock()
 	if w.fd >= 0 {
 		unix.Write(w.fd, one[:])
+		w.pending = true
 	}
 	w.mu.Unlock()
 }
@@ -427,8 +457,9 @@ func (w *waker) wake() {
 func (w *waker) reset() {
 	var b [8]byte
 	w.mu.Lock()
-	if w.fd >= 0 {
-		unix.Read(w.fd, b[:])
+	if w.fd >= 0 && w.pending {
+		rawRead(w.fd, b[:])
+		w.pending = false
 	}
 	w.mu.Unlock()
 }
@@ -440,6 +471,46 @@ func (w *waker) close() {
 		w.fd = -1
 	}
 	w.mu.Unlock()
+}
+
+// pollable puts the epoll instance ep into the Go runtime's poller (an
+// epoll instance is itself readable when it has events), for wait.
+func pollable(ep int) (*os.File, syscall.RawConn, error) {
+	if err := unix.SetNonblock(ep, true); err != nil {
+		return nil, nil, fmt.Errorf("epoll: %w", err)
+	}
+	f := os.NewFile(uintptr(ep), "epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("epoll: %w", err)
+	}
+	return f, rc, nil
+}
+
+// wait returns the session's epoll events, waiting for them until
+// deadline (zero: no deadline; n is 0 when it passed). It waits in the Go
+// runtime's poller rather than in a blocking epoll_wait: a goroutine
+// blocked in a system call keeps its thread and processor busy, which
+// keeps the runtime's monitor thread polling every 20 us and hands work
+// between threads, each a system call, and on gVisor a trip through the
+// Sentry, on every command's way.
+func (s *Session) wait(events []unix.EpollEvent, deadline time.Time) (n int, err error) {
+	if err := s.epf.SetReadDeadline(deadline); err != nil {
+		return 0, err
+	}
+	var werr error
+	err = s.epw.Read(func(fd uintptr) bool {
+		n, werr = rawEpollPoll(int(fd), events)
+		return n > 0 || (werr != nil && werr != unix.EINTR)
+	})
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return 0, nil
+	case err != nil:
+		return 0, err
+	}
+	return max(n, 0), werr
 }
 
 func epollAdd(ep, fd int, events uint32) error {

@@ -282,14 +282,33 @@ func (s *Session) awaitReady(ctx context.Context, sh *shell) error {
 		if sh.exited.Load() {
 			return failed(fmt.Sprintf("it exited with status %d", sh.code.Load()))
 		}
-		wait := time.Until(deadline)
-		if wait <= 0 {
+		if !time.Now().Before(deadline) {
 			return fmt.Errorf("the shell did not answer within %s", s.m.cfg.StartTimeout)
 		}
-		if _, err := unix.EpollWait(s.ep, events, int(wait/time.Millisecond)+1); err != nil && err != unix.EINTR {
-			return fmt.Errorf("epoll wait: %w", err)
+		nev, werr := s.wait(events, deadline)
+		if werr != nil && werr != unix.EINTR {
+			return fmt.Errorf("epoll wait: %w", werr)
 		}
 		s.wake.reset()
+		s.discardOutputs(events[:nev])
+	}
+}
+
+// discardOutputs reads and drops what reached an output FIFO while no
+// command ran (user code may open it by its path): it belongs to no
+// command, and left there it would keep the FIFO ready in the epoll set.
+func (s *Session) discardOutputs(events []unix.EpollEvent) {
+	for _, ev := range events {
+		for st := range s.outs {
+			if fd := s.outs[st].r; fd >= 0 && int(ev.Fd) == fd {
+				// Bounded: a writer that never stops is not waited out.
+				for range 16 {
+					if n, _ := unix.Read(fd, s.buf); n <= 0 {
+						break
+					}
+				}
+			}
+		}
 	}
 }
 
@@ -319,7 +338,7 @@ func (sh *shell) unread() int {
 // wedged.
 func (sh *shell) send(line []byte) error {
 	for len(line) > 0 {
-		n, err := unix.Write(sh.in, line)
+		n, err := rawWrite(sh.in, line)
 		if err == unix.EINTR {
 			continue
 		}
