@@ -21,7 +21,9 @@ import (
 // true` without HTTP, and the shell's own part of a dispatch. Reported as
 // <runtime>-<part>-p50-us (shell-only: mean-us). BENCH_FLOOR_BASELINE=FILE
 // (a session test binary of another build: go test -c) runs beside it,
-// alternating, as baseline-<runtime>-<part>.
+// alternating, as baseline-<runtime>-<part>. BENCH_FLOOR_PARTS=RE runs
+// only the parts RE matches (e.g. 'exec$'), BENCH_FLOOR_ROUNDS=N that many
+// rounds (default 3).
 func BenchmarkGVisorShellFloor(b *testing.B) {
 	needRunsc(b)
 	once(b, func(b *testing.B) {
@@ -43,6 +45,13 @@ func BenchmarkGVisorShellFloor(b *testing.B) {
 		d := testdaemon.Start(b, testdaemon.Options{Args: append(gvisorArgs, "--default-network", "none")})
 		ctx := ctxFor(b)
 		rounds := 3
+		if n, err := strconv.Atoi(os.Getenv("BENCH_FLOOR_ROUNDS")); err == nil && n > 0 {
+			rounds = n
+		}
+		pattern := "BenchmarkShellFloor"
+		if parts := os.Getenv("BENCH_FLOOR_PARTS"); parts != "" {
+			pattern += "/" + parts
+		}
 		for _, rt := range []string{"gvisor", "crun"} {
 			sb := d.Client.Sandbox("gfloor-"+rt, client.WithRuntime(rt))
 			for prefix, path := range tests {
@@ -60,7 +69,7 @@ func BenchmarkGVisorShellFloor(b *testing.B) {
 					if tests[prefix] == "" {
 						continue
 					}
-					res, err := sb.Exec(ctx, "cd /tmp && ./"+prefix+"session.test -test.run '^$' -test.bench BenchmarkShellFloor -test.benchtime 300x")
+					res, err := sb.Exec(ctx, "cd /tmp && ./"+prefix+"session.test -test.run '^$' -test.bench '"+pattern+"' -test.benchtime 300x")
 					if err != nil || res.ExitCode != 0 {
 						b.Fatalf("floor on %s: %v %+v", rt, err, res)
 					}
