@@ -69,9 +69,11 @@ func New(root string, log *slog.Logger) *Guard {
 // failed fork after 1, 2, 4, 8 and 16 s, so a bomb's failures come in
 // bursts. A sandbox in that state cannot run the command about to start
 // (its shell must fork), so nothing that could still work is lost. It
-// costs three small file reads, and up to watchWindow only after a refused
-// fork: a cgroup that is merely nearly full (a big build, a JVM's threads)
-// costs every command nothing more.
+// costs one small file read (it runs before every command, and on a
+// freshly taken sandbox each read is several cold system calls); the
+// cgroup's task count and limit are read, and up to watchWindow spent,
+// only after a refused fork: a cgroup that is merely nearly full (a big
+// build, a JVM's threads) costs every command nothing more.
 func (g *Guard) Check() bool {
 	if g == nil || g.dir == "" {
 		return false
@@ -82,17 +84,21 @@ func (g *Guard) Check() bool {
 	if !ok {
 		return false
 	}
-	failed, full := failures > g.failures, g.full()
+	failed := failures > g.failures
+	g.failures = failures
+	if !failed {
+		return false
+	}
 	// A bomb's processes come and go (they exit when their retries run
 	// out, and are replaced at once): after a refused fork, watch for a
 	// moment whether the cgroup fills.
+	full := g.full()
 	deadline := time.Now().Add(watchWindow)
-	for failed && !full && time.Now().Before(deadline) {
+	for !full && time.Now().Before(deadline) {
 		time.Sleep(watchWindow / 10)
 		full = g.full()
 	}
-	g.failures = failures
-	if !failed || !full {
+	if !full {
 		return false
 	}
 	start := time.Now()
