@@ -48,6 +48,12 @@ type Sandbox struct {
 // Store is the registry. It is safe for concurrent use.
 type Store struct {
 	db *sql.DB
+	// insert is Insert's statement, prepared once: a warm pool take
+	// writes its row beside its first call, sharing a small host's CPUs
+	// with it, and parsing and compiling the statement each time was
+	// almost half of the write's CPU (with the caches as cold as a take
+	// finds them, 345 µs against 200 µs prepared, p50).
+	insert *sql.Stmt
 }
 
 // migrations are applied in order; PRAGMA user_version counts those done.
@@ -87,6 +93,10 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if s.insert, err = db.Prepare(`INSERT INTO sandboxes (` + columns + `) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("preparing the registry's insert: %w", err)
+	}
 	return s, nil
 }
 
@@ -119,13 +129,16 @@ func (s *Store) migrate() error {
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.insert.Close()
+	return s.db.Close()
+}
 
 const columns = `id, key, status, status_reason, image, runtime, config, net_slot, created_at, last_used_at, status_changed_at, host_uid_base`
 
 // Insert adds a new row; ErrExists if the ID is taken.
 func (s *Store) Insert(ctx context.Context, sb Sandbox) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO sandboxes (`+columns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`,
+	_, err := s.insert.ExecContext(ctx,
 		sb.ID, sb.Key, sb.Status, sb.StatusReason, sb.Image, sb.Runtime, sb.Config, sb.NetSlot,
 		sb.CreatedAt.UnixNano(), sb.LastUsedAt.UnixNano(), sb.StatusChangedAt.UnixNano(), sb.HostUIDBase)
 	if err != nil {
