@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/agentapi"
 )
 
 // BenchmarkExecTrue is a warm exec of `true` over the unix socket: HTTP
@@ -90,4 +92,72 @@ func BenchmarkLoginProcessTrue(b *testing.B) {
 	b.ReportMetric(p50(logins), "login-p50-µs")
 	b.ReportMetric(p50(logins)/p50(execs), "login/exec-p50")
 
+}
+
+// BenchmarkLoginProcessReady is the agent's part of commands.run('true')
+// when a process forked ahead is ready for it: POST
+// /processes/start/stream (what the E2B layer sends) of a login process
+// of `true` as a user, stdin closed, to its exit event, beside a warm
+// exec of `true`, interleaved. Before each pair, untimed, the agent is
+// asked to have a process forked ahead (POST /internal/login waits for
+// the server's answer) and the process is given time to settle, so no
+// fork is in flight and none is on the command's time. Its ratio beside
+// BenchmarkForkFloor's ready/builtin (internal/agent/process) is what
+// the agent's own path adds to the kernel's.
+func BenchmarkLoginProcessReady(b *testing.B) {
+	ta := startAgent(b)
+	if err := os.Chmod(filepath.Dir(ta.workspace), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	ta.run(b, "true")
+	home := filepath.Join(filepath.Dir(ta.workspace), "home", "tester")
+	prepare := func() {
+		ta.mustCall(b, http.StatusNoContent, "POST", agentapi.PathLogin, api.AgentLoginRequest{User: "tester"}, nil)
+		// The call answers once the server answered the process's PID;
+		// the process then still waits for its subshell's end and opens
+		// its FIFOs (a new task: under load, for tens of ms). A process
+		// forked during a program's previous command is settled on its
+		// .cmd FIFO when the next command comes.
+		time.Sleep(100 * time.Millisecond)
+	}
+	body, _ := json.Marshal(api.StartProcessRequest{Command: "true", Login: true, User: "tester", Cwd: home, CloseStdin: true, AutoCleanup: true})
+	exec := func() {
+		resp, err := ta.client.Post("http://agent/exec", "application/json", strings.NewReader(`{"command":"true"}`))
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	login := func() {
+		resp, err := ta.client.Post("http://agent/processes/start/stream", "application/json", bytes.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !bytes.Contains(out, []byte("event: exit")) {
+			b.Fatalf("no exit event: %s", out)
+		}
+	}
+	for range 5 {
+		prepare()
+		login()
+	}
+	var execs, logins []time.Duration
+	for b.Loop() {
+		prepare()
+		start := time.Now()
+		exec()
+		execs = append(execs, time.Since(start))
+		start = time.Now()
+		login()
+		logins = append(logins, time.Since(start))
+	}
+	slices.Sort(execs)
+	slices.Sort(logins)
+	p50 := func(d []time.Duration) float64 { return float64(d[len(d)/2].Microseconds()) }
+	b.ReportMetric(p50(execs), "exec-p50-µs")
+	b.ReportMetric(p50(logins), "login-p50-µs")
+	b.ReportMetric(p50(logins)/p50(execs), "login/exec-p50")
 }
