@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -83,7 +84,7 @@ type Config struct {
 	// Version is reported by /health.
 	Version string
 	// DefaultUser is the user the default session runs as: the image's
-	// USER, by name (empty: root).
+	// USER, by name or by numeric ID (empty: root).
 	DefaultUser string
 	// Keepalive is the interval of SSE keepalive comments on a silent
 	// stream. Default DefaultKeepalive.
@@ -175,6 +176,10 @@ func New(cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(cfg.Workspace, 0o755); err != nil {
 		return nil, fmt.Errorf("creating workspace: %w", err)
 	}
+	defUser, err := defaultUser(cfg.Users, cfg.DefaultUser)
+	if err != nil {
+		return nil, err
+	}
 	a := &Agent{cfg: cfg, reaper: cfg.Reaper}
 	if a.reaper == nil {
 		r, err := reaper.New(cfg.Log)
@@ -192,7 +197,7 @@ func New(cfg Config) (*Agent, error) {
 	sc.Shell, sc.Self = cfg.Shell, cfg.Self
 	sc.BaseEnv = shellEnv(cfg.Env)
 	sc.Reaper, sc.Log, sc.Users = a.reaper, cfg.Log, cfg.Users
-	sc.DefaultUser = cfg.DefaultUser
+	sc.DefaultUser = defUser
 	sc.DirectSpawn = cfg.GVisor
 	m, err := session.NewManager(sc)
 	if err != nil {
@@ -447,4 +452,20 @@ func protectFromOOM(log *slog.Logger) {
 	if err := os.WriteFile("/proc/self/oom_score_adj", []byte("-1000"), 0); err != nil {
 		log.Debug("could not lower the agent's oom_score_adj", "err", err)
 	}
+}
+
+// defaultUser is the name of the user the default session runs as: the
+// image's USER as given, or, for a numeric one, the name of the account
+// with that ID (made as "u<ID>" when the image has none), so that the
+// sessions, which run as users by name, run as that ID.
+func defaultUser(users *user.DB, given string) (string, error) {
+	uid, err := strconv.Atoi(given)
+	if err != nil || uid == 0 {
+		return given, nil
+	}
+	acct, err := users.EnsureUID(uid)
+	if err != nil {
+		return "", fmt.Errorf("the image's user %s: %w", given, err)
+	}
+	return acct.Name, nil
 }

@@ -54,13 +54,13 @@ func mainEnv(img *rootfs.Image) []string {
 	return []string{"SANDBOXD_AGENT_MAIN=" + string(data)} // agent.MainEnv
 }
 
-// imageUser is the user name an image's USER names for the default
-// session: "name" or "name:group" give the name (sessions get the user's
-// own group); "root", numeric IDs and anything else give "" (root), because
-// sessions run as users by name.
+// imageUser is the user an image's USER names for the default session:
+// "name" or "name:group" give the name, "uid" or "uid:gid" the numeric ID
+// (the agent finds or makes its account; sessions get the user's own
+// group); "root", "0" and "" give "" (root).
 func imageUser(user string) string {
 	name, _, _ := strings.Cut(user, ":")
-	if name == "" || name == "root" || strings.Trim(name, "0123456789") == "" {
+	if name == "root" || strings.Trim(name, "0") == "" {
 		return ""
 	}
 	return name

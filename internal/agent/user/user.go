@@ -67,6 +67,29 @@ func (db *DB) Ensure(name string) (Account, error) {
 	if !ValidName(name) {
 		return Account{}, fmt.Errorf("%w: %q", ErrInvalid, name)
 	}
+	return db.ensure(name, -1)
+}
+
+// EnsureUID returns the account whose user ID is uid (the first in
+// passwd), creating one named "u<uid>" with that ID when passwd has none:
+// an image's numeric USER runs as that ID, as Docker runs it, while
+// sessions, which run as users by name, get a name for it.
+func (db *DB) EnsureUID(uid int) (Account, error) {
+	if uid < 1 || uid > 1<<31-2 {
+		return Account{}, fmt.Errorf("%w: user ID %d", ErrInvalid, uid)
+	}
+	name := fmt.Sprintf("u%d", uid)
+	acct, err := db.ensure(name, uid)
+	if err == nil && acct.UID != uid {
+		return Account{}, fmt.Errorf("%w: %s exists with user ID %d, not %d", ErrInvalid, name, acct.UID, uid)
+	}
+	return acct, err
+}
+
+// ensure finds name, or the first account with user ID want when want is
+// not negative, and creates name otherwise: with user ID want, or the
+// lowest free one from 1000 when want is negative.
+func (db *DB) ensure(name string, want int) (Account, error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	etc, homeRoot := db.Etc, db.HomeRoot
@@ -91,8 +114,8 @@ func (db *DB) Ensure(name string) (Account, error) {
 		if err1 != nil || err2 != nil {
 			continue
 		}
-		if f[0] == name {
-			return Account{Name: name, UID: uid, GID: gid, Home: f[5]}, nil
+		if f[0] == name || (want >= 0 && uid == want) {
+			return Account{Name: f[0], UID: uid, GID: gid, Home: f[5]}, nil
 		}
 		usedUID[uid] = true
 	}
@@ -116,12 +139,17 @@ func (db *DB) Ensure(name string) (Account, error) {
 			gid = g
 		}
 	}
-	uid := 1000
-	for usedUID[uid] || (gid < 0 && usedGID[uid]) {
-		uid++
-		if uid > 59999 {
-			return Account{}, errors.New("no free user ID")
+	uid := want
+	if uid < 0 {
+		uid = 1000
+		for usedUID[uid] || (gid < 0 && usedGID[uid]) {
+			uid++
+			if uid > 59999 {
+				return Account{}, errors.New("no free user ID")
+			}
 		}
+	} else if gid < 0 && usedGID[uid] {
+		gid = uid // a group with the ID exists: the new user joins it
 	}
 	acct := Account{Name: name, UID: uid, GID: gid, Home: filepath.Join(homeRoot, name)}
 	if gid < 0 {

@@ -77,3 +77,38 @@ func TestEnsureCreatesOnceWithAHome(t *testing.T) {
 		t.Error("invalid name accepted")
 	}
 }
+
+func TestEnsureUIDFindsOrMakesTheAccount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: chowns the home directory")
+	}
+	dir := t.TempDir()
+	etc := filepath.Join(dir, "etc")
+	os.Mkdir(etc, 0o755)
+	os.WriteFile(filepath.Join(etc, "passwd"), []byte("root:x:0:0:root:/root:/bin/bash\napp:x:1000:1000::/srv:/bin/sh\n"), 0o644)
+	os.WriteFile(filepath.Join(etc, "group"), []byte("root:x:0:\napp:x:1000:\nstaff:x:2000:\n"), 0o644)
+	os.WriteFile(filepath.Join(etc, "shadow"), []byte("root:*:19000:0:99999:7:::\n"), 0o640)
+	db := &DB{Etc: etc, HomeRoot: filepath.Join(dir, "home")}
+	if a, err := db.EnsureUID(1000); err != nil || a != (Account{Name: "app", UID: 1000, GID: 1000, Home: "/srv"}) {
+		t.Errorf("EnsureUID(1000) = %+v, %v; want the image's app", a, err)
+	}
+	a, err := db.EnsureUID(2000)
+	if err != nil || a.Name != "u2000" || a.UID != 2000 || a.GID != 2000 {
+		t.Fatalf("EnsureUID(2000) = %+v, %v; want u2000 made with ID 2000 in the existing group 2000", a, err)
+	}
+	if again, err := db.EnsureUID(2000); err != nil || again != a {
+		t.Errorf("EnsureUID(2000) again = %+v, %v; want %+v", again, err, a)
+	}
+	if fi, err := os.Stat(a.Home); err != nil || fi.Sys() == nil {
+		t.Errorf("home of u2000: %v", err)
+	}
+	for _, bad := range []int{0, -1, 1 << 31} {
+		if _, err := db.EnsureUID(bad); err == nil {
+			t.Errorf("EnsureUID(%d) succeeded", bad)
+		}
+	}
+	os.WriteFile(filepath.Join(etc, "passwd"), []byte("u3000:x:3001:3001::/home/u3000:/bin/sh\n"), 0o644)
+	if _, err := db.EnsureUID(3000); err == nil {
+		t.Error("EnsureUID(3000) succeeded though u3000 has ID 3001")
+	}
+}
