@@ -3,12 +3,15 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/internal/agentapi"
@@ -26,7 +29,7 @@ import (
 // either of two things:
 //
 //   - gVisor itself: the agent opens /proc/gvisor/checkpoint when it lets
-//     go of its socket, and a read of that descriptor blocks until the
+//     go of its socket, and that descriptor becomes readable once the
 //     next checkpoint is over, then says how it ended ("restore" in a
 //     sandbox restored from it, "resume" or "error" in one that kept
 //     running). So a restored agent wakes by itself as soon as its kernel
@@ -62,8 +65,9 @@ var errNotRebindable = errors.New("the agent's socket was inherited; it cannot b
 type suspendableListener struct {
 	path string // where to bind again; empty: not rebindable
 	log  func(msg string, args ...any)
-	// openCheckpoint opens gVisorCheckpointFile (tests: a pipe); nil: none.
-	openCheckpoint func() (*os.File, error)
+	// openCheckpoint opens gVisorCheckpointFile, non-blocking (tests: a
+	// pipe); nil: none.
+	openCheckpoint func() (int, error)
 
 	mu        sync.Mutex
 	ln        net.Listener
@@ -72,8 +76,8 @@ type suspendableListener struct {
 	closed    bool
 	conns     map[net.Conn]struct{}
 	timer     *time.Timer
-	// checkpoint is what openCheckpoint opened, while suspended.
-	checkpoint *os.File
+	// watch waits for the checkpoint's end, while suspended.
+	watch *checkpointWatch
 	// wrap, when set, wraps each accepted connection (see wrapRaw).
 	wrap func(net.Conn) net.Conn
 }
@@ -82,8 +86,12 @@ func newSuspendableListener(ln net.Listener, path string, log func(string, ...an
 	return &suspendableListener{ln: ln, path: path, log: log, conns: map[net.Conn]struct{}{}, openCheckpoint: openGVisorCheckpoint}
 }
 
-func openGVisorCheckpoint() (*os.File, error) {
-	return os.Open(gVisorCheckpointFile)
+func openGVisorCheckpoint() (int, error) {
+	fd, err := unix.Open(gVisorCheckpointFile, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: gVisorCheckpointFile, Err: err}
+	}
+	return fd, nil
 }
 
 // Accept waits for the next connection, across suspensions.
@@ -124,19 +132,26 @@ func (l *suspendableListener) Accept() (net.Conn, error) {
 	}
 }
 
-// Close closes the listener for good.
+// Close closes the listener for good, and waits for the watch of a
+// checkpoint to end.
 func (l *suspendableListener) Close() error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.closed {
+		l.mu.Unlock()
 		return nil
 	}
 	l.closed = true
 	if l.suspended {
 		close(l.resumed)
+		w := l.watch
 		l.stopWaking()
+		l.mu.Unlock()
+		if w != nil {
+			<-w.done
+		}
 		return nil
 	}
+	defer l.mu.Unlock()
 	return l.ln.Close()
 }
 
@@ -180,39 +195,95 @@ func (l *suspendableListener) suspend() error {
 }
 
 // watchCheckpoint opens gVisorCheckpointFile now, before the checkpoint
-// it is to report starts, and resumes once a read of it returns. l.mu is
+// it is to report starts, and resumes once it reports the end. l.mu is
 // held.
+//
+// The wait is a poll of the file beside a pipe of the agent's own, not a
+// blocking read: gVisor's file cannot join an epoll set, so Go's poller
+// cannot take it, and a blocking read outlives a close of the descriptor
+// (the runtime closes it only when the read returns). A checkpoint that
+// never began (runsc refused it, or the daemon died first) reports
+// nothing, so such a read went on after the resume, holding the file and
+// a thread, one more for each failed pause, until some later checkpoint
+// ended. Closing the pipe's write end (stopWaking) ends this wait at once.
 func (l *suspendableListener) watchCheckpoint() {
 	if l.openCheckpoint == nil {
 		return
 	}
-	f, err := l.openCheckpoint()
+	fd, err := l.openCheckpoint()
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			l.log("watching for the end of the checkpoint", "err", err)
 		}
 		return // woken by the signal
 	}
-	l.checkpoint = f
+	var stop [2]int
+	if err := unix.Pipe2(stop[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		unix.Close(fd)
+		l.log("watching for the end of the checkpoint", "err", err)
+		return
+	}
+	w := &checkpointWatch{stop: stop[1], done: make(chan struct{})}
+	l.watch = w
 	go func() {
-		// A few bytes: "restore\n", "resume\n" or "error\n". An error is
-		// the file closed by a resume or Close (nothing to do) or a
-		// failure of the file, which leaves the waking to the signal.
-		if n, err := f.Read(make([]byte, 16)); n == 0 {
-			if !errors.Is(err, os.ErrClosed) {
-				l.log("watching for the end of the checkpoint", "err", err)
-			}
+		defer close(w.done)
+		ended, err := awaitCheckpoint(fd, stop[0])
+		unix.Close(fd)
+		unix.Close(stop[0])
+		if err != nil {
+			// The waking is left to the signal.
+			l.log("watching for the end of the checkpoint", "err", err)
+		}
+		if !ended {
 			return
 		}
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		if l.checkpoint != f {
+		if l.watch != w {
 			return // resumed meanwhile, maybe suspended again
 		}
 		if err := l.resumeLocked(); err != nil {
 			l.log("binding the agent's socket again", "err", err)
 		}
 	}()
+}
+
+// checkpointWatch is one wait for a checkpoint's end (watchCheckpoint).
+type checkpointWatch struct {
+	stop int           // the write end of the pipe that ends the wait
+	done chan struct{} // closed once the wait's goroutine has returned
+}
+
+// awaitCheckpoint waits until fd (gVisorCheckpointFile, non-blocking) says
+// how the checkpoint ended ("restore\n", "resume\n" or "error\n": each
+// means the sandbox runs again) and reports true, or until stop becomes
+// readable or hung up, and reports false.
+func awaitCheckpoint(fd, stop int) (ended bool, err error) {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(stop), Events: unix.POLLIN}}
+	var b [16]byte
+	for {
+		if _, err := unix.Poll(fds, -1); err == unix.EINTR {
+			continue
+		} else if err != nil {
+			return false, fmt.Errorf("polling %s: %w", gVisorCheckpointFile, err)
+		}
+		if fds[1].Revents != 0 {
+			return false, nil
+		}
+		if fds[0].Revents == 0 {
+			continue
+		}
+		n, err := unix.Read(fd, b[:])
+		switch {
+		case n > 0:
+			return true, nil
+		case err == unix.EAGAIN || err == unix.EINTR:
+		case err != nil:
+			return false, fmt.Errorf("reading %s: %w", gVisorCheckpointFile, err)
+		default:
+			return false, fmt.Errorf("reading %s: end of file", gVisorCheckpointFile)
+		}
+	}
 }
 
 // resume binds the socket again. Resuming a listener that is not
@@ -238,15 +309,16 @@ func (l *suspendableListener) resumeLocked() error {
 }
 
 // stopWaking stops what would resume l: the timer and the watch of the
-// checkpoint. l.mu is held.
+// checkpoint, whose goroutine then closes its descriptors and ends. l.mu
+// is held.
 func (l *suspendableListener) stopWaking() {
 	if l.timer != nil {
 		l.timer.Stop()
 		l.timer = nil
 	}
-	if l.checkpoint != nil {
-		l.checkpoint.Close()
-		l.checkpoint = nil
+	if l.watch != nil {
+		unix.Close(l.watch.stop)
+		l.watch = nil
 	}
 }
 
