@@ -321,7 +321,7 @@ func (s *Server) servePreview(w http.ResponseWriter, r *http.Request, a proxy.Ad
 		writeAPIError(w, errNoPreview())
 		return
 	}
-	req := proxy.Request{SandboxID: p.SandboxID, Port: p.Port, Host: r.Host, Scheme: s.opts.Preview.Scheme, StripAuthorization: hasKey}
+	req := s.previewRequest(r, p, hasKey)
 	if p.Public && !hasKey && len(r.CookiesNamed(proxy.CookieName)) == 0 && !viaProxy(r) {
 		// A public preview's connection may be joined to the service's
 		// (--preview-join): the kernel sends on later requests that need
@@ -351,7 +351,13 @@ func (s *Server) recheckJoined(r *http.Request, a proxy.Address, p proxy.Port) (
 		return proxy.Request{}, false
 	}
 	_, hasKey := s.bearerCaller(r)
-	return proxy.Request{SandboxID: p.SandboxID, Port: p.Port, Host: r.Host, Scheme: s.opts.Preview.Scheme, StripAuthorization: hasKey}, true
+	return s.previewRequest(r, p, hasKey), true
+}
+
+// previewRequest is where a preview request r to port p goes; hasKey: it
+// holds an API token or key, which is kept from the service.
+func (s *Server) previewRequest(r *http.Request, p proxy.Port, hasKey bool) proxy.Request {
+	return proxy.Request{SandboxID: p.SandboxID, Port: p.Port, Host: r.Host, Scheme: s.opts.Preview.Scheme, StripAuthorization: hasKey}
 }
 
 // viaProxy reports whether r says it came through a proxy (a cluster's

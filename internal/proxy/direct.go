@@ -163,16 +163,7 @@ func (p *pool) close() {
 // HEAD may be sent twice.
 func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request, req Request, onError func(http.ResponseWriter, *http.Request, error)) {
 	key := upstreamHost(req.SandboxID, req.Port)
-	out := r.Clone(r.Context())
-	out.Header = r.Header.Clone()
-	removeHopHeaders(out.Header)
-	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-		out.Header.Del(h)
-	}
-	p.rewrite(&httputil.ProxyRequest{In: r, Out: out}, req)
-	if _, ok := out.Header["User-Agent"]; !ok {
-		out.Header.Set("User-Agent", "") // no Go default
-	}
+	out := p.outgoing(r, req)
 	out.Close = false
 	for attempt := 0; ; attempt++ {
 		u := p.pool.get(key, time.Now())
@@ -204,6 +195,24 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request, req Request,
 		}
 		return
 	}
+}
+
+// outgoing is r as it goes on to the service req names: without hop and
+// forwarding headers, rewritten as req says, and without a User-Agent Go
+// would add. The direct path and a diverted joined connection send the
+// same.
+func (p *Proxy) outgoing(r *http.Request, req Request) *http.Request {
+	out := r.Clone(r.Context())
+	out.Header = r.Header.Clone()
+	removeHopHeaders(out.Header)
+	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		out.Header.Del(h)
+	}
+	p.rewrite(&httputil.ProxyRequest{In: r, Out: out}, req)
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header.Set("User-Agent", "") // no Go default
+	}
+	return out
 }
 
 func (p *Proxy) newUpstream(conn net.Conn) *upstream {

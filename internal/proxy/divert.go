@@ -7,7 +7,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"os"
 	"strings"
 	"time"
@@ -127,7 +126,7 @@ func (jc *joined) divert() {
 			return
 		}
 		r.RemoteAddr = jc.remote
-		out := divertedRequest(jc.proxy, r, req)
+		out := jc.proxy.outgoing(r, req)
 		if err := out.Write(bw); err != nil {
 			return
 		}
@@ -138,21 +137,6 @@ func (jc *joined) divert() {
 			return
 		}
 	}
-}
-
-// divertedRequest is r as the ordinary path sends it on (serveDirect).
-func divertedRequest(p *Proxy, r *http.Request, req Request) *http.Request {
-	out := r.Clone(r.Context())
-	out.Header = r.Header.Clone()
-	removeHopHeaders(out.Header)
-	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-		out.Header.Del(h)
-	}
-	p.rewrite(&httputil.ProxyRequest{In: r, Out: out}, req)
-	if _, ok := out.Header["User-Agent"]; !ok {
-		out.Header.Set("User-Agent", "") // no Go default
-	}
-	return out
 }
 
 // fdCloser closes a descriptor the divert took.
