@@ -53,11 +53,72 @@ func BenchmarkGVisorColdStart(b *testing.B) {
 }
 
 // BenchmarkGVisorColdStartWarmPool: the same with a pool of one gVisor
-// sandbox (each sample waits for the refill outside the measurement).
+// sandbox (each sample waits for the refill outside the measurement;
+// p50-ms). Beside each take, the floor it is measured against: an `exec
+// true` on a gVisor sandbox of the same daemon that has long been running
+// (warm-exec-p50-ms, taken just before the take), and a second `exec
+// true` on the sandbox just taken, right after the take
+// (second-exec-p50-ms). With BENCH_BASELINE_BIN_DIR=DIR (another build's
+// sandboxd and sandbox-agent), a daemon of that build takes from its pool
+// in each sample too, in turn (baseline-p50-ms,
+// baseline-second-exec-p50-ms). Every daemon's pool is full before any
+// take, so that no refill runs beside a measured call.
 func BenchmarkGVisorColdStartWarmPool(b *testing.B) {
 	needRunsc(b)
 	once(b, func(b *testing.B) {
-		measurePooledStarts(b, append(gvisorArgs, "--warm-pool", "1", "--default-memory", "128Mi", "--default-network", "none"), "gpooled")
+		args := append(gvisorArgs, "--warm-pool", "1", "--default-memory", "128Mi", "--default-network", "none")
+		type side struct {
+			d                    *testdaemon.Daemon
+			warm                 *client.Sandbox
+			take, second, warmed samples
+		}
+		ctx := ctxFor(b)
+		execTrue := func(sb *client.Sandbox) time.Duration {
+			start := time.Now()
+			if res, err := sb.Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
+				b.Fatalf("exec: %v %+v", err, res)
+			}
+			return time.Since(start)
+		}
+		open := func(o testdaemon.Options) *side {
+			s := &side{d: testdaemon.Start(b, o)}
+			s.warm = s.d.Client.Sandbox("gpool-warm")
+			for i := 0; i < 10; i++ { // the first takes a pool sandbox; then warm it up
+				execTrue(s.warm)
+			}
+			return s
+		}
+		sides := []*side{open(testdaemon.Options{Args: args})}
+		if o, ok := baselineOptions(args); ok {
+			sides = append(sides, open(o))
+		}
+		for i := 0; i < sampleCount(); i++ {
+			for _, s := range sides {
+				for _, s := range sides {
+					waitPoolReady(b, s.d)
+				}
+				s.warmed = append(s.warmed, execTrue(s.warm))
+				sb := s.d.Client.Sandbox(fmt.Sprintf("gpooled-%d", i))
+				s.take = append(s.take, execTrue(sb))
+				s.second = append(s.second, execTrue(sb))
+				sb.Destroy(ctx)
+			}
+		}
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		g := sides[0]
+		g.take.report(b)
+		b.ReportMetric(ms(g.second.percentile(50)), "second-exec-p50-ms")
+		b.ReportMetric(ms(g.warmed.percentile(50)), "warm-exec-p50-ms")
+		b.Logf("interleaved p50: take (first exec on a new ID) %.2fms, second exec on it %.2fms, warm exec on a long-running gVisor sandbox %.2fms",
+			ms(g.take.percentile(50)), ms(g.second.percentile(50)), ms(g.warmed.percentile(50)))
+		b.Logf("take steps p50: %s", logSteps(g.d.Logs(), "sandbox adopted"))
+		if len(sides) > 1 {
+			base := sides[1]
+			b.ReportMetric(ms(base.take.percentile(50)), "baseline-p50-ms")
+			b.ReportMetric(ms(base.second.percentile(50)), "baseline-second-exec-p50-ms")
+			b.Logf("baseline %s: take %.2fms, second exec %.2fms, warm exec %.2fms; take steps p50: %s", os.Getenv("BENCH_BASELINE_BIN_DIR"),
+				ms(base.take.percentile(50)), ms(base.second.percentile(50)), ms(base.warmed.percentile(50)), logSteps(base.d.Logs(), "sandbox adopted"))
+		}
 	})
 }
 
