@@ -243,6 +243,13 @@ func New(cfg Config) (*Agent, error) {
 		pids:         pidguard.New(pidguard.DefaultRoot, cfg.Log),
 		started:      make(chan struct{}),
 	}
+	if cfg.GVisor {
+		if a.server.namer, err = openNamerLink(cfg.RunDir); err != nil {
+			// The namer then says it cannot tell, and the daemon names
+			// the sandbox before its first call.
+			cfg.Log.Warn("no FIFO for a namer to tell the agent on", "err", err)
+		}
+	}
 	a.server.activity = append(a.server.activity, func(act *api.AgentActivity) {
 		act.RunningProcesses += a.processes.Running()
 	})

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -57,9 +58,12 @@ type server struct {
 	// source adds its counts (background processes, code runs).
 	activity []func(*api.AgentActivity)
 
-	// named is set once a name from the daemon was applied (takeName).
+	// named is set once a name from the daemon was applied (takeName);
+	// namer, on gVisor, is where the namer tells how the sandbox's naming
+	// went (namer.go), nil once read.
 	nameMu sync.Mutex
 	named  bool
+	namer  *namerLink
 }
 
 // handlers maps each route of agentapi.Routes, by pattern, to its handler.
@@ -212,7 +216,8 @@ func (s *server) readyRequest(w http.ResponseWriter, r *http.Request) {
 // takeName applies the name the daemon sends in agentapi.NameHeader on
 // its first calls to a warm sandbox it handed out: the sandbox's commands
 // see it as HOSTNAME from this call on (the daemon sets the hostname and
-// /etc files itself). It is applied before the call is served, so the
+// /etc files itself; on gVisor, when its namer is still at work, the call
+// waits for it: see namer.go). It is applied before the call is served, so the
 // call that created the sandbox already runs under its name, and once:
 // an agent is handed out once, and a later header (a second call sent
 // before the first was answered) must not undo what a call did to
@@ -223,7 +228,7 @@ func (s *server) readyRequest(w http.ResponseWriter, r *http.Request) {
 func (s *server) takeName(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if name := r.Header.Get(agentapi.NameHeader); name != "" {
-			if aerr := s.applyName(name); aerr != nil {
+			if aerr := s.applyName(r.Context(), name); aerr != nil {
 				writeError(w, aerr)
 				return
 			}
@@ -233,8 +238,8 @@ func (s *server) takeName(next http.Handler) http.Handler {
 }
 
 // applyName sets HOSTNAME to name in the sandbox layer, unless a name was
-// applied before.
-func (s *server) applyName(name string) *api.Error {
+// applied before, once the namer (if one is at work) is done.
+func (s *server) applyName(ctx context.Context, name string) *api.Error {
 	s.nameMu.Lock()
 	defer s.nameMu.Unlock()
 	if s.named {
@@ -246,6 +251,14 @@ func (s *server) applyName(name string) *api.Error {
 	l := session.Layer{"HOSTNAME": &name}
 	if e := validateLayer(l); e != nil {
 		return e
+	}
+	if s.namer != nil {
+		err := s.namer.await(ctx)
+		s.namer = nil
+		if err != nil {
+			s.log.Warn("naming the sandbox", "err", err)
+			return api.Errorf(api.CodeSandboxUnavailable, "the sandbox could not be named")
+		}
 	}
 	s.sessions.SetSandboxEnv(l)
 	s.named = true

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -17,11 +18,16 @@ import (
 // a call to the sandbox, a new process in it: about 200 ms); a call then
 // costs a pipe round trip. It belongs to its caller, who Closes it.
 type AdminProcess struct {
-	cmd  *exec.Cmd
-	in   *os.File // the command's stdin
-	out  *bufio.Reader
-	outf *os.File // the command's stdout, which carries read deadlines
-	done chan struct{}
+	// Hello is what the command said after AdminReady on its first line
+	// ("" if nothing): what it offers beyond answering lines.
+	Hello string
+
+	cmd   *exec.Cmd
+	in    *os.File // the command's stdin
+	out   *bufio.Reader
+	outf  *os.File // the command's stdout, which carries read deadlines
+	done  chan struct{}
+	close sync.Once
 }
 
 // maxAdminAnswer bounds an answer line.
@@ -63,8 +69,12 @@ func (r *Runtime) StartAdmin(ctx context.Context, id string, args ...string) (*A
 		close(p.done)
 	}()
 	hello, err := p.read(ctx)
-	if err == nil && hello != AdminReady {
-		err = fmt.Errorf("runsc exec: %q", hello)
+	if err == nil {
+		word, rest, _ := strings.Cut(hello, " ")
+		if word != AdminReady {
+			err = fmt.Errorf("runsc exec: %q", hello)
+		}
+		p.Hello = rest
 	}
 	if err != nil {
 		p.Close()
@@ -75,10 +85,23 @@ func (r *Runtime) StartAdmin(ctx context.Context, id string, args ...string) (*A
 
 // Call sends line and returns the answer line, within ctx.
 func (p *AdminProcess) Call(ctx context.Context, line string) (string, error) {
+	if err := p.Send(ctx, line); err != nil {
+		return "", err
+	}
+	return p.Answer(ctx)
+}
+
+// Send sends line without waiting for its answer, which Answer reads.
+func (p *AdminProcess) Send(ctx context.Context, line string) error {
 	p.in.SetWriteDeadline(deadlineOf(ctx))
 	if _, err := p.in.WriteString(line + "\n"); err != nil {
-		return "", fmt.Errorf("runsc exec: sending: %w", err)
+		return fmt.Errorf("runsc exec: sending: %w", err)
 	}
+	return nil
+}
+
+// Answer reads the answer to the line Send sent, within ctx.
+func (p *AdminProcess) Answer(ctx context.Context) (string, error) {
 	return p.read(ctx)
 }
 
@@ -106,14 +129,17 @@ func (p *AdminProcess) read(ctx context.Context) (string, error) {
 
 // Close ends the command: its stdin is closed (at EOF it exits), and
 // runsc is killed if it has not gone within a second. Killing runsc alone
-// would not stop the command inside the container.
+// would not stop the command inside the container. Calls after the first
+// wait for it.
 func (p *AdminProcess) Close() {
-	p.in.Close()
-	select {
-	case <-p.done:
-	case <-time.After(time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-	p.outf.Close()
+	p.close.Do(func() {
+		p.in.Close()
+		select {
+		case <-p.done:
+		case <-time.After(time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		p.outf.Close()
+	})
 }

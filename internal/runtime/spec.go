@@ -24,6 +24,11 @@ const (
 	GVisorRunDir = "/.sandboxd/run"
 	// GVisorAgentSocket is the agent's socket inside GVisorRunDir.
 	GVisorAgentSocket = GVisorRunDir + "/agent.sock"
+	// GVisorNamerFIFO is where a warm gVisor sandbox's namer tells the
+	// agent how its naming went: the FIFO the agent makes in its own run
+	// directory (the agent's DefaultRunDir, on gVisor's tmpfs; see the
+	// agent's namer.go).
+	GVisorNamerFIFO = "/run/sandboxd-agent/namer"
 )
 
 // AgentListenFD is the descriptor on which the agent finds its listening

@@ -140,6 +140,12 @@ func (m *Manager) pauseLocked(ctx context.Context, b *box, reason string) error 
 func (m *Manager) suspendAgent(ctx context.Context, inst *instance, socket string) error {
 	ctx, cancel := context.WithTimeout(ctx, agentSuspendTimeout)
 	defer cancel()
+	// A namer that named the sandbox lately may still wait to be closed
+	// (namerLinger): its stdio are the daemon's pipes, which no checkpoint
+	// may hold.
+	if inst.namer != nil {
+		inst.namer.Close()
+	}
 	// A sandbox taken from the pool whose agent no call named yet (a
 	// create with no forwarded call since) gets its name now.
 	name := inst.name.Load()

@@ -170,17 +170,24 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config, co *cre
 			steps.String()+" insert="+insert.Round(10*time.Microsecond).String(), "err", err)
 	}
 	name := tenant.Local(b.id)
-	if err := m.nameWarm(ctx, w, inst, name); err != nil {
-		err = fmt.Errorf("naming a warm sandbox: %w", err)
-		if <-inserted == nil {
-			m.unrecordAdopted(ctx, b, rec, err)
+	var named <-chan error
+	if co != nil && co.forCall {
+		named = m.nameWarmAtOnce(ctx, inst, name)
+	}
+	if named == nil {
+		if err := m.nameWarm(ctx, w, inst, name); err != nil {
+			err = fmt.Errorf("naming a warm sandbox: %w", err)
+			if <-inserted == nil {
+				m.unrecordAdopted(ctx, b, rec, err)
+			}
+			m.discardWarm(w)
+			if b.rec.ID == "" {
+				forgetTake(b)
+			}
+			logged(err)
+			return err
 		}
-		m.discardWarm(w)
-		if b.rec.ID == "" {
-			forgetTake(b)
-		}
-		logged(err)
-		return err
+		m.retireNamer(inst)
 	}
 	// The agent learns HOSTNAME from the header of the first call the
 	// daemon makes to it (Lease.AgentName): no round trip of its own.
@@ -192,7 +199,7 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config, co *cre
 	b.flushedAt.Store(now.UnixNano())
 	if co != nil && co.forCall {
 		steps.mark("take")
-		m.adoptForCall(ctx, b, w, inst, co, inserted, func(err error) {
+		m.adoptForCall(ctx, b, w, inst, co, inserted, named, func(err error) {
 			steps.mark("settle")
 			logged(err)
 		})
@@ -212,14 +219,15 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config, co *cre
 
 // adoptForCall ends the take of w by b for a caller that sends the agent
 // a call at once (co.forCall): it hands the caller its lease now, with
-// the row's write still going on, so that the call runs beside the write
-// instead of after it. The caller's answer waits for the write
-// (Lease.Settle): nothing is told before the row is durable. b.mu is held
-// until the write ends, so every other call on b waits for it too. A
-// write that fails tears w down (killing whatever the call started in
-// it), forgets b, and Settle returns the error. done is told how it
-// ended.
-func (m *Manager) adoptForCall(ctx context.Context, b *box, w *box, inst *instance, co *createOptions, inserted <-chan error, done func(error)) {
+// the row's write (and, on gVisor, the naming: named, nil if it is done)
+// still going on, so that the call runs beside them instead of after
+// them. The caller's answer waits for both (Lease.Settle): nothing is
+// told before the row is durable and the sandbox named. b.mu is held
+// until they end, so every other call on b waits for them too. If either
+// fails, w is torn down (killing whatever the call started in it), the
+// row deleted, b forgotten, and Settle returns the error. done is told
+// how it ended.
+func (m *Manager) adoptForCall(ctx context.Context, b *box, w *box, inst *instance, co *createOptions, inserted, named <-chan error, done func(error)) {
 	a := &adoption{done: make(chan struct{})}
 	b.status.Store(StatusRunning)
 	co.lease = m.newLease(b, inst)
@@ -229,6 +237,12 @@ func (m *Manager) adoptForCall(ctx context.Context, b *box, w *box, inst *instan
 		defer m.settles.Done()
 		defer b.mu.Unlock()
 		a.err = <-inserted
+		if named != nil {
+			if err := <-named; err != nil && a.err == nil {
+				a.err = fmt.Errorf("naming a warm sandbox: %w", err)
+				m.deleteAdoptedRow(ctx, b, a.err)
+			}
+		}
 		if a.err == nil {
 			m.publishAdopted(b, w, inst)
 		} else {
@@ -269,6 +283,19 @@ func forgetTake(b *box) {
 type adoption struct {
 	done chan struct{}
 	err  error // set before done is closed
+}
+
+// deleteAdoptedRow deletes the row adoptForCall wrote for b, whose
+// naming failed (cause) after its first call was sent: the sandbox is
+// torn down, and the call's error is the create's. A row that cannot be
+// deleted stays as that of a sandbox with no container, which its next
+// call starts afresh.
+func (m *Manager) deleteAdoptedRow(ctx context.Context, b *box, cause error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if err := m.opts.Store.Delete(ctx, b.id); err != nil {
+		m.log.Warn("deleting the row of a warm sandbox that could not be named", "sandbox", b.id, "err", err, "cause", cause)
+	}
 }
 
 // unrecordAdopted deletes the row that adopt wrote for b when naming the

@@ -7,10 +7,21 @@
 //
 // `sandbox-agent rename NAME` names the sandbox and exits. `sandbox-agent
 // rename --stdin` is started while the sandbox waits in the pool, off the
-// path of any call: it says "ready" on stdout, reads the name as one line on stdin when the
-// sandbox is handed out, names it, answers "ok" (or "error: ...") on
-// stdout and exits, so that naming costs a pipe round trip instead of a
-// runsc exec (about 200 ms). At EOF it exits without naming anything.
+// path of any call: it says "ready" on stdout, reads the name as one line
+// on stdin when the sandbox is handed out, names it, answers "ok" (or
+// "error: ...") on stdout, so that naming costs a pipe round trip instead
+// of a runsc exec (about 200 ms). It then waits for end of file on stdin
+// before it exits, so that its exit (a process's teardown in gVisor and
+// runsc's on the host) does not share the sandbox's CPU with the first
+// call: the daemon closes stdin a little later. At end of file before a
+// name it exits without naming anything.
+//
+// With `--tell FIFO` (the agent's, see TellFIFO) it also tells the agent:
+// "ready" once it waits, then "ok" (or "error") once the sandbox is named,
+// or "gone" if it exits without naming it; it then says "ready tell" on
+// stdout, and the daemon may send the name and the sandbox's first call at
+// once: the agent holds the call until the name is in place (the agent's
+// awaitNamer). Without the FIFO (an agent that has none) it says "ready".
 package rename
 
 import (
@@ -31,6 +42,23 @@ const Arg = "rename"
 // StdinFlag makes Main read the name from stdin (see the package comment).
 const StdinFlag = "--stdin"
 
+// TellFlag, followed by the FIFO's path, makes Main tell the agent how the
+// naming went (see the package comment).
+const TellFlag = "--tell"
+
+// TellFIFO is the name of the FIFO in the agent's run directory that a
+// namer tells the agent on. Its lines: TellReady, TellOK, TellError,
+// TellGone.
+const TellFIFO = "namer"
+
+// The lines a namer writes to TellFIFO.
+const (
+	TellReady = "ready"
+	TellOK    = "ok"
+	TellError = "error"
+	TellGone  = "gone"
+)
+
 // maxName bounds a name: a hostname is at most 64 bytes.
 const maxName = 64
 
@@ -39,8 +67,13 @@ func Main(args []string) {
 	// Nothing in the sandbox may ptrace or read the memory of a process
 	// that holds CAP_SYS_ADMIN while it waits.
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	tell := -1
+	if len(args) == 3 && args[0] == StdinFlag && args[1] == TellFlag {
+		tell = openTell(args[2])
+		args = args[:1]
+	}
 	if len(args) != 1 || args[0] == "" || len(args[0]) > maxName {
-		fmt.Fprintln(os.Stderr, "usage: sandbox-agent rename NAME|--stdin")
+		fmt.Fprintln(os.Stderr, "usage: sandbox-agent rename NAME|--stdin [--tell FIFO]")
 		os.Exit(2)
 	}
 	if args[0] != StdinFlag {
@@ -50,17 +83,52 @@ func Main(args []string) {
 		}
 		os.Exit(0)
 	}
-	fmt.Fprintln(os.Stdout, "ready") // runtime.AdminReady
+	if tell >= 0 {
+		fmt.Fprintln(os.Stdout, "ready tell") // runtime.AdminReady
+	} else {
+		fmt.Fprintln(os.Stdout, "ready") // runtime.AdminReady
+	}
 	name, err := readName(os.Stdin)
 	if err != nil {
+		say(tell, TellGone)
 		os.Exit(1) // EOF: the sandbox was discarded, or the daemon went away
 	}
+	code := 0
 	if err := run(name); err != nil {
+		say(tell, TellError)
 		fmt.Fprintln(os.Stdout, "error:", err)
-		os.Exit(1)
+		code = 1
+	} else {
+		say(tell, TellOK)
+		fmt.Fprintln(os.Stdout, "ok")
 	}
-	fmt.Fprintln(os.Stdout, "ok")
-	os.Exit(0)
+	io.Copy(io.Discard, os.Stdin) // until the daemon closes it
+	os.Exit(code)
+}
+
+// openTell opens the agent's FIFO for writing and says TellReady on it, or
+// returns -1 if there is none (an agent from before it) or it cannot. It
+// never blocks: the agent holds the FIFO open for reading from its start.
+func openTell(path string) int {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return -1
+	}
+	if !say(fd, TellReady) {
+		unix.Close(fd)
+		return -1
+	}
+	return fd
+}
+
+// say writes line to the agent's FIFO fd, if there is one, in one write
+// (a line shorter than PIPE_BUF is never split or interleaved).
+func say(fd int, line string) bool {
+	if fd < 0 {
+		return false
+	}
+	n, err := unix.Write(fd, []byte(line+"\n"))
+	return err == nil && n == len(line)+1
 }
 
 // readName reads one line of at most maxName bytes.
