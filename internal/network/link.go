@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -204,13 +205,20 @@ func isNotExist(err error) bool {
 }
 
 // retryDump retries a netlink dump that the kernel interrupted because the
-// dumped table changed meanwhile; its result would be inconsistent.
+// dumped table changed meanwhile; its result would be inconsistent. On a
+// host where thousands of links come and go (another daemon destroying its
+// sandboxes), five tries in a row all met a change, so it tries for longer,
+// pausing a little more each time, up to about two seconds in all.
 func retryDump(dump func() error) error {
 	var err error
-	for range 5 {
+	for attempt := range dumpAttempts {
 		if err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
 			return err
 		}
+		time.Sleep(min(time.Duration(attempt+1)*5*time.Millisecond, 100*time.Millisecond))
 	}
 	return err
 }
+
+// dumpAttempts bounds retryDump's tries.
+const dumpAttempts = 25
