@@ -187,7 +187,10 @@ func (s *server) terminal(w http.ResponseWriter, r *http.Request) {
 }
 
 // terminalInput relays a client's frames: bytes to the terminal, control
-// messages to their effect.
+// messages to their effect. Only the client's going away ends it: bytes
+// typed after the shell exited (the CLI's Ctrl-D at the end of piped
+// input) fail to write and are dropped, and the output loop, not this
+// one, ends the connection with the exit frame.
 func (s *server) terminalInput(ctx context.Context, cancel func(), conn *websocket.Conn, client *pty.Client) {
 	defer cancel()
 	for {
@@ -196,9 +199,7 @@ func (s *server) terminalInput(ctx context.Context, cancel func(), conn *websock
 			return
 		}
 		if typ == websocket.MessageBinary {
-			if _, err := client.Write(data); err != nil {
-				return
-			}
+			client.Write(data)
 			continue
 		}
 		var msg api.TerminalMessage

@@ -216,6 +216,28 @@ func TestTerminalOverWebSocket(t *testing.T) {
 	}
 }
 
+// Input that arrives after the shell exited, as the CLI's Ctrl-D at the
+// end of piped input does, is dropped: the client still gets the exit.
+func TestTerminalInputAfterTheShellExitedKeepsTheExitFrame(t *testing.T) {
+	ta := startAgent(t)
+	for i := range 5 {
+		tc := dialTerminal(t, ta, "session=default")
+		tc.send("exit 4\r")
+		typing := make(chan struct{})
+		go func() {
+			defer close(typing)
+			for tc.c.Write(context.Background(), websocket.MessageBinary, []byte{4}) == nil {
+			}
+		}()
+		tc.until("")
+		if tc.exit == nil || *tc.exit != 4 {
+			t.Fatalf("attempt %d: exit frame %v, want 4", i, tc.exit)
+		}
+		tc.c.CloseNow()
+		<-typing
+	}
+}
+
 func TestTerminalRequestsAreValidated(t *testing.T) {
 	ta := startAgent(t)
 	for _, q := range []string{
