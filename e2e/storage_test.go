@@ -532,3 +532,51 @@ func bucketCoreCases(t *testing.T, d *testdaemon.Daemon, srv *s3test.Server, sb 
 		}
 	})
 }
+
+// TestTenantBucketMountsGoThroughTheEgressProxy: a tenant's s3fs reaches
+// its endpoint only through the daemon's egress proxy, which checks the
+// endpoint's addresses at every connection, not once at mount time (DNS
+// rebinding cannot be staged here without a DNS server, so the operator's
+// allowance is withdrawn instead: the same change of verdict after the
+// mount). The admin's mounts connect directly.
+func TestTenantBucketMountsGoThroughTheEgressProxy(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	srv := s3test.Start(t)
+	srv.Bucket(t, "data")
+	ctx := ctxT(t, 5*time.Minute)
+	s3c := srv.Client()
+	if err := s3c.PutObject(ctx, "data", "hello.txt", []byte("from s3\n")); err != nil {
+		t.Fatal(err)
+	}
+	// The S3 server listens on loopback, which tenants may not name
+	// unless the operator allows it.
+	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--bucket-endpoint-allow", "127.0.0.1"}})
+	ct, _ := tenantClient(t, d, api.KeyCreateRequest{Name: "team-s3"})
+	sb := ct.Sandbox("proxied")
+	creds := &api.BucketCredentials{AccessKeyID: srv.Creds.AccessKeyID, SecretAccessKey: srv.Creds.SecretAccessKey}
+	if _, err := sb.MountBucket(ctx, "data", "/mnt/data", client.MountOptions{Endpoint: srv.Endpoint, Credentials: creds}); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(t, sb, "cat /mnt/data/hello.txt"); got != "from s3\n" {
+		t.Fatalf("object read in the tenant's sandbox = %q", got)
+	}
+	if m := metricsText(t, d); !strings.Contains(m, `sandboxd_bucket_proxy_connections_total{result="allowed"}`) {
+		t.Errorf("the tenant's s3fs did not connect through the egress proxy:\n%s", m)
+	}
+
+	// The operator withdraws loopback; s3fs, which outlives the daemon,
+	// keeps its mount, but its next connection is refused.
+	d.AddArgs("--bucket-endpoint-allow=")
+	d.Restart(t)
+	if err := s3c.PutObject(ctx, "data", "later.txt", []byte("put later\n")); err != nil {
+		t.Fatal(err)
+	}
+	// (s3fs answers a refused request as it sees fit, an error or an empty
+	// file; the object's content must not arrive.)
+	if _, out := exitOf(t, sb, "cat /mnt/data/later.txt"); strings.Contains(out, "put later") {
+		t.Errorf("an object put after the endpoint was refused was read: %q", out)
+	}
+	if m := metricsText(t, d); !strings.Contains(m, `sandboxd_bucket_proxy_connections_total{result="refused"}`) {
+		t.Errorf("no connection refused by the egress proxy:\n%s", m)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -142,9 +143,11 @@ func ReadCredentials(path string) (Credentials, error) {
 }
 
 // Check proves the bucket can be used before s3fs is started: s3fs's own
-// failures end up in its log, not in an answer to the caller.
-func Check(ctx context.Context, s Source, c Credentials) error {
-	cl := &s3.Client{Endpoint: s.Endpoint, Region: s.Region, Creds: c}
+// failures end up in its log, not in an answer to the caller. hc makes
+// the request (nil: a default client); a tenant's check goes through
+// EgressProxy.HTTPClient.
+func Check(ctx context.Context, s Source, c Credentials, hc *http.Client) error {
+	cl := &s3.Client{Endpoint: s.Endpoint, Region: s.Region, Creds: c, HTTP: hc}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	prefix := s.Prefix
@@ -168,6 +171,9 @@ type MountOptions struct {
 	// Log receives s3fs's output; may be empty.
 	Log   string
 	Owner Owner
+	// Env is added to s3fs's environment: EgressProxy.Env for a tenant's
+	// mount.
+	Env []string
 }
 
 // mountTimeout bounds how long s3fs may take to mount.
@@ -212,6 +218,7 @@ func Mount(ctx context.Context, s Source, target string, o MountOptions) error {
 	if o.Creds.SessionToken != "" {
 		cmd.Env = append(cmd.Env, "AWS_SESSION_TOKEN="+o.Creds.SessionToken)
 	}
+	cmd.Env = append(cmd.Env, o.Env...)
 	if o.Log != "" {
 		if f, err := os.OpenFile(o.Log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err == nil {
 			defer f.Close()

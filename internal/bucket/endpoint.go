@@ -44,17 +44,24 @@ func (g EndpointGuard) Check(ctx context.Context, endpoint string) error {
 	if err != nil || u.Hostname() == "" {
 		return fmt.Errorf("%w: %q has no host", ErrInvalid, endpoint)
 	}
-	addrs, err := g.resolve(ctx, u.Hostname())
+	_, err = g.Allowed(ctx, u.Hostname())
+	return err
+}
+
+// Allowed resolves host and returns its addresses, or refuses it when any
+// of them is refused.
+func (g EndpointGuard) Allowed(ctx context.Context, host string) ([]netip.Addr, error) {
+	addrs, err := g.resolve(ctx, host)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	refused := g.refused()
 	for _, a := range addrs {
 		if why := refusal(a.Unmap(), refused, g.Allow); why != "" {
-			return fmt.Errorf("%w: %s resolves to %s, %s; an operator can allow it with --bucket-endpoint-allow", ErrEndpointForbidden, u.Host, a.Unmap(), why)
+			return nil, fmt.Errorf("%w: %s resolves to %s, %s; an operator can allow it with --bucket-endpoint-allow", ErrEndpointForbidden, host, a.Unmap(), why)
 		}
 	}
-	return nil
+	return addrs, nil
 }
 
 func (g EndpointGuard) resolve(ctx context.Context, host string) ([]netip.Addr, error) {

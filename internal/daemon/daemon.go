@@ -164,6 +164,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	bucketAllow, _ := prefixes("--bucket-endpoint-allow", cfg.BucketEndpointAllow) // checked by Validate
 	hostAccessAllow, _ := hostAccessPrefixes(cfg.HostAccessAllow)                  // checked by Validate
 	typeRuntimes, _ := instanceTypeRuntimes(cfg.InstanceTypeRuntimes)              // checked by Validate
+	bucketGuard := bucket.EndpointGuard{
+		Refuse: []netip.Prefix{netip.MustParsePrefix(cfg.Subnet).Masked()},
+		Allow:  bucketAllow,
+	}
+	proxyDials := registry.NewCounterVec("sandboxd_bucket_proxy_connections_total",
+		"Connections of tenants' bucket mounts to their endpoints, by result: allowed, refused (the endpoint's name now resolves to an address kept out of tenants' reach) or failed.", "result")
+	bucketProxy, err := bucket.StartEgressProxy(filepath.Join(cfg.StateDir, "bucket-proxy.json"), bucketGuard, proxyDials.Inc, log)
+	if err != nil {
+		return err
+	}
+	defer bucketProxy.Close()
 	mgr = sandbox.New(sandbox.Options{
 		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: agentPath, SpawnPath: spawnPath, CgroupParent: cfg.CgroupParent,
 		Runtime: rt, GVisor: gvisor, Store: db, Network: net, Cgroups: sandbox.HostCgroups(cg),
@@ -180,11 +191,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		WarmPool:  cfg.WarmPool,
 		// The E2B layer's commands are login processes of its default
 		// user: pooled sandboxes are made ready for them.
-		PoolLoginUser: e2b.DefaultUser,
-		BucketEndpoints: bucket.EndpointGuard{
-			Refuse: []netip.Prefix{netip.MustParsePrefix(cfg.Subnet).Masked()},
-			Allow:  bucketAllow,
-		},
+		PoolLoginUser:   e2b.DefaultUser,
+		BucketEndpoints: bucketGuard,
+		BucketProxy:     bucketProxy,
 		HostAccessAllow: hostAccessAllow,
 		Snapshots:       snaps,
 		Backups:         backups, MaxBackupBytes: cfg.MaxBackupBytes,

@@ -74,6 +74,10 @@ type Options struct {
 	// BucketEndpoints decides which endpoints tenants' bucket mounts may
 	// name.
 	BucketEndpoints bucket.EndpointGuard
+	// BucketProxy carries tenants' bucket traffic, checking every
+	// connection against BucketEndpoints (nil: tenants' s3fs connects
+	// directly, checked only when the mount is made).
+	BucketProxy *bucket.EgressProxy
 	// HostAccessAllow are the host addresses a tenant's sandbox may name
 	// in allowHostCidrs (checkHostAccess); nil: none.
 	HostAccessAllow []netip.Prefix

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path"
@@ -251,7 +252,7 @@ func (m *Manager) checkWhileMounting(ctx context.Context, b *box, f mountFiles, 
 	defer cancel()
 	checked, written := make(chan error, 1), make(chan error, 1)
 	go func() {
-		err := checkBucket(ctx, bm.Source, creds)
+		err := checkBucket(ctx, bm.Source, creds, m.bucketClient(b))
 		if err != nil {
 			cancel()
 		}
@@ -284,9 +285,28 @@ func (m *Manager) guardEndpoint(ctx context.Context, b *box, s bucket.Source) er
 	return err
 }
 
+// bucketClient is the HTTP client of b's bucket checks: the egress proxy's,
+// which checks every connection, for a tenant's sandbox; nil, the default,
+// for the admin's.
+func (m *Manager) bucketClient(b *box) *http.Client {
+	if tenant.Of(b.id) == "" || m.opts.BucketProxy == nil {
+		return nil
+	}
+	return m.opts.BucketProxy.HTTPClient()
+}
+
+// bucketEnv is what b's s3fs adds to its environment: the egress proxy,
+// for a tenant's sandbox.
+func (m *Manager) bucketEnv(b *box) []string {
+	if tenant.Of(b.id) == "" || m.opts.BucketProxy == nil {
+		return nil
+	}
+	return m.opts.BucketProxy.Env()
+}
+
 // checkBucket maps the S3 client's classification to the domain's.
-func checkBucket(ctx context.Context, s bucket.Source, c bucket.Credentials) error {
-	err := bucket.Check(ctx, s, c)
+func checkBucket(ctx context.Context, s bucket.Source, c bucket.Credentials, hc *http.Client) error {
+	err := bucket.Check(ctx, s, c, hc)
 	switch {
 	case err == nil:
 		return nil
@@ -316,7 +336,7 @@ func (m *Manager) mountHost(ctx context.Context, b *box, f mountFiles, bm Bucket
 	if err := os.MkdirAll(f.hosted, 0o700); err != nil {
 		return err
 	}
-	err := bucket.Mount(ctx, bm.Source, host, bucket.MountOptions{Creds: creds, Log: f.log(bm.N), Owner: m.mountOwner(b)})
+	err := bucket.Mount(ctx, bm.Source, host, bucket.MountOptions{Creds: creds, Log: f.log(bm.N), Owner: m.mountOwner(b), Env: m.bucketEnv(b)})
 	if err != nil {
 		m.log.Error("s3fs failed", "sandbox", b.id, "path", bm.Path, "err", err)
 		return fmt.Errorf("%w: the FUSE client could not mount %s (see the daemon's log)", ErrBucketUnreachable, bm.Source.Bucket)
