@@ -37,13 +37,19 @@ func (s Stream) String() string {
 // Appending never blocks on readers: they read the file with their own
 // descriptors and copy from the ring under the lock, and are woken by
 // closing the changed channel.
+//
+// The file is created by the first append, not with the stream: most
+// commands an SDK runs write a line or nothing, and a process that writes
+// nothing leaves no file (readers open it only below size). Its creation
+// costs a start two file creations otherwise (and its removal two
+// unlinks), each a metadata change on the sandbox's disk.
 type logStream struct {
 	path     string
 	maxDisk  int64
 	tailSize int
 
 	mu        sync.Mutex
-	file      *os.File // write handle; nil once the output ended
+	file      *os.File // write handle, from the first append; nil once the output ended
 	size      int64    // bytes in the file
 	total     int64    // logical end
 	ring      []byte   // nil until the file is full, and again once flushed
@@ -56,14 +62,28 @@ type logStream struct {
 	endedCh   chan struct{}
 }
 
+// newLogStream starts an empty log at path: a file an earlier process of
+// the same ID left there is removed, so that a restored record never
+// shows its output.
 func newLogStream(path string, maxDisk int64, tailSize int) (*logStream, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("creating log: %w", err)
+	for _, p := range []string{path, path + ".tail"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("clearing log: %w", err)
+		}
 	}
-	os.Remove(path + ".tail")
-	return &logStream{path: path, maxDisk: maxDisk, tailSize: tailSize, file: f,
+	return &logStream{path: path, maxDisk: maxDisk, tailSize: tailSize,
 		changed: make(chan struct{}), endedCh: make(chan struct{})}, nil
+}
+
+// create makes the log's file. Called with mu held, before the first
+// write.
+func (ls *logStream) create() error {
+	f, err := os.OpenFile(ls.path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	ls.file = f
+	return nil
 }
 
 // restoredLogStream is the log of a process of an earlier agent: ended,
@@ -87,6 +107,9 @@ func restoredLogStream(path string, truncated bool) *logStream {
 func (ls *logStream) append(p []byte) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
+	if ls.file == nil && !ls.ended && ls.size < ls.maxDisk && ls.create() != nil {
+		ls.maxDisk = ls.size // disk full, say: keep the tail from here
+	}
 	if ls.file != nil && ls.size < ls.maxDisk {
 		k := int(min(int64(len(p)), ls.maxDisk-ls.size))
 		n, err := ls.file.Write(p[:k])
@@ -264,12 +287,22 @@ func (ls *logStream) readAll() ([]byte, error) {
 	return out, nil
 }
 
+// chunkPool holds the read buffers of pumps and followers, which every
+// process has (two pumps, and a follower for most): a buffer of a
+// process that ended serves the next one as it is, where a new one is
+// zeroed and, once the collector returned the old one's pages to the
+// kernel, faulted in page by page (tens of microseconds a page where
+// page faults are expensive, as in a PVM guest), on every command's way.
+var chunkPool = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
 // pump reads a process's output pipe into ls until EOF, and serves drain
 // requests: see requestDrain.
 func (ls *logStream) pump(f *os.File) {
 	defer f.Close()
 	defer ls.end()
-	buf := make([]byte, 32<<10)
+	chunk := chunkPool.Get().(*[32 << 10]byte)
+	defer chunkPool.Put(chunk)
+	buf := chunk[:]
 	for {
 		n, err := f.Read(buf)
 		if n > 0 {

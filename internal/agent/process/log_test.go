@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
 )
@@ -105,5 +106,46 @@ func TestLogReaderSkipsTheDroppedMiddle(t *testing.T) {
 	ls.end()
 	if _, err := r.read(big); err != io.EOF {
 		t.Errorf("read after end: %v, want io.EOF", err)
+	}
+}
+
+// TestLogFileOnlyWithOutput: a log's file is made by its first output, so
+// a process that writes nothing leaves none; a file an earlier process of
+// the same ID left is gone from the start, so the new log never shows it,
+// neither running nor restored.
+func TestLogFileOnlyWithOutput(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "p.stdout")
+	for _, stale := range []string{path, path + ".tail"} {
+		if err := os.WriteFile(stale, []byte("old output"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	quiet, err := newLogStream(path, 64, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + ".tail"} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s after the start: %v, want none", filepath.Base(p), err)
+		}
+	}
+	quiet.end()
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("a log without output has a file: %v", err)
+	}
+	for when, ls := range map[string]*logStream{"ended": quiet, "restored": restoredLogStream(path, false)} {
+		if got, err := ls.readAll(); err != nil || len(got) != 0 {
+			t.Errorf("%s: read %q, %v; want nothing", when, got, err)
+		}
+	}
+	loud, err := newLogStream(path, 64, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loud.append([]byte("hello\n"))
+	loud.end()
+	if got, err := os.ReadFile(path); err != nil || string(got) != "hello\n" {
+		t.Errorf("file %q, %v; want the output", got, err)
 	}
 }
