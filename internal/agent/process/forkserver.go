@@ -121,9 +121,22 @@ func usableForFork(o StartOptions) bool {
 
 // loginEnded keeps a login shell ready for the next login process like o:
 // the fork server, or the login spare where a fork server cannot serve.
+//
+// It runs on the way to the process's exit event. The server that serves
+// processes like o forks the next process at once; whether the profile's
+// files changed since it started is checked when the next command claims
+// it (claimForkServer), not here: their stat costs a dozen system calls,
+// which would delay every command's end.
 func (m *Manager) loginEnded(o StartOptions) {
 	if m.forkDir == "" || m.forkVetoed(o) {
 		m.startLoginSpare(o)
+		return
+	}
+	m.spareMu.Lock()
+	fs := m.fork
+	m.spareMu.Unlock()
+	if fs != nil && fs.key.servesLike(keyOf(o)) {
+		m.refillReady(fs)
 		return
 	}
 	m.startForkServer(o)
