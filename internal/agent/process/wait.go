@@ -35,6 +35,7 @@ type Chunk struct {
 type Follower struct {
 	p         *Proc
 	r         [2]*logReader
+	chunk     *[32 << 10]byte // buf's, from chunkPool until Close
 	buf       []byte
 	next      int // stream to try first, so neither starves
 	endTotals *[2]int64
@@ -51,7 +52,8 @@ func (p *Proc) Follow() (*Follower, error) {
 	}
 	m.readers++
 	m.mu.Unlock()
-	return &Follower{p: p, r: [2]*logReader{p.logs[Stdout].reader(), p.logs[Stderr].reader()}, buf: make([]byte, 32<<10)}, nil
+	chunk := chunkPool.Get().(*[32 << 10]byte)
+	return &Follower{p: p, r: [2]*logReader{p.logs[Stdout].reader(), p.logs[Stderr].reader()}, chunk: chunk, buf: chunk[:]}, nil
 }
 
 // Followers is the number of open followers.
@@ -61,7 +63,7 @@ func (m *Manager) Followers() int {
 	return m.readers
 }
 
-// Close releases the follower.
+// Close releases the follower; the data of its chunks is no longer valid.
 func (f *Follower) Close() {
 	if f.p == nil {
 		return
@@ -69,6 +71,8 @@ func (f *Follower) Close() {
 	for _, r := range f.r {
 		r.close()
 	}
+	chunkPool.Put(f.chunk)
+	f.chunk, f.buf = nil, nil
 	m := f.p.m
 	m.mu.Lock()
 	m.readers--

@@ -197,7 +197,10 @@ func readLines(path string) ([]string, error) {
 	}
 	var lines []string
 	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	// A buffer as small as the file needs (the scanner's default start,
+	// grown as lines require): a 64 KiB one up front, at every process
+	// start, was a large allocation whose pages were often faulted in anew.
+	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		lines = append(lines, sc.Text())
 	}
