@@ -141,7 +141,16 @@ func BenchmarkGVisorColdStartWarmPool(b *testing.B) {
 // On a loaded host a call's CPU time moves far less than its wall time,
 // and a quiet gVisor call takes about its sandbox's CPU time.
 func sandboxCPU(d *testdaemon.Daemon) time.Duration {
-	if b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", d.CgroupParent, "cpu.stat")); err == nil {
+	if v2 := filepath.Join("/sys/fs/cgroup", d.CgroupParent); fileExists(filepath.Join(v2, "cpu.stat")) {
+		return cgroupCPU(v2)
+	}
+	return cgroupCPU(filepath.Join("/sys/fs/cgroup/cpuacct", d.CgroupParent))
+}
+
+// cgroupCPU is the CPU time used in the cgroup directory dir: cpu.stat's
+// usage_usec (v2) or cpuacct.usage (v1), 0 if neither is readable.
+func cgroupCPU(dir string) time.Duration {
+	if b, err := os.ReadFile(filepath.Join(dir, "cpu.stat")); err == nil {
 		var us int64
 		for _, line := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
@@ -151,7 +160,7 @@ func sandboxCPU(d *testdaemon.Daemon) time.Duration {
 		return time.Duration(us) * time.Microsecond
 	}
 	var ns int64
-	if b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpuacct", d.CgroupParent, "cpuacct.usage")); err == nil {
+	if b, err := os.ReadFile(filepath.Join(dir, "cpuacct.usage")); err == nil {
 		fmt.Sscan(string(b), &ns)
 	}
 	return time.Duration(ns)
@@ -403,3 +412,5 @@ func BenchmarkGVisorRuntimeRun(b *testing.B) {
 		s.report(b)
 	})
 }
+
+func fileExists(path string) bool { _, err := os.Stat(path); return err == nil }
