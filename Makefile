@@ -4,6 +4,10 @@
 GO        ?= go
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
+# The agent's segments start on 2 MiB boundaries, so that its copy on the
+# daemon's huge-page tmpfs (rootfs.ShareAgent) is mapped 2 MiB at a time at
+# every sandbox's start instead of faulted in 4 KiB pages.
+AGENT_LDFLAGS := $(LDFLAGS) -R 0x200000
 BIN       := bin
 STATE_DIR ?= /var/lib/sandboxd
 export CGO_ENABLED := 0
@@ -20,7 +24,7 @@ all: build
 build: console runsc
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sandboxd ./cmd/sandboxd
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sandbox ./cmd/sandbox
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sandbox-agent ./cmd/sandbox-agent
+	$(GO) build -trimpath -ldflags '$(AGENT_LDFLAGS)' -o $(BIN)/sandbox-agent ./cmd/sandbox-agent
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sandbox-spawn ./cmd/sandbox-spawn
 
 # gVisor's runsc, for sandboxes with the gvisor runtime: scripts/deps.sh

@@ -52,10 +52,8 @@ func ShareBinary(dir, src, name string) (string, error) {
 			return "", err
 		}
 	}
-	// Room for the binary and a page of slack; two inodes (root, binary).
-	opts := fmt.Sprintf("size=%d,nr_inodes=4,mode=0755", size+1<<20)
-	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-		return "", fmt.Errorf("mounting a tmpfs for the agent on %s: %w", dir, err)
+	if err := mountBinaryTmpfs(dir, size); err != nil {
+		return "", err
 	}
 	if err := copyAgent(src, dst, size); err != nil {
 		Unmount(dir)
@@ -66,6 +64,35 @@ func ShareBinary(dir, src, name string) (string, error) {
 		return "", fmt.Errorf("making the agent's tmpfs read-only: %w", err)
 	}
 	return dst, nil
+}
+
+// hugePage is the size of a transparent huge page (x86-64, arm64 with 4K pages).
+const hugePage = 2 << 20
+
+// mountBinaryTmpfs mounts the tmpfs that holds one binary of size bytes,
+// in transparent huge pages where the kernel has them (huge=always).
+//
+// Why: every sandbox's start maps the agent's 12 MB binary afresh, and on a
+// virtual machine whose page tables are shadowed by the host (this project's
+// PVM guests), each 4 KiB page a new process touches costs a fault or a
+// shadow fault of 10-20 us of CPU. A page cache of 2 MiB pages lets the
+// kernel map the binary's text and read-only data 2 MiB at a time (the
+// agent is linked with its segments 2 MiB-aligned, see the Makefile): about
+// 80 faults fewer per agent start. A kernel without them refuses the option;
+// the binary is then served in 4 KiB pages as before.
+func mountBinaryTmpfs(dir string, size int64) error {
+	// Room for the binary rounded up to whole huge pages, and one more;
+	// two inodes (root, binary).
+	room := (size+hugePage-1)/hugePage*hugePage + hugePage
+	opts := fmt.Sprintf("size=%d,nr_inodes=4,mode=0755", room)
+	err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts+",huge=always")
+	if err != nil {
+		err = unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts)
+	}
+	if err != nil {
+		return fmt.Errorf("mounting a tmpfs for the agent on %s: %w", dir, err)
+	}
+	return nil
 }
 
 func hashFile(path string) (string, int64, error) {

@@ -49,4 +49,12 @@ func TestShareAgent(t *testing.T) {
 	if n := strings.Count(string(data), " "+dir+" "); n != 1 {
 		t.Errorf("%d mounts on %s", n, dir)
 	}
+	// In huge pages where the kernel has them (see mountBinaryTmpfs).
+	if _, err := os.Stat("/sys/kernel/mm/transparent_hugepage/shmem_enabled"); err == nil {
+		for line := range strings.Lines(string(data)) {
+			if strings.Contains(line, " "+dir+" ") && !strings.Contains(line, "huge=always") {
+				t.Errorf("the agent's tmpfs is not in huge pages: %s", line)
+			}
+		}
+	}
 }
