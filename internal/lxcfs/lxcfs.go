@@ -78,6 +78,13 @@ type FS struct {
 	down string
 	// retryAt is when a start may be tried again after one failed.
 	retryAt time.Time
+	// pidfd is a descriptor of the healthy instance's process, or -1.
+	// While that process runs, Mounts trusts the instance without a
+	// health check: its statfs and read are round trips to lxcfs, which
+	// every sandbox start would wait for (p50 2.7 ms, p90 17 ms at load
+	// 30, when lxcfs's threads wait for a CPU). A dead instance makes the
+	// descriptor readable at once.
+	pidfd int
 }
 
 // MountPoint is where the instance of a daemon with run directory dir is
@@ -94,7 +101,7 @@ func Start(ctx context.Context, o Options) *FS {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	f := &FS{opts: o}
+	f := &FS{opts: o, pidfd: -1}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.ensure(ctx)
@@ -109,11 +116,48 @@ func (f *FS) Mounts(ctx context.Context) []specs.Mount {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.mounts != nil && f.running() {
+		return f.mounts
+	}
 	if f.mounts != nil && healthy(MountPoint(f.opts.Dir)) == nil {
+		f.watch()
 		return f.mounts
 	}
 	f.ensure(ctx)
 	return f.mounts
+}
+
+// running reports whether the process f.pidfd names still runs. Called
+// with mu held.
+func (f *FS) running() bool {
+	if f.pidfd < 0 {
+		return false
+	}
+	fds := []unix.PollFd{{Fd: int32(f.pidfd), Events: unix.POLLIN}}
+	if n, err := unix.Poll(fds, 0); err == nil && n == 0 {
+		return true
+	}
+	unix.Close(f.pidfd)
+	f.pidfd = -1
+	return false
+}
+
+// watch takes a descriptor of the instance's process (named by its
+// pidfile) for running, once the instance was found healthy. Without one
+// (no pidfile, no pidfd_open) every Mounts checks the instance's health.
+// Called with mu held.
+func (f *FS) watch() {
+	if f.pidfd >= 0 {
+		unix.Close(f.pidfd)
+		f.pidfd = -1
+	}
+	pid := readPID(PIDFile(f.opts.Dir))
+	if pid <= 0 || !isLXCFS(pid) {
+		return
+	}
+	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+		f.pidfd = fd
+	}
 }
 
 // ensure makes f.mounts reflect a healthy instance, starting one if needed,
@@ -138,6 +182,7 @@ func (f *FS) ensure(ctx context.Context) {
 		return
 	}
 	f.mounts = bindMounts(mnt)
+	f.watch()
 	f.down = ""
 	f.opts.Log.Info("lxcfs gives sandboxes their own /proc views", "mount", mnt, "files", len(f.mounts))
 }
