@@ -54,6 +54,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == bindmount.Arg {
 		bindmount.Main(os.Args[2:]) // never returns
 	}
+	// Whatever the daemon and the runtime inherited (nohup's ignored
+	// SIGHUP, a supervisor's blocked signals), the programs the agent
+	// starts, the session shells it starts without the spawn wrapper
+	// included, inherit nothing of it.
+	if err := spawn.StartWithDefaultSignals(); err != nil {
+		fmt.Fprintf(os.Stderr, "sandbox-agent: %v (going on; its programs may inherit blocked signals)\n", err)
+	}
 	var cfg config
 	flag.StringVar(&cfg.socket, "socket", agent.DefaultSocket, "unix socket to serve the agent API on, unless --listen-fd is given")
 	flag.IntVar(&cfg.listenFD, "listen-fd", -1, "inherited descriptor of a listening unix socket to serve the agent API on (the daemon's)")

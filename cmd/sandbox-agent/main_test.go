@@ -155,7 +155,13 @@ func startBinary(t *testing.T, wrapper ...string) *agentProc {
 
 func (ap *agentProc) exec(t *testing.T, command string) api.ExecResult {
 	t.Helper()
-	body, _ := json.Marshal(api.ExecRequest{Command: command})
+	return ap.execIn(t, "", command)
+}
+
+// execIn runs command in session ("": the default one).
+func (ap *agentProc) execIn(t *testing.T, session, command string) api.ExecResult {
+	t.Helper()
+	body, _ := json.Marshal(api.ExecRequest{Command: command, SessionID: session})
 	resp, err := ap.client.Post("http://agent/exec", "application/json", strings.NewReader(string(body)))
 	if err != nil {
 		t.Fatal(err)
@@ -314,4 +320,48 @@ func childOf(t *testing.T, pid int) int {
 	}
 	child, _ := strconv.Atoi(f[0])
 	return child
+}
+
+// TestProgramsInheritNoSignalState: an agent started with every signal
+// ignored and some blocked (what a runtime would pass on of nohup's
+// ignored SIGHUP or a supervisor's mask) starts its programs with none:
+// the default session's shell, which as PID 1 it starts without the spawn
+// wrapper, and a new session's, started through it.
+func TestProgramsInheritNoSignalState(t *testing.T) {
+	if exec.Command("env", "--ignore-signal", "--block-signal", "true").Run() != nil {
+		t.Skip("needs GNU env with --ignore-signal and --block-signal (coreutils 8.31)")
+	}
+	env := []string{"env", "--ignore-signal", "--block-signal=HUP,INT,USR1,ALRM,TERM,WINCH"}
+	t.Run("process", func(t *testing.T) { checkSignalState(t, startBinary(t, env...)) })
+	t.Run("pid1", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root (a new PID namespace)")
+		}
+		unshare, err := exec.LookPath("unshare")
+		if err != nil {
+			t.Skip("no unshare(1)")
+		}
+		checkSignalState(t, startBinary(t, append([]string{unshare, "--pid", "--fork", "--mount-proc", "--kill-child"}, env...)...))
+	})
+}
+
+func checkSignalState(t *testing.T, ap *agentProc) {
+	const state = "grep -E '^Sig(Blk|Ign):' /proc/self/status | tr -d '\\t' | tr '\\n' ' '"
+	const want = "SigBlk:0000000000000000 SigIgn:0000000000000000"
+	if got := strings.TrimSpace(ap.exec(t, state).Stdout); got != want {
+		t.Errorf("a command of the default session: %q, want %q", got, want)
+	}
+	body, _ := json.Marshal(api.CreateSessionRequest{ID: "other"})
+	resp, err := ap.client.Post("http://agent/sessions", "application/json", strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("creating a session: %s", resp.Status)
+	}
+	res := ap.execIn(t, "other", state)
+	if got := strings.TrimSpace(res.Stdout); got != want {
+		t.Errorf("a command of a new session: %q, want %q", got, want)
+	}
 }

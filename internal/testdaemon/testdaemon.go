@@ -41,6 +41,10 @@ type Options struct {
 	// Token is the daemon's API token (default: the one it makes): the
 	// nodes of a test cluster share one.
 	Token string
+	// Via is a command line the daemon is started through, which must end
+	// by executing it (same PID): e.g. env(1) with --ignore-signal, for a
+	// daemon that inherits what nohup or a supervisor gives it.
+	Via []string
 }
 
 // Daemon is one running sandboxd.
@@ -57,6 +61,7 @@ type Daemon struct {
 	Client       *client.Client
 	args         []string
 	env          []string
+	via          []string
 	binary       string
 	log          *lockedBuffer
 
@@ -96,7 +101,7 @@ func Start(t testing.TB, o Options) *Daemon {
 	d := &Daemon{
 		StateDir: state, RunDir: run, Table: fmt.Sprintf("sbdtest%d_%d", pid, n), log: &lockedBuffer{},
 		CgroupParent: fmt.Sprintf("sbdtest%d_%d", pid, n), IfacePrefix: ifacePrefix(pid, n),
-		env: o.Env, binary: o.Binary,
+		env: o.Env, binary: o.Binary, via: o.Via,
 	}
 	d.args = append([]string{
 		"--state-dir", state, "--run-dir", run, "--listen", freeAddr(t),
@@ -123,7 +128,8 @@ func (d *Daemon) start(t testing.TB) {
 	if bin == "" {
 		bin = filepath.Join(BinDir(t), "sandboxd")
 	}
-	cmd := exec.Command(bin, d.args...)
+	argv := append(append(append([]string{}, d.via...), bin), d.args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), d.env...)
 	cmd.Stdout, cmd.Stderr = d.log, d.log
 	if err := cmd.Start(); err != nil {

@@ -27,6 +27,11 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == spawn.Arg {
 		spawn.Main(os.Args[2:])
 	}
+	// As the agent starts: under nohup, or with signals blocked, the
+	// programs the tests start would inherit them.
+	if err := spawn.StartWithDefaultSignals(); err != nil {
+		panic(err)
+	}
 	// Checked before any test starts the shared reaper, which would take
 	// this child's status from exec.Cmd's Wait.
 	pythonErr = exec.Command("/usr/bin/python3", "-c", "import IPython").Run()

@@ -21,6 +21,11 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == spawn.Arg {
 		spawn.Main(os.Args[2:])
 	}
+	// As the agent starts: under nohup, or with signals blocked, the
+	// programs the tests start would inherit them.
+	if err := spawn.StartWithDefaultSignals(); err != nil {
+		panic(err)
+	}
 	r, err := reaper.New(slog.New(slog.DiscardHandler))
 	if err != nil {
 		panic(err)
@@ -312,7 +317,9 @@ func TestCloseHangsUpAndReportsTheExit(t *testing.T) {
 	}
 	// A foreground job that ignores nothing: the hangup ends it too.
 	c.Write([]byte("echo ready; sleep 1000\n"))
-	readUntil(t, c, "ready")
+	// The output after the prompt, not the terminal's echo of the line:
+	// the shell runs it.
+	readUntil(t, c, " ready\r\n")
 	if err := m.Close("bye"); err != nil {
 		t.Fatal(err)
 	}

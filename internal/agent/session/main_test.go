@@ -16,6 +16,11 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == spawn.Arg {
 		spawn.Main(os.Args[2:])
 	}
+	// As the agent starts: under nohup, or with signals blocked, the
+	// programs the tests start would inherit them.
+	if err := spawn.StartWithDefaultSignals(); err != nil {
+		panic(err)
+	}
 	os.Exit(m.Run())
 }
 

@@ -26,6 +26,10 @@
 // of this size, is then paid before the process is asked for, not while a
 // caller waits for it.
 //
+// Before anything else the wrapper resets the signals its process ignores
+// and unblocks every signal (ResetSignals): PROG starts as from a clean
+// init, whatever the daemon, the runtime or the agent inherited.
+//
 // The wrapper must never outlive the exec or do anything after it: it only
 // prepares the process and becomes PROG. It never logs; errors go to one
 // file descriptor (stderr unless --errfd says otherwise) and become its exit
@@ -42,6 +46,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -153,9 +158,15 @@ func WriteRequest(w io.Writer, req Request) error {
 
 // Main runs the wrapper with the arguments after "spawn". It never returns.
 func Main(args []string) {
+	// The thread that clears the signal mask is the one that executes
+	// PROG: locked to it from here on.
+	runtime.LockOSThread()
 	o, argv, err := parse(args)
 	if err != nil {
 		fail(2, ExitSetup, err)
+	}
+	if _, err := ResetSignals(); err != nil {
+		fail(o.ErrFD, ExitSetup, err)
 	}
 	if err := Prepare(o.CgroupRoot, "/proc/self/oom_score_adj"); err != nil {
 		fail(o.ErrFD, ExitSetup, err)
