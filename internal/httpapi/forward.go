@@ -176,9 +176,9 @@ func (s *Server) bufferBody(w http.ResponseWriter, r *http.Request) ([]byte, boo
 // (Lease.Settle in ModifyResponse, so an event stream's first byte waits
 // too); if it could not be written, the caller gets that error instead.
 func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rest string, route agentapi.Route, lease *sandbox.Lease, retryable bool) (f failure) {
-	var buffers httputil.BufferPool
+	buffers := callBuffers
 	if route.Bulk {
-		buffers = bulkBuffers{}
+		buffers = bulkBuffers
 	}
 	name := lease.AgentName()
 	proxy := &httputil.ReverseProxy{
@@ -385,18 +385,33 @@ func lostStreamEvent() []byte {
 	return []byte("event: error\ndata: " + string(data) + "\n\n")
 }
 
-// bulkBuffers lends the proxy 256 KiB copy buffers for the routes that
-// move file contents (agentapi.Route.Bulk: files/raw, files/archive),
-// instead of its default 32 KiB: with a flush after every write, a 1 GiB
-// download then costs 8 times fewer read, write and flush rounds (a third
-// less of the daemon's CPU per GiB in bench.BenchmarkFileTransfer). Other
-// routes, event streams among them, keep the small default: a buffer is
-// held for as long as the response lasts.
-type bulkBuffers struct{}
+// callBuffers and bulkBuffers lend the proxy its copy buffers from
+// pools. Without a pool, httputil.ReverseProxy makes a 32 KiB buffer for
+// every response: most of what an exec allocates in the daemon (about
+// 40 KB a call), which a daemon of 2,000 sandboxes, with its larger heap
+// cycle, pays for in cold memory and garbage collection on every call
+// (bench/results/scale.txt).
+//
+// The routes that move file contents (agentapi.Route.Bulk: files/raw,
+// files/archive) get 256 KiB instead of the default 32 KiB: with a flush
+// after every write, a 1 GiB download then costs 8 times fewer read,
+// write and flush rounds (a third less of the daemon's CPU per GiB in
+// bench.BenchmarkFileTransfer). Other routes, event streams among them,
+// keep the small default: a buffer is held for as long as the response
+// lasts.
+var (
+	callBuffers = newCopyBuffers(32 << 10)
+	bulkBuffers = newCopyBuffers(256 << 10)
+)
 
-// bulkBufferPool holds *[]byte: a pointer fits an interface without an
-// allocation, a slice header does not.
-var bulkBufferPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+// copyBuffers is a httputil.BufferPool of buffers of one size. The pool
+// holds *[]byte: a pointer fits an interface without an allocation, a
+// slice header does not.
+type copyBuffers struct{ pool *sync.Pool }
 
-func (bulkBuffers) Get() []byte  { return *bulkBufferPool.Get().(*[]byte) }
-func (bulkBuffers) Put(b []byte) { bulkBufferPool.Put(&b) }
+func newCopyBuffers(size int) copyBuffers {
+	return copyBuffers{&sync.Pool{New: func() any { b := make([]byte, size); return &b }}}
+}
+
+func (c copyBuffers) Get() []byte  { return *c.pool.Get().(*[]byte) }
+func (c copyBuffers) Put(b []byte) { c.pool.Put(&b) }

@@ -2,15 +2,21 @@ package httpapi
 
 import "testing"
 
-// The bulk copy buffers are the size the file routes are tuned for, and
-// come back from the pool whole.
-func TestBulkBuffers(t *testing.T) {
-	b := (bulkBuffers{}).Get()
-	if len(b) != 256<<10 {
-		t.Errorf("buffer of %d bytes", len(b))
-	}
-	(bulkBuffers{}).Put(b)
-	if b := (bulkBuffers{}).Get(); len(b) != 256<<10 {
-		t.Errorf("buffer of %d bytes after a Put", len(b))
+// The copy buffers are the sizes the routes are tuned for, and come back
+// from their pools whole.
+func TestCopyBuffers(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		buffers copyBuffers
+		size    int
+	}{{"call", callBuffers, 32 << 10}, {"bulk", bulkBuffers, 256 << 10}} {
+		b := c.buffers.Get()
+		if len(b) != c.size {
+			t.Errorf("%s: buffer of %d bytes", c.name, len(b))
+		}
+		c.buffers.Put(b)
+		if b := c.buffers.Get(); len(b) != c.size {
+			t.Errorf("%s: buffer of %d bytes after a Put", c.name, len(b))
+		}
 	}
 }
