@@ -39,6 +39,13 @@ func (m *Manager) Page(ctx context.Context, q ListQuery) (out []Info, more bool)
 			want = max(q.Limit+1-len(out), 1)
 		}
 		batch, end := m.boxesAfter(q, after, want)
+		if out == nil {
+			// An Info is over 500 bytes: growing a page of 10 by
+			// appending copies 31 of them, a list page of 1,000 over
+			// 2,000. The first batch is a page's size (its limit and
+			// one) or listBatch.
+			out = make([]Info, 0, len(batch))
+		}
 		for _, b := range batch {
 			after = b.id
 			inf, ok := m.peek(ctx, b)
