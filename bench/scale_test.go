@@ -1,10 +1,12 @@
 package bench
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -159,6 +161,8 @@ func BenchmarkIdleAtScale(b *testing.B) {
 		ratio(fresh.big["page"], fresh.small["page"]), ratio(fresh.big["exec"], fresh.small["exec"]))
 	fmt.Printf("BenchmarkIdleAtScale host: the at-10 daemon with %d idle beside it, p50 page %.0f%%, exec %.0f%% of before\n",
 		total, ratio(at.small["page"], before.small["page"]), ratio(at.small["exec"], before.small["exec"]))
+	fmt.Printf("BenchmarkIdleAtScale faults: minor page faults per exec and page, before: at 10 %.1f, beside %.1f; at 10 %.1f, at %d %.1f\n",
+		before.smallFaults, before.bigFaults, at.smallFaults, total, at.bigFaults)
 	fmt.Printf("BenchmarkIdleAtScale summary: %d idle sandboxes, p50 list %s (%.0f%% of at 10), page of %d %s (%.0f%% of at 10), exec %s (%.0f%% of at 10)\n",
 		total, at.big["list"].percentile(50), ratio(at.big["list"], at.small["list"]), pageLimit, at.big["page"].percentile(50),
 		ratio(at.big["page"], at.small["page"]), at.big["exec"].percentile(50), ratio(at.big["exec"], at.small["exec"]))
@@ -170,8 +174,12 @@ func BenchmarkIdleAtScale(b *testing.B) {
 // its own.
 var scaleArgs = []string{"--warm-pool", "2", "--default-memory", "1Gi", "--log-level", "info"}
 
-// idlePair holds one phase's samples of two daemons, by line name.
-type idlePair struct{ small, big map[string]samples }
+// idlePair holds one phase's samples of two daemons, by line name, and
+// the minor page faults each daemon took per exec and page of the phase.
+type idlePair struct {
+	small, big             map[string]samples
+	smallFaults, bigFaults float64
+}
 
 // idleSamples takes n exec and page samples, and n list samples if lists,
 // on each of two daemons, interleaved: each sample of one daemon right
@@ -197,6 +205,7 @@ func idleSamples(b *testing.B, small, big *testdaemon.Daemon, n int, lists bool)
 	// list of N pays for collecting the list's garbage (at N=200 an
 	// exec's p50 +24% right after a list, nothing one call later;
 	// bench/results/scale.txt), which is the list's cost.
+	smallFaults, bigFaults := minorFaults(b, small), minorFaults(b, big)
 	for i := range n {
 		each(i, func(d *testdaemon.Daemon, into map[string]samples) {
 			t0 := time.Now()
@@ -212,6 +221,8 @@ func idleSamples(b *testing.B, small, big *testdaemon.Daemon, n int, lists bool)
 			}
 		})
 	}
+	p.smallFaults = float64(minorFaults(b, small)-smallFaults) / float64(n)
+	p.bigFaults = float64(minorFaults(b, big)-bigFaults) / float64(n)
 	for i := range n {
 		if !lists {
 			break
@@ -226,6 +237,30 @@ func idleSamples(b *testing.B, small, big *testdaemon.Daemon, n int, lists bool)
 		})
 	}
 	return p
+}
+
+// minorFaults is the count of minor page faults of d's process so far
+// (/proc/PID/stat's minflt). In the PVM guest the results were taken on,
+// a fault costs 1-2 us, and over 40 us when the host must back the page
+// anew (bench/results/scale.txt): a daemon whose calls allocate memory
+// its Go heap gave back to the kernel pays that per fresh 4 KiB page.
+func minorFaults(b *testing.B, d *testdaemon.Daemon) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", d.PID()))
+	if err != nil {
+		b.Fatalf("reading the daemon's stat: %v", err)
+	}
+	// The fields after the command's closing parenthesis (the last one:
+	// the command may hold any) start with the state (field 3); minflt
+	// is field 10.
+	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	if len(fields) < 8 {
+		b.Fatalf("short /proc/PID/stat: %q", data)
+	}
+	n, err := strconv.ParseInt(fields[7], 10, 64)
+	if err != nil {
+		b.Fatalf("minflt: %v", err)
+	}
+	return n
 }
 
 // pageLimit is the page size of BenchmarkIdleAtScale's "page": every
