@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -77,14 +78,17 @@ func (l *namerLink) await(ctx context.Context) error {
 	buf := make([]byte, maxNamerTalk)
 	err = rc.Read(func(fd uintptr) bool {
 		for len(talk) < maxNamerTalk {
-			n, err := unix.Read(int(fd), buf[:maxNamerTalk-len(talk)])
-			if err == unix.EINTR {
+			// Raw: the call waiting here must not wake the runtime's
+			// monitor thread (see rawConn).
+			rest := buf[:maxNamerTalk-len(talk)]
+			n, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
+			if errno == unix.EINTR {
 				continue
 			}
-			if n <= 0 {
+			if errno != 0 || n == 0 {
 				break
 			}
-			talk = append(talk, buf[:n]...)
+			talk = append(talk, rest[:n]...)
 		}
 		if i := bytes.LastIndexByte(talk, '\n'); i >= 0 {
 			lines := bytes.Split(talk[:i], []byte("\n"))
