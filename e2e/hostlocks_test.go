@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxd/sandboxd/internal/hostlock"
 	"github.com/sandboxd/sandboxd/internal/testdaemon"
 )
 
@@ -57,4 +58,37 @@ func TestDaemonsDoNotShareHostNames(t *testing.T) {
 	if got := trim(run(t, sb, "cat /workspace/f; pgrep -c sleep")); got != "kept\n1" {
 		t.Errorf("the first daemon's sandbox after the refusals: %q", got)
 	}
+}
+
+// TestHostLockFilesGoWithTheirDaemon: a daemon that stops removes its
+// lock files from /run/lock/sandboxd (every test daemon has names of its
+// own, and their files piled up by the thousands); a killed daemon's are
+// removed by the next daemon that starts.
+func TestHostLockFilesGoWithTheirDaemon(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	lockFiles := func(d *testdaemon.Daemon) []string {
+		return []string{
+			filepath.Join(hostlock.Dir, "cgroup-"+d.CgroupParent+".lock"),
+			filepath.Join(hostlock.Dir, "iface-"+d.IfacePrefix+".lock"),
+			filepath.Join(hostlock.Dir, "nft-"+d.Table+".lock"),
+		}
+	}
+	exist := func(t *testing.T, when string, paths []string, want bool) {
+		t.Helper()
+		for _, p := range paths {
+			if _, err := os.Stat(p); (err == nil) != want {
+				t.Errorf("%s: %s exists: %v, want %v", when, p, err == nil, want)
+			}
+		}
+	}
+	stopped := testdaemon.Start(t, testdaemon.Options{})
+	exist(t, "while the daemon runs", lockFiles(stopped), true)
+	stopped.Stop(t)
+	exist(t, "after the daemon stopped", lockFiles(stopped), false)
+
+	killed := testdaemon.Start(t, testdaemon.Options{})
+	killed.Kill(t)
+	exist(t, "after the daemon was killed", lockFiles(killed), true)
+	testdaemon.Start(t, testdaemon.Options{})
+	exist(t, "after the next daemon started", lockFiles(killed), false)
 }

@@ -1,8 +1,8 @@
 // Package leftovers removes what a stopped sandboxd leaves on the host:
 // its lxcfs (which outlives the daemon on purpose, so that running
 // sandboxes keep their /proc views across a restart), mounts below its
-// directories (after a crash, say), its nftables table and its cgroup
-// parent. Test daemons and `make cluster-down` use it; a production host
+// directories (after a crash, say), its nftables table, its cgroup
+// parent and, after a crash, its host lock files. Test daemons and `make cluster-down` use it; a production host
 // keeps these across restarts.
 package leftovers
 
@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/sandboxd/sandboxd/internal/hostlock"
 	"github.com/sandboxd/sandboxd/internal/lxcfs"
 )
 
@@ -24,10 +25,11 @@ type Daemon struct {
 }
 
 // Remove stops d's lxcfs, detaches every mount below its directories,
-// deletes its nftables table and its (empty) cgroup parent, and removes
-// its run directory. Call it after the daemon has stopped and its
-// sandboxes are destroyed. Errors are ignored: each step is best effort
-// and the next one still runs.
+// deletes its nftables table and its (empty) cgroup parent, removes its
+// run directory, and removes the host lock files no daemon holds (a
+// crashed one's; a stopped one removed its own). Call it after the daemon
+// has stopped and its sandboxes are destroyed. Errors are ignored: each
+// step is best effort and the next one still runs.
 func Remove(d Daemon) {
 	stopLXCFS(d.RunDir)
 	for _, m := range MountsBelow(d.StateDir, d.RunDir) {
@@ -39,6 +41,7 @@ func Remove(d Daemon) {
 		os.Remove(p)
 	}
 	os.RemoveAll(d.RunDir)
+	hostlock.RemoveStaleIn(hostlock.Dir, "*.lock")
 }
 
 // stopLXCFS ends the lxcfs a daemon with run directory runDir started, if
