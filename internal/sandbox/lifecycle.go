@@ -357,12 +357,16 @@ func (m *Manager) bootAs(ctx context.Context, b *box, mode bootMode) (_ *instanc
 		}
 		m.log.Debug(msg, "sandbox", b.id, "steps", steps.String(), "err", err)
 	}()
-	ep, err := m.opts.Network.Attach(ctx, key, m.networkRequest(b))
-	steps.mark("network")
-	if err != nil {
-		return nil, fmt.Errorf("setting up network: %w", err)
-	}
-	undo.push(func(ctx context.Context) error { return m.opts.Network.Detach(ctx, key) })
+	// The network is set up beside the overlay, the cgroups and /etc
+	// (separate kernel objects, none needing another) and waited for
+	// before the bundle names its namespace.
+	net := m.attachNetwork(ctx, key, m.networkRequest(b))
+	undo.push(func(ctx context.Context) error {
+		if _, err := net.wait(); err != nil {
+			return nil // nothing was attached
+		}
+		return m.opts.Network.Detach(ctx, key)
+	})
 
 	if b.cfg.Limits.DiskBytes > 0 {
 		if err := mountDisk(ctx, p, b.cfg.Limits.DiskBytes); err != nil {
@@ -430,6 +434,12 @@ func (m *Manager) bootAs(ctx context.Context, b *box, mode bootMode) (_ *instanc
 		}
 		undo.push(func(context.Context) error { return m.releaseMounts(key) })
 		extra = append(extra, buckets)
+	}
+	waited := time.Now()
+	ep, err := net.wait()
+	steps.add("network", time.Since(waited))
+	if err != nil {
+		return nil, fmt.Errorf("setting up network: %w", err)
 	}
 	// writeBundle mounts the sandbox's own sysfs (user namespaces): a
 	// start that fails after it, or is cancelled (a daemon stopping while
@@ -853,4 +863,33 @@ func (t *stepTimer) mark(name string) {
 	t.last = now
 }
 
+// add records a step of d that overlapped the current one (a wait for
+// work started beside it), and leaves it out of the current one.
+func (t *stepTimer) add(name string, d time.Duration) {
+	t.steps = append(t.steps, fmt.Sprintf("%s=%s", name, d.Round(100*time.Microsecond)))
+	t.last = t.last.Add(d)
+}
+
 func (t *stepTimer) String() string { return strings.Join(t.steps, " ") }
+
+// pendingNetwork is a network attach running beside the rest of a boot.
+// Its boot always waits for it: at the bundle, or in its undo on failure.
+type pendingNetwork struct {
+	done chan struct{}
+	ep   NetworkEndpoint
+	err  error
+}
+
+func (m *Manager) attachNetwork(ctx context.Context, key string, req NetworkRequest) *pendingNetwork {
+	n := &pendingNetwork{done: make(chan struct{})}
+	go func() {
+		defer close(n.done)
+		n.ep, n.err = m.opts.Network.Attach(ctx, key, req)
+	}()
+	return n
+}
+
+func (n *pendingNetwork) wait() (NetworkEndpoint, error) {
+	<-n.done
+	return n.ep, n.err
+}
