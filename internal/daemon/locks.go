@@ -31,9 +31,9 @@ func hostLocks(cfg Config, lockDir string) (func(), error) {
 	locks := []struct{ path, what string }{
 		{filepath.Join(cfg.StateDir, "sandboxd.lock"), "state directory " + cfg.StateDir},
 		{filepath.Join(cfg.RunDir, "sandboxd.lock"), "run directory " + cfg.RunDir},
-		{filepath.Join(lockDir, "cgroup-"+cfg.CgroupParent+".lock"), "cgroup parent " + cfg.CgroupParent + " (--cgroup-parent)"},
-		{filepath.Join(lockDir, "iface-"+cfg.IfacePrefix+".lock"), "interface prefix " + cfg.IfacePrefix + " (--iface-prefix)"},
-		{filepath.Join(lockDir, "nft-"+cfg.NetTable+".lock"), "nftables table " + cfg.NetTable + " (--nft-table)"},
+		{hostlock.Path(lockDir, "cgroup", cfg.CgroupParent), "cgroup parent " + cfg.CgroupParent + " (--cgroup-parent)"},
+		{hostlock.Path(lockDir, "iface", cfg.IfacePrefix), "interface prefix " + cfg.IfacePrefix + " (--iface-prefix)"},
+		{hostlock.Path(lockDir, "nft", cfg.NetTable), "nftables table " + cfg.NetTable + " (--nft-table)"},
 	}
 	var held []*hostlock.Lock
 	release := func() {

@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -32,6 +33,12 @@ import (
 // Dir holds sandboxd's host-wide locks: those of the names two daemons on
 // one host must not share. It is on /run, so a reboot clears it.
 const Dir = "/run/lock/sandboxd"
+
+// Path is the lock file in dir (Dir but in tests) of a daemon's name of
+// one kind ("cgroup", "iface", "nft").
+func Path(dir, kind, name string) string {
+	return filepath.Join(dir, kind+"-"+name+".lock")
+}
 
 // ErrHeld is what Acquire returns when another process holds the lock.
 var ErrHeld = errors.New("the lock is held by another process")
@@ -56,7 +63,7 @@ func Acquire(path string) (*Lock, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if err := flockBriefly(f); err != nil {
 			f.Close()
 			if errors.Is(err, unix.EWOULDBLOCK) {
 				return nil, ErrHeld
@@ -80,6 +87,18 @@ func Acquire(path string) (*Lock, error) {
 func (l *Lock) Release() {
 	os.Remove(l.path)
 	l.f.Close()
+}
+
+// Held reports whether someone holds the lock at path (false when its
+// file does not exist). It takes the lock for a moment when no one holds
+// it, as RemoveStale does: Acquire waits such a moment out.
+func Held(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil
 }
 
 // RemoveStale removes the lock file at path unless someone holds its
@@ -120,6 +139,20 @@ func Holder(path string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(data))
+}
+
+// flockBriefly takes f's lock, trying again for a little while: a sweep
+// (RemoveStale) or a probe (Held) holds a free lock for a moment, which
+// must not make its taker refuse to start.
+func flockBriefly(f *os.File) error {
+	var err error
+	for range 5 {
+		if err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); !errors.Is(err, unix.EWOULDBLOCK) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return err
 }
 
 // stillAt reports whether f is the file at path.

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/hostlock"
 	"github.com/sandboxd/sandboxd/internal/leftovers"
 )
 
@@ -161,13 +162,38 @@ func (d *Daemon) start(t testing.TB) {
 	d.Client = c
 }
 
-// ifacePrefix is unique per test daemon, and never the real daemon's
-// "sbx": each daemon's firewall rules apply to every interface with its
-// prefix.
+// ifacePrefix is a prefix no running daemon holds, and never the real
+// daemon's "sbx": each daemon's firewall rules apply to every interface
+// with its prefix, and a daemon refuses to start on a prefix another one
+// holds. Three letters, the first not 's' (6,084 prefixes; the first
+// letter was always 'q', 676, and test processes running at once picked
+// the same one): from a start that differs by process and daemon, the
+// first whose lock, and whose one- and two-letter prefixes' locks, no one
+// holds. Two processes that pick the same one within a daemon's start
+// are still told apart by the daemon's lock.
 func ifacePrefix(pid, n int) string {
-	const letters = "abcdefghijklmnopqrstuvwxyz"
-	v := pid*31 + n
-	return "q" + string(letters[v%26]) + string(letters[(v/26)%26])
+	const first, letters = "qrtuvwxyz", "abcdefghijklmnopqrstuvwxyz"
+	const count = len(first) * 26 * 26
+	start := pid*31 + n*677
+	for i := range count {
+		v := (start + i) % count
+		p := string(first[v/676]) + string(letters[v/26%26]) + string(letters[v%26])
+		if !prefixHeld(p) {
+			return p
+		}
+	}
+	return "q" + string(letters[start%26]) + string(letters[start/26%26])
+}
+
+// prefixHeld reports whether a running daemon holds the interface prefix
+// p or one that p starts with.
+func prefixHeld(p string) bool {
+	for i := 1; i <= len(p); i++ {
+		if hostlock.Held(hostlock.Path(hostlock.Dir, "iface", p[:i])) {
+			return true
+		}
+	}
+	return false
 }
 
 func alive(cmd *exec.Cmd) bool { return cmd.Process.Signal(syscall.Signal(0)) == nil }
