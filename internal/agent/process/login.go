@@ -90,20 +90,11 @@ const hostnameEq = "HOSTNAME="
 // when they agree. It ends with "; ", so that the command's line numbers
 // stay as they are.
 func hostnamePrelude(k, o loginKey) string {
-	v, ok := strings.CutPrefix(lookupEnvLine(o.env, hostnameEq), hostnameEq)
-	if !ok || lookupEnvLine(k.env, hostnameEq) == hostnameEq+v {
+	v, ok := spawn.LookupEnv(o.env, "HOSTNAME")
+	if was, had := spawn.LookupEnv(k.env, "HOSTNAME"); !ok || had && was == v {
 		return ""
 	}
 	return "export HOSTNAME='" + strings.ReplaceAll(v, "'", `'\''`) + "'; "
-}
-
-func lookupEnvLine(env []string, prefix string) string {
-	for i := len(env) - 1; i >= 0; i-- {
-		if strings.HasPrefix(env[i], prefix) {
-			return env[i]
-		}
-	}
-	return ""
 }
 
 // loginLoader is the script the login shell runs once its profile ran:
@@ -168,16 +159,8 @@ func loginFiles(home, cwd string) []fileStamp {
 }
 
 func loginFilesOf(o StartOptions) []fileStamp {
-	return loginFiles(lookupEnv(o.Env, "HOME"), o.Cwd)
-}
-
-func lookupEnv(env []string, name string) string {
-	for i := len(env) - 1; i >= 0; i-- {
-		if v, ok := strings.CutPrefix(env[i], name+"="); ok {
-			return v
-		}
-	}
-	return ""
+	home, _ := spawn.LookupEnv(o.Env, "HOME")
+	return loginFiles(home, o.Cwd)
 }
 
 // startLoginSpare starts a login spare for processes like o, in the

@@ -188,7 +188,8 @@ func Main(args []string) {
 	path := argv[0]
 	if !strings.Contains(path, "/") {
 		// Resolve against the PATH PROG will see, as execvp does.
-		os.Setenv("PATH", lookupEnv(env, "PATH"))
+		searchPath, _ := LookupEnv(env, "PATH")
+		os.Setenv("PATH", searchPath)
 		if path, err = exec.LookPath(path); err != nil {
 			fail(o.ErrFD, ExitExec, err)
 		}
@@ -229,13 +230,16 @@ func awaitRequest(o *Options) ([]string, []string, error) {
 	return req.Argv, req.Env, nil
 }
 
-func lookupEnv(env []string, name string) string {
+// LookupEnv returns the value of the variable name in env, a process's
+// environment as execve takes it: the last NAME=value, as a program
+// reading it finds it; false when there is none.
+func LookupEnv(env []string, name string) (string, bool) {
 	for i := len(env) - 1; i >= 0; i-- {
 		if v, ok := strings.CutPrefix(env[i], name+"="); ok {
-			return v
+			return v, true
 		}
 	}
-	return ""
+	return "", false
 }
 
 func parse(args []string) (Options, []string, error) {

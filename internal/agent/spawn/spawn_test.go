@@ -170,3 +170,21 @@ func TestSpawnReportsAFailedExecOnTheErrFD(t *testing.T) {
 		t.Fatalf("run = %v, errfd %q; want a failure naming the program", err, msg)
 	}
 }
+
+func TestLookupEnv(t *testing.T) {
+	env := []string{"PATH=/bin", "HOME=/root", "EMPTY=", "PATH=/usr/bin:/bin", "PATHX=no"}
+	for _, c := range []struct {
+		name, want string
+		ok         bool
+	}{
+		{"PATH", "/usr/bin:/bin", true}, // the last one, as a program finds it
+		{"HOME", "/root", true},
+		{"EMPTY", "", true},
+		{"PAT", "", false},
+		{"NONE", "", false},
+	} {
+		if got, ok := LookupEnv(env, c.name); got != c.want || ok != c.ok {
+			t.Errorf("LookupEnv(%s) = %q, %v; want %q, %v", c.name, got, ok, c.want, c.ok)
+		}
+	}
+}
