@@ -294,7 +294,7 @@ func (r *runner) unwind() bool {
 		return false
 	}
 	marker := r.s.dir + "/" + unwindFile
-	if err := r.writeFile(marker, nil); err != nil {
+	if err := r.writeFile(marker, unwindMarker(r.n)); err != nil {
 		r.s.m.cfg.Log.Error("cannot mark the command as stopping; killing the shell", "session", r.s.id, "err", err)
 		return false
 	}

@@ -293,7 +293,18 @@ func wrapperScript(cmdPath string, env map[string]string, cwd string, persist []
 // per-call environment and working directory back.
 //
 // DIR/k keeps a late or forged signal from stopping a later command: the
-// agent removes it before it sends the next one.
+// agent removes it before it sends the next one. It holds the command's
+// number as the frame gave it, because at the top level the trap tells a
+// command that has ended by its status line's printf being the last
+// command bash ran (BASH_COMMAND), and that alone also matches the
+// previous command's status line or the shell's "ready": bash runs a
+// trap when the builtin it was in returns, and a shell descheduled right
+// after the write of a status line (the agent's wake-up on the status
+// FIFO preempts it) could still be inside that printf when the next
+// command's frame came and its timeout passed. The trap then took the
+// signal for a late one, put the DEBUG trap back and let the whole
+// command run (TestTimeoutStopsTheWholeCommand under load;
+// TestUnwindSignalRightAfterTheStatusLine).
 
 // unwindSignal is SIGRTMAX (64 on Linux): user scripts trap SIGINT, SIGTERM
 // or SIGUSR1/2; nobody traps the last real-time signal.
@@ -305,21 +316,27 @@ const (
 	savedTrapFile = "t" // the user's DEBUG trap, while the command unwinds
 )
 
+// unwindMarker is what DIR/k holds while command n is stopped: its number
+// as the shell has it from the frame (see dispatchLoop), which is the
+// first argument after the format of its status line's printf.
+func unwindMarker(n uint64) []byte { return frame(n, false, false)[1:] }
+
 // unwindInit is shell code, run once when a bash session starts, that
 // defines the unwinding trap.
 func unwindInit(dir string) string {
 	marker := quote(dir + "/" + unwindFile)
 	saved := quote(dir + "/" + savedTrapFile)
-	restore := `trap - DEBUG; command . ` + saved + `; command test -n "$__sbx_dT" || set +T; unset __sbx_dT`
-	// At the top level the trap waits for the status line's printf, or,
-	// if the signal came before the command began, unwinds the command
-	// from its first line; a marker already gone means the command had
-	// ended and the signal came late.
+	restore := `trap - DEBUG; command . ` + saved + `; command test -n "$__sbx_dT" || set +T; unset __sbx_dT __sbx_k`
+	// At the top level the trap waits for this command's status line's
+	// printf (its number is __sbx_k, from the marker), or, if the signal
+	// came before the command began, unwinds the command from its first
+	// line; a marker already gone means the command had ended and the
+	// signal came late.
 	unwind := `if command test "${#BASH_SOURCE[@]}" -gt 0; then ` +
 		`if command test "${BASH_SOURCE[0]}" != ` + quote(dir+"/"+wrapperFile) + `; then return 137; fi; ` +
-		`else case $BASH_COMMAND in "command printf "*) ` + restore + ` ;; ` +
+		`else case $BASH_COMMAND in "command printf '%s %s\n' \"\$__sbx_s\" $__sbx_k "*) ` + restore + ` ;; ` +
 		`*) command test -e ` + marker + ` || { ` + restore + `; } ;; esac; fi`
-	handler := `if command test -e ` + marker + `; then ` +
+	handler := `if command test -e ` + marker + ` && command read -r __sbx_k <` + marker + `; then ` +
 		`trap -p DEBUG >| ` + saved + `; ` +
 		`case $- in *T*) __sbx_dT=1 ;; *) __sbx_dT= ;; esac; ` +
 		`trap "$__sbx_unwind" DEBUG; set -T; eval "$__sbx_unwind"; fi`

@@ -1,0 +1,92 @@
+package session
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestUnwindSignalRightAfterTheStatusLine: the agent may stop command n
+// while the shell is still inside the printf of command n-1's status line
+// (descheduled right after its write, when the agent woke up). The trap
+// then runs with that printf as BASH_COMMAND, which must not be taken for
+// command n's own status line: command n is unwound, nothing of it runs.
+//
+// The shell is held inside the previous status line by a FIFO that is
+// opened for reading only after the signal was sent: bash runs the trap
+// when the open, interrupted, is tried again.
+func TestUnwindSignalRightAfterTheStatusLine(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("needs bash")
+	}
+	dir := t.TempDir()
+	prevStatus, status := filepath.Join(dir, "prev"), filepath.Join(dir, "status")
+	if err := syscall.Mkfifo(prevStatus, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	after := filepath.Join(dir, "after")
+	if err := os.WriteFile(filepath.Join(dir, cmdFile), []byte("echo x > "+quote(after)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// What the dispatch loop runs: command 1's status line, then command 2.
+	statusLine := func(n uint64, path string) string {
+		return `command printf '%s %s\n' "$__sbx_s" ` + strings.TrimSpace(string(unwindMarker(n))) + ` >` + quote(path)
+	}
+	script := unwindInit(dir) + "__sbx_s=0; " + statusLine(1, prevStatus) + "; " +
+		"{ for __sbx_a in 1; do for __sbx_b in 1; do command . " + quote(dir+"/"+cmdFile) + "; done; done; " +
+		"__sbx_s=$?; " + statusLine(2, status) + "; }\n"
+	cmd := exec.Command(bash, "-c", script)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait() // ECHILD if this package's reaper took it
+	}()
+	waitForWchan(t, cmd.Process.Pid, "wait_for_partner") // in the open of prevStatus
+	if err := os.WriteFile(filepath.Join(dir, unwindFile), unwindMarker(2), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.Signal(unwindSignal))
+	time.Sleep(50 * time.Millisecond) // the trap runs before the open is tried again
+	prev, err := os.ReadFile(prevStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(prev); got != "0 000000000000001\n" {
+		t.Fatalf("previous status line = %q", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var got []byte
+	for ; len(got) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		got, _ = os.ReadFile(status)
+	}
+	if string(got) != "137 000000000000002\n" {
+		t.Errorf("status line of the stopped command = %q, want it unwound (137)", got)
+	}
+	if _, err := os.Stat(after); err == nil {
+		t.Error("the command ran on after it was stopped")
+	}
+}
+
+// waitForWchan waits until process pid sleeps in the kernel function fn.
+func waitForWchan(t *testing.T, pid int, fn string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "wchan"))
+		if string(b) == fn {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d never waited in %s (last: %q)", pid, fn, b)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
