@@ -15,49 +15,17 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/api/sse"
+	"github.com/sandboxd/sandboxd/internal/agent/agenttest"
 	"github.com/sandboxd/sandboxd/internal/agent/reaper"
-	"github.com/sandboxd/sandboxd/internal/agent/spawn"
 	"github.com/sandboxd/sandboxd/internal/agent/user"
 )
 
-// The test binary doubles as the agent binary: sessions re-execute
-// /proc/self/exe as the spawn wrapper.
-func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == spawn.Arg {
-		spawn.Main(os.Args[2:])
-	}
-	// As the agent starts: under nohup, or with signals blocked, the
-	// programs the tests start would inherit them.
-	if err := spawn.StartWithDefaultSignals(); err != nil {
-		panic(err)
-	}
-	os.Exit(m.Run())
-}
-
-var (
-	reaperOnce sync.Once
-	theReaper  *reaper.Reaper
-)
-
-// testReaper is the one reaper of the test process, shared by every agent
-// the tests start: a second wait4(-1) loop would steal statuses.
-func testReaper(t testing.TB) *reaper.Reaper {
-	reaperOnce.Do(func() {
-		r, err := reaper.New(slog.New(slog.DiscardHandler))
-		if err != nil {
-			panic(err)
-		}
-		go r.Run(context.Background())
-		theReaper = r
-	})
-	return theReaper
-}
+func TestMain(m *testing.M) { agenttest.Main(m) }
 
 // testAgent is an agent served in-process on a unix socket in a temp dir.
 type testAgent struct {
@@ -87,7 +55,7 @@ func startAgent(t testing.TB, tweak ...func(*Config)) *testAgent {
 		CgroupRoot: filepath.Join(dir, "cgroup"),
 		Env:        []string{"SANDBOX_TEST_VAR=base", PrivateEnvPrefix + "SECRET=no"},
 		Version:    "test",
-		Reaper:     testReaper(t),
+		Reaper:     agenttest.Reaper(t),
 		Log:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	}
 	cfg.Sessions.KillGrace = 300 * time.Millisecond
@@ -375,7 +343,7 @@ func runViaReaper(t *testing.T, name string, args ...string) (string, int) {
 	cmd := exec.Command(name, args...)
 	cmd.Stdout = w
 	done := make(chan reaper.Status, 1)
-	_, err = testReaper(t).Start(func() (int, error) {
+	_, err = agenttest.Reaper(t).Start(func() (int, error) {
 		if err := cmd.Start(); err != nil {
 			return 0, err
 		}

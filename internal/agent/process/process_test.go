@@ -1,10 +1,8 @@
 package process
 
 import (
-	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -12,39 +10,18 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sandboxd/sandboxd/internal/agent/reaper"
-	"github.com/sandboxd/sandboxd/internal/agent/spawn"
+	"github.com/sandboxd/sandboxd/internal/agent/agenttest"
 )
 
 // The test binary doubles as the spawn wrapper: the manager re-executes
 // /proc/self/exe to start each process, as the agent does.
-func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == spawn.Arg {
-		spawn.Main(os.Args[2:])
-	}
-	// As the agent starts: under nohup, or with signals blocked, the
-	// programs the tests start would inherit them.
-	if err := spawn.StartWithDefaultSignals(); err != nil {
-		panic(err)
-	}
-	os.Exit(m.Run())
-}
-
-var testReaper *reaper.Reaper
+func TestMain(m *testing.M) { agenttest.Main(m) }
 
 // newManager makes a manager of the test's own, with the process-wide
 // reaper (there may be only one waiter on this process's children).
 func newManager(t *testing.T, cfg Config) *Manager {
 	t.Helper()
-	if testReaper == nil {
-		r, err := reaper.New(slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		go r.Run(context.Background())
-		testReaper = r
-	}
-	cfg.Reaper = testReaper
+	cfg.Reaper = agenttest.Reaper(t)
 	cfg.LogDir = filepath.Join(t.TempDir(), "logs")
 	cfg.CgroupRoot = filepath.Join(t.TempDir(), "none")
 	m, err := NewManager(cfg)

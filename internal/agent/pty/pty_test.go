@@ -3,39 +3,16 @@ package pty
 import (
 	"context"
 	"errors"
-	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/sandboxd/sandboxd/internal/agent/reaper"
-	"github.com/sandboxd/sandboxd/internal/agent/spawn"
+	"github.com/sandboxd/sandboxd/internal/agent/agenttest"
 )
 
-// The test binary doubles as the agent binary: terminals re-execute
-// /proc/self/exe as the spawn wrapper.
-func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == spawn.Arg {
-		spawn.Main(os.Args[2:])
-	}
-	// As the agent starts: under nohup, or with signals blocked, the
-	// programs the tests start would inherit them.
-	if err := spawn.StartWithDefaultSignals(); err != nil {
-		panic(err)
-	}
-	r, err := reaper.New(slog.New(slog.DiscardHandler))
-	if err != nil {
-		panic(err)
-	}
-	go r.Run(context.Background())
-	theReaper = r
-	os.Exit(m.Run())
-}
-
-var theReaper *reaper.Reaper
+func TestMain(m *testing.M) { agenttest.Main(m) }
 
 // fakeClock fires idle timers when the test says so.
 type fakeClock struct {
@@ -81,7 +58,7 @@ func (c *fakeClock) fire() int {
 
 func newManager(t *testing.T, tweak func(*Config)) *Manager {
 	t.Helper()
-	cfg := Config{Reaper: theReaper, CgroupRoot: filepath.Join(t.TempDir(), "cgroup"), HangupGrace: 500 * time.Millisecond}
+	cfg := Config{Reaper: agenttest.Reaper(t), CgroupRoot: filepath.Join(t.TempDir(), "cgroup"), HangupGrace: 500 * time.Millisecond}
 	if tweak != nil {
 		tweak(&cfg)
 	}

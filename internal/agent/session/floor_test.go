@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/agent/agenttest"
 )
 
 // BenchmarkShellFloor measures, in whatever kernel runs it, what one
@@ -291,7 +293,7 @@ func floorManager(b *testing.B) *Manager {
 		Workspace:   b.TempDir(),
 		DirectSpawn: true,
 		BaseEnv:     []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/root", "LANG=C.UTF-8", "TERM=dumb"},
-		Reaper:      sharedReaper(b),
+		Reaper:      agenttest.Reaper(b),
 		Log:         slog.New(slog.DiscardHandler),
 	})
 	if err != nil {

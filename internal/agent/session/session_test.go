@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sandboxd/sandboxd/internal/agent/agenttest"
 )
 
 // capture is an Output that keeps everything.
@@ -36,7 +38,7 @@ func newTestManager(t *testing.T, tweak ...func(*Config)) *Manager {
 		Workspace:  t.TempDir(),
 		CgroupRoot: filepath.Join(t.TempDir(), "none"),
 		BaseEnv:    []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/root", "LANG=C.UTF-8", "TERM=dumb"},
-		Reaper:     sharedReaper(t),
+		Reaper:     agenttest.Reaper(t),
 		Log:        slog.New(slog.DiscardHandler),
 		KillGrace:  200 * time.Millisecond,
 	}
