@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/sandboxd/sandboxd/internal/hostlock"
 )
@@ -53,7 +54,30 @@ func hostLocks(cfg Config, lockDir string) (func(), error) {
 		}
 		held = append(held, lock)
 	}
+	if other := overlappingPrefix(lockDir, cfg.IfacePrefix); other != "" {
+		release()
+		return nil, fmt.Errorf("the interface prefix %s (--iface-prefix) overlaps %s, which another running sandboxd uses%s: "+
+			"each daemon's firewall rules take every interface its prefix starts; give each daemon a prefix that starts no other",
+			cfg.IfacePrefix, other, holder(hostlock.Path(lockDir, "iface", other)))
+	}
 	return release, nil
+}
+
+// overlappingPrefix returns a held interface prefix other than prefix
+// that starts it or that it starts ("sb" and "sbx"), or "".
+func overlappingPrefix(lockDir, prefix string) string {
+	entries, _ := os.ReadDir(lockDir)
+	for _, e := range entries {
+		name, isIface := strings.CutPrefix(e.Name(), "iface-")
+		other, isLock := strings.CutSuffix(name, ".lock")
+		if !isIface || !isLock || other == prefix {
+			continue
+		}
+		if (strings.HasPrefix(other, prefix) || strings.HasPrefix(prefix, other)) && hostlock.Held(filepath.Join(lockDir, e.Name())) {
+			return other
+		}
+	}
+	return ""
 }
 
 func holder(path string) string {

@@ -54,3 +54,37 @@ func files(t *testing.T, dir string) []string {
 	}
 	return names
 }
+
+// TestOverlappingInterfacePrefixIsRefused: a daemon whose interface
+// prefix starts, or is started by, one another running daemon holds
+// refuses to start: its firewall rules would take the other's interfaces.
+func TestOverlappingInterfacePrefixIsRefused(t *testing.T) {
+	lockDir := t.TempDir()
+	cfg := func(prefix string) Config {
+		return Config{StateDir: t.TempDir(), RunDir: t.TempDir(), CgroupParent: "p" + prefix, IfacePrefix: prefix, NetTable: "t" + prefix}
+	}
+	release, err := hostLocks(cfg("sb"), lockDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"sbx", "s"} {
+		if _, err := hostLocks(cfg(p), lockDir); err == nil || !strings.Contains(err.Error(), "overlaps sb,") {
+			t.Errorf("prefix %s beside a running sb: %v", p, err)
+		}
+	}
+	other, err := hostLocks(cfg("sc"), lockDir)
+	if err != nil {
+		t.Errorf("prefix sc beside a running sb: %v", err)
+	} else {
+		other()
+	}
+	release()
+	if again, err := hostLocks(cfg("sbx"), lockDir); err != nil {
+		t.Errorf("prefix sbx once sb stopped: %v", err)
+	} else {
+		again()
+	}
+	if got := files(t, lockDir); len(got) != 0 {
+		t.Errorf("lock files left: %q", got)
+	}
+}
