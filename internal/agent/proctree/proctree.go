@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -39,16 +40,35 @@ type Proc struct {
 
 // Now is the current time in the clock and unit of Proc.Start: a process
 // started after a call to Now has Start >= the value it returned.
-//
-// The call is raw (it returns at once): a session calls Now on every
-// command's way, where unix.ClockGettime would wake the Go runtime's
-// monitor thread (see internal/agent/session's raw system calls).
 func Now() uint64 {
+	return uint64(bootNanos()) / (1e9 / ticksPerSecond)
+}
+
+// At is what Now returned at t, a time.Now() reading of this process:
+// Now less the time since t, on the monotonic clock Go's time.Now reads
+// through the vDSO, which costs no system call (in gVisor either, where
+// CLOCK_BOOTTIME's call is a trip through the Sentry). A session notes
+// time.Now() on every command's way and asks for At only to kill the
+// command's processes. The two clocks differ only by time the machine
+// spent suspended since t (gVisor counts none).
+func At(t time.Time) uint64 {
+	ns := bootNanos() - time.Since(t).Nanoseconds()
+	if ns <= 0 {
+		return 0
+	}
+	return uint64(ns) / (1e9 / ticksPerSecond)
+}
+
+// bootNanos reads CLOCK_BOOTTIME in nanoseconds, 0 if it cannot (which
+// filters nothing out: errs towards killing more). The call is raw (it
+// returns at once): unix.ClockGettime would wake the Go runtime's monitor
+// thread (see internal/agent/session's raw system calls).
+func bootNanos() int64 {
 	var ts unix.Timespec
 	if _, _, e := unix.RawSyscall(unix.SYS_CLOCK_GETTIME, unix.CLOCK_BOOTTIME, uintptr(unsafe.Pointer(&ts)), 0); e != 0 {
-		return 0 // filters nothing out: errs towards killing more
+		return 0
 	}
-	return uint64(ts.Nano()) / (1e9 / ticksPerSecond)
+	return ts.Nano()
 }
 
 // Descendants returns the live (non-zombie) processes below root, parents

@@ -29,7 +29,10 @@ func TestParseStat(t *testing.T) {
 	}
 }
 
-func TestNowMatchesStartTimes(t *testing.T) {
+// Now is the start time a process started now gets; At(t), asked for
+// long after t, is what Now was at t.
+func TestNowAndAtMatchStartTimes(t *testing.T) {
+	t0 := time.Now()
 	before := Now()
 	cmd := exec.Command("sleep", "10")
 	if err := cmd.Start(); err != nil {
@@ -43,6 +46,10 @@ func TestNowMatchesStartTimes(t *testing.T) {
 	}
 	if p.Start < before || p.Start > Now() {
 		t.Errorf("start %d outside [%d, %d]", p.Start, before, Now())
+	}
+	time.Sleep(5 * time.Second / ticksPerSecond)
+	if at := At(t0); at > before || at+1 < before || p.Start < at {
+		t.Errorf("At(t0) = %d; Now() at t0 was %d, the start %d", at, before, p.Start)
 	}
 }
 

@@ -14,21 +14,22 @@
 // stdin a pipe from the agent and its stdout a FIFO back to it (the status
 // FIFO). Its first line moves the pipe to a descriptor of its own, makes
 // stdin /dev/null and runs a loop, given once in its environment, that
-// reads one fixed-size frame per command from the pipe (bash: two reads of
-// `read -N`, one system call each) and evaluates a readonly text for it:
+// reads one fixed-size frame per command from the pipe (bash: one `read -N`,
+// one system call) and evaluates a readonly text for it:
 //
-//	exec >DIR/o; . DIR/cmd 2>DIR/e; __sbx_s=$?; exec >DIR/s </dev/null; printf '%s 7\n' "$__sbx_s"
+//	{ for..for.. . DIR/cmd 2>DIR/e; done; done >DIR/o; __sbx_s=$?; printf '%s %s\n' "$__sbx_s" >DIR/s 7; } </dev/null
 //
-// For every command the agent writes the command text to a file, creates
-// fresh FIFOs for stdout and stderr, and writes the frame. Sourcing runs
-// the command in the shell itself, so its state persists and `exit` exits
-// the shell. The status line (on the status FIFO, which is not open while
-// the command runs) says the command finished, with its exit code.
-// Completion never waits for EOF on the output FIFOs, because a
-// background child (`sleep 100 &`) may hold them open for ever: once the
-// status line is in, whatever the FIFOs hold is drained and the command is
-// complete. Fresh FIFOs per command keep late output of an earlier
-// command's background children out of a later command's output.
+// For every command the agent writes the command text to its file and
+// writes the frame. Sourcing runs the command in the shell itself, so its
+// state persists and `exit` exits the shell. The status line (on the
+// status FIFO, which is not open while the command runs) says the command
+// finished, with its exit code. Completion never waits for EOF on the
+// output FIFOs, because a background child (`sleep 100 &`) may hold them
+// open for ever: once the status line is in, whatever the FIFOs hold is
+// passed on and the command is complete. After the answer the FIFOs are
+// checked for such children (see settle): one a child keeps is let go
+// of, and the next command gets a fresh one, so that late output of an
+// earlier command's background children stays out of a later command's.
 package session
 
 import (

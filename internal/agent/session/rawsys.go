@@ -71,6 +71,53 @@ func rawUnlink(path string) error {
 	return nil
 }
 
+func rawPwrite(fd int, p []byte, off int64) (int, error) {
+	var ptr unsafe.Pointer
+	if len(p) > 0 {
+		ptr = unsafe.Pointer(&p[0])
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_PWRITE64, uintptr(fd), uintptr(ptr), uintptr(len(p)), uintptr(off), 0, 0)
+	if e != 0 {
+		return int(n), e
+	}
+	return int(n), nil
+}
+
+func rawFtruncate(fd int, size int64) error {
+	if _, _, e := unix.RawSyscall(unix.SYS_FTRUNCATE, uintptr(fd), uintptr(size), 0); e != 0 {
+		return e
+	}
+	return nil
+}
+
+func rawFstat(fd int) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	if _, _, e := unix.RawSyscall(unix.SYS_FSTAT, uintptr(fd), uintptr(unsafe.Pointer(&st)), 0); e != 0 {
+		return st, e
+	}
+	return st, nil
+}
+
+// rawResetAtime sets the access time of the file open at fd to 0 (the
+// epoch), leaving its modification time (futimens).
+func rawResetAtime(fd int) error {
+	ts := [2]unix.Timespec{{Sec: 0, Nsec: 0}, {Nsec: unix.UTIME_OMIT}}
+	if _, _, e := unix.RawSyscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// rawEpollWait waits up to msec milliseconds for ep's events, holding
+// the thread (see Session.waitBriefly).
+func rawEpollWait(ep int, events []unix.EpollEvent, msec int) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(msec), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
 // rawEpollPoll returns ep's ready events without waiting.
 func rawEpollPoll(ep int, events []unix.EpollEvent) (int, error) {
 	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)

@@ -47,7 +47,7 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (
 		r.fds[st] = s.outs[st].r
 	}
 	cmdPath := s.dir + "/" + cmdFile
-	if err := r.writeFile(cmdPath, []byte(cmd.Text)); err != nil {
+	if err := s.cmdFile.write(s, cmd.Text); err != nil {
 		return res, err
 	}
 	persist, newEnv, newVersion := s.pendingEnv(sh)
@@ -74,9 +74,8 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (
 	stop := context.AfterFunc(ctx, s.wake.wake)
 	defer stop()
 
-	// Anything this command starts is younger than since; see
-	// proctree.Descendants.
-	r.since = proctree.Now()
+	// Anything this command starts is younger than r.start; see
+	// runner.since.
 	r.start = time.Now()
 	if cmd.Timeout > 0 {
 		r.deadline = r.start.Add(cmd.Timeout)
@@ -89,9 +88,18 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (
 		sh.env, sh.envVersion = newEnv, newVersion
 	}
 	r.loop(ctx, cmd.Timeout)
+	res = Result{ExitCode: r.code, Duration: time.Since(r.start)}
+	s.after.pending = true
+	if r.done && r.abort == nil {
+		// The usual end: the check of the output FIFOs waits until the
+		// caller has its answer (see settle).
+		r.passRest()
+		r.handOver()
+		return res, nil
+	}
 	r.drainOutputs()
 
-	res = Result{ExitCode: r.code, Duration: time.Since(r.start)}
+	res.Duration = time.Since(r.start)
 	switch {
 	case r.abort != nil:
 		r.finishKill()
@@ -114,10 +122,11 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (
 		}
 		return res, r.abort
 	case r.done:
-		return res, nil
-	case sh.unread() > 0:
+		return res, nil // the status line and the shell's exit came together
+	case sh.unread() > 0 || s.cmdFile.neverRead():
 		// The shell died before it read this command (it was killed
-		// between commands and the reaper had not told yet).
+		// between commands and the reaper had not told yet), or before it
+		// sourced it.
 		return res, errNotDispatched
 	default: // the shell exited
 		res.ExitCode = int(sh.code.Load())
@@ -146,11 +155,13 @@ type runner struct {
 	n   uint64
 	out Output
 
-	fds  [3]int   // the output FIFOs' read ends (s.outs), indexed by Stream; -1 once let go
+	fds [3]int // the output FIFOs' read ends (s.outs), indexed by Stream; -1 once let go
+	// full: the last read of a FIFO filled the buffer, so more may be
+	// waiting in it (see passRest).
+	full [3]bool
 	made []string // files to remove afterwards
 
-	since    uint64
-	start    time.Time
+	start    time.Time // when the command was handed to the shell
 	deadline time.Time
 
 	done bool // the status line for n arrived
@@ -162,6 +173,11 @@ type runner struct {
 	lastKill    time.Time
 	shellKilled time.Time
 }
+
+// since is what proctree.Descendants takes to leave out what earlier
+// commands started: the start time of the command, asked for only when
+// its processes are killed (see proctree.At).
+func (r *runner) since() uint64 { return proctree.At(r.start) }
 
 // writeFile writes a per-command file with three system calls (open,
 // write, close): os.WriteFile would also register the descriptor with the
@@ -234,7 +250,7 @@ func (r *runner) loop(ctx context.Context, timeout time.Duration) {
 		case !r.deadline.IsZero():
 			until = r.deadline
 		}
-		nev, err := s.wait(events, until)
+		nev, err := r.next(events, until)
 		if err != nil && err != unix.EINTR {
 			s.m.cfg.Log.Error("epoll wait failed; killing the session's shell", "session", s.id, "err", err)
 			r.startAbort(fmt.Errorf("waiting for the command: %w", err), false)
@@ -253,6 +269,20 @@ func (r *runner) loop(ctx context.Context, timeout time.Duration) {
 			}
 		}
 	}
+}
+
+// next waits for the session's events until until (zero: no limit): for
+// the command's first briefWait in system calls of its own, then in the
+// runtime's poller (see Session.waitBriefly).
+func (r *runner) next(events []unix.EpollEvent, until time.Time) (int, error) {
+	brief := r.start.Add(briefWait)
+	if r.abort != nil || !time.Now().Before(brief) {
+		return r.s.wait(events, until)
+	}
+	if until.IsZero() || brief.Before(until) {
+		until = brief
+	}
+	return r.s.waitBriefly(events, until)
 }
 
 func (r *runner) startAbort(why error, timedOut bool) {
@@ -278,7 +308,7 @@ func (r *runner) kill() {
 		return
 	}
 	if now.Sub(r.abortAt) < r.s.m.cfg.KillGrace {
-		proctree.Kill(r.sh.pid, r.since)
+		proctree.Kill(r.sh.pid, r.since())
 		return
 	}
 	r.killShell(now)
@@ -329,7 +359,7 @@ func catches(pid int, sig int) bool {
 func (r *runner) killShell(now time.Time) {
 	r.sh.signal(syscall.SIGSTOP)
 	for range 50 {
-		if n, _ := proctree.Kill(r.sh.pid, r.since); n == 0 {
+		if n, _ := proctree.Kill(r.sh.pid, r.since()); n == 0 {
 			break
 		}
 		time.Sleep(2 * time.Millisecond)
@@ -347,7 +377,7 @@ func (r *runner) finishKill() {
 		return // the shell and everything below it were killed
 	}
 	for range 500 {
-		if n, err := proctree.Kill(r.sh.pid, r.since); err != nil || n == 0 {
+		if n, err := proctree.Kill(r.sh.pid, r.since()); err != nil || n == 0 {
 			return
 		}
 		time.Sleep(2 * time.Millisecond)
@@ -366,6 +396,7 @@ func (r *runner) readOutput(st Stream) {
 	}
 	for {
 		n, err := rawRead(fd, r.s.buf)
+		r.full[st] = n == len(r.s.buf)
 		switch {
 		case n > 0:
 			r.pass(st, r.s.buf[:n])
@@ -521,11 +552,226 @@ func (r *runner) drainOutputs() {
 	}
 }
 
-// cleanup removes the command's files (the command text and per-call
-// environment may be secret).
+// passRest passes on what the command wrote before its status line and
+// the loop has not read yet. A FIFO holding unread data is in every epoll
+// batch (level-triggered), so it was in the status line's too, whose
+// events were all handled: the loop read it then, and only a read that
+// filled the buffer may have left more behind. The agent's own write
+// ends stay open: whether anything else still writes to the FIFOs is
+// settled after the answer (see settle).
+func (r *runner) passRest() {
+	for _, st := range []Stream{Stdout, Stderr} {
+		if r.fds[st] >= 0 && r.full[st] {
+			r.drainOutput(st) // ends at EAGAIN: the agent's write end is open
+		}
+	}
+}
+
+// handOver leaves the check of the output FIFOs still in use to the
+// session's settling, which runs once the caller has its answer.
+func (r *runner) handOver() {
+	for _, st := range []Stream{Stdout, Stderr} {
+		r.s.after.check[st] = r.fds[st] >= 0
+	}
+}
+
+// cleanup removes the command's text and its files (the text, per-call
+// environment and stdin may be secret) before the caller has its answer.
 func (r *runner) cleanup() {
+	r.s.cmdFile.clear(r.s)
 	for _, p := range r.made {
 		rawUnlink(p)
+	}
+}
+
+// settle does what the last command left for after its caller had the
+// answer: on gVisor every system call is a trip through the Sentry, and
+// these were six on the way of every command's answer. Called with the
+// turn held, before the next command.
+//
+// For each output FIFO the command used, the agent closes its own write
+// end and reads: end of file means nothing but the shell wrote to it, and
+// it serves the next command (the agent's write end is opened again);
+// data or EAGAIN means a background child of the command still holds it
+// (`server &`): it goes to the drainer and the next command gets a fresh
+// one. What is read here was written after the command's status line, by
+// such a child, and belongs to no command. Then the command file is
+// checked (see commandFile).
+func (s *Session) settle() {
+	a := &s.after
+	for _, st := range []Stream{Stdout, Stderr} {
+		if a.check[st] {
+			s.checkWriters(st)
+		}
+	}
+	s.cmdFile.check(s)
+	*a = afterCommand{}
+}
+
+// afterCommand is what settle has to do.
+type afterCommand struct {
+	pending bool    // a command ran
+	check   [3]bool // output FIFOs, by Stream, to check for writers
+}
+
+// checkWriters is settle's check of output FIFO st.
+func (s *Session) checkWriters(st Stream) {
+	o := &s.outs[st]
+	if o.r < 0 {
+		return
+	}
+	o.closeHold()
+	if s.writersLeft(o.r) {
+		o.letGo(s, st, true)
+		return
+	}
+	if err := o.openHold(s, st); err != nil {
+		s.m.cfg.Log.Warn("cannot keep the output FIFO; the next command gets a fresh one", "session", s.id, "err", err)
+		o.letGo(s, st, false)
+	}
+}
+
+// writersLeft reads FIFO fd, whose agent's write end is closed, to its
+// end of file and reports whether it did not get there: something still
+// writes to it (EAGAIN, or data without end), or the read failed. What it
+// reads is dropped. Bounded: a writer that never stops is not waited out.
+func (s *Session) writersLeft(fd int) bool {
+	for range 16 {
+		n, err := rawRead(fd, s.buf)
+		switch {
+		case n > 0, err == unix.EINTR:
+		case n == 0 && err == nil:
+			return false
+		default:
+			return true
+		}
+	}
+	return true
+}
+
+// commandFile is the session's DIR/cmd, which the shell sources: made
+// once and kept open, each command's text written at its start and
+// truncated away at its end, before the answer (the text may be secret).
+// Making, writing, closing and removing a file per command were four
+// system calls on every command's way, each a trip through gVisor's
+// Sentry; these are two. The settling makes a new one when the file was
+// removed or replaced (by user code: its directory is the session
+// user's), so that the shell never sources a file the agent does not
+// write.
+//
+// The file's access time also tells whether a shell that died during a
+// command had begun it: the settling sets it to 0, and a read (the
+// shell's `.`) sets it to the time of the read. A shell killed while it
+// waits for a frame may still take one that arrives before it dies
+// (shell.unread is then 0): it never read the file, and the command may
+// run in a fresh shell. Only on a filesystem seen to keep access times
+// (atime): on one that does not (noatime) the time stays 0, and such a
+// command is reported as ended with its shell, as it was before the
+// frame came in one read.
+type commandFile struct {
+	fd int // -1: none made
+	// atime: this file's access time was seen to change on a read;
+	// armed: it was 0 when the last command's text was written.
+	atime, reset, armed bool
+}
+
+// write writes a command's text, making the file first if there is none.
+func (f *commandFile) write(s *Session, text string) error {
+	if f.fd < 0 {
+		if err := f.create(s); err != nil {
+			return err
+		}
+	}
+	f.armed, f.reset = f.atime && f.reset, false
+	data := []byte(text)
+	for off := int64(0); len(data) > 0; {
+		n, err := rawPwrite(f.fd, data, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("writing %s/%s: %w", s.dir, cmdFile, err)
+		}
+		data, off = data[n:], off+int64(n)
+	}
+	return nil
+}
+
+// create makes the file, empty and the session user's; never through a
+// link, and always a new one.
+func (f *commandFile) create(s *Session) error {
+	path := s.dir + "/" + cmdFile
+	const flags = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_CLOEXEC | unix.O_NOFOLLOW
+	fd, err := rawOpen(path, flags, 0o600)
+	if err == unix.EEXIST { // put there by user code, or left by an agent before this one
+		rawUnlink(path)
+		fd, err = rawOpen(path, flags, 0o600)
+	}
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	if s.acct != nil {
+		if err := unix.Fchown(fd, s.acct.UID, s.acct.GID); err != nil {
+			rawClose(fd)
+			rawUnlink(path)
+			return fmt.Errorf("giving %s to the session user: %w", path, err)
+		}
+	}
+	f.fd = fd
+	f.reset = rawResetAtime(fd) == nil
+	return nil
+}
+
+// clear truncates the file to nothing; if that fails, the file is let go
+// of and removed.
+func (f *commandFile) clear(s *Session) {
+	if f.fd >= 0 && rawFtruncate(f.fd, 0) != nil {
+		f.remove(s)
+	}
+}
+
+// check is the settling's: it lets go of the file if it is no longer at
+// its path (its last link was removed, or another file renamed over it),
+// so that the next command makes a new one; otherwise it notes whether
+// the last command's read set the access time, and sets it to 0 again.
+func (f *commandFile) check(s *Session) {
+	if f.fd < 0 {
+		return
+	}
+	st, err := rawFstat(f.fd)
+	if err != nil || st.Nlink == 0 {
+		rawClose(f.fd)
+		f.fd = -1
+		return
+	}
+	f.reset = true
+	if st.Atim.Nano() != 0 {
+		f.atime = true
+		f.reset = rawResetAtime(f.fd) == nil
+	}
+}
+
+// neverRead reports whether the shell certainly did not read the file
+// since the last command's text was written to it.
+func (f *commandFile) neverRead() bool {
+	if f.fd < 0 || !f.armed {
+		return false
+	}
+	st, err := rawFstat(f.fd)
+	return err == nil && st.Atim.Nano() == 0
+}
+
+func (f *commandFile) remove(s *Session) {
+	rawClose(f.fd)
+	rawUnlink(s.dir + "/" + cmdFile)
+	f.fd = -1
+}
+
+// close releases the file when the session ends.
+func (f *commandFile) close() {
+	if f.fd >= 0 {
+		rawClose(f.fd)
+		f.fd = -1
 	}
 }
 

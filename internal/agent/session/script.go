@@ -61,7 +61,7 @@ func frameFD(bash bool) int {
 
 // frameLen is the length of a frame: a variant letter, the command's
 // number in 15 digits, and a newline (which the /bin/sh fallback reads
-// lines by; bash reads the letter, then the rest, one system call each).
+// lines by; bash reads the whole frame in one system call).
 const frameLen = 17
 
 // quote makes s one shell word.
@@ -169,18 +169,20 @@ func dispatchLoop(dir string, bash bool) string {
 	// Stdout (the status FIFO) and stdin are closed once "ready" is out:
 	// see dispatchVariants.
 	b.WriteString("; command printf 'ready\\n'; command exec >&- <&-; while :; do ")
-	// The number: the frame less its letter and newline.
-	number := `"${__sbx_f%?}"`
 	if bash {
-		// The letter and the rest in two reads: a shell killed while it
-		// waits can still take what arrives before it dies, and it must
-		// leave most of the frame unread (see shell.unread).
-		fmt.Fprintf(&b, `command read -r -N 1 -u %d __sbx_v || { if command test "$?" -gt 128; then continue; fi; command exit 0; }; `, frameFD(bash))
-		fmt.Fprintf(&b, `command read -r -N %d -u %d __sbx_f || command exit 0; `, frameLen-1, frameFD(bash))
-		b.WriteString(`case $__sbx_v in `)
+		// The whole frame in one read (one system call). A shell killed
+		// while it waits can still take a frame that arrives before it
+		// dies; the agent then tells a command that never ran from one
+		// that did by whether the command file was read (see
+		// commandFile.neverRead).
+		fmt.Fprintf(&b, `command read -r -N %d -u %d __sbx_f || { if command test "$?" -gt 128; then continue; fi; command exit 0; }; `, frameLen, frameFD(bash))
 	} else {
 		fmt.Fprintf(&b, `IFS= command read -r __sbx_f <&%d || { if command test "$?" -gt 128; then continue; fi; command exit 0; }; `, frameFD(bash))
-		b.WriteString(`case $__sbx_f in `)
+	}
+	b.WriteString(`case $__sbx_f in `)
+	// The number: the frame less its letter (and, read whole, newline).
+	number := fmt.Sprintf(`"${__sbx_f:1:%d}"`, frameLen-2)
+	if !bash {
 		number = `"${__sbx_f#?}"` // a line: the letter, no newline
 	}
 	for _, v := range []byte("cwij") {
@@ -188,11 +190,7 @@ func dispatchLoop(dir string, bash bool) string {
 		if v == 'i' || v == 'j' {
 			suffix = "$__sbx_zi"
 		}
-		pattern := string(v)
-		if !bash {
-			pattern += "*"
-		}
-		fmt.Fprintf(&b, `%s) command eval "$%s" %s "%s" ;; `, pattern, dispatchVar(v), number, suffix)
+		fmt.Fprintf(&b, `%c*) command eval "$%s" %s "%s" ;; `, v, dispatchVar(v), number, suffix)
 	}
 	b.WriteString("*) command exit 70 ;; esac; done; command exit 71\n")
 	return b.String()

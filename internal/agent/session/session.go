@@ -130,6 +130,10 @@ type Session struct {
 	// outs are the output FIFOs DIR/o and DIR/e, indexed by Stream, kept
 	// from one command to the next (see outFIFO).
 	outs [3]outFIFO
+	// cmdFile is DIR/cmd, made ahead for the next command.
+	cmdFile commandFile
+	// after is what the last command left for after its answer (settle).
+	after afterCommand
 
 	// shMu guards sh for readers that do not hold the turn (close).
 	shMu sync.Mutex
@@ -172,15 +176,16 @@ func newSession(m *Manager, id string, o Options, acct *user.Account) (*Session,
 	}
 	s := &Session{
 		m: m, id: id, opts: o, acct: acct, dir: dir, created: time.Now().UTC(),
-		env:    envState{session: Layer{}},
-		turn:   make(chan struct{}, 1),
-		closed: make(chan struct{}),
-		ep:     ep,
-		epf:    epf,
-		epw:    epw,
-		wake:   w,
-		buf:    make([]byte, 64<<10),
-		outs:   [3]outFIFO{{-1, -1}, {-1, -1}, {-1, -1}},
+		env:     envState{session: Layer{}},
+		turn:    make(chan struct{}, 1),
+		closed:  make(chan struct{}),
+		ep:      ep,
+		epf:     epf,
+		epw:     epw,
+		wake:    w,
+		buf:     make([]byte, 64<<10),
+		outs:    [3]outFIFO{{-1, -1}, {-1, -1}, {-1, -1}},
+		cmdFile: commandFile{fd: -1},
 	}
 	s.turn <- struct{}{}
 	return s, nil
@@ -261,7 +266,7 @@ func (t *Ticket) Exec(ctx context.Context, cmd Command, out Output) (Result, err
 	case <-ctx.Done():
 		return Result{}, &AbortError{Cause: context.Cause(ctx)}
 	}
-	defer func() { s.turn <- struct{}{} }()
+	defer s.handBack()
 	select {
 	case <-s.closed:
 		return Result{}, ErrClosed
@@ -289,6 +294,23 @@ func (t *Ticket) Exec(ctx context.Context, cmd Command, out Output) (Result, err
 		}
 		return res, err
 	}
+}
+
+// handBack gives the turn back. When the command left work for after its
+// answer (see settle), a goroutine does it first, holding the turn, so
+// that the caller's answer goes out before it (with one processor, as in
+// a gVisor sandbox of one CPU, the goroutine runs once the caller waits
+// for its next request); the next command waits for it as for any
+// command before it.
+func (s *Session) handBack() {
+	if !s.after.pending {
+		s.turn <- struct{}{}
+		return
+	}
+	go func() {
+		s.settle()
+		s.turn <- struct{}{}
+	}()
 }
 
 // Warm starts the session's shell now (if it has none), so that the first
@@ -416,6 +438,7 @@ func (s *Session) close() {
 		for st := range s.outs {
 			s.outs[st].close(s.ep)
 		}
+		s.cmdFile.close()
 		s.epf.Close()
 		s.wake.close()
 		os.RemoveAll(s.dir)
@@ -511,6 +534,34 @@ func (s *Session) wait(events []unix.EpollEvent, deadline time.Time) (n int, err
 		return 0, err
 	}
 	return max(n, 0), werr
+}
+
+// briefWait is how long after handing a command to the shell the agent
+// waits for it in system calls that keep its thread and the Go runtime's
+// processor (see waitBriefly).
+const briefWait = 5 * time.Millisecond
+
+// waitBriefly waits for the session's events in a raw epoll_pwait on its
+// own epoll instance, until deadline (which is at most briefWait after
+// the command began); later waits are in the runtime's poller (wait).
+// Parking the goroutine there and waking it costs the agent four system
+// calls more on every command's way: a poll before the wait, net/http's
+// background read of the caller's connection, and the scheduler's
+// non-blocking and blocking netpoll, each a trip through gVisor's Sentry
+// on the sandbox's CPU, which the shell needs at that moment. Short
+// commands (builtins, quick scripts) end within it; the rest of the agent
+// (other calls, streams, the reaper) waits at most briefWait for the
+// processor. n is 0 when the time passed or a signal came.
+func (s *Session) waitBriefly(events []unix.EpollEvent, deadline time.Time) (n int, err error) {
+	left := time.Until(deadline)
+	if left <= 0 {
+		return 0, nil
+	}
+	n, err = rawEpollWait(s.ep, events, int((left+time.Millisecond-1)/time.Millisecond))
+	if err == unix.EINTR {
+		return 0, nil
+	}
+	return max(n, 0), err
 }
 
 func epollAdd(ep, fd int, events uint32) error {

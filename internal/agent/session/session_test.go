@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -162,6 +163,52 @@ func TestShellKilledBetweenCommands(t *testing.T) {
 	}
 }
 
+// TestShellDiedWithTheFrameUnsourced: a shell killed while it waits can
+// still take a frame that arrives before it dies (here the test takes it
+// from the pipe, the shell stopped). It never read the command file, so
+// the command never ran and runs in a fresh shell.
+func TestShellDiedWithTheFrameUnsourced(t *testing.T) {
+	m := newTestManager(t)
+	s, _ := m.Get(Default)
+	mustRun(t, s, Command{Text: "true"}) // the first command shows the access time kept
+	mustRun(t, s, Command{Text: "true"})
+	s.shMu.Lock()
+	sh := s.sh
+	s.shMu.Unlock()
+	syscall.Kill(sh.pid, syscall.SIGSTOP)
+	// Stopped for sure: a shell still in its read when the frame came
+	// would take it before it stopped.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(procState(sh.pid), ") T "); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the shell did not stop")
+		}
+	}
+	got := make(chan string, 1)
+	go func() { got <- mustRunErr(s, Command{Text: "echo alive"}) }()
+	for deadline := time.Now().Add(10 * time.Second); sh.unread() < frameLen; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no frame was sent")
+		}
+	}
+	frame := make([]byte, frameLen)
+	if n, err := syscall.Read(sh.inPeek, frame); n != frameLen || err != nil {
+		t.Fatalf("taking the frame: %d %v", n, err)
+	}
+	syscall.Kill(sh.pid, syscall.SIGKILL)
+	if out := <-got; out != "alive\n" {
+		t.Errorf("got %q, want the command run in a fresh shell", out)
+	}
+}
+
+// mustRunErr runs cmd and returns its stdout, or the error's text.
+func mustRunErr(s *Session, cmd Command) string {
+	c := &capture{}
+	if _, err := s.Exec(context.Background(), cmd, c); err != nil {
+		return err.Error()
+	}
+	return c.stdout.String()
+}
+
 func TestSpawnFailureIsReported(t *testing.T) {
 	m := newTestManager(t, func(c *Config) {
 		c.CgroupRoot = t.TempDir()
@@ -218,4 +265,10 @@ func TestValidID(t *testing.T) {
 			t.Errorf("ValidID(%q) = %v", id, !want)
 		}
 	}
+}
+
+// procState is /proc/PID/stat: "PID (COMM) STATE ...".
+func procState(pid int) string {
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	return string(b)
 }
