@@ -58,7 +58,11 @@ func startAgent(t testing.TB, tweak ...func(*Config)) *testAgent {
 		Reaper:     agenttest.Reaper(t),
 		Log:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	}
-	cfg.Sessions.KillGrace = 300 * time.Millisecond
+	// The grace is the shell's time to unwind a stopped command (a trap,
+	// then a return per function or sourced file): bounded work, but at
+	// load 25 on two vCPUs it took the shell more than 300 ms, and the
+	// tests that expect the session's state kept then saw it killed.
+	cfg.Sessions.KillGrace = 2 * time.Second
 	for _, f := range tweak {
 		f(&cfg)
 	}
