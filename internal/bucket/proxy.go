@@ -155,6 +155,11 @@ func (p *EgressProxy) Env() []string {
 // Close stops the proxy; tunnels in flight are cut.
 func (p *EgressProxy) Close() error {
 	err := p.srv.Close()
+	// The server closes only the listeners Serve has begun with: a Close
+	// right after the start, before Serve's goroutine ran, left the port
+	// bound until it did, and a proxy started again at once found its
+	// port taken.
+	p.ln.Close()
 	p.mu.Lock()
 	p.closed = true
 	for c := range p.open {
