@@ -86,7 +86,15 @@ type forkServer struct {
 // of file on .mid), so that it is the agent's before it runs anything;
 // then it opens its stdout and stderr and the .cmd FIFO, and waits there
 // for its stdin's path (the .in FIFO, or /dev/null) and its command, each
-// ended by NUL; it opens its stdin and evaluates the command, unless its
+// ended by NUL. Those opens by path never wait for the agent: an open of
+// one end of a FIFO blocks until the other end is open, and an agent
+// killed before them (a test's agent on the host; in a sandbox the
+// process dies with the agent's PID namespace) would leave the process
+// waiting for ever. So it first opens each FIFO read-write (which never
+// blocks) on the descriptor the open by path then replaces, or closes
+// once the path is open: its own end is the other end at the moment of
+// that open, and then the agent's alone, whose end of file or broken pipe
+// ends the process if the agent is gone; it opens its stdin and evaluates the command, unless its
 // stdout is not the FIFO. A process whose FIFOs the agent removed (it gave
 // up on it) cannot open them (only root may create files in their
 // directory) and exits without running anything. The variable names start
@@ -95,8 +103,9 @@ type forkServer struct {
 const forkServerScript = `printf 'sandboxd-fork-server\n'; exec 5>&1 </dev/null >/dev/null 2>&1
 while IFS= read -r -d '' __sandboxd_fifo <&4; do
 (set -m; exec 6<>"$__sandboxd_fifo.mid"
-(set +m; exec 4<&- 5>&- 6<"$__sandboxd_fifo.mid"; read -r -u 6 __sandboxd_mid || :
-exec 6<&- 7<"$__sandboxd_fifo.cmd" >"$__sandboxd_fifo.out" 2>"$__sandboxd_fifo.err" || exit 1
+(set +m; exec 4<&- 5>&- 6<"$__sandboxd_fifo.mid" 7<>"$__sandboxd_fifo.cmd" 8<>"$__sandboxd_fifo.out" 9<>"$__sandboxd_fifo.err" || exit 1
+read -r -u 6 __sandboxd_mid || :
+exec 6<&- 7<"$__sandboxd_fifo.cmd" >"$__sandboxd_fifo.out" 2>"$__sandboxd_fifo.err" 8>&- 9>&- || exit 1
 IFS= read -r -d '' -u 7 __sandboxd_in && IFS= read -r -d '' -u 7 __sandboxd_cmd || exit 1
 exec 7<&- <"$__sandboxd_in"; [ -p /dev/fd/1 ] || exit 1
 eval "unset __sandboxd_fifo __sandboxd_in __sandboxd_cmd __sandboxd_mid; $__sandboxd_cmd") &
