@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sandboxd/sandboxd/client"
 )
 
@@ -49,11 +51,25 @@ func StartGateway(t testing.TB, kubeconfig, tokenFile, addr string) *exec.Cmd {
 			conn.Close()
 			return cmd
 		}
-		if time.Now().After(deadline) || !alive(cmd) {
-			t.Fatalf("the gateway did not start listening on %s:\n%s", addr, log.String())
+		if exitedYet(cmd) {
+			t.Fatalf("the gateway exited before it listened on %s:\n%s", addr, log.String())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway did not start listening on %s within 30s:\n%s", addr, log.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// exitedYet reports whether cmd's process has exited, without waiting for
+// it (its caller does): a zombie still takes signals, so Signal(0) cannot
+// tell.
+func exitedYet(cmd *exec.Cmd) bool {
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_PID, cmd.Process.Pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	// With WNOHANG and no exit to report, the kernel leaves si_signo 0;
+	// an exit reports SIGCHLD.
+	return err != nil || info.Signo != 0
 }
 
 // FreeAddr returns a loopback address with a port free at the time of the

@@ -68,6 +68,9 @@ type Daemon struct {
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
+	// exited is closed once cmd was waited for: the daemon's one waiter
+	// (see waitFor), which every wait for its end shares.
+	exited chan struct{}
 }
 
 // SkipUnlessRoot skips t when it cannot create namespaces, mounts and
@@ -136,8 +139,9 @@ func (d *Daemon) start(t testing.TB) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := waitFor(cmd)
 	d.mu.Lock()
-	d.cmd = cmd
+	d.cmd, d.exited = cmd, exited
 	d.mu.Unlock()
 	addr := d.args[slicesIndex(d.args, "--listen")+1]
 	d.URL = "http://" + addr
@@ -150,10 +154,14 @@ func (d *Daemon) start(t testing.TB) {
 				break
 			}
 		}
-		if cmd.ProcessState != nil || time.Now().After(deadline) || !alive(cmd) {
-			t.Fatalf("sandboxd did not start:\n%s", d.Logs())
+		select {
+		case <-exited:
+			t.Fatalf("sandboxd exited before it listened (%v):\n%s", cmd.ProcessState, d.Logs())
+		case <-time.After(10 * time.Millisecond):
 		}
-		time.Sleep(10 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatalf("sandboxd did not start within 30s:\n%s", d.Logs())
+		}
 	}
 	c, err := client.New(d.URL, client.WithToken(d.Token))
 	if err != nil {
@@ -196,7 +204,18 @@ func prefixHeld(p string) bool {
 	return false
 }
 
-func alive(cmd *exec.Cmd) bool { return cmd.Process.Signal(syscall.Signal(0)) == nil }
+// waitFor starts the one wait for cmd's end and returns a channel closed
+// after it. A process that exited is a zombie until it is waited for, and
+// a zombie still takes signals: Signal(0) cannot tell it from a running
+// one (a daemon that failed at once was waited for 30 s).
+func waitFor(cmd *exec.Cmd) chan struct{} {
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	return exited
+}
 
 // Logs returns what the daemon has logged so far.
 func (d *Daemon) Logs() string { return d.log.String() }
@@ -210,20 +229,18 @@ func (d *Daemon) Kill(t testing.TB) { d.signal(t, syscall.SIGKILL) }
 func (d *Daemon) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
 	d.mu.Lock()
-	cmd := d.cmd
+	cmd, exited := d.cmd, d.exited
 	d.cmd = nil
 	d.mu.Unlock()
 	if cmd == nil {
 		return
 	}
 	cmd.Process.Signal(sig)
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-exited:
 	case <-time.After(20 * time.Second):
 		cmd.Process.Kill()
-		<-done
+		<-exited
 		t.Errorf("sandboxd did not stop within 20s of %v", sig)
 	}
 }
@@ -249,17 +266,17 @@ func (d *Daemon) SetEnv(env ...string) { d.env = env }
 // failpoint) and reports whether it did.
 func (d *Daemon) Exited(limit time.Duration) bool {
 	d.mu.Lock()
-	cmd := d.cmd
+	cmd, exited := d.cmd, d.exited
 	d.mu.Unlock()
 	if cmd == nil {
 		return true
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-exited:
 		d.mu.Lock()
-		d.cmd = nil
+		if d.cmd == cmd {
+			d.cmd = nil
+		}
 		d.mu.Unlock()
 		return true
 	case <-time.After(limit):
