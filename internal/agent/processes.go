@@ -103,23 +103,22 @@ func (s *server) startRequested(w http.ResponseWriter, r *http.Request) (*proces
 		cwd = sess.Cwd()
 	}
 	s.pids.Check()
-	// Its record must outlive an agent crash from the answer on: it is
-	// saved while the process starts (its first record says starting), and
-	// a process whose record could not be saved is killed and forgotten.
-	saved := make(chan *api.Error, 1)
 	p, err := s.processes.Start(r.Context(), process.StartOptions{
 		ID: req.ProcessID, Command: req.Command, Env: sess.Environ(acct, req.Env), Cwd: cwd,
 		SessionID: req.SessionID, Account: acct, AutoCleanup: req.AutoCleanup, Login: req.Login,
 		Timeout: time.Duration(req.Timeout) * time.Millisecond, CloseStdin: req.CloseStdin,
-		Registered: func() { go func() { saved <- s.saveFast() }() },
 	})
 	if err != nil {
 		writeError(w, s.apiError(err))
 		return nil, false
 	}
-	if e := <-saved; e != nil {
+	// Its record must outlive an agent crash from the answer on: it is
+	// saved once the process runs (the save costs the command nothing
+	// before it runs), and a process whose record could not be saved is
+	// killed and forgotten.
+	if err := s.state.saveStart(p.Info()); err != nil {
 		s.processes.Remove(p.ID())
-		writeError(w, e)
+		writeError(w, s.saveError(err))
 		return nil, false
 	}
 	return p, true

@@ -137,12 +137,6 @@ func (s *server) saveNow() *api.Error {
 	return s.saveError(s.state.save())
 }
 
-// saveFast is saveNow for a change that must survive an agent crash but
-// need not wait for an fsync (see stateStore.saveFast): a process start.
-func (s *server) saveFast() *api.Error {
-	return s.saveError(s.state.saveFast())
-}
-
 func (s *server) saveError(err error) *api.Error {
 	if err == nil {
 		return nil

@@ -217,10 +217,6 @@ type StartOptions struct {
 	// agent; any other has its pipe's write end closed before Start
 	// returns.
 	CloseStdin bool
-	// Registered, when set, is called once the process's record is in
-	// the registry, before the process starts: the agent saves its state
-	// meanwhile, while the process starts.
-	Registered func()
 }
 
 // Info is a process's record.
@@ -341,9 +337,6 @@ func (m *Manager) Start(ctx context.Context, o StartOptions) (*Proc, error) {
 	m.mu.Unlock()
 	for _, old := range evicted {
 		old.removeFiles()
-	}
-	if o.Registered != nil {
-		o.Registered()
 	}
 	p.start(o)
 	if o.CloseStdin {
