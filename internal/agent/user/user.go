@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -58,7 +59,36 @@ type DB struct {
 	// HomeRoot is where new home directories go; default /home.
 	HomeRoot string
 
-	mu sync.Mutex // serialises edits of the files
+	mu sync.Mutex // serialises edits of the files; guards the cache
+	// The accounts of passwd as last read (the first line of each name),
+	// and what stat said of the file just before: a lookup of an existing
+	// account by name (every process start as a user) reads and parses
+	// the file again only when it changed.
+	known   map[string]Account
+	knownAt passwdStamp
+}
+
+// passwdStamp is what stat says of passwd; ok is false when it cannot be
+// trusted to change with the file.
+type passwdStamp struct {
+	ok                 bool
+	dev, ino           uint64
+	size, mtime, ctime int64
+}
+
+// stampSlack is how old a change must be for a stamp to be trusted: the
+// kernel stamps times from a coarse clock, so a file rewritten in place
+// twice within one tick, at the same size, keeps its stamp.
+const stampSlack = time.Second
+
+func stampOf(path string) passwdStamp {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return passwdStamp{}
+	}
+	changed := time.Unix(0, max(st.Mtim.Nano(), st.Ctim.Nano()))
+	return passwdStamp{ok: time.Since(changed) > stampSlack, dev: st.Dev, ino: st.Ino, size: st.Size,
+		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
 }
 
 // Ensure returns the account name, creating it (with a group of the same
@@ -99,11 +129,20 @@ func (db *DB) ensure(name string, want int) (Account, error) {
 	if homeRoot == "" {
 		homeRoot = "/home"
 	}
-	passwd, err := readLines(filepath.Join(etc, "passwd"))
+	passwdPath := filepath.Join(etc, "passwd")
+	stamp := stampOf(passwdPath)
+	if want < 0 && stamp.ok && stamp == db.knownAt {
+		if acct, ok := db.known[name]; ok {
+			return acct, nil
+		}
+	}
+	passwd, err := readLines(passwdPath)
 	if err != nil {
 		return Account{}, err
 	}
+	db.known, db.knownAt = map[string]Account{}, stamp
 	usedUID := map[int]bool{}
+	var found *Account
 	for _, line := range passwd {
 		f := strings.Split(line, ":")
 		if len(f) < 7 {
@@ -114,10 +153,17 @@ func (db *DB) ensure(name string, want int) (Account, error) {
 		if err1 != nil || err2 != nil {
 			continue
 		}
-		if f[0] == name || (want >= 0 && uid == want) {
-			return Account{Name: f[0], UID: uid, GID: gid, Home: f[5]}, nil
+		acct := Account{Name: f[0], UID: uid, GID: gid, Home: f[5]}
+		if _, seen := db.known[acct.Name]; !seen {
+			db.known[acct.Name] = acct
+		}
+		if found == nil && (f[0] == name || (want >= 0 && uid == want)) {
+			found = &acct
 		}
 		usedUID[uid] = true
+	}
+	if found != nil {
+		return *found, nil
 	}
 	group, err := readLines(filepath.Join(etc, "group"))
 	if err != nil {

@@ -3,6 +3,7 @@ package user
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -110,5 +111,38 @@ func TestEnsureUIDFindsOrMakesTheAccount(t *testing.T) {
 	os.WriteFile(filepath.Join(etc, "passwd"), []byte("u3000:x:3001:3001::/home/u3000:/bin/sh\n"), 0o644)
 	if _, err := db.EnsureUID(3000); err == nil {
 		t.Error("EnsureUID(3000) succeeded though u3000 has ID 3001")
+	}
+}
+
+// TestEnsureSeesPasswdChange: a lookup reads passwd again after any
+// change, also a rewrite in place at the same size just after a lookup
+// (within the coarse clock's tick, its stamp is not trusted), and a file
+// replaced by another.
+func TestEnsureSeesPasswdChange(t *testing.T) {
+	etc := t.TempDir()
+	passwd := filepath.Join(etc, "passwd")
+	write := func(uid string) {
+		t.Helper()
+		f, err := os.OpenFile(passwd, os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString("root:x:0:0:root:/root:/bin/bash\nbob:x:" + uid + ":" + uid + "::/home/bob:/bin/sh\n")
+		f.Close()
+	}
+	db := &DB{Etc: etc}
+	for _, uid := range []string{"1001", "1002", "1003"} {
+		write(uid)
+		for range 2 {
+			a, err := db.Ensure("bob")
+			if err != nil || strconv.Itoa(a.UID) != uid {
+				t.Fatalf("Ensure(bob) = %+v, %v; want user ID %s", a, err, uid)
+			}
+		}
+	}
+	os.Remove(passwd)
+	write("1004")
+	if a, err := db.Ensure("bob"); err != nil || a.UID != 1004 {
+		t.Fatalf("after a new file: Ensure(bob) = %+v, %v; want user ID 1004", a, err)
 	}
 }
