@@ -18,6 +18,11 @@ import (
 // and beside the same work (a login process of true and its log stream)
 // through sandboxd's process API, from the same Node process, and Sandbox.create to the first command's
 // result with a warm pool of one (refilled outside the measurement).
+// Those three are sent back to back (a command's fork ahead of the next
+// process lands on the calls after it); each is also measured settled
+// (the "-settled" metrics): before each, untimed, the agent has its next
+// login process forked ahead and 100 ms to settle, as when a program's
+// commands come seconds apart.
 // With BENCH_BASELINE_BIN_DIR=DIR (a directory holding another build's
 // sandboxd and sandbox-agent, say main's before a change), a daemon of
 // that build is measured too, sample by sample in turn with this one's,
@@ -36,13 +41,15 @@ func BenchmarkE2B(b *testing.B) {
 			Name  string `json:"name"`
 			URL   string `json:"url"`
 			Token string `json:"token"`
+			// RunDir holds the daemon's agent sockets (settling).
+			RunDir string `json:"runDir"`
 		}
 		d := testdaemon.Start(b, testdaemon.Options{Args: args})
-		targets := []target{{"", d.URL, d.Token}}
+		targets := []target{{"", d.URL, d.Token, d.RunDir}}
 		if base := os.Getenv("BENCH_BASELINE_BIN_DIR"); base != "" {
 			bd := testdaemon.Start(b, testdaemon.Options{Binary: filepath.Join(base, "sandboxd"),
 				Args: append(args, "--agent", filepath.Join(base, "sandbox-agent"))})
-			targets = append(targets, target{"baseline", bd.URL, bd.Token})
+			targets = append(targets, target{"baseline", bd.URL, bd.Token, bd.RunDir})
 		}
 		list, _ := json.Marshal(targets)
 		cmd := exec.CommandContext(ctxFor(b), "node", "bench.mjs")
@@ -74,6 +81,8 @@ type e2bPcts struct{ P50, P95, P99, N float64 }
 // e2bResult is what bench.mjs measured of one daemon, in milliseconds.
 type e2bResult struct {
 	Run, Exec, Process, CreateToFirstResult e2bPcts
+	// Settled: see BenchmarkE2B.
+	RunSettled, ExecSettled, ProcessSettled e2bPcts
 }
 
 func (r e2bResult) report(b *testing.B, prefix string) {
@@ -86,6 +95,15 @@ func (r e2bResult) report(b *testing.B, prefix string) {
 	b.ReportMetric(r.Run.P50/r.Process.P50, prefix+"run/process-p50")
 	b.ReportMetric(r.CreateToFirstResult.P50, prefix+"create-to-result-p50-ms")
 	b.ReportMetric(r.CreateToFirstResult.P95, prefix+"create-to-result-p95-ms")
+	b.ReportMetric(r.RunSettled.P50, prefix+"run-settled-p50-ms")
+	b.ReportMetric(r.RunSettled.P95, prefix+"run-settled-p95-ms")
+	b.ReportMetric(r.ExecSettled.P50, prefix+"exec-settled-p50-ms")
+	b.ReportMetric(r.ExecSettled.P95, prefix+"exec-settled-p95-ms")
+	b.ReportMetric(r.ProcessSettled.P50, prefix+"process-settled-p50-ms")
+	b.ReportMetric(r.RunSettled.P50/r.ExecSettled.P50, prefix+"run/exec-settled-p50")
+	b.ReportMetric(r.RunSettled.P50/r.ProcessSettled.P50, prefix+"run/process-settled-p50")
 	b.Logf("%sn=%v commands.run('true') p50=%.2fms p95=%.2fms; sandboxd exec p50=%.2fms p95=%.2fms; sandboxd process (bash -l -c true) p50=%.2fms p95=%.2fms; create to first result p50=%.2fms p95=%.2fms",
 		prefix, r.Run.N, r.Run.P50, r.Run.P95, r.Exec.P50, r.Exec.P95, r.Process.P50, r.Process.P95, r.CreateToFirstResult.P50, r.CreateToFirstResult.P95)
+	b.Logf("%ssettled (the next login process forked ahead and settled before each, untimed): n=%v commands.run('true') p50=%.2fms p95=%.2fms; sandboxd exec p50=%.2fms p95=%.2fms; sandboxd process p50=%.2fms p95=%.2fms",
+		prefix, r.RunSettled.N, r.RunSettled.P50, r.RunSettled.P95, r.ExecSettled.P50, r.ExecSettled.P95, r.ProcessSettled.P50, r.ProcessSettled.P95)
 }

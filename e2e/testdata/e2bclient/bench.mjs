@@ -4,13 +4,23 @@
 // stack), and Sandbox.create (with metadata and a timeout, as E2B's
 // programs create) to the first command's result with the warm pool
 // (waiting, outside the measurement, for the pool to refill); and
-// the same work as an E2B command through sandboxd's process API.
-// BENCH_TARGETS (a JSON list of {name, url, token}) measures several
+// the same work as an E2B command through sandboxd's process API. Those
+// three are sent back to back (each command's fork ahead of the next
+// process then lands on the calls after it); each is also measured
+// settled: before each, outside the measurement, the
+// sandbox's agent is asked to have its next login process forked ahead
+// (POST /internal/login on the agent's socket under the target's runDir,
+// which answers once the fork is over) and given 100 ms to settle, as
+// when an agent's commands come seconds apart.
+// BENCH_TARGETS (a JSON list of {name, url, token, runDir}) measures several
 // daemons (say, two builds) sample by sample in turn; without it, the one
 // daemon at SANDBOX_URL with E2B_API_KEY. Prints one JSON line of
 // milliseconds: the first target's fields, and each other target's under
 // its name.
 import { Sandbox } from 'e2b'
+import fs from 'node:fs'
+import http from 'node:http'
+import path from 'node:path'
 
 const n = Number(process.env.BENCH_N || 100)
 const targets = process.env.BENCH_TARGETS
@@ -23,7 +33,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 for (const t of targets) {
   t.conn = { apiKey: t.token, apiUrl: `${t.url}/e2b`, sandboxUrl: `${t.url}/e2b` }
   t.auth = { authorization: `Bearer ${t.token}` }
-  t.run = []; t.exec = []; t.proc = []; t.create = []
+  t.run = []; t.exec = []; t.proc = []; t.create = []; t.runSettled = []; t.execSettled = []; t.procSettled = []
 }
 
 async function poolReady(t) {
@@ -33,6 +43,28 @@ async function poolReady(t) {
     if (m && Number(m[1]) > 0) return
     await sleep(50)
   }
+}
+
+// agentLogin asks the agent behind a socket to have a login process of
+// user forked ahead; it answers once that fork is over.
+const agentLogin = (socketPath) => new Promise((resolve) => {
+  const req = http.request({ socketPath, path: '/internal/login', method: 'POST', headers: { 'content-type': 'application/json' } },
+    (res) => { res.resume(); res.on('end', resolve) })
+  req.on('error', resolve) // a pooled sandbox's socket may go meanwhile
+  req.end(JSON.stringify({ user: 'user' }))
+})
+// settle waits, outside the measurement, until the target's sandboxes
+// (the one measured and the pool's) have their next login process forked
+// ahead, then 100 ms for it to open its FIFOs and wait for its command.
+async function settle(t) {
+  const dir = t.runDir && path.join(t.runDir, 'sandboxes')
+  if (dir && fs.existsSync(dir)) {
+    for (const key of fs.readdirSync(dir)) {
+      const sock = path.join(dir, key, 'agent.sock')
+      if (fs.existsSync(sock)) await agentLogin(sock)
+    }
+  }
+  await sleep(100)
 }
 
 const exec = async (t) => {
@@ -78,6 +110,22 @@ for (let i = 0; i < n; i++) {
     t.proc.push(performance.now() - s)
   }
 }
+for (let i = 0; i < n; i++) {
+  for (const t of turn(i)) {
+    await settle(t)
+    let s = performance.now()
+    await t.sbx.commands.run('true')
+    t.runSettled.push(performance.now() - s)
+    await settle(t)
+    s = performance.now()
+    await exec(t)
+    t.execSettled.push(performance.now() - s)
+    await settle(t)
+    s = performance.now()
+    await proc(t)
+    t.procSettled.push(performance.now() - s)
+  }
+}
 for (const t of targets) await t.sbx.kill()
 
 for (let i = 0; i < n; i++) {
@@ -90,7 +138,10 @@ for (let i = 0; i < n; i++) {
     await sbx.kill()
   }
 }
-const result = (t) => ({ run: summary(t.run), exec: summary(t.exec), process: summary(t.proc), createToFirstResult: summary(t.create) })
+const result = (t) => ({
+  run: summary(t.run), exec: summary(t.exec), process: summary(t.proc), createToFirstResult: summary(t.create),
+  runSettled: summary(t.runSettled), execSettled: summary(t.execSettled), processSettled: summary(t.procSettled),
+})
 const out = result(targets[0])
 for (const t of targets.slice(1)) out[t.name] = result(t)
 console.log(JSON.stringify(out))
