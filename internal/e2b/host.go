@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/copybuf"
 )
 
 // parseHost parses an E2B host name below domain: <port>-<id>.<domain>,
@@ -68,6 +69,7 @@ func (s *Server) servePort(w http.ResponseWriter, r *http.Request, e entry, port
 			pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
 		},
 		FlushInterval: -1,
+		BufferPool:    copybuf.Default,
 	}
 	rp.ServeHTTP(w, r)
 }

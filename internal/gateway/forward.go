@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/copybuf"
 	"github.com/sandboxd/sandboxd/internal/tenant"
 )
 
@@ -69,6 +70,7 @@ func newForwarder(s *Server) *forwarder {
 		Rewrite:        f.rewrite,
 		Transport:      tr,
 		FlushInterval:  -1,
+		BufferPool:     copybuf.Default,
 		ErrorHandler:   f.failed,
 		ModifyResponse: f.modify,
 		// The proxy's own complaints (a copy cut short by a client that

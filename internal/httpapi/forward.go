@@ -9,13 +9,13 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/api/sse"
 	"github.com/sandboxd/sandboxd/internal/agentapi"
+	"github.com/sandboxd/sandboxd/internal/copybuf"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
@@ -385,12 +385,8 @@ func lostStreamEvent() []byte {
 	return []byte("event: error\ndata: " + string(data) + "\n\n")
 }
 
-// callBuffers and bulkBuffers lend the proxy its copy buffers from
-// pools. Without a pool, httputil.ReverseProxy makes a 32 KiB buffer for
-// every response: most of what an exec allocates in the daemon (about
-// 40 KB a call), which a daemon of 2,000 sandboxes, with its larger heap
-// cycle, pays for in cold memory and garbage collection on every call
-// (bench/results/scale.txt).
+// callBuffers and bulkBuffers lend the proxy its copy buffers (see
+// package copybuf).
 //
 // The routes that move file contents (agentapi.Route.Bulk: files/raw,
 // files/archive) get 256 KiB instead of the default 32 KiB: with a flush
@@ -400,18 +396,6 @@ func lostStreamEvent() []byte {
 // keep the small default: a buffer is held for as long as the response
 // lasts.
 var (
-	callBuffers = newCopyBuffers(32 << 10)
-	bulkBuffers = newCopyBuffers(256 << 10)
+	callBuffers = copybuf.Default
+	bulkBuffers = copybuf.New(256 << 10)
 )
-
-// copyBuffers is a httputil.BufferPool of buffers of one size. The pool
-// holds *[]byte: a pointer fits an interface without an allocation, a
-// slice header does not.
-type copyBuffers struct{ pool *sync.Pool }
-
-func newCopyBuffers(size int) copyBuffers {
-	return copyBuffers{&sync.Pool{New: func() any { b := make([]byte, size); return &b }}}
-}
-
-func (c copyBuffers) Get() []byte  { return *c.pool.Get().(*[]byte) }
-func (c copyBuffers) Put(b []byte) { c.pool.Put(&b) }

@@ -1,13 +1,17 @@
 package httpapi
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/sandboxd/sandboxd/internal/copybuf"
+)
 
 // The copy buffers are the sizes the routes are tuned for, and come back
 // from their pools whole.
 func TestCopyBuffers(t *testing.T) {
 	for _, c := range []struct {
 		name    string
-		buffers copyBuffers
+		buffers copybuf.Pool
 		size    int
 	}{{"call", callBuffers, 32 << 10}, {"bulk", bulkBuffers, 256 << 10}} {
 		b := c.buffers.Get()

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sandboxd/sandboxd/internal/copybuf"
 )
 
 // The direct path serves the commonest preview request, a GET or HEAD
@@ -284,9 +286,9 @@ func (p *Proxy) copyResponse(w http.ResponseWriter, r *http.Request, resp *http.
 	if resp.ContentLength < 0 {
 		dst = flushWriter{w: w, rc: http.NewResponseController(w)}
 	}
-	buf := bufferPool{}.Get()
+	buf := copybuf.Default.Get()
 	_, err := io.CopyBuffer(dst, onlyReader{resp.Body}, buf)
-	bufferPool{}.Put(buf)
+	copybuf.Default.Put(buf)
 	if !stop() {
 		// The client went away: the connection's deadline is past.
 		return false

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/copybuf"
 	"github.com/sandboxd/sandboxd/internal/sockjoin"
 )
 
@@ -248,7 +249,7 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, req Request, onErr
 	rp := &httputil.ReverseProxy{
 		Rewrite:    func(pr *httputil.ProxyRequest) { p.rewrite(pr, req) },
 		Transport:  p.transport,
-		BufferPool: bufferPool{},
+		BufferPool: copybuf.Default,
 		ErrorLog:   p.errorLog,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
@@ -296,15 +297,6 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest, req Request) {
 	}
 	stripCookie(pr.Out.Header, CookieName)
 }
-
-// buffers are the copy buffers of response bodies, reused: a fresh 32 KiB
-// buffer per request is most of what a proxied request allocates.
-var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-type bufferPool struct{}
-
-func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
-func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 
 // stripCookie removes every cookie called name from the Cookie headers of
 // h, keeping the others as they were.
