@@ -303,6 +303,18 @@ func wrapperScript(cmdPath string, env map[string]string, cwd string, persist []
 // signal for a late one, put the DEBUG trap back and let the whole
 // command run (TestTimeoutStopsTheWholeCommand under load;
 // TestUnwindSignalRightAfterTheStatusLine).
+//
+// The trap's first command is a plain `:` whose status nothing reads,
+// because bash (5.2) may run the trap between the forks of a pipeline
+// (`sleep 20 | cat`: the signal came while it forked sleep). It then
+// still counts itself as making the pipeline's children, and the first
+// simple command the trap runs waits for the child it made last and
+// takes that child's status as its own. When that command was the test
+// of DIR/k, the child killed by the agent made it false: the trap did
+// nothing and the rest of the command ran (a pipeline went on after its
+// timeout in about 1 of 20 tries under load;
+// TestUnwindSignalBetweenAPipelinesForks). The `:` takes the wait, which
+// ends as soon as the agent has killed that child.
 
 // unwindSignal is SIGRTMAX (64 on Linux): user scripts trap SIGINT, SIGTERM
 // or SIGUSR1/2; nobody traps the last real-time signal.
@@ -334,7 +346,8 @@ func unwindInit(dir string) string {
 		`if command test "${BASH_SOURCE[0]}" != ` + quote(dir+"/"+wrapperFile) + `; then return 137; fi; ` +
 		`else case $BASH_COMMAND in "command printf '%s %s\n' \"\$__sbx_s\" $__sbx_k "*) ` + restore + ` ;; ` +
 		`*) command test -e ` + marker + ` || { ` + restore + `; } ;; esac; fi`
-	handler := `if command test -e ` + marker + ` && command read -r __sbx_k <` + marker + `; then ` +
+	// The `:` first: see "The trap's first command" above.
+	handler := `command :; if command test -e ` + marker + ` && command read -r __sbx_k <` + marker + `; then ` +
 		`trap -p DEBUG >| ` + saved + `; ` +
 		`case $- in *T*) __sbx_dT=1 ;; *) __sbx_dT= ;; esac; ` +
 		`trap "$__sbx_unwind" DEBUG; set -T; eval "$__sbx_unwind"; fi`
