@@ -335,7 +335,7 @@ func (c *call) start(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.s.procs.add(c.id, &bookedProcess{recordID: p.ID, pid: uint32(p.PID), tag: req.Tag, config: req.Process})
-	c.relayFrom(w, r, rd, p, deadline, nil)
+	c.relayFrom(w, r, rd, cancel, p, deadline, nil)
 }
 
 // attach serves Connect: live output of a running process (what it wrote
@@ -385,12 +385,12 @@ func (c *call) relay(w http.ResponseWriter, r *http.Request, p api.Process, dead
 		return
 	}
 	defer resp.Body.Close()
-	c.relayFrom(w, r, sse.NewReader(resp.Body), p, deadline, skip)
+	c.relayFrom(w, r, sse.NewReader(resp.Body), cancel, p, deadline, skip)
 }
 
 // relayFrom is relay on a log stream already open (its process_info
-// event, if still unread, is skipped).
-func (c *call) relayFrom(w http.ResponseWriter, r *http.Request, rd *sse.Reader, p api.Process, deadline time.Duration, skip *[2]int) {
+// event, if still unread, is skipped); stop cancels the stream's call.
+func (c *call) relayFrom(w http.ResponseWriter, r *http.Request, rd *sse.Reader, stop context.CancelFunc, p api.Process, deadline time.Duration, skip *[2]int) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	sw := newStreamWriter(w)
@@ -440,6 +440,7 @@ func (c *call) relayFrom(w http.ResponseWriter, r *http.Request, rd *sse.Reader,
 			}
 			_ = sw.send(eventMessage{Event: processEvent{End: endOf(pe)}})
 			sw.end(nil)
+			drainEnd(rd, stop)
 			return
 		case "error":
 			sw.end(toRPCError(&api.Error{Code: pe.Code, Message: pe.Message}))
@@ -447,6 +448,28 @@ func (c *call) relayFrom(w http.ResponseWriter, r *http.Request, rd *sse.Reader,
 		}
 	}
 }
+
+// drainEnd reads what follows a process's exit event in sandboxd's log
+// stream: its end, which the agent sends right behind it. A response read
+// to its end leaves its connections for the next call (the in-memory one
+// to the daemon's API, and the API's to the agent); one closed before
+// its end is dropped, and the next command dials both anew. The SDK
+// waits for the end of its own response anyway, which comes when this
+// returns. Bounded: a few events (an event stream of the daemon's API
+// may send a keepalive comment first) and drainTimeout, after which stop
+// cancels the stream's call.
+func drainEnd(rd *sse.Reader, stop context.CancelFunc) {
+	t := time.AfterFunc(drainTimeout, stop)
+	defer t.Stop()
+	for range 4 {
+		if _, err := rd.Next(); err != nil {
+			return
+		}
+	}
+}
+
+// drainTimeout bounds drainEnd: the end follows the exit event at once.
+const drainTimeout = 100 * time.Millisecond
 
 // endOf maps sandboxd's exit event onto envd's EndEvent: an exit status
 // is exited with its code; death by signal is "signal: <name>", not

@@ -1,0 +1,77 @@
+package e2b
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/api/sse"
+)
+
+// TestCommandsKeepTheirConnection: a command's relay reads sandboxd's
+// log stream to its end, past the exit event, so that the next command
+// reuses the connection to the daemon's API instead of dialling anew.
+// The daemon's API is a hand-written fake here: the start-and-stream
+// call answers a process_info and an exit event, then ends a moment
+// later.
+func TestCommandsKeepTheirConnection(t *testing.T) {
+	var conns atomic.Int32
+	api := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/processes/start/stream") {
+			http.NotFound(w, r)
+			return
+		}
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		sw := sse.NewWriter(w)
+		code := 0
+		p := &api.Process{ID: "e2b-1", PID: 42, Status: api.ProcessRunning}
+		sw.Send(api.EventProcessInfo, api.ProcessEvent{Type: api.EventProcessInfo, Process: p})
+		done := *p
+		done.Status, done.ExitCode = api.ProcessCompleted, &code
+		sw.Send(api.EventExit, api.ProcessEvent{Type: api.EventExit, Process: &done, ExitCode: &code, Status: api.ProcessCompleted})
+		// The stream's end comes apart from the exit event, as through
+		// the daemon's in-memory connection (a net.Pipe passes each
+		// write on its own).
+		time.Sleep(20 * time.Millisecond)
+	}))
+	api.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	api.Start()
+	defer api.Close()
+	s, err := New(Options{Transport: http.DefaultTransport, BaseURL: api.URL, Token: "t", StateDir: t.TempDir(),
+		Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "sbx-1"
+	if _, _, err := s.table.update(id, true, func(e *entry) { e.EndAt = time.Now().Add(time.Hour) }); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		body := envelope(0, `{"process":{"cmd":"/bin/bash","args":["-l","-c","true"]},"stdin":false}`)
+		r := httptest.NewRequest("POST", Prefix+"/process.Process/Start", bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/connect+json")
+		r.Header.Set("E2b-Sandbox-Id", id)
+		r.Header.Set("X-Access-Token", s.table.token("envd", id))
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, r)
+		if got := w.Body.String(); !strings.Contains(got, `"exitCode":0`) || !strings.Contains(got, `"pid":42`) {
+			t.Fatalf("command %d: %q", i, got)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("3 commands made %d connections to the daemon's API, want 1", n)
+	}
+}
