@@ -3,25 +3,16 @@ package agent
 import (
 	"io"
 	"net"
-	"os"
 	"syscall"
-	"unsafe"
+
+	"github.com/sandboxd/sandboxd/internal/agent/rawio"
 )
 
-// On gVisor the agent's connections read and write with raw system calls.
-//
-// Go's runtime has a monitor thread (sysmon) that sleeps for good while
-// the program is idle and is woken by the next system call the program
-// makes through syscall.Syscall; awake, it polls every 20 us until the
-// program is idle again. In gVisor each of its sleeps is a system call of
-// its own, and a wake-up two futex calls: counted under runsc --strace,
-// 16 sleeps and 15 futex calls per warm `exec true`, more than the
-// agent's own work, on the sandbox's one CPU. A raw system call
-// (syscall.RawSyscall) does not wake it. Reads and writes of a socket are
-// non-blocking, and wait for readiness in the runtime's poller as
-// net.Conn's own do (syscall.RawConn), so nothing blocks a thread; the
-// session code does the same on a command's path (see
-// internal/agent/session's raw system calls).
+// On gVisor the agent's connections read and write with raw system calls
+// (see package rawio: a call through syscall.Syscall wakes the Go
+// runtime's monitor thread, which then costs system calls of its own on
+// the sandbox's one CPU); the session code does the same on a command's
+// path (see internal/agent/session's raw system calls).
 
 // rawConn is a unix socket connection whose Read and Write make raw
 // system calls.
@@ -44,59 +35,17 @@ func wrapRaw(c net.Conn) net.Conn {
 }
 
 func (c *rawConn) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
+	n, err := rawio.Read(c.rc, p)
+	if err != nil && err != io.EOF {
+		return n, c.opError("read", err)
 	}
-	var n int
-	var errno syscall.Errno
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
-	switch {
-	case err != nil:
-		return 0, c.opError("read", err)
-	case errno != 0:
-		return 0, c.opError("read", os.NewSyscallError("read", errno))
-	case n == 0:
-		return 0, io.EOF
-	}
-	return n, nil
+	return n, err
 }
 
 func (c *rawConn) Write(p []byte) (int, error) {
-	var n int
-	var errno syscall.Errno
-	err := c.rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n))
-			switch e {
-			case 0:
-				n += int(r)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
-		}
-		return true
-	})
-	switch {
-	case err != nil:
+	n, err := rawio.Write(c.rc, p)
+	if err != nil {
 		return n, c.opError("write", err)
-	case errno != 0:
-		return n, c.opError("write", os.NewSyscallError("write", errno))
 	}
 	return n, nil
 }

@@ -20,12 +20,22 @@ import (
 // the agent starts (under nohup, or with signals blocked, the programs
 // the tests start would inherit them: spawn.StartWithDefaultSignals), and
 // runs the tests. It never returns.
-func Main(m *testing.M) {
+func Main(m *testing.M) { MainWith(m, nil) }
+
+// MainWith is Main with a step of the package's own, run after the
+// start-up and before the tests: another mode of the test binary (which
+// exits), or a check that must run before any test starts the shared
+// reaper (which would take the status of a child that exec.Cmd waits
+// for).
+func MainWith(m *testing.M, before func()) {
 	if len(os.Args) > 1 && os.Args[1] == spawn.Arg {
 		spawn.Main(os.Args[2:]) // never returns
 	}
 	if err := spawn.StartWithDefaultSignals(); err != nil {
 		panic(err)
+	}
+	if before != nil {
+		before()
 	}
 	os.Exit(m.Run())
 }

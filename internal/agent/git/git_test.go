@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxd/sandboxd/internal/agent/agenttest"
 	"github.com/sandboxd/sandboxd/internal/agent/reaper"
-	"github.com/sandboxd/sandboxd/internal/agent/spawn"
 	"github.com/sandboxd/sandboxd/internal/testgit"
 )
 
@@ -27,18 +27,11 @@ import (
 // every child of its process, and the test's own children (the git server's
 // CGI runs of git http-backend) must not be reaped by it.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == spawn.Arg {
-		spawn.Main(os.Args[2:])
-	}
-	// As the agent starts: under nohup, or with signals blocked, the
-	// programs the tests start would inherit them.
-	if err := spawn.StartWithDefaultSignals(); err != nil {
-		panic(err)
-	}
-	if os.Getenv(clonerEnv) == "1" {
-		os.Exit(clonerMain())
-	}
-	os.Exit(m.Run())
+	agenttest.MainWith(m, func() {
+		if os.Getenv(clonerEnv) == "1" {
+			os.Exit(clonerMain())
+		}
+	})
 }
 
 const clonerEnv = "SANDBOXD_GIT_TEST_CLONER"

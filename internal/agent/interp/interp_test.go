@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"image/png"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,51 +16,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sandboxd/sandboxd/internal/agent/reaper"
-	"github.com/sandboxd/sandboxd/internal/agent/spawn"
+	"github.com/sandboxd/sandboxd/internal/agent/agenttest"
 )
 
 // The test binary doubles as the agent binary: interpreters are started
 // through /proc/self/exe as the spawn wrapper.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == spawn.Arg {
-		spawn.Main(os.Args[2:])
-	}
-	// As the agent starts: under nohup, or with signals blocked, the
-	// programs the tests start would inherit them.
-	if err := spawn.StartWithDefaultSignals(); err != nil {
-		panic(err)
-	}
-	// Checked before any test starts the shared reaper, which would take
-	// this child's status from exec.Cmd's Wait.
-	pythonErr = exec.Command("/usr/bin/python3", "-c", "import IPython").Run()
-	os.Exit(m.Run())
+	agenttest.MainWith(m, func() {
+		// Before any test starts the shared reaper, which would take this
+		// child's status from exec.Cmd's Wait.
+		pythonErr = exec.Command("/usr/bin/python3", "-c", "import IPython").Run()
+	})
 }
 
 // pythonErr says why the system python3 with IPython is unusable, if it is.
 var pythonErr error
-
-var (
-	reaperOnce sync.Once
-	testReaper *reaper.Reaper
-	reaperErr  error
-)
-
-// sharedReaper starts the process-wide reaper once: there may be only one
-// waiter on this process's children.
-func sharedReaper(t testing.TB) *reaper.Reaper {
-	t.Helper()
-	reaperOnce.Do(func() {
-		testReaper, reaperErr = reaper.New(slog.New(slog.DiscardHandler))
-		if reaperErr == nil {
-			go testReaper.Run(context.Background())
-		}
-	})
-	if reaperErr != nil {
-		t.Fatal(reaperErr)
-	}
-	return testReaper
-}
 
 const testPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -88,7 +57,7 @@ func newTestManager(t testing.TB, tweak ...func(*Config)) *Manager {
 		Workspace:  t.TempDir(),
 		CgroupRoot: filepath.Join(t.TempDir(), "none"),
 		BaseEnv:    []string{testPath, "HOME=/root", "LANG=C.UTF-8"},
-		Reaper:     sharedReaper(t),
+		Reaper:     agenttest.Reaper(t),
 		Python:     "/usr/bin/python3",
 		KillGrace:  2 * time.Second,
 		NoSpares:   true,

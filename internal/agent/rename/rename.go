@@ -34,6 +34,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/agent/rawio"
 )
 
 // Arg is the agent's subcommand that runs Main.
@@ -113,7 +115,7 @@ func Main(args []string) {
 
 // On the take's way the namer makes raw system calls only
 // (unix.RawSyscall), and waits for its name in the Go runtime's poller, as
-// the agent does on a command's way (see internal/agent's rawConn): a
+// the agent does on a command's way (see package rawio): a
 // read that blocks a thread, or any call made through unix.Syscall, wakes
 // the runtime's monitor thread, which then sleeps 20 us at a time, each
 // sleep a system call of its own in gVisor, until the namer is idle
@@ -130,35 +132,7 @@ func pollStdin() (io.Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stdin: %w", err)
 	}
-	return rawReader{rc}, nil
-}
-
-// rawReader reads a non-blocking descriptor with raw system calls.
-type rawReader struct{ rc syscall.RawConn }
-
-func (r rawReader) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	var n uintptr
-	var errno syscall.Errno
-	err := r.rc.Read(func(fd uintptr) bool {
-		for {
-			n, _, errno = unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			if errno != unix.EINTR {
-				return errno != unix.EAGAIN
-			}
-		}
-	})
-	switch {
-	case err != nil:
-		return 0, err
-	case errno != 0:
-		return 0, errno
-	case n == 0:
-		return 0, io.EOF
-	}
-	return int(n), nil
+	return rawio.Reader{RC: rc}, nil
 }
 
 // answer says line to the daemon on stdout.

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/agent/rawio"
 )
 
 // The name arrives on a non-blocking pipe read with raw system calls in
@@ -27,7 +29,7 @@ func TestRawReaderReadsANameThatComesLater(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := rawReader{rc}
+	in := rawio.Reader{RC: rc}
 	go func() {
 		time.Sleep(20 * time.Millisecond)
 		w.WriteString("demo-1\n")
