@@ -6,7 +6,7 @@ package deploy
 import (
 	"os"
 	"os/exec"
-	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -14,14 +14,15 @@ import (
 )
 
 // TestMakeImage builds sandboxd's container image as `make image` does
-// (scripts/image.sh, into a buildah storage of its own) and checks what
-// the deploy/kubernetes manifests rely on: sandboxd runs from the image and
-// is its entry point, sandbox-agent sits beside it, and the tools a node
-// runs (crun, nft, lxcfs) and its sandboxes' host image (python3) are
-// there. The first build on a machine downloads the Debian packages
-// (minutes); after that the root file system is cached. It writes no OCI
-// archive (ARCHIVE=): compressing 1.4 GB costs minutes and tests buildah,
-// not sandboxd.
+// (scripts/image.sh) and checks what the deploy/kubernetes manifests rely
+// on: sandboxd runs from the image and is its entry point, sandbox-agent
+// sits beside it, and the tools a node runs (crun, nft, lxcfs) and its
+// sandboxes' host image (python3) are there. The first build on a machine
+// downloads the Debian packages (minutes) and makes the base image from
+// them (minutes more); after that both are cached, the base image in a
+// buildah storage kept for this test (testStorage), and a build only adds
+// the binaries. It writes no OCI archive (ARCHIVE=): compressing 1.4 GB
+// costs minutes and tests buildah, not sandboxd.
 func TestMakeImage(t *testing.T) {
 	testdaemon.SkipUnlessRoot(t)
 	if testing.Short() {
@@ -32,8 +33,7 @@ func TestMakeImage(t *testing.T) {
 			t.Skipf("needs %s (scripts/deps.sh run installs it)", tool)
 		}
 	}
-	root := t.TempDir()
-	storage := []string{"--root", filepath.Join(root, "storage"), "--runroot", filepath.Join(root, "run")}
+	storage := []string{"--root", testStorage, "--runroot", testRunRoot}
 	buildah := func(args ...string) string {
 		t.Helper()
 		out, err := exec.Command("buildah", append(storage, args...)...).CombinedOutput()
@@ -42,21 +42,23 @@ func TestMakeImage(t *testing.T) {
 		}
 		return strings.TrimSpace(string(out))
 	}
+	// A name of this run's own: another run may share the storage.
+	image := "sandboxd-test-" + strconv.Itoa(os.Getpid()) + ":dev"
 	t.Cleanup(func() {
-		exec.Command("buildah", append(storage, "rm", "--all")...).Run()
-		exec.Command("buildah", append(storage, "rmi", "--all", "--force")...).Run()
+		exec.Command("buildah", append(storage, "rmi", "--force", image)...).Run()
 	})
 	cmd := exec.Command("scripts/image.sh", testdaemon.BinDir(t))
 	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "BUILDAH_ROOT="+storage[1], "BUILDAH_RUNROOT="+storage[3])
+	cmd.Env = append(os.Environ(), "BUILDAH_ROOT="+testStorage, "BUILDAH_RUNROOT="+testRunRoot, "IMAGE="+image)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("scripts/image.sh: %v\n%s", err, out)
 	}
 
-	if got := buildah("inspect", "--type", "image", "--format", "{{.OCIv1.Config.Entrypoint}}", "sandboxd:dev"); got != "[/usr/local/bin/sandboxd]" {
+	if got := buildah("inspect", "--type", "image", "--format", "{{.OCIv1.Config.Entrypoint}}", image); got != "[/usr/local/bin/sandboxd]" {
 		t.Errorf("entry point %s", got)
 	}
-	ctr := buildah("from", "--quiet", "sandboxd:dev")
+	ctr := buildah("from", "--quiet", image)
+	t.Cleanup(func() { exec.Command("buildah", append(storage, "rm", ctr)...).Run() })
 	run := func(args ...string) string {
 		t.Helper()
 		return buildah(append([]string{"run", "--isolation", "chroot", ctr, "--"}, args...)...)
@@ -72,3 +74,13 @@ func TestMakeImage(t *testing.T) {
 		t.Errorf("tools in the image:\n%s", got)
 	}
 }
+
+// The buildah storage the test builds in, kept from one run to the next
+// beside scripts/image.sh's root file system cache: its base image (the
+// 1.4 GB root, sandboxd-base:KEY) is made once, and a run adds and removes
+// only its own image and container. Not buildah's default storage, which
+// is the operator's.
+const (
+	testStorage = "/var/cache/sandboxd/image/buildah-test"
+	testRunRoot = "/run/sandboxd-image-test"
+)
