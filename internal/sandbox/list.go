@@ -26,39 +26,36 @@ type ListQuery struct {
 	Limit int
 }
 
-// Page lists sandboxes that match q, ordered by scoped ID; more reports
-// whether sandboxes after the last one returned also match. Like List, it
-// never waits for a busy sandbox.
-func (m *Manager) Page(ctx context.Context, q ListQuery) (out []Info, more bool) {
+// Page calls each with the sandboxes that match q, in order of scoped ID,
+// and reports whether sandboxes after the last one also match. Like List,
+// it never waits for a busy sandbox, and it calls each with no lock held.
+// The caller encodes each as it comes: a page gathered into a slice first
+// allocated an Info (over 500 bytes) per sandbox for every page.
+func (m *Manager) Page(ctx context.Context, q ListQuery, each func(Info)) (more bool) {
 	after := q.After
+	n := 0
 	for {
 		// Boxes are taken from the index a batch at a time, so that the
 		// manager's lock is held for a page's worth of IDs, not for all.
 		want := listBatch
 		if q.Limit > 0 {
-			want = max(q.Limit+1-len(out), 1)
+			want = max(q.Limit+1-n, 1)
 		}
 		batch, end := m.boxesAfter(q, after, want)
-		if out == nil {
-			// An Info is over 500 bytes: growing a page of 10 by
-			// appending copies 31 of them, a list page of 1,000 over
-			// 2,000. The first batch is a page's size (its limit and
-			// one) or listBatch.
-			out = make([]Info, 0, len(batch))
-		}
 		for _, b := range batch {
 			after = b.id
 			inf, ok := m.peek(ctx, b)
 			if !ok || !inf.matches(q) {
 				continue
 			}
-			if q.Limit > 0 && len(out) == q.Limit {
-				return out, true
+			if q.Limit > 0 && n == q.Limit {
+				return true
 			}
-			out = append(out, inf)
+			each(inf)
+			n++
 		}
 		if end {
-			return out, false
+			return false
 		}
 	}
 }
