@@ -181,10 +181,11 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, id, rest string, 
 		buffers = bulkBuffers
 	}
 	name := lease.AgentName()
+	host := lease.AgentHost()
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = "agent"
+			pr.Out.URL.Host = host // the lease's transport sends it as it is
 			pr.Out.URL.Path = "/" + rest
 			pr.Out.URL.RawPath = ""
 			pr.Out.Host = "agent"

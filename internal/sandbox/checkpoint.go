@@ -155,7 +155,7 @@ func (m *Manager) suspendAgent(ctx context.Context, inst *instance, socket strin
 	if name != nil {
 		inst.name.CompareAndSwap(name, nil)
 	}
-	inst.transport.CloseIdleConnections()
+	inst.link.renew()
 	for {
 		if _, err := os.Lstat(socket); errors.Is(err, os.ErrNotExist) {
 			return nil

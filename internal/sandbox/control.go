@@ -195,7 +195,7 @@ func (m *Manager) Reset(ctx context.Context, id string, lease *Lease) (died bool
 	}
 	defer b.mu.Unlock()
 	inst := b.running
-	if inst == nil || inst.transport != lease.Transport {
+	if inst == nil || inst.link != lease.Transport {
 		return true
 	}
 	deadline := time.Now().Add(2 * time.Second)

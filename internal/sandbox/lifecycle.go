@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -43,12 +41,12 @@ const (
 
 // instance is a running container.
 type instance struct {
-	cid       string
-	pid       int
-	pidfd     *os.File // readable once init (the agent) has exited
-	endpoint  NetworkEndpoint
-	transport *http.Transport
-	agent     *agentapi.Client // the agent's internal routes, over transport
+	cid      string
+	pid      int
+	pidfd    *os.File // readable once init (the agent) has exited
+	endpoint NetworkEndpoint
+	link     *agentLink       // the agent's socket, over the daemon's shared transport
+	agent    *agentapi.Client // the agent's internal routes, over link
 	// namer names a warm gVisor sandbox when it is handed out (see
 	// startNamer); nil for others, or when it could not be started.
 	namer *runtime.AdminProcess
@@ -59,14 +57,14 @@ type instance struct {
 }
 
 // newInstance watches the container's init process through a pidfd.
-func newInstance(cid string, pid int, ep NetworkEndpoint, socket string) (*instance, error) {
+func newInstance(cid string, pid int, ep NetworkEndpoint, conns *agentConns, socket string) (*instance, error) {
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if err != nil {
 		return nil, fmt.Errorf("watching the agent (pid %d): %w", pid, err)
 	}
-	tr := newAgentTransport(socket)
+	link := conns.link(socket)
 	return &instance{cid: cid, pid: pid, pidfd: os.NewFile(uintptr(fd), "pidfd"), endpoint: ep,
-		transport: tr, agent: agentapi.NewClient(tr)}, nil
+		link: link, agent: agentapi.NewClient(link)}, nil
 }
 
 // alive reports whether the container's init (the agent) is still running.
@@ -113,7 +111,7 @@ func (inst *instance) waitExit() bool {
 
 func (inst *instance) close() {
 	inst.closing.Store(true)
-	inst.transport.CloseIdleConnections()
+	inst.link.close()
 	inst.pidfd.Close()
 	if inst.namer != nil {
 		inst.namer.Close()
@@ -476,7 +474,7 @@ func (m *Manager) bootAs(ctx context.Context, b *box, mode bootMode) (_ *instanc
 		}
 		steps.mark("start")
 	}
-	inst, err := newInstance(cid, pid, ep, p.socket)
+	inst, err := newInstance(cid, pid, ep, m.agents, p.socket)
 	if err != nil {
 		return nil, err
 	}
@@ -653,28 +651,6 @@ func logTail(path string) string {
 	}
 	data, _ := io.ReadAll(io.NewSectionReader(f, off, 1024))
 	return strings.TrimSpace(string(data))
-}
-
-// maxAgentHeaderBytes bounds the response headers of an agent call.
-const maxAgentHeaderBytes = 64 << 10
-
-func newAgentTransport(socket string) *http.Transport {
-	return &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-		MaxIdleConns:        64,
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-		// The agent's headers are small; whatever answers on its socket
-		// must not make the daemon hold Go's default 10 MiB per call.
-		// (Time to headers is the caller's: a buffered exec answers
-		// when its command ends, up to 24 h later; the daemon's own calls
-		// carry deadlines.)
-		MaxResponseHeaderBytes: maxAgentHeaderBytes,
-	}
 }
 
 // waitAgent polls the agent's health endpoint until it answers, the

@@ -173,6 +173,8 @@ type Manager struct {
 	boots chan struct{}
 	// userns keeps host ID ranges' user namespaces open (userns.go).
 	userns *rootfs.UserNSCache
+	// agents is the one transport to every sandbox's agent (agentconn.go).
+	agents *agentConns
 
 	// snapMu keeps a snapshot from being removed between a fork reading
 	// it and the fork's record naming it.
@@ -256,7 +258,7 @@ func New(opts Options) *Manager {
 		opts.HostMemory = ProcMemory{}
 	}
 	m := &Manager{opts: opts, log: opts.Log, now: opts.Now, boxes: map[string]*box{}, events: opts.Events, hostCPUs: hostCPUs(),
-		userns: rootfs.NewUserNSCache(maxKeptUserNS), pool: newWarmPool()}
+		userns: rootfs.NewUserNSCache(maxKeptUserNS), pool: newWarmPool(), agents: newAgentConns()}
 	if m.opts.MaxBoots <= 0 {
 		m.opts.MaxBoots = 2 * max(1, len(m.hostCPUs))
 	}
@@ -641,7 +643,9 @@ func (m *Manager) destroyLocked(ctx context.Context, b *box) error {
 // Lease is the right to call a running sandbox's agent. Release it when
 // the call is over.
 type Lease struct {
-	// Transport reaches the agent; requests use the host "agent".
+	// Transport reaches the agent. Requests may use any URL host (the
+	// host "agent" by custom); one whose URL host is AgentHost's is sent
+	// without being copied. Their Host header is the caller's.
 	Transport http.RoundTripper
 	// NetnsPath is the sandbox's network namespace, for dialling into it.
 	NetnsPath string
@@ -652,6 +656,14 @@ type Lease struct {
 	// adoption, when set, is the registry row's write of the sandbox
 	// that AcquireForCall just took from the warm pool (adoptForCall).
 	adoption *adoption
+}
+
+// AgentHost is the URL host that the lease's Transport sends on as it is.
+func (l *Lease) AgentHost() string {
+	if l.inst == nil {
+		return "agent"
+	}
+	return l.inst.link.Host()
 }
 
 // Release ends the lease.
@@ -733,7 +745,7 @@ func (m *Manager) newLease(b *box, inst *instance) *Lease {
 	b.touch(m.now())
 	b.leases.Add(1)
 	var once sync.Once
-	return &Lease{Transport: inst.transport, NetnsPath: inst.endpoint.NetnsPath, Info: b.info(), inst: inst, release: func() {
+	return &Lease{Transport: inst.link, NetnsPath: inst.endpoint.NetnsPath, Info: b.info(), inst: inst, release: func() {
 		once.Do(func() {
 			b.touch(m.now())
 			b.leases.Add(-1)

@@ -599,4 +599,5 @@ func (m *Manager) Close() {
 	m.closeForkPools()
 	m.settles.Wait()
 	m.userns.Close()
+	m.agents.close()
 }

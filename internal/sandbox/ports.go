@@ -96,11 +96,11 @@ func (m *Manager) DialPort(ctx context.Context, id string, port int) (net.Conn, 
 // reach of a dial in the sandbox's network namespace. A port nothing
 // listens on is ECONNREFUSED, as a direct dial would be.
 func dialThroughAgent(ctx context.Context, rt http.RoundTripper, port int) (net.Conn, error) {
-	tr, ok := rt.(*http.Transport)
-	if !ok || tr.DialContext == nil {
+	link, ok := rt.(*agentLink)
+	if !ok {
 		return nil, fmt.Errorf("%w: no connection to the agent", ErrUnavailable)
 	}
-	c, err := tr.DialContext(ctx, "unix", "agent")
+	c, err := link.dial(ctx)
 	// A unix socket's connect fails with EAGAIN, rather than wait, while
 	// its backlog is full (a burst of preview connections): retry briefly.
 	for delay := time.Millisecond; errors.Is(err, unix.EAGAIN) && delay < time.Second; delay *= 2 {
@@ -109,7 +109,7 @@ func dialThroughAgent(ctx context.Context, rt http.RoundTripper, port int) (net.
 			return nil, ctx.Err()
 		case <-time.After(delay):
 		}
-		c, err = tr.DialContext(ctx, "unix", "agent")
+		c, err = link.dial(ctx)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)

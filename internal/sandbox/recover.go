@@ -132,7 +132,7 @@ func (m *Manager) reattach(ctx context.Context, b *box) bool {
 		m.log.Warn("reattaching sandbox network", "sandbox", b.id, "err", err)
 		return false
 	}
-	inst, err := newInstance(containerID(key), st.PID, ep, m.paths(key).socket)
+	inst, err := newInstance(containerID(key), st.PID, ep, m.agents, m.paths(key).socket)
 	if err != nil {
 		return false
 	}

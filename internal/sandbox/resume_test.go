@@ -59,20 +59,21 @@ func (a *agentOnSignal) SignalInit(ctx context.Context, id string, sig syscall.S
 // TestWakeRestored: a restored agent that binds its socket by itself is
 // not signalled; one that does not is, after selfWakeGrace, and answers.
 func TestWakeRestored(t *testing.T) {
+	conns := newAgentConns()
 	for _, selfWakes := range []bool{true, false} {
 		socket := filepath.Join(t.TempDir(), "agent.sock")
 		a := &agentOnSignal{t: t, socket: socket}
 		if selfWakes {
 			a.serve()
 		}
-		inst, err := newInstance("c", os.Getpid(), NetworkEndpoint{}, socket)
+		inst, err := newInstance("c", os.Getpid(), NetworkEndpoint{}, conns, socket)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		err = wakeRestored(ctx, a, inst)
 		cancel()
-		inst.transport.CloseIdleConnections()
+		conns.close()
 		if err != nil {
 			t.Errorf("self-waking %v: %v", selfWakes, err)
 		}
