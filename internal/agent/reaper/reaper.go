@@ -61,6 +61,7 @@ type kept struct {
 type Reaper struct {
 	log  *slog.Logger
 	sigs chan os.Signal
+	kick chan struct{} // Kick: reap now
 
 	mu        sync.Mutex
 	watchers  map[int]func(Status)
@@ -82,6 +83,7 @@ func New(log *slog.Logger) (*Reaper, error) {
 	r := &Reaper{
 		log:       log,
 		sigs:      make(chan os.Signal, 1),
+		kick:      make(chan struct{}, 1),
 		watchers:  make(map[int]func(Status)),
 		unclaimed: make(map[int]kept),
 	}
@@ -100,7 +102,19 @@ func (r *Reaper) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-r.sigs:
+		case <-r.kick:
 		}
+	}
+}
+
+// Kick makes the reaper reap now, as a SIGCHLD would: for a caller that
+// learnt of a child's exit sooner (a pidfd in Go's poller wakes one
+// thread; the signal wakes the thread it lands on, which then wakes the
+// one waiting for signals). It never blocks.
+func (r *Reaper) Kick() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
 	}
 }
 
