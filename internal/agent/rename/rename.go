@@ -90,6 +90,11 @@ func Main(args []string) {
 		fmt.Fprintln(os.Stderr, "rename:", err)
 		os.Exit(1)
 	}
+	k, err := keepCapabilities()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "rename:", err)
+		os.Exit(1)
+	}
 	if tell >= 0 {
 		answer("ready tell") // runtime.AdminReady
 	} else {
@@ -98,10 +103,11 @@ func Main(args []string) {
 	name, err := readName(in)
 	if err != nil {
 		say(tell, TellGone)
+		k.release()
 		os.Exit(1) // EOF: the sandbox was discarded, or the daemon went away
 	}
 	code := 0
-	if err := run(name); err != nil {
+	if err := k.nameOr(name); err != nil {
 		say(tell, TellError)
 		answer("error: " + err.Error())
 		code = 1
@@ -110,7 +116,32 @@ func Main(args []string) {
 		answer("ok")
 	}
 	io.Copy(io.Discard, in) // until the daemon closes it
+	k.release()
 	os.Exit(code)
+}
+
+// keepCapabilities starts the keeper, which alone keeps the namer's
+// capabilities from now on (see keeper.go), and drops the namer's own. If
+// the keeper cannot be forked, the namer keeps them and names the sandbox
+// itself (a nil keeper).
+func keepCapabilities() (*keeper, error) {
+	k, err := startKeeper([2]string{etcHostname, etcHosts})
+	if err != nil {
+		return nil, nil
+	}
+	if err := dropCapabilities(); err != nil {
+		k.release()
+		return nil, err
+	}
+	return k, nil
+}
+
+// nameOr has the keeper name the sandbox, or names it itself without one.
+func (k *keeper) nameOr(name string) error {
+	if k == nil {
+		return run(name)
+	}
+	return k.name(name)
 }
 
 // On the take's way the namer makes raw system calls only
@@ -144,15 +175,8 @@ func answer(line string) {
 // FIFO opened non-blocking, or the daemon's pipe, which always reads what
 // the namer says.
 func rawWrite(fd int, data []byte) error {
-	for len(data) > 0 {
-		n, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&data[0])), uintptr(len(data)))
-		switch errno {
-		case 0:
-			data = data[n:]
-		case unix.EINTR:
-		default:
-			return errno
-		}
+	if errno := rawWriteAll(fd, data); errno != 0 {
+		return syscall.Errno(errno)
 	}
 	return nil
 }
@@ -199,8 +223,8 @@ func run(name string) error {
 		return fmt.Errorf("setting the hostname: %w", err)
 	}
 	files := map[string]string{
-		"/etc/hostname": name + "\n",
-		"/etc/hosts":    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + name + "\n",
+		etcHostname: name + "\n",
+		etcHosts:    hostsHead + name + "\n",
 	}
 	for path, content := range files {
 		if err := writeFile(path, content); err != nil {
@@ -215,6 +239,12 @@ func run(name string) error {
 	// no user code runs in the sandbox before the namer said ok.
 	return dropCapabilities()
 }
+
+// The files a namer writes.
+const (
+	etcHostname = "/etc/hostname"
+	etcHosts    = "/etc/hosts"
+)
 
 // rawSethostname sets the hostname with a raw system call.
 func rawSethostname(name string) error {
@@ -233,16 +263,10 @@ func writeFile(path, content string) error {
 	if err != nil {
 		return err
 	}
-	flags := unix.O_WRONLY | unix.O_CREAT | unix.O_TRUNC | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	fd, _, errno := unix.RawSyscall6(unix.SYS_OPENAT, uintptr(atFDCWD), uintptr(unsafe.Pointer(p)), uintptr(flags), 0o644, 0, 0)
-	if errno != 0 {
-		return errno
+	if errno := keeperWrite(p, []byte(content)); errno != 0 {
+		return syscall.Errno(errno)
 	}
-	err = rawWrite(int(fd), []byte(content))
-	if _, _, errno := unix.RawSyscall(unix.SYS_CLOSE, fd, 0, 0); errno != 0 && err == nil {
-		err = errno
-	}
-	return err
+	return nil
 }
 
 // atFDCWD is AT_FDCWD as a system call argument.
