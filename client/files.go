@@ -44,6 +44,7 @@ type fileConfig struct {
 	offset, length int64
 	include        []string
 	exclude        []string
+	oneFileSystem  bool
 }
 
 func newFileConfig(opts []FileOption) *fileConfig {
@@ -113,6 +114,13 @@ func Include(patterns ...string) FileOption {
 // path matches one of these globs (excluded directories are not entered).
 func Exclude(patterns ...string) FileOption {
 	return fileOptionFunc(func(c *fileConfig) { c.exclude = append(c.exclude, patterns...) })
+}
+
+// OneFileSystem makes ExportTar stay on the directory's own file system,
+// as tar --one-file-system does: a directory on which another file
+// system is mounted (a volume, a bucket) is archived empty.
+func OneFileSystem() FileOption {
+	return fileOptionFunc(func(c *fileConfig) { c.oneFileSystem = true })
 }
 
 // checkPath refuses a path the daemon would refuse, before sending.
@@ -502,7 +510,8 @@ func (s *Sandbox) Stat(ctx context.Context, path string, opts ...FileOption) (*a
 }
 
 // ExportTar returns the directory dir as a tar stream (owners, modes,
-// times, symlinks and hard links kept); Exclude leaves paths out. Close
+// times, symlinks and hard links kept); Exclude leaves paths out, and
+// OneFileSystem the file systems mounted below dir. Close
 // it. A failure in the middle shows as a read error, never as a short
 // archive that looks whole.
 func (s *Sandbox) ExportTar(ctx context.Context, dir string, opts ...FileOption) (io.ReadCloser, error) {
@@ -510,7 +519,11 @@ func (s *Sandbox) ExportTar(ctx context.Context, dir string, opts ...FileOption)
 		return nil, err
 	}
 	c := newFileConfig(opts)
-	resp, err := s.raw(ctx, http.MethodGet, "/files/archive", url.Values{"path": {dir}, "exclude": c.exclude}, nil, -1, c.session, nil)
+	q := url.Values{"path": {dir}, "exclude": c.exclude}
+	if c.oneFileSystem {
+		q.Set("oneFileSystem", "true")
+	}
+	resp, err := s.raw(ctx, http.MethodGet, "/files/archive", q, nil, -1, c.session, nil)
 	if err != nil {
 		return nil, err
 	}

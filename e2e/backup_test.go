@@ -124,6 +124,26 @@ func TestBackups(t *testing.T) {
 		}
 	})
 
+	t.Run("a backup stays on its directory's file system", func(t *testing.T) {
+		// dst's /work/app is another file system (the restore above): a
+		// backup of /work keeps its mount point, empty, as a bucket's or a
+		// volume's below a backed-up /workspace.
+		run(t, dst, "echo outer > /work/own")
+		outer, err := dst.Backup(ctx, "/work", client.BackupOptions{TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := src.RestoreBackup(ctx, outer.ID, "/srv/outer"); err != nil {
+			t.Fatal(err)
+		}
+		if got := run(t, src, "cd /srv/outer && find . | sort"); got != ".\n./app\n./own\n" {
+			t.Errorf("the backup of /work holds %q, want own and the mount point app, empty", got)
+		}
+		if err := d.Client.RemoveBackup(ctx, outer.ID); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("restores survive stop and daemon restart", func(t *testing.T) {
 		if _, err := dst.Stop(ctx); err != nil {
 			t.Fatal(err)

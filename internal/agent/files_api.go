@@ -904,8 +904,8 @@ func modeString(m fs.FileMode) string {
 	return string(b)
 }
 
-// exportArchive is GET /files/archive?path=DIR[&exclude=GLOB]...: the
-// directory as a tar stream. An error after the stream began cuts the
+// exportArchive is GET /files/archive?path=DIR[&exclude=GLOB]...
+// [&oneFileSystem=true]: the directory as a tar stream. An error after the stream began cuts the
 // connection, so the client sees a broken archive, never a short one that
 // looks whole.
 func (s *server) exportArchive(w http.ResponseWriter, r *http.Request) {
@@ -913,6 +913,11 @@ func (s *server) exportArchive(w http.ResponseWriter, r *http.Request) {
 	excl, aerr := compileGlobs(q["exclude"], "exclude")
 	if aerr != nil {
 		writeError(w, aerr)
+		return
+	}
+	oneFS, err := parseBool(q.Get("oneFileSystem"))
+	if err != nil {
+		writeError(w, api.Errorf(api.CodeValidationFailed, "oneFileSystem must be true or false"))
 		return
 	}
 	p, aerr := s.resolve(r.Header.Get(api.SessionHeader), q.Get("path"), "path")
@@ -936,7 +941,7 @@ func (s *server) exportArchive(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-tar")
 	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", path.Base(p)+".tar"))
 	w.WriteHeader(http.StatusOK)
-	if err := s.files.fs.Export(r.Context(), p, w, files.ExportOptions{Exclude: excl}); err != nil {
+	if err := s.files.fs.Export(r.Context(), p, w, files.ExportOptions{Exclude: excl, OneFileSystem: oneFS}); err != nil {
 		if r.Context().Err() == nil {
 			s.log.WarnContext(r.Context(), "tar export failed mid-stream; cutting the connection", "err", err)
 		}

@@ -118,9 +118,11 @@ func (m *Manager) maxBackupBytes() int64 {
 	return 4 << 30
 }
 
-// exportDir asks the agent for dir as a tar stream.
+// exportDir asks the agent for dir as a tar stream, on dir's own file
+// system: a backup of /workspace must not copy a bucket's objects or a
+// volume mounted below it.
 func exportDir(ctx context.Context, tr http.RoundTripper, dir string) (io.ReadCloser, error) {
-	u := "http://agent/files/archive?" + url.Values{"path": {dir}}.Encode()
+	u := "http://agent/files/archive?" + url.Values{"path": {dir}, "oneFileSystem": {"true"}}.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err

@@ -731,3 +731,43 @@ func TestImportStaysInside(t *testing.T) {
 		})
 	}
 }
+
+// TestExportOneFileSystem: with OneFileSystem the export keeps a mount
+// point below the directory as an empty directory and leaves out what is
+// mounted there (a bucket's objects under a backed-up /workspace); without
+// it, it goes in.
+func TestExportOneFileSystem(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	f := newTestFS(t)
+	f.write(t, "/w/own.txt", "mine")
+	os.MkdirAll(f.host("/w/bucket"), 0o755)
+	if err := unix.Mount("tmpfs", f.host("/w/bucket"), "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(f.host("/w/bucket"), unix.MNT_DETACH) })
+	os.WriteFile(f.host("/w/bucket/object"), []byte("theirs"), 0o644)
+	members := func(o ExportOptions) string {
+		var buf bytes.Buffer
+		if err := f.Export(context.Background(), "/w", &buf, o); err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		tr := tar.NewReader(&buf)
+		for {
+			hdr, err := tr.Next()
+			if err != nil {
+				break
+			}
+			names = append(names, hdr.Name)
+		}
+		return strings.Join(names, " ")
+	}
+	if got := members(ExportOptions{OneFileSystem: true}); got != "bucket/ own.txt" {
+		t.Errorf("one file system: %q, want the mount point and own.txt", got)
+	}
+	if got := members(ExportOptions{}); got != "bucket/ bucket/object own.txt" {
+		t.Errorf("without the option: %q, want the mount's object too", got)
+	}
+}

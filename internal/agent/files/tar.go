@@ -30,6 +30,11 @@ type ExportOptions struct {
 	// Exclude drops matching paths (relative to the directory) and does
 	// not enter matching directories.
 	Exclude *glob.Set
+	// OneFileSystem stays on the directory's own file system, as tar
+	// --one-file-system does: a directory on which another file system
+	// is mounted (a volume, a bucket, a restored backup) is archived as
+	// an empty directory, and nothing below it.
+	OneFileSystem bool
 }
 
 // Export writes the tree below the directory dir to w as a tar stream:
@@ -44,6 +49,12 @@ func (f *FS) Export(ctx context.Context, dir string, w io.Writer, o ExportOption
 		return err
 	}
 	e := &exporter{ctx: ctx, f: f, tw: tar.NewWriter(w), o: o, links: map[fileID]string{}, buf: make([]byte, copyBufferSize)}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return pathErr("export", dir, err)
+	}
+	e.dev = st.Dev
 	if err := e.walk(fd, ""); err != nil {
 		return pathErr("export", dir, err)
 	}
@@ -57,6 +68,7 @@ type exporter struct {
 	o     ExportOptions
 	links map[fileID]string // first name of each multiply-linked file
 	buf   []byte
+	dev   uint64 // the device of the exported directory's file system
 }
 
 // walk archives the entries of the directory fd (which it closes).
@@ -92,6 +104,11 @@ func (e *exporter) walk(fd int, rel string) error {
 			hdr.Typeflag, hdr.Name = tar.TypeDir, name+"/"
 			if err := e.tw.WriteHeader(hdr); err != nil {
 				return err
+			}
+			if e.o.OneFileSystem && st.Dev != e.dev {
+				// A mount point (a directory's own st_dev is its file
+				// system's: on an overlay too, unlike a file's).
+				continue
 			}
 			child, err := unix.Openat(fd, n, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			if err != nil {
