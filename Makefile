@@ -26,6 +26,7 @@ build: console runsc
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sandbox ./cmd/sandbox
 	$(GO) build -trimpath -ldflags '$(AGENT_LDFLAGS)' -o $(BIN)/sandbox-agent ./cmd/sandbox-agent
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sandbox-spawn ./cmd/sandbox-spawn
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sandbox-transpile ./cmd/sandbox-transpile
 
 # gVisor's runsc, for sandboxes with the gvisor runtime: scripts/deps.sh
 # builds it from its Go module at the version pinned there into a cache
@@ -43,7 +44,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/sandboxd $(DESTDIR)/etc/systemd/system $(DESTDIR)$(PREFIX)/share/doc/sandboxd
-	install -m 0755 $(BIN)/sandboxd $(BIN)/sandbox $(BIN)/sandbox-agent $(BIN)/sandbox-spawn $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(BIN)/sandboxd $(BIN)/sandbox $(BIN)/sandbox-agent $(BIN)/sandbox-spawn $(BIN)/sandbox-transpile $(DESTDIR)$(PREFIX)/bin/
 	if [ -x "$(TOOLS_BIN)/runsc" ]; then install -m 0755 "$(TOOLS_BIN)/runsc" $(DESTDIR)$(PREFIX)/bin/; fi
 	sed 's|/usr/local/|$(PREFIX)/|g' deploy/systemd/sandboxd.service > $(DESTDIR)/etc/systemd/system/sandboxd.service
 	install -m 0644 docs/operations.md docs/getting-started.md $(DESTDIR)$(PREFIX)/share/doc/sandboxd/

@@ -45,9 +45,9 @@ import (
 // BenchmarkColdStart/none/no-userns) and `crun run` of /usr/bin/true in
 // BenchmarkRuntimeRun's minimal bundle (the goal's denominator).
 // FLOOR_VARIANTS="true go ..." runs only those variants. With
-// BENCH_BASELINE_BIN_DIR=DIR (another build's sandbox-agent and
-// sandbox-spawn), agent-exec-baseline is agent-exec with that build's
-// agent and wrapper mounted instead: a change to the agent's start
+// BENCH_BASELINE_BIN_DIR=DIR (another build's sandbox-agent,
+// sandbox-spawn and sandbox-transpile, if it has one), agent-exec-baseline
+// is agent-exec with that build's agent, wrapper and helper mounted instead: a change to the agent's start
 // measured before and after, sample by sample. Each variant also reports
 // the CPU time its sandbox's cgroup used until the answer (crun's child
 // once it joined the cgroup, the process, the boot shell): on a loaded
@@ -237,6 +237,11 @@ func (f *floor) sample(name, variant string) (started, answered, cpu time.Durati
 			m.Source = filepath.Join(f.baseline, "sandbox-agent")
 		case m.Destination == runtime.SpawnPath && variant == "agent-exec-baseline":
 			m.Source = filepath.Join(f.baseline, "sandbox-spawn")
+		case m.Destination == runtime.TranspilePath && variant == "agent-exec-baseline":
+			// (A build from before the helper has none, and no use for it.)
+			if helper := filepath.Join(f.baseline, "sandbox-transpile"); fileExists(helper) {
+				m.Source = helper
+			}
 		}
 		mounts = append(mounts, m)
 	}

@@ -5,7 +5,7 @@
 #   scripts/image.sh BIN_DIR
 #
 # The image is what the node DaemonSet and the gateway Deployment of
-# deploy/kubernetes run: sandboxd, sandbox, sandbox-agent, sandbox-spawn (and runsc when
+# deploy/kubernetes run: sandboxd, sandbox, sandbox-agent, sandbox-spawn, sandbox-transpile (and runsc when
 # `make build` built it) in /usr/local/bin, on a Debian 12 (bookworm) root
 # file system made by mmdebstrap with the packages a host needs
 # (scripts/deps.sh's RUN_PACKAGES: crun and runc, nftables, iproute2,
@@ -47,7 +47,7 @@ for tool in buildah mmdebstrap; do
 done
 [[ ${#missing[@]} -eq 0 ]] || die "needs ${missing[*]} (Debian: apt-get install ${missing[*]}; or scripts/deps.sh run)"
 [[ $(id -u) -eq 0 ]] || die "needs root (mmdebstrap's root mode, buildah's storage)"
-for f in sandboxd sandbox sandbox-agent sandbox-spawn; do
+for f in sandboxd sandbox sandbox-agent sandbox-spawn sandbox-transpile; do
 	[[ -x $bin/$f ]] || die "$bin/$f is missing: run make build first"
 done
 
@@ -98,7 +98,7 @@ if ! bah inspect --type image "$base" >/dev/null 2>&1; then
 fi
 ctr=$(bah from --quiet "$base")
 trap 'bah rm "$ctr" >/dev/null 2>&1 || true' EXIT
-bins=("$bin/sandboxd" "$bin/sandbox" "$bin/sandbox-agent" "$bin/sandbox-spawn")
+bins=("$bin/sandboxd" "$bin/sandbox" "$bin/sandbox-agent" "$bin/sandbox-spawn" "$bin/sandbox-transpile")
 [[ -x $bin/runsc ]] && bins+=("$bin/runsc")
 bah copy --quiet "$ctr" "${bins[@]}" /usr/local/bin/
 version=$("$bin/sandboxd" --version 2>/dev/null | awk '{print $NF}' || true)

@@ -42,6 +42,7 @@ type config struct {
 	logLevel   slog.Level
 	user       string
 	spawn      string
+	transpile  string
 }
 
 func main() {
@@ -71,6 +72,7 @@ func main() {
 	flag.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	flag.StringVar(&cfg.user, "user", "", "user the default session runs as (the image's USER); empty: root")
 	flag.StringVar(&cfg.spawn, "spawn", "", "the spawn wrapper's own binary (sandbox-spawn), which starts user programs faster than the agent re-executing itself")
+	flag.StringVar(&cfg.transpile, "transpile", agent.DefaultTranspiler, "the code interpreter's TypeScript helper (sandbox-transpile), started on the first TypeScript cell")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *showVersion {
@@ -139,6 +141,7 @@ func run(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) err
 	}
 	a, err := agent.New(agent.Config{
 		Self:        spawnBinary(cfg.spawn, log),
+		Transpiler:  cfg.transpile,
 		Socket:      socket,
 		RunDir:      cfg.runDir,
 		Workspace:   cfg.workspace,

@@ -5,8 +5,8 @@
 // shells first, through it instead of re-executing itself.
 //
 // Why a binary of its own: a Go program's start-up grows with what it
-// links. The agent links an HTTP server, crypto and esbuild, and its 101
-// package initialisers ran again in every wrapper, on the way to the
+// links. The agent links an HTTP server and crypto, and its package
+// initialisers (101 of them then) ran again in every wrapper, on the way to the
 // sandbox's first shell and to every command started without a spare. This
 // one links only the wrapper (a fifth of the size). Like the agent it is
 // static (CGO_ENABLED=0) so that it runs in any image.

@@ -44,6 +44,9 @@ const (
 	DefaultSocket    = "/.sandboxd/run/agent.sock"
 	DefaultRunDir    = "/run/sandboxd-agent"
 	DefaultWorkspace = "/workspace"
+	// DefaultTranspiler is where the daemon mounts the TypeScript helper
+	// (runtime.TranspilePath).
+	DefaultTranspiler = "/.sandboxd/transpile"
 	// DefaultKeepalive is the longest an event stream stays silent.
 	DefaultKeepalive = 15 * time.Second
 )
@@ -78,6 +81,10 @@ type Config struct {
 	// Self is the agent binary, re-executed as the spawn wrapper. Default
 	// /proc/self/exe.
 	Self string
+	// Transpiler is the code interpreter's TypeScript helper
+	// (sandbox-transpile), started on the first cell that needs it; empty:
+	// TypeScript cells fail (interp.Config.Transpiler).
+	Transpiler string
 	// Env is the sandbox's environment, as the agent received it; private
 	// variables are dropped. Nil means os.Environ().
 	Env []string

@@ -40,6 +40,9 @@ func newCodeManager(cfg *Config, shellEnv []string, r *reaper.Reaper) (*interp.M
 	ic := cfg.Code
 	ic.Dir = filepath.Join(cfg.RunDir, codeDir)
 	ic.Workspace, ic.CgroupRoot, ic.Self = cfg.Workspace, cfg.CgroupRoot, cfg.Self
+	if cfg.Transpiler != "" {
+		ic.Transpiler = cfg.Transpiler
+	}
 	ic.BaseEnv, ic.Reaper, ic.Log = shellEnv, r, cfg.Log
 	ic.MaxContexts = api.MaxCodeContexts
 	ic.MaxOutputBytes = api.MaxCodeOutputBytes

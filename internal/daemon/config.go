@@ -54,6 +54,11 @@ type Config struct {
 	// AgentPath, bind-mounted into crun and runc sandboxes; "" when there
 	// is none. Set by Validate, never by a flag.
 	SpawnPath string
+	// TranspilePath is the code interpreter's TypeScript helper
+	// (sandbox-transpile) beside AgentPath, bind-mounted into every
+	// sandbox; "" when there is none (TypeScript cells then fail). Set by
+	// Validate, never by a flag.
+	TranspilePath string
 	// DefaultNetwork is the network mode of sandboxes that do not choose.
 	DefaultNetwork string
 	// Subnet is the pool of addresses of internet-mode sandboxes.
@@ -216,8 +221,14 @@ func (c *Config) Validate() error {
 	// agent re-executes itself as the wrapper (slower to start).
 	c.SpawnPath = ""
 	spawnPath := filepath.Join(filepath.Dir(c.AgentPath), "sandbox-spawn")
-	if fi, err := os.Stat(spawnPath); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+	if isExecutable(spawnPath) {
 		c.SpawnPath = spawnPath
+	}
+	// The TypeScript helper, beside the agent; without it TypeScript
+	// cells fail.
+	c.TranspilePath = ""
+	if path := filepath.Join(filepath.Dir(c.AgentPath), "sandbox-transpile"); isExecutable(path) {
+		c.TranspilePath = path
 	}
 	if c.DefaultImage == "" {
 		c.DefaultImage = rootfs.HostImageName
@@ -429,4 +440,10 @@ func instanceTypeRuntimes(pairs []string) (map[string]string, error) {
 		out[typ] = rt
 	}
 	return out, nil
+}
+
+// isExecutable reports whether path is a regular file someone may execute.
+func isExecutable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }

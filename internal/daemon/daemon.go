@@ -153,6 +153,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return err
 		}
 	}
+	var transpilePath string
+	if cfg.TranspilePath != "" {
+		if transpilePath, err = rootfs.ShareBinary(filepath.Join(cfg.RunDir, "transpile"), cfg.TranspilePath, "sandbox-transpile"); err != nil {
+			return err
+		}
+	}
 	volumes, err := volume.Open(cfg.StateDir, cfg.RunDir)
 	if err != nil {
 		return fmt.Errorf("opening the volume store: %w", err)
@@ -176,7 +182,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer bucketProxy.Close()
 	mgr = sandbox.New(sandbox.Options{
-		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: agentPath, SpawnPath: spawnPath, CgroupParent: cfg.CgroupParent,
+		StateDir: cfg.StateDir, RunDir: cfg.RunDir, AgentPath: agentPath, SpawnPath: spawnPath, TranspilePath: transpilePath, CgroupParent: cfg.CgroupParent,
 		Runtime: rt, GVisor: gvisor, Store: db, Network: net, Cgroups: sandbox.HostCgroups(cg),
 		Images: sandboxImages{images}, ProcViews: views,
 		Policy: sandbox.Policy{

@@ -17,6 +17,11 @@ const (
 	// read-only, in crun and runc sandboxes (the agent's --spawn flag names it to
 	// the agent).
 	SpawnPath = "/.sandboxd/spawn"
+	// TranspilePath is where the code interpreter's TypeScript helper is
+	// bind-mounted, read-only, in every sandbox; the agent (whose
+	// --transpile flag defaults to it) starts it on the first TypeScript
+	// cell.
+	TranspilePath = "/.sandboxd/transpile"
 	// GVisorRunDir is the agent's socket directory in gVisor sandboxes,
 	// bind-mounted from the host: runsc cannot hand the agent a
 	// descriptor (it has no --preserve-fds), so there the agent binds its

@@ -114,6 +114,9 @@ func (m *Manager) pauseLocked(ctx context.Context, b *box, reason string) error 
 		return fmt.Errorf("%w: checkpointing %s failed and took it down; the next call starts it again", ErrFailed, b.id)
 	}
 	steps.mark("checkpoint")
+	if err := markTranspiler(p.bundle, image+partialSuffix); err != nil {
+		m.log.Warn("noting the TypeScript helper beside a checkpoint failed; its restore will fail (files are kept)", "sandbox", b.id, "err", err)
+	}
 	if err := os.Rename(image+partialSuffix, image); err != nil {
 		os.RemoveAll(image + partialSuffix)
 		return errors.Join(err, m.failLocked(ctx, b, "the checkpoint could not be kept; the next call starts the sandbox again"))

@@ -547,6 +547,12 @@ func (m *Manager) writeBundle(b *box, rt Runtime, img *rootfs.Image, p paths, ep
 			Options: []string{"bind", "ro", "nosuid", "nodev"}})
 		args = append(args, "--spawn", runtime.SpawnPath)
 	}
+	if m.mountsTranspiler(b, p) {
+		// The agent finds it there by itself: no flag, so that the command
+		// line of a gVisor checkpoint made before the helper still matches.
+		mounts = append(mounts, specs.Mount{Destination: runtime.TranspilePath, Type: "bind", Source: m.opts.TranspilePath,
+			Options: []string{"bind", "ro", "nosuid", "nodev"}})
+	}
 	mounts = append(mounts, sock.mounts...)
 	mounts = append(mounts, extra...)
 	var procOptions []string

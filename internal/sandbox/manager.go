@@ -42,6 +42,10 @@ type Options struct {
 	// the agent in crun and runc sandboxes; "": the agent re-executes
 	// itself as the wrapper.
 	SpawnPath string
+	// TranspilePath is the code interpreter's TypeScript helper on the
+	// host, mounted beside the agent in every sandbox; "": none (its
+	// TypeScript cells fail).
+	TranspilePath string
 	// Runtime runs crun and runc sandboxes (the one detected at start).
 	Runtime Runtime
 	// GVisor runs gvisor sandboxes; nil when runsc is missing or failed

@@ -106,6 +106,11 @@ func (m *Manager) copyCheckpointed(ctx context.Context, b *box) (_ *snapshot.Cop
 	if cerr == nil {
 		cerr = rt.Checkpoint(cctx, inst.cid, image, runtime.CheckpointOptions{LeaveRunning: true})
 	}
+	if cerr == nil {
+		if err := markTranspiler(p.bundle, image); err != nil {
+			m.log.Warn("noting the TypeScript helper beside a memory snapshot failed; its forks will start from files", "sandbox", b.id, "err", err)
+		}
+	}
 	rerr := rt.Resume(cctx, inst.cid)
 	frozen = time.Since(start)
 	aerr := m.resumeAgent(cctx, rt, inst)

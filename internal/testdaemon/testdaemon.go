@@ -356,8 +356,8 @@ var (
 	buildErr  error
 )
 
-// BinDir returns the directory with sandboxd, sandbox, sandbox-agent and
-// sandbox-spawn: $SANDBOXD_BIN_DIR (set by `make test`), or binaries built
+// BinDir returns the directory with sandboxd, sandbox, sandbox-agent,
+// sandbox-spawn and sandbox-transpile: $SANDBOXD_BIN_DIR (set by `make test`), or binaries built
 // once per test process.
 func BinDir(t testing.TB) string {
 	t.Helper()
@@ -370,7 +370,7 @@ func BinDir(t testing.TB) string {
 			return
 		}
 		root := moduleRoot()
-		for _, name := range []string{"sandboxd", "sandbox", "sandbox-agent", "sandbox-spawn"} {
+		for _, name := range []string{"sandboxd", "sandbox", "sandbox-agent", "sandbox-spawn", "sandbox-transpile"} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, name), "./cmd/"+name)
 			cmd.Dir = root
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -28,16 +28,32 @@ func Main(m *testing.M) { MainWith(m, nil) }
 // reaper (which would take the status of a child that exec.Cmd waits
 // for).
 func MainWith(m *testing.M, before func()) {
+	MainAround(m, func() func() {
+		if before != nil {
+			before()
+		}
+		return nil
+	})
+}
+
+// MainAround is MainWith whose step returns what to do after the tests
+// (remove a file it made), or nil.
+func MainAround(m *testing.M, around func() (after func())) {
 	if len(os.Args) > 1 && os.Args[1] == spawn.Arg {
 		spawn.Main(os.Args[2:]) // never returns
 	}
 	if err := spawn.StartWithDefaultSignals(); err != nil {
 		panic(err)
 	}
-	if before != nil {
-		before()
+	var after func()
+	if around != nil {
+		after = around()
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if after != nil {
+		after()
+	}
+	os.Exit(code)
 }
 
 var (

@@ -128,7 +128,7 @@ func (t *Ticket) Run(ctx context.Context, code string, timeout time.Duration, si
 	sink.Begin(c)
 
 	if c.lang != Python {
-		js, terr := transpile(c.lang, code)
+		js, terr := c.m.transpile(ctx, c.lang, code)
 		if terr != nil {
 			err := sink.Error(*terr)
 			return Outcome{ExecutionCount: c.executionCount(), Duration: time.Since(start)}, err

@@ -122,6 +122,11 @@ type Config struct {
 	Self string
 	// CgroupRoot is passed to the spawn wrapper (see package spawn).
 	CgroupRoot string
+	// Transpiler is the TypeScript helper's binary (sandbox-transpile,
+	// package transpile), started through the spawn wrapper on the first
+	// cell that needs it. Empty: TypeScript cells fail with a
+	// TranspileError, and JavaScript runs as written.
+	Transpiler string
 	// BaseEnv is the environment of every interpreter, before a context's
 	// own variables. Its PATH finds python3 and node.
 	BaseEnv []string

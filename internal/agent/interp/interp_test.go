@@ -17,16 +17,52 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/agent/agenttest"
+	"github.com/sandboxd/sandboxd/internal/agent/transpile"
+	"github.com/sandboxd/sandboxd/internal/agent/transpile/helper"
 )
 
-// The test binary doubles as the agent binary: interpreters are started
-// through /proc/self/exe as the spawn wrapper.
+// The test binary doubles as the agent binary (interpreters are started
+// through /proc/self/exe as the spawn wrapper) and as the TypeScript
+// helper (Config.Transpiler).
 func TestMain(m *testing.M) {
-	agenttest.MainWith(m, func() {
+	agenttest.MainAround(m, func() func() {
+		if len(os.Args) > 1 && os.Args[1] == transpile.Arg {
+			helper.Main(os.Args[1:]) // never returns
+		}
 		// Before any test starts the shared reaper, which would take this
 		// child's status from exec.Cmd's Wait.
 		pythonErr = exec.Command("/usr/bin/python3", "-c", "import IPython").Run()
+		dir, err := shareTestBinary()
+		if err != nil {
+			panic(err)
+		}
+		return func() { os.RemoveAll(dir) }
 	})
+}
+
+// testBinary is a copy of this test binary where the user nobody can
+// execute it (go test's build directory is private): the tests'
+// TypeScript helper.
+var testBinary string
+
+func shareTestBinary() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp("", "interp-helper")
+	if err != nil {
+		return "", err
+	}
+	testBinary = filepath.Join(dir, "sandbox-transpile")
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return dir, err
+	}
+	data, err := os.ReadFile(self)
+	if err != nil {
+		return dir, err
+	}
+	return dir, os.WriteFile(testBinary, data, 0o755)
 }
 
 // pythonErr says why the system python3 with IPython is unusable, if it is.
@@ -58,6 +94,7 @@ func newTestManager(t testing.TB, tweak ...func(*Config)) *Manager {
 		CgroupRoot: filepath.Join(t.TempDir(), "none"),
 		BaseEnv:    []string{testPath, "HOME=/root", "LANG=C.UTF-8"},
 		Reaper:     agenttest.Reaper(t),
+		Transpiler: testBinary,
 		Python:     "/usr/bin/python3",
 		KillGrace:  2 * time.Second,
 		NoSpares:   true,
@@ -532,6 +569,51 @@ func TestTypeScript(t *testing.T) {
 	if rec, _ := runIn(t, c, "const later: number = await Promise.resolve(total * 2); later", 0); text(rec) != "6" {
 		t.Errorf("await: %q %+v", text(rec), rec.errs)
 	}
+}
+
+// TestTypeScriptHelper: the helper starts on the first cell that needs it
+// (not for plain JavaScript), as nobody, is started again after it died,
+// and is gone after Close.
+func TestTypeScriptHelper(t *testing.T) {
+	needNode(t)
+	m := newTestManager(t)
+	js := create(t, m, Options{Language: JavaScript})
+	if rec, _ := runIn(t, js, "1 + 1", 0); text(rec) != "2" || helperPID(m) != 0 {
+		t.Fatalf("plain JavaScript: %q, helper %d", text(rec), helperPID(m))
+	}
+	ts := create(t, m, Options{Language: TypeScript})
+	if rec, _ := runIn(t, ts, "const a: number = 1; a", 0); text(rec) != "1" {
+		t.Fatalf("first cell: %q %+v", text(rec), rec.errs)
+	}
+	first := helperPID(m)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", first))
+	if err != nil || !strings.Contains(string(status), "\nUid:\t65534\t") {
+		t.Errorf("helper %d does not run as nobody: %v\n%s", first, err, status)
+	}
+	syscall.Kill(first, syscall.SIGKILL)
+	m.ts.mu.Lock()
+	<-m.ts.h.exited
+	m.ts.mu.Unlock()
+	if rec, _ := runIn(t, ts, "const b: number = 2; b", 0); text(rec) != "2" {
+		t.Fatalf("after the helper died: %q %+v", text(rec), rec.errs)
+	}
+	second := helperPID(m)
+	if second == 0 || second == first {
+		t.Errorf("helper %d, then %d", first, second)
+	}
+	m.Close()
+	if alive(second) {
+		t.Errorf("helper %d survived Close", second)
+	}
+}
+
+func helperPID(m *Manager) int {
+	m.ts.mu.Lock()
+	defer m.ts.mu.Unlock()
+	if m.ts.h == nil {
+		return 0
+	}
+	return m.ts.h.proc.Pid
 }
 
 func TestSpares(t *testing.T) {

@@ -66,6 +66,8 @@ type Manager struct {
 
 	defaultSem map[Language]chan struct{} // serialises the creation of each default context
 
+	ts transpiler // the TypeScript helper, started on first use
+
 	filesMu sync.Mutex
 	filesOK bool
 
@@ -137,7 +139,24 @@ func NewManager(cfg Config) (*Manager, error) {
 	for _, l := range []Language{Python, JavaScript, TypeScript} {
 		m.defaultSem[l] = make(chan struct{}, 1)
 	}
+	m.ts.cfg = &m.cfg
 	return m, nil
+}
+
+// transpile returns the JavaScript a run of code in a context of lang
+// (JavaScript or TypeScript) sends to Node, or the error to report
+// instead. When the helper cannot answer, JavaScript runs as written
+// (Node reports what it cannot run) and TypeScript reports why.
+func (m *Manager) transpile(ctx context.Context, lang Language, code string) (string, *ExecError) {
+	js, serr, err := m.ts.transpile(ctx, lang, code)
+	switch {
+	case err == nil:
+		return js, serr
+	case lang == JavaScript:
+		return code, nil
+	}
+	m.cfg.Log.Warn("transpiling a TypeScript cell", "err", err)
+	return "", &ExecError{Name: "TranspileError", Value: err.Error(), Traceback: []string{}}
 }
 
 // ValidID reports whether id can name a context: 1-64 characters of
@@ -589,6 +608,7 @@ func (m *Manager) Close() {
 		return
 	}
 	m.closed = true
+	m.ts.close()
 	var procs []*process
 	for _, c := range m.contexts {
 		procs = append(procs, c.proc)
