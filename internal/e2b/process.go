@@ -287,7 +287,6 @@ func (c *call) start(w http.ResponseWriter, r *http.Request) {
 		c.startPTY(w, r, req, deadline)
 		return
 	}
-	ctx := r.Context()
 	cwd := home(c.user)
 	if req.Process.Cwd != nil && *req.Process.Cwd != "" {
 		if cwd, err = c.resolve(*req.Process.Cwd); err != nil {
@@ -315,17 +314,14 @@ func (c *call) start(w http.ResponseWriter, r *http.Request) {
 	}
 	// One call starts the process and streams its log, which opens with
 	// the started record.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	resp, err := c.s.up.stream(ctx, http.MethodPost, sandboxPath(c.id, "processes/start/stream"), preq)
+	st, err := c.openStream(r, http.MethodPost, sandboxPath(c.id, "processes/start/stream"), preq)
 	if err != nil {
 		writeStreamError(w, err)
 		return
 	}
-	defer resp.Body.Close()
-	rd := sse.NewReader(resp.Body)
+	defer st.close()
 	var first api.ProcessEvent
-	if ev, err := rd.Next(); err != nil || ev.Decode(&first) != nil || first.Type != api.EventProcessInfo || first.Process == nil {
+	if ev, err := st.rd.Next(); err != nil || ev.Decode(&first) != nil || first.Type != api.EventProcessInfo || first.Process == nil {
 		writeStreamError(w, rpcErrorf(codeUnavailable, "the process's output stream broke before its start"))
 		return
 	}
@@ -335,7 +331,7 @@ func (c *call) start(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.s.procs.add(c.id, &bookedProcess{recordID: p.ID, pid: uint32(p.PID), tag: req.Tag, config: req.Process})
-	c.relayFrom(w, r, rd, cancel, p, deadline, nil)
+	c.relayFrom(w, r, st, p, deadline, nil)
 }
 
 // attach serves Connect: live output of a running process (what it wrote
@@ -377,20 +373,74 @@ func logLen(s, enc string) int {
 // when Connect-Timeout-Ms passed (sandboxd's process timeout killed it).
 // skip drops that many leading bytes of stdout and stderr (Connect).
 func (c *call) relay(w http.ResponseWriter, r *http.Request, p api.Process, deadline time.Duration, skip *[2]int) {
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	resp, err := c.s.up.stream(ctx, http.MethodGet, sandboxPath(c.id, "processes/"+p.ID+"/logs/stream"), nil)
+	st, err := c.openStream(r, http.MethodGet, sandboxPath(c.id, "processes/"+p.ID+"/logs/stream"), nil)
 	if err != nil {
 		writeStreamError(w, err)
 		return
 	}
-	defer resp.Body.Close()
-	c.relayFrom(w, r, sse.NewReader(resp.Body), cancel, p, deadline, skip)
+	defer st.close()
+	c.relayFrom(w, r, st, p, deadline, skip)
 }
 
+// logStream is a process's log stream from the daemon's API. Its call
+// may outlive the handler by the read of its end (close).
+type logStream struct {
+	resp   *http.Response
+	rd     *sse.Reader
+	cancel context.CancelFunc
+	unlink func() bool // stops the cancel at the handler's end
+	// exited: the exit event came, and the stream's end follows.
+	exited bool
+}
+
+// openStream opens an event stream of the daemon's API for r's handler:
+// it is cancelled when r's call ends, unless close takes it over.
+func (c *call) openStream(r *http.Request, method, path string, in any) (*logStream, error) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	unlink := context.AfterFunc(r.Context(), cancel)
+	resp, err := c.s.up.stream(ctx, method, path, in)
+	if err != nil {
+		unlink()
+		cancel()
+		return nil, err
+	}
+	return &logStream{resp: resp, rd: sse.NewReader(resp.Body), cancel: cancel, unlink: unlink}, nil
+}
+
+// close ends the stream. One that delivered its exit event is read to
+// its end first, in the background (the SDK's answer does not wait for
+// it): a response read to its end leaves its connections for the next
+// call (the in-memory one to the daemon's API, and the API's to the
+// agent); one closed before its end is dropped, and every command would
+// dial both anew. Bounded: a few events (the daemon's API may send a
+// keepalive comment first), and drainTimeout.
+func (s *logStream) close() {
+	if !s.exited || !s.unlink() {
+		s.resp.Body.Close()
+		s.cancel()
+		return
+	}
+	go func() {
+		t := time.AfterFunc(drainTimeout, s.cancel)
+		defer t.Stop()
+		for range 4 {
+			if _, err := s.rd.Next(); err != nil {
+				break
+			}
+		}
+		s.resp.Body.Close()
+		s.cancel()
+	}()
+}
+
+// drainTimeout bounds close's read of a stream's end, which follows the
+// exit event at once.
+const drainTimeout = 100 * time.Millisecond
+
 // relayFrom is relay on a log stream already open (its process_info
-// event, if still unread, is skipped); stop cancels the stream's call.
-func (c *call) relayFrom(w http.ResponseWriter, r *http.Request, rd *sse.Reader, stop context.CancelFunc, p api.Process, deadline time.Duration, skip *[2]int) {
+// event, if still unread, is skipped).
+func (c *call) relayFrom(w http.ResponseWriter, r *http.Request, st *logStream, p api.Process, deadline time.Duration, skip *[2]int) {
+	rd := st.rd
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	sw := newStreamWriter(w)
@@ -440,7 +490,7 @@ func (c *call) relayFrom(w http.ResponseWriter, r *http.Request, rd *sse.Reader,
 			}
 			_ = sw.send(eventMessage{Event: processEvent{End: endOf(pe)}})
 			sw.end(nil)
-			drainEnd(rd, stop)
+			st.exited = true
 			return
 		case "error":
 			sw.end(toRPCError(&api.Error{Code: pe.Code, Message: pe.Message}))
@@ -448,28 +498,6 @@ func (c *call) relayFrom(w http.ResponseWriter, r *http.Request, rd *sse.Reader,
 		}
 	}
 }
-
-// drainEnd reads what follows a process's exit event in sandboxd's log
-// stream: its end, which the agent sends right behind it. A response read
-// to its end leaves its connections for the next call (the in-memory one
-// to the daemon's API, and the API's to the agent); one closed before
-// its end is dropped, and the next command dials both anew. The SDK
-// waits for the end of its own response anyway, which comes when this
-// returns. Bounded: a few events (an event stream of the daemon's API
-// may send a keepalive comment first) and drainTimeout, after which stop
-// cancels the stream's call.
-func drainEnd(rd *sse.Reader, stop context.CancelFunc) {
-	t := time.AfterFunc(drainTimeout, stop)
-	defer t.Stop()
-	for range 4 {
-		if _, err := rd.Next(); err != nil {
-			return
-		}
-	}
-}
-
-// drainTimeout bounds drainEnd: the end follows the exit event at once.
-const drainTimeout = 100 * time.Millisecond
 
 // endOf maps sandboxd's exit event onto envd's EndEvent: an exit status
 // is exited with its code; death by signal is "signal: <name>", not

@@ -18,12 +18,14 @@ import (
 
 // TestCommandsKeepTheirConnection: a command's relay reads sandboxd's
 // log stream to its end, past the exit event, so that the next command
-// reuses the connection to the daemon's API instead of dialling anew.
-// The daemon's API is a hand-written fake here: the start-and-stream
-// call answers a process_info and an exit event, then ends a moment
-// later.
+// reuses the connection to the daemon's API instead of dialling anew;
+// and the command's own answer does not wait for that end. The daemon's
+// API is a hand-written fake here: the start-and-stream call answers a
+// process_info and an exit event, then ends a moment later.
 func TestCommandsKeepTheirConnection(t *testing.T) {
+	const endDelay = 50 * time.Millisecond
 	var conns atomic.Int32
+	ended := make(chan struct{}, 1)
 	api := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasSuffix(r.URL.Path, "/processes/start/stream") {
 			http.NotFound(w, r)
@@ -41,7 +43,8 @@ func TestCommandsKeepTheirConnection(t *testing.T) {
 		// The stream's end comes apart from the exit event, as through
 		// the daemon's in-memory connection (a net.Pipe passes each
 		// write on its own).
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(endDelay)
+		ended <- struct{}{}
 	}))
 	api.Config.ConnState = func(_ net.Conn, st http.ConnState) {
 		if st == http.StateNew {
@@ -66,7 +69,14 @@ func TestCommandsKeepTheirConnection(t *testing.T) {
 		r.Header.Set("E2b-Sandbox-Id", id)
 		r.Header.Set("X-Access-Token", s.table.token("envd", id))
 		w := httptest.NewRecorder()
+		began := time.Now()
 		s.ServeHTTP(w, r)
+		if took := time.Since(began); took >= endDelay {
+			t.Errorf("command %d answered after %v, not before its stream's end (%v)", i, took, endDelay)
+		}
+		// The stream's end, then a moment for the relay to read it.
+		<-ended
+		time.Sleep(100 * time.Millisecond)
 		if got := w.Body.String(); !strings.Contains(got, `"exitCode":0`) || !strings.Contains(got, `"pid":42`) {
 			t.Fatalf("command %d: %q", i, got)
 		}
