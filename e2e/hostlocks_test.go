@@ -92,3 +92,36 @@ func TestHostLockFilesGoWithTheirDaemon(t *testing.T) {
 	testdaemon.Start(t, testdaemon.Options{})
 	exist(t, "after the next daemon started", lockFiles(killed), false)
 }
+
+// TestAFailedStartTakesBackItsCgroupParent: a daemon whose start fails
+// after it made its parent cgroup (here on an interface prefix only the
+// network's setup refuses) removes it again: a daemon that never starts
+// again with that --cgroup-parent left it on the host for good.
+func TestAFailedStartTakesBackItsCgroupParent(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	bin := testdaemon.BinDir(t)
+	run, err := os.MkdirTemp("/tmp", "sbd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(run)
+	parent := "sbdfail" + strings.TrimPrefix(filepath.Base(run), "sbd")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(bin, "sandboxd"), "--state-dir", t.TempDir(), "--run-dir", run,
+		"--listen", "127.0.0.1:0", "--agent", filepath.Join(bin, "sandbox-agent"), "--nft-table", parent,
+		"--iface-prefix", "q1", "--cgroup-parent", parent, "--warm-pool", "0").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "interface prefix") {
+		t.Fatalf("the start with a bad interface prefix: %v\n%s", err, out)
+	}
+	left, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent)
+	if _, err := os.Stat("/sys/fs/cgroup/" + parent); err == nil {
+		left = append(left, "/sys/fs/cgroup/"+parent)
+	}
+	for _, d := range left {
+		os.Remove(d)
+	}
+	if len(left) > 0 {
+		t.Errorf("the failed start left its parent cgroup: %v", left)
+	}
+}

@@ -294,6 +294,25 @@ func writeFile(path, value string) error {
 	return nil
 }
 
+// HasParent reports whether the cgroup name (one path element) exists
+// below the root of the host's first hierarchy.
+func (h *Host) HasParent(name string) bool {
+	if len(h.hierarchies) == 0 {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(h.hierarchies[0], name))
+	return err == nil
+}
+
+// RemoveParentIfEmpty removes the cgroup name from every hierarchy where
+// it holds no cgroup: a removal (rmdir) of a cgroup that still has
+// children fails, so the sandboxes below it are never touched.
+func (h *Host) RemoveParentIfEmpty(name string) {
+	for _, mp := range h.hierarchies {
+		os.Remove(filepath.Join(mp, name))
+	}
+}
+
 // EnsureParent creates the cgroup name (one path element) below the root
 // of every hierarchy, where the daemon's sandbox cgroups go. crun creates
 // missing parents itself; runsc does not. A new v1 cpuset cgroup starts

@@ -49,7 +49,7 @@ const flushInterval = 5 * time.Second
 // order: stop accepting and finish requests (bounded), flush last-use
 // times, close the registry. Sandboxes keep running across a daemon
 // restart; the next start reattaches them.
-func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("sandboxd must run as root: it creates namespaces, cgroups and mounts")
 	}
@@ -106,9 +106,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("reading the host's cgroup layout: %w", err)
 	}
+	// A start that fails (a bad flag found by the network's setup, a
+	// SIGTERM during recovery) takes back the parent cgroup it made: no
+	// sandbox is in it, and a daemon that never starts again with this
+	// --cgroup-parent would leave it on the host for good.
+	newParent := !cg.HasParent(cfg.CgroupParent)
 	if err := cg.EnsureParent(cfg.CgroupParent); err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil && newParent {
+			cg.RemoveParentIfEmpty(cfg.CgroupParent)
+		}
+	}()
 	hostImage, err := rootfs.PrepareHost(hostImageDir(cfg))
 	if err != nil {
 		return fmt.Errorf("preparing the host image: %w", err)
