@@ -666,13 +666,23 @@ func (s *Session) writersLeft(fd int) bool {
 
 // commandFile is the session's DIR/cmd, which the shell sources: made
 // once and kept open, each command's text written at its start and
-// truncated away at its end, before the answer (the text may be secret).
+// blanked at its end, before the answer (the text may be secret).
 // Making, writing, closing and removing a file per command were four
 // system calls on every command's way, each a trip through gVisor's
 // Sentry; these are two. The settling makes a new one when the file was
 // removed or replaced (by user code: its directory is the session
 // user's), so that the shell never sources a file the agent does not
 // write.
+//
+// A text is blanked by writing zeros over it, not by truncating the file
+// to nothing: on gVisor's tmpfs a truncation to 0 gives the file's page
+// back to the host (an fallocate of the Sentry's) and the next text's
+// write takes and faults in a fresh one, which cost a pwrite and
+// ftruncate pair about twice as much as a pwrite and a second pwrite
+// inside a sandbox (bench/results/gvisor.txt). The file keeps the length
+// of the last text, zeros between commands; a shorter next text is cut
+// to its length with ftruncate, which keeps the page. The shell never
+// sources the zeros: a frame always follows a new text.
 //
 // The file's access time also tells whether a shell that died during a
 // command had begun it: the settling sets it to 0, and a read (the
@@ -685,6 +695,8 @@ func (s *Session) writersLeft(fd int) bool {
 // frame came in one read.
 type commandFile struct {
 	fd int // -1: none made
+	// size is the file's length as the agent wrote it: the last text's.
+	size int64
 	// atime: this file's access time was seen to change on a read;
 	// armed: it was 0 when the last command's text was written.
 	atime, reset, armed bool
@@ -709,6 +721,12 @@ func (f *commandFile) write(s *Session, text string) error {
 		}
 		data, off = data[n:], off+int64(n)
 	}
+	if n := int64(len(text)); n < f.size {
+		if err := rawFtruncate(f.fd, n); err != nil {
+			return fmt.Errorf("cutting %s/%s to its text: %w", s.dir, cmdFile, err)
+		}
+	}
+	f.size = int64(len(text))
 	return nil
 }
 
@@ -732,23 +750,42 @@ func (f *commandFile) create(s *Session) error {
 			return fmt.Errorf("giving %s to the session user: %w", path, err)
 		}
 	}
-	f.fd = fd
+	f.fd, f.size = fd, 0
 	f.reset = rawResetAtime(fd) == nil
 	return nil
 }
 
-// clear truncates the file to nothing; if that fails, the file is let go
-// of and removed.
+// maxBlanked is the longest text clear overwrites with zeros; a longer
+// one is truncated away (one page: what the truncation would give back).
+const maxBlanked = 4096
+
+var blank [maxBlanked]byte
+
+// clear blanks the last text: zeros over it (see commandFile), or for a
+// long one a truncation to nothing. If that fails, the file is let go of
+// and removed.
 func (f *commandFile) clear(s *Session) {
-	if f.fd >= 0 && rawFtruncate(f.fd, 0) != nil {
-		f.remove(s)
+	if f.fd < 0 || f.size == 0 {
+		return
 	}
+	if f.size <= maxBlanked {
+		if n, err := rawPwrite(f.fd, blank[:f.size], 0); err == nil && int64(n) == f.size {
+			return
+		}
+	}
+	if rawFtruncate(f.fd, 0) != nil {
+		f.remove(s)
+		return
+	}
+	f.size = 0
 }
 
 // check is the settling's: it lets go of the file if it is no longer at
 // its path (its last link was removed, or another file renamed over it),
-// so that the next command makes a new one; otherwise it notes whether
-// the last command's read set the access time, and sets it to 0 again.
+// so that the next command makes a new one; otherwise it truncates it
+// to nothing if it is not as long as the agent left it (user code wrote
+// to it), notes whether the last command's read set the access time,
+// and sets it to 0 again.
 func (f *commandFile) check(s *Session) {
 	if f.fd < 0 {
 		return
@@ -758,6 +795,15 @@ func (f *commandFile) check(s *Session) {
 		rawClose(f.fd)
 		f.fd = -1
 		return
+	}
+	if st.Size != f.size {
+		// Written by someone else (user code may write to the file): the
+		// shell must not source what follows the next text.
+		if rawFtruncate(f.fd, 0) != nil {
+			f.remove(s)
+			return
+		}
+		f.size = 0
 	}
 	f.reset = true
 	if st.Atim.Nano() != 0 {

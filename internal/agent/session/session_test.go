@@ -272,3 +272,39 @@ func procState(pid int) string {
 	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	return string(b)
 }
+
+// TestCommandFileHoldsNoTextBetweenCommands: a command's text is gone
+// from DIR/cmd when its answer comes (blanked with zeros, see
+// commandFile), a shorter text after a longer one runs alone, and what
+// user code appended to the file is never sourced with the next text.
+func TestCommandFileHoldsNoTextBetweenCommands(t *testing.T) {
+	m := newTestManager(t)
+	s, _ := m.Get(Default)
+	path := filepath.Join(s.dir, cmdFile)
+	onlyZeros := func(when string) {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bytes.Trim(b, "\x00")) != 0 {
+			t.Errorf("%s: %s holds %q", when, path, b)
+		}
+	}
+	if got := mustRun(t, s, Command{Text: "echo secret-$((6*7))-" + strings.Repeat("s", 64)}); !strings.HasPrefix(got, "secret-42-") {
+		t.Fatalf("long command: %q", got)
+	}
+	onlyZeros("after a command")
+	if got := mustRun(t, s, Command{Text: "echo a"}); got != "a\n" {
+		t.Errorf("shorter command after a longer one: %q", got)
+	}
+	onlyZeros("after a shorter command")
+
+	appender := "printf '\\necho INJECTED; #" + strings.Repeat("x", 40) + "\\n' >>" + path
+	mustRun(t, s, Command{Text: appender})
+	next := "echo " + strings.Repeat("n", len(appender)) // longer than the appender, shorter than the file
+	if got := mustRun(t, s, Command{Text: next}); got != strings.Repeat("n", len(appender))+"\n" {
+		t.Errorf("after user code appended to the command file: %q", got)
+	}
+	onlyZeros("after the command that followed an append")
+}
