@@ -264,10 +264,6 @@ func (r *runner) loop(ctx context.Context, timeout time.Duration) {
 				r.readOutput(Stderr)
 			case sh.status:
 				r.readStatus()
-			case s.notify:
-				if s.statusChanged(sh) && r.abort == nil {
-					r.statusLost()
-				}
 			case s.wake.fd:
 				s.wake.reset()
 			}
@@ -287,17 +283,6 @@ func (r *runner) next(events []unix.EpollEvent, until time.Time) (int, error) {
 		until = brief
 	}
 	return r.s.waitBriefly(events, until)
-}
-
-// statusLost: user code removed or replaced the status FIFO, so no
-// status line can reach the agent. The shell is killed with the command
-// at once (see ErrStatusLost) rather than asked to unwind: its answer
-// would not come either.
-func (r *runner) statusLost() {
-	r.s.m.cfg.Log.Warn("session status FIFO removed or replaced; killing the shell", "session", r.s.id)
-	r.startAbort(ErrStatusLost, false)
-	r.lastKill = r.abortAt
-	r.killShell(r.abortAt)
 }
 
 func (r *runner) startAbort(why error, timedOut bool) {

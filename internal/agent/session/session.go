@@ -119,10 +119,7 @@ type Session struct {
 	closeOnce sync.Once
 
 	// Owned by the holder of the turn.
-	ep int // epoll instance: status pipe, wake eventfd, output FIFOs, notify
-	// notify is an inotify instance that watches the shell's status FIFO
-	// (see statusWatchMask).
-	notify int
+	ep int // epoll instance: status pipe, wake eventfd, output FIFOs
 	// epw is ep in the Go runtime's poller, which wait blocks in (see
 	// wait).
 	epw  syscall.RawConn
@@ -177,19 +174,12 @@ func newSession(m *Manager, id string, o Options, acct *user.Account) (*Session,
 		w.close()
 		return nil, err
 	}
-	notify, err := newStatusWatcher(ep)
-	if err != nil {
-		epf.Close()
-		w.close()
-		return nil, err
-	}
 	s := &Session{
 		m: m, id: id, opts: o, acct: acct, dir: dir, created: time.Now().UTC(),
 		env:     envState{session: Layer{}},
 		turn:    make(chan struct{}, 1),
 		closed:  make(chan struct{}),
 		ep:      ep,
-		notify:  notify,
 		epf:     epf,
 		epw:     epw,
 		wake:    w,
@@ -400,7 +390,7 @@ func (s *Session) ensureShellWith(ctx context.Context, launched func()) error {
 	defer s.shMu.Unlock()
 	if s.isClosed() {
 		sh.killGroup()
-		s.release(sh)
+		sh.release(s.ep)
 		return ErrClosed
 	}
 	s.sh = sh
@@ -415,7 +405,7 @@ func (s *Session) dropShell() {
 	s.sh = nil
 	s.shMu.Unlock()
 	if sh != nil {
-		s.release(sh)
+		sh.release(s.ep)
 	}
 }
 
@@ -450,7 +440,6 @@ func (s *Session) close() {
 		}
 		s.cmdFile.close()
 		s.epf.Close()
-		unix.Close(s.notify)
 		s.wake.close()
 		os.RemoveAll(s.dir)
 	})

@@ -37,9 +37,6 @@ type shell struct {
 	status int
 	line   []byte
 	eof    bool // the status FIFO reported end of file (only if it failed)
-	// watch is the inotify watch on the status FIFO (see
-	// statusWatchMask); -1: none.
-	watch int
 
 	// acct is who the shell runs as (nil: root); env is its environment
 	// as the agent last set it, at version envVersion (see pendingEnv).
@@ -90,22 +87,16 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 	if err := s.own(statusPath); err != nil {
 		return nil, err
 	}
-	watch, err := s.watchStatus(statusPath)
-	if err != nil {
-		return nil, err
-	}
 	status, err := unix.Open(statusPath, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		s.unwatchStatus(watch)
 		return nil, fmt.Errorf("opening the status FIFO: %w", err)
 	}
 	var in [2]int
 	if err := unix.Pipe2(in[:], unix.O_CLOEXEC); err != nil {
-		s.unwatchStatus(watch)
 		unix.Close(status)
 		return nil, fmt.Errorf("creating the frame pipe: %w", err)
 	}
-	sh := &shell{status: status, in: in[1], inPeek: in[0], bash: filepath.Base(cfg.Shell) == "bash", watch: watch}
+	sh := &shell{status: status, in: in[1], inPeek: in[0], bash: filepath.Base(cfg.Shell) == "bash"}
 	sh.acct = acct
 	s.m.envMu.Lock()
 	sh.env = s.environLocked(acct)
@@ -114,7 +105,6 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 	defer func() {
 		if err != nil {
 			sh.killGroup()
-			s.unwatchStatus(sh.watch)
 			unix.Close(sh.status)
 			unix.Close(sh.in)
 			unix.Close(sh.inPeek)
@@ -300,20 +290,15 @@ func (s *Session) awaitReady(ctx context.Context, sh *shell) error {
 			return fmt.Errorf("epoll wait: %w", werr)
 		}
 		s.wake.reset()
-		if s.discardOutputs(events[:nev]) && s.statusChanged(sh) {
-			return errStatusLostAtStart
-		}
+		s.discardOutputs(events[:nev])
 	}
 }
 
 // discardOutputs reads and drops what reached an output FIFO while no
 // command ran (user code may open it by its path): it belongs to no
 // command, and left there it would keep the FIFO ready in the epoll set.
-// It reports whether the events include the status FIFO's watch, which
-// the caller reads (see statusChanged).
-func (s *Session) discardOutputs(events []unix.EpollEvent) (watch bool) {
+func (s *Session) discardOutputs(events []unix.EpollEvent) {
 	for _, ev := range events {
-		watch = watch || int(ev.Fd) == s.notify
 		for st := range s.outs {
 			if fd := s.outs[st].r; fd >= 0 && int(ev.Fd) == fd {
 				// Bounded: a writer that never stops is not waited out.
@@ -325,7 +310,6 @@ func (s *Session) discardOutputs(events []unix.EpollEvent) (watch bool) {
 			}
 		}
 	}
-	return watch
 }
 
 // dupFile returns a copy of fd as an *os.File, to be handed to a child.
@@ -383,17 +367,14 @@ func (sh *shell) killGroup() {
 	}
 }
 
-// release kills the shell if it still runs, ends its status FIFO's watch
-// and closes the agent's ends of its pipes. It does not wait: the reaper
-// collects the shell.
-func (s *Session) release(sh *shell) {
+// release kills the shell if it still runs and closes the agent's ends of
+// its pipes. It does not wait: the reaper collects the shell.
+func (sh *shell) release(ep int) {
 	if !sh.exited.Load() {
 		sh.signal(syscall.SIGKILL)
 	}
-	s.unwatchStatus(sh.watch)
-	sh.watch = -1
 	if !sh.eof {
-		unix.EpollCtl(s.ep, unix.EPOLL_CTL_DEL, sh.status, nil)
+		unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, sh.status, nil)
 	}
 	unix.Close(sh.status)
 	unix.Close(sh.in)
