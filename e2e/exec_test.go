@@ -158,6 +158,26 @@ func TestExitEndsTheSessionAndTheNextCallGetsAFreshOne(t *testing.T) {
 	}
 }
 
+// TestRemovedStatusFIFOEndsTheCallAtOnce: a command that removes its
+// session's status FIFO (through which the shell reports each command's
+// end) fails at once with SESSION_TERMINATED, not at its timeout, and the
+// next call gets a fresh shell.
+func TestRemovedStatusFIFOEndsTheCallAtOnce(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		sb := d.Client.Sandbox("status-fifo")
+		run(t, sb, "export GONE=1")
+		start := time.Now()
+		_, err := sb.Exec(ctxT(t, 60*time.Second), "rm /run/sandboxd-agent/default/s; sleep 0.3; echo after",
+			client.WithTimeout(30*time.Second))
+		if took := time.Since(start); !errors.Is(err, client.ErrSessionTerminated) || took > 10*time.Second {
+			t.Fatalf("err = %v after %s, want ErrSessionTerminated at once", err, took.Round(time.Millisecond))
+		}
+		if got := trim(run(t, sb, `echo "[$GONE]"`)); got != "[]" {
+			t.Errorf("next call = %q, want a fresh shell", got)
+		}
+	})
+}
+
 func TestStreamingDeliversOutputAsItIsProduced(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
 		sb := d.Client.Sandbox("stream")

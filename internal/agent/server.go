@@ -396,6 +396,8 @@ func (s *server) apiError(err error) *api.Error {
 	switch {
 	case errors.As(err, &timeout):
 		return &api.Error{Code: api.CodeCommandTimeout, Message: timeout.Error()}
+	case errors.Is(err, session.ErrStatusLost):
+		return api.Errorf(api.CodeSessionTerminated, "the command removed or replaced the session's status FIFO, so its shell could not report the command's end; the shell was killed with the command, and the next command starts a fresh shell with the session's original options")
 	case errors.Is(err, session.ErrTerminated):
 		return api.Errorf(api.CodeSessionTerminated, "the session's shell exited during the command; the next command starts a fresh shell with the session's original options")
 	case errors.Is(err, session.ErrNotFound):

@@ -80,6 +80,7 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (
 	if cmd.Timeout > 0 {
 		r.deadline = r.start.Add(cmd.Timeout)
 	}
+	r.nextCheck = r.start.Add(statusCheckInterval)
 	if err := sh.send(frame(n, wrapped, cmd.Stdin != nil)); err != nil {
 		return res, fmt.Errorf("%w: %w", errNotDispatched, err)
 	}
@@ -163,6 +164,9 @@ type runner struct {
 
 	start    time.Time // when the command was handed to the shell
 	deadline time.Time
+	// nextCheck is when the status FIFO is checked next (see
+	// statusCheckInterval).
+	nextCheck time.Time
 
 	done bool // the status line for n arrived
 	code int
@@ -230,10 +234,13 @@ func (r *runner) loop(ctx context.Context, timeout time.Duration) {
 			return
 		}
 		if r.abort == nil {
+			now := time.Now()
 			if err := ctx.Err(); err != nil {
 				r.startAbort(&AbortError{Cause: context.Cause(ctx)}, false)
-			} else if !r.deadline.IsZero() && !time.Now().Before(r.deadline) {
+			} else if !r.deadline.IsZero() && !now.Before(r.deadline) {
 				r.startAbort(&TimeoutError{Timeout: timeout}, true)
+			} else if !now.Before(r.nextCheck) {
+				r.checkStatus(now)
 			}
 		}
 		if r.abort != nil {
@@ -247,8 +254,10 @@ func (r *runner) loop(ctx context.Context, timeout time.Duration) {
 		switch {
 		case r.abort != nil:
 			until = time.Now().Add(killInterval)
-		case !r.deadline.IsZero():
+		case !r.deadline.IsZero() && r.deadline.Before(r.nextCheck):
 			until = r.deadline
+		default:
+			until = r.nextCheck
 		}
 		nev, err := r.next(events, until)
 		if err != nil && err != unix.EINTR {

@@ -527,6 +527,9 @@ func (s *Session) wait(events []unix.EpollEvent, deadline time.Time) (n int, err
 		n, werr = rawEpollPoll(int(fd), events)
 		return n > 0 || (werr != nil && werr != unix.EINTR)
 	})
+	if !deadline.IsZero() {
+		s.epf.SetReadDeadline(time.Time{})
+	}
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return 0, nil
