@@ -236,6 +236,14 @@ func (s *streamWriter) envelope(flag byte, msg any) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.write(flag, b); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+// write writes one envelope, unflushed; the caller holds mu.
+func (s *streamWriter) write(flag byte, b []byte) error {
 	if s.ended {
 		return io.ErrClosedPipe
 	}
@@ -248,10 +256,8 @@ func (s *streamWriter) envelope(flag byte, msg any) error {
 	if _, err := s.w.Write(hdr[:]); err != nil {
 		return err
 	}
-	if _, err := s.w.Write(b); err != nil {
-		return err
-	}
-	return s.rc.Flush()
+	_, err := s.w.Write(b)
+	return err
 }
 
 // send writes one response message.
@@ -266,6 +272,23 @@ func (s *streamWriter) end(err error) {
 	_ = s.envelope(flagEndStream, struct {
 		Error *rpcError `json:"error"`
 	}{toRPCError(err)})
+}
+
+// finish writes a last message and the successful end of the stream
+// without flushing them, for a handler that returns right after: net/http
+// then sends both with the response's end in one write, and the SDK
+// reads one chunk where it read three (each a turn of its web streams).
+func (s *streamWriter) finish(last any) {
+	b, err := json.Marshal(last)
+	if err != nil {
+		s.end(err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.write(0, b) == nil {
+		_ = s.write(flagEndStream, []byte("{}"))
+	}
 }
 
 // writeStreamError answers a streaming call that fails before it starts:

@@ -488,8 +488,9 @@ func (c *call) relayFrom(w http.ResponseWriter, r *http.Request, st *logStream, 
 				sw.end(rpcErrorf(codeDeadlineExceeded, "the command ran past its timeout of %s and was killed", deadline))
 				return
 			}
-			_ = sw.send(eventMessage{Event: processEvent{End: endOf(pe)}})
-			sw.end(nil)
+			// The handler returns at once: the end goes out with the
+			// response's end.
+			sw.finish(eventMessage{Event: processEvent{End: endOf(pe)}})
 			st.exited = true
 			return
 		case "error":
