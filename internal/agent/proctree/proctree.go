@@ -25,10 +25,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ticksPerSecond is USER_HZ, the unit of starttime in /proc/PID/stat. The
+// TicksPerSecond is USER_HZ, the unit of the times in /proc/PID/stat. The
 // kernel fixes it at 100 on every architecture Linux exports to user space
-// through /proc.
-const ticksPerSecond = 100
+// through /proc; gVisor uses the same.
+const TicksPerSecond = 100
 
 // Proc is one process as seen in /proc/PID/stat.
 type Proc struct {
@@ -36,12 +36,17 @@ type Proc struct {
 	PPID  int
 	State byte   // R, S, D, Z, T, ...
 	Start uint64 // clock ticks since boot (CLOCK_BOOTTIME)
+	// CPU is the processor time the process has used, user and system,
+	// in clock ticks: the time it actually ran. gVisor counts a task's
+	// time in the Sentry and in its own code, not the time it is stopped
+	// or blocked.
+	CPU uint64
 }
 
 // Now is the current time in the clock and unit of Proc.Start: a process
 // started after a call to Now has Start >= the value it returned.
 func Now() uint64 {
-	return uint64(bootNanos()) / (1e9 / ticksPerSecond)
+	return uint64(bootNanos()) / (1e9 / TicksPerSecond)
 }
 
 // At is what Now returned at t, a time.Now() reading of this process:
@@ -56,7 +61,7 @@ func At(t time.Time) uint64 {
 	if ns <= 0 {
 		return 0
 	}
-	return uint64(ns) / (1e9 / ticksPerSecond)
+	return uint64(ns) / (1e9 / TicksPerSecond)
 }
 
 // bootNanos reads CLOCK_BOOTTIME in nanoseconds, 0 if it cannot (which
@@ -163,6 +168,9 @@ func list() ([]Proc, error) {
 	return procs, nil
 }
 
+// Stat reads process pid's /proc/PID/stat.
+func Stat(pid int) (Proc, error) { return stat(pid) }
+
 func stat(pid int) (Proc, error) {
 	var buf [1024]byte
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/stat")
@@ -186,14 +194,17 @@ func parseStat(pid int, line []byte) (Proc, error) {
 		return Proc{}, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
 	fields := bytes.Fields(line[i+2:])
-	// fields[0] is field 3 (state); ppid is field 4, starttime field 22.
+	// fields[0] is field 3 (state); ppid is field 4, utime and stime
+	// fields 14 and 15, starttime field 22.
 	if len(fields) < 20 || len(fields[0]) != 1 {
 		return Proc{}, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
 	ppid, err1 := strconv.Atoi(string(fields[1]))
-	start, err2 := strconv.ParseUint(string(fields[19]), 10, 64)
-	if err1 != nil || err2 != nil {
+	utime, err2 := strconv.ParseUint(string(fields[11]), 10, 64)
+	stime, err3 := strconv.ParseUint(string(fields[12]), 10, 64)
+	start, err4 := strconv.ParseUint(string(fields[19]), 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
 		return Proc{}, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
-	return Proc{PID: pid, PPID: ppid, State: fields[0][0], Start: start}, nil
+	return Proc{PID: pid, PPID: ppid, State: fields[0][0], Start: start, CPU: utime + stime}, nil
 }

@@ -16,8 +16,9 @@ func TestParseStat(t *testing.T) {
 		want Proc
 		ok   bool
 	}{
-		{"42 (sleep) S 7 42 7 0 -1 4194304 96 0 0 0 0 0 0 0 20 0 1 0 12345 5 6 7", Proc{42, 7, 'S', 12345}, true},
-		{"42 (a) b) (c) Z 9 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 0", Proc{42, 9, 'Z', 99}, true},
+		{"42 (sleep) S 7 42 7 0 -1 4194304 96 0 0 0 3 4 0 0 20 0 1 0 12345 5 6 7", Proc{42, 7, 'S', 12345, 7}, true},
+		{"42 (a) b) (c) Z 9 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 0", Proc{42, 9, 'Z', 99, 0}, true},
+		{"42 (x) S 1 2 3 4 5 6 7 8 9 10 x 0 0 0 0 0 0 0 1 0", Proc{}, false},
 		{"42 (x y", Proc{}, false},
 		{"42 (x) S 1 2", Proc{}, false},
 	}
@@ -47,7 +48,7 @@ func TestNowAndAtMatchStartTimes(t *testing.T) {
 	if p.Start < before || p.Start > Now() {
 		t.Errorf("start %d outside [%d, %d]", p.Start, before, Now())
 	}
-	time.Sleep(5 * time.Second / ticksPerSecond)
+	time.Sleep(5 * time.Second / TicksPerSecond)
 	if at := At(t0); at > before || at+1 < before || p.Start < at {
 		t.Errorf("At(t0) = %d; Now() at t0 was %d, the start %d", at, before, p.Start)
 	}
@@ -74,7 +75,7 @@ func TestDescendantsAndKill(t *testing.T) {
 	go func() { done <- cmd.Wait() }()
 	defer cmd.Process.Kill()
 	waitForDescendant(t, cmd.Process.Pid, "sleep 2001")
-	tick := time.Second / ticksPerSecond
+	tick := time.Second / TicksPerSecond
 	time.Sleep(2 * tick) // start times count whole ticks
 	since := Now()
 	time.Sleep(2 * tick)

@@ -96,9 +96,10 @@ type Config struct {
 	MaxSessions int
 	// MaxQueue bounds the commands waiting on one session; default 64.
 	MaxQueue int
-	// KillGrace is how long, after a timeout, the shell may take to report
-	// the killed command's status before the shell itself is killed;
-	// default 500ms.
+	// KillGrace is how much processor time, after a timeout, the shell may
+	// use to report the killed command's status before the shell itself is
+	// killed (at the latest maxGraceFactor x KillGrace of wall time; see
+	// runner.graceSpent); default 500ms.
 	KillGrace time.Duration
 	// StartTimeout bounds the start of a shell; default 10s.
 	StartTimeout time.Duration

@@ -27,6 +27,9 @@ const (
 	// reapTimeout bounds the wait for the reaper after the shell was
 	// SIGKILLed; only a wedged kernel or reaper exceeds it.
 	reapTimeout = 5 * time.Second
+	// maxGraceFactor bounds the wall time, in KillGraces, a stopped
+	// command's shell gets to report (see graceSpent).
+	maxGraceFactor = 6
 )
 
 // run runs one command in s.sh. Called with the turn held and a live
@@ -171,11 +174,15 @@ type runner struct {
 	done bool // the status line for n arrived
 	code int
 
-	abort       error // why the command is being killed, if it is
-	timedOut    bool
-	abortAt     time.Time
-	lastKill    time.Time
-	shellKilled time.Time
+	abort    error // why the command is being killed, if it is
+	timedOut bool
+	abortAt  time.Time
+	// abortCPU is the shell's processor time at abortAt, in clock ticks
+	// (see graceSpent); abortCPUKnown is false where it could not be read.
+	abortCPU      uint64
+	abortCPUKnown bool
+	lastKill      time.Time
+	shellKilled   time.Time
 }
 
 // since is what proctree.Descendants takes to leave out what earlier
@@ -296,15 +303,18 @@ func (r *runner) next(events []unix.EpollEvent, until time.Time) (int, error) {
 
 func (r *runner) startAbort(why error, timedOut bool) {
 	r.abort, r.timedOut, r.abortAt = why, timedOut, time.Now()
+	if p, err := proctree.Stat(r.sh.pid); err == nil {
+		r.abortCPU, r.abortCPUKnown = p.CPU, true
+	}
 }
 
 // kill takes one step of killing the command. The first step tells the
 // shell to unwind (see unwindInit), so that it runs nothing more of the
 // command once its processes are dead; a shell that cannot be told is
 // killed at once. Then every killInterval the processes the command
-// started are killed (again: they may have forked since); after KillGrace
-// without a status line the shell is frozen, its new children killed, and
-// the shell killed.
+// started are killed (again: they may have forked since); once the grace
+// is spent (see graceSpent) without a status line the shell is frozen, its
+// new children killed, and the shell killed.
 func (r *runner) kill() {
 	now := time.Now()
 	if now.Sub(r.lastKill) < killInterval || !r.shellKilled.IsZero() {
@@ -316,11 +326,41 @@ func (r *runner) kill() {
 		r.killShell(now)
 		return
 	}
-	if now.Sub(r.abortAt) < r.s.m.cfg.KillGrace {
+	if !r.graceSpent(now) {
 		proctree.Kill(r.sh.pid, r.since())
 		return
 	}
 	r.killShell(now)
+}
+
+// graceSpent reports whether the shell has had its chance to report the
+// stopped command: KillGrace of processor time since the abort, not of
+// wall time. Unwinding takes the shell a few milliseconds of its own, but
+// on a loaded host (and in gVisor, where each of its system calls is a trip
+// through the Sentry) it may wait longer than KillGrace for a CPU; killing
+// it then would lose the session's state for the host's load, not for
+// anything the command did. Time the shell waits for a CPU, is stopped or
+// sleeps does not count, so a shell that neither unwinds nor works (its own
+// trap on the signal, waiting for the children the agent keeps killing) is
+// bounded by maxGraceFactor x KillGrace of wall time: the command's line
+// never goes on longer than that past its timeout. A busy shell (a builtin
+// loop that ignores the signal) uses processor time and is killed after
+// KillGrace of it.
+func (r *runner) graceSpent(now time.Time) bool {
+	grace := r.s.m.cfg.KillGrace
+	waited := now.Sub(r.abortAt)
+	switch {
+	case waited < grace:
+		return false // it cannot have run for longer than it waited
+	case waited >= maxGraceFactor*grace || !r.abortCPUKnown:
+		return true
+	}
+	p, err := proctree.Stat(r.sh.pid)
+	if err != nil {
+		return true // gone; the loop sees its exit
+	}
+	ran := time.Duration(p.CPU-r.abortCPU) * time.Second / proctree.TicksPerSecond
+	return ran >= grace
 }
 
 // unwind asks the shell to stop the command once its current child is
@@ -347,17 +387,24 @@ func (r *runner) unwind() bool {
 // status file has no SigCgt) it assumes so: if the trap was reset the
 // signal kills the shell, which also stops the command.
 func catches(pid int, sig int) bool {
+	mask, ok := signalMask(pid, "SigCgt")
+	return !ok || mask&(1<<(sig-1)) != 0
+}
+
+// signalMask reads one of the signal masks of /proc/PID/status (SigCgt,
+// ShdPnd, ...); ok is false where the kernel does not give it.
+func signalMask(pid int, name string) (mask uint64, ok bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return true
+		return 0, false
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+		if v, found := strings.CutPrefix(line, name+":"); found {
 			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			return err != nil || mask&(1<<(sig-1)) != 0
+			return mask, err == nil
 		}
 	}
-	return true
+	return 0, false
 }
 
 // killShell: the shell has not reported, or cannot unwind. It is busy

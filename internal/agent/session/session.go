@@ -80,7 +80,7 @@ var ErrTerminated = errors.New("the session's shell exited during the command")
 type TimeoutError struct {
 	Timeout time.Duration
 	// ShellRestarted is set when the shell could not be made to stop the
-	// command (not bash, the trap reset, or no answer within KillGrace;
+	// command (not bash, the trap reset, or no answer within the grace;
 	// see unwindInit) and was killed too: the session's state (cwd,
 	// variables, functions) is lost.
 	ShellRestarted bool
