@@ -42,13 +42,7 @@ func TestDaemonsDoNotShareHostNames(t *testing.T) {
 				"--iface-prefix": "zzz", "--cgroup-parent": "sbdlock" + d.CgroupParent, "--warm-pool": "0",
 			}
 			args[c.flag] = c.value
-			var argv []string
-			for k, v := range args {
-				argv = append(argv, k, v)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			out, err := exec.CommandContext(ctx, filepath.Join(bin, "sandboxd"), argv...).CombinedOutput()
+			out, err := sandboxdOnce(bin, args)
 			if err == nil || !strings.Contains(string(out), "the "+c.says+" "+c.value+" ") ||
 				!strings.Contains(string(out), "in use by another running sandboxd (pid ") {
 				t.Errorf("a second daemon with %s %s: %v\n%s", c.flag, c.value, err, out)
@@ -108,11 +102,17 @@ func TestAFailedStartTakesBackItsCgroupParent(t *testing.T) {
 	parent := "sbdfail" + strings.TrimPrefix(filepath.Base(run), "sbd")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, filepath.Join(bin, "sandboxd"), "--state-dir", t.TempDir(), "--run-dir", run,
+	// A start that fails after the cgroup parent was made: the host
+	// image's directory cannot be made, a regular file is in its way.
+	state := t.TempDir()
+	if err := os.WriteFile(filepath.Join(state, "images"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(ctx, filepath.Join(bin, "sandboxd"), "--state-dir", state, "--run-dir", run,
 		"--listen", "127.0.0.1:0", "--agent", filepath.Join(bin, "sandbox-agent"), "--nft-table", parent,
-		"--iface-prefix", "q1", "--cgroup-parent", parent, "--warm-pool", "0").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "interface prefix") {
-		t.Fatalf("the start with a bad interface prefix: %v\n%s", err, out)
+		"--iface-prefix", freeIfacePrefix(t), "--cgroup-parent", parent, "--warm-pool", "0").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "host image") {
+		t.Fatalf("the start with the host image's directory blocked: %v\n%s", err, out)
 	}
 	left, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent)
 	if _, err := os.Stat("/sys/fs/cgroup/" + parent); err == nil {
@@ -124,4 +124,99 @@ func TestAFailedStartTakesBackItsCgroupParent(t *testing.T) {
 	if len(left) > 0 {
 		t.Errorf("the failed start left its parent cgroup: %v", left)
 	}
+}
+
+// freeIfacePrefix returns an interface prefix no running daemon holds (nor
+// one it starts with, nor one that starts with it): "h" and two letters,
+// which test daemons (q-z) and the default (sbx) never use.
+func freeIfacePrefix(t *testing.T) string {
+	const letters = "abcdefghijklmnopqrstuvwxyz"
+	start := os.Getpid()
+	for i := range 26 * 26 {
+		v := (start + i) % (26 * 26)
+		p := "h" + string(letters[v/26]) + string(letters[v%26])
+		held := false
+		for n := 1; n <= len(p); n++ {
+			held = held || hostlock.Held(hostlock.Path(hostlock.Dir, "iface", p[:n]))
+		}
+		if !held {
+			return p
+		}
+	}
+	t.Skip("every h.. interface prefix is held")
+	return ""
+}
+
+// TestABadFlagIsRefusedBeforeAnythingIsMade: a flag the daemon cannot use
+// fails its start before it makes anything: no state directory, run
+// directory, cgroup parent or lock file. --subnet, --dns, --iface-prefix,
+// --nft-table and --listen were once found bad only after the state
+// directory (token, registry), host locks and cgroup parent were made.
+func TestABadFlagIsRefusedBeforeAnythingIsMade(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	bin := testdaemon.BinDir(t)
+	for _, c := range []struct{ flag, value, says string }{
+		{"--subnet", "10.77.0.0/31", "subnet"},
+		{"--subnet", "10.77.0.1/24", "host bits"},
+		{"--subnet", "fd00:77::/64", "subnet"},
+		{"--dns", "fd00::53", "DNS"},
+		{"--iface-prefix", "q1", "interface prefix"},
+		{"--iface-prefix", "abcd", "interface prefix"},
+		{"--nft-table", "a-b", "table"},
+		{"--nft-table", "1ab", "table"},
+		{"--listen", "7070", "--listen"},
+		{"--listen", "127.0.0.1:70700", "--listen"},
+		{"--preview-listen", "127.0.0.1:x y", "--preview-listen"},
+	} {
+		t.Run(c.flag+"="+c.value, func(t *testing.T) {
+			// Short: --run-dir has at most 60 bytes.
+			dir, err := os.MkdirTemp("/tmp", "sbd")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer os.RemoveAll(dir)
+			state, run := filepath.Join(dir, "state"), filepath.Join(dir, "run")
+			parent := "sbdbad" + strings.TrimPrefix(filepath.Base(dir), "sbd")
+			args := map[string]string{
+				"--state-dir": state, "--run-dir": run, "--listen": "127.0.0.1:0",
+				"--agent": filepath.Join(bin, "sandbox-agent"), "--nft-table": "hygbad", "--iface-prefix": freeIfacePrefix(t),
+				"--cgroup-parent": parent, "--warm-pool": "0",
+			}
+			args[c.flag] = c.value
+			out, err := sandboxdOnce(bin, args)
+			left, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent)
+			if _, err := os.Stat("/sys/fs/cgroup/" + parent); err == nil {
+				left = append(left, "/sys/fs/cgroup/"+parent)
+			}
+			for _, d := range left {
+				os.Remove(d)
+			}
+			if err == nil || !strings.Contains(string(out), c.says) {
+				t.Fatalf("start: %v, want a failure that says %q:\n%s", err, c.says, out)
+			}
+			for _, d := range []string{state, run} {
+				if _, err := os.Stat(d); err == nil {
+					t.Errorf("the refused start made %s", d)
+				}
+			}
+			if len(left) > 0 {
+				t.Errorf("the refused start made cgroups %v", left)
+			}
+			if _, err := os.Stat(hostlock.Path(hostlock.Dir, "cgroup", parent)); err == nil {
+				t.Errorf("the refused start left its cgroup parent's lock file")
+			}
+		})
+	}
+}
+
+// sandboxdOnce runs bin's sandboxd with the flags in args until it exits
+// (at most a minute) and returns its output.
+func sandboxdOnce(bin string, args map[string]string) ([]byte, error) {
+	var argv []string
+	for k, v := range args {
+		argv = append(argv, k, v)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return exec.CommandContext(ctx, filepath.Join(bin, "sandboxd"), argv...).CombinedOutput()
 }

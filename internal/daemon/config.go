@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -240,19 +241,18 @@ func (c *Config) Validate() error {
 	if c.ImageCacheDir != "" && !filepath.IsAbs(c.ImageCacheDir) {
 		errs = append(errs, fmt.Errorf("--image-cache-dir %q: need an absolute path", c.ImageCacheDir))
 	}
-	if _, err := netip.ParsePrefix(c.Subnet); err != nil {
-		errs = append(errs, fmt.Errorf("--subnet %q: %w", c.Subnet, err))
-	}
-	for _, d := range c.DNS {
-		if _, err := netip.ParseAddr(d); err != nil {
-			errs = append(errs, fmt.Errorf("--dns %q: %w", d, err))
-		}
+	if ncfg, err := c.networkConfig(); err != nil {
+		errs = append(errs, err)
+	} else if err := ncfg.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("network flags (--subnet, --dns, --blocked, --nft-table, --iface-prefix): %w", err))
 	}
 	if _, err := parseUpstreams(c.DNSUpstream); err != nil {
 		errs = append(errs, err)
 	}
-	if _, _, err := blockedRanges(c.Blocked); err != nil {
-		errs = append(errs, err)
+	for _, l := range []struct{ flag, addr string }{{"--listen", c.Listen}, {"--preview-listen", c.PreviewListen}} {
+		if err := checkListenAddr(l.addr); l.addr != "" && err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", l.flag, l.addr, err))
+		}
 	}
 	if _, err := prefixes("--bucket-endpoint-allow", c.BucketEndpointAllow); err != nil {
 		errs = append(errs, err)
@@ -313,6 +313,48 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validatePreview()...)
 	errs = append(errs, c.validateCluster()...)
 	return errors.Join(errs...)
+}
+
+// networkConfig is the network manager's configuration from c's flags,
+// but for the egress ports, which come from listening: Validate checks it
+// (network.Config.Validate) before anything is made, and newNetwork uses
+// it, so the two never disagree on what a flag means.
+func (c *Config) networkConfig() (network.Config, error) {
+	subnet, err := netip.ParsePrefix(c.Subnet)
+	if err != nil {
+		return network.Config{}, fmt.Errorf("--subnet %q: %w", c.Subnet, err)
+	}
+	dns := hostDNS()
+	if len(c.DNS) > 0 {
+		dns = nil
+		for _, d := range c.DNS {
+			a, err := netip.ParseAddr(d)
+			if err != nil {
+				return network.Config{}, fmt.Errorf("--dns %q: %w", d, err)
+			}
+			dns = append(dns, a)
+		}
+	}
+	blocked, hostNets, err := blockedRanges(c.Blocked)
+	if err != nil {
+		return network.Config{}, err
+	}
+	return network.Config{
+		NetnsDir: filepath.Join(c.RunDir, "netns"), Subnet: subnet, DNS: dns, Table: c.NetTable,
+		InterfacePrefix: c.IfacePrefix, Blocked: blocked, OpenHostNetworks: !hostNets,
+	}, nil
+}
+
+// checkListenAddr checks a TCP listen address as net.Listen reads it
+// (host:port, the port a number up to 65535 or a service name), without
+// listening: a daemon listens only once everything else is set up.
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	_, err = net.LookupPort("tcp", port)
+	return err
 }
 
 // hostDNS returns the IPv4 name servers of the host's resolv.conf that a

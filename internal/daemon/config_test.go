@@ -115,3 +115,53 @@ func TestInstanceTypeRuntimes(t *testing.T) {
 		}
 	}
 }
+
+// TestNetworkFlagsAreCheckedUpFront: what the network manager would
+// refuse at start-up, after the daemon made its state directory, locks
+// and cgroup parent, Validate refuses first.
+func TestNetworkFlagsAreCheckedUpFront(t *testing.T) {
+	good := Config{RunDir: "/run/sandboxd", Subnet: "10.203.0.0/16", NetTable: "sandboxd", IfacePrefix: "sbx"}
+	tests := []struct {
+		name string
+		edit func(c *Config)
+		bad  bool
+	}{
+		{"defaults", func(c *Config) {}, false},
+		{"dns", func(c *Config) { c.DNS = []string{"10.0.0.53"} }, false},
+		{"subnet /31", func(c *Config) { c.Subnet = "10.77.0.0/31" }, true},
+		{"subnet host bits", func(c *Config) { c.Subnet = "10.77.0.1/24" }, true},
+		{"subnet IPv6", func(c *Config) { c.Subnet = "fd00:77::/64" }, true},
+		{"subnet unparsable", func(c *Config) { c.Subnet = "ten" }, true},
+		{"dns IPv6", func(c *Config) { c.DNS = []string{"fd00::53"} }, true},
+		{"dns unparsable", func(c *Config) { c.DNS = []string{"resolver"} }, true},
+		{"iface prefix digit", func(c *Config) { c.IfacePrefix = "q1" }, true},
+		{"iface prefix too long", func(c *Config) { c.IfacePrefix = "abcd" }, true},
+		{"table dash", func(c *Config) { c.NetTable = "a-b" }, true},
+		{"table digit first", func(c *Config) { c.NetTable = "1ab" }, true},
+		{"blocked", func(c *Config) { c.Blocked = []string{"nowhere"} }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := good
+			tt.edit(&c)
+			ncfg, err := c.networkConfig()
+			if err == nil {
+				err = ncfg.Validate()
+			}
+			if (err != nil) != tt.bad {
+				t.Errorf("err = %v, want an error: %v", err, tt.bad)
+			}
+		})
+	}
+}
+
+func TestCheckListenAddr(t *testing.T) {
+	for addr, bad := range map[string]bool{
+		"127.0.0.1:7070": false, ":0": false, "[::1]:7070": false, "localhost:http": false,
+		"7070": true, "127.0.0.1:70700": true, "127.0.0.1:x y": true, "127.0.0.1:-1": true,
+	} {
+		if err := checkListenAddr(addr); (err != nil) != bad {
+			t.Errorf("checkListenAddr(%q) = %v, want an error: %v", addr, err, bad)
+		}
+	}
+}

@@ -378,18 +378,11 @@ type netAdapter struct {
 }
 
 func newNetwork(ctx context.Context, cfg Config, log *slog.Logger) (*netAdapter, error) {
-	subnet := netip.MustParsePrefix(cfg.Subnet)
-	dns := hostDNS()
-	if len(cfg.DNS) > 0 {
-		dns = nil
-		for _, d := range cfg.DNS {
-			dns = append(dns, netip.MustParseAddr(d))
-		}
-	}
-	blocked, hostNets, err := blockedRanges(cfg.Blocked)
+	ncfg, err := cfg.networkConfig()
 	if err != nil {
 		return nil, err
 	}
+	dns := ncfg.DNS
 	upstreams, err := parseUpstreams(cfg.DNSUpstream)
 	if err != nil {
 		return nil, err
@@ -402,10 +395,6 @@ func newNetwork(ctx context.Context, cfg Config, log *slog.Logger) (*netAdapter,
 	eg, err := listenEgress(upstreams, log)
 	if err != nil {
 		return nil, err
-	}
-	ncfg := network.Config{
-		NetnsDir: filepath.Join(cfg.RunDir, "netns"), Subnet: subnet, DNS: dns, Table: cfg.NetTable,
-		InterfacePrefix: cfg.IfacePrefix, Blocked: blocked, OpenHostNetworks: !hostNets,
 	}
 	if eg != nil {
 		ncfg.DNSPort, ncfg.CheckPort = eg.fwd.Port(), eg.chk.Port()

@@ -109,6 +109,11 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// Validate reports what New would refuse in c, with the defaults filled
+// in, without touching the host: a daemon checks its flags with it before
+// it makes anything.
+func (c Config) Validate() error { return c.withDefaults().validate() }
+
 func (c Config) validate() error {
 	if !filepath.IsAbs(c.NetnsDir) {
 		return fmt.Errorf("netns dir %q: need an absolute path", c.NetnsDir)
