@@ -758,7 +758,10 @@ func (p *Proc) waitStdin(ctx context.Context, fp *forkedProc, bareClose bool) (c
 
 // release ends what the agent holds for the process once it ended: the
 // write ends it kept (the pumps then end with the process's last
-// writer), an open of stdin the process never met, and the FIFOs.
+// writer) and an open of stdin the process never met. Its FIFOs are
+// removed (fp.remove) once the process's end is told: nothing opens
+// them after the process ended, and their unlinks need not delay its
+// exit event.
 func (p *Proc) release(fp *forkedProc) {
 	for _, f := range append(fp.holds[:], fp.cmd) {
 		if f != nil {
@@ -778,7 +781,6 @@ func (p *Proc) release(fp *forkedProc) {
 			r.Close()
 		}
 	}
-	fp.remove()
 }
 
 func (fp *forkedProc) remove() {

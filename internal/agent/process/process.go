@@ -597,6 +597,9 @@ func (p *Proc) finish(st reaper.Status) {
 		p.m.loginEnded(*p.login)
 	}
 	close(p.done)
+	if fp != nil {
+		fp.remove()
+	}
 	p.scheduleCleanup()
 	p.m.cfg.OnChange()
 }
