@@ -32,7 +32,8 @@ func newExposeCommand(g *globals) *cobra.Command {
   http://{port}-{id}-{token}.localhost:7070/
 
 Browsers send *.localhost to this machine by themselves. The token is random
-unless --token chooses it. With --private the URL alone is not enough: use
+unless --token chooses it (the API token's --token goes before the command's
+name: sandbox --token API expose ...). With --private the URL alone is not enough: use
 'sandbox link' for a signed link that opens it in a browser, or send the API
 token. Exposing a port again with the same options prints the same URL.`,
 		Example: `  sandbox exec demo -- 'nohup python3 -m http.server 8000 >/dev/null 2>&1 &'

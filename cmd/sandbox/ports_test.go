@@ -84,3 +84,30 @@ func TestUnexposeAndLink(t *testing.T) {
 		t.Errorf("requests (-want +got):\n%s", diff)
 	}
 }
+
+// TestExposeTakesTheAPITokenBeforeTheVerb: expose's own --token (the
+// preview URL's) shadows the global --token after the verb; before it,
+// --token is the API token, so both can be given.
+func TestExposeTakesTheAPITokenBeforeTheVerb(t *testing.T) {
+	f := newFakeDaemon(t)
+	var got api.ExposePortRequest
+	f.HandleFunc("POST /v1/sandboxes/{id}/ports", func(w http.ResponseWriter, r *http.Request) {
+		got = decodeBody[api.ExposePortRequest](t, r)
+		writeJSON(w, 201, api.ExposedPort{Port: got.Port, URL: "http://8080-demo-x.localhost:7070/"})
+	})
+	wrongEnv := map[string]string{"SANDBOX_TOKEN": "not-the-token"}
+	for _, tt := range []struct {
+		args    []string
+		preview string
+	}{
+		{[]string{"--token", testToken, "expose", "demo", "8080", "--token", "tok"}, "tok"},
+		{[]string{"--token=" + testToken, "expose", "demo", "8080"}, ""},
+		{[]string{"--url", f.srv.URL, "--token", testToken, "expose", "demo", "8080", "--token=tok2"}, "tok2"},
+	} {
+		got = api.ExposePortRequest{}
+		res := runCLI(t, f, cliRun{args: tt.args, env: wrongEnv})
+		if res.code != 0 || got.Token != tt.preview {
+			t.Errorf("%q: exit %d stderr %q, preview token %q, want %q", tt.args, res.code, res.stderr, got.Token, tt.preview)
+		}
+	}
+}

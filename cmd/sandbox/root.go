@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -36,8 +37,47 @@ type globals struct {
 // exitCode).
 func run(ctx context.Context, e *env, args []string) error {
 	root := newRootCommand(e)
-	root.SetArgs(args)
+	rest, err := parseLeadingGlobals(root, args)
+	if err != nil {
+		return &usageError{cmd: root.CommandPath(), err: err}
+	}
+	root.SetArgs(rest)
 	return root.ExecuteContext(ctx)
+}
+
+// parseLeadingGlobals sets the global flags given before the command's
+// name (--url, --token, --tenant) on the root and returns the rest of
+// args. Cobra parses all of a command line's flags with the command's own
+// flag set, in which a flag of the command shadows a global one of the
+// same name: `sandbox --token API expose demo 8080` gave the API token to
+// expose's --token, the preview URL's token. Before the command's name a
+// flag can only be global, so there it always is; after it the command's
+// own flag wins, as before.
+func parseLeadingGlobals(root *cobra.Command, args []string) ([]string, error) {
+	pf := root.PersistentFlags()
+	i := 0
+	for i < len(args) {
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(args[i], "--"), "=")
+		f := pf.Lookup(name)
+		if !strings.HasPrefix(args[i], "--") || f == nil {
+			break
+		}
+		switch {
+		case hasValue:
+		case f.NoOptDefVal != "":
+			value = f.NoOptDefVal
+		case i+1 < len(args):
+			i++
+			value = args[i]
+		default:
+			return args[i:], nil // cobra reports the missing value
+		}
+		if err := pf.Set(name, value); err != nil {
+			return nil, fmt.Errorf("invalid argument %q for --%s: %w", value, name, err)
+		}
+		i++
+	}
+	return args[i:], nil
 }
 
 func newRootCommand(e *env) *cobra.Command {
