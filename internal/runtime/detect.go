@@ -69,6 +69,9 @@ func Detect(ctx context.Context, o DetectOptions) (*Runtime, error) {
 			reasons = append(reasons, fmt.Sprintf("%s: %v", name, err))
 			continue
 		}
+		if rt.sealErr != nil {
+			o.Log.Warn("crun runs from its path, not from a sealed copy: each start of it mounts and executes itself again first", "err", rt.sealErr)
+		}
 		return rt, nil
 	}
 	return nil, fmt.Errorf("no working OCI runtime (%s); install crun (apt-get install crun) or runc (apt-get install runc)",
@@ -172,7 +175,7 @@ func probe(ctx context.Context, rt *Runtime, dir string) error {
 	}
 	rt.Delete(ctx, id) // a leftover of a crashed probe
 	args := append(rt.globalArgs(), "run", "--bundle", bundle, id)
-	out, err := exec.CommandContext(ctx, rt.Path, args...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, rt.exe(), args...).CombinedOutput()
 	rt.Delete(ctx, id)
 	if err != nil {
 		return fmt.Errorf("probe container failed: %w: %s", err, strings.TrimSpace(string(out)))

@@ -38,13 +38,23 @@ type Runtime struct {
 	// seccompBPF is the default seccomp profile as compiled by crun for
 	// the first container, reused by later ones (see Annotations).
 	seccompBPF atomic.Pointer[string]
+
+	// sealed is crun's sealed copy that runs instead of Path (sealed.go);
+	// sealErr says why there is none.
+	sealed  *os.File
+	sealErr error
 }
 
 // New returns a Runtime for the binary at path keeping its container state
 // in root (a tmpfs such as /run, so it is gone after a reboot just like the
-// containers it describes).
+// containers it describes). crun runs from a sealed copy of the binary,
+// made here (see sealed.go), or from path if the copy cannot run.
 func New(name, path, root string) *Runtime {
-	return &Runtime{Name: name, Path: path, rc: &runc.Runc{Command: path, Root: root}}
+	r := &Runtime{Name: name, Path: path, rc: &runc.Runc{Command: path, Root: root}}
+	if name == "crun" {
+		r.sealErr = r.runFromSealedCopy()
+	}
+	return r
 }
 
 // GVisor is the Runtime name of runsc.
