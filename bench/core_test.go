@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +34,10 @@ func ctxFor(b *testing.B) context.Context {
 // two are measured in one pass, a sample of each in turn from two
 // daemons, so that a loaded machine's drift hits both alike: the
 // userns sub-benchmark takes both sets and reports its own, the
-// no-userns one reports the other.
+// no-userns one reports the other. Each daemon's log line "CPU per cold
+// start" gives the CPU time a cold start took in the daemon (with the
+// runtime processes it waited for) and in its sandboxes' cgroups, which
+// tells work from waiting when the wall time moves.
 func BenchmarkColdStart(b *testing.B) {
 	for _, mode := range []api.NetworkMode{api.NetworkNone, api.NetworkInternet} {
 		var with, without samples
@@ -64,18 +68,22 @@ func interleavedColdStarts(b *testing.B, mode api.NetworkMode, daemons ...*testd
 	ctx := ctxFor(b)
 	n := sampleCount()
 	sets := make([]samples, len(daemons))
+	cpu := make([]coldStartCPU, len(daemons))
 	for i := 0; i < n; i++ {
 		for k, d := range daemons {
 			sb := d.Client.Sandbox(fmt.Sprintf("cold-%d", i), client.WithNetwork(api.NetworkOptions{Mode: mode}))
+			before := takeColdStartCPU(d)
 			start := time.Now()
 			if res, err := sb.Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
 				b.Fatalf("exec: %v %+v", err, res)
 			}
 			sets[k] = append(sets[k], time.Since(start))
+			cpu[k].add(before, takeColdStartCPU(d))
 		}
 	}
 	for k, d := range daemons {
 		b.Logf("daemon %d of %d, boot steps p50: %s", k+1, len(daemons), bootSteps(d.Logs()))
+		b.Logf("daemon %d of %d, CPU per cold start: %s", k+1, len(daemons), cpu[k])
 	}
 	// Destroy outside the measurement.
 	for _, d := range daemons {
@@ -84,6 +92,67 @@ func interleavedColdStarts(b *testing.B, mode api.NetworkMode, daemons ...*testd
 		}
 	}
 	return sets
+}
+
+// coldStartCPU is the CPU time cold starts took, one sample each: the
+// daemon's (its own and its reaped children's: the runtime's processes)
+// and its sandboxes' cgroups' (crun's child once it joined the cgroup,
+// the agent, the shell). On a loaded host CPU moves far less than wall
+// time, and it tells work from waiting.
+type coldStartCPU struct{ daemon, sandboxes samples }
+
+// cpuReading is a daemon's and its sandboxes' CPU time so far.
+type cpuReading struct{ daemon, sandboxes time.Duration }
+
+func takeColdStartCPU(d *testdaemon.Daemon) cpuReading {
+	return cpuReading{daemon: processTreeCPU(d.PID()), sandboxes: cgroupParentCPU(d.CgroupParent)}
+}
+
+func (c *coldStartCPU) add(before, after cpuReading) {
+	c.daemon = append(c.daemon, after.daemon-before.daemon)
+	c.sandboxes = append(c.sandboxes, after.sandboxes-before.sandboxes)
+}
+
+func (c coldStartCPU) String() string {
+	mean := func(s samples) float64 {
+		var sum time.Duration
+		for _, d := range s {
+			sum += d
+		}
+		return float64(sum.Microseconds()) / 1000 / float64(max(len(s), 1))
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return fmt.Sprintf("the daemon and the runtime processes it waited for mean %.1f ms (in clock ticks of 10 ms), its sandboxes p50 %.1f ms (p25 %.1f, p75 %.1f)",
+		mean(c.daemon), ms(c.sandboxes.percentile(50)), ms(c.sandboxes.percentile(25)), ms(c.sandboxes.percentile(75)))
+}
+
+// processTreeCPU is the user and system time of process pid and of its
+// children it has waited for (/proc/PID/stat), 0 if unreadable.
+func processTreeCPU(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	_, rest, _ := strings.Cut(string(data), ") ")
+	f := strings.Fields(rest)
+	if len(f) < 15 {
+		return 0
+	}
+	var ticks int64
+	for _, v := range f[11:15] { // utime, stime, cutime, cstime
+		n, _ := strconv.ParseInt(v, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
+
+// cgroupParentCPU is the CPU time of every cgroup below the daemon's
+// cgroup parent (cgroup v2, or v1's cpuacct).
+func cgroupParentCPU(parent string) time.Duration {
+	if cpu := cgroupCPU(filepath.Join("/sys/fs/cgroup", parent)); cpu > 0 {
+		return cpu
+	}
+	return cgroupCPU(filepath.Join("/sys/fs/cgroup/cpuacct", parent))
 }
 
 // bootSteps is the median of each step of the starts a daemon's debug
