@@ -163,10 +163,18 @@ func TestEnvPrecedenceAndUnset(t *testing.T) {
 	ta.callError(t, api.CodeInvalidJSON, "POST", "/env", map[string]any{"env": map[string]any{"X": 1}})
 }
 
-// environOf reads a process's /proc/PID/environ.
+// environOf reads a process's /proc/PID/environ. A process in the middle
+// of an execve (a started process's bash becoming `sleep`) reads empty for
+// a moment: the file holds the memory it had when opened, which the exec
+// lets go of, and the new image's environment is set after the kernel
+// switched to it. An empty read is tried again, for up to 5 s.
 func environOf(pid string) string {
-	b, _ := os.ReadFile("/proc/" + pid + "/environ")
-	return string(b)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b, _ := os.ReadFile("/proc/" + pid + "/environ")
+		if len(b) > 0 || time.Now().After(deadline) {
+			return string(b)
+		}
+	}
 }
 
 func TestSecretsStayInTheirSession(t *testing.T) {
