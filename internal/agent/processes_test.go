@@ -314,7 +314,9 @@ func TestSIGTERMEscalatesAfterTheGrace(t *testing.T) {
 	// run is not what this checks.
 	ta.mustCall(t, 200, "POST", "/processes/"+p.ID+"/kill", api.KillProcessRequest{GracePeriod: 2000}, &got)
 	took := time.Since(start)
-	if got.Status != api.ProcessKilled || *got.ExitCode != 137 || took < 2*time.Second || took > 8*time.Second {
+	// No upper bound near the grace: at load 33-38 the SIGKILL and the
+	// reaping after it took up to 7 s more.
+	if got.Status != api.ProcessKilled || *got.ExitCode != 137 || took < 2*time.Second || took > 30*time.Second {
 		t.Errorf("after %v: %+v", took, got)
 	}
 	var logs api.ProcessLogs
@@ -322,11 +324,13 @@ func TestSIGTERMEscalatesAfterTheGrace(t *testing.T) {
 	if !strings.Contains(logs.Stdout, "got TERM") {
 		t.Errorf("the trap did not run: %q", logs.Stdout)
 	}
-	// A process that exits on SIGTERM is not waited for.
+	// A process that exits on SIGTERM is not waited for: its kill answers
+	// long before the grace (60 s, far from what a loaded host adds; 2 s
+	// was once exceeded at load 38).
 	p = ta.start(t, api.StartProcessRequest{Command: "sleep 100"})
 	start = time.Now()
-	ta.mustCall(t, 200, "POST", "/processes/"+p.ID+"/kill", nil, &got)
-	if got.Status != api.ProcessKilled || *got.ExitCode != 143 || time.Since(start) > 2*time.Second {
+	ta.mustCall(t, 200, "POST", "/processes/"+p.ID+"/kill", api.KillProcessRequest{GracePeriod: 60000}, &got)
+	if got.Status != api.ProcessKilled || *got.ExitCode != 143 || time.Since(start) > 30*time.Second {
 		t.Errorf("SIGTERM: %+v after %v", got, time.Since(start))
 	}
 }
