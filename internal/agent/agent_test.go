@@ -21,6 +21,7 @@ import (
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/api/sse"
 	"github.com/sandboxd/sandboxd/internal/agent/agenttest"
+	"github.com/sandboxd/sandboxd/internal/agent/proctree"
 	"github.com/sandboxd/sandboxd/internal/agent/reaper"
 	"github.com/sandboxd/sandboxd/internal/agent/user"
 )
@@ -272,28 +273,28 @@ func collectStream(t testing.TB, events []timedEvent, typ string) []byte {
 	return out
 }
 
-// processesMatching lists live (non-zombie) processes whose command line
-// contains marker.
+// processesMatching lists this test process's live (non-zombie)
+// descendants whose command line contains marker. Only descendants: the
+// same tests run by someone else on the host (the same `sleep 1020`), or
+// left over from a killed run, are not this run's. Nothing this run starts
+// escapes the tree: the test process is a child subreaper (see
+// agenttest.Reaper), so orphans come back to it.
 func processesMatching(t testing.TB, marker string) []int {
 	t.Helper()
-	entries, err := os.ReadDir("/proc")
+	procs, err := proctree.Descendants(os.Getpid(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+	for _, p := range procs {
+		cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/cmdline")
 		if err != nil || !strings.Contains(strings.ReplaceAll(string(cmdline), "\x00", " "), marker) {
 			continue
 		}
-		if state(pid) == 'Z' {
+		if state(p.PID) == 'Z' {
 			continue
 		}
-		pids = append(pids, pid)
+		pids = append(pids, p.PID)
 	}
 	return pids
 }
