@@ -4,6 +4,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,12 +45,18 @@ func StartGateway(t testing.TB, kubeconfig, tokenFile, addr string) *exec.Cmd {
 			t.Logf("gateway %s log:\n%s", addr, tail(log.String(), 12000))
 		}
 	})
+	// Its own "serving" line, not only a port that answers: addr was free
+	// when the caller picked it, but another process may have taken it
+	// since (the gateway then fails with EADDRINUSE), and a dial would
+	// reach that process.
+	serving := `msg="sandboxd gateway serving" listen=` + addr + " "
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		conn, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err == nil {
-			conn.Close()
-			return cmd
+		if strings.Contains(log.String(), serving) {
+			if conn, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
+				conn.Close()
+				return cmd
+			}
 		}
 		if exitedYet(cmd) {
 			t.Fatalf("the gateway exited before it listened on %s:\n%s", addr, log.String())
