@@ -65,17 +65,27 @@ func startCluster(t *testing.T, n int) *testCluster {
 	if c.client, err = client.New(c.gateways[0], client.WithToken(c.token)); err != nil {
 		t.Fatal(err)
 	}
-	// Every node's first heartbeat.
-	waitFor(t, 60*time.Second, func() bool {
+	// Every node's first heartbeat. The last answer goes with a timeout:
+	// the list (states, heartbeat times) or the error says which of the
+	// nodes, the gateway or kube was behind.
+	var last string
+	allReady := func() bool {
 		nodes, err := c.client.Nodes(context.Background())
 		ready := 0
+		last = fmt.Sprintf("at %s: err %v", time.Now().UTC().Format(time.TimeOnly), err)
 		for _, nd := range nodes {
+			last += fmt.Sprintf("; %s %s heartbeat %s", nd.Name, nd.State, nd.HeartbeatAt.Format(time.TimeOnly))
 			if nd.State == api.NodeReady {
 				ready++
 			}
 		}
 		return err == nil && ready == n
-	}, "every node ready")
+	}
+	for deadline := time.Now().Add(60 * time.Second); !allReady(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for every node ready; the last answer, %s", last)
+		}
+	}
 	return c
 }
 
