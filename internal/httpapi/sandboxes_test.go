@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http/httptest"
+	"reflect"
 	"testing"
 	"time"
 
@@ -65,5 +66,81 @@ func TestSandboxListIsWrittenAsTheWireType(t *testing.T) {
 				t.Errorf("status %d, Content-Type %q", rec.Code, ct)
 			}
 		})
+	}
+}
+
+// TestListRowIsTheWireType: a listRow encodes as its api.Sandbox does,
+// byte for byte, with every field set (a field added to api.Sandbox is
+// set too, so one added after CreatedAt, and so out of place in the row,
+// fails here), with times in other zones and the zero time, and a time
+// MarshalJSON refuses fails the row alike.
+func TestListRowIsTheWireType(t *testing.T) {
+	zones := []*time.Location{time.UTC, time.FixedZone("", 5*3600+30*60), time.FixedZone("", -8*3600)}
+	for i, at := range []time.Time{
+		time.Date(2026, 12, 6, 15, 4, 5, 123456789, zones[0]),
+		time.Date(1999, 1, 2, 3, 4, 5, 0, zones[1]),
+		time.Date(2030, 6, 7, 8, 9, 10, 500000000, zones[2]),
+		{},
+	} {
+		var s api.Sandbox
+		fillForTest(reflect.ValueOf(&s).Elem(), at)
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var row listRow
+		row.set(s)
+		got, err := json.Marshal(&row)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(string(want), string(got)); diff != "" {
+			t.Errorf("time %d: row (-api.Sandbox +listRow):\n%s", i, diff)
+		}
+	}
+	var s api.Sandbox
+	s.LastUsedAt = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	var row listRow
+	row.set(s)
+	if _, err := json.Marshal(&row); err == nil {
+		t.Error("a row with a time past year 9999 encoded; json.Marshal of its api.Sandbox fails")
+	}
+}
+
+// fillForTest sets every field under v, times to at.
+func fillForTest(v reflect.Value, at time.Time) {
+	if v.Type() == reflect.TypeFor[time.Time]() {
+		v.Set(reflect.ValueOf(at))
+		return
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString("s <&> \u2028 \"q\"")
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		v.SetInt(-7)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		v.SetUint(7)
+	case reflect.Float32, reflect.Float64:
+		v.SetFloat(1.5)
+	case reflect.Pointer:
+		v.Set(reflect.New(v.Type().Elem()))
+		fillForTest(v.Elem(), at)
+	case reflect.Slice:
+		v.Set(reflect.MakeSlice(v.Type(), 1, 1))
+		fillForTest(v.Index(0), at)
+	case reflect.Map:
+		v.Set(reflect.MakeMap(v.Type()))
+		k, e := reflect.New(v.Type().Key()).Elem(), reflect.New(v.Type().Elem()).Elem()
+		fillForTest(k, at)
+		fillForTest(e, at)
+		v.SetMapIndex(k, e)
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				fillForTest(v.Field(i), at)
+			}
+		}
 	}
 }
