@@ -34,6 +34,7 @@ type ListQuery struct {
 func (m *Manager) Page(ctx context.Context, q ListQuery, each func(Info)) (more bool) {
 	after := q.After
 	n := 0
+	var onStack [pageBatch]*box // a page's batch allocates nothing
 	for {
 		// Boxes are taken from the index a batch at a time, so that the
 		// manager's lock is held for a page's worth of IDs, not for all.
@@ -41,7 +42,7 @@ func (m *Manager) Page(ctx context.Context, q ListQuery, each func(Info)) (more 
 		if q.Limit > 0 {
 			want = max(q.Limit+1-n, 1)
 		}
-		batch, end := m.boxesAfter(q, after, want)
+		batch, end := m.boxesAfter(q, after, want, onStack[:0])
 		for _, b := range batch {
 			after = b.id
 			inf, ok := m.peek(ctx, b)
@@ -63,12 +64,16 @@ func (m *Manager) Page(ctx context.Context, q ListQuery, each func(Info)) (more 
 // listBatch is how many boxes a list without a limit takes at a time.
 const listBatch = 256
 
-// boxesAfter returns up to n boxes of q's tenant (or every tenant's) whose
-// IDs sort after after, in ID order, skipping those whose status is not
-// q's; end reports that the index has no more. A tenant's scoped IDs
-// ("t/...") sort together, so its boxes are found without walking the
-// others'.
-func (m *Manager) boxesAfter(q ListQuery, after string, n int) (out []*box, end bool) {
+// pageBatch is how many boxes Page holds without allocating: a page of up
+// to pageBatch-1 sandboxes (and the one that says whether there are more).
+const pageBatch = 32
+
+// boxesAfter appends to out up to n boxes of q's tenant (or every
+// tenant's) whose IDs sort after after, in ID order, skipping those whose
+// status is not q's; end reports that the index has no more. A tenant's
+// scoped IDs ("t/...") sort together, so its boxes are found without
+// walking the others'.
+func (m *Manager) boxesAfter(q ListQuery, after string, n int, out []*box) (_ []*box, end bool) {
 	prefix := ""
 	if !q.AllTenants && q.Tenant != "" {
 		prefix = tenant.Scope(q.Tenant, "")
