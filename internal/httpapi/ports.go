@@ -60,7 +60,7 @@ func (s *Server) sandboxGeneration(ctx context.Context, id string) (time.Time, e
 			return time.Time{}, err
 		}
 		lease.Release()
-		return lease.Info.CreatedAt, nil
+		return lease.CreatedAt, nil
 	}
 	return inf.CreatedAt, err
 }
@@ -317,7 +317,7 @@ func (s *Server) servePreview(w http.ResponseWriter, r *http.Request, a proxy.Ad
 		return
 	}
 	defer lease.Release()
-	if s.opts.Ports.Stale(p, lease.Info.CreatedAt) {
+	if s.opts.Ports.Stale(p, lease.CreatedAt) {
 		writeAPIError(w, errNoPreview())
 		return
 	}
@@ -496,7 +496,7 @@ func (s *Server) portProxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer lease.Release()
-	if exposed != nil && s.opts.Ports.Stale(*exposed, lease.Info.CreatedAt) {
+	if exposed != nil && s.opts.Ports.Stale(*exposed, lease.CreatedAt) {
 		writeAPIError(w, errNoPreview())
 		return
 	}

@@ -653,10 +653,15 @@ type Lease struct {
 	Transport http.RoundTripper
 	// NetnsPath is the sandbox's network namespace, for dialling into it.
 	NetnsPath string
-	// Info is the sandbox at the time the lease was taken.
-	Info    Info
-	inst    *instance
-	release func()
+	// Runtime and CreatedAt are the sandbox's, when the lease was taken.
+	// (A lease is taken on every call: it copies no more of the sandbox
+	// than its callers read; bench/results/scale.txt.)
+	Runtime   string
+	CreatedAt time.Time
+	inst      *instance
+	box       *box
+	m         *Manager
+	released  atomic.Bool
 	// adoption, when set, is the registry row's write of the sandbox
 	// that AcquireForCall just took from the warm pool (adoptForCall).
 	adoption *adoption
@@ -670,8 +675,13 @@ func (l *Lease) AgentHost() string {
 	return l.inst.link.Host()
 }
 
-// Release ends the lease.
-func (l *Lease) Release() { l.release() }
+// Release ends the lease. Only its first call counts.
+func (l *Lease) Release() {
+	if l.released.CompareAndSwap(false, true) {
+		l.box.touch(l.m.now())
+		l.box.leases.Add(-1)
+	}
+}
 
 // Settle waits until the sandbox the lease is on is recorded, which
 // matters only for a lease of AcquireForCall that took a warm sandbox:
@@ -748,13 +758,8 @@ func (m *Manager) acquire(ctx context.Context, id string, co *createOptions) (*L
 func (m *Manager) newLease(b *box, inst *instance) *Lease {
 	b.touch(m.now())
 	b.leases.Add(1)
-	var once sync.Once
-	return &Lease{Transport: inst.link, NetnsPath: inst.endpoint.NetnsPath, Info: b.info(), inst: inst, release: func() {
-		once.Do(func() {
-			b.touch(m.now())
-			b.leases.Add(-1)
-		})
-	}}
+	return &Lease{Transport: inst.link, NetnsPath: inst.endpoint.NetnsPath, Runtime: b.rec.Runtime, CreatedAt: b.rec.CreatedAt,
+		inst: inst, box: b, m: m}
 }
 
 func (b *box) touch(t time.Time) {

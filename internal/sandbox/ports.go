@@ -63,7 +63,7 @@ func (m *Manager) DialPort(ctx context.Context, id string, port int) (net.Conn, 
 		return nil, err
 	}
 	defer lease.Release()
-	if lease.Info.Runtime == RuntimeGVisor {
+	if lease.Runtime == RuntimeGVisor {
 		return dialThroughAgent(ctx, lease.Transport, port)
 	}
 	d, ok := m.opts.Network.(PortDialer)
