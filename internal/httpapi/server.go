@@ -163,7 +163,14 @@ func (s *Server) routes() {
 	// forwarding route's "/v1/sandboxes/{id}/" and the mux would answer
 	// with a redirect there: a POST must get 405, never a 307.
 	s.mux.HandleFunc("/v1/sandboxes/{id}", s.authenticated(s.noRoute))
+	// What no route matches is answered by noRoute, never by the mux's
+	// plain text: so ServeHTTP need not look the route up first, and the
+	// mux matches each request's path once (each match allocates).
+	s.mux.HandleFunc(anyPath, s.noRoute)
 }
+
+// anyPath is the pattern of noRoute: every path no route matches.
+const anyPath = "/"
 
 // ServeHTTP recovers from panics, answers unknown routes and methods with
 // JSON errors and logs every request at debug level.
@@ -193,11 +200,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, api.Errorf(api.CodeNotFound, "no route %s %s: the path has empty, '.' or '..' segments", r.Method, r.URL.Path))
 		return
 	}
-	if _, pattern := s.mux.Handler(r); pattern == "" {
-		s.noRoute(w, r)
-		return
-	}
-	s.mux.ServeHTTP(w, r) // (Handler does not fill in path values; ServeHTTP does)
+	s.mux.ServeHTTP(w, r)
 }
 
 // cleanPath reports whether p is in the form the mux matches without a
@@ -220,7 +223,7 @@ func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
 	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete, http.MethodPatch} {
 		probe := r.Clone(r.Context())
 		probe.Method = m
-		if _, pattern := s.mux.Handler(probe); pattern != "" {
+		if _, pattern := s.mux.Handler(probe); pattern != "" && pattern != anyPath {
 			writeAPIError(w, api.Errorf(api.CodeMethodNotAllowed, "%s is not allowed on %s", r.Method, r.URL.Path))
 			return
 		}

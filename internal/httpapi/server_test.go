@@ -23,7 +23,8 @@ func testServer() *Server {
 
 // TestNoRedirects: the mux redirects paths it would match after cleaning
 // or with a trailing slash (307 for a POST), and clients follow
-// redirects. The API answers 404 or 405 instead.
+// redirects. The API answers 404 or 405 instead, as for a path no route
+// has.
 func TestNoRedirects(t *testing.T) {
 	s := testServer()
 	for _, tt := range []struct {
@@ -37,6 +38,13 @@ func TestNoRedirects(t *testing.T) {
 		{"POST", "/v1/sandboxes/demo/./exec", api.CodeNotFound},
 		{"GET", "/v1/sandboxes/demo/../other", api.CodeNotFound},
 		{"GET", "/v1//sandboxes", api.CodeNotFound},
+		// No route: no redirect either, and the same codes.
+		{"POST", "/v1/sandboxes", api.CodeMethodNotAllowed},
+		{"PUT", "/v1/keys", api.CodeMethodNotAllowed},
+		{"GET", "/", api.CodeNotFound},
+		{"GET", "/v1", api.CodeNotFound},
+		{"GET", "/v1/", api.CodeNotFound},
+		{"POST", "/no/such/route", api.CodeNotFound},
 	} {
 		r := httptest.NewRequest(tt.method, "http://127.0.0.1"+tt.path, strings.NewReader("{}"))
 		r.Header.Set("Authorization", "Bearer s3cret")
