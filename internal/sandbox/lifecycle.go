@@ -45,8 +45,11 @@ type instance struct {
 	pid      int
 	pidfd    *os.File // readable once init (the agent) has exited
 	endpoint NetworkEndpoint
-	link     *agentLink       // the agent's socket, over the daemon's shared transport
-	agent    *agentapi.Client // the agent's internal routes, over link
+	// address and gateway are endpoint's, formatted once: every list
+	// row shows them, and formatting allocates.
+	address, gateway string
+	link             *agentLink       // the agent's socket, over the daemon's shared transport
+	agent            *agentapi.Client // the agent's internal routes, over link
 	// namer names a warm gVisor sandbox when it is handed out (see
 	// startNamer); nil for others, or when it could not be started.
 	namer *runtime.AdminProcess
@@ -63,8 +66,12 @@ func newInstance(cid string, pid int, ep NetworkEndpoint, conns *agentConns, soc
 		return nil, fmt.Errorf("watching the agent (pid %d): %w", pid, err)
 	}
 	link := conns.link(socket)
-	return &instance{cid: cid, pid: pid, pidfd: os.NewFile(uintptr(fd), "pidfd"), endpoint: ep,
-		link: link, agent: agentapi.NewClient(link)}, nil
+	inst := &instance{cid: cid, pid: pid, pidfd: os.NewFile(uintptr(fd), "pidfd"), endpoint: ep,
+		link: link, agent: agentapi.NewClient(link)}
+	if ep.Address.IsValid() {
+		inst.address, inst.gateway = ep.Address.String(), ep.Gateway.String()
+	}
+	return inst, nil
 }
 
 // alive reports whether the container's init (the agent) is still running.

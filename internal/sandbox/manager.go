@@ -310,9 +310,8 @@ func (b *box) info() Info {
 	if ids := b.hostIDs(); ids != nil {
 		inf.HostUIDBase = ids.Base
 	}
-	if b.running != nil && b.running.endpoint.Address.IsValid() {
-		inf.Address = b.running.endpoint.Address.String()
-		inf.Gateway = b.running.endpoint.Gateway.String()
+	if b.running != nil {
+		inf.Address, inf.Gateway = b.running.address, b.running.gateway
 	}
 	if b.running != nil && !b.cfg.KeepAlive {
 		inf.IdleDeadline = inf.LastUsedAt.Add(b.cfg.SleepAfter)
