@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
 // listRow is how writeSandboxList encodes a row: the api.Sandbox, with
@@ -44,6 +45,19 @@ func borrowListRow() *listRow { return listRows.Get().(*listRow) }
 func (r *listRow) giveBack() {
 	*r = listRow{}
 	listRows.Put(r)
+}
+
+// setInfo makes r the row of inf, as toWire has it. toWire's idle
+// deadline is a *time.Time, which allocates; the row's is its own
+// field.
+func (r *listRow) setInfo(inf sandbox.Info) {
+	deadline := inf.IdleDeadline
+	inf.IdleDeadline = time.Time{}
+	r.set(toWire(inf))
+	if !deadline.IsZero() {
+		r.idleDeadline.set(deadline.UTC())
+		r.IdleDeadline = &r.idleDeadline
+	}
 }
 
 // set makes r the row of s.

@@ -57,7 +57,7 @@ func writeSandboxList(w http.ResponseWriter, page func(each func(sandbox.Info)) 
 		if last != "" {
 			_, err = io.WriteString(w, ",")
 		}
-		row.set(toWire(inf))
+		row.setInfo(inf)
 		if err == nil {
 			err = enc.Encode(row)
 		}
