@@ -24,7 +24,10 @@ func TestForkServerAgent(t *testing.T) {
 		t.Skip("the agent of TestForkServerDiesWithItsAgent")
 	}
 	m := newManager(t, Config{RunDir: runDir})
-	o := StartOptions{Login: true, Cwd: "/tmp", Env: []string{"PATH=/usr/bin:/bin", "HOME=/root"}}
+	// HOME is a directory of the test's own: the host's /root/.profile may
+	// run anything (a pyenv init took 8 s under load), and the test is
+	// about the fork server, not about root's profile.
+	o := StartOptions{Login: true, Cwd: "/tmp", Env: []string{"PATH=/usr/bin:/bin", "HOME=" + runDir}}
 	if !m.PrepareLogin(context.Background(), o) {
 		t.Fatal("no fork server")
 	}
