@@ -2,11 +2,15 @@ package rename
 
 import (
 	"fmt"
+	"io"
+	"os"
 	"runtime"
 	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/agent/rawio"
 )
 
 // A waiting namer keeps CAP_SYS_ADMIN in one process of one thread, the
@@ -18,37 +22,54 @@ import (
 // thread, which then polls until the namer is idle. On the take's way that
 // cost about 3 ms of the sandbox's CPU time, a fifth of the take (loaded,
 // interleaved with a namer that kept its capabilities). So while the
-// sandbox waits in the pool the namer forks the keeper, a copy of itself
-// that runs only the raw system calls below and never returns to the Go
-// runtime, and then drops its own capabilities, off the take's way. On
-// the take it hands the keeper the name; the keeper sets the hostname,
-// writes the files and drops its capabilities with one capset (its only
-// thread's), and answers. It then waits for end of file from the namer
-// before it exits, for the reason the namer waits for the daemon's.
+// sandbox waits in the pool the namer forks the keeper, a process that
+// runs only the raw system calls below and never enters the Go runtime,
+// and then drops its own capabilities, off the take's way.
+//
+// The take is the keeper's alone: it reads the name from the daemon's
+// pipe itself, sets the hostname, writes the files, drops its
+// capabilities with one capset (its only thread's), and tells the agent
+// and the daemon itself. The namer's Go runtime sleeps in its poller
+// through all of it: when the namer read the name and handed it on, and
+// passed the keeper's answer back, the take's way had two more tasks
+// woken in gVisor and eight more system calls, each a trip through the
+// Sentry on the sandbox's one CPU. The keeper then waits for end of file
+// from the daemon before it exits, for the reason the namer used to wait
+// for it (see the package comment), and its exit, which closes the pipe
+// the namer waits on, ends the namer.
 
 // keeper is the namer's end of its keeper.
 type keeper struct {
-	pid    int
-	stack  []byte // the keeper's, unmapped once it is reaped
-	toward int    // the keeper's name pipe, written by the namer
-	back   int    // the keeper's answers, read by the namer
+	pid   int
+	stack []byte   // the keeper's, unmapped once it is reaped
+	done  *os.File // end of file when the keeper exited (non-blocking)
 }
 
-// keeperJob is what the keeper's code reads: set before the fork, so the
-// keeper's copy of memory holds it, and never written after it by the
-// namer. Arrays, not slices or strings, so that the keeper's code indexes
-// memory it owns and allocates nothing.
+// keeperJob is what the keeper's code reads: set before the fork, and
+// never written after it by the namer. Arrays, not slices or strings, so
+// that the keeper's code indexes memory it owns and allocates nothing.
 var keeperJob struct {
-	in, out      int // the keeper's ends of the two pipes
-	toward, back int // the namer's ends, which the keeper closes
-	answer       [2]byte
-	name         [maxName + 2]byte // the name's line as read
-	hostname     [maxName + 1]byte // /etc/hostname's content
-	hosts        [len(hostsHead) + maxName + 1]byte
-	paths        [2][maxPath]byte    // NUL-terminated
-	hdr          unix.CapUserHeader  // capset's arguments: empty sets
-	data         [2]unix.CapUserData //
+	in, out, tell int               // the daemon's pipes and the agent's FIFO (-1: none)
+	done, doneR   int               // the pipe the namer waits on: the keeper's end, the namer's
+	name          [maxName + 2]byte // the name's line as read
+	hostname      [maxName + 1]byte // /etc/hostname's content
+	hosts         [len(hostsHead) + maxName + 1]byte
+	paths         [2][maxPath]byte    // NUL-terminated
+	hdr           unix.CapUserHeader  // capset's arguments: empty sets
+	data          [2]unix.CapUserData //
+	// What the keeper says: the daemon's lines (an error's is its step's
+	// text, then the errno's digits and a newline) and the agent's.
+	answer    [maxAnswer]byte
+	steps     [stepCapabilities + 1][maxAnswer - 8]byte
+	stepLen   [stepCapabilities + 1]int
+	ok        [3]byte
+	tellOK    [len(TellOK) + 1]byte
+	tellError [len(TellError) + 1]byte
+	tellGone  [len(TellGone) + 1]byte
 }
+
+// maxAnswer bounds the keeper's answer line to the daemon.
+const maxAnswer = 64
 
 // hostsHead is /etc/hosts up to the sandbox's name.
 const hostsHead = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t"
@@ -56,8 +77,7 @@ const hostsHead = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopba
 // maxPath bounds the length of a file's path the keeper writes.
 const maxPath = 256
 
-// The steps the keeper answers about, in its answer's first byte; the
-// other byte is the step's errno (at most 255 on Linux), 0 for success.
+// The steps the keeper names in an error's answer.
 const (
 	stepHostname byte = 1 + iota
 	stepFirstFile
@@ -65,10 +85,23 @@ const (
 	stepCapabilities
 )
 
-// startKeeper forks the keeper, which will write /etc/hostname and
-// /etc/hosts (paths, in that order). The namer must drop its own
-// capabilities afterwards: the keeper is the only one to keep them.
-func startKeeper(paths [2]string) (*keeper, error) {
+// stepTexts start the keeper's answer when a step fails.
+var stepTexts = [...]string{
+	stepHostname:     "error: setting the hostname: errno ",
+	stepFirstFile:    "error: writing " + etcHostname + ": errno ",
+	stepSecondFile:   "error: writing " + etcHosts + ": errno ",
+	stepCapabilities: "error: dropping capabilities: errno ",
+}
+
+// keeperIO is where the keeper takes its name and says how the naming
+// went: in and out are the daemon's pipes (stdin and stdout), tell the
+// agent's FIFO (-1: none).
+type keeperIO struct{ in, out, tell int }
+
+// startKeeper forks the keeper, which will read the name from io.in and
+// write /etc/hostname and /etc/hosts (paths, in that order). The namer
+// must drop its own capabilities afterwards, and never read io.in.
+func startKeeper(paths [2]string, io keeperIO) (*keeper, error) {
 	for i, p := range paths {
 		if len(p) >= maxPath {
 			return nil, fmt.Errorf("path %q too long", p)
@@ -77,26 +110,29 @@ func startKeeper(paths [2]string) (*keeper, error) {
 		keeperJob.paths[i][len(p)] = 0
 	}
 	keeperJob.hdr.Version = unix.LINUX_CAPABILITY_VERSION_3
-	var toward, back [2]int
-	if err := unix.Pipe2(toward[:], unix.O_CLOEXEC); err != nil {
-		return nil, err
-	}
-	if err := unix.Pipe2(back[:], unix.O_CLOEXEC); err != nil {
-		unix.Close(toward[0])
-		unix.Close(toward[1])
-		return nil, err
-	}
-	keeperJob.in, keeperJob.out = toward[0], back[1]
 	copy(keeperJob.hosts[:], hostsHead)
-	pid, stack, err := forkKeeper(toward[1], back[0])
-	unix.Close(toward[0])
-	unix.Close(back[1])
+	for step, text := range stepTexts {
+		keeperJob.stepLen[step] = copy(keeperJob.steps[step][:], text)
+	}
+	copy(keeperJob.ok[:], "ok\n")
+	copy(keeperJob.tellOK[:], TellOK+"\n")
+	copy(keeperJob.tellError[:], TellError+"\n")
+	copy(keeperJob.tellGone[:], TellGone+"\n")
+	keeperJob.in, keeperJob.out, keeperJob.tell = io.in, io.out, io.tell
+	var done [2]int
+	// Non-blocking: the namer waits on its end in the runtime's poller;
+	// the keeper never writes to its own.
+	if err := unix.Pipe2(done[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil, err
+	}
+	keeperJob.doneR, keeperJob.done = done[0], done[1]
+	pid, stack, err := forkKeeper()
+	unix.Close(done[1])
 	if err != nil {
-		unix.Close(toward[1])
-		unix.Close(back[0])
+		unix.Close(done[0])
 		return nil, fmt.Errorf("forking the keeper: %w", err)
 	}
-	return &keeper{pid: pid, stack: stack, toward: toward[1], back: back[0]}, nil
+	return &keeper{pid: pid, stack: stack, done: os.NewFile(uintptr(done[0]), "keeper")}, nil
 }
 
 // keeperStack is the size of the keeper's stack: keeperMain and what it
@@ -113,12 +149,11 @@ const keeperStack = 64 << 10
 // in it; the namer's thread gets its mask back at once.
 //
 //go:norace
-func forkKeeper(toward, back int) (int, []byte, error) {
+func forkKeeper() (int, []byte, error) {
 	stack, err := unix.Mmap(-1, 0, keeperStack, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		return 0, nil, err
 	}
-	keeperJob.toward, keeperJob.back = toward, back
 	top := uintptr(unsafe.Pointer(&stack[len(stack)-1])) + 1
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -151,12 +186,13 @@ var _ = keeperMain
 //go:nocheckptr
 func keeperMain() {
 	j := &keeperJob
-	rawCall(unix.SYS_CLOSE, uintptr(j.toward), 0, 0)
-	rawCall(unix.SYS_CLOSE, uintptr(j.back), 0, 0)
-	closeAllBut(j.in, j.out)
+	rawCall(unix.SYS_CLOSE, uintptr(j.doneR), 0, 0)
+	closeAllBut(&[4]int{j.in, j.out, j.tell, j.done})
 	n := readLine(j.in, j.name[:])
 	if n <= 0 || n > maxName {
-		rawCall(unix.SYS_EXIT_GROUP, 0, 0, 0) // no name: the sandbox was discarded
+		// No name: the sandbox was discarded, or the daemon went away.
+		keeperSay(j.tell, j.tellGone[:])
+		rawCall(unix.SYS_EXIT_GROUP, 1, 0, 0)
 	}
 	step, errno := byte(0), uintptr(0)
 	if e := rawCall(unix.SYS_SETHOSTNAME, uintptr(unsafe.Pointer(&j.name[0])), uintptr(n), 0); e != 0 {
@@ -176,21 +212,64 @@ func keeperMain() {
 			step, errno = stepSecondFile, e
 		}
 	}
-	// Always, whatever failed before: nothing that runs once the namer
+	// Always, whatever failed before: nothing that runs once the keeper
 	// answered may hold CAP_SYS_ADMIN. A keeper that could not drop them
 	// exits once it answered.
 	capErrno := rawCall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&j.hdr)), uintptr(unsafe.Pointer(&j.data[0])), 0)
 	if capErrno != 0 && step == 0 {
 		step, errno = stepCapabilities, capErrno
 	}
-	j.answer = [2]byte{step, byte(errno)}
-	rawWriteAll(j.out, j.answer[:])
+	// The agent first, as the namer did: the call it holds is the take's.
+	code := uintptr(0)
+	if step == 0 {
+		keeperSay(j.tell, j.tellOK[:])
+		rawWriteAll(j.out, j.ok[:])
+	} else {
+		code = 1
+		keeperSay(j.tell, j.tellError[:])
+		rawWriteAll(j.out, errorAnswer(step, errno))
+	}
 	if capErrno != 0 {
 		rawCall(unix.SYS_EXIT_GROUP, 1, 0, 0)
 	}
 	for readLine(j.in, j.name[:]) > 0 {
 	}
-	rawCall(unix.SYS_EXIT_GROUP, 0, 0, 0)
+	rawCall(unix.SYS_EXIT_GROUP, code, 0, 0)
+}
+
+// keeperSay writes line to the agent's FIFO fd, if there is one, in one
+// write (a line shorter than PIPE_BUF is never split or interleaved; the
+// FIFO is non-blocking, and the agent holds it open for reading).
+//
+//go:nosplit
+//go:norace
+func keeperSay(fd int, line []byte) {
+	if fd >= 0 {
+		rawWriteAll(fd, line)
+	}
+}
+
+// errorAnswer is the keeper's answer to the daemon when step failed with
+// errno: the step's text, the errno in decimal, a newline.
+//
+//go:nosplit
+//go:norace
+func errorAnswer(step byte, errno uintptr) []byte {
+	j := &keeperJob
+	n := copy(j.answer[:], j.steps[step][:j.stepLen[step]])
+	var digits [20]byte
+	d := len(digits)
+	for {
+		d--
+		digits[d] = byte('0' + errno%10)
+		errno /= 10
+		if errno == 0 {
+			break
+		}
+	}
+	n += copy(j.answer[n:], digits[d:])
+	j.answer[n] = '\n'
+	return j.answer[:n+1]
 }
 
 // rawCall makes a raw system call and returns its errno.
@@ -202,22 +281,29 @@ func rawCall(trap, a1, a2, a3 uintptr) uintptr {
 	return uintptr(errno)
 }
 
-// closeAllBut closes every descriptor but a and b (the daemon's pipes, the
-// agent's FIFO, the runtime's poller: the keeper holds none of them).
+// closeAllBut closes every descriptor but those of keep (negative ones
+// are none): the runtime's poller, the namer's pipes and anything else
+// the namer holds, which the keeper has no use for.
 //
 //go:nosplit
 //go:norace
-func closeAllBut(a, b int) {
-	if a > b {
-		a, b = b, a
+func closeAllBut(keep *[4]int) {
+	for i := 1; i < len(keep); i++ { // sort
+		for k := i; k > 0 && keep[k] < keep[k-1]; k-- {
+			keep[k], keep[k-1] = keep[k-1], keep[k]
+		}
 	}
-	if a > 0 {
-		rawCall(unix.SYS_CLOSE_RANGE, 0, uintptr(a-1), 0)
+	next := 0 // the lowest descriptor that may still be open
+	for _, fd := range keep {
+		if fd < next {
+			continue // none, or kept twice
+		}
+		if fd > next {
+			rawCall(unix.SYS_CLOSE_RANGE, uintptr(next), uintptr(fd-1), 0)
+		}
+		next = fd + 1
 	}
-	if b > a+1 {
-		rawCall(unix.SYS_CLOSE_RANGE, uintptr(a+1), uintptr(b-1), 0)
-	}
-	rawCall(unix.SYS_CLOSE_RANGE, uintptr(b+1), uintptr(^uint32(0)), 0)
+	rawCall(unix.SYS_CLOSE_RANGE, uintptr(next), uintptr(^uint32(0)), 0)
 }
 
 // readLine reads into buf until a newline and returns the line's length
@@ -285,51 +371,18 @@ func rawWriteAll(fd int, data []byte) uintptr {
 	return 0
 }
 
-// name hands the keeper the name and waits for its answer, with raw
-// system calls (a blocking read: the namer has nothing else to do, and it
-// does not wake the runtime's monitor thread).
-func (k *keeper) name(name string) error {
-	if err := rawWrite(k.toward, []byte(name+"\n")); err != nil {
-		return fmt.Errorf("handing the keeper the name: %w", err)
-	}
-	var answer [2]byte
-	got := 0
-	for got < len(answer) {
-		n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(k.back), uintptr(unsafe.Pointer(&answer[got])), uintptr(len(answer)-got))
-		switch {
-		case errno == unix.EINTR:
-			continue
-		case errno != 0:
-			return fmt.Errorf("reading the keeper's answer: %w", errno)
-		case n == 0:
-			return fmt.Errorf("the keeper exited without an answer")
-		}
-		got += int(n)
-	}
-	errno := syscall.Errno(answer[1])
-	switch answer[0] {
-	case 0:
-		return nil
-	case stepHostname:
-		return fmt.Errorf("setting the hostname: %w", errno)
-	case stepFirstFile:
-		return fmt.Errorf("writing %s: %w", etcHostname, errno)
-	case stepSecondFile:
-		return fmt.Errorf("writing %s: %w", etcHosts, errno)
-	case stepCapabilities:
-		return fmt.Errorf("dropping capabilities: %w", errno)
-	}
-	return fmt.Errorf("the keeper answered %v", answer)
-}
-
-// release ends the keeper (end of file on its name pipe) and reaps it,
-// once. A nil keeper is none.
-func (k *keeper) release() {
+// wait waits, asleep in the runtime's poller, until the keeper exited
+// (end of file on its pipe), reaps it, and returns its exit status.
+// Nothing of the namer runs on the take's way: the keeper exits only once
+// the daemon closed its pipe, after the take. A nil keeper is none.
+func (k *keeper) wait() int {
 	if k == nil || k.pid == 0 {
-		return
+		return 0
 	}
-	unix.Close(k.toward)
-	unix.Close(k.back)
+	if rc, err := k.done.SyscallConn(); err == nil {
+		io.Copy(io.Discard, rawio.Reader{RC: rc})
+	}
+	k.done.Close()
 	var ws unix.WaitStatus
 	for {
 		if _, err := unix.Wait4(k.pid, &ws, 0, nil); err != unix.EINTR {
@@ -338,4 +391,12 @@ func (k *keeper) release() {
 	}
 	unix.Munmap(k.stack)
 	k.pid = 0
+	return ws.ExitStatus()
+}
+
+// kill ends the keeper at once and reaps it: for a namer that fails
+// before the take, whose keeper must not wait on with CAP_SYS_ADMIN.
+func (k *keeper) kill() {
+	unix.Kill(k.pid, unix.SIGKILL)
+	k.wait()
 }

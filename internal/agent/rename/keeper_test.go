@@ -1,21 +1,33 @@
 package rename
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
+// testKeeper is a keeper started by a test, with the daemon's ends of
+// its pipes and the agent's end of its FIFO.
+type testKeeper struct {
+	*keeper
+	name   *os.File // the keeper's stdin
+	answer *bufio.Reader
+	tell   *bufio.Reader
+}
+
 // startTestKeeper forks a keeper in a UTS namespace of its own (the host's
 // hostname stays as it is) that writes the files in dir, and returns it
 // with a descriptor of its UTS namespace.
-func startTestKeeper(t *testing.T, dir string) (*keeper, *os.File) {
+func startTestKeeper(t *testing.T, dir string) (*testKeeper, *os.File) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the keeper sets a hostname, in a UTS namespace of its own")
@@ -26,6 +38,9 @@ func startTestKeeper(t *testing.T, dir string) (*keeper, *os.File) {
 			t.Fatal(err)
 		}
 	}
+	inR, inW := testPipe(t)
+	outR, outW := testPipe(t)
+	tellR, tellW := testPipe(t)
 	type started struct {
 		k   *keeper
 		err error
@@ -39,20 +54,60 @@ func startTestKeeper(t *testing.T, dir string) (*keeper, *os.File) {
 			ch <- started{err: err}
 			return
 		}
-		k, err := startKeeper(paths)
+		k, err := startKeeper(paths, keeperIO{in: int(inR.Fd()), out: int(outW.Fd()), tell: int(tellW.Fd())})
 		ch <- started{k, err}
 	}()
 	s := <-ch
 	if s.err != nil {
 		t.Fatal(s.err)
 	}
-	t.Cleanup(s.k.release)
+	// The keeper has its own copies; the test keeps the other ends.
+	inR.Close()
+	outW.Close()
+	tellW.Close()
+	tk := &testKeeper{keeper: s.k, name: inW, answer: bufio.NewReader(outR), tell: bufio.NewReader(tellR)}
+	t.Cleanup(func() { tk.release() })
 	uts, err := os.Open(fmt.Sprintf("/proc/%d/ns/uts", s.k.pid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { uts.Close() })
-	return s.k, uts
+	return tk, uts
+}
+
+func testPipe(t *testing.T) (r, w *os.File) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	return r, w
+}
+
+// nameAs sends the keeper name and returns its answers to the daemon and
+// to the agent.
+func (k *testKeeper) nameAs(t *testing.T, name string) (answer, tell string) {
+	t.Helper()
+	if _, err := k.name.WriteString(name + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	answer, err := k.answer.ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading the keeper's answer: %v", err)
+	}
+	tell, err = k.tell.ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading what the keeper told the agent: %v", err)
+	}
+	return strings.TrimSuffix(answer, "\n"), strings.TrimSuffix(tell, "\n")
+}
+
+// release closes the keeper's stdin, as the daemon does after the take,
+// and returns the keeper's exit status once it exited.
+func (k *testKeeper) release() int {
+	k.name.Close()
+	return k.wait()
 }
 
 // hostnameIn returns the hostname of the UTS namespace uts.
@@ -93,8 +148,8 @@ func capabilities(t *testing.T, pid int) []string {
 func TestKeeperNamesAndThenHoldsNoCapability(t *testing.T) {
 	dir := t.TempDir()
 	k, uts := startTestKeeper(t, dir)
-	if err := k.name("demo-7"); err != nil {
-		t.Fatal(err)
+	if answer, tell := k.nameAs(t, "demo-7"); answer != "ok" || tell != TellOK {
+		t.Fatalf("the keeper answered %q and told the agent %q, want ok and %q", answer, tell, TellOK)
 	}
 	if got := hostnameIn(t, uts); got != "demo-7" {
 		t.Errorf("hostname %q, want demo-7", got)
@@ -113,7 +168,9 @@ func TestKeeperNamesAndThenHoldsNoCapability(t *testing.T) {
 		t.Errorf("the keeper's capabilities after it answered: %q", got)
 	}
 	pid := k.pid
-	k.release()
+	if code := k.release(); code != 0 {
+		t.Errorf("the keeper exited with %d, want 0", code)
+	}
 	if err := unix.Kill(pid, 0); !errors.Is(err, unix.ESRCH) {
 		t.Errorf("the keeper after its release: %v, want gone", err)
 	}
@@ -129,25 +186,68 @@ func TestKeeperFailsOnALinkAndStillDropsCapabilities(t *testing.T) {
 	if err := os.Symlink(filepath.Join(dir, "hostname"), hosts); err != nil {
 		t.Fatal(err)
 	}
-	err := k.name("demo-8")
-	if !errors.Is(err, unix.ELOOP) || !strings.Contains(err.Error(), etcHosts) {
-		t.Errorf("naming through a link: %v, want ELOOP writing %s", err, etcHosts)
+	answer, tell := k.nameAs(t, "demo-8")
+	if want := fmt.Sprintf("error: writing %s: errno %d", etcHosts, unix.ELOOP); answer != want || tell != TellError {
+		t.Errorf("naming through a link: answered %q and told the agent %q, want %q and %q", answer, tell, want, TellError)
 	}
 	if got := capabilities(t, k.pid); len(got) != 2 || got[0] != "CapPrm: 0000000000000000" {
 		t.Errorf("the keeper's capabilities after it failed: %q", got)
 	}
 }
 
-// A keeper released before any name writes nothing and exits.
+// A keeper released before any name writes nothing, tells the agent it
+// is gone, and exits.
 func TestKeeperReleasedBeforeANameWritesNothing(t *testing.T) {
 	dir := t.TempDir()
 	k, _ := startTestKeeper(t, dir)
 	pid := k.pid
-	k.release()
+	if code := k.release(); code != 1 {
+		t.Errorf("the keeper exited with %d, want 1", code)
+	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "hostname")); string(b) != "a much longer placeholder content\n" {
 		t.Errorf("hostname file written: %q", b)
+	}
+	if tell, _ := k.tell.ReadString('\n'); tell != TellGone+"\n" {
+		t.Errorf("the keeper told the agent %q, want %q", tell, TellGone)
 	}
 	if err := unix.Kill(pid, 0); !errors.Is(err, unix.ESRCH) {
 		t.Errorf("the keeper after its release: %v, want gone", err)
 	}
+}
+
+// The keeper holds none of the namer's descriptors but its pipes and the
+// agent's FIFO.
+func TestKeeperHoldsOnlyItsDescriptors(t *testing.T) {
+	dir := t.TempDir()
+	// Descriptors the keeper must close, below and between its own.
+	for i := 0; i < 3; i++ {
+		f, err := os.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+	}
+	k, _ := startTestKeeper(t, dir)
+	var want []string
+	for _, fd := range []int{keeperJob.in, keeperJob.out, keeperJob.tell, keeperJob.done} {
+		want = append(want, fmt.Sprint(fd))
+	}
+	slices.Sort(want)
+	// The keeper closes them first thing, but may not have run yet.
+	var got []string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", k.pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = got[:0]
+		for _, e := range entries {
+			got = append(got, e.Name())
+		}
+		slices.Sort(got)
+		if slices.Equal(got, want) {
+			return
+		}
+	}
+	t.Errorf("the keeper holds descriptors %v, want %v", got, want)
 }

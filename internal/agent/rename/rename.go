@@ -14,7 +14,8 @@
 // before it exits, so that its exit (a process's teardown in gVisor and
 // runsc's on the host) does not share the sandbox's CPU with the first
 // call: the daemon closes stdin a little later. At end of file before a
-// name it exits without naming anything.
+// name it exits without naming anything. On amd64 everything after
+// "ready" is its keeper's, a process it forks (see keeper.go).
 //
 // With `--tell FIFO` (the agent's, see TellFIFO) it also tells the agent:
 // "ready" once it waits, then "ok" (or "error") once the sandbox is named,
@@ -85,12 +86,7 @@ func Main(args []string) {
 		}
 		os.Exit(0)
 	}
-	in, err := pollStdin()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "rename:", err)
-		os.Exit(1)
-	}
-	k, err := keepCapabilities()
+	k, err := keepCapabilities(tell)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "rename:", err)
 		os.Exit(1)
@@ -100,14 +96,28 @@ func Main(args []string) {
 	} else {
 		answer("ready") // runtime.AdminReady
 	}
+	if k != nil {
+		os.Exit(k.wait()) // the keeper names the sandbox and answers
+	}
+	os.Exit(nameItself(tell))
+}
+
+// nameItself is the namer's part without a keeper: it reads the name,
+// names the sandbox, answers, and waits for end of file. It returns the
+// namer's exit status.
+func nameItself(tell int) int {
+	in, err := pollStdin()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "rename:", err)
+		return 1
+	}
 	name, err := readName(in)
 	if err != nil {
 		say(tell, TellGone)
-		k.release()
-		os.Exit(1) // EOF: the sandbox was discarded, or the daemon went away
+		return 1 // EOF: the sandbox was discarded, or the daemon went away
 	}
 	code := 0
-	if err := k.nameOr(name); err != nil {
+	if err := run(name); err != nil {
 		say(tell, TellError)
 		answer("error: " + err.Error())
 		code = 1
@@ -116,36 +126,27 @@ func Main(args []string) {
 		answer("ok")
 	}
 	io.Copy(io.Discard, in) // until the daemon closes it
-	k.release()
-	os.Exit(code)
+	return code
 }
 
 // keepCapabilities starts the keeper, which alone keeps the namer's
-// capabilities from now on (see keeper.go), and drops the namer's own. If
-// the keeper cannot be forked, the namer keeps them and names the sandbox
-// itself (a nil keeper).
-func keepCapabilities() (*keeper, error) {
-	k, err := startKeeper([2]string{etcHostname, etcHosts})
+// capabilities from now on and takes the name on stdin (see keeper.go),
+// and drops the namer's own. If the keeper cannot be forked, the namer
+// keeps them and names the sandbox itself (a nil keeper).
+func keepCapabilities(tell int) (*keeper, error) {
+	k, err := startKeeper([2]string{etcHostname, etcHosts}, keeperIO{in: 0, out: 1, tell: tell})
 	if err != nil {
 		return nil, nil
 	}
 	if err := dropCapabilities(); err != nil {
-		k.release()
+		k.kill()
 		return nil, err
 	}
 	return k, nil
 }
 
-// nameOr has the keeper name the sandbox, or names it itself without one.
-func (k *keeper) nameOr(name string) error {
-	if k == nil {
-		return run(name)
-	}
-	return k.name(name)
-}
-
-// On the take's way the namer makes raw system calls only
-// (unix.RawSyscall), and waits for its name in the Go runtime's poller, as
+// Without a keeper, the namer makes raw system calls only on the take's
+// way (unix.RawSyscall), and waits for its name in the Go runtime's poller, as
 // the agent does on a command's way (see package rawio): a
 // read that blocks a thread, or any call made through unix.Syscall, wakes
 // the runtime's monitor thread, which then sleeps 20 us at a time, each
