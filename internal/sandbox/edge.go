@@ -110,8 +110,15 @@ type Mounts interface {
 	// Unmount unmounts everything at dir, waiting up to limit while it is
 	// busy, then detaching it; a dir with nothing mounted is fine.
 	Unmount(dir string, limit time.Duration) error
-	// SetHostname sets the hostname in the UTS namespace of pid.
-	SetHostname(pid int, name string) error
+	// UTS opens the UTS namespace of pid, whose hostname it then sets
+	// without looking pid up again.
+	UTS(pid int) (UTSNamespace, error)
+}
+
+// UTSNamespace is an open UTS namespace (Mounts.UTS).
+type UTSNamespace interface {
+	SetHostname(name string) error
+	Close() error
 }
 
 // HostMounts is Mounts on this host.
@@ -125,5 +132,5 @@ func (HostMounts) Unmount(dir string, limit time.Duration) error {
 	return rootfs.UnmountWait(dir, limit)
 }
 
-// SetHostname implements Mounts.
-func (HostMounts) SetHostname(pid int, name string) error { return setHostname(pid, name) }
+// UTS implements Mounts.
+func (HostMounts) UTS(pid int) (UTSNamespace, error) { return openUTS(pid) }

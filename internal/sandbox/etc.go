@@ -148,18 +148,35 @@ func rewriteRootFiles(rootDir string, files map[string]string, owner int) error 
 // It refuses (and writes nothing) when path is a symlink or anything but a
 // regular file of one link.
 func rewriteInPlace(root *os.Root, path, content string) error {
-	f, err := root.OpenFile(path, os.O_WRONLY|syscall.O_NOFOLLOW, 0)
+	f, err := openInPlace(root, path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	return overwrite(f, content)
+}
+
+// openInPlace opens the regular file path of root for writing in place,
+// refusing a symlink or anything but a regular file of one link.
+func openInPlace(root *os.Root, path string) (*os.File, error) {
+	f, err := root.OpenFile(path, os.O_WRONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
 	fi, err := f.Stat()
 	if err != nil {
-		return err
+		f.Close()
+		return nil, err
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); !fi.Mode().IsRegular() || !ok || st.Nlink != 1 {
-		return fmt.Errorf("/%s is not a regular file of its own", path)
+		f.Close()
+		return nil, fmt.Errorf("/%s is not a regular file of its own", path)
 	}
+	return f, nil
+}
+
+// overwrite makes content the whole of the file f, open for writing.
+func overwrite(f *os.File, content string) error {
 	// Truncating to zero first would make ext4 write the file back at
 	// close (its replace-by-truncate heuristic): write, then cut the tail.
 	if _, err := f.WriteAt([]byte(content), 0); err != nil {

@@ -398,8 +398,11 @@ func (fakeCgroup) Remove() error                       { return nil }
 type fakeMounts struct {
 	mu        sync.Mutex
 	hostnames map[int]string
-	// failHostname, when set, is what SetHostname returns.
+	// failHostname, when set, is what setting a hostname returns.
 	failHostname error
+	// utsOpened and utsOpen count, by pid, the UTS namespaces opened and
+	// those not closed yet.
+	utsOpened, utsOpen map[int]int
 }
 
 func (f *fakeMounts) MountOverlay(ov rootfs.Overlay) error {
@@ -413,13 +416,42 @@ func (f *fakeMounts) MountOverlay(ov rootfs.Overlay) error {
 
 func (f *fakeMounts) Unmount(dir string, limit time.Duration) error { return nil }
 
-func (f *fakeMounts) SetHostname(pid int, name string) error {
+func (f *fakeMounts) UTS(pid int) (UTSNamespace, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.failHostname != nil {
-		return f.failHostname
+	f.utsOpened[pid]++
+	f.utsOpen[pid]++
+	return &fakeUTS{f: f, pid: pid}, nil
+}
+
+// fakeUTS is the UTS namespace of a fake container's pid: a hostname
+// recorded in its fakeMounts.
+type fakeUTS struct {
+	f      *fakeMounts
+	pid    int
+	closed bool
+}
+
+func (u *fakeUTS) SetHostname(name string) error {
+	u.f.mu.Lock()
+	defer u.f.mu.Unlock()
+	if u.closed {
+		return errors.New("UTS namespace closed")
 	}
-	f.hostnames[pid] = name
+	if u.f.failHostname != nil {
+		return u.f.failHostname
+	}
+	u.f.hostnames[u.pid] = name
+	return nil
+}
+
+func (u *fakeUTS) Close() error {
+	u.f.mu.Lock()
+	defer u.f.mu.Unlock()
+	if !u.closed {
+		u.closed = true
+		u.f.utsOpen[u.pid]--
+	}
 	return nil
 }
 
@@ -433,6 +465,14 @@ func (f *fakeMounts) gave(name string) bool {
 		}
 	}
 	return false
+}
+
+// uts returns how many times the UTS namespace of pid was opened, and how
+// many of those are open.
+func (f *fakeMounts) uts(pid int) (opened, open int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.utsOpened[pid], f.utsOpen[pid]
 }
 
 func (f *fakeMounts) hostname(pid int) string {
@@ -497,7 +537,7 @@ func newHarness(t *testing.T, tweak func(*Options)) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, rt: newFakeRuntime(t), reg: &faultyRegistry{Registry: st},
-		net: &fakeNetwork{attached: map[string]bool{}}, mounts: &fakeMounts{hostnames: map[int]string{}},
+		net: &fakeNetwork{attached: map[string]bool{}}, mounts: &fakeMounts{hostnames: map[int]string{}, utsOpened: map[int]int{}, utsOpen: map[int]int{}},
 		clock: &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}
 	// Agent sockets live in the run directory, and a socket's path must
 	// fit 108 bytes: t.TempDir's names the test, so use a short one.

@@ -53,6 +53,9 @@ type instance struct {
 	// namer names a warm gVisor sandbox when it is handed out (see
 	// startNamer); nil for others, or when it could not be started.
 	namer *runtime.AdminProcess
+	// naming is what naming a warm crun or runc sandbox takes, opened
+	// while it waits (prepareNaming); taken by its take.
+	naming atomic.Pointer[warmNaming]
 	// name is the name of a sandbox just taken from the warm pool until
 	// its agent answered a call that carried it (Lease.AgentName).
 	name    atomic.Pointer[string]
@@ -122,6 +125,9 @@ func (inst *instance) close() {
 	inst.pidfd.Close()
 	if inst.namer != nil {
 		inst.namer.Close()
+	}
+	if n := inst.naming.Swap(nil); n != nil {
+		n.close() // before the root is unmounted: it holds files of it
 	}
 }
 

@@ -302,6 +302,64 @@ func TestWarmPoolHandsOutAStartedSandbox(t *testing.T) {
 	}
 }
 
+// A warm sandbox's UTS namespace and /etc files are opened while it
+// waits, so that its take only writes; they are closed once it is named,
+// or with the sandbox if it is never taken. A file that cannot be written
+// in place (a link) leaves the take to open and replace it.
+func TestWarmPoolNamesWithWhatItOpenedAhead(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.WarmPool = 1 })
+	warm := h.waitWarm()
+	pid := h.warmPID(warm)
+	if opened, open := h.mounts.uts(pid); opened != 1 || open != 1 {
+		t.Fatalf("while it waits: its UTS namespace opened %d times, %d open; want 1, 1", opened, open)
+	}
+	h.ensure("named", Config{})
+	if opened, open := h.mounts.uts(pid); opened != 1 || open != 0 {
+		t.Errorf("after the take: its UTS namespace opened %d times, %d open; want 1, 0", opened, open)
+	}
+	if got := h.mounts.hostname(pid); got != "named" {
+		t.Errorf("hostname %q, want named", got)
+	}
+	root := h.m.paths(warm).rootfs
+	for file, want := range map[string]string{"hostname": "named\n", "hosts": hostsFile("named")} {
+		if b, err := os.ReadFile(filepath.Join(root, "etc", file)); err != nil || string(b) != want {
+			t.Errorf("/etc/%s: %q, %v; want %q", file, b, err, want)
+		}
+	}
+
+	// Never taken: closed with the sandbox.
+	warm = h.waitWarm()
+	pid = h.warmPID(warm)
+	h.m.Close()
+	if opened, open := h.mounts.uts(pid); opened != 1 || open != 0 {
+		t.Errorf("a pool sandbox torn down: its UTS namespace opened %d times, %d open; want 1, 0", opened, open)
+	}
+}
+
+// A warm sandbox's /etc file that is not a regular file of its own (a
+// hard link: writing it would write the other name too) is not opened
+// ahead: the take then replaces it (rewriteRootFiles).
+func TestWarmNamingOpensNoLink(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(root, "etc", "hostname"), []byte("warm\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "secret"), []byte("keep\n"), 0o644)
+	if err := os.Link(filepath.Join(root, "secret"), filepath.Join(root, "etc", "hosts")); err != nil {
+		t.Fatal(err)
+	}
+	n := &warmNaming{uts: &fakeUTS{f: &fakeMounts{utsOpen: map[int]int{}}}}
+	err := n.openFiles(root)
+	n.close()
+	if err == nil {
+		t.Fatal("a hard-linked /etc/hosts was opened to be written in place")
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "secret")); string(b) != "keep\n" {
+		t.Errorf("the other name of /etc/hosts: %q", b)
+	}
+}
+
 // A take writes the registry row beside the naming. When the naming fails,
 // the row it wrote is deleted and the create goes on as a cold start under
 // a row of its own; if that row cannot be deleted, the create fails like
@@ -507,6 +565,20 @@ func TestFullHostDropsAWarmSandboxBeforeANamedOne(t *testing.T) {
 
 // waitWarm waits until the pool has a started sandbox (the pool refills
 // in the background) and returns its key.
+// warmPID is the PID of the pool sandbox key's container.
+func (h *harness) warmPID(key string) int {
+	h.t.Helper()
+	h.m.pool.mu.Lock()
+	defer h.m.pool.mu.Unlock()
+	for _, w := range h.m.pool.ready {
+		if w.rec.Key == key {
+			return w.running.pid
+		}
+	}
+	h.t.Fatalf("no pool sandbox %s", key)
+	return 0
+}
+
 func (h *harness) waitWarm() string {
 	h.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)

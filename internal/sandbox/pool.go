@@ -318,39 +318,133 @@ func (m *Manager) unrecordAdopted(ctx context.Context, b *box, rec store.Sandbox
 // nameSandbox sets the hostname of the warm sandbox whose init is pid,
 // and rewrites /etc/hostname and /etc/hosts in its root (mounted at
 // rootDir; the container sees the same overlay), in place: they are the
-// ones its first boot wrote (rewriteRootFiles).
-func (m *Manager) nameSandbox(pid int, rootDir, name string, owner int) error {
-	if err := m.opts.Mounts.SetHostname(pid, name); err != nil {
+// ones its first boot wrote (rewriteRootFiles). With n, what prepareNaming
+// opened while it waited, it only writes.
+func (m *Manager) nameSandbox(n *warmNaming, pid int, rootDir, name string, owner int) error {
+	if n != nil {
+		defer n.close()
+		if err := n.uts.SetHostname(name); err != nil {
+			return err
+		}
+		return n.rewrite(name)
+	}
+	uts, err := m.opts.Mounts.UTS(pid)
+	if err != nil {
+		return err
+	}
+	defer uts.Close()
+	if err := uts.SetHostname(name); err != nil {
 		return err
 	}
 	return rewriteRootFiles(rootDir, map[string]string{"hostname": name + "\n", "hosts": hostsFile(name)}, owner)
 }
 
-// setHostname enters the UTS namespace of pid on a locked thread, sets the
-// hostname and comes back. If it cannot come back, the thread stays
-// locked, so it dies with its goroutine instead of serving others from
-// the sandbox's namespace.
-func setHostname(pid int, name string) error {
+// warmNaming is what naming a warm crun or runc sandbox takes, opened
+// while it waits in the pool (prepareNaming), so that its take only
+// writes: its UTS namespace, and its /etc/hostname and /etc/hosts, open
+// for writing in place. Opening them at the take (the namespace through
+// /proc, each file through os.Root) was most of the name step's 0.3 ms:
+// 115 against 20 us for the hostname, 77 against 13 us for the files
+// (loaded). It holds three descriptors while the sandbox waits, none of
+// them a kernel object that counts against a per-user limit, and closes
+// them once it named it, or with its instance (before its root is
+// unmounted).
+type warmNaming struct {
+	uts   UTSNamespace
+	files [2]*os.File // /etc/hostname, /etc/hosts
+}
+
+// prepareNaming opens what naming the warm sandbox w takes, while it
+// waits: no code but the daemon's and the agent's has run in it, so its
+// files are the ones its boot wrote. Without them (a file of the image
+// that is not a regular file of its own, say) the take opens what it
+// needs itself.
+func (m *Manager) prepareNaming(w *box, inst *instance) {
+	if w.isGVisor() {
+		return // named from inside: see startNamer
+	}
+	uts, err := m.opts.Mounts.UTS(inst.pid)
+	if err != nil {
+		m.log.Warn("opening a warm sandbox's UTS namespace; its take will", "key", w.rec.Key, "err", err)
+		return
+	}
+	n := &warmNaming{uts: uts}
+	if err := n.openFiles(m.paths(w.rec.Key).rootfs); err != nil {
+		n.close()
+		return // rewriteRootFiles replaces them at the take
+	}
+	inst.naming.Store(n)
+}
+
+// openFiles opens /etc/hostname and /etc/hosts of the root at rootDir for
+// writing in place (openInPlace).
+func (n *warmNaming) openFiles(rootDir string) error {
+	root, err := os.OpenRoot(rootDir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for i, name := range [2]string{"hostname", "hosts"} {
+		if n.files[i], err = openInPlace(root, "etc/"+name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rewrite writes the files of a sandbox called name.
+func (n *warmNaming) rewrite(name string) error {
+	for i, content := range [2]string{name + "\n", hostsFile(name)} {
+		if err := overwrite(n.files[i], content); err != nil {
+			return fmt.Errorf("writing /etc/%s in the sandbox: %w", [2]string{"hostname", "hosts"}[i], err)
+		}
+	}
+	return nil
+}
+
+func (n *warmNaming) close() {
+	n.uts.Close()
+	for _, f := range n.files {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// hostUTS is an open UTS namespace of this host's.
+type hostUTS struct{ ns *os.File }
+
+// openUTS opens the UTS namespace of pid.
+func openUTS(pid int) (*hostUTS, error) {
+	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/uts", pid))
+	if err != nil {
+		return nil, err
+	}
+	return &hostUTS{ns: ns}, nil
+}
+
+// daemonUTS is the daemon's own UTS namespace, the one its threads go back
+// to, opened once.
+var daemonUTS = sync.OnceValues(func() (*os.File, error) { return os.Open("/proc/self/ns/uts") })
+
+// SetHostname enters the namespace on a locked thread, sets the hostname
+// and comes back. If it cannot come back, the thread stays locked, so it
+// dies with its goroutine instead of serving others from the sandbox's
+// namespace.
+func (u *hostUTS) SetHostname(name string) error {
+	self, err := daemonUTS()
+	if err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		self, err := os.Open("/proc/thread-self/ns/uts")
-		if err != nil {
+		if err := unix.Setns(int(u.ns.Fd()), unix.CLONE_NEWUTS); err != nil {
+			runtime.UnlockOSThread() // still the daemon's
 			errc <- err
 			return
 		}
-		defer self.Close()
-		target, err := os.Open(fmt.Sprintf("/proc/%d/ns/uts", pid))
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWUTS); err != nil {
-			errc <- err
-			return
-		}
-		err = unix.Sethostname([]byte(name))
+		err := unix.Sethostname([]byte(name))
 		if rerr := unix.Setns(int(self.Fd()), unix.CLONE_NEWUTS); rerr != nil {
 			errc <- fmt.Errorf("returning to the host's UTS namespace: %w", rerr)
 			return // thread stays locked and is discarded
@@ -360,6 +454,8 @@ func setHostname(pid int, name string) error {
 	}()
 	return <-errc
 }
+
+func (u *hostUTS) Close() error { return u.ns.Close() }
 
 // refillDelay is how long after the last take the pool starts refilling.
 // A create is almost always followed at once by the sandbox's first call,
@@ -506,6 +602,7 @@ func (m *Manager) startWarmWith(ctx context.Context, w *box, cfg Config) (err er
 		return err
 	}
 	w.running = inst
+	m.prepareNaming(w, inst)
 	if rt, err := m.runtimeOf(w); err == nil {
 		m.startNamer(ctx, w, rt)
 	}
