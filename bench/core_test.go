@@ -259,6 +259,8 @@ func BenchmarkColdStartBaseline(b *testing.B) {
 			}
 			before, after = sets[0], sets[1]
 			before.report(b)
+			b.Logf("take steps p50: baseline %s; this %s",
+				logSteps(daemons[0].Logs(), "sandbox adopted"), logSteps(daemons[1].Logs(), "sandbox adopted"))
 		})
 	})
 	b.Run("pooled/this", func(b *testing.B) {
