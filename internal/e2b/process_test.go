@@ -57,9 +57,12 @@ func TestCommandsKeepTheirConnection(t *testing.T) {
 		if took := time.Since(began); took >= endDelay {
 			t.Errorf("command %d answered after %v, not before its stream's end (%v)", i, took, endDelay)
 		}
-		// The stream's end, then a moment for the relay to read it.
+		// The stream's end, then a moment for the relay (a goroutine of
+		// its own) to read it and hand the connection back: 100 ms was
+		// too short at load 25 while the unit packages ran, and the next
+		// command dialled anew.
 		<-ended
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(time.Second)
 		if got := w.Body.String(); !strings.Contains(got, `"exitCode":0`) || !strings.Contains(got, `"pid":42`) {
 			t.Fatalf("command %d: %q", i, got)
 		}
