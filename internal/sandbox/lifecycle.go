@@ -705,17 +705,12 @@ func waitAgent(ctx context.Context, inst *instance, limit time.Duration) error {
 
 // stopContainer kills every process of the container, empties and removes
 // its sub-cgroups, deletes the container and removes what is left of its
-// cgroup. Each step tolerates an absent container.
+// cgroup. Each step tolerates an absent container, or one whose init has
+// died. RemoveChildren kills the whole tree, init too, and the runtime's
+// delete kills init again, so no runtime state or kill comes first (two
+// runtime processes per destroy less).
 func (m *Manager) stopContainer(ctx context.Context, rt Runtime, cid string, cg Cgroup) error {
-	var errs []error
-	if st, err := rt.State(ctx, cid); err == nil && st.Status != "stopped" {
-		// Killing init tears down the whole PID namespace.
-		if err := rt.Kill(ctx, cid, unix.SIGKILL); err != nil {
-			m.log.Debug("killing container", "container", cid, "err", err)
-		}
-	}
-	errs = append(errs, cg.RemoveChildren(), rt.Delete(ctx, cid), cg.Remove())
-	return errors.Join(errs...)
+	return errors.Join(cg.RemoveChildren(), rt.Delete(ctx, cid), cg.Remove())
 }
 
 // teardown stops b's container and releases its mounts, network and run
