@@ -142,6 +142,7 @@ func (d *Daemon) start(t testing.TB) {
 	argv := append(append(append([]string{}, d.via...), bin), d.args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), d.env...)
+	from := len(d.log.String()) // a restart keeps the log: look after this
 	cmd.Stdout, cmd.Stderr = d.log, d.log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -152,9 +153,18 @@ func (d *Daemon) start(t testing.TB) {
 	d.mu.Unlock()
 	addr := d.args[slicesIndex(d.args, "--listen")+1]
 	d.URL = "http://" + addr
+	// Its own "serving" line from this start, not only a port that
+	// answers: addr was free when it was picked, but another process may
+	// have taken it since (a bucket proxy of another test's daemon did,
+	// and answered an exec with 407).
+	serving := func() bool {
+		l := d.log.String()[from:]
+		return strings.Contains(l, `msg="sandboxd serving" listen=`+addr+" ") ||
+			strings.Contains(l, `"msg":"sandboxd serving","listen":"`+addr+`"`)
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if tok, err := os.ReadFile(filepath.Join(d.StateDir, "token")); err == nil {
+		if tok, err := os.ReadFile(filepath.Join(d.StateDir, "token")); err == nil && serving() {
 			if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
 				c.Close()
 				d.Token = strings.TrimSpace(string(tok))
