@@ -148,19 +148,28 @@ func TestRequestIDAndJSONLogs(t *testing.T) {
 		t.Error("no X-Request-Id on a request that sent none")
 	}
 
-	var found bool
-	for _, line := range strings.Split(strings.TrimSpace(d.Logs()), "\n") {
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Errorf("a log line is not JSON: %q", line)
-			continue
+	// The request's line is written as its handler returns, and reaches
+	// the test through a pipe: it may come a moment after the answer.
+	logged := func() bool {
+		for _, line := range strings.Split(strings.TrimSpace(d.Logs()), "\n") {
+			var rec map[string]any
+			if json.Unmarshal([]byte(line), &rec) == nil && rec["request_id"] == id {
+				return true
+			}
 		}
-		if rec["request_id"] == id {
-			found = true
-		}
+		return false
 	}
-	if !found {
+	deadline := time.Now().Add(10 * time.Second)
+	for !logged() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !logged() {
 		t.Errorf("no daemon log line with request_id %q", id)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(d.Logs()), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("a log line is not JSON: %q", line)
+		}
 	}
 	agentLogs, _ := filepath.Glob(filepath.Join(d.StateDir, "sandboxes", "*", "agent.log"))
 	waitFor(t, 30*time.Second, func() bool {
