@@ -40,15 +40,7 @@ func TestCommandsKeepTheirConnection(t *testing.T) {
 	}
 	api.Start()
 	defer api.Close()
-	s, err := New(Options{Transport: http.DefaultTransport, BaseURL: api.URL, Token: "t", StateDir: t.TempDir(),
-		Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := "sbx-1"
-	if _, _, err := s.table.update(id, true, func(e *entry) { e.EndAt = time.Now().Add(time.Hour) }); err != nil {
-		t.Fatal(err)
-	}
+	s, id := newServerWithSandbox(t, api.URL)
 	for i := range 3 {
 		r := startTrue(s, id)
 		w := httptest.NewRecorder()
@@ -113,15 +105,7 @@ func TestCommandEndsInOneWrite(t *testing.T) {
 	upstream := fakeCommandAPI(func() {})
 	upstream.Start()
 	defer upstream.Close()
-	s, err := New(Options{Transport: http.DefaultTransport, BaseURL: upstream.URL, Token: "t", StateDir: t.TempDir(),
-		Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := "sbx-1"
-	if _, _, err := s.table.update(id, true, func(e *entry) { e.EndAt = time.Now().Add(time.Hour) }); err != nil {
-		t.Fatal(err)
-	}
+	s, id := newServerWithSandbox(t, upstream.URL)
 	front := httptest.NewUnstartedServer(s)
 	writes := &writeCounter{Listener: front.Listener}
 	front.Listener = writes
@@ -169,4 +153,20 @@ type countedConn struct {
 func (c *countedConn) Write(b []byte) (int, error) {
 	c.n.Add(1)
 	return c.Conn.Write(b)
+}
+
+// newServerWithSandbox is an E2B server in front of the sandboxd API at
+// apiURL, with one sandbox ("sbx-1") that has an hour to live.
+func newServerWithSandbox(t *testing.T, apiURL string) (*Server, string) {
+	t.Helper()
+	s, err := New(Options{Transport: http.DefaultTransport, BaseURL: apiURL, Token: "t", StateDir: t.TempDir(),
+		Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "sbx-1"
+	if _, _, err := s.table.update(id, true, func(e *entry) { e.EndAt = time.Now().Add(time.Hour) }); err != nil {
+		t.Fatal(err)
+	}
+	return s, id
 }
