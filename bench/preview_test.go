@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +31,10 @@ import (
 //	latency-*:    one request at a time; p50/p95/p99 of BENCH_N (default 100) × 20 requests
 //	throughput-*: BENCH_CONCURRENCY (default 16) clients for BENCH_SECONDS (default 5) s
 //	              per target, the targets taking turns every 250 ms; req/s
+//	daemon-cpu-*: the daemon's CPU time per small answer
+//	cpu-*:        the CPU time per small answer of the host in all, of this
+//	              process (the clients) and of the sandboxes, and the host's
+//	              idle share, during the target's turns
 //
 // With BENCH_BASELINE_BIN_DIR=DIR (another build's sandboxd and
 // sandbox-agent) or BENCH_BASELINE=PATH (another build's sandboxd, with
@@ -56,10 +61,13 @@ func BenchmarkPreview(b *testing.B) {
 		client *http.Client
 		url    string
 		pid    int // the daemon serving it, 0 for none
+		// service is the CPU time of the sandbox serving it so far.
+		service func() time.Duration
 	}
+	service := func() time.Duration { return sandboxCPU(d) }
 	targets := []target{
-		{"direct", direct, "http://127.0.0.1:8080/ok", 0},
-		{"preview", previewClient(d), url + "ok", d.PID()},
+		{"direct", direct, "http://127.0.0.1:8080/ok", 0, service},
+		{"preview", previewClient(d), url + "ok", d.PID(), service},
 	}
 	baseArgs := append([]string{"--log-level", "info"}, strings.Fields(os.Getenv("BENCH_BASELINE_ARGS"))...)
 	bo, ok := baselineOptions(baseArgs)
@@ -69,7 +77,7 @@ func BenchmarkPreview(b *testing.B) {
 	if ok {
 		bd := testdaemon.Start(b, bo)
 		burl, _ := previewTarget(b, bd)
-		targets = append(targets, target{"preview-baseline", previewClient(bd), burl + "ok", bd.PID()})
+		targets = append(targets, target{"preview-baseline", previewClient(bd), burl + "ok", bd.PID(), func() time.Duration { return sandboxCPU(bd) }})
 	}
 	medians := map[string]time.Duration{}
 	rates := map[string]float64{}
@@ -89,16 +97,18 @@ func BenchmarkPreview(b *testing.B) {
 	var clients []*http.Client
 	var urls, bigURLs []string
 	var pids []int
+	var services []func() time.Duration
 	for _, tg := range targets {
 		clients = append(clients, tg.client)
 		pids = append(pids, tg.pid)
+		services = append(services, tg.service)
 		urls = append(urls, tg.url)
 		// Bulk: 1 MiB answers, where copying bytes costs more than
 		// handling requests.
 		bigURLs = append(bigURLs, strings.TrimSuffix(tg.url, "ok")+"big?n=1048576")
 	}
-	small, cpu := interleavedCPU(b, clients, urls, pids, envInt("BENCH_CONCURRENCY", 16), seconds)
-	big, _ := interleavedCPU(b, clients, bigURLs, pids, 4, seconds)
+	small, split := interleavedCPU(b, clients, urls, pids, services, envInt("BENCH_CONCURRENCY", 16), seconds)
+	big, _ := interleavedCPU(b, clients, bigURLs, pids, services, 4, seconds)
 	for i, tg := range targets {
 		b.Run("throughput-"+tg.name, func(b *testing.B) {
 			once(b, func(b *testing.B) {
@@ -117,7 +127,24 @@ func BenchmarkPreview(b *testing.B) {
 		}
 		b.Run("daemon-cpu-"+tg.name, func(b *testing.B) {
 			once(b, func(b *testing.B) {
-				b.ReportMetric(cpu[i], "us/req")
+				b.ReportMetric(split[i].daemon, "us/req")
+				b.ReportMetric(0, "ns/op")
+			})
+		})
+	}
+	// Where the host's CPU time went per small answer: the clients (this
+	// process), the service (the sandbox's cgroup) and the host in all,
+	// whose rest is the kernel's work outside those processes (the
+	// socket map's kworkers) and whatever else runs on the host; and how
+	// much of the host's CPU time was idle. On 2 CPUs a target whose turns
+	// leave CPU time idle is bound by a chain of wake-ups, not by CPU.
+	for i, tg := range targets {
+		b.Run("cpu-"+tg.name, func(b *testing.B) {
+			once(b, func(b *testing.B) {
+				b.ReportMetric(split[i].host, "host-us/req")
+				b.ReportMetric(split[i].client, "client-us/req")
+				b.ReportMetric(split[i].service, "service-us/req")
+				b.ReportMetric(split[i].idle, "host-idle-%")
 				b.ReportMetric(0, "ns/op")
 			})
 		})
@@ -183,47 +210,110 @@ func get(b *testing.B, c *http.Client, url string) {
 // interleaved measures the throughput of two targets for d each, in turns
 // of a quarter second, and returns their rates.
 func interleaved(b *testing.B, c0, c1 *http.Client, url0, url1 string, workers int, d time.Duration) [2]float64 {
-	rates, _ := interleavedCPU(b, []*http.Client{c0, c1}, []string{url0, url1}, []int{0, 0}, workers, d)
+	rates, _ := interleavedCPU(b, []*http.Client{c0, c1}, []string{url0, url1}, []int{0, 0}, nil, workers, d)
 	return [2]float64{rates[0], rates[1]}
+}
+
+// cpuSplit is where the CPU time of a target's turns went, per request, in
+// microseconds: the host's CPUs in all (time neither idle nor waiting for
+// I/O), this process (the benchmark's clients), the daemon serving the
+// target and the sandboxes serving it; and idle, the percentage of the
+// host's CPU time that was idle.
+type cpuSplit struct {
+	host, client, daemon, service, idle float64
 }
 
 // interleavedCPU measures the throughput of each target (clients[i] getting
 // urls[i]) for d, in turns of a quarter second, the order rotating from
-// round to round, and returns their rates
-// and, where pids[i] is not 0, the CPU time process pids[i] spent per
-// request during the target's turns, in microseconds.
-func interleavedCPU(b *testing.B, clients []*http.Client, urls []string, pids []int, workers int, d time.Duration) (rates, cpuPerReq []float64) {
+// round to round, and returns their rates and where the CPU time of each
+// target's turns went: the daemon's where pids[i] is not 0, the service's
+// where services (nil for none) has a function for it.
+func interleavedCPU(b *testing.B, clients []*http.Client, urls []string, pids []int, services []func() time.Duration, workers int, d time.Duration) (rates []float64, split []cpuSplit) {
 	const turn = 250 * time.Millisecond
 	done := make([]int64, len(urls))
 	took := make([]time.Duration, len(urls))
-	cpu := make([]time.Duration, len(urls))
-	for round, spent := 0, time.Duration(0); spent < d; round, spent = round+1, spent+turn {
+	type spent struct{ daemon, client, service, busy, all time.Duration }
+	cpu := make([]spent, len(urls))
+	read := func(i int) spent {
+		var s spent
+		if pids[i] != 0 {
+			s.daemon = cpuTime(pids[i])
+		}
+		if services != nil && services[i] != nil {
+			s.service = services[i]()
+		}
+		s.client = selfCPU()
+		s.busy, s.all = hostCPU()
+		return s
+	}
+	for round, elapsed := 0, time.Duration(0); elapsed < d; round, elapsed = round+1, elapsed+turn {
 		// Each round starts with the next target: a target that always
 		// came second measured 10-30% more daemon CPU per request than
 		// the same build third.
 		for k := range urls {
 			i := (round + k) % len(urls)
-			var c0 time.Duration
-			if pids[i] != 0 {
-				c0 = cpuTime(pids[i])
-			}
+			s0 := read(i)
 			n, dt := throughput(b, clients[i], urls[i], workers, turn)
-			if pids[i] != 0 {
-				cpu[i] += cpuTime(pids[i]) - c0
-			}
+			s1 := read(i)
+			c := &cpu[i]
+			c.daemon += s1.daemon - s0.daemon
+			c.client += s1.client - s0.client
+			c.service += s1.service - s0.service
+			c.busy += s1.busy - s0.busy
+			c.all += s1.all - s0.all
 			done[i] += n
 			took[i] += dt
 		}
 	}
 	rates = make([]float64, len(urls))
-	cpuPerReq = make([]float64, len(urls))
+	split = make([]cpuSplit, len(urls))
 	for i := range rates {
 		rates[i] = float64(done[i]) / took[i].Seconds()
-		if done[i] > 0 {
-			cpuPerReq[i] = float64(cpu[i].Microseconds()) / float64(done[i])
+		if n := float64(done[i]); n > 0 {
+			c := cpu[i]
+			perReq := func(t time.Duration) float64 { return float64(t.Microseconds()) / n }
+			split[i] = cpuSplit{host: perReq(c.busy), client: perReq(c.client), daemon: perReq(c.daemon), service: perReq(c.service)}
+			if c.all > 0 {
+				split[i].idle = 100 * float64(c.all-c.busy) / float64(c.all)
+			}
 		}
 	}
-	return rates, cpuPerReq
+	return rates, split
+}
+
+// selfCPU is the CPU time (user and system) this process used so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// hostCPU is the CPU time of all the host's CPUs so far (/proc/stat's cpu
+// line): busy, and in all (busy, idle and waiting for I/O). Guest time is
+// already counted in user time; time the hypervisor took (steal) is in
+// neither.
+func hostCPU() (busy, all time.Duration) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0
+	}
+	for k, v := range f[1:8] { // user nice system idle iowait irq softirq
+		var ticks int64
+		fmt.Sscan(v, &ticks)
+		t := time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+		all += t
+		if k != 3 && k != 4 {
+			busy += t
+		}
+	}
+	return busy, all
 }
 
 // throughput runs workers clients in a closed loop for d and returns the
