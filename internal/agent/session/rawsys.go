@@ -126,3 +126,30 @@ func rawEpollPoll(ep int, events []unix.EpollEvent) (int, error) {
 	}
 	return int(n), nil
 }
+
+// rawLstat is lstat: path's own status, a link's not its target's.
+func rawLstat(path string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	p, err := unix.BytePtrFromString(path)
+	if err != nil {
+		return st, err
+	}
+	if _, _, e := unix.RawSyscall6(unix.SYS_NEWFSTATAT, atFDCWD, uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(&st)), unix.AT_SYMLINK_NOFOLLOW, 0, 0); e != 0 {
+		return st, e
+	}
+	return st, nil
+}
+
+// rawResetLinkAtime sets the access time of the link at path (not of its
+// target) to 0, leaving its modification time.
+func rawResetLinkAtime(path string) error {
+	p, err := unix.BytePtrFromString(path)
+	if err != nil {
+		return err
+	}
+	ts := [2]unix.Timespec{{Sec: 0, Nsec: 0}, {Nsec: unix.UTIME_OMIT}}
+	if _, _, e := unix.RawSyscall6(unix.SYS_UTIMENSAT, atFDCWD, uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(&ts[0])), unix.AT_SYMLINK_NOFOLLOW, 0, 0); e != 0 {
+		return e
+	}
+	return nil
+}

@@ -50,11 +50,16 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (
 		r.fds[st] = s.outs[st].r
 	}
 	cmdPath := s.dir + "/" + cmdFile
-	if err := s.cmdFile.write(s, cmd.Text); err != nil {
-		return res, err
-	}
 	persist, newEnv, newVersion := s.pendingEnv(sh)
 	wrapped := len(cmd.Env) > 0 || cmd.Cwd != "" || len(persist) > 0
+	r.inFrame = sh.bash && !wrapped && cmd.Stdin == nil && inFrame(cmd.Text)
+	if r.inFrame {
+		if err := s.null.prepare(s); err != nil {
+			return res, err
+		}
+	} else if err := s.cmdFile.write(s, cmd.Text); err != nil {
+		return res, err
+	}
 	if wrapped {
 		script, err := wrapperScript(cmdPath, cmd.Env, cmd.Cwd, persist)
 		if err != nil {
@@ -84,7 +89,11 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (
 		r.deadline = r.start.Add(cmd.Timeout)
 	}
 	r.nextCheck = r.start.Add(statusCheckInterval)
-	if err := sh.send(frame(n, wrapped, cmd.Stdin != nil)); err != nil {
+	text := ""
+	if r.inFrame {
+		text = cmd.Text
+	}
+	if err := sh.send(frame(n, variant(wrapped, cmd.Stdin != nil, r.inFrame), sh.bash, text)); err != nil {
 		return res, fmt.Errorf("%w: %w", errNotDispatched, err)
 	}
 	if newEnv != nil {
@@ -93,7 +102,7 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (
 	}
 	r.loop(ctx, cmd.Timeout)
 	res = Result{ExitCode: r.code, Duration: time.Since(r.start)}
-	s.after.pending = true
+	s.after.pending, s.after.inFrame = true, r.inFrame
 	if r.done && r.abort == nil {
 		// The usual end: the check of the output FIFOs waits until the
 		// caller has its answer (see settle).
@@ -127,7 +136,7 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (
 		return res, r.abort
 	case r.done:
 		return res, nil // the status line and the shell's exit came together
-	case sh.unread() > 0 || s.cmdFile.neverRead():
+	case sh.unread() > 0 || r.neverBegun():
 		// The shell died before it read this command (it was killed
 		// between commands and the reaper had not told yet), or before it
 		// sourced it.
@@ -159,6 +168,10 @@ type runner struct {
 	n   uint64
 	out Output
 
+	// inFrame: the command's text went in its frame (variant 'e'), not
+	// to the command file.
+	inFrame bool
+
 	fds [3]int // the output FIFOs' read ends (s.outs), indexed by Stream; -1 once let go
 	// full: the last read of a FIFO filled the buffer, so more may be
 	// waiting in it (see passRest).
@@ -183,6 +196,15 @@ type runner struct {
 	abortCPUKnown bool
 	lastKill      time.Time
 	shellKilled   time.Time
+}
+
+// neverBegun reports whether the shell certainly did not begin the
+// command: it never sourced the command file, or never opened DIR/n.
+func (r *runner) neverBegun() bool {
+	if r.inFrame {
+		return r.s.null.neverFollowed(r.s)
+	}
+	return r.s.cmdFile.neverRead()
 }
 
 // since is what proctree.Descendants takes to leave out what earlier
@@ -660,13 +682,20 @@ func (s *Session) settle() {
 			s.checkWriters(st)
 		}
 	}
-	s.cmdFile.check(s)
+	if a.inFrame {
+		// The command file is checked before its next text instead.
+		s.null.check(s)
+		s.cmdFile.unchecked = true
+	} else {
+		s.cmdFile.check(s)
+	}
 	*a = afterCommand{}
 }
 
 // afterCommand is what settle has to do.
 type afterCommand struct {
 	pending bool    // a command ran
+	inFrame bool    // its text came in its frame: DIR/n was its stdin
 	check   [3]bool // output FIFOs, by Stream, to check for writers
 }
 
@@ -741,10 +770,18 @@ type commandFile struct {
 	// atime: this file's access time was seen to change on a read;
 	// armed: it was 0 when the last command's text was written.
 	atime, reset, armed bool
+	// dirty: the file holds a text that clear has not blanked yet.
+	dirty bool
+	// unchecked: user code ran since the last check (a command of
+	// variant 'e' does not use the file, and is not followed by one).
+	unchecked bool
 }
 
 // write writes a command's text, making the file first if there is none.
 func (f *commandFile) write(s *Session, text string) error {
+	if f.unchecked {
+		f.check(s)
+	}
 	if f.fd < 0 {
 		if err := f.create(s); err != nil {
 			return err
@@ -767,7 +804,7 @@ func (f *commandFile) write(s *Session, text string) error {
 			return fmt.Errorf("cutting %s/%s to its text: %w", s.dir, cmdFile, err)
 		}
 	}
-	f.size = int64(len(text))
+	f.size, f.dirty = int64(len(text)), true
 	return nil
 }
 
@@ -806,9 +843,10 @@ var blank [maxBlanked]byte
 // long one a truncation to nothing. If that fails, the file is let go of
 // and removed.
 func (f *commandFile) clear(s *Session) {
-	if f.fd < 0 || f.size == 0 {
+	if f.fd < 0 || f.size == 0 || !f.dirty {
 		return
 	}
+	f.dirty = false
 	if f.size <= maxBlanked {
 		if n, err := rawPwrite(f.fd, blank[:f.size], 0); err == nil && int64(n) == f.size {
 			return
@@ -828,6 +866,7 @@ func (f *commandFile) clear(s *Session) {
 // to it), notes whether the last command's read set the access time,
 // and sets it to 0 again.
 func (f *commandFile) check(s *Session) {
+	f.unchecked = false
 	if f.fd < 0 {
 		return
 	}
@@ -875,6 +914,85 @@ func (f *commandFile) close() {
 		rawClose(f.fd)
 		f.fd = -1
 	}
+}
+
+// stdinLink is the session's DIR/n, a symbolic link to /dev/null: the
+// stdin of a command whose text came in its frame (variant 'e'), which
+// the shell opens first thing. Following the link sets the link's access
+// time, as the shell's `.` sets the command file's (see commandFile):
+// the settling sets it to 0, so that a shell that died during such a
+// command can be told to have never begun it (it took the frame and was
+// killed before it ran anything), and the command run in a fresh shell.
+// Only once a follow was seen to set it; otherwise such a command is
+// reported ended with its shell. The link is root's in the session
+// user's directory: the settling makes a new one if it was replaced.
+type stdinLink struct {
+	ino uint64 // the link's inode; 0: none made
+	// As commandFile's: the access time was seen to change; it was reset
+	// to 0 after the last command; both held when this command was sent.
+	atime, reset, armed bool
+}
+
+// prepare makes the link if there is none, before a command is sent.
+func (l *stdinLink) prepare(s *Session) error {
+	if l.ino == 0 {
+		if err := l.create(s); err != nil {
+			return err
+		}
+	}
+	l.armed, l.reset = l.atime && l.reset, false
+	return nil
+}
+
+// create makes the link, replacing whatever user code put at its path.
+func (l *stdinLink) create(s *Session) error {
+	path := s.dir + "/" + nullLink
+	err := unix.Symlink("/dev/null", path)
+	if err == unix.EEXIST {
+		rawUnlink(path)
+		err = unix.Symlink("/dev/null", path)
+	}
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	st, err := rawLstat(path)
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	l.ino = st.Ino
+	l.reset = rawResetLinkAtime(path) == nil
+	return nil
+}
+
+// check is the settling's after a command of variant 'e': it lets go of
+// the link if it is no longer the agent's, so that the next one makes a
+// new one; otherwise it notes whether the command's open set the access
+// time, and sets it to 0 again.
+func (l *stdinLink) check(s *Session) {
+	if l.ino == 0 {
+		return
+	}
+	path := s.dir + "/" + nullLink
+	st, err := rawLstat(path)
+	if err != nil || st.Ino != l.ino || st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		l.ino = 0
+		return
+	}
+	l.reset = true
+	if st.Atim.Nano() != 0 {
+		l.atime = true
+		l.reset = rawResetLinkAtime(path) == nil
+	}
+}
+
+// neverFollowed reports whether the shell certainly did not open the link
+// since the last command was sent.
+func (l *stdinLink) neverFollowed(s *Session) bool {
+	if l.ino == 0 || !l.armed {
+		return false
+	}
+	st, err := rawLstat(s.dir + "/" + nullLink)
+	return err == nil && st.Ino == l.ino && st.Atim.Nano() == 0
 }
 
 // outFIFO is one of a session's output FIFOs (DIR/o, DIR/e), kept from
@@ -1029,16 +1147,18 @@ func dropJobReports(data []byte, dir string) []byte {
 	return out
 }
 
-// isJobReport matches "<dir>/<cmd|w>: line N: <spaces>PID Killed|Terminated ...".
+// isJobReport matches "<dir>/<cmd|w>: line N: <spaces>PID Killed|Terminated ...",
+// or "bash: line N: ..." from a command eval'd from its frame.
 func isJobReport(line []byte, dir string) bool {
 	rest, ok := bytes.CutPrefix(line, []byte(dir+"/"))
 	if !ok {
-		return false
+		// A command eval'd from its frame: bash names itself.
+		rest, ok = bytes.CutPrefix(line, []byte("bash: line "))
+	} else if rest, ok = bytes.CutPrefix(rest, []byte(cmdFile+": line ")); !ok {
+		rest, ok = bytes.CutPrefix(rest, []byte(wrapperFile+": line "))
 	}
-	if rest, ok = bytes.CutPrefix(rest, []byte(cmdFile+": line ")); !ok {
-		if rest, ok = bytes.CutPrefix(rest, []byte(wrapperFile+": line ")); !ok {
-			return false
-		}
+	if !ok {
+		return false
 	}
 	_, rest, ok = bytes.Cut(rest, []byte(": "))
 	if !ok {

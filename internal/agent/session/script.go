@@ -30,6 +30,7 @@ const (
 	cmdFile     = "cmd" // the command text
 	wrapperFile = "w"   // per-call env and cwd, then sources cmd
 	stdinFile   = "in"  // the command's stdin
+	nullLink    = "n"   // a link to /dev/null, variant 'e''s stdin (see stdinLink)
 	// The commands' output FIFOs, kept from one command to the next while
 	// only the shell writes to them (see outFIFO); a background child of
 	// a command keeps the FIFO it was given, which is then unlinked, and
@@ -59,32 +60,88 @@ func frameFD(bash bool) int {
 	return 9
 }
 
-// frameLen is the length of a frame: a variant letter, the command's
-// number in 15 digits, and a newline (which the /bin/sh fallback reads
-// lines by; bash reads the whole frame in one system call).
+// frameLen is the length of a line frame, the /bin/sh fallback's: a
+// variant letter, the command's number in 15 digits, and a newline (dash
+// reads lines). Bash reads fixed-size frames (bashFrameLen) in one system
+// call with `read -N`.
 const frameLen = 17
+
+// bashFrameLen is the size of a bash frame: the letter and the number as
+// in a line frame, the length of the text it carries in 4 characters
+// (space-padded), the text, and spaces up to the size. The text is the
+// command itself for variant 'e' (see inFrame), nothing for the others.
+// Bash's read builtin handles a frame a character at a time (about 50 ns
+// each, on gVisor as natively: it runs on the host's CPU), so the size
+// trades that against how many commands fit. At 128 a frame costs the
+// shell no more CPU than the 17-byte frame and the sourced file did (the
+// crun path must not get slower), and carries the short commands that
+// most calls are; at 256 the shell took 7 us more per command.
+const bashFrameLen = 128
+
+// frameHeader is what precedes the text in a bash frame.
+const frameHeader = 1 + 15 + 4
+
+// maxFrameText is the longest command text a bash frame carries.
+const maxFrameText = bashFrameLen - frameHeader
+
+// inFrame reports whether a command's text can travel in its frame and be
+// run with eval (variant 'e') rather than sourced from DIR/cmd: it fits,
+// and it is plain ASCII without NUL, so that bash counts as many
+// characters as the agent wrote bytes whatever the shell's locale. Texts
+// that could tell eval from a sourced file still go through the file:
+// `return` (it ends a sourced file, but only complains at eval's top
+// level), the names that describe where code comes from (BASH_SOURCE,
+// BASH_LINENO, LINENO, FUNCNAME, caller), $_ (the file's path at its first
+// line), and the agent's own __sbx_ names.
+func inFrame(text string) bool {
+	if len(text) > maxFrameText {
+		return false
+	}
+	for i := 0; i < len(text); i++ {
+		if c := text[i]; c == 0 || c >= 0x80 {
+			return false
+		}
+	}
+	for _, w := range []string{"return", "BASH_", "LINENO", "FUNCNAME", "caller", "$_", "${_", "__sbx"} {
+		if strings.Contains(text, w) {
+			return false
+		}
+	}
+	return true
+}
 
 // quote makes s one shell word.
 func quote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// frame is what the agent writes to the shell to run command n: the
-// variant (see dispatchVariants) and the number its status line carries.
-func frame(n uint64, wrapped, stdin bool) []byte {
-	v := byte('c')
+// variant is the frame letter of a command (see dispatchVariants).
+func variant(wrapped, stdin, text bool) byte {
 	switch {
+	case text:
+		return 'e'
 	case wrapped && stdin:
-		v = 'j'
+		return 'j'
 	case wrapped:
-		v = 'w'
+		return 'w'
 	case stdin:
-		v = 'i'
+		return 'i'
 	}
-	b := make([]byte, 0, frameLen)
-	b = append(b, v)
-	b = fmt.Appendf(b, "%015d", n%1e15)
-	return append(b, '\n')
+	return 'c'
+}
+
+// frame is what the agent writes to the shell to run command n: the
+// variant v, the number its status line carries and, in a bash frame, the
+// text of a command of variant 'e'.
+func frame(n uint64, v byte, bash bool, text string) []byte {
+	if !bash {
+		return fmt.Appendf(make([]byte, 0, frameLen), "%c%015d\n", v, n%1e15)
+	}
+	b := fmt.Appendf(make([]byte, 0, bashFrameLen), "%c%015d%4d%s", v, n%1e15, len(text), text)
+	for len(b) < bashFrameLen {
+		b = append(b, ' ')
+	}
+	return b
 }
 
 // dispatchVariants are the texts the loop evaluates for each frame
@@ -126,30 +183,49 @@ func frame(n uint64, wrapped, stdin bool) []byte {
 // loop and skip the status line.
 func dispatchVariants(dir string) map[byte]string {
 	out := map[byte]string{}
-	for _, wrapped := range []bool{false, true} {
-		for _, stdin := range []bool{false, true} {
-			script := cmdFile
-			if wrapped {
-				script = wrapperFile
-			}
-			text := "{ for __sbx_a in 1; do for __sbx_b in 1; do " +
-				"command . " + quote(dir+"/"+script) + " 2>" + quote(dir+"/"+stderrFIFO) + "; " +
-				"done; done >" + quote(dir+"/"+stdoutFIFO) + "; " +
-				"__sbx_s=$?; " +
-				`command printf '%s %s\n' "$__sbx_s" >` + quote(dir+"/"+statusFIFO)
-			out[frame(0, wrapped, stdin)[0]] = text
+	for _, v := range []byte("cwije") {
+		run := "command . " + quote(dir+"/"+cmdFile)
+		switch v {
+		case 'w', 'j':
+			run = "command . " + quote(dir+"/"+wrapperFile)
+		case 'e':
+			run = `command eval "${__sbx_f:` + strconv.Itoa(frameHeader) + `:${__sbx_f:16:4}}"`
 		}
+		status := "__sbx_s=$?; "
+		if v == 'e' {
+			status = "__sbx_s=$? __sbx_f=; " // the text is kept no longer than the file's
+		}
+		out[v] = "{ for __sbx_a in 1; do for __sbx_b in 1; do " +
+			run + " 2>" + quote(dir+"/"+stderrFIFO) + "; " +
+			"done; done >" + quote(dir+"/"+stdoutFIFO) + "; " + status +
+			`command printf '%s %s\n' "$__sbx_s" >` + quote(dir+"/"+statusFIFO)
 	}
 	return out
 }
 
-// dispatchSuffix is what follows the number after a variant's text: the
-// end of the group, with its stdin.
-func dispatchSuffix(dir string, stdin bool) string {
-	if stdin {
+// dispatchSuffix is what follows the number after variant v's text: the
+// end of the group, with its stdin: /dev/null, the call's stdin file, or
+// for variant 'e' the link DIR/n to /dev/null, whose access time tells
+// that the shell began the command (see stdinLink).
+func dispatchSuffix(dir string, v byte) string {
+	switch v {
+	case 'i', 'j':
 		return "; } <" + quote(dir+"/"+stdinFile)
+	case 'e':
+		return "; } <" + quote(dir+"/"+nullLink)
 	}
 	return "; } </dev/null"
+}
+
+// suffixVar names the shell variable that holds variant v's suffix.
+func suffixVar(v byte) string {
+	switch v {
+	case 'i', 'j':
+		return "__sbx_zi"
+	case 'e':
+		return "__sbx_zn"
+	}
+	return "__sbx_z"
 }
 
 // dispatchLoop is the shell code that defines the variants (see
@@ -162,39 +238,46 @@ func dispatchLoop(dir string, bash bool) string {
 	var b strings.Builder
 	b.WriteString("readonly")
 	variants := dispatchVariants(dir)
-	for _, v := range []byte("cwij") {
+	letters := []byte("cwij")
+	if bash {
+		letters = append(letters, 'e')
+	}
+	for _, v := range letters {
 		b.WriteString(" " + dispatchVar(v) + "=" + quote(variants[v]))
 	}
-	b.WriteString(" __sbx_z=" + quote(dispatchSuffix(dir, false)) + " __sbx_zi=" + quote(dispatchSuffix(dir, true)))
+	for _, v := range []byte("cie") {
+		b.WriteString(" " + suffixVar(v) + "=" + quote(dispatchSuffix(dir, v)))
+	}
 	// Stdout (the status FIFO) and stdin are closed once "ready" is out:
-	// see dispatchVariants.
-	b.WriteString("; command printf 'ready\\n'; command exec >&- <&-; while :; do ")
+	// see dispatchVariants. The loop's condition is a command of its own
+	// that the unwinding trap knows (see unwindInit).
+	b.WriteString("; command printf 'ready\\n'; command exec >&- <&-; while " + loopTop + "; do ")
 	if bash {
 		// The whole frame in one read (one system call). A shell killed
 		// while it waits can still take a frame that arrives before it
 		// dies; the agent then tells a command that never ran from one
-		// that did by whether the command file was read (see
-		// commandFile.neverRead).
-		fmt.Fprintf(&b, `command read -r -N %d -u %d __sbx_f || { if command test "$?" -gt 128; then continue; fi; command exit 0; }; `, frameLen, frameFD(bash))
+		// that did by whether the command file was read, or the link
+		// DIR/n followed (see commandFile.neverRead, stdinLink).
+		fmt.Fprintf(&b, `command read -r -N %d -u %d __sbx_f || { if command test "$?" -gt 128; then continue; fi; command exit 0; }; `, bashFrameLen, frameFD(bash))
 	} else {
 		fmt.Fprintf(&b, `IFS= command read -r __sbx_f <&%d || { if command test "$?" -gt 128; then continue; fi; command exit 0; }; `, frameFD(bash))
 	}
 	b.WriteString(`case $__sbx_f in `)
-	// The number: the frame less its letter (and, read whole, newline).
-	number := fmt.Sprintf(`"${__sbx_f:1:%d}"`, frameLen-2)
+	// The number: the frame's 15 digits after its letter.
+	number := `"${__sbx_f:1:15}"`
 	if !bash {
 		number = `"${__sbx_f#?}"` // a line: the letter, no newline
 	}
-	for _, v := range []byte("cwij") {
-		suffix := "$__sbx_z"
-		if v == 'i' || v == 'j' {
-			suffix = "$__sbx_zi"
-		}
-		fmt.Fprintf(&b, `%c*) command eval "$%s" %s "%s" ;; `, v, dispatchVar(v), number, suffix)
+	for _, v := range letters {
+		fmt.Fprintf(&b, `%c*) command eval "$%s" %s "$%s" ;; `, v, dispatchVar(v), number, suffixVar(v))
 	}
 	b.WriteString("*) command exit 70 ;; esac; done; command exit 71\n")
 	return b.String()
 }
+
+// loopTop is the dispatch loop's condition, where a command unwound with
+// `continue` ends up (see unwindInit).
+const loopTop = ": __sbx_top"
 
 // dispatchVar names the shell variable that holds variant v's code.
 func dispatchVar(v byte) string { return "__sbx_" + string(v) }
@@ -329,14 +412,37 @@ const (
 // unwindMarker is what DIR/k holds while command n is stopped: its number
 // as the shell has it from the frame (see dispatchLoop), which is the
 // first argument after the format of its status line's printf.
-func unwindMarker(n uint64) []byte { return frame(n, false, false)[1:] }
+func unwindMarker(n uint64) []byte { return fmt.Appendf(nil, "%015d\n", n%1e15) }
 
 // unwindInit is shell code, run once when a bash session starts, that
 // defines the unwinding trap.
 func unwindInit(dir string) string {
 	marker := quote(dir + "/" + unwindFile)
 	saved := quote(dir + "/" + savedTrapFile)
-	restore := `trap - DEBUG; command . ` + saved + `; command test -n "$__sbx_dT" || set +T; unset __sbx_dT __sbx_k`
+	// extdebug is the user's again (turning it off also turns off -T and
+	// -E), then -E and -T.
+	putBack := `trap - DEBUG; command . ` + saved + `; command test -n "$__sbx_dX" || shopt -u extdebug; ` +
+		`command test -z "$__sbx_dE" || set -E; if command test -n "$__sbx_dT"; then set -T; else set +T; fi`
+	forget := `unset __sbx_dT __sbx_dE __sbx_dX __sbx_k __sbx_u`
+	restore := putBack + "; " + forget
+	// A command of variant 'e' (its text from the frame, eval'd at the top
+	// level) has no sourced file to return from: the trap leaves it with
+	// `continue` to the dispatch loop's top (any count above the loops'
+	// depth resumes the outermost loop), where it writes the status line
+	// the skipped group did not; __sbx_u says it came there that way. The
+	// trap's status is then 1 (`!`), which under extdebug (turned on there,
+	// off again with the restore) skips the command the trap ran before;
+	// without it that one command would still run. Only once the shell has read that
+	// command's frame, and never in a subshell (a pipeline's child, say),
+	// which would resume the loop in a copy of the shell: that exits.
+	stop := `case $__sbx_f in "e$__sbx_k"*) case $BASH_COMMAND in __sbx_s=*) ;; *) ` +
+		`if command test "$BASH_SUBSHELL" -gt 0; then exit 137; fi; __sbx_u=1; shopt -s extdebug; ! continue 1000000 ;; esac ;; esac`
+	// The status line comes after the user's trap is back, as it does
+	// in the sourced path (the trap restores before the status line's
+	// printf): the agent removes DIR/t as soon as it has the line, and a
+	// shell still to source it then lost the user's DEBUG trap (about 9
+	// runs in 10 of TestTimeoutStopsACommandFromItsFrame on a quiet host).
+	stopped := putBack + `; command printf '%s %s\n' 137 "$__sbx_k" >` + quote(dir+"/"+statusFIFO) + `; ` + forget
 	// At the top level the trap waits for this command's status line's
 	// printf (its number is __sbx_k, from the marker), or, if the signal
 	// came before the command began, unwinds the command from its first
@@ -345,11 +451,13 @@ func unwindInit(dir string) string {
 	unwind := `if command test "${#BASH_SOURCE[@]}" -gt 0; then ` +
 		`if command test "${BASH_SOURCE[0]}" != ` + quote(dir+"/"+wrapperFile) + `; then return 137; fi; ` +
 		`else case $BASH_COMMAND in "command printf '%s %s\n' \"\$__sbx_s\" $__sbx_k "*) ` + restore + ` ;; ` +
-		`*) command test -e ` + marker + ` || { ` + restore + `; } ;; esac; fi`
+		`"` + loopTop + `") if command test -n "${__sbx_u-}"; then ` + stopped + `; else command test -e ` + marker + ` || { ` + restore + `; }; fi ;; ` +
+		`*) if command test -e ` + marker + `; then ` + stop + `; else ` + restore + `; fi ;; esac; fi`
 	// The `:` first: see "The trap's first command" above.
 	handler := `command :; if command test -e ` + marker + ` && command read -r __sbx_k <` + marker + `; then ` +
 		`trap -p DEBUG >| ` + saved + `; ` +
-		`case $- in *T*) __sbx_dT=1 ;; *) __sbx_dT= ;; esac; ` +
+		`case $- in *T*) __sbx_dT=1 ;; *) __sbx_dT= ;; esac; case $- in *E*) __sbx_dE=1 ;; *) __sbx_dE= ;; esac; ` +
+		`__sbx_dX=; if command shopt -q extdebug; then __sbx_dX=1; fi; ` +
 		`trap "$__sbx_unwind" DEBUG; set -T; eval "$__sbx_unwind"; fi`
 	return "__sbx_unwind=" + quote(unwind) + "; trap " + quote(handler) + " " + strconv.Itoa(unwindSignal) + "; "
 }

@@ -132,6 +132,8 @@ type Session struct {
 	outs [3]outFIFO
 	// cmdFile is DIR/cmd, made ahead for the next command.
 	cmdFile commandFile
+	// null is DIR/n, the stdin of a command whose text is in its frame.
+	null stdinLink
 	// after is what the last command left for after its answer (settle).
 	after afterCommand
 

@@ -185,13 +185,13 @@ func TestShellDiedWithTheFrameUnsourced(t *testing.T) {
 	}
 	got := make(chan string, 1)
 	go func() { got <- mustRunErr(s, Command{Text: "echo alive"}) }()
-	for deadline := time.Now().Add(10 * time.Second); sh.unread() < frameLen; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); sh.unread() < bashFrameLen; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no frame was sent")
 		}
 	}
-	frame := make([]byte, frameLen)
-	if n, err := syscall.Read(sh.inPeek, frame); n != frameLen || err != nil {
+	frame := make([]byte, bashFrameLen)
+	if n, err := syscall.Read(sh.inPeek, frame); n != bashFrameLen || err != nil {
 		t.Fatalf("taking the frame: %d %v", n, err)
 	}
 	syscall.Kill(sh.pid, syscall.SIGKILL)
@@ -291,19 +291,23 @@ func TestCommandFileHoldsNoTextBetweenCommands(t *testing.T) {
 			t.Errorf("%s: %s holds %q", when, path, b)
 		}
 	}
-	if got := mustRun(t, s, Command{Text: "echo secret-$((6*7))-" + strings.Repeat("s", 64)}); !strings.HasPrefix(got, "secret-42-") {
+	// Texts too long for a frame: they go through the file.
+	pad := " #" + strings.Repeat("x", maxFrameText)
+	if got := mustRun(t, s, Command{Text: "echo secret-$((6*7))-" + strings.Repeat("s", 64) + pad + pad}); !strings.HasPrefix(got, "secret-42-") {
 		t.Fatalf("long command: %q", got)
 	}
 	onlyZeros("after a command")
-	if got := mustRun(t, s, Command{Text: "echo a"}); got != "a\n" {
+	shorter := "echo a" + pad
+	if got := mustRun(t, s, Command{Text: shorter}); got != "a\n" {
 		t.Errorf("shorter command after a longer one: %q", got)
 	}
 	onlyZeros("after a shorter command")
 
+	// The appender's own text comes in its frame.
 	appender := "printf '\\necho INJECTED; #" + strings.Repeat("x", 40) + "\\n' >>" + path
 	mustRun(t, s, Command{Text: appender})
-	next := "echo " + strings.Repeat("n", len(appender)) // longer than the appender, shorter than the file
-	if got := mustRun(t, s, Command{Text: next}); got != strings.Repeat("n", len(appender))+"\n" {
+	next := "echo " + strings.Repeat("n", len(shorter)) // longer than the text before, shorter than the file
+	if got := mustRun(t, s, Command{Text: next}); got != strings.Repeat("n", len(shorter))+"\n" {
 		t.Errorf("after user code appended to the command file: %q", got)
 	}
 	onlyZeros("after the command that followed an append")
