@@ -99,7 +99,8 @@ type forkServer struct {
 // up on it) cannot open them (only root may create files in their
 // directory) and exits without running anything. The variable names start
 // as the login spare's (both loaders are found by them), and the command
-// sees none.
+// sees none. After the command, the process reports its status (see
+// reportScript), unless it exited on its own (exit, exec, a signal).
 const forkServerScript = `printf 'sandboxd-fork-server\n'; exec 5>&1 </dev/null >/dev/null 2>&1
 while IFS= read -r -d '' __sandboxd_fifo <&4; do
 (set -m; exec 6<>"$__sandboxd_fifo.mid"
@@ -108,9 +109,51 @@ read -r -u 6 __sandboxd_mid || :
 exec 6<&- 7<"$__sandboxd_fifo.cmd" >"$__sandboxd_fifo.out" 2>"$__sandboxd_fifo.err" 8>&- 9>&- || exit 1
 IFS= read -r -d '' -u 7 __sandboxd_in && IFS= read -r -d '' -u 7 __sandboxd_cmd || exit 1
 exec 7<&- <"$__sandboxd_in"; [ -p /dev/fd/1 ] || exit 1
-eval "unset __sandboxd_fifo __sandboxd_in __sandboxd_cmd __sandboxd_mid; $__sandboxd_cmd") &
+eval "unset __sandboxd_fifo __sandboxd_in __sandboxd_cmd __sandboxd_mid; $__sandboxd_cmd"
+{ \builtin . REPORT "$?"; } >/dev/null 2>&1) &
 printf '%d\n' "$!" >&5)
 done`
+
+// serverScript is forkServerScript with the path of the report script
+// (see reportScript) in place.
+func serverScript(report string) string {
+	return strings.Replace(forkServerScript, "REPORT", shellQuote(report), 1)
+}
+
+// reportName is the report script's name in the FIFOs' directory.
+const reportName = "report"
+
+// reportScript is what a process the fork server forked sources once its
+// command returned: it writes its EXIT trap (as trap -p prints it) and
+// its status, "\0STATUS\n", to its status FIFO, DIR/PID.st (readyProc),
+// and returns that status, which the process then exits with. The agent
+// ends the process's record at that report (awaitReport), without waiting
+// for the kernel's teardown of the shell (~0.5-0.7 ms between its exit
+// and any sign of it, on a PVM guest where page table work is costly):
+// its output is complete then, and nothing of its command runs any more.
+// A process with an EXIT trap reports it first and is left to the reaper:
+// the trap runs after the report. One that exits on its own (exit, exec,
+// a signal) reports nothing.
+//
+// What the command leaves set must not change what it prints or how it
+// exits, hence: no variable (the status is the script's $1, and `return`
+// gives it back), every word quoted, builtins called as \builtin (a
+// function or alias of the user's can shadow a name), the loader's
+// stdout and stderr on /dev/null while it runs (set -x traces it, and a
+// DEBUG or RETURN trap of the command runs for its commands), a failed
+// open ignored (|| : under set -e), and the FIFO opened read-write (an
+// open that never waits). ${BASHPID-} because set -u would make an unset
+// BASHPID fatal.
+func reportScript(dir string) string {
+	return `{ \builtin trap -p EXIT; \builtin printf '\0%d\n' "$1"; } 1<>` + shellQuote(dir) + `"/${BASHPID-}.st" || \builtin :
+\builtin return "$1"
+`
+}
+
+// shellQuote quotes s for a shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
 
 // forkServerReady is what the script prints when its profile ran.
 const forkServerReady = "sandboxd-fork-server\n"
@@ -217,7 +260,7 @@ func (m *Manager) newForkServer(o StartOptions) (*forkServer, bool) {
 	if o.Account != nil {
 		so.UID, so.GID = &o.Account.UID, &o.Account.GID
 	}
-	argv := spawn.Argv(m.cfg.Self, so, m.cfg.Shell, "-l", "-c", forkServerScript)
+	argv := spawn.Argv(m.cfg.Self, so, m.cfg.Shell, "-l", "-c", serverScript(filepath.Join(m.forkDir, reportName)))
 	sp := fs.sp
 	if !m.startSpareProcess(sp, argv, o.Cwd, o.Env, func(st reaper.Status) { m.forkServerExited(fs) }) {
 		return nil, false
@@ -446,7 +489,39 @@ func (m *Manager) forkReady(fs *forkServer) (*readyProc, error) {
 	}
 	fp.pid, fp.expiry = pid, deadline
 	m.kickAtExit(pid)
+	rp.makeStatusFIFO(fs.dir, o)
 	return rp, nil
+}
+
+// makeStatusFIFO makes the FIFO the process reports its status to (see
+// reportScript), named by its PID: the one name the process knows without
+// a variable the command would see. A file an earlier process of that PID
+// left there is replaced. The agent opens it when the process is taken:
+// an open FIFO holds a pipe buffer, which counts against its user's pipe
+// pages (fs.pipe-user-pages-soft), and a process forked ahead may wait
+// long. Without it the process reports nothing (its open fails: only
+// root may create files in the directory) and its end is the reaper's.
+func (rp *readyProc) makeStatusFIFO(dir string, o StartOptions) {
+	path := filepath.Join(dir, strconv.Itoa(rp.fp.pid)+".st")
+	err := unix.Mkfifo(path, 0o600)
+	if errors.Is(err, unix.EEXIST) {
+		os.Remove(path)
+		err = unix.Mkfifo(path, 0o600)
+	}
+	if err == nil && o.Account != nil {
+		err = os.Lchown(path, o.Account.UID, o.Account.GID)
+	}
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if rp.ended != nil {
+		// Gone already: exited removed the others.
+		os.Remove(path)
+		return
+	}
+	rp.fp.made = append(rp.fp.made, path)
+	if err == nil {
+		rp.fp.statusPath = path
+	}
 }
 
 // kickAtExit has the reaper reap pid as soon as it exits: Go's poller
@@ -488,6 +563,14 @@ func (rp *readyProc) exited(st reaper.Status) {
 	}
 	rp.mu.Unlock()
 	if p != nil {
+		select {
+		case <-p.done:
+			// Its report ended the record (awaitReport), and the manager
+			// may be closed: no work to add. While done is open, the
+			// report's goroutine, if any, is counted in wg.
+			return
+		default:
+		}
 		p.m.wg.Add(1)
 		go func() { defer p.m.wg.Done(); p.finish(st) }()
 		return
@@ -525,7 +608,7 @@ func (rp *readyProc) discard() {
 }
 
 func (rp *readyProc) closeFiles() {
-	for _, f := range append(rp.out[:], append(rp.fp.holds[:], rp.fp.cmd)...) {
+	for _, f := range append(rp.out[:], append(rp.fp.holds[:], rp.fp.cmd, rp.fp.status)...) {
 		if f != nil {
 			f.Close()
 		}
@@ -606,6 +689,10 @@ type forkedProc struct {
 	holds  [2]*os.File // write ends of stdout's and stderr's FIFOs, see start
 	cmd    *os.File    // the .cmd FIFO, opened read-write (see readyProc)
 	expiry time.Time   // of the hand-over wait
+	// statusPath is the FIFO the process reports its status to (PID.st,
+	// see reportScript); status is it opened read-write, at the take.
+	statusPath string
+	status     *os.File
 	// devNull: the process's stdin is /dev/null (CloseStdin), and there
 	// is no .in FIFO.
 	devNull bool
@@ -675,6 +762,11 @@ func (p *Proc) startFromForkServer(o StartOptions, fs *forkServer) error {
 			return nil
 		}
 	}
+	if fp.statusPath != "" {
+		// Open before the command comes: a report written while no one
+		// held the FIFO open would be dropped with it.
+		fp.status, _ = openFIFO(fp.statusPath, unix.O_RDWR)
+	}
 	// It fits the FIFO's buffer (maxLoginCommand): the write never waits
 	// for the process. The agent keeps its end open until the process
 	// ends: a FIFO that no one holds open drops what it holds, and the
@@ -690,6 +782,10 @@ func (p *Proc) startFromForkServer(o StartOptions, fs *forkServer) error {
 	p.mu.Unlock()
 	proc, _ := os.FindProcess(fp.pid)
 	p.run(o, proc, fp.pid, nil, rp.out, nil)
+	if fp.status != nil {
+		m.wg.Add(1)
+		go func() { defer m.wg.Done(); p.awaitReport(fp) }()
+	}
 	if fp.devNull {
 		return nil
 	}
@@ -710,6 +806,55 @@ func (p *Proc) startFromForkServer(o StartOptions, fs *forkServer) error {
 		close(fp.stdinDone)
 	}()
 	return nil
+}
+
+// awaitReport ends the process's record when the process reports its
+// status (reportScript): "\0STATUS\n", nothing before it (an EXIT trap's
+// text would be: the trap runs after the report). Anything else is read
+// to its end and ignored, so that the process never waits on a full
+// FIFO: the reaper then ends the record. It returns when the record ended
+// (release closes the FIFO).
+//
+// The reaper remains the process's one waiter; its status, which comes
+// later, finds the record ended (finish runs once). A process of the user
+// could write a status for the process (the FIFO is the user's): that
+// only ends the record early, as a command that exits while a child it
+// started runs on.
+func (p *Proc) awaitReport(fp *forkedProc) {
+	var buf [64]byte
+	n := 0
+	for {
+		k, err := fp.status.Read(buf[n:])
+		n += k
+		if code, ok := parseReport(buf[:n]); ok {
+			p.m.reports.Add(1)
+			p.finish(reaper.Status{PID: fp.pid, WS: unix.WaitStatus(code << 8)})
+			return
+		}
+		if err != nil {
+			return
+		}
+		if buf[0] != 0 || bytes.IndexByte(buf[:n], '\n') >= 0 || n == len(buf) {
+			break
+		}
+	}
+	for {
+		if _, err := fp.status.Read(buf[:]); err != nil {
+			return
+		}
+	}
+}
+
+// parseReport parses "\0STATUS\n".
+func parseReport(b []byte) (int, bool) {
+	if len(b) < 3 || len(b) > 5 || b[0] != 0 || b[len(b)-1] != '\n' {
+		return 0, false
+	}
+	code, err := strconv.Atoi(string(b[1 : len(b)-1]))
+	if err != nil || code < 0 || code > 255 || strconv.Itoa(code) != string(b[1:len(b)-1]) {
+		return 0, false
+	}
+	return code, true
 }
 
 // failForked records that the taken process rp could not be given its
@@ -763,7 +908,7 @@ func (p *Proc) waitStdin(ctx context.Context, fp *forkedProc, bareClose bool) (c
 // them after the process ended, and their unlinks need not delay its
 // exit event.
 func (p *Proc) release(fp *forkedProc) {
-	for _, f := range append(fp.holds[:], fp.cmd) {
+	for _, f := range append(fp.holds[:], fp.cmd, fp.status) {
 		if f != nil {
 			f.Close()
 		}

@@ -94,7 +94,7 @@ func hostnamePrelude(k, o loginKey) string {
 	if was, had := spawn.LookupEnv(k.env, "HOSTNAME"); !ok || had && was == v {
 		return ""
 	}
-	return "export HOSTNAME='" + strings.ReplaceAll(v, "'", `'\''`) + "'; "
+	return "export HOSTNAME=" + shellQuote(v) + "; "
 }
 
 // loginLoader is the script the login shell runs once its profile ran:

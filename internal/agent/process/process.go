@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -134,7 +135,8 @@ type Manager struct {
 	forkStarting chan struct{} // closed when its start is over
 	forkVeto     *forkVeto
 
-	forkDir string // RunDir/login: its commands' FIFOs
+	forkDir string       // RunDir/login: its commands' FIFOs
+	reports atomic.Int64 // statuses reported by login processes (reportScript)
 }
 
 // NewManager prepares the log directory.
@@ -189,6 +191,9 @@ func NewManager(cfg Config) (*Manager, error) {
 		}
 		if err := os.Chmod(dir, 0o711); err != nil {
 			return nil, fmt.Errorf("securing %s: %w", dir, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, reportName), []byte(reportScript(dir)), 0o644); err != nil {
+			return nil, fmt.Errorf("writing the login processes' report script: %w", err)
 		}
 		m.forkDir = dir
 	}
@@ -257,6 +262,9 @@ type Proc struct {
 
 	started chan struct{} // closed when the start sequence is over
 	done    chan struct{} // closed when the final status is recorded
+	// ended makes finish run once: a process the fork server forked can
+	// report its status before the reaper has it (see reportScript).
+	ended sync.Once
 }
 
 // ID is the process's ID.
@@ -537,8 +545,12 @@ func startError(err error) string {
 }
 
 // finish records how the process ended, once everything it wrote before
-// is in its logs.
+// is in its logs; only the first call counts.
 func (p *Proc) finish(st reaper.Status) {
+	p.ended.Do(func() { p.record(st) })
+}
+
+func (p *Proc) record(st reaper.Status) {
 	<-p.started
 	p.mu.Lock()
 	pipes, fp := p.pipes, p.forked
