@@ -2,7 +2,9 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -160,4 +162,27 @@ func BenchmarkLoginProcessReady(b *testing.B) {
 	b.ReportMetric(p50(execs), "exec-p50-µs")
 	b.ReportMetric(p50(logins), "login-p50-µs")
 	b.ReportMetric(p50(logins)/p50(execs), "login/exec-p50")
+}
+
+// BenchmarkStreamFirstByte is how long a streamed command's first output
+// takes from its write (a timestamp the command prints the moment it runs)
+// to its event's arrival: the agent must pass output on as it comes, not
+// batch it. It reports the median and 99th percentile lag (the goal is
+// well under 50 ms on a quiet host).
+func BenchmarkStreamFirstByte(b *testing.B) {
+	ta := startAgent(b)
+	ta.run(b, "true") // the shell is up
+	var lags []time.Duration
+	for b.Loop() {
+		events := ta.stream(b, context.Background(), api.ExecRequest{Command: "date +%s%N"})
+		checkStreamShape(b, events)
+		var ns int64
+		if _, err := fmt.Sscan(events[1].Data, &ns); err != nil {
+			b.Fatalf("first event %q: %v", events[1].Data, err)
+		}
+		lags = append(lags, events[1].at.Sub(time.Unix(0, ns)))
+	}
+	slices.Sort(lags)
+	b.ReportMetric(float64(lags[len(lags)/2].Microseconds()), "p50-lag-µs")
+	b.ReportMetric(float64(lags[len(lags)*99/100].Microseconds()), "p99-lag-µs")
 }
