@@ -89,10 +89,12 @@ func TestProcessTreeKillAndEscalation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for trim(run(t, sb, "pgrep -c -x sleep || true")) != "4" {
+		// Nine processes; a gVisor sandbox on a loaded host took more
+		// than 10 s to start them.
+		deadline := time.Now().Add(60 * time.Second)
+		for n := ""; n != "4"; n = trim(run(t, sb, "pgrep -c -x sleep || true")) {
 			if time.Now().After(deadline) {
-				t.Fatal("the tree did not start")
+				t.Fatalf("the tree did not start: %s sleeps of 4", n)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -124,7 +126,9 @@ func TestProcessTreeKillAndEscalation(t *testing.T) {
 		if err := q.Kill(ctx, "", client.WithGracePeriod(500*time.Millisecond)); err != nil {
 			t.Fatal(err)
 		}
-		if took := time.Since(start); q.Status != api.ProcessKilled || *q.ExitCode != 137 || took < 500*time.Millisecond || took > 5*time.Second {
+		// No upper bound near the grace: on a loaded host the SIGKILL and
+		// the reaping after it took up to 7 s more (the agent's own test).
+		if took := time.Since(start); q.Status != api.ProcessKilled || *q.ExitCode != 137 || took < 500*time.Millisecond || took > 30*time.Second {
 			t.Errorf("escalation after %v: %+v", took, q.Process)
 		}
 		// Kill-all under concurrency.
