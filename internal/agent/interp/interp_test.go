@@ -320,7 +320,9 @@ func TestPythonTimeoutKeepsState(t *testing.T) {
 	if !out.TimedOut || len(rec.errs) != 1 || rec.errs[0].Name != "TimeoutError" {
 		t.Fatalf("timed-out run: outcome %+v errors %+v", out, rec.errs)
 	}
-	if took := time.Since(start); took > 5*time.Second {
+	// Not interrupted, the loop never ends; the bound is far from what a
+	// loaded host adds.
+	if took := time.Since(start); took > 30*time.Second {
 		t.Errorf("the interrupt took %s", took)
 	}
 	if rec.stdout.String() != "before\n" {
