@@ -162,7 +162,11 @@ func (d *Daemon) start(t testing.TB) {
 		return strings.Contains(l, `msg="sandboxd serving" listen=`+addr+" ") ||
 			strings.Contains(l, `"msg":"sandboxd serving","listen":"`+addr+`"`)
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	// A start's boot steps took 20 s, and its first log line 10 s more,
+	// at load 35 (e2e beside the other packages): the wait is for a
+	// daemon that hangs, not one that is slow.
+	const startWait = 2 * time.Minute
+	deadline := time.Now().Add(startWait)
 	for {
 		if tok, err := os.ReadFile(filepath.Join(d.StateDir, "token")); err == nil && serving() {
 			if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
@@ -177,7 +181,7 @@ func (d *Daemon) start(t testing.TB) {
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("sandboxd did not start within 30s:\n%s", d.Logs())
+			t.Fatalf("sandboxd did not start within %s:\n%s", startWait, d.Logs())
 		}
 	}
 	c, err := client.New(d.URL, client.WithToken(d.Token))
