@@ -668,18 +668,30 @@ func (r *runner) cleanup() {
 // turn held, before the next command.
 //
 // For each output FIFO the command used, the agent closes its own write
-// end and reads: end of file means nothing but the shell wrote to it, and
-// it serves the next command (the agent's write end is opened again);
-// data or EAGAIN means a background child of the command still holds it
+// end and asks the session's epoll set, once for both FIFOs, what they
+// report: a hang-up alone means nothing but the shell wrote to the FIFO,
+// and it serves the next command (the agent's write end is opened again);
+// nothing at all means a background child of the command still holds it
 // (`server &`): it goes to the drainer and the next command gets a fresh
-// one. What is read here was written after the command's status line, by
-// such a child, and belongs to no command. Then the command file is
-// checked (see commandFile).
+// one. A FIFO with data in it is read to its end of file instead (see
+// writersLeft), which tells the two apart the same way. What is read here
+// was written after the command's status line, by such a child, and
+// belongs to no command. One poll for both FIFOs is one system call where
+// a read of each was two. Then the command file is checked (see
+// commandFile).
 func (s *Session) settle() {
 	a := &s.after
-	for _, st := range []Stream{Stdout, Stderr} {
-		if a.check[st] {
-			s.checkWriters(st)
+	if a.check[Stdout] || a.check[Stderr] {
+		for _, st := range []Stream{Stdout, Stderr} {
+			if a.check[st] {
+				s.outs[st].closeHold()
+			}
+		}
+		ready, polled := s.outputEvents()
+		for _, st := range []Stream{Stdout, Stderr} {
+			if a.check[st] {
+				s.checkWriters(st, ready[st], polled)
+			}
 		}
 	}
 	if a.inFrame {
@@ -699,14 +711,44 @@ type afterCommand struct {
 	check   [3]bool // output FIFOs, by Stream, to check for writers
 }
 
-// checkWriters is settle's check of output FIFO st.
-func (s *Session) checkWriters(st Stream) {
+// outputEvents polls the session's epoll set once, without waiting, and
+// returns what each output FIFO reports, by Stream; polled is false if
+// the poll failed. A FIFO reports a hang-up once a writer had opened it
+// and none is left (the agent's own write end was opened after its read
+// end), on Linux and in gVisor alike.
+func (s *Session) outputEvents() (ready [3]uint32, polled bool) {
+	var events [8]unix.EpollEvent // the set holds four descriptors: both FIFOs, the status FIFO, the waker
+	n, err := rawEpollPoll(s.ep, events[:])
+	if err != nil {
+		return ready, false
+	}
+	for _, ev := range events[:n] {
+		for _, st := range []Stream{Stdout, Stderr} {
+			if r := s.outs[st].r; r >= 0 && int(ev.Fd) == r {
+				ready[st] = ev.Events
+			}
+		}
+	}
+	return ready, true
+}
+
+// checkWriters is settle's check of output FIFO st, whose agent's write
+// end is closed, given what the poll of outputEvents reported for it.
+func (s *Session) checkWriters(st Stream, ready uint32, polled bool) {
 	o := &s.outs[st]
 	if o.r < 0 {
 		return
 	}
-	o.closeHold()
-	if s.writersLeft(o.r) {
+	var left bool
+	switch {
+	case polled && ready == unix.EPOLLHUP:
+		left = false // no writer, nothing written
+	case polled && ready == 0:
+		left = true // a writer, nothing written
+	default:
+		left = s.writersLeft(o.r)
+	}
+	if left {
 		o.letGo(s, st, true)
 		return
 	}
