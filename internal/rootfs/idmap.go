@@ -1,8 +1,10 @@
 package rootfs
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -34,47 +36,103 @@ func (r IDRange) Valid() bool {
 // below the overlay target's parent (the sandbox's directory).
 const idmappedDir = "lower"
 
-// OpenUserNS returns a descriptor of a user namespace that maps r: what
-// mount_setattr(MOUNT_ATTR_IDMAP) takes. A process can only set up the
-// maps of a namespace it did not create itself from a multithreaded Go
-// program through a child, so a child is started in a new user namespace
-// (Go writes its uid_map and gid_map before it execs), its namespace
-// opened, and the child ended. The child is the host's cat(1) waiting on
-// a pipe: it never runs anything of the sandbox's.
+// OpenUserNS returns a descriptor of a new user namespace that maps r and
+// is owned by r's root (host UID r.Base): what mount_setattr
+// (MOUNT_ATTR_IDMAP) takes, and what a sandbox's runtime joins.
+//
+// Why the owner matters: the kernel charges per-user counts (inotify
+// instances and watches, POSIX message queue bytes, queued signals,
+// SHM_LOCK bytes, namespaces) to the user in each namespace and to the
+// namespace's owner in its parent, up to the host, and holds each level
+// to its limit. A namespace the host's root made (as a runtime's clone
+// does) charges every sandbox to the host's root, so one sandbox that used
+// up root's 128 inotify instances or 800 KiB of message queues left none
+// for the others, nor for the host's root. Owned by r's root, a sandbox's
+// counts add up on that host user alone, held to the host's per-user
+// limits as any other user's are.
+//
+// A process's new user namespace is owned by its effective UID, and a Go
+// program cannot unshare one itself (it is multithreaded), nor have its
+// child do so after changing its UID (Go unshares first); so the child
+// runs unshare(1) as r's root, which makes the namespace and execs cat(1)
+// to wait on a pipe. Once cat echoes a byte the namespace exists: the
+// daemon writes its ID maps (it may: it has CAP_SETUID above it), opens
+// it and ends the child, which never runs anything of the sandbox's.
+// setgroups(2) stays allowed in it, as in a namespace a runtime makes.
 func (r IDRange) OpenUserNS() (*os.File, error) {
 	if !r.Valid() {
 		return nil, fmt.Errorf("host ID range %d is invalid", r.Base)
 	}
-	cat, err := exec.LookPath("cat")
+	cmd, err := userNSCommand(r)
 	if err != nil {
-		return nil, fmt.Errorf("a user namespace for the ID map needs cat(1): %w", err)
+		return nil, err
 	}
-	cmd := exec.Command(cat)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
 	}
-	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(r.Base), Size: IDRangeSize}}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:                 unix.CLONE_NEWUSER,
-		UidMappings:                m,
-		GidMappings:                m,
-		GidMappingsEnableSetgroups: false,
-		Pdeathsig:                  unix.SIGKILL,
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
 	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting a process in a new user namespace: %w", err)
+		return nil, fmt.Errorf("starting a process for a new user namespace: %w", err)
 	}
 	defer func() {
 		stdin.Close()
 		cmd.Process.Kill()
 		cmd.Wait()
 	}()
-	f, err := os.Open("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/user")
+	var echo [1]byte
+	if _, err := stdin.Write(echo[:]); err != nil {
+		return nil, fmt.Errorf("making a user namespace: %w", err)
+	}
+	if _, err := io.ReadFull(stdout, echo[:]); err != nil {
+		cmd.Wait() // stderr is complete
+		return nil, fmt.Errorf("making a user namespace as host UID %d: %w (%s)", r.Base, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	proc := "/proc/" + strconv.Itoa(cmd.Process.Pid)
+	idMap := []byte(fmt.Sprintf("0 %d %d\n", r.Base, IDRangeSize))
+	for _, f := range []string{"uid_map", "gid_map"} {
+		if err := os.WriteFile(proc+"/"+f, idMap, 0); err != nil {
+			return nil, fmt.Errorf("writing the user namespace's %s: %w", f, err)
+		}
+	}
+	f, err := os.Open(proc + "/ns/user")
 	if err != nil {
 		return nil, fmt.Errorf("opening the ID map's user namespace: %w", err)
 	}
 	return f, nil
+}
+
+// userNSCommand is unshare(1) making a user namespace as r's root (its
+// user, its group, no supplementary groups) and waiting in cat(1). It
+// keeps CAP_SYS_ADMIN until it unshares, as the host's root would have
+// it: a host that lets only privileged users make user namespaces (Debian's
+// kernel.unprivileged_userns_clone=0, Ubuntu's AppArmor restriction) lets
+// it too. Nothing on the host runs as r's root to reach it meanwhile (the
+// sandbox's processes are in their own user and PID namespaces), and once
+// it has unshared its capabilities are the new namespace's alone.
+func userNSCommand(r IDRange) (*exec.Cmd, error) {
+	var paths [2]string
+	for i, name := range []string{"unshare", "cat"} {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			return nil, fmt.Errorf("a user namespace for a sandbox needs %s(1): %w", name, err)
+		}
+		paths[i] = p
+	}
+	cmd := exec.Command(paths[0], "--user", "--", paths[1])
+	cmd.Dir = "/"
+	cmd.Env = []string{}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential:  &syscall.Credential{Uid: r.Base, Gid: r.Base, Groups: []uint32{}},
+		AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN},
+		Pdeathsig:   unix.SIGKILL,
+	}
+	return cmd, nil
 }
 
 // PendingUserNS is a user namespace being opened in the background

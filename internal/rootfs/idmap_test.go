@@ -2,11 +2,14 @@ package rootfs
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -186,5 +189,43 @@ func TestKernelFactsAboutIDMappedOverlays(t *testing.T) {
 		t.Logf("this kernel idmaps an overlay mount")
 	} else if !errors.Is(err, unix.EINVAL) {
 		t.Errorf("idmapping an overlay: %v, want EINVAL", err)
+	}
+}
+
+// nsGetOwnerUID is NS_GET_OWNER_UID (linux/nsfs.h, _IO(0xb7, 0x4)): the
+// owner of the user namespace a descriptor names, as seen by the caller.
+const nsGetOwnerUID = 0xb704
+
+// TestOpenUserNSIsTheRangeRoots: the namespace a sandbox joins is owned by
+// its range's root, not by the host's root who asked for it (the kernel
+// charges per-user counts to a namespace's owner, see OpenUserNS); it maps
+// the range, and lets processes in it call setgroups, as one the runtime
+// made would.
+func TestOpenUserNSIsTheRangeRoots(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a namespace owned by another host user")
+	}
+	r := IDRange{Base: testBase}
+	ns, err := r.OpenUserNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	var uid uint32
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, ns.Fd(), nsGetOwnerUID, uintptr(unsafe.Pointer(&uid))); errno != 0 {
+		t.Fatalf("NS_GET_OWNER_UID: %v", errno)
+	}
+	if uid != r.Base {
+		t.Errorf("owner: host UID %d, want the range's root %d", uid, r.Base)
+	}
+	cmd := exec.Command("nsenter", "--user=/proc/self/fd/3", "sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups")
+	cmd.ExtraFiles = []*os.File{ns}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("nsenter: %v: %s", err, out)
+	}
+	want := fmt.Sprintf("0 %d %d\n0 %d %d\nallow\n", r.Base, IDRangeSize, r.Base, IDRangeSize)
+	if got := strings.Join(strings.Fields(string(out)), " "); got != strings.Join(strings.Fields(want), " ") {
+		t.Errorf("inside: %q, want %q", out, want)
 	}
 }

@@ -8,20 +8,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// UserNSCache keeps the user namespace of each host ID range open once it
-// has been opened, and opens ranges asked for ahead of need, so that a
-// sandbox's start finds its range's namespace ready instead of starting a
-// process for it. Opening one forks the daemon (a process in a new user
-// namespace cannot be a vfork: its parent writes its ID maps while it
-// waits), and on a 2-CPU host the fork and the copy-on-write faults it
-// causes in every daemon thread cost the start about 10 ms; reusing the
-// namespace costs a dup(2).
+// UserNSCache holds user namespaces of host ID ranges opened ahead of
+// need, so that a sandbox's start finds its range's namespace ready
+// instead of starting processes for it (OpenUserNS: on a 2-CPU host
+// about 10 ms of a start's network step).
 //
-// A cached namespace is only an ID map: no process runs in it, and the
-// idmapped mounts made with it (read-only image layers) map exactly what
-// a fresh namespace of the same range would. Ranges are reused
-// lowest-first by the manager, so the cache holds about as many
-// namespaces as the most sandboxes that ran at once; past max it opens
+// A kept namespace is only an ID map: no process has been in it. The
+// idmapped mounts made with it (read-only image layers, a backup's image)
+// map exactly what a fresh namespace of the same range would, so Open
+// hands out a descriptor of it and keeps it. A start Takes it instead:
+// the sandbox's runtime joins it, and once a sandbox's processes have
+// been in a namespace it is never handed out again (it keeps what they
+// left in it, such as their keyrings, for as long as it lives). Ranges
+// are reused lowest-first by the manager, which has the one a start or a
+// stop makes likely opened ahead (Prefetch); past max the cache opens
 // without keeping.
 type UserNSCache struct {
 	max int
@@ -83,7 +83,8 @@ func (c *UserNSCache) Prefetch(r IDRange) {
 }
 
 // Open returns r's namespace as a PendingUserNS of the caller's own (a
-// duplicate of the kept descriptor), which the caller must Close.
+// duplicate of the kept descriptor), which the caller must Close. Only
+// for ID maps: the namespace stays kept, and no process may join it.
 func (c *UserNSCache) Open(r IDRange) *PendingUserNS {
 	if !r.Valid() {
 		return r.OpenUserNSAsync() // reports the invalid range
@@ -109,6 +110,20 @@ func (c *UserNSCache) Open(r IDRange) *PendingUserNS {
 	return p
 }
 
+// Take returns r's namespace for a sandbox's runtime to join, which the
+// caller must Close: the one kept or being opened, which the cache no
+// longer keeps, or else one opened now.
+func (c *UserNSCache) Take(r IDRange) *PendingUserNS {
+	c.mu.Lock()
+	p, ok := c.open[r.Base]
+	delete(c.open, r.Base)
+	c.mu.Unlock()
+	if ok {
+		return p
+	}
+	return r.OpenUserNSAsync()
+}
+
 // dup returns a descriptor of kept, r's namespace, that stays valid after
 // the cache closes its own (once closed, a new namespace of r's).
 func (c *UserNSCache) dup(r IDRange, kept *PendingUserNS) (*os.File, error) {
@@ -127,7 +142,7 @@ func (c *UserNSCache) dup(r IDRange, kept *PendingUserNS) (*os.File, error) {
 	return os.NewFile(uintptr(fd), kept.f.Name()), nil
 }
 
-// Len is how many namespaces are kept or being opened.
+// Len is how many namespaces are kept or being opened (and not taken).
 func (c *UserNSCache) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -18,6 +18,15 @@ func nsInode(t *testing.T, f *os.File) uint64 {
 	return st.Ino
 }
 
+func waitNS(t *testing.T, p *PendingUserNS) *os.File {
+	t.Helper()
+	f, err := p.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // TestUserNSCache: a range's namespace is opened once and handed out as
 // descriptors of the caller's own, which map the range (a layer's
 // root-owned file shows as the range root's through a mount idmapped
@@ -30,14 +39,7 @@ func TestUserNSCache(t *testing.T) {
 	c := NewUserNSCache(2)
 	r := IDRange{Base: testBase}
 	c.Prefetch(r)
-	wait := func(p *PendingUserNS) *os.File {
-		t.Helper()
-		f, err := p.Wait()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
+	wait := func(p *PendingUserNS) *os.File { return waitNS(t, p) }
 	first, second := c.Open(r), c.Open(r)
 	defer first.Close()
 	defer second.Close()
@@ -81,5 +83,33 @@ func TestUserNSCache(t *testing.T) {
 	wait(late)
 	if c.Len() != 0 {
 		t.Fatalf("a closed cache keeps %d namespaces", c.Len())
+	}
+}
+
+// TestUserNSCacheTake: a start takes the kept namespace, the one its layers
+// were idmapped with, and the range's next start gets a new one: a
+// namespace a sandbox's processes have been in is never handed out again.
+func TestUserNSCacheTake(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: user namespaces with ID maps")
+	}
+	c := NewUserNSCache(4)
+	defer c.Close()
+	r := IDRange{Base: testBase}
+	mapped := c.Open(r)
+	defer mapped.Close()
+	taken := c.Take(r)
+	defer taken.Close()
+	ns := nsInode(t, waitNS(t, taken))
+	if got := nsInode(t, waitNS(t, mapped)); got != ns {
+		t.Errorf("a start took namespace %d, its layers were idmapped with %d", ns, got)
+	}
+	if c.Len() != 0 {
+		t.Errorf("the cache still keeps %d namespaces after the take", c.Len())
+	}
+	again := c.Take(r)
+	defer again.Close()
+	if nsInode(t, waitNS(t, again)) == ns {
+		t.Error("the range's next start got the namespace the first one took")
 	}
 }

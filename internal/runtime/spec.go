@@ -95,6 +95,11 @@ type SpecOptions struct {
 	// its own: UIDs and GIDs 0-65535 inside are HostUIDBase and up on the
 	// host, so its root is an unprivileged user of the host.
 	HostUIDBase uint32
+	// UserNSPath, with HostUIDBase, names the user namespace the runtime
+	// joins instead of making one: made for this sandbox alone, owned by
+	// its root (rootfs.IDRange.OpenUserNS), so that the per-user counts
+	// the kernel keeps add up on that host user, not on the host's root.
+	UserNSPath string
 	// Sysfs, when set, is a sysfs the daemon mounted for the sandbox
 	// (rootfs.MountSysfs), bound read-only at /sys instead of a sysfs the
 	// runtime mounts: a runtime cannot mount one in a user namespace that
@@ -173,7 +178,7 @@ func NewSpec(o SpecOptions) (*specs.Spec, error) {
 	}
 	if o.HostUIDBase != 0 {
 		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: o.HostUIDBase, Size: UserNSSize}}
-		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: o.UserNSPath})
 		spec.Linux.UIDMappings, spec.Linux.GIDMappings = m, m
 	}
 	sc, err := defaultSeccomp(spec)

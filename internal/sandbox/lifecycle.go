@@ -335,9 +335,10 @@ func (m *Manager) bootAs(ctx context.Context, b *box, mode bootMode) (_ *instanc
 	ids := b.hostIDs()
 	var userns *rootfs.PendingUserNS
 	if ids != nil {
-		// Kept from an earlier start or opened ahead (prefetchIDs);
-		// otherwise opened while the network is set up: it takes a process.
-		userns = m.userns.Open(*ids)
+		// The namespace the layers are idmapped with and the runtime
+		// joins: opened ahead (prefetchIDs), else while the network is set
+		// up (it takes processes). This start's alone: rootfs.UserNSCache.
+		userns = m.userns.Take(*ids)
 		defer userns.Close()
 	}
 	var undo cleanupStack
@@ -456,7 +457,7 @@ func (m *Manager) bootAs(ctx context.Context, b *box, mode bootMode) (_ *instanc
 	// start that fails after it, or is cancelled (a daemon stopping while
 	// its pool starts), must not leave the mount behind.
 	undo.push(func(context.Context) error { return removeSysfs(p.sysfs) })
-	if err := m.writeBundle(b, rt, img, p, ep, sock, extra); err != nil {
+	if err := m.writeBundle(b, rt, img, p, ep, sock, extra, userns); err != nil {
 		return nil, err
 	}
 	steps.mark("bundle")
@@ -546,7 +547,7 @@ func userLimits(l Limits) cgroup.UserLimits {
 	return cgroup.UserLimits{MemoryBytes: l.MemoryBytes - reserve, Pids: pids}
 }
 
-func (m *Manager) writeBundle(b *box, rt Runtime, img *rootfs.Image, p paths, ep NetworkEndpoint, sock agentSocket, extra []specs.Mount) error {
+func (m *Manager) writeBundle(b *box, rt Runtime, img *rootfs.Image, p paths, ep NetworkEndpoint, sock agentSocket, extra []specs.Mount, userns *rootfs.PendingUserNS) error {
 	ids := b.hostIDs()
 	mounts := idmapMounts(img.Mounts, ids)
 	mounts = append(mounts,
@@ -589,6 +590,13 @@ func (m *Manager) writeBundle(b *box, rt Runtime, img *rootfs.Image, p paths, ep
 	}
 	if ids != nil {
 		opts.HostUIDBase = ids.Base
+		ns, err := userns.Wait()
+		if err != nil {
+			return err
+		}
+		// The runtime opens it while the daemon holds it (until the start
+		// returns).
+		opts.UserNSPath = fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), ns.Fd())
 		opts.Sysfs = p.sysfs
 		if err := rootfs.MountSysfs(ep.NetnsPath, opts.Sysfs); err != nil {
 			return err
@@ -740,6 +748,7 @@ func (m *Manager) teardown(ctx context.Context, b *box) error {
 		m.removeRunDir(p.run),
 		removeSysfs(p.sysfs),
 	)
+	m.prefetchAfterTeardown(b)
 	return errors.Join(errs...)
 }
 

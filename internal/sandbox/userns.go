@@ -33,8 +33,8 @@ import (
 // ranges (/etc/subuid starts at 100000 and grows by 65536 per user).
 const DefaultUserNSBase = 1_000_000
 
-// maxKeptUserNS bounds the user namespaces the manager keeps open (see
-// rootfs.UserNSCache): far more than the sandboxes a host runs at once.
+// maxKeptUserNS bounds the user namespaces the manager keeps open ahead
+// of need (see rootfs.UserNSCache).
 const maxKeptUserNS = 4096
 
 // hostIDs is b's host ID range, or nil when b has no user namespace.
@@ -117,7 +117,7 @@ func lowestFree(base uint64, used []uint32) (uint32, bool) {
 // get opened in the background, after a start that used the range at
 // base (0: none, and nothing to do), so that the next start of a new
 // sandbox finds it ready. It waits refillDelay after the start, as the
-// pool's refill does: opening one takes a fork of the daemon, and a new
+// pool's refill does: opening one starts processes, and a new
 // sandbox's first call follows its start at once.
 func (m *Manager) prefetchIDs(base uint32) {
 	if base == 0 {
@@ -131,6 +131,23 @@ func (m *Manager) prefetchIDs(base uint32) {
 			m.userns.Prefetch(rootfs.IDRange{Base: next})
 		}
 	})
+}
+
+// prefetchAfterTeardown has a user namespace opened ahead, once b's
+// container is gone, for the range started next (b's own is never handed
+// out again: rootfs.UserNSCache): b's range, for its wake or restart; or,
+// when b is being destroyed, the lowest free range, which the next new
+// sandbox gets (many destroys in a row open one or a few).
+func (m *Manager) prefetchAfterTeardown(b *box) {
+	ids := b.hostIDs()
+	if ids == nil {
+		return
+	}
+	if b.state() == StatusDestroying {
+		m.prefetchIDs(ids.Base)
+		return
+	}
+	time.AfterFunc(refillDelay, func() { m.userns.Prefetch(*ids) })
 }
 
 // rootOwner is the host UID of the sandbox's root: ids's base, or -1
