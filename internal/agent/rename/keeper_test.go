@@ -29,6 +29,13 @@ type testKeeper struct {
 // with a descriptor of its UTS namespace.
 func startTestKeeper(t *testing.T, dir string) (*testKeeper, *os.File) {
 	t.Helper()
+	return startTestKeeperWith(t, dir, func() {})
+}
+
+// startTestKeeperWith is startTestKeeper that calls prepare once the
+// files are written, before the keeper starts (which opens them).
+func startTestKeeperWith(t *testing.T, dir string, prepare func()) (*testKeeper, *os.File) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the keeper sets a hostname, in a UTS namespace of its own")
 	}
@@ -38,6 +45,7 @@ func startTestKeeper(t *testing.T, dir string) (*testKeeper, *os.File) {
 			t.Fatal(err)
 		}
 	}
+	prepare()
 	inR, inW := testPipe(t)
 	outR, outW := testPipe(t)
 	tellR, tellW := testPipe(t)
@@ -180,12 +188,13 @@ func TestKeeperNamesAndThenHoldsNoCapability(t *testing.T) {
 // errno, and the keeper still drops its capabilities.
 func TestKeeperFailsOnALinkAndStillDropsCapabilities(t *testing.T) {
 	dir := t.TempDir()
-	k, _ := startTestKeeper(t, dir)
-	hosts := filepath.Join(dir, "hosts")
-	os.Remove(hosts)
-	if err := os.Symlink(filepath.Join(dir, "hostname"), hosts); err != nil {
-		t.Fatal(err)
-	}
+	k, _ := startTestKeeperWith(t, dir, func() {
+		hosts := filepath.Join(dir, "hosts")
+		os.Remove(hosts)
+		if err := os.Symlink(filepath.Join(dir, "hostname"), hosts); err != nil {
+			t.Fatal(err)
+		}
+	})
 	answer, tell := k.nameAs(t, "demo-8")
 	if want := fmt.Sprintf("error: writing %s: errno %d", etcHosts, unix.ELOOP); answer != want || tell != TellError {
 		t.Errorf("naming through a link: answered %q and told the agent %q, want %q and %q", answer, tell, want, TellError)
@@ -215,8 +224,8 @@ func TestKeeperReleasedBeforeANameWritesNothing(t *testing.T) {
 	}
 }
 
-// The keeper holds none of the namer's descriptors but its pipes and the
-// agent's FIFO.
+// The keeper holds none of the namer's descriptors but its pipes, the
+// agent's FIFO, and the two files it opened to rewrite at the take.
 func TestKeeperHoldsOnlyItsDescriptors(t *testing.T) {
 	dir := t.TempDir()
 	// Descriptors the keeper must close, below and between its own.
@@ -232,8 +241,10 @@ func TestKeeperHoldsOnlyItsDescriptors(t *testing.T) {
 	for _, fd := range []int{keeperJob.in, keeperJob.out, keeperJob.tell, keeperJob.done} {
 		want = append(want, fmt.Sprint(fd))
 	}
+	want = append(want, filepath.Join(dir, "hostname"), filepath.Join(dir, "hosts"))
 	slices.Sort(want)
-	// The keeper closes them first thing, but may not have run yet.
+	// The keeper closes them and opens the files first thing, but may not
+	// have run yet. A file is told by its path, a pipe by its number.
 	var got []string
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", k.pid))
@@ -242,7 +253,11 @@ func TestKeeperHoldsOnlyItsDescriptors(t *testing.T) {
 		}
 		got = got[:0]
 		for _, e := range entries {
-			got = append(got, e.Name())
+			target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", k.pid, e.Name()))
+			if !strings.HasPrefix(target, "/") {
+				target = e.Name()
+			}
+			got = append(got, target)
 		}
 		slices.Sort(got)
 		if slices.Equal(got, want) {
