@@ -86,7 +86,7 @@ func (jc *joined) divert() {
 	sfd, err := unix.FcntlInt(uintptr(jc.service.fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		jc.mu.Unlock()
-		go jc.end()
+		go jc.endFor("diverting: duplicating the service's socket", err)
 		return
 	}
 	svc := sock(sfd)
@@ -101,7 +101,7 @@ func (jc *joined) divert() {
 	// The service must have been handed every byte the kernel sent on
 	// before the daemon writes its first.
 	if err != nil || derr != nil || jc.recheck == nil || !jc.service.written(svc, redirected, 100*time.Microsecond) {
-		go jc.end()
+		go jc.endFor("diverting: the kernel's bytes did not reach the service", errors.Join(err, derr))
 		return
 	}
 	sw := &sockWriter{fd: svc, timeout: jc.js.idle}
@@ -128,9 +128,11 @@ func (jc *joined) divert() {
 		r.RemoteAddr = jc.remote
 		out := jc.proxy.outgoing(r, req)
 		if err := out.Write(bw); err != nil {
+			jc.js.log.Debug("a diverted request was cut", "sandbox", jc.id, "port", jc.port, "err", err)
 			return
 		}
 		if err := bw.Flush(); err != nil {
+			jc.js.log.Debug("a diverted request was cut", "sandbox", jc.id, "port", jc.port, "err", err)
 			return
 		}
 		if r.Close {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -216,7 +217,7 @@ func (p *Proxy) tryJoin(w http.ResponseWriter, r *http.Request, req Request, res
 	jc.client.fd, errC = detach(client)
 	jc.service.fd, errS = detach(service)
 	if errC != nil || errS != nil || !js.add(jc) {
-		jc.end()
+		jc.endFor("detaching or watching its sockets", errors.Join(errC, errS))
 	}
 	return true
 }
@@ -342,7 +343,7 @@ func (js *joins) ended(key uint64, failed bool) {
 		return
 	}
 	if failed {
-		go s.jc.end()
+		go s.jc.endFor("a socket failed", nil)
 		return
 	}
 	if s == &s.jc.client && s.jc.checkDiverted() {
@@ -360,7 +361,7 @@ func (js *joins) ended(key uint64, failed bool) {
 func (s *side) passEOF() {
 	p := s.peer()
 	if !s.drained(p) {
-		s.jc.end()
+		s.jc.endFor("a stream's end came before its bytes were passed on", nil)
 		return
 	}
 	unix.Shutdown(int(p.fd), unix.SHUT_WR)
@@ -403,6 +404,13 @@ func (s *side) written(fd sock, n uint64, firstWait time.Duration) bool {
 		}
 		time.Sleep(wait)
 	}
+}
+
+// endFor ends jc before its streams did, saying why at debug level: a
+// client whose connection is cut mid-transfer sees only a reset.
+func (jc *joined) endFor(why string, err error) {
+	jc.js.log.Debug("a joined preview connection is cut", "sandbox", jc.id, "port", jc.port, "why", why, "err", err)
+	jc.end()
 }
 
 // end closes both sockets and lets the sandbox go.
@@ -452,7 +460,7 @@ func (js *joins) expire() {
 	}
 	js.mu.Unlock()
 	for _, jc := range idle {
-		jc.end()
+		jc.endFor("idle", nil)
 	}
 	// A kept request whose news the ring buffer dropped (it was full).
 	for _, jc := range all {
