@@ -130,7 +130,11 @@ func userNSCommand(r IDRange) (*exec.Cmd, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Credential:  &syscall.Credential{Uid: r.Base, Gid: r.Base, Groups: []uint32{}},
 		AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN},
-		Pdeathsig:   unix.SIGKILL,
+		// No Pdeathsig: the kernel sends it when the forking thread
+		// exits, and a Go thread exits when a goroutine that locked it
+		// (a setns into a sandbox's network namespace) ends: 4 starts of
+		// 300 failed so. cat ends by itself when the daemon does: its
+		// stdin is the daemon's pipe.
 	}
 	return cmd, nil
 }
