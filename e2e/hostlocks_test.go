@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -219,4 +220,61 @@ func sandboxdOnce(bin string, args map[string]string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	return exec.CommandContext(ctx, filepath.Join(bin, "sandboxd"), argv...).CombinedOutput()
+}
+
+// TestAStartThatCannotListenMakesNothing: a daemon whose port is taken
+// fails before it makes anything on the host. It used to find out after
+// its network, lxcfs and the agent's shared mounts were made, and left
+// them behind: the nft table, the lxcfs process and its mount, and
+// tmpfs mounts in its run directory.
+func TestAStartThatCannotListenMakesNothing(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	bin := testdaemon.BinDir(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, flag := range []string{"--listen", "--preview-listen"} {
+		t.Run(flag, func(t *testing.T) {
+			dir, err := os.MkdirTemp("/tmp", "sbd") // --run-dir has at most 60 bytes
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer os.RemoveAll(dir)
+			suffix := strings.TrimPrefix(filepath.Base(dir), "sbd")
+			table := "hyglisten" + strings.ToLower(suffix)
+			parent := "sbdlisten" + suffix
+			args := map[string]string{
+				"--state-dir": filepath.Join(dir, "state"), "--run-dir": filepath.Join(dir, "run"), "--listen": "127.0.0.1:0",
+				"--agent": filepath.Join(bin, "sandbox-agent"), "--nft-table": table, "--iface-prefix": freeIfacePrefix(t),
+				"--cgroup-parent": parent, "--warm-pool": "0",
+			}
+			args[flag] = taken.Addr().String()
+			out, err := sandboxdOnce(bin, args)
+			var left []string
+			if mounts, _ := os.ReadFile("/proc/self/mountinfo"); true {
+				for _, line := range strings.Split(string(mounts), "\n") {
+					if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+						left = append(left, "mount "+f[4])
+						exec.Command("umount", "-l", f[4]).Run()
+					}
+				}
+			}
+			if exec.Command("nft", "list", "table", "inet", table).Run() == nil {
+				left = append(left, "nft table "+table)
+				exec.Command("nft", "delete", "table", "inet", table).Run()
+			}
+			if pids, _ := exec.Command("pgrep", "-f", dir).Output(); len(pids) > 0 {
+				left = append(left, "processes "+strings.Join(strings.Fields(string(pids)), " "))
+				exec.Command("pkill", "-f", dir).Run()
+			}
+			if err == nil || !strings.Contains(string(out), "address already in use") {
+				t.Fatalf("start: %v, want a failure that says the address is in use:\n%s", err, out)
+			}
+			if len(left) > 0 {
+				t.Errorf("the failed start left %v", left)
+			}
+		})
+	}
 }

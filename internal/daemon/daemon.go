@@ -53,6 +53,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("sandboxd must run as root: it creates namespaces, cgroups and mounts")
 	}
+	// The ports are bound before anything is made on the host: a start
+	// that failed at listen (a port in use) came after the network, lxcfs
+	// and the shared binaries' mounts, which it left behind.
+	lns, err := listenFirst(cfg)
+	if err != nil {
+		return err
+	}
+	defer lns.close() // serve's server has closed them already
 	for _, d := range []string{cfg.StateDir, cfg.RunDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("creating %s: %w", d, err)
@@ -228,7 +236,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	}
 	collectHostImages(cfg, hostImage, log)
 	collectImages(ctx, images, cfg, log)
-	pv, err := newPreview(ctx, cfg, db, mgr, log)
+	pv, err := newPreview(ctx, cfg, db, mgr, lns.preview, log)
 	if err != nil {
 		return err
 	}
@@ -258,7 +266,36 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		tasks = append(tasks, node.Run, keysTask)
 		handler = node.Handler(api, token)
 	}
-	return serve(ctx, cfg, certs, requestid.Middleware(handler), self, mgr, log, tasks...)
+	return serve(ctx, cfg, lns.api, certs, requestid.Middleware(handler), self, mgr, log, tasks...)
+}
+
+// listeners are the daemon's ports: the API's, and the previews' (nil
+// without --preview-listen).
+type listeners struct{ api, preview net.Listener }
+
+// listenFirst binds the daemon's ports. Connections that come before the
+// daemon serves wait in the backlog.
+func listenFirst(cfg Config) (listeners, error) {
+	var lns listeners
+	var err error
+	if lns.api, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return lns, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	if cfg.PreviewListen != "" {
+		if lns.preview, err = net.Listen("tcp", cfg.PreviewListen); err != nil {
+			lns.api.Close()
+			return lns, fmt.Errorf("listening for previews on %s: %w", cfg.PreviewListen, err)
+		}
+	}
+	return lns, nil
+}
+
+func (l listeners) close() {
+	for _, ln := range []net.Listener{l.api, l.preview} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
 }
 
 // loadCerts returns the TLS certificate's reloader, or nil without TLS.
@@ -272,11 +309,7 @@ func loadCerts(cfg Config) (*certReloader, error) {
 // serve runs the API listener (and self, the in-memory listener of the
 // daemon's own MCP tools), the last-use flusher and the tasks (each must
 // return when its context ends) until ctx ends.
-func serve(ctx context.Context, cfg Config, certs *certReloader, handler http.Handler, self *selfListener, mgr *sandbox.Manager, log *slog.Logger, tasks ...func(context.Context) error) error {
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
-	}
+func serve(ctx context.Context, cfg Config, ln net.Listener, certs *certReloader, handler http.Handler, self *selfListener, mgr *sandbox.Manager, log *slog.Logger, tasks ...func(context.Context) error) error {
 	scheme := "http"
 	if certs != nil {
 		ln, scheme = tls.NewListener(ln, certs.config()), "https"

@@ -114,7 +114,7 @@ type preview struct {
 // sandboxes with them).
 const reloadInterval = time.Minute
 
-func newPreview(ctx context.Context, cfg Config, reg *store.Store, mgr *sandbox.Manager, log *slog.Logger) (*preview, error) {
+func newPreview(ctx context.Context, cfg Config, reg *store.Store, mgr *sandbox.Manager, ln net.Listener, log *slog.Logger) (*preview, error) {
 	ports, err := proxy.NewRegistry(ctx, reg, nil)
 	if err != nil {
 		return nil, fmt.Errorf("loading exposed ports: %w", err)
@@ -128,11 +128,7 @@ func newPreview(ctx context.Context, cfg Config, reg *store.Store, mgr *sandbox.
 		signer: proxy.NewSigner(key),
 		proxy:  proxy.New(proxy.Options{Dial: mgr.DialPort, Log: log, Limits: cfg.PreviewLimits, JoinConnections: cfg.PreviewJoin}),
 	}
-	if cfg.PreviewListen != "" {
-		if pv.ln, err = net.Listen("tcp", cfg.PreviewListen); err != nil {
-			return nil, fmt.Errorf("listening for previews on %s: %w", cfg.PreviewListen, err)
-		}
-	}
+	pv.ln = ln
 	return pv, nil
 }
 
