@@ -74,10 +74,11 @@ func TestWarmPoolHandsOutNamedSandboxes(t *testing.T) {
 		sb := d.Client.Sandbox("from-pool")
 		// The create's own call carries the name to the agent; one that a
 		// caller tries to name through the daemon's internal header runs
-		// under the sandbox's own name all the same.
-		got := trim(execNaming(t, d, "from-pool", "evil", "hostname; echo $HOSTNAME; cat /etc/hostname; grep -c from-pool /etc/hosts; pwd"))
+		// under the sandbox's own name all the same. The pool's warm-up
+		// calls (agentapi.Client.WarmShell) left no variable behind.
+		got := trim(execNaming(t, d, "from-pool", "evil", "hostname; echo $HOSTNAME; cat /etc/hostname; grep -c from-pool /etc/hosts; pwd; echo ${SANDBOXD_WARM-none}"))
 		t.Logf("create + first exec from the pool: %v", time.Since(start))
-		if got != "from-pool\nfrom-pool\nfrom-pool\n1\n/workspace" {
+		if got != "from-pool\nfrom-pool\nfrom-pool\n1\n/workspace\nnone" {
 			t.Errorf("a pooled sandbox's identity: %q", got)
 		}
 		if keeper.pid != "" {

@@ -95,15 +95,22 @@ func (c *Client) Ready(ctx context.Context) error {
 // WarmShell runs the empty command `:` in the default session, so that
 // the next command finds a shell, an agent and a connection that have
 // each served one already (the daemon's warm pool: a sandbox's first
-// command took twice as long as its later ones). It leaves nothing a
-// caller could see: no output, no variable, no state.
+// command took twice as long as its later ones). It runs it twice: as a
+// short command (its text in the shell's frame) and with a per-call
+// variable, which takes the way of a pool sandbox's first call, whose
+// new HOSTNAME the agent hands the shell the same way (a wrapper file the
+// shell sources, then the command file). It leaves nothing a caller
+// could see: no output, no variable (the wrapper unsets it again), no
+// state.
 func (c *Client) WarmShell(ctx context.Context) error {
-	var res api.ExecResult
-	if err := c.do(ctx, http.MethodPost, "/exec", &api.ExecRequest{Command: ":"}, http.StatusOK, &res); err != nil {
-		return err
-	}
-	if res.ExitCode != 0 {
-		return fmt.Errorf("agent /exec: `:` exited %d", res.ExitCode)
+	for _, req := range []*api.ExecRequest{{Command: ":"}, {Command: ":", Env: map[string]string{"SANDBOXD_WARM": "1"}}} {
+		var res api.ExecResult
+		if err := c.do(ctx, http.MethodPost, "/exec", req, http.StatusOK, &res); err != nil {
+			return err
+		}
+		if res.ExitCode != 0 {
+			return fmt.Errorf("agent /exec: `:` exited %d", res.ExitCode)
+		}
 	}
 	return nil
 }
