@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/mountinfo"
 )
 
 // lowerSet is every lower directory of the overlays mounted in the
@@ -44,7 +46,7 @@ func overlayLowers() (*lowerSet, error) {
 		// point's parent.
 		var base string
 		if f := strings.Fields(before); len(f) > 4 {
-			base = filepath.Dir(unescapeMountPath(f[4]))
+			base = filepath.Dir(mountinfo.Unescape(f[4]))
 		}
 		for _, opt := range strings.Split(fields[2], ",") {
 			key, value, _ := strings.Cut(opt, "=")
@@ -55,7 +57,7 @@ func overlayLowers() (*lowerSet, error) {
 				if l == "" {
 					continue
 				}
-				l = unescapeMountPath(l)
+				l = mountinfo.Unescape(l)
 				if !filepath.IsAbs(l) && base != "" {
 					l = filepath.Join(base, l)
 				}
