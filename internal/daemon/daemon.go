@@ -103,6 +103,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		return err
 	}
 	log.Info("using OCI runtime", "runtime", rt.Name, "path", rt.Path)
+	if err := rt.CreateFromSmallNamespace(log, cfg.StateDir, cfg.RunDir); err != nil {
+		log.Warn("crun creates in the daemon's mount namespace, whose every sandbox's mounts it copies", "err", err)
+	}
 	gv, runtimes, defaultRuntime, err := detectGVisor(ctx, cfg, rt, log)
 	if err != nil {
 		return err

@@ -43,6 +43,16 @@ type Runtime struct {
 	// sealErr says why there is none.
 	sealed  *os.File
 	sealErr error
+
+	// small is the mount namespace crun's creates start from (smallns.go),
+	// nil to start them in the daemon's.
+	small atomic.Pointer[smallNS]
+	// smallFailed is set once a create could not use small.
+	smallFailed atomic.Bool
+	// smallRenewing is held while a new small namespace is made; the
+	// one it replaced last, smallRetired, is closed by the next renewal.
+	smallRenewing atomic.Bool
+	smallRetired  *smallNS
 }
 
 // New returns a Runtime for the binary at path keeping its container state
@@ -135,6 +145,9 @@ type CreateOptions struct {
 	// process instead of two (a runsc start is a Go program's start and a
 	// call to its sandbox), for a caller with nothing to do in between.
 	Start bool
+	// HostPaths are the bundle's SpecHostPaths, if the caller has them
+	// (crun's create reads them from the spec otherwise).
+	HostPaths []string
 }
 
 // Create creates the container id from the bundle without starting it
@@ -144,13 +157,14 @@ func (r *Runtime) Create(ctx context.Context, id, bundle string, opts CreateOpti
 	os.Remove(pidFile)
 	offset, _ := opts.Log.Seek(0, io.SeekEnd)
 	copts := &runc.CreateOpts{IO: fileIO{opts.Log}, PidFile: pidFile, ExtraFiles: opts.ExtraFiles}
-	var err error
-	if opts.Start {
-		copts.Detach = true
-		_, err = r.rc.Run(ctx, id, bundle, copts)
-	} else {
-		err = r.rc.Create(ctx, id, bundle, copts)
-	}
+	err := r.inSmallNS(bundle, opts.HostPaths, func() error {
+		if opts.Start {
+			copts.Detach = true
+			_, err := r.rc.Run(ctx, id, bundle, copts)
+			return err
+		}
+		return r.rc.Create(ctx, id, bundle, copts)
+	})
 	if err != nil {
 		return 0, fmt.Errorf("%s create: %w: %s", r.Name, err, tail(opts.Log, offset))
 	}

@@ -457,7 +457,8 @@ func (m *Manager) bootAs(ctx context.Context, b *box, mode bootMode) (_ *instanc
 	// start that fails after it, or is cancelled (a daemon stopping while
 	// its pool starts), must not leave the mount behind.
 	undo.push(func(context.Context) error { return removeSysfs(p.sysfs) })
-	if err := m.writeBundle(b, rt, img, p, ep, sock, extra, userns); err != nil {
+	hostPaths, err := m.writeBundle(b, rt, img, p, ep, sock, extra, userns)
+	if err != nil {
 		return nil, err
 	}
 	steps.mark("bundle")
@@ -472,7 +473,7 @@ func (m *Manager) bootAs(ctx context.Context, b *box, mode bootMode) (_ *instanc
 	// A sandbox with nothing to do between create and start (gVisor: no
 	// cgroup split; cgroup v1: the split was made above) is created and
 	// started by one `run --detach`; a paused one is restored instead.
-	pid, restored, err := m.createOrRestore(ctx, b, rt, cid, p, mode, runtime.CreateOptions{Log: logf, ExtraFiles: sock.files, Start: !splitAfterCreate && mode == bootStart})
+	pid, restored, err := m.createOrRestore(ctx, b, rt, cid, p, mode, runtime.CreateOptions{Log: logf, ExtraFiles: sock.files, Start: !splitAfterCreate && mode == bootStart, HostPaths: hostPaths})
 	if err != nil {
 		return nil, err
 	}
@@ -547,7 +548,7 @@ func userLimits(l Limits) cgroup.UserLimits {
 	return cgroup.UserLimits{MemoryBytes: l.MemoryBytes - reserve, Pids: pids}
 }
 
-func (m *Manager) writeBundle(b *box, rt Runtime, img *rootfs.Image, p paths, ep NetworkEndpoint, sock agentSocket, extra []specs.Mount, userns *rootfs.PendingUserNS) error {
+func (m *Manager) writeBundle(b *box, rt Runtime, img *rootfs.Image, p paths, ep NetworkEndpoint, sock agentSocket, extra []specs.Mount, userns *rootfs.PendingUserNS) ([]string, error) {
 	ids := b.hostIDs()
 	mounts := idmapMounts(img.Mounts, ids)
 	mounts = append(mounts,
@@ -592,31 +593,31 @@ func (m *Manager) writeBundle(b *box, rt Runtime, img *rootfs.Image, p paths, ep
 		opts.HostUIDBase = ids.Base
 		ns, err := userns.Wait()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		// The runtime opens it while the daemon holds it (until the start
 		// returns).
 		opts.UserNSPath = fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), ns.Fd())
 		opts.Sysfs = p.sysfs
 		if err := rootfs.MountSysfs(ep.NetnsPath, opts.Sysfs); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	spec, err := runtime.NewSpec(opts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	data, err := json.Marshal(spec)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := os.MkdirAll(p.bundle, 0o700); err != nil {
-		return err
+		return nil, err
 	}
 	if err := letRangeReachRoot(p, ids); err != nil {
-		return err
+		return nil, err
 	}
-	return os.WriteFile(filepath.Join(p.bundle, "config.json"), data, 0o600)
+	return runtime.SpecHostPaths(p.bundle, spec), os.WriteFile(filepath.Join(p.bundle, "config.json"), data, 0o600)
 }
 
 // specEnv is the environment of b's agent: the image's, HOSTNAME, the
