@@ -23,14 +23,19 @@ import (
 // API is a hand-written fake here: the start-and-stream call answers a
 // process_info and an exit event, then ends a moment later.
 func TestCommandsKeepTheirConnection(t *testing.T) {
-	const endDelay = 50 * time.Millisecond
+	// The stream ends when the test lets it, once the command answered;
+	// an answer that waited for the end would come after heldEnd.
+	const heldEnd = 20 * time.Second
 	var conns atomic.Int32
-	ended := make(chan struct{}, 1)
+	release, ended := make(chan struct{}, 1), make(chan struct{}, 1)
 	// The stream's end comes apart from the exit event, as through the
 	// daemon's in-memory connection (a net.Pipe passes each write on its
 	// own).
 	api := fakeCommandAPI(func() {
-		time.Sleep(endDelay)
+		select {
+		case <-release:
+		case <-time.After(heldEnd):
+		}
 		ended <- struct{}{}
 	})
 	api.Config.ConnState = func(_ net.Conn, st http.ConnState) {
@@ -46,9 +51,10 @@ func TestCommandsKeepTheirConnection(t *testing.T) {
 		w := httptest.NewRecorder()
 		began := time.Now()
 		s.ServeHTTP(w, r)
-		if took := time.Since(began); took >= endDelay {
-			t.Errorf("command %d answered after %v, not before its stream's end (%v)", i, took, endDelay)
+		if took := time.Since(began); took >= heldEnd {
+			t.Errorf("command %d answered after %v: it waited for its stream's end", i, took)
 		}
+		release <- struct{}{}
 		// The stream's end, then a moment for the relay (a goroutine of
 		// its own) to read it and hand the connection back: 100 ms was
 		// too short at load 25 while the unit packages ran, and the next
