@@ -25,10 +25,11 @@ import (
 	"fmt"
 	"os"
 	"path"
-	"runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/osthread"
 )
 
 // ErrPathInvalid means the target cannot hold a mount: a component is a
@@ -106,22 +107,17 @@ func inNamespace(pid int, fn func() error) error {
 		return fmt.Errorf("opening the sandbox's mount namespace: %w", err)
 	}
 	defer ns.Close()
-	done := make(chan error, 1)
-	go func() {
-		// Locked and never unlocked: the thread exits with the goroutine
-		// instead of going back to the scheduler in the wrong namespace.
-		runtime.LockOSThread()
+	// On a thread that is thrown away after: it is left in the sandbox's
+	// namespace.
+	return osthread.Discard(func() error {
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			done <- fmt.Errorf("unshare(CLONE_FS): %w", err)
-			return
+			return fmt.Errorf("unshare(CLONE_FS): %w", err)
 		}
 		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNS); err != nil {
-			done <- fmt.Errorf("setns into the sandbox's mount namespace: %w", err)
-			return
+			return fmt.Errorf("setns into the sandbox's mount namespace: %w", err)
 		}
-		done <- fn()
-	}()
-	return <-done
+		return fn()
+	})
 }
 
 // resolve is openat2's resolution for targets: no symlinks anywhere, no

@@ -9,11 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/osthread"
 )
 
 // IDRangeSize is how many host UIDs (and GIDs) a sandbox's user namespace
@@ -352,21 +353,17 @@ func MountSysfs(netnsPath, target string) error {
 		return err
 	}
 	defer ns.Close()
-	errc := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread() // never unlocked: the thread dies in the sandbox's netns
+	// On a thread that is thrown away after: it dies in the sandbox's netns.
+	return osthread.Discard(func() error {
 		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("entering the sandbox's network namespace: %w", err)
-			return
+			return fmt.Errorf("entering the sandbox's network namespace: %w", err)
 		}
 		flags := uintptr(unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
 		if err := unix.Mount("sysfs", target, "sysfs", flags, ""); err != nil {
-			errc <- fmt.Errorf("mounting a sysfs for the sandbox: %w", err)
-			return
+			return fmt.Errorf("mounting a sysfs for the sandbox: %w", err)
 		}
-		errc <- nil
-	}()
-	return <-errc
+		return nil
+	})
 }
 
 // MountIDMapped attaches a read-only copy of the mount at src on target,

@@ -6,13 +6,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/mountinfo"
+	"github.com/sandboxd/sandboxd/internal/osthread"
 )
 
 // Overlay is a sandbox's root: the image layers read-only below, the
@@ -104,20 +104,15 @@ func relativeTo(base, path string) string {
 // away afterwards (a goroutine that ends locked to its thread takes the
 // thread with it).
 func inDir(dir string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread()
+	return osthread.Discard(func() error {
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			errc <- fmt.Errorf("a thread of its own for mounting: %w", err)
-			return
+			return fmt.Errorf("a thread of its own for mounting: %w", err)
 		}
 		if err := unix.Chdir(dir); err != nil {
-			errc <- fmt.Errorf("mounting from %s: %w", dir, err)
-			return
+			return fmt.Errorf("mounting from %s: %w", dir, err)
 		}
-		errc <- fn()
-	}()
-	return <-errc
+		return fn()
+	})
 }
 
 // provideTmp gives a root whose image has no /tmp (scratch-based and

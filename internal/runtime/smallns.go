@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 	"slices"
 	"strings"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/mountinfo"
+	"github.com/sandboxd/sandboxd/internal/osthread"
 )
 
 // Why crun creates its containers from a small mount namespace.
@@ -72,7 +72,7 @@ func newSmallNS(dirs []string) (*smallNS, error) {
 		}
 		n.below = append(n.below, filepath.Clean(abs))
 	}
-	err := onThrowAwayThread(func() error {
+	err := osthread.Discard(func() error {
 		if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
 			return fmt.Errorf("unshare: %w", err)
 		}
@@ -97,29 +97,6 @@ func newSmallNS(dirs []string) (*smallNS, error) {
 		return nil, fmt.Errorf("making a mount namespace for the runtime: %w", err)
 	}
 	return n, nil
-}
-
-// onThrowAwayThread runs fn on an OS thread of its own, which exits with
-// it (locked and never unlocked), so that whatever fn changes of the
-// thread's namespaces never reaches another goroutine.
-//
-// Never on the main thread: Go does not end it but parks it for good, and
-// /proc/self is the main thread's view, so every later read of
-// /proc/self/mountinfo (recovery, the image store's check of layers in
-// use) would read the namespace fn left it in. A goroutine started while
-// this one holds the main thread runs on another.
-func onThrowAwayThread(fn func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread()
-		if unix.Gettid() == unix.Getpid() {
-			done <- onThrowAwayThread(fn)
-			goruntime.UnlockOSThread()
-			return
-		}
-		done <- fn()
-	}()
-	return <-done
 }
 
 // mountPointsBelow lists the mount points in table (a mountinfo)
@@ -164,7 +141,7 @@ func (n *smallNS) run(paths []string, fn func() error) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errNoSmallNS, err)
 	}
-	return onThrowAwayThread(func() error {
+	return osthread.Discard(func() error {
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
 			return fmt.Errorf("%w: unshare(CLONE_FS): %w", errNoSmallNS, err)
 		}
