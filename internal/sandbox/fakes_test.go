@@ -103,6 +103,9 @@ type fakeRuntime struct {
 	created    int
 	// failCreate, when set, is what the next Creates return.
 	failCreate error
+	// halfCreate makes a failing Create leave its container behind, as a
+	// runtime killed part way through a create leaves its state.
+	halfCreate bool
 	// holdReady makes the next containers' agents never settle.
 	holdReady bool
 }
@@ -136,7 +139,7 @@ func newFakeRuntime(t *testing.T) *fakeRuntime {
 func (r *fakeRuntime) Create(ctx context.Context, id, bundle string, opts runtime.CreateOptions) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.failCreate != nil {
+	if r.failCreate != nil && !r.halfCreate {
 		return 0, r.failCreate
 	}
 	if _, ok := r.containers[id]; ok {
@@ -159,7 +162,17 @@ func (r *fakeRuntime) Create(ctx context.Context, id, bundle string, opts runtim
 	}()
 	r.containers[id] = c
 	r.created++
+	if r.failCreate != nil {
+		return 0, r.failCreate
+	}
 	return c.pid, nil
+}
+
+// count is how many containers the runtime holds.
+func (r *fakeRuntime) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.containers)
 }
 
 func (r *fakeRuntime) container(id string) (*fakeContainer, bool) {

@@ -473,13 +473,16 @@ func (m *Manager) bootAs(ctx context.Context, b *box, mode bootMode) (_ *instanc
 	// A sandbox with nothing to do between create and start (gVisor: no
 	// cgroup split; cgroup v1: the split was made above) is created and
 	// started by one `run --detach`; a paused one is restored instead.
+	// Undone even if the create fails: one killed part way (the daemon
+	// stopping while its pool starts a sandbox) leaves the runtime's state
+	// of the container behind.
+	undo.push(func(ctx context.Context) error { return m.stopContainer(ctx, rt, cid, cg) })
 	pid, restored, err := m.createOrRestore(ctx, b, rt, cid, p, mode, runtime.CreateOptions{Log: logf, ExtraFiles: sock.files, Start: !splitAfterCreate && mode == bootStart, HostPaths: hostPaths})
 	if err != nil {
 		return nil, err
 	}
 	steps.mark("create")
 	failpoint.Hit("boot-after-create")
-	undo.push(func(ctx context.Context) error { return m.stopContainer(ctx, rt, cid, cg) })
 	if splitAfterCreate {
 		if err := cg.Split(pid, userLimits(b.cfg.Limits)); err != nil {
 			return nil, err

@@ -104,6 +104,23 @@ func TestStopKeepsAFailedSandboxFailed(t *testing.T) {
 	}
 }
 
+// TestAFailedCreateLeavesNoContainer: a create that fails after the
+// runtime made part of the container (crun killed part way, a daemon
+// stopping while its pool starts a sandbox) is undone like any later step:
+// the runtime holds nothing of it afterwards.
+func TestAFailedCreateLeavesNoContainer(t *testing.T) {
+	h := newHarness(t, nil)
+	h.rt.mu.Lock()
+	h.rt.failCreate, h.rt.halfCreate = errors.New("crun create: signal: killed"), true
+	h.rt.mu.Unlock()
+	if _, _, err := h.m.Ensure(bg, "a", Config{}); !errors.Is(err, ErrFailed) {
+		t.Fatalf("Ensure with a create that fails part way: %v, want ErrFailed", err)
+	}
+	if n := h.rt.count(); n != 0 {
+		t.Errorf("the runtime holds %d containers after the failed start, want 0", n)
+	}
+}
+
 // TestRegistryFailureChangesNothing: a status the registry could not
 // record is not shown in memory or announced; the sandbox recovers on the
 // next call once the registry works again.
