@@ -2,14 +2,17 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,7 +25,7 @@ func joinFront(t *testing.T, addr string, held *atomic.Int32) *httptest.Server {
 	if os.Geteuid() != 0 {
 		t.Skip("joining sockets needs root (CAP_BPF)")
 	}
-	p := New(Options{JoinConnections: true, Dial: func(ctx context.Context, id string, port int) (net.Conn, error) {
+	p := New(Options{JoinConnections: true, Log: debugLogOnFailure(t), Dial: func(ctx context.Context, id string, port int) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", addr)
 	}})
@@ -102,6 +105,32 @@ func TestJoinedConnectionsPassEndsOfStreamOn(t *testing.T) {
 			t.Fatalf("%d holds left after the connection ended", held.Load())
 		}
 	}
+}
+
+// debugLogOnFailure is a debug-level logger whose lines the test prints
+// if it fails: why a joined connection was cut, say.
+func debugLogOnFailure(t *testing.T) *slog.Logger {
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if t.Failed() {
+			t.Logf("the proxy's log:\n%s", buf.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // A joined connection's requests that need the daemon are served by it,
