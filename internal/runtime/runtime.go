@@ -145,8 +145,9 @@ type CreateOptions struct {
 	// process instead of two (a runsc start is a Go program's start and a
 	// call to its sandbox), for a caller with nothing to do in between.
 	Start bool
-	// HostPaths are the bundle's SpecHostPaths, if the caller has them
-	// (crun's create reads them from the spec otherwise).
+	// HostPaths are the bundle's SpecHostPaths: the mounts crun's create
+	// needs in its small mount namespace (smallns.go). Without them crun
+	// creates in the daemon's namespace.
 	HostPaths []string
 }
 
