@@ -18,9 +18,14 @@ import (
 // and beside the same work (a login process of true and its log stream)
 // through sandboxd's process API, from the same Node process, and Sandbox.create to the first command's
 // result with a warm pool of one (refilled outside the measurement).
-// Those three are sent back to back (a command's fork ahead of the next
-// process lands on the calls after it); each is also measured settled
-// (the "-settled" metrics): before each, untimed, the agent has its next
+// Beside them, commands.run's own Start call sent by hand ("run-raw": the
+// Connect JSON envelope by Node's global fetch, the stack the exec is sent
+// by, read to its end of stream): run-raw against exec is the server's
+// share of the gap, run against run-raw the SDK's client-side work.
+// They are sent back to back (a command's fork ahead of the next process
+// lands on the calls after it; run-raw in a second round of the same
+// shape, in run's place, so that it meets what run meets); each is also
+// measured settled (the "-settled" metrics): before each, untimed, the agent has its next
 // login process forked ahead and 100 ms to settle, as when a program's
 // commands come seconds apart.
 // With BENCH_BASELINE_BIN_DIR=DIR (a directory holding another build's
@@ -83,6 +88,8 @@ type e2bResult struct {
 	Run, Exec, Process, CreateToFirstResult e2bPcts
 	// Settled: see BenchmarkE2B.
 	RunSettled, ExecSettled, ProcessSettled e2bPcts
+	// RunRaw: commands.run's Start call by hand (see BenchmarkE2B).
+	RunRaw, RunRawSettled e2bPcts
 }
 
 func (r e2bResult) report(b *testing.B, prefix string) {
@@ -102,8 +109,19 @@ func (r e2bResult) report(b *testing.B, prefix string) {
 	b.ReportMetric(r.ProcessSettled.P50, prefix+"process-settled-p50-ms")
 	b.ReportMetric(r.RunSettled.P50/r.ExecSettled.P50, prefix+"run/exec-settled-p50")
 	b.ReportMetric(r.RunSettled.P50/r.ProcessSettled.P50, prefix+"run/process-settled-p50")
+	b.ReportMetric(r.RunRaw.P50, prefix+"run-raw-p50-ms")
+	b.ReportMetric(r.RunRaw.P95, prefix+"run-raw-p95-ms")
+	b.ReportMetric(r.RunRawSettled.P50, prefix+"run-raw-settled-p50-ms")
+	b.ReportMetric(r.RunRawSettled.P95, prefix+"run-raw-settled-p95-ms")
+	b.ReportMetric(r.RunRaw.P50/r.Exec.P50, prefix+"run-raw/exec-p50")
+	b.ReportMetric(r.RunRawSettled.P50/r.ExecSettled.P50, prefix+"run-raw/exec-settled-p50")
+	b.ReportMetric(r.Run.P50/r.RunRaw.P50, prefix+"run/run-raw-p50")
+	b.ReportMetric(r.RunSettled.P50/r.RunRawSettled.P50, prefix+"run/run-raw-settled-p50")
 	b.Logf("%sn=%v commands.run('true') p50=%.2fms p95=%.2fms; sandboxd exec p50=%.2fms p95=%.2fms; sandboxd process (bash -l -c true) p50=%.2fms p95=%.2fms; create to first result p50=%.2fms p95=%.2fms",
 		prefix, r.Run.N, r.Run.P50, r.Run.P95, r.Exec.P50, r.Exec.P95, r.Process.P50, r.Process.P95, r.CreateToFirstResult.P50, r.CreateToFirstResult.P95)
 	b.Logf("%ssettled (the next login process forked ahead and settled before each, untimed): n=%v commands.run('true') p50=%.2fms p95=%.2fms; sandboxd exec p50=%.2fms p95=%.2fms; sandboxd process p50=%.2fms p95=%.2fms",
 		prefix, r.RunSettled.N, r.RunSettled.P50, r.RunSettled.P95, r.ExecSettled.P50, r.ExecSettled.P95, r.ProcessSettled.P50, r.ProcessSettled.P95)
+	b.Logf("%ssplit (commands.run's Start call by hand, global fetch): run-raw p50=%.2fms p95=%.2fms, settled p50=%.2fms p95=%.2fms; server run-raw/exec %.2f (settled %.2f); SDK's client side run-raw->run +%.2fms (settled +%.2fms)",
+		prefix, r.RunRaw.P50, r.RunRaw.P95, r.RunRawSettled.P50, r.RunRawSettled.P95, r.RunRaw.P50/r.Exec.P50, r.RunRawSettled.P50/r.ExecSettled.P50,
+		r.Run.P50-r.RunRaw.P50, r.RunSettled.P50-r.RunRawSettled.P50)
 }

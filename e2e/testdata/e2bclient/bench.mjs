@@ -4,9 +4,13 @@
 // stack), and Sandbox.create (with metadata and a timeout, as E2B's
 // programs create) to the first command's result with the warm pool
 // (waiting, outside the measurement, for the pool to refill); and
-// the same work as an E2B command through sandboxd's process API. Those
-// three are sent back to back (each command's fork ahead of the next
-// process then lands on the calls after it); each is also measured
+// the same work as an E2B command through sandboxd's process API; and
+// commands.run's own Start call sent by hand (run-raw: the Connect JSON
+// envelope by the global fetch, read to its end), so run minus run-raw is
+// the SDK's client-side work and run-raw against exec the server's. Those
+// are sent back to back (each command's fork ahead of the next process
+// then lands on the calls after it; run-raw in a round of its own, in
+// run's place); each is also measured
 // settled: before each, outside the measurement, the
 // sandbox's agent is asked to have its next login process forked ahead
 // (POST /internal/login on the agent's socket under the target's runDir,
@@ -34,6 +38,7 @@ for (const t of targets) {
   t.conn = { apiKey: t.token, apiUrl: `${t.url}/e2b`, sandboxUrl: `${t.url}/e2b` }
   t.auth = { authorization: `Bearer ${t.token}` }
   t.run = []; t.exec = []; t.proc = []; t.create = []; t.runSettled = []; t.execSettled = []; t.procSettled = []
+  t.raw = []; t.rawSettled = []
 }
 
 async function poolReady(t) {
@@ -89,10 +94,51 @@ const proc = async (t) => {
   if (!text.includes('event: exit')) throw new Error(text)
 }
 
+// envelope is one Connect streaming message: flag 0, its length (4 bytes,
+// big-endian), the JSON.
+const envelope = (msg) => {
+  const json = Buffer.from(JSON.stringify(msg))
+  const b = Buffer.alloc(5 + json.length)
+  b.writeUInt32BE(json.length, 1)
+  json.copy(b, 5)
+  return b
+}
+// What commands.run('true') sends (e2b 2.51, envd 0.5.7: no Authorization).
+const rawStart = envelope({ process: { cmd: '/bin/bash', args: ['-l', '-c', 'true'] }, stdin: false })
+// messages splits a Connect stream into its envelopes' flags and JSON.
+const messages = (b) => {
+  const out = []
+  for (let i = 0; i + 5 <= b.length;) {
+    const len = b.readUInt32BE(i + 1)
+    out.push({ flags: b[i], msg: JSON.parse(b.subarray(i + 5, i + 5 + len).toString()) })
+    i += 5 + len
+  }
+  return out
+}
+// raw sends commands.run('true')'s Start call with the SDK's headers by
+// the global fetch (the stack exec uses) and reads its answer to the end
+// of stream: no connect-es, no SDK.
+const raw = async (t) => {
+  const res = await fetch(`${t.url}/e2b/process.Process/Start`, {
+    method: 'POST', body: rawStart,
+    headers: {
+      'content-type': 'application/connect+json', 'connect-protocol-version': '1', 'connect-timeout-ms': '60000',
+      'keepalive-ping-interval': '50', 'e2b-sandbox-id': t.sbx.sandboxId, 'e2b-sandbox-port': '49983',
+      'x-access-token': t.sbx.envdAccessToken,
+    },
+  })
+  const msgs = messages(Buffer.from(await res.arrayBuffer()))
+  const end = msgs.find((m) => m.msg.event?.end)
+  const last = msgs.at(-1)
+  if (res.status !== 200 || !end || (end.msg.event.end.exitCode ?? 0) !== 0 || last?.flags !== 2 || last.msg.error) {
+    throw new Error(`run-raw: HTTP ${res.status}: ${JSON.stringify(msgs)}`)
+  }
+}
+
 for (const t of targets) {
   t.sbx = await Sandbox.create({ ...t.conn, timeoutMs: 3_600_000 })
   for (let i = 0; i < 10; i++) await t.sbx.commands.run('true') // warm up both paths
-  for (let i = 0; i < 10; i++) { await exec(t); await proc(t) }
+  for (let i = 0; i < 10; i++) { await exec(t); await proc(t); await raw(t) }
 }
 // The targets take turns going first, so that neither always follows
 // the other's work.
@@ -110,6 +156,18 @@ for (let i = 0; i < n; i++) {
     t.proc.push(performance.now() - s)
   }
 }
+// run-raw back to back: a second round of the same shape with run-raw in
+// run's place (its exec and process calls untimed), so that it meets the
+// same fork ahead in flight as run does.
+for (let i = 0; i < n; i++) {
+  for (const t of turn(i)) {
+    const s = performance.now()
+    await raw(t)
+    t.raw.push(performance.now() - s)
+    await exec(t)
+    await proc(t)
+  }
+}
 for (let i = 0; i < n; i++) {
   for (const t of turn(i)) {
     await settle(t)
@@ -124,6 +182,10 @@ for (let i = 0; i < n; i++) {
     s = performance.now()
     await proc(t)
     t.procSettled.push(performance.now() - s)
+    await settle(t)
+    s = performance.now()
+    await raw(t)
+    t.rawSettled.push(performance.now() - s)
   }
 }
 for (const t of targets) await t.sbx.kill()
@@ -141,6 +203,7 @@ for (let i = 0; i < n; i++) {
 const result = (t) => ({
   run: summary(t.run), exec: summary(t.exec), process: summary(t.proc), createToFirstResult: summary(t.create),
   runSettled: summary(t.runSettled), execSettled: summary(t.execSettled), processSettled: summary(t.procSettled),
+  runRaw: summary(t.raw), runRawSettled: summary(t.rawSettled),
 })
 const out = result(targets[0])
 for (const t of targets.slice(1)) out[t.name] = result(t)
