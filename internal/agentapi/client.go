@@ -96,9 +96,10 @@ func (c *Client) Ready(ctx context.Context) error {
 // the next command finds a shell, an agent and a connection that have
 // each served one already (the daemon's warm pool: a sandbox's first
 // command took twice as long as its later ones). It runs it twice: as a
-// short command (its text in the shell's frame) and with a per-call
-// variable, which takes the way of a pool sandbox's first call, whose
-// new HOSTNAME the agent hands the shell the same way (a wrapper file the
+// short command (its text in the shell's frame), the way of a pool
+// sandbox's first call when it is short (its new HOSTNAME goes in the
+// frame as the text's first line), and with a per-call variable, the way
+// of one that is long or brings its own environment (a wrapper file the
 // shell sources, then the command file). It leaves nothing a caller
 // could see: no output, no variable (the wrapper unsets it again), no
 // state.

@@ -75,6 +75,61 @@ func TestCommandsFromTheFrameRunAsSourcedOnes(t *testing.T) {
 	}
 }
 
+// TestEnvChangesGoInTheFrame: a short command whose only reason to be
+// wrapped is a change of the sandbox's environment (the first call to a
+// sandbox taken from the warm pool, which brings its HOSTNAME) goes the
+// frame way with the changes as its first lines, and does what the
+// wrapper way (a long text) does: the changes are seen by the command
+// and stay, even after a syntax error or a timeout.
+func TestEnvChangesGoInTheFrame(t *testing.T) {
+	pad := "\n#" + strings.Repeat("x", maxFrameText)
+	for _, tc := range []struct{ name, text string }{
+		{"plain", `echo "$HOSTNAME[${GONE-unset}]"`},
+		{"syntax error", `echo "$HOSTNAME"; if`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got [2]string
+			for i, text := range []string{tc.text, tc.text + pad} {
+				m := newTestManager(t)
+				m.SetSandboxEnv(LayerOf(map[string]string{"HOSTNAME": "placeholder", "GONE": "1"}))
+				s, _ := m.Get(Default)
+				mustRun(t, s, Command{Text: ":"})
+				if i == 0 {
+					// The wrapper cannot be written: only the frame way works.
+					if err := os.Mkdir(filepath.Join(s.dir, wrapperFile), 0o700); err != nil {
+						t.Fatal(err)
+					}
+				}
+				m.SetSandboxEnv(Layer{"HOSTNAME": new("taken-1"), "GONE": nil})
+				c := &capture{}
+				res, err := s.Exec(context.Background(), Command{Text: text}, c)
+				got[i] = fmt.Sprintf("%s|%d lines on stderr|exit %d|err %v|after: %s", c.stdout.String(),
+					strings.Count(c.stderr.String(), "\n"), res.ExitCode, err, mustRun(t, s, Command{Text: `echo "$HOSTNAME[${GONE-unset}]"`}))
+			}
+			if got[0] != got[1] {
+				t.Errorf("from the frame %q, from the wrapper %q", got[0], got[1])
+			}
+			if !strings.Contains(got[0], "after: taken-1[unset]") {
+				t.Errorf("the changes did not stay: %q", got[0])
+			}
+		})
+	}
+	t.Run("timeout", func(t *testing.T) {
+		m := newTestManager(t, func(c *Config) { c.KillGrace = 3 * time.Second })
+		s, _ := m.Get(Default)
+		mustRun(t, s, Command{Text: ":"})
+		m.SetSandboxEnv(LayerOf(map[string]string{"HOSTNAME": "taken-2"}))
+		_, err := s.Exec(context.Background(), Command{Text: "sleep 1053", Timeout: 100 * time.Millisecond}, &capture{})
+		var te *TimeoutError
+		if !errors.As(err, &te) {
+			t.Fatalf("err = %v, want a timeout", err)
+		}
+		if got := mustRun(t, s, Command{Text: `echo "$HOSTNAME"`}); got != "taken-2\n" {
+			t.Errorf("HOSTNAME after a stopped command: %q", got)
+		}
+	})
+}
+
 // TestTimeoutStopsACommandFromItsFrame: a command eval'd at the shell's top
 // level (no sourced file to return from) is stopped wherever it is, and
 // nothing more of it runs; the session keeps its state and the user's

@@ -51,8 +51,16 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (
 	}
 	cmdPath := s.dir + "/" + cmdFile
 	persist, newEnv, newVersion := s.pendingEnv(sh)
+	text := cmd.Text
+	// envInText: persist are the first lines of the text in the frame.
+	envInText := false
+	if len(persist) > 0 && len(cmd.Env) == 0 && cmd.Cwd == "" && cmd.Stdin == nil && sh.bash {
+		if t, ok := envChangesInFrame(persist, cmd.Text); ok {
+			text, persist, envInText = t, nil, true
+		}
+	}
 	wrapped := len(cmd.Env) > 0 || cmd.Cwd != "" || len(persist) > 0
-	r.inFrame = sh.bash && !wrapped && cmd.Stdin == nil && inFrame(cmd.Text)
+	r.inFrame = sh.bash && !wrapped && cmd.Stdin == nil && inFrame(text)
 	if r.inFrame {
 		if err := s.null.prepare(s); err != nil {
 			return res, err
@@ -89,18 +97,23 @@ func (s *Session) run(ctx context.Context, cmd Command, out Output, sh *shell) (
 		r.deadline = r.start.Add(cmd.Timeout)
 	}
 	r.nextCheck = r.start.Add(statusCheckInterval)
-	text := ""
-	if r.inFrame {
-		text = cmd.Text
+	if !r.inFrame {
+		text = ""
 	}
 	if err := sh.send(frame(n, variant(wrapped, cmd.Stdin != nil, r.inFrame), sh.bash, text)); err != nil {
 		return res, fmt.Errorf("%w: %w", errNotDispatched, err)
 	}
-	if newEnv != nil {
+	if newEnv != nil && !envInText {
 		// The wrapper sets it first thing.
 		sh.env, sh.envVersion = newEnv, newVersion
 	}
 	r.loop(ctx, cmd.Timeout)
+	if newEnv != nil && envInText && r.done && r.abort == nil {
+		// The command ran to its end, so its first lines did. One stopped
+		// may have been skipped from its start (see unwindInit): the next
+		// command makes the changes again.
+		sh.env, sh.envVersion = newEnv, newVersion
+	}
 	res = Result{ExitCode: r.code, Duration: time.Since(r.start)}
 	s.after.pending, s.after.inFrame = true, r.inFrame
 	if r.done && r.abort == nil {

@@ -296,18 +296,8 @@ func dispatchVar(v byte) string { return "__sbx_" + string(v) }
 // pendingEnv), which stay.
 func wrapperScript(cmdPath string, env map[string]string, cwd string, persist []envChange) ([]byte, error) {
 	var b strings.Builder
-	for _, c := range persist {
-		if !ValidEnvName(c.name) {
-			return nil, fmt.Errorf("invalid environment variable name %q", c.name)
-		}
-		if c.value == nil {
-			fmt.Fprintf(&b, "unset %s\n", c.name)
-			continue
-		}
-		if strings.IndexByte(*c.value, 0) >= 0 {
-			return nil, errors.New("environment value contains NUL")
-		}
-		fmt.Fprintf(&b, "export %s=%s\n", c.name, quote(*c.value))
+	if err := writeEnvChanges(&b, persist); err != nil {
+		return nil, err
 	}
 	names := make([]string, 0, len(env))
 	for k := range env {
@@ -356,6 +346,44 @@ func wrapperScript(cmdPath string, env map[string]string, cwd string, persist []
 	// returned.
 	b.WriteString("eval \"unset __sbx_rc; return $__sbx_rc\"\n")
 	return []byte(b.String()), nil
+}
+
+// writeEnvChanges writes the shell lines that make changes of the
+// session's own environment (see pendingEnv): an export or an unset each.
+func writeEnvChanges(b *strings.Builder, changes []envChange) error {
+	for _, c := range changes {
+		if !ValidEnvName(c.name) {
+			return fmt.Errorf("invalid environment variable name %q", c.name)
+		}
+		if c.value == nil {
+			fmt.Fprintf(b, "unset %s\n", c.name)
+			continue
+		}
+		if strings.IndexByte(*c.value, 0) >= 0 {
+			return errors.New("environment value contains NUL")
+		}
+		fmt.Fprintf(b, "export %s=%s\n", c.name, quote(*c.value))
+	}
+	return nil
+}
+
+// envChangesInFrame is text preceded by the lines that make changes
+// (writeEnvChanges), if the whole still goes in a frame (inFrame). A
+// command whose only reason to be wrapped is such changes then takes the
+// frame way, eval'd with them as its first lines, instead of the agent
+// writing DIR/cmd and DIR/w and the shell sourcing both: the first call to
+// a sandbox taken from the warm pool, which carries its new HOSTNAME
+// (about 9 system calls more, each a trip through the Sentry on gVisor).
+// The lines run first, each parsed and run before the next line is read,
+// so a syntax error further on does not undo them, as it does not in the
+// wrapper.
+func envChangesInFrame(changes []envChange, text string) (string, bool) {
+	var b strings.Builder
+	if writeEnvChanges(&b, changes) != nil {
+		return "", false
+	}
+	b.WriteString(text)
+	return b.String(), inFrame(b.String())
 }
 
 // Stopping a command without losing the shell (bash only).
