@@ -598,12 +598,19 @@ func (h *harness) start() {
 }
 
 // abandon makes m let go of its containers as a killed daemon would:
-// they keep running, and m no longer watches them.
+// they keep running, and m no longer watches them. A watcher that saw an
+// agent die before the "kill" must not act after it either: under load it
+// took the box's lock only once the next manager was starting the same
+// container, and its teardown killed the new agent (TestRecoveryFinds-
+// LostSandboxes: "agent exited during start-up"). With running unset, a
+// watcher still to come finds its instance gone and returns; one already
+// inside holds the lock, so abandon waits for it.
 func abandon(m *Manager) {
 	for _, b := range m.snapshot() {
 		b.mu.Lock()
 		if b.running != nil {
 			b.running.close()
+			b.running = nil
 		}
 		b.mu.Unlock()
 	}
