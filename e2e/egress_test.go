@@ -119,9 +119,7 @@ EOF`
 // startWeb builds the namespace and its servers.
 func startWeb(t *testing.T) {
 	t.Helper()
-	if out, _ := exec.Command("ip", "-4", "route", "show", "198.18.102.0/24").Output(); len(out) > 0 {
-		t.Skipf("skipping: the host already routes 198.18.102.0/24: %s", out)
-	}
+	takeSubnet(t, "198.18.102.0/24")
 	name := fmt.Sprintf("sbxe2eweb%d", os.Getpid()%100000)
 	hostIf := fmt.Sprintf("tew%d", os.Getpid()%100000)
 	sh := func(args ...string) {
