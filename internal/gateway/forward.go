@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/api/fullduplex"
 	"github.com/sandboxd/sandboxd/internal/copybuf"
 	"github.com/sandboxd/sandboxd/internal/tenant"
 )
@@ -127,38 +128,11 @@ func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, node Node, t
 	// A node may answer before it has read the whole body (a preview's
 	// service echoing an upload as it arrives); without full duplex the
 	// server would cut the rest of the body off once the answer starts.
-	// (HTTP/2 is always full duplex and says it cannot.)
-	rc := http.NewResponseController(w)
-	rc.EnableFullDuplex()
+	fullduplex.Enable(w)
 	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), targetKey{}, &t)))
-	endBody(rc, r)
-}
-
-// endBody reads the rest of a body the node left unread (a node that could
-// not be reached, or that answered early) while the handler still runs.
-// Full duplex leaves it to the server after the handler, which reads it
-// once it has stopped watching the connection: the read that meets the
-// body's end starts the watch again, and the connection's next request
-// then panics the server ("invalid concurrent Body.Read call",
-// golang/go#68560), which drops the caller's connection. The answer is
-// flushed first, as the server does, so a caller learns it before it sends
-// the rest. The server reads at most 256 KiB; past that it closes the
-// connection instead.
-func endBody(rc *http.ResponseController, r *http.Request) {
-	switch {
-	case r.Body == http.NoBody:
-	case r.Context().Err() != nil:
-		// The caller left: no answer, and nothing to read.
-	case r.Header.Get("Upgrade") != "":
-		// The connection may be the proxy's now.
-	case r.Header.Get("Expect") != "":
-		// 100-continue: the server does not keep a connection whose
-		// body it did not read to its end, and the caller may never send
-		// it.
-	default:
-		rc.Flush()
-		r.Body.Close()
-	}
+	// A node that could not be reached, or answered first, left the body
+	// unread.
+	fullduplex.EndBody(w, r)
 }
 
 func nodeUnavailable(node string) *api.Error {

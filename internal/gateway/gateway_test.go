@@ -1,14 +1,11 @@
 package gateway_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -21,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/api/fullduplex/fullduplextest"
 	"github.com/sandboxd/sandboxd/internal/gateway"
 	"github.com/sandboxd/sandboxd/internal/gateway/gatewaytest"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
@@ -438,46 +436,22 @@ func TestNodeUnavailable(t *testing.T) {
 func TestNodeUnavailableKeepsTheConnection(t *testing.T) {
 	c := newCluster(t, "n1")
 	gw := c.gateway(t)
-	gw.Config.ErrorLog = log.New(t.Output(), "gateway's server: ", 0)
+	gw.Config.ErrorLog = fullduplextest.ErrorLog(t)
 	call(t, "PUT", gw.URL+"/v1/sandboxes/a", "{}")
 	c.nodes["n1"].srv.Close()
 	call(t, "GET", gw.URL+"/v1/nodes", "") // reads the nodes afresh
 
-	conn, err := net.Dial("tcp", gw.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(time.Minute))
-	br := bufio.NewReader(conn)
-	const body = `{"command":"true"}`
-	for i, split := range []int{len(body), 5} {
-		// The first call sends its body whole; the second only its
-		// start, the rest once the answer has begun.
-		fmt.Fprintf(conn, "POST /v1/sandboxes/a/exec HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\n"+
-			"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", token, len(body), body[:split])
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("call %d on the connection: %v", i+1, err)
-		}
-		io.WriteString(conn, body[split:])
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatalf("call %d's answer: %v", i+1, err)
-		}
-		if resp.StatusCode != 503 || errorCode(t, b) != api.CodeNodeUnavailable {
-			t.Errorf("call %d: %s %s", i+1, resp.Status, b)
+	auth := "Host: gw\r\nAuthorization: Bearer " + token
+	answers := fullduplextest.KeepsConnection(t, gw.Listener.Addr().String(),
+		"POST /v1/sandboxes/a/exec HTTP/1.1\r\nContent-Type: application/json\r\n"+auth, `{"command":"true"}`,
+		"GET /v1/nodes HTTP/1.1\r\n"+auth)
+	for i, a := range answers[:2] {
+		if a.Status != 503 || errorCode(t, []byte(a.Body)) != api.CodeNodeUnavailable {
+			t.Errorf("call %d: %d %s", i+1, a.Status, a.Body)
 		}
 	}
-	// The connection still serves.
-	fmt.Fprintf(conn, "GET /v1/nodes HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\n\r\n", token)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatalf("a call after them on the connection: %v", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Errorf("nodes after them: %s", resp.Status)
+	if answers[2].Status != 200 {
+		t.Errorf("nodes after them: %d", answers[2].Status)
 	}
 }
 
