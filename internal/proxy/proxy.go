@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/api/fullduplex"
 	"github.com/sandboxd/sandboxd/internal/copybuf"
 	"github.com/sandboxd/sandboxd/internal/sockjoin"
 )
@@ -245,7 +246,7 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, req Request, onErr
 	// A service may answer before it has read the whole body (an echo
 	// server streaming back what it gets); without full duplex the server
 	// would drop the rest of the body when the answer starts.
-	http.NewResponseController(w).EnableFullDuplex()
+	fullduplex.Enable(w)
 	rp := &httputil.ReverseProxy{
 		Rewrite:    func(pr *httputil.ProxyRequest) { p.rewrite(pr, req) },
 		Transport:  p.transport,
@@ -262,6 +263,9 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, req Request, onErr
 		},
 	}
 	rp.ServeHTTP(w, r)
+	// A service that could not be reached, or answered first, left the
+	// body unread.
+	fullduplex.EndBody(w, r)
 }
 
 // rewrite makes the request the service gets: its address, path and Host,

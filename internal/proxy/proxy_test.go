@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/sandboxd/sandboxd/api/fullduplex/fullduplextest"
 )
 
 // backend is a service "in a sandbox": the proxy reaches it through the
@@ -38,7 +40,7 @@ func front(t *testing.T, addr string, req Request) *httptest.Server {
 		return d.DialContext(ctx, "tcp", addr)
 	}})
 	t.Cleanup(p.Close)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rq := req
 		rq.SandboxID, rq.Port = "demo", 8080
 		if rq.Host == "" {
@@ -48,6 +50,8 @@ func front(t *testing.T, addr string, req Request) *httptest.Server {
 			http.Error(w, "upstream: "+err.Error(), http.StatusBadGateway)
 		})
 	}))
+	srv.Config.ErrorLog = fullduplextest.ErrorLog(t)
+	srv.Start()
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -242,14 +246,19 @@ func TestProxyPassesRedirectsBack(t *testing.T) {
 	}
 }
 
-func TestProxyReportsUnreachableService(t *testing.T) {
+// closedAddr returns a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now
-	srv := front(t, addr, Request{})
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestProxyReportsUnreachableService(t *testing.T) {
+	srv := front(t, closedAddr(t), Request{})
 	resp, err := http.Get(srv.URL + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -258,6 +267,24 @@ func TestProxyReportsUnreachableService(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "refused") {
 		t.Errorf("got %d %q", resp.StatusCode, body)
+	}
+}
+
+// A call whose body the service left unread (it could not be reached, or
+// answered first) is answered on a connection that stays usable, even
+// when the body arrives after the answer began. With full duplex the HTTP/1
+// server read such a body's end after it stopped watching the connection,
+// and the next request panicked it ("invalid concurrent Body.Read call",
+// golang/go#68560; front's panicCheck), which dropped the connection.
+func TestProxyUnreadBodyKeepsTheConnection(t *testing.T) {
+	early, mux := backend(t)
+	mux.Handle("/", fullduplextest.AnswerFirst)
+	for name, addr := range map[string]string{"refused": closedAddr(t), "answered first": early} {
+		t.Run(name, func(t *testing.T) {
+			srv := front(t, addr, Request{})
+			fullduplextest.KeepsConnection(t, srv.Listener.Addr().String(),
+				"POST /upload HTTP/1.1\r\nHost: x", "a body the service never reads", "GET / HTTP/1.1\r\nHost: x")
+		})
 	}
 }
 
