@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/api/fullduplex"
 )
 
 // PreviewHandler serves preview URLs from your own HTTP server, like the
@@ -98,8 +99,11 @@ func (c *Client) forwardToPort(w http.ResponseWriter, r *http.Request, id string
 		},
 	}
 	// The service may answer before it has read the whole body.
-	http.NewResponseController(w).EnableFullDuplex()
+	fullduplex.Enable(w)
 	rp.ServeHTTP(w, r)
+	// A daemon that could not be reached, or a service that answered
+	// first, left the body unread.
+	fullduplex.EndBody(w, r)
 }
 
 // transport is the round tripper of the client's HTTP client.
