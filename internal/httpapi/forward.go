@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/api/fullduplex"
 	"github.com/sandboxd/sandboxd/api/sse"
 	"github.com/sandboxd/sandboxd/internal/agentapi"
 	"github.com/sandboxd/sandboxd/internal/copybuf"
@@ -57,7 +58,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.observeExec(route.Metric, start)
-	body, buffered, err := s.bufferBody(w, r)
+	body, err := s.bufferBody(w, r)
 	if err != nil {
 		if e := bodyTimeoutError(err, s.bodyTimeout()); e != nil {
 			writeAPIError(w, e)
@@ -66,15 +67,34 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, api.Errorf(api.CodeInvalidJSON, "reading request body: %v", err))
 		return
 	}
-	if !buffered {
-		// A streamed body: the agent may answer (an event stream's headers,
-		// say) before the transport has sent all of it. Without full
-		// duplex, writing those headers makes the server discard the rest
-		// of the body under the transport's feet.
-		if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
-			s.log.Debug("full duplex unavailable", "err", err)
-		}
+	if !body.streams {
+		s.forwardAttempts(w, r, id, rest, route, body)
+		return
 	}
+	// A streamed body: the agent may answer (an event stream's headers,
+	// say) before the transport has sent all of it. Without full duplex,
+	// writing those headers makes the server discard the rest of the body
+	// under the transport's feet.
+	if err := fullduplex.Enable(w); err != nil {
+		s.log.Debug("full duplex unavailable", "err", err)
+	}
+	s.forwardAttempts(w, r, id, rest, route, body)
+	// A call refused before it reached an agent, an agent that could not
+	// be reached, or one that answered first, left the body unread.
+	fullduplex.EndBody(w, r)
+}
+
+// callBody is a call's body as forward passes it on.
+type callBody struct {
+	data []byte // read into memory, unless it streams
+	// streams: the body is r's own, passed on as it arrives; it cannot be
+	// sent twice.
+	streams bool
+}
+
+// forwardAttempts passes r to the agent, once more after a failure as
+// forward says.
+func (s *Server) forwardAttempts(w http.ResponseWriter, r *http.Request, id, rest string, route agentapi.Route, body callBody) {
 	for attempt := 1; ; attempt++ {
 		// The call goes to the agent at once even when it creates the
 		// sandbox from the warm pool: its answer waits for the sandbox's
@@ -84,10 +104,10 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, err)
 			return
 		}
-		if buffered {
-			r.Body = io.NopCloser(bytes.NewReader(body))
+		if !body.streams {
+			r.Body = io.NopCloser(bytes.NewReader(body.data))
 		}
-		failure := s.proxyLeased(w, r, id, rest, route, lease, buffered && attempt == 1)
+		failure := s.proxyLeased(w, r, id, rest, route, lease, !body.streams && attempt == 1)
 		switch failure {
 		case reached:
 			return
@@ -139,19 +159,19 @@ func (s *Server) proxyLeased(w http.ResponseWriter, r *http.Request, id, rest st
 
 // bufferBody reads a JSON body (bounded in size and time) into memory;
 // other bodies are left to stream.
-func (s *Server) bufferBody(w http.ResponseWriter, r *http.Request) ([]byte, bool, error) {
+func (s *Server) bufferBody(w http.ResponseWriter, r *http.Request) (callBody, error) {
 	if r.Body == nil || r.Body == http.NoBody {
-		return nil, true, nil
+		return callBody{}, nil
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return nil, false, nil
+		return callBody{streams: true}, nil
 	}
 	if r.ContentLength > maxBufferedBody {
-		return nil, false, nil // the agent answers REQUEST_TOO_LARGE
+		return callBody{streams: true}, nil // the agent answers REQUEST_TOO_LARGE
 	}
 	data, err := s.readBody(w, r, maxBufferedBody+1)
 	if err != nil {
-		return nil, false, err
+		return callBody{}, err
 	}
 	if len(data) > maxBufferedBody {
 		// Too large to buffer: pass on what was read and the rest.
@@ -160,9 +180,9 @@ func (s *Server) bufferBody(w http.ResponseWriter, r *http.Request) ([]byte, boo
 			io.Reader
 			io.Closer
 		}{io.MultiReader(bytes.NewReader(data), r.Body), r.Body}
-		return nil, false, nil
+		return callBody{streams: true}, nil
 	}
-	return data, true, nil
+	return callBody{data: data}, nil
 }
 
 // proxy passes one attempt of the request to the agent. When retryable and
