@@ -412,7 +412,6 @@ func (r *runner) unwind() bool {
 		r.s.m.cfg.Log.Error("cannot mark the command as stopping; killing the shell", "session", r.s.id, "err", err)
 		return false
 	}
-	r.made = append(r.made, r.s.dir+"/"+savedTrapFile)
 	r.sh.signal(syscall.Signal(unwindSignal))
 	return true
 }

@@ -437,6 +437,16 @@ const (
 	savedTrapFile = "t" // the user's DEBUG trap, while the command unwinds
 )
 
+// DIR/t is the shell's alone: the trap writes it (>|) each time it saves
+// the user's DEBUG trap, sources it to put the trap back and then empties
+// it (a trap's text may hold what a per-call variable gave it), and it
+// goes with the session's directory. The agent used to remove it with the
+// command's other files once it had the status line; a late signal (the
+// status line already written, DIR/k still there) makes the trap save
+// and put back at once, beside that removal: removed between the save and
+// the source, the user's trap was lost; removed before the save, the file
+// was left behind (TestUnwindLeavesTheSavedTrapToTheShell).
+
 // unwindMarker is what DIR/k holds while command n is stopped: its number
 // as the shell has it from the frame (see dispatchLoop), which is the
 // first argument after the format of its status line's printf.
@@ -449,7 +459,7 @@ func unwindInit(dir string) string {
 	saved := quote(dir + "/" + savedTrapFile)
 	// extdebug is the user's again (turning it off also turns off -T and
 	// -E), then -E and -T.
-	putBack := `trap - DEBUG; command . ` + saved + `; command test -n "$__sbx_dX" || shopt -u extdebug; ` +
+	putBack := `trap - DEBUG; command . ` + saved + `; command : >| ` + saved + `; command test -n "$__sbx_dX" || shopt -u extdebug; ` +
 		`command test -z "$__sbx_dE" || set -E; if command test -n "$__sbx_dT"; then set -T; else set +T; fi`
 	forget := `unset __sbx_dT __sbx_dE __sbx_dX __sbx_k __sbx_u`
 	restore := putBack + "; " + forget
@@ -467,9 +477,11 @@ func unwindInit(dir string) string {
 		`if command test "$BASH_SUBSHELL" -gt 0; then exit 137; fi; __sbx_u=1; shopt -s extdebug; ! continue 1000000 ;; esac ;; esac`
 	// The status line comes after the user's trap is back, as it does
 	// in the sourced path (the trap restores before the status line's
-	// printf): the agent removes DIR/t as soon as it has the line, and a
-	// shell still to source it then lost the user's DEBUG trap (about 9
-	// runs in 10 of TestTimeoutStopsACommandFromItsFrame on a quiet host).
+	// printf): once the agent has the line, the command is over for it.
+	// (Before DIR/t was the shell's alone, the agent removed it as soon
+	// as it had the line, and a shell still to source it lost the user's
+	// DEBUG trap: about 9 runs in 10 of TestTimeoutStopsACommandFromItsFrame
+	// on a quiet host.)
 	stopped := putBack + `; command printf '%s %s\n' 137 "$__sbx_k" >` + quote(dir+"/"+statusFIFO) + `; ` + forget
 	// At the top level the trap waits for this command's status line's
 	// printf (its number is __sbx_k, from the marker), or, if the signal

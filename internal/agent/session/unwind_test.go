@@ -1,6 +1,8 @@
 package session
 
 import (
+	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -159,5 +161,48 @@ func stopBetweenForks(t *testing.T, bash string) {
 	}
 	if _, err := os.Stat(after); err == nil {
 		t.Error("the command ran on after the pipeline it was stopped in")
+	}
+}
+
+// TestUnwindLeavesTheSavedTrapToTheShell: the user's DEBUG trap, saved in
+// DIR/t while a command unwinds, is the shell's file: the agent never
+// removes it (a late signal made the trap save and put back beside that
+// removal, which lost the user's trap), and the shell empties it once the
+// trap is back, so no trap text stays behind. Both ways a command comes,
+// in its frame and from the command file.
+func TestUnwindLeavesTheSavedTrapToTheShell(t *testing.T) {
+	// A grace long enough for a loaded machine: what is tested is what
+	// the unwinding leaves, not how fast.
+	m := newTestManager(t, func(c *Config) { c.KillGrace = 3 * time.Second })
+	s, _ := m.Get(Default)
+	mustRun(t, s, Command{Text: "set -T; trap ': user secret' DEBUG"})
+	saved := filepath.Join(s.dir, savedTrapFile)
+	for _, tc := range []struct {
+		name, text string
+		inFrame    bool
+	}{
+		{"frame", "echo before; sleep 1052", true},
+		{"file", "echo before; sleep 1052 # " + strings.Repeat("x", maxFrameText), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if inFrame(tc.text) != tc.inFrame {
+				t.Fatalf("inFrame(%q) = %v", tc.text, !tc.inFrame)
+			}
+			_, err := s.Exec(context.Background(), Command{Text: tc.text, Timeout: 200 * time.Millisecond}, &capture{})
+			var te *TimeoutError
+			if !errors.As(err, &te) || te.ShellRestarted {
+				t.Fatalf("err = %v, want a timeout that kept the shell", err)
+			}
+			b, err := os.ReadFile(saved)
+			if err != nil {
+				t.Fatalf("DIR/t after the unwinding: %v", err)
+			}
+			if len(b) != 0 {
+				t.Errorf("DIR/t still holds %q", b)
+			}
+			if got := mustRun(t, s, Command{Text: "trap -p DEBUG"}); got != "trap -- ': user secret' DEBUG\n" {
+				t.Errorf("the user's trap after the timeout = %q", got)
+			}
+		})
 	}
 }
