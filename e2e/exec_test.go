@@ -127,6 +127,26 @@ func TestTimeoutKillsTheTreeAndKeepsTheSession(t *testing.T) {
 	})
 }
 
+// TestTimeoutKillsWhatTheCommandDetached: a process the timed-out command
+// detached from the shell's tree ((cmd &); also a child forked while the
+// kill took its parent) is killed with the command; an earlier command's
+// background and detached jobs are not.
+func TestTimeoutKillsWhatTheCommandDetached(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		sb := d.Client.Sandbox("detached")
+		run(t, sb, "sleep 1051 & (sleep 1052 &)")
+		time.Sleep(50 * time.Millisecond) // older than the next command by a few clock ticks
+		_, err := sb.Exec(ctxT(t, 30*time.Second), "(sleep 1053 &); sleep 1054", client.WithTimeout(500*time.Millisecond))
+		if !errors.Is(err, client.ErrTimeout) {
+			t.Fatalf("err = %v, want ErrTimeout", err)
+		}
+		count := `for n in 1051 1052 1053 1054; do printf '%s ' "$(pgrep -fxc "sleep $n")"; done`
+		if got := run(t, sb, count); got != "1 1 0 0 " {
+			t.Errorf("sleeps 1051 (earlier, background) 1052 (earlier, detached) 1053 (detached) 1054 left: %q, want 1 1 0 0", got)
+		}
+	})
+}
+
 // TestTimeoutStopsTheRestOfTheCommand: the shell does not go on with the
 // rest of a timed-out command line, and keeps its state.
 func TestTimeoutStopsTheRestOfTheCommand(t *testing.T) {

@@ -215,6 +215,10 @@ func TestTimeoutKillsProcessTree(t *testing.T) {
 		{"background and foreground", "sleep 1001 & sleep 1001", "sleep 1001"},
 		{"nested shell", "bash -c 'sleep 1002 & wait'", "sleep 1002"},
 		{"pipeline", "echo started; sleep 1003 | cat", "sleep 1003"},
+		// A child whose parent ended is re-parented to the agent (the
+		// reaper), out of the shell's tree: (cmd &) does on purpose what
+		// a parent killed while it forks does by accident.
+		{"detached", "(sleep 1005 &); sleep 1006", "sleep 1005"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -247,13 +251,17 @@ func TestTimeoutKillsProcessTree(t *testing.T) {
 
 func TestTimeoutSparesEarlierBackgroundJobs(t *testing.T) {
 	ta := startAgent(t)
-	ta.run(t, "sleep 1010 &")
+	ta.run(t, "sleep 1010 & (sleep 1012 &)")
 	time.Sleep(30 * time.Millisecond) // older than the next command by a few clock ticks
-	ta.execError(t, api.ExecRequest{Command: "sleep 1011", Timeout: 200}, http.StatusRequestTimeout, api.CodeCommandTimeout)
+	ta.execError(t, api.ExecRequest{Command: "(sleep 1013 &); sleep 1011", Timeout: 200}, http.StatusRequestTimeout, api.CodeCommandTimeout)
 	if len(processesMatching(t, "sleep 1010")) != 1 {
 		t.Error("the earlier background job was killed with the timed-out command")
 	}
-	ta.run(t, "kill %1") // clean up
+	if len(processesMatching(t, "sleep 1012")) != 1 {
+		t.Error("the earlier detached job was killed with the timed-out command")
+	}
+	eventually(t, 2*time.Second, "sleep 1013 to die", func() bool { return len(processesMatching(t, "sleep 1013")) == 0 })
+	ta.run(t, "kill %1; pkill -f 'sleep 1012'") // clean up
 }
 
 // TestTimeoutStopsTheWholeCommand: after a timeout nothing more of the

@@ -3,8 +3,17 @@
 // shell without touching the shell itself or what earlier commands left
 // running in the background.
 //
+// Why the tree is not enough: a process whose parent ends is re-parented
+// to the nearest reaper (the agent, PID 1 or a child subreaper), out of
+// the shell's tree. A command does it on purpose with (cmd &), and a
+// parent killed while it forks does it by accident: the child it was
+// forking is not in the listing the kill worked from, and outlives it.
+// Such a process still has the shell's session id, which only setsid
+// changes, so CommandProcs finds it among the reaper's children.
+//
 // It never waits on a process (that is the reaper's job) and never signals
-// anything it has not just found below the given root.
+// anything it has not just found below the given root (or, for a command,
+// adopted from the root's session).
 //
 // Why pidfds: between reading /proc and sending the signal, a process can
 // exit, be reaped, and its PID be given to an unrelated process. Each victim
@@ -34,6 +43,7 @@ const TicksPerSecond = 100
 type Proc struct {
 	PID   int
 	PPID  int
+	SID   int    // session id
 	State byte   // R, S, D, Z, T, ...
 	Start uint64 // clock ticks since boot (CLOCK_BOOTTIME)
 	// CPU is the processor time the process has used, user and system,
@@ -85,26 +95,68 @@ func Descendants(root int, since uint64) ([]Proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	children := make(map[int][]Proc, len(procs))
-	for _, p := range procs {
-		children[p.PPID] = append(children[p.PPID], p)
+	return childrenOf(procs).below(root, since, nil), nil
+}
+
+// CommandProcs returns what a command of the session shell root started
+// since since: Descendants(root, since), and the processes of root's
+// session that this process (the reaper) adopted and that started since
+// since, with everything below them (see the package comment). root must
+// lead its own session, as a session shell does (setsid).
+//
+// One edge: an adopted process started since since may also have been
+// started by an earlier command's background job, its parent since ended;
+// it is returned with the command's.
+func CommandProcs(root int, since uint64) ([]Proc, error) {
+	procs, err := list()
+	if err != nil {
+		return nil, err
 	}
-	var out []Proc
+	children := childrenOf(procs)
+	out := children.below(root, since, nil)
+	for _, c := range children[os.Getpid()] {
+		if c.SID == root && c.PID != root && c.Start >= since {
+			out = children.below(c.PID, 0, appendLive(out, c))
+		}
+	}
+	return out, nil
+}
+
+// children maps a PID to the processes whose parent it is.
+type children map[int][]Proc
+
+func childrenOf(procs []Proc) children {
+	m := make(children, len(procs))
+	for _, p := range procs {
+		m[p.PPID] = append(m[p.PPID], p)
+	}
+	return m
+}
+
+// below appends the live processes below root to out, parents before
+// their children, leaving out root's direct children that started before
+// since and everything below them.
+func (m children) below(root int, since uint64, out []Proc) []Proc {
 	queue := []int{root}
 	for len(queue) > 0 {
 		parent := queue[0]
 		queue = queue[1:]
-		for _, c := range children[parent] {
+		for _, c := range m[parent] {
 			if parent == root && c.Start < since {
 				continue
 			}
 			queue = append(queue, c.PID)
-			if c.State != 'Z' {
-				out = append(out, c)
-			}
+			out = appendLive(out, c)
 		}
 	}
-	return out, nil
+	return out
+}
+
+func appendLive(out []Proc, p Proc) []Proc {
+	if p.State == 'Z' {
+		return out
+	}
+	return append(out, p)
 }
 
 // Kill sends SIGKILL to every process Descendants(root, since) returns and
@@ -115,13 +167,28 @@ func Kill(root int, since uint64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	return signalAll(victims, unix.SIGKILL), nil
+}
+
+// KillCommand is Kill of what CommandProcs(root, since) returns.
+func KillCommand(root int, since uint64) (int, error) {
+	victims, err := CommandProcs(root, since)
+	if err != nil {
+		return 0, err
+	}
+	return signalAll(victims, unix.SIGKILL), nil
+}
+
+// signalAll sends sig to each of procs still the process listed and
+// reports how many it signalled.
+func signalAll(procs []Proc, sig unix.Signal) int {
 	n := 0
-	for _, p := range victims {
-		if signal(p, unix.SIGKILL) {
+	for _, p := range procs {
+		if signal(p, sig) {
 			n++
 		}
 	}
-	return n, nil
+	return n
 }
 
 // signal sends sig to p if p is still the process that was listed.
@@ -194,17 +261,18 @@ func parseStat(pid int, line []byte) (Proc, error) {
 		return Proc{}, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
 	fields := bytes.Fields(line[i+2:])
-	// fields[0] is field 3 (state); ppid is field 4, utime and stime
-	// fields 14 and 15, starttime field 22.
+	// fields[0] is field 3 (state); ppid is field 4, session field 6,
+	// utime and stime fields 14 and 15, starttime field 22.
 	if len(fields) < 20 || len(fields[0]) != 1 {
 		return Proc{}, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
 	ppid, err1 := strconv.Atoi(string(fields[1]))
-	utime, err2 := strconv.ParseUint(string(fields[11]), 10, 64)
-	stime, err3 := strconv.ParseUint(string(fields[12]), 10, 64)
-	start, err4 := strconv.ParseUint(string(fields[19]), 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
+	sid, err2 := strconv.Atoi(string(fields[3]))
+	utime, err3 := strconv.ParseUint(string(fields[11]), 10, 64)
+	stime, err4 := strconv.ParseUint(string(fields[12]), 10, 64)
+	start, err5 := strconv.ParseUint(string(fields[19]), 10, 64)
+	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
 		return Proc{}, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
-	return Proc{PID: pid, PPID: ppid, State: fields[0][0], Start: start, CPU: utime + stime}, nil
+	return Proc{PID: pid, PPID: ppid, SID: sid, State: fields[0][0], Start: start, CPU: utime + stime}, nil
 }

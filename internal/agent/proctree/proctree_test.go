@@ -6,8 +6,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParseStat(t *testing.T) {
@@ -16,8 +19,8 @@ func TestParseStat(t *testing.T) {
 		want Proc
 		ok   bool
 	}{
-		{"42 (sleep) S 7 42 7 0 -1 4194304 96 0 0 0 3 4 0 0 20 0 1 0 12345 5 6 7", Proc{42, 7, 'S', 12345, 7}, true},
-		{"42 (a) b) (c) Z 9 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 0", Proc{42, 9, 'Z', 99, 0}, true},
+		{"42 (sleep) S 7 42 7 0 -1 4194304 96 0 0 0 3 4 0 0 20 0 1 0 12345 5 6 7", Proc{42, 7, 7, 'S', 12345, 7}, true},
+		{"42 (a) b) (c) Z 9 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 0", Proc{42, 9, 1, 'Z', 99, 0}, true},
 		{"42 (x) S 1 2 3 4 5 6 7 8 9 10 x 0 0 0 0 0 0 0 1 0", Proc{}, false},
 		{"42 (x y", Proc{}, false},
 		{"42 (x) S 1 2", Proc{}, false},
@@ -137,4 +140,90 @@ func waitForDescendant(t *testing.T, root int, want string) {
 		}
 	}
 	t.Fatalf("no descendant of %d runs %q", root, want)
+}
+
+// A process whose parent ended is adopted by the reaper, out of the
+// shell's tree: CommandProcs finds the command's by the shell's session,
+// and leaves out an earlier command's and one in a session of its own.
+func TestCommandProcsFindsAdoptedProcesses(t *testing.T) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	cmd := exec.Command("/bin/sh", "-c", "(sleep 2011 &); read go; (sleep 2012 &); (setsid sleep 2013 &); sleep 2014")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	release, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	root := cmd.Process.Pid
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	waitForAdopted(t, "sleep 2011")
+	tick := time.Second / TicksPerSecond
+	time.Sleep(2 * tick) // start times count whole ticks
+	since := Now()
+	time.Sleep(2 * tick)
+	release.Write([]byte("go\n"))
+	waitForDescendant(t, root, "sleep 2014")
+	waitForAdopted(t, "sleep 2012")
+	waitForAdopted(t, "sleep 2013")
+	defer killAdopted(t, "sleep 2011", "sleep 2012", "sleep 2013")
+
+	var got []string
+	procs, err := CommandProcs(root, since)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range procs {
+		got = append(got, cmdline(p.PID))
+	}
+	slices.Sort(got)
+	if want := []string{"sleep 2012", "sleep 2014"}; !slices.Equal(got, want) {
+		t.Errorf("CommandProcs = %q, want %q", got, want)
+	}
+	if n, err := KillCommand(root, since); n != 2 || err != nil {
+		t.Errorf("KillCommand = %d, %v; want 2 killed", n, err)
+	}
+}
+
+// waitForAdopted waits until a child of this process (adopted: the test
+// starts no sleep itself) runs the command line want.
+func waitForAdopted(t *testing.T, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if adopted(t, want) != 0 {
+			return
+		}
+	}
+	t.Fatalf("no adopted process runs %q", want)
+}
+
+func adopted(t *testing.T, want string) int {
+	procs, err := list()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range procs {
+		if p.PPID == os.Getpid() && p.State != 'Z' && cmdline(p.PID) == want {
+			return p.PID
+		}
+	}
+	return 0
+}
+
+// killAdopted kills and reaps the adopted processes that run the given
+// command lines.
+func killAdopted(t *testing.T, cmdlines ...string) {
+	procs, _ := list()
+	for _, p := range procs {
+		if p.PPID == os.Getpid() && slices.Contains(cmdlines, cmdline(p.PID)) {
+			unix.Kill(p.PID, unix.SIGKILL)
+			var ws unix.WaitStatus
+			unix.Wait4(p.PID, &ws, 0, nil)
+		}
+	}
 }

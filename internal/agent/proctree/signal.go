@@ -10,11 +10,5 @@ func Signal(root int, since uint64, sig unix.Signal) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n := 0
-	for _, p := range victims {
-		if signal(p, sig) {
-			n++
-		}
-	}
-	return n, nil
+	return signalAll(victims, sig), nil
 }

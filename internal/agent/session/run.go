@@ -220,7 +220,7 @@ func (r *runner) neverBegun() bool {
 	return r.s.cmdFile.neverRead()
 }
 
-// since is what proctree.Descendants takes to leave out what earlier
+// since is what proctree.KillCommand takes to leave out what earlier
 // commands started: the start time of the command, asked for only when
 // its processes are killed (see proctree.At).
 func (r *runner) since() uint64 { return proctree.At(r.start) }
@@ -362,7 +362,7 @@ func (r *runner) kill() {
 		return
 	}
 	if !r.graceSpent(now) {
-		proctree.Kill(r.sh.pid, r.since())
+		proctree.KillCommand(r.sh.pid, r.since())
 		return
 	}
 	r.killShell(now)
@@ -449,7 +449,7 @@ func signalMask(pid int, name string) (mask uint64, ok bool) {
 func (r *runner) killShell(now time.Time) {
 	r.sh.signal(syscall.SIGSTOP)
 	for range 50 {
-		if n, _ := proctree.Kill(r.sh.pid, r.since()); n == 0 {
+		if n, _ := proctree.KillCommand(r.sh.pid, r.since()); n == 0 {
 			break
 		}
 		time.Sleep(2 * time.Millisecond)
@@ -467,7 +467,7 @@ func (r *runner) finishKill() {
 		return // the shell and everything below it were killed
 	}
 	for range 500 {
-		if n, err := proctree.Kill(r.sh.pid, r.since()); err != nil || n == 0 {
+		if n, err := proctree.KillCommand(r.sh.pid, r.since()); err != nil || n == 0 {
 			return
 		}
 		time.Sleep(2 * time.Millisecond)
