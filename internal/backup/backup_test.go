@@ -5,11 +5,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/sandboxd/sandboxd/internal/osthread/osthreadtest"
 )
 
 func needTools(t *testing.T) {
@@ -150,3 +153,30 @@ func TestCreateBounds(t *testing.T) {
 		t.Errorf("records of failed backups: %v", e)
 	}
 }
+
+// TestCreateOutlivesEndedThreads: tar2sqfs has a parent-death signal,
+// which the kernel sends when the thread that forked it ends; the daemon's
+// goroutines end threads all the time (a locked goroutine that ends, on
+// every sandbox start). Backups made meanwhile all succeed.
+func TestCreateOutlivesEndedThreads(t *testing.T) {
+	needTools(t)
+	st, err := Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := tarOf(t, []tar.Header{{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644}}, map[string]string{"f": "x"})
+	osthreadtest.RunWhileThreadsEnd(t, 16, func() error {
+		// tar2sqfs waits 300 ms for its input: long enough for a thread
+		// to end under it.
+		slow := io.MultiReader(readerFunc(func([]byte) (int, error) {
+			time.Sleep(300 * time.Millisecond)
+			return 0, io.EOF
+		}), bytes.NewReader(stream))
+		_, err := st.Create(context.Background(), CreateRequest{Dir: "/w"}, slow, 1<<20)
+		return err
+	})
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }

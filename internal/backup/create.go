@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sandboxd/sandboxd/internal/osthread"
 )
 
 // nobody is the user tar2sqfs runs as: it reads hostile input.
@@ -122,7 +124,8 @@ func pack(ctx context.Context, tool string, tr io.Reader, image string, limit in
 	var stderr strings.Builder
 	cmd.Stderr = &limitedWriter{w: &stderr, n: 4096}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}, Pdeathsig: syscall.SIGKILL}
-	err = cmd.Run()
+	// Hold: the parent-death signal comes when the forking thread ends.
+	err = osthread.Hold(cmd.Run)
 	if cr.n > limit {
 		return cr.n, fmt.Errorf("%w: the directory's tar stream is more than %d bytes (--max-backup-size)", ErrTooLarge, limit)
 	}

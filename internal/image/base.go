@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/images/base"
+	"github.com/sandboxd/sandboxd/internal/osthread"
 )
 
 // BaseEnv is the environment of the base image. pip may install into the
@@ -124,7 +125,8 @@ func (s *Store) runRecipe(ctx context.Context, tmp, out string, opts BaseOptions
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	s.log.Info("building the base image", "recipe", base.Hash()[:16])
 	start := time.Now()
-	err := cmd.Run()
+	// Hold: the parent-death signal comes when the forking thread ends.
+	err := osthread.Hold(cmd.Run)
 	stdout.flush()
 	stderr.flush()
 	if err != nil {

@@ -17,6 +17,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/osthread"
 )
 
 // Bounds of a build.
@@ -171,6 +173,8 @@ func (b *buildah) globalArgs() []string {
 	return []string{"--root", filepath.Join(b.store.opts.BuildRoot, "storage"), "--runroot", b.store.opts.RunRoot, "--storage-driver", "overlay"}
 }
 
+// command makes a buildah command with a parent-death signal: run it only
+// inside osthread.Hold (which says why).
 func (b *buildah) command(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, b.path, append(b.globalArgs(), args...)...)
 	// Not the daemon's registries or credentials: builds resolve images
@@ -199,7 +203,7 @@ func (b *buildah) run(ctx context.Context, log LogFunc, args ...string) error {
 	}
 	stdout, stderr := emit("stdout"), emit("stderr")
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	err := cmd.Run()
+	err := osthread.Hold(cmd.Run)
 	stdout.(*lineBuf).flush()
 	stderr.(*lineBuf).flush()
 	if err != nil {
@@ -212,7 +216,7 @@ func (b *buildah) run(ctx context.Context, log LogFunc, args ...string) error {
 }
 
 func (b *buildah) quiet(ctx context.Context, args ...string) error {
-	return b.command(ctx, args...).Run()
+	return osthread.Hold(b.command(ctx, args...).Run)
 }
 
 // load makes the image ref (a store name or a registry reference) available
@@ -258,7 +262,8 @@ func (b *buildah) load(ctx context.Context, ns, ref, tmp string, log LogFunc) er
 	defer d.Close()
 	cmd := b.command(ctx, "pull", "--quiet", "--signature-policy", b.policy, "oci:/proc/self/fd/3")
 	cmd.ExtraFiles = []*os.File{d}
-	if out, err := cmd.CombinedOutput(); err != nil {
+	var out []byte
+	if err := osthread.Hold(func() (err error) { out, err = cmd.CombinedOutput(); return err }); err != nil {
 		return fmt.Errorf("loading %s into the builder: %w: %s", ref, err, strings.TrimSpace(string(out)))
 	}
 	if err := b.run(ctx, nil, "tag", hexOf(img.Digest), name); err != nil {
@@ -282,8 +287,9 @@ func buildahName(ref string) string {
 // has, and any working container a crashed build left.
 func (b *buildah) prune(ctx context.Context) {
 	b.quiet(ctx, "rm", "--all")
-	out, err := b.command(ctx, "images", "--json").Output()
-	if err != nil {
+	var out []byte
+	cmd := b.command(ctx, "images", "--json")
+	if err := osthread.Hold(func() (err error) { out, err = cmd.Output(); return err }); err != nil {
 		return
 	}
 	var imgs []struct {

@@ -19,6 +19,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/sandboxd/sandboxd/internal/osthread/osthreadtest"
 )
 
 // busyboxLayer is a root file system of Debian's static busybox: /bin/sh
@@ -215,4 +217,18 @@ CMD ["echo main; sleep 1000"]
 			t.Errorf("build = %v, want ErrInvalid", err)
 		}
 	})
+}
+
+// TestBuildahOutlivesEndedThreads: buildah has a parent-death signal,
+// which the kernel sends when the thread that forked it ends; the daemon's
+// goroutines end threads all the time (a locked goroutine that ends, on
+// every sandbox start). buildah calls made meanwhile all run to their end.
+func TestBuildahOutlivesEndedThreads(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "buildah")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\nsleep 0.3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := &buildah{path: fake, store: &Store{opts: Options{BuildRoot: dir, RunRoot: dir}}}
+	osthreadtest.RunWhileThreadsEnd(t, 16, func() error { return b.run(t.Context(), nil, "version") })
 }

@@ -1,7 +1,8 @@
 // Package osthread runs a function on an OS thread that is thrown away
 // after it, for work that changes a thread's namespaces or filesystem
 // attributes (setns, unshare, chdir) and must never leak them to other
-// goroutines.
+// goroutines; and (Hold) a child with a parent-death signal on a thread
+// that outlives the child.
 package osthread
 
 import (
