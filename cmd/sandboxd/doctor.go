@@ -16,7 +16,7 @@ import (
 // the exit code: 0 when nothing required is missing, 1 otherwise.
 func runDoctor(ctx context.Context, o options) int {
 	r := doctor.Run(ctx, doctor.Options{
-		StateDir: o.cfg.StateDir, NetTable: o.cfg.NetTable, Dev: true,
+		StateDir: o.cfg.StateDir, NetTable: o.cfg.NetTable, UserNSBase: uint32(o.cfg.UserNSBase), Dev: true,
 		First: []doctor.Check{configCheck(o.configErr)},
 	})
 	if o.json {

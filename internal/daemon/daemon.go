@@ -76,7 +76,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	defer unlock()
 	// The same checks as `sandboxd doctor`: one log line per problem, so
 	// that a failure further on comes with its likely cause.
-	doctor.LogProblems(log, doctor.Run(ctx, doctor.Options{StateDir: cfg.StateDir, NetTable: cfg.NetTable}))
+	doctor.LogProblems(log, doctor.Run(ctx, doctor.Options{StateDir: cfg.StateDir, NetTable: cfg.NetTable, UserNSBase: uint32(cfg.UserNSBase)}))
 	token, err := loadOrCreateToken(filepath.Join(cfg.StateDir, "token"))
 	if err != nil {
 		return err

@@ -61,6 +61,10 @@ type Options struct {
 	// NetTable is sandboxd's own nftables table, whose forward chain is not
 	// a conflicting firewall.
 	NetTable string
+	// UserNSBase is the first host UID of the sandboxes' ID ranges
+	// (--userns-base; 0: the default), whose root the user namespace
+	// checks make a namespace as.
+	UserNSBase uint32
 	// First are checks made by the caller (the command line's config
 	// check), reported before the others.
 	First []Check
@@ -75,7 +79,11 @@ const checkTimeout = 10 * time.Second
 // Run runs every check in a fixed order.
 func Run(ctx context.Context, o Options) Report {
 	checks := append([]Check(nil), o.First...)
-	checks = append(checks, checkCgroup(), checkOverlay(), checkUserns(ctx), checkIdmap(ctx, o.StateDir))
+	ns, base, nsErr := userNS(o.UserNSBase)
+	checks = append(checks, checkCgroup(), checkOverlay(), checkUserns(ns, nsErr, base), checkIdmap(ns, nsErr, o.StateDir))
+	if nsErr == nil {
+		ns.Close()
+	}
 	checks = append(checks, checkNftables(ctx), checkIPForward(), checkFUSE())
 	checks = append(checks, checkRuntimes(ctx)...)
 	checks = append(checks, checkDisk(o.StateDir)...)

@@ -2,20 +2,19 @@ package doctor
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/cgroup"
+	"github.com/sandboxd/sandboxd/internal/rootfs"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
 // checkCgroup names the host's cgroup layout and fails when the controllers
@@ -84,72 +83,51 @@ func checkOverlay() Check {
 	return c
 }
 
-// checkUserns starts a process in a new user namespace, which is what
-// user-namespaced sandboxes and idmapped mounts need.
-func checkUserns(ctx context.Context) Check {
+// checkUserns makes a user namespace the way the daemon makes each
+// sandbox's (see userNS), which is what user-namespaced sandboxes and
+// idmapped mounts need. A namespace made by root, as a runtime's clone
+// makes one, would say nothing of a host that keeps other users from
+// making them.
+func checkUserns(ns *os.File, nsErr error, base uint32) Check {
 	c := Check{Name: "userns", Required: false}
 	if v, err := readInt("/proc/sys/user/max_user_namespaces"); err == nil && v == 0 {
 		c.Status, c.Detail = Missing, "user.max_user_namespaces is 0"
 		c.Fix = "sysctl -w user.max_user_namespaces=15000 (and in /etc/sysctl.d/ to keep it)"
 		return c
 	}
-	_, cleanup, err := startInUserns(ctx)
-	if err != nil {
-		c.Status, c.Detail = Missing, fmt.Sprintf("cannot create a user namespace: %v", err)
-		c.Fix = "a kernel with CONFIG_USER_NS; check user.max_user_namespaces and any LSM policy that blocks it"
+	if nsErr != nil {
+		c.Status, c.Detail = Missing, fmt.Sprintf("cannot make a sandbox's user namespace as its root, host UID %d: %v", base, nsErr)
+		c.Fix = "needs unshare(1) (util-linux) and a kernel with CONFIG_USER_NS; a host that keeps users other than " +
+			"root from making user namespaces (an LSM policy, a sysctl) must let the sandboxes' UIDs (--userns-base) make them; " +
+			"until then sandboxes run without user namespaces"
 		return c
 	}
-	cleanup()
-	c.Status, c.Detail = OK, "user namespaces can be created"
+	c.Status, c.Detail = OK, fmt.Sprintf("user namespaces can be made as a sandbox's root (host UID %d)", base)
 	return c
 }
 
-// startInUserns starts a process that waits on its stdin in a new user
-// namespace mapping root to 100000 (the kind of mapping a user-namespaced
-// sandbox gets). cleanup ends it.
-func startInUserns(ctx context.Context) (int, func(), error) {
-	path, err := exec.LookPath("cat")
-	if err != nil {
-		return 0, nil, err
+// userNS makes a user namespace as the daemon makes a sandbox's: owned by
+// the first range's root, by unshare(1) run as that host UID
+// (rootfs.IDRange.OpenUserNS). base 0 is the daemon's default.
+func userNS(base uint32) (*os.File, uint32, error) {
+	if base == 0 {
+		base = sandbox.DefaultUserNSBase
 	}
-	cmd := exec.CommandContext(ctx, path)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return 0, nil, err
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
-	}
-	if err := cmd.Start(); err != nil {
-		return 0, nil, err
-	}
-	return cmd.Process.Pid, func() {
-		stdin.Close()
-		cmd.Wait()
-	}, nil
+	ns, err := rootfs.IDRange{Base: base}.OpenUserNS()
+	return ns, base, err
 }
 
 // checkIdmap clones a mount of the state directory's filesystem and asks
-// the kernel to idmap it, without attaching the clone anywhere: the
-// filesystem and the kernel both have to support it.
-func checkIdmap(ctx context.Context, stateDir string) Check {
+// the kernel to idmap it to the user namespace ns, without attaching the
+// clone anywhere: the filesystem and the kernel both have to support it.
+func checkIdmap(ns *os.File, nsErr error, stateDir string) Check {
 	c := Check{Name: "idmapped-mounts", Required: false}
 	dir := existingParent(stateDir)
-	pid, cleanup, err := startInUserns(ctx)
-	if err != nil {
-		c.Status, c.Detail = Missing, fmt.Sprintf("needs user namespaces: %v", err)
+	if nsErr != nil {
+		c.Status, c.Detail = Missing, fmt.Sprintf("needs user namespaces: %v", nsErr)
 		c.Fix = "see the userns check"
 		return c
 	}
-	defer cleanup()
-	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", pid))
-	if err != nil {
-		c.Status, c.Detail = Missing, err.Error()
-		return c
-	}
-	defer ns.Close()
 	tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
 		c.Status, c.Detail = Missing, fmt.Sprintf("open_tree %s: %v", dir, err)
