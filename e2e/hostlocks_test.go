@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/hostlock"
+	"github.com/sandboxd/sandboxd/internal/store"
 	"github.com/sandboxd/sandboxd/internal/testdaemon"
 )
 
@@ -237,43 +239,106 @@ func TestAStartThatCannotListenMakesNothing(t *testing.T) {
 	defer taken.Close()
 	for _, flag := range []string{"--listen", "--preview-listen"} {
 		t.Run(flag, func(t *testing.T) {
-			dir, err := os.MkdirTemp("/tmp", "sbd") // --run-dir has at most 60 bytes
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer os.RemoveAll(dir)
-			suffix := strings.TrimPrefix(filepath.Base(dir), "sbd")
-			table := "hyglisten" + strings.ToLower(suffix)
-			parent := "sbdlisten" + suffix
-			args := map[string]string{
-				"--state-dir": filepath.Join(dir, "state"), "--run-dir": filepath.Join(dir, "run"), "--listen": "127.0.0.1:0",
-				"--agent": filepath.Join(bin, "sandbox-agent"), "--nft-table": table, "--iface-prefix": freeIfacePrefix(t),
-				"--cgroup-parent": parent, "--warm-pool": "0",
-			}
+			dir, table, args := onceArgs(t, bin, "listen")
 			args[flag] = taken.Addr().String()
 			out, err := sandboxdOnce(bin, args)
-			var left []string
-			if mounts, _ := os.ReadFile("/proc/self/mountinfo"); true {
-				for _, line := range strings.Split(string(mounts), "\n") {
-					if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-						left = append(left, "mount "+f[4])
-						exec.Command("umount", "-l", f[4]).Run()
-					}
-				}
-			}
-			if exec.Command("nft", "list", "table", "inet", table).Run() == nil {
-				left = append(left, "nft table "+table)
-				exec.Command("nft", "delete", "table", "inet", table).Run()
-			}
-			if pids, _ := exec.Command("pgrep", "-f", dir).Output(); len(pids) > 0 {
-				left = append(left, "processes "+strings.Join(strings.Fields(string(pids)), " "))
-				exec.Command("pkill", "-f", dir).Run()
-			}
+			left := removeLeftBehind(dir, table)
 			if err == nil || !strings.Contains(string(out), "address already in use") {
 				t.Fatalf("start: %v, want a failure that says the address is in use:\n%s", err, out)
 			}
 			if len(left) > 0 {
 				t.Errorf("the failed start left %v", left)
+			}
+		})
+	}
+}
+
+// onceArgs returns the flags of a daemon started once (sandboxdOnce) with
+// names of its own: its state and run directories below dir (removed at
+// the end of the test), its nft table table, its cgroup parent and
+// interface prefix.
+func onceArgs(t *testing.T, bin, name string) (dir, table string, args map[string]string) {
+	dir, err := os.MkdirTemp("/tmp", "sbd") // --run-dir has at most 60 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	suffix := strings.TrimPrefix(filepath.Base(dir), "sbd")
+	table = "hyg" + name + strings.ToLower(suffix)
+	args = map[string]string{
+		"--state-dir": filepath.Join(dir, "state"), "--run-dir": filepath.Join(dir, "run"), "--listen": "127.0.0.1:0",
+		"--agent": filepath.Join(bin, "sandbox-agent"), "--nft-table": table, "--iface-prefix": freeIfacePrefix(t),
+		"--cgroup-parent": "sbd" + name + suffix, "--warm-pool": "0",
+	}
+	return dir, table, args
+}
+
+// removeLeftBehind lists and removes what a daemon whose directories are
+// below dir and whose nft table is table left on the host: mounts, the
+// table, processes (lxcfs).
+func removeLeftBehind(dir, table string) []string {
+	var left []string
+	if mounts, _ := os.ReadFile("/proc/self/mountinfo"); true {
+		for _, line := range strings.Split(string(mounts), "\n") {
+			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+				left = append(left, "mount "+f[4])
+				exec.Command("umount", "-l", f[4]).Run()
+			}
+		}
+	}
+	if exec.Command("nft", "list", "table", "inet", table).Run() == nil {
+		left = append(left, "nft table "+table)
+		exec.Command("nft", "delete", "table", "inet", table).Run()
+	}
+	if pids, _ := exec.Command("pgrep", "-f", dir).Output(); len(pids) > 0 {
+		left = append(left, "processes "+strings.Join(strings.Fields(string(pids)), " "))
+		exec.Command("pkill", "-f", dir).Run()
+	}
+	return left
+}
+
+// TestAFailedStartWithNoSandboxTakesBackWhatItMade: a daemon whose start
+// fails after its network, lxcfs and the shared binaries' mounts were made
+// (here: its volume store cannot open) removes them again when its
+// registry has no sandbox, and keeps them when it has one (which needs
+// them, and the next start reuses them). It used to leave them for good.
+func TestAFailedStartWithNoSandboxTakesBackWhatItMade(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	bin := testdaemon.BinDir(t)
+	for _, withSandbox := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sandbox=%v", withSandbox), func(t *testing.T) {
+			dir, table, args := onceArgs(t, bin, "fail")
+			state := args["--state-dir"]
+			if err := os.MkdirAll(state, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(state, "volumes"), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if withSandbox {
+				db, err := store.Open(filepath.Join(state, "registry.db"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				err = db.Insert(context.Background(), store.Sandbox{ID: "kept", Key: "kept", Status: "running", Config: []byte("{}"), NetSlot: -1,
+					CreatedAt: time.Now(), LastUsedAt: time.Now(), StatusChangedAt: time.Now()})
+				db.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			out, err := sandboxdOnce(bin, args)
+			left := removeLeftBehind(dir, table)
+			os.Remove("/sys/fs/cgroup/" + args["--cgroup-parent"])
+			if err == nil || !strings.Contains(string(out), "volume store") {
+				t.Fatalf("start: %v, want a failure at the volume store:\n%s", err, out)
+			}
+			kept := strings.Join(left, " ")
+			switch {
+			case !withSandbox && len(left) > 0:
+				t.Errorf("the failed start with no sandbox left %v", left)
+			case withSandbox && (!strings.Contains(kept, "nft table") || !strings.Contains(kept, "/lxcfs") || !strings.Contains(kept, "/agent")):
+				t.Errorf("the failed start with a sandbox kept %v, want its table, lxcfs and the agent's mount", left)
 			}
 		})
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/doctor"
 	"github.com/sandboxd/sandboxd/internal/e2b"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
+	"github.com/sandboxd/sandboxd/internal/leftovers"
 	"github.com/sandboxd/sandboxd/internal/lxcfs"
 	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/network"
@@ -139,6 +140,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		return err
 	}
 	defer net.close()
+	serving := false
+	defer func() {
+		if err != nil && !serving {
+			takeBackWhenUnused(db, cfg, log)
+		}
+	}()
 	log.Info("sandboxes reach these only if their allowCidrs name them", "blocked", net.m.Blocked())
 
 	registry := metrics.NewRegistry()
@@ -269,7 +276,27 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		tasks = append(tasks, node.Run, keysTask)
 		handler = node.Handler(api, token)
 	}
+	serving = true
 	return serve(ctx, cfg, lns.api, certs, requestid.Middleware(handler), self, mgr, log, tasks...)
+}
+
+// takeBackWhenUnused is for a start that failed after the network's setup
+// (a recovery error, a SIGTERM during recovery, a store that cannot open):
+// with no sandbox in the registry it removes lxcfs, the mounts in the
+// daemon's directories and its nft table. A daemon keeps these across
+// restarts for its running sandboxes, and the next start with the same
+// directories reuses them; with no sandbox nothing needs them, and a daemon
+// that never starts again with these directories (a test's, a mistyped
+// flag's) would leave them on the host for good. The cgroup parent is Run's
+// to take back (only if it made it).
+func takeBackWhenUnused(db *store.Store, cfg Config, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if sbs, err := db.List(ctx); err != nil || len(sbs) > 0 {
+		return
+	}
+	leftovers.RemoveKept(leftovers.Daemon{StateDir: cfg.StateDir, RunDir: cfg.RunDir, Table: cfg.NetTable})
+	log.Info("the failed start removed its lxcfs, mounts and nft table: no sandbox needs them")
 }
 
 // listeners are the daemon's ports: the API's, and the previews' (nil

@@ -3,7 +3,8 @@
 // sandboxes keep their /proc views across a restart), mounts below its
 // directories (after a crash, say), its nftables table, its cgroup
 // parent and, after a crash, its host lock files. Test daemons and `make cluster-down` use it; a production host
-// keeps these across restarts.
+// keeps these across restarts. The daemon itself uses RemoveKept when its
+// start fails with no sandbox in its registry (nothing needs them then).
 package leftovers
 
 import (
@@ -31,17 +32,26 @@ type Daemon struct {
 // has stopped and its sandboxes are destroyed. Errors are ignored: each
 // step is best effort and the next one still runs.
 func Remove(d Daemon) {
-	stopLXCFS(d.RunDir)
-	for _, m := range MountsBelow(d.StateDir, d.RunDir) {
-		syscall.Unmount(m, syscall.MNT_DETACH)
-	}
-	exec.Command("nft", "delete", "table", "inet", d.Table).Run()
+	RemoveKept(d)
 	parents, _ := filepath.Glob("/sys/fs/cgroup/*/" + d.CgroupParent)
 	for _, p := range append(parents, "/sys/fs/cgroup/"+d.CgroupParent) {
 		os.Remove(p)
 	}
 	os.RemoveAll(d.RunDir)
 	hostlock.RemoveStaleIn(hostlock.Dir, "*.lock")
+}
+
+// RemoveKept removes what a daemon keeps across restarts for its running
+// sandboxes: it stops d's lxcfs, detaches every mount below its
+// directories (the shared binaries' tmpfs, lxcfs's mount) and deletes its
+// nftables table. Call it only when d has no sandboxes. Errors are
+// ignored, as in Remove.
+func RemoveKept(d Daemon) {
+	stopLXCFS(d.RunDir)
+	for _, m := range MountsBelow(d.StateDir, d.RunDir) {
+		syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+	exec.Command("nft", "delete", "table", "inet", d.Table).Run()
 }
 
 // stopLXCFS ends the lxcfs a daemon with run directory runDir started, if
