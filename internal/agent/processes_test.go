@@ -756,6 +756,43 @@ func TestPrepareLoginSurvivesTheName(t *testing.T) {
 	}
 }
 
+// TestWarmedLoginProcessSeesWhatAColdOneSees: a process forked ahead that
+// waited for its command warms itself up (the fork server's warm-up,
+// after 20 ms) against /dev/null; its command must see the shell a command
+// sent at once sees: the same variables, functions, options, traps,
+// special parameters, line number and descriptors.
+func TestWarmedLoginProcessSeesWhatAColdOneSees(t *testing.T) {
+	ta := startAgent(t)
+	if err := os.Chmod(filepath.Dir(ta.workspace), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	home := filepath.Join(filepath.Dir(ta.workspace), "home", "tester")
+	// What changes from one process to the next (its PID, clocks, random
+	// numbers, the command being run) is left out.
+	const stateCmd = `echo "$_|$?|${REPLY-unset}|$LINENO|${PIPESTATUS[*]}|$BASH_SUBSHELL|$-"
+declare -p | grep -Ev '^declare -[-a-zA-Z]* (BASHPID|BASH_COMMAND|EPOCHREALTIME|EPOCHSECONDS|RANDOM|SRANDOM|SECONDS|_)='
+declare -f; alias -p; trap -p; shopt -p; set +o; umask; hash -l 2>&1; jobs -p; ls /proc/$BASHPID/fd`
+	state := func(wait time.Duration) string {
+		t.Helper()
+		ta.mustCall(t, http.StatusNoContent, "POST", agentapi.PathLogin, api.AgentLoginRequest{User: "tester"}, nil)
+		time.Sleep(wait)
+		p := ta.start(t, api.StartProcessRequest{Command: stateCmd, Login: true, User: "tester", Cwd: home, CloseStdin: true})
+		if end := ta.waitExit(t, p.ID); end.Status != api.ProcessCompleted {
+			t.Fatalf("ended %+v", end)
+		}
+		var logs api.ProcessLogs
+		ta.mustCall(t, http.StatusOK, "GET", "/processes/"+p.ID+"/logs", nil, &logs)
+		if logs.Stderr != "" || !strings.Contains(logs.Stdout, "declare -x HOME=") {
+			t.Fatalf("state: stdout %q stderr %q", logs.Stdout, logs.Stderr)
+		}
+		return logs.Stdout
+	}
+	cold := state(0)
+	if warm := state(200 * time.Millisecond); warm != cold {
+		t.Errorf("a warmed process's command sees another shell:\n%s\nthan one sent at once:\n%s", warm, cold)
+	}
+}
+
 func shellQuoteTest(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 func TestProcessCloseStdinAtStart(t *testing.T) {

@@ -86,8 +86,9 @@ type forkServer struct {
 // of file on .mid), so that it is the agent's before it runs anything;
 // then it opens its stdout and stderr and the .cmd FIFO, and waits there
 // for its stdin's path (the .in FIFO, or /dev/null) and its command, each
-// ended by NUL. Those opens by path never wait for the agent: an open of
-// one end of a FIFO blocks until the other end is open, and an agent
+// ended by NUL (warming itself up if none came in 20 ms: warmUpScript).
+// Those opens by path never wait for the agent: an open of one end of a
+// FIFO blocks until the other end is open, and an agent
 // killed before them (a test's agent on the host; in a sandbox the
 // process dies with the agent's PID namespace) would leave the process
 // waiting for ever. So it first opens each FIFO read-write (which never
@@ -107,7 +108,7 @@ while IFS= read -r -d '' __sandboxd_fifo <&4; do
 (set +m; exec 4<&- 5>&- 6<"$__sandboxd_fifo.mid" 7<>"$__sandboxd_fifo.cmd" 8<>"$__sandboxd_fifo.out" 9<>"$__sandboxd_fifo.err" || exit 1
 read -r -u 6 __sandboxd_mid || :
 exec 6<&- 7<"$__sandboxd_fifo.cmd" >"$__sandboxd_fifo.out" 2>"$__sandboxd_fifo.err" 8>&- 9>&- || exit 1
-IFS= read -r -d '' -u 7 __sandboxd_in && IFS= read -r -d '' -u 7 __sandboxd_cmd || exit 1
+IFS= read -t 0.02 -r -N 1 -u 7 __sandboxd_in || { WARMUP; } >/dev/null 2>&1; IFS= read -r -d '' -u 7 __sandboxd_mid && __sandboxd_in=$__sandboxd_in$__sandboxd_mid && IFS= read -r -d '' -u 7 __sandboxd_cmd || exit 1
 exec 7<&- <"$__sandboxd_in"; [ -p /dev/fd/1 ] || exit 1
 eval "unset __sandboxd_fifo __sandboxd_in __sandboxd_cmd __sandboxd_mid; $__sandboxd_cmd"
 { \builtin . REPORT "$?"; } >/dev/null 2>&1) &
@@ -115,10 +116,27 @@ printf '%d\n' "$!" >&5)
 done`
 
 // serverScript is forkServerScript with the path of the report script
-// (see reportScript) in place.
+// (see reportScript) and the warm-up (warmUpScript) in place.
 func serverScript(report string) string {
-	return strings.Replace(forkServerScript, "REPORT", shellQuote(report), 1)
+	return strings.NewReplacer("REPORT", shellQuote(report), "WARMUP", warmUpScript).Replace(forkServerScript)
 }
+
+// warmUpScript is what a process forked ahead runs once it waited 20 ms
+// for its command in vain (a command sent right after the fork, as back
+// to back, never waits for it): the code its command's evaluation and
+// report will run (test, eval, unset, a builtin, a sourced file, trap -p,
+// printf into a read-write redirection), against /dev/null. A forked
+// process faults on the first touch of every text page it runs and every
+// page it writes (copy on write), and on a PVM guest each fault costs tens
+// of microseconds: this moves most of the ones after the command (p50 8-17
+// per process without it, 1-6 with it) to the time it waits anyway. Its
+// first read waits at most 20 ms for the first byte of the stdin path
+// (always "/"); on a timeout read keeps what it read, so the byte is
+// never lost when the command comes as it times out. It sets nothing
+// the command can see: no variable (the unset names one that is not set),
+// every builtin called as \builtin, its output on /dev/null; it is run on
+// the same script line as the command's read, so that LINENO is the same.
+const warmUpScript = `\builtin [ -p /dev/null ] || :; \builtin eval '\builtin unset __sandboxd_warm; \builtin true'; \builtin . /dev/null; { \builtin trap -p EXIT; \builtin printf '\0%d\n' 0; } 1<>/dev/null`
 
 // reportName is the report script's name in the FIFOs' directory.
 const reportName = "report"
