@@ -178,6 +178,10 @@ func cgroupCPU(dir string) time.Duration {
 // costs without its command), and all three again on a crun sandbox of
 // the same daemon (crun-exec-p50-ms, crun-agent-health-p50-ms,
 // crun-forward-p50-ms), so that what gVisor adds is read off one run.
+// The health call in that loop comes right after the exec, whose
+// settling (done after its answer, on the sandbox's one CPU) it shares;
+// agent-health-alone-p50-ms (and crun-...) is the health call again in a
+// loop of its own, after the exec loop: the call's own cost.
 // With BENCH_BASELINE_BIN_DIR=DIR (another build's sandboxd and
 // sandbox-agent), a daemon of that build runs beside this one and its
 // gVisor exec is sampled in turn too (baseline-exec-p50-ms).
@@ -190,6 +194,7 @@ func BenchmarkGVisorWarmExec(b *testing.B) {
 			sb                *client.Sandbox
 			agent             *http.Client
 			exec, health, fwd samples
+			healthAlone       samples
 		}
 		open := func(d *testdaemon.Daemon, rt string) *side {
 			before, _ := filepath.Glob(filepath.Join(d.RunDir, "sandboxes", "*", "agent.sock"))
@@ -251,10 +256,19 @@ func BenchmarkGVisorWarmExec(b *testing.B) {
 				s.fwd = append(s.fwd, time.Since(start))
 			}
 		}
+		for i := 0; i < sampleCount()*2; i++ {
+			for _, s := range sides {
+				start := time.Now()
+				health(s)
+				s.healthAlone = append(s.healthAlone, time.Since(start))
+			}
+		}
 		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 		g, c := sides[0], sides[1]
 		g.exec.report(b)
 		b.ReportMetric(ms(g.health.percentile(50)), "agent-health-p50-ms")
+		b.ReportMetric(ms(g.healthAlone.percentile(50)), "agent-health-alone-p50-ms")
+		b.ReportMetric(ms(c.healthAlone.percentile(50)), "crun-agent-health-alone-p50-ms")
 		b.ReportMetric(ms(g.fwd.percentile(50)), "forward-p50-ms")
 		b.ReportMetric(ms(c.exec.percentile(50)), "crun-exec-p50-ms")
 		b.ReportMetric(ms(c.health.percentile(50)), "crun-agent-health-p50-ms")
@@ -262,9 +276,11 @@ func BenchmarkGVisorWarmExec(b *testing.B) {
 		b.Logf("interleaved p50: gVisor exec %.2fms, agent health %.2fms, forwarded env %.2fms; crun exec %.2fms, agent health %.2fms, forwarded env %.2fms",
 			ms(g.exec.percentile(50)), ms(g.health.percentile(50)), ms(g.fwd.percentile(50)),
 			ms(c.exec.percentile(50)), ms(c.health.percentile(50)), ms(c.fwd.percentile(50)))
+		b.Logf("agent health alone p50: gVisor %.2fms, crun %.2fms", ms(g.healthAlone.percentile(50)), ms(c.healthAlone.percentile(50)))
 		if base != nil {
 			b.ReportMetric(ms(base.exec.percentile(50)), "baseline-exec-p50-ms")
 			b.ReportMetric(ms(base.health.percentile(50)), "baseline-agent-health-p50-ms")
+			b.ReportMetric(ms(base.healthAlone.percentile(50)), "baseline-agent-health-alone-p50-ms")
 			b.Logf("baseline %s: gVisor exec %.2fms, agent health %.2fms, forwarded env %.2fms", os.Getenv("BENCH_BASELINE_BIN_DIR"),
 				ms(base.exec.percentile(50)), ms(base.health.percentile(50)), ms(base.fwd.percentile(50)))
 		}
