@@ -76,31 +76,27 @@ func (js *joins) watchDiverted() {
 // ends or a request cannot go to this service; then it ends the service's
 // incoming stream.
 func (jc *joined) divert() {
-	// Descriptors of its own, taken while the pair is not over: end()
-	// closes the pair's, and a number it freed may be another socket's.
+	// The pair's descriptors stay open while it uses them (joined.use);
+	// the client's stream is read through a Go connection of its own,
+	// which end() closes to stop the read.
 	jc.mu.Lock()
 	if jc.over {
 		jc.mu.Unlock()
 		return
 	}
-	sfd, err := unix.FcntlInt(uintptr(jc.service.fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		jc.mu.Unlock()
-		go jc.endFor("diverting: duplicating the service's socket", err)
-		return
-	}
-	svc := sock(sfd)
-	jc.divConns = append(jc.divConns, fdCloser(sfd))
+	jc.users++
+	defer jc.unuse()
 	cc, err := jc.client.fd.conn()
 	if err == nil {
 		jc.divConns = append(jc.divConns, cc)
 	}
 	jc.mu.Unlock()
+	svc := jc.service.fd
 	defer jc.closeServiceWrite(svc)
 	_, redirected, derr := jc.pair.Diverted()
 	// The service must have been handed every byte the kernel sent on
 	// before the daemon writes its first.
-	if err != nil || derr != nil || jc.recheck == nil || !jc.service.written(svc, redirected, 100*time.Microsecond) {
+	if err != nil || derr != nil || jc.recheck == nil || !jc.service.written(redirected, 100*time.Microsecond) {
 		go jc.endFor("diverting: the kernel's bytes did not reach the service", errors.Join(err, derr))
 		return
 	}
@@ -140,11 +136,6 @@ func (jc *joined) divert() {
 		}
 	}
 }
-
-// fdCloser closes a descriptor the divert took.
-type fdCloser int
-
-func (fd fdCloser) Close() error { return unix.Close(int(fd)) }
 
 // closeServiceWrite ends the service's incoming stream: the client's
 // half of the connection is over.

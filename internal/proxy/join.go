@@ -89,10 +89,17 @@ type joined struct {
 
 	divertOnce sync.Once
 	diverting  atomic.Bool
-	// mu guards the connections the diversion reads and writes.
+	// mu guards over, users and divConns. end() closes the sockets'
+	// descriptors (client.fd, service.fd) only once no goroutine uses
+	// them (use): a number closed under a user may be given to another
+	// socket of the process at once, and a late shutdown(2) or write(2)
+	// then hits that socket. (A passEOF that ran after a failure had
+	// ended its pair shut down the next client's connection:
+	// TestJoinedConnectionsDivertWhatNeedsTheDaemon, "unexpected EOF".)
 	mu       sync.Mutex
-	divConns []io.Closer
+	divConns []io.Closer // Go's connections (safe to close under a reader)
 	over     bool
+	users    int
 }
 
 // side is one socket of a joined pair.
@@ -359,6 +366,10 @@ func (js *joins) ended(key uint64, failed bool) {
 // kernel has sent the peer everything that came before; the pair ends
 // when both streams have ended.
 func (s *side) passEOF() {
+	if !s.jc.use() {
+		return // ended meanwhile
+	}
+	defer s.jc.unuse()
 	p := s.peer()
 	if !s.drained(p) {
 		s.jc.endFor("a stream's end came before its bytes were passed on", nil)
@@ -379,17 +390,18 @@ func (s *side) drained(p *side) bool {
 		return false
 	}
 	// The end of stream counts as a byte received.
-	return p.written(p.fd, in.received-s.base.received-1, time.Millisecond)
+	return p.written(in.received-s.base.received-1, time.Millisecond)
 }
 
 // written waits, polling from every firstWait up to every 100 ms, until
-// the kernel has written n bytes to s's socket (fd, the side's own or a
-// duplicate of it) more than the daemon did before the join, and reports
-// whether it did before the idle timeout passed without progress.
-func (s *side) written(fd sock, n uint64, firstWait time.Duration) bool {
+// the kernel has written n bytes to s's socket more than the daemon did
+// before the join, and reports whether it did before the idle timeout
+// passed without progress or the pair ended. The caller uses the pair's
+// descriptors (joined.use).
+func (s *side) written(n uint64, firstWait time.Duration) bool {
 	last, since := uint64(0), time.Now()
-	for wait := firstWait; ; wait = min(2*wait, 100*time.Millisecond) {
-		out, info := fd.counts()
+	for wait := firstWait; !s.jc.isOver(); wait = min(2*wait, 100*time.Millisecond) {
+		out, info := s.fd.counts()
 		if info == nil {
 			return false
 		}
@@ -404,6 +416,46 @@ func (s *side) written(fd sock, n uint64, firstWait time.Duration) bool {
 		}
 		time.Sleep(wait)
 	}
+	return false
+}
+
+// use reports whether jc is not over, and if so keeps its sockets'
+// descriptors open until the matching unuse.
+func (jc *joined) use() bool {
+	jc.mu.Lock()
+	defer jc.mu.Unlock()
+	if jc.over {
+		return false
+	}
+	jc.users++
+	return true
+}
+
+// unuse ends a use; the last user of an ended pair closes its sockets.
+func (jc *joined) unuse() {
+	jc.mu.Lock()
+	jc.users--
+	last := jc.over && jc.users == 0
+	jc.mu.Unlock()
+	if last {
+		jc.closeSockets()
+	}
+}
+
+func (jc *joined) isOver() bool {
+	jc.mu.Lock()
+	defer jc.mu.Unlock()
+	return jc.over
+}
+
+// closeSockets closes the pair's descriptors, which also takes them out
+// of the poller of ends.
+func (jc *joined) closeSockets() {
+	for _, s := range []*side{&jc.client, &jc.service} {
+		if s.fd >= 0 {
+			unix.Close(int(s.fd))
+		}
+	}
 }
 
 // endFor ends jc before its streams did, saying why at debug level: a
@@ -413,7 +465,7 @@ func (jc *joined) endFor(why string, err error) {
 	jc.end()
 }
 
-// end closes both sockets and lets the sandbox go.
+// end closes both sockets (once no one uses them) and lets the sandbox go.
 func (jc *joined) end() {
 	jc.once.Do(func() {
 		jc.pair.Unjoin()
@@ -430,13 +482,12 @@ func (jc *joined) end() {
 		jc.mu.Lock()
 		jc.over = true
 		for _, c := range jc.divConns {
-			c.Close()
+			c.Close() // a diversion waiting to read returns
 		}
+		unused := jc.users == 0
 		jc.mu.Unlock()
-		for _, s := range []*side{&jc.client, &jc.service} {
-			if s.fd >= 0 {
-				unix.Close(int(s.fd)) // also leaves the poller
-			}
+		if unused {
+			jc.closeSockets()
 		}
 		jc.release()
 	})
