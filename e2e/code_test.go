@@ -191,7 +191,8 @@ func TestCodeTimeoutKeepsStateAndCrashKillsOnlyItsContext(t *testing.T) {
 	inA.Timeout = time.Second
 	start := time.Now()
 	res := runCode(t, sb, "import time\nwhile True: time.sleep(0.05)", inA)
-	if res.Error == nil || res.Error.Name != "TimeoutError" || time.Since(start) > 10*time.Second {
+	// Without the timeout the loop runs until ctx's end (2 minutes).
+	if res.Error == nil || res.Error.Name != "TimeoutError" || time.Since(start) > 60*time.Second {
 		t.Errorf("timeout: %+v after %s", res.Error, time.Since(start))
 	}
 	inA.Timeout = 0
