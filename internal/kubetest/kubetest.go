@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/kube"
+	"github.com/sandboxd/sandboxd/internal/osthread"
 )
 
 // Cluster is a running etcd and kube-apiserver.
@@ -288,9 +289,11 @@ func startProcess(bin, logPath string, args ...string) (*process, error) {
 	defer logf.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// A test binary that dies takes the cluster with it.
+	// A test binary that dies takes the cluster with it: started from a
+	// thread that lives as long as the test process (osthread.StartLasting
+	// says why).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	if err := osthread.StartLasting(cmd); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", filepath.Base(bin), err)
 	}
 	p := &process{name: filepath.Base(bin), cmd: cmd, done: make(chan struct{})}

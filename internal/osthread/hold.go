@@ -14,7 +14,7 @@ import "runtime"
 // child is killed at random (TestHoldKeepsTheChildsThread). Locked, that
 // thread runs nothing else and outlives the child, so the signal comes
 // only when the process itself dies. A child that outlives fn (Start
-// without Wait) must not have a parent-death signal at all.
+// without Wait) is started by StartLasting instead.
 func Hold(fn func() error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()

@@ -1,8 +1,8 @@
 // Package osthread runs a function on an OS thread that is thrown away
 // after it, for work that changes a thread's namespaces or filesystem
 // attributes (setns, unshare, chdir) and must never leak them to other
-// goroutines; and (Hold) a child with a parent-death signal on a thread
-// that outlives the child.
+// goroutines; and (Hold, StartLasting) a child with a parent-death signal
+// from a thread that outlives the child.
 package osthread
 
 import (

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxd/sandboxd/internal/osthread"
 	"github.com/sandboxd/sandboxd/internal/s3"
 )
 
@@ -103,7 +104,9 @@ func startOnce(bin, dir string) (*Server, error) {
 		cmd.Stdout, cmd.Stderr = logf, logf
 		defer logf.Close()
 	}
-	if err := cmd.Start(); err != nil {
+	// The parent-death signal needs a thread that lives as long as the
+	// test process (osthread.StartLasting says why).
+	if err := osthread.StartLasting(cmd); err != nil {
 		return nil, fmt.Errorf("starting versitygw: %w", err)
 	}
 	s := &Server{Endpoint: "http://" + addr, Creds: creds, Dir: dir, cmd: cmd, done: make(chan error, 1)}
