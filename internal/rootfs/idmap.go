@@ -54,16 +54,27 @@ const idmappedDir = "lower"
 //
 // A process's new user namespace is owned by its effective UID, and a Go
 // program cannot unshare one itself (it is multithreaded), nor have its
-// child do so after changing its UID (Go unshares first); so the child
-// runs unshare(1) as r's root, which makes the namespace and execs cat(1)
-// to wait on a pipe. Once cat echoes a byte the namespace exists: the
-// daemon writes its ID maps (it may: it has CAP_SETUID above it), opens
-// it and ends the child, which never runs anything of the sandbox's.
-// setgroups(2) stays allowed in it, as in a namespace a runtime makes.
+// child do so after changing its UID (Go unshares first); so a process
+// of raw system calls cloned for it (usernsclone.go; elsewhere than amd64,
+// unshare(1) run as r's root, which execs cat(1) to wait on a pipe) takes
+// r's root's credentials and unshares it. Once it says so the namespace
+// exists: the daemon writes its ID maps (it may: it has CAP_SETUID above
+// it), opens it and ends the process, which never runs anything of the
+// sandbox's. setgroups(2) stays allowed in it, as in a namespace a
+// runtime makes.
 func (r IDRange) OpenUserNS() (*os.File, error) {
 	if !r.Valid() {
 		return nil, fmt.Errorf("host ID range %d is invalid", r.Base)
 	}
+	if f, ok, err := r.openUserNSByClone(); ok {
+		return f, err
+	}
+	return r.openUserNSByUnshare()
+}
+
+// openUserNSByUnshare is OpenUserNS by unshare(1) and cat(1), where there
+// is no maker process (usernsclone.go).
+func (r IDRange) openUserNSByUnshare() (*os.File, error) {
 	cmd, err := userNSCommand(r)
 	if err != nil {
 		return nil, err
@@ -94,18 +105,7 @@ func (r IDRange) OpenUserNS() (*os.File, error) {
 		cmd.Wait() // stderr is complete
 		return nil, fmt.Errorf("making a user namespace as host UID %d: %w (%s)", r.Base, err, bytes.TrimSpace(stderr.Bytes()))
 	}
-	proc := "/proc/" + strconv.Itoa(cmd.Process.Pid)
-	idMap := []byte(fmt.Sprintf("0 %d %d\n", r.Base, IDRangeSize))
-	for _, f := range []string{"uid_map", "gid_map"} {
-		if err := os.WriteFile(proc+"/"+f, idMap, 0); err != nil {
-			return nil, fmt.Errorf("writing the user namespace's %s: %w", f, err)
-		}
-	}
-	f, err := os.Open(proc + "/ns/user")
-	if err != nil {
-		return nil, fmt.Errorf("opening the ID map's user namespace: %w", err)
-	}
-	return f, nil
+	return openMadeUserNS(cmd.Process.Pid, r)
 }
 
 // userNSCommand is unshare(1) making a user namespace as r's root (its

@@ -6,7 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"unsafe"
@@ -201,12 +204,27 @@ const nsGetOwnerUID = 0xb704
 // charges per-user counts to a namespace's owner, see OpenUserNS); it maps
 // the range, and lets processes in it call setgroups, as one the runtime
 // made would.
+// Both ways of making one are tried: the maker process (usernsclone.go)
+// that OpenUserNS uses on amd64, and unshare(1), used elsewhere.
 func TestOpenUserNSIsTheRangeRoots(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: a namespace owned by another host user")
 	}
+	t.Run("maker", func(t *testing.T) {
+		testUserNSIsTheRangeRoots(t, func(r IDRange) (*os.File, error) {
+			f, ok, err := r.openUserNSByClone()
+			if !ok {
+				t.Skip("no maker process on " + runtime.GOARCH)
+			}
+			return f, err
+		})
+	})
+	t.Run("unshare", func(t *testing.T) { testUserNSIsTheRangeRoots(t, IDRange.openUserNSByUnshare) })
+}
+
+func testUserNSIsTheRangeRoots(t *testing.T, open func(IDRange) (*os.File, error)) {
 	r := IDRange{Base: testBase}
-	ns, err := r.OpenUserNS()
+	ns, err := open(r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,4 +246,93 @@ func TestOpenUserNSIsTheRangeRoots(t *testing.T) {
 	if got := strings.Join(strings.Fields(string(out)), " "); got != strings.Join(strings.Fields(want), " ") {
 		t.Errorf("inside: %q, want %q", out, want)
 	}
+}
+
+// TestOpenUserNSLeavesNothing: opening namespaces, many at once, leaves no
+// process behind (the maker, or unshare's cat, is reaped and gone), no
+// child to reap, no descriptor but the namespaces' own, and the process's
+// dumpable flag as it was (the maker shares it, usernsclone.go).
+func TestOpenUserNSLeavesNothing(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: namespaces owned by other host users")
+	}
+	const workers, each = 8, 5
+	base := uint32(testBase + 2*IDRangeSize)
+	fdsBefore := openDescriptors(t)
+	dumpable, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	nss := make([]*os.File, workers*each)
+	errs := make([]error, len(nss))
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				k := w*each + i
+				nss[k], errs[k] = IDRange{Base: base + uint32(k)*IDRangeSize}.OpenUserNS()
+			}
+		}()
+	}
+	wg.Wait()
+	for k, err := range errs {
+		if err != nil {
+			t.Fatalf("namespace %d: %v", k, err)
+		}
+	}
+	if got := openDescriptors(t); got != fdsBefore+len(nss) {
+		t.Errorf("%d descriptors open, want %d before and %d namespaces", got, fdsBefore, len(nss))
+	}
+	for _, ns := range nss {
+		ns.Close()
+	}
+	if now, _ := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); now != dumpable {
+		t.Errorf("dumpable %d after, %d before", now, dumpable)
+	}
+	var ws unix.WaitStatus
+	if pid, err := unix.Wait4(-1, &ws, unix.WNOHANG|unix.WALL, nil); err != unix.ECHILD {
+		t.Errorf("wait for any child: pid %d, %v; want ECHILD (none left)", pid, err)
+	}
+	for _, uid := range processUIDs(t) {
+		if uid >= base && uid < base+uint32(len(nss))*IDRangeSize {
+			t.Errorf("a process of host UID %d is left", uid)
+		}
+	}
+}
+
+func openDescriptors(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents) - 1 // ReadDir's own
+}
+
+// processUIDs is every host process's real UID.
+func processUIDs(t *testing.T) []uint32 {
+	t.Helper()
+	dirs, err := filepath.Glob("/proc/[0-9]*/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uids []uint32
+	for _, path := range dirs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+				if f := strings.Fields(rest); len(f) > 0 {
+					if n, err := strconv.ParseUint(f[0], 10, 32); err == nil {
+						uids = append(uids, uint32(n))
+					}
+				}
+			}
+		}
+	}
+	return uids
 }
