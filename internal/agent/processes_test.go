@@ -304,6 +304,19 @@ func TestKillHonoursTheSignalAndKillsTheTree(t *testing.T) {
 	ta.callError(t, api.CodeValidationFailed, "POST", "/processes/"+p.ID+"/kill", api.KillProcessRequest{Signal: "SIGNOPE"})
 }
 
+// TestKillReachesWhatTheProcessLeftToTheAgent: a child whose parent
+// ended is re-parented to the agent, out of the process's tree, and with
+// job control (set -m) in a group of its own: killing the process kills it
+// too, as it is still in the process's session.
+func TestKillReachesWhatTheProcessLeftToTheAgent(t *testing.T) {
+	ta := startAgent(t)
+	marker := fmt.Sprintf("%d.%d", 1000+os.Getpid()%1000, os.Getpid()+1)
+	p := ta.start(t, api.StartProcessRequest{Command: fmt.Sprintf("set -m; bash -c 'sleep %s &'; sleep %s", marker, marker)})
+	eventually(t, 5*time.Second, "both sleeps", func() bool { return len(sleepers(t, marker)) == 2 })
+	ta.mustCall(t, 200, "POST", "/processes/"+p.ID+"/kill", api.KillProcessRequest{Signal: "SIGKILL"}, nil)
+	eventually(t, 5*time.Second, "both sleeps to die", func() bool { return len(sleepers(t, marker)) == 0 })
+}
+
 func TestSIGTERMEscalatesAfterTheGrace(t *testing.T) {
 	ta := startAgent(t)
 	p := ta.start(t, api.StartProcessRequest{Command: "trap 'echo got TERM' TERM; echo armed; while :; do sleep 0.05; done"})

@@ -673,8 +673,9 @@ func (m *Manager) Remove(id string) error {
 }
 
 // signalTree sends sig to the process's group, to the leader through its
-// pidfd, and to every descendant that left the group. It reports whether
-// anything was still there.
+// pidfd, to every descendant that left the group, and to what the
+// process's session left to the agent. It reports whether anything was
+// still there.
 //
 // Why the group is stopped first: a shell leader whose child dies before
 // the shell's own signal lands would report the child's death as its exit
@@ -700,7 +701,10 @@ func (p *Proc) signalTree(sig unix.Signal) bool {
 	// The group, named by the leader's PID, cannot be reused while the
 	// leader is unreaped (it is: done is not closed).
 	unix.Kill(-pid, unix.SIGSTOP)
-	n, _ := proctree.Signal(pid, 0, sig)
+	// With what the process's session left to the agent: a child whose
+	// parent ended, out of the tree and, in a group of its own, out of the
+	// group (see proctree).
+	n, _ := proctree.SignalCommand(pid, 0, sig)
 	unix.Kill(-pid, sig)
 	if proc != nil {
 		proc.Signal(sig)

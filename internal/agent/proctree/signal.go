@@ -12,3 +12,13 @@ func Signal(root int, since uint64, sig unix.Signal) (int, error) {
 	}
 	return signalAll(victims, sig), nil
 }
+
+// SignalCommand is Signal of what CommandProcs(root, since) returns: root's
+// descendants and what its session left to this process (the reaper).
+func SignalCommand(root int, since uint64, sig unix.Signal) (int, error) {
+	victims, err := CommandProcs(root, since)
+	if err != nil {
+		return 0, err
+	}
+	return signalAll(victims, sig), nil
+}
