@@ -86,7 +86,7 @@ type forkServer struct {
 // of file on .mid), so that it is the agent's before it runs anything;
 // then it opens its stdout and stderr and the .cmd FIFO, and waits there
 // for its stdin's path (the .in FIFO, or /dev/null) and its command, each
-// ended by NUL (warming itself up if none came in 20 ms: warmUpScript).
+// ended by NUL (an empty path first asks it to warm up: warmUpScript).
 // Those opens by path never wait for the agent: an open of one end of a
 // FIFO blocks until the other end is open, and an agent
 // killed before them (a test's agent on the host; in a sandbox the
@@ -108,7 +108,7 @@ while IFS= read -r -d '' __sandboxd_fifo <&4; do
 (set +m; exec 4<&- 5>&- 6<"$__sandboxd_fifo.mid" 7<>"$__sandboxd_fifo.cmd" 8<>"$__sandboxd_fifo.out" 9<>"$__sandboxd_fifo.err" || exit 1
 read -r -u 6 __sandboxd_mid || :
 exec 6<&- 7<"$__sandboxd_fifo.cmd" >"$__sandboxd_fifo.out" 2>"$__sandboxd_fifo.err" 8>&- 9>&- || exit 1
-IFS= read -t 0.02 -r -N 1 -u 7 __sandboxd_in || { WARMUP; } >/dev/null 2>&1; IFS= read -r -d '' -u 7 __sandboxd_mid && __sandboxd_in=$__sandboxd_in$__sandboxd_mid && IFS= read -r -d '' -u 7 __sandboxd_cmd || exit 1
+while IFS= read -r -d '' -u 7 __sandboxd_in && \builtin [ -z "$__sandboxd_in" ]; do { WARMUP; } >/dev/null 2>&1; done; IFS= read -r -d '' -u 7 __sandboxd_cmd || exit 1
 exec 7<&- <"$__sandboxd_in"; [ -p /dev/fd/1 ] || exit 1
 eval "unset __sandboxd_fifo __sandboxd_in __sandboxd_cmd __sandboxd_mid; $__sandboxd_cmd"
 { \builtin . REPORT "$?"; } >/dev/null 2>&1) &
@@ -121,21 +121,20 @@ func serverScript(report string) string {
 	return strings.NewReplacer("REPORT", shellQuote(report), "WARMUP", warmUpScript).Replace(forkServerScript)
 }
 
-// warmUpScript is what a process forked ahead runs once it waited 20 ms
-// for its command in vain (a command sent right after the fork, as back
-// to back, never waits for it): the code its command's evaluation and
-// report will run (test, eval, unset, a builtin, a sourced file, trap -p,
-// printf into a read-write redirection), against /dev/null. A forked
-// process faults on the first touch of every text page it runs and every
-// page it writes (copy on write), and on a PVM guest each fault costs tens
-// of microseconds: this moves most of the ones after the command (p50 8-17
-// per process without it, 1-6 with it) to the time it waits anyway. Its
-// first read waits at most 20 ms for the first byte of the stdin path
-// (always "/"); on a timeout read keeps what it read, so the byte is
-// never lost when the command comes as it times out. It sets nothing
-// the command can see: no variable (the unset names one that is not set),
-// every builtin called as \builtin, its output on /dev/null; it is run on
-// the same script line as the command's read, so that LINENO is the same.
+// warmUpScript is what a process forked ahead runs when the agent asks
+// it to (an empty stdin path on its .cmd FIFO, written warmUpAfter after
+// the fork unless a command took the process: see warmLater): the code
+// its command's evaluation and report will run (test, eval, unset, a
+// builtin, a sourced file, trap -p, printf into a read-write redirection),
+// against /dev/null. A forked process faults on the first run of every
+// text page and the first write of every copied page, and on a PVM guest
+// each fault costs tens of microseconds: this moves most of the ones after
+// the command (p50 8-17 per process without it, 1-6 with it) to the time
+// it waits anyway. It sets nothing the command can see: no variable (the
+// unset names one that is not set), every builtin called as \builtin,
+// its output on /dev/null; it runs on the script line of the command's
+// read, so that LINENO is the same. (Not a timeout of that read: read -t
+// leaves bash catching the terminating signals for good.)
 const warmUpScript = `\builtin [ -p /dev/null ] || :; \builtin eval '\builtin unset __sandboxd_warm; \builtin true'; \builtin . /dev/null; { \builtin trap -p EXIT; \builtin printf '\0%d\n' 0; } 1<>/dev/null`
 
 // reportName is the report script's name in the FIFOs' directory.
@@ -459,6 +458,29 @@ type readyProc struct {
 	mu    sync.Mutex
 	owner *Proc          // the process it runs, once taken
 	ended *reaper.Status // it ended before it was taken
+	warm  *time.Timer    // asks it to warm up (warmLater)
+}
+
+// warmUpAfter is how long a process forked ahead waits for a command
+// before the agent asks it to warm up: longer than calls sent back to
+// back take, so that the warm-up never runs beside the next call, and the
+// command of a program that paused finds the process warm.
+const warmUpAfter = 20 * time.Millisecond
+
+// warmLater asks the process to run warmUpScript after warmUpAfter,
+// unless it was taken or ended by then: an empty stdin path on its .cmd
+// FIFO, which it reads before its command's (a command taken after it
+// waits for the warm-up, at most about a millisecond).
+func (rp *readyProc) warmLater() {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	rp.warm = time.AfterFunc(warmUpAfter, func() {
+		rp.mu.Lock()
+		defer rp.mu.Unlock()
+		if rp.owner == nil && rp.ended == nil {
+			rp.fp.cmd.Write([]byte{0})
+		}
+	})
 }
 
 // forkReady forks a process ahead (see readyProc). Its status goes to
@@ -508,6 +530,7 @@ func (m *Manager) forkReady(fs *forkServer) (*readyProc, error) {
 	fp.pid, fp.expiry = pid, deadline
 	m.kickAtExit(pid)
 	rp.makeStatusFIFO(fs.dir, o)
+	rp.warmLater()
 	return rp, nil
 }
 
@@ -605,6 +628,7 @@ func (rp *readyProc) take(p *Proc) bool {
 		return false
 	}
 	rp.owner = p
+	rp.warm.Stop()
 	return true
 }
 
@@ -619,6 +643,7 @@ func (rp *readyProc) hasEnded() bool {
 func (rp *readyProc) discard() {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
+	rp.warm.Stop()
 	if rp.owner == nil && rp.ended == nil {
 		// Not reaped yet: the PID is still this process's.
 		unix.Kill(rp.fp.pid, unix.SIGKILL)
