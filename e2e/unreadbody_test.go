@@ -1,6 +1,12 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -50,6 +56,51 @@ func TestPreviewAndCallBodiesLeftUnreadKeepTheConnection(t *testing.T) {
 			}
 		}
 	})
+	if strings.Contains(d.Logs(), "http: panic serving") {
+		t.Error("the daemon's HTTP server panicked")
+	}
+}
+
+// A build's answer says Connection: close, and the daemon closes the
+// connection after the whole answer, with no panic: a build refused before
+// it reads its context (an invalid build arg) and one that reads the tar
+// only to its end marker (GNU tar's record padding after it) leave the
+// rest of the upload to the HTTP/1 server, whose read of it after a
+// full-duplex handler panicked on the connection (golang/go#68560).
+func TestImageBuildAnswersWholeThenClosesTheConnection(t *testing.T) {
+	d := daemon(t)
+	noDockerfile := layerOf(t, file{name: "README", body: "no Dockerfile here"})
+	padded := append(bytes.Clone(noDockerfile), make([]byte, 10240-len(noDockerfile))...)
+	for _, tt := range []struct {
+		query string
+		body  []byte
+		split int // bytes sent before the answer
+	}{
+		{"name=refused&buildArg=1bad%3Dx", noDockerfile, 5},
+		{"name=nodockerfile", padded, len(padded)},
+	} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(d.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(time.Minute))
+		fmt.Fprintf(conn, "POST /v1/images/build?%s HTTP/1.1\r\nHost: sandboxd\r\nAuthorization: Bearer %s\r\n"+
+			"Content-Type: application/x-tar\r\nContent-Length: %d\r\n\r\n%s", tt.query, d.Token, len(tt.body), tt.body[:tt.split])
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.query, err)
+		}
+		answer, err := io.ReadAll(resp.Body)
+		if err != nil || !resp.Close || !strings.Contains(string(answer), "event: error\n") {
+			t.Errorf("%s: %s (Connection: close %v) %q, %v", tt.query, resp.Status, resp.Close, answer, err)
+		}
+		conn.Write(tt.body[tt.split:])
+		if rest, err := io.ReadAll(br); err != nil || len(rest) > 0 {
+			t.Errorf("%s: after the answer %q, %v; want the connection closed", tt.query, rest, err)
+		}
+	}
 	if strings.Contains(d.Logs(), "http: panic serving") {
 		t.Error("the daemon's HTTP server panicked")
 	}

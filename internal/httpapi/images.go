@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/api/fullduplex"
 	"github.com/sandboxd/sandboxd/api/sse"
 	"github.com/sandboxd/sandboxd/internal/image"
 	"github.com/sandboxd/sandboxd/internal/inflight"
@@ -266,14 +267,24 @@ const buildKeepalive = 15 * time.Second
 
 // streamBuild runs build, streaming its log lines as events. A client that
 // goes away cancels the build. The stream always ends with one complete
-// or error event.
+// or error event, and then the connection closes.
 func (s *Server) streamBuild(w http.ResponseWriter, r *http.Request, build func(context.Context, image.LogFunc) (image.Image, error)) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	// The build context is read from the body while the log streams.
-	if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+	if err := fullduplex.Enable(w); err != nil {
 		s.log.Debug("full duplex", "err", err)
 	}
+	// Whether the build reads the body to its end is not known when the
+	// headers go out: a refused build (build args, no buildah) reads none
+	// of it, and the tar reader stops at the end marker, before the
+	// record padding of GNU tar or Python's tarfile. With full duplex, the
+	// HTTP/1 server's own read of such a rest after the handler panics on
+	// the connection (golang/go#68560), and fullduplex.EndBody would hold
+	// the image-job slot while a stalled upload sends nothing. So the
+	// caller reads the whole answer and the server then closes: one
+	// connection a build.
+	w.Header().Set("Connection", "close")
 	sw := sse.NewWriter(w)
 	w.WriteHeader(http.StatusOK)
 	send := func(ev api.BuildEvent) {
