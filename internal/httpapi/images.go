@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
@@ -262,8 +263,9 @@ func (s *Server) buildBaseImage(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// buildKeepalive is the longest a build stream stays silent.
-const buildKeepalive = 15 * time.Second
+// buildKeepalive is the longest a build stream stays silent (a variable
+// for a test).
+var buildKeepalive = 15 * time.Second
 
 // streamBuild runs build, streaming its log lines as events. A client that
 // goes away cancels the build. The stream always ends with one complete
@@ -292,9 +294,13 @@ func (s *Server) streamBuild(w http.ResponseWriter, r *http.Request, build func(
 			cancel() // the client is gone: stop the build
 		}
 	}
+	// The keepalive writes to w: it has stopped before the handler returns
+	// (defers run last first: done closes, then the wait).
+	var keepalive sync.WaitGroup
+	defer keepalive.Wait()
 	done := make(chan struct{})
 	defer close(done)
-	go func() {
+	keepalive.Go(func() {
 		t := time.NewTicker(buildKeepalive)
 		defer t.Stop()
 		for {
@@ -307,7 +313,7 @@ func (s *Server) streamBuild(w http.ResponseWriter, r *http.Request, build func(
 				}
 			}
 		}
-	}()
+	})
 	sw.Keepalive() // headers out now: builds may be silent for a while
 	img, err := build(ctx, func(stream, line string) {
 		send(api.BuildEvent{Type: api.BuildEventLog, Stream: stream, Data: line})

@@ -32,13 +32,7 @@ import (
 // the whole answer, says Connection: close, and then the connection ends,
 // with no panic, also when the rest of the upload arrives after the answer.
 func TestBuildAnswersWholeThenClosesTheConnection(t *testing.T) {
-	st, err := image.Open(image.Options{Dir: filepath.Join(t.TempDir(), "images"),
-		InUse: func(context.Context) (map[string]bool, error) { return nil, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := New(Options{Token: "s3cret", Log: slog.New(slog.DiscardHandler), Images: st})
-	srv := httptest.NewUnstartedServer(s)
+	srv := httptest.NewUnstartedServer(buildTestServer(t))
 	srv.Config.ErrorLog = fullduplextest.ErrorLog(t)
 	srv.Start()
 	defer srv.Close()
@@ -85,6 +79,43 @@ func TestBuildAnswersWholeThenClosesTheConnection(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A build's keepalive writes to the answer from a goroutine of its own,
+// which has stopped before the handler returns: a keepalive written after
+// it crashed the daemon (a nil bufio.Writer once the server reused the
+// answer's buffer). With a keepalive every 50 us, many builds end while
+// one is being written.
+func TestBuildKeepaliveStopsBeforeTheHandlerReturns(t *testing.T) {
+	defer func(d time.Duration) { buildKeepalive = d }(buildKeepalive)
+	buildKeepalive = 50 * time.Microsecond
+	srv := httptest.NewServer(buildTestServer(t))
+	defer srv.Close()
+	for range 200 {
+		req, err := http.NewRequest("POST", srv.URL+"/v1/images/build?name=refused&buildArg=1bad%3Dx", strings.NewReader("abc"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer s3cret")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev := lastBuildEvent(t, resp); ev.Code != api.CodeInvalidImage {
+			t.Fatalf("last event %+v", ev)
+		}
+	}
+}
+
+// buildTestServer is a Server with an image store, for build calls.
+func buildTestServer(t *testing.T) *Server {
+	t.Helper()
+	st, err := image.Open(image.Options{Dir: filepath.Join(t.TempDir(), "images"),
+		InUse: func(context.Context) (map[string]bool, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(Options{Token: "s3cret", Log: slog.New(slog.DiscardHandler), Images: st})
 }
 
 // lastBuildEvent reads a build's answer to its end (a complete chunked
