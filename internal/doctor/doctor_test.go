@@ -2,10 +2,16 @@ package doctor
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestDropForwardChains(t *testing.T) {
@@ -108,4 +114,64 @@ func checkNamed(t *testing.T, r Report, name string) Check {
 	}
 	t.Fatalf("no check %s in %+v", name, r)
 	return Check{}
+}
+
+// refuseUsernsEnv, set, makes the test binary play a host that keeps users
+// from making user namespaces: a seccomp filter in every thread fails
+// unshare(2) with EPERM (as an LSM policy or a sysctl would), then it runs
+// the checks with the variable's value as state directory and prints the
+// report as JSON.
+const refuseUsernsEnv = "SANDBOXD_DOCTOR_TEST_REFUSE_USERNS"
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(refuseUsernsEnv); dir != "" {
+		if err := refuseUnshare(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		json.NewEncoder(os.Stdout).Encode(Run(context.Background(), Options{StateDir: dir}))
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// refuseUnshare installs, in every thread of the process, a seccomp filter
+// that fails unshare(2) with EPERM and allows everything else.
+func refuseUnshare() error {
+	filter := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // seccomp_data.nr
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_UNSHARE, Jt: 0, Jf: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
+	}
+	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	if _, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&prog))); e != 0 {
+		return fmt.Errorf("installing the seccomp filter: %w", e)
+	}
+	return nil
+}
+
+// A host that keeps users from making user namespaces says so in the
+// userns check (the check once cloned its namespace as the host's root,
+// and said ok), and idmapped mounts are missing with it.
+func TestUsernsCheckOnAHostThatRefusesUserNamespaces(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("makes a user namespace owned by another user: run as root")
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), refuseUsernsEnv+"="+t.TempDir())
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("the refusing test binary: %v", err)
+	}
+	var r Report
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("its report: %v: %s", err, out)
+	}
+	if c := checkNamed(t, r, "userns"); c.Status != Missing || !strings.Contains(c.Detail, "operation not permitted") || c.Fix == "" {
+		t.Errorf("userns where users cannot make user namespaces: %+v, want missing, saying why and how to fix it", c)
+	}
+	if c := checkNamed(t, r, "idmapped-mounts"); c.Status != Missing {
+		t.Errorf("idmapped-mounts without user namespaces: %+v, want missing", c)
+	}
 }
