@@ -209,11 +209,16 @@ func (h *Histogram) write(w io.Writer, name string, view View) {
 	fmt.Fprintf(w, "%s_sum %g\n%s_count %d\n", name, float64(h.sumNano.Load())/1e9, name, h.count.Load())
 }
 
+// labelEscaper escapes a label value as the exposition format asks. One
+// for all: a Replacer is safe for concurrent use, and building one per
+// value cost every scrape an allocation per labelled line.
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+
 func labels(label, value string) string {
 	if label == "" {
 		return ""
 	}
-	value = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(value)
+	value = labelEscaper.Replace(value)
 	return fmt.Sprintf("{%s=\"%s\"}", label, value)
 }
 

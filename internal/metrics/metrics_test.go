@@ -11,6 +11,7 @@ func TestExposition(t *testing.T) {
 	c.Inc("FILE_NOT_FOUND")
 	c.Inc("FILE_NOT_FOUND")
 	c.Inc(`we"ird`)
+	c.Inc("back\\slash\nline")
 	r.NewGaugeFunc("sandboxd_sandboxes", "Sandboxes by state.", "state", func() map[string]float64 {
 		return map[string]float64{"running": 3, "sleeping": 1}
 	})
@@ -24,6 +25,7 @@ func TestExposition(t *testing.T) {
 	for _, want := range []string{
 		`sandboxd_errors_total{code="FILE_NOT_FOUND"} 2`,
 		`sandboxd_errors_total{code="we\"ird"} 1`,
+		`sandboxd_errors_total{code="back\\slash\nline"} 1`,
 		`sandboxd_sandboxes{state="running"} 3`,
 		`sandboxd_wake_seconds_bucket{le="0.01"} 1`,
 		`sandboxd_wake_seconds_bucket{le="0.1"} 2`,
