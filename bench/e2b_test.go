@@ -121,7 +121,7 @@ func (r e2bResult) report(b *testing.B, prefix string) {
 		prefix, r.Run.N, r.Run.P50, r.Run.P95, r.Exec.P50, r.Exec.P95, r.Process.P50, r.Process.P95, r.CreateToFirstResult.P50, r.CreateToFirstResult.P95)
 	b.Logf("%ssettled (the next login process forked ahead and settled before each, untimed): n=%v commands.run('true') p50=%.2fms p95=%.2fms; sandboxd exec p50=%.2fms p95=%.2fms; sandboxd process p50=%.2fms p95=%.2fms",
 		prefix, r.RunSettled.N, r.RunSettled.P50, r.RunSettled.P95, r.ExecSettled.P50, r.ExecSettled.P95, r.ProcessSettled.P50, r.ProcessSettled.P95)
-	b.Logf("%ssplit (commands.run's Start call by hand, global fetch): run-raw p50=%.2fms p95=%.2fms, settled p50=%.2fms p95=%.2fms; server run-raw/exec %.2f (settled %.2f); SDK's client side run-raw->run +%.2fms (settled +%.2fms)",
+	b.Logf("%ssplit (commands.run's Start call by hand, global fetch): run-raw p50=%.2fms p95=%.2fms, settled p50=%.2fms p95=%.2fms; server run-raw/exec %.2f (settled %.2f); SDK's client side run-raw->run %+.2fms (settled %+.2fms)",
 		prefix, r.RunRaw.P50, r.RunRaw.P95, r.RunRawSettled.P50, r.RunRawSettled.P95, r.RunRaw.P50/r.Exec.P50, r.RunRawSettled.P50/r.ExecSettled.P50,
 		r.Run.P50-r.RunRaw.P50, r.RunSettled.P50-r.RunRawSettled.P50)
 }
