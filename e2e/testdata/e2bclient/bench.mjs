@@ -16,6 +16,8 @@
 // (POST /internal/login on the agent's socket under the target's runDir,
 // which answers once the fork is over) and given 100 ms to settle, as
 // when an agent's commands come seconds apart.
+// With BENCH_CANNED (a canned envd's URL, see below), the SDK's floor:
+// commands.run against a server that answers at once.
 // BENCH_TARGETS (a JSON list of {name, url, token, runDir}) measures several
 // daemons (say, two builds) sample by sample in turn; without it, the one
 // daemon at SANDBOX_URL with E2B_API_KEY. Prints one JSON line of
@@ -118,13 +120,14 @@ const messages = (b) => {
 // raw sends commands.run('true')'s Start call with the SDK's headers by
 // the global fetch (the stack exec uses) and reads its answer to the end
 // of stream: no connect-es, no SDK.
-const raw = async (t) => {
-  const res = await fetch(`${t.url}/e2b/process.Process/Start`, {
+const raw = (t) => rawAt(`${t.url}/e2b`, t.sbx)
+const rawAt = async (base, sbx) => {
+  const res = await fetch(`${base}/process.Process/Start`, {
     method: 'POST', body: rawStart,
     headers: {
       'content-type': 'application/connect+json', 'connect-protocol-version': '1', 'connect-timeout-ms': '60000',
-      'keepalive-ping-interval': '50', 'e2b-sandbox-id': t.sbx.sandboxId, 'e2b-sandbox-port': '49983',
-      'x-access-token': t.sbx.envdAccessToken,
+      'keepalive-ping-interval': '50', 'e2b-sandbox-id': sbx.sandboxId, 'e2b-sandbox-port': '49983',
+      'x-access-token': sbx.envdAccessToken,
     },
   })
   const msgs = messages(Buffer.from(await res.arrayBuffer()))
@@ -190,6 +193,47 @@ for (let i = 0; i < n; i++) {
 }
 for (const t of targets) await t.sbx.kill()
 
+// The canned envd (BENCH_CANNED, served by BenchmarkE2B on loopback)
+// answers commands.run('true')'s Start and the exec at once, with no
+// sandbox behind it: run against it is the SDK's own work, run-raw the
+// global fetch's for the same bytes, exec the exec's client side. Its
+// Start answer comes in the shapes below (a path prefix each, see
+// bench/e2b_canned_test.go): what sandboxd sends, one chunked write, a
+// Content-Length. A Sandbox object is made for it as Sandbox.create
+// makes one from a create's answer.
+const cannedShapes = ['sandboxd', 'one-write', 'length']
+const canned = { run: {}, raw: {}, exec: [] }
+if (process.env.BENCH_CANNED) {
+  const base = process.env.BENCH_CANNED
+  const sbx = {}
+  for (const shape of cannedShapes) {
+    sbx[shape] = new Sandbox({ apiKey: 'canned', apiUrl: base, sandboxUrl: `${base}/${shape}`, sandboxId: 'canned', envdVersion: '0.5.7', envdAccessToken: 'canned' })
+    canned.run[shape] = []; canned.raw[shape] = []
+  }
+  const cannedExec = async () => {
+    const res = await fetch(`${base}/exec`, {
+      method: 'POST', headers: { authorization: 'Bearer canned', 'content-type': 'application/json' },
+      body: JSON.stringify({ command: 'true' }),
+    })
+    const body = await res.json()
+    if (body.exitCode !== 0) throw new Error(JSON.stringify(body))
+  }
+  const rounds = 3 * n
+  for (let i = -20; i < rounds; i++) { // 20 untimed rounds first
+    for (const shape of cannedShapes) {
+      let s = performance.now()
+      await sbx[shape].commands.run('true')
+      if (i >= 0) canned.run[shape].push(performance.now() - s)
+      s = performance.now()
+      await rawAt(`${base}/${shape}`, sbx[shape])
+      if (i >= 0) canned.raw[shape].push(performance.now() - s)
+    }
+    const s = performance.now()
+    await cannedExec()
+    if (i >= 0) canned.exec.push(performance.now() - s)
+  }
+}
+
 for (let i = 0; i < n; i++) {
   for (const t of turn(i)) {
     for (const u of targets) await poolReady(u) // one's refill would slow the other's create
@@ -207,4 +251,11 @@ const result = (t) => ({
 })
 const out = result(targets[0])
 for (const t of targets.slice(1)) out[t.name] = result(t)
+if (canned.exec.length) {
+  out.canned = { exec: summary(canned.exec), run: {}, raw: {} }
+  for (const shape of cannedShapes) {
+    out.canned.run[shape] = summary(canned.run[shape])
+    out.canned.raw[shape] = summary(canned.raw[shape])
+  }
+}
 console.log(JSON.stringify(out))
