@@ -642,6 +642,12 @@ func TestLoginProcessIsALoginShell(t *testing.T) {
 	if first != ref || second != ref || !strings.Contains(ref, "FOO=bar") || !strings.Contains(ref, "\ton\n/bin/bash 1 ") {
 		t.Errorf("environments differ:\nlogin, first:\n%s\nlogin, fork server:\n%s\nbash -l -c:\n%s", first, second, ref)
 	}
+	// BASH_EXECUTION_STRING is the command, as bash -c sets it.
+	const execStringCmd = `declare -p BASH_EXECUTION_STRING`
+	_, _, refString := run(api.StartProcessRequest{Command: "exec /bin/bash -l -c " + shellQuoteTest(execStringCmd), Env: foo})
+	if _, _, out := run(api.StartProcessRequest{Command: execStringCmd, Login: true, Env: foo}); out != refString || !strings.Contains(out, "-- BASH_EXECUTION_STRING=\"declare") {
+		t.Errorf("BASH_EXECUTION_STRING: %q, bash -l -c: %q", out, refString)
+	}
 	// Forked by the server: $$ is the server's, BASHPID the process's own,
 	// which leads its own process group.
 	p, _, ids := run(api.StartProcessRequest{Command: `echo $$ $BASHPID $(cut -d' ' -f5 /proc/$BASHPID/stat)`, Login: true, Env: foo})
@@ -650,12 +656,14 @@ func TestLoginProcessIsALoginShell(t *testing.T) {
 	}
 	// A profile change reaches the next command, forked or not.
 	home := filepath.Join(filepath.Dir(ta.workspace), "home", "tester")
-	if err := os.WriteFile(filepath.Join(home, ".profile"), []byte("export FROM_PROFILE=1\ngreet() { echo hi; }\nshopt -s extglob\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(home, ".profile"), []byte("export FROM_PROFILE=1\ngreet() { echo hi; }\nshopt -s extglob\nset -a\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	const profileCmd = `echo "$FROM_PROFILE $(greet) $(shopt -p extglob)"`
+	// (Under the profile's set -a, BASH_EXECUTION_STRING stays unexported,
+	// as bash sets it before the profile runs.)
+	const profileCmd = `echo "$FROM_PROFILE $(greet) $(shopt -p extglob) $(env | grep -c ^BASH_EXECUTION_STRING=)"`
 	for i := range 2 {
-		if _, _, out := run(api.StartProcessRequest{Command: profileCmd, Login: true, Env: foo}); out != "1 hi shopt -s extglob\n" {
+		if _, _, out := run(api.StartProcessRequest{Command: profileCmd, Login: true, Env: foo}); out != "1 hi shopt -s extglob 0\n" {
 			t.Errorf("run %d after the profile changed: %q", i, out)
 		}
 	}
@@ -709,7 +717,8 @@ func TestLoginProcessIsALoginShell(t *testing.T) {
 
 // TestLoginProfileThatPrints: a profile that writes output cannot be run
 // once for many commands (bash -l -c prints it first each time): its
-// login processes run in login spares, and each prints it.
+// login processes run in login spares, and each prints it (and sees its
+// command as BASH_EXECUTION_STRING, as under bash -l -c).
 func TestLoginProfileThatPrints(t *testing.T) {
 	ta := startAgent(t)
 	if err := os.Chmod(filepath.Dir(ta.workspace), 0o755); err != nil {
@@ -722,11 +731,12 @@ func TestLoginProfileThatPrints(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		p := ta.start(t, api.StartProcessRequest{Command: "echo $BASHPID", Login: true, User: "tester", Cwd: "/tmp"})
+		const cmd = `echo $BASHPID; printf '%s\n' "$BASH_EXECUTION_STRING"`
+		p := ta.start(t, api.StartProcessRequest{Command: cmd, Login: true, User: "tester", Cwd: "/tmp"})
 		ta.waitExit(t, p.ID)
 		var logs api.ProcessLogs
 		ta.mustCall(t, 200, "GET", "/processes/"+p.ID+"/logs", nil, &logs)
-		if want := fmt.Sprintf("welcome\n%d\n", p.PID); logs.Stdout != want {
+		if want := fmt.Sprintf("welcome\n%d\n%s\n", p.PID, cmd); logs.Stdout != want {
 			t.Errorf("run %d: stdout %q, want %q", i, logs.Stdout, want)
 		}
 	}

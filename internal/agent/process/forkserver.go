@@ -95,7 +95,8 @@ type forkServer struct {
 // blocks) on the descriptor the open by path then replaces, or closes
 // once the path is open: its own end is the other end at the moment of
 // that open, and then the agent's alone, whose end of file or broken pipe
-// ends the process if the agent is gone; it opens its stdin and evaluates the command, unless its
+// ends the process if the agent is gone; it opens its stdin, sets
+// BASH_EXECUTION_STRING to the command and evaluates it, unless its
 // stdout is not the FIFO. A process whose FIFOs the agent removed (it gave
 // up on it) cannot open them (only root may create files in their
 // directory) and exits without running anything. The variable names start
@@ -110,15 +111,16 @@ read -r -u 6 __sandboxd_mid || :
 exec 6<&- 7<"$__sandboxd_fifo.cmd" >"$__sandboxd_fifo.out" 2>"$__sandboxd_fifo.err" 8>&- 9>&- || exit 1
 while IFS= read -r -d '' -u 7 __sandboxd_in && \builtin [ -z "$__sandboxd_in" ]; do { WARMUP; } >/dev/null 2>&1; done; IFS= read -r -d '' -u 7 __sandboxd_cmd || exit 1
 exec 7<&- <"$__sandboxd_in"; [ -p /dev/fd/1 ] || exit 1
-eval "unset __sandboxd_fifo __sandboxd_in __sandboxd_cmd __sandboxd_mid; $__sandboxd_cmd"
+EXECSTRING; eval "unset __sandboxd_fifo __sandboxd_in __sandboxd_cmd __sandboxd_mid; $__sandboxd_cmd"
 { \builtin . REPORT "$?"; } >/dev/null 2>&1) &
 printf '%d\n' "$!" >&5)
 done`
 
 // serverScript is forkServerScript with the path of the report script
-// (see reportScript) and the warm-up (warmUpScript) in place.
+// (see reportScript), the warm-up (warmUpScript) and the setting of
+// BASH_EXECUTION_STRING (execStringScript) in place.
 func serverScript(report string) string {
-	return strings.NewReplacer("REPORT", shellQuote(report), "WARMUP", warmUpScript).Replace(forkServerScript)
+	return strings.NewReplacer("REPORT", shellQuote(report), "WARMUP", warmUpScript, "EXECSTRING", execStringScript).Replace(forkServerScript)
 }
 
 // warmUpScript is what a process forked ahead runs when the agent asks

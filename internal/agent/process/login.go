@@ -33,7 +33,7 @@ import (
 // by stat); otherwise it is killed and the process starts the ordinary
 // way. The next spare is started when a login process ends, so that it
 // sources the profile after what that command changed. Differences that
-// remain: /proc/PID/cmdline and BASH_EXECUTION_STRING show the loader,
+// remain: /proc/PID/cmdline shows the loader,
 // and a syntax error is reported by eval rather than by -c.
 //
 // Like every process of the user, it can be traced or have its pipes
@@ -100,7 +100,14 @@ func hostnamePrelude(k, o loginKey) string {
 // loginLoader is the script the login shell runs once its profile ran:
 // read the command from fd 4 to its end, close it, and evaluate the
 // command in this shell with no trace of the loader's variable.
-const loginLoader = `IFS= read -r -d '' __sandboxd_cmd <&4; exec 4<&-; eval "unset __sandboxd_cmd; $__sandboxd_cmd"`
+const loginLoader = `IFS= read -r -d '' __sandboxd_cmd <&4; exec 4<&-; ` + execStringScript + `; eval "unset __sandboxd_cmd; $__sandboxd_cmd"`
+
+// execStringScript sets BASH_EXECUTION_STRING to the command read into
+// __sandboxd_cmd, as `bash -c COMMAND` sets it, where it would otherwise
+// show the loader or the fork server's script. The variable keeps its
+// attributes: a profile that leaves allexport on (set -a) does not export
+// it, as bash, which sets it before the profile runs, does not.
+const execStringScript = `case $- in *a*) \builtin set +a; BASH_EXECUTION_STRING=$__sandboxd_cmd; \builtin set -a;; *) BASH_EXECUTION_STRING=$__sandboxd_cmd;; esac`
 
 // maxLoginCommand bounds a command handed to a login spare: it must fit
 // the request pipe's buffer, so that handing it over never waits for the
