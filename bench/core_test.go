@@ -30,48 +30,81 @@ func ctxFor(b *testing.B) context.Context {
 // BenchmarkColdStart: a new ID's first `exec true`, from nothing to the
 // result (create, network, overlay, container, agent, shell, exec), for
 // both network modes, with a user namespace per sandbox (the default:
-// idmapped layers, a sysfs of its own) and without (--userns=false). The
-// two are measured in one pass, a sample of each in turn from two
-// daemons, so that a loaded machine's drift hits both alike: the
-// userns sub-benchmark takes both sets and reports its own, the
-// no-userns one reports the other. Each daemon's log line "CPU per cold
-// start" gives the CPU time a cold start took in the daemon (with the
-// runtime processes it waited for) and in its sandboxes' cgroups, which
-// tells work from waiting when the wall time moves.
+// idmapped layers, a sysfs of its own) and without (--userns=false), and
+// beside them `crun run` of BenchmarkRuntimeRun's bundle (the goal's
+// denominator, issue 19). The three are measured in one pass, a sample
+// of each in turn, so that a loaded machine's drift hits them alike: the
+// userns sub-benchmark takes every set and reports its own, the
+// no-userns one reports the other with crun run's p50 and the ratio of
+// the two (crun-run-p50-ms, cold/crun-run-p50). Each sample starts from
+// the same state (beforeColdSample: what the sample before left running
+// has settled, and memory was just freed: coldmemory_test.go says why).
+// The sandboxes are kept until the end. Each daemon's log line "CPU per
+// cold start" gives the CPU time a cold start took in the daemon (with
+// the runtime processes it waited for) and in its sandboxes' cgroups,
+// which tells work from waiting when the wall time moves.
 func BenchmarkColdStart(b *testing.B) {
 	for _, mode := range []api.NetworkMode{api.NetworkNone, api.NetworkInternet} {
-		var with, without samples
+		var with, without, crunRun samples
 		b.Run(string(mode)+"/userns", func(b *testing.B) {
 			once(b, func(b *testing.B) {
-				with, without = coldStarts(b, mode)
+				with, without, crunRun = coldStarts(b, mode)
 				with.report(b)
 			})
 		})
 		b.Run(string(mode)+"/no-userns", func(b *testing.B) {
-			once(b, func(b *testing.B) { without.report(b) })
+			once(b, func(b *testing.B) {
+				without.report(b)
+				if len(crunRun) > 0 {
+					ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+					b.ReportMetric(ms(crunRun.percentile(50)), "crun-run-p50-ms")
+					b.ReportMetric(ms(without.percentile(50))/ms(crunRun.percentile(50)), "cold/crun-run-p50")
+				}
+			})
 		})
 	}
 }
 
 // coldStarts takes sampleCount cold starts from a daemon with user
-// namespaces and as many from one without, alternately.
-func coldStarts(b *testing.B, mode api.NetworkMode) (with, without samples) {
-	sets := interleavedColdStarts(b, mode,
+// namespaces, as many from one without and as many `crun run`s (none
+// without crun), in turn.
+func coldStarts(b *testing.B, mode api.NetworkMode) (with, without, crunRun samples) {
+	sets, crunRun := interleavedColdStarts(b, mode, runtimeRunner(b),
 		testdaemon.Start(b, testdaemon.Options{Args: []string{"--userns=true"}}),
 		testdaemon.Start(b, testdaemon.Options{Args: []string{"--userns=false"}}))
-	return sets[0], sets[1]
+	return sets[0], sets[1], crunRun
+}
+
+// runtimeRunner is BenchmarkRuntimeRun's `crun run` of /usr/bin/true as
+// a function of the sample's number, nil without crun.
+func runtimeRunner(b *testing.B) func(i int) {
+	crun, err := exec.LookPath("crun")
+	if err != nil {
+		return nil
+	}
+	bundle, root := probeBundle(b), b.TempDir()
+	return func(i int) {
+		if out, err := exec.Command(crun, "--root", root, "run", "--bundle", bundle, fmt.Sprintf("cold-run-%d-%d", os.Getpid(), i)).CombinedOutput(); err != nil {
+			b.Fatalf("crun run: %v: %s", err, out)
+		}
+	}
 }
 
 // interleavedColdStarts takes sampleCount cold starts in mode from each
-// of daemons, one from each in turn, and returns each daemon's.
-func interleavedColdStarts(b *testing.B, mode api.NetworkMode, daemons ...*testdaemon.Daemon) []samples {
+// of daemons, and as many runs of runtimeRun if not nil, one of each in
+// turn, and returns each daemon's and runtimeRun's.
+func interleavedColdStarts(b *testing.B, mode api.NetworkMode, runtimeRun func(i int), daemons ...*testdaemon.Daemon) ([]samples, samples) {
 	ctx := ctxFor(b)
 	n := sampleCount()
 	sets := make([]samples, len(daemons))
 	cpu := make([]coldStartCPU, len(daemons))
+	kept := make([]samples, len(daemons)) // bytes, as samples for their percentile
+	var runs samples
 	for i := 0; i < n; i++ {
 		for k, d := range daemons {
 			sb := d.Client.Sandbox(fmt.Sprintf("cold-%d", i), client.WithNetwork(api.NetworkOptions{Mode: mode}))
+			beforeColdSample()
+			mem := keptMemory(d)
 			before := takeColdStartCPU(d)
 			start := time.Now()
 			if res, err := sb.Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
@@ -79,11 +112,19 @@ func interleavedColdStarts(b *testing.B, mode api.NetworkMode, daemons ...*testd
 			}
 			sets[k] = append(sets[k], time.Since(start))
 			cpu[k].add(before, takeColdStartCPU(d))
+			kept[k] = append(kept[k], time.Duration(keptMemory(d)-mem))
+		}
+		if runtimeRun != nil {
+			beforeColdSample()
+			start := time.Now()
+			runtimeRun(i)
+			runs = append(runs, time.Since(start))
 		}
 	}
 	for k, d := range daemons {
 		b.Logf("daemon %d of %d, boot steps p50: %s", k+1, len(daemons), bootSteps(d.Logs()))
 		b.Logf("daemon %d of %d, CPU per cold start: %s", k+1, len(daemons), cpu[k])
+		b.Logf("daemon %d of %d, memory a cold start left in its sandboxes' cgroups p50 %d KiB", k+1, len(daemons), kept[k].percentile(50)/1024)
 	}
 	// Destroy outside the measurement.
 	for _, d := range daemons {
@@ -91,7 +132,7 @@ func interleavedColdStarts(b *testing.B, mode api.NetworkMode, daemons ...*testd
 			d.Client.Sandbox(fmt.Sprintf("cold-%d", i)).Destroy(ctx)
 		}
 	}
-	return sets
+	return sets, runs
 }
 
 // coldStartCPU is the CPU time cold starts took, one sample each: the
@@ -240,7 +281,7 @@ func BenchmarkColdStartBaseline(b *testing.B) {
 		var before, after samples
 		b.Run(string(mode)+"/baseline", func(b *testing.B) {
 			once(b, func(b *testing.B) {
-				sets := interleavedColdStarts(b, mode,
+				sets, _ := interleavedColdStarts(b, mode, nil,
 					testdaemon.Start(b, withArgs()),
 					testdaemon.Start(b, testdaemon.Options{}))
 				before, after = sets[0], sets[1]

@@ -42,8 +42,10 @@ import (
 //	              shell started through the spawn wrapper, then the command)
 //
 // and beside them a sandboxd cold start of a new ID (`exec true`, as
-// BenchmarkColdStart/none/no-userns) and `crun run` of /usr/bin/true in
-// BenchmarkRuntimeRun's minimal bundle (the goal's denominator).
+// BenchmarkColdStart/none/no-userns, destroyed after its sample) and
+// `crun run` of /usr/bin/true in BenchmarkRuntimeRun's minimal bundle (the
+// goal's denominator), each from the state BenchmarkColdStart's samples
+// start from (beforeColdSample).
 // FLOOR_VARIANTS="true go ..." runs only those variants. With
 // BENCH_BASELINE_BIN_DIR=DIR (another build's sandbox-agent,
 // sandbox-spawn and sandbox-transpile, if it has one), agent-exec-baseline
@@ -102,6 +104,7 @@ func BenchmarkColdStartFloor(b *testing.B) {
 				after[v] = append(after[v], a-r)
 			}
 			id := fmt.Sprintf("floor-cold-%d", i)
+			beforeColdSample()
 			before := takeColdStartCPU(d)
 			start := time.Now()
 			if res, err := d.Client.Sandbox(id, client.WithNetwork(api.NetworkOptions{Mode: api.NetworkNone})).Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
@@ -110,6 +113,7 @@ func BenchmarkColdStartFloor(b *testing.B) {
 			cold = append(cold, time.Since(start))
 			coldCPU.add(before, takeColdStartCPU(d))
 			d.Client.Sandbox(id).Destroy(ctx)
+			beforeColdSample()
 			start = time.Now()
 			rid := fmt.Sprintf("floor-run-%d-%d", os.Getpid(), i)
 			if out, err := exec.Command(crun, "--root", root, "run", "--bundle", probe, rid).CombinedOutput(); err != nil {
