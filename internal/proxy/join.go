@@ -364,7 +364,7 @@ func (js *joins) ended(key uint64, failed bool) {
 
 // passEOF passes the end of s's incoming stream on to its peer, once the
 // kernel has sent the peer everything that came before; the pair ends
-// when both streams have ended.
+// when both streams have ended, or soon after the service's did.
 func (s *side) passEOF() {
 	if !s.jc.use() {
 		return // ended meanwhile
@@ -376,10 +376,25 @@ func (s *side) passEOF() {
 		return
 	}
 	unix.Shutdown(int(p.fd), unix.SHUT_WR)
-	if s.jc.eofs.Add(1) == 2 {
+	switch {
+	case s.jc.eofs.Add(1) == 2:
 		s.jc.end()
+	case s == &s.jc.service:
+		// A joined connection carries HTTP/1.1 requests and answers: a
+		// service whose stream ended answers nothing more, so the pair
+		// (and the sandbox's hold) need not wait for a client that keeps
+		// its end open. Not at once: closing a socket that still has
+		// bytes of the client's unread resets it, and a reset can drop
+		// the end of the answer still on its way to the client (the
+		// delay is net/http's server's own before it closes, for the
+		// same reason).
+		time.AfterFunc(serviceEndGrace, s.jc.end)
 	}
 }
+
+// serviceEndGrace is how long a pair whose service's stream ended waits
+// for the client's end before it ends anyway.
+const serviceEndGrace = 500 * time.Millisecond
 
 // drained waits until the kernel has written to p every byte s received,
 // and reports whether it did before the idle timeout passed without

@@ -107,6 +107,78 @@ func TestJoinedConnectionsPassEndsOfStreamOn(t *testing.T) {
 	}
 }
 
+// A client that half-closes its connection after a request on a joined
+// connection still gets the whole answer: its end of stream reaches the
+// service after the request, as it does on a direct connection. (The
+// kernel once sent the end to the service's socket as a send of no
+// bytes, which failed it: the pair was cut and the answer lost.)
+func TestJoinedConnectionsAnswerAClientThatHalfClosed(t *testing.T) {
+	addr, mux := backend(t)
+	answer := strings.Repeat("y", 256<<10)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/first" {
+			io.WriteString(w, "joined") // small enough to join after
+			return
+		}
+		if r.URL.Path == "/late" {
+			time.Sleep(100 * time.Millisecond) // the client's end comes first
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(answer)))
+		io.WriteString(w, answer)
+	})
+	var held atomic.Int32
+	srv := joinFront(t, addr, &held)
+	for _, path := range []string{"/now", "/late"} {
+		t.Run(strings.TrimPrefix(path, "/"), func(t *testing.T) {
+			waitHolds(t, &held, 0)
+			c, err := net.DialTCP("tcp", nil, srv.Listener.Addr().(*net.TCPAddr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(time.Minute))
+			br := bufio.NewReader(c)
+			get := func(path string) string {
+				t.Helper()
+				fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: demo\r\n\r\n", path)
+				if path != "/first" {
+					c.CloseWrite()
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("GET %s: %v", path, err)
+				}
+				b, err := io.ReadAll(resp.Body)
+				if err != nil {
+					t.Fatalf("GET %s: %d bytes, %v", path, len(b), err)
+				}
+				return string(b)
+			}
+			if got := get("/first"); got != "joined" || held.Load() != 1 {
+				t.Fatalf("first request: %q, %d holds (want 1: joined)", got, held.Load())
+			}
+			if got := get(path); len(got) != len(answer) {
+				t.Fatalf("GET %s after the client's end: %d bytes of %d", path, len(got), len(answer))
+			}
+			if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Errorf("after the answer: %d %v, want EOF", n, err)
+			}
+			waitHolds(t, &held, 0)
+		})
+	}
+}
+
+// waitHolds waits until the holds the proxy took on the sandbox and has
+// not released are n.
+func waitHolds(t *testing.T, held *atomic.Int32, n int32) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); held.Load() != n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d holds left, want %d", held.Load(), n)
+		}
+	}
+}
+
 // debugLogOnFailure is a debug-level logger whose lines the test prints
 // if it fails: why a joined connection was cut, say.
 func debugLogOnFailure(t *testing.T) *slog.Logger {

@@ -129,7 +129,8 @@ func (j *Joiner) load(maxPairs int) error {
 // buffers are scanned (scan.go) and redirected to its service's egress
 // while they pass, and from the first that does not, kept on the client's
 // socket (flagDiverted) and the client's cookie sent to the daemon
-// through the ring buffer.
+// through the ring buffer. An empty buffer, a stream's end, stays with
+// its socket.
 func program(socks, peers, table, events int, k int32) asm.Instructions {
 	const (
 		skPass      = 1
@@ -148,6 +149,14 @@ func program(socks, peers, table, events int, k int32) asm.Instructions {
 	)
 	return asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
+		// An empty buffer is an end of stream (a FIN): it stays with its
+		// socket, whose owner passes it on (the TCP stack has marked the
+		// socket's receive side shut already). Redirected, it reached the
+		// peer's egress as a send of no bytes, which the kernel takes for
+		// a broken pipe: the peer got EPIPE as its socket error
+		// (EPOLLERR), and the proxy took a stream's end for a failure.
+		asm.LoadMem(asm.R8, asm.R6, ctxLen, asm.Word),
+		asm.JEq.Imm(asm.R8, 0, "pass"),
 		asm.FnGetSocketCookie.Call(),
 		asm.StoreMem(asm.RFP, fpCookie, asm.R0, asm.DWord),
 		asm.LoadMapPtr(asm.R1, peers),
@@ -164,7 +173,6 @@ func program(socks, peers, table, events int, k int32) asm.Instructions {
 		// A client's buffer: make its bytes linear, then run them
 		// through the automaton.
 		asm.LoadMem(asm.R8, asm.R6, ctxLen, asm.Word).WithSymbol("scan"),
-		asm.JEq.Imm(asm.R8, 0, "redirect"),
 		asm.JGT.Imm(asm.R8, maxScan, "divert"),
 		asm.Mov.Reg(asm.R1, asm.R6),
 		asm.Mov.Reg(asm.R2, asm.R8),

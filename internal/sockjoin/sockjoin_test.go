@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 func tcpPair(t testing.TB) (client, server *net.TCPConn) {
@@ -105,6 +106,62 @@ func TestJoinForwardsBothWays(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the daemon's end did not see the client's close")
 	}
+}
+
+// TestJoinLeavesEndsOfStreamToTheirSockets: a stream's end (a FIN, an
+// empty buffer) stays with the socket that received it, for the daemon
+// to pass on, and neither socket of the pair gets an error. Redirected,
+// it reached the peer as a send of no bytes, which the kernel failed with
+// EPIPE on the peer, and the proxy cut the connection as failed, racing
+// the end it was passing on (internal/proxy's
+// TestJoinedConnectionsDivertWhatNeedsTheDaemon).
+func TestJoinLeavesEndsOfStreamToTheirSockets(t *testing.T) {
+	j := newJoiner(t)
+	for _, from := range []string{"client", "service"} {
+		t.Run(from, func(t *testing.T) {
+			client, front := tcpPair(t)
+			back, service := tcpPair(t)
+			p, err := j.Join(front, back, testHost)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Unjoin()
+			req := request("/")
+			client.Write([]byte(req))
+			readN(t, service, len(req))
+			service.Write([]byte("pong!"))
+			readN(t, client, 5)
+			ending, end := client, front // who ends its stream, and the joined socket that gets the end
+			if from == "service" {
+				ending, end = service, back
+			}
+			ending.CloseWrite()
+			end.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, err := end.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Fatalf("the joined socket after the %s's end: %d bytes, %v; want the end", from, n, err)
+			}
+			// The kernel reports a failed redirect from a work queue, a
+			// moment after the end arrived.
+			for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				for name, s := range map[string]*net.TCPConn{"client's": front, "service's": back} {
+					if errno := soError(t, s); errno != 0 {
+						t.Fatalf("after the %s's end, the joined %s socket has the error %v", from, name, errno)
+					}
+				}
+			}
+		})
+	}
+}
+
+// soError is c's pending socket error (SO_ERROR), 0 for none.
+func soError(t *testing.T, c *net.TCPConn) unix.Errno {
+	t.Helper()
+	var errno int
+	var err error
+	if cerr := control(c, func(fd int) { errno, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR) }); cerr != nil || err != nil {
+		t.Fatal(cerr, err)
+	}
+	return unix.Errno(errno)
 }
 
 // TestJoinKeepsWhatNeedsTheDaemon: from the first buffer the scan does
