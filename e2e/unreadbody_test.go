@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/api/fullduplex"
 	"github.com/sandboxd/sandboxd/api/fullduplex/fullduplextest"
 )
 
@@ -23,21 +24,28 @@ import (
 // read such a body's end after it stopped watching the connection, and the
 // connection's next request panicked it (golang/go#68560), which dropped
 // the caller's connection.
+//
+// A caller that stalls the rest of such a body has its connection closed
+// once fullduplex.DefaultEndBodyWait passed, and what it sends later is
+// never read as a request.
 func TestPreviewAndCallBodiesLeftUnreadKeepTheConnection(t *testing.T) {
 	d := daemon(t)
 	addr := strings.TrimPrefix(d.URL, "http://")
+	p, err := d.Client.Sandbox("unread-body").ExposePort(ctxT(t, time.Minute), 8181)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(p.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := "Host: " + u.Host
+	preview := "POST /upload HTTP/1.1\r\n" + host
+	_, key := tenantClient(t, d, api.KeyCreateRequest{Name: "unreadbody", Quotas: api.Quotas{MaxMemory: 1 << 20}})
+	auth := "Host: sandboxd\r\nAuthorization: Bearer " + key
+	call := "POST /v1/sandboxes/over-quota/exec HTTP/1.1\r\nContent-Type: text/plain\r\n" + auth
 	t.Run("preview of a port nothing listens on", func(t *testing.T) {
-		p, err := d.Client.Sandbox("unread-body").ExposePort(ctxT(t, time.Minute), 8181)
-		if err != nil {
-			t.Fatal(err)
-		}
-		u, err := url.Parse(p.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		host := "Host: " + u.Host
-		answers := fullduplextest.KeepsConnection(t, addr, "POST /upload HTTP/1.1\r\n"+host,
-			"a body nothing reads", "GET / HTTP/1.1\r\n"+host)
+		answers := fullduplextest.KeepsConnection(t, addr, preview, "a body nothing reads", "GET / HTTP/1.1\r\n"+host)
 		for i, a := range answers[:2] {
 			if a.Status != 502 || errorCode(a.Body) != api.CodeServiceNotResponding {
 				t.Errorf("call %d: %d %s", i+1, a.Status, a.Body)
@@ -45,15 +53,19 @@ func TestPreviewAndCallBodiesLeftUnreadKeepTheConnection(t *testing.T) {
 		}
 	})
 	t.Run("streamed call refused by a quota", func(t *testing.T) {
-		_, key := tenantClient(t, d, api.KeyCreateRequest{Name: "unreadbody", Quotas: api.Quotas{MaxMemory: 1 << 20}})
-		auth := "Host: sandboxd\r\nAuthorization: Bearer " + key
-		answers := fullduplextest.KeepsConnection(t, addr,
-			"POST /v1/sandboxes/over-quota/exec HTTP/1.1\r\nContent-Type: text/plain\r\n"+auth, "a body nothing reads",
-			"GET /v1/health HTTP/1.1\r\n"+auth)
+		answers := fullduplextest.KeepsConnection(t, addr, call, "a body nothing reads", "GET /v1/health HTTP/1.1\r\n"+auth)
 		for i, a := range answers[:2] {
 			if errorCode(a.Body) != api.CodeQuotaExceeded {
 				t.Errorf("call %d: %d %s", i+1, a.Status, a.Body)
 			}
+		}
+	})
+	t.Run("stalled bodies", func(t *testing.T) {
+		for name, head := range map[string]string{"preview": preview, "call": call} {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				fullduplextest.ClosesStalledBody(t, addr, head, fullduplex.DefaultEndBodyWait)
+			})
 		}
 	})
 	if strings.Contains(d.Logs(), "http: panic serving") {

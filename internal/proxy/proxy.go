@@ -55,6 +55,11 @@ type Limits struct {
 	// served, WebSockets included, per sandbox (default 512) and in all
 	// (default 2048): with 64 KiB of headers each, at most 128 MiB. More get ErrBusy.
 	MaxInFlightPerSandbox, MaxInFlight int
+	// UnreadBodyWait bounds how long, after the answer, the proxy waits for
+	// the rest of a body the service left unread (default 10s,
+	// fullduplex.DefaultEndBodyWait), holding the request's in-flight slot
+	// and the sandbox: a client slower than that has its connection closed.
+	UnreadBodyWait time.Duration
 }
 
 // Default limits.
@@ -77,6 +82,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxInFlight <= 0 {
 		l.MaxInFlight = DefaultMaxInFlight
+	}
+	if l.UnreadBodyWait <= 0 {
+		l.UnreadBodyWait = fullduplex.DefaultEndBodyWait
 	}
 	return l
 }
@@ -265,7 +273,7 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, req Request, onErr
 	rp.ServeHTTP(w, r)
 	// A service that could not be reached, or answered first, left the
 	// body unread.
-	fullduplex.EndBody(w, r)
+	fullduplex.EndBodyWithin(w, r, p.limits.UnreadBodyWait)
 }
 
 // rewrite makes the request the service gets: its address, path and Host,

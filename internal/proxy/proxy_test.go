@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -284,6 +285,39 @@ func TestProxyUnreadBodyKeepsTheConnection(t *testing.T) {
 			srv := front(t, addr, Request{})
 			fullduplextest.KeepsConnection(t, srv.Listener.Addr().String(),
 				"POST /upload HTTP/1.1\r\nHost: x", "a body the service never reads", "GET / HTTP/1.1\r\nHost: x")
+		})
+	}
+}
+
+// A client that stalls the rest of a body the service left unread holds
+// the request (its in-flight slot, the sandbox) for UnreadBodyWait only:
+// then its connection is closed, and the rest is never read as a request.
+func TestProxyBoundsAStalledUnreadBody(t *testing.T) {
+	early, mux := backend(t)
+	mux.Handle("/", fullduplextest.AnswerFirst)
+	const wait = 300 * time.Millisecond
+	for name, addr := range map[string]string{"refused": closedAddr(t), "answered first": early} {
+		t.Run(name, func(t *testing.T) {
+			p := New(Options{Limits: Limits{UnreadBodyWait: wait}, Dial: func(ctx context.Context, id string, port int) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "tcp", addr)
+			}})
+			t.Cleanup(p.Close)
+			var serving atomic.Int32
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				serving.Add(1)
+				defer serving.Add(-1)
+				p.Serve(w, r, Request{SandboxID: "demo", Port: 8080, Host: r.Host}, func(w http.ResponseWriter, r *http.Request, err error) {
+					http.Error(w, "upstream: "+err.Error(), http.StatusBadGateway)
+				})
+			}))
+			srv.Config.ErrorLog = fullduplextest.ErrorLog(t)
+			srv.Start()
+			t.Cleanup(srv.Close)
+			fullduplextest.ClosesStalledBody(t, srv.Listener.Addr().String(), "POST /upload HTTP/1.1\r\nHost: x", wait)
+			if n := serving.Load(); n != 0 {
+				t.Errorf("%d requests still served after their connection closed", n)
+			}
 		})
 	}
 }

@@ -29,13 +29,7 @@ type Answer struct {
 // connection, and returns their answers.
 func KeepsConnection(t testing.TB, addr, head, body, next string) []Answer {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(time.Minute))
-	br := bufio.NewReader(conn)
+	conn, br := dial(t, addr)
 	var answers []Answer
 	for i, split := range []int{len(body), min(5, len(body))} {
 		fmt.Fprintf(conn, "%s\r\nContent-Length: %d\r\n\r\n%s", head, len(body), body[:split])
@@ -52,6 +46,49 @@ func KeepsConnection(t testing.TB, addr, head, body, next string) []Answer {
 		t.Fatalf("a call after them on the connection: %v", err)
 	}
 	return append(answers, readAnswer(t, resp, "the call after them"))
+}
+
+// ClosesStalledBody sends, on a connection to addr, the call whose request
+// line and headers are head (as for KeepsConnection) with only the first
+// bytes of its body, and reads the answer. It fails t unless the server
+// then closes the connection within wait, and unless what the caller sends
+// after that as the rest of the body (a request of its own) is never
+// answered as a request.
+func ClosesStalledBody(t testing.TB, addr, head string, wait time.Duration) {
+	t.Helper()
+	const first, rest = "the first bytes; ", "GET /not-a-request HTTP/1.1\r\nHost: x\r\n\r\n"
+	conn, br := dial(t, addr)
+	fmt.Fprintf(conn, "%s\r\nContent-Length: %d\r\n\r\n%s", head, len(first)+len(rest), first)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("the call: %v", err)
+	}
+	readAnswer(t, resp, "the call")
+	start := time.Now()
+	conn.SetReadDeadline(start.Add(wait + 5*time.Second))
+	if _, err := br.ReadByte(); err == nil {
+		t.Errorf("the server sent more after the answer")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Errorf("the connection is still open %v after the answer, the body's rest still awaited", time.Since(start).Round(time.Millisecond))
+	}
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	io.WriteString(conn, rest)
+	if resp, err := http.ReadResponse(br, nil); err == nil {
+		t.Errorf("the body's rest was answered as a request: %s", resp.Status)
+	}
+}
+
+// dial opens a connection to addr for t, with a minute for everything
+// on it, closed when t ends.
+func dial(t testing.TB, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(time.Minute))
+	return conn, bufio.NewReader(conn)
 }
 
 func readAnswer(t testing.TB, resp *http.Response, call string) Answer {
