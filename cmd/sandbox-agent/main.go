@@ -5,6 +5,15 @@
 //
 // `sandbox-agent spawn -- PROG ARGS...` is the wrapper the agent re-executes
 // to start user programs in the sandbox's user cgroup (package spawn).
+//
+// The runtime does not name its memory mappings (decoratemappings=0, the
+// Go 1.24 behaviour): naming is one prctl(PR_SET_VMA) after every mmap,
+// 23 more system calls before the agent serves, each a trip through
+// gVisor's Sentry on a gVisor sandbox's cold start. Only /proc/PID/maps
+// showed the names. A //go:debug line, not GODEBUG in the environment,
+// which the agent's children would inherit.
+//
+//go:debug decoratemappings=0
 package main
 
 import (
