@@ -1,12 +1,14 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -25,6 +27,12 @@ import (
 //     agent side waiting in epoll as a session does;
 //   - bash-read: one short line to bash's `read` builtin and back with
 //     printf (bash reads a pipe a byte at a time);
+//   - frame-min: a session's frame (`true` in it) to bash's `read -N`,
+//     eval'd, and a status line back on bash's stdout: the fewest calls
+//     a command's round trip through a shell can make;
+//   - frame-session: the same with a session command's redirections
+//     (stdin, stdout, stderr, the status FIFO), without the agent's work
+//     around them;
 //   - exec: Session.Exec of `true`, the agent's whole session path without
 //     HTTP;
 //   - shell-line, shell-frame: the shell's own part of a command
@@ -44,6 +52,27 @@ func BenchmarkShellFloor(b *testing.B) {
 		pp := startPingPong(b, []string{"bash", "--noprofile", "--norc", "-c", `while IFS= read -r l; do printf '%s\n' "$l"; done`}, "bash")
 		defer pp.close()
 		roundTrips(b, func() { pp.roundTrip(b, []byte("x\n"), 2) })
+	})
+	// A frame as the session sends one (bashFrameLen bytes, the text
+	// `true` in it) to bash's read builtin, and a status line back:
+	// frame-min with nothing else, the fewest calls a command's round
+	// trip through a shell can make; frame-session with the redirections
+	// a session's command makes (dispatchVariants' 'e': stdin from the
+	// link n, stdout and stderr to o and e, the status line through the
+	// FIFO s), but none of the agent's work around them (the request, the
+	// answer, the settling).
+	b.Run("frame-min", func(b *testing.B) {
+		pp := startPingPong(b, []string{"bash", "--noprofile", "--norc", "-c",
+			`while IFS= command read -r -N ` + strconv.Itoa(bashFrameLen) + ` f; do command eval "${f:` + strconv.Itoa(frameHeader) + `:${f:16:4}}"; command printf '%s %s\n' "$?" "${f:1:15}"; done`}, "bash")
+		defer pp.close()
+		frame := floorFrame()
+		roundTrips(b, func() { pp.roundTrip(b, frame, 18) })
+	})
+	b.Run("frame-session", func(b *testing.B) {
+		pp := startFrameSession(b)
+		defer pp.close()
+		frame := floorFrame()
+		roundTrips(b, func() { pp.roundTrip(b, frame, 18) })
 	})
 	// The shell's own part of a dispatch, per command, looped inside one
 	// bash (no agent, no pipe round trip), in a directory on a tmpfs as
@@ -249,6 +278,53 @@ func startPingPong(b *testing.B, argv []string, name string) *pingPong {
 		b.Fatal(err)
 	}
 	return &pingPong{in: in[1], out: out[0], ep: ep, proc: p, buf: make([]byte, 64)}
+}
+
+// floorFrame is a bash frame as the session writes one: letter 'e',
+// the command's number, the text's length and the text `true`, padded.
+func floorFrame() []byte {
+	head := fmt.Sprintf("e%015d%04d%s", 1, 4, "true")
+	return append([]byte(head), bytes.Repeat([]byte{' '}, bashFrameLen-len(head))...)
+}
+
+// startFrameSession starts a bash that reads frames from its stdin and
+// runs each as a session's 'e' command does, in a directory on a tmpfs:
+// stdin from the link n (to /dev/null), stdout and stderr to the files o
+// and e, the status line into the FIFO s, whose read end (with a write
+// end held, as the session holds its own) the round trip waits on.
+func startFrameSession(b *testing.B) *pingPong {
+	dir, err := os.MkdirTemp("/dev/shm", "floor")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Symlink("/dev/null", filepath.Join(dir, "n")); err != nil {
+		b.Fatal(err)
+	}
+	status := filepath.Join(dir, "s")
+	if err := unix.Mkfifo(status, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	r, err := unix.Open(status, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hold, err := unix.Open(status, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { unix.Close(hold) }) // r is the ping-pong's: closed with it
+	script := `cd ` + dir + `; command exec 4<&0 <&- >&- 2>&-; while IFS= command read -r -N ` + strconv.Itoa(bashFrameLen) + ` -u 4 f; do ` +
+		`{ for a in 1; do for b in 1; do command eval "${f:` + strconv.Itoa(frameHeader) + `:${f:16:4}}" 2>./e; done; done >./o; s=$?; ` +
+		`command printf '%s %s\n' "$s" "${f:1:15}" >./s; } <./n; done`
+	pp := startPingPong(b, []string{"bash", "--noprofile", "--norc", "-c", script}, "bash")
+	unix.EpollCtl(pp.ep, unix.EPOLL_CTL_DEL, pp.out, nil)
+	unix.Close(pp.out)
+	pp.out = r
+	if err := epollAdd(pp.ep, r, unix.EPOLLIN); err != nil {
+		b.Fatal(err)
+	}
+	return pp
 }
 
 func (pp *pingPong) roundTrip(b *testing.B, msg []byte, want int) {
