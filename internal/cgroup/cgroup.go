@@ -42,6 +42,10 @@ type Host struct {
 	// v2 one, hybrid included): the runtime creates the sandbox's cgroup in
 	// all of them, and Remove removes it from all of them.
 	hierarchies []string
+	// cgroup2 is the cgroup2 mount point, on a v2 host and on a hybrid
+	// one (where it has no controllers but still tracks processes);
+	// empty on a v1-only host.
+	cgroup2 string
 }
 
 // Detect reads the cgroup layout from /proc/self/mountinfo.
@@ -73,6 +77,9 @@ func Detect() (*Host, error) {
 		}
 		switch fsType {
 		case "cgroup2":
+			if h.cgroup2 == "" {
+				h.cgroup2 = mountPoint
+			}
 			if mountPoint == "/sys/fs/cgroup" {
 				unified = mountPoint
 			}

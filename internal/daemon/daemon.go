@@ -131,6 +131,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 			cg.RemoveParentIfEmpty(cfg.CgroupParent)
 		}
 	}()
+	// What a daemon killed mid-build left running (a RUN step's
+	// container, mmdebstrap) dies now; at a stop, what is still running.
+	jobs := cg.Jobs(cfg.CgroupParent)
+	if err := jobs.Sweep(); err != nil {
+		return fmt.Errorf("killing the jobs a previous start left: %w", err)
+	}
+	defer jobs.Sweep()
 	hostImage, err := rootfs.PrepareHost(hostImageDir(cfg))
 	if err != nil {
 		return fmt.Errorf("preparing the host image: %w", err)
@@ -152,7 +159,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	registerHostMetrics(registry, log)
 	registerEgressMetrics(registry, net)
 	var mgr *sandbox.Manager
-	images, err := openImages(cfg, hostImage, rt, func(ctx context.Context) (map[string]bool, error) {
+	images, err := openImages(cfg, hostImage, rt, jobs, func(ctx context.Context) (map[string]bool, error) {
 		return imagesInUse(ctx, mgr)
 	}, log)
 	if err != nil {

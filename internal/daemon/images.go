@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"github.com/sandboxd/sandboxd/internal/cgroup"
 	"github.com/sandboxd/sandboxd/internal/image"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
 	"github.com/sandboxd/sandboxd/internal/runtime"
@@ -15,7 +16,7 @@ import (
 
 // openImages opens the image store in <state>/images; buildah keeps its
 // storage in <state>/build and its run root in <run>/build.
-func openImages(cfg Config, host *rootfs.Image, rt *runtime.Runtime, inUse func(context.Context) (map[string]bool, error), log *slog.Logger) (*image.Store, error) {
+func openImages(cfg Config, host *rootfs.Image, rt *runtime.Runtime, jobs *cgroup.Jobs, inUse func(context.Context) (map[string]bool, error), log *slog.Logger) (*image.Store, error) {
 	st, err := image.Open(image.Options{
 		Dir:           filepath.Join(cfg.StateDir, "images"),
 		Host:          host,
@@ -25,6 +26,7 @@ func openImages(cfg Config, host *rootfs.Image, rt *runtime.Runtime, inUse func(
 		BuildRoot:     filepath.Join(cfg.StateDir, "build"),
 		RunRoot:       filepath.Join(cfg.RunDir, "build"),
 		BuildRuntime:  rt.Path,
+		Jobs:          jobs,
 		CacheDir:      cfg.ImageCacheDir,
 		Log:           log.With("component", "images"),
 	})

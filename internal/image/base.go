@@ -111,6 +111,14 @@ func (s *Store) runRecipe(ctx context.Context, tmp, out string, opts BaseOptions
 	}
 	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true, Pdeathsig: unix.SIGKILL}
 	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }
+	// The parent-death signal reaches bash only; its cgroup holds
+	// mmdebstrap and what that forks.
+	job, err := s.opts.Jobs.Start()
+	if err != nil {
+		return err
+	}
+	defer job.End()
+	job.Attach(cmd)
 	tail := &tailBuffer{max: 2048}
 	var mu sync.Mutex
 	emit := func(stream string) *lineBuf {
@@ -126,7 +134,7 @@ func (s *Store) runRecipe(ctx context.Context, tmp, out string, opts BaseOptions
 	s.log.Info("building the base image", "recipe", base.Hash()[:16])
 	start := time.Now()
 	// Hold: the parent-death signal comes when the forking thread ends.
-	err := osthread.Hold(cmd.Run)
+	err = osthread.Hold(cmd.Run)
 	stdout.flush()
 	stderr.flush()
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sandboxd/sandboxd/internal/cgroup"
 	"github.com/sandboxd/sandboxd/internal/osthread"
 )
 
@@ -109,7 +110,13 @@ func (s *Store) Build(ctx context.Context, opts BuildOptions) (Image, error) {
 
 	s.buildMu.Lock()
 	defer s.buildMu.Unlock()
-	b := &buildah{path: buildahPath, store: s, policy: filepath.Join(tmp, "policy.json")}
+	job, err := s.opts.Jobs.Start()
+	if err != nil {
+		return Image{}, err
+	}
+	// Deferred first, so it runs last: after the rmi below.
+	defer job.End()
+	b := &buildah{path: buildahPath, store: s, policy: filepath.Join(tmp, "policy.json"), job: job}
 	if err := os.WriteFile(b.policy, []byte(`{"default":[{"type":"insecureAcceptAnything"}]}`), 0o600); err != nil {
 		return Image{}, err
 	}
@@ -125,6 +132,10 @@ func (s *Store) Build(ctx context.Context, opts BuildOptions) (Image, error) {
 		"--signature-policy", b.policy, "--format=oci", "-f", filepath.Join(ctxDir, dockerfile), "-t", tag}
 	if s.opts.BuildRuntime != "" {
 		args = append(args, "--runtime", s.opts.BuildRuntime)
+	}
+	if parent := job.Parent(); parent != "" {
+		// RUN steps' containers in the job's cgroup, not at the root.
+		args = append(args, "--cgroup-parent", parent)
 	}
 	for k, v := range opts.Args {
 		args = append(args, "--build-arg", k+"="+v)
@@ -167,6 +178,8 @@ type buildah struct {
 	path   string
 	store  *Store
 	policy string
+	// job is the build's cgroup; every buildah command starts in it.
+	job *cgroup.Job
 }
 
 func (b *buildah) globalArgs() []string {
@@ -182,6 +195,7 @@ func (b *buildah) command(ctx context.Context, args ...string) *exec.Cmd {
 	cmd.Env = append(os.Environ(), "BUILDAH_LAYERS=false")
 	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true, Pdeathsig: unix.SIGKILL}
 	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }
+	b.job.Attach(cmd)
 	return cmd
 }
 

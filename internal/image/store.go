@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/sandboxd/sandboxd/internal/atomicfile"
+	"github.com/sandboxd/sandboxd/internal/cgroup"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
 )
 
@@ -59,6 +60,10 @@ type Options struct {
 	// BuildRuntime is the OCI runtime binary buildah runs RUN steps with;
 	// empty: buildah's default.
 	BuildRuntime string
+	// Jobs holds the processes of builds and base image recipes, each in
+	// a cgroup of its own, so that nothing they fork outlives them or a
+	// SIGKILLed daemon; nil: they run in the daemon's cgroup.
+	Jobs *cgroup.Jobs
 	// CacheDir keeps base image tarballs between daemon state dirs; empty
 	// means no cache.
 	CacheDir string

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/sandboxd/sandboxd/internal/cgroup"
 	"github.com/sandboxd/sandboxd/internal/hostlock"
 	"github.com/sandboxd/sandboxd/internal/lxcfs"
 )
@@ -26,13 +27,17 @@ type Daemon struct {
 }
 
 // Remove stops d's lxcfs, detaches every mount below its directories,
-// deletes its nftables table and its (empty) cgroup parent, removes its
+// deletes its nftables table, kills the jobs it left running (a build a
+// SIGKILL interrupted), removes its (then empty) cgroup parent and its
 // run directory, and removes the host lock files no daemon holds (a
 // crashed one's; a stopped one removed its own). Call it after the daemon
 // has stopped and its sandboxes are destroyed. Errors are ignored: each
 // step is best effort and the next one still runs.
 func Remove(d Daemon) {
 	RemoveKept(d)
+	if h, err := cgroup.Detect(); err == nil && d.CgroupParent != "" {
+		h.Jobs(d.CgroupParent).Sweep()
+	}
 	parents, _ := filepath.Glob("/sys/fs/cgroup/*/" + d.CgroupParent)
 	for _, p := range append(parents, "/sys/fs/cgroup/"+d.CgroupParent) {
 		os.Remove(p)
