@@ -31,7 +31,8 @@ type Server struct {
 	// URL is the server's base, e.g. http://10.0.0.1:34567.
 	URL string
 	// Delay slows every request to private.git, so a test can look at
-	// the process list while a clone runs.
+	// the process list while a clone runs; a request whose client leaves
+	// stops waiting.
 	Delay time.Duration
 
 	mu       sync.Mutex
@@ -86,7 +87,14 @@ func Start(t testing.TB, addr string) *Server {
 		delay := s.Delay
 		s.mu.Unlock()
 		if strings.HasPrefix(r.URL.Path, "/private.git") {
-			time.Sleep(delay)
+			// A client that leaves (a clone killed by its timeout) or the
+			// server's close ends the wait: a test may ask a delay far
+			// longer than it runs.
+			select {
+			case <-time.After(delay):
+			case <-r.Context().Done():
+				return
+			}
 			if u, p, ok := r.BasicAuth(); !ok || u != User || p != Password {
 				w.Header().Set("WWW-Authenticate", `Basic realm="private"`)
 				http.Error(w, "auth required", http.StatusUnauthorized)
