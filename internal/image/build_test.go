@@ -3,6 +3,7 @@ package image
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -95,7 +97,12 @@ func TestBuildDockerfile(t *testing.T) {
 		exec.Command("buildah", "--root", filepath.Join(s.opts.BuildRoot, "storage"), "--runroot", s.opts.RunRoot, "rmi", "--all", "-f").Run()
 		exec.Command("umount", "-R", "-l", filepath.Join(s.opts.BuildRoot, "storage", "overlay")).Run()
 	})
-	ctx := ctxT(t)
+	// Every build below shares this bound, a guard against a hang, not a
+	// speed check: the whole package takes 8-11 s in a quiet CI, 70 s in
+	// one that ran 4x slow, and this test alone took over 2 minutes (the
+	// bound ctxT gives) at load 30.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
 	bb := testImage(t, v1.Config{Env: []string{"PATH=/bin"}}, busyboxLayer(t))
 	if _, err := s.ImportLayout(ctx, writeLayout(t, bb), "bb"); err != nil {
 		t.Fatal(err)
