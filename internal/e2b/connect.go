@@ -183,8 +183,14 @@ func readStreamRequest(r *http.Request, msg any) error {
 	if n > maxRPCMessage {
 		return rpcErrorf(codeResourceExhausted, "request message of %d bytes; at most %d", n, maxRPCMessage)
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r.Body, b); err != nil {
+	// The length is the client's word: memory grows with the bytes that
+	// come, not with what the envelope claims (an 8 MiB buffer per call
+	// for a 5-byte header sent by a caller that then stalls).
+	b, err := io.ReadAll(io.LimitReader(r.Body, int64(n)))
+	if err == nil && len(b) < int(n) {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
 		return rpcErrorf(codeInvalidArgument, "reading the request message: %v", err)
 	}
 	return decodeMessage(b, msg)

@@ -141,6 +141,16 @@ func TestStreamFraming(t *testing.T) {
 			t.Errorf("readStreamRequest(% x) accepted", bad)
 		}
 	}
+	// A message that claims the most and brings 10 bytes: refused, and
+	// read with buffers the size of what came, not of the claim.
+	claim := binary.BigEndian.AppendUint32([]byte{0}, maxRPCMessage)
+	body := &largestRead{r: io.MultiReader(bytes.NewReader(claim), strings.NewReader(`{"process"`))}
+	r = httptest.NewRequest("POST", "/x", body)
+	r.Header.Set("Content-Type", "application/connect+json")
+	if err := readStreamRequest(r, &req); err == nil || body.max > 64<<10 {
+		t.Errorf("a short message claiming %d bytes: %v, largest read %d bytes", maxRPCMessage, err, body.max)
+	}
+
 	r = httptest.NewRequest("POST", "/x", strings.NewReader("{}"))
 	r.Header.Set("Content-Type", "application/proto")
 	if err := readUnary(r, &req); toRPCError(err).Code != codeInvalidArgument {
@@ -333,4 +343,15 @@ func TestEgressPolicy(t *testing.T) {
 			t.Errorf("policy(%+v) accepted", bad)
 		}
 	}
+}
+
+// largestRead records the largest buffer it was asked to fill.
+type largestRead struct {
+	r   io.Reader
+	max int
+}
+
+func (l *largestRead) Read(p []byte) (int, error) {
+	l.max = max(l.max, len(p))
+	return l.r.Read(p)
 }
