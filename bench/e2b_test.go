@@ -24,7 +24,12 @@ import (
 // share of the gap, run against run-raw the SDK's client-side work.
 // They are sent back to back (a command's fork ahead of the next process
 // lands on the calls after it; run-raw in a second round of the same
-// shape, in run's place, so that it meets what run meets); each is also
+// shape, in run's place, so that it meets what run meets); and the start
+// the layer makes of it sent to the daemon's API by hand ("api-stream":
+// POST …/processes/start/stream by the global fetch, in a third round),
+// which splits the server's share into the E2B layer's (run-raw against
+// api-stream) and the login process's with its streamed answer
+// (api-stream against exec); each is also
 // measured settled (the "-settled" metrics): before each, untimed, the agent has its next
 // login process forked ahead and 100 ms to settle, as when a program's
 // commands come seconds apart.
@@ -100,6 +105,8 @@ type e2bResult struct {
 	RunSettled, ExecSettled, ProcessSettled e2bPcts
 	// RunRaw: commands.run's Start call by hand (see BenchmarkE2B).
 	RunRaw, RunRawSettled e2bPcts
+	// APIStream: the layer's start of it sent to the API by hand.
+	APIStream, APIStreamSettled e2bPcts
 }
 
 func (r e2bResult) report(b *testing.B, prefix string) {
@@ -134,6 +141,13 @@ func (r e2bResult) report(b *testing.B, prefix string) {
 	b.Logf("%ssplit (commands.run's Start call by hand, global fetch): run-raw p50=%.2fms p95=%.2fms, settled p50=%.2fms p95=%.2fms; server run-raw/exec %.2f (settled %.2f); SDK's client side run-raw->run %+.2fms (settled %+.2fms)",
 		prefix, r.RunRaw.P50, r.RunRaw.P95, r.RunRawSettled.P50, r.RunRawSettled.P95, r.RunRaw.P50/r.Exec.P50, r.RunRawSettled.P50/r.ExecSettled.P50,
 		r.Run.P50-r.RunRaw.P50, r.RunSettled.P50-r.RunRawSettled.P50)
+	b.ReportMetric(r.APIStream.P50, prefix+"api-stream-p50-ms")
+	b.ReportMetric(r.APIStreamSettled.P50, prefix+"api-stream-settled-p50-ms")
+	b.ReportMetric(r.RunRawSettled.P50/r.APIStreamSettled.P50, prefix+"run-raw/api-stream-settled-p50")
+	b.ReportMetric(r.APIStreamSettled.P50/r.ExecSettled.P50, prefix+"api-stream/exec-settled-p50")
+	b.Logf("%sthe server's share split (the layer's start of it, POST …/processes/start/stream by fetch): api-stream p50=%.2fms, settled p50=%.2fms p95=%.2fms; the E2B layer run-raw-api-stream %+.2fms (settled %+.2fms); the login process and its streamed answer api-stream-exec %+.2fms (settled %+.2fms)",
+		prefix, r.APIStream.P50, r.APIStreamSettled.P50, r.APIStreamSettled.P95, r.RunRaw.P50-r.APIStream.P50, r.RunRawSettled.P50-r.APIStreamSettled.P50,
+		r.APIStream.P50-r.Exec.P50, r.APIStreamSettled.P50-r.ExecSettled.P50)
 }
 
 // e2bCanned is what bench.mjs measured against the canned envd

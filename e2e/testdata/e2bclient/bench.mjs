@@ -7,7 +7,9 @@
 // the same work as an E2B command through sandboxd's process API; and
 // commands.run's own Start call sent by hand (run-raw: the Connect JSON
 // envelope by the global fetch, read to its end), so run minus run-raw is
-// the SDK's client-side work and run-raw against exec the server's. Those
+// the SDK's client-side work and run-raw against exec the server's; and
+// the start the layer makes of it sent to sandboxd's API by hand
+// (api-stream), which splits the server's share in two. Those
 // are sent back to back (each command's fork ahead of the next process
 // then lands on the calls after it; run-raw in a round of its own, in
 // run's place); each is also measured
@@ -40,7 +42,7 @@ for (const t of targets) {
   t.conn = { apiKey: t.token, apiUrl: `${t.url}/e2b`, sandboxUrl: `${t.url}/e2b` }
   t.auth = { authorization: `Bearer ${t.token}` }
   t.run = []; t.exec = []; t.proc = []; t.create = []; t.runSettled = []; t.execSettled = []; t.procSettled = []
-  t.raw = []; t.rawSettled = []
+  t.raw = []; t.rawSettled = []; t.api = []; t.apiSettled = []
 }
 
 async function poolReady(t) {
@@ -96,6 +98,23 @@ const proc = async (t) => {
   if (!text.includes('event: exit')) throw new Error(text)
 }
 
+// The start the layer makes of commands.run('true'), sent to sandboxd's
+// own API by the global fetch: one POST …/processes/start/stream (a login
+// process of `true` as user, stdin closed, the SDK's 60 s deadline), its
+// event stream read to the end. run-raw minus this is the E2B layer's
+// share (the Connect framing and its in-memory call of the API); this
+// minus exec the login process's and its streamed answer's.
+let apiSeq = 0
+const apiStream = async (t) => {
+  const res = await fetch(`${t.url}/v1/sandboxes/${t.sbx.sandboxId}/processes/start/stream`, {
+    method: 'POST', headers: { ...t.auth, 'content-type': 'application/json' },
+    body: JSON.stringify({ command: 'true', login: true, user: 'user', cwd: '/home/user', autoCleanup: true, closeStdin: true,
+      timeout: 60000, processId: `bench-${++apiSeq}` }),
+  })
+  const text = await res.text()
+  if (!text.includes('event: exit') || !text.includes('"exitCode":0')) throw new Error(text)
+}
+
 // envelope is one Connect streaming message: flag 0, its length (4 bytes,
 // big-endian), the JSON.
 const envelope = (msg) => {
@@ -141,7 +160,7 @@ const rawAt = async (base, sbx) => {
 for (const t of targets) {
   t.sbx = await Sandbox.create({ ...t.conn, timeoutMs: 3_600_000 })
   for (let i = 0; i < 10; i++) await t.sbx.commands.run('true') // warm up both paths
-  for (let i = 0; i < 10; i++) { await exec(t); await proc(t); await raw(t) }
+  for (let i = 0; i < 10; i++) { await exec(t); await proc(t); await raw(t); await apiStream(t) }
 }
 // The targets take turns going first, so that neither always follows
 // the other's work.
@@ -159,18 +178,22 @@ for (let i = 0; i < n; i++) {
     t.proc.push(performance.now() - s)
   }
 }
-// run-raw back to back: a second round of the same shape with run-raw in
-// run's place (its exec and process calls untimed), so that it meets the
-// same fork ahead in flight as run does.
-for (let i = 0; i < n; i++) {
-  for (const t of turn(i)) {
-    const s = performance.now()
-    await raw(t)
-    t.raw.push(performance.now() - s)
-    await exec(t)
-    await proc(t)
+// inRunsPlace times f back to back in a round of the same shape as the
+// first with f in run's place (its exec and process calls untimed), so
+// that it meets the same fork ahead in flight as run does.
+const inRunsPlace = async (f, samples) => {
+  for (let i = 0; i < n; i++) {
+    for (const t of turn(i)) {
+      const s = performance.now()
+      await f(t)
+      samples(t).push(performance.now() - s)
+      await exec(t)
+      await proc(t)
+    }
   }
 }
+await inRunsPlace(raw, (t) => t.raw)
+await inRunsPlace(apiStream, (t) => t.api)
 for (let i = 0; i < n; i++) {
   for (const t of turn(i)) {
     await settle(t)
@@ -189,6 +212,10 @@ for (let i = 0; i < n; i++) {
     s = performance.now()
     await raw(t)
     t.rawSettled.push(performance.now() - s)
+    await settle(t)
+    s = performance.now()
+    await apiStream(t)
+    t.apiSettled.push(performance.now() - s)
   }
 }
 for (const t of targets) await t.sbx.kill()
@@ -248,6 +275,7 @@ const result = (t) => ({
   run: summary(t.run), exec: summary(t.exec), process: summary(t.proc), createToFirstResult: summary(t.create),
   runSettled: summary(t.runSettled), execSettled: summary(t.execSettled), processSettled: summary(t.procSettled),
   runRaw: summary(t.raw), runRawSettled: summary(t.rawSettled),
+  apiStream: summary(t.api), apiStreamSettled: summary(t.apiSettled),
 })
 const out = result(targets[0])
 for (const t of targets.slice(1)) out[t.name] = result(t)
