@@ -52,7 +52,9 @@ func TestForkServerDiesWithItsAgent(t *testing.T) {
 		t.Skip("needs root")
 	}
 	cmd := exec.Command(os.Args[0], "-test.run", "^TestForkServerAgent$")
-	cmd.Env = append(os.Environ(), forkServerAgentEnv+"="+t.TempDir())
+	// The agent is killed, so its own temporary directories are never
+	// removed: they go below this test's (one was left in /tmp per run).
+	cmd.Env = append(os.Environ(), forkServerAgentEnv+"="+t.TempDir(), "TMPDIR="+t.TempDir())
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
