@@ -45,7 +45,11 @@ func TestSessionsCRUDAndIsolation(t *testing.T) {
 		t.Errorf("build sees %q", got)
 	}
 	// What is shared: files and processes.
-	ta.runIn(t, "build", "echo shared > /tmp/sbx-shared-$PPID-test && echo $PPID")
+	shared := filepath.Join(t.TempDir(), "shared")
+	ta.runIn(t, "build", "echo shared > "+shared)
+	if got := ta.runIn(t, "default", "cat "+shared); got != "shared" {
+		t.Errorf("default reads %q from the file build wrote", got)
+	}
 	p := ta.start(t, api.StartProcessRequest{Command: "sleep 100", SessionID: "build"})
 	var list api.ProcessList
 	ta.mustCall(t, 200, "GET", "/processes", nil, &list)
