@@ -99,3 +99,5 @@ func TestExitedYet(t *testing.T) {
 		t.Errorf("the caller's wait: %v", err)
 	}
 }
+
+func TestMain(m *testing.M) { Main(m) }
