@@ -183,6 +183,13 @@ func (n *smallNS) cloneTrees(paths []string) ([]tree, error) {
 			// mount table: the copy's /proc is the host's.
 			continue
 		}
+		if under(root, roots) {
+			// It comes with that root's recursive clone (below a
+			// directory of n's, that root is its topmost mount point
+			// too), and is not looked up: the lxcfs views, a FUSE
+			// mount, would each cost a round trip to lxcfs.
+			continue
+		}
 		if under(root, n.below) {
 			var err error
 			if root, err = n.topmostMountPoint(root); err != nil {
@@ -211,25 +218,34 @@ func (n *smallNS) cloneTrees(paths []string) ([]tree, error) {
 
 // topmostMountPoint is the highest mount point on the way from path up to
 // the directory of n's it is below, "" if path is on that directory's own
-// mount (smallNS has it).
+// mount (smallNS has it). It looks from the directory down and stops at
+// the first mount point, so that it never looks up a name inside the
+// mount it finds (a FUSE mount answers every lookup from its daemon).
 func (n *smallNS) topmostMountPoint(path string) (string, error) {
-	top := ""
-	id, err := mountID(path)
+	// The outermost of n's directories it is below: smallNS lacks every
+	// mount under any of them.
+	dir := ""
+	for _, d := range n.below {
+		if under(path, []string{d}) && (dir == "" || len(d) < len(dir)) {
+			dir = d
+		}
+	}
+	id, err := mountID(dir)
 	if err != nil {
 		return "", err
 	}
-	for p := path; under(p, n.below); {
-		parent := filepath.Dir(p)
-		pid, err := mountID(parent)
+	p := dir
+	for _, name := range strings.Split(strings.TrimPrefix(path, strings.TrimSuffix(dir, "/")+"/"), "/") {
+		p = filepath.Join(p, name)
+		pid, err := mountID(p)
 		if err != nil {
 			return "", err
 		}
 		if pid != id {
-			top = p
+			return p, nil
 		}
-		p, id = parent, pid
 	}
-	return top, nil
+	return "", nil
 }
 
 // mountID is the ID of the mount path lies on (not following a last

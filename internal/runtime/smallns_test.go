@@ -158,3 +158,55 @@ func TestSmallNamespaceIsMadeAgainAndFallsBack(t *testing.T) {
 		t.Error("the fall back to the daemon's namespace was not noted")
 	}
 }
+
+// TestSmallNamespaceClonesTopmostMounts: the mounts cloned into a copy
+// for a create are, below the state directory, the topmost mount point
+// of each path (a path below one already found is not looked up again,
+// nor is a name inside the mount found), and outside it the path itself.
+func TestSmallNamespaceClonesTopmostMounts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: makes mount namespaces")
+	}
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	for _, m := range []string{"a", "a/b/c", "d"} {
+		path := filepath.Join(state, m)
+		if err := os.MkdirAll(path, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mount("cs", path, "tmpfs", 0, "size=1m"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Unmount(path, unix.MNT_DETACH) })
+	}
+	os.MkdirAll(filepath.Join(state, "a", "b", "c", "e"), 0o755)
+	os.MkdirAll(filepath.Join(state, "plain"), 0o755)
+	os.WriteFile(filepath.Join(state, "plain", "file"), nil, 0o644)
+	os.WriteFile(filepath.Join(state, "a", "b", "c", "e", "f"), nil, 0o644)
+	os.WriteFile(filepath.Join(state, "a", "g"), nil, 0o644)
+	os.WriteFile(filepath.Join(dir, "outside"), nil, 0o644)
+	n, err := newSmallNS([]string{filepath.Join(dir, "run"), state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.ns.Close()
+	trees, err := n.cloneTrees([]string{
+		filepath.Join(state, "a", "b", "c", "e", "f"), // below two mounts: the topmost, a
+		filepath.Join(state, "a", "g"),                // below a, found already
+		filepath.Join(state, "plain", "file"),         // on the state directory's own mount
+		filepath.Join(state, "d"),                     // a mount point itself
+		filepath.Join(dir, "outside"),                 // outside: the path itself
+	})
+	var at []string
+	for _, tr := range trees {
+		at = append(at, tr.at)
+		unix.Close(tr.fd)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{filepath.Join(dir, "outside"), filepath.Join(state, "a"), filepath.Join(state, "d")}
+	if !slices.Equal(at, want) {
+		t.Errorf("cloned %q, want %q", at, want)
+	}
+}
