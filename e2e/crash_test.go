@@ -206,3 +206,51 @@ func TestAgentExitStatusIsLogged(t *testing.T) {
 		t.Errorf("the daemon did not log the agent's exit status:\n%s", d.Logs())
 	}
 }
+
+// TestDaemonKilledAfterAPoolTakeKeepsItsSandbox: a pool take's row goes
+// to the registry's journal before the first call's answer and into
+// SQLite after it (store.Store.InsertAhead). A daemon killed between the
+// two knows the sandbox after its restart, with its name, configuration
+// and UID range, and gives that range to no other sandbox. (A take for a
+// call has no labels: a create that brings labels is a POST, which
+// answers after SQLite's insert.)
+func TestDaemonKilledAfterAPoolTakeKeepsItsSandbox(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	for _, rt := range runtimes(t) {
+		t.Run(rt, func(t *testing.T) {
+			args := []string{"--warm-pool", "1"}
+			if rt == "gvisor" {
+				args = append(args, "--default-runtime", "gvisor")
+			}
+			d := testdaemon.Start(t, testdaemon.Options{Args: args, Env: []string{"SANDBOXD_FAILPOINT=take-before-insert"}})
+			waitWarm(t, d, 1)
+			// The daemon dies as the call's answer is let go: the caller
+			// may or may not have it.
+			d.Client.Sandbox("taken").Exec(bg(), "true")
+			if !d.Exited(10 * time.Second) {
+				t.Fatal("the daemon did not die at the failpoint")
+			}
+			d.SetEnv()
+			d.Start(t)
+			sb := d.Client.Sandbox("taken")
+			info, err := sb.Info(ctxT(t, 10*time.Second))
+			if err != nil || info.Status != api.StatusRunning {
+				t.Fatalf("after the restart: %s, %v (want the taken sandbox running)", statusOf(info), err)
+			}
+			if (info.Runtime == "gvisor") != (rt == "gvisor") || info.Limits.MemoryBytes == 0 {
+				t.Errorf("configuration after the restart: runtime %q on %s, limits %+v", info.Runtime, rt, info.Limits)
+			}
+			if got := trim(run(t, sb, "hostname; cat /etc/hostname; grep -c taken /etc/hosts")); got != "taken\ntaken\n1" {
+				t.Errorf("the taken sandbox's name after the restart: %q", got)
+			}
+			if rt == "gvisor" {
+				return // no user namespace of the host's
+			}
+			mine := trim(run(t, sb, "cat /proc/self/uid_map"))
+			other := trim(run(t, d.Client.Sandbox("other"), "cat /proc/self/uid_map"))
+			if mine == other || !strings.HasPrefix(mine, "0 ") {
+				t.Errorf("UID maps: the taken sandbox's %q, a new one's %q (want two ranges)", mine, other)
+			}
+		})
+	}
+}

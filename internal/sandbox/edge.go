@@ -23,6 +23,9 @@ import (
 // Registry is the persistent record of sandboxes (*store.Store).
 type Registry interface {
 	Insert(ctx context.Context, sb store.Sandbox) error
+	// InsertAhead makes sb's row durable without inserting it yet
+	// (store.Store.InsertAhead): the returned row's Apply does.
+	InsertAhead(ctx context.Context, sb store.Sandbox) (store.Pending, error)
 	Get(ctx context.Context, id string) (store.Sandbox, error)
 	List(ctx context.Context) ([]store.Sandbox, error)
 	SetStatus(ctx context.Context, id, status, reason string, at time.Time) error

@@ -313,6 +313,10 @@ type faultyRegistry struct {
 	Registry
 	mu                                sync.Mutex
 	failStatus, failDelet, failInsert bool
+	// failApply fails the SQLite insert of a row written ahead;
+	// holdApply, when set, holds it until closed.
+	failApply bool
+	holdApply chan struct{}
 }
 
 var errInjected = errors.New("injected registry failure")
@@ -341,6 +345,36 @@ func (f *faultyRegistry) Insert(ctx context.Context, rec store.Sandbox) error {
 		return errInjected
 	}
 	return f.Registry.Insert(ctx, rec)
+}
+
+func (f *faultyRegistry) InsertAhead(ctx context.Context, rec store.Sandbox) (store.Pending, error) {
+	if f.failing(&f.failInsert) {
+		return nil, errInjected
+	}
+	p, err := f.Registry.InsertAhead(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	return &faultyPending{Pending: p, f: f}, nil
+}
+
+// faultyPending is a row written ahead whose Apply can be made to fail.
+type faultyPending struct {
+	store.Pending
+	f *faultyRegistry
+}
+
+func (p *faultyPending) Apply(ctx context.Context) error {
+	p.f.mu.Lock()
+	hold := p.f.holdApply
+	p.f.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
+	if p.f.failing(&p.f.failApply) {
+		return errInjected
+	}
+	return p.Pending.Apply(ctx)
 }
 
 func (f *faultyRegistry) Delete(ctx context.Context, id string) error {

@@ -414,9 +414,10 @@ func TestWarmPoolTakeWhoseNamingFails(t *testing.T) {
 }
 
 // A take for a call hands out its lease before the registry row is
-// written, carrying the name for the agent; the row is written by the
-// time Settle returns, and only then is the sandbox published. The name
-// goes with every call until one is answered.
+// written, carrying the name for the agent; the row is durable (written
+// ahead) by the time Settle returns, inserted after it, and only then is
+// the sandbox published. The name goes with every call until one is
+// answered.
 func TestWarmPoolTakeForACall(t *testing.T) {
 	h := newHarness(t, func(o *Options) { o.WarmPool = 1 })
 	h.m.fillPool(bg)
@@ -448,6 +449,7 @@ func TestWarmPoolTakeForACall(t *testing.T) {
 	if err := lease.Settle(bg); err != nil {
 		t.Fatalf("Settle: %v", err)
 	}
+	h.m.settles.Wait() // the row's insert, after the answer
 	lease.AgentNamed("named")
 	if got := lease.AgentName(); got != "" {
 		t.Errorf("AgentName after an answered call = %q, want none", got)
@@ -493,6 +495,67 @@ func TestWarmPoolTakeForACallWhoseRowFails(t *testing.T) {
 	h.reg.fail(&h.reg.failInsert, false)
 	if inf := h.ensure("named", Config{}); inf.Status != StatusRunning || h.keyOf("named") == warm {
 		t.Errorf("the next create: %s, key %s (the failed take's %s)", inf.Status, h.keyOf("named"), warm)
+	}
+}
+
+// A take for a call whose row was written ahead but cannot be inserted
+// after the answer tears the sandbox down: nothing is published, no row
+// is left, and the ID is free for the next call.
+func TestWarmPoolTakeWhoseInsertFailsAfterTheAnswer(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.WarmPool = 1 })
+	h.m.fillPool(bg)
+	warm := h.waitWarm()
+	h.nextEvents()
+	h.reg.fail(&h.reg.failApply, true)
+	lease, err := h.m.AcquireForCall(bg, "named")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lease.Settle(bg); err != nil {
+		t.Fatalf("Settle = %v: the row was durable, the answer may go", err)
+	}
+	lease.Release()
+	h.m.settles.Wait()
+	if h.rt.runsIn(warm) {
+		t.Error("the pool sandbox whose row could not be inserted still runs")
+	}
+	if _, err := h.m.Get(bg, "named"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get after the failed insert: %v, want ErrNotFound", err)
+	}
+	if evs := h.nextEvents(); len(evs) != 0 {
+		t.Errorf("events of a take whose row was never inserted: %v", evs)
+	}
+	h.reg.fail(&h.reg.failApply, false)
+	if inf := h.ensure("named", Config{}); inf.Status != StatusRunning || h.keyOf("named") == warm {
+		t.Errorf("the next create: %s, key %s (the failed take's %s)", inf.Status, h.keyOf("named"), warm)
+	}
+}
+
+// Between a take's answer and SQLite's insert of its row the sandbox is
+// listed all the same: a caller that had its first call's answer finds it.
+func TestWarmPoolTakeIsListedBeforeItsRowIsInserted(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.WarmPool = 1 })
+	h.m.fillPool(bg)
+	h.waitWarm()
+	hold := make(chan struct{})
+	h.reg.mu.Lock()
+	h.reg.holdApply = hold
+	h.reg.mu.Unlock()
+	defer close(hold)
+	lease, err := h.m.AcquireForCall(bg, "named")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lease.Release()
+	if err := lease.Settle(bg); err != nil {
+		t.Fatalf("Settle: %v", err)
+	}
+	list, err := h.m.List(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].ID != "named" || list[0].Status != StatusRunning {
+		t.Errorf("List while the row's insert is held: %+v, want named, running", list)
 	}
 }
 

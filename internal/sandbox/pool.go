@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sandboxd/sandboxd/internal/failpoint"
 	"github.com/sandboxd/sandboxd/internal/store"
 	"github.com/sandboxd/sandboxd/internal/tenant"
 )
@@ -155,10 +156,19 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config, co *cre
 	steps := newStepTimer()
 	began := time.Now()
 	// The row's write and the naming are independent, so they go at once.
+	// For a call, the row is written ahead (store.Store.InsertAhead): its
+	// answer waits for the row to be durable, not for SQLite's insert.
+	forCall := co != nil && co.forCall
 	inserted := make(chan error, 1)
 	var insert time.Duration
+	var row store.Pending // set before inserted is sent (forCall)
 	go func() {
-		err := m.opts.Store.Insert(context.WithoutCancel(ctx), rec)
+		var err error
+		if forCall {
+			row, err = m.opts.Store.InsertAhead(context.WithoutCancel(ctx), rec)
+		} else {
+			err = m.opts.Store.Insert(context.WithoutCancel(ctx), rec)
+		}
 		insert = time.Since(began)
 		if err != nil {
 			err = fmt.Errorf("recording sandbox %s: %w", b.id, err)
@@ -171,7 +181,7 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config, co *cre
 	}
 	name := tenant.Local(b.id)
 	var named <-chan error
-	if co != nil && co.forCall {
+	if forCall {
 		named = m.nameWarmAtOnce(ctx, inst, name)
 	}
 	if named == nil {
@@ -197,11 +207,19 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config, co *cre
 	b.setConfig(cfg)
 	b.lastUsed.Store(now.UnixNano())
 	b.flushedAt.Store(now.UnixNano())
-	if co != nil && co.forCall {
+	if forCall {
 		steps.mark("take")
-		m.adoptForCall(ctx, b, w, inst, co, inserted, named, func(err error) {
-			steps.mark("settle")
+		answered := false
+		m.adoptForCall(ctx, b, w, inst, co, inserted, &row, named, func(err error) {
+			if answered {
+				steps.mark("apply")
+			} else {
+				steps.mark("settle")
+			}
 			logged(err)
+		}, func() {
+			answered = true
+			steps.mark("settle")
 		})
 		return nil
 	}
@@ -219,15 +237,19 @@ func (m *Manager) adopt(ctx context.Context, b *box, w *box, cfg Config, co *cre
 
 // adoptForCall ends the take of w by b for a caller that sends the agent
 // a call at once (co.forCall): it hands the caller its lease now, with
-// the row's write (and, on gVisor, the naming: named, nil if it is done)
-// still going on, so that the call runs beside them instead of after
-// them. The caller's answer waits for both (Lease.Settle): nothing is
-// told before the row is durable and the sandbox named. b.mu is held
-// until they end, so every other call on b waits for them too. If either
-// fails, w is torn down (killing whatever the call started in it), the
-// row deleted, b forgotten, and Settle returns the error. done is told
-// how it ended.
-func (m *Manager) adoptForCall(ctx context.Context, b *box, w *box, inst *instance, co *createOptions, inserted, named <-chan error, done func(error)) {
+// the row's write ahead (*row once inserted is sent) and, on gVisor, the
+// naming (named, nil if it is done) still going on, so that the call runs
+// beside them instead of after them. The caller's answer waits for both
+// (Lease.Settle): nothing is told before the row is durable and the
+// sandbox named. SQLite's insert of the row (Apply) runs after the answer
+// is let go; b is published only once it is done, and b.mu is held until
+// then, so every other call on b waits for the row too. If the write
+// ahead or the naming fails, w is torn down (killing whatever the call
+// started in it), the row dropped, b forgotten, and Settle returns the
+// error; an insert that fails after the answer tears the sandbox down
+// likewise. answered is told when the answer was let go, done how the
+// take ended.
+func (m *Manager) adoptForCall(ctx context.Context, b *box, w *box, inst *instance, co *createOptions, inserted <-chan error, row *store.Pending, named <-chan error, done func(error), answered func()) {
 	a := &adoption{done: make(chan struct{})}
 	b.status.Store(StatusRunning)
 	co.lease = m.newLease(b, inst)
@@ -240,19 +262,39 @@ func (m *Manager) adoptForCall(ctx context.Context, b *box, w *box, inst *instan
 		if named != nil {
 			if err := <-named; err != nil && a.err == nil {
 				a.err = fmt.Errorf("naming a warm sandbox: %w", err)
-				m.deleteAdoptedRow(ctx, b, a.err)
 			}
 		}
-		if a.err == nil {
+		if a.err != nil {
+			if *row != nil { // the naming failed
+				(*row).Drop()
+				m.deleteAdoptedRow(ctx, b, a.err) // if it was inserted at once
+			}
+			m.failAdoption(b, w, a.err)
+			done(a.err)
+			close(a.done)
+			return
+		}
+		close(a.done)
+		answered()
+		failpoint.Hit("take-before-insert")
+		err := (*row).Apply(context.WithoutCancel(ctx))
+		if err == nil {
 			m.publishAdopted(b, w, inst)
 		} else {
-			m.log.Warn("a warm sandbox's take failed after its first call began; tearing it down", "sandbox", b.id, "err", a.err)
-			m.discardWarm(w)
-			m.dropPlaceholder(b)
+			err = fmt.Errorf("recording sandbox %s: %w", b.id, err)
+			(*row).Drop()
+			m.failAdoption(b, w, err)
 		}
-		done(a.err)
-		close(a.done)
+		done(err)
 	}()
+}
+
+// failAdoption tears down the pool sandbox w whose take by b failed
+// (cause) after its first call began, and forgets b.
+func (m *Manager) failAdoption(b *box, w *box, cause error) {
+	m.log.Warn("a warm sandbox's take failed after its first call began; tearing it down", "sandbox", b.id, "err", cause)
+	m.discardWarm(w)
+	m.dropPlaceholder(b)
 }
 
 // publishAdopted makes b, whose row is written, the running sandbox of

@@ -54,6 +54,8 @@ type Store struct {
 	// almost half of the write's CPU (with the caches as cold as a take
 	// finds them, 345 µs against 200 µs prepared, p50).
 	insert *sql.Stmt
+	// journal holds the rows written ahead (InsertAhead).
+	journal *journal
 }
 
 // migrations are applied in order; PRAGMA user_version counts those done.
@@ -97,6 +99,11 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("preparing the registry's insert: %w", err)
 	}
+	if s.journal, err = openJournal(context.Background(), s, journalPath(path)); err != nil {
+		s.insert.Close()
+		db.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -130,6 +137,7 @@ func (s *Store) migrate() error {
 
 // Close closes the database.
 func (s *Store) Close() error {
+	s.journal.close()
 	s.insert.Close()
 	return s.db.Close()
 }
@@ -156,8 +164,12 @@ func (s *Store) exists(ctx context.Context, id string) (bool, error) {
 	return n > 0, err
 }
 
-// Get returns the row of id, or ErrNotFound.
+// Get returns the row of id, or ErrNotFound. A row written ahead and not
+// yet inserted is found too.
 func (s *Store) Get(ctx context.Context, id string) (Sandbox, error) {
+	if sb, ok := s.journal.pendingRow(id); ok {
+		return sb, nil
+	}
 	row := s.db.QueryRowContext(ctx, `SELECT `+columns+` FROM sandboxes WHERE id = ?`, id)
 	sb, err := scan(row)
 	if errors.Is(err, sql.ErrNoRows) {
