@@ -307,7 +307,7 @@ func (c *call) watchDir(w http.ResponseWriter, r *http.Request) {
 	}
 	defer resp.Body.Close()
 	sw := newStreamWriter(w)
-	stop := keepalive(ctx, r, sw, func() any { return watchDirEvent{Keepalive: &struct{}{}} })
+	stop := keepalive(r, sw, func() any { return watchDirEvent{Keepalive: &struct{}{}} })
 	defer stop()
 	if deadline > 0 {
 		t := time.AfterFunc(deadline, func() {

@@ -441,13 +441,11 @@ const drainTimeout = 100 * time.Millisecond
 // event, if still unread, is skipped).
 func (c *call) relayFrom(w http.ResponseWriter, r *http.Request, st *logStream, p api.Process, deadline time.Duration, skip *[2]int) {
 	rd := st.rd
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
 	sw := newStreamWriter(w)
 	if err := sw.send(eventMessage{Event: processEvent{Start: &startEvent{PID: uint32(p.PID)}}}); err != nil {
 		return
 	}
-	stopKeepalive := keepalive(ctx, r, sw, func() any { return eventMessage{Event: processEvent{Keepalive: &struct{}{}}} })
+	stopKeepalive := keepalive(r, sw, func() any { return eventMessage{Event: processEvent{Keepalive: &struct{}{}}} })
 	defer stopKeepalive()
 	for {
 		ev, err := rd.Next()
@@ -551,31 +549,47 @@ func chunkBytes(data, enc string) ([]byte, error) {
 }
 
 // keepalive sends a keepalive message after each interval of the
-// request's Keepalive-Ping-Interval (seconds) until stopped.
-func keepalive(ctx context.Context, r *http.Request, sw *streamWriter, msg func() any) (stop func()) {
+// request's Keepalive-Ping-Interval (seconds) until stopped. It is a
+// timer, not a goroutine: stop runs as the handler returns, before
+// net/http writes the answer's last bytes (a command's end), and waiting
+// there for a goroutine to wake and exit put a scheduling round on every
+// command's time. After stop, no keepalive is written: a tick that fires
+// meanwhile finds it stopped (or stop waits for its write to end).
+func keepalive(r *http.Request, sw *streamWriter, msg func() any) (stop func()) {
 	secs, err := strconv.Atoi(r.Header.Get("Keepalive-Ping-Interval"))
 	if err != nil || secs <= 0 {
 		return func() {}
 	}
-	secs = min(secs, 3600)
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(time.Duration(secs) * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if sw.send(msg()) != nil {
-					return
-				}
-			}
-		}
-	}()
-	return func() { cancel(); <-done }
+	k := &keepaliveTimer{sw: sw, msg: msg, every: time.Duration(min(secs, 3600)) * time.Second}
+	k.mu.Lock()
+	k.t = time.AfterFunc(k.every, k.tick)
+	k.mu.Unlock()
+	return k.stop
+}
+
+type keepaliveTimer struct {
+	sw    *streamWriter
+	msg   func() any
+	every time.Duration
+
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+}
+
+func (k *keepaliveTimer) tick() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.stopped && k.sw.send(k.msg()) == nil {
+		k.t.Reset(k.every)
+	}
+}
+
+func (k *keepaliveTimer) stop() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.stopped = true
+	k.t.Stop()
 }
 
 // find returns the running process a selector names.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
@@ -175,4 +176,34 @@ func newServerWithSandbox(t *testing.T, apiURL string) (*Server, string) {
 		t.Fatal(err)
 	}
 	return s, id
+}
+
+// TestKeepaliveStopsAtOnce: a stream gets a keepalive after each
+// Keepalive-Ping-Interval of silence; stop returns without waiting for
+// anything, and no keepalive is written after it.
+func TestKeepaliveStopsAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := httptest.NewRequest("POST", "/process.Process/Start", nil)
+		r.Header.Set("Keepalive-Ping-Interval", "2")
+		w := httptest.NewRecorder()
+		sw := newStreamWriter(w)
+		body := func() string {
+			sw.mu.Lock()
+			defer sw.mu.Unlock()
+			return w.Body.String()
+		}
+		one := string(envelope(0, `{"event":{"keepalive":{}}}`))
+		stop := keepalive(r, sw, func() any { return eventMessage{Event: processEvent{Keepalive: &struct{}{}}} })
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if got := body(); got != one+one {
+			t.Fatalf("after 5 s at 2 s: %q, want two keepalives", got)
+		}
+		stop()
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if got := body(); got != one+one {
+			t.Fatalf("after stop: %q, want nothing more", got)
+		}
+	})
 }

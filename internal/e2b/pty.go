@@ -268,7 +268,7 @@ func (c *call) relayPTY(w http.ResponseWriter, r *http.Request, p *ptyProc, sub 
 	if sw.send(eventMessage{Event: processEvent{Start: &startEvent{PID: p.pid}}}) != nil {
 		return
 	}
-	stop := keepalive(ctx, r, sw, func() any { return eventMessage{Event: processEvent{Keepalive: &struct{}{}}} })
+	stop := keepalive(r, sw, func() any { return eventMessage{Event: processEvent{Keepalive: &struct{}{}}} })
 	defer stop()
 	var expired <-chan time.Time
 	if deadline > 0 {
