@@ -30,7 +30,6 @@ import (
 	"github.com/sandboxd/sandboxd/internal/lxcfs"
 	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/network"
-	"github.com/sandboxd/sandboxd/internal/proxy"
 	"github.com/sandboxd/sandboxd/internal/requestid"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
 	"github.com/sandboxd/sandboxd/internal/runtime"
@@ -351,9 +350,7 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, certs *certReloader
 	if certs != nil {
 		ln, scheme = tls.NewListener(ln, certs.config()), "https"
 	}
-	// ConnContext: the preview proxy may join a client's connection
-	// (proxy.WithConn).
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, ConnContext: proxy.WithConn}
+	srv := newServer(handler, "api", log)
 	log.Info("sandboxd serving", "listen", ln.Addr().String(), "scheme", scheme, "state_dir", cfg.StateDir, "version", cfg.Version)
 	if cfg.Banner {
 		writeBanner(os.Stderr, cfg, ln.Addr(), scheme)

@@ -155,7 +155,7 @@ func (pv *preview) tasks(api *httpapi.Server, log *slog.Logger) []func(context.C
 		}
 	}}
 	if pv.ln != nil {
-		srv := &http.Server{Handler: api.PreviewHandler(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, ConnContext: proxy.WithConn}
+		srv := newServer(api.PreviewHandler(), "preview", log)
 		log.Info("serving previews", "listen", pv.ln.Addr().String())
 		tasks = append(tasks, func(ctx context.Context) error {
 			go func() {
