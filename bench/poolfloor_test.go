@@ -23,15 +23,22 @@ import (
 //	exec+write  the same, with one registry row's write started at the same moment
 //	            (store.Insert of the row a take writes, into a registry of the same
 //	            kind on the same filesystem), until both ended
+//	exec+ahead  the same, with the row written ahead instead (store.InsertAhead: the
+//	            journal line a take for a call waits for), until both ended; the
+//	            row's SQLite insert (Apply) follows, outside the measurement, as a
+//	            take's follows its answer
 //	write       that write alone
 //
 // Each sample first waits for the pool to refill (a container start, which
-// leaves the caches as cold as a take finds them), then runs take, exec
-// and exec+write in an order that rotates from one sample to the next,
-// then write. A take also names
+// leaves the caches as cold as a take finds them), then runs take, exec,
+// exec+write and exec+ahead in an order that rotates from one sample to
+// the next, then write. A take also names
 // the sandbox before its call (hostname, /etc/hostname, /etc/hosts: the
 // name step of its debug line), which the command must see; so a take
-// cannot answer before exec+write plus name, reported as floor.
+// that inserts its row beside its call cannot answer before exec+write
+// plus name, reported as floor, and one that writes it ahead (as takes
+// for a call do since the thirteenth session) not before exec+ahead plus
+// name, reported as floor-ahead.
 func BenchmarkColdStartWarmPoolFloor(b *testing.B) {
 	once(b, func(b *testing.B) {
 		d := testdaemon.Start(b, testdaemon.Options{Args: []string{"--warm-pool", "1", "--default-memory", "128Mi"}})
@@ -45,7 +52,7 @@ func BenchmarkColdStartWarmPoolFloor(b *testing.B) {
 		for i := 0; i < 20; i++ { // warm up connections and the shell
 			mustExec(b, ctx, warm)
 		}
-		var take, exec, execWrite, write samples
+		var take, exec, execWrite, execAhead, write samples
 		for i := 0; i < sampleCount(); i++ {
 			waitPoolReady(b, d)
 			pooled := func() {
@@ -61,15 +68,27 @@ func BenchmarkColdStartWarmPoolFloor(b *testing.B) {
 				wg.Wait()
 				execWrite = append(execWrite, time.Since(start))
 			}
+			ahead := func() {
+				start := time.Now()
+				var wg sync.WaitGroup
+				var row store.Pending
+				wg.Go(func() { row = insertRowAhead(b, ctx, reg, fmt.Sprintf("ahead-%d", i)) })
+				mustExec(b, ctx, warm)
+				wg.Wait()
+				execAhead = append(execAhead, time.Since(start))
+				if err := row.Apply(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
 			alone := func() {
 				start := time.Now()
 				mustExec(b, ctx, warm)
 				exec = append(exec, time.Since(start))
 			}
 			// Each goes first (right after the refill) as often as the others.
-			order := [][]func(){{pooled, beside, alone}, {beside, alone, pooled}, {alone, pooled, beside}}[i%3]
-			for _, f := range order {
-				f()
+			fs := []func(){pooled, beside, ahead, alone}
+			for k := range fs {
+				fs[(i+k)%len(fs)]()
 			}
 			start := time.Now()
 			insertRow(b, ctx, reg, fmt.Sprintf("alone-%d", i))
@@ -84,6 +103,8 @@ func BenchmarkColdStartWarmPoolFloor(b *testing.B) {
 		b.ReportMetric(ms(write.percentile(50)), "write-p50-ms")
 		b.ReportMetric(ms(name), "name-p50-ms")
 		b.ReportMetric(ms(execWrite.percentile(50)+name), "floor-p50-ms")
+		b.ReportMetric(ms(execAhead.percentile(50)), "exec+ahead-p50-ms")
+		b.ReportMetric(ms(execAhead.percentile(50)+name), "floor-ahead-p50-ms")
 		b.ReportMetric(float64(len(take)), "samples")
 		b.ReportMetric(0, "ns/op")
 		b.Logf("take steps p50: %s", logSteps(d.Logs(), "sandbox adopted"))
@@ -101,14 +122,27 @@ func mustExec(b *testing.B, ctx context.Context, sb *client.Sandbox) {
 
 // insertRow writes the registry row a warm pool take writes.
 func insertRow(b *testing.B, ctx context.Context, reg *store.Store, id string) {
+	if err := reg.Insert(ctx, takeRow(id)); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// insertRowAhead writes that row ahead, as a take for a call does.
+func insertRowAhead(b *testing.B, ctx context.Context, reg *store.Store, id string) store.Pending {
+	row, err := reg.InsertAhead(ctx, takeRow(id))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return row
+}
+
+// takeRow is the registry row a warm pool take writes, for id.
+func takeRow(id string) store.Sandbox {
 	now := time.Now().UTC()
-	err := reg.Insert(ctx, store.Sandbox{
+	return store.Sandbox{
 		ID: id, Key: "k" + strings.ReplaceAll(id, "-", ""), Status: "running", Image: "host", Runtime: "crun",
 		Config:  []byte(`{"image":"host","limits":{"memoryBytes":134217728,"milliCpu":1000,"pids":1024},"network":{"mode":"none"},"sleepAfter":600000000000,"runtime":"crun"}`),
 		NetSlot: -1, CreatedAt: now, LastUsedAt: now, StatusChangedAt: now, HostUIDBase: 1 << 20,
-	})
-	if err != nil {
-		b.Fatal(err)
 	}
 }
 
