@@ -181,7 +181,7 @@ func (f *FS) ensure(ctx context.Context) {
 		}
 		return
 	}
-	f.mounts = bindMounts(mnt)
+	f.mounts = f.views(mnt)
 	f.watch()
 	f.down = ""
 	f.opts.Log.Info("lxcfs gives sandboxes their own /proc views", "mount", mnt, "files", len(f.mounts))
@@ -252,6 +252,13 @@ func (f *FS) stopOld() {
 			break
 		}
 	}
+	// And the views of the instances before (their files answer ENOTCONN).
+	old, _ := os.ReadDir(ViewsDir(f.opts.Dir))
+	for _, e := range old {
+		dir := filepath.Join(ViewsDir(f.opts.Dir), e.Name())
+		unix.Unmount(dir, unix.MNT_DETACH)
+		os.Remove(dir)
+	}
 }
 
 // healthy reports whether an lxcfs mount at mnt answers.
@@ -269,12 +276,32 @@ func healthy(mnt string) error {
 	return nil
 }
 
-// bindMounts lists a bind mount for each of Files that mnt provides.
-func bindMounts(mnt string) []specs.Mount {
+// ViewsDir is where a daemon with run directory dir keeps the views it
+// gives sandboxes: for each instance it uses, a tmpfs (named after the
+// instance's process) with each of Files of the instance bind-mounted
+// over a file of its own.
+func ViewsDir(dir string) string { return filepath.Join(dir, "lxcfs-views") }
+
+// views lists a bind mount for each of Files that mnt provides. Their
+// sources are the bind mounts of viewsOf, not mnt's own files: a runtime
+// that looks a source up inside lxcfs's FUSE mount makes a round trip to
+// lxcfs for every name there whose entry has expired (twelve per crun
+// create, 0.06 ms p50 and 0.4 ms p90 each at load 20, starts 50 ms apart),
+// and through a mount of the file itself it looks up no name in it. When
+// the views cannot be made, mnt's own files. Called with mu held.
+func (f *FS) views(mnt string) []specs.Mount {
+	dir, err := viewsOf(mnt, filepath.Join(ViewsDir(f.opts.Dir), strconv.Itoa(readPID(PIDFile(f.opts.Dir)))))
+	if err != nil {
+		f.opts.Log.Warn("lxcfs views are looked up in its mount at every start", "err", err)
+		dir = mnt
+	}
 	var out []specs.Mount
 	for _, name := range Files {
-		src := filepath.Join(mnt, name)
-		if _, err := os.Stat(src); err != nil {
+		// A view that is not lxcfs's file (a placeholder that a crash left
+		// without its bind mount) is left out.
+		src := filepath.Join(dir, name)
+		var st unix.Statfs_t
+		if err := unix.Statfs(src, &st); err != nil || st.Type != fuseSuperMagic {
 			continue
 		}
 		out = append(out, specs.Mount{
@@ -283,6 +310,39 @@ func bindMounts(mnt string) []specs.Mount {
 		})
 	}
 	return out
+}
+
+// viewsOf mounts a tmpfs at dir (unless one is there: a restarted daemon
+// reuses its instance's) and bind-mounts each of Files that mnt provides
+// over a file of the same path below it.
+func viewsOf(mnt, dir string) (string, error) {
+	var st unix.Statfs_t
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	if err := unix.Statfs(dir, &st); err == nil && st.Type == unix.TMPFS_MAGIC {
+		return dir, nil
+	}
+	if err := unix.Mount("lxcfs-views", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=64k,mode=0755"); err != nil {
+		return "", fmt.Errorf("mounting %s: %w", dir, err)
+	}
+	for _, name := range Files {
+		src, target := filepath.Join(mnt, name), filepath.Join(dir, name)
+		if _, err := os.Stat(src); err != nil {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(target, nil, 0o444); err != nil {
+			return "", err
+		}
+		if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
+			unix.Unmount(dir, unix.MNT_DETACH)
+			return "", fmt.Errorf("bind-mounting %s: %w", src, err)
+		}
+	}
+	return dir, nil
 }
 
 func readPID(path string) int {

@@ -7,10 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,8 +38,29 @@ func startTest(t *testing.T, dir string, log *bytes.Buffer) *FS {
 			unix.Kill(pid, unix.SIGTERM)
 		}
 		unix.Unmount(MountPoint(dir), unix.MNT_DETACH)
+		views, _ := os.ReadDir(ViewsDir(dir)) // as the daemon's leftovers detach every mount below its directories
+		for _, v := range views {
+			unix.Unmount(filepath.Join(ViewsDir(dir), v.Name()), unix.MNT_DETACH)
+		}
 	})
 	return f
+}
+
+// checkViews: each mount is one of the running instance's files, over its
+// own path, bind-mounted below dir's views (the runtime looks up no name
+// inside the FUSE mount), and reads.
+func checkViews(t *testing.T, ms []specs.Mount, dir string) {
+	t.Helper()
+	views := filepath.Join(ViewsDir(dir), strconv.Itoa(readPID(PIDFile(dir))))
+	for _, m := range ms {
+		var st unix.Statfs_t
+		if m.Source != views+m.Destination || unix.Statfs(m.Source, &st) != nil || st.Type != fuseSuperMagic {
+			t.Errorf("mount %+v is not lxcfs's file over its own path below %s", m, views)
+		}
+		if _, err := os.ReadFile(m.Source); err != nil {
+			t.Errorf("reading %s: %v", m.Source, err)
+		}
+	}
 }
 
 // TestTwoDaemonsTwoInstances: each daemon's instance has its own mount
@@ -58,14 +81,7 @@ func TestTwoDaemonsTwoInstances(t *testing.T) {
 		if len(ms) < 5 {
 			t.Fatalf("Mounts() = %v, want the /proc files (log: %s)", ms, tc.log)
 		}
-		for _, m := range ms {
-			if !strings.HasPrefix(m.Source, MountPoint(tc.dir)+"/") || m.Source[len(MountPoint(tc.dir)):] != m.Destination {
-				t.Errorf("mount %+v is not a file of %s over its own path", m, MountPoint(tc.dir))
-			}
-			if _, err := os.ReadFile(m.Source); err != nil {
-				t.Errorf("reading %s: %v", m.Source, err)
-			}
-		}
+		checkViews(t, ms, tc.dir)
 	}
 	pidA, pidB := readPID(PIDFile(dirA)), readPID(PIDFile(dirB))
 	if pidA <= 0 || pidB <= 0 || pidA == pidB {
@@ -94,6 +110,11 @@ func TestTwoDaemonsTwoInstances(t *testing.T) {
 	}
 	if ms := a.Mounts(ctx); len(ms) == 0 {
 		t.Fatalf("no mounts after the instance died (log: %s)", &logA)
+	} else {
+		checkViews(t, ms, dirA) // the new instance's, not the dead one's
+	}
+	if old, _ := os.ReadDir(ViewsDir(dirA)); len(old) != 1 {
+		t.Errorf("views of %d instances in %s, want the running one's only", len(old), ViewsDir(dirA))
 	}
 	if pid := readPID(PIDFile(dirA)); pid == pidA || pid <= 0 {
 		t.Errorf("after a kill: pid %d, want a new instance", pid)
