@@ -16,6 +16,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/bytesize"
 	"github.com/sandboxd/sandboxd/internal/gateway"
+	"github.com/sandboxd/sandboxd/internal/httpserve"
 	"github.com/sandboxd/sandboxd/internal/kube"
 	"github.com/sandboxd/sandboxd/internal/kubekeys"
 	"github.com/sandboxd/sandboxd/internal/proxy"
@@ -104,8 +105,7 @@ func runGateway(ctx context.Context, o gatewayOptions, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10,
-		IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	srv := httpserve.Public(&http.Server{Handler: gw, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}, "gateway", log)
 	log.Info("sandboxd gateway serving", "listen", ln.Addr().String(), "namespace", kc.Namespace())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -26,10 +26,12 @@ import (
 	"github.com/sandboxd/sandboxd/internal/doctor"
 	"github.com/sandboxd/sandboxd/internal/e2b"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
+	"github.com/sandboxd/sandboxd/internal/httpserve"
 	"github.com/sandboxd/sandboxd/internal/leftovers"
 	"github.com/sandboxd/sandboxd/internal/lxcfs"
 	"github.com/sandboxd/sandboxd/internal/metrics"
 	"github.com/sandboxd/sandboxd/internal/network"
+	"github.com/sandboxd/sandboxd/internal/proxy"
 	"github.com/sandboxd/sandboxd/internal/requestid"
 	"github.com/sandboxd/sandboxd/internal/rootfs"
 	"github.com/sandboxd/sandboxd/internal/runtime"
@@ -350,7 +352,9 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, certs *certReloader
 	if certs != nil {
 		ln, scheme = tls.NewListener(ln, certs.config()), "https"
 	}
-	srv := newServer(handler, "api", log)
+	// ConnContext: the preview proxy may join a client's connection
+	// (proxy.WithConn).
+	srv := httpserve.Public(&http.Server{Handler: handler, ConnContext: proxy.WithConn}, "api", log)
 	log.Info("sandboxd serving", "listen", ln.Addr().String(), "scheme", scheme, "state_dir", cfg.StateDir, "version", cfg.Version)
 	if cfg.Banner {
 		writeBanner(os.Stderr, cfg, ln.Addr(), scheme)

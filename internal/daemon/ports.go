@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/httpapi"
+	"github.com/sandboxd/sandboxd/internal/httpserve"
 	"github.com/sandboxd/sandboxd/internal/network"
 	"github.com/sandboxd/sandboxd/internal/proxy"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
@@ -155,7 +156,7 @@ func (pv *preview) tasks(api *httpapi.Server, log *slog.Logger) []func(context.C
 		}
 	}}
 	if pv.ln != nil {
-		srv := newServer(api.PreviewHandler(), "preview", log)
+		srv := httpserve.Public(&http.Server{Handler: api.PreviewHandler(), ConnContext: proxy.WithConn}, "preview", log)
 		log.Info("serving previews", "listen", pv.ln.Addr().String())
 		tasks = append(tasks, func(ctx context.Context) error {
 			go func() {
