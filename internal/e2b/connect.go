@@ -297,6 +297,16 @@ func (s *streamWriter) finish(last any) {
 	}
 }
 
+// close ends the writer as its handler returns: a write from another
+// goroutine after it (a timer's end of a watch at its deadline) writes
+// nothing, and one in progress ends before close returns, so that nothing
+// touches the ResponseWriter after ServeHTTP returned.
+func (s *streamWriter) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ended = true
+}
+
 // writeStreamError answers a streaming call that fails before it starts:
 // the error goes in the end-of-stream message, the only place the SDK
 // reads it from.

@@ -130,6 +130,18 @@ func TestStreamFraming(t *testing.T) {
 		t.Errorf("Content-Type %q", ct)
 	}
 
+	// Closed (its handler returned): nothing more is written.
+	w = httptest.NewRecorder()
+	sw = newStreamWriter(w)
+	sw.close()
+	if err := sw.send(eventMessage{}); err == nil || w.Body.Len() != 0 {
+		t.Errorf("a send after close: %v, wrote %q", err, w.Body.String())
+	}
+	sw.end(rpcErrorf(codeDeadlineExceeded, "late"))
+	if w.Body.Len() != 0 {
+		t.Errorf("an end after close wrote %q", w.Body.String())
+	}
+
 	for _, bad := range [][]byte{
 		envelope(flagCompress, `{}`),
 		{0, 0xff, 0xff, 0xff, 0xff},

@@ -307,6 +307,7 @@ func (c *call) watchDir(w http.ResponseWriter, r *http.Request) {
 	}
 	defer resp.Body.Close()
 	sw := newStreamWriter(w)
+	defer sw.close() // last: the deadline's timer may be writing its end
 	stop := keepalive(r, sw, func() any { return watchDirEvent{Keepalive: &struct{}{}} })
 	defer stop()
 	if deadline > 0 {
