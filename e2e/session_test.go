@@ -163,6 +163,11 @@ func TestNonRootSessionInASandbox(t *testing.T) {
 		"root's processes":     "ps -u root -o pid= | grep .",
 		"shadow":               "cat /etc/shadow",
 		"user cgroup":          "echo $$ > /.sandboxd/cgroup/*/cgroup.procs",
+		// Any signal that reached the agent would be a way to stop the
+		// sandbox (QUIT ends a Go program, STOP freezes it) or to meddle
+		// with a pause (gVisor's rebind signal).
+		"signal the agent": "(for s in QUIT USR1 USR2 HUP TERM INT STOP TSTP CONT ALRM WINCH SYS; do kill -s $s 1 2>/dev/null && exit 0; done; exit 1)",
+		"ptrace the agent": `python3 -c 'import ctypes,sys; libc=ctypes.CDLL(None); sys.exit(0 if libc.ptrace(16, 1, 0, 0)==0 else 1)'`,
 	} {
 		res, err := dev.Exec(ctx, cmd)
 		if err != nil {
