@@ -92,7 +92,9 @@ func runtimeRunner(b *testing.B) func(i int) {
 
 // interleavedColdStarts takes sampleCount cold starts in mode from each
 // of daemons, and as many runs of runtimeRun if not nil, one of each in
-// turn, and returns each daemon's and runtimeRun's.
+// turn, and returns each daemon's and runtimeRun's. With runtimeRun the
+// first two daemons trade places every round (inTurn), so that each
+// follows runtimeRun's sample as often.
 func interleavedColdStarts(b *testing.B, mode api.NetworkMode, runtimeRun func(i int), daemons ...*testdaemon.Daemon) ([]samples, samples) {
 	ctx := ctxFor(b)
 	n := sampleCount()
@@ -100,8 +102,13 @@ func interleavedColdStarts(b *testing.B, mode api.NetworkMode, runtimeRun func(i
 	cpu := make([]coldStartCPU, len(daemons))
 	kept := make([]samples, len(daemons)) // bytes, as samples for their percentile
 	var runs samples
+	order, other := upTo(len(daemons)), 0
+	if runtimeRun != nil && len(daemons) > 1 {
+		other = 1
+	}
 	for i := 0; i < n; i++ {
-		for k, d := range daemons {
+		for _, k := range inTurn(i, order, 0, other) {
+			d := daemons[k]
 			sb := d.Client.Sandbox(fmt.Sprintf("cold-%d", i), client.WithNetwork(api.NetworkOptions{Mode: mode}))
 			beforeColdSample()
 			mem := keptMemory(d)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +51,7 @@ import (
 // BENCH_BASELINE_BIN_DIR=DIR (another build's sandbox-agent,
 // sandbox-spawn and sandbox-transpile, if it has one), agent-exec-baseline
 // is agent-exec with that build's agent, wrapper and helper mounted instead: a change to the agent's start
-// measured before and after, sample by sample. Each variant also reports
+// measured before and after, sample by sample (the two trade places every round: inTurn). Each variant also reports
 // the CPU time its sandbox's cgroup used until the answer (crun's child
 // once it joined the cgroup, the process, the boot shell): on a loaded
 // host it moves far less than the wall time (<variant>-cpu-p50-ms); the
@@ -95,8 +96,14 @@ func BenchmarkColdStartFloor(b *testing.B) {
 		cpu := map[string]samples{}      // the sandbox cgroup's CPU time until the answer
 		var cold, crunRun samples
 		var coldCPU coldStartCPU
+		order := upTo(len(variants))
+		this, base := slices.Index(variants, "agent-exec"), slices.Index(variants, "agent-exec-baseline")
+		if this < 0 || base < 0 {
+			this, base = 0, 0
+		}
 		for i := 0; i < sampleCount(); i++ {
-			for _, v := range variants {
+			for _, k := range inTurn(i, order, this, base) {
+				v := variants[k]
 				r, a, c := f.sample(fmt.Sprintf("%d-%s", i, v), v)
 				started[v] = append(started[v], r)
 				cpu[v] = append(cpu[v], c)

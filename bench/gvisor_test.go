@@ -144,11 +144,27 @@ func BenchmarkGVisorColdStartWarmPool(b *testing.B) {
 // cgroups' parent's (cgroup v2 cpu.stat, or v1 cpuacct), 0 if unreadable.
 // On a loaded host a call's CPU time moves far less than its wall time,
 // and a quiet gVisor call takes about its sandbox's CPU time.
-func sandboxCPU(d *testdaemon.Daemon) time.Duration {
-	if v2 := filepath.Join("/sys/fs/cgroup", d.CgroupParent); fileExists(filepath.Join(v2, "cpu.stat")) {
+func sandboxCPU(d *testdaemon.Daemon) time.Duration { return cgroupCPUAt(d.CgroupParent) }
+
+// cgroupCPUAt is the CPU time used in the cgroup at path below every
+// hierarchy's root (v2's, else v1's cpuacct), 0 if unreadable.
+func cgroupCPUAt(path string) time.Duration {
+	if v2 := filepath.Join("/sys/fs/cgroup", path); fileExists(filepath.Join(v2, "cpu.stat")) {
 		return cgroupCPU(v2)
 	}
-	return cgroupCPU(filepath.Join("/sys/fs/cgroup/cpuacct", d.CgroupParent))
+	return cgroupCPU(filepath.Join("/sys/fs/cgroup/cpuacct", path))
+}
+
+// cgroupCPUs is the cpuset.cpus of the cgroup at path below every
+// hierarchy's root (v2's, else v1's cpuset): the host CPUs a sandbox is
+// pinned to ("" if unpinned or unreadable).
+func cgroupCPUs(path string) string {
+	for _, dir := range []string{filepath.Join("/sys/fs/cgroup", path), filepath.Join("/sys/fs/cgroup/cpuset", path)} {
+		if b, err := os.ReadFile(filepath.Join(dir, "cpuset.cpus")); err == nil {
+			return strings.TrimSpace(string(b))
+		}
+	}
+	return ""
 }
 
 // cgroupCPU is the CPU time used in the cgroup directory dir: cpu.stat's
@@ -176,19 +192,23 @@ func cgroupCPU(dir string) time.Duration {
 // (no daemon, no shell; agent-health-p50-ms), a call the daemon forwards
 // to the agent that runs no shell (GET env; forward-p50-ms: what an exec
 // costs without its command), and all three again on a crun sandbox of
-// the same daemon (crun-exec-p50-ms, crun-agent-health-p50-ms,
+// another daemon of this build (crun-exec-p50-ms, crun-agent-health-p50-ms,
 // crun-forward-p50-ms), so that what gVisor adds is read off one run.
 // The health call in that loop comes right after the exec, whose
 // settling (done after its answer, on the sandbox's one CPU) it shares;
 // agent-health-alone-p50-ms (and crun-...) is the health call again in a
 // loop of its own, after the exec loop: the call's own cost.
 // exec-cpu-p50-ms (forward-cpu-, crun-exec-cpu-) is the CPU time the
-// daemon's sandboxes used during the call (their cgroups' parent; the
-// other sandbox is idle then): a gVisor sandbox runs on one host CPU, so
-// its exec takes at least that long, whatever waits are cut.
+// sandbox used during the call (its own cgroup): a gVisor sandbox runs on
+// one host CPU, so its exec takes at least that long, whatever waits are
+// cut.
 // With BENCH_BASELINE_BIN_DIR=DIR (another build's sandboxd and
 // sandbox-agent), a daemon of that build runs beside this one and its
-// gVisor exec is sampled in turn too (baseline-exec-p50-ms).
+// gVisor exec is sampled in turn too (baseline-exec-p50-ms). So that two
+// identical builds read alike, the two gVisor sides trade places every
+// round (inTurn; crun's goes last), their sandboxes are pinned to the same
+// host CPU, and crun's sandbox has a daemon of its own; the log gives
+// each gVisor side's exec by what came before it, and its host CPU.
 func BenchmarkGVisorWarmExec(b *testing.B) {
 	needRunsc(b)
 	once(b, func(b *testing.B) {
@@ -201,10 +221,18 @@ func BenchmarkGVisorWarmExec(b *testing.B) {
 			exec, health, fwd samples
 			healthAlone       samples
 			execCPU, fwdCPU   samples
+			// cgroup is the sandbox's own cgroup; cpus the host CPU it
+			// is pinned to.
+			cgroup, cpus string
+			name         string
+			// byTurn[0] are the exec's samples when the side went first
+			// in its round (after crun's sample), byTurn[1] when it went
+			// after the other gVisor side's.
+			byTurn [2]struct{ exec, cpu samples }
 		}
-		open := func(d *testdaemon.Daemon, rt string) *side {
+		open := func(d *testdaemon.Daemon, rt, id string) *side {
 			before, _ := filepath.Glob(filepath.Join(d.RunDir, "sandboxes", "*", "agent.sock"))
-			sb := d.Client.Sandbox("gwarm-"+rt, client.WithRuntime(rt))
+			sb := d.Client.Sandbox(id, client.WithRuntime(rt))
 			if res, err := sb.Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
 				b.Fatalf("exec on %s: %v %+v", rt, err, res)
 			}
@@ -216,12 +244,35 @@ func BenchmarkGVisorWarmExec(b *testing.B) {
 			agent := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 			}}}
-			return &side{d: d, sb: sb, agent: agent}
+			cg := filepath.Join(d.CgroupParent, filepath.Base(filepath.Dir(sock))) // a sandbox's run directory is named by its cgroup's key
+			return &side{d: d, sb: sb, agent: agent, cgroup: cg, cpus: cgroupCPUs(cg)}
 		}
-		sides := []*side{open(d, "gvisor"), open(d, "crun")}
+		// crun's sandbox has a daemon of its own (this build's): with it
+		// on this gVisor sandbox's daemon, this side's exec read 12-68%
+		// slower than the same build's beside it (3 runs), on a daemon
+		// of its own within 6%.
+		sides := []*side{open(d, "gvisor", "gwarm-gvisor"), open(testdaemon.Start(b, testdaemon.Options{Args: gvisorArgs}), "crun", "gwarm-crun")}
+		sides[0].name = "this build"
 		var base *side
 		if o, ok := baselineOptions(gvisorArgs); ok {
-			base = open(testdaemon.Start(b, o), "gvisor")
+			// A sandbox is pinned to the host CPU its random key picks;
+			// the same build's exec CPU read up to 7% apart on CPUs 0 and
+			// 1 of a loaded host, within 3% on one: the baseline's sandbox
+			// is made again until it shares this build's CPU.
+			bd := testdaemon.Start(b, o)
+			for try := 0; ; try++ {
+				base = open(bd, "gvisor", fmt.Sprintf("gwarm-gvisor-%d", try))
+				if base.cpus == sides[0].cpus || try == 9 {
+					break
+				}
+				if err := base.sb.Destroy(ctx); err != nil {
+					b.Fatalf("destroying a baseline sandbox on another CPU: %v", err)
+				}
+			}
+			if base.cpus != sides[0].cpus {
+				b.Logf("the baseline's sandbox is pinned to host CPU %q, this build's to %q: they are not alike", base.cpus, sides[0].cpus)
+			}
+			base.name = "baseline"
 			sides = append(sides, base)
 		}
 		health := func(s *side) {
@@ -247,27 +298,39 @@ func BenchmarkGVisorWarmExec(b *testing.B) {
 				forward(s)
 			}
 		}
+		// With a baseline, the two gVisor sides trade places every round
+		// and crun's goes last: each gVisor side follows crun's sample as
+		// often as the other gVisor side's, never its own.
+		order, other := []int{0, 1}, 0
+		if base != nil {
+			order, other = []int{0, 2, 1}, 2
+		}
 		for i := 0; i < sampleCount()*10; i++ {
-			for _, s := range sides {
-				c0 := sandboxCPU(s.d)
+			for turn, k := range inTurn(i, order, 0, other) {
+				s := sides[k]
+				c0 := cgroupCPUAt(s.cgroup)
 				start := time.Now()
 				if res, err := s.sb.Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
 					b.Fatalf("exec: %v", err)
 				}
-				s.exec = append(s.exec, time.Since(start))
-				s.execCPU = append(s.execCPU, sandboxCPU(s.d)-c0)
+				took := time.Since(start)
+				cpu := cgroupCPUAt(s.cgroup) - c0
+				s.exec, s.execCPU = append(s.exec, took), append(s.execCPU, cpu)
+				t := &s.byTurn[min(turn, 1)]
+				t.exec, t.cpu = append(t.exec, took), append(t.cpu, cpu)
 				start = time.Now()
 				health(s)
 				s.health = append(s.health, time.Since(start))
-				c0 = sandboxCPU(s.d)
+				c0 = cgroupCPUAt(s.cgroup)
 				start = time.Now()
 				forward(s)
 				s.fwd = append(s.fwd, time.Since(start))
-				s.fwdCPU = append(s.fwdCPU, sandboxCPU(s.d)-c0)
+				s.fwdCPU = append(s.fwdCPU, cgroupCPUAt(s.cgroup)-c0)
 			}
 		}
 		for i := 0; i < sampleCount()*2; i++ {
-			for _, s := range sides {
+			for _, k := range inTurn(i, order, 0, other) {
+				s := sides[k]
 				start := time.Now()
 				health(s)
 				s.healthAlone = append(s.healthAlone, time.Since(start))
@@ -293,6 +356,13 @@ func BenchmarkGVisorWarmExec(b *testing.B) {
 		b.Logf("CPU time of the daemon's sandboxes during the call p50: gVisor exec %.2fms, forwarded env %.2fms; crun exec %.2fms"+
 			" (a gVisor sandbox runs on one host CPU: its exec cannot take less time than this)",
 			ms(g.execCPU.percentile(50)), ms(g.fwdCPU.percentile(50)), ms(c.execCPU.percentile(50)))
+		for _, s := range sides {
+			if base != nil && s != c {
+				b.Logf("%s (pinned to host CPU %q): gVisor exec p50 %.2fms (CPU %.2fms) right after crun's sample, %.2fms (CPU %.2fms) right after the other gVisor side's",
+					s.name, s.cpus, ms(s.byTurn[0].exec.percentile(50)), ms(s.byTurn[0].cpu.percentile(50)),
+					ms(s.byTurn[1].exec.percentile(50)), ms(s.byTurn[1].cpu.percentile(50)))
+			}
+		}
 		if base != nil {
 			b.ReportMetric(ms(base.exec.percentile(50)), "baseline-exec-p50-ms")
 			b.ReportMetric(ms(base.health.percentile(50)), "baseline-agent-health-p50-ms")

@@ -87,3 +87,46 @@ func TestPercentile(t *testing.T) {
 		t.Error("empty")
 	}
 }
+
+// inTurn is the order in which a side-by-side benchmark samples its
+// sides in round i: order (indices of the sides) as given in even rounds,
+// with the two it compares, x and y, trading places in odd ones. So each
+// of the two follows the same others as often, and never itself: in a
+// fixed order one always follows what ends a round (another runtime's
+// sample, a raw run) and the other always follows the first, and the
+// same build read differently by its place (bench/results/gvisor.txt, the
+// thirteenth session's second gvexec section). Two sides with nothing
+// between rounds need no turns: each already always follows the other.
+func inTurn(i int, order []int, x, y int) []int {
+	out := append([]int(nil), order...)
+	if i%2 == 1 {
+		for k, v := range out {
+			switch v {
+			case x:
+				out[k] = y
+			case y:
+				out[k] = x
+			}
+		}
+	}
+	return out
+}
+
+// upTo is 0, 1, ..., n-1: sides in the order they are listed.
+func upTo(n int) []int {
+	out := make([]int, n)
+	for k := range out {
+		out[k] = k
+	}
+	return out
+}
+
+func TestInTurn(t *testing.T) {
+	order := []int{0, 2, 1}
+	if got := fmt.Sprint(inTurn(0, order, 0, 2), inTurn(1, order, 0, 2), inTurn(2, order, 0, 2), inTurn(3, []int{3, 0, 1, 2}, 1, 2)); got != "[0 2 1] [2 0 1] [0 2 1] [3 0 2 1]" {
+		t.Errorf("inTurn = %s", got)
+	}
+	if fmt.Sprint(order) != "[0 2 1]" {
+		t.Errorf("inTurn changed its argument: %v", order)
+	}
+}
