@@ -68,6 +68,9 @@ type Daemon struct {
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
+	// torn makes the teardown run once: a test's cleanup and a stop
+	// signal's handler (onStopSignal) may both ask for it.
+	torn sync.Once
 	// exited is closed once cmd was waited for: the daemon's one waiter
 	// (see waitFor), which every wait for its end shares.
 	exited chan struct{}
@@ -129,6 +132,8 @@ func Start(t testing.TB, o Options) *Daemon {
 		}
 	}
 	t.Cleanup(func() { d.teardown(t) })
+	stopSignals.Do(onStopSignal)
+	remember(d)
 	d.start(t)
 	return d
 }
@@ -142,6 +147,10 @@ func (d *Daemon) start(t testing.TB) {
 	argv := append(append(append([]string{}, d.via...), bin), d.args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), d.env...)
+	// Its own process group: a terminal's ^C goes to the test process
+	// alone, which tears its daemons down in order (onStopSignal); a
+	// daemon that got it too would stop with its sandboxes left running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	from := len(d.log.String()) // a restart keeps the log: look after this
 	cmd.Stdout, cmd.Stderr = d.log, d.log
 	if err := cmd.Start(); err != nil {
@@ -249,6 +258,12 @@ func (d *Daemon) Kill(t testing.TB) { d.signal(t, syscall.SIGKILL) }
 
 func (d *Daemon) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
+	d.stop(sig, t.Errorf)
+}
+
+// stop sends sig to the daemon and waits for it (20 s, then SIGKILL and
+// errorf).
+func (d *Daemon) stop(sig syscall.Signal, errorf func(string, ...any)) {
 	d.mu.Lock()
 	cmd, exited := d.cmd, d.exited
 	d.cmd = nil
@@ -262,7 +277,7 @@ func (d *Daemon) signal(t testing.TB, sig syscall.Signal) {
 	case <-time.After(20 * time.Second):
 		cmd.Process.Kill()
 		<-exited
-		t.Errorf("sandboxd did not stop within 20s of %v", sig)
+		errorf("sandboxd did not stop within 20s of %v", sig)
 	}
 }
 
@@ -336,6 +351,28 @@ func (d *Daemon) Keys() []string {
 // teardown destroys every sandbox, stops the daemon and removes what it
 // left on the host, so tests never leak mounts, netns or nft tables.
 func (d *Daemon) teardown(t testing.TB) {
+	d.tearDown(t.Logf, t.Errorf)
+	if t.Failed() {
+		t.Logf("sandboxd log (without request lines):\n%s", tail(withoutRequests(d.Logs()), 12000))
+	}
+}
+
+// tearDown is teardown's work, done once, with its messages to logf and
+// errorf.
+func (d *Daemon) tearDown(logf, errorf func(string, ...any)) {
+	d.torn.Do(func() {
+		d.destroySandboxes(logf)
+		d.stop(syscall.SIGTERM, errorf)
+		// What the daemon leaves on the host (its lxcfs, on purpose; mounts
+		// after a test that killed it) a test's daemon must not.
+		leftovers.Remove(leftovers.Daemon{StateDir: d.StateDir, RunDir: d.RunDir, Table: d.Table, CgroupParent: d.CgroupParent})
+		forget(d)
+	})
+}
+
+// destroySandboxes destroys the running daemon's sandboxes, each as its
+// tenant.
+func (d *Daemon) destroySandboxes(logf func(string, ...any)) {
 	d.mu.Lock()
 	running := d.cmd != nil
 	d.mu.Unlock()
@@ -349,18 +386,11 @@ func (d *Daemon) teardown(t testing.TB) {
 					c, _ = client.New(d.URL, client.WithToken(d.Token), client.WithTenant(sb.Tenant))
 				}
 				if err := c.Sandbox(sb.ID).Destroy(ctx); err != nil {
-					t.Logf("teardown: destroying %s: %v", sb.ID, err)
+					logf("teardown: destroying %s: %v", sb.ID, err)
 				}
 			}
 		}
 		cancel()
-	}
-	d.Stop(t)
-	// What the daemon leaves on the host (its lxcfs, on purpose; mounts
-	// after a test that killed it) a test's daemon must not.
-	leftovers.Remove(leftovers.Daemon{StateDir: d.StateDir, RunDir: d.RunDir, Table: d.Table, CgroupParent: d.CgroupParent})
-	if t.Failed() {
-		t.Logf("sandboxd log (without request lines):\n%s", tail(withoutRequests(d.Logs()), 12000))
 	}
 }
 

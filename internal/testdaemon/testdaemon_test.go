@@ -1,16 +1,23 @@
 package testdaemon
 
 import (
+	"bufio"
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/hostlock"
+	"github.com/sandboxd/sandboxd/internal/lxcfs"
 )
 
 // TestHeldInterfacePrefixIsSkipped: a test daemon never takes an
@@ -101,3 +108,113 @@ func TestExitedYet(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { Main(m) }
+
+// TestStopSignalTearsTheDaemonsDown: a test process that gets SIGTERM
+// mid-test destroys its daemons' sandboxes, stops the daemons and removes
+// what they left on the host (lxcfs, mounts, cgroups, nft table) before
+// it dies of the signal, as its tests' cleanups would have. The process
+// is this test binary again, running the test below that starts a daemon
+// and a sandbox and then waits to be stopped.
+func TestStopSignalTearsTheDaemonsDown(t *testing.T) {
+	SkipUnlessRoot(t)
+	BinDir(t) // built once here, not in the child
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestDaemonUntilStopped$", "-test.v")
+	cmd.Env = append(os.Environ(), "TESTDAEMON_UNTIL_STOPPED=1", "SANDBOXD_BIN_DIR="+BinDir(t))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var state struct {
+		Daemon, Agent                                int
+		RunDir, StateDir, CgroupParent, Table, Lxcfs string
+	}
+	var log strings.Builder
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		log.WriteString(sc.Text() + "\n")
+		if v, ok := strings.CutPrefix(sc.Text(), "UNTIL STOPPED "); ok {
+			if err := json.Unmarshal([]byte(v), &state); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if state.Agent == 0 {
+		cmd.Wait()
+		t.Fatalf("the child test did not start its sandbox:\n%s%s", log.String(), stderr.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, out)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("the child test did not exit within 3 minutes of SIGTERM:\n%s", stderr.String())
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Errorf("the child test ended with %v, want death by SIGTERM", err)
+	}
+	t.Logf("the child test's output:\n%s", stderr.String())
+	lxcfsPID, _ := strconv.Atoi(state.Lxcfs)
+	for what, pid := range map[string]int{"daemon": state.Daemon, "sandbox's agent": state.Agent, "daemon's lxcfs": lxcfsPID} {
+		if pid > 0 && !goneWithin(pid, 10*time.Second) {
+			t.Errorf("the %s (pid %d) still runs", what, pid)
+			syscall.Kill(pid, syscall.SIGKILL) // the child's: ours to remove
+		}
+	}
+	if left, _ := filepath.Glob("/sys/fs/cgroup/*/" + state.CgroupParent); len(left) > 0 {
+		t.Errorf("cgroups left: %q", left)
+	}
+	if exec.Command("nft", "list", "table", "inet", state.Table).Run() == nil {
+		t.Errorf("nft table %s left", state.Table)
+	}
+	for _, dir := range []string{state.RunDir, state.StateDir} {
+		if _, err := os.Stat(dir); err == nil {
+			t.Errorf("directory %s left", dir)
+		}
+	}
+	if !strings.Contains(stderr.String(), "tearing down 1 test daemons") {
+		t.Errorf("the child test did not say it tore its daemon down:\n%s", stderr.String())
+	}
+}
+
+// goneWithin waits up to limit for the process pid to end (a zombie has
+// ended) and reports whether it did.
+func goneWithin(pid int, limit time.Duration) bool {
+	for deadline := time.Now().Add(limit); ; time.Sleep(50 * time.Millisecond) {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil || strings.Contains(string(stat), ") Z ") {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
+// TestDaemonUntilStopped is TestStopSignalTearsTheDaemonsDown's child: it
+// runs only there.
+func TestDaemonUntilStopped(t *testing.T) {
+	if os.Getenv("TESTDAEMON_UNTIL_STOPPED") != "1" {
+		t.Skip("the child of TestStopSignalTearsTheDaemonsDown")
+	}
+	d := Start(t, Options{Args: []string{"--default-network", "none"}})
+	if res, err := d.Client.Sandbox("until-stopped").Exec(context.Background(), "true"); err != nil || res.ExitCode != 0 {
+		t.Fatalf("exec: %v %+v", err, res)
+	}
+	lxcfsPID, _ := os.ReadFile(lxcfs.PIDFile(d.RunDir))
+	state, _ := json.Marshal(map[string]any{"Daemon": d.PID(), "Agent": d.AgentPID(t, d.Keys()[0]), "RunDir": d.RunDir, "StateDir": d.StateDir,
+		"CgroupParent": d.CgroupParent, "Table": d.Table, "Lxcfs": strings.TrimSpace(string(lxcfsPID))})
+	fmt.Printf("UNTIL STOPPED %s\n", state)
+	time.Sleep(3 * time.Minute) // the parent's SIGTERM comes first
+	t.Error("not stopped within 3 minutes")
+}
