@@ -186,7 +186,9 @@ func TestFilesFollowTheSessionDirectory(t *testing.T) {
 func TestFilesPathsStayInTheSandbox(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
 		sb := d.Client.Sandbox("paths")
-		ctx := ctxT(t, 3*time.Minute)
+		// A guard against a hang, not a speed check: the subtests take
+		// about a minute on gVisor quietly and over two at load 30.
+		ctx := ctxT(t, 10*time.Minute)
 		run(t, sb, "mkdir -p /workspace/x && cd /workspace/x")
 		hostShadow, _ := os.ReadFile("/etc/shadow")
 
@@ -314,7 +316,12 @@ print(n)'`)
 			}
 		})
 		t.Run("many files", func(t *testing.T) {
-			run(t, sb, "mkdir -p /workspace/many && cd /workspace/many && seq -f 'f%05g' 1 20000 | xargs touch && cd /workspace/x")
+			// 20,000 creates through gVisor's gofer took over the minute
+			// run gives a command at load 30.
+			mk := "mkdir -p /workspace/many && cd /workspace/many && seq -f 'f%05g' 1 20000 | xargs touch && cd /workspace/x"
+			if res, err := sb.Exec(ctx, mk); err != nil || res.ExitCode != 0 {
+				t.Fatalf("exec %q: %v %+v", mk, err, res)
+			}
 			ls, err := sb.ListFiles(ctx, "/workspace/many")
 			if err != nil || ls.Count != 20000 || ls.Truncated {
 				t.Fatalf("list: %v %v", ls.Count, err)
