@@ -123,12 +123,18 @@ func TestJoinedConnectionsAnswerAClientThatHalfClosed(t *testing.T) {
 		if r.URL.Path == "/late" {
 			time.Sleep(100 * time.Millisecond) // the client's end comes first
 		}
-		w.Header().Set("Content-Length", fmt.Sprint(len(answer)))
-		io.WriteString(w, answer)
+		a := answer
+		if r.URL.Path == "/queued" {
+			a = strings.Repeat(a, 16) // more than the sockets hold
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(a)))
+		io.WriteString(w, a)
 	})
 	var held atomic.Int32
 	srv := joinFront(t, addr, &held)
-	for _, path := range []string{"/now", "/late"} {
+	// queued: the client's end comes while the answer waits in the
+	// kernel's queue for the client's socket.
+	for _, path := range []string{"/now", "/late", "/queued"} {
 		t.Run(strings.TrimPrefix(path, "/"), func(t *testing.T) {
 			waitHolds(t, &held, 0)
 			c, err := net.DialTCP("tcp", nil, srv.Listener.Addr().(*net.TCPAddr))
@@ -136,11 +142,14 @@ func TestJoinedConnectionsAnswerAClientThatHalfClosed(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			c.SetDeadline(time.Now().Add(time.Minute))
+			c.SetDeadline(time.Now().Add(20 * time.Second))
 			br := bufio.NewReader(c)
 			get := func(path string) string {
 				t.Helper()
 				fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: demo\r\n\r\n", path)
+				if path == "/queued" {
+					time.Sleep(200 * time.Millisecond)
+				}
 				if path != "/first" {
 					c.CloseWrite()
 				}
@@ -157,8 +166,12 @@ func TestJoinedConnectionsAnswerAClientThatHalfClosed(t *testing.T) {
 			if got := get("/first"); got != "joined" || held.Load() != 1 {
 				t.Fatalf("first request: %q, %d holds (want 1: joined)", got, held.Load())
 			}
-			if got := get(path); len(got) != len(answer) {
-				t.Fatalf("GET %s after the client's end: %d bytes of %d", path, len(got), len(answer))
+			want := len(answer)
+			if path == "/queued" {
+				want *= 16
+			}
+			if got := get(path); len(got) != want {
+				t.Fatalf("GET %s after the client's end: %d bytes of %d", path, len(got), want)
 			}
 			if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 				t.Errorf("after the answer: %d %v, want EOF", n, err)

@@ -129,10 +129,11 @@ func (j *Joiner) load(maxPairs int) error {
 // buffers are scanned (scan.go) and redirected to its service's egress
 // while they pass, and from the first that does not, kept on the client's
 // socket (flagDiverted) and the client's cookie sent to the daemon
-// through the ring buffer. An empty buffer, a stream's end, stays with
-// its socket.
+// through the ring buffer. An empty buffer, a stream's end, is dropped:
+// the socket's receive side is shut already.
 func program(socks, peers, table, events int, k int32) asm.Instructions {
 	const (
+		skDrop      = 0
 		skPass      = 1
 		ctxLen      = 0  // __sk_buff.len
 		ctxData     = 76 // __sk_buff.data
@@ -149,14 +150,19 @@ func program(socks, peers, table, events int, k int32) asm.Instructions {
 	)
 	return asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
-		// An empty buffer is an end of stream (a FIN): it stays with its
-		// socket, whose owner passes it on (the TCP stack has marked the
-		// socket's receive side shut already). Redirected, it reached the
-		// peer's egress as a send of no bytes, which the kernel takes for
-		// a broken pipe: the peer got EPIPE as its socket error
-		// (EPOLLERR), and the proxy took a stream's end for a failure.
+		// An empty buffer is an end of stream (a FIN). The TCP stack has
+		// marked the socket's receive side shut already, which is all its
+		// owner needs to see the end and pass it on: the buffer itself is
+		// dropped. Redirected, it reached the peer's egress as a send of
+		// no bytes, which the kernel takes for a broken pipe: the peer got
+		// EPIPE (EPOLLERR), and the proxy took a stream's end for a
+		// failure. Passed, it waits in the socket's queue behind bytes
+		// redirected to it that wait for room (an answer the client reads
+		// slowly), and the kernel takes its delivery of no bytes for the
+		// same broken pipe, drops the rest of the answer, and the
+		// connection stalls.
 		asm.LoadMem(asm.R8, asm.R6, ctxLen, asm.Word),
-		asm.JEq.Imm(asm.R8, 0, "pass"),
+		asm.JEq.Imm(asm.R8, 0, "drop"),
 		asm.FnGetSocketCookie.Call(),
 		asm.StoreMem(asm.RFP, fpCookie, asm.R0, asm.DWord),
 		asm.LoadMapPtr(asm.R1, peers),
@@ -275,6 +281,9 @@ func program(socks, peers, table, events int, k int32) asm.Instructions {
 		asm.FnRingbufOutput.Call(),
 
 		asm.Mov.Imm(asm.R0, skPass).WithSymbol("pass"),
+		asm.Return(),
+
+		asm.Mov.Imm(asm.R0, skDrop).WithSymbol("drop"),
 		asm.Return(),
 	}
 }

@@ -109,7 +109,7 @@ func TestJoinForwardsBothWays(t *testing.T) {
 }
 
 // TestJoinLeavesEndsOfStreamToTheirSockets: a stream's end (a FIN, an
-// empty buffer) stays with the socket that received it, for the daemon
+// empty buffer) is seen on the socket that received it, for the daemon
 // to pass on, and neither socket of the pair gets an error. Redirected,
 // it reached the peer as a send of no bytes, which the kernel failed with
 // EPIPE on the peer, and the proxy cut the connection as failed, racing
