@@ -32,6 +32,19 @@ function showError(sel, err) {
   $(sel).textContent = err ? String(err.message || err) : "";
 }
 
+// latest resolves to call's answer, or to null when the same list was
+// asked for again while this call ran: the browser's connections can
+// answer out of order (a list asked for while a process ran, answered
+// after the one asked for when it ended), and an older answer must never
+// replace a newer one on screen.
+const asked = new Map();
+async function latest(list, call) {
+  const ticket = (asked.get(list) ?? 0) + 1;
+  asked.set(list, ticket);
+  const answer = await call;
+  return asked.get(list) === ticket ? answer : null;
+}
+
 function formatSize(n) {
   if (n < 1024) return `${n} B`;
   const units = ["KiB", "MiB", "GiB", "TiB"];
@@ -76,7 +89,9 @@ $("#logout").addEventListener("click", signOut);
 // ---- sandboxes ----
 
 async function refreshList() {
-  const { sandboxes } = await state.api.list();
+  const answer = await latest("sandboxes", state.api.list());
+  if (!answer) return;
+  const { sandboxes } = answer;
   const ul = $("#sandbox-list");
   ul.replaceChildren(
     ...sandboxes.map((sb) =>
@@ -272,7 +287,8 @@ $("#term-reconnect").addEventListener("click", () => {
 async function listFiles() {
   showError("#files-error", null);
   const dir = $("#path").value.trim() || "/";
-  const res = await state.api.listFiles(state.selected, dir);
+  const res = await latest("files", state.api.listFiles(state.selected, dir));
+  if (!res) return;
   const entries = res.files
     .map((f) => ({ ...f, isDir: f.type === "directory" }))
     .sort((a, b) => b.isDir - a.isDir || a.name.localeCompare(b.name));
@@ -366,7 +382,9 @@ const logs = { controller: null, pid: null };
 
 async function listProcesses() {
   showError("#proc-error", null);
-  const { processes } = await state.api.processes(state.selected);
+  const answer = await latest("processes", state.api.processes(state.selected));
+  if (!answer) return;
+  const { processes } = answer;
   $("#proc-list").replaceChildren(
     ...processes.map((p) => {
       const status = p.status + (p.exitCode !== undefined && p.exitCode !== null ? ` (${p.exitCode})` : "");
@@ -396,7 +414,8 @@ async function listProcesses() {
 
 async function listAllProcesses() {
   showError("#ps-error", null);
-  const res = await state.api.exec(state.selected, "ps -eo pid=,ppid=,user=,stat=,etime=,args= --sort=pid");
+  const res = await latest("ps", state.api.exec(state.selected, "ps -eo pid=,ppid=,user=,stat=,etime=,args= --sort=pid"));
+  if (!res) return;
   if (res.exitCode !== 0) throw new Error(new TextDecoder().decode(res.stderrBytes).trim());
   const rows = new TextDecoder()
     .decode(res.stdoutBytes)
@@ -470,7 +489,9 @@ $("#ps-details").addEventListener("toggle", () => {
 
 async function listPorts() {
   showError("#ports-error", null);
-  const { ports } = await state.api.ports(state.selected);
+  const answer = await latest("ports", state.api.ports(state.selected));
+  if (!answer) return;
+  const { ports } = answer;
   $("#port-list").replaceChildren(
     ...ports.map((p) => {
       const link = el("a", { href: p.url, target: "_blank", rel: "noopener noreferrer", dataset: { port: String(p.port) } }, p.url);
