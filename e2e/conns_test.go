@@ -23,12 +23,7 @@ import (
 func TestHeldConnectionsCannotTakeTheDaemonsDescriptors(t *testing.T) {
 	testdaemon.SkipUnlessRoot(t)
 	const nofile, limit = 2048, 2048 / 4
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	previewAddr := ln.Addr().String()
-	ln.Close()
+	previewAddr := testdaemon.FreeAddr(t)
 	d := testdaemon.Start(t, testdaemon.Options{
 		Args: []string{"--preview-listen", previewAddr},
 		Via:  []string{"prlimit", fmt.Sprintf("--nofile=%d:%d", nofile, nofile), "--"},
@@ -40,7 +35,7 @@ func TestHeldConnectionsCannotTakeTheDaemonsDescriptors(t *testing.T) {
 	for _, l := range []struct{ name, addr string }{{"api", u.Host}, {"preview", previewAddr}} {
 		t.Run(l.name, func(t *testing.T) {
 			before := openFDs(t, d.PID())
-			held := holdConnections(t, l.addr, limit+200)
+			held := holdConnections(t, "", l.addr, limit+200)
 			after := openFDs(t, d.PID())
 			t.Logf("%d of %d connections answered and held; the daemon's descriptors %d -> %d", len(held), limit+200, before, after)
 			if len(held) > limit || after-before > limit+16 {
@@ -60,9 +55,56 @@ func TestHeldConnectionsCannotTakeTheDaemonsDescriptors(t *testing.T) {
 	}
 }
 
-// holdConnections opens n connections to addr, sends one request on each
-// and returns those that were answered, left open; the others are closed.
-func holdConnections(t *testing.T, addr string, n int) []net.Conn {
+// TestOneSourceCannotHoldAListenersConnections: one machine that re-sends
+// a request on each of its connections more often than the idle timeout
+// (2 minutes) could keep a listener at its bound, and every new client
+// would be closed. One source address keeps at most --max-conns-per-source
+// open (64 here) on each listener; another source is still answered, and
+// an exempt one (a reverse proxy in front) holds more.
+func TestOneSourceCannotHoldAListenersConnections(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	const perSource, tries = 64, 64 + 36
+	previewAddr := testdaemon.FreeAddr(t)
+	d := testdaemon.Start(t, testdaemon.Options{
+		Args: []string{"--preview-listen", previewAddr, "--max-conns-per-source", fmt.Sprint(perSource),
+			"--conns-per-source-exempt", "127.0.0.3"},
+	})
+	u, err := url.Parse(d.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []struct{ name, addr string }{{"api", u.Host}, {"preview", previewAddr}} {
+		t.Run(l.name, func(t *testing.T) {
+			held := holdConnections(t, "127.0.0.2", l.addr, tries)
+			t.Logf("127.0.0.2: %d of %d connections answered and held", len(held), tries)
+			if len(held) != perSource {
+				t.Errorf("one source holds %d connections, want %d", len(held), perSource)
+			}
+			// Another source (the test's client, from 127.0.0.1) is
+			// answered while the first holds its most.
+			if _, err := d.Client.List(ctxT(t, 10*time.Second)); err != nil {
+				t.Errorf("another source is not answered: %v", err)
+			}
+			if exempt := holdConnections(t, "127.0.0.3", l.addr, tries); len(exempt) != tries {
+				t.Errorf("an exempt source holds %d of %d connections, want all", len(exempt), tries)
+			}
+			// Once the source lets one go, it is answered again.
+			held[0].Close()
+			var again []net.Conn
+			for deadline := time.Now().Add(10 * time.Second); len(again) == 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				again = holdConnections(t, "127.0.0.2", l.addr, 1)
+			}
+			if len(again) == 0 {
+				t.Error("the source is not answered after one of its connections closed")
+			}
+		})
+	}
+}
+
+// holdConnections opens n connections to addr from the address from (""
+// any), sends one request on each and returns those that were answered,
+// left open; the others are closed.
+func holdConnections(t *testing.T, from, addr string, n int) []net.Conn {
 	t.Helper()
 	var held []net.Conn
 	t.Cleanup(func() {
@@ -70,8 +112,12 @@ func holdConnections(t *testing.T, addr string, n int) []net.Conn {
 			c.Close()
 		}
 	})
+	var dialer net.Dialer
+	if from != "" {
+		dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
 	for range n {
-		c, err := net.Dial("tcp", addr)
+		c, err := dialer.Dial("tcp", addr)
 		if err != nil {
 			t.Fatalf("dial: %v", err)
 		}

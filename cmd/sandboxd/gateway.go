@@ -33,18 +33,22 @@ type gatewayOptions struct {
 	logFormat     string
 	maxImage      int64
 	spoolDir      string
+	// perSource bounds what one source address holds open.
+	perSource httpserve.PerSource
 }
 
 func parseGatewayFlags(args []string) (gatewayOptions, error) {
 	fs := flag.NewFlagSet("sandboxd gateway", flag.ContinueOnError)
 	var o gatewayOptions
-	var logLevel, maxImage string
+	var logLevel, maxImage, connsExempt string
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster's Kubernetes API (default: the pod's service account, in a pod)")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:7080", "address of the gateway's HTTP API")
 	fs.StringVar(&o.tokenFile, "token-file", "/var/lib/sandboxd/token", "the cluster's API token, the same file as every node's <state-dir>/token")
 	fs.StringVar(&o.previewDomain, "preview-domain", "localhost", "the nodes' --preview-domain: preview hosts below it go to their sandbox's node")
 	fs.StringVar(&maxImage, "max-image-size", "32Gi", "largest image archive imported through the gateway (the nodes' --max-image-size)")
 	fs.StringVar(&o.spoolDir, "spool-dir", "", "directory that holds an imported image archive while it is copied to the nodes (default: $TMPDIR or /tmp)")
+	fs.IntVar(&o.perSource.Max, "max-conns-per-source", httpserve.DefaultMaxPerSource, "most connections one source address (IPv6: its /64) keeps open; past it a new one is closed at once (0: no bound but the listener's)")
+	fs.StringVar(&connsExempt, "conns-per-source-exempt", "loopback", "comma-separated addresses and CIDRs (and loopback) whose connections --max-conns-per-source does not count: a reverse proxy or ingress in front, which forwards many users' calls from one address (empty: none)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text (key=value) or json")
 	if err := fs.Parse(args); err != nil {
@@ -68,6 +72,12 @@ func parseGatewayFlags(args []string) (gatewayOptions, error) {
 	}
 	if err := proxy.ValidDomain(o.previewDomain); err != nil {
 		return o, fmt.Errorf("--preview-domain: %w", err)
+	}
+	if o.perSource.Max < 0 {
+		return o, fmt.Errorf("--max-conns-per-source %d: want 0 (no bound) or more", o.perSource.Max)
+	}
+	if o.perSource.Exempt, err = httpserve.ParseExempt(connsExempt); err != nil {
+		return o, fmt.Errorf("--conns-per-source-exempt %w", err)
 	}
 	return o, nil
 }
@@ -105,7 +115,7 @@ func runGateway(ctx context.Context, o gatewayOptions, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv := httpserve.Public(&http.Server{Handler: gw, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}, "gateway", log)
+	srv := httpserve.Public(&http.Server{Handler: gw, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}, "gateway", log, o.perSource)
 	log.Info("sandboxd gateway serving", "listen", ln.Addr().String(), "namespace", kc.Namespace())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -23,6 +23,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/bytesize"
 	"github.com/sandboxd/sandboxd/internal/daemon"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
+	"github.com/sandboxd/sandboxd/internal/httpserve"
 	"github.com/sandboxd/sandboxd/internal/proxy"
 	"github.com/sandboxd/sandboxd/internal/requestid"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
@@ -82,7 +83,7 @@ func parseFlags(command string, args []string) (options, error) {
 	fs := flag.NewFlagSet("sandboxd "+command, flag.ContinueOnError)
 	o := options{cfg: daemon.Config{Version: version}, flags: fs}
 	cfg := &o.cfg
-	var dns, dnsUpstream, blocked, bucketAllow, hostAccessAllow, typeRuntimes, logLevel string
+	var dns, dnsUpstream, blocked, connsExempt, bucketAllow, hostAccessAllow, typeRuntimes, logLevel string
 	var defMem, maxMem, budget, reserve, maxDisk, maxImage, previewHeaderBytes string
 	var defCPU, maxCPU float64
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address of the HTTP API")
@@ -142,6 +143,8 @@ func parseFlags(command string, args []string) (options, error) {
 	fs.IntVar(&cfg.PreviewLimits.MaxInFlightPerSandbox, "preview-max-inflight-per-sandbox", proxy.DefaultMaxInFlightPerSandbox, "most proxied requests (preview URLs, port proxy, WebSockets) in flight to one sandbox; more get 503 PREVIEW_BUSY")
 	fs.IntVar(&cfg.PreviewLimits.MaxInFlight, "preview-max-inflight", proxy.DefaultMaxInFlight, "most proxied requests in flight in all; more get 503 PREVIEW_BUSY")
 	fs.BoolVar(&cfg.PreviewJoin, "preview-join", true, "join a public preview's client connection to the service's in the kernel after its first request: later requests that need nothing of the daemon pass in the kernel, the others are checked per request (docs/security.md#joined-preview-connections); false serves every request in the daemon")
+	fs.IntVar(&cfg.MaxConnsPerSource, "max-conns-per-source", httpserve.DefaultMaxPerSource, "most connections one source address (IPv6: its /64) keeps open on each listener; past it a new one is closed at once (0: no bound but the listener's; default 0 on a cluster node, whose callers are the gateways)")
+	fs.StringVar(&connsExempt, "conns-per-source-exempt", "loopback", "comma-separated addresses and CIDRs (and loopback) whose connections --max-conns-per-source does not count: a reverse proxy in front, which forwards many users' calls from one address (empty: none)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate (chain) for the API and preview listeners; with --tls-key they serve HTTPS (reloaded on SIGHUP)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&cfg.Cluster.Kubeconfig, "cluster-kubeconfig", "", "kubeconfig of the Kubernetes API of the cluster this daemon is a node of (with --node-name; without it, a node in a pod uses the pod's service account)")
@@ -166,9 +169,7 @@ func parseFlags(command string, args []string) (options, error) {
 		return o, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	if *configFile != "" {
-		explicit := false
-		fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
-		if err := applyConfigFile(fs, *configFile, explicit); err != nil {
+		if err := applyConfigFile(fs, *configFile, isSet(fs, "config")); err != nil {
 			if command != "doctor" {
 				return o, err
 			}
@@ -231,6 +232,15 @@ func parseFlags(command string, args []string) (options, error) {
 	if hostAccessAllow != "" {
 		cfg.HostAccessAllow = strings.Split(hostAccessAllow, ",")
 	}
+	cfg.ConnsPerSourceExempt = []string{}
+	if connsExempt != "" {
+		cfg.ConnsPerSourceExempt = strings.Split(connsExempt, ",")
+	}
+	if cfg.Cluster.NodeName != "" && !isSet(fs, "max-conns-per-source") {
+		// A node's callers are the cluster's gateways, each forwarding
+		// many users' calls from one address; the gateway bounds sources.
+		cfg.MaxConnsPerSource = 0
+	}
 	if typeRuntimes != "" {
 		cfg.InstanceTypeRuntimes = strings.Split(typeRuntimes, ",")
 	}
@@ -240,6 +250,14 @@ func parseFlags(command string, args []string) (options, error) {
 		return o, nil
 	}
 	return o, cfg.Validate()
+}
+
+// isSet says whether the flag name was given, on the command line or in
+// the config file.
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // newLogger builds the one logger of the process, in the chosen format.

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sandboxd/sandboxd/internal/httpserve"
 	"github.com/sandboxd/sandboxd/internal/image"
 	"github.com/sandboxd/sandboxd/internal/network"
 	"github.com/sandboxd/sandboxd/internal/proxy"
@@ -131,6 +132,12 @@ type Config struct {
 	// services' in the kernel after the first request (proxy.Options);
 	// on by default.
 	PreviewJoin bool
+	// MaxConnsPerSource bounds the connections one source address (an
+	// IPv6 source's /64) keeps open on each public listener (0: only the
+	// listener's bound); ConnsPerSourceExempt lists the sources it does not
+	// count (httpserve.ParseExempt's terms; nil: loopback).
+	MaxConnsPerSource    int
+	ConnsPerSourceExempt []string
 	// Limits: defaults for sandboxes that do not choose, and caps.
 	DefaultLimits, MaxLimits sandbox.Limits
 	// SleepAfter is the default idle time before a sandbox sleeps;
@@ -311,6 +318,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--body-timeout %s: want at least 1s", c.BodyTimeout))
 	}
 	errs = append(errs, c.validatePreview()...)
+	if _, err := c.connsPerSource(); err != nil {
+		errs = append(errs, err)
+	}
 	errs = append(errs, c.validateCluster()...)
 	return errors.Join(errs...)
 }
@@ -355,6 +365,21 @@ func checkListenAddr(addr string) error {
 	}
 	_, err = net.LookupPort("tcp", port)
 	return err
+}
+
+// connsPerSource is what one source may hold open on a public listener.
+func (c *Config) connsPerSource() (httpserve.PerSource, error) {
+	if c.MaxConnsPerSource < 0 {
+		return httpserve.PerSource{}, fmt.Errorf("--max-conns-per-source %d: want 0 (no bound) or more", c.MaxConnsPerSource)
+	}
+	exempt := httpserve.Loopback
+	if c.ConnsPerSourceExempt != nil {
+		var err error
+		if exempt, err = httpserve.ParseExempt(strings.Join(c.ConnsPerSourceExempt, ",")); err != nil {
+			return httpserve.PerSource{}, fmt.Errorf("--conns-per-source-exempt %w", err)
+		}
+	}
+	return httpserve.PerSource{Max: c.MaxConnsPerSource, Exempt: exempt}, nil
 }
 
 // hostDNS returns the IPv4 name servers of the host's resolv.conf that a

@@ -354,7 +354,11 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, certs *certReloader
 	}
 	// ConnContext: the preview proxy may join a client's connection
 	// (proxy.WithConn).
-	srv := httpserve.Public(&http.Server{Handler: handler, ConnContext: proxy.WithConn}, "api", log)
+	per, err := cfg.connsPerSource()
+	if err != nil {
+		return err
+	}
+	srv := httpserve.Public(&http.Server{Handler: handler, ConnContext: proxy.WithConn}, "api", log, per)
 	log.Info("sandboxd serving", "listen", ln.Addr().String(), "scheme", scheme, "state_dir", cfg.StateDir, "version", cfg.Version)
 	if cfg.Banner {
 		writeBanner(os.Stderr, cfg, ln.Addr(), scheme)

@@ -108,6 +108,8 @@ type preview struct {
 	signer *proxy.Signer
 	proxy  *proxy.Proxy
 	ln     net.Listener // nil: previews come in on the API listener only
+	// perSource bounds what one source holds open on ln.
+	perSource httpserve.PerSource
 }
 
 // reloadInterval is how often the copy in memory of the exposed ports is
@@ -130,6 +132,9 @@ func newPreview(ctx context.Context, cfg Config, reg *store.Store, mgr *sandbox.
 		proxy:  proxy.New(proxy.Options{Dial: mgr.DialPort, Log: log, Limits: cfg.PreviewLimits, JoinConnections: cfg.PreviewJoin}),
 	}
 	pv.ln = ln
+	if pv.perSource, err = cfg.connsPerSource(); err != nil {
+		return nil, err
+	}
 	return pv, nil
 }
 
@@ -156,7 +161,7 @@ func (pv *preview) tasks(api *httpapi.Server, log *slog.Logger) []func(context.C
 		}
 	}}
 	if pv.ln != nil {
-		srv := httpserve.Public(&http.Server{Handler: api.PreviewHandler(), ConnContext: proxy.WithConn}, "preview", log)
+		srv := httpserve.Public(&http.Server{Handler: api.PreviewHandler(), ConnContext: proxy.WithConn}, "preview", log, pv.perSource)
 		log.Info("serving previews", "listen", pv.ln.Addr().String())
 		tasks = append(tasks, func(ctx context.Context) error {
 			go func() {
