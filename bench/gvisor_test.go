@@ -198,6 +198,11 @@ func cgroupCPU(dir string) time.Duration {
 // settling (done after its answer, on the sandbox's one CPU) it shares;
 // agent-health-alone-p50-ms (and crun-...) is the health call again in a
 // loop of its own, after the exec loop: the call's own cost.
+// agent-health-idle-p50-ms (crun-...) is that call once more, each after
+// idlePause in which its sandbox ran nothing, as the exec comes after the
+// other sides' calls: beside agent-health-alone it reads what idleness
+// costs a call (the CPU of both loops: agent-health-alone-cpu-p50-ms,
+// agent-health-idle-cpu-p50-ms).
 // exec-cpu-p50-ms (forward-cpu-, crun-exec-cpu-) is the CPU time the
 // sandbox used during the call (its own cgroup): a gVisor sandbox runs on
 // one host CPU, so its exec takes at least that long, whatever waits are
@@ -209,6 +214,10 @@ func cgroupCPU(dir string) time.Duration {
 // round (inTurn; crun's goes last), their sandboxes are pinned to the same
 // host CPU, and crun's sandbox has a daemon of its own; the log gives
 // each gVisor side's exec by what came before it, and its host CPU.
+// idlePause is how long BenchmarkGVisorWarmExec's idle health loop lets a
+// sandbox sit before each call: longer than the other sides' turns.
+const idlePause = 5 * time.Millisecond
+
 func BenchmarkGVisorWarmExec(b *testing.B) {
 	needRunsc(b)
 	once(b, func(b *testing.B) {
@@ -221,6 +230,10 @@ func BenchmarkGVisorWarmExec(b *testing.B) {
 			exec, health, fwd samples
 			healthAlone       samples
 			execCPU, fwdCPU   samples
+			// healthIdle is the health call after a pause in which the
+			// sandbox ran nothing; the CPU of both health loops.
+			healthIdle                    samples
+			healthAloneCPU, healthIdleCPU samples
 			// cgroup is the sandbox's own cgroup; cpus the host CPU it
 			// is pinned to.
 			cgroup, cpus string
@@ -328,14 +341,30 @@ func BenchmarkGVisorWarmExec(b *testing.B) {
 				s.fwdCPU = append(s.fwdCPU, cgroupCPUAt(s.cgroup)-c0)
 			}
 		}
-		for i := 0; i < sampleCount()*2; i++ {
-			for _, k := range inTurn(i, order, 0, other) {
-				s := sides[k]
-				start := time.Now()
-				health(s)
-				s.healthAlone = append(s.healthAlone, time.Since(start))
+		// healthLoop samples the health call on every side in turn, each
+		// after pause.
+		healthLoop := func(pause time.Duration, record func(s *side, took, cpu time.Duration)) {
+			for i := 0; i < sampleCount()*2; i++ {
+				for _, k := range inTurn(i, order, 0, other) {
+					s := sides[k]
+					time.Sleep(pause)
+					c0 := cgroupCPUAt(s.cgroup)
+					start := time.Now()
+					health(s)
+					record(s, time.Since(start), cgroupCPUAt(s.cgroup)-c0)
+				}
 			}
 		}
+		healthLoop(0, func(s *side, took, cpu time.Duration) {
+			s.healthAlone, s.healthAloneCPU = append(s.healthAlone, took), append(s.healthAloneCPU, cpu)
+		})
+		// The same call into a sandbox that ran nothing for idlePause,
+		// as the exec above comes after the other sides' calls. Loaded,
+		// it cost a gVisor sandbox (and a crun one) twice the CPU of the
+		// call back to back, with the same system calls.
+		healthLoop(idlePause, func(s *side, took, cpu time.Duration) {
+			s.healthIdle, s.healthIdleCPU = append(s.healthIdle, took), append(s.healthIdleCPU, cpu)
+		})
 		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 		g, c := sides[0], sides[1]
 		g.exec.report(b)
@@ -350,6 +379,17 @@ func BenchmarkGVisorWarmExec(b *testing.B) {
 			ms(g.exec.percentile(50)), ms(g.health.percentile(50)), ms(g.fwd.percentile(50)),
 			ms(c.exec.percentile(50)), ms(c.health.percentile(50)), ms(c.fwd.percentile(50)))
 		b.Logf("agent health alone p50: gVisor %.2fms, crun %.2fms", ms(g.healthAlone.percentile(50)), ms(c.healthAlone.percentile(50)))
+		for _, s := range []struct {
+			prefix string
+			side   *side
+		}{{"", g}, {"crun-", c}} {
+			b.ReportMetric(ms(s.side.healthIdle.percentile(50)), s.prefix+"agent-health-idle-p50-ms")
+			b.ReportMetric(ms(s.side.healthAloneCPU.percentile(50)), s.prefix+"agent-health-alone-cpu-p50-ms")
+			b.ReportMetric(ms(s.side.healthIdleCPU.percentile(50)), s.prefix+"agent-health-idle-cpu-p50-ms")
+		}
+		b.Logf("agent health after %v idle p50: gVisor %.2fms (CPU %.2fms, back to back %.2fms), crun %.2fms (CPU %.2fms, back to back %.2fms)", idlePause,
+			ms(g.healthIdle.percentile(50)), ms(g.healthIdleCPU.percentile(50)), ms(g.healthAloneCPU.percentile(50)),
+			ms(c.healthIdle.percentile(50)), ms(c.healthIdleCPU.percentile(50)), ms(c.healthAloneCPU.percentile(50)))
 		b.ReportMetric(ms(g.execCPU.percentile(50)), "exec-cpu-p50-ms")
 		b.ReportMetric(ms(g.fwdCPU.percentile(50)), "forward-cpu-p50-ms")
 		b.ReportMetric(ms(c.execCPU.percentile(50)), "crun-exec-cpu-p50-ms")
@@ -367,6 +407,7 @@ func BenchmarkGVisorWarmExec(b *testing.B) {
 			b.ReportMetric(ms(base.exec.percentile(50)), "baseline-exec-p50-ms")
 			b.ReportMetric(ms(base.health.percentile(50)), "baseline-agent-health-p50-ms")
 			b.ReportMetric(ms(base.healthAlone.percentile(50)), "baseline-agent-health-alone-p50-ms")
+			b.ReportMetric(ms(base.healthIdle.percentile(50)), "baseline-agent-health-idle-p50-ms")
 			b.ReportMetric(ms(base.execCPU.percentile(50)), "baseline-exec-cpu-p50-ms")
 			b.Logf("baseline %s: gVisor exec %.2fms, agent health %.2fms, forwarded env %.2fms", os.Getenv("BENCH_BASELINE_BIN_DIR"),
 				ms(base.exec.percentile(50)), ms(base.health.percentile(50)), ms(base.fwd.percentile(50)))
