@@ -146,12 +146,12 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 	attr := &os.ProcAttr{
 		Dir: cwd,
 		Env: withInit(envList(sh.env), init),
-		// stdin the frame pipe, which the loop moves to frameFD; stdout
-		// the status FIFO; stderr nowhere: what the shell says outside a
-		// command (a trace of the agent's lines under `set -x`) belongs
-		// to nobody, and the loop closes it (commands get their own
-		// FIFOs).
-		Files: []*os.File{frames, statusW, s.m.devNull},
+		// stdin the start-up line (initInput); stdout the status FIFO;
+		// stderr nowhere: what the shell says outside a command (a trace
+		// of the agent's lines under `set -x`) belongs to nobody, and the
+		// loop closes it (commands get their own FIFOs); 3 the frame
+		// pipe, which the line moves to frameFD.
+		Files: []*os.File{nil, statusW, s.m.devNull, frames},
 		// A session of its own: `kill 0` or a terminal signal in user code
 		// reaches the shell's process group, never the agent.
 		Sys: &syscall.SysProcAttr{Setsid: true},
@@ -168,6 +168,13 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 			attr.Sys.Credential = spawn.Credential(acct.UID, acct.GID)
 		}
 	}
+	stdin, sendInit, err := initInput(sh.bash, adopt)
+	if err != nil {
+		return nil, err
+	}
+	defer stdin.Close()
+	defer sendInit.Close()
+	attr.Files[0] = stdin
 	_, err = cfg.Reaper.Start(func() (int, error) {
 		p, err := os.StartProcess(prog, argv, attr)
 		if err != nil {
@@ -185,11 +192,16 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 	}
 	statusW.Close()
 	frames.Close()
+	stdin.Close()
 	if adopt {
 		// Fails closed: the deferred clean-up kills the shell.
 		if err := spawn.Adopt(cfg.CgroupRoot, sh.pid); err != nil {
 			return nil, err
 		}
+		if _, err := sendInit.Write(initLine(sh.bash)); err != nil {
+			return nil, fmt.Errorf("talking to the shell: %w", err)
+		}
+		sendInit.Close()
 	}
 	if launched != nil {
 		launched()
@@ -205,9 +217,6 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 			unix.EpollCtl(s.ep, unix.EPOLL_CTL_DEL, sh.status, nil)
 		}
 	}()
-	if err := sh.send(initLine(sh.bash)); err != nil {
-		return nil, fmt.Errorf("talking to the shell: %w", err)
-	}
 	if err := s.awaitReady(ctx, sh); err != nil {
 		return nil, err
 	}
@@ -216,21 +225,56 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 
 // initVar carries the shell's start-up text (the dispatch variables, the
 // unwind trap, the ready line, the dispatch loop) in its environment, and
-// initLine, the shell's first line on its stdin, runs it (the text drops
-// the variable first). A shell reads a pipe one byte (one system call) at
-// a time: sent as a line, the ~2.5 KB text would cost as many reads, tens
-// of microseconds each on gVisor (a cold start's first command waits for
-// them), where an environment variable costs none.
+// initLine, the one line of the shell's stdin (see initInput), runs it
+// (the text drops the variable first). Sent as a line, the ~2.5 KB text
+// would cost a shell reading a pipe as many reads (see initInput), where
+// an environment variable costs none.
 const initVar = "__sbx_init"
 
-// initLine moves the pipe the line came on (the shell's stdin, on which
-// frames follow) to frameFD, makes stdin /dev/null and closes stderr, and
-// runs the start-up text, whose loop never returns to the shell's own
-// reading of stdin (`$-` still says s, as when each command came as a
-// line). The move is done here, at the top level: bash 5.2 crashes when
-// it moves the descriptor its input comes from inside an eval.
+// initLine moves the frame pipe (the shell's descriptor 3) to frameFD,
+// makes stdin /dev/null and closes stderr, and runs the start-up text,
+// whose loop never returns to the shell's own reading of stdin (`$-` still
+// says s, as when each command came as a line). The moves are done here,
+// at the top level: bash 5.2 crashes when it moves the descriptor its
+// input comes from inside an eval.
 func initLine(bash bool) []byte {
-	return fmt.Appendf(nil, "command exec %d<&0 </dev/null 2>&-; command eval \"$%s\"\n", frameFD(bash), initVar)
+	return fmt.Appendf(nil, "command exec %d<&3 3<&- </dev/null 2>&-; command eval \"$%s\"\n", frameFD(bash), initVar)
+}
+
+// initInput returns the shell's stdin, from which it reads initLine, and,
+// for a shell that must not read the line before the agent has adopted it
+// (held), the write end of a pipe to send it on; else a memory file with
+// the line at offset 0, and a nil *os.File (whose Close does nothing).
+//
+// A shell reads a pipe one byte (one system call) at a time, so that it
+// never takes input meant for a command it runs: the 63-byte line cost
+// bash 63 reads, tens of microseconds each in gVisor, on a cold start's
+// way to its first command; a regular file it reads in one call. A held
+// shell is the boot shell started beside the user cgroups (WarmAtBoot):
+// once its line is readable it runs code, and its environment is the
+// user's (an exported function can stand for any word of the line), so
+// the line waits in a pipe until the shell is in the cgroups. A gVisor
+// sandbox's shells and those started through the spawn wrapper (which
+// joins the cgroups before it executes the shell) are never held.
+func initInput(bash, held bool) (stdin, send *os.File, err error) {
+	if held {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, nil, fmt.Errorf("creating the shell's start-up pipe: %w", err)
+		}
+		return r, w, nil
+	}
+	fd, err := unix.MemfdCreate("sandboxd-init", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating the shell's start-up line: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "init")
+	// pwrite: the shell reads from the file's offset, which stays 0.
+	if _, err := f.WriteAt(initLine(bash), 0); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("writing the shell's start-up line: %w", err)
+	}
+	return f, nil, nil
 }
 
 // withInit returns env with initVar set to init, replacing any value the
