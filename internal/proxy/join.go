@@ -340,16 +340,16 @@ func (js *joins) add(jc *joined) bool {
 	return true
 }
 
-// ended is told by the poller that the socket of key hung up (hup) or
-// failed, or that its peer's side of the stream ended.
-func (js *joins) ended(key uint64, failed bool) {
+// ended is told by the poller what the socket of key saw (epoll events):
+// its peer's side of the stream ended (EPOLLRDHUP), or it failed.
+func (js *joins) ended(key uint64, events uint32) {
 	js.mu.Lock()
 	s := js.sides[key]
 	js.mu.Unlock()
 	if s == nil {
 		return
 	}
-	if failed {
+	if s.failed(events) {
 		go s.jc.endFor("a socket failed", nil)
 		return
 	}
@@ -360,6 +360,23 @@ func (js *joins) ended(key uint64, failed bool) {
 	if !s.eof.Swap(true) {
 		go s.passEOF()
 	}
+}
+
+// failed reports whether events say that s's pair can carry nothing more.
+// A socket that hung up or failed without an end of stream failed. So
+// did a client's socket with any error: a reset, or the kernel's failure
+// to send it what the service answered (EPIPE, after which the kernel
+// drops the rest); the error comes with EPOLLRDHUP when the client's
+// stream had ended or a reset ended it, and taken for that end it was
+// ignored the second time, while the service's end waited for bytes the
+// client's socket would never send, until the idle cut. A service's error
+// with its end (a service that reset after its answer) is its end: what
+// it sent before is on its way to the client.
+func (s *side) failed(events uint32) bool {
+	if events&unix.EPOLLRDHUP == 0 {
+		return events&(unix.EPOLLERR|unix.EPOLLHUP) != 0
+	}
+	return events&unix.EPOLLERR != 0 && s == &s.jc.client
 }
 
 // passEOF passes the end of s's incoming stream on to its peer, once the
@@ -598,8 +615,8 @@ func (e *endPoller) watch(s sock, key uint64) error {
 	return unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, int(s), &ev)
 }
 
-// run reports ends to ended until close.
-func (e *endPoller) run(ended func(key uint64, failed bool)) {
+// run reports the events of the sockets watched to ended until close.
+func (e *endPoller) run(ended func(key uint64, events uint32)) {
 	events := make([]unix.EpollEvent, 64)
 	for {
 		n, err := unix.EpollWait(e.epfd, events, -1)
@@ -613,7 +630,7 @@ func (e *endPoller) run(ended func(key uint64, failed bool)) {
 				unix.Close(e.stop)
 				return
 			}
-			ended(key, ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 && ev.Events&unix.EPOLLRDHUP == 0)
+			ended(key, ev.Events)
 		}
 	}
 }

@@ -181,6 +181,61 @@ func TestJoinedConnectionsAnswerAClientThatHalfClosed(t *testing.T) {
 	}
 }
 
+// A client that resets its joined connection while an answer is on its
+// way ends the pair at once: nothing more can reach it, and the sandbox
+// is let go. (A reset after the client's own end of stream was taken for
+// that end again and ignored; the service's end then waited for bytes
+// the reset socket would never send, until the idle cut a minute later.)
+func TestJoinedConnectionsEndAtOnceWhenTheClientResets(t *testing.T) {
+	addr, mux := backend(t)
+	answer := strings.Repeat("z", 4<<20) // more than the sockets hold
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/first" {
+			io.WriteString(w, "joined") // small enough to join after
+			return
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(answer)))
+		io.WriteString(w, answer)
+	})
+	var held atomic.Int32
+	srv := joinFront(t, addr, &held)
+	for _, halfClosed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "reset", true: "half-closed-then-reset"}[halfClosed], func(t *testing.T) {
+			waitHolds(t, &held, 0)
+			c, err := net.DialTCP("tcp", nil, srv.Listener.Addr().(*net.TCPAddr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			br := bufio.NewReader(c)
+			fmt.Fprintf(c, "GET /first HTTP/1.1\r\nHost: demo\r\n\r\n")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := io.ReadAll(resp.Body); string(b) != "joined" || held.Load() != 1 {
+				t.Fatalf("first request: %q, %d holds (want 1: joined)", b, held.Load())
+			}
+			fmt.Fprintf(c, "GET /big HTTP/1.1\r\nHost: demo\r\n\r\n")
+			if halfClosed {
+				c.CloseWrite()
+			}
+			if _, err := io.ReadFull(br, make([]byte, 64<<10)); err != nil {
+				t.Fatalf("the answer's start: %v", err)
+			}
+			c.SetLinger(0)
+			c.Close() // a reset: the rest of the answer is unread
+			start := time.Now()
+			for deadline := start.Add(10 * time.Second); held.Load() != 0; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the pair still holds the sandbox %v after the client's reset", time.Since(start).Round(time.Millisecond))
+				}
+			}
+		})
+	}
+}
+
 // waitHolds waits until the holds the proxy took on the sandbox and has
 // not released are n.
 func waitHolds(t *testing.T, held *atomic.Int32, n int32) {
