@@ -101,7 +101,7 @@ func (jc *joined) divert() {
 		return
 	}
 	sw := &sockWriter{fd: svc, timeout: jc.js.idle}
-	lr := &io.LimitedReader{R: cc}
+	lr := &io.LimitedReader{R: &keptReader{r: cc, jc: jc, redirected: redirected}}
 	br := bufio.NewReaderSize(lr, 4<<10)
 	bw := bufio.NewWriterSize(sw, 4<<10)
 	for {
@@ -135,6 +135,61 @@ func (jc *joined) divert() {
 			return
 		}
 	}
+}
+
+// keptReader reads the client's kept stream, to its real end. The kernel
+// hands a kept buffer to the socket's readers at once only while no
+// answer waits in the socket's queue to go out; otherwise it is queued
+// behind the answer, and handed over once the client took that. A read
+// meanwhile finds nothing, and when the client's end of stream came, the
+// end: the socket's receive side is shut. So an end is taken only once
+// every byte the client sent before it was read, and until then the
+// reader polls, from every 100 us up to every 100 ms, as long as the
+// answer ahead moves (for at most the idle timeout without progress).
+type keptReader struct {
+	r          io.Reader
+	jc         *joined
+	redirected uint64 // the client's bytes the kernel sent to the service
+	read       uint64
+
+	wait         time.Duration
+	sent         uint64 // by the client's socket, when last seen
+	sentChangeAt time.Time
+}
+
+func (k *keptReader) Read(b []byte) (int, error) {
+	for {
+		n, err := k.r.Read(b)
+		k.read += uint64(n)
+		if n > 0 || err != io.EOF || !k.moreComing() {
+			return n, err
+		}
+	}
+}
+
+// moreComing reports, after a pause, whether the client sent bytes before
+// its end that the kernel has not handed to the socket's readers yet, and
+// that it still may.
+func (k *keptReader) moreComing() bool {
+	s := &k.jc.client
+	c, info := s.fd.counts()
+	if info == nil || k.jc.isOver() {
+		return false
+	}
+	// The end of stream counts as a byte received.
+	if got := c.received - s.base.received; got == 0 || got-1 <= k.redirected+k.read {
+		return false
+	}
+	switch now := time.Now(); {
+	case k.sentChangeAt.IsZero() || c.written != k.sent:
+		k.sent, k.sentChangeAt, k.wait = c.written, now, 100*time.Microsecond
+	case now.Sub(k.sentChangeAt) > k.jc.js.idle:
+		return false
+	default:
+		k.wait = min(2*k.wait, 100*time.Millisecond)
+	}
+	time.Sleep(k.wait)
+	return true
 }
 
 // closeServiceWrite ends the service's incoming stream: the client's

@@ -202,21 +202,7 @@ func TestJoinedConnectionsEndAtOnceWhenTheClientResets(t *testing.T) {
 	for _, halfClosed := range []bool{false, true} {
 		t.Run(map[bool]string{false: "reset", true: "half-closed-then-reset"}[halfClosed], func(t *testing.T) {
 			waitHolds(t, &held, 0)
-			c, err := net.DialTCP("tcp", nil, srv.Listener.Addr().(*net.TCPAddr))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(20 * time.Second))
-			br := bufio.NewReader(c)
-			fmt.Fprintf(c, "GET /first HTTP/1.1\r\nHost: demo\r\n\r\n")
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if b, _ := io.ReadAll(resp.Body); string(b) != "joined" || held.Load() != 1 {
-				t.Fatalf("first request: %q, %d holds (want 1: joined)", b, held.Load())
-			}
+			c, br := dialJoined(t, srv, &held)
 			fmt.Fprintf(c, "GET /big HTTP/1.1\r\nHost: demo\r\n\r\n")
 			if halfClosed {
 				c.CloseWrite()
@@ -234,6 +220,80 @@ func TestJoinedConnectionsEndAtOnceWhenTheClientResets(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A request the kernel kept for the daemon behind an answer still queued
+// for the client's socket is served even when the client's end of stream
+// came before it could be read: the kernel hands a kept buffer to the
+// socket's readers only after the answer went out, and a read meanwhile
+// returns the end at once (the socket's receive side is shut).
+func TestJoinedConnectionsServeAKeptRequestAfterTheClientsEnd(t *testing.T) {
+	addr, mux := backend(t)
+	answer := strings.Repeat("k", 32<<20) // more than the sockets hold
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/first":
+			io.WriteString(w, "joined") // small enough to join after
+		case "/big":
+			w.Header().Set("Content-Length", fmt.Sprint(len(answer)))
+			io.WriteString(w, answer)
+		default:
+			fmt.Fprintf(w, "%s xff=%q auth=%q", r.URL.Path, r.Header.Get("X-Forwarded-For"), r.Header.Get("Authorization"))
+		}
+	})
+	var held atomic.Int32
+	srv := joinFront(t, addr, &held)
+	c, br := dialJoined(t, srv, &held)
+	// The answer fills the sockets; the kept request waits behind what
+	// is left of it, and the client's end comes before it is read.
+	fmt.Fprintf(c, "GET /big HTTP/1.1\r\nHost: demo\r\n\r\n")
+	time.Sleep(100 * time.Millisecond)
+	fmt.Fprintf(c, "GET /kept HTTP/1.1\r\nHost: demo\r\nAuthorization: Bearer key\r\n\r\n")
+	time.Sleep(100 * time.Millisecond)
+	c.CloseWrite()
+	time.Sleep(200 * time.Millisecond)
+	if got := readAnswer(t, br, "the queued answer"); len(got) != len(answer) {
+		t.Fatalf("the queued answer: %d bytes of %d", len(got), len(answer))
+	}
+	if got, want := readAnswer(t, br, "the kept request's answer"), `/kept xff="127.0.0.1" auth=""`; got != want {
+		t.Errorf("the kept request: service saw %s, want %s", got, want)
+	}
+	if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("after the answers: %d %v, want EOF", n, err)
+	}
+	waitHolds(t, &held, 0)
+}
+
+// dialJoined opens a connection to srv whose first request, GET /first,
+// the service answers with "joined", and checks that it was joined.
+func dialJoined(t *testing.T, srv *httptest.Server, held *atomic.Int32) (*net.TCPConn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.DialTCP("tcp", nil, srv.Listener.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	fmt.Fprintf(c, "GET /first HTTP/1.1\r\nHost: demo\r\n\r\n")
+	if got := readAnswer(t, br, "first request"); got != "joined" || held.Load() != 1 {
+		t.Fatalf("first request: %q, %d holds (want 1: joined)", got, held.Load())
+	}
+	return c, br
+}
+
+// readAnswer reads an answer's body from br.
+func readAnswer(t *testing.T, br *bufio.Reader, what string) string {
+	t.Helper()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s: %d bytes, %v", what, len(b), err)
+	}
+	return string(b)
 }
 
 // waitHolds waits until the holds the proxy took on the sandbox and has
