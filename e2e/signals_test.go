@@ -152,3 +152,27 @@ func loginProcessOutput(t *testing.T, d *testdaemon.Daemon, sb *client.Sandbox, 
 	}
 	return string(logs.Stdout)
 }
+
+// TestStraySignalsDoNotEndTheAgent: root in a sandbox can signal its
+// agent (PID 1). A signal the daemon never sends did end it (HUP, INT) or
+// crash it (QUIT, ABRT, ILL, TRAP, BUS, FPE, SEGV, STKFLT, SYS), losing
+// every session and process of the sandbox with the call that sent it; now
+// it does nothing, on every runtime: the call answers, the session keeps
+// its state and PID 1 is the same process.
+func TestStraySignalsDoNotEndTheAgent(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, d *testdaemon.Daemon) {
+		sb := d.Client.Sandbox("stray")
+		t.Cleanup(func() { sb.Destroy(ctxT(t, time.Minute)) })
+		const startTime = `read -r l < /proc/1/stat; set -- ${l##*) }; echo ${20}`
+		before := run(t, sb, "stray=kept; "+startTime)
+		for _, sig := range []string{"HUP", "INT", "QUIT", "ABRT", "ILL", "TRAP", "BUS", "FPE", "SEGV", "STKFLT", "SYS", "PIPE", "USR1", "ALRM"} {
+			res, err := sb.Exec(ctxT(t, time.Minute), "kill -s "+sig+" 1 && sleep 0.2 && echo $stray")
+			if err != nil || res.ExitCode != 0 || strings.TrimSpace(res.Stdout) != "kept" {
+				t.Errorf("kill -s %s 1: %v %+v", sig, err, res)
+			}
+		}
+		if after := run(t, sb, startTime); after != before {
+			t.Errorf("PID 1 started at %s before the signals, at %s after: the agent was restarted", strings.TrimSpace(before), strings.TrimSpace(after))
+		}
+	})
+}

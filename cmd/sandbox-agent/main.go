@@ -114,16 +114,47 @@ func main() {
 		log.Warn("could not make the agent non-dumpable", "err", err)
 	}
 
-	// A write to a closed stderr must not kill init: with SIGPIPE
-	// notified, it is an EPIPE error instead. (signal.Ignore would be
-	// inherited by every program the agent starts.)
-	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	// Signals the daemon never sends do nothing (straySignals); SIGTERM
+	// (and SIGINT, outside a sandbox) stops the agent in order.
+	signal.Notify(make(chan os.Signal, 1), straySignals(os.Getpid() == 1)...)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals(os.Getpid() == 1)...)
 	defer stop()
 	if err := run(ctx, cfg, ln, log); err != nil {
 		log.Error("agent failed", "err", err)
 		os.Exit(1)
 	}
+}
+
+// straySignals are the signals that would end the agent although the
+// daemon never sends them: Go's default for a signal it was not asked to
+// notify is to exit (HUP, INT) or to exit with a stack dump (QUIT, ABRT,
+// and ILL, TRAP, BUS, FPE, SEGV, STKFLT, SYS when kill(2) sends them).
+// In a sandbox the agent is PID 1 and only root in the sandbox can send it
+// these (the kernel drops a signal to a namespace's init that has no
+// handler, but Go handles every signal), ending every session and process
+// for nothing; notified to a channel nobody reads, they do nothing. A
+// real fault is not a sent signal: it still crashes the agent. PIPE: a
+// write to a closed stderr is an EPIPE error instead. SIGTERM stops the
+// agent (the daemon stops a sandbox with it), SIGUSR2 rebinds its socket
+// after a gVisor restore (agentapi.ResumeSignal), SIGKILL ends it; every
+// other signal was already caught and ignored by Go. signal.Ignore is not
+// used: an ignored signal stays ignored in every program the agent starts.
+func straySignals(pid1 bool) []os.Signal {
+	sigs := []os.Signal{unix.SIGPIPE, unix.SIGHUP, unix.SIGQUIT, unix.SIGABRT, unix.SIGILL, unix.SIGTRAP,
+		unix.SIGBUS, unix.SIGFPE, unix.SIGSEGV, unix.SIGSTKFLT, unix.SIGSYS}
+	if pid1 {
+		sigs = append(sigs, unix.SIGINT)
+	}
+	return sigs
+}
+
+// stopSignals stop the agent in order: SIGTERM, and SIGINT (Ctrl-C) when
+// it was started by hand rather than as a sandbox's init.
+func stopSignals(pid1 bool) []os.Signal {
+	if pid1 {
+		return []os.Signal{unix.SIGTERM}
+	}
+	return []os.Signal{unix.SIGTERM, unix.SIGINT}
 }
 
 func listen(cfg config) (net.Listener, error) {

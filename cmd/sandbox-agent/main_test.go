@@ -248,14 +248,7 @@ func TestSpawnSubcommand(t *testing.T) {
 // sandbox: it must reap the orphans re-parented to it, kill command trees,
 // and exit cleanly on SIGTERM.
 func TestAsPID1(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (a new PID namespace)")
-	}
-	unshare, err := exec.LookPath("unshare")
-	if err != nil {
-		t.Skip("no unshare(1)")
-	}
-	ap := startBinary(t, unshare, "--pid", "--fork", "--mount-proc", "--kill-child")
+	ap := startAsPID1(t)
 	resp, err := ap.client.Get("http://agent/internal/health")
 	if err != nil {
 		t.Fatal(err)
@@ -306,6 +299,50 @@ func TestAsPID1(t *testing.T) {
 	if !strings.Contains(ap.log.String(), "agent shutting down") {
 		t.Errorf("no orderly shutdown in the log:\n%s", ap.log.String())
 	}
+}
+
+// TestAsPID1StraySignalsDoNothing: root in a sandbox can send its agent
+// (PID 1) any signal, since Go handles them all; those the daemon never
+// sends must do nothing, where they ended the agent (HUP, INT) or crashed
+// it (QUIT, ABRT, ILL, TRAP, BUS, FPE, SEGV, STKFLT, SYS), and every
+// session and process with it. The same agent answers afterwards, with
+// its session's state.
+func TestAsPID1StraySignalsDoNothing(t *testing.T) {
+	ap := startAsPID1(t)
+	agentPID := childOf(t, ap.cmd.Process.Pid)
+	ap.exec(t, "stray=kept")
+	for _, sig := range []string{"HUP", "INT", "QUIT", "ABRT", "ILL", "TRAP", "BUS", "FPE", "SEGV", "STKFLT", "SYS", "PIPE", "USR1", "ALRM"} {
+		res := ap.exec(t, "kill -s "+sig+" 1 && sleep 0.2 && echo $stray")
+		if strings.TrimSpace(res.Stdout) != "kept" || res.ExitCode != 0 {
+			t.Errorf("kill -s %s 1: exit %d, stdout %q, stderr %q", sig, res.ExitCode, res.Stdout, res.Stderr)
+		}
+		if !alive(agentPID) {
+			t.Fatalf("the agent ended on SIG%s", sig)
+		}
+	}
+	if got := strings.TrimSpace(ap.exec(t, "echo $stray").Stdout); got != "kept" {
+		t.Errorf("the session lost its state: %q", got)
+	}
+	// SIGTERM, the daemon's, still stops it in order.
+	ap.exec(t, "(sleep 0.2; kill -s TERM 1) >/dev/null 2>&1 &")
+	select {
+	case <-ap.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("agent did not exit after SIGTERM from inside")
+	}
+}
+
+// startAsPID1 starts the agent binary as init of a new PID namespace.
+func startAsPID1(t *testing.T) *agentProc {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (a new PID namespace)")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("no unshare(1)")
+	}
+	return startBinary(t, unshare, "--pid", "--fork", "--mount-proc", "--kill-child")
 }
 
 // childOf returns the only child of pid.
