@@ -19,7 +19,8 @@ import (
 // at the least in each kernel (a byte to `cat` and back over pipes; a line
 // to bash's `read` and back), beside the session's whole path for `exec
 // true` without HTTP, and the shell's own part of a dispatch. Reported as
-// <runtime>-<part>-p50-us (shell-only: mean-us). BENCH_FLOOR_BASELINE=FILE
+// <runtime>-<part>-p50-us (shell-only: mean-us; syscount: the shell's
+// system calls per exec, <runtime>-syscount-bash-calls). BENCH_FLOOR_BASELINE=FILE
 // (a session test binary of another build: go test -c) runs beside it,
 // alternating, as baseline-<runtime>-<part>. BENCH_FLOOR_PARTS=RE runs
 // only the parts RE matches (e.g. 'exec$'), BENCH_FLOOR_ROUNDS=N that many
@@ -87,7 +88,7 @@ func BenchmarkGVisorShellFloor(b *testing.B) {
 }
 
 // floorMetrics reads "BenchmarkShellFloor/PART-N ... V p50-us ..." lines
-// (mean-us for shell-only) into PART-p50-us: V.
+// (mean-us for shell-only, bash-calls for syscount) into PART-p50-us: V.
 func floorMetrics(out string) map[string]float64 {
 	m := map[string]float64{}
 	for _, line := range strings.Split(out, "\n") {
@@ -102,7 +103,7 @@ func floorMetrics(out string) map[string]float64 {
 			}
 		}
 		for i := 1; i+1 < len(f); i++ {
-			if strings.HasSuffix(f[i+1], "-us") {
+			if strings.HasSuffix(f[i+1], "-us") || strings.HasSuffix(f[i+1], "-calls") {
 				if v, err := strconv.ParseFloat(f[i], 64); err == nil {
 					m[part+"-"+f[i+1]] = v
 				}

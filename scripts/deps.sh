@@ -71,6 +71,8 @@ TEST_PACKAGES=(
 	python3-pytest
 	# unsquashfs lists backup images in internal/backup's tests
 	squashfs-tools
+	# BenchmarkShellFloor/syscount counts the session shell's system calls
+	strace
 )
 
 # ---------------------------------------------------------------------------

@@ -39,7 +39,14 @@ import (
 //     (redirections, sourcing the command file, the status printf) as it
 //     was when each command came as a line, and as it is (a frame),
 //     looped inside one bash: no agent, no pipe round trip (mean-us);
-//   - syscalls: single system calls of a dispatch, made by Go (-us each).
+//   - syscalls: single system calls of a dispatch, made by Go (-us each);
+//   - syscount: the system calls the shell makes for one Session.Exec of
+//     `true`, counted by strace attached to it (bash-calls): the calls a
+//     warm exec's shell part is made of, the same in every kernel.
+//     Skipped where there is no strace or it cannot attach: in a gVisor
+//     sandbox, whose ptrace lets a tracer attach only to its descendants
+//     unless it has CAP_SYS_PTRACE, as Yama's scope 1 does (runsc --strace
+//     counts the same calls there).
 //
 // Each reports p50-us (and p90-us) per round trip.
 func BenchmarkShellFloor(b *testing.B) {
@@ -178,6 +185,113 @@ func BenchmarkShellFloor(b *testing.B) {
 		}
 		roundTrips(b, run)
 	})
+	b.Run("syscount", func(b *testing.B) {
+		m := floorManager(b)
+		s, err := m.Get(Default)
+		if err != nil {
+			b.Fatal(err)
+		}
+		run := func() {
+			var out capture
+			if res, err := s.Exec(context.Background(), Command{Text: "true"}, &out); err != nil || res.ExitCode != 0 {
+				b.Fatalf("exec: %v %+v", err, res)
+			}
+		}
+		for range 10 {
+			run()
+		}
+		<-s.turn // the last command's settling is done, and s.sh is the shell
+		pid := s.sh.pid
+		s.turn <- struct{}{}
+		n := max(b.N, 1)
+		calls, err := countCalls(b, pid, func() {
+			for range n {
+				run()
+			}
+		})
+		if err != nil {
+			b.Skip(err)
+		}
+		total := 0
+		for _, c := range calls {
+			total += c.n
+		}
+		var each bytes.Buffer
+		for _, c := range calls {
+			fmt.Fprintf(&each, " %s %.2f", c.name, float64(c.n)/float64(n))
+		}
+		b.Logf("the shell's system calls per exec:%s", each.String())
+		b.ReportMetric(float64(total)/float64(n), "bash-calls")
+		b.ReportMetric(0, "ns/op")
+	})
+}
+
+// syscallCount is one row of strace's summary: a system call's name and
+// how many times it was made.
+type syscallCount struct {
+	name string
+	n    int
+}
+
+// countCalls counts the system calls process pid makes while f runs, with
+// strace -c attached to it (an error if there is no strace, or it cannot
+// attach).
+func countCalls(b *testing.B, pid int, f func()) ([]syscallCount, error) {
+	path, err := lookPath("strace")
+	if err != nil {
+		return nil, err
+	}
+	summary := filepath.Join(b.TempDir(), "summary")
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	p, err := os.StartProcess(path, []string{"strace", "-c", "-o", summary, "-p", strconv.Itoa(pid)}, &os.ProcAttr{Files: []*os.File{nil, nil, w}})
+	w.Close()
+	if err != nil {
+		return nil, err
+	}
+	// strace says "Process N attached" on stderr once the count runs.
+	said := make([]byte, 0, 256)
+	buf := make([]byte, 256)
+	for !bytes.Contains(said, []byte("attached")) {
+		k, err := r.Read(buf)
+		said = append(said, buf[:k]...)
+		if err != nil {
+			p.Kill()
+			p.Wait()
+			return nil, fmt.Errorf("strace did not attach: %s", bytes.TrimSpace(said))
+		}
+	}
+	f()
+	p.Signal(os.Interrupt)
+	if _, err := p.Wait(); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(summary)
+	if err != nil {
+		return nil, err
+	}
+	return parseStraceSummary(data), nil
+}
+
+// parseStraceSummary reads strace -c's table: "% time seconds usecs/call
+// calls [errors] syscall" rows between dashed lines, then a total row.
+func parseStraceSummary(data []byte) []syscallCount {
+	var rows []syscallCount
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		f := bytes.Fields(line)
+		if len(f) < 5 || bytes.Equal(f[len(f)-1], []byte("total")) {
+			continue
+		}
+		n, err := strconv.Atoi(string(f[3]))
+		if err != nil {
+			continue // the heading, a dashed line
+		}
+		rows = append(rows, syscallCount{string(f[len(f)-1]), n})
+	}
+	return rows
 }
 
 // roundTrips runs f b.N times, after 20 runs to warm up, and reports
