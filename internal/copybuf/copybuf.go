@@ -46,7 +46,8 @@ var Default = New(32 << 10)
 // LargeAllocations counts the heap allocations of 28 KiB or more made by
 // the process so far (runtime/metrics; a count brought up to date at the
 // last garbage collection, so call runtime.GC first): for tests that show
-// a path borrows its copy buffer rather than making one.
+// a path borrows its copy buffer rather than making one (not under the
+// race detector: see RaceDetector).
 func LargeAllocations() uint64 {
 	s := []metrics.Sample{{Name: "/gc/heap/allocs-by-size:bytes"}}
 	metrics.Read(s)
