@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
@@ -75,10 +76,22 @@ func waitText(t *testing.T, ctx context.Context, sel, want string) string {
 			return text
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s never showed %q; it shows:\n%s", sel, want, text)
+			t.Fatalf("%s never showed %q; it shows:\n%s\nerrors on the page:\n%s", sel, want, text, shownErrors(ctx))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// shownErrors is the text of every error the console shows (its
+// #...-error elements): a call that failed explains a list that never
+// changed.
+func shownErrors(ctx context.Context) string {
+	text, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('[id$="-error"]')]
+		.filter((e) => e.innerText.trim()).map((e) => e.id + ": " + e.innerText.trim()).join("\n")`))
+	if err != nil {
+		return err.Error()
+	}
+	return text
 }
 
 func screenshot(t *testing.T, ctx context.Context, dir, name string) {
@@ -93,17 +106,24 @@ func screenshot(t *testing.T, ctx context.Context, dir, name string) {
 	}
 }
 
-func TestConsoleInABrowser(t *testing.T) {
-	d := daemon(t)
-	ctx := browser(t)
-	shots := artifactDir(t)
-	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+// steps returns a function that runs a step's browser actions and, when
+// they fail, leaves a screenshot in shots and fails the test naming the
+// step.
+func steps(t *testing.T, ctx context.Context, shots string) func(what string, actions ...chromedp.Action[chromedp.Void]) {
+	return func(what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		if err := chromedp.Do(ctx, actions...); err != nil {
 			screenshot(t, ctx, shots, "failed")
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
+}
+
+func TestConsoleInABrowser(t *testing.T) {
+	d := daemon(t)
+	ctx := browser(t)
+	shots := artifactDir(t)
+	do := steps(t, ctx, shots)
 
 	// Sign in: a wrong token is refused, the right one lets us in.
 	do("open the console", chromedp.Navigate(d.URL+"/"), chromedp.WaitVisible(chromedp.ID("token")))
@@ -230,4 +250,146 @@ func typeInTerminal(t *testing.T, ctx context.Context, line string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestConsoleShowsTheNewestProcessList: an answer to an older call for the
+// process list never replaces a newer one on screen. The browser's
+// connections can answer out of order on a loaded host (the thirteenth
+// stop's intermediate CI: the list went on showing a process running after
+// its log's "[completed with status 0]"). Here the browser holds, by Fetch
+// interception, the list asked for when the processes tab opened: it
+// reaches the daemon only once the process runs, so it lists it running,
+// and the page gets it only after the list asked for at the process's end
+// was shown.
+func TestConsoleShowsTheNewestProcessList(t *testing.T) {
+	d := daemon(t)
+	sb := d.Client.Sandbox("lists")
+	if _, err := sb.Ensure(ctxT(t, 2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	ctx := browser(t)
+	shots := artifactDir(t)
+	do := steps(t, ctx, shots)
+	do("sign in",
+		chromedp.Navigate(d.URL+"/"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SetValue(chromedp.ID("token"), d.Token),
+		chromedp.Click(chromedp.ID("login")),
+		chromedp.WaitVisible(chromedp.CSS(`#sandbox-list li[data-sandbox="lists"]`)))
+
+	lists := heldProcessLists(t, ctx, "lists")
+	do("open the sandbox's processes",
+		chromedp.Click(chromedp.CSS(`#sandbox-list li[data-sandbox="lists"]`)),
+		chromedp.Click(chromedp.CSS(`.tabs button[data-tab="processes"]`)))
+	opened := nextList(t, lists) // held before it reaches the daemon
+
+	const done = "/tmp/console-list-order-done"
+	do("start", chromedp.SendKeys(chromedp.ID("start-command"),
+		"echo started; while [ ! -e "+done+" ]; do sleep 0.05; done"),
+		chromedp.Click(chromedp.ID("start")))
+	nextList(t, lists).pass(t, ctx) // the start's own list
+	waitText(t, ctx, "#log-output", "started")
+	waitText(t, ctx, "#proc-list", "running")
+
+	// The tab's list reaches the daemon now, while the process runs, and
+	// its answer is held on its way back.
+	opened.passHoldingTheAnswer(t, ctx)
+	answer := nextList(t, lists)
+	if body := answer.body(t, ctx); !strings.Contains(body, `"status":"running"`) {
+		t.Fatalf("the held answer does not list the process running: %s", body)
+	}
+
+	run(t, sb, "touch "+done)
+	waitText(t, ctx, "#log-output", "[completed with status 0]")
+	nextList(t, lists).pass(t, ctx) // the list asked for at the end
+	waitText(t, ctx, "#proc-list", "completed (0)")
+	screenshot(t, ctx, shots, "01-completed")
+
+	// The older answer comes last; the page must not show it.
+	answer.pass(t, ctx)
+	for range 30 {
+		time.Sleep(100 * time.Millisecond)
+		text, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("#proc-list").innerText`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(text, "completed (0)") {
+			screenshot(t, ctx, shots, "failed")
+			t.Fatalf("an older answer replaced the newer list; it shows:\n%s", text)
+		}
+	}
+}
+
+// heldList is a call for a sandbox's process list paused by the browser,
+// before it was sent (Fetch's request stage) or before its answer reached
+// the page (response stage).
+type heldList struct{ ev *fetch.EventRequestPaused }
+
+// heldProcessLists pauses every GET of sandbox id's process list and sends
+// it on the channel; every other call to the process API goes on.
+func heldProcessLists(t *testing.T, ctx context.Context, id string) <-chan heldList {
+	t.Helper()
+	paused := chromedp.Events(ctx, fetch.RequestPaused)
+	pattern := "*/v1/sandboxes/" + id + "/processes"
+	if _, err := chromedp.Call(ctx, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: pattern}}}); err != nil {
+		t.Fatal(err)
+	}
+	lists := make(chan heldList, 16)
+	go func() {
+		for ev, err := range paused {
+			if err != nil {
+				return
+			}
+			if ev.Request.Method == "GET" {
+				lists <- heldList{&ev}
+				continue
+			}
+			chromedp.Call(ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: ev.RequestID})
+		}
+	}()
+	return lists
+}
+
+func nextList(t *testing.T, lists <-chan heldList) heldList {
+	t.Helper()
+	select {
+	case l := <-lists:
+		return l
+	case <-time.After(60 * time.Second):
+		t.Fatal("the page asked for no process list for 60 s")
+		return heldList{}
+	}
+}
+
+// pass lets the call go on (its answer, if it is held at the response
+// stage).
+func (l heldList) pass(t *testing.T, ctx context.Context) {
+	t.Helper()
+	var err error
+	if l.ev.ResponseStatusCode != 0 {
+		_, err = chromedp.Call(ctx, fetch.ContinueResponse, fetch.ContinueResponseParams{RequestID: l.ev.RequestID})
+	} else {
+		_, err = chromedp.Call(ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: l.ev.RequestID})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// passHoldingTheAnswer sends the call and pauses its answer.
+func (l heldList) passHoldingTheAnswer(t *testing.T, ctx context.Context) {
+	t.Helper()
+	yes := true
+	if _, err := chromedp.Call(ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: l.ev.RequestID, InterceptResponse: &yes}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (l heldList) body(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	res, err := chromedp.Call(ctx, fetch.GetResponseBody, fetch.GetResponseBodyParams{RequestID: l.ev.RequestID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(res.Body)
 }

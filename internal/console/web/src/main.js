@@ -458,7 +458,7 @@ async function followLogs(pid) {
       else if (e.type === "exit") {
         append(`\n[${e.status}${e.exitCode !== undefined && e.exitCode !== null ? ` with status ${e.exitCode}` : ""}]\n`, "muted");
         $("#log-status").textContent = "ended";
-        listProcesses().catch(() => {});
+        listProcesses().catch((err) => showError("#proc-error", err));
       } else if (e.type === "error") append(`\n[${e.code}: ${e.message}]\n`, "stderr");
     }, controller.signal);
   } catch (err) {
