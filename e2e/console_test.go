@@ -76,18 +76,22 @@ func waitText(t *testing.T, ctx context.Context, sel, want string) string {
 			return text
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s never showed %q; it shows:\n%s\nerrors on the page:\n%s", sel, want, text, shownErrors(ctx))
+			screenshot(t, ctx, artifactDir(t), "failed")
+			t.Fatalf("%s never showed %q; it shows:\n%s\nthe page's state:\n%s", sel, want, text, pageState(ctx))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-// shownErrors is the text of every error the console shows (its
-// #...-error elements): a call that failed explains a list that never
-// changed.
-func shownErrors(ctx context.Context) string {
-	text, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('[id$="-error"]')]
-		.filter((e) => e.innerText.trim()).map((e) => e.id + ": " + e.innerText.trim()).join("\n")`))
+// pageState is what explains a page that never showed what a test waited
+// for: every error the console shows (its #...-error elements: a call that
+// failed explains a list that never changed), the terminal's status line
+// (attached or started anew) and its size in rows.
+func pageState(ctx context.Context) string {
+	text, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[
+		...[...document.querySelectorAll('[id$="-error"]')].filter((e) => e.innerText.trim()).map((e) => e.id + ": " + e.innerText.trim()),
+		"terminal: " + (document.querySelector("#term-status") || {}).innerText + ", " + (document.querySelector(".xterm-rows") || {children: []}).children.length + " rows",
+	].join("\n")`))
 	if err != nil {
 		return err.Error()
 	}
