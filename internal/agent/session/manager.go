@@ -110,6 +110,15 @@ type Config struct {
 	MaxLingering int
 }
 
+// etc is the directory of the accounts' files: the Users database's, or
+// /etc ("") without one.
+func (c *Config) etc() string {
+	if c.Users == nil {
+		return ""
+	}
+	return c.Users.Etc
+}
+
 // Options are one session's settings, fixed at creation. A shell that dies
 // is replaced by one started with the same options.
 type Options struct {

@@ -131,6 +131,18 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 		init = "shopt -s expand_aliases; " + unwindInit(s.dir) + init
 	}
 	init = "command unset " + initVar + "; " + init
+	env := envList(sh.env)
+	if _, set := sh.env["SHELL"]; sh.bash && !set {
+		// bash's own value, without its passwd lookup; exported only
+		// by a starter, so the shell stops exporting it (see
+		// user.LoginShell).
+		uid := 0
+		if acct != nil {
+			uid = acct.UID
+		}
+		env = append(env, "SHELL="+user.LoginShell(cfg.etc(), uid))
+		init = "command export -n SHELL; " + init
+	}
 	var args []string
 	if sh.bash {
 		args = []string{"--noprofile", "--norc"}
@@ -145,7 +157,7 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 	prog := argv[0]
 	attr := &os.ProcAttr{
 		Dir: cwd,
-		Env: withInit(envList(sh.env), init),
+		Env: withInit(env, init),
 		// stdin the start-up line (initInput); stdout the status FIFO;
 		// stderr nowhere: what the shell says outside a command (a trace
 		// of the agent's lines under `set -x`) belongs to nobody, and the

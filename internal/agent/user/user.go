@@ -233,6 +233,31 @@ func (db *DB) ensure(name string, want int) (Account, error) {
 	return acct, nil
 }
 
+// LoginShell is what bash sets $SHELL to at its start when its
+// environment has none (not exported): the shell of the first account in
+// etc/passwd (etc "" is /etc) whose user ID is uid, or /bin/sh when that
+// is empty or there is none. bash finds it through getpwuid, which on
+// every start asks nscd twice and reads nsswitch.conf and passwd, 17
+// system calls in all (costly in gVisor); a shell given $SHELL by its
+// starter makes none of them.
+func LoginShell(etc string, uid int) string {
+	if etc == "" {
+		etc = "/etc"
+	}
+	lines, _ := readLines(filepath.Join(etc, "passwd"))
+	id := strconv.Itoa(uid)
+	for _, line := range lines {
+		f := strings.Split(line, ":")
+		if len(f) >= 7 && f[2] == id {
+			if f[6] == "" {
+				break
+			}
+			return f[6]
+		}
+	}
+	return "/bin/sh"
+}
+
 func readLines(path string) ([]string, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {

@@ -146,3 +146,17 @@ func TestEnsureSeesPasswdChange(t *testing.T) {
 		t.Fatalf("after a new file: Ensure(bob) = %+v, %v; want user ID 1004", a, err)
 	}
 }
+
+func TestLoginShellIsWhatBashSetsShellTo(t *testing.T) {
+	etc := t.TempDir()
+	os.WriteFile(filepath.Join(etc, "passwd"), []byte("root:x:0:0:root:/root:/bin/bash\n"+
+		"empty:x:7:7::/:\nnologin:x:8:8::/:/usr/sbin/nologin\nagain:x:8:8::/:/bin/zsh\nshort:x:9:9\n"), 0o644)
+	for uid, want := range map[int]string{0: "/bin/bash", 7: "/bin/sh", 8: "/usr/sbin/nologin", 9: "/bin/sh", 4242: "/bin/sh"} {
+		if got := LoginShell(etc, uid); got != want {
+			t.Errorf("LoginShell(%d) = %q, want %q", uid, got, want)
+		}
+	}
+	if got := LoginShell(filepath.Join(etc, "none"), 0); got != "/bin/sh" {
+		t.Errorf("without passwd: %q, want /bin/sh", got)
+	}
+}
