@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +26,6 @@ func TestSlowBodiesAreCutOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := strings.TrimPrefix(d.URL, "http://")
-	const trickle = 40 * time.Second // far beyond the timeout
 	type result struct {
 		path, answer string
 		took         time.Duration
@@ -37,26 +38,9 @@ func TestSlowBodiesAreCutOff(t *testing.T) {
 			if path == "/v1/sandboxes/slow" || path == "/v1/sandboxes/other" {
 				method = "PUT"
 			}
-			start := time.Now()
-			conn, err := net.Dial("tcp", addr)
-			if err != nil {
-				results <- result{path, "dial: " + err.Error(), 0}
-				return
-			}
-			defer conn.Close()
-			fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
-				method, path, addr, d.Token)
-			go func() {
-				for time.Since(start) < trickle {
-					time.Sleep(time.Second)
-					if _, err := conn.Write([]byte(" ")); err != nil {
-						return
-					}
-				}
-			}()
-			conn.SetReadDeadline(start.Add(trickle + 10*time.Second))
-			raw, _ := io.ReadAll(conn)
-			results <- result{path, string(raw), time.Since(start)}
+			answer, took := trickleBody(addr, fmt.Sprintf("%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+				method, path, addr, d.Token), trickle)
+			results <- result{path, answer, took}
 		}()
 	}
 	for range paths {
@@ -69,5 +53,86 @@ func TestSlowBodiesAreCutOff(t *testing.T) {
 			t.Errorf("%s: the connection was held %s, as long as the client liked", r.path, r.took)
 		}
 		t.Logf("%s: %s after %s", r.path, strings.SplitN(head, "\r\n", 2)[0], r.took.Round(100*time.Millisecond))
+	}
+}
+
+// trickle is how long a slow client sends its body: far beyond the
+// tests' --body-timeout of 3 s.
+const trickle = 40 * time.Second
+
+// trickleBody sends head (a request's head and the start of its body) to
+// addr, then a byte a second for trickleFor, and returns what the daemon
+// answered until it closed the connection, and when it did.
+func trickleBody(addr, head string, trickleFor time.Duration) (string, time.Duration) {
+	start := time.Now()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return "dial: " + err.Error(), 0
+	}
+	defer conn.Close()
+	io.WriteString(conn, head)
+	go func() {
+		for time.Since(start) < trickleFor {
+			time.Sleep(time.Second)
+			if _, err := conn.Write([]byte(" ")); err != nil {
+				return
+			}
+		}
+	}()
+	conn.SetReadDeadline(start.Add(trickleFor + 10*time.Second))
+	raw, _ := io.ReadAll(conn)
+	return string(raw), time.Since(start)
+}
+
+// TestSlowE2BBodiesAreCutOff: the same on the E2B layer, whose bodies
+// were read without a bound in time: its control plane (a create), a
+// unary envd call and a streaming one (a process start, whose one
+// enveloped message is read before the stream starts). Each is answered
+// with its protocol's timeout error at --body-timeout and its connection
+// closed, while the trickle goes on.
+func TestSlowE2BBodiesAreCutOff(t *testing.T) {
+	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--body-timeout", "3s"}})
+	addr := strings.TrimPrefix(d.URL, "http://")
+	var created struct{ SandboxID, EnvdAccessToken string }
+	req, _ := http.NewRequest("POST", d.URL+"/e2b/sandboxes", strings.NewReader(`{"templateID":"base"}`))
+	req.Header.Set("X-API-KEY", d.Token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&created)
+	resp.Body.Close()
+	if err != nil || created.SandboxID == "" {
+		t.Fatalf("creating an E2B sandbox: %d, %v", resp.StatusCode, err)
+	}
+	t.Cleanup(func() { d.Client.Sandbox(created.SandboxID).Destroy(ctxT(t, time.Minute)) })
+	envd := fmt.Sprintf("E2b-Sandbox-Id: %s\r\nX-Access-Token: %s\r\n", created.SandboxID, created.EnvdAccessToken)
+	heads := map[string]string{
+		"control":    fmt.Sprintf("POST /e2b/sandboxes HTTP/1.1\r\nHost: %s\r\nX-API-KEY: %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", addr, d.Token),
+		"unary":      fmt.Sprintf("POST /e2b/process.Process/SendSignal HTTP/1.1\r\nHost: %s\r\n%sContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", addr, envd),
+		"stream":     fmt.Sprintf("POST /e2b/process.Process/Start HTTP/1.1\r\nHost: %s\r\n%sContent-Type: application/connect+json\r\nContent-Length: 100\r\n\r\n\x00\x00\x00\x00\x5f{", addr, envd),
+		"stream-hdr": fmt.Sprintf("POST /e2b/process.Process/Start HTTP/1.1\r\nHost: %s\r\n%sContent-Type: application/connect+json\r\nContent-Length: 100\r\n\r\n\x00", addr, envd),
+	}
+	type result struct {
+		name, answer string
+		took         time.Duration
+	}
+	results := make(chan result, len(heads))
+	for name, head := range heads {
+		go func() {
+			answer, took := trickleBody(addr, head, trickle)
+			results <- result{name, answer, took}
+		}()
+	}
+	for range heads {
+		r := <-results
+		if !strings.Contains(r.answer, "did not arrive within 3s") {
+			t.Errorf("%s: answer %q after %s, want a timeout", r.name, r.answer, r.took)
+		}
+		if r.took > trickle-5*time.Second {
+			t.Errorf("%s: the connection was held %s, as long as the client liked", r.name, r.took)
+		}
+		t.Logf("%s: %s after %s", r.name, strings.SplitN(r.answer, "\r\n", 2)[0], r.took.Round(100*time.Millisecond))
 	}
 }

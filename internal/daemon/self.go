@@ -51,7 +51,7 @@ func newE2B(self *selfListener, token string, keys *tenant.Keys, cfg Config, log
 	return e2b.New(e2b.Options{
 		Transport: &http.Transport{DialContext: self.DialContext, MaxIdleConnsPerHost: 64, DisableCompression: true},
 		BaseURL:   selfURL, Token: token, Keys: keys, StateDir: filepath.Join(cfg.StateDir, "e2b"),
-		Domain: domain, PreviewDomain: cfg.PreviewDomain, Log: log,
+		Domain: domain, PreviewDomain: cfg.PreviewDomain, Log: log, BodyTimeout: cfg.BodyTimeout,
 	})
 }
 

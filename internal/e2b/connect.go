@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -141,16 +142,58 @@ func writeUnary(w http.ResponseWriter, msg any) {
 	_, _ = w.Write(b)
 }
 
-// readUnary decodes the request message of a unary call.
-func readUnary(r *http.Request, msg any) error {
+// readUnary decodes the request message of a unary call, read within the
+// body timeout.
+func (s *Server) readUnary(w http.ResponseWriter, r *http.Request, msg any) error {
 	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
 		return rpcErrorf(codeInvalidArgument, "unary calls take Content-Type application/json (the Connect JSON codec), not %q", ct)
 	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, maxRPCMessage+1))
+	b, err := s.readBody(w, r, maxRPCMessage+1)
 	if err != nil {
-		return rpcErrorf(codeInvalidArgument, "reading the request: %v", err)
+		return s.readError(err, "reading the request")
 	}
 	return decodeMessage(b, msg)
+}
+
+// readBody reads r's body to its end or to limit bytes within the body
+// timeout. Without a bound, a caller holding a key could keep any number
+// of connections, each with its goroutine, by sending bodies a byte at a
+// time (as the daemon's own routes, httpapi.readBody). /files uploads do
+// not come here: their bodies are as long as they are.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(s.bodyTimeout())) != nil {
+		return io.ReadAll(io.LimitReader(r.Body, limit)) // not a network connection
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, limit))
+	if err == nil && int64(len(b)) < limit {
+		// Read whole: lift the deadline, which would otherwise cancel
+		// the call when it passes during a long answer (the server
+		// reads the connection in the background to see a client
+		// leave). Kept after a body too slow or too large.
+		rc.SetReadDeadline(time.Time{})
+	}
+	return b, err
+}
+
+// readError is the RPC error of a request message that could not be
+// read: deadline_exceeded for one that did not arrive in time.
+func (s *Server) readError(err error, what string) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return rpcErrorf(codeDeadlineExceeded, "%s: the request message did not arrive within %s", what, s.bodyTimeout())
+	}
+	return rpcErrorf(codeInvalidArgument, "%s: %v", what, err)
+}
+
+// DefaultBodyTimeout bounds the time to read a body the layer reads
+// whole, when Options.BodyTimeout is zero (the daemon's --body-timeout).
+const DefaultBodyTimeout = 60 * time.Second
+
+func (s *Server) bodyTimeout() time.Duration {
+	if s.opts.BodyTimeout > 0 {
+		return s.opts.BodyTimeout
+	}
+	return DefaultBodyTimeout
 }
 
 func decodeMessage(b []byte, msg any) error {
@@ -167,14 +210,16 @@ func decodeMessage(b []byte, msg any) error {
 }
 
 // readStreamRequest decodes the one enveloped request message of a
-// server-streaming call.
-func readStreamRequest(r *http.Request, msg any) error {
+// server-streaming call, read within the body timeout.
+func (s *Server) readStreamRequest(w http.ResponseWriter, r *http.Request, msg any) error {
 	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/connect+json" {
 		return rpcErrorf(codeInvalidArgument, "streaming calls take Content-Type application/connect+json, not %q", ct)
 	}
+	rc := http.NewResponseController(w)
+	timed := rc.SetReadDeadline(time.Now().Add(s.bodyTimeout())) == nil
 	var hdr [5]byte
 	if _, err := io.ReadFull(r.Body, hdr[:]); err != nil {
-		return rpcErrorf(codeInvalidArgument, "reading the request envelope: %v", err)
+		return s.readError(err, "reading the request envelope")
 	}
 	if hdr[0]&flagCompress != 0 {
 		return rpcErrorf(codeUnimplemented, "compressed request messages are not supported")
@@ -191,15 +236,18 @@ func readStreamRequest(r *http.Request, msg any) error {
 		err = io.ErrUnexpectedEOF
 	}
 	if err != nil {
-		return rpcErrorf(codeInvalidArgument, "reading the request message: %v", err)
+		return s.readError(err, "reading the request message")
+	}
+	if timed {
+		rc.SetReadDeadline(time.Time{}) // as in readBody
 	}
 	return decodeMessage(b, msg)
 }
 
 // readStreamCall reads a streaming call's request into msg and returns its
 // Connect-Timeout-Ms deadline (0 for none).
-func readStreamCall(r *http.Request, msg any) (time.Duration, error) {
-	if err := readStreamRequest(r, msg); err != nil {
+func (s *Server) readStreamCall(w http.ResponseWriter, r *http.Request, msg any) (time.Duration, error) {
+	if err := s.readStreamRequest(w, r, msg); err != nil {
 		return 0, err
 	}
 	return deadlineOf(r)

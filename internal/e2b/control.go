@@ -7,9 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -118,9 +118,13 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request, p string) 
 	}
 }
 
-// decodeControl reads a bounded JSON body; an empty body is allowed.
-func decodeControl(r *http.Request, v any) error {
-	b, err := io.ReadAll(io.LimitReader(r.Body, maxControlBody+1))
+// decodeControl reads a bounded JSON body, within the body timeout; an
+// empty body is allowed.
+func (s *Server) decodeControl(w http.ResponseWriter, r *http.Request, v any) error {
+	b, err := s.readBody(w, r, maxControlBody+1)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return controlErrorf(http.StatusRequestTimeout, "the body did not arrive within %s", s.bodyTimeout())
+	}
 	if err != nil {
 		return controlErrorf(http.StatusBadRequest, "reading the body: %v", err)
 	}
@@ -181,7 +185,7 @@ func (s *Server) answer(e entry) sandboxAnswer {
 
 func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 	var req newSandboxRequest
-	if err := decodeControl(r, &req); err != nil {
+	if err := s.decodeControl(w, r, &req); err != nil {
 		return err
 	}
 	timeout := int64(defaultTimeout)
@@ -585,7 +589,7 @@ type timeoutRequest struct {
 
 func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request, id string) error {
 	var req timeoutRequest
-	if err := decodeControl(r, &req); err != nil {
+	if err := s.decodeControl(w, r, &req); err != nil {
 		return err
 	}
 	if req.Timeout == nil || *req.Timeout < 0 || *req.Timeout > maxTimeout {
@@ -607,7 +611,7 @@ func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request, id string) e
 // and moves its deadline to now + timeout when that is later.
 func (s *Server) connect(w http.ResponseWriter, r *http.Request, id string) error {
 	var req timeoutRequest
-	if err := decodeControl(r, &req); err != nil {
+	if err := s.decodeControl(w, r, &req); err != nil {
 		return err
 	}
 	timeout := int64(defaultTimeout)
@@ -653,7 +657,7 @@ func (s *Server) pauseRoute(w http.ResponseWriter, r *http.Request, id string) e
 	var req struct {
 		Memory *bool `json:"memory"`
 	}
-	if err := decodeControl(r, &req); err != nil {
+	if err := s.decodeControl(w, r, &req); err != nil {
 		return err
 	}
 	if err := s.pause(r.Context(), id, req.Memory == nil || *req.Memory); err != nil {

@@ -60,6 +60,9 @@ type Options struct {
 	// PreviewDomain is the preview domain alone (for parsing Host).
 	PreviewDomain string
 	Log           *slog.Logger
+	// BodyTimeout bounds the time to read a request body the layer reads
+	// whole (control plane JSON, RPC messages); 0: DefaultBodyTimeout.
+	BodyTimeout time.Duration
 	// Now is the clock (tests); nil: time.Now.
 	Now func() time.Time
 }

@@ -108,10 +108,11 @@ func envelope(flag byte, msg string) []byte {
 }
 
 func TestStreamFraming(t *testing.T) {
+	s := &Server{}
 	r := httptest.NewRequest("POST", "/process.Process/Start", bytes.NewReader(envelope(0, `{"process":{"cmd":"/bin/bash","args":["-c","x"]},"stdin":false}`)))
 	r.Header.Set("Content-Type", "application/connect+json")
 	var req startRequest
-	if err := readStreamRequest(r, &req); err != nil {
+	if err := s.readStreamRequest(httptest.NewRecorder(), r, &req); err != nil {
 		t.Fatal(err)
 	}
 	if req.Process.Cmd != "/bin/bash" || len(req.Process.Args) != 2 || req.Stdin == nil || *req.Stdin {
@@ -149,7 +150,7 @@ func TestStreamFraming(t *testing.T) {
 	} {
 		r := httptest.NewRequest("POST", "/x", bytes.NewReader(bad))
 		r.Header.Set("Content-Type", "application/connect+json")
-		if err := readStreamRequest(r, &req); err == nil {
+		if err := s.readStreamRequest(httptest.NewRecorder(), r, &req); err == nil {
 			t.Errorf("readStreamRequest(% x) accepted", bad)
 		}
 	}
@@ -159,13 +160,13 @@ func TestStreamFraming(t *testing.T) {
 	body := &largestRead{r: io.MultiReader(bytes.NewReader(claim), strings.NewReader(`{"process"`))}
 	r = httptest.NewRequest("POST", "/x", body)
 	r.Header.Set("Content-Type", "application/connect+json")
-	if err := readStreamRequest(r, &req); err == nil || body.max > 64<<10 {
+	if err := s.readStreamRequest(httptest.NewRecorder(), r, &req); err == nil || body.max > 64<<10 {
 		t.Errorf("a short message claiming %d bytes: %v, largest read %d bytes", maxRPCMessage, err, body.max)
 	}
 
 	r = httptest.NewRequest("POST", "/x", strings.NewReader("{}"))
 	r.Header.Set("Content-Type", "application/proto")
-	if err := readUnary(r, &req); toRPCError(err).Code != codeInvalidArgument {
+	if err := s.readUnary(httptest.NewRecorder(), r, &req); toRPCError(err).Code != codeInvalidArgument {
 		t.Errorf("binary codec: %v", err)
 	}
 }

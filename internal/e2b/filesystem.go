@@ -279,7 +279,7 @@ func (c *call) remove(ctx context.Context, p string) error {
 // named relative to it. A rename's source is RENAME, its target CREATE.
 func (c *call) watchDir(w http.ResponseWriter, r *http.Request) {
 	var req watchDirRequest
-	deadline, err := readStreamCall(r, &req)
+	deadline, err := c.s.readStreamCall(w, r, &req)
 	if err != nil {
 		writeStreamError(w, err)
 		return

@@ -96,7 +96,7 @@ func (s *Server) updateNetwork(w http.ResponseWriter, r *http.Request, id string
 		egressRequest
 		AllowInternetAccess *bool `json:"allow_internet_access"`
 	}
-	if err := decodeControl(r, &req); err != nil {
+	if err := s.decodeControl(w, r, &req); err != nil {
 		return err
 	}
 	if _, _, err := s.lookup(r.Context(), id); err != nil {

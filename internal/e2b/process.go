@@ -194,7 +194,7 @@ func (c *call) serveProcess(w http.ResponseWriter, r *http.Request, method strin
 
 // unary decodes req, runs f and answers its result.
 func (c *call) unary(w http.ResponseWriter, r *http.Request, req any, f func(context.Context) (any, error)) {
-	if err := readUnary(r, req); err != nil {
+	if err := c.s.readUnary(w, r, req); err != nil {
 		writeUnaryError(w, err)
 		return
 	}
@@ -274,7 +274,7 @@ func loginCommand(pc processConfig) (string, bool) {
 // (its own bash, as envd's) and its log stream is relayed as events.
 func (c *call) start(w http.ResponseWriter, r *http.Request) {
 	var req startRequest
-	deadline, err := readStreamCall(r, &req)
+	deadline, err := c.s.readStreamCall(w, r, &req)
 	if err != nil {
 		writeStreamError(w, err)
 		return
@@ -338,7 +338,7 @@ func (c *call) start(w http.ResponseWriter, r *http.Request) {
 // before is skipped), then its end.
 func (c *call) attach(w http.ResponseWriter, r *http.Request) {
 	var req selectorRequest
-	deadline, err := readStreamCall(r, &req)
+	deadline, err := c.s.readStreamCall(w, r, &req)
 	if err != nil {
 		writeStreamError(w, err)
 		return
