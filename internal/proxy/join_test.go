@@ -222,6 +222,53 @@ func TestJoinedConnectionsEndAtOnceWhenTheClientResets(t *testing.T) {
 	}
 }
 
+// A service that resets its joined connection right after an answer
+// (it closed with bytes of the client's unread) has ended its stream: the
+// client still gets the whole answer, then the end. (Unlike the client's
+// socket, whose error ends the pair at once: the answer was sent before
+// the reset, and is on its way to the client.)
+func TestJoinedConnectionsPassOnAnAnswerTheServiceResetAfter(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	answer := strings.Repeat("r", 32<<20) // more than the sockets hold
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if r.URL.Path == "/first" {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\njoined")
+				continue
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(answer), answer)
+			c.(*net.TCPConn).SetLinger(0)
+			return // a reset
+		}
+	}()
+	var held atomic.Int32
+	srv := joinFront(t, ln.Addr().String(), &held)
+	c, br := dialJoined(t, srv, &held)
+	fmt.Fprintf(c, "GET /last HTTP/1.1\r\nHost: demo\r\n\r\n")
+	time.Sleep(200 * time.Millisecond) // the reset comes while most of the answer waits
+	if got := readAnswer(t, br, "the answer before the reset"); len(got) != len(answer) {
+		t.Fatalf("the answer before the reset: %d bytes of %d", len(got), len(answer))
+	}
+	if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("after the answer: %d %v, want EOF", n, err)
+	}
+	waitHolds(t, &held, 0)
+}
+
 // A request the kernel kept for the daemon behind an answer still queued
 // for the client's socket is served even when the client's end of stream
 // came before it could be read: the kernel hands a kept buffer to the
