@@ -56,6 +56,9 @@ type instance struct {
 	// naming is what naming a warm crun or runc sandbox takes, opened
 	// while it waits (prepareNaming); taken by its take.
 	naming atomic.Pointer[warmNaming]
+	// named is naming once the take used it, until it is closed after the
+	// take's answer (closeNamed): its three closes are not on the way.
+	named atomic.Pointer[warmNaming]
 	// name is the name of a sandbox just taken from the warm pool until
 	// its agent answered a call that carried it (Lease.AgentName).
 	name    atomic.Pointer[string]
@@ -128,6 +131,14 @@ func (inst *instance) close() {
 	}
 	if n := inst.naming.Swap(nil); n != nil {
 		n.close() // before the root is unmounted: it holds files of it
+	}
+	inst.closeNamed()
+}
+
+// closeNamed closes what naming the sandbox took (instance.named), once.
+func (inst *instance) closeNamed() {
+	if n := inst.named.Swap(nil); n != nil {
+		n.close()
 	}
 }
 

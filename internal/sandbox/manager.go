@@ -855,7 +855,11 @@ func (b *box) isGVisor() bool { return b.runtimeName() == RuntimeGVisor }
 // none, a runsc exec now.
 func (m *Manager) nameWarm(ctx context.Context, w *box, inst *instance, name string) error {
 	if !w.isGVisor() {
-		return m.nameSandbox(inst.naming.Swap(nil), inst.pid, m.paths(w.rec.Key).rootfs, name, rootOwner(w.hostIDs()))
+		n := inst.naming.Swap(nil)
+		if n != nil {
+			inst.named.Store(n) // closed after the take's answer
+		}
+		return m.nameSandbox(n, inst.pid, m.paths(w.rec.Key).rootfs, name, rootOwner(w.hostIDs()))
 	}
 	if inst.namer != nil {
 		answer, err := inst.namer.Call(ctx, name)
