@@ -249,27 +249,33 @@ func TestInstanceTypesAndDiskQuota(t *testing.T) {
 	if err := tiny.Destroy(ctxT(t, 30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	// Only lite-one (2 GiB preset quota) may still have a loop device.
-	out, _ := exec.Command("losetup", "-a").Output()
-	if n := strings.Count(string(out), d.StateDir); n != 1 {
-		t.Errorf("%d loop devices of this daemon, want 1 (lite-one's):\n%s", n, out)
-	}
+	// Only lite-one (2 GiB preset quota) may keep a loop device.
+	waitForLoopDevices(t, d, 1, "lite-one's")
 	if err := lite.Destroy(ctxT(t, 30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	// A loop device goes once no mount namespace holds its filesystem.
-	// Namespaces that other programs on the host create while a sandbox's
-	// disk is mounted (other tests do) copy the mount and may hold it a
-	// moment longer than the sandbox itself.
-	deadline := time.Now().Add(15 * time.Second)
+	waitForLoopDevices(t, d, 0, "none outlives its sandbox")
+}
+
+// waitForLoopDevices waits until want loop devices back files of d's state
+// directory. A loop device goes once no mount namespace holds its
+// filesystem: namespaces that other programs on the host create while a
+// sandbox's disk is mounted (other tests do) copy the mount and may hold
+// it a moment longer than the sandbox itself (tiny-disk's was still there
+// right after its destroy once, at load 37). A device that never goes
+// stays past the bound.
+func waitForLoopDevices(t *testing.T, d *testdaemon.Daemon, want int, why string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		out, _ := exec.Command("losetup", "-a").Output()
-		if !strings.Contains(string(out), d.StateDir) {
-			break
+		n := strings.Count(string(out), d.StateDir)
+		if n == want {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("loop devices outlived their sandboxes:\n%s", out)
-			break
+			t.Errorf("%d loop devices of this daemon, want %d (%s):\n%s", n, want, why, out)
+			return
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
