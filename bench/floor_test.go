@@ -413,15 +413,20 @@ func main() {
 `
 
 func buildMinimalAgent(b *testing.B) string {
+	return buildStaticGo(b, "minimal", minimalAgent)
+}
+
+// buildStaticGo builds the one-file program src, statically, as name.
+func buildStaticGo(b *testing.B, name, src string) string {
 	dir := b.TempDir()
-	os.WriteFile(filepath.Join(dir, "main.go"), []byte(minimalAgent), 0o644)
-	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module minimal\n\ngo 1.22\n"), 0o644)
-	out := filepath.Join(dir, "minimal")
+	os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644)
+	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module "+name+"\n\ngo 1.22\n"), 0o644)
+	out := filepath.Join(dir, name)
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, ".")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
 	if msg, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("building the minimal program: %v: %s", err, msg)
+		b.Fatalf("building the %s program: %v: %s", name, err, msg)
 	}
 	return out
 }

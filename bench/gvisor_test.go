@@ -472,32 +472,18 @@ func BenchmarkGVisorIdleMemory(b *testing.B) {
 func BenchmarkGVisorColdStartVsRuntimeRun(b *testing.B) {
 	runsc := needRunsc(b)
 	once(b, func(b *testing.B) {
-		args := append(gvisorArgs, "--default-network", "none")
-		d := testdaemon.Start(b, testdaemon.Options{Args: args})
-		var base *testdaemon.Daemon
-		if o, ok := baselineOptions(args); ok {
-			base = testdaemon.Start(b, o)
-		}
+		d, base := gvisorColdDaemons(b)
 		ctx := ctxFor(b)
 		bundle := probeBundle(b)
 		root := b.TempDir()
 		b.Cleanup(func() { exec.Command("umount", "-l", filepath.Join(root, "null-netns")).Run() })
-		coldOf := func(d *testdaemon.Daemon, id string) time.Duration {
-			start := time.Now()
-			if res, err := d.Client.Sandbox(id).Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
-				b.Fatalf("exec: %v %+v", err, res)
-			}
-			took := time.Since(start)
-			d.Client.Sandbox(id).Destroy(ctx)
-			return took
-		}
 		var cold, raw, baseCold samples
 		for i := 0; i < sampleCount(); i++ {
 			id := fmt.Sprintf("gratio-%d", i)
 			if base != nil && i%2 == 1 {
-				baseCold = append(baseCold, coldOf(base, id))
+				baseCold = append(baseCold, coldExec(b, ctx, base, id))
 			}
-			cold = append(cold, coldOf(d, id))
+			cold = append(cold, coldExec(b, ctx, d, id))
 			start := time.Now()
 			rid := fmt.Sprintf("gratio-%d-%d", os.Getpid(), i)
 			out, err := exec.Command(runsc, "--root", root, "--platform=systrap", "--overlay2=none", "--host-uds=create",
@@ -507,7 +493,7 @@ func BenchmarkGVisorColdStartVsRuntimeRun(b *testing.B) {
 			}
 			raw = append(raw, time.Since(start))
 			if base != nil && i%2 == 0 {
-				baseCold = append(baseCold, coldOf(base, id))
+				baseCold = append(baseCold, coldExec(b, ctx, base, id))
 			}
 		}
 		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -524,6 +510,29 @@ func BenchmarkGVisorColdStartVsRuntimeRun(b *testing.B) {
 			b.Logf("baseline %s: cold start p50=%.2fms, ratio %.2f", os.Getenv("BENCH_BASELINE_BIN_DIR"), ms(bc), float64(bc)/float64(r))
 		}
 	})
+}
+
+// gvisorColdDaemons starts a daemon whose sandboxes are gVisor's with no
+// network, and one of the build in BENCH_BASELINE_BIN_DIR (nil without).
+func gvisorColdDaemons(b *testing.B) (d, base *testdaemon.Daemon) {
+	args := append(gvisorArgs, "--default-network", "none")
+	d = testdaemon.Start(b, testdaemon.Options{Args: args})
+	if o, ok := baselineOptions(args); ok {
+		base = testdaemon.Start(b, o)
+	}
+	return d, base
+}
+
+// coldExec is one cold start on d: the time to the answer of `exec true`
+// on the new ID id, which is destroyed after it.
+func coldExec(b *testing.B, ctx context.Context, d *testdaemon.Daemon, id string) time.Duration {
+	start := time.Now()
+	if res, err := d.Client.Sandbox(id).Exec(ctx, "true"); err != nil || res.ExitCode != 0 {
+		b.Fatalf("exec: %v %+v", err, res)
+	}
+	took := time.Since(start)
+	d.Client.Sandbox(id).Destroy(ctx)
+	return took
 }
 
 // baselineOptions start a daemon of the build in BENCH_BASELINE_BIN_DIR,
