@@ -244,15 +244,22 @@ func LoginShell(etc string, uid int) string {
 	if etc == "" {
 		etc = "/etc"
 	}
-	lines, _ := readLines(filepath.Join(etc, "passwd"))
+	// Read as bash's getpwuid reads it, a line at a time up to the
+	// account: passwd is the sandbox's, as large as its root makes it.
+	f, err := os.Open(filepath.Join(etc, "passwd"))
+	if err != nil {
+		return "/bin/sh"
+	}
+	defer f.Close()
 	id := strconv.Itoa(uid)
-	for _, line := range lines {
-		f := strings.Split(line, ":")
-		if len(f) >= 7 && f[2] == id {
-			if f[6] == "" {
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if fields := strings.Split(sc.Text(), ":"); len(fields) >= 7 && fields[2] == id {
+			if fields[6] == "" {
 				break
 			}
-			return f[6]
+			return fields[6]
 		}
 	}
 	return "/bin/sh"

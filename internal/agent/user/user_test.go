@@ -159,4 +159,10 @@ func TestLoginShellIsWhatBashSetsShellTo(t *testing.T) {
 	if got := LoginShell(filepath.Join(etc, "none"), 0); got != "/bin/sh" {
 		t.Errorf("without passwd: %q, want /bin/sh", got)
 	}
+	// The file is read a line at a time, each at most 1 MiB: a root in
+	// the sandbox decides its size.
+	os.WriteFile(filepath.Join(etc, "passwd"), []byte(strings.Repeat("x", 2<<20)+"\nroot:x:0:0:root:/root:/bin/bash\n"), 0o644)
+	if got := LoginShell(etc, 0); got != "/bin/sh" {
+		t.Errorf("after an over-long line: %q, want /bin/sh", got)
+	}
 }
