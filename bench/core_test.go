@@ -592,9 +592,18 @@ func reportTakeCPU(b *testing.B, cpu samples) {
 
 // measurePooledStarts starts a daemon with args (a warm pool of one) and
 // reports the time from a new ID's first exec to its result, each sample
-// waiting outside the measurement for the pool to be refilled.
+// waiting outside the measurement for the pool to be refilled. With
+// BENCH_POOL_NEIGHBOUR set, a second daemon with the same args runs idle
+// beside it.
 func measurePooledStarts(b *testing.B, args []string, prefix string) {
 	d := testdaemon.Start(b, testdaemon.Options{Args: args})
+	if os.Getenv("BENCH_POOL_NEIGHBOUR") != "" {
+		// A second daemon, as BenchmarkColdStartBaseline/pooled has, that
+		// only waits (its pool sandbox too): whether takes are faster side
+		// by side because another daemon is there (coldpool.txt).
+		waitPoolReady(b, testdaemon.Start(b, testdaemon.Options{Args: args}))
+		b.Logf("with an idle neighbour daemon (BENCH_POOL_NEIGHBOUR)")
+	}
 	ctx := ctxFor(b)
 	n := sampleCount()
 	var s, cpu samples
