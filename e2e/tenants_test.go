@@ -618,3 +618,45 @@ func TestTenantHostAccessFollowsTheOperator(t *testing.T) {
 		t.Errorf("the allowed host address is not reachable: %s", out)
 	}
 }
+
+// TestE2BCreatesCountAgainstTheTenantsQuota: a caller with a tenant's key
+// cannot make sandboxes without end through the E2B layer: its creates
+// there count against the tenant's maxSandboxes as its creates through
+// the API do (docs/e2b.md), and past it the control plane answers 429
+// with the quota's code while making nothing.
+func TestE2BCreatesCountAgainstTheTenantsQuota(t *testing.T) {
+	testdaemon.SkipUnlessRoot(t)
+	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--warm-pool", "0"}})
+	tc, key := tenantClient(t, d, api.KeyCreateRequest{Name: "e2bquota", Quotas: api.Quotas{MaxSandboxes: 2}})
+	t.Cleanup(func() {
+		list, _ := tc.List(ctxT(t, time.Minute))
+		for _, sb := range list {
+			tc.Sandbox(sb.ID).Destroy(ctxT(t, time.Minute))
+		}
+	})
+	create := func() (int, string) {
+		req, _ := http.NewRequest("POST", d.URL+"/e2b/sandboxes", strings.NewReader(`{"templateID":"base"}`))
+		req.Header.Set("X-API-KEY", key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return resp.StatusCode, string(b)
+	}
+	for i := range 2 {
+		if status, body := create(); status != http.StatusCreated {
+			t.Fatalf("create %d within the quota: %d %s", i, status, body)
+		}
+	}
+	for i := range 3 {
+		if status, body := create(); status != http.StatusTooManyRequests || !strings.Contains(body, string(api.CodeQuotaExceeded)) {
+			t.Errorf("create %d past the quota: %d %s, want 429 %s", i, status, body, api.CodeQuotaExceeded)
+		}
+	}
+	if list, err := tc.List(ctxT(t, time.Minute)); err != nil || len(list) != 2 {
+		t.Errorf("the tenant has %d sandboxes (%v), want its quota's 2", len(list), err)
+	}
+}
