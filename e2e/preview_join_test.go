@@ -71,16 +71,16 @@ func hostOf(u string) string {
 	return strings.TrimSuffix(strings.TrimPrefix(u, "http://"), "/")
 }
 
-// By default (--preview-join), a public preview's connection is joined to
-// the service's after its first request: later requests that need
-// nothing of the daemon pass in the kernel, the others are checked and
-// rewritten as on a new connection (docs/security.md).
+// With --preview-join, a public preview's connection is joined to the
+// service's after its first request: later requests that need nothing of
+// the daemon pass in the kernel, the others are checked and rewritten as
+// on a new connection (docs/security.md).
 func TestPreviewJoinedConnections(t *testing.T) {
 	testdaemon.SkipUnlessRoot(t)
 	if clusterGateway != nil {
 		t.Skip("a daemon of its own")
 	}
-	d := testdaemon.Start(t, testdaemon.Options{})
+	d := testdaemon.Start(t, testdaemon.Options{Args: []string{"--preview-join"}})
 	a, b := d.Client.Sandbox("join-a"), d.Client.Sandbox("join-b")
 	testdaemon.StartTestServer(t, a, "0.0.0.0:8080")
 	testdaemon.StartTestServer(t, b, "0.0.0.0:8080")

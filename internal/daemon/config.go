@@ -130,7 +130,7 @@ type Config struct {
 	PreviewLimits proxy.Limits
 	// PreviewJoin joins public previews' client connections to their
 	// services' in the kernel after the first request (proxy.Options);
-	// on by default.
+	// off by default (--preview-join, docs/api-ports.md says why).
 	PreviewJoin bool
 	// MaxConnsPerSource bounds the connections one source address (an
 	// IPv6 source's /64) keeps open on each public listener (0: only the
