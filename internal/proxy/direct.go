@@ -1,20 +1,17 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/copybuf"
+	"github.com/sandboxd/sandboxd/internal/httpconn"
 )
 
 // The direct path serves the commonest preview request, a GET or HEAD
@@ -36,128 +33,8 @@ func directEligible(r *http.Request) bool {
 		r.Header.Get("Upgrade") == "" && r.ProtoMajor == 1
 }
 
-// upstream is one idle keep-alive connection to a service.
-type upstream struct {
-	conn  net.Conn
-	br    *bufio.Reader
-	bw    *bufio.Writer
-	limit *headerLimit
-	idle  time.Time
-}
-
-// headerLimit bounds what a response's headers may read: it fails reads
-// past n bytes while armed.
-type headerLimit struct {
-	r     io.Reader
-	armed bool
-	n     int64
-}
-
-var errHeadersTooLarge = errors.New("the service's response headers are too large")
-
-func (l *headerLimit) Read(p []byte) (int, error) {
-	if !l.armed {
-		return l.r.Read(p)
-	}
-	if l.n <= 0 {
-		return 0, errHeadersTooLarge
-	}
-	if int64(len(p)) > l.n {
-		p = p[:l.n]
-	}
-	n, err := l.r.Read(p)
-	l.n -= int64(n)
-	return n, err
-}
-
-// pool holds idle connections to services per sandbox port ("id:port").
-type pool struct {
-	idleTimeout time.Duration
-	max         int
-
-	mu     sync.Mutex
-	idle   map[string][]*upstream
-	count  int
-	sweep  *time.Timer
-	closed bool
-}
-
-func (p *pool) get(key string, now time.Time) *upstream {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for list := p.idle[key]; len(list) > 0; list = p.idle[key] {
-		u := list[len(list)-1]
-		p.idle[key] = list[:len(list)-1]
-		p.count--
-		if now.Sub(u.idle) < p.idleTimeout {
-			return u
-		}
-		u.conn.Close()
-	}
-	return nil
-}
-
-func (p *pool) put(key string, u *upstream, now time.Time) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed || p.count >= p.max || len(p.idle[key]) >= p.max/4 {
-		u.conn.Close()
-		return
-	}
-	u.idle = now
-	if p.idle == nil {
-		p.idle = map[string][]*upstream{}
-	}
-	p.idle[key] = append(p.idle[key], u)
-	p.count++
-	if p.sweep == nil {
-		p.sweep = time.AfterFunc(p.idleTimeout, p.expire)
-	}
-}
-
-// expire closes connections idle for longer than the timeout (those of a
-// sandbox that went to sleep or away among them); it runs while any
-// connection is idle.
-func (p *pool) expire() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now()
-	for key, list := range p.idle {
-		kept := list[:0]
-		for _, u := range list {
-			if now.Sub(u.idle) < p.idleTimeout {
-				kept = append(kept, u)
-			} else {
-				u.conn.Close()
-				p.count--
-			}
-		}
-		if len(kept) == 0 {
-			delete(p.idle, key)
-		} else {
-			p.idle[key] = kept
-		}
-	}
-	p.sweep = nil
-	if p.count > 0 && !p.closed {
-		p.sweep = time.AfterFunc(p.idleTimeout/2, p.expire)
-	}
-}
-
-func (p *pool) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = true
-	for _, list := range p.idle {
-		for _, u := range list {
-			u.conn.Close()
-		}
-	}
-	p.idle, p.count = nil, 0
-	if p.sweep != nil {
-		p.sweep.Stop()
-	}
-}
+// upstream is one keep-alive connection to a service.
+type upstream = httpconn.Conn
 
 // serveDirect forwards r (directEligible) as req says, on a pooled
 // connection or a new one. A pooled connection that breaks before any
@@ -168,7 +45,7 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request, req Request,
 	out := p.outgoing(r, req)
 	out.Close = false
 	for attempt := 0; ; attempt++ {
-		u := p.pool.get(key, time.Now())
+		u := p.pool.Get(key, time.Now())
 		reused := u != nil
 		if u == nil {
 			conn, err := p.dial(r.Context(), req.SandboxID, req.Port)
@@ -176,12 +53,12 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request, req Request,
 				p.fail(w, r, &DialError{Err: err}, onError)
 				return
 			}
-			u = p.newUpstream(conn)
+			u = httpconn.New(conn)
 		}
 		resp, err := p.roundTrip(r.Context(), u, out)
 		if err != nil {
-			u.conn.Close()
-			if reused && attempt == 0 && r.Context().Err() == nil && isConnReset(err) {
+			u.Conn.Close()
+			if reused && attempt == 0 && r.Context().Err() == nil && httpconn.IsConnReset(err) {
 				continue
 			}
 			p.fail(w, r, err, onError)
@@ -191,9 +68,9 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request, req Request,
 			return
 		}
 		if p.copyResponse(w, r, resp, u) && !resp.Close && !r.Close {
-			p.pool.put(key, u, time.Now())
+			p.pool.Put(key, u, time.Now())
 		} else {
-			u.conn.Close()
+			u.Conn.Close()
 		}
 		return
 	}
@@ -217,36 +94,17 @@ func (p *Proxy) outgoing(r *http.Request, req Request) *http.Request {
 	return out
 }
 
-func (p *Proxy) newUpstream(conn net.Conn) *upstream {
-	l := &headerLimit{r: conn}
-	return &upstream{conn: conn, br: bufio.NewReaderSize(l, 4<<10), bw: bufio.NewWriterSize(conn, 4<<10), limit: l}
-}
-
 // roundTrip writes out on u and reads the response headers, within the
 // header timeout and the header size limit; it gives up when the client
 // goes away.
 func (p *Proxy) roundTrip(ctx context.Context, u *upstream, out *http.Request) (*http.Response, error) {
-	stop := context.AfterFunc(ctx, func() { u.conn.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { u.Conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if err := out.Write(u.bw); err != nil {
+	if err := u.Send(out); err != nil {
 		return nil, err
 	}
-	if err := u.bw.Flush(); err != nil {
-		return nil, err
-	}
-	u.conn.SetReadDeadline(time.Now().Add(p.limits.HeaderTimeout))
-	u.limit.armed, u.limit.n = true, p.limits.MaxHeaderBytes
-	var resp *http.Response
-	var err error
-	for {
-		resp, err = http.ReadResponse(u.br, out)
-		// 1xx answers other than 101 come before the real one: skip them
-		// (a GET without a body expects no 100 Continue).
-		if err != nil || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
-			break
-		}
-	}
-	u.limit.armed = false
+	u.Conn.SetReadDeadline(time.Now().Add(p.limits.HeaderTimeout))
+	resp, err := u.ReadResponse(out, p.limits.MaxHeaderBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +112,7 @@ func (p *Proxy) roundTrip(ctx context.Context, u *upstream, out *http.Request) (
 		resp.Body.Close()
 		return nil, context.Cause(ctx)
 	}
-	u.conn.SetReadDeadline(time.Time{})
+	u.Conn.SetReadDeadline(time.Time{})
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		resp.Body.Close()
 		return nil, errors.New("the service switched protocols on a request that asked for no upgrade")
@@ -280,7 +138,7 @@ func (p *Proxy) copyResponse(w http.ResponseWriter, r *http.Request, resp *http.
 		h["Trailer"] = []string{strings.Join(names, ", ")}
 	}
 	w.WriteHeader(resp.StatusCode)
-	stop := context.AfterFunc(r.Context(), func() { u.conn.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(r.Context(), func() { u.Conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	var dst io.Writer = w
 	if resp.ContentLength < 0 {
@@ -327,13 +185,6 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, err error, onError 
 		panic(http.ErrAbortHandler)
 	}
 	onError(w, r, err)
-}
-
-// isConnReset reports whether err is a pooled connection found closed:
-// the service went away or closed it while idle, before any answer.
-func isConnReset(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // hopHeaders are the hop-by-hop headers (RFC 9110 section 7.6.1), which a

@@ -146,7 +146,7 @@ func joinable(r *http.Request, resp *http.Response) (*net.TCPConn, bool) {
 func (p *Proxy) tryJoin(w http.ResponseWriter, r *http.Request, req Request, resp *http.Response, u *upstream, onError func(http.ResponseWriter, *http.Request, error)) bool {
 	js := p.joins
 	client, ok := joinable(r, resp)
-	service, ok2 := u.conn.(*net.TCPConn)
+	service, ok2 := u.Conn.(*net.TCPConn)
 	if js == nil || req.Hold == nil || !ok || !ok2 || !js.slots.acquire(req.SandboxID) {
 		return false
 	}
@@ -160,16 +160,16 @@ func (p *Proxy) tryJoin(w http.ResponseWriter, r *http.Request, req Request, res
 	body, err := readBody(resp, u, p.limits.HeaderTimeout)
 	if err != nil {
 		release()
-		u.conn.Close()
+		u.Conn.Close()
 		p.fail(w, r, err, onError)
 		return true
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))
-	if u.br.Buffered() > 0 || pending(service) {
+	if u.Reader.Buffered() > 0 || pending(service) {
 		// The service sent more than its answer: the ordinary way.
 		release()
 		p.copyResponse(w, r, resp, u)
-		u.conn.Close()
+		u.Conn.Close()
 		return true
 	}
 	// What each socket received and was given to send so far is the
@@ -181,9 +181,9 @@ func (p *Proxy) tryJoin(w http.ResponseWriter, r *http.Request, req Request, res
 	if err != nil {
 		release()
 		if p.copyResponse(w, r, resp, u) && !resp.Close && !r.Close {
-			p.pool.put(upstreamHost(req.SandboxID, req.Port), u, time.Now())
+			p.pool.Put(upstreamHost(req.SandboxID, req.Port), u, time.Now())
 		} else {
-			u.conn.Close()
+			u.Conn.Close()
 		}
 		return true
 	}
@@ -208,7 +208,7 @@ func (p *Proxy) tryJoin(w http.ResponseWriter, r *http.Request, req Request, res
 		}
 		release()
 		conn.Close()
-		u.conn.Close()
+		u.Conn.Close()
 		return true
 	}
 	clientBase.written += uint64(len(out))
@@ -232,8 +232,8 @@ func (p *Proxy) tryJoin(w http.ResponseWriter, r *http.Request, req Request, res
 // readBody reads resp's body (at most maxJoinBody bytes, as its
 // Content-Length says) from u.
 func readBody(resp *http.Response, u *upstream, timeout time.Duration) ([]byte, error) {
-	u.conn.SetReadDeadline(time.Now().Add(timeout))
-	defer u.conn.SetReadDeadline(time.Time{})
+	u.Conn.SetReadDeadline(time.Now().Add(timeout))
+	defer u.Conn.SetReadDeadline(time.Time{})
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJoinBody+1))
 	if err == nil && int64(len(body)) != resp.ContentLength && resp.Request.Method != http.MethodHead {
 		err = io.ErrUnexpectedEOF

@@ -17,6 +17,7 @@ import (
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/api/fullduplex"
 	"github.com/sandboxd/sandboxd/internal/copybuf"
+	"github.com/sandboxd/sandboxd/internal/httpconn"
 	"github.com/sandboxd/sandboxd/internal/sockjoin"
 )
 
@@ -107,7 +108,7 @@ func (e *DialError) Unwrap() error { return e.Err }
 // service are kept alive and reused.
 type Proxy struct {
 	dial      DialFunc
-	pool      *pool
+	pool      *httpconn.Pool
 	transport *http.Transport
 	limits    Limits
 	inFlight  *inFlight
@@ -128,7 +129,7 @@ func New(o Options) *Proxy {
 	limits := o.Limits.withDefaults()
 	p := &Proxy{
 		dial:     dial,
-		pool:     &pool{idleTimeout: o.IdleConnTimeout, max: 1024},
+		pool:     httpconn.NewPool(o.IdleConnTimeout, 1024, 256),
 		limits:   limits,
 		inFlight: newInFlight(limits.MaxInFlightPerSandbox, limits.MaxInFlight),
 		log:      o.Log,
@@ -203,7 +204,7 @@ func (p *Proxy) Admit(id string) (release func(), err error) {
 // Close drops the idle connections to services.
 func (p *Proxy) Close() {
 	p.transport.CloseIdleConnections()
-	p.pool.close()
+	p.pool.Close()
 	if p.joins != nil {
 		p.joins.close()
 	}
