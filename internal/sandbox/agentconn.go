@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sandboxd/sandboxd/internal/httpconn"
 )
 
 // agentConns is the daemon's one HTTP transport to every sandbox's agent.
@@ -27,6 +29,9 @@ import (
 // transport had.
 type agentConns struct {
 	transport *http.Transport
+	// direct holds the idle connections of the calls sent whole
+	// (agentDirect), by link host.
+	direct *httpconn.Pool
 	// sockets maps a live link's host to its agent's socket.
 	sockets sync.Map
 	serial  atomic.Uint64
@@ -42,6 +47,10 @@ type agentConns struct {
 // user's calls; a redial costs a unix socket's connect and accept.
 const agentIdleConnTimeout = 30 * time.Second
 
+// agentMaxIdleConnsPerLink is how many idle connections to one agent
+// each way of calling it keeps: the 64 its own transport had.
+const agentMaxIdleConnsPerLink = 64
+
 // maxAgentHeaderBytes bounds the response headers of an agent call.
 const maxAgentHeaderBytes = 64 << 10
 
@@ -50,13 +59,13 @@ const maxAgentHeaderBytes = 64 << 10
 var errAgentGone = errors.New("the sandbox's agent is gone")
 
 func newAgentConns() *agentConns {
-	c := &agentConns{}
+	c := &agentConns{direct: httpconn.NewPool(agentIdleConnTimeout, 0, agentMaxIdleConnsPerLink)}
 	c.transport = &http.Transport{
 		DialContext: c.dial,
 		// No limit over all agents: each sandbox's own, per host, is the
 		// 64 its transport had.
 		MaxIdleConns:        0,
-		MaxIdleConnsPerHost: 64,
+		MaxIdleConnsPerHost: agentMaxIdleConnsPerLink,
 		IdleConnTimeout:     agentIdleConnTimeout,
 		DisableCompression:  true,
 		// The agent's headers are small; whatever answers on its socket
@@ -93,7 +102,10 @@ func (c *agentConns) link(socket string) *agentLink {
 }
 
 // close lets go of every idle connection, at the daemon's shutdown.
-func (c *agentConns) close() { c.transport.CloseIdleConnections() }
+func (c *agentConns) close() {
+	c.transport.CloseIdleConnections()
+	c.direct.Close()
+}
 
 // agentLink is one instance's way to its agent: an http.RoundTripper over
 // the shared transport that sends every call to the link's own host.
@@ -119,6 +131,7 @@ func (l *agentLink) close() { l.swapHost(l.conns.newHost()) }
 func (l *agentLink) swapHost(host string) {
 	if old := l.host.Swap(&host); old != nil {
 		l.conns.sockets.Delete(*old)
+		l.conns.direct.Drop(*old)
 	}
 }
 
@@ -144,6 +157,9 @@ func (l *agentLink) RoundTrip(req *http.Request) (*http.Response, error) {
 			out.Host = req.URL.Host
 		}
 		req = &out
+	}
+	if agentDirect(req) {
+		return l.conns.roundTripDirect(req, host)
 	}
 	return l.conns.transport.RoundTrip(req)
 }

@@ -46,13 +46,7 @@ func callAgent(t *testing.T, rt http.RoundTripper, host string) (string, error) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := rt.RoundTrip(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return string(body), err
+	return readAnswer(rt, req)
 }
 
 // TestAgentLinksShareOneTransport: links of one agentConns reach each
