@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/api"
+	"github.com/sandboxd/sandboxd/internal/httpserve"
 )
 
 // The Connect protocol (connectrpc.com, protocol version 1) with the JSON
@@ -156,24 +157,12 @@ func (s *Server) readUnary(w http.ResponseWriter, r *http.Request, msg any) erro
 }
 
 // readBody reads r's body to its end or to limit bytes within the body
-// timeout. Without a bound, a caller holding a key could keep any number
-// of connections, each with its goroutine, by sending bodies a byte at a
-// time (as the daemon's own routes, httpapi.readBody). /files uploads do
-// not come here: their bodies are as long as they are.
+// timeout (httpserve.ReadBody): without a bound, a caller holding a key
+// could keep any number of connections by sending bodies a byte at a
+// time. /files uploads do not come here: their bodies are as long as
+// they are.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	rc := http.NewResponseController(w)
-	if rc.SetReadDeadline(time.Now().Add(s.bodyTimeout())) != nil {
-		return io.ReadAll(io.LimitReader(r.Body, limit)) // not a network connection
-	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, limit))
-	if err == nil && int64(len(b)) < limit {
-		// Read whole: lift the deadline, which would otherwise cancel
-		// the call when it passes during a long answer (the server
-		// reads the connection in the background to see a client
-		// leave). Kept after a body too slow or too large.
-		rc.SetReadDeadline(time.Time{})
-	}
-	return b, err
+	return httpserve.ReadBody(w, r, limit, s.bodyTimeout())
 }
 
 // readError is the RPC error of a request message that could not be
@@ -185,15 +174,11 @@ func (s *Server) readError(err error, what string) error {
 	return rpcErrorf(codeInvalidArgument, "%s: %v", what, err)
 }
 
-// DefaultBodyTimeout bounds the time to read a body the layer reads
-// whole, when Options.BodyTimeout is zero (the daemon's --body-timeout).
-const DefaultBodyTimeout = 60 * time.Second
-
 func (s *Server) bodyTimeout() time.Duration {
 	if s.opts.BodyTimeout > 0 {
 		return s.opts.BodyTimeout
 	}
-	return DefaultBodyTimeout
+	return httpserve.DefaultBodyTimeout
 }
 
 func decodeMessage(b []byte, msg any) error {

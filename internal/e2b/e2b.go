@@ -61,7 +61,7 @@ type Options struct {
 	PreviewDomain string
 	Log           *slog.Logger
 	// BodyTimeout bounds the time to read a request body the layer reads
-	// whole (control plane JSON, RPC messages); 0: DefaultBodyTimeout.
+	// whole (control plane JSON, RPC messages); 0: httpserve.DefaultBodyTimeout.
 	BodyTimeout time.Duration
 	// Now is the clock (tests); nil: time.Now.
 	Now func() time.Time

@@ -1,7 +1,8 @@
 // Package httpserve makes the http.Servers of listeners anyone may reach
 // (the daemon's API and preview listeners, a cluster's gateway) hold no
 // more of the process's descriptors and memory than their bounds, whatever
-// clients do. It owns only the server's settings; never what it serves.
+// clients do: the server's settings, and (ReadBody) the bounded read of a
+// body a handler takes whole. Never what the servers serve.
 package httpserve
 
 import (
