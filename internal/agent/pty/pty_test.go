@@ -201,6 +201,60 @@ func TestReplayIsBounded(t *testing.T) {
 	}
 }
 
+// A replay of more than 4 KiB that lost nothing starts with the
+// terminal's first output: a client that attaches again sees all of it.
+func TestReplayThatLostNothingIsWhole(t *testing.T) {
+	m := newManager(t, nil)
+	a, _, err := m.Attach(shellOptions("whole"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Write([]byte("echo first-$((1+1)); i=0; while [ $i -lt 500 ]; do echo line-$i; i=$((i+1)); done; echo end-$((0))\n"))
+	first := readUntil(t, a, "end-0")
+	a.Detach()
+	if len(first) < 4096 {
+		t.Fatalf("only %d bytes of output", len(first))
+	}
+	b, _, err := m.Attach(shellOptions("whole"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replay := readUntil(t, b, "end-0")
+	if !strings.HasPrefix(replay, first) {
+		t.Errorf("replay of %d bytes does not start with the terminal's first output:\n got %.80q\nwant %.80q", len(replay), replay, first)
+	}
+}
+
+func TestReplayBufferStartsAtALineOnlyWhenCutInOne(t *testing.T) {
+	line := strings.Repeat("x", 99) + "\n"
+	for _, tc := range []struct {
+		name   string
+		chunks []string
+		max    int
+		want   string
+	}{
+		{name: "small", chunks: []string{"$ ", "ls\r\n"}, max: 8 << 10, want: "$ ls\r\n"},
+		{name: "4 KiB or more, nothing cut", chunks: []string{"$ echo", strings.Repeat(line, 60)}, max: 8 << 10,
+			want: "$ echo" + strings.Repeat(line, 60)},
+		{name: "cut inside a line", chunks: []string{"\x1b[1mA\n", strings.Repeat(line, 10)}, max: 10*100 + 3,
+			want: strings.Repeat(line, 10)},
+		{name: "cut at a line", chunks: []string{"head\n", strings.Repeat(line, 3), "tail"}, max: 3*100 + 4,
+			want: strings.Repeat(line, 3) + "tail"},
+		{name: "cut, no line in the first 4 KiB", chunks: []string{"a", strings.Repeat("y", 5000), "\nz"}, max: 5002,
+			want: strings.Repeat("y", 5000) + "\nz"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var r replayBuffer
+			for _, c := range tc.chunks {
+				r.add([]byte(c), tc.max)
+			}
+			if got := string(r.snapshot()); got != tc.want {
+				t.Errorf("replay of %d bytes %.60q..., want %d bytes %.60q...", len(got), got, len(tc.want), tc.want)
+			}
+		})
+	}
+}
+
 func TestSlowClientIsCutOffNotTheShell(t *testing.T) {
 	m := newManager(t, func(c *Config) { c.ClientQueueBytes = 16 << 10 })
 	slow, _, err := m.Attach(shellOptions("flood"), nil)

@@ -31,7 +31,7 @@ type Terminal struct {
 	writeMu sync.Mutex
 
 	mu         sync.Mutex
-	replay     []byte           // guarded by mu; the most recent output
+	replay     replayBuffer     // guarded by mu; the most recent output
 	clients    map[*Client]bool // guarded by mu
 	cols, rows int              // guarded by mu
 	stopIdle   func() bool      // guarded by mu; the idle timer, while there are no clients
@@ -69,10 +69,7 @@ func (t *Terminal) read() {
 func (t *Terminal) publish(chunk []byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.replay = append(t.replay, chunk...)
-	if max := t.m.cfg.ReplayBytes; len(t.replay) > max {
-		t.replay = t.replay[len(t.replay)-max:]
-	}
+	t.replay.add(chunk, t.m.cfg.ReplayBytes)
 	for c := range t.clients {
 		c.push(chunk)
 	}
@@ -165,8 +162,8 @@ func (t *Terminal) attach() (*Client, error) {
 		return nil, ErrClients
 	}
 	c := &Client{t: t, notify: make(chan struct{}, 1)}
-	if len(t.replay) > 0 {
-		c.push(trimReplay(t.replay))
+	if r := t.replay.snapshot(); len(r) > 0 {
+		c.push(r)
 	}
 	t.clients[c] = true
 	if t.stopIdle != nil {
@@ -176,12 +173,36 @@ func (t *Terminal) attach() (*Client, error) {
 	return c, nil
 }
 
-// trimReplay starts a replay at a line boundary when the buffer has been
-// cut, so that it does not begin inside an escape sequence or a
-// character. A copy: the buffer keeps changing.
-func trimReplay(b []byte) []byte {
-	if i := bytes.IndexByte(b[:min(len(b), 4096)], '\n'); i >= 0 && len(b) >= 4096 {
-		b = b[i+1:]
+// replayBuffer is a terminal's most recent output, up to a bound.
+type replayBuffer struct {
+	b       []byte
+	midLine bool // output was dropped from b's front, and not up to a line's end
+}
+
+// add appends chunk and drops the oldest output beyond max bytes.
+func (r *replayBuffer) add(chunk []byte, max int) {
+	r.b = append(r.b, chunk...)
+	if drop := len(r.b) - max; drop > 0 {
+		r.midLine = r.b[drop-1] != '\n'
+		r.b = r.b[drop:]
+	}
+}
+
+// replayLineSearch is how far into a cut buffer a replay looks for the
+// start of a line.
+const replayLineSearch = 4096
+
+// snapshot is what a new client is replayed: a copy, as the buffer keeps
+// changing. A buffer that holds all the terminal's output, or was cut at
+// a line's end, is replayed whole. One cut inside a line begins at the
+// next line (when one is near), so that the replay does not begin inside
+// an escape sequence or a character.
+func (r *replayBuffer) snapshot() []byte {
+	b := r.b
+	if r.midLine {
+		if i := bytes.IndexByte(b[:min(len(b), replayLineSearch)], '\n'); i >= 0 {
+			b = b[i+1:]
+		}
 	}
 	return bytes.Clone(b)
 }
