@@ -20,6 +20,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -219,10 +220,6 @@ func New(cfg Config) (*Agent, error) {
 		m.Close()
 		return nil, err
 	}
-	var fs unix.Statfs_t
-	if err := unix.Statfs(cfg.RunDir, &fs); err == nil && fs.Type != unix.TMPFS_MAGIC {
-		cfg.Log.Warn("the run directory is not on a tmpfs; every command will write to disk", "dir", cfg.RunDir)
-	}
 	terms, err := pty.NewManager(pty.Config{Reaper: a.reaper, Self: cfg.Self, CgroupRoot: cfg.CgroupRoot, Log: cfg.Log})
 	if err != nil {
 		return nil, err
@@ -308,8 +305,11 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	// before it answers its caller, learns the agent is up before the
 	// shell's start rather than after it.
 	launched := make(chan struct{})
+	// answered is closed once the first call other than the health check
+	// has been answered (afterFirstAnswer).
+	answered := make(chan struct{})
 	srv := &http.Server{
-		Handler:           healthFirst(launched, a.Handler()),
+		Handler:           healthFirst(launched, onFirstAnswer(answered, a.Handler())),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -350,6 +350,14 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		return nil
 	})
 	g.Go(func() error {
+		select {
+		case <-answered:
+			a.afterFirstAnswer()
+		case <-gctx.Done():
+		}
+		return nil
+	})
+	g.Go(func() error {
 		a.cfg.Log.Info("agent serving", "socket", ln.Addr().String(), "pid", os.Getpid(), "version", a.cfg.Version)
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serving: %w", err)
@@ -382,6 +390,36 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// afterFirstAnswer does the start-up work that no call needed before the
+// agent's first answer: its system calls (each a trip through gVisor's
+// Sentry, on the sandbox's one CPU) would have come before that answer,
+// a cold start's. Each piece is also done by the first call that needs it
+// (the file API's private mounts, the process manager's directories), so
+// a call that comes before this ran finds it done; this does it while the
+// sandbox is idle, so that the calls after the first do not pay for it.
+func (a *Agent) afterFirstAnswer() {
+	a.server.files.fs.Learn()
+	if err := a.processes.PrepareDirs(); err != nil {
+		a.cfg.Log.Warn("cannot make the directories of background processes", "err", err)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(a.cfg.RunDir, &fs); err == nil && fs.Type != unix.TMPFS_MAGIC {
+		a.cfg.Log.Warn("the run directory is not on a tmpfs; every command will write to disk", "dir", a.cfg.RunDir)
+	}
+}
+
+// onFirstAnswer closes answered once h has answered a call other than the
+// health check.
+func onFirstAnswer(answered chan<- struct{}, h http.Handler) http.Handler {
+	var once sync.Once
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r)
+		if r.Method != http.MethodGet || r.URL.Path != agentapi.PathHealth {
+			once.Do(func() { close(answered) })
+		}
+	})
 }
 
 // healthFirst serves the health check at once and holds every other call

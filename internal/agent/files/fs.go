@@ -36,6 +36,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -88,9 +89,13 @@ const maxAgain = 64
 
 // FS is the sandbox's file system as the agent serves it.
 type FS struct {
-	root int // O_PATH descriptor of the root directory
+	root     int    // O_PATH descriptor of the root directory
+	rootPath string // what Open was given
 	// private are the mount IDs of the agent's own mounts (under
-	// /.sandboxd), and privateDir the device and inode of /.sandboxd.
+	// /.sandboxd), and privateDir the device and inode of /.sandboxd:
+	// found once, by the first call that checks a descriptor
+	// (learnPrivate), or by Learn.
+	learned    sync.Once
 	private    map[uint64]bool
 	privateDir *fileID
 }
@@ -103,14 +108,36 @@ const PrivateDir = "/.sandboxd"
 
 // Open returns the file system rooted at root: "/" in the agent, a
 // directory in tests (then every path is relative to it, as in a chroot).
-// It remembers the agent's private mounts below PrivateDir, which no call
-// may touch.
+// The agent's private mounts below PrivateDir, which no call may touch, are
+// found when the first call checks a descriptor (or at Learn), not here:
+// reading the mount table and opening each mount costs about 25 system
+// calls, which on gVisor are trips through its Sentry on the way of a cold
+// start's first answer (bench/results/gvisor.txt, fifteenth session). It
+// finds then the mounts it found at the agent's start: the daemon makes
+// them before the agent starts, and nothing in the sandbox can unmount or
+// cover them (no sandbox process has CAP_SYS_ADMIN); one the daemon added
+// below PrivateDir in between is refused too.
 func Open(root string) (*FS, error) {
 	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("opening root %s: %w", root, err)
 	}
-	f := &FS{root: fd, private: map[uint64]bool{}}
+	return &FS{root: fd, rootPath: root}, nil
+}
+
+// Learn finds the agent's private mounts now, if no call has yet: the
+// agent calls it once its first call is answered, so that later calls find
+// them known.
+func (f *FS) Learn() { f.learnPrivate() }
+
+// learnPrivate finds the agent's private mounts once.
+func (f *FS) learnPrivate() {
+	f.learned.Do(f.findPrivate)
+}
+
+func (f *FS) findPrivate() {
+	root := f.rootPath
+	f.private = map[uint64]bool{}
 	if dfd, err := f.openat2(PrivateDir, unix.O_PATH|unix.O_NOFOLLOW, 0); err == nil {
 		var st unix.Stat_t
 		if unix.Fstat(dfd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
@@ -126,7 +153,6 @@ func Open(root string) (*FS, error) {
 			unix.Close(mfd)
 		}
 	}
-	return f, nil
 }
 
 // privateMounts returns the mount points below PrivateDir, as paths
@@ -206,6 +232,7 @@ func (f *FS) open(op, p string, flags int, mode uint32) (int, error) {
 // guard refuses a descriptor on a procfs (the agent's own process is
 // there), on one of the agent's private mounts, or naming /.sandboxd.
 func (f *FS) guard(fd int) error {
+	f.learnPrivate()
 	var sfs unix.Statfs_t
 	if err := unix.Fstatfs(fd, &sfs); err != nil {
 		return err

@@ -342,11 +342,18 @@ func TestProcIsOffLimits(t *testing.T) {
 }
 
 // The agent's private directory and the mounts below it are off limits,
-// however a path reaches them.
+// however a path reaches them: whether the first call finds them
+// (Open does not look) or Learn found them before it.
 func TestPrivateDirIsOffLimits(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: bind-mounts a directory to stand for the agent's socket mount")
 	}
+	for _, learn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("learned=%v", learn), func(t *testing.T) { testPrivateDirIsOffLimits(t, learn) })
+	}
+}
+
+func testPrivateDirIsOffLimits(t *testing.T, learn bool) {
 	dir := t.TempDir()
 	run := filepath.Join(dir, ".sandboxd", "run")
 	os.MkdirAll(run, 0o700)
@@ -362,6 +369,9 @@ func TestPrivateDirIsOffLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	if learn {
+		f.Learn()
+	}
 	os.MkdirAll(filepath.Join(dir, "workspace"), 0o755)
 	os.Symlink("/.sandboxd/run", filepath.Join(dir, "workspace", "l"))
 	for _, p := range []string{"/.sandboxd/run/x", "/workspace/l/x", "/workspace/l/agent.sock"} {

@@ -274,6 +274,9 @@ func (m *Manager) startForkServer(o StartOptions) {
 // its profile to run. It returns nil when it could not, and whether that
 // was because the profile wrote output.
 func (m *Manager) newForkServer(o StartOptions) (*forkServer, bool) {
+	if m.PrepareDirs() != nil {
+		return nil, false
+	}
 	fs := &forkServer{sp: &spare{}, key: keyOf(o), stamps: loginFilesOf(o), dir: m.forkDir, account: o.Account}
 	so := spawn.Options{CgroupRoot: m.cfg.CgroupRoot, ErrFD: spareErrFD, CloseErrFD: true}
 	if o.Account != nil {

@@ -137,9 +137,19 @@ type Manager struct {
 
 	forkDir string       // RunDir/login: its commands' FIFOs
 	reports atomic.Int64 // statuses reported by login processes (reportScript)
+
+	// The log directory and forkDir are made by the first process start
+	// (or fork server start) or by PrepareDirs, whichever comes first.
+	dirsOnce sync.Once
+	dirsErr  error
 }
 
-// NewManager prepares the log directory.
+// NewManager prepares a manager. Its directories (the log directory,
+// the login processes' FIFOs and report script) are made when the first
+// process needs them, or at PrepareDirs, not here: about 20 system calls,
+// which on gVisor are trips through its Sentry on the way of a cold
+// start's first answer, which needs none of them
+// (bench/results/gvisor.txt, fifteenth session).
 func NewManager(cfg Config) (*Manager, error) {
 	if cfg.Reaper == nil {
 		return nil, errors.New("process: Config.Reaper is required")
@@ -174,30 +184,44 @@ func NewManager(cfg Config) (*Manager, error) {
 	if cfg.OnChange == nil {
 		cfg.OnChange = func() {}
 	}
-	if err := os.MkdirAll(cfg.LogDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating %s: %w", cfg.LogDir, err)
-	}
-	if err := os.Chmod(cfg.LogDir, 0o700); err != nil {
-		return nil, fmt.Errorf("securing %s: %w", cfg.LogDir, err)
-	}
 	m := &Manager{cfg: cfg, procs: make(map[string]*Proc)}
 	if cfg.RunDir != "" {
-		// Root's, listable by root only: the FIFOs in it are the users'.
-		// Emptied: FIFOs an earlier agent left belong to no process now.
-		dir := filepath.Join(cfg.RunDir, "login")
-		os.RemoveAll(dir)
-		if err := os.MkdirAll(dir, 0o711); err != nil {
-			return nil, fmt.Errorf("creating %s: %w", dir, err)
-		}
-		if err := os.Chmod(dir, 0o711); err != nil {
-			return nil, fmt.Errorf("securing %s: %w", dir, err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, reportName), []byte(reportScript(dir)), 0o644); err != nil {
-			return nil, fmt.Errorf("writing the login processes' report script: %w", err)
-		}
-		m.forkDir = dir
+		m.forkDir = filepath.Join(cfg.RunDir, "login")
 	}
 	return m, nil
+}
+
+// PrepareDirs makes the manager's directories now, if no process start
+// has: the agent calls it once its first call is answered.
+func (m *Manager) PrepareDirs() error {
+	m.dirsOnce.Do(func() { m.dirsErr = m.makeDirs() })
+	return m.dirsErr
+}
+
+func (m *Manager) makeDirs() error {
+	if err := os.MkdirAll(m.cfg.LogDir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", m.cfg.LogDir, err)
+	}
+	if err := os.Chmod(m.cfg.LogDir, 0o700); err != nil {
+		return fmt.Errorf("securing %s: %w", m.cfg.LogDir, err)
+	}
+	if m.forkDir == "" {
+		return nil
+	}
+	// Root's, listable by root only: the FIFOs in it are the users'.
+	// Emptied: FIFOs an earlier agent left belong to no process now.
+	dir := m.forkDir
+	os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return fmt.Errorf("securing %s: %w", dir, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, reportName), []byte(reportScript(dir)), 0o644); err != nil {
+		return fmt.Errorf("writing the login processes' report script: %w", err)
+	}
+	return nil
 }
 
 // StartOptions describe a process to start.
@@ -293,6 +317,9 @@ func NewID() string {
 // A process that could not be started is recorded with status error and
 // returned without an error: its record says why.
 func (m *Manager) Start(ctx context.Context, o StartOptions) (*Proc, error) {
+	if err := m.PrepareDirs(); err != nil {
+		return nil, err
+	}
 	if o.ID == "" {
 		o.ID = NewID()
 	}
