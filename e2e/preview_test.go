@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -29,6 +30,7 @@ import (
 	"github.com/sandboxd/sandboxd/api"
 	"github.com/sandboxd/sandboxd/client"
 	"github.com/sandboxd/sandboxd/internal/testdaemon"
+	"github.com/sandboxd/sandboxd/internal/testdaemon/xorshift"
 )
 
 // previewClient is an HTTP client that sends every request to the daemon,
@@ -225,10 +227,15 @@ func TestPreviewURLs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			n, err = io.Copy(io.Discard, resp.Body)
+			// Checked byte for byte, not by length: a segment repeated or
+			// lost on the way fails it.
+			got.Reset()
+			n, err = io.Copy(got, resp.Body)
 			resp.Body.Close()
-			if err != nil || n != size {
-				t.Errorf("download: %d bytes of %d, %v", n, size, err)
+			want := sha256.New()
+			io.CopyN(want, xorshift.New(), size)
+			if err != nil || n != size || !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+				t.Errorf("download: %d bytes of %d, %v, sha256 %x, want %x", n, size, err, got.Sum(nil), want.Sum(nil))
 			}
 		})
 

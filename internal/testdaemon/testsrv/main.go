@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/sandboxd/sandboxd/internal/testdaemon/xorshift"
 )
 
 func main() {
@@ -95,20 +97,16 @@ func stream(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// big sends n pseudo-random bytes (the same every time).
+// big sends the first n bytes of the xorshift stream (the same every
+// time), which a test checks its download against.
 func big(w http.ResponseWriter, r *http.Request) {
 	n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
 	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
 	buf := make([]byte, 64<<10)
-	var x uint32 = 1
+	src := xorshift.New()
 	for n > 0 {
-		for i := range buf {
-			x ^= x << 13
-			x ^= x >> 17
-			x ^= x << 5
-			buf[i] = byte(x)
-		}
 		k := min(int64(len(buf)), n)
+		src.Read(buf[:k])
 		if _, err := w.Write(buf[:k]); err != nil {
 			return
 		}
