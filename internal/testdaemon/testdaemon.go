@@ -92,6 +92,7 @@ func Start(t testing.TB, o Options) *Daemon {
 	t.Helper()
 	SkipUnlessRoot(t)
 	bin := BinDir(t)
+	sweepStale(t.Logf)
 	n := int(seq.Add(1))
 	state := t.TempDir()
 	// Short: agent socket paths must fit in 107 bytes.
@@ -131,6 +132,9 @@ func Start(t testing.TB, o Options) *Daemon {
 			t.Fatal(err)
 		}
 	}
+	if err := d.writeOwner(0); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { d.teardown(t) })
 	stopSignals.Do(onStopSignal)
 	remember(d)
@@ -162,6 +166,9 @@ func (d *Daemon) start(t testing.TB) {
 	d.mu.Unlock()
 	addr := d.args[slicesIndex(d.args, "--listen")+1]
 	d.URL = "http://" + addr
+	if err := d.writeOwner(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
 	// Its own "serving" line from this start, not only a port that
 	// answers: addr was free when it was picked, but another process may
 	// have taken it since (a bucket proxy of another test's daemon did,
@@ -376,7 +383,15 @@ func (d *Daemon) destroySandboxes(logf func(string, ...any)) {
 	d.mu.Lock()
 	running := d.cmd != nil
 	d.mu.Unlock()
-	if running && d.Client != nil {
+	if running {
+		d.destroyThroughAPI(logf)
+	}
+}
+
+// destroyThroughAPI destroys every sandbox d.Client lists, each as its
+// tenant.
+func (d *Daemon) destroyThroughAPI(logf func(string, ...any)) {
+	if d.Client != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		if list, err := d.Client.List(ctx); err == nil {
 			for _, sb := range list {

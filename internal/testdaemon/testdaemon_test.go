@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/hostlock"
+	"github.com/sandboxd/sandboxd/internal/leftovers"
 	"github.com/sandboxd/sandboxd/internal/lxcfs"
 )
 
@@ -117,6 +118,64 @@ func TestMain(m *testing.M) { Main(m) }
 // and a sandbox and then waits to be stopped.
 func TestStopSignalTearsTheDaemonsDown(t *testing.T) {
 	SkipUnlessRoot(t)
+	cmd, state, stderr := startUntilStopped(t)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("the child test did not exit within 3 minutes of SIGTERM:\n%s", stderr.String())
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Errorf("the child test ended with %v, want death by SIGTERM", err)
+	}
+	t.Logf("the child test's output:\n%s", stderr.String())
+	checkTornDown(t, state)
+	if !strings.Contains(stderr.String(), "tearing down 1 test daemons") {
+		t.Errorf("the child test did not say it tore its daemon down:\n%s", stderr.String())
+	}
+}
+
+// TestKilledTestProcessIsSweptByTheNext: what a test process that was
+// killed outright (SIGKILL; a `go test -timeout` panics, with the same
+// effect) left running, its daemon, sandbox, lxcfs and mounts, the next
+// test process to start a daemon tears down.
+func TestKilledTestProcessIsSweptByTheNext(t *testing.T) {
+	SkipUnlessRoot(t)
+	cmd, state, stderr := startUntilStopped(t)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if goneWithin(state.Daemon, time.Second) {
+		t.Fatalf("the daemon (pid %d) ended with its test process: nothing is left to sweep\n%s", state.Daemon, stderr.String())
+	}
+	if m := leftovers.MountsBelow(state.RunDir, state.StateDir); len(m) == 0 {
+		t.Errorf("the killed test process left no mounts; the sweep is not tested on them")
+	}
+	var logs strings.Builder
+	sweepStaleNow(func(format string, args ...any) { fmt.Fprintf(&logs, format+"\n", args...) })
+	t.Logf("the sweep:\n%s", logs.String())
+	checkTornDown(t, state)
+	if !strings.Contains(logs.String(), state.RunDir) {
+		t.Errorf("the sweep did not say it tore down the daemon in %s", state.RunDir)
+	}
+}
+
+// untilStopped is what TestDaemonUntilStopped started.
+type untilStopped struct {
+	Daemon, Agent                                int
+	RunDir, StateDir, CgroupParent, Table, Lxcfs string
+}
+
+// startUntilStopped runs TestDaemonUntilStopped in a child test process
+// and returns once its daemon and sandbox run.
+func startUntilStopped(t *testing.T) (*exec.Cmd, untilStopped, *strings.Builder) {
+	t.Helper()
 	BinDir(t) // built once here, not in the child
 	cmd := exec.Command(os.Args[0], "-test.run", "^TestDaemonUntilStopped$", "-test.v")
 	cmd.Env = append(os.Environ(), "TESTDAEMON_UNTIL_STOPPED=1", "SANDBOXD_BIN_DIR="+BinDir(t))
@@ -124,16 +183,13 @@ func TestStopSignalTearsTheDaemonsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
-	var state struct {
-		Daemon, Agent                                int
-		RunDir, StateDir, CgroupParent, Table, Lxcfs string
-	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	var state untilStopped
 	var log strings.Builder
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
@@ -149,27 +205,23 @@ func TestStopSignalTearsTheDaemonsDown(t *testing.T) {
 		cmd.Wait()
 		t.Fatalf("the child test did not start its sandbox:\n%s%s", log.String(), stderr.String())
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
 	go io.Copy(io.Discard, out)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err = <-done:
-	case <-time.After(3 * time.Minute):
-		t.Fatalf("the child test did not exit within 3 minutes of SIGTERM:\n%s", stderr.String())
-	}
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
-		t.Errorf("the child test ended with %v, want death by SIGTERM", err)
-	}
-	t.Logf("the child test's output:\n%s", stderr.String())
+	return cmd, state, stderr
+}
+
+// checkTornDown checks that nothing of what TestDaemonUntilStopped
+// started is left.
+func checkTornDown(t *testing.T, state untilStopped) {
+	t.Helper()
 	lxcfsPID, _ := strconv.Atoi(state.Lxcfs)
 	for what, pid := range map[string]int{"daemon": state.Daemon, "sandbox's agent": state.Agent, "daemon's lxcfs": lxcfsPID} {
 		if pid > 0 && !goneWithin(pid, 10*time.Second) {
 			t.Errorf("the %s (pid %d) still runs", what, pid)
 			syscall.Kill(pid, syscall.SIGKILL) // the child's: ours to remove
 		}
+	}
+	if m := leftovers.MountsBelow(state.RunDir, state.StateDir); len(m) > 0 {
+		t.Errorf("mounts left: %q", m)
 	}
 	if left, _ := filepath.Glob("/sys/fs/cgroup/*/" + state.CgroupParent); len(left) > 0 {
 		t.Errorf("cgroups left: %q", left)
@@ -181,9 +233,6 @@ func TestStopSignalTearsTheDaemonsDown(t *testing.T) {
 		if _, err := os.Stat(dir); err == nil {
 			t.Errorf("directory %s left", dir)
 		}
-	}
-	if !strings.Contains(stderr.String(), "tearing down 1 test daemons") {
-		t.Errorf("the child test did not say it tore its daemon down:\n%s", stderr.String())
 	}
 }
 
