@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,7 +35,7 @@ func (s *Session) CurrentDir() (string, error) {
 		if errors.Is(err, fs.ErrPermission) && s.acct != nil {
 			dir, err = readlinkAsReal(link, s.acct.UID, s.acct.GID)
 		}
-		if err == nil && sh.proc.Signal(syscall.Signal(0)) == nil {
+		if err == nil && sh.signal(0) {
 			if strings.HasSuffix(dir, " (deleted)") {
 				return "", ErrNoCwd
 			}

@@ -2,10 +2,13 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -23,9 +26,13 @@ const maxStatusLine = 256
 
 // shell is one running shell process of a session.
 type shell struct {
-	pid  int
-	proc *os.Process // signals go through its pidfd: never to a reused PID
-	bash bool
+	pid int
+	// pidfd: signals go through it, never to a reused PID (-1 where the
+	// kernel gives none: then by PID, while the shell is unreaped). pidMu
+	// keeps a signal from using it while release closes it.
+	pidMu sync.Mutex
+	pidfd int
+	bash  bool
 
 	in int // write end of the shell's frame pipe (its frameFD), non-blocking
 	// inPeek is the agent's copy of the read end of the frame pipe. It is
@@ -96,7 +103,7 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 		unix.Close(status)
 		return nil, fmt.Errorf("creating the frame pipe: %w", err)
 	}
-	sh := &shell{status: status, in: in[1], inPeek: in[0], bash: filepath.Base(cfg.Shell) == "bash"}
+	sh := &shell{status: status, in: in[1], inPeek: in[0], pidfd: -1, bash: filepath.Base(cfg.Shell) == "bash"}
 	sh.acct = acct
 	s.m.envMu.Lock()
 	sh.env = s.environLocked(acct)
@@ -108,8 +115,8 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 			unix.Close(sh.status)
 			unix.Close(sh.in)
 			unix.Close(sh.inPeek)
-			if sh.proc != nil {
-				sh.proc.Release()
+			if sh.pidfd >= 0 {
+				unix.Close(sh.pidfd)
 			}
 		}
 	}()
@@ -188,12 +195,12 @@ func (s *Session) startShell(ctx context.Context, launched func()) (_ *shell, er
 	defer sendInit.Close()
 	attr.Files[0] = stdin
 	_, err = cfg.Reaper.Start(func() (int, error) {
-		p, err := os.StartProcess(prog, argv, attr)
+		pid, pidfd, err := startProcess(prog, argv, attr)
 		if err != nil {
 			return 0, err
 		}
-		sh.proc, sh.pid = p, p.Pid
-		return p.Pid, nil
+		sh.pid, sh.pidfd = pid, pidfd
+		return pid, nil
 	}, func(st reaper.Status) {
 		sh.code.Store(int32(st.ExitCode()))
 		sh.exited.Store(true)
@@ -406,11 +413,53 @@ func (sh *shell) send(line []byte) error {
 	return nil
 }
 
-// signal sends sig to the shell itself, through its pidfd.
-func (sh *shell) signal(sig syscall.Signal) {
-	if sh.proc != nil && !sh.exited.Load() {
-		sh.proc.Signal(sig)
+// signal sends sig to the shell itself, through its pidfd, and reports
+// whether it was sent (signal 0: whether the shell is alive).
+func (sh *shell) signal(sig syscall.Signal) bool {
+	switch {
+	case sh.pid <= 0 || sh.exited.Load():
+		return false
 	}
+	sh.pidMu.Lock()
+	defer sh.pidMu.Unlock()
+	switch {
+	case sh.pidfd >= 0:
+		return unix.PidfdSendSignal(sh.pidfd, sig, nil, 0) == nil
+	case sh.pidfd == released:
+		return false
+	}
+	return unix.Kill(sh.pid, sig) == nil
+}
+
+// released is a shell's pidfd once release closed it.
+const released = -2
+
+// startProcess is os.StartProcess with a pidfd of the child (-1 where the
+// kernel cannot make one), without the os package's check, once per
+// process, that pidfds work (pidfd_open, waitid, pidfd_send_signal and a
+// child cloned with a pidfd and reaped): ten system calls and a task's
+// start and end, each costly in gVisor, on the way of a cold start's first
+// answer, since the default session's shell is the agent's first child.
+func startProcess(prog string, argv []string, attr *os.ProcAttr) (pid, pidfd int, err error) {
+	fds := make([]uintptr, len(attr.Files))
+	for i, f := range attr.Files {
+		fds[i] = f.Fd() // ^uintptr(0) for nil: not open in the child
+	}
+	sys := *attr.Sys
+	pidfd = -1
+	sys.PidFD = &pidfd
+	pa := &syscall.ProcAttr{Dir: attr.Dir, Env: attr.Env, Files: fds, Sys: &sys}
+	pid, _, err = syscall.StartProcess(prog, argv, pa)
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSYS) {
+		// A kernel without CLONE_PIDFD (before 5.2).
+		pidfd, sys.PidFD = -1, nil
+		pid, _, err = syscall.StartProcess(prog, argv, pa)
+	}
+	runtime.KeepAlive(attr)
+	if err != nil {
+		return 0, -1, &os.PathError{Op: "fork/exec", Path: prog, Err: err}
+	}
+	return pid, pidfd, nil
 }
 
 // killGroup SIGKILLs the shell's whole process group: the shell and every
@@ -435,5 +484,10 @@ func (sh *shell) release(ep int) {
 	unix.Close(sh.status)
 	unix.Close(sh.in)
 	unix.Close(sh.inPeek)
-	sh.proc.Release()
+	sh.pidMu.Lock()
+	if sh.pidfd >= 0 {
+		unix.Close(sh.pidfd)
+	}
+	sh.pidfd = released
+	sh.pidMu.Unlock()
 }
