@@ -488,6 +488,13 @@ func (m *Manager) bootAs(ctx context.Context, b *box, mode bootMode) (_ *instanc
 	// stopping while its pool starts a sandbox) leaves the runtime's state
 	// of the container behind.
 	undo.push(func(ctx context.Context) error { return m.stopContainer(ctx, rt, cid, cg) })
+	var bound *socketWatch
+	if b.isGVisor() && mode == bootStart {
+		// Before the container starts, so that the socket's creation is
+		// seen whenever it comes (see socketWatch).
+		bound = watchSocketDir(p.run)
+		defer bound.close()
+	}
 	pid, restored, err := m.createOrRestore(ctx, b, rt, cid, p, mode, runtime.CreateOptions{Log: logf, ExtraFiles: sock.files, Start: !splitAfterCreate && mode == bootStart, HostPaths: hostPaths})
 	if err != nil {
 		return nil, err
@@ -513,9 +520,9 @@ func (m *Manager) bootAs(ctx context.Context, b *box, mode bootMode) (_ *instanc
 	}
 	if restored {
 		// The agent let go of its socket before the checkpoint.
-		err = wakeRestored(ctx, rt, inst)
+		err = wakeRestored(ctx, rt, inst, bound)
 	} else {
-		err = waitAgent(ctx, inst, agentBootTimeout)
+		err = waitAgentWatched(ctx, inst, bound, agentBootTimeout)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w (agent log: %s)", err, logTail(p.log))
@@ -698,6 +705,18 @@ func logTail(path string) string {
 // waitAgent polls the agent's health endpoint until it answers, the
 // container dies, or limit passes, and checks the protocol version.
 func waitAgent(ctx context.Context, inst *instance, limit time.Duration) error {
+	return waitAgentWatched(ctx, inst, nil, limit)
+}
+
+// watchedWaitCap bounds each wait for the agent's socket to appear, so
+// that an agent that dies before it binds it is seen dead soon.
+const watchedWaitCap = 25 * time.Millisecond
+
+// waitAgentWatched is waitAgent for an agent that binds its socket
+// itself: while the socket does not exist, it waits for w (a watch of
+// its directory, set before the container started; nil to poll) to see
+// it created instead of dialling again and again.
+func waitAgentWatched(ctx context.Context, inst *instance, w *socketWatch, limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	// Poll fast at first: the agent is usually up within milliseconds,
@@ -714,6 +733,10 @@ func waitAgent(ctx context.Context, inst *instance, limit time.Duration) error {
 		}
 		if !inst.alive() {
 			return fmt.Errorf("agent exited during start-up")
+		}
+		if w != nil && notBound(err) && ctx.Err() == nil {
+			w.wait(watchedWaitCap)
+			continue
 		}
 		select {
 		case <-ctx.Done():

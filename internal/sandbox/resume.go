@@ -153,7 +153,7 @@ func (m *Manager) resumePrepared(ctx context.Context, b *box) (_ *instance, err 
 	}
 	steps.mark("restore")
 	failpoint.Hit("resume-after-restore")
-	if err := wakeRestored(ctx, rt, inst); err != nil {
+	if err := wakeRestored(ctx, rt, inst, nil); err != nil {
 		return nil, fmt.Errorf("%w (agent log: %s)", err, logTail(p.log))
 	}
 	steps.mark("agent")
@@ -177,9 +177,10 @@ const selfWakeGrace = time.Second
 // resume's path holds no `runsc kill`. An agent that has not answered
 // within selfWakeGrace (a checkpoint of an agent from before it did so)
 // is sent agentapi.ResumeSignal through the runtime, as it expects, and
-// given agentBootTimeout more.
-func wakeRestored(ctx context.Context, rt initSignaler, inst *instance) error {
-	err := waitAgent(ctx, inst, selfWakeGrace)
+// given agentBootTimeout more. w, when not nil, watches the socket's
+// directory (see waitAgentWatched).
+func wakeRestored(ctx context.Context, rt initSignaler, inst *instance, w *socketWatch) error {
+	err := waitAgentWatched(ctx, inst, w, selfWakeGrace)
 	if err == nil || !inst.alive() || ctx.Err() != nil {
 		return err
 	}

@@ -71,7 +71,9 @@ func TestWakeRestored(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		err = wakeRestored(ctx, a, inst)
+		w := watchSocketDir(filepath.Dir(socket))
+		err = wakeRestored(ctx, a, inst, w)
+		w.close()
 		cancel()
 		conns.close()
 		if err != nil {
