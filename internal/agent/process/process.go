@@ -139,9 +139,10 @@ type Manager struct {
 	reports atomic.Int64 // statuses reported by login processes (reportScript)
 
 	// The log directory and forkDir are made by the first process start
-	// (or fork server start) or by PrepareDirs, whichever comes first.
-	dirsOnce sync.Once
-	dirsErr  error
+	// (or fork server start) or by PrepareDirs, whichever comes first; a
+	// failure (a full disk) is tried again by the next.
+	dirsMu   sync.Mutex
+	dirsMade bool
 }
 
 // NewManager prepares a manager. Its directories (the log directory,
@@ -194,8 +195,16 @@ func NewManager(cfg Config) (*Manager, error) {
 // PrepareDirs makes the manager's directories now, if no process start
 // has: the agent calls it once its first call is answered.
 func (m *Manager) PrepareDirs() error {
-	m.dirsOnce.Do(func() { m.dirsErr = m.makeDirs() })
-	return m.dirsErr
+	m.dirsMu.Lock()
+	defer m.dirsMu.Unlock()
+	if m.dirsMade {
+		return nil
+	}
+	if err := m.makeDirs(); err != nil {
+		return err
+	}
+	m.dirsMade = true
+	return nil
 }
 
 func (m *Manager) makeDirs() error {
