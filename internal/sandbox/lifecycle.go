@@ -709,8 +709,12 @@ func waitAgent(ctx context.Context, inst *instance, limit time.Duration) error {
 }
 
 // watchedWaitCap bounds each wait for the agent's socket to appear, so
-// that an agent that dies before it binds it is seen dead soon.
-const watchedWaitCap = 25 * time.Millisecond
+// that an agent that dies before it binds it is seen dead in time. Not
+// shorter: each time it passes, the daemon wakes from idle to dial in
+// vain, and Go's monitor thread with it (a burst of wake-ups; see
+// internal/runtime's monitor.go), while the agent it waits for starts on
+// the same two CPUs; it binds its socket 20-100 ms after runsc returns.
+const watchedWaitCap = 250 * time.Millisecond
 
 // waitAgentWatched is waitAgent for an agent that binds its socket
 // itself: while the socket does not exist, it waits for w (a watch of
