@@ -213,22 +213,35 @@ function ensureXterm() {
     if (term.ws?.readyState === WebSocket.OPEN) term.ws.send(JSON.stringify({ type: "resize", cols, rows }));
   });
   new ResizeObserver(() => {
-    if (!$("#tab-terminal").hidden) term.fit.fit();
+    if (!$("#tab-terminal").hidden) fitTerminal();
   }).observe($("#terminal"));
+}
+
+// fitTerminal sizes the terminal, and so the shell's screen, to its box,
+// unless the box has collapsed for a moment (a page laid out anew, as a
+// full-page capture does, showed it with no width: the fit addon then
+// proposes its floor, 2 columns). A shell resized to that and back
+// redraws its prompt by erasing the lines above it (bash erased 12), so
+// the screen, and the replay a client attaching later gets, lost them.
+const MIN_FIT_COLS = 10;
+function fitTerminal() {
+  const dims = term.fit.proposeDimensions();
+  if (!dims || dims.cols < MIN_FIT_COLS) return;
+  term.fit.fit();
 }
 
 function openTerminal() {
   ensureXterm();
   const id = state.selected;
   if (term.ws && term.sandbox === id && term.ws.readyState <= WebSocket.OPEN) {
-    term.fit.fit();
+    fitTerminal();
     term.xterm.focus();
     return;
   }
   closeTerminal();
   term.sandbox = id;
   term.xterm.reset();
-  term.fit.fit();
+  fitTerminal();
   const status = $("#term-status");
   status.textContent = "connecting…";
   // One shared terminal per sandbox for the console: opening it again
