@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -434,13 +435,30 @@ func (sh *shell) signal(sig syscall.Signal) bool {
 // released is a shell's pidfd once release closed it.
 const released = -2
 
+// vforkable reports whether startVforked does all that sys asks: a
+// session of the child's own, and nothing else (no credentials).
+func vforkable(sys *syscall.SysProcAttr) bool {
+	rest := *sys
+	rest.Setsid = false
+	return sys.Setsid && reflect.ValueOf(rest).IsZero()
+}
+
 // startProcess is os.StartProcess with a pidfd of the child (-1 where the
 // kernel cannot make one), without the os package's check, once per
 // process, that pidfds work (pidfd_open, waitid, pidfd_send_signal and a
 // child cloned with a pidfd and reaped): ten system calls and a task's
 // start and end, each costly in gVisor, on the way of a cold start's first
 // answer, since the default session's shell is the agent's first child.
+//
+// Where it can (vforkable), the child is execChild's (vfork.go), which
+// does not reset every signal handler before the execve.
 func startProcess(prog string, argv []string, attr *os.ProcAttr) (pid, pidfd int, err error) {
+	if vforkable(attr.Sys) {
+		pid, pidfd, err = startVforked(prog, argv, attr.Env, attr.Dir, attr.Files)
+		if !errors.Is(err, syscall.ENOSYS) && !errors.Is(err, syscall.EINVAL) {
+			return pid, pidfd, err
+		}
+	}
 	fds := make([]uintptr, len(attr.Files))
 	for i, f := range attr.Files {
 		fds[i] = f.Fd() // ^uintptr(0) for nil: not open in the child
