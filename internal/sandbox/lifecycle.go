@@ -738,7 +738,7 @@ func waitAgentWatched(ctx context.Context, inst *instance, w *socketWatch, limit
 		if !inst.alive() {
 			return fmt.Errorf("agent exited during start-up")
 		}
-		if w != nil && notBound(err) && ctx.Err() == nil {
+		if w.usable() && notBound(err) && ctx.Err() == nil {
 			w.wait(watchedWaitCap)
 			continue
 		}

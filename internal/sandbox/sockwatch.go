@@ -27,6 +27,10 @@ import (
 // When one cannot be had, the boot polls as before.
 type socketWatch struct {
 	f *os.File
+	// broken: a read failed otherwise than at its deadline; the caller
+	// polls instead (a read that fails at once would make its wait a
+	// busy loop).
+	broken bool
 }
 
 // watchSocketDir watches dir for a new entry; nil when inotify is not
@@ -47,13 +51,18 @@ func watchSocketDir(dir string) *socketWatch {
 
 // wait returns once something was created in the directory since the
 // last wait (at once if it was already), or limit passed, or the watch
-// broke (a read error: the caller's next dial tells). Events are not
-// told apart: any new entry is a reason to dial again.
+// broke (usable then says false). Events are not told apart: any new
+// entry is a reason to dial again.
 func (w *socketWatch) wait(limit time.Duration) {
 	var buf [512]byte // several events: unix.SizeofInotifyEvent + a name each
 	w.f.SetReadDeadline(time.Now().Add(limit))
-	w.f.Read(buf[:])
+	if _, err := w.f.Read(buf[:]); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		w.broken = true
+	}
 }
+
+// usable reports whether the watch can still be waited on.
+func (w *socketWatch) usable() bool { return w != nil && !w.broken }
 
 func (w *socketWatch) close() {
 	if w != nil {

@@ -106,3 +106,24 @@ func TestWaitAgentWatched(t *testing.T) {
 		}
 	})
 }
+
+// TestSocketWatchBroken: a watch whose reads fail says so, and is not
+// waited on again (its waits would return at once: a busy loop).
+func TestSocketWatchBroken(t *testing.T) {
+	w := watchSocketDir(t.TempDir())
+	if w == nil {
+		t.Skip("no inotify here")
+	}
+	if !w.usable() {
+		t.Fatal("a new watch is not usable")
+	}
+	w.f.Close() // its reads now fail
+	w.wait(time.Second)
+	if w.usable() {
+		t.Error("a watch whose read failed is still usable")
+	}
+	var none *socketWatch
+	if none.usable() {
+		t.Error("no watch is usable")
+	}
+}
