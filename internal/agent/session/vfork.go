@@ -60,6 +60,14 @@ func startVforked(prog string, argv, env []string, dir string, files []*os.File)
 	if len(files) > len(vforkJob.fds) {
 		return 0, -1, syscall.ENOSYS
 	}
+	// Go raises its own soft RLIMIT_NOFILE at start (to the hard limit
+	// less one) and syscall's child puts the original back; this one
+	// cannot, so it serves only where there was nothing to raise (a
+	// sandbox's spec sets both limits alike).
+	var nofile syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &nofile); err != nil || nofile.Cur != nofile.Max {
+		return 0, -1, syscall.ENOSYS
+	}
 	path, err := syscall.BytePtrFromString(prog)
 	if err != nil {
 		return 0, -1, err
