@@ -49,6 +49,16 @@ type owner struct {
 	URL         string `json:"url,omitempty"`
 }
 
+// valid reports whether o names what a test daemon has: an owner, a state
+// directory that is an absolute path below the root, a table and a cgroup
+// parent. Anything else is left alone: leftovers.Remove detaches every
+// mount below the directories it is given (an empty one would be the
+// whole host) and removes the cgroups its parent's name matches.
+func (o owner) valid() bool {
+	return o.PID > 0 && o.Start != 0 && filepath.IsAbs(o.StateDir) && filepath.Clean(o.StateDir) != "/" &&
+		o.Table != "" && o.CgroupParent != "" && !strings.ContainsAny(o.CgroupParent, "/*?[")
+}
+
 // writeOwner records d's owner (this process) and its daemon's process,
 // pid, in d's run directory.
 func (d *Daemon) writeOwner(pid int) error {
@@ -116,7 +126,7 @@ func sweepStaleNow(logf func(string, ...any)) {
 			continue
 		}
 		var o owner
-		if err := json.Unmarshal(data, &o); err != nil || alive(o.PID, o.Start) {
+		if err := json.Unmarshal(data, &o); err != nil || !o.valid() || alive(o.PID, o.Start) {
 			continue
 		}
 		run := filepath.Dir(path)

@@ -267,3 +267,29 @@ func TestDaemonUntilStopped(t *testing.T) {
 	time.Sleep(3 * time.Minute) // the parent's SIGTERM comes first
 	t.Error("not stopped within 3 minutes")
 }
+
+// TestOwnerRecordThatNamesTooMuchIsLeftAlone: a record whose directories
+// or cgroup would reach beyond one daemon's (an empty state directory is
+// every mount of the host to leftovers.Remove) is never swept.
+func TestOwnerRecordThatNamesTooMuchIsLeftAlone(t *testing.T) {
+	good := owner{PID: 1, Start: 1, StateDir: "/tmp/TestX/001", Table: "sbdtest1_1", CgroupParent: "sbdtest1_1"}
+	if !good.valid() {
+		t.Fatalf("%+v is not valid", good)
+	}
+	for name, change := range map[string]func(*owner){
+		"no state directory":     func(o *owner) { o.StateDir = "" },
+		"the root":               func(o *owner) { o.StateDir = "/" },
+		"a relative state":       func(o *owner) { o.StateDir = "tmp/x" },
+		"no cgroup parent":       func(o *owner) { o.CgroupParent = "" },
+		"a cgroup parent's path": func(o *owner) { o.CgroupParent = "a/b" },
+		"a cgroup parent's glob": func(o *owner) { o.CgroupParent = "*" },
+		"no table":               func(o *owner) { o.Table = "" },
+		"no owner's start":       func(o *owner) { o.Start = 0 },
+	} {
+		o := good
+		change(&o)
+		if o.valid() {
+			t.Errorf("%s: %+v is valid", name, o)
+		}
+	}
+}
