@@ -146,6 +146,19 @@ func TestStopSignalTearsTheDaemonsDown(t *testing.T) {
 // test process to start a daemon tears down.
 func TestKilledTestProcessIsSweptByTheNext(t *testing.T) {
 	SkipUnlessRoot(t)
+	for _, daemonToo := range []bool{false, true} {
+		name := "daemon running"
+		if daemonToo {
+			name = "daemon killed too"
+		}
+		t.Run(name, func(t *testing.T) { testKilledTestProcessIsSwept(t, daemonToo) })
+	}
+}
+
+// testKilledTestProcessIsSwept is TestKilledTestProcessIsSweptByTheNext
+// with the daemon running on after its test process, or killed as well
+// (its sandbox then runs on alone, in the runtime's hands).
+func testKilledTestProcessIsSwept(t *testing.T, daemonToo bool) {
 	cmd, state, stderr := startUntilStopped(t)
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -153,6 +166,15 @@ func TestKilledTestProcessIsSweptByTheNext(t *testing.T) {
 	cmd.Wait()
 	if goneWithin(state.Daemon, time.Second) {
 		t.Fatalf("the daemon (pid %d) ended with its test process: nothing is left to sweep\n%s", state.Daemon, stderr.String())
+	}
+	if daemonToo {
+		syscall.Kill(state.Daemon, syscall.SIGKILL)
+		if !goneWithin(state.Daemon, 10*time.Second) {
+			t.Fatalf("the daemon (pid %d) outlived SIGKILL", state.Daemon)
+		}
+		if goneWithin(state.Agent, time.Second) {
+			t.Fatalf("the sandbox's agent (pid %d) ended with its daemon: the runtime's part is not tested", state.Agent)
+		}
 	}
 	if m := leftovers.MountsBelow(state.RunDir, state.StateDir); len(m) == 0 {
 		t.Errorf("the killed test process left no mounts; the sweep is not tested on them")
