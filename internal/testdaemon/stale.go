@@ -196,11 +196,14 @@ func deleteContainers(run string, logf func(string, ...any)) {
 	}
 }
 
-// runscPath is the runsc that `make build` puts in bin/, else the one on
+// runscPath is the runsc a test daemon ran: the one next to its sandboxd
+// (SANDBOXD_BIN_DIR, else the bin/ `make build` fills), else the one on
 // $PATH.
 func runscPath() string {
-	if p := filepath.Join(moduleRoot(), "bin", "runsc"); fileExists(p) {
-		return p
+	for _, dir := range []string{os.Getenv("SANDBOXD_BIN_DIR"), filepath.Join(moduleRoot(), "bin")} {
+		if p := filepath.Join(dir, "runsc"); dir != "" && fileExists(p) {
+			return p
+		}
 	}
 	return "runsc"
 }

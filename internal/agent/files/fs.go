@@ -93,8 +93,7 @@ type FS struct {
 	rootPath string // what Open was given
 	// private are the mount IDs of the agent's own mounts (under
 	// /.sandboxd), and privateDir the device and inode of /.sandboxd:
-	// found once, by the first call that checks a descriptor
-	// (learnPrivate), or by Learn.
+	// found once, by Learn.
 	learned    sync.Once
 	private    map[uint64]bool
 	privateDir *fileID
@@ -125,15 +124,10 @@ func Open(root string) (*FS, error) {
 	return &FS{root: fd, rootPath: root}, nil
 }
 
-// Learn finds the agent's private mounts now, if no call has yet: the
-// agent calls it once its first call is answered, so that later calls find
-// them known.
-func (f *FS) Learn() { f.learnPrivate() }
-
-// learnPrivate finds the agent's private mounts once.
-func (f *FS) learnPrivate() {
-	f.learned.Do(f.findPrivate)
-}
+// Learn finds the agent's private mounts, once: the first call that
+// checks a descriptor does, and the agent calls it once its first call is
+// answered, so that later calls find them known.
+func (f *FS) Learn() { f.learned.Do(f.findPrivate) }
 
 func (f *FS) findPrivate() {
 	root := f.rootPath
@@ -232,7 +226,7 @@ func (f *FS) open(op, p string, flags int, mode uint32) (int, error) {
 // guard refuses a descriptor on a procfs (the agent's own process is
 // there), on one of the agent's private mounts, or naming /.sandboxd.
 func (f *FS) guard(fd int) error {
-	f.learnPrivate()
+	f.Learn()
 	var sfs unix.Statfs_t
 	if err := unix.Fstatfs(fd, &sfs); err != nil {
 		return err

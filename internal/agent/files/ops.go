@@ -377,7 +377,7 @@ func (f *FS) Remove(p string, recursive bool) error {
 
 // guardEntry refuses /.sandboxd itself as the object of a delete or move.
 func (f *FS) guardEntry(st *unix.Stat_t) error {
-	f.learnPrivate()
+	f.Learn()
 	if f.privateDir != nil && st.Dev == f.privateDir.dev && st.Ino == f.privateDir.ino {
 		return ErrForbidden
 	}

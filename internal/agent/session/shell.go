@@ -417,8 +417,7 @@ func (sh *shell) send(line []byte) error {
 // signal sends sig to the shell itself, through its pidfd, and reports
 // whether it was sent (signal 0: whether the shell is alive).
 func (sh *shell) signal(sig syscall.Signal) bool {
-	switch {
-	case sh.pid <= 0 || sh.exited.Load():
+	if sh.pid <= 0 || sh.exited.Load() {
 		return false
 	}
 	sh.pidMu.Lock()
